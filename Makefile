@@ -1,0 +1,99 @@
+# pigato-c - hand-written Makefile (Redis style).
+#   make            library + programs
+#   make test       dependencies, build, every test
+#   make demo       dependencies, build, a broker + worker + client session
+#   make install PREFIX=/usr/local DESTDIR=
+#   SANITIZE=address,undefined make test
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BUILD   ?= build
+CC      ?= cc
+
+PKGS    := libzmq libczmq libsodium jansson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+OPT     ?= -O2
+CFLAGS  += -std=c11 -Wall -Wextra -Werror -g $(OPT) -fPIC -fvisibility=hidden \
+           -D_GNU_SOURCE -Iinclude $(PKG_CFLAGS)
+LDLIBS  += $(PKG_LIBS) -lm
+ifneq ($(SANITIZE),)
+CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+LIB_SRCS := mesh/status.c mesh/log.c mesh/util.c mesh/peer.c mesh/codec.c \
+            mesh/heap.c mesh/bkey.c mesh/service.c mesh/request.c \
+            mesh/broker.c mesh/client.c mesh/worker.c \
+            keys/keyfile.c
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+
+PROGRAMS := $(BUILD)/pigato-broker $(BUILD)/pigato
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+
+SOVERSION := 0
+LIB_A  := $(BUILD)/libpigato.a
+LIB_SO := $(BUILD)/libpigato.so.$(SOVERSION)
+
+.PHONY: all deps test demo install clean format bench check-deps
+all: $(LIB_A) $(LIB_SO) $(PROGRAMS) $(BUILD)/libpigato.pc
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/%.o: %.c $(wildcard include/*.h mesh/*.h keys/*.h auth/*.h certs/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB_A): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(LIB_SO): $(LIB_OBJS)
+	$(CC) -shared -Wl,-soname,libpigato.so.$(SOVERSION) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	ln -sf libpigato.so.$(SOVERSION) $(BUILD)/libpigato.so
+
+$(BUILD)/pigato-broker: $(BUILD)/mesh/broker_main.o $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/pigato: $(BUILD)/mesh/cli_main.o $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Imesh -o $@ $< $(LIB_A) $(LDFLAGS) $(LDLIBS) -lcmocka
+
+$(BUILD)/libpigato.pc: libpigato.pc.in
+	@mkdir -p $(BUILD)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|0.1.0|g' $< > $@
+
+test: deps
+	@$(MAKE) --no-print-directory all $(UNIT_TESTS)
+	@tests/run.sh $(BUILD)
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/demo.sh $(BUILD)
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@bench/run.sh $(BUILD)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
+	    $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+	    $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0644 include/pigato.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
+	install -m 0755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libpigato.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libpigato.so
+	install -m 0644 $(BUILD)/libpigato.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 docs/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+
+format:
+	clang-format -i include/*.h mesh/*.[ch] keys/*.[ch] tests/unit/*.c
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,396 @@
+/*  =========================================================================
+    pigato.h - public API of libpigato: a secured request/reply service mesh
+    on ZeroMQ (client, worker, broker, keys, status codes).
+
+    Threading: every object is single-threaded; use one object per thread.
+    Ownership: a function that takes `**` takes ownership and nulls the
+    caller's pointer; a returned `char *` is the caller's to free; a returned
+    `const char *` is borrowed and valid until the object changes.
+    =========================================================================
+*/
+#ifndef PIGATO_H_INCLUDED
+#define PIGATO_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#   define PIGATO_EXPORT __attribute__ ((visibility ("default")))
+#else
+#   define PIGATO_EXPORT
+#endif
+
+#define PIGATO_VERSION_MAJOR 0
+#define PIGATO_VERSION_MINOR 1
+#define PIGATO_VERSION_PATCH 0
+#define PIGATO_VERSION_STRING "0.1.0"
+
+//  Protocol defaults (DESIGN.md section 2)
+#define PIGATO_HEARTBEAT_MS   2500      //  heartbeat interval
+#define PIGATO_LIVENESS       3         //  missed heartbeats before a peer is dead
+#define PIGATO_TIMEOUT_MS     60000     //  default request timeout
+#define PIGATO_CONCURRENCY    100       //  default worker concurrency
+#define PIGATO_RID_MAX        64        //  longest rid we accept, bytes
+#define PIGATO_SERVICE_MAX    255       //  longest service name, bytes
+#define PIGATO_Z85_KEY_SIZE   40        //  Z85 text of a 32-byte CURVE key
+
+//  -------------------------------------------------------------------------
+//  Status codes: 0 is success, negative is an error. One list generates the
+//  enum and pigato_strerror () (libuv's UV_ERRNO_MAP pattern).
+
+#define PIGATO_STATUS_MAP(X)                                                \
+    X (OK,            0,   "success")                                       \
+    X (E_INVALID,     -1,  "invalid argument")                              \
+    X (E_NOMEM,       -2,  "out of memory")                                 \
+    X (E_KEY,         -3,  "key missing, unreadable or invalid")            \
+    X (E_KEYPERM,     -4,  "secret key file is readable by group or others") \
+    X (E_BIND,        -5,  "cannot bind endpoint")                          \
+    X (E_CONNECT,     -6,  "cannot connect endpoint")                       \
+    X (E_TIMEOUT,     -7,  "request timed out")                             \
+    X (E_REPLY,       -8,  "service replied with an error")                 \
+    X (E_CLOSED,      -9,  "object closed or stopped")                      \
+    X (E_INTERRUPTED, -10, "interrupted by a signal")                       \
+    X (E_ENDED,       -11, "reply already ended")                           \
+    X (E_NOTCONNECTED,-12, "not connected to any broker")                   \
+    X (E_SYSTEM,      -13, "system error")                                  \
+    X (E_ACL,         -14, "access control list is invalid")
+
+typedef enum {
+#define PIGATO_STATUS_ENUM(name, value, text) PIGATO_##name = value,
+    PIGATO_STATUS_MAP (PIGATO_STATUS_ENUM)
+#undef PIGATO_STATUS_ENUM
+} pigato_status_t;
+
+//  Returns a static English description of a status code.
+PIGATO_EXPORT const char *
+    pigato_strerror (int status);
+
+//  Returns the library version as "MAJOR.MINOR.PATCH".
+PIGATO_EXPORT const char *
+    pigato_version (void);
+
+//  -------------------------------------------------------------------------
+//  Logging. The library never prints; it hands one line per event, made of
+//  key=value fields, to the callback set here (process-wide). Secrets are
+//  never logged.
+
+typedef enum {
+    PIGATO_LOG_ERROR = 0,
+    PIGATO_LOG_WARNING = 1,
+    PIGATO_LOG_INFO = 2,
+    PIGATO_LOG_DEBUG = 3
+} pigato_log_level_t;
+
+typedef void (pigato_log_fn) (int level, const char *line, void *arg);
+
+//  Sets the process-wide log callback and the most verbose level passed to
+//  it. NULL callback = no logging (the default).
+PIGATO_EXPORT void
+    pigato_log_set (int level, pigato_log_fn *callback, void *arg);
+
+//  Parses "error", "warning", "info" or "debug"; returns the level or -1.
+PIGATO_EXPORT int
+    pigato_log_level_parse (const char *name);
+
+//  A ready-made callback: writes "TIMESTAMP LEVEL line" to stderr.
+PIGATO_EXPORT void
+    pigato_log_stderr (int level, const char *line, void *arg);
+
+//  -------------------------------------------------------------------------
+//  Keys. CURVE keys are 32 bytes, shown as 40 characters of Z85. Key files
+//  use czmq's zcert format: NAME.key (public) and NAME.key_secret (secret,
+//  mode 0600; refused if group or others can read it).
+
+//  Resolves a public key given as Z85 text or as a zcert file (public or
+//  secret file; only the public key is read). Writes 41 bytes (Z85 + NUL)
+//  to z85. On error returns a status and writes a message to err.
+PIGATO_EXPORT int
+    pigato_key_public (const char *key_or_file, char *z85,
+                       char *err, size_t err_size);
+
+//  Writes a short printable fingerprint of a Z85 public key (the first 8
+//  characters of the Z85 text of BLAKE2b(key), 9 bytes with NUL).
+PIGATO_EXPORT void
+    pigato_key_fingerprint (const char *public_z85, char *fingerprint);
+
+//  -------------------------------------------------------------------------
+//  Client: sends requests to services through one or more brokers; many
+//  requests in flight; partial and final replies via callbacks.
+
+typedef struct _pigato_client_t pigato_client_t;
+
+//  Called for each reply to a request. For partial replies status is 0 and
+//  final is false. For the final call status is PIGATO_OK (data = the
+//  reply), PIGATO_E_REPLY (data = the error text, JSON-decoded when the
+//  service sent a JSON string), PIGATO_E_TIMEOUT, or another error (data =
+//  the broker's error text, for instance "E_WORKER_LOST"). data is
+//  borrowed and valid only during the call.
+typedef void (pigato_reply_fn) (pigato_client_t *client, const char *rid,
+                                int status, bool final,
+                                const void *data, size_t size, void *arg);
+
+//  Creates a client; NULL if out of memory. Call setters, then connect.
+PIGATO_EXPORT pigato_client_t *
+    pigato_client_new (void);
+
+//  Destroys a client; pending requests are dropped without callbacks.
+PIGATO_EXPORT void
+    pigato_client_destroy (pigato_client_t **self_p);
+
+//  The broker's public key: Z85 text or a zcert file. Required unless
+//  insecure.
+PIGATO_EXPORT int
+    pigato_client_set_server_key (pigato_client_t *self, const char *key);
+
+//  This client's own key pair, from a zcert secret key file. Without one
+//  an ephemeral key pair is made at connect.
+PIGATO_EXPORT int
+    pigato_client_set_key_file (pigato_client_t *self, const char *path);
+
+//  No encryption (NULL mechanism). Must match the broker.
+PIGATO_EXPORT void
+    pigato_client_set_insecure (pigato_client_t *self, bool insecure);
+
+//  Heartbeat interval and liveness (defaults 2500 ms, 3).
+PIGATO_EXPORT void
+    pigato_client_set_heartbeat (pigato_client_t *self, int interval_ms,
+                                 int liveness);
+
+//  Default request timeout in ms when a request's opts carry none
+//  (default 60000; -1 = never).
+PIGATO_EXPORT void
+    pigato_client_set_timeout (pigato_client_t *self, int64_t timeout_ms);
+
+//  Connects to a broker. May be called for several brokers.
+PIGATO_EXPORT int
+    pigato_client_connect (pigato_client_t *self, const char *endpoint);
+
+//  Sends a request. data/size are copied. opts_json is NULL or a JSON
+//  object: "timeout" (ms of silence before the request fails; -1 never),
+//  "retry" (attempts if the worker dies), "workerId", others passed on.
+//  on_reply gets every partial reply and then exactly one final call
+//  (unless the client is destroyed first). If rid is not NULL, the request
+//  id (NUL-terminated, at most PIGATO_RID_MAX bytes) is written there.
+PIGATO_EXPORT int
+    pigato_client_request (pigato_client_t *self, const char *service,
+                           const void *data, size_t size,
+                           const char *opts_json, pigato_reply_fn *on_reply,
+                           void *arg, char *rid);
+
+//  Gives up a request: no more callbacks, no more request heartbeats (so
+//  the worker's pigato_reply_active () turns false). Returns E_INVALID for
+//  an unknown rid.
+PIGATO_EXPORT int
+    pigato_client_cancel (pigato_client_t *self, const char *rid);
+
+//  Blocking call: sends a request and waits for its final reply. Partial
+//  replies go to on_partial if not NULL. On return *reply (malloc'd,
+//  NUL-terminated for convenience, caller frees) holds the final data or
+//  the error text; the return value is the final status.
+PIGATO_EXPORT int
+    pigato_client_call (pigato_client_t *self, const char *service,
+                        const void *data, size_t size, const char *opts_json,
+                        pigato_reply_fn *on_partial, void *arg,
+                        char **reply, size_t *reply_size);
+
+//  Number of requests still waiting for their final reply.
+PIGATO_EXPORT size_t
+    pigato_client_pending (pigato_client_t *self);
+
+//  Processes whatever is ready (replies, heartbeats, timeouts), waiting at
+//  most timeout_ms for something to happen (0 = do not wait, -1 = until
+//  something happens). Returns 0 or E_INTERRUPTED.
+PIGATO_EXPORT int
+    pigato_client_wait (pigato_client_t *self, int timeout_ms);
+
+//  Runs until no request is pending, or a signal. Returns 0 or
+//  E_INTERRUPTED.
+PIGATO_EXPORT int
+    pigato_client_run (pigato_client_t *self);
+
+//  Registers the client's sockets and timers with an application's zloop
+//  (the type is czmq's zloop_t). The client keeps its registrations up to
+//  date across reconnects and removes them when destroyed.
+PIGATO_EXPORT int
+    pigato_client_attach (pigato_client_t *self, void *zloop);
+
+//  Last error message for a failed call (borrowed).
+PIGATO_EXPORT const char *
+    pigato_client_error (pigato_client_t *self);
+
+//  -------------------------------------------------------------------------
+//  Worker: offers one service through one or more brokers.
+
+typedef struct _pigato_worker_t pigato_worker_t;
+typedef struct _pigato_reply_t pigato_reply_t;
+
+//  Called for each request. The handler owns reply: it must end it (end,
+//  error or reject) and destroy it, now or later. data is borrowed, valid
+//  during the call.
+typedef void (pigato_request_fn) (pigato_worker_t *worker,
+                                  pigato_reply_t *reply,
+                                  const void *data, size_t size, void *arg);
+
+//  Creates a worker for a service; NULL on bad arguments or no memory.
+PIGATO_EXPORT pigato_worker_t *
+    pigato_worker_new (const char *service, pigato_request_fn *handler,
+                       void *arg);
+
+//  Destroys a worker; sends DISCONNECT to its brokers. Replies still held
+//  by the application become inactive; ending them does nothing.
+PIGATO_EXPORT void
+    pigato_worker_destroy (pigato_worker_t **self_p);
+
+PIGATO_EXPORT int
+    pigato_worker_set_server_key (pigato_worker_t *self, const char *key);
+PIGATO_EXPORT int
+    pigato_worker_set_key_file (pigato_worker_t *self, const char *path);
+PIGATO_EXPORT void
+    pigato_worker_set_insecure (pigato_worker_t *self, bool insecure);
+PIGATO_EXPORT void
+    pigato_worker_set_heartbeat (pigato_worker_t *self, int interval_ms,
+                                 int liveness);
+
+//  Most requests in flight at once (default 100; -1 = unlimited);
+//  announced to brokers in heartbeats.
+PIGATO_EXPORT void
+    pigato_worker_set_concurrency (pigato_worker_t *self, int concurrency);
+
+//  Connects to a broker and announces the service (READY).
+PIGATO_EXPORT int
+    pigato_worker_connect (pigato_worker_t *self, const char *endpoint);
+
+//  Processes what is ready, waiting at most timeout_ms (-1 = until
+//  something happens). Returns 0, E_INTERRUPTED or E_CLOSED (stopped).
+PIGATO_EXPORT int
+    pigato_worker_wait (pigato_worker_t *self, int timeout_ms);
+
+//  Runs until pigato_worker_stop () or a signal.
+PIGATO_EXPORT int
+    pigato_worker_run (pigato_worker_t *self);
+
+//  Sends DISCONNECT to the brokers and makes run () return.
+PIGATO_EXPORT void
+    pigato_worker_stop (pigato_worker_t *self);
+
+//  Registers with an application's zloop (czmq zloop_t).
+PIGATO_EXPORT int
+    pigato_worker_attach (pigato_worker_t *self, void *zloop);
+
+//  The service this worker offers (borrowed).
+PIGATO_EXPORT const char *
+    pigato_worker_service (pigato_worker_t *self);
+
+//  Last error message (borrowed).
+PIGATO_EXPORT const char *
+    pigato_worker_error (pigato_worker_t *self);
+
+//  Sends a partial reply.
+PIGATO_EXPORT int
+    pigato_reply_write (pigato_reply_t *self, const void *data, size_t size);
+
+//  Sends the final reply.
+PIGATO_EXPORT int
+    pigato_reply_end (pigato_reply_t *self, const void *data, size_t size);
+
+//  Sends a final error reply; message is sent as a JSON string.
+PIGATO_EXPORT int
+    pigato_reply_error (pigato_reply_t *self, const char *message);
+
+//  Rejects the request: the broker hands it to another worker.
+PIGATO_EXPORT int
+    pigato_reply_reject (pigato_reply_t *self, const char *reason);
+
+//  Sends a heartbeat to the broker now.
+PIGATO_EXPORT int
+    pigato_reply_heartbeat (pigato_reply_t *self);
+
+//  True while the client still cares: not ended, connection alive, the
+//  client heartbeats the request (or it is younger than the liveness
+//  window), and it has not timed out.
+PIGATO_EXPORT bool
+    pigato_reply_active (pigato_reply_t *self);
+
+//  True once end, error or reject was called.
+PIGATO_EXPORT bool
+    pigato_reply_ended (pigato_reply_t *self);
+
+//  The requested service name, the request opts as JSON text, and the rid
+//  (all borrowed).
+PIGATO_EXPORT const char *
+    pigato_reply_service (pigato_reply_t *self);
+PIGATO_EXPORT const char *
+    pigato_reply_opts (pigato_reply_t *self);
+PIGATO_EXPORT const char *
+    pigato_reply_rid (pigato_reply_t *self);
+
+//  Destroys a reply handle. If it was not ended, an error reply
+//  "E_DROPPED" is sent so the client does not wait for its timeout.
+PIGATO_EXPORT void
+    pigato_reply_destroy (pigato_reply_t **self_p);
+
+//  -------------------------------------------------------------------------
+//  Broker: one ROUTER socket, routes requests from clients to workers.
+
+typedef struct _pigato_broker_t pigato_broker_t;
+
+//  Creates a broker; NULL if out of memory.
+PIGATO_EXPORT pigato_broker_t *
+    pigato_broker_new (void);
+
+PIGATO_EXPORT void
+    pigato_broker_destroy (pigato_broker_t **self_p);
+
+//  The broker's own key pair, from a zcert secret key file (CURVE server).
+PIGATO_EXPORT int
+    pigato_broker_set_key_file (pigato_broker_t *self, const char *path);
+
+//  No encryption; every peer is the identity "anonymous".
+PIGATO_EXPORT void
+    pigato_broker_set_insecure (pigato_broker_t *self, bool insecure);
+
+//  CURVE, any client key, everything permitted.
+PIGATO_EXPORT void
+    pigato_broker_set_allow_any (pigato_broker_t *self, bool allow_any);
+
+PIGATO_EXPORT void
+    pigato_broker_set_heartbeat (pigato_broker_t *self, int interval_ms,
+                                 int liveness);
+
+//  Dispatch mode: "load" (least requests in flight) or "rand".
+PIGATO_EXPORT int
+    pigato_broker_set_dmode (pigato_broker_t *self, const char *mode);
+
+//  Binds an endpoint. The first bind applies the security settings;
+//  settings cannot change afterwards.
+PIGATO_EXPORT int
+    pigato_broker_bind (pigato_broker_t *self, const char *endpoint);
+
+//  Runs the event loop until pigato_broker_stop () (from a signal
+//  handler is fine) or SIGINT/SIGTERM.
+PIGATO_EXPORT int
+    pigato_broker_run (pigato_broker_t *self);
+
+//  Makes run () return soon. Async-signal-safe.
+PIGATO_EXPORT void
+    pigato_broker_stop (pigato_broker_t *self);
+
+//  A counter by name ("requests", "replies", "bad_messages", "denied",
+//  "workers", "timeouts", ...); -1 for an unknown name.
+PIGATO_EXPORT int64_t
+    pigato_broker_counter (pigato_broker_t *self, const char *name);
+
+//  Last error message (borrowed).
+PIGATO_EXPORT const char *
+    pigato_broker_error (pigato_broker_t *self);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,73 @@
+/*  =========================================================================
+    codec.h - frame codecs: pigato 0.0.46 framing to one message struct.
+
+    Decoding borrows the frames of the zmsg it was given: the struct is valid
+    while that zmsg lives. Nothing is copied, nothing is allocated.
+    =========================================================================
+*/
+#ifndef PIGATO_CODEC_H_INCLUDED
+#define PIGATO_CODEC_H_INCLUDED
+
+#include "internal.h"
+
+//  Message types: the ASCII digit of pigato's type frame.
+typedef enum {
+    PIGATO__READY = 1,
+    PIGATO__REQUEST = 2,
+    PIGATO__REPLY = 3,             //  final reply
+    PIGATO__HEARTBEAT = 4,
+    PIGATO__DISCONNECT = 5,
+    PIGATO__PARTIAL = 6,
+    PIGATO__REJECT = 7
+} pigato__type_t;
+
+typedef struct {
+    const byte *data;
+    size_t size;
+} pigato__bytes_t;
+
+//  One decoded message. Fields a message type does not carry are
+//  {NULL, 0}. `present` tells an empty frame from a missing one.
+typedef struct {
+    char role;                  //  'C' client side, 'W' worker side
+    int type;                   //  pigato__type_t
+    pigato__bytes_t sender;     //  routing id (messages read from a ROUTER)
+    pigato__bytes_t service;    //  REQUEST, READY
+    pigato__bytes_t client;     //  client routing id (worker-side messages)
+    pigato__bytes_t rid;        //  request id
+    pigato__bytes_t data;       //  body (REQUEST, REPLY, PARTIAL, REJECT reason)
+    pigato__bytes_t opts;       //  JSON opts (REQUEST, replies, W heartbeat)
+    int status;                 //  0 or -1 (replies)
+    bool request_heartbeat;     //  C/W HEARTBEAT naming a rid
+    bool has_opts;              //  opts frame present and not "{}"/empty/undefined
+} pigato__msg_t;
+
+//  Decode errors (why a message was dropped); also the counters' names.
+typedef enum {
+    PIGATO__DECODE_OK = 0,
+    PIGATO__DECODE_SHORT,       //  too few frames for its type
+    PIGATO__DECODE_HEADER,      //  unknown header frame
+    PIGATO__DECODE_TYPE,        //  unknown or misplaced type
+    PIGATO__DECODE_FIELD,       //  a field is too long or malformed
+    PIGATO__DECODE_FRAMES       //  too many frames
+} pigato__decode_t;
+
+//  Decodes a message read from the broker's ROUTER (frame 0 = sender).
+int pigato__decode_from_peer (zmsg_t *msg, pigato__msg_t *out);
+
+//  Decodes a message a client or worker read from its DEALER.
+int pigato__decode_from_broker (zmsg_t *msg, pigato__msg_t *out);
+
+//  Short name of a decode error, for logs and counters.
+const char *pigato__decode_reason (int code);
+
+//  Encoders append frames to a new zmsg (caller sends / destroys).
+//  Routing-id frame first when to_router is not NULL.
+
+//  broker -> client: C, 6|3, "", rid, status, data, opts
+zmsg_t *pigato__encode_client_reply (const pigato__bytes_t *to, int type,
+                                     const pigato__bytes_t *rid, int status,
+                                     const pigato__bytes_t *data,
+                                     const pigato__bytes_t *opts);
+
+#endif

@@ -1,0 +1,72 @@
+/*  =========================================================================
+    internal.h - shared by libpigato's own files; not installed.
+    Internal-but-shared names are pigato__name and hidden from the ABI
+    (-fvisibility=hidden; only PIGATO_EXPORT symbols are public).
+    =========================================================================
+*/
+#ifndef PIGATO_INTERNAL_H_INCLUDED
+#define PIGATO_INTERNAL_H_INCLUDED
+
+#include <czmq.h>
+#include <stdarg.h>
+#include "../include/pigato.h"
+
+//  Logging: pigato__log checks the level before formatting, so a disabled
+//  level costs one comparison. Lines are key=value fields.
+extern int pigato__log_level;
+void pigato__log_emit (int level, const char *format, ...)
+    __attribute__ ((format (printf, 2, 3)));
+#define pigato__log(level, ...)                                             \
+    do {                                                                    \
+        if ((level) <= pigato__log_level)                                   \
+            pigato__log_emit ((level), __VA_ARGS__);                        \
+    } while (0)
+
+//  Writes a printable, bounded rendering of peer bytes (routing ids, rids,
+//  service names) for logs: printable ASCII as is, others as \xNN, cut at
+//  out_size - 1. Returns out.
+char *pigato__printable (const void *data, size_t size, char *out,
+                         size_t out_size);
+
+//  Monotonic clock in milliseconds.
+int64_t pigato__now_ms (void);
+
+//  Formats an error message into a caller's buffer (NULL buffer = no-op).
+void pigato__errorf (char *err, size_t err_size, const char *format, ...)
+    __attribute__ ((format (printf, 3, 4)));
+
+//  Security settings shared by clients and workers (both are DEALERs).
+typedef struct {
+    char server_key [PIGATO_Z85_KEY_SIZE + 1];  //  broker public key, "" if unset
+    char *key_file;             //  own zcert secret file, NULL = ephemeral
+    bool insecure;              //  NULL mechanism
+} pigato__peer_security_t;
+
+//  Creates a DEALER socket with the given routing id (NULL = libzmq's
+//  default), applies the security settings and connects. Secrets are wiped
+//  before returning. On error returns a status and a message in err.
+int pigato__peer_socket (const pigato__peer_security_t *security,
+                         const char *endpoint, const void *routing_id,
+                         size_t routing_id_size, zsock_t **sock_p,
+                         char *err, size_t err_size);
+
+//  Frees the key_file string. Does not free the struct.
+void pigato__peer_security_reset (pigato__peer_security_t *security);
+
+//  Sets server_key from Z85 text or a zcert file; sets key_file after
+//  checking the secret file loads and has safe permissions.
+int pigato__peer_security_set_server_key (pigato__peer_security_t *security,
+                                          const char *key, char *err,
+                                          size_t err_size);
+int pigato__peer_security_set_key_file (pigato__peer_security_t *security,
+                                        const char *path, char *err,
+                                        size_t err_size);
+
+//  Encodes text as a JSON string (with quotes). Caller frees.
+char *pigato__json_string (const char *text);
+
+//  If data holds a JSON string, returns its decoded text (caller frees);
+//  otherwise returns NULL.
+char *pigato__json_string_decode (const void *data, size_t size);
+
+#endif
