@@ -1,0 +1,99 @@
+/*  =========================================================================
+    util.c - small shared helpers: clock, error text, printable bytes, JSON
+    strings.
+    =========================================================================
+*/
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include "internal.h"
+
+int64_t
+pigato__now_ms (void)
+{
+    struct timespec now;
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    return (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+void
+pigato__errorf (char *err, size_t err_size, const char *format, ...)
+{
+    if (!err || err_size == 0)
+        return;
+    va_list args;
+    va_start (args, format);
+    vsnprintf (err, err_size, format, args);
+    va_end (args);
+}
+
+char *
+pigato__printable (const void *data, size_t size, char *out, size_t out_size)
+{
+    static const char hex [] = "0123456789abcdef";
+    const unsigned char *bytes = (const unsigned char *) data;
+    size_t used = 0;
+    if (out_size == 0)
+        return out;
+    for (size_t index = 0; index < size; index++) {
+        unsigned char byte = bytes [index];
+        bool plain = byte >= 0x21 && byte < 0x7f && byte != '\\'
+                  && byte != '"' && byte != '=';
+        size_t need = plain ? 1 : 4;
+        if (used + need + 1 > out_size) {
+            //  Mark the cut so a reader knows the value was longer
+            if (used + 2 <= out_size - 1 && out_size > 3) {
+                out [used++] = '.';
+                out [used++] = '.';
+            }
+            break;
+        }
+        if (plain)
+            out [used++] = (char) byte;
+        else {
+            out [used++] = '\\';
+            out [used++] = 'x';
+            out [used++] = hex [byte >> 4];
+            out [used++] = hex [byte & 15];
+        }
+    }
+    out [used] = 0;
+    return out;
+}
+
+char *
+pigato__json_string (const char *text)
+{
+    json_t *string = json_stringn (text ? text : "", text ? strlen (text) : 0);
+    if (!string) {
+        //  Not valid UTF-8: fall back to a generic, valid JSON string
+        return strdup ("\"(binary error text)\"");
+    }
+    char *encoded = json_dumps (string, JSON_ENCODE_ANY);
+    json_decref (string);
+    return encoded;
+}
+
+char *
+pigato__json_string_decode (const void *data, size_t size)
+{
+    if (!data || size < 2 || ((const char *) data) [0] != '"')
+        return NULL;
+    json_error_t error;
+    json_t *value = json_loadb ((const char *) data, size,
+                                JSON_DECODE_ANY | JSON_ALLOW_NUL, &error);
+    if (!value)
+        return NULL;
+    char *text = NULL;
+    if (json_is_string (value)) {
+        size_t length = json_string_length (value);
+        text = (char *) malloc (length + 1);
+        if (text) {
+            memcpy (text, json_string_value (value), length);
+            text [length] = 0;
+        }
+    }
+    json_decref (value);
+    return text;
+}
