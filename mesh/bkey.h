@@ -1,0 +1,31 @@
+/*  =========================================================================
+    bkey.h - binary keys for zhashx tables keyed on peer-chosen bytes
+    (routing ids, rids). Hashing is keyed SipHash (libsodium), so a peer
+    cannot flood one bucket by choosing ids.
+
+    A key is [u16 size][u8 first-part size][first part][second part]; it
+    lives inside the item it indexes (tables do not copy keys), and lookups
+    build one on the stack.
+    =========================================================================
+*/
+#ifndef PIGATO_BKEY_H_INCLUDED
+#define PIGATO_BKEY_H_INCLUDED
+
+#include "internal.h"
+
+//  Room for a 255-byte routing id plus a PIGATO_RID_MAX rid
+#define PIGATO__BKEY_MAX (2 + 1 + 255 + PIGATO_RID_MAX)
+
+typedef struct {
+    byte bytes [PIGATO__BKEY_MAX];
+} pigato__bkey_t;
+
+//  Builds a key from one or two parts. Returns 0, or -1 if too long.
+int pigato__bkey_set (pigato__bkey_t *key, const void *first,
+                      size_t first_size, const void *second,
+                      size_t second_size);
+
+//  A zhashx whose keys are pigato__bkey_t pointers held by the items.
+zhashx_t *pigato__bkey_table_new (void);
+
+#endif

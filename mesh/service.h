@@ -1,0 +1,133 @@
+/*  =========================================================================
+    service.h - the broker's routing state: services, their FIFO queues and
+    workers, and request records. Pure bookkeeping, no sockets, so dispatch
+    decisions are unit-testable.
+
+    A request is either queued on its service (worker == NULL) or held by a
+    worker (worker != NULL); prev/next link it into that one list.
+    =========================================================================
+*/
+#ifndef PIGATO_SERVICE_H_INCLUDED
+#define PIGATO_SERVICE_H_INCLUDED
+
+#include "bkey.h"
+#include "heap.h"
+
+typedef struct _pigato__worker_t pigato__worker_t;
+typedef struct _pigato__request_t pigato__request_t;
+typedef struct _pigato__service_t pigato__service_t;
+typedef struct _pigato__services_t pigato__services_t;
+
+typedef enum {
+    PIGATO__DMODE_LOAD = 0,     //  least requests in flight
+    PIGATO__DMODE_RAND = 1      //  random among those with room
+} pigato__dmode_t;
+
+struct _pigato__worker_t {
+    pigato__bkey_t key;             //  routing id, table key
+    zframe_t *routing_id;           //  to address messages to it
+    char name [2 * 64 + 1];         //  printable id for logs
+    uint64_t serial;                //  unique per registration (reject lists)
+    pigato__service_t *service;     //  the service it offers
+    int concurrency;                //  max in flight, -1 = unlimited
+    size_t in_flight;               //  requests it holds
+    uint64_t dispatched;            //  total dispatched (load tie-break)
+    int64_t expires;                //  liveness deadline
+    pigato__worker_t *prev, *next;  //  in service's worker list
+    pigato__request_t *requests;    //  requests it holds (list head)
+};
+
+struct _pigato__request_t {
+    pigato__bkey_t key;             //  client routing id + rid, table key
+    zframe_t *client;               //  client routing id
+    zframe_t *rid;                  //  request id, as the client sent it
+    zframe_t *data;                 //  request body
+    zframe_t *opts;                 //  opts frame, passed on to the worker
+    pigato__service_t *service;     //  requested service
+    pigato__worker_t *worker;       //  holder, NULL while queued
+    pigato__request_t *prev, *next; //  in service queue or worker list
+    pigato__timer_t expiry;         //  inactivity deadline
+    int64_t timeout;                //  ms, -1 = never
+    int retries_left;               //  re-dispatches allowed on worker loss
+    uint64_t *rejected;             //  serials of workers that rejected it
+    size_t rejected_count;          //  entries in rejected
+};
+
+struct _pigato__service_t {
+    char *name;                     //  service name (table key)
+    pigato__request_t *queue_head;  //  FIFO of waiting requests
+    pigato__request_t *queue_tail;
+    size_t queued;                  //  requests waiting
+    pigato__worker_t *workers;      //  workers offering it
+    size_t worker_count;
+};
+
+//  Service table, keyed by name.
+pigato__services_t *pigato__services_new (void);
+void pigato__services_destroy (pigato__services_t **self_p);
+
+//  Looks a service up by name bytes; NULL if absent.
+pigato__service_t *pigato__services_lookup (pigato__services_t *self,
+                                            const void *name, size_t size);
+
+//  Looks up or creates. NULL if out of memory.
+pigato__service_t *pigato__services_require (pigato__services_t *self,
+                                             const void *name, size_t size);
+
+//  Deletes the service if it has neither workers nor queued requests.
+void pigato__services_release (pigato__services_t *self,
+                               pigato__service_t **service_p);
+
+size_t pigato__services_size (pigato__services_t *self);
+
+//  Queue operations (request->worker must be NULL).
+void pigato__service_enqueue (pigato__service_t *self,
+                              pigato__request_t *request, bool front);
+void pigato__service_dequeue (pigato__service_t *self,
+                              pigato__request_t *request);
+
+//  Worker membership.
+void pigato__service_add_worker (pigato__service_t *self,
+                                 pigato__worker_t *worker);
+void pigato__service_remove_worker (pigato__service_t *self,
+                                    pigato__worker_t *worker);
+
+//  True if the worker can take one more request.
+bool pigato__worker_has_room (const pigato__worker_t *worker);
+
+//  Picks a worker of the service for the request: has room, has not
+//  rejected it; least in flight (ties: fewest dispatched) or random.
+//  NULL if none.
+pigato__worker_t *pigato__service_pick (pigato__service_t *self,
+                                        const pigato__request_t *request,
+                                        int dmode);
+
+//  True if the service has workers and every one rejected the request.
+bool pigato__service_all_rejected (pigato__service_t *self,
+                                   const pigato__request_t *request);
+
+//  Moves a queued request to a worker / a held request off its worker.
+void pigato__worker_take (pigato__worker_t *worker,
+                          pigato__request_t *request);
+void pigato__worker_release (pigato__worker_t *worker,
+                             pigato__request_t *request);
+
+//  Request records. new takes the frames (nulls the caller's pointers).
+pigato__request_t *pigato__request_new (zframe_t **client_p,
+                                        zframe_t **rid_p, zframe_t **data_p,
+                                        zframe_t **opts_p);
+void pigato__request_destroy (pigato__request_t **self_p);
+
+//  Reads timeout and retry from the opts frame (JSON object). Invalid
+//  JSON leaves the defaults and returns -1.
+int pigato__request_parse_opts (pigato__request_t *self,
+                                int64_t default_timeout);
+
+//  Records that a worker rejected the request. 0 or E_NOMEM.
+int pigato__request_add_reject (pigato__request_t *self, uint64_t serial);
+bool pigato__request_rejected_by (const pigato__request_t *self,
+                                  uint64_t serial);
+
+#define PIGATO__RETRY_MAX 5     //  cap on opts.retry re-dispatches
+
+#endif
