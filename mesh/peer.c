@@ -1,0 +1,253 @@
+/*  =========================================================================
+    peer.c - DEALER sockets for clients and workers: CURVE client setup,
+    server key resolution, public key helpers (pigato_key_*).
+    =========================================================================
+*/
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sodium.h>
+#include "internal.h"
+#include "../keys/keyfile.h"
+
+//  Linger for peer sockets: long enough to flush a DISCONNECT to a live
+//  broker when a peer closes, short enough not to hold up process exit
+//  when the broker is gone.
+#define PEER_LINGER_MS 100
+
+//  --------------------------------------------------------------------------
+//  True if text is exactly 40 characters of Z85 that decode to 32 bytes.
+
+static bool
+s_z85_key_valid (const char *text)
+{
+    if (!text || strlen (text) != PIGATO_Z85_KEY_SIZE)
+        return false;
+    byte key [32];
+    return zmq_z85_decode (key, text) != NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Resolves a public key from Z85 text or a zcert file (public or secret
+//  file; only the public key is read, a secret in the file is wiped from
+//  memory). `what` names the key in error messages ("key", "server key").
+
+static int
+s_key_resolve (const char *what, const char *key_or_file, char *z85,
+               char *err, size_t err_size)
+{
+    int rc = PIGATO_OK;
+    zconfig_t *config = NULL;
+
+    if (!key_or_file || !*key_or_file || !z85) {
+        pigato__errorf (err, err_size, "no %s given", what);
+        rc = PIGATO_E_INVALID;
+        goto cleanup;
+    }
+    if (s_z85_key_valid (key_or_file)) {
+        memcpy (z85, key_or_file, PIGATO_Z85_KEY_SIZE + 1);
+        goto cleanup;
+    }
+    struct stat info;
+    if (stat (key_or_file, &info) != 0) {
+        //  Something that looks like a path gets the file error; anything
+        //  else is most likely a mistyped key
+        if (strchr (key_or_file, '/') || strstr (key_or_file, ".key"))
+            pigato__errorf (err, err_size, "cannot read %s '%s': %s", what,
+                            key_or_file, errno == ENOENT ? "no such file"
+                                                         : strerror (errno));
+        else
+            pigato__errorf (err, err_size,
+                            "%s '%s' is neither a 40-character Z85 key nor "
+                            "a readable key file", what, key_or_file);
+        rc = PIGATO_E_KEY;
+        goto cleanup;
+    }
+    if (!S_ISREG (info.st_mode) || !(config = zconfig_load (key_or_file))) {
+        pigato__errorf (err, err_size,
+                        "%s '%s' is neither a 40-character Z85 key nor a "
+                        "readable key file", what, key_or_file);
+        rc = PIGATO_E_KEY;
+        goto cleanup;
+    }
+    char *public_text = zconfig_get (config, "curve/public-key", NULL);
+    if (!s_z85_key_valid (public_text)) {
+        pigato__errorf (err, err_size,
+                        "%s file '%s' holds no valid curve/public-key", what,
+                        key_or_file);
+        rc = PIGATO_E_KEY;
+        goto cleanup;
+    }
+    memcpy (z85, public_text, PIGATO_Z85_KEY_SIZE + 1);
+
+cleanup:
+    if (config) {
+        char *secret_text = zconfig_get (config, "curve/secret-key", NULL);
+        if (secret_text)
+            sodium_memzero (secret_text, strlen (secret_text));
+        zconfig_destroy (&config);
+    }
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Public: resolves a public key given as Z85 text or a zcert file.
+
+PIGATO_EXPORT int
+pigato_key_public (const char *key_or_file, char *z85, char *err,
+                   size_t err_size)
+{
+    return s_key_resolve ("key", key_or_file, z85, err, err_size);
+}
+
+//  --------------------------------------------------------------------------
+//  Public: fingerprint = the first 8 characters of the Z85 text of the
+//  first 8 bytes of BLAKE2b-256 (crypto_generichash) over the 32-byte key.
+//  Writes "????????" for a key that is not valid Z85.
+
+PIGATO_EXPORT void
+pigato_key_fingerprint (const char *public_z85, char *fingerprint)
+{
+    if (!fingerprint)
+        return;
+    byte key [32];
+    byte hash [32];
+    char text [11];
+    if (!s_z85_key_valid (public_z85)) {
+        memcpy (fingerprint, "????????", 9);
+        return;
+    }
+    zmq_z85_decode (key, public_z85);
+    crypto_generichash (hash, sizeof hash, key, sizeof key, NULL, 0);
+    zmq_z85_encode (text, hash, 8);
+    memcpy (fingerprint, text, 8);
+    fingerprint [8] = 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Frees the key_file string. Does not free the struct.
+
+void
+pigato__peer_security_reset (pigato__peer_security_t *security)
+{
+    if (!security)
+        return;
+    free (security->key_file);
+    security->key_file = NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Sets the broker's public key from Z85 text or a zcert file.
+
+int
+pigato__peer_security_set_server_key (pigato__peer_security_t *security,
+                                      const char *key, char *err,
+                                      size_t err_size)
+{
+    char z85 [PIGATO_Z85_KEY_SIZE + 1];
+    int rc = s_key_resolve ("server key", key, z85, err, err_size);
+    if (rc == PIGATO_OK)
+        memcpy (security->server_key, z85, sizeof z85);
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Sets our own key file after proving it loads with safe permissions; the
+//  key is loaded again (and wiped again) at each connect, so no secret
+//  stays in memory between connects.
+
+int
+pigato__peer_security_set_key_file (pigato__peer_security_t *security,
+                                    const char *path, char *err,
+                                    size_t err_size)
+{
+    zcert_t *cert = NULL;
+    int rc = pigato__keyfile_load_secret (path, &cert, err, err_size);
+    pigato__keyfile_cert_destroy (&cert);
+    if (rc != PIGATO_OK)
+        return rc;
+    char *copy = strdup (path);
+    if (!copy)
+        return PIGATO_E_NOMEM;
+    free (security->key_file);
+    security->key_file = copy;
+    return PIGATO_OK;
+}
+
+//  --------------------------------------------------------------------------
+//  Creates a connected DEALER: no send blocking (unlimited send queue,
+//  send timeout 0), receive timeout 0 (callers poll first), short linger,
+//  IMMEDIATE off so messages queue before the handshake completes.
+
+int
+pigato__peer_socket (const pigato__peer_security_t *security,
+                     const char *endpoint, const void *routing_id,
+                     size_t routing_id_size, zsock_t **sock_p, char *err,
+                     size_t err_size)
+{
+    int rc = PIGATO_OK;
+    zcert_t *cert = NULL;
+    zsock_t *sock = NULL;
+
+    if (!security || !endpoint || !*endpoint || !sock_p) {
+        pigato__errorf (err, err_size, "no endpoint given");
+        rc = PIGATO_E_INVALID;
+        goto cleanup;
+    }
+    if (!security->insecure && !security->server_key [0]) {
+        pigato__errorf (err, err_size,
+                        "no server key set: give the broker's public key, "
+                        "or choose insecure mode");
+        rc = PIGATO_E_KEY;
+        goto cleanup;
+    }
+    sock = zsock_new (ZMQ_DEALER);
+    if (!sock) {
+        pigato__errorf (err, err_size, "cannot create socket: %s",
+                        zmq_strerror (zmq_errno ()));
+        rc = PIGATO_E_SYSTEM;
+        goto cleanup;
+    }
+    zsock_set_linger (sock, PEER_LINGER_MS);
+    zsock_set_immediate (sock, 0);
+    zsock_set_sndhwm (sock, 0);
+    zsock_set_sndtimeo (sock, 0);
+    zsock_set_rcvtimeo (sock, 0);
+    if (routing_id && routing_id_size > 0
+    &&  zmq_setsockopt (zsock_resolve (sock), ZMQ_ROUTING_ID, routing_id,
+                        routing_id_size) != 0) {
+        pigato__errorf (err, err_size, "invalid routing id: %s",
+                        zmq_strerror (zmq_errno ()));
+        rc = PIGATO_E_INVALID;
+        goto cleanup;
+    }
+    if (!security->insecure) {
+        if (security->key_file) {
+            rc = pigato__keyfile_load_secret (security->key_file, &cert, err,
+                                              err_size);
+            if (rc != PIGATO_OK)
+                goto cleanup;
+        }
+        else
+        if (!(cert = zcert_new ())) {
+            pigato__errorf (err, err_size, "cannot make a key pair");
+            rc = PIGATO_E_NOMEM;
+            goto cleanup;
+        }
+        zcert_apply (cert, sock);
+        zsock_set_curve_serverkey (sock, security->server_key);
+    }
+    if (zsock_connect (sock, "%s", endpoint) != 0) {
+        pigato__errorf (err, err_size, "cannot connect to '%s': %s",
+                        endpoint, zmq_strerror (zmq_errno ()));
+        rc = PIGATO_E_CONNECT;
+        goto cleanup;
+    }
+    *sock_p = sock;
+    sock = NULL;
+
+cleanup:
+    pigato__keyfile_cert_destroy (&cert);
+    zsock_destroy (&sock);
+    return rc;
+}
