@@ -1,0 +1,827 @@
+/*  =========================================================================
+    broker.c - pigato_broker: one ROUTER socket, one event loop.
+
+    A message's way: receive -> decode (codec.c) -> dispatch by role/type ->
+    routing state (service.c) -> send. Timers (request inactivity) live in
+    a heap; worker liveness is checked once per heartbeat interval.
+    =========================================================================
+*/
+#include <jansson.h>
+#include <signal.h>
+#include <string.h>
+#include "codec.h"
+#include "service.h"
+#include "../keys/keyfile.h"
+
+#define MAX_MESSAGE_SIZE (16 * 1024 * 1024)
+#define SOCKET_HWM 100000
+#define BATCH 256               //  messages handled per poll wake-up
+#define LOG_BURST 20            //  bad-input log lines per second, then quiet
+
+//  Counters, one list for the struct and for pigato_broker_counter ().
+#define BROKER_COUNTERS(X)                                                  \
+    X (requests)        /* requests accepted */                             \
+    X (replies)         /* final replies forwarded */                       \
+    X (partials)        /* partial replies forwarded */                     \
+    X (rejects)         /* rejects received */                              \
+    X (timeouts)        /* requests expired in the broker */                \
+    X (failed)          /* requests failed by the broker (error reply) */   \
+    X (retries)         /* re-dispatches after worker loss */               \
+    X (bad_messages)    /* malformed or out-of-protocol messages */         \
+    X (late_replies)    /* replies for unknown or foreign rids, dropped */  \
+    X (workers_gone)    /* workers removed (disconnect or expiry) */
+
+typedef struct {
+#define COUNTER_FIELD(name) int64_t name;
+    BROKER_COUNTERS (COUNTER_FIELD)
+#undef COUNTER_FIELD
+} counters_t;
+
+struct _pigato_broker_t {
+    zsock_t *router;                //  the one socket, NULL until bind
+    char *key_file;                 //  CURVE secret key file
+    bool insecure;                  //  NULL mechanism
+    bool allow_any;                 //  CURVE, every key, every action
+    int heartbeat_ms;               //  heartbeat interval
+    int liveness;                   //  intervals before a worker is dead
+    int dmode;                      //  pigato__dmode_t
+    pigato__services_t *services;   //  name -> service
+    zhashx_t *workers;              //  routing id -> worker
+    zhashx_t *requests;             //  client id + rid -> request
+    pigato__heap_t *timers;         //  request inactivity deadlines
+    uint64_t next_serial;           //  worker registration serials
+    int64_t next_tick;              //  next liveness check
+    volatile sig_atomic_t stopping; //  set by pigato_broker_stop
+    counters_t counters;            //  see BROKER_COUNTERS
+    int64_t log_window;             //  second of the current log burst
+    int log_burst;                  //  bad-input lines logged this second
+    int64_t log_suppressed;         //  lines not logged since
+    char error [256];               //  last error message
+};
+
+static void
+s_worker_destroy (void **item_p)
+{
+    pigato__worker_t *worker = (pigato__worker_t *) *item_p;
+    if (worker) {
+        zframe_destroy (&worker->routing_id);
+        free (worker);
+        *item_p = NULL;
+    }
+}
+
+pigato_broker_t *
+pigato_broker_new (void)
+{
+    pigato_broker_t *self = (pigato_broker_t *) calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->heartbeat_ms = PIGATO_HEARTBEAT_MS;
+    self->liveness = PIGATO_LIVENESS;
+    self->services = pigato__services_new ();
+    self->workers = pigato__bkey_table_new ();
+    self->requests = pigato__bkey_table_new ();
+    self->timers = pigato__heap_new ();
+    if (!self->services || !self->workers || !self->requests || !self->timers) {
+        pigato_broker_destroy (&self);
+        return NULL;
+    }
+    zhashx_set_destructor (self->workers, s_worker_destroy);
+    return self;
+}
+
+void
+pigato_broker_destroy (pigato_broker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pigato_broker_t *self = *self_p;
+    //  Requests first: they point at services and workers
+    if (self->requests) {
+        pigato__request_t *request =
+            (pigato__request_t *) zhashx_first (self->requests);
+        while (request) {
+            pigato__request_destroy (&request);
+            request = (pigato__request_t *) zhashx_next (self->requests);
+        }
+        zhashx_destroy (&self->requests);
+    }
+    zhashx_destroy (&self->workers);
+    pigato__services_destroy (&self->services);
+    pigato__heap_destroy (&self->timers);
+    zsock_destroy (&self->router);
+    free (self->key_file);
+    free (self);
+    *self_p = NULL;
+}
+
+int
+pigato_broker_set_key_file (pigato_broker_t *self, const char *path)
+{
+    if (!path)
+        return PIGATO_E_INVALID;
+    zcert_t *cert = NULL;
+    int rc = pigato__keyfile_load_secret (path, &cert, self->error,
+                                          sizeof self->error);
+    pigato__keyfile_cert_destroy (&cert);
+    if (rc)
+        return rc;
+    free (self->key_file);
+    self->key_file = strdup (path);
+    return self->key_file ? 0 : PIGATO_E_NOMEM;
+}
+
+void
+pigato_broker_set_insecure (pigato_broker_t *self, bool insecure)
+{
+    self->insecure = insecure;
+}
+
+void
+pigato_broker_set_allow_any (pigato_broker_t *self, bool allow_any)
+{
+    self->allow_any = allow_any;
+}
+
+void
+pigato_broker_set_heartbeat (pigato_broker_t *self, int interval_ms,
+                             int liveness)
+{
+    if (interval_ms > 0)
+        self->heartbeat_ms = interval_ms;
+    if (liveness > 0)
+        self->liveness = liveness;
+}
+
+int
+pigato_broker_set_dmode (pigato_broker_t *self, const char *mode)
+{
+    if (mode && streq (mode, "load"))
+        self->dmode = PIGATO__DMODE_LOAD;
+    else
+    if (mode && streq (mode, "rand"))
+        self->dmode = PIGATO__DMODE_RAND;
+    else {
+        pigato__errorf (self->error, sizeof self->error,
+                        "unknown dispatch mode '%s' (expected load or rand)",
+                        mode ? mode : "");
+        return PIGATO_E_INVALID;
+    }
+    return 0;
+}
+
+const char *
+pigato_broker_error (pigato_broker_t *self)
+{
+    return self->error;
+}
+
+int64_t
+pigato_broker_counter (pigato_broker_t *self, const char *name)
+{
+#define COUNTER_LOOKUP(field)                                               \
+    if (streq (name, #field))                                               \
+        return self->counters.field;
+    BROKER_COUNTERS (COUNTER_LOOKUP)
+#undef COUNTER_LOOKUP
+    if (streq (name, "workers"))
+        return (int64_t) zhashx_size (self->workers);
+    if (streq (name, "requests_pending"))
+        return (int64_t) zhashx_size (self->requests);
+    if (streq (name, "services"))
+        return (int64_t) pigato__services_size (self->services);
+    return -1;
+}
+
+//  Creates the ROUTER and applies the security settings; called by the
+//  first bind.
+static int
+s_create_router (pigato_broker_t *self)
+{
+    if (!self->insecure && !self->allow_any) {
+        pigato__errorf (self->error, sizeof self->error,
+                        "no security mode: give --allow-any (CURVE, any "
+                        "client key) or --insecure (no encryption)");
+        return PIGATO_E_INVALID;
+    }
+    if (!self->insecure && !self->key_file) {
+        pigato__errorf (self->error, sizeof self->error,
+                        "no broker key: give --key FILE (a zcert secret key "
+                        "file), or --insecure");
+        return PIGATO_E_KEY;
+    }
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    if (!router) {
+        pigato__errorf (self->error, sizeof self->error,
+                        "cannot create socket: %s", zmq_strerror (zmq_errno ()));
+        return PIGATO_E_SYSTEM;
+    }
+    zsock_set_linger (router, 0);
+    zsock_set_maxmsgsize (router, MAX_MESSAGE_SIZE);
+    zsock_set_sndhwm (router, SOCKET_HWM);
+    zsock_set_rcvhwm (router, SOCKET_HWM);
+    zsock_set_rcvtimeo (router, 0);
+    if (!self->insecure) {
+        zcert_t *cert = NULL;
+        int rc = pigato__keyfile_load_secret (self->key_file, &cert,
+                                              self->error, sizeof self->error);
+        if (rc) {
+            zsock_destroy (&router);
+            return rc;
+        }
+        zcert_apply (cert, router);
+        zsock_set_curve_server (router, 1);
+        pigato__keyfile_cert_destroy (&cert);
+    }
+    self->router = router;
+    return 0;
+}
+
+int
+pigato_broker_bind (pigato_broker_t *self, const char *endpoint)
+{
+    if (!endpoint)
+        return PIGATO_E_INVALID;
+    if (!self->router) {
+        int rc = s_create_router (self);
+        if (rc)
+            return rc;
+    }
+    if (zsock_bind (self->router, "%s", endpoint) == -1) {
+        pigato__errorf (self->error, sizeof self->error,
+                        "cannot bind '%s': %s", endpoint,
+                        zmq_strerror (zmq_errno ()));
+        return PIGATO_E_BIND;
+    }
+    return 0;
+}
+
+void
+pigato_broker_stop (pigato_broker_t *self)
+{
+    self->stopping = 1;
+}
+
+//  --------------------------------------------------------------------------
+//  Logging of bad input: a burst per second, then a count of the rest, so
+//  a hostile peer cannot flood the log.
+
+static void
+s_bad (pigato_broker_t *self, zmsg_t *msg, const char *reason)
+{
+    self->counters.bad_messages++;
+    if (pigato__log_level < PIGATO_LOG_INFO)
+        return;
+    int64_t second = pigato__now_ms () / 1000;
+    if (second != self->log_window) {
+        if (self->log_suppressed)
+            pigato__log (PIGATO_LOG_INFO,
+                         "event=bad_message_suppressed count=%" PRId64,
+                         self->log_suppressed);
+        self->log_window = second;
+        self->log_burst = 0;
+        self->log_suppressed = 0;
+    }
+    if (++self->log_burst > LOG_BURST) {
+        self->log_suppressed++;
+        return;
+    }
+    zframe_t *sender = msg ? zmsg_first (msg) : NULL;
+    char peer [80] = "?";
+    const char *address = NULL;
+    if (sender) {
+        pigato__printable (zframe_data (sender), zframe_size (sender), peer,
+                           sizeof peer);
+        address = zframe_meta (sender, "Peer-Address");
+    }
+    pigato__log (PIGATO_LOG_INFO,
+                 "event=bad_message peer=%s address=%s reason=%s frames=%zu",
+                 peer, address ? address : "?", reason,
+                 msg ? zmsg_size (msg) : 0);
+}
+
+//  --------------------------------------------------------------------------
+//  Sending
+
+static void
+s_send_to (pigato_broker_t *self, zframe_t *to, const char *header,
+           const char *type)
+{
+    zmsg_t *msg = zmsg_new ();
+    zmsg_append (msg, &(zframe_t *) { zframe_dup (to) });
+    zmsg_addstr (msg, header);
+    zmsg_addstr (msg, type);
+    zmsg_send (&msg, self->router);
+}
+
+static void
+s_send_request (pigato_broker_t *self, pigato__worker_t *worker,
+                pigato__request_t *request)
+{
+    zmsg_t *msg = zmsg_new ();
+    zmsg_append (msg, &(zframe_t *) { zframe_dup (worker->routing_id) });
+    zmsg_addstr (msg, "W");
+    zmsg_addstr (msg, "2");
+    zmsg_append (msg, &(zframe_t *) { zframe_dup (request->client) });
+    zmsg_addstr (msg, request->service->name);
+    zmsg_addmem (msg, NULL, 0);
+    zmsg_append (msg, &(zframe_t *) { zframe_dup (request->rid) });
+    zmsg_append (msg, &(zframe_t *) { zframe_dup (request->data) });
+    if (request->opts)
+        zmsg_append (msg, &(zframe_t *) { zframe_dup (request->opts) });
+    else
+        zmsg_addstr (msg, "{}");
+    zmsg_send (&msg, self->router);
+}
+
+//  --------------------------------------------------------------------------
+//  Request lifecycle
+
+//  Removes a request from every structure and frees it. Its service is
+//  released if that left it empty.
+static void
+s_request_finish (pigato_broker_t *self, pigato__request_t *request)
+{
+    pigato__service_t *service = request->service;
+    pigato__heap_remove (self->timers, &request->expiry);
+    if (request->worker)
+        pigato__worker_release (request->worker, request);
+    else
+        pigato__service_dequeue (service, request);
+    zhashx_delete (self->requests, &request->key);
+    pigato__request_destroy (&request);
+    pigato__services_release (self->services, &service);
+}
+
+//  Fails a request with a final error reply (status -1, data a JSON
+//  string) and finishes it.
+static void
+s_request_fail (pigato_broker_t *self, pigato__request_t *request,
+                const char *text)
+{
+    char *json = pigato__json_string (text);
+    pigato__bytes_t client = { zframe_data (request->client),
+                               zframe_size (request->client) };
+    pigato__bytes_t rid = { zframe_data (request->rid),
+                            zframe_size (request->rid) };
+    pigato__bytes_t data = { (const byte *) json, json ? strlen (json) : 0 };
+    zmsg_t *msg = pigato__encode_client_reply (&client, PIGATO__REPLY, &rid,
+                                               -1, &data, NULL);
+    zmsg_send (&msg, self->router);
+    free (json);
+    self->counters.failed++;
+    char rid_text [80];
+    pigato__log (PIGATO_LOG_DEBUG, "event=request_failed service=%s rid=%s "
+                 "reason=\"%s\"", request->service->name,
+                 pigato__printable (rid.data, rid.size, rid_text,
+                                    sizeof rid_text), text);
+    s_request_finish (self, request);
+}
+
+static void
+s_request_touch (pigato_broker_t *self, pigato__request_t *request)
+{
+    if (request->timeout >= 0)
+        pigato__heap_set (self->timers, &request->expiry,
+                          pigato__now_ms () + request->timeout);
+}
+
+//  Hands queued requests of a service to workers with room, oldest first.
+//  A request every worker rejected fails; one that only rejecting workers
+//  could take now waits and lets younger requests pass.
+static void
+s_dispatch (pigato_broker_t *self, pigato__service_t *service)
+{
+    pigato__request_t *request = service->queue_head;
+    while (request && service->workers) {
+        pigato__request_t *next = request->next;
+        if (pigato__service_all_rejected (service, request)) {
+            char text [PIGATO_SERVICE_MAX + 64];
+            snprintf (text, sizeof text, "E_REJECTED every worker of %s "
+                      "rejected the request", service->name);
+            s_request_fail (self, request, text);
+        }
+        else {
+            pigato__worker_t *worker =
+                pigato__service_pick (service, request, self->dmode);
+            if (worker) {
+                pigato__service_dequeue (service, request);
+                pigato__worker_take (worker, request);
+                s_send_request (self, worker, request);
+            }
+            else {
+                bool room = false;
+                for (pigato__worker_t *any = service->workers; any && !room;
+                     any = any->next)
+                    room = pigato__worker_has_room (any);
+                if (!room)
+                    break;
+            }
+        }
+        request = next;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Workers
+
+static void
+s_worker_remove (pigato_broker_t *self, pigato__worker_t *worker,
+                 const char *reason, bool send_disconnect)
+{
+    if (send_disconnect)
+        s_send_to (self, worker->routing_id, "W", "5");
+    pigato__service_t *service = worker->service;
+    int requeued = 0, failed = 0;
+    while (worker->requests) {
+        pigato__request_t *request = worker->requests;
+        if (request->retries_left > 0) {
+            request->retries_left--;
+            pigato__worker_release (worker, request);
+            pigato__service_enqueue (request->service, request, true);
+            self->counters.retries++;
+            requeued++;
+        }
+        else {
+            s_request_fail (self, request,
+                            "E_WORKER_LOST the worker handling the request "
+                            "went away");
+            failed++;
+        }
+    }
+    pigato__log (PIGATO_LOG_INFO, "event=worker_gone worker=%s service=%s "
+                 "reason=%s requeued=%d failed=%d", worker->name,
+                 service ? service->name : "-", reason, requeued, failed);
+    self->counters.workers_gone++;
+    if (service)
+        pigato__service_remove_worker (service, worker);
+    zhashx_delete (self->workers, &worker->key);
+    if (service) {
+        s_dispatch (self, service);
+        pigato__services_release (self->services, &service);
+    }
+}
+
+static void
+s_worker_ready (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
+                pigato__worker_t *worker)
+{
+    if (worker) {
+        //  READY twice: harmless for the same service, a protocol error
+        //  for another one (one worker, one service)
+        if (in->service.size == strlen (worker->service->name)
+        &&  memcmp (in->service.data, worker->service->name,
+                    in->service.size) == 0) {
+            s_send_to (self, worker->routing_id, "W", "1");
+            return;
+        }
+        s_bad (self, msg, "ready_twice");
+        s_worker_remove (self, worker, "ready_other_service", true);
+        return;
+    }
+    char name [PIGATO_SERVICE_MAX + 1];
+    size_t size = in->service.size;
+    memcpy (name, in->service.data, size);
+    name [size] = 0;
+    if (memchr (in->service.data, 0, size)
+    ||  strncmp (name, "mmi.", 4) == 0 || name [0] == '$') {
+        s_bad (self, msg, "reserved_service");
+        s_send_to (self, zmsg_first (msg), "W", "5");
+        return;
+    }
+    pigato__service_t *service =
+        pigato__services_require (self->services, in->service.data, size);
+    worker = (pigato__worker_t *) calloc (1, sizeof *worker);
+    if (!service || !worker) {
+        free (worker);
+        pigato__services_release (self->services, &service);
+        return;
+    }
+    pigato__bkey_set (&worker->key, in->sender.data, in->sender.size, NULL, 0);
+    worker->routing_id = zframe_new (in->sender.data, in->sender.size);
+    pigato__printable (in->sender.data, in->sender.size, worker->name,
+                       sizeof worker->name);
+    worker->serial = ++self->next_serial;
+    worker->concurrency = PIGATO_CONCURRENCY;
+    worker->expires = pigato__now_ms ()
+                    + (int64_t) self->heartbeat_ms * self->liveness;
+    zhashx_insert (self->workers, &worker->key, worker);
+    pigato__service_add_worker (service, worker);
+    s_send_to (self, worker->routing_id, "W", "1");
+    pigato__log (PIGATO_LOG_INFO, "event=worker_ready service=%s worker=%s",
+                 service->name, worker->name);
+    s_dispatch (self, service);
+}
+
+static void
+s_worker_heartbeat (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
+                    pigato__worker_t *worker)
+{
+    s_send_to (self, worker->routing_id, "W", "4");
+    if (!in->has_opts)
+        return;
+    json_error_t error;
+    json_t *opts = json_loadb ((const char *) in->opts.data, in->opts.size, 0,
+                               &error);
+    json_t *concurrency = json_object_get (opts, "concurrency");
+    if (!opts || !json_is_object (opts))
+        s_bad (self, msg, "json");
+    else
+    if (json_is_number (concurrency)) {
+        double value = json_number_value (concurrency);
+        int previous = worker->concurrency;
+        worker->concurrency = value < 0 ? -1
+                            : value > 1e6 ? 1000000 : (int) value;
+        if (worker->concurrency != previous)
+            s_dispatch (self, worker->service);
+    }
+    json_decref (opts);
+}
+
+//  Replies, partial replies and rejects: accepted only for a rid that was
+//  dispatched to this very worker.
+static void
+s_worker_reply (pigato_broker_t *self, zmsg_t **msg_p, pigato__msg_t *in,
+                pigato__worker_t *worker)
+{
+    pigato__bkey_t key;
+    pigato__request_t *request = NULL;
+    if (pigato__bkey_set (&key, in->client.data, in->client.size,
+                          in->rid.data, in->rid.size) == 0)
+        request = (pigato__request_t *) zhashx_lookup (self->requests, &key);
+    if (!request || request->worker != worker) {
+        //  Late (expired, client gone) or foreign: drop, keep the worker
+        self->counters.late_replies++;
+        char rid [80];
+        pigato__log (PIGATO_LOG_DEBUG, "event=reply_dropped worker=%s rid=%s "
+                     "reason=unknown_rid", worker->name,
+                     pigato__printable (in->rid.data, in->rid.size, rid,
+                                        sizeof rid));
+        return;
+    }
+    if (in->type == PIGATO__REJECT) {
+        //  Back to the head of its queue; dispatch skips workers that
+        //  rejected it and fails it once every worker has
+        self->counters.rejects++;
+        pigato__service_t *service = request->service;
+        pigato__worker_release (worker, request);
+        pigato__service_enqueue (service, request, true);
+        if (pigato__request_add_reject (request, worker->serial))
+            s_request_fail (self, request, "E_NOMEM broker out of memory");
+        s_dispatch (self, service);
+        if (worker->service != service)
+            s_dispatch (self, worker->service);
+        return;
+    }
+    //  Forward: [worker][W][type][client][""][rid][status][data][opts]
+    //  becomes [client][C][type][""][rid][status][data][opts], frames moved
+    zmsg_t *msg = *msg_p;
+    zframe_t *frame = zmsg_pop (msg);           //  worker routing id
+    zframe_destroy (&frame);
+    frame = zmsg_pop (msg);                     //  "W"
+    zframe_reset (frame, "C", 1);
+    zframe_t *type = zmsg_pop (msg);
+    zframe_t *client = zmsg_pop (msg);
+    zmsg_prepend (msg, &type);
+    zmsg_prepend (msg, &frame);
+    zmsg_prepend (msg, &client);
+    zmsg_send (msg_p, self->router);
+    if (in->type == PIGATO__PARTIAL) {
+        self->counters.partials++;
+        s_request_touch (self, request);
+    }
+    else {
+        self->counters.replies++;
+        s_request_finish (self, request);
+        s_dispatch (self, worker->service);
+    }
+}
+
+static void
+s_on_worker (pigato_broker_t *self, zmsg_t **msg_p, pigato__msg_t *in)
+{
+    pigato__bkey_t key;
+    pigato__bkey_set (&key, in->sender.data, in->sender.size, NULL, 0);
+    pigato__worker_t *worker =
+        (pigato__worker_t *) zhashx_lookup (self->workers, &key);
+    if (worker)
+        worker->expires = pigato__now_ms ()
+                        + (int64_t) self->heartbeat_ms * self->liveness;
+    if (in->type == PIGATO__READY) {
+        s_worker_ready (self, *msg_p, in, worker);
+        return;
+    }
+    if (!worker) {
+        //  Not registered (never, or expired): tell it to start over
+        if (in->type != PIGATO__DISCONNECT) {
+            s_bad (self, *msg_p, "not_ready");
+            s_send_to (self, zmsg_first (*msg_p), "W", "5");
+        }
+        return;
+    }
+    switch (in->type) {
+        case PIGATO__HEARTBEAT:
+            s_worker_heartbeat (self, *msg_p, in, worker);
+            break;
+        case PIGATO__REPLY:
+        case PIGATO__PARTIAL:
+        case PIGATO__REJECT:
+            s_worker_reply (self, msg_p, in, worker);
+            break;
+        case PIGATO__DISCONNECT:
+            s_worker_remove (self, worker, "disconnect", false);
+            break;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Clients
+
+static void
+s_client_request (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in)
+{
+    pigato__bkey_t key;
+    if (pigato__bkey_set (&key, in->sender.data, in->sender.size,
+                          in->rid.data, in->rid.size)) {
+        s_bad (self, msg, "field");
+        return;
+    }
+    if (zhashx_lookup (self->requests, &key)) {
+        s_bad (self, msg, "duplicate_rid");
+        return;
+    }
+    if (memchr (in->service.data, 0, in->service.size)) {
+        s_bad (self, msg, "field");
+        return;
+    }
+    pigato__service_t *service = pigato__services_require (
+        self->services, in->service.data, in->service.size);
+    if (!service)
+        return;
+    //  Take the frames: [client][C][2][service][rid][data][opts]
+    zframe_t *client = zmsg_pop (msg);
+    zframe_t *frame = zmsg_pop (msg);
+    zframe_destroy (&frame);
+    frame = zmsg_pop (msg);
+    zframe_destroy (&frame);
+    frame = zmsg_pop (msg);
+    zframe_destroy (&frame);
+    zframe_t *rid = zmsg_pop (msg);
+    zframe_t *data = zmsg_pop (msg);
+    zframe_t *opts = in->has_opts ? zmsg_pop (msg) : NULL;
+    if (!data)
+        data = zframe_new_empty ();
+    pigato__request_t *request =
+        pigato__request_new (&client, &rid, &data, &opts);
+    if (!request) {
+        zframe_destroy (&client);
+        zframe_destroy (&rid);
+        zframe_destroy (&data);
+        zframe_destroy (&opts);
+        pigato__services_release (self->services, &service);
+        return;
+    }
+    if (pigato__request_parse_opts (request, PIGATO_TIMEOUT_MS))
+        s_bad (self, msg, "json");         //  counted; defaults apply
+    request->service = service;
+    zhashx_insert (self->requests, &request->key, request);
+    pigato__service_enqueue (service, request, false);
+    s_request_touch (self, request);
+    self->counters.requests++;
+    s_dispatch (self, service);
+}
+
+static void
+s_on_client (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in)
+{
+    if (in->type == PIGATO__REQUEST)
+        s_client_request (self, msg, in);
+    else
+    if (in->type == PIGATO__HEARTBEAT && !in->request_heartbeat)
+        s_send_to (self, zmsg_first (msg), "C", "4");
+    else
+    if (in->type == PIGATO__HEARTBEAT) {
+        //  Forward to the worker holding the request, if any; the key
+        //  includes the sender, so a client can only heartbeat its own
+        pigato__bkey_t key;
+        if (pigato__bkey_set (&key, in->sender.data, in->sender.size,
+                              in->rid.data, in->rid.size))
+            return;
+        pigato__request_t *request =
+            (pigato__request_t *) zhashx_lookup (self->requests, &key);
+        if (request && request->worker) {
+            zmsg_t *out = zmsg_new ();
+            zmsg_append (out, &(zframe_t *) {
+                zframe_dup (request->worker->routing_id) });
+            zmsg_addstr (out, "W");
+            zmsg_addstr (out, "4");
+            zmsg_append (out, &(zframe_t *) { zframe_dup (request->client) });
+            zmsg_addmem (out, NULL, 0);
+            zmsg_append (out, &(zframe_t *) { zframe_dup (request->rid) });
+            zmsg_send (&out, self->router);
+        }
+    }
+}
+
+static void
+s_handle (pigato_broker_t *self, zmsg_t **msg_p)
+{
+    pigato__msg_t in;
+    int rc = pigato__decode_from_peer (*msg_p, &in);
+    if (rc) {
+        s_bad (self, *msg_p, pigato__decode_reason (rc));
+        return;
+    }
+    if (in.role == 'C')
+        s_on_client (self, *msg_p, &in);
+    else
+        s_on_worker (self, msg_p, &in);
+}
+
+//  --------------------------------------------------------------------------
+//  Timers
+
+static void
+s_expire_requests (pigato_broker_t *self, int64_t now)
+{
+    pigato__timer_t *timer;
+    while ((timer = pigato__heap_pop_due (self->timers, now))) {
+        pigato__request_t *request =
+            pigato__container_of (timer, pigato__request_t, expiry);
+        pigato__worker_t *worker = request->worker;
+        pigato__service_t *service = worker ? worker->service : NULL;
+        char rid [80];
+        pigato__log (PIGATO_LOG_DEBUG, "event=request_expired service=%s "
+                     "rid=%s worker=%s", request->service->name,
+                     pigato__printable (zframe_data (request->rid),
+                                        zframe_size (request->rid), rid,
+                                        sizeof rid),
+                     worker ? worker->name : "-");
+        self->counters.timeouts++;
+        s_request_finish (self, request);
+        if (service)
+            s_dispatch (self, service);     //  its slot is free again
+    }
+}
+
+static void
+s_check_workers (pigato_broker_t *self, int64_t now)
+{
+    zlistx_t *dead = NULL;
+    for (pigato__worker_t *worker =
+             (pigato__worker_t *) zhashx_first (self->workers);
+         worker; worker = (pigato__worker_t *) zhashx_next (self->workers))
+        if (worker->expires <= now) {
+            if (!dead)
+                dead = zlistx_new ();
+            zlistx_add_end (dead, worker);
+        }
+    if (!dead)
+        return;
+    for (pigato__worker_t *worker = (pigato__worker_t *) zlistx_first (dead);
+         worker; worker = (pigato__worker_t *) zlistx_next (dead))
+        s_worker_remove (self, worker, "expired", true);
+    zlistx_destroy (&dead);
+}
+
+int
+pigato_broker_run (pigato_broker_t *self)
+{
+    if (!self->router) {
+        pigato__errorf (self->error, sizeof self->error,
+                        "broker is not bound to any endpoint");
+        return PIGATO_E_INVALID;
+    }
+    zmq_pollitem_t item = { zsock_resolve (self->router), 0, ZMQ_POLLIN, 0 };
+    self->next_tick = pigato__now_ms () + self->heartbeat_ms;
+    while (!self->stopping && !zsys_interrupted) {
+        int64_t now = pigato__now_ms ();
+        int64_t wait = self->next_tick - now;
+        pigato__timer_t *next = pigato__heap_peek (self->timers);
+        if (next && next->when - now < wait)
+            wait = next->when - now;
+        if (wait > 250)
+            wait = 250;                     //  notice stop () promptly
+        if (wait < 0)
+            wait = 0;
+        int rc = zmq_poll (&item, 1, (long) wait);
+        if (rc == -1 && zmq_errno () != EINTR)
+            break;
+        if (rc > 0) {
+            for (int count = 0; count < BATCH; count++) {
+                zmsg_t *msg = zmsg_recv (self->router);
+                if (!msg)
+                    break;
+                s_handle (self, &msg);
+                zmsg_destroy (&msg);
+            }
+        }
+        now = pigato__now_ms ();
+        s_expire_requests (self, now);
+        if (now >= self->next_tick) {
+            s_check_workers (self, now);
+            self->next_tick = now + self->heartbeat_ms;
+        }
+    }
+    return zsys_interrupted ? PIGATO_E_INTERRUPTED : 0;
+}

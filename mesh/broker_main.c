@@ -1,0 +1,195 @@
+/*  =========================================================================
+    broker_main.c - pigato-broker, the daemon.
+    =========================================================================
+*/
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../include/pigato.h"
+
+#define EXIT_USAGE 64
+
+static const char *s_usage =
+"Usage: pigato-broker [OPTIONS]\n"
+"\n"
+"Routes requests from pigato clients to workers, over CURVE by default.\n"
+"\n"
+"Security (one of these is required):\n"
+"  --allow-any          CURVE encryption, any client key, everything allowed\n"
+"  --insecure           no encryption at all (NULL mechanism; logged loudly)\n"
+"  --key FILE           the broker's CURVE secret key file (zcert format,\n"
+"                       mode 0600); required unless --insecure\n"
+"\n"
+"Options:\n"
+"  --bind ENDPOINT      endpoint to bind, repeatable\n"
+"                       (default tcp://127.0.0.1:5555)\n"
+"  --heartbeat MS       heartbeat interval (default 2500)\n"
+"  --liveness N         heartbeats a worker may miss (default 3)\n"
+"  --dmode load|rand    dispatch: least loaded worker, or random (load)\n"
+"  --log-level LEVEL    error, warning, info or debug (default info)\n"
+"  -h, --help           this text\n"
+"  -V, --version        print the version\n"
+"\n"
+"Example:\n"
+"  pigato-broker --key broker.key_secret --allow-any --bind tcp://*:5555\n"
+"\n"
+"Logs go to stderr, one key=value line per event. SIGINT or SIGTERM stop\n"
+"the broker cleanly.\n";
+
+static int
+s_number (const char *text, const char *option, int minimum)
+{
+    char *end;
+    long value = strtol (text, &end, 10);
+    if (*text == 0 || *end != 0 || value < minimum || value > 3600000) {
+        fprintf (stderr, "pigato-broker: %s needs a number >= %d, not '%s'\n",
+                 option, minimum, text);
+        exit (EXIT_USAGE);
+    }
+    return (int) value;
+}
+
+int
+main (int argc, char *argv [])
+{
+    enum { OPT_BIND = 256, OPT_KEY, OPT_ALLOW_ANY, OPT_INSECURE,
+           OPT_HEARTBEAT, OPT_LIVENESS, OPT_DMODE, OPT_LOG_LEVEL };
+    static const struct option options [] = {
+        { "bind", required_argument, NULL, OPT_BIND },
+        { "key", required_argument, NULL, OPT_KEY },
+        { "allow-any", no_argument, NULL, OPT_ALLOW_ANY },
+        { "insecure", no_argument, NULL, OPT_INSECURE },
+        { "heartbeat", required_argument, NULL, OPT_HEARTBEAT },
+        { "liveness", required_argument, NULL, OPT_LIVENESS },
+        { "dmode", required_argument, NULL, OPT_DMODE },
+        { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 }
+    };
+    const char *binds [32];
+    int bind_count = 0;
+    const char *key_file = NULL, *dmode = "load";
+    bool allow_any = false, insecure = false;
+    int heartbeat = PIGATO_HEARTBEAT_MS, liveness = PIGATO_LIVENESS;
+    int log_level = PIGATO_LOG_INFO;
+
+    int option;
+    while ((option = getopt_long (argc, argv, "hV", options, NULL)) != -1) {
+        switch (option) {
+            case OPT_BIND:
+                if (bind_count == 32) {
+                    fprintf (stderr, "pigato-broker: at most 32 --bind\n");
+                    return EXIT_USAGE;
+                }
+                binds [bind_count++] = optarg;
+                break;
+            case OPT_KEY:        key_file = optarg; break;
+            case OPT_ALLOW_ANY:  allow_any = true; break;
+            case OPT_INSECURE:   insecure = true; break;
+            case OPT_HEARTBEAT:
+                heartbeat = s_number (optarg, "--heartbeat", 10);
+                break;
+            case OPT_LIVENESS:
+                liveness = s_number (optarg, "--liveness", 1);
+                break;
+            case OPT_DMODE:      dmode = optarg; break;
+            case OPT_LOG_LEVEL:
+                log_level = pigato_log_level_parse (optarg);
+                if (log_level < 0) {
+                    fprintf (stderr, "pigato-broker: unknown log level '%s' "
+                             "(expected error, warning, info or debug)\n",
+                             optarg);
+                    return EXIT_USAGE;
+                }
+                break;
+            case 'h':
+                fputs (s_usage, stdout);
+                return 0;
+            case 'V':
+                printf ("pigato-broker %s\n", pigato_version ());
+                return 0;
+            default:
+                fputs ("Try 'pigato-broker --help'.\n", stderr);
+                return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf (stderr, "pigato-broker: unexpected argument '%s'\n"
+                 "Try 'pigato-broker --help'.\n", argv [optind]);
+        return EXIT_USAGE;
+    }
+    if (insecure && allow_any) {
+        fputs ("pigato-broker: --insecure and --allow-any exclude each other\n",
+               stderr);
+        return EXIT_USAGE;
+    }
+    if (!insecure && !allow_any) {
+        fputs ("pigato-broker: no security mode: give --allow-any (CURVE, any "
+               "client key; needs --key FILE) or --insecure (no encryption)\n",
+               stderr);
+        return EXIT_USAGE;
+    }
+    if (!insecure && !key_file) {
+        fputs ("pigato-broker: no broker key: give --key FILE (a zcert secret "
+               "key file, mode 0600)\n", stderr);
+        return EXIT_USAGE;
+    }
+    if (bind_count == 0)
+        binds [bind_count++] = "tcp://127.0.0.1:5555";
+
+    pigato_log_set (log_level, pigato_log_stderr, NULL);
+    pigato_broker_t *broker = pigato_broker_new ();
+    if (!broker) {
+        fputs ("pigato-broker: out of memory\n", stderr);
+        return 1;
+    }
+    int rc = 0;
+    pigato_broker_set_insecure (broker, insecure);
+    pigato_broker_set_allow_any (broker, allow_any);
+    pigato_broker_set_heartbeat (broker, heartbeat, liveness);
+    if (pigato_broker_set_dmode (broker, dmode)) {
+        fprintf (stderr, "pigato-broker: %s\n", pigato_broker_error (broker));
+        rc = EXIT_USAGE;
+        goto cleanup;
+    }
+    char public_key [PIGATO_Z85_KEY_SIZE + 1] = "-";
+    if (key_file && !insecure) {
+        char err [256];
+        if (pigato_broker_set_key_file (broker, key_file)) {
+            fprintf (stderr, "pigato-broker: %s\n",
+                     pigato_broker_error (broker));
+            rc = 1;
+            goto cleanup;
+        }
+        if (pigato_key_public (key_file, public_key, err, sizeof err))
+            snprintf (public_key, sizeof public_key, "-");
+    }
+    for (int index = 0; index < bind_count; index++)
+        if (pigato_broker_bind (broker, binds [index])) {
+            fprintf (stderr, "pigato-broker: %s\n",
+                     pigato_broker_error (broker));
+            rc = 1;
+            goto cleanup;
+        }
+    if (insecure)
+        fputs ("pigato-broker: WARNING: --insecure: traffic is NOT encrypted "
+               "and peers are NOT authenticated\n", stderr);
+    char line [1024];
+    size_t used = (size_t) snprintf (line, sizeof line,
+                                     "event=ready version=%s mode=%s key=%s "
+                                     "endpoints=", pigato_version (),
+                                     insecure ? "insecure" : "allow-any",
+                                     public_key);
+    for (int index = 0; index < bind_count && used < sizeof line; index++)
+        used += (size_t) snprintf (line + used, sizeof line - used, "%s%s",
+                                   index ? "," : "", binds [index]);
+    pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
+    rc = pigato_broker_run (broker);
+    pigato_log_stderr (PIGATO_LOG_INFO, "event=stopped", NULL);
+    rc = rc == PIGATO_E_INTERRUPTED ? 0 : rc ? 1 : 0;
+cleanup:
+    pigato_broker_destroy (&broker);
+    return rc;
+}
