@@ -1,0 +1,897 @@
+/*  =========================================================================
+    client.c - pigato_client: requests to services through one or more
+    brokers, pigato 0.0.46 framing (DESIGN.md section 2).
+
+    Single-threaded. Each broker link is a DEALER socket; requests are
+    spread round-robin over links that answer. Timers (heartbeat tick,
+    request inactivity deadlines) live in one heap. Callbacks may make or
+    cancel requests and connect links, but must not destroy the client.
+    =========================================================================
+*/
+#include <inttypes.h>
+#include <jansson.h>
+#include <sodium.h>
+#include "internal.h"
+#include "heap.h"
+#include "codec.h"
+
+#define CLIENT_LOOP_TICK_MS 100     //  deadline check period under zloop
+#define CLIENT_DRAIN_MAX    1000    //  messages per link per round
+
+typedef struct {
+    pigato_client_t *client;    //  owner
+    zsock_t *sock;              //  DEALER, NULL if reopening failed
+    char *endpoint;             //  broker endpoint
+    unsigned generation;        //  bumped at each (re)connect
+    int64_t last_seen;          //  last message from the broker (or connect)
+    bool heard;                 //  broker spoke since this (re)connect
+} s_link_t;
+
+typedef struct {
+    char rid [PIGATO_RID_MAX + 1];  //  request id, hex text
+    char *service;              //  service name
+    byte *data;                 //  request body (kept for retries)
+    size_t size;                //  body size
+    char *opts;                 //  JSON opts as sent
+    int64_t timeout;            //  ms of silence before failing, -1 never
+    int retry;                  //  re-sends left on broker loss
+    pigato_reply_fn *on_reply;  //  callback, may be NULL
+    void *arg;                  //  callback argument
+    s_link_t *link;             //  link it was sent on
+    int64_t sent_at;            //  when it was (re)sent
+    int64_t last_activity;      //  when sent or last replied to
+    pigato__timer_t deadline;   //  inactivity deadline
+} s_request_t;
+
+struct _pigato_client_t {
+    pigato__peer_security_t security;   //  CURVE settings
+    int interval_ms;            //  heartbeat interval
+    int liveness;               //  intervals of silence before a link is lost
+    int64_t timeout_ms;         //  default request timeout
+    s_link_t **links;           //  broker links
+    size_t links_size;          //  links in use
+    size_t next_link;           //  round-robin cursor
+    zhashx_t *requests;         //  rid -> s_request_t, in flight
+    pigato__heap_t *timers;     //  heartbeat + request deadlines
+    pigato__timer_t heartbeat;  //  next heartbeat tick
+    uint64_t rid_prefix;        //  random per client
+    uint32_t rid_counter;       //  per request
+    bool progress;              //  a message or final happened this round
+    zloop_t *loop;              //  attached zloop, or NULL
+    int loop_timer;             //  its timer id
+    char err [256];             //  last error message
+};
+
+static void s_link_drain (pigato_client_t *self, s_link_t *link,
+                          unsigned generation);
+static void s_timers_run (pigato_client_t *self);
+
+//  --------------------------------------------------------------------------
+//  Sends a multipart message made of byte ranges without copying them into
+//  frames first. All or nothing (libzmq multipart atomicity).
+
+static int
+s_send (zsock_t *sock, const pigato__bytes_t *frames, size_t count)
+{
+    if (!sock)
+        return -1;
+    void *handle = zsock_resolve (sock);
+    for (size_t index = 0; index < count; index++)
+        if (zmq_send (handle, frames [index].data, frames [index].size,
+                      index + 1 < count ? ZMQ_SNDMORE : 0) < 0)
+            return -1;
+    return 0;
+}
+
+#define S_TEXT(text) { (const byte *) (text), strlen (text) }
+
+//  --------------------------------------------------------------------------
+//  Frees a request record (already out of the table and the heap).
+
+static void
+s_request_destroy (s_request_t **req_p)
+{
+    s_request_t *req = *req_p;
+    if (!req)
+        return;
+    free (req->service);
+    free (req->data);
+    free (req->opts);
+    free (req);
+    *req_p = NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Picks a link round-robin: prefer links whose broker answered within two
+//  intervals; else any link with a socket. NULL if there is none.
+
+static s_link_t *
+s_link_choose (pigato_client_t *self)
+{
+    int64_t now = pigato__now_ms ();
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t step = 0; step < self->links_size; step++) {
+            size_t index = (self->next_link + step) % self->links_size;
+            s_link_t *link = self->links [index];
+            if (!link->sock)
+                continue;
+            if (pass == 0 && !(link->heard
+                               && now - link->last_seen
+                                  <= 2 * (int64_t) self->interval_ms))
+                continue;
+            self->next_link = index + 1;
+            return link;
+        }
+    return NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Sends (or re-sends) a request on a chosen link: C, 2, service, rid,
+//  data, opts.
+
+static int
+s_request_send (pigato_client_t *self, s_request_t *req)
+{
+    s_link_t *link = s_link_choose (self);
+    if (!link) {
+        pigato__errorf (self->err, sizeof self->err,
+                        "not connected to any broker");
+        return PIGATO_E_NOTCONNECTED;
+    }
+    pigato__bytes_t frames [] = {
+        S_TEXT ("C"), S_TEXT ("2"), S_TEXT (req->service), S_TEXT (req->rid),
+        { req->data, req->size }, S_TEXT (req->opts)
+    };
+    if (s_send (link->sock, frames, 6) != 0) {
+        pigato__errorf (self->err, sizeof self->err,
+                        "cannot send to '%s': %s", link->endpoint,
+                        zmq_strerror (zmq_errno ()));
+        return PIGATO_E_NOTCONNECTED;
+    }
+    req->link = link;
+    req->sent_at = pigato__now_ms ();
+    pigato__log (PIGATO_LOG_DEBUG,
+                 "event=client_request rid=%s service=%s endpoint=%s size=%zu",
+                 req->rid, req->service, link->endpoint, req->size);
+    return PIGATO_OK;
+}
+
+//  --------------------------------------------------------------------------
+//  Ends a request: takes it out of the table and heap, makes the final
+//  callback, frees it.
+
+static void
+s_request_finish (pigato_client_t *self, s_request_t *req, int status,
+                  const void *data, size_t size)
+{
+    zhashx_delete (self->requests, req->rid);
+    pigato__heap_remove (self->timers, &req->deadline);
+    self->progress = true;
+    pigato__log (PIGATO_LOG_DEBUG, "event=client_final rid=%s status=%d",
+                 req->rid, status);
+    if (req->on_reply)
+        req->on_reply (self, req->rid, status, true, data ? data : "", size,
+                       req->arg);
+    s_request_destroy (&req);
+}
+
+//  --------------------------------------------------------------------------
+//  Opens (or reopens) a link's socket: new socket, routing id chosen by
+//  libzmq, heartbeat right away, zloop reader when attached.
+
+static int
+s_link_open (pigato_client_t *self, s_link_t *link)
+{
+    int rc = pigato__peer_socket (&self->security, link->endpoint, NULL, 0,
+                                  &link->sock, self->err, sizeof self->err);
+    if (rc != PIGATO_OK)
+        return rc;
+    link->generation++;
+    link->last_seen = pigato__now_ms ();
+    link->heard = false;
+    pigato__bytes_t frames [] = { S_TEXT ("C"), S_TEXT ("4") };
+    s_send (link->sock, frames, 2);
+    return PIGATO_OK;
+}
+
+//  --------------------------------------------------------------------------
+//  Closes a link's socket and its zloop reader.
+
+static void
+s_link_close (pigato_client_t *self, s_link_t *link)
+{
+    if (link->sock && self->loop)
+        zloop_reader_end (self->loop, link->sock);
+    zsock_destroy (&link->sock);
+}
+
+//  --------------------------------------------------------------------------
+//  zloop reader: drains one link, then runs due timers.
+
+static int
+s_loop_reader (zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void) loop;
+    (void) sock;
+    s_link_t *link = (s_link_t *) arg;
+    s_link_drain (link->client, link, link->generation);
+    s_timers_run (link->client);
+    return zsys_interrupted ? -1 : 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Registers a link's socket with the attached zloop, if any.
+
+static void
+s_link_register (pigato_client_t *self, s_link_t *link)
+{
+    if (self->loop && link->sock) {
+        zloop_reader (self->loop, link->sock, s_loop_reader, link);
+        zloop_reader_set_tolerant (self->loop, link->sock);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  A broker went silent for `liveness` intervals: reconnect with a new
+//  socket, then re-send its requests that have retries left and fail the
+//  others with E_NOTCONNECTED "E_BROKER_LOST".
+
+static void
+s_link_lost (pigato_client_t *self, s_link_t *link)
+{
+    pigato__log (PIGATO_LOG_WARNING,
+                 "event=client_broker_lost endpoint=%s silent_ms=%" PRId64,
+                 link->endpoint, pigato__now_ms () - link->last_seen);
+    s_link_close (self, link);
+    if (s_link_open (self, link) == PIGATO_OK)
+        s_link_register (self, link);
+    else
+        pigato__log (PIGATO_LOG_WARNING,
+                     "event=client_reconnect_failed endpoint=%s", link->endpoint);
+
+    //  Collect rids first: callbacks below may change the table
+    zlistx_t *rids = zlistx_new ();
+    if (!rids)
+        return;
+    zlistx_set_destructor (rids, (zlistx_destructor_fn *) zstr_free);
+    for (s_request_t *req = (s_request_t *) zhashx_first (self->requests);
+         req; req = (s_request_t *) zhashx_next (self->requests))
+        if (req->link == link)
+            zlistx_add_end (rids, strdup (req->rid));
+
+    for (char *rid = (char *) zlistx_first (rids); rid;
+         rid = (char *) zlistx_next (rids)) {
+        s_request_t *req = (s_request_t *) zhashx_lookup (self->requests, rid);
+        if (!req)
+            continue;           //  cancelled or ended by an earlier callback
+        if (req->retry > 0) {
+            req->retry--;
+            if (s_request_send (self, req) == PIGATO_OK)
+                continue;
+        }
+        s_request_finish (self, req, PIGATO_E_NOTCONNECTED, "E_BROKER_LOST",
+                          strlen ("E_BROKER_LOST"));
+    }
+    zlistx_destroy (&rids);
+}
+
+//  --------------------------------------------------------------------------
+//  Heartbeat tick: lost links reconnect; live links get C,4; requests in
+//  flight for more than one interval get C,4,request,rid so the worker
+//  knows the client still cares.
+
+static void
+s_heartbeat_tick (pigato_client_t *self, int64_t now)
+{
+    int64_t dead_after = (int64_t) self->interval_ms * self->liveness;
+    for (size_t index = 0; index < self->links_size; index++) {
+        s_link_t *link = self->links [index];
+        if (!link->sock || now - link->last_seen >= dead_after)
+            s_link_lost (self, link);
+        else {
+            pigato__bytes_t frames [] = { S_TEXT ("C"), S_TEXT ("4") };
+            s_send (link->sock, frames, 2);
+        }
+    }
+    for (s_request_t *req = (s_request_t *) zhashx_first (self->requests);
+         req; req = (s_request_t *) zhashx_next (self->requests)) {
+        if (now - req->sent_at < self->interval_ms || !req->link)
+            continue;
+        pigato__bytes_t frames [] = {
+            S_TEXT ("C"), S_TEXT ("4"), S_TEXT ("request"), S_TEXT (req->rid)
+        };
+        s_send (req->link->sock, frames, 4);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Runs due timers: the heartbeat tick and request inactivity deadlines.
+
+static void
+s_timers_run (pigato_client_t *self)
+{
+    int64_t now = pigato__now_ms ();
+    pigato__timer_t *timer;
+    while ((timer = pigato__heap_pop_due (self->timers, now))) {
+        if (timer == &self->heartbeat) {
+            pigato__heap_set (self->timers, &self->heartbeat,
+                              now + self->interval_ms);
+            s_heartbeat_tick (self, now);
+            continue;
+        }
+        s_request_t *req = pigato__container_of (timer, s_request_t, deadline);
+        if (now - req->last_activity >= req->timeout) {
+            pigato__log (PIGATO_LOG_DEBUG, "event=client_timeout rid=%s "
+                         "timeout_ms=%" PRId64, req->rid, req->timeout);
+            s_request_finish (self, req, PIGATO_E_TIMEOUT, "C_TIMEOUT",
+                              strlen ("C_TIMEOUT"));
+        }
+        else
+            pigato__heap_set (self->timers, &req->deadline,
+                              req->last_activity + req->timeout);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Handles one message from a broker. Any message proves the broker alive;
+//  malformed ones are dropped with a debug line.
+
+static void
+s_link_handle (pigato_client_t *self, s_link_t *link, zmsg_t *msg)
+{
+    link->last_seen = pigato__now_ms ();
+    link->heard = true;
+    self->progress = true;
+
+    pigato__msg_t message;
+    int rc = pigato__decode_from_broker (msg, &message);
+    if (rc != PIGATO__DECODE_OK || message.role != 'C') {
+        pigato__log (PIGATO_LOG_DEBUG,
+                     "event=client_drop endpoint=%s reason=%s", link->endpoint,
+                     rc ? pigato__decode_reason (rc) : "role");
+        return;
+    }
+    if (message.type == PIGATO__HEARTBEAT)
+        return;
+
+    char rid [PIGATO_RID_MAX + 1];
+    if (message.rid.size)
+        memcpy (rid, message.rid.data, message.rid.size);
+    rid [message.rid.size] = 0;
+    s_request_t *req = (s_request_t *) zhashx_lookup (self->requests, rid);
+    if (!req || strlen (rid) != message.rid.size) {
+        char printable [80];
+        pigato__log (PIGATO_LOG_DEBUG, "event=client_drop endpoint=%s "
+                     "reason=unknown_rid rid=%s", link->endpoint,
+                     pigato__printable (message.rid.data, message.rid.size,
+                                        printable, sizeof printable));
+        return;
+    }
+    const void *data = message.data.data ? message.data.data : (const void *) "";
+    size_t size = message.data.size;
+    int status = PIGATO_OK;
+    char *error_text = NULL;
+    if (message.status == -1) {
+        status = PIGATO_E_REPLY;
+        error_text = pigato__json_string_decode (data, size);
+        if (error_text) {
+            data = error_text;
+            size = strlen (error_text);
+        }
+    }
+    if (message.type == PIGATO__PARTIAL) {
+        //  Inactivity timeout: any reply restarts the clock
+        req->last_activity = pigato__now_ms ();
+        if (req->timeout >= 0)
+            pigato__heap_set (self->timers, &req->deadline,
+                              req->last_activity + req->timeout);
+        if (req->on_reply)
+            req->on_reply (self, rid, status, false, data, size, req->arg);
+    }
+    else
+    if (message.type == PIGATO__REPLY)
+        s_request_finish (self, req, status, data, size);
+    else
+        pigato__log (PIGATO_LOG_DEBUG, "event=client_drop endpoint=%s "
+                     "reason=type type=%d", link->endpoint, message.type);
+    free (error_text);
+}
+
+//  --------------------------------------------------------------------------
+//  Reads what is queued on a link (bounded), while the link still has the
+//  socket it had when polled.
+
+static void
+s_link_drain (pigato_client_t *self, s_link_t *link, unsigned generation)
+{
+    for (int count = 0; count < CLIENT_DRAIN_MAX; count++) {
+        if (!link->sock || link->generation != generation)
+            break;
+        zmsg_t *msg = zmsg_recv (link->sock);
+        if (!msg)
+            break;
+        s_link_handle (self, link, msg);
+        zmsg_destroy (&msg);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Builds the opts frame: {"timeout":T} for NULL; otherwise the caller's
+//  object (must parse) with the default timeout added when it has none.
+//  Reads timeout and retry for local use.
+
+static int
+s_opts_prepare (pigato_client_t *self, const char *opts_json, char **opts_p,
+                int64_t *timeout_p, int *retry_p)
+{
+    *timeout_p = self->timeout_ms;
+    *retry_p = 0;
+    if (!opts_json) {
+        *opts_p = zsys_sprintf ("{\"timeout\":%" PRId64 "}", self->timeout_ms);
+        return *opts_p ? PIGATO_OK : PIGATO_E_NOMEM;
+    }
+    int rc = PIGATO_OK;
+    json_error_t error;
+    json_t *root = json_loads (opts_json, 0, &error);
+    if (!root || !json_is_object (root)) {
+        pigato__errorf (self->err, sizeof self->err,
+                        "opts must be a JSON object%s%s",
+                        root ? "" : ": ", root ? "" : error.text);
+        rc = PIGATO_E_INVALID;
+        goto cleanup;
+    }
+    json_t *timeout = json_object_get (root, "timeout");
+    if (!timeout)
+        json_object_set_new (root, "timeout", json_integer (self->timeout_ms));
+    else
+    if (json_is_number (timeout))
+        *timeout_p = (int64_t) json_number_value (timeout);
+    else {
+        pigato__errorf (self->err, sizeof self->err,
+                        "opts \"timeout\" must be a number of ms (-1 = never)");
+        rc = PIGATO_E_INVALID;
+        goto cleanup;
+    }
+    if (*timeout_p < 0)
+        *timeout_p = -1;
+    json_t *retry = json_object_get (root, "retry");
+    if (retry && json_is_number (retry) && json_number_value (retry) > 0)
+        *retry_p = (int) json_number_value (retry);
+    *opts_p = json_dumps (root, JSON_COMPACT);
+    if (!*opts_p)
+        rc = PIGATO_E_NOMEM;
+
+cleanup:
+    json_decref (root);
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Constructor: defaults from pigato.h, a random rid prefix.
+
+PIGATO_EXPORT pigato_client_t *
+pigato_client_new (void)
+{
+    if (sodium_init () < 0)
+        return NULL;
+    pigato_client_t *self = (pigato_client_t *) calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->interval_ms = PIGATO_HEARTBEAT_MS;
+    self->liveness = PIGATO_LIVENESS;
+    self->timeout_ms = PIGATO_TIMEOUT_MS;
+    self->requests = zhashx_new ();
+    self->timers = pigato__heap_new ();
+    randombytes_buf (&self->rid_prefix, sizeof self->rid_prefix);
+    pigato__timer_init (&self->heartbeat);
+    if (!self->requests || !self->timers)
+        pigato_client_destroy (&self);
+    return self;
+}
+
+//  --------------------------------------------------------------------------
+//  Destructor: pending requests are dropped without callbacks. Call it
+//  before destroying an attached zloop.
+
+PIGATO_EXPORT void
+pigato_client_destroy (pigato_client_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pigato_client_t *self = *self_p;
+    if (self->loop && self->loop_timer >= 0)
+        zloop_timer_end (self->loop, self->loop_timer);
+    for (size_t index = 0; index < self->links_size; index++) {
+        s_link_close (self, self->links [index]);
+        free (self->links [index]->endpoint);
+        free (self->links [index]);
+    }
+    free (self->links);
+    if (self->requests) {
+        for (s_request_t *req = (s_request_t *) zhashx_first (self->requests);
+             req; req = (s_request_t *) zhashx_next (self->requests))
+            s_request_destroy (&req);
+        zhashx_destroy (&self->requests);
+    }
+    pigato__heap_destroy (&self->timers);
+    pigato__peer_security_reset (&self->security);
+    free (self);
+    *self_p = NULL;
+}
+
+PIGATO_EXPORT int
+pigato_client_set_server_key (pigato_client_t *self, const char *key)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    return pigato__peer_security_set_server_key (&self->security, key,
+                                                 self->err, sizeof self->err);
+}
+
+PIGATO_EXPORT int
+pigato_client_set_key_file (pigato_client_t *self, const char *path)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    return pigato__peer_security_set_key_file (&self->security, path,
+                                               self->err, sizeof self->err);
+}
+
+PIGATO_EXPORT void
+pigato_client_set_insecure (pigato_client_t *self, bool insecure)
+{
+    if (self)
+        self->security.insecure = insecure;
+}
+
+//  --------------------------------------------------------------------------
+//  Heartbeat interval and liveness; non-positive values are ignored.
+
+PIGATO_EXPORT void
+pigato_client_set_heartbeat (pigato_client_t *self, int interval_ms,
+                             int liveness)
+{
+    if (!self)
+        return;
+    if (interval_ms > 0)
+        self->interval_ms = interval_ms;
+    if (liveness > 0)
+        self->liveness = liveness;
+}
+
+PIGATO_EXPORT void
+pigato_client_set_timeout (pigato_client_t *self, int64_t timeout_ms)
+{
+    if (self)
+        self->timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
+}
+
+//  --------------------------------------------------------------------------
+//  Adds a broker link with its own DEALER socket and starts heartbeats.
+
+PIGATO_EXPORT int
+pigato_client_connect (pigato_client_t *self, const char *endpoint)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    if (!endpoint || !*endpoint) {
+        pigato__errorf (self->err, sizeof self->err, "no endpoint given");
+        return PIGATO_E_INVALID;
+    }
+    s_link_t **links = (s_link_t **) realloc (
+        self->links, (self->links_size + 1) * sizeof (s_link_t *));
+    if (!links)
+        return PIGATO_E_NOMEM;
+    self->links = links;
+    s_link_t *link = (s_link_t *) calloc (1, sizeof *link);
+    if (!link || !(link->endpoint = strdup (endpoint))) {
+        free (link);
+        return PIGATO_E_NOMEM;
+    }
+    link->client = self;
+    int rc = s_link_open (self, link);
+    if (rc != PIGATO_OK) {
+        free (link->endpoint);
+        free (link);
+        return rc;
+    }
+    s_link_register (self, link);
+    self->links [self->links_size++] = link;
+    if (!pigato__timer_scheduled (&self->heartbeat))
+        pigato__heap_set (self->timers, &self->heartbeat,
+                          pigato__now_ms () + self->interval_ms);
+    pigato__log (PIGATO_LOG_INFO, "event=client_connect endpoint=%s mode=%s",
+                 endpoint, self->security.insecure ? "insecure" : "curve");
+    return PIGATO_OK;
+}
+
+//  --------------------------------------------------------------------------
+//  Sends a request; see pigato.h. rid, when not NULL, receives the id.
+
+PIGATO_EXPORT int
+pigato_client_request (pigato_client_t *self, const char *service,
+                       const void *data, size_t size, const char *opts_json,
+                       pigato_reply_fn *on_reply, void *arg, char *rid)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    size_t service_size = service ? strlen (service) : 0;
+    if (service_size == 0 || service_size > PIGATO_SERVICE_MAX) {
+        pigato__errorf (self->err, sizeof self->err,
+                        "service name must be 1 to %d bytes",
+                        PIGATO_SERVICE_MAX);
+        return PIGATO_E_INVALID;
+    }
+    if (!data && size > 0) {
+        pigato__errorf (self->err, sizeof self->err, "data is NULL");
+        return PIGATO_E_INVALID;
+    }
+    if (self->links_size == 0) {
+        pigato__errorf (self->err, sizeof self->err,
+                        "not connected: call pigato_client_connect first");
+        return PIGATO_E_NOTCONNECTED;
+    }
+    s_request_t *req = (s_request_t *) calloc (1, sizeof *req);
+    if (!req)
+        return PIGATO_E_NOMEM;
+    int rc = s_opts_prepare (self, opts_json, &req->opts, &req->timeout,
+                             &req->retry);
+    if (rc != PIGATO_OK)
+        goto failed;
+    req->service = strdup (service);
+    req->data = (byte *) malloc (size ? size : 1);
+    if (!req->service || !req->data) {
+        rc = PIGATO_E_NOMEM;
+        goto failed;
+    }
+    if (size)
+        memcpy (req->data, data, size);
+    req->size = size;
+    req->on_reply = on_reply;
+    req->arg = arg;
+    snprintf (req->rid, sizeof req->rid, "%016" PRIx64 "%08" PRIx32,
+              self->rid_prefix, ++self->rid_counter);
+    pigato__timer_init (&req->deadline);
+    rc = s_request_send (self, req);
+    if (rc != PIGATO_OK)
+        goto failed;
+    if (zhashx_insert (self->requests, req->rid, req) != 0) {
+        rc = PIGATO_E_NOMEM;
+        goto failed;
+    }
+    req->last_activity = req->sent_at;
+    if (req->timeout >= 0)
+        pigato__heap_set (self->timers, &req->deadline,
+                          req->last_activity + req->timeout);
+    if (rid)
+        strcpy (rid, req->rid);
+    return PIGATO_OK;
+
+failed:
+    s_request_destroy (&req);
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Gives up a request: forgotten at once; late replies are ignored.
+
+PIGATO_EXPORT int
+pigato_client_cancel (pigato_client_t *self, const char *rid)
+{
+    if (!self || !rid)
+        return PIGATO_E_INVALID;
+    s_request_t *req = (s_request_t *) zhashx_lookup (self->requests, rid);
+    if (!req) {
+        pigato__errorf (self->err, sizeof self->err, "unknown rid '%.64s'",
+                        rid);
+        return PIGATO_E_INVALID;
+    }
+    zhashx_delete (self->requests, rid);
+    pigato__heap_remove (self->timers, &req->deadline);
+    pigato__log (PIGATO_LOG_DEBUG, "event=client_cancel rid=%s", req->rid);
+    s_request_destroy (&req);
+    return PIGATO_OK;
+}
+
+//  State of one blocking call.
+typedef struct {
+    pigato_reply_fn *on_partial;    //  caller's partial callback
+    void *arg;                      //  its argument
+    bool done;                      //  final arrived
+    int status;                     //  final status
+    char *reply;                    //  final data, NUL-terminated
+    size_t size;                    //  its size
+} s_call_t;
+
+static void
+s_call_reply (pigato_client_t *client, const char *rid, int status,
+              bool final, const void *data, size_t size, void *arg)
+{
+    s_call_t *call = (s_call_t *) arg;
+    if (!final) {
+        if (call->on_partial)
+            call->on_partial (client, rid, status, false, data, size,
+                              call->arg);
+        return;
+    }
+    call->done = true;
+    call->status = status;
+    call->reply = (char *) malloc (size + 1);
+    if (call->reply) {
+        memcpy (call->reply, data, size);
+        call->reply [size] = 0;
+        call->size = size;
+    }
+    else
+        call->status = PIGATO_E_NOMEM;
+}
+
+//  --------------------------------------------------------------------------
+//  Blocking call; see pigato.h. Local failures (bad opts, interrupted)
+//  return their status with the error text in *reply.
+
+PIGATO_EXPORT int
+pigato_client_call (pigato_client_t *self, const char *service,
+                    const void *data, size_t size, const char *opts_json,
+                    pigato_reply_fn *on_partial, void *arg, char **reply,
+                    size_t *reply_size)
+{
+    s_call_t call = { on_partial, arg, false, PIGATO_OK, NULL, 0 };
+    char rid [PIGATO_RID_MAX + 1];
+    int rc = pigato_client_request (self, service, data, size, opts_json,
+                                    s_call_reply, &call, rid);
+    bool sent = rc == PIGATO_OK;
+    while (rc == PIGATO_OK && !call.done) {
+        rc = pigato_client_wait (self, -1);
+        if (rc != PIGATO_OK && !call.done)
+            pigato_client_cancel (self, rid);
+    }
+    if (rc == PIGATO_OK)
+        rc = call.status;
+    else {
+        free (call.reply);
+        call.reply = strdup (self && !sent ? self->err : pigato_strerror (rc));
+        call.size = call.reply ? strlen (call.reply) : 0;
+    }
+    if (reply)
+        *reply = call.reply;
+    else
+        free (call.reply);
+    if (reply_size)
+        *reply_size = call.size;
+    return rc;
+}
+
+PIGATO_EXPORT size_t
+pigato_client_pending (pigato_client_t *self)
+{
+    return self ? zhashx_size (self->requests) : 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Polls the links and runs timers until a message or final reply was
+//  handled, or timeout_ms passed (-1 = no limit). Heartbeat ticks alone do
+//  not end the wait.
+
+PIGATO_EXPORT int
+pigato_client_wait (pigato_client_t *self, int timeout_ms)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    int rc = PIGATO_OK;
+    int64_t deadline = timeout_ms < 0 ? -1 : pigato__now_ms () + timeout_ms;
+    zmq_pollitem_t *items = NULL;
+    s_link_t **polled = NULL;
+    unsigned *generations = NULL;
+    self->progress = false;
+    while (true) {
+        if (zsys_interrupted) {
+            rc = PIGATO_E_INTERRUPTED;
+            break;
+        }
+        int64_t now = pigato__now_ms ();
+        int64_t wait_ms = deadline < 0 ? -1 : deadline > now ? deadline - now
+                                                             : 0;
+        pigato__timer_t *timer = pigato__heap_peek (self->timers);
+        if (timer) {
+            int64_t until = timer->when > now ? timer->when - now : 0;
+            if (wait_ms < 0 || until < wait_ms)
+                wait_ms = until;
+        }
+        size_t count = self->links_size;
+        free (items);
+        free (polled);
+        free (generations);
+        items = (zmq_pollitem_t *) calloc (count + 1, sizeof *items);
+        polled = (s_link_t **) calloc (count + 1, sizeof *polled);
+        generations = (unsigned *) calloc (count + 1, sizeof *generations);
+        if (!items || !polled || !generations) {
+            rc = PIGATO_E_NOMEM;
+            break;
+        }
+        size_t used = 0;
+        for (size_t index = 0; index < count; index++) {
+            s_link_t *link = self->links [index];
+            if (!link->sock)
+                continue;
+            items [used].socket = zsock_resolve (link->sock);
+            items [used].events = ZMQ_POLLIN;
+            polled [used] = link;
+            generations [used++] = link->generation;
+        }
+        if (used == 0 && wait_ms < 0)
+            break;              //  nothing could ever happen
+        if (zmq_poll (items, (int) used, (long) wait_ms) < 0) {
+            rc = zmq_errno () == EINTR ? PIGATO_E_INTERRUPTED
+                                       : PIGATO_E_CLOSED;
+            break;
+        }
+        for (size_t index = 0; index < used; index++)
+            if (items [index].revents & ZMQ_POLLIN)
+                s_link_drain (self, polled [index], generations [index]);
+        s_timers_run (self);
+        if (self->progress
+        ||  (deadline >= 0 && pigato__now_ms () >= deadline))
+            break;
+    }
+    free (items);
+    free (polled);
+    free (generations);
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Runs until no request is pending, or a signal.
+
+PIGATO_EXPORT int
+pigato_client_run (pigato_client_t *self)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    while (pigato_client_pending (self) > 0) {
+        int rc = pigato_client_wait (self, -1);
+        if (rc != PIGATO_OK)
+            return rc;
+    }
+    return PIGATO_OK;
+}
+
+//  --------------------------------------------------------------------------
+//  zloop timer: runs due timers (deadline checks at this granularity).
+
+static int
+s_loop_timer (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    s_timers_run ((pigato_client_t *) arg);
+    return zsys_interrupted ? -1 : 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Registers with an application's zloop; once only.
+
+PIGATO_EXPORT int
+pigato_client_attach (pigato_client_t *self, void *zloop)
+{
+    if (!self || !zloop || self->loop) {
+        if (self)
+            pigato__errorf (self->err, sizeof self->err,
+                            "attach needs a zloop, and only one");
+        return PIGATO_E_INVALID;
+    }
+    self->loop = (zloop_t *) zloop;
+    int period = self->interval_ms < CLIENT_LOOP_TICK_MS
+               ? self->interval_ms : CLIENT_LOOP_TICK_MS;
+    self->loop_timer = zloop_timer (self->loop, (size_t) period, 0,
+                                    s_loop_timer, self);
+    for (size_t index = 0; index < self->links_size; index++)
+        s_link_register (self, self->links [index]);
+    return self->loop_timer >= 0 ? PIGATO_OK : PIGATO_E_SYSTEM;
+}
+
+PIGATO_EXPORT const char *
+pigato_client_error (pigato_client_t *self)
+{
+    return self ? self->err : "no client";
+}
