@@ -292,7 +292,9 @@ s_bad (pigato_broker_t *self, zmsg_t *msg, const char *reason)
     if (sender) {
         pigato__printable (zframe_data (sender), zframe_size (sender), peer,
                            sizeof peer);
-        address = zframe_meta (sender, "Peer-Address");
+        //  libzmq attaches metadata to received parts, not to the routing
+        //  id part the ROUTER prepends
+        address = zframe_meta (zmsg_last (msg), "Peer-Address");
     }
     pigato__log (PIGATO_LOG_INFO,
                  "event=bad_message peer=%s address=%s reason=%s frames=%zu",

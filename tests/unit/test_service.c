@@ -1,0 +1,263 @@
+/*  test_service.c - the broker's routing decisions: FIFO queues, worker
+    choice by load, concurrency limits, reject lists, request opts.
+*/
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <cmocka.h>
+#include "service.h"
+
+static pigato__request_t *
+s_request (const char *client, const char *rid, const char *opts)
+{
+    zframe_t *client_frame = zframe_from (client);
+    zframe_t *rid_frame = zframe_from (rid);
+    zframe_t *data = zframe_from ("data");
+    zframe_t *opts_frame = opts ? zframe_from (opts) : NULL;
+    pigato__request_t *request =
+        pigato__request_new (&client_frame, &rid_frame, &data, &opts_frame);
+    assert_non_null (request);
+    assert_null (client_frame);
+    return request;
+}
+
+static pigato__worker_t *
+s_worker (uint64_t serial, int concurrency)
+{
+    pigato__worker_t *worker = calloc (1, sizeof *worker);
+    worker->serial = serial;
+    worker->concurrency = concurrency;
+    return worker;
+}
+
+static void
+test_services_are_created_on_demand_and_released_when_empty (void **state)
+{
+    (void) state;
+    pigato__services_t *services = pigato__services_new ();
+    pigato__service_t *echo = pigato__services_require (services, "echo", 4);
+    assert_non_null (echo);
+    assert_ptr_equal (pigato__services_require (services, "echo", 4), echo);
+    assert_ptr_equal (pigato__services_lookup (services, "echo", 4), echo);
+    assert_null (pigato__services_lookup (services, "ech", 3));
+    assert_null (pigato__services_require (services, "a\0b", 3));
+    assert_null (pigato__services_require (services, "", 0));
+
+    pigato__request_t *request = s_request ("c", "r", NULL);
+    pigato__service_enqueue (echo, request, false);
+    pigato__service_t *handle = echo;
+    pigato__services_release (services, &handle);
+    assert_non_null (handle);                   //  still has a request
+    pigato__service_dequeue (echo, request);
+    pigato__services_release (services, &handle);
+    assert_null (handle);
+    assert_int_equal (pigato__services_size (services), 0);
+    pigato__request_destroy (&request);
+    pigato__services_destroy (&services);
+}
+
+static void
+test_queue_is_fifo_and_front_insert_jumps_it (void **state)
+{
+    (void) state;
+    pigato__services_t *services = pigato__services_new ();
+    pigato__service_t *service = pigato__services_require (services, "s", 1);
+    pigato__request_t *first = s_request ("c", "1", NULL);
+    pigato__request_t *second = s_request ("c", "2", NULL);
+    pigato__request_t *urgent = s_request ("c", "3", NULL);
+    pigato__service_enqueue (service, first, false);
+    pigato__service_enqueue (service, second, false);
+    pigato__service_enqueue (service, urgent, true);
+    assert_ptr_equal (service->queue_head, urgent);
+    assert_ptr_equal (urgent->next, first);
+    assert_ptr_equal (first->next, second);
+    assert_ptr_equal (service->queue_tail, second);
+    pigato__service_dequeue (service, first);
+    assert_ptr_equal (urgent->next, second);
+    assert_ptr_equal (second->prev, urgent);
+    assert_int_equal (service->queued, 2);
+    pigato__service_dequeue (service, urgent);
+    pigato__service_dequeue (service, second);
+    assert_null (service->queue_head);
+    assert_null (service->queue_tail);
+    pigato__request_destroy (&first);
+    pigato__request_destroy (&second);
+    pigato__request_destroy (&urgent);
+    pigato__services_destroy (&services);
+}
+
+static void
+test_load_mode_picks_least_in_flight_and_honours_concurrency (void **state)
+{
+    (void) state;
+    pigato__services_t *services = pigato__services_new ();
+    pigato__service_t *service = pigato__services_require (services, "s", 1);
+    pigato__worker_t *busy = s_worker (1, 2);
+    pigato__worker_t *idle = s_worker (2, 2);
+    pigato__service_add_worker (service, busy);
+    pigato__service_add_worker (service, idle);
+    pigato__request_t *requests [5];
+    for (int index = 0; index < 5; index++)
+        requests [index] = s_request ("c", (char []) { (char) ('a' + index), 0 },
+                                      NULL);
+    pigato__worker_take (busy, requests [0]);
+    assert_ptr_equal (pigato__service_pick (service, requests [1],
+                                            PIGATO__DMODE_LOAD), idle);
+    pigato__worker_take (idle, requests [1]);
+    //  Tie on in_flight: fewer dispatched wins (both 1): either is fine,
+    //  but after two on idle, busy must win
+    pigato__worker_take (idle, requests [2]);
+    assert_ptr_equal (pigato__service_pick (service, requests [3],
+                                            PIGATO__DMODE_LOAD), busy);
+    pigato__worker_take (busy, requests [3]);
+    //  Both at concurrency 2: nobody has room
+    assert_null (pigato__service_pick (service, requests [4],
+                                       PIGATO__DMODE_LOAD));
+    assert_null (pigato__service_pick (service, requests [4],
+                                       PIGATO__DMODE_RAND));
+    //  Unlimited concurrency always has room
+    idle->concurrency = -1;
+    assert_ptr_equal (pigato__service_pick (service, requests [4],
+                                            PIGATO__DMODE_RAND), idle);
+    pigato__worker_release (busy, requests [0]);
+    assert_int_equal (busy->in_flight, 1);
+    assert_ptr_equal (busy->requests, requests [3]);
+    assert_null (requests [0]->worker);
+    pigato__worker_release (busy, requests [3]);
+    pigato__worker_release (idle, requests [1]);
+    pigato__worker_release (idle, requests [2]);
+    for (int index = 0; index < 5; index++)
+        pigato__request_destroy (&requests [index]);
+    pigato__service_remove_worker (service, busy);
+    pigato__service_remove_worker (service, idle);
+    free (busy);
+    free (idle);
+    pigato__services_destroy (&services);
+}
+
+static void
+test_rejecting_workers_are_skipped_until_all_have_rejected (void **state)
+{
+    (void) state;
+    pigato__services_t *services = pigato__services_new ();
+    pigato__service_t *service = pigato__services_require (services, "s", 1);
+    pigato__worker_t *first = s_worker (10, 5);
+    pigato__worker_t *second = s_worker (11, 5);
+    pigato__service_add_worker (service, first);
+    pigato__service_add_worker (service, second);
+    pigato__request_t *request = s_request ("c", "r", NULL);
+    assert_false (pigato__service_all_rejected (service, request));
+    assert_int_equal (pigato__request_add_reject (request, 10), 0);
+    assert_int_equal (pigato__request_add_reject (request, 10), 0);
+    assert_int_equal (request->rejected_count, 1);
+    for (int round = 0; round < 20; round++)
+        assert_ptr_equal (pigato__service_pick (service, request,
+                                                round % 2), second);
+    assert_false (pigato__service_all_rejected (service, request));
+    pigato__request_add_reject (request, 11);
+    assert_true (pigato__service_all_rejected (service, request));
+    assert_null (pigato__service_pick (service, request, PIGATO__DMODE_LOAD));
+    pigato__request_destroy (&request);
+    pigato__service_remove_worker (service, first);
+    pigato__service_remove_worker (service, second);
+    assert_int_equal (service->worker_count, 0);
+    free (first);
+    free (second);
+    pigato__services_destroy (&services);
+}
+
+static void
+test_rand_mode_uses_every_eligible_worker (void **state)
+{
+    (void) state;
+    pigato__services_t *services = pigato__services_new ();
+    pigato__service_t *service = pigato__services_require (services, "s", 1);
+    pigato__worker_t *workers [3];
+    for (int index = 0; index < 3; index++) {
+        workers [index] = s_worker ((uint64_t) index + 1, 10);
+        pigato__service_add_worker (service, workers [index]);
+    }
+    pigato__request_t *request = s_request ("c", "r", NULL);
+    int seen [3] = { 0 };
+    for (int round = 0; round < 300; round++) {
+        pigato__worker_t *pick =
+            pigato__service_pick (service, request, PIGATO__DMODE_RAND);
+        for (int index = 0; index < 3; index++)
+            if (pick == workers [index])
+                seen [index]++;
+    }
+    for (int index = 0; index < 3; index++)
+        assert_true (seen [index] > 30);        //  ~100 each expected
+    pigato__request_destroy (&request);
+    for (int index = 0; index < 3; index++) {
+        pigato__service_remove_worker (service, workers [index]);
+        free (workers [index]);
+    }
+    pigato__services_destroy (&services);
+}
+
+static void
+test_request_opts_timeout_and_retry (void **state)
+{
+    (void) state;
+    struct {
+        const char *opts;
+        int64_t timeout;
+        int retries;
+        int rc;
+    } cases [] = {
+        { NULL, 60000, 0, 0 },
+        { "{\"timeout\":1500,\"retry\":2}", 1500, 2, 0 },
+        { "{\"timeout\":-1}", -1, 0, 0 },
+        { "{\"timeout\":0}", 60000, 0, 0 },         //  pigato: falsy = default
+        { "{\"retry\":true}", 60000, 1, 0 },
+        { "{\"retry\":1000}", 60000, PIGATO__RETRY_MAX, 0 },
+        { "{\"timeout\":\"soon\"}", 60000, 0, 0 },
+        { "not json", 60000, 0, -1 },
+        { "[1,2]", 60000, 0, -1 },
+    };
+    for (size_t index = 0; index < sizeof cases / sizeof cases [0]; index++) {
+        pigato__request_t *request = s_request ("c", "r", cases [index].opts);
+        assert_int_equal (pigato__request_parse_opts (request, 60000),
+                          cases [index].rc);
+        assert_int_equal (request->timeout, cases [index].timeout);
+        assert_int_equal (request->retries_left, cases [index].retries);
+        pigato__request_destroy (&request);
+    }
+}
+
+static void
+test_binary_keys_separate_client_and_rid (void **state)
+{
+    (void) state;
+    pigato__bkey_t first, second;
+    //  ("ab","c") and ("a","bc") must be different keys
+    assert_int_equal (pigato__bkey_set (&first, "ab", 2, "c", 1), 0);
+    assert_int_equal (pigato__bkey_set (&second, "a", 1, "bc", 2), 0);
+    zhashx_t *table = pigato__bkey_table_new ();
+    zhashx_insert (table, &first, (void *) "first");
+    assert_null (zhashx_lookup (table, &second));
+    pigato__bkey_t probe;
+    pigato__bkey_set (&probe, "ab", 2, "c", 1);
+    assert_string_equal ((char *) zhashx_lookup (table, &probe), "first");
+    char long_id [300];
+    memset (long_id, 'x', sizeof long_id);
+    assert_int_equal (pigato__bkey_set (&probe, long_id, 256, NULL, 0), -1);
+    zhashx_destroy (&table);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_services_are_created_on_demand_and_released_when_empty),
+        cmocka_unit_test (test_queue_is_fifo_and_front_insert_jumps_it),
+        cmocka_unit_test (test_load_mode_picks_least_in_flight_and_honours_concurrency),
+        cmocka_unit_test (test_rejecting_workers_are_skipped_until_all_have_rejected),
+        cmocka_unit_test (test_rand_mode_uses_every_eligible_worker),
+        cmocka_unit_test (test_request_opts_timeout_and_retry),
+        cmocka_unit_test (test_binary_keys_separate_client_and_rid),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}
