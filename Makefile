@@ -29,7 +29,7 @@ LIB_SRCS := mesh/status.c mesh/log.c mesh/util.c mesh/peer.c mesh/codec.c \
             keys/keyfile.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 
-PROGRAMS := $(BUILD)/pigato-broker $(BUILD)/pigato
+PROGRAMS := $(BUILD)/pigato-broker $(BUILD)/pigato $(BUILD)/pigato-keygen
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
 SOVERSION := 0
@@ -55,6 +55,9 @@ $(LIB_SO): $(LIB_OBJS)
 	ln -sf libpigato.so.$(SOVERSION) $(BUILD)/libpigato.so
 
 $(BUILD)/pigato-broker: $(BUILD)/mesh/broker_main.o $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/pigato-keygen: $(BUILD)/keys/keygen_main.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/pigato: $(BUILD)/mesh/cli_main.o $(LIB_A)
