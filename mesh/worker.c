@@ -1,0 +1,869 @@
+/*  =========================================================================
+    worker.c - pigato_worker and pigato_reply: one service offered through
+    one or more brokers, pigato 0.0.46 framing (DESIGN.md section 2).
+
+    Single-threaded. Each broker link is a DEALER with a fresh random
+    routing id at every (re)connect; a link's generation counts its
+    connections, and a reply belongs to one generation: once the link
+    reconnects, the broker has forgotten the request and the reply goes
+    inactive. Replies not yet ended are tracked in a table (key: link,
+    generation, client, rid) so request heartbeats find them and so the
+    worker can detach them when it is destroyed first. The request handler
+    may end, write and destroy replies and stop the worker, but must not
+    destroy the worker.
+    =========================================================================
+*/
+#include <inttypes.h>
+#include <jansson.h>
+#include <sodium.h>
+#include "internal.h"
+#include "codec.h"
+
+#define WORKER_LOOP_TICK_MS 100     //  timer check period under zloop
+#define WORKER_DRAIN_MAX    1000    //  messages per link per round
+#define WORKER_ID_BYTES     16      //  random routing id, hex encoded
+
+typedef struct {
+    pigato_worker_t *worker;    //  owner
+    zsock_t *sock;              //  DEALER, NULL when closed or reopen failed
+    char *endpoint;             //  broker endpoint
+    size_t index;               //  position in worker->links
+    unsigned generation;        //  bumped at each (re)connect
+    char routing_id [WORKER_ID_BYTES * 2 + 1];  //  current routing id
+    int64_t last_seen;          //  last message from the broker (or connect)
+} s_link_t;
+
+struct _pigato_reply_t {
+    pigato_worker_t *worker;    //  NULL once detached
+    s_link_t *link;             //  NULL once detached
+    unsigned generation;        //  link generation the request came on
+    byte *client;               //  client routing id (broker's)
+    size_t client_size;         //  its size
+    char rid [PIGATO_RID_MAX + 1];  //  request id
+    char *service;              //  requested service
+    char *opts;                 //  request opts, JSON object text
+    char *key;                  //  key in worker->replies, NULL if untracked
+    int64_t started;            //  when the request arrived
+    int64_t last_heartbeat;     //  last client request heartbeat
+    int64_t last_activity;      //  arrival or last partial sent
+    int64_t timeout;            //  request timeout, -1 never
+    bool ended;                 //  end, error or reject called
+};
+
+struct _pigato_worker_t {
+    char *service;              //  service offered
+    pigato_request_fn *handler; //  request handler
+    void *arg;                  //  its argument
+    pigato__peer_security_t security;   //  CURVE settings
+    int interval_ms;            //  heartbeat interval
+    int liveness;               //  intervals of silence before reconnecting
+    int concurrency;            //  announced in heartbeats
+    s_link_t **links;           //  broker links
+    size_t links_size;          //  links in use
+    zhashx_t *replies;          //  key -> pigato_reply_t, not yet ended
+    int64_t next_heartbeat;     //  next tick, 0 before the first connect
+    bool stopped;               //  stop () or destroy () called
+    bool progress;              //  a message was handled this round
+    zloop_t *loop;              //  attached zloop, or NULL
+    int loop_timer;             //  its timer id
+    char err [256];             //  last error message
+};
+
+//  --------------------------------------------------------------------------
+//  Sends a multipart message made of byte ranges; all or nothing.
+
+static int
+s_send (zsock_t *sock, const pigato__bytes_t *frames, size_t count)
+{
+    if (!sock)
+        return -1;
+    void *handle = zsock_resolve (sock);
+    for (size_t index = 0; index < count; index++)
+        if (zmq_send (handle, frames [index].data, frames [index].size,
+                      index + 1 < count ? ZMQ_SNDMORE : 0) < 0)
+            return -1;
+    return 0;
+}
+
+#define S_TEXT(text) { (const byte *) (text), strlen (text) }
+
+//  --------------------------------------------------------------------------
+//  Sends W, 4, "", {"concurrency":N} on a link.
+
+static void
+s_link_heartbeat (pigato_worker_t *self, s_link_t *link)
+{
+    char opts [48];
+    snprintf (opts, sizeof opts, "{\"concurrency\":%d}", self->concurrency);
+    pigato__bytes_t frames [] = {
+        S_TEXT ("W"), S_TEXT ("4"), S_TEXT (""), S_TEXT (opts)
+    };
+    s_send (link->sock, frames, 4);
+}
+
+//  --------------------------------------------------------------------------
+//  Makes the tracking key of a request: link, generation, hex client id,
+//  rid. Caller frees.
+
+static char *
+s_reply_key (s_link_t *link, unsigned generation, const byte *client,
+             size_t client_size, const char *rid)
+{
+    char *client_hex = (char *) malloc (client_size * 2 + 1);
+    if (!client_hex)
+        return NULL;
+    sodium_bin2hex (client_hex, client_size * 2 + 1, client, client_size);
+    char *key = zsys_sprintf ("%zu:%u:%s:%s", link->index, generation,
+                              client_hex, rid);
+    free (client_hex);
+    return key;
+}
+
+//  --------------------------------------------------------------------------
+//  Takes a reply out of the worker's table (no-op if untracked).
+
+static void
+s_reply_untrack (pigato_reply_t *reply)
+{
+    if (reply->key && reply->worker)
+        zhashx_delete (reply->worker->replies, reply->key);
+    free (reply->key);
+    reply->key = NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Cuts a reply off its worker: it goes inactive and writes fail.
+
+static void
+s_reply_detach (pigato_reply_t *reply)
+{
+    s_reply_untrack (reply);
+    reply->worker = NULL;
+    reply->link = NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Opens (or reopens) a link: fresh routing id, new socket, READY, then a
+//  heartbeat right away; zloop reader when attached.
+
+static int
+s_link_open (pigato_worker_t *self, s_link_t *link)
+{
+    byte id [WORKER_ID_BYTES];
+    randombytes_buf (id, sizeof id);
+    sodium_bin2hex (link->routing_id, sizeof link->routing_id, id, sizeof id);
+    int rc = pigato__peer_socket (&self->security, link->endpoint,
+                                  link->routing_id, WORKER_ID_BYTES * 2,
+                                  &link->sock, self->err, sizeof self->err);
+    if (rc != PIGATO_OK)
+        return rc;
+    link->generation++;
+    link->last_seen = pigato__now_ms ();
+    pigato__bytes_t frames [] = {
+        S_TEXT ("W"), S_TEXT ("1"), S_TEXT (self->service)
+    };
+    s_send (link->sock, frames, 3);
+    s_link_heartbeat (self, link);
+    pigato__log (PIGATO_LOG_INFO,
+                 "event=worker_connect endpoint=%s service=%s id=%s mode=%s",
+                 link->endpoint, self->service, link->routing_id,
+                 self->security.insecure ? "insecure" : "curve");
+    return PIGATO_OK;
+}
+
+//  --------------------------------------------------------------------------
+//  Closes a link's socket, optionally saying DISCONNECT first (flushed
+//  within the socket's linger).
+
+static void
+s_link_close (pigato_worker_t *self, s_link_t *link, bool disconnect)
+{
+    if (!link->sock)
+        return;
+    if (disconnect) {
+        pigato__bytes_t frames [] = { S_TEXT ("W"), S_TEXT ("5") };
+        s_send (link->sock, frames, 2);
+    }
+    if (self->loop)
+        zloop_reader_end (self->loop, link->sock);
+    zsock_destroy (&link->sock);
+}
+
+static int s_loop_reader (zloop_t *loop, zsock_t *sock, void *arg);
+
+static void
+s_link_register (pigato_worker_t *self, s_link_t *link)
+{
+    if (self->loop && link->sock) {
+        zloop_reader (self->loop, link->sock, s_loop_reader, link);
+        zloop_reader_set_tolerant (self->loop, link->sock);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Reconnects a link (broker silent, or it sent DISCONNECT): replies of
+//  the old connection go inactive through the generation change.
+
+static void
+s_link_reconnect (pigato_worker_t *self, s_link_t *link, bool lost)
+{
+    pigato__log (PIGATO_LOG_WARNING, "event=worker_reconnect endpoint=%s "
+                 "reason=%s old_id=%s", link->endpoint,
+                 lost ? "broker_lost" : "broker_disconnect", link->routing_id);
+    s_link_close (self, link, lost);
+    if (s_link_open (self, link) == PIGATO_OK)
+        s_link_register (self, link);
+    else
+        pigato__log (PIGATO_LOG_WARNING, "event=worker_reconnect_failed "
+                     "endpoint=%s", link->endpoint);
+}
+
+//  --------------------------------------------------------------------------
+//  Heartbeat tick: silent links reconnect, the others get a heartbeat.
+
+static void
+s_timers_run (pigato_worker_t *self)
+{
+    int64_t now = pigato__now_ms ();
+    if (self->stopped || !self->next_heartbeat || now < self->next_heartbeat)
+        return;
+    self->next_heartbeat = now + self->interval_ms;
+    int64_t dead_after = (int64_t) self->interval_ms * self->liveness;
+    for (size_t index = 0; index < self->links_size; index++) {
+        s_link_t *link = self->links [index];
+        if (!link->sock || now - link->last_seen >= dead_after)
+            s_link_reconnect (self, link, true);
+        else
+            s_link_heartbeat (self, link);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Reads a request's timeout from its opts; keeps the opts text when it is
+//  a JSON object, else uses "{}".
+
+static char *
+s_request_opts (const pigato__msg_t *message, int64_t *timeout_p)
+{
+    *timeout_p = PIGATO_TIMEOUT_MS;
+    if (!message->has_opts)
+        return strdup ("{}");
+    json_error_t error;
+    json_t *root = json_loadb ((const char *) message->opts.data,
+                               message->opts.size, 0, &error);
+    char *opts = NULL;
+    if (root && json_is_object (root)) {
+        json_t *timeout = json_object_get (root, "timeout");
+        if (timeout && json_is_number (timeout)) {
+            *timeout_p = (int64_t) json_number_value (timeout);
+            if (*timeout_p < 0)
+                *timeout_p = -1;
+        }
+        opts = (char *) malloc (message->opts.size + 1);
+        if (opts) {
+            memcpy (opts, message->opts.data, message->opts.size);
+            opts [message->opts.size] = 0;
+        }
+    }
+    else
+        opts = strdup ("{}");
+    json_decref (root);
+    return opts;
+}
+
+//  --------------------------------------------------------------------------
+//  A request from a broker: make a tracked reply and hand it to the
+//  handler, which owns it from then on.
+
+static void
+s_request_handle (pigato_worker_t *self, s_link_t *link,
+                  const pigato__msg_t *message)
+{
+    if (memchr (message->rid.data, 0, message->rid.size)
+    ||  memchr (message->service.data, 0, message->service.size)) {
+        pigato__log (PIGATO_LOG_DEBUG, "event=worker_drop endpoint=%s "
+                     "reason=nul_in_field", link->endpoint);
+        return;
+    }
+    pigato_reply_t *reply = (pigato_reply_t *) calloc (1, sizeof *reply);
+    if (!reply)
+        return;
+    reply->worker = self;
+    reply->link = link;
+    reply->generation = link->generation;
+    memcpy (reply->rid, message->rid.data, message->rid.size);
+    reply->client_size = message->client.size;
+    reply->client = (byte *) malloc (message->client.size + 1);
+    reply->service = (char *) malloc (message->service.size + 1);
+    reply->opts = s_request_opts (message, &reply->timeout);
+    reply->key = s_reply_key (link, link->generation,
+                              message->client.data ? message->client.data
+                                                   : (const byte *) "",
+                              message->client.size, reply->rid);
+    if (!reply->client || !reply->service || !reply->opts || !reply->key) {
+        reply->worker = NULL;
+        pigato_reply_destroy (&reply);
+        return;
+    }
+    if (message->client.size)
+        memcpy (reply->client, message->client.data, message->client.size);
+    memcpy (reply->service, message->service.data, message->service.size);
+    reply->service [message->service.size] = 0;
+    reply->started = reply->last_heartbeat = reply->last_activity =
+        pigato__now_ms ();
+
+    //  The same request twice on one connection: the older handle is cut off
+    pigato_reply_t *older =
+        (pigato_reply_t *) zhashx_lookup (self->replies, reply->key);
+    if (older)
+        s_reply_detach (older);
+    zhashx_insert (self->replies, reply->key, reply);
+
+    pigato__log (PIGATO_LOG_DEBUG, "event=worker_request endpoint=%s "
+                 "rid=%s service=%s size=%zu", link->endpoint, reply->rid,
+                 reply->service, message->data.size);
+    self->handler (self, reply,
+                   message->data.data ? message->data.data : (const byte *) "",
+                   message->data.size, self->arg);
+}
+
+//  --------------------------------------------------------------------------
+//  Handles one message from a broker; malformed ones are dropped.
+
+static void
+s_link_handle (pigato_worker_t *self, s_link_t *link, zmsg_t *msg)
+{
+    link->last_seen = pigato__now_ms ();
+    self->progress = true;
+    pigato__msg_t message;
+    int rc = pigato__decode_from_broker (msg, &message);
+    if (rc != PIGATO__DECODE_OK || message.role != 'W') {
+        pigato__log (PIGATO_LOG_DEBUG,
+                     "event=worker_drop endpoint=%s reason=%s", link->endpoint,
+                     rc ? pigato__decode_reason (rc) : "role");
+        return;
+    }
+    if (message.type == PIGATO__REQUEST)
+        s_request_handle (self, link, &message);
+    else
+    if (message.type == PIGATO__HEARTBEAT && message.request_heartbeat) {
+        char rid [PIGATO_RID_MAX + 1];
+        memcpy (rid, message.rid.data, message.rid.size);
+        rid [message.rid.size] = 0;
+        char *key = s_reply_key (link, link->generation,
+                                 message.client.data ? message.client.data
+                                                     : (const byte *) "",
+                                 message.client.size, rid);
+        pigato_reply_t *reply = key ? (pigato_reply_t *)
+                                zhashx_lookup (self->replies, key) : NULL;
+        if (reply)
+            reply->last_heartbeat = pigato__now_ms ();
+        free (key);
+    }
+    else
+    if (message.type == PIGATO__DISCONNECT)
+        s_link_reconnect (self, link, false);
+    //  READY and plain HEARTBEAT answers only prove the broker alive
+}
+
+//  --------------------------------------------------------------------------
+//  Reads what is queued on a link (bounded), while it keeps its socket.
+
+static void
+s_link_drain (pigato_worker_t *self, s_link_t *link, unsigned generation)
+{
+    for (int count = 0; count < WORKER_DRAIN_MAX; count++) {
+        if (self->stopped || !link->sock || link->generation != generation)
+            break;
+        zmsg_t *msg = zmsg_recv (link->sock);
+        if (!msg)
+            break;
+        s_link_handle (self, link, msg);
+        zmsg_destroy (&msg);
+    }
+}
+
+static int
+s_loop_reader (zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void) loop;
+    (void) sock;
+    s_link_t *link = (s_link_t *) arg;
+    s_link_drain (link->worker, link, link->generation);
+    s_timers_run (link->worker);
+    return zsys_interrupted ? -1 : 0;
+}
+
+static int
+s_loop_timer (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    s_timers_run ((pigato_worker_t *) arg);
+    return zsys_interrupted ? -1 : 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Constructor: NULL on a bad service name, no handler or no memory.
+
+PIGATO_EXPORT pigato_worker_t *
+pigato_worker_new (const char *service, pigato_request_fn *handler, void *arg)
+{
+    size_t service_size = service ? strlen (service) : 0;
+    if (service_size == 0 || service_size > PIGATO_SERVICE_MAX || !handler
+    ||  sodium_init () < 0)
+        return NULL;
+    pigato_worker_t *self = (pigato_worker_t *) calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->service = strdup (service);
+    self->handler = handler;
+    self->arg = arg;
+    self->interval_ms = PIGATO_HEARTBEAT_MS;
+    self->liveness = PIGATO_LIVENESS;
+    self->concurrency = PIGATO_CONCURRENCY;
+    self->replies = zhashx_new ();
+    self->loop_timer = -1;
+    if (!self->service || !self->replies)
+        pigato_worker_destroy (&self);
+    return self;
+}
+
+//  --------------------------------------------------------------------------
+//  Stops (DISCONNECT to every broker, sockets closed) and frees; replies
+//  the application still holds are detached. Call it before destroying an
+//  attached zloop.
+
+PIGATO_EXPORT void
+pigato_worker_destroy (pigato_worker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pigato_worker_t *self = *self_p;
+    pigato_worker_stop (self);
+    if (self->replies) {
+        pigato_reply_t *reply;
+        while ((reply = (pigato_reply_t *) zhashx_first (self->replies)))
+            s_reply_detach (reply);
+        zhashx_destroy (&self->replies);
+    }
+    for (size_t index = 0; index < self->links_size; index++) {
+        free (self->links [index]->endpoint);
+        free (self->links [index]);
+    }
+    free (self->links);
+    pigato__peer_security_reset (&self->security);
+    free (self->service);
+    free (self);
+    *self_p = NULL;
+}
+
+PIGATO_EXPORT int
+pigato_worker_set_server_key (pigato_worker_t *self, const char *key)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    return pigato__peer_security_set_server_key (&self->security, key,
+                                                 self->err, sizeof self->err);
+}
+
+PIGATO_EXPORT int
+pigato_worker_set_key_file (pigato_worker_t *self, const char *path)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    return pigato__peer_security_set_key_file (&self->security, path,
+                                               self->err, sizeof self->err);
+}
+
+PIGATO_EXPORT void
+pigato_worker_set_insecure (pigato_worker_t *self, bool insecure)
+{
+    if (self)
+        self->security.insecure = insecure;
+}
+
+//  Heartbeat interval and liveness; non-positive values are ignored.
+PIGATO_EXPORT void
+pigato_worker_set_heartbeat (pigato_worker_t *self, int interval_ms,
+                             int liveness)
+{
+    if (!self)
+        return;
+    if (interval_ms > 0)
+        self->interval_ms = interval_ms;
+    if (liveness > 0)
+        self->liveness = liveness;
+}
+
+//  Concurrency announced in heartbeats; any negative value means -1.
+PIGATO_EXPORT void
+pigato_worker_set_concurrency (pigato_worker_t *self, int concurrency)
+{
+    if (self)
+        self->concurrency = concurrency < 0 ? -1 : concurrency;
+}
+
+//  --------------------------------------------------------------------------
+//  Adds a broker link and announces the service on it.
+
+PIGATO_EXPORT int
+pigato_worker_connect (pigato_worker_t *self, const char *endpoint)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    if (self->stopped) {
+        pigato__errorf (self->err, sizeof self->err, "worker is stopped");
+        return PIGATO_E_CLOSED;
+    }
+    if (!endpoint || !*endpoint) {
+        pigato__errorf (self->err, sizeof self->err, "no endpoint given");
+        return PIGATO_E_INVALID;
+    }
+    s_link_t **links = (s_link_t **) realloc (
+        self->links, (self->links_size + 1) * sizeof (s_link_t *));
+    if (!links)
+        return PIGATO_E_NOMEM;
+    self->links = links;
+    s_link_t *link = (s_link_t *) calloc (1, sizeof *link);
+    if (!link || !(link->endpoint = strdup (endpoint))) {
+        free (link);
+        return PIGATO_E_NOMEM;
+    }
+    link->worker = self;
+    link->index = self->links_size;
+    int rc = s_link_open (self, link);
+    if (rc != PIGATO_OK) {
+        free (link->endpoint);
+        free (link);
+        return rc;
+    }
+    s_link_register (self, link);
+    self->links [self->links_size++] = link;
+    if (!self->next_heartbeat)
+        self->next_heartbeat = pigato__now_ms () + self->interval_ms;
+    return PIGATO_OK;
+}
+
+//  --------------------------------------------------------------------------
+//  Polls the links until a message was handled or timeout_ms passed (-1 =
+//  no limit); heartbeats are sent on time meanwhile.
+
+PIGATO_EXPORT int
+pigato_worker_wait (pigato_worker_t *self, int timeout_ms)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    int rc = PIGATO_OK;
+    int64_t deadline = timeout_ms < 0 ? -1 : pigato__now_ms () + timeout_ms;
+    zmq_pollitem_t *items = NULL;
+    s_link_t **polled = NULL;
+    unsigned *generations = NULL;
+    self->progress = false;
+    while (true) {
+        if (self->stopped) {
+            rc = PIGATO_E_CLOSED;
+            break;
+        }
+        if (zsys_interrupted) {
+            rc = PIGATO_E_INTERRUPTED;
+            break;
+        }
+        int64_t now = pigato__now_ms ();
+        int64_t wait_ms = deadline < 0 ? -1 : deadline > now ? deadline - now
+                                                             : 0;
+        if (self->next_heartbeat) {
+            int64_t until = self->next_heartbeat > now
+                          ? self->next_heartbeat - now : 0;
+            if (wait_ms < 0 || until < wait_ms)
+                wait_ms = until;
+        }
+        size_t count = self->links_size;
+        free (items);
+        free (polled);
+        free (generations);
+        items = (zmq_pollitem_t *) calloc (count + 1, sizeof *items);
+        polled = (s_link_t **) calloc (count + 1, sizeof *polled);
+        generations = (unsigned *) calloc (count + 1, sizeof *generations);
+        if (!items || !polled || !generations) {
+            rc = PIGATO_E_NOMEM;
+            break;
+        }
+        size_t used = 0;
+        for (size_t index = 0; index < count; index++) {
+            s_link_t *link = self->links [index];
+            if (!link->sock)
+                continue;
+            items [used].socket = zsock_resolve (link->sock);
+            items [used].events = ZMQ_POLLIN;
+            polled [used] = link;
+            generations [used++] = link->generation;
+        }
+        if (used == 0 && wait_ms < 0)
+            break;              //  nothing could ever happen
+        if (zmq_poll (items, (int) used, (long) wait_ms) < 0) {
+            rc = zmq_errno () == EINTR ? PIGATO_E_INTERRUPTED
+                                       : PIGATO_E_CLOSED;
+            break;
+        }
+        for (size_t index = 0; index < used; index++)
+            if (items [index].revents & ZMQ_POLLIN)
+                s_link_drain (self, polled [index], generations [index]);
+        s_timers_run (self);
+        if (self->stopped)
+            rc = PIGATO_E_CLOSED;
+        if (self->stopped || self->progress
+        ||  (deadline >= 0 && pigato__now_ms () >= deadline))
+            break;
+    }
+    free (items);
+    free (polled);
+    free (generations);
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Runs until stop () (returns 0) or a signal (E_INTERRUPTED).
+
+PIGATO_EXPORT int
+pigato_worker_run (pigato_worker_t *self)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    int rc;
+    while ((rc = pigato_worker_wait (self, -1)) == PIGATO_OK)
+        ;
+    return rc == PIGATO_E_CLOSED ? PIGATO_OK : rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Sends DISCONNECT on every link and closes the sockets; replies go
+//  inactive. Idempotent.
+
+PIGATO_EXPORT void
+pigato_worker_stop (pigato_worker_t *self)
+{
+    if (!self || self->stopped)
+        return;
+    self->stopped = true;
+    for (size_t index = 0; index < self->links_size; index++)
+        s_link_close (self, self->links [index], true);
+    if (self->loop && self->loop_timer >= 0)
+        zloop_timer_end (self->loop, self->loop_timer);
+    self->loop_timer = -1;
+    pigato__log (PIGATO_LOG_INFO, "event=worker_stop service=%s",
+                 self->service);
+}
+
+//  --------------------------------------------------------------------------
+//  Registers with an application's zloop; once only.
+
+PIGATO_EXPORT int
+pigato_worker_attach (pigato_worker_t *self, void *zloop)
+{
+    if (!self || !zloop || self->loop || self->stopped) {
+        if (self)
+            pigato__errorf (self->err, sizeof self->err,
+                            "attach needs a running worker, a zloop, and "
+                            "only one");
+        return PIGATO_E_INVALID;
+    }
+    self->loop = (zloop_t *) zloop;
+    int period = self->interval_ms < WORKER_LOOP_TICK_MS
+               ? self->interval_ms : WORKER_LOOP_TICK_MS;
+    self->loop_timer = zloop_timer (self->loop, (size_t) period, 0,
+                                    s_loop_timer, self);
+    for (size_t index = 0; index < self->links_size; index++)
+        s_link_register (self, self->links [index]);
+    return self->loop_timer >= 0 ? PIGATO_OK : PIGATO_E_SYSTEM;
+}
+
+PIGATO_EXPORT const char *
+pigato_worker_service (pigato_worker_t *self)
+{
+    return self ? self->service : NULL;
+}
+
+PIGATO_EXPORT const char *
+pigato_worker_error (pigato_worker_t *self)
+{
+    return self ? self->err : "no worker";
+}
+
+//  --------------------------------------------------------------------------
+//  A reply can send while its worker runs and its connection is the one
+//  the request came on.
+
+static bool
+s_reply_connected (pigato_reply_t *self)
+{
+    return self->worker && !self->worker->stopped && self->link
+        && self->link->sock && self->link->generation == self->generation;
+}
+
+//  --------------------------------------------------------------------------
+//  Sends W, type, client, "", rid, status, data, opts.
+
+static int
+s_reply_send (pigato_reply_t *self, const char *type, const char *status,
+              const void *data, size_t size)
+{
+    if (!s_reply_connected (self))
+        return PIGATO_E_CLOSED;
+    bool reject = streq (type, "7");
+    pigato__bytes_t frames [] = {
+        S_TEXT ("W"), S_TEXT (type), { self->client, self->client_size },
+        S_TEXT (""), S_TEXT (self->rid), S_TEXT (status),
+        { (const byte *) data, size }, S_TEXT ("{}")
+    };
+    if (s_send (self->link->sock, frames, reject ? 7 : 8) != 0)
+        return PIGATO_E_CLOSED;
+    pigato__log (PIGATO_LOG_DEBUG, "event=worker_reply rid=%s type=%s "
+                 "status=%s size=%zu", self->rid, type, status, size);
+    return PIGATO_OK;
+}
+
+//  --------------------------------------------------------------------------
+//  Marks a reply ended and untracks it (done before sending, so a failed
+//  send still ends it).
+
+static int
+s_reply_finish (pigato_reply_t *self, const char *type, const char *status,
+                const void *data, size_t size)
+{
+    self->ended = true;
+    s_reply_untrack (self);
+    return s_reply_send (self, type, status, data, size);
+}
+
+PIGATO_EXPORT int
+pigato_reply_write (pigato_reply_t *self, const void *data, size_t size)
+{
+    if (!self || (!data && size))
+        return PIGATO_E_INVALID;
+    if (self->ended)
+        return PIGATO_E_ENDED;
+    int rc = s_reply_send (self, "6", "0", data, size);
+    if (rc == PIGATO_OK)
+        self->last_activity = pigato__now_ms ();
+    return rc;
+}
+
+PIGATO_EXPORT int
+pigato_reply_end (pigato_reply_t *self, const void *data, size_t size)
+{
+    if (!self || (!data && size))
+        return PIGATO_E_INVALID;
+    if (self->ended)
+        return PIGATO_E_ENDED;
+    return s_reply_finish (self, "3", "0", data, size);
+}
+
+PIGATO_EXPORT int
+pigato_reply_error (pigato_reply_t *self, const char *message)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    if (self->ended)
+        return PIGATO_E_ENDED;
+    char *json = pigato__json_string (message ? message : "error");
+    if (!json)
+        return PIGATO_E_NOMEM;
+    int rc = s_reply_finish (self, "3", "-1", json, strlen (json));
+    free (json);
+    return rc;
+}
+
+PIGATO_EXPORT int
+pigato_reply_reject (pigato_reply_t *self, const char *reason)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    if (self->ended)
+        return PIGATO_E_ENDED;
+    char *json = pigato__json_string (reason ? reason : "");
+    if (!json)
+        return PIGATO_E_NOMEM;
+    int rc = s_reply_finish (self, "7", "0", json, strlen (json));
+    free (json);
+    return rc;
+}
+
+PIGATO_EXPORT int
+pigato_reply_heartbeat (pigato_reply_t *self)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    if (self->ended)
+        return PIGATO_E_ENDED;
+    if (!s_reply_connected (self))
+        return PIGATO_E_CLOSED;
+    s_link_heartbeat (self->worker, self->link);
+    return PIGATO_OK;
+}
+
+//  --------------------------------------------------------------------------
+//  Active while not ended, connected, heartbeated by the client within the
+//  liveness window (or younger than it), and not past its timeout.
+
+PIGATO_EXPORT bool
+pigato_reply_active (pigato_reply_t *self)
+{
+    if (!self || self->ended || !s_reply_connected (self))
+        return false;
+    int64_t now = pigato__now_ms ();
+    int64_t window = (int64_t) self->worker->interval_ms
+                   * self->worker->liveness;
+    int64_t alive_since = self->last_heartbeat > self->started
+                        ? self->last_heartbeat : self->started;
+    if (now - alive_since >= window)
+        return false;
+    return self->timeout < 0 || now - self->last_activity < self->timeout;
+}
+
+PIGATO_EXPORT bool
+pigato_reply_ended (pigato_reply_t *self)
+{
+    return self && self->ended;
+}
+
+PIGATO_EXPORT const char *
+pigato_reply_service (pigato_reply_t *self)
+{
+    return self ? self->service : NULL;
+}
+
+PIGATO_EXPORT const char *
+pigato_reply_opts (pigato_reply_t *self)
+{
+    return self ? self->opts : NULL;
+}
+
+PIGATO_EXPORT const char *
+pigato_reply_rid (pigato_reply_t *self)
+{
+    return self ? self->rid : NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Destroys a reply; one never ended gets an "E_DROPPED" error reply so
+//  the client does not wait for its timeout.
+
+PIGATO_EXPORT void
+pigato_reply_destroy (pigato_reply_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pigato_reply_t *self = *self_p;
+    if (!self->ended && self->worker) {
+        pigato__log (PIGATO_LOG_DEBUG, "event=worker_reply_dropped rid=%s",
+                     self->rid);
+        pigato_reply_error (self, "E_DROPPED");
+    }
+    s_reply_detach (self);
+    free (self->client);
+    free (self->service);
+    free (self->opts);
+    free (self);
+    *self_p = NULL;
+}
