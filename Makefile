@@ -60,6 +60,13 @@ $(BUILD)/pigato-broker: $(BUILD)/mesh/broker_main.o $(LIB_A)
 $(BUILD)/pigato-keygen: $(BUILD)/keys/keygen_main.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+BENCH_PROGRAMS := $(BUILD)/pigato-bench $(BUILD)/pigato-relay
+$(BUILD)/pigato-bench: $(BUILD)/bench/pigato_bench.o $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/pigato-relay: $(BUILD)/bench/relay.o $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/pigato: $(BUILD)/mesh/cli_main.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -80,7 +87,7 @@ demo: deps
 	@scripts/demo.sh $(BUILD)
 
 bench: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BENCH_PROGRAMS)
 	@bench/run.sh $(BUILD)
 
 install: all

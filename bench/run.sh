@@ -1,0 +1,70 @@
+#!/bin/sh
+# make bench: pigato-broker against a zero-logic relay (same framing, same
+# client and worker), over CURVE and plaintext, in one invocation. Reports
+# requests/s, latency percentiles and the ratio broker/relay, since absolute
+# figures drift on shared machines.
+#   bench/run.sh BUILD [REQUESTS] [INFLIGHT]
+set -eu
+BUILD=${1:-build}
+REQUESTS=${2:-${BENCH_REQUESTS:-100000}}
+INFLIGHT=${3:-${BENCH_INFLIGHT:-100}}
+WORK=$(mktemp -d)
+PIDS=""
+cleanup() {
+    for pid in $PIDS; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+"$BUILD/pigato-keygen" new broker -o "$WORK" >/dev/null
+port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_log() {    # FILE PATTERN
+    i=0
+    while ! grep -q "$2" "$1" 2>/dev/null; do
+        i=$((i + 1)); [ $i -gt 100 ] && { echo "bench: no '$2' in $1" >&2; cat "$1" >&2; exit 1; }
+        sleep 0.1
+    done
+}
+
+# run LABEL SERVER(broker|relay) SECURITY(curve|plain)
+run() {
+    label=$1; server=$2; security=$3
+    p=$(port); ep=tcp://127.0.0.1:$p
+    if [ "$security" = curve ]; then
+        sargs="--key $WORK/broker.key_secret"; cargs="--server-key $WORK/broker.key"
+        [ "$server" = broker ] && sargs="$sargs --allow-any"
+    else
+        sargs="--insecure"; cargs="--insecure"
+        [ "$server" = relay ] && sargs=""
+    fi
+    log=$WORK/$label.log
+    if [ "$server" = broker ]; then
+        "$BUILD/pigato-broker" --bind "$ep" $sargs --log-level warning 2>"$log" &
+    else
+        "$BUILD/pigato-relay" --bind "$ep" $sargs 2>"$log" &
+    fi
+    spid=$!; PIDS="$PIDS $spid"
+    wait_log "$log" "event=ready"
+    "$BUILD/pigato" serve echo --echo --concurrency 1000 --broker "$ep" $cargs 2>"$WORK/$label.worker.log" &
+    wpid=$!; PIDS="$PIDS $wpid"
+    "$BUILD/pigato-bench" --broker "$ep" $cargs --requests "$REQUESTS" --inflight "$INFLIGHT" --label "$label"
+    kill "$wpid" "$spid" 2>/dev/null || true
+    wait "$wpid" "$spid" 2>/dev/null || true
+}
+
+OUT=$WORK/results
+echo "# $(date -u +%FT%TZ) $(uname -m) $(nproc) cores; $REQUESTS requests, $INFLIGHT in flight, 64-byte echo"
+for security in curve plain; do
+    run "relay-$security" relay "$security" | tee -a "$OUT"
+    run "broker-$security" broker "$security" | tee -a "$OUT"
+done
+awk '
+{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } rps[v["label"]] = v["rps"]; p50[v["label"]] = v["p50_us"] }
+END {
+    for (s = 0; s < 2; s++) {
+        sec = s ? "plain" : "curve"
+        if (rps["relay-" sec] > 0)
+            printf "ratio %s: broker/relay throughput %.2f, p50 latency %.2f\n", sec, rps["broker-" sec] / rps["relay-" sec], p50["broker-" sec] / p50["relay-" sec]
+    }
+}' "$OUT"
