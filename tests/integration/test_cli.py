@@ -1,0 +1,270 @@
+#!/usr/bin/python3
+"""The pigato CLI and pigato-broker command line, end to end (issue 2):
+request/serve echo, stdin input, partial replies line by line, CMD mode,
+exit codes 0 / 1 (error reply) / 2 (timeout, no broker), key handling."""
+
+import os
+import re
+import signal
+import time
+import unittest
+
+import harness
+from harness import BROKER_BIN, CLI_BIN, KeyPair, MeshTestCase, Proc, secs
+
+
+class CliTests:
+
+    def serve(self, service, *tail, extra=()):
+        """Starts `pigato serve SERVICE ... TAIL` and waits until the broker
+        has registered it."""
+        mark = self.broker.mark()
+        args = [CLI_BIN, "serve", service] + self.broker.cli_args() + list(extra) + list(tail)
+        p = self.start(args, name="serve-" + service)
+        m = self.broker.wait_for_log(r"event=worker_ready\b.*\bservice=%s\b" % re.escape(service),
+                                     timeout=10, since=mark)
+        if m is None:
+            self.fail("pigato serve %s never registered\n%s\n%s"
+                      % (service, p.tail(), self.broker.tail(20)))
+        return p
+
+    def request(self, service, *rest, timeout=15.0, stdin=None, env=None, common=True):
+        args = ["request", service] + list(rest)
+        if common:
+            args += self.broker.cli_args()
+        return self.cli(*args, timeout=timeout, stdin=stdin, env=env)
+
+    # -- request / serve -------------------------------------------------------
+
+    def test_request_to_echo_worker(self):
+        self.serve("echo", "--echo")
+        rc, out, err = self.request("echo", '"hi there"', "--timeout", "5000")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.strip(), '"hi there"')
+
+    def test_request_reads_stdin(self):
+        self.serve("echo", "--echo")
+        rc, out, err = self.request("echo", "-", "--timeout", "5000", stdin='{"from":"stdin"}')
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.strip(), '{"from":"stdin"}')
+        rc, out, err = self.request("echo", "--timeout", "5000", stdin='"no data argument"')
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.strip(), '"no data argument"')
+
+    def test_request_opts_reach_the_worker(self):
+        w = self.ready_worker("opts")
+        p = self.start([CLI_BIN, "request", "opts", '"x"', "--timeout", "5000",
+                        "--opts", '{"custom":"value"}'] + self.broker.cli_args())
+        req = w.next_request(5)
+        self.assertIsNotNone(req, "request from the CLI never reached the worker\n" + p.tail())
+        self.assertIn(b'"custom"', req.opts)
+        w.reply(req, '"done"')
+        deadline = time.monotonic() + secs(5)
+        while p.alive() and time.monotonic() < deadline:
+            self.mesh.pump(0.02)
+        self.assertEqual(p.wait(5), 0, p.tail())
+        self.assertEqual(p.text("stdout").strip(), '"done"')
+
+    def test_partial_replies_printed_line_by_line(self):
+        w = self.ready_worker("parts")
+        p = self.start([CLI_BIN, "request", "parts", '"go"', "--timeout", "5000"]
+                       + self.broker.cli_args())
+        req = w.next_request(5)
+        self.assertIsNotNone(req, p.tail())
+        for i in range(3):
+            w.reply(req, '"p%d"' % i, partial=True)
+            # each partial is printed (and flushed) before the next arrives
+            self.assertIsNotNone(p.wait_for_line(r'^"p%d"$' % i, 5, stream="stdout"),
+                                 "partial %d not printed on its own line\n%s" % (i, p.tail()))
+        w.reply(req, '"end"')
+        deadline = time.monotonic() + secs(5)
+        while p.alive() and time.monotonic() < deadline:
+            self.mesh.pump(0.02)
+        self.assertEqual(p.wait(5), 0, p.tail())
+        self.assertEqual(p.text("stdout").splitlines(), ['"p0"', '"p1"', '"p2"', '"end"'])
+
+    def test_error_reply_exits_1_with_message_on_stderr(self):
+        w = self.ready_worker("fails")
+        p = self.start([CLI_BIN, "request", "fails", '"x"', "--timeout", "5000"]
+                       + self.broker.cli_args())
+        req = w.next_request(5)
+        self.assertIsNotNone(req, p.tail())
+        w.reply(req, '"disk on fire"', status=-1)
+        deadline = time.monotonic() + secs(5)
+        while p.alive() and time.monotonic() < deadline:
+            self.mesh.pump(0.02)
+        self.assertEqual(p.wait(5), 1, p.tail())
+        self.assertIn("disk on fire", p.text("stderr"))
+
+    def test_serve_cmd_mode(self):
+        self.serve("upper", "--", "tr", "a-z", "A-Z")
+        rc, out, err = self.request("upper", "hello world", "--timeout", "5000")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.strip(), "HELLO WORLD")
+
+    def test_serve_cmd_failure_is_an_error_reply(self):
+        self.serve("boom", "--", "sh", "-c", "echo kaboom-message >&2; exit 3")
+        rc, out, err = self.request("boom", '"x"', "--timeout", "5000")
+        self.assertEqual(rc, 1, "failing CMD must give exit 1; stdout=%r stderr=%r" % (out, err))
+        self.assertIn("kaboom-message", err)
+
+    def test_serve_concurrency_option(self):
+        self.serve("slowcat", "--", "sh", "-c", "sleep 0.3; cat", extra=["--concurrency", "2"])
+        procs = [self.start([CLI_BIN, "request", "slowcat", '"%d"' % i, "--timeout", "10000"]
+                            + self.broker.cli_args()) for i in range(4)]
+        for i, p in enumerate(procs):
+            self.assertEqual(p.wait(15), 0, p.tail())
+            self.assertEqual(p.text("stdout").strip(), '"%d"' % i)
+
+    def test_serve_sends_disconnect_on_sigterm(self):
+        p = self.serve("bye", "--echo")
+        mark = self.broker.mark()
+        p.signal(signal.SIGTERM)
+        self.assertEqual(p.wait(5), 0, "serve did not exit 0 on SIGTERM\n" + p.tail())
+        # DISCONNECT, not liveness expiry: well before 3 heartbeats.
+        self.assertIsNotNone(self.broker.wait_for_log(r"event=worker_gone", 1.2, mark),
+                             "broker did not see the worker leave at once\n" + self.broker.tail(10))
+
+    def test_environment_variables(self):
+        self.serve("envecho", "--echo")
+        env = {"PIGATO_BROKER": self.broker.endpoint}
+        args = ["request", "envecho", '"via env"', "--timeout", "5000",
+                "--heartbeat", str(self.broker.heartbeat)]
+        if self.broker.curve:
+            env["PIGATO_SERVER_KEY"] = self.broker.key.public      # Z85 text this time
+        else:
+            args.append("--insecure")
+        rc, out, err = self.cli(*args, env=env)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.strip(), '"via env"')
+
+    # -- failures ------------------------------------------------------------
+
+    def test_timeout_exits_2(self):
+        t0 = time.monotonic()
+        rc, out, err = self.request("nobody-home", '"x"', "--timeout", "700")
+        self.assertEqual(rc, 2, "timeout must exit 2; stderr=%r" % err)
+        self.assertLess(time.monotonic() - t0, secs(8), "timeout of 700 ms took too long")
+        self.assertNotEqual(err.strip(), "", "timeout should say so on stderr")
+
+    def test_no_broker_exits_2(self):
+        port = harness.free_port()
+        args = ["request", "echo", '"x"', "--timeout", "1500",
+                "--broker", "tcp://127.0.0.1:%d" % port, "--heartbeat", "300"]
+        args += (["--server-key", self.broker.key.public] if self.broker.curve else ["--insecure"])
+        t0 = time.monotonic()
+        rc, out, err = self.cli(*args, timeout=20)
+        self.assertEqual(rc, 2, "no broker must exit 2; stderr=%r" % err)
+        self.assertLess(time.monotonic() - t0, secs(12))
+
+
+class InsecureCliTest(CliTests, MeshTestCase):
+    CURVE = False
+
+
+class CurveCliTest(CliTests, MeshTestCase):
+    CURVE = True
+
+    def test_client_key_file(self):
+        self.serve("echo", "--echo")
+        me = KeyPair(self.tmp, "me")
+        rc, out, err = self.request("echo", '"keyed"', "--timeout", "5000",
+                                    "--key", me.secret_file)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.strip(), '"keyed"')
+
+    def test_missing_server_key_is_a_usage_error(self):
+        t0 = time.monotonic()
+        rc, out, err = self.cli("request", "echo", '"x"', "--broker", self.broker.endpoint,
+                                "--timeout", "3000")
+        self.assertNotIn(rc, (0, 1), "no --server-key and no --insecure must be refused")
+        self.assertRegex(err, r"(?i)server.?key", "message should name the missing server key")
+        self.assertLess(time.monotonic() - t0, secs(2.5), "must refuse before trying to connect")
+
+    def test_server_key_file_missing(self):
+        rc, out, err = self.cli("request", "echo", '"x"', "--broker", self.broker.endpoint,
+                                "--server-key", os.path.join(self.tmp, "nope.key"),
+                                "--timeout", "3000")
+        self.assertNotIn(rc, (0, 1))
+        self.assertIn("nope.key", err)
+
+    def test_secret_key_with_open_permissions_is_refused(self):
+        me = KeyPair(self.tmp, "loose")
+        os.chmod(me.secret_file, 0o644)
+        rc, out, err = self.request("echo", '"x"', "--timeout", "3000", "--key", me.secret_file)
+        self.assertNotIn(rc, (0, 1), "group/world-readable secret key accepted")
+        self.assertIn("loose.key_secret", err)
+        self.assertRegex(err, r"(?i)(permission|readable|0600|mode|chmod)")
+        self.assertNotIn(me.secret, out + err, "secret key printed")
+        # serve refuses it too
+        rc, out, err = self.cli("serve", "echo", "--echo", "--key", me.secret_file,
+                                *self.broker.cli_args(), timeout=10)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("loose.key_secret", err)
+
+
+class BrokerCommandLineTest(MeshTestCase):
+    START_BROKER = False
+
+    def run_broker(self, *args, timeout=10):
+        p = self.start([BROKER_BIN] + list(args), name="pigato-broker")
+        rc = p.wait(timeout)
+        if rc is None:
+            p.stop(signal.SIGKILL)
+            self.fail("pigato-broker %s kept running\n%s" % (" ".join(args), p.tail()))
+        return rc, p.text("stdout"), p.text("stderr")
+
+    def endpoint(self):
+        return "tcp://127.0.0.1:%d" % harness.free_port()
+
+    def test_missing_key_file(self):
+        path = os.path.join(self.tmp, "absent.key_secret")
+        rc, out, err = self.run_broker("--bind", self.endpoint(), "--allow-any", "--key", path)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("absent.key_secret", out + err)
+
+    def test_unreadable_key_file(self):
+        garbage = os.path.join(self.tmp, "garbage.key_secret")
+        with open(garbage, "w") as f:
+            f.write("this is not a zcert\n")
+        os.chmod(garbage, 0o600)
+        rc, out, err = self.run_broker("--bind", self.endpoint(), "--allow-any", "--key", garbage)
+        self.assertNotEqual(rc, 0, "broker started with a garbage key file")
+        self.assertIn("garbage.key_secret", out + err)
+        # a directory is not a key file either
+        rc, out, err = self.run_broker("--bind", self.endpoint(), "--allow-any", "--key", self.tmp)
+        self.assertNotEqual(rc, 0, "broker started with a directory as key file")
+
+    def test_open_permissions_key_file(self):
+        kp = KeyPair(self.tmp, "brokerloose")
+        os.chmod(kp.secret_file, 0o644)
+        rc, out, err = self.run_broker("--bind", self.endpoint(), "--allow-any",
+                                       "--key", kp.secret_file)
+        self.assertNotEqual(rc, 0, "broker accepted a world-readable secret key")
+        self.assertIn("brokerloose.key_secret", out + err)
+        self.assertNotIn(kp.secret, out + err, "secret key printed")
+
+    def test_curve_without_key_is_refused(self):
+        rc, out, err = self.run_broker("--bind", self.endpoint(), "--allow-any")
+        self.assertNotEqual(rc, 0, "CURVE broker started without a key")
+        self.assertRegex(out + err, r"(?i)key")
+
+    def test_help_and_version(self):
+        rc, out, err = self.run_broker("--help")
+        self.assertEqual(rc, 0)
+        self.assertIn("--bind", out + err)
+        rc, out, err = self.run_broker("--version")
+        self.assertEqual(rc, 0)
+        self.assertIn("0.1.0", out + err)
+        p = self.start([CLI_BIN, "--help"])
+        self.assertEqual(p.wait(10), 0, p.tail())
+        self.assertIn("request", p.text("stdout") + p.text("stderr"))
+
+    def test_sigint_shuts_down_cleanly(self):
+        br = self.start_broker(curve=False)
+        br.signal(signal.SIGINT)
+        self.assertEqual(br.wait(5), 0, "broker did not exit 0 on SIGINT\n" + br.tail())
+
+
+if __name__ == "__main__":
+    harness.main()
