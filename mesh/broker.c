@@ -17,6 +17,7 @@
 #define SOCKET_HWM 100000
 #define BATCH 256               //  messages handled per poll wake-up
 #define LOG_BURST 20            //  bad-input log lines per second, then quiet
+#define MAX_PENDING 1000000     //  requests held at once, then E_OVERLOADED
 
 //  Counters, one list for the struct and for pigato_broker_counter ().
 #define BROKER_COUNTERS(X)                                                  \
@@ -302,6 +303,17 @@ s_bad (pigato_broker_t *self, zmsg_t *msg, const char *reason)
                  msg ? zmsg_size (msg) : 0);
 }
 
+//  Service names come from peers: log them escaped, never raw.
+#define SERVICE_TEXT (PIGATO_SERVICE_MAX * 4 + 4)
+static const char *
+s_service_text (const pigato__service_t *service, char *text)
+{
+    if (!service)
+        return "-";
+    return pigato__printable (service->name, strlen (service->name), text,
+                              SERVICE_TEXT);
+}
+
 //  --------------------------------------------------------------------------
 //  Sending
 
@@ -355,28 +367,36 @@ s_request_finish (pigato_broker_t *self, pigato__request_t *request)
     pigato__services_release (self->services, &service);
 }
 
-//  Fails a request with a final error reply (status -1, data a JSON
-//  string) and finishes it.
+//  Sends a final error reply (status -1, data a JSON string) to a client.
 static void
-s_request_fail (pigato_broker_t *self, pigato__request_t *request,
-                const char *text)
+s_send_error (pigato_broker_t *self, const pigato__bytes_t *client,
+              const pigato__bytes_t *rid, const char *text)
 {
     char *json = pigato__json_string (text);
-    pigato__bytes_t client = { zframe_data (request->client),
-                               zframe_size (request->client) };
-    pigato__bytes_t rid = { zframe_data (request->rid),
-                            zframe_size (request->rid) };
     pigato__bytes_t data = { (const byte *) json, json ? strlen (json) : 0 };
-    zmsg_t *msg = pigato__encode_client_reply (&client, PIGATO__REPLY, &rid,
-                                               -1, &data, NULL);
+    zmsg_t *msg = pigato__encode_client_reply (client, PIGATO__REPLY, rid, -1,
+                                               &data, NULL);
     zmsg_send (&msg, self->router);
     free (json);
     self->counters.failed++;
     char rid_text [80];
-    pigato__log (PIGATO_LOG_DEBUG, "event=request_failed service=%s rid=%s "
-                 "reason=\"%s\"", request->service->name,
-                 pigato__printable (rid.data, rid.size, rid_text,
-                                    sizeof rid_text), text);
+    pigato__log (PIGATO_LOG_DEBUG, "event=request_failed rid=%s code=%.*s",
+                 pigato__printable (rid->data, rid->size, rid_text,
+                                    sizeof rid_text),
+                 (int) strcspn (text, " "), text);
+}
+
+//  Fails a request with a final error reply and finishes it. text starts
+//  with an E_ code, then a sentence for people.
+static void
+s_request_fail (pigato_broker_t *self, pigato__request_t *request,
+                const char *text)
+{
+    pigato__bytes_t client = { zframe_data (request->client),
+                               zframe_size (request->client) };
+    pigato__bytes_t rid = { zframe_data (request->rid),
+                            zframe_size (request->rid) };
+    s_send_error (self, &client, &rid, text);
     s_request_finish (self, request);
 }
 
@@ -451,9 +471,11 @@ s_worker_remove (pigato_broker_t *self, pigato__worker_t *worker,
             failed++;
         }
     }
+    char service_text [SERVICE_TEXT];
     pigato__log (PIGATO_LOG_INFO, "event=worker_gone worker=%s service=%s "
                  "reason=%s requeued=%d failed=%d", worker->name,
-                 service ? service->name : "-", reason, requeued, failed);
+                 s_service_text (service, service_text), reason, requeued,
+                 failed);
     self->counters.workers_gone++;
     if (service)
         pigato__service_remove_worker (service, worker);
@@ -510,8 +532,9 @@ s_worker_ready (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
     zhashx_insert (self->workers, &worker->key, worker);
     pigato__service_add_worker (service, worker);
     s_send_to (self, worker->routing_id, "W", "1");
+    char service_text [SERVICE_TEXT];
     pigato__log (PIGATO_LOG_INFO, "event=worker_ready service=%s worker=%s",
-                 service->name, worker->name);
+                 s_service_text (service, service_text), worker->name);
     s_dispatch (self, service);
 }
 
@@ -652,6 +675,12 @@ s_client_request (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in)
         s_bad (self, msg, "duplicate_rid");
         return;
     }
+    if (zhashx_size (self->requests) >= MAX_PENDING) {
+        s_send_error (self, &in->sender, &in->rid,
+                      "E_OVERLOADED the broker holds too many requests; "
+                      "try again later");
+        return;
+    }
     if (memchr (in->service.data, 0, in->service.size)) {
         s_bad (self, msg, "field");
         return;
@@ -752,9 +781,10 @@ s_expire_requests (pigato_broker_t *self, int64_t now)
             pigato__container_of (timer, pigato__request_t, expiry);
         pigato__worker_t *worker = request->worker;
         pigato__service_t *service = worker ? worker->service : NULL;
-        char rid [80];
+        char rid [80], service_text [SERVICE_TEXT];
         pigato__log (PIGATO_LOG_DEBUG, "event=request_expired service=%s "
-                     "rid=%s worker=%s", request->service->name,
+                     "rid=%s worker=%s",
+                     s_service_text (request->service, service_text),
                      pigato__printable (zframe_data (request->rid),
                                         zframe_size (request->rid), rid,
                                         sizeof rid),
