@@ -1,0 +1,793 @@
+/*  test_client.c - pigato_client against a real ROUTER playing the broker
+    (plain and CURVE): the exact frames the client sends, the callbacks it
+    makes for what the broker answers, timeouts, request heartbeats,
+    reconnects, multi-broker spreading, blocking calls, zloop use, keys.
+*/
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <cmocka.h>
+#include "internal.h"
+#include "fake_broker.h"
+
+//  One callback the client made.
+typedef struct {
+    char rid [PIGATO_RID_MAX + 1];
+    int status;
+    bool final;
+    char data [256];
+    size_t size;
+} event_t;
+
+typedef struct {
+    event_t events [64];
+    int count;
+} recorder_t;
+
+static void
+s_record (pigato_client_t *client, const char *rid, int status, bool final,
+          const void *data, size_t size, void *arg)
+{
+    (void) client;
+    recorder_t *recorder = (recorder_t *) arg;
+    assert_true (recorder->count < 64);
+    event_t *event = &recorder->events [recorder->count++];
+    snprintf (event->rid, sizeof event->rid, "%s", rid);
+    event->status = status;
+    event->final = final;
+    event->size = size < sizeof event->data - 1 ? size : sizeof event->data - 1;
+    memcpy (event->data, data, event->size);
+    event->data [event->size] = 0;
+}
+
+static void
+s_pump (void *client)
+{
+    pigato_client_wait ((pigato_client_t *) client, 5);
+}
+
+//  Waits (driving the client) until the recorder holds `count` events.
+static bool
+s_wait_events (pigato_client_t *client, recorder_t *recorder, int count,
+               int timeout_ms)
+{
+    int64_t deadline = zclock_mono () + timeout_ms;
+    while (recorder->count < count && zclock_mono () < deadline)
+        pigato_client_wait (client, 10);
+    return recorder->count >= count;
+}
+
+static pigato_client_t *
+s_client_new (fake_broker_t *broker)
+{
+    pigato_client_t *client = pigato_client_new ();
+    assert_non_null (client);
+    if (broker->cert)
+        assert_int_equal (pigato_client_set_server_key (client,
+                                                        broker->public_key), 0);
+    else
+        pigato_client_set_insecure (client, true);
+    pigato_client_set_heartbeat (client, 100, 3);
+    assert_int_equal (pigato_client_connect (client, broker->endpoint), 0);
+    return client;
+}
+
+//  Sends a request and returns the broker's view of it.
+static zmsg_t *
+s_request (pigato_client_t *client, fake_broker_t *broker, const char *data,
+           const char *opts, recorder_t *recorder, char *rid)
+{
+    assert_int_equal (pigato_client_request (client, "echo", data,
+                                             strlen (data), opts, s_record,
+                                             recorder, rid), 0);
+    zmsg_t *msg = fake_recv (broker, s_pump, client, "C", "2", 2000);
+    assert_non_null (msg);
+    assert_true (fake_frame_is (msg, 4, rid));
+    return msg;
+}
+
+static void
+s_request_frames (bool curve)
+{
+    fake_broker_t *broker = fake_broker_new (curve);
+    pigato_client_t *client = s_client_new (broker);
+    //  A heartbeat goes out at connect
+    zmsg_t *msg = fake_recv (broker, s_pump, client, NULL, NULL, 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "C", "4", NULL));
+    zmsg_destroy (&msg);
+
+    recorder_t recorder = { .count = 0 };
+    char rid [PIGATO_RID_MAX + 1];
+    assert_int_equal (pigato_client_request (client, "echo", "\"hi\"", 4, NULL,
+                                             s_record, &recorder, rid), 0);
+    assert_int_equal (strlen (rid), 24);
+    assert_int_equal (strspn (rid, "0123456789abcdef"), 24);
+    assert_int_equal (pigato_client_pending (client), 1);
+    msg = fake_recv (broker, s_pump, client, "C", "2", 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "C", "2", "echo", rid, "\"hi\"",
+                              "{\"timeout\":60000}", NULL));
+    zmsg_destroy (&msg);
+
+    //  rids are unique per client
+    char rid2 [PIGATO_RID_MAX + 1];
+    assert_int_equal (pigato_client_request (client, "echo", "", 0, NULL,
+                                             s_record, &recorder, rid2), 0);
+    assert_string_not_equal (rid, rid2);
+    pigato_client_destroy (&client);
+    assert_null (client);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_request_frames_plain (void **state)
+{
+    (void) state;
+    s_request_frames (false);
+}
+
+static void
+test_request_frames_curve (void **state)
+{
+    (void) state;
+    s_request_frames (true);
+}
+
+static void
+test_partials_then_final_in_order (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (broker);
+    recorder_t recorder = { .count = 0 };
+    char rid [PIGATO_RID_MAX + 1];
+    zmsg_t *msg = s_request (client, broker, "1", NULL, &recorder, rid);
+    zframe_t *to = fake_sender (msg);
+    zmsg_destroy (&msg);
+
+    fake_send (broker, to, "C", "6", "", rid, "0", "p1", "{}", NULL);
+    fake_send (broker, to, "C", "6", "", rid, "0", "p2", "undefined", NULL);
+    fake_send (broker, to, "C", "3", "", rid, "0", "done", "{}", NULL);
+    //  Replies for unknown rids are ignored
+    fake_send (broker, to, "C", "3", "", "nosuchrid", "0", "x", "{}", NULL);
+    assert_true (s_wait_events (client, &recorder, 3, 2000));
+    pigato_client_wait (client, 50);
+    assert_int_equal (recorder.count, 3);
+    assert_false (recorder.events [0].final);
+    assert_string_equal (recorder.events [0].data, "p1");
+    assert_int_equal (recorder.events [0].status, PIGATO_OK);
+    assert_string_equal (recorder.events [0].rid, rid);
+    assert_false (recorder.events [1].final);
+    assert_string_equal (recorder.events [1].data, "p2");
+    assert_true (recorder.events [2].final);
+    assert_int_equal (recorder.events [2].status, PIGATO_OK);
+    assert_string_equal (recorder.events [2].data, "done");
+    assert_int_equal (pigato_client_pending (client), 0);
+    //  Nothing more for a finished request
+    fake_send (broker, to, "C", "3", "", rid, "0", "again", "{}", NULL);
+    pigato_client_wait (client, 50);
+    assert_int_equal (recorder.count, 3);
+
+    zframe_destroy (&to);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_errors_are_decoded (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (broker);
+    recorder_t recorder = { .count = 0 };
+    char rid1 [PIGATO_RID_MAX + 1], rid2 [PIGATO_RID_MAX + 1],
+         rid3 [PIGATO_RID_MAX + 1];
+    zmsg_t *msg = s_request (client, broker, "1", NULL, &recorder, rid1);
+    zframe_t *to = fake_sender (msg);
+    zmsg_destroy (&msg);
+    msg = s_request (client, broker, "2", NULL, &recorder, rid2);
+    zmsg_destroy (&msg);
+    msg = s_request (client, broker, "3", NULL, &recorder, rid3);
+    zmsg_destroy (&msg);
+
+    //  A JSON string error is decoded; anything else is passed raw; a
+    //  Node broker may leave data and opts out
+    fake_send (broker, to, "C", "3", "", rid1, "-1", "\"boom\"", "{}", NULL);
+    assert_true (s_wait_events (client, &recorder, 1, 2000));
+    fake_send (broker, to, "C", "3", "", rid2, "-1", "{\"code\":7}", NULL);
+    assert_true (s_wait_events (client, &recorder, 2, 2000));
+    fake_send (broker, to, "C", "3", "", rid3, "-1", NULL);
+    assert_true (s_wait_events (client, &recorder, 3, 2000));
+
+    assert_int_equal (recorder.events [0].status, PIGATO_E_REPLY);
+    assert_string_equal (recorder.events [0].data, "boom");
+    assert_int_equal (recorder.events [1].status, PIGATO_E_REPLY);
+    assert_string_equal (recorder.events [1].data, "{\"code\":7}");
+    assert_int_equal (recorder.events [2].status, PIGATO_E_REPLY);
+    assert_int_equal (recorder.events [2].size, 0);
+    assert_true (recorder.events [2].final);
+    zframe_destroy (&to);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_malformed_broker_messages_are_dropped (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (broker);
+    recorder_t recorder = { .count = 0 };
+    char rid [PIGATO_RID_MAX + 1];
+    zmsg_t *msg = s_request (client, broker, "1", NULL, &recorder, rid);
+    zframe_t *to = fake_sender (msg);
+    zmsg_destroy (&msg);
+
+    fake_send (broker, to, "X", NULL);
+    fake_send (broker, to, "C", NULL);
+    fake_send (broker, to, "C", "9", NULL);
+    fake_send (broker, to, "C", "3", NULL);
+    fake_send (broker, to, "C", "3", "", rid, "bogus", "x", NULL);
+    fake_send (broker, to, "W", "3", "", rid, "0", "x", NULL);
+    fake_send (broker, to, "C", "3", "", rid, "0", "x", "{}", "1", "2", "3",
+               "4", "5", "6", "7", "8", NULL);
+    char long_rid [200];
+    memset (long_rid, 'a', sizeof long_rid - 1);
+    long_rid [sizeof long_rid - 1] = 0;
+    fake_send (broker, to, "C", "3", "", long_rid, "0", "x", NULL);
+    fake_send (broker, to, "C", "3", "", rid, "0", "good", NULL);
+    assert_true (s_wait_events (client, &recorder, 1, 2000));
+    assert_int_equal (recorder.count, 1);
+    assert_string_equal (recorder.events [0].data, "good");
+    zframe_destroy (&to);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_opts_and_arguments_are_checked (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (broker);
+    pigato_client_set_timeout (client, 5000);
+    recorder_t recorder = { .count = 0 };
+    char rid [PIGATO_RID_MAX + 1];
+
+    //  The default timeout is added; other fields pass through
+    zmsg_t *msg = s_request (client, broker, "1", "{\"retry\":2,\"x\":\"y\"}",
+                             &recorder, rid);
+    assert_true (fake_frame_is (msg, 6,
+                                "{\"retry\":2,\"x\":\"y\",\"timeout\":5000}"));
+    zmsg_destroy (&msg);
+    msg = s_request (client, broker, "1", "{\"timeout\":-1}", &recorder, rid);
+    assert_true (fake_frame_is (msg, 6, "{\"timeout\":-1}"));
+    zmsg_destroy (&msg);
+    msg = s_request (client, broker, "1", NULL, &recorder, rid);
+    assert_true (fake_frame_is (msg, 6, "{\"timeout\":5000}"));
+    zmsg_destroy (&msg);
+
+    const char *bad_opts [] = { "[1]", "{bad", "\"timeout\"",
+                                "{\"timeout\":\"soon\"}" };
+    for (size_t index = 0; index < 4; index++) {
+        assert_int_equal (pigato_client_request (client, "echo", "1", 1,
+                                                 bad_opts [index], s_record,
+                                                 &recorder, rid),
+                          PIGATO_E_INVALID);
+        assert_true (strlen (pigato_client_error (client)) > 0);
+    }
+    assert_int_equal (pigato_client_request (client, NULL, "1", 1, NULL,
+                                             s_record, &recorder, rid),
+                      PIGATO_E_INVALID);
+    assert_int_equal (pigato_client_request (client, "", "1", 1, NULL,
+                                             s_record, &recorder, rid),
+                      PIGATO_E_INVALID);
+    char long_name [PIGATO_SERVICE_MAX + 2];
+    memset (long_name, 's', sizeof long_name - 1);
+    long_name [sizeof long_name - 1] = 0;
+    assert_int_equal (pigato_client_request (client, long_name, "1", 1, NULL,
+                                             s_record, &recorder, rid),
+                      PIGATO_E_INVALID);
+    assert_int_equal (pigato_client_request (client, "echo", NULL, 3, NULL,
+                                             s_record, &recorder, rid),
+                      PIGATO_E_INVALID);
+    assert_int_equal (pigato_client_pending (client), 3);
+    //  None of the refused requests reached the broker
+    assert_null (fake_recv (broker, s_pump, client, "C", "2", 100));
+
+    //  Without a broker link there is nothing to send on
+    pigato_client_t *lonely = pigato_client_new ();
+    assert_int_equal (pigato_client_request (lonely, "echo", "1", 1, NULL,
+                                             NULL, NULL, NULL),
+                      PIGATO_E_NOTCONNECTED);
+    assert_int_equal (pigato_client_wait (lonely, -1), 0);
+    pigato_client_destroy (&lonely);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_timeout_is_inactivity (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (broker);
+    recorder_t recorder = { .count = 0 };
+    char quiet [PIGATO_RID_MAX + 1], chatty [PIGATO_RID_MAX + 1];
+    zmsg_t *msg = s_request (client, broker, "1", "{\"timeout\":150}",
+                             &recorder, quiet);
+    zframe_t *to = fake_sender (msg);
+    zmsg_destroy (&msg);
+    msg = s_request (client, broker, "2", "{\"timeout\":300}", &recorder,
+                     chatty);
+    zmsg_destroy (&msg);
+    int64_t start = zclock_mono ();
+
+    //  Partials every 100 ms keep the 300 ms request alive past 300 ms
+    while (zclock_mono () - start < 600) {
+        fake_send (broker, to, "C", "6", "", chatty, "0", "tick", "{}", NULL);
+        int64_t next = zclock_mono () + 100;
+        while (zclock_mono () < next)
+            pigato_client_wait (client, 10);
+    }
+    fake_send (broker, to, "C", "3", "", chatty, "0", "end", "{}", NULL);
+    while (pigato_client_pending (client) > 0
+    &&     zclock_mono () - start < 3000)
+        pigato_client_wait (client, 10);
+    assert_int_equal (pigato_client_pending (client), 0);
+
+    event_t *timed_out = NULL, *final = NULL;
+    for (int index = 0; index < recorder.count; index++) {
+        if (streq (recorder.events [index].rid, quiet))
+            timed_out = &recorder.events [index];
+        if (streq (recorder.events [index].rid, chatty)
+        &&  recorder.events [index].final)
+            final = &recorder.events [index];
+    }
+    assert_non_null (timed_out);
+    assert_true (timed_out->final);
+    assert_int_equal (timed_out->status, PIGATO_E_TIMEOUT);
+    assert_string_equal (timed_out->data, "C_TIMEOUT");
+    assert_non_null (final);
+    assert_int_equal (final->status, PIGATO_OK);
+    assert_string_equal (final->data, "end");
+    zframe_destroy (&to);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_request_heartbeats_until_cancel (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (broker);
+    recorder_t recorder = { .count = 0 };
+    char rid [PIGATO_RID_MAX + 1];
+    zmsg_t *msg = s_request (client, broker, "1", NULL, &recorder, rid);
+    zframe_t *to = fake_sender (msg);
+    zmsg_destroy (&msg);
+
+    //  Skip plain heartbeats; the request heartbeat names the rid
+    int64_t deadline = zclock_mono () + 2000;
+    bool seen = false;
+    while (!seen && zclock_mono () < deadline) {
+        msg = fake_recv (broker, s_pump, client, "C", "4", 500);
+        if (msg && zmsg_size (msg) == 5) {
+            assert_true (fake_msg_is (msg, "C", "4", "request", rid, NULL));
+            seen = true;
+        }
+        zmsg_destroy (&msg);
+    }
+    assert_true (seen);
+
+    assert_int_equal (pigato_client_cancel (client, rid), 0);
+    assert_int_equal (pigato_client_cancel (client, rid), PIGATO_E_INVALID);
+    assert_int_equal (pigato_client_cancel (client, "nosuch"),
+                      PIGATO_E_INVALID);
+    assert_int_equal (pigato_client_pending (client), 0);
+    //  No request heartbeat for it any more, and late replies are ignored
+    fake_send (broker, to, "C", "3", "", rid, "0", "late", "{}", NULL);
+    deadline = zclock_mono () + 400;
+    while (zclock_mono () < deadline) {
+        msg = fake_recv (broker, s_pump, client, "C", "4", 50);
+        if (msg)
+            assert_int_equal (zmsg_size (msg), 3);
+        zmsg_destroy (&msg);
+    }
+    assert_int_equal (recorder.count, 0);
+    zframe_destroy (&to);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
+//  Answers every plain client heartbeat waiting on the ROUTER.
+static void
+s_answer_heartbeats (fake_broker_t *broker)
+{
+    zmsg_t *msg;
+    while ((msg = zmsg_recv (broker->router))) {
+        if (fake_msg_is (msg, "C", "4", NULL)) {
+            zframe_t *to = fake_sender (msg);
+            fake_send (broker, to, "C", "4", NULL);
+            zframe_destroy (&to);
+        }
+        zmsg_destroy (&msg);
+    }
+}
+
+static void
+test_reconnect_after_liveness_loss (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (broker);
+    recorder_t recorder = { .count = 0 };
+    char kept [PIGATO_RID_MAX + 1], lost [PIGATO_RID_MAX + 1];
+    zmsg_t *msg = s_request (client, broker, "1", "{\"retry\":1}", &recorder,
+                             kept);
+    zframe_t *old_id = fake_sender (msg);
+    zmsg_destroy (&msg);
+    msg = s_request (client, broker, "2", NULL, &recorder, lost);
+    zmsg_destroy (&msg);
+
+    //  An answering broker keeps the link: same routing id for 600 ms
+    int64_t until = zclock_mono () + 600;
+    while (zclock_mono () < until) {
+        s_answer_heartbeats (broker);
+        pigato_client_wait (client, 10);
+    }
+    assert_int_equal (recorder.count, 0);
+
+    //  A silent one: after 3 x 100 ms the client reconnects, re-sends the
+    //  request with retries left, fails the other
+    msg = fake_recv (broker, s_pump, client, "C", "2", 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "C", "2", "echo", kept, "1",
+                              "{\"retry\":1,\"timeout\":60000}", NULL));
+    assert_false (zframe_eq (old_id, zmsg_first (msg)));
+    zframe_t *new_id = fake_sender (msg);
+    zmsg_destroy (&msg);
+    assert_true (s_wait_events (client, &recorder, 1, 2000));
+    assert_string_equal (recorder.events [0].rid, lost);
+    assert_true (recorder.events [0].final);
+    assert_int_equal (recorder.events [0].status, PIGATO_E_NOTCONNECTED);
+    assert_string_equal (recorder.events [0].data, "E_BROKER_LOST");
+
+    //  The retried request completes on the new connection
+    fake_send (broker, new_id, "C", "3", "", kept, "0", "ok", "{}", NULL);
+    assert_true (s_wait_events (client, &recorder, 2, 2000));
+    assert_string_equal (recorder.events [1].rid, kept);
+    assert_int_equal (recorder.events [1].status, PIGATO_OK);
+    zframe_destroy (&old_id);
+    zframe_destroy (&new_id);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_requests_spread_over_brokers (void **state)
+{
+    (void) state;
+    fake_broker_t *first = fake_broker_new (false);
+    fake_broker_t *second = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (first);
+    assert_int_equal (pigato_client_connect (client, second->endpoint), 0);
+    //  Both brokers answer a heartbeat, so both count as alive
+    int64_t until = zclock_mono () + 250;
+    while (zclock_mono () < until) {
+        s_answer_heartbeats (first);
+        s_answer_heartbeats (second);
+        pigato_client_wait (client, 10);
+    }
+    for (int index = 0; index < 4; index++)
+        assert_int_equal (pigato_client_request (client, "echo", "x", 1, NULL,
+                                                 NULL, NULL, NULL), 0);
+    int got_first = 0, got_second = 0;
+    zmsg_t *msg;
+    while ((msg = fake_recv (first, s_pump, client, "C", "2", 300))) {
+        got_first++;
+        zmsg_destroy (&msg);
+    }
+    while ((msg = fake_recv (second, s_pump, client, "C", "2", 300))) {
+        got_second++;
+        zmsg_destroy (&msg);
+    }
+    assert_int_equal (got_first, 2);
+    assert_int_equal (got_second, 2);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&first);
+    fake_broker_destroy (&second);
+}
+
+//  An echo broker in a thread, for blocking calls: answers requests with
+//  a partial "working" then a final with the request data, except for
+//  service "silent".
+static void
+s_echo_broker (zsock_t *pipe, void *arg)
+{
+    (void) arg;
+    fake_broker_t *broker = fake_broker_new (false);
+    zsock_signal (pipe, 0);
+    zstr_send (pipe, broker->endpoint);
+    zpoller_t *poller = zpoller_new (pipe, broker->router, NULL);
+    while (true) {
+        void *which = zpoller_wait (poller, -1);
+        if (which == pipe || !which)
+            break;
+        zmsg_t *msg;
+        while ((msg = zmsg_recv (broker->router))) {
+            zframe_t *to = fake_sender (msg);
+            if (fake_frame_is (msg, 2, "2") && !fake_frame_is (msg, 3, "silent")) {
+                char *rid = fake_frame_str (msg, 4);
+                char *data = fake_frame_str (msg, 5);
+                fake_send (broker, to, "C", "6", "", rid, "0", "working", "{}",
+                           NULL);
+                fake_send (broker, to, "C", "3", "", rid, "0", data, "{}",
+                           NULL);
+                free (rid);
+                free (data);
+            }
+            zframe_destroy (&to);
+            zmsg_destroy (&msg);
+        }
+    }
+    zpoller_destroy (&poller);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_blocking_call (void **state)
+{
+    (void) state;
+    zactor_t *actor = zactor_new (s_echo_broker, NULL);
+    char *endpoint = zstr_recv (actor);
+    pigato_client_t *client = pigato_client_new ();
+    pigato_client_set_insecure (client, true);
+    pigato_client_set_heartbeat (client, 100, 3);
+    assert_int_equal (pigato_client_connect (client, endpoint), 0);
+
+    recorder_t partials = { .count = 0 };
+    char *reply = NULL;
+    size_t size = 0;
+    assert_int_equal (pigato_client_call (client, "echo", "\"ping\"", 6, NULL,
+                                          s_record, &partials, &reply, &size),
+                      PIGATO_OK);
+    assert_string_equal (reply, "\"ping\"");
+    assert_int_equal (size, 6);
+    assert_int_equal (partials.count, 1);
+    assert_string_equal (partials.events [0].data, "working");
+    free (reply);
+
+    assert_int_equal (pigato_client_call (client, "silent", "1", 1,
+                                          "{\"timeout\":100}", NULL, NULL,
+                                          &reply, &size), PIGATO_E_TIMEOUT);
+    assert_string_equal (reply, "C_TIMEOUT");
+    free (reply);
+    assert_int_equal (pigato_client_call (client, "echo", "1", 1, "[]", NULL,
+                                          NULL, &reply, &size),
+                      PIGATO_E_INVALID);
+    assert_non_null (reply);
+    free (reply);
+    assert_int_equal (pigato_client_pending (client), 0);
+    pigato_client_destroy (&client);
+    zstr_free (&endpoint);
+    zactor_destroy (&actor);
+}
+
+//  zloop test state: the broker answers requests; the test timer ends the
+//  loop once the final reply arrived.
+typedef struct {
+    fake_broker_t *broker;
+    recorder_t recorder;
+} loop_state_t;
+
+static int
+s_loop_broker (zloop_t *loop, zsock_t *reader, void *arg)
+{
+    (void) loop;
+    (void) reader;
+    loop_state_t *state = (loop_state_t *) arg;
+    zmsg_t *msg;
+    while ((msg = zmsg_recv (state->broker->router))) {
+        if (fake_frame_is (msg, 2, "2") && fake_frame_is (msg, 3, "echo")) {
+            zframe_t *to = fake_sender (msg);
+            char *rid = fake_frame_str (msg, 4);
+            fake_send (state->broker, to, "C", "3", "", rid, "0", "looped",
+                       "{}", NULL);
+            free (rid);
+            zframe_destroy (&to);
+        }
+        zmsg_destroy (&msg);
+    }
+    return 0;
+}
+
+static int
+s_loop_check (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    loop_state_t *state = (loop_state_t *) arg;
+    return state->recorder.count >= 2 ? -1 : 0;
+}
+
+static void
+test_attached_to_zloop (void **state)
+{
+    (void) state;
+    loop_state_t loop_state = { .broker = fake_broker_new (false) };
+    loop_state.recorder.count = 0;
+    pigato_client_t *client = s_client_new (loop_state.broker);
+    zloop_t *loop = zloop_new ();
+    assert_int_equal (pigato_client_attach (client, loop), 0);
+    assert_int_equal (pigato_client_attach (client, loop), PIGATO_E_INVALID);
+    zloop_reader (loop, loop_state.broker->router, s_loop_broker, &loop_state);
+    zloop_timer (loop, 10, 0, s_loop_check, &loop_state);
+    zloop_timer (loop, 3000, 1, s_loop_check, &loop_state);  //  give up
+    assert_int_equal (pigato_client_request (client, "echo", "1", 1, NULL,
+                                             s_record, &loop_state.recorder,
+                                             NULL), 0);
+    //  Nobody answers this one: it times out through the client's timer
+    assert_int_equal (pigato_client_request (client, "nobody", "1", 1,
+                                             "{\"timeout\":50}", s_record,
+                                             &loop_state.recorder, NULL), 0);
+    zloop_start (loop);
+    assert_int_equal (loop_state.recorder.count, 2);
+    int ok = 0, timed_out = 0;
+    for (int index = 0; index < 2; index++) {
+        event_t *event = &loop_state.recorder.events [index];
+        assert_true (event->final);
+        if (event->status == PIGATO_OK && streq (event->data, "looped"))
+            ok++;
+        if (event->status == PIGATO_E_TIMEOUT)
+            timed_out++;
+    }
+    assert_int_equal (ok, 1);
+    assert_int_equal (timed_out, 1);
+    pigato_client_destroy (&client);
+    zloop_destroy (&loop);
+    fake_broker_destroy (&loop_state.broker);
+}
+
+static void
+test_security_settings (void **state)
+{
+    (void) state;
+    char dir [] = "/tmp/pigato-test-XXXXXX";
+    assert_non_null (mkdtemp (dir));
+    char *secret_path = zsys_sprintf ("%s/me.key_secret", dir);
+    char *public_path = zsys_sprintf ("%s/me.key", dir);
+    zcert_t *cert = zcert_new ();
+    assert_int_equal (zcert_save (cert, public_path), 0);
+
+    pigato_client_t *client = pigato_client_new ();
+    //  Server keys: Z85 text, a public file, a secret file; clear errors
+    assert_int_equal (pigato_client_set_server_key (client,
+                                                    zcert_public_txt (cert)), 0);
+    assert_int_equal (pigato_client_set_server_key (client, public_path), 0);
+    assert_int_equal (pigato_client_set_server_key (client, "abc"),
+                      PIGATO_E_KEY);
+    assert_string_equal (pigato_client_error (client),
+                         "server key 'abc' is neither a 40-character Z85 key "
+                         "nor a readable key file");
+    assert_int_equal (pigato_client_set_server_key (client, "/nope/x.key"),
+                      PIGATO_E_KEY);
+    assert_string_equal (pigato_client_error (client),
+                         "cannot read server key '/nope/x.key': no such file");
+    //  40 characters, but not Z85 (and no such file)
+    assert_int_equal (pigato_client_set_server_key (
+        client, "~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~"), PIGATO_E_KEY);
+
+    //  Own key file: 0600 accepted (public or secret path), 0644 refused
+    chmod (secret_path, 0600);
+    assert_int_equal (pigato_client_set_key_file (client, secret_path), 0);
+    assert_int_equal (pigato_client_set_key_file (client, public_path), 0);
+    chmod (secret_path, 0644);
+    assert_int_equal (pigato_client_set_key_file (client, secret_path),
+                      PIGATO_E_KEYPERM);
+    assert_non_null (strstr (pigato_client_error (client),
+                             "is readable by group or others (mode 0644); "
+                             "fix with: chmod 600"));
+    assert_int_equal (pigato_client_set_key_file (client, "/nope/me.key"),
+                      PIGATO_E_KEY);
+    assert_string_equal (pigato_client_error (client),
+                         "cannot read key file '/nope/me.key': "
+                         "No such file or directory");
+    remove (secret_path);
+    assert_int_equal (pigato_client_set_key_file (client, public_path),
+                      PIGATO_E_KEY);
+    assert_non_null (strstr (pigato_client_error (client),
+                             "holds no secret key"));
+
+    //  Public key helpers
+    char z85 [41];
+    char err [256];
+    assert_int_equal (pigato_key_public (public_path, z85, err, sizeof err), 0);
+    assert_string_equal (z85, zcert_public_txt (cert));
+    char fingerprint [9], again [9];
+    pigato_key_fingerprint (z85, fingerprint);
+    pigato_key_fingerprint (z85, again);
+    assert_int_equal (strlen (fingerprint), 8);
+    assert_string_equal (fingerprint, again);
+    pigato_key_fingerprint ("short", fingerprint);
+    assert_string_equal (fingerprint, "????????");
+
+    //  No server key and not insecure: connect says why
+    pigato_client_t *keyless = pigato_client_new ();
+    assert_int_equal (pigato_client_connect (keyless, "tcp://127.0.0.1:1"),
+                      PIGATO_E_KEY);
+    assert_non_null (strstr (pigato_client_error (keyless), "server key"));
+    pigato_client_set_insecure (keyless, true);
+    assert_int_equal (pigato_client_connect (keyless, "bogus://x"),
+                      PIGATO_E_CONNECT);
+    pigato_client_destroy (&keyless);
+
+    pigato_client_destroy (&client);
+    remove (public_path);
+    rmdir (dir);
+    zstr_free (&secret_path);
+    zstr_free (&public_path);
+    zcert_destroy (&cert);
+}
+
+static void
+test_curve_with_key_file (void **state)
+{
+    (void) state;
+    char dir [] = "/tmp/pigato-test-XXXXXX";
+    assert_non_null (mkdtemp (dir));
+    char *public_path = zsys_sprintf ("%s/me.key", dir);
+    char *secret_path = zsys_sprintf ("%s/me.key_secret", dir);
+    zcert_t *cert = zcert_new ();
+    zcert_save (cert, public_path);
+    chmod (secret_path, 0600);
+
+    fake_broker_t *broker = fake_broker_new (true);
+    pigato_client_t *client = pigato_client_new ();
+    assert_int_equal (pigato_client_set_server_key (client,
+                                                    broker->public_key), 0);
+    assert_int_equal (pigato_client_set_key_file (client, secret_path), 0);
+    pigato_client_set_heartbeat (client, 100, 3);
+    assert_int_equal (pigato_client_connect (client, broker->endpoint), 0);
+    recorder_t recorder = { .count = 0 };
+    char rid [PIGATO_RID_MAX + 1];
+    zmsg_t *msg = s_request (client, broker, "1", NULL, &recorder, rid);
+    zmsg_destroy (&msg);
+
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+    remove (secret_path);
+    remove (public_path);
+    rmdir (dir);
+    zstr_free (&secret_path);
+    zstr_free (&public_path);
+    zcert_destroy (&cert);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_request_frames_plain),
+        cmocka_unit_test (test_request_frames_curve),
+        cmocka_unit_test (test_partials_then_final_in_order),
+        cmocka_unit_test (test_errors_are_decoded),
+        cmocka_unit_test (test_malformed_broker_messages_are_dropped),
+        cmocka_unit_test (test_opts_and_arguments_are_checked),
+        cmocka_unit_test (test_timeout_is_inactivity),
+        cmocka_unit_test (test_request_heartbeats_until_cancel),
+        cmocka_unit_test (test_reconnect_after_liveness_loss),
+        cmocka_unit_test (test_requests_spread_over_brokers),
+        cmocka_unit_test (test_blocking_call),
+        cmocka_unit_test (test_attached_to_zloop),
+        cmocka_unit_test (test_security_settings),
+        cmocka_unit_test (test_curve_with_key_file),
+    };
+    int failed = cmocka_run_group_tests (tests, NULL, NULL);
+    zsys_shutdown ();
+    return failed;
+}
