@@ -507,13 +507,14 @@ pigato_client_destroy (pigato_client_t **self_p)
         free (self->links [index]);
     }
     free (self->links);
+    //  The heap marks its timers idle: destroy it before the requests
+    pigato__heap_destroy (&self->timers);
     if (self->requests) {
         for (s_request_t *req = (s_request_t *) zhashx_first (self->requests);
              req; req = (s_request_t *) zhashx_next (self->requests))
             s_request_destroy (&req);
         zhashx_destroy (&self->requests);
     }
-    pigato__heap_destroy (&self->timers);
     pigato__peer_security_reset (&self->security);
     free (self);
     *self_p = NULL;
