@@ -1,0 +1,675 @@
+/*  test_worker.c - pigato_worker and pigato_reply against a real ROUTER
+    playing the broker (plain and CURVE): READY and heartbeats, the exact
+    reply frames, request heartbeats and reply_active (), reconnects with
+    a fresh routing id, DISCONNECT on stop, replies outliving their worker.
+*/
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <cmocka.h>
+#include "internal.h"
+#include "fake_broker.h"
+
+//  What the request handler does with each request.
+typedef enum {
+    HANDLE_KEEP,                //  hold the reply for the test
+    HANDLE_ECHO,                //  end with the request data
+    HANDLE_STREAM,              //  two partials, then end
+    HANDLE_ERROR,               //  reply_error ("boom")
+    HANDLE_REJECT,              //  reply_reject ("busy")
+    HANDLE_DROP,                //  destroy without ending
+    HANDLE_STOP                 //  end, then stop the worker
+} handle_t;
+
+typedef struct {
+    handle_t mode;
+    int requests;                   //  requests seen
+    pigato_reply_t *held [8];       //  kept replies (HANDLE_KEEP)
+    char data [256];                //  last request data
+    char service [256];             //  last reply_service ()
+    char opts [256];                //  last reply_opts ()
+    char rid [PIGATO_RID_MAX + 1];  //  last reply_rid ()
+} handler_t;
+
+static void
+s_handler (pigato_worker_t *worker, pigato_reply_t *reply, const void *data,
+           size_t size, void *arg)
+{
+    handler_t *handler = (handler_t *) arg;
+    handler->requests++;
+    snprintf (handler->data, sizeof handler->data, "%.*s", (int) size,
+              (const char *) data);
+    snprintf (handler->service, sizeof handler->service, "%s",
+              pigato_reply_service (reply));
+    snprintf (handler->opts, sizeof handler->opts, "%s",
+              pigato_reply_opts (reply));
+    snprintf (handler->rid, sizeof handler->rid, "%s",
+              pigato_reply_rid (reply));
+    assert_true (pigato_reply_active (reply));
+    assert_false (pigato_reply_ended (reply));
+    switch (handler->mode) {
+        case HANDLE_KEEP:
+            assert_true (handler->requests <= 8);
+            handler->held [handler->requests - 1] = reply;
+            return;
+        case HANDLE_ECHO:
+            assert_int_equal (pigato_reply_end (reply, data, size), 0);
+            break;
+        case HANDLE_STREAM:
+            assert_int_equal (pigato_reply_write (reply, "p1", 2), 0);
+            assert_int_equal (pigato_reply_heartbeat (reply), 0);
+            assert_int_equal (pigato_reply_write (reply, "p2", 2), 0);
+            assert_int_equal (pigato_reply_end (reply, "done", 4), 0);
+            assert_true (pigato_reply_ended (reply));
+            assert_false (pigato_reply_active (reply));
+            assert_int_equal (pigato_reply_write (reply, "x", 1),
+                              PIGATO_E_ENDED);
+            assert_int_equal (pigato_reply_end (reply, "x", 1),
+                              PIGATO_E_ENDED);
+            assert_int_equal (pigato_reply_error (reply, "x"), PIGATO_E_ENDED);
+            assert_int_equal (pigato_reply_reject (reply, "x"),
+                              PIGATO_E_ENDED);
+            break;
+        case HANDLE_ERROR:
+            assert_int_equal (pigato_reply_error (reply, "boom"), 0);
+            break;
+        case HANDLE_REJECT:
+            assert_int_equal (pigato_reply_reject (reply, "busy"), 0);
+            break;
+        case HANDLE_DROP:
+            break;
+        case HANDLE_STOP:
+            assert_int_equal (pigato_reply_end (reply, "bye", 3), 0);
+            pigato_worker_stop (worker);
+            break;
+    }
+    pigato_reply_destroy (&reply);
+    assert_null (reply);
+}
+
+static void
+s_pump (void *worker)
+{
+    pigato_worker_wait ((pigato_worker_t *) worker, 5);
+}
+
+static pigato_worker_t *
+s_worker_new (fake_broker_t *broker, handler_t *handler)
+{
+    pigato_worker_t *worker = pigato_worker_new ("echo", s_handler, handler);
+    assert_non_null (worker);
+    if (broker->cert)
+        assert_int_equal (pigato_worker_set_server_key (worker,
+                                                        broker->public_key), 0);
+    else
+        pigato_worker_set_insecure (worker, true);
+    pigato_worker_set_heartbeat (worker, 100, 3);
+    assert_int_equal (pigato_worker_connect (worker, broker->endpoint), 0);
+    return worker;
+}
+
+//  Receives READY and the first heartbeat; returns the routing id.
+static zframe_t *
+s_ready (fake_broker_t *broker, pigato_worker_t *worker)
+{
+    zmsg_t *msg = fake_recv (broker, s_pump, worker, NULL, NULL, 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "W", "1", "echo", NULL));
+    zframe_t *id = fake_sender (msg);
+    zmsg_destroy (&msg);
+    msg = fake_recv (broker, s_pump, worker, NULL, NULL, 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "W", "4", "", "{\"concurrency\":100}",
+                              NULL));
+    assert_true (zframe_eq (id, zmsg_first (msg)));
+    zmsg_destroy (&msg);
+    return id;
+}
+
+//  Sends a request from the fake broker: W, 2, client, service, "", rid,
+//  data, opts.
+static void
+s_send_request (fake_broker_t *broker, zframe_t *to, const char *rid,
+                const char *data, const char *opts)
+{
+    fake_send (broker, to, "W", "2", "client-1", "echo", "", rid, data, opts,
+               NULL);
+}
+
+static void
+s_ready_and_heartbeats (bool curve)
+{
+    fake_broker_t *broker = fake_broker_new (curve);
+    handler_t handler = { .mode = HANDLE_ECHO };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    assert_string_equal (pigato_worker_service (worker), "echo");
+    zframe_t *id = s_ready (broker, worker);
+    //  The routing id: 16 random bytes as 32 hex characters
+    assert_int_equal (zframe_size (id), 32);
+    char *text = zframe_strdup (id);
+    assert_int_equal (strspn (text, "0123456789abcdef"), 32);
+    free (text);
+
+    //  Heartbeats every interval, announcing the concurrency
+    pigato_worker_set_concurrency (worker, 7);
+    int heartbeats = 0;
+    int64_t start = zclock_mono ();
+    zmsg_t *msg;
+    while (heartbeats < 3
+    &&     (msg = fake_recv (broker, s_pump, worker, "W", "4", 1000))) {
+        assert_true (fake_msg_is (msg, "W", "4", "", "{\"concurrency\":7}",
+                                  NULL));
+        heartbeats++;
+        //  Answer, so the worker keeps its connection
+        fake_send (broker, id, "W", "4", NULL);
+        zmsg_destroy (&msg);
+    }
+    assert_int_equal (heartbeats, 3);
+    assert_true (zclock_mono () - start >= 200);
+
+    //  A request on this connection is answered on it
+    s_send_request (broker, id, "r1", "\"hi\"", "{\"timeout\":5000}");
+    msg = fake_recv (broker, s_pump, worker, "W", "3", 2000);
+    assert_non_null (msg);
+    assert_true (zframe_eq (id, zmsg_first (msg)));
+    assert_true (fake_msg_is (msg, "W", "3", "client-1", "", "r1", "0",
+                              "\"hi\"", "{}", NULL));
+    zmsg_destroy (&msg);
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    assert_null (worker);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_ready_and_heartbeats_plain (void **state)
+{
+    (void) state;
+    s_ready_and_heartbeats (false);
+}
+
+static void
+test_ready_and_heartbeats_curve (void **state)
+{
+    (void) state;
+    s_ready_and_heartbeats (true);
+}
+
+static void
+test_partials_then_final (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_STREAM };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_ready (broker, worker);
+    s_send_request (broker, id, "r1", "\"hi\"", "{\"timeout\":5000}");
+
+    const char *expected [] = { "6", "p1", "6", "p2", "3", "done" };
+    for (int index = 0; index < 3; index++) {
+        zmsg_t *msg = fake_recv (broker, s_pump, worker, "W",
+                                 expected [index * 2], 2000);
+        assert_non_null (msg);
+        assert_true (fake_msg_is (msg, "W", expected [index * 2], "client-1",
+                                  "", "r1", "0", expected [index * 2 + 1],
+                                  "{}", NULL));
+        zmsg_destroy (&msg);
+    }
+    assert_int_equal (handler.requests, 1);
+    assert_string_equal (handler.data, "\"hi\"");
+    assert_string_equal (handler.service, "echo");
+    assert_string_equal (handler.opts, "{\"timeout\":5000}");
+    assert_string_equal (handler.rid, "r1");
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_error_reject_and_dropped (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_ERROR };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_ready (broker, worker);
+
+    s_send_request (broker, id, "r1", "1", "{}");
+    zmsg_t *msg = fake_recv (broker, s_pump, worker, "W", "3", 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "W", "3", "client-1", "", "r1", "-1",
+                              "\"boom\"", "{}", NULL));
+    zmsg_destroy (&msg);
+
+    handler.mode = HANDLE_REJECT;
+    s_send_request (broker, id, "r2", "1", "{}");
+    msg = fake_recv (broker, s_pump, worker, "W", "7", 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "W", "7", "client-1", "", "r2", "0",
+                              "\"busy\"", NULL));
+    zmsg_destroy (&msg);
+
+    //  Destroying a reply that was never ended answers E_DROPPED
+    handler.mode = HANDLE_DROP;
+    s_send_request (broker, id, "r3", "1", NULL);
+    msg = fake_recv (broker, s_pump, worker, "W", "3", 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "W", "3", "client-1", "", "r3", "-1",
+                              "\"E_DROPPED\"", "{}", NULL));
+    zmsg_destroy (&msg);
+    //  Node brokers may send no opts: the handler sees "{}"
+    assert_string_equal (handler.opts, "{}");
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+//  Drives the worker for ms, answering its heartbeats and sending a
+//  request heartbeat for each rid in `beat` every 100 ms.
+static void
+s_keep_alive (fake_broker_t *broker, pigato_worker_t *worker, zframe_t *id,
+              const char **beat, int ms)
+{
+    int64_t until = zclock_mono () + ms;
+    int64_t next_beat = 0;
+    while (zclock_mono () < until) {
+        if (zclock_mono () >= next_beat) {
+            for (const char **rid = beat; *rid; rid++)
+                fake_send (broker, id, "W", "4", "client-1", "", *rid, NULL);
+            next_beat = zclock_mono () + 100;
+        }
+        zmsg_t *msg;
+        while ((msg = zmsg_recv (broker->router))) {
+            if (fake_msg_is (msg, "W", "4", "", "{\"concurrency\":100}", NULL))
+                fake_send (broker, id, "W", "4", NULL);
+            zmsg_destroy (&msg);
+        }
+        pigato_worker_wait (worker, 10);
+    }
+}
+
+static void
+test_reply_active_follows_heartbeats_and_timeout (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_KEEP };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_ready (broker, worker);
+    s_send_request (broker, id, "beaten", "1", "{\"timeout\":60000}");
+    s_send_request (broker, id, "short", "1", "{\"timeout\":250}");
+    s_send_request (broker, id, "forgotten", "1", "{\"timeout\":60000}");
+    s_send_request (broker, id, "never", "1", "{\"timeout\":-1}");
+    const char *beat [] = { "beaten", "short", "never", NULL };
+    s_keep_alive (broker, worker, id, beat, 100);
+    assert_int_equal (handler.requests, 4);
+    for (int index = 0; index < 4; index++)
+        assert_true (pigato_reply_active (handler.held [index]));
+
+    //  Past the liveness window (300 ms) and the short timeout
+    s_keep_alive (broker, worker, id, beat, 500);
+    assert_true (pigato_reply_active (handler.held [0]));
+    assert_false (pigato_reply_active (handler.held [1]));
+    assert_false (pigato_reply_active (handler.held [2]));
+    assert_true (pigato_reply_active (handler.held [3]));
+
+    //  Inactive does not mean closed: the broker drops late replies
+    assert_int_equal (pigato_reply_end (handler.held [2], "late", 4), 0);
+    assert_int_equal (pigato_reply_end (handler.held [0], "ok", 2), 0);
+    assert_false (pigato_reply_active (handler.held [0]));
+    assert_true (pigato_reply_ended (handler.held [0]));
+    assert_int_equal (pigato_reply_write (handler.held [0], "x", 1),
+                      PIGATO_E_ENDED);
+    for (int index = 0; index < 4; index++)
+        pigato_reply_destroy (&handler.held [index]);
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+//  Reads until READY arrives from a routing id other than old_id; notes
+//  whether old_id said DISCONNECT. Returns the new id.
+static zframe_t *
+s_ready_again (fake_broker_t *broker, pigato_worker_t *worker,
+               zframe_t *old_id, bool *disconnected)
+{
+    zframe_t *new_id = NULL;
+    int64_t deadline = zclock_mono () + 3000;
+    while (!new_id && zclock_mono () < deadline) {
+        zmsg_t *msg = fake_recv (broker, s_pump, worker, "W", NULL, 100);
+        if (!msg)
+            continue;
+        if (zframe_eq (old_id, zmsg_first (msg))
+        &&  fake_msg_is (msg, "W", "5", NULL))
+            *disconnected = true;
+        if (!zframe_eq (old_id, zmsg_first (msg))
+        &&  fake_msg_is (msg, "W", "1", "echo", NULL))
+            new_id = fake_sender (msg);
+        zmsg_destroy (&msg);
+    }
+    return new_id;
+}
+
+static void
+test_reconnect_after_liveness_loss (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_KEEP };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *old_id = s_ready (broker, worker);
+    s_send_request (broker, old_id, "r1", "1", NULL);
+    while (handler.requests == 0)
+        pigato_worker_wait (worker, 10);
+
+    //  The broker stays silent: after 3 x 100 ms, DISCONNECT on the old
+    //  connection and READY on a new one with a fresh routing id
+    int64_t start = zclock_mono ();
+    bool disconnected = false;
+    zframe_t *new_id = s_ready_again (broker, worker, old_id, &disconnected);
+    assert_non_null (new_id);
+    assert_true (zclock_mono () - start >= 150);
+    assert_int_equal (zframe_size (new_id), 32);
+    //  DISCONNECT went first, on the other connection: it is there by now
+    zmsg_t *msg;
+    while (!disconnected
+    &&     (msg = fake_recv (broker, s_pump, worker, "W", "5", 500))) {
+        disconnected = zframe_eq (old_id, zmsg_first (msg));
+        zmsg_destroy (&msg);
+    }
+    assert_true (disconnected);
+
+    //  The old reply is dead: inactive, ending it sends nothing
+    pigato_reply_t *old_reply = handler.held [0];
+    assert_false (pigato_reply_active (old_reply));
+    assert_int_equal (pigato_reply_write (old_reply, "x", 1), PIGATO_E_CLOSED);
+    assert_int_equal (pigato_reply_heartbeat (old_reply), PIGATO_E_CLOSED);
+    assert_int_equal (pigato_reply_end (old_reply, "x", 1), PIGATO_E_CLOSED);
+    assert_true (pigato_reply_ended (old_reply));
+    pigato_reply_destroy (&old_reply);
+    assert_null (fake_recv (broker, s_pump, worker, "W", "3", 100));
+
+    //  The new connection serves the same rid again
+    s_send_request (broker, new_id, "r1", "1", NULL);
+    while (handler.requests == 1)
+        pigato_worker_wait (worker, 10);
+    assert_true (pigato_reply_active (handler.held [1]));
+    assert_int_equal (pigato_reply_end (handler.held [1], "ok", 2), 0);
+    msg = fake_recv (broker, s_pump, worker, "W", "3", 2000);
+    assert_non_null (msg);
+    assert_true (zframe_eq (new_id, zmsg_first (msg)));
+    zmsg_destroy (&msg);
+    pigato_reply_destroy (&handler.held [1]);
+    zframe_destroy (&old_id);
+    zframe_destroy (&new_id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_broker_disconnect_means_fresh_id (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_KEEP };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *old_id = s_ready (broker, worker);
+    s_send_request (broker, old_id, "r1", "1", NULL);
+    fake_send (broker, old_id, "W", "5", NULL);
+    bool disconnected = false;
+    zframe_t *new_id = s_ready_again (broker, worker, old_id, &disconnected);
+    assert_non_null (new_id);
+    assert_int_equal (handler.requests, 1);
+    assert_false (pigato_reply_active (handler.held [0]));
+    assert_int_equal (pigato_reply_end (handler.held [0], "x", 1),
+                      PIGATO_E_CLOSED);
+    pigato_reply_destroy (&handler.held [0]);
+    zframe_destroy (&old_id);
+    zframe_destroy (&new_id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_stop_sends_disconnect (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_STOP };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_ready (broker, worker);
+    s_send_request (broker, id, "r1", "1", NULL);
+    //  run () returns once the handler stopped the worker
+    assert_int_equal (pigato_worker_run (worker), 0);
+    assert_int_equal (pigato_worker_wait (worker, 10), PIGATO_E_CLOSED);
+    assert_int_equal (pigato_worker_connect (worker, broker->endpoint),
+                      PIGATO_E_CLOSED);
+    zmsg_t *msg = fake_recv (broker, NULL, NULL, "W", "3", 2000);
+    assert_non_null (msg);
+    zmsg_destroy (&msg);
+    msg = fake_recv (broker, NULL, NULL, "W", "5", 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "W", "5", NULL));
+    assert_true (zframe_eq (id, zmsg_first (msg)));
+    zmsg_destroy (&msg);
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_replies_outlive_their_worker (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_KEEP };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_ready (broker, worker);
+    s_send_request (broker, id, "r1", "1", NULL);
+    s_send_request (broker, id, "r2", "1", NULL);
+    while (handler.requests < 2)
+        pigato_worker_wait (worker, 10);
+    assert_int_equal (pigato_reply_end (handler.held [1], "done", 4), 0);
+    pigato_worker_destroy (&worker);
+
+    //  Destroying the worker said DISCONNECT
+    zmsg_t *msg = fake_recv (broker, NULL, NULL, "W", "5", 2000);
+    assert_non_null (msg);
+    zmsg_destroy (&msg);
+    //  Its replies are detached, not dangling
+    assert_false (pigato_reply_active (handler.held [0]));
+    assert_int_equal (pigato_reply_write (handler.held [0], "x", 1),
+                      PIGATO_E_CLOSED);
+    assert_string_equal (pigato_reply_rid (handler.held [0]), "r1");
+    pigato_reply_destroy (&handler.held [0]);
+    assert_true (pigato_reply_ended (handler.held [1]));
+    pigato_reply_destroy (&handler.held [1]);
+    zframe_destroy (&id);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_malformed_broker_messages_are_dropped (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_ECHO };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_ready (broker, worker);
+    char long_rid [200];
+    memset (long_rid, 'r', sizeof long_rid - 1);
+    long_rid [sizeof long_rid - 1] = 0;
+
+    fake_send (broker, id, "X", NULL);
+    fake_send (broker, id, "W", NULL);
+    fake_send (broker, id, "W", "2", NULL);
+    fake_send (broker, id, "W", "2", "client-1", NULL);
+    fake_send (broker, id, "W", "2", "client-1", "echo", "", "", "1", NULL);
+    fake_send (broker, id, "W", "2", "client-1", "echo", "", long_rid, "1",
+               NULL);
+    fake_send (broker, id, "W", "2", "client-1", "", "", "r0", "1", NULL);
+    fake_send (broker, id, "W", "9", NULL);
+    fake_send (broker, id, "W", "3", "client-1", "", "r0", "0", "1", NULL);
+    fake_send (broker, id, "C", "2", "client-1", "echo", "", "r0", "1", NULL);
+    fake_send (broker, id, "W", "4", "client-1", NULL);
+    fake_send (broker, id, "W", "4", "client-1", "", "unknown", NULL);
+    fake_send (broker, id, "W", "2", "client-1", "echo", "", "r0", "1", "{}",
+               "a", "b", "c", "d", "e", "f", "g", NULL);
+    //  Opts that are not a JSON object reach the handler as "{}"
+    fake_send (broker, id, "W", "2", "client-1", "echo", "", "good", "ok",
+               "undefined", NULL);
+    zmsg_t *msg = fake_recv (broker, s_pump, worker, "W", "3", 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "W", "3", "client-1", "", "good", "0",
+                              "ok", "{}", NULL));
+    zmsg_destroy (&msg);
+    assert_int_equal (handler.requests, 1);
+    assert_string_equal (handler.opts, "{}");
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_invalid_arguments (void **state)
+{
+    (void) state;
+    handler_t handler = { .mode = HANDLE_ECHO };
+    assert_null (pigato_worker_new (NULL, s_handler, &handler));
+    assert_null (pigato_worker_new ("", s_handler, &handler));
+    assert_null (pigato_worker_new ("echo", NULL, &handler));
+    char long_name [PIGATO_SERVICE_MAX + 2];
+    memset (long_name, 's', sizeof long_name - 1);
+    long_name [sizeof long_name - 1] = 0;
+    assert_null (pigato_worker_new (long_name, s_handler, &handler));
+
+    assert_int_equal (pigato_reply_end (NULL, "x", 1), PIGATO_E_INVALID);
+    assert_int_equal (pigato_reply_write (NULL, "x", 1), PIGATO_E_INVALID);
+    assert_int_equal (pigato_reply_error (NULL, "x"), PIGATO_E_INVALID);
+    assert_false (pigato_reply_active (NULL));
+    pigato_reply_destroy (NULL);
+
+    pigato_worker_t *worker = pigato_worker_new ("echo", s_handler, &handler);
+    assert_int_equal (pigato_worker_connect (worker, "tcp://127.0.0.1:1"),
+                      PIGATO_E_KEY);
+    assert_int_equal (pigato_worker_set_server_key (worker, "nope"),
+                      PIGATO_E_KEY);
+    assert_non_null (strstr (pigato_worker_error (worker), "nope"));
+    assert_int_equal (pigato_worker_set_key_file (worker, "/nope/w.key"),
+                      PIGATO_E_KEY);
+    //  No broker at all: wait has nothing to wait for
+    assert_int_equal (pigato_worker_wait (worker, -1), 0);
+    pigato_worker_destroy (&worker);
+    pigato_worker_destroy (&worker);
+}
+
+static void
+test_worker_on_two_brokers (void **state)
+{
+    (void) state;
+    fake_broker_t *first = fake_broker_new (false);
+    fake_broker_t *second = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_ECHO };
+    pigato_worker_t *worker = s_worker_new (first, &handler);
+    assert_int_equal (pigato_worker_connect (worker, second->endpoint), 0);
+    zframe_t *first_id = s_ready (first, worker);
+    zframe_t *second_id = s_ready (second, worker);
+    assert_false (zframe_eq (first_id, second_id));
+    s_send_request (second, second_id, "r2", "two", NULL);
+    zmsg_t *msg = fake_recv (second, s_pump, worker, "W", "3", 2000);
+    assert_non_null (msg);
+    assert_true (fake_frame_is (msg, 7, "two"));
+    zmsg_destroy (&msg);
+    zframe_destroy (&first_id);
+    zframe_destroy (&second_id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&first);
+    fake_broker_destroy (&second);
+}
+
+//  zloop test: the fake broker sends a request once READY arrives and
+//  notes the final reply; a timer ends the loop then.
+typedef struct {
+    fake_broker_t *broker;
+    bool answered;
+} loop_state_t;
+
+static int
+s_loop_broker (zloop_t *loop, zsock_t *reader, void *arg)
+{
+    (void) loop;
+    (void) reader;
+    loop_state_t *state = (loop_state_t *) arg;
+    zmsg_t *msg;
+    while ((msg = zmsg_recv (state->broker->router))) {
+        zframe_t *to = fake_sender (msg);
+        if (fake_msg_is (msg, "W", "1", "echo", NULL))
+            s_send_request (state->broker, to, "r1", "looped", NULL);
+        if (fake_msg_is (msg, "W", "3", "client-1", "", "r1", "0", "looped",
+                         "{}", NULL))
+            state->answered = true;
+        zframe_destroy (&to);
+        zmsg_destroy (&msg);
+    }
+    return 0;
+}
+
+static int
+s_loop_check (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    return ((loop_state_t *) arg)->answered ? -1 : 0;
+}
+
+static int
+s_loop_give_up (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    (void) arg;
+    return -1;
+}
+
+static void
+test_attached_to_zloop (void **state)
+{
+    (void) state;
+    loop_state_t loop_state = { .broker = fake_broker_new (false) };
+    handler_t handler = { .mode = HANDLE_ECHO };
+    pigato_worker_t *worker = s_worker_new (loop_state.broker, &handler);
+    zloop_t *loop = zloop_new ();
+    assert_int_equal (pigato_worker_attach (worker, loop), 0);
+    zloop_reader (loop, loop_state.broker->router, s_loop_broker, &loop_state);
+    zloop_timer (loop, 10, 0, s_loop_check, &loop_state);
+    zloop_timer (loop, 3000, 1, s_loop_give_up, NULL);
+    zloop_start (loop);
+    assert_true (loop_state.answered);
+    pigato_worker_destroy (&worker);
+    zloop_destroy (&loop);
+    fake_broker_destroy (&loop_state.broker);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_ready_and_heartbeats_plain),
+        cmocka_unit_test (test_ready_and_heartbeats_curve),
+        cmocka_unit_test (test_partials_then_final),
+        cmocka_unit_test (test_error_reject_and_dropped),
+        cmocka_unit_test (test_reply_active_follows_heartbeats_and_timeout),
+        cmocka_unit_test (test_reconnect_after_liveness_loss),
+        cmocka_unit_test (test_broker_disconnect_means_fresh_id),
+        cmocka_unit_test (test_stop_sends_disconnect),
+        cmocka_unit_test (test_replies_outlive_their_worker),
+        cmocka_unit_test (test_malformed_broker_messages_are_dropped),
+        cmocka_unit_test (test_invalid_arguments),
+        cmocka_unit_test (test_worker_on_two_brokers),
+        cmocka_unit_test (test_attached_to_zloop),
+    };
+    int failed = cmocka_run_group_tests (tests, NULL, NULL);
+    zsys_shutdown ();
+    return failed;
+}
