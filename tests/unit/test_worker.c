@@ -158,9 +158,12 @@ s_ready_and_heartbeats (bool curve)
     zmsg_t *msg;
     while (heartbeats < 3
     &&     (msg = fake_recv (broker, s_pump, worker, "W", "4", 1000))) {
-        assert_true (fake_msg_is (msg, "W", "4", "", "{\"concurrency\":7}",
-                                  NULL));
-        heartbeats++;
+        //  One sent before the change may still be on its way
+        if (fake_msg_is (msg, "W", "4", "", "{\"concurrency\":7}", NULL))
+            heartbeats++;
+        else
+            assert_true (fake_msg_is (msg, "W", "4", "",
+                                      "{\"concurrency\":100}", NULL));
         //  Answer, so the worker keeps its connection
         fake_send (broker, id, "W", "4", NULL);
         zmsg_destroy (&msg);
