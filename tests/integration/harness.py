@@ -159,14 +159,16 @@ class Proc:
         return ("--- %s (pid %d) stdout tail:\n%s\n--- stderr tail:\n%s"
                 % (self.name, self.pid, "\n".join(out), "\n".join(err)))
 
-    def wait_for_line(self, regex, timeout=5.0, since=0, stream="stderr"):
+    def wait_for_line(self, regex, timeout=5.0, since=0, stream="stderr", idle=None):
         """Waits until a line (at index >= since) matches regex; returns the
-        match object, or None on timeout or end of stream."""
+        match object, or None on timeout or end of stream. With idle (a
+        function taking seconds, e.g. Mesh.pump) the wait is spent in it,
+        in short slices, so raw peers keep heartbeating meanwhile."""
         pattern = re.compile(regex)
         deadline = time.monotonic() + secs(timeout)
         index = since
-        with self.cond:
-            while True:
+        while True:
+            with self.cond:
                 lines = self.lines[stream]
                 while index < len(lines):
                     line = lines[index]
@@ -179,10 +181,13 @@ class Proc:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
-                self.cond.wait(remaining)
+                if idle is None:
+                    self.cond.wait(remaining)
+                    continue
+            idle(min(remaining, 0.02))
 
-    def wait_for_log(self, regex, timeout=5.0, since=0):
-        return self.wait_for_line(regex, timeout, since, "stderr")
+    def wait_for_log(self, regex, timeout=5.0, since=0, idle=None):
+        return self.wait_for_line(regex, timeout, since, "stderr", idle)
 
     def count(self, regex, since=0, stream="stderr"):
         pattern = re.compile(regex)
@@ -201,9 +206,15 @@ class Proc:
             return None
         for t in self.threads:
             t.join(secs(2))
+        for pipe in (self.popen.stdout, self.popen.stderr, self.popen.stdin):
+            if pipe is not None and not any(t.is_alive() for t in self.threads):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
         return rc
 
-    def signal(self, sig):
+    def send_signal(self, sig):
         self.signalled = True
         if self.alive():
             try:
@@ -217,7 +228,7 @@ class Proc:
         False when SIGKILL was needed."""
         if not self.alive():
             return self.wait(1), True
-        self.signal(sig)
+        self.send_signal(sig)
         rc = self.wait(timeout)
         if rc is None:
             try:
@@ -581,6 +592,11 @@ class MeshTestCase(unittest.TestCase):
             return any(t is self for t, _ in result.errors + result.failures)
         except AttributeError:
             return False
+
+    def wait_log(self, regex, timeout=5.0, since=0, broker=None):
+        """Waits for a broker log line while the raw peers keep pumping."""
+        broker = broker or self.broker
+        return broker.wait_for_log(regex, timeout, since, idle=self.mesh.pump)
 
     def start_broker(self, curve=None, heartbeat=None, extra=None, name=None):
         br = Broker(self.tmp, curve=self.CURVE if curve is None else curve,

@@ -119,7 +119,7 @@ class CliTests:
     def test_serve_sends_disconnect_on_sigterm(self):
         p = self.serve("bye", "--echo")
         mark = self.broker.mark()
-        p.signal(signal.SIGTERM)
+        p.send_signal(signal.SIGTERM)
         self.assertEqual(p.wait(5), 0, "serve did not exit 0 on SIGTERM\n" + p.tail())
         # DISCONNECT, not liveness expiry: well before 3 heartbeats.
         self.assertIsNotNone(self.broker.wait_for_log(r"event=worker_gone", 1.2, mark),
@@ -262,7 +262,7 @@ class BrokerCommandLineTest(MeshTestCase):
 
     def test_sigint_shuts_down_cleanly(self):
         br = self.start_broker(curve=False)
-        br.signal(signal.SIGINT)
+        br.send_signal(signal.SIGINT)
         self.assertEqual(br.wait(5), 0, "broker did not exit 0 on SIGINT\n" + br.tail())
 
 
