@@ -17,6 +17,7 @@
 
 #define CLIENT_LOOP_TICK_MS 100     //  deadline check period under zloop
 #define CLIENT_DRAIN_MAX    1000    //  messages per link per round
+#define CLIENT_ID_BYTES     16      //  random routing id, hex encoded
 
 typedef struct {
     pigato_client_t *client;    //  owner
@@ -176,14 +177,22 @@ s_request_finish (pigato_client_t *self, s_request_t *req, int status,
 }
 
 //  --------------------------------------------------------------------------
-//  Opens (or reopens) a link's socket: new socket, routing id chosen by
-//  libzmq, heartbeat right away, zloop reader when attached.
+//  Opens (or reopens) a link's socket with a fresh random routing id and
+//  sends a heartbeat right away. The id is hex text, not libzmq's binary
+//  default: Node pigato brokers turn routing ids into JS strings and back,
+//  which mangles bytes that are not UTF-8, so their replies would never
+//  reach us.
 
 static int
 s_link_open (pigato_client_t *self, s_link_t *link)
 {
-    int rc = pigato__peer_socket (&self->security, link->endpoint, NULL, 0,
-                                  &link->sock, self->err, sizeof self->err);
+    byte id [CLIENT_ID_BYTES];
+    char id_text [CLIENT_ID_BYTES * 2 + 1];
+    randombytes_buf (id, sizeof id);
+    sodium_bin2hex (id_text, sizeof id_text, id, sizeof id);
+    int rc = pigato__peer_socket (&self->security, link->endpoint, id_text,
+                                  CLIENT_ID_BYTES * 2, &link->sock, self->err,
+                                  sizeof self->err);
     if (rc != PIGATO_OK)
         return rc;
     link->generation++;

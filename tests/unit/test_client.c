@@ -450,6 +450,11 @@ test_reconnect_after_liveness_loss (void **state)
                               "{\"retry\":1,\"timeout\":60000}", NULL));
     assert_false (zframe_eq (old_id, zmsg_first (msg)));
     zframe_t *new_id = fake_sender (msg);
+    //  Routing ids are printable (hex), so Node brokers can route to them
+    assert_int_equal (zframe_size (new_id), 32);
+    char *text = zframe_strdup (new_id);
+    assert_int_equal (strspn (text, "0123456789abcdef"), 32);
+    free (text);
     zmsg_destroy (&msg);
     assert_true (s_wait_events (client, &recorder, 1, 2000));
     assert_string_equal (recorder.events [0].rid, lost);
