@@ -151,9 +151,14 @@ s_request_send (pigato_client_t *self, s_request_t *req)
     }
     req->link = link;
     req->sent_at = pigato__now_ms ();
+    char service_text [80];
     pigato__log (PIGATO_LOG_DEBUG,
                  "event=client_request rid=%s service=%s endpoint=%s size=%zu",
-                 req->rid, req->service, link->endpoint, req->size);
+                 req->rid, pigato__printable (req->service,
+                                              strlen (req->service),
+                                              service_text,
+                                              sizeof service_text),
+                 link->endpoint, req->size);
     return PIGATO_OK;
 }
 

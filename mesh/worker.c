@@ -319,9 +319,14 @@ s_request_handle (pigato_worker_t *self, s_link_t *link,
         s_reply_detach (older);
     zhashx_insert (self->replies, reply->key, reply);
 
+    char rid_text [80], service_text [80];
     pigato__log (PIGATO_LOG_DEBUG, "event=worker_request endpoint=%s "
-                 "rid=%s service=%s size=%zu", link->endpoint, reply->rid,
-                 reply->service, message->data.size);
+                 "rid=%s service=%s size=%zu", link->endpoint,
+                 pigato__printable (reply->rid, strlen (reply->rid), rid_text,
+                                    sizeof rid_text),
+                 pigato__printable (reply->service, strlen (reply->service),
+                                    service_text, sizeof service_text),
+                 message->data.size);
     self->handler (self, reply,
                    message->data.data ? message->data.data : (const byte *) "",
                    message->data.size, self->arg);
@@ -718,8 +723,11 @@ s_reply_send (pigato_reply_t *self, const char *type, const char *status,
     };
     if (s_send (self->link->sock, frames, reject ? 7 : 8) != 0)
         return PIGATO_E_CLOSED;
+    char rid_text [80];
     pigato__log (PIGATO_LOG_DEBUG, "event=worker_reply rid=%s type=%s "
-                 "status=%s size=%zu", self->rid, type, status, size);
+                 "status=%s size=%zu",
+                 pigato__printable (self->rid, strlen (self->rid), rid_text,
+                                    sizeof rid_text), type, status, size);
     return PIGATO_OK;
 }
 
@@ -856,8 +864,10 @@ pigato_reply_destroy (pigato_reply_t **self_p)
         return;
     pigato_reply_t *self = *self_p;
     if (!self->ended && self->worker) {
+        char rid_text [80];
         pigato__log (PIGATO_LOG_DEBUG, "event=worker_reply_dropped rid=%s",
-                     self->rid);
+                     pigato__printable (self->rid, strlen (self->rid),
+                                        rid_text, sizeof rid_text));
         pigato_reply_error (self, "E_DROPPED");
     }
     s_reply_detach (self);

@@ -654,9 +654,19 @@ test_attached_to_zloop (void **state)
     fake_broker_destroy (&loop_state.broker);
 }
 
+//  Takes every log line (so all logging paths run) and drops it.
+static void
+s_log_sink (int level, const char *line, void *arg)
+{
+    (void) level;
+    (void) arg;
+    assert_non_null (line);
+}
+
 int
 main (void)
 {
+    pigato_log_set (PIGATO_LOG_DEBUG, s_log_sink, NULL);
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_ready_and_heartbeats_plain),
         cmocka_unit_test (test_ready_and_heartbeats_curve),
