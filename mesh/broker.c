@@ -97,7 +97,9 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     if (!self_p || !*self_p)
         return;
     pigato_broker_t *self = *self_p;
-    //  Requests first: they point at services and workers
+    //  Timers first (they live inside requests), then requests (they point
+    //  at services and workers)
+    pigato__heap_destroy (&self->timers);
     if (self->requests) {
         pigato__request_t *request =
             (pigato__request_t *) zhashx_first (self->requests);
@@ -109,7 +111,6 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     }
     zhashx_destroy (&self->workers);
     pigato__services_destroy (&self->services);
-    pigato__heap_destroy (&self->timers);
     zsock_destroy (&self->router);
     free (self->key_file);
     free (self);
