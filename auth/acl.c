@@ -1,0 +1,585 @@
+/*  =========================================================================
+    acl.c - mesh policy: parse, validate, evaluate, cache (see acl.h)
+    =========================================================================
+*/
+#include <ctype.h>
+#include <errno.h>
+#include <libgen.h>
+#include <string.h>
+#include "acl.h"
+
+#define MAX_TOKENS 1024         //  per line
+#define CACHE_MAX 100000        //  cached decisions before a purge
+#define GROUP_DEPTH_MAX 16      //  nesting of @groups
+
+typedef struct {
+    char name [PIGATO__IDENTITY_MAX + 1];
+    byte key [32];
+    char z85 [PIGATO_Z85_KEY_SIZE + 1];
+} identity_t;
+
+typedef struct {
+    char name [PIGATO__IDENTITY_MAX + 1];
+    int line;                   //  where it was defined
+    zlistx_t *raw_members;      //  as written (names, @groups)
+    zhashx_t *members;          //  identity names after expansion
+    bool expanding;             //  cycle detection
+} group_t;
+
+typedef enum { SUBJECT_ANY, SUBJECT_IDENTITY, SUBJECT_GROUP } subject_t;
+
+typedef struct {
+    bool deny;
+    int verb;
+    int subject_kind;
+    char subject [PIGATO__IDENTITY_MAX + 1];
+    group_t *group;             //  SUBJECT_GROUP
+    char **patterns;
+    size_t pattern_count;
+} rule_t;
+
+struct _pigato__acl_t {
+    bool allow_all;             //  no rules: everything allowed
+    zhashx_t *identities;       //  name -> identity_t (owned)
+    zhashx_t *by_key;           //  Z85 key -> identity_t (borrowed)
+    zhashx_t *groups;           //  name -> group_t (owned)
+    rule_t *rules;
+    size_t rule_count;
+    zhashx_t *cache;            //  "verb identity \x1f service" -> 1 deny, 2 allow
+};
+
+//  Parsing context: file, line, error buffer.
+typedef struct {
+    const char *path;
+    char *dir;                  //  the file's directory, for relative paths
+    int line;
+    char *err;
+    size_t err_size;
+} parse_t;
+
+static void
+s_group_destroy (void **item_p)
+{
+    group_t *group = (group_t *) *item_p;
+    if (group) {
+        zlistx_destroy (&group->raw_members);
+        zhashx_destroy (&group->members);
+        free (group);
+        *item_p = NULL;
+    }
+}
+
+static void
+s_identity_destroy (void **item_p)
+{
+    free (*item_p);
+    *item_p = NULL;
+}
+
+static pigato__acl_t *
+s_new (void)
+{
+    pigato__acl_t *self = (pigato__acl_t *) calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->identities = zhashx_new ();
+    self->by_key = zhashx_new ();
+    self->groups = zhashx_new ();
+    self->cache = zhashx_new ();
+    if (!self->identities || !self->by_key || !self->groups || !self->cache) {
+        pigato__acl_destroy (&self);
+        return NULL;
+    }
+    zhashx_set_destructor (self->identities, s_identity_destroy);
+    zhashx_set_destructor (self->groups, s_group_destroy);
+    return self;
+}
+
+pigato__acl_t *
+pigato__acl_new_allow_all (void)
+{
+    pigato__acl_t *self = s_new ();
+    if (self)
+        self->allow_all = true;
+    return self;
+}
+
+void
+pigato__acl_destroy (pigato__acl_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pigato__acl_t *self = *self_p;
+    for (size_t index = 0; index < self->rule_count; index++) {
+        for (size_t pattern = 0; pattern < self->rules [index].pattern_count;
+             pattern++)
+            free (self->rules [index].patterns [pattern]);
+        free (self->rules [index].patterns);
+    }
+    free (self->rules);
+    zhashx_destroy (&self->by_key);
+    zhashx_destroy (&self->identities);
+    zhashx_destroy (&self->groups);
+    zhashx_destroy (&self->cache);
+    free (self);
+    *self_p = NULL;
+}
+
+bool
+pigato__acl_valid_name (const char *name)
+{
+    size_t length = strlen (name);
+    if (length == 0 || length > PIGATO__IDENTITY_MAX || name [0] == '.'
+    ||  name [0] == '-')
+        return false;
+    for (size_t index = 0; index < length; index++) {
+        unsigned char c = (unsigned char) name [index];
+        if (!isalnum (c) && c != '.' && c != '_' && c != '-')
+            return false;
+    }
+    return true;
+}
+
+static int
+s_error (parse_t *parse, const char *format, ...)
+    __attribute__ ((format (printf, 2, 3)));
+
+static int
+s_error (parse_t *parse, const char *format, ...)
+{
+    char message [512];
+    va_list args;
+    va_start (args, format);
+    vsnprintf (message, sizeof message, format, args);
+    va_end (args);
+    if (parse->line)
+        pigato__errorf (parse->err, parse->err_size, "%s:%d: %s", parse->path,
+                        parse->line, message);
+    else
+        pigato__errorf (parse->err, parse->err_size, "%s: %s", parse->path,
+                        message);
+    return -1;
+}
+
+//  Splits a line into tokens in place. A token starting with '#' ends the
+//  line. (A Z85 key never starts with '#': its first digit is at most 82
+//  of 85, as 2^32 / 85^4 < 83.)
+static size_t
+s_tokenize (char *line, char **tokens, size_t max)
+{
+    size_t count = 0;
+    char *cursor = line;
+    while (count < max) {
+        while (*cursor && isspace ((unsigned char) *cursor))
+            cursor++;
+        if (!*cursor)
+            break;
+        if (*cursor == '#')
+            break;
+        tokens [count++] = cursor;
+        while (*cursor && !isspace ((unsigned char) *cursor))
+            cursor++;
+        if (*cursor)
+            *cursor++ = 0;
+    }
+    return count;
+}
+
+//  Resolves an identity's key: 40-character Z85 text, or a zcert public
+//  key file (relative paths from the ACL file's directory).
+static int
+s_parse_key (parse_t *parse, const char *token, identity_t *identity)
+{
+    if (strlen (token) == PIGATO_Z85_KEY_SIZE
+    &&  zmq_z85_decode (identity->key, token)) {
+        strcpy (identity->z85, token);
+        return 0;
+    }
+    char *path = token [0] == '/' ? strdup (token)
+                                  : zsys_sprintf ("%s/%s", parse->dir, token);
+    char err [256];
+    int rc = pigato_key_public (path, identity->z85, err, sizeof err);
+    free (path);
+    if (rc)
+        return s_error (parse, "identity %s: key '%s' is neither a "
+                        "40-character Z85 key nor a readable key file (%s)",
+                        identity->name, token, err);
+    zmq_z85_decode (identity->key, identity->z85);
+    return 0;
+}
+
+static int
+s_line_identity (pigato__acl_t *self, parse_t *parse, char **tokens,
+                 size_t count)
+{
+    if (count != 3)
+        return s_error (parse, "expected 'identity NAME KEY|KEYFILE'");
+    if (!pigato__acl_valid_name (tokens [1]))
+        return s_error (parse, "invalid identity name '%s' (letters, digits, "
+                        "'.', '_', '-'; at most %d)", tokens [1],
+                        PIGATO__IDENTITY_MAX);
+    if (zhashx_lookup (self->identities, tokens [1]))
+        return s_error (parse, "identity '%s' is defined twice", tokens [1]);
+    if (zhashx_lookup (self->groups, tokens [1]))
+        return s_error (parse, "'%s' is already a group name", tokens [1]);
+    identity_t *identity = (identity_t *) calloc (1, sizeof *identity);
+    if (!identity)
+        return s_error (parse, "out of memory");
+    strcpy (identity->name, tokens [1]);
+    if (s_parse_key (parse, tokens [2], identity)) {
+        free (identity);
+        return -1;
+    }
+    identity_t *other = (identity_t *) zhashx_lookup (self->by_key,
+                                                      identity->z85);
+    if (other) {
+        int rc = s_error (parse, "identity '%s' has the same key as '%s'",
+                          identity->name, other->name);
+        free (identity);
+        return rc;
+    }
+    zhashx_insert (self->identities, identity->name, identity);
+    zhashx_insert (self->by_key, identity->z85, identity);
+    return 0;
+}
+
+static int
+s_line_group (pigato__acl_t *self, parse_t *parse, char **tokens,
+              size_t count)
+{
+    if (count < 3)
+        return s_error (parse, "expected 'group NAME MEMBER...'");
+    if (!pigato__acl_valid_name (tokens [1]))
+        return s_error (parse, "invalid group name '%s'", tokens [1]);
+    if (zhashx_lookup (self->groups, tokens [1]))
+        return s_error (parse, "group '%s' is defined twice", tokens [1]);
+    group_t *group = (group_t *) calloc (1, sizeof *group);
+    if (!group)
+        return s_error (parse, "out of memory");
+    strcpy (group->name, tokens [1]);
+    group->line = parse->line;
+    group->raw_members = zlistx_new ();
+    zlistx_set_duplicator (group->raw_members, (zlistx_duplicator_fn *) strdup);
+    zlistx_set_destructor (group->raw_members, (zlistx_destructor_fn *) zstr_free);
+    for (size_t index = 2; index < count; index++)
+        zlistx_add_end (group->raw_members, tokens [index]);
+    zhashx_insert (self->groups, group->name, group);
+    return 0;
+}
+
+//  Expands a group's members into identity names, following @groups.
+static int
+s_expand (pigato__acl_t *self, parse_t *parse, group_t *group, int depth)
+{
+    if (group->members)
+        return 0;
+    if (group->expanding || depth > GROUP_DEPTH_MAX) {
+        parse->line = group->line;
+        return s_error (parse, "group '%s' contains itself", group->name);
+    }
+    group->expanding = true;
+    zhashx_t *members = zhashx_new ();
+    for (const char *member = (const char *) zlistx_first (group->raw_members);
+         member; member = (const char *) zlistx_next (group->raw_members)) {
+        if (member [0] == '@') {
+            group_t *inner = (group_t *) zhashx_lookup (self->groups, member + 1);
+            if (!inner) {
+                parse->line = group->line;
+                zhashx_destroy (&members);
+                return s_error (parse, "group '%s': unknown group '%s'",
+                                group->name, member);
+            }
+            if (s_expand (self, parse, inner, depth + 1)) {
+                zhashx_destroy (&members);
+                return -1;
+            }
+            for (void *item = zhashx_first (inner->members); item;
+                 item = zhashx_next (inner->members))
+                zhashx_insert (members, (const char *) zhashx_cursor (
+                                   inner->members), (void *) 1);
+        }
+        else
+        if (zhashx_lookup (self->identities, member)
+        ||  streq (member, PIGATO__ANONYMOUS))
+            zhashx_insert (members, member, (void *) 1);
+        else {
+            parse->line = group->line;
+            zhashx_destroy (&members);
+            return s_error (parse, "group '%s': unknown identity '%s'",
+                            group->name, member);
+        }
+    }
+    group->members = members;
+    group->expanding = false;
+    return 0;
+}
+
+static bool
+s_valid_pattern (const char *pattern)
+{
+    size_t length = strlen (pattern);
+    if (length == 0 || length > PIGATO_SERVICE_MAX)
+        return false;
+    const char *star = strchr (pattern, '*');
+    return !star || star == pattern + length - 1;
+}
+
+static int
+s_line_rule (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
+{
+    if (count < 4)
+        return s_error (parse, "expected '%s SUBJECT serve|call PATTERN...'",
+                        tokens [0]);
+    rule_t rule = { .deny = streq (tokens [0], "deny") };
+    const char *subject = tokens [1];
+    if (streq (subject, "*"))
+        rule.subject_kind = SUBJECT_ANY;
+    else
+    if (subject [0] == '@') {
+        rule.subject_kind = SUBJECT_GROUP;
+        rule.group = (group_t *) zhashx_lookup (self->groups, subject + 1);
+        if (!rule.group)
+            return s_error (parse, "unknown group '%s'", subject);
+    }
+    else {
+        rule.subject_kind = SUBJECT_IDENTITY;
+        if (!zhashx_lookup (self->identities, subject)
+        &&  !streq (subject, PIGATO__ANONYMOUS))
+            return s_error (parse, "unknown identity '%s' (define it with "
+                            "'identity %s KEY' first)", subject, subject);
+        snprintf (rule.subject, sizeof rule.subject, "%s", subject);
+    }
+    if (streq (tokens [2], "serve"))
+        rule.verb = PIGATO__VERB_SERVE;
+    else
+    if (streq (tokens [2], "call"))
+        rule.verb = PIGATO__VERB_CALL;
+    else
+        return s_error (parse, "unknown verb '%s' (expected serve or call)",
+                        tokens [2]);
+    for (size_t index = 3; index < count; index++)
+        if (!s_valid_pattern (tokens [index]))
+            return s_error (parse, "invalid service pattern '%s' (a name, "
+                            "prefix* or *)", tokens [index]);
+    rule.pattern_count = count - 3;
+    rule.patterns = (char **) calloc (rule.pattern_count, sizeof (char *));
+    rule_t *rules = (rule_t *) realloc (self->rules,
+                                        (self->rule_count + 1) * sizeof (rule_t));
+    if (!rule.patterns || !rules) {
+        free (rule.patterns);
+        if (rules)
+            self->rules = rules;
+        return s_error (parse, "out of memory");
+    }
+    self->rules = rules;
+    for (size_t index = 0; index < rule.pattern_count; index++)
+        rule.patterns [index] = strdup (tokens [index + 3]);
+    self->rules [self->rule_count++] = rule;
+    return 0;
+}
+
+//  Reads the file into lines, then three passes: identities, groups,
+//  rules (so groups and rules may name identities defined further down).
+pigato__acl_t *
+pigato__acl_load (const char *path, char *err, size_t err_size)
+{
+    parse_t parse = { .path = path, .err = err, .err_size = err_size };
+    pigato__acl_t *self = NULL;
+    FILE *file = NULL;
+    zlistx_t *lines = NULL;
+    char *copy = strdup (path ? path : "");
+    parse.dir = strdup (dirname (copy));
+    free (copy);
+
+    if (!path || !*path) {
+        s_error (&parse, "no ACL file given");
+        goto failed;
+    }
+    file = fopen (path, "r");
+    if (!file) {
+        s_error (&parse, "cannot read ACL file: %s", strerror (errno));
+        goto failed;
+    }
+    self = s_new ();
+    lines = zlistx_new ();
+    if (!self || !lines) {
+        s_error (&parse, "out of memory");
+        goto failed;
+    }
+    zlistx_set_destructor (lines, (zlistx_destructor_fn *) zstr_free);
+    char *buffer = NULL;
+    size_t buffer_size = 0;
+    ssize_t length;
+    while ((length = getline (&buffer, &buffer_size, file)) != -1) {
+        if (strlen (buffer) != (size_t) length) {
+            parse.line = (int) zlistx_size (lines) + 1;
+            free (buffer);
+            s_error (&parse, "line holds a NUL byte");
+            goto failed;
+        }
+        zlistx_add_end (lines, strdup (buffer));
+    }
+    free (buffer);
+    for (int pass = 0; pass < 3; pass++) {
+        parse.line = 0;
+        for (char *text = (char *) zlistx_first (lines); text;
+             text = (char *) zlistx_next (lines)) {
+            parse.line++;
+            char *line = strdup (text);
+            char *tokens [MAX_TOKENS];
+            size_t count = s_tokenize (line, tokens, MAX_TOKENS);
+            int rc = 0;
+            if (count == 0) {
+            }
+            else
+            if (count == MAX_TOKENS)
+                rc = s_error (&parse, "too many words on one line");
+            else
+            if (streq (tokens [0], "identity"))
+                rc = pass == 0 ? s_line_identity (self, &parse, tokens, count) : 0;
+            else
+            if (streq (tokens [0], "group"))
+                rc = pass == 1 ? s_line_group (self, &parse, tokens, count) : 0;
+            else
+            if (streq (tokens [0], "allow") || streq (tokens [0], "deny")) {
+                if (pass == 2)
+                    rc = s_line_rule (self, &parse, tokens, count);
+            }
+            else
+            if (streq (tokens [0], "trust") || streq (tokens [0], "revoked"))
+                rc = pass == 0 ? s_error (&parse, "'%s' (mesh CA "
+                                          "certificates) is not supported by "
+                                          "this version yet; list keys with "
+                                          "'identity NAME KEY'", tokens [0])
+                               : 0;
+            else
+            if (pass == 0)
+                rc = s_error (&parse, "unknown keyword '%s' (expected "
+                              "identity, group, allow, deny, trust or "
+                              "revoked)", tokens [0]);
+            free (line);
+            if (rc)
+                goto failed;
+        }
+        if (pass == 1) {
+            for (group_t *group = (group_t *) zhashx_first (self->groups);
+                 group; group = (group_t *) zhashx_next (self->groups))
+                if (s_expand (self, &parse, group, 0))
+                    goto failed;
+        }
+    }
+    zlistx_destroy (&lines);
+    fclose (file);
+    free (parse.dir);
+    return self;
+
+failed:
+    zlistx_destroy (&lines);
+    if (file)
+        fclose (file);
+    free (parse.dir);
+    pigato__acl_destroy (&self);
+    return NULL;
+}
+
+const char *
+pigato__acl_identity_of_key (pigato__acl_t *self, const byte *public_key)
+{
+    char z85 [PIGATO_Z85_KEY_SIZE + 1];
+    zmq_z85_encode (z85, public_key, 32);
+    identity_t *identity = (identity_t *) zhashx_lookup (self->by_key, z85);
+    return identity ? identity->name : NULL;
+}
+
+bool
+pigato__acl_identity_current (pigato__acl_t *self, const char *name,
+                              const char *key_z85)
+{
+    if (self->allow_all)
+        return true;
+    if (!name)
+        return false;
+    if (streq (name, PIGATO__ANONYMOUS) && !key_z85)
+        return true;
+    identity_t *identity = (identity_t *) zhashx_lookup (self->identities, name);
+    if (!identity)
+        return false;
+    return !key_z85 || streq (identity->z85, key_z85);
+}
+
+static bool
+s_pattern_matches (const char *pattern, const char *service)
+{
+    size_t length = strlen (pattern);
+    if (length && pattern [length - 1] == '*')
+        return strncmp (pattern, service, length - 1) == 0;
+    return streq (pattern, service);
+}
+
+static bool
+s_rule_matches (const rule_t *rule, const char *identity, int verb,
+                const char *service)
+{
+    if (rule->verb != verb)
+        return false;
+    if (rule->subject_kind == SUBJECT_IDENTITY
+    &&  !streq (rule->subject, identity))
+        return false;
+    if (rule->subject_kind == SUBJECT_GROUP
+    &&  !zhashx_lookup (rule->group->members, identity))
+        return false;
+    for (size_t index = 0; index < rule->pattern_count; index++)
+        if (s_pattern_matches (rule->patterns [index], service))
+            return true;
+    return false;
+}
+
+bool
+pigato__acl_allows (pigato__acl_t *self, const char *identity, int verb,
+                    const char *service)
+{
+    if (self->allow_all)
+        return true;
+    if (!identity || !service)
+        return false;
+    char key [2 + PIGATO__IDENTITY_MAX + 1 + PIGATO_SERVICE_MAX + 1];
+    snprintf (key, sizeof key, "%c%s\x1f%s", verb == PIGATO__VERB_SERVE ? 's'
+                                                                         : 'c',
+              identity, service);
+    void *cached = zhashx_lookup (self->cache, key);
+    if (cached)
+        return cached == (void *) 2;
+    bool allowed = false;
+    for (size_t index = 0; index < self->rule_count; index++) {
+        const rule_t *rule = &self->rules [index];
+        if (s_rule_matches (rule, identity, verb, service)) {
+            if (rule->deny) {
+                allowed = false;
+                break;                  //  deny wins, whatever the order
+            }
+            allowed = true;
+        }
+    }
+    if (zhashx_size (self->cache) >= CACHE_MAX)
+        zhashx_purge (self->cache);
+    zhashx_insert (self->cache, key, allowed ? (void *) 2 : (void *) 1);
+    return allowed;
+}
+
+bool
+pigato__acl_allow_all (pigato__acl_t *self)
+{
+    return self->allow_all;
+}
+
+size_t
+pigato__acl_identity_count (pigato__acl_t *self)
+{
+    return zhashx_size (self->identities);
+}
+
+size_t
+pigato__acl_rule_count (pigato__acl_t *self)
+{
+    return self->rule_count;
+}

@@ -1,0 +1,71 @@
+/*  =========================================================================
+    acl.h - the mesh policy: identities (name <-> CURVE public key), groups,
+    allow/deny rules with serve/call verbs, and a decision cache.
+
+    A policy is immutable once loaded; a reload builds a new one and swaps
+    it in, so the decision cache is dropped with the old policy.
+
+    File format (DESIGN.md section 4):
+        identity NAME Z85KEY|KEYFILE
+        group    NAME MEMBER...          (members: identities or @groups)
+        allow    SUBJECT VERB PATTERN... (SUBJECT: NAME, @GROUP or *)
+        deny     SUBJECT VERB PATTERN... (VERB: serve or call)
+        trust    CA.crt CERTDIR          (mesh CA; see pigato-keygen)
+        revoked  CA.crl
+    PATTERN: exact name, prefix*, or *. A word starting with '#' starts a
+    comment.
+    =========================================================================
+*/
+#ifndef PIGATO_ACL_H_INCLUDED
+#define PIGATO_ACL_H_INCLUDED
+
+#include "../mesh/internal.h"
+
+typedef struct _pigato__acl_t pigato__acl_t;
+
+typedef enum {
+    PIGATO__VERB_SERVE = 0,     //  READY, replies, worker heartbeats
+    PIGATO__VERB_CALL = 1       //  requests, request heartbeats
+} pigato__verb_t;
+
+#define PIGATO__IDENTITY_MAX 64
+#define PIGATO__ANONYMOUS "anonymous"
+
+//  Loads and validates a policy file. On error returns NULL and writes
+//  "FILE:LINE: what is wrong" to err.
+pigato__acl_t *pigato__acl_load (const char *path, char *err,
+                                 size_t err_size);
+
+//  A policy that allows everything to everyone (--allow-any, --insecure
+//  without --acl).
+pigato__acl_t *pigato__acl_new_allow_all (void);
+
+void pigato__acl_destroy (pigato__acl_t **self_p);
+
+//  The identity name for a 32-byte CURVE public key, or NULL if the key is
+//  not in the policy. Borrowed; valid while the policy lives.
+const char *pigato__acl_identity_of_key (pigato__acl_t *self,
+                                         const byte *public_key);
+
+//  True if the identity exists in this policy with this key (Z85) — a
+//  live connection's credentials re-checked against the current policy.
+//  With key NULL only the name is checked (the NULL mechanism).
+bool pigato__acl_identity_current (pigato__acl_t *self, const char *name,
+                                   const char *key_z85);
+
+//  True if the policy lets the identity do verb on the service.
+//  Decisions are cached per identity x verb x service.
+bool pigato__acl_allows (pigato__acl_t *self, const char *identity,
+                         int verb, const char *service);
+
+//  True if this policy allows everything (no rules to check).
+bool pigato__acl_allow_all (pigato__acl_t *self);
+
+size_t pigato__acl_identity_count (pigato__acl_t *self);
+size_t pigato__acl_rule_count (pigato__acl_t *self);
+
+//  Validates an identity or group name: [A-Za-z0-9._-], 1..64 chars, not
+//  starting with '.', '-' or '@'.
+bool pigato__acl_valid_name (const char *name);
+
+#endif

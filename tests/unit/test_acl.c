@@ -1,0 +1,214 @@
+/*  test_acl.c - the mesh policy as an operator writes it: identities from
+    Z85 keys and key files, groups, allow/deny, patterns, and the errors a
+    broken file gets.
+*/
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <sodium.h>
+#include "../../auth/acl.h"
+
+static char s_dir [] = "/tmp/pigato-test-acl.XXXXXX";
+
+//  Two fixed, valid Z85 keys (any 32 bytes are a valid public key here)
+static char s_key_a [41], s_key_b [41], s_key_c [41];
+
+static int
+setup (void **state)
+{
+    (void) state;
+    assert_non_null (mkdtemp (s_dir));
+    byte raw [32];
+    for (int index = 0; index < 3; index++) {
+        memset (raw, index + 1, sizeof raw);
+        zmq_z85_encode (index == 0 ? s_key_a : index == 1 ? s_key_b : s_key_c,
+                        raw, 32);
+    }
+    return 0;
+}
+
+static int
+teardown (void **state)
+{
+    (void) state;
+    char *command = zsys_sprintf ("rm -rf %s", s_dir);
+    assert_int_equal (system (command), 0);
+    free (command);
+    return 0;
+}
+
+static char *
+s_write (const char *name, const char *text)
+{
+    char *path = zsys_sprintf ("%s/%s", s_dir, name);
+    FILE *file = fopen (path, "w");
+    assert_non_null (file);
+    fputs (text, file);
+    fclose (file);
+    return path;
+}
+
+static void
+test_rules_groups_and_patterns (void **state)
+{
+    (void) state;
+    //  A key file next to the ACL, named relatively
+    zcert_t *cert = zcert_new ();
+    zcert_set_meta (cert, "name", "web");
+    char *key_path = zsys_sprintf ("%s/web.key", s_dir);
+    assert_int_equal (zcert_save_public (cert, key_path), 0);
+    char *text = zsys_sprintf (
+        "# the mesh\n"
+        "identity  echo-worker  %s   # explicit key\n"
+        "identity  web          web.key\n"
+        "identity  ops          %s\n"
+        "group     frontends    web @admins\n"
+        "group     admins       ops\n"
+        "allow     echo-worker  serve  echo\n"
+        "allow     @frontends   call   echo billing.*\n"
+        "deny      *            call   admin.*\n"
+        "allow     ops          call   * \n",
+        s_key_a, s_key_b);
+    char *path = s_write ("mesh.acl", text);
+    char err [512] = "";
+    pigato__acl_t *acl = pigato__acl_load (path, err, sizeof err);
+    assert_non_null (acl);
+    assert_string_equal (err, "");
+    assert_int_equal (pigato__acl_identity_count (acl), 3);
+    assert_int_equal (pigato__acl_rule_count (acl), 4);
+
+    //  Keys map to names
+    byte raw [32];
+    zmq_z85_decode (raw, s_key_a);
+    assert_string_equal (pigato__acl_identity_of_key (acl, raw), "echo-worker");
+    assert_string_equal (pigato__acl_identity_of_key (acl, zcert_public_key (cert)),
+                         "web");
+    zmq_z85_decode (raw, s_key_c);
+    assert_null (pigato__acl_identity_of_key (acl, raw));
+
+    //  serve / call per identity, group and pattern
+    assert_true (pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_SERVE, "echo"));
+    assert_false (pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_CALL, "echo"));
+    assert_false (pigato__acl_allows (acl, "web", PIGATO__VERB_SERVE, "echo"));
+    assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo"));
+    assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "billing.charge"));
+    assert_false (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "billing"));
+    assert_false (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo2"));
+    //  ops is in frontends through @admins, and may call anything...
+    assert_true (pigato__acl_allows (acl, "ops", PIGATO__VERB_CALL, "billing.x"));
+    assert_true (pigato__acl_allows (acl, "ops", PIGATO__VERB_CALL, "$dir"));
+    //  ... except what deny covers: deny wins whatever the order
+    assert_false (pigato__acl_allows (acl, "ops", PIGATO__VERB_CALL, "admin.reset"));
+    //  Cached answers are the same answers
+    for (int round = 0; round < 3; round++) {
+        assert_false (pigato__acl_allows (acl, "ops", PIGATO__VERB_CALL, "admin.reset"));
+        assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo"));
+    }
+    //  Unknown identities get nothing
+    assert_false (pigato__acl_allows (acl, "stranger", PIGATO__VERB_CALL, "echo"));
+
+    //  Live credentials are re-checked against the policy
+    assert_true (pigato__acl_identity_current (acl, "echo-worker", s_key_a));
+    assert_false (pigato__acl_identity_current (acl, "echo-worker", s_key_b));
+    assert_false (pigato__acl_identity_current (acl, "gone", s_key_a));
+
+    pigato__acl_destroy (&acl);
+    assert_null (acl);
+    zcert_destroy (&cert);
+    free (key_path);
+    free (text);
+    free (path);
+}
+
+static void
+test_errors_name_file_line_and_problem (void **state)
+{
+    (void) state;
+    struct {
+        const char *text;
+        const char *expect;
+    } cases [] = {
+        { "identity a %s\nallow a serv echo\n", "mesh.acl:2: unknown verb 'serv' (expected serve or call)" },
+        { "identity a %s\nallow b call echo\n", "mesh.acl:2: unknown identity 'b'" },
+        { "identity a %s\nidentity a %s\n", "mesh.acl:2: identity 'a' is defined twice" },
+        { "identity a %s\nidentity b %s\n", "mesh.acl:2: identity 'b' has the same key as 'a'" },
+        { "identity a nokey\n", "mesh.acl:1: identity a: key 'nokey' is neither" },
+        { "identity a %s\ngroup g a @h\ngroup h @g\n", "contains itself" },
+        { "identity a %s\ngroup g b\n", "mesh.acl:2: group 'g': unknown identity 'b'" },
+        { "identity a %s\nallow @nope call x\n", "mesh.acl:2: unknown group '@nope'" },
+        { "identity a %s\nallow a call ec*ho\n", "mesh.acl:2: invalid service pattern 'ec*ho'" },
+        { "identity a %s\nallow a call\n", "mesh.acl:2: expected 'allow SUBJECT" },
+        { "permit a call x\n", "mesh.acl:1: unknown keyword 'permit'" },
+        { "identity ../x %s\n", "mesh.acl:1: invalid identity name '../x'" },
+        { "trust ca.crt certs/\n", "mesh.acl:1: 'trust' (mesh CA certificates)" },
+    };
+    for (size_t index = 0; index < sizeof cases / sizeof cases [0]; index++) {
+        char *text = zsys_sprintf (cases [index].text, s_key_a, s_key_a);
+        char *path = s_write ("mesh.acl", text);
+        char err [512] = "";
+        pigato__acl_t *acl = pigato__acl_load (path, err, sizeof err);
+        assert_null (acl);
+        if (!strstr (err, cases [index].expect))
+            fail_msg ("case %zu: got '%s', expected '%s'", index, err,
+                      cases [index].expect);
+        free (text);
+        free (path);
+    }
+    char err [512] = "";
+    assert_null (pigato__acl_load ("/nonexistent/mesh.acl", err, sizeof err));
+    assert_non_null (strstr (err, "cannot read ACL file: No such file"));
+}
+
+static void
+test_comments_and_keys_holding_a_hash (void **state)
+{
+    (void) state;
+    //  Z85 keys may hold '#' (never first): only a word starting with '#'
+    //  starts a comment
+    byte raw [32];
+    char key [41];
+    do {
+        randombytes_buf (raw, sizeof raw);
+        zmq_z85_encode (key, raw, 32);
+    } while (!strchr (key, '#'));
+    char *text = zsys_sprintf ("identity hashy %s # comment\n"
+                               "   # an indented comment\n"
+                               "allow hashy call echo #trailing\n", key);
+    char *path = s_write ("mesh.acl", text);
+    char err [512] = "";
+    pigato__acl_t *acl = pigato__acl_load (path, err, sizeof err);
+    if (!acl)
+        fail_msg ("%s", err);
+    assert_string_equal (pigato__acl_identity_of_key (acl, raw), "hashy");
+    assert_true (pigato__acl_allows (acl, "hashy", PIGATO__VERB_CALL, "echo"));
+    pigato__acl_destroy (&acl);
+    free (text);
+    free (path);
+}
+
+static void
+test_allow_all_policy (void **state)
+{
+    (void) state;
+    pigato__acl_t *acl = pigato__acl_new_allow_all ();
+    assert_true (pigato__acl_allow_all (acl));
+    assert_true (pigato__acl_allows (acl, "anonymous", PIGATO__VERB_SERVE, "x"));
+    assert_true (pigato__acl_identity_current (acl, "anonymous", NULL));
+    pigato__acl_destroy (&acl);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_rules_groups_and_patterns),
+        cmocka_unit_test (test_errors_name_file_line_and_problem),
+        cmocka_unit_test (test_comments_and_keys_holding_a_hash),
+        cmocka_unit_test (test_allow_all_policy),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}
