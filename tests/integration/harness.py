@@ -581,6 +581,10 @@ class MeshTestCase(unittest.TestCase):
                                 % (rc, "needed SIGKILL" if not clean else "exited", br.tail(25)))
             elif self.CHECK_BROKER_EXIT and not alive and not br.signalled:
                 problems.append("broker died during the test (rc=%r)\n%s" % (rc, br.tail(40)))
+        if self._outcome_failed():
+            # Diagnostics for the failure report: what every process said.
+            for p in self.procs:
+                sys.stderr.write("\n[%s] %s\n" % (self.id(), p.tail(30)))
         shutil.rmtree(self.tmp, ignore_errors=True)
         if problems and not self._outcome_failed():
             self.fail("\n".join(problems))

@@ -182,7 +182,7 @@ class HostileInput:
 
     def test_invalid_json_opts(self):
         w = self.ready_worker("json")
-        for i, opts in enumerate(("{bad", '{"timeout":', "\xff\xfe{", "{}}", "nul")):
+        for i, opts in enumerate(("{bad", '{"timeout":', b"\xff\xfe{", "{}}", "nul")):
             peer = self.hostile("C", "2", "json", "j%d" % i, '"x"', opts,
                                 what="opts %r" % opts)
             self.assert_no_reply_but_error(peer, "j%d" % i, 0.1)

@@ -1,0 +1,224 @@
+#!/usr/bin/python3
+"""Interop with the real Node pigato 0.0.46 through the C broker, over CURVE:
+a Node pigato client calls C workers (`pigato serve` and a small libpigato
+worker, tests/node/c_worker.c, for partial replies), and the C client
+(`pigato request`) calls a Node pigato worker — partial replies, errors and
+rejects included.
+
+Node pigato runs on zeromq@6 through tests/node/zmq-shim (pigato wants the
+old `zmq` 2.x module). Packages are installed on first run into
+BUILD/node by tests/node/setup.sh and reused. Without node/npm the tests
+are SKIPPED (tests/run.sh prints that); PIGATO_REQUIRE_NODE=1 makes that a
+failure."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import unittest
+
+import harness
+from harness import BUILD, CLI_BIN, REPO, MeshTestCase, secs
+
+NODE_DIR = os.path.join(REPO, "tests", "node")
+NODE_MODULES = os.path.join(BUILD, "node", "node_modules")
+C_WORKER = os.path.join(BUILD, "node", "c_worker")
+HEARTBEAT = 500
+
+
+def _unavailable(reason):
+    if os.environ.get("PIGATO_REQUIRE_NODE") == "1":
+        raise RuntimeError("Node interop required but unavailable: " + reason)
+    raise unittest.SkipTest("Node interop NOT tested: " + reason)
+
+
+def _build_c_worker():
+    """Compiles tests/node/c_worker.c against BUILD/libpigato.a, with the
+    sanitizers the broker was built with, if any."""
+    pkgs = ["libzmq", "libczmq", "libsodium", "jansson"]
+    libs = subprocess.run(["pkg-config", "--libs"] + pkgs, capture_output=True,
+                          text=True, check=True).stdout.split()
+    cflags = subprocess.run(["pkg-config", "--cflags"] + pkgs, capture_output=True,
+                            text=True, check=True).stdout.split()
+    ldd = subprocess.run(["ldd", os.path.join(BUILD, "pigato-broker")],
+                         capture_output=True, text=True).stdout
+    sanitize = [s for s, lib in (("address", "libasan"), ("undefined", "libubsan"))
+                if lib in ldd]
+    san = ["-fsanitize=" + ",".join(sanitize)] if sanitize else []
+    os.makedirs(os.path.dirname(C_WORKER), exist_ok=True)
+    cmd = (["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-g"] + san + cflags
+           + ["-I", os.path.join(REPO, "include"), "-o", C_WORKER,
+              os.path.join(NODE_DIR, "c_worker.c"), os.path.join(BUILD, "libpigato.a")]
+           + libs + ["-lm"])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("cannot build c_worker:\n%s\n%s" % (" ".join(cmd), r.stderr))
+
+
+class NodeInteropTest(MeshTestCase):
+    CURVE = True
+    HEARTBEAT = HEARTBEAT
+
+    @classmethod
+    def setUpClass(cls):
+        if not shutil.which("node") or not shutil.which("npm"):
+            _unavailable("node or npm not found on PATH")
+        r = subprocess.run([os.path.join(NODE_DIR, "setup.sh"), BUILD],
+                           capture_output=True, text=True, timeout=600)
+        if r.returncode == 77:
+            _unavailable("node or npm not found")
+        if r.returncode != 0:
+            _unavailable("npm install failed (offline?):\n" + r.stderr[-2000:])
+        _build_c_worker()
+
+    # -- helpers ---------------------------------------------------------------
+
+    def node_env(self):
+        return {"NODE_PATH": NODE_MODULES, "NODE_NO_WARNINGS": "1",
+                "PIGATO_NODE_SERVER_KEY": self.broker.key.public}
+
+    def wait_registered(self, service, mark, proc):
+        if self.wait_log(r"event=worker_ready\b.*\bservice=%s\b" % re.escape(service),
+                         10, mark) is None:
+            self.fail("%s never registered %s\n%s\n%s"
+                      % (proc.name, service, proc.tail(), self.broker.tail(20)))
+
+    def node_worker(self, service):
+        mark = self.broker.mark()
+        p = self.start(["node", os.path.join(NODE_DIR, "node_worker.js"),
+                        "--broker", self.broker.endpoint, "--service", service,
+                        "--heartbeat", HEARTBEAT], name="node-worker", env=self.node_env())
+        self.wait_registered(service, mark, p)
+        return p
+
+    def c_worker(self, service):
+        mark = self.broker.mark()
+        p = self.start([C_WORKER, self.broker.endpoint, self.broker.key.public_file,
+                        service, HEARTBEAT], name="c_worker")
+        self.wait_registered(service, mark, p)
+        return p
+
+    def cli_worker(self, service, *tail):
+        mark = self.broker.mark()
+        p = self.start([CLI_BIN, "serve", service] + self.broker.cli_args() + list(tail),
+                       name="pigato-serve")
+        self.wait_registered(service, mark, p)
+        return p
+
+    def node_request(self, service, data, timeout=10000):
+        """Runs node_client.js; returns (partials, final) as decoded JSON."""
+        p = self.start(["node", os.path.join(NODE_DIR, "node_client.js"),
+                        "--broker", self.broker.endpoint, "--service", service,
+                        "--data", json.dumps(data), "--timeout", timeout,
+                        "--heartbeat", HEARTBEAT], name="node-client", env=self.node_env())
+        rc = p.wait(timeout / 1000.0 + 15)
+        self.assertEqual(rc, 0, "node client failed\n" + p.tail())
+        events = [json.loads(l) for l in p.text("stdout").splitlines() if l.strip()]
+        partials = [e for e in events if e["type"] == "partial"]
+        finals = [e for e in events if e["type"] == "final"]
+        self.assertEqual(len(finals), 1, "expected one final callback: %r" % events)
+        self.assertEqual(events[-1]["type"], "final", "partial after final: %r" % events)
+        return partials, finals[0]
+
+    def c_request(self, service, data, *extra, timeout=10000, stdin=None):
+        args = [CLI_BIN, "request", service] + ([data] if data is not None else [])
+        args += ["--timeout", str(timeout)] + self.broker.cli_args() + list(extra)
+        p = self.start(args, name="pigato-request", stdin=stdin)
+        rc = p.wait(timeout / 1000.0 + 15)
+        self.assertIsNotNone(rc, "pigato request hung\n" + p.tail())
+        return rc, p.text("stdout"), p.text("stderr")
+
+    # -- Node client -> C workers ------------------------------------------------
+
+    def test_node_client_calls_c_echo_worker(self):
+        self.cli_worker("c.echo", "--echo")
+        data = {"hello": "world", "list": [1, 2, 3], "unicode": "h\u00e9llo"}
+        partials, final = self.node_request("c.echo", data)
+        self.assertEqual(partials, [])
+        self.assertEqual(final["err"], 0)
+        self.assertEqual(final["data"], data)
+
+    def test_node_client_gets_error_from_c_cmd_worker(self):
+        self.cli_worker("c.fail", "--", "sh", "-c", "echo 'no such widget' >&2; exit 4")
+        _, final = self.node_request("c.fail", "x")
+        self.assertIsInstance(final["err"], str, "error should reach Node as err: %r" % final)
+        self.assertIn("no such widget", final["err"])
+        self.assertIsNone(final["data"])
+
+    def test_node_client_gets_partials_from_c_worker(self):
+        self.c_worker("c.stream")
+        partials, final = self.node_request("c.stream", "partial:4")
+        self.assertEqual([p["data"] for p in partials], ["part 0", "part 1", "part 2", "part 3"])
+        self.assertTrue(all(p["err"] is None for p in partials), partials)
+        self.assertEqual((final["err"], final["data"]), (0, "done"))
+
+    def test_node_client_gets_error_from_c_worker(self):
+        self.c_worker("c.err")
+        _, final = self.node_request("c.err", "error:c worker says no")
+        self.assertEqual(final["err"], "c worker says no")
+
+    def test_node_client_rejected_by_only_c_worker_fails_fast(self):
+        self.c_worker("c.rej")
+        t0 = time.monotonic()
+        _, final = self.node_request("c.rej", "reject", timeout=20000)
+        self.assertNotIn(final["err"], (0, None), "rejected request must fail: %r" % final)
+        self.assertNotEqual(final["err"], "C_TIMEOUT", "client waited for its own timeout")
+        self.assertLess(time.monotonic() - t0, secs(10))
+
+    # -- C client -> Node worker -------------------------------------------------
+
+    def test_c_client_calls_node_worker(self):
+        self.node_worker("n.svc")
+        rc, out, err = self.c_request("n.svc", '{"op":"echo","x":[1,"two"]}')
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out), {"op": "echo", "x": [1, "two"]})
+        rc, out, err = self.c_request("n.svc", None, stdin='{"op":"upper","text":"shout"}')
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out), "SHOUT")
+
+    def test_c_client_gets_partials_from_node_worker(self):
+        self.node_worker("n.stream")
+        rc, out, err = self.c_request("n.stream", '{"op":"partial","n":4}')
+        self.assertEqual(rc, 0, err)
+        self.assertEqual([json.loads(l) for l in out.splitlines()],
+                         [{"part": 0}, {"part": 1}, {"part": 2}, {"part": 3}, {"done": 4}])
+
+    def test_c_client_gets_error_from_node_worker(self):
+        # Node pigato sends its error reply with the opts frame `undefined`.
+        self.node_worker("n.err")
+        rc, out, err = self.c_request("n.err", '{"op":"error","message":"node says no"}')
+        self.assertEqual(rc, 1, "error reply must exit 1; out=%r err=%r" % (out, err))
+        self.assertIn("node says no", err)
+
+    def test_c_client_rejected_by_only_node_worker_fails_fast(self):
+        self.node_worker("n.rej")
+        t0 = time.monotonic()
+        rc, out, err = self.c_request("n.rej", '{"op":"reject","reason":"busy"}', timeout=20000)
+        self.assertEqual(rc, 1, "all workers rejected: error reply, exit 1; err=%r" % err)
+        self.assertLess(time.monotonic() - t0, secs(10), "client waited for its own timeout")
+
+    def test_node_reject_moves_request_to_c_worker(self):
+        # A Node worker that rejects and a C worker that serves, same
+        # service: the request must end up served, whoever gets it first.
+        self.node_worker("mixed")
+        self.cli_worker("mixed", "--echo")
+        for i in range(4):
+            rc, out, err = self.c_request("mixed", '{"op":"reject","i":%d}' % i)
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(json.loads(out), {"op": "reject", "i": i})
+
+    # -- Node client -> Node worker, C broker ------------------------------------
+
+    def test_node_client_calls_node_worker_through_c_broker(self):
+        self.node_worker("n.both")
+        partials, final = self.node_request("n.both", {"op": "partial", "n": 3})
+        self.assertEqual([p["data"] for p in partials], [{"part": 0}, {"part": 1}, {"part": 2}])
+        self.assertEqual((final["err"], final["data"]), (0, {"done": 3}))
+        _, final = self.node_request("n.both", {"op": "error", "message": "nope"})
+        self.assertEqual(final["err"], "nope")
+
+
+if __name__ == "__main__":
+    harness.main()
