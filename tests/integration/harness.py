@@ -336,6 +336,8 @@ class Mesh:
 
 
 class Peer:
+    _seq = 0
+
     def __init__(self, mesh, role, endpoint, server_key=None, identity=None,
                  auto_heartbeat=True):
         self.mesh = mesh
@@ -343,8 +345,12 @@ class Peer:
         self.sock = mesh.ctx.socket(zmq.DEALER)
         self.sock.linger = 0
         self.sock.sndtimeo = 5000
-        if identity is not None:
-            self.sock.setsockopt(zmq.ROUTING_ID, b(identity))
+        if identity is None:
+            # Printable ids like Node pigato's (which assumes text ids).
+            Peer._seq += 1
+            identity = "%s-%d-%s" % (role, Peer._seq, os.urandom(4).hex())
+        self.identity = b(identity)
+        self.sock.setsockopt(zmq.ROUTING_ID, self.identity)
         if server_key:
             pub, sec = zmq.curve_keypair()
             self.sock.curve_serverkey = b(server_key)
