@@ -243,8 +243,8 @@ class Broker(Proc):
     """pigato-broker on a free port, CURVE (--allow-any) or --insecure."""
 
     def __init__(self, tmpdir, curve=True, heartbeat=500, extra=(), name="broker",
-                 key=None, wait_ready=True):
-        self.port = free_port()
+                 key=None, wait_ready=True, port=None):
+        self.port = port or free_port()
         self.endpoint = "tcp://127.0.0.1:%d" % self.port
         self.curve = curve
         self.heartbeat = heartbeat
@@ -608,11 +608,12 @@ class MeshTestCase(unittest.TestCase):
         broker = broker or self.broker
         return broker.wait_for_log(regex, timeout, since, idle=self.mesh.pump)
 
-    def start_broker(self, curve=None, heartbeat=None, extra=None, name=None):
+    def start_broker(self, curve=None, heartbeat=None, extra=None, name=None, key=None,
+                     port=None):
         br = Broker(self.tmp, curve=self.CURVE if curve is None else curve,
                     heartbeat=self.HEARTBEAT if heartbeat is None else heartbeat,
                     extra=self.BROKER_EXTRA if extra is None else extra,
-                    name=name or "broker%d" % len(self.brokers))
+                    name=name or "broker%d" % len(self.brokers), key=key, port=port)
         self.procs.append(br)
         self.brokers.append(br)
         return br

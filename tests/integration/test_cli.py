@@ -138,6 +138,37 @@ class CliTests:
         self.assertEqual(rc, 0, err)
         self.assertEqual(out.strip(), '"via env"')
 
+    def test_serve_on_two_brokers(self):
+        other = self.start_broker(key=self.broker.key, name="second")
+        mark1, mark2 = self.broker.mark(), other.mark()
+        p = self.start([CLI_BIN, "serve", "both", "--echo"] + self.broker.cli_args()
+                       + ["--broker", other.endpoint], name="serve-both")
+        for br, mark in ((self.broker, mark1), (other, mark2)):
+            self.assertIsNotNone(self.wait_log(r"event=worker_ready\b.*\bservice=both\b",
+                                               10, mark, broker=br),
+                                 "worker with two --broker did not register on %s\n%s"
+                                 % (br.endpoint, p.tail()))
+        for br in (self.broker, other):
+            rc, out, err = self.cli("request", "both", '"via %s"' % br.endpoint,
+                                    "--timeout", "5000", *br.cli_args())
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(out.strip(), '"via %s"' % br.endpoint)
+
+    def test_serve_reconnects_after_broker_restart(self):
+        p = self.serve("phoenix", "--echo")
+        port, key = self.broker.port, self.broker.key
+        self.broker.stop()
+        self.brokers.remove(self.broker)
+        # The worker notices (liveness: 3 x 500 ms) and reconnects with a
+        # fresh routing id; a new broker on the same endpoint gets a READY.
+        self.broker = self.start_broker(key=key, port=port, name="reborn")
+        self.assertIsNotNone(
+            self.wait_log(r"event=worker_ready\b.*\bservice=phoenix\b", 15),
+            "pigato serve did not come back after a broker restart\n" + p.tail())
+        rc, out, err = self.request("phoenix", '"again"', "--timeout", "5000")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.strip(), '"again"')
+
     # -- failures ------------------------------------------------------------
 
     def test_timeout_exits_2(self):
