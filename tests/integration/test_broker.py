@@ -278,6 +278,28 @@ class BrokerBehaviour:
         # heartbeat 500 ms x liveness 3 = 1.5 s; allow plenty.
         self._death_outcome(b_, c, 6)
 
+    def test_retries_are_bounded(self):
+        # retry 2: the first dispatch plus at most 2 re-dispatches, then an
+        # error at once (not the client's 30 s timeout).
+        workers = [self.ready_worker("flaky", identity="flaky-%d" % i) for i in range(5)]
+        c = self.client()
+        c.request("flaky", "doomed", '"x"', '{"timeout":30000,"retry":2}')
+        dispatches = 0
+        final = None
+        deadline = time.monotonic() + secs(10)
+        while final is None and time.monotonic() < deadline:
+            for w in workers:
+                req = w.next_request(0)
+                if req is not None:
+                    dispatches += 1
+                    w.disconnect()
+                    w.close()
+            self.mesh.pump(0.05)
+            final = c.reply("doomed", 0, final=True)
+        self.assertIsNotNone(final, "request never failed after %d worker deaths" % dispatches)
+        self.assertEqual(final.status, b"-1")
+        self.assertEqual(dispatches, 3, "retry 2 means 3 dispatches in all")
+
     # -- timeouts ----------------------------------------------------------
 
     def test_expired_request_frees_the_slot_and_late_reply_is_dropped(self):
