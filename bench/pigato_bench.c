@@ -126,16 +126,22 @@ main (int argc, char *argv [])
         fprintf (stderr, "pigato-bench: %s\n", pigato_client_error (bench.client));
         return 2;
     }
-    //  Warm up: one request end to end (handshake, worker discovery)
-    char *reply = NULL;
-    size_t reply_size = 0;
-    int rc = pigato_client_call (bench.client, bench.service, "warm", 4,
-                                 "{\"timeout\":10000}", NULL, NULL, &reply,
+    //  Warm up: one request end to end (handshake, worker discovery). A
+    //  zero-logic relay drops requests until a worker has registered, so
+    //  retry briefly
+    int rc = PIGATO_E_TIMEOUT;
+    for (int attempt = 0; attempt < 50 && rc != 0; attempt++) {
+        char *reply = NULL;
+        size_t reply_size = 0;
+        rc = pigato_client_call (bench.client, bench.service, "warm", 4,
+                                 "{\"timeout\":200}", NULL, NULL, &reply,
                                  &reply_size);
-    free (reply);
+        free (reply);
+    }
     if (rc) {
         fprintf (stderr, "pigato-bench: warm-up request failed: %s\n",
                  pigato_strerror (rc));
+        pigato_client_destroy (&bench.client);
         return 2;
     }
     int64_t start = zclock_usecs ();

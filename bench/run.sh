@@ -40,17 +40,19 @@ run() {
     fi
     log=$WORK/$label.log
     if [ "$server" = broker ]; then
-        "$BUILD/pigato-broker" --bind "$ep" $sargs --log-level warning 2>"$log" &
+        "$BUILD/pigato-broker" --bind "$ep" $sargs --log-level warning >/dev/null 2>"$log" &
     else
-        "$BUILD/pigato-relay" --bind "$ep" $sargs 2>"$log" &
+        "$BUILD/pigato-relay" --bind "$ep" $sargs >/dev/null 2>"$log" &
     fi
     spid=$!; PIDS="$PIDS $spid"
     wait_log "$log" "event=ready"
-    "$BUILD/pigato" serve echo --echo --concurrency 1000 --broker "$ep" $cargs 2>"$WORK/$label.worker.log" &
+    "$BUILD/pigato" serve echo --echo --concurrency 1000 --broker "$ep" $cargs >/dev/null 2>"$WORK/$label.worker.log" &
     wpid=$!; PIDS="$PIDS $wpid"
-    "$BUILD/pigato-bench" --broker "$ep" $cargs --requests "$REQUESTS" --inflight "$INFLIGHT" --label "$label"
+    status=0
+    "$BUILD/pigato-bench" --broker "$ep" $cargs --requests "$REQUESTS" --inflight "$INFLIGHT" --label "$label" || status=$?
     kill "$wpid" "$spid" 2>/dev/null || true
     wait "$wpid" "$spid" 2>/dev/null || true
+    [ $status = 0 ] || { echo "bench: $label failed (exit $status); logs:" >&2; tail -5 "$log" "$WORK/$label.worker.log" >&2; return 1; }
 }
 
 OUT=$WORK/results
