@@ -354,7 +354,7 @@ PIGATO_EXPORT int
 PIGATO_EXPORT void
     pigato_broker_set_insecure (pigato_broker_t *self, bool insecure);
 
-//  CURVE, any client key, everything permitted.
+//  CURVE, any client key, everything permitted (excludes an ACL).
 PIGATO_EXPORT void
     pigato_broker_set_allow_any (pigato_broker_t *self, bool allow_any);
 
@@ -365,6 +365,19 @@ PIGATO_EXPORT void
 //  Dispatch mode: "load" (least requests in flight) or "rand".
 PIGATO_EXPORT int
     pigato_broker_set_dmode (pigato_broker_t *self, const char *mode);
+
+//  The mesh policy file (DESIGN.md section 4): identities, groups,
+//  allow/deny rules. Validated now; on error returns PIGATO_E_ACL and
+//  pigato_broker_error () says "FILE:LINE: what is wrong". With CURVE this
+//  is the production mode; with insecure it applies to "anonymous".
+PIGATO_EXPORT int
+    pigato_broker_set_acl (pigato_broker_t *self, const char *path);
+
+//  Asks the running broker to re-read its policy file, atomically: a bad
+//  file keeps the old policy (and is logged). Async-signal-safe: call it
+//  from a SIGHUP handler.
+PIGATO_EXPORT void
+    pigato_broker_request_reload (pigato_broker_t *self);
 
 //  Binds an endpoint. The first bind applies the security settings;
 //  settings cannot change afterwards.

@@ -12,12 +12,15 @@
 #include "codec.h"
 #include "service.h"
 #include "../keys/keyfile.h"
+#include "../auth/guard.h"
 
 #define MAX_MESSAGE_SIZE (16 * 1024 * 1024)
 #define SOCKET_HWM 100000
 #define BATCH 256               //  messages handled per poll wake-up
-#define LOG_BURST 20            //  bad-input log lines per second, then quiet
 #define MAX_PENDING 1000000     //  requests held at once, then E_OVERLOADED
+//  ZMQ_ZAP_ENFORCE_DOMAIN is a draft option in libzmq 4.3 headers, but the
+//  library accepts it by number
+#define ZMQ_ZAP_ENFORCE_DOMAIN_OPTION 93
 
 //  Counters, one list for the struct and for pigato_broker_counter ().
 #define BROKER_COUNTERS(X)                                                  \
@@ -54,9 +57,10 @@ struct _pigato_broker_t {
     int64_t next_tick;              //  next liveness check
     volatile sig_atomic_t stopping; //  set by pigato_broker_stop
     counters_t counters;            //  see BROKER_COUNTERS
-    int64_t log_window;             //  second of the current log burst
-    int log_burst;                  //  bad-input lines logged this second
-    int64_t log_suppressed;         //  lines not logged since
+    pigato__ratelimit_t bad_log;    //  bad-input log limiter
+    char *acl_path;                 //  policy file (--acl)
+    pigato__guard_t *guard;         //  ZAP + per-message authorization
+    volatile sig_atomic_t reload;   //  set by pigato_broker_request_reload
     char error [256];               //  last error message
 };
 
@@ -112,6 +116,8 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     zhashx_destroy (&self->workers);
     pigato__services_destroy (&self->services);
     zsock_destroy (&self->router);
+    pigato__guard_destroy (&self->guard);
+    free (self->acl_path);
     free (self->key_file);
     free (self);
     *self_p = NULL;
@@ -188,6 +194,16 @@ pigato_broker_counter (pigato_broker_t *self, const char *name)
 #undef COUNTER_LOOKUP
     if (streq (name, "workers"))
         return (int64_t) zhashx_size (self->workers);
+    if (streq (name, "denied"))
+        return self->guard ? pigato__guard_denials (self->guard) : 0;
+    if (streq (name, "zap_denied"))
+        return self->guard ? pigato__guard_zap_denials (self->guard) : 0;
+    if (streq (name, "identities"))
+        return self->guard ? (int64_t) pigato__guard_identity_count (self->guard)
+                           : 0;
+    if (streq (name, "rules"))
+        return self->guard ? (int64_t) pigato__guard_rule_count (self->guard)
+                           : 0;
     if (streq (name, "requests_pending"))
         return (int64_t) zhashx_size (self->requests);
     if (streq (name, "services"))
@@ -195,15 +211,47 @@ pigato_broker_counter (pigato_broker_t *self, const char *name)
     return -1;
 }
 
-//  Creates the ROUTER and applies the security settings; called by the
-//  first bind.
+int
+pigato_broker_set_acl (pigato_broker_t *self, const char *path)
+{
+    if (!path)
+        return PIGATO_E_INVALID;
+    if (self->router) {
+        pigato__errorf (self->error, sizeof self->error,
+                        "set the ACL before the first bind");
+        return PIGATO_E_INVALID;
+    }
+    //  Validate now, so a bad file is reported before anything binds
+    pigato__acl_t *policy = pigato__acl_load (path, self->error,
+                                              sizeof self->error);
+    if (!policy)
+        return PIGATO_E_ACL;
+    pigato__acl_destroy (&policy);
+    free (self->acl_path);
+    self->acl_path = strdup (path);
+    return self->acl_path ? 0 : PIGATO_E_NOMEM;
+}
+
+//  Creates the gate (ZAP handler first: fail closed) and the ROUTER with
+//  the security settings; called by the first bind.
 static int
 s_create_router (pigato_broker_t *self)
 {
-    if (!self->insecure && !self->allow_any) {
-        pigato__errorf (self->error, sizeof self->error,
-                        "no security mode: give --allow-any (CURVE, any "
-                        "client key) or --insecure (no encryption)");
+    int mode;
+    if (self->insecure)
+        mode = PIGATO__ZAP_NULL;
+    else
+    if (self->acl_path && !self->allow_any)
+        mode = PIGATO__ZAP_POLICY;
+    else
+    if (self->allow_any && !self->acl_path)
+        mode = PIGATO__ZAP_ANY_KEY;
+    else {
+        pigato__errorf (self->error, sizeof self->error, self->allow_any
+                        ? "--allow-any and --acl exclude each other"
+                        : "no security mode: give --acl FILE (CURVE, keys "
+                          "and rules from the file), --allow-any (CURVE, any "
+                          "client key) or --insecure (no encryption)");
         return PIGATO_E_INVALID;
     }
     if (!self->insecure && !self->key_file) {
@@ -212,10 +260,15 @@ s_create_router (pigato_broker_t *self)
                         "file), or --insecure");
         return PIGATO_E_KEY;
     }
+    self->guard = pigato__guard_new (mode, self->acl_path, self->error,
+                                     sizeof self->error);
+    if (!self->guard)
+        return self->acl_path ? PIGATO_E_ACL : PIGATO_E_BIND;
     zsock_t *router = zsock_new (ZMQ_ROUTER);
     if (!router) {
         pigato__errorf (self->error, sizeof self->error,
                         "cannot create socket: %s", zmq_strerror (zmq_errno ()));
+        pigato__guard_destroy (&self->guard);
         return PIGATO_E_SYSTEM;
     }
     zsock_set_linger (router, 0);
@@ -223,12 +276,27 @@ s_create_router (pigato_broker_t *self)
     zsock_set_sndhwm (router, SOCKET_HWM);
     zsock_set_rcvhwm (router, SOCKET_HWM);
     zsock_set_rcvtimeo (router, 0);
+    //  Every handshake goes through our handler, NULL mechanism included;
+    //  with ZAP_ENFORCE_DOMAIN no handler means nobody gets in
+    zsock_set_zap_domain (router, PIGATO__ZAP_DOMAIN);
+    int enforce = 1;
+    if (zmq_setsockopt (zsock_resolve (router), ZMQ_ZAP_ENFORCE_DOMAIN_OPTION,
+                        &enforce, sizeof enforce)) {
+        pigato__errorf (self->error, sizeof self->error,
+                        "this libzmq does not enforce ZAP domains (%s); "
+                        "refusing to run without authentication",
+                        zmq_strerror (zmq_errno ()));
+        zsock_destroy (&router);
+        pigato__guard_destroy (&self->guard);
+        return PIGATO_E_SYSTEM;
+    }
     if (!self->insecure) {
         zcert_t *cert = NULL;
         int rc = pigato__keyfile_load_secret (self->key_file, &cert,
                                               self->error, sizeof self->error);
         if (rc) {
             zsock_destroy (&router);
+            pigato__guard_destroy (&self->guard);
             return rc;
         }
         zcert_apply (cert, router);
@@ -265,29 +333,15 @@ pigato_broker_stop (pigato_broker_t *self)
 }
 
 //  --------------------------------------------------------------------------
-//  Logging of bad input: a burst per second, then a count of the rest, so
-//  a hostile peer cannot flood the log.
+//  Logging of bad input: rate-limited (pigato__ratelimit_t).
 
 static void
 s_bad (pigato_broker_t *self, zmsg_t *msg, const char *reason)
 {
     self->counters.bad_messages++;
-    if (pigato__log_level < PIGATO_LOG_INFO)
+    if (pigato__log_level < PIGATO_LOG_INFO
+    ||  !pigato__ratelimit_allow (&self->bad_log, "bad_message"))
         return;
-    int64_t second = pigato__now_ms () / 1000;
-    if (second != self->log_window) {
-        if (self->log_suppressed)
-            pigato__log (PIGATO_LOG_INFO,
-                         "event=bad_message_suppressed count=%" PRId64,
-                         self->log_suppressed);
-        self->log_window = second;
-        self->log_burst = 0;
-        self->log_suppressed = 0;
-    }
-    if (++self->log_burst > LOG_BURST) {
-        self->log_suppressed++;
-        return;
-    }
     zframe_t *sender = msg ? zmsg_first (msg) : NULL;
     char peer [80] = "?";
     const char *address = NULL;
@@ -489,7 +543,7 @@ s_worker_remove (pigato_broker_t *self, pigato__worker_t *worker,
 
 static void
 s_worker_ready (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
-                pigato__worker_t *worker)
+                const pigato__peer_t *peer, pigato__worker_t *worker)
 {
     if (worker) {
         //  READY twice: harmless for the same service, a protocol error
@@ -514,6 +568,13 @@ s_worker_ready (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
         s_send_to (self, zmsg_first (msg), "W", "5");
         return;
     }
+    if (!pigato__guard_allows (self->guard, peer->name, PIGATO__VERB_SERVE,
+                               name)) {
+        pigato__guard_denied (self->guard, msg, peer, PIGATO__VERB_SERVE, name,
+                              "not_allowed");
+        s_send_to (self, zmsg_first (msg), "W", "5");
+        return;
+    }
     pigato__service_t *service =
         pigato__services_require (self->services, in->service.data, size);
     worker = (pigato__worker_t *) calloc (1, sizeof *worker);
@@ -526,6 +587,9 @@ s_worker_ready (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
     worker->routing_id = zframe_new (in->sender.data, in->sender.size);
     pigato__printable (in->sender.data, in->sender.size, worker->name,
                        sizeof worker->name);
+    snprintf (worker->identity, sizeof worker->identity, "%s", peer->name);
+    snprintf (worker->curve_key, sizeof worker->curve_key, "%s",
+              peer->key ? peer->key : "");
     worker->serial = ++self->next_serial;
     worker->concurrency = PIGATO_CONCURRENCY;
     worker->expires = pigato__now_ms ()
@@ -623,18 +687,42 @@ s_worker_reply (pigato_broker_t *self, zmsg_t **msg_p, pigato__msg_t *in,
     }
 }
 
+//  True if a message from this worker's routing id carries the identity
+//  that registered it. Routing ids are chosen by peers: a different
+//  identity means another peer took the id over.
+static bool
+s_worker_bound (const pigato__worker_t *worker, const pigato__peer_t *peer)
+{
+    return streq (worker->identity, peer->name)
+        && streq (worker->curve_key, peer->key ? peer->key : "");
+}
+
 static void
-s_on_worker (pigato_broker_t *self, zmsg_t **msg_p, pigato__msg_t *in)
+s_on_worker (pigato_broker_t *self, zmsg_t **msg_p, pigato__msg_t *in,
+             const pigato__peer_t *peer)
 {
     pigato__bkey_t key;
     pigato__bkey_set (&key, in->sender.data, in->sender.size, NULL, 0);
     pigato__worker_t *worker =
         (pigato__worker_t *) zhashx_lookup (self->workers, &key);
+    if (worker && !s_worker_bound (worker, peer)) {
+        s_bad (self, *msg_p, "identity_mismatch");
+        s_worker_remove (self, worker, "identity_mismatch", true);
+        return;
+    }
+    if (worker && !pigato__guard_allows (self->guard, peer->name,
+                                         PIGATO__VERB_SERVE,
+                                         worker->service->name)) {
+        pigato__guard_denied (self->guard, *msg_p, peer, PIGATO__VERB_SERVE,
+                              worker->service->name, "not_allowed");
+        s_worker_remove (self, worker, "access_denied", true);
+        return;
+    }
     if (worker)
         worker->expires = pigato__now_ms ()
                         + (int64_t) self->heartbeat_ms * self->liveness;
     if (in->type == PIGATO__READY) {
-        s_worker_ready (self, *msg_p, in, worker);
+        s_worker_ready (self, *msg_p, in, peer, worker);
         return;
     }
     if (!worker) {
@@ -664,7 +752,8 @@ s_on_worker (pigato_broker_t *self, zmsg_t **msg_p, pigato__msg_t *in)
 //  Clients
 
 static void
-s_client_request (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in)
+s_client_request (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
+                  const pigato__peer_t *peer)
 {
     pigato__bkey_t key;
     if (pigato__bkey_set (&key, in->sender.data, in->sender.size,
@@ -684,6 +773,18 @@ s_client_request (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in)
     }
     if (memchr (in->service.data, 0, in->service.size)) {
         s_bad (self, msg, "field");
+        return;
+    }
+    char name [PIGATO_SERVICE_MAX + 1];
+    memcpy (name, in->service.data, in->service.size);
+    name [in->service.size] = 0;
+    if (!pigato__guard_allows (self->guard, peer->name, PIGATO__VERB_CALL,
+                               name)) {
+        pigato__guard_denied (self->guard, msg, peer, PIGATO__VERB_CALL, name,
+                              "not_allowed");
+        char text [PIGATO_SERVICE_MAX + 32];
+        snprintf (text, sizeof text, "E_ACCESS_DENIED %s", name);
+        s_send_error (self, &in->sender, &in->rid, text);
         return;
     }
     pigato__service_t *service = pigato__services_require (
@@ -713,9 +814,20 @@ s_client_request (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in)
         pigato__services_release (self->services, &service);
         return;
     }
-    if (pigato__request_parse_opts (request, PIGATO_TIMEOUT_MS))
-        s_bad (self, msg, "json");         //  counted; defaults apply
+    if (pigato__request_parse_opts (request, PIGATO_TIMEOUT_MS)) {
+        //  Opts we cannot read could hold a timeout or a target we would
+        //  ignore: refuse the request rather than guess
+        s_bad (self, msg, "json");
+        s_send_error (self, &in->sender, &in->rid,
+                      "E_INVALID_OPTS request opts must be a JSON object");
+        pigato__request_destroy (&request);
+        pigato__services_release (self->services, &service);
+        return;
+    }
     request->service = service;
+    snprintf (request->identity, sizeof request->identity, "%s", peer->name);
+    snprintf (request->curve_key, sizeof request->curve_key, "%s",
+              peer->key ? peer->key : "");
     zhashx_insert (self->requests, &request->key, request);
     pigato__service_enqueue (service, request, false);
     s_request_touch (self, request);
@@ -724,10 +836,11 @@ s_client_request (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in)
 }
 
 static void
-s_on_client (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in)
+s_on_client (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
+             const pigato__peer_t *peer)
 {
     if (in->type == PIGATO__REQUEST)
-        s_client_request (self, msg, in);
+        s_client_request (self, msg, in, peer);
     else
     if (in->type == PIGATO__HEARTBEAT && !in->request_heartbeat)
         s_send_to (self, zmsg_first (msg), "C", "4");
@@ -741,6 +854,17 @@ s_on_client (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in)
             return;
         pigato__request_t *request =
             (pigato__request_t *) zhashx_lookup (self->requests, &key);
+        if (request && !streq (request->identity, peer->name)) {
+            s_bad (self, msg, "identity_mismatch");
+            return;
+        }
+        if (request && !pigato__guard_allows (self->guard, peer->name,
+                                              PIGATO__VERB_CALL,
+                                              request->service->name)) {
+            pigato__guard_denied (self->guard, msg, peer, PIGATO__VERB_CALL,
+                                  request->service->name, "not_allowed");
+            return;
+        }
         if (request && request->worker) {
             zmsg_t *out = zmsg_new ();
             zmsg_append (out, &(zframe_t *) {
@@ -764,10 +888,128 @@ s_handle (pigato_broker_t *self, zmsg_t **msg_p)
         s_bad (self, *msg_p, pigato__decode_reason (rc));
         return;
     }
+    pigato__peer_t peer;
+    if (!pigato__guard_peer (self->guard, *msg_p, &peer)) {
+        //  Not (or no longer) in the policy: refused on this very message
+        char name [PIGATO_SERVICE_MAX + 1] = "";
+        if (in.service.size && !memchr (in.service.data, 0, in.service.size)) {
+            memcpy (name, in.service.data, in.service.size);
+            name [in.service.size] = 0;
+        }
+        pigato__guard_denied (self->guard, *msg_p, &peer,
+                              in.role == 'W' ? PIGATO__VERB_SERVE
+                                             : PIGATO__VERB_CALL,
+                              name [0] ? name : NULL, "identity_revoked");
+        if (in.role == 'C' && in.type == PIGATO__REQUEST) {
+            char text [PIGATO_SERVICE_MAX + 32];
+            snprintf (text, sizeof text, "E_ACCESS_DENIED %s", name);
+            s_send_error (self, &in.sender, &in.rid, text);
+        }
+        else
+        if (in.role == 'W') {
+            bool disconnect = in.type != PIGATO__DISCONNECT;
+            pigato__bkey_t key;
+            pigato__bkey_set (&key, in.sender.data, in.sender.size, NULL, 0);
+            pigato__worker_t *worker =
+                (pigato__worker_t *) zhashx_lookup (self->workers, &key);
+            if (worker)
+                s_worker_remove (self, worker, "identity_revoked", disconnect);
+            else
+            if (disconnect)
+                s_send_to (self, zmsg_first (*msg_p), "W", "5");
+        }
+        return;
+    }
     if (in.role == 'C')
-        s_on_client (self, *msg_p, &in);
+        s_on_client (self, *msg_p, &in, &peer);
     else
-        s_on_worker (self, msg_p, &in);
+        s_on_worker (self, msg_p, &in, &peer);
+}
+
+//  --------------------------------------------------------------------------
+//  Policy reload (SIGHUP): swap the policy, then hold every live worker and
+//  request to it. Workers that lost `serve` are disconnected; requests of
+//  identities that left the policy are dropped; requests whose caller lost
+//  `call` fail with E_ACCESS_DENIED.
+
+void
+pigato_broker_request_reload (pigato_broker_t *self)
+{
+    self->reload = 1;
+}
+
+static void
+s_reload (pigato_broker_t *self)
+{
+    char err [512];
+    if (!pigato__guard_has_policy_file (self->guard)) {
+        pigato__log (PIGATO_LOG_WARNING, "event=acl_reload_skipped "
+                     "reason=no_acl_file");
+        return;
+    }
+    if (pigato__guard_reload (self->guard, err, sizeof err)) {
+        pigato__log (PIGATO_LOG_ERROR, "event=acl_reload_failed "
+                     "policy=unchanged error=\"%s\"", err);
+        return;
+    }
+    zlistx_t *workers = zlistx_new ();
+    for (pigato__worker_t *worker =
+             (pigato__worker_t *) zhashx_first (self->workers);
+         worker; worker = (pigato__worker_t *) zhashx_next (self->workers))
+        if (!pigato__guard_current (self->guard, worker->identity,
+                                    worker->curve_key [0] ? worker->curve_key
+                                                          : NULL)
+        ||  !pigato__guard_allows (self->guard, worker->identity,
+                                   PIGATO__VERB_SERVE, worker->service->name))
+            zlistx_add_end (workers, worker);
+    size_t workers_removed = zlistx_size (workers);
+    for (pigato__worker_t *worker = (pigato__worker_t *) zlistx_first (workers);
+         worker; worker = (pigato__worker_t *) zlistx_next (workers))
+        s_worker_remove (self, worker, "acl_reload", true);
+    zlistx_destroy (&workers);
+
+    zlistx_t *dropped = zlistx_new ();
+    zlistx_t *denied = zlistx_new ();
+    for (pigato__request_t *request =
+             (pigato__request_t *) zhashx_first (self->requests);
+         request; request = (pigato__request_t *) zhashx_next (self->requests))
+        if (!pigato__guard_current (self->guard, request->identity,
+                                    request->curve_key [0] ? request->curve_key
+                                                           : NULL))
+            zlistx_add_end (dropped, request);
+        else
+        if (!pigato__guard_allows (self->guard, request->identity,
+                                   PIGATO__VERB_CALL, request->service->name))
+            zlistx_add_end (denied, request);
+    size_t requests_dropped = zlistx_size (dropped);
+    size_t requests_denied = zlistx_size (denied);
+    for (pigato__request_t *request = (pigato__request_t *) zlistx_first (dropped);
+         request; request = (pigato__request_t *) zlistx_next (dropped)) {
+        pigato__service_t *service =
+            request->worker ? request->worker->service : NULL;
+        s_request_finish (self, request);
+        if (service)
+            s_dispatch (self, service);
+    }
+    for (pigato__request_t *request = (pigato__request_t *) zlistx_first (denied);
+         request; request = (pigato__request_t *) zlistx_next (denied)) {
+        pigato__service_t *service =
+            request->worker ? request->worker->service : NULL;
+        char text [PIGATO_SERVICE_MAX + 32];
+        snprintf (text, sizeof text, "E_ACCESS_DENIED %s",
+                  request->service->name);
+        s_request_fail (self, request, text);
+        if (service)
+            s_dispatch (self, service);
+    }
+    zlistx_destroy (&dropped);
+    zlistx_destroy (&denied);
+    pigato__log (PIGATO_LOG_INFO, "event=acl_reloaded identities=%zu rules=%zu "
+                 "workers_removed=%zu requests_dropped=%zu "
+                 "requests_denied=%zu",
+                 pigato__guard_identity_count (self->guard),
+                 pigato__guard_rule_count (self->guard), workers_removed,
+                 requests_dropped, requests_denied);
 }
 
 //  --------------------------------------------------------------------------
@@ -825,7 +1067,11 @@ pigato_broker_run (pigato_broker_t *self)
                         "broker is not bound to any endpoint");
         return PIGATO_E_INVALID;
     }
-    zmq_pollitem_t item = { zsock_resolve (self->router), 0, ZMQ_POLLIN, 0 };
+    zmq_pollitem_t items [] = {
+        { zsock_resolve (pigato__guard_zap_socket (self->guard)), 0,
+          ZMQ_POLLIN, 0 },
+        { zsock_resolve (self->router), 0, ZMQ_POLLIN, 0 }
+    };
     self->next_tick = pigato__now_ms () + self->heartbeat_ms;
     while (!self->stopping && !zsys_interrupted) {
         int64_t now = pigato__now_ms ();
@@ -837,10 +1083,16 @@ pigato_broker_run (pigato_broker_t *self)
             wait = 250;                     //  notice stop () promptly
         if (wait < 0)
             wait = 0;
-        int rc = zmq_poll (&item, 1, (long) wait);
+        int rc = zmq_poll (items, 2, (long) wait);
         if (rc == -1 && zmq_errno () != EINTR)
             break;
-        if (rc > 0) {
+        if (self->reload) {
+            self->reload = 0;
+            s_reload (self);
+        }
+        if (rc > 0 && (items [0].revents & ZMQ_POLLIN))
+            pigato__guard_zap_handle (self->guard);
+        if (rc > 0 && (items [1].revents & ZMQ_POLLIN)) {
             for (int count = 0; count < BATCH; count++) {
                 zmsg_t *msg = zmsg_recv (self->router);
                 if (!msg)

@@ -28,6 +28,18 @@ void pigato__log_emit (int level, const char *format, ...)
 char *pigato__printable (const void *data, size_t size, char *out,
                          size_t out_size);
 
+//  Log rate limit: a burst of lines per second, then a count of the rest,
+//  so a hostile peer cannot flood the log.
+typedef struct {
+    int64_t second;             //  current window
+    int burst;                  //  lines let through this second
+    int64_t suppressed;         //  lines held back since last report
+} pigato__ratelimit_t;
+
+//  True if a line may be logged now. Reports (at INFO) how many lines of
+//  `what` were held back when a new second starts.
+bool pigato__ratelimit_allow (pigato__ratelimit_t *self, const char *what);
+
 //  Monotonic clock in milliseconds.
 int64_t pigato__now_ms (void);
 

@@ -27,6 +27,8 @@ struct _pigato__worker_t {
     pigato__bkey_t key;             //  routing id, table key
     zframe_t *routing_id;           //  to address messages to it
     char name [2 * 64 + 1];         //  printable id for logs
+    char identity [65];             //  who registered it (User-Id)
+    char curve_key [PIGATO_Z85_KEY_SIZE + 1];  //  its CURVE key, "" if none
     uint64_t serial;                //  unique per registration (reject lists)
     pigato__service_t *service;     //  the service it offers
     int concurrency;                //  max in flight, -1 = unlimited
@@ -47,6 +49,8 @@ struct _pigato__request_t {
     pigato__worker_t *worker;       //  holder, NULL while queued
     pigato__request_t *prev, *next; //  in service queue or worker list
     pigato__timer_t expiry;         //  inactivity deadline
+    char identity [65];             //  the calling identity (User-Id)
+    char curve_key [PIGATO_Z85_KEY_SIZE + 1];  //  its CURVE key, "" if none
     int64_t timeout;                //  ms, -1 = never
     int retries_left;               //  re-dispatches allowed on worker loss
     uint64_t *rejected;             //  serials of workers that rejected it

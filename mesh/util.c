@@ -17,6 +17,27 @@ pigato__now_ms (void)
     return (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
+#define RATELIMIT_BURST 20
+
+bool
+pigato__ratelimit_allow (pigato__ratelimit_t *self, const char *what)
+{
+    int64_t second = pigato__now_ms () / 1000;
+    if (second != self->second) {
+        if (self->suppressed)
+            pigato__log (PIGATO_LOG_INFO, "event=%s_suppressed count=%" PRId64,
+                         what, self->suppressed);
+        self->second = second;
+        self->burst = 0;
+        self->suppressed = 0;
+    }
+    if (++self->burst > RATELIMIT_BURST) {
+        self->suppressed++;
+        return false;
+    }
+    return true;
+}
+
 void
 pigato__errorf (char *err, size_t err_size, const char *format, ...)
 {

@@ -1,0 +1,175 @@
+/*  =========================================================================
+    guard.c - per-message authentication and authorization (see guard.h)
+    =========================================================================
+*/
+#include <string.h>
+#include "guard.h"
+
+struct _pigato__guard_t {
+    int mode;                   //  pigato__zap_mode_t
+    char *acl_path;             //  policy file, NULL = allow everything
+    pigato__acl_t *policy;      //  current policy
+    pigato__zap_t *zap;         //  handshake gate
+    int64_t denials;            //  messages refused
+    pigato__ratelimit_t log;    //  denial log limiter
+};
+
+pigato__guard_t *
+pigato__guard_new (int mode, const char *acl_path, char *err, size_t err_size)
+{
+    pigato__guard_t *self = (pigato__guard_t *) calloc (1, sizeof *self);
+    if (!self) {
+        pigato__errorf (err, err_size, "out of memory");
+        return NULL;
+    }
+    self->mode = mode;
+    if (acl_path) {
+        self->acl_path = strdup (acl_path);
+        self->policy = pigato__acl_load (acl_path, err, err_size);
+    }
+    else
+        self->policy = pigato__acl_new_allow_all ();
+    if (!self->policy) {
+        pigato__guard_destroy (&self);
+        return NULL;
+    }
+    //  The handler binds before any ROUTER does (fail closed)
+    self->zap = pigato__zap_new (mode, err, err_size);
+    if (!self->zap) {
+        pigato__guard_destroy (&self);
+        return NULL;
+    }
+    pigato__zap_set_policy (self->zap, self->policy);
+    return self;
+}
+
+void
+pigato__guard_destroy (pigato__guard_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pigato__guard_t *self = *self_p;
+    pigato__zap_destroy (&self->zap);
+    pigato__acl_destroy (&self->policy);
+    free (self->acl_path);
+    free (self);
+    *self_p = NULL;
+}
+
+zsock_t *
+pigato__guard_zap_socket (pigato__guard_t *self)
+{
+    return pigato__zap_socket (self->zap);
+}
+
+void
+pigato__guard_zap_handle (pigato__guard_t *self)
+{
+    pigato__zap_handle (self->zap);
+}
+
+bool
+pigato__guard_peer (pigato__guard_t *self, zmsg_t *msg, pigato__peer_t *peer)
+{
+    //  Metadata rides on every received part; read it from the last one
+    zframe_t *frame = zmsg_last (msg);
+    peer->name = frame ? zframe_meta (frame, "User-Id") : NULL;
+    peer->key = frame ? zframe_meta (frame, PIGATO__KEY_PROPERTY) : NULL;
+    if (!peer->name || !*peer->name)
+        return false;
+    return pigato__acl_identity_current (self->policy, peer->name, peer->key);
+}
+
+bool
+pigato__guard_allows (pigato__guard_t *self, const char *identity, int verb,
+                      const char *service)
+{
+    return pigato__acl_allows (self->policy, identity, verb, service);
+}
+
+bool
+pigato__guard_current (pigato__guard_t *self, const char *identity,
+                       const char *key)
+{
+    return pigato__acl_identity_current (self->policy, identity, key);
+}
+
+void
+pigato__guard_denied (pigato__guard_t *self, zmsg_t *msg,
+                      const pigato__peer_t *peer, int verb,
+                      const char *service, const char *reason)
+{
+    self->denials++;
+    if (pigato__log_level < PIGATO_LOG_WARNING
+    ||  !pigato__ratelimit_allow (&self->log, "access_denied"))
+        return;
+    char routing [80] = "?", fingerprint [32] = "-";
+    char service_text [PIGATO_SERVICE_MAX * 4 + 4] = "-";
+    char identity [PIGATO__IDENTITY_MAX * 4 + 4] = "-";
+    const char *address = NULL;
+    if (msg && zmsg_first (msg)) {
+        zframe_t *first = zmsg_first (msg);
+        pigato__printable (zframe_data (first), zframe_size (first), routing,
+                           sizeof routing);
+        address = zframe_meta (zmsg_last (msg), "Peer-Address");
+    }
+    if (peer && peer->key)
+        pigato_key_fingerprint (peer->key, fingerprint);
+    if (peer && peer->name)
+        pigato__printable (peer->name, strlen (peer->name), identity,
+                           sizeof identity);
+    if (service)
+        pigato__printable (service, strlen (service), service_text,
+                           sizeof service_text);
+    pigato__log (PIGATO_LOG_WARNING, "event=access_denied address=%s peer=%s "
+                 "key=%s identity=%s verb=%s service=%s reason=%s",
+                 address ? address : "?", routing, fingerprint, identity,
+                 verb == PIGATO__VERB_SERVE ? "serve" : "call", service_text,
+                 reason);
+}
+
+int
+pigato__guard_reload (pigato__guard_t *self, char *err, size_t err_size)
+{
+    if (!self->acl_path) {
+        pigato__errorf (err, err_size, "no ACL file to reload");
+        return PIGATO_E_INVALID;
+    }
+    pigato__acl_t *policy = pigato__acl_load (self->acl_path, err, err_size);
+    if (!policy)
+        return PIGATO_E_ACL;
+    pigato__acl_destroy (&self->policy);
+    self->policy = policy;
+    pigato__zap_set_policy (self->zap, policy);
+    return 0;
+}
+
+bool
+pigato__guard_has_policy_file (pigato__guard_t *self)
+{
+    return self->acl_path != NULL;
+}
+
+int64_t
+pigato__guard_denials (pigato__guard_t *self)
+{
+    return self->denials;
+}
+
+int64_t
+pigato__guard_zap_denials (pigato__guard_t *self)
+{
+    return pigato__zap_denied (self->zap);
+}
+
+size_t
+pigato__guard_identity_count (pigato__guard_t *self)
+{
+    return pigato__acl_identity_count (self->policy);
+}
+
+size_t
+pigato__guard_rule_count (pigato__guard_t *self)
+{
+    return pigato__acl_rule_count (self->policy);
+}

@@ -1,0 +1,63 @@
+/*  =========================================================================
+    guard.h - the broker's gate: ZAP at the handshake, then on every message
+    the identity (User-Id + key metadata) re-checked against the *current*
+    policy and the ACL decision for the verb and service. Denials are
+    logged (rate-limited, with peer, key fingerprint, identity, service,
+    reason) and counted.
+    =========================================================================
+*/
+#ifndef PIGATO_GUARD_H_INCLUDED
+#define PIGATO_GUARD_H_INCLUDED
+
+#include "zap.h"
+
+typedef struct _pigato__guard_t pigato__guard_t;
+
+//  Who sent a message, as the handshake established it.
+typedef struct {
+    const char *name;           //  User-Id (identity name); NULL if absent
+    const char *key;            //  Z85 public key (CURVE), NULL otherwise
+} pigato__peer_t;
+
+//  Creates the gate in a ZAP mode, with the policy file for
+//  PIGATO__ZAP_POLICY (and optionally for PIGATO__ZAP_NULL). Binds the ZAP
+//  handler; NULL with a message in err if it or the policy fails.
+pigato__guard_t *pigato__guard_new (int mode, const char *acl_path,
+                                    char *err, size_t err_size);
+void pigato__guard_destroy (pigato__guard_t **self_p);
+
+zsock_t *pigato__guard_zap_socket (pigato__guard_t *self);
+void pigato__guard_zap_handle (pigato__guard_t *self);
+
+//  Reads the sender's identity from a received message's metadata and
+//  checks it against the current policy. False = revoked or unknown.
+bool pigato__guard_peer (pigato__guard_t *self, zmsg_t *msg,
+                         pigato__peer_t *peer);
+
+//  The ACL decision (cached in the policy).
+bool pigato__guard_allows (pigato__guard_t *self, const char *identity,
+                           int verb, const char *service);
+
+//  True if this identity + key is still valid under the current policy.
+bool pigato__guard_current (pigato__guard_t *self, const char *identity,
+                            const char *key);
+
+//  Counts and logs a denial. service may be NULL.
+void pigato__guard_denied (pigato__guard_t *self, zmsg_t *msg,
+                           const pigato__peer_t *peer, int verb,
+                           const char *service, const char *reason);
+
+//  Re-reads the policy file and swaps it in atomically; on error keeps the
+//  old one and returns a status with the message in err.
+int pigato__guard_reload (pigato__guard_t *self, char *err, size_t err_size);
+
+//  True if the policy file can be reloaded (a file was given).
+bool pigato__guard_has_policy_file (pigato__guard_t *self);
+
+//  Counters and sizes.
+int64_t pigato__guard_denials (pigato__guard_t *self);
+int64_t pigato__guard_zap_denials (pigato__guard_t *self);
+size_t pigato__guard_identity_count (pigato__guard_t *self);
+size_t pigato__guard_rule_count (pigato__guard_t *self);
+
+#endif
