@@ -7,7 +7,8 @@
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
-BUILD   ?= build
+# Sanitized builds go to their own folder: make cannot tell flags changed
+BUILD   ?= build$(if $(SANITIZE),-sanitize)
 CC      ?= cc
 
 PKGS    := libzmq libczmq libsodium jansson

@@ -103,7 +103,7 @@ pigato__guard_denied (pigato__guard_t *self, zmsg_t *msg,
     if (pigato__log_level < PIGATO_LOG_WARNING
     ||  !pigato__ratelimit_allow (&self->log, "access_denied"))
         return;
-    char routing [80] = "?", fingerprint [32] = "-";
+    char routing [80] = "?", fingerprint [PIGATO_FINGERPRINT_SIZE] = "-";
     char service_text [PIGATO_SERVICE_MAX * 4 + 4] = "-";
     char identity [PIGATO__IDENTITY_MAX * 4 + 4] = "-";
     const char *address = NULL;

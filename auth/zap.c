@@ -117,7 +117,7 @@ s_handle_one (pigato__zap_t *self, zmsg_t *request)
     const char *reason = NULL;
     const char *user = NULL;
     char key_z85 [PIGATO_Z85_KEY_SIZE + 1] = "";
-    char fingerprint [32] = "-";
+    char fingerprint [PIGATO_FINGERPRINT_SIZE] = "-";
 
     if (!version || !streq (version, "1.0") || !request_id || !mechanism) {
         //  Not a ZAP request we can answer by the book; answer what we can

@@ -113,8 +113,10 @@ PIGATO_EXPORT int
     pigato_key_public (const char *key_or_file, char *z85,
                        char *err, size_t err_size);
 
-//  Writes a short printable fingerprint of a Z85 public key (the first 8
-//  characters of the Z85 text of BLAKE2b(key), 9 bytes with NUL).
+//  Writes a short fingerprint of a Z85 public key for logs and people: the
+//  first 8 bytes of BLAKE2b-256 (key) in hex, 16 characters + NUL (so
+//  fingerprint needs PIGATO_FINGERPRINT_SIZE bytes).
+#define PIGATO_FINGERPRINT_SIZE 17
 PIGATO_EXPORT void
     pigato_key_fingerprint (const char *public_z85, char *fingerprint);
 
@@ -125,11 +127,19 @@ PIGATO_EXPORT void
 typedef struct _pigato_client_t pigato_client_t;
 
 //  Called for each reply to a request. For partial replies status is 0 and
-//  final is false. For the final call status is PIGATO_OK (data = the
-//  reply), PIGATO_E_REPLY (data = the error text, JSON-decoded when the
-//  service sent a JSON string), PIGATO_E_TIMEOUT, or another error (data =
-//  the broker's error text, for instance "E_WORKER_LOST"). data is
-//  borrowed and valid only during the call.
+//  final is false. For the final call status is:
+//    PIGATO_OK            data = the reply;
+//    PIGATO_E_REPLY       an error reply, from the service or from the broker
+//                         (the wire does not tell them apart); data = the
+//                         error text, JSON-decoded when it is a JSON string.
+//                         Broker errors start with a code: E_ACCESS_DENIED,
+//                         E_REJECTED, E_WORKER_LOST, E_INVALID_OPTS,
+//                         E_OVERLOADED;
+//    PIGATO_E_TIMEOUT     no reply for `timeout` ms; data = "C_TIMEOUT";
+//    PIGATO_E_NOTCONNECTED the broker went away and the request had no
+//                         retry left; data = "E_BROKER_LOST".
+//  data is borrowed and valid only during the call. A callback must not
+//  destroy its client.
 typedef void (pigato_reply_fn) (pigato_client_t *client, const char *rid,
                                 int status, bool final,
                                 const void *data, size_t size, void *arg);
@@ -215,7 +225,8 @@ PIGATO_EXPORT int
 
 //  Registers the client's sockets and timers with an application's zloop
 //  (the type is czmq's zloop_t). The client keeps its registrations up to
-//  date across reconnects and removes them when destroyed.
+//  date across reconnects and removes them when destroyed; destroy it
+//  before the zloop.
 PIGATO_EXPORT int
     pigato_client_attach (pigato_client_t *self, void *zloop);
 
@@ -231,7 +242,7 @@ typedef struct _pigato_reply_t pigato_reply_t;
 
 //  Called for each request. The handler owns reply: it must end it (end,
 //  error or reject) and destroy it, now or later. data is borrowed, valid
-//  during the call.
+//  during the call. A handler must not destroy its worker.
 typedef void (pigato_request_fn) (pigato_worker_t *worker,
                                   pigato_reply_t *reply,
                                   const void *data, size_t size, void *arg);

@@ -119,7 +119,7 @@ s_new (const char *name, const char *dir, bool force)
         rc = 1;
         goto cleanup;
     }
-    char fingerprint [16];
+    char fingerprint [PIGATO_FINGERPRINT_SIZE];
     pigato_key_fingerprint (zcert_public_txt (cert), fingerprint);
     printf ("identity:    %s\npublic key:  %s\nfingerprint: %s\n"
             "public file: %s\nsecret file: %s (mode 0600)\n",

@@ -112,16 +112,13 @@ pigato_key_fingerprint (const char *public_z85, char *fingerprint)
         return;
     byte key [32];
     byte hash [32];
-    char text [11];
     if (!s_z85_key_valid (public_z85)) {
-        memcpy (fingerprint, "????????", 9);
+        snprintf (fingerprint, 17, "????????????????");
         return;
     }
     zmq_z85_decode (key, public_z85);
     crypto_generichash (hash, sizeof hash, key, sizeof key, NULL, 0);
-    zmq_z85_encode (text, hash, 8);
-    memcpy (fingerprint, text, 8);
-    fingerprint [8] = 0;
+    sodium_bin2hex (fingerprint, 17, hash, 8);
 }
 
 //  --------------------------------------------------------------------------

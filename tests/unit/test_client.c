@@ -713,13 +713,19 @@ test_security_settings (void **state)
     char err [256];
     assert_int_equal (pigato_key_public (public_path, z85, err, sizeof err), 0);
     assert_string_equal (z85, zcert_public_txt (cert));
-    char fingerprint [9], again [9];
+    char fingerprint [PIGATO_FINGERPRINT_SIZE], again [PIGATO_FINGERPRINT_SIZE];
     pigato_key_fingerprint (z85, fingerprint);
     pigato_key_fingerprint (z85, again);
-    assert_int_equal (strlen (fingerprint), 8);
+    assert_int_equal (strlen (fingerprint), 16);
+    assert_int_equal (strspn (fingerprint, "0123456789abcdef"), 16);
     assert_string_equal (fingerprint, again);
+    //  Different keys, different fingerprints
+    zcert_t *other = zcert_new ();
+    pigato_key_fingerprint (zcert_public_txt (other), again);
+    assert_string_not_equal (fingerprint, again);
+    zcert_destroy (&other);
     pigato_key_fingerprint ("short", fingerprint);
-    assert_string_equal (fingerprint, "????????");
+    assert_string_equal (fingerprint, "????????????????");
 
     //  No server key and not insecure: connect says why
     pigato_client_t *keyless = pigato_client_new ();
