@@ -73,7 +73,7 @@ $(BUILD)/pigato: $(BUILD)/mesh/cli_main.o $(LIB_A)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Imesh -o $@ $< $(LIB_A) $(LDFLAGS) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Imesh -o $@ $< $(LIB_A) $(LDFLAGS) $(LDLIBS) -lcmocka -lpthread
 
 $(BUILD)/libpigato.pc: libpigato.pc.in
 	@mkdir -p $(BUILD)

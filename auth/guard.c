@@ -14,13 +14,15 @@ struct _pigato__guard_t {
     pigato__ratelimit_t log;    //  denial log limiter
 };
 
-pigato__guard_t *
-pigato__guard_new (int mode, const char *acl_path, char *err, size_t err_size)
+int
+pigato__guard_new (int mode, const char *acl_path, pigato__guard_t **self_p,
+                   char *err, size_t err_size)
 {
+    *self_p = NULL;
     pigato__guard_t *self = (pigato__guard_t *) calloc (1, sizeof *self);
     if (!self) {
         pigato__errorf (err, err_size, "out of memory");
-        return NULL;
+        return PIGATO_E_NOMEM;
     }
     self->mode = mode;
     if (acl_path) {
@@ -31,16 +33,17 @@ pigato__guard_new (int mode, const char *acl_path, char *err, size_t err_size)
         self->policy = pigato__acl_new_allow_all ();
     if (!self->policy) {
         pigato__guard_destroy (&self);
-        return NULL;
+        return PIGATO_E_ACL;
     }
     //  The handler binds before any ROUTER does (fail closed)
     self->zap = pigato__zap_new (mode, err, err_size);
     if (!self->zap) {
         pigato__guard_destroy (&self);
-        return NULL;
+        return PIGATO_E_BIND;
     }
     pigato__zap_set_policy (self->zap, self->policy);
-    return self;
+    *self_p = self;
+    return 0;
 }
 
 void

@@ -20,10 +20,11 @@ typedef struct {
 } pigato__peer_t;
 
 //  Creates the gate in a ZAP mode, with the policy file for
-//  PIGATO__ZAP_POLICY (and optionally for PIGATO__ZAP_NULL). Binds the ZAP
-//  handler; NULL with a message in err if it or the policy fails.
-pigato__guard_t *pigato__guard_new (int mode, const char *acl_path,
-                                    char *err, size_t err_size);
+//  PIGATO__ZAP_POLICY (and optionally for PIGATO__ZAP_NULL), and binds the
+//  ZAP handler. Returns 0, PIGATO_E_ACL (bad policy) or PIGATO_E_BIND (the
+//  handler cannot bind), with a message in err.
+int pigato__guard_new (int mode, const char *acl_path,
+                       pigato__guard_t **self_p, char *err, size_t err_size);
 void pigato__guard_destroy (pigato__guard_t **self_p);
 
 zsock_t *pigato__guard_zap_socket (pigato__guard_t *self);

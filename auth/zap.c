@@ -10,6 +10,7 @@ struct _pigato__zap_t {
     int mode;                   //  pigato__zap_mode_t
     pigato__acl_t *policy;      //  borrowed, PIGATO__ZAP_POLICY mode
     int64_t denied;             //  handshakes refused
+    bool bound;                 //  we hold the endpoint
 };
 
 pigato__zap_t *
@@ -31,6 +32,7 @@ pigato__zap_new (int mode, char *err, size_t err_size)
         pigato__zap_destroy (&self);
         return NULL;
     }
+    self->bound = true;
     zsock_set_linger (self->socket, 0);
     zsock_set_rcvtimeo (self->socket, 0);
     return self;
@@ -41,6 +43,10 @@ pigato__zap_destroy (pigato__zap_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
+    //  Unbind first: closing is asynchronous in libzmq, and the next
+    //  handler in this process must be able to bind the endpoint at once
+    if ((*self_p)->bound)
+        zsock_unbind ((*self_p)->socket, "%s", PIGATO__ZAP_ENDPOINT);
     zsock_destroy (&(*self_p)->socket);
     free (*self_p);
     *self_p = NULL;

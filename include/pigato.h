@@ -395,6 +395,11 @@ PIGATO_EXPORT void
 PIGATO_EXPORT int
     pigato_broker_bind (pigato_broker_t *self, const char *endpoint);
 
+//  The endpoint of the last bind, resolved (tcp://127.0.0.1:* becomes the
+//  port actually bound). Borrowed; NULL before any bind.
+PIGATO_EXPORT const char *
+    pigato_broker_endpoint (pigato_broker_t *self);
+
 //  Runs the event loop until pigato_broker_stop () (from a signal
 //  handler is fine) or SIGINT/SIGTERM.
 PIGATO_EXPORT int

@@ -260,10 +260,10 @@ s_create_router (pigato_broker_t *self)
                         "file), or --insecure");
         return PIGATO_E_KEY;
     }
-    self->guard = pigato__guard_new (mode, self->acl_path, self->error,
-                                     sizeof self->error);
-    if (!self->guard)
-        return self->acl_path ? PIGATO_E_ACL : PIGATO_E_BIND;
+    int rc = pigato__guard_new (mode, self->acl_path, &self->guard,
+                                self->error, sizeof self->error);
+    if (rc)
+        return rc;
     zsock_t *router = zsock_new (ZMQ_ROUTER);
     if (!router) {
         pigato__errorf (self->error, sizeof self->error,
@@ -292,8 +292,8 @@ s_create_router (pigato_broker_t *self)
     }
     if (!self->insecure) {
         zcert_t *cert = NULL;
-        int rc = pigato__keyfile_load_secret (self->key_file, &cert,
-                                              self->error, sizeof self->error);
+        rc = pigato__keyfile_load_secret (self->key_file, &cert, self->error,
+                                          sizeof self->error);
         if (rc) {
             zsock_destroy (&router);
             pigato__guard_destroy (&self->guard);
@@ -324,6 +324,12 @@ pigato_broker_bind (pigato_broker_t *self, const char *endpoint)
         return PIGATO_E_BIND;
     }
     return 0;
+}
+
+const char *
+pigato_broker_endpoint (pigato_broker_t *self)
+{
+    return self->router ? zsock_endpoint (self->router) : NULL;
 }
 
 void

@@ -3,6 +3,7 @@
     =========================================================================
 */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,10 +17,14 @@ static const char *s_usage =
 "Routes requests from pigato clients to workers, over CURVE by default.\n"
 "\n"
 "Security (one of these is required):\n"
+"  --acl FILE           CURVE; only keys listed in FILE get in, and they may\n"
+"                       do only what FILE's rules allow (production mode)\n"
 "  --allow-any          CURVE encryption, any client key, everything allowed\n"
-"  --insecure           no encryption at all (NULL mechanism; logged loudly)\n"
+"  --insecure           no encryption at all (NULL mechanism; logged loudly);\n"
+"                       with --acl, the rules apply to the identity anonymous\n"
 "  --key FILE           the broker's CURVE secret key file (zcert format,\n"
 "                       mode 0600); required unless --insecure\n"
+"  --check-acl FILE     validate an ACL file, print what is wrong, and exit\n"
 "\n"
 "Options:\n"
 "  --bind ENDPOINT      endpoint to bind, repeatable\n"
@@ -32,10 +37,41 @@ static const char *s_usage =
 "  -V, --version        print the version\n"
 "\n"
 "Example:\n"
-"  pigato-broker --key broker.key_secret --allow-any --bind tcp://*:5555\n"
+"  pigato-broker --key broker.key_secret --acl mesh.acl --bind tcp://*:5555\n"
 "\n"
-"Logs go to stderr, one key=value line per event. SIGINT or SIGTERM stop\n"
-"the broker cleanly.\n";
+"Logs go to stderr, one key=value line per event. SIGHUP re-reads the ACL\n"
+"(a bad file keeps the old policy); SIGINT or SIGTERM stop the broker.\n";
+
+static pigato_broker_t *s_broker;     //  for the SIGHUP handler
+
+static void
+s_on_sighup (int signal_number)
+{
+    (void) signal_number;
+    if (s_broker)
+        pigato_broker_request_reload (s_broker);
+}
+
+//  --check-acl: loads the file with a throw-away broker, says what is
+//  wrong or what it holds.
+static int
+s_check_acl (const char *path)
+{
+    pigato_broker_t *broker = pigato_broker_new ();
+    if (!broker) {
+        fputs ("pigato-broker: out of memory\n", stderr);
+        return 1;
+    }
+    int rc = 0;
+    if (pigato_broker_set_acl (broker, path)) {
+        fprintf (stderr, "%s\n", pigato_broker_error (broker));
+        rc = 1;
+    }
+    else
+        printf ("%s: OK\n", path);
+    pigato_broker_destroy (&broker);
+    return rc;
+}
 
 static int
 s_number (const char *text, const char *option, int minimum)
@@ -54,12 +90,15 @@ int
 main (int argc, char *argv [])
 {
     enum { OPT_BIND = 256, OPT_KEY, OPT_ALLOW_ANY, OPT_INSECURE,
-           OPT_HEARTBEAT, OPT_LIVENESS, OPT_DMODE, OPT_LOG_LEVEL };
+           OPT_HEARTBEAT, OPT_LIVENESS, OPT_DMODE, OPT_LOG_LEVEL, OPT_ACL,
+           OPT_CHECK_ACL };
     static const struct option options [] = {
         { "bind", required_argument, NULL, OPT_BIND },
         { "key", required_argument, NULL, OPT_KEY },
         { "allow-any", no_argument, NULL, OPT_ALLOW_ANY },
         { "insecure", no_argument, NULL, OPT_INSECURE },
+        { "acl", required_argument, NULL, OPT_ACL },
+        { "check-acl", required_argument, NULL, OPT_CHECK_ACL },
         { "heartbeat", required_argument, NULL, OPT_HEARTBEAT },
         { "liveness", required_argument, NULL, OPT_LIVENESS },
         { "dmode", required_argument, NULL, OPT_DMODE },
@@ -70,7 +109,7 @@ main (int argc, char *argv [])
     };
     const char *binds [32];
     int bind_count = 0;
-    const char *key_file = NULL, *dmode = "load";
+    const char *key_file = NULL, *dmode = "load", *acl = NULL;
     bool allow_any = false, insecure = false;
     int heartbeat = PIGATO_HEARTBEAT_MS, liveness = PIGATO_LIVENESS;
     int log_level = PIGATO_LOG_INFO;
@@ -88,6 +127,8 @@ main (int argc, char *argv [])
             case OPT_KEY:        key_file = optarg; break;
             case OPT_ALLOW_ANY:  allow_any = true; break;
             case OPT_INSECURE:   insecure = true; break;
+            case OPT_ACL:        acl = optarg; break;
+            case OPT_CHECK_ACL:  return s_check_acl (optarg);
             case OPT_HEARTBEAT:
                 heartbeat = s_number (optarg, "--heartbeat", 10);
                 break;
@@ -125,10 +166,15 @@ main (int argc, char *argv [])
                stderr);
         return EXIT_USAGE;
     }
-    if (!insecure && !allow_any) {
-        fputs ("pigato-broker: no security mode: give --allow-any (CURVE, any "
-               "client key; needs --key FILE) or --insecure (no encryption)\n",
+    if (acl && allow_any) {
+        fputs ("pigato-broker: --acl and --allow-any exclude each other\n",
                stderr);
+        return EXIT_USAGE;
+    }
+    if (!insecure && !allow_any && !acl) {
+        fputs ("pigato-broker: no security mode: give --acl FILE (CURVE, keys "
+               "and rules from FILE), --allow-any (CURVE, any client key) or "
+               "--insecure (no encryption)\n", stderr);
         return EXIT_USAGE;
     }
     if (!insecure && !key_file) {
@@ -152,6 +198,11 @@ main (int argc, char *argv [])
     if (pigato_broker_set_dmode (broker, dmode)) {
         fprintf (stderr, "pigato-broker: %s\n", pigato_broker_error (broker));
         rc = EXIT_USAGE;
+        goto cleanup;
+    }
+    if (acl && pigato_broker_set_acl (broker, acl)) {
+        fprintf (stderr, "pigato-broker: %s\n", pigato_broker_error (broker));
+        rc = 1;
         goto cleanup;
     }
     char public_key [PIGATO_Z85_KEY_SIZE + 1] = "-";
@@ -178,15 +229,25 @@ main (int argc, char *argv [])
                "and peers are NOT authenticated\n", stderr);
     char line [1024];
     size_t used = (size_t) snprintf (line, sizeof line,
-                                     "event=ready version=%s mode=%s key=%s "
+                                     "event=ready version=%s mode=%s%s key=%s "
                                      "endpoints=", pigato_version (),
-                                     insecure ? "insecure" : "allow-any",
+                                     insecure ? "insecure"
+                                     : allow_any ? "allow-any" : "acl",
+                                     insecure && acl ? "+acl" : "",
                                      public_key);
     for (int index = 0; index < bind_count && used < sizeof line; index++)
         used += (size_t) snprintf (line + used, sizeof line - used, "%s%s",
                                    index ? "," : "", binds [index]);
     pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
+    s_broker = broker;
+    struct sigaction action;
+    memset (&action, 0, sizeof action);
+    action.sa_handler = s_on_sighup;
+    sigemptyset (&action.sa_mask);
+    sigaction (SIGHUP, &action, NULL);       //  no SA_RESTART: wake the poll
     rc = pigato_broker_run (broker);
+    signal (SIGHUP, SIG_IGN);
+    s_broker = NULL;
     pigato_log_stderr (PIGATO_LOG_INFO, "event=stopped", NULL);
     rc = rc == PIGATO_E_INTERRUPTED ? 0 : rc ? 1 : 0;
 cleanup:
