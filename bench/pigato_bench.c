@@ -4,7 +4,8 @@
     Prints one line of key=value results (requests/s and latency
     percentiles in microseconds).
 
-    pigato-bench --broker EP [--server-key K | --insecure] [--service echo]
+    pigato-bench --broker EP [--server-key K | --insecure] [--key SECRET]
+                 [--service echo]
                  [--inflight 100] [--requests 100000] [--size 64]
                  [--sequential]
     =========================================================================
@@ -85,10 +86,11 @@ main (int argc, char *argv [])
         { "size", required_argument, NULL, 'p' },
         { "sequential", no_argument, NULL, 'q' },
         { "label", required_argument, NULL, 'l' },
+        { "key", required_argument, NULL, 'K' },
         { NULL, 0, NULL, 0 }
     };
     const char *broker = "tcp://127.0.0.1:5555", *server_key = NULL;
-    const char *label = "pigato";
+    const char *label = "pigato", *key_file = NULL;
     bool insecure = false;
     long inflight = 100;
     bench_t bench = { .service = "echo", .size = 64, .target = 100000 };
@@ -104,6 +106,7 @@ main (int argc, char *argv [])
             case 'p': bench.size = (size_t) atol (optarg); break;
             case 'q': inflight = 1; break;
             case 'l': label = optarg; break;
+            case 'K': key_file = optarg; break;
             default:
                 fputs ("usage: see the comment at the top of "
                        "bench/pigato_bench.c\n", stderr);
@@ -122,6 +125,7 @@ main (int argc, char *argv [])
     bench.client = pigato_client_new ();
     pigato_client_set_insecure (bench.client, insecure);
     if ((server_key && pigato_client_set_server_key (bench.client, server_key))
+    ||  (key_file && pigato_client_set_key_file (bench.client, key_file))
     ||  pigato_client_connect (bench.client, broker)) {
         fprintf (stderr, "pigato-bench: %s\n", pigato_client_error (bench.client));
         return 2;

@@ -27,11 +27,33 @@ wait_log() {    # FILE PATTERN
     done
 }
 
-# run LABEL SERVER(broker|relay) SECURITY(curve|plain)
+# An ACL of 10,000 identities and 1,000 rules; the bench's own client and
+# worker are listed last, so a decision is not found early.
+"$BUILD/pigato-keygen" new bench-client -o "$WORK" >/dev/null
+"$BUILD/pigato-keygen" new bench-worker -o "$WORK" >/dev/null
+/usr/bin/python3 - "$WORK" <<'PY'
+import os, sys, zmq.utils.z85 as z85
+work = sys.argv[1]
+with open(os.path.join(work, "big.acl"), "w") as f:
+    for i in range(9998):
+        f.write("identity id%05d %s\n" % (i, z85.encode(os.urandom(32)).decode()))
+    f.write("identity bench-client bench-client.key\nidentity bench-worker bench-worker.key\n")
+    for g in range(10):
+        f.write("group g%d %s\n" % (g, " ".join("id%05d" % i for i in range(g * 100, g * 100 + 100))))
+    for r in range(996):
+        f.write("allow @g%d call svc%d.* other%d\n" % (r % 10, r, r))
+    f.write("deny * call admin.*\nallow bench-worker serve echo\nallow bench-client call echo\nallow @g1 serve svc*\n")
+PY
+
+# run LABEL SERVER(broker|relay) SECURITY(curve|plain|acl)
 run() {
     label=$1; server=$2; security=$3
     p=$(port); ep=tcp://127.0.0.1:$p
-    if [ "$security" = curve ]; then
+    wargs=""; bargs=""
+    if [ "$security" = acl ]; then
+        sargs="--key $WORK/broker.key_secret --acl $WORK/big.acl"; cargs="--server-key $WORK/broker.key"
+        wargs="--key $WORK/bench-worker.key_secret"; bargs="--key $WORK/bench-client.key_secret"
+    elif [ "$security" = curve ]; then
         sargs="--key $WORK/broker.key_secret"; cargs="--server-key $WORK/broker.key"
         [ "$server" = broker ] && sargs="$sargs --allow-any"
     else
@@ -46,10 +68,10 @@ run() {
     fi
     spid=$!; PIDS="$PIDS $spid"
     wait_log "$log" "event=ready"
-    "$BUILD/pigato" serve echo --echo --concurrency 1000 --broker "$ep" $cargs >/dev/null 2>"$WORK/$label.worker.log" &
+    "$BUILD/pigato" serve echo --echo --concurrency 1000 --broker "$ep" $cargs $wargs >/dev/null 2>"$WORK/$label.worker.log" &
     wpid=$!; PIDS="$PIDS $wpid"
     status=0
-    "$BUILD/pigato-bench" --broker "$ep" $cargs --requests "$REQUESTS" --inflight "$INFLIGHT" --label "$label" || status=$?
+    "$BUILD/pigato-bench" --broker "$ep" $cargs $bargs --requests "$REQUESTS" --inflight "$INFLIGHT" --label "$label" || status=$?
     kill "$wpid" "$spid" 2>/dev/null || true
     wait "$wpid" "$spid" 2>/dev/null || true
     [ $status = 0 ] || { echo "bench: $label failed (exit $status); logs:" >&2; tail -5 "$log" "$WORK/$label.worker.log" >&2; return 1; }
@@ -61,6 +83,8 @@ for security in curve plain; do
     run "relay-$security" relay "$security" | tee -a "$OUT"
     run "broker-$security" broker "$security" | tee -a "$OUT"
 done
+run "broker-acl" broker acl | tee -a "$OUT"
+run "broker-curve2" broker curve | tee -a "$OUT"
 awk '
 { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } rps[v["label"]] = v["rps"]; p50[v["label"]] = v["p50_us"] }
 END {
@@ -69,4 +93,8 @@ END {
         if (rps["relay-" sec] > 0)
             printf "ratio %s: broker/relay throughput %.2f, p50 latency %.2f\n", sec, rps["broker-" sec] / rps["relay-" sec], p50["broker-" sec] / p50["relay-" sec]
     }
+    # allow-any measured before and after the ACL run; the ACL against their mean
+    any = (rps["broker-curve"] + rps["broker-curve2"]) / 2
+    if (any > 0)
+        printf "ratio acl: 10,000 identities + 1,000 rules / --allow-any throughput %.3f (allow-any runs %.0f and %.0f req/s)\n", rps["broker-acl"] / any, rps["broker-curve"], rps["broker-curve2"]
 }' "$OUT"
