@@ -452,14 +452,23 @@ s_request_opts (cli_t *cli, char **opts_p, int64_t *timeout_p)
     return *opts_p ? 0 : EX_SOFTWARE;
 }
 
+//  Writes one reply as a line: its bytes, then a newline unless the reply
+//  already ends with one (a command's output usually does).
+static void
+s_print_line (const void *data, size_t size)
+{
+    fwrite (data, 1, size, stdout);
+    if (size == 0 || ((const char *) data) [size - 1] != '\n')
+        fputc ('\n', stdout);
+}
+
 //  Prints a partial reply on its own line as soon as it arrives.
 static void
 s_on_partial (pigato_client_t *client, const char *rid, int status,
               bool final, const void *data, size_t size, void *arg)
 {
     (void) client, (void) rid, (void) status, (void) final, (void) arg;
-    fwrite (data, 1, size, stdout);
-    fputc ('\n', stdout);
+    s_print_line (data, size);
     fflush (stdout);
 }
 
@@ -519,8 +528,7 @@ s_request (cli_t *cli)
     rc = pigato_client_call (client, cli->service, input, input_size, opts,
                              s_on_partial, NULL, &reply, &reply_size);
     if (rc == PIGATO_OK) {
-        fwrite (reply, 1, reply_size, stdout);
-        fputc ('\n', stdout);
+        s_print_line (reply, reply_size);
         exit_code = fflush (stdout) ? EXIT_FAILURE_NET : EXIT_SUCCESS;
     }
     else

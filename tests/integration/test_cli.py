@@ -100,7 +100,11 @@ class CliTests:
         self.serve("upper", "--", "tr", "a-z", "A-Z")
         rc, out, err = self.request("upper", "hello world", "--timeout", "5000")
         self.assertEqual(rc, 0, err)
-        self.assertEqual(out.strip(), "HELLO WORLD")
+        self.assertEqual(out, "HELLO WORLD\n")
+        # A reply that ends with a newline is printed as is, not doubled
+        rc, out, err = self.request("upper", "two\nlines\n", "--timeout", "5000")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out, "TWO\nLINES\n")
 
     def test_serve_cmd_failure_is_an_error_reply(self):
         self.serve("boom", "--", "sh", "-c", "echo kaboom-message >&2; exit 3")
