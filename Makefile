@@ -99,7 +99,8 @@ install: all
 	install -m 0644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
 	install -m 0755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libpigato.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libpigato.so
-	install -m 0644 $(BUILD)/libpigato.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|0.1.0|g' libpigato.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/libpigato.pc
 	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 docs/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 

@@ -1,0 +1,72 @@
+"""make install as a packager runs it, then a program built against the
+installed header and libpigato.pc, run against the installed library."""
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("PIGATO_BUILD", os.path.join(ROOT, "build"))
+
+APP = r"""
+#include <pigato.h>
+#include <stdio.h>
+int main (void) {
+    pigato_client_t *client = pigato_client_new ();
+    if (!client) return 1;
+    pigato_client_set_insecure (client, true);
+    int rc = pigato_client_connect (client, "tcp://127.0.0.1:1");
+    pigato_client_destroy (&client);
+    printf ("%s|%s|%d\n", pigato_version (), pigato_strerror (PIGATO_E_TIMEOUT), rc);
+    return client == NULL ? 0 : 1;
+}
+"""
+
+
+class InstallTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="pigato-install-")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_install_then_build_and_run_an_app_with_pkg_config(self):
+        dest = os.path.join(self.tmp, "root")
+        prefix = "/opt/pigato"
+        subprocess.run(["make", "-s", "install", "BUILD=" + BUILD, "PREFIX=" + prefix,
+                        "DESTDIR=" + dest], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+        root = dest + prefix
+        for path in ("include/pigato.h", "lib/libpigato.a", "lib/libpigato.so",
+                     "lib/libpigato.so.0", "lib/pkgconfig/libpigato.pc",
+                     "bin/pigato-broker", "bin/pigato", "bin/pigato-keygen",
+                     "share/man/man1/pigato-broker.1", "share/man/man1/pigato.1"):
+            self.assertTrue(os.path.exists(os.path.join(root, path)), path)
+        self.assertTrue(os.access(os.path.join(root, "bin/pigato-broker"), os.X_OK))
+        env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(root, "lib/pkgconfig"),
+                   PKG_CONFIG_SYSROOT_DIR=dest)
+        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libpigato"], env=env,
+                               check=True, capture_output=True, text=True).stdout.split()
+        self.assertIn("-lpigato", flags)
+        source = os.path.join(self.tmp, "app.c")
+        with open(source, "w") as f:
+            f.write(APP)
+        app = os.path.join(self.tmp, "app")
+        subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", source, "-o", app] + flags,
+                       check=True)
+        out = subprocess.run([app], env=dict(os.environ,
+                                              LD_LIBRARY_PATH=os.path.join(root, "lib")),
+                             check=True, capture_output=True, text=True).stdout
+        self.assertEqual(out.strip(), "0.1.0|request timed out|0")
+        # Only the public API is exported from the shared library
+        symbols = subprocess.run(["nm", "-D", "--defined-only",
+                                  os.path.join(root, "lib/libpigato.so.0")],
+                                 check=True, capture_output=True, text=True).stdout
+        exported = [line.split()[-1] for line in symbols.splitlines() if " T " in line]
+        self.assertTrue(exported)
+        self.assertEqual([s for s in exported if not s.startswith("pigato_")], [])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
