@@ -11,7 +11,7 @@ DESTDIR ?=
 BUILD   ?= build$(if $(SANITIZE),-sanitize)
 CC      ?= cc
 
-PKGS    := libzmq libczmq libsodium jansson
+PKGS    := libzmq libczmq libsodium jansson libssl libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -27,7 +27,8 @@ endif
 LIB_SRCS := mesh/status.c mesh/log.c mesh/util.c mesh/peer.c mesh/codec.c \
             mesh/heap.c mesh/bkey.c mesh/service.c mesh/request.c \
             mesh/broker.c mesh/client.c mesh/worker.c \
-            keys/keyfile.c auth/acl.c auth/zap.c auth/guard.c
+            keys/keyfile.c auth/acl.c auth/zap.c auth/guard.c \
+            certs/ca.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 
 PROGRAMS := $(BUILD)/pigato-broker $(BUILD)/pigato $(BUILD)/pigato-keygen

@@ -1,9 +1,19 @@
 /*  =========================================================================
-    keygen_main.c - pigato-keygen: issues CURVE identities.
+    keygen_main.c - pigato-keygen: issues CURVE identities and runs the
+    mesh CA.
 
     pigato-keygen new NAME [-o DIR] [--force]
         NAME.key (public, 0644) and NAME.key_secret (secret, 0600), czmq
         zcert format with `name` metadata.
+    pigato-keygen ca init [--mesh MESH] [-o DIR] [--force]
+        DIR/ca.key (Ed25519, 0600), DIR/ca.crt, an empty DIR/ca.crl.
+    pigato-keygen issue NAME --ca DIR [--valid 90d] [-o DIR] [--force]
+        a new key pair as `new` plus NAME.crt signed by the CA.
+    pigato-keygen revoke NAME|CERT --ca DIR [-o DIR]
+        adds the certificate to DIR/ca.crl.
+    pigato-keygen show FILE [--ca DIR]
+        what a certificate or key file holds (never a secret), and whether
+        a certificate verifies against the CA.
     =========================================================================
 */
 #include <czmq.h>
@@ -13,13 +23,15 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "../include/pigato.h"
+#include "../certs/ca.h"
 #include "keyfile.h"
 
 #define EXIT_USAGE 64
 
-static const char *s_usage =
+static const char *s_usage_new =
 "Usage: pigato-keygen new NAME [-o DIR] [--force]\n"
 "\n"
 "Creates a CURVE key pair for the identity NAME, in czmq's zcert format:\n"
@@ -30,27 +42,133 @@ static const char *s_usage =
 "Options:\n"
 "  -o, --output DIR   where to write (default: current directory)\n"
 "  -f, --force        overwrite existing files\n"
+"  -h, --help         this text\n";
+
+static const char *s_usage_ca =
+"Usage: pigato-keygen ca init [--mesh MESH] [-o DIR] [--force]\n"
+"\n"
+"Creates the mesh certificate authority:\n"
+"  DIR/ca.key   Ed25519 private key, PEM, mode 0600 - keep it offline\n"
+"  DIR/ca.crt   self-signed CA certificate (10 years) - the broker's ACL\n"
+"               trusts it: trust DIR/ca.crt CERTDIR\n"
+"  DIR/ca.crl   revocation list, empty for now: revoked DIR/ca.crl\n"
+"\n"
+"Options:\n"
+"  -m, --mesh MESH    name of the mesh (default: default)\n"
+"  -o, --output DIR   where to write (default: current directory)\n"
+"  -f, --force        overwrite an existing CA\n"
+"  -h, --help         this text\n";
+
+static const char *s_usage_issue =
+"Usage: pigato-keygen issue NAME --ca DIR [--valid TIME] [-o DIR] [--force]\n"
+"\n"
+"Creates a CURVE key pair for NAME (NAME.key, NAME.key_secret, as 'new')\n"
+"and NAME.crt: an X.509 certificate whose public key is the CURVE key,\n"
+"CN=NAME, subjectAltName URI pigato://MESH/NAME, signed by the CA in DIR.\n"
+"\n"
+"Options:\n"
+"  -c, --ca DIR       the CA directory (ca.key, ca.crt)\n"
+"  -v, --valid TIME   validity: a number and a unit, s m h d w or y\n"
+"                     (e.g. 30s, 12h, 90d, 1y; default 90d)\n"
+"  -o, --output DIR   where to write (default: current directory)\n"
+"  -f, --force        overwrite existing files\n"
+"  -h, --help         this text\n";
+
+static const char *s_usage_revoke =
+"Usage: pigato-keygen revoke NAME|CERT --ca DIR [-o DIR]\n"
+"\n"
+"Adds a certificate issued by the CA in DIR to DIR/ca.crl (re-signed).\n"
+"NAME means NAME.crt in the current directory, or in -o DIR; CERT is a\n"
+"path to a .crt file. A broker reading the CRL refuses the identity after\n"
+"its next reload (SIGHUP).\n"
+"\n"
+"Options:\n"
+"  -c, --ca DIR       the CA directory (ca.key, ca.crt, ca.crl)\n"
+"  -o, --output DIR   where NAME.crt is (default: current directory)\n"
+"  -h, --help         this text\n";
+
+static const char *s_usage_show =
+"Usage: pigato-keygen show FILE [--ca DIR]\n"
+"\n"
+"Shows what a certificate (.crt) or zcert key file (.key, .key_secret)\n"
+"holds: identity name, mesh, Z85 public key, fingerprint, and for a\n"
+"certificate its validity, issuer and serial. Never shows a secret key.\n"
+"With --ca, says whether the certificate verifies against the CA in DIR\n"
+"(signature, validity, DIR/ca.crl) and exits 1 if it does not.\n"
+"\n"
+"Options:\n"
+"  -c, --ca DIR       the CA directory (ca.crt, ca.crl)\n"
+"  -h, --help         this text\n";
+
+static const char *s_usage =
+"Usage: pigato-keygen COMMAND ...\n"
+"\n"
+"Commands:\n"
+"  new NAME [-o DIR] [--force]                 a CURVE key pair\n"
+"  ca init [--mesh MESH] [-o DIR] [--force]    the mesh CA\n"
+"  issue NAME --ca DIR [--valid 90d] [-o DIR] [--force]\n"
+"                                              a key pair and its certificate\n"
+"  revoke NAME|CERT --ca DIR [-o DIR]          revoke a certificate\n"
+"  show FILE [--ca DIR]                        inspect a .crt or key file\n"
+"\n"
+"'pigato-keygen COMMAND --help' describes each command.\n"
+"\n"
+"Options:\n"
 "  -h, --help         this text\n"
 "  -V, --version      print the version\n";
 
-//  Identity names end up in file names, ACLs and logs: keep them plain.
-static bool
-s_valid_name (const char *name)
+//  Command line, once parsed
+typedef struct {
+    const char *dir;            //  -o, output directory (NULL = unset)
+    const char *mesh;           //  --mesh
+    const char *ca;             //  --ca
+    const char *valid;          //  --valid
+    bool force;                 //  --force
+} s_options_t;
+
+//  --------------------------------------------------------------------------
+//  Writes "YYYY-MM-DD HH:MM:SS UTC".
+
+static void
+s_time_text (int64_t seconds, char *out, size_t out_size)
 {
-    size_t length = strlen (name);
-    if (length == 0 || length > 64 || name [0] == '.' || name [0] == '-')
-        return false;
-    for (size_t index = 0; index < length; index++) {
-        char c = name [index];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-              || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
-            return false;
-    }
-    return true;
+    time_t when = (time_t) seconds;
+    struct tm tm;
+    if (!gmtime_r (&when, &tm)
+    ||  !strftime (out, out_size, "%Y-%m-%d %H:%M:%S UTC", &tm))
+        snprintf (out, out_size, "@%lld", (long long) seconds);
 }
 
+//  --------------------------------------------------------------------------
+//  Parses a duration: digits and one unit (s m h d w y). 0 on success.
+
+static int
+s_duration_parse (const char *text, int64_t *seconds)
+{
+    static const char units [] = "smhdwy";
+    static const int64_t unit_seconds [] = {
+        1, 60, 3600, 86400, 7 * 86400, 365 * 86400
+    };
+    const char *cursor = text;
+    int64_t count = 0;
+    while (*cursor >= '0' && *cursor <= '9') {
+        count = count * 10 + (*cursor - '0');
+        if (count > 100000000)
+            return -1;
+        cursor++;
+    }
+    const char *unit = *cursor ? strchr (units, *cursor) : NULL;
+    if (cursor == text || !unit || cursor [1] || count == 0)
+        return -1;
+    *seconds = count * unit_seconds [unit - units];
+    //  A century is plenty; longer would not fit an X.509 time anyway
+    return *seconds <= (int64_t) 100 * 365 * 86400 ? 0 : -1;
+}
+
+//  --------------------------------------------------------------------------
 //  Writes the secret file with mode 0600 from its first byte: umask 077
 //  while zcert writes a temporary name, then an atomic rename.
+
 static int
 s_save_secret (zcert_t *cert, const char *path)
 {
@@ -70,10 +188,37 @@ s_save_secret (zcert_t *cert, const char *path)
     return rc;
 }
 
+//  --------------------------------------------------------------------------
+//  Writes a key pair as DIR/NAME.key_secret and DIR/NAME.key. Prints why
+//  and returns 1 on error.
+
 static int
-s_new (const char *name, const char *dir, bool force)
+s_pair_save (zcert_t *cert, const char *public_path, const char *secret_path)
 {
-    if (!s_valid_name (name)) {
+    if (s_save_secret (cert, secret_path) != 0) {
+        fprintf (stderr, "pigato-keygen: cannot write '%s': %s\n",
+                 secret_path, strerror (errno));
+        return 1;
+    }
+    mode_t saved = umask (022);
+    int rc = zcert_save_public (cert, public_path);
+    umask (saved);
+    if (rc != 0) {
+        fprintf (stderr, "pigato-keygen: cannot write '%s': %s\n",
+                 public_path, strerror (errno));
+        unlink (secret_path);
+        return 1;
+    }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Checks a name and creates dir; prints why not and returns an exit code.
+
+static int
+s_prepare (const char *name, const char *dir)
+{
+    if (!pigato__ca_valid_name (name)) {
         fprintf (stderr, "pigato-keygen: invalid name '%s' (use letters, "
                  "digits, '-', '_' and '.', at most 64, not starting with "
                  "'.' or '-')\n", name);
@@ -84,15 +229,35 @@ s_new (const char *name, const char *dir, bool force)
                  dir, strerror (errno));
         return 1;
     }
+    return 0;
+}
+
+//  Prints the error when a path exists and we may not overwrite it.
+static bool
+s_exists (const char *path, bool force)
+{
+    if (force || access (path, F_OK) != 0)
+        return false;
+    fprintf (stderr, "pigato-keygen: '%s' already exists; not overwriting "
+             "it without --force\n", path);
+    return true;
+}
+
+//  --------------------------------------------------------------------------
+//  pigato-keygen new NAME: a key pair.
+
+static int
+s_new (const char *name, const s_options_t *options)
+{
+    const char *dir = options->dir ? options->dir : ".";
+    int rc = s_prepare (name, dir);
+    if (rc != 0)
+        return rc;
     char *public_path = zsys_sprintf ("%s/%s.key", dir, name);
     char *secret_path = zsys_sprintf ("%s/%s.key_secret", dir, name);
-    int rc = 0;
     zcert_t *cert = NULL;
-    if (!force && (access (public_path, F_OK) == 0
-                   || access (secret_path, F_OK) == 0)) {
-        fprintf (stderr, "pigato-keygen: '%s' already exists; not "
-                 "overwriting it without --force\n",
-                 access (secret_path, F_OK) == 0 ? secret_path : public_path);
+    if (s_exists (secret_path, options->force)
+    ||  s_exists (public_path, options->force)) {
         rc = 1;
         goto cleanup;
     }
@@ -103,22 +268,9 @@ s_new (const char *name, const char *dir, bool force)
         goto cleanup;
     }
     zcert_set_meta (cert, "name", "%s", name);
-    if (s_save_secret (cert, secret_path) != 0) {
-        fprintf (stderr, "pigato-keygen: cannot write '%s': %s\n",
-                 secret_path, strerror (errno));
-        rc = 1;
+    rc = s_pair_save (cert, public_path, secret_path);
+    if (rc != 0)
         goto cleanup;
-    }
-    mode_t saved = umask (022);
-    int saved_rc = zcert_save_public (cert, public_path);
-    umask (saved);
-    if (saved_rc != 0) {
-        fprintf (stderr, "pigato-keygen: cannot write '%s': %s\n",
-                 public_path, strerror (errno));
-        unlink (secret_path);
-        rc = 1;
-        goto cleanup;
-    }
     char fingerprint [PIGATO_FINGERPRINT_SIZE];
     pigato_key_fingerprint (zcert_public_txt (cert), fingerprint);
     printf ("identity:    %s\npublic key:  %s\nfingerprint: %s\n"
@@ -132,43 +284,410 @@ cleanup:
     return rc;
 }
 
+//  --------------------------------------------------------------------------
+//  pigato-keygen ca init: the mesh CA.
+
+static int
+s_ca_init (const s_options_t *options)
+{
+    const char *dir = options->dir ? options->dir : ".";
+    const char *mesh = options->mesh ? options->mesh : "default";
+    char err [512];
+    int rc = pigato__ca_init (dir, mesh, options->force, err, sizeof err);
+    if (rc != PIGATO_OK) {
+        fprintf (stderr, "pigato-keygen: %s\n", err);
+        return rc == PIGATO_E_INVALID && !pigato__ca_valid_name (mesh)
+            ? EXIT_USAGE : 1;
+    }
+    printf ("mesh:        %s\nCA key:      %s/ca.key (mode 0600; keep it "
+            "offline)\nCA cert:     %s/ca.crt\nCRL:         %s/ca.crl\n",
+            mesh, dir, dir, dir);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  pigato-keygen issue NAME: a key pair and its certificate.
+
+static int
+s_issue (const char *name, const s_options_t *options)
+{
+    const char *dir = options->dir ? options->dir : ".";
+    int64_t valid = 90 * 86400;
+    if (!options->ca) {
+        fputs ("pigato-keygen: issue needs --ca DIR (the CA directory; "
+               "create one with: pigato-keygen ca init -o DIR)\n", stderr);
+        return EXIT_USAGE;
+    }
+    if (options->valid && s_duration_parse (options->valid, &valid) != 0) {
+        fprintf (stderr, "pigato-keygen: invalid --valid '%s' (a number and "
+                 "a unit, s m h d w or y, e.g. 30s, 12h, 90d; at most "
+                 "100y)\n", options->valid);
+        return EXIT_USAGE;
+    }
+    int rc = s_prepare (name, dir);
+    if (rc != 0)
+        return rc;
+    char *public_path = zsys_sprintf ("%s/%s.key", dir, name);
+    char *secret_path = zsys_sprintf ("%s/%s.key_secret", dir, name);
+    char *crt_path = zsys_sprintf ("%s/%s.crt", dir, name);
+    zcert_t *cert = NULL;
+    char err [512];
+    if (s_exists (secret_path, options->force)
+    ||  s_exists (public_path, options->force)
+    ||  s_exists (crt_path, options->force)) {
+        rc = 1;
+        goto cleanup;
+    }
+    cert = zcert_new ();
+    if (!cert) {
+        fputs ("pigato-keygen: cannot generate a key pair\n", stderr);
+        rc = 1;
+        goto cleanup;
+    }
+    zcert_set_meta (cert, "name", "%s", name);
+    //  The certificate first: no CA (or a bad one) leaves no files behind
+    if (pigato__ca_issue (options->ca, name, zcert_public_key (cert), valid,
+                          crt_path, options->force, err, sizeof err)
+        != PIGATO_OK) {
+        fprintf (stderr, "pigato-keygen: %s\n", err);
+        rc = 1;
+        goto cleanup;
+    }
+    rc = s_pair_save (cert, public_path, secret_path);
+    if (rc != 0) {
+        unlink (crt_path);
+        goto cleanup;
+    }
+    pigato__cert_info_t info;
+    if (pigato__cert_read (crt_path, &info, err, sizeof err) != PIGATO_OK) {
+        fprintf (stderr, "pigato-keygen: %s\n", err);
+        rc = 1;
+        goto cleanup;
+    }
+    char fingerprint [PIGATO_FINGERPRINT_SIZE];
+    char from [64], until [64];
+    pigato_key_fingerprint (zcert_public_txt (cert), fingerprint);
+    s_time_text (info.not_before, from, sizeof from);
+    s_time_text (info.not_after, until, sizeof until);
+    printf ("identity:    %s\nmesh:        %s\npublic key:  %s\n"
+            "fingerprint: %s\nvalid from:  %s\nvalid until: %s\n"
+            "serial:      %s\ncertificate: %s\npublic file: %s\n"
+            "secret file: %s (mode 0600)\n",
+            name, info.mesh, zcert_public_txt (cert), fingerprint, from,
+            until, info.serial, crt_path, public_path, secret_path);
+cleanup:
+    pigato__keyfile_cert_destroy (&cert);
+    zstr_free (&public_path);
+    zstr_free (&secret_path);
+    zstr_free (&crt_path);
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  pigato-keygen revoke NAME|CERT: adds a certificate to the CRL.
+
+static int
+s_revoke (const char *target, const s_options_t *options)
+{
+    if (!options->ca) {
+        fputs ("pigato-keygen: revoke needs --ca DIR (the CA directory)\n",
+               stderr);
+        return EXIT_USAGE;
+    }
+    //  A path names a file; a plain name means NAME.crt in -o DIR or here
+    size_t length = strlen (target);
+    bool is_path = strchr (target, '/')
+                || (length > 4 && streq (target + length - 4, ".crt"));
+    char *path = is_path ? strdup (target)
+               : zsys_sprintf ("%s/%s.crt",
+                               options->dir ? options->dir : ".", target);
+    char err [512];
+    int rc = 0;
+    if (!is_path && !pigato__ca_valid_name (target)) {
+        fprintf (stderr, "pigato-keygen: '%s' is neither a certificate file "
+                 "nor an identity name\n", target);
+        rc = EXIT_USAGE;
+        goto cleanup;
+    }
+    if (access (path, F_OK) != 0) {
+        fprintf (stderr, "pigato-keygen: no certificate '%s': %s%s\n", path,
+                 strerror (errno), is_path ? ""
+                 : " (give the certificate's path, or -o DIR)");
+        rc = 1;
+        goto cleanup;
+    }
+    pigato__cert_info_t info;
+    bool readable = pigato__cert_read (path, &info, NULL, 0) == PIGATO_OK;
+    int status = pigato__ca_revoke (options->ca, path, err, sizeof err);
+    if (status == PIGATO__CA_UNCHANGED)
+        printf ("%s\n", err);
+    else
+    if (status != PIGATO_OK) {
+        fprintf (stderr, "pigato-keygen: %s\n", err);
+        rc = 1;
+    }
+    else
+        printf ("revoked:     %s\nserial:      %s\nCRL:         %s/ca.crl "
+                "(reload the broker to apply it)\n",
+                readable ? info.name : path, readable ? info.serial : "?",
+                options->ca);
+cleanup:
+    free (path);
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Shows a certificate, and whether it verifies against --ca.
+
+static int
+s_show_cert (const char *path, const s_options_t *options)
+{
+    char err [512];
+    pigato__cert_info_t info;
+    if (pigato__cert_read (path, &info, err, sizeof err) != PIGATO_OK) {
+        fprintf (stderr, "pigato-keygen: %s\n", err);
+        return 1;
+    }
+    char z85 [PIGATO_Z85_KEY_SIZE + 1];
+    char fingerprint [PIGATO_FINGERPRINT_SIZE];
+    char from [64], until [64];
+    zmq_z85_encode (z85, info.public_key, 32);
+    pigato_key_fingerprint (z85, fingerprint);
+    s_time_text (info.not_before, from, sizeof from);
+    s_time_text (info.not_after, until, sizeof until);
+    int64_t now = (int64_t) time (NULL);
+    printf ("file:        %s\ntype:        X.509 identity certificate\n"
+            "identity:    %s\nmesh:        %s\npublic key:  %s\n"
+            "fingerprint: %s\nvalid from:  %s%s\nvalid until: %s%s\n"
+            "issuer:      %s\nserial:      %s\n",
+            path, info.name, info.mesh, z85, fingerprint, from,
+            now < info.not_before ? " (not yet valid)" : "", until,
+            now >= info.not_after ? " (expired)" : "", info.issuer,
+            info.serial);
+    if (!options->ca)
+        return 0;
+
+    int rc = 0;
+    char *ca_crt = zsys_sprintf ("%s/ca.crt", options->ca);
+    char *ca_crl = zsys_sprintf ("%s/ca.crl", options->ca);
+    pigato__trust_t *trust = pigato__trust_load (
+        ca_crt, access (ca_crl, F_OK) == 0 ? ca_crl : NULL, err, sizeof err);
+    if (!trust) {
+        fprintf (stderr, "pigato-keygen: %s\n", err);
+        rc = 1;
+    }
+    else
+    if (pigato__trust_verify (trust, path, NULL, err, sizeof err)
+        == PIGATO_OK)
+        printf ("verifies:    yes (CA %s)\n", ca_crt);
+    else {
+        printf ("verifies:    no (%s)\n", err);
+        rc = 1;
+    }
+    pigato__trust_destroy (&trust);
+    zstr_free (&ca_crt);
+    zstr_free (&ca_crl);
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  True if the file looks like a zcert: printable text that names a
+//  curve public key (zconfig would print its own complaints on garbage).
+
+static bool
+s_looks_like_zcert (const char *path)
+{
+    FILE *file = fopen (path, "r");
+    if (!file)
+        return false;
+    char buffer [4096];
+    size_t size = fread (buffer, 1, sizeof buffer - 1, file);
+    bool text = ferror (file) == 0 && feof (file);
+    fclose (file);
+    buffer [size] = 0;
+    for (size_t index = 0; text && index < size; index++) {
+        unsigned char c = (unsigned char) buffer [index];
+        if (c < 0x20 && c != '\n' && c != '\r' && c != '\t')
+            text = false;
+    }
+    text = text && strstr (buffer, "curve") && strstr (buffer, "public-key");
+    sodium_memzero (buffer, sizeof buffer);
+    return text;
+}
+
+//  --------------------------------------------------------------------------
+//  Shows a zcert key file: name, public key, fingerprint; checks the mode
+//  of a secret file and never prints the secret.
+
+static int
+s_show_key (const char *path)
+{
+    int rc = 0;
+    zcert_t *pair = NULL;
+    zconfig_t *config = s_looks_like_zcert (path) ? zconfig_load (path)
+                                                  : NULL;
+    char *public_text = config ? zconfig_get (config, "curve/public-key",
+                                              NULL) : NULL;
+    char *secret_text = config ? zconfig_get (config, "curve/secret-key",
+                                              NULL) : NULL;
+    byte key [32];
+    if (!public_text || strlen (public_text) != PIGATO_Z85_KEY_SIZE
+    ||  !zmq_z85_decode (key, public_text)) {
+        fprintf (stderr, "pigato-keygen: '%s' is neither a PEM certificate "
+                 "nor a zcert key file\n", path);
+        rc = 1;
+        goto cleanup;
+    }
+    if (secret_text) {
+        //  Same checks as any program loading it: mode 0600, matching pair
+        char err [512];
+        if (pigato__keyfile_load_secret (path, &pair, err, sizeof err)
+            != PIGATO_OK) {
+            fprintf (stderr, "pigato-keygen: %s\n", err);
+            rc = 1;
+            goto cleanup;
+        }
+    }
+    char fingerprint [PIGATO_FINGERPRINT_SIZE];
+    pigato_key_fingerprint (public_text, fingerprint);
+    printf ("file:        %s\ntype:        zcert %s\nidentity:    %s\n"
+            "public key:  %s\nfingerprint: %s\n", path,
+            secret_text ? "secret key file (mode 0600; the secret is not "
+                          "shown)" : "public key file",
+            zconfig_get (config, "metadata/name", "(no name)"), public_text,
+            fingerprint);
+cleanup:
+    pigato__keyfile_cert_destroy (&pair);
+    if (secret_text)
+        sodium_memzero (secret_text, strlen (secret_text));
+    zconfig_destroy (&config);
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  pigato-keygen show FILE: a certificate or a key file.
+
+static int
+s_show (const char *path, const s_options_t *options)
+{
+    FILE *file = fopen (path, "r");
+    if (!file) {
+        fprintf (stderr, "pigato-keygen: cannot read '%s': %s\n", path,
+                 strerror (errno));
+        return 1;
+    }
+    char head [64] = "";
+    size_t size = fread (head, 1, sizeof head - 1, file);
+    fclose (file);
+    head [size] = 0;
+    if (strstr (head, "-----BEGIN"))
+        return s_show_cert (path, options);
+    if (options->ca) {
+        fprintf (stderr, "pigato-keygen: --ca checks certificates; '%s' is "
+                 "not one\n", path);
+        return EXIT_USAGE;
+    }
+    return s_show_key (path);
+}
+
+//  --------------------------------------------------------------------------
+//  Rejects options that mean nothing to a command, so a typo is not lost.
+
+static bool
+s_options_fit (const char *command, const s_options_t *options,
+               bool output, bool force, bool mesh, bool ca, bool valid)
+{
+    const char *stray = (options->dir && !output) ? "-o/--output"
+                      : (options->force && !force) ? "--force"
+                      : (options->mesh && !mesh) ? "--mesh"
+                      : (options->ca && !ca) ? "--ca"
+                      : (options->valid && !valid) ? "--valid" : NULL;
+    if (stray)
+        fprintf (stderr, "pigato-keygen: %s does not apply to '%s'\nTry "
+                 "'pigato-keygen %s --help'.\n", stray, command, command);
+    return stray == NULL;
+}
+
 int
 main (int argc, char *argv [])
 {
-    static const struct option options [] = {
+    static const struct option long_options [] = {
         { "output", required_argument, NULL, 'o' },
         { "force", no_argument, NULL, 'f' },
+        { "mesh", required_argument, NULL, 'm' },
+        { "ca", required_argument, NULL, 'c' },
+        { "valid", required_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 }
     };
-    const char *dir = ".";
-    bool force = false;
+    s_options_t options = { NULL, NULL, NULL, NULL, false };
+    bool help = false;
     int option;
-    while ((option = getopt_long (argc, argv, "o:fhV", options, NULL)) != -1) {
+    while ((option = getopt_long (argc, argv, "o:fm:c:v:hV", long_options,
+                                  NULL)) != -1) {
         switch (option) {
-            case 'o': dir = optarg; break;
-            case 'f': force = true; break;
-            case 'h': fputs (s_usage, stdout); return 0;
+            case 'o': options.dir = optarg; break;
+            case 'f': options.force = true; break;
+            case 'm': options.mesh = optarg; break;
+            case 'c': options.ca = optarg; break;
+            case 'v': options.valid = optarg; break;
+            case 'h': help = true; break;
             case 'V': printf ("pigato-keygen %s\n", pigato_version ()); return 0;
             default:
                 fputs ("Try 'pigato-keygen --help'.\n", stderr);
                 return EXIT_USAGE;
         }
     }
-    if (optind >= argc) {
-        fputs (s_usage, stderr);
-        return EXIT_USAGE;
+    int count = argc - optind;
+    const char *command = count > 0 ? argv [optind] : NULL;
+    const char *argument = count > 1 ? argv [optind + 1] : NULL;
+    if (!command) {
+        fputs (s_usage, help ? stdout : stderr);
+        return help ? 0 : EXIT_USAGE;
     }
-    const char *command = argv [optind];
     if (streq (command, "new")) {
-        if (argc - optind != 2) {
-            fputs ("Usage: pigato-keygen new NAME [-o DIR] [--force]\n",
-                   stderr);
-            return EXIT_USAGE;
-        }
-        return s_new (argv [optind + 1], dir, force);
+        if (help)
+            return fputs (s_usage_new, stdout), 0;
+        if (count != 2 || !s_options_fit (command, &options, true, true,
+                                          false, false, false))
+            return fputs (s_usage_new, stderr), EXIT_USAGE;
+        return s_new (argument, &options);
     }
+    if (streq (command, "ca")) {
+        if (help)
+            return fputs (s_usage_ca, stdout), 0;
+        if (count != 2 || !streq (argument, "init")
+        ||  !s_options_fit ("ca", &options, true, true, true, false, false))
+            return fputs (s_usage_ca, stderr), EXIT_USAGE;
+        return s_ca_init (&options);
+    }
+    if (streq (command, "issue")) {
+        if (help)
+            return fputs (s_usage_issue, stdout), 0;
+        if (count != 2 || !s_options_fit (command, &options, true, true,
+                                          false, true, true))
+            return fputs (s_usage_issue, stderr), EXIT_USAGE;
+        return s_issue (argument, &options);
+    }
+    if (streq (command, "revoke")) {
+        if (help)
+            return fputs (s_usage_revoke, stdout), 0;
+        if (count != 2 || !s_options_fit (command, &options, true, false,
+                                          false, true, false))
+            return fputs (s_usage_revoke, stderr), EXIT_USAGE;
+        return s_revoke (argument, &options);
+    }
+    if (streq (command, "show")) {
+        if (help)
+            return fputs (s_usage_show, stdout), 0;
+        if (count != 2 || !s_options_fit (command, &options, false, false,
+                                          false, true, false))
+            return fputs (s_usage_show, stderr), EXIT_USAGE;
+        return s_show (argument, &options);
+    }
+    if (help)
+        return fputs (s_usage, stdout), 0;
     fprintf (stderr, "pigato-keygen: unknown command '%s'\nTry "
              "'pigato-keygen --help'.\n", command);
     return EXIT_USAGE;

@@ -1,0 +1,109 @@
+/*  =========================================================================
+    ca.h - the mesh CA (OpenSSL): an Ed25519 CA key and self-signed
+    certificate, X.509 identity certificates whose subject public key is
+    the X25519 CURVE key, a CRL for revocation, and path validation for the
+    broker's `trust CA.crt CERTDIR` and `revoked CA.crl` ACL lines.
+
+    Files in a CA directory: ca.key (Ed25519 private key, PEM, mode 0600),
+    ca.crt (self-signed, CN "pigato mesh CA MESH"), ca.crl (signed by the
+    CA; empty at first). An identity certificate has CN = NAME and the SAN
+    URI pigato://MESH/NAME.
+
+    Every function that can fail returns a pigato status (0 = ok, negative
+    = error) and writes a human message to err (NULL err = no message).
+    =========================================================================
+*/
+#ifndef PIGATO_CA_H_INCLUDED
+#define PIGATO_CA_H_INCLUDED
+
+#include <czmq.h>
+#include "../include/pigato.h"
+
+//  Longest identity or mesh name, bytes (names end up in file names, ACLs
+//  and logs: letters, digits, '-', '_', '.', not starting with '.' or '-')
+#define PIGATO__NAME_MAX 64
+
+//  pigato__ca_revoke's "nothing to do" result: the certificate was revoked
+//  already; err says so. Positive, so `rc < 0` still means failure.
+#define PIGATO__CA_UNCHANGED 1
+
+//  What a certificate says about an identity.
+typedef struct {
+    char name [PIGATO__NAME_MAX + 1];   //  subject CN
+    char mesh [PIGATO__NAME_MAX + 1];   //  from the SAN URI pigato://MESH/NAME
+    byte public_key [32];               //  the X25519 CURVE public key
+    int64_t not_before, not_after;      //  validity, seconds since the epoch
+    char issuer [256];                  //  issuer DN, RFC 2253 text
+    char serial [80];                   //  serial number, upper-case hex
+} pigato__cert_info_t;
+
+//  Trusted CA (and optional CRL) to validate identity certificates with.
+typedef struct _pigato__trust_t pigato__trust_t;
+
+//  Called by pigato__trust_scan for every certificate file: problem is NULL
+//  when the certificate is valid, else why it is not (info is then filled
+//  as far as the file could be read, zeroed otherwise).
+typedef void (pigato__trust_fn) (const pigato__cert_info_t *info,
+                                 const char *path, const char *problem,
+                                 void *arg);
+
+//  True if name is a valid identity or mesh name.
+bool pigato__ca_valid_name (const char *name);
+
+//  Creates a CA in dir (created if missing): ca.key (0600 from its first
+//  byte), ca.crt (10 years) and an empty ca.crl. mesh NULL = "default".
+//  Refuses to overwrite any of the three unless force.
+int pigato__ca_init (const char *dir, const char *mesh, bool force,
+                     char *err, size_t err_size);
+
+//  Issues crt_path: an identity certificate for name and the 32-byte CURVE
+//  public key, valid from now - 60 s to now + valid_seconds (negative is
+//  allowed, for tests of expiry), signed by the CA in ca_dir. Refuses to
+//  overwrite crt_path unless force, and a ca.key that others can read.
+int pigato__ca_issue (const char *ca_dir, const char *name,
+                      const byte *curve_public_key, int64_t valid_seconds,
+                      const char *crt_path, bool force,
+                      char *err, size_t err_size);
+
+//  Adds the serial of the certificate at cert_path to ca_dir/ca.crl and
+//  re-signs it (lastUpdate now, CRL number + 1). The certificate must be
+//  issued by this CA. Returns PIGATO__CA_UNCHANGED (and a message) when it
+//  was revoked already.
+int pigato__ca_revoke (const char *ca_dir, const char *cert_path,
+                       char *err, size_t err_size);
+
+//  Reads a PEM identity certificate: X25519 key, CN, SAN mesh, validity,
+//  issuer, serial. Does not check the signature (see pigato__trust_verify).
+int pigato__cert_read (const char *path, pigato__cert_info_t *info,
+                       char *err, size_t err_size);
+
+//  Writes the CURVE key of the certificate at path as Z85 to z85_out
+//  (41 bytes with the NUL).
+int pigato__cert_public_key (const char *path, char *z85_out,
+                             char *err, size_t err_size);
+
+//  Loads a trusted CA certificate and, if crl is not NULL, its CRL (which
+//  must be signed by that CA). Returns NULL and a message on error.
+pigato__trust_t *pigato__trust_load (const char *ca_crt, const char *crl,
+                                     char *err, size_t err_size);
+
+//  Destroys a trust and nulls the caller's pointer; accepts NULL.
+void pigato__trust_destroy (pigato__trust_t **self_p);
+
+//  Validates the certificate at cert_path against the trusted CA now:
+//  signature chain, validity period, revocation (when a CRL was loaded),
+//  mesh. Fills info (when not NULL) as far as the file could be read. On
+//  failure err says why: "expired on ...", "not yet valid ...", "revoked",
+//  "not signed by this CA", or why the file cannot be read.
+int pigato__trust_verify (pigato__trust_t *self, const char *cert_path,
+                          pigato__cert_info_t *info,
+                          char *err, size_t err_size);
+
+//  Calls callback for every *.crt file in dir, in name order, with the
+//  result of pigato__trust_verify; skips the CA certificate itself. Fails
+//  only when dir cannot be read.
+int pigato__trust_scan (pigato__trust_t *self, const char *dir,
+                        pigato__trust_fn *callback, void *arg,
+                        char *err, size_t err_size);
+
+#endif
