@@ -43,6 +43,7 @@ struct _pigato__acl_t {
     zhashx_t *identities;       //  name -> identity_t (owned)
     zhashx_t *by_key;           //  Z85 key -> identity_t (borrowed)
     zhashx_t *groups;           //  name -> group_t (owned)
+    zlistx_t *group_order;      //  groups in file order (borrowed items)
     rule_t *rules;
     size_t rule_count;
     zhashx_t *cache;            //  "verb identity \x1f service" -> 1 deny, 2 allow
@@ -86,7 +87,9 @@ s_new (void)
     self->by_key = zhashx_new ();
     self->groups = zhashx_new ();
     self->cache = zhashx_new ();
-    if (!self->identities || !self->by_key || !self->groups || !self->cache) {
+    self->group_order = zlistx_new ();
+    if (!self->identities || !self->by_key || !self->groups || !self->cache
+    ||  !self->group_order) {
         pigato__acl_destroy (&self);
         return NULL;
     }
@@ -117,6 +120,7 @@ pigato__acl_destroy (pigato__acl_t **self_p)
         free (self->rules [index].patterns);
     }
     free (self->rules);
+    zlistx_destroy (&self->group_order);
     zhashx_destroy (&self->by_key);
     zhashx_destroy (&self->identities);
     zhashx_destroy (&self->groups);
@@ -264,6 +268,7 @@ s_line_group (pigato__acl_t *self, parse_t *parse, char **tokens,
     for (size_t index = 2; index < count; index++)
         zlistx_add_end (group->raw_members, tokens [index]);
     zhashx_insert (self->groups, group->name, group);
+    zlistx_add_end (self->group_order, group);
     return 0;
 }
 
@@ -462,8 +467,9 @@ pigato__acl_load (const char *path, char *err, size_t err_size)
                 goto failed;
         }
         if (pass == 1) {
-            for (group_t *group = (group_t *) zhashx_first (self->groups);
-                 group; group = (group_t *) zhashx_next (self->groups))
+            //  In file order, so an error names the first line involved
+            for (group_t *group = (group_t *) zlistx_first (self->group_order);
+                 group; group = (group_t *) zlistx_next (self->group_order))
                 if (s_expand (self, &parse, group, 0))
                     goto failed;
         }

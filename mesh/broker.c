@@ -60,6 +60,8 @@ struct _pigato_broker_t {
     pigato__ratelimit_t bad_log;    //  bad-input log limiter
     char *acl_path;                 //  policy file (--acl)
     pigato__guard_t *guard;         //  ZAP + per-message authorization
+    zsock_t *monitor;               //  accept/disconnect events of router
+    pigato__conns_t *conns;         //  fd -> connection generation
     volatile sig_atomic_t reload;   //  set by pigato_broker_request_reload
     char error [256];               //  last error message
 };
@@ -87,7 +89,9 @@ pigato_broker_new (void)
     self->workers = pigato__bkey_table_new ();
     self->requests = pigato__bkey_table_new ();
     self->timers = pigato__heap_new ();
-    if (!self->services || !self->workers || !self->requests || !self->timers) {
+    self->conns = pigato__conns_new ();
+    if (!self->services || !self->workers || !self->requests || !self->timers
+    ||  !self->conns) {
         pigato_broker_destroy (&self);
         return NULL;
     }
@@ -115,7 +119,9 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     }
     zhashx_destroy (&self->workers);
     pigato__services_destroy (&self->services);
+    zsock_destroy (&self->monitor);
     zsock_destroy (&self->router);
+    pigato__conns_destroy (&self->conns);
     pigato__guard_destroy (&self->guard);
     free (self->acl_path);
     free (self->key_file);
@@ -276,6 +282,28 @@ s_create_router (pigato_broker_t *self)
     zsock_set_sndhwm (router, SOCKET_HWM);
     zsock_set_rcvhwm (router, SOCKET_HWM);
     zsock_set_rcvtimeo (router, 0);
+    //  Accept and disconnect events tell which connection a routing id
+    //  belongs to (conns.h)
+    char monitor_endpoint [64];
+    snprintf (monitor_endpoint, sizeof monitor_endpoint,
+              "inproc://pigato-monitor-%p", (void *) self);
+    self->monitor = zsock_new (ZMQ_PAIR);
+    if (self->monitor) {
+        zsock_set_rcvhwm (self->monitor, 0);
+        zsock_set_rcvtimeo (self->monitor, 0);
+    }
+    if (!self->monitor
+    ||  zmq_socket_monitor (zsock_resolve (router), monitor_endpoint,
+                            ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED)
+    ||  zsock_connect (self->monitor, "%s", monitor_endpoint)) {
+        pigato__errorf (self->error, sizeof self->error,
+                        "cannot monitor the broker socket: %s",
+                        zmq_strerror (zmq_errno ()));
+        zsock_destroy (&self->monitor);
+        zsock_destroy (&router);
+        pigato__guard_destroy (&self->guard);
+        return PIGATO_E_SYSTEM;
+    }
     //  Every handshake goes through our handler, NULL mechanism included;
     //  with ZAP_ENFORCE_DOMAIN no handler means nobody gets in
     zsock_set_zap_domain (router, PIGATO__ZAP_DOMAIN);
@@ -286,6 +314,7 @@ s_create_router (pigato_broker_t *self)
                         "this libzmq does not enforce ZAP domains (%s); "
                         "refusing to run without authentication",
                         zmq_strerror (zmq_errno ()));
+        zsock_destroy (&self->monitor);
         zsock_destroy (&router);
         pigato__guard_destroy (&self->guard);
         return PIGATO_E_SYSTEM;
@@ -295,6 +324,7 @@ s_create_router (pigato_broker_t *self)
         rc = pigato__keyfile_load_secret (self->key_file, &cert, self->error,
                                           sizeof self->error);
         if (rc) {
+            zsock_destroy (&self->monitor);
             zsock_destroy (&router);
             pigato__guard_destroy (&self->guard);
             return rc;
@@ -593,6 +623,7 @@ s_worker_ready (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
     worker->routing_id = zframe_new (in->sender.data, in->sender.size);
     pigato__printable (in->sender.data, in->sender.size, worker->name,
                        sizeof worker->name);
+    worker->conn = in->conn;
     snprintf (worker->identity, sizeof worker->identity, "%s", peer->name);
     snprintf (worker->curve_key, sizeof worker->curve_key, "%s",
               peer->key ? peer->key : "");
@@ -697,10 +728,12 @@ s_worker_reply (pigato_broker_t *self, zmsg_t **msg_p, pigato__msg_t *in,
 //  that registered it. Routing ids are chosen by peers: a different
 //  identity means another peer took the id over.
 static bool
-s_worker_bound (const pigato__worker_t *worker, const pigato__peer_t *peer)
+s_worker_bound (const pigato__worker_t *worker, const pigato__peer_t *peer,
+                const pigato__conn_t *conn)
 {
     return streq (worker->identity, peer->name)
-        && streq (worker->curve_key, peer->key ? peer->key : "");
+        && streq (worker->curve_key, peer->key ? peer->key : "")
+        && pigato__conn_same (&worker->conn, conn);
 }
 
 static void
@@ -711,7 +744,7 @@ s_on_worker (pigato_broker_t *self, zmsg_t **msg_p, pigato__msg_t *in,
     pigato__bkey_set (&key, in->sender.data, in->sender.size, NULL, 0);
     pigato__worker_t *worker =
         (pigato__worker_t *) zhashx_lookup (self->workers, &key);
-    if (worker && !s_worker_bound (worker, peer)) {
+    if (worker && !s_worker_bound (worker, peer, &in->conn)) {
         s_bad (self, *msg_p, "identity_mismatch");
         s_worker_remove (self, worker, "identity_mismatch", true);
         return;
@@ -831,6 +864,7 @@ s_client_request (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
         return;
     }
     request->service = service;
+    request->conn = in->conn;
     snprintf (request->identity, sizeof request->identity, "%s", peer->name);
     snprintf (request->curve_key, sizeof request->curve_key, "%s",
               peer->key ? peer->key : "");
@@ -860,7 +894,8 @@ s_on_client (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
             return;
         pigato__request_t *request =
             (pigato__request_t *) zhashx_lookup (self->requests, &key);
-        if (request && !streq (request->identity, peer->name)) {
+        if (request && (!streq (request->identity, peer->name)
+                        || !pigato__conn_same (&request->conn, &in->conn))) {
             s_bad (self, msg, "identity_mismatch");
             return;
         }
@@ -886,12 +921,17 @@ s_on_client (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
 }
 
 static void
-s_handle (pigato_broker_t *self, zmsg_t **msg_p)
+s_handle (pigato_broker_t *self, zmsg_t **msg_p, int fd)
 {
     pigato__msg_t in;
     int rc = pigato__decode_from_peer (*msg_p, &in);
     if (rc) {
         s_bad (self, *msg_p, pigato__decode_reason (rc));
+        return;
+    }
+    if (!pigato__conns_current (self->conns, fd, &in.conn)) {
+        //  Read after its connection closed: nobody to answer
+        s_bad (self, *msg_p, "connection_closed");
         return;
     }
     pigato__peer_t peer;
@@ -930,6 +970,108 @@ s_handle (pigato_broker_t *self, zmsg_t **msg_p)
         s_on_client (self, *msg_p, &in, &peer);
     else
         s_on_worker (self, msg_p, &in, &peer);
+}
+
+//  --------------------------------------------------------------------------
+//  Connections: a worker whose connection closed is gone now (its requests
+//  retry or fail at once); requests of a closed client connection are
+//  dropped, so no reply can reach a later owner of its routing id.
+
+static void
+s_connection_lost (pigato_broker_t *self, const pigato__conn_t *dead)
+{
+    zlistx_t *workers = zlistx_new ();
+    for (pigato__worker_t *worker =
+             (pigato__worker_t *) zhashx_first (self->workers);
+         worker; worker = (pigato__worker_t *) zhashx_next (self->workers))
+        if (pigato__conn_same (&worker->conn, dead))
+            zlistx_add_end (workers, worker);
+    for (pigato__worker_t *worker = (pigato__worker_t *) zlistx_first (workers);
+         worker; worker = (pigato__worker_t *) zlistx_next (workers))
+        s_worker_remove (self, worker, "disconnected", false);
+    zlistx_destroy (&workers);
+
+    zlistx_t *requests = zlistx_new ();
+    for (pigato__request_t *request =
+             (pigato__request_t *) zhashx_first (self->requests);
+         request; request = (pigato__request_t *) zhashx_next (self->requests))
+        if (pigato__conn_same (&request->conn, dead))
+            zlistx_add_end (requests, request);
+    for (pigato__request_t *request = (pigato__request_t *) zlistx_first (requests);
+         request; request = (pigato__request_t *) zlistx_next (requests)) {
+        pigato__service_t *service =
+            request->worker ? request->worker->service : NULL;
+        s_request_finish (self, request);
+        if (service)
+            s_dispatch (self, service);
+    }
+    if (zlistx_size (requests))
+        pigato__log (PIGATO_LOG_DEBUG, "event=client_gone requests_dropped=%zu",
+                     zlistx_size (requests));
+    zlistx_destroy (&requests);
+}
+
+//  Applies every pending monitor event.
+static void
+s_monitor_drain (pigato_broker_t *self)
+{
+    zmsg_t *event;
+    while ((event = zmsg_recv (self->monitor))) {
+        zframe_t *frame = zmsg_first (event);
+        if (frame && zframe_size (frame) == 6) {
+            uint16_t type;
+            uint32_t value;
+            memcpy (&type, zframe_data (frame), 2);
+            memcpy (&value, zframe_data (frame) + 2, 4);
+            if (type == ZMQ_EVENT_ACCEPTED)
+                pigato__conns_accepted (self->conns, (int) value);
+            else
+            if (type == ZMQ_EVENT_DISCONNECTED) {
+                pigato__conn_t dead =
+                    pigato__conns_disconnected (self->conns, (int) value);
+                if (dead.fd >= 0)
+                    s_connection_lost (self, &dead);
+            }
+        }
+        zmsg_destroy (&event);
+    }
+}
+
+//  Receives one message from the ROUTER and the fd it came from
+//  (ZMQ_SRCFD). The routing id part that ROUTER makes up carries no fd
+//  when the message was prefetched by a poll, so the first two parts are
+//  read as zmq_msg_t and the fd taken from the second; the rest are read as
+//  frames, which keep the metadata (User-Id) the guard reads.
+static zmsg_t *
+s_recv (pigato_broker_t *self, int *fd)
+{
+    void *router = zsock_resolve (self->router);
+    zmq_msg_t part;
+    zmq_msg_init (&part);
+    if (zmq_msg_recv (&part, router, ZMQ_DONTWAIT) == -1) {
+        zmq_msg_close (&part);
+        return NULL;
+    }
+    zmsg_t *msg = zmsg_new ();
+    *fd = -1;
+    bool more = true;
+    for (int index = 0; index < 2 && more; index++) {
+        if (index == 1 && zmq_msg_recv (&part, router, 0) == -1)
+            break;
+        if (zmq_msg_get (&part, ZMQ_SRCFD) >= 0)
+            *fd = zmq_msg_get (&part, ZMQ_SRCFD);
+        more = zmq_msg_more (&part);
+        zmsg_addmem (msg, zmq_msg_data (&part), zmq_msg_size (&part));
+    }
+    zmq_msg_close (&part);
+    while (more) {
+        zframe_t *frame = zframe_recv (self->router);
+        if (!frame)
+            break;
+        more = zframe_more (frame);
+        zmsg_append (msg, &frame);
+    }
+    return msg;
 }
 
 //  --------------------------------------------------------------------------
@@ -1076,7 +1218,8 @@ pigato_broker_run (pigato_broker_t *self)
     zmq_pollitem_t items [] = {
         { zsock_resolve (pigato__guard_zap_socket (self->guard)), 0,
           ZMQ_POLLIN, 0 },
-        { zsock_resolve (self->router), 0, ZMQ_POLLIN, 0 }
+        { zsock_resolve (self->router), 0, ZMQ_POLLIN, 0 },
+        { zsock_resolve (self->monitor), 0, ZMQ_POLLIN, 0 }
     };
     self->next_tick = pigato__now_ms () + self->heartbeat_ms;
     while (!self->stopping && !zsys_interrupted) {
@@ -1089,7 +1232,7 @@ pigato_broker_run (pigato_broker_t *self)
             wait = 250;                     //  notice stop () promptly
         if (wait < 0)
             wait = 0;
-        int rc = zmq_poll (items, 2, (long) wait);
+        int rc = zmq_poll (items, 3, (long) wait);
         if (rc == -1 && zmq_errno () != EINTR)
             break;
         if (self->reload) {
@@ -1100,13 +1243,19 @@ pigato_broker_run (pigato_broker_t *self)
             pigato__guard_zap_handle (self->guard);
         if (rc > 0 && (items [1].revents & ZMQ_POLLIN)) {
             for (int count = 0; count < BATCH; count++) {
-                zmsg_t *msg = zmsg_recv (self->router);
+                int fd = -1;
+                zmsg_t *msg = s_recv (self, &fd);
                 if (!msg)
                     break;
-                s_handle (self, &msg);
+                //  Events enqueued before this message (its connection's
+                //  accept, an earlier owner's disconnect) apply first
+                s_monitor_drain (self);
+                s_handle (self, &msg, fd);
                 zmsg_destroy (&msg);
             }
         }
+        if (rc > 0 && (items [2].revents & ZMQ_POLLIN))
+            s_monitor_drain (self);
         now = pigato__now_ms ();
         s_expire_requests (self, now);
         if (now >= self->next_tick) {

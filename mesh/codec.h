@@ -9,6 +9,7 @@
 #define PIGATO_CODEC_H_INCLUDED
 
 #include "internal.h"
+#include "conns.h"
 
 //  Message types: the ASCII digit of pigato's type frame.
 typedef enum {
@@ -40,6 +41,7 @@ typedef struct {
     int status;                 //  0 or -1 (replies)
     bool request_heartbeat;     //  C/W HEARTBEAT naming a rid
     bool has_opts;              //  opts frame present and not "{}"/empty/undefined
+    pigato__conn_t conn;        //  the connection it came from (broker)
 } pigato__msg_t;
 
 //  Decode errors (why a message was dropped); also the counters' names.

@@ -12,6 +12,7 @@
 
 #include "bkey.h"
 #include "heap.h"
+#include "conns.h"
 
 typedef struct _pigato__worker_t pigato__worker_t;
 typedef struct _pigato__request_t pigato__request_t;
@@ -27,6 +28,7 @@ struct _pigato__worker_t {
     pigato__bkey_t key;             //  routing id, table key
     zframe_t *routing_id;           //  to address messages to it
     char name [2 * 64 + 1];         //  printable id for logs
+    pigato__conn_t conn;            //  the connection it registered on
     char identity [65];             //  who registered it (User-Id)
     char curve_key [PIGATO_Z85_KEY_SIZE + 1];  //  its CURVE key, "" if none
     uint64_t serial;                //  unique per registration (reject lists)
@@ -49,6 +51,7 @@ struct _pigato__request_t {
     pigato__worker_t *worker;       //  holder, NULL while queued
     pigato__request_t *prev, *next; //  in service queue or worker list
     pigato__timer_t expiry;         //  inactivity deadline
+    pigato__conn_t conn;            //  the client's connection
     char identity [65];             //  the calling identity (User-Id)
     char curve_key [PIGATO_Z85_KEY_SIZE + 1];  //  its CURVE key, "" if none
     int64_t timeout;                //  ms, -1 = never

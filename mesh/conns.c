@@ -1,0 +1,103 @@
+/*  =========================================================================
+    conns.c - connection generations per fd (see conns.h)
+    =========================================================================
+*/
+#include <stdlib.h>
+#include <string.h>
+#include "conns.h"
+
+#define FD_LIMIT (1 << 22)      //  ignore absurd fds rather than grow
+
+typedef enum { FD_UNKNOWN = 0, FD_OPEN, FD_CLOSED } fd_state_t;
+
+typedef struct {
+    uint32_t generation;        //  bumped on each accept
+    uint8_t state;              //  fd_state_t
+} slot_t;
+
+struct _pigato__conns_t {
+    slot_t *slots;              //  indexed by fd
+    size_t size;                //  slots allocated
+};
+
+pigato__conns_t *
+pigato__conns_new (void)
+{
+    return (pigato__conns_t *) calloc (1, sizeof (pigato__conns_t));
+}
+
+void
+pigato__conns_destroy (pigato__conns_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    free ((*self_p)->slots);
+    free (*self_p);
+    *self_p = NULL;
+}
+
+//  The slot for fd, growing the table; NULL for a negative or absurd fd
+//  or if out of memory (callers then treat the fd as unknown).
+static slot_t *
+s_slot (pigato__conns_t *self, int fd, bool grow)
+{
+    if (fd < 0 || fd >= FD_LIMIT)
+        return NULL;
+    if ((size_t) fd >= self->size) {
+        if (!grow)
+            return NULL;
+        size_t size = self->size ? self->size : 1024;
+        while (size <= (size_t) fd)
+            size *= 2;
+        slot_t *slots = (slot_t *) realloc (self->slots, size * sizeof (slot_t));
+        if (!slots)
+            return NULL;
+        memset (slots + self->size, 0, (size - self->size) * sizeof (slot_t));
+        self->slots = slots;
+        self->size = size;
+    }
+    return &self->slots [fd];
+}
+
+void
+pigato__conns_accepted (pigato__conns_t *self, int fd)
+{
+    slot_t *slot = s_slot (self, fd, true);
+    if (slot) {
+        slot->generation++;
+        slot->state = FD_OPEN;
+    }
+}
+
+pigato__conn_t
+pigato__conns_disconnected (pigato__conns_t *self, int fd)
+{
+    pigato__conn_t dead = { -1, 0 };
+    slot_t *slot = s_slot (self, fd, false);
+    if (slot && slot->state == FD_OPEN) {
+        dead.fd = fd;
+        dead.generation = slot->generation;
+        slot->state = FD_CLOSED;
+    }
+    return dead;
+}
+
+bool
+pigato__conns_current (pigato__conns_t *self, int fd, pigato__conn_t *conn)
+{
+    slot_t *slot = s_slot (self, fd, false);
+    if (!slot || slot->state == FD_UNKNOWN) {
+        conn->fd = -1;                  //  unknown: no binding possible
+        conn->generation = 0;
+        return true;
+    }
+    conn->fd = fd;
+    conn->generation = slot->generation;
+    return slot->state == FD_OPEN;
+}
+
+bool
+pigato__conn_same (const pigato__conn_t *a, const pigato__conn_t *b)
+{
+    return a->fd == b->fd && a->generation == b->generation;
+}

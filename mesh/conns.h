@@ -1,0 +1,47 @@
+/*  =========================================================================
+    conns.h - which connection a message came from, and when it died.
+
+    ROUTER routing ids are chosen by peers, and a peer may take over the id
+    of one that left. libzmq tells us, per message, the fd it came from
+    (ZMQ_SRCFD) and, through a socket monitor, when an fd was accepted or
+    disconnected. A connection is (fd, generation): the generation goes up
+    on every accept of that fd, so a reused fd is a new connection.
+
+    If monitor events were lost, an fd is "unknown": its messages are taken
+    as before (never refused for our bookkeeping's sake).
+    =========================================================================
+*/
+#ifndef PIGATO_CONNS_H_INCLUDED
+#define PIGATO_CONNS_H_INCLUDED
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct _pigato__conns_t pigato__conns_t;
+
+//  A connection as recorded by workers and requests. fd -1 = unknown.
+typedef struct {
+    int fd;
+    uint32_t generation;
+} pigato__conn_t;
+
+pigato__conns_t *pigato__conns_new (void);
+void pigato__conns_destroy (pigato__conns_t **self_p);
+
+//  Monitor events.
+void pigato__conns_accepted (pigato__conns_t *self, int fd);
+
+//  Marks the fd closed; returns the connection that died (fd -1 if the fd
+//  was not known open).
+pigato__conn_t pigato__conns_disconnected (pigato__conns_t *self, int fd);
+
+//  The connection a message from fd belongs to. False if that fd is known
+//  closed (the message outlived its connection).
+bool pigato__conns_current (pigato__conns_t *self, int fd,
+                            pigato__conn_t *conn);
+
+//  True if two records name the same connection (unknown matches only
+//  unknown on the same fd).
+bool pigato__conn_same (const pigato__conn_t *a, const pigato__conn_t *b);
+
+#endif
