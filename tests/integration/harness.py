@@ -98,6 +98,19 @@ class KeyPair:
         os.chmod(self.secret_file, 0o600)
 
 
+def write_acl(path, text):
+    """Writes an ACL file atomically (temporary file + rename in the same
+    directory), so a broker reloading on SIGHUP never reads half a file.
+    Returns path."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".acl-", dir=directory)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return path
+
+
 # --------------------------------------------------------------------------
 # Processes
 
@@ -240,22 +253,27 @@ class Proc:
 
 
 class Broker(Proc):
-    """pigato-broker on a free port, CURVE (--allow-any) or --insecure."""
+    """pigato-broker on a free port: CURVE with --allow-any, CURVE with
+    --acl FILE (acl=FILE), --insecure, or --insecure --acl FILE."""
 
     def __init__(self, tmpdir, curve=True, heartbeat=500, extra=(), name="broker",
-                 key=None, wait_ready=True, port=None):
+                 key=None, wait_ready=True, port=None, acl=None):
         self.port = port or free_port()
         self.endpoint = "tcp://127.0.0.1:%d" % self.port
         self.curve = curve
         self.heartbeat = heartbeat
         self.key = key
+        self.acl = acl
         args = [BROKER_BIN, "--bind", self.endpoint]
         if curve:
             if self.key is None:
                 self.key = KeyPair(tmpdir, name)
-            args += ["--allow-any", "--key", self.key.secret_file]
+            args += ["--allow-any"] if acl is None else ["--acl", acl]
+            args += ["--key", self.key.secret_file]
         else:
             args += ["--insecure"]
+            if acl is not None:
+                args += ["--acl", acl]
         args += ["--heartbeat", str(heartbeat), "--log-level", "debug"]
         args += list(extra)
         Proc.__init__(self, args, name=name)
@@ -339,7 +357,7 @@ class Peer:
     _seq = 0
 
     def __init__(self, mesh, role, endpoint, server_key=None, identity=None,
-                 auto_heartbeat=True):
+                 auto_heartbeat=True, keypair=None):
         self.mesh = mesh
         self.role = role
         self.sock = mesh.ctx.socket(zmq.DEALER)
@@ -351,8 +369,14 @@ class Peer:
             identity = "%s-%d-%s" % (role, Peer._seq, os.urandom(4).hex())
         self.identity = b(identity)
         self.sock.setsockopt(zmq.ROUTING_ID, self.identity)
+        self.keypair = keypair
         if server_key:
-            pub, sec = zmq.curve_keypair()
+            # An ephemeral key pair unless the test names one (a KeyPair,
+            # e.g. an identity listed in the broker's ACL).
+            if keypair is not None:
+                pub, sec = b(keypair.public), b(keypair.secret)
+            else:
+                pub, sec = zmq.curve_keypair()
             self.sock.curve_serverkey = b(server_key)
             self.sock.curve_publickey = pub
             self.sock.curve_secretkey = sec
@@ -429,8 +453,9 @@ class Request:
 
 class RawWorker(Peer):
     def __init__(self, mesh, endpoint, server_key=None, identity=None,
-                 concurrency=None, auto_heartbeat=True):
-        Peer.__init__(self, mesh, "W", endpoint, server_key, identity, auto_heartbeat)
+                 concurrency=None, auto_heartbeat=True, keypair=None):
+        Peer.__init__(self, mesh, "W", endpoint, server_key, identity, auto_heartbeat,
+                      keypair)
         self.concurrency = concurrency
         self.is_ready = False
 
@@ -506,8 +531,10 @@ class Reply:
 
 
 class RawClient(Peer):
-    def __init__(self, mesh, endpoint, server_key=None, identity=None, auto_heartbeat=True):
-        Peer.__init__(self, mesh, "C", endpoint, server_key, identity, auto_heartbeat)
+    def __init__(self, mesh, endpoint, server_key=None, identity=None, auto_heartbeat=True,
+                 keypair=None):
+        Peer.__init__(self, mesh, "C", endpoint, server_key, identity, auto_heartbeat,
+                      keypair)
 
     def _heartbeat_frames(self):
         return ["C", "4"]
@@ -609,11 +636,12 @@ class MeshTestCase(unittest.TestCase):
         return broker.wait_for_log(regex, timeout, since, idle=self.mesh.pump)
 
     def start_broker(self, curve=None, heartbeat=None, extra=None, name=None, key=None,
-                     port=None):
+                     port=None, acl=None):
         br = Broker(self.tmp, curve=self.CURVE if curve is None else curve,
                     heartbeat=self.HEARTBEAT if heartbeat is None else heartbeat,
                     extra=self.BROKER_EXTRA if extra is None else extra,
-                    name=name or "broker%d" % len(self.brokers), key=key, port=port)
+                    name=name or "broker%d" % len(self.brokers), key=key, port=port,
+                    acl=acl)
         self.procs.append(br)
         self.brokers.append(br)
         return br
