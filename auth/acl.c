@@ -5,8 +5,11 @@
 #include <ctype.h>
 #include <errno.h>
 #include <libgen.h>
+#include <sodium.h>
 #include <string.h>
+#include <unistd.h>
 #include "acl.h"
+#include "../certs/ca.h"
 
 #define MAX_TOKENS 1024         //  per line
 #define CACHE_MAX 100000        //  cached decisions before a purge
@@ -16,6 +19,7 @@ typedef struct {
     char name [PIGATO__IDENTITY_MAX + 1];
     byte key [32];
     char z85 [PIGATO_Z85_KEY_SIZE + 1];
+    int64_t not_after;          //  certificate expiry (epoch s), 0 = never
 } identity_t;
 
 typedef struct {
@@ -40,8 +44,9 @@ typedef struct {
 
 struct _pigato__acl_t {
     bool allow_all;             //  no rules: everything allowed
-    zhashx_t *identities;       //  name -> identity_t (owned)
-    zhashx_t *by_key;           //  Z85 key -> identity_t (borrowed)
+    zlistx_t *entries;          //  every identity_t (owned)
+    zhashx_t *identities;       //  name -> first identity_t with that name
+    zhashx_t *by_key;           //  Z85 key -> identity_t
     zhashx_t *groups;           //  name -> group_t (owned)
     zlistx_t *group_order;      //  groups in file order (borrowed items)
     rule_t *rules;
@@ -56,6 +61,8 @@ typedef struct {
     int line;
     char *err;
     size_t err_size;
+    zlistx_t *trusts;           //  trust lines: "LINE CA DIR" (pass 0)
+    zlistx_t *crls;             //  revoked lines: "LINE CRL" (pass 0)
 } parse_t;
 
 static void
@@ -77,23 +84,34 @@ s_identity_destroy (void **item_p)
     *item_p = NULL;
 }
 
+//  Adds an identity entry (takes ownership).
+static void
+s_identity_add (pigato__acl_t *self, identity_t *identity)
+{
+    zlistx_add_end (self->entries, identity);
+    if (!zhashx_lookup (self->identities, identity->name))
+        zhashx_insert (self->identities, identity->name, identity);
+    zhashx_insert (self->by_key, identity->z85, identity);
+}
+
 static pigato__acl_t *
 s_new (void)
 {
     pigato__acl_t *self = (pigato__acl_t *) calloc (1, sizeof *self);
     if (!self)
         return NULL;
+    self->entries = zlistx_new ();
     self->identities = zhashx_new ();
     self->by_key = zhashx_new ();
     self->groups = zhashx_new ();
     self->cache = zhashx_new ();
     self->group_order = zlistx_new ();
-    if (!self->identities || !self->by_key || !self->groups || !self->cache
-    ||  !self->group_order) {
+    if (!self->entries || !self->identities || !self->by_key || !self->groups
+    ||  !self->cache || !self->group_order) {
         pigato__acl_destroy (&self);
         return NULL;
     }
-    zhashx_set_destructor (self->identities, s_identity_destroy);
+    zlistx_set_destructor (self->entries, s_identity_destroy);
     zhashx_set_destructor (self->groups, s_group_destroy);
     return self;
 }
@@ -123,6 +141,7 @@ pigato__acl_destroy (pigato__acl_t **self_p)
     zlistx_destroy (&self->group_order);
     zhashx_destroy (&self->by_key);
     zhashx_destroy (&self->identities);
+    zlistx_destroy (&self->entries);
     zhashx_destroy (&self->groups);
     zhashx_destroy (&self->cache);
     free (self);
@@ -189,27 +208,75 @@ s_tokenize (char *line, char **tokens, size_t max)
     return count;
 }
 
-//  Resolves an identity's key: 40-character Z85 text, or a zcert public
-//  key file (relative paths from the ACL file's directory).
+//  Resolves a path from the ACL file's folder. Caller frees.
+static char *
+s_resolve (parse_t *parse, const char *path)
+{
+    return path [0] == '/' ? strdup (path)
+                           : zsys_sprintf ("%s/%s", parse->dir, path);
+}
+
+//  Reads a public key from a file: a zcert public (or secret) key file, or
+//  a mesh certificate (PEM). Only curve/public-key is read from a zcert.
+static int
+s_read_key_file (const char *path, char *z85, char *err, size_t err_size)
+{
+    FILE *file = fopen (path, "r");
+    if (!file) {
+        pigato__errorf (err, err_size, "%s", strerror (errno));
+        return -1;
+    }
+    char head [16] = "";
+    size_t got = fread (head, 1, sizeof head - 1, file);
+    fclose (file);
+    head [got] = 0;
+    if (strncmp (head, "-----BEGIN", 10) == 0)
+        return pigato__cert_public_key (path, z85, err, err_size) ? -1 : 0;
+    zconfig_t *config = zconfig_load (path);
+    const char *text = config ? zconfig_get (config, "curve/public-key", NULL)
+                              : NULL;
+    byte key [32];
+    int rc = -1;
+    if (text && strlen (text) == PIGATO_Z85_KEY_SIZE && zmq_z85_decode (key, text)) {
+        strcpy (z85, text);
+        rc = 0;
+    }
+    else
+        pigato__errorf (err, err_size, "not a zcert key file or certificate");
+    //  A secret file may have been given: wipe what zconfig read
+    char *secret = config ? zconfig_get (config, "curve/secret-key", NULL) : NULL;
+    if (secret)
+        sodium_memzero (secret, strlen (secret));
+    zconfig_destroy (&config);
+    return rc;
+}
+
+//  Resolves an identity's key: a key file (zcert or certificate; relative
+//  paths from the ACL file's folder) if one exists at that path, else
+//  40-character Z85 text. The file comes first: many 40-character paths
+//  are valid Z85 too.
 static int
 s_parse_key (parse_t *parse, const char *token, identity_t *identity)
 {
+    char *path = s_resolve (parse, token);
+    char err [256] = "no such file";
+    int rc = -1;
+    if (access (path, F_OK) == 0)
+        rc = s_read_key_file (path, identity->z85, err, sizeof err);
+    else
     if (strlen (token) == PIGATO_Z85_KEY_SIZE
     &&  zmq_z85_decode (identity->key, token)) {
         strcpy (identity->z85, token);
-        return 0;
+        rc = 0;
     }
-    char *path = token [0] == '/' ? strdup (token)
-                                  : zsys_sprintf ("%s/%s", parse->dir, token);
-    char err [256];
-    int rc = pigato_key_public (path, identity->z85, err, sizeof err);
-    free (path);
     if (rc)
-        return s_error (parse, "identity %s: key '%s' is neither a "
-                        "40-character Z85 key nor a readable key file (%s)",
-                        identity->name, token, err);
-    zmq_z85_decode (identity->key, identity->z85);
-    return 0;
+        s_error (parse, "identity %s: key '%s' is neither a readable key file "
+                 "nor a 40-character Z85 key (%s: %s)", identity->name, token,
+                 path, err);
+    else
+        zmq_z85_decode (identity->key, identity->z85);
+    free (path);
+    return rc;
 }
 
 static int
@@ -242,9 +309,130 @@ s_line_identity (pigato__acl_t *self, parse_t *parse, char **tokens,
         free (identity);
         return rc;
     }
-    zhashx_insert (self->identities, identity->name, identity);
-    zhashx_insert (self->by_key, identity->z85, identity);
+    s_identity_add (self, identity);
     return 0;
+}
+
+//  trust CA.crt CERTDIR / revoked CA.crl: collected in pass 0, applied
+//  after it (a revoked line may come after its trust line).
+static int
+s_line_trust (parse_t *parse, char **tokens, size_t count)
+{
+    bool trust = streq (tokens [0], "trust");
+    if (trust && count != 3)
+        return s_error (parse, "expected 'trust CA.crt CERTDIR'");
+    if (!trust && count != 2)
+        return s_error (parse, "expected 'revoked CA.crl'");
+    char *first = s_resolve (parse, tokens [1]);
+    char *second = trust ? s_resolve (parse, tokens [2]) : NULL;
+    char *entry = trust ? zsys_sprintf ("%d\n%s\n%s", parse->line, first, second)
+                        : zsys_sprintf ("%d\n%s", parse->line, first);
+    zlistx_add_end (trust ? parse->trusts : parse->crls, entry);
+    free (first);
+    free (second);
+    return 0;
+}
+
+typedef struct {
+    pigato__acl_t *self;
+    parse_t *parse;
+    size_t added;
+    size_t skipped;
+} scan_t;
+
+//  Every certificate in a trusted folder: valid ones become identities
+//  named by their CN; others are logged and skipped, so one bad file does
+//  not take the mesh down.
+static void
+s_on_cert (const pigato__cert_info_t *info, const char *path,
+           const char *problem, void *arg)
+{
+    scan_t *scan = (scan_t *) arg;
+    char z85 [PIGATO_Z85_KEY_SIZE + 1];
+    if (!problem) {
+        zmq_z85_encode (z85, info->public_key, 32);
+        identity_t *other = (identity_t *) zhashx_lookup (scan->self->by_key,
+                                                          z85);
+        if (other)
+            problem = "its key is already the identity of another entry";
+    }
+    if (problem) {
+        scan->skipped++;
+        pigato__log (PIGATO_LOG_WARNING, "event=cert_skipped path=%s "
+                     "reason=\"%s\"", path, problem);
+        return;
+    }
+    identity_t *identity = (identity_t *) calloc (1, sizeof *identity);
+    if (!identity)
+        return;
+    snprintf (identity->name, sizeof identity->name, "%s", info->name);
+    memcpy (identity->key, info->public_key, 32);
+    strcpy (identity->z85, z85);
+    identity->not_after = info->not_after > 0 ? info->not_after : 1;
+    s_identity_add (scan->self, identity);
+    scan->added++;
+}
+
+//  Loads each trusted CA with the CRL that it signed (if any), and turns
+//  its folder of certificates into identities. Every revoked line must
+//  belong to some trusted CA.
+static int
+s_apply_trust (pigato__acl_t *self, parse_t *parse)
+{
+    size_t crl_count = zlistx_size (parse->crls);
+    bool *used = (bool *) calloc (crl_count + 1, sizeof (bool));
+    int rc = 0;
+    for (char *entry = (char *) zlistx_first (parse->trusts); entry && !rc;
+         entry = (char *) zlistx_next (parse->trusts)) {
+        char *copy = strdup (entry);
+        char *ca = strchr (copy, '\n') + 1;
+        char *dir = strchr (ca, '\n');
+        *dir++ = 0;
+        parse->line = atoi (copy);
+        char message [512];
+        pigato__trust_t *trust = pigato__trust_load (ca, NULL, message,
+                                                     sizeof message);
+        if (!trust)
+            rc = s_error (parse, "%s", message);
+        //  The CRL this CA signed, if a revoked line names one
+        size_t index = 0;
+        for (char *crl_entry = (char *) zlistx_first (parse->crls);
+             crl_entry && trust; crl_entry = (char *) zlistx_next (parse->crls),
+             index++) {
+            pigato__trust_t *with_crl = pigato__trust_load (
+                ca, strchr (crl_entry, '\n') + 1, NULL, 0);
+            if (with_crl) {
+                pigato__trust_destroy (&trust);
+                trust = with_crl;
+                used [index] = true;
+                break;
+            }
+        }
+        if (trust) {
+            scan_t scan = { self, parse, 0, 0 };
+            if (pigato__trust_scan (trust, dir, s_on_cert, &scan, message,
+                                    sizeof message) < 0)
+                rc = s_error (parse, "%s", message);
+            else
+                pigato__log (PIGATO_LOG_INFO, "event=trust_loaded ca=%s "
+                             "dir=%s identities=%zu skipped=%zu", ca, dir,
+                             scan.added, scan.skipped);
+        }
+        pigato__trust_destroy (&trust);
+        free (copy);
+    }
+    size_t index = 0;
+    for (char *crl_entry = (char *) zlistx_first (parse->crls);
+         crl_entry && !rc; crl_entry = (char *) zlistx_next (parse->crls),
+         index++)
+        if (!used [index]) {
+            parse->line = atoi (crl_entry);
+            rc = s_error (parse, "the CRL '%s' is missing, unreadable or not "
+                          "signed by a CA of a 'trust' line",
+                          strchr (crl_entry, '\n') + 1);
+        }
+    free (used);
+    return rc;
 }
 
 static int
@@ -388,7 +576,10 @@ s_line_rule (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
 pigato__acl_t *
 pigato__acl_load (const char *path, char *err, size_t err_size)
 {
-    parse_t parse = { .path = path, .err = err, .err_size = err_size };
+    parse_t parse = { .path = path, .err = err, .err_size = err_size,
+                      .trusts = zlistx_new (), .crls = zlistx_new () };
+    zlistx_set_destructor (parse.trusts, (zlistx_destructor_fn *) zstr_free);
+    zlistx_set_destructor (parse.crls, (zlistx_destructor_fn *) zstr_free);
     pigato__acl_t *self = NULL;
     FILE *file = NULL;
     zlistx_t *lines = NULL;
@@ -452,11 +643,7 @@ pigato__acl_load (const char *path, char *err, size_t err_size)
             }
             else
             if (streq (tokens [0], "trust") || streq (tokens [0], "revoked"))
-                rc = pass == 0 ? s_error (&parse, "'%s' (mesh CA "
-                                          "certificates) is not supported by "
-                                          "this version yet; list keys with "
-                                          "'identity NAME KEY'", tokens [0])
-                               : 0;
+                rc = pass == 0 ? s_line_trust (&parse, tokens, count) : 0;
             else
             if (pass == 0)
                 rc = s_error (&parse, "unknown keyword '%s' (expected "
@@ -466,6 +653,8 @@ pigato__acl_load (const char *path, char *err, size_t err_size)
             if (rc)
                 goto failed;
         }
+        if (pass == 0 && s_apply_trust (self, &parse))
+            goto failed;
         if (pass == 1) {
             //  In file order, so an error names the first line involved
             for (group_t *group = (group_t *) zlistx_first (self->group_order);
@@ -475,12 +664,16 @@ pigato__acl_load (const char *path, char *err, size_t err_size)
         }
     }
     zlistx_destroy (&lines);
+    zlistx_destroy (&parse.trusts);
+    zlistx_destroy (&parse.crls);
     fclose (file);
     free (parse.dir);
     return self;
 
 failed:
     zlistx_destroy (&lines);
+    zlistx_destroy (&parse.trusts);
+    zlistx_destroy (&parse.crls);
     if (file)
         fclose (file);
     free (parse.dir);
@@ -488,12 +681,26 @@ failed:
     return NULL;
 }
 
+static bool
+s_expired (const identity_t *identity)
+{
+    return identity->not_after && (int64_t) time (NULL) >= identity->not_after;
+}
+
 const char *
-pigato__acl_identity_of_key (pigato__acl_t *self, const byte *public_key)
+pigato__acl_identity_of_key (pigato__acl_t *self, const byte *public_key,
+                             const char **reason)
 {
     char z85 [PIGATO_Z85_KEY_SIZE + 1];
     zmq_z85_encode (z85, public_key, 32);
     identity_t *identity = (identity_t *) zhashx_lookup (self->by_key, z85);
+    if (identity && s_expired (identity)) {
+        if (reason)
+            *reason = "certificate_expired";
+        return NULL;
+    }
+    if (!identity && reason)
+        *reason = "unknown_key";
     return identity ? identity->name : NULL;
 }
 
@@ -505,12 +712,11 @@ pigato__acl_identity_current (pigato__acl_t *self, const char *name,
         return true;
     if (!name)
         return false;
-    if (streq (name, PIGATO__ANONYMOUS) && !key_z85)
-        return true;
-    identity_t *identity = (identity_t *) zhashx_lookup (self->identities, name);
-    if (!identity)
-        return false;
-    return !key_z85 || streq (identity->z85, key_z85);
+    if (!key_z85)           //  NULL mechanism: names only
+        return streq (name, PIGATO__ANONYMOUS)
+            || zhashx_lookup (self->identities, name) != NULL;
+    identity_t *identity = (identity_t *) zhashx_lookup (self->by_key, key_z85);
+    return identity && streq (identity->name, name) && !s_expired (identity);
 }
 
 static bool
@@ -581,7 +787,7 @@ pigato__acl_allow_all (pigato__acl_t *self)
 size_t
 pigato__acl_identity_count (pigato__acl_t *self)
 {
-    return zhashx_size (self->identities);
+    return zlistx_size (self->entries);
 }
 
 size_t

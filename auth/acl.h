@@ -10,8 +10,10 @@
         group    NAME MEMBER...          (members: identities or @groups)
         allow    SUBJECT VERB PATTERN... (SUBJECT: NAME, @GROUP or *)
         deny     SUBJECT VERB PATTERN... (VERB: serve or call)
-        trust    CA.crt CERTDIR          (mesh CA; see pigato-keygen)
-        revoked  CA.crl
+        trust    CA.crt CERTDIR          (every cert in CERTDIR that the CA
+                                          signed, valid and not revoked, is an
+                                          identity named by its CN)
+        revoked  CA.crl                  (the CRL of a trusted CA)
     PATTERN: exact name, prefix*, or *. A word starting with '#' starts a
     comment.
     =========================================================================
@@ -43,11 +45,15 @@ pigato__acl_t *pigato__acl_new_allow_all (void);
 void pigato__acl_destroy (pigato__acl_t **self_p);
 
 //  The identity name for a 32-byte CURVE public key, or NULL if the key is
-//  not in the policy. Borrowed; valid while the policy lives.
+//  not in the policy or its certificate has expired (reason, if not NULL,
+//  says which: "unknown_key" or "certificate_expired"). Borrowed; valid
+//  while the policy lives.
 const char *pigato__acl_identity_of_key (pigato__acl_t *self,
-                                         const byte *public_key);
+                                         const byte *public_key,
+                                         const char **reason);
 
-//  True if the identity exists in this policy with this key (Z85) — a
+//  True if the identity exists in this policy with this key (Z85) and, for
+//  an identity from a certificate, the certificate has not expired — a
 //  live connection's credentials re-checked against the current policy.
 //  With key NULL only the name is checked (the NULL mechanism).
 bool pigato__acl_identity_current (pigato__acl_t *self, const char *name,

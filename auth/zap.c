@@ -161,9 +161,8 @@ s_handle_one (pigato__zap_t *self, zmsg_t *request)
         else
         if (self->mode == PIGATO__ZAP_POLICY && self->policy) {
             user = pigato__acl_identity_of_key (self->policy,
-                                                zframe_data (credentials));
-            if (!user)
-                reason = "unknown_key";
+                                                zframe_data (credentials),
+                                                &reason);
         }
         else
             reason = "curve_not_enabled";

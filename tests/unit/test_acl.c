@@ -11,6 +11,7 @@
 #include <cmocka.h>
 #include <sodium.h>
 #include "../../auth/acl.h"
+#include "../../certs/ca.h"
 
 static char s_dir [] = "/tmp/pigato-test-acl.XXXXXX";
 
@@ -84,11 +85,11 @@ test_rules_groups_and_patterns (void **state)
     //  Keys map to names
     byte raw [32];
     zmq_z85_decode (raw, s_key_a);
-    assert_string_equal (pigato__acl_identity_of_key (acl, raw), "echo-worker");
-    assert_string_equal (pigato__acl_identity_of_key (acl, zcert_public_key (cert)),
+    assert_string_equal (pigato__acl_identity_of_key (acl, raw, NULL), "echo-worker");
+    assert_string_equal (pigato__acl_identity_of_key (acl, zcert_public_key (cert), NULL),
                          "web");
     zmq_z85_decode (raw, s_key_c);
-    assert_null (pigato__acl_identity_of_key (acl, raw));
+    assert_null (pigato__acl_identity_of_key (acl, raw, NULL));
 
     //  serve / call per identity, group and pattern
     assert_true (pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_SERVE, "echo"));
@@ -144,7 +145,10 @@ test_errors_name_file_line_and_problem (void **state)
         { "identity a %s\nallow a call\n", "mesh.acl:2: expected 'allow SUBJECT" },
         { "permit a call x\n", "mesh.acl:1: unknown keyword 'permit'" },
         { "identity ../x %s\n", "mesh.acl:1: invalid identity name '../x'" },
-        { "trust ca.crt certs/\n", "mesh.acl:1: 'trust' (mesh CA certificates)" },
+        { "trust nowhere/ca.crt certs/\n", "mesh.acl:1: " },
+        { "trust ca.crt\n", "mesh.acl:1: expected 'trust CA.crt CERTDIR'" },
+        { "revoked a.crl b.crl\n", "mesh.acl:1: expected 'revoked CA.crl'" },
+        { "revoked nowhere.crl\n", "mesh.acl:1: the CRL" },
     };
     for (size_t index = 0; index < sizeof cases / sizeof cases [0]; index++) {
         char *text = zsys_sprintf (cases [index].text, s_key_a, s_key_a);
@@ -183,11 +187,100 @@ test_comments_and_keys_holding_a_hash (void **state)
     pigato__acl_t *acl = pigato__acl_load (path, err, sizeof err);
     if (!acl)
         fail_msg ("%s", err);
-    assert_string_equal (pigato__acl_identity_of_key (acl, raw), "hashy");
+    assert_string_equal (pigato__acl_identity_of_key (acl, raw, NULL), "hashy");
     assert_true (pigato__acl_allows (acl, "hashy", PIGATO__VERB_CALL, "echo"));
     pigato__acl_destroy (&acl);
     free (text);
     free (path);
+}
+
+//  Issues NAME from the CA in ca_dir into certs/NAME.crt with a fresh key;
+//  returns the key.
+static void
+s_issue (const char *ca_dir, const char *name, int64_t valid, byte *key)
+{
+    zcert_t *cert = zcert_new ();
+    memcpy (key, zcert_public_key (cert), 32);
+    char *path = zsys_sprintf ("%s/certs/%s.crt", s_dir, name);
+    char err [512];
+    if (pigato__ca_issue (ca_dir, name, key, valid, path, true, err, sizeof err))
+        fail_msg ("issue %s: %s", name, err);
+    zcert_destroy (&cert);
+    free (path);
+}
+
+static void
+test_trusted_certificates_are_identities_until_revoked_or_expired (void **state)
+{
+    (void) state;
+    char err [512] = "";
+    char *ca_dir = zsys_sprintf ("%s/ca", s_dir);
+    char *other_ca = zsys_sprintf ("%s/other-ca", s_dir);
+    char *certs = zsys_sprintf ("%s/certs", s_dir);
+    zsys_dir_create (certs);
+    assert_int_equal (pigato__ca_init (ca_dir, "prod", true, err, sizeof err), 0);
+    assert_int_equal (pigato__ca_init (other_ca, "prod", true, err, sizeof err), 0);
+    byte web [32], api [32], old [32], brief [32], foreign [32];
+    s_issue (ca_dir, "web", 3600, web);
+    s_issue (ca_dir, "api", 3600, api);
+    s_issue (ca_dir, "old", -3600, old);            //  expired before load
+    s_issue (ca_dir, "brief", 2, brief);            //  expires while loaded
+    s_issue (other_ca, "foreign", 3600, foreign);   //  not our CA
+    char *path = s_write ("mesh.acl",
+                          "trust    ca/ca.crt certs\n"
+                          "revoked  ca/ca.crl\n"
+                          "allow    web   call  echo\n"
+                          "allow    brief call  echo\n");
+    pigato__acl_t *acl = pigato__acl_load (path, err, sizeof err);
+    if (!acl)
+        fail_msg ("%s", err);
+    assert_string_equal (pigato__acl_identity_of_key (acl, web, NULL), "web");
+    assert_string_equal (pigato__acl_identity_of_key (acl, api, NULL), "api");
+    const char *reason = NULL;
+    assert_null (pigato__acl_identity_of_key (acl, old, &reason));
+    assert_null (pigato__acl_identity_of_key (acl, foreign, &reason));
+    assert_string_equal (reason, "unknown_key");
+    char z85 [41];
+    zmq_z85_encode (z85, web, 32);
+    assert_true (pigato__acl_identity_current (acl, "web", z85));
+    assert_false (pigato__acl_identity_current (acl, "api", z85));
+    assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo"));
+    assert_false (pigato__acl_allows (acl, "api", PIGATO__VERB_CALL, "echo"));
+
+    //  Revoke api: the next load (a reload) no longer knows it
+    char *api_crt = zsys_sprintf ("%s/certs/api.crt", s_dir);
+    assert_int_equal (pigato__ca_revoke (ca_dir, api_crt, err, sizeof err), 0);
+    pigato__acl_t *reloaded = pigato__acl_load (path, err, sizeof err);
+    assert_non_null (reloaded);
+    assert_null (pigato__acl_identity_of_key (reloaded, api, NULL));
+    assert_string_equal (pigato__acl_identity_of_key (reloaded, web, NULL), "web");
+    pigato__acl_destroy (&reloaded);
+
+    //  brief expires while the policy is loaded: refused from then on,
+    //  at the handshake and on live connections
+    zmq_z85_encode (z85, brief, 32);
+    assert_true (pigato__acl_identity_current (acl, "brief", z85));
+    int64_t deadline = zclock_time () + 5000;
+    while (pigato__acl_identity_current (acl, "brief", z85)
+           && zclock_time () < deadline)
+        zclock_sleep (100);
+    assert_false (pigato__acl_identity_current (acl, "brief", z85));
+    reason = NULL;
+    assert_null (pigato__acl_identity_of_key (acl, brief, &reason));
+    assert_string_equal (reason, "certificate_expired");
+    pigato__acl_destroy (&acl);
+
+    //  A CRL of another CA is an error, not a silent pass
+    char *bad = s_write ("bad.acl", "trust ca/ca.crt certs\n"
+                                    "revoked other-ca/ca.crl\n");
+    assert_null (pigato__acl_load (bad, err, sizeof err));
+    assert_non_null (strstr (err, "bad.acl:2: the CRL"));
+    free (bad);
+    free (api_crt);
+    free (path);
+    free (certs);
+    free (other_ca);
+    free (ca_dir);
 }
 
 static void
@@ -208,6 +301,7 @@ main (void)
         cmocka_unit_test (test_rules_groups_and_patterns),
         cmocka_unit_test (test_errors_name_file_line_and_problem),
         cmocka_unit_test (test_comments_and_keys_holding_a_hash),
+        cmocka_unit_test (test_trusted_certificates_are_identities_until_revoked_or_expired),
         cmocka_unit_test (test_allow_all_policy),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
