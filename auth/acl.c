@@ -460,6 +460,24 @@ s_line_group (pigato__acl_t *self, parse_t *parse, char **tokens,
     return 0;
 }
 
+//  True if a name in a group or rule may stand: a listed identity or
+//  anonymous. With `trust` lines, identities come and go with their
+//  certificates (revoked, expired, not issued yet), so an unknown name is
+//  only a warning there; without them it is most likely a typo: an error.
+static bool
+s_known_name (pigato__acl_t *self, parse_t *parse, const char *name, int line)
+{
+    if (zhashx_lookup (self->identities, name)
+    ||  streq (name, PIGATO__ANONYMOUS))
+        return true;
+    if (zlistx_size (parse->trusts) == 0 || !pigato__acl_valid_name (name))
+        return false;
+    pigato__log (PIGATO_LOG_WARNING, "event=acl_warning file=%s line=%d "
+                 "message=\"no valid certificate for identity '%s' now\"",
+                 parse->path, line, name);
+    return true;
+}
+
 //  Expands a group's members into identity names, following @groups.
 static int
 s_expand (pigato__acl_t *self, parse_t *parse, group_t *group, int depth)
@@ -492,8 +510,7 @@ s_expand (pigato__acl_t *self, parse_t *parse, group_t *group, int depth)
                                    inner->members), (void *) 1);
         }
         else
-        if (zhashx_lookup (self->identities, member)
-        ||  streq (member, PIGATO__ANONYMOUS))
+        if (s_known_name (self, parse, member, group->line))
             zhashx_insert (members, member, (void *) 1);
         else {
             parse->line = group->line;
@@ -536,8 +553,7 @@ s_line_rule (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
     }
     else {
         rule.subject_kind = SUBJECT_IDENTITY;
-        if (!zhashx_lookup (self->identities, subject)
-        &&  !streq (subject, PIGATO__ANONYMOUS))
+        if (!s_known_name (self, parse, subject, parse->line))
             return s_error (parse, "unknown identity '%s' (define it with "
                             "'identity %s KEY' first)", subject, subject);
         snprintf (rule.subject, sizeof rule.subject, "%s", subject);

@@ -15,8 +15,8 @@ struct _pigato__guard_t {
 };
 
 int
-pigato__guard_new (int mode, const char *acl_path, pigato__guard_t **self_p,
-                   char *err, size_t err_size)
+pigato__guard_new (int mode, const char *acl_path, pigato__acl_t **policy_p,
+                   pigato__guard_t **self_p, char *err, size_t err_size)
 {
     *self_p = NULL;
     pigato__guard_t *self = (pigato__guard_t *) calloc (1, sizeof *self);
@@ -25,15 +25,16 @@ pigato__guard_new (int mode, const char *acl_path, pigato__guard_t **self_p,
         return PIGATO_E_NOMEM;
     }
     self->mode = mode;
-    if (acl_path) {
-        self->acl_path = strdup (acl_path);
-        self->policy = pigato__acl_load (acl_path, err, err_size);
+    self->acl_path = acl_path ? strdup (acl_path) : NULL;
+    if (policy_p && *policy_p) {
+        self->policy = *policy_p;
+        *policy_p = NULL;
     }
     else
         self->policy = pigato__acl_new_allow_all ();
     if (!self->policy) {
         pigato__guard_destroy (&self);
-        return PIGATO_E_ACL;
+        return PIGATO_E_NOMEM;
     }
     //  The handler binds before any ROUTER does (fail closed)
     self->zap = pigato__zap_new (mode, err, err_size);

@@ -19,12 +19,13 @@ typedef struct {
     const char *key;            //  Z85 public key (CURVE), NULL otherwise
 } pigato__peer_t;
 
-//  Creates the gate in a ZAP mode, with the policy file for
-//  PIGATO__ZAP_POLICY (and optionally for PIGATO__ZAP_NULL), and binds the
-//  ZAP handler. Returns 0, PIGATO_E_ACL (bad policy) or PIGATO_E_BIND (the
-//  handler cannot bind), with a message in err.
+//  Creates the gate in a ZAP mode and binds the ZAP handler. policy_p
+//  holds the policy loaded from acl_path (taken over), or NULL for a
+//  policy that allows everything; acl_path is kept for reloads. Returns 0
+//  or PIGATO_E_BIND (the handler cannot bind), with a message in err.
 int pigato__guard_new (int mode, const char *acl_path,
-                       pigato__guard_t **self_p, char *err, size_t err_size);
+                       pigato__acl_t **policy_p, pigato__guard_t **self_p,
+                       char *err, size_t err_size);
 void pigato__guard_destroy (pigato__guard_t **self_p);
 
 zsock_t *pigato__guard_zap_socket (pigato__guard_t *self);

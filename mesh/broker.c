@@ -59,6 +59,7 @@ struct _pigato_broker_t {
     counters_t counters;            //  see BROKER_COUNTERS
     pigato__ratelimit_t bad_log;    //  bad-input log limiter
     char *acl_path;                 //  policy file (--acl)
+    pigato__acl_t *policy;          //  loaded by set_acl, until bind
     pigato__guard_t *guard;         //  ZAP + per-message authorization
     zsock_t *monitor;               //  accept/disconnect events of router
     pigato__conns_t *conns;         //  fd -> connection generation
@@ -123,6 +124,7 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     zsock_destroy (&self->router);
     pigato__conns_destroy (&self->conns);
     pigato__guard_destroy (&self->guard);
+    pigato__acl_destroy (&self->policy);
     free (self->acl_path);
     free (self->key_file);
     free (self);
@@ -227,12 +229,14 @@ pigato_broker_set_acl (pigato_broker_t *self, const char *path)
                         "set the ACL before the first bind");
         return PIGATO_E_INVALID;
     }
-    //  Validate now, so a bad file is reported before anything binds
+    //  Load now, so a bad file is reported before anything binds; the
+    //  first bind hands it to the guard
     pigato__acl_t *policy = pigato__acl_load (path, self->error,
                                               sizeof self->error);
     if (!policy)
         return PIGATO_E_ACL;
-    pigato__acl_destroy (&policy);
+    pigato__acl_destroy (&self->policy);
+    self->policy = policy;
     free (self->acl_path);
     self->acl_path = strdup (path);
     return self->acl_path ? 0 : PIGATO_E_NOMEM;
@@ -266,8 +270,8 @@ s_create_router (pigato_broker_t *self)
                         "file), or --insecure");
         return PIGATO_E_KEY;
     }
-    int rc = pigato__guard_new (mode, self->acl_path, &self->guard,
-                                self->error, sizeof self->error);
+    int rc = pigato__guard_new (mode, self->acl_path, &self->policy,
+                                &self->guard, self->error, sizeof self->error);
     if (rc)
         return rc;
     zsock_t *router = zsock_new (ZMQ_ROUTER);

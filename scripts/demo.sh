@@ -1,7 +1,8 @@
 #!/bin/sh
 # make demo: a whole secured pigato mesh on this machine, end to end, then
-# cleaned up: identities -> ACL -> broker (CURVE + ZAP) -> workers -> a
-# permitted call, a forbidden one, and a stranger refused at the handshake.
+# cleaned up: a mesh CA and identities -> ACL -> broker (CURVE + ZAP) ->
+# workers -> a permitted call, a forbidden one, a stranger refused at the
+# handshake, and a revoked identity refused after a reload.
 set -eu
 BUILD=$(cd "${1:-build}" && pwd)
 WORK=$(mktemp -d /tmp/pigato-demo.XXXXXX)
@@ -28,17 +29,24 @@ export PIGATO_BROKER=tcp://127.0.0.1:$PORT
 PATH=$BUILD:$PATH
 cd "$WORK"
 
-say "1. Identities: one CURVE key pair each for the broker, a worker and a client"
-for name in broker echo-worker web; do
-    show "pigato-keygen new $name -o keys"
-    pigato-keygen new "$name" -o keys >keygen.out; sed -n "s/^fingerprint: */   fingerprint /p" keygen.out
+say "1. A mesh CA, and identities it issues (X.509 certificates of CURVE keys)"
+show "pigato-keygen ca init --mesh demo -o ca"
+pigato-keygen ca init --mesh demo -o ca >/dev/null
+show "pigato-keygen new broker -o keys"
+pigato-keygen new broker -o keys >/dev/null
+for name in echo-worker web; do
+    show "pigato-keygen issue $name --ca ca --valid 1d -o certs"
+    pigato-keygen issue "$name" --ca ca --valid 1d -o certs >keygen.out
+    sed -n "s/^fingerprint: */   fingerprint /p" keygen.out
 done
+show "openssl verify -CAfile ca/ca.crt certs/web.crt"
+openssl verify -CAfile ca/ca.crt certs/web.crt
 export PIGATO_SERVER_KEY="$WORK/keys/broker.key"
 
-say "2. The policy: who may serve and call what"
+say "2. The policy: whom the broker trusts, and who may serve and call what"
 cat > mesh.acl <<'ACL'
-identity  echo-worker  keys/echo-worker.key
-identity  web          keys/web.key
+trust     ca/ca.crt    certs          # every valid certificate the CA issued
+revoked   ca/ca.crl
 allow     echo-worker  serve  echo upper
 allow     web          call   echo upper admin.*
 deny      *            call   admin.*        # deny wins over allow
@@ -50,21 +58,22 @@ pigato-broker --check-acl mesh.acl
 say "3. The broker: CURVE, our ZAP handler, the ACL on every message"
 show "pigato-broker --key keys/broker.key_secret --acl mesh.acl --bind $PIGATO_BROKER &"
 pigato-broker --key keys/broker.key_secret --acl mesh.acl --bind "$PIGATO_BROKER" 2>broker.log &
-PIDS="$PIDS $!"
+BROKER=$!
+PIDS="$PIDS $BROKER"
 wait_log broker.log "event=ready"
 grep "event=ready" broker.log
 
 say "4. Workers, each with its own identity"
-show "pigato serve echo --echo --key keys/echo-worker.key_secret &"
-pigato serve echo --echo --key keys/echo-worker.key_secret 2>echo.log &
+show "pigato serve echo --echo --key certs/echo-worker.key_secret &"
+pigato serve echo --echo --key certs/echo-worker.key_secret 2>echo.log &
 PIDS="$PIDS $!"
-show "pigato serve upper --key keys/echo-worker.key_secret -- tr a-z A-Z &"
-pigato serve upper --key keys/echo-worker.key_secret -- tr a-z A-Z 2>upper.log &
+show "pigato serve upper --key certs/echo-worker.key_secret -- tr a-z A-Z &"
+pigato serve upper --key certs/echo-worker.key_secret -- tr a-z A-Z 2>upper.log &
 PIDS="$PIDS $!"
 wait_log broker.log "event=worker_ready service=echo"
 wait_log broker.log "event=worker_ready service=upper"
 
-export PIGATO_KEY="$WORK/keys/web.key_secret"
+export PIGATO_KEY="$WORK/certs/web.key_secret"
 say "5. A permitted call (client identity: web)"
 show "pigato request echo '\"hello, mesh\"'"
 pigato request echo '"hello, mesh"'
@@ -92,5 +101,18 @@ else
 fi
 wait_log broker.log "event=zap_deny"
 grep "event=zap_deny" broker.log | tail -1
+
+say "8. Revoke web's certificate and reload: refused from its next request on"
+show "pigato-keygen revoke certs/web.crt --ca ca && kill -HUP <broker>"
+pigato-keygen revoke certs/web.crt --ca ca
+kill -HUP "$BROKER"
+wait_log broker.log "event=acl_reloaded"
+show "pigato request echo '\"hi again\"'"
+if pigato request echo '"hi again"' --timeout 1500; then
+    echo "demo: the revoked identity's call succeeded; it must not" >&2
+    exit 1
+else
+    echo "(refused: exit status $?)"
+fi
 
 say "Done: stopping the broker and workers, removing $WORK"

@@ -230,6 +230,8 @@ test_trusted_certificates_are_identities_until_revoked_or_expired (void **state)
                           "trust    ca/ca.crt certs\n"
                           "revoked  ca/ca.crl\n"
                           "allow    web   call  echo\n"
+                          "allow    api   call  echo\n"
+                          "group    team  web api\n"
                           "allow    brief call  echo\n");
     pigato__acl_t *acl = pigato__acl_load (path, err, sizeof err);
     if (!acl)
@@ -245,13 +247,16 @@ test_trusted_certificates_are_identities_until_revoked_or_expired (void **state)
     assert_true (pigato__acl_identity_current (acl, "web", z85));
     assert_false (pigato__acl_identity_current (acl, "api", z85));
     assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo"));
-    assert_false (pigato__acl_allows (acl, "api", PIGATO__VERB_CALL, "echo"));
+    assert_false (pigato__acl_allows (acl, "old", PIGATO__VERB_CALL, "echo"));
 
-    //  Revoke api: the next load (a reload) no longer knows it
+    //  Revoke api: the next load (a reload) no longer knows it, though
+    //  rules and a group still name it (certificates come and go; only
+    //  without trust lines is an unknown name an error)
     char *api_crt = zsys_sprintf ("%s/certs/api.crt", s_dir);
     assert_int_equal (pigato__ca_revoke (ca_dir, api_crt, err, sizeof err), 0);
     pigato__acl_t *reloaded = pigato__acl_load (path, err, sizeof err);
-    assert_non_null (reloaded);
+    if (!reloaded)
+        fail_msg ("reload after a revocation failed: %s", err);
     assert_null (pigato__acl_identity_of_key (reloaded, api, NULL));
     assert_string_equal (pigato__acl_identity_of_key (reloaded, web, NULL), "web");
     pigato__acl_destroy (&reloaded);
