@@ -37,7 +37,8 @@ def _unavailable(reason):
 def _build_c_worker():
     """Compiles tests/node/c_worker.c against BUILD/libpigato.a, with the
     sanitizers the broker was built with, if any."""
-    pkgs = ["libzmq", "libczmq", "libsodium", "jansson"]
+    # the same packages as the Makefile (PKGS)
+    pkgs = ["libzmq", "libczmq", "libsodium", "jansson", "libssl", "libcrypto"]
     libs = subprocess.run(["pkg-config", "--libs"] + pkgs, capture_output=True,
                           text=True, check=True).stdout.split()
     cflags = subprocess.run(["pkg-config", "--cflags"] + pkgs, capture_output=True,
