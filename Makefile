@@ -26,7 +26,7 @@ endif
 
 LIB_SRCS := mesh/status.c mesh/log.c mesh/util.c mesh/peer.c mesh/codec.c mesh/conns.c \
             mesh/heap.c mesh/bkey.c mesh/service.c mesh/request.c \
-            mesh/broker.c mesh/client.c mesh/worker.c \
+            mesh/broker.c mesh/route.c mesh/client.c mesh/worker.c \
             keys/keyfile.c auth/acl.c auth/zap.c auth/guard.c \
             certs/ca.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)

@@ -8,7 +8,11 @@
 
 #define FD_LIMIT (1 << 22)      //  ignore absurd fds rather than grow
 
-typedef enum { FD_UNKNOWN = 0, FD_OPEN, FD_CLOSED } fd_state_t;
+typedef enum {
+    FD_UNKNOWN = PIGATO__CONN_UNKNOWN,
+    FD_OPEN = PIGATO__CONN_OPEN,
+    FD_CLOSED = PIGATO__CONN_CLOSED
+} fd_state_t;
 
 typedef struct {
     uint32_t generation;        //  bumped on each accept
@@ -82,18 +86,18 @@ pigato__conns_disconnected (pigato__conns_t *self, int fd)
     return dead;
 }
 
-bool
-pigato__conns_current (pigato__conns_t *self, int fd, pigato__conn_t *conn)
+int
+pigato__conns_lookup (pigato__conns_t *self, int fd, pigato__conn_t *conn)
 {
     slot_t *slot = s_slot (self, fd, false);
     if (!slot || slot->state == FD_UNKNOWN) {
         conn->fd = -1;                  //  unknown: no binding possible
         conn->generation = 0;
-        return true;
+        return PIGATO__CONN_UNKNOWN;
     }
     conn->fd = fd;
     conn->generation = slot->generation;
-    return slot->state == FD_OPEN;
+    return slot->state == FD_OPEN ? PIGATO__CONN_OPEN : PIGATO__CONN_CLOSED;
 }
 
 bool

@@ -35,10 +35,15 @@ void pigato__conns_accepted (pigato__conns_t *self, int fd);
 //  was not known open).
 pigato__conn_t pigato__conns_disconnected (pigato__conns_t *self, int fd);
 
-//  The connection a message from fd belongs to. False if that fd is known
-//  closed (the message outlived its connection).
-bool pigato__conns_current (pigato__conns_t *self, int fd,
-                            pigato__conn_t *conn);
+typedef enum {
+    PIGATO__CONN_UNKNOWN = 0,   //  no events seen for this fd
+    PIGATO__CONN_OPEN,          //  accepted, not (yet) disconnected
+    PIGATO__CONN_CLOSED         //  disconnected, not accepted again (yet)
+} pigato__conn_state_t;
+
+//  The connection a message from fd belongs to, as far as the events seen
+//  so far tell: returns its state and fills conn (fd -1 when unknown).
+int pigato__conns_lookup (pigato__conns_t *self, int fd, pigato__conn_t *conn);
 
 //  True if two records name the same connection (unknown matches only
 //  unknown on the same fd).

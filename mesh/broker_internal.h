@@ -1,0 +1,76 @@
+/*  =========================================================================
+    broker_internal.h - the broker object, shared by broker.c (object,
+    socket, event loop) and route.c (what happens to each message). Not
+    installed.
+    =========================================================================
+*/
+#ifndef PIGATO_BROKER_INTERNAL_H_INCLUDED
+#define PIGATO_BROKER_INTERNAL_H_INCLUDED
+
+#include <signal.h>
+#include "codec.h"
+#include "service.h"
+#include "../auth/guard.h"
+
+#define BROKER_COUNTERS(X)                                                  \
+    X (requests)        /* requests accepted */                             \
+    X (replies)         /* final replies forwarded */                       \
+    X (partials)        /* partial replies forwarded */                     \
+    X (rejects)         /* rejects received */                              \
+    X (timeouts)        /* requests expired in the broker */                \
+    X (failed)          /* requests failed by the broker (error reply) */   \
+    X (retries)         /* re-dispatches after worker loss */               \
+    X (bad_messages)    /* malformed or out-of-protocol messages */         \
+    X (late_replies)    /* replies for unknown or foreign rids, dropped */  \
+    X (workers_gone)    /* workers removed (disconnect or expiry) */
+
+typedef struct {
+#define COUNTER_FIELD(name) int64_t name;
+    BROKER_COUNTERS (COUNTER_FIELD)
+#undef COUNTER_FIELD
+} counters_t;
+
+struct _pigato_broker_t {
+    zsock_t *router;                //  the one socket, NULL until bind
+    char *key_file;                 //  CURVE secret key file
+    bool insecure;                  //  NULL mechanism
+    bool allow_any;                 //  CURVE, every key, every action
+    int heartbeat_ms;               //  heartbeat interval
+    int liveness;                   //  intervals before a worker is dead
+    int dmode;                      //  pigato__dmode_t
+    pigato__services_t *services;   //  name -> service
+    zhashx_t *workers;              //  routing id -> worker
+    zhashx_t *requests;             //  client id + rid -> request
+    pigato__heap_t *timers;         //  request inactivity deadlines
+    uint64_t next_serial;           //  worker registration serials
+    int64_t next_tick;              //  next liveness check
+    volatile sig_atomic_t stopping; //  set by pigato_broker_stop
+    counters_t counters;            //  see BROKER_COUNTERS
+    pigato__ratelimit_t bad_log;    //  bad-input log limiter
+    char *acl_path;                 //  policy file (--acl)
+    pigato__acl_t *policy;          //  loaded by set_acl, until bind
+    pigato__guard_t *guard;         //  ZAP + per-message authorization
+    zsock_t *monitor;               //  accept/disconnect events of router
+    pigato__conns_t *conns;         //  fd -> connection generation
+    volatile sig_atomic_t reload;   //  set by pigato_broker_request_reload
+    char error [256];               //  last error message
+};
+
+
+//  route.c: one message from the ROUTER, from that connection.
+void pigato__route_message (pigato_broker_t *self, zmsg_t **msg_p,
+                            const pigato__conn_t *conn);
+
+//  route.c: a connection closed: its worker is gone, its requests dropped.
+void pigato__route_connection_lost (pigato_broker_t *self,
+                                    const pigato__conn_t *dead);
+
+//  route.c: re-reads the policy and holds live workers and requests to it.
+void pigato__route_reload (pigato_broker_t *self);
+
+//  route.c: expires requests whose deadline passed, and workers that
+//  stopped heartbeating.
+void pigato__route_expire_requests (pigato_broker_t *self, int64_t now);
+void pigato__route_check_workers (pigato_broker_t *self, int64_t now);
+
+#endif
