@@ -109,6 +109,11 @@ PIGATO_EXPORT void
 //  Resolves a public key given as Z85 text or as a zcert file (public or
 //  secret file; only the public key is read). Writes 41 bytes (Z85 + NUL)
 //  to z85. On error returns a status and writes a message to err.
+//  Also accepts a mesh identity certificate (PEM, from `pigato-keygen
+//  issue`; a file ending in .crt or .pem, or holding a PEM header): its
+//  subject key is the X25519 CURVE key. Its signature is not checked here;
+//  a certificate with another key type, or a damaged file, is E_KEY with
+//  a message naming the file and the reason.
 PIGATO_EXPORT int
     pigato_key_public (const char *key_or_file, char *z85,
                        char *err, size_t err_size);
@@ -154,8 +159,25 @@ PIGATO_EXPORT void
 
 //  The broker's public key: Z85 text or a zcert file. Required unless
 //  insecure.
+//  Also the broker's certificate (PEM, e.g. broker.crt from `pigato-keygen
+//  issue broker`): its X25519 subject key is the server key, and
+//  pigato_client_set_server_ca () can check it against the mesh CA.
 PIGATO_EXPORT int
     pigato_client_set_server_key (pigato_client_t *self, const char *key);
+
+//  The mesh CA certificate (ca.crt) that the broker's certificate must
+//  verify against: signed by this CA, within its validity period, issued
+//  for the CA's mesh (no CRL is read). NULL or "" removes the check. The
+//  check runs as soon as both the CA and the server key are set (whichever
+//  comes last), and again at every connect and reconnect, so a broker
+//  certificate that expires is refused at the next connect. A failure is
+//  PIGATO_E_KEY and pigato_client_error () says why, e.g. "server
+//  certificate 'b.crt' (broker): not signed by this CA (issuer ...)"; the
+//  CA stays set, so connect fails too. A CA with a server key given as
+//  Z85 text or a zcert file is PIGATO_E_KEY at connect: only a
+//  certificate can be checked.
+PIGATO_EXPORT int
+    pigato_client_set_server_ca (pigato_client_t *self, const char *ca_crt);
 
 //  This client's own key pair, from a zcert secret key file. Without one
 //  an ephemeral key pair is made at connect.
@@ -257,8 +279,13 @@ PIGATO_EXPORT pigato_worker_t *
 PIGATO_EXPORT void
     pigato_worker_destroy (pigato_worker_t **self_p);
 
+//  The broker's public key (Z85, zcert file or the broker's certificate)
+//  and the CA to check a certificate with: as for the client, see
+//  pigato_client_set_server_key () and pigato_client_set_server_ca ().
 PIGATO_EXPORT int
     pigato_worker_set_server_key (pigato_worker_t *self, const char *key);
+PIGATO_EXPORT int
+    pigato_worker_set_server_ca (pigato_worker_t *self, const char *ca_crt);
 PIGATO_EXPORT int
     pigato_worker_set_key_file (pigato_worker_t *self, const char *path);
 PIGATO_EXPORT void

@@ -7,7 +7,8 @@
     Built only on the public API (pigato.h) plus czmq's zloop, which the
     worker attaches to so that command children's pipes share its loop.
     Exit codes: 0 ok, 1 error reply, 2 timeout or connection failure,
-    64 usage error, 130 interrupted.
+    64 usage error or a key that cannot be used (unreadable, or a server
+    certificate that --ca refuses), 130 interrupted.
     =========================================================================
 */
 #include <ctype.h>
@@ -50,6 +51,7 @@ typedef struct {
     const char *brokers [BROKERS_MAX];  //  --broker values (may hold commas)
     size_t broker_count;                //  entries in brokers
     const char *server_key;             //  --server-key or env, NULL if none
+    const char *server_ca;              //  --ca or env, NULL = no check
     const char *key_file;               //  --key or env, NULL = ephemeral
     bool insecure;                      //  --insecure
     int heartbeat_ms;                   //  --heartbeat, 0 = library default
@@ -118,7 +120,8 @@ s_usage (FILE *out, const char *command)
 "  --opts JSON      request options as a JSON object, e.g. '{\"retry\":2}'\n"
 "\n"
 "Exit status: 0 success, 1 error reply, 2 timeout or connection failure,\n"
-"64 usage error.\n");
+"64 usage error or a key that cannot be used (unreadable, or a server\n"
+"certificate that --ca refuses).\n");
     else
     if (command && streq (command, "serve"))
         fprintf (out,
@@ -147,8 +150,13 @@ s_usage (FILE *out, const char *command)
 "Options (anywhere on the line):\n"
 "  --broker ENDPOINT     broker to use, repeatable or comma-separated\n"
 "                        (env PIGATO_BROKER, default " DEFAULT_BROKER ")\n"
-"  --server-key FILE|Z85 the broker's public key (env PIGATO_SERVER_KEY)\n"
-"  --key FILE            own zcert secret key file (env PIGATO_KEY;\n"
+"  --server-key FILE|Z85 the broker's public key: Z85 text, a zcert file or\n"
+"                        the broker's certificate (.crt) (env PIGATO_SERVER_KEY)\n"
+"  --ca FILE             mesh CA certificate: refuse a --server-key\n"
+"                        certificate that it did not sign, that expired or\n"
+"                        that is for another mesh (env PIGATO_CA)\n"
+"  --key FILE            own zcert secret key file, e.g. NAME.key_secret from\n"
+"                        pigato-keygen new or issue (env PIGATO_KEY;\n"
 "                        default: an ephemeral key pair)\n"
 "  --insecure            no encryption, for a broker started with --insecure\n"
 "  --heartbeat MS        heartbeat interval (default 2500)\n"
@@ -165,7 +173,9 @@ s_usage (FILE *out, const char *command)
 "  pigato request echo '\"hi\"' --insecure\n"
 "  pigato serve upper --insecure -- tr a-z A-Z\n"
 "  echo hello | pigato request upper --insecure\n"
-"  pigato request echo '\"hi\"' --server-key broker.key --timeout 5000\n");
+"  pigato request echo '\"hi\"' --server-key broker.key --timeout 5000\n"
+"  pigato request echo '\"hi\"' --server-key certs/broker.crt --ca ca/ca.crt \\\n"
+"      --key certs/web.key_secret\n");
 }
 
 //  Prints "pigato: MESSAGE" and a hint; returns EX_USAGE.
@@ -219,10 +229,11 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
 {
     enum { OPT_BROKER = 256, OPT_SERVER_KEY, OPT_KEY, OPT_INSECURE,
            OPT_HEARTBEAT, OPT_LOG_LEVEL, OPT_VERSION, OPT_TIMEOUT, OPT_OPTS,
-           OPT_ECHO, OPT_CONCURRENCY };
+           OPT_ECHO, OPT_CONCURRENCY, OPT_CA };
     static const struct option options [] = {
         { "broker", required_argument, NULL, OPT_BROKER },
         { "server-key", required_argument, NULL, OPT_SERVER_KEY },
+        { "ca", required_argument, NULL, OPT_CA },
         { "key", required_argument, NULL, OPT_KEY },
         { "insecure", no_argument, NULL, OPT_INSECURE },
         { "heartbeat", required_argument, NULL, OPT_HEARTBEAT },
@@ -251,6 +262,7 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
                 cli->brokers [cli->broker_count++] = optarg;
                 break;
             case OPT_SERVER_KEY: cli->server_key = optarg; break;
+            case OPT_CA: cli->server_ca = optarg; break;
             case OPT_KEY: cli->key_file = optarg; break;
             case OPT_INSECURE: cli->insecure = true; break;
             case OPT_HEARTBEAT:
@@ -349,6 +361,10 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
     cli->server_key = cli->server_key ? cli->server_key
                                       : s_env ("PIGATO_SERVER_KEY", NULL);
     cli->key_file = cli->key_file ? cli->key_file : s_env ("PIGATO_KEY", NULL);
+    if (cli->insecure && cli->server_ca)
+        return s_usage_error ("--ca checks the broker's certificate: it "
+                              "cannot be used with --insecure");
+    cli->server_ca = cli->server_ca ? cli->server_ca : s_env ("PIGATO_CA", NULL);
     if (!cli->insecure && !cli->server_key) {
         fputs ("pigato: no server key: give --server-key FILE|Z85 or "
                "PIGATO_SERVER_KEY, or --insecure for a broker started with "
@@ -511,6 +527,8 @@ s_request (cli_t *cli)
         pigato_client_set_insecure (client, true);
     else {
         if (pigato_client_set_server_key (client, cli->server_key)
+        ||  (cli->server_ca
+             && pigato_client_set_server_ca (client, cli->server_ca))
         ||  (cli->key_file && pigato_client_set_key_file (client, cli->key_file))) {
             fprintf (stderr, "pigato: %s\n", pigato_client_error (client));
             exit_code = EX_USAGE;
@@ -521,8 +539,12 @@ s_request (cli_t *cli)
         pigato_client_set_heartbeat (client, cli->heartbeat_ms, PIGATO_LIVENESS);
     if (cli->timeout_set)
         pigato_client_set_timeout (client, cli->timeout_ms);
-    if (s_connect_all (cli, client, s_client_connect)) {
+    rc = s_connect_all (cli, client, s_client_connect);
+    if (rc) {
+        //  A key problem (e.g. a server certificate --ca refuses) will not
+        //  go away by trying again: it is the caller's to fix
         fprintf (stderr, "pigato: %s\n", pigato_client_error (client));
+        exit_code = rc == PIGATO_E_KEY ? EX_USAGE : EXIT_FAILURE_NET;
         goto cleanup;
     }
     rc = pigato_client_call (client, cli->service, input, input_size, opts,
@@ -1001,6 +1023,8 @@ s_serve (cli_t *cli)
         pigato_worker_set_insecure (self.worker, true);
     else {
         if (pigato_worker_set_server_key (self.worker, cli->server_key)
+        ||  (cli->server_ca
+             && pigato_worker_set_server_ca (self.worker, cli->server_ca))
         ||  (cli->key_file
              && pigato_worker_set_key_file (self.worker, cli->key_file))) {
             fprintf (stderr, "pigato: %s\n", pigato_worker_error (self.worker));
@@ -1012,8 +1036,10 @@ s_serve (cli_t *cli)
         pigato_worker_set_heartbeat (self.worker, cli->heartbeat_ms,
                                      PIGATO_LIVENESS);
     pigato_worker_set_concurrency (self.worker, cli->concurrency);
-    if (s_connect_all (cli, self.worker, s_worker_connect)) {
+    int rc = s_connect_all (cli, self.worker, s_worker_connect);
+    if (rc) {
         fprintf (stderr, "pigato: %s\n", pigato_worker_error (self.worker));
+        exit_code = rc == PIGATO_E_KEY ? EX_USAGE : EXIT_FAILURE_NET;
         goto cleanup;
     }
     if (pigato_worker_attach (self.worker, self.loop)) {

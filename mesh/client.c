@@ -544,6 +544,15 @@ pigato_client_set_server_key (pigato_client_t *self, const char *key)
 }
 
 PIGATO_EXPORT int
+pigato_client_set_server_ca (pigato_client_t *self, const char *ca_crt)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    return pigato__peer_security_set_server_ca (&self->security, ca_crt,
+                                                self->err, sizeof self->err);
+}
+
+PIGATO_EXPORT int
 pigato_client_set_key_file (pigato_client_t *self, const char *path)
 {
     if (!self)

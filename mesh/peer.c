@@ -1,19 +1,27 @@
 /*  =========================================================================
     peer.c - DEALER sockets for clients and workers: CURVE client setup,
-    server key resolution, public key helpers (pigato_key_*).
+    server key resolution (Z85 text, zcert file or the broker's X.509
+    certificate, optionally verified against the mesh CA), public key
+    helpers (pigato_key_*).
     =========================================================================
 */
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sodium.h>
 #include "internal.h"
+#include "../certs/ca.h"
 #include "../keys/keyfile.h"
 
 //  Linger for peer sockets: long enough to flush a DISCONNECT to a live
 //  broker when a peer closes, short enough not to hold up process exit
 //  when the broker is gone.
 #define PEER_LINGER_MS 100
+
+//  How much of a key file we look at to tell PEM from a zcert file:
+//  `openssl x509 -text` output puts a few KB of text before the PEM
+#define PEM_SNIFF_SIZE 16384
 
 //  --------------------------------------------------------------------------
 //  True if text is exactly 40 characters of Z85 that decode to 32 bytes.
@@ -28,31 +36,58 @@ s_z85_key_valid (const char *text)
 }
 
 //  --------------------------------------------------------------------------
-//  Resolves a public key from Z85 text or a zcert file (public or secret
+//  True if path names a PEM file rather than a zcert file: it ends in .crt
+//  or .pem, or its first bytes hold a PEM header. Such files go to the
+//  certificate reader, which says precisely what is wrong with them.
+
+static bool
+s_is_pem_file (const char *path)
+{
+    size_t length = strlen (path);
+    if (length > 4 && (streq (path + length - 4, ".crt")
+                   ||  streq (path + length - 4, ".pem")))
+        return true;
+    FILE *file = fopen (path, "rb");
+    if (!file)
+        return false;
+    char head [PEM_SNIFF_SIZE];
+    size_t size = fread (head, 1, sizeof head, file);
+    fclose (file);
+    return memmem (head, size, "-----BEGIN ", 11) != NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Resolves a public key from Z85 text, a zcert file (public or secret
 //  file; only the public key is read, a secret in the file is wiped from
-//  memory). `what` names the key in error messages ("key", "server key").
+//  memory) or an X.509 certificate whose subject key is the X25519 CURVE
+//  key (*from_cert is then true). `what` names the key in error messages
+//  ("key", "server key").
 
 static int
 s_key_resolve (const char *what, const char *key_or_file, char *z85,
-               char *err, size_t err_size)
+               bool *from_cert, char *err, size_t err_size)
 {
     int rc = PIGATO_OK;
     zconfig_t *config = NULL;
+    *from_cert = false;
 
     if (!key_or_file || !*key_or_file || !z85) {
         pigato__errorf (err, err_size, "no %s given", what);
         rc = PIGATO_E_INVALID;
         goto cleanup;
     }
-    if (s_z85_key_valid (key_or_file)) {
+    //  A file first: a 40-character path can be valid Z85 too
+    struct stat info;
+    bool exists = stat (key_or_file, &info) == 0;
+    if (!exists && s_z85_key_valid (key_or_file)) {
         memcpy (z85, key_or_file, PIGATO_Z85_KEY_SIZE + 1);
         goto cleanup;
     }
-    struct stat info;
-    if (stat (key_or_file, &info) != 0) {
+    if (!exists) {
         //  Something that looks like a path gets the file error; anything
         //  else is most likely a mistyped key
-        if (strchr (key_or_file, '/') || strstr (key_or_file, ".key"))
+        if (strchr (key_or_file, '/') || strstr (key_or_file, ".key")
+        ||  strstr (key_or_file, ".crt") || strstr (key_or_file, ".pem"))
             pigato__errorf (err, err_size, "cannot read %s '%s': %s", what,
                             key_or_file, errno == ENOENT ? "no such file"
                                                          : strerror (errno));
@@ -61,6 +96,17 @@ s_key_resolve (const char *what, const char *key_or_file, char *z85,
                             "%s '%s' is neither a 40-character Z85 key nor "
                             "a readable key file", what, key_or_file);
         rc = PIGATO_E_KEY;
+        goto cleanup;
+    }
+    if (S_ISREG (info.st_mode) && s_is_pem_file (key_or_file)) {
+        char reason [256];
+        rc = pigato__cert_public_key (key_or_file, z85, reason, sizeof reason);
+        if (rc == PIGATO_OK)
+            *from_cert = true;
+        else {
+            pigato__errorf (err, err_size, "%s: %s", what, reason);
+            rc = rc == PIGATO_E_NOMEM ? rc : PIGATO_E_KEY;
+        }
         goto cleanup;
     }
     if (!S_ISREG (info.st_mode) || !(config = zconfig_load (key_or_file))) {
@@ -91,13 +137,16 @@ cleanup:
 }
 
 //  --------------------------------------------------------------------------
-//  Public: resolves a public key given as Z85 text or a zcert file.
+//  Public: resolves a public key given as Z85 text, a zcert file or an
+//  identity certificate (its signature is not checked here).
 
 PIGATO_EXPORT int
 pigato_key_public (const char *key_or_file, char *z85, char *err,
                    size_t err_size)
 {
-    return s_key_resolve ("key", key_or_file, z85, err, err_size);
+    bool from_cert;
+    return s_key_resolve ("key", key_or_file, z85, &from_cert, err,
+                          err_size);
 }
 
 //  --------------------------------------------------------------------------
@@ -122,7 +171,8 @@ pigato_key_fingerprint (const char *public_z85, char *fingerprint)
 }
 
 //  --------------------------------------------------------------------------
-//  Frees the key_file string. Does not free the struct.
+//  Frees the key_file, server_cert and server_ca strings. Does not free the
+//  struct.
 
 void
 pigato__peer_security_reset (pigato__peer_security_t *security)
@@ -131,10 +181,75 @@ pigato__peer_security_reset (pigato__peer_security_t *security)
         return;
     free (security->key_file);
     security->key_file = NULL;
+    free (security->server_cert);
+    security->server_cert = NULL;
+    free (security->server_ca);
+    security->server_ca = NULL;
 }
 
 //  --------------------------------------------------------------------------
-//  Sets the broker's public key from Z85 text or a zcert file.
+//  When a server CA is set, proves the server key with it: the server key
+//  must come from a certificate that verifies against the CA now (path,
+//  validity, mesh) and still holds that key. Reads both files each time,
+//  so an expired, replaced or re-issued certificate is noticed at the
+//  next connect.
+
+static int
+s_server_cert_check (const pigato__peer_security_t *security, char *err,
+                     size_t err_size)
+{
+    int rc = PIGATO_OK;
+    pigato__trust_t *trust = NULL;
+    char reason [512];
+    pigato__cert_info_t info;
+
+    if (!security->server_ca)
+        goto cleanup;
+    if (!security->server_cert) {
+        pigato__errorf (err, err_size, "the server CA '%s' needs the server "
+                        "key as a certificate (the broker's .crt), not as "
+                        "Z85 text or a zcert file", security->server_ca);
+        rc = PIGATO_E_KEY;
+        goto cleanup;
+    }
+    trust = pigato__trust_load (security->server_ca, NULL, reason,
+                                sizeof reason);
+    if (!trust) {
+        pigato__errorf (err, err_size, "server CA: %s", reason);
+        rc = PIGATO_E_KEY;
+        goto cleanup;
+    }
+    rc = pigato__trust_verify (trust, security->server_cert, &info, reason,
+                               sizeof reason);
+    if (rc != PIGATO_OK) {
+        pigato__errorf (err, err_size, "server certificate%s%s",
+                        reason [0] == '\'' ? " " : ": ", reason);
+        rc = rc == PIGATO_E_NOMEM ? rc : PIGATO_E_KEY;
+        goto cleanup;
+    }
+    char z85 [PIGATO_Z85_KEY_SIZE + 1];
+    if (!zmq_z85_encode (z85, info.public_key, sizeof info.public_key)
+    ||  strneq (z85, security->server_key)) {
+        pigato__errorf (err, err_size, "server certificate '%s' (%s) no "
+                        "longer holds the server key it was set with; set "
+                        "it again", security->server_cert, info.name);
+        rc = PIGATO_E_KEY;
+        goto cleanup;
+    }
+    pigato__log (PIGATO_LOG_DEBUG, "event=server_cert_verified cert=%s "
+                 "name=%s mesh=%s not_after=%" PRId64, security->server_cert,
+                 info.name, info.mesh, info.not_after);
+cleanup:
+    pigato__trust_destroy (&trust);
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Sets the broker's public key from Z85 text, a zcert file or the
+//  broker's certificate. A certificate is checked against the server CA
+//  at once when one is set; a certificate that fails the check stays set
+//  (with an error returned), so a caller that ignores the error still
+//  cannot connect.
 
 int
 pigato__peer_security_set_server_key (pigato__peer_security_t *security,
@@ -142,10 +257,52 @@ pigato__peer_security_set_server_key (pigato__peer_security_t *security,
                                       size_t err_size)
 {
     char z85 [PIGATO_Z85_KEY_SIZE + 1];
-    int rc = s_key_resolve ("server key", key, z85, err, err_size);
-    if (rc == PIGATO_OK)
-        memcpy (security->server_key, z85, sizeof z85);
-    return rc;
+    bool from_cert = false;
+    int rc = s_key_resolve ("server key", key, z85, &from_cert, err,
+                            err_size);
+    if (rc != PIGATO_OK)
+        return rc;
+    char *cert_copy = NULL;
+    if (from_cert && !(cert_copy = strdup (key)))
+        return PIGATO_E_NOMEM;
+    memcpy (security->server_key, z85, sizeof z85);
+    free (security->server_cert);
+    security->server_cert = cert_copy;
+    return security->server_cert ? s_server_cert_check (security, err,
+                                                        err_size)
+                                 : PIGATO_OK;
+}
+
+//  --------------------------------------------------------------------------
+//  Sets (or with NULL or "" clears) the CA the server certificate must
+//  verify against. The CA is kept even if it or the certificate fails the
+//  check, so connects fail closed.
+
+int
+pigato__peer_security_set_server_ca (pigato__peer_security_t *security,
+                                     const char *ca_crt, char *err,
+                                     size_t err_size)
+{
+    char *copy = NULL;
+    if (ca_crt && *ca_crt && !(copy = strdup (ca_crt)))
+        return PIGATO_E_NOMEM;
+    free (security->server_ca);
+    security->server_ca = copy;
+    if (!copy)
+        return PIGATO_OK;
+    char reason [512];
+    pigato__trust_t *trust = pigato__trust_load (copy, NULL, reason,
+                                                 sizeof reason);
+    if (!trust) {
+        pigato__errorf (err, err_size, "server CA: %s", reason);
+        return PIGATO_E_KEY;
+    }
+    pigato__trust_destroy (&trust);
+    //  With a Z85 or zcert server key the error waits for connect: the
+    //  server key may still be set (as a certificate) before then
+    return security->server_cert ? s_server_cert_check (security, err,
+                                                        err_size)
+                                 : PIGATO_OK;
 }
 
 //  --------------------------------------------------------------------------
@@ -198,6 +355,9 @@ pigato__peer_socket (const pigato__peer_security_t *security,
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
+    if (!security->insecure
+    &&  (rc = s_server_cert_check (security, err, err_size)) != PIGATO_OK)
+        goto cleanup;
     sock = zsock_new (ZMQ_DEALER);
     if (!sock) {
         pigato__errorf (err, err_size, "cannot create socket: %s",

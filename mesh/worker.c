@@ -473,6 +473,15 @@ pigato_worker_set_server_key (pigato_worker_t *self, const char *key)
 }
 
 PIGATO_EXPORT int
+pigato_worker_set_server_ca (pigato_worker_t *self, const char *ca_crt)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    return pigato__peer_security_set_server_ca (&self->security, ca_crt,
+                                                self->err, sizeof self->err);
+}
+
+PIGATO_EXPORT int
 pigato_worker_set_key_file (pigato_worker_t *self, const char *path)
 {
     if (!self)
