@@ -18,6 +18,7 @@ The only waits on the clock are for certificates to expire (issued with
 --valid 3s; we poll `openssl x509 -checkend 0` until it says expired)."""
 
 import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import unittest
 
@@ -556,6 +558,35 @@ class ClientServerCertTest(CertCase):
         self.assertEqual((rc, out), (2, ""), err)
 
 
+def asan_runtime():
+    """The ASan runtime libpigato.so was linked with (SANITIZE builds), or
+    None. ctypes can load such a library only if the runtime came first."""
+    lib = os.path.join(harness.BUILD, "libpigato.so")
+    out = subprocess.run(["ldd", lib], capture_output=True, text=True).stdout
+    m = re.search(r"(\S*libasan\.so\S*) => (\S+)", out)
+    return m.group(2) if m else None
+
+
+def preloaded_if_sanitized(method):
+    """Runs the test in a child python with the ASan runtime preloaded when
+    the library needs it (leak checks off: python's own would drown ours;
+    valgrind and the C unit tests cover leaks)."""
+    @functools.wraps(method)
+    def wrapper(self):
+        runtime = asan_runtime()
+        if runtime and runtime not in os.environ.get("LD_PRELOAD", ""):
+            env = dict(os.environ, LD_PRELOAD=runtime, ASAN_OPTIONS="detect_leaks=0")
+            r = subprocess.run([sys.executable, os.path.abspath(__file__),
+                                "LibraryApiTest." + method.__name__],
+                               env=env, capture_output=True, text=True, timeout=secs(60))
+            self.assertEqual(r.returncode, 0, "child with %s:\n%s" % (runtime, r.stderr))
+            self.assertIn(" ... ok", r.stderr)
+            return
+        self.load_library()
+        method(self)
+    return wrapper
+
+
 class LibraryApiTest(CertCase):
     """The C API through ctypes (libpigato.so): pigato_key_public reads a
     certificate; pigato_*_set_server_ca checks whenever the CA and the
@@ -566,6 +597,9 @@ class LibraryApiTest(CertCase):
 
     def setUp(self):
         CertCase.setUp(self)
+        self.clients = []
+
+    def load_library(self):
         lib = ctypes.CDLL(os.path.join(harness.BUILD, "libpigato.so"))
         lib.pigato_client_new.restype = ctypes.c_void_p
         lib.pigato_client_error.restype = ctypes.c_char_p
@@ -580,7 +614,6 @@ class LibraryApiTest(CertCase):
         self.lib = lib
         self.endpoint = ("tcp://127.0.0.1:%d" % harness.free_port()).encode()
         self.rogue_crt = os.path.join(self.foreign_ca("rogue-ca"), "ca.crt")
-        self.clients = []
 
     def tearDown(self):
         for client in self.clients:
@@ -597,6 +630,7 @@ class LibraryApiTest(CertCase):
             client, arg.encode() if isinstance(arg, str) else arg)
         return rc, self.lib.pigato_client_error(client).decode()
 
+    @preloaded_if_sanitized
     def test_key_public_reads_a_certificate(self):
         z85 = ctypes.create_string_buffer(41)
         err = ctypes.create_string_buffer(256)
@@ -607,6 +641,7 @@ class LibraryApiTest(CertCase):
         self.assertRegex(err.value.decode(), r"^key: '\S*ca\.crt': the certificate's key is "
                                              r"ED25519, not an X25519 CURVE key$")
 
+    @preloaded_if_sanitized
     def test_ca_check_in_either_order_and_connect_fails_closed(self):
         crt = self.broker_id.crt
         # CA first, then the certificate: checked at the second call
@@ -647,6 +682,7 @@ class LibraryApiTest(CertCase):
         self.assertEqual(self.call("set_server_key", z85, crt)[0], 0)
         self.assertEqual(self.call("connect", z85, self.endpoint)[0], 0)
 
+    @preloaded_if_sanitized
     def test_worker_checks_the_same_way(self):
         handler_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p,
                                         ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
