@@ -381,6 +381,7 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
 {
     size_t crl_count = zlistx_size (parse->crls);
     bool *used = (bool *) calloc (crl_count + 1, sizeof (bool));
+    char crl_error [512] = "";          //  why the last CRL did not load
     int rc = 0;
     for (char *entry = (char *) zlistx_first (parse->trusts); entry && !rc;
          entry = (char *) zlistx_next (parse->trusts)) {
@@ -400,7 +401,7 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
              crl_entry && trust; crl_entry = (char *) zlistx_next (parse->crls),
              index++) {
             pigato__trust_t *with_crl = pigato__trust_load (
-                ca, strchr (crl_entry, '\n') + 1, NULL, 0);
+                ca, strchr (crl_entry, '\n') + 1, crl_error, sizeof crl_error);
             if (with_crl) {
                 pigato__trust_destroy (&trust);
                 trust = with_crl;
@@ -428,8 +429,9 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
         if (!used [index]) {
             parse->line = atoi (crl_entry);
             rc = s_error (parse, "the CRL '%s' is missing, unreadable or not "
-                          "signed by a CA of a 'trust' line",
-                          strchr (crl_entry, '\n') + 1);
+                          "signed by a CA of a 'trust' line (%s)",
+                          strchr (crl_entry, '\n') + 1,
+                          crl_error [0] ? crl_error : "no trust line");
         }
     free (used);
     return rc;
