@@ -67,23 +67,6 @@ static void s_link_drain (pigato_client_t *self, s_link_t *link,
                           unsigned generation);
 static void s_timers_run (pigato_client_t *self);
 
-//  --------------------------------------------------------------------------
-//  Sends a multipart message made of byte ranges without copying them into
-//  frames first. All or nothing (libzmq multipart atomicity).
-
-static int
-s_send (zsock_t *sock, const pigato__bytes_t *frames, size_t count)
-{
-    if (!sock)
-        return -1;
-    void *handle = zsock_resolve (sock);
-    for (size_t index = 0; index < count; index++)
-        if (zmq_send (handle, frames [index].data, frames [index].size,
-                      index + 1 < count ? ZMQ_SNDMORE : 0) < 0)
-            return -1;
-    return 0;
-}
-
 #define S_TEXT(text) { (const byte *) (text), strlen (text) }
 
 //  --------------------------------------------------------------------------
@@ -143,7 +126,7 @@ s_request_send (pigato_client_t *self, s_request_t *req)
         S_TEXT ("C"), S_TEXT ("2"), S_TEXT (req->service), S_TEXT (req->rid),
         { req->data, req->size }, S_TEXT (req->opts)
     };
-    if (s_send (link->sock, frames, 6) != 0) {
+    if (pigato__send_frames (link->sock, frames, 6) != 0) {
         pigato__errorf (self->err, sizeof self->err,
                         "cannot send to '%s': %s", link->endpoint,
                         zmq_strerror (zmq_errno ()));
@@ -204,7 +187,7 @@ s_link_open (pigato_client_t *self, s_link_t *link)
     link->last_seen = pigato__now_ms ();
     link->heard = false;
     pigato__bytes_t frames [] = { S_TEXT ("C"), S_TEXT ("4") };
-    s_send (link->sock, frames, 2);
+    pigato__send_frames (link->sock, frames, 2);
     return PIGATO_OK;
 }
 
@@ -304,7 +287,7 @@ s_heartbeat_tick (pigato_client_t *self, int64_t now)
             s_link_lost (self, link);
         else {
             pigato__bytes_t frames [] = { S_TEXT ("C"), S_TEXT ("4") };
-            s_send (link->sock, frames, 2);
+            pigato__send_frames (link->sock, frames, 2);
         }
     }
     for (s_request_t *req = (s_request_t *) zhashx_first (self->requests);
@@ -314,7 +297,7 @@ s_heartbeat_tick (pigato_client_t *self, int64_t now)
         pigato__bytes_t frames [] = {
             S_TEXT ("C"), S_TEXT ("4"), S_TEXT ("request"), S_TEXT (req->rid)
         };
-        s_send (req->link->sock, frames, 4);
+        pigato__send_frames (req->link->sock, frames, 4);
     }
 }
 

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sodium.h>
-#include "internal.h"
+#include "codec.h"
 #include "../certs/ca.h"
 #include "../keys/keyfile.h"
 
@@ -407,4 +407,22 @@ cleanup:
     pigato__keyfile_cert_destroy (&cert);
     zsock_destroy (&sock);
     return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Sends a multipart message made of byte ranges without copying them into
+//  frames first. All or nothing (libzmq multipart atomicity).
+
+int
+pigato__send_frames (zsock_t *sock, const pigato__bytes_t *frames,
+                     size_t count)
+{
+    if (!sock)
+        return -1;
+    void *handle = zsock_resolve (sock);
+    for (size_t index = 0; index < count; index++)
+        if (zmq_send (handle, frames [index].data, frames [index].size,
+                      index + 1 < count ? ZMQ_SNDMORE : 0) < 0)
+            return -1;
+    return 0;
 }

@@ -69,22 +69,6 @@ struct _pigato_worker_t {
     char err [256];             //  last error message
 };
 
-//  --------------------------------------------------------------------------
-//  Sends a multipart message made of byte ranges; all or nothing.
-
-static int
-s_send (zsock_t *sock, const pigato__bytes_t *frames, size_t count)
-{
-    if (!sock)
-        return -1;
-    void *handle = zsock_resolve (sock);
-    for (size_t index = 0; index < count; index++)
-        if (zmq_send (handle, frames [index].data, frames [index].size,
-                      index + 1 < count ? ZMQ_SNDMORE : 0) < 0)
-            return -1;
-    return 0;
-}
-
 #define S_TEXT(text) { (const byte *) (text), strlen (text) }
 
 //  --------------------------------------------------------------------------
@@ -98,7 +82,7 @@ s_link_heartbeat (pigato_worker_t *self, s_link_t *link)
     pigato__bytes_t frames [] = {
         S_TEXT ("W"), S_TEXT ("4"), S_TEXT (""), S_TEXT (opts)
     };
-    s_send (link->sock, frames, 4);
+    pigato__send_frames (link->sock, frames, 4);
 }
 
 //  --------------------------------------------------------------------------
@@ -162,7 +146,7 @@ s_link_open (pigato_worker_t *self, s_link_t *link)
     pigato__bytes_t frames [] = {
         S_TEXT ("W"), S_TEXT ("1"), S_TEXT (self->service)
     };
-    s_send (link->sock, frames, 3);
+    pigato__send_frames (link->sock, frames, 3);
     s_link_heartbeat (self, link);
     pigato__log (PIGATO_LOG_INFO,
                  "event=worker_connect endpoint=%s service=%s id=%s mode=%s",
@@ -182,7 +166,7 @@ s_link_close (pigato_worker_t *self, s_link_t *link, bool disconnect)
         return;
     if (disconnect) {
         pigato__bytes_t frames [] = { S_TEXT ("W"), S_TEXT ("5") };
-        s_send (link->sock, frames, 2);
+        pigato__send_frames (link->sock, frames, 2);
     }
     if (self->loop)
         zloop_reader_end (self->loop, link->sock);
@@ -730,7 +714,7 @@ s_reply_send (pigato_reply_t *self, const char *type, const char *status,
         S_TEXT (""), S_TEXT (self->rid), S_TEXT (status),
         { (const byte *) data, size }, S_TEXT ("{}")
     };
-    if (s_send (self->link->sock, frames, reject ? 7 : 8) != 0)
+    if (pigato__send_frames (self->link->sock, frames, reject ? 7 : 8) != 0)
         return PIGATO_E_CLOSED;
     char rid_text [80];
     pigato__log (PIGATO_LOG_DEBUG, "event=worker_reply rid=%s type=%s "

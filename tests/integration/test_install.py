@@ -53,8 +53,12 @@ class InstallTest(unittest.TestCase):
         with open(source, "w") as f:
             f.write(APP)
         app = os.path.join(self.tmp, "app")
-        subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", source, "-o", app] + flags,
-                       check=True)
+        # A sanitized build (SANITIZE=...) installs an instrumented library:
+        # the app needs the same runtime
+        sanitize = os.environ.get("SANITIZE")
+        extra = ["-fsanitize=" + sanitize] if sanitize else []
+        subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", source, "-o", app] + extra
+                       + flags, check=True)
         out = subprocess.run([app], env=dict(os.environ,
                                               LD_LIBRARY_PATH=os.path.join(root, "lib")),
                              check=True, capture_output=True, text=True).stdout
