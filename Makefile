@@ -62,7 +62,10 @@ $(BUILD)/pigato-broker: $(BUILD)/mesh/broker_main.o $(LIB_A)
 $(BUILD)/pigato-keygen: $(BUILD)/keys/keygen_main.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-BENCH_PROGRAMS := $(BUILD)/pigato-bench $(BUILD)/pigato-relay
+BENCH_PROGRAMS := $(BUILD)/pigato-bench $(BUILD)/pigato-relay $(BUILD)/nats-bench
+$(BUILD)/nats-bench: $(BUILD)/bench/nats_bench.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs openssl)
+
 $(BUILD)/pigato-bench: $(BUILD)/bench/pigato_bench.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
