@@ -441,19 +441,15 @@ s_opts_prepare (pigato_client_t *self, const char *opts_json, char **opts_p,
     if (!timeout)
         json_object_set_new (root, "timeout", json_integer (self->timeout_ms));
     else
-    if (json_is_number (timeout))
-        *timeout_p = (int64_t) json_number_value (timeout);
-    else {
+    if (!json_is_number (timeout)) {
         pigato__errorf (self->err, sizeof self->err,
                         "opts \"timeout\" must be a number of ms (-1 = never)");
         rc = PIGATO_E_INVALID;
         goto cleanup;
     }
-    if (*timeout_p < 0)
-        *timeout_p = -1;
-    json_t *retry = json_object_get (root, "retry");
-    if (retry && json_is_number (retry) && json_number_value (retry) > 0)
-        *retry_p = (int) json_number_value (retry);
+    //  Read as the broker reads it (one parser: never diverge)
+    *timeout_p = pigato__opts_timeout (root, self->timeout_ms);
+    *retry_p = pigato__opts_retry (root);
     *opts_p = json_dumps (root, JSON_COMPACT);
     if (!*opts_p)
         rc = PIGATO_E_NOMEM;

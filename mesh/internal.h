@@ -88,6 +88,15 @@ int pigato__peer_security_set_server_ca (pigato__peer_security_t *security,
                                          const char *ca_crt, char *err,
                                          size_t err_size);
 
+//  Request opts, read the same way by client, worker and broker (pigato):
+//  timeout: negative = never (-1), below 1 = the default, else capped at
+//  PIGATO__TIMEOUT_CAP ms; retry: true = 1, numbers capped at
+//  PIGATO__RETRY_MAX, anything else 0. opts is a jansson json_t object.
+#define PIGATO__TIMEOUT_CAP ((int64_t) 1000000000000)   //  ~31 years
+#define PIGATO__RETRY_MAX 5
+int64_t pigato__opts_timeout (const void *opts, int64_t default_timeout);
+int pigato__opts_retry (const void *opts);
+
 //  Encodes text as a JSON string (with quotes). Caller frees.
 char *pigato__json_string (const char *text);
 

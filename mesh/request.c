@@ -61,26 +61,8 @@ pigato__request_parse_opts (pigato__request_t *self, int64_t default_timeout)
         json_decref (opts);
         return -1;
     }
-    json_t *timeout = json_object_get (opts, "timeout");
-    if (json_is_number (timeout)) {
-        double value = json_number_value (timeout);
-        //  pigato: a falsy timeout means the default; negative means never
-        if (value < 0)
-            self->timeout = -1;
-        else
-        if (value >= 1)
-            self->timeout = value > 1e12 ? (int64_t) 1e12 : (int64_t) value;
-    }
-    json_t *retry = json_object_get (opts, "retry");
-    if (json_is_true (retry))
-        self->retries_left = 1;
-    else
-    if (json_is_number (retry)) {
-        double value = json_number_value (retry);
-        self->retries_left = value <= 0 ? 0
-                           : value >= PIGATO__RETRY_MAX ? PIGATO__RETRY_MAX
-                           : (int) value;
-    }
+    self->timeout = pigato__opts_timeout (opts, default_timeout);
+    self->retries_left = pigato__opts_retry (opts);
     json_decref (opts);
     return 0;
 }

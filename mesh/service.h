@@ -135,6 +135,5 @@ int pigato__request_add_reject (pigato__request_t *self, uint64_t serial);
 bool pigato__request_rejected_by (const pigato__request_t *self,
                                   uint64_t serial);
 
-#define PIGATO__RETRY_MAX 5     //  cap on opts.retry re-dispatches
 
 #endif

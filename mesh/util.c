@@ -83,6 +83,34 @@ pigato__printable (const void *data, size_t size, char *out, size_t out_size)
     return out;
 }
 
+int64_t
+pigato__opts_timeout (const void *opts, int64_t default_timeout)
+{
+    json_t *timeout = json_object_get ((const json_t *) opts, "timeout");
+    if (!json_is_number (timeout))
+        return default_timeout;
+    double value = json_number_value (timeout);
+    if (value < 0)
+        return -1;
+    if (value < 1)
+        return default_timeout;         //  pigato: a falsy timeout = default
+    return value >= (double) PIGATO__TIMEOUT_CAP ? PIGATO__TIMEOUT_CAP
+                                                 : (int64_t) value;
+}
+
+int
+pigato__opts_retry (const void *opts)
+{
+    json_t *retry = json_object_get ((const json_t *) opts, "retry");
+    if (json_is_true (retry))
+        return 1;
+    if (!json_is_number (retry))
+        return 0;
+    double value = json_number_value (retry);
+    return value < 1 ? 0 : value >= PIGATO__RETRY_MAX ? PIGATO__RETRY_MAX
+                                                      : (int) value;
+}
+
 char *
 pigato__json_string (const char *text)
 {

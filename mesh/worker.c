@@ -237,12 +237,7 @@ s_request_opts (const pigato__msg_t *message, int64_t *timeout_p)
                                message->opts.size, 0, &error);
     char *opts = NULL;
     if (root && json_is_object (root)) {
-        json_t *timeout = json_object_get (root, "timeout");
-        if (timeout && json_is_number (timeout)) {
-            *timeout_p = (int64_t) json_number_value (timeout);
-            if (*timeout_p < 0)
-                *timeout_p = -1;
-        }
+        *timeout_p = pigato__opts_timeout (root, PIGATO_TIMEOUT_MS);
         opts = (char *) malloc (message->opts.size + 1);
         if (opts) {
             memcpy (opts, message->opts.data, message->opts.size);

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <cmocka.h>
+#include <pthread.h>
+#include <unistd.h>
 #include "internal.h"
 #include "fake_broker.h"
 
@@ -355,6 +357,56 @@ test_timeout_is_inactivity (void **state)
     assert_int_equal (final->status, PIGATO_OK);
     assert_string_equal (final->data, "end");
     zframe_destroy (&to);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
+//  Ends the process if the test is still running after 10 s: a client
+//  stuck in a loop would never return to the test.
+static volatile bool s_watchdog_done;
+static void *
+s_watchdog (void *arg)
+{
+    (void) arg;
+    for (int tick = 0; tick < 100 && !s_watchdog_done; tick++)
+        zclock_sleep (100);
+    if (!s_watchdog_done) {
+        fprintf (stderr, "watchdog: the client did not return within 10 s\n");
+        _exit (99);
+    }
+    return NULL;
+}
+
+//  Absurd timeouts are capped like the broker caps them, not overflowed:
+//  a request with timeout 2^63 must neither spin the client nor time out.
+static void
+test_huge_timeouts_do_not_overflow (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (broker);
+    recorder_t recorder = { .count = 0 };
+    char rid_huge [PIGATO_RID_MAX + 1], rid_zero [PIGATO_RID_MAX + 1];
+    zmsg_t *msg = s_request (client, broker, "1",
+                             "{\"timeout\":9223372036854775000}", &recorder,
+                             rid_huge);
+    zmsg_destroy (&msg);
+    //  timeout 0 means the default (as pigato and our broker read it)
+    msg = s_request (client, broker, "2", "{\"timeout\":0}", &recorder,
+                     rid_zero);
+    zmsg_destroy (&msg);
+    pthread_t watchdog;                 //  a spinning client fails, not hangs
+    s_watchdog_done = false;
+    pthread_create (&watchdog, NULL, s_watchdog, NULL);
+    //  (less than the fake broker's liveness window: it does not answer
+    //  heartbeats)
+    int64_t start = zclock_mono ();
+    while (zclock_mono () - start < 150)
+        pigato_client_wait (client, 20);
+    s_watchdog_done = true;
+    pthread_join (watchdog, NULL);
+    assert_int_equal (recorder.count, 0);
+    assert_int_equal (pigato_client_pending (client), 2);
     pigato_client_destroy (&client);
     fake_broker_destroy (&broker);
 }
@@ -800,6 +852,7 @@ main (void)
         cmocka_unit_test (test_malformed_broker_messages_are_dropped),
         cmocka_unit_test (test_opts_and_arguments_are_checked),
         cmocka_unit_test (test_timeout_is_inactivity),
+        cmocka_unit_test (test_huge_timeouts_do_not_overflow),
         cmocka_unit_test (test_request_heartbeats_until_cancel),
         cmocka_unit_test (test_reconnect_after_liveness_loss),
         cmocka_unit_test (test_requests_spread_over_brokers),

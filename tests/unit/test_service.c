@@ -214,6 +214,11 @@ test_request_opts_timeout_and_retry (void **state)
         { "{\"retry\":true}", 60000, 1, 0 },
         { "{\"retry\":1000}", 60000, PIGATO__RETRY_MAX, 0 },
         { "{\"timeout\":\"soon\"}", 60000, 0, 0 },
+        { "{\"timeout\":9223372036854775000}", PIGATO__TIMEOUT_CAP, 0, 0 },
+        { "{\"timeout\":1e300,\"retry\":1e300}", PIGATO__TIMEOUT_CAP,
+          PIGATO__RETRY_MAX, 0 },
+        { "{\"timeout\":0.5,\"retry\":0.5}", 60000, 0, 0 },
+        { "{\"retry\":-3}", 60000, 0, 0 },
         { "not json", 60000, 0, -1 },
         { "[1,2]", 60000, 0, -1 },
     };
