@@ -248,7 +248,8 @@ PIGATO_EXPORT int
 //  Registers the client's sockets and timers with an application's zloop
 //  (the type is czmq's zloop_t). The client keeps its registrations up to
 //  date across reconnects and removes them when destroyed; destroy it
-//  before the zloop.
+//  before the zloop, and never from inside one of that zloop's handlers
+//  (czmq may still call the client's handlers later in the same pass).
 PIGATO_EXPORT int
     pigato_client_attach (pigato_client_t *self, void *zloop);
 
@@ -316,7 +317,8 @@ PIGATO_EXPORT int
 PIGATO_EXPORT void
     pigato_worker_stop (pigato_worker_t *self);
 
-//  Registers with an application's zloop (czmq zloop_t).
+//  Registers with an application's zloop (czmq zloop_t). Destroy the
+//  worker before the zloop, and never from inside one of its handlers.
 PIGATO_EXPORT int
     pigato_worker_attach (pigato_worker_t *self, void *zloop);
 

@@ -723,8 +723,10 @@ s_job_try_finish (job_t *job)
     if (pid == 0)
         zloop_timer (job->serve->loop, REAP_RETRY_MS, 1, s_on_reap_timer, job);
     else {
+        //  -1: its status is lost; never report that as success
         job->reaped = true;
-        s_job_finish (job, NULL);
+        s_job_finish (job, pid < 0 ? "cannot collect the command's exit "
+                                     "status" : NULL);
     }
 }
 

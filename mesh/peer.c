@@ -17,6 +17,7 @@
 //  Linger for peer sockets: long enough to flush a DISCONNECT to a live
 //  broker when a peer closes, short enough not to hold up process exit
 //  when the broker is gone.
+#define PEER_MAX_MESSAGE_SIZE (16 * 1024 * 1024 + 4096)
 #define PEER_LINGER_MS 100
 
 //  How much of a key file we look at to tell PEM from a zcert file:
@@ -79,7 +80,16 @@ s_key_resolve (const char *what, const char *key_or_file, char *z85,
     //  A file first: a 40-character path can be valid Z85 too
     struct stat info;
     bool exists = stat (key_or_file, &info) == 0;
-    if (!exists && s_z85_key_valid (key_or_file)) {
+    int stat_errno = errno;
+    //  A name that ends like a key file is a missing file, even when its
+    //  40 characters happen to be valid Z85
+    size_t length = strlen (key_or_file);
+    bool file_like = (length > 4 && (streq (key_or_file + length - 4, ".key")
+                                     || streq (key_or_file + length - 4, ".crt")
+                                     || streq (key_or_file + length - 4, ".pem")))
+                  || (length > 11
+                      && streq (key_or_file + length - 11, ".key_secret"));
+    if (!exists && !file_like && s_z85_key_valid (key_or_file)) {
         memcpy (z85, key_or_file, PIGATO_Z85_KEY_SIZE + 1);
         goto cleanup;
     }
@@ -89,8 +99,9 @@ s_key_resolve (const char *what, const char *key_or_file, char *z85,
         if (strchr (key_or_file, '/') || strstr (key_or_file, ".key")
         ||  strstr (key_or_file, ".crt") || strstr (key_or_file, ".pem"))
             pigato__errorf (err, err_size, "cannot read %s '%s': %s", what,
-                            key_or_file, errno == ENOENT ? "no such file"
-                                                         : strerror (errno));
+                            key_or_file, stat_errno == ENOENT
+                                         ? "no such file"
+                                         : strerror (stat_errno));
         else
             pigato__errorf (err, err_size,
                             "%s '%s' is neither a 40-character Z85 key nor "
@@ -370,6 +381,8 @@ pigato__peer_socket (const pigato__peer_security_t *security,
     zsock_set_sndhwm (sock, 0);
     zsock_set_sndtimeo (sock, 0);
     zsock_set_rcvtimeo (sock, 0);
+    //  The broker forwards nothing bigger; a frame beyond this is not ours
+    zsock_set_maxmsgsize (sock, PEER_MAX_MESSAGE_SIZE);
     if (routing_id && routing_id_size > 0
     &&  zmq_setsockopt (zsock_resolve (sock), ZMQ_ROUTING_ID, routing_id,
                         routing_id_size) != 0) {
