@@ -1,15 +1,17 @@
 /*  =========================================================================
     keyfile.c - zcert key files: load with permission checks, wipe secrets.
 
-    Files use czmq's zcert (ZPL) format. We read the secret file through
-    zconfig ourselves rather than through zcert_load () for two reasons:
-    zcert_load ("x.key_secret") first tries "x.key_secret_secret", so the
-    file we checked the permissions of would not be the file it reads; and
-    zcert_load leaves the secret's Z85 text in freed heap memory, where we
-    wipe it.
+    Files use czmq's zcert (ZPL) format. We read them ourselves instead of
+    through zcert_load () or zconfig_load (): zcert_load ("x.key_secret")
+    first tries "x.key_secret_secret", so the file whose mode we checked
+    would not be the file it reads; and both leave copies of the secret
+    text in freed heap memory. Here the file is opened once, its mode is
+    checked on that descriptor, and its bytes live in sodium_malloc memory
+    that is wiped and freed.
     =========================================================================
 */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,70 +19,130 @@
 #include "keyfile.h"
 #include "../mesh/internal.h"
 
-//  --------------------------------------------------------------------------
-//  Reads a Z85 key of 32 bytes from a loaded zcert config; 0 on success.
+#define KEYFILE_MAX 65536       //  a zcert file is a few hundred bytes
 
-static int
-s_config_key (zconfig_t *config, const char *path, byte *key)
-{
-    char *text = zconfig_get (config, path, NULL);
-    if (!text || strlen (text) != PIGATO_Z85_KEY_SIZE)
-        return -1;
-    return zmq_z85_decode (key, text) ? 0 : -1;
-}
-
-//  --------------------------------------------------------------------------
-//  Wipes the secret key text held by a loaded zcert config, then frees it.
+//  A key file's bytes in guarded memory (NUL-terminated).
+typedef struct {
+    char *text;                 //  sodium_malloc, NULL if not read
+    size_t size;
+    mode_t mode;                //  st_mode of the file read
+} keytext_t;
 
 static void
-s_config_destroy (zconfig_t **config_p)
+s_keytext_free (keytext_t *keytext)
 {
-    if (!*config_p)
-        return;
-    char *secret_text = zconfig_get (*config_p, "curve/secret-key", NULL);
-    if (secret_text)
-        sodium_memzero (secret_text, strlen (secret_text));
-    zconfig_destroy (config_p);
+    if (keytext->text) {
+        sodium_memzero (keytext->text, keytext->size + 1);
+        sodium_free (keytext->text);
+        keytext->text = NULL;
+    }
 }
 
-//  --------------------------------------------------------------------------
-//  True if the zcert file at path holds a secret key (without keeping it).
-
-static bool
-s_holds_secret (const char *path)
-{
-    zconfig_t *config = zconfig_load (path);
-    if (!config)
-        return false;
-    byte secret [32];
-    bool holds = s_config_key (config, "curve/secret-key", secret) == 0;
-    sodium_memzero (secret, sizeof secret);
-    s_config_destroy (&config);
-    return holds;
-}
-
-//  --------------------------------------------------------------------------
-//  Refuses a secret file that group or others may read or write.
-
+//  Opens, checks and reads a key file through one descriptor.
 static int
-s_check_mode (const char *path, char *err, size_t err_size)
+s_keytext_read (const char *path, keytext_t *keytext, char *err,
+                size_t err_size)
 {
-    struct stat info;
-    if (stat (path, &info) != 0) {
-        pigato__errorf (err, err_size, "cannot read key file '%s': %s",
-                        path, strerror (errno));
+    memset (keytext, 0, sizeof *keytext);
+    if (sodium_init () < 0) {           //  sodium_malloc needs it; idempotent
+        pigato__errorf (err, err_size, "libsodium cannot initialize");
+        return PIGATO_E_SYSTEM;
+    }
+    int fd = open (path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        pigato__errorf (err, err_size, "cannot read key file '%s': %s", path,
+                        strerror (errno));
         return PIGATO_E_KEY;
     }
-    if (!S_ISREG (info.st_mode)) {
+    int rc = PIGATO_OK;
+    struct stat info;
+    if (fstat (fd, &info) != 0 || !S_ISREG (info.st_mode)) {
         pigato__errorf (err, err_size, "key file '%s' is not a regular file",
                         path);
-        return PIGATO_E_KEY;
+        rc = PIGATO_E_KEY;
     }
-    if (info.st_mode & 077) {
+    else
+    if (info.st_size > KEYFILE_MAX) {
+        pigato__errorf (err, err_size, "key file '%s' is too large to be a "
+                        "key file", path);
+        rc = PIGATO_E_KEY;
+    }
+    if (rc == PIGATO_OK) {
+        keytext->mode = info.st_mode;
+        keytext->text = (char *) sodium_malloc ((size_t) info.st_size + 1);
+        if (!keytext->text)
+            rc = PIGATO_E_NOMEM;
+    }
+    while (rc == PIGATO_OK && keytext->size < (size_t) info.st_size) {
+        ssize_t got = read (fd, keytext->text + keytext->size,
+                            (size_t) info.st_size - keytext->size);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;                      //  shorter than stat said: use it
+        keytext->size += (size_t) got;
+    }
+    if (keytext->text)
+        keytext->text [keytext->size] = 0;
+    close (fd);
+    if (rc != PIGATO_OK)
+        s_keytext_free (keytext);
+    return rc;
+}
+
+//  Finds `NAME = "Z85"` on a line of its own (ZPL, any indentation) and
+//  decodes the 32-byte key. 0 on success.
+static int
+s_keytext_key (const keytext_t *keytext, const char *name, byte *key)
+{
+    size_t name_size = strlen (name);
+    const char *line = keytext->text;
+    while (line && *line) {
+        const char *cursor = line;
+        while (*cursor == ' ' || *cursor == '\t')
+            cursor++;
+        if (strncmp (cursor, name, name_size) == 0) {
+            cursor += name_size;
+            while (*cursor == ' ' || *cursor == '\t')
+                cursor++;
+            if (*cursor == '=') {
+                cursor++;
+                while (*cursor == ' ' || *cursor == '\t')
+                    cursor++;
+                bool quoted = *cursor == '"';
+                if (quoted)
+                    cursor++;
+                char z85 [PIGATO_Z85_KEY_SIZE + 1];
+                if (strlen (cursor) >= PIGATO_Z85_KEY_SIZE) {
+                    memcpy (z85, cursor, PIGATO_Z85_KEY_SIZE);
+                    z85 [PIGATO_Z85_KEY_SIZE] = 0;
+                    char after = cursor [PIGATO_Z85_KEY_SIZE];
+                    bool ends = quoted ? after == '"'
+                                       : after == 0 || after == '\n'
+                                         || after == ' ' || after == '\r';
+                    int rc = ends && zmq_z85_decode (key, z85) ? 0 : -1;
+                    sodium_memzero (z85, sizeof z85);
+                    return rc;
+                }
+                return -1;
+            }
+        }
+        line = strchr (line, '\n');
+        if (line)
+            line++;
+    }
+    return -1;
+}
+
+//  Refuses a secret file that group or others may read or write.
+static int
+s_check_mode (const char *path, mode_t mode, char *err, size_t err_size)
+{
+    if (mode & 077) {
         pigato__errorf (err, err_size,
                         "secret key file '%s' is readable by group or others "
                         "(mode %04o); fix with: chmod 600 %s",
-                        path, (unsigned) (info.st_mode & 07777), path);
+                        path, (unsigned) (mode & 07777), path);
         return PIGATO_E_KEYPERM;
     }
     return PIGATO_OK;
@@ -97,7 +159,7 @@ pigato__keyfile_load_secret (const char *path, zcert_t **cert_p, char *err,
 {
     int rc = PIGATO_OK;
     char *secret_path = NULL;
-    zconfig_t *config = NULL;
+    keytext_t keytext = { 0 };
     byte public_key [32];
     byte secret_key [32];
     byte derived [32];
@@ -108,55 +170,39 @@ pigato__keyfile_load_secret (const char *path, zcert_t **cert_p, char *err,
         goto cleanup;
     }
     *cert_p = NULL;
-    struct stat info;
-    if (stat (path, &info) != 0) {
-        pigato__errorf (err, err_size, "cannot read key file '%s': %s", path,
-                        strerror (errno));
-        rc = PIGATO_E_KEY;
-        goto cleanup;
-    }
-    //  A public file may be 0644; a secret one others can read is refused
-    bool holds_secret = s_holds_secret (path);
-    rc = s_check_mode (path, err, err_size);
-    if (rc == PIGATO_E_KEYPERM && !holds_secret)
-        rc = PIGATO_OK;
+    rc = s_keytext_read (path, &keytext, err, err_size);
     if (rc != PIGATO_OK)
         goto cleanup;
-
-    if (holds_secret)
-        secret_path = strdup (path);
-    else {
+    if (s_keytext_key (&keytext, "secret-key", secret_key) != 0) {
+        //  A public file: its secret half is PATH_secret
+        s_keytext_free (&keytext);
         secret_path = zsys_sprintf ("%s_secret", path);
-        if (secret_path && access (secret_path, F_OK) != 0) {
+        if (!secret_path) {
+            rc = PIGATO_E_NOMEM;
+            goto cleanup;
+        }
+        if (access (secret_path, F_OK) != 0) {
             pigato__errorf (err, err_size, "'%s' holds no secret key", path);
             rc = PIGATO_E_KEY;
             goto cleanup;
         }
+        rc = s_keytext_read (secret_path, &keytext, err, err_size);
+        if (rc != PIGATO_OK)
+            goto cleanup;
+        if (s_keytext_key (&keytext, "secret-key", secret_key) != 0) {
+            pigato__errorf (err, err_size, "'%s' holds no secret key",
+                            secret_path);
+            rc = PIGATO_E_KEY;
+            goto cleanup;
+        }
     }
-    if (!secret_path) {
-        rc = PIGATO_E_NOMEM;
-        goto cleanup;
-    }
-    rc = s_check_mode (secret_path, err, err_size);
+    const char *read_path = secret_path ? secret_path : path;
+    rc = s_check_mode (read_path, keytext.mode, err, err_size);
     if (rc != PIGATO_OK)
         goto cleanup;
-
-    config = zconfig_load (secret_path);
-    if (!config) {
-        pigato__errorf (err, err_size, "cannot parse key file '%s'",
-                        secret_path);
-        rc = PIGATO_E_KEY;
-        goto cleanup;
-    }
-    if (s_config_key (config, "curve/secret-key", secret_key) != 0) {
-        pigato__errorf (err, err_size, "'%s' holds no secret key",
-                        secret_path);
-        rc = PIGATO_E_KEY;
-        goto cleanup;
-    }
-    if (s_config_key (config, "curve/public-key", public_key) != 0) {
+    if (s_keytext_key (&keytext, "public-key", public_key) != 0) {
         pigato__errorf (err, err_size, "'%s' holds no valid public key",
-                        secret_path);
+                        read_path);
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
@@ -166,7 +212,7 @@ pigato__keyfile_load_secret (const char *path, zcert_t **cert_p, char *err,
     ||  sodium_memcmp (derived, public_key, 32) != 0) {
         pigato__errorf (err, err_size,
                         "'%s': public key does not match secret key",
-                        secret_path);
+                        read_path);
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
@@ -177,7 +223,7 @@ pigato__keyfile_load_secret (const char *path, zcert_t **cert_p, char *err,
 cleanup:
     sodium_memzero (secret_key, sizeof secret_key);
     sodium_memzero (derived, sizeof derived);
-    s_config_destroy (&config);
+    s_keytext_free (&keytext);
     free (secret_path);
     return rc;
 }
