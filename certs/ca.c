@@ -157,69 +157,6 @@ cleanup:
     return rc;
 }
 
-//  --------------------------------------------------------------------------
-//  Writes path atomically: a temporary file created with mode 0600 (umask
-//  077, so a secret is never readable by others, not even for a moment),
-//  set to mode, then linked into place (refuses an existing path) or, with
-//  replace, renamed over it.
-
-static int
-s_file_write (const char *path, const void *data, size_t size, mode_t mode,
-              bool replace, char *err, size_t err_size)
-{
-    int rc = PIGATO_OK;
-    char *temp = zsys_sprintf ("%s.tmp%d", path, (int) getpid ());
-    if (!temp)
-        return PIGATO_E_NOMEM;
-    mode_t saved = umask (077);
-    int fd = open (temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    umask (saved);
-    if (fd < 0) {
-        pigato__errorf (err, err_size, "cannot write '%s': %s", temp,
-                        strerror (errno));
-        rc = PIGATO_E_SYSTEM;
-        goto cleanup;
-    }
-    size_t done = 0;
-    while (done < size) {
-        ssize_t wrote = write (fd, (const char *) data + done, size - done);
-        if (wrote < 0 && errno == EINTR)
-            continue;
-        if (wrote <= 0)
-            break;
-        done += (size_t) wrote;
-    }
-    if (done < size || fchmod (fd, mode) != 0 || fsync (fd) != 0) {
-        pigato__errorf (err, err_size, "cannot write '%s': %s", temp,
-                        strerror (errno));
-        rc = PIGATO_E_SYSTEM;
-    }
-    if (close (fd) != 0 && rc == PIGATO_OK) {
-        pigato__errorf (err, err_size, "cannot write '%s': %s", temp,
-                        strerror (errno));
-        rc = PIGATO_E_SYSTEM;
-    }
-    if (rc == PIGATO_OK) {
-        int linked = replace ? -1 : link (temp, path);
-        //  A file system without hard links: check, then rename
-        if (linked != 0 && !replace && errno != EEXIST
-        &&  access (path, F_OK) != 0)
-            replace = true;
-        if (replace ? rename (temp, path) != 0 : linked != 0) {
-            if (errno == EEXIST)
-                pigato__errorf (err, err_size, "'%s' already exists; not "
-                                "overwriting it without --force", path);
-            else
-                pigato__errorf (err, err_size, "cannot write '%s': %s",
-                                path, strerror (errno));
-            rc = errno == EEXIST ? PIGATO_E_INVALID : PIGATO_E_SYSTEM;
-        }
-    }
-    unlink (temp);              //  after rename: ENOENT, harmless
-cleanup:
-    zstr_free (&temp);
-    return rc;
-}
 
 //  --------------------------------------------------------------------------
 //  Writes a PEM object (through write_fn into a memory BIO) to path.
@@ -248,7 +185,7 @@ s_pem_write (const char *path, X509 *cert, X509_CRL *crl, EVP_PKEY *key,
         rc = PIGATO_E_SYSTEM;
     }
     else
-        rc = s_file_write (path, data, (size_t) size, key ? 0600 : 0644,
+        rc = pigato__file_write (path, data, (size_t) size, key ? 0600 : 0644,
                            replace, err, err_size);
     BIO_free (bio);
     return rc;

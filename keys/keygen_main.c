@@ -28,6 +28,7 @@
 #include "../include/pigato.h"
 #include "../certs/ca.h"
 #include "keyfile.h"
+#include "../mesh/internal.h"
 
 #define EXIT_USAGE 64
 
@@ -166,26 +167,50 @@ s_duration_parse (const char *text, int64_t *seconds)
 }
 
 //  --------------------------------------------------------------------------
-//  Writes the secret file with mode 0600 from its first byte: umask 077
-//  while zcert writes a temporary name, then an atomic rename.
+//  Writes the secret zcert file (czmq's format) from guarded memory,
+//  through pigato__file_write: created 0600 with O_EXCL, never readable by
+//  others and never someone else's file, then moved into place. Returns 0,
+//  or -1 with errno set.
 
 static int
-s_save_secret (zcert_t *cert, const char *path)
+s_save_secret (zcert_t *cert, const char *path, bool force)
 {
-    char *temp = zsys_sprintf ("%s.tmp%d", path, (int) getpid ());
-    if (!temp)
+    const char *name = zcert_meta (cert, "name");
+    size_t size = 512 + (name ? strlen (name) : 0);
+    char *text = (char *) sodium_malloc (size);
+    if (!text) {
+        errno = ENOMEM;
         return -1;
-    mode_t saved = umask (077);
-    int rc = zcert_save_secret (cert, temp);
-    umask (saved);
-    if (rc == 0)
-        rc = chmod (temp, 0600);
-    if (rc == 0)
-        rc = rename (temp, path);
-    if (rc != 0)
-        unlink (temp);
-    zstr_free (&temp);
-    return rc;
+    }
+    time_t now = time (NULL);
+    struct tm tm;
+    char stamp [32];
+    strftime (stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", localtime_r (&now, &tm));
+    int length = snprintf (text, size,
+        "#   ****  Generated on %s by pigato-keygen  ****\n"
+        "#   ZeroMQ CURVE **Secret** Certificate\n"
+        "#   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its "
+        "permissions.\n\n"
+        "metadata\n"
+        "    name = \"%s\"\n"
+        "curve\n"
+        "    public-key = \"%s\"\n"
+        "    secret-key = \"%s\"\n",
+        stamp, name ? name : "", zcert_public_txt (cert),
+        zcert_secret_txt (cert));
+    char err [256];
+    int rc = length > 0 && (size_t) length < size
+           ? pigato__file_write (path, text, (size_t) length, 0600, force, err,
+                                 sizeof err)
+           : PIGATO_E_INVALID;
+    sodium_memzero (text, size);
+    sodium_free (text);
+    if (rc == PIGATO_E_INVALID)
+        errno = EEXIST;
+    else
+    if (rc)
+        errno = EIO;
+    return rc ? -1 : 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -193,9 +218,10 @@ s_save_secret (zcert_t *cert, const char *path)
 //  and returns 1 on error.
 
 static int
-s_pair_save (zcert_t *cert, const char *public_path, const char *secret_path)
+s_pair_save (zcert_t *cert, const char *public_path, const char *secret_path,
+             bool force)
 {
-    if (s_save_secret (cert, secret_path) != 0) {
+    if (s_save_secret (cert, secret_path, force) != 0) {
         fprintf (stderr, "pigato-keygen: cannot write '%s': %s\n",
                  secret_path, strerror (errno));
         return 1;
@@ -268,7 +294,7 @@ s_new (const char *name, const s_options_t *options)
         goto cleanup;
     }
     zcert_set_meta (cert, "name", "%s", name);
-    rc = s_pair_save (cert, public_path, secret_path);
+    rc = s_pair_save (cert, public_path, secret_path, options->force);
     if (rc != 0)
         goto cleanup;
     char fingerprint [PIGATO_FINGERPRINT_SIZE];
@@ -353,7 +379,7 @@ s_issue (const char *name, const s_options_t *options)
         rc = 1;
         goto cleanup;
     }
-    rc = s_pair_save (cert, public_path, secret_path);
+    rc = s_pair_save (cert, public_path, secret_path, options->force);
     if (rc != 0) {
         unlink (crt_path);
         goto cleanup;

@@ -9,6 +9,7 @@
 
 #include <czmq.h>
 #include <stdarg.h>
+#include <sys/types.h>
 #include "../include/pigato.h"
 
 //  Logging: pigato__log checks the level before formatting, so a disabled
@@ -96,6 +97,13 @@ int pigato__peer_security_set_server_ca (pigato__peer_security_t *security,
 #define PIGATO__RETRY_MAX 5
 int64_t pigato__opts_timeout (const void *opts, int64_t default_timeout);
 int pigato__opts_retry (const void *opts);
+
+//  Writes path atomically: a temporary file created 0600 with O_EXCL (never
+//  readable by others, never someone else's file), set to mode, then linked
+//  into place (refuses an existing path) or, with replace, renamed over it.
+//  Returns 0, PIGATO_E_INVALID (exists) or PIGATO_E_SYSTEM, message in err.
+int pigato__file_write (const char *path, const void *data, size_t size,
+                        mode_t mode, bool replace, char *err, size_t err_size);
 
 //  Encodes text as a JSON string (with quotes). Caller frees.
 char *pigato__json_string (const char *text);

@@ -3,6 +3,10 @@
     strings.
     =========================================================================
 */
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/stat.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -145,4 +149,68 @@ pigato__json_string_decode (const void *data, size_t size)
     }
     json_decref (value);
     return text;
+}
+
+//  --------------------------------------------------------------------------
+//  Writes path atomically: a temporary file created with mode 0600 (umask
+//  077, so a secret is never readable by others, not even for a moment),
+//  set to mode, then linked into place (refuses an existing path) or, with
+//  replace, renamed over it.
+
+int
+pigato__file_write (const char *path, const void *data, size_t size, mode_t mode,
+              bool replace, char *err, size_t err_size)
+{
+    int rc = PIGATO_OK;
+    char *temp = zsys_sprintf ("%s.tmp%d", path, (int) getpid ());
+    if (!temp)
+        return PIGATO_E_NOMEM;
+    mode_t saved = umask (077);
+    int fd = open (temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    umask (saved);
+    if (fd < 0) {
+        pigato__errorf (err, err_size, "cannot write '%s': %s", temp,
+                        strerror (errno));
+        rc = PIGATO_E_SYSTEM;
+        goto cleanup;
+    }
+    size_t done = 0;
+    while (done < size) {
+        ssize_t wrote = write (fd, (const char *) data + done, size - done);
+        if (wrote < 0 && errno == EINTR)
+            continue;
+        if (wrote <= 0)
+            break;
+        done += (size_t) wrote;
+    }
+    if (done < size || fchmod (fd, mode) != 0 || fsync (fd) != 0) {
+        pigato__errorf (err, err_size, "cannot write '%s': %s", temp,
+                        strerror (errno));
+        rc = PIGATO_E_SYSTEM;
+    }
+    if (close (fd) != 0 && rc == PIGATO_OK) {
+        pigato__errorf (err, err_size, "cannot write '%s': %s", temp,
+                        strerror (errno));
+        rc = PIGATO_E_SYSTEM;
+    }
+    if (rc == PIGATO_OK) {
+        int linked = replace ? -1 : link (temp, path);
+        //  A file system without hard links: check, then rename
+        if (linked != 0 && !replace && errno != EEXIST
+        &&  access (path, F_OK) != 0)
+            replace = true;
+        if (replace ? rename (temp, path) != 0 : linked != 0) {
+            if (errno == EEXIST)
+                pigato__errorf (err, err_size, "'%s' already exists; not "
+                                "overwriting it without --force", path);
+            else
+                pigato__errorf (err, err_size, "cannot write '%s': %s",
+                                path, strerror (errno));
+            rc = errno == EEXIST ? PIGATO_E_INVALID : PIGATO_E_SYSTEM;
+        }
+    }
+    unlink (temp);              //  after rename: ENOENT, harmless
+cleanup:
+    zstr_free (&temp);
+    return rc;
 }
