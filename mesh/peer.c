@@ -161,9 +161,9 @@ pigato_key_public (const char *key_or_file, char *z85, char *err,
 }
 
 //  --------------------------------------------------------------------------
-//  Public: fingerprint = the first 8 characters of the Z85 text of the
-//  first 8 bytes of BLAKE2b-256 (crypto_generichash) over the 32-byte key.
-//  Writes "????????" for a key that is not valid Z85.
+//  Public: fingerprint = the first 8 bytes of BLAKE2b-256
+//  (crypto_generichash) over the 32-byte key, as 16 hex characters.
+//  Writes sixteen '?' for a key that is not valid Z85.
 
 PIGATO_EXPORT void
 pigato_key_fingerprint (const char *public_z85, char *fingerprint)
