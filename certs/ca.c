@@ -185,8 +185,8 @@ s_pem_write (const char *path, X509 *cert, X509_CRL *crl, EVP_PKEY *key,
         rc = PIGATO_E_SYSTEM;
     }
     else
-        rc = pigato__file_write (path, data, (size_t) size, key ? 0600 : 0644,
-                           replace, err, err_size);
+        rc = pigato__file_write (path, data, (size_t) size,
+                                 key ? 0600 : 0644, replace, err, err_size);
     BIO_free (bio);
     return rc;
 }

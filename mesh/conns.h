@@ -45,8 +45,9 @@ typedef enum {
 //  so far tell: returns its state and fills conn (fd -1 when unknown).
 int pigato__conns_lookup (pigato__conns_t *self, int fd, pigato__conn_t *conn);
 
-//  True if two records name the same connection (unknown matches only
-//  unknown on the same fd).
+//  True if two records name the same connection. Unknown records (fd -1)
+//  all match each other: without events there is nothing to bind to, and
+//  the binding falls back to the identity alone.
 bool pigato__conn_same (const pigato__conn_t *a, const pigato__conn_t *b);
 
 #endif

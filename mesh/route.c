@@ -367,6 +367,16 @@ s_worker_reply (pigato_broker_t *self, zmsg_t **msg_p, pigato__msg_t *in,
     }
 }
 
+//  The worker registered under a routing id, or NULL.
+static pigato__worker_t *
+s_worker_of (pigato_broker_t *self, const pigato__bytes_t *routing_id)
+{
+    pigato__bkey_t key;
+    if (pigato__bkey_set (&key, routing_id->data, routing_id->size, NULL, 0))
+        return NULL;
+    return (pigato__worker_t *) zhashx_lookup (self->workers, &key);
+}
+
 //  True if a message from this worker's routing id carries the identity
 //  that registered it. Routing ids are chosen by peers: a different
 //  identity means another peer took the id over.
@@ -383,10 +393,7 @@ static void
 s_on_worker (pigato_broker_t *self, zmsg_t **msg_p, pigato__msg_t *in,
              const pigato__peer_t *peer)
 {
-    pigato__bkey_t key;
-    pigato__bkey_set (&key, in->sender.data, in->sender.size, NULL, 0);
-    pigato__worker_t *worker =
-        (pigato__worker_t *) zhashx_lookup (self->workers, &key);
+    pigato__worker_t *worker = s_worker_of (self, &in->sender);
     if (worker && !s_worker_bound (worker, peer, &in->conn)) {
         s_bad (self, *msg_p, "identity_mismatch");
         s_worker_remove (self, worker, "identity_mismatch", true);
@@ -594,10 +601,7 @@ pigato__route_message (pigato_broker_t *self, zmsg_t **msg_p,
         else
         if (in.role == 'W') {
             bool disconnect = in.type != PIGATO__DISCONNECT;
-            pigato__bkey_t key;
-            pigato__bkey_set (&key, in.sender.data, in.sender.size, NULL, 0);
-            pigato__worker_t *worker =
-                (pigato__worker_t *) zhashx_lookup (self->workers, &key);
+            pigato__worker_t *worker = s_worker_of (self, &in.sender);
             if (worker)
                 s_worker_remove (self, worker, "identity_revoked", disconnect);
             else
