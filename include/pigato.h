@@ -198,6 +198,14 @@ PIGATO_EXPORT void
 PIGATO_EXPORT void
     pigato_client_set_timeout (pigato_client_t *self, int64_t timeout_ms);
 
+//  Framing spoken to brokers (docs/native-framing.md): "auto" (default:
+//  pigato 0.0.46 framing plus an offer, native once the broker answers
+//  in native framing), "native" (native from the first message; only for
+//  pigato-broker) or "0.0.46" (never offer). Applies to links connected
+//  afterwards. Returns 0 or PIGATO_E_INVALID for an unknown name.
+PIGATO_EXPORT int
+    pigato_client_set_framing (pigato_client_t *self, const char *framing);
+
 //  Connects to a broker. May be called for several brokers.
 PIGATO_EXPORT int
     pigato_client_connect (pigato_client_t *self, const char *endpoint);
@@ -294,6 +302,9 @@ PIGATO_EXPORT void
 PIGATO_EXPORT void
     pigato_worker_set_heartbeat (pigato_worker_t *self, int interval_ms,
                                  int liveness);
+//  As pigato_client_set_framing ().
+PIGATO_EXPORT int
+    pigato_worker_set_framing (pigato_worker_t *self, const char *framing);
 
 //  Most requests in flight at once (default 100; -1 = unlimited);
 //  announced to brokers in heartbeats.

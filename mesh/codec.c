@@ -7,7 +7,7 @@
     =========================================================================
 */
 #include <string.h>
-#include "codec.h"
+#include "native.h"
 
 #define MAX_FRAMES 12           //  longest valid message is 9 frames + id
 
@@ -112,6 +112,14 @@ s_decode (const frames_t *frames, size_t first, bool from_peer,
             case PIGATO__HEARTBEAT:         //  [ "request"|"req", rid ]
                 if (body_frames == 0)
                     break;
+                if (body_frames == 1) {     //  [ offer ]: native framing
+                    pigato__bytes_t offer;
+                    s_bytes (frames, body, &offer);
+                    if (!s_is (&offer, PIGATO__NATIVE_OFFER))
+                        return PIGATO__DECODE_FIELD;
+                    out->native_offer = true;
+                    break;
+                }
                 if (body_frames != 2)
                     return PIGATO__DECODE_FRAMES;
                 {
@@ -132,12 +140,19 @@ s_decode (const frames_t *frames, size_t first, bool from_peer,
     else
     if (out->role == 'W' && from_peer) {
         switch (out->type) {
-            case PIGATO__READY:             //  service
+            case PIGATO__READY:             //  service [, offer ]
                 if (body_frames < 1)
                     return PIGATO__DECODE_SHORT;
-                if (body_frames > 1)
+                if (body_frames > 2)
                     return PIGATO__DECODE_FRAMES;
                 s_bytes (frames, body, &out->service);
+                if (body_frames == 2) {
+                    pigato__bytes_t offer;
+                    s_bytes (frames, body + 1, &offer);
+                    if (!s_is (&offer, PIGATO__NATIVE_OFFER))
+                        return PIGATO__DECODE_FIELD;
+                    out->native_offer = true;
+                }
                 break;
             case PIGATO__HEARTBEAT:         //  [ "", opts ]
                 if (body_frames > 2)
@@ -220,19 +235,9 @@ s_decode (const frames_t *frames, size_t first, bool from_peer,
                 return PIGATO__DECODE_TYPE;
         }
     }
-    //  Field limits: ids and names that we key tables on
-    if (out->rid.size > PIGATO_RID_MAX || out->client.size > 255
-    ||  out->service.size > PIGATO_SERVICE_MAX)
-        return PIGATO__DECODE_FIELD;
-    if ((out->type == PIGATO__REQUEST || out->type == PIGATO__READY)
-    &&  out->service.size == 0)
-        return PIGATO__DECODE_FIELD;
-    if ((out->type == PIGATO__REQUEST || out->request_heartbeat
-         || (out->role == 'W' && from_peer
-             && (out->type == PIGATO__REPLY || out->type == PIGATO__PARTIAL
-                 || out->type == PIGATO__REJECT)))
-    &&  out->rid.size == 0)
-        return PIGATO__DECODE_FIELD;
+    int rc = pigato__msg_validate (out, from_peer);
+    if (rc)
+        return rc;
     out->has_opts = s_opts_present (&out->opts);
     return PIGATO__DECODE_OK;
 }

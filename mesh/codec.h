@@ -41,6 +41,8 @@ typedef struct {
     int status;                 //  0 or -1 (replies)
     bool request_heartbeat;     //  C/W HEARTBEAT naming a rid
     bool has_opts;              //  opts frame present and not "{}"/empty/undefined
+    bool native;                //  came in the native framing (native.h)
+    bool native_offer;          //  0.0.46 C 4 / W 1 offering native framing
     pigato__conn_t conn;        //  the connection it came from (broker)
 } pigato__msg_t;
 

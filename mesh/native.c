@@ -1,0 +1,298 @@
+/*  =========================================================================
+    native.c - the native framing: batch frame reader and writer
+    (docs/native-framing.md). Every length a peer sends is checked against
+    what is left of the frame before it is used.
+    =========================================================================
+*/
+#include <string.h>
+#include "native.h"
+
+//  Fields an entry may carry, by direction and type
+#define F_CLIENT  0x01
+#define F_SERVICE 0x02
+#define F_RID     0x04
+#define F_OPTS    0x08
+#define F_BODY    0x10
+#define F_ERROR   0x20
+
+//  Allowed fields per type (index = type), or -1 if the type is not
+//  allowed in that direction. Rows: client->broker, worker->broker,
+//  broker->client, broker->worker.
+static const int s_allowed [4][8] = {
+    //  -, READY, REQUEST, REPLY, HEARTBEAT, DISCONNECT, PARTIAL, REJECT
+    { -1, -1, F_SERVICE | F_RID | F_OPTS | F_BODY, -1, F_RID, 0, -1, -1 },
+    { -1, F_SERVICE, -1,
+      F_CLIENT | F_RID | F_OPTS | F_BODY | F_ERROR, F_OPTS, 0,
+      F_CLIENT | F_RID | F_OPTS | F_BODY | F_ERROR, F_CLIENT | F_RID | F_BODY },
+    { -1, -1, -1, F_RID | F_OPTS | F_BODY | F_ERROR, 0, -1,
+      F_RID | F_OPTS | F_BODY | F_ERROR, -1 },
+    { -1, 0, F_CLIENT | F_SERVICE | F_RID | F_OPTS | F_BODY, -1,
+      F_CLIENT | F_RID, 0, -1, -1 }
+};
+
+int
+pigato__framing_parse (const char *text)
+{
+    if (!text)
+        return -1;
+    if (streq (text, "auto"))
+        return PIGATO__FRAMING_AUTO;
+    if (streq (text, "native"))
+        return PIGATO__FRAMING_NATIVE;
+    if (streq (text, "0.0.46") || streq (text, "046"))
+        return PIGATO__FRAMING_046;
+    return -1;
+}
+
+bool
+pigato__native_is (const void *data, size_t size)
+{
+    return size > 0 && ((const byte *) data) [0] == PIGATO__NATIVE_MAGIC;
+}
+
+int
+pigato__msg_validate (pigato__msg_t *msg, bool from_peer)
+{
+    if (msg->rid.size > PIGATO_RID_MAX || msg->client.size > 255
+    ||  msg->service.size > PIGATO_SERVICE_MAX)
+        return PIGATO__DECODE_FIELD;
+    if ((msg->type == PIGATO__REQUEST || msg->type == PIGATO__READY)
+    &&  msg->service.size == 0 && (from_peer || msg->type == PIGATO__REQUEST))
+        return PIGATO__DECODE_FIELD;
+    bool worker_reply = msg->role == 'W' && from_peer
+                     && (msg->type == PIGATO__REPLY
+                         || msg->type == PIGATO__PARTIAL
+                         || msg->type == PIGATO__REJECT);
+    if ((msg->type == PIGATO__REQUEST || msg->request_heartbeat
+         || worker_reply)
+    &&  msg->rid.size == 0)
+        return PIGATO__DECODE_FIELD;
+    return PIGATO__DECODE_OK;
+}
+
+int
+pigato__native_reader_init (pigato__native_reader_t *self, const void *frame,
+                            size_t size, bool from_peer)
+{
+    memset (self, 0, sizeof *self);
+    const byte *bytes = (const byte *) frame;
+    if (size < PIGATO__NATIVE_HEAD || bytes [0] != PIGATO__NATIVE_MAGIC)
+        return PIGATO__DECODE_HEADER;
+    if (bytes [1] != PIGATO__NATIVE_VERSION || bytes [3] != 0
+    ||  (bytes [2] != 'C' && bytes [2] != 'W'))
+        return PIGATO__DECODE_HEADER;
+    self->frame = bytes;
+    self->size = size;
+    self->offset = PIGATO__NATIVE_HEAD;
+    self->role = (char) bytes [2];
+    self->from_peer = from_peer;
+    if (size == PIGATO__NATIVE_HEAD)
+        return PIGATO__DECODE_SHORT;        //  a batch holds 1+ entries
+    return PIGATO__DECODE_OK;
+}
+
+static int
+s_fail (pigato__native_reader_t *self, int code)
+{
+    self->error = code;
+    self->offset = self->size;
+    return -1;
+}
+
+int
+pigato__native_next (pigato__native_reader_t *self, pigato__msg_t *out,
+                     bool *external)
+{
+    if (self->offset >= self->size)
+        return 0;
+    if (self->entries >= PIGATO__NATIVE_ENTRIES_MAX)
+        return s_fail (self, PIGATO__DECODE_FRAMES);
+    size_t left = self->size - self->offset;
+    if (left < PIGATO__NATIVE_ENTRY_HEAD)
+        return s_fail (self, PIGATO__DECODE_SHORT);
+    const byte *head = self->frame + self->offset;
+    int type = head [0];
+    int flags = head [1];
+    size_t client_len = head [2];
+    size_t rid_len = head [3];
+    size_t service_len = ((size_t) head [4] << 8) | head [5];
+    size_t opts_len = ((size_t) head [6] << 8) | head [7];
+    size_t body_len = ((size_t) head [8] << 24) | ((size_t) head [9] << 16)
+                    | ((size_t) head [10] << 8) | head [11];
+    if (type < PIGATO__READY || type > PIGATO__REJECT)
+        return s_fail (self, PIGATO__DECODE_TYPE);
+    if (flags & ~(PIGATO__NATIVE_ERROR | PIGATO__NATIVE_EXTERNAL))
+        return s_fail (self, PIGATO__DECODE_FIELD);
+    int row = (self->role == 'C' ? 0 : 1) + (self->from_peer ? 0 : 2);
+    int allowed = s_allowed [row][type];
+    if (allowed < 0)
+        return s_fail (self, PIGATO__DECODE_TYPE);
+    bool is_external = (flags & PIGATO__NATIVE_EXTERNAL) != 0;
+    if ((client_len && !(allowed & F_CLIENT))
+    ||  (service_len && !(allowed & F_SERVICE))
+    ||  (rid_len && !(allowed & F_RID))
+    ||  (opts_len && !(allowed & F_OPTS))
+    ||  ((body_len || is_external) && !(allowed & F_BODY))
+    ||  ((flags & PIGATO__NATIVE_ERROR) && !(allowed & F_ERROR))
+    ||  (is_external && body_len))
+        return s_fail (self, PIGATO__DECODE_FIELD);
+    left -= PIGATO__NATIVE_ENTRY_HEAD;
+    //  Sum in size_t: each part is at most 2^32, no overflow on 64 bits,
+    //  and compared part by part on 32 bits
+    if (client_len > left || service_len > left - client_len
+    ||  rid_len > left - client_len - service_len
+    ||  opts_len > left - client_len - service_len - rid_len
+    ||  body_len > left - client_len - service_len - rid_len - opts_len)
+        return s_fail (self, PIGATO__DECODE_SHORT);
+
+    pigato__bytes_t sender = out->sender;
+    pigato__conn_t conn = out->conn;
+    memset (out, 0, sizeof *out);
+    out->sender = sender;
+    out->conn = conn;
+    out->role = self->role;
+    out->type = type;
+    out->status = (flags & PIGATO__NATIVE_ERROR) ? -1 : 0;
+    const byte *field = head + PIGATO__NATIVE_ENTRY_HEAD;
+    out->client.data = client_len ? field : NULL;
+    out->client.size = client_len;
+    field += client_len;
+    out->service.data = service_len ? field : NULL;
+    out->service.size = service_len;
+    field += service_len;
+    out->rid.data = rid_len ? field : NULL;
+    out->rid.size = rid_len;
+    field += rid_len;
+    out->opts.data = opts_len ? field : NULL;
+    out->opts.size = opts_len;
+    field += opts_len;
+    out->data.data = body_len ? field : NULL;
+    out->data.size = body_len;
+    field += body_len;
+    out->request_heartbeat = type == PIGATO__HEARTBEAT && rid_len > 0;
+    out->has_opts = opts_len > 0
+        && !(opts_len == 2 && memcmp (out->opts.data, "{}", 2) == 0);
+    if (out->request_heartbeat && !self->from_peer && self->role == 'W'
+    &&  client_len == 0)
+        return s_fail (self, PIGATO__DECODE_FIELD);
+    if (self->role == 'W' && !self->from_peer && type == PIGATO__REQUEST
+    &&  client_len == 0)
+        return s_fail (self, PIGATO__DECODE_FIELD);
+    if (self->role == 'W' && self->from_peer
+    &&  (type == PIGATO__REPLY || type == PIGATO__PARTIAL
+         || type == PIGATO__REJECT) && client_len == 0)
+        return s_fail (self, PIGATO__DECODE_FIELD);
+    int rc = pigato__msg_validate (out, self->from_peer);
+    if (rc)
+        return s_fail (self, rc);
+    self->offset = (size_t) (field - self->frame);
+    self->entries++;
+    *external = is_external;
+    return 1;
+}
+
+void
+pigato__native_writer_init (pigato__native_writer_t *self, char role)
+{
+    memset (self, 0, sizeof *self);
+    self->role = role;
+}
+
+void
+pigato__native_writer_reset (pigato__native_writer_t *self)
+{
+    self->size = 0;
+    self->entries = 0;
+    self->externals = 0;
+}
+
+void
+pigato__native_writer_free (pigato__native_writer_t *self)
+{
+    free (self->data);
+    self->data = NULL;
+    self->capacity = 0;
+    pigato__native_writer_reset (self);
+}
+
+bool
+pigato__native_writer_full (const pigato__native_writer_t *self)
+{
+    return self->entries >= PIGATO__NATIVE_ENTRIES_MAX
+        || self->externals >= PIGATO__NATIVE_EXTERNAL_MAX
+        || self->size >= PIGATO__NATIVE_BATCH_BYTES;
+}
+
+bool
+pigato__native_body_external (size_t size)
+{
+    return size > PIGATO__NATIVE_INLINE_MAX;
+}
+
+static byte *
+s_put (byte *at, const pigato__bytes_t *bytes)
+{
+    if (bytes->size)
+        memcpy (at, bytes->data, bytes->size);
+    return at + bytes->size;
+}
+
+int
+pigato__native_writer_add (pigato__native_writer_t *self,
+                           const pigato__msg_t *entry, bool external)
+{
+    if (entry->client.size > 255 || entry->rid.size > PIGATO_RID_MAX
+    ||  entry->service.size > PIGATO_SERVICE_MAX
+    ||  entry->opts.size > PIGATO__NATIVE_OPTS_MAX
+    ||  (!external && entry->data.size > UINT32_MAX)
+    ||  entry->type < PIGATO__READY || entry->type > PIGATO__REJECT)
+        return -1;
+    size_t body = external ? 0 : entry->data.size;
+    size_t need = (self->size ? 0 : PIGATO__NATIVE_HEAD)
+                + PIGATO__NATIVE_ENTRY_HEAD + entry->client.size
+                + entry->service.size + entry->rid.size + entry->opts.size
+                + body;
+    if (self->size + need > self->capacity) {
+        size_t capacity = self->capacity ? self->capacity : 1024;
+        while (capacity < self->size + need)
+            capacity *= 2;
+        byte *data = (byte *) realloc (self->data, capacity);
+        if (!data)
+            return -1;
+        self->data = data;
+        self->capacity = capacity;
+    }
+    byte *at = self->data + self->size;
+    if (self->size == 0) {
+        at [0] = PIGATO__NATIVE_MAGIC;
+        at [1] = PIGATO__NATIVE_VERSION;
+        at [2] = (byte) self->role;
+        at [3] = 0;
+        at += PIGATO__NATIVE_HEAD;
+    }
+    at [0] = (byte) entry->type;
+    at [1] = (byte) ((entry->status ? PIGATO__NATIVE_ERROR : 0)
+                     | (external ? PIGATO__NATIVE_EXTERNAL : 0));
+    at [2] = (byte) entry->client.size;
+    at [3] = (byte) entry->rid.size;
+    at [4] = (byte) (entry->service.size >> 8);
+    at [5] = (byte) entry->service.size;
+    at [6] = (byte) (entry->opts.size >> 8);
+    at [7] = (byte) entry->opts.size;
+    at [8] = (byte) (body >> 24);
+    at [9] = (byte) (body >> 16);
+    at [10] = (byte) (body >> 8);
+    at [11] = (byte) body;
+    at += PIGATO__NATIVE_ENTRY_HEAD;
+    at = s_put (at, &entry->client);
+    at = s_put (at, &entry->service);
+    at = s_put (at, &entry->rid);
+    at = s_put (at, &entry->opts);
+    if (!external)
+        at = s_put (at, &entry->data);
+    self->size = (size_t) (at - self->data);
+    self->entries++;
+    if (external)
+        self->externals++;
+    return 0;
+}
