@@ -73,12 +73,13 @@ pigato__guard_zap_handle (pigato__guard_t *self)
 }
 
 bool
-pigato__guard_peer (pigato__guard_t *self, zmsg_t *msg, pigato__peer_t *peer)
+pigato__guard_peer (pigato__guard_t *self, zmq_msg_t *part,
+                    pigato__peer_t *peer)
 {
-    //  Metadata rides on every received part; read it from the last one
-    zframe_t *frame = zmsg_last (msg);
-    peer->name = frame ? zframe_meta (frame, "User-Id") : NULL;
-    peer->key = frame ? zframe_meta (frame, PIGATO__KEY_PROPERTY) : NULL;
+    //  Metadata rides on every part the peer sent (not on the routing id
+    //  part the ROUTER makes up)
+    peer->name = part ? zmq_msg_gets (part, "User-Id") : NULL;
+    peer->key = part ? zmq_msg_gets (part, PIGATO__KEY_PROPERTY) : NULL;
     if (!peer->name || !*peer->name)
         return false;
     return pigato__acl_identity_current (self->policy, peer->name, peer->key);
@@ -99,7 +100,8 @@ pigato__guard_current (pigato__guard_t *self, const char *identity,
 }
 
 void
-pigato__guard_denied (pigato__guard_t *self, zmsg_t *msg,
+pigato__guard_denied (pigato__guard_t *self, const void *routing_id,
+                      size_t routing_size, zmq_msg_t *part,
                       const pigato__peer_t *peer, int verb,
                       const char *service, const char *reason)
 {
@@ -111,12 +113,10 @@ pigato__guard_denied (pigato__guard_t *self, zmsg_t *msg,
     char service_text [PIGATO_SERVICE_MAX * 4 + 4] = "-";
     char identity [PIGATO__IDENTITY_MAX * 4 + 4] = "-";
     const char *address = NULL;
-    if (msg && zmsg_first (msg)) {
-        zframe_t *first = zmsg_first (msg);
-        pigato__printable (zframe_data (first), zframe_size (first), routing,
-                           sizeof routing);
-        address = zframe_meta (zmsg_last (msg), "Peer-Address");
-    }
+    if (routing_id)
+        pigato__printable (routing_id, routing_size, routing, sizeof routing);
+    if (part)
+        address = zmq_msg_gets (part, "Peer-Address");
     if (peer && peer->key)
         pigato_key_fingerprint (peer->key, fingerprint);
     if (peer && peer->name)

@@ -31,9 +31,10 @@ void pigato__guard_destroy (pigato__guard_t **self_p);
 zsock_t *pigato__guard_zap_socket (pigato__guard_t *self);
 void pigato__guard_zap_handle (pigato__guard_t *self);
 
-//  Reads the sender's identity from a received message's metadata and
-//  checks it against the current policy. False = revoked or unknown.
-bool pigato__guard_peer (pigato__guard_t *self, zmsg_t *msg,
+//  Reads the sender's identity from the metadata of a part it sent (not
+//  the routing id part) and checks it against the current policy. False
+//  = revoked or unknown. peer's strings live as long as the part.
+bool pigato__guard_peer (pigato__guard_t *self, zmq_msg_t *part,
                          pigato__peer_t *peer);
 
 //  The ACL decision (cached in the policy).
@@ -44,8 +45,10 @@ bool pigato__guard_allows (pigato__guard_t *self, const char *identity,
 bool pigato__guard_current (pigato__guard_t *self, const char *identity,
                             const char *key);
 
-//  Counts and logs a denial. service may be NULL.
-void pigato__guard_denied (pigato__guard_t *self, zmsg_t *msg,
+//  Counts and logs a denial: routing id (may be NULL), a part the peer
+//  sent (its address; may be NULL), who, what. service may be NULL.
+void pigato__guard_denied (pigato__guard_t *self, const void *routing_id,
+                           size_t routing_size, zmq_msg_t *part,
                            const pigato__peer_t *peer, int verb,
                            const char *service, const char *reason);
 

@@ -43,6 +43,23 @@ pigato__bkey_set (pigato__bkey_t *key, const void *first, size_t first_size,
     return 0;
 }
 
+void
+pigato__bkey_first (const pigato__bkey_t *key, const byte **data,
+                    size_t *size)
+{
+    *size = key->bytes [2];
+    *data = key->bytes + 3;
+}
+
+void
+pigato__bkey_second (const pigato__bkey_t *key, const byte **data,
+                     size_t *size)
+{
+    size_t first = key->bytes [2];
+    *size = s_key_size (key->bytes) - 3 - first;
+    *data = key->bytes + 3 + first;
+}
+
 static size_t
 s_hasher (const void *key)
 {

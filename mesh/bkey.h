@@ -25,6 +25,12 @@ int pigato__bkey_set (pigato__bkey_t *key, const void *first,
                       size_t first_size, const void *second,
                       size_t second_size);
 
+//  The first / second part a key was built from, borrowed from the key.
+void pigato__bkey_first (const pigato__bkey_t *key, const byte **data,
+                         size_t *size);
+void pigato__bkey_second (const pigato__bkey_t *key, const byte **data,
+                          size_t *size);
+
 //  A zhashx whose keys are pigato__bkey_t pointers held by the items.
 zhashx_t *pigato__bkey_table_new (void);
 

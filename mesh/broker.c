@@ -20,7 +20,6 @@ s_worker_destroy (void **item_p)
 {
     pigato__worker_t *worker = (pigato__worker_t *) *item_p;
     if (worker) {
-        zframe_destroy (&worker->routing_id);
         free (worker);
         *item_p = NULL;
     }
@@ -39,6 +38,8 @@ pigato_broker_new (void)
     self->requests = pigato__bkey_table_new ();
     self->timers = pigato__heap_new ();
     self->conns = pigato__conns_new ();
+    for (size_t index = 0; index < PIGATO__PARTS_MAX; index++)
+        zmq_msg_init (&self->input.parts [index]);
     if (!self->services || !self->workers || !self->requests || !self->timers
     ||  !self->conns) {
         pigato_broker_destroy (&self);
@@ -68,6 +69,9 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     }
     zhashx_destroy (&self->workers);
     pigato__services_destroy (&self->services);
+    pigato__outbox_destroy (&self->outbox);
+    for (size_t index = 0; index < PIGATO__PARTS_MAX; index++)
+        zmq_msg_close (&self->input.parts [index]);
     zsock_destroy (&self->monitor);
     zsock_destroy (&self->router);
     pigato__conns_destroy (&self->conns);
@@ -164,6 +168,10 @@ pigato_broker_counter (pigato_broker_t *self, const char *name)
         return (int64_t) zhashx_size (self->requests);
     if (streq (name, "services"))
         return (int64_t) pigato__services_size (self->services);
+    if (streq (name, "batches_out"))
+        return self->outbox ? pigato__outbox_batches (self->outbox) : 0;
+    if (streq (name, "entries_out"))
+        return self->outbox ? pigato__outbox_entries (self->outbox) : 0;
     return -1;
 }
 
@@ -285,7 +293,15 @@ s_create_router (pigato_broker_t *self)
         zsock_set_curve_server (router, 1);
         pigato__keyfile_cert_destroy (&cert);
     }
+    self->outbox = pigato__outbox_new (zsock_resolve (router));
+    if (!self->outbox) {
+        zsock_destroy (&self->monitor);
+        zsock_destroy (&router);
+        pigato__guard_destroy (&self->guard);
+        return PIGATO_E_NOMEM;
+    }
     self->router = router;
+    self->router_handle = zsock_resolve (router);
     return 0;
 }
 
@@ -351,41 +367,51 @@ s_monitor_drain (pigato_broker_t *self)
     }
 }
 
-//  Receives one message from the ROUTER and the fd it came from
-//  (ZMQ_SRCFD). The routing id part that ROUTER makes up carries no fd
-//  when the message was prefetched by a poll, so the first two parts are
-//  read as zmq_msg_t and the fd taken from the second; the rest are read as
-//  frames, which keep the metadata (User-Id) the guard reads.
-static zmsg_t *
+//  Receives one message from the ROUTER into self->input and the fd it
+//  came from (ZMQ_SRCFD, which rides on the parts the peer sent, not
+//  always on the routing id part). Parts beyond what a valid message can
+//  have are read and dropped, and counted in input.total. False if nothing
+//  was waiting.
+static bool
 s_recv (pigato_broker_t *self, int *fd)
 {
-    void *router = zsock_resolve (self->router);
-    zmq_msg_t part;
-    zmq_msg_init (&part);
-    if (zmq_msg_recv (&part, router, ZMQ_DONTWAIT) == -1) {
-        zmq_msg_close (&part);
-        return NULL;
+    pigato__input_t *input = &self->input;
+    void *router = self->router_handle;
+    for (size_t index = 0; index < input->count; index++) {
+        zmq_msg_close (&input->parts [index]);
+        zmq_msg_init (&input->parts [index]);
     }
-    zmsg_t *msg = zmsg_new ();
+    input->count = 0;
+    input->total = 0;
+    if (zmq_msg_recv (&input->parts [0], router, ZMQ_DONTWAIT) == -1)
+        return false;
+    input->count = input->total = 1;
     *fd = -1;
-    bool more = true;
-    for (int index = 0; index < 2 && more; index++) {
-        if (index == 1 && zmq_msg_recv (&part, router, 0) == -1)
-            break;
-        if (zmq_msg_get (&part, ZMQ_SRCFD) >= 0)
-            *fd = zmq_msg_get (&part, ZMQ_SRCFD);
-        more = zmq_msg_more (&part);
-        zmsg_addmem (msg, zmq_msg_data (&part), zmq_msg_size (&part));
-    }
-    zmq_msg_close (&part);
+    bool more = zmq_msg_more (&input->parts [0]);
     while (more) {
-        zframe_t *frame = zframe_recv (self->router);
-        if (!frame)
+        zmq_msg_t *part = &input->parts [input->count];
+        if (input->count == PIGATO__PARTS_MAX) {
+            zmq_msg_t spare;                //  read past the limit, dropped
+            zmq_msg_init (&spare);
+            if (zmq_msg_recv (&spare, router, 0) == -1)
+                more = false;
+            else {
+                input->total++;
+                more = zmq_msg_more (&spare);
+            }
+            zmq_msg_close (&spare);
+            continue;
+        }
+        if (zmq_msg_recv (part, router, 0) == -1)
             break;
-        more = zframe_more (frame);
-        zmsg_append (msg, &frame);
+        input->count++;
+        input->total++;
+        more = zmq_msg_more (part);
     }
-    return msg;
+    for (size_t index = 0; index < input->count && index < 2 && *fd < 0;
+         index++)
+        *fd = zmq_msg_get (&input->parts [index], ZMQ_SRCFD);
+    return true;
 }
 
 //  Finds the connection a message came from, then routes it. A message
@@ -394,7 +420,7 @@ s_recv (pigato_broker_t *self, int *fd)
 //  events first. A message whose connection is known closed has nobody to
 //  answer and no state left: dropped.
 static void
-s_route (pigato_broker_t *self, zmsg_t **msg_p, int fd)
+s_route (pigato_broker_t *self, int fd)
 {
     pigato__conn_t conn;
     if (pigato__conns_lookup (self->conns, fd, &conn) != PIGATO__CONN_OPEN) {
@@ -407,7 +433,7 @@ s_route (pigato_broker_t *self, zmsg_t **msg_p, int fd)
             return;
         }
     }
-    pigato__route_message (self, msg_p, &conn);
+    pigato__route_input (self, &conn);
 }
 
 int
@@ -449,13 +475,11 @@ pigato_broker_run (pigato_broker_t *self)
             drained = false;
             for (int count = 0; count < BATCH; count++) {
                 int fd = -1;
-                zmsg_t *msg = s_recv (self, &fd);
-                if (!msg) {
+                if (!s_recv (self, &fd)) {
                     drained = true;
                     break;
                 }
-                s_route (self, &msg, fd);
-                zmsg_destroy (&msg);
+                s_route (self, fd);
             }
         }
         //  Disconnects apply once the ROUTER holds nothing more: a
@@ -468,6 +492,8 @@ pigato_broker_run (pigato_broker_t *self)
             pigato__route_check_workers (self, now);
             self->next_tick = now + self->heartbeat_ms;
         }
+        //  What this turn produced goes out before we wait for more
+        pigato__outbox_flush (self->outbox);
     }
     return zsys_interrupted ? PIGATO_E_INTERRUPTED : 0;
 }

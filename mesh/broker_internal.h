@@ -10,6 +10,7 @@
 #include <signal.h>
 #include "codec.h"
 #include "service.h"
+#include "outbox.h"
 #include "../auth/guard.h"
 
 #define BROKER_COUNTERS(X)                                                  \
@@ -24,6 +25,16 @@
     X (late_replies)    /* replies for unknown or foreign rids, dropped */  \
     X (workers_gone)    /* workers removed (disconnect or expiry) */
 
+//  One message read from the ROUTER as zmq_msg_t parts: [0] is the
+//  routing id. Parts are reused from message to message.
+#define PIGATO__PARTS_MAX (2 + PIGATO__NATIVE_EXTERNAL_MAX)
+typedef struct {
+    zmq_msg_t parts [PIGATO__PARTS_MAX];
+    size_t count;                   //  parts held
+    size_t total;                   //  parts the message had (> count:
+                                    //  the rest were read and dropped)
+} pigato__input_t;
+
 typedef struct {
 #define COUNTER_FIELD(name) int64_t name;
     BROKER_COUNTERS (COUNTER_FIELD)
@@ -32,6 +43,9 @@ typedef struct {
 
 struct _pigato_broker_t {
     zsock_t *router;                //  the one socket, NULL until bind
+    void *router_handle;            //  its libzmq handle
+    pigato__outbox_t *outbox;       //  native batches being collected
+    pigato__input_t input;          //  the message being routed
     char *key_file;                 //  CURVE secret key file
     bool insecure;                  //  NULL mechanism
     bool allow_any;                 //  CURVE, every key, every action
@@ -57,9 +71,9 @@ struct _pigato_broker_t {
 };
 
 
-//  route.c: one message from the ROUTER, from that connection.
-void pigato__route_message (pigato_broker_t *self, zmsg_t **msg_p,
-                            const pigato__conn_t *conn);
+//  route.c: one message from the ROUTER (self->input), from that
+//  connection. Native batches are routed entry by entry.
+void pigato__route_input (pigato_broker_t *self, const pigato__conn_t *conn);
 
 //  route.c: a connection closed: its worker is gone, its requests dropped.
 void pigato__route_connection_lost (pigato_broker_t *self,

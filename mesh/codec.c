@@ -11,10 +11,10 @@
 
 #define MAX_FRAMES 12           //  longest valid message is 9 frames + id
 
-//  Cursor over a zmsg's frames, by index.
+//  A message's frames, by index.
 typedef struct {
-    zframe_t *frames [MAX_FRAMES];  //  borrowed frames
-    size_t count;                   //  frames in the message
+    pigato__bytes_t frames [MAX_FRAMES];    //  borrowed
+    size_t count;                           //  frames in the message
 } frames_t;
 
 static int
@@ -24,18 +24,18 @@ s_frames_load (zmsg_t *msg, frames_t *frames)
     if (count > MAX_FRAMES)
         return PIGATO__DECODE_FRAMES;
     frames->count = 0;
-    for (zframe_t *frame = zmsg_first (msg); frame; frame = zmsg_next (msg))
-        frames->frames [frames->count++] = frame;
+    for (zframe_t *frame = zmsg_first (msg); frame; frame = zmsg_next (msg)) {
+        frames->frames [frames->count].data = zframe_data (frame);
+        frames->frames [frames->count++].size = zframe_size (frame);
+    }
     return PIGATO__DECODE_OK;
 }
 
 static void
 s_bytes (const frames_t *frames, size_t index, pigato__bytes_t *bytes)
 {
-    if (index < frames->count) {
-        bytes->data = zframe_data (frames->frames [index]);
-        bytes->size = zframe_size (frames->frames [index]);
-    }
+    if (index < frames->count)
+        *bytes = frames->frames [index];
     else {
         bytes->data = NULL;
         bytes->size = 0;
@@ -265,6 +265,22 @@ pigato__decode_from_broker (zmsg_t *msg, pigato__msg_t *out)
     if (rc)
         return rc;
     return s_decode (&frames, 0, false, out);
+}
+
+int
+pigato__decode_046 (const pigato__bytes_t *parts, size_t count,
+                    pigato__msg_t *out)
+{
+    memset (out, 0, sizeof *out);
+    if (count > MAX_FRAMES)
+        return PIGATO__DECODE_FRAMES;
+    if (count < 1)
+        return PIGATO__DECODE_SHORT;
+    frames_t frames;
+    memcpy (frames.frames, parts, count * sizeof *parts);
+    frames.count = count;
+    out->sender = parts [0];
+    return s_decode (&frames, 1, true, out);
 }
 
 const char *

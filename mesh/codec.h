@@ -64,6 +64,11 @@ int pigato__send_frames (zsock_t *sock, const pigato__bytes_t *frames,
 //  Decodes a message read from the broker's ROUTER (frame 0 = sender).
 int pigato__decode_from_peer (zmsg_t *msg, pigato__msg_t *out);
 
+//  The same from byte ranges (parts [0] = sender): how the broker decodes
+//  the parts it received as zmq_msg_t.
+int pigato__decode_046 (const pigato__bytes_t *parts, size_t count,
+                        pigato__msg_t *out);
+
 //  Decodes a message a client or worker read from its DEALER.
 int pigato__decode_from_broker (zmsg_t *msg, pigato__msg_t *out);
 

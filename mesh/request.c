@@ -3,30 +3,59 @@
     =========================================================================
 */
 #include <jansson.h>
+#include <stddef.h>
 #include <string.h>
 #include "service.h"
 
 pigato__request_t *
-pigato__request_new (zframe_t **client_p, zframe_t **rid_p, zframe_t **data_p,
-                     zframe_t **opts_p)
+pigato__request_new (const pigato__bytes_t *client, const pigato__bytes_t *rid,
+                     zmq_msg_t *body_part, const pigato__bytes_t *data,
+                     const pigato__bytes_t *opts)
 {
-    pigato__request_t *self = (pigato__request_t *) calloc (1, sizeof *self);
+    pigato__request_t *self = (pigato__request_t *) malloc (sizeof *self);
     if (!self)
         return NULL;
-    if (pigato__bkey_set (&self->key, zframe_data (*client_p),
-                          zframe_size (*client_p), zframe_data (*rid_p),
-                          zframe_size (*rid_p))) {
+    //  Zero what lookups and lists read; the key is set just below
+    memset (self, 0, offsetof (pigato__request_t, key));
+    memset (&self->body_part, 0,
+            sizeof *self - offsetof (pigato__request_t, body_part));
+    if (pigato__bkey_set (&self->key, client->data, client->size, rid->data,
+                          rid->size)) {
         free (self);
         return NULL;
     }
-    self->client = *client_p;
-    *client_p = NULL;
-    self->rid = *rid_p;
-    *rid_p = NULL;
-    self->data = *data_p;
-    *data_p = NULL;
-    self->opts = *opts_p;
-    *opts_p = NULL;
+    const byte *start = body_part ? (const byte *) zmq_msg_data (body_part)
+                                  : NULL;
+    if (body_part && data->size
+    &&  data->data >= start
+    &&  data->data + data->size <= start + zmq_msg_size (body_part)) {
+        zmq_msg_init (&self->body_part);
+        if (zmq_msg_copy (&self->body_part, body_part)) {
+            free (self);
+            return NULL;
+        }
+        self->body_offset = (size_t) (data->data - start);
+    }
+    else
+    if (zmq_msg_init_size (&self->body_part, data->size) == 0) {
+        if (data->size)
+            memcpy (zmq_msg_data (&self->body_part), data->data, data->size);
+    }
+    else {
+        free (self);
+        return NULL;
+    }
+    self->body_size = data->size;
+    if (opts && opts->size) {
+        self->opts = (byte *) malloc (opts->size);
+        if (!self->opts) {
+            zmq_msg_close (&self->body_part);
+            free (self);
+            return NULL;
+        }
+        memcpy (self->opts, opts->data, opts->size);
+        self->opts_size = opts->size;
+    }
     self->timeout = PIGATO_TIMEOUT_MS;
     pigato__timer_init (&self->expiry);
     return self;
@@ -38,13 +67,44 @@ pigato__request_destroy (pigato__request_t **self_p)
     if (!self_p || !*self_p)
         return;
     pigato__request_t *self = *self_p;
-    zframe_destroy (&self->client);
-    zframe_destroy (&self->rid);
-    zframe_destroy (&self->data);
-    zframe_destroy (&self->opts);
+    zmq_msg_close (&self->body_part);
+    free (self->opts);
     free (self->rejected);
     free (self);
     *self_p = NULL;
+}
+
+pigato__bytes_t
+pigato__request_client (const pigato__request_t *self)
+{
+    pigato__bytes_t bytes;
+    pigato__bkey_first (&self->key, &bytes.data, &bytes.size);
+    return bytes;
+}
+
+pigato__bytes_t
+pigato__request_rid (const pigato__request_t *self)
+{
+    pigato__bytes_t bytes;
+    pigato__bkey_second (&self->key, &bytes.data, &bytes.size);
+    return bytes;
+}
+
+pigato__bytes_t
+pigato__request_body (pigato__request_t *self)
+{
+    pigato__bytes_t bytes = {
+        (const byte *) zmq_msg_data (&self->body_part) + self->body_offset,
+        self->body_size };
+    return bytes;
+}
+
+pigato__bytes_t
+pigato__worker_routing_id (const pigato__worker_t *worker)
+{
+    pigato__bytes_t bytes;
+    pigato__bkey_first (&worker->key, &bytes.data, &bytes.size);
+    return bytes;
 }
 
 int
@@ -55,8 +115,8 @@ pigato__request_parse_opts (pigato__request_t *self, int64_t default_timeout)
     if (!self->opts)
         return 0;
     json_error_t error;
-    json_t *opts = json_loadb ((const char *) zframe_data (self->opts),
-                               zframe_size (self->opts), 0, &error);
+    json_t *opts = json_loadb ((const char *) self->opts, self->opts_size, 0,
+                               &error);
     if (!opts || !json_is_object (opts)) {
         json_decref (opts);
         return -1;

@@ -1,8 +1,14 @@
 /*  =========================================================================
-    route.c - what the broker does with each message: decode, check the
-    sender against the current policy (auth/guard), then route: service
-    queues, worker choice, request lifecycle, replies. Also the sweeps that
-    follow a closed connection, a policy reload, expiry and lost workers.
+    route.c - what the broker does with each message: decode (0.0.46
+    framing, or a native batch entry by entry), check the sender against
+    the current policy (auth/guard), then route: service queues, worker
+    choice, request lifecycle, replies. Also the sweeps that follow a closed
+    connection, a policy reload, expiry and lost workers.
+
+    Messages are zmq_msg_t parts (broker.c reads them); bodies are shared
+    with the part they came in, never copied on the way through. Replies
+    go out in the framing their request came in; native entries for one
+    peer collect in the outbox until the loop flushes it.
     =========================================================================
 */
 #include <jansson.h>
@@ -11,30 +17,44 @@
 
 #define MAX_PENDING 1000000     //  requests held at once, then E_OVERLOADED
 
+//  One message or batch entry being routed.
+typedef struct {
+    pigato__msg_t m;            //  decoded fields (borrow the parts)
+    zmq_msg_t *body_part;       //  the part m.data lies in, or NULL
+    zmq_msg_t *meta;            //  a part the peer sent (its metadata)
+    size_t frames;              //  frames of the whole message (logs)
+} s_in_t;
+
+#define BYTES(text) ((pigato__bytes_t) { (const byte *) (text), strlen (text) })
+
 //  --------------------------------------------------------------------------
 //  Logging of bad input: rate-limited (pigato__ratelimit_t).
 
 static void
-s_bad (pigato_broker_t *self, zmsg_t *msg, const char *reason)
+s_bad (pigato_broker_t *self, const s_in_t *in, const char *reason)
 {
     self->counters.bad_messages++;
     if (pigato__log_level < PIGATO_LOG_INFO
     ||  !pigato__ratelimit_allow (&self->bad_log, "bad_message"))
         return;
-    zframe_t *sender = msg ? zmsg_first (msg) : NULL;
     char peer [80] = "?";
     const char *address = NULL;
-    if (sender) {
-        pigato__printable (zframe_data (sender), zframe_size (sender), peer,
+    if (in->m.sender.size)
+        pigato__printable (in->m.sender.data, in->m.sender.size, peer,
                            sizeof peer);
-        //  libzmq attaches metadata to received parts, not to the routing
-        //  id part the ROUTER prepends
-        address = zframe_meta (zmsg_last (msg), "Peer-Address");
-    }
+    if (in->meta)
+        address = zmq_msg_gets (in->meta, "Peer-Address");
     pigato__log (PIGATO_LOG_INFO,
                  "event=bad_message peer=%s address=%s reason=%s frames=%zu",
-                 peer, address ? address : "?", reason,
-                 msg ? zmsg_size (msg) : 0);
+                 peer, address ? address : "?", reason, in->frames);
+}
+
+static void
+s_denied (pigato_broker_t *self, const s_in_t *in, const pigato__peer_t *peer,
+          int verb, const char *service, const char *reason)
+{
+    pigato__guard_denied (self->guard, in->m.sender.data, in->m.sender.size,
+                          in->meta, peer, verb, service, reason);
 }
 
 //  Service names come from peers: log them escaped, never raw.
@@ -51,35 +71,99 @@ s_service_text (const pigato__service_t *service, char *text)
 //  --------------------------------------------------------------------------
 //  Sending
 
+//  Sends a 0.0.46 message: routing id, then frames. Frame body_index (if
+//  body_part holds exactly its bytes) shares that part instead of being
+//  copied. The peer's pending native batch goes first, to keep order.
 static void
-s_send_to (pigato_broker_t *self, zframe_t *to, const char *header,
-           const char *type)
+s_send_frames (pigato_broker_t *self, const pigato__bytes_t *to,
+               const pigato__bytes_t *frames, size_t count,
+               zmq_msg_t *body_part, size_t body_index)
 {
-    zmsg_t *msg = zmsg_new ();
-    zmsg_append (msg, &(zframe_t *) { zframe_dup (to) });
-    zmsg_addstr (msg, header);
-    zmsg_addstr (msg, type);
-    zmsg_send (&msg, self->router);
+    pigato__outbox_flush_peer (self->outbox, to);
+    void *router = self->router_handle;
+    if (zmq_send (router, to->data, to->size, ZMQ_SNDMORE | ZMQ_DONTWAIT)
+        == -1)
+        return;
+    for (size_t index = 0; index < count; index++) {
+        int flags = index + 1 < count ? ZMQ_SNDMORE : 0;
+        const pigato__bytes_t *frame = &frames [index];
+        if (index == body_index && body_part && frame->size
+        &&  zmq_msg_data (body_part) == frame->data
+        &&  zmq_msg_size (body_part) == frame->size) {
+            zmq_msg_t shared;
+            zmq_msg_init (&shared);
+            if (zmq_msg_copy (&shared, body_part) == 0
+            &&  zmq_msg_send (&shared, router, flags) != -1)
+                continue;
+            zmq_msg_close (&shared);
+        }
+        zmq_send (router, frame->data, frame->size, flags);
+    }
+}
+
+//  A message with no fields (READY ack, heartbeat, DISCONNECT) to a
+//  client ('C') or worker ('W'), in either framing.
+static void
+s_send_control (pigato_broker_t *self, const pigato__bytes_t *to, char role,
+                int type, bool native)
+{
+    if (native) {
+        pigato__msg_t entry = { .role = role, .type = type };
+        if (pigato__outbox_add (self->outbox, to, role, &entry, NULL) == 0)
+            return;
+    }
+    char type_text [2] = { (char) ('0' + type), 0 };
+    char role_text [2] = { role, 0 };
+    pigato__bytes_t frames [] = { BYTES (role_text), BYTES (type_text) };
+    s_send_frames (self, to, frames, 2, NULL, 0);
+}
+
+//  A partial or final reply to a client, in the framing of its request.
+static void
+s_send_reply (pigato_broker_t *self, bool native, const pigato__bytes_t *client,
+              int type, const pigato__bytes_t *rid, int status,
+              const pigato__bytes_t *data, const pigato__bytes_t *opts,
+              zmq_msg_t *body_part)
+{
+    pigato__bytes_t none = { NULL, 0 };
+    if (native) {
+        pigato__msg_t entry = { .role = 'C', .type = type, .rid = *rid,
+                                .status = status, .data = data ? *data : none,
+                                .opts = opts ? *opts : none };
+        if (pigato__outbox_add (self->outbox, client, 'C', &entry, body_part)
+            == 0)
+            return;
+    }
+    char type_text [2] = { (char) ('0' + type), 0 };
+    pigato__bytes_t frames [] = {
+        BYTES ("C"), BYTES (type_text), none, *rid,
+        BYTES (status ? "-1" : "0"), data ? *data : none,
+        opts && opts->size ? *opts : BYTES ("{}") };
+    s_send_frames (self, client, frames, 7, body_part, 5);
 }
 
 static void
 s_send_request (pigato_broker_t *self, pigato__worker_t *worker,
                 pigato__request_t *request)
 {
-    zmsg_t *msg = zmsg_new ();
-    zmsg_append (msg, &(zframe_t *) { zframe_dup (worker->routing_id) });
-    zmsg_addstr (msg, "W");
-    zmsg_addstr (msg, "2");
-    zmsg_append (msg, &(zframe_t *) { zframe_dup (request->client) });
-    zmsg_addstr (msg, request->service->name);
-    zmsg_addmem (msg, NULL, 0);
-    zmsg_append (msg, &(zframe_t *) { zframe_dup (request->rid) });
-    zmsg_append (msg, &(zframe_t *) { zframe_dup (request->data) });
-    if (request->opts)
-        zmsg_append (msg, &(zframe_t *) { zframe_dup (request->opts) });
-    else
-        zmsg_addstr (msg, "{}");
-    zmsg_send (&msg, self->router);
+    pigato__bytes_t to = pigato__worker_routing_id (worker);
+    pigato__bytes_t client = pigato__request_client (request);
+    pigato__bytes_t rid = pigato__request_rid (request);
+    pigato__bytes_t body = pigato__request_body (request);
+    pigato__bytes_t service = BYTES (request->service->name);
+    pigato__bytes_t opts = { request->opts, request->opts_size };
+    if (worker->native) {
+        pigato__msg_t entry = { .role = 'W', .type = PIGATO__REQUEST,
+                                .client = client, .service = service,
+                                .rid = rid, .data = body, .opts = opts };
+        if (pigato__outbox_add (self->outbox, &to, 'W', &entry,
+                                &request->body_part) == 0)
+            return;
+    }
+    pigato__bytes_t frames [] = {
+        BYTES ("W"), BYTES ("2"), client, service, { NULL, 0 }, rid, body,
+        opts.size ? opts : BYTES ("{}") };
+    s_send_frames (self, &to, frames, 8, &request->body_part, 6);
 }
 
 //  --------------------------------------------------------------------------
@@ -103,14 +187,14 @@ s_request_finish (pigato_broker_t *self, pigato__request_t *request)
 
 //  Sends a final error reply (status -1, data a JSON string) to a client.
 static void
-s_send_error (pigato_broker_t *self, const pigato__bytes_t *client,
-              const pigato__bytes_t *rid, const char *text)
+s_send_error (pigato_broker_t *self, bool native,
+              const pigato__bytes_t *client, const pigato__bytes_t *rid,
+              const char *text)
 {
     char *json = pigato__json_string (text);
     pigato__bytes_t data = { (const byte *) json, json ? strlen (json) : 0 };
-    zmsg_t *msg = pigato__encode_client_reply (client, PIGATO__REPLY, rid, -1,
-                                               &data, NULL);
-    zmsg_send (&msg, self->router);
+    s_send_reply (self, native, client, PIGATO__REPLY, rid, -1, &data, NULL,
+                  NULL);
     free (json);
     self->counters.failed++;
     char rid_text [80];
@@ -126,11 +210,9 @@ static void
 s_request_fail (pigato_broker_t *self, pigato__request_t *request,
                 const char *text)
 {
-    pigato__bytes_t client = { zframe_data (request->client),
-                               zframe_size (request->client) };
-    pigato__bytes_t rid = { zframe_data (request->rid),
-                            zframe_size (request->rid) };
-    s_send_error (self, &client, &rid, text);
+    pigato__bytes_t client = pigato__request_client (request);
+    pigato__bytes_t rid = pigato__request_rid (request);
+    s_send_error (self, request->native, &client, &rid, text);
     s_request_finish (self, request);
 }
 
@@ -185,8 +267,10 @@ static void
 s_worker_remove (pigato_broker_t *self, pigato__worker_t *worker,
                  const char *reason, bool send_disconnect)
 {
-    if (send_disconnect)
-        s_send_to (self, worker->routing_id, "W", "5");
+    if (send_disconnect) {
+        pigato__bytes_t to = pigato__worker_routing_id (worker);
+        s_send_control (self, &to, 'W', PIGATO__DISCONNECT, worker->native);
+    }
     pigato__service_t *service = worker->service;
     int requeued = 0, failed = 0;
     while (worker->requests) {
@@ -221,52 +305,55 @@ s_worker_remove (pigato_broker_t *self, pigato__worker_t *worker,
 }
 
 static void
-s_worker_ready (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
-                const pigato__peer_t *peer, pigato__worker_t *worker)
+s_worker_ready (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer,
+                pigato__worker_t *worker)
 {
+    bool native = in->m.native || in->m.native_offer;
     if (worker) {
         //  READY twice: harmless for the same service, a protocol error
         //  for another one (one worker, one service)
-        if (in->service.size == strlen (worker->service->name)
-        &&  memcmp (in->service.data, worker->service->name,
-                    in->service.size) == 0) {
-            s_send_to (self, worker->routing_id, "W", "1");
+        if (in->m.service.size == strlen (worker->service->name)
+        &&  memcmp (in->m.service.data, worker->service->name,
+                    in->m.service.size) == 0) {
+            worker->native = worker->native || native;
+            s_send_control (self, &in->m.sender, 'W', PIGATO__READY,
+                            worker->native);
             return;
         }
-        s_bad (self, msg, "ready_twice");
+        s_bad (self, in, "ready_twice");
         s_worker_remove (self, worker, "ready_other_service", true);
         return;
     }
     char name [PIGATO_SERVICE_MAX + 1];
-    size_t size = in->service.size;
-    memcpy (name, in->service.data, size);
+    size_t size = in->m.service.size;
+    memcpy (name, in->m.service.data, size);
     name [size] = 0;
-    if (memchr (in->service.data, 0, size)
+    if (memchr (in->m.service.data, 0, size)
     ||  strncmp (name, "mmi.", 4) == 0 || name [0] == '$') {
-        s_bad (self, msg, "reserved_service");
-        s_send_to (self, zmsg_first (msg), "W", "5");
+        s_bad (self, in, "reserved_service");
+        s_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT, native);
         return;
     }
     if (!pigato__guard_allows (self->guard, peer->name, PIGATO__VERB_SERVE,
                                name)) {
-        pigato__guard_denied (self->guard, msg, peer, PIGATO__VERB_SERVE, name,
-                              "not_allowed");
-        s_send_to (self, zmsg_first (msg), "W", "5");
+        s_denied (self, in, peer, PIGATO__VERB_SERVE, name, "not_allowed");
+        s_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT, native);
         return;
     }
     pigato__service_t *service =
-        pigato__services_require (self->services, in->service.data, size);
+        pigato__services_require (self->services, in->m.service.data, size);
     worker = (pigato__worker_t *) calloc (1, sizeof *worker);
     if (!service || !worker) {
         free (worker);
         pigato__services_release (self->services, &service);
         return;
     }
-    pigato__bkey_set (&worker->key, in->sender.data, in->sender.size, NULL, 0);
-    worker->routing_id = zframe_new (in->sender.data, in->sender.size);
-    pigato__printable (in->sender.data, in->sender.size, worker->name,
+    pigato__bkey_set (&worker->key, in->m.sender.data, in->m.sender.size,
+                      NULL, 0);
+    worker->native = native;
+    pigato__printable (in->m.sender.data, in->m.sender.size, worker->name,
                        sizeof worker->name);
-    worker->conn = in->conn;
+    worker->conn = in->m.conn;
     snprintf (worker->identity, sizeof worker->identity, "%s", peer->name);
     snprintf (worker->curve_key, sizeof worker->curve_key, "%s",
               peer->key ? peer->key : "");
@@ -276,26 +363,28 @@ s_worker_ready (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
                     + (int64_t) self->heartbeat_ms * self->liveness;
     zhashx_insert (self->workers, &worker->key, worker);
     pigato__service_add_worker (service, worker);
-    s_send_to (self, worker->routing_id, "W", "1");
+    s_send_control (self, &in->m.sender, 'W', PIGATO__READY, native);
     char service_text [SERVICE_TEXT];
-    pigato__log (PIGATO_LOG_INFO, "event=worker_ready service=%s worker=%s",
-                 s_service_text (service, service_text), worker->name);
+    pigato__log (PIGATO_LOG_INFO, "event=worker_ready service=%s worker=%s "
+                 "framing=%s", s_service_text (service, service_text),
+                 worker->name, native ? "native" : "0.0.46");
     s_dispatch (self, service);
 }
 
 static void
-s_worker_heartbeat (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
+s_worker_heartbeat (pigato_broker_t *self, s_in_t *in,
                     pigato__worker_t *worker)
 {
-    s_send_to (self, worker->routing_id, "W", "4");
-    if (!in->has_opts)
+    s_send_control (self, &in->m.sender, 'W', PIGATO__HEARTBEAT,
+                    worker->native);
+    if (!in->m.has_opts)
         return;
     json_error_t error;
-    json_t *opts = json_loadb ((const char *) in->opts.data, in->opts.size, 0,
-                               &error);
+    json_t *opts = json_loadb ((const char *) in->m.opts.data,
+                               in->m.opts.size, 0, &error);
     json_t *concurrency = json_object_get (opts, "concurrency");
     if (!opts || !json_is_object (opts))
-        s_bad (self, msg, "json");
+        s_bad (self, in, "json");
     else
     if (json_is_number (concurrency)) {
         double value = json_number_value (concurrency);
@@ -311,13 +400,12 @@ s_worker_heartbeat (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
 //  Replies, partial replies and rejects: accepted only for a rid that was
 //  dispatched to this very worker.
 static void
-s_worker_reply (pigato_broker_t *self, zmsg_t **msg_p, pigato__msg_t *in,
-                pigato__worker_t *worker)
+s_worker_reply (pigato_broker_t *self, s_in_t *in, pigato__worker_t *worker)
 {
     pigato__bkey_t key;
     pigato__request_t *request = NULL;
-    if (pigato__bkey_set (&key, in->client.data, in->client.size,
-                          in->rid.data, in->rid.size) == 0)
+    if (pigato__bkey_set (&key, in->m.client.data, in->m.client.size,
+                          in->m.rid.data, in->m.rid.size) == 0)
         request = (pigato__request_t *) zhashx_lookup (self->requests, &key);
     if (!request || request->worker != worker) {
         //  Late (expired, client gone) or foreign: drop, keep the worker
@@ -325,11 +413,11 @@ s_worker_reply (pigato_broker_t *self, zmsg_t **msg_p, pigato__msg_t *in,
         char rid [80];
         pigato__log (PIGATO_LOG_DEBUG, "event=reply_dropped worker=%s rid=%s "
                      "reason=unknown_rid", worker->name,
-                     pigato__printable (in->rid.data, in->rid.size, rid,
+                     pigato__printable (in->m.rid.data, in->m.rid.size, rid,
                                         sizeof rid));
         return;
     }
-    if (in->type == PIGATO__REJECT) {
+    if (in->m.type == PIGATO__REJECT) {
         //  Back to the head of its queue; dispatch skips workers that
         //  rejected it and fails it once every worker has
         self->counters.rejects++;
@@ -343,20 +431,10 @@ s_worker_reply (pigato_broker_t *self, zmsg_t **msg_p, pigato__msg_t *in,
             s_dispatch (self, worker->service);
         return;
     }
-    //  Forward: [worker][W][type][client][""][rid][status][data][opts]
-    //  becomes [client][C][type][""][rid][status][data][opts], frames moved
-    zmsg_t *msg = *msg_p;
-    zframe_t *frame = zmsg_pop (msg);           //  worker routing id
-    zframe_destroy (&frame);
-    frame = zmsg_pop (msg);                     //  "W"
-    zframe_reset (frame, "C", 1);
-    zframe_t *type = zmsg_pop (msg);
-    zframe_t *client = zmsg_pop (msg);
-    zmsg_prepend (msg, &type);
-    zmsg_prepend (msg, &frame);
-    zmsg_prepend (msg, &client);
-    zmsg_send (msg_p, self->router);
-    if (in->type == PIGATO__PARTIAL) {
+    s_send_reply (self, request->native, &in->m.client, in->m.type,
+                  &in->m.rid, in->m.status, &in->m.data, &in->m.opts,
+                  in->body_part);
+    if (in->m.type == PIGATO__PARTIAL) {
         self->counters.partials++;
         s_request_touch (self, request);
     }
@@ -390,46 +468,49 @@ s_worker_bound (const pigato__worker_t *worker, const pigato__peer_t *peer,
 }
 
 static void
-s_on_worker (pigato_broker_t *self, zmsg_t **msg_p, pigato__msg_t *in,
-             const pigato__peer_t *peer)
+s_on_worker (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer)
 {
-    pigato__worker_t *worker = s_worker_of (self, &in->sender);
-    if (worker && !s_worker_bound (worker, peer, &in->conn)) {
-        s_bad (self, *msg_p, "identity_mismatch");
+    pigato__worker_t *worker = s_worker_of (self, &in->m.sender);
+    if (worker && !s_worker_bound (worker, peer, &in->m.conn)) {
+        s_bad (self, in, "identity_mismatch");
         s_worker_remove (self, worker, "identity_mismatch", true);
         return;
     }
     if (worker && !pigato__guard_allows (self->guard, peer->name,
                                          PIGATO__VERB_SERVE,
                                          worker->service->name)) {
-        pigato__guard_denied (self->guard, *msg_p, peer, PIGATO__VERB_SERVE,
-                              worker->service->name, "not_allowed");
+        s_denied (self, in, peer, PIGATO__VERB_SERVE, worker->service->name,
+                  "not_allowed");
         s_worker_remove (self, worker, "access_denied", true);
         return;
     }
-    if (worker)
+    if (worker) {
         worker->expires = pigato__now_ms ()
                         + (int64_t) self->heartbeat_ms * self->liveness;
-    if (in->type == PIGATO__READY) {
-        s_worker_ready (self, *msg_p, in, peer, worker);
+        if (in->m.native)
+            worker->native = true;
+    }
+    if (in->m.type == PIGATO__READY) {
+        s_worker_ready (self, in, peer, worker);
         return;
     }
     if (!worker) {
         //  Not registered (never, or expired): tell it to start over
-        if (in->type != PIGATO__DISCONNECT) {
-            s_bad (self, *msg_p, "not_ready");
-            s_send_to (self, zmsg_first (*msg_p), "W", "5");
+        if (in->m.type != PIGATO__DISCONNECT) {
+            s_bad (self, in, "not_ready");
+            s_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT,
+                            in->m.native);
         }
         return;
     }
-    switch (in->type) {
+    switch (in->m.type) {
         case PIGATO__HEARTBEAT:
-            s_worker_heartbeat (self, *msg_p, in, worker);
+            s_worker_heartbeat (self, in, worker);
             break;
         case PIGATO__REPLY:
         case PIGATO__PARTIAL:
         case PIGATO__REJECT:
-            s_worker_reply (self, msg_p, in, worker);
+            s_worker_reply (self, in, worker);
             break;
         case PIGATO__DISCONNECT:
             s_worker_remove (self, worker, "disconnect", false);
@@ -441,80 +522,64 @@ s_on_worker (pigato_broker_t *self, zmsg_t **msg_p, pigato__msg_t *in,
 //  Clients
 
 static void
-s_client_request (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
-                  const pigato__peer_t *peer)
+s_client_request (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer)
 {
+    pigato__msg_t *m = &in->m;
     pigato__bkey_t key;
-    if (pigato__bkey_set (&key, in->sender.data, in->sender.size,
-                          in->rid.data, in->rid.size)) {
-        s_bad (self, msg, "field");
+    if (pigato__bkey_set (&key, m->sender.data, m->sender.size, m->rid.data,
+                          m->rid.size)) {
+        s_bad (self, in, "field");
         return;
     }
     if (zhashx_lookup (self->requests, &key)) {
-        s_bad (self, msg, "duplicate_rid");
+        s_bad (self, in, "duplicate_rid");
         return;
     }
     if (zhashx_size (self->requests) >= MAX_PENDING) {
-        s_send_error (self, &in->sender, &in->rid,
+        s_send_error (self, m->native, &m->sender, &m->rid,
                       "E_OVERLOADED the broker holds too many requests; "
                       "try again later");
         return;
     }
-    if (memchr (in->service.data, 0, in->service.size)) {
-        s_bad (self, msg, "field");
+    if (memchr (m->service.data, 0, m->service.size)) {
+        s_bad (self, in, "field");
         return;
     }
     char name [PIGATO_SERVICE_MAX + 1];
-    memcpy (name, in->service.data, in->service.size);
-    name [in->service.size] = 0;
+    memcpy (name, m->service.data, m->service.size);
+    name [m->service.size] = 0;
     if (!pigato__guard_allows (self->guard, peer->name, PIGATO__VERB_CALL,
                                name)) {
-        pigato__guard_denied (self->guard, msg, peer, PIGATO__VERB_CALL, name,
-                              "not_allowed");
+        s_denied (self, in, peer, PIGATO__VERB_CALL, name, "not_allowed");
         char text [PIGATO_SERVICE_MAX + 32];
         snprintf (text, sizeof text, "E_ACCESS_DENIED %s", name);
-        s_send_error (self, &in->sender, &in->rid, text);
+        s_send_error (self, m->native, &m->sender, &m->rid, text);
         return;
     }
     pigato__service_t *service = pigato__services_require (
-        self->services, in->service.data, in->service.size);
+        self->services, m->service.data, m->service.size);
     if (!service)
         return;
-    //  Take the frames: [client][C][2][service][rid][data][opts]
-    zframe_t *client = zmsg_pop (msg);
-    zframe_t *frame = zmsg_pop (msg);
-    zframe_destroy (&frame);
-    frame = zmsg_pop (msg);
-    zframe_destroy (&frame);
-    frame = zmsg_pop (msg);
-    zframe_destroy (&frame);
-    zframe_t *rid = zmsg_pop (msg);
-    zframe_t *data = zmsg_pop (msg);
-    zframe_t *opts = in->has_opts ? zmsg_pop (msg) : NULL;
-    if (!data)
-        data = zframe_new_empty ();
-    pigato__request_t *request =
-        pigato__request_new (&client, &rid, &data, &opts);
+    pigato__request_t *request = pigato__request_new (
+        &m->sender, &m->rid, in->body_part, &m->data,
+        m->has_opts ? &m->opts : NULL);
     if (!request) {
-        zframe_destroy (&client);
-        zframe_destroy (&rid);
-        zframe_destroy (&data);
-        zframe_destroy (&opts);
         pigato__services_release (self->services, &service);
         return;
     }
+    request->native = m->native;
     if (pigato__request_parse_opts (request, PIGATO_TIMEOUT_MS)) {
         //  Opts we cannot read could hold a timeout or a target we would
         //  ignore: refuse the request rather than guess
-        s_bad (self, msg, "json");
-        s_send_error (self, &in->sender, &in->rid,
+        s_bad (self, in, "json");
+        s_send_error (self, m->native, &m->sender, &m->rid,
                       "E_INVALID_OPTS request opts must be a JSON object");
         pigato__request_destroy (&request);
         pigato__services_release (self->services, &service);
         return;
     }
     request->service = service;
-    request->conn = in->conn;
+    request->conn = m->conn;
     snprintf (request->identity, sizeof request->identity, "%s", peer->name);
     snprintf (request->curve_key, sizeof request->curve_key, "%s",
               peer->key ? peer->key : "");
@@ -526,94 +591,183 @@ s_client_request (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
 }
 
 static void
-s_on_client (pigato_broker_t *self, zmsg_t *msg, pigato__msg_t *in,
-             const pigato__peer_t *peer)
+s_on_client (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer)
 {
-    if (in->type == PIGATO__REQUEST)
-        s_client_request (self, msg, in, peer);
+    pigato__msg_t *m = &in->m;
+    if (m->type == PIGATO__REQUEST)
+        s_client_request (self, in, peer);
     else
-    if (in->type == PIGATO__HEARTBEAT && !in->request_heartbeat)
-        s_send_to (self, zmsg_first (msg), "C", "4");
+    if (m->type == PIGATO__HEARTBEAT && !m->request_heartbeat)
+        s_send_control (self, &m->sender, 'C', PIGATO__HEARTBEAT,
+                        m->native || m->native_offer);
     else
-    if (in->type == PIGATO__HEARTBEAT) {
+    if (m->type == PIGATO__HEARTBEAT) {
         //  Forward to the worker holding the request, if any; the key
         //  includes the sender, so a client can only heartbeat its own
         pigato__bkey_t key;
-        if (pigato__bkey_set (&key, in->sender.data, in->sender.size,
-                              in->rid.data, in->rid.size))
+        if (pigato__bkey_set (&key, m->sender.data, m->sender.size,
+                              m->rid.data, m->rid.size))
             return;
         pigato__request_t *request =
             (pigato__request_t *) zhashx_lookup (self->requests, &key);
         if (request && (!streq (request->identity, peer->name)
-                        || !pigato__conn_same (&request->conn, &in->conn))) {
-            s_bad (self, msg, "identity_mismatch");
+                        || !pigato__conn_same (&request->conn, &m->conn))) {
+            s_bad (self, in, "identity_mismatch");
             return;
         }
         if (request && !pigato__guard_allows (self->guard, peer->name,
                                               PIGATO__VERB_CALL,
                                               request->service->name)) {
-            pigato__guard_denied (self->guard, msg, peer, PIGATO__VERB_CALL,
-                                  request->service->name, "not_allowed");
+            s_denied (self, in, peer, PIGATO__VERB_CALL,
+                      request->service->name, "not_allowed");
             return;
         }
         if (request && request->worker) {
-            zmsg_t *out = zmsg_new ();
-            zmsg_append (out, &(zframe_t *) {
-                zframe_dup (request->worker->routing_id) });
-            zmsg_addstr (out, "W");
-            zmsg_addstr (out, "4");
-            zmsg_append (out, &(zframe_t *) { zframe_dup (request->client) });
-            zmsg_addmem (out, NULL, 0);
-            zmsg_append (out, &(zframe_t *) { zframe_dup (request->rid) });
-            zmsg_send (&out, self->router);
+            pigato__bytes_t to = pigato__worker_routing_id (request->worker);
+            if (request->worker->native) {
+                pigato__msg_t entry = { .role = 'W',
+                                        .type = PIGATO__HEARTBEAT,
+                                        .client = m->sender, .rid = m->rid,
+                                        .request_heartbeat = true };
+                if (pigato__outbox_add (self->outbox, &to, 'W', &entry, NULL)
+                    == 0)
+                    return;
+            }
+            pigato__bytes_t frames [] = { BYTES ("W"), BYTES ("4"),
+                                          m->sender, { NULL, 0 }, m->rid };
+            s_send_frames (self, &to, frames, 5, NULL, 0);
         }
     }
 }
 
-void
-pigato__route_message (pigato_broker_t *self, zmsg_t **msg_p,
-                       const pigato__conn_t *conn)
+//  Routes one decoded message (or batch entry) from a peer whose identity
+//  check came out `current`.
+static void
+s_route_one (pigato_broker_t *self, s_in_t *in, bool current,
+             const pigato__peer_t *peer)
 {
-    pigato__msg_t in;
-    int rc = pigato__decode_from_peer (*msg_p, &in);
-    if (rc) {
-        s_bad (self, *msg_p, pigato__decode_reason (rc));
-        return;
-    }
-    in.conn = *conn;
-    pigato__peer_t peer;
-    if (!pigato__guard_peer (self->guard, *msg_p, &peer)) {
+    pigato__msg_t *m = &in->m;
+    if (!current) {
         //  Not (or no longer) in the policy: refused on this very message
         char name [PIGATO_SERVICE_MAX + 1] = "";
-        if (in.service.size && !memchr (in.service.data, 0, in.service.size)) {
-            memcpy (name, in.service.data, in.service.size);
-            name [in.service.size] = 0;
+        if (m->service.size && !memchr (m->service.data, 0, m->service.size)) {
+            memcpy (name, m->service.data, m->service.size);
+            name [m->service.size] = 0;
         }
-        pigato__guard_denied (self->guard, *msg_p, &peer,
-                              in.role == 'W' ? PIGATO__VERB_SERVE
-                                             : PIGATO__VERB_CALL,
-                              name [0] ? name : NULL, "identity_revoked");
-        if (in.role == 'C' && in.type == PIGATO__REQUEST) {
+        s_denied (self, in, peer,
+                  m->role == 'W' ? PIGATO__VERB_SERVE : PIGATO__VERB_CALL,
+                  name [0] ? name : NULL, "identity_revoked");
+        if (m->role == 'C' && m->type == PIGATO__REQUEST) {
             char text [PIGATO_SERVICE_MAX + 32];
             snprintf (text, sizeof text, "E_ACCESS_DENIED %s", name);
-            s_send_error (self, &in.sender, &in.rid, text);
+            s_send_error (self, m->native, &m->sender, &m->rid, text);
         }
         else
-        if (in.role == 'W') {
-            bool disconnect = in.type != PIGATO__DISCONNECT;
-            pigato__worker_t *worker = s_worker_of (self, &in.sender);
+        if (m->role == 'W') {
+            bool disconnect = m->type != PIGATO__DISCONNECT;
+            pigato__worker_t *worker = s_worker_of (self, &m->sender);
             if (worker)
                 s_worker_remove (self, worker, "identity_revoked", disconnect);
             else
             if (disconnect)
-                s_send_to (self, zmsg_first (*msg_p), "W", "5");
+                s_send_control (self, &m->sender, 'W', PIGATO__DISCONNECT,
+                                m->native || m->native_offer);
         }
         return;
     }
-    if (in.role == 'C')
-        s_on_client (self, *msg_p, &in, &peer);
+    if (m->role == 'C')
+        s_on_client (self, in, peer);
     else
-        s_on_worker (self, msg_p, &in, &peer);
+        s_on_worker (self, in, peer);
+}
+
+//  A native batch: checked whole first (a malformed entry anywhere drops
+//  the message), then routed entry by entry.
+static void
+s_route_native (pigato_broker_t *self, s_in_t *in, bool current,
+                const pigato__peer_t *peer)
+{
+    pigato__input_t *input = &self->input;
+    zmq_msg_t *batch = &input->parts [1];
+    pigato__native_reader_t reader;
+    int rc = pigato__native_reader_init (&reader, zmq_msg_data (batch),
+                                         zmq_msg_size (batch), true);
+    if (rc) {
+        s_bad (self, in, pigato__decode_reason (rc));
+        return;
+    }
+    size_t externals = 0;
+    bool external;
+    while ((rc = pigato__native_next (&reader, &in->m, &external)) == 1)
+        if (external)
+            externals++;
+    if (rc < 0 || externals != input->count - 2) {
+        s_bad (self, in, rc < 0 ? pigato__decode_reason (reader.error)
+                                : "frames");
+        return;
+    }
+    pigato__native_reader_init (&reader, zmq_msg_data (batch),
+                                zmq_msg_size (batch), true);
+    size_t next_part = 2;
+    while (pigato__native_next (&reader, &in->m, &external) == 1) {
+        in->m.native = true;
+        in->body_part = batch;
+        if (external) {
+            in->body_part = &input->parts [next_part++];
+            in->m.data.data = (const byte *) zmq_msg_data (in->body_part);
+            in->m.data.size = zmq_msg_size (in->body_part);
+        }
+        s_route_one (self, in, current, peer);
+    }
+}
+
+void
+pigato__route_input (pigato_broker_t *self, const pigato__conn_t *conn)
+{
+    pigato__input_t *input = &self->input;
+    s_in_t in;
+    memset (&in, 0, sizeof in);
+    in.frames = input->total;
+    if (input->count > 0) {
+        in.m.sender.data = (const byte *) zmq_msg_data (&input->parts [0]);
+        in.m.sender.size = zmq_msg_size (&input->parts [0]);
+    }
+    if (input->count > 1)
+        in.meta = &input->parts [input->count - 1];
+    if (input->total > input->count) {
+        s_bad (self, &in, "frames");
+        return;
+    }
+    if (input->count < 2) {
+        s_bad (self, &in, "short");
+        return;
+    }
+    pigato__peer_t peer;
+    bool native = pigato__native_is (zmq_msg_data (&input->parts [1]),
+                                     zmq_msg_size (&input->parts [1]));
+    if (native) {
+        in.m.conn = *conn;
+        bool current = pigato__guard_peer (self->guard, in.meta, &peer);
+        s_route_native (self, &in, current, &peer);
+        return;
+    }
+    pigato__bytes_t parts [PIGATO__PARTS_MAX];
+    for (size_t index = 0; index < input->count; index++) {
+        parts [index].data = (const byte *) zmq_msg_data (&input->parts [index]);
+        parts [index].size = zmq_msg_size (&input->parts [index]);
+    }
+    int rc = pigato__decode_046 (parts, input->count, &in.m);
+    if (rc) {
+        s_bad (self, &in, pigato__decode_reason (rc));
+        return;
+    }
+    in.m.conn = *conn;
+    if (in.m.data.size)
+        for (size_t index = 2; index < input->count && !in.body_part; index++)
+            if (parts [index].data == in.m.data.data)
+                in.body_part = &input->parts [index];
+    bool current = pigato__guard_peer (self->guard, in.meta, &peer);
+    s_route_one (self, &in, current, &peer);
 }
 
 //  --------------------------------------------------------------------------
@@ -754,9 +908,9 @@ pigato__route_expire_requests (pigato_broker_t *self, int64_t now)
         pigato__log (PIGATO_LOG_DEBUG, "event=request_expired service=%s "
                      "rid=%s worker=%s",
                      s_service_text (request->service, service_text),
-                     pigato__printable (zframe_data (request->rid),
-                                        zframe_size (request->rid), rid,
-                                        sizeof rid),
+                     pigato__printable (
+                         pigato__request_rid (request).data,
+                         pigato__request_rid (request).size, rid, sizeof rid),
                      worker ? worker->name : "-");
         self->counters.timeouts++;
         s_request_finish (self, request);

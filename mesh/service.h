@@ -11,6 +11,7 @@
 #define PIGATO_SERVICE_H_INCLUDED
 
 #include "bkey.h"
+#include "codec.h"
 #include "heap.h"
 #include "conns.h"
 
@@ -26,7 +27,7 @@ typedef enum {
 
 struct _pigato__worker_t {
     pigato__bkey_t key;             //  routing id, table key
-    zframe_t *routing_id;           //  to address messages to it
+    bool native;                    //  speaks the native framing
     char name [2 * 64 + 1];         //  printable id for logs
     pigato__conn_t conn;            //  the connection it registered on
     char identity [65];             //  who registered it (User-Id)
@@ -43,10 +44,13 @@ struct _pigato__worker_t {
 
 struct _pigato__request_t {
     pigato__bkey_t key;             //  client routing id + rid, table key
-    zframe_t *client;               //  client routing id
-    zframe_t *rid;                  //  request id, as the client sent it
-    zframe_t *data;                 //  request body
-    zframe_t *opts;                 //  opts frame, passed on to the worker
+    zmq_msg_t body_part;            //  holds the body (shares the part it
+                                    //  came in: no copy)
+    size_t body_offset;             //  body within body_part
+    size_t body_size;
+    byte *opts;                     //  opts as sent (copy), NULL if none
+    size_t opts_size;
+    bool native;                    //  came in native framing: so do replies
     pigato__service_t *service;     //  requested service
     pigato__worker_t *worker;       //  holder, NULL while queued
     pigato__request_t *prev, *next; //  in service queue or worker list
@@ -119,11 +123,24 @@ void pigato__worker_take (pigato__worker_t *worker,
 void pigato__worker_release (pigato__worker_t *worker,
                              pigato__request_t *request);
 
-//  Request records. new takes the frames (nulls the caller's pointers).
-pigato__request_t *pigato__request_new (zframe_t **client_p,
-                                        zframe_t **rid_p, zframe_t **data_p,
-                                        zframe_t **opts_p);
+//  Request records. The body is data; when body_part is not NULL, data
+//  lies inside it and the record shares that part instead of copying.
+//  opts (may be empty) is copied. NULL if out of memory or an id is too
+//  long.
+pigato__request_t *pigato__request_new (const pigato__bytes_t *client,
+                                        const pigato__bytes_t *rid,
+                                        zmq_msg_t *body_part,
+                                        const pigato__bytes_t *data,
+                                        const pigato__bytes_t *opts);
 void pigato__request_destroy (pigato__request_t **self_p);
+
+//  The request's client routing id, rid and body (borrowed).
+pigato__bytes_t pigato__request_client (const pigato__request_t *self);
+pigato__bytes_t pigato__request_rid (const pigato__request_t *self);
+pigato__bytes_t pigato__request_body (pigato__request_t *self);
+
+//  The worker's routing id (borrowed).
+pigato__bytes_t pigato__worker_routing_id (const pigato__worker_t *worker);
 
 //  Reads timeout and retry from the opts frame (JSON object). Invalid
 //  JSON leaves the defaults and returns -1.

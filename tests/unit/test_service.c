@@ -11,14 +11,29 @@
 static pigato__request_t *
 s_request (const char *client, const char *rid, const char *opts)
 {
-    zframe_t *client_frame = zframe_from (client);
-    zframe_t *rid_frame = zframe_from (rid);
-    zframe_t *data = zframe_from ("data");
-    zframe_t *opts_frame = opts ? zframe_from (opts) : NULL;
-    pigato__request_t *request =
-        pigato__request_new (&client_frame, &rid_frame, &data, &opts_frame);
+    pigato__bytes_t client_bytes = { (const byte *) client, strlen (client) };
+    pigato__bytes_t rid_bytes = { (const byte *) rid, strlen (rid) };
+    pigato__bytes_t opts_bytes = { (const byte *) opts,
+                                   opts ? strlen (opts) : 0 };
+    //  The body shares the part it came in
+    zmq_msg_t part;
+    zmq_msg_init_size (&part, 64);
+    memset (zmq_msg_data (&part), 'x', 64);
+    memcpy ((byte *) zmq_msg_data (&part) + 10, "data", 4);
+    pigato__bytes_t data = { (const byte *) zmq_msg_data (&part) + 10, 4 };
+    pigato__request_t *request = pigato__request_new (
+        &client_bytes, &rid_bytes, &part, &data, opts ? &opts_bytes : NULL);
+    zmq_msg_close (&part);
     assert_non_null (request);
-    assert_null (client_frame);
+    pigato__bytes_t body = pigato__request_body (request);
+    assert_int_equal (body.size, 4);
+    assert_memory_equal (body.data, "data", 4);
+    pigato__bytes_t got = pigato__request_client (request);
+    assert_int_equal (got.size, strlen (client));
+    assert_memory_equal (got.data, client, got.size);
+    got = pigato__request_rid (request);
+    assert_int_equal (got.size, strlen (rid));
+    assert_memory_equal (got.data, rid, got.size);
     return request;
 }
 
