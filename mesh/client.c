@@ -1,11 +1,15 @@
 /*  =========================================================================
     client.c - pigato_client: requests to services through one or more
-    brokers, pigato 0.0.46 framing (DESIGN.md section 2).
+    brokers, pigato 0.0.46 or native framing (DESIGN.md section 2,
+    docs/native-framing.md).
 
-    Single-threaded. Each broker link is a DEALER socket; requests are
-    spread round-robin over links that answer. Timers (heartbeat tick,
+    Single-threaded. Each broker link is a DEALER socket (link.c); requests
+    are spread round-robin over links that answer. Timers (heartbeat tick,
     request inactivity deadlines) live in one heap. Callbacks may make or
     cancel requests and connect links, but must not destroy the client.
+    What callbacks and timers send during one round leaves as one native
+    batch per link when the round ends; what the application sends from
+    its own code leaves at once.
     =========================================================================
 */
 #include <inttypes.h>
@@ -13,20 +17,9 @@
 #include <sodium.h>
 #include "internal.h"
 #include "heap.h"
-#include "codec.h"
+#include "link.h"
 
 #define CLIENT_LOOP_TICK_MS 100     //  deadline check period under zloop
-#define CLIENT_DRAIN_MAX    1000    //  messages per link per round
-#define CLIENT_ID_BYTES     16      //  random routing id, hex encoded
-
-typedef struct {
-    pigato_client_t *client;    //  owner
-    zsock_t *sock;              //  DEALER, NULL if reopening failed
-    char *endpoint;             //  broker endpoint
-    unsigned generation;        //  bumped at each (re)connect
-    int64_t last_seen;          //  last message from the broker (or connect)
-    bool heard;                 //  broker spoke since this (re)connect
-} s_link_t;
 
 typedef struct {
     char rid [PIGATO_RID_MAX + 1];  //  request id, hex text
@@ -38,7 +31,7 @@ typedef struct {
     int retry;                  //  re-sends left on broker loss
     pigato_reply_fn *on_reply;  //  callback, may be NULL
     void *arg;                  //  callback argument
-    s_link_t *link;             //  link it was sent on
+    pigato__link_t *link;       //  link it was sent on
     int64_t sent_at;            //  when it was (re)sent
     int64_t last_activity;      //  when sent or last replied to
     pigato__timer_t deadline;   //  inactivity deadline
@@ -49,8 +42,7 @@ struct _pigato_client_t {
     int interval_ms;            //  heartbeat interval
     int liveness;               //  intervals of silence before a link is lost
     int64_t timeout_ms;         //  default request timeout
-    s_link_t **links;           //  broker links
-    size_t links_size;          //  links in use
+    pigato__links_t *links;     //  broker links
     size_t next_link;           //  round-robin cursor
     zhashx_t *requests;         //  rid -> s_request_t, in flight
     pigato__heap_t *timers;     //  heartbeat + request deadlines
@@ -63,8 +55,6 @@ struct _pigato_client_t {
     char err [256];             //  last error message
 };
 
-static void s_link_drain (pigato_client_t *self, s_link_t *link,
-                          unsigned generation);
 static void s_timers_run (pigato_client_t *self);
 
 #define S_TEXT(text) { (const byte *) (text), strlen (text) }
@@ -89,14 +79,15 @@ s_request_destroy (s_request_t **req_p)
 //  Picks a link round-robin: prefer links whose broker answered within two
 //  intervals; else any link with a socket. NULL if there is none.
 
-static s_link_t *
+static pigato__link_t *
 s_link_choose (pigato_client_t *self)
 {
     int64_t now = pigato__now_ms ();
+    size_t size = pigato__links_size (self->links);
     for (int pass = 0; pass < 2; pass++)
-        for (size_t step = 0; step < self->links_size; step++) {
-            size_t index = (self->next_link + step) % self->links_size;
-            s_link_t *link = self->links [index];
+        for (size_t step = 0; step < size; step++) {
+            size_t index = (self->next_link + step) % size;
+            pigato__link_t *link = pigato__links_get (self->links, index);
             if (!link->sock)
                 continue;
             if (pass == 0 && !(link->heard
@@ -116,17 +107,18 @@ s_link_choose (pigato_client_t *self)
 static int
 s_request_send (pigato_client_t *self, s_request_t *req)
 {
-    s_link_t *link = s_link_choose (self);
+    pigato__link_t *link = s_link_choose (self);
     if (!link) {
         pigato__errorf (self->err, sizeof self->err,
                         "not connected to any broker");
         return PIGATO_E_NOTCONNECTED;
     }
-    pigato__bytes_t frames [] = {
-        S_TEXT ("C"), S_TEXT ("2"), S_TEXT (req->service), S_TEXT (req->rid),
-        { req->data, req->size }, S_TEXT (req->opts)
+    pigato__msg_t message = {
+        .role = 'C', .type = PIGATO__REQUEST, .service = S_TEXT (req->service),
+        .rid = S_TEXT (req->rid), .data = { req->data, req->size },
+        .opts = S_TEXT (req->opts)
     };
-    if (pigato__send_frames (link->sock, frames, 6) != 0) {
+    if (pigato__link_send (link, &message) != 0) {
         pigato__errorf (self->err, sizeof self->err,
                         "cannot send to '%s': %s", link->endpoint,
                         zmq_strerror (zmq_errno ()));
@@ -165,67 +157,17 @@ s_request_finish (pigato_client_t *self, s_request_t *req, int status,
 }
 
 //  --------------------------------------------------------------------------
-//  Opens (or reopens) a link's socket with a fresh random routing id and
-//  sends a heartbeat right away. The id is hex text, not libzmq's binary
-//  default: Node pigato brokers turn routing ids into JS strings and back,
-//  which mangles bytes that are not UTF-8, so their replies would never
-//  reach us.
-
-static int
-s_link_open (pigato_client_t *self, s_link_t *link)
-{
-    byte id [CLIENT_ID_BYTES];
-    char id_text [CLIENT_ID_BYTES * 2 + 1];
-    randombytes_buf (id, sizeof id);
-    sodium_bin2hex (id_text, sizeof id_text, id, sizeof id);
-    int rc = pigato__peer_socket (&self->security, link->endpoint, id_text,
-                                  CLIENT_ID_BYTES * 2, &link->sock, self->err,
-                                  sizeof self->err);
-    if (rc != PIGATO_OK)
-        return rc;
-    link->generation++;
-    link->last_seen = pigato__now_ms ();
-    link->heard = false;
-    pigato__bytes_t frames [] = { S_TEXT ("C"), S_TEXT ("4") };
-    pigato__send_frames (link->sock, frames, 2);
-    return PIGATO_OK;
-}
-
-//  --------------------------------------------------------------------------
-//  Closes a link's socket and its zloop reader.
+//  Greets a broker on a fresh connection: a heartbeat, carrying the native
+//  offer in auto mode (native mode: a native heartbeat).
 
 static void
-s_link_close (pigato_client_t *self, s_link_t *link)
+s_link_greet (pigato__link_t *link)
 {
-    if (link->sock && self->loop)
-        zloop_reader_end (self->loop, link->sock);
-    zsock_destroy (&link->sock);
-}
-
-//  --------------------------------------------------------------------------
-//  zloop reader: drains one link, then runs due timers.
-
-static int
-s_loop_reader (zloop_t *loop, zsock_t *sock, void *arg)
-{
-    (void) loop;
-    (void) sock;
-    s_link_t *link = (s_link_t *) arg;
-    s_link_drain (link->client, link, link->generation);
-    s_timers_run (link->client);
-    return zsys_interrupted ? -1 : 0;
-}
-
-//  --------------------------------------------------------------------------
-//  Registers a link's socket with the attached zloop, if any.
-
-static void
-s_link_register (pigato_client_t *self, s_link_t *link)
-{
-    if (self->loop && link->sock) {
-        zloop_reader (self->loop, link->sock, s_loop_reader, link);
-        zloop_reader_set_tolerant (self->loop, link->sock);
-    }
+    pigato__msg_t hello = {
+        .role = 'C', .type = PIGATO__HEARTBEAT,
+        .native_offer = pigato__link_offers (link)
+    };
+    pigato__link_send (link, &hello);
 }
 
 //  --------------------------------------------------------------------------
@@ -234,14 +176,13 @@ s_link_register (pigato_client_t *self, s_link_t *link)
 //  others with E_NOTCONNECTED "E_BROKER_LOST".
 
 static void
-s_link_lost (pigato_client_t *self, s_link_t *link)
+s_link_lost (pigato_client_t *self, pigato__link_t *link)
 {
     pigato__log (PIGATO_LOG_WARNING,
                  "event=client_broker_lost endpoint=%s silent_ms=%" PRId64,
                  link->endpoint, pigato__now_ms () - link->last_seen);
-    s_link_close (self, link);
-    if (s_link_open (self, link) == PIGATO_OK)
-        s_link_register (self, link);
+    if (pigato__link_open (link, self->err, sizeof self->err) == PIGATO_OK)
+        s_link_greet (link);
     else
         pigato__log (PIGATO_LOG_WARNING,
                      "event=client_reconnect_failed endpoint=%s", link->endpoint);
@@ -281,23 +222,26 @@ static void
 s_heartbeat_tick (pigato_client_t *self, int64_t now)
 {
     int64_t dead_after = (int64_t) self->interval_ms * self->liveness;
-    for (size_t index = 0; index < self->links_size; index++) {
-        s_link_t *link = self->links [index];
+    for (size_t index = 0; index < pigato__links_size (self->links);
+         index++) {
+        pigato__link_t *link = pigato__links_get (self->links, index);
         if (!link->sock || now - link->last_seen >= dead_after)
             s_link_lost (self, link);
         else {
-            pigato__bytes_t frames [] = { S_TEXT ("C"), S_TEXT ("4") };
-            pigato__send_frames (link->sock, frames, 2);
+            pigato__msg_t heartbeat = { .role = 'C',
+                                        .type = PIGATO__HEARTBEAT };
+            pigato__link_send (link, &heartbeat);
         }
     }
     for (s_request_t *req = (s_request_t *) zhashx_first (self->requests);
          req; req = (s_request_t *) zhashx_next (self->requests)) {
         if (now - req->sent_at < self->interval_ms || !req->link)
             continue;
-        pigato__bytes_t frames [] = {
-            S_TEXT ("C"), S_TEXT ("4"), S_TEXT ("request"), S_TEXT (req->rid)
+        pigato__msg_t heartbeat = {
+            .role = 'C', .type = PIGATO__HEARTBEAT, .rid = S_TEXT (req->rid),
+            .request_heartbeat = true
         };
-        pigato__send_frames (req->link->sock, frames, 4);
+        pigato__link_send (req->link, &heartbeat);
     }
 }
 
@@ -330,26 +274,18 @@ s_timers_run (pigato_client_t *self)
 }
 
 //  --------------------------------------------------------------------------
-//  Handles one message from a broker. Any message proves the broker alive;
-//  malformed ones are dropped with a debug line.
+//  Handles one message (or native entry) from a broker, decoded and
+//  checked by link.c: partials and finals go to their request.
 
-static void
-s_link_handle (pigato_client_t *self, s_link_t *link, zmsg_t *msg)
+static int
+s_link_handle (void *owner, pigato__link_t *link,
+               const pigato__msg_t *entry)
 {
-    link->last_seen = pigato__now_ms ();
-    link->heard = true;
+    pigato_client_t *self = (pigato_client_t *) owner;
+    const pigato__msg_t message = *entry;
     self->progress = true;
-
-    pigato__msg_t message;
-    int rc = pigato__decode_from_broker (msg, &message);
-    if (rc != PIGATO__DECODE_OK || message.role != 'C') {
-        pigato__log (PIGATO_LOG_DEBUG,
-                     "event=client_drop endpoint=%s reason=%s", link->endpoint,
-                     rc ? pigato__decode_reason (rc) : "role");
-        return;
-    }
     if (message.type == PIGATO__HEARTBEAT)
-        return;
+        return 0;
 
     char rid [PIGATO_RID_MAX + 1];
     if (message.rid.size)
@@ -362,7 +298,7 @@ s_link_handle (pigato_client_t *self, s_link_t *link, zmsg_t *msg)
                      "reason=unknown_rid rid=%s", link->endpoint,
                      pigato__printable (message.rid.data, message.rid.size,
                                         printable, sizeof printable));
-        return;
+        return 0;
     }
     const void *data = message.data.data ? message.data.data : (const void *) "";
     size_t size = message.data.size;
@@ -392,24 +328,16 @@ s_link_handle (pigato_client_t *self, s_link_t *link, zmsg_t *msg)
         pigato__log (PIGATO_LOG_DEBUG, "event=client_drop endpoint=%s "
                      "reason=type type=%d", link->endpoint, message.type);
     free (error_text);
+    return 0;
 }
 
 //  --------------------------------------------------------------------------
-//  Reads what is queued on a link (bounded), while the link still has the
-//  socket it had when polled.
+//  After a zloop reader drained a link: due timers, in the same round.
 
 static void
-s_link_drain (pigato_client_t *self, s_link_t *link, unsigned generation)
+s_loop_tick (void *owner)
 {
-    for (int count = 0; count < CLIENT_DRAIN_MAX; count++) {
-        if (!link->sock || link->generation != generation)
-            break;
-        zmsg_t *msg = zmsg_recv (link->sock);
-        if (!msg)
-            break;
-        s_link_handle (self, link, msg);
-        zmsg_destroy (&msg);
-    }
+    s_timers_run ((pigato_client_t *) owner);
 }
 
 //  --------------------------------------------------------------------------
@@ -475,9 +403,11 @@ pigato_client_new (void)
     self->timeout_ms = PIGATO_TIMEOUT_MS;
     self->requests = zhashx_new ();
     self->timers = pigato__heap_new ();
+    self->links = pigato__links_new ('C', &self->security, s_link_handle,
+                                     s_loop_tick, self);
     randombytes_buf (&self->rid_prefix, sizeof self->rid_prefix);
     pigato__timer_init (&self->heartbeat);
-    if (!self->requests || !self->timers)
+    if (!self->requests || !self->timers || !self->links)
         pigato_client_destroy (&self);
     return self;
 }
@@ -494,12 +424,7 @@ pigato_client_destroy (pigato_client_t **self_p)
     pigato_client_t *self = *self_p;
     if (self->loop && self->loop_timer >= 0)
         zloop_timer_end (self->loop, self->loop_timer);
-    for (size_t index = 0; index < self->links_size; index++) {
-        s_link_close (self, self->links [index]);
-        free (self->links [index]->endpoint);
-        free (self->links [index]);
-    }
-    free (self->links);
+    pigato__links_destroy (&self->links);
     //  The heap marks its timers idle: destroy it before the requests
     pigato__heap_destroy (&self->timers);
     if (self->requests) {
@@ -570,6 +495,22 @@ pigato_client_set_timeout (pigato_client_t *self, int64_t timeout_ms)
 }
 
 //  --------------------------------------------------------------------------
+//  Framing for links connected from now on: "auto", "native" or "0.0.46".
+
+PIGATO_EXPORT int
+pigato_client_set_framing (pigato_client_t *self, const char *framing)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    int rc = pigato__links_set_framing (self->links, framing);
+    if (rc != PIGATO_OK)
+        pigato__errorf (self->err, sizeof self->err, "unknown framing '%.32s' "
+                        "(expected auto, native or 0.0.46)",
+                        framing ? framing : "(null)");
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
 //  Adds a broker link with its own DEALER socket and starts heartbeats.
 
 PIGATO_EXPORT int
@@ -581,25 +522,12 @@ pigato_client_connect (pigato_client_t *self, const char *endpoint)
         pigato__errorf (self->err, sizeof self->err, "no endpoint given");
         return PIGATO_E_INVALID;
     }
-    s_link_t **links = (s_link_t **) realloc (
-        self->links, (self->links_size + 1) * sizeof (s_link_t *));
-    if (!links)
-        return PIGATO_E_NOMEM;
-    self->links = links;
-    s_link_t *link = (s_link_t *) calloc (1, sizeof *link);
-    if (!link || !(link->endpoint = strdup (endpoint))) {
-        free (link);
-        return PIGATO_E_NOMEM;
-    }
-    link->client = self;
-    int rc = s_link_open (self, link);
-    if (rc != PIGATO_OK) {
-        free (link->endpoint);
-        free (link);
+    pigato__link_t *link;
+    int rc = pigato__links_add (self->links, endpoint, &link, self->err,
+                                sizeof self->err);
+    if (rc != PIGATO_OK)
         return rc;
-    }
-    s_link_register (self, link);
-    self->links [self->links_size++] = link;
+    s_link_greet (link);
     if (!pigato__timer_scheduled (&self->heartbeat))
         pigato__heap_set (self->timers, &self->heartbeat,
                           pigato__now_ms () + self->interval_ms);
@@ -629,7 +557,7 @@ pigato_client_request (pigato_client_t *self, const char *service,
         pigato__errorf (self->err, sizeof self->err, "data is NULL");
         return PIGATO_E_INVALID;
     }
-    if (self->links_size == 0) {
+    if (pigato__links_size (self->links) == 0) {
         pigato__errorf (self->err, sizeof self->err,
                         "not connected: call pigato_client_connect first");
         return PIGATO_E_NOTCONNECTED;
@@ -783,9 +711,6 @@ pigato_client_wait (pigato_client_t *self, int timeout_ms)
         return PIGATO_E_INVALID;
     int rc = PIGATO_OK;
     int64_t deadline = timeout_ms < 0 ? -1 : pigato__now_ms () + timeout_ms;
-    zmq_pollitem_t *items = NULL;
-    s_link_t **polled = NULL;
-    unsigned *generations = NULL;
     self->progress = false;
     while (true) {
         if (zsys_interrupted) {
@@ -801,45 +726,25 @@ pigato_client_wait (pigato_client_t *self, int timeout_ms)
             if (wait_ms < 0 || until < wait_ms)
                 wait_ms = until;
         }
-        size_t count = self->links_size;
-        free (items);
-        free (polled);
-        free (generations);
-        items = (zmq_pollitem_t *) calloc (count + 1, sizeof *items);
-        polled = (s_link_t **) calloc (count + 1, sizeof *polled);
-        generations = (unsigned *) calloc (count + 1, sizeof *generations);
-        if (!items || !polled || !generations) {
-            rc = PIGATO_E_NOMEM;
-            break;
-        }
-        size_t used = 0;
-        for (size_t index = 0; index < count; index++) {
-            s_link_t *link = self->links [index];
-            if (!link->sock)
-                continue;
-            items [used].socket = zsock_resolve (link->sock);
-            items [used].events = ZMQ_POLLIN;
-            polled [used] = link;
-            generations [used++] = link->generation;
-        }
-        if (used == 0 && wait_ms < 0)
+        //  One round: what the callbacks and timers send is coalesced
+        size_t received = 0;
+        pigato__links_hold (self->links);
+        int polled = pigato__links_poll (self->links, wait_ms, &received);
+        if (polled == PIGATO_OK)
+            s_timers_run (self);
+        pigato__links_release (self->links);
+        if (polled == 1)
             break;              //  nothing could ever happen
-        if (zmq_poll (items, (int) used, (long) wait_ms) < 0) {
-            rc = zmq_errno () == EINTR ? PIGATO_E_INTERRUPTED
-                                       : PIGATO_E_CLOSED;
+        if (polled != PIGATO_OK) {
+            rc = polled;
             break;
         }
-        for (size_t index = 0; index < used; index++)
-            if (items [index].revents & ZMQ_POLLIN)
-                s_link_drain (self, polled [index], generations [index]);
-        s_timers_run (self);
+        if (received)
+            self->progress = true;
         if (self->progress
         ||  (deadline >= 0 && pigato__now_ms () >= deadline))
             break;
     }
-    free (items);
-    free (polled);
-    free (generations);
     return rc;
 }
 
@@ -867,7 +772,10 @@ s_loop_timer (zloop_t *loop, int timer_id, void *arg)
 {
     (void) loop;
     (void) timer_id;
-    s_timers_run ((pigato_client_t *) arg);
+    pigato_client_t *self = (pigato_client_t *) arg;
+    pigato__links_hold (self->links);
+    s_timers_run (self);
+    pigato__links_release (self->links);
     return zsys_interrupted ? -1 : 0;
 }
 
@@ -888,8 +796,7 @@ pigato_client_attach (pigato_client_t *self, void *zloop)
                ? self->interval_ms : CLIENT_LOOP_TICK_MS;
     self->loop_timer = zloop_timer (self->loop, (size_t) period, 0,
                                     s_loop_timer, self);
-    for (size_t index = 0; index < self->links_size; index++)
-        s_link_register (self, self->links [index]);
+    pigato__links_attach (self->links, self->loop);
     return self->loop_timer >= 0 ? PIGATO_OK : PIGATO_E_SYSTEM;
 }
 

@@ -1,53 +1,48 @@
 /*  =========================================================================
     worker.c - pigato_worker and pigato_reply: one service offered through
-    one or more brokers, pigato 0.0.46 framing (DESIGN.md section 2).
+    one or more brokers, pigato 0.0.46 or native framing (DESIGN.md
+    section 2, docs/native-framing.md).
 
-    Single-threaded. Each broker link is a DEALER with a fresh random
-    routing id at every (re)connect; a link's generation counts its
+    Single-threaded. Each broker link (link.c) is a DEALER with a fresh
+    random routing id at every (re)connect; a link's generation counts its
     connections, and a reply belongs to one generation: once the link
     reconnects, the broker has forgotten the request and the reply goes
     inactive. Replies not yet ended are tracked in a table (key: link,
     generation, client, rid) so request heartbeats find them and so the
     worker can detach them when it is destroyed first. The request handler
     may end, write and destroy replies and stop the worker, but must not
-    destroy the worker.
+    destroy the worker. Replies written in the handler for the requests
+    that arrived together leave as one native batch when it returns;
+    replies written from the application's own code leave at once.
     =========================================================================
 */
 #include <inttypes.h>
 #include <jansson.h>
 #include <sodium.h>
 #include "internal.h"
-#include "codec.h"
+#include "link.h"
 
 #define WORKER_LOOP_TICK_MS 100     //  timer check period under zloop
-#define WORKER_DRAIN_MAX    1000    //  messages per link per round
-#define WORKER_ID_BYTES     16      //  random routing id, hex encoded
-
-typedef struct {
-    pigato_worker_t *worker;    //  owner
-    zsock_t *sock;              //  DEALER, NULL when closed or reopen failed
-    char *endpoint;             //  broker endpoint
-    size_t index;               //  position in worker->links
-    unsigned generation;        //  bumped at each (re)connect
-    char routing_id [WORKER_ID_BYTES * 2 + 1];  //  current routing id
-    int64_t last_seen;          //  last message from the broker (or connect)
-} s_link_t;
+//  Reply key: link index, generation, hex client id (<= 255 bytes), rid
+#define WORKER_KEY_MAX      (48 + 2 * 255 + PIGATO_RID_MAX)
 
 struct _pigato_reply_t {
     pigato_worker_t *worker;    //  NULL once detached
-    s_link_t *link;             //  NULL once detached
+    pigato__link_t *link;       //  NULL once detached
     unsigned generation;        //  link generation the request came on
-    byte *client;               //  client routing id (broker's)
+    byte *client;               //  client routing id (broker's), in storage
     size_t client_size;         //  its size
     char rid [PIGATO_RID_MAX + 1];  //  request id
-    char *service;              //  requested service
+    char *service;              //  requested service, in storage
     char *opts;                 //  request opts, JSON object text
-    char *key;                  //  key in worker->replies, NULL if untracked
+    char *key;                  //  key in worker->replies, in storage
+    bool tracked;               //  in worker->replies
     int64_t started;            //  when the request arrived
     int64_t last_heartbeat;     //  last client request heartbeat
     int64_t last_activity;      //  arrival or last partial sent
     int64_t timeout;            //  request timeout, -1 never
     bool ended;                 //  end, error or reject called
+    char storage [];            //  client, service and key: one allocation
 };
 
 struct _pigato_worker_t {
@@ -58,8 +53,7 @@ struct _pigato_worker_t {
     int interval_ms;            //  heartbeat interval
     int liveness;               //  intervals of silence before reconnecting
     int concurrency;            //  announced in heartbeats
-    s_link_t **links;           //  broker links
-    size_t links_size;          //  links in use
+    pigato__links_t *links;     //  broker links
     zhashx_t *replies;          //  key -> pigato_reply_t, not yet ended
     int64_t next_heartbeat;     //  next tick, 0 before the first connect
     bool stopped;               //  stop () or destroy () called
@@ -72,35 +66,35 @@ struct _pigato_worker_t {
 #define S_TEXT(text) { (const byte *) (text), strlen (text) }
 
 //  --------------------------------------------------------------------------
-//  Sends W, 4, "", {"concurrency":N} on a link.
+//  Sends a heartbeat announcing the concurrency: W, 4, "", {"concurrency":N}.
 
 static void
-s_link_heartbeat (pigato_worker_t *self, s_link_t *link)
+s_link_heartbeat (pigato_worker_t *self, pigato__link_t *link)
 {
     char opts [48];
     snprintf (opts, sizeof opts, "{\"concurrency\":%d}", self->concurrency);
-    pigato__bytes_t frames [] = {
-        S_TEXT ("W"), S_TEXT ("4"), S_TEXT (""), S_TEXT (opts)
+    pigato__msg_t heartbeat = {
+        .role = 'W', .type = PIGATO__HEARTBEAT, .opts = S_TEXT (opts)
     };
-    pigato__send_frames (link->sock, frames, 4);
+    pigato__link_send (link, &heartbeat);
 }
 
 //  --------------------------------------------------------------------------
-//  Makes the tracking key of a request: link, generation, hex client id,
-//  rid. Caller frees.
+//  Writes the tracking key of a request into key (WORKER_KEY_MAX bytes):
+//  link, generation, hex client id, rid. Returns its length.
 
-static char *
-s_reply_key (s_link_t *link, unsigned generation, const byte *client,
-             size_t client_size, const char *rid)
+static size_t
+s_reply_key (char *key, pigato__link_t *link, unsigned generation,
+             const byte *client, size_t client_size, const char *rid)
 {
-    char *client_hex = (char *) malloc (client_size * 2 + 1);
-    if (!client_hex)
-        return NULL;
-    sodium_bin2hex (client_hex, client_size * 2 + 1, client, client_size);
-    char *key = zsys_sprintf ("%zu:%u:%s:%s", link->index, generation,
-                              client_hex, rid);
-    free (client_hex);
-    return key;
+    int length = snprintf (key, WORKER_KEY_MAX, "%zu:%u:", link->index,
+                           generation);
+    sodium_bin2hex (key + length, WORKER_KEY_MAX - (size_t) length,
+                    client, client_size);
+    length += (int) (client_size * 2);
+    length += snprintf (key + length, WORKER_KEY_MAX - (size_t) length,
+                        ":%s", rid);
+    return (size_t) length;
 }
 
 //  --------------------------------------------------------------------------
@@ -109,10 +103,9 @@ s_reply_key (s_link_t *link, unsigned generation, const byte *client,
 static void
 s_reply_untrack (pigato_reply_t *reply)
 {
-    if (reply->key && reply->worker)
+    if (reply->tracked && reply->worker)
         zhashx_delete (reply->worker->replies, reply->key);
-    free (reply->key);
-    reply->key = NULL;
+    reply->tracked = false;
 }
 
 //  --------------------------------------------------------------------------
@@ -127,61 +120,41 @@ s_reply_detach (pigato_reply_t *reply)
 }
 
 //  --------------------------------------------------------------------------
-//  Opens (or reopens) a link: fresh routing id, new socket, READY, then a
-//  heartbeat right away; zloop reader when attached.
+//  Greets a broker on a fresh connection: READY (with the native offer in
+//  auto mode), then a heartbeat right away; in native mode both leave as
+//  one batch.
 
-static int
-s_link_open (pigato_worker_t *self, s_link_t *link)
+static void
+s_link_greet (pigato_worker_t *self, pigato__link_t *link)
 {
-    byte id [WORKER_ID_BYTES];
-    randombytes_buf (id, sizeof id);
-    sodium_bin2hex (link->routing_id, sizeof link->routing_id, id, sizeof id);
-    int rc = pigato__peer_socket (&self->security, link->endpoint,
-                                  link->routing_id, WORKER_ID_BYTES * 2,
-                                  &link->sock, self->err, sizeof self->err);
-    if (rc != PIGATO_OK)
-        return rc;
-    link->generation++;
-    link->last_seen = pigato__now_ms ();
-    pigato__bytes_t frames [] = {
-        S_TEXT ("W"), S_TEXT ("1"), S_TEXT (self->service)
+    pigato__msg_t ready = {
+        .role = 'W', .type = PIGATO__READY, .service = S_TEXT (self->service),
+        .native_offer = pigato__link_offers (link)
     };
-    pigato__send_frames (link->sock, frames, 3);
+    pigato__links_hold (self->links);
+    pigato__link_send (link, &ready);
     s_link_heartbeat (self, link);
+    pigato__links_release (self->links);
     pigato__log (PIGATO_LOG_INFO,
                  "event=worker_connect endpoint=%s service=%s id=%s mode=%s",
                  link->endpoint, self->service, link->routing_id,
                  self->security.insecure ? "insecure" : "curve");
-    return PIGATO_OK;
 }
 
 //  --------------------------------------------------------------------------
 //  Closes a link's socket, optionally saying DISCONNECT first (flushed
-//  within the socket's linger).
+//  within the socket's linger, after anything still batched).
 
 static void
-s_link_close (pigato_worker_t *self, s_link_t *link, bool disconnect)
+s_link_close (pigato__link_t *link, bool disconnect)
 {
     if (!link->sock)
         return;
     if (disconnect) {
-        pigato__bytes_t frames [] = { S_TEXT ("W"), S_TEXT ("5") };
-        pigato__send_frames (link->sock, frames, 2);
+        pigato__msg_t bye = { .role = 'W', .type = PIGATO__DISCONNECT };
+        pigato__link_send (link, &bye);
     }
-    if (self->loop)
-        zloop_reader_end (self->loop, link->sock);
-    zsock_destroy (&link->sock);
-}
-
-static int s_loop_reader (zloop_t *loop, zsock_t *sock, void *arg);
-
-static void
-s_link_register (pigato_worker_t *self, s_link_t *link)
-{
-    if (self->loop && link->sock) {
-        zloop_reader (self->loop, link->sock, s_loop_reader, link);
-        zloop_reader_set_tolerant (self->loop, link->sock);
-    }
+    pigato__link_close (link);
 }
 
 //  --------------------------------------------------------------------------
@@ -189,14 +162,14 @@ s_link_register (pigato_worker_t *self, s_link_t *link)
 //  the old connection go inactive through the generation change.
 
 static void
-s_link_reconnect (pigato_worker_t *self, s_link_t *link, bool lost)
+s_link_reconnect (pigato_worker_t *self, pigato__link_t *link, bool lost)
 {
     pigato__log (PIGATO_LOG_WARNING, "event=worker_reconnect endpoint=%s "
                  "reason=%s old_id=%s", link->endpoint,
                  lost ? "broker_lost" : "broker_disconnect", link->routing_id);
-    s_link_close (self, link, lost);
-    if (s_link_open (self, link) == PIGATO_OK)
-        s_link_register (self, link);
+    s_link_close (link, lost);
+    if (pigato__link_open (link, self->err, sizeof self->err) == PIGATO_OK)
+        s_link_greet (self, link);
     else
         pigato__log (PIGATO_LOG_WARNING, "event=worker_reconnect_failed "
                      "endpoint=%s", link->endpoint);
@@ -213,8 +186,9 @@ s_timers_run (pigato_worker_t *self)
         return;
     self->next_heartbeat = now + self->interval_ms;
     int64_t dead_after = (int64_t) self->interval_ms * self->liveness;
-    for (size_t index = 0; index < self->links_size; index++) {
-        s_link_t *link = self->links [index];
+    for (size_t index = 0; index < pigato__links_size (self->links);
+         index++) {
+        pigato__link_t *link = pigato__links_get (self->links, index);
         if (!link->sock || now - link->last_seen >= dead_after)
             s_link_reconnect (self, link, true);
         else
@@ -251,11 +225,12 @@ s_request_opts (const pigato__msg_t *message, int64_t *timeout_p)
 }
 
 //  --------------------------------------------------------------------------
-//  A request from a broker: make a tracked reply and hand it to the
-//  handler, which owns it from then on.
+//  A request from a broker: make a tracked reply (one allocation with its
+//  client id, service and key) and hand it to the handler, which owns it
+//  from then on.
 
 static void
-s_request_handle (pigato_worker_t *self, s_link_t *link,
+s_request_handle (pigato_worker_t *self, pigato__link_t *link,
                   const pigato__msg_t *message)
 {
     if (memchr (message->rid.data, 0, message->rid.size)
@@ -264,30 +239,38 @@ s_request_handle (pigato_worker_t *self, s_link_t *link,
                      "reason=nul_in_field", link->endpoint);
         return;
     }
-    pigato_reply_t *reply = (pigato_reply_t *) calloc (1, sizeof *reply);
+    char rid [PIGATO_RID_MAX + 1];
+    memcpy (rid, message->rid.data, message->rid.size);
+    rid [message->rid.size] = 0;
+    char key [WORKER_KEY_MAX];
+    size_t key_size = s_reply_key (key, link, link->generation,
+                                   message->client.data, message->client.size,
+                                   rid);
+    pigato_reply_t *reply = (pigato_reply_t *) calloc (
+        1, sizeof *reply + message->client.size + message->service.size + 1
+           + key_size + 1);
     if (!reply)
         return;
     reply->worker = self;
     reply->link = link;
     reply->generation = link->generation;
-    memcpy (reply->rid, message->rid.data, message->rid.size);
+    memcpy (reply->rid, rid, sizeof rid);
     reply->client_size = message->client.size;
-    reply->client = (byte *) malloc (message->client.size + 1);
-    reply->service = (char *) malloc (message->service.size + 1);
+    reply->client = (byte *) reply->storage;
+    if (message->client.size)
+        memcpy (reply->client, message->client.data, message->client.size);
+    reply->service = reply->storage + message->client.size;
+    if (message->service.size)
+        memcpy (reply->service, message->service.data, message->service.size);
+    reply->service [message->service.size] = 0;
+    reply->key = reply->service + message->service.size + 1;
+    memcpy (reply->key, key, key_size + 1);
     reply->opts = s_request_opts (message, &reply->timeout);
-    reply->key = s_reply_key (link, link->generation,
-                              message->client.data ? message->client.data
-                                                   : (const byte *) "",
-                              message->client.size, reply->rid);
-    if (!reply->client || !reply->service || !reply->opts || !reply->key) {
+    if (!reply->opts) {
         reply->worker = NULL;
         pigato_reply_destroy (&reply);
         return;
     }
-    if (message->client.size)
-        memcpy (reply->client, message->client.data, message->client.size);
-    memcpy (reply->service, message->service.data, message->service.size);
-    reply->service [message->service.size] = 0;
     reply->started = reply->last_heartbeat = reply->last_activity =
         pigato__now_ms ();
 
@@ -296,7 +279,7 @@ s_request_handle (pigato_worker_t *self, s_link_t *link,
         (pigato_reply_t *) zhashx_lookup (self->replies, reply->key);
     if (older)
         s_reply_detach (older);
-    zhashx_insert (self->replies, reply->key, reply);
+    reply->tracked = zhashx_insert (self->replies, reply->key, reply) == 0;
 
     char rid_text [80], service_text [80];
     pigato__log (PIGATO_LOG_DEBUG, "event=worker_request endpoint=%s "
@@ -312,70 +295,42 @@ s_request_handle (pigato_worker_t *self, s_link_t *link,
 }
 
 //  --------------------------------------------------------------------------
-//  Handles one message from a broker; malformed ones are dropped.
-
-static void
-s_link_handle (pigato_worker_t *self, s_link_t *link, zmsg_t *msg)
-{
-    link->last_seen = pigato__now_ms ();
-    self->progress = true;
-    pigato__msg_t message;
-    int rc = pigato__decode_from_broker (msg, &message);
-    if (rc != PIGATO__DECODE_OK || message.role != 'W') {
-        pigato__log (PIGATO_LOG_DEBUG,
-                     "event=worker_drop endpoint=%s reason=%s", link->endpoint,
-                     rc ? pigato__decode_reason (rc) : "role");
-        return;
-    }
-    if (message.type == PIGATO__REQUEST)
-        s_request_handle (self, link, &message);
-    else
-    if (message.type == PIGATO__HEARTBEAT && message.request_heartbeat) {
-        char rid [PIGATO_RID_MAX + 1];
-        memcpy (rid, message.rid.data, message.rid.size);
-        rid [message.rid.size] = 0;
-        char *key = s_reply_key (link, link->generation,
-                                 message.client.data ? message.client.data
-                                                     : (const byte *) "",
-                                 message.client.size, rid);
-        pigato_reply_t *reply = key ? (pigato_reply_t *)
-                                zhashx_lookup (self->replies, key) : NULL;
-        if (reply)
-            reply->last_heartbeat = pigato__now_ms ();
-        free (key);
-    }
-    else
-    if (message.type == PIGATO__DISCONNECT)
-        s_link_reconnect (self, link, false);
-    //  READY and plain HEARTBEAT answers only prove the broker alive
-}
-
-//  --------------------------------------------------------------------------
-//  Reads what is queued on a link (bounded), while it keeps its socket.
-
-static void
-s_link_drain (pigato_worker_t *self, s_link_t *link, unsigned generation)
-{
-    for (int count = 0; count < WORKER_DRAIN_MAX; count++) {
-        if (self->stopped || !link->sock || link->generation != generation)
-            break;
-        zmsg_t *msg = zmsg_recv (link->sock);
-        if (!msg)
-            break;
-        s_link_handle (self, link, msg);
-        zmsg_destroy (&msg);
-    }
-}
+//  Handles one message (or native entry) from a broker, decoded and
+//  checked by link.c. Returns -1 once the worker is stopped.
 
 static int
-s_loop_reader (zloop_t *loop, zsock_t *sock, void *arg)
+s_link_handle (void *owner, pigato__link_t *link,
+               const pigato__msg_t *message)
 {
-    (void) loop;
-    (void) sock;
-    s_link_t *link = (s_link_t *) arg;
-    s_link_drain (link->worker, link, link->generation);
-    s_timers_run (link->worker);
-    return zsys_interrupted ? -1 : 0;
+    pigato_worker_t *self = (pigato_worker_t *) owner;
+    self->progress = true;
+    if (message->type == PIGATO__REQUEST)
+        s_request_handle (self, link, message);
+    else
+    if (message->type == PIGATO__HEARTBEAT && message->request_heartbeat) {
+        char rid [PIGATO_RID_MAX + 1];
+        memcpy (rid, message->rid.data, message->rid.size);
+        rid [message->rid.size] = 0;
+        char key [WORKER_KEY_MAX];
+        s_reply_key (key, link, link->generation, message->client.data,
+                     message->client.size, rid);
+        pigato_reply_t *reply =
+            (pigato_reply_t *) zhashx_lookup (self->replies, key);
+        if (reply)
+            reply->last_heartbeat = pigato__now_ms ();
+    }
+    else
+    if (message->type == PIGATO__DISCONNECT)
+        s_link_reconnect (self, link, false);
+    //  READY and plain HEARTBEAT answers only prove the broker alive
+    return self->stopped ? -1 : 0;
+}
+
+//  After a zloop reader drained a link: the heartbeat tick, same round.
+static void
+s_loop_tick (void *owner)
+{
+    s_timers_run ((pigato_worker_t *) owner);
 }
 
 static int
@@ -383,7 +338,10 @@ s_loop_timer (zloop_t *loop, int timer_id, void *arg)
 {
     (void) loop;
     (void) timer_id;
-    s_timers_run ((pigato_worker_t *) arg);
+    pigato_worker_t *self = (pigato_worker_t *) arg;
+    pigato__links_hold (self->links);
+    s_timers_run (self);
+    pigato__links_release (self->links);
     return zsys_interrupted ? -1 : 0;
 }
 
@@ -407,9 +365,16 @@ pigato_worker_new (const char *service, pigato_request_fn *handler, void *arg)
     self->liveness = PIGATO_LIVENESS;
     self->concurrency = PIGATO_CONCURRENCY;
     self->replies = zhashx_new ();
+    self->links = pigato__links_new ('W', &self->security, s_link_handle,
+                                     s_loop_tick, self);
     self->loop_timer = -1;
-    if (!self->service || !self->replies)
+    if (!self->service || !self->replies || !self->links)
         pigato_worker_destroy (&self);
+    else {
+        //  Keys live in their replies, which untrack before they go
+        zhashx_set_key_duplicator (self->replies, NULL);
+        zhashx_set_key_destructor (self->replies, NULL);
+    }
     return self;
 }
 
@@ -431,11 +396,7 @@ pigato_worker_destroy (pigato_worker_t **self_p)
             s_reply_detach (reply);
         zhashx_destroy (&self->replies);
     }
-    for (size_t index = 0; index < self->links_size; index++) {
-        free (self->links [index]->endpoint);
-        free (self->links [index]);
-    }
-    free (self->links);
+    pigato__links_destroy (&self->links);
     pigato__peer_security_reset (&self->security);
     free (self->service);
     free (self);
@@ -489,6 +450,20 @@ pigato_worker_set_heartbeat (pigato_worker_t *self, int interval_ms,
         self->liveness = liveness;
 }
 
+//  Framing for links connected from now on: "auto", "native" or "0.0.46".
+PIGATO_EXPORT int
+pigato_worker_set_framing (pigato_worker_t *self, const char *framing)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    int rc = pigato__links_set_framing (self->links, framing);
+    if (rc != PIGATO_OK)
+        pigato__errorf (self->err, sizeof self->err, "unknown framing '%.32s' "
+                        "(expected auto, native or 0.0.46)",
+                        framing ? framing : "(null)");
+    return rc;
+}
+
 //  Concurrency announced in heartbeats; any negative value means -1.
 PIGATO_EXPORT void
 pigato_worker_set_concurrency (pigato_worker_t *self, int concurrency)
@@ -513,26 +488,12 @@ pigato_worker_connect (pigato_worker_t *self, const char *endpoint)
         pigato__errorf (self->err, sizeof self->err, "no endpoint given");
         return PIGATO_E_INVALID;
     }
-    s_link_t **links = (s_link_t **) realloc (
-        self->links, (self->links_size + 1) * sizeof (s_link_t *));
-    if (!links)
-        return PIGATO_E_NOMEM;
-    self->links = links;
-    s_link_t *link = (s_link_t *) calloc (1, sizeof *link);
-    if (!link || !(link->endpoint = strdup (endpoint))) {
-        free (link);
-        return PIGATO_E_NOMEM;
-    }
-    link->worker = self;
-    link->index = self->links_size;
-    int rc = s_link_open (self, link);
-    if (rc != PIGATO_OK) {
-        free (link->endpoint);
-        free (link);
+    pigato__link_t *link;
+    int rc = pigato__links_add (self->links, endpoint, &link, self->err,
+                                sizeof self->err);
+    if (rc != PIGATO_OK)
         return rc;
-    }
-    s_link_register (self, link);
-    self->links [self->links_size++] = link;
+    s_link_greet (self, link);
     if (!self->next_heartbeat)
         self->next_heartbeat = pigato__now_ms () + self->interval_ms;
     return PIGATO_OK;
@@ -549,9 +510,6 @@ pigato_worker_wait (pigato_worker_t *self, int timeout_ms)
         return PIGATO_E_INVALID;
     int rc = PIGATO_OK;
     int64_t deadline = timeout_ms < 0 ? -1 : pigato__now_ms () + timeout_ms;
-    zmq_pollitem_t *items = NULL;
-    s_link_t **polled = NULL;
-    unsigned *generations = NULL;
     self->progress = false;
     while (true) {
         if (self->stopped) {
@@ -571,47 +529,27 @@ pigato_worker_wait (pigato_worker_t *self, int timeout_ms)
             if (wait_ms < 0 || until < wait_ms)
                 wait_ms = until;
         }
-        size_t count = self->links_size;
-        free (items);
-        free (polled);
-        free (generations);
-        items = (zmq_pollitem_t *) calloc (count + 1, sizeof *items);
-        polled = (s_link_t **) calloc (count + 1, sizeof *polled);
-        generations = (unsigned *) calloc (count + 1, sizeof *generations);
-        if (!items || !polled || !generations) {
-            rc = PIGATO_E_NOMEM;
-            break;
-        }
-        size_t used = 0;
-        for (size_t index = 0; index < count; index++) {
-            s_link_t *link = self->links [index];
-            if (!link->sock)
-                continue;
-            items [used].socket = zsock_resolve (link->sock);
-            items [used].events = ZMQ_POLLIN;
-            polled [used] = link;
-            generations [used++] = link->generation;
-        }
-        if (used == 0 && wait_ms < 0)
+        //  One round: replies written by the handler are coalesced
+        size_t received = 0;
+        pigato__links_hold (self->links);
+        int polled = pigato__links_poll (self->links, wait_ms, &received);
+        if (polled == PIGATO_OK)
+            s_timers_run (self);
+        pigato__links_release (self->links);
+        if (polled == 1)
             break;              //  nothing could ever happen
-        if (zmq_poll (items, (int) used, (long) wait_ms) < 0) {
-            rc = zmq_errno () == EINTR ? PIGATO_E_INTERRUPTED
-                                       : PIGATO_E_CLOSED;
+        if (polled != PIGATO_OK) {
+            rc = polled;
             break;
         }
-        for (size_t index = 0; index < used; index++)
-            if (items [index].revents & ZMQ_POLLIN)
-                s_link_drain (self, polled [index], generations [index]);
-        s_timers_run (self);
+        if (received)
+            self->progress = true;
         if (self->stopped)
             rc = PIGATO_E_CLOSED;
         if (self->stopped || self->progress
         ||  (deadline >= 0 && pigato__now_ms () >= deadline))
             break;
     }
-    free (items);
-    free (polled);
-    free (generations);
     return rc;
 }
 
@@ -639,8 +577,8 @@ pigato_worker_stop (pigato_worker_t *self)
     if (!self || self->stopped)
         return;
     self->stopped = true;
-    for (size_t index = 0; index < self->links_size; index++)
-        s_link_close (self, self->links [index], true);
+    for (size_t index = 0; index < pigato__links_size (self->links); index++)
+        s_link_close (pigato__links_get (self->links, index), true);
     if (self->loop && self->loop_timer >= 0)
         zloop_timer_end (self->loop, self->loop_timer);
     self->loop_timer = -1;
@@ -666,8 +604,7 @@ pigato_worker_attach (pigato_worker_t *self, void *zloop)
                ? self->interval_ms : WORKER_LOOP_TICK_MS;
     self->loop_timer = zloop_timer (self->loop, (size_t) period, 0,
                                     s_loop_timer, self);
-    for (size_t index = 0; index < self->links_size; index++)
-        s_link_register (self, self->links [index]);
+    pigato__links_attach (self->links, self->loop);
     return self->loop_timer >= 0 ? PIGATO_OK : PIGATO_E_SYSTEM;
 }
 
@@ -698,22 +635,21 @@ s_reply_connected (pigato_reply_t *self)
 //  Sends W, type, client, "", rid, status, data, opts.
 
 static int
-s_reply_send (pigato_reply_t *self, const char *type, const char *status,
-              const void *data, size_t size)
+s_reply_send (pigato_reply_t *self, int type, int status, const void *data,
+              size_t size)
 {
     if (!s_reply_connected (self))
         return PIGATO_E_CLOSED;
-    bool reject = streq (type, "7");
-    pigato__bytes_t frames [] = {
-        S_TEXT ("W"), S_TEXT (type), { self->client, self->client_size },
-        S_TEXT (""), S_TEXT (self->rid), S_TEXT (status),
-        { (const byte *) data, size }, S_TEXT ("{}")
+    pigato__msg_t message = {
+        .role = 'W', .type = type, .status = status,
+        .client = { self->client, self->client_size },
+        .rid = S_TEXT (self->rid), .data = { (const byte *) data, size }
     };
-    if (pigato__send_frames (self->link->sock, frames, reject ? 7 : 8) != 0)
+    if (pigato__link_send (self->link, &message) != 0)
         return PIGATO_E_CLOSED;
     char rid_text [80];
-    pigato__log (PIGATO_LOG_DEBUG, "event=worker_reply rid=%s type=%s "
-                 "status=%s size=%zu",
+    pigato__log (PIGATO_LOG_DEBUG, "event=worker_reply rid=%s type=%d "
+                 "status=%d size=%zu",
                  pigato__printable (self->rid, strlen (self->rid), rid_text,
                                     sizeof rid_text), type, status, size);
     return PIGATO_OK;
@@ -724,7 +660,7 @@ s_reply_send (pigato_reply_t *self, const char *type, const char *status,
 //  send still ends it).
 
 static int
-s_reply_finish (pigato_reply_t *self, const char *type, const char *status,
+s_reply_finish (pigato_reply_t *self, int type, int status,
                 const void *data, size_t size)
 {
     self->ended = true;
@@ -739,7 +675,7 @@ pigato_reply_write (pigato_reply_t *self, const void *data, size_t size)
         return PIGATO_E_INVALID;
     if (self->ended)
         return PIGATO_E_ENDED;
-    int rc = s_reply_send (self, "6", "0", data, size);
+    int rc = s_reply_send (self, PIGATO__PARTIAL, 0, data, size);
     if (rc == PIGATO_OK)
         self->last_activity = pigato__now_ms ();
     return rc;
@@ -752,7 +688,7 @@ pigato_reply_end (pigato_reply_t *self, const void *data, size_t size)
         return PIGATO_E_INVALID;
     if (self->ended)
         return PIGATO_E_ENDED;
-    return s_reply_finish (self, "3", "0", data, size);
+    return s_reply_finish (self, PIGATO__REPLY, 0, data, size);
 }
 
 PIGATO_EXPORT int
@@ -765,7 +701,7 @@ pigato_reply_error (pigato_reply_t *self, const char *message)
     char *json = pigato__json_string (message ? message : "error");
     if (!json)
         return PIGATO_E_NOMEM;
-    int rc = s_reply_finish (self, "3", "-1", json, strlen (json));
+    int rc = s_reply_finish (self, PIGATO__REPLY, -1, json, strlen (json));
     free (json);
     return rc;
 }
@@ -780,7 +716,7 @@ pigato_reply_reject (pigato_reply_t *self, const char *reason)
     char *json = pigato__json_string (reason ? reason : "");
     if (!json)
         return PIGATO_E_NOMEM;
-    int rc = s_reply_finish (self, "7", "0", json, strlen (json));
+    int rc = s_reply_finish (self, PIGATO__REJECT, 0, json, strlen (json));
     free (json);
     return rc;
 }
@@ -859,8 +795,6 @@ pigato_reply_destroy (pigato_reply_t **self_p)
         pigato_reply_error (self, "E_DROPPED");
     }
     s_reply_detach (self);
-    free (self->client);
-    free (self->service);
     free (self->opts);
     free (self);
     *self_p = NULL;

@@ -5,7 +5,9 @@
     each test program takes what it uses.
 
     Peers are single-threaded and need their wait () called to do anything,
-    so receiving takes a "pump" that drives the peer meanwhile.
+    so receiving takes a "pump" that drives the peer meanwhile. The
+    fake_native_* helpers speak the native framing (docs/native-framing.md)
+    with mesh/native.c's writer and reader.
     =========================================================================
 */
 #ifndef FAKE_BROKER_H_INCLUDED
@@ -14,6 +16,7 @@
 #include <czmq.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include "native.h"
 
 typedef struct {
     zsock_t *router;            //  ROUTER bound on an ephemeral port
@@ -147,6 +150,123 @@ static inline zframe_t *
 fake_sender (zmsg_t *msg)
 {
     return zframe_dup (zmsg_first (msg));
+}
+
+//  Sends entries as one native message from the ROUTER: [to, batch,
+//  external bodies]; bodies over 4 KiB go external. role: 'C' or 'W'.
+static inline void
+fake_native_send (fake_broker_t *self, zframe_t *to, char role,
+                  const pigato__msg_t *entries, size_t count)
+{
+    pigato__native_writer_t writer;
+    pigato__native_writer_init (&writer, role);
+    zmsg_t *bodies = zmsg_new ();
+    for (size_t index = 0; index < count; index++) {
+        bool external = pigato__native_body_external (entries [index].data.size);
+        if (pigato__native_writer_add (&writer, &entries [index], external) != 0)
+            abort ();
+        if (external)
+            zmsg_addmem (bodies, entries [index].data.data,
+                         entries [index].data.size);
+    }
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addmem (msg, zframe_data (to), zframe_size (to));
+    zmsg_addmem (msg, writer.data, writer.size);
+    zframe_t *body;
+    while ((body = zmsg_pop (bodies)))
+        zmsg_append (msg, &body);
+    zmsg_destroy (&bodies);
+    pigato__native_writer_free (&writer);
+    zmsg_send (&msg, self->router);
+}
+
+//  Sends raw frames [to, frames...] (a hand-made native message).
+static inline void
+fake_send_raw (fake_broker_t *self, zframe_t *to, const void *frame,
+               size_t size, size_t externals, size_t external_size)
+{
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addmem (msg, zframe_data (to), zframe_size (to));
+    zmsg_addmem (msg, frame, size);
+    for (size_t index = 0; index < externals; index++) {
+        void *body = calloc (1, external_size + 1);
+        zmsg_addmem (msg, body, external_size);
+        free (body);
+    }
+    zmsg_send (&msg, self->router);
+}
+
+//  True if msg (from the ROUTER) is a native message.
+static inline bool
+fake_is_native (zmsg_t *msg)
+{
+    zframe_t *frame = zmsg_first (msg);
+    frame = frame ? zmsg_next (msg) : NULL;
+    return frame && pigato__native_is (zframe_data (frame), zframe_size (frame));
+}
+
+//  Reads a native message a peer sent, as a broker would: up to max
+//  entries into out (fields borrow msg; external bodies in out->data).
+//  Returns the entry count, -1 if malformed or an external frame is
+//  missing or unused.
+static inline int
+fake_native_read (zmsg_t *msg, pigato__msg_t *out, size_t max)
+{
+    if (!fake_is_native (msg))
+        return -1;
+    zmsg_first (msg);
+    zframe_t *batch = zmsg_next (msg);
+    pigato__native_reader_t reader;
+    if (pigato__native_reader_init (&reader, zframe_data (batch),
+                                    zframe_size (batch), true) != 0)
+        return -1;
+    int count = 0;
+    int more;
+    pigato__msg_t entry;
+    memset (&entry, 0, sizeof entry);
+    bool external;
+    while ((more = pigato__native_next (&reader, &entry, &external)) == 1) {
+        if (external) {
+            zframe_t *body = zmsg_next (msg);
+            if (!body)
+                return -1;
+            entry.data.data = zframe_data (body);
+            entry.data.size = zframe_size (body);
+        }
+        if ((size_t) count < max)
+            out [count] = entry;
+        count++;
+    }
+    if (more < 0 || zmsg_next (msg))
+        return -1;
+    return count;
+}
+
+//  Receives the next native message, skipping others, pumping the peer.
+static inline zmsg_t *
+fake_recv_native (fake_broker_t *self, fake_pump_fn *pump, void *peer,
+                  int timeout_ms)
+{
+    int64_t deadline = zclock_mono () + timeout_ms;
+    while (zclock_mono () < deadline) {
+        zmsg_t *msg = fake_recv (self, pump, peer, NULL, NULL,
+                                 (int) (deadline - zclock_mono ()));
+        if (!msg || fake_is_native (msg))
+            return msg;
+        zmsg_destroy (&msg);
+    }
+    return NULL;
+}
+
+//  Counts the entries of a type in entries read by fake_native_read.
+static inline int
+fake_count_type (const pigato__msg_t *entries, int count, int type)
+{
+    int found = 0;
+    for (int index = 0; index < count; index++)
+        if (entries [index].type == type)
+            found++;
+    return found;
 }
 
 #endif

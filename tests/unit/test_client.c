@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <unistd.h>
 #include "internal.h"
+#include "native.h"
 #include "fake_broker.h"
 
 //  One callback the client made.
@@ -20,7 +21,8 @@ typedef struct {
     int status;
     bool final;
     char data [256];
-    size_t size;
+    size_t size;                //  clipped to data
+    size_t full_size;           //  as the callback got it
 } event_t;
 
 typedef struct {
@@ -39,9 +41,17 @@ s_record (pigato_client_t *client, const char *rid, int status, bool final,
     snprintf (event->rid, sizeof event->rid, "%s", rid);
     event->status = status;
     event->final = final;
+    event->full_size = size;
     event->size = size < sizeof event->data - 1 ? size : sizeof event->data - 1;
     memcpy (event->data, data, event->size);
     event->data [event->size] = 0;
+}
+
+static bool
+s_eq_bytes (pigato__bytes_t bytes, const char *text)
+{
+    return bytes.size == strlen (text)
+        && (bytes.size == 0 || memcmp (bytes.data, text, bytes.size) == 0);
 }
 
 static void
@@ -98,7 +108,7 @@ s_request_frames (bool curve)
     //  A heartbeat goes out at connect
     zmsg_t *msg = fake_recv (broker, s_pump, client, NULL, NULL, 2000);
     assert_non_null (msg);
-    assert_true (fake_msg_is (msg, "C", "4", NULL));
+    assert_true (fake_msg_is (msg, "C", "4", PIGATO__NATIVE_OFFER, NULL));
     zmsg_destroy (&msg);
 
     recorder_t recorder = { .count = 0 };
@@ -831,6 +841,359 @@ test_curve_with_key_file (void **state)
     zcert_destroy (&cert);
 }
 
+//  --------------------------------------------------------------------------
+//  Native framing (docs/native-framing.md)
+
+#define S_BYTES(text) ((pigato__bytes_t) { (const byte *) (text), strlen (text) })
+
+//  A broker -> client entry.
+static pigato__msg_t
+s_entry (int type, const char *rid, const char *body)
+{
+    pigato__msg_t entry;
+    memset (&entry, 0, sizeof entry);
+    entry.role = 'C';
+    entry.type = type;
+    entry.rid = S_BYTES (rid ? rid : "");
+    entry.data = S_BYTES (body ? body : "");
+    return entry;
+}
+
+//  Takes the client's greeting (with the offer in auto mode), answers it
+//  with a native heartbeat and lets the client read it: the link is
+//  native from then on. Returns the client's routing id.
+static zframe_t *
+s_go_native (fake_broker_t *broker, pigato_client_t *client)
+{
+    zmsg_t *msg = fake_recv (broker, s_pump, client, "C", "4", 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "C", "4", PIGATO__NATIVE_OFFER, NULL));
+    zframe_t *to = fake_sender (msg);
+    zmsg_destroy (&msg);
+    pigato__msg_t heartbeat = s_entry (PIGATO__HEARTBEAT, NULL, NULL);
+    fake_native_send (broker, to, 'C', &heartbeat, 1);
+    //  wait () returns once it has read the answer
+    pigato_client_wait (client, 1000);
+    return to;
+}
+
+//  Receives a native message holding `count` requests, without pumping
+//  the client (pump = NULL proves the client sent it on its own).
+static int
+s_recv_requests (fake_broker_t *broker, pigato_client_t *client,
+                 pigato__msg_t *entries, size_t max, zmsg_t **msg_p)
+{
+    *msg_p = fake_recv_native (broker, client ? s_pump : NULL, client, 2000);
+    assert_non_null (*msg_p);
+    int count = fake_native_read (*msg_p, entries, max);
+    assert_true (count > 0);
+    return count;
+}
+
+static void
+test_auto_stays_046_with_a_046_broker (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (broker);
+    zmsg_t *msg = fake_recv (broker, s_pump, client, "C", "4", 2000);
+    assert_non_null (msg);
+    //  The offer: a heartbeat with one more frame
+    assert_true (fake_msg_is (msg, "C", "4", PIGATO__NATIVE_OFFER, NULL));
+    zframe_t *to = fake_sender (msg);
+    zmsg_destroy (&msg);
+    //  A Node broker answers in 0.0.46 framing
+    fake_send (broker, to, "C", "4", NULL);
+    pigato_client_wait (client, 200);
+
+    recorder_t recorder = { .count = 0 };
+    char rid [PIGATO_RID_MAX + 1];
+    msg = s_request (client, broker, "1", NULL, &recorder, rid);
+    assert_true (fake_msg_is (msg, "C", "2", "echo", rid, "1",
+                              "{\"timeout\":60000}", NULL));
+    zmsg_destroy (&msg);
+    fake_send (broker, to, "C", "3", "", rid, "0", "ok", "{}", NULL);
+    assert_true (s_wait_events (client, &recorder, 1, 2000));
+    assert_string_equal (recorder.events [0].data, "ok");
+    //  Still 0.0.46, and no native message ever
+    msg = s_request (client, broker, "2", NULL, &recorder, rid);
+    zmsg_destroy (&msg);
+    assert_null (fake_recv_native (broker, s_pump, client, 300));
+    zframe_destroy (&to);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_switches_to_native_after_a_native_answer (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (true);
+    pigato_client_t *client = s_client_new (broker);
+    zframe_t *to = s_go_native (broker, client);
+
+    //  A request made outside any callback leaves at once, natively
+    recorder_t recorder = { .count = 0 };
+    char rid [PIGATO_RID_MAX + 1];
+    assert_int_equal (pigato_client_request (client, "echo", "\"hi\"", 4,
+                                             "{\"retry\":0}", s_record,
+                                             &recorder, rid), 0);
+    pigato__msg_t entries [8];
+    zmsg_t *msg;
+    assert_int_equal (s_recv_requests (broker, NULL, entries, 8, &msg), 1);
+    assert_int_equal (entries [0].type, PIGATO__REQUEST);
+    assert_true (s_eq_bytes (entries [0].service, "echo"));
+    assert_true (s_eq_bytes (entries [0].rid, rid));
+    assert_true (s_eq_bytes (entries [0].data, "\"hi\""));
+    assert_true (s_eq_bytes (entries [0].opts,
+                             "{\"retry\":0,\"timeout\":60000}"));
+    assert_true (zframe_eq (to, zmsg_first (msg)));
+    zmsg_destroy (&msg);
+
+    //  Native partial and error final; the 0.0.46 framing is still read
+    pigato__msg_t replies [2] = {
+        s_entry (PIGATO__PARTIAL, rid, "p1"),
+        s_entry (PIGATO__REPLY, rid, "\"boom\"")
+    };
+    replies [1].status = -1;
+    fake_native_send (broker, to, 'C', replies, 2);
+    assert_true (s_wait_events (client, &recorder, 2, 2000));
+    assert_false (recorder.events [0].final);
+    assert_string_equal (recorder.events [0].data, "p1");
+    assert_true (recorder.events [1].final);
+    assert_int_equal (recorder.events [1].status, PIGATO_E_REPLY);
+    assert_string_equal (recorder.events [1].data, "boom");
+    assert_int_equal (pigato_client_request (client, "echo", "2", 1, NULL,
+                                             s_record, &recorder, rid), 0);
+    fake_send (broker, to, "C", "3", "", rid, "0", "old", "{}", NULL);
+    assert_true (s_wait_events (client, &recorder, 3, 2000));
+    assert_string_equal (recorder.events [2].data, "old");
+    zframe_destroy (&to);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
+//  A reply callback that makes a new request for every final reply.
+typedef struct {
+    recorder_t recorder;
+    int chained;
+} chain_t;
+
+static void
+s_chain (pigato_client_t *client, const char *rid, int status, bool final,
+         const void *data, size_t size, void *arg)
+{
+    chain_t *chain = (chain_t *) arg;
+    s_record (client, rid, status, final, data, size, &chain->recorder);
+    if (final && chain->chained < 8) {
+        chain->chained++;
+        assert_int_equal (pigato_client_request (client, "next", "n", 1, NULL,
+                                                 NULL, NULL, NULL), 0);
+    }
+}
+
+static void
+test_requests_from_callbacks_leave_as_one_batch (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (broker);
+    zframe_t *to = s_go_native (broker, client);
+    chain_t chain = { .chained = 0 };
+    chain.recorder.count = 0;
+    char rids [3][PIGATO_RID_MAX + 1];
+    pigato__msg_t entries [16];
+    for (int index = 0; index < 3; index++) {
+        assert_int_equal (pigato_client_request (client, "echo", "x", 1, NULL,
+                                                 s_chain, &chain,
+                                                 rids [index]), 0);
+        //  Each one is sent at once, on its own
+        zmsg_t *msg;
+        assert_int_equal (s_recv_requests (broker, NULL, entries, 16, &msg),
+                          1);
+        zmsg_destroy (&msg);
+    }
+    //  Three finals in one batch: the three requests their callbacks make
+    //  arrive together, in one message
+    pigato__msg_t finals [3] = {
+        s_entry (PIGATO__REPLY, rids [0], "a"),
+        s_entry (PIGATO__REPLY, rids [1], "b"),
+        s_entry (PIGATO__REPLY, rids [2], "c")
+    };
+    fake_native_send (broker, to, 'C', finals, 3);
+    zmsg_t *msg = NULL;
+    int requests = 0;
+    int64_t deadline = zclock_mono () + 2000;
+    while (requests == 0 && zclock_mono () < deadline) {
+        int count = s_recv_requests (broker, client, entries, 16, &msg);
+        requests = fake_count_type (entries, count, PIGATO__REQUEST);
+        zmsg_destroy (&msg);
+    }
+    assert_int_equal (requests, 3);
+    assert_int_equal (chain.recorder.count, 3);
+    assert_int_equal (chain.chained, 3);
+    for (int index = 0; index < 3; index++)
+        assert_true (s_eq_bytes (entries [index].service, "next")
+                     || entries [index].type == PIGATO__HEARTBEAT);
+    zframe_destroy (&to);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_large_bodies_travel_as_external_frames (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (broker);
+    zframe_t *to = s_go_native (broker, client);
+    size_t size = 10000;
+    char *body = (char *) malloc (size + 1);
+    for (size_t index = 0; index < size; index++)
+        body [index] = (char) ('a' + index % 26);
+    body [size] = 0;
+    recorder_t recorder = { .count = 0 };
+    char rid [PIGATO_RID_MAX + 1];
+    assert_int_equal (pigato_client_request (client, "echo", body, size, NULL,
+                                             s_record, &recorder, rid), 0);
+    pigato__msg_t entries [4];
+    zmsg_t *msg;
+    assert_int_equal (s_recv_requests (broker, NULL, entries, 4, &msg), 1);
+    //  [id, batch, body]: the body in its own frame, not in the batch
+    assert_int_equal (zmsg_size (msg), 3);
+    zmsg_first (msg);
+    assert_true (zframe_size (zmsg_next (msg)) < 200);
+    assert_int_equal (entries [0].data.size, size);
+    assert_memory_equal (entries [0].data.data, body, size);
+    zmsg_destroy (&msg);
+
+    //  A large reply comes back the same way
+    pigato__msg_t reply = s_entry (PIGATO__REPLY, rid, body);
+    fake_native_send (broker, to, 'C', &reply, 1);
+    assert_true (s_wait_events (client, &recorder, 1, 2000));
+    assert_int_equal (recorder.events [0].full_size, size);
+    assert_memory_equal (recorder.events [0].data, body,
+                         recorder.events [0].size);
+    free (body);
+    zframe_destroy (&to);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_framing_046_never_offers (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = pigato_client_new ();
+    pigato_client_set_insecure (client, true);
+    pigato_client_set_heartbeat (client, 100, 3);
+    assert_int_equal (pigato_client_set_framing (client, "native?"),
+                      PIGATO_E_INVALID);
+    assert_int_equal (pigato_client_set_framing (client, NULL),
+                      PIGATO_E_INVALID);
+    assert_int_equal (pigato_client_set_framing (NULL, "auto"),
+                      PIGATO_E_INVALID);
+    assert_int_equal (pigato_client_set_framing (client, "0.0.46"), 0);
+    assert_int_equal (pigato_client_connect (client, broker->endpoint), 0);
+    zmsg_t *msg = fake_recv (broker, s_pump, client, "C", "4", 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "C", "4", NULL));
+    zframe_t *to = fake_sender (msg);
+    zmsg_destroy (&msg);
+    //  Even a native answer does not make it send native
+    pigato__msg_t heartbeat = s_entry (PIGATO__HEARTBEAT, NULL, NULL);
+    fake_native_send (broker, to, 'C', &heartbeat, 1);
+    pigato_client_wait (client, 200);
+    recorder_t recorder = { .count = 0 };
+    char rid [PIGATO_RID_MAX + 1];
+    msg = s_request (client, broker, "1", NULL, &recorder, rid);
+    zmsg_destroy (&msg);
+    //  ... though it reads native replies
+    pigato__msg_t reply = s_entry (PIGATO__REPLY, rid, "n");
+    fake_native_send (broker, to, 'C', &reply, 1);
+    assert_true (s_wait_events (client, &recorder, 1, 2000));
+    assert_null (fake_recv_native (broker, s_pump, client, 300));
+    zframe_destroy (&to);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_framing_native_from_the_start (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = pigato_client_new ();
+    pigato_client_set_insecure (client, true);
+    pigato_client_set_heartbeat (client, 100, 3);
+    assert_int_equal (pigato_client_set_framing (client, "native"), 0);
+    assert_int_equal (pigato_client_connect (client, broker->endpoint), 0);
+    //  The greeting is a native heartbeat, sent without waiting
+    pigato__msg_t entries [4];
+    zmsg_t *msg;
+    assert_int_equal (s_recv_requests (broker, NULL, entries, 4, &msg), 1);
+    assert_int_equal (entries [0].type, PIGATO__HEARTBEAT);
+    assert_int_equal (entries [0].rid.size, 0);
+    zmsg_destroy (&msg);
+    assert_int_equal (pigato_client_request (client, "echo", "1", 1, NULL,
+                                             NULL, NULL, NULL), 0);
+    assert_int_equal (s_recv_requests (broker, NULL, entries, 4, &msg), 1);
+    assert_int_equal (entries [0].type, PIGATO__REQUEST);
+    zmsg_destroy (&msg);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_malformed_native_batches_are_dropped (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (broker);
+    zframe_t *to = s_go_native (broker, client);
+    recorder_t recorder = { .count = 0 };
+    char rid [PIGATO_RID_MAX + 1];
+    assert_int_equal (pigato_client_request (client, "echo", "1", 1, NULL,
+                                             s_record, &recorder, rid), 0);
+    pigato__native_writer_t writer;
+    pigato__native_writer_init (&writer, 'C');
+    pigato__msg_t bad = s_entry (PIGATO__REPLY, rid, "bad");
+    assert_int_equal (pigato__native_writer_add (&writer, &bad, false), 0);
+    byte frame [512];
+    size_t size = writer.size;
+    memcpy (frame, writer.data, size);
+
+    //  The head alone; every cut of a good batch
+    fake_send_raw (broker, to, frame, 4, 0, 0);
+    for (size_t cut = 1; cut < size; cut++)
+        fake_send_raw (broker, to, frame, cut, 0, 0);
+    //  A good entry, then one of unknown type: all of it is dropped
+    memcpy (frame + size, "\x09\0\0\0\0\0\0\0\0\0\0\0", 12);
+    fake_send_raw (broker, to, frame, size + 12, 0, 0);
+    //  A worker-side batch; an unused frame; a missing external frame
+    frame [2] = 'W';
+    fake_send_raw (broker, to, frame, size, 0, 0);
+    frame [2] = 'C';
+    fake_send_raw (broker, to, frame, size, 1, 10);
+    pigato__native_writer_reset (&writer);
+    assert_int_equal (pigato__native_writer_add (&writer, &bad, true), 0);
+    fake_send_raw (broker, to, writer.data, writer.size, 0, 0);
+    //  Too many frames
+    fake_send_raw (broker, to, writer.data, writer.size, 300, 1);
+    pigato__native_writer_free (&writer);
+
+    pigato__msg_t good = s_entry (PIGATO__REPLY, rid, "good");
+    fake_native_send (broker, to, 'C', &good, 1);
+    assert_true (s_wait_events (client, &recorder, 1, 2000));
+    pigato_client_wait (client, 50);
+    assert_int_equal (recorder.count, 1);
+    assert_string_equal (recorder.events [0].data, "good");
+    zframe_destroy (&to);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
 //  Takes every log line (so all logging paths run) and drops it.
 static void
 s_log_sink (int level, const char *line, void *arg)
@@ -860,6 +1223,13 @@ main (void)
         cmocka_unit_test (test_attached_to_zloop),
         cmocka_unit_test (test_security_settings),
         cmocka_unit_test (test_curve_with_key_file),
+        cmocka_unit_test (test_auto_stays_046_with_a_046_broker),
+        cmocka_unit_test (test_switches_to_native_after_a_native_answer),
+        cmocka_unit_test (test_requests_from_callbacks_leave_as_one_batch),
+        cmocka_unit_test (test_large_bodies_travel_as_external_frames),
+        cmocka_unit_test (test_framing_046_never_offers),
+        cmocka_unit_test (test_framing_native_from_the_start),
+        cmocka_unit_test (test_malformed_native_batches_are_dropped),
     };
     int failed = cmocka_run_group_tests (tests, NULL, NULL);
     zsys_shutdown ();

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 #include "internal.h"
+#include "native.h"
 #include "fake_broker.h"
 
 //  What the request handler does with each request.
@@ -115,7 +116,7 @@ s_ready (fake_broker_t *broker, pigato_worker_t *worker)
 {
     zmsg_t *msg = fake_recv (broker, s_pump, worker, NULL, NULL, 2000);
     assert_non_null (msg);
-    assert_true (fake_msg_is (msg, "W", "1", "echo", NULL));
+    assert_true (fake_msg_is (msg, "W", "1", "echo", PIGATO__NATIVE_OFFER, NULL));
     zframe_t *id = fake_sender (msg);
     zmsg_destroy (&msg);
     msg = fake_recv (broker, s_pump, worker, NULL, NULL, 2000);
@@ -347,7 +348,7 @@ s_ready_again (fake_broker_t *broker, pigato_worker_t *worker,
         &&  fake_msg_is (msg, "W", "5", NULL))
             *disconnected = true;
         if (!zframe_eq (old_id, zmsg_first (msg))
-        &&  fake_msg_is (msg, "W", "1", "echo", NULL))
+        &&  fake_msg_is (msg, "W", "1", "echo", PIGATO__NATIVE_OFFER, NULL))
             new_id = fake_sender (msg);
         zmsg_destroy (&msg);
     }
@@ -607,7 +608,7 @@ s_loop_broker (zloop_t *loop, zsock_t *reader, void *arg)
     zmsg_t *msg;
     while ((msg = zmsg_recv (state->broker->router))) {
         zframe_t *to = fake_sender (msg);
-        if (fake_msg_is (msg, "W", "1", "echo", NULL))
+        if (fake_msg_is (msg, "W", "1", "echo", PIGATO__NATIVE_OFFER, NULL))
             s_send_request (state->broker, to, "r1", "looped", NULL);
         if (fake_msg_is (msg, "W", "3", "client-1", "", "r1", "0", "looped",
                          "{}", NULL))

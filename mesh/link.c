@@ -1,0 +1,513 @@
+/*  =========================================================================
+    link.c - broker links of a client or worker (link.h): sockets, the
+    framing each link speaks, coalesced native sends, the poll/drain loop.
+
+    A link offers the native framing in auto mode and switches to it after
+    the first valid native message from its broker; it reads both framings
+    always. A native message is checked whole (every entry, every external
+    frame used) before any of its entries is handed to the owner, so a
+    malformed batch is dropped without side effects.
+    =========================================================================
+*/
+#include <sodium.h>
+#include "link.h"
+
+#define LINK_DRAIN_MAX 1000     //  messages per link per round
+
+struct _pigato__links_t {
+    char role;                  //  'C' client or 'W' worker
+    const char *name;           //  "client" / "worker", for logs
+    const pigato__peer_security_t *security;    //  owner's, borrowed
+    pigato__link_handler_fn *handler;   //  per message from a broker
+    pigato__link_tick_fn *tick; //  after a zloop drain
+    void *owner;                //  their argument
+    pigato__framing_t framing;  //  for links added from now on
+    pigato__link_t **items;     //  the links
+    size_t size;                //  links in use
+    int hold;                   //  dispatch depth: > 0 coalesces sends
+    zloop_t *loop;              //  attached zloop, or NULL
+    zmq_pollitem_t *poll_items; //  reused by every poll
+    pigato__link_t **polled;    //  link of each poll item
+    unsigned *generations;      //  its generation when polled
+    size_t poll_capacity;       //  slots in the three arrays
+};
+
+#define S_TEXT(text) { (const byte *) (text), strlen (text) }
+
+pigato__links_t *
+pigato__links_new (char role, const pigato__peer_security_t *security,
+                   pigato__link_handler_fn *handler,
+                   pigato__link_tick_fn *tick, void *owner)
+{
+    pigato__links_t *self = (pigato__links_t *) calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->role = role;
+    self->name = role == 'C' ? "client" : "worker";
+    self->security = security;
+    self->handler = handler;
+    self->tick = tick;
+    self->owner = owner;
+    self->framing = PIGATO__FRAMING_AUTO;
+    return self;
+}
+
+//  --------------------------------------------------------------------------
+//  Drops a link's pending batch unsent.
+
+static void
+s_link_discard (pigato__link_t *self)
+{
+    for (size_t index = 0; index < self->writer.externals; index++)
+        zmq_msg_close (&self->externals [index]);
+    pigato__native_writer_reset (&self->writer);
+}
+
+void
+pigato__links_destroy (pigato__links_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pigato__links_t *self = *self_p;
+    for (size_t index = 0; index < self->size; index++) {
+        pigato__link_t *link = self->items [index];
+        pigato__link_close (link);
+        s_link_discard (link);
+        pigato__native_writer_free (&link->writer);
+        free (link->externals);
+        free (link->endpoint);
+        free (link);
+    }
+    free (self->items);
+    free (self->poll_items);
+    free (self->polled);
+    free (self->generations);
+    free (self);
+    *self_p = NULL;
+}
+
+int
+pigato__links_set_framing (pigato__links_t *self, const char *framing)
+{
+    int parsed = pigato__framing_parse (framing);
+    if (parsed < 0)
+        return PIGATO_E_INVALID;
+    self->framing = (pigato__framing_t) parsed;
+    return PIGATO_OK;
+}
+
+size_t
+pigato__links_size (pigato__links_t *self)
+{
+    return self->size;
+}
+
+pigato__link_t *
+pigato__links_get (pigato__links_t *self, size_t index)
+{
+    return index < self->size ? self->items [index] : NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Sends a pending native batch: the batch frame, then its external
+//  bodies in order, as one message. Empties the writer either way.
+
+int
+pigato__link_flush (pigato__link_t *self)
+{
+    if (self->writer.entries == 0)
+        return 0;
+    if (!self->sock) {
+        s_link_discard (self);
+        return -1;
+    }
+    void *handle = zsock_resolve (self->sock);
+    size_t externals = self->writer.externals;
+    int rc = zmq_send (handle, self->writer.data, self->writer.size,
+                       externals ? ZMQ_SNDMORE : 0) < 0 ? -1 : 0;
+    for (size_t index = 0; index < externals; index++) {
+        zmq_msg_t *body = &self->externals [index];
+        if (rc == 0
+        &&  zmq_msg_send (body, handle,
+                          index + 1 < externals ? ZMQ_SNDMORE : 0) >= 0)
+            continue;
+        zmq_msg_close (body);
+        rc = -1;
+    }
+    pigato__native_writer_reset (&self->writer);
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Appends a message to the link's batch; a large body is copied into
+//  its own frame. -1 if a field does not fit the native framing (the
+//  caller sends it in 0.0.46 framing) or memory ran out.
+
+static int
+s_native_add (pigato__link_t *self, const pigato__msg_t *message)
+{
+    bool external = pigato__native_body_external (message->data.size);
+    if (!external)
+        return pigato__native_writer_add (&self->writer, message, false);
+    if (!self->externals) {
+        self->externals = (zmq_msg_t *) calloc (PIGATO__NATIVE_EXTERNAL_MAX,
+                                                sizeof (zmq_msg_t));
+        if (!self->externals)
+            return -1;
+        self->externals_capacity = PIGATO__NATIVE_EXTERNAL_MAX;
+    }
+    //  writer_full () keeps externals below the limit between adds
+    zmq_msg_t *body = &self->externals [self->writer.externals];
+    if (zmq_msg_init_size (body, message->data.size) != 0)
+        return -1;
+    memcpy (zmq_msg_data (body), message->data.data, message->data.size);
+    if (pigato__native_writer_add (&self->writer, message, true) != 0) {
+        zmq_msg_close (body);
+        return -1;
+    }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Sends a message in pigato 0.0.46 framing (DESIGN.md section 2).
+
+static int
+s_send_046 (pigato__link_t *self, const pigato__msg_t *message)
+{
+    char type [2] = { (char) ('0' + message->type), 0 };
+    const char *status = message->status ? "-1" : "0";
+    pigato__bytes_t frames [8] = {
+        { (const byte *) (self->links->role == 'C' ? "C" : "W"), 1 },
+        { (const byte *) type, 1 }
+    };
+    size_t count = 2;
+    pigato__bytes_t empty = S_TEXT ("");
+    pigato__bytes_t offer = S_TEXT (PIGATO__NATIVE_OFFER);
+    if (self->links->role == 'C') {
+        if (message->type == PIGATO__REQUEST) {
+            frames [count++] = message->service;
+            frames [count++] = message->rid;
+            frames [count++] = message->data;
+            frames [count++] = message->opts;
+        }
+        else
+        if (message->type == PIGATO__HEARTBEAT && message->rid.size) {
+            frames [count++] = (pigato__bytes_t) S_TEXT ("request");
+            frames [count++] = message->rid;
+        }
+        else
+        if (message->type == PIGATO__HEARTBEAT && message->native_offer)
+            frames [count++] = offer;
+    }
+    else
+    if (message->type == PIGATO__READY) {
+        frames [count++] = message->service;
+        if (message->native_offer)
+            frames [count++] = offer;
+    }
+    else
+    if (message->type == PIGATO__HEARTBEAT) {
+        frames [count++] = empty;
+        frames [count++] = message->opts;
+    }
+    else
+    if (message->type == PIGATO__REPLY || message->type == PIGATO__PARTIAL
+    ||  message->type == PIGATO__REJECT) {
+        frames [count++] = message->client;
+        frames [count++] = empty;
+        frames [count++] = message->rid;
+        frames [count++] = (pigato__bytes_t) S_TEXT (status);
+        frames [count++] = message->data;
+        if (message->type != PIGATO__REJECT)
+            frames [count++] = message->opts.size
+                             ? message->opts
+                             : (pigato__bytes_t) S_TEXT ("{}");
+    }
+    return pigato__send_frames (self->sock, frames, count);
+}
+
+int
+pigato__link_send (pigato__link_t *self, const pigato__msg_t *message)
+{
+    if (!self->sock)
+        return -1;
+    if (self->native && s_native_add (self, message) == 0) {
+        if (self->links->hold == 0 || pigato__native_writer_full (&self->writer))
+            return pigato__link_flush (self);
+        return 0;
+    }
+    //  Whatever is batched goes first: order per request is kept
+    if (pigato__link_flush (self) != 0)
+        return -1;
+    return s_send_046 (self, message);
+}
+
+bool
+pigato__link_offers (pigato__link_t *self)
+{
+    return self->framing == PIGATO__FRAMING_AUTO && !self->native;
+}
+
+//  --------------------------------------------------------------------------
+//  Hands a native message's entries to the owner, after checking all of
+//  it. Returns -1 if draining must stop.
+
+static int
+s_native_handle (pigato__link_t *self, unsigned generation, zmsg_t *msg)
+{
+    pigato__links_t *links = self->links;
+    zframe_t *batch = zmsg_first (msg);
+    size_t frames_after = zmsg_size (msg) - 1;
+    pigato__native_reader_t reader;
+    pigato__msg_t entry;
+    bool external = false;
+    int rc = pigato__native_reader_init (&reader, zframe_data (batch),
+                                         zframe_size (batch), false);
+    if (rc == PIGATO__DECODE_OK && reader.role != links->role)
+        rc = PIGATO__DECODE_HEADER;
+    if (rc == PIGATO__DECODE_OK && frames_after > PIGATO__NATIVE_EXTERNAL_MAX)
+        rc = PIGATO__DECODE_FRAMES;
+    size_t used = 0;
+    int more = 0;
+    memset (&entry, 0, sizeof entry);
+    while (rc == PIGATO__DECODE_OK
+    &&     (more = pigato__native_next (&reader, &entry, &external)) == 1)
+        used += external ? 1 : 0;
+    if (rc == PIGATO__DECODE_OK && more < 0)
+        rc = reader.error;
+    if (rc == PIGATO__DECODE_OK && used != frames_after)
+        rc = PIGATO__DECODE_FRAMES;
+    if (rc != PIGATO__DECODE_OK) {
+        pigato__log (PIGATO_LOG_DEBUG, "event=%s_drop endpoint=%s "
+                     "framing=native reason=%s", links->name, self->endpoint,
+                     pigato__decode_reason (rc));
+        return 0;
+    }
+    if (self->framing == PIGATO__FRAMING_AUTO && !self->native) {
+        self->native = true;
+        pigato__log (PIGATO_LOG_DEBUG, "event=%s_native endpoint=%s",
+                     links->name, self->endpoint);
+    }
+    pigato__native_reader_init (&reader, zframe_data (batch),
+                                zframe_size (batch), false);
+    zframe_t *frame = batch;
+    while (pigato__native_next (&reader, &entry, &external) == 1) {
+        if (external) {
+            frame = zmsg_next (msg);
+            entry.data.data = zframe_data (frame);
+            entry.data.size = zframe_size (frame);
+        }
+        entry.native = true;
+        if (links->handler (links->owner, self, &entry) != 0
+        ||  !self->sock || self->generation != generation)
+            return -1;
+    }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Handles one message from a broker. Any message proves the broker
+//  alive; malformed ones are dropped with a debug line.
+
+static int
+s_link_handle (pigato__link_t *self, unsigned generation, zmsg_t *msg)
+{
+    self->last_seen = pigato__now_ms ();
+    self->heard = true;
+    zframe_t *first = zmsg_first (msg);
+    if (first && pigato__native_is (zframe_data (first), zframe_size (first)))
+        return s_native_handle (self, generation, msg);
+    pigato__links_t *links = self->links;
+    pigato__msg_t message;
+    int rc = pigato__decode_from_broker (msg, &message);
+    if (rc != PIGATO__DECODE_OK || message.role != links->role) {
+        pigato__log (PIGATO_LOG_DEBUG, "event=%s_drop endpoint=%s reason=%s",
+                     links->name, self->endpoint,
+                     rc ? pigato__decode_reason (rc) : "role");
+        return 0;
+    }
+    return links->handler (links->owner, self, &message);
+}
+
+//  --------------------------------------------------------------------------
+//  Reads what is queued on a link (bounded), while the link still has the
+//  socket it had when polled.
+
+static void
+s_link_drain (pigato__link_t *self, unsigned generation, size_t *received)
+{
+    for (int count = 0; count < LINK_DRAIN_MAX; count++) {
+        if (!self->sock || self->generation != generation)
+            break;
+        zmsg_t *msg = zmsg_recv (self->sock);
+        if (!msg)
+            break;
+        (*received)++;
+        int rc = s_link_handle (self, generation, msg);
+        zmsg_destroy (&msg);
+        if (rc != 0)
+            break;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  zloop reader: drains one link and runs the owner's timers, as one
+//  dispatch.
+
+static int
+s_loop_reader (zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void) loop;
+    (void) sock;
+    pigato__link_t *link = (pigato__link_t *) arg;
+    pigato__links_t *self = link->links;
+    size_t received = 0;
+    pigato__links_hold (self);
+    s_link_drain (link, link->generation, &received);
+    if (self->tick)
+        self->tick (self->owner);
+    pigato__links_release (self);
+    return zsys_interrupted ? -1 : 0;
+}
+
+static void
+s_link_register (pigato__link_t *self)
+{
+    zloop_t *loop = self->links->loop;
+    if (loop && self->sock) {
+        zloop_reader (loop, self->sock, s_loop_reader, self);
+        zloop_reader_set_tolerant (loop, self->sock);
+    }
+}
+
+void
+pigato__links_attach (pigato__links_t *self, zloop_t *loop)
+{
+    self->loop = loop;
+    for (size_t index = 0; index < self->size; index++)
+        s_link_register (self->items [index]);
+}
+
+int
+pigato__link_open (pigato__link_t *self, char *err, size_t err_size)
+{
+    pigato__link_close (self);
+    byte id [PIGATO__LINK_ID_BYTES];
+    randombytes_buf (id, sizeof id);
+    sodium_bin2hex (self->routing_id, sizeof self->routing_id, id, sizeof id);
+    int rc = pigato__peer_socket (self->links->security, self->endpoint,
+                                  self->routing_id, PIGATO__LINK_ID_BYTES * 2,
+                                  &self->sock, err, err_size);
+    if (rc != PIGATO_OK)
+        return rc;
+    self->generation++;
+    self->last_seen = pigato__now_ms ();
+    self->heard = false;
+    self->native = self->framing == PIGATO__FRAMING_NATIVE;
+    s_link_register (self);
+    return PIGATO_OK;
+}
+
+void
+pigato__link_close (pigato__link_t *self)
+{
+    if (!self->sock)
+        return;
+    pigato__link_flush (self);
+    if (self->links->loop)
+        zloop_reader_end (self->links->loop, self->sock);
+    zsock_destroy (&self->sock);
+}
+
+int
+pigato__links_add (pigato__links_t *self, const char *endpoint,
+                   pigato__link_t **link_p, char *err, size_t err_size)
+{
+    pigato__link_t **items = (pigato__link_t **) realloc (
+        self->items, (self->size + 1) * sizeof (pigato__link_t *));
+    if (!items)
+        return PIGATO_E_NOMEM;
+    self->items = items;
+    pigato__link_t *link = (pigato__link_t *) calloc (1, sizeof *link);
+    if (!link || !(link->endpoint = strdup (endpoint))) {
+        free (link);
+        return PIGATO_E_NOMEM;
+    }
+    link->links = self;
+    link->index = self->size;
+    link->framing = self->framing;
+    pigato__native_writer_init (&link->writer, self->role);
+    int rc = pigato__link_open (link, err, err_size);
+    if (rc != PIGATO_OK) {
+        free (link->endpoint);
+        free (link);
+        return rc;
+    }
+    self->items [self->size++] = link;
+    if (link_p)
+        *link_p = link;
+    return PIGATO_OK;
+}
+
+void
+pigato__links_hold (pigato__links_t *self)
+{
+    self->hold++;
+}
+
+void
+pigato__links_release (pigato__links_t *self)
+{
+    if (self->hold > 0 && --self->hold > 0)
+        return;
+    for (size_t index = 0; index < self->size; index++)
+        pigato__link_flush (self->items [index]);
+}
+
+int
+pigato__links_poll (pigato__links_t *self, int64_t wait_ms, size_t *received)
+{
+    *received = 0;
+    //  A callback that waits (a blocking call in a reply callback) must
+    //  not leave what it sent behind
+    for (size_t index = 0; index < self->size; index++)
+        pigato__link_flush (self->items [index]);
+    if (self->poll_capacity < self->size) {
+        size_t capacity = self->size + 4;
+        zmq_pollitem_t *items = (zmq_pollitem_t *) realloc (
+            self->poll_items, capacity * sizeof *items);
+        if (items)
+            self->poll_items = items;
+        pigato__link_t **polled = (pigato__link_t **) realloc (
+            self->polled, capacity * sizeof *polled);
+        if (polled)
+            self->polled = polled;
+        unsigned *generations = (unsigned *) realloc (
+            self->generations, capacity * sizeof *generations);
+        if (generations)
+            self->generations = generations;
+        if (!items || !polled || !generations)
+            return PIGATO_E_NOMEM;
+        self->poll_capacity = capacity;
+    }
+    size_t used = 0;
+    for (size_t index = 0; index < self->size; index++) {
+        pigato__link_t *link = self->items [index];
+        if (!link->sock)
+            continue;
+        self->poll_items [used] = (zmq_pollitem_t) {
+            zsock_resolve (link->sock), 0, ZMQ_POLLIN, 0
+        };
+        self->polled [used] = link;
+        self->generations [used++] = link->generation;
+    }
+    if (used == 0 && wait_ms < 0)
+        return 1;               //  nothing could ever happen
+    if (zmq_poll (self->poll_items, (int) used, (long) wait_ms) < 0)
+        return zmq_errno () == EINTR ? PIGATO_E_INTERRUPTED : PIGATO_E_CLOSED;
+    for (size_t index = 0; index < used; index++)
+        if (self->poll_items [index].revents & ZMQ_POLLIN)
+            s_link_drain (self->polled [index], self->generations [index],
+                          received);
+    return PIGATO_OK;
+}

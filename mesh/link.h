@@ -1,0 +1,104 @@
+/*  =========================================================================
+    link.h - broker links of a client or worker: DEALER sockets with a
+    fresh random routing id at every (re)connect, the framing each link
+    speaks (pigato 0.0.46, or native once the broker answered an offer;
+    docs/native-framing.md), sending, and the poll/drain loop.
+
+    Sends made while the owner is dispatching (between hold and release:
+    handling the messages that arrived, running timers) are coalesced per
+    native link and leave as one batch at release; other sends leave at
+    once. Nothing waits across a blocking poll: poll flushes first.
+    =========================================================================
+*/
+#ifndef PIGATO_LINK_H_INCLUDED
+#define PIGATO_LINK_H_INCLUDED
+
+#include "native.h"
+
+#define PIGATO__LINK_ID_BYTES   16      //  random routing id, hex encoded
+
+typedef struct _pigato__links_t pigato__links_t;
+
+typedef struct {
+    pigato__links_t *links;     //  the set it belongs to
+    zsock_t *sock;              //  DEALER, NULL when closed or reopen failed
+    char *endpoint;             //  broker endpoint
+    size_t index;               //  position in the set
+    unsigned generation;        //  bumped at each (re)connect
+    char routing_id [PIGATO__LINK_ID_BYTES * 2 + 1];  //  current id, hex
+    int64_t last_seen;          //  last message from the broker (or connect)
+    bool heard;                 //  broker spoke since this (re)connect
+    pigato__framing_t framing;  //  chosen when the link was added
+    bool native;                //  sends native on this connection
+    pigato__native_writer_t writer;     //  batch being coalesced
+    zmq_msg_t *externals;       //  its external bodies, in order
+    size_t externals_capacity;  //  slots allocated
+} pigato__link_t;
+
+//  One message (or native entry) from a broker, already decoded and
+//  checked for the link's role. Returns 0 to go on, -1 to stop draining
+//  the link (owner stopped).
+typedef int (pigato__link_handler_fn) (void *owner, pigato__link_t *link,
+                                       const pigato__msg_t *message);
+
+//  Called after a zloop reader drained a link (the owner's timers).
+typedef void (pigato__link_tick_fn) (void *owner);
+
+//  Creates an empty set for role 'C' or 'W'. security is borrowed and
+//  must outlive the set. NULL if out of memory.
+pigato__links_t *pigato__links_new (char role,
+                                    const pigato__peer_security_t *security,
+                                    pigato__link_handler_fn *handler,
+                                    pigato__link_tick_fn *tick, void *owner);
+
+//  Closes every link (pending batches flushed within the linger) and
+//  frees the set.
+void pigato__links_destroy (pigato__links_t **self_p);
+
+//  Framing for links added from now on. Returns 0 or PIGATO_E_INVALID.
+int pigato__links_set_framing (pigato__links_t *self, const char *framing);
+
+//  Links in the set, and one by index.
+size_t pigato__links_size (pigato__links_t *self);
+pigato__link_t *pigato__links_get (pigato__links_t *self, size_t index);
+
+//  Adds a link and opens it (registered with the zloop if attached). The
+//  caller sends its greeting. Returns a status, message in err.
+int pigato__links_add (pigato__links_t *self, const char *endpoint,
+                       pigato__link_t **link_p, char *err, size_t err_size);
+
+//  Registers every link with an application's zloop.
+void pigato__links_attach (pigato__links_t *self, zloop_t *loop);
+
+//  Dispatch brackets: sends between them are coalesced; the outermost
+//  release flushes every link.
+void pigato__links_hold (pigato__links_t *self);
+void pigato__links_release (pigato__links_t *self);
+
+//  Flushes, polls the links for up to wait_ms (-1 = no limit) and drains
+//  those readable, within a hold. *received counts messages read.
+//  Returns 0, 1 if there is nothing to poll and wait_ms is -1, or
+//  PIGATO_E_INTERRUPTED / PIGATO_E_CLOSED.
+int pigato__links_poll (pigato__links_t *self, int64_t wait_ms,
+                        size_t *received);
+
+//  Opens (or reopens) a link's socket with a fresh routing id; the link
+//  starts in 0.0.46 framing, or native in native mode.
+int pigato__link_open (pigato__link_t *self, char *err, size_t err_size);
+
+//  Flushes what is pending and closes the socket (and its zloop reader).
+void pigato__link_close (pigato__link_t *self);
+
+//  True if the greeting should carry the native offer (auto mode).
+bool pigato__link_offers (pigato__link_t *self);
+
+//  Sends one message (type, status and fields as the role's direction
+//  uses them; native_offer adds the offer to a 0.0.46 greeting). Native
+//  links coalesce while held. 0, or -1 if the link is closed or the send
+//  failed.
+int pigato__link_send (pigato__link_t *self, const pigato__msg_t *message);
+
+//  Sends the link's pending native batch, if any. 0 or -1.
+int pigato__link_flush (pigato__link_t *self);
+
+#endif
