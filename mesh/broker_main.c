@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <czmq.h>
 #include "../include/pigato.h"
 
 #define EXIT_USAGE 64
@@ -32,6 +33,8 @@ static const char *s_usage =
 "  --heartbeat MS       heartbeat interval (default 2500)\n"
 "  --liveness N         heartbeats a worker may miss (default 3)\n"
 "  --dmode load|rand    dispatch: least loaded worker, or random (load)\n"
+"  --io-threads N       libzmq I/O threads (default 1); CURVE encryption\n"
+"                       runs there, so a second one helps with many peers\n"
 "  --log-level LEVEL    error, warning, info or debug (default info)\n"
 "  -h, --help           this text\n"
 "  -V, --version        print the version\n"
@@ -91,7 +94,7 @@ main (int argc, char *argv [])
 {
     enum { OPT_BIND = 256, OPT_KEY, OPT_ALLOW_ANY, OPT_INSECURE,
            OPT_HEARTBEAT, OPT_LIVENESS, OPT_DMODE, OPT_LOG_LEVEL, OPT_ACL,
-           OPT_CHECK_ACL };
+           OPT_CHECK_ACL, OPT_IO_THREADS };
     static const struct option options [] = {
         { "bind", required_argument, NULL, OPT_BIND },
         { "key", required_argument, NULL, OPT_KEY },
@@ -102,6 +105,7 @@ main (int argc, char *argv [])
         { "heartbeat", required_argument, NULL, OPT_HEARTBEAT },
         { "liveness", required_argument, NULL, OPT_LIVENESS },
         { "dmode", required_argument, NULL, OPT_DMODE },
+        { "io-threads", required_argument, NULL, OPT_IO_THREADS },
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -113,6 +117,7 @@ main (int argc, char *argv [])
     bool allow_any = false, insecure = false;
     int heartbeat = PIGATO_HEARTBEAT_MS, liveness = PIGATO_LIVENESS;
     int log_level = PIGATO_LOG_INFO;
+    int io_threads = 1;
 
     int option;
     while ((option = getopt_long (argc, argv, "hV", options, NULL)) != -1) {
@@ -136,6 +141,14 @@ main (int argc, char *argv [])
                 liveness = s_number (optarg, "--liveness", 1);
                 break;
             case OPT_DMODE:      dmode = optarg; break;
+            case OPT_IO_THREADS:
+                io_threads = s_number (optarg, "--io-threads", 1);
+                if (io_threads > 64) {
+                    fputs ("pigato-broker: --io-threads is at most 64\n",
+                           stderr);
+                    return EXIT_USAGE;
+                }
+                break;
             case OPT_LOG_LEVEL:
                 log_level = pigato_log_level_parse (optarg);
                 if (log_level < 0) {
@@ -186,6 +199,7 @@ main (int argc, char *argv [])
         binds [bind_count++] = "tcp://127.0.0.1:5555";
 
     pigato_log_set (log_level, pigato_log_stderr, NULL);
+    zsys_set_io_threads ((size_t) io_threads);     //  before any socket
     pigato_broker_t *broker = pigato_broker_new ();
     if (!broker) {
         fputs ("pigato-broker: out of memory\n", stderr);
