@@ -664,6 +664,318 @@ s_log_sink (int level, const char *line, void *arg)
     assert_non_null (line);
 }
 
+//  --------------------------------------------------------------------------
+//  Native framing (docs/native-framing.md)
+
+#define S_BYTES(text) ((pigato__bytes_t) { (const byte *) (text), strlen (text) })
+
+static bool
+s_eq_bytes (pigato__bytes_t bytes, const char *text)
+{
+    return bytes.size == strlen (text)
+        && (bytes.size == 0 || memcmp (bytes.data, text, bytes.size) == 0);
+}
+
+//  A broker -> worker entry; client and rid set for requests.
+static pigato__msg_t
+s_entry (int type, const char *rid, const char *body)
+{
+    pigato__msg_t entry;
+    memset (&entry, 0, sizeof entry);
+    entry.role = 'W';
+    entry.type = type;
+    if (type == PIGATO__REQUEST) {
+        entry.client = S_BYTES ("client-1");
+        entry.service = S_BYTES ("echo");
+        entry.opts = S_BYTES ("{\"timeout\":5000}");
+    }
+    entry.rid = S_BYTES (rid ? rid : "");
+    entry.data = S_BYTES (body ? body : "");
+    return entry;
+}
+
+//  Takes READY (with the offer) and the first heartbeat, answers READY in
+//  native framing and lets the worker read it. Returns the routing id.
+static zframe_t *
+s_go_native (fake_broker_t *broker, pigato_worker_t *worker)
+{
+    zframe_t *id = s_ready (broker, worker);
+    pigato__msg_t ready = s_entry (PIGATO__READY, NULL, NULL);
+    fake_native_send (broker, id, 'W', &ready, 1);
+    pigato_worker_wait (worker, 1000);
+    return id;
+}
+
+//  Next native message from the worker (pumping it when pump), read as the
+//  broker would; asserts it is well formed.
+static int
+s_recv_native (fake_broker_t *broker, pigato_worker_t *worker, bool pump,
+               pigato__msg_t *entries, size_t max, zmsg_t **msg_p)
+{
+    *msg_p = fake_recv_native (broker, pump ? s_pump : NULL, worker, 2000);
+    assert_non_null (*msg_p);
+    int count = fake_native_read (*msg_p, entries, max);
+    assert_true (count > 0);
+    return count;
+}
+
+static void
+test_native_replies_to_a_batch_leave_as_one_batch (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (true);
+    handler_t handler = { .mode = HANDLE_ECHO };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_go_native (broker, worker);
+    pigato__msg_t requests [5];
+    const char *rids [5] = { "r0", "r1", "r2", "r3", "r4" };
+    const char *bodies [5] = { "a", "b", "c", "d", "e" };
+    for (int index = 0; index < 5; index++)
+        requests [index] = s_entry (PIGATO__REQUEST, rids [index],
+                                    bodies [index]);
+    fake_native_send (broker, id, 'W', requests, 5);
+
+    pigato__msg_t entries [16];
+    zmsg_t *msg = NULL;
+    int count = 0;
+    int64_t deadline = zclock_mono () + 2000;
+    while (zclock_mono () < deadline) {
+        count = s_recv_native (broker, worker, true, entries, 16, &msg);
+        if (fake_count_type (entries, count, PIGATO__REPLY) > 0)
+            break;
+        zmsg_destroy (&msg);    //  a heartbeat batch
+    }
+    assert_non_null (msg);
+    assert_true (zframe_eq (id, zmsg_first (msg)));
+    //  All five replies in the one message, in request order
+    assert_int_equal (fake_count_type (entries, count, PIGATO__REPLY), 5);
+    int seen = 0;
+    for (int index = 0; index < count; index++) {
+        if (entries [index].type != PIGATO__REPLY)
+            continue;
+        assert_true (s_eq_bytes (entries [index].client, "client-1"));
+        assert_true (s_eq_bytes (entries [index].rid, rids [seen]));
+        assert_true (s_eq_bytes (entries [index].data, bodies [seen]));
+        assert_int_equal (entries [index].status, 0);
+        seen++;
+    }
+    zmsg_destroy (&msg);
+    assert_int_equal (handler.requests, 5);
+    assert_string_equal (handler.opts, "{\"timeout\":5000}");
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_native_partials_keep_their_order (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_STREAM };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_go_native (broker, worker);
+    pigato__msg_t request = s_entry (PIGATO__REQUEST, "r1", "x");
+    fake_native_send (broker, id, 'W', &request, 1);
+    pigato__msg_t entries [16];
+    zmsg_t *msg = NULL;
+    int count = 0;
+    int64_t deadline = zclock_mono () + 2000;
+    while (zclock_mono () < deadline) {
+        count = s_recv_native (broker, worker, true, entries, 16, &msg);
+        if (fake_count_type (entries, count, PIGATO__PARTIAL) > 0)
+            break;
+        zmsg_destroy (&msg);
+    }
+    assert_non_null (msg);
+    //  p1, the handler's heartbeat, p2, done: one message, in order
+    int types [8], used = 0;
+    for (int index = 0; index < count && used < 8; index++)
+        types [used++] = entries [index].type;
+    assert_true (used >= 4);
+    assert_int_equal (types [used - 4], PIGATO__PARTIAL);
+    assert_int_equal (types [used - 3], PIGATO__HEARTBEAT);
+    assert_int_equal (types [used - 2], PIGATO__PARTIAL);
+    assert_int_equal (types [used - 1], PIGATO__REPLY);
+    assert_true (s_eq_bytes (entries [used - 4].data, "p1"));
+    assert_true (s_eq_bytes (entries [used - 3].opts,
+                             "{\"concurrency\":100}"));
+    assert_true (s_eq_bytes (entries [used - 2].data, "p2"));
+    assert_true (s_eq_bytes (entries [used - 1].data, "done"));
+    zmsg_destroy (&msg);
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_native_reply_outside_the_handler_is_sent_at_once (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_KEEP };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_go_native (broker, worker);
+    size_t size = 9000;
+    char *big = (char *) malloc (size + 1);
+    memset (big, 'z', size);
+    big [size] = 0;
+    //  A large request body arrives as an external frame
+    pigato__msg_t request = s_entry (PIGATO__REQUEST, "r1", big);
+    fake_native_send (broker, id, 'W', &request, 1);
+    int64_t deadline = zclock_mono () + 2000;
+    while (handler.requests == 0 && zclock_mono () < deadline)
+        pigato_worker_wait (worker, 10);
+    assert_int_equal (handler.requests, 1);
+    assert_int_equal (strlen (handler.data), sizeof handler.data - 1);
+
+    //  Ended from the test's own code: sent without the worker running,
+    //  its large body in a frame of its own
+    big [0] = 'A';
+    assert_int_equal (pigato_reply_end (handler.held [0], big, size), 0);
+    pigato__msg_t entries [4];
+    zmsg_t *msg;
+    assert_int_equal (s_recv_native (broker, worker, false, entries, 4, &msg),
+                      1);
+    assert_int_equal (entries [0].type, PIGATO__REPLY);
+    assert_int_equal (zmsg_size (msg), 3);
+    assert_int_equal (entries [0].data.size, size);
+    assert_memory_equal (entries [0].data.data, big, size);
+    zmsg_destroy (&msg);
+    pigato_reply_destroy (&handler.held [0]);
+    free (big);
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_framing_046_never_offers (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_ECHO };
+    pigato_worker_t *worker = pigato_worker_new ("echo", s_handler, &handler);
+    pigato_worker_set_insecure (worker, true);
+    pigato_worker_set_heartbeat (worker, 100, 3);
+    assert_int_equal (pigato_worker_set_framing (worker, "nativ"),
+                      PIGATO_E_INVALID);
+    assert_int_equal (pigato_worker_set_framing (NULL, "auto"),
+                      PIGATO_E_INVALID);
+    assert_int_equal (pigato_worker_set_framing (worker, "0.0.46"), 0);
+    assert_int_equal (pigato_worker_connect (worker, broker->endpoint), 0);
+    zmsg_t *msg = fake_recv (broker, s_pump, worker, "W", "1", 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "W", "1", "echo", NULL));
+    zframe_t *id = fake_sender (msg);
+    zmsg_destroy (&msg);
+    //  A native request is read, but answered in 0.0.46 framing
+    pigato__msg_t request = s_entry (PIGATO__REQUEST, "r1", "hi");
+    fake_native_send (broker, id, 'W', &request, 1);
+    msg = fake_recv (broker, s_pump, worker, "W", "3", 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "W", "3", "client-1", "", "r1", "0", "hi",
+                              "{}", NULL));
+    zmsg_destroy (&msg);
+    assert_null (fake_recv_native (broker, s_pump, worker, 300));
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_framing_native_from_the_start (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_ECHO };
+    pigato_worker_t *worker = pigato_worker_new ("echo", s_handler, &handler);
+    pigato_worker_set_insecure (worker, true);
+    pigato_worker_set_heartbeat (worker, 100, 3);
+    assert_int_equal (pigato_worker_set_framing (worker, "native"), 0);
+    assert_int_equal (pigato_worker_connect (worker, broker->endpoint), 0);
+    //  READY and the first heartbeat: one native message, no offer
+    pigato__msg_t entries [4];
+    zmsg_t *msg;
+    assert_int_equal (s_recv_native (broker, worker, false, entries, 4, &msg),
+                      2);
+    assert_int_equal (entries [0].type, PIGATO__READY);
+    assert_true (s_eq_bytes (entries [0].service, "echo"));
+    assert_int_equal (entries [1].type, PIGATO__HEARTBEAT);
+    assert_true (s_eq_bytes (entries [1].opts, "{\"concurrency\":100}"));
+    zmsg_destroy (&msg);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_malformed_native_batches_are_dropped (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_ECHO };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_go_native (broker, worker);
+    pigato__native_writer_t writer;
+    pigato__native_writer_init (&writer, 'W');
+    pigato__msg_t request = s_entry (PIGATO__REQUEST, "bad", "x");
+    assert_int_equal (pigato__native_writer_add (&writer, &request, false), 0);
+    byte frame [512];
+    size_t size = writer.size;
+    memcpy (frame, writer.data, size);
+    //  Every cut; a good request then a broken entry; a client-side
+    //  batch; an unused frame; a missing external body
+    for (size_t cut = 0; cut < size; cut++)
+        fake_send_raw (broker, id, frame, cut, 0, 0);
+    memcpy (frame + size, "\x02\0\0\0\0\0\0\0\0\0\0\0", 12);
+    fake_send_raw (broker, id, frame, size + 12, 0, 0);
+    frame [2] = 'C';
+    fake_send_raw (broker, id, frame, size, 0, 0);
+    frame [2] = 'W';
+    fake_send_raw (broker, id, frame, size, 1, 5);
+    pigato__native_writer_reset (&writer);
+    assert_int_equal (pigato__native_writer_add (&writer, &request, true), 0);
+    fake_send_raw (broker, id, writer.data, writer.size, 0, 0);
+    pigato__native_writer_free (&writer);
+    //  Then a good one
+    request = s_entry (PIGATO__REQUEST, "good", "y");
+    fake_native_send (broker, id, 'W', &request, 1);
+    int64_t deadline = zclock_mono () + 2000;
+    while (handler.requests == 0 && zclock_mono () < deadline)
+        pigato_worker_wait (worker, 10);
+    pigato_worker_wait (worker, 50);
+    assert_int_equal (handler.requests, 1);
+    assert_string_equal (handler.rid, "good");
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+static void
+test_native_disconnect_ends_the_batch (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_ECHO };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *old_id = s_go_native (broker, worker);
+    //  What follows DISCONNECT belonged to the old connection
+    pigato__msg_t entries [2] = {
+        s_entry (PIGATO__DISCONNECT, NULL, NULL),
+        s_entry (PIGATO__REQUEST, "late", "x")
+    };
+    fake_native_send (broker, old_id, 'W', entries, 2);
+    bool disconnected = false;
+    zframe_t *new_id = s_ready_again (broker, worker, old_id, &disconnected);
+    assert_non_null (new_id);
+    assert_false (disconnected);        //  the broker asked: no W 5 back
+    assert_int_equal (handler.requests, 0);
+    zframe_destroy (&old_id);
+    zframe_destroy (&new_id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
 int
 main (void)
 {
@@ -682,6 +994,13 @@ main (void)
         cmocka_unit_test (test_invalid_arguments),
         cmocka_unit_test (test_worker_on_two_brokers),
         cmocka_unit_test (test_attached_to_zloop),
+        cmocka_unit_test (test_native_replies_to_a_batch_leave_as_one_batch),
+        cmocka_unit_test (test_native_partials_keep_their_order),
+        cmocka_unit_test (test_native_reply_outside_the_handler_is_sent_at_once),
+        cmocka_unit_test (test_framing_046_never_offers),
+        cmocka_unit_test (test_framing_native_from_the_start),
+        cmocka_unit_test (test_malformed_native_batches_are_dropped),
+        cmocka_unit_test (test_native_disconnect_ends_the_batch),
     };
     int failed = cmocka_run_group_tests (tests, NULL, NULL);
     zsys_shutdown ();
