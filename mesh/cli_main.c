@@ -55,6 +55,7 @@ typedef struct {
     const char *key_file;               //  --key or env, NULL = ephemeral
     bool insecure;                      //  --insecure
     int heartbeat_ms;                   //  --heartbeat, 0 = library default
+    const char *framing;                //  --framing or env, NULL = auto
     int log_level;                      //  effective log level
     bool log_level_set;                 //  --log-level was given
     bool verbose;                       //  --verbose
@@ -160,6 +161,9 @@ s_usage (FILE *out, const char *command)
 "                        default: an ephemeral key pair)\n"
 "  --insecure            no encryption, for a broker started with --insecure\n"
 "  --heartbeat MS        heartbeat interval (default 2500)\n"
+"  --framing MODE        auto (default: offer the native framing, use it\n"
+"                        when the broker answers natively), native (only\n"
+"                        for pigato-broker) or 0.0.46 (env PIGATO_FRAMING)\n"
 "  --log-level LEVEL     error, warning, info or debug (default warning)\n"
 "  -v, --verbose         same as --log-level info\n"
 "  -h, --help            show help (also: pigato COMMAND --help)\n"
@@ -229,7 +233,7 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
 {
     enum { OPT_BROKER = 256, OPT_SERVER_KEY, OPT_KEY, OPT_INSECURE,
            OPT_HEARTBEAT, OPT_LOG_LEVEL, OPT_VERSION, OPT_TIMEOUT, OPT_OPTS,
-           OPT_ECHO, OPT_CONCURRENCY, OPT_CA };
+           OPT_ECHO, OPT_CONCURRENCY, OPT_CA, OPT_FRAMING };
     static const struct option options [] = {
         { "broker", required_argument, NULL, OPT_BROKER },
         { "server-key", required_argument, NULL, OPT_SERVER_KEY },
@@ -237,6 +241,7 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         { "key", required_argument, NULL, OPT_KEY },
         { "insecure", no_argument, NULL, OPT_INSECURE },
         { "heartbeat", required_argument, NULL, OPT_HEARTBEAT },
+        { "framing", required_argument, NULL, OPT_FRAMING },
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
@@ -269,6 +274,7 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
                 rc = s_number ("--heartbeat", optarg, 1, 3600000, &number);
                 cli->heartbeat_ms = (int) number;
                 break;
+            case OPT_FRAMING: cli->framing = optarg; break;
             case OPT_LOG_LEVEL:
                 cli->log_level = pigato_log_level_parse (optarg);
                 cli->log_level_set = true;
@@ -365,6 +371,11 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         return s_usage_error ("--ca checks the broker's certificate: it "
                               "cannot be used with --insecure");
     cli->server_ca = cli->server_ca ? cli->server_ca : s_env ("PIGATO_CA", NULL);
+    cli->framing = cli->framing ? cli->framing : s_env ("PIGATO_FRAMING", NULL);
+    if (cli->framing && !streq (cli->framing, "auto")
+    &&  !streq (cli->framing, "native") && !streq (cli->framing, "0.0.46"))
+        return s_usage_error ("--framing wants auto, native or 0.0.46, not "
+                              "'%s'", cli->framing);
     if (!cli->insecure && !cli->server_key) {
         fputs ("pigato: no server key: give --server-key FILE|Z85 or "
                "PIGATO_SERVER_KEY, or --insecure for a broker started with "
@@ -537,6 +548,8 @@ s_request (cli_t *cli)
     }
     if (cli->heartbeat_ms)
         pigato_client_set_heartbeat (client, cli->heartbeat_ms, PIGATO_LIVENESS);
+    if (cli->framing)
+        pigato_client_set_framing (client, cli->framing);
     if (cli->timeout_set)
         pigato_client_set_timeout (client, cli->timeout_ms);
     rc = s_connect_all (cli, client, s_client_connect);
@@ -1037,6 +1050,8 @@ s_serve (cli_t *cli)
     if (cli->heartbeat_ms)
         pigato_worker_set_heartbeat (self.worker, cli->heartbeat_ms,
                                      PIGATO_LIVENESS);
+    if (cli->framing)
+        pigato_worker_set_framing (self.worker, cli->framing);
     pigato_worker_set_concurrency (self.worker, cli->concurrency);
     int rc = s_connect_all (cli, self.worker, s_worker_connect);
     if (rc) {
