@@ -17,6 +17,7 @@ typedef enum {
 typedef struct {
     uint32_t generation;        //  bumped on each accept
     uint8_t state;              //  fd_state_t
+    pigato__conn_link_t *heads [2];     //  filed workers, requests
 } slot_t;
 
 struct _pigato__conns_t {
@@ -104,4 +105,52 @@ bool
 pigato__conn_same (const pigato__conn_t *a, const pigato__conn_t *b)
 {
     return a->fd == b->fd && a->generation == b->generation;
+}
+
+void
+pigato__conn_link_init (pigato__conn_link_t *link)
+{
+    link->prev = link->next = NULL;
+    link->fd = -1;
+    link->list = 0;
+}
+
+void
+pigato__conns_file (pigato__conns_t *self, const pigato__conn_t *conn,
+                    int list, pigato__conn_link_t *link)
+{
+    pigato__conns_unfile (self, link);
+    slot_t *slot = s_slot (self, conn->fd, true);
+    if (!slot || list < 0 || list > 1)
+        return;
+    link->fd = conn->fd;
+    link->list = list;
+    link->prev = NULL;
+    link->next = slot->heads [list];
+    if (link->next)
+        link->next->prev = link;
+    slot->heads [list] = link;
+}
+
+void
+pigato__conns_unfile (pigato__conns_t *self, pigato__conn_link_t *link)
+{
+    if (link->fd < 0)
+        return;
+    slot_t *slot = s_slot (self, link->fd, false);
+    if (link->prev)
+        link->prev->next = link->next;
+    else
+    if (slot)
+        slot->heads [link->list] = link->next;
+    if (link->next)
+        link->next->prev = link->prev;
+    pigato__conn_link_init (link);
+}
+
+pigato__conn_link_t *
+pigato__conns_filed (pigato__conns_t *self, int fd, int list)
+{
+    slot_t *slot = s_slot (self, fd, false);
+    return slot && list >= 0 && list <= 1 ? slot->heads [list] : NULL;
 }

@@ -45,6 +45,33 @@ typedef enum {
 //  so far tell: returns its state and fills conn (fd -1 when unknown).
 int pigato__conns_lookup (pigato__conns_t *self, int fd, pigato__conn_t *conn);
 
+//  Workers and requests are filed under the connection they came on, so
+//  that a closed connection's items are found without a scan. A link is
+//  embedded in the item; fd -1 = not filed.
+typedef struct _pigato__conn_link_t {
+    struct _pigato__conn_link_t *prev, *next;
+    int fd;                     //  filed under this fd, -1 = not filed
+    int list;                   //  PIGATO__CONN_WORKERS or _REQUESTS
+} pigato__conn_link_t;
+
+#define PIGATO__CONN_WORKERS  0
+#define PIGATO__CONN_REQUESTS 1
+
+//  Marks a link as not filed (call once when the item is made).
+void pigato__conn_link_init (pigato__conn_link_t *link);
+
+//  Files an item under its connection's fd; items of unknown connections
+//  (fd -1) are not filed.
+void pigato__conns_file (pigato__conns_t *self, const pigato__conn_t *conn,
+                         int list, pigato__conn_link_t *link);
+
+//  Takes an item out of its list (no-op if not filed).
+void pigato__conns_unfile (pigato__conns_t *self, pigato__conn_link_t *link);
+
+//  The first item filed under fd in a list, or NULL.
+pigato__conn_link_t *pigato__conns_filed (pigato__conns_t *self, int fd,
+                                          int list);
+
 //  True if two records name the same connection. Unknown records (fd -1)
 //  all match each other: without events there is nothing to bind to, and
 //  the binding falls back to the identity alone.

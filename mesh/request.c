@@ -58,6 +58,7 @@ pigato__request_new (const pigato__bytes_t *client, const pigato__bytes_t *rid,
     }
     self->timeout = PIGATO_TIMEOUT_MS;
     pigato__timer_init (&self->expiry);
+    pigato__conn_link_init (&self->conn_link);
     return self;
 }
 

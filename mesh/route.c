@@ -176,6 +176,7 @@ s_request_finish (pigato_broker_t *self, pigato__request_t *request)
 {
     pigato__service_t *service = request->service;
     pigato__heap_remove (self->timers, &request->expiry);
+    pigato__conns_unfile (self->conns, &request->conn_link);
     if (request->worker)
         pigato__worker_release (request->worker, request);
     else
@@ -297,6 +298,7 @@ s_worker_remove (pigato_broker_t *self, pigato__worker_t *worker,
     self->counters.workers_gone++;
     if (service)
         pigato__service_remove_worker (service, worker);
+    pigato__conns_unfile (self->conns, &worker->conn_link);
     zhashx_delete (self->workers, &worker->key);
     if (service) {
         s_dispatch (self, service);
@@ -354,6 +356,9 @@ s_worker_ready (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer,
     pigato__printable (in->m.sender.data, in->m.sender.size, worker->name,
                        sizeof worker->name);
     worker->conn = in->m.conn;
+    pigato__conn_link_init (&worker->conn_link);
+    pigato__conns_file (self->conns, &worker->conn, PIGATO__CONN_WORKERS,
+                        &worker->conn_link);
     snprintf (worker->identity, sizeof worker->identity, "%s", peer->name);
     snprintf (worker->curve_key, sizeof worker->curve_key, "%s",
               peer->key ? peer->key : "");
@@ -580,6 +585,8 @@ s_client_request (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer)
     }
     request->service = service;
     request->conn = m->conn;
+    pigato__conns_file (self->conns, &request->conn, PIGATO__CONN_REQUESTS,
+                        &request->conn_link);
     snprintf (request->identity, sizeof request->identity, "%s", peer->name);
     snprintf (request->curve_key, sizeof request->curve_key, "%s",
               peer->key ? peer->key : "");
@@ -779,38 +786,37 @@ void
 pigato__route_connection_lost (pigato_broker_t *self,
                                const pigato__conn_t *dead)
 {
-    zlistx_t *workers = zlistx_new ();
-    for (pigato__worker_t *worker =
-             (pigato__worker_t *) zhashx_first (self->workers);
-         worker; worker = (pigato__worker_t *) zhashx_next (self->workers))
+    pigato__conn_link_t *link;
+    while ((link = pigato__conns_filed (self->conns, dead->fd,
+                                        PIGATO__CONN_WORKERS))) {
+        pigato__worker_t *worker =
+            pigato__container_of (link, pigato__worker_t, conn_link);
         if (pigato__conn_same (&worker->conn, dead))
-            zlistx_add_end (workers, worker);
-    for (pigato__worker_t *worker = (pigato__worker_t *) zlistx_first (workers);
-         worker; worker = (pigato__worker_t *) zlistx_next (workers))
-        s_worker_remove (self, worker, "disconnected", false);
-    zlistx_destroy (&workers);
-
-    zlistx_t *requests = zlistx_new ();
-    for (pigato__request_t *request =
-             (pigato__request_t *) zhashx_first (self->requests);
-         request; request = (pigato__request_t *) zhashx_next (self->requests))
-        if (pigato__conn_same (&request->conn, dead))
-            zlistx_add_end (requests, request);
-    for (pigato__request_t *request = (pigato__request_t *) zlistx_first (requests);
-         request; request = (pigato__request_t *) zlistx_next (requests)) {
+            s_worker_remove (self, worker, "disconnected", false);
+        else
+            pigato__conns_unfile (self->conns, link);   //  stale filing
+    }
+    size_t dropped = 0;
+    while ((link = pigato__conns_filed (self->conns, dead->fd,
+                                        PIGATO__CONN_REQUESTS))) {
+        pigato__request_t *request =
+            pigato__container_of (link, pigato__request_t, conn_link);
+        if (!pigato__conn_same (&request->conn, dead)) {
+            pigato__conns_unfile (self->conns, link);
+            continue;
+        }
         pigato__service_t *service =
             request->worker ? request->worker->service : NULL;
         s_request_finish (self, request);
         if (service)
             s_dispatch (self, service);
+        dropped++;
     }
-    if (zlistx_size (requests))
+    if (dropped)
         pigato__log (PIGATO_LOG_DEBUG, "event=client_gone requests_dropped=%zu",
-                     zlistx_size (requests));
-    zlistx_destroy (&requests);
+                     dropped);
 }
 
-//  Applies every pending monitor event.
 //  --------------------------------------------------------------------------
 //  Policy reload (SIGHUP): swap the policy, then hold every live worker and
 //  request to it. Workers that lost `serve` are disconnected; requests of

@@ -30,6 +30,7 @@ struct _pigato__worker_t {
     bool native;                    //  speaks the native framing
     char name [2 * 64 + 1];         //  printable id for logs
     pigato__conn_t conn;            //  the connection it registered on
+    pigato__conn_link_t conn_link;  //  filed under that connection
     char identity [65];             //  who registered it (User-Id)
     char curve_key [PIGATO_Z85_KEY_SIZE + 1];  //  its CURVE key, "" if none
     uint64_t serial;                //  unique per registration (reject lists)
@@ -56,6 +57,7 @@ struct _pigato__request_t {
     pigato__request_t *prev, *next; //  in service queue or worker list
     pigato__timer_t expiry;         //  inactivity deadline
     pigato__conn_t conn;            //  the client's connection
+    pigato__conn_link_t conn_link;  //  filed under that connection
     char identity [65];             //  the calling identity (User-Id)
     char curve_key [PIGATO_Z85_KEY_SIZE + 1];  //  its CURVE key, "" if none
     int64_t timeout;                //  ms, -1 = never
