@@ -456,8 +456,10 @@ test_request_heartbeats_until_cancel (void **state)
     deadline = zclock_mono () + 400;
     while (zclock_mono () < deadline) {
         msg = fake_recv (broker, s_pump, client, "C", "4", 50);
+        //  Plain heartbeats, or the greeting of a reconnect (this broker
+        //  never answers), but no request heartbeat
         if (msg)
-            assert_int_equal (zmsg_size (msg), 3);
+            assert_false (fake_frame_is (msg, 3, "request"));
         zmsg_destroy (&msg);
     }
     assert_int_equal (recorder.count, 0);
