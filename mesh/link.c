@@ -154,7 +154,6 @@ s_native_add (pigato__link_t *self, const pigato__msg_t *message)
                                                 sizeof (zmq_msg_t));
         if (!self->externals)
             return -1;
-        self->externals_capacity = PIGATO__NATIVE_EXTERNAL_MAX;
     }
     //  writer_full () keeps externals below the limit between adds
     zmq_msg_t *body = &self->externals [self->writer.externals];

@@ -32,7 +32,6 @@ typedef struct {
     bool native;                //  sends native on this connection
     pigato__native_writer_t writer;     //  batch being coalesced
     zmq_msg_t *externals;       //  its external bodies, in order
-    size_t externals_capacity;  //  slots allocated
 } pigato__link_t;
 
 //  One message (or native entry) from a broker, already decoded and
