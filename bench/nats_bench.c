@@ -13,7 +13,10 @@
                [--subject echo] [--queue GROUP]
     nats-bench --server HOST:PORT [--tls --ca CA_FILE] [--subject echo]
                [--inflight 100] [--requests 100000] [--size 64]
-               [--sequential] [--label nats]
+               [--sequential] [--label nats] [--server-pid PID]
+
+    --server-pid adds nats-server's CPU seconds per 100,000 requests and
+    its peak and current RSS to the result line (see bench/proc.h).
 
     Writes are buffered: what one read's messages produce goes out in one
     write (TLS: one SSL_write), as the NATS C client flushes its buffer.
@@ -42,6 +45,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include "proc.h"
 
 #define CONTROL_LINE_MAX 4096   //  longest protocol line we accept
 
@@ -573,7 +577,8 @@ s_compare (const void *first, const void *second)
 }
 
 static int
-s_load (conn_t *conn, bench_t *self, long inflight, const char *label)
+s_load (conn_t *conn, bench_t *self, long inflight, const char *label,
+        long server_pid)
 {
     unsigned char random [8];
     if (RAND_bytes (random, sizeof random) != 1) {
@@ -614,6 +619,7 @@ s_load (conn_t *conn, bench_t *self, long inflight, const char *label)
         return 2;
     }
 
+    double cpu_before = server_pid ? bench_process_cpu_seconds (server_pid) : -1;
     int64_t start = s_usecs ();
     for (long index = 0; index < inflight && self->sent < self->target; index++)
         s_send (conn, self);
@@ -632,14 +638,17 @@ s_load (conn_t *conn, bench_t *self, long inflight, const char *label)
             goto failed;
     }
     double seconds = (double) (s_usecs () - start) / 1e6;
+    double cpu_after = server_pid ? bench_process_cpu_seconds (server_pid) : -1;
     qsort (self->latency, (size_t) self->done, sizeof (int64_t), s_compare);
     long done = self->done;
     printf ("label=%s requests=%ld errors=%ld inflight=%ld size=%zu "
             "seconds=%.3f rps=%.0f p50_us=%" PRId64 " p99_us=%" PRId64
-            " p999_us=%" PRId64 "\n", label, self->done, self->errors,
+            " p999_us=%" PRId64, label, self->done, self->errors,
             inflight, self->size, seconds, (double) self->done / seconds,
             self->latency [done / 2], self->latency [done * 99 / 100],
             self->latency [done * 999 / 1000]);
+    bench_print_server (server_pid, cpu_before, cpu_after, done);
+    printf ("\n");
     fflush (stdout);
     return self->errors ? 1 : 0;
 failed:
@@ -662,12 +671,13 @@ main (int argc, char *argv [])
         { "size", required_argument, NULL, 'p' },
         { "sequential", no_argument, NULL, 'q' },
         { "label", required_argument, NULL, 'l' },
+        { "server-pid", required_argument, NULL, 'P' },
         { NULL, 0, NULL, 0 }
     };
     const char *server = "127.0.0.1:4222", *ca_file = NULL, *queue = NULL;
     const char *label = "nats";
     bool tls = false, echo = false;
-    long inflight = 100;
+    long inflight = 100, server_pid = 0;
     bench_t bench = { .subject = "echo", .size = 64, .target = 100000 };
     int option;
     while ((option = getopt_long (argc, argv, "", options, NULL)) != -1) {
@@ -683,6 +693,7 @@ main (int argc, char *argv [])
             case 'p': bench.size = (size_t) atol (optarg); break;
             case 'q': inflight = 1; break;
             case 'l': label = optarg; break;
+            case 'P': server_pid = atol (optarg); break;
             default:
                 fputs ("usage: see the comment at the top of "
                        "bench/nats_bench.c\n", stderr);
@@ -715,7 +726,7 @@ main (int argc, char *argv [])
         bench.started = calloc ((size_t) bench.target, sizeof (int64_t));
         bench.latency = calloc ((size_t) bench.target, sizeof (int64_t));
         bench.answered = calloc ((size_t) bench.target, sizeof (bool));
-        rc = s_load (conn, &bench, inflight, label);
+        rc = s_load (conn, &bench, inflight, label, server_pid);
         free (bench.payload);
         free (bench.started);
         free (bench.latency);

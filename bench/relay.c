@@ -25,6 +25,9 @@ main (int argc, char *argv [])
     zsock_t *router = zsock_new (ZMQ_ROUTER);
     zsock_set_sndhwm (router, 100000);
     zsock_set_rcvhwm (router, 100000);
+    //  Wake up now and then: a signal between the interrupted check and
+    //  the receive would otherwise leave the relay waiting forever
+    zsock_set_rcvtimeo (router, 200);
     if (key) {
         char err [256];
         zcert_t *cert = NULL;
@@ -46,7 +49,7 @@ main (int argc, char *argv [])
     while (!zsys_interrupted) {
         zmsg_t *msg = zmsg_recv (router);
         if (!msg)
-            break;
+            continue;
         zframe_t *sender = zmsg_pop (msg);
         char *header = zmsg_popstr (msg);
         char *type = zmsg_popstr (msg);
