@@ -38,7 +38,7 @@ SOVERSION := 0
 LIB_A  := $(BUILD)/libpigato.a
 LIB_SO := $(BUILD)/libpigato.so.$(SOVERSION)
 
-.PHONY: all deps test demo install clean format bench check-deps
+.PHONY: all deps test demo install clean format bench soak check-deps
 all: $(LIB_A) $(LIB_SO) $(PROGRAMS) $(BUILD)/libpigato.pc
 
 deps:
@@ -62,7 +62,12 @@ $(BUILD)/pigato-broker: $(BUILD)/mesh/broker_main.o $(LIB_A)
 $(BUILD)/pigato-keygen: $(BUILD)/keys/keygen_main.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-BENCH_PROGRAMS := $(BUILD)/pigato-bench $(BUILD)/pigato-relay $(BUILD)/nats-bench
+BENCH_PROGRAMS := $(BUILD)/pigato-bench $(BUILD)/pigato-relay $(BUILD)/nats-bench \
+                  $(BUILD)/pigato-conns
+$(BUILD)/bench/pigato_bench.o $(BUILD)/bench/nats_bench.o $(BUILD)/bench/conns.o: bench/proc.h
+$(BUILD)/pigato-conns: $(BUILD)/bench/conns.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libzmq)
+
 $(BUILD)/nats-bench: $(BUILD)/bench/nats_bench.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs openssl)
 
@@ -94,6 +99,13 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_PROGRAMS)
 	@bench/run.sh $(BUILD)
+
+# A broker under steady load and connection churn, RSS sampled every 10 s
+# (default 600 s; make soak DURATION=60 for a short run)
+DURATION ?= 600
+soak: deps
+	@$(MAKE) --no-print-directory all $(BENCH_PROGRAMS)
+	@bench/soak.sh $(BUILD) $(DURATION)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
