@@ -1,15 +1,29 @@
 #!/bin/sh
-# make bench: pigato-broker against a zero-logic relay (same framing, same
-# client and worker), over CURVE and plaintext, and against nats-server
-# request/reply (plaintext and TLS 1.3, bench/nats_bench.c) where nats-server
-# is installable, in one invocation. Reports requests/s, latency percentiles
-# and the ratios broker/relay and broker/NATS, since absolute figures drift
-# on shared machines.
+# make bench: pigato-broker against baselines in one invocation, so that the
+# ratios (not the absolute figures, which drift on shared machines) count:
+#  * a zero-logic relay (bench/relay.c, pigato 0.0.46 framing), CURVE and
+#    plaintext;
+#  * nats-server request/reply, plaintext and TLS 1.3 (bench/nats_bench.c),
+#    where nats-server is installable;
+#  * pigato 0.0.46's Node broker (bench/node_broker.js), plaintext and
+#    CURVE, where node and npm are (tests/node/setup.sh installs it).
+# pigato-broker runs --insecure, CURVE --allow-any and CURVE with ACLs, with
+# clients and workers in 0.0.46 and in native framing; then scale runs:
+# 1,000 services, ACL identities 10 vs 10,000, --io-threads 1 vs 2 (when the
+# broker has the option), 10,000 idle CURVE clients (memory per connection,
+# against the relay as libzmq's own share) and a storm of 1,000 clients
+# connecting at once (handshakes/s). bench/summary.py prints the ratios.
 #   bench/run.sh BUILD [REQUESTS] [INFLIGHT]
+# Environment: BENCH_REQUESTS, BENCH_INFLIGHT, BENCH_IDLE (10000 idle
+# clients), BENCH_STORM (1000), BENCH_SCALE=0 skips the scale runs,
+# BENCH_NODE=0 the Node broker, BENCH_NATS=0 nats-server.
 set -eu
 BUILD=${1:-build}
 REQUESTS=${2:-${BENCH_REQUESTS:-100000}}
 INFLIGHT=${3:-${BENCH_INFLIGHT:-100}}
+IDLE=${BENCH_IDLE:-10000}
+STORM=${BENCH_STORM:-1000}
+HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=$(mktemp -d)
 PIDS=""
 cleanup() {
@@ -18,76 +32,135 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
+# Thousands of connections: as many descriptors as we may have (the bench
+# programs raise their own limit too; the broker inherits this one)
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 "$BUILD/pigato-keygen" new broker -o "$WORK" >/dev/null
+"$BUILD/pigato-keygen" new bench-client -o "$WORK" >/dev/null
+"$BUILD/pigato-keygen" new bench-worker -o "$WORK" >/dev/null
+BROKER_Z85_SECRET=$(sed -n 's/^ *secret-key = "\(.*\)"/\1/p' "$WORK/broker.key_secret")
 port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_log() {    # FILE PATTERN
+wait_log() {    # FILE PATTERN [TENTHS]
     i=0
     while ! grep -q "$2" "$1" 2>/dev/null; do
-        i=$((i + 1)); [ $i -gt 100 ] && { echo "bench: no '$2' in $1" >&2; cat "$1" >&2; exit 1; }
+        i=$((i + 1)); [ $i -gt "${3:-100}" ] && { echo "bench: no '$2' in $1" >&2; cat "$1" >&2; exit 1; }
         sleep 0.1
     done
 }
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-# An ACL of 10,000 identities and 1,000 rules; the bench's own client and
-# worker are listed last, so a decision is not found early.
-"$BUILD/pigato-keygen" new bench-client -o "$WORK" >/dev/null
-"$BUILD/pigato-keygen" new bench-worker -o "$WORK" >/dev/null
-/usr/bin/python3 - "$WORK" <<'PY'
-import os, sys, zmq.utils.z85 as z85
-work = sys.argv[1]
-with open(os.path.join(work, "big.acl"), "w") as f:
-    for i in range(9998):
-        f.write("identity id%05d %s\n" % (i, z85.encode(os.urandom(32)).decode()))
-    f.write("identity bench-client bench-client.key\nidentity bench-worker bench-worker.key\n")
-    for g in range(10):
-        f.write("group g%d %s\n" % (g, " ".join("id%05d" % i for i in range(g * 100, g * 100 + 100))))
-    for r in range(996):
-        f.write("allow @g%d call svc%d.* other%d\n" % (r % 10, r, r))
-    f.write("deny * call admin.*\nallow bench-worker serve echo\nallow bench-client call echo\nallow @g1 serve svc*\n")
-PY
+# ACLs (bench/make_acl.py): the main one of 1,000 identities and 100
+# rules, and 10 vs 10,000 identities with 1,000 rules for identity scale
+make_acl() { /usr/bin/python3 "$HERE/make_acl.py" "$WORK" "$@"; }
+make_acl acl1k 1000 100
+make_acl acl10k 10000 1000
+make_acl acl10 10 1000
 
-# run LABEL SERVER(broker|relay) SECURITY(curve|plain|acl) [BENCH ARGS...]
-run() {
-    label=$1; server=$2; security=$3; shift 3
-    p=$(port); ep=tcp://127.0.0.1:$p
-    wargs=""; bargs=""
-    if [ "$security" = acl ]; then
-        sargs="--key $WORK/broker.key_secret --acl $WORK/big.acl"; cargs="--server-key $WORK/broker.key"
-        wargs="--key $WORK/bench-worker.key_secret"; bargs="--key $WORK/bench-client.key_secret"
-    elif [ "$security" = curve ]; then
-        sargs="--key $WORK/broker.key_secret"; cargs="--server-key $WORK/broker.key"
-        [ "$server" = broker ] && sargs="$sargs --allow-any"
-    else
-        sargs="--insecure"; cargs="--insecure"
-        [ "$server" = relay ] && sargs=""
-    fi
-    log=$WORK/$label.log
-    if [ "$server" = broker ]; then
-        "$BUILD/pigato-broker" --bind "$ep" $sargs --log-level warning >/dev/null 2>"$log" &
-    else
-        "$BUILD/pigato-relay" --bind "$ep" $sargs >/dev/null 2>"$log" &
-    fi
-    spid=$!; PIDS="$PIDS $spid"
+# start_server KIND(broker|relay|node) SECURITY(plain|curve|acl1k|acl10k|acl10)
+# [BROKER ARGS...]: starts it on a free port; sets EP, SPID and CARGS (the
+# broker key arguments for clients and workers)
+start_server() {
+    kind=$1; security=$2; shift 2
+    p=$(port); EP=tcp://127.0.0.1:$p
+    log=$WORK/server.log; : >"$log"
+    CARGS="--server-key $WORK/broker.key"
+    case $security in
+        plain) CARGS="--insecure"; sargs="--insecure" ;;
+        curve) sargs="--key $WORK/broker.key_secret --allow-any" ;;
+        *)     sargs="--key $WORK/broker.key_secret --acl $WORK/$security.acl" ;;
+    esac
+    case $kind in
+        broker)
+            "$BUILD/pigato-broker" --bind "$EP" $sargs --log-level warning "$@" >/dev/null 2>"$log" & ;;
+        relay)
+            [ "$security" = plain ] && sargs="" || sargs="--key $WORK/broker.key_secret"
+            "$BUILD/pigato-relay" --bind "$EP" $sargs >/dev/null 2>"$log" & ;;
+        node)
+            [ "$security" = plain ] && sargs="" || sargs="--secret-key $BROKER_Z85_SECRET"
+            NODE_PATH=$NODE_MODULES NODE_NO_WARNINGS=1 node "$HERE/node_broker.js" --bind "$EP" \
+                --intch "tcp://127.0.0.1:$(port)" $sargs >/dev/null 2>"$log" & ;;
+    esac
+    SPID=$!; PIDS="$PIDS $SPID"
     wait_log "$log" "event=ready"
-    "$BUILD/pigato" serve echo --echo --concurrency 1000 --broker "$ep" $cargs $wargs >/dev/null 2>"$WORK/$label.worker.log" &
+}
+stop() {        # PID...: stops and reaps
+    kill "$@" 2>/dev/null || true
+    for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
+
+# row LABEL KIND SECURITY FRAMING [BENCH ARGS...]: one server, one echo
+# worker process (WORKER_ARGS, default one worker), the load generator;
+# BROKER_ARGS go to pigato-broker. Identities are the bench's own keys
+# for the ACLs, ephemeral otherwise.
+row() {
+    label=$1; kind=$2; security=$3; framing=$4; shift 4
+    start_server "$kind" "$security" ${BROKER_ARGS:-}
+    wkey=""; ckey=""
+    case $security in acl*) wkey="--key $WORK/bench-worker.key_secret"; ckey="--key $WORK/bench-client.key_secret" ;; esac
+    "$BUILD/pigato-bench" --worker --broker "$EP" $CARGS $wkey --framing "$framing" \
+        ${WORKER_ARGS:-} 2>"$WORK/worker.log" &
     wpid=$!; PIDS="$PIDS $wpid"
+    wait_log "$WORK/worker.log" "event=ready" 600
     status=0
-    "$BUILD/pigato-bench" --broker "$ep" $cargs $bargs --requests "$REQUESTS" --inflight "$INFLIGHT" --label "$label" "$@" || status=$?
-    kill "$wpid" "$spid" 2>/dev/null || true
-    wait "$wpid" "$spid" 2>/dev/null || true
-    [ $status = 0 ] || { echo "bench: $label failed (exit $status); logs:" >&2; tail -5 "$log" "$WORK/$label.worker.log" >&2; return 1; }
+    "$BUILD/pigato-bench" --broker "$EP" $CARGS $ckey --framing "$framing" --broker-pid "$SPID" \
+        --requests "$REQUESTS" --inflight "$INFLIGHT" --label "$label" "$@" >>"$OUT" 2>"$WORK/client.log" || status=$?
+    stop "$wpid" "$SPID"
+    if [ $status != 0 ]; then
+        echo "bench: $label failed (exit $status); logs:" >&2
+        tail -5 "$WORK/server.log" "$WORK/worker.log" "$WORK/client.log" >&2
+        return 1
+    fi
+    tail -1 "$OUT"
+}
+
+# conns LABEL KIND COUNT [BATCH]: COUNT CURVE clients connect to a fresh
+# server (--allow-any), all at once or BATCH at a time per process, each
+# gets a heartbeat answer; prints handshakes/s and the server's RSS growth
+# per connection. Clients are spread over processes of at most 4,000 (two
+# descriptors per connection each).
+conns() {
+    label=$1; kind=$2; count=$3; batch=${4:-0}
+    start_server "$kind" curve
+    sleep 0.5
+    before=$(rss_kb "$SPID")
+    procs=$(( (count + 3999) / 4000 )); cpids=""
+    i=0
+    while [ $i -lt $procs ]; do
+        n=$(( count / procs + (i < count % procs ? 1 : 0) ))
+        "$BUILD/pigato-conns" --broker "$EP" $CARGS --connections "$n" --batch "$batch" --hold --label "$label" \
+            >"$WORK/conns.$i.out" 2>"$WORK/conns.$i.log" &
+        cpids="$cpids $!"; PIDS="$PIDS $!"
+        i=$((i + 1))
+    done
+    i=0
+    while [ $i -lt $procs ]; do wait_log "$WORK/conns.$i.out" "label=" 1800; i=$((i + 1)); done
+    sleep 1
+    after=$(rss_kb "$SPID")
+    stop $cpids "$SPID"
+    cat "$WORK"/conns.*.out | awk -v label="$label" -v count="$count" -v before="$before" -v after="$after" '
+        { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+          answered += v["answered"]; if (v["seconds"] > seconds) seconds = v["seconds"] }
+        END { printf "label=%s connections=%d answered=%d seconds=%.3f handshakes_per_s=%.0f rss_before_kb=%d rss_after_kb=%d per_conn_bytes=%.0f\n",
+              label, count, answered, seconds, answered / seconds, before, after, (after - before) * 1024 / count }' >>"$OUT"
+    rm -f "$WORK"/conns.*
+    tail -1 "$OUT"
+    [ "$(tail -1 "$OUT" | sed 's/.*answered=\([0-9]*\).*/\1/')" = "$count" ] \
+        || { echo "bench: $label: not every connection was answered" >&2; return 1; }
 }
 
 # NATS baseline: nats-server from PATH or /usr/sbin, else the Debian package
 # when we are root; without it the NATS rows are skipped, not failed.
-NATS=$(PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v nats-server || true)
-if [ -z "$NATS" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "bench: installing nats-server (apt-get)" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y nats-server >"$WORK/apt.log" 2>&1 \
-        || { apt-get update >>"$WORK/apt.log" 2>&1 && apt-get install -y nats-server >>"$WORK/apt.log" 2>&1; } || true
+NATS=""
+if [ "${BENCH_NATS:-1}" != 0 ]; then
     NATS=$(PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v nats-server || true)
+    if [ -z "$NATS" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bench: installing nats-server (apt-get)" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y nats-server >"$WORK/apt.log" 2>&1 \
+            || { apt-get update >>"$WORK/apt.log" 2>&1 && apt-get install -y nats-server >>"$WORK/apt.log" 2>&1; } || true
+        NATS=$(PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v nats-server || true)
+    fi
 fi
 # A throwaway CA and a server certificate for 127.0.0.1; the load generator
 # verifies the server against the CA and requires TLS 1.3
@@ -107,7 +180,7 @@ fi
 # loopback port, one echo responder, the load generator
 run_nats() {
     label=$1; security=$2; shift 2
-    p=$(port); log=$WORK/$label.log
+    p=$(port); log=$WORK/server.log
     sargs=""; cargs=""
     if [ "$security" = tls ]; then
         sargs="--tls --tlscert $WORK/nats-server.pem --tlskey $WORK/nats-server.key"
@@ -116,54 +189,107 @@ run_nats() {
     "$NATS" $sargs -a 127.0.0.1 -p "$p" >"$log" 2>&1 &
     spid=$!; PIDS="$PIDS $spid"
     wait_log "$log" "Server is ready"
-    "$BUILD/nats-bench" --server "127.0.0.1:$p" $cargs --echo >/dev/null 2>"$WORK/$label.worker.log" &
+    "$BUILD/nats-bench" --server "127.0.0.1:$p" $cargs --echo >/dev/null 2>"$WORK/worker.log" &
     wpid=$!; PIDS="$PIDS $wpid"
-    wait_log "$WORK/$label.worker.log" "event=ready"
+    wait_log "$WORK/worker.log" "event=ready"
     status=0
-    "$BUILD/nats-bench" --server "127.0.0.1:$p" $cargs --requests "$REQUESTS" --inflight "$INFLIGHT" --label "$label" "$@" || status=$?
-    kill "$wpid" "$spid" 2>/dev/null || true
-    wait "$wpid" "$spid" 2>/dev/null || true
-    [ $status = 0 ] || { echo "bench: $label failed (exit $status); logs:" >&2; tail -5 "$log" "$WORK/$label.worker.log" >&2; return 1; }
+    "$BUILD/nats-bench" --server "127.0.0.1:$p" $cargs --server-pid "$spid" --requests "$REQUESTS" \
+        --inflight "$INFLIGHT" --label "$label" "$@" >>"$OUT" || status=$?
+    stop "$wpid" "$spid"
+    [ $status = 0 ] || { echo "bench: $label failed (exit $status); logs:" >&2; tail -5 "$log" "$WORK/worker.log" >&2; return 1; }
+    tail -1 "$OUT"
 }
 
+# Node pigato 0.0.46's broker, if node and npm are here (installed once
+# into BUILD/node)
+NODE_MODULES=""
+if [ "${BENCH_NODE:-1}" != 0 ]; then
+    NODE_MODULES=$("$HERE/../tests/node/setup.sh" "$BUILD" 2>"$WORK/node-setup.log") || NODE_MODULES=""
+fi
+
+# The framings: native and 0.0.46 once libpigato can choose, else the
+# library's default only
+if "$BUILD/pigato-bench" --has-framing; then
+    FRAMINGS="0.0.46 native"; F46=0.0.46
+else
+    FRAMINGS="auto"; F46=auto
+    echo "note: this libpigato cannot choose a framing; rows use its default (auto)"
+fi
+
 OUT=$WORK/results
-echo "# $(date -u +%FT%TZ) $(uname -m) $(nproc) cores; $REQUESTS requests, $INFLIGHT in flight, 64-byte echo"
-for security in curve plain; do
-    run "relay-$security" relay "$security" | tee -a "$OUT"
-    run "broker-$security" broker "$security" | tee -a "$OUT"
-done
-run "broker-acl" broker acl | tee -a "$OUT"
-run "broker-curve2" broker curve | tee -a "$OUT"
-# Sequential (1 in flight): a tenth of the requests is enough for a p50
+: >"$OUT"
+FAILED=""
+try() {         # COMMAND LABEL ...: a failed row is reported, the rest run
+    "$@" || FAILED="$FAILED $2"
+}
 SEQUENTIAL=$((REQUESTS / 10 > 1000 ? REQUESTS / 10 : 1000))
+START=$(date +%s)
+echo "# $(date -u +%FT%TZ) $(uname -m) $(nproc) cores; $REQUESTS requests, $INFLIGHT in flight per client, 64-byte echo"
+
+# Throughput: relay, then the broker per framing and security
+try row relay-curve relay curve "$F46"
+try row relay-plain relay plain "$F46"
+for f in $FRAMINGS; do
+    try row "broker-plain-$f" broker plain "$f"
+    try row "broker-curve-$f" broker curve "$f"
+    try row "broker-acl-$f" broker acl1k "$f"
+    try row "broker-curve2-$f" broker curve "$f"
+done
+# Several clients: 4 clients x INFLIGHT in flight each
+try row relay-curve-4c relay curve "$F46" --clients 4
+for f in $FRAMINGS; do
+    try row "broker-acl-4c-$f" broker acl1k "$f" --clients 4
+done
+# Sequential latency (1 in flight)
+for f in $FRAMINGS; do
+    try row "broker-curve-seq-$f" broker curve "$f" --sequential --requests "$SEQUENTIAL"
+done
 if [ -n "$NATS" ]; then
-    run_nats "nats-plain" plain | tee -a "$OUT"
+    try run_nats nats-plain plain
     if [ -n "$NATS_TLS" ]; then
-        run_nats "nats-tls" tls | tee -a "$OUT"
-        run "broker-curve-seq" broker curve --sequential --requests "$SEQUENTIAL" | tee -a "$OUT"
-        run_nats "nats-tls-seq" tls --sequential --requests "$SEQUENTIAL" | tee -a "$OUT"
+        try run_nats nats-tls tls
+        try run_nats nats-tls-seq tls --sequential --requests "$SEQUENTIAL"
     else
         echo "skipped: nats-tls (could not make a test certificate with the openssl CLI)"
     fi
 else
-    echo "skipped: nats-server not installable"
+    echo "skipped: nats-server (BENCH_NATS=0 or not installable)"
 fi
-awk '
-{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } rps[v["label"]] = v["rps"]; p50[v["label"]] = v["p50_us"] }
-END {
-    for (s = 0; s < 2; s++) {
-        sec = s ? "plain" : "curve"
-        if (rps["relay-" sec] > 0)
-            printf "ratio %s: broker/relay throughput %.2f, p50 latency %.2f\n", sec, rps["broker-" sec] / rps["relay-" sec], p50["broker-" sec] / p50["relay-" sec]
-    }
-    # allow-any measured before and after the ACL run; the ACL against their mean
-    any = (rps["broker-curve"] + rps["broker-curve2"]) / 2
-    if (any > 0)
-        printf "ratio acl: 10,000 identities + 1,000 rules / --allow-any throughput %.3f (allow-any runs %.0f and %.0f req/s)\n", rps["broker-acl"] / any, rps["broker-curve"], rps["broker-curve2"]
-    if (rps["nats-tls"] > 0 && p50["nats-tls"] > 0)
-        printf "ratio nats-tls: broker-curve/nats-tls throughput %.2f, p50 latency %.2f\n", rps["broker-curve"] / rps["nats-tls"], p50["broker-curve"] / p50["nats-tls"]
-    if (rps["nats-plain"] > 0 && p50["nats-plain"] > 0)
-        printf "ratio nats-plain: broker-plain/nats-plain throughput %.2f, p50 latency %.2f\n", rps["broker-plain"] / rps["nats-plain"], p50["broker-plain"] / p50["nats-plain"]
-    if (p50["nats-tls-seq"] > 0)
-        printf "ratio sequential: broker-curve/nats-tls p50 latency %.2f (%d us vs %d us, 1 in flight)\n", p50["broker-curve-seq"] / p50["nats-tls-seq"], p50["broker-curve-seq"], p50["nats-tls-seq"]
-}' "$OUT"
+if [ -n "$NODE_MODULES" ]; then
+    try row node-plain node plain "$F46"
+    try row node-curve node curve "$F46"
+else
+    echo "skipped: node broker (BENCH_NODE=0, or: $(tail -1 "$WORK/node-setup.log" 2>/dev/null))"
+fi
+
+if [ "${BENCH_SCALE:-1}" != 0 ]; then
+    FN=$(echo "$FRAMINGS" | awk '{ print $NF }')     # native when possible
+    # ACL identities: 10 vs 10,000, both with 1,000 rules
+    try row broker-ids10 broker acl10 "$FN"
+    try row broker-ids10k broker acl10k "$FN"
+    # 2,000 workers either way: one service, or 1,000 services x 2 workers
+    # with the requests spread over all of them (same ACL)
+    WORKER_ARGS="--service echo --workers 2000"
+    try row broker-svc1 broker acl1k "$FN"
+    WORKER_ARGS="--service echo --services 1000 --workers 2"
+    try row broker-svc1000 broker acl1k "$FN" --service echo --services 1000
+    WORKER_ARGS=""
+    # The broker's I/O threads, when it has the option
+    if "$BUILD/pigato-broker" --help 2>&1 | grep -q -- --io-threads; then
+        BROKER_ARGS="--io-threads 1"; try row broker-io1 broker curve "$FN" --clients 4
+        BROKER_ARGS="--io-threads 2"; try row broker-io2 broker curve "$FN" --clients 4
+        BROKER_ARGS=""
+    else
+        echo "skipped: io-threads rows (pigato-broker has no --io-threads yet)"
+    fi
+    # Connections: idle clients (memory; 100 at a time, within libzmq's
+    # default listen backlog of 100), a storm all at once (handshakes/s)
+    try conns idle-relay relay "$IDLE" 100
+    try conns idle-broker broker "$IDLE" 100
+    try conns storm-relay relay "$STORM"
+    try conns storm-broker broker "$STORM"
+fi
+
+echo "# $(($(date +%s) - START)) s"
+/usr/bin/python3 "$HERE/summary.py" "$OUT"
+[ -z "$FAILED" ] || { echo "bench: failed:$FAILED" >&2; exit 1; }
