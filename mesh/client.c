@@ -101,6 +101,21 @@ s_link_choose (pigato_client_t *self)
 }
 
 //  --------------------------------------------------------------------------
+//  Writes a rid: 16 hex digits of the client's random prefix, then 8 of
+//  the counter (by hand: this runs for every request).
+
+static void
+s_rid_format (char *rid, uint64_t prefix, uint32_t counter)
+{
+    static const char digits [] = "0123456789abcdef";
+    for (int index = 15; index >= 0; index--, prefix >>= 4)
+        rid [index] = digits [prefix & 15];
+    for (int index = 23; index >= 16; index--, counter >>= 4)
+        rid [index] = digits [counter & 15];
+    rid [24] = 0;
+}
+
+//  --------------------------------------------------------------------------
 //  Sends (or re-sends) a request on a chosen link: C, 2, service, rid,
 //  data, opts.
 
@@ -116,7 +131,7 @@ s_request_send (pigato_client_t *self, s_request_t *req)
     pigato__msg_t message = {
         .role = 'C', .type = PIGATO__REQUEST, .service = S_TEXT (req->service),
         .rid = S_TEXT (req->rid), .data = { req->data, req->size },
-        .opts = S_TEXT (req->opts)
+        .opts = { (const byte *) req->opts, req->opts ? strlen (req->opts) : 0 }
     };
     if (pigato__link_send (link, &message) != 0) {
         pigato__errorf (self->err, sizeof self->err,
@@ -352,7 +367,21 @@ s_opts_prepare (pigato_client_t *self, const char *opts_json, char **opts_p,
     *timeout_p = self->timeout_ms;
     *retry_p = 0;
     if (!opts_json) {
+        //  Brokers default to PIGATO_TIMEOUT_MS: then no opts at all, and
+        //  nothing for them to parse
+        *opts_p = NULL;
+        if (self->timeout_ms == PIGATO_TIMEOUT_MS)
+            return PIGATO_OK;
         *opts_p = zsys_sprintf ("{\"timeout\":%" PRId64 "}", self->timeout_ms);
+        return *opts_p ? PIGATO_OK : PIGATO_E_NOMEM;
+    }
+    //  The compact form clients usually send is read without a parser
+    //  and sent as it is when it names a timeout or the default applies
+    if (pigato__opts_fast (opts_json, strlen (opts_json), self->timeout_ms,
+                           timeout_p, retry_p)
+    &&  (strstr (opts_json, "\"timeout\":")
+         || self->timeout_ms == PIGATO_TIMEOUT_MS)) {
+        *opts_p = strdup (opts_json);
         return *opts_p ? PIGATO_OK : PIGATO_E_NOMEM;
     }
     int rc = PIGATO_OK;
@@ -580,8 +609,7 @@ pigato_client_request (pigato_client_t *self, const char *service,
     req->size = size;
     req->on_reply = on_reply;
     req->arg = arg;
-    snprintf (req->rid, sizeof req->rid, "%016" PRIx64 "%08" PRIx32,
-              self->rid_prefix, ++self->rid_counter);
+    s_rid_format (req->rid, self->rid_prefix, ++self->rid_counter);
     pigato__timer_init (&req->deadline);
     rc = s_request_send (self, req);
     if (rc != PIGATO_OK)

@@ -98,6 +98,15 @@ int pigato__peer_security_set_server_ca (pigato__peer_security_t *security,
 int64_t pigato__opts_timeout (const void *opts, int64_t default_timeout);
 int pigato__opts_retry (const void *opts);
 
+//  The same two readings without a JSON parser, for opts in the compact
+//  form clients send: {"key":integer|true|false,...}, keys of letters,
+//  digits and '_', no spaces, integers of at most 15 digits. Returns true
+//  (and sets *timeout, *retry exactly as the two functions above would)
+//  if the text is in that form; false when it needs the full parser.
+bool pigato__opts_fast (const void *text, size_t size,
+                        int64_t default_timeout, int64_t *timeout,
+                        int *retry);
+
 //  Writes path atomically: a temporary file created 0600 with O_EXCL (never
 //  readable by others, never someone else's file), set to mode, then linked
 //  into place (refuses an existing path) or, with replace, renamed over it.

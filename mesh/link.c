@@ -187,7 +187,9 @@ s_send_046 (pigato__link_t *self, const pigato__msg_t *message)
             frames [count++] = message->service;
             frames [count++] = message->rid;
             frames [count++] = message->data;
-            frames [count++] = message->opts;
+            frames [count++] = message->opts.size
+                             ? message->opts
+                             : (pigato__bytes_t) S_TEXT ("{}");
         }
         else
         if (message->type == PIGATO__HEARTBEAT && message->rid.size) {

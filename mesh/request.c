@@ -115,6 +115,9 @@ pigato__request_parse_opts (pigato__request_t *self, int64_t default_timeout)
     self->retries_left = 0;
     if (!self->opts)
         return 0;
+    if (pigato__opts_fast (self->opts, self->opts_size, default_timeout,
+                           &self->timeout, &self->retries_left))
+        return 0;
     json_error_t error;
     json_t *opts = json_loadb ((const char *) self->opts, self->opts_size, 0,
                                &error);

@@ -68,6 +68,17 @@ s_service_text (const pigato__service_t *service, char *text)
                               SERVICE_TEXT);
 }
 
+//  Copies a string into a fixed field, cut to fit ("" for NULL): for
+//  every request, so no snprintf.
+static void
+s_copy_text (char *field, size_t field_size, const char *text)
+{
+    size_t size = text ? strnlen (text, field_size - 1) : 0;
+    if (size)
+        memcpy (field, text, size);
+    field [size] = 0;
+}
+
 //  --------------------------------------------------------------------------
 //  Sending
 
@@ -587,9 +598,8 @@ s_client_request (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer)
     request->conn = m->conn;
     pigato__conns_file (self->conns, &request->conn, PIGATO__CONN_REQUESTS,
                         &request->conn_link);
-    snprintf (request->identity, sizeof request->identity, "%s", peer->name);
-    snprintf (request->curve_key, sizeof request->curve_key, "%s",
-              peer->key ? peer->key : "");
+    s_copy_text (request->identity, sizeof request->identity, peer->name);
+    s_copy_text (request->curve_key, sizeof request->curve_key, peer->key);
     zhashx_insert (self->requests, &request->key, request);
     pigato__service_enqueue (service, request, false);
     s_request_touch (self, request);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <ctype.h>
 #include <string.h>
 #include <time.h>
 #include "internal.h"
@@ -113,6 +114,77 @@ pigato__opts_retry (const void *opts)
     double value = json_number_value (retry);
     return value < 1 ? 0 : value >= PIGATO__RETRY_MAX ? PIGATO__RETRY_MAX
                                                       : (int) value;
+}
+
+bool
+pigato__opts_fast (const void *text, size_t size, int64_t default_timeout,
+                   int64_t *timeout_p, int *retry_p)
+{
+    const char *at = (const char *) text;
+    const char *end = at + size;
+    int64_t timeout = default_timeout;
+    int retry = 0;
+    if (size < 2 || at [0] != '{' || end [-1] != '}')
+        return false;
+    at++;
+    end--;
+    while (at < end) {
+        //  "key":
+        if (*at++ != '"')
+            return false;
+        const char *key = at;
+        while (at < end && (isalnum ((unsigned char) *at) || *at == '_'))
+            at++;
+        size_t key_size = (size_t) (at - key);
+        if (key_size == 0 || end - at < 2 || at [0] != '"' || at [1] != ':')
+            return false;
+        at += 2;
+        //  integer | true | false
+        enum { INTEGER, TRUE, FALSE } kind;
+        int64_t value = 0;
+        if (end - at >= 4 && memcmp (at, "true", 4) == 0) {
+            kind = TRUE;
+            at += 4;
+        }
+        else
+        if (end - at >= 5 && memcmp (at, "false", 5) == 0) {
+            kind = FALSE;
+            at += 5;
+        }
+        else {
+            kind = INTEGER;
+            bool negative = at < end && *at == '-';
+            if (negative)
+                at++;
+            const char *digits = at;
+            while (at < end && *at >= '0' && *at <= '9')
+                value = value * 10 + (*at++ - '0');
+            size_t count = (size_t) (at - digits);
+            if (count == 0 || count > 15 || (count > 1 && digits [0] == '0'))
+                return false;               //  JSON has no leading zeros
+            if (negative)
+                value = -value;
+        }
+        if (at < end && *at++ != ',')
+            return false;
+        if (at == end && at [-1] == ',')
+            return false;                   //  trailing comma
+        //  Later duplicates win, as in the full parser
+        if (key_size == 7 && memcmp (key, "timeout", 7) == 0)
+            timeout = kind != INTEGER ? default_timeout
+                    : value < 0 ? -1
+                    : value < 1 ? default_timeout
+                    : value >= PIGATO__TIMEOUT_CAP ? PIGATO__TIMEOUT_CAP
+                    : value;
+        else
+        if (key_size == 5 && memcmp (key, "retry", 5) == 0)
+            retry = kind == TRUE ? 1 : kind == FALSE ? 0
+                  : value < 1 ? 0 : value >= PIGATO__RETRY_MAX
+                  ? PIGATO__RETRY_MAX : (int) value;
+    }
+    *timeout_p = timeout;
+    *retry_p = retry;
+    return true;
 }
 
 char *

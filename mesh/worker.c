@@ -87,14 +87,29 @@ static size_t
 s_reply_key (char *key, pigato__link_t *link, unsigned generation,
              const byte *client, size_t client_size, const char *rid)
 {
-    int length = snprintf (key, WORKER_KEY_MAX, "%zu:%u:", link->index,
-                           generation);
-    sodium_bin2hex (key + length, WORKER_KEY_MAX - (size_t) length,
-                    client, client_size);
-    length += (int) (client_size * 2);
-    length += snprintf (key + length, WORKER_KEY_MAX - (size_t) length,
-                        ":%s", rid);
-    return (size_t) length;
+    //  By hand, not snprintf: this runs for every request
+    static const char digits [] = "0123456789abcdef";
+    char *at = key;
+    size_t numbers [2] = { link->index, generation };
+    for (int which = 0; which < 2; which++) {
+        char text [24];
+        int length = 0;
+        size_t value = numbers [which];
+        do
+            text [length++] = (char) ('0' + value % 10);
+        while ((value /= 10) && length < 20);
+        while (length)
+            *at++ = text [--length];
+        *at++ = ':';
+    }
+    for (size_t index = 0; index < client_size; index++) {
+        *at++ = digits [client [index] >> 4];
+        *at++ = digits [client [index] & 15];
+    }
+    *at++ = ':';
+    size_t rid_size = strlen (rid);
+    memcpy (at, rid, rid_size + 1);
+    return (size_t) (at - key) + rid_size;
 }
 
 //  --------------------------------------------------------------------------
@@ -200,12 +215,24 @@ s_timers_run (pigato_worker_t *self)
 //  Reads a request's timeout from its opts; keeps the opts text when it is
 //  a JSON object, else uses "{}".
 
+static char s_no_opts [] = "{}";        //  shared, never freed
+
 static char *
 s_request_opts (const pigato__msg_t *message, int64_t *timeout_p)
 {
     *timeout_p = PIGATO_TIMEOUT_MS;
     if (!message->has_opts)
-        return strdup ("{}");
+        return s_no_opts;
+    int retry;
+    if (pigato__opts_fast (message->opts.data, message->opts.size,
+                           PIGATO_TIMEOUT_MS, timeout_p, &retry)) {
+        char *opts = (char *) malloc (message->opts.size + 1);
+        if (opts) {
+            memcpy (opts, message->opts.data, message->opts.size);
+            opts [message->opts.size] = 0;
+        }
+        return opts;
+    }
     json_error_t error;
     json_t *root = json_loadb ((const char *) message->opts.data,
                                message->opts.size, 0, &error);
@@ -219,7 +246,7 @@ s_request_opts (const pigato__msg_t *message, int64_t *timeout_p)
         }
     }
     else
-        opts = strdup ("{}");
+        opts = s_no_opts;
     json_decref (root);
     return opts;
 }
@@ -795,7 +822,8 @@ pigato_reply_destroy (pigato_reply_t **self_p)
         pigato_reply_error (self, "E_DROPPED");
     }
     s_reply_detach (self);
-    free (self->opts);
+    if (self->opts != s_no_opts)
+        free (self->opts);
     free (self);
     *self_p = NULL;
 }

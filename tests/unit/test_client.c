@@ -120,8 +120,9 @@ s_request_frames (bool curve)
     assert_int_equal (pigato_client_pending (client), 1);
     msg = fake_recv (broker, s_pump, client, "C", "2", 2000);
     assert_non_null (msg);
-    assert_true (fake_msg_is (msg, "C", "2", "echo", rid, "\"hi\"",
-                              "{\"timeout\":60000}", NULL));
+    //  The brokers' default timeout needs no opts
+    assert_true (fake_msg_is (msg, "C", "2", "echo", rid, "\"hi\"", "{}",
+                              NULL));
     zmsg_destroy (&msg);
 
     //  rids are unique per client
@@ -129,6 +130,28 @@ s_request_frames (bool curve)
     assert_int_equal (pigato_client_request (client, "echo", "", 0, NULL,
                                              s_record, &recorder, rid2), 0);
     assert_string_not_equal (rid, rid2);
+    msg = fake_recv (broker, s_pump, client, "C", "2", 2000);
+    zmsg_destroy (&msg);
+
+    //  Another default timeout travels in the opts, added to the caller's
+    //  (compact opts that name a timeout travel as they are)
+    pigato_client_set_timeout (client, 5000);
+    const char *cases [][2] = {
+        { NULL, "{\"timeout\":5000}" },
+        { "{\"retry\":1}", "{\"retry\":1,\"timeout\":5000}" },
+        { "{\"timeout\":70,\"retry\":2}", "{\"timeout\":70,\"retry\":2}" },
+        { "{ \"x\": [1] }", "{\"x\":[1],\"timeout\":5000}" }
+    };
+    for (size_t index = 0; index < 4; index++) {
+        assert_int_equal (pigato_client_request (client, "echo", "", 0,
+                                                 cases [index][0], s_record,
+                                                 &recorder, rid2), 0);
+        msg = fake_recv (broker, s_pump, client, "C", "2", 2000);
+        assert_non_null (msg);
+        assert_true (fake_msg_is (msg, "C", "2", "echo", rid2, "",
+                                  cases [index][1], NULL));
+        zmsg_destroy (&msg);
+    }
     pigato_client_destroy (&client);
     assert_null (client);
     fake_broker_destroy (&broker);
@@ -511,7 +534,7 @@ test_reconnect_after_liveness_loss (void **state)
     msg = fake_recv (broker, s_pump, client, "C", "2", 2000);
     assert_non_null (msg);
     assert_true (fake_msg_is (msg, "C", "2", "echo", kept, "1",
-                              "{\"retry\":1,\"timeout\":60000}", NULL));
+                              "{\"retry\":1}", NULL));
     assert_false (zframe_eq (old_id, zmsg_first (msg)));
     zframe_t *new_id = fake_sender (msg);
     //  Routing ids are printable (hex), so Node brokers can route to them
@@ -911,8 +934,7 @@ test_auto_stays_046_with_a_046_broker (void **state)
     recorder_t recorder = { .count = 0 };
     char rid [PIGATO_RID_MAX + 1];
     msg = s_request (client, broker, "1", NULL, &recorder, rid);
-    assert_true (fake_msg_is (msg, "C", "2", "echo", rid, "1",
-                              "{\"timeout\":60000}", NULL));
+    assert_true (fake_msg_is (msg, "C", "2", "echo", rid, "1", "{}", NULL));
     zmsg_destroy (&msg);
     fake_send (broker, to, "C", "3", "", rid, "0", "ok", "{}", NULL);
     assert_true (s_wait_events (client, &recorder, 1, 2000));
@@ -947,8 +969,7 @@ test_switches_to_native_after_a_native_answer (void **state)
     assert_true (s_eq_bytes (entries [0].service, "echo"));
     assert_true (s_eq_bytes (entries [0].rid, rid));
     assert_true (s_eq_bytes (entries [0].data, "\"hi\""));
-    assert_true (s_eq_bytes (entries [0].opts,
-                             "{\"retry\":0,\"timeout\":60000}"));
+    assert_true (s_eq_bytes (entries [0].opts, "{\"retry\":0}"));
     assert_true (zframe_eq (to, zmsg_first (msg)));
     zmsg_destroy (&msg);
 

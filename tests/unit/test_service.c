@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <cmocka.h>
+#include <jansson.h>
 #include "service.h"
 
 static pigato__request_t *
@@ -267,10 +268,102 @@ test_binary_keys_separate_client_and_rid (void **state)
     zhashx_destroy (&table);
 }
 
+//  The parser-free reading of compact opts agrees with jansson's on every
+//  text it accepts, and accepts the forms clients send.
+static void
+s_slow (const char *text, int64_t *timeout, int *retry, bool *valid)
+{
+    json_error_t error;
+    json_t *root = json_loads (text, 0, &error);
+    *valid = root && json_is_object (root);
+    if (*valid) {
+        *timeout = pigato__opts_timeout (root, 60000);
+        *retry = pigato__opts_retry (root);
+    }
+    json_decref (root);
+}
+
+static void
+test_fast_opts_agree_with_the_json_parser (void **state)
+{
+    (void) state;
+    const char *accepted [] = {
+        "{}", "{\"timeout\":30000}", "{\"timeout\":-1}", "{\"timeout\":0}",
+        "{\"retry\":true}", "{\"retry\":3,\"timeout\":5}", "{\"retry\":99}",
+        "{\"timeout\":5,\"timeout\":7}", "{\"persist\":false,\"x_1\":12}",
+        "{\"timeout\":999999999999999}", "{\"timeout\":-0}"
+    };
+    const char *refused [] = {
+        "", "{", "}", "{,}", "{\"timeout\":1,}", "{\"timeout\":01}",
+        "{ \"timeout\":1}", "{\"timeout\":1.5}", "{\"timeout\":\"1\"}",
+        "{\"t\\u0069meout\":1}", "{\"timeout\":1}}", "{\"\":1}",
+        "{\"timeout\":1234567890123456}", "{\"timeout\":null}", "[1]",
+        "{\"timeout\":-}", "{\"a\":tru}"
+    };
+    for (size_t index = 0; index < sizeof accepted / sizeof *accepted; index++) {
+        int64_t timeout, slow_timeout;
+        int retry, slow_retry;
+        bool valid;
+        const char *text = accepted [index];
+        assert_true (pigato__opts_fast (text, strlen (text), 60000, &timeout,
+                                        &retry));
+        s_slow (text, &slow_timeout, &slow_retry, &valid);
+        assert_true (valid);
+        assert_int_equal (timeout, slow_timeout);
+        assert_int_equal (retry, slow_retry);
+    }
+    for (size_t index = 0; index < sizeof refused / sizeof *refused; index++) {
+        int64_t timeout;
+        int retry;
+        assert_false (pigato__opts_fast (refused [index],
+                                         strlen (refused [index]), 60000,
+                                         &timeout, &retry));
+    }
+    //  Random texts built from members, some of them broken: whatever the
+    //  fast path accepts, jansson accepts with the same reading
+    const char *keys [] = { "\"timeout\"", "\"retry\"", "\"x_1\"", "\"\"",
+                            "\"t o\"", "timeout" };
+    const char *values [] = { "1", "0", "-1", "30000", "true", "false", "01",
+                              "1.5", "-", "null", "999999999999999", "-0",
+                              "1234567890123456", "\"7\"", "tru", "1e3", "7" };
+    const char *separators [] = { ",", ",", ",", " ,", ",,", "" };
+    unsigned seed = 12345;
+    int accepted_count = 0;
+    for (int round = 0; round < 100000; round++) {
+        char text [256] = "{";
+        seed = seed * 1103515245 + 12345;
+        int members = (int) ((seed >> 16) % 4);
+        for (int member = 0; member < members; member++) {
+            if (member) {
+                seed = seed * 1103515245 + 12345;
+                strcat (text, separators [(seed >> 16) % 6]);
+            }
+            seed = seed * 1103515245 + 12345;
+            strcat (text, keys [(seed >> 16) % 6]);
+            seed = seed * 1103515245 + 12345;
+            strcat (text, (seed >> 16) % 20 ? ":" : "=");
+            seed = seed * 1103515245 + 12345;
+            strcat (text, values [(seed >> 16) % 17]);
+        }
+        strcat (text, "}");
+        int64_t timeout, slow_timeout;
+        int retry, slow_retry;
+        bool valid;
+        if (pigato__opts_fast (text, strlen (text), 60000, &timeout, &retry)) {
+            accepted_count++;
+            s_slow (text, &slow_timeout, &slow_retry, &valid);
+            if (!valid || timeout != slow_timeout || retry != slow_retry)
+                fail_msg ("fast and full readings differ for %s", text);
+        }
+    }
+    assert_true (accepted_count > 100);     //  the generator reaches it
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_fast_opts_agree_with_the_json_parser),
         cmocka_unit_test (test_services_are_created_on_demand_and_released_when_empty),
         cmocka_unit_test (test_queue_is_fifo_and_front_insert_jumps_it),
         cmocka_unit_test (test_load_mode_picks_least_in_flight_and_honours_concurrency),
