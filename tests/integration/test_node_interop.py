@@ -221,5 +221,46 @@ class NodeInteropTest(MeshTestCase):
         self.assertEqual(final["err"], "nope")
 
 
+class NodeBrokerTest(MeshTestCase):
+    """libpigato peers on their default framing ("auto") through Node
+    pigato's own Broker: they offer the native framing in 0.0.46 frames,
+    the Node broker answers in 0.0.46 framing, and they stay on it."""
+    START_BROKER = False
+    setUpClass = classmethod(NodeInteropTest.setUpClass.__func__)
+
+    def setUp(self):
+        MeshTestCase.setUp(self)
+        self.key = harness.KeyPair(self.tmp, "node-broker")
+        self.endpoint = "tcp://127.0.0.1:%d" % harness.free_port()
+        self.node_broker = self.start(
+            ["node", os.path.join(REPO, "bench", "node_broker.js"), "--bind", self.endpoint,
+             "--intch", "tcp://127.0.0.1:%d" % harness.free_port(),
+             "--secret-key", self.key.secret], name="node-broker",
+            env={"NODE_PATH": NODE_MODULES, "NODE_NO_WARNINGS": "1"})
+        if not self.node_broker.wait_for_line(r"event=ready", 15):
+            self.fail("Node broker did not start\n" + self.node_broker.tail())
+
+    def cli(self, *args, **kw):
+        return MeshTestCase.cli(self, *args, "--broker", self.endpoint, "--server-key",
+                                self.key.public_file, "--heartbeat", HEARTBEAT,
+                                "--log-level", "debug", **kw)
+
+    def test_auto_framing_peers_work_through_the_node_broker(self):
+        serve = self.start([CLI_BIN, "serve", "n.echo", "--echo", "--broker", self.endpoint,
+                            "--server-key", self.key.public_file, "--heartbeat", HEARTBEAT,
+                            "--log-level", "debug"], name="pigato-serve")
+        for attempt in range(50):           # the worker registers asynchronously
+            rc, out, err = self.cli("request", "n.echo", '"ping"', "--timeout", "1000")
+            if rc == 0:
+                break
+        self.assertEqual((rc, out.strip()), (0, '"ping"'), err + self.node_broker.tail())
+        for peer, text in (("client", err), ("worker", serve.text())):
+            self.assertNotRegex(text, r"event=\w+_native\b",
+                                "the %s switched to native framing with a Node broker" % peer)
+        self.assertTrue(self.node_broker.alive(), self.node_broker.tail())
+        self.assertNotRegex(self.node_broker.text(), r"ERR_MSG|Error",
+                            self.node_broker.tail())
+
+
 if __name__ == "__main__":
     harness.main()
