@@ -3,6 +3,7 @@
     =========================================================================
 */
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -262,7 +263,23 @@ main (int argc, char *argv [])
     rc = pigato_broker_run (broker);
     signal (SIGHUP, SIG_IGN);
     s_broker = NULL;
-    pigato_log_stderr (PIGATO_LOG_INFO, "event=stopped", NULL);
+    if (log_level >= PIGATO_LOG_INFO) {
+        //  What the run did, for operators and benchmarks
+        char line [512];
+        snprintf (line, sizeof line, "event=stopped requests=%" PRId64
+                  " replies=%" PRId64 " failed=%" PRId64 " timeouts=%" PRId64
+                  " bad_messages=%" PRId64 " denied=%" PRId64
+                  " native_batches_out=%" PRId64 " native_entries_out=%" PRId64,
+                  pigato_broker_counter (broker, "requests"),
+                  pigato_broker_counter (broker, "replies"),
+                  pigato_broker_counter (broker, "failed"),
+                  pigato_broker_counter (broker, "timeouts"),
+                  pigato_broker_counter (broker, "bad_messages"),
+                  pigato_broker_counter (broker, "denied"),
+                  pigato_broker_counter (broker, "batches_out"),
+                  pigato_broker_counter (broker, "entries_out"));
+        pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
+    }
     rc = rc == PIGATO_E_INTERRUPTED ? 0 : rc ? 1 : 0;
 cleanup:
     pigato_broker_destroy (&broker);
