@@ -236,9 +236,15 @@ main (int argc, char *argv [])
                 if (pending == before)
                     usleep (1000);
             }
-            answered += last - pending;
-            if (pending > first)
+            if (rc == 0)
+                answered += last - pending;
+            if (rc == 0 && pending > first) {
+                fprintf (stderr, "pigato-conns: %ld of connections %ld..%ld "
+                         "unanswered after %.1f s%s\n", pending - first, first,
+                         last - 1, (double) (s_now_usecs () - start) / 1e6,
+                         s_stop ? " (interrupted)" : "");
                 rc = 1;
+            }
         }
         seconds = (double) (s_now_usecs () - start) / 1e6;
     }

@@ -16,7 +16,8 @@
 #   bench/run.sh BUILD [REQUESTS] [INFLIGHT]
 # Environment: BENCH_REQUESTS, BENCH_INFLIGHT, BENCH_IDLE (10000 idle
 # clients), BENCH_STORM (1000), BENCH_SCALE=0 skips the scale runs,
-# BENCH_NODE=0 the Node broker, BENCH_NATS=0 nats-server.
+# BENCH_NODE=0 the Node broker, BENCH_NATS=0 nats-server, BENCH_ONLY=GLOB
+# runs only the rows whose label matches that one shell pattern (e.g. 'idle-*').
 set -eu
 BUILD=${1:-build}
 REQUESTS=${2:-${BENCH_REQUESTS:-100000}}
@@ -84,9 +85,12 @@ start_server() {
     SPID=$!; PIDS="$PIDS $SPID"
     wait_log "$log" "event=ready"
 }
-stop() {        # PID...: stops and reaps
+stop() {        # PID...: stops, reaps and forgets (a reaped pid may be reused)
     kill "$@" 2>/dev/null || true
-    for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do
+        wait "$pid" 2>/dev/null || true
+        PIDS=$(echo " $PIDS " | sed "s/ $pid / /")
+    done
 }
 
 # row LABEL KIND SECURITY FRAMING [BENCH ARGS...]: one server, one echo
@@ -143,10 +147,14 @@ conns() {
           answered += v["answered"]; if (v["seconds"] > seconds) seconds = v["seconds"] }
         END { printf "label=%s connections=%d answered=%d seconds=%.3f handshakes_per_s=%.0f rss_before_kb=%d rss_after_kb=%d per_conn_bytes=%.0f\n",
               label, count, answered, seconds, answered / seconds, before, after, (after - before) * 1024 / count }' >>"$OUT"
-    rm -f "$WORK"/conns.*
     tail -1 "$OUT"
-    [ "$(tail -1 "$OUT" | sed 's/.*answered=\([0-9]*\).*/\1/')" = "$count" ] \
-        || { echo "bench: $label: not every connection was answered" >&2; return 1; }
+    if [ "$(tail -1 "$OUT" | sed 's/.*answered=\([0-9]*\).*/\1/')" != "$count" ]; then
+        echo "bench: $label: not every connection was answered; logs:" >&2
+        tail -3 "$WORK"/conns.* "$WORK/server.log" >&2
+        rm -f "$WORK"/conns.*
+        return 1
+    fi
+    rm -f "$WORK"/conns.*
 }
 
 # NATS baseline: nats-server from PATH or /usr/sbin, else the Debian package
@@ -220,6 +228,7 @@ OUT=$WORK/results
 : >"$OUT"
 FAILED=""
 try() {         # COMMAND LABEL ...: a failed row is reported, the rest run
+    case $2 in ${BENCH_ONLY:-*}) ;; *) return 0 ;; esac
     "$@" || FAILED="$FAILED $2"
 }
 SEQUENTIAL=$((REQUESTS / 10 > 1000 ? REQUESTS / 10 : 1000))

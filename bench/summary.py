@@ -73,6 +73,11 @@ for f in framings:
 # Node pigato 0.0.46's broker, same client and worker in 0.0.46 framing
 ratio("0.0.46 plaintext pigato-broker/node-broker throughput", rps("broker-plain-" + f46), rps("node-plain"), ">= 20")
 ratio("0.0.46 CURVE pigato-broker/node-broker throughput", rps("broker-curve-" + f46), rps("node-curve"), ">= 20")
+ratio("0.0.46 CURVE node-broker/pigato-broker CPU per request", cpu("node-curve"), cpu("broker-curve-" + f46))
+if fn != f46:
+    # Not the same framing (Node speaks only 0.0.46): what a C peer gains
+    ratio("native CURVE pigato-broker / 0.0.46 CURVE node-broker throughput", rps("broker-curve-native"), rps("node-curve"))
+    ratio("0.0.46 CURVE node-broker / native CURVE pigato-broker CPU per request", cpu("node-curve"), cpu("broker-curve-native"))
 # Scale
 ratio("identities 10,000/10 (1,000 rules) throughput", rps("broker-ids10k"), rps("broker-ids10"), "1 +- 0.10")
 ratio("services 1,000 x 2 workers / 1 x 2,000 workers throughput", rps("broker-svc1000"), rps("broker-svc1"), "1 +- 0.10")
