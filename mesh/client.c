@@ -4,7 +4,11 @@
     docs/native-framing.md).
 
     Single-threaded. Each broker link is a DEALER socket (link.c); requests
-    are spread round-robin over links that answer. Timers (heartbeat tick,
+    are spread round-robin over links that answer. A request belongs to
+    the link (and connection) it was last sent on: replies from any other
+    are dropped. When a broker is lost (silent for `liveness` intervals, or
+    its connection ended) its requests with a retry left move to another
+    live link at once; the others fail. Timers (heartbeat tick,
     request inactivity deadlines) live in one heap. Callbacks may make or
     cancel requests and connect links, but must not destroy the client.
     What callbacks and timers send during one round leaves as one native
@@ -31,7 +35,8 @@ typedef struct {
     int retry;                  //  re-sends left on broker loss
     pigato_reply_fn *on_reply;  //  callback, may be NULL
     void *arg;                  //  callback argument
-    pigato__link_t *link;       //  link it was sent on
+    pigato__link_t *link;       //  link it was last sent on
+    unsigned generation;        //  that link's connection then
     int64_t sent_at;            //  when it was (re)sent
     int64_t last_activity;      //  when sent or last replied to
     pigato__timer_t deadline;   //  inactivity deadline
@@ -76,28 +81,28 @@ s_request_destroy (s_request_t **req_p)
 }
 
 //  --------------------------------------------------------------------------
-//  Picks a link round-robin: prefer links whose broker answered within two
-//  intervals; else any link with a socket. NULL if there is none.
+//  Picks a link round-robin, other than avoid (a broker just lost): first
+//  links whose broker answered within two intervals, then any other link
+//  with a socket, then avoid itself (reopened; the only one left). NULL
+//  if there is none.
 
 static pigato__link_t *
-s_link_choose (pigato_client_t *self)
+s_link_choose (pigato_client_t *self, pigato__link_t *avoid)
 {
     int64_t now = pigato__now_ms ();
+    int64_t window = 2 * (int64_t) self->interval_ms;
     size_t size = pigato__links_size (self->links);
     for (int pass = 0; pass < 2; pass++)
         for (size_t step = 0; step < size; step++) {
             size_t index = (self->next_link + step) % size;
             pigato__link_t *link = pigato__links_get (self->links, index);
-            if (!link->sock)
-                continue;
-            if (pass == 0 && !(link->heard
-                               && now - link->last_seen
-                                  <= 2 * (int64_t) self->interval_ms))
+            if (!link->sock || link == avoid
+            ||  (pass == 0 && !pigato__link_alive (link, now, window)))
                 continue;
             self->next_link = index + 1;
             return link;
         }
-    return NULL;
+    return avoid && avoid->sock ? avoid : NULL;
 }
 
 //  --------------------------------------------------------------------------
@@ -116,13 +121,14 @@ s_rid_format (char *rid, uint64_t prefix, uint32_t counter)
 }
 
 //  --------------------------------------------------------------------------
-//  Sends (or re-sends) a request on a chosen link: C, 2, service, rid,
-//  data, opts.
+//  Sends (or re-sends) a request on a chosen link, avoiding `avoid` while
+//  another link is there: C, 2, service, rid, data, opts.
 
 static int
-s_request_send (pigato_client_t *self, s_request_t *req)
+s_request_send (pigato_client_t *self, s_request_t *req,
+                pigato__link_t *avoid)
 {
-    pigato__link_t *link = s_link_choose (self);
+    pigato__link_t *link = s_link_choose (self, avoid);
     if (!link) {
         pigato__errorf (self->err, sizeof self->err,
                         "not connected to any broker");
@@ -140,6 +146,7 @@ s_request_send (pigato_client_t *self, s_request_t *req)
         return PIGATO_E_NOTCONNECTED;
     }
     req->link = link;
+    req->generation = link->generation;
     req->sent_at = pigato__now_ms ();
     char service_text [80];
     pigato__log (PIGATO_LOG_DEBUG,
@@ -186,16 +193,16 @@ s_link_greet (pigato__link_t *link)
 }
 
 //  --------------------------------------------------------------------------
-//  A broker went silent for `liveness` intervals: reconnect with a new
-//  socket, then re-send its requests that have retries left and fail the
-//  others with E_NOTCONNECTED "E_BROKER_LOST".
+//  A broker is lost (silent for `liveness` intervals, or its connection
+//  ended): reconnect with a new socket, then move its requests that have
+//  a retry left to another live link (this one only if it is the only
+//  link), counting one retry, and fail the others with E_NOTCONNECTED
+//  "E_BROKER_LOST". The broker forgot them with the connection.
 
 static void
-s_link_lost (pigato_client_t *self, pigato__link_t *link)
+s_link_lost (pigato_client_t *self, pigato__link_t *link, const char *reason)
 {
-    pigato__log (PIGATO_LOG_WARNING,
-                 "event=client_broker_lost endpoint=%s silent_ms=%" PRId64,
-                 link->endpoint, pigato__now_ms () - link->last_seen);
+    int64_t silent_ms = pigato__now_ms () - link->last_seen;
     if (pigato__link_open (link, self->err, sizeof self->err) == PIGATO_OK)
         s_link_greet (link);
     else
@@ -203,6 +210,7 @@ s_link_lost (pigato_client_t *self, pigato__link_t *link)
                      "event=client_reconnect_failed endpoint=%s", link->endpoint);
 
     //  Collect rids first: callbacks below may change the table
+    size_t resent = 0, failed = 0;
     zlistx_t *rids = zlistx_new ();
     if (!rids)
         return;
@@ -219,13 +227,27 @@ s_link_lost (pigato_client_t *self, pigato__link_t *link)
             continue;           //  cancelled or ended by an earlier callback
         if (req->retry > 0) {
             req->retry--;
-            if (s_request_send (self, req) == PIGATO_OK)
+            if (s_request_send (self, req, link) == PIGATO_OK) {
+                resent++;
                 continue;
+            }
         }
+        failed++;
         s_request_finish (self, req, PIGATO_E_NOTCONNECTED, "E_BROKER_LOST",
                           strlen ("E_BROKER_LOST"));
     }
     zlistx_destroy (&rids);
+    pigato__log (PIGATO_LOG_WARNING,
+                 "event=client_broker_lost endpoint=%s reason=%s "
+                 "silent_ms=%" PRId64 " resent=%zu failed=%zu",
+                 link->endpoint, reason, silent_ms, resent, failed);
+}
+
+//  Its connection to a broker that had answered ended (link.c monitor).
+static void
+s_link_disconnected (void *owner, pigato__link_t *link)
+{
+    s_link_lost ((pigato_client_t *) owner, link, "disconnected");
 }
 
 //  --------------------------------------------------------------------------
@@ -241,7 +263,7 @@ s_heartbeat_tick (pigato_client_t *self, int64_t now)
          index++) {
         pigato__link_t *link = pigato__links_get (self->links, index);
         if (!link->sock || now - link->last_seen >= dead_after)
-            s_link_lost (self, link);
+            s_link_lost (self, link, "silent");
         else {
             pigato__msg_t heartbeat = { .role = 'C',
                                         .type = PIGATO__HEARTBEAT };
@@ -307,10 +329,17 @@ s_link_handle (void *owner, pigato__link_t *link,
         memcpy (rid, message.rid.data, message.rid.size);
     rid [message.rid.size] = 0;
     s_request_t *req = (s_request_t *) zhashx_lookup (self->requests, rid);
-    if (!req || strlen (rid) != message.rid.size) {
+    //  Only the connection the request is on may answer it: after a
+    //  failover the old broker's late reply is not the request's
+    const char *unknown = !req || strlen (rid) != message.rid.size
+                        ? "unknown_rid"
+                        : req->link != link
+                       || req->generation != link->generation
+                        ? "wrong_link" : NULL;
+    if (unknown) {
         char printable [80];
         pigato__log (PIGATO_LOG_DEBUG, "event=client_drop endpoint=%s "
-                     "reason=unknown_rid rid=%s", link->endpoint,
+                     "reason=%s rid=%s", link->endpoint, unknown,
                      pigato__printable (message.rid.data, message.rid.size,
                                         printable, sizeof printable));
         return 0;
@@ -433,7 +462,7 @@ pigato_client_new (void)
     self->requests = zhashx_new ();
     self->timers = pigato__heap_new ();
     self->links = pigato__links_new ('C', &self->security, s_link_handle,
-                                     s_loop_tick, self);
+                                     s_loop_tick, s_link_disconnected, self);
     randombytes_buf (&self->rid_prefix, sizeof self->rid_prefix);
     pigato__timer_init (&self->heartbeat);
     if (!self->requests || !self->timers || !self->links)
@@ -611,7 +640,7 @@ pigato_client_request (pigato_client_t *self, const char *service,
     req->arg = arg;
     s_rid_format (req->rid, self->rid_prefix, ++self->rid_counter);
     pigato__timer_init (&req->deadline);
-    rc = s_request_send (self, req);
+    rc = s_request_send (self, req, NULL);
     if (rc != PIGATO_OK)
         goto failed;
     if (zhashx_insert (self->requests, req->rid, req) != 0) {

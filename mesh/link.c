@@ -7,6 +7,11 @@
     always. A native message is checked whole (every entry, every external
     frame used) before any of its entries is handed to the owner, so a
     malformed batch is dropped without side effects.
+
+    Every socket has a libzmq monitor (an inproc PAIR) for one event,
+    DISCONNECTED: a broker that had spoken and whose connection ends is
+    gone, with what it held for this connection (a broker forgets the
+    requests of a closed connection), so the owner hears of it at once.
     =========================================================================
 */
 #include <sodium.h>
@@ -14,12 +19,20 @@
 
 #define LINK_DRAIN_MAX 1000     //  messages per link per round
 
+//  One entry of a poll: a link's socket or its monitor.
+typedef struct {
+    pigato__link_t *link;       //  the link
+    unsigned generation;        //  its generation when polled
+    bool monitor;               //  the monitor, not the socket
+} s_polled_t;
+
 struct _pigato__links_t {
     char role;                  //  'C' client or 'W' worker
     const char *name;           //  "client" / "worker", for logs
     const pigato__peer_security_t *security;    //  owner's, borrowed
     pigato__link_handler_fn *handler;   //  per message from a broker
     pigato__link_tick_fn *tick; //  after a zloop drain
+    pigato__link_lost_fn *lost; //  connection to a broker ended
     void *owner;                //  their argument
     pigato__framing_t framing;  //  for links added from now on
     pigato__link_t **items;     //  the links
@@ -27,9 +40,8 @@ struct _pigato__links_t {
     int hold;                   //  dispatch depth: > 0 coalesces sends
     zloop_t *loop;              //  attached zloop, or NULL
     zmq_pollitem_t *poll_items; //  reused by every poll
-    pigato__link_t **polled;    //  link of each poll item
-    unsigned *generations;      //  its generation when polled
-    size_t poll_capacity;       //  slots in the three arrays
+    s_polled_t *polled;         //  what each poll item is
+    size_t poll_capacity;       //  slots in the two arrays
 };
 
 #define S_TEXT(text) { (const byte *) (text), strlen (text) }
@@ -37,7 +49,8 @@ struct _pigato__links_t {
 pigato__links_t *
 pigato__links_new (char role, const pigato__peer_security_t *security,
                    pigato__link_handler_fn *handler,
-                   pigato__link_tick_fn *tick, void *owner)
+                   pigato__link_tick_fn *tick, pigato__link_lost_fn *lost,
+                   void *owner)
 {
     pigato__links_t *self = (pigato__links_t *) calloc (1, sizeof *self);
     if (!self)
@@ -47,6 +60,7 @@ pigato__links_new (char role, const pigato__peer_security_t *security,
     self->security = security;
     self->handler = handler;
     self->tick = tick;
+    self->lost = lost;
     self->owner = owner;
     self->framing = PIGATO__FRAMING_AUTO;
     return self;
@@ -81,7 +95,6 @@ pigato__links_destroy (pigato__links_t **self_p)
     free (self->items);
     free (self->poll_items);
     free (self->polled);
-    free (self->generations);
     free (self);
     *self_p = NULL;
 }
@@ -244,6 +257,12 @@ pigato__link_send (pigato__link_t *self, const pigato__msg_t *message)
 }
 
 bool
+pigato__link_alive (pigato__link_t *self, int64_t now, int64_t window_ms)
+{
+    return self->sock && self->heard && now - self->last_seen <= window_ms;
+}
+
+bool
 pigato__link_offers (pigato__link_t *self)
 {
     return self->framing == PIGATO__FRAMING_AUTO && !self->native;
@@ -352,6 +371,42 @@ s_link_drain (pigato__link_t *self, unsigned generation, size_t *received)
 }
 
 //  --------------------------------------------------------------------------
+//  Reads a link's monitor events (as of the generation polled). A
+//  disconnect from a broker that spoke since the link opened: what it
+//  sent before is handled, then the owner's lost handler runs.
+
+static void
+s_monitor_drain (pigato__link_t *self, unsigned generation, size_t *received)
+{
+    bool disconnected = false;
+    while (self->monitor && self->generation == generation) {
+        zmsg_t *msg = zmsg_recv (self->monitor);
+        if (!msg)
+            break;
+        zframe_t *event = zmsg_first (msg);
+        uint16_t number = 0;
+        if (event && zframe_size (event) >= sizeof number)
+            memcpy (&number, zframe_data (event), sizeof number);
+        if (number == ZMQ_EVENT_DISCONNECTED)
+            disconnected = true;
+        zmsg_destroy (&msg);
+    }
+    if (!disconnected || !self->heard || self->generation != generation)
+        return;
+    pigato__links_t *links = self->links;
+    pigato__log (PIGATO_LOG_INFO, "event=%s_disconnected endpoint=%s",
+                 links->name, self->endpoint);
+    while (self->sock && self->generation == generation) {
+        size_t before = *received;
+        s_link_drain (self, generation, received);
+        if (*received - before < LINK_DRAIN_MAX)
+            break;
+    }
+    if (links->lost && self->generation == generation)
+        links->lost (links->owner, self);
+}
+
+//  --------------------------------------------------------------------------
 //  zloop reader: drains one link and runs the owner's timers, as one
 //  dispatch.
 
@@ -371,6 +426,23 @@ s_loop_reader (zloop_t *loop, zsock_t *sock, void *arg)
     return zsys_interrupted ? -1 : 0;
 }
 
+//  zloop reader of a link's monitor, as one dispatch with the timers.
+static int
+s_loop_monitor (zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void) loop;
+    (void) sock;
+    pigato__link_t *link = (pigato__link_t *) arg;
+    pigato__links_t *self = link->links;
+    size_t received = 0;
+    pigato__links_hold (self);
+    s_monitor_drain (link, link->generation, &received);
+    if (self->tick)
+        self->tick (self->owner);
+    pigato__links_release (self);
+    return zsys_interrupted ? -1 : 0;
+}
+
 static void
 s_link_register (pigato__link_t *self)
 {
@@ -379,6 +451,35 @@ s_link_register (pigato__link_t *self)
         zloop_reader (loop, self->sock, s_loop_reader, self);
         zloop_reader_set_tolerant (loop, self->sock);
     }
+    if (loop && self->monitor) {
+        zloop_reader (loop, self->monitor, s_loop_monitor, self);
+        zloop_reader_set_tolerant (loop, self->monitor);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Watches a fresh socket for disconnects. Without a monitor the link
+//  still works: heartbeats find a dead broker.
+
+static void
+s_monitor_open (pigato__link_t *self)
+{
+    static unsigned sequence = 0;
+    char endpoint [96];
+    snprintf (endpoint, sizeof endpoint, "inproc://pigato-link-%p-%u",
+              (void *) self, ++sequence);
+    if (zmq_socket_monitor (zsock_resolve (self->sock), endpoint,
+                            ZMQ_EVENT_DISCONNECTED) != 0)
+        return;
+    self->monitor = zsock_new (ZMQ_PAIR);
+    if (self->monitor) {
+        zsock_set_rcvtimeo (self->monitor, 0);
+        zsock_set_linger (self->monitor, 0);
+        if (zsock_connect (self->monitor, "%s", endpoint) != 0)
+            zsock_destroy (&self->monitor);
+    }
+    if (!self->monitor)
+        zmq_socket_monitor (zsock_resolve (self->sock), NULL, 0);
 }
 
 void
@@ -405,6 +506,7 @@ pigato__link_open (pigato__link_t *self, char *err, size_t err_size)
     self->last_seen = pigato__now_ms ();
     self->heard = false;
     self->native = self->framing == PIGATO__FRAMING_NATIVE;
+    s_monitor_open (self);
     s_link_register (self);
     return PIGATO_OK;
 }
@@ -417,6 +519,12 @@ pigato__link_close (pigato__link_t *self)
     pigato__link_flush (self);
     if (self->links->loop)
         zloop_reader_end (self->links->loop, self->sock);
+    if (self->monitor) {
+        if (self->links->loop)
+            zloop_reader_end (self->links->loop, self->monitor);
+        zmq_socket_monitor (zsock_resolve (self->sock), NULL, 0);
+        zsock_destroy (&self->monitor);
+    }
     zsock_destroy (&self->sock);
 }
 
@@ -473,21 +581,18 @@ pigato__links_poll (pigato__links_t *self, int64_t wait_ms, size_t *received)
     //  not leave what it sent behind
     for (size_t index = 0; index < self->size; index++)
         pigato__link_flush (self->items [index]);
-    if (self->poll_capacity < self->size) {
-        size_t capacity = self->size + 4;
+    //  Two items per link: its socket and its monitor
+    if (self->poll_capacity < 2 * self->size) {
+        size_t capacity = 2 * self->size + 8;
         zmq_pollitem_t *items = (zmq_pollitem_t *) realloc (
             self->poll_items, capacity * sizeof *items);
         if (items)
             self->poll_items = items;
-        pigato__link_t **polled = (pigato__link_t **) realloc (
+        s_polled_t *polled = (s_polled_t *) realloc (
             self->polled, capacity * sizeof *polled);
         if (polled)
             self->polled = polled;
-        unsigned *generations = (unsigned *) realloc (
-            self->generations, capacity * sizeof *generations);
-        if (generations)
-            self->generations = generations;
-        if (!items || !polled || !generations)
+        if (!items || !polled)
             return PIGATO_E_NOMEM;
         self->poll_capacity = capacity;
     }
@@ -499,16 +604,29 @@ pigato__links_poll (pigato__links_t *self, int64_t wait_ms, size_t *received)
         self->poll_items [used] = (zmq_pollitem_t) {
             zsock_resolve (link->sock), 0, ZMQ_POLLIN, 0
         };
-        self->polled [used] = link;
-        self->generations [used++] = link->generation;
+        self->polled [used++] = (s_polled_t) { link, link->generation, false };
+        if (!link->monitor)
+            continue;
+        self->poll_items [used] = (zmq_pollitem_t) {
+            zsock_resolve (link->monitor), 0, ZMQ_POLLIN, 0
+        };
+        self->polled [used++] = (s_polled_t) { link, link->generation, true };
     }
     if (used == 0 && wait_ms < 0)
         return 1;               //  nothing could ever happen
     if (zmq_poll (self->poll_items, (int) used, (long) wait_ms) < 0)
         return zmq_errno () == EINTR ? PIGATO_E_INTERRUPTED : PIGATO_E_CLOSED;
-    for (size_t index = 0; index < used; index++)
-        if (self->poll_items [index].revents & ZMQ_POLLIN)
-            s_link_drain (self->polled [index], self->generations [index],
-                          received);
+    //  Messages first: what a broker sent before it went is handled
+    for (int monitors = 0; monitors < 2; monitors++)
+        for (size_t index = 0; index < used; index++) {
+            s_polled_t *polled = &self->polled [index];
+            if (polled->monitor != (monitors == 1)
+            ||  !(self->poll_items [index].revents & ZMQ_POLLIN))
+                continue;
+            if (polled->monitor)
+                s_monitor_drain (polled->link, polled->generation, received);
+            else
+                s_link_drain (polled->link, polled->generation, received);
+        }
     return PIGATO_OK;
 }

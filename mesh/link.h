@@ -8,6 +8,10 @@
     handling the messages that arrived, running timers) are coalesced per
     native link and leave as one batch at release; other sends leave at
     once. Nothing waits across a blocking poll: poll flushes first.
+
+    Each socket has a monitor: when the connection to a broker that had
+    spoken ends (broker killed or restarted, network cut), the owner's
+    lost handler runs at once, without waiting for heartbeats to stop.
     =========================================================================
 */
 #ifndef PIGATO_LINK_H_INCLUDED
@@ -22,6 +26,7 @@ typedef struct _pigato__links_t pigato__links_t;
 typedef struct {
     pigato__links_t *links;     //  the set it belongs to
     zsock_t *sock;              //  DEALER, NULL when closed or reopen failed
+    zsock_t *monitor;           //  PAIR reading sock's disconnect events
     char *endpoint;             //  broker endpoint
     size_t index;               //  position in the set
     unsigned generation;        //  bumped at each (re)connect
@@ -43,12 +48,18 @@ typedef int (pigato__link_handler_fn) (void *owner, pigato__link_t *link,
 //  Called after a zloop reader drained a link (the owner's timers).
 typedef void (pigato__link_tick_fn) (void *owner);
 
+//  Called when a link's connection to a broker that had spoken since the
+//  link (re)opened ended; what the broker sent before is handled first.
+//  The owner usually reopens the link. NULL = left to heartbeats.
+typedef void (pigato__link_lost_fn) (void *owner, pigato__link_t *link);
+
 //  Creates an empty set for role 'C' or 'W'. security is borrowed and
 //  must outlive the set. NULL if out of memory.
 pigato__links_t *pigato__links_new (char role,
                                     const pigato__peer_security_t *security,
                                     pigato__link_handler_fn *handler,
-                                    pigato__link_tick_fn *tick, void *owner);
+                                    pigato__link_tick_fn *tick,
+                                    pigato__link_lost_fn *lost, void *owner);
 
 //  Closes every link (pending batches flushed within the linger) and
 //  frees the set.
@@ -81,12 +92,17 @@ void pigato__links_release (pigato__links_t *self);
 int pigato__links_poll (pigato__links_t *self, int64_t wait_ms,
                         size_t *received);
 
-//  Opens (or reopens) a link's socket with a fresh routing id; the link
-//  starts in 0.0.46 framing, or native in native mode.
+//  Opens (or reopens) a link's socket with a fresh routing id and its
+//  monitor; the link starts in 0.0.46 framing, or native in native mode.
 int pigato__link_open (pigato__link_t *self, char *err, size_t err_size);
 
-//  Flushes what is pending and closes the socket (and its zloop reader).
+//  Flushes what is pending and closes the socket and its monitor (and
+//  their zloop readers).
 void pigato__link_close (pigato__link_t *self);
+
+//  True if the link has a socket and its broker spoke within window_ms.
+bool pigato__link_alive (pigato__link_t *self, int64_t now,
+                         int64_t window_ms);
 
 //  True if the greeting should carry the native offer (auto mode).
 bool pigato__link_offers (pigato__link_t *self);

@@ -190,6 +190,17 @@ s_link_reconnect (pigato_worker_t *self, pigato__link_t *link, bool lost)
                      "endpoint=%s", link->endpoint);
 }
 
+//  Its connection to a broker that had answered ended (link.c monitor):
+//  reconnect now, so the broker (or its restart) has the worker back as
+//  soon as it listens. The other links are not touched.
+static void
+s_link_disconnected (void *owner, pigato__link_t *link)
+{
+    pigato_worker_t *self = (pigato_worker_t *) owner;
+    if (!self->stopped)
+        s_link_reconnect (self, link, true);
+}
+
 //  --------------------------------------------------------------------------
 //  Heartbeat tick: silent links reconnect, the others get a heartbeat.
 
@@ -393,7 +404,7 @@ pigato_worker_new (const char *service, pigato_request_fn *handler, void *arg)
     self->concurrency = PIGATO_CONCURRENCY;
     self->replies = zhashx_new ();
     self->links = pigato__links_new ('W', &self->security, s_link_handle,
-                                     s_loop_tick, self);
+                                     s_loop_tick, s_link_disconnected, self);
     self->loop_timer = -1;
     if (!self->service || !self->replies || !self->links)
         pigato_worker_destroy (&self);
