@@ -407,6 +407,7 @@ s_worker_heartbeat (pigato_broker_t *self, s_in_t *in,
         int previous = worker->concurrency;
         worker->concurrency = value < 0 ? -1
                             : value > 1e6 ? 1000000 : (int) value;
+        pigato__worker_update (worker);
         if (worker->concurrency != previous)
             s_dispatch (self, worker->service);
     }

@@ -16,6 +16,7 @@ s_service_destroy (void **item_p)
 {
     pigato__service_t *service = (pigato__service_t *) *item_p;
     if (service) {
+        pigato__heap_destroy (&service->ready);
         free (service->name);
         free (service);
         *item_p = NULL;
@@ -151,9 +152,40 @@ pigato__service_dequeue (pigato__service_t *self, pigato__request_t *request)
     self->queued--;
 }
 
+//  Heap key: fewest in flight first, then fewest dispatched
+static int64_t
+s_load_key (const pigato__worker_t *worker)
+{
+    uint64_t in_flight = worker->in_flight < (1u << 22) ? worker->in_flight
+                                                        : (1u << 22) - 1;
+    return (int64_t) ((in_flight << 40)
+                      | (worker->dispatched & ((UINT64_C (1) << 40) - 1)));
+}
+
+void
+pigato__worker_update (pigato__worker_t *worker)
+{
+    pigato__service_t *service = worker->service;
+    if (!service)
+        return;
+    if (!pigato__worker_has_room (worker))
+        pigato__heap_remove (service->ready, &worker->ready_node);
+    else
+    if (!service->ready_broken
+    &&  (!service->ready || pigato__heap_set (service->ready,
+                                              &worker->ready_node,
+                                              s_load_key (worker))))
+        service->ready_broken = true;       //  out of memory: scan
+}
+
 void
 pigato__service_add_worker (pigato__service_t *self, pigato__worker_t *worker)
 {
+    pigato__timer_init (&worker->ready_node);
+    if (!self->ready && !self->ready_broken) {
+        self->ready = pigato__heap_new ();
+        self->ready_broken = self->ready == NULL;
+    }
     worker->service = self;
     worker->prev = NULL;
     worker->next = self->workers;
@@ -161,12 +193,14 @@ pigato__service_add_worker (pigato__service_t *self, pigato__worker_t *worker)
         self->workers->prev = worker;
     self->workers = worker;
     self->worker_count++;
+    pigato__worker_update (worker);
 }
 
 void
 pigato__service_remove_worker (pigato__service_t *self,
                                pigato__worker_t *worker)
 {
+    pigato__heap_remove (self->ready, &worker->ready_node);
     if (worker->prev)
         worker->prev->next = worker->next;
     else
@@ -189,6 +223,13 @@ pigato__worker_t *
 pigato__service_pick (pigato__service_t *self,
                       const pigato__request_t *request, int dmode)
 {
+    if (dmode != PIGATO__DMODE_RAND && request->rejected_count == 0
+    &&  !self->ready_broken) {
+        pigato__timer_t *top = self->ready ? pigato__heap_peek (self->ready)
+                                           : NULL;
+        return top ? pigato__container_of (top, pigato__worker_t, ready_node)
+                   : NULL;
+    }
     pigato__worker_t *best = NULL;
     uint32_t eligible = 0;
     for (pigato__worker_t *worker = self->workers; worker;
@@ -235,6 +276,7 @@ pigato__worker_take (pigato__worker_t *worker, pigato__request_t *request)
     worker->requests = request;
     worker->in_flight++;
     worker->dispatched++;
+    pigato__worker_update (worker);
 }
 
 void
@@ -249,4 +291,5 @@ pigato__worker_release (pigato__worker_t *worker, pigato__request_t *request)
     request->prev = request->next = NULL;
     request->worker = NULL;
     worker->in_flight--;
+    pigato__worker_update (worker);
 }

@@ -39,6 +39,7 @@ struct _pigato__worker_t {
     size_t in_flight;               //  requests it holds
     uint64_t dispatched;            //  total dispatched (load tie-break)
     int64_t expires;                //  liveness deadline
+    pigato__timer_t ready_node;     //  in service's heap while it has room
     pigato__worker_t *prev, *next;  //  in service's worker list
     pigato__request_t *requests;    //  requests it holds (list head)
 };
@@ -73,6 +74,9 @@ struct _pigato__service_t {
     size_t queued;                  //  requests waiting
     pigato__worker_t *workers;      //  workers offering it
     size_t worker_count;
+    pigato__heap_t *ready;          //  workers with room, least loaded
+                                    //  first (in flight, then dispatched)
+    bool ready_broken;              //  heap ran out of memory: scan instead
 };
 
 //  Service table, keyed by name.
@@ -108,9 +112,14 @@ void pigato__service_remove_worker (pigato__service_t *self,
 //  True if the worker can take one more request.
 bool pigato__worker_has_room (const pigato__worker_t *worker);
 
+//  Call after a worker's concurrency changed: keeps its service's choice
+//  of workers (least loaded first) in order.
+void pigato__worker_update (pigato__worker_t *worker);
+
 //  Picks a worker of the service for the request: has room, has not
-//  rejected it; least in flight (ties: fewest dispatched) or random.
-//  NULL if none.
+//  rejected it; least in flight (ties: fewest dispatched; O(1) from a heap
+//  unless the request was rejected before) or random (a scan). NULL if
+//  none.
 pigato__worker_t *pigato__service_pick (pigato__service_t *self,
                                         const pigato__request_t *request,
                                         int dmode);

@@ -359,10 +359,84 @@ test_fast_opts_agree_with_the_json_parser (void **state)
     assert_true (accepted_count > 100);     //  the generator reaches it
 }
 
+//  The heap's choice is the least loaded worker with room (ties: fewest
+//  dispatched) through any mix of dispatches, releases and concurrency
+//  changes: checked against a plain scan at every step.
+static void
+test_least_loaded_choice_holds_through_random_load (void **state)
+{
+    (void) state;
+    pigato__services_t *services = pigato__services_new ();
+    pigato__service_t *echo = pigato__services_require (services, "echo", 4);
+    enum { WORKERS = 40, STEPS = 20000 };
+    pigato__worker_t *workers [WORKERS];
+    for (int index = 0; index < WORKERS; index++) {
+        workers [index] = s_worker ((uint64_t) index + 1, 1 + index % 5);
+        pigato__service_add_worker (echo, workers [index]);
+    }
+    pigato__request_t *held [STEPS];
+    size_t held_count = 0;
+    unsigned seed = 7;
+    for (int step = 0; step < STEPS; step++) {
+        seed = seed * 1103515245 + 12345;
+        int action = (int) ((seed >> 16) % 10);
+        if (action < 5) {                           //  dispatch one
+            pigato__request_t *request = s_request ("c", "r", NULL);
+            pigato__worker_t *picked =
+                pigato__service_pick (echo, request, PIGATO__DMODE_LOAD);
+            pigato__worker_t *best = NULL;
+            for (int index = 0; index < WORKERS; index++) {
+                pigato__worker_t *worker = workers [index];
+                if (pigato__worker_has_room (worker)
+                && (!best || worker->in_flight < best->in_flight
+                    || (worker->in_flight == best->in_flight
+                        && worker->dispatched < best->dispatched)))
+                    best = worker;
+            }
+            if (!best) {
+                assert_null (picked);
+                pigato__request_destroy (&request);
+                continue;
+            }
+            assert_non_null (picked);
+            assert_int_equal (picked->in_flight, best->in_flight);
+            assert_int_equal (picked->dispatched, best->dispatched);
+            pigato__worker_take (picked, request);
+            held [held_count++] = request;
+        }
+        else
+        if (action < 9 && held_count) {             //  one finishes
+            size_t victim = (seed >> 8) % held_count;
+            pigato__request_t *request = held [victim];
+            held [victim] = held [--held_count];
+            pigato__worker_release (request->worker, request);
+            pigato__request_destroy (&request);
+        }
+        else {                                      //  concurrency change
+            pigato__worker_t *worker = workers [(seed >> 8) % WORKERS];
+            worker->concurrency = (int) ((seed >> 4) % 7) - 1;  //  -1..5
+            pigato__worker_update (worker);
+        }
+    }
+    while (held_count) {
+        pigato__request_t *request = held [--held_count];
+        pigato__worker_release (request->worker, request);
+        pigato__request_destroy (&request);
+    }
+    for (int index = 0; index < WORKERS; index++) {
+        pigato__service_remove_worker (echo, workers [index]);
+        free (workers [index]);
+    }
+    pigato__services_release (services, &echo);
+    assert_null (echo);
+    pigato__services_destroy (&services);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_least_loaded_choice_holds_through_random_load),
         cmocka_unit_test (test_fast_opts_agree_with_the_json_parser),
         cmocka_unit_test (test_services_are_created_on_demand_and_released_when_empty),
         cmocka_unit_test (test_queue_is_fifo_and_front_insert_jumps_it),
