@@ -77,6 +77,8 @@ start_server() {
         relay)
             [ "$security" = plain ] && sargs="" || sargs="--key $WORK/broker.key_secret"
             "$BUILD/pigato-relay" --bind "$EP" $sargs >/dev/null 2>"$log" & ;;
+        zaprelay)
+            /usr/bin/python3 "$HERE/zap_relay.py" --bind "$EP" --key "$WORK/broker.key_secret" >/dev/null 2>"$log" & ;;
         node)
             [ "$security" = plain ] && sargs="" || sargs="--secret-key $BROKER_Z85_SECRET"
             NODE_PATH=$NODE_MODULES NODE_NO_WARNINGS=1 node "$HERE/node_broker.js" --bind "$EP" \
@@ -294,6 +296,7 @@ if [ "${BENCH_SCALE:-1}" != 0 ]; then
     # Connections: idle clients (memory; 100 at a time, within libzmq's
     # default listen backlog of 100), a storm all at once (handshakes/s)
     try conns idle-relay relay "$IDLE" 100
+    try conns idle-zaprelay zaprelay "$IDLE" 100
     try conns idle-broker broker "$IDLE" 100
     try conns storm-relay relay "$STORM"
     try conns storm-broker broker "$STORM"

@@ -86,6 +86,10 @@ broker_conn, relay_conn = value("idle-broker", "per_conn_bytes"), value("idle-re
 if broker_conn is not None and relay_conn is not None:
     print("idle clients: broker %.0f B/connection, relay (libzmq's own) %.0f B/connection, "
           "broker beyond libzmq %.0f B  (target <= 2048)" % (broker_conn, relay_conn, broker_conn - relay_conn))
+zap_conn = value("idle-zaprelay", "per_conn_bytes")
+if broker_conn is not None and zap_conn is not None:
+    print("idle clients: libzmq with a ZAP handler (which pigato-broker requires) %.0f B/connection, "
+          "broker beyond libzmq+ZAP %.0f B  (target <= 2048)" % (zap_conn, broker_conn - zap_conn))
 ratio("idle-client handshakes broker/relay", value("idle-broker", "handshakes_per_s"), value("idle-relay", "handshakes_per_s"))
 for label in ("storm-broker", "storm-relay"):
     if label in rows:
