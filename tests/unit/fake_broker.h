@@ -28,10 +28,11 @@ typedef struct {
 //  Drives the peer under test for a few ms.
 typedef void (fake_pump_fn) (void *peer);
 
-//  Binds a ROUTER on tcp://127.0.0.1:*; curve = CURVE server (libzmq lets
-//  any client key in when no ZAP handler runs).
+//  Binds a ROUTER on endpoint (tcp://127.0.0.1:* for any free port, or
+//  the endpoint of a broker that is gone, to play its restart); curve =
+//  CURVE server (libzmq lets any client key in when no ZAP handler runs).
 static inline fake_broker_t *
-fake_broker_new (bool curve)
+fake_broker_new_at (bool curve, const char *endpoint)
 {
     fake_broker_t *self = (fake_broker_t *) calloc (1, sizeof *self);
     self->router = zsock_new (ZMQ_ROUTER);
@@ -43,7 +44,7 @@ fake_broker_new (bool curve)
         zcert_apply (self->cert, self->router);
         memcpy (self->public_key, zcert_public_txt (self->cert), 41);
     }
-    if (zsock_bind (self->router, "tcp://127.0.0.1:*") < 0) {
+    if (zsock_bind (self->router, "%s", endpoint) < 0) {
         zsock_destroy (&self->router);
         zcert_destroy (&self->cert);
         free (self);
@@ -52,6 +53,12 @@ fake_broker_new (bool curve)
     snprintf (self->endpoint, sizeof self->endpoint, "%s",
               zsock_endpoint (self->router));
     return self;
+}
+
+static inline fake_broker_t *
+fake_broker_new (bool curve)
+{
+    return fake_broker_new_at (curve, "tcp://127.0.0.1:*");
 }
 
 static inline void

@@ -595,6 +595,314 @@ test_requests_spread_over_brokers (void **state)
     fake_broker_destroy (&second);
 }
 
+//  Two fake brokers that one client uses: each answers plain heartbeats
+//  while `answer` says so, keeps the requests it gets, and remembers the
+//  client's latest routing id on it.
+typedef struct {
+    fake_broker_t *brokers [2];
+    bool answer [2];            //  answers heartbeats (counts as alive)
+    zlistx_t *requests [2];     //  C,2 messages received (zmsg_t *)
+    zframe_t *sender [2];       //  client's latest routing id there
+    pigato_client_t *client;
+} duo_t;
+
+static void
+s_duo_read (duo_t *duo)
+{
+    for (int which = 0; which < 2; which++) {
+        fake_broker_t *broker = duo->brokers [which];
+        if (!broker)
+            continue;
+        zmsg_t *msg;
+        while ((msg = zmsg_recv (broker->router))) {
+            zframe_destroy (&duo->sender [which]);
+            duo->sender [which] = fake_sender (msg);
+            if (fake_msg_is (msg, "C", "4", NULL)
+            ||  fake_msg_is (msg, "C", "4", PIGATO__NATIVE_OFFER, NULL)) {
+                if (duo->answer [which])
+                    fake_send (broker, duo->sender [which], "C", "4", NULL);
+                zmsg_destroy (&msg);
+            }
+            else
+            if (fake_frame_is (msg, 2, "2"))
+                zlistx_add_end (duo->requests [which], msg);
+            else
+                zmsg_destroy (&msg);
+        }
+    }
+}
+
+//  Drives the client and both brokers for ms.
+static void
+s_duo_run (duo_t *duo, int ms)
+{
+    int64_t until = zclock_mono () + ms;
+    do {
+        pigato_client_wait (duo->client, 5);
+        s_duo_read (duo);
+    } while (zclock_mono () < until);
+}
+
+static duo_t *
+s_duo_new (int interval_ms, int liveness)
+{
+    duo_t *duo = (duo_t *) calloc (1, sizeof *duo);
+    duo->client = pigato_client_new ();
+    pigato_client_set_insecure (duo->client, true);
+    pigato_client_set_heartbeat (duo->client, interval_ms, liveness);
+    for (int which = 0; which < 2; which++) {
+        duo->brokers [which] = fake_broker_new (false);
+        duo->answer [which] = true;
+        duo->requests [which] = zlistx_new ();
+        zlistx_set_destructor (duo->requests [which],
+                               (zlistx_destructor_fn *) zmsg_destroy);
+        assert_int_equal (pigato_client_connect (
+                              duo->client, duo->brokers [which]->endpoint), 0);
+    }
+    //  Both answer a heartbeat: both count as alive
+    s_duo_run (duo, 3 * interval_ms);
+    return duo;
+}
+
+static void
+s_duo_destroy (duo_t **duo_p)
+{
+    duo_t *duo = *duo_p;
+    pigato_client_destroy (&duo->client);
+    for (int which = 0; which < 2; which++) {
+        fake_broker_destroy (&duo->brokers [which]);
+        zlistx_destroy (&duo->requests [which]);
+        zframe_destroy (&duo->sender [which]);
+    }
+    free (duo);
+    *duo_p = NULL;
+}
+
+//  Which broker holds a request for rid (0 or 1), -1 if none; with
+//  forget, its message is dropped from the list.
+static int
+s_duo_holder (duo_t *duo, const char *rid, bool forget)
+{
+    for (int which = 0; which < 2; which++)
+        for (zmsg_t *msg = (zmsg_t *) zlistx_first (duo->requests [which]);
+             msg; msg = (zmsg_t *) zlistx_next (duo->requests [which]))
+            if (fake_frame_is (msg, 4, rid)) {
+                if (forget)
+                    zlistx_delete (duo->requests [which],
+                                   zlistx_cursor (duo->requests [which]));
+                return which;
+            }
+    return -1;
+}
+
+//  Sends requests until `count` of them (with these opts) are on broker
+//  `which`; rids go to rids. Requests landing on the other broker are
+//  answered there at once, so they end.
+static void
+s_duo_requests_on (duo_t *duo, int which, const char *opts, int count,
+                   recorder_t *recorder, char rids [][PIGATO_RID_MAX + 1])
+{
+    int placed = 0;
+    for (int attempt = 0; attempt < 4 * count + 4 && placed < count;
+         attempt++) {
+        char rid [PIGATO_RID_MAX + 1];
+        assert_int_equal (pigato_client_request (duo->client, "echo", "x", 1,
+                                                 opts, s_record, recorder,
+                                                 rid), 0);
+        int holder = -1;
+        int64_t deadline = zclock_mono () + 2000;
+        while ((holder = s_duo_holder (duo, rid, false)) < 0
+        &&     zclock_mono () < deadline)
+            s_duo_run (duo, 5);
+        assert_true (holder >= 0);
+        if (holder == which)
+            strcpy (rids [placed++], rid);
+        else {
+            s_duo_holder (duo, rid, true);
+            fake_send (duo->brokers [holder], duo->sender [holder], "C", "3",
+                       "", rid, "0", "other", "{}", NULL);
+        }
+    }
+    assert_int_equal (placed, count);
+}
+
+//  The final event for rid, or NULL.
+static event_t *
+s_final_of (recorder_t *recorder, const char *rid)
+{
+    for (int index = 0; index < recorder->count; index++)
+        if (streq (recorder->events [index].rid, rid)
+        &&  recorder->events [index].final)
+            return &recorder->events [index];
+    return NULL;
+}
+
+//  Waits (driving the duo) until rid has a final event or a request for
+//  it reached broker `which`.
+static bool
+s_duo_wait (duo_t *duo, recorder_t *recorder, const char *rid, int which,
+            int timeout_ms)
+{
+    int64_t deadline = zclock_mono () + timeout_ms;
+    while (zclock_mono () < deadline) {
+        if (which < 0 ? s_final_of (recorder, rid) != NULL
+                      : s_duo_holder (duo, rid, false) == which)
+            return true;
+        s_duo_run (duo, 5);
+    }
+    return false;
+}
+
+static void
+s_failover (bool by_disconnect)
+{
+    //  By silence: 3 x 100 ms. By disconnect: liveness far away (5 s), so
+    //  only the socket's own report can explain a quick failover
+    duo_t *duo = s_duo_new (100, by_disconnect ? 50 : 3);
+    recorder_t recorder = { .count = 0 };
+    char kept [2][PIGATO_RID_MAX + 1], dropped [2][PIGATO_RID_MAX + 1];
+    s_duo_requests_on (duo, 0, "{\"retry\":1}", 2, &recorder, kept);
+    s_duo_requests_on (duo, 0, NULL, 2, &recorder, dropped);
+    int finished = recorder.count;          //  those answered by broker 1
+    zframe_t *old_id = zframe_dup (duo->sender [0]);
+    zlistx_purge (duo->requests [0]);
+
+    //  Broker 0 goes silent (or away); broker 1 still answers
+    int64_t lost_at = zclock_mono ();
+    if (by_disconnect)
+        fake_broker_destroy (&duo->brokers [0]);
+    else
+        duo->answer [0] = false;
+    for (int index = 0; index < 2; index++) {
+        //  Requests with a retry left move to broker 1 at once ...
+        assert_true (s_duo_wait (duo, &recorder, kept [index], 1, 3000));
+        //  ... those without fail, instead of waiting for their timeout
+        assert_true (s_duo_wait (duo, &recorder, dropped [index], -1, 3000));
+        event_t *event = s_final_of (&recorder, dropped [index]);
+        assert_int_equal (event->status, PIGATO_E_NOTCONNECTED);
+        assert_string_equal (event->data, "E_BROKER_LOST");
+    }
+    if (by_disconnect)
+        assert_true (zclock_mono () - lost_at < 2000);
+    assert_int_equal (recorder.count, finished + 2);
+    assert_int_equal (pigato_client_pending (duo->client), 2);
+
+    if (!by_disconnect) {
+        //  Broker 0 was reconnected to (a new routing id), but got none
+        //  of the moved requests
+        s_duo_run (duo, 100);
+        assert_non_null (duo->sender [0]);
+        assert_false (zframe_eq (old_id, duo->sender [0]));
+        assert_int_equal (zlistx_size (duo->requests [0]), 0);
+        //  Its late replies, on the old or the new connection, are not the
+        //  requests' any more
+        fake_send (duo->brokers [0], old_id, "C", "3", "", kept [0], "0",
+                   "late", "{}", NULL);
+        fake_send (duo->brokers [0], duo->sender [0], "C", "3", "", kept [0],
+                   "0", "late", "{}", NULL);
+        fake_send (duo->brokers [0], duo->sender [0], "C", "6", "", kept [1],
+                   "0", "late", "{}", NULL);
+        s_duo_run (duo, 100);
+        assert_int_equal (recorder.count, finished + 2);
+    }
+    //  Broker 1 answers them: one final each
+    for (int index = 0; index < 2; index++)
+        fake_send (duo->brokers [1], duo->sender [1], "C", "3", "",
+                   kept [index], "0", "moved", "{}", NULL);
+    assert_true (s_duo_wait (duo, &recorder, kept [0], -1, 2000));
+    assert_true (s_duo_wait (duo, &recorder, kept [1], -1, 2000));
+    assert_string_equal (s_final_of (&recorder, kept [0])->data, "moved");
+    assert_int_equal (s_final_of (&recorder, kept [1])->status, PIGATO_OK);
+    assert_int_equal (recorder.count, finished + 4);
+    assert_int_equal (pigato_client_pending (duo->client), 0);
+
+    //  A request moved once has no retry left: broker 1 lost too, it fails
+    char last [1][PIGATO_RID_MAX + 1];
+    if (!by_disconnect) {
+        duo->answer [0] = true;     //  broker 0 is back
+        s_duo_run (duo, 300);
+        s_duo_requests_on (duo, 0, "{\"retry\":1}", 1, &recorder, last);
+        zlistx_purge (duo->requests [0]);
+        duo->answer [0] = false;
+        assert_true (s_duo_wait (duo, &recorder, last [0], 1, 3000));
+        duo->answer [1] = false;
+        assert_true (s_duo_wait (duo, &recorder, last [0], -1, 3000));
+        assert_int_equal (s_final_of (&recorder, last [0])->status,
+                          PIGATO_E_NOTCONNECTED);
+    }
+    zframe_destroy (&old_id);
+    s_duo_destroy (&duo);
+}
+
+static void
+test_failover_on_liveness_loss (void **state)
+{
+    (void) state;
+    s_failover (false);
+}
+
+static void
+test_failover_on_disconnect (void **state)
+{
+    (void) state;
+    s_failover (true);
+}
+
+static void
+test_reply_from_the_wrong_link_is_dropped (void **state)
+{
+    (void) state;
+    duo_t *duo = s_duo_new (100, 3);
+    recorder_t recorder = { .count = 0 };
+    char rid [1][PIGATO_RID_MAX + 1];
+    s_duo_requests_on (duo, 0, NULL, 1, &recorder, rid);
+    int finished = recorder.count;
+    //  Broker 1 never had it: its partial and final are dropped
+    fake_send (duo->brokers [1], duo->sender [1], "C", "6", "", rid [0], "0",
+               "stranger", "{}", NULL);
+    fake_send (duo->brokers [1], duo->sender [1], "C", "3", "", rid [0], "0",
+               "stranger", "{}", NULL);
+    s_duo_run (duo, 100);
+    assert_int_equal (recorder.count, finished);
+    assert_int_equal (pigato_client_pending (duo->client), 1);
+    //  Broker 0's reply is the one
+    fake_send (duo->brokers [0], duo->sender [0], "C", "3", "", rid [0], "0",
+               "owner", "{}", NULL);
+    assert_true (s_duo_wait (duo, &recorder, rid [0], -1, 2000));
+    assert_string_equal (s_final_of (&recorder, rid [0])->data, "owner");
+    assert_int_equal (recorder.count, finished + 1);
+    s_duo_destroy (&duo);
+}
+
+static void
+test_new_requests_avoid_a_silent_broker (void **state)
+{
+    (void) state;
+    duo_t *duo = s_duo_new (100, 50);
+    //  Broker 0 stops answering: after two intervals it is not used
+    duo->answer [0] = false;
+    s_duo_run (duo, 300);
+    recorder_t recorder = { .count = 0 };
+    for (int index = 0; index < 6; index++)
+        assert_int_equal (pigato_client_request (duo->client, "echo", "x", 1,
+                                                 NULL, s_record, &recorder,
+                                                 NULL), 0);
+    s_duo_run (duo, 100);
+    assert_int_equal (zlistx_size (duo->requests [0]), 0);
+    assert_int_equal (zlistx_size (duo->requests [1]), 6);
+    //  It answers again: both are used
+    duo->answer [0] = true;
+    s_duo_run (duo, 250);
+    for (int index = 0; index < 6; index++)
+        assert_int_equal (pigato_client_request (duo->client, "echo", "x", 1,
+                                                 NULL, s_record, &recorder,
+                                                 NULL), 0);
+    s_duo_run (duo, 100);
+    assert_int_equal (zlistx_size (duo->requests [0]), 3);
+    assert_int_equal (zlistx_size (duo->requests [1]), 9);
+    s_duo_destroy (&duo);
+}
+
 //  An echo broker in a thread, for blocking calls: answers requests with
 //  a partial "working" then a final with the request data, except for
 //  service "silent".
@@ -1242,6 +1550,10 @@ main (void)
         cmocka_unit_test (test_request_heartbeats_until_cancel),
         cmocka_unit_test (test_reconnect_after_liveness_loss),
         cmocka_unit_test (test_requests_spread_over_brokers),
+        cmocka_unit_test (test_failover_on_liveness_loss),
+        cmocka_unit_test (test_failover_on_disconnect),
+        cmocka_unit_test (test_reply_from_the_wrong_link_is_dropped),
+        cmocka_unit_test (test_new_requests_avoid_a_silent_broker),
         cmocka_unit_test (test_blocking_call),
         cmocka_unit_test (test_attached_to_zloop),
         cmocka_unit_test (test_security_settings),

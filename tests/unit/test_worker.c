@@ -592,6 +592,68 @@ test_worker_on_two_brokers (void **state)
     fake_broker_destroy (&second);
 }
 
+//  One broker of two dies (its connection ends): the other keeps serving
+//  on the same connection, and the worker is back on the dead one as soon
+//  as it listens again, well before heartbeats could have told.
+static void
+test_worker_survives_a_broker_dying (void **state)
+{
+    (void) state;
+    fake_broker_t *first = fake_broker_new (false);
+    fake_broker_t *second = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_ECHO };
+    pigato_worker_t *worker = s_worker_new (first, &handler);
+    pigato_worker_set_heartbeat (worker, 100, 50);      //  5 s of silence
+    assert_int_equal (pigato_worker_connect (worker, second->endpoint), 0);
+    zframe_t *first_id = s_ready (first, worker);
+    zframe_t *second_id = s_ready (second, worker);
+    //  The broker answers READY, as brokers do: it has spoken
+    fake_send (first, first_id, "W", "1", NULL);
+    for (int round = 0; round < 10; round++)
+        pigato_worker_wait (worker, 5);
+    char endpoint [256];
+    snprintf (endpoint, sizeof endpoint, "%s", first->endpoint);
+    fake_broker_destroy (&first);
+    int64_t died = zclock_mono ();
+
+    //  The other broker is served as before, on the same connection
+    s_send_request (second, second_id, "r2", "two", NULL);
+    zmsg_t *msg = fake_recv (second, s_pump, worker, "W", "3", 2000);
+    assert_non_null (msg);
+    assert_true (zframe_eq (second_id, zmsg_first (msg)));
+    assert_true (fake_frame_is (msg, 7, "two"));
+    zmsg_destroy (&msg);
+
+    //  The dead broker comes back on its endpoint: READY on a new
+    //  connection, and requests through it are served
+    first = fake_broker_new_at (false, endpoint);
+    assert_non_null (first);
+    msg = fake_recv (first, s_pump, worker, "W", "1", 3000);
+    assert_non_null (msg);
+    assert_true (zclock_mono () - died < 3000);
+    zframe_t *new_id = fake_sender (msg);
+    assert_false (zframe_eq (first_id, new_id));
+    zmsg_destroy (&msg);
+    s_send_request (first, new_id, "r1", "one", NULL);
+    msg = fake_recv (first, s_pump, worker, "W", "3", 2000);
+    assert_non_null (msg);
+    assert_true (fake_frame_is (msg, 7, "one"));
+    zmsg_destroy (&msg);
+    //  Still the same connection to the other one
+    s_send_request (second, second_id, "r3", "three", NULL);
+    msg = fake_recv (second, s_pump, worker, "W", "3", 2000);
+    assert_non_null (msg);
+    assert_true (fake_frame_is (msg, 7, "three"));
+    zmsg_destroy (&msg);
+    assert_null (fake_recv (second, s_pump, worker, "W", "5", 100));
+    zframe_destroy (&first_id);
+    zframe_destroy (&second_id);
+    zframe_destroy (&new_id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&first);
+    fake_broker_destroy (&second);
+}
+
 //  zloop test: the fake broker sends a request once READY arrives and
 //  notes the final reply; a timer ends the loop then.
 typedef struct {
@@ -993,6 +1055,7 @@ main (void)
         cmocka_unit_test (test_malformed_broker_messages_are_dropped),
         cmocka_unit_test (test_invalid_arguments),
         cmocka_unit_test (test_worker_on_two_brokers),
+        cmocka_unit_test (test_worker_survives_a_broker_dying),
         cmocka_unit_test (test_attached_to_zloop),
         cmocka_unit_test (test_native_replies_to_a_batch_leave_as_one_batch),
         cmocka_unit_test (test_native_partials_keep_their_order),
