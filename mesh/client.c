@@ -203,6 +203,7 @@ static void
 s_link_lost (pigato_client_t *self, pigato__link_t *link, const char *reason)
 {
     int64_t silent_ms = pigato__now_ms () - link->last_seen;
+    bool was_heard = link->heard;
     if (pigato__link_open (link, self->err, sizeof self->err) == PIGATO_OK)
         s_link_greet (link);
     else
@@ -237,7 +238,9 @@ s_link_lost (pigato_client_t *self, pigato__link_t *link, const char *reason)
                           strlen ("E_BROKER_LOST"));
     }
     zlistx_destroy (&rids);
-    pigato__log (PIGATO_LOG_WARNING,
+    //  A broker still away is retried every liveness period: quietly
+    pigato__log (was_heard || resent || failed ? PIGATO_LOG_WARNING
+                                               : PIGATO_LOG_DEBUG,
                  "event=client_broker_lost endpoint=%s reason=%s "
                  "silent_ms=%" PRId64 " resent=%zu failed=%zu",
                  link->endpoint, reason, silent_ms, resent, failed);
