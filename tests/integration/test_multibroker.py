@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 import unittest
 
 import harness
@@ -124,6 +125,9 @@ class MultiBrokerTest(MeshTestCase):
         with client.cond:
             client.cond.wait_for(lambda: len(held_lines()) >= failed, harness.secs(5))
             lines = held_lines()
+            # Progress lines after these were all printed after the loss
+            after_loss = max(i for i, l in enumerate(client.lines["stdout"])
+                             if l and l.startswith("held ")) + 1
         self.assertEqual(len(lines), failed, "\n".join(lines))
         for l in lines:
             self.assertIn("status=%d data=E_BROKER_LOST" % E_NOTCONNECTED, l)
@@ -133,9 +137,7 @@ class MultiBrokerTest(MeshTestCase):
         self.assertIsNotNone(worker.wait_for_log(
             r"event=worker_reconnect endpoint=%s" % re.escape(a), 5, worker_mark),
             worker.tail())
-        with client.cond:
-            at = len(client.lines["stdout"])
-        down_line, at = self.progress(client, at)
+        down_line, at = self.progress(client, after_loss)
         for _ in range(3):
             line, at = self.progress(client, at)
         self.assertEqual(_sent(line, a), _sent(down_line, a),
@@ -148,12 +150,13 @@ class MultiBrokerTest(MeshTestCase):
         # again and the client sends to it again
         again = self.start_broker(key=key, name="first-again", port=first.port)
         self.worker_ready(again, 0, worker)
-        deadline_line, at = self.progress(client, at)
-        for _ in range(100):
+        back_line, at = self.progress(client, client.mark("stdout"))
+        deadline = time.monotonic() + harness.secs(10)
+        line = back_line
+        while (_sent(line, a) <= _sent(back_line, a) + 50
+               and time.monotonic() < deadline):
             line, at = self.progress(client, at)
-            if _sent(line, a) > _sent(deadline_line, a) + 50:
-                break
-        self.assertGreater(_sent(line, a), _sent(deadline_line, a) + 50,
+        self.assertGreater(_sent(line, a), _sent(back_line, a) + 50,
                            "the client did not use the restarted broker\n" + line)
 
         # Stop: every request with retry got exactly one, right, reply
