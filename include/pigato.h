@@ -141,7 +141,9 @@ typedef struct _pigato_client_t pigato_client_t;
 //                         E_REJECTED, E_WORKER_LOST, E_INVALID_OPTS,
 //                         E_OVERLOADED;
 //    PIGATO_E_TIMEOUT     no reply for `timeout` ms; data = "C_TIMEOUT";
-//    PIGATO_E_NOTCONNECTED the broker went away and the request had no
+//    PIGATO_E_NOTCONNECTED the broker holding the request went away (its
+//                         connection dropped, or it was silent for
+//                         heartbeat x liveness) and the request had no
 //                         retry left; data = "E_BROKER_LOST".
 //  data is borrowed and valid only during the call. A callback must not
 //  destroy its client.
@@ -206,13 +208,25 @@ PIGATO_EXPORT void
 PIGATO_EXPORT int
     pigato_client_set_framing (pigato_client_t *self, const char *framing);
 
-//  Connects to a broker. May be called for several brokers.
+//  Connects to a broker. May be called for several brokers: each gets its
+//  own connection, and new requests go round-robin to the brokers that
+//  answered within two heartbeat intervals (to any, when none has). A
+//  request belongs to the broker it was sent to; a reply for it through
+//  another broker is dropped. When a broker is lost (its connection
+//  drops, or no word from it for heartbeat x liveness), the client
+//  reconnects to it, and each of its requests with "retry" left is sent
+//  again at once to another live broker (to the same one only when it
+//  is the only broker), using up one retry; the others end with
+//  PIGATO_E_NOTCONNECTED "E_BROKER_LOST". Once the broker answers again
+//  (e.g. restarted on its endpoint) it gets new requests again.
 PIGATO_EXPORT int
     pigato_client_connect (pigato_client_t *self, const char *endpoint);
 
 //  Sends a request. data/size are copied. opts_json is NULL or a JSON
 //  object: "timeout" (ms of silence before the request fails; -1 never),
-//  "retry" (attempts if the worker dies), "workerId", others passed on.
+//  "retry" (attempts if the worker dies, for the broker; if the broker
+//  dies, for the client: see pigato_client_connect ()), "workerId",
+//  others passed on.
 //  on_reply gets every partial reply and then exactly one final call
 //  (unless the client is destroyed first). If rid is not NULL, the request
 //  id (NUL-terminated, at most PIGATO_RID_MAX bytes) is written there.
@@ -311,7 +325,12 @@ PIGATO_EXPORT int
 PIGATO_EXPORT void
     pigato_worker_set_concurrency (pigato_worker_t *self, int concurrency);
 
-//  Connects to a broker and announces the service (READY).
+//  Connects to a broker and announces the service (READY). May be called
+//  for several brokers: the worker serves through all of them at once,
+//  each on its own connection. A broker that is lost (connection dropped,
+//  or silent for heartbeat x liveness) is reconnected to, with READY
+//  again once it listens; the other brokers are not disturbed. Replies
+//  to requests that came through the lost connection go inactive.
 PIGATO_EXPORT int
     pigato_worker_connect (pigato_worker_t *self, const char *endpoint);
 
