@@ -67,8 +67,10 @@ pigato_broker_destroy (pigato_broker_t **self_p)
         }
         zhashx_destroy (&self->requests);
     }
-    zhashx_destroy (&self->workers);
+    //  Services before workers: their heaps of workers with room let go
+    //  of the workers' nodes
     pigato__services_destroy (&self->services);
+    zhashx_destroy (&self->workers);
     pigato__outbox_destroy (&self->outbox);
     for (size_t index = 0; index < PIGATO__PARTS_MAX; index++)
         zmq_msg_close (&self->input.parts [index]);

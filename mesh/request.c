@@ -70,6 +70,7 @@ pigato__request_destroy (pigato__request_t **self_p)
     pigato__request_t *self = *self_p;
     zmq_msg_close (&self->body_part);
     free (self->opts);
+    free (self->target);
     free (self->rejected);
     free (self);
     *self_p = NULL;
@@ -127,6 +128,17 @@ pigato__request_parse_opts (pigato__request_t *self, int64_t default_timeout)
     }
     self->timeout = pigato__opts_timeout (opts, default_timeout);
     self->retries_left = pigato__opts_retry (opts);
+    json_t *target = json_object_get (opts, "workerId");
+    if (json_is_string (target) && json_string_length (target) > 0
+    &&  json_string_length (target) <= 255) {
+        self->target_size = json_string_length (target);
+        self->target = (byte *) malloc (self->target_size);
+        if (self->target)
+            memcpy (self->target, json_string_value (target),
+                    self->target_size);
+        else
+            self->target_size = 0;
+    }
     json_decref (opts);
     return 0;
 }

@@ -194,6 +194,7 @@ s_request_finish (pigato_broker_t *self, pigato__request_t *request)
         pigato__service_dequeue (service, request);
     zhashx_delete (self->requests, &request->key);
     pigato__request_destroy (&request);
+    service->requests--;
     pigato__services_release (self->services, &service);
 }
 
@@ -236,24 +237,89 @@ s_request_touch (pigato_broker_t *self, pigato__request_t *request)
                           pigato__now_ms () + request->timeout);
 }
 
-//  Hands queued requests of a service to workers with room, oldest first.
-//  A request every worker rejected fails; one that only rejecting workers
-//  could take now waits and lets younger requests pass.
+#define TARGETS_MAX 16           //  versions tried per request, best first
+
+static pigato__worker_t *s_worker_of (pigato_broker_t *self,
+                                      const pigato__bytes_t *routing_id);
+
+//  A request that names a worker (opts workerId): sent if that worker
+//  serves the name and has room, failed if it does not exist or serves
+//  something else, else left waiting. True if it left the queue.
+static bool
+s_dispatch_targeted (pigato_broker_t *self, pigato__service_t *service,
+                     pigato__request_t *request)
+{
+    pigato__bytes_t id = { request->target, request->target_size };
+    pigato__worker_t *worker = s_worker_of (self, &id);
+    if (!worker || !worker->service
+    ||  !pigato__service_matches (worker->service, service)) {
+        char text [PIGATO_SERVICE_MAX + 600], printable [4 * 64 + 4];
+        snprintf (text, sizeof text, "E_WORKER_NOT_FOUND no worker %s serves %s",
+                  pigato__printable (request->target, request->target_size,
+                                     printable, sizeof printable),
+                  service->name);
+        s_request_fail (self, request, text);
+        return true;
+    }
+    if (!pigato__worker_has_room (worker)
+    ||  pigato__request_rejected_by (request, worker->serial))
+        return false;
+    pigato__service_dequeue (service, request);
+    pigato__worker_take (worker, request);
+    s_send_request (self, worker, request);
+    return true;
+}
+
+//  True if the targets have workers and every one rejected the request.
+static bool
+s_all_rejected (pigato__service_t **targets, size_t count,
+                const pigato__request_t *request)
+{
+    if (request->rejected_count == 0)
+        return false;
+    for (size_t index = 0; index < count; index++)
+        if (!pigato__service_all_rejected (targets [index], request))
+            return false;
+    return true;
+}
+
+//  Hands queued requests of a service (the name clients asked for) to
+//  workers with room, oldest first. The workers are those of the service
+//  itself, else of the satisfying versions (highest first), else of the
+//  longest wildcard (pigato__services_resolve). A request every worker
+//  rejected fails; one that only rejecting workers could take now waits
+//  and lets younger requests pass. The service is released on return
+//  (freed if nothing holds it any more).
 static void
 s_dispatch (pigato_broker_t *self, pigato__service_t *service)
 {
-    pigato__request_t *request = service->queue_head;
-    while (request && service->workers) {
+    pigato__service_t *targets [TARGETS_MAX];
+    size_t count = service->queue_head
+                 ? pigato__services_resolve (self->services, service, targets,
+                                             TARGETS_MAX)
+                 : 0;
+    service->pins++;                    //  failing requests must not free it
+    pigato__request_t *request = count || service->targeted
+                               ? service->queue_head : NULL;
+    while (request) {
         pigato__request_t *next = request->next;
-        if (pigato__service_all_rejected (service, request)) {
+        if (request->target)
+            s_dispatch_targeted (self, service, request);
+        else
+        if (count == 0)
+            ;                           //  waits for a worker to appear
+        else
+        if (s_all_rejected (targets, count, request)) {
             char text [PIGATO_SERVICE_MAX + 64];
             snprintf (text, sizeof text, "E_REJECTED every worker of %s "
                       "rejected the request", service->name);
-            s_request_fail (self, request, text);
+            s_request_fail (self, request, text);   //  may free service
         }
         else {
-            pigato__worker_t *worker =
-                pigato__service_pick (service, request, self->dmode);
+            pigato__worker_t *worker = NULL;
+            for (size_t index = 0; index < count && !worker; index++)
+                worker = pigato__service_pick (targets [index], request,
+                                               self->dmode);
             if (worker) {
                 pigato__service_dequeue (service, request);
                 pigato__worker_take (worker, request);
@@ -261,14 +327,35 @@ s_dispatch (pigato_broker_t *self, pigato__service_t *service)
             }
             else {
                 bool room = false;
-                for (pigato__worker_t *any = service->workers; any && !room;
-                     any = any->next)
-                    room = pigato__worker_has_room (any);
-                if (!room)
+                for (size_t index = 0; index < count && !room; index++)
+                    for (pigato__worker_t *any = targets [index]->workers;
+                         any && !room; any = any->next)
+                        room = pigato__worker_has_room (any);
+                if (!room && !service->targeted)
                     break;
             }
         }
         request = next;
+    }
+    service->pins--;
+    pigato__services_release (self->services, &service);
+}
+
+//  A service's workers have room (a reply, a new worker, a departure that
+//  requeued requests): its own queue first, then, for a wildcard or a
+//  version, every queue that may resolve to it.
+static void
+s_dispatch_room (pigato_broker_t *self, pigato__service_t *service)
+{
+    bool others = pigato__service_serves_others (service);
+    s_dispatch (self, service);
+    if (!others)
+        return;
+    pigato__service_t *next;
+    for (pigato__service_t *pending = pigato__services_pending (self->services);
+         pending; pending = next) {
+        next = pending->pending_next;
+        s_dispatch (self, pending);
     }
 }
 
@@ -311,10 +398,8 @@ s_worker_remove (pigato_broker_t *self, pigato__worker_t *worker,
         pigato__service_remove_worker (service, worker);
     pigato__conns_unfile (self->conns, &worker->conn_link);
     zhashx_delete (self->workers, &worker->key);
-    if (service) {
-        s_dispatch (self, service);
-        pigato__services_release (self->services, &service);
-    }
+    if (service)
+        s_dispatch_room (self, service);    //  releases it
 }
 
 static void
@@ -384,7 +469,7 @@ s_worker_ready (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer,
     pigato__log (PIGATO_LOG_INFO, "event=worker_ready service=%s worker=%s "
                  "framing=%s", s_service_text (service, service_text),
                  worker->name, native ? "native" : "0.0.46");
-    s_dispatch (self, service);
+    s_dispatch_room (self, service);
 }
 
 static void
@@ -409,7 +494,7 @@ s_worker_heartbeat (pigato_broker_t *self, s_in_t *in,
                             : value > 1e6 ? 1000000 : (int) value;
         pigato__worker_update (worker);
         if (worker->concurrency != previous)
-            s_dispatch (self, worker->service);
+            s_dispatch_room (self, worker->service);
     }
     json_decref (opts);
 }
@@ -445,7 +530,7 @@ s_worker_reply (pigato_broker_t *self, s_in_t *in, pigato__worker_t *worker)
             s_request_fail (self, request, "E_NOMEM broker out of memory");
         s_dispatch (self, service);
         if (worker->service != service)
-            s_dispatch (self, worker->service);
+            s_dispatch_room (self, worker->service);
         return;
     }
     s_send_reply (self, request->native, &in->m.client, in->m.type,
@@ -458,7 +543,7 @@ s_worker_reply (pigato_broker_t *self, s_in_t *in, pigato__worker_t *worker)
     else {
         self->counters.replies++;
         s_request_finish (self, request);
-        s_dispatch (self, worker->service);
+        s_dispatch_room (self, worker->service);
     }
 }
 
@@ -538,6 +623,111 @@ s_on_worker (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer)
 //  --------------------------------------------------------------------------
 //  Clients
 
+//  The text a request body names: the content of a JSON string, else the
+//  bytes themselves (MDP peers send plain text). Empty, "null" and "\"\""
+//  name nothing.
+static bool
+s_body_name (const pigato__bytes_t *data, char *name, size_t name_size)
+{
+    name [0] = 0;
+    if (data->size == 0 || (data->size == 4 && memcmp (data->data, "null", 4) == 0))
+        return false;
+    char *text = pigato__json_string_decode (data->data, data->size);
+    const char *source = text ? text : NULL;
+    size_t size = text ? strlen (text) : data->size;
+    if (size >= name_size || (!text && memchr (data->data, 0, data->size))) {
+        free (text);
+        return false;
+    }
+    memcpy (name, source ? source : (const char *) data->data, size);
+    name [size] = 0;
+    free (text);
+    return size > 0;
+}
+
+//  $dir: the worker ids of one service (the body names it), or of every
+//  service, as JSON. Ids are routing ids as text (escaped if binary).
+static char *
+s_directory (pigato_broker_t *self, const char *only)
+{
+    json_t *map = json_object ();
+    for (pigato__service_t *service = pigato__services_first (self->services);
+         service; service = pigato__services_next (self->services)) {
+        if (!service->workers || (only && !streq (only, service->name)))
+            continue;
+        json_t *ids = json_array ();
+        for (pigato__worker_t *worker = service->workers; worker;
+             worker = worker->next)
+            json_array_append_new (ids, json_string (worker->name));
+        json_object_set_new (map, service->name, ids);
+    }
+    char *text;
+    if (only) {
+        json_t *ids = json_object_get (map, only);
+        text = ids ? json_dumps (ids, JSON_COMPACT | JSON_ENCODE_ANY)
+                   : strdup ("[]");
+    }
+    else
+        text = json_dumps (map, JSON_COMPACT);
+    json_decref (map);
+    return text;
+}
+
+//  Requests the broker answers itself: $dir, and MMI (RFC 8):
+//  mmi.service -> 200 if the named service has a worker, 404 if not;
+//  other mmi.* -> 501. Other $ names are reserved.
+static void
+s_internal_service (pigato_broker_t *self, s_in_t *in, const char *name)
+{
+    pigato__msg_t *m = &in->m;
+    char target [PIGATO_SERVICE_MAX + 1];
+    bool named = s_body_name (&m->data, target, sizeof target);
+    char *answer = NULL;
+    if (streq (name, "$dir"))
+        answer = s_directory (self, named ? target : NULL);
+    else
+    if (streq (name, "mmi.service")) {
+        bool found = false;
+        pigato__service_t *service = named
+            ? pigato__services_lookup (self->services, target, strlen (target))
+            : NULL;
+        if (!service && named) {
+            //  Resolution (wildcards, versions) needs a record to read
+            service = pigato__services_require (self->services, target,
+                                                strlen (target));
+            if (service) {
+                pigato__service_t *targets [1];
+                found = pigato__services_resolve (self->services, service,
+                                                  targets, 1) > 0;
+                pigato__services_release (self->services, &service);
+            }
+        }
+        else
+        if (service) {
+            pigato__service_t *targets [1];
+            found = pigato__services_resolve (self->services, service,
+                                              targets, 1) > 0;
+        }
+        answer = strdup (found ? "200" : "404");
+    }
+    else
+    if (strncmp (name, "mmi.", 4) == 0)
+        answer = strdup ("501");
+    else {
+        char text [PIGATO_SERVICE_MAX + 64];
+        snprintf (text, sizeof text, "E_RESERVED_SERVICE %s is reserved for "
+                  "the broker", name);
+        s_send_error (self, m->native, &m->sender, &m->rid, text);
+        return;
+    }
+    pigato__bytes_t data = { (const byte *) answer, answer ? strlen (answer) : 0 };
+    s_send_reply (self, m->native, &m->sender, PIGATO__REPLY, &m->rid, 0,
+                  &data, NULL, NULL);
+    free (answer);
+    self->counters.requests++;
+    self->counters.replies++;
+}
+
 static void
 s_client_request (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer)
 {
@@ -573,6 +763,10 @@ s_client_request (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer)
         s_send_error (self, m->native, &m->sender, &m->rid, text);
         return;
     }
+    if (name [0] == '$' || strncmp (name, "mmi.", 4) == 0) {
+        s_internal_service (self, in, name);
+        return;
+    }
     pigato__service_t *service = pigato__services_require (
         self->services, m->service.data, m->service.size);
     if (!service)
@@ -596,12 +790,28 @@ s_client_request (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer)
         return;
     }
     request->service = service;
+    if (request->target) {
+        pigato__bytes_t id = { request->target, request->target_size };
+        if (!s_worker_of (self, &id)) {
+            char text [PIGATO_SERVICE_MAX + 600], printable [4 * 64 + 4];
+            snprintf (text, sizeof text, "E_WORKER_NOT_FOUND no worker %s "
+                      "serves %s", pigato__printable (id.data, id.size,
+                                                      printable,
+                                                      sizeof printable),
+                      service->name);
+            s_send_error (self, m->native, &m->sender, &m->rid, text);
+            pigato__request_destroy (&request);
+            pigato__services_release (self->services, &service);
+            return;
+        }
+    }
     request->conn = m->conn;
     pigato__conns_file (self->conns, &request->conn, PIGATO__CONN_REQUESTS,
                         &request->conn_link);
     s_copy_text (request->identity, sizeof request->identity, peer->name);
     s_copy_text (request->curve_key, sizeof request->curve_key, peer->key);
     zhashx_insert (self->requests, &request->key, request);
+    service->requests++;
     pigato__service_enqueue (service, request, false);
     s_request_touch (self, request);
     self->counters.requests++;
@@ -820,7 +1030,7 @@ pigato__route_connection_lost (pigato_broker_t *self,
             request->worker ? request->worker->service : NULL;
         s_request_finish (self, request);
         if (service)
-            s_dispatch (self, service);
+            s_dispatch_room (self, service);
         dropped++;
     }
     if (dropped)
@@ -886,7 +1096,7 @@ pigato__route_reload (pigato_broker_t *self)
             request->worker ? request->worker->service : NULL;
         s_request_finish (self, request);
         if (service)
-            s_dispatch (self, service);
+            s_dispatch_room (self, service);
     }
     for (pigato__request_t *request = (pigato__request_t *) zlistx_first (denied);
          request; request = (pigato__request_t *) zlistx_next (denied)) {
@@ -897,7 +1107,7 @@ pigato__route_reload (pigato_broker_t *self)
                   request->service->name);
         s_request_fail (self, request, text);
         if (service)
-            s_dispatch (self, service);
+            s_dispatch_room (self, service);
     }
     zlistx_destroy (&dropped);
     zlistx_destroy (&denied);
@@ -932,7 +1142,7 @@ pigato__route_expire_requests (pigato_broker_t *self, int64_t now)
         self->counters.timeouts++;
         s_request_finish (self, request);
         if (service)
-            s_dispatch (self, service);     //  its slot is free again
+            s_dispatch_room (self, service);     //  its slot is free again
     }
 }
 

@@ -9,7 +9,83 @@
 
 struct _pigato__services_t {
     zhashx_t *by_name;          //  name -> pigato__service_t
+    size_t wildcards;           //  wildcard services with workers
+    size_t wildcard_longest;    //  longest prefix among them (an upper
+                                //  bound: not lowered on removal)
+    zhashx_t *versions;         //  base name -> zlistx of versioned
+                                //  services with workers
+    pigato__service_t *pending; //  services with queued requests
 };
+
+//  Takes note of how a name reads: wildcard, version or range.
+static void
+s_classify (pigato__service_t *service)
+{
+    const char *name = service->name;
+    size_t size = strlen (name);
+    const char *at = strrchr (name, '@');
+    if (at && at != name && at [1] != 0) {
+        size_t base_size = (size_t) (at - name);
+        const char *tail = at + 1;
+        size_t tail_size = size - base_size - 1;
+        if (pigato__version_parse (tail, tail_size, &service->version))
+            service->versioned = true;
+        else
+        if (pigato__range_parse (tail, tail_size, &service->range))
+            service->ranged = true;
+        service->base_size = base_size;
+    }
+    if (!service->versioned && !service->ranged && size >= 1
+    &&  name [size - 1] == '*')
+        service->wildcard = true;
+}
+
+//  A service gained its first worker or lost its last: the indexes of
+//  wildcard and versioned services with workers follow.
+static void
+s_index (pigato__services_t *self, pigato__service_t *service, bool serving)
+{
+    if (service->wildcard) {
+        size_t prefix = strlen (service->name) - 1;
+        if (serving) {
+            self->wildcards++;
+            if (prefix > self->wildcard_longest)
+                self->wildcard_longest = prefix;
+        }
+        else
+            self->wildcards--;
+    }
+    if (!service->versioned)
+        return;
+    char base [PIGATO_SERVICE_MAX + 1];
+    memcpy (base, service->name, service->base_size);
+    base [service->base_size] = 0;
+    zlistx_t *list = (zlistx_t *) zhashx_lookup (self->versions, base);
+    if (serving) {
+        if (!list) {
+            list = zlistx_new ();
+            if (!list || zhashx_insert (self->versions, base, list)) {
+                zlistx_destroy (&list);
+                return;
+            }
+        }
+        zlistx_add_end (list, service);
+    }
+    else
+    if (list) {
+        void *handle = zlistx_find (list, service);
+        if (handle)
+            zlistx_delete (list, handle);
+        if (zlistx_size (list) == 0)
+            zhashx_delete (self->versions, base);
+    }
+}
+
+static void
+s_versions_destroy (void **item_p)
+{
+    zlistx_destroy ((zlistx_t **) item_p);
+}
 
 static void
 s_service_destroy (void **item_p)
@@ -35,6 +111,13 @@ pigato__services_new (void)
         return NULL;
     }
     zhashx_set_destructor (self->by_name, s_service_destroy);
+    self->versions = zhashx_new ();
+    if (!self->versions) {
+        zhashx_destroy (&self->by_name);
+        free (self);
+        return NULL;
+    }
+    zhashx_set_destructor (self->versions, s_versions_destroy);
     return self;
 }
 
@@ -44,6 +127,7 @@ pigato__services_destroy (pigato__services_t **self_p)
     if (!self_p || !*self_p)
         return;
     pigato__services_t *self = *self_p;
+    zhashx_destroy (&self->versions);
     zhashx_destroy (&self->by_name);
     free (self);
     *self_p = NULL;
@@ -91,6 +175,8 @@ pigato__services_require (pigato__services_t *self, const void *name,
         free (service);
         return NULL;
     }
+    service->table = self;
+    s_classify (service);
     return service;
 }
 
@@ -99,10 +185,142 @@ pigato__services_release (pigato__services_t *self,
                           pigato__service_t **service_p)
 {
     pigato__service_t *service = *service_p;
-    if (service && service->worker_count == 0 && service->queued == 0) {
+    if (service && service->worker_count == 0 && service->queued == 0
+    &&  service->requests == 0 && service->pins == 0) {
         zhashx_delete (self->by_name, service->name);
         *service_p = NULL;
     }
+}
+
+size_t
+pigato__services_resolve (pigato__services_t *self,
+                          pigato__service_t *requested,
+                          pigato__service_t **out, size_t max)
+{
+    if (max == 0)
+        return 0;
+    if (requested->workers) {
+        out [0] = requested;
+        return 1;
+    }
+    size_t count = 0;
+    if (requested->ranged) {
+        char base [PIGATO_SERVICE_MAX + 1];
+        memcpy (base, requested->name, requested->base_size);
+        base [requested->base_size] = 0;
+        zlistx_t *list = (zlistx_t *) zhashx_lookup (self->versions, base);
+        for (pigato__service_t *service =
+                 list ? (pigato__service_t *) zlistx_first (list) : NULL;
+             service; service = (pigato__service_t *) zlistx_next (list)) {
+            if (!service->workers
+            ||  !pigato__range_match (&requested->range, &service->version))
+                continue;
+            //  Insert in order, highest version first
+            size_t at = count < max ? count : max - 1;
+            if (count == max
+            &&  pigato__version_compare (&service->version,
+                                         &out [max - 1]->version) <= 0)
+                continue;
+            while (at > 0 && pigato__version_compare (
+                       &out [at - 1]->version, &service->version) < 0) {
+                out [at] = out [at - 1];
+                at--;
+            }
+            out [at] = service;
+            if (count < max)
+                count++;
+        }
+        if (count)
+            return count;
+    }
+    if (self->wildcards == 0)
+        return 0;
+    //  Longest prefix first: "foo*" for "foobar" before "f*"
+    char key [PIGATO_SERVICE_MAX + 2];
+    size_t size = strlen (requested->name);
+    size_t prefix = size < self->wildcard_longest ? size
+                                                  : self->wildcard_longest;
+    for (;; prefix--) {
+        memcpy (key, requested->name, prefix);
+        key [prefix] = '*';
+        key [prefix + 1] = 0;
+        pigato__service_t *service =
+            (pigato__service_t *) zhashx_lookup (self->by_name, key);
+        if (service && service->workers && service != requested) {
+            out [0] = service;
+            return 1;
+        }
+        if (prefix == 0)
+            break;
+    }
+    return 0;
+}
+
+pigato__service_t *
+pigato__services_first (pigato__services_t *self)
+{
+    return (pigato__service_t *) zhashx_first (self->by_name);
+}
+
+pigato__service_t *
+pigato__services_next (pigato__services_t *self)
+{
+    return (pigato__service_t *) zhashx_next (self->by_name);
+}
+
+bool
+pigato__service_matches (const pigato__service_t *service,
+                         const pigato__service_t *requested)
+{
+    if (service == requested)
+        return true;
+    if (service->versioned && requested->ranged
+    &&  service->base_size == requested->base_size
+    &&  memcmp (service->name, requested->name, service->base_size) == 0)
+        return pigato__range_match (&requested->range, &service->version);
+    if (service->wildcard) {
+        size_t prefix = strlen (service->name) - 1;
+        return strncmp (service->name, requested->name, prefix) == 0;
+    }
+    return false;
+}
+
+pigato__service_t *
+pigato__services_pending (pigato__services_t *self)
+{
+    return self->pending;
+}
+
+bool
+pigato__service_serves_others (const pigato__service_t *self)
+{
+    return self->wildcard || self->versioned;
+}
+
+//  Keeps the table's list of services with queued requests.
+static void
+s_pending (pigato__service_t *self, bool pending)
+{
+    pigato__services_t *table = self->table;
+    if (!table || self->pending == pending)
+        return;
+    if (pending) {
+        self->pending_prev = NULL;
+        self->pending_next = table->pending;
+        if (table->pending)
+            table->pending->pending_prev = self;
+        table->pending = self;
+    }
+    else {
+        if (self->pending_prev)
+            self->pending_prev->pending_next = self->pending_next;
+        else
+            table->pending = self->pending_next;
+        if (self->pending_next)
+            self->pending_next->pending_prev = self->pending_prev;
+        self->pending_prev = self->pending_next = NULL;
+    }
+    self->pending = pending;
 }
 
 size_t
@@ -135,6 +353,9 @@ pigato__service_enqueue (pigato__service_t *self, pigato__request_t *request,
         self->queue_tail = request;
     }
     self->queued++;
+    if (request->target)
+        self->targeted++;
+    s_pending (self, true);
 }
 
 void
@@ -150,6 +371,10 @@ pigato__service_dequeue (pigato__service_t *self, pigato__request_t *request)
         self->queue_tail = request->prev;
     request->prev = request->next = NULL;
     self->queued--;
+    if (request->target)
+        self->targeted--;
+    if (self->queued == 0)
+        s_pending (self, false);
 }
 
 //  Heap key: fewest in flight first, then fewest dispatched
@@ -193,6 +418,8 @@ pigato__service_add_worker (pigato__service_t *self, pigato__worker_t *worker)
         self->workers->prev = worker;
     self->workers = worker;
     self->worker_count++;
+    if (self->worker_count == 1 && self->table)
+        s_index (self->table, self, true);
     pigato__worker_update (worker);
 }
 
@@ -210,6 +437,8 @@ pigato__service_remove_worker (pigato__service_t *self,
     worker->prev = worker->next = NULL;
     worker->service = NULL;
     self->worker_count--;
+    if (self->worker_count == 0 && self->table)
+        s_index (self->table, self, false);
 }
 
 bool

@@ -14,6 +14,7 @@
 #include "codec.h"
 #include "heap.h"
 #include "conns.h"
+#include "semver.h"
 
 typedef struct _pigato__worker_t pigato__worker_t;
 typedef struct _pigato__request_t pigato__request_t;
@@ -65,6 +66,8 @@ struct _pigato__request_t {
     int retries_left;               //  re-dispatches allowed on worker loss
     uint64_t *rejected;             //  serials of workers that rejected it
     size_t rejected_count;          //  entries in rejected
+    byte *target;                   //  opts workerId: that worker only
+    size_t target_size;             //  (its routing id), NULL if none
 };
 
 struct _pigato__service_t {
@@ -77,6 +80,18 @@ struct _pigato__service_t {
     pigato__heap_t *ready;          //  workers with room, least loaded
                                     //  first (in flight, then dispatched)
     bool ready_broken;              //  heap ran out of memory: scan instead
+    pigato__services_t *table;      //  the table it is in
+    bool wildcard;                  //  name ends in '*': serves a prefix
+    bool versioned;                 //  name is base@MAJOR.MINOR.PATCH
+    pigato__version_t version;      //  its version, if versioned
+    bool ranged;                    //  name is base@RANGE (requests)
+    pigato__range_t range;          //  that range, if ranged
+    size_t base_size;               //  length of base (versioned, ranged)
+    pigato__service_t *pending_prev, *pending_next;  //  in table's list of
+    bool pending;                   //  services with queued requests
+    int pins;                       //  > 0: not to be freed (in use)
+    size_t targeted;                //  queued requests with a workerId
+    size_t requests;                //  requests naming it, queued or held
 };
 
 //  Service table, keyed by name.
@@ -91,7 +106,35 @@ pigato__service_t *pigato__services_lookup (pigato__services_t *self,
 pigato__service_t *pigato__services_require (pigato__services_t *self,
                                              const void *name, size_t size);
 
-//  Deletes the service if it has neither workers nor queued requests.
+//  Where requests for a service can go, best first, into out (at most
+//  max): the service itself if it has workers; else, for base@RANGE, the
+//  services base@VERSION with workers whose version satisfies the range,
+//  highest first; else the service of the longest prefix P such that a
+//  worker offers "P*". Returns how many.
+size_t pigato__services_resolve (pigato__services_t *self,
+                                 pigato__service_t *requested,
+                                 pigato__service_t **out, size_t max);
+
+//  Iterates over every service.
+pigato__service_t *pigato__services_first (pigato__services_t *self);
+pigato__service_t *pigato__services_next (pigato__services_t *self);
+
+//  True if requests for `requested` may go to workers of `service` by any
+//  rule (same name, a satisfying version, a wildcard prefix), whatever
+//  the precedence: a request that names a worker may use it.
+bool pigato__service_matches (const pigato__service_t *service,
+                              const pigato__service_t *requested);
+
+//  Services with queued requests (a list; next with ->pending_next).
+pigato__service_t *pigato__services_pending (pigato__services_t *self);
+
+//  True if requests for other names may resolve to this service (a
+//  wildcard or a versioned service): after it gains room, pending queues
+//  of other services are worth a look.
+bool pigato__service_serves_others (const pigato__service_t *self);
+
+//  Deletes the service if it has no workers, no requests name it
+//  (->requests, kept by the broker) and it is not pinned.
 void pigato__services_release (pigato__services_t *self,
                                pigato__service_t **service_p);
 
@@ -153,8 +196,8 @@ pigato__bytes_t pigato__request_body (pigato__request_t *self);
 //  The worker's routing id (borrowed).
 pigato__bytes_t pigato__worker_routing_id (const pigato__worker_t *worker);
 
-//  Reads timeout and retry from the opts frame (JSON object). Invalid
-//  JSON leaves the defaults and returns -1.
+//  Reads timeout, retry and workerId from the opts (JSON object).
+//  Invalid JSON leaves the defaults and returns -1.
 int pigato__request_parse_opts (pigato__request_t *self,
                                 int64_t default_timeout);
 
