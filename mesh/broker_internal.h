@@ -57,6 +57,7 @@ struct _pigato_broker_t {
     zhashx_t *requests;             //  client id + rid -> request
     pigato__heap_t *timers;         //  request inactivity deadlines
     uint64_t next_serial;           //  worker registration serials
+    uint64_t next_mdp_rid;          //  rids made for MDP client requests
     int64_t next_tick;              //  next liveness check
     volatile sig_atomic_t stopping; //  set by pigato_broker_stop
     counters_t counters;            //  see BROKER_COUNTERS

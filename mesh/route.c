@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <string.h>
 #include "broker_internal.h"
+#include "mdp.h"
 
 #define MAX_PENDING 1000000     //  requests held at once, then E_OVERLOADED
 
@@ -23,7 +24,15 @@ typedef struct {
     zmq_msg_t *body_part;       //  the part m.data lies in, or NULL
     zmq_msg_t *meta;            //  a part the peer sent (its metadata)
     size_t frames;              //  frames of the whole message (logs)
+    bool mdp;                   //  an MDP/0.2 message (READY: MDP worker)
 } s_in_t;
+
+#define FRAMING_046     0
+#define FRAMING_NATIVE  1
+#define FRAMING_MDP     2
+#define WORKER_FRAMING(worker) ((worker)->mdp ? FRAMING_MDP                 \
+                                : (worker)->native ? FRAMING_NATIVE        \
+                                : FRAMING_046)
 
 #define BYTES(text) ((pigato__bytes_t) { (const byte *) (text), strlen (text) })
 
@@ -116,8 +125,19 @@ s_send_frames (pigato_broker_t *self, const pigato__bytes_t *to,
 //  client ('C') or worker ('W'), in either framing.
 static void
 s_send_control (pigato_broker_t *self, const pigato__bytes_t *to, char role,
-                int type, bool native)
+                int type, int framing)
 {
+    if (framing == FRAMING_MDP) {
+        //  RFC 18: READY is not acknowledged
+        int command = type == PIGATO__HEARTBEAT ? PIGATO__MDPW_HEARTBEAT
+                    : type == PIGATO__DISCONNECT ? PIGATO__MDPW_DISCONNECT : 0;
+        pigato__bytes_t frames [2];
+        if (role == 'W' && command
+        &&  pigato__mdp_encode_worker_control (frames, 2, command) == 2)
+            s_send_frames (self, to, frames, 2, NULL, 0);
+        return;
+    }
+    bool native = framing == FRAMING_NATIVE;
     if (native) {
         pigato__msg_t entry = { .role = role, .type = type };
         if (pigato__outbox_add (self->outbox, to, role, &entry, NULL) == 0)
@@ -153,6 +173,49 @@ s_send_reply (pigato_broker_t *self, bool native, const pigato__bytes_t *client,
     s_send_frames (self, client, frames, 7, body_part, 5);
 }
 
+//  The body frames of a request: an MDP client's packed frames, else its
+//  one body. Returns how many (at most max).
+static size_t
+s_request_frames (pigato__request_t *request, pigato__bytes_t *frames,
+                  size_t max)
+{
+    pigato__bytes_t body = pigato__request_body (request);
+    if (!request->mdp_client) {
+        frames [0] = body;
+        return 1;
+    }
+    size_t count = 0;
+    const byte *at = body.data, *end = body.data + body.size;
+    while (end - at >= 4 && count < max) {
+        size_t size = ((size_t) at [0] << 24) | ((size_t) at [1] << 16)
+                    | ((size_t) at [2] << 8) | at [3];
+        at += 4;
+        if (size > (size_t) (end - at))
+            break;
+        frames [count].data = at;
+        frames [count++].size = size;
+        at += size;
+    }
+    return count;
+}
+
+//  A partial or final reply to an MDP client: MDPC02, command, the
+//  service it asked for, body frames.
+static void
+s_send_mdp_reply (pigato_broker_t *self, pigato__request_t *request, int type,
+                  const pigato__bytes_t *body, size_t body_count)
+{
+    pigato__bytes_t client = pigato__request_client (request);
+    pigato__bytes_t service = BYTES (request->service->name);
+    pigato__bytes_t frames [PIGATO__MDP_ENCODE_MAX];
+    size_t count = pigato__mdp_encode_client_reply (
+        frames, PIGATO__MDP_ENCODE_MAX,
+        type == PIGATO__PARTIAL ? PIGATO__MDPC_PARTIAL : PIGATO__MDPC_FINAL,
+        &service, body, body_count);
+    if (count)
+        s_send_frames (self, &client, frames, count, NULL, 0);
+}
+
 static void
 s_send_request (pigato_broker_t *self, pigato__worker_t *worker,
                 pigato__request_t *request)
@@ -160,7 +223,20 @@ s_send_request (pigato_broker_t *self, pigato__worker_t *worker,
     pigato__bytes_t to = pigato__worker_routing_id (worker);
     pigato__bytes_t client = pigato__request_client (request);
     pigato__bytes_t rid = pigato__request_rid (request);
-    pigato__bytes_t body = pigato__request_body (request);
+    pigato__bytes_t body_frames [PIGATO__MDP_BODY_MAX];
+    size_t body_count = s_request_frames (request, body_frames,
+                                          PIGATO__MDP_BODY_MAX);
+    if (worker->mdp) {
+        pigato__bytes_t frames [PIGATO__MDP_ENCODE_MAX];
+        size_t count = pigato__mdp_encode_worker_request (
+            frames, PIGATO__MDP_ENCODE_MAX, &client, body_frames, body_count);
+        if (count)
+            s_send_frames (self, &to, frames, count, NULL, 0);
+        return;
+    }
+    //  One MDP body frame is one pigato data frame
+    pigato__bytes_t body = body_count ? body_frames [0]
+                                      : (pigato__bytes_t) { NULL, 0 };
     pigato__bytes_t service = BYTES (request->service->name);
     pigato__bytes_t opts = { request->opts, request->opts_size };
     if (worker->native) {
@@ -188,6 +264,12 @@ s_request_finish (pigato_broker_t *self, pigato__request_t *request)
     pigato__service_t *service = request->service;
     pigato__heap_remove (self->timers, &request->expiry);
     pigato__conns_unfile (self->conns, &request->conn_link);
+    if (request->worker && request->worker->mdp && !request->answered) {
+        //  An MDP worker cannot be told to stop: it stays busy until its
+        //  FINAL for this request comes (and is dropped)
+        request->worker->mdp_stale = true;
+        request->worker->concurrency = 0;
+    }
     if (request->worker)
         pigato__worker_release (request->worker, request);
     else
@@ -225,7 +307,16 @@ s_request_fail (pigato_broker_t *self, pigato__request_t *request,
 {
     pigato__bytes_t client = pigato__request_client (request);
     pigato__bytes_t rid = pigato__request_rid (request);
-    s_send_error (self, request->native, &client, &rid, text);
+    if (request->mdp_client) {
+        //  MDP has no status: the error text is the FINAL's body
+        char *json = pigato__json_string (text);
+        pigato__bytes_t body = { (const byte *) json, json ? strlen (json) : 0 };
+        s_send_mdp_reply (self, request, PIGATO__REPLY, &body, 1);
+        free (json);
+        self->counters.failed++;
+    }
+    else
+        s_send_error (self, request->native, &client, &rid, text);
     s_request_finish (self, request);
 }
 
@@ -368,7 +459,8 @@ s_worker_remove (pigato_broker_t *self, pigato__worker_t *worker,
 {
     if (send_disconnect) {
         pigato__bytes_t to = pigato__worker_routing_id (worker);
-        s_send_control (self, &to, 'W', PIGATO__DISCONNECT, worker->native);
+        s_send_control (self, &to, 'W', PIGATO__DISCONNECT,
+                        WORKER_FRAMING (worker));
     }
     pigato__service_t *service = worker->service;
     int requeued = 0, failed = 0;
@@ -407,10 +499,13 @@ s_worker_ready (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer,
                 pigato__worker_t *worker)
 {
     bool native = in->m.native || in->m.native_offer;
+    int framing = in->mdp ? FRAMING_MDP : native ? FRAMING_NATIVE
+                                                 : FRAMING_046;
     if (worker) {
         //  READY twice: harmless for the same service, a protocol error
-        //  for another one (one worker, one service)
-        if (in->m.service.size == strlen (worker->service->name)
+        //  for another one (one worker, one service), and for MDP (RFC 18)
+        if (!in->mdp && !worker->mdp
+        &&  in->m.service.size == strlen (worker->service->name)
         &&  memcmp (in->m.service.data, worker->service->name,
                     in->m.service.size) == 0) {
             worker->native = worker->native || native;
@@ -429,13 +524,13 @@ s_worker_ready (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer,
     if (memchr (in->m.service.data, 0, size)
     ||  strncmp (name, "mmi.", 4) == 0 || name [0] == '$') {
         s_bad (self, in, "reserved_service");
-        s_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT, native);
+        s_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT, framing);
         return;
     }
     if (!pigato__guard_allows (self->guard, peer->name, PIGATO__VERB_SERVE,
                                name)) {
         s_denied (self, in, peer, PIGATO__VERB_SERVE, name, "not_allowed");
-        s_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT, native);
+        s_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT, framing);
         return;
     }
     pigato__service_t *service =
@@ -459,16 +554,18 @@ s_worker_ready (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer,
     snprintf (worker->curve_key, sizeof worker->curve_key, "%s",
               peer->key ? peer->key : "");
     worker->serial = ++self->next_serial;
-    worker->concurrency = PIGATO_CONCURRENCY;
+    worker->mdp = in->mdp;
+    worker->concurrency = in->mdp ? 1 : PIGATO_CONCURRENCY;
     worker->expires = pigato__now_ms ()
                     + (int64_t) self->heartbeat_ms * self->liveness;
     zhashx_insert (self->workers, &worker->key, worker);
     pigato__service_add_worker (service, worker);
-    s_send_control (self, &in->m.sender, 'W', PIGATO__READY, native);
+    s_send_control (self, &in->m.sender, 'W', PIGATO__READY, framing);
     char service_text [SERVICE_TEXT];
     pigato__log (PIGATO_LOG_INFO, "event=worker_ready service=%s worker=%s "
                  "framing=%s", s_service_text (service, service_text),
-                 worker->name, native ? "native" : "0.0.46");
+                 worker->name, in->mdp ? "mdp/0.2" : native ? "native"
+                                                            : "0.0.46");
     s_dispatch_room (self, service);
 }
 
@@ -533,9 +630,12 @@ s_worker_reply (pigato_broker_t *self, s_in_t *in, pigato__worker_t *worker)
             s_dispatch_room (self, worker->service);
         return;
     }
-    s_send_reply (self, request->native, &in->m.client, in->m.type,
-                  &in->m.rid, in->m.status, &in->m.data, &in->m.opts,
-                  in->body_part);
+    if (request->mdp_client)
+        s_send_mdp_reply (self, request, in->m.type, &in->m.data, 1);
+    else
+        s_send_reply (self, request->native, &in->m.client, in->m.type,
+                      &in->m.rid, in->m.status, &in->m.data, &in->m.opts,
+                      in->body_part);
     if (in->m.type == PIGATO__PARTIAL) {
         self->counters.partials++;
         s_request_touch (self, request);
@@ -949,6 +1049,249 @@ s_route_native (pigato_broker_t *self, s_in_t *in, bool current,
     }
 }
 
+//  --------------------------------------------------------------------------
+//  MDP/0.2 peers (RFC 18), decoded by mdp.c
+
+//  An MDP client's REQUEST: MMI and $dir are answered here; the rest joins
+//  the service's queue with a broker-made rid (MDP has none) and the body
+//  frames packed into one part.
+static void
+s_mdp_client_request (pigato_broker_t *self, s_in_t *in,
+                      const pigato__peer_t *peer,
+                      const pigato__mdp_msg_t *mdp,
+                      const pigato__bytes_t *parts)
+{
+    char name [PIGATO_SERVICE_MAX + 1];
+    memcpy (name, mdp->service.data, mdp->service.size);
+    name [mdp->service.size] = 0;
+    if (!pigato__guard_allows (self->guard, peer->name, PIGATO__VERB_CALL,
+                               name)) {
+        s_denied (self, in, peer, PIGATO__VERB_CALL, name, "not_allowed");
+        return;                         //  RFC 18 has no error reply
+    }
+    const pigato__bytes_t *body = parts + mdp->body_first;
+    if (pigato__mmi_is (&mdp->service) || name [0] == '$') {
+        const char *code = PIGATO__MMI_NOT_IMPLEMENTED;
+        char *answer = NULL;
+        pigato__bytes_t asked;
+        if (streq (name, PIGATO__MMI_SERVICE)) {
+            code = PIGATO__MMI_NOT_FOUND;
+            if (mdp->body_count
+            &&  pigato__mmi_service_name (&body [0], &asked)) {
+                pigato__service_t *service = pigato__services_require (
+                    self->services, asked.data, asked.size);
+                pigato__service_t *targets [1];
+                if (service && pigato__services_resolve (self->services,
+                                                         service, targets, 1))
+                    code = PIGATO__MMI_FOUND;
+                pigato__services_release (self->services, &service);
+            }
+        }
+        else
+        if (streq (name, "$dir")) {
+            char only [PIGATO_SERVICE_MAX + 1];
+            bool named = mdp->body_count
+                      && s_body_name (&body [0], only, sizeof only);
+            answer = s_directory (self, named ? only : NULL);
+            code = answer;
+        }
+        pigato__bytes_t service = BYTES (name), reply = BYTES (code ? code : "");
+        pigato__bytes_t frames [4];
+        size_t count = pigato__mdp_encode_client_reply (
+            frames, 4, PIGATO__MDPC_FINAL, &service, &reply, 1);
+        if (count)
+            s_send_frames (self, &mdp->sender, frames, count, NULL, 0);
+        free (answer);
+        return;
+    }
+    if (zhashx_size (self->requests) >= MAX_PENDING)
+        return;
+    //  Pack the body: [u32 size][bytes] per frame
+    size_t packed_size = 0;
+    for (size_t index = 0; index < mdp->body_count; index++)
+        packed_size += 4 + body [index].size;
+    zmq_msg_t packed;
+    if (zmq_msg_init_size (&packed, packed_size))
+        return;
+    byte *at = (byte *) zmq_msg_data (&packed);
+    for (size_t index = 0; index < mdp->body_count; index++) {
+        size_t size = body [index].size;
+        at [0] = (byte) (size >> 24);
+        at [1] = (byte) (size >> 16);
+        at [2] = (byte) (size >> 8);
+        at [3] = (byte) size;
+        if (size)
+            memcpy (at + 4, body [index].data, size);
+        at += 4 + size;
+    }
+    byte rid_bytes [9] = { 0 };             //  0, then a 64-bit counter
+    uint64_t serial = ++self->next_mdp_rid;
+    for (int index = 0; index < 8; index++)
+        rid_bytes [8 - index] = (byte) (serial >> (8 * index));
+    pigato__bytes_t rid = { rid_bytes, sizeof rid_bytes };
+    pigato__bytes_t data = { (const byte *) zmq_msg_data (&packed),
+                             packed_size };
+    pigato__service_t *service = pigato__services_require (
+        self->services, mdp->service.data, mdp->service.size);
+    pigato__request_t *request = service
+        ? pigato__request_new (&mdp->sender, &rid, &packed, &data, NULL)
+        : NULL;
+    zmq_msg_close (&packed);
+    if (!request) {
+        pigato__services_release (self->services, &service);
+        return;
+    }
+    request->mdp_client = true;
+    request->service = service;
+    request->conn = in->m.conn;
+    pigato__conns_file (self->conns, &request->conn, PIGATO__CONN_REQUESTS,
+                        &request->conn_link);
+    s_copy_text (request->identity, sizeof request->identity, peer->name);
+    s_copy_text (request->curve_key, sizeof request->curve_key, peer->key);
+    zhashx_insert (self->requests, &request->key, request);
+    service->requests++;
+    pigato__service_enqueue (service, request, false);
+    s_request_touch (self, request);
+    self->counters.requests++;
+    s_dispatch (self, service);
+}
+
+//  An MDP worker's PARTIAL or FINAL: for the one request it holds, from
+//  the client it names. A FINAL for a request that is gone (expired) frees
+//  the worker quietly; anything else unexpected gets DISCONNECT (RFC 18).
+static void
+s_mdp_worker_reply (pigato_broker_t *self, s_in_t *in,
+                    pigato__worker_t *worker, const pigato__mdp_msg_t *mdp,
+                    const pigato__bytes_t *parts)
+{
+    pigato__request_t *request = worker->requests;
+    if (!request) {
+        if (worker->mdp_stale) {
+            if (mdp->type == PIGATO__REPLY) {
+                worker->mdp_stale = false;
+                worker->concurrency = 1;
+                pigato__worker_update (worker);
+                s_dispatch_room (self, worker->service);
+            }
+            self->counters.late_replies++;
+            return;
+        }
+        s_bad (self, in, "unexpected_reply");
+        s_worker_remove (self, worker, "unexpected_reply", true);
+        return;
+    }
+    pigato__bytes_t client = pigato__request_client (request);
+    if (client.size != mdp->client.size
+    ||  memcmp (client.data, mdp->client.data, client.size) != 0) {
+        s_bad (self, in, "foreign_client");
+        s_worker_remove (self, worker, "foreign_client", true);
+        return;
+    }
+    const pigato__bytes_t *body = parts + mdp->body_first;
+    if (request->mdp_client)
+        s_send_mdp_reply (self, request, mdp->type, body, mdp->body_count);
+    else {
+        pigato__bytes_t rid = pigato__request_rid (request);
+        pigato__bytes_t data = mdp->body_count ? body [0]
+                                               : (pigato__bytes_t) { NULL, 0 };
+        s_send_reply (self, request->native, &client, mdp->type, &rid, 0,
+                      &data, NULL, NULL);
+    }
+    if (mdp->type == PIGATO__PARTIAL) {
+        self->counters.partials++;
+        s_request_touch (self, request);
+    }
+    else {
+        self->counters.replies++;
+        request->answered = true;
+        s_request_finish (self, request);
+        s_dispatch_room (self, worker->service);
+    }
+}
+
+static void
+s_route_mdp (pigato_broker_t *self, s_in_t *in, const pigato__bytes_t *parts,
+             size_t count)
+{
+    pigato__mdp_msg_t mdp;
+    int rc = pigato__mdp_decode (parts, count, &mdp);
+    if (rc) {
+        s_bad (self, in, pigato__decode_reason (rc));
+        return;
+    }
+    in->mdp = true;
+    in->m.role = mdp.role;
+    in->m.type = mdp.type;
+    in->m.service = mdp.service;
+    pigato__peer_t peer;
+    bool current = pigato__guard_peer (self->guard, in->meta, &peer);
+    pigato__worker_t *worker = mdp.role == 'W'
+                             ? s_worker_of (self, &in->m.sender) : NULL;
+    if (current && worker && !s_worker_bound (worker, &peer, &in->m.conn)) {
+        s_bad (self, in, "identity_mismatch");
+        s_worker_remove (self, worker, "identity_mismatch", true);
+        return;
+    }
+    if (!current) {
+        char name [PIGATO_SERVICE_MAX + 1] = "";
+        memcpy (name, mdp.service.data, mdp.service.size);
+        name [mdp.service.size] = 0;
+        s_denied (self, in, &peer, mdp.role == 'W' ? PIGATO__VERB_SERVE
+                                                   : PIGATO__VERB_CALL,
+                  name [0] ? name : NULL, "identity_revoked");
+        if (worker)
+            s_worker_remove (self, worker, "identity_revoked",
+                             mdp.type != PIGATO__DISCONNECT);
+        else
+        if (mdp.role == 'W' && mdp.type != PIGATO__DISCONNECT)
+            s_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT,
+                            FRAMING_MDP);
+        return;
+    }
+    if (mdp.role == 'C') {
+        s_mdp_client_request (self, in, &peer, &mdp, parts);
+        return;
+    }
+    if (mdp.type == PIGATO__READY) {
+        if (worker) {
+            s_bad (self, in, "ready_twice");
+            s_worker_remove (self, worker, "ready_twice", true);
+        }
+        else
+        if (pigato__mmi_is (&mdp.service)) {
+            s_bad (self, in, "reserved_service");
+            s_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT,
+                            FRAMING_MDP);
+        }
+        else
+            s_worker_ready (self, in, &peer, NULL);
+        return;
+    }
+    if (!worker || !worker->mdp) {
+        //  Not registered: DISCONNECT unless it is saying goodbye
+        if (mdp.type != PIGATO__DISCONNECT) {
+            s_bad (self, in, "not_ready");
+            s_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT,
+                            FRAMING_MDP);
+        }
+        return;
+    }
+    if (!pigato__guard_allows (self->guard, peer.name, PIGATO__VERB_SERVE,
+                               worker->service->name)) {
+        s_denied (self, in, &peer, PIGATO__VERB_SERVE, worker->service->name,
+                  "not_allowed");
+        s_worker_remove (self, worker, "access_denied", true);
+        return;
+    }
+    worker->expires = pigato__now_ms ()
+                    + (int64_t) self->heartbeat_ms * self->liveness;
+    if (mdp.type == PIGATO__DISCONNECT)
+        s_worker_remove (self, worker, "disconnect", false);
+    else
+    if (mdp.type == PIGATO__REPLY || mdp.type == PIGATO__PARTIAL)
+        s_mdp_worker_reply (self, in, worker, &mdp, parts);
+}
+
 void
 pigato__route_input (pigato_broker_t *self, const pigato__conn_t *conn)
 {
@@ -983,6 +1326,11 @@ pigato__route_input (pigato_broker_t *self, const pigato__conn_t *conn)
     for (size_t index = 0; index < input->count; index++) {
         parts [index].data = (const byte *) zmq_msg_data (&input->parts [index]);
         parts [index].size = zmq_msg_size (&input->parts [index]);
+    }
+    if (pigato__mdp_header (&parts [1])) {
+        in.m.conn = *conn;
+        s_route_mdp (self, &in, parts, input->count);
+        return;
     }
     int rc = pigato__decode_046 (parts, input->count, &in.m);
     if (rc) {
@@ -1157,6 +1505,12 @@ pigato__route_check_workers (pigato_broker_t *self, int64_t now)
             if (!dead)
                 dead = zlistx_new ();
             zlistx_add_end (dead, worker);
+        }
+        else
+        if (worker->mdp) {
+            //  RFC 18: the broker heartbeats its workers
+            pigato__bytes_t to = pigato__worker_routing_id (worker);
+            s_send_control (self, &to, 'W', PIGATO__HEARTBEAT, FRAMING_MDP);
         }
     if (!dead)
         return;

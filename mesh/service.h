@@ -29,6 +29,9 @@ typedef enum {
 struct _pigato__worker_t {
     pigato__bkey_t key;             //  routing id, table key
     bool native;                    //  speaks the native framing
+    bool mdp;                       //  an MDP/0.2 worker (one at a time)
+    bool mdp_stale;                 //  still busy with a request that is
+                                    //  gone (expired): waits for its FINAL
     char name [2 * 64 + 1];         //  printable id for logs
     pigato__conn_t conn;            //  the connection it registered on
     pigato__conn_link_t conn_link;  //  filed under that connection
@@ -54,6 +57,9 @@ struct _pigato__request_t {
     byte *opts;                     //  opts as sent (copy), NULL if none
     size_t opts_size;
     bool native;                    //  came in native framing: so do replies
+    bool mdp_client;                //  from an MDP client: body is packed
+                                    //  frames ([u32 size][bytes]...)
+    bool answered;                  //  its worker sent the final reply
     pigato__service_t *service;     //  requested service
     pigato__worker_t *worker;       //  holder, NULL while queued
     pigato__request_t *prev, *next; //  in service queue or worker list
