@@ -436,6 +436,14 @@ PIGATO_EXPORT void
 PIGATO_EXPORT int
     pigato_broker_set_dmode (pigato_broker_t *self, const char *mode);
 
+//  Reply cache budget in bytes (default 64 MiB; 0 turns caching off). A
+//  worker's final reply with opts {"cache": MS} answers identical requests
+//  (same service name, same body) for MS milliseconds, oldest entries
+//  dropped first beyond the budget; callers still need `call` on the
+//  service, and requests naming a workerId are never served from it.
+PIGATO_EXPORT void
+    pigato_broker_set_cache_max (pigato_broker_t *self, size_t max_bytes);
+
 //  The mesh policy file (DESIGN.md section 4): identities, groups,
 //  allow/deny rules. Validated now; on error returns PIGATO_E_ACL and
 //  pigato_broker_error () says "FILE:LINE: what is wrong". With CURVE this

@@ -38,10 +38,11 @@ pigato_broker_new (void)
     self->requests = pigato__bkey_table_new ();
     self->timers = pigato__heap_new ();
     self->conns = pigato__conns_new ();
+    self->cache = pigato__cache_new (PIGATO__CACHE_DEFAULT_BYTES);
     for (size_t index = 0; index < PIGATO__PARTS_MAX; index++)
         zmq_msg_init (&self->input.parts [index]);
     if (!self->services || !self->workers || !self->requests || !self->timers
-    ||  !self->conns) {
+    ||  !self->conns || !self->cache) {
         pigato_broker_destroy (&self);
         return NULL;
     }
@@ -72,6 +73,7 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     pigato__services_destroy (&self->services);
     zhashx_destroy (&self->workers);
     pigato__outbox_destroy (&self->outbox);
+    pigato__cache_destroy (&self->cache);
     for (size_t index = 0; index < PIGATO__PARTS_MAX; index++)
         zmq_msg_close (&self->input.parts [index]);
     zsock_destroy (&self->monitor);
@@ -140,6 +142,12 @@ pigato_broker_set_dmode (pigato_broker_t *self, const char *mode)
     return 0;
 }
 
+void
+pigato_broker_set_cache_max (pigato_broker_t *self, size_t max_bytes)
+{
+    pigato__cache_set_max (self->cache, max_bytes);
+}
+
 const char *
 pigato_broker_error (pigato_broker_t *self)
 {
@@ -170,6 +178,10 @@ pigato_broker_counter (pigato_broker_t *self, const char *name)
         return (int64_t) zhashx_size (self->requests);
     if (streq (name, "services"))
         return (int64_t) pigato__services_size (self->services);
+    if (streq (name, "cache_hits"))
+        return pigato__cache_hits (self->cache);
+    if (streq (name, "cache_entries"))
+        return (int64_t) pigato__cache_entries (self->cache);
     if (streq (name, "batches_out"))
         return self->outbox ? pigato__outbox_batches (self->outbox) : 0;
     if (streq (name, "entries_out"))

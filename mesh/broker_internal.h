@@ -11,6 +11,7 @@
 #include "codec.h"
 #include "service.h"
 #include "outbox.h"
+#include "cache.h"
 #include "../auth/guard.h"
 
 #define BROKER_COUNTERS(X)                                                  \
@@ -45,6 +46,7 @@ struct _pigato_broker_t {
     zsock_t *router;                //  the one socket, NULL until bind
     void *router_handle;            //  its libzmq handle
     pigato__outbox_t *outbox;       //  native batches being collected
+    pigato__cache_t *cache;         //  cached replies (opts cache: MS)
     pigato__input_t input;          //  the message being routed
     char *key_file;                 //  CURVE secret key file
     bool insecure;                  //  NULL mechanism

@@ -34,6 +34,7 @@ static const char *s_usage =
 "  --heartbeat MS       heartbeat interval (default 2500)\n"
 "  --liveness N         heartbeats a worker may miss (default 3)\n"
 "  --dmode load|rand    dispatch: least loaded worker, or random (load)\n"
+"  --cache-max-bytes N  reply cache budget (default 67108864; 0 = off)\n"
 "  --io-threads N       libzmq I/O threads (default 1); CURVE encryption\n"
 "                       runs there, so a second one helps with many peers\n"
 "  --log-level LEVEL    error, warning, info or debug (default info)\n"
@@ -95,7 +96,7 @@ main (int argc, char *argv [])
 {
     enum { OPT_BIND = 256, OPT_KEY, OPT_ALLOW_ANY, OPT_INSECURE,
            OPT_HEARTBEAT, OPT_LIVENESS, OPT_DMODE, OPT_LOG_LEVEL, OPT_ACL,
-           OPT_CHECK_ACL, OPT_IO_THREADS };
+           OPT_CHECK_ACL, OPT_IO_THREADS, OPT_CACHE_MAX };
     static const struct option options [] = {
         { "bind", required_argument, NULL, OPT_BIND },
         { "key", required_argument, NULL, OPT_KEY },
@@ -107,6 +108,7 @@ main (int argc, char *argv [])
         { "liveness", required_argument, NULL, OPT_LIVENESS },
         { "dmode", required_argument, NULL, OPT_DMODE },
         { "io-threads", required_argument, NULL, OPT_IO_THREADS },
+        { "cache-max-bytes", required_argument, NULL, OPT_CACHE_MAX },
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -119,6 +121,7 @@ main (int argc, char *argv [])
     int heartbeat = PIGATO_HEARTBEAT_MS, liveness = PIGATO_LIVENESS;
     int log_level = PIGATO_LOG_INFO;
     int io_threads = 1;
+    long long cache_max = -1;
 
     int option;
     while ((option = getopt_long (argc, argv, "hV", options, NULL)) != -1) {
@@ -142,6 +145,16 @@ main (int argc, char *argv [])
                 liveness = s_number (optarg, "--liveness", 1);
                 break;
             case OPT_DMODE:      dmode = optarg; break;
+            case OPT_CACHE_MAX: {
+                char *end;
+                cache_max = strtoll (optarg, &end, 10);
+                if (*optarg == 0 || *end != 0 || cache_max < 0) {
+                    fprintf (stderr, "pigato-broker: --cache-max-bytes needs "
+                             "a number >= 0, not '%s'\n", optarg);
+                    return EXIT_USAGE;
+                }
+                break;
+            }
             case OPT_IO_THREADS:
                 io_threads = s_number (optarg, "--io-threads", 1);
                 if (io_threads > 64) {
@@ -210,6 +223,8 @@ main (int argc, char *argv [])
     pigato_broker_set_insecure (broker, insecure);
     pigato_broker_set_allow_any (broker, allow_any);
     pigato_broker_set_heartbeat (broker, heartbeat, liveness);
+    if (cache_max >= 0)
+        pigato_broker_set_cache_max (broker, (size_t) cache_max);
     if (pigato_broker_set_dmode (broker, dmode)) {
         fprintf (stderr, "pigato-broker: %s\n", pigato_broker_error (broker));
         rc = EXIT_USAGE;
@@ -269,7 +284,8 @@ main (int argc, char *argv [])
         snprintf (line, sizeof line, "event=stopped requests=%" PRId64
                   " replies=%" PRId64 " failed=%" PRId64 " timeouts=%" PRId64
                   " bad_messages=%" PRId64 " denied=%" PRId64
-                  " native_batches_out=%" PRId64 " native_entries_out=%" PRId64,
+                  " native_batches_out=%" PRId64 " native_entries_out=%" PRId64
+                  " cache_hits=%" PRId64,
                   pigato_broker_counter (broker, "requests"),
                   pigato_broker_counter (broker, "replies"),
                   pigato_broker_counter (broker, "failed"),
@@ -277,7 +293,8 @@ main (int argc, char *argv [])
                   pigato_broker_counter (broker, "bad_messages"),
                   pigato_broker_counter (broker, "denied"),
                   pigato_broker_counter (broker, "batches_out"),
-                  pigato_broker_counter (broker, "entries_out"));
+                  pigato_broker_counter (broker, "entries_out"),
+                  pigato_broker_counter (broker, "cache_hits"));
         pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
     }
     rc = rc == PIGATO_E_INTERRUPTED ? 0 : rc ? 1 : 0;

@@ -630,6 +630,15 @@ s_worker_reply (pigato_broker_t *self, s_in_t *in, pigato__worker_t *worker)
             s_dispatch_room (self, worker->service);
         return;
     }
+    if (in->m.type == PIGATO__REPLY && in->m.status == 0
+    &&  !request->mdp_client) {
+        int64_t ttl = pigato__cache_ttl (&in->m.opts);
+        pigato__bytes_t body = pigato__request_body (request);
+        if (ttl > 0)
+            pigato__cache_put (self->cache, request->service->name, &body,
+                               &in->m.data, &in->m.opts,
+                               pigato__now_ms () + ttl);
+    }
     if (request->mdp_client)
         s_send_mdp_reply (self, request, in->m.type, &in->m.data, 1);
     else
@@ -865,6 +874,18 @@ s_client_request (pigato_broker_t *self, s_in_t *in, const pigato__peer_t *peer)
     }
     if (name [0] == '$' || strncmp (name, "mmi.", 4) == 0) {
         s_internal_service (self, in, name);
+        return;
+    }
+    //  The ACL allowed this caller: a cached reply may answer it (not a
+    //  request that names its worker)
+    pigato__cached_t cached;
+    if (!(m->has_opts && memmem (m->opts.data, m->opts.size, "workerId", 8))
+    &&  pigato__cache_get (self->cache, name, &m->data, pigato__now_ms (),
+                           &cached)) {
+        s_send_reply (self, m->native, &m->sender, PIGATO__REPLY, &m->rid, 0,
+                      &cached.data, &cached.opts, NULL);
+        self->counters.requests++;
+        self->counters.replies++;
         return;
     }
     pigato__service_t *service = pigato__services_require (

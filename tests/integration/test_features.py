@@ -149,6 +149,65 @@ class Features:
         self.assertIsNotNone(final, "queued request for a departed worker hung")
         self.assertIn(b"E_WORKER_NOT_FOUND", final.data)
 
+    # -- reply cache ---------------------------------------------------------
+
+    def test_cached_reply_answers_identical_requests_until_it_expires(self):
+        w = self.ready_worker("quote")
+        a, b = self.client(), self.client()
+        a.request("quote", "c1", '"ibm"', LONG)
+        req = w.next_request(3)
+        w.reply(req, '"42.1"', opts='{"cache":1500}')
+        self.assertEqual(a.final("c1")[1].data, b'"42.1"')
+        # Another client, same service and body: from the cache
+        final = self.call(b, "quote", "c2", '"ibm"')
+        self.assertEqual((final.status, final.data), (b"0", b'"42.1"'))
+        self.assertEqual(w.requests_now(0.2), [], "a cached request reached the worker")
+        # A different body, or a request naming its worker: to the worker
+        b.request("quote", "c3", '"aapl"', LONG)
+        self.serve_one(w, '"7"')
+        self.assertEqual(b.final("c3")[1].data, b'"7"')
+        b.request("quote", "c4", '"ibm"', '{"workerId":"%s"}' % w.identity.decode())
+        self.serve_one(w, '"fresh"')
+        self.assertEqual(b.final("c4")[1].data, b'"fresh"')
+        # A reply without cache opts is not cached; an error never is
+        b.request("quote", "c5", '"aapl"', LONG)
+        self.serve_one(w, '"8"')
+        b.final("c5")
+        self.mesh.settle(1.6)                   # the cached "ibm" expires
+        b.request("quote", "c6", '"ibm"', LONG)
+        self.assertIsNotNone(w.next_request(3), "an expired cache entry answered")
+
+    def test_error_replies_are_not_cached(self):
+        w = self.ready_worker("flaky")
+        c = self.client()
+        c.request("flaky", "e1", '"x"', LONG)
+        req = w.next_request(3)
+        w.reply(req, '"boom"', status=-1, opts='{"cache":5000}')
+        self.assertEqual(c.final("e1")[1].status, b"-1")
+        c.request("flaky", "e2", '"x"', LONG)
+        self.assertIsNotNone(w.next_request(3), "an error reply was cached")
+
+
+class FeaturesCacheBudget(MeshTestCase):
+    """--cache-max-bytes: the least recently used entry goes first."""
+    BROKER_EXTRA = ("--cache-max-bytes", "1500")
+
+    def test_budget_evicts_least_recently_used(self):
+        w = self.ready_worker("big")
+        c = self.client()
+        body = '"%s"' % ("z" * 500)
+        for i in range(3):
+            c.request("big", "f%d" % i, '"k%d"' % i, LONG)
+            req = w.next_request(3)
+            w.reply(req, body, opts='{"cache":60000}')
+            c.final("f%d" % i)
+        # Room for two entries of ~650 bytes: k0 was evicted by k2
+        c.request("big", "g2", '"k2"', LONG)
+        self.assertEqual(c.final("g2")[1].data, harness.b(body))
+        self.assertEqual(w.requests_now(0.1), [])
+        c.request("big", "g0", '"k0"', LONG)
+        self.assertIsNotNone(w.next_request(3), "k0 should have been evicted")
+
 
 class FeaturesInsecure(Features, MeshTestCase):
     CURVE = False
@@ -167,9 +226,12 @@ class FeaturesAcl(MeshTestCase):
         keydir = os.path.join(self.tmp, "ids")
         os.mkdir(keydir)
         alice, wk = KeyPair(keydir, "alice"), KeyPair(keydir, "wk")
+        carol = KeyPair(keydir, "carol")
         acl = os.path.join(self.tmp, "mesh.acl")
         write_acl(acl, "identity alice %s\nidentity wk %s\nallow wk serve *\n"
-                       "allow alice call foo.open calc@^1\n" % (alice.public, wk.public))
+                       "allow alice call foo.open calc@^1\n"
+                       "identity carol %s\nallow carol call calc@^1\n"
+                       % (alice.public, wk.public, carol.public))
         self.broker = self.start_broker(acl=acl)
         wild = self.worker(keypair=wk)
         self.assertIsNotNone(wild.ready("foo*"))
@@ -183,6 +245,19 @@ class FeaturesAcl(MeshTestCase):
         self.assertIn(b"E_ACCESS_DENIED foo.secret", final.data)
         c.request("calc@^1", "a3", '"x"', LONG)
         self.assertIsNotNone(calc.next_request(3))
+        # A reply cached for alice is not served to carol, who may not call it
+        c.request("foo.open", "k1", '"same"', LONG)
+        req = wild.next_request(3)
+        wild.reply(req, '"cached"', opts='{"cache":60000}')
+        self.assertEqual(c.final("k1")[1].data, b'"cached"')
+        c.request("foo.open", "k2", '"same"', LONG)
+        self.assertEqual(c.final("k2")[1].data, b'"cached"')
+        self.assertEqual(wild.requests_now(0.1), [])
+        other = self.client(keypair=carol)
+        other.request("foo.open", "k3", '"same"', LONG)
+        _, final = other.final("k3", 3)
+        self.assertEqual(final.status, b"-1")
+        self.assertIn(b"E_ACCESS_DENIED foo.open", final.data)
         for name in ("calc@1.5.0", "$dir", "mmi.service"):
             c.request(name, "d-" + name, '"x"', LONG)
             _, final = c.final("d-" + name, 3)
