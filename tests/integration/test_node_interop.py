@@ -81,7 +81,7 @@ class NodeInteropTest(MeshTestCase):
                 "PIGATO_NODE_SERVER_KEY": self.broker.key.public}
 
     def wait_registered(self, service, mark, proc):
-        if self.wait_log(r"event=worker_ready\b.*\bservice=%s\b" % re.escape(service),
+        if self.wait_log(r"event=worker_ready\b.*\bservice=%s(\s|$)" % re.escape(service),
                          10, mark) is None:
             self.fail("%s never registered %s\n%s\n%s"
                       % (proc.name, service, proc.tail(), self.broker.tail(20)))
@@ -108,12 +108,14 @@ class NodeInteropTest(MeshTestCase):
         self.wait_registered(service, mark, p)
         return p
 
-    def node_request(self, service, data, timeout=10000):
+    def node_request(self, service, data, timeout=10000, opts=None):
         """Runs node_client.js; returns (partials, final) as decoded JSON."""
+        extra = ["--opts", json.dumps(opts)] if opts else []
         p = self.start(["node", os.path.join(NODE_DIR, "node_client.js"),
                         "--broker", self.broker.endpoint, "--service", service,
                         "--data", json.dumps(data), "--timeout", timeout,
-                        "--heartbeat", HEARTBEAT], name="node-client", env=self.node_env())
+                        "--heartbeat", HEARTBEAT] + extra, name="node-client",
+                       env=self.node_env())
         rc = p.wait(timeout / 1000.0 + 15)
         self.assertEqual(rc, 0, "node client failed\n" + p.tail())
         events = [json.loads(l) for l in p.text("stdout").splitlines() if l.strip()]
@@ -219,6 +221,38 @@ class NodeInteropTest(MeshTestCase):
         self.assertEqual((final["err"], final["data"]), (0, {"done": 3}))
         _, final = self.node_request("n.both", {"op": "error", "message": "nope"})
         self.assertEqual(final["err"], "nope")
+
+    # -- issue 6 features, with Node pigato's own client and worker --------
+
+    def node_worker_id(self, proc):
+        """The routing id a node_worker.js process printed on connect."""
+        self.assertIsNotNone(proc.wait_for_line(r'"event":"connect"', 10, stream="stdout"),
+                             proc.tail())
+        lines = [l for l in proc.text("stdout").splitlines() if '"connect"' in l]
+        return json.loads(lines[0])["id"]
+
+    def test_node_peers_with_wildcard_and_versioned_services(self):
+        self.node_worker("n.wild*")
+        _, final = self.node_request("n.wild.thing", {"op": "upper", "text": "abc"})
+        self.assertEqual((final["err"], final["data"]), (0, "ABC"))
+        old = self.node_worker("n.calc@1.2.3")
+        new = self.node_worker("n.calc@1.5.0")
+        new_id = self.node_worker_id(new)
+        _, final = self.node_request("n.calc@^1.2", {"op": "whoami"})
+        self.assertEqual(final["data"], new_id, "^1.2 did not pick the highest version")
+        _, final = self.node_request("n.calc@~1.2.0", {"op": "whoami"})
+        self.assertEqual(final["data"], self.node_worker_id(old))
+
+    def test_node_client_directory_and_worker_targeting(self):
+        first, second = self.node_worker("n.t"), self.node_worker("n.t")
+        ids = sorted([self.node_worker_id(first), self.node_worker_id(second)])
+        _, final = self.node_request("$dir", "n.t")
+        self.assertEqual(sorted(final["data"]), ids)
+        for _ in range(3):
+            _, final = self.node_request("n.t", {"op": "whoami"}, opts={"workerId": ids[1]})
+            self.assertEqual(final["data"], ids[1])
+        _, final = self.node_request("n.t", {"op": "whoami"}, opts={"workerId": "nobody"})
+        self.assertIn("E_WORKER_NOT_FOUND", str(final["err"]))
 
 
 class NodeBrokerTest(MeshTestCase):

@@ -3,7 +3,7 @@
 // and final callbacks; prints one JSON line per callback and exits 0 after
 // the final one (3 if it never comes).
 //   node node_client.js --broker EP --service NAME --data JSON
-//                       [--timeout MS] [--heartbeat MS]
+//                       [--timeout MS] [--heartbeat MS] [--opts JSON]
 // CURVE comes from PIGATO_NODE_SERVER_KEY (see zmq-shim).
 // Output lines: {"type":"partial","err":E,"data":D}
 //               {"type":"final","err":E,"data":D}
@@ -46,7 +46,8 @@ client.request(args.service, JSON.parse(args.data), function(err, data) {
   setTimeout(function() {
     process.exit(0);
   }, 20);
-}, { timeout: +args.timeout });
+}, Object.assign({ timeout: +args.timeout },
+                 args.opts ? JSON.parse(args.opts) : {}));
 
 setTimeout(function() {
   console.error('node client: no final reply');

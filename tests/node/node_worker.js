@@ -7,6 +7,7 @@
 //   {"op":"error","message":M}  reply.error(M)
 //   {"op":"reject","reason":R}  reply.reject(R)
 //   {"op":"upper","text":T}     final T.toUpperCase()
+//   {"op":"whoami"}             final: this worker's id (its routing id)
 //   anything else               echoed back as the final reply
 // Prints one JSON line per event on stdout: connect, request.
 
@@ -35,7 +36,7 @@ function emit(obj) {
 }
 
 worker.on('connect', function() {
-  emit({ event: 'connect' });
+  emit({ event: 'connect', id: worker.socketId });
 });
 
 worker.on('error', function(err) {
@@ -54,6 +55,8 @@ worker.on('request', function(data, reply, opts) {
     reply.error(data.message);
   } else if (op === 'reject') {
     reply.reject(data.reason);
+  } else if (op === 'whoami') {
+    reply.end(worker.socketId);
   } else if (op === 'upper') {
     reply.end(String(data.text).toUpperCase());
   } else {
