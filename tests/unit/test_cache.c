@@ -23,11 +23,12 @@ static const char *
 s_get (pigato__cache_t *cache, const char *service, const char *body,
        int64_t now)
 {
-    static char text [256];
+    static char text [1024];
     pigato__bytes_t b = B (body);
     pigato__cached_t reply;
     if (!pigato__cache_get (cache, service, &b, now, &reply))
         return NULL;
+    assert_true (reply.data.size < sizeof text);
     memcpy (text, reply.data.data, reply.data.size);
     text [reply.data.size] = 0;
     assert_int_equal (reply.opts.size, strlen ("{\"cache\":100}"));
