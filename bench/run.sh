@@ -255,6 +255,12 @@ done
 for f in $FRAMINGS; do
     try row "broker-curve-seq-$f" broker curve "$f" --sequential --requests "$SEQUENTIAL"
 done
+# The same with --busy-poll 200 (the broker polls without sleeping for
+# 200 us after work), and its throughput at 100 in flight
+BROKER_ARGS="--busy-poll 200"
+try row broker-curve-seq-native-busypoll broker curve native --sequential --requests "$SEQUENTIAL"
+try row broker-acl-native-busypoll broker acl1k native
+BROKER_ARGS=""
 if [ -n "$NATS" ]; then
     try run_nats nats-plain plain
     if [ -n "$NATS_TLS" ]; then

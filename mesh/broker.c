@@ -143,6 +143,12 @@ pigato_broker_set_dmode (pigato_broker_t *self, const char *mode)
 }
 
 void
+pigato_broker_set_busy_poll (pigato_broker_t *self, int usecs)
+{
+    self->busy_poll_us = usecs < 0 ? 0 : usecs > 100000 ? 100000 : usecs;
+}
+
+void
 pigato_broker_set_cache_max (pigato_broker_t *self, size_t max_bytes)
 {
     pigato__cache_set_max (self->cache, max_bytes);
@@ -466,6 +472,7 @@ pigato_broker_run (pigato_broker_t *self)
         { zsock_resolve (self->monitor), 0, ZMQ_POLLIN, 0 }
     };
     self->next_tick = pigato__now_ms () + self->heartbeat_ms;
+    bool busy = false;                  //  the last turn routed something
     while (!self->stopping && !zsys_interrupted) {
         int64_t now = pigato__now_ms ();
         int64_t wait = self->next_tick - now;
@@ -476,7 +483,19 @@ pigato_broker_run (pigato_broker_t *self)
             wait = 250;                     //  notice stop () promptly
         if (wait < 0)
             wait = 0;
-        int rc = zmq_poll (items, 3, (long) wait);
+        int rc = 0;
+        if (self->busy_poll_us > 0 && busy) {
+            //  Right after work, poll without sleeping for a while: the
+            //  next message of a conversation often comes within it, and
+            //  is then read without the wake-up of a sleeping thread
+            int64_t until = zclock_usecs () + self->busy_poll_us;
+            while ((rc = zmq_poll (items, 3, 0)) == 0
+                   && zclock_usecs () < until)
+                ;
+        }
+        if (rc == 0)
+            rc = zmq_poll (items, 3, (long) wait);
+        busy = false;
         if (rc == -1 && zmq_errno () != EINTR)
             break;
         if (self->reload) {
@@ -495,6 +514,7 @@ pigato_broker_run (pigato_broker_t *self)
                     break;
                 }
                 s_route (self, fd);
+                busy = true;
             }
         }
         //  Disconnects apply once the ROUTER holds nothing more: a

@@ -54,6 +54,7 @@ struct _pigato_broker_t {
     int heartbeat_ms;               //  heartbeat interval
     int liveness;                   //  intervals before a worker is dead
     int dmode;                      //  pigato__dmode_t
+    int busy_poll_us;               //  poll without sleeping after work
     pigato__services_t *services;   //  name -> service
     zhashx_t *workers;              //  routing id -> worker
     zhashx_t *requests;             //  client id + rid -> request

@@ -373,5 +373,23 @@ class CurveBrokerTest(BrokerBehaviour, MeshTestCase):
     CURVE = True
 
 
+class TunedBrokerTest(BrokerBehaviour, MeshTestCase):
+    """Every behaviour again with the tuning options on: busy polling, two
+    I/O threads, no reply cache."""
+    CURVE = True
+    BROKER_EXTRA = ("--busy-poll", "200", "--io-threads", "2", "--cache-max-bytes", "0")
+
+    def test_bad_tuning_values_are_usage_errors(self):
+        import subprocess
+        for option, value in (("--busy-poll", "-1"), ("--busy-poll", "100001"),
+                              ("--busy-poll", "x"), ("--io-threads", "0"),
+                              ("--io-threads", "65"), ("--cache-max-bytes", "-5"),
+                              ("--cache-max-bytes", "lots")):
+            r = subprocess.run([harness.BROKER_BIN, "--insecure", option, value],
+                               capture_output=True, text=True, timeout=10)
+            self.assertEqual(r.returncode, 64, "%s %s: %r" % (option, value, r.stderr))
+            self.assertIn(option, r.stderr)
+
+
 if __name__ == "__main__":
     harness.main()
