@@ -64,8 +64,11 @@ s_mdp_client_request (pigato_broker_t *self, pigato__route_in_t *in,
         free (answer);
         return;
     }
-    if (zhashx_size (self->requests) >= MAX_PENDING)
+    if (zhashx_size (self->requests) >= MAX_PENDING) {
+        //  MDP has no error reply: counted and logged, the client times out
+        pigato__route_bad (self, in, "overloaded");
         return;
+    }
     //  Pack the body: [u32 size][bytes] per frame
     size_t packed_size = 0;
     for (size_t index = 0; index < mdp->body_count; index++)
