@@ -471,7 +471,8 @@ pigato_broker_run (pigato_broker_t *self)
         { zsock_resolve (self->router), 0, ZMQ_POLLIN, 0 },
         { zsock_resolve (self->monitor), 0, ZMQ_POLLIN, 0 }
     };
-    self->next_tick = pigato__now_ms () + self->heartbeat_ms;
+    self->now_ms = pigato__now_ms ();
+    self->next_tick = self->now_ms + self->heartbeat_ms;
     bool busy = false;                  //  the last turn routed something
     while (!self->stopping && !zsys_interrupted) {
         int64_t now = pigato__now_ms ();
@@ -496,6 +497,7 @@ pigato_broker_run (pigato_broker_t *self)
         if (rc == 0)
             rc = zmq_poll (items, 3, (long) wait);
         busy = false;
+        self->now_ms = pigato__now_ms ();
         if (rc == -1 && zmq_errno () != EINTR)
             break;
         if (self->reload) {

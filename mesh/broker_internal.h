@@ -57,11 +57,16 @@ struct _pigato_broker_t {
     int busy_poll_us;               //  poll without sleeping after work
     pigato__services_t *services;   //  name -> service
     zhashx_t *workers;              //  routing id -> worker
+    pigato__worker_t *last_worker;  //  the last one looked up (a cache;
+                                    //  cleared when that worker goes)
     zhashx_t *requests;             //  client id + rid -> request
     pigato__heap_t *timers;         //  request inactivity deadlines
     uint64_t next_serial;           //  worker registration serials
     uint64_t next_mdp_rid;          //  rids made for MDP client requests
     int64_t next_tick;              //  next liveness check
+    int64_t now_ms;                 //  the clock at the start of this turn
+                                    //  (one reading per turn, not per
+                                    //  message)
     volatile sig_atomic_t stopping; //  set by pigato_broker_stop
     counters_t counters;            //  see BROKER_COUNTERS
     pigato__ratelimit_t bad_log;    //  bad-input log limiter

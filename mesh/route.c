@@ -123,7 +123,7 @@ pigato__route_request_touch (pigato_broker_t *self, pigato__request_t *request)
 {
     if (request->timeout >= 0)
         pigato__heap_set (self->timers, &request->expiry,
-                          pigato__now_ms () + request->timeout);
+                          self->now_ms + request->timeout);
 }
 
 #define TARGETS_MAX 16           //  versions tried per request, best first
@@ -284,6 +284,8 @@ pigato__route_worker_remove (pigato_broker_t *self, pigato__worker_t *worker,
     if (service)
         pigato__service_remove_worker (service, worker);
     pigato__conns_unfile (self->conns, &worker->conn_link);
+    if (self->last_worker == worker)
+        self->last_worker = NULL;
     zhashx_delete (self->workers, &worker->key);
     if (service)
         pigato__route_dispatch_room (self, service);    //  releases it
@@ -351,7 +353,7 @@ pigato__route_worker_ready (pigato_broker_t *self, pigato__route_in_t *in, const
     worker->serial = ++self->next_serial;
     worker->mdp = in->mdp;
     worker->concurrency = in->mdp ? 1 : PIGATO_CONCURRENCY;
-    worker->expires = pigato__now_ms ()
+    worker->expires = self->now_ms
                     + (int64_t) self->heartbeat_ms * self->liveness;
     zhashx_insert (self->workers, &worker->key, worker);
     pigato__service_add_worker (service, worker);
@@ -432,7 +434,7 @@ s_worker_reply (pigato_broker_t *self, pigato__route_in_t *in, pigato__worker_t 
         if (ttl > 0)
             pigato__cache_put (self->cache, request->service->name, &body,
                                &in->m.data, &in->m.opts,
-                               pigato__now_ms () + ttl);
+                               self->now_ms + ttl);
     }
     if (request->mdp_client)
         pigato__route_send_mdp_reply (self, request, in->m.type, &in->m.data, 1);
@@ -451,14 +453,25 @@ s_worker_reply (pigato_broker_t *self, pigato__route_in_t *in, pigato__worker_t 
     }
 }
 
-//  The worker registered under a routing id, or NULL.
+//  The worker registered under a routing id, or NULL. The last one found
+//  is remembered: the entries of a worker's batch all name it.
 pigato__worker_t *
 pigato__route_worker_of (pigato_broker_t *self, const pigato__bytes_t *routing_id)
 {
+    if (self->last_worker) {
+        pigato__bytes_t id = pigato__worker_routing_id (self->last_worker);
+        if (id.size == routing_id->size
+        &&  memcmp (id.data, routing_id->data, id.size) == 0)
+            return self->last_worker;
+    }
     pigato__bkey_t key;
     if (pigato__bkey_set (&key, routing_id->data, routing_id->size, NULL, 0))
         return NULL;
-    return (pigato__worker_t *) zhashx_lookup (self->workers, &key);
+    pigato__worker_t *worker =
+        (pigato__worker_t *) zhashx_lookup (self->workers, &key);
+    if (worker)
+        self->last_worker = worker;
+    return worker;
 }
 
 //  True if a message from this worker's routing id carries the identity
@@ -491,7 +504,7 @@ s_on_worker (pigato_broker_t *self, pigato__route_in_t *in, const pigato__peer_t
         return;
     }
     if (worker) {
-        worker->expires = pigato__now_ms ()
+        worker->expires = self->now_ms
                         + (int64_t) self->heartbeat_ms * self->liveness;
         if (in->m.native)
             worker->native = true;
@@ -571,7 +584,7 @@ s_client_request (pigato_broker_t *self, pigato__route_in_t *in, const pigato__p
     //  request that names its worker)
     pigato__cached_t cached;
     if (!(m->has_opts && memmem (m->opts.data, m->opts.size, "workerId", 8))
-    &&  pigato__cache_get (self->cache, name, &m->data, pigato__now_ms (),
+    &&  pigato__cache_get (self->cache, name, &m->data, self->now_ms,
                            &cached)) {
         pigato__route_send_reply (self, m->native, &m->sender, PIGATO__REPLY, &m->rid, 0,
                       &cached.data, &cached.opts, NULL);

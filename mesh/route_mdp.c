@@ -246,7 +246,7 @@ pigato__route_route_mdp (pigato_broker_t *self, pigato__route_in_t *in, const pi
         pigato__route_worker_remove (self, worker, "access_denied", true);
         return;
     }
-    worker->expires = pigato__now_ms ()
+    worker->expires = self->now_ms
                     + (int64_t) self->heartbeat_ms * self->liveness;
     if (mdp.type == PIGATO__DISCONNECT)
         pigato__route_worker_remove (self, worker, "disconnect", false);
