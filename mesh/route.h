@@ -43,8 +43,8 @@ void pigato__route_denied (pigato_broker_t *self,
                            const char *service, const char *reason);
 
 //  Service names come from peers: log them escaped, never raw.
-const char * pigato__route_service_text (const pigato__service_t *service,
-                                         char *text);
+const char *pigato__route_service_text (const pigato__service_t *service,
+                                        char *text);
 
 //  Copies a string into a fixed field, cut to fit ("" for NULL): for
 //  every request, so no snprintf.
@@ -161,7 +161,7 @@ bool pigato__route_body_name (const pigato__bytes_t *data, char *name,
 
 //  $dir: the worker ids of one service (the body names it), or of every
 //  service, as JSON. Ids are routing ids as text (escaped if binary).
-char * pigato__route_directory (pigato_broker_t *self, const char *only);
+char *pigato__route_directory (pigato_broker_t *self, const char *only);
 
 //  Requests the broker answers itself: $dir, and MMI (RFC 8):
 //  mmi.service -> 200 if the named service has a worker, 404 if not;
