@@ -25,6 +25,7 @@ main (int argc, char *argv [])
     zsock_t *router = zsock_new (ZMQ_ROUTER);
     zsock_set_sndhwm (router, 100000);
     zsock_set_rcvhwm (router, 100000);
+    zsock_set_backlog (router, 1024);      //  as pigato-broker: no dropped SYNs
     //  Wake up now and then: a signal between the interrupted check and
     //  the receive would otherwise leave the relay waiting forever
     zsock_set_rcvtimeo (router, 200);

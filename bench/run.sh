@@ -152,7 +152,7 @@ conns() {
     tail -1 "$OUT"
     if [ "$(tail -1 "$OUT" | sed 's/.*answered=\([0-9]*\).*/\1/')" != "$count" ]; then
         echo "bench: $label: not every connection was answered; logs:" >&2
-        tail -3 "$WORK"/conns.* "$WORK/server.log" >&2
+        tail -n 3 "$WORK"/conns.* "$WORK/server.log" >&2
         rm -f "$WORK"/conns.*
         return 1
     fi
