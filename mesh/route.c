@@ -234,14 +234,24 @@ void
 pigato__route_dispatch_room (pigato_broker_t *self, pigato__service_t *service)
 {
     bool others = pigato__service_serves_others (service);
-    pigato__route_dispatch (self, service);
+    //  Only names that start like this service can resolve to it: the
+    //  wildcard's prefix, or a version's "base@"
+    char prefix [PIGATO_SERVICE_MAX + 1];
+    size_t prefix_size = 0;
+    if (others) {
+        prefix_size = service->wildcard ? strlen (service->name) - 1
+                                        : service->base_size + 1;
+        memcpy (prefix, service->name, prefix_size);
+    }
+    pigato__route_dispatch (self, service);     //  may free service
     if (!others)
         return;
     pigato__service_t *next;
     for (pigato__service_t *pending = pigato__services_pending (self->services);
          pending; pending = next) {
         next = pending->pending_next;
-        pigato__route_dispatch (self, pending);
+        if (strncmp (pending->name, prefix, prefix_size) == 0)
+            pigato__route_dispatch (self, pending);
     }
 }
 
