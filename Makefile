@@ -77,7 +77,7 @@ $(BUILD)/pigato-bench: $(BUILD)/bench/pigato_bench.o $(LIB_A)
 $(BUILD)/pigato-relay: $(BUILD)/bench/relay.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/pigato: $(BUILD)/mesh/cli_main.o $(LIB_A)
+$(BUILD)/pigato: $(BUILD)/mesh/cli_main.o $(BUILD)/mesh/cli_serve.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_A)

@@ -1,0 +1,55 @@
+/*  =========================================================================
+    cli.h - what the `pigato` command's two files share: cli_main.c
+    (parsing, `pigato request`) and cli_serve.c (`pigato serve`).
+    =========================================================================
+*/
+#ifndef PIGATO_CLI_H_INCLUDED
+#define PIGATO_CLI_H_INCLUDED
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "pigato.h"
+
+#define EXIT_ERROR_REPLY  1
+#define EXIT_FAILURE_NET  2
+#define EXIT_INTERRUPTED  130
+#define DEFAULT_BROKER    "tcp://127.0.0.1:5555"
+#define CMD_CONCURRENCY   4             //  default for `serve -- CMD`
+#define BROKERS_MAX       16
+
+//  Everything the command line says, after defaults and environment.
+typedef struct {
+    const char *command;                //  "request", "serve", NULL
+    const char *service;                //  SERVICE argument
+    const char *data;                   //  DATA argument, NULL = stdin
+    const char *brokers [BROKERS_MAX];  //  --broker values (may hold commas)
+    size_t broker_count;                //  entries in brokers
+    const char *server_key;             //  --server-key or env, NULL if none
+    const char *server_ca;              //  --ca or env, NULL = no check
+    const char *key_file;               //  --key or env, NULL = ephemeral
+    bool insecure;                      //  --insecure
+    int heartbeat_ms;                   //  --heartbeat, 0 = library default
+    const char *framing;                //  --framing or env, NULL = auto
+    int log_level;                      //  effective log level
+    bool log_level_set;                 //  --log-level was given
+    bool verbose;                       //  --verbose
+    bool help;                          //  -h / --help
+    int64_t timeout_ms;                 //  --timeout
+    bool timeout_set;                   //  --timeout was given
+    const char *opts;                   //  --opts JSON text
+    bool echo;                          //  serve --echo
+    int concurrency;                    //  serve --concurrency, 0 = default
+    char **cmd_argv;                    //  serve -- CMD ARGS..., NULL-terminated
+} cli_t;
+
+//  Connects a client or worker to every --broker endpoint (commas split
+//  one value). Returns 0 or an exit code, having said why on stderr.
+typedef int (connect_fn) (void *peer, const char *endpoint);
+int pigato__cli_client_connect (void *peer, const char *endpoint);
+int pigato__cli_worker_connect (void *peer, const char *endpoint);
+int pigato__cli_connect_all (cli_t *cli, void *peer, connect_fn *connect);
+
+//  pigato serve: runs until SIGINT/SIGTERM; returns the exit code.
+int pigato__cli_serve (cli_t *cli);
+
+#endif

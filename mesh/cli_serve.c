@@ -1,0 +1,545 @@
+/*  =========================================================================
+    cli_serve.c - `pigato serve SERVICE (--echo | -- CMD ARGS...)`: a worker
+    on a zloop; with a command, each request runs it as a child process
+    (stdin = request data, stdout = reply, non-zero exit = error reply),
+    at most --concurrency at once, killed when its client gives up.
+    =========================================================================
+*/
+#include <czmq.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sysexits.h>
+#include <unistd.h>
+#include "cli.h"
+
+extern char **environ;
+
+#define OUTPUT_MAX        (64 * 1024 * 1024)    //  largest stdout we reply with
+#define STDERR_MAX        4096          //  stderr kept for the error message
+#define REAP_RETRY_MS     10            //  waitpid retry after pipes hit EOF
+#define ACTIVE_CHECK_MS   1000          //  how often we look for abandoned jobs
+#define KILL_GRACE_MS     2000          //  SIGTERM -> SIGKILL at shutdown
+
+//  One command run for one request (serve -- CMD).
+typedef struct _serve_t serve_t;
+typedef struct {
+    serve_t *serve;             //  the serve loop we belong to
+    pigato_reply_t *reply;      //  owned; ended when the child is reaped
+    char *rid;                  //  printable rid, for logs
+    byte *input;                //  request data, written to the child's stdin
+    size_t input_size;          //  bytes in input
+    size_t input_sent;          //  bytes written so far
+    pid_t pid;                  //  child (and its process group), 0 = none
+    int stdin_fd;               //  our end of the child's stdin, -1 closed
+    int stdout_fd;              //  our end of the child's stdout, -1 closed
+    int stderr_fd;              //  our end of the child's stderr, -1 closed
+    byte *output;               //  stdout collected so far
+    size_t output_size;         //  bytes in output
+    size_t output_max;          //  bytes allocated for output
+    char errors [STDERR_MAX];   //  first bytes of stderr
+    size_t errors_size;         //  bytes in errors
+    bool too_large;             //  stdout passed OUTPUT_MAX: child killed
+    bool abandoned;             //  client gave up: child killed
+    bool reaped;                //  waitpid collected the child
+    int wait_status;            //  its status once reaped
+    int64_t started;            //  zclock_mono () when the request came
+} job_t;
+
+struct _serve_t {
+    pigato_worker_t *worker;    //  our worker
+    zloop_t *loop;              //  the loop the worker and pipes share
+    char **cmd_argv;            //  CMD ARGS..., NULL = echo mode
+    int concurrency;            //  children at most at once
+    bool log_requests;          //  one info line per request
+    zlist_t *running;           //  job_t * with a child
+    zlist_t *waiting;           //  job_t * waiting for a free slot
+};
+
+//  --------------------------------------------------------------------------
+//  serve: logging and the echo handler
+
+//  Copies text for a log line, replacing bytes a terminal could misread.
+static void
+s_printable (const char *text, char *out, size_t out_size)
+{
+    size_t index = 0;
+    for (; text && text [index] && index + 1 < out_size; index++)
+        out [index] = text [index] > ' ' && text [index] < 127 ? text [index] : '?';
+    out [index] = 0;
+}
+
+static void
+s_log_request (serve_t *self, pigato_reply_t *reply, size_t in_size,
+               size_t out_size, const char *result, int64_t started)
+{
+    if (!self->log_requests)
+        return;
+    char service [64], rid [PIGATO_RID_MAX + 1], line [512];
+    s_printable (pigato_reply_service (reply), service, sizeof service);
+    s_printable (pigato_reply_rid (reply), rid, sizeof rid);
+    snprintf (line, sizeof line, "event=request service=%s rid=%s in=%zu "
+              "out=%zu result=%s ms=%lld", service, rid, in_size, out_size,
+              result, (long long) (zclock_mono () - started));
+    pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
+}
+
+static void
+s_on_echo (pigato_worker_t *worker, pigato_reply_t *reply, const void *data,
+           size_t size, void *arg)
+{
+    (void) worker;
+    int rc = pigato_reply_end (reply, data, size);
+    s_log_request ((serve_t *) arg, reply, size, size,
+                   rc ? pigato_strerror (rc) : "ok", zclock_mono ());
+    pigato_reply_destroy (&reply);
+}
+
+//  --------------------------------------------------------------------------
+//  serve -- CMD: one child per request, its pipes in the worker's zloop
+
+static void s_job_start (job_t *job);
+
+static void
+s_close_fd (job_t *job, int *fd_p)
+{
+    if (*fd_p < 0)
+        return;
+    zmq_pollitem_t item = { NULL, *fd_p, 0, 0 };
+    zloop_poller_end (job->serve->loop, &item);
+    close (*fd_p);
+    *fd_p = -1;
+}
+
+static void
+s_job_destroy (job_t **job_p)
+{
+    job_t *job = *job_p;
+    if (!job)
+        return;
+    s_close_fd (job, &job->stdin_fd);
+    s_close_fd (job, &job->stdout_fd);
+    s_close_fd (job, &job->stderr_fd);
+    pigato_reply_destroy (&job->reply);
+    free (job->input);
+    free (job->output);
+    free (job);
+    *job_p = NULL;
+}
+
+//  Sends the reply the reaped child earned (or, if failure is not NULL,
+//  that error), frees the job and starts waiting ones if slots are free.
+static void
+s_job_finish (job_t *job, const char *failure)
+{
+    serve_t *self = job->serve;
+    zlist_remove (self->running, job);
+    int status = job->wait_status;
+    char message [STDERR_MAX + 64];
+    const char *result = "ok";
+    size_t out_size = 0;
+    if (failure) {
+        snprintf (message, sizeof message, "%s", failure);
+        result = "error";
+    }
+    else
+    if (job->too_large) {
+        snprintf (message, sizeof message, "output larger than %d bytes",
+                  OUTPUT_MAX);
+        result = "too_large";
+    }
+    else
+    if (WIFEXITED (status) && WEXITSTATUS (status) == 0)
+        out_size = job->output_size;
+    else {
+        //  The message is stderr, trimmed; or how the child ended
+        char *start = job->errors, *end = job->errors + job->errors_size;
+        while (start < end && isspace ((byte) *start))
+            start++;
+        while (end > start && isspace ((byte) end [-1]))
+            end--;
+        if (end > start)
+            snprintf (message, sizeof message, "%.*s", (int) (end - start), start);
+        else
+        if (WIFEXITED (status))
+            snprintf (message, sizeof message, "exit status %d",
+                      WEXITSTATUS (status));
+        else
+            snprintf (message, sizeof message, "killed by signal %d (%s)",
+                      WTERMSIG (status), strsignal (WTERMSIG (status)));
+        result = job->abandoned ? "abandoned" : "error";
+    }
+    if (streq (result, "ok"))
+        pigato_reply_end (job->reply, job->output, job->output_size);
+    else
+        pigato_reply_error (job->reply, message);
+    s_log_request (self, job->reply, job->input_size, out_size, result,
+                   job->started);
+    s_job_destroy (&job);
+    while (zlist_size (self->running) < (size_t) self->concurrency
+       &&  zlist_size (self->waiting))
+        s_job_start ((job_t *) zlist_pop (self->waiting));
+}
+
+static int s_on_reap_timer (zloop_t *loop, int timer_id, void *arg);
+
+//  Called when a pipe closes: once stdout and stderr are at EOF the child
+//  is done talking; reap it now or retry shortly.
+static void
+s_job_try_finish (job_t *job)
+{
+    if (job->stdout_fd >= 0 || job->stderr_fd >= 0)
+        return;
+    //  A child that closed its output has nothing more to say; drop stdin
+    //  too so that no poller of ours points at the job any longer
+    s_close_fd (job, &job->stdin_fd);
+    pid_t pid = waitpid (job->pid, &job->wait_status, WNOHANG);
+    if (pid == 0)
+        zloop_timer (job->serve->loop, REAP_RETRY_MS, 1, s_on_reap_timer, job);
+    else {
+        //  -1: its status is lost; never report that as success
+        job->reaped = true;
+        s_job_finish (job, pid < 0 ? "cannot collect the command's exit "
+                                     "status" : NULL);
+    }
+}
+
+static int
+s_on_reap_timer (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop, (void) timer_id;
+    s_job_try_finish ((job_t *) arg);
+    return 0;
+}
+
+//  Feeds the request data to the child's stdin as the pipe takes it.
+static int
+s_on_stdin_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    (void) loop, (void) item;
+    job_t *job = (job_t *) arg;
+    ssize_t written = write (job->stdin_fd, job->input + job->input_sent,
+                             job->input_size - job->input_sent);
+    if (written > 0)
+        job->input_sent += written;
+    if (job->input_sent == job->input_size
+    ||  (written < 0 && errno != EAGAIN && errno != EINTR))
+        s_close_fd (job, &job->stdin_fd);       //  done, or the child quit
+    return 0;
+}
+
+//  Collects the child's stdout or stderr; EOF may finish the job.
+static int
+s_on_output_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    (void) loop;
+    job_t *job = (job_t *) arg;
+    bool is_stdout = item->fd == job->stdout_fd;
+    byte buffer [65536];
+    ssize_t got = read (item->fd, buffer, sizeof buffer);
+    if (got < 0 && (errno == EAGAIN || errno == EINTR))
+        return 0;
+    if (got <= 0) {
+        s_close_fd (job, is_stdout ? &job->stdout_fd : &job->stderr_fd);
+        s_job_try_finish (job);
+        return 0;
+    }
+    if (!is_stdout) {
+        size_t keep = STDERR_MAX - job->errors_size;
+        keep = (size_t) got < keep ? (size_t) got : keep;
+        memcpy (job->errors + job->errors_size, buffer, keep);
+        job->errors_size += keep;
+    }
+    else
+    if (!job->too_large) {
+        if (job->output_size + got > OUTPUT_MAX) {
+            job->too_large = true;
+            kill (-job->pid, SIGKILL);
+            return 0;
+        }
+        if (job->output_size + got > job->output_max) {
+            size_t max = job->output_max ? job->output_max * 2 : 65536;
+            while (max < job->output_size + got)
+                max *= 2;
+            byte *bigger = realloc (job->output, max);
+            if (!bigger) {
+                job->too_large = true;
+                kill (-job->pid, SIGKILL);
+                return 0;
+            }
+            job->output = bigger;
+            job->output_max = max;
+        }
+        memcpy (job->output + job->output_size, buffer, got);
+        job->output_size += got;
+    }
+    return 0;
+}
+
+//  Makes a pipe whose parent end (index parent_end) is nonblocking;
+//  both ends close on exec (dup2 in the child clears that on 0/1/2).
+static int
+s_pipe (int fds [2], int parent_end)
+{
+    if (pipe2 (fds, O_CLOEXEC))
+        return -1;
+    return fcntl (fds [parent_end], F_SETFL, O_NONBLOCK);
+}
+
+static int
+s_poll_fd (job_t *job, int fd, short events, zloop_fn handler)
+{
+    zmq_pollitem_t item = { NULL, fd, events, 0 };
+    int rc = zloop_poller (job->serve->loop, &item, handler, job);
+    if (rc == 0)
+        zloop_poller_set_tolerant (job->serve->loop, &item);    //  HUP is normal
+    return rc;
+}
+
+//  Spawns CMD for the job in its own process group, registers the pipes.
+static void
+s_job_start (job_t *job)
+{
+    serve_t *self = job->serve;
+    if (!pigato_reply_active (job->reply)) {
+        s_log_request (self, job->reply, job->input_size, 0, "abandoned",
+                       job->started);
+        s_job_destroy (&job);           //  client gave up while it waited
+        return;
+    }
+    zlist_append (self->running, job);
+    int in [2] = { -1, -1 }, out [2] = { -1, -1 }, err [2] = { -1, -1 };
+    int rc = 0;
+    if (s_pipe (in, 1) || s_pipe (out, 0) || s_pipe (err, 0))
+        rc = errno;
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    posix_spawn_file_actions_init (&actions);
+    posix_spawnattr_init (&attributes);
+    sigset_t no_signals, default_signals;
+    sigemptyset (&no_signals);
+    sigemptyset (&default_signals);
+    sigaddset (&default_signals, SIGPIPE);  //  we ignore it; CMD should not
+    sigaddset (&default_signals, SIGINT);
+    sigaddset (&default_signals, SIGTERM);
+    sigaddset (&default_signals, SIGHUP);
+    posix_spawnattr_setsigmask (&attributes, &no_signals);
+    posix_spawnattr_setsigdefault (&attributes, &default_signals);
+    posix_spawnattr_setpgroup (&attributes, 0);
+    posix_spawnattr_setflags (&attributes, POSIX_SPAWN_SETPGROUP
+                              | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (rc == 0) {
+        posix_spawn_file_actions_adddup2 (&actions, in [0], STDIN_FILENO);
+        posix_spawn_file_actions_adddup2 (&actions, out [1], STDOUT_FILENO);
+        posix_spawn_file_actions_adddup2 (&actions, err [1], STDERR_FILENO);
+        rc = posix_spawnp (&job->pid, self->cmd_argv [0], &actions,
+                           &attributes, self->cmd_argv, environ);
+    }
+    posix_spawn_file_actions_destroy (&actions);
+    posix_spawnattr_destroy (&attributes);
+    int child_ends [] = { in [0], out [1], err [1] };
+    for (int index = 0; index < 3; index++)
+        if (child_ends [index] >= 0)
+            close (child_ends [index]);
+    job->stdin_fd = in [1];
+    job->stdout_fd = out [0];
+    job->stderr_fd = err [0];
+    if (rc) {
+        char message [256];
+        snprintf (message, sizeof message, "cannot run %s: %s",
+                  self->cmd_argv [0], strerror (rc));
+        job->pid = 0;
+        s_job_finish (job, message);
+        return;
+    }
+    if (job->input_size == 0)
+        s_close_fd (job, &job->stdin_fd);
+    if ((job->stdin_fd >= 0
+         && s_poll_fd (job, job->stdin_fd, ZMQ_POLLOUT, s_on_stdin_ready))
+    ||  s_poll_fd (job, job->stdout_fd, ZMQ_POLLIN, s_on_output_ready)
+    ||  s_poll_fd (job, job->stderr_fd, ZMQ_POLLIN, s_on_output_ready)) {
+        //  Cannot watch the child: stop it, then report
+        kill (-job->pid, SIGKILL);
+        waitpid (job->pid, &job->wait_status, 0);
+        job->reaped = true;
+        s_job_finish (job, "worker cannot watch the command's pipes");
+    }
+}
+
+//  Worker handler in CMD mode: run now if a slot is free, else queue.
+static void
+s_on_command_request (pigato_worker_t *worker, pigato_reply_t *reply,
+                      const void *data, size_t size, void *arg)
+{
+    (void) worker;
+    serve_t *self = (serve_t *) arg;
+    job_t *job = (job_t *) calloc (1, sizeof (job_t));
+    if (job)
+        job->input = (byte *) malloc (size ? size : 1);
+    if (!job || !job->input) {
+        free (job);
+        pigato_reply_error (reply, "worker out of memory");
+        pigato_reply_destroy (&reply);
+        return;
+    }
+    memcpy (job->input, data, size);
+    job->input_size = size;
+    job->serve = self;
+    job->reply = reply;
+    job->stdin_fd = job->stdout_fd = job->stderr_fd = -1;
+    job->started = zclock_mono ();
+    if (zlist_size (self->running) < (size_t) self->concurrency)
+        s_job_start (job);
+    else
+        zlist_append (self->waiting, job);
+}
+
+//  Stops children whose client stopped caring (timeout, cancel, gone).
+//  Only signals here: the pipes' EOF finishes the job.
+static int
+s_on_active_check (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop, (void) timer_id;
+    serve_t *self = (serve_t *) arg;
+    for (job_t *job = (job_t *) zlist_first (self->running); job;
+         job = (job_t *) zlist_next (self->running))
+        if (!job->abandoned && !pigato_reply_active (job->reply)) {
+            job->abandoned = true;
+            kill (-job->pid, SIGTERM);
+        }
+    return 0;
+}
+
+//  At shutdown: stop every child (TERM, then KILL after a grace period),
+//  reap them, answer their requests; queued requests go back (reject).
+static void
+s_serve_stop_jobs (serve_t *self)
+{
+    job_t *job;
+    for (job = (job_t *) zlist_first (self->running); job;
+         job = (job_t *) zlist_next (self->running))
+        if (job->pid > 0 && !job->reaped)
+            kill (-job->pid, SIGTERM);
+    int64_t deadline = zclock_mono () + KILL_GRACE_MS;
+    while ((job = (job_t *) zlist_pop (self->running))) {
+        while (job->pid > 0 && !job->reaped) {
+            if (waitpid (job->pid, &job->wait_status, WNOHANG) != 0)
+                job->reaped = true;
+            else
+            if (zclock_mono () >= deadline) {
+                kill (-job->pid, SIGKILL);
+                waitpid (job->pid, &job->wait_status, 0);
+                job->reaped = true;
+            }
+            else
+                zclock_sleep (REAP_RETRY_MS);
+        }
+        pigato_reply_error (job->reply, "worker stopped");
+        s_job_destroy (&job);
+    }
+    while ((job = (job_t *) zlist_pop (self->waiting))) {
+        pigato_reply_reject (job->reply, "worker stopped");
+        s_job_destroy (&job);
+    }
+}
+
+//  True if CMD names an executable (PATH search like posix_spawnp).
+static bool
+s_command_exists (const char *command)
+{
+    if (strchr (command, '/'))
+        return access (command, X_OK) == 0;
+    const char *path = getenv ("PATH");
+    char candidate [4096];
+    while (path && *path) {
+        size_t length = strcspn (path, ":");
+        snprintf (candidate, sizeof candidate, "%.*s/%s", (int) length, path,
+                  command);
+        struct stat info;
+        if (stat (candidate, &info) == 0 && S_ISREG (info.st_mode)
+        &&  access (candidate, X_OK) == 0)
+            return true;
+        path += length + (path [length] == ':');
+    }
+    return false;
+}
+
+//  --------------------------------------------------------------------------
+//  pigato serve: a worker on a zloop until SIGINT/SIGTERM.
+
+int
+pigato__cli_serve (cli_t *cli)
+{
+    int exit_code = EXIT_FAILURE_NET;
+    serve_t self = { 0 };
+    self.cmd_argv = cli->cmd_argv;
+    self.concurrency = cli->concurrency;
+    self.log_requests = cli->log_level >= PIGATO_LOG_INFO;
+    if (self.cmd_argv && !s_command_exists (self.cmd_argv [0])) {
+        fprintf (stderr, "pigato: serve: command not found or not "
+                 "executable: %s\n", self.cmd_argv [0]);
+        return EX_USAGE;
+    }
+    //  czmq's handler sets zsys_interrupted on SIGINT/SIGTERM, which ends
+    //  the loop; a child that closes its stdin early must not kill us
+    zsys_init ();
+    signal (SIGPIPE, SIG_IGN);
+    self.running = zlist_new ();
+    self.waiting = zlist_new ();
+    self.loop = zloop_new ();
+    self.worker = pigato_worker_new (cli->service,
+                                     cli->echo ? s_on_echo : s_on_command_request,
+                                     &self);
+    if (!self.running || !self.waiting || !self.loop || !self.worker) {
+        fprintf (stderr, "pigato: cannot create the worker (bad service name "
+                 "or out of memory)\n");
+        goto cleanup;
+    }
+    if (cli->insecure)
+        pigato_worker_set_insecure (self.worker, true);
+    else {
+        if (pigato_worker_set_server_key (self.worker, cli->server_key)
+        ||  (cli->server_ca
+             && pigato_worker_set_server_ca (self.worker, cli->server_ca))
+        ||  (cli->key_file
+             && pigato_worker_set_key_file (self.worker, cli->key_file))) {
+            fprintf (stderr, "pigato: %s\n", pigato_worker_error (self.worker));
+            exit_code = EX_USAGE;
+            goto cleanup;
+        }
+    }
+    if (cli->heartbeat_ms)
+        pigato_worker_set_heartbeat (self.worker, cli->heartbeat_ms,
+                                     PIGATO_LIVENESS);
+    if (cli->framing)
+        pigato_worker_set_framing (self.worker, cli->framing);
+    pigato_worker_set_concurrency (self.worker, cli->concurrency);
+    int rc = pigato__cli_connect_all (cli, self.worker, pigato__cli_worker_connect);
+    if (rc) {
+        fprintf (stderr, "pigato: %s\n", pigato_worker_error (self.worker));
+        exit_code = rc == PIGATO_E_KEY ? EX_USAGE : EXIT_FAILURE_NET;
+        goto cleanup;
+    }
+    if (pigato_worker_attach (self.worker, self.loop)) {
+        fprintf (stderr, "pigato: %s\n", pigato_worker_error (self.worker));
+        goto cleanup;
+    }
+    if (self.cmd_argv)
+        zloop_timer (self.loop, ACTIVE_CHECK_MS, 0, s_on_active_check, &self);
+    zloop_start (self.loop);
+    s_serve_stop_jobs (&self);
+    exit_code = EXIT_SUCCESS;
+cleanup:
+    pigato_worker_destroy (&self.worker);       //  sends DISCONNECT
+    zloop_destroy (&self.loop);
+    zlist_destroy (&self.running);
+    zlist_destroy (&self.waiting);
+    return exit_code;
+}
+
