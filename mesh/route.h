@@ -153,6 +153,11 @@ bool pigato__route_worker_bound (const pigato__worker_t *worker,
 
 //  ---- route_internal.c
 
+//  True if requests for this name would find a worker now (its own, a
+//  satisfying version or a wildcard): what mmi.service answers.
+bool pigato__route_has_worker (pigato_broker_t *self, const void *name,
+                               size_t size);
+
 //  The text a request body names: the content of a JSON string, else the
 //  bytes themselves (MDP peers send plain text). Empty, "null" and "\"\""
 //  name nothing.

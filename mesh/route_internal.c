@@ -57,6 +57,22 @@ pigato__route_directory (pigato_broker_t *self, const char *only)
     return text;
 }
 
+//  True if requests for this name would find a worker now (its own, a
+//  satisfying version or a wildcard): what mmi.service answers.
+bool
+pigato__route_has_worker (pigato_broker_t *self, const void *name,
+                          size_t size)
+{
+    //  Resolution reads a service record: made for the question if need be
+    pigato__service_t *service =
+        pigato__services_require (self->services, name, size);
+    pigato__service_t *targets [1];
+    bool found = service
+              && pigato__services_resolve (self->services, service, targets, 1);
+    pigato__services_release (self->services, &service);
+    return found;
+}
+
 //  Requests the broker answers itself: $dir, and MMI (RFC 8):
 //  mmi.service -> 200 if the named service has a worker, 404 if not;
 //  other mmi.* -> 501. Other $ names are reserved.
@@ -70,30 +86,9 @@ pigato__route_internal_service (pigato_broker_t *self, pigato__route_in_t *in, c
     if (streq (name, "$dir"))
         answer = pigato__route_directory (self, named ? target : NULL);
     else
-    if (streq (name, "mmi.service")) {
-        bool found = false;
-        pigato__service_t *service = named
-            ? pigato__services_lookup (self->services, target, strlen (target))
-            : NULL;
-        if (!service && named) {
-            //  Resolution (wildcards, versions) needs a record to read
-            service = pigato__services_require (self->services, target,
-                                                strlen (target));
-            if (service) {
-                pigato__service_t *targets [1];
-                found = pigato__services_resolve (self->services, service,
-                                                  targets, 1) > 0;
-                pigato__services_release (self->services, &service);
-            }
-        }
-        else
-        if (service) {
-            pigato__service_t *targets [1];
-            found = pigato__services_resolve (self->services, service,
-                                              targets, 1) > 0;
-        }
-        answer = strdup (found ? "200" : "404");
-    }
+    if (streq (name, "mmi.service"))
+        answer = strdup (named && pigato__route_has_worker (
+                             self, target, strlen (target)) ? "200" : "404");
     else
     if (strncmp (name, "mmi.", 4) == 0)
         answer = strdup ("501");

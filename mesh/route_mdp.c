@@ -37,15 +37,9 @@ s_mdp_client_request (pigato_broker_t *self, pigato__route_in_t *in,
         if (streq (name, PIGATO__MMI_SERVICE)) {
             code = PIGATO__MMI_NOT_FOUND;
             if (mdp->body_count
-            &&  pigato__mmi_service_name (&body [0], &asked)) {
-                pigato__service_t *service = pigato__services_require (
-                    self->services, asked.data, asked.size);
-                pigato__service_t *targets [1];
-                if (service && pigato__services_resolve (self->services,
-                                                         service, targets, 1))
-                    code = PIGATO__MMI_FOUND;
-                pigato__services_release (self->services, &service);
-            }
+            &&  pigato__mmi_service_name (&body [0], &asked)
+            &&  pigato__route_has_worker (self, asked.data, asked.size))
+                code = PIGATO__MMI_FOUND;
         }
         else
         if (streq (name, "$dir")) {
