@@ -22,7 +22,8 @@
 //  Logging of bad input: rate-limited (pigato__ratelimit_t).
 
 void
-pigato__route_bad (pigato_broker_t *self, const pigato__route_in_t *in, const char *reason)
+pigato__route_bad (pigato_broker_t *self, const pigato__route_in_t *in,
+                   const char *reason)
 {
     self->counters.bad_messages++;
     if (pigato__log_level < PIGATO_LOG_INFO
@@ -41,8 +42,9 @@ pigato__route_bad (pigato_broker_t *self, const pigato__route_in_t *in, const ch
 }
 
 void
-pigato__route_denied (pigato_broker_t *self, const pigato__route_in_t *in, const pigato__peer_t *peer,
-          int verb, const char *service, const char *reason)
+pigato__route_denied (pigato_broker_t *self, const pigato__route_in_t *in,
+                      const pigato__peer_t *peer, int verb,
+                      const char *service, const char *reason)
 {
     pigato__guard_denied (self->guard, in->m.sender.data, in->m.sender.size,
                           in->meta, peer, verb, service, reason);
@@ -101,14 +103,15 @@ pigato__route_request_finish (pigato_broker_t *self, pigato__request_t *request)
 //  with an E_ code, then a sentence for people.
 void
 pigato__route_request_fail (pigato_broker_t *self, pigato__request_t *request,
-                const char *text)
+                            const char *text)
 {
     pigato__bytes_t client = pigato__request_client (request);
     pigato__bytes_t rid = pigato__request_rid (request);
     if (request->mdp_client) {
         //  MDP has no status: the error text is the FINAL's body
         char *json = pigato__json_string (text);
-        pigato__bytes_t body = { (const byte *) json, json ? strlen (json) : 0 };
+        pigato__bytes_t body = { (const byte *) json,
+                                 json ? strlen (json) : 0 };
         pigato__route_send_mdp_reply (self, request, PIGATO__REPLY, &body, 1);
         free (json);
         self->counters.failed++;
@@ -140,7 +143,8 @@ s_dispatch_targeted (pigato_broker_t *self, pigato__service_t *service,
     if (!worker || !worker->service
     ||  !pigato__service_matches (worker->service, service)) {
         char text [PIGATO_SERVICE_MAX + 600], printable [4 * 64 + 4];
-        snprintf (text, sizeof text, "E_WORKER_NOT_FOUND no worker %s serves %s",
+        snprintf (text, sizeof text,
+                  "E_WORKER_NOT_FOUND no worker %s serves %s",
                   pigato__printable (request->target, request->target_size,
                                      printable, sizeof printable),
                   service->name);
@@ -199,7 +203,8 @@ pigato__route_dispatch (pigato_broker_t *self, pigato__service_t *service)
             char text [PIGATO_SERVICE_MAX + 64];
             snprintf (text, sizeof text, "E_REJECTED every worker of %s "
                       "rejected the request", service->name);
-            pigato__route_request_fail (self, request, text);   //  may free service
+            //  may free service
+            pigato__route_request_fail (self, request, text);
         }
         else {
             pigato__worker_t *worker = NULL;
@@ -260,12 +265,12 @@ pigato__route_dispatch_room (pigato_broker_t *self, pigato__service_t *service)
 
 void
 pigato__route_worker_remove (pigato_broker_t *self, pigato__worker_t *worker,
-                 const char *reason, bool send_disconnect)
+                             const char *reason, bool send_disconnect)
 {
     if (send_disconnect) {
         pigato__bytes_t to = pigato__worker_routing_id (worker);
         pigato__route_send_control (self, &to, 'W', PIGATO__DISCONNECT,
-                        WORKER_FRAMING (worker));
+                                    WORKER_FRAMING (worker));
     }
     pigato__service_t *service = worker->service;
     int requeued = 0, failed = 0;
@@ -279,17 +284,17 @@ pigato__route_worker_remove (pigato_broker_t *self, pigato__worker_t *worker,
             requeued++;
         }
         else {
-            pigato__route_request_fail (self, request,
-                            "E_WORKER_LOST the worker handling the request "
-                            "went away");
+            pigato__route_request_fail (
+                self, request,
+                "E_WORKER_LOST the worker handling the request went away");
             failed++;
         }
     }
     char service_text [SERVICE_TEXT];
     pigato__log (PIGATO_LOG_INFO, "event=worker_gone worker=%s service=%s "
                  "reason=%s requeued=%d failed=%d", worker->name,
-                 pigato__route_service_text (service, service_text), reason, requeued,
-                 failed);
+                 pigato__route_service_text (service, service_text), reason,
+                 requeued, failed);
     self->counters.workers_gone++;
     if (service)
         pigato__service_remove_worker (service, worker);
@@ -302,8 +307,9 @@ pigato__route_worker_remove (pigato_broker_t *self, pigato__worker_t *worker,
 }
 
 void
-pigato__route_worker_ready (pigato_broker_t *self, pigato__route_in_t *in, const pigato__peer_t *peer,
-                pigato__worker_t *worker)
+pigato__route_worker_ready (pigato_broker_t *self, pigato__route_in_t *in,
+                            const pigato__peer_t *peer,
+                            pigato__worker_t *worker)
 {
     bool native = in->m.native || in->m.native_offer;
     int framing = in->mdp ? FRAMING_MDP : native ? FRAMING_NATIVE
@@ -317,7 +323,7 @@ pigato__route_worker_ready (pigato_broker_t *self, pigato__route_in_t *in, const
                     in->m.service.size) == 0) {
             worker->native = worker->native || native;
             pigato__route_send_control (self, &in->m.sender, 'W', PIGATO__READY,
-                            worker->native);
+                                        worker->native);
             return;
         }
         pigato__route_bad (self, in, "ready_twice");
@@ -331,13 +337,16 @@ pigato__route_worker_ready (pigato_broker_t *self, pigato__route_in_t *in, const
     if (memchr (in->m.service.data, 0, size)
     ||  strncmp (name, "mmi.", 4) == 0 || name [0] == '$') {
         pigato__route_bad (self, in, "reserved_service");
-        pigato__route_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT, framing);
+        pigato__route_send_control (self, &in->m.sender, 'W',
+                                    PIGATO__DISCONNECT, framing);
         return;
     }
     if (!pigato__guard_allows (self->guard, peer->name, PIGATO__VERB_SERVE,
                                name)) {
-        pigato__route_denied (self, in, peer, PIGATO__VERB_SERVE, name, "not_allowed");
-        pigato__route_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT, framing);
+        pigato__route_denied (self, in, peer, PIGATO__VERB_SERVE, name,
+                              "not_allowed");
+        pigato__route_send_control (self, &in->m.sender, 'W',
+                                    PIGATO__DISCONNECT, framing);
         return;
     }
     pigato__service_t *service =
@@ -367,10 +376,12 @@ pigato__route_worker_ready (pigato_broker_t *self, pigato__route_in_t *in, const
                     + (int64_t) self->heartbeat_ms * self->liveness;
     zhashx_insert (self->workers, &worker->key, worker);
     pigato__service_add_worker (service, worker);
-    pigato__route_send_control (self, &in->m.sender, 'W', PIGATO__READY, framing);
+    pigato__route_send_control (self, &in->m.sender, 'W', PIGATO__READY,
+                                framing);
     char service_text [SERVICE_TEXT];
     pigato__log (PIGATO_LOG_INFO, "event=worker_ready service=%s worker=%s "
-                 "framing=%s", pigato__route_service_text (service, service_text),
+                 "framing=%s",
+                 pigato__route_service_text (service, service_text),
                  worker->name, in->mdp ? "mdp/0.2" : native ? "native"
                                                             : "0.0.46");
     pigato__route_dispatch_room (self, service);
@@ -381,7 +392,7 @@ s_worker_heartbeat (pigato_broker_t *self, pigato__route_in_t *in,
                     pigato__worker_t *worker)
 {
     pigato__route_send_control (self, &in->m.sender, 'W', PIGATO__HEARTBEAT,
-                    worker->native);
+                                worker->native);
     if (!in->m.has_opts)
         return;
     json_error_t error;
@@ -406,7 +417,8 @@ s_worker_heartbeat (pigato_broker_t *self, pigato__route_in_t *in,
 //  Replies, partial replies and rejects: accepted only for a rid that was
 //  dispatched to this very worker.
 static void
-s_worker_reply (pigato_broker_t *self, pigato__route_in_t *in, pigato__worker_t *worker)
+s_worker_reply (pigato_broker_t *self, pigato__route_in_t *in,
+                pigato__worker_t *worker)
 {
     pigato__bkey_t key;
     pigato__request_t *request = NULL;
@@ -431,7 +443,8 @@ s_worker_reply (pigato_broker_t *self, pigato__route_in_t *in, pigato__worker_t 
         pigato__worker_release (worker, request);
         pigato__service_enqueue (service, request, true);
         if (pigato__request_add_reject (request, worker->serial))
-            pigato__route_request_fail (self, request, "E_NOMEM broker out of memory");
+            pigato__route_request_fail (self, request,
+                                        "E_NOMEM broker out of memory");
         pigato__route_dispatch (self, service);
         if (worker->service != service)
             pigato__route_dispatch_room (self, worker->service);
@@ -443,15 +456,15 @@ s_worker_reply (pigato_broker_t *self, pigato__route_in_t *in, pigato__worker_t 
         pigato__bytes_t body = pigato__request_body (request);
         if (ttl > 0)
             pigato__cache_put (self->cache, request->service->name, &body,
-                               &in->m.data, &in->m.opts,
-                               self->now_ms + ttl);
+                               &in->m.data, &in->m.opts, self->now_ms + ttl);
     }
     if (request->mdp_client)
-        pigato__route_send_mdp_reply (self, request, in->m.type, &in->m.data, 1);
+        pigato__route_send_mdp_reply (self, request, in->m.type,
+                                      &in->m.data, 1);
     else
-        pigato__route_send_reply (self, request->native, &in->m.client, in->m.type,
-                      &in->m.rid, in->m.status, &in->m.data, &in->m.opts,
-                      in->body_part);
+        pigato__route_send_reply (self, request->native, &in->m.client,
+                                  in->m.type, &in->m.rid, in->m.status,
+                                  &in->m.data, &in->m.opts, in->body_part);
     if (in->m.type == PIGATO__PARTIAL) {
         self->counters.partials++;
         pigato__route_request_touch (self, request);
@@ -466,7 +479,8 @@ s_worker_reply (pigato_broker_t *self, pigato__route_in_t *in, pigato__worker_t 
 //  The worker registered under a routing id, or NULL. The last one found
 //  is remembered: the entries of a worker's batch all name it.
 pigato__worker_t *
-pigato__route_worker_of (pigato_broker_t *self, const pigato__bytes_t *routing_id)
+pigato__route_worker_of (pigato_broker_t *self,
+                         const pigato__bytes_t *routing_id)
 {
     if (self->last_worker) {
         pigato__bytes_t id = pigato__worker_routing_id (self->last_worker);
@@ -488,8 +502,9 @@ pigato__route_worker_of (pigato_broker_t *self, const pigato__bytes_t *routing_i
 //  that registered it. Routing ids are chosen by peers: a different
 //  identity means another peer took the id over.
 bool
-pigato__route_worker_bound (const pigato__worker_t *worker, const pigato__peer_t *peer,
-                const pigato__conn_t *conn)
+pigato__route_worker_bound (const pigato__worker_t *worker,
+                            const pigato__peer_t *peer,
+                            const pigato__conn_t *conn)
 {
     return streq (worker->identity, peer->name)
         && streq (worker->curve_key, peer->key ? peer->key : "")
@@ -497,7 +512,8 @@ pigato__route_worker_bound (const pigato__worker_t *worker, const pigato__peer_t
 }
 
 static void
-s_on_worker (pigato_broker_t *self, pigato__route_in_t *in, const pigato__peer_t *peer)
+s_on_worker (pigato_broker_t *self, pigato__route_in_t *in,
+             const pigato__peer_t *peer)
 {
     pigato__worker_t *worker = pigato__route_worker_of (self, &in->m.sender);
     if (worker && !pigato__route_worker_bound (worker, peer, &in->m.conn)) {
@@ -508,8 +524,8 @@ s_on_worker (pigato_broker_t *self, pigato__route_in_t *in, const pigato__peer_t
     if (worker && !pigato__guard_allows (self->guard, peer->name,
                                          PIGATO__VERB_SERVE,
                                          worker->service->name)) {
-        pigato__route_denied (self, in, peer, PIGATO__VERB_SERVE, worker->service->name,
-                  "not_allowed");
+        pigato__route_denied (self, in, peer, PIGATO__VERB_SERVE,
+                              worker->service->name, "not_allowed");
         pigato__route_worker_remove (self, worker, "access_denied", true);
         return;
     }
@@ -527,8 +543,8 @@ s_on_worker (pigato_broker_t *self, pigato__route_in_t *in, const pigato__peer_t
         //  Not registered (never, or expired): tell it to start over
         if (in->m.type != PIGATO__DISCONNECT) {
             pigato__route_bad (self, in, "not_ready");
-            pigato__route_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT,
-                            in->m.native);
+            pigato__route_send_control (self, &in->m.sender, 'W',
+                                        PIGATO__DISCONNECT, in->m.native);
         }
         return;
     }
@@ -552,7 +568,8 @@ s_on_worker (pigato_broker_t *self, pigato__route_in_t *in, const pigato__peer_t
 
 
 static void
-s_client_request (pigato_broker_t *self, pigato__route_in_t *in, const pigato__peer_t *peer)
+s_client_request (pigato_broker_t *self, pigato__route_in_t *in,
+                  const pigato__peer_t *peer)
 {
     pigato__msg_t *m = &in->m;
     pigato__bkey_t key;
@@ -567,8 +584,8 @@ s_client_request (pigato_broker_t *self, pigato__route_in_t *in, const pigato__p
     }
     if (zhashx_size (self->requests) >= MAX_PENDING) {
         pigato__route_send_error (self, m->native, &m->sender, &m->rid,
-                      "E_OVERLOADED the broker holds too many requests; "
-                      "try again later");
+                                  "E_OVERLOADED the broker holds too many "
+                                  "requests; try again later");
         return;
     }
     if (memchr (m->service.data, 0, m->service.size)) {
@@ -580,7 +597,8 @@ s_client_request (pigato_broker_t *self, pigato__route_in_t *in, const pigato__p
     name [m->service.size] = 0;
     if (!pigato__guard_allows (self->guard, peer->name, PIGATO__VERB_CALL,
                                name)) {
-        pigato__route_denied (self, in, peer, PIGATO__VERB_CALL, name, "not_allowed");
+        pigato__route_denied (self, in, peer, PIGATO__VERB_CALL, name,
+                              "not_allowed");
         char text [PIGATO_SERVICE_MAX + 32];
         snprintf (text, sizeof text, "E_ACCESS_DENIED %s", name);
         pigato__route_send_error (self, m->native, &m->sender, &m->rid, text);
@@ -596,8 +614,8 @@ s_client_request (pigato_broker_t *self, pigato__route_in_t *in, const pigato__p
     if (!(m->has_opts && memmem (m->opts.data, m->opts.size, "workerId", 8))
     &&  pigato__cache_get (self->cache, name, &m->data, self->now_ms,
                            &cached)) {
-        pigato__route_send_reply (self, m->native, &m->sender, PIGATO__REPLY, &m->rid, 0,
-                      &cached.data, &cached.opts, NULL);
+        pigato__route_send_reply (self, m->native, &m->sender, PIGATO__REPLY,
+                                  &m->rid, 0, &cached.data, &cached.opts, NULL);
         self->counters.requests++;
         self->counters.replies++;
         return;
@@ -619,7 +637,8 @@ s_client_request (pigato_broker_t *self, pigato__route_in_t *in, const pigato__p
         //  ignore: refuse the request rather than guess
         pigato__route_bad (self, in, "json");
         pigato__route_send_error (self, m->native, &m->sender, &m->rid,
-                      "E_INVALID_OPTS request opts must be a JSON object");
+                                  "E_INVALID_OPTS request opts must be a "
+                                  "JSON object");
         pigato__request_destroy (&request);
         pigato__services_release (self->services, &service);
         return;
@@ -634,7 +653,8 @@ s_client_request (pigato_broker_t *self, pigato__route_in_t *in, const pigato__p
                                                       printable,
                                                       sizeof printable),
                       service->name);
-            pigato__route_send_error (self, m->native, &m->sender, &m->rid, text);
+            pigato__route_send_error (self, m->native, &m->sender, &m->rid,
+                                      text);
             pigato__request_destroy (&request);
             pigato__services_release (self->services, &service);
             return;
@@ -643,8 +663,10 @@ s_client_request (pigato_broker_t *self, pigato__route_in_t *in, const pigato__p
     request->conn = m->conn;
     pigato__conns_file (self->conns, &request->conn, PIGATO__CONN_REQUESTS,
                         &request->conn_link);
-    pigato__route_copy_text (request->identity, sizeof request->identity, peer->name);
-    pigato__route_copy_text (request->curve_key, sizeof request->curve_key, peer->key);
+    pigato__route_copy_text (request->identity, sizeof request->identity,
+                             peer->name);
+    pigato__route_copy_text (request->curve_key, sizeof request->curve_key,
+                             peer->key);
     zhashx_insert (self->requests, &request->key, request);
     service->requests++;
     pigato__service_enqueue (service, request, false);
@@ -654,7 +676,8 @@ s_client_request (pigato_broker_t *self, pigato__route_in_t *in, const pigato__p
 }
 
 static void
-s_on_client (pigato_broker_t *self, pigato__route_in_t *in, const pigato__peer_t *peer)
+s_on_client (pigato_broker_t *self, pigato__route_in_t *in,
+             const pigato__peer_t *peer)
 {
     pigato__msg_t *m = &in->m;
     if (m->type == PIGATO__REQUEST)
@@ -662,7 +685,7 @@ s_on_client (pigato_broker_t *self, pigato__route_in_t *in, const pigato__peer_t
     else
     if (m->type == PIGATO__HEARTBEAT && !m->request_heartbeat)
         pigato__route_send_control (self, &m->sender, 'C', PIGATO__HEARTBEAT,
-                        m->native || m->native_offer);
+                                    m->native || m->native_offer);
     else
     if (m->type == PIGATO__HEARTBEAT) {
         //  Forward to the worker holding the request, if any; the key
@@ -682,7 +705,7 @@ s_on_client (pigato_broker_t *self, pigato__route_in_t *in, const pigato__peer_t
                                               PIGATO__VERB_CALL,
                                               request->service->name)) {
             pigato__route_denied (self, in, peer, PIGATO__VERB_CALL,
-                      request->service->name, "not_allowed");
+                                  request->service->name, "not_allowed");
             return;
         }
         if (request && request->worker) {
@@ -718,23 +741,28 @@ s_route_one (pigato_broker_t *self, pigato__route_in_t *in, bool current,
             name [m->service.size] = 0;
         }
         pigato__route_denied (self, in, peer,
-                  m->role == 'W' ? PIGATO__VERB_SERVE : PIGATO__VERB_CALL,
-                  name [0] ? name : NULL, "identity_revoked");
+                              m->role == 'W' ? PIGATO__VERB_SERVE
+                                             : PIGATO__VERB_CALL,
+                              name [0] ? name : NULL, "identity_revoked");
         if (m->role == 'C' && m->type == PIGATO__REQUEST) {
             char text [PIGATO_SERVICE_MAX + 32];
             snprintf (text, sizeof text, "E_ACCESS_DENIED %s", name);
-            pigato__route_send_error (self, m->native, &m->sender, &m->rid, text);
+            pigato__route_send_error (self, m->native, &m->sender, &m->rid,
+                                      text);
         }
         else
         if (m->role == 'W') {
             bool disconnect = m->type != PIGATO__DISCONNECT;
-            pigato__worker_t *worker = pigato__route_worker_of (self, &m->sender);
+            pigato__worker_t *worker =
+                pigato__route_worker_of (self, &m->sender);
             if (worker)
-                pigato__route_worker_remove (self, worker, "identity_revoked", disconnect);
+                pigato__route_worker_remove (self, worker, "identity_revoked",
+                                             disconnect);
             else
             if (disconnect)
-                pigato__route_send_control (self, &m->sender, 'W', PIGATO__DISCONNECT,
-                                m->native || m->native_offer);
+                pigato__route_send_control (self, &m->sender, 'W',
+                                            PIGATO__DISCONNECT,
+                                            m->native || m->native_offer);
         }
         return;
     }
@@ -765,7 +793,8 @@ s_route_native (pigato_broker_t *self, pigato__route_in_t *in, bool current,
         if (external)
             externals++;
     if (rc < 0 || externals != input->count - 2) {
-        pigato__route_bad (self, in, rc < 0 ? pigato__decode_reason (reader.error)
+        pigato__route_bad (self, in,
+                           rc < 0 ? pigato__decode_reason (reader.error)
                                 : "frames");
         return;
     }
@@ -816,8 +845,9 @@ pigato__route_input (pigato_broker_t *self, const pigato__conn_t *conn)
     }
     pigato__bytes_t parts [PIGATO__PARTS_MAX];
     for (size_t index = 0; index < input->count; index++) {
-        parts [index].data = (const byte *) zmq_msg_data (&input->parts [index]);
-        parts [index].size = zmq_msg_size (&input->parts [index]);
+        zmq_msg_t *part = &input->parts [index];
+        parts [index].data = (const byte *) zmq_msg_data (part);
+        parts [index].size = zmq_msg_size (part);
     }
     if (pigato__mdp_header (&parts [1])) {
         in.m.conn = *conn;

@@ -11,10 +11,12 @@
 //  bytes themselves (MDP peers send plain text). Empty, "null" and "\"\""
 //  name nothing.
 bool
-pigato__route_body_name (const pigato__bytes_t *data, char *name, size_t name_size)
+pigato__route_body_name (const pigato__bytes_t *data, char *name,
+                         size_t name_size)
 {
     name [0] = 0;
-    if (data->size == 0 || (data->size == 4 && memcmp (data->data, "null", 4) == 0))
+    if (data->size == 0
+    ||  (data->size == 4 && memcmp (data->data, "null", 4) == 0))
         return false;
     char *text = pigato__json_string_decode (data->data, data->size);
     const char *source = text ? text : NULL;
@@ -60,8 +62,7 @@ pigato__route_directory (pigato_broker_t *self, const char *only)
 //  True if requests for this name would find a worker now (its own, a
 //  satisfying version or a wildcard): what mmi.service answers.
 bool
-pigato__route_has_worker (pigato_broker_t *self, const void *name,
-                          size_t size)
+pigato__route_has_worker (pigato_broker_t *self, const void *name, size_t size)
 {
     //  Resolution reads a service record: made for the question if need be
     pigato__service_t *service =
@@ -77,7 +78,8 @@ pigato__route_has_worker (pigato_broker_t *self, const void *name,
 //  mmi.service -> 200 if the named service has a worker, 404 if not;
 //  other mmi.* -> 501. Other $ names are reserved.
 void
-pigato__route_internal_service (pigato_broker_t *self, pigato__route_in_t *in, const char *name)
+pigato__route_internal_service (pigato_broker_t *self, pigato__route_in_t *in,
+                                const char *name)
 {
     pigato__msg_t *m = &in->m;
     char target [PIGATO_SERVICE_MAX + 1];
@@ -99,9 +101,10 @@ pigato__route_internal_service (pigato_broker_t *self, pigato__route_in_t *in, c
         pigato__route_send_error (self, m->native, &m->sender, &m->rid, text);
         return;
     }
-    pigato__bytes_t data = { (const byte *) answer, answer ? strlen (answer) : 0 };
-    pigato__route_send_reply (self, m->native, &m->sender, PIGATO__REPLY, &m->rid, 0,
-                  &data, NULL, NULL);
+    pigato__bytes_t data = { (const byte *) answer,
+                             answer ? strlen (answer) : 0 };
+    pigato__route_send_reply (self, m->native, &m->sender, PIGATO__REPLY,
+                              &m->rid, 0, &data, NULL, NULL);
     free (answer);
     self->counters.requests++;
     self->counters.replies++;

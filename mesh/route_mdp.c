@@ -17,8 +17,7 @@
 //  frames packed into one part.
 static void
 s_mdp_client_request (pigato_broker_t *self, pigato__route_in_t *in,
-                      const pigato__peer_t *peer,
-                      const pigato__mdp_msg_t *mdp,
+                      const pigato__peer_t *peer, const pigato__mdp_msg_t *mdp,
                       const pigato__bytes_t *parts)
 {
     char name [PIGATO_SERVICE_MAX + 1];
@@ -26,7 +25,8 @@ s_mdp_client_request (pigato_broker_t *self, pigato__route_in_t *in,
     name [mdp->service.size] = 0;
     if (!pigato__guard_allows (self->guard, peer->name, PIGATO__VERB_CALL,
                                name)) {
-        pigato__route_denied (self, in, peer, PIGATO__VERB_CALL, name, "not_allowed");
+        pigato__route_denied (self, in, peer, PIGATO__VERB_CALL, name,
+                              "not_allowed");
         return;                         //  RFC 18 has no error reply
     }
     const pigato__bytes_t *body = parts + mdp->body_first;
@@ -49,12 +49,14 @@ s_mdp_client_request (pigato_broker_t *self, pigato__route_in_t *in,
             answer = pigato__route_directory (self, named ? only : NULL);
             code = answer;
         }
-        pigato__bytes_t service = BYTES (name), reply = BYTES (code ? code : "");
+        pigato__bytes_t service = BYTES (name);
+        pigato__bytes_t reply = BYTES (code ? code : "");
         pigato__bytes_t frames [4];
         size_t count = pigato__mdp_encode_client_reply (
             frames, 4, PIGATO__MDPC_FINAL, &service, &reply, 1);
         if (count)
-            pigato__route_send_frames (self, &mdp->sender, frames, count, NULL, 0);
+            pigato__route_send_frames (self, &mdp->sender, frames, count,
+                                       NULL, 0);
         free (answer);
         return;
     }
@@ -103,8 +105,10 @@ s_mdp_client_request (pigato_broker_t *self, pigato__route_in_t *in,
     request->conn = in->m.conn;
     pigato__conns_file (self->conns, &request->conn, PIGATO__CONN_REQUESTS,
                         &request->conn_link);
-    pigato__route_copy_text (request->identity, sizeof request->identity, peer->name);
-    pigato__route_copy_text (request->curve_key, sizeof request->curve_key, peer->key);
+    pigato__route_copy_text (request->identity, sizeof request->identity,
+                             peer->name);
+    pigato__route_copy_text (request->curve_key, sizeof request->curve_key,
+                             peer->key);
     zhashx_insert (self->requests, &request->key, request);
     service->requests++;
     pigato__service_enqueue (service, request, false);
@@ -146,13 +150,14 @@ s_mdp_worker_reply (pigato_broker_t *self, pigato__route_in_t *in,
     }
     const pigato__bytes_t *body = parts + mdp->body_first;
     if (request->mdp_client)
-        pigato__route_send_mdp_reply (self, request, mdp->type, body, mdp->body_count);
+        pigato__route_send_mdp_reply (self, request, mdp->type, body,
+                                      mdp->body_count);
     else {
         pigato__bytes_t rid = pigato__request_rid (request);
         pigato__bytes_t data = mdp->body_count ? body [0]
                                                : (pigato__bytes_t) { NULL, 0 };
-        pigato__route_send_reply (self, request->native, &client, mdp->type, &rid, 0,
-                      &data, NULL, NULL);
+        pigato__route_send_reply (self, request->native, &client, mdp->type,
+                                  &rid, 0, &data, NULL, NULL);
     }
     if (mdp->type == PIGATO__PARTIAL) {
         self->counters.partials++;
@@ -167,8 +172,8 @@ s_mdp_worker_reply (pigato_broker_t *self, pigato__route_in_t *in,
 }
 
 void
-pigato__route_route_mdp (pigato_broker_t *self, pigato__route_in_t *in, const pigato__bytes_t *parts,
-             size_t count)
+pigato__route_route_mdp (pigato_broker_t *self, pigato__route_in_t *in,
+                         const pigato__bytes_t *parts, size_t count)
 {
     pigato__mdp_msg_t mdp;
     int rc = pigato__mdp_decode (parts, count, &mdp);
@@ -182,9 +187,10 @@ pigato__route_route_mdp (pigato_broker_t *self, pigato__route_in_t *in, const pi
     in->m.service = mdp.service;
     pigato__peer_t peer;
     bool current = pigato__guard_peer (self->guard, in->meta, &peer);
-    pigato__worker_t *worker = mdp.role == 'W'
-                             ? pigato__route_worker_of (self, &in->m.sender) : NULL;
-    if (current && worker && !pigato__route_worker_bound (worker, &peer, &in->m.conn)) {
+    pigato__worker_t *worker =
+        mdp.role == 'W' ? pigato__route_worker_of (self, &in->m.sender) : NULL;
+    if (current && worker
+    &&  !pigato__route_worker_bound (worker, &peer, &in->m.conn)) {
         pigato__route_bad (self, in, "identity_mismatch");
         pigato__route_worker_remove (self, worker, "identity_mismatch", true);
         return;
@@ -193,16 +199,17 @@ pigato__route_route_mdp (pigato_broker_t *self, pigato__route_in_t *in, const pi
         char name [PIGATO_SERVICE_MAX + 1] = "";
         memcpy (name, mdp.service.data, mdp.service.size);
         name [mdp.service.size] = 0;
-        pigato__route_denied (self, in, &peer, mdp.role == 'W' ? PIGATO__VERB_SERVE
-                                                   : PIGATO__VERB_CALL,
-                  name [0] ? name : NULL, "identity_revoked");
+        pigato__route_denied (self, in, &peer,
+                              mdp.role == 'W' ? PIGATO__VERB_SERVE
+                                              : PIGATO__VERB_CALL,
+                              name [0] ? name : NULL, "identity_revoked");
         if (worker)
             pigato__route_worker_remove (self, worker, "identity_revoked",
-                             mdp.type != PIGATO__DISCONNECT);
+                                         mdp.type != PIGATO__DISCONNECT);
         else
         if (mdp.role == 'W' && mdp.type != PIGATO__DISCONNECT)
-            pigato__route_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT,
-                            FRAMING_MDP);
+            pigato__route_send_control (self, &in->m.sender, 'W',
+                                        PIGATO__DISCONNECT, FRAMING_MDP);
         return;
     }
     if (mdp.role == 'C') {
@@ -217,8 +224,8 @@ pigato__route_route_mdp (pigato_broker_t *self, pigato__route_in_t *in, const pi
         else
         if (pigato__mmi_is (&mdp.service)) {
             pigato__route_bad (self, in, "reserved_service");
-            pigato__route_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT,
-                            FRAMING_MDP);
+            pigato__route_send_control (self, &in->m.sender, 'W',
+                                        PIGATO__DISCONNECT, FRAMING_MDP);
         }
         else
             pigato__route_worker_ready (self, in, &peer, NULL);
@@ -228,15 +235,15 @@ pigato__route_route_mdp (pigato_broker_t *self, pigato__route_in_t *in, const pi
         //  Not registered: DISCONNECT unless it is saying goodbye
         if (mdp.type != PIGATO__DISCONNECT) {
             pigato__route_bad (self, in, "not_ready");
-            pigato__route_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT,
-                            FRAMING_MDP);
+            pigato__route_send_control (self, &in->m.sender, 'W',
+                                        PIGATO__DISCONNECT, FRAMING_MDP);
         }
         return;
     }
     if (!pigato__guard_allows (self->guard, peer.name, PIGATO__VERB_SERVE,
                                worker->service->name)) {
-        pigato__route_denied (self, in, &peer, PIGATO__VERB_SERVE, worker->service->name,
-                  "not_allowed");
+        pigato__route_denied (self, in, &peer, PIGATO__VERB_SERVE,
+                              worker->service->name, "not_allowed");
         pigato__route_worker_remove (self, worker, "access_denied", true);
         return;
     }

@@ -17,8 +17,8 @@
 //  copied. The peer's pending native batch goes first, to keep order.
 void
 pigato__route_send_frames (pigato_broker_t *self, const pigato__bytes_t *to,
-               const pigato__bytes_t *frames, size_t count,
-               zmq_msg_t *body_part, size_t body_index)
+                           const pigato__bytes_t *frames, size_t count,
+                           zmq_msg_t *body_part, size_t body_index)
 {
     pigato__outbox_flush_peer (self->outbox, to);
     void *router = self->router_handle;
@@ -45,8 +45,8 @@ pigato__route_send_frames (pigato_broker_t *self, const pigato__bytes_t *to,
 //  A message with no fields (READY ack, heartbeat, DISCONNECT) to a
 //  client ('C') or worker ('W'), in either framing.
 void
-pigato__route_send_control (pigato_broker_t *self, const pigato__bytes_t *to, char role,
-                int type, int framing)
+pigato__route_send_control (pigato_broker_t *self, const pigato__bytes_t *to,
+                            char role, int type, int framing)
 {
     if (framing == FRAMING_MDP) {
         //  RFC 18: READY is not acknowledged
@@ -72,10 +72,11 @@ pigato__route_send_control (pigato_broker_t *self, const pigato__bytes_t *to, ch
 
 //  A partial or final reply to a client, in the framing of its request.
 void
-pigato__route_send_reply (pigato_broker_t *self, bool native, const pigato__bytes_t *client,
-              int type, const pigato__bytes_t *rid, int status,
-              const pigato__bytes_t *data, const pigato__bytes_t *opts,
-              zmq_msg_t *body_part)
+pigato__route_send_reply (pigato_broker_t *self, bool native,
+                          const pigato__bytes_t *client, int type,
+                          const pigato__bytes_t *rid, int status,
+                          const pigato__bytes_t *data,
+                          const pigato__bytes_t *opts, zmq_msg_t *body_part)
 {
     pigato__bytes_t none = { NULL, 0 };
     if (native) {
@@ -97,8 +98,8 @@ pigato__route_send_reply (pigato_broker_t *self, bool native, const pigato__byte
 //  The body frames of a request: an MDP client's packed frames, else its
 //  one body. Returns how many (at most max).
 size_t
-pigato__route_request_frames (pigato__request_t *request, pigato__bytes_t *frames,
-                  size_t max)
+pigato__route_request_frames (pigato__request_t *request,
+                              pigato__bytes_t *frames, size_t max)
 {
     pigato__bytes_t body = pigato__request_body (request);
     if (!request->mdp_client) {
@@ -123,8 +124,9 @@ pigato__route_request_frames (pigato__request_t *request, pigato__bytes_t *frame
 //  A partial or final reply to an MDP client: MDPC02, command, the
 //  service it asked for, body frames.
 void
-pigato__route_send_mdp_reply (pigato_broker_t *self, pigato__request_t *request, int type,
-                  const pigato__bytes_t *body, size_t body_count)
+pigato__route_send_mdp_reply (pigato_broker_t *self,
+                              pigato__request_t *request, int type,
+                              const pigato__bytes_t *body, size_t body_count)
 {
     pigato__bytes_t client = pigato__request_client (request);
     pigato__bytes_t service = BYTES (request->service->name);
@@ -139,14 +141,14 @@ pigato__route_send_mdp_reply (pigato_broker_t *self, pigato__request_t *request,
 
 void
 pigato__route_send_request (pigato_broker_t *self, pigato__worker_t *worker,
-                pigato__request_t *request)
+                            pigato__request_t *request)
 {
     pigato__bytes_t to = pigato__worker_routing_id (worker);
     pigato__bytes_t client = pigato__request_client (request);
     pigato__bytes_t rid = pigato__request_rid (request);
     pigato__bytes_t body_frames [PIGATO__MDP_BODY_MAX];
     size_t body_count = pigato__route_request_frames (request, body_frames,
-                                          PIGATO__MDP_BODY_MAX);
+                                                      PIGATO__MDP_BODY_MAX);
     if (worker->mdp) {
         pigato__bytes_t frames [PIGATO__MDP_ENCODE_MAX];
         size_t count = pigato__mdp_encode_worker_request (
@@ -178,13 +180,13 @@ pigato__route_send_request (pigato_broker_t *self, pigato__worker_t *worker,
 //  Sends a final error reply (status -1, data a JSON string) to a client.
 void
 pigato__route_send_error (pigato_broker_t *self, bool native,
-              const pigato__bytes_t *client, const pigato__bytes_t *rid,
-              const char *text)
+                          const pigato__bytes_t *client,
+                          const pigato__bytes_t *rid, const char *text)
 {
     char *json = pigato__json_string (text);
     pigato__bytes_t data = { (const byte *) json, json ? strlen (json) : 0 };
-    pigato__route_send_reply (self, native, client, PIGATO__REPLY, rid, -1, &data, NULL,
-                  NULL);
+    pigato__route_send_reply (self, native, client, PIGATO__REPLY, rid, -1,
+                              &data, NULL, NULL);
     free (json);
     self->counters.failed++;
     char rid_text [80];

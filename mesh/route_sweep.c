@@ -100,7 +100,8 @@ pigato__route_reload (pigato_broker_t *self)
             zlistx_add_end (denied, request);
     size_t requests_dropped = zlistx_size (dropped);
     size_t requests_denied = zlistx_size (denied);
-    for (pigato__request_t *request = (pigato__request_t *) zlistx_first (dropped);
+    for (pigato__request_t *request =
+             (pigato__request_t *) zlistx_first (dropped);
          request; request = (pigato__request_t *) zlistx_next (dropped)) {
         pigato__service_t *service =
             request->worker ? request->worker->service : NULL;
@@ -108,7 +109,8 @@ pigato__route_reload (pigato_broker_t *self)
         if (service)
             pigato__route_dispatch_room (self, service);
     }
-    for (pigato__request_t *request = (pigato__request_t *) zlistx_first (denied);
+    for (pigato__request_t *request =
+             (pigato__request_t *) zlistx_first (denied);
          request; request = (pigato__request_t *) zlistx_next (denied)) {
         pigato__service_t *service =
             request->worker ? request->worker->service : NULL;
@@ -144,7 +146,8 @@ pigato__route_expire_requests (pigato_broker_t *self, int64_t now)
         char rid [80], service_text [SERVICE_TEXT];
         pigato__log (PIGATO_LOG_DEBUG, "event=request_expired service=%s "
                      "rid=%s worker=%s",
-                     pigato__route_service_text (request->service, service_text),
+                     pigato__route_service_text (request->service,
+                                                 service_text),
                      pigato__printable (
                          pigato__request_rid (request).data,
                          pigato__request_rid (request).size, rid, sizeof rid),
@@ -152,7 +155,7 @@ pigato__route_expire_requests (pigato_broker_t *self, int64_t now)
         self->counters.timeouts++;
         pigato__route_request_finish (self, request);
         if (service)
-            pigato__route_dispatch_room (self, service);     //  its slot is free again
+            pigato__route_dispatch_room (self, service);    //  slot free again
     }
 }
 
@@ -172,7 +175,8 @@ pigato__route_check_workers (pigato_broker_t *self, int64_t now)
         if (worker->mdp) {
             //  RFC 18: the broker heartbeats its workers
             pigato__bytes_t to = pigato__worker_routing_id (worker);
-            pigato__route_send_control (self, &to, 'W', PIGATO__HEARTBEAT, FRAMING_MDP);
+            pigato__route_send_control (self, &to, 'W', PIGATO__HEARTBEAT,
+                                        FRAMING_MDP);
         }
     if (!dead)
         return;
