@@ -262,7 +262,7 @@ s_create_router (pigato_broker_t *self)
     zsock_set_sndhwm (router, SOCKET_HWM);
     zsock_set_rcvhwm (router, SOCKET_HWM);
     zsock_set_rcvtimeo (router, 0);
-    zsock_set_backlog (router, 1024);      //  a reconnect storm: no dropped SYNs
+    zsock_set_backlog (router, 1024);   //  reconnect storms: no dropped SYNs
     //  Accept and disconnect events tell which connection a routing id
     //  belongs to (conns.h)
     char monitor_endpoint [64];
