@@ -52,6 +52,15 @@ struct _pigato__acl_t {
     rule_t *rules;
     size_t rule_count;
     zhashx_t *cache;            //  "verb identity \x1f service" -> 1 deny, 2 allow
+    //  The last decision: a batch of requests from one caller to one
+    //  service asks the same question over and over
+    struct {
+        bool valid;
+        bool allowed;
+        int verb;
+        char identity [PIGATO__IDENTITY_MAX + 1];
+        char service [PIGATO_SERVICE_MAX + 1];
+    } last;
 };
 
 //  Parsing context: file, line, error buffer.
@@ -105,6 +114,8 @@ s_new (void)
     self->by_key = zhashx_new ();
     self->groups = zhashx_new ();
     self->cache = zhashx_new ();
+    if (self->cache)
+        zhashx_set_key_hasher (self->cache, pigato__hash_text);
     self->group_order = zlistx_new ();
     if (!self->entries || !self->identities || !self->by_key || !self->groups
     ||  !self->cache || !self->group_order) {
@@ -772,27 +783,43 @@ pigato__acl_allows (pigato__acl_t *self, const char *identity, int verb,
         return true;
     if (!identity || !service)
         return false;
+    if (self->last.valid && self->last.verb == verb
+    &&  streq (self->last.service, service)
+    &&  streq (self->last.identity, identity))
+        return self->last.allowed;
     char key [2 + PIGATO__IDENTITY_MAX + 1 + PIGATO_SERVICE_MAX + 1];
     snprintf (key, sizeof key, "%c%s\x1f%s", verb == PIGATO__VERB_SERVE ? 's'
                                                                          : 'c',
               identity, service);
     void *cached = zhashx_lookup (self->cache, key);
-    if (cached)
-        return cached == (void *) 2;
     bool allowed = false;
-    for (size_t index = 0; index < self->rule_count; index++) {
-        const rule_t *rule = &self->rules [index];
-        if (s_rule_matches (rule, identity, verb, service)) {
-            if (rule->deny) {
-                allowed = false;
-                break;                  //  deny wins, whatever the order
+    if (cached)
+        allowed = cached == (void *) 2;
+    else {
+        for (size_t index = 0; index < self->rule_count; index++) {
+            const rule_t *rule = &self->rules [index];
+            if (s_rule_matches (rule, identity, verb, service)) {
+                if (rule->deny) {
+                    allowed = false;
+                    break;              //  deny wins, whatever the order
+                }
+                allowed = true;
             }
-            allowed = true;
         }
+        if (zhashx_size (self->cache) >= CACHE_MAX)
+            zhashx_purge (self->cache);
+        zhashx_insert (self->cache, key, allowed ? (void *) 2 : (void *) 1);
     }
-    if (zhashx_size (self->cache) >= CACHE_MAX)
-        zhashx_purge (self->cache);
-    zhashx_insert (self->cache, key, allowed ? (void *) 2 : (void *) 1);
+    //  Remembered only when both names fit whole (longer ones are not
+    //  valid names anyway, and never match a truncated copy)
+    self->last.valid = strlen (identity) < sizeof self->last.identity
+                    && strlen (service) < sizeof self->last.service;
+    if (self->last.valid) {
+        self->last.verb = verb;
+        self->last.allowed = allowed;
+        strcpy (self->last.identity, identity);
+        strcpy (self->last.service, service);
+    }
     return allowed;
 }
 

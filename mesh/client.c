@@ -470,6 +470,13 @@ pigato_client_new (void)
     pigato__timer_init (&self->heartbeat);
     if (!self->requests || !self->timers || !self->links)
         pigato_client_destroy (&self);
+    else {
+        //  Keys are the requests' own rids: requests leave the table
+        //  before they are freed
+        zhashx_set_key_hasher (self->requests, pigato__hash_text);
+        zhashx_set_key_duplicator (self->requests, NULL);
+        zhashx_set_key_destructor (self->requests, NULL);
+    }
     return self;
 }
 

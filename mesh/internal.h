@@ -44,6 +44,10 @@ bool pigato__ratelimit_allow (pigato__ratelimit_t *self, const char *what);
 //  Monotonic clock in milliseconds.
 int64_t pigato__now_ms (void);
 
+//  Seeded hash of NUL-terminated text, for zhashx_set_key_hasher on hot
+//  paths (czmq's default hashes a byte at a time).
+size_t pigato__hash_text (const void *key);
+
 //  Formats an error message into a caller's buffer (NULL buffer = no-op).
 void pigato__errorf (char *err, size_t err_size, const char *format, ...)
     __attribute__ ((format (printf, 3, 4)));

@@ -313,11 +313,14 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
         pigato__now_ms ();
 
     //  The same request twice on one connection: the older handle is cut off
-    pigato_reply_t *older =
-        (pigato_reply_t *) zhashx_lookup (self->replies, reply->key);
-    if (older)
-        s_reply_detach (older);
     reply->tracked = zhashx_insert (self->replies, reply->key, reply) == 0;
+    if (!reply->tracked) {
+        pigato_reply_t *older =
+            (pigato_reply_t *) zhashx_lookup (self->replies, reply->key);
+        if (older)
+            s_reply_detach (older);
+        reply->tracked = zhashx_insert (self->replies, reply->key, reply) == 0;
+    }
 
     char rid_text [80], service_text [80];
     pigato__log (PIGATO_LOG_DEBUG, "event=worker_request endpoint=%s "
@@ -412,6 +415,7 @@ pigato_worker_new (const char *service, pigato_request_fn *handler, void *arg)
         //  Keys live in their replies, which untrack before they go
         zhashx_set_key_duplicator (self->replies, NULL);
         zhashx_set_key_destructor (self->replies, NULL);
+        zhashx_set_key_hasher (self->replies, pigato__hash_text);
     }
     return self;
 }

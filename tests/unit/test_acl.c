@@ -109,6 +109,25 @@ test_rules_groups_and_patterns (void **state)
         assert_false (pigato__acl_allows (acl, "ops", PIGATO__VERB_CALL, "admin.reset"));
         assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo"));
     }
+    //  The same question twice in a row (the remembered last answer), then
+    //  one that differs from it in one field only: each keeps its answer
+    for (int round = 0; round < 2; round++) {
+        assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo"));
+        assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo"));
+        assert_false (pigato__acl_allows (acl, "web", PIGATO__VERB_SERVE, "echo"));
+        assert_false (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo2"));
+        assert_false (pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_CALL, "echo"));
+        assert_true (pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_SERVE, "echo"));
+        assert_false (pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_SERVE, "ech"));
+    }
+    //  Names too long to remember are still answered right
+    char long_name [PIGATO_SERVICE_MAX + 40];
+    memset (long_name, 'x', sizeof long_name - 1);
+    long_name [sizeof long_name - 1] = 0;
+    memcpy (long_name, "billing.", 8);
+    assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, long_name));
+    assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, long_name));
+    assert_false (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo2"));
     //  Unknown identities get nothing
     assert_false (pigato__acl_allows (acl, "stranger", PIGATO__VERB_CALL, "echo"));
 
