@@ -40,7 +40,17 @@ pigato__bkey_set (pigato__bkey_t *key, const void *first, size_t first_size,
         memcpy (key->bytes + 3, first, first_size);
     if (second_size)
         memcpy (key->bytes + 3 + first_size, second, second_size);
+    pthread_once (&s_hash_key_once, s_hash_key_init);
+    crypto_shorthash ((unsigned char *) &key->hash, key->bytes,
+                      s_key_size (key->bytes), s_hash_key);
     return 0;
+}
+
+void
+pigato__bkey_copy (pigato__bkey_t *key, const pigato__bkey_t *source)
+{
+    memcpy (key->bytes, source->bytes, s_key_size (source->bytes));
+    key->hash = source->hash;
 }
 
 void
@@ -63,15 +73,15 @@ pigato__bkey_second (const pigato__bkey_t *key, const byte **data,
 static size_t
 s_hasher (const void *key)
 {
-    uint64_t hash;
-    crypto_shorthash ((unsigned char *) &hash, (const unsigned char *) key,
-                      s_key_size (key), s_hash_key);
-    return (size_t) hash;
+    return (size_t) ((const pigato__bkey_t *) key)->hash;
 }
 
 static int
 s_comparator (const void *first, const void *second)
 {
+    if (((const pigato__bkey_t *) first)->hash
+    !=  ((const pigato__bkey_t *) second)->hash)
+        return 1;
     size_t size = s_key_size (first);
     if (size != s_key_size (second))
         return 1;

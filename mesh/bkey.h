@@ -16,14 +16,22 @@
 //  Room for a 255-byte routing id plus a PIGATO_RID_MAX rid
 #define PIGATO__BKEY_MAX (2 + 1 + 255 + PIGATO_RID_MAX)
 
+//  bytes first: a key's address is its bytes' address. hash is the keyed
+//  SipHash of the bytes, computed once by pigato__bkey_set: lookups,
+//  inserts and deletes with a set key hash nothing again.
 typedef struct {
     byte bytes [PIGATO__BKEY_MAX];
+    uint64_t hash;
 } pigato__bkey_t;
 
-//  Builds a key from one or two parts. Returns 0, or -1 if too long.
+//  Builds a key from one or two parts, and its hash. Returns 0, or -1 if
+//  too long.
 int pigato__bkey_set (pigato__bkey_t *key, const void *first,
                       size_t first_size, const void *second,
                       size_t second_size);
+
+//  Copies a set key (its used bytes and hash).
+void pigato__bkey_copy (pigato__bkey_t *key, const pigato__bkey_t *source);
 
 //  The first / second part a key was built from, borrowed from the key.
 void pigato__bkey_first (const pigato__bkey_t *key, const byte **data,

@@ -9,8 +9,8 @@
 
 pigato__request_t *
 pigato__request_new (const pigato__bytes_t *client, const pigato__bytes_t *rid,
-                     zmq_msg_t *body_part, const pigato__bytes_t *data,
-                     const pigato__bytes_t *opts)
+                     const pigato__bkey_t *key, zmq_msg_t *body_part,
+                     const pigato__bytes_t *data, const pigato__bytes_t *opts)
 {
     pigato__request_t *self = (pigato__request_t *) malloc (sizeof *self);
     if (!self)
@@ -19,6 +19,9 @@ pigato__request_new (const pigato__bytes_t *client, const pigato__bytes_t *rid,
     memset (self, 0, offsetof (pigato__request_t, key));
     memset (&self->body_part, 0,
             sizeof *self - offsetof (pigato__request_t, body_part));
+    if (key)
+        pigato__bkey_copy (&self->key, key);
+    else
     if (pigato__bkey_set (&self->key, client->data, client->size, rid->data,
                           rid->size)) {
         free (self);

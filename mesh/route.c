@@ -625,7 +625,7 @@ s_client_request (pigato_broker_t *self, pigato__route_in_t *in,
     if (!service)
         return;
     pigato__request_t *request = pigato__request_new (
-        &m->sender, &m->rid, in->body_part, &m->data,
+        &m->sender, &m->rid, &key, in->body_part, &m->data,
         m->has_opts ? &m->opts : NULL);
     if (!request) {
         pigato__services_release (self->services, &service);

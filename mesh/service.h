@@ -185,10 +185,12 @@ void pigato__worker_release (pigato__worker_t *worker,
 
 //  Request records. The body is data; when body_part is not NULL, data
 //  lies inside it and the record shares that part instead of copying.
-//  opts (may be empty) is copied. NULL if out of memory or an id is too
-//  long.
+//  opts (may be empty) is copied. key: the table key of client + rid when
+//  the caller has built it already (saves hashing it again), else NULL.
+//  NULL if out of memory or an id is too long.
 pigato__request_t *pigato__request_new (const pigato__bytes_t *client,
                                         const pigato__bytes_t *rid,
+                                        const pigato__bkey_t *key,
                                         zmq_msg_t *body_part,
                                         const pigato__bytes_t *data,
                                         const pigato__bytes_t *opts);

@@ -30,34 +30,35 @@ pigato__now_ms (void)
 //  cryptographic hash: the broker's tables keyed by peer data use
 //  SipHash (bkey.c).
 
-static uint64_t
-s_mix (uint64_t value)
+static uint64_t s_text_seed;
+
+__attribute__ ((constructor)) static void
+s_text_seed_init (void)
 {
-    value ^= value >> 32;
-    value *= 0xd6e8feb86659fd93ULL;
-    value ^= value >> 32;
-    return value;
+    const unsigned char *random = (const unsigned char *) getauxval (AT_RANDOM);
+    if (random)
+        memcpy (&s_text_seed, random, sizeof s_text_seed);
 }
 
 size_t
 pigato__hash_text (const void *key)
 {
     static const uint64_t multiplier = 0x9e3779b97f4a7c15ULL;
-    const unsigned char *seed = (const unsigned char *) getauxval (AT_RANDOM);
-    uint64_t hash = 0;
-    if (seed)
-        memcpy (&hash, seed, sizeof hash);
     const char *text = (const char *) key;
     size_t size = strlen (text);
-    hash ^= size * multiplier;
+    uint64_t hash = s_text_seed ^ (size * multiplier);
     for (; size >= 8; size -= 8, text += 8) {
         uint64_t word;
         memcpy (&word, text, sizeof word);
-        hash = s_mix ((hash ^ word) * multiplier);
+        hash = (hash ^ word) * multiplier;
+        hash ^= hash >> 29;
     }
     uint64_t tail = 0;
     memcpy (&tail, text, size);
-    return (size_t) s_mix ((hash ^ tail) * multiplier);
+    hash = (hash ^ tail) * 0xd6e8feb86659fd93ULL;
+    hash ^= hash >> 32;
+    hash *= multiplier;
+    return (size_t) (hash ^ (hash >> 29));
 }
 
 #define RATELIMIT_BURST 20

@@ -23,7 +23,8 @@ s_request (const char *client, const char *rid, const char *opts)
     memcpy ((byte *) zmq_msg_data (&part) + 10, "data", 4);
     pigato__bytes_t data = { (const byte *) zmq_msg_data (&part) + 10, 4 };
     pigato__request_t *request = pigato__request_new (
-        &client_bytes, &rid_bytes, &part, &data, opts ? &opts_bytes : NULL);
+        &client_bytes, &rid_bytes, NULL, &part, &data,
+        opts ? &opts_bytes : NULL);
     zmq_msg_close (&part);
     assert_non_null (request);
     pigato__bytes_t body = pigato__request_body (request);
@@ -262,6 +263,29 @@ test_binary_keys_separate_client_and_rid (void **state)
     pigato__bkey_t probe;
     pigato__bkey_set (&probe, "ab", 2, "c", 1);
     assert_string_equal ((char *) zhashx_lookup (table, &probe), "first");
+    //  A copied key (hash included) finds what a freshly built one finds,
+    //  and so does a request made with a key built beforehand
+    pigato__bkey_t copy;
+    memset (&copy, 0xee, sizeof copy);
+    pigato__bkey_copy (&copy, &probe);
+    assert_string_equal ((char *) zhashx_lookup (table, &copy), "first");
+    pigato__bytes_t client = { (const byte *) "client-1", 8 };
+    pigato__bytes_t rid = { (const byte *) "0001", 4 };
+    pigato__bytes_t data = { (const byte *) "x", 1 };
+    pigato__bkey_set (&probe, "client-1", 8, "0001", 4);
+    pigato__request_t *request = pigato__request_new (&client, &rid, &probe,
+                                                      NULL, &data, NULL);
+    assert_non_null (request);
+    zhashx_insert (table, &request->key, request);
+    pigato__bkey_t fresh;
+    pigato__bkey_set (&fresh, "client-1", 8, "0001", 4);
+    assert_ptr_equal (zhashx_lookup (table, &fresh), request);
+    pigato__bytes_t got = pigato__request_client (request);
+    assert_int_equal (got.size, 8);
+    assert_memory_equal (got.data, "client-1", 8);
+    zhashx_delete (table, &fresh);
+    assert_null (zhashx_lookup (table, &request->key));
+    pigato__request_destroy (&request);
     char long_id [300];
     memset (long_id, 'x', sizeof long_id);
     assert_int_equal (pigato__bkey_set (&probe, long_id, 256, NULL, 0), -1);
