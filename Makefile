@@ -63,8 +63,9 @@ $(BUILD)/pigato-keygen: $(BUILD)/keys/keygen_main.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 BENCH_PROGRAMS := $(BUILD)/pigato-bench $(BUILD)/pigato-relay $(BUILD)/nats-bench \
-                  $(BUILD)/pigato-conns
-$(BUILD)/bench/pigato_bench.o $(BUILD)/bench/nats_bench.o $(BUILD)/bench/conns.o: bench/proc.h
+                  $(BUILD)/pigato-conns $(BUILD)/pigato-floor
+$(BUILD)/bench/pigato_bench.o $(BUILD)/bench/nats_bench.o $(BUILD)/bench/conns.o \
+$(BUILD)/bench/floor.o: bench/proc.h
 $(BUILD)/pigato-conns: $(BUILD)/bench/conns.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libzmq)
 
@@ -75,6 +76,9 @@ $(BUILD)/pigato-bench: $(BUILD)/bench/pigato_bench.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/pigato-relay: $(BUILD)/bench/relay.o $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/pigato-floor: $(BUILD)/bench/floor.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/pigato: $(BUILD)/mesh/cli_main.o $(BUILD)/mesh/cli_serve.o $(LIB_A)

@@ -125,6 +125,28 @@ row() {
 # gets a heartbeat answer; prints handshakes/s and the server's RSS growth
 # per connection. Clients are spread over processes of at most 4,000 (two
 # descriptors per connection each).
+# run_floor LABEL SECURITY(plain|curve): bench/floor.c, the transport's
+# own cost: one native-sized batch going round client -> relay -> worker ->
+# relay -> client with no logic anywhere
+run_floor() {
+    label=$1; security=$2
+    p=$(port); EP=tcp://127.0.0.1:$p; log=$WORK/server.log; : >"$log"
+    if [ "$security" = plain ]; then sargs="--insecure"; cargs="--insecure"
+    else sargs="--key $WORK/broker.key_secret"; cargs="--server-key $WORK/broker.key"; fi
+    "$BUILD/pigato-floor" --relay --bind "$EP" $sargs 2>"$log" &
+    SPID=$!; PIDS="$PIDS $SPID"
+    wait_log "$log" "event=ready"
+    "$BUILD/pigato-floor" --worker --broker "$EP" $cargs 2>"$WORK/worker.log" &
+    wpid=$!; PIDS="$PIDS $wpid"
+    wait_log "$WORK/worker.log" "event=ready"
+    status=0
+    "$BUILD/pigato-floor" --broker "$EP" $cargs --broker-pid "$SPID" --requests "$REQUESTS" \
+        --inflight "$INFLIGHT" --label "$label" >>"$OUT" 2>"$WORK/client.log" || status=$?
+    stop "$wpid" "$SPID"
+    [ $status = 0 ] || { echo "bench: $label failed (exit $status); logs:" >&2; tail -5 "$log" "$WORK/worker.log" "$WORK/client.log" >&2; return 1; }
+    tail -1 "$OUT"
+}
+
 conns() {
     label=$1; kind=$2; count=$3; batch=${4:-0}
     start_server "$kind" curve
@@ -246,6 +268,12 @@ for f in $FRAMINGS; do
     try row "broker-acl-$f" broker acl1k "$f"
     try row "broker-curve2-$f" broker curve "$f"
 done
+# The transport floor: the native batch's bytes around the same ring, no
+# logic (libzmq and CURVE alone)
+if [ -x "$BUILD/pigato-floor" ]; then
+    try run_floor floor-curve curve
+    try run_floor floor-plain plain
+fi
 # Several clients: 4 clients x INFLIGHT in flight each
 try row relay-curve-4c relay curve "$F46" --clients 4
 for f in $FRAMINGS; do

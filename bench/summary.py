@@ -63,6 +63,11 @@ for f in framings:
 if fn != f46:
     ratio("native/0.0.46 CURVE+ACL throughput", rps("broker-acl-native"), rps("broker-acl-" + f46))
     ratio("native/0.0.46 CURVE+ACL 4 clients throughput", rps("broker-acl-4c-native"), rps("broker-acl-4c-" + f46))
+# Against the transport floor: one native-sized batch around the same ring
+# with no logic (bench/floor.c)
+ratio("%s CURVE+ACL broker/transport floor (CURVE) throughput" % fn, rps("broker-acl-" + fn), rps("floor-curve"))
+ratio("%s plaintext broker/transport floor (plain) throughput" % fn, rps("broker-plain-" + fn), rps("floor-plain"))
+ratio("nats-tls/transport floor (CURVE) throughput", rps("nats-tls"), rps("floor-curve"))
 # Native framing against NATS over TLS 1.3
 ratio("%s CURVE+ACL broker/nats-tls throughput" % fn, rps("broker-acl-" + fn), rps("nats-tls"), ">= 1")
 ratio("%s CURVE+ACL broker/nats-tls p50 latency" % fn, p50("broker-acl-" + fn), p50("nats-tls"), "<= 1")
