@@ -457,6 +457,28 @@ s_route (pigato_broker_t *self, int fd)
     pigato__route_input (self, &conn);
 }
 
+//  --------------------------------------------------------------------------
+//  True if a socket has a message to read. Reading ZMQ_EVENTS also takes
+//  the socket's pending commands, which re-arms its ZMQ_FD.
+
+static bool
+s_readable (void *socket)
+{
+    int events = 0;
+    size_t size = sizeof events;
+    return zmq_getsockopt (socket, ZMQ_EVENTS, &events, &size) == 0
+        && (events & ZMQ_POLLIN);
+}
+
+//  --------------------------------------------------------------------------
+//  The loop waits on the sockets' ZMQ_FDs with poll (), not zmq_poll (),
+//  which asks every socket for ZMQ_EVENTS before and after it sleeps (two
+//  system calls per socket each time). A ZMQ_FD only signals a change, so
+//  a socket is waited on through it only once ZMQ_EVENTS, read after the
+//  last receive or send on that socket, showed nothing to read; that is
+//  the rule zmq_getsockopt(3) gives for ZMQ_FD. Sockets the turn did not
+//  touch keep their last reading.
+
 int
 pigato_broker_run (pigato_broker_t *self)
 {
@@ -465,12 +487,26 @@ pigato_broker_run (pigato_broker_t *self)
                         "broker is not bound to any endpoint");
         return PIGATO_E_INVALID;
     }
-    zmq_pollitem_t items [] = {
-        { zsock_resolve (pigato__guard_zap_socket (self->guard)), 0,
-          ZMQ_POLLIN, 0 },
-        { zsock_resolve (self->router), 0, ZMQ_POLLIN, 0 },
-        { zsock_resolve (self->monitor), 0, ZMQ_POLLIN, 0 }
+    enum { ZAP, ROUTER, MONITOR, SOCKETS };
+    void *sockets [SOCKETS] = {
+        zsock_resolve (pigato__guard_zap_socket (self->guard)),
+        zsock_resolve (self->router),
+        zsock_resolve (self->monitor)
     };
+    zmq_pollitem_t items [SOCKETS];
+    bool touched [SOCKETS], ready [SOCKETS];
+    for (int index = 0; index < SOCKETS; index++) {
+        size_t size = sizeof items [index].fd;
+        items [index] = (zmq_pollitem_t) { NULL, -1, ZMQ_POLLIN, 0 };
+        if (zmq_getsockopt (sockets [index], ZMQ_FD, &items [index].fd, &size)) {
+            pigato__errorf (self->error, sizeof self->error,
+                            "cannot read a socket's ZMQ_FD: %s",
+                            zmq_strerror (zmq_errno ()));
+            return PIGATO_E_INVALID;
+        }
+        touched [index] = true;
+        ready [index] = false;
+    }
     self->now_ms = pigato__now_ms ();
     self->next_tick = self->now_ms + self->heartbeat_ms;
     bool busy = false;                  //  the last turn routed something
@@ -484,31 +520,44 @@ pigato_broker_run (pigato_broker_t *self)
             wait = 250;                     //  notice stop () promptly
         if (wait < 0)
             wait = 0;
-        int rc = 0;
-        if (self->busy_poll_us > 0 && busy) {
-            //  Right after work, poll without sleeping for a while: the
-            //  next message of a conversation often comes within it, and
-            //  is then read without the wake-up of a sleeping thread
-            int64_t until = zclock_usecs () + self->busy_poll_us;
-            while ((rc = zmq_poll (items, 3, 0)) == 0
-                   && zclock_usecs () < until)
-                ;
+        bool any = false;
+        for (int index = 0; index < SOCKETS; index++) {
+            if (touched [index])
+                ready [index] = s_readable (sockets [index]);
+            touched [index] = false;
+            any = any || ready [index];
         }
-        if (rc == 0)
-            rc = zmq_poll (items, 3, (long) wait);
+        if (!any) {
+            int rc = 0;
+            if (self->busy_poll_us > 0 && busy) {
+                //  Right after work, poll without sleeping for a while: the
+                //  next message of a conversation often comes within it,
+                //  and is then read without the wake-up of a sleeping thread
+                int64_t until = zclock_usecs () + self->busy_poll_us;
+                while ((rc = zmq_poll (items, SOCKETS, 0)) == 0
+                       && zclock_usecs () < until)
+                    ;
+            }
+            if (rc == 0)
+                rc = zmq_poll (items, SOCKETS, (long) wait);
+            if (rc == -1 && zmq_errno () != EINTR)
+                break;
+            for (int index = 0; rc > 0 && index < SOCKETS; index++)
+                if (items [index].revents & ZMQ_POLLIN)
+                    ready [index] = s_readable (sockets [index]);
+        }
         busy = false;
         self->now_ms = pigato__now_ms ();
-        if (rc == -1 && zmq_errno () != EINTR)
-            break;
         if (self->reload) {
             self->reload = 0;
             pigato__route_reload (self);
         }
-        if (rc > 0 && (items [0].revents & ZMQ_POLLIN))
+        if (ready [ZAP]) {
             pigato__guard_zap_handle (self->guard);
-        bool drained = true;            //  the ROUTER has nothing more
-        if (rc > 0 && (items [1].revents & ZMQ_POLLIN)) {
-            drained = false;
+            touched [ZAP] = true;
+        }
+        bool drained = !ready [ROUTER]; //  the ROUTER has nothing more
+        if (ready [ROUTER]) {
             for (int count = 0; count < BATCH; count++) {
                 int fd = -1;
                 if (!s_recv (self, &fd)) {
@@ -521,8 +570,10 @@ pigato_broker_run (pigato_broker_t *self)
         }
         //  Disconnects apply once the ROUTER holds nothing more: a
         //  connection's last words (a final reply, a DISCONNECT) come first
-        if (drained && rc > 0 && (items [2].revents & ZMQ_POLLIN))
+        if (drained && ready [MONITOR]) {
             s_monitor_drain (self);
+            touched [MONITOR] = true;
+        }
         now = pigato__now_ms ();
         pigato__route_expire_requests (self, now);
         if (now >= self->next_tick) {
@@ -531,6 +582,7 @@ pigato_broker_run (pigato_broker_t *self)
         }
         //  What this turn produced goes out before we wait for more
         pigato__outbox_flush (self->outbox);
+        touched [ROUTER] = true;
     }
     return zsys_interrupted ? PIGATO_E_INTERRUPTED : 0;
 }
