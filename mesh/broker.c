@@ -527,25 +527,26 @@ pigato_broker_run (pigato_broker_t *self)
             touched [index] = false;
             any = any || ready [index];
         }
-        if (!any) {
-            int rc = 0;
-            if (self->busy_poll_us > 0 && busy) {
-                //  Right after work, poll without sleeping for a while: the
-                //  next message of a conversation often comes within it,
-                //  and is then read without the wake-up of a sleeping thread
-                int64_t until = zclock_usecs () + self->busy_poll_us;
-                while ((rc = zmq_poll (items, SOCKETS, 0)) == 0
-                       && zclock_usecs () < until)
-                    ;
-            }
-            if (rc == 0)
-                rc = zmq_poll (items, SOCKETS, (long) wait);
-            if (rc == -1 && zmq_errno () != EINTR)
-                break;
-            for (int index = 0; rc > 0 && index < SOCKETS; index++)
-                if (items [index].revents & ZMQ_POLLIN)
-                    ready [index] = s_readable (sockets [index]);
+        //  Every turn looks at every fd, without waiting when a socket is
+        //  known to be ready: a busy ROUTER must not keep the ZAP handler
+        //  (new connections) or the monitor (disconnects) waiting
+        int rc = 0;
+        if (!any && self->busy_poll_us > 0 && busy) {
+            //  Right after work, poll without sleeping for a while: the next
+            //  message of a conversation often comes within it, and is then
+            //  read without the wake-up of a sleeping thread
+            int64_t until = zclock_usecs () + self->busy_poll_us;
+            while ((rc = zmq_poll (items, SOCKETS, 0)) == 0
+                   && zclock_usecs () < until)
+                ;
         }
+        if (rc == 0)
+            rc = zmq_poll (items, SOCKETS, any ? 0 : (long) wait);
+        if (rc == -1 && zmq_errno () != EINTR)
+            break;
+        for (int index = 0; rc > 0 && index < SOCKETS; index++)
+            if (items [index].revents & ZMQ_POLLIN)
+                ready [index] = s_readable (sockets [index]);
         busy = false;
         self->now_ms = pigato__now_ms ();
         if (self->reload) {
