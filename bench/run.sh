@@ -247,6 +247,7 @@ else
     FRAMINGS="auto"; F46=auto
     echo "note: this libpigato cannot choose a framing; rows use its default (auto)"
 fi
+FN=$(echo "$FRAMINGS" | awk '{ print $NF }')         # native when possible
 
 OUT=$WORK/results
 : >"$OUT"
@@ -300,6 +301,19 @@ if [ -n "$NATS" ]; then
 else
     echo "skipped: nats-server (BENCH_NATS=0 or not installable)"
 fi
+# The NATS comparison again, interleaved: BENCH_ROUNDS rounds of the
+# native CURVE+ACL broker, NATS over TLS and the CURVE floor in turn, so
+# that a slow minute on a shared machine hits all three alike; summary.py
+# reports medians
+if [ -n "$NATS_TLS" ] && [ "${BENCH_ROUNDS:-5}" -gt 0 ] && [ "$FN" = native ]; then
+    r=1
+    while [ $r -le "${BENCH_ROUNDS:-5}" ]; do
+        try row "ab$r-broker" broker acl1k native
+        try run_nats "ab$r-nats-tls" tls
+        [ -x "$BUILD/pigato-floor" ] && try run_floor "ab$r-floor" curve
+        r=$((r + 1))
+    done
+fi
 if [ -n "$NODE_MODULES" ]; then
     try row node-plain node plain "$F46"
     try row node-curve node curve "$F46"
@@ -308,7 +322,6 @@ else
 fi
 
 if [ "${BENCH_SCALE:-1}" != 0 ]; then
-    FN=$(echo "$FRAMINGS" | awk '{ print $NF }')     # native when possible
     # ACL identities: 10 vs 10,000, both with 1,000 rules
     try row broker-ids10 broker acl10 "$FN"
     try row broker-ids10k broker acl10k "$FN"

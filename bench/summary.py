@@ -68,6 +68,33 @@ if fn != f46:
 ratio("%s CURVE+ACL broker/transport floor (CURVE) throughput" % fn, rps("broker-acl-" + fn), rps("floor-curve"))
 ratio("%s plaintext broker/transport floor (plain) throughput" % fn, rps("broker-plain-" + fn), rps("floor-plain"))
 ratio("nats-tls/transport floor (CURVE) throughput", rps("nats-tls"), rps("floor-curve"))
+# The same comparison in interleaved rounds (abN-broker, abN-nats-tls,
+# abN-floor): medians, and the median of the per-round ratios
+rounds = sorted({int(label[2:label.index("-")]) for label in rows
+                 if label.startswith("ab") and "-" in label and label[2:label.index("-")].isdigit()})
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+if rounds:
+    broker = [rps("ab%d-broker" % r) for r in rounds]
+    nats = [rps("ab%d-nats-tls" % r) for r in rounds]
+    floor = [rps("ab%d-floor" % r) for r in rounds]
+    paired = [b / n for b, n in zip(broker, nats) if b and n]
+    print("interleaved, %d rounds: native CURVE+ACL broker %s, nats-tls %s, CURVE floor %s req/s (medians)"
+          % (len(rounds), *("%.0f" % m if m else "-" for m in (median(broker), median(nats), median(floor)))))
+    ratio("native CURVE+ACL broker/nats-tls throughput, interleaved medians", median(broker), median(nats), ">= 1")
+    if paired:
+        print("ratio native CURVE+ACL broker/nats-tls throughput, median of per-round ratios: %.2f  (target >= 1)"
+              % median(paired))
+    ratio("native CURVE+ACL broker/transport floor (CURVE), interleaved medians", median(broker), median(floor))
+    ratio("nats-tls/transport floor (CURVE), interleaved medians", median(nats), median(floor))
 # Native framing against NATS over TLS 1.3
 ratio("%s CURVE+ACL broker/nats-tls throughput" % fn, rps("broker-acl-" + fn), rps("nats-tls"), ">= 1")
 ratio("%s CURVE+ACL broker/nats-tls p50 latency" % fn, p50("broker-acl-" + fn), p50("nats-tls"), "<= 1")
@@ -110,7 +137,7 @@ print("| label | clients × in flight | req/s | p50 µs | p99 µs | p99.9 µs | 
 print("|---|---|---|---|---|---|---|---|")
 for label in order:
     r = rows[label]
-    if "rps" not in r:
+    if "rps" not in r or label.startswith("ab") and label[2:3].isdigit():
         continue
     print("| %s | %s × %s | %s | %s | %s | %s | %s | %s |" % (
         label, r.get("clients", "1"), r.get("inflight", ""), "{:,}".format(int(r["rps"])),
