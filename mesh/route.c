@@ -257,6 +257,10 @@ pigato__route_dispatch_room (pigato_broker_t *self, pigato__service_t *service)
         next = pending->pending_next;
         if (strncmp (pending->name, prefix, prefix_size) == 0)
             pigato__route_dispatch (self, pending);
+        else
+            //  A name nothing serves leaves the walk until a wildcard or
+            //  a version gains its first worker
+            pigato__services_park_unservable (self->services, pending);
     }
 }
 

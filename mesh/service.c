@@ -15,7 +15,12 @@ struct _pigato__services_t {
     zhashx_t *versions;         //  base name -> zlistx of versioned
                                 //  services with workers
     pigato__service_t *pending; //  services with queued requests
+    pigato__service_t *parked;  //  ... that nothing could serve when checked
+    size_t parked_count;
+    uint64_t epoch;             //  +1 whenever parked services return
 };
+
+static void s_unpark_all (pigato__services_t *self);
 
 //  Takes note of how a name reads: wildcard, version or range.
 static void
@@ -45,6 +50,8 @@ s_classify (pigato__service_t *service)
 static void
 s_index (pigato__services_t *self, pigato__service_t *service, bool serving)
 {
+    if (serving && (service->wildcard || service->versioned))
+        s_unpark_all (self);
     if (service->wildcard) {
         size_t prefix = strlen (service->name) - 1;
         if (serving) {
@@ -297,30 +304,87 @@ pigato__service_serves_others (const pigato__service_t *self)
     return self->wildcard || self->versioned;
 }
 
-//  Keeps the table's list of services with queued requests.
+//  Lists of services with queued requests: pending (walked) and parked.
+static void
+s_list_add (pigato__service_t **head, pigato__service_t *self)
+{
+    self->pending_prev = NULL;
+    self->pending_next = *head;
+    if (*head)
+        (*head)->pending_prev = self;
+    *head = self;
+}
+
+static void
+s_list_remove (pigato__service_t **head, pigato__service_t *self)
+{
+    if (self->pending_prev)
+        self->pending_prev->pending_next = self->pending_next;
+    else
+        *head = self->pending_next;
+    if (self->pending_next)
+        self->pending_next->pending_prev = self->pending_prev;
+    self->pending_prev = self->pending_next = NULL;
+}
+
+//  Keeps the table's lists of services with queued requests.
 static void
 s_pending (pigato__service_t *self, bool pending)
 {
     pigato__services_t *table = self->table;
     if (!table || self->pending == pending)
         return;
-    if (pending) {
-        self->pending_prev = NULL;
-        self->pending_next = table->pending;
-        if (table->pending)
-            table->pending->pending_prev = self;
-        table->pending = self;
+    if (pending)
+        s_list_add (&table->pending, self);
+    else
+    if (self->parked) {
+        s_list_remove (&table->parked, self);
+        table->parked_count--;
+        self->parked = false;
     }
-    else {
-        if (self->pending_prev)
-            self->pending_prev->pending_next = self->pending_next;
-        else
-            table->pending = self->pending_next;
-        if (self->pending_next)
-            self->pending_next->pending_prev = self->pending_prev;
-        self->pending_prev = self->pending_next = NULL;
-    }
+    else
+        s_list_remove (&table->pending, self);
     self->pending = pending;
+}
+
+bool
+pigato__services_park_unservable (pigato__services_t *self,
+                                  pigato__service_t *service)
+{
+    if (!service->pending || service->parked
+    ||  service->park_epoch == self->epoch + 1)
+        return false;
+    service->park_epoch = self->epoch + 1;      //  checked in this epoch
+    pigato__service_t *target;
+    if (service->targeted
+    ||  pigato__services_resolve (self, service, &target, 1) > 0)
+        return false;
+    s_list_remove (&self->pending, service);
+    s_list_add (&self->parked, service);
+    self->parked_count++;
+    service->parked = true;
+    return true;
+}
+
+size_t
+pigato__services_parked (pigato__services_t *self)
+{
+    return self->parked_count;
+}
+
+//  A wildcard or versioned service gained its first worker: what was
+//  parked may resolve to it now
+static void
+s_unpark_all (pigato__services_t *self)
+{
+    self->epoch++;
+    while (self->parked) {
+        pigato__service_t *service = self->parked;
+        s_list_remove (&self->parked, service);
+        s_list_add (&self->pending, service);
+        service->parked = false;
+    }
+    self->parked_count = 0;
 }
 
 size_t

@@ -95,6 +95,8 @@ struct _pigato__service_t {
     size_t base_size;               //  length of base (versioned, ranged)
     pigato__service_t *pending_prev, *pending_next;  //  in table's list of
     bool pending;                   //  services with queued requests
+    bool parked;                    //  (or its parked list, see below)
+    uint64_t park_epoch;            //  table epoch of its last park check
     int pins;                       //  > 0: not to be freed (in use)
     size_t targeted;                //  queued requests with a workerId
     size_t requests;                //  requests naming it, queued or held
@@ -131,8 +133,22 @@ pigato__service_t *pigato__services_next (pigato__services_t *self);
 bool pigato__service_matches (const pigato__service_t *service,
                               const pigato__service_t *requested);
 
-//  Services with queued requests (a list; next with ->pending_next).
+//  Services with queued requests (a list; next with ->pending_next),
+//  except parked ones.
 pigato__service_t *pigato__services_pending (pigato__services_t *self);
+
+//  Parks a service with queued requests if nothing can serve it now: not
+//  its own workers, no version, no wildcard (the resolution finds none).
+//  A wildcard or versioned service that gains its first worker returns
+//  every parked service to the pending list, so walks of the pending list
+//  (after a wildcard or version gains room) skip names nobody serves,
+//  however many a client queues. Each service is checked at most once
+//  between two such returns. True if it was parked.
+bool pigato__services_park_unservable (pigato__services_t *self,
+                                       pigato__service_t *service);
+
+//  How many services are parked (tests, stats).
+size_t pigato__services_parked (pigato__services_t *self);
 
 //  True if requests for other names may resolve to this service (a
 //  wildcard or a versioned service): after it gains room, pending queues

@@ -64,6 +64,37 @@ class Features:
         late = self.ready_worker("later*")
         self.assertEqual(late.next_request(3).rid, b"l1")
 
+    def test_waiting_names_nobody_serves_are_served_when_a_server_comes(self):
+        # Requests for 300 names nobody serves wait while a wildcard keeps
+        # serving its own names (the broker stops looking at the waiting
+        # names after the first look); each is served as soon as an exact
+        # worker or a wildcard for it appears
+        wild = self.ready_worker("w.*")
+        c = self.client()
+        for i in range(300):
+            c.request("junk-%d" % i, "j%d" % i, '"q"', LONG)
+        for i in range(20):
+            c.request("w.%d" % i, "w%d" % i, '"a"', LONG)
+            self.assertEqual(self.serve_one(wild).service, harness.b("w.%d" % i))
+            self.assertIsNotNone(c.final("w%d" % i, 3)[1], self.broker.tail())
+        exact = self.ready_worker("junk-7")
+        req = exact.next_request(3)
+        self.assertIsNotNone(req, "a waiting name was not served by its new worker\n"
+                             + self.broker.tail())
+        self.assertEqual(req.rid, b"j7")
+        late = self.ready_worker("junk-25*")
+        rids = set()
+        for _ in range(11):             # junk-25 and junk-250 .. junk-259
+            req = late.next_request(3)
+            self.assertIsNotNone(req, "waiting names did not reach a new wildcard (%d of 11)\n%s"
+                                 % (len(rids), self.broker.tail()))
+            rids.add(req.rid)
+            late.reply(req, '"l"')
+        self.assertEqual(rids, {b"j25"} | {harness.b("j%d" % i) for i in range(250, 260)})
+        self.assertEqual(late.requests_now(0.2), [], "a name the wildcard does not prefix reached it")
+        self.assertEqual(wild.requests_now(0.1), [])
+        self.assert_serves()
+
     # -- versions ------------------------------------------------------------
 
     def test_ranges_pick_the_highest_satisfying_version(self):

@@ -500,6 +500,96 @@ test_text_hash_is_stable_and_spreads_keys (void **state)
     zhashx_destroy (&table);
 }
 
+//  Names nothing serves leave the pending list on the first walk that
+//  looks at them, and come back when a wildcard or version gains its
+//  first worker (the walk of route.c, done by hand here)
+static size_t
+s_walk (pigato__services_t *services, const char *prefix, size_t *walked)
+{
+    size_t matched = 0;
+    *walked = 0;
+    pigato__service_t *next;
+    for (pigato__service_t *pending = pigato__services_pending (services);
+         pending; pending = next) {
+        next = pending->pending_next;
+        (*walked)++;
+        if (strncmp (pending->name, prefix, strlen (prefix)) == 0)
+            matched++;
+        else
+            pigato__services_park_unservable (services, pending);
+    }
+    return matched;
+}
+
+static void
+test_unservable_pending_names_are_parked_until_a_wildcard_comes (void **state)
+{
+    (void) state;
+    pigato__services_t *services = pigato__services_new ();
+    pigato__service_t *wild = pigato__services_require (services, "w.*", 3);
+    pigato__worker_t *worker = s_worker (1, 10);
+    pigato__service_add_worker (wild, worker);
+    //  1,000 names nobody serves, 2 the wildcard serves, 1 with workers
+    //  of its own, each with one queued request
+    enum { JUNK = 1000 };
+    pigato__request_t *requests [JUNK + 3];
+    char name [32];
+    for (int index = 0; index < JUNK + 3; index++) {
+        if (index < JUNK)
+            snprintf (name, sizeof name, "junk-%d", index);
+        else
+            snprintf (name, sizeof name, index == JUNK ? "w.a"
+                                       : index == JUNK + 1 ? "w.b" : "own");
+        pigato__service_t *service =
+            pigato__services_require (services, name, strlen (name));
+        requests [index] = s_request ("c", name, NULL);
+        requests [index]->service = service;
+        pigato__service_enqueue (service, requests [index], false);
+    }
+    pigato__worker_t *own_worker = s_worker (2, 10);
+    pigato__service_add_worker (pigato__services_lookup (services, "own", 3),
+                                own_worker);
+    size_t walked;
+    assert_int_equal (s_walk (services, "w.", &walked), 2);
+    assert_int_equal (walked, JUNK + 3);
+    assert_int_equal (pigato__services_parked (services), JUNK);
+    //  The next walk sees only what something serves
+    assert_int_equal (s_walk (services, "w.", &walked), 2);
+    assert_int_equal (walked, 3);
+    //  A wildcard for some of the parked names gains its first worker:
+    //  every parked name is walked once more; those it serves stay
+    pigato__service_t *junk5 = pigato__services_require (services, "junk-5*", 7);
+    pigato__worker_t *junk_worker = s_worker (3, 10);
+    pigato__service_add_worker (junk5, junk_worker);
+    assert_int_equal (pigato__services_parked (services), 0);
+    assert_int_equal (s_walk (services, "junk-5", &walked), 111);
+    assert_int_equal (walked, JUNK + 3);
+    assert_int_equal (pigato__services_parked (services), JUNK - 111);
+    assert_int_equal (s_walk (services, "w.", &walked), 2);
+    assert_int_equal (walked, 3 + 111);
+    //  A parked name whose last request goes is off both lists
+    pigato__service_t *junk7 = pigato__services_lookup (services, "junk-7", 6);
+    assert_true (junk7->parked);
+    pigato__service_dequeue (junk7, requests [7]);
+    assert_false (junk7->parked);
+    assert_int_equal (pigato__services_parked (services), JUNK - 112);
+    for (int index = 0; index < JUNK + 3; index++) {
+        if (index != 7)
+            pigato__service_dequeue (requests [index]->service, requests [index]);
+        pigato__request_destroy (&requests [index]);
+    }
+    assert_int_equal (pigato__services_parked (services), 0);
+    assert_null (pigato__services_pending (services));
+    pigato__service_remove_worker (wild, worker);
+    pigato__service_remove_worker (junk5, junk_worker);
+    pigato__service_remove_worker (pigato__services_lookup (services, "own", 3),
+                                   own_worker);
+    free (worker);
+    free (junk_worker);
+    free (own_worker);
+    pigato__services_destroy (&services);
+}
+
 int
 main (void)
 {
@@ -514,6 +604,7 @@ main (void)
         cmocka_unit_test (test_request_opts_timeout_and_retry),
         cmocka_unit_test (test_binary_keys_separate_client_and_rid),
         cmocka_unit_test (test_text_hash_is_stable_and_spreads_keys),
+        cmocka_unit_test (test_unservable_pending_names_are_parked_until_a_wildcard_comes),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
