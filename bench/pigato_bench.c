@@ -14,7 +14,11 @@
                  [--framing auto|native|0.0.46] [--service echo]
                  [--services 1] [--clients 1] [--inflight 100]
                  [--requests 100000] [--size 64] [--sequential]
-                 [--label pigato] [--broker-pid PID]
+                 [--opts JSON] [--label pigato] [--broker-pid PID]
+
+    --opts sends those request opts with every request; without it the
+    requests carry none (the library's default timeout, 60 s), as most
+    calls do.
 
     Echo worker (--worker): W libpigato workers per service in one zloop,
     each answering every request with its data, until SIGINT or SIGTERM.
@@ -56,6 +60,7 @@ typedef struct {
     long service_count;         //  entries in services
     char *payload;              //  request body
     size_t size;                //  request body size
+    const char *opts;           //  request opts, NULL for none
     long target;                //  requests to complete
     long sent;                  //  requests sent
     long done;                  //  final replies received
@@ -97,7 +102,7 @@ s_send (pigato_client_t *client)
     int rc = pigato_client_request (client,
                                     self->services [index % self->service_count],
                                     self->payload, self->size,
-                                    "{\"timeout\":30000}", s_on_final,
+                                    self->opts, s_on_final,
                                     (void *) (intptr_t) index, NULL);
     if (rc) {
         fprintf (stderr, "pigato-bench: request failed: %s\n",
@@ -309,6 +314,7 @@ main (int argc, char *argv [])
         { "requests", required_argument, NULL, 'n' },
         { "size", required_argument, NULL, 'p' },
         { "sequential", no_argument, NULL, 'q' },
+        { "opts", required_argument, NULL, 'o' },
         { "label", required_argument, NULL, 'l' },
         { "broker-pid", required_argument, NULL, 'P' },
         { "worker", no_argument, NULL, 'w' },
@@ -338,6 +344,7 @@ main (int argc, char *argv [])
             case 'n': bench.target = atol (optarg); break;
             case 'p': bench.size = (size_t) atol (optarg); break;
             case 'q': inflight = 1; break;
+            case 'o': bench.opts = optarg; break;
             case 'l': label = optarg; break;
             case 'P': broker_pid = atol (optarg); break;
             case 'w': worker_mode = true; break;

@@ -290,6 +290,9 @@ BROKER_ARGS="--busy-poll 200"
 try row broker-curve-seq-native-busypoll broker curve native --sequential --requests "$SEQUENTIAL"
 try row broker-acl-native-busypoll broker acl1k native
 BROKER_ARGS=""
+# Requests that each carry opts (an explicit timeout) instead of none:
+# parsed by client, broker and worker
+[ "$FN" = native ] && try row broker-acl-native-opts broker acl1k native --opts '{"timeout":30000}'
 if [ -n "$NATS" ]; then
     try run_nats nats-plain plain
     if [ -n "$NATS_TLS" ]; then

@@ -104,6 +104,7 @@ for f in framings:
     ratio("sequential %s CURVE broker/nats-tls p50 latency" % f, p50("broker-curve-seq-" + f), p50("nats-tls-seq"), "<= 1")
 ratio("sequential native CURVE --busy-poll 200 broker/nats-tls p50 latency", p50("broker-curve-seq-native-busypoll"), p50("nats-tls-seq"), "<= 1")
 ratio("native CURVE+ACL --busy-poll 200 broker/nats-tls throughput", rps("broker-acl-native-busypoll"), rps("nats-tls"), ">= 1")
+ratio("native CURVE+ACL requests with opts {\"timeout\":30000}/without opts throughput", rps("broker-acl-native-opts"), rps("broker-acl-native"))
 # Node pigato 0.0.46's broker, same client and worker in 0.0.46 framing
 ratio("0.0.46 plaintext pigato-broker/node-broker throughput", rps("broker-plain-" + f46), rps("node-plain"), ">= 20")
 ratio("0.0.46 CURVE pigato-broker/node-broker throughput", rps("broker-curve-" + f46), rps("node-curve"), ">= 20")
