@@ -304,16 +304,18 @@ if [ -n "$NATS" ]; then
 else
     echo "skipped: nats-server (BENCH_NATS=0 or not installable)"
 fi
-# The NATS comparison again, interleaved: BENCH_ROUNDS rounds of the
-# native CURVE+ACL broker, NATS over TLS and the CURVE floor in turn, so
-# that a slow minute on a shared machine hits all three alike; summary.py
-# reports medians
+# The NATS comparisons again, interleaved: BENCH_ROUNDS rounds of the
+# native CURVE+ACL broker, NATS over TLS, the CURVE floor, the plaintext
+# broker and plaintext NATS in turn, so that a slow minute on a shared
+# machine hits them alike; summary.py reports medians
 if [ -n "$NATS_TLS" ] && [ "${BENCH_ROUNDS:-5}" -gt 0 ] && [ "$FN" = native ]; then
     r=1
     while [ $r -le "${BENCH_ROUNDS:-5}" ]; do
         try row "ab$r-broker" broker acl1k native
         try run_nats "ab$r-nats-tls" tls
         [ -x "$BUILD/pigato-floor" ] && try run_floor "ab$r-floor" curve
+        try row "ab$r-broker-plain" broker plain native
+        try run_nats "ab$r-nats-plain" plain
         r=$((r + 1))
     done
 fi

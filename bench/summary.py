@@ -95,6 +95,13 @@ if rounds:
               % median(paired))
     ratio("native CURVE+ACL broker/transport floor (CURVE), interleaved medians", median(broker), median(floor))
     ratio("nats-tls/transport floor (CURVE), interleaved medians", median(nats), median(floor))
+    plain = [rps("ab%d-broker-plain" % r) for r in rounds]
+    nats_plain = [rps("ab%d-nats-plain" % r) for r in rounds]
+    paired_plain = [b / n for b, n in zip(plain, nats_plain) if b and n]
+    ratio("native plaintext broker/nats-plain throughput, interleaved medians", median(plain), median(nats_plain), ">= 1")
+    if paired_plain:
+        print("ratio native plaintext broker/nats-plain throughput, median of per-round ratios: %.2f  (target >= 1)"
+              % median(paired_plain))
 # Native framing against NATS over TLS 1.3
 ratio("%s CURVE+ACL broker/nats-tls throughput" % fn, rps("broker-acl-" + fn), rps("nats-tls"), ">= 1")
 ratio("%s CURVE+ACL broker/nats-tls p50 latency" % fn, p50("broker-acl-" + fn), p50("nats-tls"), "<= 1")
