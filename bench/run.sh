@@ -120,11 +120,6 @@ row() {
     tail -1 "$OUT"
 }
 
-# conns LABEL KIND COUNT [BATCH]: COUNT CURVE clients connect to a fresh
-# server (--allow-any), all at once or BATCH at a time per process, each
-# gets a heartbeat answer; prints handshakes/s and the server's RSS growth
-# per connection. Clients are spread over processes of at most 4,000 (two
-# descriptors per connection each).
 # run_floor LABEL SECURITY(plain|curve): bench/floor.c, the transport's
 # own cost: one native-sized batch going round client -> relay -> worker ->
 # relay -> client with no logic anywhere
@@ -147,6 +142,11 @@ run_floor() {
     tail -1 "$OUT"
 }
 
+# conns LABEL KIND COUNT [BATCH]: COUNT CURVE clients connect to a fresh
+# server (--allow-any), all at once or BATCH at a time per process, each
+# gets a heartbeat answer; prints handshakes/s and the server's RSS growth
+# per connection. Clients are spread over processes of at most 4,000 (two
+# descriptors per connection each).
 conns() {
     label=$1; kind=$2; count=$3; batch=${4:-0}
     start_server "$kind" curve

@@ -68,8 +68,9 @@ if fn != f46:
 ratio("%s CURVE+ACL broker/transport floor (CURVE) throughput" % fn, rps("broker-acl-" + fn), rps("floor-curve"))
 ratio("%s plaintext broker/transport floor (plain) throughput" % fn, rps("broker-plain-" + fn), rps("floor-plain"))
 ratio("nats-tls/transport floor (CURVE) throughput", rps("nats-tls"), rps("floor-curve"))
-# The same comparison in interleaved rounds (abN-broker, abN-nats-tls,
-# abN-floor): medians, and the median of the per-round ratios
+# The NATS comparisons again in interleaved rounds (abN-broker,
+# abN-nats-tls, abN-floor, abN-broker-plain, abN-nats-plain): medians, and
+# the median of the per-round ratios
 rounds = sorted({int(label[2:label.index("-")]) for label in rows
                  if label.startswith("ab") and "-" in label and label[2:label.index("-")].isdigit()})
 
@@ -82,26 +83,26 @@ def median(values):
     return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
-if rounds:
-    broker = [rps("ab%d-broker" % r) for r in rounds]
-    nats = [rps("ab%d-nats-tls" % r) for r in rounds]
-    floor = [rps("ab%d-floor" % r) for r in rounds]
-    paired = [b / n for b, n in zip(broker, nats) if b and n]
-    print("interleaved, %d rounds: native CURVE+ACL broker %s, nats-tls %s, CURVE floor %s req/s (medians)"
-          % (len(rounds), *("%.0f" % m if m else "-" for m in (median(broker), median(nats), median(floor)))))
-    ratio("native CURVE+ACL broker/nats-tls throughput, interleaved medians", median(broker), median(nats), ">= 1")
+def interleaved(name, numerator, denominator, target=""):
+    """Ratio of the medians of rows abN-NUMERATOR and abN-DENOMINATOR, and
+    the median of the per-round ratios."""
+    top = [rps("ab%d-%s" % (r, numerator)) for r in rounds]
+    bottom = [rps("ab%d-%s" % (r, denominator)) for r in rounds]
+    ratio("%s throughput, interleaved medians" % name, median(top), median(bottom), target)
+    paired = [t / b for t, b in zip(top, bottom) if t and b]
     if paired:
-        print("ratio native CURVE+ACL broker/nats-tls throughput, median of per-round ratios: %.2f  (target >= 1)"
-              % median(paired))
-    ratio("native CURVE+ACL broker/transport floor (CURVE), interleaved medians", median(broker), median(floor))
-    ratio("nats-tls/transport floor (CURVE), interleaved medians", median(nats), median(floor))
-    plain = [rps("ab%d-broker-plain" % r) for r in rounds]
-    nats_plain = [rps("ab%d-nats-plain" % r) for r in rounds]
-    paired_plain = [b / n for b, n in zip(plain, nats_plain) if b and n]
-    ratio("native plaintext broker/nats-plain throughput, interleaved medians", median(plain), median(nats_plain), ">= 1")
-    if paired_plain:
-        print("ratio native plaintext broker/nats-plain throughput, median of per-round ratios: %.2f  (target >= 1)"
-              % median(paired_plain))
+        print("ratio %s throughput, median of per-round ratios: %.2f%s"
+              % (name, median(paired), "  (target %s)" % target if target else ""))
+
+
+if rounds:
+    medians = [median([rps("ab%d-%s" % (r, row)) for r in rounds]) for row in ("broker", "nats-tls", "floor")]
+    print("interleaved, %d rounds: native CURVE+ACL broker %s, nats-tls %s, CURVE floor %s req/s (medians)"
+          % (len(rounds), *("%.0f" % m if m else "-" for m in medians)))
+    interleaved("native CURVE+ACL broker/nats-tls", "broker", "nats-tls", ">= 1")
+    interleaved("native CURVE+ACL broker/transport floor (CURVE)", "broker", "floor")
+    interleaved("nats-tls/transport floor (CURVE)", "nats-tls", "floor")
+    interleaved("native plaintext broker/nats-plain", "broker-plain", "nats-plain", ">= 1")
 # Native framing against NATS over TLS 1.3
 ratio("%s CURVE+ACL broker/nats-tls throughput" % fn, rps("broker-acl-" + fn), rps("nats-tls"), ">= 1")
 ratio("%s CURVE+ACL broker/nats-tls p50 latency" % fn, p50("broker-acl-" + fn), p50("nats-tls"), "<= 1")
