@@ -263,10 +263,11 @@ main (int argc, char *argv [])
                          "bench/floor.c\n");
                 return 64;
         }
-    if (inflight < 1 || requests < inflight || size > 1024 * 1024
-    ||  (relay && !bind) || (!relay && !endpoint)) {
+    if (inflight < 1 || inflight > 100000 || requests < inflight
+    ||  size > 1024 * 1024 || (relay && !bind) || (!relay && !endpoint)) {
         fprintf (stderr, "pigato-floor: need --relay --bind EP, or --broker "
-                 "EP; --inflight >= 1, --requests >= --inflight\n");
+                 "EP; --inflight 1..100000, --requests >= --inflight, "
+                 "--size <= 1 MiB\n");
         return 64;
     }
     zsys_init ();
