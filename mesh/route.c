@@ -664,7 +664,19 @@ s_client_request (pigato_broker_t *self, pigato__route_in_t *in,
             return;
         }
     }
-    request->conn = m->conn;
+    pigato__route_admit (self, request, service, &m->conn, peer);
+}
+
+//  A new request, checked and made, joins the broker: filed under the
+//  client's connection, stamped with the caller, indexed, queued on its
+//  service, given its inactivity deadline, and dispatched if a worker has
+//  room. For pigato and MDP clients alike.
+void
+pigato__route_admit (pigato_broker_t *self, pigato__request_t *request,
+                     pigato__service_t *service, const pigato__conn_t *conn,
+                     const pigato__peer_t *peer)
+{
+    request->conn = *conn;
     pigato__conns_file (self->conns, &request->conn, PIGATO__CONN_REQUESTS,
                         &request->conn_link);
     pigato__route_copy_text (request->identity, sizeof request->identity,

@@ -111,6 +111,11 @@ void pigato__route_request_fail (pigato_broker_t *self,
                                  pigato__request_t *request,
                                  const char *text);
 
+//  Files, indexes, queues and dispatches a new request (see route.c).
+void pigato__route_admit (pigato_broker_t *self, pigato__request_t *request,
+                          pigato__service_t *service,
+                          const pigato__conn_t *conn,
+                          const pigato__peer_t *peer);
 void pigato__route_request_touch (pigato_broker_t *self,
                                   pigato__request_t *request);
 

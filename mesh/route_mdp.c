@@ -102,19 +102,7 @@ s_mdp_client_request (pigato_broker_t *self, pigato__route_in_t *in,
     }
     request->mdp_client = true;
     request->service = service;
-    request->conn = in->m.conn;
-    pigato__conns_file (self->conns, &request->conn, PIGATO__CONN_REQUESTS,
-                        &request->conn_link);
-    pigato__route_copy_text (request->identity, sizeof request->identity,
-                             peer->name);
-    pigato__route_copy_text (request->curve_key, sizeof request->curve_key,
-                             peer->key);
-    zhashx_insert (self->requests, &request->key, request);
-    service->requests++;
-    pigato__service_enqueue (service, request, false);
-    pigato__route_request_touch (self, request);
-    self->counters.requests++;
-    pigato__route_dispatch (self, service);
+    pigato__route_admit (self, request, service, &in->m.conn, peer);
 }
 
 //  An MDP worker's PARTIAL or FINAL: for the one request it holds, from
