@@ -25,7 +25,7 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
 LIB_SRCS := mesh/status.c mesh/log.c mesh/util.c mesh/peer.c mesh/codec.c mesh/mdp.c mesh/native.c mesh/link.c mesh/outbox.c mesh/conns.c \
-            mesh/heap.c mesh/bkey.c mesh/service.c mesh/semver.c mesh/cache.c mesh/request.c \
+            mesh/heap.c mesh/table.c mesh/bkey.c mesh/service.c mesh/semver.c mesh/cache.c mesh/request.c \
             mesh/broker.c mesh/route.c mesh/route_send.c mesh/route_mdp.c mesh/route_internal.c mesh/route_sweep.c mesh/client.c mesh/worker.c \
             keys/keyfile.c auth/acl.c auth/zap.c auth/guard.c \
             certs/ca.c

@@ -76,16 +76,21 @@ s_hasher (const void *key)
     return (size_t) ((const pigato__bkey_t *) key)->hash;
 }
 
+bool
+pigato__bkey_equal (const pigato__bkey_t *key, const pigato__bkey_t *other)
+{
+    if (key->hash != other->hash)
+        return false;
+    size_t size = s_key_size (key->bytes);
+    return size == s_key_size (other->bytes)
+        && memcmp (key->bytes, other->bytes, size) == 0;
+}
+
 static int
 s_comparator (const void *first, const void *second)
 {
-    if (((const pigato__bkey_t *) first)->hash
-    !=  ((const pigato__bkey_t *) second)->hash)
-        return 1;
-    size_t size = s_key_size (first);
-    if (size != s_key_size (second))
-        return 1;
-    return memcmp (first, second, size);
+    return !pigato__bkey_equal ((const pigato__bkey_t *) first,
+                                (const pigato__bkey_t *) second);
 }
 
 static void *

@@ -39,6 +39,10 @@ void pigato__bkey_first (const pigato__bkey_t *key, const byte **data,
 void pigato__bkey_second (const pigato__bkey_t *key, const byte **data,
                           size_t *size);
 
+//  True if two set keys are the same (hashes first).
+bool pigato__bkey_equal (const pigato__bkey_t *key,
+                         const pigato__bkey_t *other);
+
 //  A zhashx whose keys are pigato__bkey_t pointers held by the items.
 zhashx_t *pigato__bkey_table_new (void);
 

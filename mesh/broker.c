@@ -25,6 +25,14 @@ s_worker_destroy (void **item_p)
     }
 }
 
+//  The requests table's items are requests, keyed by their bkey.
+static bool
+s_request_match (const void *item, const void *key)
+{
+    return pigato__bkey_equal (&((const pigato__request_t *) item)->key,
+                               (const pigato__bkey_t *) key);
+}
+
 pigato_broker_t *
 pigato_broker_new (void)
 {
@@ -35,7 +43,7 @@ pigato_broker_new (void)
     self->liveness = PIGATO_LIVENESS;
     self->services = pigato__services_new ();
     self->workers = pigato__bkey_table_new ();
-    self->requests = pigato__bkey_table_new ();
+    self->requests = pigato__table_new (s_request_match);
     self->timers = pigato__heap_new ();
     self->conns = pigato__conns_new ();
     self->cache = pigato__cache_new (PIGATO__CACHE_DEFAULT_BYTES);
@@ -60,13 +68,12 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     //  at services and workers)
     pigato__heap_destroy (&self->timers);
     if (self->requests) {
-        pigato__request_t *request =
-            (pigato__request_t *) zhashx_first (self->requests);
-        while (request) {
+        size_t cursor = 0;
+        pigato__request_t *request;
+        while ((request = (pigato__request_t *) pigato__table_next (
+                    self->requests, &cursor)))
             pigato__request_destroy (&request);
-            request = (pigato__request_t *) zhashx_next (self->requests);
-        }
-        zhashx_destroy (&self->requests);
+        pigato__table_destroy (&self->requests);
     }
     //  Services before workers: their heaps of workers with room let go
     //  of the workers' nodes
@@ -181,7 +188,7 @@ pigato_broker_counter (pigato_broker_t *self, const char *name)
         return self->guard ? (int64_t) pigato__guard_rule_count (self->guard)
                            : 0;
     if (streq (name, "requests_pending"))
-        return (int64_t) zhashx_size (self->requests);
+        return (int64_t) pigato__table_size (self->requests);
     if (streq (name, "services"))
         return (int64_t) pigato__services_size (self->services);
     if (streq (name, "cache_hits"))

@@ -12,6 +12,7 @@
 #include "service.h"
 #include "outbox.h"
 #include "cache.h"
+#include "table.h"
 #include "../auth/guard.h"
 
 #define BROKER_COUNTERS(X)                                                  \
@@ -59,7 +60,7 @@ struct _pigato_broker_t {
     zhashx_t *workers;              //  routing id -> worker
     pigato__worker_t *last_worker;  //  the last one looked up (a cache;
                                     //  cleared when that worker goes)
-    zhashx_t *requests;             //  client id + rid -> request
+    pigato__table_t *requests;      //  client id + rid -> request
     pigato__heap_t *timers;         //  request inactivity deadlines
     uint64_t next_serial;           //  worker registration serials
     uint64_t next_mdp_rid;          //  rids made for MDP client requests

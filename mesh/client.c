@@ -22,11 +22,13 @@
 #include "internal.h"
 #include "heap.h"
 #include "link.h"
+#include "table.h"
 
 #define CLIENT_LOOP_TICK_MS 100     //  deadline check period under zloop
 
 typedef struct {
     char rid [PIGATO_RID_MAX + 1];  //  request id, hex text
+    size_t hash;                //  pigato__hash_text (rid)
     char *service;              //  service name
     byte *data;                 //  request body (kept for retries)
     size_t size;                //  body size
@@ -49,7 +51,7 @@ struct _pigato_client_t {
     int64_t timeout_ms;         //  default request timeout
     pigato__links_t *links;     //  broker links
     size_t next_link;           //  round-robin cursor
-    zhashx_t *requests;         //  rid -> s_request_t, in flight
+    pigato__table_t *requests;  //  rid -> s_request_t, in flight
     pigato__heap_t *timers;     //  heartbeat + request deadlines
     pigato__timer_t heartbeat;  //  next heartbeat tick
     uint64_t rid_prefix;        //  random per client
@@ -164,6 +166,13 @@ s_request_send (pigato_client_t *self, s_request_t *req,
     return PIGATO_OK;
 }
 
+//  A request's key in the table is its rid.
+static bool
+s_request_match (const void *item, const void *key)
+{
+    return streq (((const s_request_t *) item)->rid, (const char *) key);
+}
+
 //  --------------------------------------------------------------------------
 //  Ends a request: takes it out of the table and heap, makes the final
 //  callback, frees it.
@@ -172,7 +181,7 @@ static void
 s_request_finish (pigato_client_t *self, s_request_t *req, int status,
                   const void *data, size_t size)
 {
-    zhashx_delete (self->requests, req->rid);
+    pigato__table_delete (self->requests, req->hash, req->rid);
     pigato__heap_remove (self->timers, &req->deadline);
     self->progress = true;
     pigato__log (PIGATO_LOG_DEBUG, "event=client_final rid=%s status=%d",
@@ -221,14 +230,17 @@ s_link_lost (pigato_client_t *self, pigato__link_t *link, const char *reason)
     if (!rids)
         return;
     zlistx_set_destructor (rids, (zlistx_destructor_fn *) zstr_free);
-    for (s_request_t *req = (s_request_t *) zhashx_first (self->requests);
-         req; req = (s_request_t *) zhashx_next (self->requests))
+    size_t cursor = 0;
+    s_request_t *req;
+    while ((req = (s_request_t *) pigato__table_next (self->requests,
+                                                      &cursor)))
         if (req->link == link)
             zlistx_add_end (rids, strdup (req->rid));
 
     for (char *rid = (char *) zlistx_first (rids); rid;
          rid = (char *) zlistx_next (rids)) {
-        s_request_t *req = (s_request_t *) zhashx_lookup (self->requests, rid);
+        req = (s_request_t *) pigato__table_lookup (
+            self->requests, pigato__hash_text (rid), rid);
         if (!req)
             continue;           //  cancelled or ended by an earlier callback
         if (req->retry > 0) {
@@ -278,8 +290,10 @@ s_heartbeat_tick (pigato_client_t *self, int64_t now)
             pigato__link_send (link, &heartbeat);
         }
     }
-    for (s_request_t *req = (s_request_t *) zhashx_first (self->requests);
-         req; req = (s_request_t *) zhashx_next (self->requests)) {
+    size_t cursor = 0;
+    s_request_t *req;
+    while ((req = (s_request_t *) pigato__table_next (self->requests,
+                                                      &cursor))) {
         if (now - req->sent_at < self->interval_ms || !req->link)
             continue;
         pigato__msg_t heartbeat = {
@@ -336,7 +350,8 @@ s_link_handle (void *owner, pigato__link_t *link,
     if (message.rid.size)
         memcpy (rid, message.rid.data, message.rid.size);
     rid [message.rid.size] = 0;
-    s_request_t *req = (s_request_t *) zhashx_lookup (self->requests, rid);
+    s_request_t *req = (s_request_t *) pigato__table_lookup (
+        self->requests, pigato__hash_text (rid), rid);
     //  Only the connection the request is on may answer it: after a
     //  failover the old broker's late reply is not the request's
     const char *unknown = !req || strlen (rid) != message.rid.size
@@ -467,7 +482,7 @@ pigato_client_new (void)
     self->interval_ms = PIGATO_HEARTBEAT_MS;
     self->liveness = PIGATO_LIVENESS;
     self->timeout_ms = PIGATO_TIMEOUT_MS;
-    self->requests = zhashx_new ();
+    self->requests = pigato__table_new (s_request_match);
     self->timers = pigato__heap_new ();
     self->links = pigato__links_new ('C', &self->security, s_link_handle,
                                      s_loop_tick, s_link_disconnected, self);
@@ -475,13 +490,6 @@ pigato_client_new (void)
     pigato__timer_init (&self->heartbeat);
     if (!self->requests || !self->timers || !self->links)
         pigato_client_destroy (&self);
-    else {
-        //  Keys are the requests' own rids: requests leave the table
-        //  before they are freed
-        zhashx_set_key_hasher (self->requests, pigato__hash_text);
-        zhashx_set_key_duplicator (self->requests, NULL);
-        zhashx_set_key_destructor (self->requests, NULL);
-    }
     return self;
 }
 
@@ -501,10 +509,12 @@ pigato_client_destroy (pigato_client_t **self_p)
     //  The heap marks its timers idle: destroy it before the requests
     pigato__heap_destroy (&self->timers);
     if (self->requests) {
-        for (s_request_t *req = (s_request_t *) zhashx_first (self->requests);
-             req; req = (s_request_t *) zhashx_next (self->requests))
+        size_t cursor = 0;
+        s_request_t *req;
+        while ((req = (s_request_t *) pigato__table_next (self->requests,
+                                                          &cursor)))
             s_request_destroy (&req);
-        zhashx_destroy (&self->requests);
+        pigato__table_destroy (&self->requests);
     }
     pigato__peer_security_reset (&self->security);
     free (self);
@@ -658,7 +668,8 @@ pigato_client_request (pigato_client_t *self, const char *service,
     rc = s_request_send (self, req, NULL);
     if (rc != PIGATO_OK)
         goto failed;
-    if (zhashx_insert (self->requests, req->rid, req) != 0) {
+    req->hash = pigato__hash_text (req->rid);
+    if (pigato__table_insert (self->requests, req->hash, req->rid, req)) {
         rc = PIGATO_E_NOMEM;
         goto failed;
     }
@@ -683,13 +694,13 @@ pigato_client_cancel (pigato_client_t *self, const char *rid)
 {
     if (!self || !rid)
         return PIGATO_E_INVALID;
-    s_request_t *req = (s_request_t *) zhashx_lookup (self->requests, rid);
+    s_request_t *req = (s_request_t *) pigato__table_delete (
+        self->requests, pigato__hash_text (rid), rid);
     if (!req) {
         pigato__errorf (self->err, sizeof self->err, "unknown rid '%.64s'",
                         rid);
         return PIGATO_E_INVALID;
     }
-    zhashx_delete (self->requests, rid);
     pigato__heap_remove (self->timers, &req->deadline);
     pigato__log (PIGATO_LOG_DEBUG, "event=client_cancel rid=%s", req->rid);
     s_request_destroy (&req);
@@ -768,7 +779,7 @@ pigato_client_call (pigato_client_t *self, const char *service,
 PIGATO_EXPORT size_t
 pigato_client_pending (pigato_client_t *self)
 {
-    return self ? zhashx_size (self->requests) : 0;
+    return self ? pigato__table_size (self->requests) : 0;
 }
 
 //  --------------------------------------------------------------------------

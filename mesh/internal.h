@@ -44,9 +44,11 @@ bool pigato__ratelimit_allow (pigato__ratelimit_t *self, const char *what);
 //  Monotonic clock in milliseconds.
 int64_t pigato__now_ms (void);
 
-//  Seeded hash of NUL-terminated text, for zhashx_set_key_hasher on hot
-//  paths (czmq's default hashes a byte at a time).
+//  Seeded hash of NUL-terminated text, for zhashx_set_key_hasher and
+//  table.h on hot paths (czmq's default hashes a byte at a time), and the
+//  same hash of `size` bytes.
 size_t pigato__hash_text (const void *key);
+size_t pigato__hash_bytes (const void *data, size_t size);
 
 //  Formats an error message into a caller's buffer (NULL buffer = no-op).
 void pigato__errorf (char *err, size_t err_size, const char *format, ...)

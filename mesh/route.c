@@ -92,7 +92,7 @@ pigato__route_request_finish (pigato_broker_t *self, pigato__request_t *request)
         pigato__worker_release (request->worker, request);
     else
         pigato__service_dequeue (service, request);
-    zhashx_delete (self->requests, &request->key);
+    pigato__table_delete (self->requests, request->key.hash, &request->key);
     pigato__request_destroy (&request);
     service->requests--;
     pigato__services_release (self->services, &service);
@@ -428,7 +428,8 @@ s_worker_reply (pigato_broker_t *self, pigato__route_in_t *in,
     pigato__request_t *request = NULL;
     if (pigato__bkey_set (&key, in->m.client.data, in->m.client.size,
                           in->m.rid.data, in->m.rid.size) == 0)
-        request = (pigato__request_t *) zhashx_lookup (self->requests, &key);
+        request = (pigato__request_t *) pigato__table_lookup (
+            self->requests, key.hash, &key);
     if (!request || request->worker != worker) {
         //  Late (expired, client gone) or foreign: drop, keep the worker
         self->counters.late_replies++;
@@ -582,11 +583,11 @@ s_client_request (pigato_broker_t *self, pigato__route_in_t *in,
         pigato__route_bad (self, in, "field");
         return;
     }
-    if (zhashx_lookup (self->requests, &key)) {
+    if (pigato__table_lookup (self->requests, key.hash, &key)) {
         pigato__route_bad (self, in, "duplicate_rid");
         return;
     }
-    if (zhashx_size (self->requests) >= MAX_PENDING) {
+    if (pigato__table_size (self->requests) >= MAX_PENDING) {
         pigato__route_send_error (self, m->native, &m->sender, &m->rid,
                                   "E_OVERLOADED the broker holds too many "
                                   "requests; try again later");
@@ -664,18 +665,27 @@ s_client_request (pigato_broker_t *self, pigato__route_in_t *in,
             return;
         }
     }
-    pigato__route_admit (self, request, service, &m->conn, peer);
+    if (pigato__route_admit (self, request, service, &m->conn, peer))
+        pigato__route_send_error (self, m->native, &m->sender, &m->rid,
+                                  "E_OVERLOADED the broker ran out of memory; "
+                                  "try again later");
 }
 
 //  A new request, checked and made, joins the broker: filed under the
 //  client's connection, stamped with the caller, indexed, queued on its
 //  service, given its inactivity deadline, and dispatched if a worker has
 //  room. For pigato and MDP clients alike.
-void
+int
 pigato__route_admit (pigato_broker_t *self, pigato__request_t *request,
                      pigato__service_t *service, const pigato__conn_t *conn,
                      const pigato__peer_t *peer)
 {
+    if (pigato__table_insert (self->requests, request->key.hash,
+                              &request->key, request)) {
+        pigato__request_destroy (&request);
+        pigato__services_release (self->services, &service);
+        return -1;
+    }
     request->conn = *conn;
     pigato__conns_file (self->conns, &request->conn, PIGATO__CONN_REQUESTS,
                         &request->conn_link);
@@ -683,12 +693,12 @@ pigato__route_admit (pigato_broker_t *self, pigato__request_t *request,
                              peer->name);
     pigato__route_copy_text (request->curve_key, sizeof request->curve_key,
                              peer->key);
-    zhashx_insert (self->requests, &request->key, request);
     service->requests++;
     pigato__service_enqueue (service, request, false);
     pigato__route_request_touch (self, request);
     self->counters.requests++;
     pigato__route_dispatch (self, service);
+    return 0;
 }
 
 static void
@@ -710,8 +720,8 @@ s_on_client (pigato_broker_t *self, pigato__route_in_t *in,
         if (pigato__bkey_set (&key, m->sender.data, m->sender.size,
                               m->rid.data, m->rid.size))
             return;
-        pigato__request_t *request =
-            (pigato__request_t *) zhashx_lookup (self->requests, &key);
+        pigato__request_t *request = (pigato__request_t *)
+            pigato__table_lookup (self->requests, key.hash, &key);
         if (request && (!streq (request->identity, peer->name)
                         || !pigato__conn_same (&request->conn, &m->conn))) {
             pigato__route_bad (self, in, "identity_mismatch");

@@ -112,7 +112,9 @@ void pigato__route_request_fail (pigato_broker_t *self,
                                  const char *text);
 
 //  Files, indexes, queues and dispatches a new request (see route.c).
-void pigato__route_admit (pigato_broker_t *self, pigato__request_t *request,
+//  Returns 0, or -1 if memory ran out: the request is then destroyed and
+//  the service released, and the caller tells the client if it can.
+int pigato__route_admit (pigato_broker_t *self, pigato__request_t *request,
                           pigato__service_t *service,
                           const pigato__conn_t *conn,
                           const pigato__peer_t *peer);

@@ -60,7 +60,7 @@ s_mdp_client_request (pigato_broker_t *self, pigato__route_in_t *in,
         free (answer);
         return;
     }
-    if (zhashx_size (self->requests) >= MAX_PENDING) {
+    if (pigato__table_size (self->requests) >= MAX_PENDING) {
         //  MDP has no error reply: counted and logged, the client times out
         pigato__route_bad (self, in, "overloaded");
         return;

@@ -87,9 +87,10 @@ pigato__route_reload (pigato_broker_t *self)
 
     zlistx_t *dropped = zlistx_new ();
     zlistx_t *denied = zlistx_new ();
-    for (pigato__request_t *request =
-             (pigato__request_t *) zhashx_first (self->requests);
-         request; request = (pigato__request_t *) zhashx_next (self->requests))
+    size_t cursor = 0;
+    pigato__request_t *request;
+    while ((request = (pigato__request_t *) pigato__table_next (self->requests,
+                                                                &cursor)))
         if (!pigato__guard_current (self->guard, request->identity,
                                     request->curve_key [0] ? request->curve_key
                                                            : NULL))

@@ -21,10 +21,12 @@
 #include <sodium.h>
 #include "internal.h"
 #include "link.h"
+#include "table.h"
 
 #define WORKER_LOOP_TICK_MS 100     //  timer check period under zloop
-//  Reply key: link index, generation, hex client id (<= 255 bytes), rid
-#define WORKER_KEY_MAX      (48 + 2 * 255 + PIGATO_RID_MAX)
+//  Reply key: link index, generation, client id size and bytes, rid
+#define WORKER_KEY_MAX      (sizeof (size_t) + sizeof (unsigned) + 1 + 255 \
+                             + PIGATO_RID_MAX)
 
 struct _pigato_reply_t {
     pigato_worker_t *worker;    //  NULL once detached
@@ -35,7 +37,9 @@ struct _pigato_reply_t {
     char rid [PIGATO_RID_MAX + 1];  //  request id
     char *service;              //  requested service, in storage
     char *opts;                 //  request opts, JSON object text
-    char *key;                  //  key in worker->replies, in storage
+    byte *key;                  //  key in worker->replies, in storage
+    size_t key_size;            //  its size
+    size_t hash;                //  its pigato__hash_bytes
     bool tracked;               //  in worker->replies
     int64_t started;            //  when the request arrived
     int64_t last_heartbeat;     //  last client request heartbeat
@@ -54,7 +58,7 @@ struct _pigato_worker_t {
     int liveness;               //  intervals of silence before reconnecting
     int concurrency;            //  announced in heartbeats
     pigato__links_t *links;     //  broker links
-    zhashx_t *replies;          //  key -> pigato_reply_t, not yet ended
+    pigato__table_t *replies;   //  key -> pigato_reply_t, not yet ended
     int64_t next_heartbeat;     //  next tick, 0 before the first connect
     bool stopped;               //  stop () or destroy () called
     bool progress;              //  a message was handled this round
@@ -80,36 +84,44 @@ s_link_heartbeat (pigato_worker_t *self, pigato__link_t *link)
 }
 
 //  --------------------------------------------------------------------------
-//  Writes the tracking key of a request into key (WORKER_KEY_MAX bytes):
-//  link, generation, hex client id, rid. Returns its length.
+//  The tracking key of a request: link, generation, client id, rid, as
+//  bytes (copies only: this runs for every request).
 
-static size_t
-s_reply_key (char *key, pigato__link_t *link, unsigned generation,
-             const byte *client, size_t client_size, const char *rid)
+typedef struct {
+    byte data [WORKER_KEY_MAX];
+    size_t size;
+    size_t hash;
+} s_key_t;
+
+static void
+s_reply_key (s_key_t *key, pigato__link_t *link, unsigned generation,
+             const byte *client, size_t client_size, const byte *rid,
+             size_t rid_size)
 {
-    //  By hand, not snprintf: this runs for every request
-    static const char digits [] = "0123456789abcdef";
-    char *at = key;
-    size_t numbers [2] = { link->index, generation };
-    for (int which = 0; which < 2; which++) {
-        char text [24];
-        int length = 0;
-        size_t value = numbers [which];
-        do
-            text [length++] = (char) ('0' + value % 10);
-        while ((value /= 10) && length < 20);
-        while (length)
-            *at++ = text [--length];
-        *at++ = ':';
-    }
-    for (size_t index = 0; index < client_size; index++) {
-        *at++ = digits [client [index] >> 4];
-        *at++ = digits [client [index] & 15];
-    }
-    *at++ = ':';
-    size_t rid_size = strlen (rid);
-    memcpy (at, rid, rid_size + 1);
-    return (size_t) (at - key) + rid_size;
+    byte *at = key->data;
+    memcpy (at, &link->index, sizeof link->index);
+    at += sizeof link->index;
+    memcpy (at, &generation, sizeof generation);
+    at += sizeof generation;
+    *at++ = (byte) client_size;
+    if (client_size)
+        memcpy (at, client, client_size);
+    at += client_size;
+    if (rid_size)
+        memcpy (at, rid, rid_size);
+    at += rid_size;
+    key->size = (size_t) (at - key->data);
+    key->hash = pigato__hash_bytes (key->data, key->size);
+}
+
+//  Table keys are pigato__bytes_t views of key bytes.
+static bool
+s_reply_match (const void *item, const void *key)
+{
+    const pigato_reply_t *reply = (const pigato_reply_t *) item;
+    const pigato__bytes_t *wanted = (const pigato__bytes_t *) key;
+    return reply->key_size == wanted->size
+        && memcmp (reply->key, wanted->data, wanted->size) == 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -118,8 +130,10 @@ s_reply_key (char *key, pigato__link_t *link, unsigned generation,
 static void
 s_reply_untrack (pigato_reply_t *reply)
 {
-    if (reply->tracked && reply->worker)
-        zhashx_delete (reply->worker->replies, reply->key);
+    if (reply->tracked && reply->worker) {
+        pigato__bytes_t key = { reply->key, reply->key_size };
+        pigato__table_delete (reply->worker->replies, reply->hash, &key);
+    }
     reply->tracked = false;
 }
 
@@ -280,13 +294,12 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
     char rid [PIGATO_RID_MAX + 1];
     memcpy (rid, message->rid.data, message->rid.size);
     rid [message->rid.size] = 0;
-    char key [WORKER_KEY_MAX];
-    size_t key_size = s_reply_key (key, link, link->generation,
-                                   message->client.data, message->client.size,
-                                   rid);
+    s_key_t key;
+    s_reply_key (&key, link, link->generation, message->client.data,
+                 message->client.size, message->rid.data, message->rid.size);
     pigato_reply_t *reply = (pigato_reply_t *) calloc (
         1, sizeof *reply + message->client.size + message->service.size + 1
-           + key_size + 1);
+           + key.size);
     if (!reply)
         return;
     reply->worker = self;
@@ -301,8 +314,10 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
     if (message->service.size)
         memcpy (reply->service, message->service.data, message->service.size);
     reply->service [message->service.size] = 0;
-    reply->key = reply->service + message->service.size + 1;
-    memcpy (reply->key, key, key_size + 1);
+    reply->key = (byte *) reply->service + message->service.size + 1;
+    memcpy (reply->key, key.data, key.size);
+    reply->key_size = key.size;
+    reply->hash = key.hash;
     reply->opts = s_request_opts (message, &reply->timeout);
     if (!reply->opts) {
         reply->worker = NULL;
@@ -313,14 +328,15 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
         pigato__now_ms ();
 
     //  The same request twice on one connection: the older handle is cut off
-    reply->tracked = zhashx_insert (self->replies, reply->key, reply) == 0;
-    if (!reply->tracked) {
-        pigato_reply_t *older =
-            (pigato_reply_t *) zhashx_lookup (self->replies, reply->key);
-        if (older)
-            s_reply_detach (older);
-        reply->tracked = zhashx_insert (self->replies, reply->key, reply) == 0;
+    pigato__bytes_t view = { key.data, key.size };
+    int rc = pigato__table_insert (self->replies, key.hash, &view, reply);
+    if (rc == 1) {
+        pigato_reply_t *older = (pigato_reply_t *) pigato__table_lookup (
+            self->replies, key.hash, &view);
+        s_reply_detach (older);
+        rc = pigato__table_insert (self->replies, key.hash, &view, reply);
     }
+    reply->tracked = rc == 0;
 
     char rid_text [80], service_text [80];
     pigato__log (PIGATO_LOG_DEBUG, "event=worker_request endpoint=%s "
@@ -349,14 +365,13 @@ s_link_handle (void *owner, pigato__link_t *link,
         s_request_handle (self, link, message);
     else
     if (message->type == PIGATO__HEARTBEAT && message->request_heartbeat) {
-        char rid [PIGATO_RID_MAX + 1];
-        memcpy (rid, message->rid.data, message->rid.size);
-        rid [message->rid.size] = 0;
-        char key [WORKER_KEY_MAX];
-        s_reply_key (key, link, link->generation, message->client.data,
-                     message->client.size, rid);
-        pigato_reply_t *reply =
-            (pigato_reply_t *) zhashx_lookup (self->replies, key);
+        s_key_t key;
+        s_reply_key (&key, link, link->generation, message->client.data,
+                     message->client.size, message->rid.data,
+                     message->rid.size);
+        pigato__bytes_t view = { key.data, key.size };
+        pigato_reply_t *reply = (pigato_reply_t *) pigato__table_lookup (
+            self->replies, key.hash, &view);
         if (reply)
             reply->last_heartbeat = pigato__now_ms ();
     }
@@ -405,18 +420,12 @@ pigato_worker_new (const char *service, pigato_request_fn *handler, void *arg)
     self->interval_ms = PIGATO_HEARTBEAT_MS;
     self->liveness = PIGATO_LIVENESS;
     self->concurrency = PIGATO_CONCURRENCY;
-    self->replies = zhashx_new ();
+    self->replies = pigato__table_new (s_reply_match);
     self->links = pigato__links_new ('W', &self->security, s_link_handle,
                                      s_loop_tick, s_link_disconnected, self);
     self->loop_timer = -1;
     if (!self->service || !self->replies || !self->links)
         pigato_worker_destroy (&self);
-    else {
-        //  Keys live in their replies, which untrack before they go
-        zhashx_set_key_duplicator (self->replies, NULL);
-        zhashx_set_key_destructor (self->replies, NULL);
-        zhashx_set_key_hasher (self->replies, pigato__hash_text);
-    }
     return self;
 }
 
@@ -433,10 +442,15 @@ pigato_worker_destroy (pigato_worker_t **self_p)
     pigato_worker_t *self = *self_p;
     pigato_worker_stop (self);
     if (self->replies) {
+        //  Detached in place: the table goes with them
+        size_t cursor = 0;
         pigato_reply_t *reply;
-        while ((reply = (pigato_reply_t *) zhashx_first (self->replies)))
+        while ((reply = (pigato_reply_t *) pigato__table_next (self->replies,
+                                                               &cursor))) {
+            reply->tracked = false;
             s_reply_detach (reply);
-        zhashx_destroy (&self->replies);
+        }
+        pigato__table_destroy (&self->replies);
     }
     pigato__links_destroy (&self->links);
     pigato__peer_security_reset (&self->security);
