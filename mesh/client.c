@@ -29,8 +29,8 @@
 typedef struct {
     char rid [PIGATO_RID_MAX + 1];  //  request id, hex text
     size_t hash;                //  pigato__hash_text (rid)
-    char *service;              //  service name
-    byte *data;                 //  request body (kept for retries)
+    char *service;              //  service name, in storage
+    byte *data;                 //  request body (kept for retries), in storage
     size_t size;                //  body size
     char *opts;                 //  JSON opts as sent
     int64_t timeout;            //  ms of silence before failing, -1 never
@@ -42,6 +42,7 @@ typedef struct {
     int64_t sent_at;            //  when it was (re)sent
     int64_t last_activity;      //  when sent or last replied to
     pigato__timer_t deadline;   //  inactivity deadline
+    char storage [];            //  service, then data: one allocation
 } s_request_t;
 
 struct _pigato_client_t {
@@ -75,8 +76,6 @@ s_request_destroy (s_request_t **req_p)
     s_request_t *req = *req_p;
     if (!req)
         return;
-    free (req->service);
-    free (req->data);
     free (req->opts);
     free (req);
     *req_p = NULL;
@@ -645,19 +644,20 @@ pigato_client_request (pigato_client_t *self, const char *service,
                         "not connected: call pigato_client_connect first");
         return PIGATO_E_NOTCONNECTED;
     }
-    s_request_t *req = (s_request_t *) calloc (1, sizeof *req);
+    //  One allocation (malloc, not calloc: glibc's calloc skips its
+    //  per-thread cache); the body is kept for retries
+    s_request_t *req = (s_request_t *) malloc (sizeof *req + service_size
+                                               + 1 + size);
     if (!req)
         return PIGATO_E_NOMEM;
+    memset (req, 0, sizeof *req);
     int rc = s_opts_prepare (self, opts_json, &req->opts, &req->timeout,
                              &req->retry);
     if (rc != PIGATO_OK)
         goto failed;
-    req->service = strdup (service);
-    req->data = (byte *) malloc (size ? size : 1);
-    if (!req->service || !req->data) {
-        rc = PIGATO_E_NOMEM;
-        goto failed;
-    }
+    req->service = req->storage;
+    memcpy (req->service, service, service_size + 1);
+    req->data = (byte *) req->storage + service_size + 1;
     if (size)
         memcpy (req->data, data, size);
     req->size = size;

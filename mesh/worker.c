@@ -297,11 +297,12 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
     s_key_t key;
     s_reply_key (&key, link, link->generation, message->client.data,
                  message->client.size, message->rid.data, message->rid.size);
-    pigato_reply_t *reply = (pigato_reply_t *) calloc (
-        1, sizeof *reply + message->client.size + message->service.size + 1
-           + key.size);
+    pigato_reply_t *reply = (pigato_reply_t *) malloc (
+        sizeof *reply + message->client.size + message->service.size + 1
+        + key.size);
     if (!reply)
         return;
+    memset (reply, 0, sizeof *reply);   //  storage is written below
     reply->worker = self;
     reply->link = link;
     reply->generation = link->generation;
