@@ -1,7 +1,7 @@
 /*  =========================================================================
-    bkey.h - binary keys for zhashx tables keyed on peer-chosen bytes
-    (routing ids, rids). Hashing is keyed SipHash (libsodium), so a peer
-    cannot flood one bucket by choosing ids.
+    bkey.h - binary keys for tables keyed on peer-chosen bytes (routing
+    ids, rids). Hashing is SipHash-1-3 with a random per-process key, so a
+    peer cannot flood one bucket by choosing ids.
 
     A key is [u16 size][u8 first-part size][first part][second part]; it
     lives inside the item it indexes (tables do not copy keys), and lookups
@@ -38,6 +38,10 @@ void pigato__bkey_first (const pigato__bkey_t *key, const byte **data,
                          size_t *size);
 void pigato__bkey_second (const pigato__bkey_t *key, const byte **data,
                           size_t *size);
+
+//  SipHash-c-d of size bytes under a 16-byte key (bkey_set uses 1-3).
+uint64_t pigato__siphash (const unsigned char key [16], const void *data,
+                          size_t size, int compression, int finalization);
 
 //  True if two set keys are the same (hashes first).
 bool pigato__bkey_equal (const pigato__bkey_t *key,

@@ -7,7 +7,9 @@
 #include <string.h>
 #include <cmocka.h>
 #include <jansson.h>
+#include <sodium.h>
 #include "service.h"
+#include "bkey.h"
 
 static pigato__request_t *
 s_request (const char *client, const char *rid, const char *opts)
@@ -290,6 +292,43 @@ test_binary_keys_separate_client_and_rid (void **state)
     memset (long_id, 'x', sizeof long_id);
     assert_int_equal (pigato__bkey_set (&probe, long_id, 256, NULL, 0), -1);
     zhashx_destroy (&table);
+}
+
+//  Our SipHash with 2 and 4 rounds is libsodium's SipHash-2-4 (and the
+//  paper's test vector), for every length and alignment; keys use 1-3,
+//  which must differ from 2-4 and depend on the key.
+static void
+test_siphash_matches_libsodium_with_2_4_rounds (void **state)
+{
+    (void) state;
+    assert_true (sodium_init () >= 0);
+    unsigned char key [16];
+    byte data [140];
+    for (int index = 0; index < 16; index++)
+        key [index] = (unsigned char) index;
+    for (int index = 0; index < 15; index++)
+        data [index] = (byte) index;
+    assert_true (pigato__siphash (key, data, 15, 2, 4)
+                 == 0xa129ca6149be45e5ULL);
+    for (int trial = 0; trial < 20; trial++) {
+        randombytes_buf (key, sizeof key);
+        randombytes_buf (data, sizeof data);
+        for (size_t size = 0; size <= 128; size++) {
+            size_t offset = size % 8;
+            uint64_t expected;
+            crypto_shorthash ((unsigned char *) &expected, data + offset,
+                              size, key);
+            assert_true (pigato__siphash (key, data + offset, size, 2, 4)
+                         == expected);
+            assert_true (pigato__siphash (key, data + offset, size, 1, 3)
+                         != expected);
+        }
+    }
+    unsigned char other [16];
+    memcpy (other, key, sizeof other);
+    other [15] ^= 1;
+    assert_true (pigato__siphash (key, data, 30, 1, 3)
+                 != pigato__siphash (other, data, 30, 1, 3));
 }
 
 //  The parser-free reading of compact opts agrees with jansson's on every
@@ -603,6 +642,7 @@ main (void)
         cmocka_unit_test (test_rand_mode_uses_every_eligible_worker),
         cmocka_unit_test (test_request_opts_timeout_and_retry),
         cmocka_unit_test (test_binary_keys_separate_client_and_rid),
+        cmocka_unit_test (test_siphash_matches_libsodium_with_2_4_rounds),
         cmocka_unit_test (test_text_hash_is_stable_and_spreads_keys),
         cmocka_unit_test (test_unservable_pending_names_are_parked_until_a_wildcard_comes),
     };
