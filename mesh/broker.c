@@ -4,6 +4,8 @@
     event loop. What happens to each message is in route.c.
     =========================================================================
 */
+#include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include "broker_internal.h"
 #include "../keys/keyfile.h"
@@ -72,9 +74,10 @@ pigato_broker_destroy (pigato_broker_t **self_p)
         pigato__request_t *request;
         while ((request = (pigato__request_t *) pigato__table_next (
                     self->requests, &cursor)))
-            pigato__request_destroy (&request);
+            pigato__request_destroy (&self->request_pool, &request);
         pigato__table_destroy (&self->requests);
     }
+    pigato__request_pool_drain (&self->request_pool);
     //  Services before workers: their heaps of workers with room let go
     //  of the workers' nodes
     pigato__services_destroy (&self->services);
@@ -500,11 +503,12 @@ pigato_broker_run (pigato_broker_t *self)
         zsock_resolve (self->router),
         zsock_resolve (self->monitor)
     };
-    zmq_pollitem_t items [SOCKETS];
+    struct pollfd items [SOCKETS];      //  plain poll (): zmq_poll polls
+                                        //  twice before it sleeps
     bool touched [SOCKETS], ready [SOCKETS];
     for (int index = 0; index < SOCKETS; index++) {
         size_t size = sizeof items [index].fd;
-        items [index] = (zmq_pollitem_t) { NULL, -1, ZMQ_POLLIN, 0 };
+        items [index] = (struct pollfd) { -1, POLLIN, 0 };
         if (zmq_getsockopt (sockets [index], ZMQ_FD, &items [index].fd, &size)) {
             pigato__errorf (self->error, sizeof self->error,
                             "cannot read a socket's ZMQ_FD: %s",
@@ -543,16 +547,16 @@ pigato_broker_run (pigato_broker_t *self)
             //  message of a conversation often comes within it, and is then
             //  read without the wake-up of a sleeping thread
             int64_t until = zclock_usecs () + self->busy_poll_us;
-            while ((rc = zmq_poll (items, SOCKETS, 0)) == 0
+            while ((rc = poll (items, SOCKETS, 0)) == 0
                    && zclock_usecs () < until)
                 ;
         }
         if (rc == 0)
-            rc = zmq_poll (items, SOCKETS, any ? 0 : (long) wait);
-        if (rc == -1 && zmq_errno () != EINTR)
+            rc = poll (items, SOCKETS, any ? 0 : (int) wait);
+        if (rc == -1 && errno != EINTR)
             break;
         for (int index = 0; rc > 0 && index < SOCKETS; index++)
-            if (items [index].revents & ZMQ_POLLIN)
+            if (items [index].revents & (POLLIN | POLLERR | POLLHUP))
                 ready [index] = s_readable (sockets [index]);
         busy = false;
         self->now_ms = pigato__now_ms ();

@@ -61,6 +61,7 @@ struct _pigato_broker_t {
     pigato__worker_t *last_worker;  //  the last one looked up (a cache;
                                     //  cleared when that worker goes)
     pigato__table_t *requests;      //  client id + rid -> request
+    pigato__request_pool_t request_pool;    //  spare request records
     pigato__heap_t *timers;         //  request inactivity deadlines
     uint64_t next_serial;           //  worker registration serials
     uint64_t next_mdp_rid;          //  rids made for MDP client requests

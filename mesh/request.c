@@ -7,12 +7,50 @@
 #include <string.h>
 #include "service.h"
 
+void
+pigato__request_pool_drain (pigato__request_pool_t *pool)
+{
+    while (pool->spare) {
+        pigato__request_t *spare = pool->spare;
+        pool->spare = spare->next;
+        free (spare);
+    }
+    pool->count = 0;
+}
+
+//  A spare record from the pool, else a new one (uninitialised).
+static pigato__request_t *
+s_record (pigato__request_pool_t *pool)
+{
+    if (pool && pool->spare) {
+        pigato__request_t *self = pool->spare;
+        pool->spare = self->next;
+        pool->count--;
+        return self;
+    }
+    return (pigato__request_t *) malloc (sizeof (pigato__request_t));
+}
+
+//  Gives a record back to the pool, or frees it when the pool is full.
+static void
+s_record_free (pigato__request_pool_t *pool, pigato__request_t *self)
+{
+    if (pool && pool->count < PIGATO__REQUEST_POOL_MAX) {
+        self->next = pool->spare;
+        pool->spare = self;
+        pool->count++;
+    }
+    else
+        free (self);
+}
+
 pigato__request_t *
-pigato__request_new (const pigato__bytes_t *client, const pigato__bytes_t *rid,
+pigato__request_new (pigato__request_pool_t *pool,
+                     const pigato__bytes_t *client, const pigato__bytes_t *rid,
                      const pigato__bkey_t *key, zmq_msg_t *body_part,
                      const pigato__bytes_t *data, const pigato__bytes_t *opts)
 {
-    pigato__request_t *self = (pigato__request_t *) malloc (sizeof *self);
+    pigato__request_t *self = s_record (pool);
     if (!self)
         return NULL;
     //  Zero what lookups and lists read; the key is set just below
@@ -24,7 +62,7 @@ pigato__request_new (const pigato__bytes_t *client, const pigato__bytes_t *rid,
     else
     if (pigato__bkey_set (&self->key, client->data, client->size, rid->data,
                           rid->size)) {
-        free (self);
+        s_record_free (pool, self);
         return NULL;
     }
     const byte *start = body_part ? (const byte *) zmq_msg_data (body_part)
@@ -34,7 +72,7 @@ pigato__request_new (const pigato__bytes_t *client, const pigato__bytes_t *rid,
     &&  data->data + data->size <= start + zmq_msg_size (body_part)) {
         zmq_msg_init (&self->body_part);
         if (zmq_msg_copy (&self->body_part, body_part)) {
-            free (self);
+            s_record_free (pool, self);
             return NULL;
         }
         self->body_offset = (size_t) (data->data - start);
@@ -45,7 +83,7 @@ pigato__request_new (const pigato__bytes_t *client, const pigato__bytes_t *rid,
             memcpy (zmq_msg_data (&self->body_part), data->data, data->size);
     }
     else {
-        free (self);
+        s_record_free (pool, self);
         return NULL;
     }
     self->body_size = data->size;
@@ -53,7 +91,7 @@ pigato__request_new (const pigato__bytes_t *client, const pigato__bytes_t *rid,
         self->opts = (byte *) malloc (opts->size);
         if (!self->opts) {
             zmq_msg_close (&self->body_part);
-            free (self);
+            s_record_free (pool, self);
             return NULL;
         }
         memcpy (self->opts, opts->data, opts->size);
@@ -66,16 +104,20 @@ pigato__request_new (const pigato__bytes_t *client, const pigato__bytes_t *rid,
 }
 
 void
-pigato__request_destroy (pigato__request_t **self_p)
+pigato__request_destroy (pigato__request_pool_t *pool,
+                         pigato__request_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
     pigato__request_t *self = *self_p;
     zmq_msg_close (&self->body_part);
-    free (self->opts);
-    free (self->target);
-    free (self->rejected);
-    free (self);
+    if (self->opts)
+        free (self->opts);
+    if (self->target)
+        free (self->target);
+    if (self->rejected)
+        free (self->rejected);
+    s_record_free (pool, self);
     *self_p = NULL;
 }
 

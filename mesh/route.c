@@ -93,7 +93,7 @@ pigato__route_request_finish (pigato_broker_t *self, pigato__request_t *request)
     else
         pigato__service_dequeue (service, request);
     pigato__table_delete (self->requests, request->key.hash, &request->key);
-    pigato__request_destroy (&request);
+    pigato__request_destroy (&self->request_pool, &request);
     service->requests--;
     pigato__services_release (self->services, &service);
 }
@@ -630,8 +630,8 @@ s_client_request (pigato_broker_t *self, pigato__route_in_t *in,
     if (!service)
         return;
     pigato__request_t *request = pigato__request_new (
-        &m->sender, &m->rid, &key, in->body_part, &m->data,
-        m->has_opts ? &m->opts : NULL);
+        &self->request_pool, &m->sender, &m->rid, &key, in->body_part,
+        &m->data, m->has_opts ? &m->opts : NULL);
     if (!request) {
         pigato__services_release (self->services, &service);
         return;
@@ -644,7 +644,7 @@ s_client_request (pigato_broker_t *self, pigato__route_in_t *in,
         pigato__route_send_error (self, m->native, &m->sender, &m->rid,
                                   "E_INVALID_OPTS request opts must be a "
                                   "JSON object");
-        pigato__request_destroy (&request);
+        pigato__request_destroy (&self->request_pool, &request);
         pigato__services_release (self->services, &service);
         return;
     }
@@ -660,7 +660,7 @@ s_client_request (pigato_broker_t *self, pigato__route_in_t *in,
                       service->name);
             pigato__route_send_error (self, m->native, &m->sender, &m->rid,
                                       text);
-            pigato__request_destroy (&request);
+            pigato__request_destroy (&self->request_pool, &request);
             pigato__services_release (self->services, &service);
             return;
         }
@@ -682,7 +682,7 @@ pigato__route_admit (pigato_broker_t *self, pigato__request_t *request,
 {
     if (pigato__table_insert (self->requests, request->key.hash,
                               &request->key, request)) {
-        pigato__request_destroy (&request);
+        pigato__request_destroy (&self->request_pool, &request);
         pigato__services_release (self->services, &service);
         return -1;
     }

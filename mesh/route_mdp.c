@@ -93,7 +93,8 @@ s_mdp_client_request (pigato_broker_t *self, pigato__route_in_t *in,
     pigato__service_t *service = pigato__services_require (
         self->services, mdp->service.data, mdp->service.size);
     pigato__request_t *request = service
-        ? pigato__request_new (&mdp->sender, &rid, NULL, &packed, &data, NULL)
+        ? pigato__request_new (&self->request_pool, &mdp->sender, &rid, NULL,
+                               &packed, &data, NULL)
         : NULL;
     zmq_msg_close (&packed);
     if (!request) {

@@ -25,7 +25,7 @@ s_request (const char *client, const char *rid, const char *opts)
     memcpy ((byte *) zmq_msg_data (&part) + 10, "data", 4);
     pigato__bytes_t data = { (const byte *) zmq_msg_data (&part) + 10, 4 };
     pigato__request_t *request = pigato__request_new (
-        &client_bytes, &rid_bytes, NULL, &part, &data,
+        NULL, &client_bytes, &rid_bytes, NULL, &part, &data,
         opts ? &opts_bytes : NULL);
     zmq_msg_close (&part);
     assert_non_null (request);
@@ -72,7 +72,7 @@ test_services_are_created_on_demand_and_released_when_empty (void **state)
     pigato__services_release (services, &handle);
     assert_null (handle);
     assert_int_equal (pigato__services_size (services), 0);
-    pigato__request_destroy (&request);
+    pigato__request_destroy (NULL, &request);
     pigato__services_destroy (&services);
 }
 
@@ -100,9 +100,9 @@ test_queue_is_fifo_and_front_insert_jumps_it (void **state)
     pigato__service_dequeue (service, second);
     assert_null (service->queue_head);
     assert_null (service->queue_tail);
-    pigato__request_destroy (&first);
-    pigato__request_destroy (&second);
-    pigato__request_destroy (&urgent);
+    pigato__request_destroy (NULL, &first);
+    pigato__request_destroy (NULL, &second);
+    pigato__request_destroy (NULL, &urgent);
     pigato__services_destroy (&services);
 }
 
@@ -147,7 +147,7 @@ test_load_mode_picks_least_in_flight_and_honours_concurrency (void **state)
     pigato__worker_release (idle, requests [1]);
     pigato__worker_release (idle, requests [2]);
     for (int index = 0; index < 5; index++)
-        pigato__request_destroy (&requests [index]);
+        pigato__request_destroy (NULL, &requests [index]);
     pigato__service_remove_worker (service, busy);
     pigato__service_remove_worker (service, idle);
     free (busy);
@@ -177,7 +177,7 @@ test_rejecting_workers_are_skipped_until_all_have_rejected (void **state)
     pigato__request_add_reject (request, 11);
     assert_true (pigato__service_all_rejected (service, request));
     assert_null (pigato__service_pick (service, request, PIGATO__DMODE_LOAD));
-    pigato__request_destroy (&request);
+    pigato__request_destroy (NULL, &request);
     pigato__service_remove_worker (service, first);
     pigato__service_remove_worker (service, second);
     assert_int_equal (service->worker_count, 0);
@@ -208,7 +208,7 @@ test_rand_mode_uses_every_eligible_worker (void **state)
     }
     for (int index = 0; index < 3; index++)
         assert_true (seen [index] > 30);        //  ~100 each expected
-    pigato__request_destroy (&request);
+    pigato__request_destroy (NULL, &request);
     for (int index = 0; index < 3; index++) {
         pigato__service_remove_worker (service, workers [index]);
         free (workers [index]);
@@ -247,7 +247,7 @@ test_request_opts_timeout_and_retry (void **state)
                           cases [index].rc);
         assert_int_equal (request->timeout, cases [index].timeout);
         assert_int_equal (request->retries_left, cases [index].retries);
-        pigato__request_destroy (&request);
+        pigato__request_destroy (NULL, &request);
     }
 }
 
@@ -275,8 +275,9 @@ test_binary_keys_separate_client_and_rid (void **state)
     pigato__bytes_t rid = { (const byte *) "0001", 4 };
     pigato__bytes_t data = { (const byte *) "x", 1 };
     pigato__bkey_set (&probe, "client-1", 8, "0001", 4);
-    pigato__request_t *request = pigato__request_new (&client, &rid, &probe,
-                                                      NULL, &data, NULL);
+    pigato__request_t *request = pigato__request_new (NULL, &client, &rid,
+                                                      &probe, NULL, &data,
+                                                      NULL);
     assert_non_null (request);
     zhashx_insert (table, &request->key, request);
     pigato__bkey_t fresh;
@@ -287,11 +288,59 @@ test_binary_keys_separate_client_and_rid (void **state)
     assert_memory_equal (got.data, "client-1", 8);
     zhashx_delete (table, &fresh);
     assert_null (zhashx_lookup (table, &request->key));
-    pigato__request_destroy (&request);
+    pigato__request_destroy (NULL, &request);
     char long_id [300];
     memset (long_id, 'x', sizeof long_id);
     assert_int_equal (pigato__bkey_set (&probe, long_id, 256, NULL, 0), -1);
     zhashx_destroy (&table);
+}
+
+//  A pool gives destroyed records back out, holds at most
+//  PIGATO__REQUEST_POOL_MAX, and a record from it is as good as new.
+static void
+test_request_pool_recycles_records (void **state)
+{
+    (void) state;
+    pigato__request_pool_t pool = { NULL, 0 };
+    enum { COUNT = PIGATO__REQUEST_POOL_MAX + 50 };
+    pigato__request_t *requests [COUNT];
+    pigato__bytes_t client = { (const byte *) "client-1", 8 };
+    pigato__bytes_t data = { (const byte *) "body", 4 };
+    pigato__bytes_t opts = { (const byte *) "{\"retry\":1}", 11 };
+    for (int index = 0; index < COUNT; index++) {
+        char rid [16];
+        snprintf (rid, sizeof rid, "%04d", index);
+        pigato__bytes_t rid_bytes = { (const byte *) rid, strlen (rid) };
+        requests [index] = pigato__request_new (&pool, &client, &rid_bytes,
+                                                NULL, NULL, &data, &opts);
+        assert_non_null (requests [index]);
+        requests [index]->timeout = 5;      //  dirty it
+        requests [index]->retries_left = 3;
+    }
+    assert_int_equal (pool.count, 0);
+    //  The first MAX destroyed are kept, the rest freed
+    pigato__request_t *newest_spare = requests [PIGATO__REQUEST_POOL_MAX - 1];
+    for (int index = 0; index < COUNT; index++)
+        pigato__request_destroy (&pool, &requests [index]);
+    assert_int_equal (pool.count, PIGATO__REQUEST_POOL_MAX);
+    //  The newest spare comes out first, clean
+    pigato__bytes_t rid = { (const byte *) "again", 5 };
+    pigato__request_t *again = pigato__request_new (&pool, &client, &rid,
+                                                    NULL, NULL, &data, NULL);
+    assert_non_null (again);
+    assert_int_equal (pool.count, PIGATO__REQUEST_POOL_MAX - 1);
+    assert_ptr_equal (again, newest_spare);
+    assert_int_equal (again->timeout, PIGATO_TIMEOUT_MS);
+    assert_int_equal (again->retries_left, 0);
+    assert_null (again->opts);
+    assert_null (again->worker);
+    pigato__bytes_t got = pigato__request_rid (again);
+    assert_int_equal (got.size, 5);
+    assert_memory_equal (got.data, "again", 5);
+    pigato__request_destroy (&pool, &again);
+    pigato__request_pool_drain (&pool);
+    assert_int_equal (pool.count, 0);
+    assert_null (pool.spare);
 }
 
 //  Our SipHash with 2 and 4 rounds is libsodium's SipHash-2-4 (and the
@@ -458,7 +507,7 @@ test_least_loaded_choice_holds_through_random_load (void **state)
             }
             if (!best) {
                 assert_null (picked);
-                pigato__request_destroy (&request);
+                pigato__request_destroy (NULL, &request);
                 continue;
             }
             assert_non_null (picked);
@@ -473,7 +522,7 @@ test_least_loaded_choice_holds_through_random_load (void **state)
             pigato__request_t *request = held [victim];
             held [victim] = held [--held_count];
             pigato__worker_release (request->worker, request);
-            pigato__request_destroy (&request);
+            pigato__request_destroy (NULL, &request);
         }
         else {                                      //  concurrency change
             pigato__worker_t *worker = workers [(seed >> 8) % WORKERS];
@@ -484,7 +533,7 @@ test_least_loaded_choice_holds_through_random_load (void **state)
     while (held_count) {
         pigato__request_t *request = held [--held_count];
         pigato__worker_release (request->worker, request);
-        pigato__request_destroy (&request);
+        pigato__request_destroy (NULL, &request);
     }
     for (int index = 0; index < WORKERS; index++) {
         pigato__service_remove_worker (echo, workers [index]);
@@ -615,7 +664,7 @@ test_unservable_pending_names_are_parked_until_a_wildcard_comes (void **state)
     for (int index = 0; index < JUNK + 3; index++) {
         if (index != 7)
             pigato__service_dequeue (requests [index]->service, requests [index]);
-        pigato__request_destroy (&requests [index]);
+        pigato__request_destroy (NULL, &requests [index]);
     }
     assert_int_equal (pigato__services_parked (services), 0);
     assert_null (pigato__services_pending (services));
@@ -643,6 +692,7 @@ main (void)
         cmocka_unit_test (test_request_opts_timeout_and_retry),
         cmocka_unit_test (test_binary_keys_separate_client_and_rid),
         cmocka_unit_test (test_siphash_matches_libsodium_with_2_4_rounds),
+        cmocka_unit_test (test_request_pool_recycles_records),
         cmocka_unit_test (test_text_hash_is_stable_and_spreads_keys),
         cmocka_unit_test (test_unservable_pending_names_are_parked_until_a_wildcard_comes),
     };
