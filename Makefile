@@ -38,7 +38,7 @@ SOVERSION := 0
 LIB_A  := $(BUILD)/libpigato.a
 LIB_SO := $(BUILD)/libpigato.so.$(SOVERSION)
 
-.PHONY: all deps test demo install clean format bench soak check-deps
+.PHONY: all deps test demo install clean format bench bench-instructions soak check-deps
 all: $(LIB_A) $(LIB_SO) $(PROGRAMS) $(BUILD)/libpigato.pc
 
 deps:
@@ -103,6 +103,12 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_PROGRAMS)
 	@bench/run.sh $(BUILD)
+
+# Instructions per request in broker, worker and client (callgrind): a
+# figure that does not drift with the machine's load, for A/B of builds
+bench-instructions: deps
+	@$(MAKE) --no-print-directory all $(BENCH_PROGRAMS)
+	@bench/instructions.sh $(BUILD)
 
 # A broker under steady load and connection churn, RSS sampled every 10 s
 # (default 600 s; make soak DURATION=60 for a short run)

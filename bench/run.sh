@@ -308,9 +308,9 @@ fi
 # native CURVE+ACL broker, NATS over TLS, the CURVE floor, the plaintext
 # broker and plaintext NATS in turn, so that a slow minute on a shared
 # machine hits them alike; summary.py reports medians
-if [ -n "$NATS_TLS" ] && [ "${BENCH_ROUNDS:-5}" -gt 0 ] && [ "$FN" = native ]; then
+if [ -n "$NATS_TLS" ] && [ "${BENCH_ROUNDS:-15}" -gt 0 ] && [ "$FN" = native ]; then
     r=1
-    while [ $r -le "${BENCH_ROUNDS:-5}" ]; do
+    while [ $r -le "${BENCH_ROUNDS:-15}" ]; do
         try row "ab$r-broker" broker acl1k native
         try run_nats "ab$r-nats-tls" tls
         [ -x "$BUILD/pigato-floor" ] && try run_floor "ab$r-floor" curve

@@ -1,0 +1,70 @@
+#!/bin/sh
+# make bench-instructions: what one request costs in instructions, counted
+# by callgrind, in the broker, the echo worker and the client. Unlike
+# req/s these counts barely move between runs on a shared machine, so two
+# builds can be compared on them directly:
+#   bench/instructions.sh BUILD [REQUESTS]      (default 50,000)
+# Native framing, CURVE, the 1,000-identity ACL of make bench, 100 in
+# flight, 64-byte bodies. For each process it prints all instructions per
+# request (the libzmq I/O thread's CURVE work included) and those of the
+# application thread alone: the broker's loop (pigato_broker_run) or the
+# libpigato reader (s_loop_reader, with the bench code it calls).
+set -eu
+BUILD=${1:-build}
+REQUESTS=${2:-50000}
+HERE=$(cd "$(dirname "$0")" && pwd)
+command -v valgrind >/dev/null || { echo "instructions.sh: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+command -v callgrind_annotate >/dev/null || { echo "instructions.sh: needs callgrind_annotate (apt-get install valgrind)" >&2; exit 1; }
+[ -x "$BUILD/pigato-bench" ] || { echo "instructions.sh: build $BUILD/pigato-bench first (make bench)" >&2; exit 1; }
+WORK=$(mktemp -d)
+PIDS=""
+cleanup() {
+    for pid in $PIDS; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+"$BUILD/pigato-keygen" new broker -o "$WORK" >/dev/null
+"$BUILD/pigato-keygen" new bench-client -o "$WORK" >/dev/null
+"$BUILD/pigato-keygen" new bench-worker -o "$WORK" >/dev/null
+/usr/bin/python3 "$HERE/make_acl.py" "$WORK" acl1k 1000 100
+EP=tcp://127.0.0.1:$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+wait_log() {    # FILE PATTERN: callgrind starts slowly
+    i=0
+    while ! grep -q "$2" "$1" 2>/dev/null; do
+        i=$((i + 1)); [ $i -gt 600 ] && { echo "instructions.sh: no '$2' in $1" >&2; cat "$1" >&2; exit 1; }
+        sleep 0.1
+    done
+}
+CG="valgrind --tool=callgrind --dump-instr=no"
+$CG --callgrind-out-file="$WORK/broker.out" "$BUILD/pigato-broker" --bind "$EP" \
+    --key "$WORK/broker.key_secret" --acl "$WORK/acl1k.acl" --log-level info \
+    >/dev/null 2>"$WORK/broker.log" &
+BPID=$!; PIDS="$BPID"
+wait_log "$WORK/broker.log" event=ready
+$CG --callgrind-out-file="$WORK/worker.out" "$BUILD/pigato-bench" --worker \
+    --broker "$EP" --server-key "$WORK/broker.key" \
+    --key "$WORK/bench-worker.key_secret" --framing native \
+    >/dev/null 2>"$WORK/worker.log" &
+WPID=$!; PIDS="$PIDS $WPID"
+wait_log "$WORK/worker.log" event=ready
+$CG --callgrind-out-file="$WORK/client.out" "$BUILD/pigato-bench" \
+    --broker "$EP" --server-key "$WORK/broker.key" \
+    --key "$WORK/bench-client.key_secret" --framing native \
+    --requests "$REQUESTS" --inflight 100 >"$WORK/client.txt" 2>"$WORK/client.log"
+grep -q "errors=0" "$WORK/client.txt" || { echo "instructions.sh: the client failed" >&2; cat "$WORK/client.txt" "$WORK/client.log" >&2; exit 1; }
+# SIGTERM: the broker and the worker end their loops and exit, and
+# callgrind writes its file
+kill "$WPID" "$BPID"
+wait "$WPID" "$BPID" 2>/dev/null || true
+PIDS=""
+per_request() {     # FILE FUNCTION: total and FUNCTION's inclusive count / request
+    total=$(callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+    app=$(callgrind_annotate --inclusive=yes "$1" 2>/dev/null \
+          | awk -v f=":$2 " 'index($0, f) { gsub(",", "", $1); print $1; exit }')
+    echo "total=$((total / REQUESTS)) app=$((${app:-0} / REQUESTS))"
+}
+echo "instructions per request ($REQUESTS native CURVE+ACL requests, 100 in flight):"
+echo "  broker  $(per_request "$WORK/broker.out" pigato_broker_run)"
+echo "  worker  $(per_request "$WORK/worker.out" s_loop_reader)"
+echo "  client  $(per_request "$WORK/client.out" s_loop_reader)"
