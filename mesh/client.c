@@ -644,6 +644,10 @@ pigato_client_request (pigato_client_t *self, const char *service,
                         "not connected: call pigato_client_connect first");
         return PIGATO_E_NOTCONNECTED;
     }
+    if (size > SIZE_MAX - sizeof (s_request_t) - service_size - 1) {
+        pigato__errorf (self->err, sizeof self->err, "data is too large");
+        return PIGATO_E_INVALID;
+    }
     //  One allocation (malloc, not calloc: glibc's calloc skips its
     //  per-thread cache); the body is kept for retries
     s_request_t *req = (s_request_t *) malloc (sizeof *req + service_size
