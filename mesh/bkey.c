@@ -143,6 +143,14 @@ s_hasher (const void *key)
     return (size_t) ((const pigato__bkey_t *) key)->hash;
 }
 
+size_t
+pigato__hash_keyed_text (const void *key)
+{
+    pthread_once (&s_hash_key_once, s_hash_key_init);
+    return (size_t) s_siphash (s_hash_key, key, strlen ((const char *) key),
+                               1, 3);
+}
+
 bool
 pigato__bkey_equal (const pigato__bkey_t *key, const pigato__bkey_t *other)
 {

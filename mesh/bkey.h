@@ -43,6 +43,11 @@ void pigato__bkey_second (const pigato__bkey_t *key, const byte **data,
 uint64_t pigato__siphash (const unsigned char key [16], const void *data,
                           size_t size, int compression, int finalization);
 
+//  SipHash-1-3 of NUL-terminated text under the same per-process key: a
+//  zhashx key hasher for tables keyed on names peers choose (czmq's
+//  default hash has no key, so colliding names are easy to make).
+size_t pigato__hash_keyed_text (const void *key);
+
 //  True if two set keys are the same (hashes first).
 bool pigato__bkey_equal (const pigato__bkey_t *key,
                          const pigato__bkey_t *other);

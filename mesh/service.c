@@ -18,6 +18,9 @@ struct _pigato__services_t {
     pigato__service_t *parked;  //  ... that nothing could serve when checked
     size_t parked_count;
     uint64_t epoch;             //  +1 whenever parked services return
+    pigato__service_t *last;    //  the last one looked up (a cache: a
+                                //  stream of requests names one service;
+                                //  cleared when a service goes)
 };
 
 static void s_unpark_all (pigato__services_t *self);
@@ -117,7 +120,10 @@ pigato__services_new (void)
         free (self);
         return NULL;
     }
+    //  Names come from peers: a keyed hash, so they cannot be chosen to
+    //  collide
     zhashx_set_destructor (self->by_name, s_service_destroy);
+    zhashx_set_key_hasher (self->by_name, pigato__hash_keyed_text);
     self->versions = zhashx_new ();
     if (!self->versions) {
         zhashx_destroy (&self->by_name);
@@ -125,6 +131,7 @@ pigato__services_new (void)
         return NULL;
     }
     zhashx_set_destructor (self->versions, s_versions_destroy);
+    zhashx_set_key_hasher (self->versions, pigato__hash_keyed_text);
     return self;
 }
 
@@ -152,27 +159,50 @@ s_name_copy (const void *name, size_t size, char *buffer)
     return true;
 }
 
+//  The service of this name if it is the last one looked up.
+static pigato__service_t *
+s_last (pigato__services_t *self, const void *name, size_t size)
+{
+    //  strncmp stops at the cached name's end, so [size] is inside it
+    pigato__service_t *last = self->last;
+    if (last && size && !memchr (name, 0, size)
+    &&  strncmp (last->name, (const char *) name, size) == 0
+    &&  last->name [size] == 0)
+        return last;
+    return NULL;
+}
+
 pigato__service_t *
 pigato__services_lookup (pigato__services_t *self, const void *name,
                          size_t size)
 {
+    pigato__service_t *service = s_last (self, name, size);
+    if (service)
+        return service;
     char key [PIGATO_SERVICE_MAX + 1];
     if (!s_name_copy (name, size, key))
         return NULL;
-    return (pigato__service_t *) zhashx_lookup (self->by_name, key);
+    service = (pigato__service_t *) zhashx_lookup (self->by_name, key);
+    if (service)
+        self->last = service;
+    return service;
 }
 
 pigato__service_t *
 pigato__services_require (pigato__services_t *self, const void *name,
                           size_t size)
 {
+    pigato__service_t *service = s_last (self, name, size);
+    if (service)
+        return service;
     char key [PIGATO_SERVICE_MAX + 1];
     if (!s_name_copy (name, size, key))
         return NULL;
-    pigato__service_t *service =
-        (pigato__service_t *) zhashx_lookup (self->by_name, key);
-    if (service)
+    service = (pigato__service_t *) zhashx_lookup (self->by_name, key);
+    if (service) {
+        self->last = service;
         return service;
+    }
     service = (pigato__service_t *) calloc (1, sizeof *service);
     if (!service)
         return NULL;
@@ -194,6 +224,8 @@ pigato__services_release (pigato__services_t *self,
     pigato__service_t *service = *service_p;
     if (service && service->worker_count == 0 && service->queued == 0
     &&  service->requests == 0 && service->pins == 0) {
+        if (self->last == service)
+            self->last = NULL;
         zhashx_delete (self->by_name, service->name);
         *service_p = NULL;
     }

@@ -73,6 +73,26 @@ test_services_are_created_on_demand_and_released_when_empty (void **state)
     assert_null (handle);
     assert_int_equal (pigato__services_size (services), 0);
     pigato__request_destroy (NULL, &request);
+
+    //  The last name looked up is remembered: a name it begins, a longer
+    //  name, the same bytes with a NUL and a service that went never hit it
+    echo = pigato__services_require (services, "echo", 4);
+    assert_ptr_equal (pigato__services_lookup (services, "echo", 4), echo);
+    assert_null (pigato__services_lookup (services, "ech", 3));
+    assert_null (pigato__services_lookup (services, "echo2", 5));
+    assert_null (pigato__services_lookup (services, "echo\0", 5));
+    pigato__service_t *longer = pigato__services_require (services, "echo2", 5);
+    assert_non_null (longer);
+    assert_true (longer != echo);
+    assert_ptr_equal (pigato__services_lookup (services, "echo", 4), echo);
+    handle = echo;
+    pigato__services_release (services, &handle);
+    assert_null (handle);
+    assert_null (pigato__services_lookup (services, "echo", 4));
+    pigato__service_t *again = pigato__services_require (services, "echo", 4);
+    assert_non_null (again);
+    assert_string_equal (again->name, "echo");
+    assert_int_equal (pigato__services_size (services), 2);
     pigato__services_destroy (&services);
 }
 
@@ -293,6 +313,72 @@ test_binary_keys_separate_client_and_rid (void **state)
     memset (long_id, 'x', sizeof long_id);
     assert_int_equal (pigato__bkey_set (&probe, long_id, 256, NULL, 0), -1);
     zhashx_destroy (&table);
+}
+
+//  czmq's default zhashx hasher (zhashx.c, "modified Bernstein"): no key,
+//  so names that collide under it are easy to find.
+static size_t
+s_czmq_default_hash (const char *text)
+{
+    size_t hash = 0;
+    while (*text)
+        hash = 33 * hash ^ (size_t) *text++;
+    return hash;
+}
+
+//  Service names are hashed with a key: names that all collide under
+//  czmq's default hash spread, and the table serves each of them.
+static void
+test_service_names_that_collide_in_czmq_spread (void **state)
+{
+    (void) state;
+    //  Three-character names: group them by czmq's hash, keep the largest
+    //  group of identical hashes
+    static const char alphabet [] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    enum { LETTERS = 36, NAMES = LETTERS * LETTERS * LETTERS };
+    size_t *hashes = (size_t *) malloc (NAMES * sizeof (size_t));
+    for (int index = 0; index < NAMES; index++) {
+        char name [4] = { alphabet [index / (LETTERS * LETTERS)],
+                          alphabet [index / LETTERS % LETTERS],
+                          alphabet [index % LETTERS], 0 };
+        hashes [index] = s_czmq_default_hash (name);
+    }
+    //  Three characters hash below 2^18 there: count them in a histogram
+    enum { RANGE = 1 << 18 };
+    unsigned *counts = (unsigned *) calloc (RANGE, sizeof (unsigned));
+    size_t best = 0, best_count = 0;
+    for (int index = 0; index < NAMES; index++) {
+        assert_true (hashes [index] < RANGE);
+        if (++counts [hashes [index]] > best_count) {
+            best_count = counts [hashes [index]];
+            best = hashes [index];
+        }
+    }
+    free (counts);
+    assert_true (best_count >= 4);      //  czmq: one bucket for all of them
+    pigato__services_t *services = pigato__services_new ();
+    size_t keyed [64];
+    size_t used = 0;
+    for (int index = 0; index < NAMES && used < 64; index++) {
+        if (hashes [index] != best)
+            continue;
+        char name [4] = { alphabet [index / (LETTERS * LETTERS)],
+                          alphabet [index / LETTERS % LETTERS],
+                          alphabet [index % LETTERS], 0 };
+        keyed [used] = pigato__hash_keyed_text (name);
+        for (size_t other = 0; other < used; other++)
+            assert_true (keyed [other] != keyed [used]);
+        used++;
+        pigato__service_t *service =
+            pigato__services_require (services, name, 3);
+        assert_non_null (service);
+        assert_string_equal (service->name, name);
+        assert_ptr_equal (pigato__services_lookup (services, name, 3),
+                          service);
+    }
+    assert_int_equal (used, best_count < 64 ? best_count : 64);
+    pigato__services_destroy (&services);
+    free (hashes);
 }
 
 //  A pool gives destroyed records back out, holds at most
@@ -693,6 +779,7 @@ main (void)
         cmocka_unit_test (test_binary_keys_separate_client_and_rid),
         cmocka_unit_test (test_siphash_matches_libsodium_with_2_4_rounds),
         cmocka_unit_test (test_request_pool_recycles_records),
+        cmocka_unit_test (test_service_names_that_collide_in_czmq_spread),
         cmocka_unit_test (test_text_hash_is_stable_and_spreads_keys),
         cmocka_unit_test (test_unservable_pending_names_are_parked_until_a_wildcard_comes),
     };
