@@ -111,12 +111,9 @@ pigato__request_destroy (pigato__request_pool_t *pool,
         return;
     pigato__request_t *self = *self_p;
     zmq_msg_close (&self->body_part);
-    if (self->opts)
-        free (self->opts);
-    if (self->target)
-        free (self->target);
-    if (self->rejected)
-        free (self->rejected);
+    free (self->opts);
+    free (self->target);
+    free (self->rejected);
     s_record_free (pool, self);
     *self_p = NULL;
 }

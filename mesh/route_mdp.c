@@ -103,6 +103,8 @@ s_mdp_client_request (pigato_broker_t *self, pigato__route_in_t *in,
     }
     request->mdp_client = true;
     request->service = service;
+    //  Out of memory it is dropped, as when it could not be made: MDP has
+    //  no error reply
     pigato__route_admit (self, request, service, &in->m.conn, peer);
 }
 
