@@ -16,17 +16,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 command -v valgrind >/dev/null || { echo "instructions.sh: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 command -v callgrind_annotate >/dev/null || { echo "instructions.sh: needs callgrind_annotate (apt-get install valgrind)" >&2; exit 1; }
 [ -x "$BUILD/pigato-bench" ] || { echo "instructions.sh: build $BUILD/pigato-bench first (make bench)" >&2; exit 1; }
-WORK=$(mktemp -d)
-PIDS=""
-cleanup() {
-    for pid in $PIDS; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-"$BUILD/pigato-keygen" new broker -o "$WORK" >/dev/null
-"$BUILD/pigato-keygen" new bench-client -o "$WORK" >/dev/null
-"$BUILD/pigato-keygen" new bench-worker -o "$WORK" >/dev/null
+. "$HERE/common.sh"
 /usr/bin/python3 "$HERE/make_acl.py" "$WORK" acl1k 1000 100
 EP=tcp://127.0.0.1:$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 wait_log() {    # FILE PATTERN: callgrind starts slowly

@@ -25,21 +25,11 @@ INFLIGHT=${3:-${BENCH_INFLIGHT:-100}}
 IDLE=${BENCH_IDLE:-10000}
 STORM=${BENCH_STORM:-1000}
 HERE=$(cd "$(dirname "$0")" && pwd)
-WORK=$(mktemp -d)
-PIDS=""
-cleanup() {
-    for pid in $PIDS; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
+. "$HERE/common.sh"
 # Thousands of connections: as many descriptors as we may have (the bench
 # programs raise their own limit too; the broker inherits this one)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-"$BUILD/pigato-keygen" new broker -o "$WORK" >/dev/null
-"$BUILD/pigato-keygen" new bench-client -o "$WORK" >/dev/null
-"$BUILD/pigato-keygen" new bench-worker -o "$WORK" >/dev/null
 BROKER_Z85_SECRET=$(sed -n 's/^ *secret-key = "\(.*\)"/\1/p' "$WORK/broker.key_secret")
 port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_log() {    # FILE PATTERN [TENTHS]

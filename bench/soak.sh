@@ -11,19 +11,9 @@ set -eu
 BUILD=${1:-build}
 DURATION=${2:-${DURATION:-600}}
 HERE=$(cd "$(dirname "$0")" && pwd)
-WORK=$(mktemp -d)
-PIDS=""
-cleanup() {
-    for pid in $PIDS; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
+. "$HERE/common.sh"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-for name in broker bench-client bench-worker; do
-    "$BUILD/pigato-keygen" new "$name" -o "$WORK" >/dev/null
-done
 /usr/bin/python3 "$HERE/make_acl.py" "$WORK" soak 1000 100
 p=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 EP=tcp://127.0.0.1:$p
