@@ -308,8 +308,8 @@ s_native_handle (pigato__link_t *self, unsigned generation, zmsg_t *msg)
         pigato__log (PIGATO_LOG_DEBUG, "event=%s_native endpoint=%s",
                      links->name, self->endpoint);
     }
-    pigato__native_reader_init (&reader, zframe_data (batch),
-                                zframe_size (batch), false);
+    if (pigato__native_reader_rewind (&reader) != 0)
+        return 0;               //  cannot happen: every entry was read
     zframe_t *frame = batch;
     while (pigato__native_next (&reader, &entry, &external) == 1) {
         if (external) {

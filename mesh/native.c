@@ -91,6 +91,42 @@ pigato__native_reader_init (pigato__native_reader_t *self, const void *frame,
     return PIGATO__DECODE_OK;
 }
 
+//  Fills out from an entry's head values and its fields (which follow
+//  the head in the order client, service, rid, opts, body); sender and
+//  conn are kept.
+
+static inline void
+s_fill (pigato__msg_t *out, char role, int type, int flags,
+        size_t client_len, size_t service_len, size_t rid_len,
+        size_t opts_len, size_t body_len, const byte *field)
+{
+    pigato__bytes_t sender = out->sender;
+    pigato__conn_t conn = out->conn;
+    memset (out, 0, sizeof *out);
+    out->sender = sender;
+    out->conn = conn;
+    out->role = role;
+    out->type = type;
+    out->status = (flags & PIGATO__NATIVE_ERROR) ? -1 : 0;
+    out->client.data = client_len ? field : NULL;
+    out->client.size = client_len;
+    field += client_len;
+    out->service.data = service_len ? field : NULL;
+    out->service.size = service_len;
+    field += service_len;
+    out->rid.data = rid_len ? field : NULL;
+    out->rid.size = rid_len;
+    field += rid_len;
+    out->opts.data = opts_len ? field : NULL;
+    out->opts.size = opts_len;
+    field += opts_len;
+    out->data.data = body_len ? field : NULL;
+    out->data.size = body_len;
+    out->request_heartbeat = type == PIGATO__HEARTBEAT && rid_len > 0;
+    out->has_opts = opts_len > 0
+        && !(opts_len == 2 && memcmp (out->opts.data, "{}", 2) == 0);
+}
+
 static int
 s_fail (pigato__native_reader_t *self, int code)
 {
@@ -99,12 +135,50 @@ s_fail (pigato__native_reader_t *self, int code)
     return -1;
 }
 
+//  The second reading of a batch whose every entry passed next (): the
+//  same fields, without the checks.
+
+static int
+s_next_checked (pigato__native_reader_t *self, pigato__msg_t *out,
+                bool *external)
+{
+    const byte *head = self->frame + self->offset;
+    int type = head [0];
+    int flags = head [1];
+    size_t client_len = head [2];
+    size_t rid_len = head [3];
+    size_t service_len = ((size_t) head [4] << 8) | head [5];
+    size_t opts_len = ((size_t) head [6] << 8) | head [7];
+    size_t body_len = ((size_t) head [8] << 24) | ((size_t) head [9] << 16)
+                    | ((size_t) head [10] << 8) | head [11];
+    s_fill (out, self->role, type, flags, client_len, service_len, rid_len,
+            opts_len, body_len, head + PIGATO__NATIVE_ENTRY_HEAD);
+    self->offset += PIGATO__NATIVE_ENTRY_HEAD + client_len + service_len
+                  + rid_len + opts_len + body_len;
+    self->entries++;
+    *external = (flags & PIGATO__NATIVE_EXTERNAL) != 0;
+    return 1;
+}
+
+int
+pigato__native_reader_rewind (pigato__native_reader_t *self)
+{
+    if (self->error || self->offset != self->size || self->entries == 0)
+        return -1;
+    self->offset = PIGATO__NATIVE_HEAD;
+    self->entries = 0;
+    self->checked = true;
+    return 0;
+}
+
 int
 pigato__native_next (pigato__native_reader_t *self, pigato__msg_t *out,
                      bool *external)
 {
     if (self->offset >= self->size)
         return 0;
+    if (self->checked)
+        return s_next_checked (self, out, external);
     if (self->entries >= PIGATO__NATIVE_ENTRIES_MAX)
         return s_fail (self, PIGATO__DECODE_FRAMES);
     size_t left = self->size - self->offset;
@@ -145,33 +219,10 @@ pigato__native_next (pigato__native_reader_t *self, pigato__msg_t *out,
     ||  body_len > left - client_len - service_len - rid_len - opts_len)
         return s_fail (self, PIGATO__DECODE_SHORT);
 
-    pigato__bytes_t sender = out->sender;
-    pigato__conn_t conn = out->conn;
-    memset (out, 0, sizeof *out);
-    out->sender = sender;
-    out->conn = conn;
-    out->role = self->role;
-    out->type = type;
-    out->status = (flags & PIGATO__NATIVE_ERROR) ? -1 : 0;
     const byte *field = head + PIGATO__NATIVE_ENTRY_HEAD;
-    out->client.data = client_len ? field : NULL;
-    out->client.size = client_len;
-    field += client_len;
-    out->service.data = service_len ? field : NULL;
-    out->service.size = service_len;
-    field += service_len;
-    out->rid.data = rid_len ? field : NULL;
-    out->rid.size = rid_len;
-    field += rid_len;
-    out->opts.data = opts_len ? field : NULL;
-    out->opts.size = opts_len;
-    field += opts_len;
-    out->data.data = body_len ? field : NULL;
-    out->data.size = body_len;
-    field += body_len;
-    out->request_heartbeat = type == PIGATO__HEARTBEAT && rid_len > 0;
-    out->has_opts = opts_len > 0
-        && !(opts_len == 2 && memcmp (out->opts.data, "{}", 2) == 0);
+    s_fill (out, self->role, type, flags, client_len, service_len, rid_len,
+            opts_len, body_len, field);
+    field += client_len + service_len + rid_len + opts_len + body_len;
     if (out->request_heartbeat && !self->from_peer && self->role == 'W'
     &&  client_len == 0)
         return s_fail (self, PIGATO__DECODE_FIELD);

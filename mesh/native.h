@@ -47,6 +47,7 @@ typedef struct {
     size_t entries;             //  entries read so far
     char role;                  //  'C' or 'W'
     bool from_peer;             //  read by the broker (peer -> broker rules)
+    bool checked;               //  every entry passed: next () only reads
     int error;                  //  pigato__decode_t after next () == -1
 } pigato__native_reader_t;
 
@@ -65,6 +66,12 @@ int pigato__native_reader_init (pigato__native_reader_t *self,
 //  why; the whole message is then to be dropped).
 int pigato__native_next (pigato__native_reader_t *self, pigato__msg_t *out,
                          bool *external);
+
+//  After next () returned 0 (every entry valid): starts the batch again,
+//  and the second reading skips the checks the first one passed. The
+//  frame must not have changed. Returns 0, or -1 if the first reading had
+//  not ended cleanly (the reader is then unchanged).
+int pigato__native_reader_rewind (pigato__native_reader_t *self);
 
 typedef struct {
     byte *data;                 //  the batch frame being built

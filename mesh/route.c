@@ -824,8 +824,8 @@ s_route_native (pigato_broker_t *self, pigato__route_in_t *in, bool current,
                                 : "frames");
         return;
     }
-    pigato__native_reader_init (&reader, zmq_msg_data (batch),
-                                zmq_msg_size (batch), true);
+    if (pigato__native_reader_rewind (&reader) != 0)
+        return;                 //  cannot happen: every entry was read
     size_t next_part = 2;
     while (pigato__native_next (&reader, &in->m, &external) == 1) {
         in->m.native = true;

@@ -76,6 +76,15 @@ s_round_trip (char role, bool from_peer, const entry_t *entries, size_t count)
     pigato__msg_t out;
     memset (&out, 0, sizeof out);
     bool external = true;
+    //  Not before the first reading has ended
+    assert_int_equal (pigato__native_reader_rewind (&reader), -1);
+    //  The second reading (after rewind, without the checks) gives the
+    //  same entries as the first
+    for (int pass = 0; pass < 2; pass++) {
+    if (pass == 1) {
+        assert_int_equal (pigato__native_reader_rewind (&reader), 0);
+        assert_true (reader.checked);
+    }
     for (size_t index = 0; index < count; index++) {
         const entry_t *entry = &entries [index];
         assert_int_equal (pigato__native_next (&reader, &out, &external), 1);
@@ -90,8 +99,12 @@ s_round_trip (char role, bool from_peer, const entry_t *entries, size_t count)
         assert_true (s_eq (out.data, entry->body ? entry->body : ""));
         assert_int_equal (out.request_heartbeat,
                           entry->type == PIGATO__HEARTBEAT && entry->rid);
+        assert_int_equal (out.has_opts,
+                          entry->opts && strcmp (entry->opts, "{}") != 0);
     }
     assert_int_equal (pigato__native_next (&reader, &out, &external), 0);
+    assert_int_equal (reader.entries, count);
+    }
     free (frame);
     pigato__native_writer_free (&writer);
 }
@@ -161,6 +174,9 @@ s_read_all (const byte *data, size_t size, bool from_peer, int *error)
         if (more < 0) {
             rc = reader.error;
             assert_int_not_equal (rc, 0);
+            //  A malformed batch is never read a second time
+            assert_int_equal (pigato__native_reader_rewind (&reader), -1);
+            assert_false (reader.checked);
         }
     }
     free (frame);
@@ -497,6 +513,17 @@ test_external_bodies (void **state)
     assert_true (external);
     assert_int_equal (out.type, PIGATO__REPLY);
     assert_int_equal (out.data.size, 0);     //  the body is the next frame
+    assert_int_equal (pigato__native_next (&reader, &out, &external), 0);
+    //  A second reading marks the same entry external
+    assert_int_equal (pigato__native_reader_rewind (&reader), 0);
+    assert_int_equal (pigato__native_next (&reader, &out, &external), 1);
+    assert_false (external);
+    assert_true (s_eq (out.data, "inline"));
+    assert_int_equal (pigato__native_next (&reader, &out, &external), 1);
+    assert_true (external);
+    assert_int_equal (out.data.size, 0);
+    assert_true (s_eq (out.client, "c"));
+    assert_true (s_eq (out.rid, "r1"));
     assert_int_equal (pigato__native_next (&reader, &out, &external), 0);
     free (frame);
 
