@@ -55,7 +55,7 @@ struct _pigato_client_t {
     pigato__table_t *requests;  //  rid -> s_request_t, in flight
     pigato__heap_t *timers;     //  heartbeat + request deadlines
     pigato__timer_t heartbeat;  //  next heartbeat tick
-    uint64_t rid_prefix;        //  random per client
+    char rid_prefix [17];       //  16 random hex digits per client
     uint32_t rid_counter;       //  per request
     bool progress;              //  a message or final happened this round
     zloop_t *loop;              //  attached zloop, or NULL
@@ -112,15 +112,14 @@ s_link_choose (pigato_client_t *self, pigato__link_t *avoid)
 }
 
 //  --------------------------------------------------------------------------
-//  Writes a rid: 16 hex digits of the client's random prefix, then 8 of
-//  the counter (by hand: this runs for every request).
+//  Writes a rid: the client's 16-digit random prefix, then 8 hex digits
+//  of the counter (by hand: this runs for every request).
 
 static void
-s_rid_format (char *rid, uint64_t prefix, uint32_t counter)
+s_rid_format (char *rid, const char *prefix, uint32_t counter)
 {
     static const char digits [] = "0123456789abcdef";
-    for (int index = 15; index >= 0; index--, prefix >>= 4)
-        rid [index] = digits [prefix & 15];
+    memcpy (rid, prefix, 16);
     for (int index = 23; index >= 16; index--, counter >>= 4)
         rid [index] = digits [counter & 15];
     rid [24] = 0;
@@ -485,7 +484,10 @@ pigato_client_new (void)
     self->timers = pigato__heap_new ();
     self->links = pigato__links_new ('C', &self->security, s_link_handle,
                                      s_loop_tick, s_link_disconnected, self);
-    randombytes_buf (&self->rid_prefix, sizeof self->rid_prefix);
+    byte prefix [8];
+    randombytes_buf (prefix, sizeof prefix);
+    sodium_bin2hex (self->rid_prefix, sizeof self->rid_prefix, prefix,
+                    sizeof prefix);
     pigato__timer_init (&self->heartbeat);
     if (!self->requests || !self->timers || !self->links)
         pigato_client_destroy (&self);
