@@ -8,7 +8,8 @@
 # flight, 64-byte bodies. For each process it prints all instructions per
 # request (the libzmq I/O thread's CURVE work included) and those of the
 # application thread alone: the broker's loop (pigato_broker_run) or the
-# libpigato reader (s_loop_reader, with the bench code it calls).
+# bench's zloop (zloop_start: libpigato, the bench code it calls and the
+# polling).
 set -eu
 BUILD=${1:-build}
 REQUESTS=${2:-50000}
@@ -56,5 +57,5 @@ per_request() {     # FILE FUNCTION: total and FUNCTION's inclusive count / requ
 }
 echo "instructions per request ($REQUESTS native CURVE+ACL requests, 100 in flight):"
 echo "  broker  $(per_request "$WORK/broker.out" pigato_broker_run)"
-echo "  worker  $(per_request "$WORK/worker.out" s_loop_reader)"
-echo "  client  $(per_request "$WORK/client.out" s_loop_reader)"
+echo "  worker  $(per_request "$WORK/worker.out" zloop_start)"
+echo "  client  $(per_request "$WORK/client.out" zloop_start)"

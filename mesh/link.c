@@ -18,6 +18,7 @@
 #include "link.h"
 
 #define LINK_DRAIN_MAX 1000     //  messages per link per round
+#define LINK_DISPATCH_ROUNDS 4  //  zloop: rounds in one turn, then next turn
 
 //  One entry of a poll: a link's socket or its monitor.
 typedef struct {
@@ -39,12 +40,16 @@ struct _pigato__links_t {
     size_t size;                //  links in use
     int hold;                   //  dispatch depth: > 0 coalesces sends
     zloop_t *loop;              //  attached zloop, or NULL
+    int settle_timer;           //  zloop timer of a pending dispatch, or 0
+    bool dispatching;           //  zloop: inside s_dispatch
     zmq_pollitem_t *poll_items; //  reused by every poll
     s_polled_t *polled;         //  what each poll item is
     size_t poll_capacity;       //  slots in the two arrays
 };
 
 #define S_TEXT(text) { (const byte *) (text), strlen (text) }
+
+static void s_settle_outside (pigato__links_t *self);
 
 pigato__links_t *
 pigato__links_new (char role, const pigato__peer_security_t *security,
@@ -83,6 +88,8 @@ pigato__links_destroy (pigato__links_t **self_p)
     if (!self_p || !*self_p)
         return;
     pigato__links_t *self = *self_p;
+    if (self->loop && self->settle_timer)
+        zloop_timer_end (self->loop, self->settle_timer);
     for (size_t index = 0; index < self->size; index++) {
         pigato__link_t *link = self->items [index];
         pigato__link_close (link);
@@ -136,6 +143,7 @@ pigato__link_flush (pigato__link_t *self)
     }
     void *handle = zsock_resolve (self->sock);
     size_t externals = self->writer.externals;
+    self->dirty = true;
     int rc = zmq_send (handle, self->writer.data, self->writer.size,
                        externals ? ZMQ_SNDMORE : 0) < 0 ? -1 : 0;
     for (size_t index = 0; index < externals; index++) {
@@ -245,15 +253,23 @@ pigato__link_send (pigato__link_t *self, const pigato__msg_t *message)
 {
     if (!self->sock)
         return -1;
+    int rc;
     if (self->native && s_native_add (self, message) == 0) {
-        if (self->links->hold == 0 || pigato__native_writer_full (&self->writer))
-            return pigato__link_flush (self);
-        return 0;
+        if (self->links->hold > 0 && !pigato__native_writer_full (&self->writer))
+            return 0;
+        rc = pigato__link_flush (self);
     }
-    //  Whatever is batched goes first: order per request is kept
-    if (pigato__link_flush (self) != 0)
-        return -1;
-    return s_send_046 (self, message);
+    else {
+        //  Whatever is batched goes first: order per request is kept
+        rc = pigato__link_flush (self);
+        if (rc == 0) {
+            rc = s_send_046 (self, message);
+            self->dirty = true;
+        }
+    }
+    if (self->links->hold == 0)
+        s_settle_outside (self->links);
+    return rc;
 }
 
 bool
@@ -356,6 +372,7 @@ s_link_handle (pigato__link_t *self, unsigned generation, zmsg_t *msg)
 static void
 s_link_drain (pigato__link_t *self, unsigned generation, size_t *received)
 {
+    self->dirty = true;         //  ZMQ_EVENTS is to be read after this
     for (int count = 0; count < LINK_DRAIN_MAX; count++) {
         if (!self->sock || self->generation != generation)
             break;
@@ -407,31 +424,118 @@ s_monitor_drain (pigato__link_t *self, unsigned generation, size_t *received)
 }
 
 //  --------------------------------------------------------------------------
-//  zloop reader: drains one link and runs the owner's timers, as one
-//  dispatch.
+//  Under a zloop, links are polled through their ZMQ_FDs. Such a
+//  descriptor signals only news (libzmq's commands), and any receive or
+//  send may take in news without the descriptor signalling again, so
+//  after using a socket we read ZMQ_EVENTS before the loop waits on it
+//  (zmq_getsockopt(3), ZMQ_FD). A link used since that reading is dirty.
+
+//  True if the socket holds a message (reading ZMQ_EVENTS also takes in
+//  libzmq's pending commands).
+static bool
+s_sock_readable (zsock_t *sock)
+{
+    int events = 0;
+    size_t size = sizeof events;
+    return zmq_getsockopt (zsock_resolve (sock), ZMQ_EVENTS, &events, &size)
+           == 0
+        && (events & ZMQ_POLLIN);
+}
+
+//  Reads ZMQ_EVENTS of the dirty links: a link with a message stays dirty
+//  (it is to be drained), the others are clean. True if any is readable.
+static bool
+s_settle (pigato__links_t *self)
+{
+    bool readable = false;
+    for (size_t index = 0; index < self->size; index++) {
+        pigato__link_t *link = self->items [index];
+        if (!link->dirty)
+            continue;
+        if (link->sock && s_sock_readable (link->sock))
+            readable = true;
+        else
+            link->dirty = false;
+    }
+    return readable;
+}
+
+static void s_dispatch (pigato__links_t *self);
 
 static int
-s_loop_reader (zloop_t *loop, zsock_t *sock, void *arg)
+s_settle_timer (zloop_t *loop, int timer_id, void *arg)
 {
     (void) loop;
-    (void) sock;
-    pigato__link_t *link = (pigato__link_t *) arg;
-    pigato__links_t *self = link->links;
-    size_t received = 0;
-    pigato__links_hold (self);
-    s_link_drain (link, link->generation, &received);
-    if (self->tick)
-        self->tick (self->owner);
-    pigato__links_release (self);
+    (void) timer_id;
+    pigato__links_t *self = (pigato__links_t *) arg;
+    self->settle_timer = 0;
+    s_dispatch (self);
     return zsys_interrupted ? -1 : 0;
 }
 
-//  zloop reader of a link's monitor, as one dispatch with the timers.
+//  After a send or a poll outside s_dispatch: a link left readable is
+//  drained at the loop's next turn (not here: the application is
+//  running). Inside s_dispatch, s_dispatch does it.
+static void
+s_settle_outside (pigato__links_t *self)
+{
+    if (!self->loop || self->dispatching || self->settle_timer
+    ||  !s_settle (self))
+        return;
+    int timer = zloop_timer (self->loop, 0, 1, s_settle_timer, self);
+    self->settle_timer = timer > 0 ? timer : 0;
+}
+
+//  One zloop dispatch: drains the dirty links, runs the owner's timers
+//  and sends what that produced, in rounds while sending left a link
+//  readable; after LINK_DISPATCH_ROUNDS, the rest waits for the next turn
+//  of the loop so that other sockets get theirs.
+static void
+s_dispatch (pigato__links_t *self)
+{
+    bool nested = self->dispatching;
+    self->dispatching = true;
+    bool readable = s_settle (self);
+    for (int round = 0; round < LINK_DISPATCH_ROUNDS; round++) {
+        size_t received = 0;
+        pigato__links_hold (self);
+        for (size_t index = 0; readable && index < self->size; index++) {
+            pigato__link_t *link = self->items [index];
+            if (link->dirty && link->sock)
+                s_link_drain (link, link->generation, &received);
+        }
+        if (round == 0 && self->tick)
+            self->tick (self->owner);
+        pigato__links_release (self);
+        readable = s_settle (self);
+        if (!readable)
+            break;
+    }
+    self->dispatching = nested;
+    if (!nested)
+        s_settle_outside (self);
+}
+
+//  zloop poller of a link's ZMQ_FD.
 static int
-s_loop_monitor (zloop_t *loop, zsock_t *sock, void *arg)
+s_loop_fd (zloop_t *loop, zmq_pollitem_t *item, void *arg)
 {
     (void) loop;
-    (void) sock;
+    (void) item;
+    pigato__link_t *link = (pigato__link_t *) arg;
+    link->dirty = true;
+    s_dispatch (link->links);
+    return zsys_interrupted ? -1 : 0;
+}
+
+//  zloop poller of a link's monitor's ZMQ_FD: the monitor is drained
+//  until empty (nothing else reads or writes it), as one dispatch with
+//  the timers.
+static int
+s_loop_monitor_fd (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    (void) loop;
+    (void) item;
     pigato__link_t *link = (pigato__link_t *) arg;
     pigato__links_t *self = link->links;
     size_t received = 0;
@@ -443,17 +547,46 @@ s_loop_monitor (zloop_t *loop, zsock_t *sock, void *arg)
     return zsys_interrupted ? -1 : 0;
 }
 
+//  A socket's ZMQ_FD as a zloop poller; -1 if that failed.
+static int
+s_poller_add (zloop_t *loop, zsock_t *sock, zloop_fn *handler, void *arg)
+{
+    int fd = -1;
+    size_t size = sizeof fd;
+    if (zmq_getsockopt (zsock_resolve (sock), ZMQ_FD, &fd, &size) != 0)
+        return -1;
+    zmq_pollitem_t item = { NULL, fd, ZMQ_POLLIN, 0 };
+    return zloop_poller (loop, &item, handler, arg) == 0 ? fd : -1;
+}
+
+static void
+s_poller_end (zloop_t *loop, int *fd)
+{
+    if (*fd < 0)
+        return;
+    zmq_pollitem_t item = { NULL, *fd, ZMQ_POLLIN, 0 };
+    zloop_poller_end (loop, &item);
+    *fd = -1;
+}
+
 static void
 s_link_register (pigato__link_t *self)
 {
     zloop_t *loop = self->links->loop;
-    if (loop && self->sock) {
-        zloop_reader (loop, self->sock, s_loop_reader, self);
-        zloop_reader_set_tolerant (loop, self->sock);
-    }
-    if (loop && self->monitor) {
-        zloop_reader (loop, self->monitor, s_loop_monitor, self);
-        zloop_reader_set_tolerant (loop, self->monitor);
+    if (!loop)
+        return;
+    if (self->sock && self->fd < 0
+    &&  (self->fd = s_poller_add (loop, self->sock, s_loop_fd, self)) < 0)
+        pigato__log (PIGATO_LOG_ERROR, "event=%s_zloop_failed endpoint=%s "
+                     "reason=\"%s\"", self->links->name, self->endpoint,
+                     zmq_strerror (zmq_errno ()));
+    if (self->monitor && self->monitor_fd < 0)
+        self->monitor_fd = s_poller_add (loop, self->monitor,
+                                         s_loop_monitor_fd, self);
+    //  What came before the loop watched the descriptor is not signalled
+    if (self->sock) {
+        self->dirty = true;
+        s_settle_outside (self->links);
     }
 }
 
@@ -517,11 +650,12 @@ pigato__link_close (pigato__link_t *self)
     if (!self->sock)
         return;
     pigato__link_flush (self);
-    if (self->links->loop)
-        zloop_reader_end (self->links->loop, self->sock);
+    if (self->links->loop) {
+        s_poller_end (self->links->loop, &self->fd);
+        s_poller_end (self->links->loop, &self->monitor_fd);
+    }
+    self->dirty = false;
     if (self->monitor) {
-        if (self->links->loop)
-            zloop_reader_end (self->links->loop, self->monitor);
         zmq_socket_monitor (zsock_resolve (self->sock), NULL, 0);
         zsock_destroy (&self->monitor);
     }
@@ -544,6 +678,7 @@ pigato__links_add (pigato__links_t *self, const char *endpoint,
     }
     link->links = self;
     link->index = self->size;
+    link->fd = link->monitor_fd = -1;
     link->framing = self->framing;
     pigato__native_writer_init (&link->writer, self->role);
     int rc = pigato__link_open (link, err, err_size);
@@ -571,6 +706,7 @@ pigato__links_release (pigato__links_t *self)
         return;
     for (size_t index = 0; index < self->size; index++)
         pigato__link_flush (self->items [index]);
+    s_settle_outside (self);
 }
 
 int
@@ -628,5 +764,10 @@ pigato__links_poll (pigato__links_t *self, int64_t wait_ms, size_t *received)
             else
                 s_link_drain (polled->link, polled->generation, received);
         }
+    //  Under a zloop too (a blocking call in a callback): the sockets were
+    //  used behind their descriptors' back
+    for (size_t index = 0; self->loop && index < self->size; index++)
+        self->items [index]->dirty = true;
+    s_settle_outside (self);
     return PIGATO_OK;
 }

@@ -12,6 +12,10 @@
     Each socket has a monitor: when the connection to a broker that had
     spoken ends (broker killed or restarted, network cut), the owner's
     lost handler runs at once, without waiting for heartbeats to stop.
+    Under an application's zloop, links are polled through their sockets'
+    ZMQ_FDs: the loop's poll is then one system call whatever the number
+    of links, where polling the sockets themselves costs two calls per
+    socket, before and after every sleep.
     =========================================================================
 */
 #ifndef PIGATO_LINK_H_INCLUDED
@@ -37,6 +41,9 @@ typedef struct {
     bool native;                //  sends native on this connection
     pigato__native_writer_t writer;     //  batch being coalesced
     zmq_msg_t *externals;       //  its external bodies, in order
+    int fd;                     //  sock's ZMQ_FD polled by the zloop, or -1
+    int monitor_fd;             //  monitor's ZMQ_FD polled by it, or -1
+    bool dirty;                 //  zloop: used since ZMQ_EVENTS was read
 } pigato__link_t;
 
 //  One message (or native entry) from a broker, already decoded and

@@ -1053,6 +1053,70 @@ test_attached_to_zloop (void **state)
     fake_broker_destroy (&loop_state.broker);
 }
 
+static int
+s_stop_at_one (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    return ((recorder_t *) arg)->count >= 1 ? -1 : 0;
+}
+
+static int
+s_give_up (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    (void) arg;
+    return -1;
+}
+
+//  Under a zloop the client's link is polled through its ZMQ_FD, which
+//  signals news only. A send made outside the client's dispatch (here,
+//  before the loop runs) takes in the news of a reply already queued, and
+//  the descriptor will not signal that reply again: the client must see
+//  it and read it at the loop's first turn, not never.
+static void
+test_zloop_reads_a_reply_whose_signal_a_send_took (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (broker);
+    zloop_t *loop = zloop_new ();
+    assert_int_equal (pigato_client_attach (client, loop), 0);
+    recorder_t recorder;
+    recorder.count = 0;
+    assert_int_equal (pigato_client_request (client, "echo", "1", 1, NULL,
+                                             s_record, &recorder, NULL), 0);
+    zmsg_t *msg = fake_recv (broker, NULL, NULL, "C", "2", 2000);
+    assert_non_null (msg);
+    zframe_t *to = fake_sender (msg);
+    char *rid = fake_frame_str (msg, 4);
+    fake_send (broker, to, "C", "3", "", rid, "0", "first", "{}", NULL);
+    free (rid);
+    zframe_destroy (&to);
+    zmsg_destroy (&msg);
+    //  libzmq takes in news during a send at most once a millisecond: let
+    //  that pass, and the reply reach the client (if it came later, its
+    //  own signal would wake the loop and the test would pass anyway)
+    zclock_sleep (5);
+    assert_int_equal (pigato_client_request (client, "nobody", "2", 1,
+                                             "{\"timeout\":5000}", s_record,
+                                             &recorder, NULL), 0);
+    zloop_timer (loop, 5, 0, s_stop_at_one, &recorder);
+    zloop_timer (loop, 1000, 1, s_give_up, NULL);
+    int64_t started = zclock_mono ();
+    zloop_start (loop);
+    assert_int_equal (recorder.count, 1);
+    assert_true (recorder.events [0].final);
+    assert_string_equal (recorder.events [0].data, "first");
+    //  At the loop's first turn, not at the client's timer tick 100 ms
+    //  after attach (which would find the link dirty and read it)
+    assert_true (zclock_mono () - started < 60);
+    pigato_client_destroy (&client);
+    zloop_destroy (&loop);
+    fake_broker_destroy (&broker);
+}
+
 static void
 test_security_settings (void **state)
 {
@@ -1556,6 +1620,7 @@ main (void)
         cmocka_unit_test (test_new_requests_avoid_a_silent_broker),
         cmocka_unit_test (test_blocking_call),
         cmocka_unit_test (test_attached_to_zloop),
+        cmocka_unit_test (test_zloop_reads_a_reply_whose_signal_a_send_took),
         cmocka_unit_test (test_security_settings),
         cmocka_unit_test (test_curve_with_key_file),
         cmocka_unit_test (test_auto_stays_046_with_a_046_broker),
