@@ -16,6 +16,8 @@
 #   bench/run.sh BUILD [REQUESTS] [INFLIGHT]
 # Environment: BENCH_REQUESTS, BENCH_INFLIGHT, BENCH_IDLE (10000 idle
 # clients), BENCH_STORM (1000), BENCH_SCALE=0 skips the scale runs,
+# BENCH_SCALE_ROUNDS (5) rounds of the flatness pairs, BENCH_ROUNDS (15)
+# interleaved rounds against NATS,
 # BENCH_NODE=0 the Node broker, BENCH_NATS=0 nats-server, BENCH_ONLY=GLOB
 # runs only the rows whose label matches that one shell pattern (e.g. 'idle-*').
 set -eu
@@ -317,16 +319,31 @@ else
 fi
 
 if [ "${BENCH_SCALE:-1}" != 0 ]; then
-    # ACL identities: 10 vs 10,000, both with 1,000 rules
-    try row broker-ids10 broker acl10 "$FN"
-    try row broker-ids10k broker acl10k "$FN"
-    # 2,000 workers either way: one service, or 1,000 services x 2 workers
-    # with the requests spread over all of them (same ACL)
-    WORKER_ARGS="--service echo --workers 2000"
-    try row broker-svc1 broker acl1k "$FN"
-    WORKER_ARGS="--service echo --services 1000 --workers 2"
-    try row broker-svc1000 broker acl1k "$FN" --service echo --services 1000
-    WORKER_ARGS=""
+    # Flatness, in BENCH_SCALE_ROUNDS interleaved rounds whose order
+    # alternates (small first, then large first), because one pair of rows
+    # run back to back differs by more than the +-10% being measured here;
+    # summary.py reports medians:
+    #  * ACL identities: 10 vs 10,000, both with 1,000 rules;
+    #  * 2,000 workers either way: one service, or 1,000 services x 2
+    #    workers with the requests spread over all of them (same ACL)
+    ids10() { try row "sc$r-ids10" broker acl10 "$FN"; }
+    ids10k() { try row "sc$r-ids10k" broker acl10k "$FN"; }
+    svc1() {
+        WORKER_ARGS="--service echo --workers 2000"
+        try row "sc$r-svc1" broker acl1k "$FN"
+        WORKER_ARGS=""
+    }
+    svc1000() {
+        WORKER_ARGS="--service echo --services 1000 --workers 2"
+        try row "sc$r-svc1000" broker acl1k "$FN" --service echo --services 1000
+        WORKER_ARGS=""
+    }
+    r=1
+    while [ $r -le "${BENCH_SCALE_ROUNDS:-5}" ]; do
+        if [ $((r % 2)) = 1 ]; then ids10; ids10k; svc1; svc1000
+        else ids10k; ids10; svc1000; svc1; fi
+        r=$((r + 1))
+    done
     # The broker's I/O threads, when it has the option
     if "$BUILD/pigato-broker" --help 2>&1 | grep -q -- --io-threads; then
         BROKER_ARGS="--io-threads 1"; try row broker-io1 broker curve "$FN" --clients 4

@@ -121,7 +121,27 @@ if fn != f46:
     # Not the same framing (Node speaks only 0.0.46): what a C peer gains
     ratio("native CURVE pigato-broker / 0.0.46 CURVE node-broker throughput", rps("broker-curve-native"), rps("node-curve"))
     ratio("0.0.46 CURVE node-broker / native CURVE pigato-broker CPU per request", cpu("node-curve"), cpu("broker-curve-native"))
-# Scale
+# Scale: flatness pairs in interleaved rounds (scN-ids10, scN-ids10k,
+# scN-svc1, scN-svc1000), or single rows from older runs
+scale_rounds = sorted({int(label[2:label.index("-")]) for label in rows
+                       if label.startswith("sc") and "-" in label and label[2:label.index("-")].isdigit()})
+
+
+def scale(name, large, small):
+    top = [rps("sc%d-%s" % (r, large)) for r in scale_rounds]
+    bottom = [rps("sc%d-%s" % (r, small)) for r in scale_rounds]
+    paired = [t / b for t, b in zip(top, bottom) if t and b]
+    if not paired:
+        return
+    print("%s, %d interleaved rounds: %s %s, %s %s req/s (medians)"
+          % (name, len(paired), large, "%.0f" % median(top), small, "%.0f" % median(bottom)))
+    ratio("%s throughput, interleaved medians" % name, median(top), median(bottom), "1 +- 0.10")
+    print("ratio %s throughput, median of per-round ratios: %.2f (rounds: %s)  (target 1 +- 0.10)"
+          % (name, median(paired), " ".join("%.2f" % p for p in paired)))
+
+
+scale("identities 10,000/10 (1,000 rules)", "ids10k", "ids10")
+scale("services 1,000 x 2 workers / 1 x 2,000 workers", "svc1000", "svc1")
 ratio("identities 10,000/10 (1,000 rules) throughput", rps("broker-ids10k"), rps("broker-ids10"), "1 +- 0.10")
 ratio("services 1,000 x 2 workers / 1 x 2,000 workers throughput", rps("broker-svc1000"), rps("broker-svc1"), "1 +- 0.10")
 ratio("io-threads 2/1 throughput", rps("broker-io2"), rps("broker-io1"))
@@ -146,7 +166,7 @@ print("| label | clients × in flight | req/s | p50 µs | p99 µs | p99.9 µs | 
 print("|---|---|---|---|---|---|---|---|")
 for label in order:
     r = rows[label]
-    if "rps" not in r or label.startswith("ab") and label[2:3].isdigit():
+    if "rps" not in r or label[:2] in ("ab", "sc") and label[2:3].isdigit():
         continue
     print("| %s | %s × %s | %s | %s | %s | %s | %s | %s |" % (
         label, r.get("clients", "1"), r.get("inflight", ""), "{:,}".format(int(r["rps"])),
