@@ -272,6 +272,8 @@ PIGATO_EXPORT int
 //  date across reconnects and removes them when destroyed; destroy it
 //  before the zloop, and never from inside one of that zloop's handlers
 //  (czmq may still call the client's handlers later in the same pass).
+//  The sockets are polled as file descriptors (their ZMQ_FDs), so a zloop
+//  shared by many clients and workers polls them all in one call.
 PIGATO_EXPORT int
     pigato_client_attach (pigato_client_t *self, void *zloop);
 
@@ -347,8 +349,9 @@ PIGATO_EXPORT int
 PIGATO_EXPORT void
     pigato_worker_stop (pigato_worker_t *self);
 
-//  Registers with an application's zloop (czmq zloop_t). Destroy the
-//  worker before the zloop, and never from inside one of its handlers.
+//  Registers with an application's zloop (czmq zloop_t), as the client
+//  does (sockets polled through their ZMQ_FDs). Destroy the worker before
+//  the zloop, and never from inside one of its handlers.
 PIGATO_EXPORT int
     pigato_worker_attach (pigato_worker_t *self, void *zloop);
 
