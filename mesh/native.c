@@ -91,40 +91,63 @@ pigato__native_reader_init (pigato__native_reader_t *self, const void *frame,
     return PIGATO__DECODE_OK;
 }
 
-//  Fills out from an entry's head values and its fields (which follow
-//  the head in the order client, service, rid, opts, body); sender and
-//  conn are kept.
+//  An entry's 12-byte head (docs/native-framing.md), decoded.
+typedef struct {
+    int type;
+    int flags;
+    size_t client, rid, service, opts, body;    //  field lengths
+} s_head_t;
 
-static inline void
-s_fill (pigato__msg_t *out, char role, int type, int flags,
-        size_t client_len, size_t service_len, size_t rid_len,
-        size_t opts_len, size_t body_len, const byte *field)
+static inline s_head_t
+s_head (const byte *head)
 {
+    return (s_head_t) {
+        .type = head [0],
+        .flags = head [1],
+        .client = head [2],
+        .rid = head [3],
+        .service = ((size_t) head [4] << 8) | head [5],
+        .opts = ((size_t) head [6] << 8) | head [7],
+        .body = ((size_t) head [8] << 24) | ((size_t) head [9] << 16)
+              | ((size_t) head [10] << 8) | head [11]
+    };
+}
+
+//  Fills out from an entry's head and its fields (which follow the head
+//  in the order client, service, rid, opts, body); sender and conn are
+//  kept. Returns the entry's total size.
+
+static inline size_t
+s_fill (pigato__msg_t *out, char role, const s_head_t *h, const byte *field)
+{
+    const byte *start = field;
     pigato__bytes_t sender = out->sender;
     pigato__conn_t conn = out->conn;
     memset (out, 0, sizeof *out);
     out->sender = sender;
     out->conn = conn;
     out->role = role;
-    out->type = type;
-    out->status = (flags & PIGATO__NATIVE_ERROR) ? -1 : 0;
-    out->client.data = client_len ? field : NULL;
-    out->client.size = client_len;
-    field += client_len;
-    out->service.data = service_len ? field : NULL;
-    out->service.size = service_len;
-    field += service_len;
-    out->rid.data = rid_len ? field : NULL;
-    out->rid.size = rid_len;
-    field += rid_len;
-    out->opts.data = opts_len ? field : NULL;
-    out->opts.size = opts_len;
-    field += opts_len;
-    out->data.data = body_len ? field : NULL;
-    out->data.size = body_len;
-    out->request_heartbeat = type == PIGATO__HEARTBEAT && rid_len > 0;
-    out->has_opts = opts_len > 0
-        && !(opts_len == 2 && memcmp (out->opts.data, "{}", 2) == 0);
+    out->type = h->type;
+    out->status = (h->flags & PIGATO__NATIVE_ERROR) ? -1 : 0;
+    out->client.data = h->client ? field : NULL;
+    out->client.size = h->client;
+    field += h->client;
+    out->service.data = h->service ? field : NULL;
+    out->service.size = h->service;
+    field += h->service;
+    out->rid.data = h->rid ? field : NULL;
+    out->rid.size = h->rid;
+    field += h->rid;
+    out->opts.data = h->opts ? field : NULL;
+    out->opts.size = h->opts;
+    field += h->opts;
+    out->data.data = h->body ? field : NULL;
+    out->data.size = h->body;
+    field += h->body;
+    out->request_heartbeat = h->type == PIGATO__HEARTBEAT && h->rid > 0;
+    out->has_opts = h->opts > 0
+        && !(h->opts == 2 && memcmp (out->opts.data, "{}", 2) == 0);
+    return PIGATO__NATIVE_ENTRY_HEAD + (size_t) (field - start);
 }
 
 static int
@@ -143,20 +166,11 @@ s_next_checked (pigato__native_reader_t *self, pigato__msg_t *out,
                 bool *external)
 {
     const byte *head = self->frame + self->offset;
-    int type = head [0];
-    int flags = head [1];
-    size_t client_len = head [2];
-    size_t rid_len = head [3];
-    size_t service_len = ((size_t) head [4] << 8) | head [5];
-    size_t opts_len = ((size_t) head [6] << 8) | head [7];
-    size_t body_len = ((size_t) head [8] << 24) | ((size_t) head [9] << 16)
-                    | ((size_t) head [10] << 8) | head [11];
-    s_fill (out, self->role, type, flags, client_len, service_len, rid_len,
-            opts_len, body_len, head + PIGATO__NATIVE_ENTRY_HEAD);
-    self->offset += PIGATO__NATIVE_ENTRY_HEAD + client_len + service_len
-                  + rid_len + opts_len + body_len;
+    s_head_t h = s_head (head);
+    self->offset += s_fill (out, self->role, &h,
+                            head + PIGATO__NATIVE_ENTRY_HEAD);
     self->entries++;
-    *external = (flags & PIGATO__NATIVE_EXTERNAL) != 0;
+    *external = (h.flags & PIGATO__NATIVE_EXTERNAL) != 0;
     return 1;
 }
 
@@ -185,58 +199,49 @@ pigato__native_next (pigato__native_reader_t *self, pigato__msg_t *out,
     if (left < PIGATO__NATIVE_ENTRY_HEAD)
         return s_fail (self, PIGATO__DECODE_SHORT);
     const byte *head = self->frame + self->offset;
-    int type = head [0];
-    int flags = head [1];
-    size_t client_len = head [2];
-    size_t rid_len = head [3];
-    size_t service_len = ((size_t) head [4] << 8) | head [5];
-    size_t opts_len = ((size_t) head [6] << 8) | head [7];
-    size_t body_len = ((size_t) head [8] << 24) | ((size_t) head [9] << 16)
-                    | ((size_t) head [10] << 8) | head [11];
-    if (type < PIGATO__READY || type > PIGATO__REJECT)
+    s_head_t h = s_head (head);
+    if (h.type < PIGATO__READY || h.type > PIGATO__REJECT)
         return s_fail (self, PIGATO__DECODE_TYPE);
-    if (flags & ~(PIGATO__NATIVE_ERROR | PIGATO__NATIVE_EXTERNAL))
+    if (h.flags & ~(PIGATO__NATIVE_ERROR | PIGATO__NATIVE_EXTERNAL))
         return s_fail (self, PIGATO__DECODE_FIELD);
     int row = (self->role == 'C' ? 0 : 1) + (self->from_peer ? 0 : 2);
-    int allowed = s_allowed [row][type];
+    int allowed = s_allowed [row][h.type];
     if (allowed < 0)
         return s_fail (self, PIGATO__DECODE_TYPE);
-    bool is_external = (flags & PIGATO__NATIVE_EXTERNAL) != 0;
-    if ((client_len && !(allowed & F_CLIENT))
-    ||  (service_len && !(allowed & F_SERVICE))
-    ||  (rid_len && !(allowed & F_RID))
-    ||  (opts_len && !(allowed & F_OPTS))
-    ||  ((body_len || is_external) && !(allowed & F_BODY))
-    ||  ((flags & PIGATO__NATIVE_ERROR) && !(allowed & F_ERROR))
-    ||  (is_external && body_len))
+    bool is_external = (h.flags & PIGATO__NATIVE_EXTERNAL) != 0;
+    if ((h.client && !(allowed & F_CLIENT))
+    ||  (h.service && !(allowed & F_SERVICE))
+    ||  (h.rid && !(allowed & F_RID))
+    ||  (h.opts && !(allowed & F_OPTS))
+    ||  ((h.body || is_external) && !(allowed & F_BODY))
+    ||  ((h.flags & PIGATO__NATIVE_ERROR) && !(allowed & F_ERROR))
+    ||  (is_external && h.body))
         return s_fail (self, PIGATO__DECODE_FIELD);
     left -= PIGATO__NATIVE_ENTRY_HEAD;
     //  Sum in size_t: each part is at most 2^32, no overflow on 64 bits,
     //  and compared part by part on 32 bits
-    if (client_len > left || service_len > left - client_len
-    ||  rid_len > left - client_len - service_len
-    ||  opts_len > left - client_len - service_len - rid_len
-    ||  body_len > left - client_len - service_len - rid_len - opts_len)
+    if (h.client > left || h.service > left - h.client
+    ||  h.rid > left - h.client - h.service
+    ||  h.opts > left - h.client - h.service - h.rid
+    ||  h.body > left - h.client - h.service - h.rid - h.opts)
         return s_fail (self, PIGATO__DECODE_SHORT);
 
-    const byte *field = head + PIGATO__NATIVE_ENTRY_HEAD;
-    s_fill (out, self->role, type, flags, client_len, service_len, rid_len,
-            opts_len, body_len, field);
-    field += client_len + service_len + rid_len + opts_len + body_len;
+    size_t entry_size = s_fill (out, self->role, &h,
+                                head + PIGATO__NATIVE_ENTRY_HEAD);
     if (out->request_heartbeat && !self->from_peer && self->role == 'W'
-    &&  client_len == 0)
+    &&  h.client == 0)
         return s_fail (self, PIGATO__DECODE_FIELD);
-    if (self->role == 'W' && !self->from_peer && type == PIGATO__REQUEST
-    &&  client_len == 0)
+    if (self->role == 'W' && !self->from_peer && h.type == PIGATO__REQUEST
+    &&  h.client == 0)
         return s_fail (self, PIGATO__DECODE_FIELD);
     if (self->role == 'W' && self->from_peer
-    &&  (type == PIGATO__REPLY || type == PIGATO__PARTIAL
-         || type == PIGATO__REJECT) && client_len == 0)
+    &&  (h.type == PIGATO__REPLY || h.type == PIGATO__PARTIAL
+         || h.type == PIGATO__REJECT) && h.client == 0)
         return s_fail (self, PIGATO__DECODE_FIELD);
     int rc = pigato__msg_validate (out, self->from_peer);
     if (rc)
         return s_fail (self, rc);
-    self->offset = (size_t) (field - self->frame);
+    self->offset += entry_size;
     self->entries++;
     *external = is_external;
     return 1;
