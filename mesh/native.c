@@ -113,6 +113,16 @@ s_head (const byte *head)
     };
 }
 
+//  Points a field at size bytes from at (NULL when empty); returns what
+//  follows it.
+static inline const byte *
+s_field (pigato__bytes_t *to, const byte *at, size_t size)
+{
+    to->data = size ? at : NULL;
+    to->size = size;
+    return at + size;
+}
+
 //  Fills out from an entry's head and its fields (which follow the head
 //  in the order client, service, rid, opts, body); sender and conn are
 //  kept. Returns the entry's total size.
@@ -129,21 +139,11 @@ s_fill (pigato__msg_t *out, char role, const s_head_t *h, const byte *field)
     out->role = role;
     out->type = h->type;
     out->status = (h->flags & PIGATO__NATIVE_ERROR) ? -1 : 0;
-    out->client.data = h->client ? field : NULL;
-    out->client.size = h->client;
-    field += h->client;
-    out->service.data = h->service ? field : NULL;
-    out->service.size = h->service;
-    field += h->service;
-    out->rid.data = h->rid ? field : NULL;
-    out->rid.size = h->rid;
-    field += h->rid;
-    out->opts.data = h->opts ? field : NULL;
-    out->opts.size = h->opts;
-    field += h->opts;
-    out->data.data = h->body ? field : NULL;
-    out->data.size = h->body;
-    field += h->body;
+    field = s_field (&out->client, field, h->client);
+    field = s_field (&out->service, field, h->service);
+    field = s_field (&out->rid, field, h->rid);
+    field = s_field (&out->opts, field, h->opts);
+    field = s_field (&out->data, field, h->body);
     out->request_heartbeat = h->type == PIGATO__HEARTBEAT && h->rid > 0;
     out->has_opts = h->opts > 0
         && !(h->opts == 2 && memcmp (out->opts.data, "{}", 2) == 0);
