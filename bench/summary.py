@@ -71,8 +71,16 @@ ratio("nats-tls/transport floor (CURVE) throughput", rps("nats-tls"), rps("floor
 # The NATS comparisons again in interleaved rounds (abN-broker,
 # abN-nats-tls, abN-floor, abN-broker-plain, abN-nats-plain): medians, and
 # the median of the per-round ratios
-rounds = sorted({int(label[2:label.index("-")]) for label in rows
-                 if label.startswith("ab") and "-" in label and label[2:label.index("-")].isdigit()})
+
+
+def round_numbers(prefix):
+    """The N of rows labelled PREFIX<N>-..., sorted."""
+    return sorted({int(label[len(prefix):label.index("-")]) for label in rows
+                   if label.startswith(prefix) and "-" in label
+                   and label[len(prefix):label.index("-")].isdigit()})
+
+
+rounds = round_numbers("ab")
 
 
 def median(values):
@@ -123,8 +131,7 @@ if fn != f46:
     ratio("0.0.46 CURVE node-broker / native CURVE pigato-broker CPU per request", cpu("node-curve"), cpu("broker-curve-native"))
 # Scale: flatness pairs in interleaved rounds (scN-ids10, scN-ids10k,
 # scN-svc1, scN-svc1000), or single rows from older runs
-scale_rounds = sorted({int(label[2:label.index("-")]) for label in rows
-                       if label.startswith("sc") and "-" in label and label[2:label.index("-")].isdigit()})
+scale_rounds = round_numbers("sc")
 
 
 def scale(name, large, small):
