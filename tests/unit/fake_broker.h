@@ -137,6 +137,16 @@ fake_recv (fake_broker_t *self, fake_pump_fn *pump, void *peer,
     return NULL;
 }
 
+//  zloop timer that ends the loop: a test's deadline.
+static inline int
+fake_loop_give_up (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    (void) arg;
+    return -1;
+}
+
 //  Sends [to] + texts (NULL-terminated) from the ROUTER.
 static inline void
 fake_send (fake_broker_t *self, zframe_t *to, ...)

@@ -689,15 +689,6 @@ s_loop_check (zloop_t *loop, int timer_id, void *arg)
     return ((loop_state_t *) arg)->answered ? -1 : 0;
 }
 
-static int
-s_loop_give_up (zloop_t *loop, int timer_id, void *arg)
-{
-    (void) loop;
-    (void) timer_id;
-    (void) arg;
-    return -1;
-}
-
 static void
 test_attached_to_zloop (void **state)
 {
@@ -709,7 +700,7 @@ test_attached_to_zloop (void **state)
     assert_int_equal (pigato_worker_attach (worker, loop), 0);
     zloop_reader (loop, loop_state.broker->router, s_loop_broker, &loop_state);
     zloop_timer (loop, 10, 0, s_loop_check, &loop_state);
-    zloop_timer (loop, 3000, 1, s_loop_give_up, NULL);
+    zloop_timer (loop, 3000, 1, fake_loop_give_up, NULL);
     zloop_start (loop);
     assert_true (loop_state.answered);
     pigato_worker_destroy (&worker);
