@@ -24,12 +24,18 @@ CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
-LIB_SRCS := mesh/status.c mesh/log.c mesh/util.c mesh/peer.c mesh/codec.c mesh/mdp.c mesh/native.c mesh/link.c mesh/outbox.c mesh/conns.c \
-            mesh/heap.c mesh/table.c mesh/bkey.c mesh/service.c mesh/semver.c mesh/cache.c mesh/request.c \
-            mesh/broker.c mesh/route.c mesh/route_send.c mesh/route_mdp.c mesh/route_internal.c mesh/route_sweep.c mesh/client.c mesh/worker.c \
-            keys/keyfile.c auth/acl.c auth/zap.c auth/guard.c \
-            certs/ca.c
+LIB_SRCS := mesh/base/status.c mesh/base/log.c mesh/base/util.c mesh/base/heap.c \
+            mesh/base/table.c mesh/base/bkey.c mesh/base/conns.c \
+            mesh/wire/codec.c mesh/wire/mdp.c mesh/wire/native.c \
+            keys/keyfile.c auth/acl.c auth/zap.c auth/guard.c certs/ca.c \
+            mesh/library/peer.c mesh/library/link.c mesh/library/client.c \
+            mesh/library/worker.c \
+            mesh/broker/service.c mesh/broker/semver.c mesh/broker/cache.c \
+            mesh/broker/request.c mesh/broker/outbox.c mesh/broker/broker.c \
+            mesh/broker/route.c mesh/broker/route_send.c mesh/broker/route_mdp.c \
+            mesh/broker/route_internal.c mesh/broker/route_sweep.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+HEADERS  := $(wildcard include/*.h mesh/*/*.h keys/*.h auth/*.h certs/*.h)
 
 PROGRAMS := $(BUILD)/pigato-broker $(BUILD)/pigato $(BUILD)/pigato-keygen
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
@@ -44,7 +50,7 @@ all: $(LIB_A) $(LIB_SO) $(PROGRAMS) $(BUILD)/libpigato.pc
 deps:
 	@scripts/deps.sh
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h mesh/*.h keys/*.h auth/*.h certs/*.h)
+$(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -56,10 +62,10 @@ $(LIB_SO): $(LIB_OBJS)
 	$(CC) -shared -Wl,-soname,libpigato.so.$(SOVERSION) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 	ln -sf libpigato.so.$(SOVERSION) $(BUILD)/libpigato.so
 
-$(BUILD)/pigato-broker: $(BUILD)/mesh/broker_main.o $(LIB_A)
+$(BUILD)/pigato-broker: $(BUILD)/mesh/programs/broker_main.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/pigato-keygen: $(BUILD)/keys/keygen_main.o $(LIB_A)
+$(BUILD)/pigato-keygen: $(BUILD)/mesh/programs/keygen_main.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 BENCH_PROGRAMS := $(BUILD)/pigato-bench $(BUILD)/pigato-relay $(BUILD)/nats-bench \
@@ -81,12 +87,12 @@ $(BUILD)/pigato-relay: $(BUILD)/bench/relay.o $(LIB_A)
 $(BUILD)/pigato-floor: $(BUILD)/bench/floor.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/pigato: $(BUILD)/mesh/cli_main.o $(BUILD)/mesh/cli_serve.o $(LIB_A)
+$(BUILD)/pigato: $(BUILD)/mesh/programs/cli_main.o $(BUILD)/mesh/programs/cli_serve.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Imesh -o $@ $< $(LIB_A) $(LDFLAGS) $(LDLIBS) -lcmocka -lpthread
+	$(CC) $(CFLAGS) -o $@ $< $(LIB_A) $(LDFLAGS) $(LDLIBS) -lcmocka -lpthread
 
 $(BUILD)/libpigato.pc: libpigato.pc.in
 	@mkdir -p $(BUILD)
@@ -131,7 +137,7 @@ install: all
 	install -m 0644 docs/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 
 format:
-	clang-format -i include/*.h mesh/*.[ch] keys/*.[ch] tests/unit/*.c
+	clang-format -i include/*.h mesh/*/*.[ch] keys/*.[ch] tests/unit/*.c
 
 clean:
 	rm -rf $(BUILD)

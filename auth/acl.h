@@ -21,7 +21,7 @@
 #ifndef PIGATO_ACL_H_INCLUDED
 #define PIGATO_ACL_H_INCLUDED
 
-#include "../mesh/internal.h"
+#include "../mesh/base/internal.h"
 
 typedef struct _pigato__acl_t pigato__acl_t;
 

@@ -28,7 +28,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include "ca.h"
-#include "../mesh/internal.h"
+#include "../mesh/base/internal.h"
 
 #define CA_CN_PREFIX     "pigato mesh CA "
 #define CA_VALID_DAYS    3650          //  CA certificate: 10 years

@@ -17,7 +17,7 @@
 #define PIGATO_CA_H_INCLUDED
 
 #include <czmq.h>
-#include "../include/pigato.h"
+#include "pigato.h"
 
 //  Longest identity or mesh name, bytes (names end up in file names, ACLs
 //  and logs: letters, digits, '-', '_', '.', not starting with '.' or '-')

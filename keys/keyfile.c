@@ -17,7 +17,7 @@
 #include <unistd.h>
 #include <sodium.h>
 #include "keyfile.h"
-#include "../mesh/internal.h"
+#include "../mesh/base/internal.h"
 
 #define KEYFILE_MAX 65536       //  a zcert file is a few hundred bytes
 

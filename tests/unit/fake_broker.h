@@ -7,7 +7,7 @@
     Peers are single-threaded and need their wait () called to do anything,
     so receiving takes a "pump" that drives the peer meanwhile. The
     fake_native_* helpers speak the native framing (docs/native-framing.md)
-    with mesh/native.c's writer and reader.
+    with mesh/wire/native.c's writer and reader.
     =========================================================================
 */
 #ifndef FAKE_BROKER_H_INCLUDED
@@ -16,7 +16,7 @@
 #include <czmq.h>
 #include <stdarg.h>
 #include <stdbool.h>
-#include "native.h"
+#include "../../mesh/wire/native.h"
 
 typedef struct {
     zsock_t *router;            //  ROUTER bound on an ephemeral port

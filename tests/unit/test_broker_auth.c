@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <cmocka.h>
 #include <czmq.h>
-#include "../../include/pigato.h"
+#include "pigato.h"
 
 static char s_dir [] = "/tmp/pigato-test-auth.XXXXXX";
 

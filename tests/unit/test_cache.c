@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <cmocka.h>
-#include "cache.h"
+#include "../../mesh/broker/cache.h"
 
 #define B(text) ((pigato__bytes_t) { (const byte *) (text), strlen (text) })
 

@@ -11,8 +11,8 @@
 #include <cmocka.h>
 #include <pthread.h>
 #include <unistd.h>
-#include "internal.h"
-#include "native.h"
+#include "../../mesh/base/internal.h"
+#include "../../mesh/wire/native.h"
 #include "fake_broker.h"
 
 //  One callback the client made.

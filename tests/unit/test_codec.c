@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <cmocka.h>
-#include "codec.h"
+#include "../../mesh/wire/codec.h"
 
 //  Builds a zmsg from NULL-terminated strings ("" is an empty frame).
 static zmsg_t *

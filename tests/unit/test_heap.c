@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <cmocka.h>
-#include "heap.h"
+#include "../../mesh/base/heap.h"
 
 typedef struct {
     int id;

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <cmocka.h>
-#include "mdp.h"
+#include "../../mesh/wire/mdp.h"
 
 #define MAX_PARTS 300
 

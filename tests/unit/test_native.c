@@ -1,5 +1,5 @@
 /*  test_native.c - the native framing's batch reader and writer
-    (mesh/native.c, docs/native-framing.md): every entry type round-trips
+    (mesh/wire/native.c, docs/native-framing.md): every entry type round-trips
     in both directions, every truncation and hostile length is refused
     without reading past the frame, limits and per-direction rules hold.
     Frames under test are copied into buffers of their exact size, so a
@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <cmocka.h>
-#include "native.h"
+#include "../../mesh/wire/native.h"
 
 #define B(text) ((pigato__bytes_t) { (const byte *) (text), strlen (text) })
 

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <cmocka.h>
-#include "semver.h"
+#include "../../mesh/broker/semver.h"
 
 static bool
 s_match (const char *range_text, const char *version_text)

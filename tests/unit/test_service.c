@@ -8,8 +8,8 @@
 #include <cmocka.h>
 #include <jansson.h>
 #include <sodium.h>
-#include "service.h"
-#include "bkey.h"
+#include "../../mesh/broker/service.h"
+#include "../../mesh/base/bkey.h"
 
 static pigato__request_t *
 s_request (const char *client, const char *rid, const char *opts)

@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <cmocka.h>
-#include "table.h"
+#include "../../mesh/base/table.h"
 
 typedef struct {
     int key;

@@ -8,8 +8,8 @@
 #include <stddef.h>
 #include <string.h>
 #include <cmocka.h>
-#include "internal.h"
-#include "native.h"
+#include "../../mesh/base/internal.h"
+#include "../../mesh/wire/native.h"
 #include "fake_broker.h"
 
 //  What the request handler does with each request.

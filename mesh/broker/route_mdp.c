@@ -7,7 +7,7 @@
 #include <jansson.h>
 #include <string.h>
 #include "route.h"
-#include "mdp.h"
+#include "../wire/mdp.h"
 
 //  --------------------------------------------------------------------------
 //  MDP/0.2 peers (RFC 18), decoded by mdp.c

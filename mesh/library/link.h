@@ -21,7 +21,7 @@
 #ifndef PIGATO_LINK_H_INCLUDED
 #define PIGATO_LINK_H_INCLUDED
 
-#include "native.h"
+#include "../wire/native.h"
 
 #define PIGATO__LINK_ID_BYTES   16      //  random routing id, hex encoded
 

@@ -19,10 +19,10 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <sodium.h>
-#include "internal.h"
-#include "heap.h"
+#include "../base/internal.h"
+#include "../base/heap.h"
 #include "link.h"
-#include "table.h"
+#include "../base/table.h"
 
 #define CLIENT_LOOP_TICK_MS 100     //  deadline check period under zloop
 

@@ -10,7 +10,7 @@
 #ifndef PIGATO_CACHE_H_INCLUDED
 #define PIGATO_CACHE_H_INCLUDED
 
-#include "codec.h"
+#include "../wire/codec.h"
 
 #define PIGATO__CACHE_DEFAULT_BYTES (64 * 1024 * 1024)
 

@@ -25,10 +25,10 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include "../include/pigato.h"
-#include "../certs/ca.h"
-#include "keyfile.h"
-#include "../mesh/internal.h"
+#include "pigato.h"
+#include "../../certs/ca.h"
+#include "../../keys/keyfile.h"
+#include "../base/internal.h"
 
 #define EXIT_USAGE 64
 

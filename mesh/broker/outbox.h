@@ -9,7 +9,7 @@
 #ifndef PIGATO_OUTBOX_H_INCLUDED
 #define PIGATO_OUTBOX_H_INCLUDED
 
-#include "native.h"
+#include "../wire/native.h"
 
 typedef struct _pigato__outbox_t pigato__outbox_t;
 

@@ -19,9 +19,9 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <sodium.h>
-#include "internal.h"
+#include "../base/internal.h"
 #include "link.h"
-#include "table.h"
+#include "../base/table.h"
 
 #define WORKER_LOOP_TICK_MS 100     //  timer check period under zloop
 //  Reply key: link index, generation, client id size and bytes, rid

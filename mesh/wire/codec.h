@@ -8,8 +8,8 @@
 #ifndef PIGATO_CODEC_H_INCLUDED
 #define PIGATO_CODEC_H_INCLUDED
 
-#include "internal.h"
-#include "conns.h"
+#include "../base/internal.h"
+#include "../base/conns.h"
 
 //  Message types: the ASCII digit of pigato's type frame.
 typedef enum {

@@ -8,12 +8,12 @@
 #define PIGATO_BROKER_INTERNAL_H_INCLUDED
 
 #include <signal.h>
-#include "codec.h"
+#include "../wire/codec.h"
 #include "service.h"
 #include "outbox.h"
 #include "cache.h"
-#include "table.h"
-#include "../auth/guard.h"
+#include "../base/table.h"
+#include "../../auth/guard.h"
 
 #define BROKER_COUNTERS(X)                                                  \
     X (requests)        /* requests accepted */                             \

@@ -6,7 +6,7 @@
 #include <jansson.h>
 #include <string.h>
 #include "route.h"
-#include "mdp.h"
+#include "../wire/mdp.h"
 
 //  --------------------------------------------------------------------------
 //  Connections: a worker whose connection closed is gone now (its requests

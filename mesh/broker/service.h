@@ -10,10 +10,10 @@
 #ifndef PIGATO_SERVICE_H_INCLUDED
 #define PIGATO_SERVICE_H_INCLUDED
 
-#include "bkey.h"
-#include "codec.h"
-#include "heap.h"
-#include "conns.h"
+#include "../base/bkey.h"
+#include "../wire/codec.h"
+#include "../base/heap.h"
+#include "../base/conns.h"
 #include "semver.h"
 
 typedef struct _pigato__worker_t pigato__worker_t;

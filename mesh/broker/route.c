@@ -16,7 +16,7 @@
 #include <jansson.h>
 #include <string.h>
 #include "route.h"
-#include "mdp.h"
+#include "../wire/mdp.h"
 
 //  --------------------------------------------------------------------------
 //  Logging of bad input: rate-limited (pigato__ratelimit_t).

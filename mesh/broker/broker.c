@@ -8,7 +8,7 @@
 #include <poll.h>
 #include <string.h>
 #include "broker_internal.h"
-#include "../keys/keyfile.h"
+#include "../../keys/keyfile.h"
 
 #define MAX_MESSAGE_SIZE (16 * 1024 * 1024)
 #define SOCKET_HWM 100000

@@ -10,7 +10,7 @@
 #include <czmq.h>
 #include <stdarg.h>
 #include <sys/types.h>
-#include "../include/pigato.h"
+#include "pigato.h"
 
 //  Logging: pigato__log checks the level before formatting, so a disabled
 //  level costs one comparison. Lines are key=value fields.

@@ -10,9 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sodium.h>
-#include "codec.h"
-#include "../certs/ca.h"
-#include "../keys/keyfile.h"
+#include "../wire/codec.h"
+#include "../../certs/ca.h"
+#include "../../keys/keyfile.h"
 
 //  Linger for peer sockets: long enough to flush a DISCONNECT to a live
 //  broker when a peer closes, short enough not to hold up process exit

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <czmq.h>
-#include "../include/pigato.h"
+#include "pigato.h"
 
 #define EXIT_USAGE 64
 
