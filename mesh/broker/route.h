@@ -28,7 +28,6 @@ typedef struct {
                                 : (worker)->native ? FRAMING_NATIVE        \
                                 : FRAMING_046)
 
-#define BYTES(text) ((pigato__bytes_t) { (const byte *) (text), strlen (text) })
 #define SERVICE_TEXT (PIGATO_SERVICE_MAX * 4 + 4)
 
 

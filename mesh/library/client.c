@@ -65,8 +65,6 @@ struct _pigato_client_t {
 
 static void s_timers_run (pigato_client_t *self);
 
-#define S_TEXT(text) { (const byte *) (text), strlen (text) }
-
 //  --------------------------------------------------------------------------
 //  Frees a request record (already out of the table and the heap).
 

@@ -47,8 +47,6 @@ struct _pigato__links_t {
     size_t poll_capacity;       //  slots in the two arrays
 };
 
-#define S_TEXT(text) { (const byte *) (text), strlen (text) }
-
 static void s_settle_outside (pigato__links_t *self);
 
 pigato__links_t *

@@ -67,8 +67,6 @@ struct _pigato_worker_t {
     char err [256];             //  last error message
 };
 
-#define S_TEXT(text) { (const byte *) (text), strlen (text) }
-
 //  --------------------------------------------------------------------------
 //  Sends a heartbeat announcing the concurrency: W, 4, "", {"concurrency":N}.
 

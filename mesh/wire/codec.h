@@ -27,6 +27,11 @@ typedef struct {
     size_t size;
 } pigato__bytes_t;
 
+//  A byte range over NUL-terminated text (not copied, the NUL left out):
+//  S_TEXT as an initializer, BYTES as a value.
+#define S_TEXT(text) { (const byte *) (text), strlen (text) }
+#define BYTES(text) ((pigato__bytes_t) S_TEXT (text))
+
 //  One decoded message. Fields a message type does not carry are
 //  {NULL, 0}. `present` tells an empty frame from a missing one.
 typedef struct {
