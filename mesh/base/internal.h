@@ -54,6 +54,11 @@ size_t pigato__hash_bytes (const void *data, size_t size);
 void pigato__errorf (char *err, size_t err_size, const char *format, ...)
     __attribute__ ((format (printf, 3, 4)));
 
+//  Largest inbound frame (ZMQ_MAXMSGSIZE) the broker takes from a peer; a
+//  peer sending a bigger one is disconnected. Clients and workers allow
+//  4 KiB more (peer.c): the broker forwards nothing bigger than this.
+#define PIGATO__MAX_MESSAGE_SIZE (16 * 1024 * 1024)
+
 //  Security settings shared by clients and workers (both are DEALERs).
 typedef struct {
     char server_key [PIGATO_Z85_KEY_SIZE + 1];  //  broker public key, "" if unset

@@ -10,7 +10,7 @@
 #include "broker_internal.h"
 #include "../../keys/keyfile.h"
 
-#define MAX_MESSAGE_SIZE (16 * 1024 * 1024)
+#define MAX_MESSAGE_SIZE PIGATO__MAX_MESSAGE_SIZE
 #define SOCKET_HWM 100000
 #define BATCH 256               //  messages handled per poll wake-up
 //  ZMQ_ZAP_ENFORCE_DOMAIN is a draft option in libzmq 4.3 headers, but the

@@ -14,10 +14,11 @@
 #include "../../certs/ca.h"
 #include "../../keys/keyfile.h"
 
+//  Largest inbound frame: the broker's limit and a 4 KiB margin.
+#define PEER_MAX_MESSAGE_SIZE (PIGATO__MAX_MESSAGE_SIZE + 4096)
 //  Linger for peer sockets: long enough to flush a DISCONNECT to a live
 //  broker when a peer closes, short enough not to hold up process exit
 //  when the broker is gone.
-#define PEER_MAX_MESSAGE_SIZE (16 * 1024 * 1024 + 4096)
 #define PEER_LINGER_MS 100
 
 //  How much of a key file we look at to tell PEM from a zcert file:
