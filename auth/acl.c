@@ -16,14 +16,14 @@
 #define GROUP_DEPTH_MAX 16      //  nesting of @groups
 
 typedef struct {
-    char name [PIGATO__IDENTITY_MAX + 1];
+    char name [PIGATO__NAME_MAX + 1];
     byte key [32];
     char z85 [PIGATO_Z85_KEY_SIZE + 1];
     int64_t not_after;          //  certificate expiry (epoch s), 0 = never
 } identity_t;
 
 typedef struct {
-    char name [PIGATO__IDENTITY_MAX + 1];
+    char name [PIGATO__NAME_MAX + 1];
     int line;                   //  where it was defined
     zlistx_t *raw_members;      //  as written (names, @groups)
     zhashx_t *members;          //  identity names after expansion
@@ -36,7 +36,7 @@ typedef struct {
     bool deny;
     int verb;
     int subject_kind;
-    char subject [PIGATO__IDENTITY_MAX + 1];
+    char subject [PIGATO__NAME_MAX + 1];
     group_t *group;             //  SUBJECT_GROUP
     char **patterns;
     size_t pattern_count;
@@ -58,7 +58,7 @@ struct _pigato__acl_t {
         bool valid;
         bool allowed;
         int verb;
-        char identity [PIGATO__IDENTITY_MAX + 1];
+        char identity [PIGATO__NAME_MAX + 1];
         char service [PIGATO_SERVICE_MAX + 1];
     } last;
 };
@@ -157,21 +157,6 @@ pigato__acl_destroy (pigato__acl_t **self_p)
     zhashx_destroy (&self->cache);
     free (self);
     *self_p = NULL;
-}
-
-bool
-pigato__acl_valid_name (const char *name)
-{
-    size_t length = strlen (name);
-    if (length == 0 || length > PIGATO__IDENTITY_MAX || name [0] == '.'
-    ||  name [0] == '-')
-        return false;
-    for (size_t index = 0; index < length; index++) {
-        unsigned char c = (unsigned char) name [index];
-        if (!isalnum (c) && c != '.' && c != '_' && c != '-')
-            return false;
-    }
-    return true;
 }
 
 static int
@@ -296,10 +281,10 @@ s_line_identity (pigato__acl_t *self, parse_t *parse, char **tokens,
 {
     if (count != 3)
         return s_error (parse, "expected 'identity NAME KEY|KEYFILE'");
-    if (!pigato__acl_valid_name (tokens [1]))
+    if (!pigato__name_valid (tokens [1]))
         return s_error (parse, "invalid identity name '%s' (letters, digits, "
                         "'.', '_', '-'; at most %d)", tokens [1],
-                        PIGATO__IDENTITY_MAX);
+                        PIGATO__NAME_MAX);
     if (zhashx_lookup (self->identities, tokens [1]))
         return s_error (parse, "identity '%s' is defined twice", tokens [1]);
     if (zhashx_lookup (self->groups, tokens [1]))
@@ -454,7 +439,7 @@ s_line_group (pigato__acl_t *self, parse_t *parse, char **tokens,
 {
     if (count < 3)
         return s_error (parse, "expected 'group NAME MEMBER...'");
-    if (!pigato__acl_valid_name (tokens [1]))
+    if (!pigato__name_valid (tokens [1]))
         return s_error (parse, "invalid group name '%s'", tokens [1]);
     if (zhashx_lookup (self->groups, tokens [1]))
         return s_error (parse, "group '%s' is defined twice", tokens [1]);
@@ -483,7 +468,7 @@ s_known_name (pigato__acl_t *self, parse_t *parse, const char *name, int line)
     if (zhashx_lookup (self->identities, name)
     ||  streq (name, PIGATO__ANONYMOUS))
         return true;
-    if (zlistx_size (parse->trusts) == 0 || !pigato__acl_valid_name (name))
+    if (zlistx_size (parse->trusts) == 0 || !pigato__name_valid (name))
         return false;
     pigato__log (PIGATO_LOG_WARNING, "event=acl_warning file=%s line=%d "
                  "message=\"no valid certificate for identity '%s' now\"",
@@ -787,7 +772,7 @@ pigato__acl_allows (pigato__acl_t *self, const char *identity, int verb,
     &&  streq (self->last.service, service)
     &&  streq (self->last.identity, identity))
         return self->last.allowed;
-    char key [2 + PIGATO__IDENTITY_MAX + 1 + PIGATO_SERVICE_MAX + 1];
+    char key [2 + PIGATO__NAME_MAX + 1 + PIGATO_SERVICE_MAX + 1];
     snprintf (key, sizeof key, "%c%s\x1f%s", verb == PIGATO__VERB_SERVE ? 's'
                                                                          : 'c',
               identity, service);

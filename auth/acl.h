@@ -30,7 +30,6 @@ typedef enum {
     PIGATO__VERB_CALL = 1       //  requests, request heartbeats
 } pigato__verb_t;
 
-#define PIGATO__IDENTITY_MAX 64
 #define PIGATO__ANONYMOUS "anonymous"
 
 //  Loads and validates a policy file. On error returns NULL and writes
@@ -69,9 +68,5 @@ bool pigato__acl_allow_all (pigato__acl_t *self);
 
 size_t pigato__acl_identity_count (pigato__acl_t *self);
 size_t pigato__acl_rule_count (pigato__acl_t *self);
-
-//  Validates an identity or group name: [A-Za-z0-9._-], 1..64 chars, not
-//  starting with '.', '-' or '@'.
-bool pigato__acl_valid_name (const char *name);
 
 #endif

@@ -111,7 +111,7 @@ pigato__guard_denied (pigato__guard_t *self, const void *routing_id,
         return;
     char routing [80] = "?", fingerprint [PIGATO_FINGERPRINT_SIZE] = "-";
     char service_text [PIGATO_SERVICE_MAX * 4 + 4] = "-";
-    char identity [PIGATO__IDENTITY_MAX * 4 + 4] = "-";
+    char identity [PIGATO__NAME_MAX * 4 + 4] = "-";
     const char *address = NULL;
     if (routing_id)
         pigato__printable (routing_id, routing_size, routing, sizeof routing);

@@ -44,25 +44,6 @@ struct _pigato__trust_t {
 };
 
 //  --------------------------------------------------------------------------
-//  Names end up in file names, ACLs and logs: keep them plain.
-
-bool
-pigato__ca_valid_name (const char *name)
-{
-    size_t length = name ? strlen (name) : 0;
-    if (length == 0 || length > PIGATO__NAME_MAX || name [0] == '.'
-    ||  name [0] == '-')
-        return false;
-    for (size_t index = 0; index < length; index++) {
-        char c = name [index];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-              || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
-            return false;
-    }
-    return true;
-}
-
-//  --------------------------------------------------------------------------
 //  Formats a message and appends OpenSSL's first queued reason, if any;
 //  empties OpenSSL's error queue either way.
 
@@ -308,7 +289,7 @@ s_ca_mesh (X509 *ca, char *mesh)
                                cn, sizeof cn);
     size_t prefix = strlen (CA_CN_PREFIX);
     if (strncmp (cn, CA_CN_PREFIX, prefix) == 0
-    &&  pigato__ca_valid_name (cn + prefix))
+    &&  pigato__name_valid (cn + prefix))
         memcpy (mesh, cn + prefix, strlen (cn + prefix) + 1);  //  <= 64
 }
 
@@ -501,10 +482,10 @@ pigato__ca_init (const char *dir, const char *mesh, bool force, char *err,
     static const char *files [3] = { "ca.key", "ca.crt", "ca.crl" };
 
     mesh = mesh ? mesh : "default";
-    if (!dir || !*dir || !pigato__ca_valid_name (mesh)) {
+    if (!dir || !*dir || !pigato__name_valid (mesh)) {
         pigato__errorf (err, err_size, "invalid mesh name '%s' (use letters, "
-                        "digits, '-', '_' and '.', at most 64, not starting "
-                        "with '.' or '-')", mesh);
+                        "digits, '-', '_' and '.', at most %d, not starting "
+                        "with '.' or '-')", mesh, PIGATO__NAME_MAX);
         rc = PIGATO_E_INVALID;
         goto cleanup;
     }
@@ -577,10 +558,10 @@ pigato__ca_issue (const char *ca_dir, const char *name,
     char mesh [PIGATO__NAME_MAX + 1];
 
     if (!ca_dir || !crt_path || !curve_public_key
-    ||  !pigato__ca_valid_name (name)) {
+    ||  !pigato__name_valid (name)) {
         pigato__errorf (err, err_size, "invalid name '%s' (use letters, "
-                        "digits, '-', '_' and '.', at most 64, not starting "
-                        "with '.' or '-')", name ? name : "");
+                        "digits, '-', '_' and '.', at most %d, not starting "
+                        "with '.' or '-')", name ? name : "", PIGATO__NAME_MAX);
         rc = PIGATO_E_INVALID;
         goto cleanup;
     }
@@ -775,7 +756,7 @@ s_cert_info (X509 *cert, const char *path, pigato__cert_info_t *info,
     int length = entry ? ASN1_STRING_to_UTF8 (
                              &cn, X509_NAME_ENTRY_get_data (entry)) : -1;
     if (length < 0 || (size_t) length != strlen ((char *) cn)
-    ||  !pigato__ca_valid_name ((char *) cn)) {
+    ||  !pigato__name_valid ((char *) cn)) {
         pigato__errorf (err, err_size, "'%s': the certificate's subject CN "
                         "is missing or not a valid identity name", path);
         rc = PIGATO_E_KEY;
@@ -802,7 +783,7 @@ s_cert_info (X509 *cert, const char *path, pigato__cert_info_t *info,
             continue;
         snprintf (info->mesh, sizeof info->mesh, "%.*s", (int) (slash - mesh),
                   mesh);
-        if (pigato__ca_valid_name (info->mesh))
+        if (pigato__name_valid (info->mesh))
             break;
         info->mesh [0] = 0;
     }

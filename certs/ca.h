@@ -16,12 +16,7 @@
 #ifndef PIGATO_CA_H_INCLUDED
 #define PIGATO_CA_H_INCLUDED
 
-#include <czmq.h>
-#include "pigato.h"
-
-//  Longest identity or mesh name, bytes (names end up in file names, ACLs
-//  and logs: letters, digits, '-', '_', '.', not starting with '.' or '-')
-#define PIGATO__NAME_MAX 64
+#include "../mesh/base/internal.h"      //  PIGATO__NAME_MAX, pigato__name_valid
 
 //  pigato__ca_revoke's "nothing to do" result: the certificate was revoked
 //  already; err says so. Positive, so `rc < 0` still means failure.
@@ -46,9 +41,6 @@ typedef struct _pigato__trust_t pigato__trust_t;
 typedef void (pigato__trust_fn) (const pigato__cert_info_t *info,
                                  const char *path, const char *problem,
                                  void *arg);
-
-//  True if name is a valid identity or mesh name.
-bool pigato__ca_valid_name (const char *name);
 
 //  Creates a CA in dir (created if missing): ca.key (0600 from its first
 //  byte), ca.crt (10 years) and an empty ca.crl. mesh NULL = "default".

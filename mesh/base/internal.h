@@ -50,6 +50,16 @@ int64_t pigato__now_ms (void);
 size_t pigato__hash_text (const void *key);
 size_t pigato__hash_bytes (const void *data, size_t size);
 
+//  Identity, group and mesh names end up in file names, ACLs and logs:
+//  they stay plain. The longest, in bytes.
+#define PIGATO__NAME_MAX 64
+
+//  True if name is 1 to PIGATO__NAME_MAX of ASCII letters, digits, '-',
+//  '_' and '.' (whatever the locale), not starting with '.' or '-'. NULL
+//  is not a name. The one rule for certificates (ca.c), ACLs (acl.c) and
+//  pigato-keygen.
+bool pigato__name_valid (const char *name);
+
 //  Formats an error message into a caller's buffer (NULL buffer = no-op).
 void pigato__errorf (char *err, size_t err_size, const char *format, ...)
     __attribute__ ((format (printf, 3, 4)));

@@ -98,6 +98,26 @@ pigato__errorf (char *err, size_t err_size, const char *format, ...)
     va_end (args);
 }
 
+//  --------------------------------------------------------------------------
+//  Explicit ASCII ranges, not isalnum (): a name must not change meaning
+//  with the locale.
+
+bool
+pigato__name_valid (const char *name)
+{
+    size_t length = name ? strlen (name) : 0;
+    if (length == 0 || length > PIGATO__NAME_MAX || name [0] == '.'
+    ||  name [0] == '-')
+        return false;
+    for (size_t index = 0; index < length; index++) {
+        char c = name [index];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
 char *
 pigato__printable (const void *data, size_t size, char *out, size_t out_size)
 {

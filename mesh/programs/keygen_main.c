@@ -244,7 +244,7 @@ s_pair_save (zcert_t *cert, const char *public_path, const char *secret_path,
 static int
 s_prepare (const char *name, const char *dir)
 {
-    if (!pigato__ca_valid_name (name)) {
+    if (!pigato__name_valid (name)) {
         fprintf (stderr, "pigato-keygen: invalid name '%s' (use letters, "
                  "digits, '-', '_' and '.', at most 64, not starting with "
                  "'.' or '-')\n", name);
@@ -322,7 +322,7 @@ s_ca_init (const s_options_t *options)
     int rc = pigato__ca_init (dir, mesh, options->force, err, sizeof err);
     if (rc != PIGATO_OK) {
         fprintf (stderr, "pigato-keygen: %s\n", err);
-        return rc == PIGATO_E_INVALID && !pigato__ca_valid_name (mesh)
+        return rc == PIGATO_E_INVALID && !pigato__name_valid (mesh)
             ? EXIT_USAGE : 1;
     }
     printf ("mesh:        %s\nCA key:      %s/ca.key (mode 0600; keep it "
@@ -429,7 +429,7 @@ s_revoke (const char *target, const s_options_t *options)
                                options->dir ? options->dir : ".", target);
     char err [512];
     int rc = 0;
-    if (!is_path && !pigato__ca_valid_name (target)) {
+    if (!is_path && !pigato__name_valid (target)) {
         fprintf (stderr, "pigato-keygen: '%s' is neither a certificate file "
                  "nor an identity name\n", target);
         rc = EXIT_USAGE;

@@ -318,6 +318,33 @@ test_allow_all_policy (void **state)
     pigato__acl_destroy (&acl);
 }
 
+//  One name rule for identities, groups, meshes and certificate names:
+//  plain ASCII, 1 to 64 bytes, not starting with '.' or '-'.
+static void
+test_names_are_plain_ascii_up_to_64 (void **state)
+{
+    (void) state;
+    char name [PIGATO__NAME_MAX + 2];
+    memset (name, 'a', PIGATO__NAME_MAX);
+    name [PIGATO__NAME_MAX] = 0;
+    assert_true (pigato__name_valid (name));
+    name [PIGATO__NAME_MAX] = 'a';
+    name [PIGATO__NAME_MAX + 1] = 0;
+    assert_false (pigato__name_valid (name));
+    assert_true (pigato__name_valid ("svc-1_a.B9"));
+    assert_true (pigato__name_valid ("a."));
+    assert_false (pigato__name_valid (".hidden"));
+    assert_false (pigato__name_valid ("-flag"));
+    assert_true (pigato__name_valid ("_"));
+    assert_false (pigato__name_valid ("x y"));
+    assert_false (pigato__name_valid ("@group"));
+    assert_false (pigato__name_valid ("a/b"));
+    assert_false (pigato__name_valid ("caf\xc3\xa9"));
+    assert_false (pigato__name_valid ("\xe9t\xe9"));
+    assert_false (pigato__name_valid (""));
+    assert_false (pigato__name_valid (NULL));
+}
+
 int
 main (void)
 {
@@ -327,6 +354,7 @@ main (void)
         cmocka_unit_test (test_comments_and_keys_holding_a_hash),
         cmocka_unit_test (test_trusted_certificates_are_identities_until_revoked_or_expired),
         cmocka_unit_test (test_allow_all_policy),
+        cmocka_unit_test (test_names_are_plain_ascii_up_to_64),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
