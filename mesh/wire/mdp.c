@@ -1,10 +1,12 @@
 /*  =========================================================================
-    mdp.c - MDP/0.2 (RFC 18) <-> pigato__mdp_msg_t, and MMI (RFC 8) names.
+    mdp.c - MDP/0.2 (RFC 18) <-> pigato__mdp_msg_t, the packed body of an
+    MDP client's request, and MMI (RFC 8) names.
 
     The decoder checks every count and size a peer controls and never
     trusts a frame to exist; the encoders only arrange byte ranges.
     =========================================================================
 */
+#include <stdint.h>
 #include <string.h>
 #include "mdp.h"
 
@@ -209,6 +211,85 @@ pigato__mdp_encode_worker_control (pigato__bytes_t *frames, size_t capacity,
     frames [0] = s_literal (PIGATO__MDP_WORKER);
     frames [1] = s_command (command);
     return 2;
+}
+
+//  --------------------------------------------------------------------------
+//  A packed frame's size field: 32 bits, big-endian.
+
+static void
+s_packed_size_put (byte *at, size_t size)
+{
+    at [0] = (byte) (size >> 24);
+    at [1] = (byte) (size >> 16);
+    at [2] = (byte) (size >> 8);
+    at [3] = (byte) size;
+}
+
+static size_t
+s_packed_size_get (const byte *at)
+{
+    return ((size_t) at [0] << 24) | ((size_t) at [1] << 16)
+         | ((size_t) at [2] << 8) | (size_t) at [3];
+}
+
+size_t
+pigato__mdp_packed_size (const pigato__bytes_t *frames, size_t count)
+{
+    if (count > PIGATO__MDP_BODY_MAX || (count && !frames))
+        return PIGATO__MDP_PACK_INVALID;
+    //  Totals stay below PIGATO__MDP_PACK_INVALID, which means "invalid"
+    const size_t limit = PIGATO__MDP_PACK_INVALID - 1;
+    size_t total = 0;
+    for (size_t index = 0; index < count; index++) {
+        size_t size = frames [index].size;
+        if (size > UINT32_MAX || (size && !frames [index].data)
+        ||  total > limit - PIGATO__MDP_PACKED_HEAD
+        ||  size > limit - PIGATO__MDP_PACKED_HEAD - total)
+            return PIGATO__MDP_PACK_INVALID;
+        total += PIGATO__MDP_PACKED_HEAD + size;
+    }
+    return total;
+}
+
+size_t
+pigato__mdp_pack (byte *out, size_t out_size, const pigato__bytes_t *frames,
+                  size_t count)
+{
+    size_t total = pigato__mdp_packed_size (frames, count);
+    if (total == PIGATO__MDP_PACK_INVALID || total > out_size
+    ||  (total && !out))
+        return PIGATO__MDP_PACK_INVALID;
+    size_t offset = 0;
+    for (size_t index = 0; index < count; index++) {
+        size_t size = frames [index].size;
+        s_packed_size_put (out + offset, size);
+        offset += PIGATO__MDP_PACKED_HEAD;
+        if (size)
+            memcpy (out + offset, frames [index].data, size);
+        offset += size;
+    }
+    return total;
+}
+
+//  Offsets, not pointers: no arithmetic on a NULL or cut range.
+size_t
+pigato__mdp_unpack (const pigato__bytes_t *packed, pigato__bytes_t *frames,
+                    size_t max)
+{
+    if (!packed || !packed->data || !frames)
+        return 0;
+    size_t count = 0;
+    size_t offset = 0;
+    while (count < max && packed->size - offset >= PIGATO__MDP_PACKED_HEAD) {
+        size_t size = s_packed_size_get (packed->data + offset);
+        offset += PIGATO__MDP_PACKED_HEAD;
+        if (size > packed->size - offset)
+            break;
+        frames [count].data = packed->data + offset;
+        frames [count++].size = size;
+        offset += size;
+    }
+    return count;
 }
 
 const char *

@@ -26,6 +26,7 @@
 #ifndef PIGATO_MDP_H_INCLUDED
 #define PIGATO_MDP_H_INCLUDED
 
+#include <stdint.h>
 #include "codec.h"
 
 #define PIGATO__MDP_CLIENT          "MDPC02"    //  MDP/Client v0.2 header
@@ -128,6 +129,41 @@ size_t pigato__mdp_encode_worker_request (pigato__bytes_t *frames,
 //  into frames [] and returns 2; 0 if command is neither or capacity < 2.
 size_t pigato__mdp_encode_worker_control (pigato__bytes_t *frames,
                                           size_t capacity, int command);
+
+//  --------------------------------------------------------------------------
+//  Packed body: the broker keeps an MDP client's body frames in one part
+//  while the request waits, and restores them for the worker. Each frame
+//  is [u32 big-endian size][bytes], frames in order, nothing else (no
+//  count, no padding); no frames pack to no bytes.
+
+#define PIGATO__MDP_PACKED_HEAD     4           //  size field per frame
+#define PIGATO__MDP_PACK_INVALID    SIZE_MAX    //  the frames cannot be packed
+
+//  Bytes that count frames take packed: PIGATO__MDP_PACKED_HEAD plus the
+//  frame's size, per frame. Returns PIGATO__MDP_PACK_INVALID if count is
+//  over PIGATO__MDP_BODY_MAX; frames is NULL and count is not 0; a frame
+//  is over UINT32_MAX bytes (the size field is 32 bits); a frame has NULL
+//  data and a size that is not 0; the total would not fit a size_t.
+size_t pigato__mdp_packed_size (const pigato__bytes_t *frames, size_t count);
+
+//  Packs count frames into out, which holds out_size bytes, and returns
+//  the bytes written (pigato__mdp_packed_size). Returns
+//  PIGATO__MDP_PACK_INVALID, writing nothing, if pigato__mdp_packed_size
+//  rejects the frames, out_size is below the packed size, or out is NULL
+//  and the packed size is not 0.
+size_t pigato__mdp_pack (byte *out, size_t out_size,
+                         const pigato__bytes_t *frames, size_t count);
+
+//  Reads packed frames into frames [] and returns how many. Borrows: the
+//  frames point into packed's bytes (an empty frame too, with size 0) and
+//  are valid while those live; nothing is copied or allocated. Never reads
+//  outside packed, whatever its bytes. Reading stops, keeping the frames
+//  read before, at: max frames read (the rest is left unread); fewer than
+//  PIGATO__MDP_PACKED_HEAD bytes left (a cut size field); a size field
+//  larger than the bytes that remain (a cut frame). packed NULL or with
+//  NULL data, or frames NULL, reads no frames.
+size_t pigato__mdp_unpack (const pigato__bytes_t *packed,
+                           pigato__bytes_t *frames, size_t max);
 
 //  Printable name of a command for logs ("REQUEST", "FINAL", ...);
 //  "unknown" for a byte the role does not define. role is 'C' or 'W'.

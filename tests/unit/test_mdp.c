@@ -1,10 +1,12 @@
 /*  test_mdp.c - MDP/0.2 (RFC 18) as the broker reads and writes it, and
     MMI (RFC 8) names. Messages are built as the broker's ROUTER receives
-    them: parts [0] is the sender's routing id.
+    them: parts [0] is the sender's routing id. Also the packed body, an
+    MDP client's body frames kept in one part.
 */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 #include "../../mesh/wire/mdp.h"
@@ -611,6 +613,222 @@ test_mmi_service_name_raw_or_json_string (void **state)
     assert_int_equal (name.size, 1);
 }
 
+//  --------------------------------------------------------------------------
+//  Packed body: [u32 big-endian size][bytes] per frame
+
+//  Packs frames into a buffer of exactly the packed size (caller frees).
+static byte *
+s_pack (const pigato__bytes_t *frames, size_t count, size_t *size_p)
+{
+    size_t size = pigato__mdp_packed_size (frames, count);
+    assert_true (size != PIGATO__MDP_PACK_INVALID);
+    byte *packed = (byte *) malloc (size ? size : 1);
+    assert_non_null (packed);
+    assert_int_equal (pigato__mdp_pack (packed, size, frames, count), size);
+    *size_p = size;
+    return packed;
+}
+
+static void
+test_packed_no_frames_is_no_bytes (void **state)
+{
+    (void) state;
+    assert_int_equal (pigato__mdp_packed_size (NULL, 0), 0);
+    assert_int_equal (pigato__mdp_pack (NULL, 0, NULL, 0), 0);
+    pigato__bytes_t frames [4];
+    pigato__bytes_t none = { NULL, 0 };
+    assert_int_equal (pigato__mdp_unpack (&none, frames, 4), 0);
+    byte buffer [1] = { 0 };
+    pigato__bytes_t empty = { buffer, 0 };
+    assert_int_equal (pigato__mdp_unpack (&empty, frames, 4), 0);
+    assert_int_equal (pigato__mdp_unpack (NULL, frames, 4), 0);
+}
+
+static void
+test_packed_one_frame_is_size_then_bytes (void **state)
+{
+    (void) state;
+    pigato__bytes_t frame = B ("hello");
+    size_t size;
+    byte *packed = s_pack (&frame, 1, &size);
+    assert_int_equal (size, 9);
+    assert_memory_equal (packed, "\0\0\0\x05hello", 9);
+    pigato__bytes_t frames [2];
+    pigato__bytes_t range = { packed, size };
+    s_assert_frames (frames, pigato__mdp_unpack (&range, frames, 2), &frame, 1);
+    assert_ptr_equal (frames [0].data, packed + 4);     //  borrowed
+    free (packed);
+}
+
+//  Empty frames first, between and last; binary bytes; a frame over 64 KiB
+//  (its size field uses the third byte)
+static void
+test_packed_round_trip_several_frames (void **state)
+{
+    (void) state;
+    static byte large [70000];
+    for (size_t index = 0; index < sizeof large; index++)
+        large [index] = (byte) (index * 7);
+    static const byte binary [] = { 0, 1, 0xff, 0, 0x80 };
+    pigato__bytes_t body [] = {
+        B (""), B ("a"), B (""), B (""), { binary, sizeof binary },
+        { large, sizeof large }, B ("xyz"), B ("")
+    };
+    size_t count = sizeof body / sizeof body [0];
+    size_t size;
+    byte *packed = s_pack (body, count, &size);
+    size_t expected = 0;
+    for (size_t index = 0; index < count; index++)
+        expected += 4 + body [index].size;
+    assert_int_equal (size, expected);
+    assert_memory_equal (packed, "\0\0\0\0" "\0\0\0\x01" "a", 9);
+    //  70000 = 0x00011170
+    assert_memory_equal (packed + 4 + 5 + 4 + 4 + 4 + 5, "\0\x01\x11\x70", 4);
+    pigato__bytes_t frames [16];
+    pigato__bytes_t range = { packed, size };
+    s_assert_frames (frames, pigato__mdp_unpack (&range, frames, 16), body,
+                     count);
+    free (packed);
+}
+
+static void
+test_packed_most_frames_round_trip (void **state)
+{
+    (void) state;
+    pigato__bytes_t body [PIGATO__MDP_BODY_MAX + 1];
+    char texts [PIGATO__MDP_BODY_MAX + 1][4];
+    for (size_t index = 0; index <= PIGATO__MDP_BODY_MAX; index++) {
+        snprintf (texts [index], sizeof texts [index], "%zu", index);
+        size_t size = index % 3 ? strlen (texts [index]) : 0;   //  some empty
+        body [index] = (pigato__bytes_t) { (const byte *) texts [index], size };
+    }
+    size_t size;
+    byte *packed = s_pack (body, PIGATO__MDP_BODY_MAX, &size);
+    pigato__bytes_t frames [PIGATO__MDP_BODY_MAX];
+    pigato__bytes_t range = { packed, size };
+    s_assert_frames (frames,
+                     pigato__mdp_unpack (&range, frames, PIGATO__MDP_BODY_MAX),
+                     body, PIGATO__MDP_BODY_MAX);
+    free (packed);
+    //  One frame more is refused
+    assert_int_equal (pigato__mdp_packed_size (body, PIGATO__MDP_BODY_MAX + 1),
+                      PIGATO__MDP_PACK_INVALID);
+}
+
+//  Every cut of a packed body reads the frames that are whole before the
+//  cut and nothing more. Each cut is its own allocation of exactly that
+//  size, so a read past it shows under valgrind or ASan.
+static void
+test_packed_every_truncation_reads_whole_frames_only (void **state)
+{
+    (void) state;
+    pigato__bytes_t body [] = { B ("first"), B (""), B ("third frame"), B ("") };
+    size_t count = sizeof body / sizeof body [0];
+    size_t size;
+    byte *packed = s_pack (body, count, &size);
+    for (size_t cut = 0; cut < size; cut++) {
+        byte *copy = (byte *) malloc (cut ? cut : 1);
+        assert_non_null (copy);
+        memcpy (copy, packed, cut);
+        size_t whole = 0, end = 0;
+        while (whole < count && end + 4 + body [whole].size <= cut)
+            end += 4 + body [whole++].size;
+        pigato__bytes_t frames [8];
+        pigato__bytes_t range = { copy, cut };
+        s_assert_frames (frames, pigato__mdp_unpack (&range, frames, 8), body,
+                         whole);
+        free (copy);
+    }
+    free (packed);
+}
+
+//  max caps what is read; frames [] beyond max is never written
+static void
+test_packed_unpack_stops_at_max (void **state)
+{
+    (void) state;
+    pigato__bytes_t body [] = { B ("a"), B ("bb"), B (""), B ("dddd"), B ("e") };
+    size_t count = sizeof body / sizeof body [0];
+    size_t size;
+    byte *packed = s_pack (body, count, &size);
+    pigato__bytes_t range = { packed, size };
+    for (size_t max = 0; max <= count + 1; max++) {
+        pigato__bytes_t frames [8];
+        for (size_t index = 0; index < 8; index++)
+            frames [index] = B ("untouched");
+        size_t read = pigato__mdp_unpack (&range, frames, max);
+        s_assert_frames (frames, read, body, max < count ? max : count);
+        for (size_t index = read; index < 8; index++)
+            assert_true (s_eq (frames [index], "untouched"));
+    }
+    free (packed);
+}
+
+//  A size field larger than what remains stops reading there: the frames
+//  before it are kept, the cut one and anything after are not read
+static void
+test_packed_size_beyond_the_end_stops (void **state)
+{
+    (void) state;
+    pigato__bytes_t frames [4];
+    static const byte one_over [] = {
+        0, 0, 0, 3, 'a', 'b', 'c', 0, 0, 0, 3, 'x', 'y' };
+    pigato__bytes_t range = { one_over, sizeof one_over };
+    pigato__bytes_t abc = B ("abc");
+    s_assert_frames (frames, pigato__mdp_unpack (&range, frames, 4), &abc, 1);
+    //  Exactly what remains is a whole frame
+    static const byte exact [] = { 0, 0, 0, 2, 'x', 'y' };
+    pigato__bytes_t xy = B ("xy");
+    range = (pigato__bytes_t) { exact, sizeof exact };
+    s_assert_frames (frames, pigato__mdp_unpack (&range, frames, 4), &xy, 1);
+    //  The largest size field, first: nothing is read, nothing wraps
+    static const byte huge [] = { 0xff, 0xff, 0xff, 0xff, 'z', 0, 0, 0, 0 };
+    range = (pigato__bytes_t) { huge, sizeof huge };
+    assert_int_equal (pigato__mdp_unpack (&range, frames, 4), 0);
+    //  After a good frame, a size of one byte too many
+    static const byte short_by_one [] = { 0, 0, 0, 0, 0, 0, 0, 2, 'q' };
+    range = (pigato__bytes_t) { short_by_one, sizeof short_by_one };
+    pigato__bytes_t empty = B ("");
+    s_assert_frames (frames, pigato__mdp_unpack (&range, frames, 4), &empty, 1);
+}
+
+static void
+test_packed_refuses_what_it_cannot_write (void **state)
+{
+    (void) state;
+    pigato__bytes_t body [] = { B ("abc"), B ("de") };
+    byte out [16];
+    memset (out, 0xaa, sizeof out);
+    //  Too small by one byte: nothing is written
+    assert_int_equal (pigato__mdp_packed_size (body, 2), 13);
+    assert_int_equal (pigato__mdp_pack (out, 12, body, 2),
+                      PIGATO__MDP_PACK_INVALID);
+    for (size_t index = 0; index < sizeof out; index++)
+        assert_int_equal (out [index], 0xaa);
+    assert_int_equal (pigato__mdp_pack (NULL, 13, body, 2),
+                      PIGATO__MDP_PACK_INVALID);
+    assert_int_equal (pigato__mdp_pack (out, sizeof out, body, 2), 13);
+    //  No frames array, or a frame with no bytes but a size
+    assert_int_equal (pigato__mdp_packed_size (NULL, 1),
+                      PIGATO__MDP_PACK_INVALID);
+    pigato__bytes_t missing [] = { B ("a"), { NULL, 1 } };
+    assert_int_equal (pigato__mdp_packed_size (missing, 2),
+                      PIGATO__MDP_PACK_INVALID);
+    assert_int_equal (pigato__mdp_pack (out, sizeof out, missing, 2),
+                      PIGATO__MDP_PACK_INVALID);
+    pigato__bytes_t null_empty = { NULL, 0 };
+    assert_int_equal (pigato__mdp_packed_size (&null_empty, 1), 4);
+    //  A frame over the 32-bit size field (only sizes are read here)
+    if (SIZE_MAX > UINT32_MAX) {
+        pigato__bytes_t big = { (const byte *) "x", (size_t) UINT32_MAX + 1 };
+        assert_int_equal (pigato__mdp_packed_size (&big, 1),
+                          PIGATO__MDP_PACK_INVALID);
+        big.size = UINT32_MAX;
+        assert_int_equal (pigato__mdp_packed_size (&big, 1),
+                          (size_t) UINT32_MAX + 4);
+    }
+}
+
 int
 main (void)
 {
@@ -637,6 +855,14 @@ main (void)
         cmocka_unit_test (test_encoders_refuse_what_they_cannot_write),
         cmocka_unit_test (test_mmi_namespace),
         cmocka_unit_test (test_mmi_service_name_raw_or_json_string),
+        cmocka_unit_test (test_packed_no_frames_is_no_bytes),
+        cmocka_unit_test (test_packed_one_frame_is_size_then_bytes),
+        cmocka_unit_test (test_packed_round_trip_several_frames),
+        cmocka_unit_test (test_packed_most_frames_round_trip),
+        cmocka_unit_test (test_packed_every_truncation_reads_whole_frames_only),
+        cmocka_unit_test (test_packed_unpack_stops_at_max),
+        cmocka_unit_test (test_packed_size_beyond_the_end_stops),
+        cmocka_unit_test (test_packed_refuses_what_it_cannot_write),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
