@@ -32,8 +32,8 @@ LIB_SRCS := mesh/base/status.c mesh/base/log.c mesh/base/util.c mesh/base/heap.c
             mesh/library/worker.c \
             mesh/broker/service.c mesh/broker/semver.c mesh/broker/cache.c \
             mesh/broker/request.c mesh/broker/outbox.c mesh/broker/broker.c \
-            mesh/broker/route.c mesh/broker/route_send.c mesh/broker/route_mdp.c \
-            mesh/broker/route_internal.c mesh/broker/route_sweep.c
+            mesh/broker/front_pigato.c mesh/broker/send.c mesh/broker/front_mdp.c \
+            mesh/broker/core_internal.c mesh/broker/reload.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 HEADERS  := $(wildcard include/*.h mesh/*/*.h keys/*.h auth/*.h certs/*.h)
 

@@ -15,7 +15,7 @@
 */
 #include <jansson.h>
 #include <string.h>
-#include "route.h"
+#include "front.h"
 #include "../wire/mdp.h"
 
 //  --------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 */
 #include <jansson.h>
 #include <string.h>
-#include "route.h"
+#include "front.h"
 
 //  The text a request body names: the content of a JSON string, else the
 //  bytes themselves (MDP peers send plain text). Empty, "null" and "\"\""
