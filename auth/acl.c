@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include "acl.h"
 #include "../certs/ca.h"
+#include "../mesh/base/bkey.h"
 
 #define MAX_TOKENS 1024         //  per line
 #define CACHE_MAX 100000        //  cached decisions before a purge
@@ -115,7 +116,9 @@ s_new (void)
     self->groups = zhashx_new ();
     self->cache = zhashx_new ();
     if (self->cache)
-        zhashx_set_key_hasher (self->cache, pigato__hash_text);
+        //  Keys hold service names peers chose: a keyed hash, so they
+        //  cannot pick names that all fall in one bucket
+        zhashx_set_key_hasher (self->cache, pigato__hash_keyed_text);
     self->group_order = zlistx_new ();
     if (!self->entries || !self->identities || !self->by_key || !self->groups
     ||  !self->cache || !self->group_order) {

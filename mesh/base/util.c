@@ -23,12 +23,12 @@ pigato__now_ms (void)
     return (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
-//  A seeded hash of bytes or NUL-terminated text for tables on hot paths:
-//  eight bytes per step instead of czmq's default byte-at-a-time loop.
-//  The seed is the kernel's per-process random bytes (AT_RANDOM), so
-//  peers cannot choose keys that collide in every process. Not a
-//  cryptographic hash: the broker's tables keyed by peer data use
-//  SipHash (bkey.c).
+//  A seeded hash of bytes or NUL-terminated text for libpigato's own
+//  tables on hot paths (a client's rids, a worker's replies): eight bytes
+//  per step instead of czmq's default byte-at-a-time loop. The seed is the
+//  kernel's per-process random bytes (AT_RANDOM). Not a keyed hash: every
+//  broker table whose keys a peer chooses (requests, workers, service
+//  names, the ACL's decision cache) uses SipHash-1-3 (bkey.c).
 
 static uint64_t s_text_seed;
 

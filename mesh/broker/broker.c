@@ -1,7 +1,8 @@
 /*  =========================================================================
     broker.c - pigato_broker: the object, its one ROUTER socket (with the
     ZAP handler bound first and a monitor for connection events) and the
-    event loop. What happens to each message is in route.c.
+    event loop. What happens to each message: the front-ends decode it
+    (front_pigato.c, front_mdp.c), the core routes it (core.c).
     =========================================================================
 */
 #include <errno.h>
@@ -17,46 +18,19 @@
 //  library accepts it by number
 #define ZMQ_ZAP_ENFORCE_DOMAIN_OPTION 93
 
-static void
-s_worker_destroy (void **item_p)
-{
-    pigato__worker_t *worker = (pigato__worker_t *) *item_p;
-    if (worker) {
-        free (worker);
-        *item_p = NULL;
-    }
-}
-
-//  The requests table's items are requests, keyed by their bkey.
-static bool
-s_request_match (const void *item, const void *key)
-{
-    return pigato__bkey_equal (&((const pigato__request_t *) item)->key,
-                               (const pigato__bkey_t *) key);
-}
-
 pigato_broker_t *
 pigato_broker_new (void)
 {
     pigato_broker_t *self = (pigato_broker_t *) calloc (1, sizeof *self);
     if (!self)
         return NULL;
-    self->heartbeat_ms = PIGATO_HEARTBEAT_MS;
-    self->liveness = PIGATO_LIVENESS;
-    self->services = pigato__services_new ();
-    self->workers = pigato__bkey_table_new ();
-    self->requests = pigato__table_new (s_request_match);
-    self->timers = pigato__heap_new ();
-    self->conns = pigato__conns_new ();
-    self->cache = pigato__cache_new (PIGATO__CACHE_DEFAULT_BYTES);
+    self->core = pigato__core_new (&pigato__broker_emit, self);
     for (size_t index = 0; index < PIGATO__PARTS_MAX; index++)
         zmq_msg_init (&self->input.parts [index]);
-    if (!self->services || !self->workers || !self->requests || !self->timers
-    ||  !self->conns || !self->cache) {
+    if (!self->core) {
         pigato_broker_destroy (&self);
         return NULL;
     }
-    zhashx_set_destructor (self->workers, s_worker_destroy);
     return self;
 }
 
@@ -66,29 +40,13 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     if (!self_p || !*self_p)
         return;
     pigato_broker_t *self = *self_p;
-    //  Timers first (they live inside requests), then requests (they point
-    //  at services and workers)
-    pigato__heap_destroy (&self->timers);
-    if (self->requests) {
-        size_t cursor = 0;
-        pigato__request_t *request;
-        while ((request = (pigato__request_t *) pigato__table_next (
-                    self->requests, &cursor)))
-            pigato__request_destroy (&self->request_pool, &request);
-        pigato__table_destroy (&self->requests);
-    }
-    pigato__request_pool_drain (&self->request_pool);
-    //  Services before workers: their heaps of workers with room let go
-    //  of the workers' nodes
-    pigato__services_destroy (&self->services);
-    zhashx_destroy (&self->workers);
+    //  The core first: destroying requests closes their shared body parts
+    pigato__core_destroy (&self->core);
     pigato__outbox_destroy (&self->outbox);
-    pigato__cache_destroy (&self->cache);
     for (size_t index = 0; index < PIGATO__PARTS_MAX; index++)
         zmq_msg_close (&self->input.parts [index]);
     zsock_destroy (&self->monitor);
     zsock_destroy (&self->router);
-    pigato__conns_destroy (&self->conns);
     pigato__guard_destroy (&self->guard);
     pigato__acl_destroy (&self->policy);
     free (self->acl_path);
@@ -130,19 +88,19 @@ pigato_broker_set_heartbeat (pigato_broker_t *self, int interval_ms,
                              int liveness)
 {
     if (interval_ms > 0)
-        self->heartbeat_ms = interval_ms;
+        self->core->heartbeat_ms = interval_ms;
     if (liveness > 0)
-        self->liveness = liveness;
+        self->core->liveness = liveness;
 }
 
 int
 pigato_broker_set_dmode (pigato_broker_t *self, const char *mode)
 {
     if (mode && streq (mode, "load"))
-        self->dmode = PIGATO__DMODE_LOAD;
+        self->core->dmode = PIGATO__DMODE_LOAD;
     else
     if (mode && streq (mode, "rand"))
-        self->dmode = PIGATO__DMODE_RAND;
+        self->core->dmode = PIGATO__DMODE_RAND;
     else {
         pigato__errorf (self->error, sizeof self->error,
                         "unknown dispatch mode '%s' (expected load or rand)",
@@ -161,7 +119,7 @@ pigato_broker_set_busy_poll (pigato_broker_t *self, int usecs)
 void
 pigato_broker_set_cache_max (pigato_broker_t *self, size_t max_bytes)
 {
-    pigato__cache_set_max (self->cache, max_bytes);
+    pigato__cache_set_max (self->core->cache, max_bytes);
 }
 
 const char *
@@ -175,11 +133,11 @@ pigato_broker_counter (pigato_broker_t *self, const char *name)
 {
 #define COUNTER_LOOKUP(field)                                               \
     if (streq (name, #field))                                               \
-        return self->counters.field;
-    BROKER_COUNTERS (COUNTER_LOOKUP)
+        return self->core->counters.field;
+    CORE_COUNTERS (COUNTER_LOOKUP)
 #undef COUNTER_LOOKUP
     if (streq (name, "workers"))
-        return (int64_t) zhashx_size (self->workers);
+        return (int64_t) zhashx_size (self->core->workers);
     if (streq (name, "denied"))
         return self->guard ? pigato__guard_denials (self->guard) : 0;
     if (streq (name, "zap_denied"))
@@ -191,13 +149,13 @@ pigato_broker_counter (pigato_broker_t *self, const char *name)
         return self->guard ? (int64_t) pigato__guard_rule_count (self->guard)
                            : 0;
     if (streq (name, "requests_pending"))
-        return (int64_t) pigato__table_size (self->requests);
+        return (int64_t) pigato__table_size (self->core->requests);
     if (streq (name, "services"))
-        return (int64_t) pigato__services_size (self->services);
+        return (int64_t) pigato__services_size (self->core->services);
     if (streq (name, "cache_hits"))
-        return pigato__cache_hits (self->cache);
+        return pigato__cache_hits (self->core->cache);
     if (streq (name, "cache_entries"))
-        return (int64_t) pigato__cache_entries (self->cache);
+        return (int64_t) pigato__cache_entries (self->core->cache);
     if (streq (name, "batches_out"))
         return self->outbox ? pigato__outbox_batches (self->outbox) : 0;
     if (streq (name, "entries_out"))
@@ -385,13 +343,13 @@ s_monitor_drain (pigato_broker_t *self)
             memcpy (&type, zframe_data (frame), 2);
             memcpy (&value, zframe_data (frame) + 2, 4);
             if (type == ZMQ_EVENT_ACCEPTED)
-                pigato__conns_accepted (self->conns, (int) value);
+                pigato__conns_accepted (self->core->conns, (int) value);
             else
             if (type == ZMQ_EVENT_DISCONNECTED) {
                 pigato__conn_t dead =
-                    pigato__conns_disconnected (self->conns, (int) value);
+                    pigato__conns_disconnected (self->core->conns, (int) value);
                 if (dead.fd >= 0)
-                    pigato__route_connection_lost (self, &dead);
+                    pigato__core_connection_lost (self->core, &dead);
             }
         }
         zmsg_destroy (&event);
@@ -454,17 +412,17 @@ static void
 s_route (pigato_broker_t *self, int fd)
 {
     pigato__conn_t conn;
-    if (pigato__conns_lookup (self->conns, fd, &conn) != PIGATO__CONN_OPEN) {
+    if (pigato__conns_lookup (self->core->conns, fd, &conn) != PIGATO__CONN_OPEN) {
         s_monitor_drain (self);
-        if (pigato__conns_lookup (self->conns, fd, &conn)
+        if (pigato__conns_lookup (self->core->conns, fd, &conn)
             == PIGATO__CONN_CLOSED) {
-            self->counters.bad_messages++;
+            self->core->counters.bad_messages++;
             pigato__log (PIGATO_LOG_DEBUG, "event=message_dropped "
                          "reason=connection_closed fd=%d", fd);
             return;
         }
     }
-    pigato__route_input (self, &conn);
+    pigato__front_input (self, &conn);
 }
 
 //  --------------------------------------------------------------------------
@@ -518,13 +476,13 @@ pigato_broker_run (pigato_broker_t *self)
         touched [index] = true;
         ready [index] = false;
     }
-    self->now_ms = pigato__now_ms ();
-    self->next_tick = self->now_ms + self->heartbeat_ms;
+    self->core->now_ms = pigato__now_ms ();
+    self->next_tick = self->core->now_ms + self->core->heartbeat_ms;
     bool busy = false;                  //  the last turn routed something
     while (!self->stopping && !zsys_interrupted) {
         int64_t now = pigato__now_ms ();
         int64_t wait = self->next_tick - now;
-        pigato__timer_t *next = pigato__heap_peek (self->timers);
+        pigato__timer_t *next = pigato__heap_peek (self->core->timers);
         if (next && next->when - now < wait)
             wait = next->when - now;
         if (wait > 250)
@@ -559,10 +517,10 @@ pigato_broker_run (pigato_broker_t *self)
             if (items [index].revents & (POLLIN | POLLERR | POLLHUP))
                 ready [index] = s_readable (sockets [index]);
         busy = false;
-        self->now_ms = pigato__now_ms ();
+        self->core->now_ms = pigato__now_ms ();
         if (self->reload) {
             self->reload = 0;
-            pigato__route_reload (self);
+            pigato__broker_reload (self);
         }
         if (ready [ZAP]) {
             pigato__guard_zap_handle (self->guard);
@@ -587,10 +545,10 @@ pigato_broker_run (pigato_broker_t *self)
             touched [MONITOR] = true;
         }
         now = pigato__now_ms ();
-        pigato__route_expire_requests (self, now);
+        pigato__core_expire (self->core, now);
         if (now >= self->next_tick) {
-            pigato__route_check_workers (self, now);
-            self->next_tick = now + self->heartbeat_ms;
+            pigato__core_check_workers (self->core, now);
+            self->next_tick = now + self->core->heartbeat_ms;
         }
         //  What this turn produced goes out before we wait for more
         pigato__outbox_flush (self->outbox);

@@ -26,7 +26,7 @@ struct _pigato__cache_t {
     entry_t *head, *tail;           //  LRU order
     size_t max_bytes;
     size_t bytes;
-    int64_t hits, misses;
+    int64_t hits;
 };
 
 static void
@@ -190,7 +190,6 @@ pigato__cache_get (pigato__cache_t *self, const char *service,
                    pigato__cached_t *reply)
 {
     if (!self->head) {
-        self->misses++;
         return false;
     }
     char key [2 * 16 + 1];
@@ -206,7 +205,6 @@ pigato__cache_get (pigato__cache_t *self, const char *service,
     ||  memcmp (entry->bytes, service, service_size) != 0
     ||  (body->size && memcmp (entry->bytes + service_size, body->data,
                                body->size) != 0)) {
-        self->misses++;
         return false;
     }
     s_unlink (self, entry);
@@ -236,12 +234,6 @@ int64_t
 pigato__cache_hits (pigato__cache_t *self)
 {
     return self->hits;
-}
-
-int64_t
-pigato__cache_misses (pigato__cache_t *self)
-{
-    return self->misses;
 }
 
 int64_t

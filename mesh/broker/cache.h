@@ -45,11 +45,10 @@ bool pigato__cache_get (pigato__cache_t *self, const char *service,
                         const pigato__bytes_t *body, int64_t now,
                         pigato__cached_t *reply);
 
-//  Counters: entries held, bytes held, hits, misses.
+//  Counters: entries held, bytes held, hits.
 size_t pigato__cache_entries (pigato__cache_t *self);
 size_t pigato__cache_bytes (pigato__cache_t *self);
 int64_t pigato__cache_hits (pigato__cache_t *self);
-int64_t pigato__cache_misses (pigato__cache_t *self);
 
 //  Reads `cache` (ms) from a final reply's opts: > 0 if the reply may be
 //  cached for that long, 0 otherwise (no opts, no key, not a positive

@@ -1,31 +1,37 @@
 /*  =========================================================================
-    route_internal.c - requests the broker answers itself: $dir (worker ids
-    per service) and MMI (RFC 8) for pigato clients (route.h).
+    core_internal.c - requests the broker answers itself (core.h): $dir
+    (worker ids per service) and MMI (ZeroMQ RFC 8). One answer for every
+    framing; the front-ends only encode it.
     =========================================================================
 */
 #include <jansson.h>
 #include <string.h>
-#include "front.h"
+#include "core.h"
+#include "../wire/mdp.h"
+
+bool
+pigato__core_reserved (const pigato__bytes_t *name)
+{
+    return (name->size > 0 && name->data [0] == '$') || pigato__mmi_is (name);
+}
 
 //  The text a request body names: the content of a JSON string, else the
 //  bytes themselves (MDP peers send plain text). Empty, "null" and "\"\""
 //  name nothing.
-bool
-pigato__route_body_name (const pigato__bytes_t *data, char *name,
-                         size_t name_size)
+static bool
+s_body_name (const pigato__bytes_t *data, char *name, size_t name_size)
 {
     name [0] = 0;
-    if (data->size == 0
+    if (!data || data->size == 0
     ||  (data->size == 4 && memcmp (data->data, "null", 4) == 0))
         return false;
     char *text = pigato__json_string_decode (data->data, data->size);
-    const char *source = text ? text : NULL;
     size_t size = text ? strlen (text) : data->size;
     if (size >= name_size || (!text && memchr (data->data, 0, data->size))) {
         free (text);
         return false;
     }
-    memcpy (name, source ? source : (const char *) data->data, size);
+    memcpy (name, text ? text : (const char *) data->data, size);
     name [size] = 0;
     free (text);
     return size > 0;
@@ -33,8 +39,8 @@ pigato__route_body_name (const pigato__bytes_t *data, char *name,
 
 //  $dir: the worker ids of one service (the body names it), or of every
 //  service, as JSON. Ids are routing ids as text (escaped if binary).
-char *
-pigato__route_directory (pigato_broker_t *self, const char *only)
+static char *
+s_directory (pigato__core_t *self, const char *only)
 {
     json_t *map = json_object ();
     for (pigato__service_t *service = pigato__services_first (self->services);
@@ -61,12 +67,12 @@ pigato__route_directory (pigato_broker_t *self, const char *only)
 
 //  True if requests for this name would find a worker now (its own, a
 //  satisfying version or a wildcard): what mmi.service answers.
-bool
-pigato__route_has_worker (pigato_broker_t *self, const void *name, size_t size)
+static bool
+s_has_worker (pigato__core_t *self, const char *name)
 {
     //  Resolution reads a service record: made for the question if need be
     pigato__service_t *service =
-        pigato__services_require (self->services, name, size);
+        pigato__services_require (self->services, name, strlen (name));
     pigato__service_t *targets [1];
     bool found = service
               && pigato__services_resolve (self->services, service, targets, 1);
@@ -74,38 +80,28 @@ pigato__route_has_worker (pigato_broker_t *self, const void *name, size_t size)
     return found;
 }
 
-//  Requests the broker answers itself: $dir, and MMI (RFC 8):
-//  mmi.service -> 200 if the named service has a worker, 404 if not;
-//  other mmi.* -> 501. Other $ names are reserved.
-void
-pigato__route_internal_service (pigato_broker_t *self, pigato__route_in_t *in,
-                                const char *name)
+char *
+pigato__core_internal (pigato__core_t *self, const pigato__bytes_t *name,
+                       const pigato__bytes_t *body, int *status)
 {
-    pigato__msg_t *m = &in->m;
     char target [PIGATO_SERVICE_MAX + 1];
-    bool named = pigato__route_body_name (&m->data, target, sizeof target);
-    char *answer = NULL;
-    if (streq (name, "$dir"))
-        answer = pigato__route_directory (self, named ? target : NULL);
-    else
-    if (streq (name, "mmi.service"))
-        answer = strdup (named && pigato__route_has_worker (
-                             self, target, strlen (target)) ? "200" : "404");
-    else
-    if (strncmp (name, "mmi.", 4) == 0)
-        answer = strdup ("501");
-    else {
-        char text [PIGATO_SERVICE_MAX + 64];
-        snprintf (text, sizeof text, "E_RESERVED_SERVICE %s is reserved for "
-                  "the broker", name);
-        pigato__route_send_error (self, m->native, &m->sender, &m->rid, text);
-        return;
-    }
-    pigato__bytes_t data = { (const byte *) answer,
-                             answer ? strlen (answer) : 0 };
-    pigato__route_send_reply (self, m->native, &m->sender, PIGATO__REPLY,
-                              &m->rid, 0, &data, NULL, NULL);
-    free (answer);
-    self->counters.requests++;
-    self->counters.replies++;
+    bool named = s_body_name (body, target, sizeof target);
+    *status = 0;
+    size_t mmi_size = strlen (PIGATO__MMI_PREFIX);
+    if (name->size == 4 && memcmp (name->data, "$dir", 4) == 0)
+        return s_directory (self, named ? target : NULL);
+    if (name->size == strlen (PIGATO__MMI_SERVICE)
+    &&  memcmp (name->data, PIGATO__MMI_SERVICE, name->size) == 0)
+        return strdup (named && s_has_worker (self, target)
+                       ? PIGATO__MMI_FOUND : PIGATO__MMI_NOT_FOUND);
+    if (name->size >= mmi_size
+    &&  memcmp (name->data, PIGATO__MMI_PREFIX, mmi_size) == 0)
+        return strdup (PIGATO__MMI_NOT_IMPLEMENTED);
+    char printable [PIGATO__SERVICE_TEXT];
+    char text [PIGATO__SERVICE_TEXT + 64];
+    snprintf (text, sizeof text, "E_RESERVED_SERVICE %s is reserved for the "
+              "broker", pigato__printable (name->data, name->size, printable,
+                                           sizeof printable));
+    *status = -1;
+    return strdup (text);
 }

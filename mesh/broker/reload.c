@@ -1,52 +1,10 @@
 /*  =========================================================================
-    route_sweep.c - what follows a closed connection, a policy reload,
-    request expiry and lost workers (route.h).
+    reload.c - a policy reload (SIGHUP): swap the policy, then hold every
+    live worker and request to it through the core (core.h).
     =========================================================================
 */
-#include <jansson.h>
 #include <string.h>
-#include "front.h"
-#include "../wire/mdp.h"
-
-//  --------------------------------------------------------------------------
-//  Connections: a worker whose connection closed is gone now (its requests
-//  retry or fail at once); requests of a closed client connection are
-//  dropped, so no reply can reach a later owner of its routing id.
-
-void
-pigato__route_connection_lost (pigato_broker_t *self,
-                               const pigato__conn_t *dead)
-{
-    pigato__conn_link_t *link;
-    while ((link = pigato__conns_filed (self->conns, dead->fd,
-                                        PIGATO__CONN_WORKERS))) {
-        pigato__worker_t *worker =
-            pigato__container_of (link, pigato__worker_t, conn_link);
-        if (pigato__conn_same (&worker->conn, dead))
-            pigato__route_worker_remove (self, worker, "disconnected", false);
-        else
-            pigato__conns_unfile (self->conns, link);   //  stale filing
-    }
-    size_t dropped = 0;
-    while ((link = pigato__conns_filed (self->conns, dead->fd,
-                                        PIGATO__CONN_REQUESTS))) {
-        pigato__request_t *request =
-            pigato__container_of (link, pigato__request_t, conn_link);
-        if (!pigato__conn_same (&request->conn, dead)) {
-            pigato__conns_unfile (self->conns, link);
-            continue;
-        }
-        pigato__service_t *service =
-            request->worker ? request->worker->service : NULL;
-        pigato__route_request_finish (self, request);
-        if (service)
-            pigato__route_dispatch_room (self, service);
-        dropped++;
-    }
-    if (dropped)
-        pigato__log (PIGATO_LOG_DEBUG, "event=client_gone requests_dropped=%zu",
-                     dropped);
-}
+#include "broker_internal.h"
 
 //  --------------------------------------------------------------------------
 //  Policy reload (SIGHUP): swap the policy, then hold every live worker and
@@ -55,8 +13,19 @@ pigato__route_connection_lost (pigato_broker_t *self,
 //  `call` fail with E_ACCESS_DENIED.
 
 
+//  Frees a list of keys and the keys.
+static void
+s_free_keys (zlistx_t **list_p)
+{
+    if (!*list_p)
+        return;
+    for (void *key = zlistx_first (*list_p); key; key = zlistx_next (*list_p))
+        free (key);
+    zlistx_destroy (list_p);
+}
+
 void
-pigato__route_reload (pigato_broker_t *self)
+pigato__broker_reload (pigato_broker_t *self)
 {
     char err [512];
     if (!pigato__guard_has_policy_file (self->guard)) {
@@ -71,8 +40,8 @@ pigato__route_reload (pigato_broker_t *self)
     }
     zlistx_t *workers = zlistx_new ();
     for (pigato__worker_t *worker =
-             (pigato__worker_t *) zhashx_first (self->workers);
-         worker; worker = (pigato__worker_t *) zhashx_next (self->workers))
+             (pigato__worker_t *) zhashx_first (self->core->workers);
+         worker; worker = (pigato__worker_t *) zhashx_next (self->core->workers))
         if (!pigato__guard_current (self->guard, worker->identity,
                                     worker->curve_key [0] ? worker->curve_key
                                                           : NULL)
@@ -82,48 +51,60 @@ pigato__route_reload (pigato_broker_t *self)
     size_t workers_removed = zlistx_size (workers);
     for (pigato__worker_t *worker = (pigato__worker_t *) zlistx_first (workers);
          worker; worker = (pigato__worker_t *) zlistx_next (workers))
-        pigato__route_worker_remove (self, worker, "acl_reload", true);
+        pigato__core_worker_remove (self->core, worker, "acl_reload", true);
     zlistx_destroy (&workers);
 
+    //  The requests to drop or fail are remembered by key, not by pointer:
+    //  ending one gives its worker room, and that dispatch may end others
     zlistx_t *dropped = zlistx_new ();
     zlistx_t *denied = zlistx_new ();
     size_t cursor = 0;
     pigato__request_t *request;
-    while ((request = (pigato__request_t *) pigato__table_next (self->requests,
-                                                                &cursor)))
+    while (dropped && denied
+       &&  (request = (pigato__request_t *) pigato__table_next (
+                self->core->requests, &cursor))) {
+        zlistx_t *list = NULL;
         if (!pigato__guard_current (self->guard, request->identity,
                                     request->curve_key [0] ? request->curve_key
                                                            : NULL))
-            zlistx_add_end (dropped, request);
+            list = dropped;
         else
         if (!pigato__guard_allows (self->guard, request->identity,
                                    PIGATO__VERB_CALL, request->service->name))
-            zlistx_add_end (denied, request);
-    size_t requests_dropped = zlistx_size (dropped);
-    size_t requests_denied = zlistx_size (denied);
-    for (pigato__request_t *request =
-             (pigato__request_t *) zlistx_first (dropped);
-         request; request = (pigato__request_t *) zlistx_next (dropped)) {
-        pigato__service_t *service =
-            request->worker ? request->worker->service : NULL;
-        pigato__route_request_finish (self, request);
-        if (service)
-            pigato__route_dispatch_room (self, service);
+            list = denied;
+        pigato__bkey_t *key = list ? (pigato__bkey_t *) malloc (sizeof *key)
+                                   : NULL;
+        if (key) {
+            pigato__bkey_copy (key, &request->key);
+            zlistx_add_end (list, key);
+        }
     }
-    for (pigato__request_t *request =
-             (pigato__request_t *) zlistx_first (denied);
-         request; request = (pigato__request_t *) zlistx_next (denied)) {
-        pigato__service_t *service =
-            request->worker ? request->worker->service : NULL;
-        char text [PIGATO_SERVICE_MAX + 32];
-        snprintf (text, sizeof text, "E_ACCESS_DENIED %s",
-                  request->service->name);
-        pigato__route_request_fail (self, request, text);
-        if (service)
-            pigato__route_dispatch_room (self, service);
+    size_t requests_dropped = 0, requests_denied = 0;
+    for (pigato__bkey_t *key = dropped ? (pigato__bkey_t *) zlistx_first (dropped)
+                                       : NULL;
+         key; key = (pigato__bkey_t *) zlistx_next (dropped)) {
+        request = (pigato__request_t *) pigato__table_lookup (
+            self->core->requests, key->hash, key);
+        if (request) {
+            pigato__core_request_drop (self->core, request);
+            requests_dropped++;
+        }
     }
-    zlistx_destroy (&dropped);
-    zlistx_destroy (&denied);
+    for (pigato__bkey_t *key = denied ? (pigato__bkey_t *) zlistx_first (denied)
+                                      : NULL;
+         key; key = (pigato__bkey_t *) zlistx_next (denied)) {
+        request = (pigato__request_t *) pigato__table_lookup (
+            self->core->requests, key->hash, key);
+        if (request) {
+            char text [PIGATO_SERVICE_MAX + 32];
+            snprintf (text, sizeof text, "E_ACCESS_DENIED %s",
+                      request->service->name);
+            pigato__core_request_fail (self->core, request, text);
+            requests_denied++;
+        }
+    }
+    s_free_keys (&dropped);
+    s_free_keys (&denied);
     pigato__log (PIGATO_LOG_INFO, "event=acl_reloaded identities=%zu rules=%zu "
                  "workers_removed=%zu requests_dropped=%zu "
                  "requests_denied=%zu",
@@ -132,57 +113,3 @@ pigato__route_reload (pigato_broker_t *self)
                  requests_dropped, requests_denied);
 }
 
-//  --------------------------------------------------------------------------
-//  Timers
-
-void
-pigato__route_expire_requests (pigato_broker_t *self, int64_t now)
-{
-    pigato__timer_t *timer;
-    while ((timer = pigato__heap_pop_due (self->timers, now))) {
-        pigato__request_t *request =
-            pigato__container_of (timer, pigato__request_t, expiry);
-        pigato__worker_t *worker = request->worker;
-        pigato__service_t *service = worker ? worker->service : NULL;
-        char rid [80], service_text [SERVICE_TEXT];
-        pigato__log (PIGATO_LOG_DEBUG, "event=request_expired service=%s "
-                     "rid=%s worker=%s",
-                     pigato__route_service_text (request->service,
-                                                 service_text),
-                     pigato__printable (
-                         pigato__request_rid (request).data,
-                         pigato__request_rid (request).size, rid, sizeof rid),
-                     worker ? worker->name : "-");
-        self->counters.timeouts++;
-        pigato__route_request_finish (self, request);
-        if (service)
-            pigato__route_dispatch_room (self, service);    //  slot free again
-    }
-}
-
-void
-pigato__route_check_workers (pigato_broker_t *self, int64_t now)
-{
-    zlistx_t *dead = NULL;
-    for (pigato__worker_t *worker =
-             (pigato__worker_t *) zhashx_first (self->workers);
-         worker; worker = (pigato__worker_t *) zhashx_next (self->workers))
-        if (worker->expires <= now) {
-            if (!dead)
-                dead = zlistx_new ();
-            zlistx_add_end (dead, worker);
-        }
-        else
-        if (worker->mdp) {
-            //  RFC 18: the broker heartbeats its workers
-            pigato__bytes_t to = pigato__worker_routing_id (worker);
-            pigato__route_send_control (self, &to, 'W', PIGATO__HEARTBEAT,
-                                        FRAMING_MDP);
-        }
-    if (!dead)
-        return;
-    for (pigato__worker_t *worker = (pigato__worker_t *) zlistx_first (dead);
-         worker; worker = (pigato__worker_t *) zlistx_next (dead))
-        pigato__route_worker_remove (self, worker, "expired", true);
-    zlistx_destroy (&dead);
-}

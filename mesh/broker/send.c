@@ -1,24 +1,19 @@
 /*  =========================================================================
-    route_send.c - how the broker sends: 0.0.46 frames (bodies shared with
-    the part they came in), native entries through the outbox, and MDP/0.2
-    frames, each peer in its own framing (route.h).
+    send.c - how the broker sends: 0.0.46 frames (bodies shared with the
+    part they came in), native entries through the outbox, and MDP/0.2
+    frames, each peer in its own framing. Implements the core's send
+    interface (pigato__broker_emit) and what the front-ends send before a
+    message reaches the core (front.h).
     =========================================================================
 */
-#include <jansson.h>
 #include <string.h>
 #include "front.h"
 #include "../wire/mdp.h"
 
-//  --------------------------------------------------------------------------
-//  Sending
-
-//  Sends a 0.0.46 message: routing id, then frames. Frame body_index (if
-//  body_part holds exactly its bytes) shares that part instead of being
-//  copied. The peer's pending native batch goes first, to keep order.
 void
-pigato__route_send_frames (pigato_broker_t *self, const pigato__bytes_t *to,
-                           const pigato__bytes_t *frames, size_t count,
-                           zmq_msg_t *body_part, size_t body_index)
+pigato__broker_send_frames (pigato_broker_t *self, const pigato__bytes_t *to,
+                     const pigato__bytes_t *frames, size_t count,
+                     zmq_msg_t *body_part, size_t body_index)
 {
     pigato__outbox_flush_peer (self->outbox, to);
     void *router = self->router_handle;
@@ -42,24 +37,21 @@ pigato__route_send_frames (pigato_broker_t *self, const pigato__bytes_t *to,
     }
 }
 
-//  A message with no fields (READY ack, heartbeat, DISCONNECT) to a
-//  client ('C') or worker ('W'), in either framing.
 void
-pigato__route_send_control (pigato_broker_t *self, const pigato__bytes_t *to,
-                            char role, int type, int framing)
+pigato__broker_send_control (pigato_broker_t *self, const pigato__bytes_t *to,
+                      char role, int type, pigato__framing_t framing)
 {
-    if (framing == FRAMING_MDP) {
+    if (framing == PIGATO__FRAMING_MDP) {
         //  RFC 18: READY is not acknowledged
         int command = type == PIGATO__HEARTBEAT ? PIGATO__MDPW_HEARTBEAT
                     : type == PIGATO__DISCONNECT ? PIGATO__MDPW_DISCONNECT : 0;
         pigato__bytes_t frames [2];
         if (role == 'W' && command
         &&  pigato__mdp_encode_worker_control (frames, 2, command) == 2)
-            pigato__route_send_frames (self, to, frames, 2, NULL, 0);
+            pigato__broker_send_frames (self, to, frames, 2, NULL, 0);
         return;
     }
-    bool native = framing == FRAMING_NATIVE;
-    if (native) {
+    if (framing == PIGATO__FRAMING_NATIVE) {
         pigato__msg_t entry = { .role = role, .type = type };
         if (pigato__outbox_add (self->outbox, to, role, &entry, NULL) == 0)
             return;
@@ -67,102 +59,98 @@ pigato__route_send_control (pigato_broker_t *self, const pigato__bytes_t *to,
     char type_text [2] = { (char) ('0' + type), 0 };
     char role_text [2] = { role, 0 };
     pigato__bytes_t frames [] = { BYTES (role_text), BYTES (type_text) };
-    pigato__route_send_frames (self, to, frames, 2, NULL, 0);
+    pigato__broker_send_frames (self, to, frames, 2, NULL, 0);
 }
 
-//  A partial or final reply to a client, in the framing of its request.
 void
-pigato__route_send_reply (pigato_broker_t *self, bool native,
-                          const pigato__bytes_t *client, int type,
-                          const pigato__bytes_t *rid, int status,
-                          const pigato__bytes_t *data,
-                          const pigato__bytes_t *opts, zmq_msg_t *body_part)
+pigato__broker_send_reply (pigato_broker_t *self, const pigato__caller_t *to,
+                    int type, int status, const pigato__bytes_t *body,
+                    size_t body_count, const pigato__bytes_t *opts,
+                    zmq_msg_t *body_part)
 {
+    if (to->framing == PIGATO__FRAMING_MDP) {
+        //  MDPC02, command, the service it asked for, body frames; MDP
+        //  has no status
+        pigato__bytes_t frames [PIGATO__MDP_ENCODE_MAX];
+        size_t count = pigato__mdp_encode_client_reply (
+            frames, PIGATO__MDP_ENCODE_MAX,
+            type == PIGATO__PARTIAL ? PIGATO__MDPC_PARTIAL
+                                    : PIGATO__MDPC_FINAL,
+            &to->service, body, body_count);
+        if (count)
+            pigato__broker_send_frames (self, &to->client, frames, count, NULL, 0);
+        return;
+    }
+    //  One MDP body frame is one pigato data frame
     pigato__bytes_t none = { NULL, 0 };
-    if (native) {
-        pigato__msg_t entry = { .role = 'C', .type = type, .rid = *rid,
-                                .status = status, .data = data ? *data : none,
+    pigato__bytes_t data = body_count ? body [0] : none;
+    if (to->framing == PIGATO__FRAMING_NATIVE) {
+        pigato__msg_t entry = { .role = 'C', .type = type, .rid = to->rid,
+                                .status = status, .data = data,
                                 .opts = opts ? *opts : none };
-        if (pigato__outbox_add (self->outbox, client, 'C', &entry, body_part)
-            == 0)
+        if (pigato__outbox_add (self->outbox, &to->client, 'C', &entry,
+                                body_part) == 0)
             return;
     }
     char type_text [2] = { (char) ('0' + type), 0 };
     pigato__bytes_t frames [] = {
-        BYTES ("C"), BYTES (type_text), none, *rid,
-        BYTES (status ? "-1" : "0"), data ? *data : none,
+        BYTES ("C"), BYTES (type_text), none, to->rid,
+        BYTES (status ? "-1" : "0"), data,
         opts && opts->size ? *opts : BYTES ("{}") };
-    pigato__route_send_frames (self, client, frames, 7, body_part, 5);
-}
-
-//  The body frames of a request: an MDP client's packed frames, else its
-//  one body. Returns how many (at most max).
-size_t
-pigato__route_request_frames (pigato__request_t *request,
-                              pigato__bytes_t *frames, size_t max)
-{
-    pigato__bytes_t body = pigato__request_body (request);
-    if (!request->mdp_client) {
-        frames [0] = body;
-        return 1;
-    }
-    size_t count = 0;
-    const byte *at = body.data, *end = body.data + body.size;
-    while (end - at >= 4 && count < max) {
-        size_t size = ((size_t) at [0] << 24) | ((size_t) at [1] << 16)
-                    | ((size_t) at [2] << 8) | at [3];
-        at += 4;
-        if (size > (size_t) (end - at))
-            break;
-        frames [count].data = at;
-        frames [count++].size = size;
-        at += size;
-    }
-    return count;
-}
-
-//  A partial or final reply to an MDP client: MDPC02, command, the
-//  service it asked for, body frames.
-void
-pigato__route_send_mdp_reply (pigato_broker_t *self,
-                              pigato__request_t *request, int type,
-                              const pigato__bytes_t *body, size_t body_count)
-{
-    pigato__bytes_t client = pigato__request_client (request);
-    pigato__bytes_t service = BYTES (request->service->name);
-    pigato__bytes_t frames [PIGATO__MDP_ENCODE_MAX];
-    size_t count = pigato__mdp_encode_client_reply (
-        frames, PIGATO__MDP_ENCODE_MAX,
-        type == PIGATO__PARTIAL ? PIGATO__MDPC_PARTIAL : PIGATO__MDPC_FINAL,
-        &service, body, body_count);
-    if (count)
-        pigato__route_send_frames (self, &client, frames, count, NULL, 0);
+    pigato__broker_send_frames (self, &to->client, frames, 7, body_part, 5);
 }
 
 void
-pigato__route_send_request (pigato_broker_t *self, pigato__worker_t *worker,
-                            pigato__request_t *request)
+pigato__broker_send_error (pigato_broker_t *self, const pigato__caller_t *to,
+                    const char *text)
 {
+    //  A JSON string: the error body for pigato peers, and an MDP
+    //  client's FINAL body
+    char *json = pigato__json_string (text);
+    pigato__bytes_t data = { (const byte *) json, json ? strlen (json) : 0 };
+    pigato__broker_send_reply (self, to, PIGATO__REPLY, -1, &data, 1, NULL, NULL);
+    free (json);
+    char rid_text [80];
+    pigato__log (PIGATO_LOG_DEBUG, "event=request_failed rid=%s code=%.*s",
+                 pigato__printable (to->rid.data, to->rid.size, rid_text,
+                                    sizeof rid_text),
+                 (int) strcspn (text, " "), text);
+}
+
+//  --------------------------------------------------------------------------
+//  The core's send interface
+
+static void
+s_emit_request (void *arg, pigato__worker_t *worker,
+                pigato__request_t *request)
+{
+    pigato_broker_t *self = (pigato_broker_t *) arg;
     pigato__bytes_t to = pigato__worker_routing_id (worker);
     pigato__bytes_t client = pigato__request_client (request);
     pigato__bytes_t rid = pigato__request_rid (request);
+    pigato__bytes_t body = pigato__request_body (request);
     pigato__bytes_t body_frames [PIGATO__MDP_BODY_MAX];
-    size_t body_count = pigato__route_request_frames (request, body_frames,
-                                                      PIGATO__MDP_BODY_MAX);
-    if (worker->mdp) {
+    size_t body_count = 1;
+    body_frames [0] = body;
+    if (request->framing == PIGATO__FRAMING_MDP)
+        body_count = pigato__mdp_unpack (&body, body_frames,
+                                         PIGATO__MDP_BODY_MAX);
+    if (worker->framing == PIGATO__FRAMING_MDP) {
         pigato__bytes_t frames [PIGATO__MDP_ENCODE_MAX];
         size_t count = pigato__mdp_encode_worker_request (
             frames, PIGATO__MDP_ENCODE_MAX, &client, body_frames, body_count);
         if (count)
-            pigato__route_send_frames (self, &to, frames, count, NULL, 0);
+            pigato__broker_send_frames (self, &to, frames, count, NULL, 0);
         return;
     }
     //  One MDP body frame is one pigato data frame
-    pigato__bytes_t body = body_count ? body_frames [0]
-                                      : (pigato__bytes_t) { NULL, 0 };
+    if (body_count == 0)
+        body = (pigato__bytes_t) { NULL, 0 };
+    else
+        body = body_frames [0];
     pigato__bytes_t service = BYTES (request->service->name);
     pigato__bytes_t opts = { request->opts, request->opts_size };
-    if (worker->native) {
+    if (worker->framing == PIGATO__FRAMING_NATIVE) {
         pigato__msg_t entry = { .role = 'W', .type = PIGATO__REQUEST,
                                 .client = client, .service = service,
                                 .rid = rid, .data = body, .opts = opts };
@@ -173,25 +161,56 @@ pigato__route_send_request (pigato_broker_t *self, pigato__worker_t *worker,
     pigato__bytes_t frames [] = {
         BYTES ("W"), BYTES ("2"), client, service, { NULL, 0 }, rid, body,
         opts.size ? opts : BYTES ("{}") };
-    pigato__route_send_frames (self, &to, frames, 8, &request->body_part, 6);
+    pigato__broker_send_frames (self, &to, frames, 8, &request->body_part, 6);
 }
 
-
-//  Sends a final error reply (status -1, data a JSON string) to a client.
-void
-pigato__route_send_error (pigato_broker_t *self, bool native,
-                          const pigato__bytes_t *client,
-                          const pigato__bytes_t *rid, const char *text)
+static void
+s_emit_request_heartbeat (void *arg, pigato__worker_t *worker,
+                          pigato__request_t *request)
 {
-    char *json = pigato__json_string (text);
-    pigato__bytes_t data = { (const byte *) json, json ? strlen (json) : 0 };
-    pigato__route_send_reply (self, native, client, PIGATO__REPLY, rid, -1,
-                              &data, NULL, NULL);
-    free (json);
-    self->counters.failed++;
-    char rid_text [80];
-    pigato__log (PIGATO_LOG_DEBUG, "event=request_failed rid=%s code=%.*s",
-                 pigato__printable (rid->data, rid->size, rid_text,
-                                    sizeof rid_text),
-                 (int) strcspn (text, " "), text);
+    pigato_broker_t *self = (pigato_broker_t *) arg;
+    pigato__bytes_t to = pigato__worker_routing_id (worker);
+    pigato__bytes_t client = pigato__request_client (request);
+    pigato__bytes_t rid = pigato__request_rid (request);
+    if (worker->framing == PIGATO__FRAMING_NATIVE) {
+        pigato__msg_t entry = { .role = 'W', .type = PIGATO__HEARTBEAT,
+                                .client = client, .rid = rid,
+                                .request_heartbeat = true };
+        if (pigato__outbox_add (self->outbox, &to, 'W', &entry, NULL) == 0)
+            return;
+    }
+    pigato__bytes_t frames [] = { BYTES ("W"), BYTES ("4"), client,
+                                  { NULL, 0 }, rid };
+    pigato__broker_send_frames (self, &to, frames, 5, NULL, 0);
 }
+
+static void
+s_emit_reply (void *arg, const pigato__caller_t *to, int type, int status,
+              const pigato__bytes_t *body, size_t body_count,
+              const pigato__bytes_t *opts, zmq_msg_t *body_part)
+{
+    pigato__broker_send_reply ((pigato_broker_t *) arg, to, type, status, body,
+                        body_count, opts, body_part);
+}
+
+static void
+s_emit_error (void *arg, const pigato__caller_t *to, const char *text)
+{
+    pigato__broker_send_error ((pigato_broker_t *) arg, to, text);
+}
+
+static void
+s_emit_control (void *arg, const pigato__bytes_t *worker, int type,
+                pigato__framing_t framing)
+{
+    pigato__broker_send_control ((pigato_broker_t *) arg, worker, 'W', type,
+                          framing);
+}
+
+const pigato__emit_t pigato__broker_emit = {
+    .request = s_emit_request,
+    .request_heartbeat = s_emit_request_heartbeat,
+    .reply = s_emit_reply,
+    .error = s_emit_error,
+    .control = s_emit_control
+};

@@ -1,7 +1,7 @@
 /*  =========================================================================
     service.h - the broker's routing state: services, their FIFO queues and
-    workers, and request records. Pure bookkeeping, no sockets, so dispatch
-    decisions are unit-testable.
+    workers, and request records. Pure bookkeeping, no sockets; the
+    decisions made with it are core.c's.
 
     A request is either queued on its service (worker == NULL) or held by a
     worker (worker != NULL); prev/next link it into that one list.
@@ -28,8 +28,8 @@ typedef enum {
 
 struct _pigato__worker_t {
     pigato__bkey_t key;             //  routing id, table key
-    bool native;                    //  speaks the native framing
-    bool mdp;                       //  an MDP/0.2 worker (one at a time)
+    pigato__framing_t framing;      //  046, NATIVE (once it sent native)
+                                    //  or MDP (one request at a time)
     bool mdp_stale;                 //  still busy with a request that is
                                     //  gone (expired): waits for its FINAL
     char name [2 * 64 + 1];         //  printable id for logs
@@ -56,9 +56,9 @@ struct _pigato__request_t {
     size_t body_size;
     byte *opts;                     //  opts as sent (copy), NULL if none
     size_t opts_size;
-    bool native;                    //  came in native framing: so do replies
-    bool mdp_client;                //  from an MDP client: body is packed
-                                    //  frames ([u32 size][bytes]...)
+    pigato__framing_t framing;      //  its client's (so are the replies);
+                                    //  MDP: the body is packed frames
+                                    //  (pigato__mdp_pack)
     bool answered;                  //  its worker sent the final reply
     pigato__service_t *service;     //  requested service
     pigato__worker_t *worker;       //  holder, NULL while queued

@@ -22,6 +22,17 @@ typedef enum {
     PIGATO__REJECT = 7
 } pigato__type_t;
 
+//  The one framing enum. A client's or worker's choice
+//  (pigato_*_set_framing) is AUTO, NATIVE or 046; what a peer speaks on
+//  the wire (the broker's record of a worker or a request) is 046, NATIVE
+//  or MDP.
+typedef enum {
+    PIGATO__FRAMING_AUTO = 0,       //  0.0.46 + offer; native once answered
+    PIGATO__FRAMING_NATIVE = 1,     //  native (docs/native-framing.md)
+    PIGATO__FRAMING_046 = 2,        //  pigato 0.0.46, never offering
+    PIGATO__FRAMING_MDP = 3         //  MDP/0.2 (ZeroMQ RFC 18)
+} pigato__framing_t;
+
 typedef struct {
     const byte *data;
     size_t size;

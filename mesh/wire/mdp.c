@@ -315,17 +315,3 @@ pigato__mmi_is (const pigato__bytes_t *service)
         && memcmp (service->data, PIGATO__MMI_PREFIX, length) == 0;
 }
 
-bool
-pigato__mmi_service_name (const pigato__bytes_t *frame, pigato__bytes_t *name)
-{
-    pigato__bytes_t candidate = *frame;
-    if (candidate.size >= 2 && candidate.data [0] == '"'
-    &&  candidate.data [candidate.size - 1] == '"') {
-        candidate.data++;
-        candidate.size -= 2;
-    }
-    if (!candidate.data || !s_service_valid (candidate.data, candidate.size))
-        return false;
-    *name = candidate;
-    return true;
-}

@@ -182,14 +182,5 @@ const char *pigato__mdp_command_name (char role, int command);
 //  True if a service name is in the MMI namespace (starts with "mmi.").
 bool pigato__mmi_is (const pigato__bytes_t *service);
 
-//  The service name an mmi.service request asks about, from one body
-//  frame (an MDP client's first body frame, or a pigato client's data).
-//  The frame is the name itself, or the name as a JSON string ("\"echo\"",
-//  what Node pigato clients send; the quotes are removed, no escapes are
-//  interpreted). Returns true and sets name (borrowing the frame) if that
-//  is a valid service name (1..PIGATO_SERVICE_MAX bytes, no control
-//  characters); false otherwise, and the answer is then "404".
-bool pigato__mmi_service_name (const pigato__bytes_t *frame,
-                               pigato__bytes_t *name);
 
 #endif

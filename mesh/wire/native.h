@@ -27,13 +27,6 @@
 #define PIGATO__NATIVE_ERROR        0x01    //  status -1
 #define PIGATO__NATIVE_EXTERNAL     0x02    //  body is the next unread frame
 
-//  Framing choice of a client or worker (pigato_*_set_framing)
-typedef enum {
-    PIGATO__FRAMING_AUTO = 0,       //  0.0.46 + offer; native once answered
-    PIGATO__FRAMING_NATIVE = 1,     //  native from the first message
-    PIGATO__FRAMING_046 = 2         //  never offer
-} pigato__framing_t;
-
 //  Parses "auto", "native", "0.0.46" (also "046"). -1 if unknown.
 int pigato__framing_parse (const char *text);
 

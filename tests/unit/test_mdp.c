@@ -580,38 +580,6 @@ test_mmi_namespace (void **state)
         assert_false (pigato__mmi_is (&others [index]));
 }
 
-static void
-test_mmi_service_name_raw_or_json_string (void **state)
-{
-    (void) state;
-    pigato__bytes_t name;
-    pigato__bytes_t raw = B ("echo");
-    assert_true (pigato__mmi_service_name (&raw, &name));
-    assert_true (s_eq (name, "echo"));
-    pigato__bytes_t json = B ("\"echo\"");
-    assert_true (pigato__mmi_service_name (&json, &name));
-    assert_true (s_eq (name, "echo"));
-    assert_ptr_equal (name.data, json.data + 1);
-    pigato__bytes_t invalid [] = { B (""), B ("\"\""), B ("a\nb"), B ("\"a\0b\"") };
-    for (size_t index = 0; index < 4; index++)
-        assert_false (pigato__mmi_service_name (&invalid [index], &name));
-    char long_name [PIGATO_SERVICE_MAX + 3];
-    memset (long_name, 'n', sizeof long_name);
-    pigato__bytes_t longest = { (const byte *) long_name, PIGATO_SERVICE_MAX };
-    assert_true (pigato__mmi_service_name (&longest, &name));
-    longest.size++;
-    assert_false (pigato__mmi_service_name (&longest, &name));
-    //  Quoted, the name inside may still be PIGATO_SERVICE_MAX bytes
-    long_name [0] = '"';
-    long_name [PIGATO_SERVICE_MAX + 1] = '"';
-    pigato__bytes_t quoted = { (const byte *) long_name, PIGATO_SERVICE_MAX + 2 };
-    assert_true (pigato__mmi_service_name (&quoted, &name));
-    assert_int_equal (name.size, PIGATO_SERVICE_MAX);
-    //  A lone quote is a (strange) raw name, not an empty JSON string
-    pigato__bytes_t quote = B ("\"");
-    assert_true (pigato__mmi_service_name (&quote, &name));
-    assert_int_equal (name.size, 1);
-}
 
 //  --------------------------------------------------------------------------
 //  Packed body: [u32 big-endian size][bytes] per frame
@@ -854,7 +822,6 @@ main (void)
         cmocka_unit_test (test_worker_heartbeat_and_disconnect),
         cmocka_unit_test (test_encoders_refuse_what_they_cannot_write),
         cmocka_unit_test (test_mmi_namespace),
-        cmocka_unit_test (test_mmi_service_name_raw_or_json_string),
         cmocka_unit_test (test_packed_no_frames_is_no_bytes),
         cmocka_unit_test (test_packed_one_frame_is_size_then_bytes),
         cmocka_unit_test (test_packed_round_trip_several_frames),

@@ -1,0 +1,809 @@
+/*  =========================================================================
+    core.c - the broker's routing core (core.h): request lifecycle, service
+    queues and name resolution, worker choice, workers' registration,
+    replies and departures. No socket: what it decides goes out through
+    self->emit. $dir and MMI are in core_internal.c.
+    =========================================================================
+*/
+#include <jansson.h>
+#include <stdarg.h>
+#include <string.h>
+#include "core.h"
+#include "../wire/mdp.h"
+
+#define TARGETS_MAX 16           //  versions tried per request, best first
+
+static void
+s_worker_destroy (void **item_p)
+{
+    pigato__worker_t *worker = (pigato__worker_t *) *item_p;
+    if (worker) {
+        free (worker);
+        *item_p = NULL;
+    }
+}
+
+//  The requests table's items are requests, keyed by their bkey.
+static bool
+s_request_match (const void *item, const void *key)
+{
+    return pigato__bkey_equal (&((const pigato__request_t *) item)->key,
+                               (const pigato__bkey_t *) key);
+}
+
+pigato__core_t *
+pigato__core_new (const pigato__emit_t *emit, void *emit_arg)
+{
+    pigato__core_t *self = (pigato__core_t *) calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->emit = emit;
+    self->emit_arg = emit_arg;
+    self->heartbeat_ms = PIGATO_HEARTBEAT_MS;
+    self->liveness = PIGATO_LIVENESS;
+    self->services = pigato__services_new ();
+    self->workers = pigato__bkey_table_new ();
+    self->requests = pigato__table_new (s_request_match);
+    self->timers = pigato__heap_new ();
+    self->conns = pigato__conns_new ();
+    self->cache = pigato__cache_new (PIGATO__CACHE_DEFAULT_BYTES);
+    if (!self->services || !self->workers || !self->requests || !self->timers
+    ||  !self->conns || !self->cache) {
+        pigato__core_destroy (&self);
+        return NULL;
+    }
+    zhashx_set_destructor (self->workers, s_worker_destroy);
+    return self;
+}
+
+void
+pigato__core_destroy (pigato__core_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pigato__core_t *self = *self_p;
+    //  Timers first (they live inside requests), then requests (they point
+    //  at services and workers)
+    pigato__heap_destroy (&self->timers);
+    if (self->requests) {
+        size_t cursor = 0;
+        pigato__request_t *request;
+        while ((request = (pigato__request_t *) pigato__table_next (
+                    self->requests, &cursor)))
+            pigato__request_destroy (&self->request_pool, &request);
+        pigato__table_destroy (&self->requests);
+    }
+    pigato__request_pool_drain (&self->request_pool);
+    //  Services before workers: their heaps of workers with room let go
+    //  of the workers' nodes
+    pigato__services_destroy (&self->services);
+    zhashx_destroy (&self->workers);
+    pigato__cache_destroy (&self->cache);
+    pigato__conns_destroy (&self->conns);
+    free (self);
+    *self_p = NULL;
+}
+
+const char *
+pigato__core_service_text (const pigato__service_t *service, char *text)
+{
+    if (!service)
+        return "-";
+    return pigato__printable (service->name, strlen (service->name), text,
+                              PIGATO__SERVICE_TEXT);
+}
+
+//  Copies a string into a fixed field, cut to fit ("" for NULL): for
+//  every request, so no snprintf.
+static void
+s_copy_text (char *field, size_t field_size, const char *text)
+{
+    size_t size = text ? strnlen (text, field_size - 1) : 0;
+    if (size)
+        memcpy (field, text, size);
+    field [size] = 0;
+}
+
+//  The caller a request's replies go to.
+static pigato__caller_t
+s_caller (pigato__request_t *request)
+{
+    pigato__caller_t caller = {
+        .framing = request->framing,
+        .client = pigato__request_client (request),
+        .rid = pigato__request_rid (request),
+        .service = { (const byte *) request->service->name,
+                     strlen (request->service->name) } };
+    return caller;
+}
+
+//  --------------------------------------------------------------------------
+//  Request lifecycle
+
+//  Removes a request from every structure and frees it. Its service is
+//  released if that left it empty; a worker that held it is NOT given a
+//  dispatch (the caller does that, once it is done with the worker).
+static void
+s_request_finish (pigato__core_t *self, pigato__request_t *request)
+{
+    pigato__service_t *service = request->service;
+    pigato__heap_remove (self->timers, &request->expiry);
+    pigato__conns_unfile (self->conns, &request->conn_link);
+    pigato__worker_t *worker = request->worker;
+    if (worker && worker->framing == PIGATO__FRAMING_MDP
+    &&  !request->answered) {
+        //  An MDP worker cannot be told to stop: it stays busy until its
+        //  FINAL for this request comes (and is dropped)
+        worker->mdp_stale = true;
+        worker->concurrency = 0;
+    }
+    if (worker)
+        pigato__worker_release (worker, request);
+    else
+        pigato__service_dequeue (service, request);
+    pigato__table_delete (self->requests, request->key.hash, &request->key);
+    pigato__request_destroy (&self->request_pool, &request);
+    service->requests--;
+    pigato__services_release (self->services, &service);
+}
+
+//  Fails a request (error reply) and finishes it; its worker's service is
+//  NOT given a dispatch (see s_request_finish).
+static void
+s_request_fail (pigato__core_t *self, pigato__request_t *request,
+                const char *text)
+{
+    pigato__caller_t caller = s_caller (request);
+    self->emit->error (self->emit_arg, &caller, text);
+    self->counters.failed++;
+    s_request_finish (self, request);
+}
+
+static void s_dispatch_room (pigato__core_t *self, pigato__service_t *service);
+
+void
+pigato__core_request_fail (pigato__core_t *self, pigato__request_t *request,
+                           const char *text)
+{
+    pigato__service_t *service =
+        request->worker ? request->worker->service : NULL;
+    s_request_fail (self, request, text);
+    if (service)
+        s_dispatch_room (self, service);
+}
+
+void
+pigato__core_request_drop (pigato__core_t *self, pigato__request_t *request)
+{
+    pigato__service_t *service =
+        request->worker ? request->worker->service : NULL;
+    s_request_finish (self, request);
+    if (service)
+        s_dispatch_room (self, service);
+}
+
+//  Sets the request's inactivity deadline (none for timeout -1). Fails
+//  (out of memory) only for a request that had no deadline yet.
+static int __attribute__ ((warn_unused_result))
+s_request_touch (pigato__core_t *self, pigato__request_t *request)
+{
+    if (request->timeout < 0)
+        return 0;
+    return pigato__heap_set (self->timers, &request->expiry,
+                             self->now_ms + request->timeout);
+}
+
+//  A sign of life for a request (a partial reply). A deadline that cannot
+//  move stays where it was: the request may then expire early, never late.
+static void
+s_request_alive (pigato__core_t *self, pigato__request_t *request)
+{
+    if (s_request_touch (self, request))
+        pigato__log (PIGATO_LOG_WARNING, "event=deadline_kept reason=nomem");
+}
+
+//  A request that names a worker (opts workerId): sent if that worker
+//  serves the name and has room, failed if it does not exist or serves
+//  something else, else left waiting.
+static void
+s_dispatch_targeted (pigato__core_t *self, pigato__service_t *service,
+                     pigato__request_t *request)
+{
+    pigato__bytes_t id = { request->target, request->target_size };
+    pigato__worker_t *worker = pigato__core_worker_of (self, &id);
+    if (!worker || !worker->service
+    ||  !pigato__service_matches (worker->service, service)) {
+        char text [PIGATO_SERVICE_MAX + 600], printable [4 * 64 + 4];
+        snprintf (text, sizeof text,
+                  "E_WORKER_NOT_FOUND no worker %s serves %s",
+                  pigato__printable (request->target, request->target_size,
+                                     printable, sizeof printable),
+                  service->name);
+        s_request_fail (self, request, text);
+        return;
+    }
+    if (!pigato__worker_has_room (worker)
+    ||  pigato__request_rejected_by (request, worker->serial))
+        return;
+    pigato__service_dequeue (service, request);
+    pigato__worker_take (worker, request);
+    self->emit->request (self->emit_arg, worker, request);
+}
+
+//  True if the targets have workers and every one rejected the request.
+static bool
+s_all_rejected (pigato__service_t **targets, size_t count,
+                const pigato__request_t *request)
+{
+    if (request->rejected_count == 0)
+        return false;
+    for (size_t index = 0; index < count; index++)
+        if (!pigato__service_all_rejected (targets [index], request))
+            return false;
+    return true;
+}
+
+//  Hands queued requests of a service (the name clients asked for) to
+//  workers with room, oldest first. The workers are those of the service
+//  itself, else of the satisfying versions (highest first), else of the
+//  longest wildcard (pigato__services_resolve). A request every worker
+//  rejected fails; one that only rejecting workers could take now waits
+//  and lets younger requests pass. The service is released on return
+//  (freed if nothing holds it any more).
+static void
+s_dispatch (pigato__core_t *self, pigato__service_t *service)
+{
+    pigato__service_t *targets [TARGETS_MAX];
+    size_t count = service->queue_head
+                 ? pigato__services_resolve (self->services, service, targets,
+                                             TARGETS_MAX)
+                 : 0;
+    service->pins++;                    //  failing requests must not free it
+    pigato__request_t *request = count || service->targeted
+                               ? service->queue_head : NULL;
+    while (request) {
+        pigato__request_t *next = request->next;
+        if (request->target)
+            s_dispatch_targeted (self, service, request);
+        else
+        if (count == 0)
+            ;                           //  waits for a worker to appear
+        else
+        if (s_all_rejected (targets, count, request)) {
+            char text [PIGATO_SERVICE_MAX + 64];
+            snprintf (text, sizeof text, "E_REJECTED every worker of %s "
+                      "rejected the request", service->name);
+            s_request_fail (self, request, text);
+        }
+        else {
+            pigato__worker_t *worker = NULL;
+            for (size_t index = 0; index < count && !worker; index++)
+                worker = pigato__service_pick (targets [index], request,
+                                               self->dmode);
+            if (worker) {
+                pigato__service_dequeue (service, request);
+                pigato__worker_take (worker, request);
+                self->emit->request (self->emit_arg, worker, request);
+            }
+            else {
+                bool room = false;
+                for (size_t index = 0; index < count && !room; index++)
+                    for (pigato__worker_t *any = targets [index]->workers;
+                         any && !room; any = any->next)
+                        room = pigato__worker_has_room (any);
+                if (!room && !service->targeted)
+                    break;
+            }
+        }
+        request = next;
+    }
+    service->pins--;
+    pigato__services_release (self->services, &service);
+}
+
+//  A service's workers have room (a reply, a new worker, a departure that
+//  requeued requests): its own queue first, then, for a wildcard or a
+//  version, every queue that may resolve to it.
+static void
+s_dispatch_room (pigato__core_t *self, pigato__service_t *service)
+{
+    bool others = pigato__service_serves_others (service);
+    //  Only names that start like this service can resolve to it: the
+    //  wildcard's prefix, or a version's "base@"
+    char prefix [PIGATO_SERVICE_MAX + 1];
+    size_t prefix_size = 0;
+    if (others) {
+        prefix_size = service->wildcard ? strlen (service->name) - 1
+                                        : service->base_size + 1;
+        memcpy (prefix, service->name, prefix_size);
+    }
+    s_dispatch (self, service);         //  may free service
+    if (!others)
+        return;
+    pigato__service_t *next;
+    for (pigato__service_t *pending = pigato__services_pending (self->services);
+         pending; pending = next) {
+        next = pending->pending_next;
+        if (strncmp (pending->name, prefix, prefix_size) == 0)
+            s_dispatch (self, pending);
+        else
+            //  A name nothing serves leaves the walk until a wildcard or
+            //  a version gains its first worker
+            pigato__services_park_unservable (self->services, pending);
+    }
+}
+
+//  A new request, checked and made, joins the broker: filed under the
+//  client's connection, stamped with the caller, indexed, queued on its
+//  service, given its inactivity deadline, and dispatched if a worker has
+//  room. On failure (out of memory) nothing of it is left: the request
+//  is destroyed and the service released.
+static int
+s_admit (pigato__core_t *self, pigato__request_t *request,
+         pigato__service_t *service, const pigato__submit_t *in)
+{
+    request->service = service;
+    request->framing = in->caller.framing;
+    request->conn = in->conn;
+    if (pigato__table_insert (self->requests, request->key.hash,
+                              &request->key, request)) {
+        pigato__request_destroy (&self->request_pool, &request);
+        pigato__services_release (self->services, &service);
+        return PIGATO_E_NOMEM;
+    }
+    service->requests++;
+    pigato__service_enqueue (service, request, false);
+    if (s_request_touch (self, request)) {
+        //  A request that could never time out is refused, not kept
+        pigato__service_dequeue (service, request);
+        pigato__table_delete (self->requests, request->key.hash,
+                              &request->key);
+        pigato__request_destroy (&self->request_pool, &request);
+        service->requests--;
+        pigato__services_release (self->services, &service);
+        return PIGATO_E_NOMEM;
+    }
+    pigato__conns_file (self->conns, &request->conn, PIGATO__CONN_REQUESTS,
+                        &request->conn_link);
+    s_copy_text (request->identity, sizeof request->identity, in->identity);
+    s_copy_text (request->curve_key, sizeof request->curve_key,
+                 in->curve_key);
+    self->counters.requests++;
+    s_dispatch (self, service);
+    return 0;
+}
+
+//  Writes a reply text for the front-end to send; returns status.
+static int
+s_refuse (char *error, size_t error_size, int status, const char *format,
+          ...) __attribute__ ((format (printf, 4, 5)));
+static int
+s_refuse (char *error, size_t error_size, int status, const char *format, ...)
+{
+    va_list args;
+    va_start (args, format);
+    vsnprintf (error, error_size, format, args);
+    va_end (args);
+    return status;
+}
+
+int
+pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
+                     char *error, size_t error_size)
+{
+    error [0] = 0;
+    bool mdp = in->caller.framing == PIGATO__FRAMING_MDP;
+    pigato__bkey_t key;
+    byte mdp_rid [9] = { 0 };           //  0, then a 64-bit counter
+    pigato__bytes_t rid = in->caller.rid;
+    if (mdp) {
+        //  MDP has no rid: one is made, unique per broker
+        uint64_t serial = ++self->next_mdp_rid;
+        for (int index = 0; index < 8; index++)
+            mdp_rid [8 - index] = (byte) (serial >> (8 * index));
+        rid = (pigato__bytes_t) { mdp_rid, sizeof mdp_rid };
+    }
+    if (pigato__bkey_set (&key, in->caller.client.data, in->caller.client.size,
+                          rid.data, rid.size))
+        return PIGATO_E_INVALID;        //  a field too long
+    if (pigato__table_lookup (self->requests, key.hash, &key))
+        return PIGATO_E_INVALID;        //  a rid already in flight
+    if (pigato__table_size (self->requests) >= PIGATO__PENDING_MAX)
+        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+                         "E_OVERLOADED the broker holds too many requests; "
+                         "try again later");
+    const pigato__bytes_t *name = &in->caller.service;
+    //  The ACL allowed this caller: a cached reply may answer it (not a
+    //  request that names its worker)
+    pigato__cached_t cached;
+    char name_text [PIGATO_SERVICE_MAX + 1];
+    if (!mdp && name->size < sizeof name_text) {
+        memcpy (name_text, name->data, name->size);
+        name_text [name->size] = 0;
+        if (!(in->opts && memmem (in->opts->data, in->opts->size, "workerId",
+                                  8))
+        &&  pigato__cache_get (self->cache, name_text, &in->body, self->now_ms,
+                               &cached)) {
+            pigato__caller_t caller = in->caller;
+            self->emit->reply (self->emit_arg, &caller, PIGATO__REPLY, 0,
+                               &cached.data, 1, &cached.opts, NULL);
+            self->counters.requests++;
+            self->counters.replies++;
+            return 0;
+        }
+    }
+    pigato__service_t *service =
+        pigato__services_require (self->services, name->data, name->size);
+    pigato__request_t *request = service
+        ? pigato__request_new (&self->request_pool, &in->caller.client, &rid,
+                               &key, in->body_part, &in->body, in->opts)
+        : NULL;
+    if (!request) {
+        pigato__services_release (self->services, &service);
+        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+                         "E_OVERLOADED the broker ran out of memory; try "
+                         "again later");
+    }
+    if (pigato__request_parse_opts (request, PIGATO_TIMEOUT_MS)) {
+        //  Opts we cannot read could hold a timeout or a target we would
+        //  ignore: refuse the request rather than guess
+        pigato__request_destroy (&self->request_pool, &request);
+        pigato__services_release (self->services, &service);
+        return s_refuse (error, error_size, PIGATO_E_INVALID,
+                         "E_INVALID_OPTS request opts must be a JSON object");
+    }
+    if (request->target) {
+        pigato__bytes_t id = { request->target, request->target_size };
+        if (!pigato__core_worker_of (self, &id)) {
+            char printable [4 * 64 + 4];
+            int rc = s_refuse (error, error_size, PIGATO_E_REPLY,
+                               "E_WORKER_NOT_FOUND no worker %s serves %s",
+                               pigato__printable (id.data, id.size, printable,
+                                                  sizeof printable),
+                               service->name);
+            pigato__request_destroy (&self->request_pool, &request);
+            pigato__services_release (self->services, &service);
+            return rc;
+        }
+    }
+    if (s_admit (self, request, service, in))
+        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+                         "E_OVERLOADED the broker ran out of memory; try "
+                         "again later");
+    return 0;
+}
+
+pigato__request_t *
+pigato__core_request_of (pigato__core_t *self, const pigato__bytes_t *client,
+                         const pigato__bytes_t *rid)
+{
+    pigato__bkey_t key;
+    if (pigato__bkey_set (&key, client->data, client->size, rid->data,
+                          rid->size))
+        return NULL;
+    return (pigato__request_t *) pigato__table_lookup (self->requests,
+                                                       key.hash, &key);
+}
+
+void
+pigato__core_request_heartbeat (pigato__core_t *self,
+                                pigato__request_t *request)
+{
+    if (request->worker && request->worker->framing != PIGATO__FRAMING_MDP)
+        self->emit->request_heartbeat (self->emit_arg, request->worker,
+                                       request);
+}
+
+void
+pigato__core_expire (pigato__core_t *self, int64_t now)
+{
+    pigato__timer_t *timer;
+    while ((timer = pigato__heap_pop_due (self->timers, now))) {
+        pigato__request_t *request =
+            pigato__container_of (timer, pigato__request_t, expiry);
+        pigato__worker_t *worker = request->worker;
+        char rid [80], service_text [PIGATO__SERVICE_TEXT];
+        pigato__bytes_t rid_bytes = pigato__request_rid (request);
+        pigato__log (PIGATO_LOG_DEBUG, "event=request_expired service=%s "
+                     "rid=%s worker=%s",
+                     pigato__core_service_text (request->service,
+                                                service_text),
+                     pigato__printable (rid_bytes.data, rid_bytes.size, rid,
+                                        sizeof rid),
+                     worker ? worker->name : "-");
+        self->counters.timeouts++;
+        pigato__core_request_drop (self, request);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Workers
+
+pigato__worker_t *
+pigato__core_worker_of (pigato__core_t *self, const pigato__bytes_t *routing_id)
+{
+    //  The last one found is remembered: the entries of a worker's batch
+    //  all name it
+    if (self->last_worker) {
+        pigato__bytes_t id = pigato__worker_routing_id (self->last_worker);
+        if (id.size == routing_id->size
+        &&  memcmp (id.data, routing_id->data, id.size) == 0)
+            return self->last_worker;
+    }
+    pigato__bkey_t key;
+    if (pigato__bkey_set (&key, routing_id->data, routing_id->size, NULL, 0))
+        return NULL;
+    pigato__worker_t *worker =
+        (pigato__worker_t *) zhashx_lookup (self->workers, &key);
+    if (worker)
+        self->last_worker = worker;
+    return worker;
+}
+
+bool
+pigato__core_worker_bound (const pigato__worker_t *worker,
+                           const char *identity, const char *curve_key,
+                           const pigato__conn_t *conn)
+{
+    return streq (worker->identity, identity)
+        && streq (worker->curve_key, curve_key ? curve_key : "")
+        && pigato__conn_same (&worker->conn, conn);
+}
+
+int
+pigato__core_worker_add (pigato__core_t *self,
+                         const pigato__bytes_t *routing_id,
+                         const pigato__bytes_t *name,
+                         pigato__framing_t framing, const pigato__conn_t *conn,
+                         const char *identity, const char *curve_key)
+{
+    pigato__service_t *service =
+        pigato__services_require (self->services, name->data, name->size);
+    pigato__worker_t *worker = (pigato__worker_t *) calloc (1, sizeof *worker);
+    if (!service || !worker
+    ||  pigato__bkey_set (&worker->key, routing_id->data, routing_id->size,
+                          NULL, 0)) {
+        free (worker);
+        pigato__services_release (self->services, &service);
+        self->emit->control (self->emit_arg, routing_id, PIGATO__DISCONNECT,
+                             framing);
+        return PIGATO_E_NOMEM;
+    }
+    worker->framing = framing;
+    pigato__printable (routing_id->data, routing_id->size, worker->name,
+                       sizeof worker->name);
+    worker->conn = *conn;
+    pigato__conn_link_init (&worker->conn_link);
+    pigato__conns_file (self->conns, &worker->conn, PIGATO__CONN_WORKERS,
+                        &worker->conn_link);
+    s_copy_text (worker->identity, sizeof worker->identity, identity);
+    s_copy_text (worker->curve_key, sizeof worker->curve_key, curve_key);
+    worker->serial = ++self->next_serial;
+    worker->concurrency = framing == PIGATO__FRAMING_MDP ? 1
+                                                        : PIGATO_CONCURRENCY;
+    pigato__core_worker_alive (self, worker);
+    zhashx_insert (self->workers, &worker->key, worker);
+    pigato__service_add_worker (service, worker);
+    if (framing != PIGATO__FRAMING_MDP)     //  RFC 18: READY has no answer
+        self->emit->control (self->emit_arg, routing_id, PIGATO__READY,
+                             framing);
+    char service_text [PIGATO__SERVICE_TEXT];
+    pigato__log (PIGATO_LOG_INFO, "event=worker_ready service=%s worker=%s "
+                 "framing=%s", pigato__core_service_text (service, service_text),
+                 worker->name, framing == PIGATO__FRAMING_MDP ? "mdp/0.2"
+                             : framing == PIGATO__FRAMING_NATIVE ? "native"
+                                                                 : "0.0.46");
+    s_dispatch_room (self, service);
+    return 0;
+}
+
+void
+pigato__core_worker_remove (pigato__core_t *self, pigato__worker_t *worker,
+                            const char *reason, bool send_disconnect)
+{
+    if (send_disconnect) {
+        pigato__bytes_t to = pigato__worker_routing_id (worker);
+        self->emit->control (self->emit_arg, &to, PIGATO__DISCONNECT,
+                             worker->framing);
+    }
+    pigato__service_t *service = worker->service;
+    int requeued = 0, failed = 0;
+    while (worker->requests) {
+        pigato__request_t *request = worker->requests;
+        if (request->retries_left > 0) {
+            request->retries_left--;
+            pigato__worker_release (worker, request);
+            pigato__service_enqueue (request->service, request, true);
+            self->counters.retries++;
+            requeued++;
+        }
+        else {
+            s_request_fail (self, request, "E_WORKER_LOST the worker "
+                            "handling the request went away");
+            failed++;
+        }
+    }
+    char service_text [PIGATO__SERVICE_TEXT];
+    pigato__log (PIGATO_LOG_INFO, "event=worker_gone worker=%s service=%s "
+                 "reason=%s requeued=%d failed=%d", worker->name,
+                 pigato__core_service_text (service, service_text), reason,
+                 requeued, failed);
+    self->counters.workers_gone++;
+    if (service)
+        pigato__service_remove_worker (service, worker);
+    pigato__conns_unfile (self->conns, &worker->conn_link);
+    if (self->last_worker == worker)
+        self->last_worker = NULL;
+    zhashx_delete (self->workers, &worker->key);
+    if (service)
+        s_dispatch_room (self, service);        //  releases it
+}
+
+void
+pigato__core_worker_alive (pigato__core_t *self, pigato__worker_t *worker)
+{
+    worker->expires = self->now_ms
+                    + (int64_t) self->heartbeat_ms * self->liveness;
+}
+
+void
+pigato__core_worker_concurrency (pigato__core_t *self,
+                                 pigato__worker_t *worker, double value)
+{
+    int previous = worker->concurrency;
+    worker->concurrency = value < 0 ? -1
+                        : value > 1e6 ? 1000000 : (int) value;
+    pigato__worker_update (worker);
+    if (worker->concurrency != previous)
+        s_dispatch_room (self, worker->service);
+}
+
+//  A reject: back to the head of its queue; dispatch skips workers that
+//  rejected it and fails it once every worker has.
+static void
+s_worker_reject (pigato__core_t *self, pigato__worker_t *worker,
+                 pigato__request_t *request)
+{
+    self->counters.rejects++;
+    pigato__service_t *service = request->service;
+    if (pigato__request_add_reject (request, worker->serial)) {
+        //  Out of memory: failed here, while the worker still holds it,
+        //  so nothing below reads a service the failure may have freed
+        s_request_fail (self, request, "E_NOMEM broker out of memory");
+        s_dispatch_room (self, worker->service);
+        return;
+    }
+    pigato__worker_release (worker, request);
+    pigato__service_enqueue (service, request, true);
+    s_dispatch (self, service);
+    if (worker->service != service)
+        s_dispatch_room (self, worker->service);
+}
+
+bool
+pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
+                           const pigato__bytes_t *client,
+                           const pigato__bytes_t *rid, int type, int status,
+                           const pigato__bytes_t *body, size_t body_count,
+                           const pigato__bytes_t *opts, zmq_msg_t *body_part)
+{
+    pigato__request_t *request;
+    if (worker->framing == PIGATO__FRAMING_MDP) {
+        request = worker->requests;
+        if (!request) {
+            if (!worker->mdp_stale)
+                return false;           //  a reply nobody asked for
+            if (type == PIGATO__REPLY) {
+                //  The FINAL of a request that is gone: free again
+                worker->mdp_stale = false;
+                worker->concurrency = 1;
+                pigato__worker_update (worker);
+                s_dispatch_room (self, worker->service);
+            }
+            self->counters.late_replies++;
+            return true;
+        }
+        pigato__bytes_t holder = pigato__request_client (request);
+        if (holder.size != client->size
+        ||  memcmp (holder.data, client->data, holder.size) != 0)
+            return false;
+    }
+    else {
+        request = pigato__core_request_of (self, client, rid);
+        if (!request || request->worker != worker) {
+            //  Late (expired, client gone) or foreign: drop, keep the worker
+            self->counters.late_replies++;
+            char rid_text [80];
+            pigato__log (PIGATO_LOG_DEBUG, "event=reply_dropped worker=%s "
+                         "rid=%s reason=unknown_rid", worker->name,
+                         pigato__printable (rid->data, rid->size, rid_text,
+                                            sizeof rid_text));
+            return true;
+        }
+    }
+    if (type == PIGATO__REJECT) {
+        s_worker_reject (self, worker, request);
+        return true;
+    }
+    if (type == PIGATO__REPLY && status == 0
+    &&  request->framing != PIGATO__FRAMING_MDP && opts) {
+        int64_t ttl = pigato__cache_ttl (opts);
+        pigato__bytes_t request_body = pigato__request_body (request);
+        if (ttl > 0 && body_count == 1)
+            pigato__cache_put (self->cache, request->service->name,
+                               &request_body, &body [0], opts,
+                               self->now_ms + ttl);
+    }
+    pigato__caller_t caller = s_caller (request);
+    self->emit->reply (self->emit_arg, &caller, type, status, body,
+                       body_count, opts, body_part);
+    if (type == PIGATO__PARTIAL) {
+        self->counters.partials++;
+        s_request_alive (self, request);
+    }
+    else {
+        self->counters.replies++;
+        request->answered = true;
+        s_request_finish (self, request);
+        s_dispatch_room (self, worker->service);
+    }
+    return true;
+}
+
+void
+pigato__core_check_workers (pigato__core_t *self, int64_t now)
+{
+    zlistx_t *dead = NULL;
+    for (pigato__worker_t *worker =
+             (pigato__worker_t *) zhashx_first (self->workers);
+         worker; worker = (pigato__worker_t *) zhashx_next (self->workers))
+        if (worker->expires <= now) {
+            if (!dead)
+                dead = zlistx_new ();
+            if (dead)
+                zlistx_add_end (dead, worker);
+        }
+        else
+        if (worker->framing == PIGATO__FRAMING_MDP) {
+            //  RFC 18: the broker heartbeats its workers
+            pigato__bytes_t to = pigato__worker_routing_id (worker);
+            self->emit->control (self->emit_arg, &to, PIGATO__HEARTBEAT,
+                                 PIGATO__FRAMING_MDP);
+        }
+    if (!dead)
+        return;
+    for (pigato__worker_t *worker = (pigato__worker_t *) zlistx_first (dead);
+         worker; worker = (pigato__worker_t *) zlistx_next (dead))
+        pigato__core_worker_remove (self, worker, "expired", true);
+    zlistx_destroy (&dead);
+}
+
+void
+pigato__core_connection_lost (pigato__core_t *self, const pigato__conn_t *dead)
+{
+    pigato__conn_link_t *link;
+    while ((link = pigato__conns_filed (self->conns, dead->fd,
+                                        PIGATO__CONN_WORKERS))) {
+        pigato__worker_t *worker =
+            pigato__container_of (link, pigato__worker_t, conn_link);
+        if (pigato__conn_same (&worker->conn, dead))
+            pigato__core_worker_remove (self, worker, "disconnected", false);
+        else
+            pigato__conns_unfile (self->conns, link);   //  stale filing
+    }
+    size_t dropped = 0;
+    while ((link = pigato__conns_filed (self->conns, dead->fd,
+                                        PIGATO__CONN_REQUESTS))) {
+        pigato__request_t *request =
+            pigato__container_of (link, pigato__request_t, conn_link);
+        if (!pigato__conn_same (&request->conn, dead)) {
+            pigato__conns_unfile (self->conns, link);
+            continue;
+        }
+        pigato__core_request_drop (self, request);
+        dropped++;
+    }
+    if (dropped)
+        pigato__log (PIGATO_LOG_DEBUG, "event=client_gone requests_dropped=%zu",
+                     dropped);
+}

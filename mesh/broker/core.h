@@ -1,0 +1,242 @@
+/*  =========================================================================
+    core.h - the broker's routing core: services and their queues, workers,
+    requests and their lifecycle (admit, dispatch, reject, retry, expiry,
+    worker loss), $dir and MMI answers. It touches no socket: the
+    front-ends (front_pigato.c for 0.0.46 and native, front_mdp.c for
+    MDP/0.2) decode, check the sender against the policy, and call it; it
+    decides and emits through one send interface (pigato__emit_t), which
+    send.c implements on the ROUTER and tests implement with a recorder.
+    Not installed.
+    =========================================================================
+*/
+#ifndef PIGATO_CORE_H_INCLUDED
+#define PIGATO_CORE_H_INCLUDED
+
+#include "service.h"
+#include "cache.h"
+#include "../base/table.h"
+
+#define PIGATO__PENDING_MAX 1000000     //  requests held at once
+
+#define CORE_COUNTERS(X)                                                    \
+    X (requests)        /* requests accepted */                             \
+    X (replies)         /* final replies forwarded */                       \
+    X (partials)        /* partial replies forwarded */                     \
+    X (rejects)         /* rejects received */                              \
+    X (timeouts)        /* requests expired in the broker */                \
+    X (failed)          /* requests failed by the broker (error reply) */   \
+    X (retries)         /* re-dispatches after worker loss */               \
+    X (bad_messages)    /* malformed or out-of-protocol messages */         \
+    X (late_replies)    /* replies for unknown or foreign rids, dropped */  \
+    X (workers_gone)    /* workers removed (disconnect or expiry) */
+
+typedef struct {
+#define COUNTER_FIELD(name) int64_t name;
+    CORE_COUNTERS (COUNTER_FIELD)
+#undef COUNTER_FIELD
+} pigato__counters_t;
+
+//  Who a reply goes to: a client's routing id, its rid, its framing, and
+//  (MDP replies carry it) the service it asked for. Borrowed.
+typedef struct {
+    pigato__framing_t framing;
+    pigato__bytes_t client;
+    pigato__bytes_t rid;
+    pigato__bytes_t service;
+} pigato__caller_t;
+
+//  The one way out of the core. Every call is a message to one peer, in
+//  that peer's framing; arg is the emitter's (pigato__core_new).
+typedef struct {
+    //  A request to the worker it was dispatched to.
+    void (*request) (void *arg, pigato__worker_t *worker,
+                     pigato__request_t *request);
+    //  A client's request heartbeat, to the worker holding the request.
+    void (*request_heartbeat) (void *arg, pigato__worker_t *worker,
+                               pigato__request_t *request);
+    //  A partial or final reply (status 0 or -1) to a caller: body is
+    //  body_count frames (MDP workers send several; others one), opts may
+    //  be NULL; body_part, if not NULL, holds body [0]'s bytes (shared,
+    //  not copied).
+    void (*reply) (void *arg, const pigato__caller_t *to, int type,
+                   int status, const pigato__bytes_t *body,
+                   size_t body_count, const pigato__bytes_t *opts,
+                   zmq_msg_t *body_part);
+    //  A final error reply to a caller; text starts with an E_ code.
+    void (*error) (void *arg, const pigato__caller_t *to, const char *text);
+    //  A READY acknowledgement, HEARTBEAT or DISCONNECT to a worker.
+    void (*control) (void *arg, const pigato__bytes_t *worker, int type,
+                     pigato__framing_t framing);
+} pigato__emit_t;
+
+typedef struct {
+    pigato__services_t *services;   //  name -> service
+    zhashx_t *workers;              //  routing id -> worker
+    pigato__worker_t *last_worker;  //  the last one looked up (a cache;
+                                    //  cleared when that worker goes)
+    pigato__table_t *requests;      //  client id + rid -> request
+    pigato__request_pool_t request_pool;    //  spare request records
+    pigato__heap_t *timers;         //  request inactivity deadlines
+    pigato__conns_t *conns;         //  connection -> its workers, requests
+    pigato__cache_t *cache;         //  cached replies (opts cache: MS)
+    int dmode;                      //  pigato__dmode_t
+    int heartbeat_ms;               //  heartbeat interval
+    int liveness;                   //  intervals before a worker is dead
+    uint64_t next_serial;           //  worker registration serials
+    uint64_t next_mdp_rid;          //  rids made for MDP client requests
+    int64_t now_ms;                 //  the clock at the start of this turn
+    pigato__counters_t counters;    //  see CORE_COUNTERS
+    const pigato__emit_t *emit;     //  the way out
+    void *emit_arg;                 //  its argument
+} pigato__core_t;
+
+//  A new core that emits through emit (borrowed; lives longer than the
+//  core). NULL if out of memory.
+pigato__core_t *pigato__core_new (const pigato__emit_t *emit, void *emit_arg);
+
+//  Frees requests (without a reply), workers and services.
+void pigato__core_destroy (pigato__core_t **self_p);
+
+//  --------------------------------------------------------------------------
+//  Requests
+
+//  A request as a front-end decoded it. Everything is borrowed; the core
+//  keeps what it needs (the body by sharing body_part when it holds it).
+typedef struct {
+    pigato__caller_t caller;        //  framing, client, rid (empty for MDP:
+                                    //  the core makes one), service asked
+    pigato__bytes_t body;           //  one body (MDP: frames packed, mdp.h)
+    zmq_msg_t *body_part;           //  the part body lies in, or NULL
+    const pigato__bytes_t *opts;    //  opts (JSON object) or NULL
+    pigato__conn_t conn;            //  the client's connection
+    const char *identity;           //  the caller (already allowed `call`)
+    const char *curve_key;          //  its CURVE key, NULL if none
+} pigato__submit_t;
+
+//  A request from a caller the policy allowed. Answered from the cache
+//  if it may be, else filed, queued and dispatched. Returns 0 when the
+//  request was taken (or answered), else a negative PIGATO_E_*, with a
+//  reply text in error (E_ code, then a sentence) that the front-end
+//  sends the caller in its framing when there is one:
+//   * PIGATO_E_INVALID: a malformed request (a field too long, a rid
+//     already in flight: no text) or opts that are not a JSON object
+//     (E_INVALID_OPTS); the front-end counts it as a bad message;
+//   * PIGATO_E_NOMEM: E_OVERLOADED (too many requests held, or out of
+//     memory);
+//   * PIGATO_E_REPLY: E_WORKER_NOT_FOUND (opts workerId names no worker).
+int pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
+                         char *error, size_t error_size)
+    __attribute__ ((warn_unused_result));
+
+//  The request a client has in flight under rid, or NULL.
+pigato__request_t *pigato__core_request_of (pigato__core_t *self,
+                                            const pigato__bytes_t *client,
+                                            const pigato__bytes_t *rid);
+
+//  Forwards a client's request heartbeat to the worker holding it (none
+//  while it is queued).
+void pigato__core_request_heartbeat (pigato__core_t *self,
+                                     pigato__request_t *request);
+
+//  Fails a request with a final error reply and finishes it. text starts
+//  with an E_ code, then a sentence for people. A worker that held it
+//  gets its slot back (and its service a dispatch).
+void pigato__core_request_fail (pigato__core_t *self,
+                                pigato__request_t *request,
+                                const char *text);
+
+//  Drops a request without a reply (its client is gone or no longer in
+//  the policy). A worker that held it gets its slot back.
+void pigato__core_request_drop (pigato__core_t *self,
+                                pigato__request_t *request);
+
+//  Requests whose inactivity deadline passed end (no reply: clients keep
+//  their own timers); their workers get the slot back.
+void pigato__core_expire (pigato__core_t *self, int64_t now);
+
+//  --------------------------------------------------------------------------
+//  Workers
+
+//  The worker registered under a routing id, or NULL.
+pigato__worker_t *pigato__core_worker_of (pigato__core_t *self,
+                                          const pigato__bytes_t *routing_id);
+
+//  True if a message from this worker's routing id comes from the
+//  identity and key that registered it, on the same connection. Routing
+//  ids are chosen by peers: anything else is another peer taking it over.
+bool pigato__core_worker_bound (const pigato__worker_t *worker,
+                                const char *identity, const char *curve_key,
+                                const pigato__conn_t *conn);
+
+//  Registers a worker for a service (the caller checked the name is not
+//  reserved and that the identity may serve it), acknowledges (not MDP:
+//  RFC 18 has none) and dispatches waiting requests. 0, or
+//  PIGATO_E_NOMEM (the worker is then told to DISCONNECT).
+int pigato__core_worker_add (pigato__core_t *self,
+                             const pigato__bytes_t *routing_id,
+                             const pigato__bytes_t *service,
+                             pigato__framing_t framing,
+                             const pigato__conn_t *conn,
+                             const char *identity, const char *curve_key);
+
+//  Removes a worker: its requests retry (if they may) or fail with
+//  E_WORKER_LOST; optionally tells it DISCONNECT.
+void pigato__core_worker_remove (pigato__core_t *self,
+                                 pigato__worker_t *worker,
+                                 const char *reason, bool send_disconnect);
+
+//  A message came from the worker: it is alive for another liveness.
+void pigato__core_worker_alive (pigato__core_t *self,
+                                pigato__worker_t *worker);
+
+//  The worker announced its concurrency (-1 unlimited).
+void pigato__core_worker_concurrency (pigato__core_t *self,
+                                      pigato__worker_t *worker,
+                                      double concurrency);
+
+//  A worker's partial or final reply (body_count frames), or reject, for
+//  the request of client + rid. Accepted only if that request was
+//  dispatched to this very worker; anything else is counted as late. An
+//  MDP worker names no rid: its one request is meant (client must match;
+//  false if not, and the caller removes the worker).
+bool pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
+                                const pigato__bytes_t *client,
+                                const pigato__bytes_t *rid, int type,
+                                int status, const pigato__bytes_t *body,
+                                size_t body_count, const pigato__bytes_t *opts,
+                                zmq_msg_t *body_part);
+
+//  Workers that stopped heartbeating are removed; MDP workers are
+//  heartbeated (RFC 18: the broker heartbeats its workers).
+void pigato__core_check_workers (pigato__core_t *self, int64_t now);
+
+//  A connection closed: its workers are gone at once (their requests
+//  retry or fail), its clients' requests are dropped, so no reply can
+//  reach a later owner of its routing id.
+void pigato__core_connection_lost (pigato__core_t *self,
+                                   const pigato__conn_t *dead);
+
+//  --------------------------------------------------------------------------
+//  Internal services: $dir and MMI (RFC 8)
+
+//  True if the name is the broker's own: "$..." or "mmi.*". Such names
+//  are never served by workers.
+bool pigato__core_reserved (const pigato__bytes_t *name);
+
+//  The answer to a request for a reserved name, the same for every
+//  framing (each front-end encodes it): $dir -> JSON of worker ids per
+//  service (the body may name one service); mmi.service -> "200" if the
+//  service the body names has a worker, else "404"; other mmi.* -> "501";
+//  other $ names -> an E_RESERVED_SERVICE error. Returns the answer text
+//  (the caller frees it) with *status 0, or the error text with *status
+//  -1; NULL if out of memory.
+char *pigato__core_internal (pigato__core_t *self,
+                             const pigato__bytes_t *name,
+                             const pigato__bytes_t *body, int *status);
+
+//  Logs a service name from a peer, escaped (never raw).
+#define PIGATO__SERVICE_TEXT (PIGATO_SERVICE_MAX * 4 + 4)
+const char *pigato__core_service_text (const pigato__service_t *service,
+                                       char *text);
+
+#endif

@@ -1,0 +1,725 @@
+/*  test_core.c - the broker's routing core (mesh/broker/core.h) without a
+    broker process or a socket: requests are submitted and workers added
+    as the front-ends would, and what the core decides is read from a
+    recording send interface. Dispatch order, load and rand modes,
+    concurrency limits, reject to another worker, retry on worker loss,
+    expiry, targeting, wildcard and version resolution, the reply cache,
+    $dir and MMI.
+*/
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include "../../mesh/broker/core.h"
+
+//  --------------------------------------------------------------------------
+//  A recording send interface
+
+typedef enum { EV_REQUEST, EV_HEARTBEAT, EV_REPLY, EV_ERROR, EV_CONTROL } kind_t;
+
+typedef struct {
+    kind_t kind;
+    char to [64];               //  worker routing id or client
+    char rid [64];              //  rid (requests, replies)
+    char body [256];            //  body or error text
+    int type;                   //  reply or control type
+    int status;                 //  reply status
+    pigato__framing_t framing;  //  the receiver's framing
+} event_t;
+
+#define EVENTS_MAX 4096
+static event_t events [EVENTS_MAX];
+static size_t event_count;
+
+static void
+s_text (char *out, size_t size, const pigato__bytes_t *bytes)
+{
+    size_t length = bytes && bytes->size < size ? bytes->size : 0;
+    if (bytes && bytes->size >= size)
+        length = size - 1;
+    if (length)
+        memcpy (out, bytes->data, length);
+    out [length] = 0;
+}
+
+static event_t *
+s_record (kind_t kind)
+{
+    assert_true (event_count < EVENTS_MAX);
+    event_t *event = &events [event_count++];
+    memset (event, 0, sizeof *event);
+    event->kind = kind;
+    return event;
+}
+
+static void
+s_on_request (void *arg, pigato__worker_t *worker, pigato__request_t *request)
+{
+    (void) arg;
+    event_t *event = s_record (EV_REQUEST);
+    pigato__bytes_t id = pigato__worker_routing_id (worker);
+    pigato__bytes_t rid = pigato__request_rid (request);
+    pigato__bytes_t body = pigato__request_body (request);
+    s_text (event->to, sizeof event->to, &id);
+    s_text (event->rid, sizeof event->rid, &rid);
+    s_text (event->body, sizeof event->body, &body);
+    event->framing = worker->framing;
+}
+
+static void
+s_on_heartbeat (void *arg, pigato__worker_t *worker, pigato__request_t *request)
+{
+    (void) arg;
+    event_t *event = s_record (EV_HEARTBEAT);
+    pigato__bytes_t id = pigato__worker_routing_id (worker);
+    pigato__bytes_t rid = pigato__request_rid (request);
+    s_text (event->to, sizeof event->to, &id);
+    s_text (event->rid, sizeof event->rid, &rid);
+}
+
+static void
+s_on_reply (void *arg, const pigato__caller_t *to, int type, int status,
+            const pigato__bytes_t *body, size_t body_count,
+            const pigato__bytes_t *opts, zmq_msg_t *body_part)
+{
+    (void) arg; (void) opts; (void) body_part;
+    event_t *event = s_record (EV_REPLY);
+    s_text (event->to, sizeof event->to, &to->client);
+    s_text (event->rid, sizeof event->rid, &to->rid);
+    if (body_count)
+        s_text (event->body, sizeof event->body, &body [0]);
+    event->type = type;
+    event->status = status;
+    event->framing = to->framing;
+}
+
+static void
+s_on_error (void *arg, const pigato__caller_t *to, const char *text)
+{
+    (void) arg;
+    event_t *event = s_record (EV_ERROR);
+    s_text (event->to, sizeof event->to, &to->client);
+    s_text (event->rid, sizeof event->rid, &to->rid);
+    snprintf (event->body, sizeof event->body, "%s", text);
+    event->framing = to->framing;
+}
+
+static void
+s_on_control (void *arg, const pigato__bytes_t *worker, int type,
+              pigato__framing_t framing)
+{
+    (void) arg;
+    event_t *event = s_record (EV_CONTROL);
+    s_text (event->to, sizeof event->to, worker);
+    event->type = type;
+    event->framing = framing;
+}
+
+static const pigato__emit_t recorder = {
+    .request = s_on_request, .request_heartbeat = s_on_heartbeat,
+    .reply = s_on_reply, .error = s_on_error, .control = s_on_control };
+
+//  --------------------------------------------------------------------------
+//  Driving the core as a front-end would
+
+static pigato__bytes_t
+s_bytes (const char *text)
+{
+    return (pigato__bytes_t) { (const byte *) text, text ? strlen (text) : 0 };
+}
+
+static pigato__core_t *
+s_core (void)
+{
+    event_count = 0;
+    pigato__core_t *core = pigato__core_new (&recorder, NULL);
+    assert_non_null (core);
+    core->now_ms = 1000000;
+    return core;
+}
+
+//  Connection numbers: each peer its own fd, so a lost connection is one
+//  peer's
+static pigato__conn_t
+s_conn (int fd)
+{
+    return (pigato__conn_t) { fd, 1 };
+}
+
+static pigato__worker_t *
+s_add_worker (pigato__core_t *core, const char *id, const char *service,
+              int fd)
+{
+    pigato__bytes_t id_bytes = s_bytes (id), name = s_bytes (service);
+    pigato__conn_t conn = s_conn (fd);
+    size_t before = event_count;
+    assert_int_equal (pigato__core_worker_add (core, &id_bytes, &name,
+                                               PIGATO__FRAMING_046, &conn,
+                                               "worker", NULL), 0);
+    //  The first thing it hears is its READY acknowledged
+    assert_true (event_count > before);
+    assert_int_equal (events [before].kind, EV_CONTROL);
+    assert_int_equal (events [before].type, PIGATO__READY);
+    assert_string_equal (events [before].to, id);
+    pigato__worker_t *worker = pigato__core_worker_of (core, &id_bytes);
+    assert_non_null (worker);
+    return worker;
+}
+
+static int
+s_submit_full (pigato__core_t *core, const char *client, const char *rid,
+               const char *service, const char *body, const char *opts,
+               int fd, char *error)
+{
+    pigato__bytes_t opts_bytes = s_bytes (opts);
+    pigato__submit_t submit = {
+        .caller = { .framing = PIGATO__FRAMING_046, .client = s_bytes (client),
+                    .rid = s_bytes (rid), .service = s_bytes (service) },
+        .body = s_bytes (body), .opts = opts ? &opts_bytes : NULL,
+        .conn = s_conn (fd), .identity = "alice" };
+    char scratch [700];
+    return pigato__core_submit (core, &submit, error ? error : scratch, 700);
+}
+
+static void
+s_submit (pigato__core_t *core, const char *client, const char *rid,
+          const char *service, const char *body, const char *opts)
+{
+    assert_int_equal (s_submit_full (core, client, rid, service, body, opts,
+                                     100, NULL), 0);
+}
+
+static bool
+s_reply (pigato__core_t *core, pigato__worker_t *worker, const char *client,
+         const char *rid, int type, const char *body, const char *opts)
+{
+    pigato__bytes_t client_bytes = s_bytes (client), rid_bytes = s_bytes (rid);
+    pigato__bytes_t body_bytes = s_bytes (body), opts_bytes = s_bytes (opts);
+    return pigato__core_worker_reply (core, worker, &client_bytes, &rid_bytes,
+                                      type, 0, &body_bytes, 1, &opts_bytes,
+                                      NULL);
+}
+
+//  The events of a kind since index from, in order.
+static size_t
+s_events (kind_t kind, size_t from, event_t **out, size_t max)
+{
+    size_t count = 0;
+    for (size_t index = from; index < event_count; index++)
+        if (events [index].kind == kind && count < max)
+            out [count++] = &events [index];
+    return count;
+}
+
+//  --------------------------------------------------------------------------
+//  Tests
+
+static void
+test_requests_go_to_a_worker_oldest_first (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    //  Queued while nobody serves the name
+    s_submit (core, "c1", "r1", "echo", "one", NULL);
+    s_submit (core, "c1", "r2", "echo", "two", NULL);
+    s_submit (core, "c2", "r3", "echo", "three", NULL);
+    event_t *sent [8];
+    assert_int_equal (s_events (EV_REQUEST, 0, sent, 8), 0);
+    //  A worker appears: all three, in the order they came
+    pigato__worker_t *worker = s_add_worker (core, "w1", "echo", 1);
+    assert_int_equal (s_events (EV_REQUEST, 0, sent, 8), 3);
+    assert_string_equal (sent [0]->rid, "r1");
+    assert_string_equal (sent [1]->rid, "r2");
+    assert_string_equal (sent [2]->rid, "r3");
+    assert_string_equal (sent [0]->body, "one");
+    assert_string_equal (sent [0]->to, "w1");
+    //  A partial, then the final reply, reach the client
+    size_t mark = event_count;
+    assert_true (s_reply (core, worker, "c1", "r1", PIGATO__PARTIAL, "p", ""));
+    assert_true (s_reply (core, worker, "c1", "r1", PIGATO__REPLY, "f", ""));
+    event_t *replies [4];
+    assert_int_equal (s_events (EV_REPLY, mark, replies, 4), 2);
+    assert_int_equal (replies [0]->type, PIGATO__PARTIAL);
+    assert_int_equal (replies [1]->type, PIGATO__REPLY);
+    assert_string_equal (replies [1]->to, "c1");
+    assert_string_equal (replies [1]->rid, "r1");
+    assert_string_equal (replies [1]->body, "f");
+    assert_int_equal (core->counters.replies, 1);
+    assert_int_equal (core->counters.partials, 1);
+    //  The request is gone: a second final is late, the worker stays
+    size_t late = (size_t) core->counters.late_replies;
+    assert_true (s_reply (core, worker, "c1", "r1", PIGATO__REPLY, "f", ""));
+    assert_int_equal (core->counters.late_replies, late + 1);
+    assert_int_equal (pigato__table_size (core->requests), 2);
+    pigato__core_destroy (&core);
+    assert_null (core);
+}
+
+static void
+test_concurrency_limits_what_a_worker_holds (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *worker = s_add_worker (core, "w1", "echo", 1);
+    pigato__core_worker_concurrency (core, worker, 2);
+    char rid [16];
+    for (int index = 0; index < 5; index++) {
+        snprintf (rid, sizeof rid, "r%d", index);
+        s_submit (core, "c1", rid, "echo", "x", NULL);
+    }
+    event_t *sent [8];
+    assert_int_equal (s_events (EV_REQUEST, 0, sent, 8), 2);
+    assert_int_equal (worker->in_flight, 2);
+    //  Each final reply makes room for exactly one more
+    size_t mark = event_count;
+    assert_true (s_reply (core, worker, "c1", "r0", PIGATO__REPLY, "", ""));
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 8), 1);
+    assert_string_equal (sent [0]->rid, "r2");
+    //  Raising the concurrency dispatches what waits
+    mark = event_count;
+    pigato__core_worker_concurrency (core, worker, -1);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 8), 2);
+    assert_string_equal (sent [0]->rid, "r3");
+    assert_string_equal (sent [1]->rid, "r4");
+    pigato__core_destroy (&core);
+}
+
+static void
+test_load_mode_picks_the_least_loaded_worker (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    core->dmode = PIGATO__DMODE_LOAD;
+    pigato__worker_t *one = s_add_worker (core, "w1", "echo", 1);
+    pigato__worker_t *two = s_add_worker (core, "w2", "echo", 2);
+    char rid [16];
+    for (int index = 0; index < 10; index++) {
+        snprintf (rid, sizeof rid, "r%d", index);
+        s_submit (core, "c1", rid, "echo", "x", NULL);
+    }
+    //  Alternately: neither ever holds two more than the other
+    assert_int_equal (one->in_flight, 5);
+    assert_int_equal (two->in_flight, 5);
+    //  w1 finishes three: the next three go to it
+    event_t *sent [16];
+    assert_int_equal (s_events (EV_REQUEST, 0, sent, 16), 10);
+    int finished = 0;
+    for (int index = 0; index < 10 && finished < 3; index++)
+        if (streq (sent [index]->to, "w1")) {
+            assert_true (s_reply (core, one, "c1", sent [index]->rid,
+                                  PIGATO__REPLY, "", ""));
+            finished++;
+        }
+    size_t mark = event_count;
+    for (int index = 10; index < 13; index++) {
+        snprintf (rid, sizeof rid, "r%d", index);
+        s_submit (core, "c1", rid, "echo", "x", NULL);
+    }
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 16), 3);
+    for (int index = 0; index < 3; index++)
+        assert_string_equal (sent [index]->to, "w1");
+    pigato__core_destroy (&core);
+}
+
+static void
+test_rand_mode_uses_every_worker_with_room (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    core->dmode = PIGATO__DMODE_RAND;
+    pigato__worker_t *workers [3] = {
+        s_add_worker (core, "w1", "echo", 1), s_add_worker (core, "w2", "echo", 2),
+        s_add_worker (core, "w3", "echo", 3) };
+    for (int index = 0; index < 3; index++)
+        pigato__core_worker_concurrency (core, workers [index], 100);
+    char rid [16];
+    for (int index = 0; index < 240; index++) {
+        snprintf (rid, sizeof rid, "r%d", index);
+        s_submit (core, "c1", rid, "echo", "x", NULL);
+    }
+    //  Random, not round robin, but none left out and none over its limit
+    for (int index = 0; index < 3; index++) {
+        assert_true (workers [index]->in_flight > 20);
+        assert_true (workers [index]->in_flight <= 100);
+    }
+    assert_int_equal (workers [0]->in_flight + workers [1]->in_flight
+                      + workers [2]->in_flight, 240);
+    pigato__core_destroy (&core);
+}
+
+static void
+test_a_reject_goes_to_another_worker_then_fails (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *one = s_add_worker (core, "w1", "echo", 1);
+    s_submit (core, "c1", "r1", "echo", "x", NULL);
+    event_t *sent [4];
+    assert_int_equal (s_events (EV_REQUEST, 0, sent, 4), 1);
+    assert_string_equal (sent [0]->to, "w1");
+    //  The only worker rejects: every worker rejected it, it fails
+    size_t mark = event_count;
+    assert_true (s_reply (core, one, "c1", "r1", PIGATO__REJECT, "", ""));
+    event_t *errors [2];
+    assert_int_equal (s_events (EV_ERROR, mark, errors, 2), 1);
+    assert_true (strncmp (errors [0]->body, "E_REJECTED", 10) == 0);
+    assert_string_equal (errors [0]->rid, "r1");
+    assert_int_equal (core->counters.rejects, 1);
+
+    //  With a second worker, a reject sends it there, never back
+    pigato__worker_t *two = s_add_worker (core, "w2", "echo", 2);
+    (void) two;
+    mark = event_count;
+    s_submit (core, "c1", "r2", "echo", "x", NULL);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    const char *first = streq (sent [0]->to, "w1") ? "w1" : "w2";
+    pigato__worker_t *holder = streq (first, "w1") ? one : two;
+    mark = event_count;
+    assert_true (s_reply (core, holder, "c1", "r2", PIGATO__REJECT, "", ""));
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    assert_string_not_equal (sent [0]->to, first);
+    assert_int_equal (s_events (EV_ERROR, mark, errors, 2), 0);
+    pigato__core_destroy (&core);
+}
+
+static void
+test_worker_loss_retries_or_fails (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *one = s_add_worker (core, "w1", "echo", 1);
+    s_submit (core, "c1", "plain", "echo", "x", NULL);
+    s_submit (core, "c1", "again", "echo", "x", "{\"retry\":1}");
+    assert_int_equal (one->in_flight, 2);
+    //  w1's connection closes: the plain request fails at once, the one
+    //  that may retry waits, then goes to the next worker
+    size_t mark = event_count;
+    pigato__conn_t dead = s_conn (1);
+    pigato__core_connection_lost (core, &dead);
+    assert_null (pigato__core_worker_of (core, &(pigato__bytes_t) {
+        (const byte *) "w1", 2 }));
+    event_t *errors [4], *sent [4];
+    assert_int_equal (s_events (EV_ERROR, mark, errors, 4), 1);
+    assert_string_equal (errors [0]->rid, "plain");
+    assert_true (strncmp (errors [0]->body, "E_WORKER_LOST", 13) == 0);
+    assert_int_equal (core->counters.retries, 1);
+    mark = event_count;
+    pigato__worker_t *two = s_add_worker (core, "w2", "echo", 2);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    assert_string_equal (sent [0]->rid, "again");
+    assert_string_equal (sent [0]->to, "w2");
+    //  A second loss: no retry left
+    mark = event_count;
+    pigato__core_worker_remove (core, two, "test", true);
+    assert_int_equal (s_events (EV_ERROR, mark, errors, 4), 1);
+    assert_string_equal (errors [0]->rid, "again");
+    //  ... and the worker was told to go
+    event_t *controls [4];
+    assert_int_equal (s_events (EV_CONTROL, mark, controls, 4), 1);
+    assert_int_equal (controls [0]->type, PIGATO__DISCONNECT);
+    assert_int_equal (pigato__table_size (core->requests), 0);
+    pigato__core_destroy (&core);
+}
+
+static void
+test_a_closed_client_connection_drops_its_requests (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *worker = s_add_worker (core, "w1", "echo", 1);
+    pigato__core_worker_concurrency (core, worker, 1);
+    assert_int_equal (s_submit_full (core, "c1", "r1", "echo", "x", NULL, 50,
+                                     NULL), 0);
+    assert_int_equal (s_submit_full (core, "c2", "r2", "echo", "x", NULL, 60,
+                                     NULL), 0);
+    //  c1 goes: its request leaves the worker, c2's takes the slot; no
+    //  reply is sent to the routing id that went away
+    size_t mark = event_count;
+    pigato__conn_t dead = s_conn (50);
+    pigato__core_connection_lost (core, &dead);
+    event_t *sent [4], *replies [4];
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    assert_string_equal (sent [0]->rid, "r2");
+    assert_int_equal (s_events (EV_REPLY, mark, replies, 4), 0);
+    assert_int_equal (s_events (EV_ERROR, mark, replies, 4), 0);
+    //  The worker's late reply for it is dropped
+    assert_true (s_reply (core, worker, "c1", "r1", PIGATO__REPLY, "", ""));
+    assert_int_equal (s_events (EV_REPLY, mark, replies, 4), 0);
+    assert_int_equal (core->counters.late_replies, 1);
+    pigato__core_destroy (&core);
+}
+
+static void
+test_requests_expire_and_free_their_slot (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *worker = s_add_worker (core, "w1", "echo", 1);
+    pigato__core_worker_concurrency (core, worker, 1);
+    s_submit (core, "c1", "short", "echo", "x", "{\"timeout\":100}");
+    s_submit (core, "c1", "never", "echo", "x", "{\"timeout\":-1}");
+    //  Not yet due
+    pigato__core_expire (core, core->now_ms + 99);
+    assert_int_equal (core->counters.timeouts, 0);
+    //  A partial reply is a sign of life: the deadline moves
+    core->now_ms += 50;
+    assert_true (s_reply (core, worker, "c1", "short", PIGATO__PARTIAL, "",
+                          ""));
+    pigato__core_expire (core, core->now_ms + 99);
+    assert_int_equal (core->counters.timeouts, 0);
+    //  Due: it ends without a reply (clients keep their own timers), and
+    //  the waiting request takes the slot
+    size_t mark = event_count;
+    pigato__core_expire (core, core->now_ms + 100);
+    assert_int_equal (core->counters.timeouts, 1);
+    event_t *sent [4], *replies [4];
+    assert_int_equal (s_events (EV_REPLY, mark, replies, 4), 0);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    assert_string_equal (sent [0]->rid, "never");
+    //  timeout -1 never expires
+    pigato__core_expire (core, INT64_MAX / 2);
+    assert_int_equal (core->counters.timeouts, 1);
+    pigato__core_destroy (&core);
+}
+
+static void
+test_workers_that_stop_heartbeating_are_removed (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    core->heartbeat_ms = 100;
+    core->liveness = 3;
+    pigato__worker_t *quiet = s_add_worker (core, "quiet", "echo", 1);
+    pigato__worker_t *alive = s_add_worker (core, "alive", "echo", 2);
+    (void) quiet;
+    core->now_ms += 200;
+    pigato__core_worker_alive (core, alive);
+    pigato__core_check_workers (core, core->now_ms + 150);
+    assert_null (pigato__core_worker_of (core, &(pigato__bytes_t) {
+        (const byte *) "quiet", 5 }));
+    assert_non_null (pigato__core_worker_of (core, &(pigato__bytes_t) {
+        (const byte *) "alive", 5 }));
+    assert_int_equal (core->counters.workers_gone, 1);
+    pigato__core_destroy (&core);
+}
+
+static void
+test_a_request_may_name_its_worker (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *one = s_add_worker (core, "w1", "echo", 1);
+    pigato__worker_t *two = s_add_worker (core, "w2", "echo", 2);
+    pigato__core_worker_concurrency (core, two, 1);
+    (void) one;
+    //  Both go to w2, the second waits for it although w1 has room
+    s_submit (core, "c1", "a", "echo", "x", "{\"workerId\":\"w2\"}");
+    s_submit (core, "c1", "b", "echo", "x", "{\"workerId\":\"w2\"}");
+    event_t *sent [4];
+    assert_int_equal (s_events (EV_REQUEST, 0, sent, 4), 1);
+    assert_string_equal (sent [0]->to, "w2");
+    size_t mark = event_count;
+    assert_true (s_reply (core, two, "c1", "a", PIGATO__REPLY, "", ""));
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    assert_string_equal (sent [0]->to, "w2");
+    assert_string_equal (sent [0]->rid, "b");
+    //  A worker that does not exist is refused at once
+    char error [700];
+    assert_int_not_equal (s_submit_full (core, "c1", "c", "echo", "x",
+                                         "{\"workerId\":\"nobody\"}", 100,
+                                         error), 0);
+    assert_true (strncmp (error, "E_WORKER_NOT_FOUND", 18) == 0);
+    //  One serving another name: the queued request fails
+    s_add_worker (core, "other", "time", 3);
+    mark = event_count;
+    s_submit (core, "c1", "d", "echo", "x", "{\"workerId\":\"other\"}");
+    event_t *errors [2];
+    assert_int_equal (s_events (EV_ERROR, mark, errors, 2), 1);
+    assert_true (strncmp (errors [0]->body, "E_WORKER_NOT_FOUND", 18) == 0);
+    pigato__core_destroy (&core);
+}
+
+static void
+test_wildcards_and_versions_resolve (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    s_add_worker (core, "any", "pub*", 1);
+    s_add_worker (core, "news", "pub.news*", 2);
+    s_add_worker (core, "v1", "calc@1.4.0", 3);
+    s_add_worker (core, "v2", "calc@2.1.0", 4);
+    size_t mark = event_count;
+    s_submit (core, "c1", "r1", "pub.weather", "x", NULL);
+    s_submit (core, "c1", "r2", "pub.news.sport", "x", NULL);
+    s_submit (core, "c1", "r3", "calc@^1", "x", NULL);
+    s_submit (core, "c1", "r4", "calc@>=1", "x", NULL);
+    event_t *sent [8];
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 8), 4);
+    assert_string_equal (sent [0]->to, "any");      //  longest prefix
+    assert_string_equal (sent [1]->to, "news");
+    assert_string_equal (sent [2]->to, "v1");       //  satisfies ^1
+    assert_string_equal (sent [3]->to, "v2");       //  highest first
+    //  A name that waits for a wildcard is served once one appears
+    mark = event_count;
+    s_submit (core, "c1", "r5", "zed.x", "x", NULL);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 8), 0);
+    s_add_worker (core, "zeds", "zed.*", 5);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 8), 1);
+    assert_string_equal (sent [0]->rid, "r5");
+    assert_string_equal (sent [0]->to, "zeds");
+    pigato__core_destroy (&core);
+}
+
+static void
+test_cached_replies_answer_without_a_worker (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *worker = s_add_worker (core, "w1", "time", 1);
+    s_submit (core, "c1", "r1", "time", "now", NULL);
+    assert_true (s_reply (core, worker, "c1", "r1", PIGATO__REPLY, "12:00",
+                          "{\"cache\":1000}"));
+    //  The same body within the TTL: answered from the cache
+    size_t mark = event_count;
+    s_submit (core, "c2", "r2", "time", "now", NULL);
+    event_t *sent [4], *replies [4];
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 0);
+    assert_int_equal (s_events (EV_REPLY, mark, replies, 4), 1);
+    assert_string_equal (replies [0]->to, "c2");
+    assert_string_equal (replies [0]->rid, "r2");
+    assert_string_equal (replies [0]->body, "12:00");
+    assert_int_equal (pigato__cache_hits (core->cache), 1);
+    //  Another body, a request naming its worker, or after the TTL: the
+    //  worker answers
+    mark = event_count;
+    s_submit (core, "c2", "r3", "time", "later", NULL);
+    s_submit (core, "c2", "r4", "time", "now", "{\"workerId\":\"w1\"}");
+    core->now_ms += 1001;
+    s_submit (core, "c2", "r5", "time", "now", NULL);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 3);
+    assert_int_equal (s_events (EV_REPLY, mark, replies, 4), 0);
+    pigato__core_destroy (&core);
+}
+
+static void
+test_submit_refuses_what_it_cannot_take (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    char error [700];
+    //  Opts that are not a JSON object
+    assert_int_not_equal (s_submit_full (core, "c1", "r1", "echo", "x",
+                                         "[1,2", 100, error), 0);
+    assert_true (strncmp (error, "E_INVALID_OPTS", 14) == 0);
+    //  A rid already in flight: malformed, no reply text
+    s_submit (core, "c1", "r2", "echo", "x", NULL);
+    assert_int_not_equal (s_submit_full (core, "c1", "r2", "echo", "x", NULL,
+                                         100, error), 0);
+    assert_string_equal (error, "");
+    assert_int_equal (pigato__table_size (core->requests), 1);
+    pigato__core_destroy (&core);
+}
+
+static void
+test_internal_services_answer_the_same_for_every_framing (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    s_add_worker (core, "w1", "echo", 1);
+    s_add_worker (core, "w2", "pub*", 2);
+    pigato__bytes_t name = s_bytes ("$dir"), body = s_bytes ("");
+    int status;
+    char *answer = pigato__core_internal (core, &name, &body, &status);
+    assert_int_equal (status, 0);
+    //  Key order follows the service table: compare as JSON
+    json_t *got = json_loads (answer, 0, NULL);
+    json_t *want = json_loads ("{\"echo\":[\"w1\"],\"pub*\":[\"w2\"]}", 0,
+                               NULL);
+    assert_true (json_equal (got, want));
+    json_decref (got);
+    json_decref (want);
+    free (answer);
+    body = s_bytes ("\"echo\"");
+    answer = pigato__core_internal (core, &name, &body, &status);
+    assert_string_equal (answer, "[\"w1\"]");
+    free (answer);
+    //  mmi.service: JSON string or plain text (MDP) alike; wildcards count
+    name = s_bytes ("mmi.service");
+    const char *asked [] = { "\"echo\"", "echo", "pub.x", "nope", "" };
+    const char *expect [] = { "200", "200", "200", "404", "404" };
+    for (int index = 0; index < 5; index++) {
+        body = s_bytes (asked [index]);
+        answer = pigato__core_internal (core, &name, &body, &status);
+        assert_int_equal (status, 0);
+        assert_string_equal (answer, expect [index]);
+        free (answer);
+    }
+    name = s_bytes ("mmi.other");
+    answer = pigato__core_internal (core, &name, &body, &status);
+    assert_string_equal (answer, "501");
+    free (answer);
+    name = s_bytes ("$other");
+    answer = pigato__core_internal (core, &name, &body, &status);
+    assert_int_equal (status, -1);
+    assert_true (strncmp (answer, "E_RESERVED_SERVICE", 18) == 0);
+    free (answer);
+    //  Reserved names, and only those
+    assert_true (pigato__core_reserved (&(pigato__bytes_t) {
+        (const byte *) "$dir", 4 }));
+    assert_true (pigato__core_reserved (&(pigato__bytes_t) {
+        (const byte *) "mmi.x", 5 }));
+    assert_false (pigato__core_reserved (&(pigato__bytes_t) {
+        (const byte *) "mmix", 4 }));
+    assert_false (pigato__core_reserved (&(pigato__bytes_t) {
+        (const byte *) "echo$", 5 }));
+    pigato__core_destroy (&core);
+}
+
+static void
+test_request_heartbeats_reach_the_holder_only (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *worker = s_add_worker (core, "w1", "echo", 1);
+    pigato__core_worker_concurrency (core, worker, 1);
+    s_submit (core, "c1", "held", "echo", "x", NULL);
+    s_submit (core, "c1", "queued", "echo", "x", NULL);
+    size_t mark = event_count;
+    pigato__bytes_t client = s_bytes ("c1"), held = s_bytes ("held"),
+                    queued = s_bytes ("queued");
+    pigato__core_request_heartbeat (core,
+        pigato__core_request_of (core, &client, &held));
+    pigato__core_request_heartbeat (core,
+        pigato__core_request_of (core, &client, &queued));
+    event_t *beats [4];
+    assert_int_equal (s_events (EV_HEARTBEAT, mark, beats, 4), 1);
+    assert_string_equal (beats [0]->rid, "held");
+    assert_string_equal (beats [0]->to, "w1");
+    pigato__core_destroy (&core);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_requests_go_to_a_worker_oldest_first),
+        cmocka_unit_test (test_concurrency_limits_what_a_worker_holds),
+        cmocka_unit_test (test_load_mode_picks_the_least_loaded_worker),
+        cmocka_unit_test (test_rand_mode_uses_every_worker_with_room),
+        cmocka_unit_test (test_a_reject_goes_to_another_worker_then_fails),
+        cmocka_unit_test (test_worker_loss_retries_or_fails),
+        cmocka_unit_test (test_a_closed_client_connection_drops_its_requests),
+        cmocka_unit_test (test_requests_expire_and_free_their_slot),
+        cmocka_unit_test (test_workers_that_stop_heartbeating_are_removed),
+        cmocka_unit_test (test_a_request_may_name_its_worker),
+        cmocka_unit_test (test_wildcards_and_versions_resolve),
+        cmocka_unit_test (test_cached_replies_answer_without_a_worker),
+        cmocka_unit_test (test_submit_refuses_what_it_cannot_take),
+        cmocka_unit_test (test_internal_services_answer_the_same_for_every_framing),
+        cmocka_unit_test (test_request_heartbeats_reach_the_holder_only),
+    };
+    pigato__log_level = PIGATO_LOG_ERROR;
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}
