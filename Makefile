@@ -29,7 +29,7 @@ LIB_SRCS := mesh/base/status.c mesh/base/log.c mesh/base/util.c mesh/base/heap.c
             mesh/wire/codec.c mesh/wire/mdp.c mesh/wire/native.c \
             keys/keyfile.c auth/acl.c auth/zap.c auth/guard.c certs/ca.c \
             mesh/library/peer.c mesh/library/link.c mesh/library/client.c \
-            mesh/library/worker.c \
+            mesh/library/worker.c mesh/library/settings.c \
             mesh/broker/service.c mesh/broker/semver.c mesh/broker/cache.c \
             mesh/broker/request.c mesh/broker/core.c mesh/broker/core_internal.c \
             mesh/broker/outbox.c mesh/broker/send.c mesh/broker/front_pigato.c \

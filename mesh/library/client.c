@@ -22,6 +22,7 @@
 #include "../base/internal.h"
 #include "../base/heap.h"
 #include "link.h"
+#include "settings.h"
 #include "../base/table.h"
 
 #define CLIENT_LOOP_TICK_MS 100     //  deadline check period under zloop
@@ -46,9 +47,7 @@ typedef struct {
 } s_request_t;
 
 struct _pigato_client_t {
-    pigato__peer_security_t security;   //  CURVE settings
-    int interval_ms;            //  heartbeat interval
-    int liveness;               //  intervals of silence before a link is lost
+    pigato__settings_t settings;        //  keys, heartbeat, framing (setters)
     int64_t timeout_ms;         //  default request timeout
     pigato__links_t *links;     //  broker links
     size_t next_link;           //  round-robin cursor
@@ -95,7 +94,7 @@ s_link_choose (pigato_client_t *self, pigato__link_t *avoid)
         return link->sock ? link : NULL;
     }
     int64_t now = pigato__now_ms ();
-    int64_t window = 2 * (int64_t) self->interval_ms;
+    int64_t window = 2 * (int64_t) self->settings.interval_ms;
     for (int pass = 0; pass < 2; pass++)
         for (size_t step = 0; step < size; step++) {
             size_t index = (self->next_link + step) % size;
@@ -274,7 +273,8 @@ s_link_disconnected (void *owner, pigato__link_t *link)
 static void
 s_heartbeat_tick (pigato_client_t *self, int64_t now)
 {
-    int64_t dead_after = (int64_t) self->interval_ms * self->liveness;
+    int64_t dead_after = (int64_t) self->settings.interval_ms
+                       * self->settings.liveness;
     for (size_t index = 0; index < pigato__links_size (self->links);
          index++) {
         pigato__link_t *link = pigato__links_get (self->links, index);
@@ -290,7 +290,7 @@ s_heartbeat_tick (pigato_client_t *self, int64_t now)
     s_request_t *req;
     while ((req = (s_request_t *) pigato__table_next (self->requests,
                                                       &cursor))) {
-        if (now - req->sent_at < self->interval_ms || !req->link)
+        if (now - req->sent_at < self->settings.interval_ms || !req->link)
             continue;
         pigato__msg_t heartbeat = {
             .role = 'C', .type = PIGATO__HEARTBEAT, .rid = S_TEXT (req->rid),
@@ -311,7 +311,7 @@ s_timers_run (pigato_client_t *self)
     while ((timer = pigato__heap_pop_due (self->timers, now))) {
         if (timer == &self->heartbeat) {
             pigato__heap_set (self->timers, &self->heartbeat,
-                              now + self->interval_ms);
+                              now + self->settings.interval_ms);
             s_heartbeat_tick (self, now);
             continue;
         }
@@ -475,13 +475,13 @@ pigato_client_new (void)
     pigato_client_t *self = (pigato_client_t *) calloc (1, sizeof *self);
     if (!self)
         return NULL;
-    self->interval_ms = PIGATO_HEARTBEAT_MS;
-    self->liveness = PIGATO_LIVENESS;
+    pigato__settings_init (&self->settings, self->err, sizeof self->err);
     self->timeout_ms = PIGATO_TIMEOUT_MS;
     self->requests = pigato__table_new (s_request_match);
     self->timers = pigato__heap_new ();
-    self->links = pigato__links_new ('C', &self->security, s_link_handle,
-                                     s_loop_tick, s_link_disconnected, self);
+    self->links = pigato__links_new ('C', &self->settings.security,
+                                     s_link_handle, s_loop_tick,
+                                     s_link_disconnected, self);
     byte prefix [8];
     randombytes_buf (prefix, sizeof prefix);
     sodium_bin2hex (self->rid_prefix, sizeof self->rid_prefix, prefix,
@@ -515,58 +515,50 @@ pigato_client_destroy (pigato_client_t **self_p)
             s_request_destroy (&req);
         pigato__table_destroy (&self->requests);
     }
-    pigato__peer_security_reset (&self->security);
+    pigato__settings_reset (&self->settings);
     free (self);
     *self_p = NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Setters: one implementation for clients and workers (settings.c).
+
+static pigato__settings_t *
+s_settings (pigato_client_t *self)
+{
+    return self ? &self->settings : NULL;
 }
 
 PIGATO_EXPORT int
 pigato_client_set_server_key (pigato_client_t *self, const char *key)
 {
-    if (!self)
-        return PIGATO_E_INVALID;
-    return pigato__peer_security_set_server_key (&self->security, key,
-                                                 self->err, sizeof self->err);
+    return pigato__settings_set_server_key (s_settings (self), key);
 }
 
 PIGATO_EXPORT int
 pigato_client_set_server_ca (pigato_client_t *self, const char *ca_crt)
 {
-    if (!self)
-        return PIGATO_E_INVALID;
-    return pigato__peer_security_set_server_ca (&self->security, ca_crt,
-                                                self->err, sizeof self->err);
+    return pigato__settings_set_server_ca (s_settings (self), ca_crt);
 }
 
 PIGATO_EXPORT int
 pigato_client_set_key_file (pigato_client_t *self, const char *path)
 {
-    if (!self)
-        return PIGATO_E_INVALID;
-    return pigato__peer_security_set_key_file (&self->security, path,
-                                               self->err, sizeof self->err);
+    return pigato__settings_set_key_file (s_settings (self), path);
 }
 
 PIGATO_EXPORT void
 pigato_client_set_insecure (pigato_client_t *self, bool insecure)
 {
-    if (self)
-        self->security.insecure = insecure;
+    pigato__settings_set_insecure (s_settings (self), insecure);
 }
 
-//  --------------------------------------------------------------------------
 //  Heartbeat interval and liveness; non-positive values are ignored.
-
 PIGATO_EXPORT void
 pigato_client_set_heartbeat (pigato_client_t *self, int interval_ms,
                              int liveness)
 {
-    if (!self)
-        return;
-    if (interval_ms > 0)
-        self->interval_ms = interval_ms;
-    if (liveness > 0)
-        self->liveness = liveness;
+    pigato__settings_set_heartbeat (s_settings (self), interval_ms, liveness);
 }
 
 PIGATO_EXPORT void
@@ -576,20 +568,11 @@ pigato_client_set_timeout (pigato_client_t *self, int64_t timeout_ms)
         self->timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
 }
 
-//  --------------------------------------------------------------------------
 //  Framing for links connected from now on: "auto", "native" or "0.0.46".
-
 PIGATO_EXPORT int
 pigato_client_set_framing (pigato_client_t *self, const char *framing)
 {
-    if (!self)
-        return PIGATO_E_INVALID;
-    int rc = pigato__links_set_framing (self->links, framing);
-    if (rc != PIGATO_OK)
-        pigato__errorf (self->err, sizeof self->err, "unknown framing '%.32s' "
-                        "(expected auto, native or 0.0.46)",
-                        framing ? framing : "(null)");
-    return rc;
+    return pigato__settings_set_framing (s_settings (self), framing);
 }
 
 //  --------------------------------------------------------------------------
@@ -605,16 +588,17 @@ pigato_client_connect (pigato_client_t *self, const char *endpoint)
         return PIGATO_E_INVALID;
     }
     pigato__link_t *link;
-    int rc = pigato__links_add (self->links, endpoint, &link, self->err,
-                                sizeof self->err);
+    int rc = pigato__links_add (self->links, endpoint, self->settings.framing,
+                                &link, self->err, sizeof self->err);
     if (rc != PIGATO_OK)
         return rc;
     s_link_greet (link);
     if (!pigato__timer_scheduled (&self->heartbeat))
         pigato__heap_set (self->timers, &self->heartbeat,
-                          pigato__now_ms () + self->interval_ms);
+                          pigato__now_ms () + self->settings.interval_ms);
     pigato__log (PIGATO_LOG_INFO, "event=client_connect endpoint=%s mode=%s",
-                 endpoint, self->security.insecure ? "insecure" : "curve");
+                 endpoint,
+                 self->settings.security.insecure ? "insecure" : "curve");
     return PIGATO_OK;
 }
 
@@ -879,8 +863,8 @@ pigato_client_attach (pigato_client_t *self, void *zloop)
         return PIGATO_E_INVALID;
     }
     self->loop = (zloop_t *) zloop;
-    int period = self->interval_ms < CLIENT_LOOP_TICK_MS
-               ? self->interval_ms : CLIENT_LOOP_TICK_MS;
+    int period = self->settings.interval_ms < CLIENT_LOOP_TICK_MS
+               ? self->settings.interval_ms : CLIENT_LOOP_TICK_MS;
     self->loop_timer = zloop_timer (self->loop, (size_t) period, 0,
                                     s_loop_timer, self);
     pigato__links_attach (self->links, self->loop);

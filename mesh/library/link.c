@@ -35,7 +35,6 @@ struct _pigato__links_t {
     pigato__link_tick_fn *tick; //  after a zloop drain
     pigato__link_lost_fn *lost; //  connection to a broker ended
     void *owner;                //  their argument
-    pigato__framing_t framing;  //  for links added from now on
     pigato__link_t **items;     //  the links
     size_t size;                //  links in use
     int hold;                   //  dispatch depth: > 0 coalesces sends
@@ -65,7 +64,6 @@ pigato__links_new (char role, const pigato__peer_security_t *security,
     self->tick = tick;
     self->lost = lost;
     self->owner = owner;
-    self->framing = PIGATO__FRAMING_AUTO;
     return self;
 }
 
@@ -102,16 +100,6 @@ pigato__links_destroy (pigato__links_t **self_p)
     free (self->polled);
     free (self);
     *self_p = NULL;
-}
-
-int
-pigato__links_set_framing (pigato__links_t *self, const char *framing)
-{
-    int parsed = pigato__framing_parse (framing);
-    if (parsed < 0)
-        return PIGATO_E_INVALID;
-    self->framing = (pigato__framing_t) parsed;
-    return PIGATO_OK;
 }
 
 size_t
@@ -662,7 +650,8 @@ pigato__link_close (pigato__link_t *self)
 
 int
 pigato__links_add (pigato__links_t *self, const char *endpoint,
-                   pigato__link_t **link_p, char *err, size_t err_size)
+                   pigato__framing_t framing, pigato__link_t **link_p,
+                   char *err, size_t err_size)
 {
     pigato__link_t **items = (pigato__link_t **) realloc (
         self->items, (self->size + 1) * sizeof (pigato__link_t *));
@@ -677,7 +666,7 @@ pigato__links_add (pigato__links_t *self, const char *endpoint,
     link->links = self;
     link->index = self->size;
     link->fd = link->monitor_fd = -1;
-    link->framing = self->framing;
+    link->framing = framing;
     pigato__native_writer_init (&link->writer, self->role);
     int rc = pigato__link_open (link, err, err_size);
     if (rc != PIGATO_OK) {

@@ -72,17 +72,16 @@ pigato__links_t *pigato__links_new (char role,
 //  frees the set.
 void pigato__links_destroy (pigato__links_t **self_p);
 
-//  Framing for links added from now on. Returns 0 or PIGATO_E_INVALID.
-int pigato__links_set_framing (pigato__links_t *self, const char *framing);
-
 //  Links in the set, and one by index.
 size_t pigato__links_size (pigato__links_t *self);
 pigato__link_t *pigato__links_get (pigato__links_t *self, size_t index);
 
-//  Adds a link and opens it (registered with the zloop if attached). The
-//  caller sends its greeting. Returns a status, message in err.
+//  Adds a link that speaks framing and opens it (registered with the
+//  zloop if attached). The caller sends its greeting. Returns a status,
+//  message in err.
 int pigato__links_add (pigato__links_t *self, const char *endpoint,
-                       pigato__link_t **link_p, char *err, size_t err_size);
+                       pigato__framing_t framing, pigato__link_t **link_p,
+                       char *err, size_t err_size);
 
 //  Registers every link with an application's zloop.
 void pigato__links_attach (pigato__links_t *self, zloop_t *loop);

@@ -21,6 +21,7 @@
 #include <sodium.h>
 #include "../base/internal.h"
 #include "link.h"
+#include "settings.h"
 #include "../base/table.h"
 
 #define WORKER_LOOP_TICK_MS 100     //  timer check period under zloop
@@ -53,9 +54,7 @@ struct _pigato_worker_t {
     char *service;              //  service offered
     pigato_request_fn *handler; //  request handler
     void *arg;                  //  its argument
-    pigato__peer_security_t security;   //  CURVE settings
-    int interval_ms;            //  heartbeat interval
-    int liveness;               //  intervals of silence before reconnecting
+    pigato__settings_t settings;        //  keys, heartbeat, framing (setters)
     int concurrency;            //  announced in heartbeats
     pigato__links_t *links;     //  broker links
     pigato__table_t *replies;   //  key -> pigato_reply_t, not yet ended
@@ -165,7 +164,7 @@ s_link_greet (pigato_worker_t *self, pigato__link_t *link)
     pigato__log (PIGATO_LOG_INFO,
                  "event=worker_connect endpoint=%s service=%s id=%s mode=%s",
                  link->endpoint, self->service, link->routing_id,
-                 self->security.insecure ? "insecure" : "curve");
+                 self->settings.security.insecure ? "insecure" : "curve");
 }
 
 //  --------------------------------------------------------------------------
@@ -222,8 +221,9 @@ s_timers_run (pigato_worker_t *self)
     int64_t now = pigato__now_ms ();
     if (self->stopped || !self->next_heartbeat || now < self->next_heartbeat)
         return;
-    self->next_heartbeat = now + self->interval_ms;
-    int64_t dead_after = (int64_t) self->interval_ms * self->liveness;
+    self->next_heartbeat = now + self->settings.interval_ms;
+    int64_t dead_after = (int64_t) self->settings.interval_ms
+                       * self->settings.liveness;
     for (size_t index = 0; index < pigato__links_size (self->links);
          index++) {
         pigato__link_t *link = pigato__links_get (self->links, index);
@@ -416,12 +416,12 @@ pigato_worker_new (const char *service, pigato_request_fn *handler, void *arg)
     self->service = strdup (service);
     self->handler = handler;
     self->arg = arg;
-    self->interval_ms = PIGATO_HEARTBEAT_MS;
-    self->liveness = PIGATO_LIVENESS;
+    pigato__settings_init (&self->settings, self->err, sizeof self->err);
     self->concurrency = PIGATO_CONCURRENCY;
     self->replies = pigato__table_new (s_reply_match);
-    self->links = pigato__links_new ('W', &self->security, s_link_handle,
-                                     s_loop_tick, s_link_disconnected, self);
+    self->links = pigato__links_new ('W', &self->settings.security,
+                                     s_link_handle, s_loop_tick,
+                                     s_link_disconnected, self);
     self->loop_timer = -1;
     if (!self->service || !self->replies || !self->links)
         pigato_worker_destroy (&self);
@@ -452,44 +452,43 @@ pigato_worker_destroy (pigato_worker_t **self_p)
         pigato__table_destroy (&self->replies);
     }
     pigato__links_destroy (&self->links);
-    pigato__peer_security_reset (&self->security);
+    pigato__settings_reset (&self->settings);
     free (self->service);
     free (self);
     *self_p = NULL;
 }
 
+//  --------------------------------------------------------------------------
+//  Setters: one implementation for clients and workers (settings.c).
+
+static pigato__settings_t *
+s_settings (pigato_worker_t *self)
+{
+    return self ? &self->settings : NULL;
+}
+
 PIGATO_EXPORT int
 pigato_worker_set_server_key (pigato_worker_t *self, const char *key)
 {
-    if (!self)
-        return PIGATO_E_INVALID;
-    return pigato__peer_security_set_server_key (&self->security, key,
-                                                 self->err, sizeof self->err);
+    return pigato__settings_set_server_key (s_settings (self), key);
 }
 
 PIGATO_EXPORT int
 pigato_worker_set_server_ca (pigato_worker_t *self, const char *ca_crt)
 {
-    if (!self)
-        return PIGATO_E_INVALID;
-    return pigato__peer_security_set_server_ca (&self->security, ca_crt,
-                                                self->err, sizeof self->err);
+    return pigato__settings_set_server_ca (s_settings (self), ca_crt);
 }
 
 PIGATO_EXPORT int
 pigato_worker_set_key_file (pigato_worker_t *self, const char *path)
 {
-    if (!self)
-        return PIGATO_E_INVALID;
-    return pigato__peer_security_set_key_file (&self->security, path,
-                                               self->err, sizeof self->err);
+    return pigato__settings_set_key_file (s_settings (self), path);
 }
 
 PIGATO_EXPORT void
 pigato_worker_set_insecure (pigato_worker_t *self, bool insecure)
 {
-    if (self)
-        self->security.insecure = insecure;
+    pigato__settings_set_insecure (s_settings (self), insecure);
 }
 
 //  Heartbeat interval and liveness; non-positive values are ignored.
@@ -497,26 +496,14 @@ PIGATO_EXPORT void
 pigato_worker_set_heartbeat (pigato_worker_t *self, int interval_ms,
                              int liveness)
 {
-    if (!self)
-        return;
-    if (interval_ms > 0)
-        self->interval_ms = interval_ms;
-    if (liveness > 0)
-        self->liveness = liveness;
+    pigato__settings_set_heartbeat (s_settings (self), interval_ms, liveness);
 }
 
 //  Framing for links connected from now on: "auto", "native" or "0.0.46".
 PIGATO_EXPORT int
 pigato_worker_set_framing (pigato_worker_t *self, const char *framing)
 {
-    if (!self)
-        return PIGATO_E_INVALID;
-    int rc = pigato__links_set_framing (self->links, framing);
-    if (rc != PIGATO_OK)
-        pigato__errorf (self->err, sizeof self->err, "unknown framing '%.32s' "
-                        "(expected auto, native or 0.0.46)",
-                        framing ? framing : "(null)");
-    return rc;
+    return pigato__settings_set_framing (s_settings (self), framing);
 }
 
 //  Concurrency announced in heartbeats; any negative value means -1.
@@ -544,13 +531,13 @@ pigato_worker_connect (pigato_worker_t *self, const char *endpoint)
         return PIGATO_E_INVALID;
     }
     pigato__link_t *link;
-    int rc = pigato__links_add (self->links, endpoint, &link, self->err,
-                                sizeof self->err);
+    int rc = pigato__links_add (self->links, endpoint, self->settings.framing,
+                                &link, self->err, sizeof self->err);
     if (rc != PIGATO_OK)
         return rc;
     s_link_greet (self, link);
     if (!self->next_heartbeat)
-        self->next_heartbeat = pigato__now_ms () + self->interval_ms;
+        self->next_heartbeat = pigato__now_ms () + self->settings.interval_ms;
     return PIGATO_OK;
 }
 
@@ -655,8 +642,8 @@ pigato_worker_attach (pigato_worker_t *self, void *zloop)
         return PIGATO_E_INVALID;
     }
     self->loop = (zloop_t *) zloop;
-    int period = self->interval_ms < WORKER_LOOP_TICK_MS
-               ? self->interval_ms : WORKER_LOOP_TICK_MS;
+    int period = self->settings.interval_ms < WORKER_LOOP_TICK_MS
+               ? self->settings.interval_ms : WORKER_LOOP_TICK_MS;
     self->loop_timer = zloop_timer (self->loop, (size_t) period, 0,
                                     s_loop_timer, self);
     pigato__links_attach (self->links, self->loop);
@@ -799,8 +786,8 @@ pigato_reply_active (pigato_reply_t *self)
     if (!self || self->ended || !s_reply_connected (self))
         return false;
     int64_t now = pigato__now_ms ();
-    int64_t window = (int64_t) self->worker->interval_ms
-                   * self->worker->liveness;
+    int64_t window = (int64_t) self->worker->settings.interval_ms
+                   * self->worker->settings.liveness;
     int64_t alive_since = self->last_heartbeat > self->started
                         ? self->last_heartbeat : self->started;
     if (now - alive_since >= window)

@@ -690,7 +690,8 @@ static void
 test_packed_every_truncation_reads_whole_frames_only (void **state)
 {
     (void) state;
-    pigato__bytes_t body [] = { B ("first"), B (""), B ("third frame"), B ("") };
+    pigato__bytes_t body [] = {
+        B ("first"), B (""), B ("third frame"), B ("") };
     size_t count = sizeof body / sizeof body [0];
     size_t size;
     byte *packed = s_pack (body, count, &size);
@@ -715,7 +716,8 @@ static void
 test_packed_unpack_stops_at_max (void **state)
 {
     (void) state;
-    pigato__bytes_t body [] = { B ("a"), B ("bb"), B (""), B ("dddd"), B ("e") };
+    pigato__bytes_t body [] = {
+        B ("a"), B ("bb"), B (""), B ("dddd"), B ("e") };
     size_t count = sizeof body / sizeof body [0];
     size_t size;
     byte *packed = s_pack (body, count, &size);
