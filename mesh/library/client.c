@@ -22,6 +22,7 @@
 #include "../base/internal.h"
 #include "../base/heap.h"
 #include "link.h"
+#include "peer.h"
 #include "../base/table.h"
 
 #define CLIENT_LOOP_TICK_MS 100     //  deadline check period under zloop

@@ -22,6 +22,7 @@
 #define PIGATO_LINK_H_INCLUDED
 
 #include "../wire/native.h"
+#include "peer.h"
 
 #define PIGATO__LINK_ID_BYTES   16      //  random routing id, hex encoded
 

@@ -7,7 +7,7 @@
 */
 #include <inttypes.h>
 #include <string.h>
-#include "../wire/codec.h"
+#include "peer.h"
 #include "../../certs/ca.h"
 #include "../../keys/key.h"
 #include "../../keys/keyfile.h"

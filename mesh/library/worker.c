@@ -21,6 +21,7 @@
 #include <sodium.h>
 #include "../base/internal.h"
 #include "link.h"
+#include "peer.h"
 #include "../base/table.h"
 
 #define WORKER_LOOP_TICK_MS 100     //  timer check period under zloop
