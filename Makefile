@@ -88,7 +88,8 @@ $(BUILD)/pigato-relay: $(BUILD)/bench/relay.o $(LIB_A)
 $(BUILD)/pigato-floor: $(BUILD)/bench/floor.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/pigato: $(BUILD)/mesh/programs/cli_main.o $(BUILD)/mesh/programs/cli_serve.o $(LIB_A)
+$(BUILD)/pigato: $(BUILD)/mesh/programs/cli_main.o $(BUILD)/mesh/programs/cli_serve.o \
+                $(BUILD)/mesh/programs/cli.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_A)
