@@ -159,8 +159,12 @@ pigato__acl_destroy (pigato__acl_t **self_p)
     *self_p = NULL;
 }
 
-bool
-pigato__acl_valid_name (const char *name)
+//  --------------------------------------------------------------------------
+//  Validates an identity or group name: [A-Za-z0-9._-], 1..64 chars, not
+//  starting with '.', '-' or '@'.
+
+static bool
+s_valid_name (const char *name)
 {
     size_t length = strlen (name);
     if (length == 0 || length > PIGATO__IDENTITY_MAX || name [0] == '.'
@@ -296,7 +300,7 @@ s_line_identity (pigato__acl_t *self, parse_t *parse, char **tokens,
 {
     if (count != 3)
         return s_error (parse, "expected 'identity NAME KEY|KEYFILE'");
-    if (!pigato__acl_valid_name (tokens [1]))
+    if (!s_valid_name (tokens [1]))
         return s_error (parse, "invalid identity name '%s' (letters, digits, "
                         "'.', '_', '-'; at most %d)", tokens [1],
                         PIGATO__IDENTITY_MAX);
@@ -454,7 +458,7 @@ s_line_group (pigato__acl_t *self, parse_t *parse, char **tokens,
 {
     if (count < 3)
         return s_error (parse, "expected 'group NAME MEMBER...'");
-    if (!pigato__acl_valid_name (tokens [1]))
+    if (!s_valid_name (tokens [1]))
         return s_error (parse, "invalid group name '%s'", tokens [1]);
     if (zhashx_lookup (self->groups, tokens [1]))
         return s_error (parse, "group '%s' is defined twice", tokens [1]);
@@ -483,7 +487,7 @@ s_known_name (pigato__acl_t *self, parse_t *parse, const char *name, int line)
     if (zhashx_lookup (self->identities, name)
     ||  streq (name, PIGATO__ANONYMOUS))
         return true;
-    if (zlistx_size (parse->trusts) == 0 || !pigato__acl_valid_name (name))
+    if (zlistx_size (parse->trusts) == 0 || !s_valid_name (name))
         return false;
     pigato__log (PIGATO_LOG_WARNING, "event=acl_warning file=%s line=%d "
                  "message=\"no valid certificate for identity '%s' now\"",

@@ -70,8 +70,4 @@ bool pigato__acl_allow_all (pigato__acl_t *self);
 size_t pigato__acl_identity_count (pigato__acl_t *self);
 size_t pigato__acl_rule_count (pigato__acl_t *self);
 
-//  Validates an identity or group name: [A-Za-z0-9._-], 1..64 chars, not
-//  starting with '.', '-' or '@'.
-bool pigato__acl_valid_name (const char *name);
-
 #endif

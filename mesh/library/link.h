@@ -121,7 +121,4 @@ bool pigato__link_offers (pigato__link_t *self);
 //  failed.
 int pigato__link_send (pigato__link_t *self, const pigato__msg_t *message);
 
-//  Sends the link's pending native batch, if any. 0 or -1.
-int pigato__link_flush (pigato__link_t *self);
-
 #endif
