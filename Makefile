@@ -1,6 +1,7 @@
 # pigato-c - hand-written Makefile (Redis style).
 #   make            library + programs
-#   make test       dependencies, build, every test
+#   make test       dependencies, include check, build, every test
+#   make check-includes   the include graph keeps the layers (no circles)
 #   make demo       dependencies, build, a broker + worker + client session
 #   make install PREFIX=/usr/local DESTDIR=
 #   SANITIZE=address,undefined make test
@@ -45,7 +46,8 @@ SOVERSION := 0
 LIB_A  := $(BUILD)/libpigato.a
 LIB_SO := $(BUILD)/libpigato.so.$(SOVERSION)
 
-.PHONY: all deps test demo install clean format bench bench-instructions soak check-deps
+.PHONY: all deps test demo install clean format bench bench-instructions soak check-deps \
+        check-includes
 all: $(LIB_A) $(LIB_SO) $(PROGRAMS) $(BUILD)/libpigato.pc
 
 deps:
@@ -100,7 +102,17 @@ $(BUILD)/libpigato.pc: libpigato.pc.in
 	@mkdir -p $(BUILD)
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|0.1.0|g' $< > $@
 
+# Quoted includes between mesh/, auth/, keys/, certs/ and include/: no
+# circle between files or folders, no lower layer including a higher one
+# (the layers are listed in the script)
+PYTHON ?= python3
+check-includes:
+	@$(PYTHON) scripts/check-includes.py || { echo "make: check-includes" \
+	    "failed: the includes above break the layering; fix them before" \
+	    "testing" >&2; exit 1; }
+
 test: deps
+	@$(MAKE) --no-print-directory check-includes
 	@$(MAKE) --no-print-directory all $(UNIT_TESTS)
 	@tests/run.sh $(BUILD)
 
