@@ -1,6 +1,7 @@
 # pigato-c - hand-written Makefile (Redis style).
 #   make            library + programs
-#   make test       dependencies, build, every test
+#   make test       dependencies, include check, build, every test
+#   make check-includes   the include graph keeps the layers (no circles)
 #   make demo       dependencies, build, a broker + worker + client session
 #   make install PREFIX=/usr/local DESTDIR=
 #   SANITIZE=address,undefined make test
@@ -27,7 +28,8 @@ endif
 LIB_SRCS := mesh/base/status.c mesh/base/log.c mesh/base/util.c mesh/base/heap.c \
             mesh/base/table.c mesh/base/bkey.c mesh/base/conns.c \
             mesh/wire/codec.c mesh/wire/mdp.c mesh/wire/native.c \
-            keys/keyfile.c auth/acl.c auth/zap.c auth/guard.c certs/ca.c \
+            keys/keyfile.c keys/key.c auth/acl.c auth/zap.c auth/guard.c \
+            certs/ca.c \
             mesh/library/peer.c mesh/library/link.c mesh/library/client.c \
             mesh/library/worker.c mesh/library/settings.c \
             mesh/broker/service.c mesh/broker/semver.c mesh/broker/cache.c \
@@ -44,7 +46,8 @@ SOVERSION := 0
 LIB_A  := $(BUILD)/libpigato.a
 LIB_SO := $(BUILD)/libpigato.so.$(SOVERSION)
 
-.PHONY: all deps test demo install clean format bench bench-instructions soak check-deps
+.PHONY: all deps test demo install clean format bench bench-instructions soak check-deps \
+        check-includes
 all: $(LIB_A) $(LIB_SO) $(PROGRAMS) $(BUILD)/libpigato.pc
 
 deps:
@@ -87,7 +90,8 @@ $(BUILD)/pigato-relay: $(BUILD)/bench/relay.o $(LIB_A)
 $(BUILD)/pigato-floor: $(BUILD)/bench/floor.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/pigato: $(BUILD)/mesh/programs/cli_main.o $(BUILD)/mesh/programs/cli_serve.o $(LIB_A)
+$(BUILD)/pigato: $(BUILD)/mesh/programs/cli_main.o $(BUILD)/mesh/programs/cli_serve.o \
+                $(BUILD)/mesh/programs/cli.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_A)
@@ -98,7 +102,17 @@ $(BUILD)/libpigato.pc: libpigato.pc.in
 	@mkdir -p $(BUILD)
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|0.1.0|g' $< > $@
 
+# Quoted includes between mesh/, auth/, keys/, certs/ and include/: no
+# circle between files or folders, no lower layer including a higher one
+# (the layers are listed in the script)
+PYTHON ?= python3
+check-includes:
+	@$(PYTHON) scripts/check-includes.py || { echo "make: check-includes" \
+	    "failed: the includes above break the layering; fix them before" \
+	    "testing" >&2; exit 1; }
+
 test: deps
+	@$(MAKE) --no-print-directory check-includes
 	@$(MAKE) --no-print-directory all $(UNIT_TESTS)
 	@tests/run.sh $(BUILD)
 

@@ -23,6 +23,7 @@
 #include "../base/heap.h"
 #include "link.h"
 #include "settings.h"
+#include "peer.h"
 #include "../base/table.h"
 
 #define CLIENT_LOOP_TICK_MS 100     //  deadline check period under zloop

@@ -116,10 +116,10 @@ pigato__links_get (pigato__links_t *self, size_t index)
 
 //  --------------------------------------------------------------------------
 //  Sends a pending native batch: the batch frame, then its external
-//  bodies in order, as one message. Empties the writer either way.
+//  bodies in order, as one message. Empties the writer either way. 0 or -1.
 
-int
-pigato__link_flush (pigato__link_t *self)
+static int
+s_link_flush (pigato__link_t *self)
 {
     if (self->writer.entries == 0)
         return 0;
@@ -243,11 +243,11 @@ pigato__link_send (pigato__link_t *self, const pigato__msg_t *message)
     if (self->native && s_native_add (self, message) == 0) {
         if (self->links->hold > 0 && !pigato__native_writer_full (&self->writer))
             return 0;
-        rc = pigato__link_flush (self);
+        rc = s_link_flush (self);
     }
     else {
         //  Whatever is batched goes first: order per request is kept
-        rc = pigato__link_flush (self);
+        rc = s_link_flush (self);
         if (rc == 0) {
             rc = s_send_046 (self, message);
             self->dirty = true;
@@ -635,7 +635,7 @@ pigato__link_close (pigato__link_t *self)
 {
     if (!self->sock)
         return;
-    pigato__link_flush (self);
+    s_link_flush (self);
     if (self->links->loop) {
         s_poller_end (self->links->loop, &self->fd);
         s_poller_end (self->links->loop, &self->monitor_fd);
@@ -692,7 +692,7 @@ pigato__links_release (pigato__links_t *self)
     if (self->hold > 0 && --self->hold > 0)
         return;
     for (size_t index = 0; index < self->size; index++)
-        pigato__link_flush (self->items [index]);
+        s_link_flush (self->items [index]);
     s_settle_outside (self);
 }
 
@@ -703,7 +703,7 @@ pigato__links_poll (pigato__links_t *self, int64_t wait_ms, size_t *received)
     //  A callback that waits (a blocking call in a reply callback) must
     //  not leave what it sent behind
     for (size_t index = 0; index < self->size; index++)
-        pigato__link_flush (self->items [index]);
+        s_link_flush (self->items [index]);
     //  Two items per link: its socket and its monitor
     if (self->poll_capacity < 2 * self->size) {
         size_t capacity = 2 * self->size + 8;

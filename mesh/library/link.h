@@ -22,6 +22,7 @@
 #define PIGATO_LINK_H_INCLUDED
 
 #include "../wire/native.h"
+#include "peer.h"
 
 #define PIGATO__LINK_ID_BYTES   16      //  random routing id, hex encoded
 
@@ -118,8 +119,5 @@ bool pigato__link_offers (pigato__link_t *self);
 //  links coalesce while held. 0, or -1 if the link is closed or the send
 //  failed.
 int pigato__link_send (pigato__link_t *self, const pigato__msg_t *message);
-
-//  Sends the link's pending native batch, if any. 0 or -1.
-int pigato__link_flush (pigato__link_t *self);
 
 #endif

@@ -9,6 +9,7 @@
 #define PIGATO_SETTINGS_H_INCLUDED
 
 #include "../wire/native.h"
+#include "peer.h"
 
 typedef struct {
     pigato__peer_security_t security;   //  CURVE settings, borrowed by links

@@ -22,6 +22,7 @@
 #include "../base/internal.h"
 #include "link.h"
 #include "settings.h"
+#include "peer.h"
 #include "../base/table.h"
 
 #define WORKER_LOOP_TICK_MS 100     //  timer check period under zloop

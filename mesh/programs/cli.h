@@ -1,6 +1,7 @@
 /*  =========================================================================
-    cli.h - what the `pigato` command's two files share: cli_main.c
-    (parsing, `pigato request`) and cli_serve.c (`pigato serve`).
+    cli.h - what the `pigato` command's files share: cli_main.c (parsing,
+    `pigato request`, main) calls cli_serve.c (`pigato serve`); both call
+    cli.c; cli.c calls neither.
     =========================================================================
 */
 #ifndef PIGATO_CLI_H_INCLUDED
@@ -43,13 +44,19 @@ typedef struct {
 } cli_t;
 
 //  Connects a client or worker to every --broker endpoint (commas split
-//  one value). Returns 0 or an exit code, having said why on stderr.
+//  one value) with connect (peer, endpoint), e.g. pigato_client_connect
+//  through a cast. Stops at the first failure and returns 0 or that
+//  pigato status (negative: PIGATO_E_KEY, PIGATO_E_CONNECT, ...), not an
+//  exit code; prints nothing, so the caller prints the peer's error and
+//  picks the exit code. (cli.c)
 typedef int (connect_fn) (void *peer, const char *endpoint);
-int pigato__cli_client_connect (void *peer, const char *endpoint);
-int pigato__cli_worker_connect (void *peer, const char *endpoint);
 int pigato__cli_connect_all (cli_t *cli, void *peer, connect_fn *connect);
 
-//  pigato serve: runs until SIGINT/SIGTERM; returns the exit code.
+//  pigato serve: runs a worker until SIGINT/SIGTERM. Returns the process
+//  exit code: EXIT_SUCCESS after a signal, EX_USAGE for a command that is
+//  not found or a key that cannot be used, EXIT_FAILURE_NET when the
+//  worker cannot be created, connected or attached; having said why on
+//  stderr. (cli_serve.c)
 int pigato__cli_serve (cli_t *cli);
 
 #endif

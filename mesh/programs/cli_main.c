@@ -1,6 +1,7 @@
 /*  =========================================================================
     cli_main.c - `pigato`, the mesh from a shell (like `nats req/reply`):
-    parsing and `pigato request`; `pigato serve` is in cli_serve.c.
+    parsing and `pigato request`; `pigato serve` is in cli_serve.c, what
+    both use in cli.c.
 
         pigato request SERVICE [DATA|-] [--timeout MS] [--opts JSON]
         pigato serve SERVICE (--echo | -- CMD ARGS...) [--concurrency N]
@@ -315,29 +316,12 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
 }
 
 //  --------------------------------------------------------------------------
-//  Calls connect (peer, endpoint) for every endpoint in cli's --broker
-//  values (each may be a comma-separated list). Returns 0 or a status.
+//  pigato__cli_connect_all's connect for a client.
 
-int pigato__cli_client_connect (void *peer, const char *endpoint)
-{ return pigato_client_connect ((pigato_client_t *) peer, endpoint); }
-int pigato__cli_worker_connect (void *peer, const char *endpoint)
-{ return pigato_worker_connect ((pigato_worker_t *) peer, endpoint); }
-
-int
-pigato__cli_connect_all (cli_t *cli, void *peer, connect_fn *connect)
+static int
+s_client_connect (void *peer, const char *endpoint)
 {
-    static char endpoints [4096];
-    for (size_t index = 0; index < cli->broker_count; index++) {
-        snprintf (endpoints, sizeof endpoints, "%s", cli->brokers [index]);
-        char *state = NULL;
-        for (char *endpoint = strtok_r (endpoints, ",", &state); endpoint;
-             endpoint = strtok_r (NULL, ",", &state)) {
-            int rc = connect (peer, endpoint);
-            if (rc)
-                return rc;
-        }
-    }
-    return 0;
+    return pigato_client_connect ((pigato_client_t *) peer, endpoint);
 }
 
 //  --------------------------------------------------------------------------
@@ -478,7 +462,7 @@ s_request (cli_t *cli)
         pigato_client_set_framing (client, cli->framing);
     if (cli->timeout_set)
         pigato_client_set_timeout (client, cli->timeout_ms);
-    rc = pigato__cli_connect_all (cli, client, pigato__cli_client_connect);
+    rc = pigato__cli_connect_all (cli, client, s_client_connect);
     if (rc) {
         //  A key problem (e.g. a server certificate --ca refuses) will not
         //  go away by trying again: it is the caller's to fix

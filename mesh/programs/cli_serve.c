@@ -471,6 +471,15 @@ s_command_exists (const char *command)
 }
 
 //  --------------------------------------------------------------------------
+//  pigato__cli_connect_all's connect for a worker.
+
+static int
+s_worker_connect (void *peer, const char *endpoint)
+{
+    return pigato_worker_connect ((pigato_worker_t *) peer, endpoint);
+}
+
+//  --------------------------------------------------------------------------
 //  pigato serve: a worker on a zloop until SIGINT/SIGTERM.
 
 int
@@ -520,8 +529,7 @@ pigato__cli_serve (cli_t *cli)
     if (cli->framing)
         pigato_worker_set_framing (self.worker, cli->framing);
     pigato_worker_set_concurrency (self.worker, cli->concurrency);
-    int rc = pigato__cli_connect_all (cli, self.worker,
-                                      pigato__cli_worker_connect);
+    int rc = pigato__cli_connect_all (cli, self.worker, s_worker_connect);
     if (rc) {
         fprintf (stderr, "pigato: %s\n", pigato_worker_error (self.worker));
         exit_code = rc == PIGATO_E_KEY ? EX_USAGE : EXIT_FAILURE_NET;

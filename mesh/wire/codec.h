@@ -72,11 +72,6 @@ typedef enum {
     PIGATO__DECODE_FRAMES       //  too many frames
 } pigato__decode_t;
 
-//  Sends a multipart message made of byte ranges (no frame objects, no
-//  copies): how clients and workers send. 0 or -1. (peer.c)
-int pigato__send_frames (zsock_t *sock, const pigato__bytes_t *frames,
-                         size_t count);
-
 //  Decodes a message read from the broker's ROUTER (frame 0 = sender).
 int pigato__decode_from_peer (zmsg_t *msg, pigato__msg_t *out);
 

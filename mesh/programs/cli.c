@@ -1,0 +1,31 @@
+/*  =========================================================================
+    cli.c - what both halves of the `pigato` command use (cli.h): cli_main.c
+    (`pigato request`) and cli_serve.c (`pigato serve`) call in here, and
+    this file calls neither.
+    =========================================================================
+*/
+#include <stdio.h>
+#include <string.h>
+#include "cli.h"
+
+//  --------------------------------------------------------------------------
+//  Calls connect (peer, endpoint) for every endpoint in cli's --broker
+//  values (each may be a comma-separated list). Returns 0 or the first
+//  failing connect's status.
+
+int
+pigato__cli_connect_all (cli_t *cli, void *peer, connect_fn *connect)
+{
+    static char endpoints [4096];
+    for (size_t index = 0; index < cli->broker_count; index++) {
+        snprintf (endpoints, sizeof endpoints, "%s", cli->brokers [index]);
+        char *state = NULL;
+        for (char *endpoint = strtok_r (endpoints, ",", &state); endpoint;
+             endpoint = strtok_r (NULL, ",", &state)) {
+            int rc = connect (peer, endpoint);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
