@@ -5,7 +5,7 @@
     A policy is immutable once loaded; a reload builds a new one and swaps
     it in, so the decision cache is dropped with the old policy.
 
-    File format (DESIGN.md section 4):
+    File format (docs/security.md):
         identity NAME Z85KEY|KEYFILE
         group    NAME MEMBER...          (members: identities or @groups)
         allow    SUBJECT VERB PATTERN... (SUBJECT: NAME, @GROUP or *)

@@ -30,7 +30,7 @@ extern "C" {
 #define PIGATO_VERSION_PATCH 0
 #define PIGATO_VERSION_STRING "0.1.0"
 
-//  Protocol defaults (DESIGN.md section 2)
+//  Protocol defaults (docs/protocol.md)
 #define PIGATO_HEARTBEAT_MS   2500      //  heartbeat interval
 #define PIGATO_LIVENESS       3         //  missed heartbeats before a peer is dead
 #define PIGATO_TIMEOUT_MS     60000     //  default request timeout
@@ -455,7 +455,7 @@ PIGATO_EXPORT void
 PIGATO_EXPORT void
     pigato_broker_set_cache_max (pigato_broker_t *self, size_t max_bytes);
 
-//  The mesh policy file (DESIGN.md section 4): identities, groups,
+//  The mesh policy file (docs/security.md): identities, groups,
 //  allow/deny rules. Validated now; on error returns PIGATO_E_ACL and
 //  pigato_broker_error () says "FILE:LINE: what is wrong". With CURVE this
 //  is the production mode; with insecure it applies to "anonymous".

@@ -1,6 +1,6 @@
 /*  =========================================================================
     client.c - pigato_client: requests to services through one or more
-    brokers, pigato 0.0.46 or native framing (DESIGN.md section 2,
+    brokers, pigato 0.0.46 or native framing (docs/protocol.md,
     docs/native-framing.md).
 
     Single-threaded. Each broker link is a DEALER socket (link.c); requests

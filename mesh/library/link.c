@@ -175,7 +175,7 @@ s_native_add (pigato__link_t *self, const pigato__msg_t *message)
 }
 
 //  --------------------------------------------------------------------------
-//  Sends a message in pigato 0.0.46 framing (DESIGN.md section 2).
+//  Sends a message in pigato 0.0.46 framing (docs/protocol.md).
 
 static int
 s_send_046 (pigato__link_t *self, const pigato__msg_t *message)

@@ -1,7 +1,7 @@
 /*  =========================================================================
     worker.c - pigato_worker and pigato_reply: one service offered through
-    one or more brokers, pigato 0.0.46 or native framing (DESIGN.md
-    section 2, docs/native-framing.md).
+    one or more brokers, pigato 0.0.46 or native framing
+    (docs/protocol.md, docs/native-framing.md).
 
     Single-threaded. Each broker link (link.c) is a DEALER with a fresh
     random routing id at every (re)connect; a link's generation counts its

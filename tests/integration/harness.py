@@ -2,7 +2,7 @@
 
 Real processes (pigato-broker, the pigato CLI, Node pigato scripts) on
 tcp://127.0.0.1 with free ports, and raw pyzmq DEALER peers that speak the
-pigato 0.0.46 wire protocol by hand (DESIGN.md section 2). Nothing here
+pigato 0.0.46 wire protocol by hand (docs/protocol.md). Nothing here
 sleeps for a fixed time where an event can be awaited: peers poll their
 sockets with deadlines, processes are watched through their log lines.
 

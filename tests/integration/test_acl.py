@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Authentication and per-service ACLs over real sockets (issue 3, DESIGN.md
-section 4): fail closed, unknown keys refused at the handshake, the ACL
+"""Authentication and per-service ACLs over real sockets (issue 3,
+docs/security.md): fail closed, unknown keys refused at the handshake, the ACL
 decides every request, request heartbeat, READY and reply, routing ids
 cannot be borrowed, SIGHUP reloads revoke live connections, --insecure
 --acl, --check-acl, and Node pigato peers with ACL-listed keys.

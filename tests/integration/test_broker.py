@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Broker behaviour over real sockets (DESIGN.md section 2), with raw pyzmq
+"""Broker behaviour over real sockets (docs/protocol.md), with raw pyzmq
 DEALER peers speaking the pigato 0.0.46 framing by hand. Every test runs
 twice: against an --insecure broker and a CURVE (--allow-any) broker."""
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Mesh CA identities end to end (issue 4, DESIGN.md sections 4-5): real
+"""Mesh CA identities end to end (issue 4, docs/security.md): real
 files from pigato-keygen (ca init, issue, revoke), a broker whose ACL says
 `trust ca/ca.crt certs/` and `revoked ca/ca.crl`, raw pyzmq peers holding
 issued key pairs, and the pigato CLI taking the broker's certificate as

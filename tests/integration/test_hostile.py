@@ -188,7 +188,7 @@ class HostileInput:
             self.assert_no_reply_but_error(peer, "j%d" % i, 0.1)
         got = w.requests_now(0.4)
         self.assertEqual([(r.rid, r.opts) for r in got], [],
-                         "request with invalid JSON opts dispatched (DESIGN 4: dropped or "
+                         "request with invalid JSON opts dispatched (docs/security.md: dropped or "
                          "answered with an error)")
         self.assert_serves()
 

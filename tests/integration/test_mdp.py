@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """MDP/0.2 (ZeroMQ RFC 18) and MMI (RFC 8) on pigato-broker, spoken by hand
-from pyzmq DEALERs written from the RFC text (DESIGN.md section 3).
+from pyzmq DEALERs written from the RFC text (docs/protocol.md).
 
 What the broker is expected to do (these tests define it):
 

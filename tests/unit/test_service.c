@@ -676,7 +676,7 @@ test_text_hash_is_stable_and_spreads_keys (void **state)
 
 //  Names nothing serves leave the pending list on the first walk that
 //  looks at them, and come back when a wildcard or version gains its
-//  first worker (the walk of route.c, done by hand here)
+//  first worker (the walk of core.c, done by hand here)
 static size_t
 s_walk (pigato__services_t *services, const char *prefix, size_t *walked)
 {
