@@ -25,7 +25,8 @@ typedef struct {
 //  or PIGATO_E_BIND (the handler cannot bind), with a message in err.
 int pigato__guard_new (int mode, const char *acl_path,
                        pigato__acl_t **policy_p, pigato__guard_t **self_p,
-                       char *err, size_t err_size);
+                       char *err, size_t err_size)
+    PIGATO__MUST_CHECK;
 void pigato__guard_destroy (pigato__guard_t **self_p);
 
 zsock_t *pigato__guard_zap_socket (pigato__guard_t *self);
@@ -54,7 +55,8 @@ void pigato__guard_denied (pigato__guard_t *self, const void *routing_id,
 
 //  Re-reads the policy file and swaps it in atomically; on error keeps the
 //  old one and returns a status with the message in err.
-int pigato__guard_reload (pigato__guard_t *self, char *err, size_t err_size);
+int pigato__guard_reload (pigato__guard_t *self, char *err, size_t err_size)
+    PIGATO__MUST_CHECK;
 
 //  True if the policy file can be reloaded (a file was given).
 bool pigato__guard_has_policy_file (pigato__guard_t *self);

@@ -46,7 +46,8 @@ typedef void (pigato__trust_fn) (const pigato__cert_info_t *info,
 //  byte), ca.crt (10 years) and an empty ca.crl. mesh NULL = "default".
 //  Refuses to overwrite any of the three unless force.
 int pigato__ca_init (const char *dir, const char *mesh, bool force,
-                     char *err, size_t err_size);
+                     char *err, size_t err_size)
+    PIGATO__MUST_CHECK;
 
 //  Issues crt_path: an identity certificate for name and the 32-byte CURVE
 //  public key, valid from now - 60 s to now + valid_seconds (negative is
@@ -55,24 +56,28 @@ int pigato__ca_init (const char *dir, const char *mesh, bool force,
 int pigato__ca_issue (const char *ca_dir, const char *name,
                       const byte *curve_public_key, int64_t valid_seconds,
                       const char *crt_path, bool force,
-                      char *err, size_t err_size);
+                      char *err, size_t err_size)
+    PIGATO__MUST_CHECK;
 
 //  Adds the serial of the certificate at cert_path to ca_dir/ca.crl and
 //  re-signs it (lastUpdate now, CRL number + 1). The certificate must be
 //  issued by this CA. Returns PIGATO__CA_UNCHANGED (and a message) when it
 //  was revoked already.
 int pigato__ca_revoke (const char *ca_dir, const char *cert_path,
-                       char *err, size_t err_size);
+                       char *err, size_t err_size)
+    PIGATO__MUST_CHECK;
 
 //  Reads a PEM identity certificate: X25519 key, CN, SAN mesh, validity,
 //  issuer, serial. Does not check the signature (see pigato__trust_verify).
 int pigato__cert_read (const char *path, pigato__cert_info_t *info,
-                       char *err, size_t err_size);
+                       char *err, size_t err_size)
+    PIGATO__MUST_CHECK;
 
 //  Writes the CURVE key of the certificate at path as Z85 to z85_out
 //  (41 bytes with the NUL).
 int pigato__cert_public_key (const char *path, char *z85_out,
-                             char *err, size_t err_size);
+                             char *err, size_t err_size)
+    PIGATO__MUST_CHECK;
 
 //  Loads a trusted CA certificate and, if crl is not NULL, its CRL (which
 //  must be signed by that CA). Returns NULL and a message on error.
@@ -89,13 +94,15 @@ void pigato__trust_destroy (pigato__trust_t **self_p);
 //  "not signed by this CA", or why the file cannot be read.
 int pigato__trust_verify (pigato__trust_t *self, const char *cert_path,
                           pigato__cert_info_t *info,
-                          char *err, size_t err_size);
+                          char *err, size_t err_size)
+    PIGATO__MUST_CHECK;
 
 //  Calls callback for every *.crt file in dir, in name order, with the
 //  result of pigato__trust_verify; skips the CA certificate itself. Fails
 //  only when dir cannot be read.
 int pigato__trust_scan (pigato__trust_t *self, const char *dir,
                         pigato__trust_fn *callback, void *arg,
-                        char *err, size_t err_size);
+                        char *err, size_t err_size)
+    PIGATO__MUST_CHECK;
 
 #endif

@@ -28,7 +28,8 @@ typedef struct {
 //  too long.
 int pigato__bkey_set (pigato__bkey_t *key, const void *first,
                       size_t first_size, const void *second,
-                      size_t second_size);
+                      size_t second_size)
+    PIGATO__MUST_CHECK;
 
 //  Copies a set key (its used bytes and hash).
 void pigato__bkey_copy (pigato__bkey_t *key, const pigato__bkey_t *source);

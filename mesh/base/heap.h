@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include "internal.h"
 
 #define pigato__container_of(ptr, type, member)                             \
     ((type *) ((char *) (ptr) - offsetof (type, member)))
@@ -39,7 +40,8 @@ void pigato__heap_destroy (pigato__heap_t **self_p);
 
 //  Schedules (or reschedules) a timer at `when`. Returns 0 or E_NOMEM.
 int pigato__heap_set (pigato__heap_t *self, pigato__timer_t *timer,
-                      int64_t when);
+                      int64_t when)
+    PIGATO__MUST_CHECK;
 
 //  Unschedules a timer; no-op if it is idle.
 void pigato__heap_remove (pigato__heap_t *self, pigato__timer_t *timer);

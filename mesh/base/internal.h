@@ -12,6 +12,12 @@
 #include <sys/types.h>
 #include "pigato.h"
 
+//  Internal functions that can fail return 0 or a negative PIGATO_E_*
+//  (or say so in their contract) and are marked: a caller that drops the
+//  status is a compile error (-Werror), not a request that silently never
+//  times out.
+#define PIGATO__MUST_CHECK __attribute__ ((warn_unused_result))
+
 //  Logging: pigato__log checks the level before formatting, so a disabled
 //  level costs one comparison. Lines are key=value fields.
 extern int pigato__log_level;
@@ -92,7 +98,8 @@ bool pigato__opts_fast (const void *text, size_t size,
 //  into place (refuses an existing path) or, with replace, renamed over it.
 //  Returns 0, PIGATO_E_INVALID (exists) or PIGATO_E_SYSTEM, message in err.
 int pigato__file_write (const char *path, const void *data, size_t size,
-                        mode_t mode, bool replace, char *err, size_t err_size);
+                        mode_t mode, bool replace, char *err, size_t err_size)
+    PIGATO__MUST_CHECK;
 
 //  Encodes text as a JSON string (with quotes). Caller frees.
 char *pigato__json_string (const char *text);

@@ -36,7 +36,8 @@ void pigato__cache_set_max (pigato__cache_t *self, size_t max_bytes);
 int pigato__cache_put (pigato__cache_t *self, const char *service,
                        const pigato__bytes_t *body,
                        const pigato__bytes_t *data,
-                       const pigato__bytes_t *opts, int64_t expires);
+                       const pigato__bytes_t *opts, int64_t expires)
+    PIGATO__MUST_CHECK;
 
 //  The live reply for (service, body), or false. A hit becomes the most
 //  recently used; an expired entry is dropped. The reply's bytes stay

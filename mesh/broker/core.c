@@ -184,7 +184,7 @@ pigato__core_request_drop (pigato__core_t *self, pigato__request_t *request)
 
 //  Sets the request's inactivity deadline (none for timeout -1). Fails
 //  (out of memory) only for a request that had no deadline yet.
-static int __attribute__ ((warn_unused_result))
+static int PIGATO__MUST_CHECK
 s_request_touch (pigato__core_t *self, pigato__request_t *request)
 {
     if (request->timeout < 0)
@@ -729,10 +729,16 @@ pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
     &&  request->framing != PIGATO__FRAMING_MDP && opts) {
         int64_t ttl = pigato__cache_ttl (opts);
         pigato__bytes_t request_body = pigato__request_body (request);
-        if (ttl > 0 && body_count == 1)
-            pigato__cache_put (self->cache, request->service->name,
+        char service_text [PIGATO__SERVICE_TEXT];
+        if (ttl > 0 && body_count == 1
+        &&  pigato__cache_put (self->cache, request->service->name,
                                &request_body, &body [0], opts,
-                               self->now_ms + ttl);
+                               self->now_ms + ttl))
+            //  Out of memory, or larger than the cache: the reply still
+            //  goes out, uncached
+            pigato__log (PIGATO_LOG_DEBUG, "event=cache_skipped service=%s",
+                         pigato__core_service_text (request->service,
+                                                    service_text));
     }
     pigato__caller_t caller = s_caller (request);
     self->emit->reply (self->emit_arg, &caller, type, status, body,

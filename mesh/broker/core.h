@@ -126,7 +126,7 @@ typedef struct {
 //   * PIGATO_E_REPLY: E_WORKER_NOT_FOUND (opts workerId names no worker).
 int pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
                          char *error, size_t error_size)
-    __attribute__ ((warn_unused_result));
+    PIGATO__MUST_CHECK;
 
 //  The request a client has in flight under rid, or NULL.
 pigato__request_t *pigato__core_request_of (pigato__core_t *self,
@@ -177,7 +177,8 @@ int pigato__core_worker_add (pigato__core_t *self,
                              const pigato__bytes_t *service,
                              pigato__framing_t framing,
                              const pigato__conn_t *conn,
-                             const char *identity, const char *curve_key);
+                             const char *identity, const char *curve_key)
+    PIGATO__MUST_CHECK;
 
 //  Removes a worker: its requests retry (if they may) or fail with
 //  E_WORKER_LOST; optionally tells it DISCONNECT.

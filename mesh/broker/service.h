@@ -239,10 +239,12 @@ pigato__bytes_t pigato__worker_routing_id (const pigato__worker_t *worker);
 //  Reads timeout, retry and workerId from the opts (JSON object).
 //  Invalid JSON leaves the defaults and returns -1.
 int pigato__request_parse_opts (pigato__request_t *self,
-                                int64_t default_timeout);
+                                int64_t default_timeout)
+    PIGATO__MUST_CHECK;
 
 //  Records that a worker rejected the request. 0 or E_NOMEM.
-int pigato__request_add_reject (pigato__request_t *self, uint64_t serial);
+int pigato__request_add_reject (pigato__request_t *self, uint64_t serial)
+    PIGATO__MUST_CHECK;
 bool pigato__request_rejected_by (const pigato__request_t *self,
                                   uint64_t serial);
 

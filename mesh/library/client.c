@@ -199,7 +199,7 @@ s_link_greet (pigato__link_t *link)
         .role = 'C', .type = PIGATO__HEARTBEAT,
         .native_offer = pigato__link_offers (link)
     };
-    pigato__link_send (link, &hello);
+    pigato__link_send_repeated (link, &hello);
 }
 
 //  --------------------------------------------------------------------------
@@ -284,7 +284,7 @@ s_heartbeat_tick (pigato_client_t *self, int64_t now)
         else {
             pigato__msg_t heartbeat = { .role = 'C',
                                         .type = PIGATO__HEARTBEAT };
-            pigato__link_send (link, &heartbeat);
+            pigato__link_send_repeated (link, &heartbeat);
         }
     }
     size_t cursor = 0;
@@ -297,7 +297,7 @@ s_heartbeat_tick (pigato_client_t *self, int64_t now)
             .role = 'C', .type = PIGATO__HEARTBEAT, .rid = S_TEXT (req->rid),
             .request_heartbeat = true
         };
-        pigato__link_send (req->link, &heartbeat);
+        pigato__link_send_repeated (req->link, &heartbeat);
     }
 }
 
@@ -311,8 +311,11 @@ s_timers_run (pigato_client_t *self)
     pigato__timer_t *timer;
     while ((timer = pigato__heap_pop_due (self->timers, now))) {
         if (timer == &self->heartbeat) {
-            pigato__heap_set (self->timers, &self->heartbeat,
-                              now + self->settings.interval_ms);
+            //  Cannot fail: the pop just made room
+            if (pigato__heap_set (self->timers, &self->heartbeat,
+                                  now + self->settings.interval_ms))
+                pigato__log (PIGATO_LOG_ERROR, "event=heartbeat_stopped "
+                             "reason=nomem");
             s_heartbeat_tick (self, now);
             continue;
         }
@@ -324,8 +327,12 @@ s_timers_run (pigato_client_t *self)
                               strlen ("C_TIMEOUT"));
         }
         else
-            pigato__heap_set (self->timers, &req->deadline,
-                              req->last_activity + req->timeout);
+        if (pigato__heap_set (self->timers, &req->deadline,
+                              req->last_activity + req->timeout))
+            //  Cannot happen (the pop made room); were it to, the request
+            //  ends now rather than never
+            s_request_finish (self, req, PIGATO_E_NOMEM, "C_NOMEM",
+                              strlen ("C_NOMEM"));
     }
 }
 
@@ -379,9 +386,12 @@ s_link_handle (void *owner, pigato__link_t *link,
     if (message.type == PIGATO__PARTIAL) {
         //  Inactivity timeout: any reply restarts the clock
         req->last_activity = pigato__now_ms ();
-        if (req->timeout >= 0)
-            pigato__heap_set (self->timers, &req->deadline,
-                              req->last_activity + req->timeout);
+        //  The deadline is scheduled already: moving it cannot fail
+        if (req->timeout >= 0
+        &&  pigato__heap_set (self->timers, &req->deadline,
+                              req->last_activity + req->timeout))
+            pigato__log (PIGATO_LOG_ERROR, "event=deadline_kept "
+                         "reason=nomem");
         if (req->on_reply)
             req->on_reply (self, rid, status, false, data, size, req->arg);
     }
@@ -588,15 +598,19 @@ pigato_client_connect (pigato_client_t *self, const char *endpoint)
         pigato__errorf (self->err, sizeof self->err, "no endpoint given");
         return PIGATO_E_INVALID;
     }
+    //  Heartbeats first: a link that could not heartbeat would look dead
+    if (!pigato__timer_scheduled (&self->heartbeat)
+    &&  pigato__heap_set (self->timers, &self->heartbeat,
+                          pigato__now_ms () + self->settings.interval_ms)) {
+        pigato__errorf (self->err, sizeof self->err, "out of memory");
+        return PIGATO_E_NOMEM;
+    }
     pigato__link_t *link;
     int rc = pigato__links_add (self->links, endpoint, self->settings.framing,
                                 &link, self->err, sizeof self->err);
     if (rc != PIGATO_OK)
         return rc;
     s_link_greet (link);
-    if (!pigato__timer_scheduled (&self->heartbeat))
-        pigato__heap_set (self->timers, &self->heartbeat,
-                          pigato__now_ms () + self->settings.interval_ms);
     pigato__log (PIGATO_LOG_INFO, "event=client_connect endpoint=%s mode=%s",
                  endpoint,
                  self->settings.security.insecure ? "insecure" : "curve");
@@ -663,9 +677,14 @@ pigato_client_request (pigato_client_t *self, const char *service,
         goto failed;
     }
     req->last_activity = req->sent_at;
-    if (req->timeout >= 0)
-        pigato__heap_set (self->timers, &req->deadline,
-                          req->last_activity + req->timeout);
+    if (req->timeout >= 0
+    &&  pigato__heap_set (self->timers, &req->deadline,
+                          req->last_activity + req->timeout)) {
+        //  A request without its deadline would wait forever: refused
+        pigato__table_delete (self->requests, req->hash, req->rid);
+        rc = PIGATO_E_NOMEM;
+        goto failed;
+    }
     if (rid)
         strcpy (rid, req->rid);
     return PIGATO_OK;

@@ -234,6 +234,14 @@ s_send_046 (pigato__link_t *self, const pigato__msg_t *message)
     return pigato__send_frames (self->sock, frames, count);
 }
 
+void
+pigato__link_send_repeated (pigato__link_t *self, const pigato__msg_t *message)
+{
+    if (pigato__link_send (self, message))
+        pigato__log (PIGATO_LOG_DEBUG, "event=send_skipped endpoint=%s "
+                     "type=%d", self->endpoint, message->type);
+}
+
 int
 pigato__link_send (pigato__link_t *self, const pigato__msg_t *message)
 {

@@ -82,7 +82,8 @@ pigato__link_t *pigato__links_get (pigato__links_t *self, size_t index);
 //  message in err.
 int pigato__links_add (pigato__links_t *self, const char *endpoint,
                        pigato__framing_t framing, pigato__link_t **link_p,
-                       char *err, size_t err_size);
+                       char *err, size_t err_size)
+    PIGATO__MUST_CHECK;
 
 //  Registers every link with an application's zloop.
 void pigato__links_attach (pigato__links_t *self, zloop_t *loop);
@@ -97,11 +98,13 @@ void pigato__links_release (pigato__links_t *self);
 //  Returns 0, 1 if there is nothing to poll and wait_ms is -1, or
 //  PIGATO_E_INTERRUPTED / PIGATO_E_CLOSED.
 int pigato__links_poll (pigato__links_t *self, int64_t wait_ms,
-                        size_t *received);
+                        size_t *received)
+    PIGATO__MUST_CHECK;
 
 //  Opens (or reopens) a link's socket with a fresh routing id and its
 //  monitor; the link starts in 0.0.46 framing, or native in native mode.
-int pigato__link_open (pigato__link_t *self, char *err, size_t err_size);
+int pigato__link_open (pigato__link_t *self, char *err, size_t err_size)
+    PIGATO__MUST_CHECK;
 
 //  Flushes what is pending and closes the socket and its monitor (and
 //  their zloop readers).
@@ -118,6 +121,14 @@ bool pigato__link_offers (pigato__link_t *self);
 //  uses them; native_offer adds the offer to a 0.0.46 greeting). Native
 //  links coalesce while held. 0, or -1 if the link is closed or the send
 //  failed.
-int pigato__link_send (pigato__link_t *self, const pigato__msg_t *message);
+int pigato__link_send (pigato__link_t *self, const pigato__msg_t *message)
+    PIGATO__MUST_CHECK;
+
+//  Sends a message the protocol does without when it is lost: heartbeats
+//  and greetings (the next tick sends another, and a link that stays
+//  silent is reconnected and greets again), and a goodbye on a link that
+//  is being closed anyway. A failed send is logged at debug level.
+void pigato__link_send_repeated (pigato__link_t *self,
+                                 const pigato__msg_t *message);
 
 #endif

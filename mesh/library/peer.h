@@ -24,7 +24,8 @@ typedef struct {
 int pigato__peer_socket (const pigato__peer_security_t *security,
                          const char *endpoint, const void *routing_id,
                          size_t routing_id_size, zsock_t **sock_p,
-                         char *err, size_t err_size);
+                         char *err, size_t err_size)
+    PIGATO__MUST_CHECK;
 
 //  Frees the key_file, server_cert and server_ca strings. Does not free
 //  the struct.
@@ -36,10 +37,12 @@ void pigato__peer_security_reset (pigato__peer_security_t *security);
 //  permissions.
 int pigato__peer_security_set_server_key (pigato__peer_security_t *security,
                                           const char *key, char *err,
-                                          size_t err_size);
+                                          size_t err_size)
+    PIGATO__MUST_CHECK;
 int pigato__peer_security_set_key_file (pigato__peer_security_t *security,
                                         const char *path, char *err,
-                                        size_t err_size);
+                                        size_t err_size)
+    PIGATO__MUST_CHECK;
 
 //  Sets the CA that a server key given as a certificate must verify
 //  against (signature, validity, mesh); NULL or "" = no check. Checks
@@ -48,11 +51,13 @@ int pigato__peer_security_set_key_file (pigato__peer_security_t *security,
 //  a server key given as Z85 or zcert fails at connect.
 int pigato__peer_security_set_server_ca (pigato__peer_security_t *security,
                                          const char *ca_crt, char *err,
-                                         size_t err_size);
+                                         size_t err_size)
+    PIGATO__MUST_CHECK;
 
 //  Sends a multipart message made of byte ranges (no frame objects, no
 //  copies): how clients and workers send. 0 or -1.
 int pigato__send_frames (zsock_t *sock, const pigato__bytes_t *frames,
-                         size_t count);
+                         size_t count)
+    PIGATO__MUST_CHECK;
 
 #endif

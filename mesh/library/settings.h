@@ -38,18 +38,18 @@ void pigato__settings_reset (pigato__settings_t *self);
 //  reason in err (pigato__peer_security_set_server_key).
 int pigato__settings_set_server_key (pigato__settings_t *self,
                                      const char *key)
-    __attribute__ ((warn_unused_result));
+    PIGATO__MUST_CHECK;
 
 //  The CA a server certificate must verify against; NULL or "" = none.
 //  A status, the reason in err (pigato__peer_security_set_server_ca).
 int pigato__settings_set_server_ca (pigato__settings_t *self,
                                     const char *ca_crt)
-    __attribute__ ((warn_unused_result));
+    PIGATO__MUST_CHECK;
 
 //  Own key pair from a zcert secret file, checked to load with safe
 //  permissions. A status, the reason in err.
 int pigato__settings_set_key_file (pigato__settings_t *self, const char *path)
-    __attribute__ ((warn_unused_result));
+    PIGATO__MUST_CHECK;
 
 //  NULL mechanism instead of CURVE. PIGATO_OK.
 int pigato__settings_set_insecure (pigato__settings_t *self, bool insecure);
@@ -65,6 +65,6 @@ int pigato__settings_set_heartbeat (pigato__settings_t *self, int interval_ms,
 //  the framing is then unchanged.
 int pigato__settings_set_framing (pigato__settings_t *self,
                                   const char *framing)
-    __attribute__ ((warn_unused_result));
+    PIGATO__MUST_CHECK;
 
 #endif

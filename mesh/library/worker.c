@@ -78,7 +78,7 @@ s_link_heartbeat (pigato_worker_t *self, pigato__link_t *link)
     pigato__msg_t heartbeat = {
         .role = 'W', .type = PIGATO__HEARTBEAT, .opts = S_TEXT (opts)
     };
-    pigato__link_send (link, &heartbeat);
+    pigato__link_send_repeated (link, &heartbeat);
 }
 
 //  --------------------------------------------------------------------------
@@ -159,7 +159,7 @@ s_link_greet (pigato_worker_t *self, pigato__link_t *link)
         .native_offer = pigato__link_offers (link)
     };
     pigato__links_hold (self->links);
-    pigato__link_send (link, &ready);
+    pigato__link_send_repeated (link, &ready);
     s_link_heartbeat (self, link);
     pigato__links_release (self->links);
     pigato__log (PIGATO_LOG_INFO,
@@ -179,7 +179,7 @@ s_link_close (pigato__link_t *link, bool disconnect)
         return;
     if (disconnect) {
         pigato__msg_t bye = { .role = 'W', .type = PIGATO__DISCONNECT };
-        pigato__link_send (link, &bye);
+        pigato__link_send_repeated (link, &bye);
     }
     pigato__link_close (link);
 }

@@ -73,15 +73,18 @@ typedef enum {
 } pigato__decode_t;
 
 //  Decodes a message read from the broker's ROUTER (frame 0 = sender).
-int pigato__decode_from_peer (zmsg_t *msg, pigato__msg_t *out);
+int pigato__decode_from_peer (zmsg_t *msg, pigato__msg_t *out)
+    PIGATO__MUST_CHECK;
 
 //  The same from byte ranges (parts [0] = sender): how the broker decodes
 //  the parts it received as zmq_msg_t.
 int pigato__decode_046 (const pigato__bytes_t *parts, size_t count,
-                        pigato__msg_t *out);
+                        pigato__msg_t *out)
+    PIGATO__MUST_CHECK;
 
 //  Decodes a message a client or worker read from its DEALER.
-int pigato__decode_from_broker (zmsg_t *msg, pigato__msg_t *out);
+int pigato__decode_from_broker (zmsg_t *msg, pigato__msg_t *out)
+    PIGATO__MUST_CHECK;
 
 //  Short name of a decode error, for logs and counters.
 const char *pigato__decode_reason (int code);

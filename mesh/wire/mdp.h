@@ -96,7 +96,8 @@ char pigato__mdp_header (const pigato__bytes_t *header);
 //  PIGATO__MDP_BODY_MAX body frames. A caller that read fewer parts than
 //  the message had must drop it itself (the decoder sees only count).
 int pigato__mdp_decode (const pigato__bytes_t *parts, size_t count,
-                        pigato__mdp_msg_t *out);
+                        pigato__mdp_msg_t *out)
+    PIGATO__MUST_CHECK;
 
 //  Broker -> MDP client reply: writes MDPC02, command, service, body...
 //  into frames [] (no routing id: the frames that follow it) and returns

@@ -49,7 +49,8 @@ typedef struct {
 //  pigato__decode_t (0 = ok).
 int pigato__native_reader_init (pigato__native_reader_t *self,
                                 const void *frame, size_t size,
-                                bool from_peer);
+                                bool from_peer)
+    PIGATO__MUST_CHECK;
 
 //  Reads the next entry into out (fields borrow the frame; role from the
 //  batch; conn and sender untouched). *external is set when the entry's
@@ -64,7 +65,8 @@ int pigato__native_next (pigato__native_reader_t *self, pigato__msg_t *out,
 //  and the second reading skips the checks the first one passed. The
 //  frame must not have changed. Returns 0, or -1 if the first reading had
 //  not ended cleanly (the reader is then unchanged).
-int pigato__native_reader_rewind (pigato__native_reader_t *self);
+int pigato__native_reader_rewind (pigato__native_reader_t *self)
+    PIGATO__MUST_CHECK;
 
 typedef struct {
     byte *data;                 //  the batch frame being built
@@ -90,7 +92,8 @@ void pigato__native_writer_free (pigato__native_writer_t *self);
 //  Returns 0, or -1 if a field is over its limit or memory ran out (the
 //  writer is then unchanged).
 int pigato__native_writer_add (pigato__native_writer_t *self,
-                               const pigato__msg_t *entry, bool external);
+                               const pigato__msg_t *entry, bool external)
+    PIGATO__MUST_CHECK;
 
 //  True once a batch should be sent before anything else is added.
 bool pigato__native_writer_full (const pigato__native_writer_t *self);
@@ -100,6 +103,7 @@ bool pigato__native_body_external (size_t size);
 
 //  Checks a decoded message's fields against the rules of its direction
 //  (shared by both framings). Returns a pigato__decode_t.
-int pigato__msg_validate (pigato__msg_t *msg, bool from_peer);
+int pigato__msg_validate (pigato__msg_t *msg, bool from_peer)
+    PIGATO__MUST_CHECK;
 
 #endif

@@ -53,11 +53,11 @@ test_reschedule_and_remove_keep_order (void **state)
     srand (7);
     for (int index = 0; index < COUNT; index++) {
         pigato__timer_init (&owners [index].timer);
-        pigato__heap_set (heap, &owners [index].timer, rand () % 10000);
+        assert_int_equal (pigato__heap_set (heap, &owners [index].timer, rand () % 10000), 0);
     }
     //  Move half, remove a quarter
     for (int index = 0; index < COUNT; index += 2)
-        pigato__heap_set (heap, &owners [index].timer, rand () % 10000);
+        assert_int_equal (pigato__heap_set (heap, &owners [index].timer, rand () % 10000), 0);
     size_t removed = 0;
     for (int index = 1; index < COUNT; index += 4) {
         pigato__heap_remove (heap, &owners [index].timer);
@@ -87,8 +87,8 @@ test_peek_and_not_yet_due (void **state)
     pigato__timer_init (&a.timer);
     pigato__timer_init (&b.timer);
     assert_null (pigato__heap_peek (heap));
-    pigato__heap_set (heap, &a.timer, 50);
-    pigato__heap_set (heap, &b.timer, 20);
+    assert_int_equal (pigato__heap_set (heap, &a.timer, 50), 0);
+    assert_int_equal (pigato__heap_set (heap, &b.timer, 20), 0);
     assert_ptr_equal (pigato__heap_peek (heap), &b.timer);
     assert_null (pigato__heap_pop_due (heap, 19));
     assert_ptr_equal (pigato__heap_pop_due (heap, 20), &b.timer);

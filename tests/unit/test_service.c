@@ -194,7 +194,7 @@ test_rejecting_workers_are_skipped_until_all_have_rejected (void **state)
         assert_ptr_equal (pigato__service_pick (service, request,
                                                 round % 2), second);
     assert_false (pigato__service_all_rejected (service, request));
-    pigato__request_add_reject (request, 11);
+    assert_int_equal (pigato__request_add_reject (request, 11), 0);
     assert_true (pigato__service_all_rejected (service, request));
     assert_null (pigato__service_pick (service, request, PIGATO__DMODE_LOAD));
     pigato__request_destroy (NULL, &request);
@@ -283,7 +283,7 @@ test_binary_keys_separate_client_and_rid (void **state)
     zhashx_insert (table, &first, (void *) "first");
     assert_null (zhashx_lookup (table, &second));
     pigato__bkey_t probe;
-    pigato__bkey_set (&probe, "ab", 2, "c", 1);
+    assert_int_equal (pigato__bkey_set (&probe, "ab", 2, "c", 1), 0);
     assert_string_equal ((char *) zhashx_lookup (table, &probe), "first");
     //  A copied key (hash included) finds what a freshly built one finds,
     //  and so does a request made with a key built beforehand
@@ -294,14 +294,14 @@ test_binary_keys_separate_client_and_rid (void **state)
     pigato__bytes_t client = { (const byte *) "client-1", 8 };
     pigato__bytes_t rid = { (const byte *) "0001", 4 };
     pigato__bytes_t data = { (const byte *) "x", 1 };
-    pigato__bkey_set (&probe, "client-1", 8, "0001", 4);
+    assert_int_equal (pigato__bkey_set (&probe, "client-1", 8, "0001", 4), 0);
     pigato__request_t *request = pigato__request_new (NULL, &client, &rid,
                                                       &probe, NULL, &data,
                                                       NULL);
     assert_non_null (request);
     zhashx_insert (table, &request->key, request);
     pigato__bkey_t fresh;
-    pigato__bkey_set (&fresh, "client-1", 8, "0001", 4);
+    assert_int_equal (pigato__bkey_set (&fresh, "client-1", 8, "0001", 4), 0);
     assert_ptr_equal (zhashx_lookup (table, &fresh), request);
     pigato__bytes_t got = pigato__request_client (request);
     assert_int_equal (got.size, 8);
