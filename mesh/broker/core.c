@@ -84,8 +84,9 @@ pigato__core_destroy (pigato__core_t **self_p)
     *self_p = NULL;
 }
 
-const char *
-pigato__core_service_text (const pigato__service_t *service, char *text)
+//  Service names come from peers: logged escaped, never raw.
+static const char *
+s_service_text (const pigato__service_t *service, char *text)
 {
     if (!service)
         return "-";
@@ -506,7 +507,7 @@ pigato__core_expire (pigato__core_t *self, int64_t now)
         pigato__bytes_t rid_bytes = pigato__request_rid (request);
         pigato__log (PIGATO_LOG_DEBUG, "event=request_expired service=%s "
                      "rid=%s worker=%s",
-                     pigato__core_service_text (request->service,
+                     s_service_text (request->service,
                                                 service_text),
                      pigato__printable (rid_bytes.data, rid_bytes.size, rid,
                                         sizeof rid),
@@ -589,7 +590,7 @@ pigato__core_worker_add (pigato__core_t *self,
                              framing);
     char service_text [PIGATO__SERVICE_TEXT];
     pigato__log (PIGATO_LOG_INFO, "event=worker_ready service=%s worker=%s "
-                 "framing=%s", pigato__core_service_text (service, service_text),
+                 "framing=%s", s_service_text (service, service_text),
                  worker->name, framing == PIGATO__FRAMING_MDP ? "mdp/0.2"
                              : framing == PIGATO__FRAMING_NATIVE ? "native"
                                                                  : "0.0.46");
@@ -626,7 +627,7 @@ pigato__core_worker_remove (pigato__core_t *self, pigato__worker_t *worker,
     char service_text [PIGATO__SERVICE_TEXT];
     pigato__log (PIGATO_LOG_INFO, "event=worker_gone worker=%s service=%s "
                  "reason=%s requeued=%d failed=%d", worker->name,
-                 pigato__core_service_text (service, service_text), reason,
+                 s_service_text (service, service_text), reason,
                  requeued, failed);
     self->counters.workers_gone++;
     if (service)
@@ -737,7 +738,7 @@ pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
             //  Out of memory, or larger than the cache: the reply still
             //  goes out, uncached
             pigato__log (PIGATO_LOG_DEBUG, "event=cache_skipped service=%s",
-                         pigato__core_service_text (request->service,
+                         s_service_text (request->service,
                                                     service_text));
     }
     pigato__caller_t caller = s_caller (request);

@@ -235,9 +235,7 @@ char *pigato__core_internal (pigato__core_t *self,
                              const pigato__bytes_t *name,
                              const pigato__bytes_t *body, int *status);
 
-//  Logs a service name from a peer, escaped (never raw).
+//  Room for a service name from a peer, escaped for a log line.
 #define PIGATO__SERVICE_TEXT (PIGATO_SERVICE_MAX * 4 + 4)
-const char *pigato__core_service_text (const pigato__service_t *service,
-                                       char *text);
 
 #endif

@@ -52,14 +52,6 @@ void pigato__front_mdp (pigato_broker_t *self, pigato__front_in_t *in,
 
 //  ---- send.c
 
-//  Sends a 0.0.46 or MDP message: routing id, then frames. Frame
-//  body_index (if body_part holds exactly its bytes) shares that part
-//  instead of being copied. The peer's pending native batch goes first,
-//  to keep order.
-void pigato__broker_send_frames (pigato_broker_t *self, const pigato__bytes_t *to,
-                          const pigato__bytes_t *frames, size_t count,
-                          zmq_msg_t *body_part, size_t body_index);
-
 //  A message with no fields (READY ack, heartbeat, DISCONNECT) to a
 //  client ('C') or worker ('W'), in its framing.
 void pigato__broker_send_control (pigato_broker_t *self, const pigato__bytes_t *to,

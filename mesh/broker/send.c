@@ -10,10 +10,14 @@
 #include "front.h"
 #include "../wire/mdp.h"
 
-void
-pigato__broker_send_frames (pigato_broker_t *self, const pigato__bytes_t *to,
-                     const pigato__bytes_t *frames, size_t count,
-                     zmq_msg_t *body_part, size_t body_index)
+//  Sends a 0.0.46 or MDP message: routing id, then frames. Frame
+//  body_index (if body_part holds exactly its bytes) shares that part
+//  instead of being copied. The peer's pending native batch goes first,
+//  to keep order.
+static void
+s_send_frames (pigato_broker_t *self, const pigato__bytes_t *to,
+               const pigato__bytes_t *frames, size_t count,
+               zmq_msg_t *body_part, size_t body_index)
 {
     pigato__outbox_flush_peer (self->outbox, to);
     void *router = self->router_handle;
@@ -48,7 +52,7 @@ pigato__broker_send_control (pigato_broker_t *self, const pigato__bytes_t *to,
         pigato__bytes_t frames [2];
         if (role == 'W' && command
         &&  pigato__mdp_encode_worker_control (frames, 2, command) == 2)
-            pigato__broker_send_frames (self, to, frames, 2, NULL, 0);
+            s_send_frames (self, to, frames, 2, NULL, 0);
         return;
     }
     if (framing == PIGATO__FRAMING_NATIVE) {
@@ -59,7 +63,7 @@ pigato__broker_send_control (pigato_broker_t *self, const pigato__bytes_t *to,
     char type_text [2] = { (char) ('0' + type), 0 };
     char role_text [2] = { role, 0 };
     pigato__bytes_t frames [] = { BYTES (role_text), BYTES (type_text) };
-    pigato__broker_send_frames (self, to, frames, 2, NULL, 0);
+    s_send_frames (self, to, frames, 2, NULL, 0);
 }
 
 void
@@ -78,7 +82,7 @@ pigato__broker_send_reply (pigato_broker_t *self, const pigato__caller_t *to,
                                     : PIGATO__MDPC_FINAL,
             &to->service, body, body_count);
         if (count)
-            pigato__broker_send_frames (self, &to->client, frames, count, NULL, 0);
+            s_send_frames (self, &to->client, frames, count, NULL, 0);
         return;
     }
     //  One MDP body frame is one pigato data frame
@@ -97,7 +101,7 @@ pigato__broker_send_reply (pigato_broker_t *self, const pigato__caller_t *to,
         BYTES ("C"), BYTES (type_text), none, to->rid,
         BYTES (status ? "-1" : "0"), data,
         opts && opts->size ? *opts : BYTES ("{}") };
-    pigato__broker_send_frames (self, &to->client, frames, 7, body_part, 5);
+    s_send_frames (self, &to->client, frames, 7, body_part, 5);
 }
 
 void
@@ -140,7 +144,7 @@ s_emit_request (void *arg, pigato__worker_t *worker,
         size_t count = pigato__mdp_encode_worker_request (
             frames, PIGATO__MDP_ENCODE_MAX, &client, body_frames, body_count);
         if (count)
-            pigato__broker_send_frames (self, &to, frames, count, NULL, 0);
+            s_send_frames (self, &to, frames, count, NULL, 0);
         return;
     }
     //  One MDP body frame is one pigato data frame
@@ -161,7 +165,7 @@ s_emit_request (void *arg, pigato__worker_t *worker,
     pigato__bytes_t frames [] = {
         BYTES ("W"), BYTES ("2"), client, service, { NULL, 0 }, rid, body,
         opts.size ? opts : BYTES ("{}") };
-    pigato__broker_send_frames (self, &to, frames, 8, &request->body_part, 6);
+    s_send_frames (self, &to, frames, 8, &request->body_part, 6);
 }
 
 static void
@@ -181,7 +185,7 @@ s_emit_request_heartbeat (void *arg, pigato__worker_t *worker,
     }
     pigato__bytes_t frames [] = { BYTES ("W"), BYTES ("4"), client,
                                   { NULL, 0 }, rid };
-    pigato__broker_send_frames (self, &to, frames, 5, NULL, 0);
+    s_send_frames (self, &to, frames, 5, NULL, 0);
 }
 
 static void
