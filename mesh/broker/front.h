@@ -32,6 +32,13 @@ void pigato__front_denied (pigato_broker_t *self,
                            const pigato__peer_t *peer, int verb,
                            const char *service, const char *reason);
 
+//  True if the policy lets the peer's identity do verb on the service
+//  name; a refusal is logged and counted here (the caller answers it).
+bool pigato__front_allows (pigato_broker_t *self,
+                           const pigato__front_in_t *in,
+                           const pigato__peer_t *peer, int verb,
+                           const char *name);
+
 //  Copies a service name from a peer into name (PIGATO_SERVICE_MAX + 1
 //  bytes). False if it holds a NUL (no name we could look up or log).
 bool pigato__front_name (const pigato__bytes_t *service, char *name);

@@ -23,12 +23,8 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
         pigato__front_bad (self, in, "field");
         return;
     }
-    if (!pigato__guard_allows (self->guard, peer->name, PIGATO__VERB_CALL,
-                               name)) {
-        pigato__front_denied (self, in, peer, PIGATO__VERB_CALL, name,
-                              "not_allowed");
-        return;
-    }
+    if (!pigato__front_allows (self, in, peer, PIGATO__VERB_CALL, name))
+        return;                         //  RFC 18 has no error reply
     const pigato__bytes_t *body = parts + mdp->body_first;
     pigato__caller_t caller = { .framing = PIGATO__FRAMING_MDP,
                                 .client = mdp->sender,
@@ -122,13 +118,10 @@ pigato__front_mdp (pigato_broker_t *self, pigato__front_in_t *in,
                                   PIGATO__DISCONNECT, PIGATO__FRAMING_MDP);
         }
         else
-        if (!pigato__guard_allows (self->guard, peer.name, PIGATO__VERB_SERVE,
-                                   name)) {
-            pigato__front_denied (self, in, &peer, PIGATO__VERB_SERVE, name,
-                                  "not_allowed");
+        if (!pigato__front_allows (self, in, &peer, PIGATO__VERB_SERVE, name))
             pigato__broker_send_control (self, &in->m.sender, 'W',
-                                  PIGATO__DISCONNECT, PIGATO__FRAMING_MDP);
-        }
+                                         PIGATO__DISCONNECT,
+                                         PIGATO__FRAMING_MDP);
         else
         if (pigato__core_worker_add (self->core, &in->m.sender, &mdp.service,
                                      PIGATO__FRAMING_MDP, &in->m.conn,
@@ -146,10 +139,8 @@ pigato__front_mdp (pigato_broker_t *self, pigato__front_in_t *in,
         }
         return;
     }
-    if (!pigato__guard_allows (self->guard, peer.name, PIGATO__VERB_SERVE,
+    if (!pigato__front_allows (self, in, &peer, PIGATO__VERB_SERVE,
                                worker->service->name)) {
-        pigato__front_denied (self, in, &peer, PIGATO__VERB_SERVE,
-                              worker->service->name, "not_allowed");
         pigato__core_worker_remove (self->core, worker, "access_denied", true);
         return;
     }

@@ -47,6 +47,16 @@ pigato__front_denied (pigato_broker_t *self, const pigato__front_in_t *in,
 }
 
 bool
+pigato__front_allows (pigato_broker_t *self, const pigato__front_in_t *in,
+                      const pigato__peer_t *peer, int verb, const char *name)
+{
+    if (pigato__guard_allows (self->guard, peer->name, verb, name))
+        return true;
+    pigato__front_denied (self, in, peer, verb, name, "not_allowed");
+    return false;
+}
+
+bool
 pigato__front_name (const pigato__bytes_t *service, char *name)
 {
     name [0] = 0;
@@ -123,10 +133,7 @@ s_worker_ready (pigato_broker_t *self, pigato__front_in_t *in,
                               framing);
         return;
     }
-    if (!pigato__guard_allows (self->guard, peer->name, PIGATO__VERB_SERVE,
-                               name)) {
-        pigato__front_denied (self, in, peer, PIGATO__VERB_SERVE, name,
-                              "not_allowed");
+    if (!pigato__front_allows (self, in, peer, PIGATO__VERB_SERVE, name)) {
         pigato__broker_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT,
                               framing);
         return;
@@ -170,11 +177,8 @@ s_on_worker (pigato_broker_t *self, pigato__front_in_t *in,
                                     true);
         return;
     }
-    if (worker && !pigato__guard_allows (self->guard, peer->name,
-                                         PIGATO__VERB_SERVE,
+    if (worker && !pigato__front_allows (self, in, peer, PIGATO__VERB_SERVE,
                                          worker->service->name)) {
-        pigato__front_denied (self, in, peer, PIGATO__VERB_SERVE,
-                              worker->service->name, "not_allowed");
         pigato__core_worker_remove (self->core, worker, "access_denied", true);
         return;
     }
@@ -252,10 +256,7 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
         pigato__front_bad (self, in, "field");
         return;
     }
-    if (!pigato__guard_allows (self->guard, peer->name, PIGATO__VERB_CALL,
-                               name)) {
-        pigato__front_denied (self, in, peer, PIGATO__VERB_CALL, name,
-                              "not_allowed");
+    if (!pigato__front_allows (self, in, peer, PIGATO__VERB_CALL, name)) {
         char text [PIGATO_SERVICE_MAX + 32];
         snprintf (text, sizeof text, "E_ACCESS_DENIED %s", name);
         s_refuse (self, m, text);
@@ -301,12 +302,9 @@ s_on_client (pigato_broker_t *self, pigato__front_in_t *in,
             pigato__front_bad (self, in, "identity_mismatch");
             return;
         }
-        if (!pigato__guard_allows (self->guard, peer->name, PIGATO__VERB_CALL,
-                                   request->service->name)) {
-            pigato__front_denied (self, in, peer, PIGATO__VERB_CALL,
-                                  request->service->name, "not_allowed");
+        if (!pigato__front_allows (self, in, peer, PIGATO__VERB_CALL,
+                                   request->service->name))
             return;
-        }
         pigato__core_request_heartbeat (self->core, request);
     }
 }
