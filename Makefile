@@ -1,7 +1,8 @@
 # pigato-c - hand-written Makefile (Redis style).
 #   make            library + programs
-#   make test       dependencies, include check, build, every test
+#   make test       dependencies, include and format checks, build, every test
 #   make check-includes   the include graph keeps the layers (no circles)
+#   make format     clang-format every C file (make format-check: only check)
 #   make demo       dependencies, build, a broker + worker + client session
 #   make install PREFIX=/usr/local DESTDIR=
 #   SANITIZE=address,undefined make test
@@ -46,8 +47,8 @@ SOVERSION := 0
 LIB_A  := $(BUILD)/libpigato.a
 LIB_SO := $(BUILD)/libpigato.so.$(SOVERSION)
 
-.PHONY: all deps test demo install clean format bench bench-instructions soak check-deps \
-        check-includes
+.PHONY: all deps test demo install clean format format-check bench bench-instructions \
+        soak check-deps check-includes
 all: $(LIB_A) $(LIB_SO) $(PROGRAMS) $(BUILD)/libpigato.pc
 
 deps:
@@ -113,6 +114,7 @@ check-includes:
 
 test: deps
 	@$(MAKE) --no-print-directory check-includes
+	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory all $(UNIT_TESTS)
 	@tests/run.sh $(BUILD)
 
@@ -150,8 +152,20 @@ install: all
 	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 docs/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 
+# Every C file we own (.clang-format, include/.clang-format). CI runs
+# make test, which runs format-check first: an unformatted file fails it.
+FORMAT_FILES := $(wildcard include/*.h mesh/*/*.[ch] keys/*.[ch] auth/*.[ch] \
+                  certs/*.[ch] tests/unit/*.[ch] bench/*.[ch] tests/node/*.c \
+                  tests/integration/*.c)
+CLANG_FORMAT ?= clang-format
+
 format:
-	clang-format -i include/*.h mesh/*/*.[ch] keys/*.[ch] tests/unit/*.c
+	$(CLANG_FORMAT) -i $(FORMAT_FILES)
+
+format-check:
+	@$(CLANG_FORMAT) --dry-run --Werror --ferror-limit=1 $(FORMAT_FILES) || { \
+	    echo "format-check: the files above are not clang-formatted (first spot shown); run 'make format' and commit the result" >&2; \
+	    exit 1; }
 
 clean:
 	rm -rf $(BUILD)
