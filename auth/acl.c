@@ -12,23 +12,23 @@
 #include "../certs/ca.h"
 #include "../mesh/base/bkey.h"
 
-#define MAX_TOKENS 1024         //  per line
-#define CACHE_MAX 100000        //  cached decisions before a purge
+#define MAX_TOKENS      1024    //  per line
+#define CACHE_MAX       100000  //  cached decisions before a purge
 #define GROUP_DEPTH_MAX 16      //  nesting of @groups
 
 typedef struct {
     char name [PIGATO__NAME_MAX + 1];
     byte key [32];
     char z85 [PIGATO_Z85_KEY_SIZE + 1];
-    int64_t not_after;          //  certificate expiry (epoch s), 0 = never
+    int64_t not_after;  //  certificate expiry (epoch s), 0 = never
 } identity_t;
 
 typedef struct {
     char name [PIGATO__NAME_MAX + 1];
-    int line;                   //  where it was defined
-    zlistx_t *raw_members;      //  as written (names, @groups)
-    zhashx_t *members;          //  identity names after expansion
-    bool expanding;             //  cycle detection
+    int line;               //  where it was defined
+    zlistx_t *raw_members;  //  as written (names, @groups)
+    zhashx_t *members;      //  identity names after expansion
+    bool expanding;         //  cycle detection
 } group_t;
 
 typedef enum { SUBJECT_ANY, SUBJECT_IDENTITY, SUBJECT_GROUP } subject_t;
@@ -38,21 +38,21 @@ typedef struct {
     int verb;
     int subject_kind;
     char subject [PIGATO__NAME_MAX + 1];
-    group_t *group;             //  SUBJECT_GROUP
+    group_t *group;  //  SUBJECT_GROUP
     char **patterns;
     size_t pattern_count;
 } rule_t;
 
 struct _pigato__acl_t {
-    bool allow_all;             //  no rules: everything allowed
-    zlistx_t *entries;          //  every identity_t (owned)
-    zhashx_t *identities;       //  name -> first identity_t with that name
-    zhashx_t *by_key;           //  Z85 key -> identity_t
-    zhashx_t *groups;           //  name -> group_t (owned)
-    zlistx_t *group_order;      //  groups in file order (borrowed items)
+    bool allow_all;         //  no rules: everything allowed
+    zlistx_t *entries;      //  every identity_t (owned)
+    zhashx_t *identities;   //  name -> first identity_t with that name
+    zhashx_t *by_key;       //  Z85 key -> identity_t
+    zhashx_t *groups;       //  name -> group_t (owned)
+    zlistx_t *group_order;  //  groups in file order (borrowed items)
     rule_t *rules;
     size_t rule_count;
-    zhashx_t *cache;            //  "verb identity \x1f service" -> 1 deny, 2 allow
+    zhashx_t *cache;  //  "verb identity \x1f service" -> 1 deny, 2 allow
     //  The last decision: a batch of requests from one caller to one
     //  service asks the same question over and over
     struct {
@@ -67,12 +67,12 @@ struct _pigato__acl_t {
 //  Parsing context: file, line, error buffer.
 typedef struct {
     const char *path;
-    char *dir;                  //  the file's directory, for relative paths
+    char *dir;  //  the file's directory, for relative paths
     int line;
     char *err;
     size_t err_size;
-    zlistx_t *trusts;           //  trust lines: "LINE CA DIR" (pass 0)
-    zlistx_t *crls;             //  revoked lines: "LINE CRL" (pass 0)
+    zlistx_t *trusts;  //  trust lines: "LINE CA DIR" (pass 0)
+    zlistx_t *crls;    //  revoked lines: "LINE CRL" (pass 0)
 } parse_t;
 
 static void
@@ -121,7 +121,7 @@ s_new (void)
         zhashx_set_key_hasher (self->cache, pigato__hash_keyed_text);
     self->group_order = zlistx_new ();
     if (!self->entries || !self->identities || !self->by_key || !self->groups
-    ||  !self->cache || !self->group_order) {
+        || !self->cache || !self->group_order) {
         pigato__acl_destroy (&self);
         return NULL;
     }
@@ -162,8 +162,7 @@ pigato__acl_destroy (pigato__acl_t **self_p)
     *self_p = NULL;
 }
 
-static int
-s_error (parse_t *parse, const char *format, ...)
+static int s_error (parse_t *parse, const char *format, ...)
     __attribute__ ((format (printf, 2, 3)));
 
 static int
@@ -236,14 +235,16 @@ s_read_key_file (const char *path, char *z85, char *err, size_t err_size)
                               : NULL;
     byte key [32];
     int rc = -1;
-    if (text && strlen (text) == PIGATO_Z85_KEY_SIZE && zmq_z85_decode (key, text)) {
+    if (text && strlen (text) == PIGATO_Z85_KEY_SIZE
+        && zmq_z85_decode (key, text)) {
         strcpy (z85, text);
         rc = 0;
     }
     else
         pigato__errorf (err, err_size, "not a zcert key file or certificate");
     //  A secret file may have been given: wipe what zconfig read
-    char *secret = config ? zconfig_get (config, "curve/secret-key", NULL) : NULL;
+    char *secret = config ? zconfig_get (config, "curve/secret-key", NULL)
+                          : NULL;
     if (secret)
         sodium_memzero (secret, strlen (secret));
     zconfig_destroy (&config);
@@ -262,16 +263,16 @@ s_parse_key (parse_t *parse, const char *token, identity_t *identity)
     int rc = -1;
     if (access (path, F_OK) == 0)
         rc = s_read_key_file (path, identity->z85, err, sizeof err);
-    else
-    if (strlen (token) == PIGATO_Z85_KEY_SIZE
-    &&  zmq_z85_decode (identity->key, token)) {
+    else if (strlen (token) == PIGATO_Z85_KEY_SIZE
+             && zmq_z85_decode (identity->key, token)) {
         strcpy (identity->z85, token);
         rc = 0;
     }
     if (rc)
-        s_error (parse, "identity %s: key '%s' is neither a readable key file "
-                 "nor a 40-character Z85 key (%s: %s)", identity->name, token,
-                 path, err);
+        s_error (parse,
+                 "identity %s: key '%s' is neither a readable key file "
+                 "nor a 40-character Z85 key (%s: %s)",
+                 identity->name, token, path, err);
     else
         zmq_z85_decode (identity->key, identity->z85);
     free (path);
@@ -285,9 +286,10 @@ s_line_identity (pigato__acl_t *self, parse_t *parse, char **tokens,
     if (count != 3)
         return s_error (parse, "expected 'identity NAME KEY|KEYFILE'");
     if (!pigato__name_valid (tokens [1]))
-        return s_error (parse, "invalid identity name '%s' (letters, digits, "
-                        "'.', '_', '-'; at most %d)", tokens [1],
-                        PIGATO__NAME_MAX);
+        return s_error (parse,
+                        "invalid identity name '%s' (letters, digits, "
+                        "'.', '_', '-'; at most %d)",
+                        tokens [1], PIGATO__NAME_MAX);
     if (zhashx_lookup (self->identities, tokens [1]))
         return s_error (parse, "identity '%s' is defined twice", tokens [1]);
     if (zhashx_lookup (self->groups, tokens [1]))
@@ -324,8 +326,9 @@ s_line_trust (parse_t *parse, char **tokens, size_t count)
         return s_error (parse, "expected 'revoked CA.crl'");
     char *first = s_resolve (parse, tokens [1]);
     char *second = trust ? s_resolve (parse, tokens [2]) : NULL;
-    char *entry = trust ? zsys_sprintf ("%d\n%s\n%s", parse->line, first, second)
-                        : zsys_sprintf ("%d\n%s", parse->line, first);
+    char *entry = trust
+                    ? zsys_sprintf ("%d\n%s\n%s", parse->line, first, second)
+                    : zsys_sprintf ("%d\n%s", parse->line, first);
     zlistx_add_end (trust ? parse->trusts : parse->crls, entry);
     free (first);
     free (second);
@@ -357,8 +360,10 @@ s_on_cert (const pigato__cert_info_t *info, const char *path,
     }
     if (problem) {
         scan->skipped++;
-        pigato__log (PIGATO_LOG_WARNING, "event=cert_skipped path=%s "
-                     "reason=\"%s\"", path, problem);
+        pigato__log (PIGATO_LOG_WARNING,
+                     "event=cert_skipped path=%s "
+                     "reason=\"%s\"",
+                     path, problem);
         return;
     }
     identity_t *identity = (identity_t *) calloc (1, sizeof *identity);
@@ -380,7 +385,7 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
 {
     size_t crl_count = zlistx_size (parse->crls);
     bool *used = (bool *) calloc (crl_count + 1, sizeof (bool));
-    char crl_error [512] = "";          //  why the last CRL did not load
+    char crl_error [512] = "";  //  why the last CRL did not load
     int rc = 0;
     for (char *entry = (char *) zlistx_first (parse->trusts); entry && !rc;
          entry = (char *) zlistx_next (parse->trusts)) {
@@ -397,8 +402,8 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
         //  The CRL this CA signed, if a revoked line names one
         size_t index = 0;
         for (char *crl_entry = (char *) zlistx_first (parse->crls);
-             crl_entry && trust; crl_entry = (char *) zlistx_next (parse->crls),
-             index++) {
+             crl_entry && trust;
+             crl_entry = (char *) zlistx_next (parse->crls), index++) {
             pigato__trust_t *with_crl = pigato__trust_load (
                 ca, strchr (crl_entry, '\n') + 1, crl_error, sizeof crl_error);
             if (with_crl) {
@@ -411,23 +416,26 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
         if (trust) {
             scan_t scan = { self, parse, 0, 0 };
             if (pigato__trust_scan (trust, dir, s_on_cert, &scan, message,
-                                    sizeof message) < 0)
+                                    sizeof message)
+                < 0)
                 rc = s_error (parse, "%s", message);
             else
-                pigato__log (PIGATO_LOG_INFO, "event=trust_loaded ca=%s "
-                             "dir=%s identities=%zu skipped=%zu", ca, dir,
-                             scan.added, scan.skipped);
+                pigato__log (PIGATO_LOG_INFO,
+                             "event=trust_loaded ca=%s "
+                             "dir=%s identities=%zu skipped=%zu",
+                             ca, dir, scan.added, scan.skipped);
         }
         pigato__trust_destroy (&trust);
         free (copy);
     }
     size_t index = 0;
     for (char *crl_entry = (char *) zlistx_first (parse->crls);
-         crl_entry && !rc; crl_entry = (char *) zlistx_next (parse->crls),
-         index++)
+         crl_entry && !rc;
+         crl_entry = (char *) zlistx_next (parse->crls), index++)
         if (!used [index]) {
             parse->line = atoi (crl_entry);
-            rc = s_error (parse, "the CRL '%s' is missing, unreadable or not "
+            rc = s_error (parse,
+                          "the CRL '%s' is missing, unreadable or not "
                           "signed by a CA of a 'trust' line (%s)",
                           strchr (crl_entry, '\n') + 1,
                           crl_error [0] ? crl_error : "no trust line");
@@ -437,8 +445,7 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
 }
 
 static int
-s_line_group (pigato__acl_t *self, parse_t *parse, char **tokens,
-              size_t count)
+s_line_group (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
 {
     if (count < 3)
         return s_error (parse, "expected 'group NAME MEMBER...'");
@@ -453,7 +460,8 @@ s_line_group (pigato__acl_t *self, parse_t *parse, char **tokens,
     group->line = parse->line;
     group->raw_members = zlistx_new ();
     zlistx_set_duplicator (group->raw_members, (zlistx_duplicator_fn *) strdup);
-    zlistx_set_destructor (group->raw_members, (zlistx_destructor_fn *) zstr_free);
+    zlistx_set_destructor (group->raw_members,
+                           (zlistx_destructor_fn *) zstr_free);
     for (size_t index = 2; index < count; index++)
         zlistx_add_end (group->raw_members, tokens [index]);
     zhashx_insert (self->groups, group->name, group);
@@ -469,11 +477,12 @@ static bool
 s_known_name (pigato__acl_t *self, parse_t *parse, const char *name, int line)
 {
     if (zhashx_lookup (self->identities, name)
-    ||  streq (name, PIGATO__ANONYMOUS))
+        || streq (name, PIGATO__ANONYMOUS))
         return true;
     if (zlistx_size (parse->trusts) == 0 || !pigato__name_valid (name))
         return false;
-    pigato__log (PIGATO_LOG_WARNING, "event=acl_warning file=%s line=%d "
+    pigato__log (PIGATO_LOG_WARNING,
+                 "event=acl_warning file=%s line=%d "
                  "message=\"no valid certificate for identity '%s' now\"",
                  parse->path, line, name);
     return true;
@@ -494,7 +503,8 @@ s_expand (pigato__acl_t *self, parse_t *parse, group_t *group, int depth)
     for (const char *member = (const char *) zlistx_first (group->raw_members);
          member; member = (const char *) zlistx_next (group->raw_members)) {
         if (member [0] == '@') {
-            group_t *inner = (group_t *) zhashx_lookup (self->groups, member + 1);
+            group_t *inner = (group_t *) zhashx_lookup (self->groups,
+                                                        member + 1);
             if (!inner) {
                 parse->line = group->line;
                 zhashx_destroy (&members);
@@ -507,11 +517,11 @@ s_expand (pigato__acl_t *self, parse_t *parse, group_t *group, int depth)
             }
             for (void *item = zhashx_first (inner->members); item;
                  item = zhashx_next (inner->members))
-                zhashx_insert (members, (const char *) zhashx_cursor (
-                                   inner->members), (void *) 1);
+                zhashx_insert (members,
+                               (const char *) zhashx_cursor (inner->members),
+                               (void *) 1);
         }
-        else
-        if (s_known_name (self, parse, member, group->line))
+        else if (s_known_name (self, parse, member, group->line))
             zhashx_insert (members, member, (void *) 1);
         else {
             parse->line = group->line;
@@ -545,8 +555,7 @@ s_line_rule (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
     const char *subject = tokens [1];
     if (streq (subject, "*"))
         rule.subject_kind = SUBJECT_ANY;
-    else
-    if (subject [0] == '@') {
+    else if (subject [0] == '@') {
         rule.subject_kind = SUBJECT_GROUP;
         rule.group = (group_t *) zhashx_lookup (self->groups, subject + 1);
         if (!rule.group)
@@ -555,26 +564,29 @@ s_line_rule (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
     else {
         rule.subject_kind = SUBJECT_IDENTITY;
         if (!s_known_name (self, parse, subject, parse->line))
-            return s_error (parse, "unknown identity '%s' (define it with "
-                            "'identity %s KEY' first)", subject, subject);
+            return s_error (parse,
+                            "unknown identity '%s' (define it with "
+                            "'identity %s KEY' first)",
+                            subject, subject);
         snprintf (rule.subject, sizeof rule.subject, "%s", subject);
     }
     if (streq (tokens [2], "serve"))
         rule.verb = PIGATO__VERB_SERVE;
-    else
-    if (streq (tokens [2], "call"))
+    else if (streq (tokens [2], "call"))
         rule.verb = PIGATO__VERB_CALL;
     else
         return s_error (parse, "unknown verb '%s' (expected serve or call)",
                         tokens [2]);
     for (size_t index = 3; index < count; index++)
         if (!s_valid_pattern (tokens [index]))
-            return s_error (parse, "invalid service pattern '%s' (a name, "
-                            "prefix* or *)", tokens [index]);
+            return s_error (parse,
+                            "invalid service pattern '%s' (a name, "
+                            "prefix* or *)",
+                            tokens [index]);
     rule.pattern_count = count - 3;
     rule.patterns = (char **) calloc (rule.pattern_count, sizeof (char *));
-    rule_t *rules = (rule_t *) realloc (self->rules,
-                                        (self->rule_count + 1) * sizeof (rule_t));
+    rule_t *rules = (rule_t *) realloc (self->rules, (self->rule_count + 1)
+                                                         * sizeof (rule_t));
     if (!rule.patterns || !rules) {
         free (rule.patterns);
         if (rules)
@@ -593,8 +605,11 @@ s_line_rule (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
 pigato__acl_t *
 pigato__acl_load (const char *path, char *err, size_t err_size)
 {
-    parse_t parse = { .path = path, .err = err, .err_size = err_size,
-                      .trusts = zlistx_new (), .crls = zlistx_new () };
+    parse_t parse = { .path = path,
+                      .err = err,
+                      .err_size = err_size,
+                      .trusts = zlistx_new (),
+                      .crls = zlistx_new () };
     zlistx_set_destructor (parse.trusts, (zlistx_destructor_fn *) zstr_free);
     zlistx_set_destructor (parse.crls, (zlistx_destructor_fn *) zstr_free);
     pigato__acl_t *self = NULL;
@@ -644,28 +659,27 @@ pigato__acl_load (const char *path, char *err, size_t err_size)
             int rc = 0;
             if (count == 0) {
             }
-            else
-            if (count == MAX_TOKENS)
+            else if (count == MAX_TOKENS)
                 rc = s_error (&parse, "too many words on one line");
-            else
-            if (streq (tokens [0], "identity"))
-                rc = pass == 0 ? s_line_identity (self, &parse, tokens, count) : 0;
-            else
-            if (streq (tokens [0], "group"))
+            else if (streq (tokens [0], "identity"))
+                rc = pass == 0 ? s_line_identity (self, &parse, tokens, count)
+                               : 0;
+            else if (streq (tokens [0], "group"))
                 rc = pass == 1 ? s_line_group (self, &parse, tokens, count) : 0;
-            else
-            if (streq (tokens [0], "allow") || streq (tokens [0], "deny")) {
+            else if (streq (tokens [0], "allow")
+                     || streq (tokens [0], "deny")) {
                 if (pass == 2)
                     rc = s_line_rule (self, &parse, tokens, count);
             }
-            else
-            if (streq (tokens [0], "trust") || streq (tokens [0], "revoked"))
+            else if (streq (tokens [0], "trust")
+                     || streq (tokens [0], "revoked"))
                 rc = pass == 0 ? s_line_trust (&parse, tokens, count) : 0;
-            else
-            if (pass == 0)
-                rc = s_error (&parse, "unknown keyword '%s' (expected "
+            else if (pass == 0)
+                rc = s_error (&parse,
+                              "unknown keyword '%s' (expected "
                               "identity, group, allow, deny, trust or "
-                              "revoked)", tokens [0]);
+                              "revoked)",
+                              tokens [0]);
             free (line);
             if (rc)
                 goto failed;
@@ -729,7 +743,7 @@ pigato__acl_identity_current (pigato__acl_t *self, const char *name,
         return true;
     if (!name)
         return false;
-    if (!key_z85)           //  NULL mechanism: names only
+    if (!key_z85)  //  NULL mechanism: names only
         return streq (name, PIGATO__ANONYMOUS)
             || zhashx_lookup (self->identities, name) != NULL;
     identity_t *identity = (identity_t *) zhashx_lookup (self->by_key, key_z85);
@@ -752,10 +766,10 @@ s_rule_matches (const rule_t *rule, const char *identity, int verb,
     if (rule->verb != verb)
         return false;
     if (rule->subject_kind == SUBJECT_IDENTITY
-    &&  !streq (rule->subject, identity))
+        && !streq (rule->subject, identity))
         return false;
     if (rule->subject_kind == SUBJECT_GROUP
-    &&  !zhashx_lookup (rule->group->members, identity))
+        && !zhashx_lookup (rule->group->members, identity))
         return false;
     for (size_t index = 0; index < rule->pattern_count; index++)
         if (s_pattern_matches (rule->patterns [index], service))
@@ -772,13 +786,12 @@ pigato__acl_allows (pigato__acl_t *self, const char *identity, int verb,
     if (!identity || !service)
         return false;
     if (self->last.valid && self->last.verb == verb
-    &&  streq (self->last.service, service)
-    &&  streq (self->last.identity, identity))
+        && streq (self->last.service, service)
+        && streq (self->last.identity, identity))
         return self->last.allowed;
     char key [2 + PIGATO__NAME_MAX + 1 + PIGATO_SERVICE_MAX + 1];
-    snprintf (key, sizeof key, "%c%s\x1f%s", verb == PIGATO__VERB_SERVE ? 's'
-                                                                         : 'c',
-              identity, service);
+    snprintf (key, sizeof key, "%c%s\x1f%s",
+              verb == PIGATO__VERB_SERVE ? 's' : 'c', identity, service);
     void *cached = zhashx_lookup (self->cache, key);
     bool allowed = false;
     if (cached)
@@ -789,7 +802,7 @@ pigato__acl_allows (pigato__acl_t *self, const char *identity, int verb,
             if (s_rule_matches (rule, identity, verb, service)) {
                 if (rule->deny) {
                     allowed = false;
-                    break;              //  deny wins, whatever the order
+                    break;  //  deny wins, whatever the order
                 }
                 allowed = true;
             }

@@ -26,16 +26,15 @@
 typedef struct _pigato__acl_t pigato__acl_t;
 
 typedef enum {
-    PIGATO__VERB_SERVE = 0,     //  READY, replies, worker heartbeats
-    PIGATO__VERB_CALL = 1       //  requests, request heartbeats
+    PIGATO__VERB_SERVE = 0,  //  READY, replies, worker heartbeats
+    PIGATO__VERB_CALL = 1    //  requests, request heartbeats
 } pigato__verb_t;
 
 #define PIGATO__ANONYMOUS "anonymous"
 
 //  Loads and validates a policy file. On error returns NULL and writes
 //  "FILE:LINE: what is wrong" to err.
-pigato__acl_t *pigato__acl_load (const char *path, char *err,
-                                 size_t err_size);
+pigato__acl_t *pigato__acl_load (const char *path, char *err, size_t err_size);
 
 //  A policy that allows everything to everyone (--allow-any, --insecure
 //  without --acl).
@@ -60,8 +59,8 @@ bool pigato__acl_identity_current (pigato__acl_t *self, const char *name,
 
 //  True if the policy lets the identity do verb on the service.
 //  Decisions are cached per identity x verb x service.
-bool pigato__acl_allows (pigato__acl_t *self, const char *identity,
-                         int verb, const char *service);
+bool pigato__acl_allows (pigato__acl_t *self, const char *identity, int verb,
+                         const char *service);
 
 //  True if this policy allows everything (no rules to check).
 bool pigato__acl_allow_all (pigato__acl_t *self);

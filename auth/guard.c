@@ -6,12 +6,12 @@
 #include "guard.h"
 
 struct _pigato__guard_t {
-    int mode;                   //  pigato__zap_mode_t
-    char *acl_path;             //  policy file, NULL = allow everything
-    pigato__acl_t *policy;      //  current policy
-    pigato__zap_t *zap;         //  handshake gate
-    int64_t denials;            //  messages refused
-    pigato__ratelimit_t log;    //  denial log limiter
+    int mode;                 //  pigato__zap_mode_t
+    char *acl_path;           //  policy file, NULL = allow everything
+    pigato__acl_t *policy;    //  current policy
+    pigato__zap_t *zap;       //  handshake gate
+    int64_t denials;          //  messages refused
+    pigato__ratelimit_t log;  //  denial log limiter
 };
 
 int
@@ -102,12 +102,12 @@ pigato__guard_current (pigato__guard_t *self, const char *identity,
 void
 pigato__guard_denied (pigato__guard_t *self, const void *routing_id,
                       size_t routing_size, zmq_msg_t *part,
-                      const pigato__peer_t *peer, int verb,
-                      const char *service, const char *reason)
+                      const pigato__peer_t *peer, int verb, const char *service,
+                      const char *reason)
 {
     self->denials++;
     if (pigato__log_level < PIGATO_LOG_WARNING
-    ||  !pigato__ratelimit_allow (&self->log, "access_denied"))
+        || !pigato__ratelimit_allow (&self->log, "access_denied"))
         return;
     char routing [80] = "?", fingerprint [PIGATO_FINGERPRINT_SIZE] = "-";
     char service_text [PIGATO_SERVICE_MAX * 4 + 4] = "-";
@@ -125,7 +125,8 @@ pigato__guard_denied (pigato__guard_t *self, const void *routing_id,
     if (service)
         pigato__printable (service, strlen (service), service_text,
                            sizeof service_text);
-    pigato__log (PIGATO_LOG_WARNING, "event=access_denied address=%s peer=%s "
+    pigato__log (PIGATO_LOG_WARNING,
+                 "event=access_denied address=%s peer=%s "
                  "key=%s identity=%s verb=%s service=%s reason=%s",
                  address ? address : "?", routing, fingerprint, identity,
                  verb == PIGATO__VERB_SERVE ? "serve" : "call", service_text,

@@ -15,18 +15,17 @@ typedef struct _pigato__guard_t pigato__guard_t;
 
 //  Who sent a message, as the handshake established it.
 typedef struct {
-    const char *name;           //  User-Id (identity name); NULL if absent
-    const char *key;            //  Z85 public key (CURVE), NULL otherwise
+    const char *name;  //  User-Id (identity name); NULL if absent
+    const char *key;   //  Z85 public key (CURVE), NULL otherwise
 } pigato__peer_t;
 
 //  Creates the gate in a ZAP mode and binds the ZAP handler. policy_p
 //  holds the policy loaded from acl_path (taken over), or NULL for a
 //  policy that allows everything; acl_path is kept for reloads. Returns 0
 //  or PIGATO_E_BIND (the handler cannot bind), with a message in err.
-int pigato__guard_new (int mode, const char *acl_path,
-                       pigato__acl_t **policy_p, pigato__guard_t **self_p,
-                       char *err, size_t err_size)
-    PIGATO__MUST_CHECK;
+int pigato__guard_new (int mode, const char *acl_path, pigato__acl_t **policy_p,
+                       pigato__guard_t **self_p, char *err,
+                       size_t err_size) PIGATO__MUST_CHECK;
 void pigato__guard_destroy (pigato__guard_t **self_p);
 
 zsock_t *pigato__guard_zap_socket (pigato__guard_t *self);
@@ -55,8 +54,8 @@ void pigato__guard_denied (pigato__guard_t *self, const void *routing_id,
 
 //  Re-reads the policy file and swaps it in atomically; on error keeps the
 //  old one and returns a status with the message in err.
-int pigato__guard_reload (pigato__guard_t *self, char *err, size_t err_size)
-    PIGATO__MUST_CHECK;
+int pigato__guard_reload (pigato__guard_t *self, char *err,
+                          size_t err_size) PIGATO__MUST_CHECK;
 
 //  True if the policy file can be reloaded (a file was given).
 bool pigato__guard_has_policy_file (pigato__guard_t *self);

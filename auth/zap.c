@@ -6,11 +6,11 @@
 #include "zap.h"
 
 struct _pigato__zap_t {
-    zsock_t *socket;            //  REP on inproc://zeromq.zap.01
-    int mode;                   //  pigato__zap_mode_t
-    pigato__acl_t *policy;      //  borrowed, PIGATO__ZAP_POLICY mode
-    int64_t denied;             //  handshakes refused
-    bool bound;                 //  we hold the endpoint
+    zsock_t *socket;        //  REP on inproc://zeromq.zap.01
+    int mode;               //  pigato__zap_mode_t
+    pigato__acl_t *policy;  //  borrowed, PIGATO__ZAP_POLICY mode
+    int64_t denied;         //  handshakes refused
+    bool bound;             //  we hold the endpoint
 };
 
 pigato__zap_t *
@@ -24,11 +24,12 @@ pigato__zap_new (int mode, char *err, size_t err_size)
     self->mode = mode;
     self->socket = zsock_new (ZMQ_REP);
     if (!self->socket
-    ||  zsock_bind (self->socket, "%s", PIGATO__ZAP_ENDPOINT) != 0) {
-        pigato__errorf (err, err_size, "cannot bind the ZAP handler at %s: %s"
+        || zsock_bind (self->socket, "%s", PIGATO__ZAP_ENDPOINT) != 0) {
+        pigato__errorf (err, err_size,
+                        "cannot bind the ZAP handler at %s: %s"
                         " (another handler in this process?); refusing to "
-                        "run without authentication", PIGATO__ZAP_ENDPOINT,
-                        zmq_strerror (zmq_errno ()));
+                        "run without authentication",
+                        PIGATO__ZAP_ENDPOINT, zmq_strerror (zmq_errno ()));
         pigato__zap_destroy (&self);
         return NULL;
     }
@@ -141,28 +142,23 @@ s_handle_one (pigato__zap_t *self, zmsg_t *request)
             goto cleanup;
         }
     }
-    else
-    if (!domain || !streq (domain, PIGATO__ZAP_DOMAIN))
+    else if (!domain || !streq (domain, PIGATO__ZAP_DOMAIN))
         reason = "wrong_domain";
-    else
-    if (streq (mechanism, "NULL")) {
+    else if (streq (mechanism, "NULL")) {
         if (self->mode == PIGATO__ZAP_NULL)
             user = PIGATO__ANONYMOUS;
         else
             reason = "null_mechanism";
     }
-    else
-    if (streq (mechanism, "CURVE") && credentials
-    &&  zframe_size (credentials) == 32) {
+    else if (streq (mechanism, "CURVE") && credentials
+             && zframe_size (credentials) == 32) {
         zmq_z85_encode (key_z85, zframe_data (credentials), 32);
         pigato_key_fingerprint (key_z85, fingerprint);
         if (self->mode == PIGATO__ZAP_ANY_KEY)
             user = PIGATO__ANONYMOUS;
-        else
-        if (self->mode == PIGATO__ZAP_POLICY && self->policy) {
-            user = pigato__acl_identity_of_key (self->policy,
-                                                zframe_data (credentials),
-                                                &reason);
+        else if (self->mode == PIGATO__ZAP_POLICY && self->policy) {
+            user = pigato__acl_identity_of_key (
+                self->policy, zframe_data (credentials), &reason);
         }
         else
             reason = "curve_not_enabled";
@@ -175,12 +171,14 @@ s_handle_one (pigato__zap_t *self, zmsg_t *request)
                  key_z85 [0] ? key_z85 : NULL);
     else {
         self->denied++;
-        pigato__log (PIGATO_LOG_WARNING, "event=zap_deny address=%s key=%s "
-                     "mechanism=%s reason=%s", address ? address : "?",
-                     fingerprint, mechanism ? mechanism : "?", reason);
+        pigato__log (PIGATO_LOG_WARNING,
+                     "event=zap_deny address=%s key=%s "
+                     "mechanism=%s reason=%s",
+                     address ? address : "?", fingerprint,
+                     mechanism ? mechanism : "?", reason);
         s_reply (self, request_id, "400", reason, NULL, NULL);
     }
-    request_id = NULL;              //  s_reply took it
+    request_id = NULL;  //  s_reply took it
 cleanup:
     zstr_free (&version);
     zframe_destroy (&request_id);

@@ -14,15 +14,15 @@
 #include "acl.h"
 
 #define PIGATO__ZAP_ENDPOINT "inproc://zeromq.zap.01"
-#define PIGATO__ZAP_DOMAIN "pigato"
+#define PIGATO__ZAP_DOMAIN   "pigato"
 #define PIGATO__KEY_PROPERTY "X-Pigato-Key"
 
 typedef struct _pigato__zap_t pigato__zap_t;
 
 typedef enum {
-    PIGATO__ZAP_NULL,           //  --insecure: NULL mechanism, "anonymous"
-    PIGATO__ZAP_ANY_KEY,        //  --allow-any: any CURVE key, "anonymous"
-    PIGATO__ZAP_POLICY          //  --acl: keys listed in the policy only
+    PIGATO__ZAP_NULL,     //  --insecure: NULL mechanism, "anonymous"
+    PIGATO__ZAP_ANY_KEY,  //  --allow-any: any CURVE key, "anonymous"
+    PIGATO__ZAP_POLICY    //  --acl: keys listed in the policy only
 } pigato__zap_mode_t;
 
 //  Binds the handler. Fails (NULL, message in err) if another handler

@@ -60,7 +60,7 @@ s_key_from_file (const char *path, const char *name, char *key)
     while (rc && fgets (line, sizeof line, file)) {
         char *start = strstr (line, prefix);
         if (start && strlen (start + prefix_size) >= 41
-        &&  start [prefix_size + 40] == '"') {
+            && start [prefix_size + 40] == '"') {
             memcpy (key, start + prefix_size, 40);
             key [40] = 0;
             rc = 0;
@@ -156,7 +156,8 @@ main (int argc, char *argv [])
         batch = count;
     if (count < 1 || (!insecure && !server_key)) {
         fputs ("pigato-conns: --connections >= 1 and --server-key or "
-               "--insecure are required\n", stderr);
+               "--insecure are required\n",
+               stderr);
         return 64;
     }
     if (!insecure && s_server_key (server_key, server_z85)) {
@@ -164,8 +165,9 @@ main (int argc, char *argv [])
         return 64;
     }
     char own_key [2][41];
-    if (key_file && (s_key_from_file (key_file, "public-key", own_key [0])
-                 ||  s_key_from_file (key_file, "secret-key", own_key [1]))) {
+    if (key_file
+        && (s_key_from_file (key_file, "public-key", own_key [0])
+            || s_key_from_file (key_file, "secret-key", own_key [1]))) {
         fprintf (stderr, "pigato-conns: no key pair in %s\n", key_file);
         return 64;
     }
@@ -214,8 +216,8 @@ main (int argc, char *argv [])
             long last = first + batch < count ? first + batch : count;
             for (long index = first; index < last && rc == 0; index++)
                 if (zmq_connect (sockets [index], broker)
-                ||  zmq_send (sockets [index], "C", 1, ZMQ_SNDMORE) != 1
-                ||  zmq_send (sockets [index], "4", 1, 0) != 1) {
+                    || zmq_send (sockets [index], "C", 1, ZMQ_SNDMORE) != 1
+                    || zmq_send (sockets [index], "4", 1, 0) != 1) {
                     fprintf (stderr, "pigato-conns: connection %ld: %s\n",
                              index, zmq_strerror (zmq_errno ()));
                     rc = 2;
@@ -239,9 +241,11 @@ main (int argc, char *argv [])
             if (rc == 0)
                 answered += last - pending;
             if (rc == 0 && pending > first) {
-                fprintf (stderr, "pigato-conns: %ld of connections %ld..%ld "
-                         "unanswered after %.1f s%s\n", pending - first, first,
-                         last - 1, (double) (s_now_usecs () - start) / 1e6,
+                fprintf (stderr,
+                         "pigato-conns: %ld of connections %ld..%ld "
+                         "unanswered after %.1f s%s\n",
+                         pending - first, first, last - 1,
+                         (double) (s_now_usecs () - start) / 1e6,
                          s_stop ? " (interrupted)" : "");
                 rc = 1;
             }
@@ -249,7 +253,8 @@ main (int argc, char *argv [])
         seconds = (double) (s_now_usecs () - start) / 1e6;
     }
     printf ("label=%s connections=%ld answered=%ld seconds=%.3f "
-            "handshakes_per_s=%.0f\n", label, count, answered, seconds,
+            "handshakes_per_s=%.0f\n",
+            label, count, answered, seconds,
             (double) answered / (seconds > 0 ? seconds : 1));
     fflush (stdout);
     if (hold && rc == 0) {

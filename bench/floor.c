@@ -35,7 +35,7 @@
 
 //  Entry head, client id, service, rid: see docs/native-framing.md
 #define ENTRY_OVERHEAD (12 + 5 + 4 + 24)
-#define BATCH_HEAD 4
+#define BATCH_HEAD     4
 
 static int
 s_compare (const void *first, const void *second)
@@ -52,7 +52,7 @@ s_relay (const char *bind, const char *key, bool insecure)
         return 1;
     zsock_set_sndhwm (router, 100000);
     zsock_set_rcvhwm (router, 100000);
-    zsock_set_rcvtimeo (router, 200);       //  see the interrupted check
+    zsock_set_rcvtimeo (router, 200);  //  see the interrupted check
     if (!insecure) {
         char err [256];
         zcert_t *cert = NULL;
@@ -87,7 +87,7 @@ s_relay (const char *bind, const char *key, bool insecure)
         bool from_worker = worker_size && id_size == worker_size
                         && memcmp (zmq_msg_data (&id), worker, id_size) == 0;
         if (!from_worker && zmq_msg_size (&body) == 1
-        &&  *(char *) zmq_msg_data (&body) == 'W' && id_size <= 255) {
+            && *(char *) zmq_msg_data (&body) == 'W' && id_size <= 255) {
             memcpy (worker, zmq_msg_data (&id), id_size);
             worker_size = id_size;
             continue;
@@ -99,9 +99,9 @@ s_relay (const char *bind, const char *key, bool insecure)
         const byte *to = from_worker ? client : worker;
         size_t to_size = from_worker ? client_size : worker_size;
         if (to_size == 0)
-            continue;                       //  nobody to send it to yet
+            continue;  //  nobody to send it to yet
         if (zmq_send (handle, to, to_size, ZMQ_SNDMORE) == -1
-        ||  zmq_msg_send (&body, handle, 0) == -1)
+            || zmq_msg_send (&body, handle, 0) == -1)
             continue;
     }
     zmq_msg_close (&id);
@@ -144,7 +144,7 @@ static int
 s_worker (zsock_t *dealer)
 {
     void *handle = zsock_resolve (dealer);
-    zsock_set_rcvtimeo (dealer, 200);       //  see the interrupted check
+    zsock_set_rcvtimeo (dealer, 200);  //  see the interrupted check
     if (zmq_send (handle, "W", 1, 0) == -1)
         return 1;
     fprintf (stderr, "event=ready worker\n");
@@ -175,7 +175,7 @@ s_client (zsock_t *dealer, long inflight, size_t size, long requests,
     //  One round first, resent until the worker is there; then any late
     //  echo of an earlier try is read, so exactly one batch is in flight
     zsock_set_rcvtimeo (dealer, 200);
-    for (int attempt = 0; ; attempt++) {
+    for (int attempt = 0;; attempt++) {
         zmq_send (handle, data, batch, 0);
         if (zmq_recv (handle, data, batch, 0) != -1)
             break;
@@ -194,7 +194,7 @@ s_client (zsock_t *dealer, long inflight, size_t size, long requests,
     for (long round = 0; round < rounds; round++) {
         int64_t sent = zclock_usecs ();
         if (zmq_send (handle, data, batch, 0) == -1
-        ||  zmq_recv (handle, data, batch, 0) == -1) {
+            || zmq_recv (handle, data, batch, 0) == -1) {
             fprintf (stderr, "pigato-floor: round %ld failed: %s\n", round,
                      zmq_strerror (zmq_errno ()));
             rc = 1;
@@ -260,14 +260,14 @@ main (int argc, char *argv [])
             case 'p': broker_pid = atol (optarg); break;
             default:
                 fprintf (stderr, "usage: see the comment at the top of "
-                         "bench/floor.c\n");
+                                 "bench/floor.c\n");
                 return 64;
         }
     if (inflight < 1 || inflight > 100000 || requests < inflight
-    ||  size > 1024 * 1024 || (relay && !bind) || (!relay && !endpoint)) {
+        || size > 1024 * 1024 || (relay && !bind) || (!relay && !endpoint)) {
         fprintf (stderr, "pigato-floor: need --relay --bind EP, or --broker "
-                 "EP; --inflight 1..100000, --requests >= --inflight, "
-                 "--size <= 1 MiB\n");
+                         "EP; --inflight 1..100000, --requests >= --inflight, "
+                         "--size <= 1 MiB\n");
         return 64;
     }
     zsys_init ();
@@ -276,9 +276,9 @@ main (int argc, char *argv [])
     zsock_t *dealer = s_dealer (endpoint, server_key, insecure);
     if (!dealer)
         return 1;
-    int rc = worker ? s_worker (dealer)
-                    : s_client (dealer, inflight, size, requests, label,
-                                broker_pid);
+    int rc = worker
+               ? s_worker (dealer)
+               : s_client (dealer, inflight, size, requests, label, broker_pid);
     zsock_destroy (&dealer);
     return rc;
 }

@@ -47,7 +47,7 @@
 #include <unistd.h>
 #include "proc.h"
 
-#define CONTROL_LINE_MAX 4096   //  longest protocol line we accept
+#define CONTROL_LINE_MAX 4096  //  longest protocol line we accept
 
 typedef struct conn_t conn_t;
 
@@ -56,33 +56,33 @@ typedef void (msg_fn) (conn_t *conn, const char *subject, const char *reply,
                        const char *payload, size_t size, void *arg);
 
 struct conn_t {
-    int fd;                     //  TCP socket to nats-server
-    SSL_CTX *ssl_ctx;           //  TLS context, NULL in plaintext
-    SSL *ssl;                   //  TLS session, NULL in plaintext
-    char *input;                //  bytes read, not yet parsed
-    size_t input_size;          //  bytes held in input
-    size_t input_max;           //  allocated size of input
-    char *output;               //  protocol waiting for the next flush
-    size_t output_size;         //  bytes held in output
-    size_t output_max;          //  allocated size of output
-    long pongs;                 //  PONGs received
-    char error [256];           //  why the last call failed
+    int fd;              //  TCP socket to nats-server
+    SSL_CTX *ssl_ctx;    //  TLS context, NULL in plaintext
+    SSL *ssl;            //  TLS session, NULL in plaintext
+    char *input;         //  bytes read, not yet parsed
+    size_t input_size;   //  bytes held in input
+    size_t input_max;    //  allocated size of input
+    char *output;        //  protocol waiting for the next flush
+    size_t output_size;  //  bytes held in output
+    size_t output_max;   //  allocated size of output
+    long pongs;          //  PONGs received
+    char error [256];    //  why the last call failed
 };
 
 typedef struct {
-    const char *subject;        //  service subject
-    char inbox [64];            //  "_INBOX.<random>."
-    size_t inbox_size;          //  strlen (inbox)
-    char *payload;              //  request body
-    size_t size;                //  request body size
-    long target;                //  requests to complete
-    long sent;                  //  requests published
-    long done;                  //  replies received
-    long errors;                //  wrong, duplicate or unknown replies
-    bool warm;                  //  a warm-up reply arrived
-    int64_t *started;           //  publish time per request, by index (us)
-    int64_t *latency;           //  latency per completed request (us)
-    bool *answered;             //  reply seen, by index
+    const char *subject;  //  service subject
+    char inbox [64];      //  "_INBOX.<random>."
+    size_t inbox_size;    //  strlen (inbox)
+    char *payload;        //  request body
+    size_t size;          //  request body size
+    long target;          //  requests to complete
+    long sent;            //  requests published
+    long done;            //  replies received
+    long errors;          //  wrong, duplicate or unknown replies
+    bool warm;            //  a warm-up reply arrived
+    int64_t *started;     //  publish time per request, by index (us)
+    int64_t *latency;     //  latency per completed request (us)
+    bool *answered;       //  reply seen, by index
 } bench_t;
 
 static int64_t
@@ -223,9 +223,11 @@ s_conn_fill (conn_t *self, int timeout_ms)
             int reason = SSL_get_error (self->ssl, rc);
             if (reason == SSL_ERROR_WANT_READ || reason == SSL_ERROR_WANT_WRITE)
                 return 0;
-            return s_fail (self, reason == SSL_ERROR_ZERO_RETURN
-                           ? "server closed the connection"
-                           : "SSL_read failed (%d)", reason);
+            return s_fail (self,
+                           reason == SSL_ERROR_ZERO_RETURN
+                               ? "server closed the connection"
+                               : "SSL_read failed (%d)",
+                           reason);
         }
         self->input_size += (size_t) rc;
     }
@@ -296,8 +298,7 @@ s_conn_parse (conn_t *self, msg_fn *on_msg, void *arg)
             unsigned long long size = strtoull (size_token, &size_end, 10);
             if (size_end != end || size_token == end)
                 rc = s_fail (self, "bad MSG line: %.*s", (int) line_size, line);
-            else
-            if (available < line_size + 2 + size + 2)
+            else if (available < line_size + 2 + size + 2)
                 break;
             else {
                 *end = 0;
@@ -315,15 +316,12 @@ s_conn_parse (conn_t *self, msg_fn *on_msg, void *arg)
         }
         if (line_size >= 4 && strncasecmp (line, "PING", 4) == 0)
             s_conn_append (self, "PONG\r\n", 6);
-        else
-        if (line_size >= 4 && strncasecmp (line, "PONG", 4) == 0)
+        else if (line_size >= 4 && strncasecmp (line, "PONG", 4) == 0)
             self->pongs++;
-        else
-        if (line_size >= 4 && strncasecmp (line, "-ERR", 4) == 0)
+        else if (line_size >= 4 && strncasecmp (line, "-ERR", 4) == 0)
             rc = s_fail (self, "server: %.*s", (int) line_size, line);
-        else
-        if (!(line_size >= 3 && strncasecmp (line, "+OK", 3) == 0)
-        &&  !(line_size >= 4 && strncasecmp (line, "INFO", 4) == 0))
+        else if (!(line_size >= 3 && strncasecmp (line, "+OK", 3) == 0)
+                 && !(line_size >= 4 && strncasecmp (line, "INFO", 4) == 0))
             rc = s_fail (self, "unexpected from server: %.*s",
                          (int) (line_size > 80 ? 80 : line_size), line);
         start += line_size + 2;
@@ -344,9 +342,8 @@ s_conn_sync (conn_t *self, long pongs, msg_fn *on_msg, void *arg)
     while (self->pongs < pongs) {
         if (s_usecs () > deadline)
             return s_fail (self, "no PONG within 10 seconds");
-        if (s_conn_fill (self, 1000) < 0
-        ||  s_conn_parse (self, on_msg, arg)
-        ||  s_conn_flush (self))
+        if (s_conn_fill (self, 1000) < 0 || s_conn_parse (self, on_msg, arg)
+            || s_conn_flush (self))
             return -1;
     }
     return 0;
@@ -367,8 +364,8 @@ s_ignore_msg (conn_t *conn, const char *subject, const char *reply,
 //  error on failure.
 
 static conn_t *
-s_conn_new (const char *server, bool tls, const char *ca_file,
-            char *error, size_t error_size)
+s_conn_new (const char *server, bool tls, const char *ca_file, char *error,
+            size_t error_size)
 {
     conn_t *self = calloc (1, sizeof (conn_t));
     self->fd = -1;
@@ -390,7 +387,7 @@ s_conn_new (const char *server, bool tls, const char *ca_file,
     if (rc == 0) {
         self->fd = socket (addresses->ai_family, SOCK_STREAM, 0);
         if (self->fd < 0
-        ||  connect (self->fd, addresses->ai_addr, addresses->ai_addrlen))
+            || connect (self->fd, addresses->ai_addr, addresses->ai_addrlen))
             rc = s_fail (self, "connect %s: %s", server, strerror (errno));
     }
     if (addresses)
@@ -401,14 +398,15 @@ s_conn_new (const char *server, bool tls, const char *ca_file,
         //  INFO comes in plaintext first, also when TLS is required; the
         //  server then waits for our ClientHello, so nothing follows it
         while (rc == 0 && !memmem (self->input, self->input_size, "\r\n", 2))
-            rc = s_conn_fill (self, 5000) == 1 ? 0
-                : s_fail (self, "no INFO from %s", server);
+            rc = s_conn_fill (self, 5000) == 1
+                   ? 0
+                   : s_fail (self, "no INFO from %s", server);
     }
     if (rc == 0) {
         if (strncmp (self->input, "INFO ", 5))
             rc = s_fail (self, "no INFO from %s", server);
-        else
-        if (!tls && memmem (self->input, self->input_size,
+        else if (!tls
+                 && memmem (self->input, self->input_size,
                             "\"tls_required\":true", 19))
             rc = s_fail (self, "%s requires TLS: use --tls --ca", server);
         self->input_size = 0;
@@ -416,11 +414,11 @@ s_conn_new (const char *server, bool tls, const char *ca_file,
     if (rc == 0 && tls) {
         self->ssl_ctx = SSL_CTX_new (TLS_client_method ());
         if (!self->ssl_ctx
-        ||  !SSL_CTX_set_min_proto_version (self->ssl_ctx, TLS1_3_VERSION))
+            || !SSL_CTX_set_min_proto_version (self->ssl_ctx, TLS1_3_VERSION))
             rc = s_fail (self, "cannot set up TLS 1.3");
-        else
-        if (!ca_file || !SSL_CTX_load_verify_locations (self->ssl_ctx,
-                                                        ca_file, NULL))
+        else if (!ca_file
+                 || !SSL_CTX_load_verify_locations (self->ssl_ctx, ca_file,
+                                                    NULL))
             rc = s_fail (self, "cannot load CA file %s",
                          ca_file ? ca_file : "(none: --ca is required)");
     }
@@ -437,7 +435,8 @@ s_conn_new (const char *server, bool tls, const char *ca_file,
         SSL_set_fd (self->ssl, self->fd);
         if (SSL_connect (self->ssl) != 1)
             rc = s_fail (self, "TLS handshake with %s failed (verify: %s)",
-                         server, X509_verify_cert_error_string (
+                         server,
+                         X509_verify_cert_error_string (
                              SSL_get_verify_result (self->ssl)));
     }
     if (rc == 0) {
@@ -517,8 +516,7 @@ s_echo (conn_t *conn, const char *subject, const char *queue)
              conn->ssl ? SSL_get_version (conn->ssl) : "none");
     while (true) {
         if (s_conn_fill (conn, -1) < 0
-        ||  s_conn_parse (conn, s_on_request, NULL)
-        ||  s_conn_flush (conn)) {
+            || s_conn_parse (conn, s_on_request, NULL) || s_conn_flush (conn)) {
             fprintf (stderr, "nats-bench: %s\n", conn->error);
             return 2;
         }
@@ -557,7 +555,7 @@ s_on_reply (conn_t *conn, const char *subject, const char *reply,
     char *end;
     long index = strtol (suffix, &end, 10);
     if (*end || end == suffix || index < 0 || index >= self->sent
-    ||  self->answered [index]) {
+        || self->answered [index]) {
         self->errors++;
         return;
     }
@@ -609,8 +607,7 @@ s_load (conn_t *conn, bench_t *self, long inflight, const char *label,
         int64_t deadline = s_usecs () + 200000;
         while (!self->warm && s_usecs () < deadline)
             if (s_conn_fill (conn, 50) < 0
-            ||  s_conn_parse (conn, s_on_reply, self)
-            ||  s_conn_flush (conn))
+                || s_conn_parse (conn, s_on_reply, self) || s_conn_flush (conn))
                 goto failed;
     }
     if (!self->warm) {
@@ -619,7 +616,8 @@ s_load (conn_t *conn, bench_t *self, long inflight, const char *label,
         return 2;
     }
 
-    double cpu_before = server_pid ? bench_process_cpu_seconds (server_pid) : -1;
+    double cpu_before = server_pid ? bench_process_cpu_seconds (server_pid)
+                                   : -1;
     int64_t start = s_usecs ();
     for (long index = 0; index < inflight && self->sent < self->target; index++)
         s_send (conn, self);
@@ -628,13 +626,15 @@ s_load (conn_t *conn, bench_t *self, long inflight, const char *label,
     while (self->done < self->target) {
         int rc = s_conn_fill (conn, 30000);
         if (rc == 0) {
-            fprintf (stderr, "nats-bench: no reply within 30 seconds "
-                     "(%ld of %ld done)\n", self->done, self->target);
+            fprintf (stderr,
+                     "nats-bench: no reply within 30 seconds "
+                     "(%ld of %ld done)\n",
+                     self->done, self->target);
             return 2;
         }
         //  Replies in one read release their successors in one write
         if (rc < 0 || s_conn_parse (conn, s_on_reply, self)
-        ||  s_conn_flush (conn))
+            || s_conn_flush (conn))
             goto failed;
     }
     double seconds = (double) (s_usecs () - start) / 1e6;
@@ -643,10 +643,10 @@ s_load (conn_t *conn, bench_t *self, long inflight, const char *label,
     long done = self->done;
     printf ("label=%s requests=%ld errors=%ld inflight=%ld size=%zu "
             "seconds=%.3f rps=%.0f p50_us=%" PRId64 " p99_us=%" PRId64
-            " p999_us=%" PRId64, label, self->done, self->errors,
-            inflight, self->size, seconds, (double) self->done / seconds,
-            self->latency [done / 2], self->latency [done * 99 / 100],
-            self->latency [done * 999 / 1000]);
+            " p999_us=%" PRId64,
+            label, self->done, self->errors, inflight, self->size, seconds,
+            (double) self->done / seconds, self->latency [done / 2],
+            self->latency [done * 99 / 100], self->latency [done * 999 / 1000]);
     bench_print_server (server_pid, cpu_before, cpu_after, done);
     printf ("\n");
     fflush (stdout);
@@ -696,7 +696,8 @@ main (int argc, char *argv [])
             case 'P': server_pid = atol (optarg); break;
             default:
                 fputs ("usage: see the comment at the top of "
-                       "bench/nats_bench.c\n", stderr);
+                       "bench/nats_bench.c\n",
+                       stderr);
                 return 64;
         }
     }
@@ -709,7 +710,7 @@ main (int argc, char *argv [])
                stderr);
         return 64;
     }
-    signal (SIGPIPE, SIG_IGN);      //  SSL_write to a closed peer
+    signal (SIGPIPE, SIG_IGN);  //  SSL_write to a closed peer
     char error [256];
     conn_t *conn = s_conn_new (server, tls, ca_file, error, sizeof error);
     if (!conn) {

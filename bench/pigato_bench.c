@@ -48,29 +48,29 @@
 #pragma weak pigato_worker_set_framing
 
 typedef struct {
-    const char *endpoint;       //  broker endpoint
-    const char *server_key;     //  broker public key, NULL with --insecure
-    const char *key_file;       //  our secret key file, or NULL (ephemeral)
-    const char *framing;        //  auto, native or 0.0.46
-    bool insecure;              //  NULL mechanism
+    const char *endpoint;    //  broker endpoint
+    const char *server_key;  //  broker public key, NULL with --insecure
+    const char *key_file;    //  our secret key file, or NULL (ephemeral)
+    const char *framing;     //  auto, native or 0.0.46
+    bool insecure;           //  NULL mechanism
 } link_opts_t;
 
 typedef struct {
-    char **services;            //  service names, requests go round-robin
-    long service_count;         //  entries in services
-    char *payload;              //  request body
-    size_t size;                //  request body size
-    const char *opts;           //  request opts, NULL for none
-    long target;                //  requests to complete
-    long sent;                  //  requests sent
-    long done;                  //  final replies received
-    long errors;                //  failed or wrong replies
-    int64_t *started;           //  send time per request, by index (us)
-    int64_t *latency;           //  latency per completed request (us)
-    int64_t finished;           //  time the last reply arrived (us)
+    char **services;     //  service names, requests go round-robin
+    long service_count;  //  entries in services
+    char *payload;       //  request body
+    size_t size;         //  request body size
+    const char *opts;    //  request opts, NULL for none
+    long target;         //  requests to complete
+    long sent;           //  requests sent
+    long done;           //  final replies received
+    long errors;         //  failed or wrong replies
+    int64_t *started;    //  send time per request, by index (us)
+    int64_t *latency;    //  latency per completed request (us)
+    int64_t finished;    //  time the last reply arrived (us)
 } bench_t;
 
-static bench_t *s_bench;        //  the one benchmark (callbacks reach it)
+static bench_t *s_bench;  //  the one benchmark (callbacks reach it)
 
 static void s_send (pigato_client_t *client);
 
@@ -85,7 +85,7 @@ s_on_final (pigato_client_t *client, const char *rid, int status, bool final,
     long index = (long) (intptr_t) arg;
     self->latency [self->done++] = zclock_usecs () - self->started [index];
     if (status != 0 || size != self->size
-    ||  (size && memcmp (data, self->payload, size)))
+        || (size && memcmp (data, self->payload, size)))
         self->errors++;
     if (self->done == self->target)
         self->finished = zclock_usecs ();
@@ -99,11 +99,9 @@ s_send (pigato_client_t *client)
     bench_t *self = s_bench;
     long index = self->sent++;
     self->started [index] = zclock_usecs ();
-    int rc = pigato_client_request (client,
-                                    self->services [index % self->service_count],
-                                    self->payload, self->size,
-                                    self->opts, s_on_final,
-                                    (void *) (intptr_t) index, NULL);
+    int rc = pigato_client_request (
+        client, self->services [index % self->service_count], self->payload,
+        self->size, self->opts, s_on_final, (void *) (intptr_t) index, NULL);
     if (rc) {
         fprintf (stderr, "pigato-bench: request failed: %s\n",
                  pigato_client_error (client));
@@ -208,20 +206,23 @@ static int
 s_warm_up (pigato_client_t *client, bench_t *bench)
 {
     int rc = 0;
-    for (long service = 0; service < bench->service_count && rc == 0; service++) {
+    for (long service = 0; service < bench->service_count && rc == 0;
+         service++) {
         rc = PIGATO_E_TIMEOUT;
         for (int attempt = 0; attempt < 50 && rc != 0 && !zsys_interrupted;
              attempt++) {
             char *reply = NULL;
             size_t reply_size = 0;
             rc = pigato_client_call (client, bench->services [service], "warm",
-                                     4, "{\"timeout\":200}", NULL, NULL,
-                                     &reply, &reply_size);
+                                     4, "{\"timeout\":200}", NULL, NULL, &reply,
+                                     &reply_size);
             free (reply);
         }
         if (rc)
-            fprintf (stderr, "pigato-bench: warm-up request to %s failed: "
-                     "%s\n", bench->services [service], pigato_strerror (rc));
+            fprintf (stderr,
+                     "pigato-bench: warm-up request to %s failed: "
+                     "%s\n",
+                     bench->services [service], pigato_strerror (rc));
     }
     return rc;
 }
@@ -246,7 +247,8 @@ s_run_clients (link_opts_t *opts, bench_t *bench, long client_count,
         if (rc == 0)
             rc = pigato_client_connect (client, opts->endpoint);
         if (rc)
-            fprintf (stderr, "pigato-bench: %s\n", pigato_client_error (client));
+            fprintf (stderr, "pigato-bench: %s\n",
+                     pigato_client_error (client));
         //  The first client warms every service up, the others the first
         if (rc == 0) {
             long service_count = bench->service_count;
@@ -262,7 +264,8 @@ s_run_clients (link_opts_t *opts, bench_t *bench, long client_count,
         rc = 2;
         goto cleanup;
     }
-    double cpu_before = broker_pid ? bench_process_cpu_seconds (broker_pid) : -1;
+    double cpu_before = broker_pid ? bench_process_cpu_seconds (broker_pid)
+                                   : -1;
     zloop_timer (loop, 10, 0, s_on_check, NULL);
     int64_t start = zclock_usecs ();
     for (long index = 0; index < client_count; index++)
@@ -271,8 +274,10 @@ s_run_clients (link_opts_t *opts, bench_t *bench, long client_count,
             s_send (clients [index]);
     zloop_start (loop);
     if (bench->done < bench->target) {
-        fprintf (stderr, "pigato-bench: interrupted after %ld of %ld "
-                 "requests\n", bench->done, bench->target);
+        fprintf (stderr,
+                 "pigato-bench: interrupted after %ld of %ld "
+                 "requests\n",
+                 bench->done, bench->target);
         rc = 1;
         goto cleanup;
     }
@@ -282,10 +287,11 @@ s_run_clients (link_opts_t *opts, bench_t *bench, long client_count,
     long done = bench->done;
     printf ("label=%s requests=%ld errors=%ld clients=%ld inflight=%ld "
             "services=%ld size=%zu seconds=%.3f rps=%.0f p50_us=%" PRId64
-            " p99_us=%" PRId64 " p999_us=%" PRId64, label, bench->done,
-            bench->errors, client_count, inflight, bench->service_count,
-            bench->size, seconds, (double) bench->done / seconds,
-            bench->latency [done / 2], bench->latency [done * 99 / 100],
+            " p99_us=%" PRId64 " p999_us=%" PRId64,
+            label, bench->done, bench->errors, client_count, inflight,
+            bench->service_count, bench->size, seconds,
+            (double) bench->done / seconds, bench->latency [done / 2],
+            bench->latency [done * 99 / 100],
             bench->latency [done * 999 / 1000]);
     bench_print_server (broker_pid, cpu_before, cpu_after, done);
     printf ("\n");
@@ -323,7 +329,8 @@ main (int argc, char *argv [])
         { "has-framing", no_argument, NULL, 'H' },
         { NULL, 0, NULL, 0 }
     };
-    link_opts_t opts = { .endpoint = "tcp://127.0.0.1:5555", .framing = "auto" };
+    link_opts_t opts = { .endpoint = "tcp://127.0.0.1:5555",
+                         .framing = "auto" };
     const char *label = "pigato", *service = "echo";
     bool worker_mode = false;
     long inflight = 100, client_count = 1, service_count = 1, broker_pid = 0;
@@ -352,28 +359,34 @@ main (int argc, char *argv [])
             case 'C': concurrency = atol (optarg); break;
             case 'H':
                 return pigato_client_set_framing && pigato_worker_set_framing
-                     ? 0 : 69;
+                         ? 0
+                         : 69;
             default:
                 fputs ("usage: see the comment at the top of "
-                       "bench/pigato_bench.c\n", stderr);
+                       "bench/pigato_bench.c\n",
+                       stderr);
                 return 64;
         }
     }
     if (inflight < 1 || bench.target < 1 || client_count < 1
-    ||  service_count < 1 || worker_count < 1 || concurrency < 1) {
+        || service_count < 1 || worker_count < 1 || concurrency < 1) {
         fputs ("pigato-bench: --inflight, --requests, --clients, --services, "
-               "--workers and --concurrency must be >= 1\n", stderr);
+               "--workers and --concurrency must be >= 1\n",
+               stderr);
         return 64;
     }
     if (!streq (opts.framing, "auto") && !streq (opts.framing, "native")
-    &&  !streq (opts.framing, "0.0.46")) {
-        fprintf (stderr, "pigato-bench: --framing %s: expected auto, native "
-                 "or 0.0.46\n", opts.framing);
+        && !streq (opts.framing, "0.0.46")) {
+        fprintf (stderr,
+                 "pigato-bench: --framing %s: expected auto, native "
+                 "or 0.0.46\n",
+                 opts.framing);
         return 64;
     }
     if (!streq (opts.framing, "auto")
-    &&  (!pigato_client_set_framing || !pigato_worker_set_framing)) {
-        fprintf (stderr, "pigato-bench: --framing %s: this libpigato has no "
+        && (!pigato_client_set_framing || !pigato_worker_set_framing)) {
+        fprintf (stderr,
+                 "pigato-bench: --framing %s: this libpigato has no "
                  "pigato_client_set_framing/pigato_worker_set_framing\n",
                  opts.framing);
         return 69;

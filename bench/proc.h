@@ -29,8 +29,11 @@ bench_process_cpu_seconds (long pid)
     char *cursor = strrchr (line, ')');
     unsigned long long utime = 0, stime = 0;
     if (!cursor
-    ||  sscanf (cursor + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
-                "%llu %llu", &utime, &stime) != 2)
+        || sscanf (cursor + 2,
+                   "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+                   "%llu %llu",
+                   &utime, &stime)
+               != 2)
         return -1;
     return (double) (utime + stime) / (double) sysconf (_SC_CLK_TCK);
 }

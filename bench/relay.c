@@ -18,14 +18,13 @@ main (int argc, char *argv [])
     for (int index = 1; index < argc; index++) {
         if (streq (argv [index], "--bind") && index + 1 < argc)
             bind = argv [++index];
-        else
-        if (streq (argv [index], "--key") && index + 1 < argc)
+        else if (streq (argv [index], "--key") && index + 1 < argc)
             key = argv [++index];
     }
     zsock_t *router = zsock_new (ZMQ_ROUTER);
     zsock_set_sndhwm (router, 100000);
     zsock_set_rcvhwm (router, 100000);
-    zsock_set_backlog (router, 1024);      //  as pigato-broker: no dropped SYNs
+    zsock_set_backlog (router, 1024);  //  as pigato-broker: no dropped SYNs
     //  Wake up now and then: a signal between the interrupted check and
     //  the receive would otherwise leave the relay waiting forever
     zsock_set_rcvtimeo (router, 200);
@@ -56,8 +55,7 @@ main (int argc, char *argv [])
         char *type = zmsg_popstr (msg);
         if (!header || !type) {
         }
-        else
-        if (streq (header, "W") && streq (type, "1")) {
+        else if (streq (header, "W") && streq (type, "1")) {
             if (worker_count < 64)
                 workers [worker_count++] = zframe_dup (sender);
             zmsg_t *ack = zmsg_new ();
@@ -66,16 +64,14 @@ main (int argc, char *argv [])
             zmsg_addstr (ack, "1");
             zmsg_send (&ack, router);
         }
-        else
-        if (streq (type, "4") && zmsg_size (msg) < 3) {
+        else if (streq (type, "4") && zmsg_size (msg) < 3) {
             zmsg_t *ack = zmsg_new ();
             zmsg_append (ack, &sender);
             zmsg_addstr (ack, header);
             zmsg_addstr (ack, "4");
             zmsg_send (&ack, router);
         }
-        else
-        if (streq (header, "C") && streq (type, "2") && worker_count) {
+        else if (streq (header, "C") && streq (type, "2") && worker_count) {
             //  [service][rid][data][opts] -> W 2 client service "" rid data opts
             zframe_t *service = zmsg_pop (msg);
             zmsg_prepend (msg, &(zframe_t *) { zframe_new_empty () });
@@ -83,11 +79,12 @@ main (int argc, char *argv [])
             zmsg_prepend (msg, &sender);
             zmsg_pushstr (msg, "2");
             zmsg_pushstr (msg, "W");
-            zmsg_prepend (msg, &(zframe_t *) { zframe_dup (workers [next++ % worker_count]) });
+            zmsg_prepend (msg, &(zframe_t *) { zframe_dup (
+                                   workers [next++ % worker_count]) });
             zmsg_send (&msg, router);
         }
-        else
-        if (streq (header, "W") && (streq (type, "3") || streq (type, "6"))) {
+        else if (streq (header, "W")
+                 && (streq (type, "3") || streq (type, "6"))) {
             //  [client]["" rid status data opts] -> client C type ...
             zframe_t *client = zmsg_pop (msg);
             zmsg_pushstr (msg, type);

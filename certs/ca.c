@@ -30,17 +30,17 @@
 #include "ca.h"
 #include "../mesh/base/internal.h"
 
-#define CA_CN_PREFIX     "pigato mesh CA "
-#define CA_VALID_DAYS    3650          //  CA certificate: 10 years
-#define CRL_VALID_DAYS   3650          //  nextUpdate of every CRL we sign
-#define FILE_SIZE_MAX    (256 * 1024)  //  certificates, keys and CRLs are small
-#define URI_PREFIX       "pigato://"
+#define CA_CN_PREFIX   "pigato mesh CA "
+#define CA_VALID_DAYS  3650          //  CA certificate: 10 years
+#define CRL_VALID_DAYS 3650          //  nextUpdate of every CRL we sign
+#define FILE_SIZE_MAX  (256 * 1024)  //  certificates, keys and CRLs are small
+#define URI_PREFIX     "pigato://"
 
 struct _pigato__trust_t {
-    X509_STORE *store;          //  the CA, its CRL, the check flags
-    X509 *ca;                   //  trusted CA certificate
-    X509_CRL *crl;              //  its CRL, NULL when none was given
-    char mesh [PIGATO__NAME_MAX + 1];   //  mesh of the CA ("" if unnamed)
+    X509_STORE *store;                 //  the CA, its CRL, the check flags
+    X509 *ca;                          //  trusted CA certificate
+    X509_CRL *crl;                     //  its CRL, NULL when none was given
+    char mesh [PIGATO__NAME_MAX + 1];  //  mesh of the CA ("" if unnamed)
 };
 
 //  --------------------------------------------------------------------------
@@ -72,8 +72,8 @@ s_time_text (int64_t seconds, char *out, size_t out_size)
 {
     time_t when = (time_t) seconds;
     struct tm tm;
-    if (!gmtime_r (&when, &tm) || !strftime (out, out_size,
-                                             "%Y-%m-%d %H:%M:%S UTC", &tm))
+    if (!gmtime_r (&when, &tm)
+        || !strftime (out, out_size, "%Y-%m-%d %H:%M:%S UTC", &tm))
         snprintf (out, out_size, "@%lld", (long long) seconds);
 }
 
@@ -110,7 +110,8 @@ s_file_read (const char *path, char **data_p, size_t *size_p, char *err,
     if (!S_ISREG (info.st_mode) || info.st_size > FILE_SIZE_MAX) {
         pigato__errorf (err, err_size, "'%s' is %s", path,
                         S_ISREG (info.st_mode) ? "too large to be a "
-                        "certificate or key" : "not a regular file");
+                                                 "certificate or key"
+                                               : "not a regular file");
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
@@ -152,11 +153,9 @@ s_pem_write (const char *path, X509 *cert, X509_CRL *crl, EVP_PKEY *key,
     int written = bio ? 0 : -1;
     if (bio && cert)
         written = PEM_write_bio_X509 (bio, cert);
-    else
-    if (bio && crl)
+    else if (bio && crl)
         written = PEM_write_bio_X509_CRL (bio, crl);
-    else
-    if (bio && key)
+    else if (bio && key)
         written = PEM_write_bio_PrivateKey (bio, key, NULL, NULL, 0, NULL,
                                             NULL);
     char *data = NULL;
@@ -166,8 +165,8 @@ s_pem_write (const char *path, X509 *cert, X509_CRL *crl, EVP_PKEY *key,
         rc = PIGATO_E_SYSTEM;
     }
     else
-        rc = pigato__file_write (path, data, (size_t) size,
-                                 key ? 0600 : 0644, replace, err, err_size);
+        rc = pigato__file_write (path, data, (size_t) size, key ? 0600 : 0644,
+                                 replace, err, err_size);
     BIO_free (bio);
     return rc;
 }
@@ -191,8 +190,10 @@ s_cert_load (const char *path, char *err, size_t err_size)
             pigato__errorf (err, err_size, "'%s' is not a PEM certificate",
                             path);
         else
-            s_errorf (err, err_size, "'%s': cannot parse the certificate "
-                      "(truncated or damaged PEM?)", path);
+            s_errorf (err, err_size,
+                      "'%s': cannot parse the certificate "
+                      "(truncated or damaged PEM?)",
+                      path);
     }
     ERR_clear_error ();
     BIO_free (bio);
@@ -213,8 +214,10 @@ s_crl_load (const char *path, char *err, size_t err_size)
     if (bio)
         crl = PEM_read_bio_X509_CRL (bio, NULL, NULL, NULL);
     if (!crl)
-        s_errorf (err, err_size, "'%s' is not a PEM certificate revocation "
-                  "list", path);
+        s_errorf (err, err_size,
+                  "'%s' is not a PEM certificate revocation "
+                  "list",
+                  path);
     ERR_clear_error ();
     BIO_free (bio);
     free (data);
@@ -238,12 +241,13 @@ s_ca_key_load (const char *dir, EVP_PKEY **key_p, char *err, size_t err_size)
         goto cleanup;
     }
     if (stat (path, &info) != 0) {
-        pigato__errorf (err, err_size, "cannot read the CA key '%s': %s",
-                        path, strerror (errno));
+        pigato__errorf (err, err_size, "cannot read the CA key '%s': %s", path,
+                        strerror (errno));
         goto cleanup;
     }
     if (S_ISREG (info.st_mode) && (info.st_mode & 077)) {
-        pigato__errorf (err, err_size, "CA key file '%s' is readable by "
+        pigato__errorf (err, err_size,
+                        "CA key file '%s' is readable by "
                         "group or others (mode %04o); fix with: chmod 600 %s",
                         path, (unsigned) (info.st_mode & 07777), path);
         rc = PIGATO_E_KEYPERM;
@@ -257,11 +261,11 @@ s_ca_key_load (const char *dir, EVP_PKEY **key_p, char *err, size_t err_size)
     BIO_free (bio);
     if (!key)
         s_errorf (err, err_size, "'%s' is not a PEM private key", path);
-    else
-    if (!EVP_PKEY_is_a (key, "ED25519"))
-        pigato__errorf (err, err_size, "'%s' is a %s key, not the Ed25519 "
-                        "key of a pigato CA", path,
-                        EVP_PKEY_get0_type_name (key));
+    else if (!EVP_PKEY_is_a (key, "ED25519"))
+        pigato__errorf (err, err_size,
+                        "'%s' is a %s key, not the Ed25519 "
+                        "key of a pigato CA",
+                        path, EVP_PKEY_get0_type_name (key));
     else {
         *key_p = key;
         key = NULL;
@@ -285,11 +289,11 @@ s_ca_mesh (X509 *ca, char *mesh)
 {
     char cn [256] = "";
     mesh [0] = 0;
-    X509_NAME_get_text_by_NID (X509_get_subject_name (ca), NID_commonName,
-                               cn, sizeof cn);
+    X509_NAME_get_text_by_NID (X509_get_subject_name (ca), NID_commonName, cn,
+                               sizeof cn);
     size_t prefix = strlen (CA_CN_PREFIX);
     if (strncmp (cn, CA_CN_PREFIX, prefix) == 0
-    &&  pigato__name_valid (cn + prefix))
+        && pigato__name_valid (cn + prefix))
         memcpy (mesh, cn + prefix, strlen (cn + prefix) + 1);  //  <= 64
 }
 
@@ -307,7 +311,8 @@ s_ca_load (const char *dir, X509 **cert_p, EVP_PKEY **key_p, char *mesh,
     if (key_p)
         *key_p = NULL;
     if (access (path, F_OK) != 0) {
-        pigato__errorf (err, err_size, "no CA in '%s': cannot read '%s': %s "
+        pigato__errorf (err, err_size,
+                        "no CA in '%s': cannot read '%s': %s "
                         "(create one with: pigato-keygen ca init -o %s)",
                         dir, path, strerror (errno), dir);
         *cert_p = NULL;
@@ -321,8 +326,10 @@ s_ca_load (const char *dir, X509 **cert_p, EVP_PKEY **key_p, char *mesh,
     }
     s_ca_mesh (*cert_p, mesh);
     if (X509_check_ca (*cert_p) == 0 || !mesh [0]) {
-        pigato__errorf (err, err_size, "'%s' is not a pigato mesh CA "
-                        "certificate", path);
+        pigato__errorf (err, err_size,
+                        "'%s' is not a pigato mesh CA "
+                        "certificate",
+                        path);
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
@@ -331,8 +338,8 @@ s_ca_load (const char *dir, X509 **cert_p, EVP_PKEY **key_p, char *mesh,
         if (rc != PIGATO_OK)
             goto cleanup;
         if (X509_check_private_key (*cert_p, *key_p) != 1) {
-            s_errorf (err, err_size, "'%s/ca.key' does not belong to '%s'",
-                      dir, path);
+            s_errorf (err, err_size, "'%s/ca.key' does not belong to '%s'", dir,
+                      path);
             rc = PIGATO_E_KEY;
             goto cleanup;
         }
@@ -370,7 +377,7 @@ s_serial_set (X509 *cert)
     unsigned char bytes [16];
     if (RAND_bytes (bytes, sizeof bytes) != 1)
         return -1;
-    bytes [0] = (bytes [0] & 0x7F) | 0x40;     //  positive, full 16 bytes
+    bytes [0] = (bytes [0] & 0x7F) | 0x40;  //  positive, full 16 bytes
     BIGNUM *number = BN_bin2bn (bytes, sizeof bytes, NULL);
     ASN1_INTEGER *serial = number ? BN_to_ASN1_INTEGER (number, NULL) : NULL;
     int ok = serial && X509_set_serialNumber (cert, serial) == 1;
@@ -388,19 +395,20 @@ s_cert_new (const char *cn, X509 *issuer, EVP_PKEY *public_key, int64_t from,
     X509 *cert = X509_new ();
     time_t now = time (NULL);
     X509_NAME *subject = X509_NAME_new ();
-    bool ok = cert && subject
-        && X509_set_version (cert, X509_VERSION_3) == 1
-        && s_serial_set (cert) == 0
-        && X509_NAME_add_entry_by_NID (subject, NID_commonName, MBSTRING_UTF8,
-                                       (const unsigned char *) cn, -1, -1, 0)
-        && X509_set_subject_name (cert, subject) == 1
-        && X509_set_issuer_name (cert, issuer ? X509_get_subject_name (issuer)
-                                              : subject) == 1
-        && ASN1_TIME_adj (X509_getm_notBefore (cert), now,
-                          (int) (from / 86400), (long) (from % 86400))
-        && ASN1_TIME_adj (X509_getm_notAfter (cert), now, (int) (to / 86400),
-                          (long) (to % 86400))
-        && X509_set_pubkey (cert, public_key) == 1;
+    bool ok = cert && subject && X509_set_version (cert, X509_VERSION_3) == 1
+           && s_serial_set (cert) == 0
+           && X509_NAME_add_entry_by_NID (subject, NID_commonName,
+                                          MBSTRING_UTF8,
+                                          (const unsigned char *) cn, -1, -1, 0)
+           && X509_set_subject_name (cert, subject) == 1
+           && X509_set_issuer_name (
+                  cert, issuer ? X509_get_subject_name (issuer) : subject)
+                  == 1
+           && ASN1_TIME_adj (X509_getm_notBefore (cert), now,
+                             (int) (from / 86400), (long) (from % 86400))
+           && ASN1_TIME_adj (X509_getm_notAfter (cert), now, (int) (to / 86400),
+                             (long) (to % 86400))
+           && X509_set_pubkey (cert, public_key) == 1;
     X509_NAME_free (subject);
     if (!ok) {
         X509_free (cert);
@@ -424,12 +432,13 @@ s_crl_build (X509 *ca, EVP_PKEY *ca_key, X509_CRL *old,
     X509_REVOKED *entry = NULL;
     X509_EXTENSION *extension = NULL;
     bool ok = crl && now && next && crl_number
-        && X509_CRL_set_version (crl, X509_CRL_VERSION_2) == 1
-        && X509_CRL_set_issuer_name (crl, X509_get_subject_name (ca)) == 1
-        && X509_CRL_set1_lastUpdate (crl, now) == 1
-        && X509_CRL_set1_nextUpdate (crl, next) == 1
-        && ASN1_INTEGER_set (crl_number, number) == 1
-        && X509_CRL_add1_ext_i2d (crl, NID_crl_number, crl_number, 0, 0) == 1;
+           && X509_CRL_set_version (crl, X509_CRL_VERSION_2) == 1
+           && X509_CRL_set_issuer_name (crl, X509_get_subject_name (ca)) == 1
+           && X509_CRL_set1_lastUpdate (crl, now) == 1
+           && X509_CRL_set1_nextUpdate (crl, next) == 1
+           && ASN1_INTEGER_set (crl_number, number) == 1
+           && X509_CRL_add1_ext_i2d (crl, NID_crl_number, crl_number, 0, 0)
+                  == 1;
     STACK_OF (X509_REVOKED) *entries = old ? X509_CRL_get_REVOKED (old) : NULL;
     for (int index = 0; ok && index < sk_X509_REVOKED_num (entries); index++) {
         entry = X509_REVOKED_dup (sk_X509_REVOKED_value (entries, index));
@@ -438,21 +447,19 @@ s_crl_build (X509 *ca, EVP_PKEY *ca_key, X509_CRL *old,
     }
     if (ok && serial) {
         entry = X509_REVOKED_new ();
-        ok = entry && X509_REVOKED_set_serialNumber (entry,
-                                                     (ASN1_INTEGER *) serial)
-            && X509_REVOKED_set_revocationDate (entry, now) == 1
-            && X509_CRL_add0_revoked (crl, entry) == 1;
+        ok = entry
+          && X509_REVOKED_set_serialNumber (entry, (ASN1_INTEGER *) serial)
+          && X509_REVOKED_set_revocationDate (entry, now) == 1
+          && X509_CRL_add0_revoked (crl, entry) == 1;
         entry = ok ? NULL : entry;
     }
     if (ok) {
         X509V3_CTX context;
         X509V3_set_ctx (&context, ca, NULL, NULL, crl, 0);
-        extension = X509V3_EXT_nconf_nid (NULL, &context,
-                                          NID_authority_key_identifier,
-                                          "keyid:always");
+        extension = X509V3_EXT_nconf_nid (
+            NULL, &context, NID_authority_key_identifier, "keyid:always");
         ok = extension && X509_CRL_add_ext (crl, extension, -1) == 1
-            && X509_CRL_sort (crl) == 1
-            && X509_CRL_sign (crl, ca_key, NULL) > 0;
+          && X509_CRL_sort (crl) == 1 && X509_CRL_sign (crl, ca_key, NULL) > 0;
     }
     X509_EXTENSION_free (extension);
     X509_REVOKED_free (entry);
@@ -483,43 +490,50 @@ pigato__ca_init (const char *dir, const char *mesh, bool force, char *err,
 
     mesh = mesh ? mesh : "default";
     if (!dir || !*dir || !pigato__name_valid (mesh)) {
-        pigato__errorf (err, err_size, "invalid mesh name '%s' (use letters, "
+        pigato__errorf (err, err_size,
+                        "invalid mesh name '%s' (use letters, "
                         "digits, '-', '_' and '.', at most %d, not starting "
-                        "with '.' or '-')", mesh, PIGATO__NAME_MAX);
+                        "with '.' or '-')",
+                        mesh, PIGATO__NAME_MAX);
         rc = PIGATO_E_INVALID;
         goto cleanup;
     }
     if (mkdir (dir, 0755) != 0 && errno != EEXIST) {
-        pigato__errorf (err, err_size, "cannot create directory '%s': %s",
-                        dir, strerror (errno));
+        pigato__errorf (err, err_size, "cannot create directory '%s': %s", dir,
+                        strerror (errno));
         rc = PIGATO_E_SYSTEM;
         goto cleanup;
     }
     for (int index = 0; index < 3; index++) {
         paths [index] = zsys_sprintf ("%s/%s", dir, files [index]);
         if (!force && access (paths [index], F_OK) == 0) {
-            pigato__errorf (err, err_size, "'%s' already exists; not "
-                            "overwriting it without --force", paths [index]);
+            pigato__errorf (err, err_size,
+                            "'%s' already exists; not "
+                            "overwriting it without --force",
+                            paths [index]);
             rc = PIGATO_E_INVALID;
             goto cleanup;
         }
     }
     cn = zsys_sprintf (CA_CN_PREFIX "%s", mesh);
     key = EVP_PKEY_Q_keygen (NULL, NULL, "ED25519");
-    cert = key ? s_cert_new (cn, NULL, key, -60,
-                             (int64_t) CA_VALID_DAYS * 86400) : NULL;
+    cert = key
+             ? s_cert_new (cn, NULL, key, -60, (int64_t) CA_VALID_DAYS * 86400)
+             : NULL;
     X509V3_CTX context;
     if (cert)
         X509V3_set_ctx (&context, cert, cert, NULL, NULL, 0);
     if (!cert
-    ||  s_extension_add (cert, &context, NID_basic_constraints,
-                         "critical,CA:TRUE") != 0
-    ||  s_extension_add (cert, &context, NID_key_usage,
-                         "critical,keyCertSign,cRLSign") != 0
-    ||  s_extension_add (cert, &context, NID_subject_key_identifier,
-                         "hash") != 0
-    ||  X509_sign (cert, key, NULL) <= 0
-    ||  !(crl = s_crl_build (cert, key, NULL, NULL, 1))) {
+        || s_extension_add (cert, &context, NID_basic_constraints,
+                            "critical,CA:TRUE")
+               != 0
+        || s_extension_add (cert, &context, NID_key_usage,
+                            "critical,keyCertSign,cRLSign")
+               != 0
+        || s_extension_add (cert, &context, NID_subject_key_identifier, "hash")
+               != 0
+        || X509_sign (cert, key, NULL) <= 0
+        || !(crl = s_crl_build (cert, key, NULL, NULL, 1))) {
         s_errorf (err, err_size, "cannot create the CA");
         rc = PIGATO_E_SYSTEM;
         goto cleanup;
@@ -546,8 +560,7 @@ cleanup:
 int
 pigato__ca_issue (const char *ca_dir, const char *name,
                   const byte *curve_public_key, int64_t valid_seconds,
-                  const char *crt_path, bool force, char *err,
-                  size_t err_size)
+                  const char *crt_path, bool force, char *err, size_t err_size)
 {
     int rc = PIGATO_OK;
     X509 *ca = NULL;
@@ -558,24 +571,30 @@ pigato__ca_issue (const char *ca_dir, const char *name,
     char mesh [PIGATO__NAME_MAX + 1];
 
     if (!ca_dir || !crt_path || !curve_public_key
-    ||  !pigato__name_valid (name)) {
-        pigato__errorf (err, err_size, "invalid name '%s' (use letters, "
+        || !pigato__name_valid (name)) {
+        pigato__errorf (err, err_size,
+                        "invalid name '%s' (use letters, "
                         "digits, '-', '_' and '.', at most %d, not starting "
-                        "with '.' or '-')", name ? name : "", PIGATO__NAME_MAX);
+                        "with '.' or '-')",
+                        name ? name : "", PIGATO__NAME_MAX);
         rc = PIGATO_E_INVALID;
         goto cleanup;
     }
     //  Bounded so the day arithmetic below cannot overflow an int
     if (valid_seconds > (int64_t) 1000 * 365 * 86400
-    ||  valid_seconds < -(int64_t) 1000 * 365 * 86400) {
-        pigato__errorf (err, err_size, "validity of %lld seconds is out of "
-                        "range", (long long) valid_seconds);
+        || valid_seconds < -(int64_t) 1000 * 365 * 86400) {
+        pigato__errorf (err, err_size,
+                        "validity of %lld seconds is out of "
+                        "range",
+                        (long long) valid_seconds);
         rc = PIGATO_E_INVALID;
         goto cleanup;
     }
     if (!force && access (crt_path, F_OK) == 0) {
-        pigato__errorf (err, err_size, "'%s' already exists; not "
-                        "overwriting it without --force", crt_path);
+        pigato__errorf (err, err_size,
+                        "'%s' already exists; not "
+                        "overwriting it without --force",
+                        crt_path);
         rc = PIGATO_E_INVALID;
         goto cleanup;
     }
@@ -586,22 +605,25 @@ pigato__ca_issue (const char *ca_dir, const char *name,
                                               curve_public_key, 32);
     uri = zsys_sprintf ("URI:" URI_PREFIX "%s/%s", mesh, name);
     //  notBefore a minute back, for clocks a little behind ours
-    cert = public_key ? s_cert_new (name, ca, public_key, -60,
-                                    valid_seconds) : NULL;
+    cert = public_key ? s_cert_new (name, ca, public_key, -60, valid_seconds)
+                      : NULL;
     X509V3_CTX context;
     if (cert)
         X509V3_set_ctx (&context, ca, cert, NULL, NULL, 0);
     if (!cert
-    ||  s_extension_add (cert, &context, NID_basic_constraints,
-                         "critical,CA:FALSE") != 0
-    ||  s_extension_add (cert, &context, NID_key_usage,
-                         "critical,keyAgreement") != 0
-    ||  s_extension_add (cert, &context, NID_subject_alt_name, uri) != 0
-    ||  s_extension_add (cert, &context, NID_subject_key_identifier,
-                         "hash") != 0
-    ||  s_extension_add (cert, &context, NID_authority_key_identifier,
-                         "keyid:always") != 0
-    ||  X509_sign (cert, ca_key, NULL) <= 0) {
+        || s_extension_add (cert, &context, NID_basic_constraints,
+                            "critical,CA:FALSE")
+               != 0
+        || s_extension_add (cert, &context, NID_key_usage,
+                            "critical,keyAgreement")
+               != 0
+        || s_extension_add (cert, &context, NID_subject_alt_name, uri) != 0
+        || s_extension_add (cert, &context, NID_subject_key_identifier, "hash")
+               != 0
+        || s_extension_add (cert, &context, NID_authority_key_identifier,
+                            "keyid:always")
+               != 0
+        || X509_sign (cert, ca_key, NULL) <= 0) {
         s_errorf (err, err_size, "cannot issue a certificate for '%s'", name);
         rc = PIGATO_E_SYSTEM;
         goto cleanup;
@@ -650,8 +672,10 @@ pigato__ca_revoke (const char *ca_dir, const char *cert_path, char *err,
     ca_public = X509_get0_pubkey (ca);
     if (X509_verify (cert, ca_public) != 1) {
         ERR_clear_error ();
-        pigato__errorf (err, err_size, "'%s' is not signed by the CA in "
-                        "'%s'", cert_path, ca_dir);
+        pigato__errorf (err, err_size,
+                        "'%s' is not signed by the CA in "
+                        "'%s'",
+                        cert_path, ca_dir);
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
@@ -663,16 +687,20 @@ pigato__ca_revoke (const char *ca_dir, const char *cert_path, char *err,
     }
     if (X509_CRL_verify (crl, ca_public) != 1) {
         ERR_clear_error ();
-        pigato__errorf (err, err_size, "'%s' is not signed by the CA in "
-                        "'%s'", crl_path, ca_dir);
+        pigato__errorf (err, err_size,
+                        "'%s' is not signed by the CA in "
+                        "'%s'",
+                        crl_path, ca_dir);
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
     X509_REVOKED *entry = NULL;
-    if (X509_CRL_get0_by_serial (crl, &entry,
-                                 X509_get0_serialNumber (cert)) == 1) {
-        pigato__errorf (err, err_size, "'%s' is revoked already in '%s'; "
-                        "nothing to do", cert_path, crl_path);
+    if (X509_CRL_get0_by_serial (crl, &entry, X509_get0_serialNumber (cert))
+        == 1) {
+        pigato__errorf (err, err_size,
+                        "'%s' is revoked already in '%s'; "
+                        "nothing to do",
+                        cert_path, crl_path);
         rc = PIGATO__CA_UNCHANGED;
         goto cleanup;
     }
@@ -702,8 +730,8 @@ cleanup:
 //  Fills info from a parsed certificate; checks it is a pigato identity.
 
 static int
-s_cert_info (X509 *cert, const char *path, pigato__cert_info_t *info,
-             char *err, size_t err_size)
+s_cert_info (X509 *cert, const char *path, pigato__cert_info_t *info, char *err,
+             size_t err_size)
 {
     int rc = PIGATO_OK;
     GENERAL_NAMES *alt_names = NULL;
@@ -718,8 +746,10 @@ s_cert_info (X509 *cert, const char *path, pigato__cert_info_t *info,
     info->not_after = s_asn1_seconds (X509_get0_notAfter (cert));
     bio = BIO_new (BIO_s_mem ());
     char *text = NULL;
-    if (bio && X509_NAME_print_ex (bio, X509_get_issuer_name (cert), 0,
-                                   XN_FLAG_RFC2253) >= 0) {
+    if (bio
+        && X509_NAME_print_ex (bio, X509_get_issuer_name (cert), 0,
+                               XN_FLAG_RFC2253)
+               >= 0) {
         long size = BIO_get_mem_data (bio, &text);
         snprintf (info->issuer, sizeof info->issuer, "%.*s",
                   (int) (size < 255 ? size : 255), text ? text : "");
@@ -731,21 +761,25 @@ s_cert_info (X509 *cert, const char *path, pigato__cert_info_t *info,
 
     EVP_PKEY *key = X509_get0_pubkey (cert);
     if (!key) {
-        s_errorf (err, err_size, "'%s': the certificate's key cannot be "
-                  "read", path);
+        s_errorf (err, err_size,
+                  "'%s': the certificate's key cannot be "
+                  "read",
+                  path);
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
     if (!EVP_PKEY_is_a (key, "X25519")) {
         const char *type = EVP_PKEY_get0_type_name (key);
-        pigato__errorf (err, err_size, "'%s': the certificate's key is %s, "
-                        "not an X25519 CURVE key", path, type ? type : "?");
+        pigato__errorf (err, err_size,
+                        "'%s': the certificate's key is %s, "
+                        "not an X25519 CURVE key",
+                        path, type ? type : "?");
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
     size_t key_size = sizeof info->public_key;
     if (EVP_PKEY_get_raw_public_key (key, info->public_key, &key_size) != 1
-    ||  key_size != sizeof info->public_key) {
+        || key_size != sizeof info->public_key) {
         s_errorf (err, err_size, "'%s': cannot read the X25519 key", path);
         rc = PIGATO_E_KEY;
         goto cleanup;
@@ -753,12 +787,15 @@ s_cert_info (X509 *cert, const char *path, pigato__cert_info_t *info,
     X509_NAME *subject = X509_get_subject_name (cert);
     int position = X509_NAME_get_index_by_NID (subject, NID_commonName, -1);
     X509_NAME_ENTRY *entry = X509_NAME_get_entry (subject, position);
-    int length = entry ? ASN1_STRING_to_UTF8 (
-                             &cn, X509_NAME_ENTRY_get_data (entry)) : -1;
+    int length = entry
+                   ? ASN1_STRING_to_UTF8 (&cn, X509_NAME_ENTRY_get_data (entry))
+                   : -1;
     if (length < 0 || (size_t) length != strlen ((char *) cn)
-    ||  !pigato__name_valid ((char *) cn)) {
-        pigato__errorf (err, err_size, "'%s': the certificate's subject CN "
-                        "is missing or not a valid identity name", path);
+        || !pigato__name_valid ((char *) cn)) {
+        pigato__errorf (err, err_size,
+                        "'%s': the certificate's subject CN "
+                        "is missing or not a valid identity name",
+                        path);
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
@@ -772,14 +809,15 @@ s_cert_info (X509 *cert, const char *path, pigato__cert_info_t *info,
             continue;
         const char *uri = (const char *) ASN1_STRING_get0_data (
             alt_name->d.uniformResourceIdentifier);
-        int uri_length = ASN1_STRING_length (alt_name->d.uniformResourceIdentifier);
+        int uri_length = ASN1_STRING_length (
+            alt_name->d.uniformResourceIdentifier);
         if (!uri || uri_length < 0 || (size_t) uri_length != strlen (uri)
-        ||  strncmp (uri, URI_PREFIX, strlen (URI_PREFIX)) != 0)
+            || strncmp (uri, URI_PREFIX, strlen (URI_PREFIX)) != 0)
             continue;
         const char *mesh = uri + strlen (URI_PREFIX);
         const char *slash = strchr (mesh, '/');
         if (!slash || slash - mesh > PIGATO__NAME_MAX
-        ||  strcmp (slash + 1, info->name) != 0)
+            || strcmp (slash + 1, info->name) != 0)
             continue;
         snprintf (info->mesh, sizeof info->mesh, "%.*s", (int) (slash - mesh),
                   mesh);
@@ -788,9 +826,10 @@ s_cert_info (X509 *cert, const char *path, pigato__cert_info_t *info,
         info->mesh [0] = 0;
     }
     if (!info->mesh [0]) {
-        pigato__errorf (err, err_size, "'%s': the certificate has no "
-                        "subjectAltName URI " URI_PREFIX "MESH/%s", path,
-                        info->name);
+        pigato__errorf (err, err_size,
+                        "'%s': the certificate has no "
+                        "subjectAltName URI " URI_PREFIX "MESH/%s",
+                        path, info->name);
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
@@ -859,13 +898,14 @@ pigato__trust_load (const char *ca_crt, const char *crl, char *err,
         goto failed;
     s_ca_mesh (self->ca, self->mesh);
     if (X509_check_ca (self->ca) == 0) {
-        pigato__errorf (err, err_size, "'%s' is not a CA certificate",
-                        ca_crt);
+        pigato__errorf (err, err_size, "'%s' is not a CA certificate", ca_crt);
         goto failed;
     }
     if (X509_verify (self->ca, X509_get0_pubkey (self->ca)) != 1) {
-        pigato__errorf (err, err_size, "'%s' is not a self-signed CA "
-                        "certificate", ca_crt);
+        pigato__errorf (err, err_size,
+                        "'%s' is not a self-signed CA "
+                        "certificate",
+                        ca_crt);
         goto failed;
     }
     self->store = X509_STORE_new ();
@@ -878,8 +918,10 @@ pigato__trust_load (const char *ca_crt, const char *crl, char *err,
         if (!self->crl)
             goto failed;
         if (X509_CRL_verify (self->crl, X509_get0_pubkey (self->ca)) != 1) {
-            pigato__errorf (err, err_size, "'%s' is not signed by the CA "
-                            "'%s'", crl, ca_crt);
+            pigato__errorf (err, err_size,
+                            "'%s' is not signed by the CA "
+                            "'%s'",
+                            crl, ca_crt);
             goto failed;
         }
         if (X509_STORE_add_crl (self->store, self->crl) != 1) {
@@ -938,8 +980,8 @@ pigato__trust_verify (pigato__trust_t *self, const char *cert_path,
         goto cleanup;
 
     context = X509_STORE_CTX_new ();
-    if (!context || X509_STORE_CTX_init (context, self->store, cert,
-                                         NULL) != 1) {
+    if (!context
+        || X509_STORE_CTX_init (context, self->store, cert, NULL) != 1) {
         s_errorf (err, err_size, "cannot verify '%s'", cert_path);
         rc = PIGATO_E_NOMEM;
         goto cleanup;
@@ -957,14 +999,16 @@ pigato__trust_verify (pigato__trust_t *self, const char *cert_path,
                 break;
             case X509_V_ERR_CERT_NOT_YET_VALID:
                 s_time_text (info->not_before, when, sizeof when);
-                pigato__errorf (err, err_size, "'%s' (%s): not yet valid "
-                                "(valid from %s)", cert_path, info->name,
-                                when);
+                pigato__errorf (err, err_size,
+                                "'%s' (%s): not yet valid "
+                                "(valid from %s)",
+                                cert_path, info->name, when);
                 break;
             case X509_V_ERR_CERT_REVOKED:
-                pigato__errorf (err, err_size, "'%s' (%s): revoked (serial "
-                                "%s is in the CA's CRL)", cert_path,
-                                info->name, info->serial);
+                pigato__errorf (err, err_size,
+                                "'%s' (%s): revoked (serial "
+                                "%s is in the CA's CRL)",
+                                cert_path, info->name, info->serial);
                 break;
             case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
             case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
@@ -972,22 +1016,26 @@ pigato__trust_verify (pigato__trust_t *self, const char *cert_path,
             case X509_V_ERR_CERT_SIGNATURE_FAILURE:
             case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
             case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-                pigato__errorf (err, err_size, "'%s' (%s): not signed by "
-                                "this CA (issuer %s)", cert_path, info->name,
-                                info->issuer);
+                pigato__errorf (err, err_size,
+                                "'%s' (%s): not signed by "
+                                "this CA (issuer %s)",
+                                cert_path, info->name, info->issuer);
                 break;
             default:
-                pigato__errorf (err, err_size, "'%s' (%s): does not verify: "
-                                "%s", cert_path, info->name,
+                pigato__errorf (err, err_size,
+                                "'%s' (%s): does not verify: "
+                                "%s",
+                                cert_path, info->name,
                                 X509_verify_cert_error_string (code));
         }
         goto cleanup;
     }
     //  A CA signs for one mesh; a certificate naming another is refused
     if (self->mesh [0] && strcmp (self->mesh, info->mesh) != 0) {
-        pigato__errorf (err, err_size, "'%s' (%s): issued for mesh '%s', "
-                        "not '%s'", cert_path, info->name, info->mesh,
-                        self->mesh);
+        pigato__errorf (err, err_size,
+                        "'%s' (%s): issued for mesh '%s', "
+                        "not '%s'",
+                        cert_path, info->name, info->mesh, self->mesh);
         rc = PIGATO_E_KEY;
     }
 cleanup:
@@ -1023,8 +1071,10 @@ pigato__trust_scan (pigato__trust_t *self, const char *dir,
     struct dirent **entries = NULL;
     int count = scandir (dir, &entries, s_crt_filter, alphasort);
     if (count < 0) {
-        pigato__errorf (err, err_size, "cannot read certificate directory "
-                        "'%s': %s", dir, strerror (errno));
+        pigato__errorf (err, err_size,
+                        "cannot read certificate directory "
+                        "'%s': %s",
+                        dir, strerror (errno));
         return PIGATO_E_SYSTEM;
     }
     for (int index = 0; index < count; index++) {

@@ -16,7 +16,7 @@
 #ifndef PIGATO_CA_H_INCLUDED
 #define PIGATO_CA_H_INCLUDED
 
-#include "../mesh/base/internal.h"      //  PIGATO__NAME_MAX, pigato__name_valid
+#include "../mesh/base/internal.h"  //  PIGATO__NAME_MAX, pigato__name_valid
 
 //  pigato__ca_revoke's "nothing to do" result: the certificate was revoked
 //  already; err says so. Positive, so `rc < 0` still means failure.
@@ -24,12 +24,12 @@
 
 //  What a certificate says about an identity.
 typedef struct {
-    char name [PIGATO__NAME_MAX + 1];   //  subject CN
-    char mesh [PIGATO__NAME_MAX + 1];   //  from the SAN URI pigato://MESH/NAME
-    byte public_key [32];               //  the X25519 CURVE public key
-    int64_t not_before, not_after;      //  validity, seconds since the epoch
-    char issuer [256];                  //  issuer DN, RFC 2253 text
-    char serial [80];                   //  serial number, upper-case hex
+    char name [PIGATO__NAME_MAX + 1];  //  subject CN
+    char mesh [PIGATO__NAME_MAX + 1];  //  from the SAN URI pigato://MESH/NAME
+    byte public_key [32];              //  the X25519 CURVE public key
+    int64_t not_before, not_after;     //  validity, seconds since the epoch
+    char issuer [256];                 //  issuer DN, RFC 2253 text
+    char serial [80];                  //  serial number, upper-case hex
 } pigato__cert_info_t;
 
 //  Trusted CA (and optional CRL) to validate identity certificates with.
@@ -45,9 +45,8 @@ typedef void (pigato__trust_fn) (const pigato__cert_info_t *info,
 //  Creates a CA in dir (created if missing): ca.key (0600 from its first
 //  byte), ca.crt (10 years) and an empty ca.crl. mesh NULL = "default".
 //  Refuses to overwrite any of the three unless force.
-int pigato__ca_init (const char *dir, const char *mesh, bool force,
-                     char *err, size_t err_size)
-    PIGATO__MUST_CHECK;
+int pigato__ca_init (const char *dir, const char *mesh, bool force, char *err,
+                     size_t err_size) PIGATO__MUST_CHECK;
 
 //  Issues crt_path: an identity certificate for name and the 32-byte CURVE
 //  public key, valid from now - 60 s to now + valid_seconds (negative is
@@ -55,29 +54,25 @@ int pigato__ca_init (const char *dir, const char *mesh, bool force,
 //  overwrite crt_path unless force, and a ca.key that others can read.
 int pigato__ca_issue (const char *ca_dir, const char *name,
                       const byte *curve_public_key, int64_t valid_seconds,
-                      const char *crt_path, bool force,
-                      char *err, size_t err_size)
-    PIGATO__MUST_CHECK;
+                      const char *crt_path, bool force, char *err,
+                      size_t err_size) PIGATO__MUST_CHECK;
 
 //  Adds the serial of the certificate at cert_path to ca_dir/ca.crl and
 //  re-signs it (lastUpdate now, CRL number + 1). The certificate must be
 //  issued by this CA. Returns PIGATO__CA_UNCHANGED (and a message) when it
 //  was revoked already.
-int pigato__ca_revoke (const char *ca_dir, const char *cert_path,
-                       char *err, size_t err_size)
-    PIGATO__MUST_CHECK;
+int pigato__ca_revoke (const char *ca_dir, const char *cert_path, char *err,
+                       size_t err_size) PIGATO__MUST_CHECK;
 
 //  Reads a PEM identity certificate: X25519 key, CN, SAN mesh, validity,
 //  issuer, serial. Does not check the signature (see pigato__trust_verify).
-int pigato__cert_read (const char *path, pigato__cert_info_t *info,
-                       char *err, size_t err_size)
-    PIGATO__MUST_CHECK;
+int pigato__cert_read (const char *path, pigato__cert_info_t *info, char *err,
+                       size_t err_size) PIGATO__MUST_CHECK;
 
 //  Writes the CURVE key of the certificate at path as Z85 to z85_out
 //  (41 bytes with the NUL).
-int pigato__cert_public_key (const char *path, char *z85_out,
-                             char *err, size_t err_size)
-    PIGATO__MUST_CHECK;
+int pigato__cert_public_key (const char *path, char *z85_out, char *err,
+                             size_t err_size) PIGATO__MUST_CHECK;
 
 //  Loads a trusted CA certificate and, if crl is not NULL, its CRL (which
 //  must be signed by that CA). Returns NULL and a message on error.
@@ -93,16 +88,14 @@ void pigato__trust_destroy (pigato__trust_t **self_p);
 //  failure err says why: "expired on ...", "not yet valid ...", "revoked",
 //  "not signed by this CA", or why the file cannot be read.
 int pigato__trust_verify (pigato__trust_t *self, const char *cert_path,
-                          pigato__cert_info_t *info,
-                          char *err, size_t err_size)
-    PIGATO__MUST_CHECK;
+                          pigato__cert_info_t *info, char *err,
+                          size_t err_size) PIGATO__MUST_CHECK;
 
 //  Calls callback for every *.crt file in dir, in name order, with the
 //  result of pigato__trust_verify; skips the CA certificate itself. Fails
 //  only when dir cannot be read.
 int pigato__trust_scan (pigato__trust_t *self, const char *dir,
-                        pigato__trust_fn *callback, void *arg,
-                        char *err, size_t err_size)
-    PIGATO__MUST_CHECK;
+                        pigato__trust_fn *callback, void *arg, char *err,
+                        size_t err_size) PIGATO__MUST_CHECK;
 
 #endif

@@ -20,45 +20,45 @@ extern "C" {
 #endif
 
 #if defined(__GNUC__)
-#   define PIGATO_EXPORT __attribute__ ((visibility ("default")))
+#define PIGATO_EXPORT __attribute__ ((visibility ("default")))
 #else
-#   define PIGATO_EXPORT
+#define PIGATO_EXPORT
 #endif
 
-#define PIGATO_VERSION_MAJOR 0
-#define PIGATO_VERSION_MINOR 1
-#define PIGATO_VERSION_PATCH 0
+#define PIGATO_VERSION_MAJOR  0
+#define PIGATO_VERSION_MINOR  1
+#define PIGATO_VERSION_PATCH  0
 #define PIGATO_VERSION_STRING "0.1.0"
 
 //  Protocol defaults (docs/protocol.md)
-#define PIGATO_HEARTBEAT_MS   2500      //  heartbeat interval
-#define PIGATO_LIVENESS       3         //  missed heartbeats before a peer is dead
-#define PIGATO_TIMEOUT_MS     60000     //  default request timeout
-#define PIGATO_CONCURRENCY    100       //  default worker concurrency
-#define PIGATO_RID_MAX        64        //  longest rid we accept, bytes
-#define PIGATO_SERVICE_MAX    255       //  longest service name, bytes
-#define PIGATO_Z85_KEY_SIZE   40        //  Z85 text of a 32-byte CURVE key
+#define PIGATO_HEARTBEAT_MS 2500   //  heartbeat interval
+#define PIGATO_LIVENESS     3      //  missed heartbeats before a peer is dead
+#define PIGATO_TIMEOUT_MS   60000  //  default request timeout
+#define PIGATO_CONCURRENCY  100    //  default worker concurrency
+#define PIGATO_RID_MAX      64     //  longest rid we accept, bytes
+#define PIGATO_SERVICE_MAX  255    //  longest service name, bytes
+#define PIGATO_Z85_KEY_SIZE 40     //  Z85 text of a 32-byte CURVE key
 
 //  -------------------------------------------------------------------------
 //  Status codes: 0 is success, negative is an error. One list generates the
 //  enum and pigato_strerror () (libuv's UV_ERRNO_MAP pattern).
 
-#define PIGATO_STATUS_MAP(X)                                                \
-    X (OK,            0,   "success")                                       \
-    X (E_INVALID,     -1,  "invalid argument")                              \
-    X (E_NOMEM,       -2,  "out of memory")                                 \
-    X (E_KEY,         -3,  "key missing, unreadable or invalid")            \
-    X (E_KEYPERM,     -4,  "secret key file is readable by group or others") \
-    X (E_BIND,        -5,  "cannot bind endpoint")                          \
-    X (E_CONNECT,     -6,  "cannot connect endpoint")                       \
-    X (E_TIMEOUT,     -7,  "request timed out")                             \
-    X (E_REPLY,       -8,  "service replied with an error")                 \
-    X (E_CLOSED,      -9,  "object closed or stopped")                      \
-    X (E_INTERRUPTED, -10, "interrupted by a signal")                       \
-    X (E_ENDED,       -11, "reply already ended")                           \
-    X (E_NOTCONNECTED,-12, "not connected to any broker")                   \
-    X (E_SYSTEM,      -13, "system error")                                  \
-    X (E_ACL,         -14, "access control list is invalid")
+#define PIGATO_STATUS_MAP(X)                                                   \
+    X (OK, 0, "success")                                                       \
+    X (E_INVALID, -1, "invalid argument")                                      \
+    X (E_NOMEM, -2, "out of memory")                                           \
+    X (E_KEY, -3, "key missing, unreadable or invalid")                        \
+    X (E_KEYPERM, -4, "secret key file is readable by group or others")        \
+    X (E_BIND, -5, "cannot bind endpoint")                                     \
+    X (E_CONNECT, -6, "cannot connect endpoint")                               \
+    X (E_TIMEOUT, -7, "request timed out")                                     \
+    X (E_REPLY, -8, "service replied with an error")                           \
+    X (E_CLOSED, -9, "object closed or stopped")                               \
+    X (E_INTERRUPTED, -10, "interrupted by a signal")                          \
+    X (E_ENDED, -11, "reply already ended")                                    \
+    X (E_NOTCONNECTED, -12, "not connected to any broker")                     \
+    X (E_SYSTEM, -13, "system error")                                          \
+    X (E_ACL, -14, "access control list is invalid")
 
 typedef enum {
 #define PIGATO_STATUS_ENUM(name, value, text) PIGATO_##name = value,
@@ -115,8 +115,8 @@ PIGATO_EXPORT void
 //  a certificate with another key type, or a damaged file, is E_KEY with
 //  a message naming the file and the reason.
 PIGATO_EXPORT int
-    pigato_key_public (const char *key_or_file, char *z85,
-                       char *err, size_t err_size);
+    pigato_key_public (const char *key_or_file, char *z85, char *err,
+                       size_t err_size);
 
 //  Writes a short fingerprint of a Z85 public key for logs and people: the
 //  first 8 bytes of BLAKE2b-256 (key) in hex, 16 characters + NUL (so
@@ -148,8 +148,8 @@ typedef struct _pigato_client_t pigato_client_t;
 //  data is borrowed and valid only during the call. A callback must not
 //  destroy its client.
 typedef void (pigato_reply_fn) (pigato_client_t *client, const char *rid,
-                                int status, bool final,
-                                const void *data, size_t size, void *arg);
+                                int status, bool final, const void *data,
+                                size_t size, void *arg);
 
 //  Creates a client; NULL if out of memory. Call setters, then connect.
 PIGATO_EXPORT pigato_client_t *
@@ -232,9 +232,8 @@ PIGATO_EXPORT int
 //  id (NUL-terminated, at most PIGATO_RID_MAX bytes) is written there.
 PIGATO_EXPORT int
     pigato_client_request (pigato_client_t *self, const char *service,
-                           const void *data, size_t size,
-                           const char *opts_json, pigato_reply_fn *on_reply,
-                           void *arg, char *rid);
+                           const void *data, size_t size, const char *opts_json,
+                           pigato_reply_fn *on_reply, void *arg, char *rid);
 
 //  Gives up a request: no more callbacks, no more request heartbeats (so
 //  the worker's pigato_reply_active () turns false). Returns E_INVALID for
@@ -249,8 +248,8 @@ PIGATO_EXPORT int
 PIGATO_EXPORT int
     pigato_client_call (pigato_client_t *self, const char *service,
                         const void *data, size_t size, const char *opts_json,
-                        pigato_reply_fn *on_partial, void *arg,
-                        char **reply, size_t *reply_size);
+                        pigato_reply_fn *on_partial, void *arg, char **reply,
+                        size_t *reply_size);
 
 //  Number of requests still waiting for their final reply.
 PIGATO_EXPORT size_t
@@ -291,8 +290,8 @@ typedef struct _pigato_reply_t pigato_reply_t;
 //  error or reject) and destroy it, now or later. data is borrowed, valid
 //  during the call. A handler must not destroy its worker.
 typedef void (pigato_request_fn) (pigato_worker_t *worker,
-                                  pigato_reply_t *reply,
-                                  const void *data, size_t size, void *arg);
+                                  pigato_reply_t *reply, const void *data,
+                                  size_t size, void *arg);
 
 //  Creates a worker for a service; NULL on bad arguments or no memory.
 PIGATO_EXPORT pigato_worker_t *

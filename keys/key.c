@@ -36,8 +36,9 @@ static bool
 s_is_pem_file (const char *path)
 {
     size_t length = strlen (path);
-    if (length > 4 && (streq (path + length - 4, ".crt")
-                   ||  streq (path + length - 4, ".pem")))
+    if (length > 4
+        && (streq (path + length - 4, ".crt")
+            || streq (path + length - 4, ".pem")))
         return true;
     FILE *file = fopen (path, "rb");
     if (!file)
@@ -75,9 +76,10 @@ pigato__key_resolve (const char *what, const char *key_or_file, char *z85,
     //  A name that ends like a key file is a missing file, even when its
     //  40 characters happen to be valid Z85
     size_t length = strlen (key_or_file);
-    bool file_like = (length > 4 && (streq (key_or_file + length - 4, ".key")
-                                     || streq (key_or_file + length - 4, ".crt")
-                                     || streq (key_or_file + length - 4, ".pem")))
+    bool file_like = (length > 4
+                      && (streq (key_or_file + length - 4, ".key")
+                          || streq (key_or_file + length - 4, ".crt")
+                          || streq (key_or_file + length - 4, ".pem")))
                   || (length > 11
                       && streq (key_or_file + length - 11, ".key_secret"));
     if (!exists && !file_like && s_z85_key_valid (key_or_file)) {
@@ -88,15 +90,15 @@ pigato__key_resolve (const char *what, const char *key_or_file, char *z85,
         //  Something that looks like a path gets the file error; anything
         //  else is most likely a mistyped key
         if (strchr (key_or_file, '/') || strstr (key_or_file, ".key")
-        ||  strstr (key_or_file, ".crt") || strstr (key_or_file, ".pem"))
-            pigato__errorf (err, err_size, "cannot read %s '%s': %s", what,
-                            key_or_file, stat_errno == ENOENT
-                                         ? "no such file"
-                                         : strerror (stat_errno));
+            || strstr (key_or_file, ".crt") || strstr (key_or_file, ".pem"))
+            pigato__errorf (
+                err, err_size, "cannot read %s '%s': %s", what, key_or_file,
+                stat_errno == ENOENT ? "no such file" : strerror (stat_errno));
         else
             pigato__errorf (err, err_size,
                             "%s '%s' is neither a 40-character Z85 key nor "
-                            "a readable key file", what, key_or_file);
+                            "a readable key file",
+                            what, key_or_file);
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
@@ -114,7 +116,8 @@ pigato__key_resolve (const char *what, const char *key_or_file, char *z85,
     if (!S_ISREG (info.st_mode) || !(config = zconfig_load (key_or_file))) {
         pigato__errorf (err, err_size,
                         "%s '%s' is neither a 40-character Z85 key nor a "
-                        "readable key file", what, key_or_file);
+                        "readable key file",
+                        what, key_or_file);
         rc = PIGATO_E_KEY;
         goto cleanup;
     }

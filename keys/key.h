@@ -18,8 +18,7 @@
 //  `what` names the key in error messages ("key", "server key"). Returns
 //  0, or PIGATO_E_INVALID, PIGATO_E_KEY or PIGATO_E_NOMEM with a message
 //  in err.
-int pigato__key_resolve (const char *what, const char *key_or_file,
-                         char *z85, bool *from_cert, char *err,
-                         size_t err_size);
+int pigato__key_resolve (const char *what, const char *key_or_file, char *z85,
+                         bool *from_cert, char *err, size_t err_size);
 
 #endif

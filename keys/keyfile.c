@@ -19,13 +19,13 @@
 #include "keyfile.h"
 #include "../mesh/base/internal.h"
 
-#define KEYFILE_MAX 65536       //  a zcert file is a few hundred bytes
+#define KEYFILE_MAX 65536  //  a zcert file is a few hundred bytes
 
 //  A key file's bytes in guarded memory (NUL-terminated).
 typedef struct {
-    char *text;                 //  sodium_malloc, NULL if not read
+    char *text;  //  sodium_malloc, NULL if not read
     size_t size;
-    mode_t mode;                //  st_mode of the file read
+    mode_t mode;  //  st_mode of the file read
 } keytext_t;
 
 static void
@@ -44,7 +44,7 @@ s_keytext_read (const char *path, keytext_t *keytext, char *err,
                 size_t err_size)
 {
     memset (keytext, 0, sizeof *keytext);
-    if (sodium_init () < 0) {           //  sodium_malloc needs it; idempotent
+    if (sodium_init () < 0) {  //  sodium_malloc needs it; idempotent
         pigato__errorf (err, err_size, "libsodium cannot initialize");
         return PIGATO_E_SYSTEM;
     }
@@ -61,10 +61,11 @@ s_keytext_read (const char *path, keytext_t *keytext, char *err,
                         path);
         rc = PIGATO_E_KEY;
     }
-    else
-    if (info.st_size > KEYFILE_MAX) {
-        pigato__errorf (err, err_size, "key file '%s' is too large to be a "
-                        "key file", path);
+    else if (info.st_size > KEYFILE_MAX) {
+        pigato__errorf (err, err_size,
+                        "key file '%s' is too large to be a "
+                        "key file",
+                        path);
         rc = PIGATO_E_KEY;
     }
     if (rc == PIGATO_OK) {
@@ -79,7 +80,7 @@ s_keytext_read (const char *path, keytext_t *keytext, char *err,
         if (got < 0 && errno == EINTR)
             continue;
         if (got <= 0)
-            break;                      //  shorter than stat said: use it
+            break;  //  shorter than stat said: use it
         keytext->size += (size_t) got;
     }
     if (keytext->text)
@@ -119,7 +120,7 @@ s_keytext_key (const keytext_t *keytext, const char *name, byte *key)
                     char after = cursor [PIGATO_Z85_KEY_SIZE];
                     bool ends = quoted ? after == '"'
                                        : after == 0 || after == '\n'
-                                         || after == ' ' || after == '\r';
+                                             || after == ' ' || after == '\r';
                     int rc = ends && zmq_z85_decode (key, z85) ? 0 : -1;
                     sodium_memzero (z85, sizeof z85);
                     return rc;
@@ -209,7 +210,7 @@ pigato__keyfile_load_secret (const char *path, zcert_t **cert_p, char *err,
     //  A pair that does not belong together fails every handshake later,
     //  with no hint why; say it now
     if (crypto_scalarmult_base (derived, secret_key) != 0
-    ||  sodium_memcmp (derived, public_key, 32) != 0) {
+        || sodium_memcmp (derived, public_key, 32) != 0) {
         pigato__errorf (err, err_size,
                         "'%s': public key does not match secret key",
                         read_path);

@@ -27,12 +27,22 @@ s_hash_key_init (void)
 
 #define S_ROTATE(x, b) (uint64_t) (((x) << (b)) | ((x) >> (64 - (b))))
 
-#define S_SIPROUND                                                          \
-    do {                                                                    \
-        v0 += v1; v1 = S_ROTATE (v1, 13); v1 ^= v0; v0 = S_ROTATE (v0, 32);   \
-        v2 += v3; v3 = S_ROTATE (v3, 16); v3 ^= v2;                         \
-        v0 += v3; v3 = S_ROTATE (v3, 21); v3 ^= v0;                         \
-        v2 += v1; v1 = S_ROTATE (v1, 17); v1 ^= v2; v2 = S_ROTATE (v2, 32);   \
+#define S_SIPROUND                                                             \
+    do {                                                                       \
+        v0 += v1;                                                              \
+        v1 = S_ROTATE (v1, 13);                                                \
+        v1 ^= v0;                                                              \
+        v0 = S_ROTATE (v0, 32);                                                \
+        v2 += v3;                                                              \
+        v3 = S_ROTATE (v3, 16);                                                \
+        v3 ^= v2;                                                              \
+        v0 += v3;                                                              \
+        v3 = S_ROTATE (v3, 21);                                                \
+        v3 ^= v0;                                                              \
+        v2 += v1;                                                              \
+        v1 = S_ROTATE (v1, 17);                                                \
+        v1 ^= v2;                                                              \
+        v2 = S_ROTATE (v2, 32);                                                \
     } while (0)
 
 //  Little-endian load of up to 8 bytes
@@ -97,7 +107,8 @@ int
 pigato__bkey_set (pigato__bkey_t *key, const void *first, size_t first_size,
                   const void *second, size_t second_size)
 {
-    if (first_size > 255 || 1 + first_size + second_size > sizeof key->bytes - 2)
+    if (first_size > 255
+        || 1 + first_size + second_size > sizeof key->bytes - 2)
         return -1;
     size_t payload = 1 + first_size + second_size;
     key->bytes [0] = (byte) (payload & 0xff);
@@ -108,8 +119,8 @@ pigato__bkey_set (pigato__bkey_t *key, const void *first, size_t first_size,
     if (second_size)
         memcpy (key->bytes + 3 + first_size, second, second_size);
     pthread_once (&s_hash_key_once, s_hash_key_init);
-    key->hash = s_siphash (s_hash_key, key->bytes, s_key_size (key->bytes),
-                           1, 3);
+    key->hash = s_siphash (s_hash_key, key->bytes, s_key_size (key->bytes), 1,
+                           3);
     return 0;
 }
 
@@ -121,16 +132,14 @@ pigato__bkey_copy (pigato__bkey_t *key, const pigato__bkey_t *source)
 }
 
 void
-pigato__bkey_first (const pigato__bkey_t *key, const byte **data,
-                    size_t *size)
+pigato__bkey_first (const pigato__bkey_t *key, const byte **data, size_t *size)
 {
     *size = key->bytes [2];
     *data = key->bytes + 3;
 }
 
 void
-pigato__bkey_second (const pigato__bkey_t *key, const byte **data,
-                     size_t *size)
+pigato__bkey_second (const pigato__bkey_t *key, const byte **data, size_t *size)
 {
     size_t first = key->bytes [2];
     *size = s_key_size (key->bytes) - 3 - first;
@@ -147,8 +156,8 @@ size_t
 pigato__hash_keyed_text (const void *key)
 {
     pthread_once (&s_hash_key_once, s_hash_key_init);
-    return (size_t) s_siphash (s_hash_key, key, strlen ((const char *) key),
-                               1, 3);
+    return (size_t) s_siphash (s_hash_key, key, strlen ((const char *) key), 1,
+                               3);
 }
 
 bool

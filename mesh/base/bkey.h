@@ -26,10 +26,9 @@ typedef struct {
 
 //  Builds a key from one or two parts, and its hash. Returns 0, or -1 if
 //  too long.
-int pigato__bkey_set (pigato__bkey_t *key, const void *first,
-                      size_t first_size, const void *second,
-                      size_t second_size)
-    PIGATO__MUST_CHECK;
+int pigato__bkey_set (pigato__bkey_t *key, const void *first, size_t first_size,
+                      const void *second,
+                      size_t second_size) PIGATO__MUST_CHECK;
 
 //  Copies a set key (its used bytes and hash).
 void pigato__bkey_copy (pigato__bkey_t *key, const pigato__bkey_t *source);

@@ -6,7 +6,7 @@
 #include <string.h>
 #include "conns.h"
 
-#define FD_LIMIT (1 << 22)      //  ignore absurd fds rather than grow
+#define FD_LIMIT (1 << 22)  //  ignore absurd fds rather than grow
 
 typedef enum {
     FD_UNKNOWN = PIGATO__CONN_UNKNOWN,
@@ -15,14 +15,14 @@ typedef enum {
 } fd_state_t;
 
 typedef struct {
-    uint32_t generation;        //  bumped on each accept
-    uint8_t state;              //  fd_state_t
-    pigato__conn_link_t *heads [2];     //  filed workers, requests
+    uint32_t generation;             //  bumped on each accept
+    uint8_t state;                   //  fd_state_t
+    pigato__conn_link_t *heads [2];  //  filed workers, requests
 } slot_t;
 
 struct _pigato__conns_t {
-    slot_t *slots;              //  indexed by fd
-    size_t size;                //  slots allocated
+    slot_t *slots;  //  indexed by fd
+    size_t size;    //  slots allocated
 };
 
 pigato__conns_t *
@@ -54,7 +54,8 @@ s_slot (pigato__conns_t *self, int fd, bool grow)
         size_t size = self->size ? self->size : 1024;
         while (size <= (size_t) fd)
             size *= 2;
-        slot_t *slots = (slot_t *) realloc (self->slots, size * sizeof (slot_t));
+        slot_t *slots = (slot_t *) realloc (self->slots,
+                                            size * sizeof (slot_t));
         if (!slots)
             return NULL;
         memset (slots + self->size, 0, (size - self->size) * sizeof (slot_t));
@@ -92,7 +93,7 @@ pigato__conns_lookup (pigato__conns_t *self, int fd, pigato__conn_t *conn)
 {
     slot_t *slot = s_slot (self, fd, false);
     if (!slot || slot->state == FD_UNKNOWN) {
-        conn->fd = -1;                  //  unknown: no binding possible
+        conn->fd = -1;  //  unknown: no binding possible
         conn->generation = 0;
         return PIGATO__CONN_UNKNOWN;
     }
@@ -116,8 +117,8 @@ pigato__conn_link_init (pigato__conn_link_t *link)
 }
 
 void
-pigato__conns_file (pigato__conns_t *self, const pigato__conn_t *conn,
-                    int list, pigato__conn_link_t *link)
+pigato__conns_file (pigato__conns_t *self, const pigato__conn_t *conn, int list,
+                    pigato__conn_link_t *link)
 {
     pigato__conns_unfile (self, link);
     slot_t *slot = s_slot (self, conn->fd, true);
@@ -140,8 +141,7 @@ pigato__conns_unfile (pigato__conns_t *self, pigato__conn_link_t *link)
     slot_t *slot = s_slot (self, link->fd, false);
     if (link->prev)
         link->prev->next = link->next;
-    else
-    if (slot)
+    else if (slot)
         slot->heads [link->list] = link->next;
     if (link->next)
         link->next->prev = link->prev;

@@ -36,9 +36,9 @@ void pigato__conns_accepted (pigato__conns_t *self, int fd);
 pigato__conn_t pigato__conns_disconnected (pigato__conns_t *self, int fd);
 
 typedef enum {
-    PIGATO__CONN_UNKNOWN = 0,   //  no events seen for this fd
-    PIGATO__CONN_OPEN,          //  accepted, not (yet) disconnected
-    PIGATO__CONN_CLOSED         //  disconnected, not accepted again (yet)
+    PIGATO__CONN_UNKNOWN = 0,  //  no events seen for this fd
+    PIGATO__CONN_OPEN,         //  accepted, not (yet) disconnected
+    PIGATO__CONN_CLOSED        //  disconnected, not accepted again (yet)
 } pigato__conn_state_t;
 
 //  The connection a message from fd belongs to, as far as the events seen
@@ -50,8 +50,8 @@ int pigato__conns_lookup (pigato__conns_t *self, int fd, pigato__conn_t *conn);
 //  embedded in the item; fd -1 = not filed.
 typedef struct _pigato__conn_link_t {
     struct _pigato__conn_link_t *prev, *next;
-    int fd;                     //  filed under this fd, -1 = not filed
-    int list;                   //  PIGATO__CONN_WORKERS or _REQUESTS
+    int fd;    //  filed under this fd, -1 = not filed
+    int list;  //  PIGATO__CONN_WORKERS or _REQUESTS
 } pigato__conn_link_t;
 
 #define PIGATO__CONN_WORKERS  0

@@ -7,9 +7,9 @@
 #include "internal.h"
 
 struct _pigato__heap_t {
-    pigato__timer_t **items;    //  heap-ordered timer pointers
-    size_t size;                //  timers in the heap
-    size_t capacity;            //  allocated slots
+    pigato__timer_t **items;  //  heap-ordered timer pointers
+    size_t size;              //  timers in the heap
+    size_t capacity;          //  allocated slots
 };
 
 void
@@ -74,7 +74,7 @@ s_sift_down (pigato__heap_t *self, size_t index)
         if (child >= self->size)
             break;
         if (child + 1 < self->size
-        &&  self->items [child + 1]->when < self->items [child]->when)
+            && self->items [child + 1]->when < self->items [child]->when)
             child++;
         if (timer->when <= self->items [child]->when)
             break;

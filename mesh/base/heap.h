@@ -15,14 +15,14 @@
 #include <stdbool.h>
 #include "internal.h"
 
-#define pigato__container_of(ptr, type, member)                             \
-    ((type *) ((char *) (ptr) - offsetof (type, member)))
+#define pigato__container_of(ptr, type, member)                                \
+    ((type *) ((char *) (ptr) -offsetof (type, member)))
 
 #define PIGATO__TIMER_IDLE SIZE_MAX
 
 typedef struct {
-    int64_t when;               //  deadline, ms on pigato__now_ms ()'s clock
-    size_t index;               //  position in the heap, TIMER_IDLE if none
+    int64_t when;  //  deadline, ms on pigato__now_ms ()'s clock
+    size_t index;  //  position in the heap, TIMER_IDLE if none
 } pigato__timer_t;
 
 typedef struct _pigato__heap_t pigato__heap_t;
@@ -40,8 +40,7 @@ void pigato__heap_destroy (pigato__heap_t **self_p);
 
 //  Schedules (or reschedules) a timer at `when`. Returns 0 or E_NOMEM.
 int pigato__heap_set (pigato__heap_t *self, pigato__timer_t *timer,
-                      int64_t when)
-    PIGATO__MUST_CHECK;
+                      int64_t when) PIGATO__MUST_CHECK;
 
 //  Unschedules a timer; no-op if it is idle.
 void pigato__heap_remove (pigato__heap_t *self, pigato__timer_t *timer);

@@ -23,10 +23,10 @@
 extern int pigato__log_level;
 void pigato__log_emit (int level, const char *format, ...)
     __attribute__ ((format (printf, 2, 3)));
-#define pigato__log(level, ...)                                             \
-    do {                                                                    \
-        if ((level) <= pigato__log_level)                                   \
-            pigato__log_emit ((level), __VA_ARGS__);                        \
+#define pigato__log(level, ...)                                                \
+    do {                                                                       \
+        if ((level) <= pigato__log_level)                                      \
+            pigato__log_emit ((level), __VA_ARGS__);                           \
     } while (0)
 
 //  Writes a printable, bounded rendering of peer bytes (routing ids, rids,
@@ -38,9 +38,9 @@ char *pigato__printable (const void *data, size_t size, char *out,
 //  Log rate limit: a burst of lines per second, then a count of the rest,
 //  so a hostile peer cannot flood the log.
 typedef struct {
-    int64_t second;             //  current window
-    int burst;                  //  lines let through this second
-    int64_t suppressed;         //  lines held back since last report
+    int64_t second;      //  current window
+    int burst;           //  lines let through this second
+    int64_t suppressed;  //  lines held back since last report
 } pigato__ratelimit_t;
 
 //  True if a line may be logged now. Reports (at INFO) how many lines of
@@ -79,8 +79,8 @@ void pigato__errorf (char *err, size_t err_size, const char *format, ...)
 //  timeout: negative = never (-1), below 1 = the default, else capped at
 //  PIGATO__TIMEOUT_CAP ms; retry: true = 1, numbers capped at
 //  PIGATO__RETRY_MAX, anything else 0. opts is a jansson json_t object.
-#define PIGATO__TIMEOUT_CAP ((int64_t) 1000000000000)   //  ~31 years
-#define PIGATO__RETRY_MAX 5
+#define PIGATO__TIMEOUT_CAP ((int64_t) 1000000000000)  //  ~31 years
+#define PIGATO__RETRY_MAX   5
 int64_t pigato__opts_timeout (const void *opts, int64_t default_timeout);
 int pigato__opts_retry (const void *opts);
 
@@ -89,17 +89,16 @@ int pigato__opts_retry (const void *opts);
 //  digits and '_', no spaces, integers of at most 15 digits. Returns true
 //  (and sets *timeout, *retry exactly as the two functions above would)
 //  if the text is in that form; false when it needs the full parser.
-bool pigato__opts_fast (const void *text, size_t size,
-                        int64_t default_timeout, int64_t *timeout,
-                        int *retry);
+bool pigato__opts_fast (const void *text, size_t size, int64_t default_timeout,
+                        int64_t *timeout, int *retry);
 
 //  Writes path atomically: a temporary file created 0600 with O_EXCL (never
 //  readable by others, never someone else's file), set to mode, then linked
 //  into place (refuses an existing path) or, with replace, renamed over it.
 //  Returns 0, PIGATO_E_INVALID (exists) or PIGATO_E_SYSTEM, message in err.
 int pigato__file_write (const char *path, const void *data, size_t size,
-                        mode_t mode, bool replace, char *err, size_t err_size)
-    PIGATO__MUST_CHECK;
+                        mode_t mode, bool replace, char *err,
+                        size_t err_size) PIGATO__MUST_CHECK;
 
 //  Encodes text as a JSON string (with quotes). Caller frees.
 char *pigato__json_string (const char *text);

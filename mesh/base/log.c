@@ -8,9 +8,9 @@
 #include <time.h>
 #include "internal.h"
 
-int pigato__log_level = -1;             //  -1 = logging off
-static pigato_log_fn *s_log_callback;   //  where lines go
-static void *s_log_arg;                 //  callback's argument
+int pigato__log_level = -1;            //  -1 = logging off
+static pigato_log_fn *s_log_callback;  //  where lines go
+static void *s_log_arg;                //  callback's argument
 
 static const char *s_level_names [] = { "error", "warning", "info", "debug" };
 

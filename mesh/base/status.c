@@ -8,11 +8,11 @@ const char *
 pigato_strerror (int status)
 {
     switch (status) {
-#define PIGATO_STATUS_TEXT(name, value, text) case value: return text;
+#define PIGATO_STATUS_TEXT(name, value, text)                                  \
+    case value: return text;
         PIGATO_STATUS_MAP (PIGATO_STATUS_TEXT)
 #undef PIGATO_STATUS_TEXT
-        default:
-            return "unknown status";
+        default: return "unknown status";
     }
 }
 

@@ -6,18 +6,18 @@
 #include <stdlib.h>
 #include "table.h"
 
-#define TABLE_MIN 16                //  slots, never fewer
-#define TABLE_KEEP 1024             //  slots a table never shrinks below
+#define TABLE_MIN  16    //  slots, never fewer
+#define TABLE_KEEP 1024  //  slots a table never shrinks below
 
 typedef struct {
     size_t hash;
-    void *item;                     //  NULL: empty slot
+    void *item;  //  NULL: empty slot
 } s_slot_t;
 
 struct _pigato__table_t {
     s_slot_t *slots;
-    size_t mask;                    //  slots - 1
-    size_t size;                    //  items
+    size_t mask;  //  slots - 1
+    size_t size;  //  items
     pigato__table_match_fn *match;
 };
 
@@ -87,8 +87,7 @@ s_resize (pigato__table_t *self, size_t count)
 }
 
 void *
-pigato__table_lookup (const pigato__table_t *self, size_t hash,
-                      const void *key)
+pigato__table_lookup (const pigato__table_t *self, size_t hash, const void *key)
 {
     return self->slots [s_find (self, hash, key)].item;
 }
@@ -105,7 +104,7 @@ pigato__table_insert (pigato__table_t *self, size_t hash, const void *key,
     //  At most half full, so probes stay short
     if ((self->size + 1) * 2 > self->mask + 1) {
         if (self->mask + 1 > SIZE_MAX / 2 / sizeof (s_slot_t)
-        ||  s_resize (self, (self->mask + 1) * 2))
+            || s_resize (self, (self->mask + 1) * 2))
             return -1;
         index = s_find (self, hash, key);
     }

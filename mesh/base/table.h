@@ -38,9 +38,8 @@ void *pigato__table_lookup (const pigato__table_t *self, size_t hash,
 
 //  Adds an item under its key. Returns 0, 1 if an item with that key is
 //  already there (the table is unchanged), or -1 if memory ran out.
-int pigato__table_insert (pigato__table_t *self, size_t hash,
-                          const void *key, void *item)
-    PIGATO__MUST_CHECK;
+int pigato__table_insert (pigato__table_t *self, size_t hash, const void *key,
+                          void *item) PIGATO__MUST_CHECK;
 
 //  Takes the item with this key out and returns it, or NULL if none.
 void *pigato__table_delete (pigato__table_t *self, size_t hash,

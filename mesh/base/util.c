@@ -107,7 +107,7 @@ pigato__name_valid (const char *name)
 {
     size_t length = name ? strlen (name) : 0;
     if (length == 0 || length > PIGATO__NAME_MAX || name [0] == '.'
-    ||  name [0] == '-')
+        || name [0] == '-')
         return false;
     for (size_t index = 0; index < length; index++) {
         char c = name [index];
@@ -128,8 +128,8 @@ pigato__printable (const void *data, size_t size, char *out, size_t out_size)
         return out;
     for (size_t index = 0; index < size; index++) {
         unsigned char byte = bytes [index];
-        bool plain = byte >= 0x21 && byte < 0x7f && byte != '\\'
-                  && byte != '"' && byte != '=';
+        bool plain = byte >= 0x21 && byte < 0x7f && byte != '\\' && byte != '"'
+                  && byte != '=';
         size_t need = plain ? 1 : 4;
         if (used + need + 1 > out_size) {
             //  Mark the cut so a reader knows the value was longer
@@ -162,7 +162,7 @@ pigato__opts_timeout (const void *opts, int64_t default_timeout)
     if (value < 0)
         return -1;
     if (value < 1)
-        return default_timeout;         //  pigato: a falsy timeout = default
+        return default_timeout;  //  pigato: a falsy timeout = default
     return value >= (double) PIGATO__TIMEOUT_CAP ? PIGATO__TIMEOUT_CAP
                                                  : (int64_t) value;
 }
@@ -176,8 +176,9 @@ pigato__opts_retry (const void *opts)
     if (!json_is_number (retry))
         return 0;
     double value = json_number_value (retry);
-    return value < 1 ? 0 : value >= PIGATO__RETRY_MAX ? PIGATO__RETRY_MAX
-                                                      : (int) value;
+    return value < 1                  ? 0
+         : value >= PIGATO__RETRY_MAX ? PIGATO__RETRY_MAX
+                                      : (int) value;
 }
 
 bool
@@ -210,8 +211,7 @@ pigato__opts_fast (const void *text, size_t size, int64_t default_timeout,
             kind = TRUE;
             at += 4;
         }
-        else
-        if (end - at >= 5 && memcmp (at, "false", 5) == 0) {
+        else if (end - at >= 5 && memcmp (at, "false", 5) == 0) {
             kind = FALSE;
             at += 5;
         }
@@ -225,26 +225,27 @@ pigato__opts_fast (const void *text, size_t size, int64_t default_timeout,
                 value = value * 10 + (*at++ - '0');
             size_t count = (size_t) (at - digits);
             if (count == 0 || count > 15 || (count > 1 && digits [0] == '0'))
-                return false;               //  JSON has no leading zeros
+                return false;  //  JSON has no leading zeros
             if (negative)
                 value = -value;
         }
         if (at < end && *at++ != ',')
             return false;
         if (at == end && at [-1] == ',')
-            return false;                   //  trailing comma
+            return false;  //  trailing comma
         //  Later duplicates win, as in the full parser
         if (key_size == 7 && memcmp (key, "timeout", 7) == 0)
-            timeout = kind != INTEGER ? default_timeout
-                    : value < 0 ? -1
-                    : value < 1 ? default_timeout
+            timeout = kind != INTEGER              ? default_timeout
+                    : value < 0                    ? -1
+                    : value < 1                    ? default_timeout
                     : value >= PIGATO__TIMEOUT_CAP ? PIGATO__TIMEOUT_CAP
-                    : value;
-        else
-        if (key_size == 5 && memcmp (key, "retry", 5) == 0)
-            retry = kind == TRUE ? 1 : kind == FALSE ? 0
-                  : value < 1 ? 0 : value >= PIGATO__RETRY_MAX
-                  ? PIGATO__RETRY_MAX : (int) value;
+                                                   : value;
+        else if (key_size == 5 && memcmp (key, "retry", 5) == 0)
+            retry = kind == TRUE               ? 1
+                  : kind == FALSE              ? 0
+                  : value < 1                  ? 0
+                  : value >= PIGATO__RETRY_MAX ? PIGATO__RETRY_MAX
+                                               : (int) value;
     }
     *timeout_p = timeout;
     *retry_p = retry;
@@ -294,8 +295,8 @@ pigato__json_string_decode (const void *data, size_t size)
 //  replace, renamed over it.
 
 int
-pigato__file_write (const char *path, const void *data, size_t size, mode_t mode,
-              bool replace, char *err, size_t err_size)
+pigato__file_write (const char *path, const void *data, size_t size,
+                    mode_t mode, bool replace, char *err, size_t err_size)
 {
     int rc = PIGATO_OK;
     char *temp = zsys_sprintf ("%s.tmp%d", path, (int) getpid ());
@@ -333,19 +334,21 @@ pigato__file_write (const char *path, const void *data, size_t size, mode_t mode
         int linked = replace ? -1 : link (temp, path);
         //  A file system without hard links: check, then rename
         if (linked != 0 && !replace && errno != EEXIST
-        &&  access (path, F_OK) != 0)
+            && access (path, F_OK) != 0)
             replace = true;
         if (replace ? rename (temp, path) != 0 : linked != 0) {
             if (errno == EEXIST)
-                pigato__errorf (err, err_size, "'%s' already exists; not "
-                                "overwriting it without --force", path);
+                pigato__errorf (err, err_size,
+                                "'%s' already exists; not "
+                                "overwriting it without --force",
+                                path);
             else
-                pigato__errorf (err, err_size, "cannot write '%s': %s",
-                                path, strerror (errno));
+                pigato__errorf (err, err_size, "cannot write '%s': %s", path,
+                                strerror (errno));
             rc = errno == EEXIST ? PIGATO_E_INVALID : PIGATO_E_SYSTEM;
         }
     }
-    unlink (temp);              //  after rename: ENOENT, harmless
+    unlink (temp);  //  after rename: ENOENT, harmless
 cleanup:
     zstr_free (&temp);
     return rc;

@@ -12,8 +12,8 @@
 #include "../../keys/keyfile.h"
 
 #define MAX_MESSAGE_SIZE PIGATO__MAX_MESSAGE_SIZE
-#define SOCKET_HWM 100000
-#define BATCH 256               //  messages handled per poll wake-up
+#define SOCKET_HWM       100000
+#define BATCH            256  //  messages handled per poll wake-up
 //  ZMQ_ZAP_ENFORCE_DOMAIN is a draft option in libzmq 4.3 headers, but the
 //  library accepts it by number
 #define ZMQ_ZAP_ENFORCE_DOMAIN_OPTION 93
@@ -98,8 +98,7 @@ pigato_broker_set_dmode (pigato_broker_t *self, const char *mode)
 {
     if (mode && streq (mode, "load"))
         self->core->dmode = PIGATO__DMODE_LOAD;
-    else
-    if (mode && streq (mode, "rand"))
+    else if (mode && streq (mode, "rand"))
         self->core->dmode = PIGATO__DMODE_RAND;
     else {
         pigato__errorf (self->error, sizeof self->error,
@@ -131,8 +130,8 @@ pigato_broker_error (pigato_broker_t *self)
 int64_t
 pigato_broker_counter (pigato_broker_t *self, const char *name)
 {
-#define COUNTER_LOOKUP(field)                                               \
-    if (streq (name, #field))                                               \
+#define COUNTER_LOOKUP(field)                                                  \
+    if (streq (name, #field))                                                  \
         return self->core->counters.field;
     CORE_COUNTERS (COUNTER_LOOKUP)
 #undef COUNTER_LOOKUP
@@ -143,8 +142,9 @@ pigato_broker_counter (pigato_broker_t *self, const char *name)
     if (streq (name, "zap_denied"))
         return self->guard ? pigato__guard_zap_denials (self->guard) : 0;
     if (streq (name, "identities"))
-        return self->guard ? (int64_t) pigato__guard_identity_count (self->guard)
-                           : 0;
+        return self->guard
+                 ? (int64_t) pigato__guard_identity_count (self->guard)
+                 : 0;
     if (streq (name, "rules"))
         return self->guard ? (int64_t) pigato__guard_rule_count (self->guard)
                            : 0;
@@ -194,18 +194,18 @@ s_create_router (pigato_broker_t *self)
     int mode;
     if (self->insecure)
         mode = PIGATO__ZAP_NULL;
-    else
-    if (self->acl_path && !self->allow_any)
+    else if (self->acl_path && !self->allow_any)
         mode = PIGATO__ZAP_POLICY;
-    else
-    if (self->allow_any && !self->acl_path)
+    else if (self->allow_any && !self->acl_path)
         mode = PIGATO__ZAP_ANY_KEY;
     else {
-        pigato__errorf (self->error, sizeof self->error, self->allow_any
-                        ? "--allow-any and --acl exclude each other"
-                        : "no security mode: give --acl FILE (CURVE, keys "
-                          "and rules from the file), --allow-any (CURVE, any "
-                          "client key) or --insecure (no encryption)");
+        pigato__errorf (
+            self->error, sizeof self->error,
+            self->allow_any
+                ? "--allow-any and --acl exclude each other"
+                : "no security mode: give --acl FILE (CURVE, keys "
+                  "and rules from the file), --allow-any (CURVE, any "
+                  "client key) or --insecure (no encryption)");
         return PIGATO_E_INVALID;
     }
     if (!self->insecure && !self->key_file) {
@@ -221,7 +221,8 @@ s_create_router (pigato_broker_t *self)
     zsock_t *router = zsock_new (ZMQ_ROUTER);
     if (!router) {
         pigato__errorf (self->error, sizeof self->error,
-                        "cannot create socket: %s", zmq_strerror (zmq_errno ()));
+                        "cannot create socket: %s",
+                        zmq_strerror (zmq_errno ()));
         pigato__guard_destroy (&self->guard);
         return PIGATO_E_SYSTEM;
     }
@@ -230,7 +231,7 @@ s_create_router (pigato_broker_t *self)
     zsock_set_sndhwm (router, SOCKET_HWM);
     zsock_set_rcvhwm (router, SOCKET_HWM);
     zsock_set_rcvtimeo (router, 0);
-    zsock_set_backlog (router, 1024);   //  reconnect storms: no dropped SYNs
+    zsock_set_backlog (router, 1024);  //  reconnect storms: no dropped SYNs
     //  Accept and disconnect events tell which connection a routing id
     //  belongs to (conns.h)
     char monitor_endpoint [64];
@@ -242,9 +243,9 @@ s_create_router (pigato_broker_t *self)
         zsock_set_rcvtimeo (self->monitor, 0);
     }
     if (!self->monitor
-    ||  zmq_socket_monitor (zsock_resolve (router), monitor_endpoint,
-                            ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED)
-    ||  zsock_connect (self->monitor, "%s", monitor_endpoint)) {
+        || zmq_socket_monitor (zsock_resolve (router), monitor_endpoint,
+                               ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED)
+        || zsock_connect (self->monitor, "%s", monitor_endpoint)) {
         pigato__errorf (self->error, sizeof self->error,
                         "cannot monitor the broker socket: %s",
                         zmq_strerror (zmq_errno ()));
@@ -305,9 +306,8 @@ pigato_broker_bind (pigato_broker_t *self, const char *endpoint)
             return rc;
     }
     if (zsock_bind (self->router, "%s", endpoint) == -1) {
-        pigato__errorf (self->error, sizeof self->error,
-                        "cannot bind '%s': %s", endpoint,
-                        zmq_strerror (zmq_errno ()));
+        pigato__errorf (self->error, sizeof self->error, "cannot bind '%s': %s",
+                        endpoint, zmq_strerror (zmq_errno ()));
         return PIGATO_E_BIND;
     }
     return 0;
@@ -344,10 +344,9 @@ s_monitor_drain (pigato_broker_t *self)
             memcpy (&value, zframe_data (frame) + 2, 4);
             if (type == ZMQ_EVENT_ACCEPTED)
                 pigato__conns_accepted (self->core->conns, (int) value);
-            else
-            if (type == ZMQ_EVENT_DISCONNECTED) {
-                pigato__conn_t dead =
-                    pigato__conns_disconnected (self->core->conns, (int) value);
+            else if (type == ZMQ_EVENT_DISCONNECTED) {
+                pigato__conn_t dead = pigato__conns_disconnected (
+                    self->core->conns, (int) value);
                 if (dead.fd >= 0)
                     pigato__core_connection_lost (self->core, &dead);
             }
@@ -380,7 +379,7 @@ s_recv (pigato_broker_t *self, int *fd)
     while (more) {
         zmq_msg_t *part = &input->parts [input->count];
         if (input->count == PIGATO__PARTS_MAX) {
-            zmq_msg_t spare;                //  read past the limit, dropped
+            zmq_msg_t spare;  //  read past the limit, dropped
             zmq_msg_init (&spare);
             if (zmq_msg_recv (&spare, router, 0) == -1)
                 more = false;
@@ -412,13 +411,16 @@ static void
 s_route (pigato_broker_t *self, int fd)
 {
     pigato__conn_t conn;
-    if (pigato__conns_lookup (self->core->conns, fd, &conn) != PIGATO__CONN_OPEN) {
+    if (pigato__conns_lookup (self->core->conns, fd, &conn)
+        != PIGATO__CONN_OPEN) {
         s_monitor_drain (self);
         if (pigato__conns_lookup (self->core->conns, fd, &conn)
             == PIGATO__CONN_CLOSED) {
             self->core->counters.bad_messages++;
-            pigato__log (PIGATO_LOG_DEBUG, "event=message_dropped "
-                         "reason=connection_closed fd=%d", fd);
+            pigato__log (PIGATO_LOG_DEBUG,
+                         "event=message_dropped "
+                         "reason=connection_closed fd=%d",
+                         fd);
             return;
         }
     }
@@ -458,16 +460,16 @@ pigato_broker_run (pigato_broker_t *self)
     enum { ZAP, ROUTER, MONITOR, SOCKETS };
     void *sockets [SOCKETS] = {
         zsock_resolve (pigato__guard_zap_socket (self->guard)),
-        zsock_resolve (self->router),
-        zsock_resolve (self->monitor)
+        zsock_resolve (self->router), zsock_resolve (self->monitor)
     };
-    struct pollfd items [SOCKETS];      //  plain poll (): zmq_poll polls
-                                        //  twice before it sleeps
+    struct pollfd items [SOCKETS];  //  plain poll (): zmq_poll polls
+                                    //  twice before it sleeps
     bool touched [SOCKETS], ready [SOCKETS];
     for (int index = 0; index < SOCKETS; index++) {
         size_t size = sizeof items [index].fd;
         items [index] = (struct pollfd) { -1, POLLIN, 0 };
-        if (zmq_getsockopt (sockets [index], ZMQ_FD, &items [index].fd, &size)) {
+        if (zmq_getsockopt (sockets [index], ZMQ_FD, &items [index].fd,
+                            &size)) {
             pigato__errorf (self->error, sizeof self->error,
                             "cannot read a socket's ZMQ_FD: %s",
                             zmq_strerror (zmq_errno ()));
@@ -478,7 +480,7 @@ pigato_broker_run (pigato_broker_t *self)
     }
     self->core->now_ms = pigato__now_ms ();
     self->next_tick = self->core->now_ms + self->core->heartbeat_ms;
-    bool busy = false;                  //  the last turn routed something
+    bool busy = false;  //  the last turn routed something
     while (!self->stopping && !zsys_interrupted) {
         int64_t now = pigato__now_ms ();
         int64_t wait = self->next_tick - now;
@@ -486,7 +488,7 @@ pigato_broker_run (pigato_broker_t *self)
         if (next && next->when - now < wait)
             wait = next->when - now;
         if (wait > 250)
-            wait = 250;                     //  notice stop () promptly
+            wait = 250;  //  notice stop () promptly
         if (wait < 0)
             wait = 0;
         bool any = false;
@@ -526,7 +528,7 @@ pigato_broker_run (pigato_broker_t *self)
             pigato__guard_zap_handle (self->guard);
             touched [ZAP] = true;
         }
-        bool drained = !ready [ROUTER]; //  the ROUTER has nothing more
+        bool drained = !ready [ROUTER];  //  the ROUTER has nothing more
         if (ready [ROUTER]) {
             for (int count = 0; count < BATCH; count++) {
                 int fd = -1;

@@ -18,30 +18,30 @@
 #define PIGATO__PARTS_MAX (2 + PIGATO__NATIVE_EXTERNAL_MAX)
 typedef struct {
     zmq_msg_t parts [PIGATO__PARTS_MAX];
-    size_t count;                   //  parts held
-    size_t total;                   //  parts the message had (> count:
-                                    //  the rest were read and dropped)
+    size_t count;  //  parts held
+    size_t total;  //  parts the message had (> count:
+                   //  the rest were read and dropped)
 } pigato__input_t;
 
 struct _pigato_broker_t {
-    zsock_t *router;                //  the one socket, NULL until bind
-    void *router_handle;            //  its libzmq handle
-    pigato__core_t *core;           //  the routing core (core.h)
-    pigato__outbox_t *outbox;       //  native batches being collected
-    pigato__input_t input;          //  the message being routed
-    char *key_file;                 //  CURVE secret key file
-    bool insecure;                  //  NULL mechanism
-    bool allow_any;                 //  CURVE, every key, every action
-    int busy_poll_us;               //  poll without sleeping after work
-    int64_t next_tick;              //  next liveness check
-    volatile sig_atomic_t stopping; //  set by pigato_broker_stop
-    pigato__ratelimit_t bad_log;    //  bad-input log limiter
-    char *acl_path;                 //  policy file (--acl)
-    pigato__acl_t *policy;          //  loaded by set_acl, until bind
-    pigato__guard_t *guard;         //  ZAP + per-message authorization
-    zsock_t *monitor;               //  accept/disconnect events of router
-    volatile sig_atomic_t reload;   //  set by pigato_broker_request_reload
-    char error [256];               //  last error message
+    zsock_t *router;                 //  the one socket, NULL until bind
+    void *router_handle;             //  its libzmq handle
+    pigato__core_t *core;            //  the routing core (core.h)
+    pigato__outbox_t *outbox;        //  native batches being collected
+    pigato__input_t input;           //  the message being routed
+    char *key_file;                  //  CURVE secret key file
+    bool insecure;                   //  NULL mechanism
+    bool allow_any;                  //  CURVE, every key, every action
+    int busy_poll_us;                //  poll without sleeping after work
+    int64_t next_tick;               //  next liveness check
+    volatile sig_atomic_t stopping;  //  set by pigato_broker_stop
+    pigato__ratelimit_t bad_log;     //  bad-input log limiter
+    char *acl_path;                  //  policy file (--acl)
+    pigato__acl_t *policy;           //  loaded by set_acl, until bind
+    pigato__guard_t *guard;          //  ZAP + per-message authorization
+    zsock_t *monitor;                //  accept/disconnect events of router
+    volatile sig_atomic_t reload;    //  set by pigato_broker_request_reload
+    char error [256];                //  last error message
 };
 
 

@@ -9,21 +9,21 @@
 #include <string.h>
 #include "cache.h"
 
-#define ENTRY_OVERHEAD 128          //  bytes counted per entry beyond data
+#define ENTRY_OVERHEAD 128  //  bytes counted per entry beyond data
 
 typedef struct _entry_t entry_t;
 struct _entry_t {
-    char key [2 * 16 + 1];          //  hex digest (table key)
-    byte *bytes;                    //  service, body, data, opts back to back
+    char key [2 * 16 + 1];  //  hex digest (table key)
+    byte *bytes;            //  service, body, data, opts back to back
     size_t service_size, body_size, data_size, opts_size;
-    size_t cost;                    //  bytes counted against the budget
+    size_t cost;  //  bytes counted against the budget
     int64_t expires;
-    entry_t *prev, *next;           //  LRU list, most recent first
+    entry_t *prev, *next;  //  LRU list, most recent first
 };
 
 struct _pigato__cache_t {
-    zhashx_t *entries;              //  key -> entry_t
-    entry_t *head, *tail;           //  LRU order
+    zhashx_t *entries;     //  key -> entry_t
+    entry_t *head, *tail;  //  LRU order
     size_t max_bytes;
     size_t bytes;
     int64_t hits;
@@ -45,7 +45,7 @@ s_digest (const char *service, const pigato__bytes_t *body, char *key)
 {
     crypto_generichash_state state;
     byte digest [16];
-    size_t service_size = strlen (service) + 1;     //  with its NUL
+    size_t service_size = strlen (service) + 1;  //  with its NUL
     crypto_generichash_init (&state, NULL, 0, sizeof digest);
     crypto_generichash_update (&state, (const byte *) service, service_size);
     if (body->size)
@@ -201,10 +201,11 @@ pigato__cache_get (pigato__cache_t *self, const char *service,
         entry = NULL;
     }
     if (!entry || entry->service_size != service_size
-    ||  entry->body_size != body->size
-    ||  memcmp (entry->bytes, service, service_size) != 0
-    ||  (body->size && memcmp (entry->bytes + service_size, body->data,
-                               body->size) != 0)) {
+        || entry->body_size != body->size
+        || memcmp (entry->bytes, service, service_size) != 0
+        || (body->size
+            && memcmp (entry->bytes + service_size, body->data, body->size)
+                   != 0)) {
         return false;
     }
     s_unlink (self, entry);
@@ -249,8 +250,9 @@ pigato__cache_ttl (const pigato__bytes_t *opts)
     int64_t ttl = 0;
     if (json_is_number (cache)) {
         double value = json_number_value (cache);
-        ttl = value < 1 ? 0 : value > (double) PIGATO__TIMEOUT_CAP
-                        ? PIGATO__TIMEOUT_CAP : (int64_t) value;
+        ttl = value < 1                            ? 0
+            : value > (double) PIGATO__TIMEOUT_CAP ? PIGATO__TIMEOUT_CAP
+                                                   : (int64_t) value;
     }
     json_decref (root);
     return ttl;

@@ -17,8 +17,8 @@
 typedef struct _pigato__cache_t pigato__cache_t;
 
 typedef struct {
-    pigato__bytes_t data;       //  the reply body
-    pigato__bytes_t opts;       //  the reply opts, as the worker sent them
+    pigato__bytes_t data;  //  the reply body
+    pigato__bytes_t opts;  //  the reply opts, as the worker sent them
 } pigato__cached_t;
 
 //  A cache holding at most max_bytes (keys, bodies, replies and a fixed
@@ -34,10 +34,9 @@ void pigato__cache_set_max (pigato__cache_t *self, size_t max_bytes);
 //  Returns 0, or -1 if it does not fit the budget or memory ran out
 //  (nothing stored).
 int pigato__cache_put (pigato__cache_t *self, const char *service,
-                       const pigato__bytes_t *body,
-                       const pigato__bytes_t *data,
-                       const pigato__bytes_t *opts, int64_t expires)
-    PIGATO__MUST_CHECK;
+                       const pigato__bytes_t *body, const pigato__bytes_t *data,
+                       const pigato__bytes_t *opts,
+                       int64_t expires) PIGATO__MUST_CHECK;
 
 //  The live reply for (service, body), or false. A hit becomes the most
 //  recently used; an expired entry is dropped. The reply's bytes stay

@@ -11,7 +11,7 @@
 #include "core.h"
 #include "../wire/mdp.h"
 
-#define TARGETS_MAX 16           //  versions tried per request, best first
+#define TARGETS_MAX 16  //  versions tried per request, best first
 
 static void
 s_worker_destroy (void **item_p)
@@ -48,7 +48,7 @@ pigato__core_new (const pigato__emit_t *emit, void *emit_arg)
     self->conns = pigato__conns_new ();
     self->cache = pigato__cache_new (PIGATO__CACHE_DEFAULT_BYTES);
     if (!self->services || !self->workers || !self->requests || !self->timers
-    ||  !self->conns || !self->cache) {
+        || !self->conns || !self->cache) {
         pigato__core_destroy (&self);
         return NULL;
     }
@@ -109,12 +109,12 @@ s_copy_text (char *field, size_t field_size, const char *text)
 static pigato__caller_t
 s_caller (pigato__request_t *request)
 {
-    pigato__caller_t caller = {
-        .framing = request->framing,
-        .client = pigato__request_client (request),
-        .rid = pigato__request_rid (request),
-        .service = { (const byte *) request->service->name,
-                     strlen (request->service->name) } };
+    pigato__caller_t caller = { .framing = request->framing,
+                                .client = pigato__request_client (request),
+                                .rid = pigato__request_rid (request),
+                                .service = {
+                                    (const byte *) request->service->name,
+                                    strlen (request->service->name) } };
     return caller;
 }
 
@@ -132,7 +132,7 @@ s_request_finish (pigato__core_t *self, pigato__request_t *request)
     pigato__conns_unfile (self->conns, &request->conn_link);
     pigato__worker_t *worker = request->worker;
     if (worker && worker->framing == PIGATO__FRAMING_MDP
-    &&  !request->answered) {
+        && !request->answered) {
         //  An MDP worker cannot be told to stop: it stays busy until its
         //  FINAL for this request comes (and is dropped)
         worker->mdp_stale = true;
@@ -166,8 +166,8 @@ void
 pigato__core_request_fail (pigato__core_t *self, pigato__request_t *request,
                            const char *text)
 {
-    pigato__service_t *service =
-        request->worker ? request->worker->service : NULL;
+    pigato__service_t *service = request->worker ? request->worker->service
+                                                 : NULL;
     s_request_fail (self, request, text);
     if (service)
         s_dispatch_room (self, service);
@@ -176,8 +176,8 @@ pigato__core_request_fail (pigato__core_t *self, pigato__request_t *request,
 void
 pigato__core_request_drop (pigato__core_t *self, pigato__request_t *request)
 {
-    pigato__service_t *service =
-        request->worker ? request->worker->service : NULL;
+    pigato__service_t *service = request->worker ? request->worker->service
+                                                 : NULL;
     s_request_finish (self, request);
     if (service)
         s_dispatch_room (self, service);
@@ -213,7 +213,7 @@ s_dispatch_targeted (pigato__core_t *self, pigato__service_t *service,
     pigato__bytes_t id = { request->target, request->target_size };
     pigato__worker_t *worker = pigato__core_worker_of (self, &id);
     if (!worker || !worker->service
-    ||  !pigato__service_matches (worker->service, service)) {
+        || !pigato__service_matches (worker->service, service)) {
         char text [PIGATO_SERVICE_MAX + 600], printable [4 * 64 + 4];
         snprintf (text, sizeof text,
                   "E_WORKER_NOT_FOUND no worker %s serves %s",
@@ -224,7 +224,7 @@ s_dispatch_targeted (pigato__core_t *self, pigato__service_t *service,
         return;
     }
     if (!pigato__worker_has_room (worker)
-    ||  pigato__request_rejected_by (request, worker->serial))
+        || pigato__request_rejected_by (request, worker->serial))
         return;
     pigato__service_dequeue (service, request);
     pigato__worker_take (worker, request);
@@ -256,24 +256,25 @@ s_dispatch (pigato__core_t *self, pigato__service_t *service)
 {
     pigato__service_t *targets [TARGETS_MAX];
     size_t count = service->queue_head
-                 ? pigato__services_resolve (self->services, service, targets,
-                                             TARGETS_MAX)
-                 : 0;
-    service->pins++;                    //  failing requests must not free it
+                     ? pigato__services_resolve (self->services, service,
+                                                 targets, TARGETS_MAX)
+                     : 0;
+    service->pins++;  //  failing requests must not free it
     pigato__request_t *request = count || service->targeted
-                               ? service->queue_head : NULL;
+                                   ? service->queue_head
+                                   : NULL;
     while (request) {
         pigato__request_t *next = request->next;
         if (request->target)
             s_dispatch_targeted (self, service, request);
-        else
-        if (count == 0)
-            ;                           //  waits for a worker to appear
-        else
-        if (s_all_rejected (targets, count, request)) {
+        else if (count == 0)
+            ;  //  waits for a worker to appear
+        else if (s_all_rejected (targets, count, request)) {
             char text [PIGATO_SERVICE_MAX + 64];
-            snprintf (text, sizeof text, "E_REJECTED every worker of %s "
-                      "rejected the request", service->name);
+            snprintf (text, sizeof text,
+                      "E_REJECTED every worker of %s "
+                      "rejected the request",
+                      service->name);
             s_request_fail (self, request, text);
         }
         else {
@@ -318,7 +319,7 @@ s_dispatch_room (pigato__core_t *self, pigato__service_t *service)
                                         : service->base_size + 1;
         memcpy (prefix, service->name, prefix_size);
     }
-    s_dispatch (self, service);         //  may free service
+    s_dispatch (self, service);  //  may free service
     if (!others)
         return;
     pigato__service_t *next;
@@ -346,8 +347,8 @@ s_admit (pigato__core_t *self, pigato__request_t *request,
     request->service = service;
     request->framing = in->caller.framing;
     request->conn = in->conn;
-    if (pigato__table_insert (self->requests, request->key.hash,
-                              &request->key, request)) {
+    if (pigato__table_insert (self->requests, request->key.hash, &request->key,
+                              request)) {
         pigato__request_destroy (&self->request_pool, &request);
         pigato__services_release (self->services, &service);
         return PIGATO_E_NOMEM;
@@ -357,8 +358,7 @@ s_admit (pigato__core_t *self, pigato__request_t *request,
     if (s_request_touch (self, request)) {
         //  A request that could never time out is refused, not kept
         pigato__service_dequeue (service, request);
-        pigato__table_delete (self->requests, request->key.hash,
-                              &request->key);
+        pigato__table_delete (self->requests, request->key.hash, &request->key);
         pigato__request_destroy (&self->request_pool, &request);
         service->requests--;
         pigato__services_release (self->services, &service);
@@ -367,17 +367,16 @@ s_admit (pigato__core_t *self, pigato__request_t *request,
     pigato__conns_file (self->conns, &request->conn, PIGATO__CONN_REQUESTS,
                         &request->conn_link);
     s_copy_text (request->identity, sizeof request->identity, in->identity);
-    s_copy_text (request->curve_key, sizeof request->curve_key,
-                 in->curve_key);
+    s_copy_text (request->curve_key, sizeof request->curve_key, in->curve_key);
     self->counters.requests++;
     s_dispatch (self, service);
     return 0;
 }
 
 //  Writes a reply text for the front-end to send; returns status.
-static int
-s_refuse (char *error, size_t error_size, int status, const char *format,
-          ...) __attribute__ ((format (printf, 4, 5)));
+static int s_refuse (char *error, size_t error_size, int status,
+                     const char *format, ...)
+    __attribute__ ((format (printf, 4, 5)));
 static int
 s_refuse (char *error, size_t error_size, int status, const char *format, ...)
 {
@@ -395,7 +394,7 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
     error [0] = 0;
     bool mdp = in->caller.framing == PIGATO__FRAMING_MDP;
     pigato__bkey_t key;
-    byte mdp_rid [9] = { 0 };           //  0, then a 64-bit counter
+    byte mdp_rid [9] = { 0 };  //  0, then a 64-bit counter
     pigato__bytes_t rid = in->caller.rid;
     if (mdp) {
         //  MDP has no rid: one is made, unique per broker
@@ -406,9 +405,9 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
     }
     if (pigato__bkey_set (&key, in->caller.client.data, in->caller.client.size,
                           rid.data, rid.size))
-        return PIGATO_E_INVALID;        //  a field too long
+        return PIGATO_E_INVALID;  //  a field too long
     if (pigato__table_lookup (self->requests, key.hash, &key))
-        return PIGATO_E_INVALID;        //  a rid already in flight
+        return PIGATO_E_INVALID;  //  a rid already in flight
     if (pigato__table_size (self->requests) >= PIGATO__PENDING_MAX)
         return s_refuse (error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker holds too many requests; "
@@ -421,10 +420,10 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
     if (!mdp && name->size < sizeof name_text) {
         memcpy (name_text, name->data, name->size);
         name_text [name->size] = 0;
-        if (!(in->opts && memmem (in->opts->data, in->opts->size, "workerId",
-                                  8))
-        &&  pigato__cache_get (self->cache, name_text, &in->body, self->now_ms,
-                               &cached)) {
+        if (!(in->opts
+              && memmem (in->opts->data, in->opts->size, "workerId", 8))
+            && pigato__cache_get (self->cache, name_text, &in->body,
+                                  self->now_ms, &cached)) {
             pigato__caller_t caller = in->caller;
             self->emit->reply (self->emit_arg, &caller, PIGATO__REPLY, 0,
                                &cached.data, 1, &cached.opts, NULL);
@@ -433,12 +432,13 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
             return 0;
         }
     }
-    pigato__service_t *service =
-        pigato__services_require (self->services, name->data, name->size);
-    pigato__request_t *request = service
-        ? pigato__request_new (&self->request_pool, &in->caller.client, &rid,
-                               &key, in->body_part, &in->body, in->opts)
-        : NULL;
+    pigato__service_t *service = pigato__services_require (
+        self->services, name->data, name->size);
+    pigato__request_t *request = service ? pigato__request_new (
+                                     &self->request_pool, &in->caller.client,
+                                     &rid, &key, in->body_part, &in->body,
+                                     in->opts)
+                                         : NULL;
     if (!request) {
         pigato__services_release (self->services, &service);
         return s_refuse (error, error_size, PIGATO_E_NOMEM,
@@ -482,8 +482,8 @@ pigato__core_request_of (pigato__core_t *self, const pigato__bytes_t *client,
     if (pigato__bkey_set (&key, client->data, client->size, rid->data,
                           rid->size))
         return NULL;
-    return (pigato__request_t *) pigato__table_lookup (self->requests,
-                                                       key.hash, &key);
+    return (pigato__request_t *) pigato__table_lookup (self->requests, key.hash,
+                                                       &key);
 }
 
 void
@@ -500,15 +500,15 @@ pigato__core_expire (pigato__core_t *self, int64_t now)
 {
     pigato__timer_t *timer;
     while ((timer = pigato__heap_pop_due (self->timers, now))) {
-        pigato__request_t *request =
-            pigato__container_of (timer, pigato__request_t, expiry);
+        pigato__request_t *request = pigato__container_of (
+            timer, pigato__request_t, expiry);
         pigato__worker_t *worker = request->worker;
         char rid [80], service_text [PIGATO__SERVICE_TEXT];
         pigato__bytes_t rid_bytes = pigato__request_rid (request);
-        pigato__log (PIGATO_LOG_DEBUG, "event=request_expired service=%s "
+        pigato__log (PIGATO_LOG_DEBUG,
+                     "event=request_expired service=%s "
                      "rid=%s worker=%s",
-                     s_service_text (request->service,
-                                                service_text),
+                     s_service_text (request->service, service_text),
                      pigato__printable (rid_bytes.data, rid_bytes.size, rid,
                                         sizeof rid),
                      worker ? worker->name : "-");
@@ -528,23 +528,22 @@ pigato__core_worker_of (pigato__core_t *self, const pigato__bytes_t *routing_id)
     if (self->last_worker) {
         pigato__bytes_t id = pigato__worker_routing_id (self->last_worker);
         if (id.size == routing_id->size
-        &&  memcmp (id.data, routing_id->data, id.size) == 0)
+            && memcmp (id.data, routing_id->data, id.size) == 0)
             return self->last_worker;
     }
     pigato__bkey_t key;
     if (pigato__bkey_set (&key, routing_id->data, routing_id->size, NULL, 0))
         return NULL;
-    pigato__worker_t *worker =
-        (pigato__worker_t *) zhashx_lookup (self->workers, &key);
+    pigato__worker_t *worker = (pigato__worker_t *) zhashx_lookup (
+        self->workers, &key);
     if (worker)
         self->last_worker = worker;
     return worker;
 }
 
 bool
-pigato__core_worker_bound (const pigato__worker_t *worker,
-                           const char *identity, const char *curve_key,
-                           const pigato__conn_t *conn)
+pigato__core_worker_bound (const pigato__worker_t *worker, const char *identity,
+                           const char *curve_key, const pigato__conn_t *conn)
 {
     return streq (worker->identity, identity)
         && streq (worker->curve_key, curve_key ? curve_key : "")
@@ -554,16 +553,16 @@ pigato__core_worker_bound (const pigato__worker_t *worker,
 int
 pigato__core_worker_add (pigato__core_t *self,
                          const pigato__bytes_t *routing_id,
-                         const pigato__bytes_t *name,
-                         pigato__framing_t framing, const pigato__conn_t *conn,
-                         const char *identity, const char *curve_key)
+                         const pigato__bytes_t *name, pigato__framing_t framing,
+                         const pigato__conn_t *conn, const char *identity,
+                         const char *curve_key)
 {
-    pigato__service_t *service =
-        pigato__services_require (self->services, name->data, name->size);
+    pigato__service_t *service = pigato__services_require (
+        self->services, name->data, name->size);
     pigato__worker_t *worker = (pigato__worker_t *) calloc (1, sizeof *worker);
     if (!service || !worker
-    ||  pigato__bkey_set (&worker->key, routing_id->data, routing_id->size,
-                          NULL, 0)) {
+        || pigato__bkey_set (&worker->key, routing_id->data, routing_id->size,
+                             NULL, 0)) {
         free (worker);
         pigato__services_release (self->services, &service);
         self->emit->control (self->emit_arg, routing_id, PIGATO__DISCONNECT,
@@ -581,19 +580,21 @@ pigato__core_worker_add (pigato__core_t *self,
     s_copy_text (worker->curve_key, sizeof worker->curve_key, curve_key);
     worker->serial = ++self->next_serial;
     worker->concurrency = framing == PIGATO__FRAMING_MDP ? 1
-                                                        : PIGATO_CONCURRENCY;
+                                                         : PIGATO_CONCURRENCY;
     pigato__core_worker_alive (self, worker);
     zhashx_insert (self->workers, &worker->key, worker);
     pigato__service_add_worker (service, worker);
-    if (framing != PIGATO__FRAMING_MDP)     //  RFC 18: READY has no answer
+    if (framing != PIGATO__FRAMING_MDP)  //  RFC 18: READY has no answer
         self->emit->control (self->emit_arg, routing_id, PIGATO__READY,
                              framing);
     char service_text [PIGATO__SERVICE_TEXT];
-    pigato__log (PIGATO_LOG_INFO, "event=worker_ready service=%s worker=%s "
-                 "framing=%s", s_service_text (service, service_text),
-                 worker->name, framing == PIGATO__FRAMING_MDP ? "mdp/0.2"
-                             : framing == PIGATO__FRAMING_NATIVE ? "native"
-                                                                 : "0.0.46");
+    pigato__log (PIGATO_LOG_INFO,
+                 "event=worker_ready service=%s worker=%s "
+                 "framing=%s",
+                 s_service_text (service, service_text), worker->name,
+                 framing == PIGATO__FRAMING_MDP      ? "mdp/0.2"
+                 : framing == PIGATO__FRAMING_NATIVE ? "native"
+                                                     : "0.0.46");
     s_dispatch_room (self, service);
     return 0;
 }
@@ -619,15 +620,17 @@ pigato__core_worker_remove (pigato__core_t *self, pigato__worker_t *worker,
             requeued++;
         }
         else {
-            s_request_fail (self, request, "E_WORKER_LOST the worker "
+            s_request_fail (self, request,
+                            "E_WORKER_LOST the worker "
                             "handling the request went away");
             failed++;
         }
     }
     char service_text [PIGATO__SERVICE_TEXT];
-    pigato__log (PIGATO_LOG_INFO, "event=worker_gone worker=%s service=%s "
-                 "reason=%s requeued=%d failed=%d", worker->name,
-                 s_service_text (service, service_text), reason,
+    pigato__log (PIGATO_LOG_INFO,
+                 "event=worker_gone worker=%s service=%s "
+                 "reason=%s requeued=%d failed=%d",
+                 worker->name, s_service_text (service, service_text), reason,
                  requeued, failed);
     self->counters.workers_gone++;
     if (service)
@@ -637,7 +640,7 @@ pigato__core_worker_remove (pigato__core_t *self, pigato__worker_t *worker,
         self->last_worker = NULL;
     zhashx_delete (self->workers, &worker->key);
     if (service)
-        s_dispatch_room (self, service);        //  releases it
+        s_dispatch_room (self, service);  //  releases it
 }
 
 void
@@ -648,12 +651,11 @@ pigato__core_worker_alive (pigato__core_t *self, pigato__worker_t *worker)
 }
 
 void
-pigato__core_worker_concurrency (pigato__core_t *self,
-                                 pigato__worker_t *worker, double value)
+pigato__core_worker_concurrency (pigato__core_t *self, pigato__worker_t *worker,
+                                 double value)
 {
     int previous = worker->concurrency;
-    worker->concurrency = value < 0 ? -1
-                        : value > 1e6 ? 1000000 : (int) value;
+    worker->concurrency = value < 0 ? -1 : value > 1e6 ? 1000000 : (int) value;
     pigato__worker_update (worker);
     if (worker->concurrency != previous)
         s_dispatch_room (self, worker->service);
@@ -693,7 +695,7 @@ pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
         request = worker->requests;
         if (!request) {
             if (!worker->mdp_stale)
-                return false;           //  a reply nobody asked for
+                return false;  //  a reply nobody asked for
             if (type == PIGATO__REPLY) {
                 //  The FINAL of a request that is gone: free again
                 worker->mdp_stale = false;
@@ -706,7 +708,7 @@ pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
         }
         pigato__bytes_t holder = pigato__request_client (request);
         if (holder.size != client->size
-        ||  memcmp (holder.data, client->data, holder.size) != 0)
+            || memcmp (holder.data, client->data, holder.size) != 0)
             return false;
     }
     else {
@@ -715,8 +717,10 @@ pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
             //  Late (expired, client gone) or foreign: drop, keep the worker
             self->counters.late_replies++;
             char rid_text [80];
-            pigato__log (PIGATO_LOG_DEBUG, "event=reply_dropped worker=%s "
-                         "rid=%s reason=unknown_rid", worker->name,
+            pigato__log (PIGATO_LOG_DEBUG,
+                         "event=reply_dropped worker=%s "
+                         "rid=%s reason=unknown_rid",
+                         worker->name,
                          pigato__printable (rid->data, rid->size, rid_text,
                                             sizeof rid_text));
             return true;
@@ -727,23 +731,22 @@ pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
         return true;
     }
     if (type == PIGATO__REPLY && status == 0
-    &&  request->framing != PIGATO__FRAMING_MDP && opts) {
+        && request->framing != PIGATO__FRAMING_MDP && opts) {
         int64_t ttl = pigato__cache_ttl (opts);
         pigato__bytes_t request_body = pigato__request_body (request);
         char service_text [PIGATO__SERVICE_TEXT];
         if (ttl > 0 && body_count == 1
-        &&  pigato__cache_put (self->cache, request->service->name,
-                               &request_body, &body [0], opts,
-                               self->now_ms + ttl))
+            && pigato__cache_put (self->cache, request->service->name,
+                                  &request_body, &body [0], opts,
+                                  self->now_ms + ttl))
             //  Out of memory, or larger than the cache: the reply still
             //  goes out, uncached
             pigato__log (PIGATO_LOG_DEBUG, "event=cache_skipped service=%s",
-                         s_service_text (request->service,
-                                                    service_text));
+                         s_service_text (request->service, service_text));
     }
     pigato__caller_t caller = s_caller (request);
-    self->emit->reply (self->emit_arg, &caller, type, status, body,
-                       body_count, opts, body_part);
+    self->emit->reply (self->emit_arg, &caller, type, status, body, body_count,
+                       opts, body_part);
     if (type == PIGATO__PARTIAL) {
         self->counters.partials++;
         s_request_alive (self, request);
@@ -770,8 +773,7 @@ pigato__core_check_workers (pigato__core_t *self, int64_t now)
             if (dead)
                 zlistx_add_end (dead, worker);
         }
-        else
-        if (worker->framing == PIGATO__FRAMING_MDP) {
+        else if (worker->framing == PIGATO__FRAMING_MDP) {
             //  RFC 18: the broker heartbeats its workers
             pigato__bytes_t to = pigato__worker_routing_id (worker);
             self->emit->control (self->emit_arg, &to, PIGATO__HEARTBEAT,
@@ -791,18 +793,18 @@ pigato__core_connection_lost (pigato__core_t *self, const pigato__conn_t *dead)
     pigato__conn_link_t *link;
     while ((link = pigato__conns_filed (self->conns, dead->fd,
                                         PIGATO__CONN_WORKERS))) {
-        pigato__worker_t *worker =
-            pigato__container_of (link, pigato__worker_t, conn_link);
+        pigato__worker_t *worker = pigato__container_of (link, pigato__worker_t,
+                                                         conn_link);
         if (pigato__conn_same (&worker->conn, dead))
             pigato__core_worker_remove (self, worker, "disconnected", false);
         else
-            pigato__conns_unfile (self->conns, link);   //  stale filing
+            pigato__conns_unfile (self->conns, link);  //  stale filing
     }
     size_t dropped = 0;
     while ((link = pigato__conns_filed (self->conns, dead->fd,
                                         PIGATO__CONN_REQUESTS))) {
-        pigato__request_t *request =
-            pigato__container_of (link, pigato__request_t, conn_link);
+        pigato__request_t *request = pigato__container_of (
+            link, pigato__request_t, conn_link);
         if (!pigato__conn_same (&request->conn, dead)) {
             pigato__conns_unfile (self->conns, link);
             continue;

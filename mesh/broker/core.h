@@ -16,19 +16,19 @@
 #include "cache.h"
 #include "../base/table.h"
 
-#define PIGATO__PENDING_MAX 1000000     //  requests held at once
+#define PIGATO__PENDING_MAX 1000000  //  requests held at once
 
-#define CORE_COUNTERS(X)                                                    \
-    X (requests)        /* requests accepted */                             \
-    X (replies)         /* final replies forwarded */                       \
-    X (partials)        /* partial replies forwarded */                     \
-    X (rejects)         /* rejects received */                              \
-    X (timeouts)        /* requests expired in the broker */                \
-    X (failed)          /* requests failed by the broker (error reply) */   \
-    X (retries)         /* re-dispatches after worker loss */               \
-    X (bad_messages)    /* malformed or out-of-protocol messages */         \
-    X (late_replies)    /* replies for unknown or foreign rids, dropped */  \
-    X (workers_gone)    /* workers removed (disconnect or expiry) */
+#define CORE_COUNTERS(X)                                                       \
+    X (requests)     /* requests accepted */                                   \
+    X (replies)      /* final replies forwarded */                             \
+    X (partials)     /* partial replies forwarded */                           \
+    X (rejects)      /* rejects received */                                    \
+    X (timeouts)     /* requests expired in the broker */                      \
+    X (failed)       /* requests failed by the broker (error reply) */         \
+    X (retries)      /* re-dispatches after worker loss */                     \
+    X (bad_messages) /* malformed or out-of-protocol messages */               \
+    X (late_replies) /* replies for unknown or foreign rids, dropped */        \
+    X (workers_gone) /* workers removed (disconnect or expiry) */
 
 typedef struct {
 #define COUNTER_FIELD(name) int64_t name;
@@ -58,10 +58,9 @@ typedef struct {
     //  body_count frames (MDP workers send several; others one), opts may
     //  be NULL; body_part, if not NULL, holds body [0]'s bytes (shared,
     //  not copied).
-    void (*reply) (void *arg, const pigato__caller_t *to, int type,
-                   int status, const pigato__bytes_t *body,
-                   size_t body_count, const pigato__bytes_t *opts,
-                   zmq_msg_t *body_part);
+    void (*reply) (void *arg, const pigato__caller_t *to, int type, int status,
+                   const pigato__bytes_t *body, size_t body_count,
+                   const pigato__bytes_t *opts, zmq_msg_t *body_part);
     //  A final error reply to a caller; text starts with an E_ code.
     void (*error) (void *arg, const pigato__caller_t *to, const char *text);
     //  A READY acknowledgement, HEARTBEAT or DISCONNECT to a worker.
@@ -70,24 +69,24 @@ typedef struct {
 } pigato__emit_t;
 
 typedef struct {
-    pigato__services_t *services;   //  name -> service
-    zhashx_t *workers;              //  routing id -> worker
-    pigato__worker_t *last_worker;  //  the last one looked up (a cache;
-                                    //  cleared when that worker goes)
-    pigato__table_t *requests;      //  client id + rid -> request
-    pigato__request_pool_t request_pool;    //  spare request records
-    pigato__heap_t *timers;         //  request inactivity deadlines
-    pigato__conns_t *conns;         //  connection -> its workers, requests
-    pigato__cache_t *cache;         //  cached replies (opts cache: MS)
-    int dmode;                      //  pigato__dmode_t
-    int heartbeat_ms;               //  heartbeat interval
-    int liveness;                   //  intervals before a worker is dead
-    uint64_t next_serial;           //  worker registration serials
-    uint64_t next_mdp_rid;          //  rids made for MDP client requests
-    int64_t now_ms;                 //  the clock at the start of this turn
-    pigato__counters_t counters;    //  see CORE_COUNTERS
-    const pigato__emit_t *emit;     //  the way out
-    void *emit_arg;                 //  its argument
+    pigato__services_t *services;         //  name -> service
+    zhashx_t *workers;                    //  routing id -> worker
+    pigato__worker_t *last_worker;        //  the last one looked up (a cache;
+                                          //  cleared when that worker goes)
+    pigato__table_t *requests;            //  client id + rid -> request
+    pigato__request_pool_t request_pool;  //  spare request records
+    pigato__heap_t *timers;               //  request inactivity deadlines
+    pigato__conns_t *conns;       //  connection -> its workers, requests
+    pigato__cache_t *cache;       //  cached replies (opts cache: MS)
+    int dmode;                    //  pigato__dmode_t
+    int heartbeat_ms;             //  heartbeat interval
+    int liveness;                 //  intervals before a worker is dead
+    uint64_t next_serial;         //  worker registration serials
+    uint64_t next_mdp_rid;        //  rids made for MDP client requests
+    int64_t now_ms;               //  the clock at the start of this turn
+    pigato__counters_t counters;  //  see CORE_COUNTERS
+    const pigato__emit_t *emit;   //  the way out
+    void *emit_arg;               //  its argument
 } pigato__core_t;
 
 //  A new core that emits through emit (borrowed; lives longer than the
@@ -103,14 +102,14 @@ void pigato__core_destroy (pigato__core_t **self_p);
 //  A request as a front-end decoded it. Everything is borrowed; the core
 //  keeps what it needs (the body by sharing body_part when it holds it).
 typedef struct {
-    pigato__caller_t caller;        //  framing, client, rid (empty for MDP:
-                                    //  the core makes one), service asked
-    pigato__bytes_t body;           //  one body (MDP: frames packed, mdp.h)
-    zmq_msg_t *body_part;           //  the part body lies in, or NULL
-    const pigato__bytes_t *opts;    //  opts (JSON object) or NULL
-    pigato__conn_t conn;            //  the client's connection
-    const char *identity;           //  the caller (already allowed `call`)
-    const char *curve_key;          //  its CURVE key, NULL if none
+    pigato__caller_t caller;      //  framing, client, rid (empty for MDP:
+                                  //  the core makes one), service asked
+    pigato__bytes_t body;         //  one body (MDP: frames packed, mdp.h)
+    zmq_msg_t *body_part;         //  the part body lies in, or NULL
+    const pigato__bytes_t *opts;  //  opts (JSON object) or NULL
+    pigato__conn_t conn;          //  the client's connection
+    const char *identity;         //  the caller (already allowed `call`)
+    const char *curve_key;        //  its CURVE key, NULL if none
 } pigato__submit_t;
 
 //  A request from a caller the policy allowed. Answered from the cache
@@ -125,8 +124,7 @@ typedef struct {
 //     memory);
 //   * PIGATO_E_REPLY: E_WORKER_NOT_FOUND (opts workerId names no worker).
 int pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
-                         char *error, size_t error_size)
-    PIGATO__MUST_CHECK;
+                         char *error, size_t error_size) PIGATO__MUST_CHECK;
 
 //  The request a client has in flight under rid, or NULL.
 pigato__request_t *pigato__core_request_of (pigato__core_t *self,
@@ -142,8 +140,7 @@ void pigato__core_request_heartbeat (pigato__core_t *self,
 //  with an E_ code, then a sentence for people. A worker that held it
 //  gets its slot back (and its service a dispatch).
 void pigato__core_request_fail (pigato__core_t *self,
-                                pigato__request_t *request,
-                                const char *text);
+                                pigato__request_t *request, const char *text);
 
 //  Drops a request without a reply (its client is gone or no longer in
 //  the policy). A worker that held it gets its slot back.
@@ -176,19 +173,16 @@ int pigato__core_worker_add (pigato__core_t *self,
                              const pigato__bytes_t *routing_id,
                              const pigato__bytes_t *service,
                              pigato__framing_t framing,
-                             const pigato__conn_t *conn,
-                             const char *identity, const char *curve_key)
-    PIGATO__MUST_CHECK;
+                             const pigato__conn_t *conn, const char *identity,
+                             const char *curve_key) PIGATO__MUST_CHECK;
 
 //  Removes a worker: its requests retry (if they may) or fail with
 //  E_WORKER_LOST; optionally tells it DISCONNECT.
-void pigato__core_worker_remove (pigato__core_t *self,
-                                 pigato__worker_t *worker,
+void pigato__core_worker_remove (pigato__core_t *self, pigato__worker_t *worker,
                                  const char *reason, bool send_disconnect);
 
 //  A message came from the worker: it is alive for another liveness.
-void pigato__core_worker_alive (pigato__core_t *self,
-                                pigato__worker_t *worker);
+void pigato__core_worker_alive (pigato__core_t *self, pigato__worker_t *worker);
 
 //  The worker announced its concurrency (-1 unlimited).
 void pigato__core_worker_concurrency (pigato__core_t *self,
@@ -231,8 +225,7 @@ bool pigato__core_reserved (const pigato__bytes_t *name);
 //  other $ names -> an E_RESERVED_SERVICE error. Returns the answer text
 //  (the caller frees it) with *status 0, or the error text with *status
 //  -1; NULL if out of memory.
-char *pigato__core_internal (pigato__core_t *self,
-                             const pigato__bytes_t *name,
+char *pigato__core_internal (pigato__core_t *self, const pigato__bytes_t *name,
                              const pigato__bytes_t *body, int *status);
 
 //  Room for a service name from a peer, escaped for a log line.

@@ -23,7 +23,7 @@ s_body_name (const pigato__bytes_t *data, char *name, size_t name_size)
 {
     name [0] = 0;
     if (!data || data->size == 0
-    ||  (data->size == 4 && memcmp (data->data, "null", 4) == 0))
+        || (data->size == 4 && memcmp (data->data, "null", 4) == 0))
         return false;
     char *text = pigato__json_string_decode (data->data, data->size);
     size_t size = text ? strlen (text) : data->size;
@@ -71,8 +71,8 @@ static bool
 s_has_worker (pigato__core_t *self, const char *name)
 {
     //  Resolution reads a service record: made for the question if need be
-    pigato__service_t *service =
-        pigato__services_require (self->services, name, strlen (name));
+    pigato__service_t *service = pigato__services_require (self->services, name,
+                                                           strlen (name));
     pigato__service_t *targets [1];
     bool found = service
               && pigato__services_resolve (self->services, service, targets, 1);
@@ -91,17 +91,20 @@ pigato__core_internal (pigato__core_t *self, const pigato__bytes_t *name,
     if (name->size == 4 && memcmp (name->data, "$dir", 4) == 0)
         return s_directory (self, named ? target : NULL);
     if (name->size == strlen (PIGATO__MMI_SERVICE)
-    &&  memcmp (name->data, PIGATO__MMI_SERVICE, name->size) == 0)
+        && memcmp (name->data, PIGATO__MMI_SERVICE, name->size) == 0)
         return strdup (named && s_has_worker (self, target)
-                       ? PIGATO__MMI_FOUND : PIGATO__MMI_NOT_FOUND);
+                           ? PIGATO__MMI_FOUND
+                           : PIGATO__MMI_NOT_FOUND);
     if (name->size >= mmi_size
-    &&  memcmp (name->data, PIGATO__MMI_PREFIX, mmi_size) == 0)
+        && memcmp (name->data, PIGATO__MMI_PREFIX, mmi_size) == 0)
         return strdup (PIGATO__MMI_NOT_IMPLEMENTED);
     char printable [PIGATO__SERVICE_TEXT];
     char text [PIGATO__SERVICE_TEXT + 64];
-    snprintf (text, sizeof text, "E_RESERVED_SERVICE %s is reserved for the "
-              "broker", pigato__printable (name->data, name->size, printable,
-                                           sizeof printable));
+    snprintf (text, sizeof text,
+              "E_RESERVED_SERVICE %s is reserved for the "
+              "broker",
+              pigato__printable (name->data, name->size, printable,
+                                 sizeof printable));
     *status = -1;
     return strdup (text);
 }

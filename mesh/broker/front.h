@@ -14,10 +14,10 @@
 
 //  One message or batch entry being routed.
 typedef struct {
-    pigato__msg_t m;            //  decoded fields (borrow the parts)
-    zmq_msg_t *body_part;       //  the part m.data lies in, or NULL
-    zmq_msg_t *meta;            //  a part the peer sent (its metadata)
-    size_t frames;              //  frames of the whole message (logs)
+    pigato__msg_t m;       //  decoded fields (borrow the parts)
+    zmq_msg_t *body_part;  //  the part m.data lies in, or NULL
+    zmq_msg_t *meta;       //  a part the peer sent (its metadata)
+    size_t frames;         //  frames of the whole message (logs)
 } pigato__front_in_t;
 
 //  ---- front_pigato.c
@@ -27,15 +27,13 @@ void pigato__front_bad (pigato_broker_t *self, const pigato__front_in_t *in,
                         const char *reason);
 
 //  Logs and counts a refusal by the policy (auth/guard.h).
-void pigato__front_denied (pigato_broker_t *self,
-                           const pigato__front_in_t *in,
+void pigato__front_denied (pigato_broker_t *self, const pigato__front_in_t *in,
                            const pigato__peer_t *peer, int verb,
                            const char *service, const char *reason);
 
 //  True if the policy lets the peer's identity do verb on the service
 //  name; a refusal is logged and counted here (the caller answers it).
-bool pigato__front_allows (pigato_broker_t *self,
-                           const pigato__front_in_t *in,
+bool pigato__front_allows (pigato_broker_t *self, const pigato__front_in_t *in,
                            const pigato__peer_t *peer, int verb,
                            const char *name);
 
@@ -47,8 +45,7 @@ bool pigato__front_name (const pigato__bytes_t *service, char *name);
 //  refused on this very message. A pigato client's request gets
 //  E_ACCESS_DENIED (MDP has no error reply); a worker of that routing id
 //  is removed, or told DISCONNECT.
-void pigato__front_revoked (pigato_broker_t *self,
-                            const pigato__front_in_t *in,
+void pigato__front_revoked (pigato_broker_t *self, const pigato__front_in_t *in,
                             const pigato__peer_t *peer,
                             pigato__framing_t framing);
 
@@ -61,19 +58,21 @@ void pigato__front_mdp (pigato_broker_t *self, pigato__front_in_t *in,
 
 //  A message with no fields (READY ack, heartbeat, DISCONNECT) to a
 //  client ('C') or worker ('W'), in its framing.
-void pigato__broker_send_control (pigato_broker_t *self, const pigato__bytes_t *to,
-                           char role, int type, pigato__framing_t framing);
+void pigato__broker_send_control (pigato_broker_t *self,
+                                  const pigato__bytes_t *to, char role,
+                                  int type, pigato__framing_t framing);
 
 //  A partial or final reply to a caller, in its framing (see
 //  pigato__emit_t.reply).
-void pigato__broker_send_reply (pigato_broker_t *self, const pigato__caller_t *to,
-                         int type, int status, const pigato__bytes_t *body,
-                         size_t body_count, const pigato__bytes_t *opts,
-                         zmq_msg_t *body_part);
+void pigato__broker_send_reply (pigato_broker_t *self,
+                                const pigato__caller_t *to, int type,
+                                int status, const pigato__bytes_t *body,
+                                size_t body_count, const pigato__bytes_t *opts,
+                                zmq_msg_t *body_part);
 
 //  A final error reply (a JSON string; status -1 for pigato peers) to a
 //  caller. text starts with an E_ code, then a sentence for people.
-void pigato__broker_send_error (pigato_broker_t *self, const pigato__caller_t *to,
-                         const char *text);
+void pigato__broker_send_error (pigato_broker_t *self,
+                                const pigato__caller_t *to, const char *text);
 
 #endif

@@ -24,7 +24,7 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
         return;
     }
     if (!pigato__front_allows (self, in, peer, PIGATO__VERB_CALL, name))
-        return;                         //  RFC 18 has no error reply
+        return;  //  RFC 18 has no error reply
     const pigato__bytes_t *body = parts + mdp->body_first;
     pigato__caller_t caller = { .framing = PIGATO__FRAMING_MDP,
                                 .client = mdp->sender,
@@ -37,11 +37,10 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
             &status);
         if (answer && status)
             pigato__broker_send_error (self, &caller, answer);
-        else
-        if (answer) {
+        else if (answer) {
             pigato__bytes_t reply = BYTES (answer);
-            pigato__broker_send_reply (self, &caller, PIGATO__REPLY, 0, &reply, 1,
-                                NULL, NULL);
+            pigato__broker_send_reply (self, &caller, PIGATO__REPLY, 0, &reply,
+                                       1, NULL, NULL);
         }
         free (answer);
         return;
@@ -55,14 +54,18 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
     if (zmq_msg_init_size (&packed, packed_size))
         return;
     if (pigato__mdp_pack ((byte *) zmq_msg_data (&packed), packed_size, body,
-                          mdp->body_count) != packed_size) {
+                          mdp->body_count)
+        != packed_size) {
         zmq_msg_close (&packed);
-        return;                         //  cannot happen: the size was taken
+        return;  //  cannot happen: the size was taken
     }
-    pigato__submit_t submit = {
-        .caller = caller, .body_part = &packed,
-        .body = { (const byte *) zmq_msg_data (&packed), packed_size },
-        .conn = in->m.conn, .identity = peer->name, .curve_key = peer->key };
+    pigato__submit_t submit = { .caller = caller,
+                                .body_part = &packed,
+                                .body = { (const byte *) zmq_msg_data (&packed),
+                                          packed_size },
+                                .conn = in->m.conn,
+                                .identity = peer->name,
+                                .curve_key = peer->key };
     char error [PIGATO_SERVICE_MAX + 600];
     if (pigato__core_submit (self->core, &submit, error, sizeof error))
         pigato__front_bad (self, in, error [0] ? "overloaded" : "field");
@@ -85,10 +88,12 @@ pigato__front_mdp (pigato_broker_t *self, pigato__front_in_t *in,
     pigato__peer_t peer;
     bool current = pigato__guard_peer (self->guard, in->meta, &peer);
     pigato__worker_t *worker = mdp.role == 'W'
-        ? pigato__core_worker_of (self->core, &in->m.sender) : NULL;
+                                 ? pigato__core_worker_of (self->core,
+                                                           &in->m.sender)
+                                 : NULL;
     if (current && worker
-    &&  !pigato__core_worker_bound (worker, peer.name, peer.key,
-                                    &in->m.conn)) {
+        && !pigato__core_worker_bound (worker, peer.name, peer.key,
+                                       &in->m.conn)) {
         pigato__front_bad (self, in, "identity_mismatch");
         pigato__core_worker_remove (self->core, worker, "identity_mismatch",
                                     true);
@@ -110,22 +115,21 @@ pigato__front_mdp (pigato_broker_t *self, pigato__front_in_t *in,
             pigato__core_worker_remove (self->core, worker, "ready_twice",
                                         true);
         }
-        else
-        if (!pigato__front_name (&mdp.service, name)
-        ||  pigato__core_reserved (&mdp.service)) {
+        else if (!pigato__front_name (&mdp.service, name)
+                 || pigato__core_reserved (&mdp.service)) {
             pigato__front_bad (self, in, "reserved_service");
-            pigato__broker_send_control (self, &in->m.sender, 'W',
-                                  PIGATO__DISCONNECT, PIGATO__FRAMING_MDP);
-        }
-        else
-        if (!pigato__front_allows (self, in, &peer, PIGATO__VERB_SERVE, name))
             pigato__broker_send_control (self, &in->m.sender, 'W',
                                          PIGATO__DISCONNECT,
                                          PIGATO__FRAMING_MDP);
-        else
-        if (pigato__core_worker_add (self->core, &in->m.sender, &mdp.service,
-                                     PIGATO__FRAMING_MDP, &in->m.conn,
-                                     peer.name, peer.key))
+        }
+        else if (!pigato__front_allows (self, in, &peer, PIGATO__VERB_SERVE,
+                                        name))
+            pigato__broker_send_control (self, &in->m.sender, 'W',
+                                         PIGATO__DISCONNECT,
+                                         PIGATO__FRAMING_MDP);
+        else if (pigato__core_worker_add (self->core, &in->m.sender,
+                                          &mdp.service, PIGATO__FRAMING_MDP,
+                                          &in->m.conn, peer.name, peer.key))
             pigato__log (PIGATO_LOG_WARNING,
                          "event=worker_refused reason=nomem");
         return;
@@ -135,7 +139,8 @@ pigato__front_mdp (pigato_broker_t *self, pigato__front_in_t *in,
         if (mdp.type != PIGATO__DISCONNECT) {
             pigato__front_bad (self, in, "not_ready");
             pigato__broker_send_control (self, &in->m.sender, 'W',
-                                  PIGATO__DISCONNECT, PIGATO__FRAMING_MDP);
+                                         PIGATO__DISCONNECT,
+                                         PIGATO__FRAMING_MDP);
         }
         return;
     }
@@ -147,19 +152,17 @@ pigato__front_mdp (pigato_broker_t *self, pigato__front_in_t *in,
     pigato__core_worker_alive (self->core, worker);
     if (mdp.type == PIGATO__DISCONNECT)
         pigato__core_worker_remove (self->core, worker, "disconnect", false);
-    else
-    if (mdp.type == PIGATO__REPLY || mdp.type == PIGATO__PARTIAL) {
+    else if (mdp.type == PIGATO__REPLY || mdp.type == PIGATO__PARTIAL) {
         //  For the one request it holds, from the client it names; a
         //  FINAL for a request that is gone (expired) frees the worker
         //  quietly; anything else unexpected gets DISCONNECT (RFC 18)
         pigato__bytes_t none = { NULL, 0 };
-        if (!pigato__core_worker_reply (self->core, worker, &mdp.client,
-                                        &none, mdp.type, 0,
-                                        parts + mdp.body_first,
+        if (!pigato__core_worker_reply (self->core, worker, &mdp.client, &none,
+                                        mdp.type, 0, parts + mdp.body_first,
                                         mdp.body_count, NULL, NULL)) {
             pigato__front_bad (self, in, "unexpected_reply");
-            pigato__core_worker_remove (self->core, worker,
-                                        "unexpected_reply", true);
+            pigato__core_worker_remove (self->core, worker, "unexpected_reply",
+                                        true);
         }
     }
 }

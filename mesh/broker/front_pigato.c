@@ -23,7 +23,7 @@ pigato__front_bad (pigato_broker_t *self, const pigato__front_in_t *in,
 {
     self->core->counters.bad_messages++;
     if (pigato__log_level < PIGATO_LOG_INFO
-    ||  !pigato__ratelimit_allow (&self->bad_log, "bad_message"))
+        || !pigato__ratelimit_allow (&self->bad_log, "bad_message"))
         return;
     char peer [80] = "?";
     const char *address = NULL;
@@ -39,8 +39,8 @@ pigato__front_bad (pigato_broker_t *self, const pigato__front_in_t *in,
 
 void
 pigato__front_denied (pigato_broker_t *self, const pigato__front_in_t *in,
-                      const pigato__peer_t *peer, int verb,
-                      const char *service, const char *reason)
+                      const pigato__peer_t *peer, int verb, const char *service,
+                      const char *reason)
 {
     pigato__guard_denied (self->guard, in->m.sender.data, in->m.sender.size,
                           in->meta, peer, verb, service, reason);
@@ -61,7 +61,7 @@ pigato__front_name (const pigato__bytes_t *service, char *name)
 {
     name [0] = 0;
     if (service->size > PIGATO_SERVICE_MAX
-    ||  memchr (service->data, 0, service->size))
+        || memchr (service->data, 0, service->size))
         return false;
     if (service->size)
         memcpy (name, service->data, service->size);
@@ -73,9 +73,11 @@ pigato__front_name (const pigato__bytes_t *service, char *name)
 static pigato__caller_t
 s_caller (const pigato__msg_t *m)
 {
-    pigato__caller_t caller = {
-        .framing = m->native ? PIGATO__FRAMING_NATIVE : PIGATO__FRAMING_046,
-        .client = m->sender, .rid = m->rid, .service = m->service };
+    pigato__caller_t caller = { .framing = m->native ? PIGATO__FRAMING_NATIVE
+                                                     : PIGATO__FRAMING_046,
+                                .client = m->sender,
+                                .rid = m->rid,
+                                .service = m->service };
     return caller;
 }
 
@@ -111,31 +113,32 @@ s_worker_ready (pigato_broker_t *self, pigato__front_in_t *in,
     pigato__framing_t framing = s_framing (&in->m);
     if (worker) {
         if (worker->framing != PIGATO__FRAMING_MDP
-        &&  in->m.service.size == strlen (worker->service->name)
-        &&  memcmp (in->m.service.data, worker->service->name,
-                    in->m.service.size) == 0) {
+            && in->m.service.size == strlen (worker->service->name)
+            && memcmp (in->m.service.data, worker->service->name,
+                       in->m.service.size)
+                   == 0) {
             if (framing == PIGATO__FRAMING_NATIVE)
                 worker->framing = PIGATO__FRAMING_NATIVE;
-            pigato__broker_send_control (self, &in->m.sender, 'W', PIGATO__READY,
-                                  worker->framing);
+            pigato__broker_send_control (self, &in->m.sender, 'W',
+                                         PIGATO__READY, worker->framing);
             return;
         }
         pigato__front_bad (self, in, "ready_twice");
-        pigato__core_worker_remove (self->core, worker,
-                                    "ready_other_service", true);
+        pigato__core_worker_remove (self->core, worker, "ready_other_service",
+                                    true);
         return;
     }
     char name [PIGATO_SERVICE_MAX + 1];
     if (!pigato__front_name (&in->m.service, name)
-    ||  pigato__core_reserved (&in->m.service)) {
+        || pigato__core_reserved (&in->m.service)) {
         pigato__front_bad (self, in, "reserved_service");
-        pigato__broker_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT,
-                              framing);
+        pigato__broker_send_control (self, &in->m.sender, 'W',
+                                     PIGATO__DISCONNECT, framing);
         return;
     }
     if (!pigato__front_allows (self, in, peer, PIGATO__VERB_SERVE, name)) {
-        pigato__broker_send_control (self, &in->m.sender, 'W', PIGATO__DISCONNECT,
-                              framing);
+        pigato__broker_send_control (self, &in->m.sender, 'W',
+                                     PIGATO__DISCONNECT, framing);
         return;
     }
     if (pigato__core_worker_add (self->core, &in->m.sender, &in->m.service,
@@ -148,17 +151,16 @@ s_worker_heartbeat (pigato_broker_t *self, pigato__front_in_t *in,
                     pigato__worker_t *worker)
 {
     pigato__broker_send_control (self, &in->m.sender, 'W', PIGATO__HEARTBEAT,
-                          worker->framing);
+                                 worker->framing);
     if (!in->m.has_opts)
         return;
     json_error_t error;
-    json_t *opts = json_loadb ((const char *) in->m.opts.data,
-                               in->m.opts.size, 0, &error);
+    json_t *opts = json_loadb ((const char *) in->m.opts.data, in->m.opts.size,
+                               0, &error);
     json_t *concurrency = json_object_get (opts, "concurrency");
     if (!opts || !json_is_object (opts))
         pigato__front_bad (self, in, "json");
-    else
-    if (json_is_number (concurrency))
+    else if (json_is_number (concurrency))
         pigato__core_worker_concurrency (self->core, worker,
                                          json_number_value (concurrency));
     json_decref (opts);
@@ -170,15 +172,17 @@ s_on_worker (pigato_broker_t *self, pigato__front_in_t *in,
 {
     pigato__worker_t *worker = pigato__core_worker_of (self->core,
                                                        &in->m.sender);
-    if (worker && !pigato__core_worker_bound (worker, peer->name, peer->key,
-                                              &in->m.conn)) {
+    if (worker
+        && !pigato__core_worker_bound (worker, peer->name, peer->key,
+                                       &in->m.conn)) {
         pigato__front_bad (self, in, "identity_mismatch");
         pigato__core_worker_remove (self->core, worker, "identity_mismatch",
                                     true);
         return;
     }
-    if (worker && !pigato__front_allows (self, in, peer, PIGATO__VERB_SERVE,
-                                         worker->service->name)) {
+    if (worker
+        && !pigato__front_allows (self, in, peer, PIGATO__VERB_SERVE,
+                                  worker->service->name)) {
         pigato__core_worker_remove (self->core, worker, "access_denied", true);
         return;
     }
@@ -196,14 +200,13 @@ s_on_worker (pigato_broker_t *self, pigato__front_in_t *in,
         if (in->m.type != PIGATO__DISCONNECT) {
             pigato__front_bad (self, in, "not_ready");
             pigato__broker_send_control (self, &in->m.sender, 'W',
-                                  PIGATO__DISCONNECT, s_framing (&in->m));
+                                         PIGATO__DISCONNECT,
+                                         s_framing (&in->m));
         }
         return;
     }
     switch (in->m.type) {
-        case PIGATO__HEARTBEAT:
-            s_worker_heartbeat (self, in, worker);
-            break;
+        case PIGATO__HEARTBEAT: s_worker_heartbeat (self, in, worker); break;
         case PIGATO__REPLY:
         case PIGATO__PARTIAL:
         case PIGATO__REJECT:
@@ -240,7 +243,8 @@ s_internal (pigato_broker_t *self, const pigato__msg_t *m)
     }
     pigato__caller_t caller = s_caller (m);
     pigato__bytes_t data = BYTES (answer);
-    pigato__broker_send_reply (self, &caller, PIGATO__REPLY, 0, &data, 1, NULL, NULL);
+    pigato__broker_send_reply (self, &caller, PIGATO__REPLY, 0, &data, 1, NULL,
+                               NULL);
     free (answer);
     self->core->counters.requests++;
     self->core->counters.replies++;
@@ -266,10 +270,13 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
         s_internal (self, m);
         return;
     }
-    pigato__submit_t submit = {
-        .caller = s_caller (m), .body = m->data, .body_part = in->body_part,
-        .opts = m->has_opts ? &m->opts : NULL, .conn = m->conn,
-        .identity = peer->name, .curve_key = peer->key };
+    pigato__submit_t submit = { .caller = s_caller (m),
+                                .body = m->data,
+                                .body_part = in->body_part,
+                                .opts = m->has_opts ? &m->opts : NULL,
+                                .conn = m->conn,
+                                .identity = peer->name,
+                                .curve_key = peer->key };
     char error [PIGATO_SERVICE_MAX + 600];
     int rc = pigato__core_submit (self->core, &submit, error, sizeof error);
     if (rc == PIGATO_E_INVALID)
@@ -285,20 +292,18 @@ s_on_client (pigato_broker_t *self, pigato__front_in_t *in,
     pigato__msg_t *m = &in->m;
     if (m->type == PIGATO__REQUEST)
         s_client_request (self, in, peer);
-    else
-    if (m->type == PIGATO__HEARTBEAT && !m->request_heartbeat)
+    else if (m->type == PIGATO__HEARTBEAT && !m->request_heartbeat)
         pigato__broker_send_control (self, &m->sender, 'C', PIGATO__HEARTBEAT,
-                              s_framing (m));
-    else
-    if (m->type == PIGATO__HEARTBEAT) {
+                                     s_framing (m));
+    else if (m->type == PIGATO__HEARTBEAT) {
         //  Forward to the worker holding the request, if any; the key
         //  includes the sender, so a client can only heartbeat its own
-        pigato__request_t *request =
-            pigato__core_request_of (self->core, &m->sender, &m->rid);
+        pigato__request_t *request = pigato__core_request_of (
+            self->core, &m->sender, &m->rid);
         if (!request)
             return;
         if (!streq (request->identity, peer->name)
-        ||  !pigato__conn_same (&request->conn, &m->conn)) {
+            || !pigato__conn_same (&request->conn, &m->conn)) {
             pigato__front_bad (self, in, "identity_mismatch");
             return;
         }
@@ -317,10 +322,9 @@ pigato__front_revoked (pigato_broker_t *self, const pigato__front_in_t *in,
     char name [PIGATO_SERVICE_MAX + 1];
     if (!pigato__front_name (&m->service, name))
         name [0] = 0;
-    pigato__front_denied (self, in, peer,
-                          m->role == 'W' ? PIGATO__VERB_SERVE
-                                         : PIGATO__VERB_CALL,
-                          name [0] ? name : NULL, "identity_revoked");
+    pigato__front_denied (
+        self, in, peer, m->role == 'W' ? PIGATO__VERB_SERVE : PIGATO__VERB_CALL,
+        name [0] ? name : NULL, "identity_revoked");
     if (m->role == 'C') {
         //  MDP has no error reply
         if (m->type == PIGATO__REQUEST && framing != PIGATO__FRAMING_MDP) {
@@ -335,8 +339,7 @@ pigato__front_revoked (pigato_broker_t *self, const pigato__front_in_t *in,
     if (worker)
         pigato__core_worker_remove (self->core, worker, "identity_revoked",
                                     disconnect);
-    else
-    if (disconnect)
+    else if (disconnect)
         pigato__broker_send_control (self, &m->sender, 'W', PIGATO__DISCONNECT,
                                      framing);
 }
@@ -379,13 +382,12 @@ s_route_native (pigato_broker_t *self, pigato__front_in_t *in, bool current,
         if (external)
             externals++;
     if (rc < 0 || externals != input->count - 2) {
-        pigato__front_bad (self, in,
-                           rc < 0 ? pigato__decode_reason (reader.error)
-                                : "frames");
+        pigato__front_bad (
+            self, in, rc < 0 ? pigato__decode_reason (reader.error) : "frames");
         return;
     }
     if (pigato__native_reader_rewind (&reader) != 0)
-        return;                 //  cannot happen: every entry was read
+        return;  //  cannot happen: every entry was read
     size_t next_part = 2;
     while (pigato__native_next (&reader, &in->m, &external) == 1) {
         in->m.native = true;

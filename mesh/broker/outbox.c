@@ -5,24 +5,24 @@
 #include <string.h>
 #include "outbox.h"
 
-#define OUTBOX_MAX 64               //  peers with a batch open at once
+#define OUTBOX_MAX 64  //  peers with a batch open at once
 
 typedef struct {
-    byte to [255];                  //  routing id
+    byte to [255];  //  routing id
     size_t to_size;
-    pigato__native_writer_t writer; //  batch frame (buffer kept)
-    zmq_msg_t *externals;           //  external bodies, allocated once
+    pigato__native_writer_t writer;  //  batch frame (buffer kept)
+    zmq_msg_t *externals;            //  external bodies, allocated once
     size_t external_count;
-    bool in_use;                    //  in the open list
+    bool in_use;  //  in the open list
 } s_box_t;
 
 struct _pigato__outbox_t {
-    void *router;                   //  socket to send on
-    s_box_t boxes [OUTBOX_MAX];     //  storage
-    s_box_t *open [OUTBOX_MAX];     //  boxes holding a batch
+    void *router;                //  socket to send on
+    s_box_t boxes [OUTBOX_MAX];  //  storage
+    s_box_t *open [OUTBOX_MAX];  //  boxes holding a batch
     size_t open_count;
-    int64_t batches;                //  batches sent
-    int64_t entries;                //  entries sent
+    int64_t batches;  //  batches sent
+    int64_t entries;  //  entries sent
 };
 
 pigato__outbox_t *
@@ -62,14 +62,17 @@ s_send (pigato__outbox_t *self, size_t slot)
     size_t externals = box->external_count;
     bool sent = box->writer.size > 0
              && zmq_send (self->router, box->to, box->to_size,
-                          ZMQ_SNDMORE | ZMQ_DONTWAIT) != -1;
+                          ZMQ_SNDMORE | ZMQ_DONTWAIT)
+                    != -1;
     if (sent)
         sent = zmq_send (self->router, box->writer.data, box->writer.size,
-                         externals ? ZMQ_SNDMORE : 0) != -1;
+                         externals ? ZMQ_SNDMORE : 0)
+            != -1;
     for (size_t ext = 0; ext < externals; ext++) {
         if (sent)
             sent = zmq_msg_send (&box->externals [ext], self->router,
-                                 ext + 1 < externals ? ZMQ_SNDMORE : 0) != -1;
+                                 ext + 1 < externals ? ZMQ_SNDMORE : 0)
+                != -1;
         zmq_msg_close (&box->externals [ext]);
     }
     if (sent) {
@@ -88,7 +91,7 @@ s_find (pigato__outbox_t *self, const pigato__bytes_t *to, char role)
     for (size_t slot = 0; slot < self->open_count; slot++) {
         s_box_t *box = self->open [slot];
         if (box->to_size == to->size && box->writer.role == role
-        &&  memcmp (box->to, to->data, to->size) == 0)
+            && memcmp (box->to, to->data, to->size) == 0)
             return slot;
     }
     return OUTBOX_MAX;
@@ -105,20 +108,19 @@ s_free_box (pigato__outbox_t *self)
 
 int
 pigato__outbox_add (pigato__outbox_t *self, const pigato__bytes_t *to,
-                    char role, const pigato__msg_t *entry,
-                    zmq_msg_t *body_part)
+                    char role, const pigato__msg_t *entry, zmq_msg_t *body_part)
 {
     if (to->size == 0 || to->size > sizeof self->boxes [0].to)
         return -1;
     size_t slot = s_find (self, to, role);
     if (slot < OUTBOX_MAX
-    &&  pigato__native_writer_full (&self->open [slot]->writer)) {
+        && pigato__native_writer_full (&self->open [slot]->writer)) {
         s_send (self, slot);
         slot = OUTBOX_MAX;
     }
     if (slot == OUTBOX_MAX) {
         if (self->open_count == OUTBOX_MAX)
-            s_send (self, 0);           //  oldest batch goes first
+            s_send (self, 0);  //  oldest batch goes first
         s_box_t *box = s_free_box (self);
         if (!box)
             return -1;
@@ -133,14 +135,14 @@ pigato__outbox_add (pigato__outbox_t *self, const pigato__bytes_t *to,
     bool external = pigato__native_body_external (entry->data.size);
     if (external) {
         if (!box->externals) {
-            box->externals = (zmq_msg_t *) malloc (
-                PIGATO__NATIVE_EXTERNAL_MAX * sizeof (zmq_msg_t));
+            box->externals = (zmq_msg_t *) malloc (PIGATO__NATIVE_EXTERNAL_MAX
+                                                   * sizeof (zmq_msg_t));
             if (!box->externals)
                 return -1;
         }
         zmq_msg_t *part = &box->externals [box->external_count];
         if (body_part && zmq_msg_data (body_part) == entry->data.data
-        &&  zmq_msg_size (body_part) == entry->data.size) {
+            && zmq_msg_size (body_part) == entry->data.size) {
             zmq_msg_init (part);
             if (zmq_msg_copy (part, body_part))
                 return -1;
@@ -156,8 +158,7 @@ pigato__outbox_add (pigato__outbox_t *self, const pigato__bytes_t *to,
         }
         box->external_count++;
     }
-    else
-    if (pigato__native_writer_add (&box->writer, entry, false))
+    else if (pigato__native_writer_add (&box->writer, entry, false))
         return -1;
     return 0;
 }
@@ -168,8 +169,8 @@ pigato__outbox_flush_peer (pigato__outbox_t *self, const pigato__bytes_t *to)
     for (size_t slot = 0; slot < self->open_count;) {
         s_box_t *box = self->open [slot];
         if (box->to_size == to->size
-        &&  memcmp (box->to, to->data, to->size) == 0)
-            s_send (self, slot);        //  moves the last box into slot
+            && memcmp (box->to, to->data, to->size) == 0)
+            s_send (self, slot);  //  moves the last box into slot
         else
             slot++;
     }

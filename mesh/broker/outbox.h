@@ -24,8 +24,7 @@ void pigato__outbox_destroy (pigato__outbox_t **self_p);
 //  queued).
 int pigato__outbox_add (pigato__outbox_t *self, const pigato__bytes_t *to,
                         char role, const pigato__msg_t *entry,
-                        zmq_msg_t *body_part)
-    PIGATO__MUST_CHECK;
+                        zmq_msg_t *body_part) PIGATO__MUST_CHECK;
 
 //  Sends a peer's pending batches now (before a 0.0.46 message to it).
 void pigato__outbox_flush_peer (pigato__outbox_t *self,

@@ -30,23 +30,27 @@ pigato__broker_reload (pigato_broker_t *self)
     char err [512];
     if (!pigato__guard_has_policy_file (self->guard)) {
         pigato__log (PIGATO_LOG_WARNING, "event=acl_reload_skipped "
-                     "reason=no_acl_file");
+                                         "reason=no_acl_file");
         return;
     }
     if (pigato__guard_reload (self->guard, err, sizeof err)) {
-        pigato__log (PIGATO_LOG_ERROR, "event=acl_reload_failed "
-                     "policy=unchanged error=\"%s\"", err);
+        pigato__log (PIGATO_LOG_ERROR,
+                     "event=acl_reload_failed "
+                     "policy=unchanged error=\"%s\"",
+                     err);
         return;
     }
     zlistx_t *workers = zlistx_new ();
     for (pigato__worker_t *worker =
              (pigato__worker_t *) zhashx_first (self->core->workers);
-         worker; worker = (pigato__worker_t *) zhashx_next (self->core->workers))
+         worker;
+         worker = (pigato__worker_t *) zhashx_next (self->core->workers))
         if (!pigato__guard_current (self->guard, worker->identity,
                                     worker->curve_key [0] ? worker->curve_key
                                                           : NULL)
-        ||  !pigato__guard_allows (self->guard, worker->identity,
-                                   PIGATO__VERB_SERVE, worker->service->name))
+            || !pigato__guard_allows (self->guard, worker->identity,
+                                      PIGATO__VERB_SERVE,
+                                      worker->service->name))
             zlistx_add_end (workers, worker);
     size_t workers_removed = zlistx_size (workers);
     for (pigato__worker_t *worker = (pigato__worker_t *) zlistx_first (workers);
@@ -61,16 +65,16 @@ pigato__broker_reload (pigato_broker_t *self)
     size_t cursor = 0;
     pigato__request_t *request;
     while (dropped && denied
-       &&  (request = (pigato__request_t *) pigato__table_next (
-                self->core->requests, &cursor))) {
+           && (request = (pigato__request_t *) pigato__table_next (
+                   self->core->requests, &cursor))) {
         zlistx_t *list = NULL;
         if (!pigato__guard_current (self->guard, request->identity,
                                     request->curve_key [0] ? request->curve_key
                                                            : NULL))
             list = dropped;
-        else
-        if (!pigato__guard_allows (self->guard, request->identity,
-                                   PIGATO__VERB_CALL, request->service->name))
+        else if (!pigato__guard_allows (self->guard, request->identity,
+                                        PIGATO__VERB_CALL,
+                                        request->service->name))
             list = denied;
         pigato__bkey_t *key = list ? (pigato__bkey_t *) malloc (sizeof *key)
                                    : NULL;
@@ -80,8 +84,8 @@ pigato__broker_reload (pigato_broker_t *self)
         }
     }
     size_t requests_dropped = 0, requests_denied = 0;
-    for (pigato__bkey_t *key = dropped ? (pigato__bkey_t *) zlistx_first (dropped)
-                                       : NULL;
+    for (pigato__bkey_t *key =
+             dropped ? (pigato__bkey_t *) zlistx_first (dropped) : NULL;
          key; key = (pigato__bkey_t *) zlistx_next (dropped)) {
         request = (pigato__request_t *) pigato__table_lookup (
             self->core->requests, key->hash, key);
@@ -105,11 +109,11 @@ pigato__broker_reload (pigato_broker_t *self)
     }
     s_free_keys (&dropped);
     s_free_keys (&denied);
-    pigato__log (PIGATO_LOG_INFO, "event=acl_reloaded identities=%zu rules=%zu "
+    pigato__log (PIGATO_LOG_INFO,
+                 "event=acl_reloaded identities=%zu rules=%zu "
                  "workers_removed=%zu requests_dropped=%zu "
                  "requests_denied=%zu",
                  pigato__guard_identity_count (self->guard),
                  pigato__guard_rule_count (self->guard), workers_removed,
                  requests_dropped, requests_denied);
 }
-

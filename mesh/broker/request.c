@@ -59,17 +59,15 @@ pigato__request_new (pigato__request_pool_t *pool,
             sizeof *self - offsetof (pigato__request_t, body_part));
     if (key)
         pigato__bkey_copy (&self->key, key);
-    else
-    if (pigato__bkey_set (&self->key, client->data, client->size, rid->data,
-                          rid->size)) {
+    else if (pigato__bkey_set (&self->key, client->data, client->size,
+                               rid->data, rid->size)) {
         s_record_free (pool, self);
         return NULL;
     }
     const byte *start = body_part ? (const byte *) zmq_msg_data (body_part)
                                   : NULL;
-    if (body_part && data->size
-    &&  data->data >= start
-    &&  data->data + data->size <= start + zmq_msg_size (body_part)) {
+    if (body_part && data->size && data->data >= start
+        && data->data + data->size <= start + zmq_msg_size (body_part)) {
         zmq_msg_init (&self->body_part);
         if (zmq_msg_copy (&self->body_part, body_part)) {
             s_record_free (pool, self);
@@ -77,8 +75,7 @@ pigato__request_new (pigato__request_pool_t *pool,
         }
         self->body_offset = (size_t) (data->data - start);
     }
-    else
-    if (zmq_msg_init_size (&self->body_part, data->size) == 0) {
+    else if (zmq_msg_init_size (&self->body_part, data->size) == 0) {
         if (data->size)
             memcpy (zmq_msg_data (&self->body_part), data->data, data->size);
     }
@@ -137,9 +134,9 @@ pigato__request_rid (const pigato__request_t *self)
 pigato__bytes_t
 pigato__request_body (pigato__request_t *self)
 {
-    pigato__bytes_t bytes = {
-        (const byte *) zmq_msg_data (&self->body_part) + self->body_offset,
-        self->body_size };
+    pigato__bytes_t bytes = { (const byte *) zmq_msg_data (&self->body_part)
+                                  + self->body_offset,
+                              self->body_size };
     return bytes;
 }
 
@@ -172,7 +169,7 @@ pigato__request_parse_opts (pigato__request_t *self, int64_t default_timeout)
     self->retries_left = pigato__opts_retry (opts);
     json_t *target = json_object_get (opts, "workerId");
     if (json_is_string (target) && json_string_length (target) > 0
-    &&  json_string_length (target) <= 255) {
+        && json_string_length (target) <= 255) {
         self->target_size = json_string_length (target);
         self->target = (byte *) malloc (self->target_size);
         if (self->target)

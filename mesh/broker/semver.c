@@ -27,7 +27,7 @@ s_number (const char *at, const char *end, uint32_t *value, bool *wild)
     if (at == start || (at < end && *at >= '0' && *at <= '9'))
         return 0;
     if (at - start > 1 && *start == '0')
-        return 0;                       //  no leading zeros
+        return 0;  //  no leading zeros
     *value = (uint32_t) number;
     return (size_t) (at - start);
 }
@@ -55,8 +55,7 @@ pigato__version_parse (const char *text, size_t size,
 }
 
 int
-pigato__version_compare (const pigato__version_t *a,
-                         const pigato__version_t *b)
+pigato__version_compare (const pigato__version_t *a, const pigato__version_t *b)
 {
     if (a->major != b->major)
         return a->major < b->major ? -1 : 1;
@@ -74,8 +73,8 @@ s_add (pigato__range_t *range, int op, uint32_t major, uint32_t minor,
     if (range->count == PIGATO__RANGE_MAX)
         return false;
     range->terms [range->count].op = op;
-    range->terms [range->count].version =
-        (pigato__version_t) { major, minor, patch };
+    range->terms [range->count].version = (pigato__version_t) { major, minor,
+                                                                patch };
     range->terms [range->count].alternative = range->alternatives;
     range->count++;
     return true;
@@ -86,12 +85,16 @@ s_add (pigato__range_t *range, int op, uint32_t major, uint32_t minor,
 static bool
 s_comparator (pigato__range_t *range, const char *at, const char *end)
 {
-    int op = 0;                         //  0: x-range or exact
-    if (end - at >= 2 && at [0] == '>' && at [1] == '=') { op = 'g'; at += 2; }
-    else
-    if (end - at >= 2 && at [0] == '<' && at [1] == '=') { op = 'l'; at += 2; }
-    else
-    if (*at == '>' || *at == '<' || *at == '=' || *at == '^' || *at == '~')
+    int op = 0;  //  0: x-range or exact
+    if (end - at >= 2 && at [0] == '>' && at [1] == '=') {
+        op = 'g';
+        at += 2;
+    }
+    else if (end - at >= 2 && at [0] == '<' && at [1] == '=') {
+        op = 'l';
+        at += 2;
+    }
+    else if (*at == '>' || *at == '<' || *at == '=' || *at == '^' || *at == '~')
         op = *at++;
     uint32_t parts [3] = { 0, 0, 0 };
     bool wild [3] = { true, true, true };
@@ -114,11 +117,14 @@ s_comparator (pigato__range_t *range, const char *at, const char *end)
     if (wild [0])
         return op == 0 || op == '=' ? s_add (range, 'g', 0, 0, 0) : false;
     switch (op) {
-        case 'g': case '>': case 'l': case '<':
-            if (op == '>' && wild [2])      //  >1.2 means >=1.3.0
+        case 'g':
+        case '>':
+        case 'l':
+        case '<':
+            if (op == '>' && wild [2])  //  >1.2 means >=1.3.0
                 return wild [1] ? s_add (range, 'g', major + 1, 0, 0)
                                 : s_add (range, 'g', major, minor + 1, 0);
-            if (op == 'l' && wild [2])      //  <=1.2 means <1.3.0
+            if (op == 'l' && wild [2])  //  <=1.2 means <1.3.0
                 return wild [1] ? s_add (range, '<', major + 1, 0, 0)
                                 : s_add (range, '<', major, minor + 1, 0);
             return s_add (range, op, major, minor, patch);
@@ -135,7 +141,7 @@ s_comparator (pigato__range_t *range, const char *at, const char *end)
                 return false;
             return wild [1] ? s_add (range, '<', major + 1, 0, 0)
                             : s_add (range, '<', major, minor + 1, 0);
-        default:                            //  exact or x-range
+        default:  //  exact or x-range
             if (!wild [2])
                 return s_add (range, '=', major, minor, patch);
             if (!s_add (range, 'g', major, minor, 0))
@@ -158,7 +164,7 @@ pigato__range_parse (const char *text, size_t size, pigato__range_t *range)
         }
         if (end - at >= 2 && at [0] == '|' && at [1] == '|') {
             if (!in_group)
-                return false;               //  empty alternative
+                return false;  //  empty alternative
             range->alternatives++;
             in_group = false;
             at += 2;
@@ -169,7 +175,7 @@ pigato__range_parse (const char *text, size_t size, pigato__range_t *range)
             at++;
         //  ">= 1.2" with a space: join the operator to its version
         if (at - start <= 2 && at < end && *at == ' '
-        &&  (*start == '>' || *start == '<' || *start == '=')) {
+            && (*start == '>' || *start == '<' || *start == '=')) {
             const char *next = at;
             while (next < end && *next == ' ')
                 next++;
@@ -188,8 +194,7 @@ pigato__range_parse (const char *text, size_t size, pigato__range_t *range)
                 return false;
             at = version_end;
         }
-        else
-        if (!s_comparator (range, start, at))
+        else if (!s_comparator (range, start, at))
             return false;
         in_group = true;
     }
@@ -215,7 +220,7 @@ pigato__range_match (const pigato__range_t *range,
                 case 'g': all = order >= 0; break;
                 case '<': all = order < 0; break;
                 case 'l': all = order <= 0; break;
-                default:  all = order == 0; break;
+                default: all = order == 0; break;
             }
         }
         if (all)

@@ -18,16 +18,16 @@ typedef struct {
     uint32_t major, minor, patch;
 } pigato__version_t;
 
-#define PIGATO__RANGE_MAX 16    //  comparators in a range, all alternatives
+#define PIGATO__RANGE_MAX 16  //  comparators in a range, all alternatives
 
 typedef struct {
     struct {
-        int op;                 //  '>', 'g' (>=), '<', 'l' (<=), '='
+        int op;  //  '>', 'g' (>=), '<', 'l' (<=), '='
         pigato__version_t version;
-        int alternative;        //  index of the || group
+        int alternative;  //  index of the || group
     } terms [PIGATO__RANGE_MAX];
     size_t count;
-    int alternatives;           //  groups
+    int alternatives;  //  groups
 } pigato__range_t;
 
 //  Parses "1.2.3" (exactly three numbers). true if valid.

@@ -21,19 +21,18 @@ s_send_frames (pigato_broker_t *self, const pigato__bytes_t *to,
 {
     pigato__outbox_flush_peer (self->outbox, to);
     void *router = self->router_handle;
-    if (zmq_send (router, to->data, to->size, ZMQ_SNDMORE | ZMQ_DONTWAIT)
-        == -1)
+    if (zmq_send (router, to->data, to->size, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1)
         return;
     for (size_t index = 0; index < count; index++) {
         int flags = index + 1 < count ? ZMQ_SNDMORE : 0;
         const pigato__bytes_t *frame = &frames [index];
         if (index == body_index && body_part && frame->size
-        &&  zmq_msg_data (body_part) == frame->data
-        &&  zmq_msg_size (body_part) == frame->size) {
+            && zmq_msg_data (body_part) == frame->data
+            && zmq_msg_size (body_part) == frame->size) {
             zmq_msg_t shared;
             zmq_msg_init (&shared);
             if (zmq_msg_copy (&shared, body_part) == 0
-            &&  zmq_msg_send (&shared, router, flags) != -1)
+                && zmq_msg_send (&shared, router, flags) != -1)
                 continue;
             zmq_msg_close (&shared);
         }
@@ -43,15 +42,16 @@ s_send_frames (pigato_broker_t *self, const pigato__bytes_t *to,
 
 void
 pigato__broker_send_control (pigato_broker_t *self, const pigato__bytes_t *to,
-                      char role, int type, pigato__framing_t framing)
+                             char role, int type, pigato__framing_t framing)
 {
     if (framing == PIGATO__FRAMING_MDP) {
         //  RFC 18: READY is not acknowledged
-        int command = type == PIGATO__HEARTBEAT ? PIGATO__MDPW_HEARTBEAT
-                    : type == PIGATO__DISCONNECT ? PIGATO__MDPW_DISCONNECT : 0;
+        int command = type == PIGATO__HEARTBEAT  ? PIGATO__MDPW_HEARTBEAT
+                    : type == PIGATO__DISCONNECT ? PIGATO__MDPW_DISCONNECT
+                                                 : 0;
         pigato__bytes_t frames [2];
         if (role == 'W' && command
-        &&  pigato__mdp_encode_worker_control (frames, 2, command) == 2)
+            && pigato__mdp_encode_worker_control (frames, 2, command) == 2)
             s_send_frames (self, to, frames, 2, NULL, 0);
         return;
     }
@@ -68,9 +68,9 @@ pigato__broker_send_control (pigato_broker_t *self, const pigato__bytes_t *to,
 
 void
 pigato__broker_send_reply (pigato_broker_t *self, const pigato__caller_t *to,
-                    int type, int status, const pigato__bytes_t *body,
-                    size_t body_count, const pigato__bytes_t *opts,
-                    zmq_msg_t *body_part)
+                           int type, int status, const pigato__bytes_t *body,
+                           size_t body_count, const pigato__bytes_t *opts,
+                           zmq_msg_t *body_part)
 {
     if (to->framing == PIGATO__FRAMING_MDP) {
         //  MDPC02, command, the service it asked for, body frames; MDP
@@ -78,8 +78,7 @@ pigato__broker_send_reply (pigato_broker_t *self, const pigato__caller_t *to,
         pigato__bytes_t frames [PIGATO__MDP_ENCODE_MAX];
         size_t count = pigato__mdp_encode_client_reply (
             frames, PIGATO__MDP_ENCODE_MAX,
-            type == PIGATO__PARTIAL ? PIGATO__MDPC_PARTIAL
-                                    : PIGATO__MDPC_FINAL,
+            type == PIGATO__PARTIAL ? PIGATO__MDPC_PARTIAL : PIGATO__MDPC_FINAL,
             &to->service, body, body_count);
         if (count)
             s_send_frames (self, &to->client, frames, count, NULL, 0);
@@ -89,30 +88,38 @@ pigato__broker_send_reply (pigato_broker_t *self, const pigato__caller_t *to,
     pigato__bytes_t none = { NULL, 0 };
     pigato__bytes_t data = body_count ? body [0] : none;
     if (to->framing == PIGATO__FRAMING_NATIVE) {
-        pigato__msg_t entry = { .role = 'C', .type = type, .rid = to->rid,
-                                .status = status, .data = data,
+        pigato__msg_t entry = { .role = 'C',
+                                .type = type,
+                                .rid = to->rid,
+                                .status = status,
+                                .data = data,
                                 .opts = opts ? *opts : none };
         if (pigato__outbox_add (self->outbox, &to->client, 'C', &entry,
-                                body_part) == 0)
+                                body_part)
+            == 0)
             return;
     }
     char type_text [2] = { (char) ('0' + type), 0 };
-    pigato__bytes_t frames [] = {
-        BYTES ("C"), BYTES (type_text), none, to->rid,
-        BYTES (status ? "-1" : "0"), data,
-        opts && opts->size ? *opts : BYTES ("{}") };
+    pigato__bytes_t frames [] = { BYTES ("C"),
+                                  BYTES (type_text),
+                                  none,
+                                  to->rid,
+                                  BYTES (status ? "-1" : "0"),
+                                  data,
+                                  opts && opts->size ? *opts : BYTES ("{}") };
     s_send_frames (self, &to->client, frames, 7, body_part, 5);
 }
 
 void
 pigato__broker_send_error (pigato_broker_t *self, const pigato__caller_t *to,
-                    const char *text)
+                           const char *text)
 {
     //  A JSON string: the error body for pigato peers, and an MDP
     //  client's FINAL body
     char *json = pigato__json_string (text);
     pigato__bytes_t data = { (const byte *) json, json ? strlen (json) : 0 };
-    pigato__broker_send_reply (self, to, PIGATO__REPLY, -1, &data, 1, NULL, NULL);
+    pigato__broker_send_reply (self, to, PIGATO__REPLY, -1, &data, 1, NULL,
+                               NULL);
     free (json);
     char rid_text [80];
     pigato__log (PIGATO_LOG_DEBUG, "event=request_failed rid=%s code=%.*s",
@@ -125,8 +132,7 @@ pigato__broker_send_error (pigato_broker_t *self, const pigato__caller_t *to,
 //  The core's send interface
 
 static void
-s_emit_request (void *arg, pigato__worker_t *worker,
-                pigato__request_t *request)
+s_emit_request (void *arg, pigato__worker_t *worker, pigato__request_t *request)
 {
     pigato_broker_t *self = (pigato_broker_t *) arg;
     pigato__bytes_t to = pigato__worker_routing_id (worker);
@@ -155,16 +161,22 @@ s_emit_request (void *arg, pigato__worker_t *worker,
     pigato__bytes_t service = BYTES (request->service->name);
     pigato__bytes_t opts = { request->opts, request->opts_size };
     if (worker->framing == PIGATO__FRAMING_NATIVE) {
-        pigato__msg_t entry = { .role = 'W', .type = PIGATO__REQUEST,
-                                .client = client, .service = service,
-                                .rid = rid, .data = body, .opts = opts };
+        pigato__msg_t entry = { .role = 'W',
+                                .type = PIGATO__REQUEST,
+                                .client = client,
+                                .service = service,
+                                .rid = rid,
+                                .data = body,
+                                .opts = opts };
         if (pigato__outbox_add (self->outbox, &to, 'W', &entry,
-                                &request->body_part) == 0)
+                                &request->body_part)
+            == 0)
             return;
     }
     pigato__bytes_t frames [] = {
-        BYTES ("W"), BYTES ("2"), client, service, { NULL, 0 }, rid, body,
-        opts.size ? opts : BYTES ("{}") };
+        BYTES ("W"), BYTES ("2"), client, service,
+        { NULL, 0 }, rid,         body,   opts.size ? opts : BYTES ("{}")
+    };
     s_send_frames (self, &to, frames, 8, &request->body_part, 6);
 }
 
@@ -177,14 +189,17 @@ s_emit_request_heartbeat (void *arg, pigato__worker_t *worker,
     pigato__bytes_t client = pigato__request_client (request);
     pigato__bytes_t rid = pigato__request_rid (request);
     if (worker->framing == PIGATO__FRAMING_NATIVE) {
-        pigato__msg_t entry = { .role = 'W', .type = PIGATO__HEARTBEAT,
-                                .client = client, .rid = rid,
+        pigato__msg_t entry = { .role = 'W',
+                                .type = PIGATO__HEARTBEAT,
+                                .client = client,
+                                .rid = rid,
                                 .request_heartbeat = true };
         if (pigato__outbox_add (self->outbox, &to, 'W', &entry, NULL) == 0)
             return;
     }
-    pigato__bytes_t frames [] = { BYTES ("W"), BYTES ("4"), client,
-                                  { NULL, 0 }, rid };
+    pigato__bytes_t frames [] = {
+        BYTES ("W"), BYTES ("4"), client, { NULL, 0 }, rid
+    };
     s_send_frames (self, &to, frames, 5, NULL, 0);
 }
 
@@ -194,7 +209,7 @@ s_emit_reply (void *arg, const pigato__caller_t *to, int type, int status,
               const pigato__bytes_t *opts, zmq_msg_t *body_part)
 {
     pigato__broker_send_reply ((pigato_broker_t *) arg, to, type, status, body,
-                        body_count, opts, body_part);
+                               body_count, opts, body_part);
 }
 
 static void
@@ -208,7 +223,7 @@ s_emit_control (void *arg, const pigato__bytes_t *worker, int type,
                 pigato__framing_t framing)
 {
     pigato__broker_send_control ((pigato_broker_t *) arg, worker, 'W', type,
-                          framing);
+                                 framing);
 }
 
 const pigato__emit_t pigato__broker_emit = {

@@ -8,19 +8,19 @@
 #include "service.h"
 
 struct _pigato__services_t {
-    zhashx_t *by_name;          //  name -> pigato__service_t
-    size_t wildcards;           //  wildcard services with workers
-    size_t wildcard_longest;    //  longest prefix among them (an upper
-                                //  bound: not lowered on removal)
-    zhashx_t *versions;         //  base name -> zlistx of versioned
-                                //  services with workers
-    pigato__service_t *pending; //  services with queued requests
-    pigato__service_t *parked;  //  ... that nothing could serve when checked
+    zhashx_t *by_name;           //  name -> pigato__service_t
+    size_t wildcards;            //  wildcard services with workers
+    size_t wildcard_longest;     //  longest prefix among them (an upper
+                                 //  bound: not lowered on removal)
+    zhashx_t *versions;          //  base name -> zlistx of versioned
+                                 //  services with workers
+    pigato__service_t *pending;  //  services with queued requests
+    pigato__service_t *parked;   //  ... that nothing could serve when checked
     size_t parked_count;
-    uint64_t epoch;             //  +1 whenever parked services return
-    pigato__service_t *last;    //  the last one looked up (a cache: a
-                                //  stream of requests names one service;
-                                //  cleared when a service goes)
+    uint64_t epoch;           //  +1 whenever parked services return
+    pigato__service_t *last;  //  the last one looked up (a cache: a
+                              //  stream of requests names one service;
+                              //  cleared when a service goes)
 };
 
 static void s_unpark_all (pigato__services_t *self);
@@ -38,13 +38,12 @@ s_classify (pigato__service_t *service)
         size_t tail_size = size - base_size - 1;
         if (pigato__version_parse (tail, tail_size, &service->version))
             service->versioned = true;
-        else
-        if (pigato__range_parse (tail, tail_size, &service->range))
+        else if (pigato__range_parse (tail, tail_size, &service->range))
             service->ranged = true;
         service->base_size = base_size;
     }
     if (!service->versioned && !service->ranged && size >= 1
-    &&  name [size - 1] == '*')
+        && name [size - 1] == '*')
         service->wildcard = true;
 }
 
@@ -81,8 +80,7 @@ s_index (pigato__services_t *self, pigato__service_t *service, bool serving)
         }
         zlistx_add_end (list, service);
     }
-    else
-    if (list) {
+    else if (list) {
         void *handle = zlistx_find (list, service);
         if (handle)
             zlistx_delete (list, handle);
@@ -166,8 +164,8 @@ s_last (pigato__services_t *self, const void *name, size_t size)
     //  strncmp stops at the cached name's end, so [size] is inside it
     pigato__service_t *last = self->last;
     if (last && size && !memchr (name, 0, size)
-    &&  strncmp (last->name, (const char *) name, size) == 0
-    &&  last->name [size] == 0)
+        && strncmp (last->name, (const char *) name, size) == 0
+        && last->name [size] == 0)
         return last;
     return NULL;
 }
@@ -223,7 +221,7 @@ pigato__services_release (pigato__services_t *self,
 {
     pigato__service_t *service = *service_p;
     if (service && service->worker_count == 0 && service->queued == 0
-    &&  service->requests == 0 && service->pins == 0) {
+        && service->requests == 0 && service->pins == 0) {
         if (self->last == service)
             self->last = NULL;
         zhashx_delete (self->by_name, service->name);
@@ -233,8 +231,8 @@ pigato__services_release (pigato__services_t *self,
 
 size_t
 pigato__services_resolve (pigato__services_t *self,
-                          pigato__service_t *requested,
-                          pigato__service_t **out, size_t max)
+                          pigato__service_t *requested, pigato__service_t **out,
+                          size_t max)
 {
     if (max == 0)
         return 0;
@@ -252,16 +250,19 @@ pigato__services_resolve (pigato__services_t *self,
                  list ? (pigato__service_t *) zlistx_first (list) : NULL;
              service; service = (pigato__service_t *) zlistx_next (list)) {
             if (!service->workers
-            ||  !pigato__range_match (&requested->range, &service->version))
+                || !pigato__range_match (&requested->range, &service->version))
                 continue;
             //  Insert in order, highest version first
             size_t at = count < max ? count : max - 1;
             if (count == max
-            &&  pigato__version_compare (&service->version,
-                                         &out [max - 1]->version) <= 0)
+                && pigato__version_compare (&service->version,
+                                            &out [max - 1]->version)
+                       <= 0)
                 continue;
-            while (at > 0 && pigato__version_compare (
-                       &out [at - 1]->version, &service->version) < 0) {
+            while (at > 0
+                   && pigato__version_compare (&out [at - 1]->version,
+                                               &service->version)
+                          < 0) {
                 out [at] = out [at - 1];
                 at--;
             }
@@ -283,8 +284,8 @@ pigato__services_resolve (pigato__services_t *self,
         memcpy (key, requested->name, prefix);
         key [prefix] = '*';
         key [prefix + 1] = 0;
-        pigato__service_t *service =
-            (pigato__service_t *) zhashx_lookup (self->by_name, key);
+        pigato__service_t *service = (pigato__service_t *) zhashx_lookup (
+            self->by_name, key);
         if (service && service->workers && service != requested) {
             out [0] = service;
             return 1;
@@ -314,8 +315,8 @@ pigato__service_matches (const pigato__service_t *service,
     if (service == requested)
         return true;
     if (service->versioned && requested->ranged
-    &&  service->base_size == requested->base_size
-    &&  memcmp (service->name, requested->name, service->base_size) == 0)
+        && service->base_size == requested->base_size
+        && memcmp (service->name, requested->name, service->base_size) == 0)
         return pigato__range_match (&requested->range, &service->version);
     if (service->wildcard) {
         size_t prefix = strlen (service->name) - 1;
@@ -368,8 +369,7 @@ s_pending (pigato__service_t *self, bool pending)
         return;
     if (pending)
         s_list_add (&table->pending, self);
-    else
-    if (self->parked) {
+    else if (self->parked) {
         s_list_remove (&table->parked, self);
         table->parked_count--;
         self->parked = false;
@@ -384,12 +384,12 @@ pigato__services_park_unservable (pigato__services_t *self,
                                   pigato__service_t *service)
 {
     if (!service->pending || service->parked
-    ||  service->park_epoch == self->epoch + 1)
+        || service->park_epoch == self->epoch + 1)
         return false;
-    service->park_epoch = self->epoch + 1;      //  checked in this epoch
+    service->park_epoch = self->epoch + 1;  //  checked in this epoch
     pigato__service_t *target;
     if (service->targeted
-    ||  pigato__services_resolve (self, service, &target, 1) > 0)
+        || pigato__services_resolve (self, service, &target, 1) > 0)
         return false;
     s_list_remove (&self->pending, service);
     s_list_add (&self->parked, service);
@@ -491,12 +491,11 @@ pigato__worker_update (pigato__worker_t *worker)
         return;
     if (!pigato__worker_has_room (worker))
         pigato__heap_remove (service->ready, &worker->ready_node);
-    else
-    if (!service->ready_broken
-    &&  (!service->ready || pigato__heap_set (service->ready,
-                                              &worker->ready_node,
-                                              s_load_key (worker))))
-        service->ready_broken = true;       //  out of memory: scan
+    else if (!service->ready_broken
+             && (!service->ready
+                 || pigato__heap_set (service->ready, &worker->ready_node,
+                                      s_load_key (worker))))
+        service->ready_broken = true;  //  out of memory: scan
 }
 
 void
@@ -545,11 +544,11 @@ pigato__worker_has_room (const pigato__worker_t *worker)
 }
 
 pigato__worker_t *
-pigato__service_pick (pigato__service_t *self,
-                      const pigato__request_t *request, int dmode)
+pigato__service_pick (pigato__service_t *self, const pigato__request_t *request,
+                      int dmode)
 {
     if (dmode != PIGATO__DMODE_RAND && request->rejected_count == 0
-    &&  !self->ready_broken) {
+        && !self->ready_broken) {
         pigato__timer_t *top = self->ready ? pigato__heap_peek (self->ready)
                                            : NULL;
         return top ? pigato__container_of (top, pigato__worker_t, ready_node)
@@ -560,7 +559,7 @@ pigato__service_pick (pigato__service_t *self,
     for (pigato__worker_t *worker = self->workers; worker;
          worker = worker->next) {
         if (!pigato__worker_has_room (worker)
-        ||  pigato__request_rejected_by (request, worker->serial))
+            || pigato__request_rejected_by (request, worker->serial))
             continue;
         eligible++;
         if (dmode == PIGATO__DMODE_RAND) {
@@ -568,10 +567,9 @@ pigato__service_pick (pigato__service_t *self,
             if (randombytes_uniform (eligible) == 0)
                 best = worker;
         }
-        else
-        if (!best || worker->in_flight < best->in_flight
-        ||  (worker->in_flight == best->in_flight
-             && worker->dispatched < best->dispatched))
+        else if (!best || worker->in_flight < best->in_flight
+                 || (worker->in_flight == best->in_flight
+                     && worker->dispatched < best->dispatched))
             best = worker;
     }
     return best;

@@ -22,8 +22,8 @@ typedef struct _pigato__service_t pigato__service_t;
 typedef struct _pigato__services_t pigato__services_t;
 
 typedef enum {
-    PIGATO__DMODE_LOAD = 0,     //  least requests in flight
-    PIGATO__DMODE_RAND = 1      //  random among those with room
+    PIGATO__DMODE_LOAD = 0,  //  least requests in flight
+    PIGATO__DMODE_RAND = 1   //  random among those with room
 } pigato__dmode_t;
 
 struct _pigato__worker_t {
@@ -49,57 +49,57 @@ struct _pigato__worker_t {
 };
 
 struct _pigato__request_t {
-    pigato__bkey_t key;             //  client routing id + rid, table key
-    zmq_msg_t body_part;            //  holds the body (shares the part it
-                                    //  came in: no copy)
-    size_t body_offset;             //  body within body_part
+    pigato__bkey_t key;   //  client routing id + rid, table key
+    zmq_msg_t body_part;  //  holds the body (shares the part it
+                          //  came in: no copy)
+    size_t body_offset;   //  body within body_part
     size_t body_size;
-    byte *opts;                     //  opts as sent (copy), NULL if none
+    byte *opts;  //  opts as sent (copy), NULL if none
     size_t opts_size;
-    pigato__framing_t framing;      //  its client's (so are the replies);
-                                    //  MDP: the body is packed frames
-                                    //  (pigato__mdp_pack)
-    bool answered;                  //  its worker sent the final reply
-    pigato__service_t *service;     //  requested service
-    pigato__worker_t *worker;       //  holder, NULL while queued
-    pigato__request_t *prev, *next; //  in service queue or worker list
-    pigato__timer_t expiry;         //  inactivity deadline
-    pigato__conn_t conn;            //  the client's connection
-    pigato__conn_link_t conn_link;  //  filed under that connection
-    char identity [65];             //  the calling identity (User-Id)
+    pigato__framing_t framing;       //  its client's (so are the replies);
+                                     //  MDP: the body is packed frames
+                                     //  (pigato__mdp_pack)
+    bool answered;                   //  its worker sent the final reply
+    pigato__service_t *service;      //  requested service
+    pigato__worker_t *worker;        //  holder, NULL while queued
+    pigato__request_t *prev, *next;  //  in service queue or worker list
+    pigato__timer_t expiry;          //  inactivity deadline
+    pigato__conn_t conn;             //  the client's connection
+    pigato__conn_link_t conn_link;   //  filed under that connection
+    char identity [65];              //  the calling identity (User-Id)
     char curve_key [PIGATO_Z85_KEY_SIZE + 1];  //  its CURVE key, "" if none
-    int64_t timeout;                //  ms, -1 = never
-    int retries_left;               //  re-dispatches allowed on worker loss
-    uint64_t *rejected;             //  serials of workers that rejected it
-    size_t rejected_count;          //  entries in rejected
-    byte *target;                   //  opts workerId: that worker only
-    size_t target_size;             //  (its routing id), NULL if none
+    int64_t timeout;                           //  ms, -1 = never
+    int retries_left;       //  re-dispatches allowed on worker loss
+    uint64_t *rejected;     //  serials of workers that rejected it
+    size_t rejected_count;  //  entries in rejected
+    byte *target;           //  opts workerId: that worker only
+    size_t target_size;     //  (its routing id), NULL if none
 };
 
 struct _pigato__service_t {
     char *name;                     //  service name (table key)
     pigato__request_t *queue_head;  //  FIFO of waiting requests
     pigato__request_t *queue_tail;
-    size_t queued;                  //  requests waiting
-    pigato__worker_t *workers;      //  workers offering it
+    size_t queued;              //  requests waiting
+    pigato__worker_t *workers;  //  workers offering it
     size_t worker_count;
-    pigato__heap_t *ready;          //  workers with room, least loaded
-                                    //  first (in flight, then dispatched)
-    bool ready_broken;              //  heap ran out of memory: scan instead
-    pigato__services_t *table;      //  the table it is in
-    bool wildcard;                  //  name ends in '*': serves a prefix
-    bool versioned;                 //  name is base@MAJOR.MINOR.PATCH
-    pigato__version_t version;      //  its version, if versioned
-    bool ranged;                    //  name is base@RANGE (requests)
-    pigato__range_t range;          //  that range, if ranged
-    size_t base_size;               //  length of base (versioned, ranged)
+    pigato__heap_t *ready;      //  workers with room, least loaded
+                                //  first (in flight, then dispatched)
+    bool ready_broken;          //  heap ran out of memory: scan instead
+    pigato__services_t *table;  //  the table it is in
+    bool wildcard;              //  name ends in '*': serves a prefix
+    bool versioned;             //  name is base@MAJOR.MINOR.PATCH
+    pigato__version_t version;  //  its version, if versioned
+    bool ranged;                //  name is base@RANGE (requests)
+    pigato__range_t range;      //  that range, if ranged
+    size_t base_size;           //  length of base (versioned, ranged)
     pigato__service_t *pending_prev, *pending_next;  //  in table's list of
-    bool pending;                   //  services with queued requests
-    bool parked;                    //  (or its parked list, see below)
-    uint64_t park_epoch;            //  table epoch of its last park check
-    int pins;                       //  > 0: not to be freed (in use)
-    size_t targeted;                //  queued requests with a workerId
-    size_t requests;                //  requests naming it, queued or held
+    bool pending;         //  services with queued requests
+    bool parked;          //  (or its parked list, see below)
+    uint64_t park_epoch;  //  table epoch of its last park check
+    int pins;             //  > 0: not to be freed (in use)
+    size_t targeted;      //  queued requests with a workerId
+    size_t requests;      //  requests naming it, queued or held
 };
 
 //  Service table, keyed by name.
@@ -194,8 +194,7 @@ bool pigato__service_all_rejected (pigato__service_t *self,
                                    const pigato__request_t *request);
 
 //  Moves a queued request to a worker / a held request off its worker.
-void pigato__worker_take (pigato__worker_t *worker,
-                          pigato__request_t *request);
+void pigato__worker_take (pigato__worker_t *worker, pigato__request_t *request);
 void pigato__worker_release (pigato__worker_t *worker,
                              pigato__request_t *request);
 
@@ -205,7 +204,7 @@ void pigato__worker_release (pigato__worker_t *worker,
 #define PIGATO__REQUEST_POOL_MAX 256
 
 typedef struct {
-    pigato__request_t *spare;       //  list through ->next
+    pigato__request_t *spare;  //  list through ->next
     size_t count;
 } pigato__request_pool_t;
 
@@ -218,13 +217,11 @@ void pigato__request_pool_drain (pigato__request_pool_t *pool);
 //  the caller has built it already (saves hashing it again), else NULL.
 //  The record comes from pool and goes back to it on destroy (pool may
 //  be NULL: malloc and free). NULL if out of memory or an id is too long.
-pigato__request_t *pigato__request_new (pigato__request_pool_t *pool,
-                                        const pigato__bytes_t *client,
-                                        const pigato__bytes_t *rid,
-                                        const pigato__bkey_t *key,
-                                        zmq_msg_t *body_part,
-                                        const pigato__bytes_t *data,
-                                        const pigato__bytes_t *opts);
+pigato__request_t *
+pigato__request_new (pigato__request_pool_t *pool,
+                     const pigato__bytes_t *client, const pigato__bytes_t *rid,
+                     const pigato__bkey_t *key, zmq_msg_t *body_part,
+                     const pigato__bytes_t *data, const pigato__bytes_t *opts);
 void pigato__request_destroy (pigato__request_pool_t *pool,
                               pigato__request_t **self_p);
 
@@ -239,12 +236,11 @@ pigato__bytes_t pigato__worker_routing_id (const pigato__worker_t *worker);
 //  Reads timeout, retry and workerId from the opts (JSON object).
 //  Invalid JSON leaves the defaults and returns -1.
 int pigato__request_parse_opts (pigato__request_t *self,
-                                int64_t default_timeout)
-    PIGATO__MUST_CHECK;
+                                int64_t default_timeout) PIGATO__MUST_CHECK;
 
 //  Records that a worker rejected the request. 0 or E_NOMEM.
-int pigato__request_add_reject (pigato__request_t *self, uint64_t serial)
-    PIGATO__MUST_CHECK;
+int pigato__request_add_reject (pigato__request_t *self,
+                                uint64_t serial) PIGATO__MUST_CHECK;
 bool pigato__request_rejected_by (const pigato__request_t *self,
                                   uint64_t serial);
 

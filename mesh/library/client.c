@@ -26,12 +26,12 @@
 #include "peer.h"
 #include "../base/table.h"
 
-#define CLIENT_LOOP_TICK_MS 100     //  deadline check period under zloop
+#define CLIENT_LOOP_TICK_MS 100  //  deadline check period under zloop
 
 typedef struct {
     char rid [PIGATO_RID_MAX + 1];  //  request id, hex text
-    size_t hash;                //  pigato__hash_text (rid)
-    char *service;              //  service name, in storage
+    size_t hash;                    //  pigato__hash_text (rid)
+    char *service;                  //  service name, in storage
     byte *data;                 //  request body (kept for retries), in storage
     size_t size;                //  body size
     char *opts;                 //  JSON opts as sent
@@ -48,19 +48,19 @@ typedef struct {
 } s_request_t;
 
 struct _pigato_client_t {
-    pigato__settings_t settings;        //  keys, heartbeat, framing (setters)
-    int64_t timeout_ms;         //  default request timeout
-    pigato__links_t *links;     //  broker links
-    size_t next_link;           //  round-robin cursor
-    pigato__table_t *requests;  //  rid -> s_request_t, in flight
-    pigato__heap_t *timers;     //  heartbeat + request deadlines
-    pigato__timer_t heartbeat;  //  next heartbeat tick
-    char rid_prefix [17];       //  16 random hex digits per client
-    uint32_t rid_counter;       //  per request
-    bool progress;              //  a message or final happened this round
-    zloop_t *loop;              //  attached zloop, or NULL
-    int loop_timer;             //  its timer id
-    char err [256];             //  last error message
+    pigato__settings_t settings;  //  keys, heartbeat, framing (setters)
+    int64_t timeout_ms;           //  default request timeout
+    pigato__links_t *links;       //  broker links
+    size_t next_link;             //  round-robin cursor
+    pigato__table_t *requests;    //  rid -> s_request_t, in flight
+    pigato__heap_t *timers;       //  heartbeat + request deadlines
+    pigato__timer_t heartbeat;    //  next heartbeat tick
+    char rid_prefix [17];         //  16 random hex digits per client
+    uint32_t rid_counter;         //  per request
+    bool progress;                //  a message or final happened this round
+    zloop_t *loop;                //  attached zloop, or NULL
+    int loop_timer;               //  its timer id
+    char err [256];               //  last error message
 };
 
 static void s_timers_run (pigato_client_t *self);
@@ -101,7 +101,7 @@ s_link_choose (pigato_client_t *self, pigato__link_t *avoid)
             size_t index = (self->next_link + step) % size;
             pigato__link_t *link = pigato__links_get (self->links, index);
             if (!link->sock || link == avoid
-            ||  (pass == 0 && !pigato__link_alive (link, now, window)))
+                || (pass == 0 && !pigato__link_alive (link, now, window)))
                 continue;
             self->next_link = index + 1;
             return link;
@@ -128,8 +128,7 @@ s_rid_format (char *rid, const char *prefix, uint32_t counter)
 //  another link is there: C, 2, service, rid, data, opts.
 
 static int
-s_request_send (pigato_client_t *self, s_request_t *req,
-                pigato__link_t *avoid)
+s_request_send (pigato_client_t *self, s_request_t *req, pigato__link_t *avoid)
 {
     pigato__link_t *link = s_link_choose (self, avoid);
     if (!link) {
@@ -137,15 +136,16 @@ s_request_send (pigato_client_t *self, s_request_t *req,
                         "not connected to any broker");
         return PIGATO_E_NOTCONNECTED;
     }
-    pigato__msg_t message = {
-        .role = 'C', .type = PIGATO__REQUEST, .service = S_TEXT (req->service),
-        .rid = S_TEXT (req->rid), .data = { req->data, req->size },
-        .opts = { (const byte *) req->opts, req->opts ? strlen (req->opts) : 0 }
-    };
+    pigato__msg_t message = { .role = 'C',
+                              .type = PIGATO__REQUEST,
+                              .service = S_TEXT (req->service),
+                              .rid = S_TEXT (req->rid),
+                              .data = { req->data, req->size },
+                              .opts = { (const byte *) req->opts,
+                                        req->opts ? strlen (req->opts) : 0 } };
     if (pigato__link_send (link, &message) != 0) {
-        pigato__errorf (self->err, sizeof self->err,
-                        "cannot send to '%s': %s", link->endpoint,
-                        zmq_strerror (zmq_errno ()));
+        pigato__errorf (self->err, sizeof self->err, "cannot send to '%s': %s",
+                        link->endpoint, zmq_strerror (zmq_errno ()));
         return PIGATO_E_NOTCONNECTED;
     }
     req->link = link;
@@ -154,10 +154,9 @@ s_request_send (pigato_client_t *self, s_request_t *req,
     char service_text [80];
     pigato__log (PIGATO_LOG_DEBUG,
                  "event=client_request rid=%s service=%s endpoint=%s size=%zu",
-                 req->rid, pigato__printable (req->service,
-                                              strlen (req->service),
-                                              service_text,
-                                              sizeof service_text),
+                 req->rid,
+                 pigato__printable (req->service, strlen (req->service),
+                                    service_text, sizeof service_text),
                  link->endpoint, req->size);
     return PIGATO_OK;
 }
@@ -195,10 +194,9 @@ s_request_finish (pigato_client_t *self, s_request_t *req, int status,
 static void
 s_link_greet (pigato__link_t *link)
 {
-    pigato__msg_t hello = {
-        .role = 'C', .type = PIGATO__HEARTBEAT,
-        .native_offer = pigato__link_offers (link)
-    };
+    pigato__msg_t hello = { .role = 'C',
+                            .type = PIGATO__HEARTBEAT,
+                            .native_offer = pigato__link_offers (link) };
     pigato__link_send_repeated (link, &hello);
 }
 
@@ -218,7 +216,8 @@ s_link_lost (pigato_client_t *self, pigato__link_t *link, const char *reason)
         s_link_greet (link);
     else
         pigato__log (PIGATO_LOG_WARNING,
-                     "event=client_reconnect_failed endpoint=%s", link->endpoint);
+                     "event=client_reconnect_failed endpoint=%s",
+                     link->endpoint);
 
     //  Collect rids first: callbacks below may change the table
     size_t resent = 0, failed = 0;
@@ -228,8 +227,7 @@ s_link_lost (pigato_client_t *self, pigato__link_t *link, const char *reason)
     zlistx_set_destructor (rids, (zlistx_destructor_fn *) zstr_free);
     size_t cursor = 0;
     s_request_t *req;
-    while ((req = (s_request_t *) pigato__table_next (self->requests,
-                                                      &cursor)))
+    while ((req = (s_request_t *) pigato__table_next (self->requests, &cursor)))
         if (req->link == link)
             zlistx_add_end (rids, strdup (req->rid));
 
@@ -238,7 +236,7 @@ s_link_lost (pigato_client_t *self, pigato__link_t *link, const char *reason)
         req = (s_request_t *) pigato__table_lookup (
             self->requests, pigato__hash_text (rid), rid);
         if (!req)
-            continue;           //  cancelled or ended by an earlier callback
+            continue;  //  cancelled or ended by an earlier callback
         if (req->retry > 0) {
             req->retry--;
             if (s_request_send (self, req, link) == PIGATO_OK) {
@@ -276,8 +274,7 @@ s_heartbeat_tick (pigato_client_t *self, int64_t now)
 {
     int64_t dead_after = (int64_t) self->settings.interval_ms
                        * self->settings.liveness;
-    for (size_t index = 0; index < pigato__links_size (self->links);
-         index++) {
+    for (size_t index = 0; index < pigato__links_size (self->links); index++) {
         pigato__link_t *link = pigato__links_get (self->links, index);
         if (!link->sock || now - link->last_seen >= dead_after)
             s_link_lost (self, link, "silent");
@@ -289,14 +286,14 @@ s_heartbeat_tick (pigato_client_t *self, int64_t now)
     }
     size_t cursor = 0;
     s_request_t *req;
-    while ((req = (s_request_t *) pigato__table_next (self->requests,
-                                                      &cursor))) {
+    while (
+        (req = (s_request_t *) pigato__table_next (self->requests, &cursor))) {
         if (now - req->sent_at < self->settings.interval_ms || !req->link)
             continue;
-        pigato__msg_t heartbeat = {
-            .role = 'C', .type = PIGATO__HEARTBEAT, .rid = S_TEXT (req->rid),
-            .request_heartbeat = true
-        };
+        pigato__msg_t heartbeat = { .role = 'C',
+                                    .type = PIGATO__HEARTBEAT,
+                                    .rid = S_TEXT (req->rid),
+                                    .request_heartbeat = true };
         pigato__link_send_repeated (req->link, &heartbeat);
     }
 }
@@ -315,20 +312,21 @@ s_timers_run (pigato_client_t *self)
             if (pigato__heap_set (self->timers, &self->heartbeat,
                                   now + self->settings.interval_ms))
                 pigato__log (PIGATO_LOG_ERROR, "event=heartbeat_stopped "
-                             "reason=nomem");
+                                               "reason=nomem");
             s_heartbeat_tick (self, now);
             continue;
         }
         s_request_t *req = pigato__container_of (timer, s_request_t, deadline);
         if (now - req->last_activity >= req->timeout) {
-            pigato__log (PIGATO_LOG_DEBUG, "event=client_timeout rid=%s "
-                         "timeout_ms=%" PRId64, req->rid, req->timeout);
+            pigato__log (PIGATO_LOG_DEBUG,
+                         "event=client_timeout rid=%s "
+                         "timeout_ms=%" PRId64,
+                         req->rid, req->timeout);
             s_request_finish (self, req, PIGATO_E_TIMEOUT, "C_TIMEOUT",
                               strlen ("C_TIMEOUT"));
         }
-        else
-        if (pigato__heap_set (self->timers, &req->deadline,
-                              req->last_activity + req->timeout))
+        else if (pigato__heap_set (self->timers, &req->deadline,
+                                   req->last_activity + req->timeout))
             //  Cannot happen (the pop made room); were it to, the request
             //  ends now rather than never
             s_request_finish (self, req, PIGATO_E_NOMEM, "C_NOMEM",
@@ -341,8 +339,7 @@ s_timers_run (pigato_client_t *self)
 //  checked by link.c: partials and finals go to their request.
 
 static int
-s_link_handle (void *owner, pigato__link_t *link,
-               const pigato__msg_t *entry)
+s_link_handle (void *owner, pigato__link_t *link, const pigato__msg_t *entry)
 {
     pigato_client_t *self = (pigato_client_t *) owner;
     const pigato__msg_t message = *entry;
@@ -359,19 +356,23 @@ s_link_handle (void *owner, pigato__link_t *link,
     //  Only the connection the request is on may answer it: after a
     //  failover the old broker's late reply is not the request's
     const char *unknown = !req || strlen (rid) != message.rid.size
-                        ? "unknown_rid"
+                            ? "unknown_rid"
                         : req->link != link
-                       || req->generation != link->generation
-                        ? "wrong_link" : NULL;
+                                  || req->generation != link->generation
+                            ? "wrong_link"
+                            : NULL;
     if (unknown) {
         char printable [80];
-        pigato__log (PIGATO_LOG_DEBUG, "event=client_drop endpoint=%s "
-                     "reason=%s rid=%s", link->endpoint, unknown,
+        pigato__log (PIGATO_LOG_DEBUG,
+                     "event=client_drop endpoint=%s "
+                     "reason=%s rid=%s",
+                     link->endpoint, unknown,
                      pigato__printable (message.rid.data, message.rid.size,
                                         printable, sizeof printable));
         return 0;
     }
-    const void *data = message.data.data ? message.data.data : (const void *) "";
+    const void *data = message.data.data ? message.data.data
+                                         : (const void *) "";
     size_t size = message.data.size;
     int status = PIGATO_OK;
     char *error_text = NULL;
@@ -388,19 +389,20 @@ s_link_handle (void *owner, pigato__link_t *link,
         req->last_activity = pigato__now_ms ();
         //  The deadline is scheduled already: moving it cannot fail
         if (req->timeout >= 0
-        &&  pigato__heap_set (self->timers, &req->deadline,
-                              req->last_activity + req->timeout))
+            && pigato__heap_set (self->timers, &req->deadline,
+                                 req->last_activity + req->timeout))
             pigato__log (PIGATO_LOG_ERROR, "event=deadline_kept "
-                         "reason=nomem");
+                                           "reason=nomem");
         if (req->on_reply)
             req->on_reply (self, rid, status, false, data, size, req->arg);
     }
-    else
-    if (message.type == PIGATO__REPLY)
+    else if (message.type == PIGATO__REPLY)
         s_request_finish (self, req, status, data, size);
     else
-        pigato__log (PIGATO_LOG_DEBUG, "event=client_drop endpoint=%s "
-                     "reason=type type=%d", link->endpoint, message.type);
+        pigato__log (PIGATO_LOG_DEBUG,
+                     "event=client_drop endpoint=%s "
+                     "reason=type type=%d",
+                     link->endpoint, message.type);
     free (error_text);
     return 0;
 }
@@ -438,8 +440,8 @@ s_opts_prepare (pigato_client_t *self, const char *opts_json, char **opts_p,
     //  and sent as it is when it names a timeout or the default applies
     if (pigato__opts_fast (opts_json, strlen (opts_json), self->timeout_ms,
                            timeout_p, retry_p)
-    &&  (strstr (opts_json, "\"timeout\":")
-         || self->timeout_ms == PIGATO_TIMEOUT_MS)) {
+        && (strstr (opts_json, "\"timeout\":")
+            || self->timeout_ms == PIGATO_TIMEOUT_MS)) {
         *opts_p = strdup (opts_json);
         return *opts_p ? PIGATO_OK : PIGATO_E_NOMEM;
     }
@@ -448,16 +450,15 @@ s_opts_prepare (pigato_client_t *self, const char *opts_json, char **opts_p,
     json_t *root = json_loads (opts_json, 0, &error);
     if (!root || !json_is_object (root)) {
         pigato__errorf (self->err, sizeof self->err,
-                        "opts must be a JSON object%s%s",
-                        root ? "" : ": ", root ? "" : error.text);
+                        "opts must be a JSON object%s%s", root ? "" : ": ",
+                        root ? "" : error.text);
         rc = PIGATO_E_INVALID;
         goto cleanup;
     }
     json_t *timeout = json_object_get (root, "timeout");
     if (!timeout)
         json_object_set_new (root, "timeout", json_integer (self->timeout_ms));
-    else
-    if (!json_is_number (timeout)) {
+    else if (!json_is_number (timeout)) {
         pigato__errorf (self->err, sizeof self->err,
                         "opts \"timeout\" must be a number of ms (-1 = never)");
         rc = PIGATO_E_INVALID;
@@ -521,8 +522,8 @@ pigato_client_destroy (pigato_client_t **self_p)
     if (self->requests) {
         size_t cursor = 0;
         s_request_t *req;
-        while ((req = (s_request_t *) pigato__table_next (self->requests,
-                                                          &cursor)))
+        while ((
+            req = (s_request_t *) pigato__table_next (self->requests, &cursor)))
             s_request_destroy (&req);
         pigato__table_destroy (&self->requests);
     }
@@ -600,8 +601,8 @@ pigato_client_connect (pigato_client_t *self, const char *endpoint)
     }
     //  Heartbeats first: a link that could not heartbeat would look dead
     if (!pigato__timer_scheduled (&self->heartbeat)
-    &&  pigato__heap_set (self->timers, &self->heartbeat,
-                          pigato__now_ms () + self->settings.interval_ms)) {
+        && pigato__heap_set (self->timers, &self->heartbeat,
+                             pigato__now_ms () + self->settings.interval_ms)) {
         pigato__errorf (self->err, sizeof self->err, "out of memory");
         return PIGATO_E_NOMEM;
     }
@@ -649,8 +650,8 @@ pigato_client_request (pigato_client_t *self, const char *service,
     }
     //  One allocation (malloc, not calloc: glibc's calloc skips its
     //  per-thread cache); the body is kept for retries
-    s_request_t *req = (s_request_t *) malloc (sizeof *req + service_size
-                                               + 1 + size);
+    s_request_t *req = (s_request_t *) malloc (sizeof *req + service_size + 1
+                                               + size);
     if (!req)
         return PIGATO_E_NOMEM;
     memset (req, 0, sizeof *req);
@@ -678,8 +679,8 @@ pigato_client_request (pigato_client_t *self, const char *service,
     }
     req->last_activity = req->sent_at;
     if (req->timeout >= 0
-    &&  pigato__heap_set (self->timers, &req->deadline,
-                          req->last_activity + req->timeout)) {
+        && pigato__heap_set (self->timers, &req->deadline,
+                             req->last_activity + req->timeout)) {
         //  A request without its deadline would wait forever: refused
         pigato__table_delete (self->requests, req->hash, req->rid);
         rc = PIGATO_E_NOMEM;
@@ -717,17 +718,17 @@ pigato_client_cancel (pigato_client_t *self, const char *rid)
 
 //  State of one blocking call.
 typedef struct {
-    pigato_reply_fn *on_partial;    //  caller's partial callback
-    void *arg;                      //  its argument
-    bool done;                      //  final arrived
-    int status;                     //  final status
-    char *reply;                    //  final data, NUL-terminated
-    size_t size;                    //  its size
+    pigato_reply_fn *on_partial;  //  caller's partial callback
+    void *arg;                    //  its argument
+    bool done;                    //  final arrived
+    int status;                   //  final status
+    char *reply;                  //  final data, NUL-terminated
+    size_t size;                  //  its size
 } s_call_t;
 
 static void
-s_call_reply (pigato_client_t *client, const char *rid, int status,
-              bool final, const void *data, size_t size, void *arg)
+s_call_reply (pigato_client_t *client, const char *rid, int status, bool final,
+              const void *data, size_t size, void *arg)
 {
     s_call_t *call = (s_call_t *) arg;
     if (!final) {
@@ -809,8 +810,9 @@ pigato_client_wait (pigato_client_t *self, int timeout_ms)
             break;
         }
         int64_t now = pigato__now_ms ();
-        int64_t wait_ms = deadline < 0 ? -1 : deadline > now ? deadline - now
-                                                             : 0;
+        int64_t wait_ms = deadline < 0   ? -1
+                        : deadline > now ? deadline - now
+                                         : 0;
         pigato__timer_t *timer = pigato__heap_peek (self->timers);
         if (timer) {
             int64_t until = timer->when > now ? timer->when - now : 0;
@@ -825,15 +827,14 @@ pigato_client_wait (pigato_client_t *self, int timeout_ms)
             s_timers_run (self);
         pigato__links_release (self->links);
         if (polled == 1)
-            break;              //  nothing could ever happen
+            break;  //  nothing could ever happen
         if (polled != PIGATO_OK) {
             rc = polled;
             break;
         }
         if (received)
             self->progress = true;
-        if (self->progress
-        ||  (deadline >= 0 && pigato__now_ms () >= deadline))
+        if (self->progress || (deadline >= 0 && pigato__now_ms () >= deadline))
             break;
     }
     return rc;
@@ -884,7 +885,8 @@ pigato_client_attach (pigato_client_t *self, void *zloop)
     }
     self->loop = (zloop_t *) zloop;
     int period = self->settings.interval_ms < CLIENT_LOOP_TICK_MS
-               ? self->settings.interval_ms : CLIENT_LOOP_TICK_MS;
+                   ? self->settings.interval_ms
+                   : CLIENT_LOOP_TICK_MS;
     self->loop_timer = zloop_timer (self->loop, (size_t) period, 0,
                                     s_loop_timer, self);
     pigato__links_attach (self->links, self->loop);

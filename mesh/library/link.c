@@ -17,42 +17,41 @@
 #include <sodium.h>
 #include "link.h"
 
-#define LINK_DRAIN_MAX 1000     //  messages per link per round
-#define LINK_DISPATCH_ROUNDS 4  //  zloop: rounds in one turn, then next turn
+#define LINK_DRAIN_MAX       1000  //  messages per link per round
+#define LINK_DISPATCH_ROUNDS 4     //  zloop: rounds in one turn, then next turn
 
 //  One entry of a poll: a link's socket or its monitor.
 typedef struct {
-    pigato__link_t *link;       //  the link
-    unsigned generation;        //  its generation when polled
-    bool monitor;               //  the monitor, not the socket
+    pigato__link_t *link;  //  the link
+    unsigned generation;   //  its generation when polled
+    bool monitor;          //  the monitor, not the socket
 } s_polled_t;
 
 struct _pigato__links_t {
-    char role;                  //  'C' client or 'W' worker
-    const char *name;           //  "client" / "worker", for logs
-    const pigato__peer_security_t *security;    //  owner's, borrowed
-    pigato__link_handler_fn *handler;   //  per message from a broker
-    pigato__link_tick_fn *tick; //  after a zloop drain
-    pigato__link_lost_fn *lost; //  connection to a broker ended
-    void *owner;                //  their argument
-    pigato__link_t **items;     //  the links
-    size_t size;                //  links in use
-    int hold;                   //  dispatch depth: > 0 coalesces sends
-    zloop_t *loop;              //  attached zloop, or NULL
-    int settle_timer;           //  zloop timer of a pending dispatch, or 0
-    bool dispatching;           //  zloop: inside s_dispatch
-    zmq_pollitem_t *poll_items; //  reused by every poll
-    s_polled_t *polled;         //  what each poll item is
-    size_t poll_capacity;       //  slots in the two arrays
+    char role;                                //  'C' client or 'W' worker
+    const char *name;                         //  "client" / "worker", for logs
+    const pigato__peer_security_t *security;  //  owner's, borrowed
+    pigato__link_handler_fn *handler;         //  per message from a broker
+    pigato__link_tick_fn *tick;               //  after a zloop drain
+    pigato__link_lost_fn *lost;               //  connection to a broker ended
+    void *owner;                              //  their argument
+    pigato__link_t **items;                   //  the links
+    size_t size;                              //  links in use
+    int hold;                    //  dispatch depth: > 0 coalesces sends
+    zloop_t *loop;               //  attached zloop, or NULL
+    int settle_timer;            //  zloop timer of a pending dispatch, or 0
+    bool dispatching;            //  zloop: inside s_dispatch
+    zmq_pollitem_t *poll_items;  //  reused by every poll
+    s_polled_t *polled;          //  what each poll item is
+    size_t poll_capacity;        //  slots in the two arrays
 };
 
 static void s_settle_outside (pigato__links_t *self);
 
 pigato__links_t *
 pigato__links_new (char role, const pigato__peer_security_t *security,
-                   pigato__link_handler_fn *handler,
-                   pigato__link_tick_fn *tick, pigato__link_lost_fn *lost,
-                   void *owner)
+                   pigato__link_handler_fn *handler, pigato__link_tick_fn *tick,
+                   pigato__link_lost_fn *lost, void *owner)
 {
     pigato__links_t *self = (pigato__links_t *) calloc (1, sizeof *self);
     if (!self)
@@ -131,12 +130,16 @@ s_link_flush (pigato__link_t *self)
     size_t externals = self->writer.externals;
     self->dirty = true;
     int rc = zmq_send (handle, self->writer.data, self->writer.size,
-                       externals ? ZMQ_SNDMORE : 0) < 0 ? -1 : 0;
+                       externals ? ZMQ_SNDMORE : 0)
+                   < 0
+               ? -1
+               : 0;
     for (size_t index = 0; index < externals; index++) {
         zmq_msg_t *body = &self->externals [index];
         if (rc == 0
-        &&  zmq_msg_send (body, handle,
-                          index + 1 < externals ? ZMQ_SNDMORE : 0) >= 0)
+            && zmq_msg_send (body, handle,
+                             index + 1 < externals ? ZMQ_SNDMORE : 0)
+                   >= 0)
             continue;
         zmq_msg_close (body);
         rc = -1;
@@ -195,32 +198,27 @@ s_send_046 (pigato__link_t *self, const pigato__msg_t *message)
             frames [count++] = message->rid;
             frames [count++] = message->data;
             frames [count++] = message->opts.size
-                             ? message->opts
-                             : (pigato__bytes_t) S_TEXT ("{}");
+                                 ? message->opts
+                                 : (pigato__bytes_t) S_TEXT ("{}");
         }
-        else
-        if (message->type == PIGATO__HEARTBEAT && message->rid.size) {
+        else if (message->type == PIGATO__HEARTBEAT && message->rid.size) {
             frames [count++] = (pigato__bytes_t) S_TEXT ("request");
             frames [count++] = message->rid;
         }
-        else
-        if (message->type == PIGATO__HEARTBEAT && message->native_offer)
+        else if (message->type == PIGATO__HEARTBEAT && message->native_offer)
             frames [count++] = offer;
     }
-    else
-    if (message->type == PIGATO__READY) {
+    else if (message->type == PIGATO__READY) {
         frames [count++] = message->service;
         if (message->native_offer)
             frames [count++] = offer;
     }
-    else
-    if (message->type == PIGATO__HEARTBEAT) {
+    else if (message->type == PIGATO__HEARTBEAT) {
         frames [count++] = empty;
         frames [count++] = message->opts;
     }
-    else
-    if (message->type == PIGATO__REPLY || message->type == PIGATO__PARTIAL
-    ||  message->type == PIGATO__REJECT) {
+    else if (message->type == PIGATO__REPLY || message->type == PIGATO__PARTIAL
+             || message->type == PIGATO__REJECT) {
         frames [count++] = message->client;
         frames [count++] = empty;
         frames [count++] = message->rid;
@@ -228,8 +226,8 @@ s_send_046 (pigato__link_t *self, const pigato__msg_t *message)
         frames [count++] = message->data;
         if (message->type != PIGATO__REJECT)
             frames [count++] = message->opts.size
-                             ? message->opts
-                             : (pigato__bytes_t) S_TEXT ("{}");
+                                 ? message->opts
+                                 : (pigato__bytes_t) S_TEXT ("{}");
     }
     return pigato__send_frames (self->sock, frames, count);
 }
@@ -238,8 +236,10 @@ void
 pigato__link_send_repeated (pigato__link_t *self, const pigato__msg_t *message)
 {
     if (pigato__link_send (self, message))
-        pigato__log (PIGATO_LOG_DEBUG, "event=send_skipped endpoint=%s "
-                     "type=%d", self->endpoint, message->type);
+        pigato__log (PIGATO_LOG_DEBUG,
+                     "event=send_skipped endpoint=%s "
+                     "type=%d",
+                     self->endpoint, message->type);
 }
 
 int
@@ -249,7 +249,8 @@ pigato__link_send (pigato__link_t *self, const pigato__msg_t *message)
         return -1;
     int rc;
     if (self->native && s_native_add (self, message) == 0) {
-        if (self->links->hold > 0 && !pigato__native_writer_full (&self->writer))
+        if (self->links->hold > 0
+            && !pigato__native_writer_full (&self->writer))
             return 0;
         rc = s_link_flush (self);
     }
@@ -301,16 +302,17 @@ s_native_handle (pigato__link_t *self, unsigned generation, zmsg_t *msg)
     int more = 0;
     memset (&entry, 0, sizeof entry);
     while (rc == PIGATO__DECODE_OK
-    &&     (more = pigato__native_next (&reader, &entry, &external)) == 1)
+           && (more = pigato__native_next (&reader, &entry, &external)) == 1)
         used += external ? 1 : 0;
     if (rc == PIGATO__DECODE_OK && more < 0)
         rc = reader.error;
     if (rc == PIGATO__DECODE_OK && used != frames_after)
         rc = PIGATO__DECODE_FRAMES;
     if (rc != PIGATO__DECODE_OK) {
-        pigato__log (PIGATO_LOG_DEBUG, "event=%s_drop endpoint=%s "
-                     "framing=native reason=%s", links->name, self->endpoint,
-                     pigato__decode_reason (rc));
+        pigato__log (PIGATO_LOG_DEBUG,
+                     "event=%s_drop endpoint=%s "
+                     "framing=native reason=%s",
+                     links->name, self->endpoint, pigato__decode_reason (rc));
         return 0;
     }
     if (self->framing == PIGATO__FRAMING_AUTO && !self->native) {
@@ -319,7 +321,7 @@ s_native_handle (pigato__link_t *self, unsigned generation, zmsg_t *msg)
                      links->name, self->endpoint);
     }
     if (pigato__native_reader_rewind (&reader) != 0)
-        return 0;               //  cannot happen: every entry was read
+        return 0;  //  cannot happen: every entry was read
     zframe_t *frame = batch;
     while (pigato__native_next (&reader, &entry, &external) == 1) {
         if (external) {
@@ -328,8 +330,8 @@ s_native_handle (pigato__link_t *self, unsigned generation, zmsg_t *msg)
             entry.data.size = zframe_size (frame);
         }
         entry.native = true;
-        if (links->handler (links->owner, self, &entry) != 0
-        ||  !self->sock || self->generation != generation)
+        if (links->handler (links->owner, self, &entry) != 0 || !self->sock
+            || self->generation != generation)
             return -1;
     }
     return 0;
@@ -366,7 +368,7 @@ s_link_handle (pigato__link_t *self, unsigned generation, zmsg_t *msg)
 static void
 s_link_drain (pigato__link_t *self, unsigned generation, size_t *received)
 {
-    self->dirty = true;         //  ZMQ_EVENTS is to be read after this
+    self->dirty = true;  //  ZMQ_EVENTS is to be read after this
     for (int count = 0; count < LINK_DRAIN_MAX; count++) {
         if (!self->sock || self->generation != generation)
             break;
@@ -432,7 +434,7 @@ s_sock_readable (zsock_t *sock)
     int events = 0;
     size_t size = sizeof events;
     return zmq_getsockopt (zsock_resolve (sock), ZMQ_EVENTS, &events, &size)
-           == 0
+            == 0
         && (events & ZMQ_POLLIN);
 }
 
@@ -474,7 +476,7 @@ static void
 s_settle_outside (pigato__links_t *self)
 {
     if (!self->loop || self->dispatching || self->settle_timer
-    ||  !s_settle (self))
+        || !s_settle (self))
         return;
     int timer = zloop_timer (self->loop, 0, 1, s_settle_timer, self);
     self->settle_timer = timer > 0 ? timer : 0;
@@ -570,13 +572,15 @@ s_link_register (pigato__link_t *self)
     if (!loop)
         return;
     if (self->sock && self->fd < 0
-    &&  (self->fd = s_poller_add (loop, self->sock, s_loop_fd, self)) < 0)
-        pigato__log (PIGATO_LOG_ERROR, "event=%s_zloop_failed endpoint=%s "
-                     "reason=\"%s\"", self->links->name, self->endpoint,
+        && (self->fd = s_poller_add (loop, self->sock, s_loop_fd, self)) < 0)
+        pigato__log (PIGATO_LOG_ERROR,
+                     "event=%s_zloop_failed endpoint=%s "
+                     "reason=\"%s\"",
+                     self->links->name, self->endpoint,
                      zmq_strerror (zmq_errno ()));
     if (self->monitor && self->monitor_fd < 0)
-        self->monitor_fd = s_poller_add (loop, self->monitor,
-                                         s_loop_monitor_fd, self);
+        self->monitor_fd = s_poller_add (loop, self->monitor, s_loop_monitor_fd,
+                                         self);
     //  What came before the loop watched the descriptor is not signalled
     if (self->sock) {
         self->dirty = true;
@@ -596,7 +600,8 @@ s_monitor_open (pigato__link_t *self)
     snprintf (endpoint, sizeof endpoint, "inproc://pigato-link-%p-%u",
               (void *) self, ++sequence);
     if (zmq_socket_monitor (zsock_resolve (self->sock), endpoint,
-                            ZMQ_EVENT_DISCONNECTED) != 0)
+                            ZMQ_EVENT_DISCONNECTED)
+        != 0)
         return;
     self->monitor = zsock_new (ZMQ_PAIR);
     if (self->monitor) {
@@ -719,8 +724,8 @@ pigato__links_poll (pigato__links_t *self, int64_t wait_ms, size_t *received)
             self->poll_items, capacity * sizeof *items);
         if (items)
             self->poll_items = items;
-        s_polled_t *polled = (s_polled_t *) realloc (
-            self->polled, capacity * sizeof *polled);
+        s_polled_t *polled = (s_polled_t *) realloc (self->polled,
+                                                     capacity * sizeof *polled);
         if (polled)
             self->polled = polled;
         if (!items || !polled)
@@ -732,9 +737,8 @@ pigato__links_poll (pigato__links_t *self, int64_t wait_ms, size_t *received)
         pigato__link_t *link = self->items [index];
         if (!link->sock)
             continue;
-        self->poll_items [used] = (zmq_pollitem_t) {
-            zsock_resolve (link->sock), 0, ZMQ_POLLIN, 0
-        };
+        self->poll_items [used] = (zmq_pollitem_t) { zsock_resolve (link->sock),
+                                                     0, ZMQ_POLLIN, 0 };
         self->polled [used++] = (s_polled_t) { link, link->generation, false };
         if (!link->monitor)
             continue;
@@ -744,7 +748,7 @@ pigato__links_poll (pigato__links_t *self, int64_t wait_ms, size_t *received)
         self->polled [used++] = (s_polled_t) { link, link->generation, true };
     }
     if (used == 0 && wait_ms < 0)
-        return 1;               //  nothing could ever happen
+        return 1;  //  nothing could ever happen
     if (zmq_poll (self->poll_items, (int) used, (long) wait_ms) < 0)
         return zmq_errno () == EINTR ? PIGATO_E_INTERRUPTED : PIGATO_E_CLOSED;
     //  Messages first: what a broker sent before it went is handled
@@ -752,7 +756,7 @@ pigato__links_poll (pigato__links_t *self, int64_t wait_ms, size_t *received)
         for (size_t index = 0; index < used; index++) {
             s_polled_t *polled = &self->polled [index];
             if (polled->monitor != (monitors == 1)
-            ||  !(self->poll_items [index].revents & ZMQ_POLLIN))
+                || !(self->poll_items [index].revents & ZMQ_POLLIN))
                 continue;
             if (polled->monitor)
                 s_monitor_drain (polled->link, polled->generation, received);

@@ -24,27 +24,27 @@
 #include "../wire/native.h"
 #include "peer.h"
 
-#define PIGATO__LINK_ID_BYTES   16      //  random routing id, hex encoded
+#define PIGATO__LINK_ID_BYTES 16  //  random routing id, hex encoded
 
 typedef struct _pigato__links_t pigato__links_t;
 
 typedef struct {
-    pigato__links_t *links;     //  the set it belongs to
-    zsock_t *sock;              //  DEALER, NULL when closed or reopen failed
-    zsock_t *monitor;           //  PAIR reading sock's disconnect events
-    char *endpoint;             //  broker endpoint
-    size_t index;               //  position in the set
-    unsigned generation;        //  bumped at each (re)connect
+    pigato__links_t *links;  //  the set it belongs to
+    zsock_t *sock;           //  DEALER, NULL when closed or reopen failed
+    zsock_t *monitor;        //  PAIR reading sock's disconnect events
+    char *endpoint;          //  broker endpoint
+    size_t index;            //  position in the set
+    unsigned generation;     //  bumped at each (re)connect
     char routing_id [PIGATO__LINK_ID_BYTES * 2 + 1];  //  current id, hex
     int64_t last_seen;          //  last message from the broker (or connect)
     bool heard;                 //  broker spoke since this (re)connect
     pigato__framing_t framing;  //  chosen when the link was added
     bool native;                //  sends native on this connection
-    pigato__native_writer_t writer;     //  batch being coalesced
-    zmq_msg_t *externals;       //  its external bodies, in order
-    int fd;                     //  sock's ZMQ_FD polled by the zloop, or -1
-    int monitor_fd;             //  monitor's ZMQ_FD polled by it, or -1
-    bool dirty;                 //  zloop: used since ZMQ_EVENTS was read
+    pigato__native_writer_t writer;  //  batch being coalesced
+    zmq_msg_t *externals;            //  its external bodies, in order
+    int fd;          //  sock's ZMQ_FD polled by the zloop, or -1
+    int monitor_fd;  //  monitor's ZMQ_FD polled by it, or -1
+    bool dirty;      //  zloop: used since ZMQ_EVENTS was read
 } pigato__link_t;
 
 //  One message (or native entry) from a broker, already decoded and
@@ -82,8 +82,7 @@ pigato__link_t *pigato__links_get (pigato__links_t *self, size_t index);
 //  message in err.
 int pigato__links_add (pigato__links_t *self, const char *endpoint,
                        pigato__framing_t framing, pigato__link_t **link_p,
-                       char *err, size_t err_size)
-    PIGATO__MUST_CHECK;
+                       char *err, size_t err_size) PIGATO__MUST_CHECK;
 
 //  Registers every link with an application's zloop.
 void pigato__links_attach (pigato__links_t *self, zloop_t *loop);
@@ -98,21 +97,19 @@ void pigato__links_release (pigato__links_t *self);
 //  Returns 0, 1 if there is nothing to poll and wait_ms is -1, or
 //  PIGATO_E_INTERRUPTED / PIGATO_E_CLOSED.
 int pigato__links_poll (pigato__links_t *self, int64_t wait_ms,
-                        size_t *received)
-    PIGATO__MUST_CHECK;
+                        size_t *received) PIGATO__MUST_CHECK;
 
 //  Opens (or reopens) a link's socket with a fresh routing id and its
 //  monitor; the link starts in 0.0.46 framing, or native in native mode.
-int pigato__link_open (pigato__link_t *self, char *err, size_t err_size)
-    PIGATO__MUST_CHECK;
+int pigato__link_open (pigato__link_t *self, char *err,
+                       size_t err_size) PIGATO__MUST_CHECK;
 
 //  Flushes what is pending and closes the socket and its monitor (and
 //  their zloop readers).
 void pigato__link_close (pigato__link_t *self);
 
 //  True if the link has a socket and its broker spoke within window_ms.
-bool pigato__link_alive (pigato__link_t *self, int64_t now,
-                         int64_t window_ms);
+bool pigato__link_alive (pigato__link_t *self, int64_t now, int64_t window_ms);
 
 //  True if the greeting should carry the native offer (auto mode).
 bool pigato__link_offers (pigato__link_t *self);
@@ -121,8 +118,8 @@ bool pigato__link_offers (pigato__link_t *self);
 //  uses them; native_offer adds the offer to a 0.0.46 greeting). Native
 //  links coalesce while held. 0, or -1 if the link is closed or the send
 //  failed.
-int pigato__link_send (pigato__link_t *self, const pigato__msg_t *message)
-    PIGATO__MUST_CHECK;
+int pigato__link_send (pigato__link_t *self,
+                       const pigato__msg_t *message) PIGATO__MUST_CHECK;
 
 //  Sends a message the protocol does without when it is lost: heartbeats
 //  and greetings (the next tick sends another, and a link that stays

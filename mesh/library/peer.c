@@ -55,9 +55,11 @@ s_server_cert_check (const pigato__peer_security_t *security, char *err,
     if (!security->server_ca)
         goto cleanup;
     if (!security->server_cert) {
-        pigato__errorf (err, err_size, "the server CA '%s' needs the server "
+        pigato__errorf (err, err_size,
+                        "the server CA '%s' needs the server "
                         "key as a certificate (the broker's .crt), not as "
-                        "Z85 text or a zcert file", security->server_ca);
+                        "Z85 text or a zcert file",
+                        security->server_ca);
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
@@ -78,16 +80,19 @@ s_server_cert_check (const pigato__peer_security_t *security, char *err,
     }
     char z85 [PIGATO_Z85_KEY_SIZE + 1];
     if (!zmq_z85_encode (z85, info.public_key, sizeof info.public_key)
-    ||  strneq (z85, security->server_key)) {
-        pigato__errorf (err, err_size, "server certificate '%s' (%s) no "
+        || strneq (z85, security->server_key)) {
+        pigato__errorf (err, err_size,
+                        "server certificate '%s' (%s) no "
                         "longer holds the server key it was set with; set "
-                        "it again", security->server_cert, info.name);
+                        "it again",
+                        security->server_cert, info.name);
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
-    pigato__log (PIGATO_LOG_DEBUG, "event=server_cert_verified cert=%s "
-                 "name=%s mesh=%s not_after=%" PRId64, security->server_cert,
-                 info.name, info.mesh, info.not_after);
+    pigato__log (PIGATO_LOG_DEBUG,
+                 "event=server_cert_verified cert=%s "
+                 "name=%s mesh=%s not_after=%" PRId64,
+                 security->server_cert, info.name, info.mesh, info.not_after);
 cleanup:
     pigato__trust_destroy (&trust);
     return rc;
@@ -117,8 +122,7 @@ pigato__peer_security_set_server_key (pigato__peer_security_t *security,
     memcpy (security->server_key, z85, sizeof z85);
     free (security->server_cert);
     security->server_cert = cert_copy;
-    return security->server_cert ? s_server_cert_check (security, err,
-                                                        err_size)
+    return security->server_cert ? s_server_cert_check (security, err, err_size)
                                  : PIGATO_OK;
 }
 
@@ -149,8 +153,7 @@ pigato__peer_security_set_server_ca (pigato__peer_security_t *security,
     pigato__trust_destroy (&trust);
     //  With a Z85 or zcert server key the error waits for connect: the
     //  server key may still be set (as a certificate) before then
-    return security->server_cert ? s_server_cert_check (security, err,
-                                                        err_size)
+    return security->server_cert ? s_server_cert_check (security, err, err_size)
                                  : PIGATO_OK;
 }
 
@@ -205,7 +208,7 @@ pigato__peer_socket (const pigato__peer_security_t *security,
         goto cleanup;
     }
     if (!security->insecure
-    &&  (rc = s_server_cert_check (security, err, err_size)) != PIGATO_OK)
+        && (rc = s_server_cert_check (security, err, err_size)) != PIGATO_OK)
         goto cleanup;
     sock = zsock_new (ZMQ_DEALER);
     if (!sock) {
@@ -222,8 +225,9 @@ pigato__peer_socket (const pigato__peer_security_t *security,
     //  The broker forwards nothing bigger; a frame beyond this is not ours
     zsock_set_maxmsgsize (sock, PEER_MAX_MESSAGE_SIZE);
     if (routing_id && routing_id_size > 0
-    &&  zmq_setsockopt (zsock_resolve (sock), ZMQ_ROUTING_ID, routing_id,
-                        routing_id_size) != 0) {
+        && zmq_setsockopt (zsock_resolve (sock), ZMQ_ROUTING_ID, routing_id,
+                           routing_id_size)
+               != 0) {
         pigato__errorf (err, err_size, "invalid routing id: %s",
                         zmq_strerror (zmq_errno ()));
         rc = PIGATO_E_INVALID;
@@ -236,8 +240,7 @@ pigato__peer_socket (const pigato__peer_security_t *security,
             if (rc != PIGATO_OK)
                 goto cleanup;
         }
-        else
-        if (!(cert = zcert_new ())) {
+        else if (!(cert = zcert_new ())) {
             pigato__errorf (err, err_size, "cannot make a key pair");
             rc = PIGATO_E_NOMEM;
             goto cleanup;
@@ -246,8 +249,8 @@ pigato__peer_socket (const pigato__peer_security_t *security,
         zsock_set_curve_serverkey (sock, security->server_key);
     }
     if (zsock_connect (sock, "%s", endpoint) != 0) {
-        pigato__errorf (err, err_size, "cannot connect to '%s': %s",
-                        endpoint, zmq_strerror (zmq_errno ()));
+        pigato__errorf (err, err_size, "cannot connect to '%s': %s", endpoint,
+                        zmq_strerror (zmq_errno ()));
         rc = PIGATO_E_CONNECT;
         goto cleanup;
     }
@@ -265,15 +268,15 @@ cleanup:
 //  frames first. All or nothing (libzmq multipart atomicity).
 
 int
-pigato__send_frames (zsock_t *sock, const pigato__bytes_t *frames,
-                     size_t count)
+pigato__send_frames (zsock_t *sock, const pigato__bytes_t *frames, size_t count)
 {
     if (!sock)
         return -1;
     void *handle = zsock_resolve (sock);
     for (size_t index = 0; index < count; index++)
         if (zmq_send (handle, frames [index].data, frames [index].size,
-                      index + 1 < count ? ZMQ_SNDMORE : 0) < 0)
+                      index + 1 < count ? ZMQ_SNDMORE : 0)
+            < 0)
             return -1;
     return 0;
 }

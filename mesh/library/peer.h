@@ -11,11 +11,12 @@
 
 //  Security settings shared by clients and workers (both are DEALERs).
 typedef struct {
-    char server_key [PIGATO_Z85_KEY_SIZE + 1];  //  broker public key, "" if unset
-    char *key_file;             //  own zcert secret file, NULL = ephemeral
-    bool insecure;              //  NULL mechanism
-    char *server_cert;          //  certificate server_key came from, or NULL
-    char *server_ca;            //  CA to verify server_cert with, or NULL
+    char server_key [PIGATO_Z85_KEY_SIZE
+                     + 1];  //  broker public key, "" if unset
+    char *key_file;         //  own zcert secret file, NULL = ephemeral
+    bool insecure;          //  NULL mechanism
+    char *server_cert;      //  certificate server_key came from, or NULL
+    char *server_ca;        //  CA to verify server_cert with, or NULL
 } pigato__peer_security_t;
 
 //  Creates a DEALER socket with the given routing id (NULL = libzmq's
@@ -23,9 +24,8 @@ typedef struct {
 //  before returning. On error returns a status and a message in err.
 int pigato__peer_socket (const pigato__peer_security_t *security,
                          const char *endpoint, const void *routing_id,
-                         size_t routing_id_size, zsock_t **sock_p,
-                         char *err, size_t err_size)
-    PIGATO__MUST_CHECK;
+                         size_t routing_id_size, zsock_t **sock_p, char *err,
+                         size_t err_size) PIGATO__MUST_CHECK;
 
 //  Frees the key_file, server_cert and server_ca strings. Does not free
 //  the struct.
@@ -37,12 +37,10 @@ void pigato__peer_security_reset (pigato__peer_security_t *security);
 //  permissions.
 int pigato__peer_security_set_server_key (pigato__peer_security_t *security,
                                           const char *key, char *err,
-                                          size_t err_size)
-    PIGATO__MUST_CHECK;
+                                          size_t err_size) PIGATO__MUST_CHECK;
 int pigato__peer_security_set_key_file (pigato__peer_security_t *security,
                                         const char *path, char *err,
-                                        size_t err_size)
-    PIGATO__MUST_CHECK;
+                                        size_t err_size) PIGATO__MUST_CHECK;
 
 //  Sets the CA that a server key given as a certificate must verify
 //  against (signature, validity, mesh); NULL or "" = no check. Checks
@@ -51,13 +49,11 @@ int pigato__peer_security_set_key_file (pigato__peer_security_t *security,
 //  a server key given as Z85 or zcert fails at connect.
 int pigato__peer_security_set_server_ca (pigato__peer_security_t *security,
                                          const char *ca_crt, char *err,
-                                         size_t err_size)
-    PIGATO__MUST_CHECK;
+                                         size_t err_size) PIGATO__MUST_CHECK;
 
 //  Sends a multipart message made of byte ranges (no frame objects, no
 //  copies): how clients and workers send. 0 or -1.
 int pigato__send_frames (zsock_t *sock, const pigato__bytes_t *frames,
-                         size_t count)
-    PIGATO__MUST_CHECK;
+                         size_t count) PIGATO__MUST_CHECK;
 
 #endif

@@ -8,13 +8,11 @@
 void
 pigato__settings_init (pigato__settings_t *self, char *err, size_t err_size)
 {
-    *self = (pigato__settings_t) {
-        .interval_ms = PIGATO_HEARTBEAT_MS,
-        .liveness = PIGATO_LIVENESS,
-        .framing = PIGATO__FRAMING_AUTO,
-        .err = err,
-        .err_size = err_size
-    };
+    *self = (pigato__settings_t) { .interval_ms = PIGATO_HEARTBEAT_MS,
+                                   .liveness = PIGATO_LIVENESS,
+                                   .framing = PIGATO__FRAMING_AUTO,
+                                   .err = err,
+                                   .err_size = err_size };
 }
 
 void
@@ -46,8 +44,8 @@ pigato__settings_set_key_file (pigato__settings_t *self, const char *path)
 {
     if (!self)
         return PIGATO_E_INVALID;
-    return pigato__peer_security_set_key_file (&self->security, path,
-                                               self->err, self->err_size);
+    return pigato__peer_security_set_key_file (&self->security, path, self->err,
+                                               self->err_size);
 }
 
 int
@@ -79,7 +77,8 @@ pigato__settings_set_framing (pigato__settings_t *self, const char *framing)
         return PIGATO_E_INVALID;
     int parsed = pigato__framing_parse (framing);
     if (parsed < 0) {
-        pigato__errorf (self->err, self->err_size, "unknown framing '%.32s' "
+        pigato__errorf (self->err, self->err_size,
+                        "unknown framing '%.32s' "
                         "(expected auto, native or 0.0.46)",
                         framing ? framing : "(null)");
         return PIGATO_E_INVALID;

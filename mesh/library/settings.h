@@ -12,8 +12,8 @@
 #include "peer.h"
 
 typedef struct {
-    pigato__peer_security_t security;   //  CURVE settings, borrowed by links
-    int interval_ms;            //  heartbeat interval
+    pigato__peer_security_t security;  //  CURVE settings, borrowed by links
+    int interval_ms;                   //  heartbeat interval
     int liveness;               //  intervals of silence before a link is lost
     pigato__framing_t framing;  //  for links connected from now on
     char *err;                  //  owner's last-error buffer, borrowed
@@ -37,19 +37,17 @@ void pigato__settings_reset (pigato__settings_t *self);
 //  certificate (checked against the CA when one is set). A status, the
 //  reason in err (pigato__peer_security_set_server_key).
 int pigato__settings_set_server_key (pigato__settings_t *self,
-                                     const char *key)
-    PIGATO__MUST_CHECK;
+                                     const char *key) PIGATO__MUST_CHECK;
 
 //  The CA a server certificate must verify against; NULL or "" = none.
 //  A status, the reason in err (pigato__peer_security_set_server_ca).
 int pigato__settings_set_server_ca (pigato__settings_t *self,
-                                    const char *ca_crt)
-    PIGATO__MUST_CHECK;
+                                    const char *ca_crt) PIGATO__MUST_CHECK;
 
 //  Own key pair from a zcert secret file, checked to load with safe
 //  permissions. A status, the reason in err.
-int pigato__settings_set_key_file (pigato__settings_t *self, const char *path)
-    PIGATO__MUST_CHECK;
+int pigato__settings_set_key_file (pigato__settings_t *self,
+                                   const char *path) PIGATO__MUST_CHECK;
 
 //  NULL mechanism instead of CURVE. PIGATO_OK.
 int pigato__settings_set_insecure (pigato__settings_t *self, bool insecure);
@@ -64,7 +62,6 @@ int pigato__settings_set_heartbeat (pigato__settings_t *self, int interval_ms,
 //  PIGATO_E_INVALID for any other name (NULL too) with the reason in err;
 //  the framing is then unchanged.
 int pigato__settings_set_framing (pigato__settings_t *self,
-                                  const char *framing)
-    PIGATO__MUST_CHECK;
+                                  const char *framing) PIGATO__MUST_CHECK;
 
 #endif

@@ -25,46 +25,46 @@
 #include "peer.h"
 #include "../base/table.h"
 
-#define WORKER_LOOP_TICK_MS 100     //  timer check period under zloop
+#define WORKER_LOOP_TICK_MS 100  //  timer check period under zloop
 //  Reply key: link index, generation, client id size and bytes, rid
-#define WORKER_KEY_MAX      (sizeof (size_t) + sizeof (unsigned) + 1 + 255 \
-                             + PIGATO_RID_MAX)
+#define WORKER_KEY_MAX                                                         \
+    (sizeof (size_t) + sizeof (unsigned) + 1 + 255 + PIGATO_RID_MAX)
 
 struct _pigato_reply_t {
-    pigato_worker_t *worker;    //  NULL once detached
-    pigato__link_t *link;       //  NULL once detached
-    unsigned generation;        //  link generation the request came on
-    byte *client;               //  client routing id (broker's), in storage
-    size_t client_size;         //  its size
+    pigato_worker_t *worker;        //  NULL once detached
+    pigato__link_t *link;           //  NULL once detached
+    unsigned generation;            //  link generation the request came on
+    byte *client;                   //  client routing id (broker's), in storage
+    size_t client_size;             //  its size
     char rid [PIGATO_RID_MAX + 1];  //  request id
-    char *service;              //  requested service, in storage
-    char *opts;                 //  request opts, JSON object text
-    byte *key;                  //  key in worker->replies, in storage
-    size_t key_size;            //  its size
-    size_t hash;                //  its pigato__hash_bytes
-    bool tracked;               //  in worker->replies
-    int64_t started;            //  when the request arrived
-    int64_t last_heartbeat;     //  last client request heartbeat
-    int64_t last_activity;      //  arrival or last partial sent
-    int64_t timeout;            //  request timeout, -1 never
-    bool ended;                 //  end, error or reject called
-    char storage [];            //  client, service and key: one allocation
+    char *service;                  //  requested service, in storage
+    char *opts;                     //  request opts, JSON object text
+    byte *key;                      //  key in worker->replies, in storage
+    size_t key_size;                //  its size
+    size_t hash;                    //  its pigato__hash_bytes
+    bool tracked;                   //  in worker->replies
+    int64_t started;                //  when the request arrived
+    int64_t last_heartbeat;         //  last client request heartbeat
+    int64_t last_activity;          //  arrival or last partial sent
+    int64_t timeout;                //  request timeout, -1 never
+    bool ended;                     //  end, error or reject called
+    char storage [];                //  client, service and key: one allocation
 };
 
 struct _pigato_worker_t {
-    char *service;              //  service offered
-    pigato_request_fn *handler; //  request handler
-    void *arg;                  //  its argument
-    pigato__settings_t settings;        //  keys, heartbeat, framing (setters)
-    int concurrency;            //  announced in heartbeats
-    pigato__links_t *links;     //  broker links
-    pigato__table_t *replies;   //  key -> pigato_reply_t, not yet ended
-    int64_t next_heartbeat;     //  next tick, 0 before the first connect
-    bool stopped;               //  stop () or destroy () called
-    bool progress;              //  a message was handled this round
-    zloop_t *loop;              //  attached zloop, or NULL
-    int loop_timer;             //  its timer id
-    char err [256];             //  last error message
+    char *service;                //  service offered
+    pigato_request_fn *handler;   //  request handler
+    void *arg;                    //  its argument
+    pigato__settings_t settings;  //  keys, heartbeat, framing (setters)
+    int concurrency;              //  announced in heartbeats
+    pigato__links_t *links;       //  broker links
+    pigato__table_t *replies;     //  key -> pigato_reply_t, not yet ended
+    int64_t next_heartbeat;       //  next tick, 0 before the first connect
+    bool stopped;                 //  stop () or destroy () called
+    bool progress;                //  a message was handled this round
+    zloop_t *loop;                //  attached zloop, or NULL
+    int loop_timer;               //  its timer id
+    char err [256];               //  last error message
 };
 
 //  --------------------------------------------------------------------------
@@ -75,9 +75,9 @@ s_link_heartbeat (pigato_worker_t *self, pigato__link_t *link)
 {
     char opts [48];
     snprintf (opts, sizeof opts, "{\"concurrency\":%d}", self->concurrency);
-    pigato__msg_t heartbeat = {
-        .role = 'W', .type = PIGATO__HEARTBEAT, .opts = S_TEXT (opts)
-    };
+    pigato__msg_t heartbeat = { .role = 'W',
+                                .type = PIGATO__HEARTBEAT,
+                                .opts = S_TEXT (opts) };
     pigato__link_send_repeated (link, &heartbeat);
 }
 
@@ -154,10 +154,10 @@ s_reply_detach (pigato_reply_t *reply)
 static void
 s_link_greet (pigato_worker_t *self, pigato__link_t *link)
 {
-    pigato__msg_t ready = {
-        .role = 'W', .type = PIGATO__READY, .service = S_TEXT (self->service),
-        .native_offer = pigato__link_offers (link)
-    };
+    pigato__msg_t ready = { .role = 'W',
+                            .type = PIGATO__READY,
+                            .service = S_TEXT (self->service),
+                            .native_offer = pigato__link_offers (link) };
     pigato__links_hold (self->links);
     pigato__link_send_repeated (link, &ready);
     s_link_heartbeat (self, link);
@@ -191,15 +191,19 @@ s_link_close (pigato__link_t *link, bool disconnect)
 static void
 s_link_reconnect (pigato_worker_t *self, pigato__link_t *link, bool lost)
 {
-    pigato__log (PIGATO_LOG_WARNING, "event=worker_reconnect endpoint=%s "
-                 "reason=%s old_id=%s", link->endpoint,
-                 lost ? "broker_lost" : "broker_disconnect", link->routing_id);
+    pigato__log (PIGATO_LOG_WARNING,
+                 "event=worker_reconnect endpoint=%s "
+                 "reason=%s old_id=%s",
+                 link->endpoint, lost ? "broker_lost" : "broker_disconnect",
+                 link->routing_id);
     s_link_close (link, lost);
     if (pigato__link_open (link, self->err, sizeof self->err) == PIGATO_OK)
         s_link_greet (self, link);
     else
-        pigato__log (PIGATO_LOG_WARNING, "event=worker_reconnect_failed "
-                     "endpoint=%s", link->endpoint);
+        pigato__log (PIGATO_LOG_WARNING,
+                     "event=worker_reconnect_failed "
+                     "endpoint=%s",
+                     link->endpoint);
 }
 
 //  Its connection to a broker that had answered ended (link.c monitor):
@@ -225,8 +229,7 @@ s_timers_run (pigato_worker_t *self)
     self->next_heartbeat = now + self->settings.interval_ms;
     int64_t dead_after = (int64_t) self->settings.interval_ms
                        * self->settings.liveness;
-    for (size_t index = 0; index < pigato__links_size (self->links);
-         index++) {
+    for (size_t index = 0; index < pigato__links_size (self->links); index++) {
         pigato__link_t *link = pigato__links_get (self->links, index);
         if (!link->sock || now - link->last_seen >= dead_after)
             s_link_reconnect (self, link, true);
@@ -239,7 +242,7 @@ s_timers_run (pigato_worker_t *self)
 //  Reads a request's timeout from its opts; keeps the opts text when it is
 //  a JSON object, else uses "{}".
 
-static char s_no_opts [] = "{}";        //  shared, never freed
+static char s_no_opts [] = "{}";  //  shared, never freed
 
 static char *
 s_request_opts (const pigato__msg_t *message, int64_t *timeout_p)
@@ -285,9 +288,11 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
                   const pigato__msg_t *message)
 {
     if (memchr (message->rid.data, 0, message->rid.size)
-    ||  memchr (message->service.data, 0, message->service.size)) {
-        pigato__log (PIGATO_LOG_DEBUG, "event=worker_drop endpoint=%s "
-                     "reason=nul_in_field", link->endpoint);
+        || memchr (message->service.data, 0, message->service.size)) {
+        pigato__log (PIGATO_LOG_DEBUG,
+                     "event=worker_drop endpoint=%s "
+                     "reason=nul_in_field",
+                     link->endpoint);
         return;
     }
     char rid [PIGATO_RID_MAX + 1];
@@ -301,7 +306,7 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
         + key.size);
     if (!reply)
         return;
-    memset (reply, 0, sizeof *reply);   //  storage is written below
+    memset (reply, 0, sizeof *reply);  //  storage is written below
     reply->worker = self;
     reply->link = link;
     reply->generation = link->generation;
@@ -339,8 +344,10 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
     reply->tracked = rc == 0;
 
     char rid_text [80], service_text [80];
-    pigato__log (PIGATO_LOG_DEBUG, "event=worker_request endpoint=%s "
-                 "rid=%s service=%s size=%zu", link->endpoint,
+    pigato__log (PIGATO_LOG_DEBUG,
+                 "event=worker_request endpoint=%s "
+                 "rid=%s service=%s size=%zu",
+                 link->endpoint,
                  pigato__printable (reply->rid, strlen (reply->rid), rid_text,
                                     sizeof rid_text),
                  pigato__printable (reply->service, strlen (reply->service),
@@ -356,15 +363,13 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
 //  checked by link.c. Returns -1 once the worker is stopped.
 
 static int
-s_link_handle (void *owner, pigato__link_t *link,
-               const pigato__msg_t *message)
+s_link_handle (void *owner, pigato__link_t *link, const pigato__msg_t *message)
 {
     pigato_worker_t *self = (pigato_worker_t *) owner;
     self->progress = true;
     if (message->type == PIGATO__REQUEST)
         s_request_handle (self, link, message);
-    else
-    if (message->type == PIGATO__HEARTBEAT && message->request_heartbeat) {
+    else if (message->type == PIGATO__HEARTBEAT && message->request_heartbeat) {
         s_key_t key;
         s_reply_key (&key, link, link->generation, message->client.data,
                      message->client.size, message->rid.data,
@@ -375,8 +380,7 @@ s_link_handle (void *owner, pigato__link_t *link,
         if (reply)
             reply->last_heartbeat = pigato__now_ms ();
     }
-    else
-    if (message->type == PIGATO__DISCONNECT)
+    else if (message->type == PIGATO__DISCONNECT)
         s_link_reconnect (self, link, false);
     //  READY and plain HEARTBEAT answers only prove the broker alive
     return self->stopped ? -1 : 0;
@@ -409,7 +413,7 @@ pigato_worker_new (const char *service, pigato_request_fn *handler, void *arg)
 {
     size_t service_size = service ? strlen (service) : 0;
     if (service_size == 0 || service_size > PIGATO_SERVICE_MAX || !handler
-    ||  sodium_init () < 0)
+        || sodium_init () < 0)
         return NULL;
     pigato_worker_t *self = (pigato_worker_t *) calloc (1, sizeof *self);
     if (!self)
@@ -564,11 +568,13 @@ pigato_worker_wait (pigato_worker_t *self, int timeout_ms)
             break;
         }
         int64_t now = pigato__now_ms ();
-        int64_t wait_ms = deadline < 0 ? -1 : deadline > now ? deadline - now
-                                                             : 0;
+        int64_t wait_ms = deadline < 0   ? -1
+                        : deadline > now ? deadline - now
+                                         : 0;
         if (self->next_heartbeat) {
             int64_t until = self->next_heartbeat > now
-                          ? self->next_heartbeat - now : 0;
+                              ? self->next_heartbeat - now
+                              : 0;
             if (wait_ms < 0 || until < wait_ms)
                 wait_ms = until;
         }
@@ -580,7 +586,7 @@ pigato_worker_wait (pigato_worker_t *self, int timeout_ms)
             s_timers_run (self);
         pigato__links_release (self->links);
         if (polled == 1)
-            break;              //  nothing could ever happen
+            break;  //  nothing could ever happen
         if (polled != PIGATO_OK) {
             rc = polled;
             break;
@@ -590,7 +596,7 @@ pigato_worker_wait (pigato_worker_t *self, int timeout_ms)
         if (self->stopped)
             rc = PIGATO_E_CLOSED;
         if (self->stopped || self->progress
-        ||  (deadline >= 0 && pigato__now_ms () >= deadline))
+            || (deadline >= 0 && pigato__now_ms () >= deadline))
             break;
     }
     return rc;
@@ -644,7 +650,8 @@ pigato_worker_attach (pigato_worker_t *self, void *zloop)
     }
     self->loop = (zloop_t *) zloop;
     int period = self->settings.interval_ms < WORKER_LOOP_TICK_MS
-               ? self->settings.interval_ms : WORKER_LOOP_TICK_MS;
+                   ? self->settings.interval_ms
+                   : WORKER_LOOP_TICK_MS;
     self->loop_timer = zloop_timer (self->loop, (size_t) period, 0,
                                     s_loop_timer, self);
     pigato__links_attach (self->links, self->loop);
@@ -683,18 +690,21 @@ s_reply_send (pigato_reply_t *self, int type, int status, const void *data,
 {
     if (!s_reply_connected (self))
         return PIGATO_E_CLOSED;
-    pigato__msg_t message = {
-        .role = 'W', .type = type, .status = status,
-        .client = { self->client, self->client_size },
-        .rid = S_TEXT (self->rid), .data = { (const byte *) data, size }
-    };
+    pigato__msg_t message = { .role = 'W',
+                              .type = type,
+                              .status = status,
+                              .client = { self->client, self->client_size },
+                              .rid = S_TEXT (self->rid),
+                              .data = { (const byte *) data, size } };
     if (pigato__link_send (self->link, &message) != 0)
         return PIGATO_E_CLOSED;
     char rid_text [80];
-    pigato__log (PIGATO_LOG_DEBUG, "event=worker_reply rid=%s type=%d "
+    pigato__log (PIGATO_LOG_DEBUG,
+                 "event=worker_reply rid=%s type=%d "
                  "status=%d size=%zu",
                  pigato__printable (self->rid, strlen (self->rid), rid_text,
-                                    sizeof rid_text), type, status, size);
+                                    sizeof rid_text),
+                 type, status, size);
     return PIGATO_OK;
 }
 
@@ -703,8 +713,8 @@ s_reply_send (pigato_reply_t *self, int type, int status, const void *data,
 //  send still ends it).
 
 static int
-s_reply_finish (pigato_reply_t *self, int type, int status,
-                const void *data, size_t size)
+s_reply_finish (pigato_reply_t *self, int type, int status, const void *data,
+                size_t size)
 {
     self->ended = true;
     s_reply_untrack (self);
@@ -790,7 +800,8 @@ pigato_reply_active (pigato_reply_t *self)
     int64_t window = (int64_t) self->worker->settings.interval_ms
                    * self->worker->settings.liveness;
     int64_t alive_since = self->last_heartbeat > self->started
-                        ? self->last_heartbeat : self->started;
+                            ? self->last_heartbeat
+                            : self->started;
     if (now - alive_since >= window)
         return false;
     return self->timeout < 0 || now - self->last_activity < self->timeout;
@@ -833,8 +844,8 @@ pigato_reply_destroy (pigato_reply_t **self_p)
     if (!self->ended && self->worker) {
         char rid_text [80];
         pigato__log (PIGATO_LOG_DEBUG, "event=worker_reply_dropped rid=%s",
-                     pigato__printable (self->rid, strlen (self->rid),
-                                        rid_text, sizeof rid_text));
+                     pigato__printable (self->rid, strlen (self->rid), rid_text,
+                                        sizeof rid_text));
         pigato_reply_error (self, "E_DROPPED");
     }
     s_reply_detach (self);

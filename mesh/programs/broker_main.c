@@ -14,42 +14,42 @@
 #define EXIT_USAGE 64
 
 static const char *s_usage =
-"Usage: pigato-broker [OPTIONS]\n"
-"\n"
-"Routes requests from pigato clients to workers, over CURVE by default.\n"
-"\n"
-"Security (one of these is required):\n"
-"  --acl FILE           CURVE; only keys listed in FILE get in, and they may\n"
-"                       do only what FILE's rules allow (production mode)\n"
-"  --allow-any          CURVE encryption, any client key, everything allowed\n"
-"  --insecure           no encryption at all (NULL mechanism; logged loudly);\n"
-"                       with --acl, the rules apply to the identity anonymous\n"
-"  --key FILE           the broker's CURVE secret key file (zcert format,\n"
-"                       mode 0600); required unless --insecure\n"
-"  --check-acl FILE     validate an ACL file, print what is wrong, and exit\n"
-"\n"
-"Options:\n"
-"  --bind ENDPOINT      endpoint to bind, repeatable\n"
-"                       (default tcp://127.0.0.1:5555)\n"
-"  --heartbeat MS       heartbeat interval (default 2500)\n"
-"  --liveness N         heartbeats a worker may miss (default 3)\n"
-"  --dmode load|rand    dispatch: least loaded worker, or random (load)\n"
-"  --cache-max-bytes N  reply cache budget (default 67108864; 0 = off)\n"
-"  --busy-poll US       after work, poll without sleeping for US microseconds\n"
-"                       (default 0): lower latency, more CPU\n"
-"  --io-threads N       libzmq I/O threads (default 1); CURVE encryption\n"
-"                       runs there, so a second one helps with many peers\n"
-"  --log-level LEVEL    error, warning, info or debug (default info)\n"
-"  -h, --help           this text\n"
-"  -V, --version        print the version\n"
-"\n"
-"Example:\n"
-"  pigato-broker --key broker.key_secret --acl mesh.acl --bind tcp://*:5555\n"
-"\n"
-"Logs go to stderr, one key=value line per event. SIGHUP re-reads the ACL\n"
-"(a bad file keeps the old policy); SIGINT or SIGTERM stop the broker.\n";
+    "Usage: pigato-broker [OPTIONS]\n"
+    "\n"
+    "Routes requests from pigato clients to workers, over CURVE by default.\n"
+    "\n"
+    "Security (one of these is required):\n"
+    "  --acl FILE           CURVE; only keys listed in FILE get in, and they may\n"
+    "                       do only what FILE's rules allow (production mode)\n"
+    "  --allow-any          CURVE encryption, any client key, everything allowed\n"
+    "  --insecure           no encryption at all (NULL mechanism; logged loudly);\n"
+    "                       with --acl, the rules apply to the identity anonymous\n"
+    "  --key FILE           the broker's CURVE secret key file (zcert format,\n"
+    "                       mode 0600); required unless --insecure\n"
+    "  --check-acl FILE     validate an ACL file, print what is wrong, and exit\n"
+    "\n"
+    "Options:\n"
+    "  --bind ENDPOINT      endpoint to bind, repeatable\n"
+    "                       (default tcp://127.0.0.1:5555)\n"
+    "  --heartbeat MS       heartbeat interval (default 2500)\n"
+    "  --liveness N         heartbeats a worker may miss (default 3)\n"
+    "  --dmode load|rand    dispatch: least loaded worker, or random (load)\n"
+    "  --cache-max-bytes N  reply cache budget (default 67108864; 0 = off)\n"
+    "  --busy-poll US       after work, poll without sleeping for US microseconds\n"
+    "                       (default 0): lower latency, more CPU\n"
+    "  --io-threads N       libzmq I/O threads (default 1); CURVE encryption\n"
+    "                       runs there, so a second one helps with many peers\n"
+    "  --log-level LEVEL    error, warning, info or debug (default info)\n"
+    "  -h, --help           this text\n"
+    "  -V, --version        print the version\n"
+    "\n"
+    "Example:\n"
+    "  pigato-broker --key broker.key_secret --acl mesh.acl --bind tcp://*:5555\n"
+    "\n"
+    "Logs go to stderr, one key=value line per event. SIGHUP re-reads the ACL\n"
+    "(a bad file keeps the old policy); SIGINT or SIGTERM stop the broker.\n";
 
-static pigato_broker_t *s_broker;     //  for the SIGHUP handler
+static pigato_broker_t *s_broker;  //  for the SIGHUP handler
 
 static void
 s_on_sighup (int signal_number)
@@ -96,9 +96,21 @@ s_number (const char *text, const char *option, int minimum)
 int
 main (int argc, char *argv [])
 {
-    enum { OPT_BIND = 256, OPT_KEY, OPT_ALLOW_ANY, OPT_INSECURE,
-           OPT_HEARTBEAT, OPT_LIVENESS, OPT_DMODE, OPT_LOG_LEVEL, OPT_ACL,
-           OPT_CHECK_ACL, OPT_IO_THREADS, OPT_CACHE_MAX, OPT_BUSY_POLL };
+    enum {
+        OPT_BIND = 256,
+        OPT_KEY,
+        OPT_ALLOW_ANY,
+        OPT_INSECURE,
+        OPT_HEARTBEAT,
+        OPT_LIVENESS,
+        OPT_DMODE,
+        OPT_LOG_LEVEL,
+        OPT_ACL,
+        OPT_CHECK_ACL,
+        OPT_IO_THREADS,
+        OPT_CACHE_MAX,
+        OPT_BUSY_POLL
+    };
     static const struct option options [] = {
         { "bind", required_argument, NULL, OPT_BIND },
         { "key", required_argument, NULL, OPT_KEY },
@@ -137,23 +149,24 @@ main (int argc, char *argv [])
                 }
                 binds [bind_count++] = optarg;
                 break;
-            case OPT_KEY:        key_file = optarg; break;
-            case OPT_ALLOW_ANY:  allow_any = true; break;
-            case OPT_INSECURE:   insecure = true; break;
-            case OPT_ACL:        acl = optarg; break;
-            case OPT_CHECK_ACL:  return s_check_acl (optarg);
+            case OPT_KEY: key_file = optarg; break;
+            case OPT_ALLOW_ANY: allow_any = true; break;
+            case OPT_INSECURE: insecure = true; break;
+            case OPT_ACL: acl = optarg; break;
+            case OPT_CHECK_ACL: return s_check_acl (optarg);
             case OPT_HEARTBEAT:
                 heartbeat = s_number (optarg, "--heartbeat", 10);
                 break;
             case OPT_LIVENESS:
                 liveness = s_number (optarg, "--liveness", 1);
                 break;
-            case OPT_DMODE:      dmode = optarg; break;
+            case OPT_DMODE: dmode = optarg; break;
             case OPT_BUSY_POLL:
                 busy_poll = s_number (optarg, "--busy-poll", 0);
                 if (busy_poll > 100000) {
                     fputs ("pigato-broker: --busy-poll is at most 100000 "
-                           "(microseconds)\n", stderr);
+                           "(microseconds)\n",
+                           stderr);
                     return EXIT_USAGE;
                 }
                 break;
@@ -161,8 +174,10 @@ main (int argc, char *argv [])
                 char *end;
                 cache_max = strtoll (optarg, &end, 10);
                 if (*optarg == 0 || *end != 0 || cache_max < 0) {
-                    fprintf (stderr, "pigato-broker: --cache-max-bytes needs "
-                             "a number >= 0, not '%s'\n", optarg);
+                    fprintf (stderr,
+                             "pigato-broker: --cache-max-bytes needs "
+                             "a number >= 0, not '%s'\n",
+                             optarg);
                     return EXIT_USAGE;
                 }
                 break;
@@ -178,15 +193,14 @@ main (int argc, char *argv [])
             case OPT_LOG_LEVEL:
                 log_level = pigato_log_level_parse (optarg);
                 if (log_level < 0) {
-                    fprintf (stderr, "pigato-broker: unknown log level '%s' "
+                    fprintf (stderr,
+                             "pigato-broker: unknown log level '%s' "
                              "(expected error, warning, info or debug)\n",
                              optarg);
                     return EXIT_USAGE;
                 }
                 break;
-            case 'h':
-                fputs (s_usage, stdout);
-                return 0;
+            case 'h': fputs (s_usage, stdout); return 0;
             case 'V':
                 printf ("pigato-broker %s\n", pigato_version ());
                 return 0;
@@ -196,8 +210,10 @@ main (int argc, char *argv [])
         }
     }
     if (optind < argc) {
-        fprintf (stderr, "pigato-broker: unexpected argument '%s'\n"
-                 "Try 'pigato-broker --help'.\n", argv [optind]);
+        fprintf (stderr,
+                 "pigato-broker: unexpected argument '%s'\n"
+                 "Try 'pigato-broker --help'.\n",
+                 argv [optind]);
         return EXIT_USAGE;
     }
     if (insecure && allow_any) {
@@ -213,19 +229,21 @@ main (int argc, char *argv [])
     if (!insecure && !allow_any && !acl) {
         fputs ("pigato-broker: no security mode: give --acl FILE (CURVE, keys "
                "and rules from FILE), --allow-any (CURVE, any client key) or "
-               "--insecure (no encryption)\n", stderr);
+               "--insecure (no encryption)\n",
+               stderr);
         return EXIT_USAGE;
     }
     if (!insecure && !key_file) {
         fputs ("pigato-broker: no broker key: give --key FILE (a zcert secret "
-               "key file, mode 0600)\n", stderr);
+               "key file, mode 0600)\n",
+               stderr);
         return EXIT_USAGE;
     }
     if (bind_count == 0)
         binds [bind_count++] = "tcp://127.0.0.1:5555";
 
     pigato_log_set (log_level, pigato_log_stderr, NULL);
-    zsys_set_io_threads ((size_t) io_threads);     //  before any socket
+    zsys_set_io_threads ((size_t) io_threads);  //  before any socket
     pigato_broker_t *broker = pigato_broker_new ();
     if (!broker) {
         fputs ("pigato-broker: out of memory\n", stderr);
@@ -269,15 +287,17 @@ main (int argc, char *argv [])
         }
     if (insecure)
         fputs ("pigato-broker: WARNING: --insecure: traffic is NOT encrypted "
-               "and peers are NOT authenticated\n", stderr);
+               "and peers are NOT authenticated\n",
+               stderr);
     char line [1024];
     size_t used = (size_t) snprintf (line, sizeof line,
                                      "event=ready version=%s mode=%s%s key=%s "
-                                     "endpoints=", pigato_version (),
-                                     insecure ? "insecure"
-                                     : allow_any ? "allow-any" : "acl",
-                                     insecure && acl ? "+acl" : "",
-                                     public_key);
+                                     "endpoints=",
+                                     pigato_version (),
+                                     insecure    ? "insecure"
+                                     : allow_any ? "allow-any"
+                                                 : "acl",
+                                     insecure && acl ? "+acl" : "", public_key);
     for (int index = 0; index < bind_count && used < sizeof line; index++)
         used += (size_t) snprintf (line + used, sizeof line - used, "%s%s",
                                    index ? "," : "", binds [index]);
@@ -287,15 +307,16 @@ main (int argc, char *argv [])
     memset (&action, 0, sizeof action);
     action.sa_handler = s_on_sighup;
     sigemptyset (&action.sa_mask);
-    sigaction (SIGHUP, &action, NULL);       //  no SA_RESTART: wake the poll
+    sigaction (SIGHUP, &action, NULL);  //  no SA_RESTART: wake the poll
     rc = pigato_broker_run (broker);
     signal (SIGHUP, SIG_IGN);
     s_broker = NULL;
     if (log_level >= PIGATO_LOG_INFO) {
         //  What the run did, for operators and benchmarks
         char line [512];
-        snprintf (line, sizeof line, "event=stopped requests=%" PRId64
-                  " replies=%" PRId64 " failed=%" PRId64 " timeouts=%" PRId64
+        snprintf (line, sizeof line,
+                  "event=stopped requests=%" PRId64 " replies=%" PRId64
+                  " failed=%" PRId64 " timeouts=%" PRId64
                   " bad_messages=%" PRId64 " denied=%" PRId64
                   " native_batches_out=%" PRId64 " native_entries_out=%" PRId64
                   " cache_hits=%" PRId64,

@@ -11,12 +11,12 @@
 #include <stdint.h>
 #include "pigato.h"
 
-#define EXIT_ERROR_REPLY  1
-#define EXIT_FAILURE_NET  2
-#define EXIT_INTERRUPTED  130
-#define DEFAULT_BROKER    "tcp://127.0.0.1:5555"
-#define CMD_CONCURRENCY   4             //  default for `serve -- CMD`
-#define BROKERS_MAX       16
+#define EXIT_ERROR_REPLY 1
+#define EXIT_FAILURE_NET 2
+#define EXIT_INTERRUPTED 130
+#define DEFAULT_BROKER   "tcp://127.0.0.1:5555"
+#define CMD_CONCURRENCY  4  //  default for `serve -- CMD`
+#define BROKERS_MAX      16
 
 //  Everything the command line says, after defaults and environment.
 typedef struct {
@@ -40,7 +40,7 @@ typedef struct {
     const char *opts;                   //  --opts JSON text
     bool echo;                          //  serve --echo
     int concurrency;                    //  serve --concurrency, 0 = default
-    char **cmd_argv;                    //  serve -- CMD ARGS..., NULL-terminated
+    char **cmd_argv;  //  serve -- CMD ARGS..., NULL-terminated
 } cli_t;
 
 //  Connects a client or worker to every --broker endpoint (commas split

@@ -29,8 +29,6 @@
 #include "cli.h"
 
 
-
-
 //  --------------------------------------------------------------------------
 //  Help texts
 
@@ -38,76 +36,81 @@ static void
 s_usage (FILE *out, const char *command)
 {
     if (command && streq (command, "request"))
-        fprintf (out,
-"Usage: pigato request SERVICE [DATA|-] [--timeout MS] [--opts JSON] [OPTIONS]\n"
-"\n"
-"Sends DATA (or stdin, all of it, when DATA is '-' or absent) to SERVICE and\n"
-"prints each partial reply and then the final reply, one per line.\n"
-"\n"
-"  --timeout MS     give up after MS ms without a reply (-1 = never;\n"
-"                   overrides \"timeout\" in --opts; default 60000)\n"
-"  --opts JSON      request options as a JSON object, e.g. '{\"retry\":2}'\n"
-"\n"
-"Exit status: 0 success, 1 error reply, 2 timeout or connection failure,\n"
-"64 usage error or a key that cannot be used (unreadable, or a server\n"
-"certificate that --ca refuses).\n");
+        fprintf (
+            out,
+            "Usage: pigato request SERVICE [DATA|-] [--timeout MS] [--opts JSON] [OPTIONS]\n"
+            "\n"
+            "Sends DATA (or stdin, all of it, when DATA is '-' or absent) to SERVICE and\n"
+            "prints each partial reply and then the final reply, one per line.\n"
+            "\n"
+            "  --timeout MS     give up after MS ms without a reply (-1 = never;\n"
+            "                   overrides \"timeout\" in --opts; default 60000)\n"
+            "  --opts JSON      request options as a JSON object, e.g. '{\"retry\":2}'\n"
+            "\n"
+            "Exit status: 0 success, 1 error reply, 2 timeout or connection failure,\n"
+            "64 usage error or a key that cannot be used (unreadable, or a server\n"
+            "certificate that --ca refuses).\n");
+    else if (command && streq (command, "serve"))
+        fprintf (
+            out,
+            "Usage: pigato serve SERVICE (--echo | -- CMD [ARGS...]) [--concurrency N]\n"
+            "\n"
+            "Offers SERVICE until SIGINT or SIGTERM. With --echo every request is\n"
+            "answered with its own data. Otherwise CMD runs once per request with the\n"
+            "request data on its stdin; its stdout is the reply. A non-zero exit sends\n"
+            "an error reply with its stderr (or \"exit status N\") as the message.\n"
+            "\n"
+            "  --echo            answer with the request data\n"
+            "  --concurrency N   requests handled at once (default 4 with CMD,\n"
+            "                    100 with --echo; -1 = unlimited with --echo)\n"
+            "  -v, --verbose     log one line per request to stderr\n");
     else
-    if (command && streq (command, "serve"))
-        fprintf (out,
-"Usage: pigato serve SERVICE (--echo | -- CMD [ARGS...]) [--concurrency N]\n"
-"\n"
-"Offers SERVICE until SIGINT or SIGTERM. With --echo every request is\n"
-"answered with its own data. Otherwise CMD runs once per request with the\n"
-"request data on its stdin; its stdout is the reply. A non-zero exit sends\n"
-"an error reply with its stderr (or \"exit status N\") as the message.\n"
-"\n"
-"  --echo            answer with the request data\n"
-"  --concurrency N   requests handled at once (default 4 with CMD,\n"
-"                    100 with --echo; -1 = unlimited with --echo)\n"
-"  -v, --verbose     log one line per request to stderr\n");
-    else
-        fprintf (out,
-"Usage: pigato COMMAND [ARGS] [OPTIONS]\n"
-"\n"
-"Commands:\n"
-"  request SERVICE [DATA|-]         call a service, print its replies\n"
-"  serve SERVICE --echo             answer requests with their data\n"
-"  serve SERVICE -- CMD [ARGS...]   answer requests by running CMD\n"
-"  help [COMMAND]                   show help\n");
-    fprintf (out,
-"\n"
-"Options (anywhere on the line):\n"
-"  --broker ENDPOINT     broker to use, repeatable or comma-separated\n"
-"                        (env PIGATO_BROKER, default " DEFAULT_BROKER ")\n"
-"  --server-key FILE|Z85 the broker's public key: Z85 text, a zcert file or\n"
-"                        the broker's certificate (.crt) (env PIGATO_SERVER_KEY)\n"
-"  --ca FILE             mesh CA certificate: refuse a --server-key\n"
-"                        certificate that it did not sign, that expired or\n"
-"                        that is for another mesh (env PIGATO_CA)\n"
-"  --key FILE            own zcert secret key file, e.g. NAME.key_secret from\n"
-"                        pigato-keygen new or issue (env PIGATO_KEY;\n"
-"                        default: an ephemeral key pair)\n"
-"  --insecure            no encryption, for a broker started with --insecure\n"
-"  --heartbeat MS        heartbeat interval (default 2500)\n"
-"  --framing MODE        auto (default: offer the native framing, use it\n"
-"                        when the broker answers natively), native (only\n"
-"                        for pigato-broker) or 0.0.46 (env PIGATO_FRAMING)\n"
-"  --log-level LEVEL     error, warning, info or debug (default warning)\n"
-"  -v, --verbose         same as --log-level info\n"
-"  -h, --help            show help (also: pigato COMMAND --help)\n"
-"  --version             show the version\n");
+        fprintf (
+            out,
+            "Usage: pigato COMMAND [ARGS] [OPTIONS]\n"
+            "\n"
+            "Commands:\n"
+            "  request SERVICE [DATA|-]         call a service, print its replies\n"
+            "  serve SERVICE --echo             answer requests with their data\n"
+            "  serve SERVICE -- CMD [ARGS...]   answer requests by running CMD\n"
+            "  help [COMMAND]                   show help\n");
+    fprintf (
+        out,
+        "\n"
+        "Options (anywhere on the line):\n"
+        "  --broker ENDPOINT     broker to use, repeatable or comma-separated\n"
+        "                        (env PIGATO_BROKER, default " DEFAULT_BROKER
+        ")\n"
+        "  --server-key FILE|Z85 the broker's public key: Z85 text, a zcert file or\n"
+        "                        the broker's certificate (.crt) (env PIGATO_SERVER_KEY)\n"
+        "  --ca FILE             mesh CA certificate: refuse a --server-key\n"
+        "                        certificate that it did not sign, that expired or\n"
+        "                        that is for another mesh (env PIGATO_CA)\n"
+        "  --key FILE            own zcert secret key file, e.g. NAME.key_secret from\n"
+        "                        pigato-keygen new or issue (env PIGATO_KEY;\n"
+        "                        default: an ephemeral key pair)\n"
+        "  --insecure            no encryption, for a broker started with --insecure\n"
+        "  --heartbeat MS        heartbeat interval (default 2500)\n"
+        "  --framing MODE        auto (default: offer the native framing, use it\n"
+        "                        when the broker answers natively), native (only\n"
+        "                        for pigato-broker) or 0.0.46 (env PIGATO_FRAMING)\n"
+        "  --log-level LEVEL     error, warning, info or debug (default warning)\n"
+        "  -v, --verbose         same as --log-level info\n"
+        "  -h, --help            show help (also: pigato COMMAND --help)\n"
+        "  --version             show the version\n");
     if (!command)
-        fprintf (out,
-"\n"
-"Examples:\n"
-"  pigato-broker --insecure &\n"
-"  pigato serve echo --echo --insecure &\n"
-"  pigato request echo '\"hi\"' --insecure\n"
-"  pigato serve upper --insecure -- tr a-z A-Z\n"
-"  echo hello | pigato request upper --insecure\n"
-"  pigato request echo '\"hi\"' --server-key broker.key --timeout 5000\n"
-"  pigato request echo '\"hi\"' --server-key certs/broker.crt --ca ca/ca.crt \\\n"
-"      --key certs/web.key_secret\n");
+        fprintf (
+            out,
+            "\n"
+            "Examples:\n"
+            "  pigato-broker --insecure &\n"
+            "  pigato serve echo --echo --insecure &\n"
+            "  pigato request echo '\"hi\"' --insecure\n"
+            "  pigato serve upper --insecure -- tr a-z A-Z\n"
+            "  echo hello | pigato request upper --insecure\n"
+            "  pigato request echo '\"hi\"' --server-key broker.key --timeout 5000\n"
+            "  pigato request echo '\"hi\"' --server-key certs/broker.crt --ca ca/ca.crt \\\n"
+            "      --key certs/web.key_secret\n");
 }
 
 //  Prints "pigato: MESSAGE" and a hint; returns EX_USAGE.
@@ -133,10 +136,10 @@ s_number (const char *option, const char *text, int64_t min, int64_t max,
     errno = 0;
     *value = strtoll (text, &end, 10);
     if (errno || end == text || *end || *value < min || *value > max
-    ||  *value == 0)
+        || *value == 0)
         return s_usage_error ("%s wants a number from %lld to %lld (not 0), "
-                              "not '%s'", option, (long long) min,
-                              (long long) max, text);
+                              "not '%s'",
+                              option, (long long) min, (long long) max, text);
     return 0;
 }
 
@@ -159,9 +162,21 @@ s_env (const char *name, const char *fallback)
 static int
 s_cli_parse (cli_t *cli, int argc, char **argv)
 {
-    enum { OPT_BROKER = 256, OPT_SERVER_KEY, OPT_KEY, OPT_INSECURE,
-           OPT_HEARTBEAT, OPT_LOG_LEVEL, OPT_VERSION, OPT_TIMEOUT, OPT_OPTS,
-           OPT_ECHO, OPT_CONCURRENCY, OPT_CA, OPT_FRAMING };
+    enum {
+        OPT_BROKER = 256,
+        OPT_SERVER_KEY,
+        OPT_KEY,
+        OPT_INSECURE,
+        OPT_HEARTBEAT,
+        OPT_LOG_LEVEL,
+        OPT_VERSION,
+        OPT_TIMEOUT,
+        OPT_OPTS,
+        OPT_ECHO,
+        OPT_CONCURRENCY,
+        OPT_CA,
+        OPT_FRAMING
+    };
     static const struct option options [] = {
         { "broker", required_argument, NULL, OPT_BROKER },
         { "server-key", required_argument, NULL, OPT_SERVER_KEY },
@@ -187,7 +202,7 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
     int64_t number = 0;
     int option, rc = 0;
     while (rc == 0
-       && (option = getopt_long (split, argv, "hv", options, NULL)) != -1) {
+           && (option = getopt_long (split, argv, "hv", options, NULL)) != -1) {
         switch (option) {
             case OPT_BROKER:
                 if (cli->broker_count == BROKERS_MAX)
@@ -208,7 +223,8 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
                 cli->log_level_set = true;
                 if (cli->log_level < 0)
                     rc = s_usage_error ("--log-level wants error, warning, "
-                                        "info or debug, not '%s'", optarg);
+                                        "info or debug, not '%s'",
+                                        optarg);
                 break;
             case 'v': cli->verbose = true; break;
             case 'h': cli->help = true; break;
@@ -255,18 +271,21 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
     bool request = streq (cli->command, "request");
     if (!request && strneq (cli->command, "serve"))
         return s_usage_error ("unknown command '%s' (expected request or "
-                              "serve)", cli->command);
+                              "serve)",
+                              cli->command);
     if (arg_count < 2)
         return s_usage_error ("%s: missing SERVICE", cli->command);
     cli->service = args [1];
-    if (strlen (cli->service) == 0 || strlen (cli->service) > PIGATO_SERVICE_MAX)
+    if (strlen (cli->service) == 0
+        || strlen (cli->service) > PIGATO_SERVICE_MAX)
         return s_usage_error ("SERVICE must be 1 to %d bytes",
                               PIGATO_SERVICE_MAX);
     if (request) {
         if (arg_count + tail_count > 3)
             return s_usage_error ("request: unexpected argument '%s' (quote "
                                   "DATA as one argument)",
-                                  arg_count > 3 ? args [3] : tail [tail_count - 1]);
+                                  arg_count > 3 ? args [3]
+                                                : tail [tail_count - 1]);
         cli->data = arg_count == 3 ? args [2] : tail_count ? tail [0] : NULL;
         if (cli->data && streq (cli->data, "-"))
             cli->data = NULL;
@@ -276,7 +295,8 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
     else {
         if (arg_count > 2)
             return s_usage_error ("serve: unexpected argument '%s' (put the "
-                                  "command after --)", args [2]);
+                                  "command after --)",
+                                  args [2]);
         if (cli->echo == (tail_count > 0))
             return s_usage_error ("serve: give either --echo or -- CMD "
                                   "[ARGS...]");
@@ -291,23 +311,27 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
     }
     //  Environment fills what the command line left out
     if (cli->broker_count == 0)
-        cli->brokers [cli->broker_count++] = s_env ("PIGATO_BROKER", DEFAULT_BROKER);
+        cli->brokers [cli->broker_count++] = s_env ("PIGATO_BROKER",
+                                                    DEFAULT_BROKER);
     cli->server_key = cli->server_key ? cli->server_key
                                       : s_env ("PIGATO_SERVER_KEY", NULL);
     cli->key_file = cli->key_file ? cli->key_file : s_env ("PIGATO_KEY", NULL);
     if (cli->insecure && cli->server_ca)
         return s_usage_error ("--ca checks the broker's certificate: it "
                               "cannot be used with --insecure");
-    cli->server_ca = cli->server_ca ? cli->server_ca : s_env ("PIGATO_CA", NULL);
+    cli->server_ca = cli->server_ca ? cli->server_ca
+                                    : s_env ("PIGATO_CA", NULL);
     cli->framing = cli->framing ? cli->framing : s_env ("PIGATO_FRAMING", NULL);
     if (cli->framing && !streq (cli->framing, "auto")
-    &&  !streq (cli->framing, "native") && !streq (cli->framing, "0.0.46"))
+        && !streq (cli->framing, "native") && !streq (cli->framing, "0.0.46"))
         return s_usage_error ("--framing wants auto, native or 0.0.46, not "
-                              "'%s'", cli->framing);
+                              "'%s'",
+                              cli->framing);
     if (!cli->insecure && !cli->server_key) {
         fputs ("pigato: no server key: give --server-key FILE|Z85 or "
                "PIGATO_SERVER_KEY, or --insecure for a broker started with "
-               "--insecure\n", stderr);
+               "--insecure\n",
+               stderr);
         return EX_USAGE;
     }
     if (!cli->log_level_set)
@@ -369,8 +393,10 @@ s_request_opts (cli_t *cli, char **opts_p, int64_t *timeout_p)
         json_error_t error;
         opts = json_loads (cli->opts, JSON_REJECT_DUPLICATES, &error);
         if (!opts) {
-            fprintf (stderr, "pigato: --opts is not valid JSON: %s (at "
-                     "character %d)\n", error.text, error.position);
+            fprintf (stderr,
+                     "pigato: --opts is not valid JSON: %s (at "
+                     "character %d)\n",
+                     error.text, error.position);
             return EX_USAGE;
         }
         if (!json_is_object (opts)) {
@@ -381,8 +407,7 @@ s_request_opts (cli_t *cli, char **opts_p, int64_t *timeout_p)
     }
     if (cli->timeout_set)
         json_object_set_new (opts, "timeout", json_integer (cli->timeout_ms));
-    else
-    if (json_is_integer (json_object_get (opts, "timeout")))
+    else if (json_is_integer (json_object_get (opts, "timeout")))
         *timeout_p = json_integer_value (json_object_get (opts, "timeout"));
     *opts_p = json_dumps (opts, JSON_COMPACT);
     json_decref (opts);
@@ -401,8 +426,8 @@ s_print_line (const void *data, size_t size)
 
 //  Prints a partial reply on its own line as soon as it arrives.
 static void
-s_on_partial (pigato_client_t *client, const char *rid, int status,
-              bool final, const void *data, size_t size, void *arg)
+s_on_partial (pigato_client_t *client, const char *rid, int status, bool final,
+              const void *data, size_t size, void *arg)
 {
     (void) client, (void) rid, (void) status, (void) final, (void) arg;
     s_print_line (data, size);
@@ -433,9 +458,10 @@ s_request (cli_t *cli)
     else {
         if (isatty (STDIN_FILENO))
             fprintf (stderr, "pigato: reading the request from stdin "
-                     "(end with Ctrl-D)\n");
+                             "(end with Ctrl-D)\n");
         if (s_read_all (stdin, &input, &input_size)) {
-            fprintf (stderr, "pigato: cannot read stdin: %s\n", strerror (errno));
+            fprintf (stderr, "pigato: cannot read stdin: %s\n",
+                     strerror (errno));
             goto cleanup;
         }
     }
@@ -448,16 +474,18 @@ s_request (cli_t *cli)
         pigato_client_set_insecure (client, true);
     else {
         if (pigato_client_set_server_key (client, cli->server_key)
-        ||  (cli->server_ca
-             && pigato_client_set_server_ca (client, cli->server_ca))
-        ||  (cli->key_file && pigato_client_set_key_file (client, cli->key_file))) {
+            || (cli->server_ca
+                && pigato_client_set_server_ca (client, cli->server_ca))
+            || (cli->key_file
+                && pigato_client_set_key_file (client, cli->key_file))) {
             fprintf (stderr, "pigato: %s\n", pigato_client_error (client));
             exit_code = EX_USAGE;
             goto cleanup;
         }
     }
     if (cli->heartbeat_ms)
-        pigato_client_set_heartbeat (client, cli->heartbeat_ms, PIGATO_LIVENESS);
+        pigato_client_set_heartbeat (client, cli->heartbeat_ms,
+                                     PIGATO_LIVENESS);
     if (cli->framing)
         pigato_client_set_framing (client, cli->framing);
     if (cli->timeout_set)
@@ -476,24 +504,24 @@ s_request (cli_t *cli)
         s_print_line (reply, reply_size);
         exit_code = fflush (stdout) ? EXIT_FAILURE_NET : EXIT_SUCCESS;
     }
-    else
-    if (rc == PIGATO_E_REPLY) {
+    else if (rc == PIGATO_E_REPLY) {
         fprintf (stderr, "pigato: error from %s: %s\n", cli->service,
                  reply ? reply : "");
         exit_code = EXIT_ERROR_REPLY;
     }
-    else
-    if (rc == PIGATO_E_TIMEOUT)
-        fprintf (stderr, "pigato: request to %s timed out (no reply within "
-                 "%lld ms)\n", cli->service, (long long) timeout_ms);
-    else
-    if (rc == PIGATO_E_INTERRUPTED) {
+    else if (rc == PIGATO_E_TIMEOUT)
+        fprintf (stderr,
+                 "pigato: request to %s timed out (no reply within "
+                 "%lld ms)\n",
+                 cli->service, (long long) timeout_ms);
+    else if (rc == PIGATO_E_INTERRUPTED) {
         fprintf (stderr, "pigato: interrupted\n");
         exit_code = EXIT_INTERRUPTED;
     }
     else {
         //  Not connected, broker errors such as E_WORKER_LOST, ...
-        const char *detail = reply && *reply ? reply : pigato_client_error (client);
+        const char *detail = reply && *reply ? reply
+                                             : pigato_client_error (client);
         fprintf (stderr, "pigato: request to %s failed: %s (%s)\n",
                  cli->service, pigato_strerror (rc), detail ? detail : "");
     }

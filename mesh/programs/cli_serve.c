@@ -21,45 +21,45 @@
 
 extern char **environ;
 
-#define OUTPUT_MAX        (64 * 1024 * 1024)    //  largest stdout we reply with
-#define STDERR_MAX        4096          //  stderr kept for the error message
-#define REAP_RETRY_MS     10            //  waitpid retry after pipes hit EOF
-#define ACTIVE_CHECK_MS   1000          //  how often we look for abandoned jobs
-#define KILL_GRACE_MS     2000          //  SIGTERM -> SIGKILL at shutdown
+#define OUTPUT_MAX      (64 * 1024 * 1024)  //  largest stdout we reply with
+#define STDERR_MAX      4096  //  stderr kept for the error message
+#define REAP_RETRY_MS   10    //  waitpid retry after pipes hit EOF
+#define ACTIVE_CHECK_MS 1000  //  how often we look for abandoned jobs
+#define KILL_GRACE_MS   2000  //  SIGTERM -> SIGKILL at shutdown
 
 //  One command run for one request (serve -- CMD).
 typedef struct _serve_t serve_t;
 typedef struct {
-    serve_t *serve;             //  the serve loop we belong to
-    pigato_reply_t *reply;      //  owned; ended when the child is reaped
-    char *rid;                  //  printable rid, for logs
-    byte *input;                //  request data, written to the child's stdin
-    size_t input_size;          //  bytes in input
-    size_t input_sent;          //  bytes written so far
-    pid_t pid;                  //  child (and its process group), 0 = none
-    int stdin_fd;               //  our end of the child's stdin, -1 closed
-    int stdout_fd;              //  our end of the child's stdout, -1 closed
-    int stderr_fd;              //  our end of the child's stderr, -1 closed
-    byte *output;               //  stdout collected so far
-    size_t output_size;         //  bytes in output
-    size_t output_max;          //  bytes allocated for output
-    char errors [STDERR_MAX];   //  first bytes of stderr
-    size_t errors_size;         //  bytes in errors
-    bool too_large;             //  stdout passed OUTPUT_MAX: child killed
-    bool abandoned;             //  client gave up: child killed
-    bool reaped;                //  waitpid collected the child
-    int wait_status;            //  its status once reaped
-    int64_t started;            //  zclock_mono () when the request came
+    serve_t *serve;            //  the serve loop we belong to
+    pigato_reply_t *reply;     //  owned; ended when the child is reaped
+    char *rid;                 //  printable rid, for logs
+    byte *input;               //  request data, written to the child's stdin
+    size_t input_size;         //  bytes in input
+    size_t input_sent;         //  bytes written so far
+    pid_t pid;                 //  child (and its process group), 0 = none
+    int stdin_fd;              //  our end of the child's stdin, -1 closed
+    int stdout_fd;             //  our end of the child's stdout, -1 closed
+    int stderr_fd;             //  our end of the child's stderr, -1 closed
+    byte *output;              //  stdout collected so far
+    size_t output_size;        //  bytes in output
+    size_t output_max;         //  bytes allocated for output
+    char errors [STDERR_MAX];  //  first bytes of stderr
+    size_t errors_size;        //  bytes in errors
+    bool too_large;            //  stdout passed OUTPUT_MAX: child killed
+    bool abandoned;            //  client gave up: child killed
+    bool reaped;               //  waitpid collected the child
+    int wait_status;           //  its status once reaped
+    int64_t started;           //  zclock_mono () when the request came
 } job_t;
 
 struct _serve_t {
-    pigato_worker_t *worker;    //  our worker
-    zloop_t *loop;              //  the loop the worker and pipes share
-    char **cmd_argv;            //  CMD ARGS..., NULL = echo mode
-    int concurrency;            //  children at most at once
-    bool log_requests;          //  one info line per request
-    zlist_t *running;           //  job_t * with a child
-    zlist_t *waiting;           //  job_t * waiting for a free slot
+    pigato_worker_t *worker;  //  our worker
+    zloop_t *loop;            //  the loop the worker and pipes share
+    char **cmd_argv;          //  CMD ARGS..., NULL = echo mode
+    int concurrency;          //  children at most at once
+    bool log_requests;        //  one info line per request
+    zlist_t *running;         //  job_t * with a child
+    zlist_t *waiting;         //  job_t * waiting for a free slot
 };
 
 //  --------------------------------------------------------------------------
@@ -71,7 +71,8 @@ s_printable (const char *text, char *out, size_t out_size)
 {
     size_t index = 0;
     for (; text && text [index] && index + 1 < out_size; index++)
-        out [index] = text [index] > ' ' && text [index] < 127 ? text [index] : '?';
+        out [index] = text [index] > ' ' && text [index] < 127 ? text [index]
+                                                               : '?';
     out [index] = 0;
 }
 
@@ -84,9 +85,11 @@ s_log_request (serve_t *self, pigato_reply_t *reply, size_t in_size,
     char service [64], rid [PIGATO_RID_MAX + 1], line [512];
     s_printable (pigato_reply_service (reply), service, sizeof service);
     s_printable (pigato_reply_rid (reply), rid, sizeof rid);
-    snprintf (line, sizeof line, "event=request service=%s rid=%s in=%zu "
-              "out=%zu result=%s ms=%lld", service, rid, in_size, out_size,
-              result, (long long) (zclock_mono () - started));
+    snprintf (line, sizeof line,
+              "event=request service=%s rid=%s in=%zu "
+              "out=%zu result=%s ms=%lld",
+              service, rid, in_size, out_size, result,
+              (long long) (zclock_mono () - started));
     pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
 }
 
@@ -148,14 +151,12 @@ s_job_finish (job_t *job, const char *failure)
         snprintf (message, sizeof message, "%s", failure);
         result = "error";
     }
-    else
-    if (job->too_large) {
+    else if (job->too_large) {
         snprintf (message, sizeof message, "output larger than %d bytes",
                   OUTPUT_MAX);
         result = "too_large";
     }
-    else
-    if (WIFEXITED (status) && WEXITSTATUS (status) == 0)
+    else if (WIFEXITED (status) && WEXITSTATUS (status) == 0)
         out_size = job->output_size;
     else {
         //  The message is stderr, trimmed; or how the child ended
@@ -165,9 +166,9 @@ s_job_finish (job_t *job, const char *failure)
         while (end > start && isspace ((byte) end [-1]))
             end--;
         if (end > start)
-            snprintf (message, sizeof message, "%.*s", (int) (end - start), start);
-        else
-        if (WIFEXITED (status))
+            snprintf (message, sizeof message, "%.*s", (int) (end - start),
+                      start);
+        else if (WIFEXITED (status))
             snprintf (message, sizeof message, "exit status %d",
                       WEXITSTATUS (status));
         else
@@ -183,7 +184,7 @@ s_job_finish (job_t *job, const char *failure)
                    job->started);
     s_job_destroy (&job);
     while (zlist_size (self->running) < (size_t) self->concurrency
-       &&  zlist_size (self->waiting))
+           && zlist_size (self->waiting))
         s_job_start ((job_t *) zlist_pop (self->waiting));
 }
 
@@ -206,7 +207,8 @@ s_job_try_finish (job_t *job)
         //  -1: its status is lost; never report that as success
         job->reaped = true;
         s_job_finish (job, pid < 0 ? "cannot collect the command's exit "
-                                     "status" : NULL);
+                                     "status"
+                                   : NULL);
     }
 }
 
@@ -229,8 +231,8 @@ s_on_stdin_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     if (written > 0)
         job->input_sent += written;
     if (job->input_sent == job->input_size
-    ||  (written < 0 && errno != EAGAIN && errno != EINTR))
-        s_close_fd (job, &job->stdin_fd);       //  done, or the child quit
+        || (written < 0 && errno != EAGAIN && errno != EINTR))
+        s_close_fd (job, &job->stdin_fd);  //  done, or the child quit
     return 0;
 }
 
@@ -256,8 +258,7 @@ s_on_output_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
         memcpy (job->errors + job->errors_size, buffer, keep);
         job->errors_size += keep;
     }
-    else
-    if (!job->too_large) {
+    else if (!job->too_large) {
         if (job->output_size + got > OUTPUT_MAX) {
             job->too_large = true;
             kill (-job->pid, SIGKILL);
@@ -298,7 +299,7 @@ s_poll_fd (job_t *job, int fd, short events, zloop_fn handler)
     zmq_pollitem_t item = { NULL, fd, events, 0 };
     int rc = zloop_poller (job->serve->loop, &item, handler, job);
     if (rc == 0)
-        zloop_poller_set_tolerant (job->serve->loop, &item);    //  HUP is normal
+        zloop_poller_set_tolerant (job->serve->loop, &item);  //  HUP is normal
     return rc;
 }
 
@@ -310,7 +311,7 @@ s_job_start (job_t *job)
     if (!pigato_reply_active (job->reply)) {
         s_log_request (self, job->reply, job->input_size, 0, "abandoned",
                        job->started);
-        s_job_destroy (&job);           //  client gave up while it waited
+        s_job_destroy (&job);  //  client gave up while it waited
         return;
     }
     zlist_append (self->running, job);
@@ -333,13 +334,14 @@ s_job_start (job_t *job)
     posix_spawnattr_setsigdefault (&attributes, &default_signals);
     posix_spawnattr_setpgroup (&attributes, 0);
     posix_spawnattr_setflags (&attributes, POSIX_SPAWN_SETPGROUP
-                              | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+                                               | POSIX_SPAWN_SETSIGMASK
+                                               | POSIX_SPAWN_SETSIGDEF);
     if (rc == 0) {
         posix_spawn_file_actions_adddup2 (&actions, in [0], STDIN_FILENO);
         posix_spawn_file_actions_adddup2 (&actions, out [1], STDOUT_FILENO);
         posix_spawn_file_actions_adddup2 (&actions, err [1], STDERR_FILENO);
-        rc = posix_spawnp (&job->pid, self->cmd_argv [0], &actions,
-                           &attributes, self->cmd_argv, environ);
+        rc = posix_spawnp (&job->pid, self->cmd_argv [0], &actions, &attributes,
+                           self->cmd_argv, environ);
     }
     posix_spawn_file_actions_destroy (&actions);
     posix_spawnattr_destroy (&attributes);
@@ -362,8 +364,8 @@ s_job_start (job_t *job)
         s_close_fd (job, &job->stdin_fd);
     if ((job->stdin_fd >= 0
          && s_poll_fd (job, job->stdin_fd, ZMQ_POLLOUT, s_on_stdin_ready))
-    ||  s_poll_fd (job, job->stdout_fd, ZMQ_POLLIN, s_on_output_ready)
-    ||  s_poll_fd (job, job->stderr_fd, ZMQ_POLLIN, s_on_output_ready)) {
+        || s_poll_fd (job, job->stdout_fd, ZMQ_POLLIN, s_on_output_ready)
+        || s_poll_fd (job, job->stderr_fd, ZMQ_POLLIN, s_on_output_ready)) {
         //  Cannot watch the child: stop it, then report
         kill (-job->pid, SIGKILL);
         waitpid (job->pid, &job->wait_status, 0);
@@ -431,8 +433,7 @@ s_serve_stop_jobs (serve_t *self)
         while (job->pid > 0 && !job->reaped) {
             if (waitpid (job->pid, &job->wait_status, WNOHANG) != 0)
                 job->reaped = true;
-            else
-            if (zclock_mono () >= deadline) {
+            else if (zclock_mono () >= deadline) {
                 kill (-job->pid, SIGKILL);
                 waitpid (job->pid, &job->wait_status, 0);
                 job->reaped = true;
@@ -463,7 +464,7 @@ s_command_exists (const char *command)
                   command);
         struct stat info;
         if (stat (candidate, &info) == 0 && S_ISREG (info.st_mode)
-        &&  access (candidate, X_OK) == 0)
+            && access (candidate, X_OK) == 0)
             return true;
         path += length + (path [length] == ':');
     }
@@ -491,8 +492,10 @@ pigato__cli_serve (cli_t *cli)
     self.concurrency = cli->concurrency;
     self.log_requests = cli->log_level >= PIGATO_LOG_INFO;
     if (self.cmd_argv && !s_command_exists (self.cmd_argv [0])) {
-        fprintf (stderr, "pigato: serve: command not found or not "
-                 "executable: %s\n", self.cmd_argv [0]);
+        fprintf (stderr,
+                 "pigato: serve: command not found or not "
+                 "executable: %s\n",
+                 self.cmd_argv [0]);
         return EX_USAGE;
     }
     //  czmq's handler sets zsys_interrupted on SIGINT/SIGTERM, which ends
@@ -502,22 +505,21 @@ pigato__cli_serve (cli_t *cli)
     self.running = zlist_new ();
     self.waiting = zlist_new ();
     self.loop = zloop_new ();
-    self.worker = pigato_worker_new (cli->service,
-                                     cli->echo ? s_on_echo : s_on_command_request,
-                                     &self);
+    self.worker = pigato_worker_new (
+        cli->service, cli->echo ? s_on_echo : s_on_command_request, &self);
     if (!self.running || !self.waiting || !self.loop || !self.worker) {
         fprintf (stderr, "pigato: cannot create the worker (bad service name "
-                 "or out of memory)\n");
+                         "or out of memory)\n");
         goto cleanup;
     }
     if (cli->insecure)
         pigato_worker_set_insecure (self.worker, true);
     else {
         if (pigato_worker_set_server_key (self.worker, cli->server_key)
-        ||  (cli->server_ca
-             && pigato_worker_set_server_ca (self.worker, cli->server_ca))
-        ||  (cli->key_file
-             && pigato_worker_set_key_file (self.worker, cli->key_file))) {
+            || (cli->server_ca
+                && pigato_worker_set_server_ca (self.worker, cli->server_ca))
+            || (cli->key_file
+                && pigato_worker_set_key_file (self.worker, cli->key_file))) {
             fprintf (stderr, "pigato: %s\n", pigato_worker_error (self.worker));
             exit_code = EX_USAGE;
             goto cleanup;
@@ -545,10 +547,9 @@ pigato__cli_serve (cli_t *cli)
     s_serve_stop_jobs (&self);
     exit_code = EXIT_SUCCESS;
 cleanup:
-    pigato_worker_destroy (&self.worker);       //  sends DISCONNECT
+    pigato_worker_destroy (&self.worker);  //  sends DISCONNECT
     zloop_destroy (&self.loop);
     zlist_destroy (&self.running);
     zlist_destroy (&self.waiting);
     return exit_code;
 }
-

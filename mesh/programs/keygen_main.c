@@ -33,98 +33,98 @@
 #define EXIT_USAGE 64
 
 static const char *s_usage_new =
-"Usage: pigato-keygen new NAME [-o DIR] [--force]\n"
-"\n"
-"Creates a CURVE key pair for the identity NAME, in czmq's zcert format:\n"
-"  DIR/NAME.key          public key, mode 0644 - give it to the broker/ACL\n"
-"  DIR/NAME.key_secret   secret key, mode 0600 - keep it with the program\n"
-"and prints the public key (Z85) and its fingerprint.\n"
-"\n"
-"Options:\n"
-"  -o, --output DIR   where to write (default: current directory)\n"
-"  -f, --force        overwrite existing files\n"
-"  -h, --help         this text\n";
+    "Usage: pigato-keygen new NAME [-o DIR] [--force]\n"
+    "\n"
+    "Creates a CURVE key pair for the identity NAME, in czmq's zcert format:\n"
+    "  DIR/NAME.key          public key, mode 0644 - give it to the broker/ACL\n"
+    "  DIR/NAME.key_secret   secret key, mode 0600 - keep it with the program\n"
+    "and prints the public key (Z85) and its fingerprint.\n"
+    "\n"
+    "Options:\n"
+    "  -o, --output DIR   where to write (default: current directory)\n"
+    "  -f, --force        overwrite existing files\n"
+    "  -h, --help         this text\n";
 
 static const char *s_usage_ca =
-"Usage: pigato-keygen ca init [--mesh MESH] [-o DIR] [--force]\n"
-"\n"
-"Creates the mesh certificate authority:\n"
-"  DIR/ca.key   Ed25519 private key, PEM, mode 0600 - keep it offline\n"
-"  DIR/ca.crt   self-signed CA certificate (10 years) - the broker's ACL\n"
-"               trusts it: trust DIR/ca.crt CERTDIR\n"
-"  DIR/ca.crl   revocation list, empty for now: revoked DIR/ca.crl\n"
-"\n"
-"Options:\n"
-"  -m, --mesh MESH    name of the mesh (default: default)\n"
-"  -o, --output DIR   where to write (default: current directory)\n"
-"  -f, --force        overwrite an existing CA\n"
-"  -h, --help         this text\n";
+    "Usage: pigato-keygen ca init [--mesh MESH] [-o DIR] [--force]\n"
+    "\n"
+    "Creates the mesh certificate authority:\n"
+    "  DIR/ca.key   Ed25519 private key, PEM, mode 0600 - keep it offline\n"
+    "  DIR/ca.crt   self-signed CA certificate (10 years) - the broker's ACL\n"
+    "               trusts it: trust DIR/ca.crt CERTDIR\n"
+    "  DIR/ca.crl   revocation list, empty for now: revoked DIR/ca.crl\n"
+    "\n"
+    "Options:\n"
+    "  -m, --mesh MESH    name of the mesh (default: default)\n"
+    "  -o, --output DIR   where to write (default: current directory)\n"
+    "  -f, --force        overwrite an existing CA\n"
+    "  -h, --help         this text\n";
 
 static const char *s_usage_issue =
-"Usage: pigato-keygen issue NAME --ca DIR [--valid TIME] [-o DIR] [--force]\n"
-"\n"
-"Creates a CURVE key pair for NAME (NAME.key, NAME.key_secret, as 'new')\n"
-"and NAME.crt: an X.509 certificate whose public key is the CURVE key,\n"
-"CN=NAME, subjectAltName URI pigato://MESH/NAME, signed by the CA in DIR.\n"
-"\n"
-"Options:\n"
-"  -c, --ca DIR       the CA directory (ca.key, ca.crt)\n"
-"  -v, --valid TIME   validity: a number and a unit, s m h d w or y\n"
-"                     (e.g. 30s, 12h, 90d, 1y; default 90d)\n"
-"  -o, --output DIR   where to write (default: current directory)\n"
-"  -f, --force        overwrite existing files\n"
-"  -h, --help         this text\n";
+    "Usage: pigato-keygen issue NAME --ca DIR [--valid TIME] [-o DIR] [--force]\n"
+    "\n"
+    "Creates a CURVE key pair for NAME (NAME.key, NAME.key_secret, as 'new')\n"
+    "and NAME.crt: an X.509 certificate whose public key is the CURVE key,\n"
+    "CN=NAME, subjectAltName URI pigato://MESH/NAME, signed by the CA in DIR.\n"
+    "\n"
+    "Options:\n"
+    "  -c, --ca DIR       the CA directory (ca.key, ca.crt)\n"
+    "  -v, --valid TIME   validity: a number and a unit, s m h d w or y\n"
+    "                     (e.g. 30s, 12h, 90d, 1y; default 90d)\n"
+    "  -o, --output DIR   where to write (default: current directory)\n"
+    "  -f, --force        overwrite existing files\n"
+    "  -h, --help         this text\n";
 
 static const char *s_usage_revoke =
-"Usage: pigato-keygen revoke NAME|CERT --ca DIR [-o DIR]\n"
-"\n"
-"Adds a certificate issued by the CA in DIR to DIR/ca.crl (re-signed).\n"
-"NAME means NAME.crt in the current directory, or in -o DIR; CERT is a\n"
-"path to a .crt file. A broker reading the CRL refuses the identity after\n"
-"its next reload (SIGHUP).\n"
-"\n"
-"Options:\n"
-"  -c, --ca DIR       the CA directory (ca.key, ca.crt, ca.crl)\n"
-"  -o, --output DIR   where NAME.crt is (default: current directory)\n"
-"  -h, --help         this text\n";
+    "Usage: pigato-keygen revoke NAME|CERT --ca DIR [-o DIR]\n"
+    "\n"
+    "Adds a certificate issued by the CA in DIR to DIR/ca.crl (re-signed).\n"
+    "NAME means NAME.crt in the current directory, or in -o DIR; CERT is a\n"
+    "path to a .crt file. A broker reading the CRL refuses the identity after\n"
+    "its next reload (SIGHUP).\n"
+    "\n"
+    "Options:\n"
+    "  -c, --ca DIR       the CA directory (ca.key, ca.crt, ca.crl)\n"
+    "  -o, --output DIR   where NAME.crt is (default: current directory)\n"
+    "  -h, --help         this text\n";
 
 static const char *s_usage_show =
-"Usage: pigato-keygen show FILE [--ca DIR]\n"
-"\n"
-"Shows what a certificate (.crt) or zcert key file (.key, .key_secret)\n"
-"holds: identity name, mesh, Z85 public key, fingerprint, and for a\n"
-"certificate its validity, issuer and serial. Never shows a secret key.\n"
-"With --ca, says whether the certificate verifies against the CA in DIR\n"
-"(signature, validity, DIR/ca.crl) and exits 1 if it does not.\n"
-"\n"
-"Options:\n"
-"  -c, --ca DIR       the CA directory (ca.crt, ca.crl)\n"
-"  -h, --help         this text\n";
+    "Usage: pigato-keygen show FILE [--ca DIR]\n"
+    "\n"
+    "Shows what a certificate (.crt) or zcert key file (.key, .key_secret)\n"
+    "holds: identity name, mesh, Z85 public key, fingerprint, and for a\n"
+    "certificate its validity, issuer and serial. Never shows a secret key.\n"
+    "With --ca, says whether the certificate verifies against the CA in DIR\n"
+    "(signature, validity, DIR/ca.crl) and exits 1 if it does not.\n"
+    "\n"
+    "Options:\n"
+    "  -c, --ca DIR       the CA directory (ca.crt, ca.crl)\n"
+    "  -h, --help         this text\n";
 
 static const char *s_usage =
-"Usage: pigato-keygen COMMAND ...\n"
-"\n"
-"Commands:\n"
-"  new NAME [-o DIR] [--force]                 a CURVE key pair\n"
-"  ca init [--mesh MESH] [-o DIR] [--force]    the mesh CA\n"
-"  issue NAME --ca DIR [--valid 90d] [-o DIR] [--force]\n"
-"                                              a key pair and its certificate\n"
-"  revoke NAME|CERT --ca DIR [-o DIR]          revoke a certificate\n"
-"  show FILE [--ca DIR]                        inspect a .crt or key file\n"
-"\n"
-"'pigato-keygen COMMAND --help' describes each command.\n"
-"\n"
-"Options:\n"
-"  -h, --help         this text\n"
-"  -V, --version      print the version\n";
+    "Usage: pigato-keygen COMMAND ...\n"
+    "\n"
+    "Commands:\n"
+    "  new NAME [-o DIR] [--force]                 a CURVE key pair\n"
+    "  ca init [--mesh MESH] [-o DIR] [--force]    the mesh CA\n"
+    "  issue NAME --ca DIR [--valid 90d] [-o DIR] [--force]\n"
+    "                                              a key pair and its certificate\n"
+    "  revoke NAME|CERT --ca DIR [-o DIR]          revoke a certificate\n"
+    "  show FILE [--ca DIR]                        inspect a .crt or key file\n"
+    "\n"
+    "'pigato-keygen COMMAND --help' describes each command.\n"
+    "\n"
+    "Options:\n"
+    "  -h, --help         this text\n"
+    "  -V, --version      print the version\n";
 
 //  Command line, once parsed
 typedef struct {
-    const char *dir;            //  -o, output directory (NULL = unset)
-    const char *mesh;           //  --mesh
-    const char *ca;             //  --ca
-    const char *valid;          //  --valid
-    bool force;                 //  --force
+    const char *dir;    //  -o, output directory (NULL = unset)
+    const char *mesh;   //  --mesh
+    const char *ca;     //  --ca
+    const char *valid;  //  --valid
+    bool force;         //  --force
 } s_options_t;
 
 //  --------------------------------------------------------------------------
@@ -136,7 +136,7 @@ s_time_text (int64_t seconds, char *out, size_t out_size)
     time_t when = (time_t) seconds;
     struct tm tm;
     if (!gmtime_r (&when, &tm)
-    ||  !strftime (out, out_size, "%Y-%m-%d %H:%M:%S UTC", &tm))
+        || !strftime (out, out_size, "%Y-%m-%d %H:%M:%S UTC", &tm))
         snprintf (out, out_size, "@%lld", (long long) seconds);
 }
 
@@ -147,9 +147,8 @@ static int
 s_duration_parse (const char *text, int64_t *seconds)
 {
     static const char units [] = "smhdwy";
-    static const int64_t unit_seconds [] = {
-        1, 60, 3600, 86400, 7 * 86400, 365 * 86400
-    };
+    static const int64_t unit_seconds [] = { 1,     60,        3600,
+                                             86400, 7 * 86400, 365 * 86400 };
     const char *cursor = text;
     int64_t count = 0;
     while (*cursor >= '0' && *cursor <= '9') {
@@ -185,8 +184,10 @@ s_save_secret (zcert_t *cert, const char *path, bool force)
     time_t now = time (NULL);
     struct tm tm;
     char stamp [32];
-    strftime (stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", localtime_r (&now, &tm));
-    int length = snprintf (text, size,
+    strftime (stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S",
+              localtime_r (&now, &tm));
+    int length = snprintf (
+        text, size,
         "#   ****  Generated on %s by pigato-keygen  ****\n"
         "#   ZeroMQ CURVE **Secret** Certificate\n"
         "#   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its "
@@ -200,15 +201,14 @@ s_save_secret (zcert_t *cert, const char *path, bool force)
         zcert_secret_txt (cert));
     char err [256];
     int rc = length > 0 && (size_t) length < size
-           ? pigato__file_write (path, text, (size_t) length, 0600, force, err,
-                                 sizeof err)
-           : PIGATO_E_INVALID;
+               ? pigato__file_write (path, text, (size_t) length, 0600, force,
+                                     err, sizeof err)
+               : PIGATO_E_INVALID;
     sodium_memzero (text, size);
     sodium_free (text);
     if (rc == PIGATO_E_INVALID)
         errno = EEXIST;
-    else
-    if (rc)
+    else if (rc)
         errno = EIO;
     return rc ? -1 : 0;
 }
@@ -222,16 +222,16 @@ s_pair_save (zcert_t *cert, const char *public_path, const char *secret_path,
              bool force)
 {
     if (s_save_secret (cert, secret_path, force) != 0) {
-        fprintf (stderr, "pigato-keygen: cannot write '%s': %s\n",
-                 secret_path, strerror (errno));
+        fprintf (stderr, "pigato-keygen: cannot write '%s': %s\n", secret_path,
+                 strerror (errno));
         return 1;
     }
     mode_t saved = umask (022);
     int rc = zcert_save_public (cert, public_path);
     umask (saved);
     if (rc != 0) {
-        fprintf (stderr, "pigato-keygen: cannot write '%s': %s\n",
-                 public_path, strerror (errno));
+        fprintf (stderr, "pigato-keygen: cannot write '%s': %s\n", public_path,
+                 strerror (errno));
         unlink (secret_path);
         return 1;
     }
@@ -245,9 +245,11 @@ static int
 s_prepare (const char *name, const char *dir)
 {
     if (!pigato__name_valid (name)) {
-        fprintf (stderr, "pigato-keygen: invalid name '%s' (use letters, "
+        fprintf (stderr,
+                 "pigato-keygen: invalid name '%s' (use letters, "
                  "digits, '-', '_' and '.', at most 64, not starting with "
-                 "'.' or '-')\n", name);
+                 "'.' or '-')\n",
+                 name);
         return EXIT_USAGE;
     }
     if (mkdir (dir, 0755) != 0 && errno != EEXIST) {
@@ -264,8 +266,10 @@ s_exists (const char *path, bool force)
 {
     if (force || access (path, F_OK) != 0)
         return false;
-    fprintf (stderr, "pigato-keygen: '%s' already exists; not overwriting "
-             "it without --force\n", path);
+    fprintf (stderr,
+             "pigato-keygen: '%s' already exists; not overwriting "
+             "it without --force\n",
+             path);
     return true;
 }
 
@@ -283,7 +287,7 @@ s_new (const char *name, const s_options_t *options)
     char *secret_path = zsys_sprintf ("%s/%s.key_secret", dir, name);
     zcert_t *cert = NULL;
     if (s_exists (secret_path, options->force)
-    ||  s_exists (public_path, options->force)) {
+        || s_exists (public_path, options->force)) {
         rc = 1;
         goto cleanup;
     }
@@ -322,8 +326,8 @@ s_ca_init (const s_options_t *options)
     int rc = pigato__ca_init (dir, mesh, options->force, err, sizeof err);
     if (rc != PIGATO_OK) {
         fprintf (stderr, "pigato-keygen: %s\n", err);
-        return rc == PIGATO_E_INVALID && !pigato__name_valid (mesh)
-            ? EXIT_USAGE : 1;
+        return rc == PIGATO_E_INVALID && !pigato__name_valid (mesh) ? EXIT_USAGE
+                                                                    : 1;
     }
     printf ("mesh:        %s\nCA key:      %s/ca.key (mode 0600; keep it "
             "offline)\nCA cert:     %s/ca.crt\nCRL:         %s/ca.crl\n",
@@ -341,13 +345,16 @@ s_issue (const char *name, const s_options_t *options)
     int64_t valid = 90 * 86400;
     if (!options->ca) {
         fputs ("pigato-keygen: issue needs --ca DIR (the CA directory; "
-               "create one with: pigato-keygen ca init -o DIR)\n", stderr);
+               "create one with: pigato-keygen ca init -o DIR)\n",
+               stderr);
         return EXIT_USAGE;
     }
     if (options->valid && s_duration_parse (options->valid, &valid) != 0) {
-        fprintf (stderr, "pigato-keygen: invalid --valid '%s' (a number and "
+        fprintf (stderr,
+                 "pigato-keygen: invalid --valid '%s' (a number and "
                  "a unit, s m h d w or y, e.g. 30s, 12h, 90d; at most "
-                 "100y)\n", options->valid);
+                 "100y)\n",
+                 options->valid);
         return EXIT_USAGE;
     }
     int rc = s_prepare (name, dir);
@@ -359,8 +366,8 @@ s_issue (const char *name, const s_options_t *options)
     zcert_t *cert = NULL;
     char err [512];
     if (s_exists (secret_path, options->force)
-    ||  s_exists (public_path, options->force)
-    ||  s_exists (crt_path, options->force)) {
+        || s_exists (public_path, options->force)
+        || s_exists (crt_path, options->force)) {
         rc = 1;
         goto cleanup;
     }
@@ -399,8 +406,8 @@ s_issue (const char *name, const s_options_t *options)
             "fingerprint: %s\nvalid from:  %s\nvalid until: %s\n"
             "serial:      %s\ncertificate: %s\npublic file: %s\n"
             "secret file: %s (mode 0600)\n",
-            name, info.mesh, zcert_public_txt (cert), fingerprint, from,
-            until, info.serial, crt_path, public_path, secret_path);
+            name, info.mesh, zcert_public_txt (cert), fingerprint, from, until,
+            info.serial, crt_path, public_path, secret_path);
 cleanup:
     pigato__keyfile_cert_destroy (&cert);
     zstr_free (&public_path);
@@ -424,21 +431,24 @@ s_revoke (const char *target, const s_options_t *options)
     size_t length = strlen (target);
     bool is_path = strchr (target, '/')
                 || (length > 4 && streq (target + length - 4, ".crt"));
-    char *path = is_path ? strdup (target)
-               : zsys_sprintf ("%s/%s.crt",
-                               options->dir ? options->dir : ".", target);
+    char *path = is_path
+                   ? strdup (target)
+                   : zsys_sprintf ("%s/%s.crt",
+                                   options->dir ? options->dir : ".", target);
     char err [512];
     int rc = 0;
     if (!is_path && !pigato__name_valid (target)) {
-        fprintf (stderr, "pigato-keygen: '%s' is neither a certificate file "
-                 "nor an identity name\n", target);
+        fprintf (stderr,
+                 "pigato-keygen: '%s' is neither a certificate file "
+                 "nor an identity name\n",
+                 target);
         rc = EXIT_USAGE;
         goto cleanup;
     }
     if (access (path, F_OK) != 0) {
         fprintf (stderr, "pigato-keygen: no certificate '%s': %s%s\n", path,
-                 strerror (errno), is_path ? ""
-                 : " (give the certificate's path, or -o DIR)");
+                 strerror (errno),
+                 is_path ? "" : " (give the certificate's path, or -o DIR)");
         rc = 1;
         goto cleanup;
     }
@@ -447,8 +457,7 @@ s_revoke (const char *target, const s_options_t *options)
     int status = pigato__ca_revoke (options->ca, path, err, sizeof err);
     if (status == PIGATO__CA_UNCHANGED)
         printf ("%s\n", err);
-    else
-    if (status != PIGATO_OK) {
+    else if (status != PIGATO_OK) {
         fprintf (stderr, "pigato-keygen: %s\n", err);
         rc = 1;
     }
@@ -502,9 +511,8 @@ s_show_cert (const char *path, const s_options_t *options)
         fprintf (stderr, "pigato-keygen: %s\n", err);
         rc = 1;
     }
-    else
-    if (pigato__trust_verify (trust, path, NULL, err, sizeof err)
-        == PIGATO_OK)
+    else if (pigato__trust_verify (trust, path, NULL, err, sizeof err)
+             == PIGATO_OK)
         printf ("verifies:    yes (CA %s)\n", ca_crt);
     else {
         printf ("verifies:    no (%s)\n", err);
@@ -550,17 +558,18 @@ s_show_key (const char *path)
 {
     int rc = 0;
     zcert_t *pair = NULL;
-    zconfig_t *config = s_looks_like_zcert (path) ? zconfig_load (path)
-                                                  : NULL;
-    char *public_text = config ? zconfig_get (config, "curve/public-key",
-                                              NULL) : NULL;
-    char *secret_text = config ? zconfig_get (config, "curve/secret-key",
-                                              NULL) : NULL;
+    zconfig_t *config = s_looks_like_zcert (path) ? zconfig_load (path) : NULL;
+    char *public_text = config ? zconfig_get (config, "curve/public-key", NULL)
+                               : NULL;
+    char *secret_text = config ? zconfig_get (config, "curve/secret-key", NULL)
+                               : NULL;
     byte key [32];
     if (!public_text || strlen (public_text) != PIGATO_Z85_KEY_SIZE
-    ||  !zmq_z85_decode (key, public_text)) {
-        fprintf (stderr, "pigato-keygen: '%s' is neither a PEM certificate "
-                 "nor a zcert key file\n", path);
+        || !zmq_z85_decode (key, public_text)) {
+        fprintf (stderr,
+                 "pigato-keygen: '%s' is neither a PEM certificate "
+                 "nor a zcert key file\n",
+                 path);
         rc = 1;
         goto cleanup;
     }
@@ -577,9 +586,11 @@ s_show_key (const char *path)
     char fingerprint [PIGATO_FINGERPRINT_SIZE];
     pigato_key_fingerprint (public_text, fingerprint);
     printf ("file:        %s\ntype:        zcert %s\nidentity:    %s\n"
-            "public key:  %s\nfingerprint: %s\n", path,
+            "public key:  %s\nfingerprint: %s\n",
+            path,
             secret_text ? "secret key file (mode 0600; the secret is not "
-                          "shown)" : "public key file",
+                          "shown)"
+                        : "public key file",
             zconfig_get (config, "metadata/name", "(no name)"), public_text,
             fingerprint);
 cleanup:
@@ -609,8 +620,10 @@ s_show (const char *path, const s_options_t *options)
     if (strstr (head, "-----BEGIN"))
         return s_show_cert (path, options);
     if (options->ca) {
-        fprintf (stderr, "pigato-keygen: --ca checks certificates; '%s' is "
-                 "not one\n", path);
+        fprintf (stderr,
+                 "pigato-keygen: --ca checks certificates; '%s' is "
+                 "not one\n",
+                 path);
         return EXIT_USAGE;
     }
     return s_show_key (path);
@@ -620,17 +633,20 @@ s_show (const char *path, const s_options_t *options)
 //  Rejects options that mean nothing to a command, so a typo is not lost.
 
 static bool
-s_options_fit (const char *command, const s_options_t *options,
-               bool output, bool force, bool mesh, bool ca, bool valid)
+s_options_fit (const char *command, const s_options_t *options, bool output,
+               bool force, bool mesh, bool ca, bool valid)
 {
-    const char *stray = (options->dir && !output) ? "-o/--output"
+    const char *stray = (options->dir && !output)  ? "-o/--output"
                       : (options->force && !force) ? "--force"
-                      : (options->mesh && !mesh) ? "--mesh"
-                      : (options->ca && !ca) ? "--ca"
-                      : (options->valid && !valid) ? "--valid" : NULL;
+                      : (options->mesh && !mesh)   ? "--mesh"
+                      : (options->ca && !ca)       ? "--ca"
+                      : (options->valid && !valid) ? "--valid"
+                                                   : NULL;
     if (stray)
-        fprintf (stderr, "pigato-keygen: %s does not apply to '%s'\nTry "
-                 "'pigato-keygen %s --help'.\n", stray, command, command);
+        fprintf (stderr,
+                 "pigato-keygen: %s does not apply to '%s'\nTry "
+                 "'pigato-keygen %s --help'.\n",
+                 stray, command, command);
     return stray == NULL;
 }
 
@@ -650,8 +666,9 @@ main (int argc, char *argv [])
     s_options_t options = { NULL, NULL, NULL, NULL, false };
     bool help = false;
     int option;
-    while ((option = getopt_long (argc, argv, "o:fm:c:v:hV", long_options,
-                                  NULL)) != -1) {
+    while (
+        (option = getopt_long (argc, argv, "o:fm:c:v:hV", long_options, NULL))
+        != -1) {
         switch (option) {
             case 'o': options.dir = optarg; break;
             case 'f': options.force = true; break;
@@ -659,7 +676,9 @@ main (int argc, char *argv [])
             case 'c': options.ca = optarg; break;
             case 'v': options.valid = optarg; break;
             case 'h': help = true; break;
-            case 'V': printf ("pigato-keygen %s\n", pigato_version ()); return 0;
+            case 'V':
+                printf ("pigato-keygen %s\n", pigato_version ());
+                return 0;
             default:
                 fputs ("Try 'pigato-keygen --help'.\n", stderr);
                 return EXIT_USAGE;
@@ -675,8 +694,9 @@ main (int argc, char *argv [])
     if (streq (command, "new")) {
         if (help)
             return fputs (s_usage_new, stdout), 0;
-        if (count != 2 || !s_options_fit (command, &options, true, true,
-                                          false, false, false))
+        if (count != 2
+            || !s_options_fit (command, &options, true, true, false, false,
+                               false))
             return fputs (s_usage_new, stderr), EXIT_USAGE;
         return s_new (argument, &options);
     }
@@ -684,37 +704,42 @@ main (int argc, char *argv [])
         if (help)
             return fputs (s_usage_ca, stdout), 0;
         if (count != 2 || !streq (argument, "init")
-        ||  !s_options_fit ("ca", &options, true, true, true, false, false))
+            || !s_options_fit ("ca", &options, true, true, true, false, false))
             return fputs (s_usage_ca, stderr), EXIT_USAGE;
         return s_ca_init (&options);
     }
     if (streq (command, "issue")) {
         if (help)
             return fputs (s_usage_issue, stdout), 0;
-        if (count != 2 || !s_options_fit (command, &options, true, true,
-                                          false, true, true))
+        if (count != 2
+            || !s_options_fit (command, &options, true, true, false, true,
+                               true))
             return fputs (s_usage_issue, stderr), EXIT_USAGE;
         return s_issue (argument, &options);
     }
     if (streq (command, "revoke")) {
         if (help)
             return fputs (s_usage_revoke, stdout), 0;
-        if (count != 2 || !s_options_fit (command, &options, true, false,
-                                          false, true, false))
+        if (count != 2
+            || !s_options_fit (command, &options, true, false, false, true,
+                               false))
             return fputs (s_usage_revoke, stderr), EXIT_USAGE;
         return s_revoke (argument, &options);
     }
     if (streq (command, "show")) {
         if (help)
             return fputs (s_usage_show, stdout), 0;
-        if (count != 2 || !s_options_fit (command, &options, false, false,
-                                          false, true, false))
+        if (count != 2
+            || !s_options_fit (command, &options, false, false, false, true,
+                               false))
             return fputs (s_usage_show, stderr), EXIT_USAGE;
         return s_show (argument, &options);
     }
     if (help)
         return fputs (s_usage, stdout), 0;
-    fprintf (stderr, "pigato-keygen: unknown command '%s'\nTry "
-             "'pigato-keygen --help'.\n", command);
+    fprintf (stderr,
+             "pigato-keygen: unknown command '%s'\nTry "
+             "'pigato-keygen --help'.\n",
+             command);
     return EXIT_USAGE;
 }

@@ -9,12 +9,12 @@
 #include <string.h>
 #include "native.h"
 
-#define MAX_FRAMES 12           //  longest valid message is 9 frames + id
+#define MAX_FRAMES 12  //  longest valid message is 9 frames + id
 
 //  A message's frames, by index.
 typedef struct {
-    pigato__bytes_t frames [MAX_FRAMES];    //  borrowed
-    size_t count;                           //  frames in the message
+    pigato__bytes_t frames [MAX_FRAMES];  //  borrowed
+    size_t count;                         //  frames in the message
 } frames_t;
 
 static int
@@ -86,8 +86,7 @@ s_decode (const frames_t *frames, size_t first, bool from_peer,
     s_bytes (frames, first + 1, &type);
     if (s_is (&header, "C"))
         out->role = 'C';
-    else
-    if (s_is (&header, "W"))
+    else if (s_is (&header, "W"))
         out->role = 'W';
     else
         return PIGATO__DECODE_HEADER;
@@ -95,11 +94,11 @@ s_decode (const frames_t *frames, size_t first, bool from_peer,
         return PIGATO__DECODE_TYPE;
     out->type = type.data [0] - '0';
 
-    size_t body = first + 2;                //  first frame after type
+    size_t body = first + 2;  //  first frame after type
     size_t body_frames = frames->count - body;
     if (out->role == 'C' && from_peer) {
         switch (out->type) {
-            case PIGATO__REQUEST:           //  service, rid, data, opts
+            case PIGATO__REQUEST:  //  service, rid, data, opts
                 if (body_frames < 2)
                     return PIGATO__DECODE_SHORT;
                 if (body_frames > 4)
@@ -109,10 +108,10 @@ s_decode (const frames_t *frames, size_t first, bool from_peer,
                 s_bytes (frames, body + 2, &out->data);
                 s_bytes (frames, body + 3, &out->opts);
                 break;
-            case PIGATO__HEARTBEAT:         //  [ "request"|"req", rid ]
+            case PIGATO__HEARTBEAT:  //  [ "request"|"req", rid ]
                 if (body_frames == 0)
                     break;
-                if (body_frames == 1) {     //  [ offer ]: native framing
+                if (body_frames == 1) {  //  [ offer ]: native framing
                     pigato__bytes_t offer;
                     s_bytes (frames, body, &offer);
                     if (!s_is (&offer, PIGATO__NATIVE_OFFER))
@@ -131,16 +130,13 @@ s_decode (const frames_t *frames, size_t first, bool from_peer,
                 out->request_heartbeat = true;
                 s_bytes (frames, body + 1, &out->rid);
                 break;
-            case PIGATO__DISCONNECT:
-                break;
-            default:
-                return PIGATO__DECODE_TYPE;
+            case PIGATO__DISCONNECT: break;
+            default: return PIGATO__DECODE_TYPE;
         }
     }
-    else
-    if (out->role == 'W' && from_peer) {
+    else if (out->role == 'W' && from_peer) {
         switch (out->type) {
-            case PIGATO__READY:             //  service [, offer ]
+            case PIGATO__READY:  //  service [, offer ]
                 if (body_frames < 1)
                     return PIGATO__DECODE_SHORT;
                 if (body_frames > 2)
@@ -154,12 +150,12 @@ s_decode (const frames_t *frames, size_t first, bool from_peer,
                     out->native_offer = true;
                 }
                 break;
-            case PIGATO__HEARTBEAT:         //  [ "", opts ]
+            case PIGATO__HEARTBEAT:  //  [ "", opts ]
                 if (body_frames > 2)
                     return PIGATO__DECODE_FRAMES;
                 s_bytes (frames, body + 1, &out->opts);
                 break;
-            case PIGATO__REPLY:             //  client, "", rid, status, data, opts
+            case PIGATO__REPLY:  //  client, "", rid, status, data, opts
             case PIGATO__PARTIAL:
             case PIGATO__REJECT: {
                 if (body_frames < 3)
@@ -176,18 +172,14 @@ s_decode (const frames_t *frames, size_t first, bool from_peer,
                     return PIGATO__DECODE_FIELD;
                 break;
             }
-            case PIGATO__DISCONNECT:
-                break;
-            default:
-                return PIGATO__DECODE_TYPE;
+            case PIGATO__DISCONNECT: break;
+            default: return PIGATO__DECODE_TYPE;
         }
     }
-    else
-    if (out->role == 'C') {                 //  broker -> client
+    else if (out->role == 'C') {  //  broker -> client
         switch (out->type) {
-            case PIGATO__HEARTBEAT:
-                break;
-            case PIGATO__REPLY:             //  "", rid, status, data, opts
+            case PIGATO__HEARTBEAT: break;
+            case PIGATO__REPLY:  //  "", rid, status, data, opts
             case PIGATO__PARTIAL: {
                 if (body_frames < 2)
                     return PIGATO__DECODE_SHORT;
@@ -202,16 +194,14 @@ s_decode (const frames_t *frames, size_t first, bool from_peer,
                     return PIGATO__DECODE_FIELD;
                 break;
             }
-            default:
-                return PIGATO__DECODE_TYPE;
+            default: return PIGATO__DECODE_TYPE;
         }
     }
-    else {                                  //  broker -> worker
+    else {  //  broker -> worker
         switch (out->type) {
             case PIGATO__READY:
-            case PIGATO__DISCONNECT:
-                break;
-            case PIGATO__HEARTBEAT:         //  [ client, "", rid ]
+            case PIGATO__DISCONNECT: break;
+            case PIGATO__HEARTBEAT:  //  [ client, "", rid ]
                 if (body_frames == 0)
                     break;
                 if (body_frames != 3)
@@ -220,7 +210,7 @@ s_decode (const frames_t *frames, size_t first, bool from_peer,
                 s_bytes (frames, body, &out->client);
                 s_bytes (frames, body + 2, &out->rid);
                 break;
-            case PIGATO__REQUEST:           //  client, service, "", rid, data, opts
+            case PIGATO__REQUEST:  //  client, service, "", rid, data, opts
                 if (body_frames < 4)
                     return PIGATO__DECODE_SHORT;
                 if (body_frames > 6)
@@ -231,8 +221,7 @@ s_decode (const frames_t *frames, size_t first, bool from_peer,
                 s_bytes (frames, body + 4, &out->data);
                 s_bytes (frames, body + 5, &out->opts);
                 break;
-            default:
-                return PIGATO__DECODE_TYPE;
+            default: return PIGATO__DECODE_TYPE;
         }
     }
     int rc = pigato__msg_validate (out, from_peer);
@@ -287,13 +276,13 @@ const char *
 pigato__decode_reason (int code)
 {
     switch (code) {
-        case PIGATO__DECODE_OK:     return "ok";
-        case PIGATO__DECODE_SHORT:  return "short";
+        case PIGATO__DECODE_OK: return "ok";
+        case PIGATO__DECODE_SHORT: return "short";
         case PIGATO__DECODE_HEADER: return "header";
-        case PIGATO__DECODE_TYPE:   return "type";
-        case PIGATO__DECODE_FIELD:  return "field";
+        case PIGATO__DECODE_TYPE: return "type";
+        case PIGATO__DECODE_FIELD: return "field";
         case PIGATO__DECODE_FRAMES: return "frames";
-        default:                    return "unknown";
+        default: return "unknown";
     }
 }
 

@@ -15,7 +15,7 @@
 typedef enum {
     PIGATO__READY = 1,
     PIGATO__REQUEST = 2,
-    PIGATO__REPLY = 3,             //  final reply
+    PIGATO__REPLY = 3,  //  final reply
     PIGATO__HEARTBEAT = 4,
     PIGATO__DISCONNECT = 5,
     PIGATO__PARTIAL = 6,
@@ -27,10 +27,10 @@ typedef enum {
 //  the wire (the broker's record of a worker or a request) is 046, NATIVE
 //  or MDP.
 typedef enum {
-    PIGATO__FRAMING_AUTO = 0,       //  0.0.46 + offer; native once answered
-    PIGATO__FRAMING_NATIVE = 1,     //  native (docs/native-framing.md)
-    PIGATO__FRAMING_046 = 2,        //  pigato 0.0.46, never offering
-    PIGATO__FRAMING_MDP = 3         //  MDP/0.2 (ZeroMQ RFC 18)
+    PIGATO__FRAMING_AUTO = 0,    //  0.0.46 + offer; native once answered
+    PIGATO__FRAMING_NATIVE = 1,  //  native (docs/native-framing.md)
+    PIGATO__FRAMING_046 = 2,     //  pigato 0.0.46, never offering
+    PIGATO__FRAMING_MDP = 3      //  MDP/0.2 (ZeroMQ RFC 18)
 } pigato__framing_t;
 
 typedef struct {
@@ -40,51 +40,53 @@ typedef struct {
 
 //  A byte range over NUL-terminated text (not copied, the NUL left out):
 //  S_TEXT as an initializer, BYTES as a value.
-#define S_TEXT(text) { (const byte *) (text), strlen (text) }
+#define S_TEXT(text)                                                           \
+    {                                                                          \
+        (const byte *) (text), strlen (text)                                   \
+    }
 #define BYTES(text) ((pigato__bytes_t) S_TEXT (text))
 
 //  One decoded message. Fields a message type does not carry are
 //  {NULL, 0}. `present` tells an empty frame from a missing one.
 typedef struct {
-    char role;                  //  'C' client side, 'W' worker side
-    int type;                   //  pigato__type_t
-    pigato__bytes_t sender;     //  routing id (messages read from a ROUTER)
-    pigato__bytes_t service;    //  REQUEST, READY
-    pigato__bytes_t client;     //  client routing id (worker-side messages)
-    pigato__bytes_t rid;        //  request id
-    pigato__bytes_t data;       //  body (REQUEST, REPLY, PARTIAL, REJECT reason)
-    pigato__bytes_t opts;       //  JSON opts (REQUEST, replies, W heartbeat)
-    int status;                 //  0 or -1 (replies)
-    bool request_heartbeat;     //  C/W HEARTBEAT naming a rid
-    bool has_opts;              //  opts frame present and not "{}"/empty/undefined
-    bool native;                //  came in the native framing (native.h)
-    bool native_offer;          //  0.0.46 C 4 / W 1 offering native framing
-    pigato__conn_t conn;        //  the connection it came from (broker)
+    char role;                //  'C' client side, 'W' worker side
+    int type;                 //  pigato__type_t
+    pigato__bytes_t sender;   //  routing id (messages read from a ROUTER)
+    pigato__bytes_t service;  //  REQUEST, READY
+    pigato__bytes_t client;   //  client routing id (worker-side messages)
+    pigato__bytes_t rid;      //  request id
+    pigato__bytes_t data;     //  body (REQUEST, REPLY, PARTIAL, REJECT reason)
+    pigato__bytes_t opts;     //  JSON opts (REQUEST, replies, W heartbeat)
+    int status;               //  0 or -1 (replies)
+    bool request_heartbeat;   //  C/W HEARTBEAT naming a rid
+    bool has_opts;        //  opts frame present and not "{}"/empty/undefined
+    bool native;          //  came in the native framing (native.h)
+    bool native_offer;    //  0.0.46 C 4 / W 1 offering native framing
+    pigato__conn_t conn;  //  the connection it came from (broker)
 } pigato__msg_t;
 
 //  Decode errors (why a message was dropped); also the counters' names.
 typedef enum {
     PIGATO__DECODE_OK = 0,
-    PIGATO__DECODE_SHORT,       //  too few frames for its type
-    PIGATO__DECODE_HEADER,      //  unknown header frame
-    PIGATO__DECODE_TYPE,        //  unknown or misplaced type
-    PIGATO__DECODE_FIELD,       //  a field is too long or malformed
-    PIGATO__DECODE_FRAMES       //  too many frames
+    PIGATO__DECODE_SHORT,   //  too few frames for its type
+    PIGATO__DECODE_HEADER,  //  unknown header frame
+    PIGATO__DECODE_TYPE,    //  unknown or misplaced type
+    PIGATO__DECODE_FIELD,   //  a field is too long or malformed
+    PIGATO__DECODE_FRAMES   //  too many frames
 } pigato__decode_t;
 
 //  Decodes a message read from the broker's ROUTER (frame 0 = sender).
-int pigato__decode_from_peer (zmsg_t *msg, pigato__msg_t *out)
-    PIGATO__MUST_CHECK;
+int pigato__decode_from_peer (zmsg_t *msg,
+                              pigato__msg_t *out) PIGATO__MUST_CHECK;
 
 //  The same from byte ranges (parts [0] = sender): how the broker decodes
 //  the parts it received as zmq_msg_t.
 int pigato__decode_046 (const pigato__bytes_t *parts, size_t count,
-                        pigato__msg_t *out)
-    PIGATO__MUST_CHECK;
+                        pigato__msg_t *out) PIGATO__MUST_CHECK;
 
 //  Decodes a message a client or worker read from its DEALER.
-int pigato__decode_from_broker (zmsg_t *msg, pigato__msg_t *out)
-    PIGATO__MUST_CHECK;
+int pigato__decode_from_broker (zmsg_t *msg,
+                                pigato__msg_t *out) PIGATO__MUST_CHECK;
 
 //  Short name of a decode error, for logs and counters.
 const char *pigato__decode_reason (int code);

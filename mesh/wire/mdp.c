@@ -71,7 +71,7 @@ s_decode_client (const pigato__bytes_t *parts, size_t count,
                  pigato__mdp_msg_t *out)
 {
     if (out->command != PIGATO__MDPC_REQUEST)
-        return PIGATO__DECODE_TYPE;         //  PARTIAL/FINAL go to clients
+        return PIGATO__DECODE_TYPE;  //  PARTIAL/FINAL go to clients
     out->type = PIGATO__REQUEST;
     if (count < 4)
         return PIGATO__DECODE_SHORT;
@@ -86,7 +86,7 @@ s_decode_worker (const pigato__bytes_t *parts, size_t count,
                  pigato__mdp_msg_t *out)
 {
     switch (out->command) {
-        case PIGATO__MDPW_READY:            //  service
+        case PIGATO__MDPW_READY:  //  service
             out->type = PIGATO__READY;
             if (count < 4)
                 return PIGATO__DECODE_SHORT;
@@ -96,29 +96,30 @@ s_decode_worker (const pigato__bytes_t *parts, size_t count,
             if (!s_service_valid (parts [3].data, parts [3].size))
                 return PIGATO__DECODE_FIELD;
             break;
-        case PIGATO__MDPW_PARTIAL:          //  client, "", body...
+        case PIGATO__MDPW_PARTIAL:  //  client, "", body...
         case PIGATO__MDPW_FINAL:
-            out->type = out->command == PIGATO__MDPW_FINAL
-                      ? PIGATO__REPLY : PIGATO__PARTIAL;
+            out->type = out->command == PIGATO__MDPW_FINAL ? PIGATO__REPLY
+                                                           : PIGATO__PARTIAL;
             if (count < 4)
                 return PIGATO__DECODE_SHORT;
             out->client = parts [3];
             if (out->client.size == 0
-            ||  out->client.size > PIGATO__MDP_CLIENT_MAX)
+                || out->client.size > PIGATO__MDP_CLIENT_MAX)
                 return PIGATO__DECODE_FIELD;
             if (count < 5)
                 return PIGATO__DECODE_SHORT;
             if (parts [4].size != 0)
-                return PIGATO__DECODE_FIELD;    //  not the empty delimiter
+                return PIGATO__DECODE_FIELD;  //  not the empty delimiter
             return s_body (out, 5, count);
         case PIGATO__MDPW_HEARTBEAT:
         case PIGATO__MDPW_DISCONNECT:
             out->type = out->command == PIGATO__MDPW_HEARTBEAT
-                      ? PIGATO__HEARTBEAT : PIGATO__DISCONNECT;
+                          ? PIGATO__HEARTBEAT
+                          : PIGATO__DISCONNECT;
             if (count > 3)
                 return PIGATO__DECODE_FRAMES;
             break;
-        default:                            //  REQUEST goes to workers
+        default:  //  REQUEST goes to workers
             return PIGATO__DECODE_TYPE;
     }
     out->body_first = count;
@@ -170,12 +171,11 @@ s_body_frames (size_t body_count)
 size_t
 pigato__mdp_encode_client_reply (pigato__bytes_t *frames, size_t capacity,
                                  int command, const pigato__bytes_t *service,
-                                 const pigato__bytes_t *body,
-                                 size_t body_count)
+                                 const pigato__bytes_t *body, size_t body_count)
 {
     if ((command != PIGATO__MDPC_PARTIAL && command != PIGATO__MDPC_FINAL)
-    ||  body_count > PIGATO__MDP_BODY_MAX || (body_count && !body)
-    ||  capacity < 3 + s_body_frames (body_count))
+        || body_count > PIGATO__MDP_BODY_MAX || (body_count && !body)
+        || capacity < 3 + s_body_frames (body_count))
         return 0;
     frames [0] = s_literal (PIGATO__MDP_CLIENT);
     frames [1] = s_command (command);
@@ -190,8 +190,8 @@ pigato__mdp_encode_worker_request (pigato__bytes_t *frames, size_t capacity,
                                    size_t body_count)
 {
     if (!client || client->size == 0 || client->size > PIGATO__MDP_CLIENT_MAX
-    ||  body_count > PIGATO__MDP_BODY_MAX || (body_count && !body)
-    ||  capacity < 4 + s_body_frames (body_count))
+        || body_count > PIGATO__MDP_BODY_MAX || (body_count && !body)
+        || capacity < 4 + s_body_frames (body_count))
         return 0;
     frames [0] = s_literal (PIGATO__MDP_WORKER);
     frames [1] = s_command (PIGATO__MDPW_REQUEST);
@@ -206,7 +206,7 @@ pigato__mdp_encode_worker_control (pigato__bytes_t *frames, size_t capacity,
 {
     if ((command != PIGATO__MDPW_HEARTBEAT
          && command != PIGATO__MDPW_DISCONNECT)
-    ||  capacity < 2)
+        || capacity < 2)
         return 0;
     frames [0] = s_literal (PIGATO__MDP_WORKER);
     frames [1] = s_command (command);
@@ -243,8 +243,8 @@ pigato__mdp_packed_size (const pigato__bytes_t *frames, size_t count)
     for (size_t index = 0; index < count; index++) {
         size_t size = frames [index].size;
         if (size > UINT32_MAX || (size && !frames [index].data)
-        ||  total > limit - PIGATO__MDP_PACKED_HEAD
-        ||  size > limit - PIGATO__MDP_PACKED_HEAD - total)
+            || total > limit - PIGATO__MDP_PACKED_HEAD
+            || size > limit - PIGATO__MDP_PACKED_HEAD - total)
             return PIGATO__MDP_PACK_INVALID;
         total += PIGATO__MDP_PACKED_HEAD + size;
     }
@@ -257,7 +257,7 @@ pigato__mdp_pack (byte *out, size_t out_size, const pigato__bytes_t *frames,
 {
     size_t total = pigato__mdp_packed_size (frames, count);
     if (total == PIGATO__MDP_PACK_INVALID || total > out_size
-    ||  (total && !out))
+        || (total && !out))
         return PIGATO__MDP_PACK_INVALID;
     size_t offset = 0;
     for (size_t index = 0; index < count; index++) {
@@ -295,11 +295,11 @@ pigato__mdp_unpack (const pigato__bytes_t *packed, pigato__bytes_t *frames,
 const char *
 pigato__mdp_command_name (char role, int command)
 {
-    static const char *client_names [] = {
-        NULL, "REQUEST", "PARTIAL", "FINAL" };
-    static const char *worker_names [] = {
-        NULL, "READY", "REQUEST", "PARTIAL", "FINAL", "HEARTBEAT",
-        "DISCONNECT" };
+    static const char *client_names [] = { NULL, "REQUEST", "PARTIAL",
+                                           "FINAL" };
+    static const char *worker_names [] = { NULL,        "READY", "REQUEST",
+                                           "PARTIAL",   "FINAL", "HEARTBEAT",
+                                           "DISCONNECT" };
     if (role == 'C' && command >= 1 && command <= 3)
         return client_names [command];
     if (role == 'W' && command >= 1 && command <= 6)
@@ -314,4 +314,3 @@ pigato__mmi_is (const pigato__bytes_t *service)
     return service->size >= length
         && memcmp (service->data, PIGATO__MMI_PREFIX, length) == 0;
 }
-

@@ -29,19 +29,19 @@
 #include <stdint.h>
 #include "codec.h"
 
-#define PIGATO__MDP_CLIENT          "MDPC02"    //  MDP/Client v0.2 header
-#define PIGATO__MDP_WORKER          "MDPW02"    //  MDP/Worker v0.2 header
-#define PIGATO__MDP_HEADER_SIZE     6
-#define PIGATO__MDP_CLIENT_MAX      255         //  client address, bytes
-#define PIGATO__MDP_BODY_MAX        250         //  body frames per message
+#define PIGATO__MDP_CLIENT      "MDPC02"  //  MDP/Client v0.2 header
+#define PIGATO__MDP_WORKER      "MDPW02"  //  MDP/Worker v0.2 header
+#define PIGATO__MDP_HEADER_SIZE 6
+#define PIGATO__MDP_CLIENT_MAX  255  //  client address, bytes
+#define PIGATO__MDP_BODY_MAX    250  //  body frames per message
 //  Frames an encoder writes at most (header, command, two fields, body)
-#define PIGATO__MDP_ENCODE_MAX      (4 + PIGATO__MDP_BODY_MAX)
+#define PIGATO__MDP_ENCODE_MAX (4 + PIGATO__MDP_BODY_MAX)
 
 //  MDP/Client commands (frame 1 of an MDPC02 message, one byte)
 typedef enum {
-    PIGATO__MDPC_REQUEST = 0x01,    //  client -> broker
-    PIGATO__MDPC_PARTIAL = 0x02,    //  broker -> client
-    PIGATO__MDPC_FINAL = 0x03       //  broker -> client
+    PIGATO__MDPC_REQUEST = 0x01,  //  client -> broker
+    PIGATO__MDPC_PARTIAL = 0x02,  //  broker -> client
+    PIGATO__MDPC_FINAL = 0x03     //  broker -> client
 } pigato__mdpc_command_t;
 
 //  MDP/Worker commands (frame 1 of an MDPW02 message, one byte)
@@ -57,18 +57,18 @@ typedef enum {
 //  One MDP/0.2 message read by the broker. Fields a command does not carry
 //  are {NULL, 0}; body_count is 0 for commands without a body.
 typedef struct {
-    char role;                  //  'C' (MDPC02) or 'W' (MDPW02)
-    int command;                //  the command byte (pigato__mdp?_command_t)
-    int type;                   //  the pigato__type_t it routes as: READY,
-                                //  REQUEST, PARTIAL, REPLY (FINAL),
-                                //  HEARTBEAT, DISCONNECT
-    pigato__bytes_t sender;     //  parts [0], the peer's routing id
-    pigato__bytes_t service;    //  client REQUEST, worker READY
-    pigato__bytes_t client;     //  worker PARTIAL/FINAL: client address
-    size_t body_first;          //  index in parts of the first body frame
-                                //  (== count when body_count is 0)
-    size_t body_count;          //  body frames: parts [body_first ..
-                                //  body_first + body_count)
+    char role;                //  'C' (MDPC02) or 'W' (MDPW02)
+    int command;              //  the command byte (pigato__mdp?_command_t)
+    int type;                 //  the pigato__type_t it routes as: READY,
+                              //  REQUEST, PARTIAL, REPLY (FINAL),
+                              //  HEARTBEAT, DISCONNECT
+    pigato__bytes_t sender;   //  parts [0], the peer's routing id
+    pigato__bytes_t service;  //  client REQUEST, worker READY
+    pigato__bytes_t client;   //  worker PARTIAL/FINAL: client address
+    size_t body_first;        //  index in parts of the first body frame
+                              //  (== count when body_count is 0)
+    size_t body_count;        //  body frames: parts [body_first ..
+                              //  body_first + body_count)
 } pigato__mdp_msg_t;
 
 //  Tells whether a header frame is MDP/0.2: returns 'C' for "MDPC02", 'W'
@@ -96,8 +96,7 @@ char pigato__mdp_header (const pigato__bytes_t *header);
 //  PIGATO__MDP_BODY_MAX body frames. A caller that read fewer parts than
 //  the message had must drop it itself (the decoder sees only count).
 int pigato__mdp_decode (const pigato__bytes_t *parts, size_t count,
-                        pigato__mdp_msg_t *out)
-    PIGATO__MUST_CHECK;
+                        pigato__mdp_msg_t *out) PIGATO__MUST_CHECK;
 
 //  Broker -> MDP client reply: writes MDPC02, command, service, body...
 //  into frames [] (no routing id: the frames that follow it) and returns
@@ -137,8 +136,8 @@ size_t pigato__mdp_encode_worker_control (pigato__bytes_t *frames,
 //  is [u32 big-endian size][bytes], frames in order, nothing else (no
 //  count, no padding); no frames pack to no bytes.
 
-#define PIGATO__MDP_PACKED_HEAD     4           //  size field per frame
-#define PIGATO__MDP_PACK_INVALID    SIZE_MAX    //  the frames cannot be packed
+#define PIGATO__MDP_PACKED_HEAD  4         //  size field per frame
+#define PIGATO__MDP_PACK_INVALID SIZE_MAX  //  the frames cannot be packed
 
 //  Bytes that count frames take packed: PIGATO__MDP_PACKED_HEAD plus the
 //  frame's size, per frame. Returns PIGATO__MDP_PACK_INVALID if count is
@@ -176,9 +175,9 @@ const char *pigato__mdp_command_name (char role, int command);
 
 #define PIGATO__MMI_PREFIX          "mmi."
 #define PIGATO__MMI_SERVICE         "mmi.service"
-#define PIGATO__MMI_FOUND           "200"   //  the service has a worker
-#define PIGATO__MMI_NOT_FOUND       "404"   //  it has none
-#define PIGATO__MMI_NOT_IMPLEMENTED "501"   //  any other mmi.* name
+#define PIGATO__MMI_FOUND           "200"  //  the service has a worker
+#define PIGATO__MMI_NOT_FOUND       "404"  //  it has none
+#define PIGATO__MMI_NOT_IMPLEMENTED "501"  //  any other mmi.* name
 
 //  True if a service name is in the MMI namespace (starts with "mmi.").
 bool pigato__mmi_is (const pigato__bytes_t *service);

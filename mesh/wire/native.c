@@ -21,9 +21,9 @@
 static const int s_allowed [4][8] = {
     //  -, READY, REQUEST, REPLY, HEARTBEAT, DISCONNECT, PARTIAL, REJECT
     { -1, -1, F_SERVICE | F_RID | F_OPTS | F_BODY, -1, F_RID, 0, -1, -1 },
-    { -1, F_SERVICE, -1,
-      F_CLIENT | F_RID | F_OPTS | F_BODY | F_ERROR, F_OPTS, 0,
-      F_CLIENT | F_RID | F_OPTS | F_BODY | F_ERROR, F_CLIENT | F_RID | F_BODY },
+    { -1, F_SERVICE, -1, F_CLIENT | F_RID | F_OPTS | F_BODY | F_ERROR, F_OPTS,
+      0, F_CLIENT | F_RID | F_OPTS | F_BODY | F_ERROR,
+      F_CLIENT | F_RID | F_BODY },
     { -1, -1, -1, F_RID | F_OPTS | F_BODY | F_ERROR, 0, -1,
       F_RID | F_OPTS | F_BODY | F_ERROR, -1 },
     { -1, 0, F_CLIENT | F_SERVICE | F_RID | F_OPTS | F_BODY, -1,
@@ -54,18 +54,18 @@ int
 pigato__msg_validate (pigato__msg_t *msg, bool from_peer)
 {
     if (msg->rid.size > PIGATO_RID_MAX || msg->client.size > 255
-    ||  msg->service.size > PIGATO_SERVICE_MAX)
+        || msg->service.size > PIGATO_SERVICE_MAX)
         return PIGATO__DECODE_FIELD;
     if ((msg->type == PIGATO__REQUEST || msg->type == PIGATO__READY)
-    &&  msg->service.size == 0 && (from_peer || msg->type == PIGATO__REQUEST))
+        && msg->service.size == 0
+        && (from_peer || msg->type == PIGATO__REQUEST))
         return PIGATO__DECODE_FIELD;
     bool worker_reply = msg->role == 'W' && from_peer
                      && (msg->type == PIGATO__REPLY
                          || msg->type == PIGATO__PARTIAL
                          || msg->type == PIGATO__REJECT);
-    if ((msg->type == PIGATO__REQUEST || msg->request_heartbeat
-         || worker_reply)
-    &&  msg->rid.size == 0)
+    if ((msg->type == PIGATO__REQUEST || msg->request_heartbeat || worker_reply)
+        && msg->rid.size == 0)
         return PIGATO__DECODE_FIELD;
     return PIGATO__DECODE_OK;
 }
@@ -79,7 +79,7 @@ pigato__native_reader_init (pigato__native_reader_t *self, const void *frame,
     if (size < PIGATO__NATIVE_HEAD || bytes [0] != PIGATO__NATIVE_MAGIC)
         return PIGATO__DECODE_HEADER;
     if (bytes [1] != PIGATO__NATIVE_VERSION || bytes [3] != 0
-    ||  (bytes [2] != 'C' && bytes [2] != 'W'))
+        || (bytes [2] != 'C' && bytes [2] != 'W'))
         return PIGATO__DECODE_HEADER;
     self->frame = bytes;
     self->size = size;
@@ -87,7 +87,7 @@ pigato__native_reader_init (pigato__native_reader_t *self, const void *frame,
     self->role = (char) bytes [2];
     self->from_peer = from_peer;
     if (size == PIGATO__NATIVE_HEAD)
-        return PIGATO__DECODE_SHORT;        //  a batch holds 1+ entries
+        return PIGATO__DECODE_SHORT;  //  a batch holds 1+ entries
     return PIGATO__DECODE_OK;
 }
 
@@ -95,22 +95,21 @@ pigato__native_reader_init (pigato__native_reader_t *self, const void *frame,
 typedef struct {
     int type;
     int flags;
-    size_t client, rid, service, opts, body;    //  field lengths
+    size_t client, rid, service, opts, body;  //  field lengths
 } s_head_t;
 
 static inline s_head_t
 s_head (const byte *head)
 {
-    return (s_head_t) {
-        .type = head [0],
-        .flags = head [1],
-        .client = head [2],
-        .rid = head [3],
-        .service = ((size_t) head [4] << 8) | head [5],
-        .opts = ((size_t) head [6] << 8) | head [7],
-        .body = ((size_t) head [8] << 24) | ((size_t) head [9] << 16)
-              | ((size_t) head [10] << 8) | head [11]
-    };
+    return (s_head_t) { .type = head [0],
+                        .flags = head [1],
+                        .client = head [2],
+                        .rid = head [3],
+                        .service = ((size_t) head [4] << 8) | head [5],
+                        .opts = ((size_t) head [6] << 8) | head [7],
+                        .body = ((size_t) head [8] << 24)
+                              | ((size_t) head [9] << 16)
+                              | ((size_t) head [10] << 8) | head [11] };
 }
 
 //  Points a field at size bytes from at (NULL when empty); returns what
@@ -146,7 +145,7 @@ s_fill (pigato__msg_t *out, char role, const s_head_t *h, const byte *field)
     field = s_field (&out->data, field, h->body);
     out->request_heartbeat = h->type == PIGATO__HEARTBEAT && h->rid > 0;
     out->has_opts = h->opts > 0
-        && !(h->opts == 2 && memcmp (out->opts.data, "{}", 2) == 0);
+                 && !(h->opts == 2 && memcmp (out->opts.data, "{}", 2) == 0);
     return PIGATO__NATIVE_ENTRY_HEAD + (size_t) (field - start);
 }
 
@@ -210,33 +209,33 @@ pigato__native_next (pigato__native_reader_t *self, pigato__msg_t *out,
         return s_fail (self, PIGATO__DECODE_TYPE);
     bool is_external = (h.flags & PIGATO__NATIVE_EXTERNAL) != 0;
     if ((h.client && !(allowed & F_CLIENT))
-    ||  (h.service && !(allowed & F_SERVICE))
-    ||  (h.rid && !(allowed & F_RID))
-    ||  (h.opts && !(allowed & F_OPTS))
-    ||  ((h.body || is_external) && !(allowed & F_BODY))
-    ||  ((h.flags & PIGATO__NATIVE_ERROR) && !(allowed & F_ERROR))
-    ||  (is_external && h.body))
+        || (h.service && !(allowed & F_SERVICE))
+        || (h.rid && !(allowed & F_RID)) || (h.opts && !(allowed & F_OPTS))
+        || ((h.body || is_external) && !(allowed & F_BODY))
+        || ((h.flags & PIGATO__NATIVE_ERROR) && !(allowed & F_ERROR))
+        || (is_external && h.body))
         return s_fail (self, PIGATO__DECODE_FIELD);
     left -= PIGATO__NATIVE_ENTRY_HEAD;
     //  Sum in size_t: each part is at most 2^32, no overflow on 64 bits,
     //  and compared part by part on 32 bits
     if (h.client > left || h.service > left - h.client
-    ||  h.rid > left - h.client - h.service
-    ||  h.opts > left - h.client - h.service - h.rid
-    ||  h.body > left - h.client - h.service - h.rid - h.opts)
+        || h.rid > left - h.client - h.service
+        || h.opts > left - h.client - h.service - h.rid
+        || h.body > left - h.client - h.service - h.rid - h.opts)
         return s_fail (self, PIGATO__DECODE_SHORT);
 
     size_t entry_size = s_fill (out, self->role, &h,
                                 head + PIGATO__NATIVE_ENTRY_HEAD);
     if (out->request_heartbeat && !self->from_peer && self->role == 'W'
-    &&  h.client == 0)
+        && h.client == 0)
         return s_fail (self, PIGATO__DECODE_FIELD);
     if (self->role == 'W' && !self->from_peer && h.type == PIGATO__REQUEST
-    &&  h.client == 0)
+        && h.client == 0)
         return s_fail (self, PIGATO__DECODE_FIELD);
     if (self->role == 'W' && self->from_peer
-    &&  (h.type == PIGATO__REPLY || h.type == PIGATO__PARTIAL
-         || h.type == PIGATO__REJECT) && h.client == 0)
+        && (h.type == PIGATO__REPLY || h.type == PIGATO__PARTIAL
+            || h.type == PIGATO__REJECT)
+        && h.client == 0)
         return s_fail (self, PIGATO__DECODE_FIELD);
     int rc = pigato__msg_validate (out, self->from_peer);
     if (rc)
@@ -298,10 +297,10 @@ pigato__native_writer_add (pigato__native_writer_t *self,
                            const pigato__msg_t *entry, bool external)
 {
     if (entry->client.size > 255 || entry->rid.size > PIGATO_RID_MAX
-    ||  entry->service.size > PIGATO_SERVICE_MAX
-    ||  entry->opts.size > PIGATO__NATIVE_OPTS_MAX
-    ||  (!external && entry->data.size > UINT32_MAX)
-    ||  entry->type < PIGATO__READY || entry->type > PIGATO__REJECT)
+        || entry->service.size > PIGATO_SERVICE_MAX
+        || entry->opts.size > PIGATO__NATIVE_OPTS_MAX
+        || (!external && entry->data.size > UINT32_MAX)
+        || entry->type < PIGATO__READY || entry->type > PIGATO__REJECT)
         return -1;
     size_t body = external ? 0 : entry->data.size;
     size_t need = (self->size ? 0 : PIGATO__NATIVE_HEAD)

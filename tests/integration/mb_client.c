@@ -28,8 +28,8 @@
 #define ENDPOINTS_MAX 8
 
 typedef struct {
-    int index;                  //  request number, also its data
-    int finals;                 //  final replies seen (must end at 1)
+    int index;   //  request number, also its data
+    int finals;  //  final replies seen (must end at 1)
 } echo_t;
 
 typedef struct {
@@ -72,13 +72,14 @@ s_log (int level, const char *line, void *arg)
         for (int index = 0; index < s_endpoint_count; index++) {
             size_t size = strlen (s_endpoints [index]);
             if (strncmp (at, s_endpoints [index], size) == 0
-            &&  (at [size] == ' ' || at [size] == 0))
+                && (at [size] == ' ' || at [size] == 0))
                 s_sent_to [index]++;
         }
         return;
     }
     if (level <= PIGATO_LOG_INFO
-    ||  (getenv ("MB_DEBUG") && strncmp (line, "event=client_final ", 19) != 0))
+        || (getenv ("MB_DEBUG")
+            && strncmp (line, "event=client_final ", 19) != 0))
         pigato_log_stderr (level, line, NULL);
 }
 
@@ -114,12 +115,10 @@ s_on_echo (pigato_client_t *client, const char *rid, int status, bool final,
         return;
     }
     char expected [16];
-    int expected_size = snprintf (expected, sizeof expected, "%d",
-                                  echo->index);
+    int expected_size = snprintf (expected, sizeof expected, "%d", echo->index);
     if (size != (size_t) expected_size || memcmp (data, expected, size) != 0)
         s_mismatched++;
-    else
-    if (++s_ok % 100 == 0)
+    else if (++s_ok % 100 == 0)
         s_progress ();
 }
 
@@ -147,17 +146,13 @@ main (int argc, char *argv [])
         const char *name = argv [index], *value = argv [index + 1];
         if (strcmp (name, "--broker") == 0 && s_endpoint_count < ENDPOINTS_MAX)
             s_endpoints [s_endpoint_count++] = value;
-        else
-        if (strcmp (name, "--server-key") == 0)
+        else if (strcmp (name, "--server-key") == 0)
             server_key = value;
-        else
-        if (strcmp (name, "--heartbeat") == 0)
+        else if (strcmp (name, "--heartbeat") == 0)
             heartbeat = atoi (value);
-        else
-        if (strcmp (name, "--inflight") == 0)
+        else if (strcmp (name, "--inflight") == 0)
             inflight = atoi (value);
-        else
-        if (strcmp (name, "--held") == 0)
+        else if (strcmp (name, "--held") == 0)
             held_count = atoi (value);
         else {
             fprintf (stderr, "mb_client: unknown option %s\n", name);
@@ -165,7 +160,7 @@ main (int argc, char *argv [])
         }
     }
     if (!s_endpoint_count || !server_key || inflight < 1 || held_count < 0
-    ||  held_count > 1000) {
+        || held_count > 1000) {
         fprintf (stderr, "mb_client: see the comment at the top of "
                          "tests/integration/mb_client.c\n");
         return 64;
@@ -204,7 +199,8 @@ main (int argc, char *argv [])
             int size = snprintf (data, sizeof data, "%d", echo->index);
             if (pigato_client_request (client, "echo", data, (size_t) size,
                                        "{\"retry\":3,\"timeout\":20000}",
-                                       s_on_echo, echo, NULL) != 0) {
+                                       s_on_echo, echo, NULL)
+                != 0) {
                 fprintf (stderr, "mb_client: request: %s\n",
                          pigato_client_error (client));
                 rc = 1;
@@ -216,8 +212,8 @@ main (int argc, char *argv [])
             for (int index = 0; index < held_count; index++)
                 if (pigato_client_request (client, "nobody", "h", 1,
                                            "{\"timeout\":60000}", s_on_held,
-                                           &held [index],
-                                           held [index].rid) == 0)
+                                           &held [index], held [index].rid)
+                    == 0)
                     s_held_pending++;
             held_sent = true;
             printf ("held_sent count=%d\n", s_held_pending);
@@ -236,8 +232,9 @@ main (int argc, char *argv [])
             pigato_client_cancel (client, held [index].rid);
     s_progress ();
     printf ("summary sent=%zu ok=%d failed=%d duplicates=%d mismatched=%d "
-            "unanswered=%d held_pending=%d\n", sent, s_ok, s_failed,
-            s_duplicates, s_mismatched, s_in_flight, s_held_pending);
+            "unanswered=%d held_pending=%d\n",
+            sent, s_ok, s_failed, s_duplicates, s_mismatched, s_in_flight,
+            s_held_pending);
     fflush (stdout);
     pigato_client_destroy (&client);
     for (size_t index = 0; index < sent; index++)

@@ -18,13 +18,14 @@
 #include <string.h>
 
 static void
-s_on_request (pigato_worker_t *worker, pigato_reply_t *reply,
-              const void *data, size_t size, void *arg)
+s_on_request (pigato_worker_t *worker, pigato_reply_t *reply, const void *data,
+              size_t size, void *arg)
 {
     (void) worker;
     (void) arg;
     char text [256] = "";
-    if (size >= 2 && size < sizeof text + 2 && ((const char *) data) [0] == '"') {
+    if (size >= 2 && size < sizeof text + 2
+        && ((const char *) data) [0] == '"') {
         memcpy (text, (const char *) data + 1, size - 2);
         text [size - 2] = 0;
     }
@@ -37,11 +38,9 @@ s_on_request (pigato_worker_t *worker, pigato_reply_t *reply,
         }
         pigato_reply_end (reply, "\"done\"", 6);
     }
-    else
-    if (strncmp (text, "error:", 6) == 0)
+    else if (strncmp (text, "error:", 6) == 0)
         pigato_reply_error (reply, text + 6);
-    else
-    if (strcmp (text, "reject") == 0)
+    else if (strcmp (text, "reject") == 0)
         pigato_reply_reject (reply, "c worker rejects");
     else
         pigato_reply_end (reply, data, size);
@@ -52,7 +51,9 @@ int
 main (int argc, char *argv [])
 {
     if (argc != 5) {
-        fprintf (stderr, "usage: c_worker ENDPOINT SERVER_KEY|- SERVICE HEARTBEAT_MS\n");
+        fprintf (
+            stderr,
+            "usage: c_worker ENDPOINT SERVER_KEY|- SERVICE HEARTBEAT_MS\n");
         return 64;
     }
     pigato_log_set (PIGATO_LOG_INFO, pigato_log_stderr, NULL);

@@ -19,10 +19,10 @@
 #include "../../mesh/wire/native.h"
 
 typedef struct {
-    zsock_t *router;            //  ROUTER bound on an ephemeral port
-    char endpoint [256];        //  where peers connect
-    zcert_t *cert;              //  CURVE server cert, NULL when plain
-    char public_key [41];       //  its public key, Z85
+    zsock_t *router;       //  ROUTER bound on an ephemeral port
+    char endpoint [256];   //  where peers connect
+    zcert_t *cert;         //  CURVE server cert, NULL when plain
+    char public_key [41];  //  its public key, Z85
 } fake_broker_t;
 
 //  Drives the peer under test for a few ms.
@@ -122,15 +122,15 @@ fake_recv (fake_broker_t *self, fake_pump_fn *pump, void *peer,
         zmsg_t *msg;
         while ((msg = zmsg_recv (self->router))) {
             if ((!header || fake_frame_is (msg, 1, header))
-            &&  (!type || fake_frame_is (msg, 2, type)))
+                && (!type || fake_frame_is (msg, 2, type)))
                 return msg;
             zmsg_destroy (&msg);
         }
         if (pump)
             pump (peer);
         else {
-            zmq_pollitem_t item = { zsock_resolve (self->router), 0,
-                                    ZMQ_POLLIN, 0 };
+            zmq_pollitem_t item = { zsock_resolve (self->router), 0, ZMQ_POLLIN,
+                                    0 };
             zmq_poll (&item, 1, 5);
         }
     }
@@ -179,8 +179,10 @@ fake_native_send (fake_broker_t *self, zframe_t *to, char role,
     pigato__native_writer_init (&writer, role);
     zmsg_t *bodies = zmsg_new ();
     for (size_t index = 0; index < count; index++) {
-        bool external = pigato__native_body_external (entries [index].data.size);
-        if (pigato__native_writer_add (&writer, &entries [index], external) != 0)
+        bool external = pigato__native_body_external (
+            entries [index].data.size);
+        if (pigato__native_writer_add (&writer, &entries [index], external)
+            != 0)
             abort ();
         if (external)
             zmsg_addmem (bodies, entries [index].data.data,
@@ -219,7 +221,8 @@ fake_is_native (zmsg_t *msg)
 {
     zframe_t *frame = zmsg_first (msg);
     frame = frame ? zmsg_next (msg) : NULL;
-    return frame && pigato__native_is (zframe_data (frame), zframe_size (frame));
+    return frame
+        && pigato__native_is (zframe_data (frame), zframe_size (frame));
 }
 
 //  Reads a native message a peer sent, as a broker would: up to max
@@ -235,7 +238,8 @@ fake_native_read (zmsg_t *msg, pigato__msg_t *out, size_t max)
     zframe_t *batch = zmsg_next (msg);
     pigato__native_reader_t reader;
     if (pigato__native_reader_init (&reader, zframe_data (batch),
-                                    zframe_size (batch), true) != 0)
+                                    zframe_size (batch), true)
+        != 0)
         return -1;
     int count = 0;
     int more;

@@ -26,7 +26,9 @@ setup (void **state)
     byte raw [32];
     for (int index = 0; index < 3; index++) {
         memset (raw, index + 1, sizeof raw);
-        zmq_z85_encode (index == 0 ? s_key_a : index == 1 ? s_key_b : s_key_c,
+        zmq_z85_encode (index == 0   ? s_key_a
+                        : index == 1 ? s_key_b
+                                     : s_key_c,
                         raw, 32);
     }
     return 0;
@@ -62,18 +64,17 @@ test_rules_groups_and_patterns (void **state)
     zcert_set_meta (cert, "name", "web");
     char *key_path = zsys_sprintf ("%s/web.key", s_dir);
     assert_int_equal (zcert_save_public (cert, key_path), 0);
-    char *text = zsys_sprintf (
-        "# the mesh\n"
-        "identity  echo-worker  %s   # explicit key\n"
-        "identity  web          web.key\n"
-        "identity  ops          %s\n"
-        "group     frontends    web @admins\n"
-        "group     admins       ops\n"
-        "allow     echo-worker  serve  echo\n"
-        "allow     @frontends   call   echo billing.*\n"
-        "deny      *            call   admin.*\n"
-        "allow     ops          call   * \n",
-        s_key_a, s_key_b);
+    char *text = zsys_sprintf ("# the mesh\n"
+                               "identity  echo-worker  %s   # explicit key\n"
+                               "identity  web          web.key\n"
+                               "identity  ops          %s\n"
+                               "group     frontends    web @admins\n"
+                               "group     admins       ops\n"
+                               "allow     echo-worker  serve  echo\n"
+                               "allow     @frontends   call   echo billing.*\n"
+                               "deny      *            call   admin.*\n"
+                               "allow     ops          call   * \n",
+                               s_key_a, s_key_b);
     char *path = s_write ("mesh.acl", text);
     char err [512] = "";
     pigato__acl_t *acl = pigato__acl_load (path, err, sizeof err);
@@ -85,40 +86,57 @@ test_rules_groups_and_patterns (void **state)
     //  Keys map to names
     byte raw [32];
     zmq_z85_decode (raw, s_key_a);
-    assert_string_equal (pigato__acl_identity_of_key (acl, raw, NULL), "echo-worker");
-    assert_string_equal (pigato__acl_identity_of_key (acl, zcert_public_key (cert), NULL),
-                         "web");
+    assert_string_equal (pigato__acl_identity_of_key (acl, raw, NULL),
+                         "echo-worker");
+    assert_string_equal (
+        pigato__acl_identity_of_key (acl, zcert_public_key (cert), NULL),
+        "web");
     zmq_z85_decode (raw, s_key_c);
     assert_null (pigato__acl_identity_of_key (acl, raw, NULL));
 
     //  serve / call per identity, group and pattern
-    assert_true (pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_SERVE, "echo"));
-    assert_false (pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_CALL, "echo"));
+    assert_true (
+        pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_SERVE, "echo"));
+    assert_false (
+        pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_CALL, "echo"));
     assert_false (pigato__acl_allows (acl, "web", PIGATO__VERB_SERVE, "echo"));
     assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo"));
-    assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "billing.charge"));
-    assert_false (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "billing"));
+    assert_true (
+        pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "billing.charge"));
+    assert_false (
+        pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "billing"));
     assert_false (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo2"));
     //  ops is in frontends through @admins, and may call anything...
-    assert_true (pigato__acl_allows (acl, "ops", PIGATO__VERB_CALL, "billing.x"));
+    assert_true (
+        pigato__acl_allows (acl, "ops", PIGATO__VERB_CALL, "billing.x"));
     assert_true (pigato__acl_allows (acl, "ops", PIGATO__VERB_CALL, "$dir"));
     //  ... except what deny covers: deny wins whatever the order
-    assert_false (pigato__acl_allows (acl, "ops", PIGATO__VERB_CALL, "admin.reset"));
+    assert_false (
+        pigato__acl_allows (acl, "ops", PIGATO__VERB_CALL, "admin.reset"));
     //  Cached answers are the same answers
     for (int round = 0; round < 3; round++) {
-        assert_false (pigato__acl_allows (acl, "ops", PIGATO__VERB_CALL, "admin.reset"));
-        assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo"));
+        assert_false (
+            pigato__acl_allows (acl, "ops", PIGATO__VERB_CALL, "admin.reset"));
+        assert_true (
+            pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo"));
     }
     //  The same question twice in a row (the remembered last answer), then
     //  one that differs from it in one field only: each keeps its answer
     for (int round = 0; round < 2; round++) {
-        assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo"));
-        assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo"));
-        assert_false (pigato__acl_allows (acl, "web", PIGATO__VERB_SERVE, "echo"));
-        assert_false (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo2"));
-        assert_false (pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_CALL, "echo"));
-        assert_true (pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_SERVE, "echo"));
-        assert_false (pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_SERVE, "ech"));
+        assert_true (
+            pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo"));
+        assert_true (
+            pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo"));
+        assert_false (
+            pigato__acl_allows (acl, "web", PIGATO__VERB_SERVE, "echo"));
+        assert_false (
+            pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo2"));
+        assert_false (
+            pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_CALL, "echo"));
+        assert_true (pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_SERVE,
+                                         "echo"));
+        assert_false (
+            pigato__acl_allows (acl, "echo-worker", PIGATO__VERB_SERVE, "ech"));
     }
     //  Names too long to remember are still answered right
     char long_name [PIGATO_SERVICE_MAX + 40];
@@ -129,7 +147,8 @@ test_rules_groups_and_patterns (void **state)
     assert_true (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, long_name));
     assert_false (pigato__acl_allows (acl, "web", PIGATO__VERB_CALL, "echo2"));
     //  Unknown identities get nothing
-    assert_false (pigato__acl_allows (acl, "stranger", PIGATO__VERB_CALL, "echo"));
+    assert_false (
+        pigato__acl_allows (acl, "stranger", PIGATO__VERB_CALL, "echo"));
 
     //  Live credentials are re-checked against the policy
     assert_true (pigato__acl_identity_current (acl, "echo-worker", s_key_a));
@@ -152,16 +171,25 @@ test_errors_name_file_line_and_problem (void **state)
         const char *text;
         const char *expect;
     } cases [] = {
-        { "identity a %s\nallow a serv echo\n", "mesh.acl:2: unknown verb 'serv' (expected serve or call)" },
-        { "identity a %s\nallow b call echo\n", "mesh.acl:2: unknown identity 'b'" },
-        { "identity a %s\nidentity a %s\n", "mesh.acl:2: identity 'a' is defined twice" },
-        { "identity a %s\nidentity b %s\n", "mesh.acl:2: identity 'b' has the same key as 'a'" },
-        { "identity a nokey\n", "mesh.acl:1: identity a: key 'nokey' is neither" },
+        { "identity a %s\nallow a serv echo\n",
+          "mesh.acl:2: unknown verb 'serv' (expected serve or call)" },
+        { "identity a %s\nallow b call echo\n",
+          "mesh.acl:2: unknown identity 'b'" },
+        { "identity a %s\nidentity a %s\n",
+          "mesh.acl:2: identity 'a' is defined twice" },
+        { "identity a %s\nidentity b %s\n",
+          "mesh.acl:2: identity 'b' has the same key as 'a'" },
+        { "identity a nokey\n",
+          "mesh.acl:1: identity a: key 'nokey' is neither" },
         { "identity a %s\ngroup g a @h\ngroup h @g\n", "contains itself" },
-        { "identity a %s\ngroup g b\n", "mesh.acl:2: group 'g': unknown identity 'b'" },
-        { "identity a %s\nallow @nope call x\n", "mesh.acl:2: unknown group '@nope'" },
-        { "identity a %s\nallow a call ec*ho\n", "mesh.acl:2: invalid service pattern 'ec*ho'" },
-        { "identity a %s\nallow a call\n", "mesh.acl:2: expected 'allow SUBJECT" },
+        { "identity a %s\ngroup g b\n",
+          "mesh.acl:2: group 'g': unknown identity 'b'" },
+        { "identity a %s\nallow @nope call x\n",
+          "mesh.acl:2: unknown group '@nope'" },
+        { "identity a %s\nallow a call ec*ho\n",
+          "mesh.acl:2: invalid service pattern 'ec*ho'" },
+        { "identity a %s\nallow a call\n",
+          "mesh.acl:2: expected 'allow SUBJECT" },
         { "permit a call x\n", "mesh.acl:1: unknown keyword 'permit'" },
         { "identity ../x %s\n", "mesh.acl:1: invalid identity name '../x'" },
         { "trust nowhere/ca.crt certs/\n", "mesh.acl:1: " },
@@ -200,7 +228,8 @@ test_comments_and_keys_holding_a_hash (void **state)
     } while (!strchr (key, '#'));
     char *text = zsys_sprintf ("identity hashy %s # comment\n"
                                "   # an indented comment\n"
-                               "allow hashy call echo #trailing\n", key);
+                               "allow hashy call echo #trailing\n",
+                               key);
     char *path = s_write ("mesh.acl", text);
     char err [512] = "";
     pigato__acl_t *acl = pigato__acl_load (path, err, sizeof err);
@@ -222,7 +251,8 @@ s_issue (const char *ca_dir, const char *name, int64_t valid, byte *key)
     memcpy (key, zcert_public_key (cert), 32);
     char *path = zsys_sprintf ("%s/certs/%s.crt", s_dir, name);
     char err [512];
-    if (pigato__ca_issue (ca_dir, name, key, valid, path, true, err, sizeof err))
+    if (pigato__ca_issue (ca_dir, name, key, valid, path, true, err,
+                          sizeof err))
         fail_msg ("issue %s: %s", name, err);
     zcert_destroy (&cert);
     free (path);
@@ -237,21 +267,22 @@ test_trusted_certificates_are_identities_until_revoked_or_expired (void **state)
     char *other_ca = zsys_sprintf ("%s/other-ca", s_dir);
     char *certs = zsys_sprintf ("%s/certs", s_dir);
     zsys_dir_create (certs);
-    assert_int_equal (pigato__ca_init (ca_dir, "prod", true, err, sizeof err), 0);
-    assert_int_equal (pigato__ca_init (other_ca, "prod", true, err, sizeof err), 0);
+    assert_int_equal (pigato__ca_init (ca_dir, "prod", true, err, sizeof err),
+                      0);
+    assert_int_equal (pigato__ca_init (other_ca, "prod", true, err, sizeof err),
+                      0);
     byte web [32], api [32], old [32], brief [32], foreign [32];
     s_issue (ca_dir, "web", 3600, web);
     s_issue (ca_dir, "api", 3600, api);
-    s_issue (ca_dir, "old", -3600, old);            //  expired before load
-    s_issue (ca_dir, "brief", 2, brief);            //  expires while loaded
-    s_issue (other_ca, "foreign", 3600, foreign);   //  not our CA
-    char *path = s_write ("mesh.acl",
-                          "trust    ca/ca.crt certs\n"
-                          "revoked  ca/ca.crl\n"
-                          "allow    web   call  echo\n"
-                          "allow    api   call  echo\n"
-                          "group    team  web api\n"
-                          "allow    brief call  echo\n");
+    s_issue (ca_dir, "old", -3600, old);           //  expired before load
+    s_issue (ca_dir, "brief", 2, brief);           //  expires while loaded
+    s_issue (other_ca, "foreign", 3600, foreign);  //  not our CA
+    char *path = s_write ("mesh.acl", "trust    ca/ca.crt certs\n"
+                                      "revoked  ca/ca.crl\n"
+                                      "allow    web   call  echo\n"
+                                      "allow    api   call  echo\n"
+                                      "group    team  web api\n"
+                                      "allow    brief call  echo\n");
     pigato__acl_t *acl = pigato__acl_load (path, err, sizeof err);
     if (!acl)
         fail_msg ("%s", err);
@@ -277,7 +308,8 @@ test_trusted_certificates_are_identities_until_revoked_or_expired (void **state)
     if (!reloaded)
         fail_msg ("reload after a revocation failed: %s", err);
     assert_null (pigato__acl_identity_of_key (reloaded, api, NULL));
-    assert_string_equal (pigato__acl_identity_of_key (reloaded, web, NULL), "web");
+    assert_string_equal (pigato__acl_identity_of_key (reloaded, web, NULL),
+                         "web");
     pigato__acl_destroy (&reloaded);
 
     //  brief expires while the policy is loaded: refused from then on,
@@ -313,7 +345,8 @@ test_allow_all_policy (void **state)
     (void) state;
     pigato__acl_t *acl = pigato__acl_new_allow_all ();
     assert_true (pigato__acl_allow_all (acl));
-    assert_true (pigato__acl_allows (acl, "anonymous", PIGATO__VERB_SERVE, "x"));
+    assert_true (
+        pigato__acl_allows (acl, "anonymous", PIGATO__VERB_SERVE, "x"));
     assert_true (pigato__acl_identity_current (acl, "anonymous", NULL));
     pigato__acl_destroy (&acl);
 }
@@ -352,7 +385,8 @@ main (void)
         cmocka_unit_test (test_rules_groups_and_patterns),
         cmocka_unit_test (test_errors_name_file_line_and_problem),
         cmocka_unit_test (test_comments_and_keys_holding_a_hash),
-        cmocka_unit_test (test_trusted_certificates_are_identities_until_revoked_or_expired),
+        cmocka_unit_test (
+            test_trusted_certificates_are_identities_until_revoked_or_expired),
         cmocka_unit_test (test_allow_all_policy),
         cmocka_unit_test (test_names_are_plain_ascii_up_to_64),
     };

@@ -73,7 +73,7 @@ test_startup_fails_closed_when_zap_endpoint_is_taken (void **state)
     assert_int_equal (pigato_broker_bind (broker, "tcp://127.0.0.1:*"),
                       PIGATO_E_BIND);
     assert_non_null (strstr (pigato_broker_error (broker), "ZAP handler"));
-    assert_null (pigato_broker_endpoint (broker));      //  nothing bound
+    assert_null (pigato_broker_endpoint (broker));  //  nothing bound
     assert_int_not_equal (pigato_broker_run (broker), 0);
     pigato_broker_destroy (&broker);
     zsock_unbind (squatter, "inproc://zeromq.zap.01");
@@ -146,7 +146,8 @@ s_call (pigato_client_t *client, pigato_worker_t *worker, const char *service,
     char opts [64];
     snprintf (opts, sizeof opts, "{\"timeout\":%d}", timeout_ms);
     assert_int_equal (pigato_client_request (client, service, "\"hi\"", 4, opts,
-                                             s_on_reply, &result, NULL), 0);
+                                             s_on_reply, &result, NULL),
+                      0);
     int64_t deadline = zclock_mono () + timeout_ms + 5000;
     while (!result.done && zclock_mono () < deadline) {
         pigato_client_wait (client, 5);
@@ -167,12 +168,12 @@ test_acl_decisions_reach_clients_and_workers (void **state)
     s_keypair ("echo-worker", worker_key);
     s_keypair ("stranger", stranger_key);
     char *acl = s_path ("mesh.acl");
-    char *text = zsys_sprintf (
-        "identity alice        %s\n"
-        "identity echo-worker  echo-worker.key\n"
-        "allow    echo-worker  serve echo\n"
-        "allow    alice        call  *\n"
-        "deny     *            call  admin.*\n", alice_key);
+    char *text = zsys_sprintf ("identity alice        %s\n"
+                               "identity echo-worker  echo-worker.key\n"
+                               "allow    echo-worker  serve echo\n"
+                               "allow    alice        call  *\n"
+                               "deny     *            call  admin.*\n",
+                               alice_key);
     FILE *file = fopen (acl, "w");
     fputs (text, file);
     fclose (file);

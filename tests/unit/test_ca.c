@@ -92,15 +92,15 @@ static void
 s_write_foreign_key_cert (const char *name, const char *type)
 {
     EVP_PKEY *key = streq (type, "RSA")
-                  ? EVP_PKEY_Q_keygen (NULL, NULL, "RSA", (size_t) 1024)
-                  : EVP_PKEY_Q_keygen (NULL, NULL, "EC", "P-256");
+                      ? EVP_PKEY_Q_keygen (NULL, NULL, "RSA", (size_t) 1024)
+                      : EVP_PKEY_Q_keygen (NULL, NULL, "EC", "P-256");
     assert_non_null (key);
     X509 *cert = X509_new ();
     X509_set_version (cert, X509_VERSION_3);
     ASN1_INTEGER_set (X509_get_serialNumber (cert), 7);
     X509_NAME_add_entry_by_txt (X509_get_subject_name (cert), "CN",
-                                MBSTRING_ASC, (const unsigned char *) name,
-                                -1, -1, 0);
+                                MBSTRING_ASC, (const unsigned char *) name, -1,
+                                -1, 0);
     X509_set_issuer_name (cert, X509_get_subject_name (cert));
     X509_gmtime_adj (X509_getm_notBefore (cert), 0);
     X509_gmtime_adj (X509_getm_notAfter (cert), 3600);
@@ -148,19 +148,19 @@ test_init_issue_read_verify (void **state)
 {
     (void) state;
     char *ca = s_path ("ca");
-    assert_int_equal (pigato__ca_init (ca, "unit", false, s_err,
-                                       sizeof s_err), PIGATO_OK);
+    assert_int_equal (pigato__ca_init (ca, "unit", false, s_err, sizeof s_err),
+                      PIGATO_OK);
     assert_int_equal (s_mode ("ca/ca.key"), 0600);
     assert_int_equal (s_mode ("ca/ca.crt"), 0644);
     assert_int_equal (s_mode ("ca/ca.crl"), 0644);
     //  No overwriting a CA by accident; with force, a new CA
-    assert_int_equal (pigato__ca_init (ca, "unit", false, s_err,
-                                       sizeof s_err), PIGATO_E_INVALID);
+    assert_int_equal (pigato__ca_init (ca, "unit", false, s_err, sizeof s_err),
+                      PIGATO_E_INVALID);
     assert_non_null (strstr (s_err, "already exists"));
-    assert_int_equal (pigato__ca_init (ca, "unit", true, s_err,
-                                       sizeof s_err), PIGATO_OK);
-    assert_int_equal (pigato__ca_init (ca, "-bad", true, s_err,
-                                       sizeof s_err), PIGATO_E_INVALID);
+    assert_int_equal (pigato__ca_init (ca, "unit", true, s_err, sizeof s_err),
+                      PIGATO_OK);
+    assert_int_equal (pigato__ca_init (ca, "-bad", true, s_err, sizeof s_err),
+                      PIGATO_E_INVALID);
 
     //  An identity as pigato-keygen issue makes it: zcert files + NAME.crt
     char *certs = s_path ("certs");
@@ -171,15 +171,15 @@ test_init_issue_read_verify (void **state)
     char *public_path = s_path ("certs/web.key");
     assert_int_equal (pigato__ca_issue (ca, "web", zcert_public_key (pair),
                                         90 * 86400, crt, false, s_err,
-                                        sizeof s_err), PIGATO_OK);
+                                        sizeof s_err),
+                      PIGATO_OK);
     assert_int_equal (zcert_save (pair, public_path), 0);
-    assert_int_equal (pigato__ca_issue (ca, "web", zcert_public_key (pair),
-                                        60, crt, false, s_err,
-                                        sizeof s_err), PIGATO_E_INVALID);
+    assert_int_equal (pigato__ca_issue (ca, "web", zcert_public_key (pair), 60,
+                                        crt, false, s_err, sizeof s_err),
+                      PIGATO_E_INVALID);
     assert_non_null (strstr (s_err, "already exists"));
-    assert_int_equal (pigato__ca_issue (ca, "no/slash",
-                                        zcert_public_key (pair), 60, crt,
-                                        true, s_err, sizeof s_err),
+    assert_int_equal (pigato__ca_issue (ca, "no/slash", zcert_public_key (pair),
+                                        60, crt, true, s_err, sizeof s_err),
                       PIGATO_E_INVALID);
 
     //  The key in the certificate is the key czmq loads from the zcert
@@ -281,8 +281,8 @@ test_foreign_ca (void **state)
 {
     (void) state;
     char *other = s_path ("other");
-    assert_int_equal (pigato__ca_init (other, "unit", false, s_err,
-                                       sizeof s_err), PIGATO_OK);
+    assert_int_equal (
+        pigato__ca_init (other, "unit", false, s_err, sizeof s_err), PIGATO_OK);
     s_issue ("other", "intruder", 86400, NULL);
     pigato__trust_t *trust = s_trust ("ca", true);
     assert_int_equal (s_verify (trust, "intruder", NULL), PIGATO_E_KEY);
@@ -297,8 +297,7 @@ test_foreign_ca (void **state)
     assert_non_null (strstr (s_err, "not signed by the CA"));
     char *ca_crt = s_path ("ca/ca.crt");
     char *other_crl = s_path ("other/ca.crl");
-    assert_null (pigato__trust_load (ca_crt, other_crl, s_err,
-                                     sizeof s_err));
+    assert_null (pigato__trust_load (ca_crt, other_crl, s_err, sizeof s_err));
     assert_non_null (strstr (s_err, "not signed by the CA"));
     free (other_crl);
     free (ca_crt);
@@ -340,8 +339,8 @@ test_bad_files (void **state)
     assert_non_null (strstr (s_err, "the certificate's key is RSA, not an "
                                     "X25519 CURVE key"));
     char z85 [41];
-    assert_int_equal (pigato__cert_public_key (path, z85, s_err,
-                                               sizeof s_err), PIGATO_E_KEY);
+    assert_int_equal (pigato__cert_public_key (path, z85, s_err, sizeof s_err),
+                      PIGATO_E_KEY);
     free (path);
     s_write_foreign_key_cert ("ec", "EC");
     path = s_path ("certs/ec.crt");
@@ -370,8 +369,8 @@ test_bad_files (void **state)
     assert_int_equal (chmod (key, 0600), 0);
     //  No CA at all
     char *nowhere = s_path ("nowhere");
-    assert_int_equal (pigato__ca_issue (nowhere, "never", curve, 60, crt,
-                                        false, s_err, sizeof s_err),
+    assert_int_equal (pigato__ca_issue (nowhere, "never", curve, 60, crt, false,
+                                        s_err, sizeof s_err),
                       PIGATO_E_KEY);
     assert_non_null (strstr (s_err, "no CA in"));
     //  A broken CRL or CA certificate fails the trust, saying which file
@@ -399,7 +398,7 @@ s_collect (const pigato__cert_info_t *info, const char *path,
     const char *file = strrchr (path, '/') + 1;
     char *line = problem ? zsys_sprintf ("%s: %s", file, problem)
                          : zsys_sprintf ("%s ok", info->name);
-    zlist_append (lines, line);     //  autofree: the list keeps a copy
+    zlist_append (lines, line);  //  autofree: the list keeps a copy
     free (line);
 }
 
@@ -423,14 +422,15 @@ test_scan (void **state)
     char *ca_crt = s_path ("ca/ca.crt");
     char *certs = s_path ("certs");
     char *command = zsys_sprintf ("cp %s %s/ca.crt && cp %s %s/our-ca.crt"
-                                  " && echo hi > %s/notes.txt", ca_crt,
-                                  certs, ca_crt, certs, certs);
+                                  " && echo hi > %s/notes.txt",
+                                  ca_crt, certs, ca_crt, certs, certs);
     assert_int_equal (system (command), 0);
     pigato__trust_t *trust = s_trust ("ca", true);
     zlist_t *lines = zlist_new ();
     zlist_autofree (lines);
-    assert_int_equal (pigato__trust_scan (trust, certs, s_collect, lines,
-                                          s_err, sizeof s_err), PIGATO_OK);
+    assert_int_equal (pigato__trust_scan (trust, certs, s_collect, lines, s_err,
+                                          sizeof s_err),
+                      PIGATO_OK);
     assert_int_equal (zlist_size (lines), 9);
     assert_true (s_has_line (lines, "web ok", ""));
     assert_true (s_has_line (lines, "doomed.crt:", "revoked"));

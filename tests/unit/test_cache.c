@@ -16,7 +16,8 @@ s_put (pigato__cache_t *cache, const char *service, const char *body,
        const char *data, int64_t expires)
 {
     pigato__bytes_t b = B (body), d = B (data), o = B ("{\"cache\":100}");
-    assert_int_equal (pigato__cache_put (cache, service, &b, &d, &o, expires), 0);
+    assert_int_equal (pigato__cache_put (cache, service, &b, &d, &o, expires),
+                      0);
 }
 
 static const char *
@@ -42,11 +43,11 @@ test_identical_requests_hit_until_expiry (void **state)
     pigato__cache_t *cache = pigato__cache_new (1 << 20);
     s_put (cache, "echo", "\"a\"", "reply-a", 1000);
     assert_string_equal (s_get (cache, "echo", "\"a\"", 999), "reply-a");
-    assert_null (s_get (cache, "echo", "\"b\"", 10));          //  other body
-    assert_null (s_get (cache, "echo2", "\"a\"", 10));         //  other service
-    assert_null (s_get (cache, "ech", "o\"a\"", 10));          //  no run-together
-    assert_null (s_get (cache, "echo", "\"a\"", 1000));        //  expired
-    assert_int_equal (pigato__cache_entries (cache), 0);        //  and dropped
+    assert_null (s_get (cache, "echo", "\"b\"", 10));     //  other body
+    assert_null (s_get (cache, "echo2", "\"a\"", 10));    //  other service
+    assert_null (s_get (cache, "ech", "o\"a\"", 10));     //  no run-together
+    assert_null (s_get (cache, "echo", "\"a\"", 1000));   //  expired
+    assert_int_equal (pigato__cache_entries (cache), 0);  //  and dropped
     s_put (cache, "echo", "", "empty body", 50);
     assert_string_equal (s_get (cache, "echo", "", 1), "empty body");
     s_put (cache, "echo", "", "replaced", 50);
@@ -69,8 +70,8 @@ test_budget_evicts_least_recently_used (void **state)
     pigato__cache_t *cache = pigato__cache_new (2 * one + 10);
     s_put (cache, "svc", "\"1\"", big, 1000);
     s_put (cache, "svc", "\"2\"", big, 1000);
-    assert_non_null (s_get (cache, "svc", "\"1\"", 0));        //  1 is now recent
-    s_put (cache, "svc", "\"3\"", big, 1000);                   //  evicts 2
+    assert_non_null (s_get (cache, "svc", "\"1\"", 0));  //  1 is now recent
+    s_put (cache, "svc", "\"3\"", big, 1000);            //  evicts 2
     assert_non_null (s_get (cache, "svc", "\"1\"", 0));
     assert_null (s_get (cache, "svc", "\"2\"", 0));
     assert_non_null (s_get (cache, "svc", "\"3\"", 0));
@@ -82,7 +83,7 @@ test_budget_evicts_least_recently_used (void **state)
     pigato__bytes_t b = B ("\"4\""), d = B (huge), o = B ("{}");
     assert_int_equal (pigato__cache_put (cache, "svc", &b, &d, &o, 1000), -1);
     assert_int_equal (pigato__cache_entries (cache), 2);
-    pigato__cache_set_max (cache, 0);                           //  off
+    pigato__cache_set_max (cache, 0);  //  off
     assert_int_equal (pigato__cache_entries (cache), 0);
     assert_int_equal (pigato__cache_put (cache, "svc", &b, &o, &o, 1000), -1);
     pigato__cache_destroy (&cache);
@@ -92,13 +93,19 @@ static void
 test_ttl_is_read_from_reply_opts (void **state)
 {
     (void) state;
-    struct { const char *opts; int64_t ttl; } cases [] = {
-        { "", 0 }, { "{}", 0 }, { "{\"cache\":1500}", 1500 },
-        { "{\"timeout\":5,\"cache\":20}", 20 }, { "{\"cache\":0}", 0 },
-        { "{\"cache\":-5}", 0 }, { "{\"cache\":\"10\"}", 0 },
-        { "{\"cache\":1e15}", 1000000000000 }, { "not json \"cache\"", 0 },
-        { "{\"nocache\":5}", 0 }
-    };
+    struct {
+        const char *opts;
+        int64_t ttl;
+    } cases [] = { { "", 0 },
+                   { "{}", 0 },
+                   { "{\"cache\":1500}", 1500 },
+                   { "{\"timeout\":5,\"cache\":20}", 20 },
+                   { "{\"cache\":0}", 0 },
+                   { "{\"cache\":-5}", 0 },
+                   { "{\"cache\":\"10\"}", 0 },
+                   { "{\"cache\":1e15}", 1000000000000 },
+                   { "not json \"cache\"", 0 },
+                   { "{\"nocache\":5}", 0 } };
     for (size_t index = 0; index < sizeof cases / sizeof *cases; index++) {
         pigato__bytes_t opts = B (cases [index].opts);
         assert_int_equal (pigato__cache_ttl (&opts), cases [index].ttl);

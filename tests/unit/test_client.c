@@ -21,8 +21,8 @@ typedef struct {
     int status;
     bool final;
     char data [256];
-    size_t size;                //  clipped to data
-    size_t full_size;           //  as the callback got it
+    size_t size;       //  clipped to data
+    size_t full_size;  //  as the callback got it
 } event_t;
 
 typedef struct {
@@ -77,8 +77,8 @@ s_client_new (fake_broker_t *broker)
     pigato_client_t *client = pigato_client_new ();
     assert_non_null (client);
     if (broker->cert)
-        assert_int_equal (pigato_client_set_server_key (client,
-                                                        broker->public_key), 0);
+        assert_int_equal (
+            pigato_client_set_server_key (client, broker->public_key), 0);
     else
         pigato_client_set_insecure (client, true);
     pigato_client_set_heartbeat (client, 100, 3);
@@ -93,7 +93,8 @@ s_request (pigato_client_t *client, fake_broker_t *broker, const char *data,
 {
     assert_int_equal (pigato_client_request (client, "echo", data,
                                              strlen (data), opts, s_record,
-                                             recorder, rid), 0);
+                                             recorder, rid),
+                      0);
     zmsg_t *msg = fake_recv (broker, s_pump, client, "C", "2", 2000);
     assert_non_null (msg);
     assert_true (fake_frame_is (msg, 4, rid));
@@ -114,21 +115,23 @@ s_request_frames (bool curve)
     recorder_t recorder = { .count = 0 };
     char rid [PIGATO_RID_MAX + 1];
     assert_int_equal (pigato_client_request (client, "echo", "\"hi\"", 4, NULL,
-                                             s_record, &recorder, rid), 0);
+                                             s_record, &recorder, rid),
+                      0);
     assert_int_equal (strlen (rid), 24);
     assert_int_equal (strspn (rid, "0123456789abcdef"), 24);
     assert_int_equal (pigato_client_pending (client), 1);
     msg = fake_recv (broker, s_pump, client, "C", "2", 2000);
     assert_non_null (msg);
     //  The brokers' default timeout needs no opts
-    assert_true (fake_msg_is (msg, "C", "2", "echo", rid, "\"hi\"", "{}",
-                              NULL));
+    assert_true (
+        fake_msg_is (msg, "C", "2", "echo", rid, "\"hi\"", "{}", NULL));
     zmsg_destroy (&msg);
 
     //  rids are unique per client
     char rid2 [PIGATO_RID_MAX + 1];
     assert_int_equal (pigato_client_request (client, "echo", "", 0, NULL,
-                                             s_record, &recorder, rid2), 0);
+                                             s_record, &recorder, rid2),
+                      0);
     assert_string_not_equal (rid, rid2);
     msg = fake_recv (broker, s_pump, client, "C", "2", 2000);
     zmsg_destroy (&msg);
@@ -145,7 +148,8 @@ s_request_frames (bool curve)
     for (size_t index = 0; index < 4; index++) {
         assert_int_equal (pigato_client_request (client, "echo", "", 0,
                                                  cases [index][0], s_record,
-                                                 &recorder, rid2), 0);
+                                                 &recorder, rid2),
+                          0);
         msg = fake_recv (broker, s_pump, client, "C", "2", 2000);
         assert_non_null (msg);
         assert_true (fake_msg_is (msg, "C", "2", "echo", rid2, "",
@@ -219,7 +223,7 @@ test_errors_are_decoded (void **state)
     pigato_client_t *client = s_client_new (broker);
     recorder_t recorder = { .count = 0 };
     char rid1 [PIGATO_RID_MAX + 1], rid2 [PIGATO_RID_MAX + 1],
-         rid3 [PIGATO_RID_MAX + 1];
+        rid3 [PIGATO_RID_MAX + 1];
     zmsg_t *msg = s_request (client, broker, "1", NULL, &recorder, rid1);
     zframe_t *to = fake_sender (msg);
     zmsg_destroy (&msg);
@@ -295,8 +299,8 @@ test_opts_and_arguments_are_checked (void **state)
     //  The default timeout is added; other fields pass through
     zmsg_t *msg = s_request (client, broker, "1", "{\"retry\":2,\"x\":\"y\"}",
                              &recorder, rid);
-    assert_true (fake_frame_is (msg, 6,
-                                "{\"retry\":2,\"x\":\"y\",\"timeout\":5000}"));
+    assert_true (
+        fake_frame_is (msg, 6, "{\"retry\":2,\"x\":\"y\",\"timeout\":5000}"));
     zmsg_destroy (&msg);
     msg = s_request (client, broker, "1", "{\"timeout\":-1}", &recorder, rid);
     assert_true (fake_frame_is (msg, 6, "{\"timeout\":-1}"));
@@ -317,8 +321,8 @@ test_opts_and_arguments_are_checked (void **state)
     assert_int_equal (pigato_client_request (client, NULL, "1", 1, NULL,
                                              s_record, &recorder, rid),
                       PIGATO_E_INVALID);
-    assert_int_equal (pigato_client_request (client, "", "1", 1, NULL,
-                                             s_record, &recorder, rid),
+    assert_int_equal (pigato_client_request (client, "", "1", 1, NULL, s_record,
+                                             &recorder, rid),
                       PIGATO_E_INVALID);
     char long_name [PIGATO_SERVICE_MAX + 2];
     memset (long_name, 's', sizeof long_name - 1);
@@ -335,8 +339,8 @@ test_opts_and_arguments_are_checked (void **state)
 
     //  Without a broker link there is nothing to send on
     pigato_client_t *lonely = pigato_client_new ();
-    assert_int_equal (pigato_client_request (lonely, "echo", "1", 1, NULL,
-                                             NULL, NULL, NULL),
+    assert_int_equal (pigato_client_request (lonely, "echo", "1", 1, NULL, NULL,
+                                             NULL, NULL),
                       PIGATO_E_NOTCONNECTED);
     assert_int_equal (pigato_client_wait (lonely, -1), 0);
     pigato_client_destroy (&lonely);
@@ -369,8 +373,7 @@ test_timeout_is_inactivity (void **state)
             pigato_client_wait (client, 10);
     }
     fake_send (broker, to, "C", "3", "", chatty, "0", "end", "{}", NULL);
-    while (pigato_client_pending (client) > 0
-    &&     zclock_mono () - start < 3000)
+    while (pigato_client_pending (client) > 0 && zclock_mono () - start < 3000)
         pigato_client_wait (client, 10);
     assert_int_equal (pigato_client_pending (client), 0);
 
@@ -379,7 +382,7 @@ test_timeout_is_inactivity (void **state)
         if (streq (recorder.events [index].rid, quiet))
             timed_out = &recorder.events [index];
         if (streq (recorder.events [index].rid, chatty)
-        &&  recorder.events [index].final)
+            && recorder.events [index].final)
             final = &recorder.events [index];
     }
     assert_non_null (timed_out);
@@ -428,7 +431,7 @@ test_huge_timeouts_do_not_overflow (void **state)
     msg = s_request (client, broker, "2", "{\"timeout\":0}", &recorder,
                      rid_zero);
     zmsg_destroy (&msg);
-    pthread_t watchdog;                 //  a spinning client fails, not hangs
+    pthread_t watchdog;  //  a spinning client fails, not hangs
     s_watchdog_done = false;
     pthread_create (&watchdog, NULL, s_watchdog, NULL);
     //  (less than the fake broker's liveness window: it does not answer
@@ -533,8 +536,8 @@ test_reconnect_after_liveness_loss (void **state)
     //  request with retries left, fails the other
     msg = fake_recv (broker, s_pump, client, "C", "2", 2000);
     assert_non_null (msg);
-    assert_true (fake_msg_is (msg, "C", "2", "echo", kept, "1",
-                              "{\"retry\":1}", NULL));
+    assert_true (
+        fake_msg_is (msg, "C", "2", "echo", kept, "1", "{\"retry\":1}", NULL));
     assert_false (zframe_eq (old_id, zmsg_first (msg)));
     zframe_t *new_id = fake_sender (msg);
     //  Routing ids are printable (hex), so Node brokers can route to them
@@ -577,7 +580,8 @@ test_requests_spread_over_brokers (void **state)
     }
     for (int index = 0; index < 4; index++)
         assert_int_equal (pigato_client_request (client, "echo", "x", 1, NULL,
-                                                 NULL, NULL, NULL), 0);
+                                                 NULL, NULL, NULL),
+                          0);
     int got_first = 0, got_second = 0;
     zmsg_t *msg;
     while ((msg = fake_recv (first, s_pump, client, "C", "2", 300))) {
@@ -600,9 +604,9 @@ test_requests_spread_over_brokers (void **state)
 //  client's latest routing id on it.
 typedef struct {
     fake_broker_t *brokers [2];
-    bool answer [2];            //  answers heartbeats (counts as alive)
-    zlistx_t *requests [2];     //  C,2 messages received (zmsg_t *)
-    zframe_t *sender [2];       //  client's latest routing id there
+    bool answer [2];         //  answers heartbeats (counts as alive)
+    zlistx_t *requests [2];  //  C,2 messages received (zmsg_t *)
+    zframe_t *sender [2];    //  client's latest routing id there
     pigato_client_t *client;
 } duo_t;
 
@@ -618,13 +622,12 @@ s_duo_read (duo_t *duo)
             zframe_destroy (&duo->sender [which]);
             duo->sender [which] = fake_sender (msg);
             if (fake_msg_is (msg, "C", "4", NULL)
-            ||  fake_msg_is (msg, "C", "4", PIGATO__NATIVE_OFFER, NULL)) {
+                || fake_msg_is (msg, "C", "4", PIGATO__NATIVE_OFFER, NULL)) {
                 if (duo->answer [which])
                     fake_send (broker, duo->sender [which], "C", "4", NULL);
                 zmsg_destroy (&msg);
             }
-            else
-            if (fake_frame_is (msg, 2, "2"))
+            else if (fake_frame_is (msg, 2, "2"))
                 zlistx_add_end (duo->requests [which], msg);
             else
                 zmsg_destroy (&msg);
@@ -656,8 +659,9 @@ s_duo_new (int interval_ms, int liveness)
         duo->requests [which] = zlistx_new ();
         zlistx_set_destructor (duo->requests [which],
                                (zlistx_destructor_fn *) zmsg_destroy);
-        assert_int_equal (pigato_client_connect (
-                              duo->client, duo->brokers [which]->endpoint), 0);
+        assert_int_equal (
+            pigato_client_connect (duo->client, duo->brokers [which]->endpoint),
+            0);
     }
     //  Both answer a heartbeat: both count as alive
     s_duo_run (duo, 3 * interval_ms);
@@ -684,8 +688,8 @@ static int
 s_duo_holder (duo_t *duo, const char *rid, bool forget)
 {
     for (int which = 0; which < 2; which++)
-        for (zmsg_t *msg = (zmsg_t *) zlistx_first (duo->requests [which]);
-             msg; msg = (zmsg_t *) zlistx_next (duo->requests [which]))
+        for (zmsg_t *msg = (zmsg_t *) zlistx_first (duo->requests [which]); msg;
+             msg = (zmsg_t *) zlistx_next (duo->requests [which]))
             if (fake_frame_is (msg, 4, rid)) {
                 if (forget)
                     zlistx_delete (duo->requests [which],
@@ -707,12 +711,12 @@ s_duo_requests_on (duo_t *duo, int which, const char *opts, int count,
          attempt++) {
         char rid [PIGATO_RID_MAX + 1];
         assert_int_equal (pigato_client_request (duo->client, "echo", "x", 1,
-                                                 opts, s_record, recorder,
-                                                 rid), 0);
+                                                 opts, s_record, recorder, rid),
+                          0);
         int holder = -1;
         int64_t deadline = zclock_mono () + 2000;
         while ((holder = s_duo_holder (duo, rid, false)) < 0
-        &&     zclock_mono () < deadline)
+               && zclock_mono () < deadline)
             s_duo_run (duo, 5);
         assert_true (holder >= 0);
         if (holder == which)
@@ -732,7 +736,7 @@ s_final_of (recorder_t *recorder, const char *rid)
 {
     for (int index = 0; index < recorder->count; index++)
         if (streq (recorder->events [index].rid, rid)
-        &&  recorder->events [index].final)
+            && recorder->events [index].final)
             return &recorder->events [index];
     return NULL;
 }
@@ -763,7 +767,7 @@ s_failover (bool by_disconnect)
     char kept [2][PIGATO_RID_MAX + 1], dropped [2][PIGATO_RID_MAX + 1];
     s_duo_requests_on (duo, 0, "{\"retry\":1}", 2, &recorder, kept);
     s_duo_requests_on (duo, 0, NULL, 2, &recorder, dropped);
-    int finished = recorder.count;          //  those answered by broker 1
+    int finished = recorder.count;  //  those answered by broker 1
     zframe_t *old_id = zframe_dup (duo->sender [0]);
     zlistx_purge (duo->requests [0]);
 
@@ -819,7 +823,7 @@ s_failover (bool by_disconnect)
     //  A request moved once has no retry left: broker 1 lost too, it fails
     char last [1][PIGATO_RID_MAX + 1];
     if (!by_disconnect) {
-        duo->answer [0] = true;     //  broker 0 is back
+        duo->answer [0] = true;  //  broker 0 is back
         s_duo_run (duo, 300);
         s_duo_requests_on (duo, 0, "{\"retry\":1}", 1, &recorder, last);
         zlistx_purge (duo->requests [0]);
@@ -886,7 +890,8 @@ test_new_requests_avoid_a_silent_broker (void **state)
     for (int index = 0; index < 6; index++)
         assert_int_equal (pigato_client_request (duo->client, "echo", "x", 1,
                                                  NULL, s_record, &recorder,
-                                                 NULL), 0);
+                                                 NULL),
+                          0);
     s_duo_run (duo, 100);
     assert_int_equal (zlistx_size (duo->requests [0]), 0);
     assert_int_equal (zlistx_size (duo->requests [1]), 6);
@@ -896,7 +901,8 @@ test_new_requests_avoid_a_silent_broker (void **state)
     for (int index = 0; index < 6; index++)
         assert_int_equal (pigato_client_request (duo->client, "echo", "x", 1,
                                                  NULL, s_record, &recorder,
-                                                 NULL), 0);
+                                                 NULL),
+                          0);
     s_duo_run (duo, 100);
     assert_int_equal (zlistx_size (duo->requests [0]), 3);
     assert_int_equal (zlistx_size (duo->requests [1]), 9);
@@ -921,7 +927,8 @@ s_echo_broker (zsock_t *pipe, void *arg)
         zmsg_t *msg;
         while ((msg = zmsg_recv (broker->router))) {
             zframe_t *to = fake_sender (msg);
-            if (fake_frame_is (msg, 2, "2") && !fake_frame_is (msg, 3, "silent")) {
+            if (fake_frame_is (msg, 2, "2")
+                && !fake_frame_is (msg, 3, "silent")) {
                 char *rid = fake_frame_str (msg, 4);
                 char *data = fake_frame_str (msg, 5);
                 fake_send (broker, to, "C", "6", "", rid, "0", "working", "{}",
@@ -964,7 +971,8 @@ test_blocking_call (void **state)
 
     assert_int_equal (pigato_client_call (client, "silent", "1", 1,
                                           "{\"timeout\":100}", NULL, NULL,
-                                          &reply, &size), PIGATO_E_TIMEOUT);
+                                          &reply, &size),
+                      PIGATO_E_TIMEOUT);
     assert_string_equal (reply, "C_TIMEOUT");
     free (reply);
     assert_int_equal (pigato_client_call (client, "echo", "1", 1, "[]", NULL,
@@ -1030,11 +1038,13 @@ test_attached_to_zloop (void **state)
     zloop_timer (loop, 3000, 1, s_loop_check, &loop_state);  //  give up
     assert_int_equal (pigato_client_request (client, "echo", "1", 1, NULL,
                                              s_record, &loop_state.recorder,
-                                             NULL), 0);
+                                             NULL),
+                      0);
     //  Nobody answers this one: it times out through the client's timer
     assert_int_equal (pigato_client_request (client, "nobody", "1", 1,
                                              "{\"timeout\":50}", s_record,
-                                             &loop_state.recorder, NULL), 0);
+                                             &loop_state.recorder, NULL),
+                      0);
     zloop_start (loop);
     assert_int_equal (loop_state.recorder.count, 2);
     int ok = 0, timed_out = 0;
@@ -1077,7 +1087,8 @@ test_zloop_reads_a_reply_whose_signal_a_send_took (void **state)
     recorder_t recorder;
     recorder.count = 0;
     assert_int_equal (pigato_client_request (client, "echo", "1", 1, NULL,
-                                             s_record, &recorder, NULL), 0);
+                                             s_record, &recorder, NULL),
+                      0);
     zmsg_t *msg = fake_recv (broker, NULL, NULL, "C", "2", 2000);
     assert_non_null (msg);
     zframe_t *to = fake_sender (msg);
@@ -1092,7 +1103,8 @@ test_zloop_reads_a_reply_whose_signal_a_send_took (void **state)
     zclock_sleep (5);
     assert_int_equal (pigato_client_request (client, "nobody", "2", 1,
                                              "{\"timeout\":5000}", s_record,
-                                             &recorder, NULL), 0);
+                                             &recorder, NULL),
+                      0);
     zloop_timer (loop, 5, 0, s_stop_at_one, &recorder);
     zloop_timer (loop, 1000, 1, fake_loop_give_up, NULL);
     int64_t started = zclock_mono ();
@@ -1121,8 +1133,8 @@ test_security_settings (void **state)
 
     pigato_client_t *client = pigato_client_new ();
     //  Server keys: Z85 text, a public file, a secret file; clear errors
-    assert_int_equal (pigato_client_set_server_key (client,
-                                                    zcert_public_txt (cert)), 0);
+    assert_int_equal (
+        pigato_client_set_server_key (client, zcert_public_txt (cert)), 0);
     assert_int_equal (pigato_client_set_server_key (client, public_path), 0);
     assert_int_equal (pigato_client_set_server_key (client, "abc"),
                       PIGATO_E_KEY);
@@ -1135,7 +1147,8 @@ test_security_settings (void **state)
                          "cannot read server key '/nope/x.key': no such file");
     //  40 characters, but not Z85 (and no such file)
     assert_int_equal (pigato_client_set_server_key (
-        client, "~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~"), PIGATO_E_KEY);
+                          client, "~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~"),
+                      PIGATO_E_KEY);
 
     //  Own key file: 0600 accepted (public or secret path), 0644 refused
     chmod (secret_path, 0600);
@@ -1155,8 +1168,8 @@ test_security_settings (void **state)
     remove (secret_path);
     assert_int_equal (pigato_client_set_key_file (client, public_path),
                       PIGATO_E_KEY);
-    assert_non_null (strstr (pigato_client_error (client),
-                             "holds no secret key"));
+    assert_non_null (
+        strstr (pigato_client_error (client), "holds no secret key"));
 
     //  Public key helpers
     char z85 [41];
@@ -1209,8 +1222,8 @@ test_curve_with_key_file (void **state)
 
     fake_broker_t *broker = fake_broker_new (true);
     pigato_client_t *client = pigato_client_new ();
-    assert_int_equal (pigato_client_set_server_key (client,
-                                                    broker->public_key), 0);
+    assert_int_equal (pigato_client_set_server_key (client, broker->public_key),
+                      0);
     assert_int_equal (pigato_client_set_key_file (client, secret_path), 0);
     pigato_client_set_heartbeat (client, 100, 3);
     assert_int_equal (pigato_client_connect (client, broker->endpoint), 0);
@@ -1232,7 +1245,8 @@ test_curve_with_key_file (void **state)
 //  --------------------------------------------------------------------------
 //  Native framing (docs/native-framing.md)
 
-#define S_BYTES(text) ((pigato__bytes_t) { (const byte *) (text), strlen (text) })
+#define S_BYTES(text)                                                          \
+    ((pigato__bytes_t) { (const byte *) (text), strlen (text) })
 
 //  A broker -> client entry.
 static pigato__msg_t
@@ -1324,7 +1338,8 @@ test_switches_to_native_after_a_native_answer (void **state)
     char rid [PIGATO_RID_MAX + 1];
     assert_int_equal (pigato_client_request (client, "echo", "\"hi\"", 4,
                                              "{\"retry\":0}", s_record,
-                                             &recorder, rid), 0);
+                                             &recorder, rid),
+                      0);
     pigato__msg_t entries [8];
     zmsg_t *msg;
     assert_int_equal (s_recv_requests (broker, NULL, entries, 8, &msg), 1);
@@ -1337,10 +1352,8 @@ test_switches_to_native_after_a_native_answer (void **state)
     zmsg_destroy (&msg);
 
     //  Native partial and error final; the 0.0.46 framing is still read
-    pigato__msg_t replies [2] = {
-        s_entry (PIGATO__PARTIAL, rid, "p1"),
-        s_entry (PIGATO__REPLY, rid, "\"boom\"")
-    };
+    pigato__msg_t replies [2] = { s_entry (PIGATO__PARTIAL, rid, "p1"),
+                                  s_entry (PIGATO__REPLY, rid, "\"boom\"") };
     replies [1].status = -1;
     fake_native_send (broker, to, 'C', replies, 2);
     assert_true (s_wait_events (client, &recorder, 2, 2000));
@@ -1350,7 +1363,8 @@ test_switches_to_native_after_a_native_answer (void **state)
     assert_int_equal (recorder.events [1].status, PIGATO_E_REPLY);
     assert_string_equal (recorder.events [1].data, "boom");
     assert_int_equal (pigato_client_request (client, "echo", "2", 1, NULL,
-                                             s_record, &recorder, rid), 0);
+                                             s_record, &recorder, rid),
+                      0);
     fake_send (broker, to, "C", "3", "", rid, "0", "old", "{}", NULL);
     assert_true (s_wait_events (client, &recorder, 3, 2000));
     assert_string_equal (recorder.events [2].data, "old");
@@ -1374,7 +1388,8 @@ s_chain (pigato_client_t *client, const char *rid, int status, bool final,
     if (final && chain->chained < 8) {
         chain->chained++;
         assert_int_equal (pigato_client_request (client, "next", "n", 1, NULL,
-                                                 NULL, NULL, NULL), 0);
+                                                 NULL, NULL, NULL),
+                          0);
     }
 }
 
@@ -1391,21 +1406,18 @@ test_requests_from_callbacks_leave_as_one_batch (void **state)
     pigato__msg_t entries [16];
     for (int index = 0; index < 3; index++) {
         assert_int_equal (pigato_client_request (client, "echo", "x", 1, NULL,
-                                                 s_chain, &chain,
-                                                 rids [index]), 0);
+                                                 s_chain, &chain, rids [index]),
+                          0);
         //  Each one is sent at once, on its own
         zmsg_t *msg;
-        assert_int_equal (s_recv_requests (broker, NULL, entries, 16, &msg),
-                          1);
+        assert_int_equal (s_recv_requests (broker, NULL, entries, 16, &msg), 1);
         zmsg_destroy (&msg);
     }
     //  Three finals in one batch: the three requests their callbacks make
     //  arrive together, in one message
-    pigato__msg_t finals [3] = {
-        s_entry (PIGATO__REPLY, rids [0], "a"),
-        s_entry (PIGATO__REPLY, rids [1], "b"),
-        s_entry (PIGATO__REPLY, rids [2], "c")
-    };
+    pigato__msg_t finals [3] = { s_entry (PIGATO__REPLY, rids [0], "a"),
+                                 s_entry (PIGATO__REPLY, rids [1], "b"),
+                                 s_entry (PIGATO__REPLY, rids [2], "c") };
     fake_native_send (broker, to, 'C', finals, 3);
     zmsg_t *msg = NULL;
     int requests = 0;
@@ -1441,7 +1453,8 @@ test_large_bodies_travel_as_external_frames (void **state)
     recorder_t recorder = { .count = 0 };
     char rid [PIGATO_RID_MAX + 1];
     assert_int_equal (pigato_client_request (client, "echo", body, size, NULL,
-                                             s_record, &recorder, rid), 0);
+                                             s_record, &recorder, rid),
+                      0);
     pigato__msg_t entries [4];
     zmsg_t *msg;
     assert_int_equal (s_recv_requests (broker, NULL, entries, 4, &msg), 1);
@@ -1522,8 +1535,9 @@ test_framing_native_from_the_start (void **state)
     assert_int_equal (entries [0].type, PIGATO__HEARTBEAT);
     assert_int_equal (entries [0].rid.size, 0);
     zmsg_destroy (&msg);
-    assert_int_equal (pigato_client_request (client, "echo", "1", 1, NULL,
-                                             NULL, NULL, NULL), 0);
+    assert_int_equal (pigato_client_request (client, "echo", "1", 1, NULL, NULL,
+                                             NULL, NULL),
+                      0);
     assert_int_equal (s_recv_requests (broker, NULL, entries, 4, &msg), 1);
     assert_int_equal (entries [0].type, PIGATO__REQUEST);
     zmsg_destroy (&msg);
@@ -1541,7 +1555,8 @@ test_malformed_native_batches_are_dropped (void **state)
     recorder_t recorder = { .count = 0 };
     char rid [PIGATO_RID_MAX + 1];
     assert_int_equal (pigato_client_request (client, "echo", "1", 1, NULL,
-                                             s_record, &recorder, rid), 0);
+                                             s_record, &recorder, rid),
+                      0);
     pigato__native_writer_t writer;
     pigato__native_writer_init (&writer, 'C');
     pigato__msg_t bad = s_entry (PIGATO__REPLY, rid, "bad");

@@ -24,7 +24,8 @@ s_msg (const char *first, ...)
 static bool
 s_eq (pigato__bytes_t bytes, const char *text)
 {
-    return bytes.size == strlen (text) && memcmp (bytes.data, text, bytes.size) == 0;
+    return bytes.size == strlen (text)
+        && memcmp (bytes.data, text, bytes.size) == 0;
 }
 
 static void
@@ -115,20 +116,23 @@ test_oversized_fields_and_frame_floods_are_refused (void **state)
     service [sizeof service - 1] = 0;
     zmsg_t *msg = s_msg ("p", "C", "2", service, "r", NULL);
     pigato__msg_t in;
-    assert_int_equal (pigato__decode_from_peer (msg, &in), PIGATO__DECODE_FIELD);
+    assert_int_equal (pigato__decode_from_peer (msg, &in),
+                      PIGATO__DECODE_FIELD);
     zmsg_destroy (&msg);
 
     char rid [PIGATO_RID_MAX + 2];
     memset (rid, 'r', sizeof rid - 1);
     rid [sizeof rid - 1] = 0;
     msg = s_msg ("p", "C", "2", "echo", rid, NULL);
-    assert_int_equal (pigato__decode_from_peer (msg, &in), PIGATO__DECODE_FIELD);
+    assert_int_equal (pigato__decode_from_peer (msg, &in),
+                      PIGATO__DECODE_FIELD);
     zmsg_destroy (&msg);
 
     msg = zmsg_new ();
     for (int index = 0; index < 200; index++)
         zmsg_addstr (msg, index == 1 ? "C" : "4");
-    assert_int_equal (pigato__decode_from_peer (msg, &in), PIGATO__DECODE_FRAMES);
+    assert_int_equal (pigato__decode_from_peer (msg, &in),
+                      PIGATO__DECODE_FRAMES);
     zmsg_destroy (&msg);
 }
 
@@ -215,7 +219,7 @@ test_client_reply_encoding_round_trips (void **state)
     zmsg_t *msg = pigato__encode_client_reply (&to, PIGATO__REPLY, &rid, -1,
                                                &data, NULL);
     assert_int_equal (zmsg_size (msg), 8);
-    zframe_t *first = zmsg_pop (msg);           //  routing id
+    zframe_t *first = zmsg_pop (msg);  //  routing id
     assert_true (zframe_streq (first, "cid"));
     zframe_destroy (&first);
     pigato__msg_t in;

@@ -17,7 +17,13 @@
 //  --------------------------------------------------------------------------
 //  A recording send interface
 
-typedef enum { EV_REQUEST, EV_HEARTBEAT, EV_REPLY, EV_ERROR, EV_CONTROL } kind_t;
+typedef enum {
+    EV_REQUEST,
+    EV_HEARTBEAT,
+    EV_REPLY,
+    EV_ERROR,
+    EV_CONTROL
+} kind_t;
 
 typedef struct {
     kind_t kind;
@@ -84,7 +90,9 @@ s_on_reply (void *arg, const pigato__caller_t *to, int type, int status,
             const pigato__bytes_t *body, size_t body_count,
             const pigato__bytes_t *opts, zmq_msg_t *body_part)
 {
-    (void) arg; (void) opts; (void) body_part;
+    (void) arg;
+    (void) opts;
+    (void) body_part;
     event_t *event = s_record (EV_REPLY);
     s_text (event->to, sizeof event->to, &to->client);
     s_text (event->rid, sizeof event->rid, &to->rid);
@@ -117,9 +125,11 @@ s_on_control (void *arg, const pigato__bytes_t *worker, int type,
     event->framing = framing;
 }
 
-static const pigato__emit_t recorder = {
-    .request = s_on_request, .request_heartbeat = s_on_heartbeat,
-    .reply = s_on_reply, .error = s_on_error, .control = s_on_control };
+static const pigato__emit_t recorder = { .request = s_on_request,
+                                         .request_heartbeat = s_on_heartbeat,
+                                         .reply = s_on_reply,
+                                         .error = s_on_error,
+                                         .control = s_on_control };
 
 //  --------------------------------------------------------------------------
 //  Driving the core as a front-end would
@@ -149,15 +159,15 @@ s_conn (int fd)
 }
 
 static pigato__worker_t *
-s_add_worker (pigato__core_t *core, const char *id, const char *service,
-              int fd)
+s_add_worker (pigato__core_t *core, const char *id, const char *service, int fd)
 {
     pigato__bytes_t id_bytes = s_bytes (id), name = s_bytes (service);
     pigato__conn_t conn = s_conn (fd);
     size_t before = event_count;
     assert_int_equal (pigato__core_worker_add (core, &id_bytes, &name,
                                                PIGATO__FRAMING_046, &conn,
-                                               "worker", NULL), 0);
+                                               "worker", NULL),
+                      0);
     //  The first thing it hears is its READY acknowledged
     assert_true (event_count > before);
     assert_int_equal (events [before].kind, EV_CONTROL);
@@ -170,15 +180,18 @@ s_add_worker (pigato__core_t *core, const char *id, const char *service,
 
 static int
 s_submit_full (pigato__core_t *core, const char *client, const char *rid,
-               const char *service, const char *body, const char *opts,
-               int fd, char *error)
+               const char *service, const char *body, const char *opts, int fd,
+               char *error)
 {
     pigato__bytes_t opts_bytes = s_bytes (opts);
-    pigato__submit_t submit = {
-        .caller = { .framing = PIGATO__FRAMING_046, .client = s_bytes (client),
-                    .rid = s_bytes (rid), .service = s_bytes (service) },
-        .body = s_bytes (body), .opts = opts ? &opts_bytes : NULL,
-        .conn = s_conn (fd), .identity = "alice" };
+    pigato__submit_t submit = { .caller = { .framing = PIGATO__FRAMING_046,
+                                            .client = s_bytes (client),
+                                            .rid = s_bytes (rid),
+                                            .service = s_bytes (service) },
+                                .body = s_bytes (body),
+                                .opts = opts ? &opts_bytes : NULL,
+                                .conn = s_conn (fd),
+                                .identity = "alice" };
     char scratch [700];
     return pigato__core_submit (core, &submit, error ? error : scratch, 700);
 }
@@ -187,8 +200,8 @@ static void
 s_submit (pigato__core_t *core, const char *client, const char *rid,
           const char *service, const char *body, const char *opts)
 {
-    assert_int_equal (s_submit_full (core, client, rid, service, body, opts,
-                                     100, NULL), 0);
+    assert_int_equal (
+        s_submit_full (core, client, rid, service, body, opts, 100, NULL), 0);
 }
 
 static bool
@@ -329,9 +342,9 @@ test_rand_mode_uses_every_worker_with_room (void **state)
     (void) state;
     pigato__core_t *core = s_core ();
     core->dmode = PIGATO__DMODE_RAND;
-    pigato__worker_t *workers [3] = {
-        s_add_worker (core, "w1", "echo", 1), s_add_worker (core, "w2", "echo", 2),
-        s_add_worker (core, "w3", "echo", 3) };
+    pigato__worker_t *workers [3] = { s_add_worker (core, "w1", "echo", 1),
+                                      s_add_worker (core, "w2", "echo", 2),
+                                      s_add_worker (core, "w3", "echo", 3) };
     for (int index = 0; index < 3; index++)
         pigato__core_worker_concurrency (core, workers [index], 100);
     char rid [16];
@@ -345,7 +358,8 @@ test_rand_mode_uses_every_worker_with_room (void **state)
         assert_true (workers [index]->in_flight <= 100);
     }
     assert_int_equal (workers [0]->in_flight + workers [1]->in_flight
-                      + workers [2]->in_flight, 240);
+                          + workers [2]->in_flight,
+                      240);
     pigato__core_destroy (&core);
 }
 
@@ -398,8 +412,8 @@ test_worker_loss_retries_or_fails (void **state)
     size_t mark = event_count;
     pigato__conn_t dead = s_conn (1);
     pigato__core_connection_lost (core, &dead);
-    assert_null (pigato__core_worker_of (core, &(pigato__bytes_t) {
-        (const byte *) "w1", 2 }));
+    assert_null (pigato__core_worker_of (
+        core, &(pigato__bytes_t) { (const byte *) "w1", 2 }));
     event_t *errors [4], *sent [4];
     assert_int_equal (s_events (EV_ERROR, mark, errors, 4), 1);
     assert_string_equal (errors [0]->rid, "plain");
@@ -430,10 +444,10 @@ test_a_closed_client_connection_drops_its_requests (void **state)
     pigato__core_t *core = s_core ();
     pigato__worker_t *worker = s_add_worker (core, "w1", "echo", 1);
     pigato__core_worker_concurrency (core, worker, 1);
-    assert_int_equal (s_submit_full (core, "c1", "r1", "echo", "x", NULL, 50,
-                                     NULL), 0);
-    assert_int_equal (s_submit_full (core, "c2", "r2", "echo", "x", NULL, 60,
-                                     NULL), 0);
+    assert_int_equal (
+        s_submit_full (core, "c1", "r1", "echo", "x", NULL, 50, NULL), 0);
+    assert_int_equal (
+        s_submit_full (core, "c2", "r2", "echo", "x", NULL, 60, NULL), 0);
     //  c1 goes: its request leaves the worker, c2's takes the slot; no
     //  reply is sent to the routing id that went away
     size_t mark = event_count;
@@ -465,8 +479,8 @@ test_requests_expire_and_free_their_slot (void **state)
     assert_int_equal (core->counters.timeouts, 0);
     //  A partial reply is a sign of life: the deadline moves
     core->now_ms += 50;
-    assert_true (s_reply (core, worker, "c1", "short", PIGATO__PARTIAL, "",
-                          ""));
+    assert_true (
+        s_reply (core, worker, "c1", "short", PIGATO__PARTIAL, "", ""));
     pigato__core_expire (core, core->now_ms + 99);
     assert_int_equal (core->counters.timeouts, 0);
     //  Due: it ends without a reply (clients keep their own timers), and
@@ -497,10 +511,10 @@ test_workers_that_stop_heartbeating_are_removed (void **state)
     core->now_ms += 200;
     pigato__core_worker_alive (core, alive);
     pigato__core_check_workers (core, core->now_ms + 150);
-    assert_null (pigato__core_worker_of (core, &(pigato__bytes_t) {
-        (const byte *) "quiet", 5 }));
-    assert_non_null (pigato__core_worker_of (core, &(pigato__bytes_t) {
-        (const byte *) "alive", 5 }));
+    assert_null (pigato__core_worker_of (
+        core, &(pigato__bytes_t) { (const byte *) "quiet", 5 }));
+    assert_non_null (pigato__core_worker_of (
+        core, &(pigato__bytes_t) { (const byte *) "alive", 5 }));
     assert_int_equal (core->counters.workers_gone, 1);
     pigato__core_destroy (&core);
 }
@@ -529,7 +543,8 @@ test_a_request_may_name_its_worker (void **state)
     char error [700];
     assert_int_not_equal (s_submit_full (core, "c1", "c", "echo", "x",
                                          "{\"workerId\":\"nobody\"}", 100,
-                                         error), 0);
+                                         error),
+                          0);
     assert_true (strncmp (error, "E_WORKER_NOT_FOUND", 18) == 0);
     //  One serving another name: the queued request fails
     s_add_worker (core, "other", "time", 3);
@@ -557,10 +572,10 @@ test_wildcards_and_versions_resolve (void **state)
     s_submit (core, "c1", "r4", "calc@>=1", "x", NULL);
     event_t *sent [8];
     assert_int_equal (s_events (EV_REQUEST, mark, sent, 8), 4);
-    assert_string_equal (sent [0]->to, "any");      //  longest prefix
+    assert_string_equal (sent [0]->to, "any");  //  longest prefix
     assert_string_equal (sent [1]->to, "news");
-    assert_string_equal (sent [2]->to, "v1");       //  satisfies ^1
-    assert_string_equal (sent [3]->to, "v2");       //  highest first
+    assert_string_equal (sent [2]->to, "v1");  //  satisfies ^1
+    assert_string_equal (sent [3]->to, "v2");  //  highest first
     //  A name that waits for a wildcard is served once one appears
     mark = event_count;
     s_submit (core, "c1", "r5", "zed.x", "x", NULL);
@@ -610,13 +625,13 @@ test_submit_refuses_what_it_cannot_take (void **state)
     pigato__core_t *core = s_core ();
     char error [700];
     //  Opts that are not a JSON object
-    assert_int_not_equal (s_submit_full (core, "c1", "r1", "echo", "x",
-                                         "[1,2", 100, error), 0);
+    assert_int_not_equal (
+        s_submit_full (core, "c1", "r1", "echo", "x", "[1,2", 100, error), 0);
     assert_true (strncmp (error, "E_INVALID_OPTS", 14) == 0);
     //  A rid already in flight: malformed, no reply text
     s_submit (core, "c1", "r2", "echo", "x", NULL);
-    assert_int_not_equal (s_submit_full (core, "c1", "r2", "echo", "x", NULL,
-                                         100, error), 0);
+    assert_int_not_equal (
+        s_submit_full (core, "c1", "r2", "echo", "x", NULL, 100, error), 0);
     assert_string_equal (error, "");
     assert_int_equal (pigato__table_size (core->requests), 1);
     pigato__core_destroy (&core);
@@ -666,14 +681,14 @@ test_internal_services_answer_the_same_for_every_framing (void **state)
     assert_true (strncmp (answer, "E_RESERVED_SERVICE", 18) == 0);
     free (answer);
     //  Reserved names, and only those
-    assert_true (pigato__core_reserved (&(pigato__bytes_t) {
-        (const byte *) "$dir", 4 }));
-    assert_true (pigato__core_reserved (&(pigato__bytes_t) {
-        (const byte *) "mmi.x", 5 }));
-    assert_false (pigato__core_reserved (&(pigato__bytes_t) {
-        (const byte *) "mmix", 4 }));
-    assert_false (pigato__core_reserved (&(pigato__bytes_t) {
-        (const byte *) "echo$", 5 }));
+    assert_true (pigato__core_reserved (
+        &(pigato__bytes_t) { (const byte *) "$dir", 4 }));
+    assert_true (pigato__core_reserved (
+        &(pigato__bytes_t) { (const byte *) "mmi.x", 5 }));
+    assert_false (pigato__core_reserved (
+        &(pigato__bytes_t) { (const byte *) "mmix", 4 }));
+    assert_false (pigato__core_reserved (
+        &(pigato__bytes_t) { (const byte *) "echo$", 5 }));
     pigato__core_destroy (&core);
 }
 
@@ -689,10 +704,10 @@ test_request_heartbeats_reach_the_holder_only (void **state)
     size_t mark = event_count;
     pigato__bytes_t client = s_bytes ("c1"), held = s_bytes ("held"),
                     queued = s_bytes ("queued");
-    pigato__core_request_heartbeat (core,
-        pigato__core_request_of (core, &client, &held));
-    pigato__core_request_heartbeat (core,
-        pigato__core_request_of (core, &client, &queued));
+    pigato__core_request_heartbeat (
+        core, pigato__core_request_of (core, &client, &held));
+    pigato__core_request_heartbeat (
+        core, pigato__core_request_of (core, &client, &queued));
     event_t *beats [4];
     assert_int_equal (s_events (EV_HEARTBEAT, mark, beats, 4), 1);
     assert_string_equal (beats [0]->rid, "held");
@@ -717,7 +732,8 @@ main (void)
         cmocka_unit_test (test_wildcards_and_versions_resolve),
         cmocka_unit_test (test_cached_replies_answer_without_a_worker),
         cmocka_unit_test (test_submit_refuses_what_it_cannot_take),
-        cmocka_unit_test (test_internal_services_answer_the_same_for_every_framing),
+        cmocka_unit_test (
+            test_internal_services_answer_the_same_for_every_framing),
         cmocka_unit_test (test_request_heartbeats_reach_the_holder_only),
     };
     pigato__log_level = PIGATO_LOG_ERROR;

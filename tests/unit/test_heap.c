@@ -24,7 +24,8 @@ test_due_timers_pop_in_deadline_order (void **state)
         pigato__timer_init (&owners [index].timer);
         //  Deadlines in a scrambled order
         assert_int_equal (pigato__heap_set (heap, &owners [index].timer,
-                                            (index * 37) % 100), 0);
+                                            (index * 37) % 100),
+                          0);
     }
     assert_int_equal (pigato__heap_size (heap), 100);
     assert_null (pigato__heap_pop_due (heap, -1));
@@ -53,15 +54,17 @@ test_reschedule_and_remove_keep_order (void **state)
     srand (7);
     for (int index = 0; index < COUNT; index++) {
         pigato__timer_init (&owners [index].timer);
-        assert_int_equal (pigato__heap_set (heap, &owners [index].timer, rand () % 10000), 0);
+        assert_int_equal (
+            pigato__heap_set (heap, &owners [index].timer, rand () % 10000), 0);
     }
     //  Move half, remove a quarter
     for (int index = 0; index < COUNT; index += 2)
-        assert_int_equal (pigato__heap_set (heap, &owners [index].timer, rand () % 10000), 0);
+        assert_int_equal (
+            pigato__heap_set (heap, &owners [index].timer, rand () % 10000), 0);
     size_t removed = 0;
     for (int index = 1; index < COUNT; index += 4) {
         pigato__heap_remove (heap, &owners [index].timer);
-        pigato__heap_remove (heap, &owners [index].timer);   //  twice: no-op
+        pigato__heap_remove (heap, &owners [index].timer);  //  twice: no-op
         removed++;
     }
     assert_int_equal (pigato__heap_size (heap), COUNT - removed);

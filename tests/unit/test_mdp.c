@@ -26,7 +26,8 @@ s_parts (parts_t *self, const char *first, ...)
     self->count = 0;
     va_list args;
     va_start (args, first);
-    for (const char *frame = first; frame; frame = va_arg (args, const char *)) {
+    for (const char *frame = first; frame;
+         frame = va_arg (args, const char *)) {
         self->parts [self->count].data = (const byte *) frame;
         self->parts [self->count++].size = strlen (frame);
     }
@@ -72,8 +73,8 @@ test_header_tells_mdp_from_other_framings (void **state)
     assert_int_equal (pigato__mdp_header (&header), 'C');
     header.data = (const byte *) "MDPW02";
     assert_int_equal (pigato__mdp_header (&header), 'W');
-    const char *others [] = { "C", "W", "MDPC01", "MDPW01", "MDPC0", "MDPC020",
-                              "mdpc02", "" };
+    const char *others [] = { "C",     "W",       "MDPC01", "MDPW01",
+                              "MDPC0", "MDPC020", "mdpc02", "" };
     for (size_t index = 0; index < sizeof others / sizeof *others; index++) {
         header.data = (const byte *) others [index];
         header.size = strlen (others [index]);
@@ -129,7 +130,7 @@ test_client_request_with_binary_body (void **state)
     const byte body [] = { 0x00, 0xff, 0x01, 0x00 };
     parts_t msg;
     s_parts (&msg, "\x00\x01", "MDPC02", "\x01", "svc", NULL);
-    msg.parts [0].size = 2;                 //  routing ids are binary
+    msg.parts [0].size = 2;  //  routing ids are binary
     s_add (&msg, body, sizeof body);
     pigato__mdp_msg_t in;
     assert_int_equal (s_decode (&msg, &in), 0);
@@ -147,7 +148,8 @@ test_service_name_limits (void **state)
     parts_t msg;
     pigato__mdp_msg_t in;
     s_parts (&msg, "peer", "MDPC02", "\x01", "x", "body", NULL);
-    msg.parts [3] = (pigato__bytes_t) { (const byte *) name, PIGATO_SERVICE_MAX };
+    msg.parts [3] = (pigato__bytes_t) { (const byte *) name,
+                                        PIGATO_SERVICE_MAX };
     assert_int_equal (s_decode (&msg, &in), 0);
     assert_int_equal (in.service.size, PIGATO_SERVICE_MAX);
     msg.parts [3].size = PIGATO_SERVICE_MAX + 1;
@@ -167,7 +169,8 @@ test_service_name_limits (void **state)
     assert_int_equal (s_decode (&msg, &in), PIGATO__DECODE_FIELD);
     //  The same rules for READY
     s_parts (&msg, "w", "MDPW02", "\x01", "x", NULL);
-    msg.parts [3] = (pigato__bytes_t) { (const byte *) name, PIGATO_SERVICE_MAX };
+    msg.parts [3] = (pigato__bytes_t) { (const byte *) name,
+                                        PIGATO_SERVICE_MAX };
     assert_int_equal (s_decode (&msg, &in), 0);
     msg.parts [3].size = PIGATO_SERVICE_MAX + 1;
     assert_int_equal (s_decode (&msg, &in), PIGATO__DECODE_FIELD);
@@ -239,7 +242,7 @@ test_client_address_limits (void **state)
 {
     (void) state;
     byte address [PIGATO__MDP_CLIENT_MAX + 1];
-    memset (address, 0, sizeof address);    //  binary, NULs included
+    memset (address, 0, sizeof address);  //  binary, NULs included
     parts_t msg;
     pigato__mdp_msg_t in;
     s_parts (&msg, "w1", "MDPW02", "\x04", "x", "", "body", NULL);
@@ -292,8 +295,8 @@ test_every_truncation_is_refused (void **state)
     struct {
         const char **frames;
         size_t length;
-    } cases [] = { { request, 4 }, { ready, 4 }, { partial, 5 },
-                   { final, 5 }, { heartbeat, 3 }, { disconnect, 3 } };
+    } cases [] = { { request, 4 }, { ready, 4 },     { partial, 5 },
+                   { final, 5 },   { heartbeat, 3 }, { disconnect, 3 } };
     for (size_t which = 0; which < sizeof cases / sizeof *cases; which++) {
         for (size_t count = 0; count <= cases [which].length; count++) {
             parts_t msg = { .count = 0 };
@@ -350,8 +353,8 @@ static void
 test_unknown_headers_are_refused (void **state)
 {
     (void) state;
-    const char *headers [] = { "MDPC01", "MDPW01", "MDPX02", "C", "W", "",
-                               "MDPC02 " };
+    const char *headers [] = { "MDPC01", "MDPW01", "MDPX02", "C",
+                               "W",      "",       "MDPC02 " };
     for (size_t index = 0; index < sizeof headers / sizeof *headers; index++) {
         parts_t msg;
         s_parts (&msg, "p", headers [index], "\x01", "echo", "body", NULL);
@@ -429,15 +432,17 @@ test_client_partial_and_final (void **state)
     pigato__bytes_t frames [PIGATO__MDP_ENCODE_MAX];
     pigato__bytes_t service = B ("echo");
     pigato__bytes_t body [] = { B ("a"), B (""), B ("\x00\xff") };
-    size_t count = pigato__mdp_encode_client_reply (
-        frames, PIGATO__MDP_ENCODE_MAX, PIGATO__MDPC_PARTIAL, &service, body, 3);
+    size_t count = pigato__mdp_encode_client_reply (frames,
+                                                    PIGATO__MDP_ENCODE_MAX,
+                                                    PIGATO__MDPC_PARTIAL,
+                                                    &service, body, 3);
     pigato__bytes_t partial [] = { B ("MDPC02"), B ("\x02"), B ("echo"),
-                                   B ("a"), B (""), B ("\x00\xff") };
+                                   B ("a"),      B (""),     B ("\x00\xff") };
     s_assert_frames (frames, count, partial, 6);
-    count = pigato__mdp_encode_client_reply (frames, PIGATO__MDP_ENCODE_MAX,
-                                             PIGATO__MDPC_FINAL, &service,
-                                             body, 1);
-    pigato__bytes_t final [] = { B ("MDPC02"), B ("\x03"), B ("echo"), B ("a") };
+    count = pigato__mdp_encode_client_reply (
+        frames, PIGATO__MDP_ENCODE_MAX, PIGATO__MDPC_FINAL, &service, body, 1);
+    pigato__bytes_t final [] = { B ("MDPC02"), B ("\x03"), B ("echo"),
+                                 B ("a") };
     s_assert_frames (frames, count, final, 4);
     //  The body frames are the caller's ranges, not copies
     assert_ptr_equal (frames [3].data, body [0].data);
@@ -472,7 +477,7 @@ test_worker_request (void **state)
     size_t count = pigato__mdp_encode_worker_request (
         frames, PIGATO__MDP_ENCODE_MAX, &client, body, 2);
     pigato__bytes_t request [] = { B ("MDPW02"), B ("\x02"), B ("\x00k\x01"),
-                                   B (""), B ("one"), B ("two") };
+                                   B (""),       B ("one"),  B ("two") };
     s_assert_frames (frames, count, request, 6);
     //  What the broker writes, its own decoder reads back as a worker's
     //  FINAL once the command and sender are swapped in
@@ -516,52 +521,63 @@ test_encoders_refuse_what_they_cannot_write (void **state)
     //  Commands a client never receives
     int not_replies [] = { 0, PIGATO__MDPC_REQUEST, 4, 0x30 };
     for (size_t index = 0; index < 4; index++)
-        assert_int_equal (pigato__mdp_encode_client_reply (
-            frames, 8, not_replies [index], &service, body, 1), 0);
+        assert_int_equal (pigato__mdp_encode_client_reply (frames, 8,
+                                                           not_replies [index],
+                                                           &service, body, 1),
+                          0);
     //  Capacity: exactly enough works, one less writes nothing
     assert_int_equal (pigato__mdp_encode_client_reply (
-        frames, 5, PIGATO__MDPC_FINAL, &service, body, 2), 5);
+                          frames, 5, PIGATO__MDPC_FINAL, &service, body, 2),
+                      5);
     assert_int_equal (pigato__mdp_encode_client_reply (
-        frames, 4, PIGATO__MDPC_FINAL, &service, body, 2), 0);
+                          frames, 4, PIGATO__MDPC_FINAL, &service, body, 2),
+                      0);
     assert_int_equal (pigato__mdp_encode_client_reply (
-        frames, 3, PIGATO__MDPC_FINAL, &service, NULL, 0), 0);
-    assert_int_equal (pigato__mdp_encode_worker_request (
-        frames, 6, &client, body, 2), 6);
-    assert_int_equal (pigato__mdp_encode_worker_request (
-        frames, 5, &client, body, 2), 0);
-    assert_int_equal (pigato__mdp_encode_worker_request (
-        frames, 4, &client, NULL, 0), 0);
+                          frames, 3, PIGATO__MDPC_FINAL, &service, NULL, 0),
+                      0);
+    assert_int_equal (
+        pigato__mdp_encode_worker_request (frames, 6, &client, body, 2), 6);
+    assert_int_equal (
+        pigato__mdp_encode_worker_request (frames, 5, &client, body, 2), 0);
+    assert_int_equal (
+        pigato__mdp_encode_worker_request (frames, 4, &client, NULL, 0), 0);
     //  Body frame limit
     assert_int_equal (pigato__mdp_encode_client_reply (
-        frames, PIGATO__MDP_ENCODE_MAX, PIGATO__MDPC_FINAL, &service, body,
-        PIGATO__MDP_BODY_MAX), 3 + PIGATO__MDP_BODY_MAX);
-    assert_int_equal (pigato__mdp_encode_client_reply (
-        frames, PIGATO__MDP_ENCODE_MAX + 1, PIGATO__MDPC_FINAL, &service, body,
-        PIGATO__MDP_BODY_MAX + 1), 0);
-    assert_int_equal (pigato__mdp_encode_worker_request (
-        frames, PIGATO__MDP_ENCODE_MAX, &client, body, PIGATO__MDP_BODY_MAX),
+                          frames, PIGATO__MDP_ENCODE_MAX, PIGATO__MDPC_FINAL,
+                          &service, body, PIGATO__MDP_BODY_MAX),
+                      3 + PIGATO__MDP_BODY_MAX);
+    assert_int_equal (
+        pigato__mdp_encode_client_reply (frames, PIGATO__MDP_ENCODE_MAX + 1,
+                                         PIGATO__MDPC_FINAL, &service, body,
+                                         PIGATO__MDP_BODY_MAX + 1),
+        0);
+    assert_int_equal (
+        pigato__mdp_encode_worker_request (frames, PIGATO__MDP_ENCODE_MAX,
+                                           &client, body, PIGATO__MDP_BODY_MAX),
         4 + PIGATO__MDP_BODY_MAX);
     assert_int_equal (pigato__mdp_encode_worker_request (
-        frames, PIGATO__MDP_ENCODE_MAX + 1, &client, body,
-        PIGATO__MDP_BODY_MAX + 1), 0);
+                          frames, PIGATO__MDP_ENCODE_MAX + 1, &client, body,
+                          PIGATO__MDP_BODY_MAX + 1),
+                      0);
     //  Client addresses: not empty, not over 255 bytes
     byte long_address [PIGATO__MDP_CLIENT_MAX + 1] = { 0 };
     pigato__bytes_t address = { long_address, PIGATO__MDP_CLIENT_MAX };
-    assert_int_equal (pigato__mdp_encode_worker_request (
-        frames, 8, &address, body, 1), 5);
+    assert_int_equal (
+        pigato__mdp_encode_worker_request (frames, 8, &address, body, 1), 5);
     address.size++;
-    assert_int_equal (pigato__mdp_encode_worker_request (
-        frames, 8, &address, body, 1), 0);
+    assert_int_equal (
+        pigato__mdp_encode_worker_request (frames, 8, &address, body, 1), 0);
     address.size = 0;
-    assert_int_equal (pigato__mdp_encode_worker_request (
-        frames, 8, &address, body, 1), 0);
+    assert_int_equal (
+        pigato__mdp_encode_worker_request (frames, 8, &address, body, 1), 0);
     //  Control commands
-    assert_int_equal (pigato__mdp_encode_worker_control (
-        frames, 2, PIGATO__MDPW_READY), 0);
-    assert_int_equal (pigato__mdp_encode_worker_control (
-        frames, 2, PIGATO__MDPW_REQUEST), 0);
-    assert_int_equal (pigato__mdp_encode_worker_control (
-        frames, 1, PIGATO__MDPW_HEARTBEAT), 0);
+    assert_int_equal (
+        pigato__mdp_encode_worker_control (frames, 2, PIGATO__MDPW_READY), 0);
+    assert_int_equal (
+        pigato__mdp_encode_worker_control (frames, 2, PIGATO__MDPW_REQUEST), 0);
+    assert_int_equal (
+        pigato__mdp_encode_worker_control (frames, 1, PIGATO__MDPW_HEARTBEAT),
+        0);
 }
 
 //  --------------------------------------------------------------------------
@@ -574,8 +590,8 @@ test_mmi_namespace (void **state)
     pigato__bytes_t names [] = { B ("mmi.service"), B ("mmi."), B ("mmi.x.y") };
     for (size_t index = 0; index < 3; index++)
         assert_true (pigato__mmi_is (&names [index]));
-    pigato__bytes_t others [] = { B ("mmi"), B ("MMI.service"), B ("xmmi.service"),
-                                  B (""), B ("mm") };
+    pigato__bytes_t others [] = { B ("mmi"), B ("MMI.service"),
+                                  B ("xmmi.service"), B (""), B ("mm") };
     for (size_t index = 0; index < 5; index++)
         assert_false (pigato__mmi_is (&others [index]));
 }
@@ -624,7 +640,7 @@ test_packed_one_frame_is_size_then_bytes (void **state)
     pigato__bytes_t frames [2];
     pigato__bytes_t range = { packed, size };
     s_assert_frames (frames, pigato__mdp_unpack (&range, frames, 2), &frame, 1);
-    assert_ptr_equal (frames [0].data, packed + 4);     //  borrowed
+    assert_ptr_equal (frames [0].data, packed + 4);  //  borrowed
     free (packed);
 }
 
@@ -638,10 +654,14 @@ test_packed_round_trip_several_frames (void **state)
     for (size_t index = 0; index < sizeof large; index++)
         large [index] = (byte) (index * 7);
     static const byte binary [] = { 0, 1, 0xff, 0, 0x80 };
-    pigato__bytes_t body [] = {
-        B (""), B ("a"), B (""), B (""), { binary, sizeof binary },
-        { large, sizeof large }, B ("xyz"), B ("")
-    };
+    pigato__bytes_t body [] = { B (""),
+                                B ("a"),
+                                B (""),
+                                B (""),
+                                { binary, sizeof binary },
+                                { large, sizeof large },
+                                B ("xyz"),
+                                B ("") };
     size_t count = sizeof body / sizeof body [0];
     size_t size;
     byte *packed = s_pack (body, count, &size);
@@ -649,7 +669,11 @@ test_packed_round_trip_several_frames (void **state)
     for (size_t index = 0; index < count; index++)
         expected += 4 + body [index].size;
     assert_int_equal (size, expected);
-    assert_memory_equal (packed, "\0\0\0\0" "\0\0\0\x01" "a", 9);
+    assert_memory_equal (packed,
+                         "\0\0\0\0"
+                         "\0\0\0\x01"
+                         "a",
+                         9);
     //  70000 = 0x00011170
     assert_memory_equal (packed + 4 + 5 + 4 + 4 + 4 + 5, "\0\x01\x11\x70", 4);
     pigato__bytes_t frames [16];
@@ -667,7 +691,7 @@ test_packed_most_frames_round_trip (void **state)
     char texts [PIGATO__MDP_BODY_MAX + 1][4];
     for (size_t index = 0; index <= PIGATO__MDP_BODY_MAX; index++) {
         snprintf (texts [index], sizeof texts [index], "%zu", index);
-        size_t size = index % 3 ? strlen (texts [index]) : 0;   //  some empty
+        size_t size = index % 3 ? strlen (texts [index]) : 0;  //  some empty
         body [index] = (pigato__bytes_t) { (const byte *) texts [index], size };
     }
     size_t size;
@@ -690,8 +714,8 @@ static void
 test_packed_every_truncation_reads_whole_frames_only (void **state)
 {
     (void) state;
-    pigato__bytes_t body [] = {
-        B ("first"), B (""), B ("third frame"), B ("") };
+    pigato__bytes_t body [] = { B ("first"), B (""), B ("third frame"),
+                                B ("") };
     size_t count = sizeof body / sizeof body [0];
     size_t size;
     byte *packed = s_pack (body, count, &size);
@@ -716,8 +740,8 @@ static void
 test_packed_unpack_stops_at_max (void **state)
 {
     (void) state;
-    pigato__bytes_t body [] = {
-        B ("a"), B ("bb"), B (""), B ("dddd"), B ("e") };
+    pigato__bytes_t body [] = { B ("a"), B ("bb"), B (""), B ("dddd"),
+                                B ("e") };
     size_t count = sizeof body / sizeof body [0];
     size_t size;
     byte *packed = s_pack (body, count, &size);
@@ -741,8 +765,8 @@ test_packed_size_beyond_the_end_stops (void **state)
 {
     (void) state;
     pigato__bytes_t frames [4];
-    static const byte one_over [] = {
-        0, 0, 0, 3, 'a', 'b', 'c', 0, 0, 0, 3, 'x', 'y' };
+    static const byte one_over [] = { 0, 0, 0, 3, 'a', 'b', 'c',
+                                      0, 0, 0, 3, 'x', 'y' };
     pigato__bytes_t range = { one_over, sizeof one_over };
     pigato__bytes_t abc = B ("abc");
     s_assert_frames (frames, pigato__mdp_unpack (&range, frames, 4), &abc, 1);

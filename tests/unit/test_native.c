@@ -70,8 +70,8 @@ s_round_trip (char role, bool from_peer, const entry_t *entries, size_t count)
     byte *frame = s_exact (writer.data, writer.size);
 
     pigato__native_reader_t reader;
-    assert_int_equal (pigato__native_reader_init (&reader, frame, writer.size,
-                                                  from_peer), 0);
+    assert_int_equal (
+        pigato__native_reader_init (&reader, frame, writer.size, from_peer), 0);
     assert_int_equal (reader.role, role);
     pigato__msg_t out;
     memset (&out, 0, sizeof out);
@@ -81,29 +81,31 @@ s_round_trip (char role, bool from_peer, const entry_t *entries, size_t count)
     //  The second reading (after rewind, without the checks) gives the
     //  same entries as the first
     for (int pass = 0; pass < 2; pass++) {
-    if (pass == 1) {
-        assert_int_equal (pigato__native_reader_rewind (&reader), 0);
-        assert_true (reader.checked);
-    }
-    for (size_t index = 0; index < count; index++) {
-        const entry_t *entry = &entries [index];
-        assert_int_equal (pigato__native_next (&reader, &out, &external), 1);
-        assert_false (external);
-        assert_int_equal (out.role, role);
-        assert_int_equal (out.type, entry->type);
-        assert_int_equal (out.status, entry->status);
-        assert_true (s_eq (out.client, entry->client ? entry->client : ""));
-        assert_true (s_eq (out.service, entry->service ? entry->service : ""));
-        assert_true (s_eq (out.rid, entry->rid ? entry->rid : ""));
-        assert_true (s_eq (out.opts, entry->opts ? entry->opts : ""));
-        assert_true (s_eq (out.data, entry->body ? entry->body : ""));
-        assert_int_equal (out.request_heartbeat,
-                          entry->type == PIGATO__HEARTBEAT && entry->rid);
-        assert_int_equal (out.has_opts,
-                          entry->opts && strcmp (entry->opts, "{}") != 0);
-    }
-    assert_int_equal (pigato__native_next (&reader, &out, &external), 0);
-    assert_int_equal (reader.entries, count);
+        if (pass == 1) {
+            assert_int_equal (pigato__native_reader_rewind (&reader), 0);
+            assert_true (reader.checked);
+        }
+        for (size_t index = 0; index < count; index++) {
+            const entry_t *entry = &entries [index];
+            assert_int_equal (pigato__native_next (&reader, &out, &external),
+                              1);
+            assert_false (external);
+            assert_int_equal (out.role, role);
+            assert_int_equal (out.type, entry->type);
+            assert_int_equal (out.status, entry->status);
+            assert_true (s_eq (out.client, entry->client ? entry->client : ""));
+            assert_true (
+                s_eq (out.service, entry->service ? entry->service : ""));
+            assert_true (s_eq (out.rid, entry->rid ? entry->rid : ""));
+            assert_true (s_eq (out.opts, entry->opts ? entry->opts : ""));
+            assert_true (s_eq (out.data, entry->body ? entry->body : ""));
+            assert_int_equal (out.request_heartbeat,
+                              entry->type == PIGATO__HEARTBEAT && entry->rid);
+            assert_int_equal (out.has_opts,
+                              entry->opts && strcmp (entry->opts, "{}") != 0);
+        }
+        assert_int_equal (pigato__native_next (&reader, &out, &external), 0);
+        assert_int_equal (reader.entries, count);
     }
     free (frame);
     pigato__native_writer_free (&writer);
@@ -191,8 +193,7 @@ test_every_truncation_is_refused (void **state)
     (void) state;
     const entry_t *sets [] = { s_client_to_broker, s_broker_to_client,
                                s_worker_to_broker, s_broker_to_worker };
-    size_t counts [] = { COUNT (s_client_to_broker),
-                         COUNT (s_broker_to_client),
+    size_t counts [] = { COUNT (s_client_to_broker), COUNT (s_broker_to_client),
                          COUNT (s_worker_to_broker),
                          COUNT (s_broker_to_worker) };
     char roles [] = { 'C', 'C', 'W', 'W' };
@@ -208,7 +209,8 @@ test_every_truncation_is_refused (void **state)
             boundaries [index] = writer.size;
         }
         assert_int_equal (s_read_all (writer.data, writer.size, peers [set],
-                                      NULL), (int) counts [set]);
+                                      NULL),
+                          (int) counts [set]);
         for (size_t size = 0; size < writer.size; size++) {
             //  A cut between entries is a shorter valid batch; any other
             //  cut is refused
@@ -216,8 +218,8 @@ test_every_truncation_is_refused (void **state)
             for (size_t index = 0; index < counts [set]; index++)
                 if (boundaries [index] == size)
                     whole = (int) index + 1;
-            assert_int_equal (s_read_all (writer.data, size, peers [set],
-                                          NULL), whole);
+            assert_int_equal (s_read_all (writer.data, size, peers [set], NULL),
+                              whole);
         }
         pigato__native_writer_free (&writer);
     }
@@ -281,7 +283,7 @@ test_hostile_lengths_are_refused (void **state)
     //  Each length one past what is there
     s_raw_head (&raw, 'W');
     s_raw_entry (&raw, PIGATO__REQUEST, 0, 2, 2, 4, 0, 1);
-    s_raw_bytes (&raw, "c1echor1");      //  body byte missing
+    s_raw_bytes (&raw, "c1echor1");  //  body byte missing
     assert_int_equal (s_read_all (raw.data, raw.size, false, &error), -1);
     assert_int_equal (error, PIGATO__DECODE_SHORT);
     s_raw_bytes (&raw, "x");
@@ -292,8 +294,7 @@ test_hostile_lengths_are_refused (void **state)
     assert_int_equal (s_read_all (raw.data, raw.size, false, NULL), -1);
     //  A service over PIGATO_SERVICE_MAX that is all there
     s_raw_head (&raw, 'C');
-    s_raw_entry (&raw, PIGATO__REQUEST, 0, 0, 1, PIGATO_SERVICE_MAX + 1, 0,
-                 0);
+    s_raw_entry (&raw, PIGATO__REQUEST, 0, 0, 1, PIGATO_SERVICE_MAX + 1, 0, 0);
     memset (raw.data + raw.size, 's', PIGATO_SERVICE_MAX + 1);
     raw.size += PIGATO_SERVICE_MAX + 1;
     s_raw_bytes (&raw, "r");
@@ -332,8 +333,8 @@ test_unknown_header_type_flags_role (void **state)
                 continue;
             raw_t copy = raw;
             copy.data [at] = spoil [at][bad];
-            assert_int_equal (s_read_all (copy.data, copy.size, false,
-                                          &error), -1);
+            assert_int_equal (s_read_all (copy.data, copy.size, false, &error),
+                              -1);
             assert_int_equal (error, PIGATO__DECODE_HEADER);
         }
     //  A head alone holds no entry
@@ -375,8 +376,7 @@ test_too_many_entries (void **state)
     //  One more than a batch may hold: the whole batch is refused
     assert_int_equal (pigato__native_writer_add (&writer, &msg, false), 0);
     int error;
-    assert_int_equal (s_read_all (writer.data, writer.size, false, &error),
-                      -1);
+    assert_int_equal (s_read_all (writer.data, writer.size, false, &error), -1);
     assert_int_equal (error, PIGATO__DECODE_FRAMES);
     //  Reset keeps the buffer and starts a new batch
     byte *buffer = writer.data;
@@ -384,8 +384,8 @@ test_too_many_entries (void **state)
     assert_int_equal (writer.entries, 0);
     assert_int_equal (pigato__native_writer_add (&writer, &msg, false), 0);
     assert_ptr_equal (writer.data, buffer);
-    assert_int_equal (writer.size, PIGATO__NATIVE_HEAD
-                                   + PIGATO__NATIVE_ENTRY_HEAD);
+    assert_int_equal (writer.size,
+                      PIGATO__NATIVE_HEAD + PIGATO__NATIVE_ENTRY_HEAD);
     pigato__native_writer_free (&writer);
 
     //  Full by size, too
@@ -402,7 +402,8 @@ test_too_many_entries (void **state)
     }
     assert_true (writer.size >= PIGATO__NATIVE_BATCH_BYTES);
     assert_int_equal (added, PIGATO__NATIVE_BATCH_BYTES
-                             / (PIGATO__NATIVE_INLINE_MAX + 14) + 1);
+                                     / (PIGATO__NATIVE_INLINE_MAX + 14)
+                                 + 1);
     pigato__native_writer_free (&writer);
 }
 
@@ -430,55 +431,71 @@ test_fields_per_direction (void **state)
     (void) state;
     //  Accepted as written
     assert_int_equal (s_read_entry ('C', true, PIGATO__REQUEST, 0, "", "r",
-                                    "echo", "{}", "x"), 1);
+                                    "echo", "{}", "x"),
+                      1);
     assert_int_equal (s_read_entry ('W', false, PIGATO__REQUEST, 0, "c", "r",
-                                    "echo", "", "x"), 1);
+                                    "echo", "", "x"),
+                      1);
     //  A field its type does not carry
     assert_int_equal (s_read_entry ('C', true, PIGATO__REQUEST, 0, "c", "r",
-                                    "echo", "", ""), -1);
+                                    "echo", "", ""),
+                      -1);
     assert_int_equal (s_read_entry ('C', false, PIGATO__REPLY, 0, "", "r",
-                                    "echo", "", ""), -1);
+                                    "echo", "", ""),
+                      -1);
     assert_int_equal (s_read_entry ('C', false, PIGATO__HEARTBEAT, 0, "", "r",
-                                    "", "", ""), -1);
-    assert_int_equal (s_read_entry ('W', true, PIGATO__READY, 0, "", "",
-                                    "echo", "{}", ""), -1);
+                                    "", "", ""),
+                      -1);
+    assert_int_equal (s_read_entry ('W', true, PIGATO__READY, 0, "", "", "echo",
+                                    "{}", ""),
+                      -1);
     assert_int_equal (s_read_entry ('W', true, PIGATO__DISCONNECT, 0, "", "",
-                                    "", "", "x"), -1);
+                                    "", "", "x"),
+                      -1);
     assert_int_equal (s_read_entry ('W', true, PIGATO__HEARTBEAT, 0, "", "r",
-                                    "", "", ""), -1);
+                                    "", "", ""),
+                      -1);
     //  ERROR only on replies
     assert_int_equal (s_read_entry ('W', true, PIGATO__REJECT,
                                     PIGATO__NATIVE_ERROR, "c", "r", "", "",
-                                    "x"), -1);
+                                    "x"),
+                      -1);
     assert_int_equal (s_read_entry ('C', true, PIGATO__REQUEST,
                                     PIGATO__NATIVE_ERROR, "", "r", "echo", "",
-                                    ""), -1);
+                                    ""),
+                      -1);
     //  A type its direction does not allow
-    assert_int_equal (s_read_entry ('C', true, PIGATO__REPLY, 0, "", "r", "",
-                                    "", ""), -1);
+    assert_int_equal (
+        s_read_entry ('C', true, PIGATO__REPLY, 0, "", "r", "", "", ""), -1);
     assert_int_equal (s_read_entry ('C', false, PIGATO__REQUEST, 0, "", "r",
-                                    "echo", "", ""), -1);
+                                    "echo", "", ""),
+                      -1);
     assert_int_equal (s_read_entry ('C', false, PIGATO__DISCONNECT, 0, "", "",
-                                    "", "", ""), -1);
-    assert_int_equal (s_read_entry ('W', false, PIGATO__REPLY, 0, "c", "r",
-                                    "", "", ""), -1);
+                                    "", "", ""),
+                      -1);
+    assert_int_equal (
+        s_read_entry ('W', false, PIGATO__REPLY, 0, "c", "r", "", "", ""), -1);
     assert_int_equal (s_read_entry ('W', true, PIGATO__REQUEST, 0, "c", "r",
-                                    "echo", "", ""), -1);
+                                    "echo", "", ""),
+                      -1);
     //  Required fields
-    assert_int_equal (s_read_entry ('C', true, PIGATO__REQUEST, 0, "", "r",
-                                    "", "", ""), -1);
+    assert_int_equal (
+        s_read_entry ('C', true, PIGATO__REQUEST, 0, "", "r", "", "", ""), -1);
     assert_int_equal (s_read_entry ('C', true, PIGATO__REQUEST, 0, "", "",
-                                    "echo", "", ""), -1);
-    assert_int_equal (s_read_entry ('W', true, PIGATO__READY, 0, "", "", "",
-                                    "", ""), -1);
-    assert_int_equal (s_read_entry ('W', true, PIGATO__REPLY, 0, "", "r", "",
-                                    "", ""), -1);
-    assert_int_equal (s_read_entry ('W', true, PIGATO__REPLY, 0, "c", "", "",
-                                    "", ""), -1);
+                                    "echo", "", ""),
+                      -1);
+    assert_int_equal (
+        s_read_entry ('W', true, PIGATO__READY, 0, "", "", "", "", ""), -1);
+    assert_int_equal (
+        s_read_entry ('W', true, PIGATO__REPLY, 0, "", "r", "", "", ""), -1);
+    assert_int_equal (
+        s_read_entry ('W', true, PIGATO__REPLY, 0, "c", "", "", "", ""), -1);
     assert_int_equal (s_read_entry ('W', false, PIGATO__REQUEST, 0, "", "r",
-                                    "echo", "", ""), -1);
+                                    "echo", "", ""),
+                      -1);
     assert_int_equal (s_read_entry ('W', false, PIGATO__HEARTBEAT, 0, "", "r",
-                                    "", "", ""), -1);
+                                    "", "", ""),
+                      -1);
 }
 
 static void
@@ -501,8 +518,8 @@ test_external_bodies (void **state)
 
     byte *frame = s_exact (writer.data, writer.size);
     pigato__native_reader_t reader;
-    assert_int_equal (pigato__native_reader_init (&reader, frame, writer.size,
-                                                  true), 0);
+    assert_int_equal (
+        pigato__native_reader_init (&reader, frame, writer.size, true), 0);
     pigato__msg_t out;
     memset (&out, 0, sizeof out);
     bool external = true;
@@ -512,7 +529,7 @@ test_external_bodies (void **state)
     assert_int_equal (pigato__native_next (&reader, &out, &external), 1);
     assert_true (external);
     assert_int_equal (out.type, PIGATO__REPLY);
-    assert_int_equal (out.data.size, 0);     //  the body is the next frame
+    assert_int_equal (out.data.size, 0);  //  the body is the next frame
     assert_int_equal (pigato__native_next (&reader, &out, &external), 0);
     //  A second reading marks the same entry external
     assert_int_equal (pigato__native_reader_rewind (&reader), 0);
@@ -535,8 +552,8 @@ test_external_bodies (void **state)
     s_raw_bytes (&raw, "crx");
     assert_int_equal (s_read_all (raw.data, raw.size, true, NULL), -1);
     s_raw_head (&raw, 'W');
-    s_raw_entry (&raw, PIGATO__DISCONNECT, PIGATO__NATIVE_EXTERNAL, 0, 0, 0,
-                 0, 0);
+    s_raw_entry (&raw, PIGATO__DISCONNECT, PIGATO__NATIVE_EXTERNAL, 0, 0, 0, 0,
+                 0);
     assert_int_equal (s_read_all (raw.data, raw.size, true, NULL), -1);
 
     //  The writer is full at the external frame limit
@@ -584,8 +601,7 @@ test_framing_names (void **state)
 {
     (void) state;
     assert_int_equal (pigato__framing_parse ("auto"), PIGATO__FRAMING_AUTO);
-    assert_int_equal (pigato__framing_parse ("native"),
-                      PIGATO__FRAMING_NATIVE);
+    assert_int_equal (pigato__framing_parse ("native"), PIGATO__FRAMING_NATIVE);
     assert_int_equal (pigato__framing_parse ("0.0.46"), PIGATO__FRAMING_046);
     assert_int_equal (pigato__framing_parse ("046"), PIGATO__FRAMING_046);
     assert_int_equal (pigato__framing_parse ("Native"), -1);

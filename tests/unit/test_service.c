@@ -67,7 +67,7 @@ test_services_are_created_on_demand_and_released_when_empty (void **state)
     pigato__service_enqueue (echo, request, false);
     pigato__service_t *handle = echo;
     pigato__services_release (services, &handle);
-    assert_non_null (handle);                   //  still has a request
+    assert_non_null (handle);  //  still has a request
     pigato__service_dequeue (echo, request);
     pigato__services_release (services, &handle);
     assert_null (handle);
@@ -138,27 +138,27 @@ test_load_mode_picks_least_in_flight_and_honours_concurrency (void **state)
     pigato__service_add_worker (service, idle);
     pigato__request_t *requests [5];
     for (int index = 0; index < 5; index++)
-        requests [index] = s_request ("c", (char []) { (char) ('a' + index), 0 },
-                                      NULL);
+        requests [index] = s_request (
+            "c", (char []) { (char) ('a' + index), 0 }, NULL);
     pigato__worker_take (busy, requests [0]);
-    assert_ptr_equal (pigato__service_pick (service, requests [1],
-                                            PIGATO__DMODE_LOAD), idle);
+    assert_ptr_equal (
+        pigato__service_pick (service, requests [1], PIGATO__DMODE_LOAD), idle);
     pigato__worker_take (idle, requests [1]);
     //  Tie on in_flight: fewer dispatched wins (both 1): either is fine,
     //  but after two on idle, busy must win
     pigato__worker_take (idle, requests [2]);
-    assert_ptr_equal (pigato__service_pick (service, requests [3],
-                                            PIGATO__DMODE_LOAD), busy);
+    assert_ptr_equal (
+        pigato__service_pick (service, requests [3], PIGATO__DMODE_LOAD), busy);
     pigato__worker_take (busy, requests [3]);
     //  Both at concurrency 2: nobody has room
-    assert_null (pigato__service_pick (service, requests [4],
-                                       PIGATO__DMODE_LOAD));
-    assert_null (pigato__service_pick (service, requests [4],
-                                       PIGATO__DMODE_RAND));
+    assert_null (
+        pigato__service_pick (service, requests [4], PIGATO__DMODE_LOAD));
+    assert_null (
+        pigato__service_pick (service, requests [4], PIGATO__DMODE_RAND));
     //  Unlimited concurrency always has room
     idle->concurrency = -1;
-    assert_ptr_equal (pigato__service_pick (service, requests [4],
-                                            PIGATO__DMODE_RAND), idle);
+    assert_ptr_equal (
+        pigato__service_pick (service, requests [4], PIGATO__DMODE_RAND), idle);
     pigato__worker_release (busy, requests [0]);
     assert_int_equal (busy->in_flight, 1);
     assert_ptr_equal (busy->requests, requests [3]);
@@ -191,8 +191,8 @@ test_rejecting_workers_are_skipped_until_all_have_rejected (void **state)
     assert_int_equal (pigato__request_add_reject (request, 10), 0);
     assert_int_equal (request->rejected_count, 1);
     for (int round = 0; round < 20; round++)
-        assert_ptr_equal (pigato__service_pick (service, request,
-                                                round % 2), second);
+        assert_ptr_equal (pigato__service_pick (service, request, round % 2),
+                          second);
     assert_false (pigato__service_all_rejected (service, request));
     assert_int_equal (pigato__request_add_reject (request, 11), 0);
     assert_true (pigato__service_all_rejected (service, request));
@@ -220,14 +220,14 @@ test_rand_mode_uses_every_eligible_worker (void **state)
     pigato__request_t *request = s_request ("c", "r", NULL);
     int seen [3] = { 0 };
     for (int round = 0; round < 300; round++) {
-        pigato__worker_t *pick =
-            pigato__service_pick (service, request, PIGATO__DMODE_RAND);
+        pigato__worker_t *pick = pigato__service_pick (service, request,
+                                                       PIGATO__DMODE_RAND);
         for (int index = 0; index < 3; index++)
             if (pick == workers [index])
                 seen [index]++;
     }
     for (int index = 0; index < 3; index++)
-        assert_true (seen [index] > 30);        //  ~100 each expected
+        assert_true (seen [index] > 30);  //  ~100 each expected
     pigato__request_destroy (NULL, &request);
     for (int index = 0; index < 3; index++) {
         pigato__service_remove_worker (service, workers [index]);
@@ -249,7 +249,7 @@ test_request_opts_timeout_and_retry (void **state)
         { NULL, 60000, 0, 0 },
         { "{\"timeout\":1500,\"retry\":2}", 1500, 2, 0 },
         { "{\"timeout\":-1}", -1, 0, 0 },
-        { "{\"timeout\":0}", 60000, 0, 0 },         //  pigato: falsy = default
+        { "{\"timeout\":0}", 60000, 0, 0 },  //  pigato: falsy = default
         { "{\"retry\":true}", 60000, 1, 0 },
         { "{\"retry\":1000}", 60000, PIGATO__RETRY_MAX, 0 },
         { "{\"timeout\":\"soon\"}", 60000, 0, 0 },
@@ -295,9 +295,8 @@ test_binary_keys_separate_client_and_rid (void **state)
     pigato__bytes_t rid = { (const byte *) "0001", 4 };
     pigato__bytes_t data = { (const byte *) "x", 1 };
     assert_int_equal (pigato__bkey_set (&probe, "client-1", 8, "0001", 4), 0);
-    pigato__request_t *request = pigato__request_new (NULL, &client, &rid,
-                                                      &probe, NULL, &data,
-                                                      NULL);
+    pigato__request_t *request = pigato__request_new (
+        NULL, &client, &rid, &probe, NULL, &data, NULL);
     assert_non_null (request);
     zhashx_insert (table, &request->key, request);
     pigato__bkey_t fresh;
@@ -355,7 +354,7 @@ test_service_names_that_collide_in_czmq_spread (void **state)
         }
     }
     free (counts);
-    assert_true (best_count >= 4);      //  czmq: one bucket for all of them
+    assert_true (best_count >= 4);  //  czmq: one bucket for all of them
     pigato__services_t *services = pigato__services_new ();
     size_t keyed [64];
     size_t used = 0;
@@ -369,12 +368,11 @@ test_service_names_that_collide_in_czmq_spread (void **state)
         for (size_t other = 0; other < used; other++)
             assert_true (keyed [other] != keyed [used]);
         used++;
-        pigato__service_t *service =
-            pigato__services_require (services, name, 3);
+        pigato__service_t *service = pigato__services_require (services, name,
+                                                               3);
         assert_non_null (service);
         assert_string_equal (service->name, name);
-        assert_ptr_equal (pigato__services_lookup (services, name, 3),
-                          service);
+        assert_ptr_equal (pigato__services_lookup (services, name, 3), service);
     }
     assert_int_equal (used, best_count < 64 ? best_count : 64);
     pigato__services_destroy (&services);
@@ -400,7 +398,7 @@ test_request_pool_recycles_records (void **state)
         requests [index] = pigato__request_new (&pool, &client, &rid_bytes,
                                                 NULL, NULL, &data, &opts);
         assert_non_null (requests [index]);
-        requests [index]->timeout = 5;      //  dirty it
+        requests [index]->timeout = 5;  //  dirty it
         requests [index]->retries_left = 3;
     }
     assert_int_equal (pool.count, 0);
@@ -411,8 +409,8 @@ test_request_pool_recycles_records (void **state)
     assert_int_equal (pool.count, PIGATO__REQUEST_POOL_MAX);
     //  The newest spare comes out first, clean
     pigato__bytes_t rid = { (const byte *) "again", 5 };
-    pigato__request_t *again = pigato__request_new (&pool, &client, &rid,
-                                                    NULL, NULL, &data, NULL);
+    pigato__request_t *again = pigato__request_new (&pool, &client, &rid, NULL,
+                                                    NULL, &data, NULL);
     assert_non_null (again);
     assert_int_equal (pool.count, PIGATO__REQUEST_POOL_MAX - 1);
     assert_ptr_equal (again, newest_spare);
@@ -451,8 +449,8 @@ test_siphash_matches_libsodium_with_2_4_rounds (void **state)
         for (size_t size = 0; size <= 128; size++) {
             size_t offset = size % 8;
             uint64_t expected;
-            crypto_shorthash ((unsigned char *) &expected, data + offset,
-                              size, key);
+            crypto_shorthash ((unsigned char *) &expected, data + offset, size,
+                              key);
             assert_true (pigato__siphash (key, data + offset, size, 2, 4)
                          == expected);
             assert_true (pigato__siphash (key, data + offset, size, 1, 3)
@@ -485,26 +483,42 @@ static void
 test_fast_opts_agree_with_the_json_parser (void **state)
 {
     (void) state;
-    const char *accepted [] = {
-        "{}", "{\"timeout\":30000}", "{\"timeout\":-1}", "{\"timeout\":0}",
-        "{\"retry\":true}", "{\"retry\":3,\"timeout\":5}", "{\"retry\":99}",
-        "{\"timeout\":5,\"timeout\":7}", "{\"persist\":false,\"x_1\":12}",
-        "{\"timeout\":999999999999999}", "{\"timeout\":-0}"
-    };
-    const char *refused [] = {
-        "", "{", "}", "{,}", "{\"timeout\":1,}", "{\"timeout\":01}",
-        "{ \"timeout\":1}", "{\"timeout\":1.5}", "{\"timeout\":\"1\"}",
-        "{\"t\\u0069meout\":1}", "{\"timeout\":1}}", "{\"\":1}",
-        "{\"timeout\":1234567890123456}", "{\"timeout\":null}", "[1]",
-        "{\"timeout\":-}", "{\"a\":tru}"
-    };
-    for (size_t index = 0; index < sizeof accepted / sizeof *accepted; index++) {
+    const char *accepted [] = { "{}",
+                                "{\"timeout\":30000}",
+                                "{\"timeout\":-1}",
+                                "{\"timeout\":0}",
+                                "{\"retry\":true}",
+                                "{\"retry\":3,\"timeout\":5}",
+                                "{\"retry\":99}",
+                                "{\"timeout\":5,\"timeout\":7}",
+                                "{\"persist\":false,\"x_1\":12}",
+                                "{\"timeout\":999999999999999}",
+                                "{\"timeout\":-0}" };
+    const char *refused [] = { "",
+                               "{",
+                               "}",
+                               "{,}",
+                               "{\"timeout\":1,}",
+                               "{\"timeout\":01}",
+                               "{ \"timeout\":1}",
+                               "{\"timeout\":1.5}",
+                               "{\"timeout\":\"1\"}",
+                               "{\"t\\u0069meout\":1}",
+                               "{\"timeout\":1}}",
+                               "{\"\":1}",
+                               "{\"timeout\":1234567890123456}",
+                               "{\"timeout\":null}",
+                               "[1]",
+                               "{\"timeout\":-}",
+                               "{\"a\":tru}" };
+    for (size_t index = 0; index < sizeof accepted / sizeof *accepted;
+         index++) {
         int64_t timeout, slow_timeout;
         int retry, slow_retry;
         bool valid;
         const char *text = accepted [index];
-        assert_true (pigato__opts_fast (text, strlen (text), 60000, &timeout,
-                                        &retry));
+        assert_true (
+            pigato__opts_fast (text, strlen (text), 60000, &timeout, &retry));
         s_slow (text, &slow_timeout, &slow_retry, &valid);
         assert_true (valid);
         assert_int_equal (timeout, slow_timeout);
@@ -519,11 +533,25 @@ test_fast_opts_agree_with_the_json_parser (void **state)
     }
     //  Random texts built from members, some of them broken: whatever the
     //  fast path accepts, jansson accepts with the same reading
-    const char *keys [] = { "\"timeout\"", "\"retry\"", "\"x_1\"", "\"\"",
-                            "\"t o\"", "timeout" };
-    const char *values [] = { "1", "0", "-1", "30000", "true", "false", "01",
-                              "1.5", "-", "null", "999999999999999", "-0",
-                              "1234567890123456", "\"7\"", "tru", "1e3", "7" };
+    const char *keys [] = { "\"timeout\"", "\"retry\"", "\"x_1\"",
+                            "\"\"",        "\"t o\"",   "timeout" };
+    const char *values [] = { "1",
+                              "0",
+                              "-1",
+                              "30000",
+                              "true",
+                              "false",
+                              "01",
+                              "1.5",
+                              "-",
+                              "null",
+                              "999999999999999",
+                              "-0",
+                              "1234567890123456",
+                              "\"7\"",
+                              "tru",
+                              "1e3",
+                              "7" };
     const char *separators [] = { ",", ",", ",", " ,", ",,", "" };
     unsigned seed = 12345;
     int accepted_count = 0;
@@ -554,7 +582,7 @@ test_fast_opts_agree_with_the_json_parser (void **state)
                 fail_msg ("fast and full readings differ for %s", text);
         }
     }
-    assert_true (accepted_count > 100);     //  the generator reaches it
+    assert_true (accepted_count > 100);  //  the generator reaches it
 }
 
 //  The heap's choice is the least loaded worker with room (ties: fewest
@@ -578,17 +606,17 @@ test_least_loaded_choice_holds_through_random_load (void **state)
     for (int step = 0; step < STEPS; step++) {
         seed = seed * 1103515245 + 12345;
         int action = (int) ((seed >> 16) % 10);
-        if (action < 5) {                           //  dispatch one
+        if (action < 5) {  //  dispatch one
             pigato__request_t *request = s_request ("c", "r", NULL);
-            pigato__worker_t *picked =
-                pigato__service_pick (echo, request, PIGATO__DMODE_LOAD);
+            pigato__worker_t *picked = pigato__service_pick (
+                echo, request, PIGATO__DMODE_LOAD);
             pigato__worker_t *best = NULL;
             for (int index = 0; index < WORKERS; index++) {
                 pigato__worker_t *worker = workers [index];
                 if (pigato__worker_has_room (worker)
-                && (!best || worker->in_flight < best->in_flight
-                    || (worker->in_flight == best->in_flight
-                        && worker->dispatched < best->dispatched)))
+                    && (!best || worker->in_flight < best->in_flight
+                        || (worker->in_flight == best->in_flight
+                            && worker->dispatched < best->dispatched)))
                     best = worker;
             }
             if (!best) {
@@ -602,15 +630,14 @@ test_least_loaded_choice_holds_through_random_load (void **state)
             pigato__worker_take (picked, request);
             held [held_count++] = request;
         }
-        else
-        if (action < 9 && held_count) {             //  one finishes
+        else if (action < 9 && held_count) {  //  one finishes
             size_t victim = (seed >> 8) % held_count;
             pigato__request_t *request = held [victim];
             held [victim] = held [--held_count];
             pigato__worker_release (request->worker, request);
             pigato__request_destroy (NULL, &request);
         }
-        else {                                      //  concurrency change
+        else {  //  concurrency change
             pigato__worker_t *worker = workers [(seed >> 8) % WORKERS];
             worker->concurrency = (int) ((seed >> 4) % 7) - 1;  //  -1..5
             pigato__worker_update (worker);
@@ -658,9 +685,11 @@ test_text_hash_is_stable_and_spreads_keys (void **state)
     zhashx_t *seen = zhashx_new ();
     for (int index = 0; index < 50000; index++) {
         snprintf (key, sizeof key, "00f3a9c41b2e7d58%08x", index);
-        assert_int_equal (zhashx_insert (table, key, (void *) (intptr_t) (index + 1)), 0);
+        assert_int_equal (
+            zhashx_insert (table, key, (void *) (intptr_t) (index + 1)), 0);
         char bucket [24];
-        snprintf (bucket, sizeof bucket, "%zu", pigato__hash_text (key) % 65521);
+        snprintf (bucket, sizeof bucket, "%zu",
+                  pigato__hash_text (key) % 65521);
         if (zhashx_insert (seen, bucket, (void *) 1) == 0)
             buckets_hit++;
     }
@@ -712,10 +741,12 @@ test_unservable_pending_names_are_parked_until_a_wildcard_comes (void **state)
         if (index < JUNK)
             snprintf (name, sizeof name, "junk-%d", index);
         else
-            snprintf (name, sizeof name, index == JUNK ? "w.a"
-                                       : index == JUNK + 1 ? "w.b" : "own");
-        pigato__service_t *service =
-            pigato__services_require (services, name, strlen (name));
+            snprintf (name, sizeof name,
+                      index == JUNK       ? "w.a"
+                      : index == JUNK + 1 ? "w.b"
+                                          : "own");
+        pigato__service_t *service = pigato__services_require (services, name,
+                                                               strlen (name));
         requests [index] = s_request ("c", name, NULL);
         requests [index]->service = service;
         pigato__service_enqueue (service, requests [index], false);
@@ -732,7 +763,8 @@ test_unservable_pending_names_are_parked_until_a_wildcard_comes (void **state)
     assert_int_equal (walked, 3);
     //  A wildcard for some of the parked names gains its first worker:
     //  every parked name is walked once more; those it serves stay
-    pigato__service_t *junk5 = pigato__services_require (services, "junk-5*", 7);
+    pigato__service_t *junk5 = pigato__services_require (services, "junk-5*",
+                                                         7);
     pigato__worker_t *junk_worker = s_worker (3, 10);
     pigato__service_add_worker (junk5, junk_worker);
     assert_int_equal (pigato__services_parked (services), 0);
@@ -749,7 +781,8 @@ test_unservable_pending_names_are_parked_until_a_wildcard_comes (void **state)
     assert_int_equal (pigato__services_parked (services), JUNK - 112);
     for (int index = 0; index < JUNK + 3; index++) {
         if (index != 7)
-            pigato__service_dequeue (requests [index]->service, requests [index]);
+            pigato__service_dequeue (requests [index]->service,
+                                     requests [index]);
         pigato__request_destroy (NULL, &requests [index]);
     }
     assert_int_equal (pigato__services_parked (services), 0);
@@ -770,10 +803,13 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_least_loaded_choice_holds_through_random_load),
         cmocka_unit_test (test_fast_opts_agree_with_the_json_parser),
-        cmocka_unit_test (test_services_are_created_on_demand_and_released_when_empty),
+        cmocka_unit_test (
+            test_services_are_created_on_demand_and_released_when_empty),
         cmocka_unit_test (test_queue_is_fifo_and_front_insert_jumps_it),
-        cmocka_unit_test (test_load_mode_picks_least_in_flight_and_honours_concurrency),
-        cmocka_unit_test (test_rejecting_workers_are_skipped_until_all_have_rejected),
+        cmocka_unit_test (
+            test_load_mode_picks_least_in_flight_and_honours_concurrency),
+        cmocka_unit_test (
+            test_rejecting_workers_are_skipped_until_all_have_rejected),
         cmocka_unit_test (test_rand_mode_uses_every_eligible_worker),
         cmocka_unit_test (test_request_opts_timeout_and_retry),
         cmocka_unit_test (test_binary_keys_separate_client_and_rid),
@@ -781,7 +817,8 @@ main (void)
         cmocka_unit_test (test_request_pool_recycles_records),
         cmocka_unit_test (test_service_names_that_collide_in_czmq_spread),
         cmocka_unit_test (test_text_hash_is_stable_and_spreads_keys),
-        cmocka_unit_test (test_unservable_pending_names_are_parked_until_a_wildcard_comes),
+        cmocka_unit_test (
+            test_unservable_pending_names_are_parked_until_a_wildcard_comes),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -12,7 +12,7 @@
 
 typedef struct {
     int key;
-    bool in;                    //  the model: should the table hold it?
+    bool in;  //  the model: should the table hold it?
 } item_t;
 
 static bool
@@ -26,7 +26,7 @@ static size_t
 s_hash (int key, int spread)
 {
     return spread ? (size_t) key * 0x9e3779b97f4a7c15ULL
-                  : (size_t) (key % 3) + 14;    //  homes 14..16: wrap at 16
+                  : (size_t) (key % 3) + 14;  //  homes 14..16: wrap at 16
 }
 
 static void
@@ -34,9 +34,8 @@ s_check (pigato__table_t *table, item_t *items, int count, int spread)
 {
     size_t held = 0;
     for (int index = 0; index < count; index++) {
-        void *found = pigato__table_lookup (table,
-                                            s_hash (items [index].key, spread),
-                                            &items [index].key);
+        void *found = pigato__table_lookup (
+            table, s_hash (items [index].key, spread), &items [index].key);
         assert_ptr_equal (found, items [index].in ? &items [index] : NULL);
         held += items [index].in;
     }
@@ -80,15 +79,17 @@ s_random_operations (int spread, int count, int rounds)
     //  Empty it: everything goes, and the table still works after
     for (int index = 0; index < count; index++)
         if (items [index].in) {
-            assert_ptr_equal (pigato__table_delete (
-                table, s_hash (items [index].key, spread),
-                &items [index].key), &items [index]);
+            assert_ptr_equal (
+                pigato__table_delete (table, s_hash (items [index].key, spread),
+                                      &items [index].key),
+                &items [index]);
             items [index].in = false;
         }
     s_check (table, items, count, spread);
-    assert_int_equal (pigato__table_insert (table, s_hash (items [0].key,
-                                            spread), &items [0].key,
-                                            &items [0]), 0);
+    assert_int_equal (pigato__table_insert (table,
+                                            s_hash (items [0].key, spread),
+                                            &items [0].key, &items [0]),
+                      0);
     items [0].in = true;
     s_check (table, items, count, spread);
     pigato__table_destroy (&table);
@@ -125,7 +126,8 @@ test_grows_and_gives_memory_back (void **state)
         items [index].in = true;
         assert_int_equal (pigato__table_insert (table, s_hash (index, 1),
                                                 &items [index].key,
-                                                &items [index]), 0);
+                                                &items [index]),
+                          0);
     }
     s_check (table, items, COUNT, 1);
     for (int index = 0; index < COUNT - 3; index++) {

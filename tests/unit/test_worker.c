@@ -14,13 +14,13 @@
 
 //  What the request handler does with each request.
 typedef enum {
-    HANDLE_KEEP,                //  hold the reply for the test
-    HANDLE_ECHO,                //  end with the request data
-    HANDLE_STREAM,              //  two partials, then end
-    HANDLE_ERROR,               //  reply_error ("boom")
-    HANDLE_REJECT,              //  reply_reject ("busy")
-    HANDLE_DROP,                //  destroy without ending
-    HANDLE_STOP                 //  end, then stop the worker
+    HANDLE_KEEP,    //  hold the reply for the test
+    HANDLE_ECHO,    //  end with the request data
+    HANDLE_STREAM,  //  two partials, then end
+    HANDLE_ERROR,   //  reply_error ("boom")
+    HANDLE_REJECT,  //  reply_reject ("busy")
+    HANDLE_DROP,    //  destroy without ending
+    HANDLE_STOP     //  end, then stop the worker
 } handle_t;
 
 typedef struct {
@@ -66,11 +66,9 @@ s_handler (pigato_worker_t *worker, pigato_reply_t *reply, const void *data,
             assert_false (pigato_reply_active (reply));
             assert_int_equal (pigato_reply_write (reply, "x", 1),
                               PIGATO_E_ENDED);
-            assert_int_equal (pigato_reply_end (reply, "x", 1),
-                              PIGATO_E_ENDED);
+            assert_int_equal (pigato_reply_end (reply, "x", 1), PIGATO_E_ENDED);
             assert_int_equal (pigato_reply_error (reply, "x"), PIGATO_E_ENDED);
-            assert_int_equal (pigato_reply_reject (reply, "x"),
-                              PIGATO_E_ENDED);
+            assert_int_equal (pigato_reply_reject (reply, "x"), PIGATO_E_ENDED);
             break;
         case HANDLE_ERROR:
             assert_int_equal (pigato_reply_error (reply, "boom"), 0);
@@ -78,8 +76,7 @@ s_handler (pigato_worker_t *worker, pigato_reply_t *reply, const void *data,
         case HANDLE_REJECT:
             assert_int_equal (pigato_reply_reject (reply, "busy"), 0);
             break;
-        case HANDLE_DROP:
-            break;
+        case HANDLE_DROP: break;
         case HANDLE_STOP:
             assert_int_equal (pigato_reply_end (reply, "bye", 3), 0);
             pigato_worker_stop (worker);
@@ -101,8 +98,8 @@ s_worker_new (fake_broker_t *broker, handler_t *handler)
     pigato_worker_t *worker = pigato_worker_new ("echo", s_handler, handler);
     assert_non_null (worker);
     if (broker->cert)
-        assert_int_equal (pigato_worker_set_server_key (worker,
-                                                        broker->public_key), 0);
+        assert_int_equal (
+            pigato_worker_set_server_key (worker, broker->public_key), 0);
     else
         pigato_worker_set_insecure (worker, true);
     pigato_worker_set_heartbeat (worker, 100, 3);
@@ -116,13 +113,14 @@ s_ready (fake_broker_t *broker, pigato_worker_t *worker)
 {
     zmsg_t *msg = fake_recv (broker, s_pump, worker, NULL, NULL, 2000);
     assert_non_null (msg);
-    assert_true (fake_msg_is (msg, "W", "1", "echo", PIGATO__NATIVE_OFFER, NULL));
+    assert_true (
+        fake_msg_is (msg, "W", "1", "echo", PIGATO__NATIVE_OFFER, NULL));
     zframe_t *id = fake_sender (msg);
     zmsg_destroy (&msg);
     msg = fake_recv (broker, s_pump, worker, NULL, NULL, 2000);
     assert_non_null (msg);
-    assert_true (fake_msg_is (msg, "W", "4", "", "{\"concurrency\":100}",
-                              NULL));
+    assert_true (
+        fake_msg_is (msg, "W", "4", "", "{\"concurrency\":100}", NULL));
     assert_true (zframe_eq (id, zmsg_first (msg)));
     zmsg_destroy (&msg);
     return id;
@@ -158,13 +156,13 @@ s_ready_and_heartbeats (bool curve)
     int64_t start = zclock_mono ();
     zmsg_t *msg;
     while (heartbeats < 3
-    &&     (msg = fake_recv (broker, s_pump, worker, "W", "4", 1000))) {
+           && (msg = fake_recv (broker, s_pump, worker, "W", "4", 1000))) {
         //  One sent before the change may still be on its way
         if (fake_msg_is (msg, "W", "4", "", "{\"concurrency\":7}", NULL))
             heartbeats++;
         else
-            assert_true (fake_msg_is (msg, "W", "4", "",
-                                      "{\"concurrency\":100}", NULL));
+            assert_true (
+                fake_msg_is (msg, "W", "4", "", "{\"concurrency\":100}", NULL));
         //  Answer, so the worker keeps its connection
         fake_send (broker, id, "W", "4", NULL);
         zmsg_destroy (&msg);
@@ -216,8 +214,8 @@ test_partials_then_final (void **state)
                                  expected [index * 2], 2000);
         assert_non_null (msg);
         assert_true (fake_msg_is (msg, "W", expected [index * 2], "client-1",
-                                  "", "r1", "0", expected [index * 2 + 1],
-                                  "{}", NULL));
+                                  "", "r1", "0", expected [index * 2 + 1], "{}",
+                                  NULL));
         zmsg_destroy (&msg);
     }
     assert_int_equal (handler.requests, 1);
@@ -335,8 +333,8 @@ test_reply_active_follows_heartbeats_and_timeout (void **state)
 //  Reads until READY arrives from a routing id other than old_id; notes
 //  whether old_id said DISCONNECT. Returns the new id.
 static zframe_t *
-s_ready_again (fake_broker_t *broker, pigato_worker_t *worker,
-               zframe_t *old_id, bool *disconnected)
+s_ready_again (fake_broker_t *broker, pigato_worker_t *worker, zframe_t *old_id,
+               bool *disconnected)
 {
     zframe_t *new_id = NULL;
     int64_t deadline = zclock_mono () + 3000;
@@ -345,10 +343,10 @@ s_ready_again (fake_broker_t *broker, pigato_worker_t *worker,
         if (!msg)
             continue;
         if (zframe_eq (old_id, zmsg_first (msg))
-        &&  fake_msg_is (msg, "W", "5", NULL))
+            && fake_msg_is (msg, "W", "5", NULL))
             *disconnected = true;
         if (!zframe_eq (old_id, zmsg_first (msg))
-        &&  fake_msg_is (msg, "W", "1", "echo", PIGATO__NATIVE_OFFER, NULL))
+            && fake_msg_is (msg, "W", "1", "echo", PIGATO__NATIVE_OFFER, NULL))
             new_id = fake_sender (msg);
         zmsg_destroy (&msg);
     }
@@ -378,7 +376,7 @@ test_reconnect_after_liveness_loss (void **state)
     //  DISCONNECT went first, on the other connection: it is there by now
     zmsg_t *msg;
     while (!disconnected
-    &&     (msg = fake_recv (broker, s_pump, worker, "W", "5", 500))) {
+           && (msg = fake_recv (broker, s_pump, worker, "W", "5", 500))) {
         disconnected = zframe_eq (old_id, zmsg_first (msg));
         zmsg_destroy (&msg);
     }
@@ -525,8 +523,8 @@ test_malformed_broker_messages_are_dropped (void **state)
                "undefined", NULL);
     zmsg_t *msg = fake_recv (broker, s_pump, worker, "W", "3", 2000);
     assert_non_null (msg);
-    assert_true (fake_msg_is (msg, "W", "3", "client-1", "", "good", "0",
-                              "ok", "{}", NULL));
+    assert_true (fake_msg_is (msg, "W", "3", "client-1", "", "good", "0", "ok",
+                              "{}", NULL));
     zmsg_destroy (&msg);
     assert_int_equal (handler.requests, 1);
     assert_string_equal (handler.opts, "{}");
@@ -603,7 +601,7 @@ test_worker_survives_a_broker_dying (void **state)
     fake_broker_t *second = fake_broker_new (false);
     handler_t handler = { .mode = HANDLE_ECHO };
     pigato_worker_t *worker = s_worker_new (first, &handler);
-    pigato_worker_set_heartbeat (worker, 100, 50);      //  5 s of silence
+    pigato_worker_set_heartbeat (worker, 100, 50);  //  5 s of silence
     assert_int_equal (pigato_worker_connect (worker, second->endpoint), 0);
     zframe_t *first_id = s_ready (first, worker);
     zframe_t *second_id = s_ready (second, worker);
@@ -720,7 +718,8 @@ s_log_sink (int level, const char *line, void *arg)
 //  --------------------------------------------------------------------------
 //  Native framing (docs/native-framing.md)
 
-#define S_BYTES(text) ((pigato__bytes_t) { (const byte *) (text), strlen (text) })
+#define S_BYTES(text)                                                          \
+    ((pigato__bytes_t) { (const byte *) (text), strlen (text) })
 
 static bool
 s_eq_bytes (pigato__bytes_t bytes, const char *text)
@@ -796,7 +795,7 @@ test_native_replies_to_a_batch_leave_as_one_batch (void **state)
         count = s_recv_native (broker, worker, true, entries, 16, &msg);
         if (fake_count_type (entries, count, PIGATO__REPLY) > 0)
             break;
-        zmsg_destroy (&msg);    //  a heartbeat batch
+        zmsg_destroy (&msg);  //  a heartbeat batch
     }
     assert_non_null (msg);
     assert_true (zframe_eq (id, zmsg_first (msg)));
@@ -851,8 +850,7 @@ test_native_partials_keep_their_order (void **state)
     assert_int_equal (types [used - 2], PIGATO__PARTIAL);
     assert_int_equal (types [used - 1], PIGATO__REPLY);
     assert_true (s_eq_bytes (entries [used - 4].data, "p1"));
-    assert_true (s_eq_bytes (entries [used - 3].opts,
-                             "{\"concurrency\":100}"));
+    assert_true (s_eq_bytes (entries [used - 3].opts, "{\"concurrency\":100}"));
     assert_true (s_eq_bytes (entries [used - 2].data, "p2"));
     assert_true (s_eq_bytes (entries [used - 1].data, "done"));
     zmsg_destroy (&msg);
@@ -1013,15 +1011,13 @@ test_native_disconnect_ends_the_batch (void **state)
     pigato_worker_t *worker = s_worker_new (broker, &handler);
     zframe_t *old_id = s_go_native (broker, worker);
     //  What follows DISCONNECT belonged to the old connection
-    pigato__msg_t entries [2] = {
-        s_entry (PIGATO__DISCONNECT, NULL, NULL),
-        s_entry (PIGATO__REQUEST, "late", "x")
-    };
+    pigato__msg_t entries [2] = { s_entry (PIGATO__DISCONNECT, NULL, NULL),
+                                  s_entry (PIGATO__REQUEST, "late", "x") };
     fake_native_send (broker, old_id, 'W', entries, 2);
     bool disconnected = false;
     zframe_t *new_id = s_ready_again (broker, worker, old_id, &disconnected);
     assert_non_null (new_id);
-    assert_false (disconnected);        //  the broker asked: no W 5 back
+    assert_false (disconnected);  //  the broker asked: no W 5 back
     assert_int_equal (handler.requests, 0);
     zframe_destroy (&old_id);
     zframe_destroy (&new_id);
@@ -1050,7 +1046,8 @@ main (void)
         cmocka_unit_test (test_attached_to_zloop),
         cmocka_unit_test (test_native_replies_to_a_batch_leave_as_one_batch),
         cmocka_unit_test (test_native_partials_keep_their_order),
-        cmocka_unit_test (test_native_reply_outside_the_handler_is_sent_at_once),
+        cmocka_unit_test (
+            test_native_reply_outside_the_handler_is_sent_at_once),
         cmocka_unit_test (test_framing_046_never_offers),
         cmocka_unit_test (test_framing_native_from_the_start),
         cmocka_unit_test (test_malformed_native_batches_are_dropped),
