@@ -40,6 +40,9 @@ LAYERS = {
     "mesh/broker": 2, "mesh/library": 2,
     "mesh/programs": 3,
 }
+# Folders of one layer that must not use each other even without a circle:
+# the broker and the library share only what lies below them
+APART = {("mesh/broker", "mesh/library"), ("mesh/library", "mesh/broker")}
 LAYER_NAMES = ["include, mesh/base", "mesh/wire, auth, keys, certs",
                "mesh/broker, mesh/library", "mesh/programs"]
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s*"([^"]+)"')
@@ -197,6 +200,10 @@ def check(root):
                     problems.append("%s:%d: folder %s has no layer in "
                                     "scripts/check-includes.py LAYERS"
                                     % (path, number, name))
+            if (a, b) in APART:
+                problems.append(
+                    "apart: %s:%d includes %s (%s and %s share only what "
+                    "lies below them)" % (path, number, target, a, b))
             if a in LAYERS and b in LAYERS and LAYERS[a] < LAYERS[b]:
                 problems.append(
                     "layer violation: %s:%d includes %s (%s is layer %d, "

@@ -107,12 +107,19 @@ class CheckIncludes(unittest.TestCase):
             "folder circle:")
 
     def test_same_layer_lateral_include_passes(self):
-        #  library -> broker is lateral (layer 2) and acyclic here
+        #  auth -> keys is lateral (layer 1) and acyclic here
         self.write_tree(dict(CLEAN, **{
-            "mesh/library/link.c": '#include "../broker/broker.h"\n',
-            "mesh/broker/broker.h": '#include "../wire/codec.h"\n'}))
+            "auth/zap.c": '#include "../keys/keyfile.h"\n',
+            "keys/keyfile.h": '#include "../mesh/base/internal.h"\n'}))
         result = self.check()
         self.assertEqual(result.returncode, 0, result.stderr)
+
+    def test_broker_and_library_stay_apart(self):
+        #  Lateral and acyclic, but the two share only what lies below
+        self.assert_fails_with(
+            {"mesh/library/link.c": '#include "../broker/broker.h"\n',
+             "mesh/broker/broker.h": '#include "../wire/codec.h"\n'},
+            "apart: mesh/library/link.c:1 includes")
 
     def test_unresolved_include_fails(self):
         self.assert_fails_with(
