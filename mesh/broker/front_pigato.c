@@ -61,7 +61,7 @@ pigato__front_name (const pigato__bytes_t *service, char *name)
 {
     name [0] = 0;
     if (service->size > PIGATO_SERVICE_MAX
-        || memchr (service->data, 0, service->size))
+        || (service->size && memchr (service->data, 0, service->size)))
         return false;
     if (service->size)
         memcpy (name, service->data, service->size);
