@@ -797,8 +797,21 @@ pigato__acl_allows (pigato__acl_t *self, const char *identity, int verb,
     if (cached)
         allowed = cached == (void *) 2;
     else {
+        //  name@VERSION and name@RANGE are versions of name: a rule that
+        //  denies name denies them too (allowing name allows none of them)
+        char base [PIGATO_SERVICE_MAX + 1] = "";
+        const char *at = strchr (service, '@');
+        if (at && (size_t) (at - service) < sizeof base) {
+            memcpy (base, service, (size_t) (at - service));
+            base [at - service] = 0;
+        }
         for (size_t index = 0; index < self->rule_count; index++) {
             const rule_t *rule = &self->rules [index];
+            if (rule->deny && base [0]
+                && s_rule_matches (rule, identity, verb, base)) {
+                allowed = false;
+                break;
+            }
             if (s_rule_matches (rule, identity, verb, service)) {
                 if (rule->deny) {
                     allowed = false;

@@ -15,7 +15,8 @@
                                           identity named by its CN)
         revoked  CA.crl                  (the CRL of a trusted CA)
     PATTERN: exact name, prefix*, or *. A word starting with '#' starts a
-    comment.
+    comment. A deny rule for a name also denies its versions (name@1.2.0,
+    name@^1): they are that name.
     =========================================================================
 */
 #ifndef PIGATO_ACL_H_INCLUDED

@@ -18,6 +18,14 @@
 //  library accepts it by number
 #define ZMQ_ZAP_ENFORCE_DOMAIN_OPTION 93
 
+//  The core's policy (core.h): the guard's current one.
+static bool
+s_allows (void *arg, const char *identity, int verb, const char *name)
+{
+    pigato_broker_t *self = (pigato_broker_t *) arg;
+    return pigato__guard_allows (self->guard, identity, verb, name);
+}
+
 pigato_broker_t *
 pigato_broker_new (void)
 {
@@ -218,6 +226,7 @@ s_create_router (pigato_broker_t *self)
                                 &self->guard, self->error, sizeof self->error);
     if (rc)
         return rc;
+    pigato__core_set_policy (self->core, s_allows, self);
     zsock_t *router = zsock_new (ZMQ_ROUTER);
     if (!router) {
         pigato__errorf (self->error, sizeof self->error,

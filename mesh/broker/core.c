@@ -10,6 +10,7 @@
 #include <string.h>
 #include "core.h"
 #include "../wire/mdp.h"
+#include "../../auth/acl.h"
 
 #define TARGETS_MAX 16  //  versions tried per request, best first
 
@@ -82,6 +83,14 @@ pigato__core_destroy (pigato__core_t **self_p)
     pigato__conns_destroy (&self->conns);
     free (self);
     *self_p = NULL;
+}
+
+void
+pigato__core_set_policy (pigato__core_t *self, pigato__allows_fn *allows,
+                         void *arg)
+{
+    self->allows = allows;
+    self->allows_arg = arg;
 }
 
 //  Service names come from peers: logged escaped, never raw.
@@ -203,6 +212,58 @@ s_request_alive (pigato__core_t *self, pigato__request_t *request)
         pigato__log (PIGATO_LOG_WARNING, "event=deadline_kept reason=nomem");
 }
 
+//  What a wildcard's worker must be allowed to serve: the name asked for.
+typedef struct {
+    pigato__core_t *core;
+    const char *name;
+} s_serve_check_t;
+
+static bool
+s_may_serve (void *arg, const pigato__worker_t *worker)
+{
+    s_serve_check_t *check = (s_serve_check_t *) arg;
+    return check->core->allows (check->core->allows_arg, worker->identity,
+                                PIGATO__VERB_SERVE, check->name);
+}
+
+//  True if the policy lets the request go to a worker of target (worker
+//  NULL: any worker of it) although the caller asked for service: the
+//  caller must be allowed to call the version a range resolved to, and a
+//  wildcard's worker to serve the name asked for. A worker of the name
+//  itself was checked at READY, the name asked for at admission.
+static bool
+s_resolution_allowed (pigato__core_t *self, pigato__service_t *service,
+                      pigato__service_t *target, pigato__request_t *request,
+                      const pigato__worker_t *worker)
+{
+    if (target == service || !self->allows)
+        return true;
+    if (target->versioned
+        && !self->allows (self->allows_arg, request->identity,
+                          PIGATO__VERB_CALL, target->name))
+        return false;
+    if (target->wildcard && worker) {
+        s_serve_check_t check = { self, service->name };
+        return s_may_serve (&check, worker);
+    }
+    return true;
+}
+
+//  A worker of target for a request of service, or NULL: the load or
+//  random pick among those the policy lets the request reach.
+static pigato__worker_t *
+s_pick (pigato__core_t *self, pigato__service_t *service,
+        pigato__service_t *target, pigato__request_t *request)
+{
+    if (!s_resolution_allowed (self, service, target, request, NULL))
+        return NULL;
+    if (target == service || !target->wildcard || !self->allows)
+        return pigato__service_pick (target, request, self->dmode, NULL, NULL);
+    s_serve_check_t check = { self, service->name };
+    return pigato__service_pick (target, request, self->dmode, s_may_serve,
+                                 &check);
+}
+
 //  A request that names a worker (opts workerId): sent if that worker
 //  serves the name and has room, failed if it does not exist or serves
 //  something else, else left waiting.
@@ -224,7 +285,9 @@ s_dispatch_targeted (pigato__core_t *self, pigato__service_t *service,
         return;
     }
     if (!pigato__worker_has_room (worker)
-        || pigato__request_rejected_by (request, worker->serial))
+        || pigato__request_rejected_by (request, worker->serial)
+        || !s_resolution_allowed (self, service, worker->service, request,
+                                  worker))
         return;
     pigato__service_dequeue (service, request);
     pigato__worker_take (worker, request);
@@ -280,8 +343,7 @@ s_dispatch (pigato__core_t *self, pigato__service_t *service)
         else {
             pigato__worker_t *worker = NULL;
             for (size_t index = 0; index < count && !worker; index++)
-                worker = pigato__service_pick (targets [index], request,
-                                               self->dmode);
+                worker = s_pick (self, service, targets [index], request);
             if (worker) {
                 pigato__service_dequeue (service, request);
                 pigato__worker_take (worker, request);
@@ -418,7 +480,8 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
     pigato__cached_t cached;
     char name_text [PIGATO_SERVICE_MAX + 1];
     if (!mdp && name->size < sizeof name_text) {
-        memcpy (name_text, name->data, name->size);
+        if (name->size)
+            memcpy (name_text, name->data, name->size);
         name_text [name->size] = 0;
         if (!(in->opts
               && memmem (in->opts->data, in->opts->size, "workerId", 8))

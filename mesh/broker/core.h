@@ -68,6 +68,11 @@ typedef struct {
                      pigato__framing_t framing);
 } pigato__emit_t;
 
+//  The policy, as the core asks it about names that resolution adds
+//  (auth/acl.h's verbs): true if identity may do verb on name.
+typedef bool (pigato__allows_fn) (void *arg, const char *identity, int verb,
+                                  const char *name);
+
 typedef struct {
     pigato__services_t *services;         //  name -> service
     zhashx_t *workers;                    //  routing id -> worker
@@ -87,6 +92,8 @@ typedef struct {
     pigato__counters_t counters;  //  see CORE_COUNTERS
     const pigato__emit_t *emit;   //  the way out
     void *emit_arg;               //  its argument
+    pigato__allows_fn *allows;    //  the policy, NULL: allows all
+    void *allows_arg;             //  its argument
 } pigato__core_t;
 
 //  A new core that emits through emit (borrowed; lives longer than the
@@ -95,6 +102,14 @@ pigato__core_t *pigato__core_new (const pigato__emit_t *emit, void *emit_arg);
 
 //  Frees requests (without a reply), workers and services.
 void pigato__core_destroy (pigato__core_t **self_p);
+
+//  The policy the core asks when resolution gives a request to a worker
+//  of another name than the one its caller wrote (and the front-end
+//  checked): the caller must be allowed to `call` the version a range
+//  resolved to, and a wildcard's worker to `serve` the name asked for.
+//  Without one (NULL), everything is allowed.
+void pigato__core_set_policy (pigato__core_t *self, pigato__allows_fn *allows,
+                              void *arg);
 
 //  --------------------------------------------------------------------------
 //  Requests

@@ -545,21 +545,27 @@ pigato__worker_has_room (const pigato__worker_t *worker)
 
 pigato__worker_t *
 pigato__service_pick (pigato__service_t *self, const pigato__request_t *request,
-                      int dmode)
+                      int dmode, pigato__worker_filter_t *filter,
+                      void *filter_arg)
 {
     if (dmode != PIGATO__DMODE_RAND && request->rejected_count == 0
         && !self->ready_broken) {
         pigato__timer_t *top = self->ready ? pigato__heap_peek (self->ready)
                                            : NULL;
-        return top ? pigato__container_of (top, pigato__worker_t, ready_node)
-                   : NULL;
+        pigato__worker_t *least = top ? pigato__container_of (
+                                      top, pigato__worker_t, ready_node)
+                                      : NULL;
+        if (!least || !filter || filter (filter_arg, least))
+            return least;
+        //  The least loaded does not pass: the scan below finds the next
     }
     pigato__worker_t *best = NULL;
     uint32_t eligible = 0;
     for (pigato__worker_t *worker = self->workers; worker;
          worker = worker->next) {
         if (!pigato__worker_has_room (worker)
-            || pigato__request_rejected_by (request, worker->serial))
+            || pigato__request_rejected_by (request, worker->serial)
+            || (filter && !filter (filter_arg, worker)))
             continue;
         eligible++;
         if (dmode == PIGATO__DMODE_RAND) {

@@ -181,13 +181,21 @@ bool pigato__worker_has_room (const pigato__worker_t *worker);
 //  of workers (least loaded first) in order.
 void pigato__worker_update (pigato__worker_t *worker);
 
+//  A worker the caller would accept (pigato__service_pick's filter): arg
+//  is the caller's.
+typedef bool (pigato__worker_filter_t) (void *arg,
+                                        const pigato__worker_t *worker);
+
 //  Picks a worker of the service for the request: has room, has not
-//  rejected it; least in flight (ties: fewest dispatched; O(1) from a heap
-//  unless the request was rejected before) or random (a scan). NULL if
-//  none.
+//  rejected it, passes filter (NULL: every worker does); least in flight
+//  (ties: fewest dispatched; O(1) from a heap unless the request was
+//  rejected before or the least loaded does not pass) or random (a scan).
+//  NULL if none.
 pigato__worker_t *pigato__service_pick (pigato__service_t *self,
                                         const pigato__request_t *request,
-                                        int dmode);
+                                        int dmode,
+                                        pigato__worker_filter_t *filter,
+                                        void *filter_arg);
 
 //  True if the service has workers and every one rejected the request.
 bool pigato__service_all_rejected (pigato__service_t *self,

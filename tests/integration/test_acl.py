@@ -373,6 +373,74 @@ allow @servers serve svc
 """
 
 
+RESOLVED_POLICY = """\
+identity alice  {alice}
+identity wild   {wk}
+identity real   {wk2}
+allow alice call pub.* calc*
+deny  alice call pub.hidden calc@2.1.0
+allow wild  serve pub.* calc@*
+deny  wild  serve pub.secret
+allow real  serve pub.secret pub.hidden
+"""
+
+
+class ResolvedNameTest(AclCase):
+    """The ACL holds for the names resolution adds, not only the name as
+    written: a wildcard's worker gets only the names it may serve, and a
+    version range reaches only versions its caller may call."""
+    NAMES = ("alice", "wk", "wk2")
+
+    def test_wildcard_worker_gets_only_names_it_may_serve(self):
+        self.acl_broker(RESOLVED_POLICY)
+        wild = self.as_worker("wk", "pub.*")
+        alice = self.as_client("alice")
+        # Allowed through the wildcard
+        self.round_trip(alice, wild, "pub.news", "news")
+        # Denied to the wildcard: waits for a worker that may serve it
+        alice.request("pub.secret", "secret", '"x"', LONG)
+        self.assertEqual(wild.requests_now(0.5), [],
+                         "pub.secret reached the pub.* worker of an identity "
+                         "denied serve pub.secret\n" + self.broker.tail(10))
+        real = self.as_worker("wk2", "pub.secret")
+        req = real.next_request(5)
+        self.assertIsNotNone(req, "pub.secret never reached its own worker\n"
+                             + self.broker.tail(10))
+        self.assertEqual(req.rid, b"secret")
+        real.reply(req, '"s"')
+        _, final = alice.final("secret", 5)
+        self.assertIsNotNone(final)
+        self.assertEqual(final.status, b"0")
+
+    def test_deny_on_a_name_covers_its_versions(self):
+        self.acl_broker(RESOLVED_POLICY)
+        self.as_worker("wk2", "pub.hidden")
+        alice = self.as_client("alice")
+        for i, service in enumerate(("pub.hidden", "pub.hidden@^1",
+                                     "pub.hidden@1.0.0")):
+            self.assert_denied_at_once(alice, service, "h%d" % i)
+
+    def test_range_reaches_only_versions_the_caller_may_call(self):
+        self.acl_broker(RESOLVED_POLICY)
+        v1 = self.as_worker("wk", "calc@1.4.0")
+        v2 = self.as_worker("wk", "calc@2.1.0")
+        alice = self.as_client("alice")
+        # >=1 would pick 2.1.0 first; alice may not call it
+        for i in range(3):
+            alice.request("calc@>=1", "c%d" % i, '"x"', LONG)
+            req = v1.next_request(5)
+            self.assertIsNotNone(req, "calc@>=1 did not reach 1.4.0\n"
+                                 + self.broker.tail(10))
+            v1.reply(req, '"one"')
+            _, final = alice.final("c%d" % i, 5)
+            self.assertEqual(final.data, b'"one"')
+        self.assertEqual(v2.requests_now(0.3), [],
+                         "a request reached calc@2.1.0, which alice may not "
+                         "call")
+        # Asked by its exact name: refused at once
+        self.assert_denied_at_once(alice, "calc@2.1.0", "exact")
+
+
 class RoutingIdTest(AclCase):
     NAMES = ("alice", "bob", "wk", "wk2", "mallet")
 

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 #include "../../mesh/broker/core.h"
+#include "../../auth/acl.h"
 
 //  --------------------------------------------------------------------------
 //  A recording send interface
@@ -159,14 +160,15 @@ s_conn (int fd)
 }
 
 static pigato__worker_t *
-s_add_worker (pigato__core_t *core, const char *id, const char *service, int fd)
+s_add_worker_as (pigato__core_t *core, const char *id, const char *service,
+                 int fd, const char *identity)
 {
     pigato__bytes_t id_bytes = s_bytes (id), name = s_bytes (service);
     pigato__conn_t conn = s_conn (fd);
     size_t before = event_count;
     assert_int_equal (pigato__core_worker_add (core, &id_bytes, &name,
                                                PIGATO__FRAMING_046, &conn,
-                                               "worker", NULL),
+                                               identity, NULL),
                       0);
     //  The first thing it hears is its READY acknowledged
     assert_true (event_count > before);
@@ -176,6 +178,12 @@ s_add_worker (pigato__core_t *core, const char *id, const char *service, int fd)
     pigato__worker_t *worker = pigato__core_worker_of (core, &id_bytes);
     assert_non_null (worker);
     return worker;
+}
+
+static pigato__worker_t *
+s_add_worker (pigato__core_t *core, const char *id, const char *service, int fd)
+{
+    return s_add_worker_as (core, id, service, fd, "worker");
 }
 
 static int
@@ -715,6 +723,62 @@ test_request_heartbeats_reach_the_holder_only (void **state)
     pigato__core_destroy (&core);
 }
 
+//  A policy for the resolution tests: identity "wild" may not serve
+//  pub.secret; "alice" may not call calc@2.1.0. Everything else goes.
+static bool
+s_test_policy (void *arg, const char *identity, int verb, const char *name)
+{
+    int *asked = (int *) arg;
+    (*asked)++;
+    if (streq (identity, "wild") && verb == PIGATO__VERB_SERVE
+        && streq (name, "pub.secret"))
+        return false;
+    if (streq (identity, "alice") && verb == PIGATO__VERB_CALL
+        && streq (name, "calc@2.1.0"))
+        return false;
+    return true;
+}
+
+static void
+test_resolution_asks_the_policy_about_the_names_it_adds (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    int asked = 0;
+    pigato__core_set_policy (core, s_test_policy, &asked);
+    s_add_worker_as (core, "any", "pub*", 1, "wild");
+    s_add_worker (core, "v1", "calc@1.4.0", 2);
+    s_add_worker (core, "v2", "calc@2.1.0", 3);
+    //  The wildcard's worker may serve pub.news, not pub.secret: that one
+    //  waits for a worker that may
+    size_t mark = event_count;
+    s_submit (core, "c1", "r1", "pub.news", "x", NULL);
+    s_submit (core, "c1", "r2", "pub.secret", "x", NULL);
+    event_t *sent [4];
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    assert_string_equal (sent [0]->rid, "r1");
+    //  Nor by naming it
+    s_submit (core, "c1", "r3", "pub.secret", "x", "{\"workerId\":\"any\"}");
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    mark = event_count;
+    s_add_worker_as (core, "real", "pub.secret", 4, "secret");
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    assert_string_equal (sent [0]->rid, "r2");
+    assert_string_equal (sent [0]->to, "real");
+    //  alice may call calc but not its 2.1.0: >=1 resolves to 1.4.0
+    mark = event_count;
+    s_submit (core, "c1", "r4", "calc@>=1", "x", NULL);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    assert_string_equal (sent [0]->to, "v1");
+    //  Asking the exact name is not resolution: the front-end checked it
+    asked = 0;
+    mark = event_count;
+    s_submit (core, "c1", "r5", "calc@1.4.0", "x", NULL);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    assert_int_equal (asked, 0);
+    pigato__core_destroy (&core);
+}
+
 int
 main (void)
 {
@@ -735,6 +799,8 @@ main (void)
         cmocka_unit_test (
             test_internal_services_answer_the_same_for_every_framing),
         cmocka_unit_test (test_request_heartbeats_reach_the_holder_only),
+        cmocka_unit_test (
+            test_resolution_asks_the_policy_about_the_names_it_adds),
     };
     pigato__log_level = PIGATO_LOG_ERROR;
     return cmocka_run_group_tests (tests, NULL, NULL);

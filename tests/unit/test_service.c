@@ -141,24 +141,27 @@ test_load_mode_picks_least_in_flight_and_honours_concurrency (void **state)
         requests [index] = s_request (
             "c", (char []) { (char) ('a' + index), 0 }, NULL);
     pigato__worker_take (busy, requests [0]);
-    assert_ptr_equal (
-        pigato__service_pick (service, requests [1], PIGATO__DMODE_LOAD), idle);
+    assert_ptr_equal (pigato__service_pick (service, requests [1],
+                                            PIGATO__DMODE_LOAD, NULL, NULL),
+                      idle);
     pigato__worker_take (idle, requests [1]);
     //  Tie on in_flight: fewer dispatched wins (both 1): either is fine,
     //  but after two on idle, busy must win
     pigato__worker_take (idle, requests [2]);
-    assert_ptr_equal (
-        pigato__service_pick (service, requests [3], PIGATO__DMODE_LOAD), busy);
+    assert_ptr_equal (pigato__service_pick (service, requests [3],
+                                            PIGATO__DMODE_LOAD, NULL, NULL),
+                      busy);
     pigato__worker_take (busy, requests [3]);
     //  Both at concurrency 2: nobody has room
-    assert_null (
-        pigato__service_pick (service, requests [4], PIGATO__DMODE_LOAD));
-    assert_null (
-        pigato__service_pick (service, requests [4], PIGATO__DMODE_RAND));
+    assert_null (pigato__service_pick (service, requests [4],
+                                       PIGATO__DMODE_LOAD, NULL, NULL));
+    assert_null (pigato__service_pick (service, requests [4],
+                                       PIGATO__DMODE_RAND, NULL, NULL));
     //  Unlimited concurrency always has room
     idle->concurrency = -1;
-    assert_ptr_equal (
-        pigato__service_pick (service, requests [4], PIGATO__DMODE_RAND), idle);
+    assert_ptr_equal (pigato__service_pick (service, requests [4],
+                                            PIGATO__DMODE_RAND, NULL, NULL),
+                      idle);
     pigato__worker_release (busy, requests [0]);
     assert_int_equal (busy->in_flight, 1);
     assert_ptr_equal (busy->requests, requests [3]);
@@ -191,12 +194,14 @@ test_rejecting_workers_are_skipped_until_all_have_rejected (void **state)
     assert_int_equal (pigato__request_add_reject (request, 10), 0);
     assert_int_equal (request->rejected_count, 1);
     for (int round = 0; round < 20; round++)
-        assert_ptr_equal (pigato__service_pick (service, request, round % 2),
+        assert_ptr_equal (pigato__service_pick (service, request, round % 2,
+                                                NULL, NULL),
                           second);
     assert_false (pigato__service_all_rejected (service, request));
     assert_int_equal (pigato__request_add_reject (request, 11), 0);
     assert_true (pigato__service_all_rejected (service, request));
-    assert_null (pigato__service_pick (service, request, PIGATO__DMODE_LOAD));
+    assert_null (pigato__service_pick (service, request, PIGATO__DMODE_LOAD,
+                                       NULL, NULL));
     pigato__request_destroy (NULL, &request);
     pigato__service_remove_worker (service, first);
     pigato__service_remove_worker (service, second);
@@ -220,8 +225,8 @@ test_rand_mode_uses_every_eligible_worker (void **state)
     pigato__request_t *request = s_request ("c", "r", NULL);
     int seen [3] = { 0 };
     for (int round = 0; round < 300; round++) {
-        pigato__worker_t *pick = pigato__service_pick (service, request,
-                                                       PIGATO__DMODE_RAND);
+        pigato__worker_t *pick = pigato__service_pick (
+            service, request, PIGATO__DMODE_RAND, NULL, NULL);
         for (int index = 0; index < 3; index++)
             if (pick == workers [index])
                 seen [index]++;
@@ -609,7 +614,7 @@ test_least_loaded_choice_holds_through_random_load (void **state)
         if (action < 5) {  //  dispatch one
             pigato__request_t *request = s_request ("c", "r", NULL);
             pigato__worker_t *picked = pigato__service_pick (
-                echo, request, PIGATO__DMODE_LOAD);
+                echo, request, PIGATO__DMODE_LOAD, NULL, NULL);
             pigato__worker_t *best = NULL;
             for (int index = 0; index < WORKERS; index++) {
                 pigato__worker_t *worker = workers [index];
