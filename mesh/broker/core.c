@@ -149,6 +149,8 @@ s_request_finish (pigato__core_t *self, pigato__request_t *request)
     }
     if (worker)
         pigato__worker_release (worker, request);
+    else if (request->waiting_on)
+        pigato__worker_unwait (request->waiting_on, request);
     else
         pigato__service_dequeue (service, request);
     pigato__table_delete (self->requests, request->key.hash, &request->key);
@@ -169,27 +171,25 @@ s_request_fail (pigato__core_t *self, pigato__request_t *request,
     s_request_finish (self, request);
 }
 
-static void s_dispatch_room (pigato__core_t *self, pigato__service_t *service);
+static void s_worker_room (pigato__core_t *self, pigato__worker_t *worker);
 
 void
 pigato__core_request_fail (pigato__core_t *self, pigato__request_t *request,
                            const char *text)
 {
-    pigato__service_t *service = request->worker ? request->worker->service
-                                                 : NULL;
+    pigato__worker_t *worker = request->worker;
     s_request_fail (self, request, text);
-    if (service)
-        s_dispatch_room (self, service);
+    if (worker)
+        s_worker_room (self, worker);
 }
 
 void
 pigato__core_request_drop (pigato__core_t *self, pigato__request_t *request)
 {
-    pigato__service_t *service = request->worker ? request->worker->service
-                                                 : NULL;
+    pigato__worker_t *worker = request->worker;
     s_request_finish (self, request);
-    if (service)
-        s_dispatch_room (self, service);
+    if (worker)
+        s_worker_room (self, worker);
 }
 
 //  Sets the request's inactivity deadline (none for timeout -1). Fails
@@ -264,34 +264,36 @@ s_pick (pigato__core_t *self, pigato__service_t *service,
                                  &check);
 }
 
-//  A request that names a worker (opts workerId): sent if that worker
-//  serves the name and has room, failed if it does not exist or serves
-//  something else, else left waiting.
+//  Fails a request that names a worker which is not there (or may not
+//  take it: the same answer, so the policy is not probed through it).
 static void
-s_dispatch_targeted (pigato__core_t *self, pigato__service_t *service,
-                     pigato__request_t *request)
+s_target_not_found (pigato__core_t *self, pigato__request_t *request)
 {
-    pigato__bytes_t id = { request->target, request->target_size };
-    pigato__worker_t *worker = pigato__core_worker_of (self, &id);
-    if (!worker || !worker->service
-        || !pigato__service_matches (worker->service, service)) {
-        char text [PIGATO_SERVICE_MAX + 600], printable [4 * 64 + 4];
-        snprintf (text, sizeof text,
-                  "E_WORKER_NOT_FOUND no worker %s serves %s",
-                  pigato__printable (request->target, request->target_size,
-                                     printable, sizeof printable),
-                  service->name);
-        s_request_fail (self, request, text);
-        return;
+    char text [PIGATO_SERVICE_MAX + 600], printable [4 * 64 + 4];
+    snprintf (text, sizeof text, "E_WORKER_NOT_FOUND no worker %s serves %s",
+              pigato__printable (request->target, request->target_size,
+                                 printable, sizeof printable),
+              request->service->name);
+    s_request_fail (self, request, text);
+}
+
+//  The requests that name this worker and wait for it go to it while it
+//  has room, oldest first. Each is checked like any request resolved to
+//  another name (s_resolution_allowed).
+static void
+s_serve_waiting (pigato__core_t *self, pigato__worker_t *worker)
+{
+    while (worker->waiting_head && pigato__worker_has_room (worker)) {
+        pigato__request_t *request = worker->waiting_head;
+        if (!s_resolution_allowed (self, request->service, worker->service,
+                                   request, worker)) {
+            s_target_not_found (self, request);
+            continue;
+        }
+        pigato__worker_unwait (worker, request);
+        pigato__worker_take (worker, request);
+        self->emit->request (self->emit_arg, worker, request);
     }
-    if (!pigato__worker_has_room (worker)
-        || pigato__request_rejected_by (request, worker->serial)
-        || !s_resolution_allowed (self, service, worker->service, request,
-                                  worker))
-        return;
-    pigato__service_dequeue (service, request);
-    pigato__worker_take (worker, request);
-    self->emit->request (self->emit_arg, worker, request);
 }
 
 //  True if the targets have workers and every one rejected the request.
@@ -323,16 +325,10 @@ s_dispatch (pigato__core_t *self, pigato__service_t *service)
                                                  targets, TARGETS_MAX)
                      : 0;
     service->pins++;  //  failing requests must not free it
-    pigato__request_t *request = count || service->targeted
-                                   ? service->queue_head
-                                   : NULL;
+    pigato__request_t *request = count ? service->queue_head : NULL;
     while (request) {
         pigato__request_t *next = request->next;
-        if (request->target)
-            s_dispatch_targeted (self, service, request);
-        else if (count == 0)
-            ;  //  waits for a worker to appear
-        else if (s_all_rejected (targets, count, request)) {
+        if (s_all_rejected (targets, count, request)) {
             char text [PIGATO_SERVICE_MAX + 64];
             snprintf (text, sizeof text,
                       "E_REJECTED every worker of %s "
@@ -355,7 +351,7 @@ s_dispatch (pigato__core_t *self, pigato__service_t *service)
                     for (pigato__worker_t *any = targets [index]->workers;
                          any && !room; any = any->next)
                         room = pigato__worker_has_room (any);
-                if (!room && !service->targeted)
+                if (!room)
                     break;
             }
         }
@@ -397,6 +393,15 @@ s_dispatch_room (pigato__core_t *self, pigato__service_t *service)
     }
 }
 
+//  A worker has room again (a reply, a departure, a higher concurrency):
+//  the requests that name it first, then its service's.
+static void
+s_worker_room (pigato__core_t *self, pigato__worker_t *worker)
+{
+    s_serve_waiting (self, worker);
+    s_dispatch_room (self, worker->service);
+}
+
 //  A new request, checked and made, joins the broker: filed under the
 //  client's connection, stamped with the caller, indexed, queued on its
 //  service, given its inactivity deadline, and dispatched if a worker has
@@ -404,7 +409,8 @@ s_dispatch_room (pigato__core_t *self, pigato__service_t *service)
 //  is destroyed and the service released.
 static int
 s_admit (pigato__core_t *self, pigato__request_t *request,
-         pigato__service_t *service, const pigato__submit_t *in)
+         pigato__service_t *service, pigato__worker_t *target,
+         const pigato__submit_t *in)
 {
     request->service = service;
     request->framing = in->caller.framing;
@@ -415,22 +421,27 @@ s_admit (pigato__core_t *self, pigato__request_t *request,
         pigato__services_release (self->services, &service);
         return PIGATO_E_NOMEM;
     }
-    service->requests++;
-    pigato__service_enqueue (service, request, false);
     if (s_request_touch (self, request)) {
         //  A request that could never time out is refused, not kept
-        pigato__service_dequeue (service, request);
         pigato__table_delete (self->requests, request->key.hash, &request->key);
         pigato__request_destroy (&self->request_pool, &request);
-        service->requests--;
         pigato__services_release (self->services, &service);
         return PIGATO_E_NOMEM;
     }
+    service->requests++;
     pigato__conns_file (self->conns, &request->conn, PIGATO__CONN_REQUESTS,
                         &request->conn_link);
     s_copy_text (request->identity, sizeof request->identity, in->identity);
     s_copy_text (request->curve_key, sizeof request->curve_key, in->curve_key);
     self->counters.requests++;
+    if (target) {
+        //  It waits on the worker it names, never in the service's queue:
+        //  dispatch of the others does not walk past it
+        pigato__worker_wait (target, request);
+        s_serve_waiting (self, target);
+        return 0;
+    }
+    pigato__service_enqueue (service, request, false);
     s_dispatch (self, service);
     return 0;
 }
@@ -516,9 +527,14 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
         return s_refuse (error, error_size, PIGATO_E_INVALID,
                          "E_INVALID_OPTS request opts must be a JSON object");
     }
+    pigato__worker_t *target = NULL;
     if (request->target) {
+        //  The worker it names must be there and serve the name (itself,
+        //  a version, a wildcard): else it would wait for nothing
         pigato__bytes_t id = { request->target, request->target_size };
-        if (!pigato__core_worker_of (self, &id)) {
+        target = pigato__core_worker_of (self, &id);
+        if (!target || !target->service
+            || !pigato__service_matches (target->service, service)) {
             char printable [4 * 64 + 4];
             int rc = s_refuse (error, error_size, PIGATO_E_REPLY,
                                "E_WORKER_NOT_FOUND no worker %s serves %s",
@@ -530,7 +546,7 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
             return rc;
         }
     }
-    if (s_admit (self, request, service, in))
+    if (s_admit (self, request, service, target, in))
         return s_refuse (error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker ran out of memory; try "
                          "again later");
@@ -673,9 +689,14 @@ pigato__core_worker_remove (pigato__core_t *self, pigato__worker_t *worker,
     }
     pigato__service_t *service = worker->service;
     int requeued = 0, failed = 0;
+    while (worker->waiting_head) {
+        //  They named this worker: nobody else may take them
+        s_target_not_found (self, worker->waiting_head);
+        failed++;
+    }
     while (worker->requests) {
         pigato__request_t *request = worker->requests;
-        if (request->retries_left > 0) {
+        if (request->retries_left > 0 && !request->target) {
             request->retries_left--;
             pigato__worker_release (worker, request);
             pigato__service_enqueue (request->service, request, true);
@@ -721,7 +742,7 @@ pigato__core_worker_concurrency (pigato__core_t *self, pigato__worker_t *worker,
     worker->concurrency = value < 0 ? -1 : value > 1e6 ? 1000000 : (int) value;
     pigato__worker_update (worker);
     if (worker->concurrency != previous)
-        s_dispatch_room (self, worker->service);
+        s_worker_room (self, worker);
 }
 
 //  A reject: back to the head of its queue; dispatch skips workers that
@@ -736,12 +757,21 @@ s_worker_reject (pigato__core_t *self, pigato__worker_t *worker,
         //  Out of memory: failed here, while the worker still holds it,
         //  so nothing below reads a service the failure may have freed
         s_request_fail (self, request, "E_NOMEM broker out of memory");
-        s_dispatch_room (self, worker->service);
+        s_worker_room (self, worker);
+        return;
+    }
+    if (request->target) {
+        //  Nobody else may take it
+        s_request_fail (self, request,
+                        "E_REJECTED the worker the request names rejected "
+                        "it");
+        s_worker_room (self, worker);
         return;
     }
     pigato__worker_release (worker, request);
     pigato__service_enqueue (service, request, true);
     s_dispatch (self, service);
+    s_serve_waiting (self, worker);
     if (worker->service != service)
         s_dispatch_room (self, worker->service);
 }
@@ -764,7 +794,7 @@ pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
                 worker->mdp_stale = false;
                 worker->concurrency = 1;
                 pigato__worker_update (worker);
-                s_dispatch_room (self, worker->service);
+                s_worker_room (self, worker);
             }
             self->counters.late_replies++;
             return true;
@@ -818,7 +848,7 @@ pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
         self->counters.replies++;
         request->answered = true;
         s_request_finish (self, request);
-        s_dispatch_room (self, worker->service);
+        s_worker_room (self, worker);
     }
     return true;
 }

@@ -388,8 +388,7 @@ pigato__services_park_unservable (pigato__services_t *self,
         return false;
     service->park_epoch = self->epoch + 1;  //  checked in this epoch
     pigato__service_t *target;
-    if (service->targeted
-        || pigato__services_resolve (self, service, &target, 1) > 0)
+    if (pigato__services_resolve (self, service, &target, 1) > 0)
         return false;
     s_list_remove (&self->pending, service);
     s_list_add (&self->parked, service);
@@ -449,8 +448,6 @@ pigato__service_enqueue (pigato__service_t *self, pigato__request_t *request,
         self->queue_tail = request;
     }
     self->queued++;
-    if (request->target)
-        self->targeted++;
     s_pending (self, true);
 }
 
@@ -467,8 +464,6 @@ pigato__service_dequeue (pigato__service_t *self, pigato__request_t *request)
         self->queue_tail = request->prev;
     request->prev = request->next = NULL;
     self->queued--;
-    if (request->target)
-        self->targeted--;
     if (self->queued == 0)
         s_pending (self, false);
 }
@@ -592,6 +587,34 @@ pigato__service_all_rejected (pigato__service_t *self,
         if (!pigato__request_rejected_by (request, worker->serial))
             return false;
     return true;
+}
+
+void
+pigato__worker_wait (pigato__worker_t *worker, pigato__request_t *request)
+{
+    request->waiting_on = worker;
+    request->next = NULL;
+    request->prev = worker->waiting_tail;
+    if (worker->waiting_tail)
+        worker->waiting_tail->next = request;
+    else
+        worker->waiting_head = request;
+    worker->waiting_tail = request;
+}
+
+void
+pigato__worker_unwait (pigato__worker_t *worker, pigato__request_t *request)
+{
+    if (request->prev)
+        request->prev->next = request->next;
+    else
+        worker->waiting_head = request->next;
+    if (request->next)
+        request->next->prev = request->prev;
+    else
+        worker->waiting_tail = request->prev;
+    request->prev = request->next = NULL;
+    request->waiting_on = NULL;
 }
 
 void

@@ -3,8 +3,10 @@
     workers, and request records. Pure bookkeeping, no sockets; the
     decisions made with it are core.c's.
 
-    A request is either queued on its service (worker == NULL) or held by a
-    worker (worker != NULL); prev/next link it into that one list.
+    A request is in one of three lists, linked through prev/next: queued
+    on its service (worker and waiting_on NULL), waiting for the one
+    worker it names (opts workerId; waiting_on), or held by a worker
+    (worker).
     =========================================================================
 */
 #ifndef PIGATO_SERVICE_H_INCLUDED
@@ -37,15 +39,17 @@ struct _pigato__worker_t {
     pigato__conn_link_t conn_link;  //  filed under that connection
     char identity [65];             //  who registered it (User-Id)
     char curve_key [PIGATO_Z85_KEY_SIZE + 1];  //  its CURVE key, "" if none
-    uint64_t serial;                //  unique per registration (reject lists)
-    pigato__service_t *service;     //  the service it offers
-    int concurrency;                //  max in flight, -1 = unlimited
-    size_t in_flight;               //  requests it holds
-    uint64_t dispatched;            //  total dispatched (load tie-break)
-    int64_t expires;                //  liveness deadline
-    pigato__timer_t ready_node;     //  in service's heap while it has room
-    pigato__worker_t *prev, *next;  //  in service's worker list
-    pigato__request_t *requests;    //  requests it holds (list head)
+    uint64_t serial;                  //  unique per registration (reject lists)
+    pigato__service_t *service;       //  the service it offers
+    int concurrency;                  //  max in flight, -1 = unlimited
+    size_t in_flight;                 //  requests it holds
+    uint64_t dispatched;              //  total dispatched (load tie-break)
+    int64_t expires;                  //  liveness deadline
+    pigato__timer_t ready_node;       //  in service's heap while it has room
+    pigato__worker_t *prev, *next;    //  in service's worker list
+    pigato__request_t *requests;      //  requests it holds (list head)
+    pigato__request_t *waiting_head;  //  requests that name it and wait
+    pigato__request_t *waiting_tail;  //  for room, oldest first
 };
 
 struct _pigato__request_t {
@@ -62,6 +66,7 @@ struct _pigato__request_t {
     bool answered;                   //  its worker sent the final reply
     pigato__service_t *service;      //  requested service
     pigato__worker_t *worker;        //  holder, NULL while queued
+    pigato__worker_t *waiting_on;    //  the worker it names and waits for
     pigato__request_t *prev, *next;  //  in service queue or worker list
     pigato__timer_t expiry;          //  inactivity deadline
     pigato__conn_t conn;             //  the client's connection
@@ -98,7 +103,6 @@ struct _pigato__service_t {
     bool parked;          //  (or its parked list, see below)
     uint64_t park_epoch;  //  table epoch of its last park check
     int pins;             //  > 0: not to be freed (in use)
-    size_t targeted;      //  queued requests with a workerId
     size_t requests;      //  requests naming it, queued or held
 };
 
@@ -200,6 +204,13 @@ pigato__worker_t *pigato__service_pick (pigato__service_t *self,
 //  True if the service has workers and every one rejected the request.
 bool pigato__service_all_rejected (pigato__service_t *self,
                                    const pigato__request_t *request);
+
+//  A request that names a worker (opts workerId) waits for room on it,
+//  not in its service's queue, so that dispatch never walks past it;
+//  unwait takes it off that list again.
+void pigato__worker_wait (pigato__worker_t *worker, pigato__request_t *request);
+void pigato__worker_unwait (pigato__worker_t *worker,
+                            pigato__request_t *request);
 
 //  Moves a queued request to a worker / a held request off its worker.
 void pigato__worker_take (pigato__worker_t *worker, pigato__request_t *request);

@@ -253,14 +253,14 @@ class FeaturesAcl(MeshTestCase):
     CURVE = True
     START_BROKER = False
 
-    def test_the_requested_name_is_what_call_is_checked_against(self):
+    def test_call_is_checked_on_the_name_written_and_the_version_it_reaches(self):
         keydir = os.path.join(self.tmp, "ids")
         os.mkdir(keydir)
         alice, wk = KeyPair(keydir, "alice"), KeyPair(keydir, "wk")
         carol = KeyPair(keydir, "carol")
         acl = os.path.join(self.tmp, "mesh.acl")
         write_acl(acl, "identity alice %s\nidentity wk %s\nallow wk serve *\n"
-                       "allow alice call foo.open calc@^1\n"
+                       "allow alice call foo.open calc@^1 calc@1.*\n"
                        "identity carol %s\nallow carol call calc@^1\n"
                        % (alice.public, wk.public, carol.public))
         self.broker = self.start_broker(acl=acl)
@@ -276,6 +276,11 @@ class FeaturesAcl(MeshTestCase):
         self.assertIn(b"E_ACCESS_DENIED foo.secret", final.data)
         c.request("calc@^1", "a3", '"x"', LONG)
         self.assertIsNotNone(calc.next_request(3))
+        # carol may call calc@^1 but no version of it: nothing reaches one
+        self.client(keypair=carol).request("calc@^1", "c3", '"x"', LONG)
+        self.assertEqual(calc.requests_now(0.3), [],
+                         "carol's calc@^1 reached calc@1.5.0, which she may "
+                         "not call")
         # A reply cached for alice is not served to carol, who may not call it
         c.request("foo.open", "k1", '"same"', LONG)
         req = wild.next_request(3)
@@ -289,7 +294,7 @@ class FeaturesAcl(MeshTestCase):
         _, final = other.final("k3", 3)
         self.assertEqual(final.status, b"-1")
         self.assertIn(b"E_ACCESS_DENIED foo.open", final.data)
-        for name in ("calc@1.5.0", "$dir", "mmi.service"):
+        for name in ("calc@2.0.0", "$dir", "mmi.service"):
             c.request(name, "d-" + name, '"x"', LONG)
             _, final = c.final("d-" + name, 3)
             self.assertIn(b"E_ACCESS_DENIED", final.data, name)

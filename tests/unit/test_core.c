@@ -554,13 +554,74 @@ test_a_request_may_name_its_worker (void **state)
                                          error),
                           0);
     assert_true (strncmp (error, "E_WORKER_NOT_FOUND", 18) == 0);
-    //  One serving another name: the queued request fails
+    //  One serving another name: refused at once too
     s_add_worker (core, "other", "time", 3);
+    assert_int_not_equal (s_submit_full (core, "c1", "d", "echo", "x",
+                                         "{\"workerId\":\"other\"}", 100,
+                                         error),
+                          0);
+    assert_true (strncmp (error, "E_WORKER_NOT_FOUND", 18) == 0);
+    pigato__core_destroy (&core);
+}
+
+static void
+test_requests_waiting_for_a_named_worker_hold_up_nobody (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *busy = s_add_worker (core, "busy", "echo", 1);
+    pigato__worker_t *free_ = s_add_worker (core, "free", "echo", 2);
+    pigato__core_worker_concurrency (core, busy, 1);
+    pigato__core_worker_concurrency (core, free_, 1000);
+    s_submit (core, "c1", "t0", "echo", "x", "{\"workerId\":\"busy\"}");
+    //  Many wait for the busy worker; requests for anyone still flow, in
+    //  order, and none of the waiting ones goes elsewhere
+    char rid [16];
+    for (int index = 1; index <= 100; index++) {
+        snprintf (rid, sizeof rid, "t%d", index);
+        s_submit (core, "c1", rid, "echo", "x", "{\"workerId\":\"busy\"}");
+    }
+    size_t mark = event_count;
+    for (int index = 0; index < 50; index++) {
+        snprintf (rid, sizeof rid, "a%d", index);
+        s_submit (core, "c2", rid, "echo", "x", NULL);
+    }
+    event_t *sent [128];
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 128), 50);
+    for (int index = 0; index < 50; index++)
+        assert_string_equal (sent [index]->to, "free");
+    assert_int_equal (busy->in_flight, 1);
+    //  Each reply from the busy worker lets the next waiting one in, oldest
+    //  first
     mark = event_count;
-    s_submit (core, "c1", "d", "echo", "x", "{\"workerId\":\"other\"}");
-    event_t *errors [2];
-    assert_int_equal (s_events (EV_ERROR, mark, errors, 2), 1);
+    assert_true (s_reply (core, busy, "c1", "t0", PIGATO__REPLY, "", ""));
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 128), 1);
+    assert_string_equal (sent [0]->rid, "t1");
+    assert_string_equal (sent [0]->to, "busy");
+    //  The worker it names rejects it: nobody else may take it
+    mark = event_count;
+    assert_true (s_reply (core, busy, "c1", "t1", PIGATO__REJECT, "", ""));
+    event_t *errors [128];
+    assert_int_equal (s_events (EV_ERROR, mark, errors, 128), 1);
+    assert_true (strncmp (errors [0]->body, "E_REJECTED", 10) == 0);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 128), 1);
+    assert_string_equal (sent [0]->rid, "t2");
+    //  A waiting one that times out leaves the list
+    pigato__request_t *t50 = pigato__core_request_of (
+        core, &(pigato__bytes_t) { (const byte *) "c1", 2 },
+        &(pigato__bytes_t) { (const byte *) "t50", 3 });
+    assert_non_null (t50);
+    pigato__core_request_drop (core, t50);
+    //  The worker goes: t2 it held fails as lost, the 97 waiting as not
+    //  found
+    mark = event_count;
+    pigato__core_worker_remove (core, busy, "test", false);
+    assert_int_equal (s_events (EV_ERROR, mark, errors, 128), 98);
+    assert_string_equal (errors [0]->rid, "t3");
     assert_true (strncmp (errors [0]->body, "E_WORKER_NOT_FOUND", 18) == 0);
+    assert_true (strncmp (errors [97]->body, "E_WORKER_LOST", 13) == 0);
+    assert_string_equal (errors [97]->rid, "t2");
+    assert_int_equal (pigato__table_size (core->requests), 50);
     pigato__core_destroy (&core);
 }
 
@@ -793,6 +854,8 @@ main (void)
         cmocka_unit_test (test_requests_expire_and_free_their_slot),
         cmocka_unit_test (test_workers_that_stop_heartbeating_are_removed),
         cmocka_unit_test (test_a_request_may_name_its_worker),
+        cmocka_unit_test (
+            test_requests_waiting_for_a_named_worker_hold_up_nobody),
         cmocka_unit_test (test_wildcards_and_versions_resolve),
         cmocka_unit_test (test_cached_replies_answer_without_a_worker),
         cmocka_unit_test (test_submit_refuses_what_it_cannot_take),
