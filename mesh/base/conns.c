@@ -17,6 +17,7 @@ typedef enum {
 typedef struct {
     uint32_t generation;             //  bumped on each accept
     uint8_t state;                   //  fd_state_t
+    bool dying;                      //  disconnected, last words unread
     pigato__conn_link_t *heads [2];  //  filed workers, requests
 } slot_t;
 
@@ -72,7 +73,28 @@ pigato__conns_accepted (pigato__conns_t *self, int fd)
     if (slot) {
         slot->generation++;
         slot->state = FD_OPEN;
+        slot->dying = false;
     }
+}
+
+bool
+pigato__conns_dying (pigato__conns_t *self, int fd)
+{
+    slot_t *slot = s_slot (self, fd, false);
+    if (!slot || slot->state != FD_OPEN || slot->dying)
+        return false;
+    slot->dying = true;
+    return true;
+}
+
+bool
+pigato__conns_live (pigato__conns_t *self, const pigato__conn_t *conn)
+{
+    if (conn->fd < 0)
+        return true;  //  unknown: nothing to hold it to
+    slot_t *slot = s_slot (self, conn->fd, false);
+    return slot && slot->state == FD_OPEN && !slot->dying
+        && slot->generation == conn->generation;
 }
 
 pigato__conn_t
@@ -84,6 +106,7 @@ pigato__conns_disconnected (pigato__conns_t *self, int fd)
         dead.fd = fd;
         dead.generation = slot->generation;
         slot->state = FD_CLOSED;
+        slot->dying = false;
     }
     return dead;
 }

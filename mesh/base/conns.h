@@ -35,6 +35,19 @@ void pigato__conns_accepted (pigato__conns_t *self, int fd);
 //  was not known open).
 pigato__conn_t pigato__conns_disconnected (pigato__conns_t *self, int fd);
 
+//  The fd's connection closed but what it sent before may still wait to
+//  be read: it stays open for what comes from it (its last words), and
+//  nothing may be sent to it any more (pigato__conns_live). True if it
+//  was open and not dying yet. pigato__conns_disconnected ends it.
+bool pigato__conns_dying (pigato__conns_t *self, int fd);
+
+//  True if a message may be sent to this connection: it is the fd's
+//  current one, open and not dying. libzmq frees a routing id only after
+//  it reported the disconnect, so a peer that takes a departed peer's
+//  routing id over never gets what was meant for it. Unknown records
+//  (fd -1) are live.
+bool pigato__conns_live (pigato__conns_t *self, const pigato__conn_t *conn);
+
 typedef enum {
     PIGATO__CONN_UNKNOWN = 0,  //  no events seen for this fd
     PIGATO__CONN_OPEN,         //  accepted, not (yet) disconnected

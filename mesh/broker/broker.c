@@ -57,6 +57,7 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     zsock_destroy (&self->router);
     pigato__guard_destroy (&self->guard);
     pigato__acl_destroy (&self->policy);
+    free (self->dying);
     free (self->acl_path);
     free (self->key_file);
     free (self);
@@ -340,6 +341,51 @@ pigato_broker_request_reload (pigato_broker_t *self)
     self->reload = 1;
 }
 
+//  Ends the connections that are dying: their workers go (requests
+//  retry or fail), their clients' requests are dropped.
+static void
+s_dying_end (pigato_broker_t *self)
+{
+    for (size_t index = 0; index < self->dying_count; index++) {
+        pigato__conn_t dead = pigato__conns_disconnected (self->core->conns,
+                                                          self->dying [index]);
+        if (dead.fd >= 0)
+            pigato__core_connection_lost (self->core, &dead);
+    }
+    self->dying_count = 0;
+}
+
+//  A connection closed: from now on nothing is sent to it, while what it
+//  sent before is still read and routed (its last words: a final reply,
+//  a DISCONNECT). It ends when the ROUTER holds nothing more, or after a
+//  heartbeat interval on a broker that never runs dry.
+static void
+s_dying (pigato_broker_t *self, int fd)
+{
+    if (!pigato__conns_dying (self->core->conns, fd))
+        return;
+    if (self->dying_count == self->dying_max) {
+        size_t max = self->dying_max ? self->dying_max * 2 : 64;
+        int *dying = (int *) realloc (self->dying, max * sizeof (int));
+        if (!dying) {
+            //  Out of memory: it ends now, last words or not
+            pigato__conn_t dead = pigato__conns_disconnected (self->core->conns,
+                                                              fd);
+            if (dead.fd >= 0)
+                pigato__core_connection_lost (self->core, &dead);
+            return;
+        }
+        self->dying = dying;
+        self->dying_max = max;
+    }
+    if (self->dying_count == 0)
+        self->dying_since = self->core->now_ms;
+    self->dying [self->dying_count++] = fd;
+}
+
+//  Reads the monitor's connection events. A new connection on the fd of
+//  a dying one ends the dying one first (what comes from that fd now is
+//  the new one's).
 static void
 s_monitor_drain (pigato_broker_t *self)
 {
@@ -351,14 +397,16 @@ s_monitor_drain (pigato_broker_t *self)
             uint32_t value;
             memcpy (&type, zframe_data (frame), 2);
             memcpy (&value, zframe_data (frame) + 2, 4);
-            if (type == ZMQ_EVENT_ACCEPTED)
+            if (type == ZMQ_EVENT_ACCEPTED) {
+                for (size_t index = 0; index < self->dying_count; index++)
+                    if (self->dying [index] == (int) value) {
+                        s_dying_end (self);
+                        break;
+                    }
                 pigato__conns_accepted (self->core->conns, (int) value);
-            else if (type == ZMQ_EVENT_DISCONNECTED) {
-                pigato__conn_t dead = pigato__conns_disconnected (
-                    self->core->conns, (int) value);
-                if (dead.fd >= 0)
-                    pigato__core_connection_lost (self->core, &dead);
             }
+            else if (type == ZMQ_EVENT_DISCONNECTED)
+                s_dying (self, (int) value);
         }
         zmsg_destroy (&event);
     }
@@ -537,6 +585,12 @@ pigato_broker_run (pigato_broker_t *self)
             pigato__guard_zap_handle (self->guard);
             touched [ZAP] = true;
         }
+        //  Closed connections are known before this turn sends anything
+        if (ready [MONITOR]) {
+            s_monitor_drain (self);
+            touched [MONITOR] = true;
+            ready [MONITOR] = s_readable (sockets [MONITOR]);
+        }
         bool drained = !ready [ROUTER];  //  the ROUTER has nothing more
         if (ready [ROUTER]) {
             for (int count = 0; count < BATCH; count++) {
@@ -549,12 +603,18 @@ pigato_broker_run (pigato_broker_t *self)
                 busy = true;
             }
         }
-        //  Disconnects apply once the ROUTER holds nothing more: a
-        //  connection's last words (a final reply, a DISCONNECT) come first
-        if (drained && ready [MONITOR]) {
+        //  The view of connections is current before anything is sent
+        //  (the outbox goes below); dying connections end once the ROUTER
+        //  holds nothing more: their last words come first
+        if (ready [MONITOR]) {
             s_monitor_drain (self);
             touched [MONITOR] = true;
         }
+        if (self->dying_count
+            && (drained
+                || self->core->now_ms - self->dying_since
+                       >= self->core->heartbeat_ms))
+            s_dying_end (self);
         now = pigato__now_ms ();
         pigato__core_expire (self->core, now);
         if (now >= self->next_tick) {

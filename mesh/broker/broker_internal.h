@@ -41,6 +41,10 @@ struct _pigato_broker_t {
     pigato__guard_t *guard;          //  ZAP + per-message authorization
     zsock_t *monitor;                //  accept/disconnect events of router
     volatile sig_atomic_t reload;    //  set by pigato_broker_request_reload
+    int *dying;                      //  fds of connections that closed,
+    size_t dying_count;              //  their last words still readable
+    size_t dying_max;                //  (s_dying in broker.c)
+    int64_t dying_since;             //  when the oldest of them closed
     char error [256];                //  last error message
 };
 

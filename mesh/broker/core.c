@@ -120,6 +120,7 @@ s_caller (pigato__request_t *request)
 {
     pigato__caller_t caller = { .framing = request->framing,
                                 .client = pigato__request_client (request),
+                                .conn = request->conn,
                                 .rid = pigato__request_rid (request),
                                 .service = {
                                     (const byte *) request->service->name,
@@ -226,6 +227,17 @@ s_may_serve (void *arg, const pigato__worker_t *worker)
                                 PIGATO__VERB_SERVE, check->name);
 }
 
+//  A worker a request may go to now: its connection is live (not one
+//  that closed, whose last words are still being read), and, when name is
+//  set (a wildcard's worker), it may serve that name.
+static bool
+s_eligible (void *arg, const pigato__worker_t *worker)
+{
+    s_serve_check_t *check = (s_serve_check_t *) arg;
+    return pigato__conns_live (check->core->conns, &worker->conn)
+        && (!check->name || s_may_serve (check, worker));
+}
+
 //  True if the policy lets the request go to a worker of target (worker
 //  NULL: any worker of it) although the caller asked for service: the
 //  caller must be allowed to call the version a range resolved to, and a
@@ -257,10 +269,9 @@ s_pick (pigato__core_t *self, pigato__service_t *service,
 {
     if (!s_resolution_allowed (self, service, target, request, NULL))
         return NULL;
-    if (target == service || !target->wildcard || !self->allows)
-        return pigato__service_pick (target, request, self->dmode, NULL, NULL);
-    s_serve_check_t check = { self, service->name };
-    return pigato__service_pick (target, request, self->dmode, s_may_serve,
+    bool serve_check = target != service && target->wildcard && self->allows;
+    s_serve_check_t check = { self, serve_check ? service->name : NULL };
+    return pigato__service_pick (target, request, self->dmode, s_eligible,
                                  &check);
 }
 
@@ -283,7 +294,8 @@ s_target_not_found (pigato__core_t *self, pigato__request_t *request)
 static void
 s_serve_waiting (pigato__core_t *self, pigato__worker_t *worker)
 {
-    while (worker->waiting_head && pigato__worker_has_room (worker)) {
+    while (worker->waiting_head && pigato__worker_has_room (worker)
+           && pigato__conns_live (self->conns, &worker->conn)) {
         pigato__request_t *request = worker->waiting_head;
         if (!s_resolution_allowed (self, request->service, worker->service,
                                    request, worker)) {
@@ -644,8 +656,8 @@ pigato__core_worker_add (pigato__core_t *self,
                              NULL, 0)) {
         free (worker);
         pigato__services_release (self->services, &service);
-        self->emit->control (self->emit_arg, routing_id, PIGATO__DISCONNECT,
-                             framing);
+        self->emit->control (self->emit_arg, routing_id, conn,
+                             PIGATO__DISCONNECT, framing);
         return PIGATO_E_NOMEM;
     }
     worker->framing = framing;
@@ -664,7 +676,7 @@ pigato__core_worker_add (pigato__core_t *self,
     zhashx_insert (self->workers, &worker->key, worker);
     pigato__service_add_worker (service, worker);
     if (framing != PIGATO__FRAMING_MDP)  //  RFC 18: READY has no answer
-        self->emit->control (self->emit_arg, routing_id, PIGATO__READY,
+        self->emit->control (self->emit_arg, routing_id, conn, PIGATO__READY,
                              framing);
     char service_text [PIGATO__SERVICE_TEXT];
     pigato__log (PIGATO_LOG_INFO,
@@ -684,8 +696,8 @@ pigato__core_worker_remove (pigato__core_t *self, pigato__worker_t *worker,
 {
     if (send_disconnect) {
         pigato__bytes_t to = pigato__worker_routing_id (worker);
-        self->emit->control (self->emit_arg, &to, PIGATO__DISCONNECT,
-                             worker->framing);
+        self->emit->control (self->emit_arg, &to, &worker->conn,
+                             PIGATO__DISCONNECT, worker->framing);
     }
     pigato__service_t *service = worker->service;
     int requeued = 0, failed = 0;
@@ -869,8 +881,8 @@ pigato__core_check_workers (pigato__core_t *self, int64_t now)
         else if (worker->framing == PIGATO__FRAMING_MDP) {
             //  RFC 18: the broker heartbeats its workers
             pigato__bytes_t to = pigato__worker_routing_id (worker);
-            self->emit->control (self->emit_arg, &to, PIGATO__HEARTBEAT,
-                                 PIGATO__FRAMING_MDP);
+            self->emit->control (self->emit_arg, &to, &worker->conn,
+                                 PIGATO__HEARTBEAT, PIGATO__FRAMING_MDP);
         }
     if (!dead)
         return;

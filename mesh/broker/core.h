@@ -28,7 +28,8 @@
     X (retries)      /* re-dispatches after worker loss */                     \
     X (bad_messages) /* malformed or out-of-protocol messages */               \
     X (late_replies) /* replies for unknown or foreign rids, dropped */        \
-    X (workers_gone) /* workers removed (disconnect or expiry) */
+    X (workers_gone) /* workers removed (disconnect or expiry) */              \
+    X (unsent)       /* messages for a closing connection, dropped */
 
 typedef struct {
 #define COUNTER_FIELD(name) int64_t name;
@@ -36,11 +37,13 @@ typedef struct {
 #undef COUNTER_FIELD
 } pigato__counters_t;
 
-//  Who a reply goes to: a client's routing id, its rid, its framing, and
-//  (MDP replies carry it) the service it asked for. Borrowed.
+//  Who a reply goes to: a client's routing id on its connection, its rid,
+//  its framing, and (MDP replies carry it) the service it asked for.
+//  Borrowed.
 typedef struct {
     pigato__framing_t framing;
     pigato__bytes_t client;
+    pigato__conn_t conn;
     pigato__bytes_t rid;
     pigato__bytes_t service;
 } pigato__caller_t;
@@ -64,7 +67,8 @@ typedef struct {
     //  A final error reply to a caller; text starts with an E_ code.
     void (*error) (void *arg, const pigato__caller_t *to, const char *text);
     //  A READY acknowledgement, HEARTBEAT or DISCONNECT to a worker.
-    void (*control) (void *arg, const pigato__bytes_t *worker, int type,
+    void (*control) (void *arg, const pigato__bytes_t *worker,
+                     const pigato__conn_t *conn, int type,
                      pigato__framing_t framing);
 } pigato__emit_t;
 

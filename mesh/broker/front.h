@@ -57,9 +57,12 @@ void pigato__front_mdp (pigato_broker_t *self, pigato__front_in_t *in,
 //  ---- send.c
 
 //  A message with no fields (READY ack, heartbeat, DISCONNECT) to a
-//  client ('C') or worker ('W'), in its framing.
+//  client ('C') or worker ('W') on conn, in its framing. Every send here
+//  goes only to a live connection (pigato__conns_live): a message for one
+//  that is closing is dropped and counted (unsent).
 void pigato__broker_send_control (pigato_broker_t *self,
-                                  const pigato__bytes_t *to, char role,
+                                  const pigato__bytes_t *to,
+                                  const pigato__conn_t *conn, char role,
                                   int type, pigato__framing_t framing);
 
 //  A partial or final reply to a caller, in its framing (see

@@ -28,6 +28,7 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
     const pigato__bytes_t *body = parts + mdp->body_first;
     pigato__caller_t caller = { .framing = PIGATO__FRAMING_MDP,
                                 .client = mdp->sender,
+                                .conn = in->m.conn,
                                 .service = mdp->service };
     if (pigato__core_reserved (&mdp->service)) {
         pigato__bytes_t none = { NULL, 0 };
@@ -118,13 +119,13 @@ pigato__front_mdp (pigato_broker_t *self, pigato__front_in_t *in,
         else if (!pigato__front_name (&mdp.service, name)
                  || pigato__core_reserved (&mdp.service)) {
             pigato__front_bad (self, in, "reserved_service");
-            pigato__broker_send_control (self, &in->m.sender, 'W',
+            pigato__broker_send_control (self, &in->m.sender, &in->m.conn, 'W',
                                          PIGATO__DISCONNECT,
                                          PIGATO__FRAMING_MDP);
         }
         else if (!pigato__front_allows (self, in, &peer, PIGATO__VERB_SERVE,
                                         name))
-            pigato__broker_send_control (self, &in->m.sender, 'W',
+            pigato__broker_send_control (self, &in->m.sender, &in->m.conn, 'W',
                                          PIGATO__DISCONNECT,
                                          PIGATO__FRAMING_MDP);
         else if (pigato__core_worker_add (self->core, &in->m.sender,
@@ -138,7 +139,7 @@ pigato__front_mdp (pigato_broker_t *self, pigato__front_in_t *in,
         //  Not registered: DISCONNECT unless it is saying goodbye
         if (mdp.type != PIGATO__DISCONNECT) {
             pigato__front_bad (self, in, "not_ready");
-            pigato__broker_send_control (self, &in->m.sender, 'W',
+            pigato__broker_send_control (self, &in->m.sender, &in->m.conn, 'W',
                                          PIGATO__DISCONNECT,
                                          PIGATO__FRAMING_MDP);
         }

@@ -76,6 +76,7 @@ s_caller (const pigato__msg_t *m)
     pigato__caller_t caller = { .framing = m->native ? PIGATO__FRAMING_NATIVE
                                                      : PIGATO__FRAMING_046,
                                 .client = m->sender,
+                                .conn = m->conn,
                                 .rid = m->rid,
                                 .service = m->service };
     return caller;
@@ -119,7 +120,7 @@ s_worker_ready (pigato_broker_t *self, pigato__front_in_t *in,
                    == 0) {
             if (framing == PIGATO__FRAMING_NATIVE)
                 worker->framing = PIGATO__FRAMING_NATIVE;
-            pigato__broker_send_control (self, &in->m.sender, 'W',
+            pigato__broker_send_control (self, &in->m.sender, &in->m.conn, 'W',
                                          PIGATO__READY, worker->framing);
             return;
         }
@@ -132,12 +133,12 @@ s_worker_ready (pigato_broker_t *self, pigato__front_in_t *in,
     if (!pigato__front_name (&in->m.service, name)
         || pigato__core_reserved (&in->m.service)) {
         pigato__front_bad (self, in, "reserved_service");
-        pigato__broker_send_control (self, &in->m.sender, 'W',
+        pigato__broker_send_control (self, &in->m.sender, &in->m.conn, 'W',
                                      PIGATO__DISCONNECT, framing);
         return;
     }
     if (!pigato__front_allows (self, in, peer, PIGATO__VERB_SERVE, name)) {
-        pigato__broker_send_control (self, &in->m.sender, 'W',
+        pigato__broker_send_control (self, &in->m.sender, &in->m.conn, 'W',
                                      PIGATO__DISCONNECT, framing);
         return;
     }
@@ -150,8 +151,8 @@ static void
 s_worker_heartbeat (pigato_broker_t *self, pigato__front_in_t *in,
                     pigato__worker_t *worker)
 {
-    pigato__broker_send_control (self, &in->m.sender, 'W', PIGATO__HEARTBEAT,
-                                 worker->framing);
+    pigato__broker_send_control (self, &in->m.sender, &in->m.conn, 'W',
+                                 PIGATO__HEARTBEAT, worker->framing);
     if (!in->m.has_opts)
         return;
     json_error_t error;
@@ -199,7 +200,7 @@ s_on_worker (pigato_broker_t *self, pigato__front_in_t *in,
         //  Not registered (never, or expired): tell it to start over
         if (in->m.type != PIGATO__DISCONNECT) {
             pigato__front_bad (self, in, "not_ready");
-            pigato__broker_send_control (self, &in->m.sender, 'W',
+            pigato__broker_send_control (self, &in->m.sender, &in->m.conn, 'W',
                                          PIGATO__DISCONNECT,
                                          s_framing (&in->m));
         }
@@ -293,8 +294,8 @@ s_on_client (pigato_broker_t *self, pigato__front_in_t *in,
     if (m->type == PIGATO__REQUEST)
         s_client_request (self, in, peer);
     else if (m->type == PIGATO__HEARTBEAT && !m->request_heartbeat)
-        pigato__broker_send_control (self, &m->sender, 'C', PIGATO__HEARTBEAT,
-                                     s_framing (m));
+        pigato__broker_send_control (self, &m->sender, &m->conn, 'C',
+                                     PIGATO__HEARTBEAT, s_framing (m));
     else if (m->type == PIGATO__HEARTBEAT) {
         //  Forward to the worker holding the request, if any; the key
         //  includes the sender, so a client can only heartbeat its own
@@ -340,8 +341,8 @@ pigato__front_revoked (pigato_broker_t *self, const pigato__front_in_t *in,
         pigato__core_worker_remove (self->core, worker, "identity_revoked",
                                     disconnect);
     else if (disconnect)
-        pigato__broker_send_control (self, &m->sender, 'W', PIGATO__DISCONNECT,
-                                     framing);
+        pigato__broker_send_control (self, &m->sender, &m->conn, 'W',
+                                     PIGATO__DISCONNECT, framing);
 }
 
 //  Routes one decoded message (or batch entry) from a peer whose identity

@@ -10,6 +10,17 @@
 #include "front.h"
 #include "../wire/mdp.h"
 
+//  True if a message may go to this connection now: not one that closed
+//  (or is closing), whose routing id another peer may take over next.
+static bool
+s_live (pigato_broker_t *self, const pigato__conn_t *conn)
+{
+    if (pigato__conns_live (self->core->conns, conn))
+        return true;
+    self->core->counters.unsent++;
+    return false;
+}
+
 //  Sends a 0.0.46 or MDP message: routing id, then frames. Frame
 //  body_index (if body_part holds exactly its bytes) shares that part
 //  instead of being copied. The peer's pending native batch goes first,
@@ -42,8 +53,11 @@ s_send_frames (pigato_broker_t *self, const pigato__bytes_t *to,
 
 void
 pigato__broker_send_control (pigato_broker_t *self, const pigato__bytes_t *to,
-                             char role, int type, pigato__framing_t framing)
+                             const pigato__conn_t *conn, char role, int type,
+                             pigato__framing_t framing)
 {
+    if (!s_live (self, conn))
+        return;
     if (framing == PIGATO__FRAMING_MDP) {
         //  RFC 18: READY is not acknowledged
         int command = type == PIGATO__HEARTBEAT  ? PIGATO__MDPW_HEARTBEAT
@@ -72,6 +86,8 @@ pigato__broker_send_reply (pigato_broker_t *self, const pigato__caller_t *to,
                            size_t body_count, const pigato__bytes_t *opts,
                            zmq_msg_t *body_part)
 {
+    if (!s_live (self, &to->conn))
+        return;
     if (to->framing == PIGATO__FRAMING_MDP) {
         //  MDPC02, command, the service it asked for, body frames; MDP
         //  has no status
@@ -134,6 +150,8 @@ pigato__broker_send_error (pigato_broker_t *self, const pigato__caller_t *to,
 static void
 s_emit_request (void *arg, pigato__worker_t *worker, pigato__request_t *request)
 {
+    if (!s_live ((pigato_broker_t *) arg, &worker->conn))
+        return;
     pigato_broker_t *self = (pigato_broker_t *) arg;
     pigato__bytes_t to = pigato__worker_routing_id (worker);
     pigato__bytes_t client = pigato__request_client (request);
@@ -184,6 +202,8 @@ static void
 s_emit_request_heartbeat (void *arg, pigato__worker_t *worker,
                           pigato__request_t *request)
 {
+    if (!s_live ((pigato_broker_t *) arg, &worker->conn))
+        return;
     pigato_broker_t *self = (pigato_broker_t *) arg;
     pigato__bytes_t to = pigato__worker_routing_id (worker);
     pigato__bytes_t client = pigato__request_client (request);
@@ -219,11 +239,11 @@ s_emit_error (void *arg, const pigato__caller_t *to, const char *text)
 }
 
 static void
-s_emit_control (void *arg, const pigato__bytes_t *worker, int type,
-                pigato__framing_t framing)
+s_emit_control (void *arg, const pigato__bytes_t *worker,
+                const pigato__conn_t *conn, int type, pigato__framing_t framing)
 {
-    pigato__broker_send_control ((pigato_broker_t *) arg, worker, 'W', type,
-                                 framing);
+    pigato__broker_send_control ((pigato_broker_t *) arg, worker, conn, 'W',
+                                 type, framing);
 }
 
 const pigato__emit_t pigato__broker_emit = {

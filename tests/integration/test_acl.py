@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -24,6 +25,7 @@ from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 import harness
+import native
 from harness import (BROKER_BIN, CLI_BIN, KeyPair, MeshTestCase, Proc, RawClient,
                      RawWorker, secs, write_acl)
 
@@ -193,6 +195,22 @@ class AclCase(MeshTestCase):
         self.assertEqual((final.status, final.data), (b"-1", denied_json(service)),
                          "denied request %s to %r" % (rid, service))
         self.assertLess(elapsed, secs(AT_ONCE))
+
+    def claim(self, cls, name, routing_id, probe, answer, attempts=5,
+              wait=1.0):
+        """Connects a peer with key `name` and a routing id someone else
+        used. libzmq's ROUTER refuses a routing id while its first owner is
+        still connected, and notices a departure asynchronously, so retry
+        (bounded) until `probe` gets `answer`. Returns the peer, or None
+        if the id never became usable."""
+        for _ in range(attempts):
+            p = cls(self.mesh, self.broker.endpoint, self.broker.server_key,
+                    identity=routing_id, keypair=self.keys[name], auto_heartbeat=False)
+            p.send(*probe)
+            if p.recv(lambda m: m[:2] == answer, wait, skip_noise=False) is not None:
+                return p
+            p.close()
+        return None
 
     def sighup(self, expect, since=None):
         """Sends SIGHUP to the broker and waits for a log line matching
@@ -444,21 +462,6 @@ class ResolvedNameTest(AclCase):
 class RoutingIdTest(AclCase):
     NAMES = ("alice", "bob", "wk", "wk2", "mallet")
 
-    def claim(self, cls, name, routing_id, probe, answer, attempts=5):
-        """Connects a peer with key `name` and a routing id someone else
-        used. libzmq's ROUTER refuses a routing id while its first owner is
-        still connected, and notices a departure asynchronously, so retry
-        (bounded) until `probe` gets `answer`. Returns the peer, or None
-        if the id never became usable."""
-        for _ in range(attempts):
-            p = cls(self.mesh, self.broker.endpoint, self.broker.server_key,
-                    identity=routing_id, keypair=self.keys[name], auto_heartbeat=False)
-            p.send(*probe)
-            if p.recv(lambda m: m[:2] == answer, 1.0, skip_noise=False) is not None:
-                return p
-            p.close()
-        return None
-
     def test_impostor_with_live_workers_routing_id_gets_nothing(self):
         self.acl_broker(ROUTING_POLICY)
         victim = self.as_worker("wk", "svc", identity="victim-w")
@@ -691,6 +694,114 @@ allow bob   call svc svc2
 allow carol call svc2
 allow wk    serve other
 """
+
+
+class Flood(threading.Thread):
+    """Keeps the broker busy with denied requests from its own CURVE
+    socket (mallet may not call `forbidden`), never reading the refusals,
+    until stop(): a broker that never finds its ROUTER empty."""
+
+    def __init__(self, endpoint, server_key, keypair):
+        threading.Thread.__init__(self, daemon=True)
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.curve_serverkey = server_key.encode()
+        self.sock.curve_publickey = keypair.public.encode()
+        self.sock.curve_secretkey = keypair.secret.encode()
+        self.sock.setsockopt(zmq.SNDHWM, 0)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.running = True
+        self.sent = 0
+        self.answered = 0
+
+    def run(self):
+        # Many small native batches: more messages in the broker's queue
+        # than one turn reads (256), so the ROUTER never runs dry
+        deadline = time.monotonic() + 60      # bounded, whatever happens
+        batch = 0
+        while self.running and time.monotonic() < deadline:
+            entries = [native.Entry(native.REQUEST, service="forbidden",
+                                    rid="f%d-%d" % (batch, i), body='"x"')
+                       for i in range(8)]
+            frames = native.encode("C", entries)
+            self.sock.send_multipart(frames)
+            self.sent += 8
+            batch += 1
+            # A few batches ahead of the broker: always busy, never so far
+            # behind that the others' requests wait for seconds
+            while self.running and self.sent - self.answered > 600 * 8:
+                if self.sock.poll(100):
+                    msg = self.sock.recv_multipart()
+                    self.answered += (len(native.decode(msg)[1])
+                                      if native.is_native(msg) else 1)
+
+    def stop(self):
+        self.running = False
+        self.join(10)
+        self.sock.close()
+        self.ctx.term()
+
+
+class TakeoverUnderLoadTest(AclCase):
+    """Issue 14 item 1: with the broker saturated, a peer with a valid key
+    connects with the routing id of a worker or a client that just went
+    away. Nothing meant for the departed peer may reach it: the broker's
+    view of connections is current before it sends."""
+    NAMES = ("alice", "bob", "wk", "wk2", "mallet")
+    ROUNDS = 3
+
+    def test_departed_peers_routing_ids_get_nothing_while_the_broker_is_busy(self):
+        self.acl_broker(ROUTING_POLICY)
+        spare = self.as_worker("wk2", "svc", identity="spare-w")
+        flood = Flood(self.broker.endpoint, self.broker.server_key,
+                      self.keys["mallet"])
+        flood.start()
+        self.addCleanup(flood.stop)
+        # The flood is under way before anyone leaves
+        self.assertIsNotNone(self.wait_log(r"event=access_denied\b.*mallet", 10),
+                             self.broker.tail(10))
+        leaked = []
+        taken = 0
+        for round in range(self.ROUNDS):
+            wid, cid = "victim-w%d" % round, "victim-c%d" % round
+            victim = self.as_worker("wk", "svc", identity=wid)
+            caller = self.as_client("alice", identity=cid)
+            bob = self.as_client("bob")
+            # alice's requests are held by the victim worker (or the spare)
+            for i in range(20):
+                caller.request("svc", "a%d" % i, '"for alice"', LONG)
+            # Held by the victim worker or the spare, once the broker gets
+            # to them (under this load it may take a while)
+            victim.next_request(10) or spare.next_request(1)
+            # Both leave at once, abruptly; bob keeps calling the service
+            victim.close()
+            caller.close()
+            for i in range(20):
+                bob.request("svc", "b%d-%d" % (round, i), '"for bob"', LONG)
+            # mallet takes both routing ids over as soon as libzmq lets it
+            imp_w = self.claim(RawWorker, "mallet", wid, ["W", "4", "", "{}"],
+                               [b"W", b"5"], attempts=100, wait=0.1)
+            imp_c = self.claim(RawClient, "mallet", cid, ["C", "4"],
+                               [b"C", b"4"], attempts=100, wait=0.1)
+            taken += (imp_w is not None) + (imp_c is not None)
+            for r in spare.requests_now(0.3):
+                spare.reply(r, '"from spare"')
+            self.mesh.settle(secs(0.5))
+            for imp in (imp_w, imp_c):
+                if imp is None:
+                    continue
+                leaked += [m for m in imp.received
+                           if m[:2] == [b"W", b"2"]
+                           or (m[:2] == [b"W", b"4"] and len(m) > 4)
+                           or m[:2] in ([b"C", b"3"], [b"C", b"6"])]
+                imp.close()
+            bob.close()
+        self.assertGreater(taken, 0, "mallet never got a departed routing id; "
+                           "inconclusive\n" + self.broker.tail(10))
+        self.assertEqual(leaked, [], "messages meant for a departed peer reached "
+                         "the peer that took its routing id over")
+        self.assertGreater(flood.sent, 10000, "the broker was not kept busy")
 
 
 class ReloadTest(AclCase):

@@ -116,10 +116,11 @@ s_on_error (void *arg, const pigato__caller_t *to, const char *text)
 }
 
 static void
-s_on_control (void *arg, const pigato__bytes_t *worker, int type,
-              pigato__framing_t framing)
+s_on_control (void *arg, const pigato__bytes_t *worker,
+              const pigato__conn_t *conn, int type, pigato__framing_t framing)
 {
     (void) arg;
+    (void) conn;
     event_t *event = s_record (EV_CONTROL);
     s_text (event->to, sizeof event->to, worker);
     event->type = type;
@@ -148,6 +149,9 @@ s_core (void)
     pigato__core_t *core = pigato__core_new (&recorder, NULL);
     assert_non_null (core);
     core->now_ms = 1000000;
+    //  The monitor saw every test connection open (generation 1)
+    for (int fd = 1; fd < 128; fd++)
+        pigato__conns_accepted (core->conns, fd);
     return core;
 }
 
@@ -840,6 +844,45 @@ test_resolution_asks_the_policy_about_the_names_it_adds (void **state)
     pigato__core_destroy (&core);
 }
 
+static void
+test_nothing_goes_to_a_closing_connection (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *closing = s_add_worker (core, "closing", "echo", 1);
+    pigato__worker_t *open = s_add_worker (core, "open", "echo", 2);
+    pigato__core_worker_concurrency (core, closing, 100);
+    pigato__core_worker_concurrency (core, open, 1);
+    s_submit (core, "c1", "held", "echo", "x", NULL);  //  to one of them
+    //  The monitor reports "closing" closed; its last words may still be
+    //  read, but nothing new goes to its routing id
+    assert_true (pigato__conns_dying (core->conns, 1));
+    size_t mark = event_count;
+    char rid [16];
+    for (int index = 0; index < 10; index++) {
+        snprintf (rid, sizeof rid, "r%d", index);
+        s_submit (core, "c1", rid, "echo", "x", NULL);
+    }
+    event_t *sent [16];
+    size_t count = s_events (EV_REQUEST, mark, sent, 16);
+    for (size_t index = 0; index < count; index++)
+        assert_string_equal (sent [index]->to, "open");
+    assert_true (count <= 1);
+    //  Its last words still count: a final reply for what it held
+    if (closing->in_flight)
+        assert_true (
+            s_reply (core, closing, "c1", "held", PIGATO__REPLY, "", ""));
+    //  Then it ends: the dying worker is gone, nothing was sent to it
+    pigato__conn_t dead = pigato__conns_disconnected (core->conns, 1);
+    pigato__core_connection_lost (core, &dead);
+    assert_null (pigato__core_worker_of (
+        core, &(pigato__bytes_t) { (const byte *) "closing", 7 }));
+    for (size_t index = mark; index < event_count; index++)
+        if (events [index].kind == EV_REQUEST)
+            assert_string_not_equal (events [index].to, "closing");
+    pigato__core_destroy (&core);
+}
+
 int
 main (void)
 {
@@ -862,6 +905,7 @@ main (void)
         cmocka_unit_test (
             test_internal_services_answer_the_same_for_every_framing),
         cmocka_unit_test (test_request_heartbeats_reach_the_holder_only),
+        cmocka_unit_test (test_nothing_goes_to_a_closing_connection),
         cmocka_unit_test (
             test_resolution_asks_the_policy_about_the_names_it_adds),
     };
