@@ -47,6 +47,18 @@ typedef struct {
 //  `what` were held back when a new second starts.
 bool pigato__ratelimit_allow (pigato__ratelimit_t *self, const char *what);
 
+//  The same, for lines logged at `level`: the report of held-back lines
+//  (`event=WHAT_suppressed count=N`) goes out at that level too, so an
+//  operator who sees the first lines of a flood also sees its size.
+bool pigato__ratelimit_allow_at (pigato__ratelimit_t *self, const char *what,
+                                 int level);
+
+//  Reports held-back lines once their second is over, even when no new
+//  line comes to trigger it: called from a timer, so a flood that stops
+//  still ends with its count in the log.
+void pigato__ratelimit_flush (pigato__ratelimit_t *self, const char *what,
+                              int level);
+
 //  Monotonic clock in milliseconds.
 int64_t pigato__now_ms (void);
 

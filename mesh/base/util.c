@@ -68,23 +68,46 @@ pigato__hash_bytes (const void *data, size_t size)
 
 #define RATELIMIT_BURST 20
 
+//  Says how many lines of `what` were held back, and starts counting anew.
+static void
+s_ratelimit_report (pigato__ratelimit_t *self, const char *what, int level)
+{
+    if (self->suppressed)
+        pigato__log (level, "event=%s_suppressed count=%" PRId64, what,
+                     self->suppressed);
+    self->suppressed = 0;
+}
+
 bool
-pigato__ratelimit_allow (pigato__ratelimit_t *self, const char *what)
+pigato__ratelimit_allow_at (pigato__ratelimit_t *self, const char *what,
+                            int level)
 {
     int64_t second = pigato__now_ms () / 1000;
     if (second != self->second) {
-        if (self->suppressed)
-            pigato__log (PIGATO_LOG_INFO, "event=%s_suppressed count=%" PRId64,
-                         what, self->suppressed);
+        s_ratelimit_report (self, what, level);
         self->second = second;
         self->burst = 0;
-        self->suppressed = 0;
     }
     if (++self->burst > RATELIMIT_BURST) {
         self->suppressed++;
         return false;
     }
     return true;
+}
+
+bool
+pigato__ratelimit_allow (pigato__ratelimit_t *self, const char *what)
+{
+    return pigato__ratelimit_allow_at (self, what, PIGATO_LOG_INFO);
+}
+
+void
+pigato__ratelimit_flush (pigato__ratelimit_t *self, const char *what, int level)
+{
+    //  Lines of the current second may still be let through or held back:
+    //  their count is reported when that second is over
+    if (self->suppressed && pigato__now_ms () / 1000 != self->second)
+        s_ratelimit_report (self, what, level);
 }
 
 void
