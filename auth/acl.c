@@ -4,17 +4,21 @@
 */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <libgen.h>
 #include <sodium.h>
 #include <string.h>
 #include <unistd.h>
 #include "acl.h"
 #include "../certs/ca.h"
+#include "../keys/keyfile.h"
 #include "../mesh/base/bkey.h"
 
-#define MAX_TOKENS      1024    //  per line
-#define CACHE_MAX       100000  //  cached decisions before a purge
-#define GROUP_DEPTH_MAX 16      //  nesting of @groups
+#define MAX_TOKENS      1024                //  per line
+#define CACHE_MAX       100000              //  cached decisions before a purge
+#define GROUP_DEPTH_MAX 16                  //  nesting of @groups
+#define ACL_FILE_MAX    (64 * 1024 * 1024)  //  ~1M identities; a bound
 
 typedef struct {
     char name [PIGATO__NAME_MAX + 1];
@@ -215,40 +219,23 @@ s_resolve (parse_t *parse, const char *path)
 }
 
 //  Reads a public key from a file: a zcert public (or secret) key file, or
-//  a mesh certificate (PEM). Only curve/public-key is read from a zcert.
+//  a mesh certificate (PEM). Only the public key is taken from a zcert;
+//  the file is read by the key file reader (regular files only, bytes in
+//  wiped memory), never zconfig_load, which leaves a secret's text behind.
 static int
 s_read_key_file (const char *path, char *z85, char *err, size_t err_size)
 {
-    FILE *file = fopen (path, "r");
-    if (!file) {
-        pigato__errorf (err, err_size, "%s", strerror (errno));
+    pigato__keyfile_info_t info;
+    if (pigato__keyfile_inspect (path, &info, err, err_size) != PIGATO_OK)
+        return -1;
+    if (info.pem)
+        return pigato__cert_public_key (path, z85, err, err_size) ? -1 : 0;
+    if (!info.public_z85 [0]) {
+        pigato__errorf (err, err_size, "not a zcert key file or certificate");
         return -1;
     }
-    char head [16] = "";
-    size_t got = fread (head, 1, sizeof head - 1, file);
-    fclose (file);
-    head [got] = 0;
-    if (strncmp (head, "-----BEGIN", 10) == 0)
-        return pigato__cert_public_key (path, z85, err, err_size) ? -1 : 0;
-    zconfig_t *config = zconfig_load (path);
-    const char *text = config ? zconfig_get (config, "curve/public-key", NULL)
-                              : NULL;
-    byte key [32];
-    int rc = -1;
-    if (text && strlen (text) == PIGATO_Z85_KEY_SIZE
-        && zmq_z85_decode (key, text)) {
-        strcpy (z85, text);
-        rc = 0;
-    }
-    else
-        pigato__errorf (err, err_size, "not a zcert key file or certificate");
-    //  A secret file may have been given: wipe what zconfig read
-    char *secret = config ? zconfig_get (config, "curve/secret-key", NULL)
-                          : NULL;
-    if (secret)
-        sodium_memzero (secret, strlen (secret));
-    zconfig_destroy (&config);
-    return rc;
+    memcpy (z85, info.public_z85, sizeof info.public_z85);
+    return 0;
 }
 
 //  Resolves an identity's key: a key file (zcert or certificate; relative
@@ -623,9 +610,27 @@ pigato__acl_load (const char *path, char *err, size_t err_size)
         s_error (&parse, "no ACL file given");
         goto failed;
     }
-    file = fopen (path, "r");
+    //  O_NONBLOCK: a FIFO given as the ACL must not hang start or SIGHUP;
+    //  the type and size are checked on the descriptor that is read
+    int fd = open (path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat info;
+    if (fd < 0 || fstat (fd, &info) != 0) {
+        s_error (&parse, "cannot read ACL file: %s", strerror (errno));
+        if (fd >= 0)
+            close (fd);
+        goto failed;
+    }
+    if (!S_ISREG (info.st_mode) || info.st_size > ACL_FILE_MAX) {
+        s_error (&parse, "cannot read ACL file: %s",
+                 S_ISREG (info.st_mode) ? "larger than 64 MiB"
+                                        : "not a regular file");
+        close (fd);
+        goto failed;
+    }
+    file = fdopen (fd, "r");
     if (!file) {
         s_error (&parse, "cannot read ACL file: %s", strerror (errno));
+        close (fd);
         goto failed;
     }
     self = s_new ();
@@ -638,7 +643,14 @@ pigato__acl_load (const char *path, char *err, size_t err_size)
     char *buffer = NULL;
     size_t buffer_size = 0;
     ssize_t length;
+    size_t total = 0;  //  the file may grow after fstat: bound what is read
     while ((length = getline (&buffer, &buffer_size, file)) != -1) {
+        total += (size_t) length;
+        if (total > ACL_FILE_MAX) {
+            free (buffer);
+            s_error (&parse, "cannot read ACL file: larger than 64 MiB");
+            goto failed;
+        }
         if (strlen (buffer) != (size_t) length) {
             parse.line = (int) zlistx_size (lines) + 1;
             free (buffer);

@@ -99,7 +99,12 @@ s_file_read (const char *path, char **data_p, size_t *size_p, char *err,
     int rc = PIGATO_OK;
     char *data = NULL;
     size_t size = 0;
-    int fd = open (path, O_RDONLY | O_CLOEXEC);
+    //  O_NONBLOCK: a FIFO named x.crt in a trust folder would block open
+    //  () until a writer came, hanging the broker at start or on SIGHUP
+    //  (and deaf to SIGTERM). The type is checked on the descriptor, so
+    //  no rename between a check and the open can swap the file. Symbolic
+    //  links are followed: mounted secrets and config maps are links.
+    int fd = open (path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     struct stat info;
     if (fd < 0 || fstat (fd, &info) != 0) {
         pigato__errorf (err, err_size, "cannot read '%s': %s", path,

@@ -525,47 +525,17 @@ s_show_cert (const char *path, const s_options_t *options)
 }
 
 //  --------------------------------------------------------------------------
-//  True if the file looks like a zcert: printable text that names a
-//  curve public key (zconfig would print its own complaints on garbage).
-
-static bool
-s_looks_like_zcert (const char *path)
-{
-    FILE *file = fopen (path, "r");
-    if (!file)
-        return false;
-    char buffer [4096];
-    size_t size = fread (buffer, 1, sizeof buffer - 1, file);
-    bool text = ferror (file) == 0 && feof (file);
-    fclose (file);
-    buffer [size] = 0;
-    for (size_t index = 0; text && index < size; index++) {
-        unsigned char c = (unsigned char) buffer [index];
-        if (c < 0x20 && c != '\n' && c != '\r' && c != '\t')
-            text = false;
-    }
-    text = text && strstr (buffer, "curve") && strstr (buffer, "public-key");
-    sodium_memzero (buffer, sizeof buffer);
-    return text;
-}
-
-//  --------------------------------------------------------------------------
 //  Shows a zcert key file: name, public key, fingerprint; checks the mode
-//  of a secret file and never prints the secret.
+//  of a secret file and never prints the secret. info comes from the key
+//  file reader (guarded memory, wiped; never zconfig_load, which leaves a
+//  secret's text in freed heap).
 
 static int
-s_show_key (const char *path)
+s_show_key (const char *path, const pigato__keyfile_info_t *info)
 {
     int rc = 0;
     zcert_t *pair = NULL;
-    zconfig_t *config = s_looks_like_zcert (path) ? zconfig_load (path) : NULL;
-    char *public_text = config ? zconfig_get (config, "curve/public-key", NULL)
-                               : NULL;
-    char *secret_text = config ? zconfig_get (config, "curve/secret-key", NULL)
-                               : NULL;
-    byte key [32];
-    if (!public_text || strlen (public_text) != PIGATO_Z85_KEY_SIZE
-        || !zmq_z85_decode (key, public_text)) {
+    if (!info->public_z85 [0]) {
         fprintf (stderr,
                  "pigato-keygen: '%s' is neither a PEM certificate "
                  "nor a zcert key file\n",
@@ -573,7 +543,7 @@ s_show_key (const char *path)
         rc = 1;
         goto cleanup;
     }
-    if (secret_text) {
+    if (info->has_secret) {
         //  Same checks as any program loading it: mode 0600, matching pair
         char err [512];
         if (pigato__keyfile_load_secret (path, &pair, err, sizeof err)
@@ -584,40 +554,34 @@ s_show_key (const char *path)
         }
     }
     char fingerprint [PIGATO_FINGERPRINT_SIZE];
-    pigato_key_fingerprint (public_text, fingerprint);
+    pigato_key_fingerprint (info->public_z85, fingerprint);
     printf ("file:        %s\ntype:        zcert %s\nidentity:    %s\n"
             "public key:  %s\nfingerprint: %s\n",
             path,
-            secret_text ? "secret key file (mode 0600; the secret is not "
-                          "shown)"
-                        : "public key file",
-            zconfig_get (config, "metadata/name", "(no name)"), public_text,
+            info->has_secret ? "secret key file (mode 0600; the secret is not "
+                               "shown)"
+                             : "public key file",
+            info->name [0] ? info->name : "(no name)", info->public_z85,
             fingerprint);
 cleanup:
     pigato__keyfile_cert_destroy (&pair);
-    if (secret_text)
-        sodium_memzero (secret_text, strlen (secret_text));
-    zconfig_destroy (&config);
     return rc;
 }
 
 //  --------------------------------------------------------------------------
-//  pigato-keygen show FILE: a certificate or a key file.
+//  pigato-keygen show FILE: a certificate or a key file. Read by the key
+//  file reader: regular files only, so a FIFO does not hang it.
 
 static int
 s_show (const char *path, const s_options_t *options)
 {
-    FILE *file = fopen (path, "r");
-    if (!file) {
-        fprintf (stderr, "pigato-keygen: cannot read '%s': %s\n", path,
-                 strerror (errno));
+    pigato__keyfile_info_t info;
+    char err [512];
+    if (pigato__keyfile_inspect (path, &info, err, sizeof err) != PIGATO_OK) {
+        fprintf (stderr, "pigato-keygen: %s\n", err);
         return 1;
     }
-    char head [64] = "";
-    size_t size = fread (head, 1, sizeof head - 1, file);
-    fclose (file);
-    head [size] = 0;
-    if (strstr (head, "-----BEGIN"))
+    if (info.pem)
         return s_show_cert (path, options);
     if (options->ca) {
         fprintf (stderr,
@@ -626,7 +590,7 @@ s_show (const char *path, const s_options_t *options)
                  path);
         return EXIT_USAGE;
     }
-    return s_show_key (path);
+    return s_show_key (path, &info);
 }
 
 //  --------------------------------------------------------------------------

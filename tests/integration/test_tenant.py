@@ -100,5 +100,82 @@ class HandshakeFloodTest(CertCase):
         self.assertEqual(int(m.group(1)), self.FLOOD)
 
 
+class SpecialFilesTest(CertCase):
+    """Only regular files are read: a FIFO (which would block open ()
+    until a writer came) is refused and named, wherever it is planted."""
+
+    def run_quick(self, args, timeout=10):
+        """Runs a program that must finish by itself; a hang fails the test
+        (subprocess.run kills it)."""
+        try:
+            return subprocess.run([str(a) for a in args], capture_output=True,
+                                  text=True, timeout=secs(timeout))
+        except subprocess.TimeoutExpired:
+            self.fail("%s hung on a FIFO" % " ".join(map(str, args)))
+
+    def test_fifo_in_the_trust_folder_is_skipped_at_start_and_on_sighup(self):
+        web = self.issue("web")
+        os.mkfifo(os.path.join(self.certdir, "x.crt"))
+        self.cert_broker(ALLOW_ALL)             # waits for event=ready
+        self.assert_skipped("x.crt", "not a regular file")
+        self.assertEqual(self.trust_loaded(), (1, 1))
+        mark = self.sighup()
+        self.assert_skipped("x.crt", "not a regular file", mark)
+        self.assertEqual(self.trust_loaded(mark), (1, 1))
+        w = self.worker(keypair=web)
+        self.assertIsNotNone(w.ready("echo"))
+        self.round_trip(self.client(keypair=web), w, "echo", "web-1")
+        # ...and it still stops on SIGTERM
+        rc, clean = self.broker.stop(signal.SIGTERM, 5)
+        self.assertEqual((rc, clean), (0, True), self.broker.tail(5))
+
+    def test_fifo_as_acl_crl_ca_or_key_is_refused(self):
+        self.issue("web")
+        fifo = os.path.join(self.tmp, "fifo")
+        os.mkfifo(fifo)
+        broker = [harness.BROKER_BIN, "--bind", "tcp://127.0.0.1:%d" % harness.free_port()]
+        good_acl = write_acl(os.path.join(self.tmp, "good.acl"),
+                             "trust ca/ca.crt certs/\n" + ALLOW_ALL)
+        cases = [
+            ("ACL", broker + ["--acl", fifo, "--key", self.broker_id.secret_file]),
+            ("--check-acl", [harness.BROKER_BIN, "--check-acl", fifo]),
+            ("key", broker + ["--acl", good_acl, "--key", fifo]),
+        ]
+        for what, text in (("CRL", "trust ca/ca.crt certs/\nrevoked fifo\n"),
+                           ("CA", "trust fifo certs/\n"),
+                           ("identity key", "identity mallory fifo\n")):
+            acl = write_acl(os.path.join(self.tmp, "%s.acl" % what.replace(" ", "-")),
+                            text + ALLOW_ALL)
+            cases.append((what, [harness.BROKER_BIN, "--check-acl", acl]))
+            cases.append((what + " at start",
+                          broker + ["--acl", acl, "--key", self.broker_id.secret_file]))
+        for what, args in cases:
+            r = self.run_quick(args)
+            self.assertNotEqual(r.returncode, 0, "%s: %s" % (what, r.stdout))
+            self.assertIn("not a regular file", r.stderr + r.stdout, what)
+        r = self.run_quick([KEYGEN_BIN, "show", fifo])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not a regular file", r.stderr)
+        r = self.run_quick([harness.CLI_BIN, "request", "echo", '"x"', "--broker",
+                            "tcp://127.0.0.1:1", "--server-key", fifo])
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("not a regular file", r.stderr)
+
+    def test_acl_replaced_by_a_fifo_keeps_the_policy_on_sighup(self):
+        web = self.issue("web")
+        self.cert_broker(ALLOW_ALL)
+        os.unlink(self.acl_path)
+        os.mkfifo(self.acl_path)
+        mark = self.broker.mark()
+        os.kill(self.broker.pid, signal.SIGHUP)
+        self.assert_logged(r"event=acl_reload_failed policy=unchanged "
+                           r"error=.*not a regular file", mark)
+        w = self.worker(keypair=web)
+        self.assertIsNotNone(w.ready("echo"))
+        self.round_trip(self.client(keypair=web), w, "echo", "web-1")
+        rc, clean = self.broker.stop(signal.SIGTERM, 5)
+        self.assertEqual((rc, clean), (0, True), self.broker.tail(5))
+
+
 if __name__ == "__main__":
     harness.main()
