@@ -177,5 +177,56 @@ class SpecialFilesTest(CertCase):
         self.assertEqual((rc, clean), (0, True), self.broker.tail(5))
 
 
+def process_memory_holds(pid, needle):
+    """True if any readable, writable mapping of process pid (heap, stacks,
+    anonymous memory: where freed buffers stay) holds needle."""
+    found = False
+    with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if not fields[1].startswith("rw"):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                data = mem.read(end - start)
+            except (OSError, ValueError, OverflowError):
+                continue
+            if needle in data:
+                found = True
+    return found
+
+
+class SecretTextTest(harness.MeshTestCase):
+    """The broker reads its secret key file (and, for its ready line, the
+    public key out of the same file) only into sodium_malloc memory that
+    is wiped: the secret's text is nowhere in its memory afterwards."""
+
+    CURVE = True
+    START_BROKER = False
+
+    def test_secret_key_text_is_not_left_in_the_broker_memory(self):
+        key = harness.KeyPair(self.tmp, "broker")
+        # The broker also reads an ACL naming its own secret file as an
+        # identity (public half only) and a client's secret file by mistake
+        client = harness.KeyPair(self.tmp, "client")
+        acl = write_acl(os.path.join(self.tmp, "mesh.acl"),
+                        "identity broker broker.key_secret\n"
+                        "identity client client.key_secret\n" + ALLOW_ALL)
+        self.broker = self.start_broker(key=key, acl=acl)
+        # Control: the probe finds text the broker holds (its public key)
+        self.assertTrue(process_memory_holds(self.broker.pid, key.public.encode()))
+        for secret in (key.secret, client.secret):
+            self.assertFalse(process_memory_holds(self.broker.pid, secret.encode()),
+                             "secret key text in the broker's memory")
+        # A reload reads the files again
+        mark = self.broker.mark()
+        os.kill(self.broker.pid, signal.SIGHUP)
+        self.assertIsNotNone(self.wait_log(r"event=acl_reloaded\b", 5, mark))
+        for secret in (key.secret, client.secret):
+            self.assertFalse(process_memory_holds(self.broker.pid, secret.encode()),
+                             "secret key text in the broker's memory after SIGHUP")
+
+
 if __name__ == "__main__":
     harness.main()
