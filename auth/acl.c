@@ -342,8 +342,19 @@ s_on_cert (const pigato__cert_info_t *info, const char *path,
         zmq_z85_encode (z85, info->public_key, 32);
         identity_t *other = (identity_t *) zhashx_lookup (scan->self->by_key,
                                                           z85);
+        identity_t *pinned = (identity_t *) zhashx_lookup (
+            scan->self->identities, info->name);
         if (other)
             problem = "its key is already the identity of another entry";
+        //  An `identity` line pins a name to one key (not_after 0: not
+        //  from a certificate). A CA-issued CN equal to it would get that
+        //  identity's rights with another key: refused, whoever issued it
+        else if (pinned && pinned->not_after == 0)
+            problem = "its CN is pinned to another key by an 'identity' "
+                      "line; the certificate does not authenticate";
+        else if (streq (info->name, PIGATO__ANONYMOUS))
+            problem = "its CN is 'anonymous', the reserved name of "
+                      "unauthenticated peers";
     }
     if (problem) {
         scan->skipped++;

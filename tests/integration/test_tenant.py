@@ -228,5 +228,32 @@ class SecretTextTest(harness.MeshTestCase):
                              "secret key text in the broker's memory after SIGHUP")
 
 
+class PinnedNameTest(CertCase):
+    """An `identity NAME KEY` line pins NAME to KEY: a certificate the CA
+    issued with CN = NAME (another key) does not authenticate."""
+
+    def test_certificate_with_a_pinned_cn_does_not_authenticate(self):
+        web = self.issue("web")
+        pinned = harness.KeyPair(self.tmp, "ops")           # the real ops
+        forged = self.issue("ops")                          # CN ops, CA-signed
+        anonymous = self.issue("anonymous")
+        self.cert_broker("identity ops ops.key\n"
+                         "allow ops call admin\nallow web serve *\n"
+                         "allow anonymous call open\n")
+        self.assertEqual(self.trust_loaded(), (1, 2))
+        self.assert_skipped("ops.crt", "pinned to another key by an 'identity' line")
+        self.assert_skipped("anonymous.crt", "reserved name")
+        w = self.worker(keypair=web)
+        self.assertIsNotNone(w.ready("admin"))
+        # The certificate's key gets nowhere; the pinned key keeps ops' rights
+        self.assert_refused_at_handshake(forged, "unknown_key")
+        self.assert_refused_at_handshake(anonymous, "unknown_key")
+        self.round_trip(self.client(keypair=pinned), w, "admin", "ops-1")
+        # The same on reload
+        mark = self.sighup()
+        self.assert_skipped("ops.crt", "pinned", mark)
+        self.assert_refused_at_handshake(forged, "unknown_key")
+
+
 if __name__ == "__main__":
     harness.main()
