@@ -358,10 +358,19 @@ s_on_cert (const pigato__cert_info_t *info, const char *path,
     }
     if (problem) {
         scan->skipped++;
-        pigato__log (PIGATO_LOG_WARNING,
-                     "event=cert_skipped path=%s "
-                     "reason=\"%s\"",
-                     path, problem);
+        //  File names and the reason (which quotes file name, CN and
+        //  issuer) come from whoever can write the folder: escaped
+        if (pigato__log_level >= PIGATO_LOG_WARNING) {
+            char path_text [1024], problem_text [1024];
+            pigato__printable (path, strlen (path), path_text,
+                               sizeof path_text);
+            pigato__printable_quoted (problem, problem_text,
+                                      sizeof problem_text);
+            pigato__log (PIGATO_LOG_WARNING,
+                         "event=cert_skipped path=%s "
+                         "reason=\"%s\"",
+                         path_text, problem_text);
+        }
         return;
     }
     identity_t *identity = (identity_t *) calloc (1, sizeof *identity);
@@ -417,11 +426,17 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
                                     sizeof message)
                 < 0)
                 rc = s_error (parse, "%s", message);
-            else
+            else if (pigato__log_level >= PIGATO_LOG_INFO) {
+                char ca_text [512], dir_text [512];
                 pigato__log (PIGATO_LOG_INFO,
                              "event=trust_loaded ca=%s "
                              "dir=%s identities=%zu skipped=%zu",
-                             ca, dir, scan.added, scan.skipped);
+                             pigato__printable (ca, strlen (ca), ca_text,
+                                                sizeof ca_text),
+                             pigato__printable (dir, strlen (dir), dir_text,
+                                                sizeof dir_text),
+                             scan.added, scan.skipped);
+            }
         }
         pigato__trust_destroy (&trust);
         free (copy);
@@ -479,10 +494,13 @@ s_known_name (pigato__acl_t *self, parse_t *parse, const char *name, int line)
         return true;
     if (zlistx_size (parse->trusts) == 0 || !pigato__name_valid (name))
         return false;
+    char path_text [512];
     pigato__log (PIGATO_LOG_WARNING,
                  "event=acl_warning file=%s line=%d "
                  "message=\"no valid certificate for identity '%s' now\"",
-                 parse->path, line, name);
+                 pigato__printable (parse->path, strlen (parse->path),
+                                    path_text, sizeof path_text),
+                 line, name);
     return true;
 }
 

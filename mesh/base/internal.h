@@ -35,6 +35,11 @@ void pigato__log_emit (int level, const char *format, ...)
 char *pigato__printable (const void *data, size_t size, char *out,
                          size_t out_size);
 
+//  The same for text inside a quoted value (reason="..."): spaces and '='
+//  stay, '"', '\\' and control bytes (a newline that would forge a line)
+//  are escaped. text may be NULL ("").
+char *pigato__printable_quoted (const char *text, char *out, size_t out_size);
+
 //  Log rate limit: a burst of lines per second, then a count of the rest,
 //  so a hostile peer cannot flood the log.
 typedef struct {

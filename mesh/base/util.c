@@ -141,8 +141,12 @@ pigato__name_valid (const char *name)
     return true;
 }
 
-char *
-pigato__printable (const void *data, size_t size, char *out, size_t out_size)
+//  Escapes bytes for a log line: printable ASCII as is, the rest as \xNN,
+//  cut (marked "..") at out_size - 1. In a bare value (quoted false) a
+//  space, '=' or '"' would start another field: escaped too.
+static char *
+s_escape (const void *data, size_t size, char *out, size_t out_size,
+          bool quoted)
 {
     static const char hex [] = "0123456789abcdef";
     const unsigned char *bytes = (const unsigned char *) data;
@@ -151,8 +155,8 @@ pigato__printable (const void *data, size_t size, char *out, size_t out_size)
         return out;
     for (size_t index = 0; index < size; index++) {
         unsigned char byte = bytes [index];
-        bool plain = byte >= 0x21 && byte < 0x7f && byte != '\\' && byte != '"'
-                  && byte != '=';
+        bool plain = byte >= 0x20 && byte < 0x7f && byte != '\\' && byte != '"'
+                  && (quoted || (byte != ' ' && byte != '='));
         size_t need = plain ? 1 : 4;
         if (used + need + 1 > out_size) {
             //  Mark the cut so a reader knows the value was longer
@@ -173,6 +177,18 @@ pigato__printable (const void *data, size_t size, char *out, size_t out_size)
     }
     out [used] = 0;
     return out;
+}
+
+char *
+pigato__printable (const void *data, size_t size, char *out, size_t out_size)
+{
+    return s_escape (data, size, out, out_size, false);
+}
+
+char *
+pigato__printable_quoted (const char *text, char *out, size_t out_size)
+{
+    return s_escape (text, text ? strlen (text) : 0, out, out_size, true);
 }
 
 int64_t

@@ -255,5 +255,31 @@ class PinnedNameTest(CertCase):
         self.assert_refused_at_handshake(forged, "unknown_key")
 
 
+class LogInjectionTest(CertCase):
+    """File names and certificate text are escaped in the log: a newline
+    in a file name cannot start a line of its own."""
+
+    FORGED = "event=zap_deny address=10.0.0.1 key=0000 reason=forged"
+
+    def test_newline_in_a_certificate_file_name_is_escaped(self):
+        web = self.issue("web")
+        api = self.issue("api", trusted=False)
+        # Not a certificate, skipped and logged under its name...
+        with open(os.path.join(self.certdir, "a\n%s\n.crt" % self.FORGED), "w") as f:
+            f.write("not a certificate\n")
+        # ...and a valid one under such a name: accepted, nothing to log
+        shutil.copy(api.crt, os.path.join(self.certdir, "b\n%s.crt" % self.FORGED))
+        self.cert_broker(ALLOW_ALL)
+        self.assertEqual(self.trust_loaded(), (2, 1))
+        lines = [l for l in self.broker.text().splitlines() if "forged" in l]
+        self.assertEqual(len(lines), 1, "\n".join(lines))
+        self.assertRegex(lines[0], r" warning event=cert_skipped path=\S*/a\\x0aevent\\x3dzap_deny"
+                                   r"\\x20\S*\\x0a\.crt reason=\"'\S*/a\\x0aevent=zap_deny address=")
+        self.assertEqual(self.broker.count(r"^event=|reason=forged$"), 0)
+        w = self.worker(keypair=web)
+        self.assertIsNotNone(w.ready("echo"))
+        self.round_trip(self.client(keypair=api), w, "echo", "api-1")
+
+
 if __name__ == "__main__":
     harness.main()
