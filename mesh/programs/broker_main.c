@@ -301,13 +301,15 @@ main (int argc, char *argv [])
     for (int index = 0; index < bind_count && used < sizeof line; index++)
         used += (size_t) snprintf (line + used, sizeof line - used, "%s%s",
                                    index ? "," : "", binds [index]);
-    pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
+    //  SIGHUP is handled before event=ready is logged: whoever waits for
+    //  that line may reload at once, and the default action would kill us
     s_broker = broker;
     struct sigaction action;
     memset (&action, 0, sizeof action);
     action.sa_handler = s_on_sighup;
     sigemptyset (&action.sa_mask);
     sigaction (SIGHUP, &action, NULL);  //  no SA_RESTART: wake the poll
+    pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
     rc = pigato_broker_run (broker);
     signal (SIGHUP, SIG_IGN);
     s_broker = NULL;
