@@ -392,8 +392,16 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
 {
     size_t crl_count = zlistx_size (parse->crls);
     bool *used = (bool *) calloc (crl_count + 1, sizeof (bool));
-    char crl_error [512] = "";  //  why the last CRL did not load
+    //  Why each CRL did not load. Every CRL is tried with every CA, so
+    //  "not signed by the CA" is kept only when nothing better came: an
+    //  expired or rolled-back CRL must be reported as such
+    char (*crl_errors) [512] = (char (*) [512]) calloc (crl_count + 1, 512);
     int rc = 0;
+    if (!used || !crl_errors) {
+        free (used);
+        free (crl_errors);
+        return s_error (parse, "out of memory");
+    }
     for (char *entry = (char *) zlistx_first (parse->trusts); entry && !rc;
          entry = (char *) zlistx_next (parse->trusts)) {
         char *copy = strdup (entry);
@@ -411,14 +419,31 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
         for (char *crl_entry = (char *) zlistx_first (parse->crls);
              crl_entry && trust;
              crl_entry = (char *) zlistx_next (parse->crls), index++) {
+            const char *crl_path = strchr (crl_entry, '\n') + 1;
+            char attempt [512] = "";
             pigato__trust_t *with_crl = pigato__trust_load (
-                ca, strchr (crl_entry, '\n') + 1, crl_error, sizeof crl_error);
-            if (with_crl) {
-                pigato__trust_destroy (&trust);
-                trust = with_crl;
-                used [index] = true;
-                break;
+                ca, crl_path, attempt, sizeof attempt);
+            if (!with_crl) {
+                if (!crl_errors [index][0]
+                    || !strstr (attempt, "is not signed by the CA"))
+                    snprintf (crl_errors [index], 512, "%s", attempt);
+                continue;
             }
+            pigato__trust_destroy (&trust);
+            trust = with_crl;
+            used [index] = true;
+            int64_t number = 0, next_update = 0;
+            if (pigato__trust_crl (trust, &number, &next_update)
+                && pigato__log_level >= PIGATO_LOG_INFO) {
+                char path_text [512];
+                pigato__log (PIGATO_LOG_INFO,
+                             "event=crl_loaded path=%s number=%" PRId64
+                             " next_update=%" PRId64,
+                             pigato__printable (crl_path, strlen (crl_path),
+                                                path_text, sizeof path_text),
+                             number, next_update);
+            }
+            break;
         }
         if (trust) {
             scan_t scan = { self, parse, 0, 0 };
@@ -447,13 +472,20 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
          crl_entry = (char *) zlistx_next (parse->crls), index++)
         if (!used [index]) {
             parse->line = atoi (crl_entry);
-            rc = s_error (parse,
-                          "the CRL '%s' is missing, unreadable or not "
-                          "signed by a CA of a 'trust' line (%s)",
-                          strchr (crl_entry, '\n') + 1,
-                          crl_error [0] ? crl_error : "no trust line");
+            //  The loader's message names the file and what is wrong
+            //  (unreadable, expired, older than one loaded before, not
+            //  signed by the CA)
+            if (crl_errors [index][0])
+                rc = s_error (parse, "the CRL cannot be used: %s",
+                              crl_errors [index]);
+            else
+                rc = s_error (parse,
+                              "the CRL '%s' belongs to no CA (no trust "
+                              "line)",
+                              strchr (crl_entry, '\n') + 1);
         }
     free (used);
+    free (crl_errors);
     return rc;
 }
 

@@ -281,5 +281,102 @@ class LogInjectionTest(CertCase):
         self.round_trip(self.client(keypair=api), w, "echo", "api-1")
 
 
+def expired_crl(ca_dir, path, number):
+    """A CRL the CA really signed (Ed25519, ca.key), numbered number, whose
+    nextUpdate passed yesterday: what an attacker could put back."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    with open(os.path.join(ca_dir, "ca.key"), "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    with open(os.path.join(ca_dir, "ca.crt"), "rb") as f:
+        ca = x509.load_pem_x509_certificate(f.read())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    crl = (x509.CertificateRevocationListBuilder()
+           .issuer_name(ca.subject)
+           .last_update(now - datetime.timedelta(days=8))
+           .next_update(now - datetime.timedelta(days=1))
+           .add_extension(x509.CRLNumber(number), critical=False)
+           .sign(key, None))
+    with open(path, "wb") as f:
+        f.write(crl.public_bytes(serialization.Encoding.PEM))
+
+
+class CrlTest(CertCase):
+    """CRLs carry a number and a short nextUpdate: an older CRL put back
+    is refused (across reloads), an expired one too, `pigato-keygen crl`
+    renews."""
+
+    def crl_path(self):
+        return os.path.join(self.ca, "ca.crl")
+
+    def assert_reload_refused(self, reason):
+        mark = self.broker.mark()
+        os.kill(self.broker.pid, signal.SIGHUP)
+        self.assert_logged(r"event=acl_reload_failed policy=unchanged "
+                           r"error=.*%s" % reason, mark)
+
+    def test_older_crl_is_refused_on_reload(self):
+        web, api = self.issue("web"), self.issue("api")
+        old = os.path.join(self.tmp, "old.crl")
+        shutil.copy(self.crl_path(), old)                    # number 1
+        self.cert_broker(ALLOW_ALL)
+        self.assert_logged(r"event=crl_loaded path=\S+ca\.crl number=1 next_update=\d+")
+        w = self.worker(keypair=web)
+        self.assertIsNotNone(w.ready("echo"))
+        self.keygen("revoke", api.crt, "--ca", self.ca)      # number 2
+        mark = self.sighup()
+        self.assert_logged(r"event=crl_loaded path=\S+ number=2 ", mark)
+        self.assert_skipped("api.crt", "revoked", mark)
+        self.assert_refused_at_handshake(api, "unknown_key")
+
+        # The old CRL put back (its signature is good): refused, api stays
+        # revoked under the policy in force
+        current = os.path.join(self.tmp, "current.crl")
+        shutil.copy(self.crl_path(), current)
+        shutil.copy(old, self.crl_path())
+        self.assert_reload_refused("CRL number 1, lower than 2 seen before")
+        self.assert_refused_at_handshake(api, "unknown_key")
+        # The current CRL back, renewed: a higher number, api still revoked
+        shutil.copy(current, self.crl_path())
+        out = self.keygen("crl", "--ca", self.ca, "--crl-days", "2")
+        self.assertRegex(out, r"number:\s+3\b")
+        mark = self.sighup()
+        self.assert_logged(r"event=crl_loaded path=\S+ number=3 ", mark)
+        self.assert_skipped("api.crt", "revoked", mark)
+        self.assert_refused_at_handshake(api, "unknown_key")
+        self.round_trip(self.client(keypair=web), w, "echo", "web-1")
+
+    def test_expired_crl_is_refused_at_start_and_on_reload(self):
+        web = self.issue("web")
+        good = os.path.join(self.tmp, "good.crl")
+        shutil.copy(self.crl_path(), good)
+        expired_crl(self.ca, self.crl_path(), 5)
+        write_acl(self.acl_path, "trust ca/ca.crt certs/\nrevoked ca/ca.crl\n" + ALLOW_ALL)
+        r = subprocess.run([harness.BROKER_BIN, "--bind", "tcp://127.0.0.1:%d" % harness.free_port(),
+                            "--acl", self.acl_path, "--key", self.broker_id.secret_file],
+                           capture_output=True, text=True, timeout=secs(10))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, r"ca\.crl' expired on \d{4}-\d\d-\d\d .*renew it "
+                                   r"with pigato-keygen crl --ca DIR")
+        # A broker running with a good CRL keeps its policy when the CRL
+        # on disk has expired
+        shutil.copy(good, self.crl_path())
+        self.cert_broker(ALLOW_ALL)
+        expired_crl(self.ca, self.crl_path(), 5)
+        self.assert_reload_refused("expired on")
+        # pigato-keygen crl renews even an expired CRL, with a higher number
+        out = self.keygen("crl", "--ca", self.ca)
+        self.assertRegex(out, r"number:\s+6\b")
+        mark = self.sighup()
+        self.assert_logged(r"event=crl_loaded path=\S+ number=6 ", mark)
+        next_update = int(self.assert_logged(r"event=crl_loaded .*next_update=(\d+)",
+                                             mark).group(1))
+        self.assertAlmostEqual(next_update, time.time() + 7 * 86400, delta=120)
+        w = self.worker(keypair=web)
+        self.assertIsNotNone(w.ready("echo"))
+        self.round_trip(self.client(keypair=web), w, "echo", "web-1")
+
+
 if __name__ == "__main__":
     harness.main()
