@@ -28,7 +28,6 @@ import shutil
 import signal
 import subprocess
 import time
-import unittest
 
 import zmq
 
