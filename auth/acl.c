@@ -4,17 +4,21 @@
 */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <libgen.h>
 #include <sodium.h>
 #include <string.h>
 #include <unistd.h>
 #include "acl.h"
 #include "../certs/ca.h"
+#include "../keys/keyfile.h"
 #include "../mesh/base/bkey.h"
 
-#define MAX_TOKENS      1024    //  per line
-#define CACHE_MAX       100000  //  cached decisions before a purge
-#define GROUP_DEPTH_MAX 16      //  nesting of @groups
+#define MAX_TOKENS      1024                //  per line
+#define CACHE_MAX       100000              //  cached decisions before a purge
+#define GROUP_DEPTH_MAX 16                  //  nesting of @groups
+#define ACL_FILE_MAX    (64 * 1024 * 1024)  //  ~1M identities; a bound
 
 typedef struct {
     char name [PIGATO__NAME_MAX + 1];
@@ -215,40 +219,23 @@ s_resolve (parse_t *parse, const char *path)
 }
 
 //  Reads a public key from a file: a zcert public (or secret) key file, or
-//  a mesh certificate (PEM). Only curve/public-key is read from a zcert.
+//  a mesh certificate (PEM). Only the public key is taken from a zcert;
+//  the file is read by the key file reader (regular files only, bytes in
+//  wiped memory), never zconfig_load, which leaves a secret's text behind.
 static int
 s_read_key_file (const char *path, char *z85, char *err, size_t err_size)
 {
-    FILE *file = fopen (path, "r");
-    if (!file) {
-        pigato__errorf (err, err_size, "%s", strerror (errno));
+    pigato__keyfile_info_t info;
+    if (pigato__keyfile_inspect (path, &info, err, err_size) != PIGATO_OK)
+        return -1;
+    if (info.pem)
+        return pigato__cert_public_key (path, z85, err, err_size) ? -1 : 0;
+    if (!info.public_z85 [0]) {
+        pigato__errorf (err, err_size, "not a zcert key file or certificate");
         return -1;
     }
-    char head [16] = "";
-    size_t got = fread (head, 1, sizeof head - 1, file);
-    fclose (file);
-    head [got] = 0;
-    if (strncmp (head, "-----BEGIN", 10) == 0)
-        return pigato__cert_public_key (path, z85, err, err_size) ? -1 : 0;
-    zconfig_t *config = zconfig_load (path);
-    const char *text = config ? zconfig_get (config, "curve/public-key", NULL)
-                              : NULL;
-    byte key [32];
-    int rc = -1;
-    if (text && strlen (text) == PIGATO_Z85_KEY_SIZE
-        && zmq_z85_decode (key, text)) {
-        strcpy (z85, text);
-        rc = 0;
-    }
-    else
-        pigato__errorf (err, err_size, "not a zcert key file or certificate");
-    //  A secret file may have been given: wipe what zconfig read
-    char *secret = config ? zconfig_get (config, "curve/secret-key", NULL)
-                          : NULL;
-    if (secret)
-        sodium_memzero (secret, strlen (secret));
-    zconfig_destroy (&config);
-    return rc;
+    memcpy (z85, info.public_z85, sizeof info.public_z85);
+    return 0;
 }
 
 //  Resolves an identity's key: a key file (zcert or certificate; relative
@@ -355,15 +342,35 @@ s_on_cert (const pigato__cert_info_t *info, const char *path,
         zmq_z85_encode (z85, info->public_key, 32);
         identity_t *other = (identity_t *) zhashx_lookup (scan->self->by_key,
                                                           z85);
+        identity_t *pinned = (identity_t *) zhashx_lookup (
+            scan->self->identities, info->name);
         if (other)
             problem = "its key is already the identity of another entry";
+        //  An `identity` line pins a name to one key (not_after 0: not
+        //  from a certificate). A CA-issued CN equal to it would get that
+        //  identity's rights with another key: refused, whoever issued it
+        else if (pinned && pinned->not_after == 0)
+            problem = "its CN is pinned to another key by an 'identity' "
+                      "line; the certificate does not authenticate";
+        else if (streq (info->name, PIGATO__ANONYMOUS))
+            problem = "its CN is 'anonymous', the reserved name of "
+                      "unauthenticated peers";
     }
     if (problem) {
         scan->skipped++;
-        pigato__log (PIGATO_LOG_WARNING,
-                     "event=cert_skipped path=%s "
-                     "reason=\"%s\"",
-                     path, problem);
+        //  File names and the reason (which quotes file name, CN and
+        //  issuer) come from whoever can write the folder: escaped
+        if (pigato__log_level >= PIGATO_LOG_WARNING) {
+            char path_text [1024], problem_text [1024];
+            pigato__printable (path, strlen (path), path_text,
+                               sizeof path_text);
+            pigato__printable_quoted (problem, problem_text,
+                                      sizeof problem_text);
+            pigato__log (PIGATO_LOG_WARNING,
+                         "event=cert_skipped path=%s "
+                         "reason=\"%s\"",
+                         path_text, problem_text);
+        }
         return;
     }
     identity_t *identity = (identity_t *) calloc (1, sizeof *identity);
@@ -385,8 +392,16 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
 {
     size_t crl_count = zlistx_size (parse->crls);
     bool *used = (bool *) calloc (crl_count + 1, sizeof (bool));
-    char crl_error [512] = "";  //  why the last CRL did not load
+    //  Why each CRL did not load. Every CRL is tried with every CA, so
+    //  "not signed by the CA" is kept only when nothing better came: an
+    //  expired or rolled-back CRL must be reported as such
+    char (*crl_errors) [512] = (char (*) [512]) calloc (crl_count + 1, 512);
     int rc = 0;
+    if (!used || !crl_errors) {
+        free (used);
+        free (crl_errors);
+        return s_error (parse, "out of memory");
+    }
     for (char *entry = (char *) zlistx_first (parse->trusts); entry && !rc;
          entry = (char *) zlistx_next (parse->trusts)) {
         char *copy = strdup (entry);
@@ -404,14 +419,31 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
         for (char *crl_entry = (char *) zlistx_first (parse->crls);
              crl_entry && trust;
              crl_entry = (char *) zlistx_next (parse->crls), index++) {
+            const char *crl_path = strchr (crl_entry, '\n') + 1;
+            char attempt [512] = "";
             pigato__trust_t *with_crl = pigato__trust_load (
-                ca, strchr (crl_entry, '\n') + 1, crl_error, sizeof crl_error);
-            if (with_crl) {
-                pigato__trust_destroy (&trust);
-                trust = with_crl;
-                used [index] = true;
-                break;
+                ca, crl_path, attempt, sizeof attempt);
+            if (!with_crl) {
+                if (!crl_errors [index][0]
+                    || !strstr (attempt, "is not signed by the CA"))
+                    snprintf (crl_errors [index], 512, "%s", attempt);
+                continue;
             }
+            pigato__trust_destroy (&trust);
+            trust = with_crl;
+            used [index] = true;
+            int64_t number = 0, next_update = 0;
+            if (pigato__trust_crl (trust, &number, &next_update)
+                && pigato__log_level >= PIGATO_LOG_INFO) {
+                char path_text [512];
+                pigato__log (PIGATO_LOG_INFO,
+                             "event=crl_loaded path=%s number=%" PRId64
+                             " next_update=%" PRId64,
+                             pigato__printable (crl_path, strlen (crl_path),
+                                                path_text, sizeof path_text),
+                             number, next_update);
+            }
+            break;
         }
         if (trust) {
             scan_t scan = { self, parse, 0, 0 };
@@ -419,11 +451,17 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
                                     sizeof message)
                 < 0)
                 rc = s_error (parse, "%s", message);
-            else
+            else if (pigato__log_level >= PIGATO_LOG_INFO) {
+                char ca_text [512], dir_text [512];
                 pigato__log (PIGATO_LOG_INFO,
                              "event=trust_loaded ca=%s "
                              "dir=%s identities=%zu skipped=%zu",
-                             ca, dir, scan.added, scan.skipped);
+                             pigato__printable (ca, strlen (ca), ca_text,
+                                                sizeof ca_text),
+                             pigato__printable (dir, strlen (dir), dir_text,
+                                                sizeof dir_text),
+                             scan.added, scan.skipped);
+            }
         }
         pigato__trust_destroy (&trust);
         free (copy);
@@ -434,13 +472,20 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
          crl_entry = (char *) zlistx_next (parse->crls), index++)
         if (!used [index]) {
             parse->line = atoi (crl_entry);
-            rc = s_error (parse,
-                          "the CRL '%s' is missing, unreadable or not "
-                          "signed by a CA of a 'trust' line (%s)",
-                          strchr (crl_entry, '\n') + 1,
-                          crl_error [0] ? crl_error : "no trust line");
+            //  The loader's message names the file and what is wrong
+            //  (unreadable, expired, older than one loaded before, not
+            //  signed by the CA)
+            if (crl_errors [index][0])
+                rc = s_error (parse, "the CRL cannot be used: %s",
+                              crl_errors [index]);
+            else
+                rc = s_error (parse,
+                              "the CRL '%s' belongs to no CA (no trust "
+                              "line)",
+                              strchr (crl_entry, '\n') + 1);
         }
     free (used);
+    free (crl_errors);
     return rc;
 }
 
@@ -481,10 +526,13 @@ s_known_name (pigato__acl_t *self, parse_t *parse, const char *name, int line)
         return true;
     if (zlistx_size (parse->trusts) == 0 || !pigato__name_valid (name))
         return false;
+    char path_text [512];
     pigato__log (PIGATO_LOG_WARNING,
                  "event=acl_warning file=%s line=%d "
                  "message=\"no valid certificate for identity '%s' now\"",
-                 parse->path, line, name);
+                 pigato__printable (parse->path, strlen (parse->path),
+                                    path_text, sizeof path_text),
+                 line, name);
     return true;
 }
 
@@ -623,9 +671,27 @@ pigato__acl_load (const char *path, char *err, size_t err_size)
         s_error (&parse, "no ACL file given");
         goto failed;
     }
-    file = fopen (path, "r");
+    //  O_NONBLOCK: a FIFO given as the ACL must not hang start or SIGHUP;
+    //  the type and size are checked on the descriptor that is read
+    int fd = open (path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat info;
+    if (fd < 0 || fstat (fd, &info) != 0) {
+        s_error (&parse, "cannot read ACL file: %s", strerror (errno));
+        if (fd >= 0)
+            close (fd);
+        goto failed;
+    }
+    if (!S_ISREG (info.st_mode) || info.st_size > ACL_FILE_MAX) {
+        s_error (&parse, "cannot read ACL file: %s",
+                 S_ISREG (info.st_mode) ? "larger than 64 MiB"
+                                        : "not a regular file");
+        close (fd);
+        goto failed;
+    }
+    file = fdopen (fd, "r");
     if (!file) {
         s_error (&parse, "cannot read ACL file: %s", strerror (errno));
+        close (fd);
         goto failed;
     }
     self = s_new ();
@@ -638,7 +704,14 @@ pigato__acl_load (const char *path, char *err, size_t err_size)
     char *buffer = NULL;
     size_t buffer_size = 0;
     ssize_t length;
+    size_t total = 0;  //  the file may grow after fstat: bound what is read
     while ((length = getline (&buffer, &buffer_size, file)) != -1) {
+        total += (size_t) length;
+        if (total > ACL_FILE_MAX) {
+            free (buffer);
+            s_error (&parse, "cannot read ACL file: larger than 64 MiB");
+            goto failed;
+        }
         if (strlen (buffer) != (size_t) length) {
             parse.line = (int) zlistx_size (lines) + 1;
             free (buffer);

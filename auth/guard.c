@@ -72,6 +72,13 @@ pigato__guard_zap_handle (pigato__guard_t *self)
     pigato__zap_handle (self->zap);
 }
 
+void
+pigato__guard_tick (pigato__guard_t *self)
+{
+    pigato__zap_tick (self->zap);
+    pigato__ratelimit_flush (&self->log, "access_denied", PIGATO_LOG_WARNING);
+}
+
 bool
 pigato__guard_peer (pigato__guard_t *self, zmq_msg_t *part,
                     pigato__peer_t *peer)
@@ -107,7 +114,8 @@ pigato__guard_denied (pigato__guard_t *self, const void *routing_id,
 {
     self->denials++;
     if (pigato__log_level < PIGATO_LOG_WARNING
-        || !pigato__ratelimit_allow (&self->log, "access_denied"))
+        || !pigato__ratelimit_allow_at (&self->log, "access_denied",
+                                        PIGATO_LOG_WARNING))
         return;
     char routing [80] = "?", fingerprint [PIGATO_FINGERPRINT_SIZE] = "-";
     char service_text [PIGATO_SERVICE_MAX * 4 + 4] = "-";

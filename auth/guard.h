@@ -31,6 +31,10 @@ void pigato__guard_destroy (pigato__guard_t **self_p);
 zsock_t *pigato__guard_zap_socket (pigato__guard_t *self);
 void pigato__guard_zap_handle (pigato__guard_t *self);
 
+//  Called on the broker's heartbeat: reports denial log lines that the
+//  rate limit held back, once their second is over.
+void pigato__guard_tick (pigato__guard_t *self);
+
 //  Reads the sender's identity from the metadata of a part it sent (not
 //  the routing id part) and checks it against the current policy. False
 //  = revoked or unknown. peer's strings live as long as the part.

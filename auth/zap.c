@@ -6,11 +6,12 @@
 #include "zap.h"
 
 struct _pigato__zap_t {
-    zsock_t *socket;        //  REP on inproc://zeromq.zap.01
-    int mode;               //  pigato__zap_mode_t
-    pigato__acl_t *policy;  //  borrowed, PIGATO__ZAP_POLICY mode
-    int64_t denied;         //  handshakes refused
-    bool bound;             //  we hold the endpoint
+    zsock_t *socket;          //  REP on inproc://zeromq.zap.01
+    int mode;                 //  pigato__zap_mode_t
+    pigato__acl_t *policy;    //  borrowed, PIGATO__ZAP_POLICY mode
+    int64_t denied;           //  handshakes refused, every one
+    pigato__ratelimit_t log;  //  refusal log limiter
+    bool bound;               //  we hold the endpoint
 };
 
 pigato__zap_t *
@@ -69,6 +70,12 @@ int64_t
 pigato__zap_denied (pigato__zap_t *self)
 {
     return self->denied;
+}
+
+void
+pigato__zap_tick (pigato__zap_t *self)
+{
+    pigato__ratelimit_flush (&self->log, "zap_deny", PIGATO_LOG_WARNING);
 }
 
 //  ZMTP metadata: name length (1 byte), name, value length (4 bytes, big
@@ -170,12 +177,24 @@ s_handle_one (pigato__zap_t *self, zmsg_t *request)
         s_reply (self, request_id, "200", "OK", user,
                  key_z85 [0] ? key_z85 : NULL);
     else {
+        //  Counted always, logged rate-limited: one peer reconnecting in
+        //  a loop must not flood the log (and bury other lines)
         self->denied++;
-        pigato__log (PIGATO_LOG_WARNING,
-                     "event=zap_deny address=%s key=%s "
-                     "mechanism=%s reason=%s",
-                     address ? address : "?", fingerprint,
-                     mechanism ? mechanism : "?", reason);
+        if (pigato__log_level >= PIGATO_LOG_WARNING
+            && pigato__ratelimit_allow_at (&self->log, "zap_deny",
+                                           PIGATO_LOG_WARNING)) {
+            char address_text [80] = "?", mechanism_text [40] = "?";
+            if (address)
+                pigato__printable (address, strlen (address), address_text,
+                                   sizeof address_text);
+            if (mechanism)
+                pigato__printable (mechanism, strlen (mechanism),
+                                   mechanism_text, sizeof mechanism_text);
+            pigato__log (PIGATO_LOG_WARNING,
+                         "event=zap_deny address=%s key=%s "
+                         "mechanism=%s reason=%s",
+                         address_text, fingerprint, mechanism_text, reason);
+        }
         s_reply (self, request_id, "400", reason, NULL, NULL);
     }
     request_id = NULL;  //  s_reply took it

@@ -43,4 +43,8 @@ void pigato__zap_handle (pigato__zap_t *self);
 //  Handshakes refused so far.
 int64_t pigato__zap_denied (pigato__zap_t *self);
 
+//  Called from the broker's timer: reports refusals whose log lines were
+//  held back (event=zap_deny_suppressed count=N) once their second is over.
+void pigato__zap_tick (pigato__zap_t *self);
+
 #endif

@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -30,18 +31,33 @@
 #include "ca.h"
 #include "../mesh/base/internal.h"
 
-#define CA_CN_PREFIX   "pigato mesh CA "
-#define CA_VALID_DAYS  3650          //  CA certificate: 10 years
-#define CRL_VALID_DAYS 3650          //  nextUpdate of every CRL we sign
-#define FILE_SIZE_MAX  (256 * 1024)  //  certificates, keys and CRLs are small
-#define URI_PREFIX     "pigato://"
+#define CA_CN_PREFIX    "pigato mesh CA "
+#define CA_VALID_DAYS   3650  //  CA certificate: 10 years
+#define CRL_TRACKED_MAX 64    //  CAs whose highest CRL number we remember
+#define FILE_SIZE_MAX   (256 * 1024)  //  certificates, keys and CRLs are small
+#define URI_PREFIX      "pigato://"
 
 struct _pigato__trust_t {
     X509_STORE *store;                 //  the CA, its CRL, the check flags
     X509 *ca;                          //  trusted CA certificate
     X509_CRL *crl;                     //  its CRL, NULL when none was given
+    int64_t crl_number;                //  its CRL number (0 if none)
+    int64_t crl_next_update;           //  its nextUpdate, epoch seconds
     char mesh [PIGATO__NAME_MAX + 1];  //  mesh of the CA ("" if unnamed)
 };
+
+//  The highest CRL number seen for each CA (by the SHA-256 of its
+//  certificate) in this process. A policy is rebuilt on every SIGHUP, so
+//  the mark lives here, beside the code that reads CRLs, not in a policy:
+//  an older CRL put back in place cannot un-revoke a certificate for as
+//  long as the process runs. Across restarts the CRL's short nextUpdate
+//  bounds how old a CRL can be (docs/security.md).
+static struct {
+    unsigned char ca_digest [32];
+    int64_t number;
+} s_crl_seen [CRL_TRACKED_MAX];
+static size_t s_crl_seen_count;
+static pthread_mutex_t s_crl_seen_lock = PTHREAD_MUTEX_INITIALIZER;
 
 //  --------------------------------------------------------------------------
 //  Formats a message and appends OpenSSL's first queued reason, if any;
@@ -99,7 +115,12 @@ s_file_read (const char *path, char **data_p, size_t *size_p, char *err,
     int rc = PIGATO_OK;
     char *data = NULL;
     size_t size = 0;
-    int fd = open (path, O_RDONLY | O_CLOEXEC);
+    //  O_NONBLOCK: a FIFO named x.crt in a trust folder would block open
+    //  () until a writer came, hanging the broker at start or on SIGHUP
+    //  (and deaf to SIGTERM). The type is checked on the descriptor, so
+    //  no rename between a check and the open can swap the file. Symbolic
+    //  links are followed: mounted secrets and config maps are links.
+    int fd = open (path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     struct stat info;
     if (fd < 0 || fstat (fd, &info) != 0) {
         pigato__errorf (err, err_size, "cannot read '%s': %s", path,
@@ -423,11 +444,16 @@ s_cert_new (const char *cn, X509 *issuer, EVP_PKEY *public_key, int64_t from,
 
 static X509_CRL *
 s_crl_build (X509 *ca, EVP_PKEY *ca_key, X509_CRL *old,
-             const ASN1_INTEGER *serial, long number)
+             const ASN1_INTEGER *serial, int64_t number, int64_t valid_seconds)
 {
     X509_CRL *crl = X509_CRL_new ();
-    ASN1_TIME *now = ASN1_TIME_set (NULL, time (NULL));
-    ASN1_TIME *next = ASN1_TIME_adj (NULL, time (NULL), CRL_VALID_DAYS, 0);
+    time_t issued = time (NULL);
+    //  lastUpdate a minute back when the CRL is already past (tests)
+    ASN1_TIME *now = ASN1_TIME_set (
+        NULL, valid_seconds > 0 ? issued : issued + valid_seconds - 60);
+    ASN1_TIME *next = ASN1_TIME_adj (NULL, issued,
+                                     (int) (valid_seconds / 86400),
+                                     (long) (valid_seconds % 86400));
     ASN1_INTEGER *crl_number = ASN1_INTEGER_new ();
     X509_REVOKED *entry = NULL;
     X509_EXTENSION *extension = NULL;
@@ -436,7 +462,7 @@ s_crl_build (X509 *ca, EVP_PKEY *ca_key, X509_CRL *old,
            && X509_CRL_set_issuer_name (crl, X509_get_subject_name (ca)) == 1
            && X509_CRL_set1_lastUpdate (crl, now) == 1
            && X509_CRL_set1_nextUpdate (crl, next) == 1
-           && ASN1_INTEGER_set (crl_number, number) == 1
+           && ASN1_INTEGER_set_int64 (crl_number, number) == 1
            && X509_CRL_add1_ext_i2d (crl, NID_crl_number, crl_number, 0, 0)
                   == 1;
     STACK_OF (X509_REVOKED) *entries = old ? X509_CRL_get_REVOKED (old) : NULL;
@@ -533,7 +559,8 @@ pigato__ca_init (const char *dir, const char *mesh, bool force, char *err,
         || s_extension_add (cert, &context, NID_subject_key_identifier, "hash")
                != 0
         || X509_sign (cert, key, NULL) <= 0
-        || !(crl = s_crl_build (cert, key, NULL, NULL, 1))) {
+        || !(crl = s_crl_build (cert, key, NULL, NULL, 1,
+                                (int64_t) PIGATO__CRL_DAYS_DEFAULT * 86400))) {
         s_errorf (err, err_size, "cannot create the CA");
         rc = PIGATO_E_SYSTEM;
         goto cleanup;
@@ -639,11 +666,13 @@ cleanup:
 }
 
 //  --------------------------------------------------------------------------
-//  Revokes a certificate: adds its serial to ca_dir/ca.crl.
+//  Signs a new ca_dir/ca.crl: the current entries, plus the certificate at
+//  cert_path when given (revoke), a higher CRL number, a fresh nextUpdate.
 
 int
-pigato__ca_revoke (const char *ca_dir, const char *cert_path, char *err,
-                   size_t err_size)
+pigato__ca_crl_sign (const char *ca_dir, const char *cert_path,
+                     int64_t valid_seconds, int64_t *number_out, char *err,
+                     size_t err_size)
 {
     int rc = PIGATO_OK;
     X509 *ca = NULL;
@@ -656,28 +685,41 @@ pigato__ca_revoke (const char *ca_dir, const char *cert_path, char *err,
     char *crl_path = NULL;
     char mesh [PIGATO__NAME_MAX + 1];
 
-    if (!ca_dir || !cert_path) {
-        pigato__errorf (err, err_size, "no CA or certificate given");
+    if (!ca_dir) {
+        pigato__errorf (err, err_size, "no CA given");
+        rc = PIGATO_E_INVALID;
+        goto cleanup;
+    }
+    if (valid_seconds == 0)
+        valid_seconds = (int64_t) PIGATO__CRL_DAYS_DEFAULT * 86400;
+    if (valid_seconds > (int64_t) 3650 * 86400
+        || valid_seconds < -(int64_t) 3650 * 86400) {
+        pigato__errorf (err, err_size,
+                        "a CRL valid for %lld seconds is out of range (at "
+                        "most 3650 days)",
+                        (long long) valid_seconds);
         rc = PIGATO_E_INVALID;
         goto cleanup;
     }
     rc = s_ca_load (ca_dir, &ca, &ca_key, mesh, err, err_size);
     if (rc != PIGATO_OK)
         goto cleanup;
-    cert = s_cert_load (cert_path, err, err_size);
-    if (!cert) {
-        rc = PIGATO_E_KEY;
-        goto cleanup;
-    }
     ca_public = X509_get0_pubkey (ca);
-    if (X509_verify (cert, ca_public) != 1) {
-        ERR_clear_error ();
-        pigato__errorf (err, err_size,
-                        "'%s' is not signed by the CA in "
-                        "'%s'",
-                        cert_path, ca_dir);
-        rc = PIGATO_E_KEY;
-        goto cleanup;
+    if (cert_path) {
+        cert = s_cert_load (cert_path, err, err_size);
+        if (!cert) {
+            rc = PIGATO_E_KEY;
+            goto cleanup;
+        }
+        if (X509_verify (cert, ca_public) != 1) {
+            ERR_clear_error ();
+            pigato__errorf (err, err_size,
+                            "'%s' is not signed by the CA in "
+                            "'%s'",
+                            cert_path, ca_dir);
+            rc = PIGATO_E_KEY;
+            goto cleanup;
+        }
     }
     crl_path = zsys_sprintf ("%s/ca.crl", ca_dir);
     crl = s_crl_load (crl_path, err, err_size);
@@ -685,6 +727,7 @@ pigato__ca_revoke (const char *ca_dir, const char *cert_path, char *err,
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
+    //  The CA's own CRL, even past its nextUpdate: renewing it is the fix
     if (X509_CRL_verify (crl, ca_public) != 1) {
         ERR_clear_error ();
         pigato__errorf (err, err_size,
@@ -695,8 +738,9 @@ pigato__ca_revoke (const char *ca_dir, const char *cert_path, char *err,
         goto cleanup;
     }
     X509_REVOKED *entry = NULL;
-    if (X509_CRL_get0_by_serial (crl, &entry, X509_get0_serialNumber (cert))
-        == 1) {
+    if (cert
+        && X509_CRL_get0_by_serial (crl, &entry, X509_get0_serialNumber (cert))
+               == 1) {
         pigato__errorf (err, err_size,
                         "'%s' is revoked already in '%s'; "
                         "nothing to do",
@@ -704,16 +748,30 @@ pigato__ca_revoke (const char *ca_dir, const char *cert_path, char *err,
         rc = PIGATO__CA_UNCHANGED;
         goto cleanup;
     }
+    //  Every CRL we sign has a higher number than the last: brokers refuse
+    //  a lower one than they have seen (an old CRL put back)
     number = X509_CRL_get_ext_d2i (crl, NID_crl_number, NULL, NULL);
-    long next = number ? ASN1_INTEGER_get (number) + 1 : 1;
-    updated = s_crl_build (ca, ca_key, crl, X509_get0_serialNumber (cert),
-                           next > 0 ? next : 1);
+    int64_t next = 0;
+    if (number && ASN1_INTEGER_get_int64 (&next, number) != 1)
+        next = INT64_MAX;
+    if (next < 0 || next >= INT64_MAX - 1) {
+        pigato__errorf (err, err_size, "'%s': CRL number out of range",
+                        crl_path);
+        rc = PIGATO_E_KEY;
+        goto cleanup;
+    }
+    next++;
+    updated = s_crl_build (ca, ca_key, crl,
+                           cert ? X509_get0_serialNumber (cert) : NULL, next,
+                           valid_seconds);
     if (!updated) {
         s_errorf (err, err_size, "cannot sign a new '%s'", crl_path);
         rc = PIGATO_E_SYSTEM;
         goto cleanup;
     }
     rc = s_pem_write (crl_path, NULL, updated, NULL, true, err, err_size);
+    if (rc == PIGATO_OK && number_out)
+        *number_out = next;
 cleanup:
     X509_free (ca);
     EVP_PKEY_free (ca_key);
@@ -724,6 +782,20 @@ cleanup:
     zstr_free (&crl_path);
     ERR_clear_error ();
     return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Revokes a certificate: adds its serial to ca_dir/ca.crl.
+
+int
+pigato__ca_revoke (const char *ca_dir, const char *cert_path, char *err,
+                   size_t err_size)
+{
+    if (!cert_path) {
+        pigato__errorf (err, err_size, "no CA or certificate given");
+        return PIGATO_E_INVALID;
+    }
+    return pigato__ca_crl_sign (ca_dir, cert_path, 0, NULL, err, err_size);
 }
 
 //  --------------------------------------------------------------------------
@@ -882,6 +954,90 @@ pigato__cert_public_key (const char *path, char *z85_out, char *err,
 }
 
 //  --------------------------------------------------------------------------
+//  Checks a CRL whose signature verified: not past its nextUpdate (a stale
+//  CRL may miss revocations), and not older (a lower CRL number) than one
+//  this process has already seen for the same CA; then raises that mark.
+
+static int
+s_crl_check (pigato__trust_t *self, const char *path, char *err,
+             size_t err_size)
+{
+    char when [64];
+    const ASN1_TIME *next_update = X509_CRL_get0_nextUpdate (self->crl);
+    self->crl_next_update = s_asn1_seconds (next_update);
+    if (!next_update || self->crl_next_update == 0) {
+        pigato__errorf (err, err_size,
+                        "'%s' has no nextUpdate: a CRL that never expires "
+                        "is refused",
+                        path);
+        return PIGATO_E_KEY;
+    }
+    if (self->crl_next_update <= (int64_t) time (NULL)) {
+        s_time_text (self->crl_next_update, when, sizeof when);
+        pigato__errorf (err, err_size,
+                        "'%s' expired on %s (its nextUpdate): a stale CRL "
+                        "may miss revocations; renew it with pigato-keygen "
+                        "crl --ca DIR",
+                        path, when);
+        return PIGATO_E_KEY;
+    }
+    ASN1_INTEGER *number = X509_CRL_get_ext_d2i (self->crl, NID_crl_number,
+                                                 NULL, NULL);
+    int64_t value = 0;
+    if (number && ASN1_INTEGER_get_int64 (&value, number) != 1)
+        value = -1;
+    ASN1_INTEGER_free (number);
+    ERR_clear_error ();
+    if (value < 0) {
+        pigato__errorf (err, err_size, "'%s': CRL number out of range", path);
+        return PIGATO_E_KEY;
+    }
+    self->crl_number = value;
+
+    unsigned char digest [32];
+    unsigned int digest_size = 0;
+    if (X509_digest (self->ca, EVP_sha256 (), digest, &digest_size) != 1
+        || digest_size != sizeof digest) {
+        s_errorf (err, err_size, "cannot hash the CA certificate");
+        return PIGATO_E_SYSTEM;
+    }
+    int rc = PIGATO_OK;
+    pthread_mutex_lock (&s_crl_seen_lock);
+    size_t index = 0;
+    while (index < s_crl_seen_count
+           && memcmp (s_crl_seen [index].ca_digest, digest, sizeof digest))
+        index++;
+    if (index < s_crl_seen_count && value < s_crl_seen [index].number) {
+        pigato__errorf (err, err_size,
+                        "'%s' has CRL number %lld, lower than %lld seen "
+                        "before for this CA: an older CRL (put back by "
+                        "mistake or to un-revoke a certificate) is refused",
+                        path, (long long) value,
+                        (long long) s_crl_seen [index].number);
+        rc = PIGATO_E_KEY;
+    }
+    else if (index < s_crl_seen_count)
+        s_crl_seen [index].number = value;
+    else if (index < CRL_TRACKED_MAX) {
+        memcpy (s_crl_seen [index].ca_digest, digest, sizeof digest);
+        s_crl_seen [index].number = value;
+        s_crl_seen_count++;
+    }
+    pthread_mutex_unlock (&s_crl_seen_lock);
+    return rc;
+}
+
+bool
+pigato__trust_crl (pigato__trust_t *self, int64_t *number, int64_t *next_update)
+{
+    if (!self || !self->crl)
+        return false;
+    *number = self->crl_number;
+    *next_update = self->crl_next_update;
+    return true;
+}
+
+//  --------------------------------------------------------------------------
 //  Loads a trusted CA certificate and optionally its CRL.
 
 pigato__trust_t *
@@ -924,6 +1080,8 @@ pigato__trust_load (const char *ca_crt, const char *crl, char *err,
                             crl, ca_crt);
             goto failed;
         }
+        if (s_crl_check (self, crl, err, err_size) != PIGATO_OK)
+            goto failed;
         if (X509_STORE_add_crl (self->store, self->crl) != 1) {
             s_errorf (err, err_size, "cannot load '%s'", crl);
             goto failed;

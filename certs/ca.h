@@ -18,6 +18,11 @@
 
 #include "../mesh/base/internal.h"  //  PIGATO__NAME_MAX, pigato__name_valid
 
+//  How long a CRL we sign is valid (its nextUpdate), unless told: a CRL
+//  that is not renewed in time is refused by brokers, which bounds how
+//  old a CRL an attacker can put back in place.
+#define PIGATO__CRL_DAYS_DEFAULT 7
+
 //  pigato__ca_revoke's "nothing to do" result: the certificate was revoked
 //  already; err says so. Positive, so `rc < 0` still means failure.
 #define PIGATO__CA_UNCHANGED 1
@@ -58,11 +63,22 @@ int pigato__ca_issue (const char *ca_dir, const char *name,
                       size_t err_size) PIGATO__MUST_CHECK;
 
 //  Adds the serial of the certificate at cert_path to ca_dir/ca.crl and
-//  re-signs it (lastUpdate now, CRL number + 1). The certificate must be
-//  issued by this CA. Returns PIGATO__CA_UNCHANGED (and a message) when it
-//  was revoked already.
+//  re-signs it (lastUpdate now, CRL number + 1, nextUpdate in
+//  PIGATO__CRL_DAYS_DEFAULT days). The certificate must be issued by this
+//  CA. Returns PIGATO__CA_UNCHANGED (and a message) when it was revoked
+//  already.
 int pigato__ca_revoke (const char *ca_dir, const char *cert_path, char *err,
                        size_t err_size) PIGATO__MUST_CHECK;
+
+//  Re-signs ca_dir/ca.crl with its entries, plus cert_path's serial when
+//  cert_path is not NULL (as pigato__ca_revoke): CRL number + 1 (written
+//  to *number_out when not NULL), lastUpdate now, nextUpdate now +
+//  valid_seconds (0 = the default; negative, for tests, makes a CRL that
+//  has expired; at most 3650 days). An expired CRL of this CA may be
+//  renewed. Returns 0, PIGATO__CA_UNCHANGED or a negative status.
+int pigato__ca_crl_sign (const char *ca_dir, const char *cert_path,
+                         int64_t valid_seconds, int64_t *number_out, char *err,
+                         size_t err_size) PIGATO__MUST_CHECK;
 
 //  Reads a PEM identity certificate: X25519 key, CN, SAN mesh, validity,
 //  issuer, serial. Does not check the signature (see pigato__trust_verify).
@@ -74,10 +90,18 @@ int pigato__cert_read (const char *path, pigato__cert_info_t *info, char *err,
 int pigato__cert_public_key (const char *path, char *z85_out, char *err,
                              size_t err_size) PIGATO__MUST_CHECK;
 
-//  Loads a trusted CA certificate and, if crl is not NULL, its CRL (which
-//  must be signed by that CA). Returns NULL and a message on error.
+//  Loads a trusted CA certificate and, if crl is not NULL, its CRL. The
+//  CRL must be signed by that CA, not past its nextUpdate, and its CRL
+//  number not lower than the highest this process has loaded for that CA
+//  (a rollback to an older CRL); loading it raises that mark. Returns NULL
+//  and a message on error.
 pigato__trust_t *pigato__trust_load (const char *ca_crt, const char *crl,
                                      char *err, size_t err_size);
+
+//  The loaded CRL's number and nextUpdate (epoch seconds); false when the
+//  trust has no CRL.
+bool pigato__trust_crl (pigato__trust_t *self, int64_t *number,
+                        int64_t *next_update);
 
 //  Destroys a trust and nulls the caller's pointer; accepts NULL.
 void pigato__trust_destroy (pigato__trust_t **self_p);

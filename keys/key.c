@@ -8,12 +8,9 @@
 #include <sys/stat.h>
 #include <sodium.h>
 #include "key.h"
+#include "keyfile.h"
 #include "../certs/ca.h"
 #include "../mesh/base/internal.h"
-
-//  How much of a key file we look at to tell PEM from a zcert file:
-//  `openssl x509 -text` output puts a few KB of text before the PEM
-#define PEM_SNIFF_SIZE 16384
 
 //  --------------------------------------------------------------------------
 //  True if text is exactly 40 characters of Z85 that decode to 32 bytes.
@@ -28,25 +25,16 @@ s_z85_key_valid (const char *text)
 }
 
 //  --------------------------------------------------------------------------
-//  True if path names a PEM file rather than a zcert file: it ends in .crt
-//  or .pem, or its first bytes hold a PEM header. Such files go to the
+//  True if path names a PEM file by its name: such files go to the
 //  certificate reader, which says precisely what is wrong with them.
 
 static bool
-s_is_pem_file (const char *path)
+s_has_pem_name (const char *path)
 {
     size_t length = strlen (path);
-    if (length > 4
+    return length > 4
         && (streq (path + length - 4, ".crt")
-            || streq (path + length - 4, ".pem")))
-        return true;
-    FILE *file = fopen (path, "rb");
-    if (!file)
-        return false;
-    char head [PEM_SNIFF_SIZE];
-    size_t size = fread (head, 1, sizeof head, file);
-    fclose (file);
-    return memmem (head, size, "-----BEGIN ", 11) != NULL;
+            || streq (path + length - 4, ".pem"));
 }
 
 //  --------------------------------------------------------------------------
@@ -61,7 +49,6 @@ pigato__key_resolve (const char *what, const char *key_or_file, char *z85,
                      bool *from_cert, char *err, size_t err_size)
 {
     int rc = PIGATO_OK;
-    zconfig_t *config = NULL;
     *from_cert = false;
 
     if (!key_or_file || !*key_or_file || !z85) {
@@ -102,7 +89,21 @@ pigato__key_resolve (const char *what, const char *key_or_file, char *z85,
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
-    if (S_ISREG (info.st_mode) && s_is_pem_file (key_or_file)) {
+    //  Read through the key file reader, never zconfig_load: the file may
+    //  be a secret file (the broker's own --key), and zconfig leaves its
+    //  text in freed heap. The reader refuses FIFOs and devices.
+    pigato__keyfile_info_t keyfile = { 0 };
+    if (!s_has_pem_name (key_or_file)) {
+        char reason [256];
+        rc = pigato__keyfile_inspect (key_or_file, &keyfile, reason,
+                                      sizeof reason);
+        if (rc != PIGATO_OK) {
+            pigato__errorf (err, err_size, "%s: %s", what, reason);
+            rc = rc == PIGATO_E_NOMEM ? rc : PIGATO_E_KEY;
+            goto cleanup;
+        }
+    }
+    if (s_has_pem_name (key_or_file) || keyfile.pem) {
         char reason [256];
         rc = pigato__cert_public_key (key_or_file, z85, reason, sizeof reason);
         if (rc == PIGATO_OK)
@@ -113,31 +114,16 @@ pigato__key_resolve (const char *what, const char *key_or_file, char *z85,
         }
         goto cleanup;
     }
-    if (!S_ISREG (info.st_mode) || !(config = zconfig_load (key_or_file))) {
-        pigato__errorf (err, err_size,
-                        "%s '%s' is neither a 40-character Z85 key nor a "
-                        "readable key file",
-                        what, key_or_file);
-        rc = PIGATO_E_KEY;
-        goto cleanup;
-    }
-    char *public_text = zconfig_get (config, "curve/public-key", NULL);
-    if (!s_z85_key_valid (public_text)) {
+    if (!keyfile.public_z85 [0]) {
         pigato__errorf (err, err_size,
                         "%s file '%s' holds no valid curve/public-key", what,
                         key_or_file);
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
-    memcpy (z85, public_text, PIGATO_Z85_KEY_SIZE + 1);
+    memcpy (z85, keyfile.public_z85, PIGATO_Z85_KEY_SIZE + 1);
 
 cleanup:
-    if (config) {
-        char *secret_text = zconfig_get (config, "curve/secret-key", NULL);
-        if (secret_text)
-            sodium_memzero (secret_text, strlen (secret_text));
-        zconfig_destroy (&config);
-    }
     return rc;
 }
 

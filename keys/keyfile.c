@@ -48,7 +48,9 @@ s_keytext_read (const char *path, keytext_t *keytext, char *err,
         pigato__errorf (err, err_size, "libsodium cannot initialize");
         return PIGATO_E_SYSTEM;
     }
-    int fd = open (path, O_RDONLY | O_CLOEXEC);
+    //  O_NONBLOCK: opening a FIFO planted as a key file would otherwise
+    //  wait for a writer forever (no effect on a regular file's reads)
+    int fd = open (path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         pigato__errorf (err, err_size, "cannot read key file '%s': %s", path,
                         strerror (errno));
@@ -133,6 +135,59 @@ s_keytext_key (const keytext_t *keytext, const char *name, byte *key)
             line++;
     }
     return -1;
+}
+
+//  Copies the value of `NAME = "VALUE"` (ZPL, a line of its own) into out,
+//  escaped for printing; "" when there is none.
+static void
+s_keytext_value (const keytext_t *keytext, const char *name, char *out,
+                 size_t out_size)
+{
+    size_t name_size = strlen (name);
+    out [0] = 0;
+    for (const char *line = keytext->text; line && *line;) {
+        const char *cursor = line + strspn (line, " \t");
+        if (strncmp (cursor, name, name_size) == 0) {
+            cursor += name_size;
+            cursor += strspn (cursor, " \t");
+            if (*cursor == '=') {
+                cursor++;
+                cursor += strspn (cursor, " \t");
+                if (*cursor == '"')
+                    cursor++;
+                size_t length = strcspn (cursor, "\"\r\n");
+                pigato__printable (cursor, length, out, out_size);
+                return;
+            }
+        }
+        line = strchr (line, '\n');
+        if (line)
+            line++;
+    }
+}
+
+int
+pigato__keyfile_inspect (const char *path, pigato__keyfile_info_t *info,
+                         char *err, size_t err_size)
+{
+    keytext_t keytext;
+    byte key [32];
+    memset (info, 0, sizeof *info);
+    int rc = s_keytext_read (path, &keytext, err, err_size);
+    if (rc != PIGATO_OK)
+        return rc;
+    info->mode = keytext.mode;
+    info->pem = memmem (keytext.text, keytext.size, "-----BEGIN ", 11) != NULL;
+    if (!info->pem) {
+        if (s_keytext_key (&keytext, "public-key", key) == 0)
+            zmq_z85_encode (info->public_z85, key, 32);
+        //  Only whether the secret is there; its bytes stay in keytext
+        info->has_secret = s_keytext_key (&keytext, "secret-key", key) == 0;
+        sodium_memzero (key, sizeof key);
+        s_keytext_value (&keytext, "name", info->name, sizeof info->name);
+    }
+    s_keytext_free (&keytext);
+    return PIGATO_OK;
 }
 
 //  Refuses a secret file that group or others may read or write.

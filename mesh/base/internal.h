@@ -35,6 +35,11 @@ void pigato__log_emit (int level, const char *format, ...)
 char *pigato__printable (const void *data, size_t size, char *out,
                          size_t out_size);
 
+//  The same for text inside a quoted value (reason="..."): spaces and '='
+//  stay, '"', '\\' and control bytes (a newline that would forge a line)
+//  are escaped. text may be NULL ("").
+char *pigato__printable_quoted (const char *text, char *out, size_t out_size);
+
 //  Log rate limit: a burst of lines per second, then a count of the rest,
 //  so a hostile peer cannot flood the log.
 typedef struct {
@@ -46,6 +51,18 @@ typedef struct {
 //  True if a line may be logged now. Reports (at INFO) how many lines of
 //  `what` were held back when a new second starts.
 bool pigato__ratelimit_allow (pigato__ratelimit_t *self, const char *what);
+
+//  The same, for lines logged at `level`: the report of held-back lines
+//  (`event=WHAT_suppressed count=N`) goes out at that level too, so an
+//  operator who sees the first lines of a flood also sees its size.
+bool pigato__ratelimit_allow_at (pigato__ratelimit_t *self, const char *what,
+                                 int level);
+
+//  Reports held-back lines once their second is over, even when no new
+//  line comes to trigger it: called from a timer, so a flood that stops
+//  still ends with its count in the log.
+void pigato__ratelimit_flush (pigato__ratelimit_t *self, const char *what,
+                              int level);
 
 //  Monotonic clock in milliseconds.
 int64_t pigato__now_ms (void);

@@ -61,5 +61,29 @@ pigato__log_emit (int level, const char *format, ...)
     va_start (args, format);
     vsnprintf (line, sizeof line, format, args);
     va_end (args);
+    //  One event, one line, whatever a call site forgot to escape: a
+    //  control byte (a newline in a file name) becomes \xNN here, so no
+    //  peer or file can forge log lines. Call sites still escape the
+    //  values they print (pigato__printable), or a space could forge a
+    //  key=value field within the line.
+    size_t length = strcspn (line, "\x01\x02\x03\x04\x05\x06\x07\x08\x09"
+                                   "\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11\x12"
+                                   "\x13\x14\x15\x16\x17\x18\x19\x1a\x1b"
+                                   "\x1c\x1d\x1e\x1f\x7f");
+    if (line [length]) {
+        char escaped [4 * sizeof line];
+        size_t used = 0;
+        for (const char *at = line; *at; at++) {
+            unsigned char byte = (unsigned char) *at;
+            if (byte < 0x20 || byte == 0x7f)
+                used += (size_t) snprintf (
+                    escaped + used, sizeof escaped - used, "\\x%02x", byte);
+            else
+                escaped [used++] = (char) byte;
+        }
+        escaped [used] = 0;
+        s_log_callback (level, escaped, s_log_arg);
+        return;
+    }
     s_log_callback (level, line, s_log_arg);
 }

@@ -68,23 +68,46 @@ pigato__hash_bytes (const void *data, size_t size)
 
 #define RATELIMIT_BURST 20
 
+//  Says how many lines of `what` were held back, and starts counting anew.
+static void
+s_ratelimit_report (pigato__ratelimit_t *self, const char *what, int level)
+{
+    if (self->suppressed)
+        pigato__log (level, "event=%s_suppressed count=%" PRId64, what,
+                     self->suppressed);
+    self->suppressed = 0;
+}
+
 bool
-pigato__ratelimit_allow (pigato__ratelimit_t *self, const char *what)
+pigato__ratelimit_allow_at (pigato__ratelimit_t *self, const char *what,
+                            int level)
 {
     int64_t second = pigato__now_ms () / 1000;
     if (second != self->second) {
-        if (self->suppressed)
-            pigato__log (PIGATO_LOG_INFO, "event=%s_suppressed count=%" PRId64,
-                         what, self->suppressed);
+        s_ratelimit_report (self, what, level);
         self->second = second;
         self->burst = 0;
-        self->suppressed = 0;
     }
     if (++self->burst > RATELIMIT_BURST) {
         self->suppressed++;
         return false;
     }
     return true;
+}
+
+bool
+pigato__ratelimit_allow (pigato__ratelimit_t *self, const char *what)
+{
+    return pigato__ratelimit_allow_at (self, what, PIGATO_LOG_INFO);
+}
+
+void
+pigato__ratelimit_flush (pigato__ratelimit_t *self, const char *what, int level)
+{
+    //  Lines of the current second may still be let through or held back:
+    //  their count is reported when that second is over
+    if (self->suppressed && pigato__now_ms () / 1000 != self->second)
+        s_ratelimit_report (self, what, level);
 }
 
 void
@@ -118,8 +141,12 @@ pigato__name_valid (const char *name)
     return true;
 }
 
-char *
-pigato__printable (const void *data, size_t size, char *out, size_t out_size)
+//  Escapes bytes for a log line: printable ASCII as is, the rest as \xNN,
+//  cut (marked "..") at out_size - 1. In a bare value (quoted false) a
+//  space, '=' or '"' would start another field: escaped too.
+static char *
+s_escape (const void *data, size_t size, char *out, size_t out_size,
+          bool quoted)
 {
     static const char hex [] = "0123456789abcdef";
     const unsigned char *bytes = (const unsigned char *) data;
@@ -128,8 +155,8 @@ pigato__printable (const void *data, size_t size, char *out, size_t out_size)
         return out;
     for (size_t index = 0; index < size; index++) {
         unsigned char byte = bytes [index];
-        bool plain = byte >= 0x21 && byte < 0x7f && byte != '\\' && byte != '"'
-                  && byte != '=';
+        bool plain = byte >= 0x20 && byte < 0x7f && byte != '\\' && byte != '"'
+                  && (quoted || (byte != ' ' && byte != '='));
         size_t need = plain ? 1 : 4;
         if (used + need + 1 > out_size) {
             //  Mark the cut so a reader knows the value was longer
@@ -150,6 +177,18 @@ pigato__printable (const void *data, size_t size, char *out, size_t out_size)
     }
     out [used] = 0;
     return out;
+}
+
+char *
+pigato__printable (const void *data, size_t size, char *out, size_t out_size)
+{
+    return s_escape (data, size, out, out_size, false);
+}
+
+char *
+pigato__printable_quoted (const char *text, char *out, size_t out_size)
+{
+    return s_escape (text, text ? strlen (text) : 0, out, out_size, true);
 }
 
 int64_t

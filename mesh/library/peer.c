@@ -89,10 +89,14 @@ s_server_cert_check (const pigato__peer_security_t *security, char *err,
         rc = PIGATO_E_KEY;
         goto cleanup;
     }
+    char cert_text [512];
     pigato__log (PIGATO_LOG_DEBUG,
                  "event=server_cert_verified cert=%s "
                  "name=%s mesh=%s not_after=%" PRId64,
-                 security->server_cert, info.name, info.mesh, info.not_after);
+                 pigato__printable (security->server_cert,
+                                    strlen (security->server_cert), cert_text,
+                                    sizeof cert_text),
+                 info.name, info.mesh, info.not_after);
 cleanup:
     pigato__trust_destroy (&trust);
     return rc;

@@ -301,13 +301,15 @@ main (int argc, char *argv [])
     for (int index = 0; index < bind_count && used < sizeof line; index++)
         used += (size_t) snprintf (line + used, sizeof line - used, "%s%s",
                                    index ? "," : "", binds [index]);
-    pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
+    //  SIGHUP is handled before event=ready is logged: whoever waits for
+    //  that line may reload at once, and the default action would kill us
     s_broker = broker;
     struct sigaction action;
     memset (&action, 0, sizeof action);
     action.sa_handler = s_on_sighup;
     sigemptyset (&action.sa_mask);
     sigaction (SIGHUP, &action, NULL);  //  no SA_RESTART: wake the poll
+    pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
     rc = pigato_broker_run (broker);
     signal (SIGHUP, SIG_IGN);
     s_broker = NULL;
@@ -319,7 +321,7 @@ main (int argc, char *argv [])
                   " failed=%" PRId64 " timeouts=%" PRId64
                   " bad_messages=%" PRId64 " denied=%" PRId64
                   " native_batches_out=%" PRId64 " native_entries_out=%" PRId64
-                  " cache_hits=%" PRId64,
+                  " cache_hits=%" PRId64 " zap_denied=%" PRId64,
                   pigato_broker_counter (broker, "requests"),
                   pigato_broker_counter (broker, "replies"),
                   pigato_broker_counter (broker, "failed"),
@@ -328,7 +330,8 @@ main (int argc, char *argv [])
                   pigato_broker_counter (broker, "denied"),
                   pigato_broker_counter (broker, "batches_out"),
                   pigato_broker_counter (broker, "entries_out"),
-                  pigato_broker_counter (broker, "cache_hits"));
+                  pigato_broker_counter (broker, "cache_hits"),
+                  pigato_broker_counter (broker, "zap_denied"));
         pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
     }
     rc = rc == PIGATO_E_INTERRUPTED ? 0 : rc ? 1 : 0;

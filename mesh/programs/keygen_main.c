@@ -9,8 +9,10 @@
         DIR/ca.key (Ed25519, 0600), DIR/ca.crt, an empty DIR/ca.crl.
     pigato-keygen issue NAME --ca DIR [--valid 90d] [-o DIR] [--force]
         a new key pair as `new` plus NAME.crt signed by the CA.
-    pigato-keygen revoke NAME|CERT --ca DIR [-o DIR]
+    pigato-keygen revoke NAME|CERT --ca DIR [-o DIR] [--crl-days N]
         adds the certificate to DIR/ca.crl.
+    pigato-keygen crl --ca DIR [--crl-days N]
+        renews DIR/ca.crl: same entries, a higher number, a new nextUpdate.
     pigato-keygen show FILE [--ca DIR]
         what a certificate or key file holds (never a secret), and whether
         a certificate verifies against the CA.
@@ -52,7 +54,8 @@ static const char *s_usage_ca =
     "  DIR/ca.key   Ed25519 private key, PEM, mode 0600 - keep it offline\n"
     "  DIR/ca.crt   self-signed CA certificate (10 years) - the broker's ACL\n"
     "               trusts it: trust DIR/ca.crt CERTDIR\n"
-    "  DIR/ca.crl   revocation list, empty for now: revoked DIR/ca.crl\n"
+    "  DIR/ca.crl   revocation list, empty for now: revoked DIR/ca.crl;\n"
+    "               valid 7 days: renew it with pigato-keygen crl --ca DIR\n"
     "\n"
     "Options:\n"
     "  -m, --mesh MESH    name of the mesh (default: default)\n"
@@ -76,16 +79,31 @@ static const char *s_usage_issue =
     "  -h, --help         this text\n";
 
 static const char *s_usage_revoke =
-    "Usage: pigato-keygen revoke NAME|CERT --ca DIR [-o DIR]\n"
+    "Usage: pigato-keygen revoke NAME|CERT --ca DIR [-o DIR] [--crl-days N]\n"
     "\n"
-    "Adds a certificate issued by the CA in DIR to DIR/ca.crl (re-signed).\n"
-    "NAME means NAME.crt in the current directory, or in -o DIR; CERT is a\n"
-    "path to a .crt file. A broker reading the CRL refuses the identity after\n"
-    "its next reload (SIGHUP).\n"
+    "Adds a certificate issued by the CA in DIR to DIR/ca.crl (re-signed,\n"
+    "with a higher CRL number). NAME means NAME.crt in the current directory,\n"
+    "or in -o DIR; CERT is a path to a .crt file. A broker reading the CRL\n"
+    "refuses the identity after its next reload (SIGHUP).\n"
     "\n"
     "Options:\n"
     "  -c, --ca DIR       the CA directory (ca.key, ca.crt, ca.crl)\n"
     "  -o, --output DIR   where NAME.crt is (default: current directory)\n"
+    "  -d, --crl-days N   the new CRL is valid N days (default 7)\n"
+    "  -h, --help         this text\n";
+
+static const char *s_usage_crl =
+    "Usage: pigato-keygen crl --ca DIR [--crl-days N]\n"
+    "\n"
+    "Renews DIR/ca.crl: the same revoked certificates, signed again with a\n"
+    "higher CRL number and a nextUpdate N days ahead. Brokers refuse a CRL\n"
+    "past its nextUpdate, so renew it before then (from cron, say), and\n"
+    "reload the brokers (SIGHUP). An expired CRL can be renewed.\n"
+    "\n"
+    "Options:\n"
+    "  -c, --ca DIR       the CA directory (ca.key, ca.crt, ca.crl)\n"
+    "  -d, --crl-days N   the new CRL is valid N days (default 7, at most "
+    "3650)\n"
     "  -h, --help         this text\n";
 
 static const char *s_usage_show =
@@ -110,6 +128,7 @@ static const char *s_usage =
     "  issue NAME --ca DIR [--valid 90d] [-o DIR] [--force]\n"
     "                                              a key pair and its certificate\n"
     "  revoke NAME|CERT --ca DIR [-o DIR]          revoke a certificate\n"
+    "  crl --ca DIR [--crl-days N]                 renew the CRL\n"
     "  show FILE [--ca DIR]                        inspect a .crt or key file\n"
     "\n"
     "'pigato-keygen COMMAND --help' describes each command.\n"
@@ -120,12 +139,35 @@ static const char *s_usage =
 
 //  Command line, once parsed
 typedef struct {
-    const char *dir;    //  -o, output directory (NULL = unset)
-    const char *mesh;   //  --mesh
-    const char *ca;     //  --ca
-    const char *valid;  //  --valid
-    bool force;         //  --force
+    const char *dir;       //  -o, output directory (NULL = unset)
+    const char *mesh;      //  --mesh
+    const char *ca;        //  --ca
+    const char *valid;     //  --valid
+    const char *crl_days;  //  --crl-days
+    bool force;            //  --force
 } s_options_t;
+
+//  --------------------------------------------------------------------------
+//  The CRL validity from --crl-days (1 to 3650), in seconds; 0 = default.
+//  -1 (and a message) for anything else.
+
+static int64_t
+s_crl_seconds (const s_options_t *options)
+{
+    if (!options->crl_days)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long days = strtol (options->crl_days, &end, 10);
+    if (errno || end == options->crl_days || *end || days < 1 || days > 3650) {
+        fprintf (stderr,
+                 "pigato-keygen: --crl-days '%s' is not a number of days "
+                 "from 1 to 3650\n",
+                 options->crl_days);
+        return -1;
+    }
+    return (int64_t) days * 86400;
+}
 
 //  --------------------------------------------------------------------------
 //  Writes "YYYY-MM-DD HH:MM:SS UTC".
@@ -452,9 +494,15 @@ s_revoke (const char *target, const s_options_t *options)
         rc = 1;
         goto cleanup;
     }
+    int64_t valid = s_crl_seconds (options);
+    if (valid < 0) {
+        rc = EXIT_USAGE;
+        goto cleanup;
+    }
     pigato__cert_info_t info;
     bool readable = pigato__cert_read (path, &info, NULL, 0) == PIGATO_OK;
-    int status = pigato__ca_revoke (options->ca, path, err, sizeof err);
+    int status = pigato__ca_crl_sign (options->ca, path, valid, NULL, err,
+                                      sizeof err);
     if (status == PIGATO__CA_UNCHANGED)
         printf ("%s\n", err);
     else if (status != PIGATO_OK) {
@@ -469,6 +517,39 @@ s_revoke (const char *target, const s_options_t *options)
 cleanup:
     free (path);
     return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  pigato-keygen crl: re-signs the CRL with a higher number and a new
+//  nextUpdate.
+
+static int
+s_crl (const s_options_t *options)
+{
+    if (!options->ca) {
+        fputs ("pigato-keygen: crl needs --ca DIR (the CA directory)\n",
+               stderr);
+        return EXIT_USAGE;
+    }
+    int64_t valid = s_crl_seconds (options);
+    if (valid < 0)
+        return EXIT_USAGE;
+    char err [512];
+    int64_t number = 0;
+    if (pigato__ca_crl_sign (options->ca, NULL, valid, &number, err, sizeof err)
+        != PIGATO_OK) {
+        fprintf (stderr, "pigato-keygen: %s\n", err);
+        return 1;
+    }
+    char until [64];
+    s_time_text ((int64_t) time (NULL)
+                     + (valid ? valid
+                              : (int64_t) PIGATO__CRL_DAYS_DEFAULT * 86400),
+                 until, sizeof until);
+    printf ("CRL:         %s/ca.crl (reload the brokers to apply it)\n"
+            "number:      %" PRId64 "\nnext update: %s\n",
+            options->ca, number, until);
+    return 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -525,47 +606,17 @@ s_show_cert (const char *path, const s_options_t *options)
 }
 
 //  --------------------------------------------------------------------------
-//  True if the file looks like a zcert: printable text that names a
-//  curve public key (zconfig would print its own complaints on garbage).
-
-static bool
-s_looks_like_zcert (const char *path)
-{
-    FILE *file = fopen (path, "r");
-    if (!file)
-        return false;
-    char buffer [4096];
-    size_t size = fread (buffer, 1, sizeof buffer - 1, file);
-    bool text = ferror (file) == 0 && feof (file);
-    fclose (file);
-    buffer [size] = 0;
-    for (size_t index = 0; text && index < size; index++) {
-        unsigned char c = (unsigned char) buffer [index];
-        if (c < 0x20 && c != '\n' && c != '\r' && c != '\t')
-            text = false;
-    }
-    text = text && strstr (buffer, "curve") && strstr (buffer, "public-key");
-    sodium_memzero (buffer, sizeof buffer);
-    return text;
-}
-
-//  --------------------------------------------------------------------------
 //  Shows a zcert key file: name, public key, fingerprint; checks the mode
-//  of a secret file and never prints the secret.
+//  of a secret file and never prints the secret. info comes from the key
+//  file reader (guarded memory, wiped; never zconfig_load, which leaves a
+//  secret's text in freed heap).
 
 static int
-s_show_key (const char *path)
+s_show_key (const char *path, const pigato__keyfile_info_t *info)
 {
     int rc = 0;
     zcert_t *pair = NULL;
-    zconfig_t *config = s_looks_like_zcert (path) ? zconfig_load (path) : NULL;
-    char *public_text = config ? zconfig_get (config, "curve/public-key", NULL)
-                               : NULL;
-    char *secret_text = config ? zconfig_get (config, "curve/secret-key", NULL)
-                               : NULL;
-    byte key [32];
-    if (!public_text || strlen (public_text) != PIGATO_Z85_KEY_SIZE
-        || !zmq_z85_decode (key, public_text)) {
+    if (!info->public_z85 [0]) {
         fprintf (stderr,
                  "pigato-keygen: '%s' is neither a PEM certificate "
                  "nor a zcert key file\n",
@@ -573,7 +624,7 @@ s_show_key (const char *path)
         rc = 1;
         goto cleanup;
     }
-    if (secret_text) {
+    if (info->has_secret) {
         //  Same checks as any program loading it: mode 0600, matching pair
         char err [512];
         if (pigato__keyfile_load_secret (path, &pair, err, sizeof err)
@@ -584,40 +635,34 @@ s_show_key (const char *path)
         }
     }
     char fingerprint [PIGATO_FINGERPRINT_SIZE];
-    pigato_key_fingerprint (public_text, fingerprint);
+    pigato_key_fingerprint (info->public_z85, fingerprint);
     printf ("file:        %s\ntype:        zcert %s\nidentity:    %s\n"
             "public key:  %s\nfingerprint: %s\n",
             path,
-            secret_text ? "secret key file (mode 0600; the secret is not "
-                          "shown)"
-                        : "public key file",
-            zconfig_get (config, "metadata/name", "(no name)"), public_text,
+            info->has_secret ? "secret key file (mode 0600; the secret is not "
+                               "shown)"
+                             : "public key file",
+            info->name [0] ? info->name : "(no name)", info->public_z85,
             fingerprint);
 cleanup:
     pigato__keyfile_cert_destroy (&pair);
-    if (secret_text)
-        sodium_memzero (secret_text, strlen (secret_text));
-    zconfig_destroy (&config);
     return rc;
 }
 
 //  --------------------------------------------------------------------------
-//  pigato-keygen show FILE: a certificate or a key file.
+//  pigato-keygen show FILE: a certificate or a key file. Read by the key
+//  file reader: regular files only, so a FIFO does not hang it.
 
 static int
 s_show (const char *path, const s_options_t *options)
 {
-    FILE *file = fopen (path, "r");
-    if (!file) {
-        fprintf (stderr, "pigato-keygen: cannot read '%s': %s\n", path,
-                 strerror (errno));
+    pigato__keyfile_info_t info;
+    char err [512];
+    if (pigato__keyfile_inspect (path, &info, err, sizeof err) != PIGATO_OK) {
+        fprintf (stderr, "pigato-keygen: %s\n", err);
         return 1;
     }
-    char head [64] = "";
-    size_t size = fread (head, 1, sizeof head - 1, file);
-    fclose (file);
-    head [size] = 0;
-    if (strstr (head, "-----BEGIN"))
+    if (info.pem)
         return s_show_cert (path, options);
     if (options->ca) {
         fprintf (stderr,
@@ -626,7 +671,7 @@ s_show (const char *path, const s_options_t *options)
                  path);
         return EXIT_USAGE;
     }
-    return s_show_key (path);
+    return s_show_key (path, &info);
 }
 
 //  --------------------------------------------------------------------------
@@ -634,14 +679,15 @@ s_show (const char *path, const s_options_t *options)
 
 static bool
 s_options_fit (const char *command, const s_options_t *options, bool output,
-               bool force, bool mesh, bool ca, bool valid)
+               bool force, bool mesh, bool ca, bool valid, bool crl_days)
 {
-    const char *stray = (options->dir && !output)  ? "-o/--output"
-                      : (options->force && !force) ? "--force"
-                      : (options->mesh && !mesh)   ? "--mesh"
-                      : (options->ca && !ca)       ? "--ca"
-                      : (options->valid && !valid) ? "--valid"
-                                                   : NULL;
+    const char *stray = (options->dir && !output)        ? "-o/--output"
+                      : (options->force && !force)       ? "--force"
+                      : (options->mesh && !mesh)         ? "--mesh"
+                      : (options->ca && !ca)             ? "--ca"
+                      : (options->valid && !valid)       ? "--valid"
+                      : (options->crl_days && !crl_days) ? "--crl-days"
+                                                         : NULL;
     if (stray)
         fprintf (stderr,
                  "pigato-keygen: %s does not apply to '%s'\nTry "
@@ -659,15 +705,16 @@ main (int argc, char *argv [])
         { "mesh", required_argument, NULL, 'm' },
         { "ca", required_argument, NULL, 'c' },
         { "valid", required_argument, NULL, 'v' },
+        { "crl-days", required_argument, NULL, 'd' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 }
     };
-    s_options_t options = { NULL, NULL, NULL, NULL, false };
+    s_options_t options = { NULL, NULL, NULL, NULL, NULL, false };
     bool help = false;
     int option;
     while (
-        (option = getopt_long (argc, argv, "o:fm:c:v:hV", long_options, NULL))
+        (option = getopt_long (argc, argv, "o:fm:c:v:d:hV", long_options, NULL))
         != -1) {
         switch (option) {
             case 'o': options.dir = optarg; break;
@@ -675,6 +722,7 @@ main (int argc, char *argv [])
             case 'm': options.mesh = optarg; break;
             case 'c': options.ca = optarg; break;
             case 'v': options.valid = optarg; break;
+            case 'd': options.crl_days = optarg; break;
             case 'h': help = true; break;
             case 'V':
                 printf ("pigato-keygen %s\n", pigato_version ());
@@ -696,7 +744,7 @@ main (int argc, char *argv [])
             return fputs (s_usage_new, stdout), 0;
         if (count != 2
             || !s_options_fit (command, &options, true, true, false, false,
-                               false))
+                               false, false))
             return fputs (s_usage_new, stderr), EXIT_USAGE;
         return s_new (argument, &options);
     }
@@ -704,7 +752,8 @@ main (int argc, char *argv [])
         if (help)
             return fputs (s_usage_ca, stdout), 0;
         if (count != 2 || !streq (argument, "init")
-            || !s_options_fit ("ca", &options, true, true, true, false, false))
+            || !s_options_fit ("ca", &options, true, true, true, false, false,
+                               false))
             return fputs (s_usage_ca, stderr), EXIT_USAGE;
         return s_ca_init (&options);
     }
@@ -712,8 +761,8 @@ main (int argc, char *argv [])
         if (help)
             return fputs (s_usage_issue, stdout), 0;
         if (count != 2
-            || !s_options_fit (command, &options, true, true, false, true,
-                               true))
+            || !s_options_fit (command, &options, true, true, false, true, true,
+                               false))
             return fputs (s_usage_issue, stderr), EXIT_USAGE;
         return s_issue (argument, &options);
     }
@@ -722,16 +771,25 @@ main (int argc, char *argv [])
             return fputs (s_usage_revoke, stdout), 0;
         if (count != 2
             || !s_options_fit (command, &options, true, false, false, true,
-                               false))
+                               false, true))
             return fputs (s_usage_revoke, stderr), EXIT_USAGE;
         return s_revoke (argument, &options);
+    }
+    if (streq (command, "crl")) {
+        if (help)
+            return fputs (s_usage_crl, stdout), 0;
+        if (count != 1
+            || !s_options_fit (command, &options, false, false, false, true,
+                               false, true))
+            return fputs (s_usage_crl, stderr), EXIT_USAGE;
+        return s_crl (&options);
     }
     if (streq (command, "show")) {
         if (help)
             return fputs (s_usage_show, stdout), 0;
         if (count != 2
             || !s_options_fit (command, &options, false, false, false, true,
-                               false))
+                               false, false))
             return fputs (s_usage_show, stderr), EXIT_USAGE;
         return s_show (argument, &options);
     }

@@ -455,6 +455,66 @@ test_scan (void **state)
     free (ca_crt);
 }
 
+//  A CRL is refused once it is past its nextUpdate, and so is one older
+//  (a lower CRL number) than a CRL of the same CA this process loaded:
+//  putting an old CRL back does not un-revoke anything.
+static void
+test_crl_rollback_and_expiry (void **state)
+{
+    (void) state;
+    char *ca = s_path ("crlca");
+    char *crt = s_path ("crlca/ca.crt");
+    char *crl = s_path ("crlca/ca.crl");
+    char *old = s_path ("crlca/old.crl");
+    assert_int_equal (pigato__ca_init (ca, "unit", false, s_err, sizeof s_err),
+                      PIGATO_OK);
+    char *copy = zsys_sprintf ("cp %s %s", crl, old);
+    assert_int_equal (system (copy), 0);
+    int64_t number = 0, next_update = 0;
+    assert_int_equal (pigato__ca_crl_sign (ca, NULL, 0, &number, s_err,
+                                           sizeof s_err),
+                      PIGATO_OK);
+    assert_int_equal (number, 2);
+
+    pigato__trust_t *trust = pigato__trust_load (crt, crl, s_err, sizeof s_err);
+    assert_non_null (trust);
+    assert_true (pigato__trust_crl (trust, &number, &next_update));
+    assert_int_equal (number, 2);
+    //  Seven days by default
+    assert_true (next_update > (int64_t) time (NULL) + 7 * 86400 - 60);
+    assert_true (next_update <= (int64_t) time (NULL) + 7 * 86400);
+    pigato__trust_destroy (&trust);
+    assert_null (pigato__trust_load (crt, old, s_err, sizeof s_err));
+    assert_non_null (strstr (s_err, "CRL number 1, lower than 2"));
+
+    //  Expired (signed an hour in the past): refused, says how to renew
+    assert_int_equal (pigato__ca_crl_sign (ca, NULL, -3600, &number, s_err,
+                                           sizeof s_err),
+                      PIGATO_OK);
+    assert_int_equal (number, 3);
+    assert_null (pigato__trust_load (crt, crl, s_err, sizeof s_err));
+    assert_non_null (strstr (s_err, "expired on"));
+    assert_non_null (strstr (s_err, "pigato-keygen crl"));
+    //  Renewed (an expired CRL of our own CA can be): accepted again
+    assert_int_equal (pigato__ca_crl_sign (ca, NULL, 2 * 86400, &number, s_err,
+                                           sizeof s_err),
+                      PIGATO_OK);
+    assert_int_equal (number, 4);
+    trust = pigato__trust_load (crt, crl, s_err, sizeof s_err);
+    assert_non_null (trust);
+    pigato__trust_destroy (&trust);
+    assert_null (pigato__trust_load (crt, old, s_err, sizeof s_err));
+    //  Out of range validity
+    assert_int_equal (pigato__ca_crl_sign (ca, NULL, (int64_t) 4000 * 86400,
+                                           NULL, s_err, sizeof s_err),
+                      PIGATO_E_INVALID);
+    free (copy);
+    free (old);
+    free (crl);
+    free (crt);
+    free (ca);
+}
+
 int
 main (void)
 {
@@ -464,6 +524,7 @@ main (void)
         cmocka_unit_test (test_revoke),
         cmocka_unit_test (test_expired),
         cmocka_unit_test (test_foreign_ca),
+        cmocka_unit_test (test_crl_rollback_and_expiry),
         cmocka_unit_test (test_bad_files),
         cmocka_unit_test (test_scan),
     };
