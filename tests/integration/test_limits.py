@@ -8,6 +8,7 @@ CURVE matters here, since it makes every frame 33 bytes longer."""
 
 import os
 import re
+import signal
 import time
 import unittest
 
@@ -90,6 +91,26 @@ class LimitTests:
             with open("/proc/%d/stat" % pid) as f:
                 stat = f.read()
             self.assertNotEqual(stat[stat.rindex(")") + 2], "Z", "the command is a zombie")
+
+    def test_killed_command_is_reaped_while_an_escaped_child_holds_its_output(self):
+        # A process that left the command's process group keeps its stdout
+        # open: no EOF ever comes, yet the killed command is reaped and the
+        # slot serves the next request.
+        escaped = os.path.join(self.tmp, "escaped.pid")
+        script = ('x=$(cat); if [ "$x" = esc ]; then '
+                  'setsid sh -c "echo \\$\\$ > %s.tmp; mv %s.tmp %s; exec sleep 60" & '
+                  'trap "" TERM; sleep 60; fi; echo "ok:$x"' % (escaped, escaped, escaped))
+        serve = self.serve("escape", "--", "sh", "-c", script, extra=["--concurrency", "1"])
+        esc = self.request_proc("escape", "esc", "--timeout", "1000")
+        self.assertTrue(self.wait_file(escaped, 10), "the command never started\n" + serve.tail())
+        with open(escaped) as f:
+            pid = int(f.read())
+        self.addCleanup(lambda: os.kill(pid, signal.SIGKILL) if group_alive(pid) else None)
+        self.assertEqual(esc.wait(10), 2, esc.tail())
+        rc, out, err = self.cli("request", "escape", "next", "--timeout", "15000",
+                                *self.broker.cli_args(), timeout=20)
+        self.assertEqual((rc, out), (0, "ok:next"), err + "\n" + serve.tail())
+        self.assertEqual(group_alive(pid), [pid], "the escaped process is not ours to kill")
 
     def test_command_output_over_the_limit_fails_only_its_request(self):
         started = os.path.join(self.tmp, "slow.started")
