@@ -39,6 +39,15 @@ extern "C" {
 #define PIGATO_SERVICE_MAX  255    //  longest service name, bytes
 #define PIGATO_Z85_KEY_SIZE 40     //  Z85 text of a 32-byte CURVE key
 
+//  The largest body (request data, reply data, error text, reject reason)
+//  and the largest opts a peer may send: 16 MiB less 64 bytes. Brokers
+//  take no frame over 16 MiB and drop the connection of a peer that
+//  sends one, with every request in flight on it; CURVE adds 33 bytes to
+//  each frame before that check. So libpigato never sends more: a client
+//  request over it is refused at once (PIGATO_E_TOO_LARGE, nothing sent),
+//  a worker reply over it becomes an E_TOO_LARGE error reply.
+#define PIGATO_BODY_MAX (16 * 1024 * 1024 - 64)
+
 //  -------------------------------------------------------------------------
 //  Status codes: 0 is success, negative is an error. One list generates the
 //  enum and pigato_strerror () (libuv's UV_ERRNO_MAP pattern).
@@ -58,7 +67,8 @@ extern "C" {
     X (E_ENDED, -11, "reply already ended")                                    \
     X (E_NOTCONNECTED, -12, "not connected to any broker")                     \
     X (E_SYSTEM, -13, "system error")                                          \
-    X (E_ACL, -14, "access control list is invalid")
+    X (E_ACL, -14, "access control list is invalid")                           \
+    X (E_TOO_LARGE, -15, "message larger than the broker accepts")
 
 typedef enum {
 #define PIGATO_STATUS_ENUM(name, value, text) PIGATO_##name = value,
@@ -139,7 +149,8 @@ typedef struct _pigato_client_t pigato_client_t;
 //                         error text, JSON-decoded when it is a JSON string.
 //                         Broker errors start with a code: E_ACCESS_DENIED,
 //                         E_REJECTED, E_WORKER_LOST, E_INVALID_OPTS,
-//                         E_OVERLOADED;
+//                         E_OVERLOADED; libpigato workers send
+//                         E_TOO_LARGE for a reply over PIGATO_BODY_MAX;
 //    PIGATO_E_TIMEOUT     no reply for `timeout` ms; data = "C_TIMEOUT";
 //    PIGATO_E_NOTCONNECTED the broker holding the request went away (its
 //                         connection dropped, or it was silent for
@@ -230,6 +241,10 @@ PIGATO_EXPORT int
 //  on_reply gets every partial reply and then exactly one final call
 //  (unless the client is destroyed first). If rid is not NULL, the request
 //  id (NUL-terminated, at most PIGATO_RID_MAX bytes) is written there.
+//  Data (or opts) over PIGATO_BODY_MAX: PIGATO_E_TOO_LARGE at once,
+//  nothing sent, no callback, the requests in flight untouched, and
+//  pigato_client_error () says "E_TOO_LARGE request of N bytes exceeds
+//  the broker's limit of M bytes".
 PIGATO_EXPORT int
     pigato_client_request (pigato_client_t *self, const char *service,
                            const void *data, size_t size, const char *opts_json,
@@ -362,11 +377,22 @@ PIGATO_EXPORT const char *
 PIGATO_EXPORT const char *
     pigato_worker_error (pigato_worker_t *self);
 
-//  Sends a partial reply.
+//  Replies are never bigger than the broker accepts (the broker would drop
+//  the worker's connection, failing every request it holds there). A
+//  body over PIGATO_BODY_MAX (data, or message / reason as a JSON string)
+//  is not sent: the request ends at once with the error reply
+//  "E_TOO_LARGE reply of N bytes exceeds the broker's limit of M bytes"
+//  ("partial reply", "error message" or "reject reason" in place of
+//  "reply"; a reject stays a reject, with that reason), the call returns
+//  PIGATO_E_TOO_LARGE and pigato_worker_error () holds the text. The
+//  worker's other requests are not affected.
+
+//  Sends a partial reply. Returns 0, E_ENDED, E_CLOSED (connection gone)
+//  or E_TOO_LARGE (the request is then ended, see above).
 PIGATO_EXPORT int
     pigato_reply_write (pigato_reply_t *self, const void *data, size_t size);
 
-//  Sends the final reply.
+//  Sends the final reply. Returns 0, E_ENDED, E_CLOSED or E_TOO_LARGE.
 PIGATO_EXPORT int
     pigato_reply_end (pigato_reply_t *self, const void *data, size_t size);
 

@@ -92,6 +92,15 @@ void pigato__errorf (char *err, size_t err_size, const char *format, ...)
 //  4 KiB more (peer.c): the broker forwards nothing bigger than this.
 #define PIGATO__MAX_MESSAGE_SIZE (16 * 1024 * 1024)
 
+//  What a frame carries beyond its body on the way to the broker's check:
+//  libzmq applies ZMQ_MAXMSGSIZE to the frame as it travels, and CURVE
+//  wraps each one in a MESSAGE command 33 bytes longer. pigato.h's
+//  PIGATO_BODY_MAX is the message size less this; the two stay in step.
+#define PIGATO__FRAME_OVERHEAD 64
+_Static_assert(PIGATO_BODY_MAX
+                   == PIGATO__MAX_MESSAGE_SIZE - PIGATO__FRAME_OVERHEAD,
+               "PIGATO_BODY_MAX must follow PIGATO__MAX_MESSAGE_SIZE");
+
 //  Request opts, read the same way by client, worker and broker (pigato):
 //  timeout: negative = never (-1), below 1 = the default, else capped at
 //  PIGATO__TIMEOUT_CAP ms; retry: true = 1, numbers capped at

@@ -639,6 +639,15 @@ pigato_client_request (pigato_client_t *self, const char *service,
         pigato__errorf (self->err, sizeof self->err, "data is NULL");
         return PIGATO_E_INVALID;
     }
+    //  Refused here, not by the broker: it would drop the connection and
+    //  every other request in flight on it
+    if (size > PIGATO_BODY_MAX) {
+        pigato__errorf (self->err, sizeof self->err,
+                        "E_TOO_LARGE request of %zu bytes exceeds the "
+                        "broker's limit of %d bytes",
+                        size, PIGATO_BODY_MAX);
+        return PIGATO_E_TOO_LARGE;
+    }
     if (pigato__links_size (self->links) == 0) {
         pigato__errorf (self->err, sizeof self->err,
                         "not connected: call pigato_client_connect first");
@@ -659,6 +668,14 @@ pigato_client_request (pigato_client_t *self, const char *service,
                              &req->retry);
     if (rc != PIGATO_OK)
         goto failed;
+    if (req->opts && strlen (req->opts) > PIGATO_BODY_MAX) {
+        pigato__errorf (self->err, sizeof self->err,
+                        "E_TOO_LARGE opts of %zu bytes exceed the broker's "
+                        "limit of %d bytes",
+                        strlen (req->opts), PIGATO_BODY_MAX);
+        rc = PIGATO_E_TOO_LARGE;
+        goto failed;
+    }
     req->service = req->storage;
     memcpy (req->service, service, service_size + 1);
     req->data = (byte *) req->storage + service_size + 1;

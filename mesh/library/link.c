@@ -247,6 +247,11 @@ pigato__link_send (pigato__link_t *self, const pigato__msg_t *message)
 {
     if (!self->sock)
         return -1;
+    //  The broker drops the connection of a peer that sends a frame it
+    //  refuses, and every request on it: such a message never leaves
+    if (message->data.size > PIGATO_BODY_MAX
+        || message->opts.size > PIGATO_BODY_MAX)
+        return PIGATO_E_TOO_LARGE;
     int rc;
     if (self->native && s_native_add (self, message) == 0) {
         if (self->links->hold > 0

@@ -116,8 +116,9 @@ bool pigato__link_offers (pigato__link_t *self);
 
 //  Sends one message (type, status and fields as the role's direction
 //  uses them; native_offer adds the offer to a 0.0.46 greeting). Native
-//  links coalesce while held. 0, or -1 if the link is closed or the send
-//  failed.
+//  links coalesce while held. 0, -1 if the link is closed or the send
+//  failed, or PIGATO_E_TOO_LARGE (nothing sent) if the data or the opts
+//  are over PIGATO_BODY_MAX: callers check first, this is the backstop.
 int pigato__link_send (pigato__link_t *self,
                        const pigato__msg_t *message) PIGATO__MUST_CHECK;
 

@@ -721,6 +721,41 @@ s_reply_finish (pigato_reply_t *self, int type, int status, const void *data,
     return s_reply_send (self, type, status, data, size);
 }
 
+//  --------------------------------------------------------------------------
+//  A body over PIGATO_BODY_MAX would make the broker drop our connection,
+//  and with it every other request this worker holds there. So it is
+//  never sent: the request ends with an E_TOO_LARGE error reply (a reject
+//  keeps being a reject, with that text as its reason) and the caller
+//  gets PIGATO_E_TOO_LARGE. what names the body for people ("reply").
+
+static int
+s_reply_too_large (pigato_reply_t *self, int type, const char *what,
+                   size_t size)
+{
+    //  The text needs no escaping, so it is its own JSON string
+    char json [160], rid_text [80];
+    snprintf (json, sizeof json,
+              "\"E_TOO_LARGE %s of %zu bytes exceeds the broker's limit of "
+              "%d bytes\"",
+              what, size, PIGATO_BODY_MAX);
+    pigato__log (PIGATO_LOG_WARNING,
+                 "event=worker_reply_too_large rid=%s what=\"%s\" size=%zu "
+                 "limit=%d",
+                 pigato__printable (self->rid, strlen (self->rid), rid_text,
+                                    sizeof rid_text),
+                 what, size, PIGATO_BODY_MAX);
+    if (self->worker)
+        pigato__errorf (self->worker->err, sizeof self->worker->err, "%.*s",
+                        (int) strlen (json) - 2, json + 1);
+    bool reject = type == PIGATO__REJECT;
+    if (s_reply_finish (self, reject ? PIGATO__REJECT : PIGATO__REPLY,
+                        reject ? 0 : -1, json, strlen (json))
+        != PIGATO_OK)
+        pigato__log (PIGATO_LOG_DEBUG,
+                     "event=worker_reply_too_large_unsent rid=%s", rid_text);
+    return PIGATO_E_TOO_LARGE;
+}
+
 PIGATO_EXPORT int
 pigato_reply_write (pigato_reply_t *self, const void *data, size_t size)
 {
@@ -728,6 +763,8 @@ pigato_reply_write (pigato_reply_t *self, const void *data, size_t size)
         return PIGATO_E_INVALID;
     if (self->ended)
         return PIGATO_E_ENDED;
+    if (size > PIGATO_BODY_MAX)
+        return s_reply_too_large (self, PIGATO__PARTIAL, "partial reply", size);
     int rc = s_reply_send (self, PIGATO__PARTIAL, 0, data, size);
     if (rc == PIGATO_OK)
         self->last_activity = pigato__now_ms ();
@@ -741,6 +778,8 @@ pigato_reply_end (pigato_reply_t *self, const void *data, size_t size)
         return PIGATO_E_INVALID;
     if (self->ended)
         return PIGATO_E_ENDED;
+    if (size > PIGATO_BODY_MAX)
+        return s_reply_too_large (self, PIGATO__REPLY, "reply", size);
     return s_reply_finish (self, PIGATO__REPLY, 0, data, size);
 }
 
@@ -754,7 +793,11 @@ pigato_reply_error (pigato_reply_t *self, const char *message)
     char *json = pigato__json_string (message ? message : "error");
     if (!json)
         return PIGATO_E_NOMEM;
-    int rc = s_reply_finish (self, PIGATO__REPLY, -1, json, strlen (json));
+    size_t json_size = strlen (json);
+    int rc = json_size > PIGATO_BODY_MAX
+               ? s_reply_too_large (self, PIGATO__REPLY, "error message",
+                                    json_size)
+               : s_reply_finish (self, PIGATO__REPLY, -1, json, json_size);
     free (json);
     return rc;
 }
@@ -769,7 +812,11 @@ pigato_reply_reject (pigato_reply_t *self, const char *reason)
     char *json = pigato__json_string (reason ? reason : "");
     if (!json)
         return PIGATO_E_NOMEM;
-    int rc = s_reply_finish (self, PIGATO__REJECT, 0, json, strlen (json));
+    size_t json_size = strlen (json);
+    int rc = json_size > PIGATO_BODY_MAX
+               ? s_reply_too_large (self, PIGATO__REJECT, "reject reason",
+                                    json_size)
+               : s_reply_finish (self, PIGATO__REJECT, 0, json, json_size);
     free (json);
     return rc;
 }

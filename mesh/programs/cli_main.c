@@ -349,16 +349,18 @@ s_client_connect (void *peer, const char *endpoint)
 }
 
 //  --------------------------------------------------------------------------
-//  Reads a whole stream (binary-safe). Returns 0, or -1 with errno set.
+//  Reads a whole stream (binary-safe), but no more than limit + 1 bytes:
+//  that is enough to know it is too large, and a stream without end does
+//  not take all our memory. Returns 0, or -1 with errno set.
 
 static int
-s_read_all (FILE *file, char **data_p, size_t *size_p)
+s_read_all (FILE *file, size_t limit, char **data_p, size_t *size_p)
 {
     size_t size = 0, max = 65536;
     char *data = malloc (max);
     while (data) {
         size += fread (data + size, 1, max - size, file);
-        if (size < max)
+        if (size < max || size > limit)
             break;
         char *bigger = realloc (data, max * 2);
         if (!bigger)
@@ -459,11 +461,20 @@ s_request (cli_t *cli)
         if (isatty (STDIN_FILENO))
             fprintf (stderr, "pigato: reading the request from stdin "
                              "(end with Ctrl-D)\n");
-        if (s_read_all (stdin, &input, &input_size)) {
+        if (s_read_all (stdin, PIGATO_BODY_MAX, &input, &input_size)) {
             fprintf (stderr, "pigato: cannot read stdin: %s\n",
                      strerror (errno));
             goto cleanup;
         }
+    }
+    //  The broker would refuse it (and drop the connection): say so now
+    if (input_size > PIGATO_BODY_MAX) {
+        fprintf (stderr,
+                 "pigato: E_TOO_LARGE the request data is larger than the "
+                 "broker's limit of %d bytes; nothing was sent\n",
+                 PIGATO_BODY_MAX);
+        exit_code = EX_USAGE;
+        goto cleanup;
     }
     client = pigato_client_new ();
     if (!client || !input) {

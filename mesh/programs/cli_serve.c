@@ -2,7 +2,9 @@
     cli_serve.c - `pigato serve SERVICE (--echo | -- CMD ARGS...)`: a worker
     on a zloop; with a command, each request runs it as a child process
     (stdin = request data, stdout = reply, non-zero exit = error reply),
-    at most --concurrency at once, killed when its client gives up.
+    at most --concurrency at once, stopped when its client gives up
+    (SIGTERM, then SIGKILL after a grace period: a command never keeps its
+    slot), and never replying with more than the broker accepts.
     =========================================================================
 */
 #include <czmq.h>
@@ -21,15 +23,34 @@
 
 extern char **environ;
 
-#define OUTPUT_MAX      (64 * 1024 * 1024)  //  largest stdout we reply with
-#define STDERR_MAX      4096  //  stderr kept for the error message
-#define REAP_RETRY_MS   10    //  waitpid retry after pipes hit EOF
-#define ACTIVE_CHECK_MS 1000  //  how often we look for abandoned jobs
-#define KILL_GRACE_MS   2000  //  SIGTERM -> SIGKILL at shutdown
+#define OUTPUT_MAX    PIGATO_BODY_MAX  //  largest stdout we reply with
+#define STDERR_MAX    4096             //  stderr kept for the error message
+#define REAP_RETRY_MS 10               //  waitpid retry after pipes hit EOF
+#define JOB_CHECK_MS  250              //  how often we look at running jobs
+#define KILL_GRACE_MS 2000  //  SIGTERM -> SIGKILL (pigato(1) says 2 s)
+
+//  Where a job is. A job goes down the list, never back; it may skip
+//  TERMINATING (SIGKILL at once) and KILLED (it ended by itself).
+typedef enum {
+    JOB_QUEUED,       //  waiting for a free slot, no child
+    JOB_RUNNING,      //  child running, not signalled
+    JOB_TERMINATING,  //  SIGTERM sent; SIGKILL at kill_at
+    JOB_KILLED,       //  SIGKILL sent; reaped even if its pipes stay open
+    JOB_DONE          //  answered, slot free; freed by the next check
+} job_state_t;
+
+//  Why a job was stopped before it ended by itself.
+typedef enum {
+    JOB_STOP_NONE,       //  not stopped
+    JOB_STOP_ABANDONED,  //  its client gave up
+    JOB_STOP_TOO_LARGE,  //  its stdout passed OUTPUT_MAX
+    JOB_STOP_NO_MEMORY   //  no memory to keep its stdout
+} job_stop_t;
 
 //  One command run for one request (serve -- CMD).
 typedef struct _serve_t serve_t;
-typedef struct {
+typedef struct _job_t job_t;
+struct _job_t {
     serve_t *serve;            //  the serve loop we belong to
     pigato_reply_t *reply;     //  owned; ended when the child is reaped
     char *rid;                 //  printable rid, for logs
@@ -45,12 +66,15 @@ typedef struct {
     size_t output_max;         //  bytes allocated for output
     char errors [STDERR_MAX];  //  first bytes of stderr
     size_t errors_size;        //  bytes in errors
-    bool too_large;            //  stdout passed OUTPUT_MAX: child killed
-    bool abandoned;            //  client gave up: child killed
+    size_t output_seen;        //  stdout bytes read, kept or not
+    job_state_t state;         //  see job_state_t
+    job_stop_t stop;           //  why it was stopped, if it was
+    int64_t kill_at;           //  TERMINATING: when SIGKILL follows
     bool reaped;               //  waitpid collected the child
     int wait_status;           //  its status once reaped
     int64_t started;           //  zclock_mono () when the request came
-} job_t;
+    job_t *next_done;          //  DONE: next in serve->done
+};
 
 struct _serve_t {
     pigato_worker_t *worker;  //  our worker
@@ -60,6 +84,7 @@ struct _serve_t {
     bool log_requests;        //  one info line per request
     zlist_t *running;         //  job_t * with a child
     zlist_t *waiting;         //  job_t * waiting for a free slot
+    job_t *done;              //  answered jobs a poller may still name
 };
 
 //  --------------------------------------------------------------------------
@@ -136,8 +161,45 @@ s_job_destroy (job_t **job_p)
     *job_p = NULL;
 }
 
+//  Frees the jobs answered before this pass of the loop. zloop calls the
+//  pollers that were ready when it polled even if a timer ended them
+//  earlier in the same pass, so a job answered from a timer is kept (its
+//  handlers see JOB_DONE) until the pass after.
+static void
+s_jobs_free_done (serve_t *self)
+{
+    while (self->done) {
+        job_t *job = self->done;
+        self->done = job->next_done;
+        s_job_destroy (&job);
+    }
+}
+
+//  Stops a running child for a reason (the first reason sticks): SIGTERM
+//  and SIGKILL after KILL_GRACE_MS, or SIGKILL at once. The whole process
+//  group gets it; the pipes' EOF or the next check finishes the job.
+static void
+s_job_stop (job_t *job, job_stop_t stop, bool kill_now)
+{
+    if (job->stop == JOB_STOP_NONE)
+        job->stop = stop;
+    if (job->pid <= 0 || job->reaped || job->state == JOB_KILLED
+        || job->state == JOB_DONE)
+        return;
+    if (kill_now || job->state == JOB_TERMINATING) {
+        kill (-job->pid, SIGKILL);
+        job->state = JOB_KILLED;
+    }
+    else {
+        kill (-job->pid, SIGTERM);
+        job->state = JOB_TERMINATING;
+        job->kill_at = zclock_mono () + KILL_GRACE_MS;
+    }
+}
+
 //  Sends the reply the reaped child earned (or, if failure is not NULL,
-//  that error), frees the job and starts waiting ones if slots are free.
+//  that error), closes its pipes and starts waiting jobs if slots are
+//  free. The job itself is freed later (s_jobs_free_done).
 static void
 s_job_finish (job_t *job, const char *failure)
 {
@@ -151,10 +213,21 @@ s_job_finish (job_t *job, const char *failure)
         snprintf (message, sizeof message, "%s", failure);
         result = "error";
     }
-    else if (job->too_large) {
-        snprintf (message, sizeof message, "output larger than %d bytes",
-                  OUTPUT_MAX);
+    else if (job->stop == JOB_STOP_TOO_LARGE) {
+        //  Said before anything is sent: the broker would refuse it, and
+        //  drop us with every other request we hold
+        snprintf (message, sizeof message,
+                  "E_TOO_LARGE the command's output exceeds the broker's "
+                  "limit of %d bytes (stopped after %zu bytes)",
+                  OUTPUT_MAX, job->output_seen);
         result = "too_large";
+    }
+    else if (job->stop == JOB_STOP_NO_MEMORY) {
+        snprintf (message, sizeof message,
+                  "worker out of memory for the command's output "
+                  "(%zu bytes)",
+                  job->output_seen);
+        result = "error";
     }
     else if (WIFEXITED (status) && WEXITSTATUS (status) == 0)
         out_size = job->output_size;
@@ -174,7 +247,7 @@ s_job_finish (job_t *job, const char *failure)
         else
             snprintf (message, sizeof message, "killed by signal %d (%s)",
                       WTERMSIG (status), strsignal (WTERMSIG (status)));
-        result = job->abandoned ? "abandoned" : "error";
+        result = job->stop == JOB_STOP_ABANDONED ? "abandoned" : "error";
     }
     if (streq (result, "ok"))
         pigato_reply_end (job->reply, job->output, job->output_size);
@@ -182,7 +255,14 @@ s_job_finish (job_t *job, const char *failure)
         pigato_reply_error (job->reply, message);
     s_log_request (self, job->reply, job->input_size, out_size, result,
                    job->started);
-    s_job_destroy (&job);
+    //  Everything but the memory goes now: pipes, pollers, reply
+    s_close_fd (job, &job->stdin_fd);
+    s_close_fd (job, &job->stdout_fd);
+    s_close_fd (job, &job->stderr_fd);
+    pigato_reply_destroy (&job->reply);
+    job->state = JOB_DONE;
+    job->next_done = self->done;
+    self->done = job;
     while (zlist_size (self->running) < (size_t) self->concurrency
            && zlist_size (self->waiting))
         s_job_start ((job_t *) zlist_pop (self->waiting));
@@ -224,8 +304,10 @@ s_on_reap_timer (zloop_t *loop, int timer_id, void *arg)
 static int
 s_on_stdin_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
 {
-    (void) loop, (void) item;
+    (void) loop;
     job_t *job = (job_t *) arg;
+    if (job->state == JOB_DONE || item->fd != job->stdin_fd)
+        return 0;  //  answered from a timer in this pass: nothing to feed
     ssize_t written = write (job->stdin_fd, job->input + job->input_sent,
                              job->input_size - job->input_sent);
     if (written > 0)
@@ -242,6 +324,9 @@ s_on_output_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
 {
     (void) loop;
     job_t *job = (job_t *) arg;
+    if (job->state == JOB_DONE
+        || (item->fd != job->stdout_fd && item->fd != job->stderr_fd))
+        return 0;  //  answered from a timer in this pass: nothing to read
     bool is_stdout = item->fd == job->stdout_fd;
     byte buffer [65536];
     ssize_t got = read (item->fd, buffer, sizeof buffer);
@@ -258,10 +343,14 @@ s_on_output_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
         memcpy (job->errors + job->errors_size, buffer, keep);
         job->errors_size += keep;
     }
-    else if (!job->too_large) {
+    else {
+        job->output_seen += got;
+        if (job->stop == JOB_STOP_TOO_LARGE || job->stop == JOB_STOP_NO_MEMORY)
+            return 0;  //  read to EOF, not kept
+        //  More than the broker takes is never sent, so never kept: the
+        //  command is stopped at once and its request gets an error reply
         if (job->output_size + got > OUTPUT_MAX) {
-            job->too_large = true;
-            kill (-job->pid, SIGKILL);
+            s_job_stop (job, JOB_STOP_TOO_LARGE, true);
             return 0;
         }
         if (job->output_size + got > job->output_max) {
@@ -270,8 +359,7 @@ s_on_output_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
                 max *= 2;
             byte *bigger = realloc (job->output, max);
             if (!bigger) {
-                job->too_large = true;
-                kill (-job->pid, SIGKILL);
+                s_job_stop (job, JOB_STOP_NO_MEMORY, true);
                 return 0;
             }
             job->output = bigger;
@@ -315,6 +403,7 @@ s_job_start (job_t *job)
         return;
     }
     zlist_append (self->running, job);
+    job->state = JOB_RUNNING;
     int in [2] = { -1, -1 }, out [2] = { -1, -1 }, err [2] = { -1, -1 };
     int rc = 0;
     if (s_pipe (in, 1) || s_pipe (out, 0) || s_pipe (err, 0))
@@ -402,19 +491,48 @@ s_on_command_request (pigato_worker_t *worker, pigato_reply_t *reply,
         zlist_append (self->waiting, job);
 }
 
-//  Stops children whose client stopped caring (timeout, cancel, gone).
-//  Only signals here: the pipes' EOF finishes the job.
+//  Looks at one running job: a child whose client stopped caring
+//  (timeout, cancel, gone) gets SIGTERM; one that ignores SIGTERM gets
+//  SIGKILL after KILL_GRACE_MS; one that was killed is reaped even when
+//  its pipes stay open (a process that left its group may hold them), so
+//  its slot comes back. Returns true if the job was finished.
+static bool
+s_job_check (job_t *job, int64_t now)
+{
+    if (job->state == JOB_RUNNING && !pigato_reply_active (job->reply))
+        s_job_stop (job, JOB_STOP_ABANDONED, false);
+    if (job->state == JOB_TERMINATING && now >= job->kill_at)
+        s_job_stop (job, JOB_STOP_ABANDONED, true);
+    //  With both pipes closed, the reap timer owns the job already
+    if (job->state != JOB_KILLED || job->reaped
+        || (job->stdout_fd < 0 && job->stderr_fd < 0))
+        return false;
+    pid_t pid = waitpid (job->pid, &job->wait_status, WNOHANG);
+    if (pid == 0)
+        return false;
+    job->reaped = true;
+    s_job_finish (job,
+                  pid < 0 ? "cannot collect the command's exit status" : NULL);
+    return true;
+}
+
+//  Every JOB_CHECK_MS: frees what earlier passes answered, then checks
+//  the running jobs (from the start again after one finishes: finishing
+//  changes the list).
 static int
-s_on_active_check (zloop_t *loop, int timer_id, void *arg)
+s_on_job_check (zloop_t *loop, int timer_id, void *arg)
 {
     (void) loop, (void) timer_id;
     serve_t *self = (serve_t *) arg;
-    for (job_t *job = (job_t *) zlist_first (self->running); job;
-         job = (job_t *) zlist_next (self->running))
-        if (!job->abandoned && !pigato_reply_active (job->reply)) {
-            job->abandoned = true;
-            kill (-job->pid, SIGTERM);
-        }
+    s_jobs_free_done (self);
+    int64_t now = zclock_mono ();
+    job_t *job = (job_t *) zlist_first (self->running);
+    while (job) {
+        if (s_job_check (job, now))
+            job = (job_t *) zlist_first (self->running);
+        else
+            job = (job_t *) zlist_next (self->running);
+    }
     return 0;
 }
 
@@ -542,11 +660,12 @@ pigato__cli_serve (cli_t *cli)
         goto cleanup;
     }
     if (self.cmd_argv)
-        zloop_timer (self.loop, ACTIVE_CHECK_MS, 0, s_on_active_check, &self);
+        zloop_timer (self.loop, JOB_CHECK_MS, 0, s_on_job_check, &self);
     zloop_start (self.loop);
     s_serve_stop_jobs (&self);
     exit_code = EXIT_SUCCESS;
 cleanup:
+    s_jobs_free_done (&self);
     pigato_worker_destroy (&self.worker);  //  sends DISCONNECT
     zloop_destroy (&self.loop);
     zlist_destroy (&self.running);

@@ -253,6 +253,76 @@ test_errors_are_decoded (void **state)
     fake_broker_destroy (&broker);
 }
 
+//  A body over PIGATO_BODY_MAX is refused at once and nothing is sent (the
+//  broker would drop the connection and every request in flight on it).
+static void
+test_body_over_the_limit_is_refused (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (broker);
+    //  16 MiB bodies take a while, and this broker answers no heartbeat
+    pigato_client_set_heartbeat (client, 1000, 10);
+    recorder_t recorder = { .count = 0 };
+    char rid [PIGATO_RID_MAX + 1], big_rid [PIGATO_RID_MAX + 1] = "none";
+    zmsg_t *msg = s_request (client, broker, "1", NULL, &recorder, rid);
+    zframe_t *to = fake_sender (msg);
+    zmsg_destroy (&msg);
+
+    size_t size = PIGATO_BODY_MAX + 1;
+    char *big = (char *) malloc (size + 1);
+    assert_non_null (big);
+    memset (big, 'x', size);
+    big [size] = 0;
+    assert_int_equal (pigato_client_request (client, "echo", big, size, NULL,
+                                             s_record, &recorder, big_rid),
+                      PIGATO_E_TOO_LARGE);
+    assert_string_equal (big_rid, "none");
+    assert_string_equal (pigato_client_error (client),
+                         "E_TOO_LARGE request of 16777153 bytes exceeds the "
+                         "broker's limit of 16777152 bytes");
+    //  The blocking call says the same, as its reply
+    char *reply = NULL;
+    size_t reply_size = 0;
+    assert_int_equal (pigato_client_call (client, "echo", big, size, NULL, NULL,
+                                          NULL, &reply, &reply_size),
+                      PIGATO_E_TOO_LARGE);
+    assert_non_null (strstr (reply, "E_TOO_LARGE request of 16777153"));
+    free (reply);
+    //  Opts count too
+    memcpy (big, "{\"x\":\"", 6);
+    memcpy (big + size - 2, "\"}", 2);
+    assert_int_equal (pigato_client_request (client, "echo", "", 0, big,
+                                             s_record, &recorder, big_rid),
+                      PIGATO_E_TOO_LARGE);
+    assert_non_null (strstr (pigato_client_error (client), "E_TOO_LARGE opts"));
+    assert_int_equal (pigato_client_pending (client), 1);
+
+    //  Nothing of those left: the next request the broker sees is one at
+    //  the limit, which goes
+    memset (big, 'y', PIGATO_BODY_MAX);
+    char limit_rid [PIGATO_RID_MAX + 1];
+    assert_int_equal (pigato_client_request (client, "echo", big,
+                                             PIGATO_BODY_MAX, NULL, s_record,
+                                             &recorder, limit_rid),
+                      0);
+    msg = fake_recv (broker, s_pump, client, "C", "2", 5000);
+    assert_non_null (msg);
+    assert_true (fake_frame_is (msg, 4, limit_rid));
+    zmsg_destroy (&msg);
+
+    //  The request in flight still completes
+    fake_send (broker, to, "C", "3", "", rid, "0", "done", "{}", NULL);
+    assert_true (s_wait_events (client, &recorder, 1, 2000));
+    assert_string_equal (recorder.events [0].rid, rid);
+    assert_int_equal (recorder.events [0].status, PIGATO_OK);
+    assert_string_equal (recorder.events [0].data, "done");
+    free (big);
+    zframe_destroy (&to);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
+}
+
 static void
 test_malformed_broker_messages_are_dropped (void **state)
 {
@@ -1613,6 +1683,7 @@ main (void)
         cmocka_unit_test (test_request_frames_curve),
         cmocka_unit_test (test_partials_then_final_in_order),
         cmocka_unit_test (test_errors_are_decoded),
+        cmocka_unit_test (test_body_over_the_limit_is_refused),
         cmocka_unit_test (test_malformed_broker_messages_are_dropped),
         cmocka_unit_test (test_opts_and_arguments_are_checked),
         cmocka_unit_test (test_timeout_is_inactivity),

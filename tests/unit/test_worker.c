@@ -491,6 +491,103 @@ test_replies_outlive_their_worker (void **state)
     fake_broker_destroy (&broker);
 }
 
+//  Receives the worker's next reply of a type for rid; checks its status
+//  and that its data is text (NULL: its size is data_size).
+static void
+s_expect_reply (fake_broker_t *broker, pigato_worker_t *worker,
+                const char *type, const char *rid, const char *status,
+                const char *text, size_t data_size)
+{
+    zmsg_t *msg = fake_recv (broker, s_pump, worker, "W", type, 5000);
+    assert_non_null (msg);
+    assert_true (fake_frame_is (msg, 5, rid));
+    assert_true (fake_frame_is (msg, 6, status));
+    if (text)
+        assert_true (fake_frame_is (msg, 7, text));
+    else {
+        zframe_t *data = zmsg_first (msg);
+        for (int index = 0; index < 7; index++)
+            data = zmsg_next (msg);
+        assert_int_equal (zframe_size (data), data_size);
+    }
+    zmsg_destroy (&msg);
+}
+
+//  Nothing over PIGATO_BODY_MAX leaves a worker (the broker would drop
+//  its connection and every request on it): that one request gets an
+//  E_TOO_LARGE error reply and the call says PIGATO_E_TOO_LARGE.
+static void
+test_replies_over_the_limit_become_errors (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_KEEP };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_ready (broker, worker);
+    //  16 MiB bodies take a while, and this broker answers no heartbeat
+    pigato_worker_set_heartbeat (worker, 1000, 10);
+    const char *rids [] = { "r1", "r2", "r3", "r4", "r5", "r6" };
+    for (int index = 0; index < 6; index++)
+        s_send_request (broker, id, rids [index], "1", NULL);
+    while (handler.requests < 6)
+        pigato_worker_wait (worker, 10);
+    size_t size = PIGATO_BODY_MAX + 1;
+    char *big = (char *) malloc (size + 1);
+    assert_non_null (big);
+    memset (big, 'x', size);
+    big [size] = 0;
+
+    assert_int_equal (pigato_reply_end (handler.held [0], big, size),
+                      PIGATO_E_TOO_LARGE);
+    assert_true (pigato_reply_ended (handler.held [0]));
+    assert_string_equal (pigato_worker_error (worker),
+                         "E_TOO_LARGE reply of 16777153 bytes exceeds the "
+                         "broker's limit of 16777152 bytes");
+    s_expect_reply (broker, worker, "3", "r1", "-1",
+                    "\"E_TOO_LARGE reply of 16777153 bytes exceeds the "
+                    "broker's limit of 16777152 bytes\"",
+                    0);
+
+    //  A partial ends the request too: a stream with a hole is no reply
+    assert_int_equal (pigato_reply_write (handler.held [1], big, size),
+                      PIGATO_E_TOO_LARGE);
+    assert_int_equal (pigato_reply_end (handler.held [1], "x", 1),
+                      PIGATO_E_ENDED);
+    s_expect_reply (broker, worker, "3", "r2", "-1",
+                    "\"E_TOO_LARGE partial reply of 16777153 bytes exceeds "
+                    "the broker's limit of 16777152 bytes\"",
+                    0);
+
+    //  An error message and a reject reason are bodies too (as JSON)
+    big [size - 2] = 0;
+    assert_int_equal (pigato_reply_error (handler.held [2], big),
+                      PIGATO_E_TOO_LARGE);
+    s_expect_reply (broker, worker, "3", "r3", "-1",
+                    "\"E_TOO_LARGE error message of 16777153 bytes exceeds "
+                    "the broker's limit of 16777152 bytes\"",
+                    0);
+    assert_int_equal (pigato_reply_reject (handler.held [3], big),
+                      PIGATO_E_TOO_LARGE);
+    s_expect_reply (broker, worker, "7", "r4", "0",
+                    "\"E_TOO_LARGE reject reason of 16777153 bytes exceeds "
+                    "the broker's limit of 16777152 bytes\"",
+                    0);
+
+    //  At the limit it goes, and the connection still carries replies
+    assert_int_equal (pigato_reply_end (handler.held [4], big, PIGATO_BODY_MAX),
+                      0);
+    s_expect_reply (broker, worker, "3", "r5", "0", NULL, PIGATO_BODY_MAX);
+    assert_int_equal (pigato_reply_end (handler.held [5], "ok", 2), 0);
+    s_expect_reply (broker, worker, "3", "r6", "0", "ok", 0);
+
+    for (int index = 0; index < 6; index++)
+        pigato_reply_destroy (&handler.held [index]);
+    free (big);
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
 static void
 test_malformed_broker_messages_are_dropped (void **state)
 {
@@ -1039,6 +1136,7 @@ main (void)
         cmocka_unit_test (test_broker_disconnect_means_fresh_id),
         cmocka_unit_test (test_stop_sends_disconnect),
         cmocka_unit_test (test_replies_outlive_their_worker),
+        cmocka_unit_test (test_replies_over_the_limit_become_errors),
         cmocka_unit_test (test_malformed_broker_messages_are_dropped),
         cmocka_unit_test (test_invalid_arguments),
         cmocka_unit_test (test_worker_on_two_brokers),
