@@ -513,7 +513,8 @@ PIGATO_EXPORT void
     pigato_broker_stop (pigato_broker_t *self);
 
 //  A counter by name ("requests", "replies", "bad_messages", "denied",
-//  "workers", "timeouts", ...); -1 for an unknown name.
+//  "workers", "timeouts", "unsent": messages dropped because their
+//  connection had closed, ...); -1 for an unknown name.
 PIGATO_EXPORT int64_t
     pigato_broker_counter (pigato_broker_t *self, const char *name);
 
