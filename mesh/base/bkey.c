@@ -131,21 +131,6 @@ pigato__bkey_copy (pigato__bkey_t *key, const pigato__bkey_t *source)
     key->hash = source->hash;
 }
 
-void
-pigato__bkey_first (const pigato__bkey_t *key, const byte **data, size_t *size)
-{
-    *size = key->bytes [2];
-    *data = key->bytes + 3;
-}
-
-void
-pigato__bkey_second (const pigato__bkey_t *key, const byte **data, size_t *size)
-{
-    size_t first = key->bytes [2];
-    *size = s_key_size (key->bytes) - 3 - first;
-    *data = key->bytes + 3 + first;
-}
-
 static size_t
 s_hasher (const void *key)
 {

@@ -34,10 +34,22 @@ int pigato__bkey_set (pigato__bkey_t *key, const void *first, size_t first_size,
 void pigato__bkey_copy (pigato__bkey_t *key, const pigato__bkey_t *source);
 
 //  The first / second part a key was built from, borrowed from the key.
-void pigato__bkey_first (const pigato__bkey_t *key, const byte **data,
-                         size_t *size);
-void pigato__bkey_second (const pigato__bkey_t *key, const byte **data,
-                          size_t *size);
+//  (Inline: every reply reads both.)
+static inline void
+pigato__bkey_first (const pigato__bkey_t *key, const byte **data, size_t *size)
+{
+    *size = key->bytes [2];
+    *data = key->bytes + 3;
+}
+
+static inline void
+pigato__bkey_second (const pigato__bkey_t *key, const byte **data, size_t *size)
+{
+    size_t used = 2 + (size_t) (key->bytes [0] | (key->bytes [1] << 8));
+    size_t first = key->bytes [2];
+    *size = used - 3 - first;
+    *data = key->bytes + 3 + first;
+}
 
 //  SipHash-c-d of size bytes under a 16-byte key (bkey_set uses 1-3).
 uint64_t pigato__siphash (const unsigned char key [16], const void *data,

@@ -14,17 +14,7 @@ typedef enum {
     FD_CLOSED = PIGATO__CONN_CLOSED
 } fd_state_t;
 
-typedef struct {
-    uint32_t generation;             //  bumped on each accept
-    uint8_t state;                   //  fd_state_t
-    bool dying;                      //  disconnected, last words unread
-    pigato__conn_link_t *heads [2];  //  filed workers, requests
-} slot_t;
-
-struct _pigato__conns_t {
-    slot_t *slots;  //  indexed by fd
-    size_t size;    //  slots allocated
-};
+typedef pigato__conn_slot_t slot_t;
 
 pigato__conns_t *
 pigato__conns_new (void)
@@ -73,6 +63,8 @@ pigato__conns_accepted (pigato__conns_t *self, int fd)
     if (slot) {
         slot->generation++;
         slot->state = FD_OPEN;
+        if (slot->dying)
+            self->dying--;
         slot->dying = false;
     }
 }
@@ -84,18 +76,10 @@ pigato__conns_dying (pigato__conns_t *self, int fd)
     if (!slot || slot->state != FD_OPEN || slot->dying)
         return false;
     slot->dying = true;
+    self->dying++;
     return true;
 }
 
-bool
-pigato__conns_live (pigato__conns_t *self, const pigato__conn_t *conn)
-{
-    if (conn->fd < 0)
-        return true;  //  unknown: nothing to hold it to
-    slot_t *slot = s_slot (self, conn->fd, false);
-    return slot && slot->state == FD_OPEN && !slot->dying
-        && slot->generation == conn->generation;
-}
 
 pigato__conn_t
 pigato__conns_disconnected (pigato__conns_t *self, int fd)
@@ -106,6 +90,8 @@ pigato__conns_disconnected (pigato__conns_t *self, int fd)
         dead.fd = fd;
         dead.generation = slot->generation;
         slot->state = FD_CLOSED;
+        if (slot->dying)
+            self->dying--;
         slot->dying = false;
     }
     return dead;

@@ -41,12 +41,6 @@ pigato__conn_t pigato__conns_disconnected (pigato__conns_t *self, int fd);
 //  was open and not dying yet. pigato__conns_disconnected ends it.
 bool pigato__conns_dying (pigato__conns_t *self, int fd);
 
-//  True if a message may be sent to this connection: it is the fd's
-//  current one, open and not dying. libzmq frees a routing id only after
-//  it reported the disconnect, so a peer that takes a departed peer's
-//  routing id over never gets what was meant for it. Unknown records
-//  (fd -1) are live.
-bool pigato__conns_live (pigato__conns_t *self, const pigato__conn_t *conn);
 
 typedef enum {
     PIGATO__CONN_UNKNOWN = 0,  //  no events seen for this fd
@@ -89,5 +83,45 @@ pigato__conn_link_t *pigato__conns_filed (pigato__conns_t *self, int fd,
 //  all match each other: without events there is nothing to bind to, and
 //  the binding falls back to the identity alone.
 bool pigato__conn_same (const pigato__conn_t *a, const pigato__conn_t *b);
+
+//  The table's layout is here only so that pigato__conns_live, asked on
+//  every send, can be inline; everything else goes through the functions.
+typedef struct {
+    uint32_t generation;             //  bumped on each accept
+    uint8_t state;                   //  pigato__conn_state_t
+    bool dying;                      //  disconnected, last words unread
+    pigato__conn_link_t *heads [2];  //  filed workers, requests
+} pigato__conn_slot_t;
+
+struct _pigato__conns_t {
+    pigato__conn_slot_t *slots;  //  indexed by fd
+    size_t size;                 //  slots allocated
+    size_t dying;                //  connections dying now
+};
+
+//  True if a message may be sent to this connection: it is the fd's
+//  current one, open and not dying. libzmq frees a routing id only after
+//  it reported the disconnect, so a peer that takes a departed peer's
+//  routing id over never gets what was meant for it. Unknown records
+//  (fd -1) are live.
+//  True if some connection is dying: while none is, every open one is
+//  live (pickers skip the question).
+static inline bool
+pigato__conns_any_dying (const pigato__conns_t *self)
+{
+    return self->dying > 0;
+}
+
+static inline bool
+pigato__conns_live (const pigato__conns_t *self, const pigato__conn_t *conn)
+{
+    if (conn->fd < 0)
+        return true;  //  unknown: nothing to hold it to
+    if ((size_t) conn->fd >= self->size)
+        return false;
+    const pigato__conn_slot_t *slot = &self->slots [conn->fd];
+    return slot->state == PIGATO__CONN_OPEN && !slot->dying
+        && slot->generation == conn->generation;
+}
 
 #endif

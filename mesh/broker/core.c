@@ -121,10 +121,13 @@ s_caller (pigato__request_t *request)
     pigato__caller_t caller = { .framing = request->framing,
                                 .client = pigato__request_client (request),
                                 .conn = request->conn,
-                                .rid = pigato__request_rid (request),
-                                .service = {
-                                    (const byte *) request->service->name,
-                                    strlen (request->service->name) } };
+                                .rid = pigato__request_rid (request) };
+    if (request->framing == PIGATO__FRAMING_MDP)
+        //  Only MDP replies name the service
+        caller.service = (pigato__bytes_t) {
+            (const byte *) request->service->name,
+            strlen (request->service->name)
+        };
     return caller;
 }
 
@@ -270,6 +273,9 @@ s_pick (pigato__core_t *self, pigato__service_t *service,
     if (!s_resolution_allowed (self, service, target, request, NULL))
         return NULL;
     bool serve_check = target != service && target->wildcard && self->allows;
+    if (!serve_check && !pigato__conns_any_dying (self->conns))
+        return pigato__service_pick (target, request, self->dmode, NULL,
+                                     NULL);  //  every worker is eligible
     s_serve_check_t check = { self, serve_check ? service->name : NULL };
     return pigato__service_pick (target, request, self->dmode, s_eligible,
                                  &check);
@@ -426,7 +432,7 @@ s_admit (pigato__core_t *self, pigato__request_t *request,
 {
     request->service = service;
     request->framing = in->caller.framing;
-    request->conn = in->conn;
+    request->conn = in->caller.conn;
     if (pigato__table_insert (self->requests, request->key.hash, &request->key,
                               request)) {
         pigato__request_destroy (&self->request_pool, &request);
@@ -501,22 +507,15 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
     //  The ACL allowed this caller: a cached reply may answer it (not a
     //  request that names its worker)
     pigato__cached_t cached;
-    char name_text [PIGATO_SERVICE_MAX + 1];
-    if (!mdp && name->size < sizeof name_text) {
-        if (name->size)
-            memcpy (name_text, name->data, name->size);
-        name_text [name->size] = 0;
-        if (!(in->opts
-              && memmem (in->opts->data, in->opts->size, "workerId", 8))
-            && pigato__cache_get (self->cache, name_text, &in->body,
-                                  self->now_ms, &cached)) {
-            pigato__caller_t caller = in->caller;
-            self->emit->reply (self->emit_arg, &caller, PIGATO__REPLY, 0,
-                               &cached.data, 1, &cached.opts, NULL);
-            self->counters.requests++;
-            self->counters.replies++;
-            return 0;
-        }
+    if (!mdp
+        && !(in->opts && memmem (in->opts->data, in->opts->size, "workerId", 8))
+        && pigato__cache_get (self->cache, in->name, &in->body, self->now_ms,
+                              &cached)) {
+        self->emit->reply (self->emit_arg, &in->caller, PIGATO__REPLY, 0,
+                           &cached.data, 1, &cached.opts, NULL);
+        self->counters.requests++;
+        self->counters.replies++;
+        return 0;
     }
     pigato__service_t *service = pigato__services_require (
         self->services, name->data, name->size);

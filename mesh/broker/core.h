@@ -121,12 +121,14 @@ void pigato__core_set_policy (pigato__core_t *self, pigato__allows_fn *allows,
 //  A request as a front-end decoded it. Everything is borrowed; the core
 //  keeps what it needs (the body by sharing body_part when it holds it).
 typedef struct {
-    pigato__caller_t caller;      //  framing, client, rid (empty for MDP:
-                                  //  the core makes one), service asked
+    pigato__caller_t caller;      //  framing, client on its connection,
+                                  //  rid (empty for MDP: the core makes
+                                  //  one), service asked
+    const char *name;             //  that service name as text (the
+                                  //  front-end's checked copy)
     pigato__bytes_t body;         //  one body (MDP: frames packed, mdp.h)
     zmq_msg_t *body_part;         //  the part body lies in, or NULL
     const pigato__bytes_t *opts;  //  opts (JSON object) or NULL
-    pigato__conn_t conn;          //  the client's connection
     const char *identity;         //  the caller (already allowed `call`)
     const char *curve_key;        //  its CURVE key, NULL if none
 } pigato__submit_t;

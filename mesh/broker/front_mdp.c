@@ -62,9 +62,9 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
     }
     pigato__submit_t submit = { .caller = caller,
                                 .body_part = &packed,
+                                .name = name,
                                 .body = { (const byte *) zmq_msg_data (&packed),
                                           packed_size },
-                                .conn = in->m.conn,
                                 .identity = peer->name,
                                 .curve_key = peer->key };
     char error [PIGATO_SERVICE_MAX + 600];

@@ -272,10 +272,10 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
         return;
     }
     pigato__submit_t submit = { .caller = s_caller (m),
+                                .name = name,
                                 .body = m->data,
                                 .body_part = in->body_part,
                                 .opts = m->has_opts ? &m->opts : NULL,
-                                .conn = m->conn,
                                 .identity = peer->name,
                                 .curve_key = peer->key };
     char error [PIGATO_SERVICE_MAX + 600];

@@ -198,11 +198,12 @@ s_submit_full (pigato__core_t *core, const char *client, const char *rid,
     pigato__bytes_t opts_bytes = s_bytes (opts);
     pigato__submit_t submit = { .caller = { .framing = PIGATO__FRAMING_046,
                                             .client = s_bytes (client),
+                                            .conn = s_conn (fd),
                                             .rid = s_bytes (rid),
                                             .service = s_bytes (service) },
+                                .name = service,
                                 .body = s_bytes (body),
                                 .opts = opts ? &opts_bytes : NULL,
-                                .conn = s_conn (fd),
                                 .identity = "alice" };
     char scratch [700];
     return pigato__core_submit (core, &submit, error ? error : scratch, 700);
