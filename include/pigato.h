@@ -39,6 +39,10 @@ extern "C" {
 #define PIGATO_SERVICE_MAX  255    //  longest service name, bytes
 #define PIGATO_Z85_KEY_SIZE 40     //  Z85 text of a 32-byte CURVE key
 
+//  Broker default: how long a new connection may take to finish its
+//  handshake (pigato_broker_set_handshake_timeout)
+#define PIGATO_HANDSHAKE_TIMEOUT_MS 5000
+
 //  The largest body (request data, reply data, error text, reject reason)
 //  and the largest opts a peer may send: 16 MiB less 64 bytes. Brokers
 //  take no frame over 16 MiB and drop the connection of a peer that
@@ -480,6 +484,27 @@ PIGATO_EXPORT void
 PIGATO_EXPORT void
     pigato_broker_set_cache_max (pigato_broker_t *self, size_t max_bytes);
 
+//  The most connections the broker keeps open at once (0, the default:
+//  the process's file limit, RLIMIT_NOFILE, less a reserve for the
+//  broker's own files). A connection accepted beyond it is shut at once,
+//  before its handshake, and counted ("connections_refused"), so libzmq
+//  never runs out of file descriptors (at EMFILE its accept loop spins).
+//  Set before the first bind; PIGATO_E_INVALID if negative or after it.
+PIGATO_EXPORT int
+    pigato_broker_set_max_connections (pigato_broker_t *self, int max);
+
+//  The maximum in force: what was set, or once bound the one derived
+//  from the file limit (0 before the first bind if none was set).
+PIGATO_EXPORT int
+    pigato_broker_max_connections (pigato_broker_t *self);
+
+//  How long a new connection may take to finish its handshake (ZMTP
+//  greeting, CURVE, our ZAP check) before the broker closes it: default
+//  PIGATO_HANDSHAKE_TIMEOUT_MS; 0 = no limit (libzmq's default is 30 s).
+//  Set before the first bind; PIGATO_E_INVALID if negative or after it.
+PIGATO_EXPORT int
+    pigato_broker_set_handshake_timeout (pigato_broker_t *self, int msecs);
+
 //  The mesh policy file (docs/security.md): identities, groups,
 //  allow/deny rules. Validated now; on error returns PIGATO_E_ACL and
 //  pigato_broker_error () says "FILE:LINE: what is wrong". With CURVE this
@@ -514,7 +539,8 @@ PIGATO_EXPORT void
 
 //  A counter by name ("requests", "replies", "bad_messages", "denied",
 //  "workers", "timeouts", "unsent": messages dropped because their
-//  connection had closed, ...); -1 for an unknown name.
+//  connection had closed, "connections": open now, "connections_refused":
+//  shut for being over the maximum, ...); -1 for an unknown name.
 PIGATO_EXPORT int64_t
     pigato_broker_counter (pigato_broker_t *self, const char *name);
 

@@ -5,9 +5,14 @@
     (front_pigato.c, front_mdp.c), the core routes it (core.c).
     =========================================================================
 */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include "broker_internal.h"
 #include "../../keys/keyfile.h"
 
@@ -17,6 +22,13 @@
 //  ZMQ_ZAP_ENFORCE_DOMAIN is a draft option in libzmq 4.3 headers, but the
 //  library accepts it by number
 #define ZMQ_ZAP_ENFORCE_DOMAIN_OPTION 93
+//  The file descriptors kept for the broker's own use when the maximum of
+//  connections comes from the file limit: libzmq's (an epoll and a
+//  mailbox per I/O thread, a mailbox per socket, the listeners), stdio,
+//  key, ACL and certificate files, and connections accepted in a burst
+//  before the loop shuts them. A sixteenth of the limit on top.
+#define FD_RESERVE 64
+#define FD_CAP     (1 << 20)  //  an unlimited or huge limit counts as this
 
 //  The core's policy (core.h): the guard's current one.
 static bool
@@ -33,6 +45,7 @@ pigato_broker_new (void)
     if (!self)
         return NULL;
     self->core = pigato__core_new (&pigato__broker_emit, self);
+    self->handshake_timeout_ms = PIGATO_HANDSHAKE_TIMEOUT_MS;
     for (size_t index = 0; index < PIGATO__PARTS_MAX; index++)
         zmq_msg_init (&self->input.parts [index]);
     if (!self->core) {
@@ -58,6 +71,7 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     pigato__guard_destroy (&self->guard);
     pigato__acl_destroy (&self->policy);
     free (self->dying);
+    free (self->refusing);
     free (self->acl_path);
     free (self->key_file);
     free (self);
@@ -130,6 +144,40 @@ pigato_broker_set_cache_max (pigato_broker_t *self, size_t max_bytes)
     pigato__cache_set_max (self->core->cache, max_bytes);
 }
 
+int
+pigato_broker_set_max_connections (pigato_broker_t *self, int max)
+{
+    if (max < 0 || self->router) {
+        pigato__errorf (self->error, sizeof self->error,
+                        max < 0 ? "the maximum of connections must be >= 0"
+                                : "set the maximum of connections before the "
+                                  "first bind");
+        return PIGATO_E_INVALID;
+    }
+    self->max_connections = max;
+    return 0;
+}
+
+int
+pigato_broker_max_connections (pigato_broker_t *self)
+{
+    return self->max_connections;
+}
+
+int
+pigato_broker_set_handshake_timeout (pigato_broker_t *self, int msecs)
+{
+    if (msecs < 0 || self->router) {
+        pigato__errorf (self->error, sizeof self->error,
+                        msecs < 0 ? "the handshake timeout must be >= 0"
+                                  : "set the handshake timeout before the "
+                                    "first bind");
+        return PIGATO_E_INVALID;
+    }
+    self->handshake_timeout_ms = msecs;
+    return 0;
+}
+
 const char *
 pigato_broker_error (pigato_broker_t *self)
 {
@@ -157,6 +205,10 @@ pigato_broker_counter (pigato_broker_t *self, const char *name)
     if (streq (name, "rules"))
         return self->guard ? (int64_t) pigato__guard_rule_count (self->guard)
                            : 0;
+    if (streq (name, "connections"))
+        return self->connections;
+    if (streq (name, "connections_refused"))
+        return self->connections_refused;
     if (streq (name, "requests_pending"))
         return (int64_t) pigato__table_size (self->core->requests);
     if (streq (name, "services"))
@@ -193,6 +245,37 @@ pigato_broker_set_acl (pigato_broker_t *self, const char *path)
     free (self->acl_path);
     self->acl_path = strdup (path);
     return self->acl_path ? 0 : PIGATO_E_NOMEM;
+}
+
+//  The maximum of connections when none was set: the file limit less a
+//  reserve, so that libzmq never meets EMFILE (its accept loop would
+//  retry at once, for ever: a spinning I/O thread and nobody let in).
+//  Logs what it found.
+static void
+s_derive_max_connections (pigato_broker_t *self)
+{
+    struct rlimit limit;
+    int64_t files = 1024;  //  the usual soft limit, if we cannot tell
+    if (getrlimit (RLIMIT_NOFILE, &limit) == 0)
+        files = limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur > FD_CAP
+                  ? FD_CAP
+                  : (int64_t) limit.rlim_cur;
+    if (self->max_connections == 0) {
+        int64_t max = files - FD_RESERVE - files / 16;
+        if (max < files / 2)
+            max = files / 2;
+        self->max_connections = max < 1 ? 1 : (int) max;
+    }
+    else if (self->max_connections > files - FD_RESERVE)
+        pigato__log (PIGATO_LOG_WARNING,
+                     "event=max_connections_high max_connections=%d "
+                     "file_limit=%" PRId64 " reason=near_file_limit",
+                     self->max_connections, files);
+    pigato__log (
+        PIGATO_LOG_INFO,
+        "event=connection_limits max_connections=%d file_limit=%" PRId64
+        " handshake_timeout_ms=%d",
+        self->max_connections, files, self->handshake_timeout_ms);
 }
 
 //  Creates the gate (ZAP handler first: fail closed) and the ROUTER with
@@ -242,6 +325,10 @@ s_create_router (pigato_broker_t *self)
     zsock_set_rcvhwm (router, SOCKET_HWM);
     zsock_set_rcvtimeo (router, 0);
     zsock_set_backlog (router, 1024);  //  reconnect storms: no dropped SYNs
+    //  A connection that does not finish its handshake in time is closed:
+    //  idle unauthenticated connections must not hold their fds long
+    zsock_set_handshake_ivl (router, self->handshake_timeout_ms);
+    s_derive_max_connections (self);
     //  Accept and disconnect events tell which connection a routing id
     //  belongs to (conns.h)
     char monitor_endpoint [64];
@@ -383,9 +470,80 @@ s_dying (pigato_broker_t *self, int fd)
     self->dying [self->dying_count++] = fd;
 }
 
+//  A connection accepted over the maximum: its fd is shut once the
+//  events that have arrived are all read (a later event in them may say
+//  the fd closed, or even holds a newer connection). Out of memory, it
+//  stays: the handshake timeout ends it.
+static void
+s_refuse (pigato_broker_t *self, int fd)
+{
+    if (self->refusing_count == self->refusing_max) {
+        size_t max = self->refusing_max ? self->refusing_max * 2 : 64;
+        int *refusing = (int *) realloc (self->refusing, max * sizeof (int));
+        if (!refusing)
+            return;
+        self->refusing = refusing;
+        self->refusing_max = max;
+    }
+    self->refusing [self->refusing_count++] = fd;
+}
+
+//  An fd closed: it is no longer one to shut.
+static void
+s_refuse_cancel (pigato_broker_t *self, int fd)
+{
+    for (size_t index = 0; index < self->refusing_count; index++)
+        if (self->refusing [index] == fd) {
+            self->refusing [index] = self->refusing [--self->refusing_count];
+            return;
+        }
+}
+
+//  Shuts the connections over the maximum. shutdown () leaves the fd to
+//  libzmq, which owns it: its engine reads the end of the stream, closes
+//  the fd and reports DISCONNECTED like for any peer that left. The
+//  connection never gets to its handshake (no CURVE work, no ZAP).
+static void
+s_refuse_now (pigato_broker_t *self)
+{
+    for (size_t index = 0; index < self->refusing_count; index++) {
+        int fd = self->refusing [index];
+        self->connections_refused++;
+        if (pigato__log_level >= PIGATO_LOG_WARNING
+            && pigato__ratelimit_allow_at (
+                &self->refuse_log, "connection_refused", PIGATO_LOG_WARNING)) {
+            struct sockaddr_storage peer;
+            socklen_t size = sizeof peer;
+            char address [INET6_ADDRSTRLEN] = "?";
+            int port = 0;
+            if (getpeername (fd, (struct sockaddr *) &peer, &size) == 0) {
+                if (peer.ss_family == AF_INET) {
+                    struct sockaddr_in *in = (struct sockaddr_in *) &peer;
+                    inet_ntop (AF_INET, &in->sin_addr, address, sizeof address);
+                    port = ntohs (in->sin_port);
+                }
+                else if (peer.ss_family == AF_INET6) {
+                    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *) &peer;
+                    inet_ntop (AF_INET6, &in6->sin6_addr, address,
+                               sizeof address);
+                    port = ntohs (in6->sin6_port);
+                }
+            }
+            pigato__log (PIGATO_LOG_WARNING,
+                         "event=connection_refused address=%s:%d "
+                         "connections=%" PRId64 " max_connections=%d "
+                         "reason=max_connections",
+                         address, port, self->connections,
+                         self->max_connections);
+        }
+        shutdown (fd, SHUT_RDWR);
+    }
+    self->refusing_count = 0;
+}
+
 //  Reads the monitor's connection events. A new connection on the fd of
 //  a dying one ends the dying one first (what comes from that fd now is
-//  the new one's).
+//  the new one's). Connections over the maximum are shut at the end.
 static void
 s_monitor_drain (pigato_broker_t *self)
 {
@@ -404,12 +562,20 @@ s_monitor_drain (pigato_broker_t *self)
                         break;
                     }
                 pigato__conns_accepted (self->core->conns, (int) value);
+                if (++self->connections > self->max_connections)
+                    s_refuse (self, (int) value);
             }
-            else if (type == ZMQ_EVENT_DISCONNECTED)
+            else if (type == ZMQ_EVENT_DISCONNECTED) {
+                if (self->connections > 0)
+                    self->connections--;
+                s_refuse_cancel (self, (int) value);
                 s_dying (self, (int) value);
+            }
         }
         zmsg_destroy (&event);
     }
+    if (self->refusing_count)
+        s_refuse_now (self);
 }
 
 //  Receives one message from the ROUTER into self->input and the fd it
@@ -620,6 +786,8 @@ pigato_broker_run (pigato_broker_t *self)
         if (now >= self->next_tick) {
             pigato__core_check_workers (self->core, now);
             pigato__guard_tick (self->guard);
+            pigato__ratelimit_flush (&self->refuse_log, "connection_refused",
+                                     PIGATO_LOG_WARNING);
             self->next_tick = now + self->core->heartbeat_ms;
         }
         //  What this turn produced goes out before we wait for more

@@ -45,6 +45,15 @@ struct _pigato_broker_t {
     size_t dying_count;              //  their last words still readable
     size_t dying_max;                //  (s_dying in broker.c)
     int64_t dying_since;             //  when the oldest of them closed
+    int max_connections;             //  beyond it a new one is shut at
+                                     //  once; 0 = from RLIMIT_NOFILE
+    int handshake_timeout_ms;        //  ZMQ_HANDSHAKE_IVL; 0 = none
+    int64_t connections;             //  open: accepted, not disconnected
+    int64_t connections_refused;     //  shut for being over the maximum
+    int *refusing;                   //  fds to shut at the end of this
+    size_t refusing_count;           //  monitor drain (s_refuse in
+    size_t refusing_max;             //  broker.c)
+    pigato__ratelimit_t refuse_log;  //  connection_refused log limiter
     char error [256];                //  last error message
 };
 

@@ -2,12 +2,14 @@
     broker_main.c - pigato-broker, the daemon.
     =========================================================================
 */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <czmq.h>
 #include "pigato.h"
 
@@ -39,6 +41,11 @@ static const char *s_usage =
     "                       (default 0): lower latency, more CPU\n"
     "  --io-threads N       libzmq I/O threads (default 1); CURVE encryption\n"
     "                       runs there, so a second one helps with many peers\n"
+    "  --max-connections N  connections open at once; more are closed at once\n"
+    "                       (default: the file limit less a reserve; the soft\n"
+    "                       limit is raised to the hard one at start)\n"
+    "  --handshake-timeout MS  close a connection whose handshake is not done\n"
+    "                       within MS (default 5000; 0 = never)\n"
     "  --log-level LEVEL    error, warning, info or debug (default info)\n"
     "  -h, --help           this text\n"
     "  -V, --version        print the version\n"
@@ -80,6 +87,38 @@ s_check_acl (const char *path)
     return rc;
 }
 
+//  Raises the soft limit on open files to the hard one: each connection
+//  is a file, and the maximum of connections is derived from this limit.
+//  Logs what it found and did.
+static void
+s_raise_file_limit (void)
+{
+    struct rlimit limit;
+    char line [256];
+    if (getrlimit (RLIMIT_NOFILE, &limit) != 0) {
+        snprintf (line, sizeof line, "event=file_limit error=%s",
+                  strerror (errno));
+        pigato_log_stderr (PIGATO_LOG_WARNING, line, NULL);
+        return;
+    }
+    rlim_t was = limit.rlim_cur;
+    const char *error = NULL;
+    if (limit.rlim_cur != limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        if (setrlimit (RLIMIT_NOFILE, &limit) != 0) {
+            error = strerror (errno);
+            limit.rlim_cur = was;
+        }
+    }
+    //  RLIM_INFINITY prints as -1
+    snprintf (line, sizeof line,
+              "event=file_limit soft=%lld hard=%lld was=%lld%s%s",
+              (long long) limit.rlim_cur, (long long) limit.rlim_max,
+              (long long) was, error ? " error=" : "", error ? error : "");
+    pigato_log_stderr (error ? PIGATO_LOG_WARNING : PIGATO_LOG_INFO, line,
+                       NULL);
+}
+
 static int
 s_number (const char *text, const char *option, int minimum)
 {
@@ -109,7 +148,9 @@ main (int argc, char *argv [])
         OPT_CHECK_ACL,
         OPT_IO_THREADS,
         OPT_CACHE_MAX,
-        OPT_BUSY_POLL
+        OPT_BUSY_POLL,
+        OPT_MAX_CONNECTIONS,
+        OPT_HANDSHAKE_TIMEOUT
     };
     static const struct option options [] = {
         { "bind", required_argument, NULL, OPT_BIND },
@@ -124,6 +165,8 @@ main (int argc, char *argv [])
         { "io-threads", required_argument, NULL, OPT_IO_THREADS },
         { "cache-max-bytes", required_argument, NULL, OPT_CACHE_MAX },
         { "busy-poll", required_argument, NULL, OPT_BUSY_POLL },
+        { "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
+        { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -138,6 +181,8 @@ main (int argc, char *argv [])
     int io_threads = 1;
     long long cache_max = -1;
     int busy_poll = 0;
+    int max_connections = 0;  //  0 = from the file limit
+    int handshake_timeout = PIGATO_HANDSHAKE_TIMEOUT_MS;
 
     int option;
     while ((option = getopt_long (argc, argv, "hV", options, NULL)) != -1) {
@@ -169,6 +214,12 @@ main (int argc, char *argv [])
                            stderr);
                     return EXIT_USAGE;
                 }
+                break;
+            case OPT_MAX_CONNECTIONS:
+                max_connections = s_number (optarg, "--max-connections", 1);
+                break;
+            case OPT_HANDSHAKE_TIMEOUT:
+                handshake_timeout = s_number (optarg, "--handshake-timeout", 0);
                 break;
             case OPT_CACHE_MAX: {
                 char *end;
@@ -243,6 +294,7 @@ main (int argc, char *argv [])
         binds [bind_count++] = "tcp://127.0.0.1:5555";
 
     pigato_log_set (log_level, pigato_log_stderr, NULL);
+    s_raise_file_limit ();
     zsys_set_io_threads ((size_t) io_threads);  //  before any socket
     pigato_broker_t *broker = pigato_broker_new ();
     if (!broker) {
@@ -256,6 +308,12 @@ main (int argc, char *argv [])
     if (cache_max >= 0)
         pigato_broker_set_cache_max (broker, (size_t) cache_max);
     pigato_broker_set_busy_poll (broker, busy_poll);
+    if (pigato_broker_set_max_connections (broker, max_connections)
+        || pigato_broker_set_handshake_timeout (broker, handshake_timeout)) {
+        fprintf (stderr, "pigato-broker: %s\n", pigato_broker_error (broker));
+        rc = EXIT_USAGE;
+        goto cleanup;
+    }
     if (pigato_broker_set_dmode (broker, dmode)) {
         fprintf (stderr, "pigato-broker: %s\n", pigato_broker_error (broker));
         rc = EXIT_USAGE;
@@ -292,12 +350,15 @@ main (int argc, char *argv [])
     char line [1024];
     size_t used = (size_t) snprintf (line, sizeof line,
                                      "event=ready version=%s mode=%s%s key=%s "
-                                     "endpoints=",
+                                     "max_connections=%d "
+                                     "handshake_timeout_ms=%d endpoints=",
                                      pigato_version (),
                                      insecure    ? "insecure"
                                      : allow_any ? "allow-any"
                                                  : "acl",
-                                     insecure && acl ? "+acl" : "", public_key);
+                                     insecure && acl ? "+acl" : "", public_key,
+                                     pigato_broker_max_connections (broker),
+                                     handshake_timeout);
     for (int index = 0; index < bind_count && used < sizeof line; index++)
         used += (size_t) snprintf (line + used, sizeof line - used, "%s%s",
                                    index ? "," : "", binds [index]);
@@ -322,7 +383,7 @@ main (int argc, char *argv [])
                   " bad_messages=%" PRId64 " denied=%" PRId64
                   " native_batches_out=%" PRId64 " native_entries_out=%" PRId64
                   " cache_hits=%" PRId64 " zap_denied=%" PRId64
-                  " unsent=%" PRId64,
+                  " unsent=%" PRId64 " connections_refused=%" PRId64,
                   pigato_broker_counter (broker, "requests"),
                   pigato_broker_counter (broker, "replies"),
                   pigato_broker_counter (broker, "failed"),
@@ -333,7 +394,8 @@ main (int argc, char *argv [])
                   pigato_broker_counter (broker, "entries_out"),
                   pigato_broker_counter (broker, "cache_hits"),
                   pigato_broker_counter (broker, "zap_denied"),
-                  pigato_broker_counter (broker, "unsent"));
+                  pigato_broker_counter (broker, "unsent"),
+                  pigato_broker_counter (broker, "connections_refused"));
         pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
     }
     rc = rc == PIGATO_E_INTERRUPTED ? 0 : rc ? 1 : 0;

@@ -114,11 +114,20 @@ def write_acl(path, text):
 # --------------------------------------------------------------------------
 # Processes
 
+def _file_limit(limit):
+    """A preexec_fn that sets RLIMIT_NOFILE (soft and hard) in the child."""
+    def apply():
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    return apply
+
+
 class Proc:
     """A child process whose stdout and stderr lines are collected by
     reader threads. wait_for_line() blocks on a condition, not a sleep."""
 
-    def __init__(self, args, name=None, env=None, stdin=None, cwd=None):
+    def __init__(self, args, name=None, env=None, stdin=None, cwd=None,
+                 file_limit=None):
         self.args = [str(a) for a in args]
         self.name = name or os.path.basename(self.args[0])
         self.lines = {"stdout": [], "stderr": []}
@@ -131,7 +140,8 @@ class Proc:
         self.popen = subprocess.Popen(
             self.args, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=cwd,
-            start_new_session=True)
+            start_new_session=True,
+            preexec_fn=None if file_limit is None else _file_limit(file_limit))
         self.pid = self.popen.pid
         self.signalled = False
         self.threads = []
@@ -257,7 +267,7 @@ class Broker(Proc):
     --acl FILE (acl=FILE), --insecure, or --insecure --acl FILE."""
 
     def __init__(self, tmpdir, curve=True, heartbeat=500, extra=(), name="broker",
-                 key=None, wait_ready=True, port=None, acl=None):
+                 key=None, wait_ready=True, port=None, acl=None, file_limit=None):
         self.port = port or free_port()
         self.endpoint = "tcp://127.0.0.1:%d" % self.port
         self.curve = curve
@@ -276,7 +286,7 @@ class Broker(Proc):
                 args += ["--acl", acl]
         args += ["--heartbeat", str(heartbeat), "--log-level", "debug"]
         args += list(extra)
-        Proc.__init__(self, args, name=name)
+        Proc.__init__(self, args, name=name, file_limit=file_limit)
         if wait_ready and not self.wait_for_log(r"event=ready", timeout=10):
             raise AssertionError("broker did not log event=ready\n" + self.tail())
 
@@ -636,12 +646,12 @@ class MeshTestCase(unittest.TestCase):
         return broker.wait_for_log(regex, timeout, since, idle=self.mesh.pump)
 
     def start_broker(self, curve=None, heartbeat=None, extra=None, name=None, key=None,
-                     port=None, acl=None):
+                     port=None, acl=None, file_limit=None):
         br = Broker(self.tmp, curve=self.CURVE if curve is None else curve,
                     heartbeat=self.HEARTBEAT if heartbeat is None else heartbeat,
                     extra=self.BROKER_EXTRA if extra is None else extra,
                     name=name or "broker%d" % len(self.brokers), key=key, port=port,
-                    acl=acl)
+                    acl=acl, file_limit=file_limit)
         self.procs.append(br)
         self.brokers.append(br)
         return br
