@@ -620,6 +620,7 @@ pigato_broker_run (pigato_broker_t *self)
         if (now >= self->next_tick) {
             pigato__core_check_workers (self->core, now);
             pigato__guard_tick (self->guard);
+            pigato__core_internal_tick (self->core);
             self->next_tick = now + self->core->heartbeat_ms;
         }
         //  What this turn produced goes out before we wait for more

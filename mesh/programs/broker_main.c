@@ -322,7 +322,7 @@ main (int argc, char *argv [])
                   " bad_messages=%" PRId64 " denied=%" PRId64
                   " native_batches_out=%" PRId64 " native_entries_out=%" PRId64
                   " cache_hits=%" PRId64 " zap_denied=%" PRId64
-                  " unsent=%" PRId64,
+                  " unsent=%" PRId64 " over_quota=%" PRId64,
                   pigato_broker_counter (broker, "requests"),
                   pigato_broker_counter (broker, "replies"),
                   pigato_broker_counter (broker, "failed"),
@@ -333,7 +333,8 @@ main (int argc, char *argv [])
                   pigato_broker_counter (broker, "entries_out"),
                   pigato_broker_counter (broker, "cache_hits"),
                   pigato_broker_counter (broker, "zap_denied"),
-                  pigato_broker_counter (broker, "unsent"));
+                  pigato_broker_counter (broker, "unsent"),
+                  pigato_broker_counter (broker, "over_quota"));
         pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
     }
     rc = rc == PIGATO_E_INTERRUPTED ? 0 : rc ? 1 : 0;
