@@ -153,7 +153,7 @@ typedef struct _pigato_client_t pigato_client_t;
 //                         error text, JSON-decoded when it is a JSON string.
 //                         Broker errors start with a code: E_ACCESS_DENIED,
 //                         E_REJECTED, E_WORKER_LOST, E_INVALID_OPTS,
-//                         E_OVERLOADED; libpigato workers send
+//                         E_OVERLOADED, E_QUOTA; libpigato workers send
 //                         E_TOO_LARGE for a reply over PIGATO_BODY_MAX;
 //    PIGATO_E_TIMEOUT     no reply for `timeout` ms; data = "C_TIMEOUT";
 //    PIGATO_E_NOTCONNECTED the broker holding the request went away (its
@@ -540,7 +540,8 @@ PIGATO_EXPORT void
 //  A counter by name ("requests", "replies", "bad_messages", "denied",
 //  "workers", "timeouts", "unsent": messages dropped because their
 //  connection had closed, "connections": open now, "connections_refused":
-//  shut for being over the maximum, ...); -1 for an unknown name.
+//  shut for being over the maximum, "over_quota": $dir and mmi.* requests
+//  refused with E_QUOTA, ...); -1 for an unknown name.
 PIGATO_EXPORT int64_t
     pigato_broker_counter (pigato_broker_t *self, const char *name);
 

@@ -788,6 +788,7 @@ pigato_broker_run (pigato_broker_t *self)
             pigato__guard_tick (self->guard);
             pigato__ratelimit_flush (&self->refuse_log, "connection_refused",
                                      PIGATO_LOG_WARNING);
+            pigato__core_internal_tick (self->core);
             self->next_tick = now + self->core->heartbeat_ms;
         }
         //  What this turn produced goes out before we wait for more

@@ -24,6 +24,14 @@ s_worker_destroy (void **item_p)
     }
 }
 
+//  The quotas table's items: plain records (core_internal.c).
+static void
+s_quota_destroy (void **item_p)
+{
+    free (*item_p);
+    *item_p = NULL;
+}
+
 //  The requests table's items are requests, keyed by their bkey.
 static bool
 s_request_match (const void *item, const void *key)
@@ -48,12 +56,14 @@ pigato__core_new (const pigato__emit_t *emit, void *emit_arg)
     self->timers = pigato__heap_new ();
     self->conns = pigato__conns_new ();
     self->cache = pigato__cache_new (PIGATO__CACHE_DEFAULT_BYTES);
+    self->quotas = zhashx_new ();
     if (!self->services || !self->workers || !self->requests || !self->timers
-        || !self->conns || !self->cache) {
+        || !self->conns || !self->cache || !self->quotas) {
         pigato__core_destroy (&self);
         return NULL;
     }
     zhashx_set_destructor (self->workers, s_worker_destroy);
+    zhashx_set_destructor (self->quotas, s_quota_destroy);
     return self;
 }
 
@@ -81,6 +91,7 @@ pigato__core_destroy (pigato__core_t **self_p)
     zhashx_destroy (&self->workers);
     pigato__cache_destroy (&self->cache);
     pigato__conns_destroy (&self->conns);
+    zhashx_destroy (&self->quotas);
     free (self);
     *self_p = NULL;
 }

@@ -18,6 +18,22 @@
 
 #define PIGATO__PENDING_MAX 1000000  //  requests held at once
 
+//  Requests for the broker's own services ($dir, mmi.*), per identity: a
+//  token bucket of PIGATO__INTERNAL_BURST requests, refilled at
+//  PIGATO__INTERNAL_RATE a second. Over it: E_QUOTA at once.
+#define PIGATO__INTERNAL_RATE  20
+#define PIGATO__INTERNAL_BURST 50
+#define PIGATO__QUOTAS_MAX     4096  //  buckets kept before full ones go
+
+//  A $dir answer is at most PIGATO__DIR_ANSWER_MAX bytes and lists at
+//  most PIGATO__DIR_WORKERS_MAX worker ids per service; what does not
+//  fit is left out (whole entries) and the answer says it is truncated.
+#define PIGATO__DIR_ANSWER_MAX  65536
+#define PIGATO__DIR_WORKERS_MAX 256
+//  How a cut answer says so: the reply opts (pigato framings), a second
+//  body frame (MDP, which has no opts).
+#define PIGATO__TRUNCATED_OPTS "{\"truncated\":true}"
+
 #define CORE_COUNTERS(X)                                                       \
     X (requests)     /* requests accepted */                                   \
     X (replies)      /* final replies forwarded */                             \
@@ -29,7 +45,8 @@
     X (bad_messages) /* malformed or out-of-protocol messages */               \
     X (late_replies) /* replies for unknown or foreign rids, dropped */        \
     X (workers_gone) /* workers removed (disconnect or expiry) */              \
-    X (unsent)       /* messages for a closing connection, dropped */
+    X (unsent)       /* messages for a closing connection, dropped */          \
+    X (over_quota)   /* $dir and mmi.* requests refused with E_QUOTA */
 
 typedef struct {
 #define COUNTER_FIELD(name) int64_t name;
@@ -98,6 +115,11 @@ typedef struct {
     void *emit_arg;               //  its argument
     pigato__allows_fn *allows;    //  the policy, NULL: allows all
     void *allows_arg;             //  its argument
+
+    //  $dir and mmi.* quotas (core_internal.c): identity -> its bucket,
+    //  and the rate limit of event=quota_exceeded lines
+    zhashx_t *quotas;
+    pigato__ratelimit_t quota_log;
 } pigato__core_t;
 
 //  A new core that emits through emit (borrowed; lives longer than the
@@ -239,15 +261,32 @@ void pigato__core_connection_lost (pigato__core_t *self,
 //  are never served by workers.
 bool pigato__core_reserved (const pigato__bytes_t *name);
 
-//  The answer to a request for a reserved name, the same for every
-//  framing (each front-end encodes it): $dir -> JSON of worker ids per
-//  service (the body may name one service); mmi.service -> "200" if the
-//  service the body names has a worker, else "404"; other mmi.* -> "501";
-//  other $ names -> an E_RESERVED_SERVICE error. Returns the answer text
-//  (the caller frees it) with *status 0, or the error text with *status
-//  -1; NULL if out of memory.
-char *pigato__core_internal (pigato__core_t *self, const pigato__bytes_t *name,
-                             const pigato__bytes_t *body, int *status);
+//  The answer to a request for a reserved name from identity, the same
+//  for every framing (each front-end encodes it). Only what identity may
+//  `call` is shown: a service it may not call is answered as one that
+//  does not exist, so the answer is no oracle for the policy.
+//   * $dir -> JSON of worker ids per service, every service identity may
+//     call that has workers; a body naming one service: the array of its
+//     ids ("[]" if it has none or identity may not call it). At most
+//     PIGATO__DIR_ANSWER_MAX bytes and PIGATO__DIR_WORKERS_MAX ids per
+//     service: what does not fit is left out, whole, and *truncated is
+//     set (else cleared);
+//   * mmi.service -> "200" if identity may call the name the body gives
+//     and a request for it would find a worker now that the policy lets
+//     it reach, else "404"; other mmi.* -> "501";
+//   * other $ names -> an E_RESERVED_SERVICE error;
+//   * more than identity's quota (PIGATO__INTERNAL_RATE a second, bursts
+//     of PIGATO__INTERNAL_BURST) -> an E_QUOTA error, counted
+//     (over_quota) and logged (event=quota_exceeded), rate-limited.
+//  Returns the answer text (the caller frees it) with *status 0, or the
+//  error text with *status -1; NULL if out of memory.
+char *pigato__core_internal (pigato__core_t *self, const char *identity,
+                             const pigato__bytes_t *name,
+                             const pigato__bytes_t *body, int *status,
+                             bool *truncated);
+
+//  Reports quota_exceeded lines held back by the rate limit (a timer).
+void pigato__core_internal_tick (pigato__core_t *self);
 
 //  Room for a service name from a peer, escaped for a log line.
 #define PIGATO__SERVICE_TEXT (PIGATO_SERVICE_MAX * 4 + 4)

@@ -33,15 +33,18 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
     if (pigato__core_reserved (&mdp->service)) {
         pigato__bytes_t none = { NULL, 0 };
         int status;
+        bool truncated;
         char *answer = pigato__core_internal (
-            self->core, &mdp->service, mdp->body_count ? &body [0] : &none,
-            &status);
+            self->core, peer->name, &mdp->service,
+            mdp->body_count ? &body [0] : &none, &status, &truncated);
         if (answer && status)
             pigato__broker_send_error (self, &caller, answer);
         else if (answer) {
-            pigato__bytes_t reply = BYTES (answer);
-            pigato__broker_send_reply (self, &caller, PIGATO__REPLY, 0, &reply,
-                                       1, NULL, NULL);
+            //  MDP has no opts: a cut $dir answer has a second body frame
+            pigato__bytes_t reply [2] = { BYTES (answer),
+                                          BYTES (PIGATO__TRUNCATED_OPTS) };
+            pigato__broker_send_reply (self, &caller, PIGATO__REPLY, 0, reply,
+                                       truncated ? 2 : 1, NULL, NULL);
         }
         free (answer);
         return;

@@ -228,13 +228,16 @@ s_on_worker (pigato_broker_t *self, pigato__front_in_t *in,
 //  --------------------------------------------------------------------------
 //  Clients
 
-//  $dir and MMI: the core's answer, in the caller's framing.
+//  $dir and MMI: the core's answer for this identity, in the caller's
+//  framing. A $dir answer cut to its bound says so in the reply opts.
 static void
-s_internal (pigato_broker_t *self, const pigato__msg_t *m)
+s_internal (pigato_broker_t *self, const pigato__msg_t *m,
+            const pigato__peer_t *peer)
 {
     int status;
-    char *answer = pigato__core_internal (self->core, &m->service, &m->data,
-                                          &status);
+    bool truncated;
+    char *answer = pigato__core_internal (self->core, peer->name, &m->service,
+                                          &m->data, &status, &truncated);
     if (!answer)
         return;
     if (status) {
@@ -244,8 +247,9 @@ s_internal (pigato_broker_t *self, const pigato__msg_t *m)
     }
     pigato__caller_t caller = s_caller (m);
     pigato__bytes_t data = BYTES (answer);
-    pigato__broker_send_reply (self, &caller, PIGATO__REPLY, 0, &data, 1, NULL,
-                               NULL);
+    pigato__bytes_t opts = BYTES (PIGATO__TRUNCATED_OPTS);
+    pigato__broker_send_reply (self, &caller, PIGATO__REPLY, 0, &data, 1,
+                               truncated ? &opts : NULL, NULL);
     free (answer);
     self->core->counters.requests++;
     self->core->counters.replies++;
@@ -268,7 +272,7 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
         return;
     }
     if (pigato__core_reserved (&m->service)) {
-        s_internal (self, m);
+        s_internal (self, m, peer);
         return;
     }
     pigato__submit_t submit = { .caller = s_caller (m),

@@ -376,14 +376,15 @@ main (int argc, char *argv [])
     s_broker = NULL;
     if (log_level >= PIGATO_LOG_INFO) {
         //  What the run did, for operators and benchmarks
-        char line [512];
+        char line [1024];
         snprintf (line, sizeof line,
                   "event=stopped requests=%" PRId64 " replies=%" PRId64
                   " failed=%" PRId64 " timeouts=%" PRId64
                   " bad_messages=%" PRId64 " denied=%" PRId64
                   " native_batches_out=%" PRId64 " native_entries_out=%" PRId64
                   " cache_hits=%" PRId64 " zap_denied=%" PRId64
-                  " unsent=%" PRId64 " connections_refused=%" PRId64,
+                  " unsent=%" PRId64 " connections_refused=%" PRId64
+                  " over_quota=%" PRId64,
                   pigato_broker_counter (broker, "requests"),
                   pigato_broker_counter (broker, "replies"),
                   pigato_broker_counter (broker, "failed"),
@@ -395,7 +396,8 @@ main (int argc, char *argv [])
                   pigato_broker_counter (broker, "cache_hits"),
                   pigato_broker_counter (broker, "zap_denied"),
                   pigato_broker_counter (broker, "unsent"),
-                  pigato_broker_counter (broker, "connections_refused"));
+                  pigato_broker_counter (broker, "connections_refused"),
+                  pigato_broker_counter (broker, "over_quota"));
         pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
     }
     rc = rc == PIGATO_E_INTERRUPTED ? 0 : rc ? 1 : 0;

@@ -459,6 +459,103 @@ class ResolvedNameTest(AclCase):
         self.assert_denied_at_once(alice, "calc@2.1.0", "exact")
 
 
+DIRECTORY_POLICY = """\
+identity alice    {alice}
+identity mallory  {mallory}
+identity ops      {ops}
+identity wk       {wk}
+allow alice    call   a.* $dir mmi.*
+allow mallory  call   a.* $dir mmi.*
+allow ops      call   *
+allow wk       serve  *
+"""
+
+# The broker's quota for $dir and mmi.* (mesh/broker/core.h): a bucket of
+# BURST requests per identity, refilled at RATE a second.
+INTERNAL_BURST = 50
+INTERNAL_RATE = 20
+
+
+class DirectoryTest(AclCase):
+    """$dir and mmi.service tell a tenant only about services it may call,
+    and a flood of them from one identity is refused (E_QUOTA) while other
+    identities are answered as usual (issue 14, item 7)."""
+    NAMES = ("alice", "mallory", "ops", "wk")
+
+    def ask(self, client, service, rid, data):
+        client.request(service, rid, data, LONG)
+        _, final = client.final(rid, 5)
+        self.assertIsNotNone(final, "no answer to %s %s\n%s"
+                             % (service, data, self.broker.tail(10)))
+        return final
+
+    def test_a_tenant_learns_nothing_about_services_it_may_not_call(self):
+        self.acl_broker(DIRECTORY_POLICY)
+        self.as_worker("wk", "a.echo")
+        secret = self.as_worker("wk", "b.secret", identity=b"secret-worker-id")
+        alice, ops = self.as_client("alice"), self.as_client("ops")
+        # Positive control: ops may call b.secret and sees it
+        everything = json.loads(self.ask(ops, "$dir", "o1", "null").data)
+        self.assertEqual(sorted(everything), ["a.echo", "b.secret"])
+        self.assertEqual(everything["b.secret"], ["secret-worker-id"])
+        self.assertEqual(self.ask(ops, "mmi.service", "o2", '"b.secret"').data, b"200")
+        # alice sees a.echo only, and no trace of the other worker
+        mine = self.ask(alice, "$dir", "d1", "null")
+        self.assertEqual((mine.status, sorted(json.loads(mine.data))), (b"0", ["a.echo"]))
+        self.assertNotIn(b"secret", mine.data)
+        # Asked by name, b.secret is answered exactly as a name nobody serves
+        for service, expect in (("$dir", b"[]"), ("mmi.service", b"404")):
+            hidden = self.ask(alice, service, "h-" + service, '"b.secret"')
+            absent = self.ask(alice, service, "n-" + service, '"b.nosuch"')
+            self.assertEqual(hidden.frames[4:], absent.frames[4:],
+                             "%s answers b.secret unlike a missing service" % service)
+            self.assertEqual((hidden.status, hidden.data), (b"0", expect))
+        self.assertEqual(self.ask(alice, "mmi.service", "m1", '"a.echo"').data, b"200")
+        self.assertEqual(secret.requests_now(0), [])
+
+    def test_a_flood_of_dir_gets_e_quota_and_others_keep_flowing(self):
+        self.acl_broker(DIRECTORY_POLICY)
+        echo = self.as_worker("wk", "a.echo")
+        mallory, alice = self.as_client("mallory"), self.as_client("alice")
+        mark = self.broker.mark()
+        t0 = time.monotonic()
+        flood = 1024
+        for i in range(flood):
+            mallory.request("$dir", "f%d" % i, "null", LONG)
+        # alice is answered while mallory's flood is being refused
+        mine = self.ask(alice, "$dir", "a1", "null")
+        self.assertEqual((mine.status, sorted(json.loads(mine.data))), (b"0", ["a.echo"]))
+        self.round_trip(alice, echo, "a.echo", "a2")
+        answered, refused = 0, 0
+        for i in range(flood):
+            _, final = mallory.final("f%d" % i, 5)
+            self.assertIsNotNone(final, "flood request %d got no answer\n%s"
+                                 % (i, self.broker.tail(10)))
+            if final.status == b"0":
+                answered += 1
+            else:
+                self.assertEqual(final.status, b"-1")
+                self.assertTrue(json.loads(final.data).startswith("E_QUOTA "), final.data)
+                refused += 1
+        elapsed = time.monotonic() - t0
+        self.assertLessEqual(answered, INTERNAL_BURST + INTERNAL_RATE * elapsed + 1,
+                             "%d of %d $dir requests answered in %.1fs"
+                             % (answered, flood, elapsed))
+        self.assertGreaterEqual(answered, INTERNAL_BURST)
+        self.assertEqual(answered + refused, flood)
+        # Logged, rate-limited: never a line per refusal
+        m = self.wait_log(r"event=quota_exceeded identity=mallory service=\$dir\b", 3, mark)
+        self.assertIsNotNone(m, self.broker.tail(10))
+        self.assertLess(self.broker.count(r"event=quota_exceeded\b", mark), 100)
+        # ...and counted, every one
+        mark = self.broker.mark()
+        rc, clean = self.broker.stop(signal.SIGTERM, 5)
+        self.assertEqual((rc, clean), (0, True))
+        m = self.broker.wait_for_log(r"event=stopped .*\bover_quota=(\d+)", 1, mark)
+        self.assertIsNotNone(m, self.broker.tail(5))
+        self.assertEqual(int(m.group(1)), refused)
+
+
 class RoutingIdTest(AclCase):
     NAMES = ("alice", "bob", "wk", "wk2", "mallet")
 

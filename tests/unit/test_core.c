@@ -4,7 +4,7 @@
     recording send interface. Dispatch order, load and rand modes,
     concurrency limits, reject to another worker, retry on worker loss,
     expiry, targeting, wildcard and version resolution, the reply cache,
-    $dir and MMI.
+    $dir and MMI (what each caller may see, their bound and quota).
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -720,7 +720,9 @@ test_internal_services_answer_the_same_for_every_framing (void **state)
     s_add_worker (core, "w2", "pub*", 2);
     pigato__bytes_t name = s_bytes ("$dir"), body = s_bytes ("");
     int status;
-    char *answer = pigato__core_internal (core, &name, &body, &status);
+    bool truncated;
+    char *answer = pigato__core_internal (core, "alice", &name, &body, &status,
+                                          &truncated);
     assert_int_equal (status, 0);
     //  Key order follows the service table: compare as JSON
     json_t *got = json_loads (answer, 0, NULL);
@@ -731,7 +733,8 @@ test_internal_services_answer_the_same_for_every_framing (void **state)
     json_decref (want);
     free (answer);
     body = s_bytes ("\"echo\"");
-    answer = pigato__core_internal (core, &name, &body, &status);
+    answer = pigato__core_internal (core, "alice", &name, &body, &status,
+                                    &truncated);
     assert_string_equal (answer, "[\"w1\"]");
     free (answer);
     //  mmi.service: JSON string or plain text (MDP) alike; wildcards count
@@ -740,17 +743,20 @@ test_internal_services_answer_the_same_for_every_framing (void **state)
     const char *expect [] = { "200", "200", "200", "404", "404" };
     for (int index = 0; index < 5; index++) {
         body = s_bytes (asked [index]);
-        answer = pigato__core_internal (core, &name, &body, &status);
+        answer = pigato__core_internal (core, "alice", &name, &body, &status,
+                                        &truncated);
         assert_int_equal (status, 0);
         assert_string_equal (answer, expect [index]);
         free (answer);
     }
     name = s_bytes ("mmi.other");
-    answer = pigato__core_internal (core, &name, &body, &status);
+    answer = pigato__core_internal (core, "alice", &name, &body, &status,
+                                    &truncated);
     assert_string_equal (answer, "501");
     free (answer);
     name = s_bytes ("$other");
-    answer = pigato__core_internal (core, &name, &body, &status);
+    answer = pigato__core_internal (core, "alice", &name, &body, &status,
+                                    &truncated);
     assert_int_equal (status, -1);
     assert_true (strncmp (answer, "E_RESERVED_SERVICE", 18) == 0);
     free (answer);
@@ -763,6 +769,194 @@ test_internal_services_answer_the_same_for_every_framing (void **state)
         &(pigato__bytes_t) { (const byte *) "mmix", 4 }));
     assert_false (pigato__core_reserved (
         &(pigato__bytes_t) { (const byte *) "echo$", 5 }));
+    pigato__core_destroy (&core);
+}
+
+//  What a tenant asks the broker about: its answer (freed by the caller),
+//  status and truncation.
+static char *
+s_ask (pigato__core_t *core, const char *identity, const char *service,
+       const char *body, int *status, bool *truncated)
+{
+    pigato__bytes_t name = s_bytes (service), data = s_bytes (body);
+    char *answer = pigato__core_internal (core, identity, &name, &data, status,
+                                          truncated);
+    assert_non_null (answer);
+    return answer;
+}
+
+//  A tenant's policy: "alice" may call a.* except a.hidden@1.0.0, and the
+//  broker's own names; workers may serve anything.
+static bool
+s_tenant_policy (void *arg, const char *identity, int verb, const char *name)
+{
+    (void) arg;
+    if (verb == PIGATO__VERB_SERVE)
+        return true;
+    if (streq (identity, "alice"))
+        return (strncmp (name, "a.", 2) == 0 && !streq (name, "a.hidden@1.0.0"))
+            || streq (name, "$dir") || strncmp (name, "mmi.", 4) == 0;
+    return true;
+}
+
+static void
+test_dir_and_mmi_show_only_what_the_caller_may_call (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__core_set_policy (core, s_tenant_policy, NULL);
+    s_add_worker (core, "wa", "a.echo", 1);
+    s_add_worker (core, "wb", "b.secret", 2);
+    s_add_worker (core, "wv", "a.hidden@1.0.0", 3);
+    s_add_worker (core, "ww", "a.pub*", 4);
+    int status;
+    bool truncated;
+    //  The whole map: only what alice may call
+    char *answer = s_ask (core, "alice", "$dir", "", &status, &truncated);
+    assert_int_equal (status, 0);
+    assert_false (truncated);
+    json_t *got = json_loads (answer, 0, NULL);
+    json_t *want = json_loads ("{\"a.echo\":[\"wa\"],\"a.pub*\":[\"ww\"]}", 0,
+                               NULL);
+    assert_true (json_equal (got, want));
+    json_decref (got);
+    json_decref (want);
+    free (answer);
+    //  bob may call everything and sees everything
+    answer = s_ask (core, "bob", "$dir", "null", &status, &truncated);
+    got = json_loads (answer, 0, NULL);
+    assert_int_equal (json_object_size (got), 4);
+    json_decref (got);
+    free (answer);
+    //  A service alice may not call is answered as one that does not exist
+    const char *hidden [] = { "\"b.secret\"", "b.secret",
+                              "\"a.hidden@1.0.0\"" };
+    for (size_t index = 0; index < 3; index++) {
+        answer = s_ask (core, "alice", "$dir", hidden [index], &status,
+                        &truncated);
+        assert_string_equal (answer, "[]");
+        free (answer);
+        answer = s_ask (core, "alice", "mmi.service", hidden [index], &status,
+                        &truncated);
+        assert_string_equal (answer, "404");
+        free (answer);
+    }
+    answer = s_ask (core, "alice", "$dir", "\"b.nosuch\"", &status, &truncated);
+    assert_string_equal (answer, "[]");
+    free (answer);
+    //  A range reaches only versions alice may call; a wildcard only names
+    //  its worker may serve
+    answer = s_ask (core, "alice", "mmi.service", "a.hidden@^1", &status,
+                    &truncated);
+    assert_string_equal (answer, "404");
+    free (answer);
+    answer = s_ask (core, "bob", "mmi.service", "a.hidden@^1", &status,
+                    &truncated);
+    assert_string_equal (answer, "200");
+    free (answer);
+    const char *visible [] = { "a.echo", "a.pub.news" };
+    for (size_t index = 0; index < 2; index++) {
+        answer = s_ask (core, "alice", "mmi.service", visible [index], &status,
+                        &truncated);
+        assert_string_equal (answer, "200");
+        free (answer);
+    }
+    answer = s_ask (core, "alice", "$dir", "\"a.echo\"", &status, &truncated);
+    assert_string_equal (answer, "[\"wa\"]");
+    free (answer);
+    pigato__core_destroy (&core);
+}
+
+static void
+test_dir_answers_are_bounded (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    //  500 services of 3 workers with long ids: more than the bound
+    char id [64], service [32];
+    for (int index = 0; index < 1500; index++) {
+        snprintf (id, sizeof id, "worker-%04d-%040d", index, 0);
+        snprintf (service, sizeof service, "svc.%03d", index / 3);
+        s_add_worker (core, id, service, 1);
+    }
+    //  One service with more workers than one answer lists
+    for (int index = 0; index < 300; index++) {
+        snprintf (id, sizeof id, "crowd-%04d", index);
+        s_add_worker (core, id, "crowd", 2);
+    }
+    int status;
+    bool truncated;
+    char *answer = s_ask (core, "alice", "$dir", "", &status, &truncated);
+    assert_int_equal (status, 0);
+    assert_true (truncated);
+    assert_true (strlen (answer) <= PIGATO__DIR_ANSWER_MAX);
+    assert_true (strlen (answer) > PIGATO__DIR_ANSWER_MAX / 2);
+    json_t *map = json_loads (answer, 0, NULL);
+    assert_non_null (map);
+    assert_true (json_object_size (map) > 10);
+    assert_true (json_object_size (map) < 501);
+    //  Whole entries: every service listed has its ids
+    const char *key;
+    json_t *ids;
+    json_object_foreach (map, key, ids)
+    {
+        size_t expected = streq (key, "crowd") ? PIGATO__DIR_WORKERS_MAX : 3;
+        assert_int_equal (json_array_size (ids), expected);
+    }
+    json_decref (map);
+    free (answer);
+    //  One service: at most PIGATO__DIR_WORKERS_MAX ids, and it says so
+    answer = s_ask (core, "alice", "$dir", "\"crowd\"", &status, &truncated);
+    assert_true (truncated);
+    json_t *crowd = json_loads (answer, 0, NULL);
+    assert_int_equal (json_array_size (crowd), PIGATO__DIR_WORKERS_MAX);
+    json_decref (crowd);
+    free (answer);
+    answer = s_ask (core, "alice", "$dir", "\"svc.001\"", &status, &truncated);
+    assert_false (truncated);
+    free (answer);
+    pigato__core_destroy (&core);
+}
+
+static void
+test_internal_requests_are_limited_per_identity (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    s_add_worker (core, "w1", "echo", 1);
+    int status;
+    bool truncated;
+    char *answer;
+    //  A burst, then E_QUOTA at once, for $dir and mmi.* alike
+    for (int index = 0; index < PIGATO__INTERNAL_BURST; index++) {
+        answer = s_ask (core, "mallory", index % 2 ? "$dir" : "mmi.service",
+                        "echo", &status, &truncated);
+        assert_int_equal (status, 0);
+        free (answer);
+    }
+    const char *names [] = { "$dir", "mmi.service", "mmi.other", "$other" };
+    for (size_t index = 0; index < 4; index++) {
+        answer = s_ask (core, "mallory", names [index], "", &status,
+                        &truncated);
+        assert_int_equal (status, -1);
+        assert_true (strncmp (answer, "E_QUOTA", 7) == 0);
+        free (answer);
+    }
+    assert_int_equal (core->counters.over_quota, 4);
+    //  Another identity is not held up
+    answer = s_ask (core, "bob", "$dir", "", &status, &truncated);
+    assert_int_equal (status, 0);
+    free (answer);
+    //  The bucket refills at PIGATO__INTERNAL_RATE a second
+    core->now_ms += 1000;
+    for (int index = 0; index < PIGATO__INTERNAL_RATE; index++) {
+        answer = s_ask (core, "mallory", "$dir", "", &status, &truncated);
+        assert_int_equal (status, 0);
+        free (answer);
+    }
+    answer = s_ask (core, "mallory", "$dir", "", &status, &truncated);
+    assert_int_equal (status, -1);
+    free (answer);
     pigato__core_destroy (&core);
 }
 
@@ -905,6 +1099,9 @@ main (void)
         cmocka_unit_test (test_submit_refuses_what_it_cannot_take),
         cmocka_unit_test (
             test_internal_services_answer_the_same_for_every_framing),
+        cmocka_unit_test (test_dir_and_mmi_show_only_what_the_caller_may_call),
+        cmocka_unit_test (test_dir_answers_are_bounded),
+        cmocka_unit_test (test_internal_requests_are_limited_per_identity),
         cmocka_unit_test (test_request_heartbeats_reach_the_holder_only),
         cmocka_unit_test (test_nothing_goes_to_a_closing_connection),
         cmocka_unit_test (
