@@ -80,19 +80,6 @@ s_errorf (char *err, size_t err_size, const char *format, ...)
     ERR_clear_error ();
 }
 
-//  --------------------------------------------------------------------------
-//  Writes "YYYY-MM-DD HH:MM:SS UTC" for a time in seconds since the epoch.
-
-static void
-s_time_text (int64_t seconds, char *out, size_t out_size)
-{
-    time_t when = (time_t) seconds;
-    struct tm tm;
-    if (!gmtime_r (&when, &tm)
-        || !strftime (out, out_size, "%Y-%m-%d %H:%M:%S UTC", &tm))
-        snprintf (out, out_size, "@%lld", (long long) seconds);
-}
-
 //  Converts an ASN1 time to seconds since the epoch (0 if unreadable).
 static int64_t
 s_asn1_seconds (const ASN1_TIME *time_asn1)
@@ -973,7 +960,7 @@ s_crl_check (pigato__trust_t *self, const char *path, char *err,
         return PIGATO_E_KEY;
     }
     if (self->crl_next_update <= (int64_t) time (NULL)) {
-        s_time_text (self->crl_next_update, when, sizeof when);
+        pigato__time_text (self->crl_next_update, when, sizeof when);
         pigato__errorf (err, err_size,
                         "'%s' expired on %s (its nextUpdate): a stale CRL "
                         "may miss revocations; renew it with pigato-keygen "
@@ -1151,12 +1138,12 @@ pigato__trust_verify (pigato__trust_t *self, const char *cert_path,
         rc = PIGATO_E_KEY;
         switch (code) {
             case X509_V_ERR_CERT_HAS_EXPIRED:
-                s_time_text (info->not_after, when, sizeof when);
+                pigato__time_text (info->not_after, when, sizeof when);
                 pigato__errorf (err, err_size, "'%s' (%s): expired on %s",
                                 cert_path, info->name, when);
                 break;
             case X509_V_ERR_CERT_NOT_YET_VALID:
-                s_time_text (info->not_before, when, sizeof when);
+                pigato__time_text (info->not_before, when, sizeof when);
                 pigato__errorf (err, err_size,
                                 "'%s' (%s): not yet valid "
                                 "(valid from %s)",

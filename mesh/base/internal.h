@@ -67,6 +67,10 @@ void pigato__ratelimit_flush (pigato__ratelimit_t *self, const char *what,
 //  Monotonic clock in milliseconds.
 int64_t pigato__now_ms (void);
 
+//  Writes "YYYY-MM-DD HH:MM:SS UTC" for seconds since the epoch ("@N" if
+//  the time cannot be shown).
+void pigato__time_text (int64_t seconds, char *out, size_t out_size);
+
 //  Seeded hash of NUL-terminated text, for zhashx_set_key_hasher and
 //  table.h on hot paths (czmq's default hashes a byte at a time), and the
 //  same hash of `size` bytes.

@@ -23,6 +23,16 @@ pigato__now_ms (void)
     return (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
+void
+pigato__time_text (int64_t seconds, char *out, size_t out_size)
+{
+    time_t when = (time_t) seconds;
+    struct tm tm;
+    if (!gmtime_r (&when, &tm)
+        || !strftime (out, out_size, "%Y-%m-%d %H:%M:%S UTC", &tm))
+        snprintf (out, out_size, "@%lld", (long long) seconds);
+}
+
 //  A seeded hash of bytes or NUL-terminated text for libpigato's own
 //  tables on hot paths (a client's rids, a worker's replies): eight bytes
 //  per step instead of czmq's default byte-at-a-time loop. The seed is the

@@ -170,19 +170,6 @@ s_crl_seconds (const s_options_t *options)
 }
 
 //  --------------------------------------------------------------------------
-//  Writes "YYYY-MM-DD HH:MM:SS UTC".
-
-static void
-s_time_text (int64_t seconds, char *out, size_t out_size)
-{
-    time_t when = (time_t) seconds;
-    struct tm tm;
-    if (!gmtime_r (&when, &tm)
-        || !strftime (out, out_size, "%Y-%m-%d %H:%M:%S UTC", &tm))
-        snprintf (out, out_size, "@%lld", (long long) seconds);
-}
-
-//  --------------------------------------------------------------------------
 //  Parses a duration: digits and one unit (s m h d w y). 0 on success.
 
 static int
@@ -442,8 +429,8 @@ s_issue (const char *name, const s_options_t *options)
     char fingerprint [PIGATO_FINGERPRINT_SIZE];
     char from [64], until [64];
     pigato_key_fingerprint (zcert_public_txt (cert), fingerprint);
-    s_time_text (info.not_before, from, sizeof from);
-    s_time_text (info.not_after, until, sizeof until);
+    pigato__time_text (info.not_before, from, sizeof from);
+    pigato__time_text (info.not_after, until, sizeof until);
     printf ("identity:    %s\nmesh:        %s\npublic key:  %s\n"
             "fingerprint: %s\nvalid from:  %s\nvalid until: %s\n"
             "serial:      %s\ncertificate: %s\npublic file: %s\n"
@@ -542,10 +529,10 @@ s_crl (const s_options_t *options)
         return 1;
     }
     char until [64];
-    s_time_text ((int64_t) time (NULL)
-                     + (valid ? valid
-                              : (int64_t) PIGATO__CRL_DAYS_DEFAULT * 86400),
-                 until, sizeof until);
+    pigato__time_text (
+        (int64_t) time (NULL)
+            + (valid ? valid : (int64_t) PIGATO__CRL_DAYS_DEFAULT * 86400),
+        until, sizeof until);
     printf ("CRL:         %s/ca.crl (reload the brokers to apply it)\n"
             "number:      %" PRId64 "\nnext update: %s\n",
             options->ca, number, until);
@@ -569,8 +556,8 @@ s_show_cert (const char *path, const s_options_t *options)
     char from [64], until [64];
     zmq_z85_encode (z85, info.public_key, 32);
     pigato_key_fingerprint (z85, fingerprint);
-    s_time_text (info.not_before, from, sizeof from);
-    s_time_text (info.not_after, until, sizeof until);
+    pigato__time_text (info.not_before, from, sizeof from);
+    pigato__time_text (info.not_after, until, sizeof until);
     int64_t now = (int64_t) time (NULL);
     printf ("file:        %s\ntype:        X.509 identity certificate\n"
             "identity:    %s\nmesh:        %s\npublic key:  %s\n"
