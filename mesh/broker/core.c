@@ -375,11 +375,24 @@ s_dispatch (pigato__core_t *self, pigato__service_t *service)
                 self->emit->request (self->emit_arg, worker, request);
             }
             else {
+                //  Younger requests may still go where this one could not
+                //  (a worker it rejected, a version its caller may not
+                //  call); if no worker could take any of them, stop here:
+                //  room on a closing connection or on a wildcard worker
+                //  that may not serve this name is no room, else one such
+                //  worker would make every dispatch walk the whole queue
                 bool room = false;
-                for (size_t index = 0; index < count && !room; index++)
-                    for (pigato__worker_t *any = targets [index]->workers;
-                         any && !room; any = any->next)
-                        room = pigato__worker_has_room (any);
+                for (size_t index = 0; index < count && !room; index++) {
+                    pigato__service_t *target = targets [index];
+                    bool serve_check = target != service && target->wildcard
+                                    && self->allows;
+                    s_serve_check_t check = { self, serve_check ? service->name
+                                                                : NULL };
+                    for (pigato__worker_t *any = target->workers; any && !room;
+                         any = any->next)
+                        room = pigato__worker_has_room (any)
+                            && s_eligible (&check, any);
+                }
                 if (!room)
                     break;
             }

@@ -1017,12 +1017,21 @@ test_resolution_asks_the_policy_about_the_names_it_adds (void **state)
     event_t *sent [4];
     assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
     assert_string_equal (sent [0]->rid, "r1");
+    //  Waiting requests do not make each dispatch walk the whole queue:
+    //  the wildcard worker's room is no room for this name
+    asked = 0;
+    char rid [16];
+    for (int index = 0; index < 200; index++) {
+        snprintf (rid, sizeof rid, "q%d", index);
+        s_submit (core, "c1", rid, "pub.secret", "x", NULL);
+    }
+    assert_true (asked < 200 * 4);
     //  Nor by naming it
     s_submit (core, "c1", "r3", "pub.secret", "x", "{\"workerId\":\"any\"}");
     assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
     mark = event_count;
     s_add_worker_as (core, "real", "pub.secret", 4, "secret");
-    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    assert_true (s_events (EV_REQUEST, mark, sent, 4) >= 1);  //  r2 first
     assert_string_equal (sent [0]->rid, "r2");
     assert_string_equal (sent [0]->to, "real");
     //  alice may call calc but not its 2.1.0: >=1 resolves to 1.4.0
