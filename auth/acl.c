@@ -47,6 +47,16 @@ typedef struct {
     size_t pattern_count;
 } rule_t;
 
+//  A `limit` line: which keys it sets (LIMIT_* bits), to what.
+enum { LIMIT_PENDING = 1, LIMIT_PENDING_BYTES = 2, LIMIT_RATE = 4 };
+typedef struct {
+    int subject_kind;
+    char subject [PIGATO__NAME_MAX + 1];
+    group_t *group;  //  SUBJECT_GROUP
+    int set;         //  LIMIT_* bits
+    pigato__limits_t values;
+} limit_t;
+
 struct _pigato__acl_t {
     bool allow_all;         //  no rules: everything allowed
     zlistx_t *entries;      //  every identity_t (owned)
@@ -56,6 +66,8 @@ struct _pigato__acl_t {
     zlistx_t *group_order;  //  groups in file order (borrowed items)
     rule_t *rules;
     size_t rule_count;
+    limit_t *limits;  //  limit lines, in file order
+    size_t limit_count;
     zhashx_t *cache;  //  "verb identity \x1f service" -> 1 deny, 2 allow
     //  The last decision: a batch of requests from one caller to one
     //  service asks the same question over and over
@@ -156,6 +168,7 @@ pigato__acl_destroy (pigato__acl_t **self_p)
         free (self->rules [index].patterns);
     }
     free (self->rules);
+    free (self->limits);
     zlistx_destroy (&self->group_order);
     zhashx_destroy (&self->by_key);
     zhashx_destroy (&self->identities);
@@ -593,6 +606,31 @@ s_valid_pattern (const char *pattern)
     return !star || star == pattern + length - 1;
 }
 
+//  A rule's or limit's SUBJECT: *, @GROUP or an identity name.
+static int
+s_subject (pigato__acl_t *self, parse_t *parse, const char *subject, int *kind,
+           char *name, group_t **group)
+{
+    if (streq (subject, "*"))
+        *kind = SUBJECT_ANY;
+    else if (subject [0] == '@') {
+        *kind = SUBJECT_GROUP;
+        *group = (group_t *) zhashx_lookup (self->groups, subject + 1);
+        if (!*group)
+            return s_error (parse, "unknown group '%s'", subject);
+    }
+    else {
+        *kind = SUBJECT_IDENTITY;
+        if (!s_known_name (self, parse, subject, parse->line))
+            return s_error (parse,
+                            "unknown identity '%s' (define it with "
+                            "'identity %s KEY' first)",
+                            subject, subject);
+        snprintf (name, PIGATO__NAME_MAX + 1, "%s", subject);
+    }
+    return 0;
+}
+
 static int
 s_line_rule (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
 {
@@ -600,24 +638,9 @@ s_line_rule (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
         return s_error (parse, "expected '%s SUBJECT serve|call PATTERN...'",
                         tokens [0]);
     rule_t rule = { .deny = streq (tokens [0], "deny") };
-    const char *subject = tokens [1];
-    if (streq (subject, "*"))
-        rule.subject_kind = SUBJECT_ANY;
-    else if (subject [0] == '@') {
-        rule.subject_kind = SUBJECT_GROUP;
-        rule.group = (group_t *) zhashx_lookup (self->groups, subject + 1);
-        if (!rule.group)
-            return s_error (parse, "unknown group '%s'", subject);
-    }
-    else {
-        rule.subject_kind = SUBJECT_IDENTITY;
-        if (!s_known_name (self, parse, subject, parse->line))
-            return s_error (parse,
-                            "unknown identity '%s' (define it with "
-                            "'identity %s KEY' first)",
-                            subject, subject);
-        snprintf (rule.subject, sizeof rule.subject, "%s", subject);
-    }
+    if (s_subject (self, parse, tokens [1], &rule.subject_kind, rule.subject,
+                   &rule.group))
+        return -1;
     if (streq (tokens [2], "serve"))
         rule.verb = PIGATO__VERB_SERVE;
     else if (streq (tokens [2], "call"))
@@ -645,6 +668,92 @@ s_line_rule (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
     for (size_t index = 0; index < rule.pattern_count; index++)
         rule.patterns [index] = strdup (tokens [index + 3]);
     self->rules [self->rule_count++] = rule;
+    return 0;
+}
+
+//  A limit's value: a count, or a size with K, M or G (KiB, MiB, GiB),
+//  or "unlimited". -2 if it is none of these.
+static int64_t
+s_limit_value (const char *text, bool size)
+{
+    if (streq (text, "unlimited"))
+        return PIGATO__UNLIMITED;
+    if (!isdigit ((unsigned char) text [0]))
+        return -2;
+    errno = 0;
+    char *end;
+    unsigned long long value = strtoull (text, &end, 10);
+    unsigned long long unit = 1;
+    if (size && *end && !end [1]) {
+        switch (toupper ((unsigned char) *end)) {
+            case 'K':
+                unit = 1ULL << 10;
+                end++;
+                break;
+            case 'M':
+                unit = 1ULL << 20;
+                end++;
+                break;
+            case 'G':
+                unit = 1ULL << 30;
+                end++;
+                break;
+        }
+    }
+    if (errno || *end || value > (unsigned long long) INT64_MAX / unit)
+        return -2;
+    return (int64_t) (value * unit);
+}
+
+static int
+s_line_limit (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
+{
+    const char *usage = "expected 'limit SUBJECT KEY=VALUE...' (keys: "
+                        "pending=N, pending-bytes=SIZE, rate=N)";
+    if (count < 3)
+        return s_error (parse, "%s", usage);
+    limit_t limit = { 0 };
+    if (s_subject (self, parse, tokens [1], &limit.subject_kind, limit.subject,
+                   &limit.group))
+        return -1;
+    for (size_t index = 2; index < count; index++) {
+        char *equals = strchr (tokens [index], '=');
+        if (!equals)
+            return s_error (parse, "'%s': %s", tokens [index], usage);
+        *equals = 0;
+        const char *key = tokens [index], *text = equals + 1;
+        int bit = streq (key, "pending")       ? LIMIT_PENDING
+                : streq (key, "pending-bytes") ? LIMIT_PENDING_BYTES
+                : streq (key, "rate")          ? LIMIT_RATE
+                                               : 0;
+        if (!bit)
+            return s_error (parse,
+                            "unknown limit '%s' (expected pending, "
+                            "pending-bytes or rate)",
+                            key);
+        if (limit.set & bit)
+            return s_error (parse, "limit '%s' is given twice", key);
+        int64_t value = s_limit_value (text, bit == LIMIT_PENDING_BYTES);
+        if (value == -2)
+            return s_error (parse, "limit %s: '%s' is not %s or 'unlimited'",
+                            key, text,
+                            bit == LIMIT_PENDING_BYTES
+                                ? "a size (N, NK, NM or NG)"
+                                : "a whole number");
+        limit.set |= bit;
+        if (bit == LIMIT_PENDING)
+            limit.values.pending = value;
+        else if (bit == LIMIT_PENDING_BYTES)
+            limit.values.pending_bytes = value;
+        else
+            limit.values.rate = value;
+    }
+    limit_t *limits = (limit_t *) realloc (
+        self->limits, (self->limit_count + 1) * sizeof (limit_t));
+    if (!limits)
+        return s_error (parse, "out of memory");
+    self->limits = limits;
+    self->limits [self->limit_count++] = limit;
     return 0;
 }
 
@@ -744,14 +853,18 @@ pigato__acl_load (const char *path, char *err, size_t err_size)
                 if (pass == 2)
                     rc = s_line_rule (self, &parse, tokens, count);
             }
+            else if (streq (tokens [0], "limit")) {
+                if (pass == 2)
+                    rc = s_line_limit (self, &parse, tokens, count);
+            }
             else if (streq (tokens [0], "trust")
                      || streq (tokens [0], "revoked"))
                 rc = pass == 0 ? s_line_trust (&parse, tokens, count) : 0;
             else if (pass == 0)
                 rc = s_error (&parse,
                               "unknown keyword '%s' (expected "
-                              "identity, group, allow, deny, trust or "
-                              "revoked)",
+                              "identity, group, allow, deny, limit, trust "
+                              "or revoked)",
                               tokens [0]);
             free (line);
             if (rc)
@@ -908,6 +1021,42 @@ pigato__acl_allows (pigato__acl_t *self, const char *identity, int verb,
         strcpy (self->last.service, service);
     }
     return allowed;
+}
+
+void
+pigato__acl_limits (pigato__acl_t *self, const char *identity,
+                    pigato__limits_t *limits)
+{
+    *limits = (pigato__limits_t) { PIGATO__LIMIT_PENDING_DEFAULT,
+                                   PIGATO__LIMIT_PENDING_BYTES_DEFAULT,
+                                   PIGATO__LIMIT_RATE_DEFAULT };
+    int rank [3] = { 0, 0, 0 };  //  of the line that set each key
+    for (size_t index = 0; index < self->limit_count; index++) {
+        const limit_t *limit = &self->limits [index];
+        int line_rank = 0;
+        if (limit->subject_kind == SUBJECT_ANY)
+            line_rank = 1;
+        else if (limit->subject_kind == SUBJECT_GROUP && identity
+                 && zhashx_lookup (limit->group->members, identity))
+            line_rank = 2;
+        else if (limit->subject_kind == SUBJECT_IDENTITY && identity
+                 && streq (limit->subject, identity))
+            line_rank = 3;
+        if (!line_rank)
+            continue;
+        if ((limit->set & LIMIT_PENDING) && line_rank >= rank [0]) {
+            rank [0] = line_rank;
+            limits->pending = limit->values.pending;
+        }
+        if ((limit->set & LIMIT_PENDING_BYTES) && line_rank >= rank [1]) {
+            rank [1] = line_rank;
+            limits->pending_bytes = limit->values.pending_bytes;
+        }
+        if ((limit->set & LIMIT_RATE) && line_rank >= rank [2]) {
+            rank [2] = line_rank;
+            limits->rate = limit->values.rate;
+        }
+    }
 }
 
 bool

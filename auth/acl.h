@@ -14,6 +14,9 @@
                                           signed, valid and not revoked, is an
                                           identity named by its CN)
         revoked  CA.crl                  (the CRL of a trusted CA)
+        limit    SUBJECT KEY=VALUE...    (quotas: pending=N,
+                                          pending-bytes=SIZE, rate=N;
+                                          a value may be 'unlimited')
     PATTERN: exact name, prefix*, or *. A word starting with '#' starts a
     comment. A deny rule for a name also denies its versions (name@1.2.0,
     name@^1): they are that name.
@@ -32,6 +35,18 @@ typedef enum {
 } pigato__verb_t;
 
 #define PIGATO__ANONYMOUS "anonymous"
+
+//  One identity's quotas (`limit` lines). PIGATO__UNLIMITED: no limit.
+typedef struct {
+    int64_t pending;        //  requests held at once, queued or at a worker
+    int64_t pending_bytes;  //  the bytes of their bodies and opts
+    int64_t rate;           //  requests a second, in bursts of as many
+} pigato__limits_t;
+
+#define PIGATO__UNLIMITED                   (-1)
+#define PIGATO__LIMIT_PENDING_DEFAULT       100000
+#define PIGATO__LIMIT_PENDING_BYTES_DEFAULT (256 * 1024 * 1024)
+#define PIGATO__LIMIT_RATE_DEFAULT          PIGATO__UNLIMITED
 
 //  Loads and validates a policy file. On error returns NULL and writes
 //  "FILE:LINE: what is wrong" to err.
@@ -62,6 +77,14 @@ bool pigato__acl_identity_current (pigato__acl_t *self, const char *name,
 //  Decisions are cached per identity x verb x service.
 bool pigato__acl_allows (pigato__acl_t *self, const char *identity, int verb,
                          const char *service);
+
+//  The quotas of an identity. For each key, a `limit` line naming the
+//  identity wins over one naming a group it is in, which wins over `*`;
+//  among lines of one kind the last wins; no line: the default
+//  (PIGATO__LIMIT_*_DEFAULT). Not cached: asked once per identity and
+//  policy, not per request.
+void pigato__acl_limits (pigato__acl_t *self, const char *identity,
+                         pigato__limits_t *limits);
 
 //  True if this policy allows everything (no rules to check).
 bool pigato__acl_allow_all (pigato__acl_t *self);

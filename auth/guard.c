@@ -99,6 +99,13 @@ pigato__guard_allows (pigato__guard_t *self, const char *identity, int verb,
     return pigato__acl_allows (self->policy, identity, verb, service);
 }
 
+void
+pigato__guard_limits (pigato__guard_t *self, const char *identity,
+                      pigato__limits_t *limits)
+{
+    pigato__acl_limits (self->policy, identity, limits);
+}
+
 bool
 pigato__guard_current (pigato__guard_t *self, const char *identity,
                        const char *key)

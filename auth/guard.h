@@ -45,6 +45,10 @@ bool pigato__guard_peer (pigato__guard_t *self, zmq_msg_t *part,
 bool pigato__guard_allows (pigato__guard_t *self, const char *identity,
                            int verb, const char *service);
 
+//  The identity's quotas in the current policy (pigato__acl_limits).
+void pigato__guard_limits (pigato__guard_t *self, const char *identity,
+                           pigato__limits_t *limits);
+
 //  True if this identity + key is still valid under the current policy.
 bool pigato__guard_current (pigato__guard_t *self, const char *identity,
                             const char *key);

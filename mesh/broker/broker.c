@@ -38,6 +38,14 @@ s_allows (void *arg, const char *identity, int verb, const char *name)
     return pigato__guard_allows (self->guard, identity, verb, name);
 }
 
+//  The core's quotas (core.h): the guard's current policy's.
+static void
+s_limits (void *arg, const char *identity, pigato__limits_t *limits)
+{
+    pigato_broker_t *self = (pigato_broker_t *) arg;
+    pigato__guard_limits (self->guard, identity, limits);
+}
+
 pigato_broker_t *
 pigato_broker_new (void)
 {
@@ -311,6 +319,7 @@ s_create_router (pigato_broker_t *self)
     if (rc)
         return rc;
     pigato__core_set_policy (self->core, s_allows, self);
+    pigato__core_set_limits (self->core, s_limits, self);
     zsock_t *router = zsock_new (ZMQ_ROUTER);
     if (!router) {
         pigato__errorf (self->error, sizeof self->error,

@@ -24,7 +24,8 @@ s_worker_destroy (void **item_p)
     }
 }
 
-//  The quotas table's items: plain records (core_internal.c).
+//  The quotas and tenants tables' items: plain records (core_internal.c,
+//  core_quota.c).
 static void
 s_quota_destroy (void **item_p)
 {
@@ -57,13 +58,16 @@ pigato__core_new (const pigato__emit_t *emit, void *emit_arg)
     self->conns = pigato__conns_new ();
     self->cache = pigato__cache_new (PIGATO__CACHE_DEFAULT_BYTES);
     self->quotas = zhashx_new ();
+    self->tenants = zhashx_new ();
     if (!self->services || !self->workers || !self->requests || !self->timers
-        || !self->conns || !self->cache || !self->quotas) {
+        || !self->conns || !self->cache || !self->quotas || !self->tenants) {
         pigato__core_destroy (&self);
         return NULL;
     }
     zhashx_set_destructor (self->workers, s_worker_destroy);
     zhashx_set_destructor (self->quotas, s_quota_destroy);
+    zhashx_set_destructor (self->tenants, s_quota_destroy);
+    zhashx_set_key_hasher (self->tenants, pigato__hash_keyed_text);
     return self;
 }
 
@@ -92,6 +96,7 @@ pigato__core_destroy (pigato__core_t **self_p)
     pigato__cache_destroy (&self->cache);
     pigato__conns_destroy (&self->conns);
     zhashx_destroy (&self->quotas);
+    zhashx_destroy (&self->tenants);
     free (self);
     *self_p = NULL;
 }
@@ -169,6 +174,9 @@ s_request_finish (pigato__core_t *self, pigato__request_t *request)
     else
         pigato__service_dequeue (service, request);
     pigato__table_delete (self->requests, request->key.hash, &request->key);
+    if (request->tenant)
+        pigato__core_tenant_release ((pigato__tenant_t *) request->tenant,
+                                     request);
     pigato__request_destroy (&self->request_pool, &request);
     service->requests--;
     pigato__services_release (self->services, &service);
@@ -452,7 +460,7 @@ s_worker_room (pigato__core_t *self, pigato__worker_t *worker)
 static int
 s_admit (pigato__core_t *self, pigato__request_t *request,
          pigato__service_t *service, pigato__worker_t *target,
-         const pigato__submit_t *in)
+         pigato__tenant_t *tenant, const pigato__submit_t *in)
 {
     request->service = service;
     request->framing = in->caller.framing;
@@ -475,6 +483,7 @@ s_admit (pigato__core_t *self, pigato__request_t *request,
                         &request->conn_link);
     s_copy_text (request->identity, sizeof request->identity, in->identity);
     s_copy_text (request->curve_key, sizeof request->curve_key, in->curve_key);
+    pigato__core_tenant_hold (tenant, request);
     self->counters.requests++;
     if (target) {
         //  It waits on the worker it names, never in the service's queue:
@@ -483,8 +492,20 @@ s_admit (pigato__core_t *self, pigato__request_t *request,
         s_serve_waiting (self, target);
         return 0;
     }
-    pigato__service_enqueue (service, request, false);
+    //  Callers take turns in the queue (the fair order costs a lookup:
+    //  a request alone in it, most likely dispatched at once, joins its
+    //  caller's lane only if it stays)
+    bool alone = service->queue_head == NULL;
+    if (alone)
+        pigato__service_enqueue (service, request, false);
+    else
+        pigato__service_enqueue_fair (service, request, tenant);
+    service->pins++;  //  the request and service stay ours to look at
     s_dispatch (self, service);
+    if (alone && !request->worker && request->service == service)
+        pigato__service_lane_join (service, request, tenant);
+    service->pins--;
+    pigato__services_release (self->services, &service);
     return 0;
 }
 
@@ -528,6 +549,15 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
                          "E_OVERLOADED the broker holds too many requests; "
                          "try again later");
     const pigato__bytes_t *name = &in->caller.service;
+    pigato__tenant_t *tenant = pigato__core_tenant (self, in->identity);
+    if (!tenant)
+        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+                         "E_OVERLOADED the broker ran out of memory; try "
+                         "again later");
+    if (pigato__core_quota_admit (
+            self, tenant, name, in->body.size + (in->opts ? in->opts->size : 0),
+            error, error_size))
+        return PIGATO_E_NOMEM;
     //  The ACL allowed this caller: a cached reply may answer it (not a
     //  request that names its worker)
     pigato__cached_t cached;
@@ -581,7 +611,7 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
             return rc;
         }
     }
-    if (s_admit (self, request, service, target, in))
+    if (s_admit (self, request, service, target, tenant, in))
         return s_refuse (error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker ran out of memory; try "
                          "again later");

@@ -15,6 +15,7 @@
 #include "service.h"
 #include "cache.h"
 #include "../base/table.h"
+#include "../../auth/acl.h"
 
 #define PIGATO__PENDING_MAX 1000000  //  requests held at once
 
@@ -23,7 +24,8 @@
 //  PIGATO__INTERNAL_RATE a second. Over it: E_QUOTA at once.
 #define PIGATO__INTERNAL_RATE  20
 #define PIGATO__INTERNAL_BURST 50
-#define PIGATO__QUOTAS_MAX     4096  //  buckets kept before full ones go
+//  Buckets (and idle tenants, below) kept before full ones go.
+#define PIGATO__QUOTAS_MAX 4096
 
 //  A $dir answer is at most PIGATO__DIR_ANSWER_MAX bytes and lists at
 //  most PIGATO__DIR_WORKERS_MAX worker ids per service; what does not
@@ -46,7 +48,8 @@
     X (late_replies) /* replies for unknown or foreign rids, dropped */        \
     X (workers_gone) /* workers removed (disconnect or expiry) */              \
     X (unsent)       /* messages for a closing connection, dropped */          \
-    X (over_quota)   /* $dir and mmi.* requests refused with E_QUOTA */
+    X (over_quota)   /* requests refused with E_QUOTA: an identity's   \
+                        limits, or the rate of $dir and mmi.* */
 
 typedef struct {
 #define COUNTER_FIELD(name) int64_t name;
@@ -94,6 +97,23 @@ typedef struct {
 typedef bool (pigato__allows_fn) (void *arg, const char *identity, int verb,
                                   const char *name);
 
+//  The policy's quotas for an identity (auth/acl.h, `limit` lines).
+typedef void (pigato__limits_fn) (void *arg, const char *identity,
+                                  pigato__limits_t *limits);
+
+//  An identity's share of the broker (core_quota.c): what its requests
+//  hold, its request-rate bucket, its limits. Its requests point at it,
+//  and it is the caller their service's fair queue takes in turn.
+typedef struct {
+    char identity [PIGATO__NAME_MAX + 1];
+    pigato__limits_t limits;
+    uint64_t epoch;         //  the policy the limits come from
+    int64_t pending;        //  requests held, queued or at a worker
+    int64_t pending_bytes;  //  their bodies and opts
+    double tokens;          //  the rate bucket: tokens left
+    int64_t at_ms;          //  when it was last filled
+} pigato__tenant_t;
+
 typedef struct {
     pigato__services_t *services;         //  name -> service
     zhashx_t *workers;                    //  routing id -> worker
@@ -120,6 +140,15 @@ typedef struct {
     //  and the rate limit of event=quota_exceeded lines
     zhashx_t *quotas;
     pigato__ratelimit_t quota_log;
+
+    //  Identities' limits (core_quota.c): identity -> tenant, the last
+    //  one looked up (a batch comes from one caller), the policy's
+    //  limits and its epoch (+1 when it changes)
+    zhashx_t *tenants;
+    pigato__tenant_t *last_tenant;
+    pigato__limits_fn *limits;
+    void *limits_arg;
+    uint64_t limits_epoch;
 } pigato__core_t;
 
 //  A new core that emits through emit (borrowed; lives longer than the
@@ -135,6 +164,12 @@ void pigato__core_destroy (pigato__core_t **self_p);
 //  resolved to, and a wildcard's worker to `serve` the name asked for.
 //  Without one (NULL), everything is allowed.
 void pigato__core_set_policy (pigato__core_t *self, pigato__allows_fn *allows,
+                              void *arg);
+
+//  The quotas of identities (a `limit` line's keys, auth/acl.h): asked
+//  once per identity, and again after every call (a policy reload).
+//  Without one (NULL), every identity has the defaults.
+void pigato__core_set_limits (pigato__core_t *self, pigato__limits_fn *limits,
                               void *arg);
 
 //  --------------------------------------------------------------------------
@@ -164,7 +199,9 @@ typedef struct {
 //     already in flight: no text) or opts that are not a JSON object
 //     (E_INVALID_OPTS); the front-end counts it as a bad message;
 //   * PIGATO_E_NOMEM: E_OVERLOADED (too many requests held, or out of
-//     memory);
+//     memory), or E_QUOTA (the caller's identity is over one of its
+//     limits: requests or bytes held, or its request rate; counted in
+//     over_quota and logged, rate-limited, as event=quota_exceeded);
 //   * PIGATO_E_REPLY: E_WORKER_NOT_FOUND (opts workerId names no worker).
 int pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
                          char *error, size_t error_size) PIGATO__MUST_CHECK;
@@ -287,6 +324,33 @@ char *pigato__core_internal (pigato__core_t *self, const char *identity,
 
 //  Reports quota_exceeded lines held back by the rate limit (a timer).
 void pigato__core_internal_tick (pigato__core_t *self);
+
+//  --------------------------------------------------------------------------
+//  Quotas of identities (core_quota.c), for core.c
+
+//  The tenant record of an identity (NULL or "" is one too), made if
+//  there is none; its limits brought up to the policy. NULL if out of
+//  memory.
+pigato__tenant_t *pigato__core_tenant (pigato__core_t *self,
+                                       const char *identity);
+
+//  Checks a new request of bytes against the tenant's limits and, if it
+//  passes, takes its rate token. 0, or a refusal: counted, logged, and
+//  an E_QUOTA text written to error; returns PIGATO_E_NOMEM.
+int pigato__core_quota_admit (pigato__core_t *self, pigato__tenant_t *tenant,
+                              const pigato__bytes_t *service, size_t bytes,
+                              char *error, size_t error_size);
+
+//  A request the tenant holds now / no longer.
+void pigato__core_tenant_hold (pigato__tenant_t *tenant,
+                               pigato__request_t *request);
+void pigato__core_tenant_release (pigato__tenant_t *tenant,
+                                  pigato__request_t *request);
+
+//  Logs one E_QUOTA refusal of identity for a service (limit: which),
+//  rate-limited, and counts it.
+void pigato__core_quota_log (pigato__core_t *self, const char *identity,
+                             const pigato__bytes_t *service, const char *limit);
 
 //  Room for a service name from a peer, escaped for a log line.
 #define PIGATO__SERVICE_TEXT (PIGATO_SERVICE_MAX * 4 + 4)

@@ -125,19 +125,7 @@ static char *
 s_quota_exceeded (pigato__core_t *self, const char *identity,
                   const pigato__bytes_t *name)
 {
-    self->counters.over_quota++;
-    if (pigato__log_level >= PIGATO_LOG_WARNING
-        && pigato__ratelimit_allow_at (&self->quota_log, "quota_exceeded",
-                                       PIGATO_LOG_WARNING)) {
-        char printable [PIGATO__SERVICE_TEXT], who [PIGATO__NAME_MAX * 4 + 4];
-        pigato__log (PIGATO_LOG_WARNING,
-                     "event=quota_exceeded identity=%s service=%s",
-                     pigato__printable (identity ? identity : "",
-                                        identity ? strlen (identity) : 0, who,
-                                        sizeof who),
-                     pigato__printable (name->data, name->size, printable,
-                                        sizeof printable));
-    }
+    pigato__core_quota_log (self, identity, name, "internal");
     char text [160];
     snprintf (text, sizeof text,
               "E_QUOTA at most %d requests a second for $dir and mmi.* per "

@@ -40,6 +40,9 @@ pigato__broker_reload (pigato_broker_t *self)
                      err);
         return;
     }
+    //  Every identity's limits are asked again
+    pigato__core_set_limits (self->core, self->core->limits,
+                             self->core->limits_arg);
     zlistx_t *workers = zlistx_new ();
     for (pigato__worker_t *worker =
              (pigato__worker_t *) zhashx_first (self->core->workers);

@@ -21,7 +21,34 @@ struct _pigato__services_t {
     pigato__service_t *last;  //  the last one looked up (a cache: a
                               //  stream of requests names one service;
                               //  cleared when a service goes)
+    zhashx_t *lanes;          //  (service, caller) -> pigato__lane_t
 };
+
+//  Lanes are keyed by their first two fields, two pointers of ours.
+static size_t
+s_lane_hash (const void *key)
+{
+    const pigato__lane_t *lane = (const pigato__lane_t *) key;
+    uint64_t value = (uint64_t) (uintptr_t) lane->service * 0x9E3779B97F4A7C15u
+                   ^ (uint64_t) (uintptr_t) lane->caller * 0xC2B2AE3D27D4EB4Fu;
+    return (size_t) (value ^ (value >> 29));
+}
+
+static int
+s_lane_compare (const void *a, const void *b)
+{
+    const pigato__lane_t *left = (const pigato__lane_t *) a;
+    const pigato__lane_t *right = (const pigato__lane_t *) b;
+    return left->service == right->service && left->caller == right->caller ? 0
+                                                                            : 1;
+}
+
+static void
+s_lane_destroy (void **item_p)
+{
+    free (*item_p);
+    *item_p = NULL;
+}
 
 static void s_unpark_all (pigato__services_t *self);
 
@@ -130,6 +157,18 @@ pigato__services_new (void)
     }
     zhashx_set_destructor (self->versions, s_versions_destroy);
     zhashx_set_key_hasher (self->versions, pigato__hash_keyed_text);
+    self->lanes = zhashx_new ();
+    if (!self->lanes) {
+        zhashx_destroy (&self->versions);
+        zhashx_destroy (&self->by_name);
+        free (self);
+        return NULL;
+    }
+    zhashx_set_key_hasher (self->lanes, s_lane_hash);
+    zhashx_set_key_comparator (self->lanes, s_lane_compare);
+    zhashx_set_key_duplicator (self->lanes, NULL);
+    zhashx_set_key_destructor (self->lanes, NULL);
+    zhashx_set_destructor (self->lanes, s_lane_destroy);
     return self;
 }
 
@@ -139,6 +178,7 @@ pigato__services_destroy (pigato__services_t **self_p)
     if (!self_p || !*self_p)
         return;
     pigato__services_t *self = *self_p;
+    zhashx_destroy (&self->lanes);
     zhashx_destroy (&self->versions);
     zhashx_destroy (&self->by_name);
     free (self);
@@ -429,7 +469,9 @@ pigato__service_enqueue (pigato__service_t *self, pigato__request_t *request,
                          bool front)
 {
     request->worker = NULL;
+    request->lane = NULL;
     if (front) {
+        request->round = self->queue_head ? self->queue_head->round : 0;
         request->prev = NULL;
         request->next = self->queue_head;
         if (self->queue_head)
@@ -439,6 +481,7 @@ pigato__service_enqueue (pigato__service_t *self, pigato__request_t *request,
         self->queue_head = request;
     }
     else {
+        request->round = self->queue_tail ? self->queue_tail->round : 0;
         request->next = NULL;
         request->prev = self->queue_tail;
         if (self->queue_tail)
@@ -449,6 +492,95 @@ pigato__service_enqueue (pigato__service_t *self, pigato__request_t *request,
     }
     self->queued++;
     s_pending (self, true);
+}
+
+//  The caller's lane in this service, made if it has none. NULL if out
+//  of memory.
+static pigato__lane_t *
+s_lane_require (pigato__service_t *self, const void *caller)
+{
+    pigato__lane_t key = { .service = self, .caller = caller };
+    pigato__lane_t *lane = (pigato__lane_t *) zhashx_lookup (self->table->lanes,
+                                                             &key);
+    if (lane)
+        return lane;
+    lane = (pigato__lane_t *) calloc (1, sizeof *lane);
+    if (!lane)
+        return NULL;
+    *lane = key;
+    if (zhashx_insert (self->table->lanes, lane, lane)) {
+        free (lane);
+        return NULL;
+    }
+    return lane;
+}
+
+static void
+s_lane_add (pigato__lane_t *lane, pigato__request_t *request)
+{
+    request->lane = lane;
+    lane->count++;
+    if (!lane->last || request->round >= lane->last_round) {
+        lane->last = request;
+        lane->last_round = request->round;
+    }
+}
+
+void
+pigato__service_enqueue_fair (pigato__service_t *self,
+                              pigato__request_t *request, const void *caller)
+{
+    pigato__lane_t *lane = s_lane_require (self, caller);
+    if (!lane) {
+        pigato__service_enqueue (self, request, false);
+        return;
+    }
+    request->worker = NULL;
+    uint64_t base = self->queue_head ? self->queue_head->round : 0;
+    uint64_t round = base;
+    if (lane->count && lane->last_round + 1 > base)
+        round = lane->last_round + 1;
+    request->round = round;
+    pigato__request_t *after = self->queue_tail;
+    if (after && after->round > round) {
+        //  After every request of this round or an earlier one: from the
+        //  lane's youngest (an earlier round) if it is still there, else
+        //  from the head (round base <= round)
+        after = lane->last && lane->last->round < round ? lane->last
+                                                        : self->queue_head;
+        while (after->next && after->next->round <= round)
+            after = after->next;
+    }
+    request->prev = after;
+    request->next = after ? after->next : NULL;
+    if (request->next)
+        request->next->prev = request;
+    else
+        self->queue_tail = request;
+    if (after)
+        after->next = request;
+    else
+        self->queue_head = request;
+    s_lane_add (lane, request);
+    self->queued++;
+    s_pending (self, true);
+}
+
+void
+pigato__service_lane_join (pigato__service_t *self, pigato__request_t *request,
+                           const void *caller)
+{
+    if (request->lane || request->worker)
+        return;
+    pigato__lane_t *lane = s_lane_require (self, caller);
+    if (lane)
+        s_lane_add (lane, request);
+}
+
+size_t
+pigato__services_lanes (pigato__services_t *self)
+{
+    return zhashx_size (self->lanes);
 }
 
 void
@@ -463,6 +595,14 @@ pigato__service_dequeue (pigato__service_t *self, pigato__request_t *request)
     else
         self->queue_tail = request->prev;
     request->prev = request->next = NULL;
+    pigato__lane_t *lane = request->lane;
+    if (lane) {
+        request->lane = NULL;
+        if (lane->last == request)
+            lane->last = NULL;
+        if (--lane->count == 0)
+            zhashx_delete (self->table->lanes, lane);
+    }
     self->queued--;
     if (self->queued == 0)
         s_pending (self, false);

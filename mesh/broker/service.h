@@ -22,6 +22,7 @@ typedef struct _pigato__worker_t pigato__worker_t;
 typedef struct _pigato__request_t pigato__request_t;
 typedef struct _pigato__service_t pigato__service_t;
 typedef struct _pigato__services_t pigato__services_t;
+typedef struct _pigato__lane_t pigato__lane_t;
 
 typedef enum {
     PIGATO__DMODE_LOAD = 0,  //  least requests in flight
@@ -79,11 +80,25 @@ struct _pigato__request_t {
     size_t rejected_count;  //  entries in rejected
     byte *target;           //  opts workerId: that worker only
     size_t target_size;     //  (its routing id), NULL if none
+    uint64_t round;         //  its turn in the service's fair queue
+    pigato__lane_t *lane;   //  its caller's lane there, NULL if none
+    void *tenant;           //  the core's record of its caller
+};
+
+//  One caller's requests in one service's queue (a fair queue's lane),
+//  while it has any there.
+struct _pigato__lane_t {
+    pigato__service_t *service;  //  the key: this service
+    const void *caller;          //  and this caller
+    pigato__request_t *last;     //  its youngest there, NULL if it left
+    uint64_t last_round;         //  that one's round
+    size_t count;                //  its requests queued there
 };
 
 struct _pigato__service_t {
     char *name;                     //  service name (table key)
-    pigato__request_t *queue_head;  //  FIFO of waiting requests
+    pigato__request_t *queue_head;  //  waiting requests, fair order:
+                                    //  rounds never go down from head
     pigato__request_t *queue_tail;
     size_t queued;              //  requests waiting
     pigato__worker_t *workers;  //  workers offering it
@@ -166,11 +181,33 @@ void pigato__services_release (pigato__services_t *self,
 
 size_t pigato__services_size (pigato__services_t *self);
 
-//  Queue operations (request->worker must be NULL).
+//  Queue operations (request->worker must be NULL). enqueue puts the
+//  request first (front: a retry) or last, outside any lane.
 void pigato__service_enqueue (pigato__service_t *self,
                               pigato__request_t *request, bool front);
 void pigato__service_dequeue (pigato__service_t *self,
                               pigato__request_t *request);
+
+//  A fair queue: callers take turns. A request of a caller that has k
+//  requests queued here goes in round k (counted from the head's), after
+//  every request of that round or an earlier one, so a flood from one
+//  caller delays another caller's request by at most one request per
+//  other caller with requests queued. Costs O(1) for the caller with the
+//  most queued (it goes last), O(callers queued here) for the others.
+//  Out of memory: the request goes last, outside any lane.
+void pigato__service_enqueue_fair (pigato__service_t *self,
+                                   pigato__request_t *request,
+                                   const void *caller);
+
+//  A request that is alone in the queue (enqueued last, outside any
+//  lane) joins its caller's lane, as if enqueue_fair had put it there:
+//  the cheap way for a request that will most likely be dispatched at
+//  once (nothing is looked up unless it stays).
+void pigato__service_lane_join (pigato__service_t *self,
+                                pigato__request_t *request, const void *caller);
+
+//  Lanes held at once (tests).
+size_t pigato__services_lanes (pigato__services_t *self);
 
 //  Worker membership.
 void pigato__service_add_worker (pigato__service_t *self,

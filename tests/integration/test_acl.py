@@ -1253,5 +1253,115 @@ class NodeAclTest(AclCase):
         self.assertEqual(w.requests_now(0), [])
 
 
+class QuotaTest(AclCase):
+    """Per-identity limits (`limit` lines): what one identity holds in
+    the broker is bounded, and within a service's queue callers take
+    turns, so a flood from one identity neither locks others out nor
+    delays their requests by more than a turn."""
+
+    NAMES = ("alice", "mallory", "w")
+    ACL = ("identity alice {alice}\n"
+           "identity mallory {mallory}\n"
+           "identity w {w}\n"
+           "allow alice call echo\n"
+           "allow mallory call echo nobody\n"
+           "allow w serve echo\n"
+           "limit mallory pending=50 pending-bytes=64K\n")
+
+    def quota_errors(self, client, rids, expect):
+        """The rids among these that got a final E_QUOTA error, once
+        `expect` of them did (or AT_ONCE seconds passed, then a settle
+        for late ones); fails on any other final."""
+        rids = [harness.b(rid) for rid in rids]
+
+        def finals():
+            return [m for m in client.pending(
+                lambda m: len(m) >= 4 and m[:2] == [b"C", b"3"])
+                if m[3] in rids]
+        deadline = time.monotonic() + secs(AT_ONCE)
+        while len(finals()) < expect and time.monotonic() < deadline:
+            self.mesh.pump(0.05)
+        self.mesh.settle(0.2)
+        refused = []
+        for m in finals():
+            self.assertEqual(m[4], b"-1", m)
+            self.assertIn(b"E_QUOTA identity mallory may hold", m[5])
+            refused.append(m[3].decode())
+            client.inbox.remove(m)
+        return sorted(refused, key=lambda rid: rids.index(harness.b(rid)))
+
+    def test_pending_requests_and_bytes_are_limited_per_identity(self):
+        self.acl_broker(self.ACL)
+        mark = self.broker.mark()
+        mallory = self.as_client("mallory")
+        forever = '{"timeout":-1}'
+        # 60 requests for a service nobody serves, held forever: 50 are
+        # taken, 10 refused at once
+        for index in range(60):
+            mallory.request("nobody", "m%d" % index, '"x"', forever)
+        refused = self.quota_errors(mallory, ["m%d" % i for i in range(60)],
+                                    10)
+        self.assertEqual(refused, ["m%d" % i for i in range(50, 60)],
+                         self.broker.tail(10))
+        self.assertIsNotNone(self.broker.wait_for_log(
+            r"event=quota_exceeded identity=mallory service=nobody "
+            r"limit=pending", timeout=5, since=mark))
+        # alice is not held up by mallory's 50
+        alice = self.as_client("alice")
+        worker = self.as_worker("w", "echo")
+        self.round_trip(alice, worker, "echo", "a1")
+        # mallory's connection goes: what it held is given back, and a
+        # new one may hold as much again; bytes count too (64 KiB)
+        mallory.close()
+        mallory = self.as_client("mallory")
+        deadline = time.monotonic() + secs(5)
+        taken = False
+        while not taken and time.monotonic() < deadline:
+            mallory.request("nobody", "again", '"x"', forever)
+            taken = not self.quota_errors(mallory, ["again"], 1)
+        self.assertTrue(taken, "mallory's old requests were never given back")
+        big = '"%s"' % ("y" * 40000)
+        mallory.request("nobody", "big1", big, forever)
+        mallory.request("nobody", "big2", big, forever)
+        self.assertEqual(self.quota_errors(mallory, ["big1", "big2"], 1),
+                         ["big2"])
+        self.broker.stop()
+        self.assertRegex(self.broker.text(), r"over_quota=1[1-9]")
+
+    def test_a_flood_delays_another_caller_by_one_turn(self):
+        self.acl_broker(self.ACL)
+        worker = self.as_worker("w", "echo", concurrency=1)
+        worker.heartbeat()
+        mallory = self.as_client("mallory")
+        alice = self.as_client("alice")
+        # mallory fills the queue (one at the worker, 39 waiting), then
+        # alice asks once
+        for index in range(40):
+            mallory.request("echo", "m%d" % index, '"x"', LONG)
+        first = worker.next_request(5)
+        self.assertIsNotNone(first, self.broker.tail(10))
+        self.assertEqual(first.rid, b"m0")
+        # Every flood request reached the broker before alice's does: it
+        # answers a connection's messages in order
+        mallory.request("mmi.service", "ping", '"echo"', LONG)
+        self.assertIsNotNone(mallory.final("ping", 5)[1])
+        alice.request("echo", "a1", '"x"', LONG)
+        order = [first.rid]
+        req = first
+        while req is not None and req.rid != b"a1":
+            worker.reply(req, '"ok"')
+            req = worker.next_request(5)
+            if req is not None:
+                order.append(req.rid)
+        self.assertIsNotNone(req, "alice's request never came: %r\n%s"
+                             % (order, self.broker.tail(10)))
+        # m0 was at the worker, m1 was next in line; then alice's turn
+        self.assertEqual(order, [b"m0", b"m1", b"a1"], order)
+        worker.reply(req, '"ok"')
+        _, final = alice.final("a1", 5)
+        self.assertIsNotNone(final)
+        self.assertEqual(final.status, b"0")
+
+
 if __name__ == "__main__":
     harness.main()

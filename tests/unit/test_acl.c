@@ -196,6 +196,22 @@ test_errors_name_file_line_and_problem (void **state)
         { "trust ca.crt\n", "mesh.acl:1: expected 'trust CA.crt CERTDIR'" },
         { "revoked a.crl b.crl\n", "mesh.acl:1: expected 'revoked CA.crl'" },
         { "revoked nowhere.crl\n", "mesh.acl:1: the CRL" },
+        { "identity a %s\nlimit a\n",
+          "mesh.acl:2: expected 'limit SUBJECT KEY=VALUE...'" },
+        { "identity a %s\nlimit a pending\n",
+          "mesh.acl:2: 'pending': expected 'limit" },
+        { "identity a %s\nlimit a speed=3\n",
+          "mesh.acl:2: unknown limit 'speed'" },
+        { "identity a %s\nlimit a pending=-1\n",
+          "mesh.acl:2: limit pending: '-1' is not a whole number" },
+        { "identity a %s\nlimit a pending-bytes=3T\n",
+          "mesh.acl:2: limit pending-bytes: '3T' is not a size" },
+        { "identity a %s\nlimit a rate=1 rate=2\n",
+          "mesh.acl:2: limit 'rate' is given twice" },
+        { "identity a %s\nlimit b rate=1\n",
+          "mesh.acl:2: unknown identity 'b'" },
+        { "identity a %s\nlimit a pending=99999999999999999999\n",
+          "is not a whole number" },
     };
     for (size_t index = 0; index < sizeof cases / sizeof cases [0]; index++) {
         char *text = zsys_sprintf (cases [index].text, s_key_a, s_key_a);
@@ -339,6 +355,50 @@ test_trusted_certificates_are_identities_until_revoked_or_expired (void **state)
     free (ca_dir);
 }
 
+//  `limit` lines: the most specific subject wins, key by key.
+static void
+test_limits_of_identities_groups_and_everyone (void **state)
+{
+    (void) state;
+    char *text = zsys_sprintf ("identity a %s\n"
+                               "identity b %s\n"
+                               "identity c %s\n"
+                               "group g a b\n"
+                               "limit a pending=5 rate=unlimited\n"
+                               "limit @g pending=7 pending-bytes=2M rate=9\n"
+                               "limit * pending-bytes=1k\n"
+                               "limit * pending-bytes=3K # the last wins\n",
+                               s_key_a, s_key_b, s_key_c);
+    char *path = s_write ("mesh.acl", text);
+    char err [512] = "";
+    pigato__acl_t *acl = pigato__acl_load (path, err, sizeof err);
+    if (!acl)
+        fail_msg ("%s", err);
+    pigato__limits_t limits;
+    pigato__acl_limits (acl, "a", &limits);
+    assert_int_equal (limits.pending, 5);
+    assert_int_equal (limits.pending_bytes, 2 << 20);
+    assert_int_equal (limits.rate, PIGATO__UNLIMITED);
+    pigato__acl_limits (acl, "b", &limits);
+    assert_int_equal (limits.pending, 7);
+    assert_int_equal (limits.pending_bytes, 2 << 20);
+    assert_int_equal (limits.rate, 9);
+    pigato__acl_limits (acl, "c", &limits);
+    assert_int_equal (limits.pending, PIGATO__LIMIT_PENDING_DEFAULT);
+    assert_int_equal (limits.pending_bytes, 3 << 10);
+    assert_int_equal (limits.rate, PIGATO__LIMIT_RATE_DEFAULT);
+    pigato__acl_destroy (&acl);
+    //  No limit lines (and the allow-all policy): the defaults
+    acl = pigato__acl_new_allow_all ();
+    pigato__acl_limits (acl, "anonymous", &limits);
+    assert_int_equal (limits.pending, PIGATO__LIMIT_PENDING_DEFAULT);
+    assert_int_equal (limits.pending_bytes,
+                      PIGATO__LIMIT_PENDING_BYTES_DEFAULT);
+    pigato__acl_destroy (&acl);
+    free (text);
+    free (path);
+}
+
 static void
 test_allow_all_policy (void **state)
 {
@@ -387,6 +447,7 @@ main (void)
         cmocka_unit_test (test_comments_and_keys_holding_a_hash),
         cmocka_unit_test (
             test_trusted_certificates_are_identities_until_revoked_or_expired),
+        cmocka_unit_test (test_limits_of_identities_groups_and_everyone),
         cmocka_unit_test (test_allow_all_policy),
         cmocka_unit_test (test_names_are_plain_ascii_up_to_64),
     };

@@ -191,9 +191,9 @@ s_add_worker (pigato__core_t *core, const char *id, const char *service, int fd)
 }
 
 static int
-s_submit_full (pigato__core_t *core, const char *client, const char *rid,
-               const char *service, const char *body, const char *opts, int fd,
-               char *error)
+s_submit_as (pigato__core_t *core, const char *identity, const char *client,
+             const char *rid, const char *service, const char *body,
+             const char *opts, int fd, char *error)
 {
     pigato__bytes_t opts_bytes = s_bytes (opts);
     pigato__submit_t submit = { .caller = { .framing = PIGATO__FRAMING_046,
@@ -204,9 +204,18 @@ s_submit_full (pigato__core_t *core, const char *client, const char *rid,
                                 .name = service,
                                 .body = s_bytes (body),
                                 .opts = opts ? &opts_bytes : NULL,
-                                .identity = "alice" };
+                                .identity = identity };
     char scratch [700];
     return pigato__core_submit (core, &submit, error ? error : scratch, 700);
+}
+
+static int
+s_submit_full (pigato__core_t *core, const char *client, const char *rid,
+               const char *service, const char *body, const char *opts, int fd,
+               char *error)
+{
+    return s_submit_as (core, "alice", client, rid, service, body, opts, fd,
+                        error);
 }
 
 static void
@@ -1087,6 +1096,151 @@ test_nothing_goes_to_a_closing_connection (void **state)
     pigato__core_destroy (&core);
 }
 
+//  Limits for the quota tests: mallory may hold 3 requests, bob 10 bytes,
+//  carol send 2 a second; *arg (if not 0) is everyone's pending limit
+//  after a "reload".
+static void
+s_test_limits (void *arg, const char *identity, pigato__limits_t *limits)
+{
+    int pending = arg ? *(int *) arg : 0;
+    if (pending)
+        limits->pending = pending;
+    if (streq (identity, "mallory"))
+        limits->pending = 3;
+    if (streq (identity, "bob"))
+        limits->pending_bytes = 10;
+    if (streq (identity, "carol"))
+        limits->rate = 2;
+}
+
+static void
+test_identities_hold_no_more_than_their_limits (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    int pending = 0;
+    pigato__core_set_limits (core, s_test_limits, &pending);
+    char error [700], rid [16];
+    //  mallory: 3 requests held (no worker: they wait), then E_QUOTA
+    for (int index = 0; index < 3; index++) {
+        snprintf (rid, sizeof rid, "m%d", index);
+        assert_int_equal (s_submit_as (core, "mallory", "cm", rid, "echo", "x",
+                                       NULL, 10, error),
+                          0);
+    }
+    assert_int_equal (s_submit_as (core, "mallory", "cm", "m3", "echo", "x",
+                                   NULL, 10, error),
+                      PIGATO_E_NOMEM);
+    assert_true (strncmp (error, "E_QUOTA ", 8) == 0);
+    assert_non_null (strstr (error, "(pending)"));
+    assert_int_equal (core->counters.over_quota, 1);
+    //  Others are not held up
+    assert_int_equal (s_submit_as (core, "alice", "ca", "a0", "echo", "x", NULL,
+                                   11, error),
+                      0);
+    //  bob: 10 bytes of bodies and opts
+    assert_int_equal (s_submit_as (core, "bob", "cb", "b0", "echo", "12345678",
+                                   NULL, 12, error),
+                      0);
+    assert_int_equal (s_submit_as (core, "bob", "cb", "b1", "echo", "123", NULL,
+                                   12, error),
+                      PIGATO_E_NOMEM);
+    assert_non_null (strstr (error, "(pending-bytes)"));
+    //  What ends gives its room back: a worker serves everything
+    pigato__worker_t *worker = s_add_worker (core, "w1", "echo", 1);
+    assert_true (s_reply (core, worker, "cm", "m0", PIGATO__REPLY, "", ""));
+    assert_true (s_reply (core, worker, "cb", "b0", PIGATO__REPLY, "", ""));
+    assert_int_equal (s_submit_as (core, "mallory", "cm", "m3", "echo", "x",
+                                   NULL, 10, error),
+                      0);
+    assert_int_equal (s_submit_as (core, "bob", "cb", "b1", "echo", "123", NULL,
+                                   12, error),
+                      0);
+    //  A lost connection gives back what its requests held
+    pigato__conn_t dead = s_conn (10);
+    pigato__core_connection_lost (core, &dead);
+    pigato__tenant_t *mallory = pigato__core_tenant (core, "mallory");
+    assert_int_equal (mallory->pending, 0);
+    assert_int_equal (mallory->pending_bytes, 0);
+    //  carol: 2 a second, in bursts of 2
+    assert_int_equal (s_submit_as (core, "carol", "cc", "c0", "echo", "", NULL,
+                                   13, error),
+                      0);
+    assert_int_equal (s_submit_as (core, "carol", "cc", "c1", "echo", "", NULL,
+                                   13, error),
+                      0);
+    assert_int_equal (s_submit_as (core, "carol", "cc", "c2", "echo", "", NULL,
+                                   13, error),
+                      PIGATO_E_NOMEM);
+    assert_non_null (strstr (error, "(rate)"));
+    core->now_ms += 500;
+    assert_int_equal (s_submit_as (core, "carol", "cc", "c2", "echo", "", NULL,
+                                   13, error),
+                      0);
+    assert_int_equal (s_submit_as (core, "carol", "cc", "c3", "echo", "", NULL,
+                                   13, error),
+                      PIGATO_E_NOMEM);
+    //  A new policy's limits apply from the next request on
+    pending = 1;
+    pigato__core_set_limits (core, s_test_limits, &pending);
+    assert_true (s_reply (core, worker, "ca", "a0", PIGATO__REPLY, "", ""));
+    assert_int_equal (s_submit_as (core, "alice", "ca", "a1", "echo", "x", NULL,
+                                   11, error),
+                      0);
+    assert_int_equal (s_submit_as (core, "alice", "ca", "a2", "echo", "x", NULL,
+                                   11, error),
+                      PIGATO_E_NOMEM);
+    assert_int_equal (core->counters.over_quota, 5);
+    pigato__core_destroy (&core);
+}
+
+static void
+test_callers_take_turns_in_a_queue (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *worker = s_add_worker (core, "w1", "echo", 1);
+    pigato__core_worker_concurrency (core, worker, 1);
+    char rid [16];
+    //  mallory floods: one at the worker, 99 queued
+    for (int index = 0; index < 100; index++) {
+        snprintf (rid, sizeof rid, "m%d", index);
+        assert_int_equal (s_submit_as (core, "mallory", "cm", rid, "echo", "x",
+                                       NULL, 10, NULL),
+                          0);
+    }
+    //  alice and bob come later, with two each
+    assert_int_equal (s_submit_as (core, "alice", "ca", "a0", "echo", "x", NULL,
+                                   11, NULL),
+                      0);
+    assert_int_equal (
+        s_submit_as (core, "bob", "cb", "b0", "echo", "x", NULL, 12, NULL), 0);
+    assert_int_equal (s_submit_as (core, "alice", "ca", "a1", "echo", "x", NULL,
+                                   11, NULL),
+                      0);
+    assert_int_equal (
+        s_submit_as (core, "bob", "cb", "b1", "echo", "x", NULL, 12, NULL), 0);
+    //  Each waits at most one request per other caller
+    const char *order [] = { "m1", "a0", "b0", "m2", "a1", "b1", "m3", "m4" };
+    const char *client = "cm", *held = "m0";
+    for (size_t index = 0; index < 8; index++) {
+        size_t mark = event_count;
+        assert_true (
+            s_reply (core, worker, client, held, PIGATO__REPLY, "", ""));
+        event_t *sent [2];
+        assert_int_equal (s_events (EV_REQUEST, mark, sent, 2), 1);
+        assert_string_equal (sent [0]->rid, order [index]);
+        held = order [index];
+        client = held [0] == 'm' ? "cm" : held [0] == 'a' ? "ca" : "cb";
+    }
+    //  Lanes go with their last request: a flood's as its client leaves
+    assert_int_equal (pigato__services_lanes (core->services), 1);
+    pigato__conn_t dead = s_conn (10);
+    pigato__core_connection_lost (core, &dead);
+    assert_int_equal (pigato__services_lanes (core->services), 0);
+    pigato__core_destroy (&core);
+}
+
 int
 main (void)
 {
@@ -1115,6 +1269,8 @@ main (void)
         cmocka_unit_test (test_nothing_goes_to_a_closing_connection),
         cmocka_unit_test (
             test_resolution_asks_the_policy_about_the_names_it_adds),
+        cmocka_unit_test (test_identities_hold_no_more_than_their_limits),
+        cmocka_unit_test (test_callers_take_turns_in_a_queue),
     };
     pigato__log_level = PIGATO_LOG_ERROR;
     return cmocka_run_group_tests (tests, NULL, NULL);
