@@ -427,20 +427,40 @@ s_dispatch_room (pigato__core_t *self, pigato__service_t *service)
                                         : service->base_size + 1;
         memcpy (prefix, service->name, prefix_size);
     }
-    s_dispatch (self, service);  //  may free service
-    if (!others)
+    if (!others) {
+        s_dispatch (self, service);  //  may free service
         return;
+    }
+    service->pins++;  //  looked at until the walk is done
+    s_dispatch (self, service);
+    //  The walk stops when the service has no room left, and a name it
+    //  gave a worker goes to the end of the list: one room costs a look
+    //  at the names that could not use it, not at every waiting name,
+    //  and every name gets its turn
+    pigato__service_t *last = pigato__services_pending_last (self->services);
     pigato__service_t *next;
     for (pigato__service_t *pending = pigato__services_pending (self->services);
-         pending; pending = next) {
+         pending && pigato__service_has_room (service); pending = next) {
+        bool final = pending == last;
         next = pending->pending_next;
-        if (strncmp (pending->name, prefix, prefix_size) == 0)
+        if (strncmp (pending->name, prefix, prefix_size) == 0) {
+            size_t queued = pending->queued;
+            pending->pins++;
             s_dispatch (self, pending);
+            if (pending->queued < queued)
+                pigato__services_pending_rotate (self->services, pending);
+            pending->pins--;
+            pigato__services_release (self->services, &pending);
+        }
         else
             //  A name nothing serves leaves the walk until a wildcard or
             //  a version gains its first worker
             pigato__services_park_unservable (self->services, pending);
+        if (final)
+            break;
     }
+    service->pins--;
+    pigato__services_release (self->services, &service);
 }
 
 //  A worker has room again (a reply, a departure, a higher concurrency):

@@ -8,14 +8,16 @@
 #include "service.h"
 
 struct _pigato__services_t {
-    zhashx_t *by_name;           //  name -> pigato__service_t
-    size_t wildcards;            //  wildcard services with workers
-    size_t wildcard_longest;     //  longest prefix among them (an upper
-                                 //  bound: not lowered on removal)
-    zhashx_t *versions;          //  base name -> zlistx of versioned
-                                 //  services with workers
-    pigato__service_t *pending;  //  services with queued requests
-    pigato__service_t *parked;   //  ... that nothing could serve when checked
+    zhashx_t *by_name;                //  name -> pigato__service_t
+    size_t wildcards;                 //  wildcard services with workers
+    size_t wildcard_longest;          //  longest prefix among them (an upper
+                                      //  bound: not lowered on removal)
+    zhashx_t *versions;               //  base name -> zlistx of versioned
+                                      //  services with workers
+    pigato__service_t *pending;       //  services with queued requests, the
+    pigato__service_t *pending_tail;  //  longest waiting first
+    pigato__service_t *parked;  //  ... that nothing could serve when checked
+    pigato__service_t *parked_tail;
     size_t parked_count;
     uint64_t epoch;           //  +1 whenever parked services return
     pigato__service_t *last;  //  the last one looked up (a cache: a
@@ -371,6 +373,12 @@ pigato__services_pending (pigato__services_t *self)
     return self->pending;
 }
 
+pigato__service_t *
+pigato__services_pending_last (pigato__services_t *self)
+{
+    return self->pending_tail;
+}
+
 bool
 pigato__service_serves_others (const pigato__service_t *self)
 {
@@ -378,18 +386,23 @@ pigato__service_serves_others (const pigato__service_t *self)
 }
 
 //  Lists of services with queued requests: pending (walked) and parked.
+//  A service joins at the tail.
 static void
-s_list_add (pigato__service_t **head, pigato__service_t *self)
+s_list_add (pigato__service_t **head, pigato__service_t **tail,
+            pigato__service_t *self)
 {
-    self->pending_prev = NULL;
-    self->pending_next = *head;
-    if (*head)
-        (*head)->pending_prev = self;
-    *head = self;
+    self->pending_next = NULL;
+    self->pending_prev = *tail;
+    if (*tail)
+        (*tail)->pending_next = self;
+    else
+        *head = self;
+    *tail = self;
 }
 
 static void
-s_list_remove (pigato__service_t **head, pigato__service_t *self)
+s_list_remove (pigato__service_t **head, pigato__service_t **tail,
+               pigato__service_t *self)
 {
     if (self->pending_prev)
         self->pending_prev->pending_next = self->pending_next;
@@ -397,7 +410,19 @@ s_list_remove (pigato__service_t **head, pigato__service_t *self)
         *head = self->pending_next;
     if (self->pending_next)
         self->pending_next->pending_prev = self->pending_prev;
+    else
+        *tail = self->pending_prev;
     self->pending_prev = self->pending_next = NULL;
+}
+
+void
+pigato__services_pending_rotate (pigato__services_t *self,
+                                 pigato__service_t *service)
+{
+    if (service->pending && !service->parked && service != self->pending_tail) {
+        s_list_remove (&self->pending, &self->pending_tail, service);
+        s_list_add (&self->pending, &self->pending_tail, service);
+    }
 }
 
 //  Keeps the table's lists of services with queued requests.
@@ -408,14 +433,14 @@ s_pending (pigato__service_t *self, bool pending)
     if (!table || self->pending == pending)
         return;
     if (pending)
-        s_list_add (&table->pending, self);
+        s_list_add (&table->pending, &table->pending_tail, self);
     else if (self->parked) {
-        s_list_remove (&table->parked, self);
+        s_list_remove (&table->parked, &table->parked_tail, self);
         table->parked_count--;
         self->parked = false;
     }
     else
-        s_list_remove (&table->pending, self);
+        s_list_remove (&table->pending, &table->pending_tail, self);
     self->pending = pending;
 }
 
@@ -430,8 +455,8 @@ pigato__services_park_unservable (pigato__services_t *self,
     pigato__service_t *target;
     if (pigato__services_resolve (self, service, &target, 1) > 0)
         return false;
-    s_list_remove (&self->pending, service);
-    s_list_add (&self->parked, service);
+    s_list_remove (&self->pending, &self->pending_tail, service);
+    s_list_add (&self->parked, &self->parked_tail, service);
     self->parked_count++;
     service->parked = true;
     return true;
@@ -451,8 +476,8 @@ s_unpark_all (pigato__services_t *self)
     self->epoch++;
     while (self->parked) {
         pigato__service_t *service = self->parked;
-        s_list_remove (&self->parked, service);
-        s_list_add (&self->pending, service);
+        s_list_remove (&self->parked, &self->parked_tail, service);
+        s_list_add (&self->pending, &self->pending_tail, service);
         service->parked = false;
     }
     self->parked_count = 0;
@@ -669,6 +694,18 @@ pigato__service_remove_worker (pigato__service_t *self,
     self->worker_count--;
     if (self->worker_count == 0 && self->table)
         s_index (self->table, self, false);
+}
+
+bool
+pigato__service_has_room (const pigato__service_t *self)
+{
+    if (!self->ready_broken)
+        return self->ready && pigato__heap_size (self->ready) > 0;
+    for (const pigato__worker_t *worker = self->workers; worker;
+         worker = worker->next)
+        if (pigato__worker_has_room (worker))
+            return true;
+    return false;
 }
 
 bool

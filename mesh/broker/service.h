@@ -153,8 +153,20 @@ bool pigato__service_matches (const pigato__service_t *service,
                               const pigato__service_t *requested);
 
 //  Services with queued requests (a list; next with ->pending_next),
-//  except parked ones.
+//  except parked ones; those that have waited longest first.
 pigato__service_t *pigato__services_pending (pigato__services_t *self);
+
+//  The last of that list (the one that joined or moved there last).
+pigato__service_t *pigato__services_pending_last (pigato__services_t *self);
+
+//  Moves a pending service to the end of that list: a walk that gave it
+//  a worker tries the others first next time.
+void pigato__services_pending_rotate (pigato__services_t *self,
+                                      pigato__service_t *service);
+
+//  True if a worker of the service has room (not whether it may take a
+//  given request).
+bool pigato__service_has_room (const pigato__service_t *self);
 
 //  Parks a service with queued requests if nothing can serve it now: not
 //  its own workers, no version, no wildcard (the resolution finds none).

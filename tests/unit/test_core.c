@@ -1241,6 +1241,50 @@ test_callers_take_turns_in_a_queue (void **state)
     pigato__core_destroy (&core);
 }
 
+//  Requests spread over many names under one wildcard: a worker's room
+//  costs a look at a few names, not at every waiting one, and the names
+//  take turns.
+static void
+test_a_wildcard_serves_many_waiting_names_in_turn (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    int asked = 0;
+    pigato__core_set_policy (core, s_test_policy, &asked);
+    pigato__worker_t *worker = s_add_worker_as (core, "any", "p*", 1, "wild");
+    pigato__core_worker_concurrency (core, worker, 1);
+    char rid [16], name [16];
+    s_submit (core, "c1", "first", "p.0", "x", NULL);
+    s_submit (core, "c1", "second", "p.0", "x", NULL);
+    s_submit (core, "c1", "third", "p.0", "x", NULL);
+    for (int index = 1; index < 30000; index++) {
+        snprintf (rid, sizeof rid, "r%d", index);
+        snprintf (name, sizeof name, "p.%d", index);
+        s_submit (core, "c1", rid, name, "x", NULL);
+    }
+    //  100 replies, each makes room for one more: the names in the order
+    //  they started waiting (p.0 first), and a name that had a turn waits
+    //  for every other name's (p.0's third after all of them)
+    asked = 0;
+    char held [16] = "first";
+    for (int index = 0; index < 100; index++) {
+        size_t mark = event_count;
+        assert_true (s_reply (core, worker, "c1", held, PIGATO__REPLY, "", ""));
+        event_t *sent [2];
+        assert_int_equal (s_events (EV_REQUEST, mark, sent, 2), 1);
+        if (index == 0)
+            strcpy (rid, "second");
+        else
+            snprintf (rid, sizeof rid, "r%d", index);
+        assert_string_equal (sent [0]->rid, rid);
+        strcpy (held, rid);
+    }
+    //  Each room asked the policy about a few names (may "wild" serve
+    //  it?), not about 30,000
+    assert_true (asked < 100 * 8);
+    pigato__core_destroy (&core);
+}
+
 int
 main (void)
 {
@@ -1271,6 +1315,7 @@ main (void)
             test_resolution_asks_the_policy_about_the_names_it_adds),
         cmocka_unit_test (test_identities_hold_no_more_than_their_limits),
         cmocka_unit_test (test_callers_take_turns_in_a_queue),
+        cmocka_unit_test (test_a_wildcard_serves_many_waiting_names_in_turn),
     };
     pigato__log_level = PIGATO_LOG_ERROR;
     return cmocka_run_group_tests (tests, NULL, NULL);
