@@ -46,6 +46,7 @@ typedef struct {
     int64_t second;      //  current window
     int burst;           //  lines let through this second
     int64_t suppressed;  //  lines held back since last report
+    int limit;           //  lines a second; 0 = the default, 20
 } pigato__ratelimit_t;
 
 //  True if a line may be logged now. Reports (at INFO) how many lines of

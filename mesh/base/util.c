@@ -98,7 +98,7 @@ pigato__ratelimit_allow_at (pigato__ratelimit_t *self, const char *what,
         self->second = second;
         self->burst = 0;
     }
-    if (++self->burst > RATELIMIT_BURST) {
+    if (++self->burst > (self->limit > 0 ? self->limit : RATELIMIT_BURST)) {
         self->suppressed++;
         return false;
     }

@@ -51,6 +51,7 @@ pigato__core_new (const pigato__emit_t *emit, void *emit_arg)
     self->emit_arg = emit_arg;
     self->heartbeat_ms = PIGATO_HEARTBEAT_MS;
     self->liveness = PIGATO_LIVENESS;
+    self->worker_log.limit = PIGATO__WORKER_LOG_RATE;
     self->services = pigato__services_new ();
     self->workers = pigato__bkey_table_new ();
     self->requests = pigato__table_new (s_request_match);
@@ -752,13 +753,16 @@ pigato__core_worker_add (pigato__core_t *self,
         self->emit->control (self->emit_arg, routing_id, conn, PIGATO__READY,
                              framing);
     char service_text [PIGATO__SERVICE_TEXT];
-    pigato__log (PIGATO_LOG_INFO,
-                 "event=worker_ready service=%s worker=%s "
-                 "framing=%s",
-                 s_service_text (service, service_text), worker->name,
-                 framing == PIGATO__FRAMING_MDP      ? "mdp/0.2"
-                 : framing == PIGATO__FRAMING_NATIVE ? "native"
-                                                     : "0.0.46");
+    if (pigato__log_level >= PIGATO_LOG_INFO
+        && pigato__ratelimit_allow_at (&self->worker_log, "worker_event",
+                                       PIGATO_LOG_INFO))
+        pigato__log (PIGATO_LOG_INFO,
+                     "event=worker_ready service=%s worker=%s "
+                     "framing=%s",
+                     s_service_text (service, service_text), worker->name,
+                     framing == PIGATO__FRAMING_MDP      ? "mdp/0.2"
+                     : framing == PIGATO__FRAMING_NATIVE ? "native"
+                                                         : "0.0.46");
     s_dispatch_room (self, service);
     return 0;
 }
@@ -796,11 +800,14 @@ pigato__core_worker_remove (pigato__core_t *self, pigato__worker_t *worker,
         }
     }
     char service_text [PIGATO__SERVICE_TEXT];
-    pigato__log (PIGATO_LOG_INFO,
-                 "event=worker_gone worker=%s service=%s "
-                 "reason=%s requeued=%d failed=%d",
-                 worker->name, s_service_text (service, service_text), reason,
-                 requeued, failed);
+    if (pigato__log_level >= PIGATO_LOG_INFO
+        && pigato__ratelimit_allow_at (&self->worker_log, "worker_event",
+                                       PIGATO_LOG_INFO))
+        pigato__log (PIGATO_LOG_INFO,
+                     "event=worker_gone worker=%s service=%s "
+                     "reason=%s requeued=%d failed=%d",
+                     worker->name, s_service_text (service, service_text),
+                     reason, requeued, failed);
     self->counters.workers_gone++;
     if (service)
         pigato__service_remove_worker (service, worker);
@@ -838,6 +845,17 @@ s_worker_reject (pigato__core_t *self, pigato__worker_t *worker,
 {
     self->counters.rejects++;
     pigato__service_t *service = request->service;
+    if (request->rejected_count >= PIGATO__REJECTS_MAX) {
+        //  A worker that comes back again and again (a new serial each
+        //  time) must not grow the list, and every pick's scan, for ever
+        char text [96];
+        snprintf (text, sizeof text,
+                  "E_REJECTED the request was rejected by %d workers",
+                  PIGATO__REJECTS_MAX);
+        s_request_fail (self, request, text);
+        s_worker_room (self, worker);
+        return;
+    }
     if (pigato__request_add_reject (request, worker->serial)) {
         //  Out of memory: failed here, while the worker still holds it,
         //  so nothing below reads a service the failure may have freed

@@ -17,7 +17,9 @@
 #include "../base/table.h"
 #include "../../auth/acl.h"
 
-#define PIGATO__PENDING_MAX 1000000  //  requests held at once
+#define PIGATO__PENDING_MAX     1000000  //  requests held at once
+#define PIGATO__REJECTS_MAX     64   //  workers a request may be rejected by
+#define PIGATO__WORKER_LOG_RATE 200  //  worker_ready/_gone lines a second
 
 //  Requests for the broker's own services ($dir, mmi.*), per identity: a
 //  token bucket of PIGATO__INTERNAL_BURST requests, refilled at
@@ -140,6 +142,9 @@ typedef struct {
     //  and the rate limit of event=quota_exceeded lines
     zhashx_t *quotas;
     pigato__ratelimit_t quota_log;
+    //  worker_ready and worker_gone lines: a worker may register and
+    //  leave in a loop (PIGATO__WORKER_LOG_RATE lines a second)
+    pigato__ratelimit_t worker_log;
 
     //  Identities' limits (core_quota.c): identity -> tenant, the last
     //  one looked up (a batch comes from one caller), the policy's
@@ -322,7 +327,8 @@ char *pigato__core_internal (pigato__core_t *self, const char *identity,
                              const pigato__bytes_t *body, int *status,
                              bool *truncated);
 
-//  Reports quota_exceeded lines held back by the rate limit (a timer).
+//  Reports quota_exceeded, worker_ready and worker_gone lines held back
+//  by their rate limits (a timer).
 void pigato__core_internal_tick (pigato__core_t *self);
 
 //  --------------------------------------------------------------------------

@@ -139,6 +139,8 @@ pigato__core_internal_tick (pigato__core_t *self)
 {
     pigato__ratelimit_flush (&self->quota_log, "quota_exceeded",
                              PIGATO_LOG_WARNING);
+    pigato__ratelimit_flush (&self->worker_log, "worker_event",
+                             PIGATO_LOG_INFO);
 }
 
 //  --------------------------------------------------------------------------

@@ -1363,5 +1363,37 @@ class QuotaTest(AclCase):
         self.assertEqual(final.status, b"0")
 
 
+class WorkerChurnLogTest(AclCase):
+    """A worker that registers and leaves in a loop cannot flood the
+    log: worker_ready and worker_gone lines are limited to 200 a second,
+    and the rest are summed up (event=worker_event_suppressed)."""
+
+    NAMES = ("w",)
+
+    def test_registration_churn_is_rate_limited_in_the_log(self):
+        self.acl_broker("identity w {w}\nallow w serve echo\n")
+        mark = self.broker.mark()
+        worker = self.as_worker("w")
+        cycles = 1500
+        t0 = time.monotonic()
+        for _ in range(cycles):
+            worker.send("W", "1", "echo")
+            worker.send("W", "5")
+        # The broker read them all when it answers a heartbeat sent after
+        worker.send("W", "1", "echo")
+        self.assertIsNotNone(worker.recv(lambda m: m[:2] == [b"W", b"1"], 10,
+                                         skip_noise=False))
+        elapsed = time.monotonic() - t0
+        self.assertIsNotNone(self.broker.wait_for_log(
+            r"event=worker_event_suppressed count=\d+", timeout=5,
+            since=mark), self.broker.tail(5))
+        text = "\n".join(self.broker.text().splitlines()[mark:])
+        lines = len(re.findall(r"event=worker_(?:ready|gone) ", text))
+        held = sum(int(n) for n in re.findall(
+            r"event=worker_event_suppressed count=(\d+)", text))
+        self.assertLessEqual(lines, 200 * (int(elapsed) + 2))
+        self.assertGreater(held, 0)
+
+
 if __name__ == "__main__":
     harness.main()

@@ -1285,6 +1285,34 @@ test_a_wildcard_serves_many_waiting_names_in_turn (void **state)
     pigato__core_destroy (&core);
 }
 
+//  A worker that rejects, leaves and comes back (a new registration each
+//  time) cannot grow a request's list of rejecting workers for ever.
+static void
+test_a_request_is_rejected_by_a_bounded_number_of_workers (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *idle = s_add_worker (core, "idle", "echo", 1);
+    pigato__core_worker_concurrency (core, idle, 0);  //  never has room
+    s_submit (core, "c1", "r1", "echo", "x", NULL);
+    for (int round = 0; round <= PIGATO__REJECTS_MAX; round++) {
+        size_t mark = event_count;
+        pigato__worker_t *bad = s_add_worker (core, "bad", "echo", 2);
+        event_t *sent [2], *errors [2];
+        assert_int_equal (s_events (EV_REQUEST, mark, sent, 2), 1);
+        assert_true (s_reply (core, bad, "c1", "r1", PIGATO__REJECT, "", ""));
+        if (round < PIGATO__REJECTS_MAX) {
+            assert_int_equal (s_events (EV_ERROR, mark, errors, 2), 0);
+            pigato__core_worker_remove (core, bad, "test", false);
+        }
+        else {
+            assert_int_equal (s_events (EV_ERROR, mark, errors, 2), 1);
+            assert_non_null (strstr (errors [0]->body, "rejected by 64"));
+        }
+    }
+    pigato__core_destroy (&core);
+}
+
 int
 main (void)
 {
@@ -1316,6 +1344,8 @@ main (void)
         cmocka_unit_test (test_identities_hold_no_more_than_their_limits),
         cmocka_unit_test (test_callers_take_turns_in_a_queue),
         cmocka_unit_test (test_a_wildcard_serves_many_waiting_names_in_turn),
+        cmocka_unit_test (
+            test_a_request_is_rejected_by_a_bounded_number_of_workers),
     };
     pigato__log_level = PIGATO_LOG_ERROR;
     return cmocka_run_group_tests (tests, NULL, NULL);
