@@ -555,7 +555,11 @@ void
 pigato__service_enqueue_fair (pigato__service_t *self,
                               pigato__request_t *request, const void *caller)
 {
-    pigato__lane_t *lane = s_lane_require (self, caller);
+    //  A stream from one caller finds its lane at the tail, unhashed
+    pigato__request_t *tail = self->queue_tail;
+    pigato__lane_t *lane = tail && tail->lane && tail->lane->caller == caller
+                             ? tail->lane
+                             : s_lane_require (self, caller);
     if (!lane) {
         pigato__service_enqueue (self, request, false);
         return;
