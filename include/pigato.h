@@ -44,13 +44,19 @@ extern "C" {
 #define PIGATO_HANDSHAKE_TIMEOUT_MS 5000
 
 //  The largest body (request data, reply data, error text, reject reason)
-//  and the largest opts a peer may send: 16 MiB less 64 bytes. Brokers
+//  and the largest reply opts a peer may send: 16 MiB less 64 bytes. Brokers
 //  take no frame over 16 MiB and drop the connection of a peer that
 //  sends one, with every request in flight on it; CURVE adds 33 bytes to
 //  each frame before that check. So libpigato never sends more: a client
 //  request over it is refused at once (PIGATO_E_TOO_LARGE, nothing sent),
 //  a worker reply over it becomes an E_TOO_LARGE error reply.
 #define PIGATO_BODY_MAX (16 * 1024 * 1024 - 64)
+
+//  The largest request opts (and worker heartbeat opts): 64 KiB less one
+//  byte. The broker reads opts; larger ones are refused with
+//  E_INVALID_OPTS, and libpigato refuses them before sending
+//  (PIGATO_E_TOO_LARGE).
+#define PIGATO_OPTS_MAX 65535
 
 //  -------------------------------------------------------------------------
 //  Status codes: 0 is success, negative is an error. One list generates the
@@ -245,7 +251,8 @@ PIGATO_EXPORT int
 //  on_reply gets every partial reply and then exactly one final call
 //  (unless the client is destroyed first). If rid is not NULL, the request
 //  id (NUL-terminated, at most PIGATO_RID_MAX bytes) is written there.
-//  Data (or opts) over PIGATO_BODY_MAX: PIGATO_E_TOO_LARGE at once,
+//  Data over PIGATO_BODY_MAX, or opts over PIGATO_OPTS_MAX:
+//  PIGATO_E_TOO_LARGE at once,
 //  nothing sent, no callback, the requests in flight untouched, and
 //  pigato_client_error () says "E_TOO_LARGE request of N bytes exceeds
 //  the broker's limit of M bytes".

@@ -241,7 +241,8 @@ int64_t
 pigato__cache_ttl (const pigato__bytes_t *opts)
 {
     //  Most replies carry no "cache": skip the parser for them
-    if (opts->size < 9 || !memmem (opts->data, opts->size, "\"cache\"", 7))
+    if (opts->size < 9 || opts->size > PIGATO__OPTS_MAX
+        || !memmem (opts->data, opts->size, "\"cache\"", 7))
         return 0;
     json_error_t error;
     json_t *root = json_loadb ((const char *) opts->data, opts->size, 0,

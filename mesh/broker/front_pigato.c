@@ -155,6 +155,10 @@ s_worker_heartbeat (pigato_broker_t *self, pigato__front_in_t *in,
                                  PIGATO__HEARTBEAT, worker->framing);
     if (!in->m.has_opts)
         return;
+    if (in->m.opts.size > PIGATO__OPTS_MAX) {
+        pigato__front_bad (self, in, "opts_size");
+        return;
+    }
     json_error_t error;
     json_t *opts = json_loadb ((const char *) in->m.opts.data, in->m.opts.size,
                                0, &error);

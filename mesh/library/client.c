@@ -668,11 +668,11 @@ pigato_client_request (pigato_client_t *self, const char *service,
                              &req->retry);
     if (rc != PIGATO_OK)
         goto failed;
-    if (req->opts && strlen (req->opts) > PIGATO_BODY_MAX) {
+    if (req->opts && strlen (req->opts) > PIGATO_OPTS_MAX) {
         pigato__errorf (self->err, sizeof self->err,
                         "E_TOO_LARGE opts of %zu bytes exceed the broker's "
                         "limit of %d bytes",
-                        strlen (req->opts), PIGATO_BODY_MAX);
+                        strlen (req->opts), PIGATO_OPTS_MAX);
         rc = PIGATO_E_TOO_LARGE;
         goto failed;
     }

@@ -38,6 +38,12 @@ typedef struct {
     size_t size;
 } pigato__bytes_t;
 
+//  Opts (a JSON object) are small: at most this many bytes in every
+//  framing (native's field holds no more). The broker parses opts, so
+//  larger ones would let one message cost it a parse of up to 16 MiB and
+//  many times that in JSON values; it refuses them.
+#define PIGATO__OPTS_MAX PIGATO_OPTS_MAX
+
 //  A byte range over NUL-terminated text (not copied, the NUL left out):
 //  S_TEXT as an initializer, BYTES as a value.
 #define S_TEXT(text)                                                           \

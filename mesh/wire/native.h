@@ -21,7 +21,7 @@
 #define PIGATO__NATIVE_EXTERNAL_MAX 256    //  external body frames per message
 #define PIGATO__NATIVE_INLINE_MAX   4096   //  larger bodies go external
 #define PIGATO__NATIVE_BATCH_BYTES  65536  //  a writer is full past this
-#define PIGATO__NATIVE_OPTS_MAX     65535
+#define PIGATO__NATIVE_OPTS_MAX     PIGATO__OPTS_MAX
 
 //  Entry flags
 #define PIGATO__NATIVE_ERROR    0x01  //  status -1

@@ -19,6 +19,9 @@ What is proven, one class per finding:
    its heap after start (read from /proc/PID/mem).
  * LogInjectionTest (16): a certificate file name holding a newline
    gives one log line, with the newline escaped.
+ * OptsBombTest (found later): request or heartbeat opts of 15 MiB of
+   small JSON arrays made the broker parse them (4 s) into 700 MB of
+   JSON values; opts over 64 KiB are refused unparsed.
 """
 
 import collections
@@ -233,6 +236,49 @@ class SecretTextTest(harness.MeshTestCase):
         for secret in (key.secret, client.secret):
             self.assertFalse(process_memory_holds(self.broker.pid, secret.encode()),
                              "secret key text in the broker's memory after SIGHUP")
+
+
+def peak_rss_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) // 1024
+
+
+class OptsBombTest(harness.MeshTestCase):
+    """Opts are parsed by the broker: 15 MiB of `[]`s is a parse of
+    seconds and hundreds of MiB of JSON values. Opts over 64 KiB
+    (PIGATO_OPTS_MAX) are refused before any parser sees them: a request
+    gets E_INVALID_OPTS at once, a heartbeat is a bad message."""
+
+    CURVE = True
+
+    def test_huge_opts_are_refused_unparsed(self):
+        worker = self.ready_worker("echo")
+        client = self.client()
+        bomb = '{"a":[' + ",".join(["[]"] * (5 * 1024 * 1024)) + ']}'
+        before = peak_rss_mb(self.broker.pid)
+        for index in range(3):
+            client.request("echo", "bomb%d" % index, '"x"', bomb)
+            worker.send("W", "4", "", bomb)  # a heartbeat's opts
+        for index in range(3):
+            _, final = client.final("bomb%d" % index, 10)
+            self.assertIsNotNone(final, self.broker.tail(5))
+            self.assertEqual(final.status, b"-1")
+            self.assertIn(b"E_INVALID_OPTS request opts over 65535 bytes",
+                          final.data)
+        self.assertLess(peak_rss_mb(self.broker.pid) - before, 150,
+                        "the broker's peak memory grew by the opts' JSON")
+        self.assertIsNone(worker.next_request(0.2))
+        # Opts at the limit are still read
+        opts = '{"timeout":30000,"pad":"%s"}' % ("p" * (65535 - 26))
+        self.assertEqual(len(opts), 65535)
+        client.request("echo", "fits", '"y"', opts)
+        req = worker.next_request(5)
+        self.assertIsNotNone(req, self.broker.tail(5))
+        self.assertEqual(req.rid, b"fits")
+        worker.reply(req, '"ok"')
+        self.assertEqual(client.final("fits", 5)[1].status, b"0")
+        self.broker.stop()
+        self.assertRegex(self.broker.text(), r"bad_messages=[1-9]")
 
 
 class PinnedNameTest(CertCase):

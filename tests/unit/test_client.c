@@ -296,6 +296,18 @@ test_body_over_the_limit_is_refused (void **state)
                                              s_record, &recorder, big_rid),
                       PIGATO_E_TOO_LARGE);
     assert_non_null (strstr (pigato_client_error (client), "E_TOO_LARGE opts"));
+    //  Opts have their own, smaller limit (the broker parses them)
+    char opts [PIGATO_OPTS_MAX + 2];
+    memset (opts, 'o', sizeof opts);
+    memcpy (opts, "{\"x\":\"", 6);
+    memcpy (opts + PIGATO_OPTS_MAX - 1, "\"}", 3);  //  one byte over
+    assert_int_equal (pigato_client_request (client, "echo", "", 0, opts,
+                                             s_record, &recorder, big_rid),
+                      PIGATO_E_TOO_LARGE);
+    //  (as sent: the library may add its default timeout)
+    assert_non_null (strstr (pigato_client_error (client), "E_TOO_LARGE opts"));
+    assert_non_null (strstr (pigato_client_error (client),
+                             "exceed the broker's limit of 65535 bytes"));
     assert_int_equal (pigato_client_pending (client), 1);
 
     //  Nothing of those left: the next request the broker sees is one at
