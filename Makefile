@@ -73,7 +73,7 @@ $(BUILD)/pigato-keygen: $(BUILD)/mesh/programs/keygen_main.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 BENCH_PROGRAMS := $(BUILD)/pigato-bench $(BUILD)/pigato-relay $(BUILD)/nats-bench \
-                  $(BUILD)/pigato-conns $(BUILD)/pigato-floor
+                  $(BUILD)/pigato-conns $(BUILD)/pigato-floor $(BUILD)/pigato-steady
 $(BUILD)/bench/pigato_bench.o $(BUILD)/bench/nats_bench.o $(BUILD)/bench/conns.o \
 $(BUILD)/bench/floor.o: bench/proc.h
 $(BUILD)/pigato-conns: $(BUILD)/bench/conns.o
@@ -89,6 +89,9 @@ $(BUILD)/pigato-relay: $(BUILD)/bench/relay.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/pigato-floor: $(BUILD)/bench/floor.o $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/pigato-steady: $(BUILD)/bench/steady.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/pigato: $(BUILD)/mesh/programs/cli_main.o $(BUILD)/mesh/programs/cli_serve.o \
