@@ -48,7 +48,7 @@ LIB_A  := $(BUILD)/libpigato.a
 LIB_SO := $(BUILD)/libpigato.so.$(SOVERSION)
 
 .PHONY: all deps test demo install clean format format-check bench bench-instructions \
-        soak check-deps check-includes
+        soak soak-hostile check-deps check-includes
 all: $(LIB_A) $(LIB_SO) $(PROGRAMS) $(BUILD)/libpigato.pc
 
 deps:
@@ -141,6 +141,14 @@ DURATION ?= 600
 soak: deps
 	@$(MAKE) --no-print-directory all $(BENCH_PROGRAMS)
 	@bench/soak.sh $(BUILD) $(DURATION)
+
+# Victims at a steady rate while attackers flood the broker, one technique
+# per phase of PHASE seconds (make soak-hostile PHASE=5 for a short run);
+# bench/soak_hostile.py says what is measured and its other knobs
+PHASE ?= 10
+soak-hostile: deps
+	@$(MAKE) --no-print-directory all $(BENCH_PROGRAMS)
+	@SOAK_PHASE=$(PHASE) /usr/bin/python3 bench/soak_hostile.py $(BUILD)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \

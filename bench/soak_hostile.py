@@ -33,8 +33,10 @@ Per phase: victim throughput, p50 and p99 latency (of the requests sent
 in the phase that succeeded), p99 against the quiet baseline, requests
 lost (timed out or lost with the broker), failed (an error reply), wrong
 (a reply body not the request's), the broker's peak and after-settle RSS
-(VmRSS every 100 ms) and its CPU. Then a verdict per goal: p99 <= 2x
-quiet, RSS under the ceiling, no victim request lost or leaked.
+(VmRSS every 100 ms) and its CPU, and how many of the victims' new
+connections (`pigato request victim.echo`, one a second) got their
+reply, and the slowest. Then a verdict per goal: p99 <= 2x quiet, RSS
+under the ceiling, no victim request lost or leaked.
 
 Newer brokers' limits are used when present: --max-memory, --max-inbound
 and --max-outbound when `pigato-broker --help` lists them, and `limit`
@@ -49,7 +51,8 @@ Environment: SOAK_PHASE (10 s per phase), SOAK_SETTLE (3 s),
 SOAK_ONLY (techniques to run, comma-separated), VICTIM_RATE (2000
 requests/s), VICTIM_TIMEOUT (5000 ms), SOAK_MAX_MEMORY (1G: the RSS
 ceiling and --max-memory), SOAK_MAX_INBOUND and SOAK_MAX_OUTBOUND (64M),
-SOAK_LIMIT (the limit line's keys for the attackers,
+SOAK_MAX_CONNECTIONS (4096, --max-connections), SOAK_IDLE (5000 idle
+connections), SOAK_LIMIT (the limit line's keys for the attackers,
 "pending=1000 pending-bytes=64M rate=500"), SOAK_SAFETY_MB (4096: an
 attacker is stopped early when the broker's RSS passes it, so that an
 unbounded broker does not take the machine down), SOAK_ATTACK_NICE (10).
@@ -77,6 +80,8 @@ MAX_OUTBOUND = os.environ.get("SOAK_MAX_OUTBOUND", "64M")
 LIMIT = os.environ.get("SOAK_LIMIT", "pending=1000 pending-bytes=64M rate=500")
 SAFETY_KB = int(os.environ.get("SOAK_SAFETY_MB", "4096")) * 1024
 NICE = int(os.environ.get("SOAK_ATTACK_NICE", "10"))
+IDLE = int(os.environ.get("SOAK_IDLE", "5000"))
+MAX_CONNECTIONS = os.environ.get("SOAK_MAX_CONNECTIONS", "4096")
 TECHNIQUES = ["denied", "takeover", "large", "pending", "slow", "targeted",
               "spread", "dir", "handshake", "idle"]
 ONLY = [t for t in os.environ.get("SOAK_ONLY", "").split(",") if t]
@@ -220,6 +225,27 @@ def dir_ids(endpoint, server_key, key):
     return re.findall(r'"([^"]+)"', r.stdout) if r.returncode == 0 else []
 
 
+class Probe(threading.Thread):
+    """A victim that connects anew: `pigato request victim.echo` with the
+    victim client's key every second; records (time, ok, seconds)."""
+
+    def __init__(self, argv):
+        super().__init__(daemon=True)
+        self.argv, self.results, self.running = argv, [], True
+
+    def run(self):
+        while self.running:
+            started = time.monotonic()
+            try:
+                r = subprocess.run(self.argv, capture_output=True, text=True,
+                                   timeout=VICTIM_TIMEOUT / 1000 + 5)
+                ok = r.returncode == 0 and r.stdout.strip() == '"fresh"'
+            except subprocess.TimeoutExpired:
+                ok = False
+            self.results.append((started, ok, time.monotonic() - started))
+            time.sleep(max(0, 1 - (time.monotonic() - started)))
+
+
 def percentile(sorted_values, q):
     if not sorted_values:
         return None
@@ -256,7 +282,7 @@ def main():
         f.write(acl)
     helptext = subprocess.run([broker_bin, "--help"], capture_output=True, text=True)
     helptext = helptext.stdout + helptext.stderr
-    options = []
+    options = ["--max-connections", MAX_CONNECTIONS]
     for option, value in (("--max-memory", MAX_MEMORY), ("--max-inbound", MAX_INBOUND),
                           ("--max-outbound", MAX_OUTBOUND)):
         if option in helptext:
@@ -283,13 +309,18 @@ def main():
     if not wait_log(victim, r"event=ready"):
         return 2
     victim_ids = dir_ids(endpoint, server_key, keys["victim-client"])
+    probe = Probe([os.path.join(BUILD, "pigato"), "request", "victim.echo", '"fresh"',
+                   "--broker", endpoint, "--server-key", server_key,
+                   "--key", keys["victim-client"], "--timeout", str(VICTIM_TIMEOUT)])
+    probe.start()
 
     print("# %s %d cores; soak-hostile: victims %g req/s (timeout %d ms), phases %g s "
           "+ %g s settle, attackers nice %d" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                                os.cpu_count(), RATE, VICTIM_TIMEOUT, PHASE,
                                                SETTLE, NICE))
     print("# broker options: %s; ACL limit lines: %s; RSS ceiling %s; victim worker ids: %d"
-          % (" ".join(options) or "none of --max-memory/--max-inbound/--max-outbound",
+          % (" ".join(options) + ("" if "--max-memory" in options
+                                  else " (no --max-memory/--max-inbound/--max-outbound)"),
              "".join(limits).strip().replace("\n", "; ") or "not supported", MAX_MEMORY,
              len(victim_ids)))
     sys.stdout.flush()
@@ -322,7 +353,7 @@ def main():
                    ("spread", "attacker-call", "spread", "--service", "attack.n")],
         "dir": [("dir", "attacker-call", "dir")],
         "handshake": [("handshake", None, "handshake")],
-        "idle": [("idle", None, "idle", "--count", "2000")],
+        "idle": [("idle", None, "idle", "--count", str(IDLE))],
     }
     phases = []                 # (name, t0, t1, t_settled, notes, attacker stats)
 
@@ -346,7 +377,7 @@ def main():
         if aborted.is_set():
             notes.append("stopped at %.1f s: broker RSS over the %d MiB safety limit"
                          % (t1 - t0, SAFETY_KB // 1024))
-        for p in attackers:
+        for p in reversed(attackers):       # clients before their workers
             if p.poll() is not None:
                 notes.append("%s exited early (%s)" % (p.name, p.returncode))
             stop(p)
@@ -373,6 +404,8 @@ def main():
             break
 
     # The victims stop; their requests in flight end within their timeout
+    probe.running = False
+    probe.join(VICTIM_TIMEOUT / 1000 + 10)
     stop(victim, VICTIM_TIMEOUT / 1000 + 5)
     stop(worker)
     if broker.poll() is None:
@@ -406,6 +439,7 @@ def main():
         cpu = ((window[-1][2] - window[0][2]) / (window[-1][0] - window[0][0]) * 100
                if len(window) > 1 else 0)
         leaked = sum(int(s.get("leaked", 0)) for s in stats.values())
+        fresh = [p for p in probe.results if t0 <= p[0] < t1]
         rows.append(dict(name=name, seconds=t1 - t0, sent=len(mine), ok=len(ok),
                          rps=len(ok) / (t1 - t0) if t1 > t0 else 0,
                          p50=percentile(ok, 0.5), p99=percentile(ok, 0.99), lost=lost,
@@ -413,6 +447,8 @@ def main():
                          leaked=leaked,
                          rss_peak=max((s[1] for s in window + after), default=0),
                          rss_after=after[-1][1] if after else None, cpu=cpu, notes=notes,
+                         fresh="%d/%d" % (sum(1 for p in fresh if p[1]), len(fresh)),
+                         fresh_max=max((p[2] for p in fresh), default=0),
                          stats=stats))
     between = [r for r in recs if not any(t0 <= r[0] < t1 for _, t0, t1, *_ in phases)]
     quiet = rows[0] if rows and rows[0]["name"] == "quiet" else None
@@ -423,15 +459,16 @@ def main():
 
     print()
     print("| phase | s | victim req/s | p50 | p99 | p99/quiet | lost | failed | wrong "
-          "| broker RSS peak | RSS after | broker CPU |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| broker RSS peak | RSS after | broker CPU | new conn ok | new conn max |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = "%.2f" % (r["p99"] / base) if base and r["p99"] else "-"
-        print("| %s | %.1f | %.0f | %s | %s | %s | %d | %d | %d | %d MiB | %s | %.0f%% |"
+        print("| %s | %.1f | %.0f | %s | %s | %s | %d | %d | %d | %d MiB | %s | %.0f%% | %s "
+              "| %.2f s |"
               % (r["name"], r["seconds"], r["rps"], fmt_us(r["p50"]), fmt_us(r["p99"]), ratio,
                  r["lost"], r["failed"], r["wrong"], r["rss_peak"] // 1024,
                  "-" if r["rss_after"] is None else "%d MiB" % (r["rss_after"] // 1024),
-                 r["cpu"]))
+                 r["cpu"], r["fresh"], r["fresh_max"]))
     print()
     for r in rows:
         extra = []
@@ -468,12 +505,15 @@ def main():
         MAX_MEMORY, "yes" if not over else "NO", peak["rss_peak"] // 1024 if peak else 0,
         peak["name"] if peak else "-", "" if not over else "; over in " + ", ".join(over)))
     bad = [r["name"] for r in rows if r["lost"] or r["failed"]]
+    fresh_bad = sum(1 for p in probe.results if not p[1])
     wrong = sum(r["wrong"] for r in rows) + sum(1 for r in between if r[2] == "wrong")
     leaked = sum(r["leaked"] for r in rows)
     print("verdict zero victim requests lost: %s%s" % (
         "yes" if not bad and not b_lost else "NO",
         "" if not bad else " (%s)" % ", ".join("%s: %d lost, %d failed" % (
             r["name"], r["lost"], r["failed"]) for r in rows if r["lost"] or r["failed"])))
+    print("new connections (pigato request every second): %d of %d failed"
+          % (fresh_bad, len(probe.results)))
     print("verdict zero leaked (wrong reply bodies, victim bodies seen by attackers): %s"
           " (%d wrong, %d leaked)" % ("yes" if not wrong and not leaked else "NO", wrong, leaked))
     if crashed:
