@@ -290,7 +290,7 @@ def main():
 
     endpoint = "tcp://127.0.0.1:%d" % free_port()
     broker = start([broker_bin, "--bind", endpoint, "--key", keys["broker"], "--acl", acl_path,
-                    "--log-level", "warning"] + options, "broker")
+                    "--log-level", "info"] + options, "broker")
     if not wait_log(broker, r"event=ready"):
         return 2
     sampler = Sampler(broker.pid)
