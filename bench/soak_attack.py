@@ -17,8 +17,8 @@ Roles:
                 (or one of --ids, worker ids of others), send what
                 --mode says (call: requests held with timeout -1; serve:
                 READY and forged replies; none: denied requests) and close
-  large         one message of --frames frames of --frame-mib MiB each,
-                again and again (the broker must take it all in before it
+  large         one message of a request's four frames and --frames more
+                of --frame-mib MiB each, again and again (the broker must take it all in before it
                 can drop it: 12 frames at most)
   pending       requests for --service (no worker) with timeout -1, 1 MiB
                 and tiny ones in turn, never answered; at most --max-mib
@@ -37,7 +37,7 @@ Roles:
                 is the prefix), at most --inflight in flight
   dir           $dir requests, with no body and naming a service, in turn
   handshake     connections with keys the broker never heard of, --count
-                at a time, each closed and replaced after a handshake try
+                at a time, each closed and replaced after 250 ms
   idle          --count TCP connections that never say a word, each
                 reopened when the broker closes it
 """
@@ -214,11 +214,11 @@ def role_takeover():
 def role_large():
     s = dealer(sndhwm=2)
     big = b"L" * (args.frame_mib << 20)
-    frames = [b"C", b"2", b"victim.echo", b"rid"] + [big] * (args.frames - 4)
+    frames = [b"C", b"2", b"victim.echo", b"rid"] + [big] * args.frames
     while True:
         s.send_multipart(frames, copy=False)
         stats["sent"] += 1
-        stats["mib_sent"] += args.frame_mib * (args.frames - 4)
+        stats["mib_sent"] += args.frame_mib * args.frames
         drain(s, 0)
 
 
@@ -318,7 +318,7 @@ def role_handshake():
             live.append((dealer(key=zmq.curve_keypair()), time.monotonic()))
             send(live[-1][0], [b"C", b"4"])
         s, born = live[0]
-        wait = born + 0.05 - time.monotonic()
+        wait = born + 0.25 - time.monotonic()
         if wait > 0:
             time.sleep(wait)
         drain(s, 0)
