@@ -49,7 +49,7 @@ LIB_A  := $(BUILD)/libpigato.a
 LIB_SO := $(BUILD)/libpigato.so.$(SOVERSION)
 
 .PHONY: all deps test demo install clean format format-check bench bench-instructions \
-        soak check-deps check-includes
+        soak soak-hostile check-deps check-includes
 all: $(LIB_A) $(LIB_SO) $(PROGRAMS) $(BUILD)/libpigato.pc
 
 deps:
@@ -74,7 +74,7 @@ $(BUILD)/pigato-keygen: $(BUILD)/mesh/programs/keygen_main.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 BENCH_PROGRAMS := $(BUILD)/pigato-bench $(BUILD)/pigato-relay $(BUILD)/nats-bench \
-                  $(BUILD)/pigato-conns $(BUILD)/pigato-floor
+                  $(BUILD)/pigato-conns $(BUILD)/pigato-floor $(BUILD)/pigato-steady
 $(BUILD)/bench/pigato_bench.o $(BUILD)/bench/nats_bench.o $(BUILD)/bench/conns.o \
 $(BUILD)/bench/floor.o: bench/proc.h
 $(BUILD)/pigato-conns: $(BUILD)/bench/conns.o
@@ -90,6 +90,9 @@ $(BUILD)/pigato-relay: $(BUILD)/bench/relay.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/pigato-floor: $(BUILD)/bench/floor.o $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/pigato-steady: $(BUILD)/bench/steady.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/pigato: $(BUILD)/mesh/programs/cli_main.o $(BUILD)/mesh/programs/cli_serve.o \
@@ -139,6 +142,14 @@ DURATION ?= 600
 soak: deps
 	@$(MAKE) --no-print-directory all $(BENCH_PROGRAMS)
 	@bench/soak.sh $(BUILD) $(DURATION)
+
+# Victims at a steady rate while attackers flood the broker, one technique
+# per phase of PHASE seconds (make soak-hostile PHASE=5 for a short run);
+# bench/soak_hostile.py says what is measured and its other knobs
+PHASE ?= 10
+soak-hostile: deps
+	@$(MAKE) --no-print-directory all $(BENCH_PROGRAMS)
+	@SOAK_PHASE=$(PHASE) /usr/bin/python3 bench/soak_hostile.py $(BUILD)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
