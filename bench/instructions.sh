@@ -4,6 +4,8 @@
 # req/s these counts barely move between runs on a shared machine, so two
 # builds can be compared on them directly:
 #   bench/instructions.sh BUILD [REQUESTS]      (default 50,000)
+# With KEEP=DIR the callgrind files are copied there (callgrind_annotate
+# DIR/broker.out shows where a change went).
 # Native framing, CURVE, the 1,000-identity ACL of make bench, 100 in
 # flight, 64-byte bodies. For each process it prints all instructions per
 # request (the libzmq I/O thread's CURVE work included) and those of the
@@ -55,6 +57,9 @@ per_request() {     # FILE FUNCTION: total and FUNCTION's inclusive count / requ
           | awk -v f=":$2 " 'index($0, f) { gsub(",", "", $1); print $1; exit }')
     echo "total=$((total / REQUESTS)) app=$((${app:-0} / REQUESTS))"
 }
+if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP" && cp "$WORK/broker.out" "$WORK/worker.out" "$WORK/client.out" "$KEEP/"
+fi
 echo "instructions per request ($REQUESTS native CURVE+ACL requests, 100 in flight):"
 echo "  broker  $(per_request "$WORK/broker.out" pigato_broker_run)"
 echo "  worker  $(per_request "$WORK/worker.out" zloop_start)"

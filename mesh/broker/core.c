@@ -513,20 +513,27 @@ s_admit (pigato__core_t *self, pigato__request_t *request,
         s_serve_waiting (self, target);
         return 0;
     }
-    //  Callers take turns in the queue (the fair order costs a lookup:
-    //  a request alone in it, most likely dispatched at once, joins its
-    //  caller's lane only if it stays)
-    bool alone = service->queue_head == NULL;
-    if (alone)
-        pigato__service_enqueue (service, request, false);
-    else
+    if (service->queue_head) {
+        //  Others wait: it takes its caller's turn in the queue
         pigato__service_enqueue_fair (service, request, tenant);
-    service->pins++;  //  the request and service stay ours to look at
-    s_dispatch (self, service);
-    if (alone && !request->worker && request->service == service)
-        pigato__service_lane_join (service, request, tenant);
-    service->pins--;
-    pigato__services_release (self->services, &service);
+        s_dispatch (self, service);
+        return 0;
+    }
+    //  Nobody waits: a worker with room takes it at once, without the
+    //  queue; else it starts the queue, in its caller's lane
+    pigato__service_t *targets [TARGETS_MAX];
+    size_t count = pigato__services_resolve (self->services, service, targets,
+                                             TARGETS_MAX);
+    pigato__worker_t *worker = NULL;
+    for (size_t index = 0; index < count && !worker; index++)
+        worker = s_pick (self, service, targets [index], request);
+    if (worker) {
+        pigato__worker_take (worker, request);
+        self->emit->request (self->emit_arg, worker, request);
+        return 0;
+    }
+    pigato__service_enqueue (service, request, false);
+    pigato__service_lane_join (service, request, tenant);
     return 0;
 }
 
