@@ -18,9 +18,10 @@ typedef struct {
 } s_entry_t;
 
 struct _pigato__aliases_t {
-    unsigned char key [crypto_shorthash_siphashx24_KEYBYTES];  //  secret
-    s_entry_t **by_fd;  //  the cache, indexed by fd (NULL: none)
-    size_t size;        //  slots in by_fd
+    unsigned char *key;  //  the hash key: secret, in sodium_malloc memory
+                         //  (read-only once drawn)
+    s_entry_t **by_fd;   //  the cache, indexed by fd (NULL: none)
+    size_t size;         //  slots in by_fd
     byte scratch [PIGATO__ALIAS_SIZE];  //  when the cache cannot hold it
 };
 
@@ -30,8 +31,16 @@ pigato__aliases_new (void)
     if (sodium_init () < 0)
         return NULL;
     pigato__aliases_t *self = (pigato__aliases_t *) calloc (1, sizeof *self);
-    if (self)
-        randombytes_buf (self->key, sizeof self->key);
+    if (!self)
+        return NULL;
+    self->key = (unsigned char *) sodium_malloc (
+        crypto_shorthash_siphashx24_KEYBYTES);
+    if (!self->key) {
+        free (self);
+        return NULL;
+    }
+    randombytes_buf (self->key, crypto_shorthash_siphashx24_KEYBYTES);
+    sodium_mprotect_readonly (self->key);
     return self;
 }
 
@@ -44,7 +53,7 @@ pigato__aliases_destroy (pigato__aliases_t **self_p)
     for (size_t fd = 0; fd < self->size; fd++)
         free (self->by_fd [fd]);
     free (self->by_fd);
-    sodium_memzero (self->key, sizeof self->key);
+    sodium_free (self->key);  //  wipes it
     free (self);
     *self_p = NULL;
 }
