@@ -57,11 +57,13 @@ pigato__core_new (const pigato__emit_t *emit, void *emit_arg)
     self->requests = pigato__table_new (s_request_match);
     self->timers = pigato__heap_new ();
     self->conns = pigato__conns_new ();
+    self->aliases = pigato__aliases_new ();
     self->cache = pigato__cache_new (PIGATO__CACHE_DEFAULT_BYTES);
     self->quotas = zhashx_new ();
     self->tenants = zhashx_new ();
     if (!self->services || !self->workers || !self->requests || !self->timers
-        || !self->conns || !self->cache || !self->quotas || !self->tenants) {
+        || !self->conns || !self->aliases || !self->cache || !self->quotas
+        || !self->tenants) {
         pigato__core_destroy (&self);
         return NULL;
     }
@@ -96,6 +98,7 @@ pigato__core_destroy (pigato__core_t **self_p)
     zhashx_destroy (&self->workers);
     pigato__cache_destroy (&self->cache);
     pigato__conns_destroy (&self->conns);
+    pigato__aliases_destroy (&self->aliases);
     zhashx_destroy (&self->quotas);
     zhashx_destroy (&self->tenants);
     free (self);
@@ -567,8 +570,13 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
             mdp_rid [8 - index] = (byte) (serial >> (8 * index));
         rid = (pigato__bytes_t) { mdp_rid, sizeof mdp_rid };
     }
-    if (pigato__bkey_set (&key, in->caller.client.data, in->caller.client.size,
-                          rid.data, rid.size))
+    //  Keyed by the alias its worker will echo, not by the routing id
+    pigato__bytes_t alias = { pigato__aliases_get (self->aliases,
+                                                   &in->caller.client,
+                                                   &in->caller.conn),
+                              PIGATO__ALIAS_SIZE };
+    if (in->caller.client.size > sizeof ((pigato__request_t *) NULL)->client
+        || pigato__bkey_set (&key, alias.data, alias.size, rid.data, rid.size))
         return PIGATO_E_INVALID;  //  a field too long
     if (pigato__table_lookup (self->requests, key.hash, &key))
         return PIGATO_E_INVALID;  //  a rid already in flight
@@ -607,8 +615,8 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
         self->services, name->data, name->size);
     pigato__request_t *request = service ? pigato__request_new (
                                      &self->request_pool, &in->caller.client,
-                                     &rid, &key, in->body_part, &in->body,
-                                     in->opts)
+                                     &alias, &rid, &key, in->body_part,
+                                     &in->body, in->opts)
                                          : NULL;
     if (!request) {
         pigato__services_release (self->services, &service);
@@ -650,16 +658,25 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
     return 0;
 }
 
-pigato__request_t *
-pigato__core_request_of (pigato__core_t *self, const pigato__bytes_t *client,
-                         const pigato__bytes_t *rid)
+//  The request filed under alias + rid, or NULL.
+static pigato__request_t *
+s_request_of_alias (pigato__core_t *self, const pigato__bytes_t *alias,
+                    const pigato__bytes_t *rid)
 {
     pigato__bkey_t key;
-    if (pigato__bkey_set (&key, client->data, client->size, rid->data,
-                          rid->size))
+    if (pigato__bkey_set (&key, alias->data, alias->size, rid->data, rid->size))
         return NULL;
     return (pigato__request_t *) pigato__table_lookup (self->requests, key.hash,
                                                        &key);
+}
+
+pigato__request_t *
+pigato__core_request_of (pigato__core_t *self, const pigato__bytes_t *client,
+                         const pigato__conn_t *conn, const pigato__bytes_t *rid)
+{
+    pigato__bytes_t alias = { pigato__aliases_get (self->aliases, client, conn),
+                              PIGATO__ALIAS_SIZE };
+    return s_request_of_alias (self, &alias, rid);
 }
 
 void
@@ -892,7 +909,7 @@ s_worker_reject (pigato__core_t *self, pigato__worker_t *worker,
 
 bool
 pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
-                           const pigato__bytes_t *client,
+                           const pigato__bytes_t *alias,
                            const pigato__bytes_t *rid, int type, int status,
                            const pigato__bytes_t *body, size_t body_count,
                            const pigato__bytes_t *opts, zmq_msg_t *body_part)
@@ -913,13 +930,13 @@ pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
             self->counters.late_replies++;
             return true;
         }
-        pigato__bytes_t holder = pigato__request_client (request);
-        if (holder.size != client->size
-            || memcmp (holder.data, client->data, holder.size) != 0)
+        pigato__bytes_t holder = pigato__request_alias (request);
+        if (holder.size != alias->size
+            || memcmp (holder.data, alias->data, holder.size) != 0)
             return false;
     }
     else {
-        request = pigato__core_request_of (self, client, rid);
+        request = s_request_of_alias (self, alias, rid);
         if (!request || request->worker != worker) {
             //  Late (expired, client gone) or foreign: drop, keep the worker
             self->counters.late_replies++;

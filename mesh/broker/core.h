@@ -13,6 +13,7 @@
 #define PIGATO_CORE_H_INCLUDED
 
 #include "service.h"
+#include "alias.h"
 #include "cache.h"
 #include "../base/table.h"
 #include "../../auth/acl.h"
@@ -121,7 +122,8 @@ typedef struct {
     zhashx_t *workers;                    //  routing id -> worker
     pigato__worker_t *last_worker;        //  the last one looked up (a cache;
                                           //  cleared when that worker goes)
-    pigato__table_t *requests;            //  client id + rid -> request
+    pigato__table_t *requests;            //  client alias + rid -> request
+    pigato__aliases_t *aliases;           //  what workers see of clients
     pigato__request_pool_t request_pool;  //  spare request records
     pigato__heap_t *timers;               //  request inactivity deadlines
     pigato__conns_t *conns;       //  connection -> its workers, requests
@@ -211,9 +213,11 @@ typedef struct {
 int pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
                          char *error, size_t error_size) PIGATO__MUST_CHECK;
 
-//  The request a client has in flight under rid, or NULL.
+//  The request a client (routing id on its connection) has in flight
+//  under rid, or NULL.
 pigato__request_t *pigato__core_request_of (pigato__core_t *self,
                                             const pigato__bytes_t *client,
+                                            const pigato__conn_t *conn,
                                             const pigato__bytes_t *rid);
 
 //  Forwards a client's request heartbeat to the worker holding it (none
@@ -275,12 +279,13 @@ void pigato__core_worker_concurrency (pigato__core_t *self,
                                       double concurrency);
 
 //  A worker's partial or final reply (body_count frames), or reject, for
-//  the request of client + rid. Accepted only if that request was
-//  dispatched to this very worker; anything else is counted as late. An
-//  MDP worker names no rid: its one request is meant (client must match;
-//  false if not, and the caller removes the worker).
+//  the request of alias + rid (the client field the worker was sent: an
+//  alias, alias.h). Accepted only if that request was dispatched to this
+//  very worker; anything else is counted as late. An MDP worker names no
+//  rid: its one request is meant (alias must match; false if not, and
+//  the caller removes the worker).
 bool pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
-                                const pigato__bytes_t *client,
+                                const pigato__bytes_t *alias,
                                 const pigato__bytes_t *rid, int type,
                                 int status, const pigato__bytes_t *body,
                                 size_t body_count, const pigato__bytes_t *opts,

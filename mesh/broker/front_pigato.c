@@ -306,9 +306,10 @@ s_on_client (pigato_broker_t *self, pigato__front_in_t *in,
                                      PIGATO__HEARTBEAT, s_framing (m));
     else if (m->type == PIGATO__HEARTBEAT) {
         //  Forward to the worker holding the request, if any; the key
-        //  includes the sender, so a client can only heartbeat its own
+        //  is the alias of the sender on its connection, so a client can
+        //  only heartbeat its own
         pigato__request_t *request = pigato__core_request_of (
-            self->core, &m->sender, &m->rid);
+            self->core, &m->sender, &m->conn, &m->rid);
         if (!request)
             return;
         if (!streq (request->identity, peer->name)

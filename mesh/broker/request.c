@@ -46,24 +46,30 @@ s_record_free (pigato__request_pool_t *pool, pigato__request_t *self)
 
 pigato__request_t *
 pigato__request_new (pigato__request_pool_t *pool,
-                     const pigato__bytes_t *client, const pigato__bytes_t *rid,
+                     const pigato__bytes_t *client,
+                     const pigato__bytes_t *alias, const pigato__bytes_t *rid,
                      const pigato__bkey_t *key, zmq_msg_t *body_part,
                      const pigato__bytes_t *data, const pigato__bytes_t *opts)
 {
+    if (client->size > sizeof ((pigato__request_t *) NULL)->client)
+        return NULL;
     pigato__request_t *self = s_record (pool);
     if (!self)
         return NULL;
-    //  Zero what lookups and lists read; the key is set just below
-    memset (self, 0, offsetof (pigato__request_t, key));
+    //  Zero what lookups and lists read; the key and the client are set
+    //  just below
     memset (&self->body_part, 0,
             sizeof *self - offsetof (pigato__request_t, body_part));
     if (key)
         pigato__bkey_copy (&self->key, key);
-    else if (pigato__bkey_set (&self->key, client->data, client->size,
-                               rid->data, rid->size)) {
+    else if (pigato__bkey_set (&self->key, alias->data, alias->size, rid->data,
+                               rid->size)) {
         s_record_free (pool, self);
         return NULL;
     }
+    self->client_size = (uint8_t) client->size;
+    if (client->size)
+        memcpy (self->client, client->data, client->size);
     const byte *start = body_part ? (const byte *) zmq_msg_data (body_part)
                                   : NULL;
     if (body_part && data->size && data->data >= start
@@ -117,6 +123,12 @@ pigato__request_destroy (pigato__request_pool_t *pool,
 
 pigato__bytes_t
 pigato__request_client (const pigato__request_t *self)
+{
+    return (pigato__bytes_t) { self->client, self->client_size };
+}
+
+pigato__bytes_t
+pigato__request_alias (const pigato__request_t *self)
 {
     pigato__bytes_t bytes;
     pigato__bkey_first (&self->key, &bytes.data, &bytes.size);

@@ -154,7 +154,8 @@ s_emit_request (void *arg, pigato__worker_t *worker, pigato__request_t *request)
         return;
     pigato_broker_t *self = (pigato_broker_t *) arg;
     pigato__bytes_t to = pigato__worker_routing_id (worker);
-    pigato__bytes_t client = pigato__request_client (request);
+    //  Workers see the client's alias, never its routing id
+    pigato__bytes_t client = pigato__request_alias (request);
     pigato__bytes_t rid = pigato__request_rid (request);
     pigato__bytes_t body = pigato__request_body (request);
     pigato__bytes_t body_frames [PIGATO__MDP_BODY_MAX];
@@ -206,7 +207,8 @@ s_emit_request_heartbeat (void *arg, pigato__worker_t *worker,
         return;
     pigato_broker_t *self = (pigato_broker_t *) arg;
     pigato__bytes_t to = pigato__worker_routing_id (worker);
-    pigato__bytes_t client = pigato__request_client (request);
+    //  Workers see the client's alias, never its routing id
+    pigato__bytes_t client = pigato__request_alias (request);
     pigato__bytes_t rid = pigato__request_rid (request);
     if (worker->framing == PIGATO__FRAMING_NATIVE) {
         pigato__msg_t entry = { .role = 'W',

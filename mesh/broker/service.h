@@ -54,7 +54,9 @@ struct _pigato__worker_t {
 };
 
 struct _pigato__request_t {
-    pigato__bkey_t key;   //  client routing id + rid, table key
+    pigato__bkey_t key;   //  client alias (alias.h) + rid, table key
+    uint8_t client_size;  //  the client's routing id, which only
+    byte client [255];    //  replies use (never shown to a worker)
     zmq_msg_t body_part;  //  holds the body (shares the part it
                           //  came in: no copy)
     size_t body_offset;   //  body within body_part
@@ -279,22 +281,27 @@ typedef struct {
 //  Frees the spare records.
 void pigato__request_pool_drain (pigato__request_pool_t *pool);
 
-//  Request records. The body is data; when body_part is not NULL, data
-//  lies inside it and the record shares that part instead of copying.
-//  opts (may be empty) is copied. key: the table key of client + rid when
-//  the caller has built it already (saves hashing it again), else NULL.
+//  Request records. client is the caller's routing id, alias what its
+//  worker sees instead (alias.h). The body is data; when body_part is not
+//  NULL, data lies inside it and the record shares that part instead of
+//  copying. opts (may be empty) is copied. key: the table key of alias +
+//  rid when the caller has built it already (saves hashing it again),
+//  else NULL.
 //  The record comes from pool and goes back to it on destroy (pool may
 //  be NULL: malloc and free). NULL if out of memory or an id is too long.
 pigato__request_t *
 pigato__request_new (pigato__request_pool_t *pool,
-                     const pigato__bytes_t *client, const pigato__bytes_t *rid,
+                     const pigato__bytes_t *client,
+                     const pigato__bytes_t *alias, const pigato__bytes_t *rid,
                      const pigato__bkey_t *key, zmq_msg_t *body_part,
                      const pigato__bytes_t *data, const pigato__bytes_t *opts);
 void pigato__request_destroy (pigato__request_pool_t *pool,
                               pigato__request_t **self_p);
 
-//  The request's client routing id, rid and body (borrowed).
+//  The request's client routing id (for replies only), the alias its
+//  worker sees instead, rid and body (borrowed).
 pigato__bytes_t pigato__request_client (const pigato__request_t *self);
+pigato__bytes_t pigato__request_alias (const pigato__request_t *self);
 pigato__bytes_t pigato__request_rid (const pigato__request_t *self);
 pigato__bytes_t pigato__request_body (pigato__request_t *self);
 

@@ -34,7 +34,7 @@ struct _pigato_reply_t {
     pigato_worker_t *worker;        //  NULL once detached
     pigato__link_t *link;           //  NULL once detached
     unsigned generation;            //  link generation the request came on
-    byte *client;                   //  client routing id (broker's), in storage
+    byte *client;                   //  client alias (the broker's), in storage
     size_t client_size;             //  its size
     char rid [PIGATO_RID_MAX + 1];  //  request id
     char *service;                  //  requested service, in storage

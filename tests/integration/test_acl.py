@@ -708,9 +708,11 @@ class RoutingIdTest(AclCase):
         req = w.next_request()
         self.assertIsNotNone(req)
         is_hb = lambda m: m[:2] == [b"W", b"4"] and len(m) == 5
-        # Positive control: the owner's request heartbeat is forwarded.
+        # Positive control: the owner's request heartbeat is forwarded,
+        # naming alice by her alias, not her routing id.
         alice.request_heartbeat("h1")
-        self.assertEqual(w.recv(is_hb, 3), [b"W", b"4", b"alice-c", b"", b"h1"])
+        self.assertEqual(w.recv(is_hb, 3), [b"W", b"4", req.client, b"", b"h1"])
+        self.assertNotEqual(req.client, b"alice-c")
         # Another client (other routing id, other identity) cannot.
         bob = self.as_client("bob")
         bob.request_heartbeat("h1")
@@ -754,6 +756,42 @@ class RoutingIdTest(AclCase):
                          "the reply to alice's request (rid 'private') was "
                          "delivered to bob, who connected later with alice's routing id "
                          "and another key: %r" % leaked)
+
+    def test_the_client_field_a_worker_sees_is_no_way_to_a_client(self):
+        # A worker (or whoever reads what it was sent) knows the client
+        # field of alice's request. It is an alias, not alice's routing id:
+        # mallet can connect with it as routing id while alice is still
+        # connected (libzmq would refuse alice's own), and receives nothing
+        # of hers, neither now nor after she left.
+        self.acl_broker(ROUTING_POLICY)
+        w = self.as_worker("wk", "svc")
+        alice = self.as_client("alice", identity="alice-c3")
+        alice.request("svc", "first", '"for alice"', LONG)
+        alice.request("svc", "second", '"for alice"', LONG)
+        reqs = [w.next_request(), w.next_request()]
+        self.assertNotIn(None, reqs)
+        seen = reqs[0].client
+        self.assertRegex(seen, rb"^[0-9a-f]{32}$")
+        self.assertNotEqual(seen, b"alice-c3")
+        imp = self.claim(RawClient, "mallet", seen, ["C", "4"], [b"C", b"4"])
+        self.assertIsNotNone(imp, "mallet could not connect with the client field "
+                             "%r as routing id while alice is connected: it is her "
+                             "routing id" % seen)
+        # mallet heartbeats alice's rid: nothing reaches the worker
+        imp.request_heartbeat("first")
+        self.assertIsNone(w.recv(lambda m: m[:2] == [b"W", b"4"] and len(m) == 5, 0.5),
+                          "mallet's heartbeat for alice's rid reached the worker")
+        # The first reply reaches alice, not mallet
+        w.reply(reqs[0], '"first answer"')
+        self.assertEqual(alice.final("first")[1].data, b'"first answer"')
+        # alice leaves; the second reply reaches nobody
+        alice.close()
+        self.mesh.settle(secs(0.3))
+        w.reply(reqs[1], '"second answer"')
+        self.mesh.settle(secs(0.5))
+        leaked = [m for m in imp.received if m[:1] == [b"C"] and m[1] in (b"3", b"6")]
+        self.assertEqual(leaked, [], "a reply meant for alice reached the peer "
+                         "that connected with her alias as routing id: %r" % leaked)
 
 
 # --------------------------------------------------------------------------
@@ -870,7 +908,19 @@ class TakeoverUnderLoadTest(AclCase):
                 caller.request("svc", "a%d" % i, '"for alice"', LONG)
             # Held by the victim worker or the spare, once the broker gets
             # to them (under this load it may take a while)
-            victim.next_request(10) or spare.next_request(1)
+            held_by = victim
+            held = victim.next_request(10)
+            if held is None:
+                held_by, held = spare, spare.next_request(1)
+            # The client field the worker saw for alice: an alias, which
+            # mallet may hold as routing id while alice is still there
+            self.assertIsNotNone(held, "no request of alice's was dispatched")
+            self.assertRegex(held.client, rb"^[0-9a-f]{32}$")
+            imp_a = self.claim(RawClient, "mallet", held.client, ["C", "4"],
+                               [b"C", b"4"], attempts=100, wait=0.1)
+            self.assertIsNotNone(imp_a, "the client field a worker saw is in use "
+                                 "as a routing id\n" + self.broker.tail(10))
+            imp_a.request_heartbeat(held.rid)
             # Both leave at once, abruptly; bob keeps calling the service
             victim.close()
             caller.close()
@@ -882,10 +932,12 @@ class TakeoverUnderLoadTest(AclCase):
             imp_c = self.claim(RawClient, "mallet", cid, ["C", "4"],
                                [b"C", b"4"], attempts=100, wait=0.1)
             taken += (imp_w is not None) + (imp_c is not None)
+            if held_by is spare:
+                spare.reply(held, '"from spare"')
             for r in spare.requests_now(0.3):
                 spare.reply(r, '"from spare"')
             self.mesh.settle(secs(0.5))
-            for imp in (imp_w, imp_c):
+            for imp in (imp_w, imp_c, imp_a):
                 if imp is None:
                     continue
                 leaked += [m for m in imp.received

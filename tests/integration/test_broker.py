@@ -348,6 +348,46 @@ class BrokerBehaviour:
         self.assertEqual(c1.pending(), [])
         self.assertEqual(c2.pending(), [])
 
+    # -- what a worker sees of its clients -------------------------------------
+
+    def test_worker_sees_an_alias_never_the_clients_routing_id(self):
+        # The client field is an opaque alias, 32 lowercase hex characters,
+        # the same for every request of one client connection, another for
+        # another connection with the same routing id; replies that echo it
+        # reach the client.
+        w = self.ready_worker("alias")
+        c = self.client(identity="client-routing-id")
+        c.request("alias", "a1", '"one"', LONG)
+        c.request("alias", "a2", '"two"', LONG)
+        reqs = [w.next_request(), w.next_request()]
+        self.assertNotIn(None, reqs)
+        alias = reqs[0].client
+        self.assertRegex(alias, rb"^[0-9a-f]{32}$")
+        self.assertNotIn(b"client-routing-id", b"".join(reqs[0].frames))
+        self.assertEqual(reqs[1].client, alias, "one connection, one alias")
+        c.request_heartbeat("a1")
+        m = w.recv(lambda m: m[:2] == [b"W", b"4"] and len(m) == 5, 3)
+        self.assertEqual(m, [b"W", b"4", alias, b"", b"a1"])
+        for r in reqs:
+            w.reply(r, r.data)
+        self.assertEqual(c.final("a1")[1].data, b'"one"')
+        self.assertEqual(c.final("a2")[1].data, b'"two"')
+        # The same routing id on a new connection is another alias
+        c.close()
+        c2 = None
+        for _ in range(20):     # libzmq frees the routing id asynchronously
+            c2 = self.client(identity="client-routing-id")
+            c2.request("alias", "a3", '"three"', LONG)
+            req = w.next_request(1.0)
+            if req is not None:
+                break
+            c2.close()
+        self.assertIsNotNone(req, "the routing id never became free again")
+        self.assertRegex(req.client, rb"^[0-9a-f]{32}$")
+        self.assertNotEqual(req.client, alias)
+        w.reply(req, req.data)
+        self.assertEqual(c2.final("a3")[1].data, b'"three"')
+
     # -- broker heartbeats -----------------------------------------------------
 
     def test_broker_answers_heartbeats_and_ready(self):

@@ -14,9 +14,10 @@ What the broker is expected to do (these tests define it):
 * An MDP worker registers with READY (MDPW02, 0x01, service); the broker
   does not answer READY (RFC 18) but logs event=worker_ready service=S
   worker=ID as for pigato workers. It sends the worker REQUEST (MDPW02,
-  0x02, client address, "", body...) where the client address is the
-  requesting client's routing id (MDP or pigato client), and the worker
-  answers PARTIAL 0x03 / FINAL 0x04 (client address, "", body...). Bodies
+  0x02, client address, "", body...) where the client address is an
+  alias of the requesting client (MDP or pigato client): 32 lowercase hex
+  characters, never its routing id. The worker answers PARTIAL 0x03 /
+  FINAL 0x04 (client address, "", body...). Bodies
   are forwarded frame for frame between MDP peers.
 * An MDP worker holds ONE request at a time: the next is sent only after
   the FINAL of the previous one. Requests are dispatched oldest first.
@@ -237,6 +238,12 @@ class MdpMixin:
                                      % (service, broker.tail(15)))
         return w
 
+    def assert_alias(self, address, client):
+        """A client address as workers see it: an alias (32 lowercase hex
+        characters), not the client's routing id."""
+        self.assertRegex(address, rb"^[0-9a-f]{32}$")
+        self.assertNotEqual(address, client.identity)
+
     def mdp_call(self, client, service, *body, timeout=3.0):
         client.request(service, *body)
         partials, final = client.final(timeout)
@@ -261,9 +268,9 @@ class MdpCases(MdpMixin):
         c.request("echo", "one", b"", b"\x00\xfftwo")
         req = w.next_request()
         self.assertIsNotNone(req, "REQUEST not dispatched to the MDP worker\n" + self.broker.tail())
-        self.assertEqual(req.frames, [MDPW, W_REQUEST, c.identity, b"", b"one", b"", b"\x00\xfftwo"],
-                         "REQUEST frames: client address = the client's routing id, "
-                         "body frame for frame")
+        self.assertEqual(req.frames, [MDPW, W_REQUEST, req.client, b"", b"one", b"", b"\x00\xfftwo"],
+                         "REQUEST frames: client address, body frame for frame")
+        self.assert_alias(req.client, c)
         w.partial(req.client, "p1")
         w.partial(req.client, "p2", "p2b")
         w.final(req.client, "f1", b"", "f3")
@@ -315,8 +322,9 @@ class MdpCases(MdpMixin):
         req = w.next_request()
         self.assertIsNotNone(req, "MDP request not dispatched to a pigato worker\n"
                              + self.broker.tail())
-        self.assertEqual((req.client, req.service, req.empty, req.data),
-                         (c.identity, b"calc", b"", b'"2+2"'))
+        self.assertEqual((req.service, req.empty, req.data),
+                         (b"calc", b"", b'"2+2"'))
+        self.assert_alias(req.client, c)
         self.assertTrue(0 < len(req.rid) <= 64, "broker-made rid %r" % req.rid)
         w.reply(req, '"thinking"', partial=True)
         w.reply(req, "4")
@@ -345,7 +353,9 @@ class MdpCases(MdpMixin):
         req = w.next_request()
         self.assertIsNotNone(req, "pigato request not dispatched to an MDP worker\n"
                              + self.broker.tail())
-        self.assertEqual(req.frames, [MDPW, W_REQUEST, c.identity, b"", blob])
+        self.assertEqual(req.frames, [MDPW, W_REQUEST, req.client, b"", blob])
+        self.assert_alias(req.client, c)
+        first_alias = req.client
         w.partial(req.client, "part")
         w.final(req.client, blob[::-1])
         partials, final = c.final("r1")
@@ -357,7 +367,9 @@ class MdpCases(MdpMixin):
         c2.request("svc", "r1", '"second"', LONG)
         req = w.next_request()
         self.assertIsNotNone(req, self.broker.tail())
-        self.assertEqual((req.client, req.body), (c2.identity, [b'"second"']))
+        self.assertEqual(req.body, [b'"second"'])
+        self.assert_alias(req.client, c2)
+        self.assertNotEqual(req.client, first_alias)
         w.final(req.client, '"ok2"')
         _, final = c2.final("r1")
         self.assertIsNotNone(final, self.broker.tail())

@@ -91,7 +91,10 @@ class NativeCases:
         self.assertEqual(len(msgs), 1, "10 requests for one worker from one batch "
                          "left the broker as %d messages" % len(msgs))
         self.assertEqual([e.rid for e in got], [b"r%02d" % i for i in range(10)])
-        self.assertEqual({e.client for e in got}, {c.identity})
+        # One alias for the client (32 hex characters), never its routing id
+        self.assertEqual(len({e.client for e in got}), 1)
+        self.assertRegex(got[0].client, rb"^[0-9a-f]{32}$")
+        self.assertNotEqual(got[0].client, c.identity)
         self.assertEqual([e.service for e in got], [b"echo"] * 10)
         # Replies: a partial and an error final for one, plain finals for the rest
         first = got[0]
@@ -155,11 +158,13 @@ class NativeCases:
         w = self.native_worker("slow")
         c = self.native_client()
         c.send_native([Entry(native.REQUEST, service="slow", rid="h1", body="x")])
-        self.assertEqual(len(w.entries(count=1)[0]), 1)
+        sent, _ = w.entries(count=1)
+        self.assertEqual(len(sent), 1)
         c.send_native([Entry(native.HEARTBEAT, rid="h1")])
         got, _ = w.entries(count=1)
         self.assertEqual([(e.type, e.client, e.rid) for e in got],
-                         [(native.HEARTBEAT, c.identity, b"h1")])
+                         [(native.HEARTBEAT, sent[0].client, b"h1")])
+        self.assertNotEqual(sent[0].client, c.identity)
 
     def test_reserved_names_and_unready_workers_get_native_disconnect(self):
         w = NativePeer(self.mesh, "W", self.broker.endpoint, self.broker.server_key,

@@ -29,6 +29,8 @@ typedef enum {
 typedef struct {
     kind_t kind;
     char to [64];               //  worker routing id or client
+    char client [64];           //  the client field a worker is sent
+    int fd;                     //  the connection a reply goes to
     char rid [64];              //  rid (requests, replies)
     char body [256];            //  body or error text
     int type;                   //  reply or control type
@@ -69,7 +71,9 @@ s_on_request (void *arg, pigato__worker_t *worker, pigato__request_t *request)
     pigato__bytes_t id = pigato__worker_routing_id (worker);
     pigato__bytes_t rid = pigato__request_rid (request);
     pigato__bytes_t body = pigato__request_body (request);
+    pigato__bytes_t client = pigato__request_alias (request);
     s_text (event->to, sizeof event->to, &id);
+    s_text (event->client, sizeof event->client, &client);
     s_text (event->rid, sizeof event->rid, &rid);
     s_text (event->body, sizeof event->body, &body);
     event->framing = worker->framing;
@@ -82,7 +86,9 @@ s_on_heartbeat (void *arg, pigato__worker_t *worker, pigato__request_t *request)
     event_t *event = s_record (EV_HEARTBEAT);
     pigato__bytes_t id = pigato__worker_routing_id (worker);
     pigato__bytes_t rid = pigato__request_rid (request);
+    pigato__bytes_t client = pigato__request_alias (request);
     s_text (event->to, sizeof event->to, &id);
+    s_text (event->client, sizeof event->client, &client);
     s_text (event->rid, sizeof event->rid, &rid);
 }
 
@@ -96,6 +102,7 @@ s_on_reply (void *arg, const pigato__caller_t *to, int type, int status,
     (void) body_part;
     event_t *event = s_record (EV_REPLY);
     s_text (event->to, sizeof event->to, &to->client);
+    event->fd = to->conn.fd;
     s_text (event->rid, sizeof event->rid, &to->rid);
     if (body_count)
         s_text (event->body, sizeof event->body, &body [0]);
@@ -226,15 +233,50 @@ s_submit (pigato__core_t *core, const char *client, const char *rid,
         s_submit_full (core, client, rid, service, body, opts, 100, NULL), 0);
 }
 
+//  A worker's reply with the client field as given: what it was sent, an
+//  alias (alias.h), or anything else.
+static bool
+s_reply_as (pigato__core_t *core, pigato__worker_t *worker, const char *field,
+            const char *rid, int type, const char *body, const char *opts)
+{
+    pigato__bytes_t field_bytes = s_bytes (field), rid_bytes = s_bytes (rid);
+    pigato__bytes_t body_bytes = s_bytes (body), opts_bytes = s_bytes (opts);
+    return pigato__core_worker_reply (core, worker, &field_bytes, &rid_bytes,
+                                      type, 0, &body_bytes, 1, &opts_bytes,
+                                      NULL);
+}
+
+//  The alias the core shows workers for client on fd's connection.
+static const char *
+s_alias (pigato__core_t *core, const char *client, int fd)
+{
+    static char text [PIGATO__ALIAS_SIZE + 1];
+    pigato__bytes_t client_bytes = s_bytes (client);
+    pigato__conn_t conn = s_conn (fd);
+    memcpy (text, pigato__aliases_get (core->aliases, &client_bytes, &conn),
+            PIGATO__ALIAS_SIZE);
+    text [PIGATO__ALIAS_SIZE] = 0;
+    return text;
+}
+
+//  The reply of a worker to a request of client (on fd 100, s_submit's):
+//  the client field is that client's alias, as the worker was sent it.
 static bool
 s_reply (pigato__core_t *core, pigato__worker_t *worker, const char *client,
          const char *rid, int type, const char *body, const char *opts)
 {
-    pigato__bytes_t client_bytes = s_bytes (client), rid_bytes = s_bytes (rid);
-    pigato__bytes_t body_bytes = s_bytes (body), opts_bytes = s_bytes (opts);
-    return pigato__core_worker_reply (core, worker, &client_bytes, &rid_bytes,
-                                      type, 0, &body_bytes, 1, &opts_bytes,
-                                      NULL);
+    return s_reply_as (core, worker, s_alias (core, client, 100), rid, type,
+                       body, opts);
+}
+
+//  The same for a client on another connection (fd).
+static bool
+s_reply_on (pigato__core_t *core, pigato__worker_t *worker, const char *client,
+            int fd, const char *rid, int type, const char *body,
+            const char *opts)
+{
+    return s_reply_as (core, worker, s_alias (core, client, fd), rid, type,
+                       body, opts);
 }
 
 //  The events of a kind since index from, in order.
@@ -481,7 +523,8 @@ test_a_closed_client_connection_drops_its_requests (void **state)
     assert_int_equal (s_events (EV_REPLY, mark, replies, 4), 0);
     assert_int_equal (s_events (EV_ERROR, mark, replies, 4), 0);
     //  The worker's late reply for it is dropped
-    assert_true (s_reply (core, worker, "c1", "r1", PIGATO__REPLY, "", ""));
+    assert_true (s_reply_as (core, worker, s_alias (core, "c1", 50), "r1",
+                             PIGATO__REPLY, "", ""));
     assert_int_equal (s_events (EV_REPLY, mark, replies, 4), 0);
     assert_int_equal (core->counters.late_replies, 1);
     pigato__core_destroy (&core);
@@ -621,8 +664,9 @@ test_requests_waiting_for_a_named_worker_hold_up_nobody (void **state)
     assert_int_equal (s_events (EV_REQUEST, mark, sent, 128), 1);
     assert_string_equal (sent [0]->rid, "t2");
     //  A waiting one that times out leaves the list
+    pigato__conn_t conn = s_conn (100);
     pigato__request_t *t50 = pigato__core_request_of (
-        core, &(pigato__bytes_t) { (const byte *) "c1", 2 },
+        core, &(pigato__bytes_t) { (const byte *) "c1", 2 }, &conn,
         &(pigato__bytes_t) { (const byte *) "t50", 3 });
     assert_non_null (t50);
     pigato__core_request_drop (core, t50);
@@ -981,10 +1025,11 @@ test_request_heartbeats_reach_the_holder_only (void **state)
     size_t mark = event_count;
     pigato__bytes_t client = s_bytes ("c1"), held = s_bytes ("held"),
                     queued = s_bytes ("queued");
+    pigato__conn_t conn = s_conn (100);
     pigato__core_request_heartbeat (
-        core, pigato__core_request_of (core, &client, &held));
+        core, pigato__core_request_of (core, &client, &conn, &held));
     pigato__core_request_heartbeat (
-        core, pigato__core_request_of (core, &client, &queued));
+        core, pigato__core_request_of (core, &client, &conn, &queued));
     event_t *beats [4];
     assert_int_equal (s_events (EV_HEARTBEAT, mark, beats, 4), 1);
     assert_string_equal (beats [0]->rid, "held");
@@ -1096,6 +1141,148 @@ test_nothing_goes_to_a_closing_connection (void **state)
     pigato__core_destroy (&core);
 }
 
+//  A worker never sees a client's routing id: the client field of a
+//  request and of a request heartbeat is an alias, 32 lowercase hex
+//  characters, the same for every request of one client connection, and
+//  a reply that echoes it reaches the client
+static void
+test_workers_see_an_alias_not_the_client (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *worker = s_add_worker (core, "w1", "echo", 1);
+    //  A routing id that looks like an alias (libpigato's are hex too)
+    const char *client = "0123456789abcdef0123456789abcdef";
+    s_submit (core, client, "r1", "echo", "one", NULL);
+    s_submit (core, client, "r2", "echo", "two", NULL);
+    event_t *sent [4];
+    assert_int_equal (s_events (EV_REQUEST, 0, sent, 4), 2);
+    char alias [64];
+    snprintf (alias, sizeof alias, "%s", sent [0]->client);
+    assert_int_equal (strlen (sent [0]->client), PIGATO__ALIAS_SIZE);
+    assert_int_equal (strspn (alias, "0123456789abcdef"), PIGATO__ALIAS_SIZE);
+    assert_string_not_equal (alias, client);
+    assert_string_equal (sent [1]->client, alias);
+    //  A request heartbeat names it the same way
+    size_t mark = event_count;
+    pigato__bytes_t client_bytes = s_bytes (client), rid = s_bytes ("r1");
+    pigato__conn_t conn = s_conn (100);
+    pigato__core_request_heartbeat (
+        core, pigato__core_request_of (core, &client_bytes, &conn, &rid));
+    event_t *beats [4];
+    assert_int_equal (s_events (EV_HEARTBEAT, mark, beats, 4), 1);
+    assert_string_equal (beats [0]->client, alias);
+    //  The worker echoes it: the reply goes to the client's routing id on
+    //  its connection
+    mark = event_count;
+    assert_true (
+        s_reply_as (core, worker, alias, "r1", PIGATO__REPLY, "done", ""));
+    event_t *replies [4];
+    assert_int_equal (s_events (EV_REPLY, mark, replies, 4), 1);
+    assert_string_equal (replies [0]->to, client);
+    assert_int_equal (replies [0]->fd, 100);
+    assert_string_equal (replies [0]->rid, "r1");
+    assert_string_equal (replies [0]->body, "done");
+    assert_int_equal (core->counters.late_replies, 0);
+    pigato__core_destroy (&core);
+}
+
+//  The alias is of the routing id on its connection: the same routing id
+//  on another connection (or a later one on the same fd) is another
+//  client, with another alias and requests of its own, even under the
+//  same rid
+static void
+test_one_routing_id_on_two_connections_has_two_aliases (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *worker = s_add_worker (core, "w1", "echo", 1);
+    assert_int_equal (
+        s_submit_full (core, "c1", "r1", "echo", "a", NULL, 50, NULL), 0);
+    assert_int_equal (
+        s_submit_full (core, "c1", "r1", "echo", "b", NULL, 60, NULL), 0);
+    event_t *sent [4];
+    assert_int_equal (s_events (EV_REQUEST, 0, sent, 4), 2);
+    assert_string_not_equal (sent [0]->client, sent [1]->client);
+    //  Each reply reaches its own connection
+    size_t mark = event_count;
+    assert_true (s_reply_as (core, worker, sent [1]->client, "r1",
+                             PIGATO__REPLY, "", ""));
+    assert_true (s_reply_as (core, worker, sent [0]->client, "r1",
+                             PIGATO__REPLY, "", ""));
+    event_t *replies [4];
+    assert_int_equal (s_events (EV_REPLY, mark, replies, 4), 2);
+    assert_int_equal (replies [0]->fd, 60);
+    assert_int_equal (replies [1]->fd, 50);
+    //  A new connection on fd 50 (generation 2) is another alias too
+    pigato__bytes_t client = s_bytes ("c1");
+    pigato__conn_t first = s_conn (50), later = { 50, 2 };
+    char alias [PIGATO__ALIAS_SIZE];
+    memcpy (alias, pigato__aliases_get (core->aliases, &client, &first),
+            PIGATO__ALIAS_SIZE);
+    assert_memory_not_equal (
+        alias, pigato__aliases_get (core->aliases, &client, &later),
+        PIGATO__ALIAS_SIZE);
+    //  and the first connection's alias comes back unchanged
+    assert_memory_equal (alias,
+                         pigato__aliases_get (core->aliases, &client, &first),
+                         PIGATO__ALIAS_SIZE);
+    pigato__core_destroy (&core);
+}
+
+//  A reply is found by the alias its worker was sent: the client's
+//  routing id, another client's alias, or the same client's on another
+//  connection find nothing (a late reply); an MDP worker that names
+//  another client is out of protocol
+static void
+test_a_reply_with_a_wrong_alias_is_late (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *worker = s_add_worker (core, "w1", "echo", 1);
+    s_submit (core, "c1", "r1", "echo", "x", NULL);
+    s_submit (core, "c2", "r2", "echo", "x", NULL);
+    event_t *sent [4];
+    assert_int_equal (s_events (EV_REQUEST, 0, sent, 4), 2);
+    size_t mark = event_count;
+    char wrong [4][64];
+    snprintf (wrong [0], sizeof wrong [0], "c1");
+    snprintf (wrong [1], sizeof wrong [1], "%s", s_alias (core, "c2", 100));
+    snprintf (wrong [2], sizeof wrong [2], "%s", s_alias (core, "c1", 101));
+    snprintf (wrong [3], sizeof wrong [3], "%s", sent [0]->client);
+    for (char *at = wrong [3]; *at; at++)
+        if (*at >= 'a' && *at <= 'f')
+            *at = (char) (*at - 'a' + 'A');
+    assert_string_not_equal (wrong [3], sent [0]->client);
+    for (size_t index = 0; index < 4; index++)
+        assert_true (s_reply_as (core, worker, wrong [index], "r1",
+                                 PIGATO__REPLY, "", ""));
+    event_t *replies [4];
+    assert_int_equal (s_events (EV_REPLY, mark, replies, 4), 0);
+    assert_int_equal (core->counters.late_replies, 4);
+    //  The alias it was sent works
+    assert_true (s_reply_as (core, worker, sent [0]->client, "r1",
+                             PIGATO__REPLY, "", ""));
+    assert_int_equal (s_events (EV_REPLY, mark, replies, 4), 1);
+    assert_string_equal (replies [0]->to, "c1");
+    //  An MDP worker holds one request; a FINAL naming anything but that
+    //  request's alias is refused (the front-end then disconnects it)
+    pigato__bytes_t id = s_bytes ("m1"), name = s_bytes ("mdp");
+    pigato__conn_t conn = s_conn (2);
+    assert_int_equal (pigato__core_worker_add (core, &id, &name,
+                                               PIGATO__FRAMING_MDP, &conn,
+                                               "worker", NULL),
+                      0);
+    pigato__worker_t *mdp = pigato__core_worker_of (core, &id);
+    s_submit (core, "c3", "r3", "mdp", "x", NULL);
+    assert_int_equal (mdp->in_flight, 1);
+    assert_false (s_reply (core, mdp, "c1", "", PIGATO__REPLY, "", ""));
+    assert_false (s_reply_as (core, mdp, "c3", "", PIGATO__REPLY, "", ""));
+    assert_true (s_reply (core, mdp, "c3", "", PIGATO__REPLY, "", ""));
+    assert_int_equal (mdp->in_flight, 0);
+    pigato__core_destroy (&core);
+}
+
 //  Limits for the quota tests: mallory may hold 3 requests, bob 10 bytes,
 //  carol send 2 a second; *arg (if not 0) is everyone's pending limit
 //  after a "reload".
@@ -1148,8 +1335,10 @@ test_identities_hold_no_more_than_their_limits (void **state)
     assert_non_null (strstr (error, "(pending-bytes)"));
     //  What ends gives its room back: a worker serves everything
     pigato__worker_t *worker = s_add_worker (core, "w1", "echo", 1);
-    assert_true (s_reply (core, worker, "cm", "m0", PIGATO__REPLY, "", ""));
-    assert_true (s_reply (core, worker, "cb", "b0", PIGATO__REPLY, "", ""));
+    assert_true (
+        s_reply_on (core, worker, "cm", 10, "m0", PIGATO__REPLY, "", ""));
+    assert_true (
+        s_reply_on (core, worker, "cb", 12, "b0", PIGATO__REPLY, "", ""));
     assert_int_equal (s_submit_as (core, "mallory", "cm", "m3", "echo", "x",
                                    NULL, 10, error),
                       0);
@@ -1183,7 +1372,8 @@ test_identities_hold_no_more_than_their_limits (void **state)
     //  A new policy's limits apply from the next request on
     pending = 1;
     pigato__core_set_limits (core, s_test_limits, &pending);
-    assert_true (s_reply (core, worker, "ca", "a0", PIGATO__REPLY, "", ""));
+    assert_true (
+        s_reply_on (core, worker, "ca", 11, "a0", PIGATO__REPLY, "", ""));
     assert_int_equal (s_submit_as (core, "alice", "ca", "a1", "echo", "x", NULL,
                                    11, error),
                       0);
@@ -1223,15 +1413,17 @@ test_callers_take_turns_in_a_queue (void **state)
     //  Each waits at most one request per other caller
     const char *order [] = { "m1", "a0", "b0", "m2", "a1", "b1", "m3", "m4" };
     const char *client = "cm", *held = "m0";
+    int client_fd = 10;
     for (size_t index = 0; index < 8; index++) {
         size_t mark = event_count;
-        assert_true (
-            s_reply (core, worker, client, held, PIGATO__REPLY, "", ""));
+        assert_true (s_reply_on (core, worker, client, client_fd, held,
+                                 PIGATO__REPLY, "", ""));
         event_t *sent [2];
         assert_int_equal (s_events (EV_REQUEST, mark, sent, 2), 1);
         assert_string_equal (sent [0]->rid, order [index]);
         held = order [index];
         client = held [0] == 'm' ? "cm" : held [0] == 'a' ? "ca" : "cb";
+        client_fd = held [0] == 'm' ? 10 : held [0] == 'a' ? 11 : 12;
     }
     //  Lanes go with their last request: a flood's as its client leaves
     assert_int_equal (pigato__services_lanes (core->services), 1);
@@ -1339,6 +1531,10 @@ main (void)
         cmocka_unit_test (test_internal_requests_are_limited_per_identity),
         cmocka_unit_test (test_request_heartbeats_reach_the_holder_only),
         cmocka_unit_test (test_nothing_goes_to_a_closing_connection),
+        cmocka_unit_test (test_workers_see_an_alias_not_the_client),
+        cmocka_unit_test (
+            test_one_routing_id_on_two_connections_has_two_aliases),
+        cmocka_unit_test (test_a_reply_with_a_wrong_alias_is_late),
         cmocka_unit_test (
             test_resolution_asks_the_policy_about_the_names_it_adds),
         cmocka_unit_test (test_identities_hold_no_more_than_their_limits),

@@ -24,8 +24,10 @@ s_request (const char *client, const char *rid, const char *opts)
     memset (zmq_msg_data (&part), 'x', 64);
     memcpy ((byte *) zmq_msg_data (&part) + 10, "data", 4);
     pigato__bytes_t data = { (const byte *) zmq_msg_data (&part) + 10, 4 };
+    //  Keyed by an alias of the client (the core's: alias.h)
+    pigato__bytes_t alias = { (const byte *) "alias", 5 };
     pigato__request_t *request = pigato__request_new (
-        NULL, &client_bytes, &rid_bytes, NULL, &part, &data,
+        NULL, &client_bytes, &alias, &rid_bytes, NULL, &part, &data,
         opts ? &opts_bytes : NULL);
     zmq_msg_close (&part);
     assert_non_null (request);
@@ -35,6 +37,9 @@ s_request (const char *client, const char *rid, const char *opts)
     pigato__bytes_t got = pigato__request_client (request);
     assert_int_equal (got.size, strlen (client));
     assert_memory_equal (got.data, client, got.size);
+    got = pigato__request_alias (request);
+    assert_int_equal (got.size, 5);
+    assert_memory_equal (got.data, "alias", 5);
     got = pigato__request_rid (request);
     assert_int_equal (got.size, strlen (rid));
     assert_memory_equal (got.data, rid, got.size);
@@ -297,19 +302,23 @@ test_binary_keys_separate_client_and_rid (void **state)
     pigato__bkey_copy (&copy, &probe);
     assert_string_equal ((char *) zhashx_lookup (table, &copy), "first");
     pigato__bytes_t client = { (const byte *) "client-1", 8 };
+    pigato__bytes_t alias = { (const byte *) "alias-1", 7 };
     pigato__bytes_t rid = { (const byte *) "0001", 4 };
     pigato__bytes_t data = { (const byte *) "x", 1 };
-    assert_int_equal (pigato__bkey_set (&probe, "client-1", 8, "0001", 4), 0);
+    assert_int_equal (pigato__bkey_set (&probe, "alias-1", 7, "0001", 4), 0);
     pigato__request_t *request = pigato__request_new (
-        NULL, &client, &rid, &probe, NULL, &data, NULL);
+        NULL, &client, &alias, &rid, &probe, NULL, &data, NULL);
     assert_non_null (request);
     zhashx_insert (table, &request->key, request);
     pigato__bkey_t fresh;
-    assert_int_equal (pigato__bkey_set (&fresh, "client-1", 8, "0001", 4), 0);
+    assert_int_equal (pigato__bkey_set (&fresh, "alias-1", 7, "0001", 4), 0);
     assert_ptr_equal (zhashx_lookup (table, &fresh), request);
     pigato__bytes_t got = pigato__request_client (request);
     assert_int_equal (got.size, 8);
     assert_memory_equal (got.data, "client-1", 8);
+    got = pigato__request_alias (request);
+    assert_int_equal (got.size, 7);
+    assert_memory_equal (got.data, "alias-1", 7);
     zhashx_delete (table, &fresh);
     assert_null (zhashx_lookup (table, &request->key));
     pigato__request_destroy (NULL, &request);
@@ -400,8 +409,8 @@ test_request_pool_recycles_records (void **state)
         char rid [16];
         snprintf (rid, sizeof rid, "%04d", index);
         pigato__bytes_t rid_bytes = { (const byte *) rid, strlen (rid) };
-        requests [index] = pigato__request_new (&pool, &client, &rid_bytes,
-                                                NULL, NULL, &data, &opts);
+        requests [index] = pigato__request_new (
+            &pool, &client, &client, &rid_bytes, NULL, NULL, &data, &opts);
         assert_non_null (requests [index]);
         requests [index]->timeout = 5;  //  dirty it
         requests [index]->retries_left = 3;
@@ -414,8 +423,8 @@ test_request_pool_recycles_records (void **state)
     assert_int_equal (pool.count, PIGATO__REQUEST_POOL_MAX);
     //  The newest spare comes out first, clean
     pigato__bytes_t rid = { (const byte *) "again", 5 };
-    pigato__request_t *again = pigato__request_new (&pool, &client, &rid, NULL,
-                                                    NULL, &data, NULL);
+    pigato__request_t *again = pigato__request_new (
+        &pool, &client, &client, &rid, NULL, NULL, &data, NULL);
     assert_non_null (again);
     assert_int_equal (pool.count, PIGATO__REQUEST_POOL_MAX - 1);
     assert_ptr_equal (again, newest_spare);
