@@ -48,7 +48,12 @@ typedef struct {
 } rule_t;
 
 //  A `limit` line: which keys it sets (LIMIT_* bits), to what.
-enum { LIMIT_PENDING = 1, LIMIT_PENDING_BYTES = 2, LIMIT_RATE = 4 };
+enum {
+    LIMIT_PENDING = 1,
+    LIMIT_PENDING_BYTES = 2,
+    LIMIT_RATE = 4,
+    LIMIT_CONNECTIONS = 8
+};
 typedef struct {
     int subject_kind;
     char subject [PIGATO__NAME_MAX + 1];
@@ -709,7 +714,8 @@ static int
 s_line_limit (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
 {
     const char *usage = "expected 'limit SUBJECT KEY=VALUE...' (keys: "
-                        "pending=N, pending-bytes=SIZE, rate=N)";
+                        "pending=N, pending-bytes=SIZE, rate=N, "
+                        "connections=N)";
     if (count < 3)
         return s_error (parse, "%s", usage);
     limit_t limit = { 0 };
@@ -725,6 +731,7 @@ s_line_limit (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
         int bit = streq (key, "pending")       ? LIMIT_PENDING
                 : streq (key, "pending-bytes") ? LIMIT_PENDING_BYTES
                 : streq (key, "rate")          ? LIMIT_RATE
+                : streq (key, "connections")   ? LIMIT_CONNECTIONS
                                                : 0;
         if (!bit)
             return s_error (parse,
@@ -745,8 +752,10 @@ s_line_limit (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
             limit.values.pending = value;
         else if (bit == LIMIT_PENDING_BYTES)
             limit.values.pending_bytes = value;
-        else
+        else if (bit == LIMIT_RATE)
             limit.values.rate = value;
+        else
+            limit.values.connections = value;
     }
     limit_t *limits = (limit_t *) realloc (
         self->limits, (self->limit_count + 1) * sizeof (limit_t));
@@ -1029,8 +1038,9 @@ pigato__acl_limits (pigato__acl_t *self, const char *identity,
 {
     *limits = (pigato__limits_t) { PIGATO__LIMIT_PENDING_DEFAULT,
                                    PIGATO__LIMIT_PENDING_BYTES_DEFAULT,
-                                   PIGATO__LIMIT_RATE_DEFAULT };
-    int rank [3] = { 0, 0, 0 };  //  of the line that set each key
+                                   PIGATO__LIMIT_RATE_DEFAULT,
+                                   PIGATO__LIMIT_CONNECTIONS_DEFAULT };
+    int rank [4] = { 0, 0, 0, 0 };  //  of the line that set each key
     for (size_t index = 0; index < self->limit_count; index++) {
         const limit_t *limit = &self->limits [index];
         int line_rank = 0;
@@ -1055,6 +1065,10 @@ pigato__acl_limits (pigato__acl_t *self, const char *identity,
         if ((limit->set & LIMIT_RATE) && line_rank >= rank [2]) {
             rank [2] = line_rank;
             limits->rate = limit->values.rate;
+        }
+        if ((limit->set & LIMIT_CONNECTIONS) && line_rank >= rank [3]) {
+            rank [3] = line_rank;
+            limits->connections = limit->values.connections;
         }
     }
 }

@@ -15,7 +15,8 @@
                                           identity named by its CN)
         revoked  CA.crl                  (the CRL of a trusted CA)
         limit    SUBJECT KEY=VALUE...    (quotas: pending=N,
-                                          pending-bytes=SIZE, rate=N;
+                                          pending-bytes=SIZE, rate=N,
+                                          connections=N;
                                           a value may be 'unlimited')
     PATTERN: exact name, prefix*, or *. A word starting with '#' starts a
     comment. A deny rule for a name also denies its versions (name@1.2.0,
@@ -41,12 +42,14 @@ typedef struct {
     int64_t pending;        //  requests held at once, queued or at a worker
     int64_t pending_bytes;  //  the bytes of their bodies and opts
     int64_t rate;           //  requests a second, in bursts of as many
+    int64_t connections;    //  connections open at once
 } pigato__limits_t;
 
 #define PIGATO__UNLIMITED                   (-1)
 #define PIGATO__LIMIT_PENDING_DEFAULT       100000
 #define PIGATO__LIMIT_PENDING_BYTES_DEFAULT (256 * 1024 * 1024)
 #define PIGATO__LIMIT_RATE_DEFAULT          PIGATO__UNLIMITED
+#define PIGATO__LIMIT_CONNECTIONS_DEFAULT   PIGATO__UNLIMITED
 
 //  Loads and validates a policy file. On error returns NULL and writes
 //  "FILE:LINE: what is wrong" to err.

@@ -101,6 +101,7 @@ pigato__core_destroy (pigato__core_t **self_p)
     pigato__aliases_destroy (&self->aliases);
     zhashx_destroy (&self->quotas);
     zhashx_destroy (&self->tenants);
+    free (self->owners);
     free (self);
     *self_p = NULL;
 }
@@ -1014,6 +1015,7 @@ pigato__core_check_workers (pigato__core_t *self, int64_t now)
 void
 pigato__core_connection_lost (pigato__core_t *self, const pigato__conn_t *dead)
 {
+    pigato__core_connection_disown (self, dead);
     pigato__conn_link_t *link;
     while ((link = pigato__conns_filed (self->conns, dead->fd,
                                         PIGATO__CONN_WORKERS))) {

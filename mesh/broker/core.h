@@ -115,7 +115,14 @@ typedef struct {
     int64_t pending_bytes;  //  their bodies and opts
     double tokens;          //  the rate bucket: tokens left
     int64_t at_ms;          //  when it was last filled
+    int64_t connections;    //  connections it sent a message on, open
 } pigato__tenant_t;
+
+//  Whose a connection is (its first message's identity), by fd.
+typedef struct {
+    uint32_t generation;
+    pigato__tenant_t *tenant;  //  NULL: nobody's yet
+} pigato__conn_owner_t;
 
 typedef struct {
     pigato__services_t *services;         //  name -> service
@@ -156,6 +163,8 @@ typedef struct {
     pigato__limits_fn *limits;
     void *limits_arg;
     uint64_t limits_epoch;
+    pigato__conn_owner_t *owners;  //  by fd: connections' identities
+    size_t owners_size;
 } pigato__core_t;
 
 //  A new core that emits through emit (borrowed; lives longer than the
@@ -351,6 +360,21 @@ pigato__tenant_t *pigato__core_tenant (pigato__core_t *self,
 int pigato__core_quota_admit (pigato__core_t *self, pigato__tenant_t *tenant,
                               const pigato__bytes_t *service, size_t bytes,
                               char *error, size_t error_size);
+
+//  A connection's identity is its first message's: from then until it
+//  closes (pigato__core_connection_lost) it counts against that
+//  identity's `connections` limit. True if the message may go on; false
+//  if the identity already has as many connections open as its limit
+//  allows (counted in over_quota, logged as event=quota_exceeded
+//  limit=connections): the caller shuts this one and drops what it sent.
+//  Connections of unknown fd (-1) are not counted.
+bool pigato__core_connection_owner (pigato__core_t *self,
+                                    const pigato__conn_t *conn,
+                                    const char *identity);
+
+//  A connection closed: its identity has one less open.
+void pigato__core_connection_disown (pigato__core_t *self,
+                                     const pigato__conn_t *dead);
 
 //  A request the tenant holds now / no longer.
 void pigato__core_tenant_hold (pigato__tenant_t *tenant,

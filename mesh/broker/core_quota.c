@@ -27,7 +27,8 @@ s_tenant_refresh (pigato__core_t *self, pigato__tenant_t *tenant)
     tenant->epoch = self->limits_epoch;
     pigato__limits_t limits = { PIGATO__LIMIT_PENDING_DEFAULT,
                                 PIGATO__LIMIT_PENDING_BYTES_DEFAULT,
-                                PIGATO__LIMIT_RATE_DEFAULT };
+                                PIGATO__LIMIT_RATE_DEFAULT,
+                                PIGATO__LIMIT_CONNECTIONS_DEFAULT };
     if (self->limits)
         self->limits (self->limits_arg, tenant->identity, &limits);
     if (limits.rate != tenant->limits.rate || tenant->at_ms == 0) {
@@ -57,7 +58,8 @@ s_bucket_fill (pigato__core_t *self, pigato__tenant_t *tenant)
     return false;
 }
 
-//  Forgets tenants that hold nothing and whose bucket is full: one made
+//  Forgets tenants that hold nothing (no request, no connection) and
+//  whose bucket is full: one made
 //  again later starts the same, so nothing is lost.
 static void
 s_tenants_prune (pigato__core_t *self)
@@ -68,8 +70,8 @@ s_tenants_prune (pigato__core_t *self)
     for (pigato__tenant_t *tenant =
              (pigato__tenant_t *) zhashx_first (self->tenants);
          tenant; tenant = (pigato__tenant_t *) zhashx_next (self->tenants))
-        if (tenant->pending == 0 && tenant != self->last_tenant
-            && s_bucket_fill (self, tenant))
+        if (tenant->pending == 0 && tenant->connections == 0
+            && tenant != self->last_tenant && s_bucket_fill (self, tenant))
             zlistx_add_end (idle, tenant->identity);
     for (const char *identity = (const char *) zlistx_first (idle); identity;
          identity = (const char *) zlistx_next (idle))
@@ -185,4 +187,61 @@ pigato__core_tenant_release (pigato__tenant_t *tenant,
     tenant->pending_bytes -= (int64_t) (request->body_size
                                         + request->opts_size);
     request->tenant = NULL;
+}
+
+bool
+pigato__core_connection_owner (pigato__core_t *self, const pigato__conn_t *conn,
+                               const char *identity)
+{
+    if (conn->fd < 0)
+        return true;
+    size_t fd = (size_t) conn->fd;
+    if (fd < self->owners_size && self->owners [fd].tenant
+        && self->owners [fd].generation == conn->generation)
+        return true;  //  known: every message after the first
+    if (fd >= self->owners_size) {
+        size_t size = self->owners_size ? self->owners_size : 64;
+        while (size <= fd)
+            size *= 2;
+        pigato__conn_owner_t *owners = (pigato__conn_owner_t *) realloc (
+            self->owners, size * sizeof *owners);
+        if (!owners)
+            return true;  //  not counted rather than refused
+        memset (owners + self->owners_size, 0,
+                (size - self->owners_size) * sizeof *owners);
+        self->owners = owners;
+        self->owners_size = size;
+    }
+    pigato__conn_owner_t *owner = &self->owners [fd];
+    if (owner->tenant) {
+        //  An earlier connection on this fd whose close we did not see
+        pigato__conn_t old = { conn->fd, owner->generation };
+        pigato__core_connection_disown (self, &old);
+    }
+    pigato__tenant_t *tenant = pigato__core_tenant (self, identity);
+    if (!tenant)
+        return true;
+    int64_t limit = tenant->limits.connections;
+    if (limit >= 0 && tenant->connections >= limit) {
+        pigato__bytes_t none = { NULL, 0 };
+        pigato__core_quota_log (self, tenant->identity, &none, "connections");
+        return false;
+    }
+    tenant->connections++;
+    owner->tenant = tenant;
+    owner->generation = conn->generation;
+    return true;
+}
+
+void
+pigato__core_connection_disown (pigato__core_t *self,
+                                const pigato__conn_t *dead)
+{
+    if (dead->fd < 0 || (size_t) dead->fd >= self->owners_size)
+        return;
+    pigato__conn_owner_t *owner = &self->owners [dead->fd];
+    if (owner->tenant && owner->generation == dead->generation) {
+        owner->tenant->connections--;
+        owner->tenant = NULL;
+    }
 }

@@ -364,7 +364,8 @@ test_limits_of_identities_groups_and_everyone (void **state)
                                "identity b %s\n"
                                "identity c %s\n"
                                "group g a b\n"
-                               "limit a pending=5 rate=unlimited\n"
+                               "limit a pending=5 rate=unlimited "
+                               "connections=4\n"
                                "limit @g pending=7 pending-bytes=2M rate=9\n"
                                "limit * pending-bytes=1k\n"
                                "limit * pending-bytes=3K # the last wins\n",
@@ -379,6 +380,7 @@ test_limits_of_identities_groups_and_everyone (void **state)
     assert_int_equal (limits.pending, 5);
     assert_int_equal (limits.pending_bytes, 2 << 20);
     assert_int_equal (limits.rate, PIGATO__UNLIMITED);
+    assert_int_equal (limits.connections, 4);
     pigato__acl_limits (acl, "b", &limits);
     assert_int_equal (limits.pending, 7);
     assert_int_equal (limits.pending_bytes, 2 << 20);
@@ -387,6 +389,7 @@ test_limits_of_identities_groups_and_everyone (void **state)
     assert_int_equal (limits.pending, PIGATO__LIMIT_PENDING_DEFAULT);
     assert_int_equal (limits.pending_bytes, 3 << 10);
     assert_int_equal (limits.rate, PIGATO__LIMIT_RATE_DEFAULT);
+    assert_int_equal (limits.connections, PIGATO__LIMIT_CONNECTIONS_DEFAULT);
     pigato__acl_destroy (&acl);
     //  No limit lines (and the allow-all policy): the defaults
     acl = pigato__acl_new_allow_all ();

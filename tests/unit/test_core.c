@@ -1298,6 +1298,41 @@ s_test_limits (void *arg, const char *identity, pigato__limits_t *limits)
         limits->pending_bytes = 10;
     if (streq (identity, "carol"))
         limits->rate = 2;
+    if (streq (identity, "dave"))
+        limits->connections = 2;
+}
+
+//  Connections count against their identity from its first message on,
+//  until they close.
+static void
+test_identities_have_at_most_their_connections (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__core_set_limits (core, s_test_limits, NULL);
+    pigato__conn_t one = s_conn (20), two = s_conn (21), three = s_conn (22);
+    assert_true (pigato__core_connection_owner (core, &one, "dave"));
+    assert_true (pigato__core_connection_owner (core, &one, "dave"));
+    assert_true (pigato__core_connection_owner (core, &two, "dave"));
+    assert_false (pigato__core_connection_owner (core, &three, "dave"));
+    assert_int_equal (core->counters.over_quota, 1);
+    //  Others have theirs (unlimited by default)
+    for (int fd = 30; fd < 40; fd++) {
+        pigato__conn_t conn = s_conn (fd);
+        assert_true (pigato__core_connection_owner (core, &conn, "alice"));
+    }
+    //  A closed one makes room; a later connection on a reused fd is a
+    //  new one, and so is its owner
+    pigato__core_connection_lost (core, &one);
+    assert_true (pigato__core_connection_owner (core, &three, "dave"));
+    pigato__conn_t again = { 21, 2 };
+    assert_true (pigato__core_connection_owner (core, &again, "alice"));
+    assert_int_equal (pigato__core_tenant (core, "dave")->connections, 1);
+    assert_true (pigato__core_connection_owner (core, &one, "dave"));
+    pigato__conn_t unknown = { -1, 0 };
+    assert_true (pigato__core_connection_owner (core, &unknown, "dave"));
+    assert_int_equal (pigato__core_tenant (core, "dave")->connections, 2);
+    pigato__core_destroy (&core);
 }
 
 static void
@@ -1538,6 +1573,7 @@ main (void)
         cmocka_unit_test (
             test_resolution_asks_the_policy_about_the_names_it_adds),
         cmocka_unit_test (test_identities_hold_no_more_than_their_limits),
+        cmocka_unit_test (test_identities_have_at_most_their_connections),
         cmocka_unit_test (test_callers_take_turns_in_a_queue),
         cmocka_unit_test (test_a_wildcard_serves_many_waiting_names_in_turn),
         cmocka_unit_test (
