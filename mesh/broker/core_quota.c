@@ -122,8 +122,10 @@ pigato__core_quota_log (pigato__core_t *self, const char *identity,
                      pigato__printable (identity ? identity : "",
                                         identity ? strlen (identity) : 0, who,
                                         sizeof who),
-                     pigato__printable (service->data, service->size, printable,
-                                        sizeof printable),
+                     service->size
+                         ? pigato__printable (service->data, service->size,
+                                              printable, sizeof printable)
+                         : "-",
                      limit);
     }
 }

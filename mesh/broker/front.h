@@ -51,8 +51,11 @@ void pigato__front_revoked (pigato_broker_t *self, const pigato__front_in_t *in,
 
 //  ---- front_mdp.c
 
+//  An MDP/0.2 message; peer and current are the sender as the guard
+//  read it (pigato__guard_peer).
 void pigato__front_mdp (pigato_broker_t *self, pigato__front_in_t *in,
-                        const pigato__bytes_t *parts, size_t count);
+                        const pigato__bytes_t *parts, size_t count,
+                        const pigato__peer_t *peer, bool current);
 
 //  ---- send.c
 

@@ -78,7 +78,8 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
 
 void
 pigato__front_mdp (pigato_broker_t *self, pigato__front_in_t *in,
-                   const pigato__bytes_t *parts, size_t count)
+                   const pigato__bytes_t *parts, size_t count,
+                   const pigato__peer_t *sender, bool current)
 {
     pigato__mdp_msg_t mdp;
     int rc = pigato__mdp_decode (parts, count, &mdp);
@@ -89,8 +90,7 @@ pigato__front_mdp (pigato_broker_t *self, pigato__front_in_t *in,
     in->m.role = mdp.role;
     in->m.type = mdp.type;
     in->m.service = mdp.service;
-    pigato__peer_t peer;
-    bool current = pigato__guard_peer (self->guard, in->meta, &peer);
+    pigato__peer_t peer = *sender;
     pigato__worker_t *worker = mdp.role == 'W'
                                  ? pigato__core_worker_of (self->core,
                                                            &in->m.sender)

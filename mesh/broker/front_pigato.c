@@ -11,6 +11,7 @@
 */
 #include <jansson.h>
 #include <string.h>
+#include <sys/socket.h>
 #include "front.h"
 #include "../wire/mdp.h"
 
@@ -433,11 +434,22 @@ pigato__front_input (pigato_broker_t *self, const pigato__conn_t *conn)
         return;
     }
     pigato__peer_t peer;
+    bool current = pigato__guard_peer (self->guard, in.meta, &peer);
+    if (current
+        && !pigato__core_connection_owner (self->core, conn, peer.name)) {
+        //  One connection too many for its identity (`limit ...
+        //  connections=N`; the core logged it): shut, as a connection over
+        //  --max-connections, and nothing it sent is read
+        if (pigato__conns_dying (self->core->conns, conn->fd)) {
+            shutdown (conn->fd, SHUT_RDWR);
+            self->connections_refused++;
+        }
+        return;
+    }
     bool native = pigato__native_is (zmq_msg_data (&input->parts [1]),
                                      zmq_msg_size (&input->parts [1]));
     if (native) {
         in.m.conn = *conn;
-        bool current = pigato__guard_peer (self->guard, in.meta, &peer);
         s_route_native (self, &in, current, &peer);
         return;
     }
@@ -449,7 +461,7 @@ pigato__front_input (pigato_broker_t *self, const pigato__conn_t *conn)
     }
     if (pigato__mdp_header (&parts [1])) {
         in.m.conn = *conn;
-        pigato__front_mdp (self, &in, parts, input->count);
+        pigato__front_mdp (self, &in, parts, input->count, &peer, current);
         return;
     }
     int rc = pigato__decode_046 (parts, input->count, &in.m);
@@ -462,6 +474,5 @@ pigato__front_input (pigato_broker_t *self, const pigato__conn_t *conn)
         for (size_t index = 2; index < input->count && !in.body_part; index++)
             if (parts [index].data == in.m.data.data)
                 in.body_part = &input->parts [index];
-    bool current = pigato__guard_peer (self->guard, in.meta, &peer);
     s_route_one (self, &in, current, &peer);
 }

@@ -1415,6 +1415,47 @@ class QuotaTest(AclCase):
         self.assertEqual(final.status, b"0")
 
 
+class ConnectionQuotaTest(AclCase):
+    """`limit NAME connections=N`: an identity's connections count from
+    their first message to their close; one more is shut (its messages
+    dropped), and once one closes, a new one goes."""
+
+    NAMES = ("dave", "w")
+
+    def test_an_identity_has_at_most_its_connections(self):
+        self.acl_broker("identity dave {dave}\nidentity w {w}\n"
+                        "allow dave call echo\nallow w serve echo\n"
+                        "limit dave connections=2\n")
+        worker = self.as_worker("w", "echo")
+        mark = self.broker.mark()
+        first, second = self.as_client("dave"), self.as_client("dave")
+        self.round_trip(first, worker, "echo", "one")
+        self.round_trip(second, worker, "echo", "two")
+        third = self.as_client("dave")
+        third.request("echo", "three", '"x"', LONG)
+        self.assertIsNotNone(self.broker.wait_for_log(
+            r"event=quota_exceeded identity=dave service=- "
+            r"limit=connections", timeout=5, since=mark), self.broker.tail(5))
+        self.assertIsNone(worker.next_request(0.5))
+        self.assertIsNone(third.final("three", 0.1)[1])
+        # One closes: the third (libzmq reconnects it) now goes
+        first.close()
+        deadline = time.monotonic() + secs(10)
+        served = False
+        attempt = 0
+        while not served and time.monotonic() < deadline:
+            attempt += 1
+            rid = "again%d" % attempt
+            third.request("echo", rid, '"x"', LONG)
+            req = worker.next_request(0.5)
+            if req is not None:
+                worker.reply(req, '"ok"')
+                served = third.final(req.rid.decode(), 5)[1] is not None
+        self.assertTrue(served, self.broker.tail(10))
+        self.broker.stop()
+        self.assertRegex(self.broker.text(), r"connections_refused=[1-9]")
+
+
 class WorkerChurnLogTest(AclCase):
     """A worker that registers and leaves in a loop cannot flood the
     log: worker_ready and worker_gone lines are limited to 200 a second,
