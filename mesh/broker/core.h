@@ -122,7 +122,15 @@ typedef struct {
 typedef struct {
     uint32_t generation;
     pigato__tenant_t *tenant;  //  NULL: nobody's yet
+    bool refused;              //  this generation was one too many
 } pigato__conn_owner_t;
+
+//  What pigato__core_connection_owner says of a connection.
+typedef enum {
+    PIGATO__CONN_OWNED = 0,      //  counted: its messages go on
+    PIGATO__CONN_REFUSED,        //  one too many, now: shut it
+    PIGATO__CONN_REFUSED_BEFORE  //  a message of one refused already
+} pigato__conn_owner_status_t;
 
 typedef struct {
     pigato__services_t *services;         //  name -> service
@@ -363,14 +371,16 @@ int pigato__core_quota_admit (pigato__core_t *self, pigato__tenant_t *tenant,
 
 //  A connection's identity is its first message's: from then until it
 //  closes (pigato__core_connection_lost) it counts against that
-//  identity's `connections` limit. True if the message may go on; false
-//  if the identity already has as many connections open as its limit
-//  allows (counted in over_quota, logged as event=quota_exceeded
-//  limit=connections): the caller shuts this one and drops what it sent.
-//  Connections of unknown fd (-1) are not counted.
-bool pigato__core_connection_owner (pigato__core_t *self,
-                                    const pigato__conn_t *conn,
-                                    const char *identity);
+//  identity's `connections` limit. OWNED if the message may go on;
+//  REFUSED if the identity already has as many connections open as its
+//  limit allows (counted in over_quota, logged as event=quota_exceeded
+//  limit=connections): the caller shuts this one and drops what it sent;
+//  REFUSED_BEFORE for what such a connection sends until it is gone
+//  (dropped, not counted again). Connections of unknown fd (-1) are not
+//  counted.
+int pigato__core_connection_owner (pigato__core_t *self,
+                                   const pigato__conn_t *conn,
+                                   const char *identity);
 
 //  A connection closed: its identity has one less open.
 void pigato__core_connection_disown (pigato__core_t *self,

@@ -191,16 +191,21 @@ pigato__core_tenant_release (pigato__tenant_t *tenant,
     request->tenant = NULL;
 }
 
-bool
+int
 pigato__core_connection_owner (pigato__core_t *self, const pigato__conn_t *conn,
                                const char *identity)
 {
     if (conn->fd < 0)
-        return true;
+        return PIGATO__CONN_OWNED;
     size_t fd = (size_t) conn->fd;
-    if (fd < self->owners_size && self->owners [fd].tenant
-        && self->owners [fd].generation == conn->generation)
-        return true;  //  known: every message after the first
+    if (fd < self->owners_size
+        && self->owners [fd].generation == conn->generation) {
+        //  Known: every message after the first
+        if (self->owners [fd].tenant)
+            return PIGATO__CONN_OWNED;
+        if (self->owners [fd].refused)
+            return PIGATO__CONN_REFUSED_BEFORE;
+    }
     if (fd >= self->owners_size) {
         size_t size = self->owners_size ? self->owners_size : 64;
         while (size <= fd)
@@ -208,7 +213,7 @@ pigato__core_connection_owner (pigato__core_t *self, const pigato__conn_t *conn,
         pigato__conn_owner_t *owners = (pigato__conn_owner_t *) realloc (
             self->owners, size * sizeof *owners);
         if (!owners)
-            return true;  //  not counted rather than refused
+            return PIGATO__CONN_OWNED;  //  not counted rather than refused
         memset (owners + self->owners_size, 0,
                 (size - self->owners_size) * sizeof *owners);
         self->owners = owners;
@@ -222,17 +227,19 @@ pigato__core_connection_owner (pigato__core_t *self, const pigato__conn_t *conn,
     }
     pigato__tenant_t *tenant = pigato__core_tenant (self, identity);
     if (!tenant)
-        return true;
+        return PIGATO__CONN_OWNED;
+    owner->generation = conn->generation;
     int64_t limit = tenant->limits.connections;
     if (limit >= 0 && tenant->connections >= limit) {
         pigato__bytes_t none = { NULL, 0 };
         pigato__core_quota_log (self, tenant->identity, &none, "connections");
-        return false;
+        owner->refused = true;
+        return PIGATO__CONN_REFUSED;
     }
     tenant->connections++;
     owner->tenant = tenant;
-    owner->generation = conn->generation;
-    return true;
+    owner->refused = false;
+    return PIGATO__CONN_OWNED;
 }
 
 void
@@ -245,5 +252,6 @@ pigato__core_connection_disown (pigato__core_t *self,
     if (owner->tenant && owner->generation == dead->generation) {
         owner->tenant->connections--;
         owner->tenant = NULL;
+        owner->refused = true;  //  not counted again (it is gone)
     }
 }

@@ -435,12 +435,15 @@ pigato__front_input (pigato_broker_t *self, const pigato__conn_t *conn)
     }
     pigato__peer_t peer;
     bool current = pigato__guard_peer (self->guard, in.meta, &peer);
-    if (current
-        && !pigato__core_connection_owner (self->core, conn, peer.name)) {
+    int owner = current
+                  ? pigato__core_connection_owner (self->core, conn, peer.name)
+                  : PIGATO__CONN_OWNED;
+    if (owner != PIGATO__CONN_OWNED) {
         //  One connection too many for its identity (`limit ...
-        //  connections=N`; the core logged it): shut, as a connection over
-        //  --max-connections, and nothing it sent is read
-        if (pigato__conns_dying (self->core->conns, conn->fd)) {
+        //  connections=N`; the core logged it): shut, as a connection
+        //  over --max-connections, and nothing it sends is read. libzmq
+        //  reports its close like any other
+        if (owner == PIGATO__CONN_REFUSED) {
             shutdown (conn->fd, SHUT_RDWR);
             self->connections_refused++;
         }

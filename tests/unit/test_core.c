@@ -1311,26 +1311,43 @@ test_identities_have_at_most_their_connections (void **state)
     pigato__core_t *core = s_core ();
     pigato__core_set_limits (core, s_test_limits, NULL);
     pigato__conn_t one = s_conn (20), two = s_conn (21), three = s_conn (22);
-    assert_true (pigato__core_connection_owner (core, &one, "dave"));
-    assert_true (pigato__core_connection_owner (core, &one, "dave"));
-    assert_true (pigato__core_connection_owner (core, &two, "dave"));
-    assert_false (pigato__core_connection_owner (core, &three, "dave"));
+    assert_int_equal (pigato__core_connection_owner (core, &one, "dave"),
+                      PIGATO__CONN_OWNED);
+    assert_int_equal (pigato__core_connection_owner (core, &one, "dave"),
+                      PIGATO__CONN_OWNED);
+    assert_int_equal (pigato__core_connection_owner (core, &two, "dave"),
+                      PIGATO__CONN_OWNED);
+    assert_int_equal (pigato__core_connection_owner (core, &three, "dave"),
+                      PIGATO__CONN_REFUSED);
+    //  What it sends next is dropped, not counted again
+    assert_int_equal (pigato__core_connection_owner (core, &three, "dave"),
+                      PIGATO__CONN_REFUSED_BEFORE);
     assert_int_equal (core->counters.over_quota, 1);
     //  Others have theirs (unlimited by default)
     for (int fd = 30; fd < 40; fd++) {
         pigato__conn_t conn = s_conn (fd);
-        assert_true (pigato__core_connection_owner (core, &conn, "alice"));
+        assert_int_equal (pigato__core_connection_owner (core, &conn, "alice"),
+                          PIGATO__CONN_OWNED);
     }
     //  A closed one makes room; a later connection on a reused fd is a
     //  new one, and so is its owner
     pigato__core_connection_lost (core, &one);
-    assert_true (pigato__core_connection_owner (core, &three, "dave"));
+    pigato__core_connection_lost (core, &three);
+    pigato__conn_t four = { 22, 2 };
+    assert_int_equal (pigato__core_connection_owner (core, &four, "dave"),
+                      PIGATO__CONN_OWNED);
     pigato__conn_t again = { 21, 2 };
-    assert_true (pigato__core_connection_owner (core, &again, "alice"));
+    assert_int_equal (pigato__core_connection_owner (core, &again, "alice"),
+                      PIGATO__CONN_OWNED);
     assert_int_equal (pigato__core_tenant (core, "dave")->connections, 1);
-    assert_true (pigato__core_connection_owner (core, &one, "dave"));
+    assert_int_equal (pigato__core_connection_owner (core, &one, "dave"),
+                      PIGATO__CONN_REFUSED_BEFORE);
+    pigato__conn_t five = { 20, 2 };
+    assert_int_equal (pigato__core_connection_owner (core, &five, "dave"),
+                      PIGATO__CONN_OWNED);
     pigato__conn_t unknown = { -1, 0 };
-    assert_true (pigato__core_connection_owner (core, &unknown, "dave"));
+    assert_int_equal (pigato__core_connection_owner (core, &unknown, "dave"),
+                      PIGATO__CONN_OWNED);
     assert_int_equal (pigato__core_tenant (core, "dave")->connections, 2);
     pigato__core_destroy (&core);
 }
