@@ -527,6 +527,12 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
         return s_refuse (error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker holds too many requests; "
                          "try again later");
+    if (self->over_memory) {
+        self->counters.over_memory++;
+        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+                         "E_OVERLOADED the broker is over its memory "
+                         "ceiling; try again later");
+    }
     const pigato__bytes_t *name = &in->caller.service;
     //  The ACL allowed this caller: a cached reply may answer it (not a
     //  request that names its worker)

@@ -46,7 +46,8 @@
     X (late_replies) /* replies for unknown or foreign rids, dropped */        \
     X (workers_gone) /* workers removed (disconnect or expiry) */              \
     X (unsent)       /* messages for a closing connection, dropped */          \
-    X (over_quota)   /* $dir and mmi.* requests refused with E_QUOTA */
+    X (over_quota)   /* $dir and mmi.* requests refused with E_QUOTA */        \
+    X (over_memory)  /* requests refused with E_OVERLOADED: memory */
 
 typedef struct {
 #define COUNTER_FIELD(name) int64_t name;
@@ -115,6 +116,8 @@ typedef struct {
     void *emit_arg;               //  its argument
     pigato__allows_fn *allows;    //  the policy, NULL: allows all
     void *allows_arg;             //  its argument
+    bool over_memory;             //  the broker is over its memory
+                                  //  ceiling: new requests are refused
 
     //  $dir and mmi.* quotas (core_internal.c): identity -> its bucket,
     //  and the rate limit of event=quota_exceeded lines
@@ -163,8 +166,8 @@ typedef struct {
 //   * PIGATO_E_INVALID: a malformed request (a field too long, a rid
 //     already in flight: no text) or opts that are not a JSON object
 //     (E_INVALID_OPTS); the front-end counts it as a bad message;
-//   * PIGATO_E_NOMEM: E_OVERLOADED (too many requests held, or out of
-//     memory);
+//   * PIGATO_E_NOMEM: E_OVERLOADED (too many requests held, the broker
+//     over its memory ceiling (over_memory), or out of memory);
 //   * PIGATO_E_REPLY: E_WORKER_NOT_FOUND (opts workerId names no worker).
 int pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
                          char *error, size_t error_size) PIGATO__MUST_CHECK;
