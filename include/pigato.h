@@ -43,6 +43,12 @@ extern "C" {
 //  handshake (pigato_broker_set_handshake_timeout)
 #define PIGATO_HANDSHAKE_TIMEOUT_MS 5000
 
+//  Broker defaults: per connection, the bytes it may have sent that the
+//  broker has not read yet, and the bytes the broker may have sent it that
+//  it has not acknowledged yet (pigato_broker_set_max_inbound, _outbound)
+#define PIGATO_MAX_INBOUND  (64LL * 1024 * 1024)
+#define PIGATO_MAX_OUTBOUND (64LL * 1024 * 1024)
+
 //  The largest body (request data, reply data, error text, reject reason)
 //  and the largest reply opts a peer may send: 16 MiB less 64 bytes. Brokers
 //  take no frame over 16 MiB and drop the connection of a peer that
@@ -512,6 +518,31 @@ PIGATO_EXPORT int
 PIGATO_EXPORT int
     pigato_broker_set_handshake_timeout (pigato_broker_t *self, int msecs);
 
+//  Byte budgets. Per connection: at most max_inbound bytes received that
+//  the broker has not read yet (libzmq gives the broker a message only
+//  once all its parts are in), at most max_outbound bytes sent that the
+//  peer has not acknowledged (a slow consumer); a connection over either
+//  is cut, logged (event=inbound_over_budget, event=slow_consumer) and
+//  counted ("inbound_cut", "slow_consumers"). max_memory is the ceiling
+//  on the process's resident size: over it new requests get E_OVERLOADED
+//  ("over_memory") and the connection holding the most unread or unsent
+//  bytes is cut ("memory_cut"). Defaults: PIGATO_MAX_INBOUND,
+//  PIGATO_MAX_OUTBOUND, half of physical memory (0). max_inbound must be
+//  above the largest message the broker takes (about 34 MiB: a body and
+//  opts of PIGATO_BODY_MAX each). Set before the first bind;
+//  PIGATO_E_INVALID if out of range or after it.
+PIGATO_EXPORT int
+    pigato_broker_set_max_memory (pigato_broker_t *self, int64_t bytes);
+PIGATO_EXPORT int
+    pigato_broker_set_max_inbound (pigato_broker_t *self, int64_t bytes);
+PIGATO_EXPORT int
+    pigato_broker_set_max_outbound (pigato_broker_t *self, int64_t bytes);
+
+//  The memory ceiling in force: what was set, or once bound half of
+//  physical memory (0 before the first bind if none was set).
+PIGATO_EXPORT int64_t
+    pigato_broker_max_memory (pigato_broker_t *self);
+
 //  The mesh policy file (docs/security.md): identities, groups,
 //  allow/deny rules. Validated now; on error returns PIGATO_E_ACL and
 //  pigato_broker_error () says "FILE:LINE: what is wrong". With CURVE this
@@ -548,7 +579,9 @@ PIGATO_EXPORT void
 //  "workers", "timeouts", "unsent": messages dropped because their
 //  connection had closed, "connections": open now, "connections_refused":
 //  shut for being over the maximum, "over_quota": $dir and mmi.* requests
-//  refused with E_QUOTA, ...); -1 for an unknown name.
+//  refused with E_QUOTA, "over_memory": requests refused with E_OVERLOADED
+//  over the memory ceiling, "inbound_cut", "slow_consumers", "memory_cut":
+//  connections cut for their byte budgets, ...); -1 for an unknown name.
 PIGATO_EXPORT int64_t
     pigato_broker_counter (pigato_broker_t *self, const char *name);
 

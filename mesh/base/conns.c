@@ -27,6 +27,8 @@ pigato__conns_destroy (pigato__conns_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
+    for (size_t fd = 0; fd < (*self_p)->size; fd++)
+        free ((*self_p)->slots [fd].identity);
     free ((*self_p)->slots);
     free (*self_p);
     *self_p = NULL;
@@ -66,7 +68,20 @@ pigato__conns_accepted (pigato__conns_t *self, int fd)
         if (slot->dying)
             self->dying--;
         slot->dying = false;
+        slot->out_check = false;
+        slot->bytes_in = slot->bytes_out = slot->frames_out = 0;
+        slot->out_checked = 0;
+        free (slot->identity);
+        slot->identity = NULL;
     }
+}
+
+void
+pigato__conns_set_identity (pigato__conns_t *self, int fd, const char *identity)
+{
+    slot_t *slot = s_slot (self, fd, false);
+    if (slot && !slot->identity && identity)
+        slot->identity = strdup (identity);
 }
 
 bool
@@ -93,6 +108,8 @@ pigato__conns_disconnected (pigato__conns_t *self, int fd)
         if (slot->dying)
             self->dying--;
         slot->dying = false;
+        free (slot->identity);
+        slot->identity = NULL;
     }
     return dead;
 }

@@ -90,7 +90,17 @@ typedef struct {
     uint32_t generation;             //  bumped on each accept
     uint8_t state;                   //  pigato__conn_state_t
     bool dying;                      //  disconnected, last words unread
+    bool out_check;                  //  queued for an outbound check
     pigato__conn_link_t *heads [2];  //  filed workers, requests
+    //  Byte budgets (the broker's budget.c): what the broker read from
+    //  this connection and sent to it, as bytes on the wire (framing
+    //  included), since its accept; compared with the kernel's counts
+    uint64_t bytes_in;     //  read by the broker
+    uint64_t bytes_out;    //  given to libzmq for it
+    uint64_t frames_out;   //  in so many frames
+    uint64_t out_checked;  //  bytes_out + frames_out * 64 at the last
+                           //  outbound check
+    char *identity;        //  User-Id of its first message, or NULL
 } pigato__conn_slot_t;
 
 struct _pigato__conns_t {
@@ -99,11 +109,6 @@ struct _pigato__conns_t {
     size_t dying;                //  connections dying now
 };
 
-//  True if a message may be sent to this connection: it is the fd's
-//  current one, open and not dying. libzmq frees a routing id only after
-//  it reported the disconnect, so a peer that takes a departed peer's
-//  routing id over never gets what was meant for it. Unknown records
-//  (fd -1) are live.
 //  True if some connection is dying: while none is, every open one is
 //  live (pickers skip the question).
 static inline bool
@@ -112,6 +117,11 @@ pigato__conns_any_dying (const pigato__conns_t *self)
     return self->dying > 0;
 }
 
+//  True if a message may be sent to this connection: it is the fd's
+//  current one, open and not dying. libzmq frees a routing id only after
+//  it reported the disconnect, so a peer that takes a departed peer's
+//  routing id over never gets what was meant for it. Unknown records
+//  (fd -1) are live.
 static inline bool
 pigato__conns_live (const pigato__conns_t *self, const pigato__conn_t *conn)
 {
@@ -123,5 +133,25 @@ pigato__conns_live (const pigato__conns_t *self, const pigato__conn_t *conn)
     return slot->state == PIGATO__CONN_OPEN && !slot->dying
         && slot->generation == conn->generation;
 }
+
+//  The slot of an open connection (dying or not), if conn is the fd's
+//  current one; NULL for unknown records and closed connections. For the
+//  byte counts, on every message: inline.
+static inline pigato__conn_slot_t *
+pigato__conns_slot (pigato__conns_t *self, const pigato__conn_t *conn)
+{
+    if (conn->fd < 0 || (size_t) conn->fd >= self->size)
+        return NULL;
+    pigato__conn_slot_t *slot = &self->slots [conn->fd];
+    return slot->state == PIGATO__CONN_OPEN
+                && slot->generation == conn->generation
+             ? slot
+             : NULL;
+}
+
+//  Records the identity of a connection (the User-Id of its first
+//  message); a no-op once one is recorded or if identity is NULL.
+void pigato__conns_set_identity (pigato__conns_t *self, int fd,
+                                 const char *identity);
 
 #endif

@@ -102,6 +102,14 @@ void pigato__errorf (char *err, size_t err_size, const char *format, ...)
 //  wraps each one in a MESSAGE command 33 bytes longer. pigato.h's
 //  PIGATO_BODY_MAX is the message size less this; the two stay in step.
 #define PIGATO__FRAME_OVERHEAD 64
+
+//  Largest message (every part together) the broker takes from a peer: a
+//  0.0.46 request or reply may carry a body and opts of the largest size,
+//  a native batch stops growing past PIGATO__NATIVE_MESSAGE_BYTES (1 MiB,
+//  native.h) and then takes one more entry. A bigger message is dropped
+//  whole.
+#define PIGATO__MESSAGE_BYTES_MAX                                              \
+    (2 * PIGATO__MAX_MESSAGE_SIZE + 2 * 1024 * 1024)
 _Static_assert(PIGATO_BODY_MAX
                    == PIGATO__MAX_MESSAGE_SIZE - PIGATO__FRAME_OVERHEAD,
                "PIGATO_BODY_MAX must follow PIGATO__MAX_MESSAGE_SIZE");

@@ -54,6 +54,7 @@ pigato_broker_new (void)
         return NULL;
     self->core = pigato__core_new (&pigato__broker_emit, self);
     self->handshake_timeout_ms = PIGATO_HANDSHAKE_TIMEOUT_MS;
+    pigato__budget_init (&self->budget);
     for (size_t index = 0; index < PIGATO__PARTS_MAX; index++)
         zmq_msg_init (&self->input.parts [index]);
     if (!self->core) {
@@ -78,6 +79,7 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     zsock_destroy (&self->router);
     pigato__guard_destroy (&self->guard);
     pigato__acl_destroy (&self->policy);
+    pigato__budget_close (&self->budget);
     free (self->dying);
     free (self->refusing);
     free (self->acl_path);
@@ -186,6 +188,51 @@ pigato_broker_set_handshake_timeout (pigato_broker_t *self, int msecs)
     return 0;
 }
 
+//  A byte budget's setter: before the first bind, within bounds.
+static int
+s_set_budget (pigato_broker_t *self, int64_t *field, int64_t bytes,
+              int64_t minimum, const char *what)
+{
+    if (bytes < minimum || self->router) {
+        pigato__errorf (self->error, sizeof self->error,
+                        bytes < minimum ? "%s must be at least %" PRId64
+                                          " bytes"
+                                        : "set %s before the first bind",
+                        what, minimum);
+        return PIGATO_E_INVALID;
+    }
+    *field = bytes;
+    return 0;
+}
+
+int
+pigato_broker_set_max_memory (pigato_broker_t *self, int64_t bytes)
+{
+    return s_set_budget (self, &self->budget.max_memory, bytes, 1024 * 1024,
+                         "the memory ceiling");
+}
+
+int
+pigato_broker_set_max_inbound (pigato_broker_t *self, int64_t bytes)
+{
+    //  A connection must be able to send the largest message
+    return s_set_budget (self, &self->budget.max_inbound, bytes,
+                         PIGATO__MESSAGE_BYTES_MAX, "the inbound budget");
+}
+
+int
+pigato_broker_set_max_outbound (pigato_broker_t *self, int64_t bytes)
+{
+    return s_set_budget (self, &self->budget.max_outbound, bytes,
+                         PIGATO__MESSAGE_BYTES_MAX, "the outbound budget");
+}
+
+int64_t
+pigato_broker_max_memory (pigato_broker_t *self)
+{
+    return self->budget.max_memory;
+}
+
 const char *
 pigato_broker_error (pigato_broker_t *self)
 {
@@ -217,6 +264,16 @@ pigato_broker_counter (pigato_broker_t *self, const char *name)
         return self->connections;
     if (streq (name, "connections_refused"))
         return self->connections_refused;
+    if (streq (name, "inbound_cut"))
+        return self->budget.inbound_cut;
+    if (streq (name, "slow_consumers"))
+        return self->budget.slow_consumers;
+    if (streq (name, "memory_cut"))
+        return self->budget.memory_cut;
+    if (streq (name, "messages_too_large"))
+        return self->budget.too_large;
+    if (streq (name, "memory_scans"))
+        return self->budget.scans;
     if (streq (name, "requests_pending"))
         return (int64_t) pigato__table_size (self->core->requests);
     if (streq (name, "services"))
@@ -286,6 +343,13 @@ s_derive_max_connections (pigato_broker_t *self)
         self->max_connections, files, self->handshake_timeout_ms);
 }
 
+//  The outbox sent a batch on a connection: counted against its budget.
+static void
+s_sent (void *arg, const pigato__conn_t *conn, uint64_t bytes, uint64_t frames)
+{
+    pigato__budget_sent ((pigato_broker_t *) arg, conn, bytes, frames);
+}
+
 //  Creates the gate (ZAP handler first: fail closed) and the ROUTER with
 //  the security settings; called by the first bind.
 static int
@@ -338,6 +402,8 @@ s_create_router (pigato_broker_t *self)
     //  idle unauthenticated connections must not hold their fds long
     zsock_set_handshake_ivl (router, self->handshake_timeout_ms);
     s_derive_max_connections (self);
+    if (self->budget.max_memory == 0)
+        self->budget.max_memory = pigato__budget_default_memory ();
     //  Accept and disconnect events tell which connection a routing id
     //  belongs to (conns.h)
     char monitor_endpoint [64];
@@ -389,7 +455,9 @@ s_create_router (pigato_broker_t *self)
         zsock_set_curve_server (router, 1);
         pigato__keyfile_cert_destroy (&cert);
     }
-    self->outbox = pigato__outbox_new (zsock_resolve (router));
+    self->budget.curve = !self->insecure;
+    self->outbox = pigato__outbox_new (zsock_resolve (router),
+                                       self->budget.curve, s_sent, self);
     if (!self->outbox) {
         zsock_destroy (&self->monitor);
         zsock_destroy (&router);
@@ -479,6 +547,12 @@ s_dying (pigato_broker_t *self, int fd)
     self->dying [self->dying_count++] = fd;
 }
 
+void
+pigato__broker_dying (pigato_broker_t *self, int fd)
+{
+    s_dying (self, fd);
+}
+
 //  A connection accepted over the maximum: its fd is shut once the
 //  events that have arrived are all read (a later event in them may say
 //  the fd closed, or even holds a newer connection). Out of memory, it
@@ -521,29 +595,13 @@ s_refuse_now (pigato_broker_t *self)
         if (pigato__log_level >= PIGATO_LOG_WARNING
             && pigato__ratelimit_allow_at (
                 &self->refuse_log, "connection_refused", PIGATO_LOG_WARNING)) {
-            struct sockaddr_storage peer;
-            socklen_t size = sizeof peer;
-            char address [INET6_ADDRSTRLEN] = "?";
-            int port = 0;
-            if (getpeername (fd, (struct sockaddr *) &peer, &size) == 0) {
-                if (peer.ss_family == AF_INET) {
-                    struct sockaddr_in *in = (struct sockaddr_in *) &peer;
-                    inet_ntop (AF_INET, &in->sin_addr, address, sizeof address);
-                    port = ntohs (in->sin_port);
-                }
-                else if (peer.ss_family == AF_INET6) {
-                    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *) &peer;
-                    inet_ntop (AF_INET6, &in6->sin6_addr, address,
-                               sizeof address);
-                    port = ntohs (in6->sin6_port);
-                }
-            }
+            char address [INET6_ADDRSTRLEN + 8];
+            pigato__fd_peer (fd, address, sizeof address);
             pigato__log (PIGATO_LOG_WARNING,
-                         "event=connection_refused address=%s:%d "
+                         "event=connection_refused address=%s "
                          "connections=%" PRId64 " max_connections=%d "
                          "reason=max_connections",
-                         address, port, self->connections,
-                         self->max_connections);
+                         address, self->connections, self->max_connections);
         }
         shutdown (fd, SHUT_RDWR);
     }
@@ -553,8 +611,8 @@ s_refuse_now (pigato_broker_t *self)
 //  Reads the monitor's connection events. A new connection on the fd of
 //  a dying one ends the dying one first (what comes from that fd now is
 //  the new one's). Connections over the maximum are shut at the end.
-static void
-s_monitor_drain (pigato_broker_t *self)
+void
+pigato__broker_monitor_drain (pigato_broker_t *self)
 {
     zmsg_t *event;
     while ((event = zmsg_recv (self->monitor))) {
@@ -589,20 +647,24 @@ s_monitor_drain (pigato_broker_t *self)
 
 //  Receives one message from the ROUTER into self->input and the fd it
 //  came from (ZMQ_SRCFD, which rides on the parts the peer sent, not
-//  always on the routing id part). Parts beyond what a valid message can
-//  have are read and dropped, and counted in input.total. False if nothing
-//  was waiting.
+//  always on the routing id part), with its bytes as sent (input.size)
+//  and on the wire (input.bytes). Parts beyond what a valid message can
+//  have, or past PIGATO__MESSAGE_BYTES_MAX bytes, are read and dropped,
+//  and counted in input.total. False if nothing was waiting.
 static bool
 s_recv (pigato_broker_t *self, int *fd)
 {
     pigato__input_t *input = &self->input;
     void *router = self->router_handle;
+    bool curve = self->budget.curve;
     for (size_t index = 0; index < input->count; index++) {
         zmq_msg_close (&input->parts [index]);
         zmq_msg_init (&input->parts [index]);
     }
     input->count = 0;
     input->total = 0;
+    input->size = 0;
+    input->bytes = 0;
     if (zmq_msg_recv (&input->parts [0], router, ZMQ_DONTWAIT) == -1)
         return false;
     input->count = input->total = 1;
@@ -610,13 +672,17 @@ s_recv (pigato_broker_t *self, int *fd)
     bool more = zmq_msg_more (&input->parts [0]);
     while (more) {
         zmq_msg_t *part = &input->parts [input->count];
-        if (input->count == PIGATO__PARTS_MAX) {
+        if (input->count == PIGATO__PARTS_MAX
+            || input->size > PIGATO__MESSAGE_BYTES_MAX) {
             zmq_msg_t spare;  //  read past the limit, dropped
             zmq_msg_init (&spare);
             if (zmq_msg_recv (&spare, router, 0) == -1)
                 more = false;
             else {
                 input->total++;
+                input->size += zmq_msg_size (&spare);
+                input->bytes += pigato__wire_bytes (zmq_msg_size (&spare),
+                                                    curve);
                 more = zmq_msg_more (&spare);
             }
             zmq_msg_close (&spare);
@@ -626,6 +692,8 @@ s_recv (pigato_broker_t *self, int *fd)
             break;
         input->count++;
         input->total++;
+        input->size += zmq_msg_size (part);
+        input->bytes += pigato__wire_bytes (zmq_msg_size (part), curve);
         more = zmq_msg_more (part);
     }
     for (size_t index = 0; index < input->count && index < 2 && *fd < 0;
@@ -634,18 +702,49 @@ s_recv (pigato_broker_t *self, int *fd)
     return true;
 }
 
-//  Finds the connection a message came from, then routes it. A message
-//  from an fd not known open belongs to a connection whose accept event is
-//  still queued (a new connection, perhaps on a reused fd): apply pending
-//  events first. A message whose connection is known closed has nobody to
-//  answer and no state left: dropped.
+//  A message over PIGATO__MESSAGE_BYTES_MAX: dropped whole, counted and
+//  logged (rate-limited) with who sent it.
+static void
+s_too_large (pigato_broker_t *self)
+{
+    pigato__input_t *input = &self->input;
+    self->core->counters.bad_messages++;
+    self->budget.too_large++;
+    if (pigato__log_level < PIGATO_LOG_WARNING
+        || !pigato__ratelimit_allow_at (
+            &self->budget.large_log, "message_too_large", PIGATO_LOG_WARNING))
+        return;
+    const char *identity = NULL, *address = NULL;
+    if (input->count > 1) {
+        identity = zmq_msg_gets (&input->parts [1], "User-Id");
+        address = zmq_msg_gets (&input->parts [1], "Peer-Address");
+    }
+    char identity_text [4 * 64 + 4], address_text [4 * 64 + 4];
+    identity = identity ? identity : "-";
+    address = address ? address : "?";
+    pigato__log (PIGATO_LOG_WARNING,
+                 "event=message_too_large address=%s identity=%s parts=%zu "
+                 "bytes=%zu max_bytes=%d",
+                 pigato__printable (address, strlen (address), address_text,
+                                    sizeof address_text),
+                 pigato__printable (identity, strlen (identity), identity_text,
+                                    sizeof identity_text),
+                 input->total - 1, input->size, PIGATO__MESSAGE_BYTES_MAX);
+}
+
+//  Finds the connection a message came from, counts its bytes there,
+//  then routes it. A message from an fd not known open belongs to a
+//  connection whose accept event is still queued (a new connection,
+//  perhaps on a reused fd): apply pending events first. A message whose
+//  connection is known closed has nobody to answer and no state left:
+//  dropped.
 static void
 s_route (pigato_broker_t *self, int fd)
 {
     pigato__conn_t conn;
     if (pigato__conns_lookup (self->core->conns, fd, &conn)
         != PIGATO__CONN_OPEN) {
-        s_monitor_drain (self);
+        pigato__broker_monitor_drain (self);
         if (pigato__conns_lookup (self->core->conns, fd, &conn)
             == PIGATO__CONN_CLOSED) {
             self->core->counters.bad_messages++;
@@ -656,7 +755,18 @@ s_route (pigato_broker_t *self, int fd)
             return;
         }
     }
-    pigato__front_input (self, &conn);
+    pigato__conn_slot_t *slot = pigato__conns_slot (self->core->conns, &conn);
+    if (slot) {
+        slot->bytes_in += self->input.bytes;
+        if (!slot->identity && self->input.count > 1)
+            pigato__conns_set_identity (self->core->conns, fd,
+                                        zmq_msg_gets (&self->input.parts [1],
+                                                      "User-Id"));
+    }
+    if (self->input.size > PIGATO__MESSAGE_BYTES_MAX)
+        s_too_large (self);
+    else
+        pigato__front_input (self, &conn);
 }
 
 //  --------------------------------------------------------------------------
@@ -712,6 +822,7 @@ pigato_broker_run (pigato_broker_t *self)
     }
     self->core->now_ms = pigato__now_ms ();
     self->next_tick = self->core->now_ms + self->core->heartbeat_ms;
+    pigato__budget_start (self);
     bool busy = false;  //  the last turn routed something
     while (!self->stopping && !zsys_interrupted) {
         int64_t now = pigato__now_ms ();
@@ -719,6 +830,8 @@ pigato_broker_run (pigato_broker_t *self)
         pigato__timer_t *next = pigato__heap_peek (self->core->timers);
         if (next && next->when - now < wait)
             wait = next->when - now;
+        if (pigato__budget_next (self) - now < wait)
+            wait = pigato__budget_next (self) - now;
         if (wait > 250)
             wait = 250;  //  notice stop () promptly
         if (wait < 0)
@@ -762,7 +875,7 @@ pigato_broker_run (pigato_broker_t *self)
         }
         //  Closed connections are known before this turn sends anything
         if (ready [MONITOR]) {
-            s_monitor_drain (self);
+            pigato__broker_monitor_drain (self);
             touched [MONITOR] = true;
             ready [MONITOR] = s_readable (sockets [MONITOR]);
         }
@@ -782,7 +895,7 @@ pigato_broker_run (pigato_broker_t *self)
         //  (the outbox goes below); dying connections end once the ROUTER
         //  holds nothing more: their last words come first
         if (ready [MONITOR]) {
-            s_monitor_drain (self);
+            pigato__broker_monitor_drain (self);
             touched [MONITOR] = true;
         }
         if (self->dying_count
@@ -797,9 +910,13 @@ pigato_broker_run (pigato_broker_t *self)
             pigato__guard_tick (self->guard);
             pigato__ratelimit_flush (&self->refuse_log, "connection_refused",
                                      PIGATO_LOG_WARNING);
+            pigato__budget_flush_logs (self);
             pigato__core_internal_tick (self->core);
             self->next_tick = now + self->core->heartbeat_ms;
         }
+        //  Byte budgets: connections over theirs are cut (what that
+        //  produces goes out below)
+        pigato__budget_tick (self, now);
         //  What this turn produced goes out before we wait for more
         pigato__outbox_flush (self->outbox);
         touched [ROUTER] = true;

@@ -18,10 +18,42 @@
 #define PIGATO__PARTS_MAX (2 + PIGATO__NATIVE_EXTERNAL_MAX)
 typedef struct {
     zmq_msg_t parts [PIGATO__PARTS_MAX];
-    size_t count;  //  parts held
-    size_t total;  //  parts the message had (> count:
-                   //  the rest were read and dropped)
+    size_t count;    //  parts held
+    size_t total;    //  parts the message had (> count:
+                     //  the rest were read and dropped)
+    uint64_t bytes;  //  its bytes on the wire (pigato__wire_bytes)
+    size_t size;     //  its parts' bytes, routing id not counted
 } pigato__input_t;
+
+//  The byte budgets (budget.c): per connection inbound and outbound, and
+//  the process's resident size against a ceiling.
+typedef struct {
+    int64_t max_memory;      //  RSS ceiling in bytes (0 until bound: half
+                             //  of physical memory)
+    int64_t max_inbound;     //  per connection: received, not yet read
+    int64_t max_outbound;    //  per connection: sent, not acknowledged
+    uint64_t outbound_step;  //  bytes sent to a connection between checks
+    int64_t scan_step;       //  RSS growth that makes a scan
+    bool curve;              //  frames carry CURVE's 33 bytes
+    int statm;               //  /proc/self/statm, -1 if not open
+    long page;               //  page size
+    int64_t next_tick;       //  when the RSS is read next
+    int64_t rss;             //  resident bytes at the last read
+    int64_t rss_floor;       //  lowest RSS since the last scan
+    int64_t trim_at;         //  when to give freed memory back, 0: no
+    pigato__conn_t *checks;  //  connections to check outbound
+    size_t check_count;
+    size_t check_max;
+    int64_t scans;           //  scans of every connection
+    int64_t inbound_cut;     //  connections cut over max_inbound
+    int64_t slow_consumers;  //  connections cut over max_outbound
+    int64_t memory_cut;      //  connections cut over the ceiling
+    int64_t too_large;       //  messages over PIGATO__MESSAGE_BYTES_MAX
+    pigato__ratelimit_t inbound_log;  //  their log limiters
+    pigato__ratelimit_t slow_log;
+    pigato__ratelimit_t memory_log;
+    pigato__ratelimit_t large_log;
+} pigato__budget_t;
 
 struct _pigato_broker_t {
     zsock_t *router;                 //  the one socket, NULL until bind
@@ -54,6 +86,7 @@ struct _pigato_broker_t {
     size_t refusing_count;           //  monitor drain (s_refuse in
     size_t refusing_max;             //  broker.c)
     pigato__ratelimit_t refuse_log;  //  connection_refused log limiter
+    pigato__budget_t budget;         //  byte budgets (budget.c)
     char error [256];                //  last error message
 };
 
@@ -64,6 +97,50 @@ void pigato__front_input (pigato_broker_t *self, const pigato__conn_t *conn);
 
 //  reload.c: re-reads the policy and holds live workers and requests to it.
 void pigato__broker_reload (pigato_broker_t *self);
+
+//  broker.c: reads the monitor's connection events now; marks a
+//  connection dying (nothing more is sent to it; it ends once its last
+//  words are read).
+void pigato__broker_monitor_drain (pigato_broker_t *self);
+void pigato__broker_dying (pigato_broker_t *self, int fd);
+
+//  budget.c (see there). init: defaults; start: at run, opens what it
+//  reads; close: frees. tick: each turn of the loop, before the outbox is
+//  flushed; next: when it wants the next turn at the latest. queue: a
+//  connection passed an outbound step. flush_logs: from the heartbeat.
+void pigato__budget_init (pigato__budget_t *self);
+void pigato__budget_start (pigato_broker_t *self);
+void pigato__budget_close (pigato__budget_t *self);
+void pigato__budget_tick (pigato_broker_t *self, int64_t now);
+int64_t pigato__budget_next (pigato_broker_t *self);
+void pigato__budget_queue (pigato_broker_t *self, const pigato__conn_t *conn,
+                           pigato__conn_slot_t *slot);
+void pigato__budget_flush_logs (pigato_broker_t *self);
+int64_t pigato__budget_default_memory (void);
+
+//  "address:port" of a socket's peer ("?:0" if unknown).
+void pigato__fd_peer (int fd, char *text, size_t size);
+
+//  What libzmq holds per frame beyond its bytes: a zmq_msg_t in the pipe.
+#define PIGATO__FRAME_MEMORY 64
+
+//  Counts a message given to libzmq for a connection (bytes on the wire,
+//  frames); past a step, the connection is queued for a check against
+//  the kernel's count.
+static inline void
+pigato__budget_sent (pigato_broker_t *self, const pigato__conn_t *conn,
+                     uint64_t bytes, uint64_t frames)
+{
+    pigato__conn_slot_t *slot = pigato__conns_slot (self->core->conns, conn);
+    if (slot) {
+        slot->bytes_out += bytes;
+        slot->frames_out += frames;
+        if (slot->bytes_out + slot->frames_out * PIGATO__FRAME_MEMORY
+                - slot->out_checked
+            >= self->budget.outbound_step)
+            pigato__budget_queue (self, conn, slot);
+    }
+}
 
 //  send.c: the send interface the core emits through (core.h), on the
 //  broker's ROUTER and outbox; its argument is the broker.

@@ -589,6 +589,12 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
         return s_refuse (error, error_size, PIGATO_E_INVALID,
                          "E_INVALID_OPTS request opts over %d bytes",
                          PIGATO__OPTS_MAX);
+    if (self->over_memory) {
+        self->counters.over_memory++;
+        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+                         "E_OVERLOADED the broker is over its memory "
+                         "ceiling; try again later");
+    }
     const pigato__bytes_t *name = &in->caller.service;
     pigato__tenant_t *tenant = pigato__core_tenant (self, in->identity);
     if (!tenant)

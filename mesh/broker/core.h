@@ -52,7 +52,8 @@
     X (workers_gone) /* workers removed (disconnect or expiry) */              \
     X (unsent)       /* messages for a closing connection, dropped */          \
     X (over_quota)   /* requests refused with E_QUOTA: an identity's   \
-                        limits, or the rate of $dir and mmi.* */
+                        limits, or the rate of $dir and mmi.* */       \
+    X (over_memory)  /* requests refused with E_OVERLOADED: memory */
 
 typedef struct {
 #define COUNTER_FIELD(name) int64_t name;
@@ -154,6 +155,8 @@ typedef struct {
     void *emit_arg;               //  its argument
     pigato__allows_fn *allows;    //  the policy, NULL: allows all
     void *allows_arg;             //  its argument
+    bool over_memory;             //  the broker is over its memory
+                                  //  ceiling: new requests are refused
 
     //  $dir and mmi.* quotas (core_internal.c): identity -> its bucket,
     //  and the rate limit of event=quota_exceeded lines
@@ -222,10 +225,11 @@ typedef struct {
 //   * PIGATO_E_INVALID: a malformed request (a field too long, a rid
 //     already in flight: no text) or opts that are not a JSON object
 //     (E_INVALID_OPTS); the front-end counts it as a bad message;
-//   * PIGATO_E_NOMEM: E_OVERLOADED (too many requests held, or out of
-//     memory), or E_QUOTA (the caller's identity is over one of its
-//     limits: requests or bytes held, or its request rate; counted in
-//     over_quota and logged, rate-limited, as event=quota_exceeded);
+//   * PIGATO_E_NOMEM: E_OVERLOADED (too many requests held, the broker
+//     over its memory ceiling (over_memory), or out of memory), or
+//     E_QUOTA (the caller's identity is over one of its limits: requests
+//     or bytes held, or its request rate; counted in over_quota and
+//     logged, rate-limited, as event=quota_exceeded);
 //   * PIGATO_E_REPLY: E_WORKER_NOT_FOUND (opts workerId names no worker).
 int pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
                          char *error, size_t error_size) PIGATO__MUST_CHECK;

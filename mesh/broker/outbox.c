@@ -10,6 +10,7 @@
 typedef struct {
     byte to [255];  //  routing id
     size_t to_size;
+    pigato__conn_t conn;             //  the connection it goes to
     pigato__native_writer_t writer;  //  batch frame (buffer kept)
     zmq_msg_t *externals;            //  external bodies, allocated once
     size_t external_count;
@@ -17,7 +18,10 @@ typedef struct {
 } s_box_t;
 
 struct _pigato__outbox_t {
-    void *router;                //  socket to send on
+    void *router;                  //  socket to send on
+    bool curve;                    //  frames carry CURVE's overhead
+    pigato__outbox_sent_fn *sent;  //  told what each batch took
+    void *sent_arg;
     s_box_t boxes [OUTBOX_MAX];  //  storage
     s_box_t *open [OUTBOX_MAX];  //  boxes holding a batch
     size_t open_count;
@@ -26,12 +30,16 @@ struct _pigato__outbox_t {
 };
 
 pigato__outbox_t *
-pigato__outbox_new (void *router)
+pigato__outbox_new (void *router, bool curve, pigato__outbox_sent_fn *sent,
+                    void *arg)
 {
     pigato__outbox_t *self = (pigato__outbox_t *) calloc (1, sizeof *self);
     if (!self)
         return NULL;
     self->router = router;
+    self->curve = curve;
+    self->sent = sent;
+    self->sent_arg = arg;
     for (size_t index = 0; index < OUTBOX_MAX; index++)
         pigato__native_writer_init (&self->boxes [index].writer, 'C');
     return self;
@@ -60,24 +68,32 @@ s_send (pigato__outbox_t *self, size_t slot)
 {
     s_box_t *box = self->open [slot];
     size_t externals = box->external_count;
+    uint64_t bytes = 0;  //  on the wire
     bool sent = box->writer.size > 0
              && zmq_send (self->router, box->to, box->to_size,
                           ZMQ_SNDMORE | ZMQ_DONTWAIT)
                     != -1;
-    if (sent)
+    if (sent) {
         sent = zmq_send (self->router, box->writer.data, box->writer.size,
                          externals ? ZMQ_SNDMORE : 0)
             != -1;
+        bytes += pigato__wire_bytes (box->writer.size, self->curve);
+    }
     for (size_t ext = 0; ext < externals; ext++) {
-        if (sent)
+        if (sent) {
+            size_t size = zmq_msg_size (&box->externals [ext]);
             sent = zmq_msg_send (&box->externals [ext], self->router,
                                  ext + 1 < externals ? ZMQ_SNDMORE : 0)
                 != -1;
+            bytes += pigato__wire_bytes (size, self->curve);
+        }
         zmq_msg_close (&box->externals [ext]);
     }
     if (sent) {
         self->batches++;
         self->entries += (int64_t) box->writer.entries;
+        if (self->sent)
+            self->sent (self->sent_arg, &box->conn, bytes, 1 + externals);
     }
     box->external_count = 0;
     box->in_use = false;
@@ -108,7 +124,8 @@ s_free_box (pigato__outbox_t *self)
 
 int
 pigato__outbox_add (pigato__outbox_t *self, const pigato__bytes_t *to,
-                    char role, const pigato__msg_t *entry, zmq_msg_t *body_part)
+                    const pigato__conn_t *conn, char role,
+                    const pigato__msg_t *entry, zmq_msg_t *body_part)
 {
     if (to->size == 0 || to->size > sizeof self->boxes [0].to)
         return -1;
@@ -126,6 +143,7 @@ pigato__outbox_add (pigato__outbox_t *self, const pigato__bytes_t *to,
             return -1;
         memcpy (box->to, to->data, to->size);
         box->to_size = to->size;
+        box->conn = *conn;
         box->writer.role = role;
         box->in_use = true;
         slot = self->open_count++;

@@ -10,20 +10,42 @@
 #define PIGATO_OUTBOX_H_INCLUDED
 
 #include "../wire/native.h"
+#include "../base/conns.h"
 
 typedef struct _pigato__outbox_t pigato__outbox_t;
 
-//  An outbox that sends on a ROUTER socket (a libzmq socket handle).
-pigato__outbox_t *pigato__outbox_new (void *router);
+//  The bytes a frame of size bytes takes on the wire: the ZMTP frame
+//  head (2 bytes, 9 past 255) and, with CURVE, the MESSAGE command's name,
+//  nonce, flags and MAC (33 bytes). What the kernel counts for it.
+static inline uint64_t
+pigato__wire_bytes (size_t size, bool curve)
+{
+    if (curve)
+        size += 33;
+    return size + (size <= 255 ? 2 : 9);
+}
+
+//  Told, after each batch sent, how many bytes it took on the wire for
+//  the connection it went to, in how many frames.
+typedef void (pigato__outbox_sent_fn) (void *arg, const pigato__conn_t *conn,
+                                       uint64_t bytes, uint64_t frames);
+
+//  An outbox that sends on a ROUTER socket (a libzmq socket handle) and
+//  reports what it sent to sent (with arg); curve: frames carry CURVE's
+//  overhead.
+pigato__outbox_t *pigato__outbox_new (void *router, bool curve,
+                                      pigato__outbox_sent_fn *sent, void *arg);
 void pigato__outbox_destroy (pigato__outbox_t **self_p);
 
-//  Adds an entry for a peer (routing id `to`, role 'C' or 'W'). A body
+//  Adds an entry for a peer (routing id `to` on connection conn, role 'C'
+//  or 'W'). A body
 //  over the inline limit travels as its own frame: when body_part is not
 //  NULL and holds exactly entry->data, that part is shared (no copy),
 //  else the bytes are copied. Returns 0 or -1 (out of memory; nothing
 //  queued).
 int pigato__outbox_add (pigato__outbox_t *self, const pigato__bytes_t *to,
-                        char role, const pigato__msg_t *entry,
+                        const pigato__conn_t *conn, char role,
+                        const pigato__msg_t *entry,
                         zmq_msg_t *body_part) PIGATO__MUST_CHECK;
 
 //  Sends a peer's pending batches now (before a 0.0.46 message to it).

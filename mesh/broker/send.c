@@ -21,22 +21,26 @@ s_live (pigato_broker_t *self, const pigato__conn_t *conn)
     return false;
 }
 
-//  Sends a 0.0.46 or MDP message: routing id, then frames. Frame
-//  body_index (if body_part holds exactly its bytes) shares that part
-//  instead of being copied. The peer's pending native batch goes first,
-//  to keep order.
+//  Sends a 0.0.46 or MDP message to a peer (routing id to, on conn):
+//  routing id, then frames, counted against the connection's outbound
+//  budget. Frame body_index (if body_part holds exactly its bytes) shares
+//  that part instead of being copied. The peer's pending native batch
+//  goes first, to keep order.
 static void
 s_send_frames (pigato_broker_t *self, const pigato__bytes_t *to,
-               const pigato__bytes_t *frames, size_t count,
-               zmq_msg_t *body_part, size_t body_index)
+               const pigato__conn_t *conn, const pigato__bytes_t *frames,
+               size_t count, zmq_msg_t *body_part, size_t body_index)
 {
     pigato__outbox_flush_peer (self->outbox, to);
     void *router = self->router_handle;
     if (zmq_send (router, to->data, to->size, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1)
         return;
+    bool curve = self->budget.curve;
+    uint64_t bytes = 0;
     for (size_t index = 0; index < count; index++) {
         int flags = index + 1 < count ? ZMQ_SNDMORE : 0;
         const pigato__bytes_t *frame = &frames [index];
+        bytes += pigato__wire_bytes (frame->size, curve);
         if (index == body_index && body_part && frame->size
             && zmq_msg_data (body_part) == frame->data
             && zmq_msg_size (body_part) == frame->size) {
@@ -49,6 +53,7 @@ s_send_frames (pigato_broker_t *self, const pigato__bytes_t *to,
         }
         zmq_send (router, frame->data, frame->size, flags);
     }
+    pigato__budget_sent (self, conn, bytes, count);
 }
 
 void
@@ -66,18 +71,19 @@ pigato__broker_send_control (pigato_broker_t *self, const pigato__bytes_t *to,
         pigato__bytes_t frames [2];
         if (role == 'W' && command
             && pigato__mdp_encode_worker_control (frames, 2, command) == 2)
-            s_send_frames (self, to, frames, 2, NULL, 0);
+            s_send_frames (self, to, conn, frames, 2, NULL, 0);
         return;
     }
     if (framing == PIGATO__FRAMING_NATIVE) {
         pigato__msg_t entry = { .role = role, .type = type };
-        if (pigato__outbox_add (self->outbox, to, role, &entry, NULL) == 0)
+        if (pigato__outbox_add (self->outbox, to, conn, role, &entry, NULL)
+            == 0)
             return;
     }
     char type_text [2] = { (char) ('0' + type), 0 };
     char role_text [2] = { role, 0 };
     pigato__bytes_t frames [] = { BYTES (role_text), BYTES (type_text) };
-    s_send_frames (self, to, frames, 2, NULL, 0);
+    s_send_frames (self, to, conn, frames, 2, NULL, 0);
 }
 
 void
@@ -97,7 +103,8 @@ pigato__broker_send_reply (pigato_broker_t *self, const pigato__caller_t *to,
             type == PIGATO__PARTIAL ? PIGATO__MDPC_PARTIAL : PIGATO__MDPC_FINAL,
             &to->service, body, body_count);
         if (count)
-            s_send_frames (self, &to->client, frames, count, NULL, 0);
+            s_send_frames (self, &to->client, &to->conn, frames, count, NULL,
+                           0);
         return;
     }
     //  One MDP body frame is one pigato data frame
@@ -110,8 +117,8 @@ pigato__broker_send_reply (pigato_broker_t *self, const pigato__caller_t *to,
                                 .status = status,
                                 .data = data,
                                 .opts = opts ? *opts : none };
-        if (pigato__outbox_add (self->outbox, &to->client, 'C', &entry,
-                                body_part)
+        if (pigato__outbox_add (self->outbox, &to->client, &to->conn, 'C',
+                                &entry, body_part)
             == 0)
             return;
     }
@@ -123,7 +130,7 @@ pigato__broker_send_reply (pigato_broker_t *self, const pigato__caller_t *to,
                                   BYTES (status ? "-1" : "0"),
                                   data,
                                   opts && opts->size ? *opts : BYTES ("{}") };
-    s_send_frames (self, &to->client, frames, 7, body_part, 5);
+    s_send_frames (self, &to->client, &to->conn, frames, 7, body_part, 5);
 }
 
 void
@@ -169,7 +176,7 @@ s_emit_request (void *arg, pigato__worker_t *worker, pigato__request_t *request)
         size_t count = pigato__mdp_encode_worker_request (
             frames, PIGATO__MDP_ENCODE_MAX, &client, body_frames, body_count);
         if (count)
-            s_send_frames (self, &to, frames, count, NULL, 0);
+            s_send_frames (self, &to, &worker->conn, frames, count, NULL, 0);
         return;
     }
     //  One MDP body frame is one pigato data frame
@@ -187,7 +194,7 @@ s_emit_request (void *arg, pigato__worker_t *worker, pigato__request_t *request)
                                 .rid = rid,
                                 .data = body,
                                 .opts = opts };
-        if (pigato__outbox_add (self->outbox, &to, 'W', &entry,
+        if (pigato__outbox_add (self->outbox, &to, &worker->conn, 'W', &entry,
                                 &request->body_part)
             == 0)
             return;
@@ -196,7 +203,7 @@ s_emit_request (void *arg, pigato__worker_t *worker, pigato__request_t *request)
         BYTES ("W"), BYTES ("2"), client, service,
         { NULL, 0 }, rid,         body,   opts.size ? opts : BYTES ("{}")
     };
-    s_send_frames (self, &to, frames, 8, &request->body_part, 6);
+    s_send_frames (self, &to, &worker->conn, frames, 8, &request->body_part, 6);
 }
 
 static void
@@ -216,13 +223,15 @@ s_emit_request_heartbeat (void *arg, pigato__worker_t *worker,
                                 .client = client,
                                 .rid = rid,
                                 .request_heartbeat = true };
-        if (pigato__outbox_add (self->outbox, &to, 'W', &entry, NULL) == 0)
+        if (pigato__outbox_add (self->outbox, &to, &worker->conn, 'W', &entry,
+                                NULL)
+            == 0)
             return;
     }
     pigato__bytes_t frames [] = {
         BYTES ("W"), BYTES ("4"), client, { NULL, 0 }, rid
     };
-    s_send_frames (self, &to, frames, 5, NULL, 0);
+    s_send_frames (self, &to, &worker->conn, frames, 5, NULL, 0);
 }
 
 static void

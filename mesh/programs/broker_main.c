@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,17 @@ static const char *s_usage =
     "                       limit is raised to the hard one at start)\n"
     "  --handshake-timeout MS  close a connection whose handshake is not done\n"
     "                       within MS (default 5000; 0 = never)\n"
+    "  --max-memory SIZE    ceiling on the broker's resident memory: over it,\n"
+    "                       new requests get E_OVERLOADED and the connections\n"
+    "                       holding most unread or unsent bytes are cut\n"
+    "                       (default: half of physical memory)\n"
+    "  --max-inbound SIZE   per connection, bytes received that the broker has\n"
+    "                       not read yet; over it the connection is cut\n"
+    "                       (default 64M; at least 34M, the largest message)\n"
+    "  --max-outbound SIZE  per connection, bytes sent that the peer has not\n"
+    "                       acknowledged yet; over it the connection is cut as\n"
+    "                       a slow consumer (default 64M; at least 34M)\n"
+    "                       SIZE: bytes, or with a suffix K, M or G (1024s)\n"
     "  --log-level LEVEL    error, warning, info or debug (default info)\n"
     "  -h, --help           this text\n"
     "  -V, --version        print the version\n"
@@ -119,6 +131,34 @@ s_raise_file_limit (void)
                        NULL);
 }
 
+//  A size in bytes: digits, then optionally K, M or G (powers of 1024).
+//  Exits with a usage error otherwise.
+static int64_t
+s_size (const char *text, const char *option)
+{
+    char *end;
+    errno = 0;
+    long long value = strtoll (text, &end, 10);
+    int shift = 0;
+    if (*end == 'K' || *end == 'k')
+        shift = 10;
+    else if (*end == 'M' || *end == 'm')
+        shift = 20;
+    else if (*end == 'G' || *end == 'g')
+        shift = 30;
+    if (shift)
+        end++;
+    if (*text < '0' || *text > '9' || *end != 0 || errno || value < 0
+        || value > (INT64_MAX >> shift)) {
+        fprintf (stderr,
+                 "pigato-broker: %s needs a size (bytes, or a number with "
+                 "K, M or G), not '%s'\n",
+                 option, text);
+        exit (EXIT_USAGE);
+    }
+    return (int64_t) value << shift;
+}
+
 static int
 s_number (const char *text, const char *option, int minimum)
 {
@@ -150,7 +190,10 @@ main (int argc, char *argv [])
         OPT_CACHE_MAX,
         OPT_BUSY_POLL,
         OPT_MAX_CONNECTIONS,
-        OPT_HANDSHAKE_TIMEOUT
+        OPT_HANDSHAKE_TIMEOUT,
+        OPT_MAX_MEMORY,
+        OPT_MAX_INBOUND,
+        OPT_MAX_OUTBOUND
     };
     static const struct option options [] = {
         { "bind", required_argument, NULL, OPT_BIND },
@@ -167,6 +210,9 @@ main (int argc, char *argv [])
         { "busy-poll", required_argument, NULL, OPT_BUSY_POLL },
         { "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
         { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
+        { "max-memory", required_argument, NULL, OPT_MAX_MEMORY },
+        { "max-inbound", required_argument, NULL, OPT_MAX_INBOUND },
+        { "max-outbound", required_argument, NULL, OPT_MAX_OUTBOUND },
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -183,6 +229,9 @@ main (int argc, char *argv [])
     int busy_poll = 0;
     int max_connections = 0;  //  0 = from the file limit
     int handshake_timeout = PIGATO_HANDSHAKE_TIMEOUT_MS;
+    int64_t max_memory = 0;  //  0 = half of physical memory
+    int64_t max_inbound = PIGATO_MAX_INBOUND;
+    int64_t max_outbound = PIGATO_MAX_OUTBOUND;
 
     int option;
     while ((option = getopt_long (argc, argv, "hV", options, NULL)) != -1) {
@@ -220,6 +269,15 @@ main (int argc, char *argv [])
                 break;
             case OPT_HANDSHAKE_TIMEOUT:
                 handshake_timeout = s_number (optarg, "--handshake-timeout", 0);
+                break;
+            case OPT_MAX_MEMORY:
+                max_memory = s_size (optarg, "--max-memory");
+                break;
+            case OPT_MAX_INBOUND:
+                max_inbound = s_size (optarg, "--max-inbound");
+                break;
+            case OPT_MAX_OUTBOUND:
+                max_outbound = s_size (optarg, "--max-outbound");
                 break;
             case OPT_CACHE_MAX: {
                 char *end;
@@ -293,6 +351,11 @@ main (int argc, char *argv [])
     if (bind_count == 0)
         binds [bind_count++] = "tcp://127.0.0.1:5555";
 
+    //  The memory ceiling reads the resident size: freed large buffers
+    //  (message bodies) must go back to the system. glibc's mmap threshold
+    //  otherwise rises to the largest buffer freed (up to 32 MiB), and
+    //  bodies below it stay in the heap after they are freed
+    mallopt (M_MMAP_THRESHOLD, 1024 * 1024);
     pigato_log_set (log_level, pigato_log_stderr, NULL);
     s_raise_file_limit ();
     zsys_set_io_threads ((size_t) io_threads);  //  before any socket
@@ -309,7 +372,10 @@ main (int argc, char *argv [])
         pigato_broker_set_cache_max (broker, (size_t) cache_max);
     pigato_broker_set_busy_poll (broker, busy_poll);
     if (pigato_broker_set_max_connections (broker, max_connections)
-        || pigato_broker_set_handshake_timeout (broker, handshake_timeout)) {
+        || pigato_broker_set_handshake_timeout (broker, handshake_timeout)
+        || (max_memory && pigato_broker_set_max_memory (broker, max_memory))
+        || pigato_broker_set_max_inbound (broker, max_inbound)
+        || pigato_broker_set_max_outbound (broker, max_outbound)) {
         fprintf (stderr, "pigato-broker: %s\n", pigato_broker_error (broker));
         rc = EXIT_USAGE;
         goto cleanup;
@@ -348,17 +414,20 @@ main (int argc, char *argv [])
                "and peers are NOT authenticated\n",
                stderr);
     char line [1024];
-    size_t used = (size_t) snprintf (line, sizeof line,
-                                     "event=ready version=%s mode=%s%s key=%s "
-                                     "max_connections=%d "
-                                     "handshake_timeout_ms=%d endpoints=",
-                                     pigato_version (),
-                                     insecure    ? "insecure"
-                                     : allow_any ? "allow-any"
-                                                 : "acl",
-                                     insecure && acl ? "+acl" : "", public_key,
-                                     pigato_broker_max_connections (broker),
-                                     handshake_timeout);
+    size_t used = (size_t) snprintf (
+        line, sizeof line,
+        "event=ready version=%s mode=%s%s key=%s "
+        "max_connections=%d "
+        "handshake_timeout_ms=%d "
+        "max_memory=%" PRId64 " max_inbound=%" PRId64 " max_outbound=%" PRId64
+        " endpoints=",
+        pigato_version (),
+        insecure    ? "insecure"
+        : allow_any ? "allow-any"
+                    : "acl",
+        insecure && acl ? "+acl" : "", public_key,
+        pigato_broker_max_connections (broker), handshake_timeout,
+        pigato_broker_max_memory (broker), max_inbound, max_outbound);
     for (int index = 0; index < bind_count && used < sizeof line; index++)
         used += (size_t) snprintf (line + used, sizeof line - used, "%s%s",
                                    index ? "," : "", binds [index]);
@@ -384,7 +453,9 @@ main (int argc, char *argv [])
                   " native_batches_out=%" PRId64 " native_entries_out=%" PRId64
                   " cache_hits=%" PRId64 " zap_denied=%" PRId64
                   " unsent=%" PRId64 " connections_refused=%" PRId64
-                  " over_quota=%" PRId64,
+                  " over_quota=%" PRId64 " over_memory=%" PRId64
+                  " inbound_cut=%" PRId64 " slow_consumers=%" PRId64
+                  " memory_cut=%" PRId64 " messages_too_large=%" PRId64,
                   pigato_broker_counter (broker, "requests"),
                   pigato_broker_counter (broker, "replies"),
                   pigato_broker_counter (broker, "failed"),
@@ -397,7 +468,12 @@ main (int argc, char *argv [])
                   pigato_broker_counter (broker, "zap_denied"),
                   pigato_broker_counter (broker, "unsent"),
                   pigato_broker_counter (broker, "connections_refused"),
-                  pigato_broker_counter (broker, "over_quota"));
+                  pigato_broker_counter (broker, "over_quota"),
+                  pigato_broker_counter (broker, "over_memory"),
+                  pigato_broker_counter (broker, "inbound_cut"),
+                  pigato_broker_counter (broker, "slow_consumers"),
+                  pigato_broker_counter (broker, "memory_cut"),
+                  pigato_broker_counter (broker, "messages_too_large"));
         pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
     }
     rc = rc == PIGATO_E_INTERRUPTED ? 0 : rc ? 1 : 0;

@@ -259,6 +259,7 @@ pigato__native_writer_reset (pigato__native_writer_t *self)
     self->size = 0;
     self->entries = 0;
     self->externals = 0;
+    self->external_bytes = 0;
 }
 
 void
@@ -275,6 +276,7 @@ pigato__native_writer_full (const pigato__native_writer_t *self)
 {
     return self->entries >= PIGATO__NATIVE_ENTRIES_MAX
         || self->externals >= PIGATO__NATIVE_EXTERNAL_MAX
+        || self->size + self->external_bytes >= PIGATO__NATIVE_MESSAGE_BYTES
         || self->size >= PIGATO__NATIVE_BATCH_BYTES;
 }
 
@@ -347,7 +349,9 @@ pigato__native_writer_add (pigato__native_writer_t *self,
         at = s_put (at, &entry->data);
     self->size = (size_t) (at - self->data);
     self->entries++;
-    if (external)
+    if (external) {
         self->externals++;
+        self->external_bytes += entry->data.size;
+    }
     return 0;
 }

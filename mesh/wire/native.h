@@ -21,7 +21,11 @@
 #define PIGATO__NATIVE_EXTERNAL_MAX 256    //  external body frames per message
 #define PIGATO__NATIVE_INLINE_MAX   4096   //  larger bodies go external
 #define PIGATO__NATIVE_BATCH_BYTES  65536  //  a writer is full past this
-#define PIGATO__NATIVE_OPTS_MAX     PIGATO__OPTS_MAX
+//  A writer is full too once its batch frame and external bodies hold this
+//  much: a batch then stays under PIGATO__MESSAGE_BYTES_MAX (internal.h)
+//  with one more entry of the largest size
+#define PIGATO__NATIVE_MESSAGE_BYTES (1024 * 1024)
+#define PIGATO__NATIVE_OPTS_MAX      PIGATO__OPTS_MAX
 
 //  Entry flags
 #define PIGATO__NATIVE_ERROR    0x01  //  status -1
@@ -68,12 +72,13 @@ int
 pigato__native_reader_rewind (pigato__native_reader_t *self) PIGATO__MUST_CHECK;
 
 typedef struct {
-    byte *data;        //  the batch frame being built
-    size_t size;       //  bytes used (0 = empty, no head yet)
-    size_t capacity;   //  bytes allocated
-    size_t entries;    //  entries in it
-    size_t externals;  //  external bodies announced
-    char role;         //  'C' or 'W'
+    byte *data;             //  the batch frame being built
+    size_t size;            //  bytes used (0 = empty, no head yet)
+    size_t capacity;        //  bytes allocated
+    size_t entries;         //  entries in it
+    size_t externals;       //  external bodies announced
+    size_t external_bytes;  //  and their bytes
+    char role;              //  'C' or 'W'
 } pigato__native_writer_t;
 
 //  Initialises an empty writer for a role. Allocates nothing.

@@ -12,6 +12,8 @@ import signal
 import time
 import unittest
 
+import zmq
+
 import harness
 from harness import CLI_BIN, MeshTestCase, secs
 
@@ -160,6 +162,204 @@ class LimitTests:
         self.assertEqual(rc, 0, err)
         self.assertEqual(len(out), BODY_MAX)
         self.assertEqual(out.strip("y"), "")
+
+
+# --------------------------------------------------------------------------
+# Byte budgets (issue 14 items 2 and 4, the memory ceiling): an identity
+# with a valid key and no rights, or a client that never reads, cannot
+# make the broker hold more than its budgets; others are not affected.
+
+MIB = 1024 * 1024
+BUDGET = 64 * MIB             # --max-inbound and --max-outbound defaults
+# What a broker may hold beyond its budget before it cuts: one scan step
+# (an eighth of the budget), what arrives in one 20 ms tick, the kernel's
+# socket buffers and libzmq's own per-frame cost. A broker without budgets
+# holds the whole attack (600 MiB and more).
+SLACK = 64 * MIB
+
+
+def memory(pid):
+    """(VmRSS, VmHWM) of a process in bytes."""
+    values = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+class ByteBudgetTest(MeshTestCase):
+    """A real CURVE broker with an ACL: the attacker holds a valid key and
+    no rights (or only `call echo`); victim is a client and worker pair."""
+
+    CURVE = True
+    START_BROKER = False
+
+    def setUp(self):
+        MeshTestCase.setUp(self)
+        self.attacker = harness.KeyPair(self.tmp, "attacker")
+        self.victim = harness.KeyPair(self.tmp, "victim")
+        self.acl = harness.write_acl(os.path.join(self.tmp, "mesh.acl"), (
+            "identity attacker %s\nidentity victim %s\n"
+            "allow victim call *\nallow victim serve *\n"
+            "allow attacker call echo\n") % (self.attacker.public, self.victim.public))
+        self.raws = []
+
+    def tearDown(self):
+        for s in self.raws:        # before the mesh's context ends
+            s.close(0)
+        MeshTestCase.tearDown(self)
+
+    def budget_broker(self, extra=()):
+        self.broker = self.start_broker(acl=self.acl, extra=list(extra))
+        self.start_rss = memory(self.broker.pid)[0]
+        self.vworker = self.ready_worker("work", keypair=self.victim)
+        self.vclient = self.client(keypair=self.victim)
+        self.served = 0
+
+    def raw(self, keypair, **options):
+        """A pyzmq DEALER with a key of the ACL, outside the mesh pump."""
+        s = self.mesh.ctx.socket(zmq.DEALER)
+        s.linger = 0
+        for name, value in options.items():
+            setattr(s, name, value)
+        s.curve_serverkey = harness.b(self.broker.key.public)
+        s.curve_publickey = harness.b(keypair.public)
+        s.curve_secretkey = harness.b(keypair.secret)
+        s.connect(self.broker.endpoint)
+        self.raws.append(s)
+        return s
+
+    def victim_round(self):
+        """One request of the victim pair, served and answered."""
+        self.served += 1
+        rid = "v-%d" % self.served
+        self.vclient.request("work", rid, '"ping"')
+        req = self.vworker.next_request(10)
+        self.assertIsNotNone(req, "victim request %s lost\n%s" % (rid, self.broker.tail(10)))
+        self.vworker.reply(req, '"pong"')
+        _, final = self.vclient.final(rid, 10)
+        self.assertIsNotNone(final, "victim reply %s lost\n%s" % (rid, self.broker.tail(10)))
+        self.assertEqual(final.data, b'"pong"')
+
+    def serve_until(self, regex, timeout, action=None):
+        """Victim rounds (and action) until the broker logs regex."""
+        deadline = time.monotonic() + secs(timeout)
+        while time.monotonic() < deadline:
+            self.victim_round()
+            if action:
+                action()
+            m = self.broker.wait_for_log(regex, 0.02, idle=self.mesh.pump)
+            if m:
+                return m
+        self.fail("no %s within %ss\n%s" % (regex, timeout, self.broker.tail(10)))
+
+    def assert_bounded(self, what):
+        rss, peak = memory(self.broker.pid)
+        self.assertLess(peak - self.start_rss, BUDGET + SLACK,
+                        "%s: the broker's peak RSS grew by %d MiB"
+                        % (what, (peak - self.start_rss) // MIB))
+        return rss, peak
+
+    def stopped_counter(self, name):
+        mark = self.broker.mark()
+        self.assertEqual(self.broker.stop(signal.SIGTERM, 5), (0, True))
+        m = self.broker.wait_for_log(r"event=stopped .*\b%s=(\d+)" % name, 2, mark)
+        self.assertIsNotNone(m, self.broker.tail(3))
+        return int(m.group(1))
+
+    def one_huge_message(self, frames, size):
+        self.budget_broker()
+        s = self.raw(self.attacker, sndhwm=0)
+        s.send_multipart([b"x" * size] * frames, copy=False)
+        m = self.serve_until(r"event=inbound_over_budget address=\S+ identity=\S+ "
+                             r"unread_bytes=(\d+)", 30)
+        self.assertGreater(int(m.group(1)), BUDGET)
+        self.assert_bounded("%d frames of %d bytes" % (frames, size))
+        # The cut gave the memory back, and the victims go on
+        for _ in range(20):
+            self.victim_round()
+        self.assertEqual(self.stopped_counter("inbound_cut"), 1)
+
+    def test_one_message_of_40_frames_of_15_mib_is_cut(self):
+        self.one_huge_message(40, 15 * MIB)
+
+    def test_one_message_of_600_frames_of_1_mib_is_cut(self):
+        self.one_huge_message(600, MIB)
+
+    def test_a_message_over_the_message_limit_is_dropped_whole(self):
+        # 3 x 15 MiB: under the inbound budget, over the largest message
+        self.budget_broker()
+        s = self.raw(self.attacker)
+        s.send_multipart([b"C", b"2", b"echo", b"r1"] + [b"x" * (15 * MIB)] * 3)
+        self.serve_until(r"event=message_too_large address=127\.0\.0\.1 "
+                         r"identity=attacker parts=7 bytes=\d+", 20)
+        self.victim_round()
+        self.assertEqual(self.stopped_counter("messages_too_large"), 1)
+
+    def test_client_that_never_reads_its_replies_is_a_slow_consumer(self):
+        self.budget_broker()
+        echo = self.ready_worker("echo", keypair=self.victim, concurrency=1000)
+        s = self.raw(self.attacker, rcvhwm=10)
+        for i in range(400):
+            s.send_multipart([b"C", b"2", b"echo", b"r%d" % i, b'"x"', b"{}"])
+        big = b"y" * MIB
+
+        def answer():
+            while True:
+                req = echo.next_request(0)
+                if req is None:
+                    return
+                echo.reply(req, big)
+        m = self.serve_until(r"event=slow_consumer address=\S+ identity=attacker "
+                             r"unread_bytes=\d+ unsent_bytes=(\d+)", 30, answer)
+        self.assertGreater(int(m.group(1)), BUDGET)
+        self.assert_bounded("1 MiB replies never read")
+        for _ in range(20):
+            self.victim_round()
+        self.assertEqual(self.stopped_counter("slow_consumers"), 1)
+
+    def test_denied_requests_whose_errors_are_never_read_are_cut(self):
+        self.budget_broker()
+        s = self.raw(self.attacker, rcvhwm=10, sndhwm=0)
+        name = b"s" * 200            # the error names it: longer replies
+        sent = 0
+        while sent < 400000 and not self.broker.count(r"event=slow_consumer"):
+            for _ in range(5000):
+                s.send_multipart([b"C", b"2", name, b"r%d" % sent, b'"x"', b"{}"])
+                sent += 1
+            self.victim_round()
+        self.serve_until(r"event=slow_consumer address=\S+ identity=attacker", 30)
+        self.assert_bounded("denied requests never read")
+        # What it held is given back once it is cut
+        deadline = time.monotonic() + secs(10)
+        while memory(self.broker.pid)[0] - self.start_rss > 32 * MIB \
+                and time.monotonic() < deadline:
+            self.victim_round()
+        self.assertLess(memory(self.broker.pid)[0] - self.start_rss, 32 * MIB)
+        self.assertEqual(self.stopped_counter("slow_consumers"), 1)
+
+    def test_over_the_memory_ceiling_requests_are_refused_until_under(self):
+        self.budget_broker(["--max-memory", "40M"])
+        self.assertIsNotNone(self.broker.wait_for_log(r"event=ready .*\bmax_memory=41943040\b", 1))
+        # Requests nobody serves hold 48 MiB of bodies for 3 s
+        holder = self.client(keypair=self.victim)
+        for i in range(12):
+            holder.request("nobody", "held-%d" % i, '"%s"' % ("z" * (4 * MIB)),
+                           '{"timeout":3000}')
+        self.assertIsNotNone(self.wait_log(r"event=memory_over_ceiling rss=\d+ "
+                                           r"max_memory=41943040", 10))
+        self.vclient.request("work", "refused", '"ping"')
+        _, final = self.vclient.final("refused", 5)
+        self.assertIsNotNone(final, self.broker.tail(10))
+        self.assertEqual(final.status, b"-1")
+        self.assertIn(b"E_OVERLOADED", final.data)
+        # The held requests time out, their bodies go: served again
+        self.assertIsNotNone(self.wait_log(r"event=memory_under_ceiling", 15),
+                             self.broker.tail(10))
+        self.victim_round()
+        self.assertGreaterEqual(self.stopped_counter("over_memory"), 1)
 
 
 class InsecureLimitTest(LimitTests, MeshTestCase):
