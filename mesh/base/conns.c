@@ -68,6 +68,7 @@ pigato__conns_accepted (pigato__conns_t *self, int fd)
         if (slot->dying)
             self->dying--;
         slot->dying = false;
+        slot->handshaken = false;
         slot->out_check = false;
         slot->bytes_in = slot->bytes_out = slot->frames_out = 0;
         slot->out_checked = 0;
@@ -82,6 +83,22 @@ pigato__conns_set_identity (pigato__conns_t *self, int fd, const char *identity)
     slot_t *slot = s_slot (self, fd, false);
     if (slot && !slot->identity && identity)
         slot->identity = strdup (identity);
+}
+
+void
+pigato__conns_handshaken (pigato__conns_t *self, int fd)
+{
+    slot_t *slot = s_slot (self, fd, false);
+    if (slot && slot->state == FD_OPEN)
+        slot->handshaken = true;
+}
+
+bool
+pigato__conns_in_handshake (pigato__conns_t *self, const pigato__conn_t *conn)
+{
+    slot_t *slot = s_slot (self, conn->fd, false);
+    return slot && slot->state == FD_OPEN && !slot->dying && !slot->handshaken
+        && slot->generation == conn->generation;
 }
 
 bool

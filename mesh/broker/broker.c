@@ -82,6 +82,7 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     pigato__budget_close (&self->budget);
     free (self->dying);
     free (self->refusing);
+    free (self->shaking);
     free (self->acl_path);
     free (self->key_file);
     free (self);
@@ -264,6 +265,8 @@ pigato_broker_counter (pigato_broker_t *self, const char *name)
         return self->connections;
     if (streq (name, "connections_refused"))
         return self->connections_refused;
+    if (streq (name, "connections_evicted"))
+        return self->connections_evicted;
     if (streq (name, "inbound_cut"))
         return self->budget.inbound_cut;
     if (streq (name, "slow_consumers"))
@@ -416,7 +419,8 @@ s_create_router (pigato_broker_t *self)
     }
     if (!self->monitor
         || zmq_socket_monitor (zsock_resolve (router), monitor_endpoint,
-                               ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED)
+                               ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED
+                                   | ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
         || zsock_connect (self->monitor, "%s", monitor_endpoint)) {
         pigato__errorf (self->error, sizeof self->error,
                         "cannot monitor the broker socket: %s",
@@ -571,27 +575,99 @@ s_refuse (pigato_broker_t *self, int fd)
     self->refusing [self->refusing_count++] = fd;
 }
 
+//  A refusing entry for a connection shut to let a newer one in (it was
+//  still in its handshake when the limit was reached), not the newer one
+#define EVICTED (1 << 30)
+
 //  An fd closed: it is no longer one to shut.
 static void
 s_refuse_cancel (pigato_broker_t *self, int fd)
 {
     for (size_t index = 0; index < self->refusing_count; index++)
-        if (self->refusing [index] == fd) {
+        if ((self->refusing [index] & ~EVICTED) == fd) {
             self->refusing [index] = self->refusing [--self->refusing_count];
             return;
         }
 }
 
+//  Connections are remembered in accept order while they may still be in
+//  their handshake: when the maximum is reached, the oldest of those
+//  that has been at it for EVICT_AFTER_MS goes. A handshake takes
+//  milliseconds, so only connections that sit idle are evicted, never a
+//  burst of peers (reconnecting after a restart) evicting one another.
+//  Entries that finished their handshake or closed are dropped when met,
+//  and compacted away when the list is full.
+#define EVICT_AFTER_MS 1000
+
+static void
+s_shaking_add (pigato_broker_t *self, int fd)
+{
+    pigato__conn_t conn;
+    if (pigato__conns_lookup (self->core->conns, fd, &conn)
+        != PIGATO__CONN_OPEN)
+        return;
+    if (self->shaking_head + self->shaking_count == self->shaking_max) {
+        size_t kept = 0;
+        for (size_t index = 0; index < self->shaking_count; index++) {
+            struct pigato__shaking_t *entry =
+                &self->shaking [self->shaking_head + index];
+            if (pigato__conns_in_handshake (self->core->conns, &entry->conn))
+                self->shaking [kept++] = *entry;
+        }
+        self->shaking_head = 0;
+        self->shaking_count = kept;
+        if (kept * 2 > self->shaking_max || self->shaking_max == 0) {
+            size_t max = self->shaking_max ? self->shaking_max * 2 : 256;
+            struct pigato__shaking_t *shaking = (struct pigato__shaking_t *)
+                realloc (self->shaking, max * sizeof *shaking);
+            if (!shaking)
+                return;  //  not remembered: never evicted
+            self->shaking = shaking;
+            self->shaking_max = max;
+        }
+    }
+    self->shaking [self->shaking_head + self->shaking_count++] =
+        (struct pigato__shaking_t) { conn, pigato__now_ms () };
+}
+
+//  The oldest connection in its handshake for EVICT_AFTER_MS (taken off
+//  the list), or -1.
+static int
+s_shaking_oldest (pigato_broker_t *self)
+{
+    int64_t before = pigato__now_ms () - EVICT_AFTER_MS;
+    while (self->shaking_count) {
+        struct pigato__shaking_t *entry = &self->shaking [self->shaking_head];
+        if (!pigato__conns_in_handshake (self->core->conns, &entry->conn)) {
+            self->shaking_head++;
+            self->shaking_count--;
+            continue;
+        }
+        if (entry->since > before)
+            return -1;  //  the oldest is still young: so are the others
+        self->shaking_head++;
+        self->shaking_count--;
+        return entry->conn.fd;
+    }
+    self->shaking_head = 0;
+    return -1;
+}
+
 //  Shuts the connections over the maximum. shutdown () leaves the fd to
 //  libzmq, which owns it: its engine reads the end of the stream, closes
-//  the fd and reports DISCONNECTED like for any peer that left. The
-//  connection never gets to its handshake (no CURVE work, no ZAP).
+//  the fd and reports DISCONNECTED like for any peer that left. A new
+//  connection never gets to its handshake (no CURVE work, no ZAP); an
+//  evicted one had not finished its own.
 static void
 s_refuse_now (pigato_broker_t *self)
 {
     for (size_t index = 0; index < self->refusing_count; index++) {
-        int fd = self->refusing [index];
-        self->connections_refused++;
+        int fd = self->refusing [index] & ~EVICTED;
+        bool evicted = (self->refusing [index] & EVICTED) != 0;
+        if (evicted)
+            self->connections_evicted++;
+        else
+            self->connections_refused++;
         if (pigato__log_level >= PIGATO_LOG_WARNING
             && pigato__ratelimit_allow_at (
                 &self->refuse_log, "connection_refused", PIGATO_LOG_WARNING)) {
@@ -600,8 +676,9 @@ s_refuse_now (pigato_broker_t *self)
             pigato__log (PIGATO_LOG_WARNING,
                          "event=connection_refused address=%s "
                          "connections=%" PRId64 " max_connections=%d "
-                         "reason=max_connections",
-                         address, self->connections, self->max_connections);
+                         "reason=%s",
+                         address, self->connections, self->max_connections,
+                         evicted ? "evicted_in_handshake" : "max_connections");
         }
         shutdown (fd, SHUT_RDWR);
     }
@@ -629,9 +706,23 @@ pigato__broker_monitor_drain (pigato_broker_t *self)
                         break;
                     }
                 pigato__conns_accepted (self->core->conns, (int) value);
-                if (++self->connections > self->max_connections)
-                    s_refuse (self, (int) value);
+                if (++self->connections <= self->max_connections)
+                    s_shaking_add (self, (int) value);
+                else {
+                    //  Full: the oldest connection still in its handshake
+                    //  goes, so that idle connections that never finish
+                    //  one cannot keep everyone out; with none, this one
+                    int oldest = s_shaking_oldest (self);
+                    if (oldest >= 0) {
+                        s_refuse (self, oldest | EVICTED);
+                        s_shaking_add (self, (int) value);
+                    }
+                    else
+                        s_refuse (self, (int) value);
+                }
             }
+            else if (type == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+                pigato__conns_handshaken (self->core->conns, (int) value);
             else if (type == ZMQ_EVENT_DISCONNECTED) {
                 if (self->connections > 0)
                     self->connections--;

@@ -85,6 +85,15 @@ struct _pigato_broker_t {
     int *refusing;                   //  fds to shut at the end of this
     size_t refusing_count;           //  monitor drain (s_refuse in
     size_t refusing_max;             //  broker.c)
+    int64_t connections_evicted;     //  shut in their handshake to let a
+                                     //  newer one in
+    struct pigato__shaking_t {
+        pigato__conn_t conn;
+        int64_t since;               //  accepted then (ms)
+    } * shaking;                     //  connections in accept order that
+    size_t shaking_head;             //  may still be in their handshake
+    size_t shaking_count;            //  (entries that finished it or
+    size_t shaking_max;              //  closed are skipped or compacted)
     pigato__ratelimit_t refuse_log;  //  connection_refused log limiter
     pigato__budget_t budget;         //  byte budgets (budget.c)
     char error [256];                //  last error message

@@ -453,9 +453,10 @@ main (int argc, char *argv [])
                   " native_batches_out=%" PRId64 " native_entries_out=%" PRId64
                   " cache_hits=%" PRId64 " zap_denied=%" PRId64
                   " unsent=%" PRId64 " connections_refused=%" PRId64
-                  " over_quota=%" PRId64 " over_memory=%" PRId64
-                  " inbound_cut=%" PRId64 " slow_consumers=%" PRId64
-                  " memory_cut=%" PRId64 " messages_too_large=%" PRId64,
+                  " connections_evicted=%" PRId64 " over_quota=%" PRId64
+                  " over_memory=%" PRId64 " inbound_cut=%" PRId64
+                  " slow_consumers=%" PRId64 " memory_cut=%" PRId64
+                  " messages_too_large=%" PRId64,
                   pigato_broker_counter (broker, "requests"),
                   pigato_broker_counter (broker, "replies"),
                   pigato_broker_counter (broker, "failed"),
@@ -468,6 +469,7 @@ main (int argc, char *argv [])
                   pigato_broker_counter (broker, "zap_denied"),
                   pigato_broker_counter (broker, "unsent"),
                   pigato_broker_counter (broker, "connections_refused"),
+                  pigato_broker_counter (broker, "connections_evicted"),
                   pigato_broker_counter (broker, "over_quota"),
                   pigato_broker_counter (broker, "over_memory"),
                   pigato_broker_counter (broker, "inbound_cut"),

@@ -150,6 +150,13 @@ class ConnectionTests(MeshTestCase):
             self.assertGreaterEqual(idle.closed_within(secs(1.0)), 300 - maximum,
                                     "connections over the maximum were not "
                                     "closed at once\n" + broker.tail())
+        # The legitimate peers, which reconnect, get in while the idle ones
+        # still sit: once those have been in their handshake for a second,
+        # the oldest is evicted for each new connection
+        self.finish_call(w, c, timeout=4)
+        self.assertTrue(broker.wait_for_log(r"event=connection_refused .*"
+                                            r"reason=evicted_in_handshake",
+                                            timeout=0), broker.tail())
         # No spin: the broker is all but idle while the connections sit
         before, started = cpu_seconds(broker.pid), time.monotonic()
         idle.watch(secs(2.0))
@@ -158,16 +165,41 @@ class ConnectionTests(MeshTestCase):
         self.assertLess(used / elapsed, 0.25,
                         "the broker used %.2f s of CPU in %.2f s with idle "
                         "connections open\n%s" % (used, elapsed, broker.tail()))
-        # The idle ones end at the handshake timeout (5 s by default), and
-        # the legitimate peers, which reconnect, get in
+        # The idle ones end at the handshake timeout (5 s by default)
         idle.watch(secs(6.0), until_all_closed=True)
         self.assertEqual(idle.open_count(), 0,
                          "idle connections outlived the handshake timeout")
-        self.finish_call(w, c, timeout=5)
         self.assertLess(open_files(broker.pid)[1], 16)
         self.assertTrue(broker.wait_for_log(r"event=connection_refused .*"
                                             r"reason=max_connections", timeout=0),
                         "refusals are logged")
+
+    def test_a_full_broker_evicts_the_oldest_connection_in_its_handshake(self):
+        # The maximum is reached with connections that never finish a
+        # handshake: a new one gets in at once (the oldest idle one goes),
+        # not when the idle ones reach the handshake timeout (10 s here)
+        broker = self.start_broker(extra=["--max-connections", "50",
+                                          "--handshake-timeout", "10000"])
+        idle = self.open_idle(broker, 50)
+        # Connections are evicted once they have been at their handshake
+        # for a second (a burst of peers in theirs is not)
+        idle.watch(secs(1.2))
+        self.assertEqual(idle.open_count(), 50, broker.tail())
+        started = time.monotonic()
+        w, c = self.start_call(broker, "echo")
+        self.finish_call(w, c, timeout=3)
+        self.assertLess(time.monotonic() - started, secs(3))
+        idle.watch(secs(0.3))
+        # The oldest idle ones made room (one per new connection), the
+        # newest are still open
+        self.assertGreaterEqual(50 - idle.open_count(), 2)
+        self.assertIsNone(idle.closed[-1])
+        self.assertIsNotNone(idle.closed[0])
+        self.assertTrue(broker.wait_for_log(r"event=connection_refused .*"
+                                            r"reason=evicted_in_handshake",
+                                            timeout=0), broker.tail())
+        broker.stop()
+        self.assertRegex(broker.text(), r"connections_evicted=[1-9]")
 
     def test_curve_connections_past_the_maximum_are_shut(self):
         broker = self.start_broker(extra=["--max-connections", "20",
