@@ -596,7 +596,8 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
                          "ceiling; try again later");
     }
     const pigato__bytes_t *name = &in->caller.service;
-    pigato__tenant_t *tenant = pigato__core_tenant (self, in->identity);
+    pigato__tenant_t *tenant = pigato__core_tenant_of (self, &in->caller.conn,
+                                                       in->identity);
     if (!tenant)
         return s_refuse (error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker ran out of memory; try "

@@ -366,6 +366,12 @@ void pigato__core_internal_tick (pigato__core_t *self);
 pigato__tenant_t *pigato__core_tenant (pigato__core_t *self,
                                        const char *identity);
 
+//  The same for a message on conn from identity: the connection's owner
+//  when it has one (pigato__core_connection_owner; no lookup by name).
+pigato__tenant_t *pigato__core_tenant_of (pigato__core_t *self,
+                                          const pigato__conn_t *conn,
+                                          const char *identity);
+
 //  Checks a new request of bytes against the tenant's limits and, if it
 //  passes, takes its rate token. 0, or a refusal: counted, logged, and
 //  an E_QUOTA text written to error; returns PIGATO_E_NOMEM.

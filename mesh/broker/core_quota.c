@@ -108,6 +108,21 @@ pigato__core_tenant (pigato__core_t *self, const char *identity)
     return tenant;
 }
 
+pigato__tenant_t *
+pigato__core_tenant_of (pigato__core_t *self, const pigato__conn_t *conn,
+                        const char *identity)
+{
+    //  A connection's identity never changes: its owner is the tenant
+    if (conn->fd >= 0 && (size_t) conn->fd < self->owners_size) {
+        pigato__conn_owner_t *owner = &self->owners [conn->fd];
+        if (owner->tenant && owner->generation == conn->generation) {
+            s_tenant_refresh (self, owner->tenant);
+            return owner->tenant;
+        }
+    }
+    return pigato__core_tenant (self, identity);
+}
+
 void
 pigato__core_quota_log (pigato__core_t *self, const char *identity,
                         const pigato__bytes_t *service, const char *limit)
