@@ -68,7 +68,6 @@ pigato__conns_accepted (pigato__conns_t *self, int fd)
         if (slot->dying)
             self->dying--;
         slot->dying = false;
-        slot->handshaken = false;
         slot->out_check = false;
         slot->bytes_in = slot->bytes_out = slot->frames_out = 0;
         slot->out_checked = 0;
@@ -85,19 +84,11 @@ pigato__conns_set_identity (pigato__conns_t *self, int fd, const char *identity)
         slot->identity = strdup (identity);
 }
 
-void
-pigato__conns_handshaken (pigato__conns_t *self, int fd)
-{
-    slot_t *slot = s_slot (self, fd, false);
-    if (slot && slot->state == FD_OPEN)
-        slot->handshaken = true;
-}
-
 bool
 pigato__conns_in_handshake (pigato__conns_t *self, const pigato__conn_t *conn)
 {
     slot_t *slot = s_slot (self, conn->fd, false);
-    return slot && slot->state == FD_OPEN && !slot->dying && !slot->handshaken
+    return slot && slot->state == FD_OPEN && !slot->dying && slot->bytes_in == 0
         && slot->generation == conn->generation;
 }
 

@@ -41,11 +41,10 @@ pigato__conn_t pigato__conns_disconnected (pigato__conns_t *self, int fd);
 //  was open and not dying yet. pigato__conns_disconnected ends it.
 bool pigato__conns_dying (pigato__conns_t *self, int fd);
 
-//  The handshake of the fd's connection succeeded (a monitor event).
-void pigato__conns_handshaken (pigato__conns_t *self, int fd);
-
-//  True if conn is its fd's current connection, open, and has not
-//  finished its handshake (yet).
+//  True if conn is its fd's current connection, open, and nothing came
+//  from it yet: it has not finished its handshake, or it did and has not
+//  said a word (every pigato peer speaks at once: READY, a heartbeat, a
+//  request). The broker's byte count tells (bytes_in).
 bool pigato__conns_in_handshake (pigato__conns_t *self,
                                  const pigato__conn_t *conn);
 
@@ -99,7 +98,6 @@ typedef struct {
     uint8_t state;                   //  pigato__conn_state_t
     bool dying;                      //  disconnected, last words unread
     bool out_check;                  //  queued for an outbound check
-    bool handshaken;                 //  its handshake succeeded
     pigato__conn_link_t *heads [2];  //  filed workers, requests
     //  Byte budgets (the broker's budget.c): what the broker read from
     //  this connection and sent to it, as bytes on the wire (framing

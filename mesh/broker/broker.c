@@ -419,8 +419,7 @@ s_create_router (pigato_broker_t *self)
     }
     if (!self->monitor
         || zmq_socket_monitor (zsock_resolve (router), monitor_endpoint,
-                               ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED
-                                   | ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+                               ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED)
         || zsock_connect (self->monitor, "%s", monitor_endpoint)) {
         pigato__errorf (self->error, sizeof self->error,
                         "cannot monitor the broker socket: %s",
@@ -590,12 +589,15 @@ s_refuse_cancel (pigato_broker_t *self, int fd)
         }
 }
 
-//  Connections are remembered in accept order while they may still be in
-//  their handshake: when the maximum is reached, the oldest of those
-//  that has been at it for EVICT_AFTER_MS goes. A handshake takes
-//  milliseconds, so only connections that sit idle are evicted, never a
-//  burst of peers (reconnecting after a restart) evicting one another.
-//  Entries that finished their handshake or closed are dropped when met,
+//  Connections are remembered in accept order until their first message
+//  (conns.h: in_handshake): when the maximum is reached, the oldest of
+//  those that has been silent for EVICT_AFTER_MS goes. A handshake and a
+//  pigato peer's first word take milliseconds, so only connections that
+//  sit idle are evicted, never a burst of peers (reconnecting after a
+//  restart) evicting one another. (libzmq's HANDSHAKE_SUCCEEDED event
+//  would tell the handshake apart, but every monitor event is one more
+//  for libzmq's I/O thread to queue, and it blocks when the monitor's
+//  queue is full.) Entries that spoke or closed are dropped when met,
 //  and compacted away when the list is full.
 #define EVICT_AFTER_MS 1000
 
@@ -721,8 +723,7 @@ pigato__broker_monitor_drain (pigato_broker_t *self)
                         s_refuse (self, (int) value);
                 }
             }
-            else if (type == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
-                pigato__conns_handshaken (self->core->conns, (int) value);
+
             else if (type == ZMQ_EVENT_DISCONNECTED) {
                 if (self->connections > 0)
                     self->connections--;
