@@ -427,38 +427,62 @@ test_rand_mode_uses_every_worker_with_room (void **state)
     pigato__core_destroy (&core);
 }
 
+//  pigato's reject: the request goes to another worker, never back to
+//  one that rejected it; with none, it waits for one that joins later,
+//  until its timeout (no E_REJECTED at once).
 static void
-test_a_reject_goes_to_another_worker_then_fails (void **state)
+test_a_reject_goes_to_another_worker_or_waits (void **state)
 {
     (void) state;
     pigato__core_t *core = s_core ();
     pigato__worker_t *one = s_add_worker (core, "w1", "echo", 1);
-    s_submit (core, "c1", "r1", "echo", "x", NULL);
+    s_submit (core, "c1", "r1", "echo", "x", "{\"timeout\":5000}");
     event_t *sent [4];
     assert_int_equal (s_events (EV_REQUEST, 0, sent, 4), 1);
     assert_string_equal (sent [0]->to, "w1");
-    //  The only worker rejects: every worker rejected it, it fails
+    //  The only worker rejects: no error, and it is not sent back
     size_t mark = event_count;
     assert_true (s_reply (core, one, "c1", "r1", PIGATO__REJECT, "", ""));
     event_t *errors [2];
-    assert_int_equal (s_events (EV_ERROR, mark, errors, 2), 1);
-    assert_true (strncmp (errors [0]->body, "E_REJECTED", 10) == 0);
-    assert_string_equal (errors [0]->rid, "r1");
+    assert_int_equal (s_events (EV_ERROR, mark, errors, 2), 0);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 0);
     assert_int_equal (core->counters.rejects, 1);
+    //  w1 still takes other requests meanwhile
+    s_submit (core, "c1", "other", "echo", "x", NULL);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    assert_string_equal (sent [0]->rid, "other");
+    assert_true (s_reply (core, one, "c1", "other", PIGATO__REPLY, "y", ""));
 
-    //  With a second worker, a reject sends it there, never back
+    //  A worker that joins later gets it (pigato's "Worker reject")
+    mark = event_count;
     pigato__worker_t *two = s_add_worker (core, "w2", "echo", 2);
-    (void) two;
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    assert_string_equal (sent [0]->to, "w2");
+    assert_string_equal (sent [0]->rid, "r1");
+    assert_true (s_reply (core, two, "c1", "r1", PIGATO__REPLY, "ok", ""));
+
+    //  With two workers, a reject sends it to the other, never back
     mark = event_count;
     s_submit (core, "c1", "r2", "echo", "x", NULL);
     assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
     const char *first = streq (sent [0]->to, "w1") ? "w1" : "w2";
     pigato__worker_t *holder = streq (first, "w1") ? one : two;
+    pigato__worker_t *other = holder == one ? two : one;
     mark = event_count;
     assert_true (s_reply (core, holder, "c1", "r2", PIGATO__REJECT, "", ""));
     assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
     assert_string_not_equal (sent [0]->to, first);
+    //  Both rejected it: it waits, and its timeout ends it without a
+    //  reply (the client runs its own timer), freeing nothing it held
+    mark = event_count;
+    assert_true (s_reply (core, other, "c1", "r2", PIGATO__REJECT, "", ""));
     assert_int_equal (s_events (EV_ERROR, mark, errors, 2), 0);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 0);
+    size_t timeouts = core->counters.timeouts;
+    pigato__core_expire (core, core->now_ms + PIGATO_TIMEOUT_MS + 1);
+    assert_int_equal (core->counters.timeouts, timeouts + 1);
+    assert_int_equal (s_events (EV_ERROR, mark, errors, 2), 0);
+    assert_int_equal (one->in_flight + two->in_flight, 0);
     pigato__core_destroy (&core);
 }
 
@@ -1548,7 +1572,7 @@ main (void)
         cmocka_unit_test (test_concurrency_limits_what_a_worker_holds),
         cmocka_unit_test (test_load_mode_picks_the_least_loaded_worker),
         cmocka_unit_test (test_rand_mode_uses_every_worker_with_room),
-        cmocka_unit_test (test_a_reject_goes_to_another_worker_then_fails),
+        cmocka_unit_test (test_a_reject_goes_to_another_worker_or_waits),
         cmocka_unit_test (test_worker_loss_retries_or_fails),
         cmocka_unit_test (test_a_closed_client_connection_drops_its_requests),
         cmocka_unit_test (test_requests_expire_and_free_their_slot),
