@@ -237,7 +237,8 @@ PIGATO_EXPORT int
 //  drops, or no word from it for heartbeat x liveness), the client
 //  reconnects to it, and each of its requests with "retry" left is sent
 //  again at once to another live broker (to the same one only when it
-//  is the only broker), using up one retry; the others end with
+//  is the only broker), using up one retry and with the next "attempt"
+//  in its opts (docs/protocol.md); the others end with
 //  PIGATO_E_NOTCONNECTED "E_BROKER_LOST". Once the broker answers again
 //  (e.g. restarted on its endpoint) it gets new requests again.
 PIGATO_EXPORT int

@@ -318,6 +318,37 @@ s_target_not_found (pigato__core_t *self, pigato__request_t *request)
     s_request_fail (self, request, text);
 }
 
+//  Hands a request to the worker that took it. One that went to a worker
+//  before (it was rejected, or its worker was lost and it had a retry)
+//  carries the next "attempt" in its opts, so a worker can tell that it
+//  may have run already (docs/protocol.md). Opts that cannot grow (out of
+//  memory, over the limit) go as they were.
+static void
+s_request_send (pigato__core_t *self, pigato__worker_t *worker,
+                pigato__request_t *request)
+{
+    if (request->dispatches++ > 0) {
+        size_t size = 0;
+        byte *opts = (byte *) pigato__opts_next_attempt (
+            request->opts, request->opts_size, &size);
+        if (opts && size <= PIGATO__OPTS_MAX) {
+            pigato__tenant_t *tenant = (pigato__tenant_t *) request->tenant;
+            if (tenant)
+                tenant->pending_bytes += (int64_t) size
+                                       - (int64_t) request->opts_size;
+            free (request->opts);
+            request->opts = opts;
+            request->opts_size = size;
+        }
+        else {
+            free (opts);
+            pigato__log (PIGATO_LOG_WARNING, "event=attempt_unmarked worker=%s",
+                         worker->name);
+        }
+    }
+    self->emit->request (self->emit_arg, worker, request);
+}
+
 //  The requests that name this worker and wait for it go to it while it
 //  has room, oldest first. Each is checked like any request resolved to
 //  another name (s_resolution_allowed).
@@ -334,7 +365,7 @@ s_serve_waiting (pigato__core_t *self, pigato__worker_t *worker)
         }
         pigato__worker_unwait (worker, request);
         pigato__worker_take (worker, request);
-        self->emit->request (self->emit_arg, worker, request);
+        s_request_send (self, worker, request);
     }
 }
 
@@ -364,7 +395,7 @@ s_dispatch (pigato__core_t *self, pigato__service_t *service)
         if (worker) {
             pigato__service_dequeue (service, request);
             pigato__worker_take (worker, request);
-            self->emit->request (self->emit_arg, worker, request);
+            s_request_send (self, worker, request);
         }
         else {
             //  Younger requests may still go where this one could not
@@ -511,7 +542,7 @@ s_admit (pigato__core_t *self, pigato__request_t *request,
         worker = s_pick (self, service, targets [index], request);
     if (worker) {
         pigato__worker_take (worker, request);
-        self->emit->request (self->emit_arg, worker, request);
+        s_request_send (self, worker, request);
         return 0;
     }
     pigato__service_enqueue (service, request, false);

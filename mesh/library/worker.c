@@ -17,7 +17,6 @@
     =========================================================================
 */
 #include <inttypes.h>
-#include <limits.h>
 #include <jansson.h>
 #include <sodium.h>
 #include "../base/internal.h"
@@ -913,16 +912,7 @@ pigato_reply_rid_bytes (pigato_reply_t *self, size_t *size)
 PIGATO_EXPORT int
 pigato_reply_attempt (pigato_reply_t *self)
 {
-    if (!self)
-        return 0;
-    if (!strstr (self->opts, "\"attempt\""))
-        return 1;
-    json_t *opts = json_loads (self->opts, 0, NULL);
-    json_t *attempt = json_object_get (opts, "attempt");
-    json_int_t value = json_is_integer (attempt) ? json_integer_value (attempt)
-                                                 : 1;
-    json_decref (opts);
-    return value < 1 ? 1 : value > INT_MAX ? INT_MAX : (int) value;
+    return self ? pigato__opts_attempt (self->opts, strlen (self->opts)) : 0;
 }
 
 //  --------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 DEALER peers speaking the pigato 0.0.46 framing by hand. Every test runs
 twice: against an --insecure broker and a CURVE (--allow-any) broker."""
 
+import json
 import time
 import unittest
 
@@ -275,6 +276,9 @@ class BrokerBehaviour:
         c.request(service, "plain", '"p"', LONG)
         got = [a.next_request(), a.next_request()]
         self.assertNotIn(None, got, "first worker did not get both requests")
+        self.first_try = [r for r in got if r.rid == b"retry-me"][0]
+        self.assertEqual(self.first_try.opts, b'{"timeout":30000,"retry":3}',
+                         "a first attempt goes with the client's opts, as sent")
         b_ = self.ready_worker(service, identity="survivor-" + service)
         return a, b_, c
 
@@ -285,6 +289,10 @@ class BrokerBehaviour:
         req = b_.next_request(window)
         self.assertIsNotNone(req, "request with retry not re-dispatched to the other worker")
         self.assertEqual((req.rid, req.data), (b"retry-me", b'"r"'))
+        # What a worker needs to deduplicate: the same (alias, rid), and
+        # the attempt number in the opts (docs/protocol.md)
+        self.assertEqual(req.client, self.first_try.client)
+        self.assertEqual(json.loads(req.opts), {"timeout": 30000, "retry": 3, "attempt": 2})
         b_.reply(req, '"second try"')
         _, final = c.final("retry-me")
         self.assertIsNotNone(final)

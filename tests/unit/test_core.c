@@ -33,6 +33,7 @@ typedef struct {
     int fd;                     //  the connection a reply goes to
     char rid [64];              //  rid (requests, replies)
     char body [256];            //  body or error text
+    char opts [256];            //  request opts a worker is sent
     int type;                   //  reply or control type
     int status;                 //  reply status
     pigato__framing_t framing;  //  the receiver's framing
@@ -76,6 +77,8 @@ s_on_request (void *arg, pigato__worker_t *worker, pigato__request_t *request)
     s_text (event->client, sizeof event->client, &client);
     s_text (event->rid, sizeof event->rid, &rid);
     s_text (event->body, sizeof event->body, &body);
+    pigato__bytes_t opts = { request->opts, request->opts_size };
+    s_text (event->opts, sizeof event->opts, &opts);
     event->framing = worker->framing;
 }
 
@@ -459,6 +462,7 @@ test_a_reject_goes_to_another_worker_or_waits (void **state)
     assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
     assert_string_equal (sent [0]->to, "w2");
     assert_string_equal (sent [0]->rid, "r1");
+    assert_string_equal (sent [0]->opts, "{\"timeout\":5000,\"attempt\":2}");
     assert_true (s_reply (core, two, "c1", "r1", PIGATO__REPLY, "ok", ""));
 
     //  With two workers, a reject sends it to the other, never back
@@ -512,6 +516,10 @@ test_worker_loss_retries_or_fails (void **state)
     assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
     assert_string_equal (sent [0]->rid, "again");
     assert_string_equal (sent [0]->to, "w2");
+    //  Its second worker learns it may have run before: attempt 2, the
+    //  client's opts kept (and the same alias + rid)
+    assert_string_equal (sent [0]->opts, "{\"retry\":1,\"attempt\":2}");
+    assert_string_equal (sent [0]->client, s_alias (core, "c1", 100));
     //  A second loss: no retry left
     mark = event_count;
     pigato__core_worker_remove (core, two, "test", true);
