@@ -243,7 +243,8 @@ PIGATO_EXPORT int
 //  drops, or no word from it for heartbeat x liveness), the client
 //  reconnects to it, and each of its requests with "retry" left is sent
 //  again at once to another live broker (to the same one only when it
-//  is the only broker), using up one retry; the others end with
+//  is the only broker), using up one retry and with the next "attempt"
+//  in its opts (docs/protocol.md); the others end with
 //  PIGATO_E_NOTCONNECTED "E_BROKER_LOST". Once the broker answers again
 //  (e.g. restarted on its endpoint) it gets new requests again.
 PIGATO_EXPORT int
@@ -417,7 +418,8 @@ PIGATO_EXPORT int
 PIGATO_EXPORT int
     pigato_reply_error (pigato_reply_t *self, const char *message);
 
-//  Rejects the request: the broker hands it to another worker.
+//  Rejects the request: the broker hands it to another worker that has
+//  not rejected it, one that joins later included, until its timeout.
 PIGATO_EXPORT int
     pigato_reply_reject (pigato_reply_t *self, const char *reason);
 
@@ -441,8 +443,23 @@ PIGATO_EXPORT const char *
     pigato_reply_service (pigato_reply_t *self);
 PIGATO_EXPORT const char *
     pigato_reply_opts (pigato_reply_t *self);
+//  The rid is bytes chosen by the client (or, for an MDP client, by the
+//  broker: 9 bytes starting with 0x00), followed by a NUL for
+//  convenience. A text rid (libpigato and Node pigato clients) reads
+//  fine as a C string; pigato_reply_rid_bytes () gives every rid whole,
+//  writing its size (at most PIGATO_RID_MAX) to *size.
 PIGATO_EXPORT const char *
     pigato_reply_rid (pigato_reply_t *self);
+PIGATO_EXPORT const void *
+    pigato_reply_rid_bytes (pigato_reply_t *self, size_t *size);
+
+//  Which attempt this is at the request, from 1: the broker's "attempt"
+//  opt (docs/protocol.md, "Retries and duplicates"). Above 1, the request
+//  may already have run on a worker that was lost (or reached a worker
+//  through a broker that was lost): with the rid, what a handler needs
+//  to recognise a request it has already done.
+PIGATO_EXPORT int
+    pigato_reply_attempt (pigato_reply_t *self);
 
 //  Destroys a reply handle. If it was not ended, an error reply
 //  "E_DROPPED" is sent so the client does not wait for its timeout.

@@ -161,6 +161,24 @@ s_request_send (pigato_client_t *self, s_request_t *req, pigato__link_t *avoid)
     return PIGATO_OK;
 }
 
+//  A request sent again because its broker was lost may have run on a
+//  worker already: it carries the next "attempt" in its opts (the rid
+//  stays), so that worker's successor can tell (docs/protocol.md). Opts
+//  that cannot grow go as they were.
+static void
+s_request_next_attempt (s_request_t *req)
+{
+    size_t size = 0;
+    char *opts = pigato__opts_next_attempt (
+        req->opts, req->opts ? strlen (req->opts) : 0, &size);
+    if (!opts || size > PIGATO_OPTS_MAX) {
+        free (opts);
+        return;
+    }
+    free (req->opts);
+    req->opts = opts;
+}
+
 //  A request's key in the table is its rid.
 static bool
 s_request_match (const void *item, const void *key)
@@ -239,6 +257,7 @@ s_link_lost (pigato_client_t *self, pigato__link_t *link, const char *reason)
             continue;  //  cancelled or ended by an earlier callback
         if (req->retry > 0) {
             req->retry--;
+            s_request_next_attempt (req);
             if (s_request_send (self, req, link) == PIGATO_OK) {
                 resent++;
                 continue;

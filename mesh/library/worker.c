@@ -36,7 +36,8 @@ struct _pigato_reply_t {
     unsigned generation;            //  link generation the request came on
     byte *client;                   //  client alias (the broker's), in storage
     size_t client_size;             //  its size
-    char rid [PIGATO_RID_MAX + 1];  //  request id
+    byte rid [PIGATO_RID_MAX + 1];  //  request id: bytes (may hold NUL), NUL
+    size_t rid_size;                //  its size (MDP clients' rids start 0x00)
     char *service;                  //  requested service, in storage
     char *opts;                     //  request opts, JSON object text
     byte *key;                      //  key in worker->replies, in storage
@@ -279,38 +280,57 @@ s_request_opts (const pigato__msg_t *message, int64_t *timeout_p)
 }
 
 //  --------------------------------------------------------------------------
+//  A request this worker cannot take (no memory, a service name with a
+//  NUL byte) goes back to the broker as a reject, never silently dropped:
+//  the broker frees the slot it holds here and tries another worker.
+static void
+s_request_refuse (pigato__link_t *link, const pigato__msg_t *message,
+                  const char *reason)
+{
+    char json [96];
+    snprintf (json, sizeof json, "\"E_WORKER_REFUSED %s\"", reason);
+    pigato__msg_t reject = { .role = 'W',
+                             .type = PIGATO__REJECT,
+                             .client = message->client,
+                             .rid = message->rid,
+                             .data = S_TEXT (json) };
+    int rc = pigato__link_send (link, &reject);
+    pigato__log (PIGATO_LOG_WARNING,
+                 "event=worker_refuse endpoint=%s reason=%s sent=%s",
+                 link->endpoint, reason, rc == 0 ? "yes" : "no");
+}
+
 //  A request from a broker: make a tracked reply (one allocation with its
 //  client id, service and key) and hand it to the handler, which owns it
 //  from then on.
-
 static void
 s_request_handle (pigato_worker_t *self, pigato__link_t *link,
                   const pigato__msg_t *message)
 {
-    if (memchr (message->rid.data, 0, message->rid.size)
-        || memchr (message->service.data, 0, message->service.size)) {
-        pigato__log (PIGATO_LOG_DEBUG,
-                     "event=worker_drop endpoint=%s "
-                     "reason=nul_in_field",
-                     link->endpoint);
+    //  The rid is bytes (a broker makes MDP clients' rids, starting with
+    //  0x00); the service is a name, shown as text to the handler
+    if (memchr (message->service.data, 0, message->service.size)) {
+        s_request_refuse (link, message, "nul_in_service");
         return;
     }
-    char rid [PIGATO_RID_MAX + 1];
-    memcpy (rid, message->rid.data, message->rid.size);
-    rid [message->rid.size] = 0;
     s_key_t key;
     s_reply_key (&key, link, link->generation, message->client.data,
                  message->client.size, message->rid.data, message->rid.size);
     pigato_reply_t *reply = (pigato_reply_t *) malloc (
         sizeof *reply + message->client.size + message->service.size + 1
         + key.size);
-    if (!reply)
+    if (!reply) {
+        s_request_refuse (link, message, "out_of_memory");
         return;
+    }
     memset (reply, 0, sizeof *reply);  //  storage is written below
     reply->worker = self;
     reply->link = link;
     reply->generation = link->generation;
-    memcpy (reply->rid, rid, sizeof rid);
+    if (message->rid.size)
+        memcpy (reply->rid, message->rid.data, message->rid.size);
+    reply->rid_size = message->rid.size;
+    reply->rid [reply->rid_size] = 0;
     reply->client_size = message->client.size;
     reply->client = (byte *) reply->storage;
     if (message->client.size)
@@ -327,6 +347,7 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
     if (!reply->opts) {
         reply->worker = NULL;
         pigato_reply_destroy (&reply);
+        s_request_refuse (link, message, "out_of_memory");
         return;
     }
     reply->started = reply->last_heartbeat = reply->last_activity =
@@ -348,7 +369,7 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
                  "event=worker_request endpoint=%s "
                  "rid=%s service=%s size=%zu",
                  link->endpoint,
-                 pigato__printable (reply->rid, strlen (reply->rid), rid_text,
+                 pigato__printable (reply->rid, reply->rid_size, rid_text,
                                     sizeof rid_text),
                  pigato__printable (reply->service, strlen (reply->service),
                                     service_text, sizeof service_text),
@@ -694,7 +715,7 @@ s_reply_send (pigato_reply_t *self, int type, int status, const void *data,
                               .type = type,
                               .status = status,
                               .client = { self->client, self->client_size },
-                              .rid = S_TEXT (self->rid),
+                              .rid = { self->rid, self->rid_size },
                               .data = { (const byte *) data, size } };
     if (pigato__link_send (self->link, &message) != 0)
         return PIGATO_E_CLOSED;
@@ -702,7 +723,7 @@ s_reply_send (pigato_reply_t *self, int type, int status, const void *data,
     pigato__log (PIGATO_LOG_DEBUG,
                  "event=worker_reply rid=%s type=%d "
                  "status=%d size=%zu",
-                 pigato__printable (self->rid, strlen (self->rid), rid_text,
+                 pigato__printable (self->rid, self->rid_size, rid_text,
                                     sizeof rid_text),
                  type, status, size);
     return PIGATO_OK;
@@ -741,7 +762,7 @@ s_reply_too_large (pigato_reply_t *self, int type, const char *what,
     pigato__log (PIGATO_LOG_WARNING,
                  "event=worker_reply_too_large rid=%s what=\"%s\" size=%zu "
                  "limit=%d",
-                 pigato__printable (self->rid, strlen (self->rid), rid_text,
+                 pigato__printable (self->rid, self->rid_size, rid_text,
                                     sizeof rid_text),
                  what, size, PIGATO_BODY_MAX);
     if (self->worker)
@@ -875,7 +896,23 @@ pigato_reply_opts (pigato_reply_t *self)
 PIGATO_EXPORT const char *
 pigato_reply_rid (pigato_reply_t *self)
 {
+    return self ? (const char *) self->rid : NULL;
+}
+
+PIGATO_EXPORT const void *
+pigato_reply_rid_bytes (pigato_reply_t *self, size_t *size)
+{
+    if (size)
+        *size = self ? self->rid_size : 0;
     return self ? self->rid : NULL;
+}
+
+//  The broker's "attempt" opt (docs/protocol.md), read when asked: most
+//  handlers never ask, and most requests have none (= 1).
+PIGATO_EXPORT int
+pigato_reply_attempt (pigato_reply_t *self)
+{
+    return self ? pigato__opts_attempt (self->opts, strlen (self->opts)) : 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -891,7 +928,7 @@ pigato_reply_destroy (pigato_reply_t **self_p)
     if (!self->ended && self->worker) {
         char rid_text [80];
         pigato__log (PIGATO_LOG_DEBUG, "event=worker_reply_dropped rid=%s",
-                     pigato__printable (self->rid, strlen (self->rid), rid_text,
+                     pigato__printable (self->rid, self->rid_size, rid_text,
                                         sizeof rid_text));
         pigato_reply_error (self, "E_DROPPED");
     }

@@ -53,7 +53,6 @@ typedef struct _job_t job_t;
 struct _job_t {
     serve_t *serve;            //  the serve loop we belong to
     pigato_reply_t *reply;     //  owned; ended when the child is reaped
-    char *rid;                 //  printable rid, for logs
     byte *input;               //  request data, written to the child's stdin
     size_t input_size;         //  bytes in input
     size_t input_sent;         //  bytes written so far
@@ -90,12 +89,13 @@ struct _serve_t {
 //  --------------------------------------------------------------------------
 //  serve: logging and the echo handler
 
-//  Copies text for a log line, replacing bytes a terminal could misread.
+//  Copies bytes for a log line, replacing those a terminal could misread
+//  (a rid is bytes: an MDP client's starts with 0x00).
 static void
-s_printable (const char *text, char *out, size_t out_size)
+s_printable (const char *text, size_t size, char *out, size_t out_size)
 {
     size_t index = 0;
-    for (; text && text [index] && index + 1 < out_size; index++)
+    for (; text && index < size && index + 1 < out_size; index++)
         out [index] = text [index] > ' ' && text [index] < 127 ? text [index]
                                                                : '?';
     out [index] = 0;
@@ -108,8 +108,11 @@ s_log_request (serve_t *self, pigato_reply_t *reply, size_t in_size,
     if (!self->log_requests)
         return;
     char service [64], rid [PIGATO_RID_MAX + 1], line [512];
-    s_printable (pigato_reply_service (reply), service, sizeof service);
-    s_printable (pigato_reply_rid (reply), rid, sizeof rid);
+    const char *name = pigato_reply_service (reply);
+    size_t rid_size;
+    const void *rid_bytes = pigato_reply_rid_bytes (reply, &rid_size);
+    s_printable (name, strlen (name), service, sizeof service);
+    s_printable ((const char *) rid_bytes, rid_size, rid, sizeof rid);
     snprintf (line, sizeof line,
               "event=request service=%s rid=%s in=%zu "
               "out=%zu result=%s ms=%lld",
