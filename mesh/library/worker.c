@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <sodium.h>
 #include "../base/internal.h"
+#include "../wire/mdp.h"
 #include "link.h"
 #include "settings.h"
 #include "peer.h"
@@ -62,6 +63,8 @@ struct _pigato_worker_t {
     pigato__table_t *replies;     //  key -> pigato_reply_t, not yet ended
     int64_t next_heartbeat;       //  next tick, 0 before the first connect
     bool stopped;                 //  stop () or destroy () called
+    int refusal;                  //  last refusal since READY was taken, or 0
+    bool refusal_new;             //  wait () is to report it
     bool progress;                //  a message was handled this round
     zloop_t *loop;                //  attached zloop, or NULL
     int loop_timer;               //  its timer id
@@ -207,6 +210,69 @@ s_link_reconnect (pigato_worker_t *self, pigato__link_t *link, bool lost)
                      link->endpoint);
 }
 
+//  --------------------------------------------------------------------------
+//  A broker refused the worker (its key, the handshake, or READY): the
+//  link closes and is reopened after a backoff (exponential, capped,
+//  jittered: link.c) rather than at once, and wait () reports it while
+//  no other broker has the worker.
+
+static void
+s_link_refused (pigato_worker_t *self, pigato__link_t *link, int status,
+                const char *text)
+{
+    pigato__link_refuse (link, status, text);
+    pigato__errorf (self->err, sizeof self->err, "%s: %s", link->endpoint,
+                    link->failure_text);
+    self->refusal = status;
+    self->refusal_new = true;
+    pigato__log (PIGATO_LOG_WARNING,
+                 "event=worker_refused endpoint=%s service=%s status=%s "
+                 "retry_ms=%lld reason=\"%s\"",
+                 link->endpoint, self->service, pigato_strerror (status),
+                 (long long) (link->retry_at - pigato__now_ms ()),
+                 link->failure_text);
+}
+
+//  A link came up or failed (link.c monitor): a refusal backs off.
+static void
+s_link_change (void *owner, pigato__link_t *link)
+{
+    pigato_worker_t *self = (pigato_worker_t *) owner;
+    if (!self->stopped && link->state != PIGATO__LINK_UP
+        && pigato__link_refused (link))
+        s_link_refused (self, link, link->failure, link->failure_text);
+}
+
+//  DISCONNECT from a broker. Before it acknowledged READY it is a
+//  refusal: the reason it gives (pigato-broker: E_ACCESS_DENIED serve
+//  NAME, E_RESERVED_SERVICE NAME), or none (other brokers). After, the
+//  broker dropped a registered worker (expired, policy reloaded): greet
+//  again at once.
+static void
+s_link_disconnect (pigato_worker_t *self, pigato__link_t *link,
+                   const pigato__msg_t *message)
+{
+    if (link->acknowledged) {
+        s_link_reconnect (self, link, false);
+        return;
+    }
+    char reason [100], text [300];
+    //  Shown to people, quoted in logs: spaces stay
+    char raw [100];
+    size_t size = message->data.size < sizeof raw - 1 ? message->data.size
+                                                      : sizeof raw - 1;
+    if (size)
+        memcpy (raw, message->data.data, size);
+    raw [size] = 0;
+    pigato__printable_quoted (raw, reason, sizeof reason);
+    snprintf (text, sizeof text,
+              "the broker refused to register this worker for '%.40s': "
+              "%.100s (may this identity serve it? see the broker's ACL)",
+              self->service,
+              message->data.size ? reason : "DISCONNECT with no reason");
+    s_link_refused (self, link, PIGATO_E_DENIED, text);
+}
+
 //  Its connection to a broker that had answered ended (link.c monitor):
 //  reconnect now, so the broker (or its restart) has the worker back as
 //  soon as it listens. The other links are not touched.
@@ -232,6 +298,8 @@ s_timers_run (pigato_worker_t *self)
                        * self->settings.liveness;
     for (size_t index = 0; index < pigato__links_size (self->links); index++) {
         pigato__link_t *link = pigato__links_get (self->links, index);
+        if (!link->sock && now < link->retry_at)
+            continue;  //  refused: backing off
         if (!link->sock || now - link->last_seen >= dead_after)
             s_link_reconnect (self, link, true);
         else
@@ -402,8 +470,12 @@ s_link_handle (void *owner, pigato__link_t *link, const pigato__msg_t *message)
             reply->last_heartbeat = pigato__now_ms ();
     }
     else if (message->type == PIGATO__DISCONNECT)
-        s_link_reconnect (self, link, false);
-    //  READY and plain HEARTBEAT answers only prove the broker alive
+        s_link_disconnect (self, link, message);
+    else if (message->type == PIGATO__READY) {
+        link->acknowledged = true;
+        self->refusal = 0;
+    }
+    //  READY and plain HEARTBEAT answers prove the broker alive
     return self->stopped ? -1 : 0;
 }
 
@@ -427,14 +499,45 @@ s_loop_timer (zloop_t *loop, int timer_id, void *arg)
 }
 
 //  --------------------------------------------------------------------------
+//  True if some broker has the worker: it took READY on a live link.
+
+static bool
+s_serving (pigato_worker_t *self)
+{
+    for (size_t index = 0; index < pigato__links_size (self->links); index++) {
+        pigato__link_t *link = pigato__links_get (self->links, index);
+        if (link->sock && link->acknowledged)
+            return true;
+    }
+    return false;
+}
+
+//  --------------------------------------------------------------------------
+//  True for a name every broker refuses to register: empty, too long,
+//  reserved ($..., mmi.*), or holding spaces or control characters.
+
+static bool
+s_service_refused (const char *service)
+{
+    size_t size = service ? strlen (service) : 0;
+    if (size == 0 || size > PIGATO_SERVICE_MAX || service [0] == '$')
+        return true;
+    pigato__bytes_t name = { (const byte *) service, size };
+    if (pigato__mmi_is (&name))
+        return true;
+    for (size_t index = 0; index < size; index++)
+        if ((byte) service [index] <= ' ' || (byte) service [index] == 0x7f)
+            return true;
+    return false;
+}
+
+//  --------------------------------------------------------------------------
 //  Constructor: NULL on a bad service name, no handler or no memory.
 
 PIGATO_EXPORT pigato_worker_t *
 pigato_worker_new (const char *service, pigato_request_fn *handler, void *arg)
 {
-    size_t service_size = service ? strlen (service) : 0;
-    if (service_size == 0 || service_size > PIGATO_SERVICE_MAX || !handler
-        || sodium_init () < 0)
+    if (s_service_refused (service) || !handler || sodium_init () < 0)
         return NULL;
     pigato_worker_t *self = (pigato_worker_t *) calloc (1, sizeof *self);
     if (!self)
@@ -447,7 +550,7 @@ pigato_worker_new (const char *service, pigato_request_fn *handler, void *arg)
     self->replies = pigato__table_new (s_reply_match);
     self->links = pigato__links_new ('W', &self->settings.security,
                                      s_link_handle, s_loop_tick,
-                                     s_link_disconnected, self);
+                                     s_link_disconnected, s_link_change, self);
     self->loop_timer = -1;
     if (!self->service || !self->replies || !self->links)
         pigato_worker_destroy (&self);
@@ -616,6 +719,11 @@ pigato_worker_wait (pigato_worker_t *self, int timeout_ms)
             self->progress = true;
         if (self->stopped)
             rc = PIGATO_E_CLOSED;
+        else if (self->refusal_new && !s_serving (self)) {
+            rc = self->refusal;
+            self->refusal_new = false;
+            break;
+        }
         if (self->stopped || self->progress
             || (deadline >= 0 && pigato__now_ms () >= deadline))
             break;
@@ -677,6 +785,12 @@ pigato_worker_attach (pigato_worker_t *self, void *zloop)
                                     s_loop_timer, self);
     pigato__links_attach (self->links, self->loop);
     return self->loop_timer >= 0 ? PIGATO_OK : PIGATO_E_SYSTEM;
+}
+
+PIGATO_EXPORT int
+pigato_worker_refusal (pigato_worker_t *self)
+{
+    return !self || s_serving (self) ? PIGATO_OK : self->refusal;
 }
 
 PIGATO_EXPORT const char *
