@@ -288,8 +288,9 @@ static int
 s_line_identity (pigato__acl_t *self, parse_t *parse, char **tokens,
                  size_t count)
 {
-    if (count != 3)
-        return s_error (parse, "expected 'identity NAME KEY|KEYFILE'");
+    if (count < 3)
+        return s_error (parse, "expected 'identity NAME KEY|KEYFILE "
+                               "[KEY|KEYFILE...]'");
     if (!pigato__name_valid (tokens [1]))
         return s_error (parse,
                         "invalid identity name '%s' (letters, digits, "
@@ -299,23 +300,26 @@ s_line_identity (pigato__acl_t *self, parse_t *parse, char **tokens,
         return s_error (parse, "identity '%s' is defined twice", tokens [1]);
     if (zhashx_lookup (self->groups, tokens [1]))
         return s_error (parse, "'%s' is already a group name", tokens [1]);
-    identity_t *identity = (identity_t *) calloc (1, sizeof *identity);
-    if (!identity)
-        return s_error (parse, "out of memory");
-    strcpy (identity->name, tokens [1]);
-    if (s_parse_key (parse, tokens [2], identity)) {
-        free (identity);
-        return -1;
+    //  Several keys (key rotation): one entry per key, all the same name
+    for (size_t index = 2; index < count; index++) {
+        identity_t *identity = (identity_t *) calloc (1, sizeof *identity);
+        if (!identity)
+            return s_error (parse, "out of memory");
+        strcpy (identity->name, tokens [1]);
+        if (s_parse_key (parse, tokens [index], identity)) {
+            free (identity);
+            return -1;
+        }
+        identity_t *other = (identity_t *) zhashx_lookup (self->by_key,
+                                                          identity->z85);
+        if (other) {
+            int rc = s_error (parse, "identity '%s' has the same key as '%s'",
+                              identity->name, other->name);
+            free (identity);
+            return rc;
+        }
+        s_identity_add (self, identity);
     }
-    identity_t *other = (identity_t *) zhashx_lookup (self->by_key,
-                                                      identity->z85);
-    if (other) {
-        int rc = s_error (parse, "identity '%s' has the same key as '%s'",
-                          identity->name, other->name);
-        free (identity);
-        return rc;
-    }
-    s_identity_add (self, identity);
     return 0;
 }
 

@@ -39,6 +39,11 @@ extern "C" {
 #define PIGATO_SERVICE_MAX  255    //  longest service name, bytes
 #define PIGATO_Z85_KEY_SIZE 40     //  Z85 text of a 32-byte CURVE key
 
+//  Client and worker default: how long a link may go without a completed
+//  handshake before it counts as failed (PIGATO_E_UNREACHABLE,
+//  PIGATO_E_RESOLVE or PIGATO_E_HANDSHAKE, see pigato_client_connect)
+#define PIGATO_CONNECT_TIMEOUT_MS 1500
+
 //  Broker default: how long a new connection may take to finish its
 //  handshake (pigato_broker_set_handshake_timeout)
 #define PIGATO_HANDSHAKE_TIMEOUT_MS 5000
@@ -84,7 +89,12 @@ extern "C" {
     X (E_NOTCONNECTED, -12, "not connected to any broker")                     \
     X (E_SYSTEM, -13, "system error")                                          \
     X (E_ACL, -14, "access control list is invalid")                           \
-    X (E_TOO_LARGE, -15, "message larger than the broker accepts")
+    X (E_TOO_LARGE, -15, "message larger than the broker accepts")             \
+    X (E_AUTH, -16, "the broker refused this peer's key")                      \
+    X (E_HANDSHAKE, -17, "no security handshake with the broker")              \
+    X (E_UNREACHABLE, -18, "broker unreachable")                               \
+    X (E_RESOLVE, -19, "cannot resolve the broker's host name")                \
+    X (E_DENIED, -20, "the broker refused to register this worker")
 
 typedef enum {
 #define PIGATO_STATUS_ENUM(name, value, text) PIGATO_##name = value,
@@ -187,7 +197,10 @@ PIGATO_EXPORT void
     pigato_client_destroy (pigato_client_t **self_p);
 
 //  The broker's public key: Z85 text or a zcert file. Required unless
-//  insecure.
+//  insecure. Key rotation: a comma-separated list of keys (at most 4),
+//  each tried in turn when a handshake fails, so a client and a worker
+//  given the old and the new key follow a broker that restarts with the
+//  new one (docs/security.md, "Rotating the broker's key").
 //  Also the broker's certificate (PEM, e.g. broker.crt from `pigato-keygen
 //  issue broker`): its X25519 subject key is the server key, and
 //  pigato_client_set_server_ca () can check it against the mesh CA.
@@ -243,9 +256,28 @@ PIGATO_EXPORT int
 //  drops, or no word from it for heartbeat x liveness), the client
 //  reconnects to it, and each of its requests with "retry" left is sent
 //  again at once to another live broker (to the same one only when it
-//  is the only broker), using up one retry; the others end with
+//  is the only broker), using up one retry and with the next "attempt"
+//  in its opts (docs/protocol.md); the others end with
 //  PIGATO_E_NOTCONNECTED "E_BROKER_LOST". Once the broker answers again
 //  (e.g. restarted on its endpoint) it gets new requests again.
+//  Requests go only to brokers whose handshake completed: with several
+//  brokers and none up yet, a request waits for the first (one broker
+//  down does not hold it up). Failures end requests at once instead of at
+//  their timeout, with the reason as data (and in pigato_client_error ()):
+//    PIGATO_E_AUTH        the broker refused this client's key (not in
+//                         the ACL, or revoked): at once;
+//    PIGATO_E_HANDSHAKE   no server key passed the handshake (wrong key),
+//                         or one side is insecure and the other not;
+//    PIGATO_E_UNREACHABLE nothing answered the endpoint for
+//                         PIGATO_CONNECT_TIMEOUT_MS (only while no broker
+//                         was ever reached: a broker that restarts is
+//                         waited for, up to the requests' timeout);
+//    PIGATO_E_RESOLVE     as unreachable, and the host name does not
+//                         resolve.
+//  Each only when no other broker is up or still connecting; a request
+//  made then fails with the same status at once. The links keep trying
+//  (a refused key after a backoff): once a broker takes the client,
+//  requests go again.
 PIGATO_EXPORT int
     pigato_client_connect (pigato_client_t *self, const char *endpoint);
 
@@ -326,6 +358,9 @@ typedef void (pigato_request_fn) (pigato_worker_t *worker,
                                   size_t size, void *arg);
 
 //  Creates a worker for a service; NULL on bad arguments or no memory.
+//  Names every broker refuses are bad arguments: empty, over
+//  PIGATO_SERVICE_MAX, reserved ("$..." and "mmi.*"), or holding a space
+//  or a control character.
 PIGATO_EXPORT pigato_worker_t *
     pigato_worker_new (const char *service, pigato_request_fn *handler,
                        void *arg);
@@ -368,13 +403,27 @@ PIGATO_EXPORT int
     pigato_worker_connect (pigato_worker_t *self, const char *endpoint);
 
 //  Processes what is ready, waiting at most timeout_ms (-1 = until
-//  something happens). Returns 0, E_INTERRUPTED or E_CLOSED (stopped).
+//  something happens). Returns 0, E_INTERRUPTED, E_CLOSED (stopped), or
+//  once per refusal, while no broker has the worker, the refusal:
+//  PIGATO_E_AUTH (a broker refused the worker's key), PIGATO_E_HANDSHAKE
+//  (no server key passed the handshake, or one side is insecure) or
+//  PIGATO_E_DENIED (the broker refused READY: the identity may not serve
+//  this name; pigato-broker says why in its DISCONNECT), with
+//  pigato_worker_error () saying why. The worker keeps trying, backing
+//  off (exponential from 0.5 s to 30 s, jittered; never sooner than the
+//  next heartbeat tick) while the refusals go on: wait again to go on.
 PIGATO_EXPORT int
     pigato_worker_wait (pigato_worker_t *self, int timeout_ms);
 
-//  Runs until pigato_worker_stop () or a signal.
+//  Runs until pigato_worker_stop (), a signal, or a refusal as above
+//  (returned; run again to keep trying).
 PIGATO_EXPORT int
     pigato_worker_run (pigato_worker_t *self);
+
+//  The last refusal (as for pigato_worker_wait ()) while no broker has
+//  the worker, else PIGATO_OK: how an application on a zloop learns it.
+PIGATO_EXPORT int
+    pigato_worker_refusal (pigato_worker_t *self);
 
 //  Sends DISCONNECT to the brokers and makes run () return.
 PIGATO_EXPORT void
@@ -417,7 +466,8 @@ PIGATO_EXPORT int
 PIGATO_EXPORT int
     pigato_reply_error (pigato_reply_t *self, const char *message);
 
-//  Rejects the request: the broker hands it to another worker.
+//  Rejects the request: the broker hands it to another worker that has
+//  not rejected it, one that joins later included, until its timeout.
 PIGATO_EXPORT int
     pigato_reply_reject (pigato_reply_t *self, const char *reason);
 
@@ -441,8 +491,23 @@ PIGATO_EXPORT const char *
     pigato_reply_service (pigato_reply_t *self);
 PIGATO_EXPORT const char *
     pigato_reply_opts (pigato_reply_t *self);
+//  The rid is bytes chosen by the client (or, for an MDP client, by the
+//  broker: 9 bytes starting with 0x00), followed by a NUL for
+//  convenience. A text rid (libpigato and Node pigato clients) reads
+//  fine as a C string; pigato_reply_rid_bytes () gives every rid whole,
+//  writing its size (at most PIGATO_RID_MAX) to *size.
 PIGATO_EXPORT const char *
     pigato_reply_rid (pigato_reply_t *self);
+PIGATO_EXPORT const void *
+    pigato_reply_rid_bytes (pigato_reply_t *self, size_t *size);
+
+//  Which attempt this is at the request, from 1: the broker's "attempt"
+//  opt (docs/protocol.md, "Retries and duplicates"). Above 1, the request
+//  may already have run on a worker that was lost (or reached a worker
+//  through a broker that was lost): with the rid, what a handler needs
+//  to recognise a request it has already done.
+PIGATO_EXPORT int
+    pigato_reply_attempt (pigato_reply_t *self);
 
 //  Destroys a reply handle. If it was not ended, an error reply
 //  "E_DROPPED" is sent so the client does not wait for its timeout.

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Runs every test program and reports: the unit tests (BUILD/tests/test_*,
-# cmocka), the integration tests (tests/integration/test_*.py) and the Node
-# interop test (tests/integration/test_node_interop.py, last).
+# cmocka), the integration tests (tests/integration/test_*.py, among them
+# test_matrix.py: every client kind with every worker kind, its matrix
+# printed in its log) and the Node interop test
+# (tests/integration/test_node_interop.py, last).
 #   tests/run.sh BUILD_DIR
 #   VALGRIND=1 tests/run.sh BUILD_DIR     unit tests under valgrind
 #   PIGATO_TEST_SLOW=3 ...                stretch every test timeout 3x

@@ -131,6 +131,18 @@ int pigato__opts_retry (const void *opts);
 bool pigato__opts_fast (const void *text, size_t size, int64_t default_timeout,
                         int64_t *timeout, int *retry);
 
+//  Request opts' "attempt" (docs/protocol.md, retries and duplicates):
+//  which time a worker is handed the request, from 1. Absent, or not a
+//  positive integer, is 1 (capped at PIGATO__ATTEMPT_MAX).
+#define PIGATO__ATTEMPT_MAX 1000000
+int pigato__opts_attempt (const void *text, size_t size);
+
+//  The opts text with "attempt" set to the next one (the other members
+//  kept, in order): a new compact JSON text, malloc'd (the caller frees),
+//  its size in *size_p; NULL if text is not a JSON object (or empty: then
+//  {"attempt":2}) or out of memory.
+char *pigato__opts_next_attempt (const void *text, size_t size, size_t *size_p);
+
 //  Writes path atomically: a temporary file created 0600 with O_EXCL (never
 //  readable by others, never someone else's file), set to mode, then linked
 //  into place (refuses an existing path) or, with replace, renamed over it.

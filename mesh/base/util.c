@@ -230,6 +230,51 @@ pigato__opts_retry (const void *opts)
                                       : (int) value;
 }
 
+//  "attempt" in a JSON object, as pigato__opts_attempt reads it.
+static int
+s_opts_attempt_of (const json_t *opts)
+{
+    json_t *attempt = json_object_get (opts, "attempt");
+    if (!json_is_integer (attempt))
+        return 1;
+    json_int_t value = json_integer_value (attempt);
+    return value < 1                    ? 1
+         : value >= PIGATO__ATTEMPT_MAX ? PIGATO__ATTEMPT_MAX
+                                        : (int) value;
+}
+
+int
+pigato__opts_attempt (const void *text, size_t size)
+{
+    //  Most opts have none: no parser for them
+    if (!text || !memmem (text, size, "\"attempt\"", 9))
+        return 1;
+    json_t *opts = json_loadb ((const char *) text, size, 0, NULL);
+    int attempt = json_is_object (opts) ? s_opts_attempt_of (opts) : 1;
+    json_decref (opts);
+    return attempt;
+}
+
+char *
+pigato__opts_next_attempt (const void *text, size_t size, size_t *size_p)
+{
+    json_t *opts = text && size
+                     ? json_loadb ((const char *) text, size, 0, NULL)
+                     : json_object ();
+    char *next = NULL;
+    if (json_is_object (opts)) {
+        int attempt = s_opts_attempt_of (opts);
+        if (attempt < PIGATO__ATTEMPT_MAX)
+            attempt++;
+        if (json_object_set_new (opts, "attempt", json_integer (attempt)) == 0)
+            next = json_dumps (opts, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    }
+    json_decref (opts);
+    if (next)
+        *size_p = strlen (next);
+    return next;
+}
+
 bool
 pigato__opts_fast (const void *text, size_t size, int64_t default_timeout,
                    int64_t *timeout_p, int *retry_p)

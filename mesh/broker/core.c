@@ -318,6 +318,37 @@ s_target_not_found (pigato__core_t *self, pigato__request_t *request)
     s_request_fail (self, request, text);
 }
 
+//  Hands a request to the worker that took it. One that went to a worker
+//  before (it was rejected, or its worker was lost and it had a retry)
+//  carries the next "attempt" in its opts, so a worker can tell that it
+//  may have run already (docs/protocol.md). Opts that cannot grow (out of
+//  memory, over the limit) go as they were.
+static void
+s_request_send (pigato__core_t *self, pigato__worker_t *worker,
+                pigato__request_t *request)
+{
+    if (request->dispatches++ > 0) {
+        size_t size = 0;
+        byte *opts = (byte *) pigato__opts_next_attempt (
+            request->opts, request->opts_size, &size);
+        if (opts && size <= PIGATO__OPTS_MAX) {
+            pigato__tenant_t *tenant = (pigato__tenant_t *) request->tenant;
+            if (tenant)
+                tenant->pending_bytes += (int64_t) size
+                                       - (int64_t) request->opts_size;
+            free (request->opts);
+            request->opts = opts;
+            request->opts_size = size;
+        }
+        else {
+            free (opts);
+            pigato__log (PIGATO_LOG_WARNING, "event=attempt_unmarked worker=%s",
+                         worker->name);
+        }
+    }
+    self->emit->request (self->emit_arg, worker, request);
+}
+
 //  The requests that name this worker and wait for it go to it while it
 //  has room, oldest first. Each is checked like any request resolved to
 //  another name (s_resolution_allowed).
@@ -334,30 +365,18 @@ s_serve_waiting (pigato__core_t *self, pigato__worker_t *worker)
         }
         pigato__worker_unwait (worker, request);
         pigato__worker_take (worker, request);
-        self->emit->request (self->emit_arg, worker, request);
+        s_request_send (self, worker, request);
     }
-}
-
-//  True if the targets have workers and every one rejected the request.
-static bool
-s_all_rejected (pigato__service_t **targets, size_t count,
-                const pigato__request_t *request)
-{
-    if (request->rejected_count == 0)
-        return false;
-    for (size_t index = 0; index < count; index++)
-        if (!pigato__service_all_rejected (targets [index], request))
-            return false;
-    return true;
 }
 
 //  Hands queued requests of a service (the name clients asked for) to
 //  workers with room, oldest first. The workers are those of the service
 //  itself, else of the satisfying versions (highest first), else of the
-//  longest wildcard (pigato__services_resolve). A request every worker
-//  rejected fails; one that only rejecting workers could take now waits
-//  and lets younger requests pass. The service is released on return
-//  (freed if nothing holds it any more).
+//  longest wildcard (pigato__services_resolve). A request that only
+//  workers that rejected it could take now waits (for a worker that joins
+//  later, or its timeout: pigato's reject) and lets younger requests
+//  pass. The service is released on return (freed if nothing holds it any
+//  more).
 static void
 s_dispatch (pigato__core_t *self, pigato__service_t *service)
 {
@@ -366,49 +385,39 @@ s_dispatch (pigato__core_t *self, pigato__service_t *service)
                      ? pigato__services_resolve (self->services, service,
                                                  targets, TARGETS_MAX)
                      : 0;
-    service->pins++;  //  failing requests must not free it
+    service->pins++;  //  held until the release below
     pigato__request_t *request = count ? service->queue_head : NULL;
     while (request) {
         pigato__request_t *next = request->next;
-        if (s_all_rejected (targets, count, request)) {
-            char text [PIGATO_SERVICE_MAX + 64];
-            snprintf (text, sizeof text,
-                      "E_REJECTED every worker of %s "
-                      "rejected the request",
-                      service->name);
-            s_request_fail (self, request, text);
+        pigato__worker_t *worker = NULL;
+        for (size_t index = 0; index < count && !worker; index++)
+            worker = s_pick (self, service, targets [index], request);
+        if (worker) {
+            pigato__service_dequeue (service, request);
+            pigato__worker_take (worker, request);
+            s_request_send (self, worker, request);
         }
         else {
-            pigato__worker_t *worker = NULL;
-            for (size_t index = 0; index < count && !worker; index++)
-                worker = s_pick (self, service, targets [index], request);
-            if (worker) {
-                pigato__service_dequeue (service, request);
-                pigato__worker_take (worker, request);
-                self->emit->request (self->emit_arg, worker, request);
+            //  Younger requests may still go where this one could not
+            //  (a worker it rejected, a version its caller may not
+            //  call); if no worker could take any of them, stop here:
+            //  room on a closing connection or on a wildcard worker
+            //  that may not serve this name is no room, else one such
+            //  worker would make every dispatch walk the whole queue
+            bool room = false;
+            for (size_t index = 0; index < count && !room; index++) {
+                pigato__service_t *target = targets [index];
+                bool serve_check = target != service && target->wildcard
+                                && self->allows;
+                s_serve_check_t check = { self,
+                                          serve_check ? service->name : NULL };
+                for (pigato__worker_t *any = target->workers; any && !room;
+                     any = any->next)
+                    room = pigato__worker_has_room (any)
+                        && s_eligible (&check, any);
             }
-            else {
-                //  Younger requests may still go where this one could not
-                //  (a worker it rejected, a version its caller may not
-                //  call); if no worker could take any of them, stop here:
-                //  room on a closing connection or on a wildcard worker
-                //  that may not serve this name is no room, else one such
-                //  worker would make every dispatch walk the whole queue
-                bool room = false;
-                for (size_t index = 0; index < count && !room; index++) {
-                    pigato__service_t *target = targets [index];
-                    bool serve_check = target != service && target->wildcard
-                                    && self->allows;
-                    s_serve_check_t check = { self, serve_check ? service->name
-                                                                : NULL };
-                    for (pigato__worker_t *any = target->workers; any && !room;
-                         any = any->next)
-                        room = pigato__worker_has_room (any)
-                            && s_eligible (&check, any);
-                }
-                if (!room)
-                    break;
-            }
+            if (!room)
+                break;
         }
         request = next;
     }
@@ -533,7 +542,7 @@ s_admit (pigato__core_t *self, pigato__request_t *request,
         worker = s_pick (self, service, targets [index], request);
     if (worker) {
         pigato__worker_take (worker, request);
-        self->emit->request (self->emit_arg, worker, request);
+        s_request_send (self, worker, request);
         return 0;
     }
     pigato__service_enqueue (service, request, false);
@@ -874,13 +883,26 @@ pigato__core_worker_concurrency (pigato__core_t *self, pigato__worker_t *worker,
 }
 
 //  A reject: back to the head of its queue; dispatch skips workers that
-//  rejected it and fails it once every worker has.
+//  rejected it, so it waits for another worker (one that joins later
+//  too) until its timeout. It fails at once only when it names its worker,
+//  or after PIGATO__REJECTS_MAX rejects.
 static void
 s_worker_reject (pigato__core_t *self, pigato__worker_t *worker,
                  pigato__request_t *request)
 {
     self->counters.rejects++;
     pigato__service_t *service = request->service;
+    if (pigato__log_level >= PIGATO_LOG_DEBUG) {
+        char rid [80], service_text [PIGATO__SERVICE_TEXT];
+        pigato__bytes_t rid_bytes = pigato__request_rid (request);
+        pigato__log (PIGATO_LOG_DEBUG,
+                     "event=request_rejected service=%s rid=%s worker=%s "
+                     "rejects=%zu",
+                     s_service_text (service, service_text),
+                     pigato__printable (rid_bytes.data, rid_bytes.size, rid,
+                                        sizeof rid),
+                     worker->name, request->rejected_count + 1);
+    }
     if (request->rejected_count >= PIGATO__REJECTS_MAX) {
         //  A worker that comes back again and again (a new serial each
         //  time) must not grow the list, and every pick's scan, for ever

@@ -21,16 +21,25 @@ pigato__core_reserved (const pigato__bytes_t *name)
 }
 
 //  The text a request body names: the content of a JSON string, else the
-//  bytes themselves (MDP peers send plain text). Empty, "null" and "\"\""
-//  name nothing.
+//  bytes themselves (MDP peers send plain text). Empty, "\"\"", any other
+//  JSON value (null, a number, an object...) and "undefined" (what Node
+//  pigato sends for `client.request ('$dir')`) name nothing.
 static bool
 s_body_name (const pigato__bytes_t *data, char *name, size_t name_size)
 {
     name [0] = 0;
     if (!data || data->size == 0
-        || (data->size == 4 && memcmp (data->data, "null", 4) == 0))
+        || (data->size == 9 && memcmp (data->data, "undefined", 9) == 0))
         return false;
     char *text = pigato__json_string_decode (data->data, data->size);
+    if (!text) {
+        json_t *value = json_loadb ((const char *) data->data, data->size,
+                                    JSON_DECODE_ANY, NULL);
+        if (value) {
+            json_decref (value);
+            return false;  //  JSON, but not a string
+        }
+    }
     size_t size = text ? strlen (text) : data->size;
     if (size >= name_size || (!text && memchr (data->data, 0, data->size))) {
         free (text);

@@ -68,6 +68,15 @@ void pigato__broker_send_control (pigato_broker_t *self,
                                   const pigato__conn_t *conn, char role,
                                   int type, pigato__framing_t framing);
 
+//  DISCONNECT to a worker that says why (docs/protocol.md): `W`, `5`,
+//  reason in 0.0.46 framing even to a native worker (old peers ignore
+//  the extra frame); to an MDP worker, or with no reason, plain.
+void pigato__broker_send_disconnect (pigato_broker_t *self,
+                                     const pigato__bytes_t *to,
+                                     const pigato__conn_t *conn,
+                                     pigato__framing_t framing,
+                                     const char *reason);
+
 //  A partial or final reply to a caller, in its framing (see
 //  pigato__emit_t.reply).
 void pigato__broker_send_reply (pigato_broker_t *self,

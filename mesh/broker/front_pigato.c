@@ -131,16 +131,19 @@ s_worker_ready (pigato_broker_t *self, pigato__front_in_t *in,
         return;
     }
     char name [PIGATO_SERVICE_MAX + 1];
+    char reason [PIGATO_SERVICE_MAX + 64];
     if (!pigato__front_name (&in->m.service, name)
         || pigato__core_reserved (&in->m.service)) {
         pigato__front_bad (self, in, "reserved_service");
-        pigato__broker_send_control (self, &in->m.sender, &in->m.conn, 'W',
-                                     PIGATO__DISCONNECT, framing);
+        snprintf (reason, sizeof reason, "E_RESERVED_SERVICE %s", name);
+        pigato__broker_send_disconnect (self, &in->m.sender, &in->m.conn,
+                                        framing, reason);
         return;
     }
     if (!pigato__front_allows (self, in, peer, PIGATO__VERB_SERVE, name)) {
-        pigato__broker_send_control (self, &in->m.sender, &in->m.conn, 'W',
-                                     PIGATO__DISCONNECT, framing);
+        snprintf (reason, sizeof reason, "E_ACCESS_DENIED serve %s", name);
+        pigato__broker_send_disconnect (self, &in->m.sender, &in->m.conn,
+                                        framing, reason);
         return;
     }
     if (pigato__core_worker_add (self->core, &in->m.sender, &in->m.service,
@@ -205,9 +208,8 @@ s_on_worker (pigato_broker_t *self, pigato__front_in_t *in,
         //  Not registered (never, or expired): tell it to start over
         if (in->m.type != PIGATO__DISCONNECT) {
             pigato__front_bad (self, in, "not_ready");
-            pigato__broker_send_control (self, &in->m.sender, &in->m.conn, 'W',
-                                         PIGATO__DISCONNECT,
-                                         s_framing (&in->m));
+            pigato__broker_send_disconnect (self, &in->m.sender, &in->m.conn,
+                                            s_framing (&in->m), "E_NOT_READY");
         }
         return;
     }

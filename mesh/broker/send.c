@@ -87,6 +87,23 @@ pigato__broker_send_control (pigato_broker_t *self, const pigato__bytes_t *to,
 }
 
 void
+pigato__broker_send_disconnect (pigato_broker_t *self,
+                                const pigato__bytes_t *to,
+                                const pigato__conn_t *conn,
+                                pigato__framing_t framing, const char *reason)
+{
+    //  MDP's DISCONNECT has no room for a reason; native's has no field
+    //  old readers accept: 0.0.46 framing, which every pigato peer reads
+    if (framing == PIGATO__FRAMING_MDP || !reason || !s_live (self, conn)) {
+        pigato__broker_send_control (self, to, conn, 'W', PIGATO__DISCONNECT,
+                                     framing);
+        return;
+    }
+    pigato__bytes_t frames [] = { BYTES ("W"), BYTES ("5"), BYTES (reason) };
+    s_send_frames (self, to, frames, 3, NULL, 0);
+}
+
+void
 pigato__broker_send_reply (pigato_broker_t *self, const pigato__caller_t *to,
                            int type, int status, const pigato__bytes_t *body,
                            size_t body_count, const pigato__bytes_t *opts,

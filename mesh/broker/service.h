@@ -78,6 +78,7 @@ struct _pigato__request_t {
     char curve_key [PIGATO_Z85_KEY_SIZE + 1];  //  its CURVE key, "" if none
     int64_t timeout;                           //  ms, -1 = never
     int retries_left;       //  re-dispatches allowed on worker loss
+    unsigned dispatches;    //  times it was handed to a worker
     uint64_t *rejected;     //  serials of workers that rejected it
     size_t rejected_count;  //  entries in rejected
     byte *target;           //  opts workerId: that worker only

@@ -39,8 +39,9 @@ typedef struct {
     int retry;                  //  re-sends left on broker loss
     pigato_reply_fn *on_reply;  //  callback, may be NULL
     void *arg;                  //  callback argument
-    pigato__link_t *link;       //  link it was last sent on
+    pigato__link_t *link;       //  link it was last sent on, NULL if parked
     unsigned generation;        //  that link's connection then
+    void *parked;               //  handle in client->parked, or NULL
     int64_t sent_at;            //  when it was (re)sent
     int64_t last_activity;      //  when sent or last replied to
     pigato__timer_t deadline;   //  inactivity deadline
@@ -48,22 +49,27 @@ typedef struct {
 } s_request_t;
 
 struct _pigato_client_t {
-    pigato__settings_t settings;  //  keys, heartbeat, framing (setters)
-    int64_t timeout_ms;           //  default request timeout
-    pigato__links_t *links;       //  broker links
-    size_t next_link;             //  round-robin cursor
-    pigato__table_t *requests;    //  rid -> s_request_t, in flight
-    pigato__heap_t *timers;       //  heartbeat + request deadlines
-    pigato__timer_t heartbeat;    //  next heartbeat tick
-    char rid_prefix [17];         //  16 random hex digits per client
-    uint32_t rid_counter;         //  per request
-    bool progress;                //  a message or final happened this round
-    zloop_t *loop;                //  attached zloop, or NULL
-    int loop_timer;               //  its timer id
-    char err [256];               //  last error message
+    pigato__settings_t settings;    //  keys, heartbeat, framing (setters)
+    int64_t timeout_ms;             //  default request timeout
+    pigato__links_t *links;         //  broker links
+    size_t next_link;               //  round-robin cursor
+    pigato__table_t *requests;      //  rid -> s_request_t, in flight
+    pigato__heap_t *timers;         //  heartbeat + request deadlines
+    pigato__timer_t heartbeat;      //  next heartbeat tick
+    pigato__timer_t connect_check;  //  next link handshake deadline
+    zlistx_t *parked;               //  requests waiting for a link to come up
+    bool ever_up;                   //  some link completed a handshake once
+    char rid_prefix [17];           //  16 random hex digits per client
+    uint32_t rid_counter;           //  per request
+    bool progress;                  //  a message or final happened this round
+    zloop_t *loop;                  //  attached zloop, or NULL
+    int loop_timer;                 //  its timer id
+    char err [256];                 //  last error message
 };
 
 static void s_timers_run (pigato_client_t *self);
+static void s_request_finish (pigato_client_t *self, s_request_t *req,
+                              int status, const void *data, size_t size);
 
 //  --------------------------------------------------------------------------
 //  Frees a request record (already out of the table and the heap).
@@ -80,10 +86,12 @@ s_request_destroy (s_request_t **req_p)
 }
 
 //  --------------------------------------------------------------------------
-//  Picks a link round-robin, other than avoid (a broker just lost): first
-//  links whose broker answered within two intervals, then any other link
-//  with a socket, then avoid itself (reopened; the only one left). NULL
-//  if there is none.
+//  Picks a link round-robin, other than avoid (a broker just lost), among
+//  those whose handshake completed: first links whose broker answered
+//  within two intervals, then any other, then avoid itself (reopened and
+//  up again; the only one left). NULL if no link is up: the request waits
+//  for one (parked), as a request sent into a connection that never
+//  completes would wait for its timeout.
 
 static pigato__link_t *
 s_link_choose (pigato_client_t *self, pigato__link_t *avoid)
@@ -91,8 +99,10 @@ s_link_choose (pigato_client_t *self, pigato__link_t *avoid)
     size_t size = pigato__links_size (self->links);
     if (size == 1) {
         //  What the passes below come to with one link, without the clock
+        //  (except that a lone link still connecting takes the request:
+        //  it leaves when the handshake completes, as it would parked)
         pigato__link_t *link = pigato__links_get (self->links, 0);
-        return link->sock ? link : NULL;
+        return link->sock && !pigato__link_refused (link) ? link : NULL;
     }
     int64_t now = pigato__now_ms ();
     int64_t window = 2 * (int64_t) self->settings.interval_ms;
@@ -100,13 +110,63 @@ s_link_choose (pigato_client_t *self, pigato__link_t *avoid)
         for (size_t step = 0; step < size; step++) {
             size_t index = (self->next_link + step) % size;
             pigato__link_t *link = pigato__links_get (self->links, index);
-            if (!link->sock || link == avoid
+            if (!link->sock || link == avoid || link->state != PIGATO__LINK_UP
                 || (pass == 0 && !pigato__link_alive (link, now, window)))
                 continue;
             self->next_link = index + 1;
             return link;
         }
-    return avoid && avoid->sock ? avoid : NULL;
+    return avoid && avoid->sock && avoid->state == PIGATO__LINK_UP ? avoid
+                                                                   : NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Why no request can go anywhere now, or 0: every link failed, each for
+//  a reason that waiting will not cure (the broker refused the key, no
+//  server key passed the handshake, a bad local key), or because no
+//  broker could be reached while none ever was (a client started against
+//  a broker that is not there; once one was up, a broker that restarts
+//  is waited for). The status of the most telling link, its text in
+//  *text.
+
+static int
+s_links_failure (pigato_client_t *self, const char **text)
+{
+    int status = 0;
+    for (size_t index = 0; index < pigato__links_size (self->links); index++) {
+        pigato__link_t *link = pigato__links_get (self->links, index);
+        if (link->state == PIGATO__LINK_UP || !link->failure)
+            return 0;
+        if (!pigato__link_refused (link) && self->ever_up)
+            return 0;
+        //  A refusal says more than "unreachable"
+        if (!status || pigato__link_refused (link)) {
+            status = link->failure;
+            *text = link->failure_text;
+        }
+    }
+    return status;
+}
+
+//  --------------------------------------------------------------------------
+//  Arms the check of links' handshake deadlines (once).
+
+static void
+s_connect_check_arm (pigato_client_t *self)
+{
+    if (!pigato__timer_scheduled (&self->connect_check)
+        && pigato__heap_set (self->timers, &self->connect_check,
+                             pigato__now_ms () + PIGATO_CONNECT_TIMEOUT_MS))
+        pigato__log (PIGATO_LOG_ERROR, "event=connect_check_lost "
+                                       "reason=nomem");
+}
+
+static void
+s_unpark (pigato_client_t *self, s_request_t *req)
+{
+    if (req->parked)
+        zlistx_delete (self->parked, req->parked);
+    req->parked = NULL;
 }
 
 //  --------------------------------------------------------------------------
@@ -132,10 +192,20 @@ s_request_send (pigato_client_t *self, s_request_t *req, pigato__link_t *avoid)
 {
     pigato__link_t *link = s_link_choose (self, avoid);
     if (!link) {
-        pigato__errorf (self->err, sizeof self->err,
-                        "not connected to any broker");
-        return PIGATO_E_NOTCONNECTED;
+        const char *text = NULL;
+        int failure = s_links_failure (self, &text);
+        if (failure) {
+            pigato__errorf (self->err, sizeof self->err, "%s", text);
+            return failure;
+        }
+        //  Parked until a link completes its handshake (or fails)
+        req->link = NULL;
+        if (!req->parked && !(req->parked = zlistx_add_end (self->parked, req)))
+            return PIGATO_E_NOMEM;
+        s_connect_check_arm (self);
+        return PIGATO_OK;
     }
+    s_unpark (self, req);
     pigato__msg_t message = { .role = 'C',
                               .type = PIGATO__REQUEST,
                               .service = S_TEXT (req->service),
@@ -161,6 +231,24 @@ s_request_send (pigato_client_t *self, s_request_t *req, pigato__link_t *avoid)
     return PIGATO_OK;
 }
 
+//  A request sent again because its broker was lost may have run on a
+//  worker already: it carries the next "attempt" in its opts (the rid
+//  stays), so that worker's successor can tell (docs/protocol.md). Opts
+//  that cannot grow go as they were.
+static void
+s_request_next_attempt (s_request_t *req)
+{
+    size_t size = 0;
+    char *opts = pigato__opts_next_attempt (
+        req->opts, req->opts ? strlen (req->opts) : 0, &size);
+    if (!opts || size > PIGATO_OPTS_MAX) {
+        free (opts);
+        return;
+    }
+    free (req->opts);
+    req->opts = opts;
+}
+
 //  A request's key in the table is its rid.
 static bool
 s_request_match (const void *item, const void *key)
@@ -178,6 +266,7 @@ s_request_finish (pigato_client_t *self, s_request_t *req, int status,
 {
     pigato__table_delete (self->requests, req->hash, req->rid);
     pigato__heap_remove (self->timers, &req->deadline);
+    s_unpark (self, req);
     self->progress = true;
     pigato__log (PIGATO_LOG_DEBUG, "event=client_final rid=%s status=%d",
                  req->rid, status);
@@ -212,8 +301,10 @@ s_link_lost (pigato_client_t *self, pigato__link_t *link, const char *reason)
 {
     int64_t silent_ms = pigato__now_ms () - link->last_seen;
     bool was_heard = link->heard;
-    if (pigato__link_open (link, self->err, sizeof self->err) == PIGATO_OK)
+    if (pigato__link_open (link, self->err, sizeof self->err) == PIGATO_OK) {
         s_link_greet (link);
+        s_connect_check_arm (self);
+    }
     else
         pigato__log (PIGATO_LOG_WARNING,
                      "event=client_reconnect_failed endpoint=%s",
@@ -239,6 +330,7 @@ s_link_lost (pigato_client_t *self, pigato__link_t *link, const char *reason)
             continue;  //  cancelled or ended by an earlier callback
         if (req->retry > 0) {
             req->retry--;
+            s_request_next_attempt (req);
             if (s_request_send (self, req, link) == PIGATO_OK) {
                 resent++;
                 continue;
@@ -257,11 +349,68 @@ s_link_lost (pigato_client_t *self, pigato__link_t *link, const char *reason)
                  link->endpoint, reason, silent_ms, resent, failed);
 }
 
-//  Its connection to a broker that had answered ended (link.c monitor).
+//  Its connection to a broker that had answered ended, or its handshake
+//  failed with another server key to try (link.c monitor).
 static void
 s_link_disconnected (void *owner, pigato__link_t *link)
 {
-    s_link_lost ((pigato_client_t *) owner, link, "disconnected");
+    s_link_lost ((pigato_client_t *) owner, link,
+                 link->state == PIGATO__LINK_UP ? "disconnected"
+                                                : "next_server_key");
+}
+
+//  --------------------------------------------------------------------------
+//  A link came up: parked requests go (spread over the links up). A link
+//  failed: a refusal closes it until its backoff ends; when no link is
+//  left to wait for (s_links_failure), parked requests fail with the
+//  reason, at once rather than at their timeout.
+
+static void
+s_link_change (void *owner, pigato__link_t *link)
+{
+    pigato_client_t *self = (pigato_client_t *) owner;
+    bool up = link->state == PIGATO__LINK_UP;
+    bool refused = !up && pigato__link_refused (link);
+    if (up)
+        self->ever_up = true;
+    else if (refused)
+        pigato__link_refuse (link, link->failure, link->failure_text);
+    const char *text = NULL;
+    int failure = up ? 0 : s_links_failure (self, &text);
+    if (!up && !failure && !refused)
+        return;  //  other links to wait for; this one's queue may still go
+    //  What moves: parked requests; on a failure, those sent on links
+    //  that never came up too (the broker never had them). Callbacks
+    //  below may park, cancel or end requests: rids first
+    zlistx_t *rids = zlistx_new ();
+    if (!rids)
+        return;
+    zlistx_set_destructor (rids, (zlistx_destructor_fn *) zstr_free);
+    size_t cursor = 0;
+    s_request_t *req;
+    while ((req = (s_request_t *) pigato__table_next (self->requests, &cursor)))
+        if (req->parked
+            || (!up && req->link
+                && (req->link == link
+                    || (failure && req->link->state != PIGATO__LINK_UP))))
+            zlistx_add_end (rids, strdup (req->rid));
+    char copy [256];
+    snprintf (copy, sizeof copy, "%s", text ? text : "");
+    for (char *rid = (char *) zlistx_first (rids); rid;
+         rid = (char *) zlistx_next (rids)) {
+        req = (s_request_t *) pigato__table_lookup (
+            self->requests, pigato__hash_text (rid), rid);
+        if (!req)
+            continue;  //  cancelled or ended meanwhile
+        int rc = failure ? failure
+                         : s_request_send (self, req, up ? NULL : link);
+        if (rc == PIGATO_OK)
+            continue;
+        if (!failure)
+            snprintf (copy, sizeof copy, "%s", self->err);
+        s_request_finish (self, req, rc, copy, strlen (copy));
+    }
+    zlistx_destroy (&rids);
 }
 
 //  --------------------------------------------------------------------------
@@ -276,8 +425,10 @@ s_heartbeat_tick (pigato_client_t *self, int64_t now)
                        * self->settings.liveness;
     for (size_t index = 0; index < pigato__links_size (self->links); index++) {
         pigato__link_t *link = pigato__links_get (self->links, index);
+        if (!link->sock && now < link->retry_at)
+            continue;  //  refused: backing off
         if (!link->sock || now - link->last_seen >= dead_after)
-            s_link_lost (self, link, "silent");
+            s_link_lost (self, link, link->sock ? "silent" : "retry");
         else {
             pigato__msg_t heartbeat = { .role = 'C',
                                         .type = PIGATO__HEARTBEAT };
@@ -307,6 +458,15 @@ s_timers_run (pigato_client_t *self)
     int64_t now = pigato__now_ms ();
     pigato__timer_t *timer;
     while ((timer = pigato__heap_pop_due (self->timers, now))) {
+        if (timer == &self->connect_check) {
+            int64_t next = pigato__links_expire (self->links, now,
+                                                 PIGATO_CONNECT_TIMEOUT_MS);
+            if (next >= 0
+                && pigato__heap_set (self->timers, &self->connect_check, next))
+                pigato__log (PIGATO_LOG_ERROR, "event=connect_check_lost "
+                                               "reason=nomem");
+            continue;
+        }
         if (timer == &self->heartbeat) {
             //  Cannot fail: the pop just made room
             if (pigato__heap_set (self->timers, &self->heartbeat,
@@ -493,13 +653,15 @@ pigato_client_new (void)
     self->timers = pigato__heap_new ();
     self->links = pigato__links_new ('C', &self->settings.security,
                                      s_link_handle, s_loop_tick,
-                                     s_link_disconnected, self);
+                                     s_link_disconnected, s_link_change, self);
+    self->parked = zlistx_new ();
     byte prefix [8];
     randombytes_buf (prefix, sizeof prefix);
     sodium_bin2hex (self->rid_prefix, sizeof self->rid_prefix, prefix,
                     sizeof prefix);
     pigato__timer_init (&self->heartbeat);
-    if (!self->requests || !self->timers || !self->links)
+    pigato__timer_init (&self->connect_check);
+    if (!self->requests || !self->timers || !self->links || !self->parked)
         pigato_client_destroy (&self);
     return self;
 }
@@ -527,6 +689,7 @@ pigato_client_destroy (pigato_client_t **self_p)
             s_request_destroy (&req);
         pigato__table_destroy (&self->requests);
     }
+    zlistx_destroy (&self->parked);
     pigato__settings_reset (&self->settings);
     free (self);
     *self_p = NULL;
@@ -612,6 +775,7 @@ pigato_client_connect (pigato_client_t *self, const char *endpoint)
     if (rc != PIGATO_OK)
         return rc;
     s_link_greet (link);
+    s_connect_check_arm (self);
     pigato__log (PIGATO_LOG_INFO, "event=client_connect endpoint=%s mode=%s",
                  endpoint,
                  self->settings.security.insecure ? "insecure" : "curve");
@@ -686,19 +850,23 @@ pigato_client_request (pigato_client_t *self, const char *service,
     req->arg = arg;
     s_rid_format (req->rid, self->rid_prefix, ++self->rid_counter);
     pigato__timer_init (&req->deadline);
-    rc = s_request_send (self, req, NULL);
-    if (rc != PIGATO_OK)
-        goto failed;
     req->hash = pigato__hash_text (req->rid);
     if (pigato__table_insert (self->requests, req->hash, req->rid, req)) {
         rc = PIGATO_E_NOMEM;
         goto failed;
     }
-    req->last_activity = req->sent_at;
+    rc = s_request_send (self, req, NULL);
+    if (rc != PIGATO_OK) {
+        s_unpark (self, req);
+        pigato__table_delete (self->requests, req->hash, req->rid);
+        goto failed;
+    }
+    req->last_activity = req->sent_at = pigato__now_ms ();
     if (req->timeout >= 0
         && pigato__heap_set (self->timers, &req->deadline,
                              req->last_activity + req->timeout)) {
         //  A request without its deadline would wait forever: refused
+        s_unpark (self, req);
         pigato__table_delete (self->requests, req->hash, req->rid);
         rc = PIGATO_E_NOMEM;
         goto failed;
@@ -728,6 +896,7 @@ pigato_client_cancel (pigato_client_t *self, const char *rid)
         return PIGATO_E_INVALID;
     }
     pigato__heap_remove (self->timers, &req->deadline);
+    s_unpark (self, req);
     pigato__log (PIGATO_LOG_DEBUG, "event=client_cancel rid=%s", req->rid);
     s_request_destroy (&req);
     return PIGATO_OK;

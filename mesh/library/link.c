@@ -8,17 +8,30 @@
     frame used) before any of its entries is handed to the owner, so a
     malformed batch is dropped without side effects.
 
-    Every socket has a libzmq monitor (an inproc PAIR) for one event,
-    DISCONNECTED: a broker that had spoken and whose connection ends is
-    gone, with what it held for this connection (a broker forgets the
-    requests of a closed connection), so the owner hears of it at once.
+    Every socket has a libzmq monitor (an inproc PAIR). DISCONNECTED: a
+    broker that had spoken and whose connection ends is gone, with what
+    it held for this connection (a broker forgets the requests of a closed
+    connection), so the owner hears of it at once. The handshake events
+    give the link's state: UP when the security handshake completed, and
+    at once why it failed (the broker's ZAP handler refused the key, the
+    mechanisms differ, or the handshake broke: wrong server key), so the
+    owner can fail what waits instead of letting it time out.
     =========================================================================
 */
+#include <netdb.h>
 #include <sodium.h>
 #include "link.h"
 
 #define LINK_DRAIN_MAX       1000  //  messages per link per round
 #define LINK_DISPATCH_ROUNDS 4     //  zloop: rounds in one turn, then next turn
+#define LINK_BACKOFF_MS      500   //  first wait after a refusal
+#define LINK_BACKOFF_MAX_MS  30000  //  longest wait after refusals in a row
+//  What the monitor reports
+#define LINK_EVENTS                                                            \
+    (ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECTED                              \
+     | ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH         \
+     | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL                                     \
+     | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 //  One entry of a poll: a link's socket or its monitor.
 typedef struct {
@@ -34,6 +47,7 @@ struct _pigato__links_t {
     pigato__link_handler_fn *handler;         //  per message from a broker
     pigato__link_tick_fn *tick;               //  after a zloop drain
     pigato__link_lost_fn *lost;               //  connection to a broker ended
+    pigato__link_change_fn *change;           //  state changed (up, failed)
     void *owner;                              //  their argument
     pigato__link_t **items;                   //  the links
     size_t size;                              //  links in use
@@ -51,7 +65,8 @@ static void s_settle_outside (pigato__links_t *self);
 pigato__links_t *
 pigato__links_new (char role, const pigato__peer_security_t *security,
                    pigato__link_handler_fn *handler, pigato__link_tick_fn *tick,
-                   pigato__link_lost_fn *lost, void *owner)
+                   pigato__link_lost_fn *lost, pigato__link_change_fn *change,
+                   void *owner)
 {
     pigato__links_t *self = (pigato__links_t *) calloc (1, sizeof *self);
     if (!self)
@@ -62,6 +77,7 @@ pigato__links_new (char role, const pigato__peer_security_t *security,
     self->handler = handler;
     self->tick = tick;
     self->lost = lost;
+    self->change = change;
     self->owner = owner;
     return self;
 }
@@ -351,6 +367,16 @@ s_link_handle (pigato__link_t *self, unsigned generation, zmsg_t *msg)
 {
     self->last_seen = pigato__now_ms ();
     self->heard = true;
+    if (self->state == PIGATO__LINK_CONNECTING) {
+        //  A peer that reports no handshake events (ZMTP 2) still speaks
+        self->state = PIGATO__LINK_UP;
+        self->failure = 0;
+        self->keys_failed = self->refusals = 0;
+        if (self->links->change)
+            self->links->change (self->links->owner, self);
+        if (!self->sock || self->generation != generation)
+            return -1;
+    }
     zframe_t *first = zmsg_first (msg);
     if (first && pigato__native_is (zframe_data (first), zframe_size (first)))
         return s_native_handle (self, generation, msg);
@@ -389,29 +415,148 @@ s_link_drain (pigato__link_t *self, unsigned generation, size_t *received)
 }
 
 //  --------------------------------------------------------------------------
-//  Reads a link's monitor events (as of the generation polled). A
-//  disconnect from a broker that spoke since the link opened: what it
-//  sent before is handled, then the owner's lost handler runs.
+//  The endpoint's host, or "" (not tcp://, or a numeric address).
+
+static void
+s_endpoint_host (const char *endpoint, char *host, size_t host_size)
+{
+    host [0] = 0;
+    if (strncmp (endpoint, "tcp://", 6) != 0)
+        return;
+    const char *start = endpoint + 6;
+    const char *at = strchr (start, ';');  //  tcp://source;host:port
+    if (at)
+        start = at + 1;
+    const char *end = strrchr (start, ':');
+    if (*start == '[' || !end || end == start
+        || (size_t) (end - start) >= host_size)
+        return;
+    memcpy (host, start, (size_t) (end - start));
+    host [end - start] = 0;
+    if (streq (host, "*"))
+        host [0] = 0;
+}
+
+//  Records why a link failed and tells the owner.
+static void
+s_link_fail (pigato__link_t *self, int status, const char *text)
+{
+    self->failure = status;
+    snprintf (self->failure_text, sizeof self->failure_text, "%s", text);
+    pigato__log (PIGATO_LOG_WARNING,
+                 "event=%s_link_failed endpoint=%s status=%s reason=\"%s\"",
+                 self->links->name, self->endpoint, pigato_strerror (status),
+                 text);
+    if (self->links->change)
+        self->links->change (self->links->owner, self);
+}
+
+//  --------------------------------------------------------------------------
+//  Reads a link's monitor events (as of the generation polled). The
+//  handshake's outcome sets the state (and tells the owner); a
+//  handshake that broke with another server key to try moves to that key
+//  and has the owner reopen; a disconnect from a broker that spoke since
+//  the link opened: what it sent before is handled, then the owner's
+//  lost handler runs.
 
 static void
 s_monitor_drain (pigato__link_t *self, unsigned generation, size_t *received)
 {
-    bool disconnected = false;
+    bool disconnected = false, up = false, broke = false;
+    uint32_t auth_status = 0, protocol_error = 0;
     while (self->monitor && self->generation == generation) {
         zmsg_t *msg = zmsg_recv (self->monitor);
         if (!msg)
             break;
         zframe_t *event = zmsg_first (msg);
         uint16_t number = 0;
-        if (event && zframe_size (event) >= sizeof number)
+        uint32_t value = 0;
+        if (event && zframe_size (event) >= sizeof number + sizeof value) {
             memcpy (&number, zframe_data (event), sizeof number);
-        if (number == ZMQ_EVENT_DISCONNECTED)
-            disconnected = true;
+            memcpy (&value, zframe_data (event) + sizeof number, sizeof value);
+        }
+        switch (number) {
+            case ZMQ_EVENT_DISCONNECTED:
+                disconnected = true;
+                up = false;
+                if (self->state == PIGATO__LINK_UP && !self->heard) {
+                    //  libzmq reconnects: a new handshake to wait for
+                    self->state = PIGATO__LINK_CONNECTING;
+                    self->opened_at = pigato__now_ms ();
+                    self->connected = false;
+                }
+                break;
+            case ZMQ_EVENT_CONNECTED: self->connected = true; break;
+            case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+                up = true;
+                auth_status = protocol_error = 0;
+                broke = false;
+                break;
+            case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+                auth_status = value ? value : 400;
+                break;
+            case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                protocol_error = value;
+                break;
+            case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL: broke = true; break;
+            default: break;
+        }
         zmsg_destroy (&msg);
     }
-    if (!disconnected || !self->heard || self->generation != generation)
+    if (self->generation != generation || !self->sock)
         return;
     pigato__links_t *links = self->links;
+    if (up && self->state != PIGATO__LINK_UP) {
+        self->state = PIGATO__LINK_UP;
+        self->failure = 0;
+        self->keys_failed = self->refusals = 0;
+        pigato__log (PIGATO_LOG_DEBUG, "event=%s_handshake endpoint=%s",
+                     links->name, self->endpoint);
+        if (links->change)
+            links->change (links->owner, self);
+        if (self->generation != generation)
+            return;
+    }
+    char text [200];
+    if (auth_status) {
+        snprintf (text, sizeof text,
+                  "the broker refused this key (ZAP status %u): is it in "
+                  "the ACL, and not revoked?",
+                  (unsigned) auth_status);
+        s_link_fail (self, PIGATO_E_AUTH, text);
+        return;
+    }
+    if (protocol_error == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+        s_link_fail (self, PIGATO_E_HANDSHAKE,
+                     links->security->insecure
+                         ? "no handshake with the broker: it uses CURVE, "
+                           "this peer is insecure (give --server-key)"
+                         : "no handshake with the broker: this peer uses "
+                           "CURVE, the broker is insecure (a plaintext "
+                           "broker?)");
+        return;
+    }
+    if ((protocol_error || broke) && self->state != PIGATO__LINK_UP
+        && !links->security->insecure) {
+        size_t keys = links->security->server_key_count;
+        if (++self->keys_failed < keys && links->lost) {
+            //  Key rotation: the next acceptable server key
+            self->key_index = (self->key_index + 1) % keys;
+            pigato__log (PIGATO_LOG_INFO,
+                         "event=%s_next_server_key endpoint=%s key=%zu",
+                         links->name, self->endpoint, self->key_index);
+            links->lost (links->owner, self);
+            return;
+        }
+        self->keys_failed = 0;
+        self->key_index = (self->key_index + 1) % (keys ? keys : 1);
+        s_link_fail (self, PIGATO_E_HANDSHAKE,
+                     "no handshake with the broker: wrong server key, or "
+                     "a plaintext broker?");
+        return;
+    }
+    if (!disconnected || !self->heard)
+        return;
     pigato__log (PIGATO_LOG_INFO, "event=%s_disconnected endpoint=%s",
                  links->name, self->endpoint);
     while (self->sock && self->generation == generation) {
@@ -422,6 +567,83 @@ s_monitor_drain (pigato__link_t *self, unsigned generation, size_t *received)
     }
     if (links->lost && self->generation == generation)
         links->lost (links->owner, self);
+}
+
+int64_t
+pigato__links_expire (pigato__links_t *self, int64_t now, int64_t timeout_ms)
+{
+    int64_t next = -1;
+    for (size_t index = 0; index < self->size; index++) {
+        pigato__link_t *link = self->items [index];
+        if (link->state != PIGATO__LINK_CONNECTING || link->failure)
+            continue;
+        int64_t due = link->opened_at + timeout_ms;
+        if (due > now) {
+            if (next < 0 || due < next)
+                next = due;
+            continue;
+        }
+        char text [256], host [256];
+        s_endpoint_host (link->endpoint, host, sizeof host);
+        struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
+        struct addrinfo *found = NULL;
+        int gai = 0;
+        if (link->connected)
+            s_link_fail (link, PIGATO_E_HANDSHAKE,
+                         "no handshake with the broker: wrong server key, "
+                         "or a plaintext broker?");
+        else if (host [0] && (gai = getaddrinfo (host, NULL, &hints, &found))
+                 && gai != EAI_AGAIN) {
+            snprintf (text, sizeof text, "cannot resolve host '%.120s': %s",
+                      host, gai_strerror (gai));
+            s_link_fail (link, PIGATO_E_RESOLVE, text);
+        }
+        else {
+            snprintf (text, sizeof text,
+                      "cannot reach the broker at %.120s: is it running, "
+                      "and listening there?",
+                      link->endpoint);
+            s_link_fail (link, PIGATO_E_UNREACHABLE, text);
+        }
+        if (found)
+            freeaddrinfo (found);
+    }
+    return next;
+}
+
+void
+pigato__link_refuse (pigato__link_t *self, int status, const char *text)
+{
+    pigato__link_close (self);
+    if (self->refusals < 16)
+        self->refusals++;
+    int64_t wait = LINK_BACKOFF_MS;
+    for (unsigned step = 1; step < self->refusals && wait < LINK_BACKOFF_MAX_MS;
+         step++)
+        wait *= 2;
+    if (wait > LINK_BACKOFF_MAX_MS)
+        wait = LINK_BACKOFF_MAX_MS;
+    //  Jitter: 75% to 125%, so refused peers do not return in step
+    wait = wait * 3 / 4
+         + (int64_t) randombytes_uniform ((uint32_t) (wait / 2 + 1));
+    self->retry_at = pigato__now_ms () + wait;
+    self->failure = status;
+    if (text != self->failure_text)
+        snprintf (self->failure_text, sizeof self->failure_text, "%s", text);
+    pigato__log (PIGATO_LOG_DEBUG,
+                 "event=%s_backoff endpoint=%s refusals=%u wait_ms=%lld",
+                 self->links->name, self->endpoint, self->refusals,
+                 (long long) wait);
+}
+
+bool
+pigato__link_refused (const pigato__link_t *self)
+{
+    return self->state != PIGATO__LINK_UP
+        && (self->failure == PIGATO_E_AUTH
+            || self->failure == PIGATO_E_HANDSHAKE
+            || self->failure == PIGATO_E_DENIED
+            || self->failure == PIGATO_E_KEY);
 }
 
 //  --------------------------------------------------------------------------
@@ -443,14 +665,23 @@ s_sock_readable (zsock_t *sock)
         && (events & ZMQ_POLLIN);
 }
 
-//  Reads ZMQ_EVENTS of the dirty links: a link with a message stays dirty
-//  (it is to be drained), the others are clean. True if any is readable.
+//  Reads ZMQ_EVENTS of the dirty links and monitors: one with a message
+//  stays dirty (it is to be drained), the others are clean. True if any
+//  is readable. A monitor's descriptor is edge-triggered like a socket's:
+//  events queued before the loop watched it, or taken in by a read,
+//  signal nothing, so it is settled the same way.
 static bool
 s_settle (pigato__links_t *self)
 {
     bool readable = false;
     for (size_t index = 0; index < self->size; index++) {
         pigato__link_t *link = self->items [index];
+        if (link->monitor_dirty) {
+            if (link->monitor && s_sock_readable (link->monitor))
+                readable = true;
+            else
+                link->monitor_dirty = false;
+        }
         if (!link->dirty)
             continue;
         if (link->sock && s_sock_readable (link->sock))
@@ -505,6 +736,14 @@ s_dispatch (pigato__links_t *self)
             if (link->dirty && link->sock)
                 s_link_drain (link, link->generation, &received);
         }
+        //  Messages first: what a broker sent before it went is handled
+        for (size_t index = 0; readable && index < self->size; index++) {
+            pigato__link_t *link = self->items [index];
+            if (link->monitor_dirty && link->monitor) {
+                link->monitor_dirty = true;  //  read: settle again after
+                s_monitor_drain (link, link->generation, &received);
+            }
+        }
         if (round == 0 && self->tick)
             self->tick (self->owner);
         pigato__links_release (self);
@@ -538,13 +777,8 @@ s_loop_monitor_fd (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     (void) loop;
     (void) item;
     pigato__link_t *link = (pigato__link_t *) arg;
-    pigato__links_t *self = link->links;
-    size_t received = 0;
-    pigato__links_hold (self);
-    s_monitor_drain (link, link->generation, &received);
-    if (self->tick)
-        self->tick (self->owner);
-    pigato__links_release (self);
+    link->monitor_dirty = true;
+    s_dispatch (link->links);
     return zsys_interrupted ? -1 : 0;
 }
 
@@ -586,9 +820,12 @@ s_link_register (pigato__link_t *self)
     if (self->monitor && self->monitor_fd < 0)
         self->monitor_fd = s_poller_add (loop, self->monitor, s_loop_monitor_fd,
                                          self);
-    //  What came before the loop watched the descriptor is not signalled
+    //  What came before the loop watched the descriptors is not signalled
+    //  (events of a fresh socket's connect are queued on the monitor by
+    //  now): ZMQ_EVENTS is read, and what is there drained next turn
     if (self->sock) {
         self->dirty = true;
+        self->monitor_dirty = self->monitor != NULL;
         s_settle_outside (self->links);
     }
 }
@@ -604,8 +841,7 @@ s_monitor_open (pigato__link_t *self)
     char endpoint [96];
     snprintf (endpoint, sizeof endpoint, "inproc://pigato-link-%p-%u",
               (void *) self, ++sequence);
-    if (zmq_socket_monitor (zsock_resolve (self->sock), endpoint,
-                            ZMQ_EVENT_DISCONNECTED)
+    if (zmq_socket_monitor (zsock_resolve (self->sock), endpoint, LINK_EVENTS)
         != 0)
         return;
     self->monitor = zsock_new (ZMQ_PAIR);
@@ -634,16 +870,24 @@ pigato__link_open (pigato__link_t *self, char *err, size_t err_size)
     byte id [PIGATO__LINK_ID_BYTES];
     randombytes_buf (id, sizeof id);
     sodium_bin2hex (self->routing_id, sizeof self->routing_id, id, sizeof id);
-    int rc = pigato__peer_socket (self->links->security, self->endpoint,
-                                  self->routing_id, PIGATO__LINK_ID_BYTES * 2,
-                                  &self->sock, err, err_size);
-    if (rc != PIGATO_OK)
+    int rc = pigato__peer_socket (self->links->security, self->key_index,
+                                  self->endpoint, self->routing_id,
+                                  PIGATO__LINK_ID_BYTES * 2, &self->sock, err,
+                                  err_size);
+    if (rc != PIGATO_OK) {
+        self->failure = rc;
+        snprintf (self->failure_text, sizeof self->failure_text, "%s", err);
         return rc;
+    }
     self->generation++;
-    self->last_seen = pigato__now_ms ();
-    self->heard = false;
+    self->last_seen = self->opened_at = pigato__now_ms ();
+    self->heard = self->connected = false;
     self->native = self->framing == PIGATO__FRAMING_NATIVE;
+    self->retry_at = 0;
+    self->acknowledged = false;
     s_monitor_open (self);
+    //  Without a monitor nothing reports the handshake: assume it
+    self->state = self->monitor ? PIGATO__LINK_CONNECTING : PIGATO__LINK_UP;
     s_link_register (self);
     return PIGATO_OK;
 }
@@ -658,7 +902,8 @@ pigato__link_close (pigato__link_t *self)
         s_poller_end (self->links->loop, &self->fd);
         s_poller_end (self->links->loop, &self->monitor_fd);
     }
-    self->dirty = false;
+    self->dirty = self->monitor_dirty = false;
+    self->state = PIGATO__LINK_CLOSED;
     if (self->monitor) {
         zmq_socket_monitor (zsock_resolve (self->sock), NULL, 0);
         zsock_destroy (&self->monitor);

@@ -28,6 +28,16 @@
 
 typedef struct _pigato__links_t pigato__links_t;
 
+//  Where a link's connection stands (its monitor tells): CLOSED has no
+//  socket (not opened yet, open failed, or closed after a refusal until
+//  retry_at); CONNECTING has one whose security handshake has not
+//  completed; UP completed it (or the broker spoke).
+typedef enum {
+    PIGATO__LINK_CLOSED,
+    PIGATO__LINK_CONNECTING,
+    PIGATO__LINK_UP
+} pigato__link_state_t;
+
 typedef struct {
     pigato__links_t *links;  //  the set it belongs to
     zsock_t *sock;           //  DEALER, NULL when closed or reopen failed
@@ -42,9 +52,20 @@ typedef struct {
     bool native;                //  sends native on this connection
     pigato__native_writer_t writer;  //  batch being coalesced
     zmq_msg_t *externals;            //  its external bodies, in order
-    int fd;          //  sock's ZMQ_FD polled by the zloop, or -1
-    int monitor_fd;  //  monitor's ZMQ_FD polled by it, or -1
-    bool dirty;      //  zloop: used since ZMQ_EVENTS was read
+    int fd;                      //  sock's ZMQ_FD polled by the zloop, or -1
+    int monitor_fd;              //  monitor's ZMQ_FD polled by it, or -1
+    bool dirty;                  //  zloop: used since ZMQ_EVENTS was read
+    bool monitor_dirty;          //  zloop: monitor read since ZMQ_EVENTS
+    pigato__link_state_t state;  //  see pigato__link_state_t
+    int64_t opened_at;           //  when the socket was (re)opened
+    bool connected;              //  a TCP connection was made since then
+    int failure;                 //  why the last attempt failed, or 0
+    char failure_text [256];     //  that, for people: what and a hint
+    size_t key_index;            //  server key in use (rotation)
+    size_t keys_failed;          //  keys refused in a row, since last UP
+    unsigned refusals;           //  refusals in a row (backoff), since UP
+    int64_t retry_at;            //  CLOSED after a refusal: reopen from then
+    bool acknowledged;  //  the broker took the greeting (worker: READY)
 } pigato__link_t;
 
 //  One message (or native entry) from a broker, already decoded and
@@ -61,13 +82,39 @@ typedef void (pigato__link_tick_fn) (void *owner);
 //  The owner usually reopens the link. NULL = left to heartbeats.
 typedef void (pigato__link_lost_fn) (void *owner, pigato__link_t *link);
 
+//  Called when a link's state changes: it came UP, or an attempt failed
+//  (link->failure and failure_text say why: PIGATO_E_AUTH at once when
+//  the broker refused the key, PIGATO_E_HANDSHAKE at once when every
+//  server key failed the handshake; PIGATO_E_UNREACHABLE,
+//  PIGATO_E_RESOLVE or PIGATO_E_HANDSHAKE from pigato__links_expire).
+//  On a handshake failure with another server key to try, the set calls
+//  `lost` instead, after moving to the next key: the owner reopens.
+typedef void (pigato__link_change_fn) (void *owner, pigato__link_t *link);
+
 //  Creates an empty set for role 'C' or 'W'. security is borrowed and
 //  must outlive the set. NULL if out of memory.
-pigato__links_t *pigato__links_new (char role,
-                                    const pigato__peer_security_t *security,
-                                    pigato__link_handler_fn *handler,
-                                    pigato__link_tick_fn *tick,
-                                    pigato__link_lost_fn *lost, void *owner);
+pigato__links_t *
+pigato__links_new (char role, const pigato__peer_security_t *security,
+                   pigato__link_handler_fn *handler, pigato__link_tick_fn *tick,
+                   pigato__link_lost_fn *lost, pigato__link_change_fn *change,
+                   void *owner);
+
+//  Links still CONNECTING timeout_ms after they opened fail now
+//  (PIGATO_E_HANDSHAKE if a TCP connection was made, else
+//  PIGATO_E_RESOLVE if the host name does not resolve, else
+//  PIGATO_E_UNREACHABLE), through the change handler; libzmq goes on
+//  trying. Returns when the next one is due, or -1 if none is.
+int64_t pigato__links_expire (pigato__links_t *self, int64_t now,
+                              int64_t timeout_ms);
+
+//  A broker refused this link (status, text for people): closes the
+//  socket and sets retry_at with exponential, capped, jittered backoff
+//  (refusals in a row). The owner reopens it from retry_at.
+void pigato__link_refuse (pigato__link_t *self, int status, const char *text);
+
+//  True if the link failed for a reason trying again will not cure by
+//  itself (the broker refused the key, or no key passed the handshake).
+bool pigato__link_refused (const pigato__link_t *self);
 
 //  Closes every link (pending batches flushed within the linger) and
 //  frees the set.

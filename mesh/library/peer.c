@@ -80,7 +80,8 @@ s_server_cert_check (const pigato__peer_security_t *security, char *err,
     }
     char z85 [PIGATO_Z85_KEY_SIZE + 1];
     if (!zmq_z85_encode (z85, info.public_key, sizeof info.public_key)
-        || strneq (z85, security->server_key)) {
+        || security->server_key_count != 1
+        || strneq (z85, security->server_keys [0])) {
         pigato__errorf (err, err_size,
                         "server certificate '%s' (%s) no "
                         "longer holds the server key it was set with; set "
@@ -114,16 +115,45 @@ pigato__peer_security_set_server_key (pigato__peer_security_t *security,
                                       const char *key, char *err,
                                       size_t err_size)
 {
-    char z85 [PIGATO_Z85_KEY_SIZE + 1];
+    char keys [PIGATO__SERVER_KEYS_MAX][PIGATO_Z85_KEY_SIZE + 1];
+    size_t count = 0;
     bool from_cert = false;
-    int rc = pigato__key_resolve ("server key", key, z85, &from_cert, err,
+    int rc = PIGATO_OK;
+    char *list = key ? strdup (key) : NULL;
+    if (key && !list)
+        return PIGATO_E_NOMEM;
+    //  One key, or a comma-separated list of them (key rotation)
+    char *rest = list, *item;
+    while (rc == PIGATO_OK && list && (item = strsep (&rest, ",")) != NULL) {
+        while (*item == ' ')
+            item++;
+        if (!*item && rest)
+            continue;
+        if (count == PIGATO__SERVER_KEYS_MAX) {
+            pigato__errorf (err, err_size,
+                            "server key: at most %d keys in a list",
+                            PIGATO__SERVER_KEYS_MAX);
+            rc = PIGATO_E_KEY;
+            break;
+        }
+        bool cert = false;
+        rc = pigato__key_resolve ("server key", item, keys [count], &cert, err,
                                   err_size);
+        from_cert = from_cert || cert;
+        count++;
+    }
+    if (rc == PIGATO_OK && !list)
+        rc = pigato__key_resolve ("server key", key, keys [0], &from_cert, err,
+                                  err_size);
+    char *cert_copy = NULL;
+    if (rc == PIGATO_OK && from_cert && count == 1
+        && !(cert_copy = strdup (key)))
+        rc = PIGATO_E_NOMEM;
+    free (list);
     if (rc != PIGATO_OK)
         return rc;
-    char *cert_copy = NULL;
-    if (from_cert && !(cert_copy = strdup (key)))
-        return PIGATO_E_NOMEM;
-    memcpy (security->server_key, z85, sizeof z85);
+    memcpy (security->server_keys, keys, sizeof keys);
+    security->server_key_count = count;
     free (security->server_cert);
     security->server_cert = cert_copy;
     return security->server_cert ? s_server_cert_check (security, err, err_size)
@@ -190,7 +220,7 @@ pigato__peer_security_set_key_file (pigato__peer_security_t *security,
 //  IMMEDIATE off so messages queue before the handshake completes.
 
 int
-pigato__peer_socket (const pigato__peer_security_t *security,
+pigato__peer_socket (const pigato__peer_security_t *security, size_t key_index,
                      const char *endpoint, const void *routing_id,
                      size_t routing_id_size, zsock_t **sock_p, char *err,
                      size_t err_size)
@@ -204,7 +234,7 @@ pigato__peer_socket (const pigato__peer_security_t *security,
         rc = PIGATO_E_INVALID;
         goto cleanup;
     }
-    if (!security->insecure && !security->server_key [0]) {
+    if (!security->insecure && security->server_key_count == 0) {
         pigato__errorf (err, err_size,
                         "no server key set: give the broker's public key, "
                         "or choose insecure mode");
@@ -250,7 +280,9 @@ pigato__peer_socket (const pigato__peer_security_t *security,
             goto cleanup;
         }
         zcert_apply (cert, sock);
-        zsock_set_curve_serverkey (sock, security->server_key);
+        zsock_set_curve_serverkey (
+            sock,
+            security->server_keys [key_index % security->server_key_count]);
     }
     if (zsock_connect (sock, "%s", endpoint) != 0) {
         pigato__errorf (err, err_size, "cannot connect to '%s': %s", endpoint,

@@ -9,30 +9,39 @@
 #include "../base/internal.h"
 #include "../wire/codec.h"
 
+//  Most server keys a peer accepts for its brokers (key rotation: the
+//  old and the new key, and one spare).
+#define PIGATO__SERVER_KEYS_MAX 4
+
 //  Security settings shared by clients and workers (both are DEALERs).
 typedef struct {
-    char server_key [PIGATO_Z85_KEY_SIZE
-                     + 1];  //  broker public key, "" if unset
-    char *key_file;         //  own zcert secret file, NULL = ephemeral
-    bool insecure;          //  NULL mechanism
-    char *server_cert;      //  certificate server_key came from, or NULL
-    char *server_ca;        //  CA to verify server_cert with, or NULL
+    //  Acceptable broker public keys, tried in turn on handshake failure
+    char server_keys [PIGATO__SERVER_KEYS_MAX][PIGATO_Z85_KEY_SIZE + 1];
+    size_t server_key_count;  //  0 if unset
+    char *key_file;           //  own zcert secret file, NULL = ephemeral
+    bool insecure;            //  NULL mechanism
+    char *server_cert;        //  certificate server_key came from, or NULL
+    char *server_ca;          //  CA to verify server_cert with, or NULL
 } pigato__peer_security_t;
 
 //  Creates a DEALER socket with the given routing id (NULL = libzmq's
-//  default), applies the security settings and connects. Secrets are wiped
-//  before returning. On error returns a status and a message in err.
+//  default), applies the security settings (server key number key_index,
+//  modulo their count) and connects. Secrets are wiped before returning.
+//  On error returns a status and a message in err.
 int pigato__peer_socket (const pigato__peer_security_t *security,
-                         const char *endpoint, const void *routing_id,
-                         size_t routing_id_size, zsock_t **sock_p, char *err,
+                         size_t key_index, const char *endpoint,
+                         const void *routing_id, size_t routing_id_size,
+                         zsock_t **sock_p, char *err,
                          size_t err_size) PIGATO__MUST_CHECK;
 
 //  Frees the key_file, server_cert and server_ca strings. Does not free
 //  the struct.
 void pigato__peer_security_reset (pigato__peer_security_t *security);
 
-//  Sets server_key from Z85 text, a zcert file or an X.509 certificate
-//  (then also server_cert, checked against server_ca when one is set);
+//  Sets the server keys from Z85 text, a zcert file or an X.509
+//  certificate, or a comma-separated list of them (key rotation: each is
+//  tried in turn when a handshake fails); a single certificate also sets
+//  server_cert, checked against server_ca when one is set;
 //  sets key_file after checking the secret file loads and has safe
 //  permissions.
 int pigato__peer_security_set_server_key (pigato__peer_security_t *security,

@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <sodium.h>
 #include "../base/internal.h"
+#include "../wire/mdp.h"
 #include "link.h"
 #include "settings.h"
 #include "peer.h"
@@ -36,7 +37,8 @@ struct _pigato_reply_t {
     unsigned generation;            //  link generation the request came on
     byte *client;                   //  client alias (the broker's), in storage
     size_t client_size;             //  its size
-    char rid [PIGATO_RID_MAX + 1];  //  request id
+    byte rid [PIGATO_RID_MAX + 1];  //  request id: bytes (may hold NUL), NUL
+    size_t rid_size;                //  its size (MDP clients' rids start 0x00)
     char *service;                  //  requested service, in storage
     char *opts;                     //  request opts, JSON object text
     byte *key;                      //  key in worker->replies, in storage
@@ -61,6 +63,8 @@ struct _pigato_worker_t {
     pigato__table_t *replies;     //  key -> pigato_reply_t, not yet ended
     int64_t next_heartbeat;       //  next tick, 0 before the first connect
     bool stopped;                 //  stop () or destroy () called
+    int refusal;                  //  last refusal since READY was taken, or 0
+    bool refusal_new;             //  wait () is to report it
     bool progress;                //  a message was handled this round
     zloop_t *loop;                //  attached zloop, or NULL
     int loop_timer;               //  its timer id
@@ -206,6 +210,69 @@ s_link_reconnect (pigato_worker_t *self, pigato__link_t *link, bool lost)
                      link->endpoint);
 }
 
+//  --------------------------------------------------------------------------
+//  A broker refused the worker (its key, the handshake, or READY): the
+//  link closes and is reopened after a backoff (exponential, capped,
+//  jittered: link.c) rather than at once, and wait () reports it while
+//  no other broker has the worker.
+
+static void
+s_link_refused (pigato_worker_t *self, pigato__link_t *link, int status,
+                const char *text)
+{
+    pigato__link_refuse (link, status, text);
+    pigato__errorf (self->err, sizeof self->err, "%s: %s", link->endpoint,
+                    link->failure_text);
+    self->refusal = status;
+    self->refusal_new = true;
+    pigato__log (PIGATO_LOG_WARNING,
+                 "event=worker_refused endpoint=%s service=%s status=%s "
+                 "retry_ms=%lld reason=\"%s\"",
+                 link->endpoint, self->service, pigato_strerror (status),
+                 (long long) (link->retry_at - pigato__now_ms ()),
+                 link->failure_text);
+}
+
+//  A link came up or failed (link.c monitor): a refusal backs off.
+static void
+s_link_change (void *owner, pigato__link_t *link)
+{
+    pigato_worker_t *self = (pigato_worker_t *) owner;
+    if (!self->stopped && link->state != PIGATO__LINK_UP
+        && pigato__link_refused (link))
+        s_link_refused (self, link, link->failure, link->failure_text);
+}
+
+//  DISCONNECT from a broker. Before it acknowledged READY it is a
+//  refusal: the reason it gives (pigato-broker: E_ACCESS_DENIED serve
+//  NAME, E_RESERVED_SERVICE NAME), or none (other brokers). After, the
+//  broker dropped a registered worker (expired, policy reloaded): greet
+//  again at once.
+static void
+s_link_disconnect (pigato_worker_t *self, pigato__link_t *link,
+                   const pigato__msg_t *message)
+{
+    if (link->acknowledged) {
+        s_link_reconnect (self, link, false);
+        return;
+    }
+    char reason [100], text [300];
+    //  Shown to people, quoted in logs: spaces stay
+    char raw [100];
+    size_t size = message->data.size < sizeof raw - 1 ? message->data.size
+                                                      : sizeof raw - 1;
+    if (size)
+        memcpy (raw, message->data.data, size);
+    raw [size] = 0;
+    pigato__printable_quoted (raw, reason, sizeof reason);
+    snprintf (text, sizeof text,
+              "the broker refused to register this worker for '%.40s': "
+              "%.100s (may this identity serve it? see the broker's ACL)",
+              self->service,
+              message->data.size ? reason : "DISCONNECT with no reason");
+    s_link_refused (self, link, PIGATO_E_DENIED, text);
+}
+
 //  Its connection to a broker that had answered ended (link.c monitor):
 //  reconnect now, so the broker (or its restart) has the worker back as
 //  soon as it listens. The other links are not touched.
@@ -231,6 +298,8 @@ s_timers_run (pigato_worker_t *self)
                        * self->settings.liveness;
     for (size_t index = 0; index < pigato__links_size (self->links); index++) {
         pigato__link_t *link = pigato__links_get (self->links, index);
+        if (!link->sock && now < link->retry_at)
+            continue;  //  refused: backing off
         if (!link->sock || now - link->last_seen >= dead_after)
             s_link_reconnect (self, link, true);
         else
@@ -279,38 +348,57 @@ s_request_opts (const pigato__msg_t *message, int64_t *timeout_p)
 }
 
 //  --------------------------------------------------------------------------
+//  A request this worker cannot take (no memory, a service name with a
+//  NUL byte) goes back to the broker as a reject, never silently dropped:
+//  the broker frees the slot it holds here and tries another worker.
+static void
+s_request_refuse (pigato__link_t *link, const pigato__msg_t *message,
+                  const char *reason)
+{
+    char json [96];
+    snprintf (json, sizeof json, "\"E_WORKER_REFUSED %s\"", reason);
+    pigato__msg_t reject = { .role = 'W',
+                             .type = PIGATO__REJECT,
+                             .client = message->client,
+                             .rid = message->rid,
+                             .data = S_TEXT (json) };
+    int rc = pigato__link_send (link, &reject);
+    pigato__log (PIGATO_LOG_WARNING,
+                 "event=worker_refuse endpoint=%s reason=%s sent=%s",
+                 link->endpoint, reason, rc == 0 ? "yes" : "no");
+}
+
 //  A request from a broker: make a tracked reply (one allocation with its
 //  client id, service and key) and hand it to the handler, which owns it
 //  from then on.
-
 static void
 s_request_handle (pigato_worker_t *self, pigato__link_t *link,
                   const pigato__msg_t *message)
 {
-    if (memchr (message->rid.data, 0, message->rid.size)
-        || memchr (message->service.data, 0, message->service.size)) {
-        pigato__log (PIGATO_LOG_DEBUG,
-                     "event=worker_drop endpoint=%s "
-                     "reason=nul_in_field",
-                     link->endpoint);
+    //  The rid is bytes (a broker makes MDP clients' rids, starting with
+    //  0x00); the service is a name, shown as text to the handler
+    if (memchr (message->service.data, 0, message->service.size)) {
+        s_request_refuse (link, message, "nul_in_service");
         return;
     }
-    char rid [PIGATO_RID_MAX + 1];
-    memcpy (rid, message->rid.data, message->rid.size);
-    rid [message->rid.size] = 0;
     s_key_t key;
     s_reply_key (&key, link, link->generation, message->client.data,
                  message->client.size, message->rid.data, message->rid.size);
     pigato_reply_t *reply = (pigato_reply_t *) malloc (
         sizeof *reply + message->client.size + message->service.size + 1
         + key.size);
-    if (!reply)
+    if (!reply) {
+        s_request_refuse (link, message, "out_of_memory");
         return;
+    }
     memset (reply, 0, sizeof *reply);  //  storage is written below
     reply->worker = self;
     reply->link = link;
     reply->generation = link->generation;
-    memcpy (reply->rid, rid, sizeof rid);
+    if (message->rid.size)
+        memcpy (reply->rid, message->rid.data, message->rid.size);
+    reply->rid_size = message->rid.size;
+    reply->rid [reply->rid_size] = 0;
     reply->client_size = message->client.size;
     reply->client = (byte *) reply->storage;
     if (message->client.size)
@@ -327,6 +415,7 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
     if (!reply->opts) {
         reply->worker = NULL;
         pigato_reply_destroy (&reply);
+        s_request_refuse (link, message, "out_of_memory");
         return;
     }
     reply->started = reply->last_heartbeat = reply->last_activity =
@@ -348,7 +437,7 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
                  "event=worker_request endpoint=%s "
                  "rid=%s service=%s size=%zu",
                  link->endpoint,
-                 pigato__printable (reply->rid, strlen (reply->rid), rid_text,
+                 pigato__printable (reply->rid, reply->rid_size, rid_text,
                                     sizeof rid_text),
                  pigato__printable (reply->service, strlen (reply->service),
                                     service_text, sizeof service_text),
@@ -381,8 +470,12 @@ s_link_handle (void *owner, pigato__link_t *link, const pigato__msg_t *message)
             reply->last_heartbeat = pigato__now_ms ();
     }
     else if (message->type == PIGATO__DISCONNECT)
-        s_link_reconnect (self, link, false);
-    //  READY and plain HEARTBEAT answers only prove the broker alive
+        s_link_disconnect (self, link, message);
+    else if (message->type == PIGATO__READY) {
+        link->acknowledged = true;
+        self->refusal = 0;
+    }
+    //  READY and plain HEARTBEAT answers prove the broker alive
     return self->stopped ? -1 : 0;
 }
 
@@ -406,14 +499,45 @@ s_loop_timer (zloop_t *loop, int timer_id, void *arg)
 }
 
 //  --------------------------------------------------------------------------
+//  True if some broker has the worker: it took READY on a live link.
+
+static bool
+s_serving (pigato_worker_t *self)
+{
+    for (size_t index = 0; index < pigato__links_size (self->links); index++) {
+        pigato__link_t *link = pigato__links_get (self->links, index);
+        if (link->sock && link->acknowledged)
+            return true;
+    }
+    return false;
+}
+
+//  --------------------------------------------------------------------------
+//  True for a name every broker refuses to register: empty, too long,
+//  reserved ($..., mmi.*), or holding spaces or control characters.
+
+static bool
+s_service_refused (const char *service)
+{
+    size_t size = service ? strlen (service) : 0;
+    if (size == 0 || size > PIGATO_SERVICE_MAX || service [0] == '$')
+        return true;
+    pigato__bytes_t name = { (const byte *) service, size };
+    if (pigato__mmi_is (&name))
+        return true;
+    for (size_t index = 0; index < size; index++)
+        if ((byte) service [index] <= ' ' || (byte) service [index] == 0x7f)
+            return true;
+    return false;
+}
+
+//  --------------------------------------------------------------------------
 //  Constructor: NULL on a bad service name, no handler or no memory.
 
 PIGATO_EXPORT pigato_worker_t *
 pigato_worker_new (const char *service, pigato_request_fn *handler, void *arg)
 {
-    size_t service_size = service ? strlen (service) : 0;
-    if (service_size == 0 || service_size > PIGATO_SERVICE_MAX || !handler
-        || sodium_init () < 0)
+    if (s_service_refused (service) || !handler || sodium_init () < 0)
         return NULL;
     pigato_worker_t *self = (pigato_worker_t *) calloc (1, sizeof *self);
     if (!self)
@@ -426,7 +550,7 @@ pigato_worker_new (const char *service, pigato_request_fn *handler, void *arg)
     self->replies = pigato__table_new (s_reply_match);
     self->links = pigato__links_new ('W', &self->settings.security,
                                      s_link_handle, s_loop_tick,
-                                     s_link_disconnected, self);
+                                     s_link_disconnected, s_link_change, self);
     self->loop_timer = -1;
     if (!self->service || !self->replies || !self->links)
         pigato_worker_destroy (&self);
@@ -595,6 +719,11 @@ pigato_worker_wait (pigato_worker_t *self, int timeout_ms)
             self->progress = true;
         if (self->stopped)
             rc = PIGATO_E_CLOSED;
+        else if (self->refusal_new && !s_serving (self)) {
+            rc = self->refusal;
+            self->refusal_new = false;
+            break;
+        }
         if (self->stopped || self->progress
             || (deadline >= 0 && pigato__now_ms () >= deadline))
             break;
@@ -658,6 +787,12 @@ pigato_worker_attach (pigato_worker_t *self, void *zloop)
     return self->loop_timer >= 0 ? PIGATO_OK : PIGATO_E_SYSTEM;
 }
 
+PIGATO_EXPORT int
+pigato_worker_refusal (pigato_worker_t *self)
+{
+    return !self || s_serving (self) ? PIGATO_OK : self->refusal;
+}
+
 PIGATO_EXPORT const char *
 pigato_worker_service (pigato_worker_t *self)
 {
@@ -694,7 +829,7 @@ s_reply_send (pigato_reply_t *self, int type, int status, const void *data,
                               .type = type,
                               .status = status,
                               .client = { self->client, self->client_size },
-                              .rid = S_TEXT (self->rid),
+                              .rid = { self->rid, self->rid_size },
                               .data = { (const byte *) data, size } };
     if (pigato__link_send (self->link, &message) != 0)
         return PIGATO_E_CLOSED;
@@ -702,7 +837,7 @@ s_reply_send (pigato_reply_t *self, int type, int status, const void *data,
     pigato__log (PIGATO_LOG_DEBUG,
                  "event=worker_reply rid=%s type=%d "
                  "status=%d size=%zu",
-                 pigato__printable (self->rid, strlen (self->rid), rid_text,
+                 pigato__printable (self->rid, self->rid_size, rid_text,
                                     sizeof rid_text),
                  type, status, size);
     return PIGATO_OK;
@@ -741,7 +876,7 @@ s_reply_too_large (pigato_reply_t *self, int type, const char *what,
     pigato__log (PIGATO_LOG_WARNING,
                  "event=worker_reply_too_large rid=%s what=\"%s\" size=%zu "
                  "limit=%d",
-                 pigato__printable (self->rid, strlen (self->rid), rid_text,
+                 pigato__printable (self->rid, self->rid_size, rid_text,
                                     sizeof rid_text),
                  what, size, PIGATO_BODY_MAX);
     if (self->worker)
@@ -875,7 +1010,23 @@ pigato_reply_opts (pigato_reply_t *self)
 PIGATO_EXPORT const char *
 pigato_reply_rid (pigato_reply_t *self)
 {
+    return self ? (const char *) self->rid : NULL;
+}
+
+PIGATO_EXPORT const void *
+pigato_reply_rid_bytes (pigato_reply_t *self, size_t *size)
+{
+    if (size)
+        *size = self ? self->rid_size : 0;
     return self ? self->rid : NULL;
+}
+
+//  The broker's "attempt" opt (docs/protocol.md), read when asked: most
+//  handlers never ask, and most requests have none (= 1).
+PIGATO_EXPORT int
+pigato_reply_attempt (pigato_reply_t *self)
+{
+    return self ? pigato__opts_attempt (self->opts, strlen (self->opts)) : 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -891,7 +1042,7 @@ pigato_reply_destroy (pigato_reply_t **self_p)
     if (!self->ended && self->worker) {
         char rid_text [80];
         pigato__log (PIGATO_LOG_DEBUG, "event=worker_reply_dropped rid=%s",
-                     pigato__printable (self->rid, strlen (self->rid), rid_text,
+                     pigato__printable (self->rid, self->rid_size, rid_text,
                                         sizeof rid_text));
         pigato_reply_error (self, "E_DROPPED");
     }

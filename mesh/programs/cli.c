@@ -29,3 +29,19 @@ pigato__cli_connect_all (cli_t *cli, void *peer, connect_fn *connect)
     }
     return 0;
 }
+
+//  --------------------------------------------------------------------------
+//  One exit code per reason a broker could not be used (docs/pigato.1).
+
+int
+pigato__cli_failure_exit (int status, int fallback)
+{
+    switch (status) {
+        case PIGATO_E_AUTH: return EXIT_AUTH;
+        case PIGATO_E_HANDSHAKE: return EXIT_HANDSHAKE;
+        case PIGATO_E_UNREACHABLE: return EXIT_UNREACHABLE;
+        case PIGATO_E_RESOLVE: return EXIT_RESOLVE;
+        case PIGATO_E_DENIED: return EXIT_DENIED;
+        default: return fallback;
+    }
+}

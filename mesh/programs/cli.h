@@ -13,6 +13,11 @@
 
 #define EXIT_ERROR_REPLY 1
 #define EXIT_FAILURE_NET 2
+#define EXIT_AUTH        3  //  the broker refused the key
+#define EXIT_HANDSHAKE   4  //  no handshake: wrong server key, insecure
+#define EXIT_UNREACHABLE 5  //  nothing answered the broker endpoint
+#define EXIT_RESOLVE     6  //  the broker's host name does not resolve
+#define EXIT_DENIED      7  //  serve: the identity may not serve the name
 #define EXIT_INTERRUPTED 130
 #define DEFAULT_BROKER   "tcp://127.0.0.1:5555"
 #define CMD_CONCURRENCY  4  //  default for `serve -- CMD`
@@ -51,6 +56,10 @@ typedef struct {
 //  picks the exit code. (cli.c)
 typedef int (connect_fn) (void *peer, const char *endpoint);
 int pigato__cli_connect_all (cli_t *cli, void *peer, connect_fn *connect);
+
+//  The exit code for a connection failure status (PIGATO_E_AUTH ...
+//  PIGATO_E_DENIED), or fallback for any other status. (cli.c)
+int pigato__cli_failure_exit (int status, int fallback);
 
 //  pigato serve: runs a worker until SIGINT/SIGTERM. Returns the process
 //  exit code: EXIT_SUCCESS after a signal, EX_USAGE for a command that is

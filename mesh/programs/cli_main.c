@@ -529,6 +529,12 @@ s_request (cli_t *cli)
         fprintf (stderr, "pigato: interrupted\n");
         exit_code = EXIT_INTERRUPTED;
     }
+    else if (pigato__cli_failure_exit (rc, 0)) {
+        //  No broker would take the request: the reason and a hint
+        fprintf (stderr, "pigato: request to %s failed: %s\n", cli->service,
+                 reply && *reply ? reply : pigato_client_error (client));
+        exit_code = pigato__cli_failure_exit (rc, EXIT_FAILURE_NET);
+    }
     else {
         //  Not connected, broker errors such as E_WORKER_LOST, ...
         const char *detail = reply && *reply ? reply

@@ -23,11 +23,12 @@
 
 extern char **environ;
 
-#define OUTPUT_MAX    PIGATO_BODY_MAX  //  largest stdout we reply with
-#define STDERR_MAX    4096             //  stderr kept for the error message
-#define REAP_RETRY_MS 10               //  waitpid retry after pipes hit EOF
-#define JOB_CHECK_MS  250              //  how often we look at running jobs
-#define KILL_GRACE_MS 2000  //  SIGTERM -> SIGKILL (pigato(1) says 2 s)
+#define OUTPUT_MAX       PIGATO_BODY_MAX  //  largest stdout we reply with
+#define STDERR_MAX       4096             //  stderr kept for the error message
+#define REAP_RETRY_MS    10               //  waitpid retry after pipes hit EOF
+#define JOB_CHECK_MS     250              //  how often we look at running jobs
+#define REFUSAL_CHECK_MS 100              //  how often we ask about refusals
+#define KILL_GRACE_MS    2000  //  SIGTERM -> SIGKILL (pigato(1) says 2 s)
 
 //  Where a job is. A job goes down the list, never back; it may skip
 //  TERMINATING (SIGKILL at once) and KILLED (it ended by itself).
@@ -53,7 +54,6 @@ typedef struct _job_t job_t;
 struct _job_t {
     serve_t *serve;            //  the serve loop we belong to
     pigato_reply_t *reply;     //  owned; ended when the child is reaped
-    char *rid;                 //  printable rid, for logs
     byte *input;               //  request data, written to the child's stdin
     size_t input_size;         //  bytes in input
     size_t input_sent;         //  bytes written so far
@@ -85,17 +85,19 @@ struct _serve_t {
     zlist_t *running;         //  job_t * with a child
     zlist_t *waiting;         //  job_t * waiting for a free slot
     job_t *done;              //  answered jobs a poller may still name
+    int refusal;              //  why a broker refused us, ends serve, or 0
 };
 
 //  --------------------------------------------------------------------------
 //  serve: logging and the echo handler
 
-//  Copies text for a log line, replacing bytes a terminal could misread.
+//  Copies bytes for a log line, replacing those a terminal could misread
+//  (a rid is bytes: an MDP client's starts with 0x00).
 static void
-s_printable (const char *text, char *out, size_t out_size)
+s_printable (const char *text, size_t size, char *out, size_t out_size)
 {
     size_t index = 0;
-    for (; text && text [index] && index + 1 < out_size; index++)
+    for (; text && index < size && index + 1 < out_size; index++)
         out [index] = text [index] > ' ' && text [index] < 127 ? text [index]
                                                                : '?';
     out [index] = 0;
@@ -108,8 +110,11 @@ s_log_request (serve_t *self, pigato_reply_t *reply, size_t in_size,
     if (!self->log_requests)
         return;
     char service [64], rid [PIGATO_RID_MAX + 1], line [512];
-    s_printable (pigato_reply_service (reply), service, sizeof service);
-    s_printable (pigato_reply_rid (reply), rid, sizeof rid);
+    const char *name = pigato_reply_service (reply);
+    size_t rid_size;
+    const void *rid_bytes = pigato_reply_rid_bytes (reply, &rid_size);
+    s_printable (name, strlen (name), service, sizeof service);
+    s_printable ((const char *) rid_bytes, rid_size, rid, sizeof rid);
     snprintf (line, sizeof line,
               "event=request service=%s rid=%s in=%zu "
               "out=%zu result=%s ms=%lld",
@@ -599,6 +604,20 @@ s_worker_connect (void *peer, const char *endpoint)
 }
 
 //  --------------------------------------------------------------------------
+//  A broker refused the worker (key, handshake, READY) and none has it:
+//  trying on would not help without a change on the broker's side, so
+//  serve ends, saying why.
+
+static int
+s_on_refusal_check (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop, (void) timer_id;
+    serve_t *self = (serve_t *) arg;
+    self->refusal = pigato_worker_refusal (self->worker);
+    return self->refusal ? -1 : 0;
+}
+
+//  --------------------------------------------------------------------------
 //  pigato serve: a worker on a zloop until SIGINT/SIGTERM.
 
 int
@@ -626,8 +645,12 @@ pigato__cli_serve (cli_t *cli)
     self.worker = pigato_worker_new (
         cli->service, cli->echo ? s_on_echo : s_on_command_request, &self);
     if (!self.running || !self.waiting || !self.loop || !self.worker) {
-        fprintf (stderr, "pigato: cannot create the worker (bad service name "
-                         "or out of memory)\n");
+        fprintf (stderr,
+                 "pigato: cannot create the worker: bad service name "
+                 "'%s' (brokers refuse empty names, $... and mmi.* names, "
+                 "spaces and control characters) or out of memory\n",
+                 cli->service ? cli->service : "");
+        exit_code = self.worker ? EXIT_FAILURE_NET : EX_USAGE;
         goto cleanup;
     }
     if (cli->insecure)
@@ -661,9 +684,15 @@ pigato__cli_serve (cli_t *cli)
     }
     if (self.cmd_argv)
         zloop_timer (self.loop, JOB_CHECK_MS, 0, s_on_job_check, &self);
+    zloop_timer (self.loop, REFUSAL_CHECK_MS, 0, s_on_refusal_check, &self);
     zloop_start (self.loop);
     s_serve_stop_jobs (&self);
     exit_code = EXIT_SUCCESS;
+    if (self.refusal) {
+        fprintf (stderr, "pigato: serve %s: %s\n", cli->service,
+                 pigato_worker_error (self.worker));
+        exit_code = pigato__cli_failure_exit (self.refusal, EXIT_FAILURE_NET);
+    }
 cleanup:
     s_jobs_free_done (&self);
     pigato_worker_destroy (&self.worker);  //  sends DISCONNECT

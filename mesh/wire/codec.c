@@ -199,8 +199,11 @@ s_decode (const frames_t *frames, size_t first, bool from_peer,
     }
     else {  //  broker -> worker
         switch (out->type) {
-            case PIGATO__READY:
-            case PIGATO__DISCONNECT: break;
+            case PIGATO__READY: break;
+            case PIGATO__DISCONNECT:  //  [ reason ] (pigato-broker)
+                if (body_frames > 0)
+                    s_bytes (frames, body, &out->data);
+                break;
             case PIGATO__HEARTBEAT:  //  [ client, "", rid ]
                 if (body_frames == 0)
                     break;

@@ -328,8 +328,9 @@ class AdmissionTest(AclCase):
             w = self.as_worker(name)
             w.send("W", "1", service)
             got = w.recv(lambda m: m[:2] in ([b"W", b"5"], [b"W", b"1"]), 3, skip_noise=False)
-            self.assertEqual(got, [b"W", b"5"],
-                             "READY %s by %s must get DISCONNECT (W,5)" % (service, name))
+            # DISCONNECT says why (docs/protocol.md): W, 5, reason
+            self.assertEqual(got, [b"W", b"5", b"E_ACCESS_DENIED serve " + service.encode()],
+                             "READY %s by %s must get DISCONNECT (W,5,reason)" % (service, name))
             m = self.wait_log(access_denied_re(self.keys[name], name, "serve", service,
                                                "not_allowed"), 2, mark)
             self.assertIsNotNone(m, "denied READY (%s, %s) not logged\n%s"
@@ -1062,7 +1063,8 @@ class InsecureAclTest(AclCase):
         other = self.worker()
         other.send("W", "1", "closed")
         self.assertEqual(other.recv(lambda m: m[:2] in ([b"W", b"1"], [b"W", b"5"]), 3,
-                                    skip_noise=False), [b"W", b"5"])
+                                    skip_noise=False),
+                         [b"W", b"5", b"E_ACCESS_DENIED serve closed"])
         self.assertIsNotNone(self.wait_log(r"event=access_denied .*identity=anonymous "
                                            r"verb=serve service=closed reason=not_allowed", 2, mark))
         self.assertEqual(w.requests_now(0.1), [])

@@ -3,6 +3,7 @@
 DEALER peers speaking the pigato 0.0.46 framing by hand. Every test runs
 twice: against an --insecure broker and a CURVE (--allow-any) broker."""
 
+import json
 import time
 import unittest
 
@@ -180,7 +181,9 @@ class BrokerBehaviour:
         self.assertIsNotNone(final)
         self.assertEqual((final.status, final.data), (b"0", b'"served by other"'))
 
-    def test_every_worker_rejected_gives_error_at_once(self):
+    def test_every_worker_rejected_waits_for_a_new_worker(self):
+        # pigato: a request every worker rejected goes back to the queue
+        # and waits for another worker, until its timeout
         a = self.ready_worker("rej2")
         b_ = self.ready_worker("rej2")
         c = self.client()
@@ -191,28 +194,49 @@ class BrokerBehaviour:
         other = b_ if first is a else a
         req2 = other.next_request()
         self.assertIsNotNone(req2, "not re-dispatched after first reject")
-        t0 = time.monotonic()
         other.reject(req2, '"no"')
+        self.assertIsNone(c.reply("r2", 0.5), "all workers rejected: the request must wait")
+        self.assertEqual(a.requests_now(0.2) + b_.requests_now(0), [],
+                         "request re-dispatched to a worker that rejected it")
+        late = self.ready_worker("rej2")
+        req3 = late.next_request()
+        self.assertIsNotNone(req3, "a worker that joined later did not get the request")
+        self.assertEqual(req3.rid, b"r2")
+        late.reply(req3, '"late"')
         _, final = c.final("r2", 3)
-        self.assertIsNotNone(final, "all workers rejected but the client got no final reply")
-        self.assertEqual(final.status, b"-1")
-        self.assertLess(time.monotonic() - t0, secs(3))
-        self.assertEqual(a.requests_now(0.3) + b_.requests_now(0), [],
-                         "request re-dispatched after every worker rejected it")
+        self.assertEqual((final.status, final.data), (b"0", b'"late"'))
 
-    def test_single_worker_reject_fails_request_at_once(self):
+    def test_single_worker_reject_then_second_worker_serves(self):
+        # pigato's own test "Worker reject": the only worker rejects, then
+        # a second worker starts, and it gets the request
         w = self.ready_worker("rej1")
         c = self.client()
-        c.request("rej1", "r3", '"x"', LONG)
+        c.request("rej1", "r3", '"x"', '{"timeout":3000}')
         req = w.next_request()
         self.assertIsNotNone(req)
         # Node pigato sends a reject with an `undefined` opts frame.
         w.reject(req, '"busy"', opts="undefined")
-        _, final = c.final("r3", 3)
-        self.assertIsNotNone(final, "sole worker rejected; client must get an error at once")
-        self.assertEqual(final.status, b"-1")
         self.assertEqual(w.requests_now(0.3), [], "hot loop: re-sent to the rejecting worker")
+        self.assertIsNone(c.reply("r3", 0), "the sole worker rejected: no error, it waits")
         self.assertFalse(w.got_disconnect(), "worker disconnected for rejecting")
+        second = self.ready_worker("rej1")
+        req2 = second.next_request()
+        self.assertIsNotNone(req2, "the second worker did not get the rejected request")
+        second.reply(req2, '"second"')
+        _, final = c.final("r3", 3)
+        self.assertEqual((final.status, final.data), (b"0", b'"second"'))
+        # A request nobody else takes ends with its timeout: the broker
+        # frees it and sends nothing (the client keeps its own timer)
+        mark = self.broker.mark()
+        c.request("rej1", "r4", '"x"', '{"timeout":600}')
+        for worker in (w, second):
+            got = worker.next_request(2)
+            if got is None:
+                continue
+            worker.reject(got, '"no"')
+        self.assertIsNotNone(self.wait_log(r"event=request_expired service=rej1 rid=r4", 5, mark),
+                             self.broker.tail())
+        self.assertIsNone(c.reply("r4", 0.2))
 
     def _first_request(self, workers, timeout=3.0):
         deadline = time.monotonic() + secs(timeout)
@@ -252,6 +276,9 @@ class BrokerBehaviour:
         c.request(service, "plain", '"p"', LONG)
         got = [a.next_request(), a.next_request()]
         self.assertNotIn(None, got, "first worker did not get both requests")
+        self.first_try = [r for r in got if r.rid == b"retry-me"][0]
+        self.assertEqual(self.first_try.opts, b'{"timeout":30000,"retry":3}',
+                         "a first attempt goes with the client's opts, as sent")
         b_ = self.ready_worker(service, identity="survivor-" + service)
         return a, b_, c
 
@@ -262,6 +289,10 @@ class BrokerBehaviour:
         req = b_.next_request(window)
         self.assertIsNotNone(req, "request with retry not re-dispatched to the other worker")
         self.assertEqual((req.rid, req.data), (b"retry-me", b'"r"'))
+        # What a worker needs to deduplicate: the same (alias, rid), and
+        # the attempt number in the opts (docs/protocol.md)
+        self.assertEqual(req.client, self.first_try.client)
+        self.assertEqual(json.loads(req.opts), {"timeout": 30000, "retry": 3, "attempt": 2})
         b_.reply(req, '"second try"')
         _, final = c.final("retry-me")
         self.assertIsNotNone(final)

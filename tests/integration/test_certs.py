@@ -297,11 +297,13 @@ class IssuedIdentityTest(CertCase):
         self.assertIsNotNone(w.ready("echo"))
         self.assert_refused_at_handshake(mallory, "unknown_key")
         self.assertEqual(w.requests_now(0), [], "a refused key's request was dispatched")
-        # The CLI with that key gets nowhere: no reply, a timeout (exit 2)
-        rc, out, err = self.cli("request", "echo", '"x"', "--timeout", "1000",
+        # The CLI with that key gets nowhere, and says why at once (exit 3)
+        start = time.monotonic()
+        rc, out, err = self.cli("request", "echo", '"x"', "--timeout", "30000",
                                 "--key", mallory.secret_file, *self.cli_args())
-        self.assertEqual((rc, out), (2, ""), err)
-        self.assertIn("timed out", err)
+        self.assertEqual((rc, out), (3, ""), err)
+        self.assertIn("the broker refused this key", err)
+        self.assertLess(time.monotonic() - start, secs(2.5), "not at once: " + err)
         self.assertEqual(w.requests_now(0), [])
         # Control: an issued identity on the same broker
         self.round_trip(self.client(keypair=api), w, "echo", "api-1")
@@ -551,11 +553,14 @@ class ClientServerCertTest(CertCase):
         self.assertEqual(rc, EX_USAGE, err)
         self.assertIn("--ca", err)
         # A valid certificate of our CA, but not the broker's key: the CA
-        # check passes, the CURVE handshake cannot (no reply, exit 2)
+        # check passes, the CURVE handshake cannot (exit 4, at once)
         api = self.issue("api", trusted=False)
-        rc, out, err = self.cli("request", "echo", '"x"', "--timeout", "1000",
+        start = time.monotonic()
+        rc, out, err = self.cli("request", "echo", '"x"', "--timeout", "30000",
                                 *self.cli_args(server_key=api.crt))
-        self.assertEqual((rc, out), (2, ""), err)
+        self.assertEqual((rc, out), (4, ""), err)
+        self.assertIn("no handshake with the broker", err)
+        self.assertLess(time.monotonic() - start, secs(2.5), "not at once: " + err)
 
 
 def asan_runtime():

@@ -345,6 +345,31 @@ class MdpCases(MdpMixin):
         w.reply(req, '"E_DIVISION"', status=-1)
         self.assertEqual(c.reply(), (C_FINAL, b"calc", [b'"E_DIVISION"']))
 
+    def test_mdp_client_to_libpigato_worker_in_either_framing(self):
+        # The broker's rid for an MDP request starts with a 0x00 byte: a
+        # libpigato worker takes it like any rid (it once dropped it and
+        # kept the slot). With --concurrency 1, a pigato request after it
+        # must still be served.
+        for framing in ("native", "0.0.46"):
+            service = "lib.echo." + framing
+            mark = self.broker.mark()
+            serve = self.start([harness.CLI_BIN, "serve", service, "--echo",
+                                "--concurrency", "1", "--framing", framing]
+                               + self.broker.cli_args(), name="serve-" + framing)
+            self.assertIsNotNone(self.wait_log(r"event=worker_ready service=%s\b"
+                                               % re.escape(service), 10, mark),
+                                 serve.tail())
+            c = self.mdp_client()
+            _, final = self.mdp_call(c, service, b"\x00mdp body", timeout=5)
+            self.assertEqual(final, (b(service), [b"\x00mdp body"]), serve.tail())
+            p = self.client()
+            p.request(service, "after-" + framing, '"next"')
+            _, reply = p.final("after-" + framing, 5)
+            self.assertIsNotNone(reply, "the MDP request kept the worker's only slot\n"
+                                 + serve.tail())
+            self.assertEqual(reply.data, b'"next"')
+            serve.stop()
+
     def test_pigato_client_to_mdp_worker(self):
         w = self.mdp_worker("svc")
         c = self.client()

@@ -7,7 +7,7 @@
     sends it) picks the behaviour:
         "partial:N"   N partial replies "part I", then the final "done"
         "error:MSG"   an error reply with MSG
-        "reject"      reject (the broker hands it on or fails it)
+        "reject"      reject (the broker hands it to another worker)
         anything else echoed back as the final reply
     Built by tests/integration/test_node_interop.py against BUILD/libpigato.a.
 */

@@ -1,6 +1,7 @@
 'use strict';
 // A Node pigato 0.0.46 Worker for interop tests.
 //   node node_worker.js --broker EP --service NAME [--heartbeat MS] [--concurrency N]
+//                       [--hold-all 1]
 // CURVE comes from PIGATO_NODE_SERVER_KEY (see zmq-shim). Each request's
 // data (JSON) picks the behaviour:
 //   {"op":"partial","n":N}      N partial replies {"part":i}, then final {"done":N}
@@ -8,6 +9,7 @@
 //   {"op":"reject","reason":R}  reply.reject(R)
 //   {"op":"upper","text":T}     final T.toUpperCase()
 //   {"op":"whoami"}             final: this worker's id (its routing id)
+//   {"op":"hold"}               no answer (so is every request with --hold-all)
 //   anything else               echoed back as the final reply
 // Prints one JSON line per event on stdout: connect, request.
 
@@ -46,7 +48,9 @@ worker.on('error', function(err) {
 worker.on('request', function(data, reply, opts) {
   emit({ event: 'request', data: data, opts: opts });
   const op = data && typeof data === 'object' ? data.op : undefined;
-  if (op === 'partial') {
+  if (args['hold-all'] || op === 'hold') {
+    return;
+  } else if (op === 'partial') {
     for (let i = 0; i < data.n; i++) {
       reply.write({ part: i });
     }

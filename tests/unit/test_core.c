@@ -33,6 +33,7 @@ typedef struct {
     int fd;                     //  the connection a reply goes to
     char rid [64];              //  rid (requests, replies)
     char body [256];            //  body or error text
+    char opts [256];            //  request opts a worker is sent
     int type;                   //  reply or control type
     int status;                 //  reply status
     pigato__framing_t framing;  //  the receiver's framing
@@ -76,6 +77,8 @@ s_on_request (void *arg, pigato__worker_t *worker, pigato__request_t *request)
     s_text (event->client, sizeof event->client, &client);
     s_text (event->rid, sizeof event->rid, &rid);
     s_text (event->body, sizeof event->body, &body);
+    pigato__bytes_t opts = { request->opts, request->opts_size };
+    s_text (event->opts, sizeof event->opts, &opts);
     event->framing = worker->framing;
 }
 
@@ -427,38 +430,63 @@ test_rand_mode_uses_every_worker_with_room (void **state)
     pigato__core_destroy (&core);
 }
 
+//  pigato's reject: the request goes to another worker, never back to
+//  one that rejected it; with none, it waits for one that joins later,
+//  until its timeout (no E_REJECTED at once).
 static void
-test_a_reject_goes_to_another_worker_then_fails (void **state)
+test_a_reject_goes_to_another_worker_or_waits (void **state)
 {
     (void) state;
     pigato__core_t *core = s_core ();
     pigato__worker_t *one = s_add_worker (core, "w1", "echo", 1);
-    s_submit (core, "c1", "r1", "echo", "x", NULL);
+    s_submit (core, "c1", "r1", "echo", "x", "{\"timeout\":5000}");
     event_t *sent [4];
     assert_int_equal (s_events (EV_REQUEST, 0, sent, 4), 1);
     assert_string_equal (sent [0]->to, "w1");
-    //  The only worker rejects: every worker rejected it, it fails
+    //  The only worker rejects: no error, and it is not sent back
     size_t mark = event_count;
     assert_true (s_reply (core, one, "c1", "r1", PIGATO__REJECT, "", ""));
     event_t *errors [2];
-    assert_int_equal (s_events (EV_ERROR, mark, errors, 2), 1);
-    assert_true (strncmp (errors [0]->body, "E_REJECTED", 10) == 0);
-    assert_string_equal (errors [0]->rid, "r1");
+    assert_int_equal (s_events (EV_ERROR, mark, errors, 2), 0);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 0);
     assert_int_equal (core->counters.rejects, 1);
+    //  w1 still takes other requests meanwhile
+    s_submit (core, "c1", "other", "echo", "x", NULL);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    assert_string_equal (sent [0]->rid, "other");
+    assert_true (s_reply (core, one, "c1", "other", PIGATO__REPLY, "y", ""));
 
-    //  With a second worker, a reject sends it there, never back
+    //  A worker that joins later gets it (pigato's "Worker reject")
+    mark = event_count;
     pigato__worker_t *two = s_add_worker (core, "w2", "echo", 2);
-    (void) two;
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
+    assert_string_equal (sent [0]->to, "w2");
+    assert_string_equal (sent [0]->rid, "r1");
+    assert_string_equal (sent [0]->opts, "{\"timeout\":5000,\"attempt\":2}");
+    assert_true (s_reply (core, two, "c1", "r1", PIGATO__REPLY, "ok", ""));
+
+    //  With two workers, a reject sends it to the other, never back
     mark = event_count;
     s_submit (core, "c1", "r2", "echo", "x", NULL);
     assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
     const char *first = streq (sent [0]->to, "w1") ? "w1" : "w2";
     pigato__worker_t *holder = streq (first, "w1") ? one : two;
+    pigato__worker_t *other = holder == one ? two : one;
     mark = event_count;
     assert_true (s_reply (core, holder, "c1", "r2", PIGATO__REJECT, "", ""));
     assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
     assert_string_not_equal (sent [0]->to, first);
+    //  Both rejected it: it waits, and its timeout ends it without a
+    //  reply (the client runs its own timer), freeing nothing it held
+    mark = event_count;
+    assert_true (s_reply (core, other, "c1", "r2", PIGATO__REJECT, "", ""));
     assert_int_equal (s_events (EV_ERROR, mark, errors, 2), 0);
+    assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 0);
+    size_t timeouts = core->counters.timeouts;
+    pigato__core_expire (core, core->now_ms + PIGATO_TIMEOUT_MS + 1);
+    assert_int_equal (core->counters.timeouts, timeouts + 1);
+    assert_int_equal (s_events (EV_ERROR, mark, errors, 2), 0);
+    assert_int_equal (one->in_flight + two->in_flight, 0);
     pigato__core_destroy (&core);
 }
 
@@ -488,6 +516,10 @@ test_worker_loss_retries_or_fails (void **state)
     assert_int_equal (s_events (EV_REQUEST, mark, sent, 4), 1);
     assert_string_equal (sent [0]->rid, "again");
     assert_string_equal (sent [0]->to, "w2");
+    //  Its second worker learns it may have run before: attempt 2, the
+    //  client's opts kept (and the same alias + rid)
+    assert_string_equal (sent [0]->opts, "{\"retry\":1,\"attempt\":2}");
+    assert_string_equal (sent [0]->client, s_alias (core, "c1", 100));
     //  A second loss: no retry left
     mark = event_count;
     pigato__core_worker_remove (core, two, "test", true);
@@ -875,12 +907,19 @@ test_dir_and_mmi_show_only_what_the_caller_may_call (void **state)
     json_decref (got);
     json_decref (want);
     free (answer);
-    //  bob may call everything and sees everything
-    answer = s_ask (core, "bob", "$dir", "null", &status, &truncated);
-    got = json_loads (answer, 0, NULL);
-    assert_int_equal (json_object_size (got), 4);
-    json_decref (got);
-    free (answer);
+    //  bob may call everything and sees everything; a body that is not a
+    //  JSON string (Node pigato's `client.request ('$dir')` sends the text
+    //  undefined) asks for the whole map too
+    const char *whole [] = { "null", "undefined", "{}", "42", "true", "[]" };
+    for (size_t index = 0; index < 6; index++) {
+        answer = s_ask (core, "bob", "$dir", whole [index], &status,
+                        &truncated);
+        got = json_loads (answer, 0, NULL);
+        assert_true (json_is_object (got));
+        assert_int_equal (json_object_size (got), 4);
+        json_decref (got);
+        free (answer);
+    }
     //  A service alice may not call is answered as one that does not exist
     const char *hidden [] = { "\"b.secret\"", "b.secret",
                               "\"a.hidden@1.0.0\"" };
@@ -1565,7 +1604,7 @@ main (void)
         cmocka_unit_test (test_concurrency_limits_what_a_worker_holds),
         cmocka_unit_test (test_load_mode_picks_the_least_loaded_worker),
         cmocka_unit_test (test_rand_mode_uses_every_worker_with_room),
-        cmocka_unit_test (test_a_reject_goes_to_another_worker_then_fails),
+        cmocka_unit_test (test_a_reject_goes_to_another_worker_or_waits),
         cmocka_unit_test (test_worker_loss_retries_or_fails),
         cmocka_unit_test (test_a_closed_client_connection_drops_its_requests),
         cmocka_unit_test (test_requests_expire_and_free_their_slot),

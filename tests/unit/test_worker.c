@@ -267,6 +267,56 @@ test_error_reject_and_dropped (void **state)
     fake_broker_destroy (&broker);
 }
 
+//  A rid is bytes: an MDP client's (made by the broker) starts with 0x00.
+//  The handler gets it whole, the reply echoes it byte for byte, and the
+//  broker's "attempt" opt reads through pigato_reply_attempt ().
+static void
+test_binary_rid_and_attempt (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_KEEP };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_ready (broker, worker);
+    const byte rid [9] = { 0, 0, 0, 0, 0, 0, 0, 0, 7 };
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addmem (msg, zframe_data (id), zframe_size (id));
+    const char *before [] = { "W", "2", "client-1", "echo", "" };
+    for (size_t index = 0; index < 5; index++)
+        zmsg_addstr (msg, before [index]);
+    zmsg_addmem (msg, rid, sizeof rid);
+    zmsg_addstr (msg, "\"hi\"");
+    zmsg_addstr (msg, "{\"retry\":2,\"attempt\":3}");
+    zmsg_send (&msg, broker->router);
+    s_send_request (broker, id, "r2", "2", "{}");
+    for (int spins = 0; spins < 200 && handler.requests < 2; spins++)
+        pigato_worker_wait (worker, 10);
+    assert_int_equal (handler.requests, 2);
+
+    pigato_reply_t *first = handler.held [0];
+    size_t size = 0;
+    const void *bytes = pigato_reply_rid_bytes (first, &size);
+    assert_int_equal (size, sizeof rid);
+    assert_memory_equal (bytes, rid, sizeof rid);
+    assert_int_equal (pigato_reply_attempt (first), 3);
+    assert_int_equal (pigato_reply_attempt (handler.held [1]), 1);
+    assert_int_equal (pigato_reply_end (first, "ok", 2), 0);
+    msg = fake_recv (broker, s_pump, worker, "W", "3", 2000);
+    assert_non_null (msg);
+    zframe_t *echoed = zmsg_first (msg);
+    for (int index = 0; index < 5; index++)
+        echoed = zmsg_next (msg);
+    assert_int_equal (zframe_size (echoed), sizeof rid);
+    assert_memory_equal (zframe_data (echoed), rid, sizeof rid);
+    zmsg_destroy (&msg);
+    pigato_reply_destroy (&handler.held [0]);
+    pigato_reply_end (handler.held [1], "", 0);
+    pigato_reply_destroy (&handler.held [1]);
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
 //  Drives the worker for ms, answering its heartbeats and sending a
 //  request heartbeat for each rid in `beat` every 100 ms.
 static void
@@ -1131,6 +1181,7 @@ main (void)
         cmocka_unit_test (test_ready_and_heartbeats_curve),
         cmocka_unit_test (test_partials_then_final),
         cmocka_unit_test (test_error_reject_and_dropped),
+        cmocka_unit_test (test_binary_rid_and_attempt),
         cmocka_unit_test (test_reply_active_follows_heartbeats_and_timeout),
         cmocka_unit_test (test_reconnect_after_liveness_loss),
         cmocka_unit_test (test_broker_disconnect_means_fresh_id),
