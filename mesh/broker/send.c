@@ -100,7 +100,7 @@ pigato__broker_send_disconnect (pigato_broker_t *self,
         return;
     }
     pigato__bytes_t frames [] = { BYTES ("W"), BYTES ("5"), BYTES (reason) };
-    s_send_frames (self, to, frames, 3, NULL, 0);
+    s_send_frames (self, to, conn, frames, 3, NULL, 0);
 }
 
 void
