@@ -166,17 +166,23 @@ class NativeCases:
                          [(native.HEARTBEAT, sent[0].client, b"h1")])
         self.assertNotEqual(sent[0].client, c.identity)
 
-    def test_reserved_names_and_unready_workers_get_native_disconnect(self):
+    def test_reserved_names_and_unready_workers_get_a_reasoned_disconnect(self):
         w = NativePeer(self.mesh, "W", self.broker.endpoint, self.broker.server_key,
                        auto_heartbeat=False)
+        # The DISCONNECT says why: in 0.0.46 framing (W, 5, reason), which
+        # every pigato peer reads, since native's DISCONNECT has no field
+        # for it (docs/native-framing.md)
         w.send("W", "1", "mmi.service", native.OFFER)
-        m = w.recv(native.is_native, 3)
-        self.assertEqual([e.type for e in native.decode(m)[1]], [native.DISCONNECT])
+        m = w.recv(lambda m: m[:2] == [b"W", b"5"], 3, skip_noise=False)
+        self.assertIsNotNone(m, self.broker.tail(5))
+        self.assertEqual(m[2:], [b"E_RESERVED_SERVICE mmi.service"])
         stranger = NativePeer(self.mesh, "W", self.broker.endpoint, self.broker.server_key,
                               auto_heartbeat=False)
         stranger.send_native([Entry(native.REPLY, client="nobody", rid="r", body="x")])
-        m = stranger.recv(native.is_native, 3)
-        self.assertEqual([e.type for e in native.decode(m)[1]], [native.DISCONNECT])
+        m = stranger.recv(lambda m: m[:2] == [b"W", b"5"], 3, skip_noise=False)
+        self.assertIsNotNone(m, self.broker.tail(5))
+        self.assertEqual(len(m), 3)
+        self.assertTrue(m[2].startswith(b"E_NOT_READY"), m)
 
     def test_malformed_batches_are_dropped_whole(self):
         w = self.ready_worker("victim")
