@@ -345,6 +345,13 @@ class RevocationTest(CertCase):
         self.assert_refused_at_handshake(ids["web2"], "unknown_key")
         # The others carry on
         self.round_trip(c_keep, w_keep, "echo", "after-2")
+        # The CLI with a revoked certificate's key says why at once (exit 3)
+        start = time.monotonic()
+        rc, out, err = self.cli("request", "echo", '"x"', "--timeout", "30000",
+                                "--key", ids["api"].secret_file, *self.cli_args())
+        self.assertEqual((rc, out), (3, ""), err)
+        self.assertIn("the broker refused this key", err)
+        self.assertLess(time.monotonic() - start, secs(2.5), "not at once: " + err)
 
 
 class ExpiryTest(CertCase):
