@@ -9,6 +9,7 @@ CURVE matters here, since it makes every frame 33 bytes longer."""
 import os
 import re
 import signal
+import subprocess
 import time
 import unittest
 
@@ -178,6 +179,16 @@ BUDGET = 64 * MIB             # --max-inbound and --max-outbound defaults
 SLACK = 64 * MIB
 
 
+def sanitized():
+    """True if the broker under test is built with AddressSanitizer: its
+    allocations carry redzones and shadow memory (each of 100,000 small
+    messages held costs about twice as much), so its bounds are twice
+    those of a normal build."""
+    out = subprocess.run(["ldd", os.path.join(harness.BUILD, "pigato-broker")],
+                         capture_output=True, text=True).stdout
+    return "libasan" in out
+
+
 def memory(pid):
     """(VmRSS, VmHWM) of a process in bytes."""
     values = {}
@@ -197,6 +208,13 @@ class ByteBudgetTest(MeshTestCase):
     START_BROKER = False
 
     def setUp(self):
+        # AddressSanitizer holds freed memory back (its quarantine, 256 MiB
+        # by default) and returns little to the system: a sanitized broker
+        # starts without one, so that its RSS tells what it holds
+        self.asan_options = os.environ.get("ASAN_OPTIONS")
+        os.environ["ASAN_OPTIONS"] = ":".join(filter(None, [
+            self.asan_options, "quarantine_size_mb=0",
+            "allocator_release_to_os_interval_ms=10"]))
         MeshTestCase.setUp(self)
         self.attacker = harness.KeyPair(self.tmp, "attacker")
         self.victim = harness.KeyPair(self.tmp, "victim")
@@ -210,6 +228,10 @@ class ByteBudgetTest(MeshTestCase):
         for s in self.raws:        # before the mesh's context ends
             s.close(0)
         MeshTestCase.tearDown(self)
+        if self.asan_options is None:
+            os.environ.pop("ASAN_OPTIONS", None)
+        else:
+            os.environ["ASAN_OPTIONS"] = self.asan_options
 
     def budget_broker(self, extra=()):
         self.broker = self.start_broker(acl=self.acl, extra=list(extra))
@@ -257,7 +279,8 @@ class ByteBudgetTest(MeshTestCase):
 
     def assert_bounded(self, what):
         rss, peak = memory(self.broker.pid)
-        self.assertLess(peak - self.start_rss, BUDGET + SLACK,
+        bound = (BUDGET + SLACK) * (2 if sanitized() else 1)
+        self.assertLess(peak - self.start_rss, bound,
                         "%s: the broker's peak RSS grew by %d MiB"
                         % (what, (peak - self.start_rss) // MIB))
         return rss, peak
@@ -333,23 +356,28 @@ class ByteBudgetTest(MeshTestCase):
         self.serve_until(r"event=slow_consumer address=\S+ identity=attacker", 30)
         self.assert_bounded("denied requests never read")
         # What it held is given back once it is cut
+        back = 32 * MIB * (2 if sanitized() else 1)
         deadline = time.monotonic() + secs(10)
-        while memory(self.broker.pid)[0] - self.start_rss > 32 * MIB \
+        while memory(self.broker.pid)[0] - self.start_rss > back \
                 and time.monotonic() < deadline:
             self.victim_round()
-        self.assertLess(memory(self.broker.pid)[0] - self.start_rss, 32 * MIB)
+        self.assertLess(memory(self.broker.pid)[0] - self.start_rss, back)
         self.assertEqual(self.stopped_counter("slow_consumers"), 1)
 
+    @unittest.skipIf(sanitized(), "a sanitized broker's RSS does not follow "
+                     "what it frees closely enough to cross a ceiling on time")
     def test_over_the_memory_ceiling_requests_are_refused_until_under(self):
-        self.budget_broker(["--max-memory", "40M"])
-        self.assertIsNotNone(self.broker.wait_for_log(r"event=ready .*\bmax_memory=41943040\b", 1))
-        # Requests nobody serves hold 48 MiB of bodies for 3 s
+        ceiling, held = 40, 12
+        self.budget_broker(["--max-memory", "%dM" % ceiling])
+        self.assertIsNotNone(self.broker.wait_for_log(
+            r"event=ready .*\bmax_memory=%d\b" % (ceiling * MIB), 1))
+        # Requests nobody serves hold more than that in bodies for 3 s
         holder = self.client(keypair=self.victim)
-        for i in range(12):
+        for i in range(held):
             holder.request("nobody", "held-%d" % i, '"%s"' % ("z" * (4 * MIB)),
                            '{"timeout":3000}')
         self.assertIsNotNone(self.wait_log(r"event=memory_over_ceiling rss=\d+ "
-                                           r"max_memory=41943040", 10))
+                                           r"max_memory=%d" % (ceiling * MIB), 10))
         self.vclient.request("work", "refused", '"ping"')
         _, final = self.vclient.final("refused", 5)
         self.assertIsNotNone(final, self.broker.tail(10))
