@@ -245,14 +245,20 @@ s_link_change (void *owner, pigato__link_t *link)
 
 //  DISCONNECT from a broker. Before it acknowledged READY it is a
 //  refusal: the reason it gives (pigato-broker: E_ACCESS_DENIED serve
-//  NAME, E_RESERVED_SERVICE NAME), or none (other brokers). After, the
-//  broker dropped a registered worker (expired, policy reloaded): greet
-//  again at once.
+//  NAME, E_RESERVED_SERVICE NAME), or none (other brokers); but
+//  E_NOT_READY only says the broker does not know us. After, the broker
+//  dropped a registered worker (expired, policy reloaded): greet again at
+//  once.
 static void
 s_link_disconnect (pigato_worker_t *self, pigato__link_t *link,
                    const pigato__msg_t *message)
 {
-    if (link->acknowledged) {
+    //  E_NOT_READY: the broker does not know this worker (it restarted,
+    //  or something of ours came before READY): greet again, as after
+    //  an acknowledged READY
+    bool not_ready = message->data.size >= 11
+                  && memcmp (message->data.data, "E_NOT_READY", 11) == 0;
+    if (link->acknowledged || not_ready) {
         s_link_reconnect (self, link, false);
         return;
     }

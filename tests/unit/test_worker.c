@@ -483,6 +483,30 @@ test_broker_disconnect_means_fresh_id (void **state)
     fake_broker_destroy (&broker);
 }
 
+//  E_NOT_READY (the broker does not know this worker: it restarted, or a
+//  heartbeat came before READY) is no refusal: the worker greets again
+//  at once, and pigato serve goes on
+static void
+test_not_ready_means_greet_again (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_KEEP };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *old_id = s_ready (broker, worker);  //  not acknowledged
+    int64_t start = zclock_mono ();
+    fake_send (broker, old_id, "W", "5", "E_NOT_READY", NULL);
+    bool disconnected = false;
+    zframe_t *new_id = s_ready_again (broker, worker, old_id, &disconnected);
+    assert_non_null (new_id);
+    assert_true (zclock_mono () - start < 400);  //  no refusal back-off
+    assert_int_equal (pigato_worker_refusal (worker), PIGATO_OK);
+    zframe_destroy (&old_id);
+    zframe_destroy (&new_id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
 static void
 test_stop_sends_disconnect (void **state)
 {
@@ -1185,6 +1209,7 @@ main (void)
         cmocka_unit_test (test_reply_active_follows_heartbeats_and_timeout),
         cmocka_unit_test (test_reconnect_after_liveness_loss),
         cmocka_unit_test (test_broker_disconnect_means_fresh_id),
+        cmocka_unit_test (test_not_ready_means_greet_again),
         cmocka_unit_test (test_stop_sends_disconnect),
         cmocka_unit_test (test_replies_outlive_their_worker),
         cmocka_unit_test (test_replies_over_the_limit_become_errors),
