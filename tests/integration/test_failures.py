@@ -10,6 +10,7 @@ rotation that running peers survive; an ACL identity with two keys."""
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import unittest
@@ -18,6 +19,20 @@ import harness
 from harness import CLI_BIN, HERE, KeyPair, MeshTestCase, Proc, free_port, secs, write_acl
 
 LIB_PEER = os.path.join(HERE, "lib_peer.py")
+
+
+def lib_peer_env():
+    """The environment for lib_peer.py: ctypes can load a sanitized
+    libpigato.so (SANITIZE builds) only with the ASan runtime preloaded,
+    and Python's own allocations are not ours to report."""
+    env = dict(os.environ, PIGATO_BUILD=harness.BUILD)
+    out = subprocess.run(["ldd", os.path.join(harness.BUILD, "libpigato.so")],
+                         capture_output=True, text=True).stdout
+    m = re.search(r"libasan\.so\S* => (\S+)", out)
+    if m:
+        env["LD_PRELOAD"] = m.group(1)
+        env["ASAN_OPTIONS"] = "detect_leaks=0"
+    return env
 
 POLICY = """identity alice {alice}
 allow alice call *
@@ -98,7 +113,7 @@ class RefusalsTest(MeshTestCase):
         mark = self.broker.mark()
         p = self.start([sys.executable, LIB_PEER, "worker", "forbidden",
                         self.broker.endpoint, self.broker.key.public, self.alice.secret_file],
-                       name="lib-worker", env=dict(os.environ, PIGATO_BUILD=harness.BUILD))
+                       name="lib-worker", env=lib_peer_env())
         self.assertIsNotNone(p.wait_for_line(r"^refused -20 .*E_ACCESS_DENIED serve forbidden",
                                              secs(5), stream="stdout"), p.tail())
         first = self.broker.count(r"event=access_denied .*verb=serve", mark)
@@ -155,7 +170,7 @@ class KeyRotationTest(MeshTestCase):
         old, new = KeyPair(self.tmp, "broker-old"), KeyPair(self.tmp, "broker-new")
         broker = self.start_broker(key=old)
         keys = "%s,%s" % (old.public, new.public)
-        env = dict(os.environ, PIGATO_BUILD=harness.BUILD)
+        env = lib_peer_env()
         worker = self.start([sys.executable, LIB_PEER, "worker", "echo", broker.endpoint,
                              keys], name="lib-worker", env=env)
         self.assertIsNotNone(broker.wait_for_log(r"event=worker_ready\b", 10))
