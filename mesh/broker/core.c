@@ -1033,6 +1033,19 @@ pigato__core_check_workers (pigato__core_t *self, int64_t now)
             self->emit->control (self->emit_arg, &to, &worker->conn,
                                  PIGATO__HEARTBEAT, PIGATO__FRAMING_MDP);
         }
+        else if (self->next_mdp_rid) {
+            //  An MDP client never heartbeats its requests (RFC 18 has no
+            //  such thing): the broker does it for them while they are
+            //  held, so that a pigato worker does not take them for
+            //  abandoned (pigato_reply_active) and, for pigato serve --
+            //  CMD, kill their commands. A walk of what workers hold, once
+            //  a heartbeat, only on a broker that has seen MDP clients
+            for (pigato__request_t *request = worker->requests; request;
+                 request = request->next)
+                if (request->framing == PIGATO__FRAMING_MDP)
+                    self->emit->request_heartbeat (self->emit_arg, worker,
+                                                   request);
+        }
     if (!dead)
         return;
     for (pigato__worker_t *worker = (pigato__worker_t *) zlistx_first (dead);

@@ -149,6 +149,7 @@ typedef struct {
     int liveness;                 //  intervals before a worker is dead
     uint64_t next_serial;         //  worker registration serials
     uint64_t next_mdp_rid;        //  rids made for MDP client requests
+                                  //  (not 0: MDP clients came)
     int64_t now_ms;               //  the clock at the start of this turn
     pigato__counters_t counters;  //  see CORE_COUNTERS
     const pigato__emit_t *emit;   //  the way out

@@ -1596,6 +1596,34 @@ test_a_request_is_rejected_by_a_bounded_number_of_workers (void **state)
     pigato__core_destroy (&core);
 }
 
+//  MDP clients never heartbeat their requests: the broker does it for
+//  them, each heartbeat interval, while a pigato worker holds one.
+static void
+test_mdp_clients_requests_are_heartbeaten_by_the_broker (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    s_add_worker (core, "w1", "echo", 1);
+    pigato__submit_t submit = { .caller = { .framing = PIGATO__FRAMING_MDP,
+                                            .client = s_bytes ("m1"),
+                                            .conn = s_conn (50),
+                                            .rid = s_bytes (""),
+                                            .service = s_bytes ("echo") },
+                                .name = "echo",
+                                .body = s_bytes ("x"),
+                                .identity = "alice" };
+    char error [700];
+    assert_int_equal (pigato__core_submit (core, &submit, error, sizeof error),
+                      0);
+    s_submit (core, "c1", "r1", "echo", "x", NULL);  //  a pigato client's
+    size_t mark = event_count;
+    pigato__core_check_workers (core, core->now_ms + 10);
+    event_t *beats [4];
+    assert_int_equal (s_events (EV_HEARTBEAT, mark, beats, 4), 1);
+    assert_string_equal (beats [0]->to, "w1");
+    pigato__core_destroy (&core);
+}
+
 int
 main (void)
 {
@@ -1631,6 +1659,8 @@ main (void)
         cmocka_unit_test (test_identities_hold_no_more_than_their_limits),
         cmocka_unit_test (test_identities_have_at_most_their_connections),
         cmocka_unit_test (test_callers_take_turns_in_a_queue),
+        cmocka_unit_test (
+            test_mdp_clients_requests_are_heartbeaten_by_the_broker),
         cmocka_unit_test (test_a_wildcard_serves_many_waiting_names_in_turn),
         cmocka_unit_test (
             test_a_request_is_rejected_by_a_bounded_number_of_workers),
