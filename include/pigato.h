@@ -6,6 +6,16 @@
     Ownership: a function that takes `**` takes ownership and nulls the
     caller's pointer; a returned `char *` is the caller's to free; a returned
     `const char *` is borrowed and valid until the object changes.
+    Signals: libpigato installs no signal handler and leaves SIGINT and
+    SIGTERM to the application. czmq installs its own at its first use
+    unless told not to; the first pigato_client_new, pigato_worker_new or
+    pigato_broker_new tells it not to (zsys_handler_set (NULL)) and keeps
+    whatever handlers are installed at that moment. A signal that arrives
+    during a blocking call (*_wait, *_run, pigato_client_call) ends it with
+    PIGATO_E_INTERRUPTED, as does czmq's zsys_interrupted once set: a
+    handler that sets zsys_interrupted = 1 (or calls pigato_broker_stop)
+    stops every loop. An application that wants czmq's own handler
+    installs it with zsys_handler_set () after its first pigato object.
     =========================================================================
 */
 #ifndef PIGATO_H_INCLUDED
@@ -632,7 +642,8 @@ PIGATO_EXPORT const char *
     pigato_broker_endpoint (pigato_broker_t *self);
 
 //  Runs the event loop until pigato_broker_stop () (from a signal
-//  handler is fine) or SIGINT/SIGTERM.
+//  handler is fine) or zsys_interrupted is set (E_INTERRUPTED). The
+//  library catches no signal itself (see the top of this file).
 PIGATO_EXPORT int
     pigato_broker_run (pigato_broker_t *self);
 

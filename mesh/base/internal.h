@@ -68,6 +68,13 @@ void pigato__ratelimit_flush (pigato__ratelimit_t *self, const char *what,
 //  Monotonic clock in milliseconds.
 int64_t pigato__now_ms (void);
 
+//  Leaves SIGINT and SIGTERM to the application: called first by every
+//  constructor (client, worker, broker), before libpigato's first czmq
+//  call, it stops czmq from installing its handlers at its initialisation
+//  (zsys_handler_set (NULL)) and keeps whatever handlers are installed now,
+//  the application's or none. Once per process; thread-safe.
+void pigato__signals_leave (void);
+
 //  Writes "YYYY-MM-DD HH:MM:SS UTC" for seconds since the epoch ("@N" if
 //  the time cannot be shown).
 void pigato__time_text (int64_t seconds, char *out, size_t out_size);

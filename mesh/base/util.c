@@ -13,7 +13,30 @@
 #include <string.h>
 #include <time.h>
 #include <sys/auxv.h>
+#include <pthread.h>
+#include <signal.h>
 #include "internal.h"
+
+//  zsys_handler_set (NULL) also puts back the handlers czmq saved when it
+//  installed its own, which may be older than the application's current
+//  ones: what is installed now is kept and restored around it.
+static void
+s_signals_leave_once (void)
+{
+    struct sigaction interrupt_now, terminate_now;
+    sigaction (SIGINT, NULL, &interrupt_now);
+    sigaction (SIGTERM, NULL, &terminate_now);
+    zsys_handler_set (NULL);
+    sigaction (SIGINT, &interrupt_now, NULL);
+    sigaction (SIGTERM, &terminate_now, NULL);
+}
+
+void
+pigato__signals_leave (void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once (&once, s_signals_leave_once);
+}
 
 int64_t
 pigato__now_ms (void)

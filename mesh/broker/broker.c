@@ -49,6 +49,7 @@ s_limits (void *arg, const char *identity, pigato__limits_t *limits)
 pigato_broker_t *
 pigato_broker_new (void)
 {
+    pigato__signals_leave ();
     pigato_broker_t *self = (pigato_broker_t *) calloc (1, sizeof *self);
     if (!self)
         return NULL;

@@ -78,6 +78,17 @@ s_on_sighup (int signal_number)
         pigato_broker_request_reload (s_broker);
 }
 
+//  SIGINT and SIGTERM stop the broker: libpigato installs no handler of its
+//  own (pigato.h), so the daemon does. zsys_interrupted also ends the loop.
+static void
+s_on_stop_signal (int signal_number)
+{
+    (void) signal_number;
+    zsys_interrupted = 1;
+    if (s_broker)
+        pigato_broker_stop (s_broker);
+}
+
 //  --check-acl: loads the file with a throw-away broker, says what is
 //  wrong or what it holds.
 static int
@@ -439,6 +450,9 @@ main (int argc, char *argv [])
     action.sa_handler = s_on_sighup;
     sigemptyset (&action.sa_mask);
     sigaction (SIGHUP, &action, NULL);  //  no SA_RESTART: wake the poll
+    action.sa_handler = s_on_stop_signal;
+    sigaction (SIGINT, &action, NULL);
+    sigaction (SIGTERM, &action, NULL);
     pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
     rc = pigato_broker_run (broker);
     signal (SIGHUP, SIG_IGN);

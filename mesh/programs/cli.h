@@ -61,6 +61,10 @@ int pigato__cli_connect_all (cli_t *cli, void *peer, connect_fn *connect);
 //  PIGATO_E_DENIED), or fallback for any other status. (cli.c)
 int pigato__cli_failure_exit (int status, int fallback);
 
+//  Installs the command's SIGINT/SIGTERM handler: it sets zsys_interrupted.
+//  Called once the client or worker exists. (cli.c)
+void pigato__cli_catch_signals (void);
+
 //  pigato serve: runs a worker until SIGINT/SIGTERM. Returns the process
 //  exit code: EXIT_SUCCESS after a signal, EX_USAGE for a command that is
 //  not found or a key that cannot be used, EXIT_FAILURE_NET when the

@@ -481,6 +481,7 @@ s_request (cli_t *cli)
         fprintf (stderr, "pigato: out of memory\n");
         goto cleanup;
     }
+    pigato__cli_catch_signals ();  //  Ctrl-C: exit 130
     if (cli->insecure)
         pigato_client_set_insecure (client, true);
     else {

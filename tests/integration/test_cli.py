@@ -174,6 +174,18 @@ class CliTests:
         self.assertEqual(rc, 0, err)
         self.assertEqual(out.strip(), '"again"')
 
+    def test_request_interrupted_exits_130(self):
+        # libpigato leaves signals to the program (issue 15): the CLI
+        # catches SIGINT and SIGTERM itself and says it was interrupted.
+        for number in (signal.SIGINT, signal.SIGTERM):
+            w = self.ready_worker("hold%d" % number)
+            p = self.start([CLI_BIN, "request", "hold%d" % number, '"x"', "--timeout", "20000"]
+                           + self.broker.cli_args())
+            self.assertIsNotNone(w.next_request(5), "request never reached the worker\n" + p.tail())
+            p.send_signal(number)
+            self.assertEqual(p.wait(5), 130, "request not interrupted by %s\n%s" % (number, p.tail()))
+            self.assertIn("interrupted", p.text("stderr"))
+
     # -- failures ------------------------------------------------------------
 
     def test_timeout_exits_2(self):
@@ -300,6 +312,9 @@ class BrokerCommandLineTest(MeshTestCase):
         br = self.start_broker(curve=False)
         br.send_signal(signal.SIGINT)
         self.assertEqual(br.wait(5), 0, "broker did not exit 0 on SIGINT\n" + br.tail())
+        br = self.start_broker(curve=False)
+        br.send_signal(signal.SIGTERM)
+        self.assertEqual(br.wait(5), 0, "broker did not exit 0 on SIGTERM\n" + br.tail())
 
 
 if __name__ == "__main__":
