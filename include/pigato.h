@@ -258,7 +258,12 @@ PIGATO_EXPORT void
 PIGATO_EXPORT int
     pigato_client_set_framing (pigato_client_t *self, const char *framing);
 
-//  Connects to a broker. May be called for several brokers: each gets its
+//  Connects to a broker at endpoint: tcp://HOST:PORT (an IPv6 address in
+//  brackets: tcp://[::1]:5555), ipc://PATH. An endpoint without a
+//  transport or with a port outside 1 to 65535 returns PIGATO_E_INVALID
+//  at once, with the reason ("did you mean tcp://...?") in
+//  pigato_client_error (). pigato_worker_connect takes the same.
+//  May be called for several brokers: each gets its
 //  own connection, and new requests go round-robin to the brokers that
 //  answered within two heartbeat intervals (to any, when none has). A
 //  request belongs to the broker it was sent to; a reply for it through
@@ -631,8 +636,12 @@ PIGATO_EXPORT int
 PIGATO_EXPORT void
     pigato_broker_request_reload (pigato_broker_t *self);
 
-//  Binds an endpoint. The first bind applies the security settings;
-//  settings cannot change afterwards.
+//  Binds an endpoint: tcp://HOST:PORT (HOST may be *, an interface, or an
+//  IPv6 address in brackets, tcp://[::1]:5555; PORT may be * for any),
+//  ipc://PATH. The first bind applies the security settings; settings
+//  cannot change afterwards. Returns 0, PIGATO_E_INVALID for an endpoint
+//  without a transport or with a port outside 0 to 65535 (the reason in
+//  pigato_broker_error ()), or PIGATO_E_BIND.
 PIGATO_EXPORT int
     pigato_broker_bind (pigato_broker_t *self, const char *endpoint);
 

@@ -414,10 +414,10 @@ main (int argc, char *argv [])
             snprintf (public_key, sizeof public_key, "-");
     }
     for (int index = 0; index < bind_count; index++)
-        if (pigato_broker_bind (broker, binds [index])) {
+        if ((rc = pigato_broker_bind (broker, binds [index]))) {
             fprintf (stderr, "pigato-broker: %s\n",
                      pigato_broker_error (broker));
-            rc = 1;
+            rc = rc == PIGATO_E_INVALID ? EXIT_USAGE : 1;
             goto cleanup;
         }
     if (insecure)

@@ -313,6 +313,19 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
     if (cli->broker_count == 0)
         cli->brokers [cli->broker_count++] = s_env ("PIGATO_BROKER",
                                                     DEFAULT_BROKER);
+    //  The common slip, caught before stdin is read: the library refuses
+    //  the rest (a port out of range) at connect, also as a usage error
+    for (size_t index = 0; index < cli->broker_count; index++) {
+        char endpoints [4096];
+        snprintf (endpoints, sizeof endpoints, "%s", cli->brokers [index]);
+        char *state = NULL;
+        for (char *endpoint = strtok_r (endpoints, ",", &state); endpoint;
+             endpoint = strtok_r (NULL, ",", &state))
+            if (!strstr (endpoint, "://"))
+                return s_usage_error ("broker endpoint '%s' has no transport "
+                                      "(did you mean tcp://%s?)",
+                                      endpoint, endpoint);
+    }
     cli->server_key = cli->server_key ? cli->server_key
                                       : s_env ("PIGATO_SERVER_KEY", NULL);
     cli->key_file = cli->key_file ? cli->key_file : s_env ("PIGATO_KEY", NULL);
@@ -507,7 +520,9 @@ s_request (cli_t *cli)
         //  A key problem (e.g. a server certificate --ca refuses) will not
         //  go away by trying again: it is the caller's to fix
         fprintf (stderr, "pigato: %s\n", pigato_client_error (client));
-        exit_code = rc == PIGATO_E_KEY ? EX_USAGE : EXIT_FAILURE_NET;
+        exit_code = rc == PIGATO_E_KEY || rc == PIGATO_E_INVALID
+                      ? EX_USAGE
+                      : EXIT_FAILURE_NET;
         goto cleanup;
     }
     rc = pigato_client_call (client, cli->service, input, input_size, opts,

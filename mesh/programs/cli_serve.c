@@ -675,7 +675,9 @@ pigato__cli_serve (cli_t *cli)
     int rc = pigato__cli_connect_all (cli, self.worker, s_worker_connect);
     if (rc) {
         fprintf (stderr, "pigato: %s\n", pigato_worker_error (self.worker));
-        exit_code = rc == PIGATO_E_KEY ? EX_USAGE : EXIT_FAILURE_NET;
+        exit_code = rc == PIGATO_E_KEY || rc == PIGATO_E_INVALID
+                      ? EX_USAGE
+                      : EXIT_FAILURE_NET;
         goto cleanup;
     }
     if (pigato_worker_attach (self.worker, self.loop)) {

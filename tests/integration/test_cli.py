@@ -6,6 +6,7 @@ exit codes 0 / 1 (error reply) / 2 (timeout, no broker), key handling."""
 import os
 import re
 import signal
+import socket
 import time
 import unittest
 
@@ -186,6 +187,40 @@ class CliTests:
             self.assertEqual(p.wait(5), 130, "request not interrupted by %s\n%s" % (number, p.tail()))
             self.assertIn("interrupted", p.text("stderr"))
 
+    def test_ipv6_endpoints(self):
+        # tcp://[::1]:PORT used to fail to bind ("No such device") and to
+        # connect: libzmq needs ZMQ_IPV6 on the socket (issue 15).
+        if not has_ipv6_loopback():
+            self.skipTest("this machine has no IPv6 loopback (::1): IPv6 endpoints not tested")
+        v6 = "tcp://[::1]:%d" % harness.free_port()
+        br = self.start_broker(extra=["--bind", v6])
+        common = ["--heartbeat", str(br.heartbeat)]
+        common += ["--server-key", br.key.public_file] if br.curve else ["--insecure"]
+        mark = br.mark()
+        self.start([CLI_BIN, "serve", "echo6", "--echo", "--broker", v6] + common)
+        self.assertIsNotNone(br.wait_for_log(r"event=worker_ready\b.*\bservice=echo6\b", 10, mark),
+                             "a worker over %s never registered\n%s" % (v6, br.tail()))
+        rc, out, err = self.cli("request", "echo6", '"over v6"', "--timeout", "5000",
+                                "--broker", v6, *common)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.strip(), '"over v6"')
+
+    def test_endpoint_mistakes_are_usage_errors(self):
+        # No transport: a usage error with a hint, from --broker and from
+        # PIGATO_BROKER alike, before anything is read or sent.
+        for args, env in ((["--broker", "localhost:5570"], None),
+                          ([], dict(os.environ, PIGATO_BROKER="localhost:5570"))):
+            rc, out, err = self.cli("request", "echo", '"x"', "--insecure", *args, env=env)
+            self.assertEqual(rc, 64, err)
+            self.assertIn("did you mean tcp://localhost:5570?", err)
+        for endpoint in ("tcp://127.0.0.1:70000", "tcp://127.0.0.1:0", "tcp://127.0.0.1"):
+            rc, out, err = self.cli("request", "echo", '"x"', "--insecure", "--broker", endpoint)
+            self.assertEqual(rc, 64, "%s: %s" % (endpoint, err))
+            self.assertIn(endpoint, err)
+        rc, out, err = self.cli("serve", "echo", "--echo", "--insecure", "--broker", "127.0.0.1:1")
+        self.assertEqual(rc, 64, err)
+        self.assertIn("did you mean tcp://127.0.0.1:1?", err)
+
     # -- failures ------------------------------------------------------------
 
     def test_timeout_exits_2(self):
@@ -204,6 +239,15 @@ class CliTests:
         rc, out, err = self.cli(*args, timeout=20)
         self.assertEqual(rc, 2, "no broker must exit 2; stderr=%r" % err)
         self.assertLess(time.monotonic() - t0, secs(12))
+
+
+def has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
 
 
 class InsecureCliTest(CliTests, MeshTestCase):
@@ -307,6 +351,14 @@ class BrokerCommandLineTest(MeshTestCase):
         p = self.start([CLI_BIN, "--help"])
         self.assertEqual(p.wait(10), 0, p.tail())
         self.assertIn("request", p.text("stdout") + p.text("stderr"))
+
+    def test_broker_bind_mistakes_are_usage_errors(self):
+        rc, out, err = self.run_broker("--insecure", "--bind", "127.0.0.1:5599")
+        self.assertEqual(rc, 64, err)
+        self.assertIn("did you mean tcp://127.0.0.1:5599?", err)
+        rc, out, err = self.run_broker("--insecure", "--bind", "tcp://127.0.0.1:65536")
+        self.assertEqual(rc, 64, err)
+        self.assertIn("65536", err)
 
     def test_sigint_shuts_down_cleanly(self):
         br = self.start_broker(curve=False)
