@@ -43,6 +43,7 @@ typedef struct {
     int64_t timeout_ms;                 //  --timeout
     bool timeout_set;                   //  --timeout was given
     const char *opts;                   //  --opts JSON text
+    bool raw;                           //  --raw: replies byte for byte
     bool echo;                          //  serve --echo
     int concurrency;                    //  serve --concurrency, 0 = default
     char **cmd_argv;  //  serve -- CMD ARGS..., NULL-terminated

@@ -4,9 +4,12 @@ request/serve echo, stdin input, partial replies line by line, CMD mode,
 exit codes 0 / 1 (error reply) / 2 (timeout, no broker), key handling."""
 
 import os
+import pty
+import random
 import re
 import signal
 import socket
+import subprocess
 import time
 import unittest
 
@@ -186,6 +189,73 @@ class CliTests:
             p.send_signal(number)
             self.assertEqual(p.wait(5), 130, "request not interrupted by %s\n%s" % (number, p.tail()))
             self.assertIn("interrupted", p.text("stderr"))
+
+    def request_bytes(self, service, data, *extra, stdout=subprocess.PIPE):
+        """Runs `pigato request SERVICE` with data on stdin; returns the exit
+        code and stdout's exact bytes (no line splitting)."""
+        run = subprocess.run([CLI_BIN, "request", service, "--timeout", "10000"]
+                             + list(extra) + self.broker.cli_args(),
+                             input=data, stdout=stdout, stderr=subprocess.PIPE,
+                             timeout=secs(20))
+        return run.returncode, run.stdout, run.stderr.decode(errors="replace")
+
+    def test_output_is_byte_exact_when_not_a_terminal(self):
+        # `pigato request cat < in.bin > out.bin` used to add a newline
+        # (10,000 bytes became 10,001).
+        self.serve("cat", "--", "cat")
+        data = bytes(random.Random(15).randrange(256) for _ in range(10000))
+        data = data.rstrip(b"\n") + b"x"
+        rc, out, err = self.request_bytes("cat", data)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(len(out), len(data))
+        self.assertEqual(out, data)
+        # Into a file, as the issue did it
+        path = os.path.join(self.tmp, "out.bin")
+        with open(path, "wb") as f:
+            rc, _, err = self.request_bytes("cat", data, stdout=f)
+        self.assertEqual(rc, 0, err)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), data)
+
+    def test_output_on_a_terminal_ends_each_reply_with_a_newline_unless_raw(self):
+        self.serve("cat", "--", "cat")
+        for extra, expected in (((), b"no newline\n"), (("--raw",), b"no newline")):
+            controller, terminal = pty.openpty()
+            try:
+                rc, _, err = self.request_bytes("cat", b"no newline", *extra, stdout=terminal)
+                os.close(terminal)
+                terminal = -1
+                self.assertEqual(rc, 0, err)
+                out = b""
+                while True:
+                    try:
+                        chunk = os.read(controller, 4096)
+                    except OSError:     # EIO: the terminal's other end is closed
+                        break
+                    if not chunk:
+                        break
+                    out += chunk
+            finally:
+                os.close(controller)
+                if terminal >= 0:
+                    os.close(terminal)
+            # The terminal turns "\n" into "\r\n"
+            self.assertEqual(out.replace(b"\r\n", b"\n"), expected, extra)
+
+    def test_raw_writes_partial_replies_without_separators(self):
+        w = self.ready_worker("parts")
+        p = self.start([CLI_BIN, "request", "parts", '"go"', "--timeout", "5000", "--raw"]
+                       + self.broker.cli_args())
+        req = w.next_request(5)
+        self.assertIsNotNone(req, p.tail())
+        for i in range(3):
+            w.reply(req, "p%d" % i, partial=True)
+        w.reply(req, "end")
+        deadline = time.monotonic() + secs(5)
+        while p.alive() and time.monotonic() < deadline:
+            self.mesh.pump(0.02)
+        self.assertEqual(p.wait(5), 0, p.tail())
+        self.assertEqual(p.text("stdout"), "p0p1p2end")
 
     def test_ipv6_endpoints(self):
         # tcp://[::1]:PORT used to fail to bind ("No such device") and to
