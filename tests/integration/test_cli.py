@@ -430,6 +430,31 @@ class BrokerCommandLineTest(MeshTestCase):
         self.assertEqual(rc, 64, err)
         self.assertIn("65536", err)
 
+    def test_pid_file(self):
+        # kill -HUP $(pidof pigato-broker) signals every broker on the host:
+        # --pid-file names one (issue 15).
+        path = os.path.join(self.tmp, "broker.pid")
+        with open(path, "w") as f:
+            f.write("%d\n" % os.getpid())  # stale: alive, but not a broker
+        br = self.start_broker(curve=False, extra=["--pid-file", path])
+        with open(path) as f:
+            self.assertEqual(int(f.read()), br.pid, "pid file not written by event=ready")
+        # A second broker with the same pid file refuses to start
+        rc, out, err = self.run_broker("--insecure", "--bind", self.endpoint(),
+                                       "--pid-file", path)
+        self.assertEqual(rc, 1, err)
+        self.assertIn("running broker (pid %d)" % br.pid, err)
+        with open(path) as f:
+            self.assertEqual(int(f.read()), br.pid, "the refused broker touched the pid file")
+        # The file reaches the right broker, and goes at exit
+        mark = br.mark()
+        with open(path) as f:
+            os.kill(int(f.read()), signal.SIGHUP)
+        self.assertIsNotNone(br.wait_for_log(r"reload", 5, mark), br.tail())
+        br.send_signal(signal.SIGTERM)
+        self.assertEqual(br.wait(5), 0, br.tail())
+        self.assertFalse(os.path.exists(path), "pid file left behind at exit")
+
     def test_sigint_shuts_down_cleanly(self):
         br = self.start_broker(curve=False)
         br.send_signal(signal.SIGINT)
