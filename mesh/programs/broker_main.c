@@ -162,6 +162,9 @@ s_pid_file_write (const char *path)
 static int
 s_check_acl (const char *path)
 {
+    //  What a start would warn about (skipped certificates, secret keys in
+    //  a trusted folder) shows here too
+    pigato_log_set (PIGATO_LOG_WARNING, pigato_log_stderr, NULL);
     pigato_broker_t *broker = pigato_broker_new ();
     if (!broker) {
         fputs ("pigato-broker: out of memory\n", stderr);
