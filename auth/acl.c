@@ -3,6 +3,7 @@
     =========================================================================
 */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -406,6 +407,35 @@ s_on_cert (const pigato__cert_info_t *info, const char *path,
     scan->added++;
 }
 
+//  A folder the broker trusts holds certificates; a secret key there is
+//  readable by whoever may read the folder and sits where it is easy to
+//  copy with it (pigato-keygen issue -o certs used to put it there). The
+//  broker cannot fix it, so it says so, once per file and load.
+static void
+s_warn_secrets (const char *dir)
+{
+    DIR *folder = opendir (dir);
+    if (!folder)
+        return;
+    struct dirent *entry;
+    while ((entry = readdir (folder))) {
+        size_t length = strlen (entry->d_name);
+        if (length < 7 || !streq (entry->d_name + length - 7, "_secret"))
+            continue;
+        char dir_text [512], file_text [512];
+        pigato__log (PIGATO_LOG_WARNING,
+                     "event=secret_in_trust_dir dir=%s file=%s "
+                     "hint=\"a trusted folder should hold certificates "
+                     "only: move secret keys elsewhere (pigato-keygen issue "
+                     "NAME --ca CA -o CERTDIR -s SECRETDIR)\"",
+                     pigato__printable (dir, strlen (dir), dir_text,
+                                        sizeof dir_text),
+                     pigato__printable (entry->d_name, length, file_text,
+                                        sizeof file_text));
+    }
+    closedir (folder);
+}
+
 //  Loads each trusted CA with the CRL that it signed (if any), and turns
 //  its folder of certificates into identities. Every revoked line must
 //  belong to some trusted CA.
@@ -473,16 +503,19 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
                                     sizeof message)
                 < 0)
                 rc = s_error (parse, "%s", message);
-            else if (pigato__log_level >= PIGATO_LOG_INFO) {
-                char ca_text [512], dir_text [512];
-                pigato__log (PIGATO_LOG_INFO,
-                             "event=trust_loaded ca=%s "
-                             "dir=%s identities=%zu skipped=%zu",
-                             pigato__printable (ca, strlen (ca), ca_text,
-                                                sizeof ca_text),
-                             pigato__printable (dir, strlen (dir), dir_text,
-                                                sizeof dir_text),
-                             scan.added, scan.skipped);
+            else {
+                s_warn_secrets (dir);
+                if (pigato__log_level >= PIGATO_LOG_INFO) {
+                    char ca_text [512], dir_text [512];
+                    pigato__log (PIGATO_LOG_INFO,
+                                 "event=trust_loaded ca=%s "
+                                 "dir=%s identities=%zu skipped=%zu",
+                                 pigato__printable (ca, strlen (ca), ca_text,
+                                                    sizeof ca_text),
+                                 pigato__printable (dir, strlen (dir), dir_text,
+                                                    sizeof dir_text),
+                                 scan.added, scan.skipped);
+                }
             }
         }
         pigato__trust_destroy (&trust);

@@ -6,6 +6,16 @@
     Ownership: a function that takes `**` takes ownership and nulls the
     caller's pointer; a returned `char *` is the caller's to free; a returned
     `const char *` is borrowed and valid until the object changes.
+    Signals: libpigato installs no signal handler and leaves SIGINT and
+    SIGTERM to the application. czmq installs its own at its first use
+    unless told not to; the first pigato_client_new, pigato_worker_new or
+    pigato_broker_new tells it not to (zsys_handler_set (NULL)) and keeps
+    whatever handlers are installed at that moment. A signal that arrives
+    during a blocking call (*_wait, *_run, pigato_client_call) ends it with
+    PIGATO_E_INTERRUPTED, as does czmq's zsys_interrupted once set: a
+    handler that sets zsys_interrupted = 1 (or calls pigato_broker_stop)
+    stops every loop. An application that wants czmq's own handler
+    installs it with zsys_handler_set () after its first pigato object.
     =========================================================================
 */
 #ifndef PIGATO_H_INCLUDED
@@ -248,7 +258,12 @@ PIGATO_EXPORT void
 PIGATO_EXPORT int
     pigato_client_set_framing (pigato_client_t *self, const char *framing);
 
-//  Connects to a broker. May be called for several brokers: each gets its
+//  Connects to a broker at endpoint: tcp://HOST:PORT (an IPv6 address in
+//  brackets: tcp://[::1]:5555), ipc://PATH. An endpoint without a
+//  transport or with a port outside 1 to 65535 returns PIGATO_E_INVALID
+//  at once, with the reason ("did you mean tcp://...?") in
+//  pigato_client_error (). pigato_worker_connect takes the same.
+//  May be called for several brokers: each gets its
 //  own connection, and new requests go round-robin to the brokers that
 //  answered within two heartbeat intervals (to any, when none has). A
 //  request belongs to the broker it was sent to; a reply for it through
@@ -621,8 +636,12 @@ PIGATO_EXPORT int
 PIGATO_EXPORT void
     pigato_broker_request_reload (pigato_broker_t *self);
 
-//  Binds an endpoint. The first bind applies the security settings;
-//  settings cannot change afterwards.
+//  Binds an endpoint: tcp://HOST:PORT (HOST may be *, an interface, or an
+//  IPv6 address in brackets, tcp://[::1]:5555; PORT may be * for any),
+//  ipc://PATH. The first bind applies the security settings; settings
+//  cannot change afterwards. Returns 0, PIGATO_E_INVALID for an endpoint
+//  without a transport or with a port outside 0 to 65535 (the reason in
+//  pigato_broker_error ()), or PIGATO_E_BIND.
 PIGATO_EXPORT int
     pigato_broker_bind (pigato_broker_t *self, const char *endpoint);
 
@@ -632,7 +651,8 @@ PIGATO_EXPORT const char *
     pigato_broker_endpoint (pigato_broker_t *self);
 
 //  Runs the event loop until pigato_broker_stop () (from a signal
-//  handler is fine) or SIGINT/SIGTERM.
+//  handler is fine) or zsys_interrupted is set (E_INTERRUPTED). The
+//  library catches no signal itself (see the top of this file).
 PIGATO_EXPORT int
     pigato_broker_run (pigato_broker_t *self);
 

@@ -68,6 +68,23 @@ void pigato__ratelimit_flush (pigato__ratelimit_t *self, const char *what,
 //  Monotonic clock in milliseconds.
 int64_t pigato__now_ms (void);
 
+//  Checks an endpoint before libzmq sees it, so a mistake gets a reason
+//  rather than "Invalid argument" or "No such device": a transport
+//  ("localhost:5570" gets "did you mean tcp://localhost:5570?"), and for
+//  tcp a host and a port from 1 to 65535 ("*" or 0 too when binding).
+//  Sets *ipv6 when the host is a bracketed IPv6 address ("tcp://[::1]:
+//  5555"): its socket needs ZMQ_IPV6. Returns 0 or PIGATO_E_INVALID with
+//  the reason in err.
+int pigato__endpoint_check (const char *endpoint, bool bind, bool *ipv6,
+                            char *err, size_t err_size) PIGATO__MUST_CHECK;
+
+//  Leaves SIGINT and SIGTERM to the application: called first by every
+//  constructor (client, worker, broker), before libpigato's first czmq
+//  call, it stops czmq from installing its handlers at its initialisation
+//  (zsys_handler_set (NULL)) and keeps whatever handlers are installed now,
+//  the application's or none. Once per process; thread-safe.
+void pigato__signals_leave (void);
+
 //  Writes "YYYY-MM-DD HH:MM:SS UTC" for seconds since the epoch ("@N" if
 //  the time cannot be shown).
 void pigato__time_text (int64_t seconds, char *out, size_t out_size);

@@ -13,7 +13,86 @@
 #include <string.h>
 #include <time.h>
 #include <sys/auxv.h>
+#include <pthread.h>
+#include <signal.h>
 #include "internal.h"
+
+int
+pigato__endpoint_check (const char *endpoint, bool bind, bool *ipv6, char *err,
+                        size_t err_size)
+{
+    *ipv6 = false;
+    if (!endpoint || !*endpoint) {
+        pigato__errorf (err, err_size, "no endpoint given");
+        return PIGATO_E_INVALID;
+    }
+    const char *scheme_end = strstr (endpoint, "://");
+    if (!scheme_end) {
+        pigato__errorf (err, err_size,
+                        "endpoint '%s' has no transport (did you mean "
+                        "tcp://%s?)",
+                        endpoint, endpoint);
+        return PIGATO_E_INVALID;
+    }
+    if (strncmp (endpoint, "tcp://", 6) != 0)
+        return 0;  //  ipc://, inproc://, ...: libzmq's to judge
+    //  A connect may name its source first: tcp://SOURCE;HOST:PORT
+    const char *address = strrchr (endpoint, ';');
+    address = address ? address + 1 : endpoint + 6;
+    const char *port = NULL;
+    if (*address == '[') {
+        const char *close = strchr (address, ']');
+        if (close && close [1] == ':')
+            port = close + 2;
+        *ipv6 = close != NULL;
+    }
+    else {
+        port = strrchr (address, ':');
+        port = port && port > address ? port + 1 : NULL;
+    }
+    if (!port) {
+        pigato__errorf (err, err_size,
+                        "endpoint '%s' wants a host and a port, like "
+                        "tcp://127.0.0.1:5555 or tcp://[::1]:5555",
+                        endpoint);
+        return PIGATO_E_INVALID;
+    }
+    if (bind && streq (port, "*"))
+        return 0;
+    char *end;
+    errno = 0;
+    long number = strtol (port, &end, 10);
+    if (end == port || *end || errno || !isdigit ((unsigned char) *port)
+        || number > 65535 || number < (bind ? 0 : 1)) {
+        pigato__errorf (err, err_size,
+                        "endpoint '%s': port '%s' is not a number from %d to "
+                        "65535%s",
+                        endpoint, port, bind ? 0 : 1, bind ? " or *" : "");
+        return PIGATO_E_INVALID;
+    }
+    return 0;
+}
+
+//  zsys_handler_set (NULL) also puts back the handlers czmq saved when it
+//  installed its own, which may be older than the application's current
+//  ones: what is installed now is kept and restored around it.
+static void
+s_signals_leave_once (void)
+{
+    struct sigaction interrupt_now, terminate_now;
+    sigaction (SIGINT, NULL, &interrupt_now);
+    sigaction (SIGTERM, NULL, &terminate_now);
+    zsys_handler_set (NULL);
+    sigaction (SIGINT, &interrupt_now, NULL);
+    sigaction (SIGTERM, &terminate_now, NULL);
+}
+
+void
+pigato__signals_leave (void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once (&once, s_signals_leave_once);
+}
 
 int64_t
 pigato__now_ms (void)

@@ -49,6 +49,7 @@ s_limits (void *arg, const char *identity, pigato__limits_t *limits)
 pigato_broker_t *
 pigato_broker_new (void)
 {
+    pigato__signals_leave ();
     pigato_broker_t *self = (pigato_broker_t *) calloc (1, sizeof *self);
     if (!self)
         return NULL;
@@ -475,13 +476,18 @@ s_create_router (pigato_broker_t *self)
 int
 pigato_broker_bind (pigato_broker_t *self, const char *endpoint)
 {
-    if (!endpoint)
+    bool ipv6;
+    if (pigato__endpoint_check (endpoint, true, &ipv6, self->error,
+                                sizeof self->error))
         return PIGATO_E_INVALID;
     if (!self->router) {
         int rc = s_create_router (self);
         if (rc)
             return rc;
     }
+    //  Per bind: libzmq binds IPv4 only unless told (tcp://[::1]:5555
+    //  failed with "No such device"); tcp://*:N stays IPv4 as before
+    zsock_set_ipv6 (self->router, ipv6);
     if (zsock_bind (self->router, "%s", endpoint) == -1) {
         pigato__errorf (self->error, sizeof self->error, "cannot bind '%s': %s",
                         endpoint, zmq_strerror (zmq_errno ()));

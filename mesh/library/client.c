@@ -642,6 +642,7 @@ cleanup:
 PIGATO_EXPORT pigato_client_t *
 pigato_client_new (void)
 {
+    pigato__signals_leave ();
     if (sodium_init () < 0)
         return NULL;
     pigato_client_t *self = (pigato_client_t *) calloc (1, sizeof *self);

@@ -916,6 +916,10 @@ pigato__links_add (pigato__links_t *self, const char *endpoint,
                    pigato__framing_t framing, pigato__link_t **link_p,
                    char *err, size_t err_size)
 {
+    bool ipv6;
+    int rc = pigato__endpoint_check (endpoint, false, &ipv6, err, err_size);
+    if (rc != PIGATO_OK)
+        return rc;
     pigato__link_t **items = (pigato__link_t **) realloc (
         self->items, (self->size + 1) * sizeof (pigato__link_t *));
     if (!items)
@@ -931,7 +935,7 @@ pigato__links_add (pigato__links_t *self, const char *endpoint,
     link->fd = link->monitor_fd = -1;
     link->framing = framing;
     pigato__native_writer_init (&link->writer, self->role);
-    int rc = pigato__link_open (link, err, err_size);
+    rc = pigato__link_open (link, err, err_size);
     if (rc != PIGATO_OK) {
         free (link->endpoint);
         free (link);

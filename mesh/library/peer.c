@@ -284,6 +284,13 @@ pigato__peer_socket (const pigato__peer_security_t *security, size_t key_index,
             sock,
             security->server_keys [key_index % security->server_key_count]);
     }
+    //  libzmq resolves IPv4 only unless told: tcp://[::1]:5555 would fail
+    bool ipv6 = false;
+    if (pigato__endpoint_check (endpoint, false, &ipv6, err, err_size)) {
+        rc = PIGATO_E_INVALID;
+        goto cleanup;
+    }
+    zsock_set_ipv6 (sock, ipv6);
     if (zsock_connect (sock, "%s", endpoint) != 0) {
         pigato__errorf (err, err_size, "cannot connect to '%s': %s", endpoint,
                         zmq_strerror (zmq_errno ()));

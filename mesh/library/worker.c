@@ -543,6 +543,7 @@ s_service_refused (const char *service)
 PIGATO_EXPORT pigato_worker_t *
 pigato_worker_new (const char *service, pigato_request_fn *handler, void *arg)
 {
+    pigato__signals_leave ();
     if (s_service_refused (service) || !handler || sodium_init () < 0)
         return NULL;
     pigato_worker_t *self = (pigato_worker_t *) calloc (1, sizeof *self);

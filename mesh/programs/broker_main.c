@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <czmq.h>
 #include "pigato.h"
 
@@ -58,12 +59,17 @@ static const char *s_usage =
     "                       acknowledged yet; over it the connection is cut as\n"
     "                       a slow consumer (default 64M; at least 34M)\n"
     "                       SIZE: bytes, or with a suffix K, M or G (1024s)\n"
+    "  --pid-file PATH      write the broker's pid to PATH once it is bound\n"
+    "                       (removed at exit); refuse to start when PATH holds\n"
+    "                       the pid of a running pigato-broker\n"
     "  --log-level LEVEL    error, warning, info or debug (default info)\n"
     "  -h, --help           this text\n"
     "  -V, --version        print the version\n"
     "\n"
     "Example:\n"
-    "  pigato-broker --key broker.key_secret --acl mesh.acl --bind tcp://*:5555\n"
+    "  pigato-broker --key broker.key_secret --acl mesh.acl --bind tcp://*:5555 \\\n"
+    "      --pid-file broker.pid\n"
+    "  kill -HUP $(cat broker.pid)    # reload the ACL of this broker only\n"
     "\n"
     "Logs go to stderr, one key=value line per event. SIGHUP re-reads the ACL\n"
     "(a bad file keeps the old policy); SIGINT or SIGTERM stop the broker.\n";
@@ -78,11 +84,87 @@ s_on_sighup (int signal_number)
         pigato_broker_request_reload (s_broker);
 }
 
+//  SIGINT and SIGTERM stop the broker: libpigato installs no handler of its
+//  own (pigato.h), so the daemon does. zsys_interrupted also ends the loop.
+static void
+s_on_stop_signal (int signal_number)
+{
+    (void) signal_number;
+    zsys_interrupted = 1;
+    if (s_broker)
+        pigato_broker_stop (s_broker);
+}
+
+//  --------------------------------------------------------------------------
+//  --pid-file: lets an operator signal this broker (kill -HUP $(cat PATH))
+//  rather than every broker on the host (pidof). The pid in PATH, or 0
+//  when PATH is absent or holds no pid.
+
+static pid_t
+s_pid_file_read (const char *path)
+{
+    FILE *file = fopen (path, "r");
+    long pid = 0;
+    if (file) {
+        if (fscanf (file, "%ld", &pid) != 1 || pid <= 0 || pid > INT32_MAX)
+            pid = 0;
+        fclose (file);
+    }
+    return (pid_t) pid;
+}
+
+//  True if pid is a running pigato-broker (not a process that took over
+//  the pid of one that died without removing its file).
+static bool
+s_pid_is_broker (pid_t pid)
+{
+    if (pid <= 0 || pid == getpid () || (kill (pid, 0) && errno != EPERM))
+        return false;
+    char path [64], name [64] = "";
+    snprintf (path, sizeof path, "/proc/%ld/comm", (long) pid);
+    FILE *file = fopen (path, "r");
+    if (!file)
+        return true;  //  no /proc: alive is all we can tell
+    if (!fgets (name, sizeof name, file))
+        name [0] = 0;
+    fclose (file);
+    name [strcspn (name, "\n")] = 0;
+    return streq (name, "pigato-broker");
+}
+
+//  Writes our pid to path through a temporary file and a rename, so a
+//  reader never sees half a pid. Returns 0 or -1 with errno set.
+static int
+s_pid_file_write (const char *path)
+{
+    char temporary [4096];
+    if (snprintf (temporary, sizeof temporary, "%s.%ld.tmp", path,
+                  (long) getpid ())
+        >= (int) sizeof temporary) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    FILE *file = fopen (temporary, "w");
+    if (!file)
+        return -1;
+    int rc = fprintf (file, "%ld\n", (long) getpid ()) < 0 ? -1 : 0;
+    if (fclose (file) || rc || rename (temporary, path)) {
+        int saved = errno;
+        unlink (temporary);
+        errno = saved;
+        return -1;
+    }
+    return 0;
+}
+
 //  --check-acl: loads the file with a throw-away broker, says what is
 //  wrong or what it holds.
 static int
 s_check_acl (const char *path)
 {
+    //  What a start would warn about (skipped certificates, secret keys in
+    //  a trusted folder) shows here too
+    pigato_log_set (PIGATO_LOG_WARNING, pigato_log_stderr, NULL);
     pigato_broker_t *broker = pigato_broker_new ();
     if (!broker) {
         fputs ("pigato-broker: out of memory\n", stderr);
@@ -193,7 +275,8 @@ main (int argc, char *argv [])
         OPT_HANDSHAKE_TIMEOUT,
         OPT_MAX_MEMORY,
         OPT_MAX_INBOUND,
-        OPT_MAX_OUTBOUND
+        OPT_MAX_OUTBOUND,
+        OPT_PID_FILE
     };
     static const struct option options [] = {
         { "bind", required_argument, NULL, OPT_BIND },
@@ -214,6 +297,7 @@ main (int argc, char *argv [])
         { "max-inbound", required_argument, NULL, OPT_MAX_INBOUND },
         { "max-outbound", required_argument, NULL, OPT_MAX_OUTBOUND },
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+        { "pid-file", required_argument, NULL, OPT_PID_FILE },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 }
@@ -221,6 +305,7 @@ main (int argc, char *argv [])
     const char *binds [32];
     int bind_count = 0;
     const char *key_file = NULL, *dmode = "load", *acl = NULL;
+    const char *pid_file = NULL;
     bool allow_any = false, insecure = false;
     int heartbeat = PIGATO_HEARTBEAT_MS, liveness = PIGATO_LIVENESS;
     int log_level = PIGATO_LOG_INFO;
@@ -244,6 +329,7 @@ main (int argc, char *argv [])
                 binds [bind_count++] = optarg;
                 break;
             case OPT_KEY: key_file = optarg; break;
+            case OPT_PID_FILE: pid_file = optarg; break;
             case OPT_ALLOW_ANY: allow_any = true; break;
             case OPT_INSECURE: insecure = true; break;
             case OPT_ACL: acl = optarg; break;
@@ -350,6 +436,13 @@ main (int argc, char *argv [])
     }
     if (bind_count == 0)
         binds [bind_count++] = "tcp://127.0.0.1:5555";
+    if (pid_file && s_pid_is_broker (s_pid_file_read (pid_file))) {
+        fprintf (stderr,
+                 "pigato-broker: --pid-file %s belongs to a running broker "
+                 "(pid %ld): give each broker its own pid file\n",
+                 pid_file, (long) s_pid_file_read (pid_file));
+        return 1;
+    }
 
     //  The memory ceiling reads the resident size: freed large buffers
     //  (message bodies) must go back to the system. glibc's mmap threshold
@@ -403,12 +496,21 @@ main (int argc, char *argv [])
             snprintf (public_key, sizeof public_key, "-");
     }
     for (int index = 0; index < bind_count; index++)
-        if (pigato_broker_bind (broker, binds [index])) {
+        if ((rc = pigato_broker_bind (broker, binds [index]))) {
             fprintf (stderr, "pigato-broker: %s\n",
                      pigato_broker_error (broker));
-            rc = 1;
+            rc = rc == PIGATO_E_INVALID ? EXIT_USAGE : 1;
             goto cleanup;
         }
+    //  Written once bound, before event=ready: whoever waits for that line
+    //  finds the file
+    if (pid_file && s_pid_file_write (pid_file)) {
+        fprintf (stderr, "pigato-broker: cannot write --pid-file %s: %s\n",
+                 pid_file, strerror (errno));
+        pid_file = NULL;
+        rc = 1;
+        goto cleanup;
+    }
     if (insecure)
         fputs ("pigato-broker: WARNING: --insecure: traffic is NOT encrypted "
                "and peers are NOT authenticated\n",
@@ -439,6 +541,9 @@ main (int argc, char *argv [])
     action.sa_handler = s_on_sighup;
     sigemptyset (&action.sa_mask);
     sigaction (SIGHUP, &action, NULL);  //  no SA_RESTART: wake the poll
+    action.sa_handler = s_on_stop_signal;
+    sigaction (SIGINT, &action, NULL);
+    sigaction (SIGTERM, &action, NULL);
     pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
     rc = pigato_broker_run (broker);
     signal (SIGHUP, SIG_IGN);
@@ -481,5 +586,7 @@ main (int argc, char *argv [])
     rc = rc == PIGATO_E_INTERRUPTED ? 0 : rc ? 1 : 0;
 cleanup:
     pigato_broker_destroy (&broker);
+    if (pid_file && s_pid_file_read (pid_file) == getpid ())
+        unlink (pid_file);
     return rc;
 }

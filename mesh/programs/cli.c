@@ -4,6 +4,8 @@
     this file calls neither.
     =========================================================================
 */
+#include <czmq.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include "cli.h"
@@ -44,4 +46,28 @@ pigato__cli_failure_exit (int status, int fallback)
         case PIGATO_E_DENIED: return EXIT_DENIED;
         default: return fallback;
     }
+}
+
+//  --------------------------------------------------------------------------
+//  SIGINT and SIGTERM set zsys_interrupted, which ends a blocking call
+//  (PIGATO_E_INTERRUPTED) and the serve loop. libpigato leaves signals to
+//  the application (pigato.h), so the command installs this itself. No
+//  SA_RESTART: the signal wakes a poll at once.
+
+static void
+s_on_stop_signal (int signal_number)
+{
+    (void) signal_number;
+    zsys_interrupted = 1;
+}
+
+void
+pigato__cli_catch_signals (void)
+{
+    struct sigaction action;
+    memset (&action, 0, sizeof action);
+    action.sa_handler = s_on_stop_signal;
+    sigemptyset (&action.sa_mask);
+    sigaction (SIGINT, &action, NULL);
+    sigaction (SIGTERM, &action, NULL);
 }

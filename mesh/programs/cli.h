@@ -43,6 +43,7 @@ typedef struct {
     int64_t timeout_ms;                 //  --timeout
     bool timeout_set;                   //  --timeout was given
     const char *opts;                   //  --opts JSON text
+    bool raw;                           //  --raw: replies byte for byte
     bool echo;                          //  serve --echo
     int concurrency;                    //  serve --concurrency, 0 = default
     char **cmd_argv;  //  serve -- CMD ARGS..., NULL-terminated
@@ -60,6 +61,10 @@ int pigato__cli_connect_all (cli_t *cli, void *peer, connect_fn *connect);
 //  The exit code for a connection failure status (PIGATO_E_AUTH ...
 //  PIGATO_E_DENIED), or fallback for any other status. (cli.c)
 int pigato__cli_failure_exit (int status, int fallback);
+
+//  Installs the command's SIGINT/SIGTERM handler: it sets zsys_interrupted.
+//  Called once the client or worker exists. (cli.c)
+void pigato__cli_catch_signals (void);
 
 //  pigato serve: runs a worker until SIGINT/SIGTERM. Returns the process
 //  exit code: EXIT_SUCCESS after a signal, EX_USAGE for a command that is

@@ -3,7 +3,7 @@
     parsing and `pigato request`; `pigato serve` is in cli_serve.c, what
     both use in cli.c.
 
-        pigato request SERVICE [DATA|-] [--timeout MS] [--opts JSON]
+        pigato request SERVICE [DATA|-] [--timeout MS] [--opts JSON] [--raw]
         pigato serve SERVICE (--echo | -- CMD ARGS...) [--concurrency N]
 
     Built only on the public API (pigato.h) plus czmq's zloop, which the
@@ -38,14 +38,19 @@ s_usage (FILE *out, const char *command)
     if (command && streq (command, "request"))
         fprintf (
             out,
-            "Usage: pigato request SERVICE [DATA|-] [--timeout MS] [--opts JSON] [OPTIONS]\n"
+            "Usage: pigato request SERVICE [DATA|-] [--timeout MS] [--opts JSON] [--raw]\n"
+            "                      [OPTIONS]\n"
             "\n"
             "Sends DATA (or stdin, all of it, when DATA is '-' or absent) to SERVICE and\n"
-            "prints each partial reply and then the final reply, one per line.\n"
+            "prints each partial reply and then the final reply, one per line on a\n"
+            "terminal. Into a file or a pipe the final reply is written byte for byte\n"
+            "(partial replies still end with a newline).\n"
             "\n"
             "  --timeout MS     give up after MS ms without a reply (-1 = never;\n"
             "                   overrides \"timeout\" in --opts; default 60000)\n"
             "  --opts JSON      request options as a JSON object, e.g. '{\"retry\":2}'\n"
+            "  --raw            write every reply byte for byte, adding no newline\n"
+            "                   (also on a terminal)\n"
             "\n"
             "Exit status: 0 success, 1 error reply, 2 timeout or connection failure,\n"
             "64 usage error or a key that cannot be used (unreadable, or a server\n"
@@ -175,7 +180,8 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         OPT_ECHO,
         OPT_CONCURRENCY,
         OPT_CA,
-        OPT_FRAMING
+        OPT_FRAMING,
+        OPT_RAW
     };
     static const struct option options [] = {
         { "broker", required_argument, NULL, OPT_BROKER },
@@ -191,6 +197,7 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         { "version", no_argument, NULL, OPT_VERSION },
         { "timeout", required_argument, NULL, OPT_TIMEOUT },
         { "opts", required_argument, NULL, OPT_OPTS },
+        { "raw", no_argument, NULL, OPT_RAW },
         { "echo", no_argument, NULL, OPT_ECHO },
         { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
         { NULL, 0, NULL, 0 }
@@ -238,6 +245,7 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
                 cli->timeout_set = true;
                 break;
             case OPT_OPTS: cli->opts = optarg; break;
+            case OPT_RAW: cli->raw = true; break;
             case OPT_ECHO: cli->echo = true; break;
             case OPT_CONCURRENCY:
                 rc = s_number ("--concurrency", optarg, -1, 1000000, &number);
@@ -300,8 +308,9 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         if (cli->echo == (tail_count > 0))
             return s_usage_error ("serve: give either --echo or -- CMD "
                                   "[ARGS...]");
-        if (cli->timeout_set || cli->opts)
-            return s_usage_error ("--timeout and --opts are for request");
+        if (cli->timeout_set || cli->opts || cli->raw)
+            return s_usage_error ("--timeout, --opts and --raw are for "
+                                  "request");
         cli->cmd_argv = tail_count ? tail : NULL;
         if (cli->concurrency == 0)
             cli->concurrency = cli->echo ? PIGATO_CONCURRENCY : CMD_CONCURRENCY;
@@ -313,6 +322,19 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
     if (cli->broker_count == 0)
         cli->brokers [cli->broker_count++] = s_env ("PIGATO_BROKER",
                                                     DEFAULT_BROKER);
+    //  The common slip, caught before stdin is read: the library refuses
+    //  the rest (a port out of range) at connect, also as a usage error
+    for (size_t index = 0; index < cli->broker_count; index++) {
+        char endpoints [4096];
+        snprintf (endpoints, sizeof endpoints, "%s", cli->brokers [index]);
+        char *state = NULL;
+        for (char *endpoint = strtok_r (endpoints, ",", &state); endpoint;
+             endpoint = strtok_r (NULL, ",", &state))
+            if (!strstr (endpoint, "://"))
+                return s_usage_error ("broker endpoint '%s' has no transport "
+                                      "(did you mean tcp://%s?)",
+                                      endpoint, endpoint);
+    }
     cli->server_key = cli->server_key ? cli->server_key
                                       : s_env ("PIGATO_SERVER_KEY", NULL);
     cli->key_file = cli->key_file ? cli->key_file : s_env ("PIGATO_KEY", NULL);
@@ -416,23 +438,34 @@ s_request_opts (cli_t *cli, char **opts_p, int64_t *timeout_p)
     return *opts_p ? 0 : EX_SOFTWARE;
 }
 
-//  Writes one reply as a line: its bytes, then a newline unless the reply
-//  already ends with one (a command's output usually does).
+//  How replies are written: on a terminal each on its own line; into a
+//  file or a pipe the final reply byte for byte (`pigato request cat <
+//  in.bin > out.bin` copies the file), partial replies still ended by a
+//  newline so that they stay apart; with --raw every reply byte for byte.
+typedef enum {
+    OUTPUT_LINES,  //  a newline after every reply (a terminal)
+    OUTPUT_EXACT,  //  a newline after partial replies only (not a terminal)
+    OUTPUT_RAW     //  no newline at all (--raw)
+} output_t;
+
+//  Writes one reply: its bytes, then a newline unless the mode says not to
+//  or the reply already ends with one (a command's output usually does).
 static void
-s_print_line (const void *data, size_t size)
+s_print_reply (output_t output, bool final, const void *data, size_t size)
 {
     fwrite (data, 1, size, stdout);
-    if (size == 0 || ((const char *) data) [size - 1] != '\n')
+    bool newline = output == OUTPUT_LINES || (output == OUTPUT_EXACT && !final);
+    if (newline && (size == 0 || ((const char *) data) [size - 1] != '\n'))
         fputc ('\n', stdout);
 }
 
-//  Prints a partial reply on its own line as soon as it arrives.
+//  Prints a partial reply as soon as it arrives.
 static void
 s_on_partial (pigato_client_t *client, const char *rid, int status, bool final,
               const void *data, size_t size, void *arg)
 {
-    (void) client, (void) rid, (void) status, (void) final, (void) arg;
-    s_print_line (data, size);
+    (void) client, (void) rid, (void) status, (void) final;
+    s_print_reply (*(output_t *) arg, false, data, size);
     fflush (stdout);
 }
 
@@ -481,6 +514,7 @@ s_request (cli_t *cli)
         fprintf (stderr, "pigato: out of memory\n");
         goto cleanup;
     }
+    pigato__cli_catch_signals ();  //  Ctrl-C: exit 130
     if (cli->insecure)
         pigato_client_set_insecure (client, true);
     else {
@@ -506,13 +540,18 @@ s_request (cli_t *cli)
         //  A key problem (e.g. a server certificate --ca refuses) will not
         //  go away by trying again: it is the caller's to fix
         fprintf (stderr, "pigato: %s\n", pigato_client_error (client));
-        exit_code = rc == PIGATO_E_KEY ? EX_USAGE : EXIT_FAILURE_NET;
+        exit_code = rc == PIGATO_E_KEY || rc == PIGATO_E_INVALID
+                      ? EX_USAGE
+                      : EXIT_FAILURE_NET;
         goto cleanup;
     }
+    output_t output = cli->raw               ? OUTPUT_RAW
+                    : isatty (STDOUT_FILENO) ? OUTPUT_LINES
+                                             : OUTPUT_EXACT;
     rc = pigato_client_call (client, cli->service, input, input_size, opts,
-                             s_on_partial, NULL, &reply, &reply_size);
+                             s_on_partial, &output, &reply, &reply_size);
     if (rc == PIGATO_OK) {
-        s_print_line (reply, reply_size);
+        s_print_reply (output, true, reply, reply_size);
         exit_code = fflush (stdout) ? EXIT_FAILURE_NET : EXIT_SUCCESS;
     }
     else if (rc == PIGATO_E_REPLY) {

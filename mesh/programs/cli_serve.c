@@ -635,9 +635,7 @@ pigato__cli_serve (cli_t *cli)
                  self.cmd_argv [0]);
         return EX_USAGE;
     }
-    //  czmq's handler sets zsys_interrupted on SIGINT/SIGTERM, which ends
-    //  the loop; a child that closes its stdin early must not kill us
-    zsys_init ();
+    //  A child that closes its stdin early must not kill us
     signal (SIGPIPE, SIG_IGN);
     self.running = zlist_new ();
     self.waiting = zlist_new ();
@@ -653,6 +651,8 @@ pigato__cli_serve (cli_t *cli)
         exit_code = self.worker ? EXIT_FAILURE_NET : EX_USAGE;
         goto cleanup;
     }
+    //  SIGINT/SIGTERM set zsys_interrupted, which ends the loop
+    pigato__cli_catch_signals ();
     if (cli->insecure)
         pigato_worker_set_insecure (self.worker, true);
     else {
@@ -675,7 +675,9 @@ pigato__cli_serve (cli_t *cli)
     int rc = pigato__cli_connect_all (cli, self.worker, s_worker_connect);
     if (rc) {
         fprintf (stderr, "pigato: %s\n", pigato_worker_error (self.worker));
-        exit_code = rc == PIGATO_E_KEY ? EX_USAGE : EXIT_FAILURE_NET;
+        exit_code = rc == PIGATO_E_KEY || rc == PIGATO_E_INVALID
+                      ? EX_USAGE
+                      : EXIT_FAILURE_NET;
         goto cleanup;
     }
     if (pigato_worker_attach (self.worker, self.loop)) {

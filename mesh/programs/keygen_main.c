@@ -35,7 +35,7 @@
 #define EXIT_USAGE 64
 
 static const char *s_usage_new =
-    "Usage: pigato-keygen new NAME [-o DIR] [--force]\n"
+    "Usage: pigato-keygen new NAME [-o DIR] [-s DIR] [--force]\n"
     "\n"
     "Creates a CURVE key pair for the identity NAME, in czmq's zcert format:\n"
     "  DIR/NAME.key          public key, mode 0644 - give it to the broker/ACL\n"
@@ -44,6 +44,8 @@ static const char *s_usage_new =
     "\n"
     "Options:\n"
     "  -o, --output DIR   where to write (default: current directory)\n"
+    "  -s, --secret-dir DIR  where to write NAME.key_secret instead (created\n"
+    "                     mode 0700; default: the -o DIR)\n"
     "  -f, --force        overwrite existing files\n"
     "  -h, --help         this text\n";
 
@@ -64,17 +66,23 @@ static const char *s_usage_ca =
     "  -h, --help         this text\n";
 
 static const char *s_usage_issue =
-    "Usage: pigato-keygen issue NAME --ca DIR [--valid TIME] [-o DIR] [--force]\n"
+    "Usage: pigato-keygen issue NAME --ca DIR [--valid TIME] [-o DIR] [-s DIR]\n"
+    "                           [--force]\n"
     "\n"
     "Creates a CURVE key pair for NAME (NAME.key, NAME.key_secret, as 'new')\n"
     "and NAME.crt: an X.509 certificate whose public key is the CURVE key,\n"
     "CN=NAME, subjectAltName URI pigato://MESH/NAME, signed by the CA in DIR.\n"
+    "A folder a broker trusts (ACL: trust ca.crt CERTDIR) should hold no\n"
+    "secret key: give -s so that NAME.key_secret goes elsewhere, e.g.\n"
+    "  pigato-keygen issue web --ca ca -o certs -s secrets\n"
     "\n"
     "Options:\n"
     "  -c, --ca DIR       the CA directory (ca.key, ca.crt)\n"
     "  -v, --valid TIME   validity: a number and a unit, s m h d w or y\n"
     "                     (e.g. 30s, 12h, 90d, 1y; default 90d)\n"
     "  -o, --output DIR   where to write (default: current directory)\n"
+    "  -s, --secret-dir DIR  where to write NAME.key_secret instead (created\n"
+    "                     mode 0700; default: the -o DIR)\n"
     "  -f, --force        overwrite existing files\n"
     "  -h, --help         this text\n";
 
@@ -139,12 +147,13 @@ static const char *s_usage =
 
 //  Command line, once parsed
 typedef struct {
-    const char *dir;       //  -o, output directory (NULL = unset)
-    const char *mesh;      //  --mesh
-    const char *ca;        //  --ca
-    const char *valid;     //  --valid
-    const char *crl_days;  //  --crl-days
-    bool force;            //  --force
+    const char *dir;         //  -o, output directory (NULL = unset)
+    const char *secret_dir;  //  -s, the secret key's directory (NULL = dir)
+    const char *mesh;        //  --mesh
+    const char *ca;          //  --ca
+    const char *valid;       //  --valid
+    const char *crl_days;    //  --crl-days
+    bool force;              //  --force
 } s_options_t;
 
 //  --------------------------------------------------------------------------
@@ -289,6 +298,21 @@ s_prepare (const char *name, const char *dir)
     return 0;
 }
 
+//  The folder for NAME.key_secret: --secret-dir, created mode 0700 (only
+//  its owner may list it), or dir. NULL after printing why not.
+static const char *
+s_secret_dir (const s_options_t *options, const char *dir)
+{
+    if (!options->secret_dir)
+        return dir;
+    if (mkdir (options->secret_dir, 0700) != 0 && errno != EEXIST) {
+        fprintf (stderr, "pigato-keygen: cannot create directory '%s': %s\n",
+                 options->secret_dir, strerror (errno));
+        return NULL;
+    }
+    return options->secret_dir;
+}
+
 //  Prints the error when a path exists and we may not overwrite it.
 static bool
 s_exists (const char *path, bool force)
@@ -312,8 +336,11 @@ s_new (const char *name, const s_options_t *options)
     int rc = s_prepare (name, dir);
     if (rc != 0)
         return rc;
+    const char *secret_dir = s_secret_dir (options, dir);
+    if (!secret_dir)
+        return 1;
     char *public_path = zsys_sprintf ("%s/%s.key", dir, name);
-    char *secret_path = zsys_sprintf ("%s/%s.key_secret", dir, name);
+    char *secret_path = zsys_sprintf ("%s/%s.key_secret", secret_dir, name);
     zcert_t *cert = NULL;
     if (s_exists (secret_path, options->force)
         || s_exists (public_path, options->force)) {
@@ -389,8 +416,11 @@ s_issue (const char *name, const s_options_t *options)
     int rc = s_prepare (name, dir);
     if (rc != 0)
         return rc;
+    const char *secret_dir = s_secret_dir (options, dir);
+    if (!secret_dir)
+        return 1;
     char *public_path = zsys_sprintf ("%s/%s.key", dir, name);
-    char *secret_path = zsys_sprintf ("%s/%s.key_secret", dir, name);
+    char *secret_path = zsys_sprintf ("%s/%s.key_secret", secret_dir, name);
     char *crt_path = zsys_sprintf ("%s/%s.crt", dir, name);
     zcert_t *cert = NULL;
     char err [512];
@@ -668,7 +698,10 @@ static bool
 s_options_fit (const char *command, const s_options_t *options, bool output,
                bool force, bool mesh, bool ca, bool valid, bool crl_days)
 {
-    const char *stray = (options->dir && !output)        ? "-o/--output"
+    //  --secret-dir goes with the commands that make a key pair
+    bool pair = streq (command, "new") || streq (command, "issue");
+    const char *stray = (options->secret_dir && !pair)   ? "-s/--secret-dir"
+                      : (options->dir && !output)        ? "-o/--output"
                       : (options->force && !force)       ? "--force"
                       : (options->mesh && !mesh)         ? "--mesh"
                       : (options->ca && !ca)             ? "--ca"
@@ -688,6 +721,7 @@ main (int argc, char *argv [])
 {
     static const struct option long_options [] = {
         { "output", required_argument, NULL, 'o' },
+        { "secret-dir", required_argument, NULL, 's' },
         { "force", no_argument, NULL, 'f' },
         { "mesh", required_argument, NULL, 'm' },
         { "ca", required_argument, NULL, 'c' },
@@ -697,14 +731,15 @@ main (int argc, char *argv [])
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 }
     };
-    s_options_t options = { NULL, NULL, NULL, NULL, NULL, false };
+    s_options_t options = { NULL, NULL, NULL, NULL, NULL, NULL, false };
     bool help = false;
     int option;
-    while (
-        (option = getopt_long (argc, argv, "o:fm:c:v:d:hV", long_options, NULL))
-        != -1) {
+    while ((option = getopt_long (argc, argv, "o:s:fm:c:v:d:hV", long_options,
+                                  NULL))
+           != -1) {
         switch (option) {
             case 'o': options.dir = optarg; break;
+            case 's': options.secret_dir = optarg; break;
             case 'f': options.force = true; break;
             case 'm': options.mesh = optarg; break;
             case 'c': options.ca = optarg; break;

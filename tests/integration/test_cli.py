@@ -4,8 +4,12 @@ request/serve echo, stdin input, partial replies line by line, CMD mode,
 exit codes 0 / 1 (error reply) / 2 (timeout, no broker), key handling."""
 
 import os
+import pty
+import random
 import re
 import signal
+import socket
+import subprocess
 import time
 import unittest
 
@@ -174,6 +178,119 @@ class CliTests:
         self.assertEqual(rc, 0, err)
         self.assertEqual(out.strip(), '"again"')
 
+    def test_request_interrupted_exits_130(self):
+        # libpigato leaves signals to the program (issue 15): the CLI
+        # catches SIGINT and SIGTERM itself and says it was interrupted.
+        for number in (signal.SIGINT, signal.SIGTERM):
+            w = self.ready_worker("hold%d" % number)
+            p = self.start([CLI_BIN, "request", "hold%d" % number, '"x"', "--timeout", "20000"]
+                           + self.broker.cli_args())
+            self.assertIsNotNone(w.next_request(5), "request never reached the worker\n" + p.tail())
+            p.send_signal(number)
+            self.assertEqual(p.wait(5), 130, "request not interrupted by %s\n%s" % (number, p.tail()))
+            self.assertIn("interrupted", p.text("stderr"))
+
+    def request_bytes(self, service, data, *extra, stdout=subprocess.PIPE):
+        """Runs `pigato request SERVICE` with data on stdin; returns the exit
+        code and stdout's exact bytes (no line splitting)."""
+        run = subprocess.run([CLI_BIN, "request", service, "--timeout", "10000"]
+                             + list(extra) + self.broker.cli_args(),
+                             input=data, stdout=stdout, stderr=subprocess.PIPE,
+                             timeout=secs(20))
+        return run.returncode, run.stdout, run.stderr.decode(errors="replace")
+
+    def test_output_is_byte_exact_when_not_a_terminal(self):
+        # `pigato request cat < in.bin > out.bin` used to add a newline
+        # (10,000 bytes became 10,001).
+        self.serve("cat", "--", "cat")
+        data = bytes(random.Random(15).randrange(256) for _ in range(10000))
+        data = data.rstrip(b"\n") + b"x"
+        rc, out, err = self.request_bytes("cat", data)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(len(out), len(data))
+        self.assertEqual(out, data)
+        # Into a file, as the issue did it
+        path = os.path.join(self.tmp, "out.bin")
+        with open(path, "wb") as f:
+            rc, _, err = self.request_bytes("cat", data, stdout=f)
+        self.assertEqual(rc, 0, err)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), data)
+
+    def test_output_on_a_terminal_ends_each_reply_with_a_newline_unless_raw(self):
+        self.serve("cat", "--", "cat")
+        for extra, expected in (((), b"no newline\n"), (("--raw",), b"no newline")):
+            controller, terminal = pty.openpty()
+            try:
+                rc, _, err = self.request_bytes("cat", b"no newline", *extra, stdout=terminal)
+                os.close(terminal)
+                terminal = -1
+                self.assertEqual(rc, 0, err)
+                out = b""
+                while True:
+                    try:
+                        chunk = os.read(controller, 4096)
+                    except OSError:     # EIO: the terminal's other end is closed
+                        break
+                    if not chunk:
+                        break
+                    out += chunk
+            finally:
+                os.close(controller)
+                if terminal >= 0:
+                    os.close(terminal)
+            # The terminal turns "\n" into "\r\n"
+            self.assertEqual(out.replace(b"\r\n", b"\n"), expected, extra)
+
+    def test_raw_writes_partial_replies_without_separators(self):
+        w = self.ready_worker("parts")
+        p = self.start([CLI_BIN, "request", "parts", '"go"', "--timeout", "5000", "--raw"]
+                       + self.broker.cli_args())
+        req = w.next_request(5)
+        self.assertIsNotNone(req, p.tail())
+        for i in range(3):
+            w.reply(req, "p%d" % i, partial=True)
+        w.reply(req, "end")
+        deadline = time.monotonic() + secs(5)
+        while p.alive() and time.monotonic() < deadline:
+            self.mesh.pump(0.02)
+        self.assertEqual(p.wait(5), 0, p.tail())
+        self.assertEqual(p.text("stdout"), "p0p1p2end")
+
+    def test_ipv6_endpoints(self):
+        # tcp://[::1]:PORT used to fail to bind ("No such device") and to
+        # connect: libzmq needs ZMQ_IPV6 on the socket (issue 15).
+        if not has_ipv6_loopback():
+            self.skipTest("this machine has no IPv6 loopback (::1): IPv6 endpoints not tested")
+        v6 = "tcp://[::1]:%d" % harness.free_port()
+        br = self.start_broker(extra=["--bind", v6])
+        common = ["--heartbeat", str(br.heartbeat)]
+        common += ["--server-key", br.key.public_file] if br.curve else ["--insecure"]
+        mark = br.mark()
+        self.start([CLI_BIN, "serve", "echo6", "--echo", "--broker", v6] + common)
+        self.assertIsNotNone(br.wait_for_log(r"event=worker_ready\b.*\bservice=echo6\b", 10, mark),
+                             "a worker over %s never registered\n%s" % (v6, br.tail()))
+        rc, out, err = self.cli("request", "echo6", '"over v6"', "--timeout", "5000",
+                                "--broker", v6, *common)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.strip(), '"over v6"')
+
+    def test_endpoint_mistakes_are_usage_errors(self):
+        # No transport: a usage error with a hint, from --broker and from
+        # PIGATO_BROKER alike, before anything is read or sent.
+        for args, env in ((["--broker", "localhost:5570"], None),
+                          ([], dict(os.environ, PIGATO_BROKER="localhost:5570"))):
+            rc, out, err = self.cli("request", "echo", '"x"', "--insecure", *args, env=env)
+            self.assertEqual(rc, 64, err)
+            self.assertIn("did you mean tcp://localhost:5570?", err)
+        for endpoint in ("tcp://127.0.0.1:70000", "tcp://127.0.0.1:0", "tcp://127.0.0.1"):
+            rc, out, err = self.cli("request", "echo", '"x"', "--insecure", "--broker", endpoint)
+            self.assertEqual(rc, 64, "%s: %s" % (endpoint, err))
+            self.assertIn(endpoint, err)
+        rc, out, err = self.cli("serve", "echo", "--echo", "--insecure", "--broker", "127.0.0.1:1")
+        self.assertEqual(rc, 64, err)
+        self.assertIn("did you mean tcp://127.0.0.1:1?", err)
+
     # -- failures ------------------------------------------------------------
 
     def test_timeout_exits_2(self):
@@ -192,6 +309,15 @@ class CliTests:
         rc, out, err = self.cli(*args, timeout=20)
         self.assertEqual(rc, 2, "no broker must exit 2; stderr=%r" % err)
         self.assertLess(time.monotonic() - t0, secs(12))
+
+
+def has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
 
 
 class InsecureCliTest(CliTests, MeshTestCase):
@@ -296,10 +422,46 @@ class BrokerCommandLineTest(MeshTestCase):
         self.assertEqual(p.wait(10), 0, p.tail())
         self.assertIn("request", p.text("stdout") + p.text("stderr"))
 
+    def test_broker_bind_mistakes_are_usage_errors(self):
+        rc, out, err = self.run_broker("--insecure", "--bind", "127.0.0.1:5599")
+        self.assertEqual(rc, 64, err)
+        self.assertIn("did you mean tcp://127.0.0.1:5599?", err)
+        rc, out, err = self.run_broker("--insecure", "--bind", "tcp://127.0.0.1:65536")
+        self.assertEqual(rc, 64, err)
+        self.assertIn("65536", err)
+
+    def test_pid_file(self):
+        # kill -HUP $(pidof pigato-broker) signals every broker on the host:
+        # --pid-file names one (issue 15).
+        path = os.path.join(self.tmp, "broker.pid")
+        with open(path, "w") as f:
+            f.write("%d\n" % os.getpid())  # stale: alive, but not a broker
+        br = self.start_broker(curve=False, extra=["--pid-file", path])
+        with open(path) as f:
+            self.assertEqual(int(f.read()), br.pid, "pid file not written by event=ready")
+        # A second broker with the same pid file refuses to start
+        rc, out, err = self.run_broker("--insecure", "--bind", self.endpoint(),
+                                       "--pid-file", path)
+        self.assertEqual(rc, 1, err)
+        self.assertIn("running broker (pid %d)" % br.pid, err)
+        with open(path) as f:
+            self.assertEqual(int(f.read()), br.pid, "the refused broker touched the pid file")
+        # The file reaches the right broker, and goes at exit
+        mark = br.mark()
+        with open(path) as f:
+            os.kill(int(f.read()), signal.SIGHUP)
+        self.assertIsNotNone(br.wait_for_log(r"reload", 5, mark), br.tail())
+        br.send_signal(signal.SIGTERM)
+        self.assertEqual(br.wait(5), 0, br.tail())
+        self.assertFalse(os.path.exists(path), "pid file left behind at exit")
+
     def test_sigint_shuts_down_cleanly(self):
         br = self.start_broker(curve=False)
         br.send_signal(signal.SIGINT)
         self.assertEqual(br.wait(5), 0, "broker did not exit 0 on SIGINT\n" + br.tail())
+        br = self.start_broker(curve=False)
+        br.send_signal(signal.SIGTERM)
+        self.assertEqual(br.wait(5), 0, "broker did not exit 0 on SIGTERM\n" + br.tail())
 
 
 if __name__ == "__main__":

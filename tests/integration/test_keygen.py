@@ -21,6 +21,7 @@ from zmq.utils import z85
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.abspath(os.environ.get("PIGATO_BUILD") or os.path.join(ROOT, "build"))
 KEYGEN = os.path.join(BUILD, "pigato-keygen")
+BROKER = os.path.join(BUILD, "pigato-broker")
 EXIT_USAGE = 64
 
 
@@ -158,6 +159,37 @@ class KeygenTests(unittest.TestCase):
         serial = self.openssl("x509", "-in", crt, "-noout", "-serial").stdout.strip()
         self.assertEqual(serial, "serial=" + fields["serial"])
         self.assertEqual(len(fields["serial"]), 32)   # 128 random bits
+
+    def test_secret_dir_keeps_secrets_out_of_the_trusted_folder(self):
+        # issue ... -o certs used to put NAME.key_secret in the folder the
+        # broker trusts: -s puts it elsewhere, and the broker warns about
+        # a secret key it finds in a trusted folder (issue 15).
+        self.init_ca()
+        secrets = os.path.join(self.tmp, "secrets")
+        fields = self.issue("web", "-s", secrets)
+        self.assertEqual(sorted(os.listdir(self.certs)), ["web.crt", "web.key"])
+        self.assertEqual(os.listdir(secrets), ["web.key_secret"])
+        self.assertEqual(mode(secrets), 0o700)
+        self.assertEqual(mode(os.path.join(secrets, "web.key_secret")), 0o600)
+        self.assertEqual(fields["secret file"], os.path.join(secrets, "web.key_secret")
+                         + " (mode 0600)")
+        self.keygen("new", "ops", "-o", "pub", "--secret-dir", "private", expect=0)
+        self.assertEqual(os.listdir(os.path.join(self.tmp, "pub")), ["ops.key"])
+        self.assertEqual(os.listdir(os.path.join(self.tmp, "private")), ["ops.key_secret"])
+        _, _, err = self.keygen("crl", "--ca", self.ca, "-s", secrets, expect=64)
+        self.assertIn("--secret-dir does not apply", err)
+        acl = os.path.join(self.tmp, "mesh.acl")
+        with open(acl, "w") as f:
+            f.write("trust ca/ca.crt certs\nallow web call echo\n")
+        check = subprocess.run([BROKER, "--check-acl", acl], cwd=self.tmp,
+                               capture_output=True, text=True, timeout=30)
+        self.assertEqual(check.returncode, 0, check.stderr)
+        self.assertNotIn("secret_in_trust_dir", check.stderr)
+        self.issue("api")               # no -s: the secret lands in certs/
+        check = subprocess.run([BROKER, "--check-acl", acl], cwd=self.tmp,
+                               capture_output=True, text=True, timeout=30)
+        self.assertEqual(check.returncode, 0, check.stderr)
+        self.assertRegex(check.stderr, r"event=secret_in_trust_dir .*file=api\.key_secret")
 
     def test_issue_default_validity_is_90_days(self):
         self.init_ca()

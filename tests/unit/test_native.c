@@ -8,6 +8,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 #include "../../mesh/wire/native.h"
@@ -612,9 +614,128 @@ test_framing_names (void **state)
     assert_true (pigato__native_is ("\xD7", 1));
 }
 
-int
-main (void)
+//  --------------------------------------------------------------------------
+//  The worked example in docs/native-framing.md is this encoder's output:
+//  the test fails (and prints the dumps to paste) when the two differ.
+
+static const char *s_program = "";  //  argv [0], to find the docs
+
+//  A hex dump as the document shows it: offset, 16 bytes, printable text.
+static char *
+s_hex_dump (const byte *data, size_t size)
 {
+    char *text = (char *) malloc (size / 16 * 80 + 160);
+    assert_non_null (text);
+    size_t used = 0;
+    for (size_t line = 0; line < size; line += 16) {
+        used += (size_t) sprintf (text + used, "%04zx ", line);
+        for (size_t index = line; index < line + 16; index++)
+            used += (size_t) (index < size
+                                  ? sprintf (text + used, " %02x", data [index])
+                                  : sprintf (text + used, "   "));
+        used += (size_t) sprintf (text + used, "  ");
+        for (size_t index = line; index < line + 16 && index < size; index++)
+            text [used++] = data [index] >= 0x20 && data [index] < 0x7f
+                              ? (char) data [index]
+                              : '.';
+        while (used > 0 && text [used - 1] == ' ')
+            used--;  //  no trailing blanks: editors strip them
+        text [used++] = '\n';
+    }
+    text [used] = 0;
+    return text;
+}
+
+//  The whole of docs/native-framing.md (caller frees), from the source
+//  tree's root or from build/tests/.
+static char *
+s_read_doc (void)
+{
+    char path [4096];
+    const char *slash = strrchr (s_program, '/');
+    int dir_length = slash ? (int) (slash - s_program) : 1;
+    const char *dir = slash ? s_program : ".";
+    snprintf (path, sizeof path, "%.*s/../../docs/native-framing.md",
+              dir_length, dir);
+    FILE *file = fopen ("docs/native-framing.md", "rb");
+    if (!file)
+        file = fopen (path, "rb");
+    if (!file)
+        return NULL;
+    char *text = (char *) calloc (1, 1 << 20);
+    assert_non_null (text);
+    size_t size = fread (text, 1, (1 << 20) - 1, file);
+    text [size] = 0;
+    fclose (file);
+    return text;
+}
+
+static byte *
+s_encode (char role, const entry_t *entries, size_t count, size_t *size)
+{
+    pigato__native_writer_t writer;
+    pigato__native_writer_init (&writer, role);
+    for (size_t index = 0; index < count; index++) {
+        pigato__msg_t msg = s_msg (role, &entries [index]);
+        assert_int_equal (pigato__native_writer_add (&writer, &msg, false), 0);
+    }
+    byte *frame = s_exact (writer.data, writer.size);
+    *size = writer.size;
+    pigato__native_writer_free (&writer);
+    return frame;
+}
+
+static void
+test_worked_example_matches_the_document (void **state)
+{
+    (void) state;
+    //  A client's batch of two requests, and the broker's answer to both
+    const entry_t requests [] = {
+        { PIGATO__REQUEST, 0, NULL, "echo", "1", NULL, "\"hi\"" },
+        { PIGATO__REQUEST, 0, NULL, "echo", "2", "{\"workerId\":\"w9\"}",
+          "\"yo\"" },
+    };
+    const entry_t replies [] = {
+        { PIGATO__REPLY, 0, NULL, NULL, "1", NULL, "\"hi\"" },
+        { PIGATO__REPLY, -1, NULL, NULL, "2", NULL,
+          "\"E_WORKER_NOT_FOUND no worker w9 serves echo\"" },
+    };
+    //  A worker's first batch in native framing: READY, then the
+    //  heartbeat that carries its concurrency
+    const entry_t greeting [] = {
+        { PIGATO__READY, 0, NULL, "echo", NULL, NULL, NULL },
+        { PIGATO__HEARTBEAT, 0, NULL, NULL, NULL, "{\"concurrency\":4}", NULL },
+    };
+    size_t request_size, reply_size, greeting_size;
+    byte *request = s_encode ('C', requests, 2, &request_size);
+    byte *reply = s_encode ('C', replies, 2, &reply_size);
+    byte *ready = s_encode ('W', greeting, 2, &greeting_size);
+    char *request_dump = s_hex_dump (request, request_size);
+    char *reply_dump = s_hex_dump (reply, reply_size);
+    char *greeting_dump = s_hex_dump (ready, greeting_size);
+    char *doc = s_read_doc ();
+    bool found = doc && strstr (doc, request_dump) && strstr (doc, reply_dump)
+              && strstr (doc, greeting_dump);
+    if (!found)
+        fprintf (stderr,
+                 "docs/native-framing.md %s; the encoder's dumps:\n"
+                 "request batch:\n%sreply batch:\n%sworker greeting:\n%s",
+                 doc ? "lacks the worked example" : "not found", request_dump,
+                 reply_dump, greeting_dump);
+    assert_true (found);
+    free (doc);
+    free (request_dump);
+    free (reply_dump);
+    free (greeting_dump);
+    free (request);
+    free (reply);
+    free (ready);
+}
+
+int
+main (int argc, char *argv [])
+{
+    s_program = argc > 0 ? argv [0] : "";
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_every_entry_round_trips),
         cmocka_unit_test (test_every_truncation_is_refused),
@@ -625,6 +746,7 @@ main (void)
         cmocka_unit_test (test_external_bodies),
         cmocka_unit_test (test_writer_refuses_oversized_fields),
         cmocka_unit_test (test_framing_names),
+        cmocka_unit_test (test_worked_example_matches_the_document),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
