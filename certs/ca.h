@@ -62,6 +62,20 @@ int pigato__ca_issue (const char *ca_dir, const char *name,
                       const char *crt_path, bool force, char *err,
                       size_t err_size) PIGATO__MUST_CHECK;
 
+//  Renews the identity certificate at cert_path: a new certificate for the
+//  same name and CURVE key (so the secret key file is not needed), with a
+//  new serial, valid from now - 60 s to now + valid_seconds, signed by the
+//  CA in ca_dir, written to out_path (NULL = cert_path, replaced). Refuses
+//  a certificate this CA did not sign or of another mesh, one in
+//  ca_dir/ca.crl, one whose key is not expected_key (the identity's key
+//  file; NULL = not checked), and an out_path that holds anything but a
+//  certificate of the same name and key. An expired certificate may be
+//  renewed. info_out (NULL = not wanted) describes the new certificate.
+int pigato__ca_renew (const char *ca_dir, const char *cert_path,
+                      const byte *expected_key, int64_t valid_seconds,
+                      const char *out_path, pigato__cert_info_t *info_out,
+                      char *err, size_t err_size) PIGATO__MUST_CHECK;
+
 //  Adds the serial of the certificate at cert_path to ca_dir/ca.crl and
 //  re-signs it (lastUpdate now, CRL number + 1, nextUpdate in
 //  PIGATO__CRL_DAYS_DEFAULT days). The certificate must be issued by this
