@@ -1241,6 +1241,55 @@ failed:
     return NULL;
 }
 
+int64_t
+pigato__trust_ca_not_after (pigato__trust_t *self)
+{
+    return self ? s_asn1_seconds (X509_get0_notAfter (self->ca)) : 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Logs a certificate that ends soon or has ended (see ca.h).
+
+bool
+pigato__cert_expiry_log (const char *kind, const char *name, const char *path,
+                         int64_t not_after, int64_t now, int64_t warn_seconds,
+                         int expired_level)
+{
+    bool expired = not_after <= now;
+    if (not_after <= 0 || (!expired && not_after - now >= warn_seconds))
+        return false;
+    int level = expired ? expired_level : PIGATO_LOG_WARNING;
+    if (pigato__log_level < level)
+        return true;
+    char when [64], path_text [1024], name_text [4 * PIGATO__NAME_MAX + 8];
+    time_t seconds = (time_t) not_after;
+    struct tm tm;
+    if (!gmtime_r (&seconds, &tm)
+        || !strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf (when, sizeof when, "@%lld", (long long) not_after);
+    //  Paths come from the ACL and folder listings: escaped
+    pigato__printable (path ? path : "-", strlen (path ? path : "-"), path_text,
+                       sizeof path_text);
+    name_text [0] = 0;
+    if (name) {
+        memcpy (name_text, " name=", 7);
+        pigato__printable (name, strlen (name), name_text + 6,
+                           sizeof name_text - 6);
+    }
+    if (expired)
+        pigato__log (level,
+                     "event=certificate_expired kind=%s%s path=%s "
+                     "not_after=%s",
+                     kind, name_text, path_text, when);
+    else
+        pigato__log (level,
+                     "event=certificate_expiring kind=%s%s path=%s "
+                     "days=%lld not_after=%s",
+                     kind, name_text, path_text,
+                     (long long) ((not_after - now) / 86400), when);
+    return true;
+}
+
 //  --------------------------------------------------------------------------
 //  Destroys a trust; accepts NULL.
 

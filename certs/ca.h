@@ -23,6 +23,10 @@
 //  old a CRL an attacker can put back in place.
 #define PIGATO__CRL_DAYS_DEFAULT 7
 
+//  How many days before a certificate expires the broker starts to warn
+//  (event=certificate_expiring), unless told (--cert-warn-days).
+#define PIGATO__CERT_WARN_DAYS_DEFAULT 14
+
 //  pigato__ca_revoke's "nothing to do" result: the certificate was revoked
 //  already; err says so. Positive, so `rc < 0` still means failure.
 #define PIGATO__CA_UNCHANGED 1
@@ -116,6 +120,19 @@ pigato__trust_t *pigato__trust_load (const char *ca_crt, const char *crl,
 //  trust has no CRL.
 bool pigato__trust_crl (pigato__trust_t *self, int64_t *number,
                         int64_t *next_update);
+
+//  The trusted CA certificate's notAfter (epoch seconds).
+int64_t pigato__trust_ca_not_after (pigato__trust_t *self);
+
+//  Logs one certificate's coming end, when there is one:
+//  event=certificate_expiring (a warning) with days=N (whole days left)
+//  when it ends within warn_seconds of now, event=certificate_expired (at
+//  expired_level) once it has ended; both with kind (what it is to the
+//  broker: "broker", "ca", "identity"), name (may be NULL), path and
+//  not_after (ISO 8601, UTC). Returns true when it logged a line.
+bool pigato__cert_expiry_log (const char *kind, const char *name,
+                              const char *path, int64_t not_after, int64_t now,
+                              int64_t warn_seconds, int expired_level);
 
 //  Destroys a trust and nulls the caller's pointer; accepts NULL.
 void pigato__trust_destroy (pigato__trust_t **self_p);
