@@ -599,8 +599,12 @@ s_renew (const char *target, const s_options_t *options)
         goto cleanup;
     }
     //  A path given with -o DIR: the new certificate is DIR/NAME.crt
-    if (options->dir && readable)
+    if (options->dir && readable) {
+        rc = s_prepare (info.name, options->dir);
+        if (rc != 0)
+            goto cleanup;
         out_path = zsys_sprintf ("%s/%s.crt", options->dir, info.name);
+    }
     if (pigato__ca_renew (options->ca, path, key_path ? key : NULL, valid,
                           out_path, &info, err, sizeof err)
         != PIGATO_OK) {
