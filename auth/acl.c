@@ -26,7 +26,18 @@ typedef struct {
     byte key [32];
     char z85 [PIGATO_Z85_KEY_SIZE + 1];
     int64_t not_after;  //  certificate expiry (epoch s), 0 = never
+    char *cert_path;    //  its certificate file, NULL = not from one
 } identity_t;
+
+//  A trusted CA certificate (`trust` line), for expiry warnings.
+typedef struct {
+    int64_t not_after;  //  its notAfter, epoch seconds
+    char path [];       //  the file
+} trusted_ca_t;
+
+//  Lines of certificate_expiring about identities in one check; the rest
+//  are counted in one line, so a folder of thousands cannot flood the log.
+#define EXPIRY_LINES_MAX 100
 
 typedef struct {
     char name [PIGATO__NAME_MAX + 1];
@@ -66,6 +77,7 @@ typedef struct {
 struct _pigato__acl_t {
     bool allow_all;         //  no rules: everything allowed
     zlistx_t *entries;      //  every identity_t (owned)
+    zlistx_t *cas;          //  every trusted_ca_t (owned), trust lines
     zhashx_t *identities;   //  name -> first identity_t with that name
     zhashx_t *by_key;       //  Z85 key -> identity_t
     zhashx_t *groups;       //  name -> group_t (owned)
@@ -112,6 +124,16 @@ s_group_destroy (void **item_p)
 static void
 s_identity_destroy (void **item_p)
 {
+    identity_t *identity = (identity_t *) *item_p;
+    if (identity)
+        free (identity->cert_path);
+    free (identity);
+    *item_p = NULL;
+}
+
+static void
+s_free_item (void **item_p)
+{
     free (*item_p);
     *item_p = NULL;
 }
@@ -133,6 +155,7 @@ s_new (void)
     if (!self)
         return NULL;
     self->entries = zlistx_new ();
+    self->cas = zlistx_new ();
     self->identities = zhashx_new ();
     self->by_key = zhashx_new ();
     self->groups = zhashx_new ();
@@ -142,12 +165,13 @@ s_new (void)
         //  cannot pick names that all fall in one bucket
         zhashx_set_key_hasher (self->cache, pigato__hash_keyed_text);
     self->group_order = zlistx_new ();
-    if (!self->entries || !self->identities || !self->by_key || !self->groups
-        || !self->cache || !self->group_order) {
+    if (!self->entries || !self->cas || !self->identities || !self->by_key
+        || !self->groups || !self->cache || !self->group_order) {
         pigato__acl_destroy (&self);
         return NULL;
     }
     zlistx_set_destructor (self->entries, s_identity_destroy);
+    zlistx_set_destructor (self->cas, s_free_item);
     zhashx_set_destructor (self->groups, s_group_destroy);
     return self;
 }
@@ -179,6 +203,7 @@ pigato__acl_destroy (pigato__acl_t **self_p)
     zhashx_destroy (&self->by_key);
     zhashx_destroy (&self->identities);
     zlistx_destroy (&self->entries);
+    zlistx_destroy (&self->cas);
     zhashx_destroy (&self->groups);
     zhashx_destroy (&self->cache);
     free (self);
@@ -367,6 +392,21 @@ s_on_cert (const pigato__cert_info_t *info, const char *path,
                                                           z85);
         identity_t *pinned = (identity_t *) zhashx_lookup (
             scan->self->identities, info->name);
+        //  A renewal with the same key (pigato-keygen renew) beside the
+        //  certificate it renews: one identity, valid as long as the
+        //  later of the two
+        if (other && other->cert_path && streq (other->name, info->name)) {
+            if (info->not_after > other->not_after) {
+                char *copy = strdup (path);
+                if (copy) {
+                    free (other->cert_path);
+                    other->cert_path = copy;
+                    other->not_after = info->not_after;
+                }
+            }
+            scan->added++;
+            return;
+        }
         if (other)
             problem = "its key is already the identity of another entry";
         //  An `identity` line pins a name to one key (not_after 0: not
@@ -403,6 +443,7 @@ s_on_cert (const pigato__cert_info_t *info, const char *path,
     memcpy (identity->key, info->public_key, 32);
     strcpy (identity->z85, z85);
     identity->not_after = info->not_after > 0 ? info->not_after : 1;
+    identity->cert_path = strdup (path);
     s_identity_add (scan->self, identity);
     scan->added++;
 }
@@ -498,6 +539,13 @@ s_apply_trust (pigato__acl_t *self, parse_t *parse)
             break;
         }
         if (trust) {
+            trusted_ca_t *noted = (trusted_ca_t *) malloc (sizeof *noted
+                                                           + strlen (ca) + 1);
+            if (noted) {
+                noted->not_after = pigato__trust_ca_not_after (trust);
+                strcpy (noted->path, ca);
+                zlistx_add_end (self->cas, noted);
+            }
             scan_t scan = { self, parse, 0, 0 };
             if (pigato__trust_scan (trust, dir, s_on_cert, &scan, message,
                                     sizeof message)
@@ -1114,6 +1162,42 @@ bool
 pigato__acl_allow_all (pigato__acl_t *self)
 {
     return self->allow_all;
+}
+
+//  --------------------------------------------------------------------------
+//  Logs the trusted CAs and identity certificates that end within
+//  warn_seconds, or have ended (see acl.h).
+
+void
+pigato__acl_expiry_check (pigato__acl_t *self, int64_t now,
+                          int64_t warn_seconds)
+{
+    if (!self)
+        return;
+    for (trusted_ca_t *ca = (trusted_ca_t *) zlistx_first (self->cas); ca;
+         ca = (trusted_ca_t *) zlistx_next (self->cas))
+        //  An expired CA vouches for nobody: every identity it signed is
+        //  refused, so its end is an error
+        pigato__cert_expiry_log ("ca", NULL, ca->path, ca->not_after, now,
+                                 warn_seconds, PIGATO_LOG_ERROR);
+    size_t logged = 0, suppressed = 0;
+    for (identity_t *identity = (identity_t *) zlistx_first (self->entries);
+         identity; identity = (identity_t *) zlistx_next (self->entries)) {
+        if (!identity->cert_path || identity->not_after - now >= warn_seconds)
+            continue;
+        if (logged == EXPIRY_LINES_MAX)
+            suppressed++;
+        else if (pigato__cert_expiry_log ("identity", identity->name,
+                                          identity->cert_path,
+                                          identity->not_after, now,
+                                          warn_seconds, PIGATO_LOG_WARNING))
+            logged++;
+    }
+    if (suppressed)
+        pigato__log (PIGATO_LOG_WARNING,
+                     "event=certificate_expiring_suppressed kind=identity "
+                     "count=%zu",
+                     suppressed);
 }
 
 size_t

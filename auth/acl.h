@@ -92,6 +92,16 @@ void pigato__acl_limits (pigato__acl_t *self, const char *identity,
 //  True if this policy allows everything (no rules to check).
 bool pigato__acl_allow_all (pigato__acl_t *self);
 
+//  Logs every trusted CA certificate (`trust` lines) and identity
+//  certificate (from trust folders) that ends within warn_seconds of now
+//  (event=certificate_expiring, a warning) or has ended
+//  (event=certificate_expired: an error for a CA, a warning for an
+//  identity, which the guard refuses already). Reads no file: the dates
+//  were read when the policy was loaded. At most 100 identity lines, then
+//  event=certificate_expiring_suppressed count=N.
+void pigato__acl_expiry_check (pigato__acl_t *self, int64_t now,
+                               int64_t warn_seconds);
+
 size_t pigato__acl_identity_count (pigato__acl_t *self);
 size_t pigato__acl_rule_count (pigato__acl_t *self);
 

@@ -182,6 +182,13 @@ pigato__guard_zap_denials (pigato__guard_t *self)
     return pigato__zap_denied (self->zap);
 }
 
+void
+pigato__guard_expiry_check (pigato__guard_t *self, int64_t now,
+                            int64_t warn_seconds)
+{
+    pigato__acl_expiry_check (self->policy, now, warn_seconds);
+}
+
 size_t
 pigato__guard_identity_count (pigato__guard_t *self)
 {

@@ -68,6 +68,10 @@ int pigato__guard_reload (pigato__guard_t *self, char *err,
 //  True if the policy file can be reloaded (a file was given).
 bool pigato__guard_has_policy_file (pigato__guard_t *self);
 
+//  The current policy's certificate expiry check (pigato__acl_expiry_check).
+void pigato__guard_expiry_check (pigato__guard_t *self, int64_t now,
+                                 int64_t warn_seconds);
+
 //  Counters and sizes.
 int64_t pigato__guard_denials (pigato__guard_t *self);
 int64_t pigato__guard_zap_denials (pigato__guard_t *self);

@@ -569,58 +569,22 @@ cleanup:
 }
 
 //  --------------------------------------------------------------------------
-//  Issues an identity certificate for a CURVE public key.
+//  Signs an identity certificate for name and a CURVE public key with the
+//  loaded CA and writes it to crt_path (replacing a file there if replace).
 
-int
-pigato__ca_issue (const char *ca_dir, const char *name,
-                  const byte *curve_public_key, int64_t valid_seconds,
-                  const char *crt_path, bool force, char *err, size_t err_size)
+static int
+s_identity_sign (X509 *ca, EVP_PKEY *ca_key, const char *mesh, const char *name,
+                 const byte *curve_public_key, int64_t valid_seconds,
+                 const char *crt_path, bool replace, char *err, size_t err_size)
 {
     int rc = PIGATO_OK;
-    X509 *ca = NULL;
-    EVP_PKEY *ca_key = NULL;
-    EVP_PKEY *public_key = NULL;
-    X509 *cert = NULL;
-    char *uri = NULL;
-    char mesh [PIGATO__NAME_MAX + 1];
-
-    if (!ca_dir || !crt_path || !curve_public_key
-        || !pigato__name_valid (name)) {
-        pigato__errorf (err, err_size,
-                        "invalid name '%s' (use letters, "
-                        "digits, '-', '_' and '.', at most %d, not starting "
-                        "with '.' or '-')",
-                        name ? name : "", PIGATO__NAME_MAX);
-        rc = PIGATO_E_INVALID;
-        goto cleanup;
-    }
-    //  Bounded so the day arithmetic below cannot overflow an int
-    if (valid_seconds > (int64_t) 1000 * 365 * 86400
-        || valid_seconds < -(int64_t) 1000 * 365 * 86400) {
-        pigato__errorf (err, err_size,
-                        "validity of %lld seconds is out of "
-                        "range",
-                        (long long) valid_seconds);
-        rc = PIGATO_E_INVALID;
-        goto cleanup;
-    }
-    if (!force && access (crt_path, F_OK) == 0) {
-        pigato__errorf (err, err_size,
-                        "'%s' already exists; not "
-                        "overwriting it without --force",
-                        crt_path);
-        rc = PIGATO_E_INVALID;
-        goto cleanup;
-    }
-    rc = s_ca_load (ca_dir, &ca, &ca_key, mesh, err, err_size);
-    if (rc != PIGATO_OK)
-        goto cleanup;
-    public_key = EVP_PKEY_new_raw_public_key (EVP_PKEY_X25519, NULL,
-                                              curve_public_key, 32);
-    uri = zsys_sprintf ("URI:" URI_PREFIX "%s/%s", mesh, name);
+    EVP_PKEY *public_key = EVP_PKEY_new_raw_public_key (EVP_PKEY_X25519, NULL,
+                                                        curve_public_key, 32);
+    char *uri = zsys_sprintf ("URI:" URI_PREFIX "%s/%s", mesh, name);
     //  notBefore a minute back, for clocks a little behind ours
-    cert = public_key ? s_cert_new (name, ca, public_key, -60, valid_seconds)
-                      : NULL;
+    X509 *cert = public_key && uri
+                   ? s_cert_new (name, ca, public_key, -60, valid_seconds)
+                   : NULL;
     X509V3_CTX context;
     if (cert)
         X509V3_set_ctx (&context, ca, cert, NULL, NULL, 0);
@@ -640,15 +604,71 @@ pigato__ca_issue (const char *ca_dir, const char *name,
         || X509_sign (cert, ca_key, NULL) <= 0) {
         s_errorf (err, err_size, "cannot issue a certificate for '%s'", name);
         rc = PIGATO_E_SYSTEM;
-        goto cleanup;
     }
-    rc = s_pem_write (crt_path, cert, NULL, NULL, force, err, err_size);
-cleanup:
-    X509_free (ca);
-    EVP_PKEY_free (ca_key);
+    else
+        rc = s_pem_write (crt_path, cert, NULL, NULL, replace, err, err_size);
     EVP_PKEY_free (public_key);
     X509_free (cert);
     zstr_free (&uri);
+    return rc;
+}
+
+//  Bounded so the day arithmetic of s_cert_new cannot overflow an int.
+static int
+s_validity_check (int64_t valid_seconds, char *err, size_t err_size)
+{
+    if (valid_seconds > (int64_t) 1000 * 365 * 86400
+        || valid_seconds < -(int64_t) 1000 * 365 * 86400) {
+        pigato__errorf (err, err_size,
+                        "validity of %lld seconds is out of "
+                        "range",
+                        (long long) valid_seconds);
+        return PIGATO_E_INVALID;
+    }
+    return PIGATO_OK;
+}
+
+//  --------------------------------------------------------------------------
+//  Issues an identity certificate for a CURVE public key.
+
+int
+pigato__ca_issue (const char *ca_dir, const char *name,
+                  const byte *curve_public_key, int64_t valid_seconds,
+                  const char *crt_path, bool force, char *err, size_t err_size)
+{
+    int rc = PIGATO_OK;
+    X509 *ca = NULL;
+    EVP_PKEY *ca_key = NULL;
+    char mesh [PIGATO__NAME_MAX + 1];
+
+    if (!ca_dir || !crt_path || !curve_public_key
+        || !pigato__name_valid (name)) {
+        pigato__errorf (err, err_size,
+                        "invalid name '%s' (use letters, "
+                        "digits, '-', '_' and '.', at most %d, not starting "
+                        "with '.' or '-')",
+                        name ? name : "", PIGATO__NAME_MAX);
+        rc = PIGATO_E_INVALID;
+        goto cleanup;
+    }
+    rc = s_validity_check (valid_seconds, err, err_size);
+    if (rc != PIGATO_OK)
+        goto cleanup;
+    if (!force && access (crt_path, F_OK) == 0) {
+        pigato__errorf (err, err_size,
+                        "'%s' already exists; not "
+                        "overwriting it without --force",
+                        crt_path);
+        rc = PIGATO_E_INVALID;
+        goto cleanup;
+    }
+    rc = s_ca_load (ca_dir, &ca, &ca_key, mesh, err, err_size);
+    if (rc == PIGATO_OK)
+        rc = s_identity_sign (ca, ca_key, mesh, name, curve_public_key,
+                              valid_seconds, crt_path, force, err, err_size);
+cleanup:
+    X509_free (ca);
+    EVP_PKEY_free (ca_key);
     return rc;
 }
 
@@ -941,6 +961,144 @@ pigato__cert_public_key (const char *path, char *z85_out, char *err,
 }
 
 //  --------------------------------------------------------------------------
+//  True if ca_dir/ca.crl (when there is one, signed by the CA) lists the
+//  certificate's serial. An unreadable or foreign CRL is an error: a
+//  renewal must not bring back what was revoked.
+
+static int
+s_revoked_check (const char *ca_dir, X509 *ca, X509 *cert,
+                 const char *cert_path, char *err, size_t err_size)
+{
+    int rc = PIGATO_OK;
+    char *crl_path = zsys_sprintf ("%s/ca.crl", ca_dir);
+    X509_CRL *crl = NULL;
+    if (!crl_path)
+        return PIGATO_E_NOMEM;
+    if (access (crl_path, F_OK) != 0)
+        goto cleanup;  //  no CRL: nothing was revoked
+    crl = s_crl_load (crl_path, err, err_size);
+    if (!crl) {
+        rc = PIGATO_E_KEY;
+        goto cleanup;
+    }
+    if (X509_CRL_verify (crl, X509_get0_pubkey (ca)) != 1) {
+        pigato__errorf (err, err_size, "'%s' is not signed by the CA in '%s'",
+                        crl_path, ca_dir);
+        rc = PIGATO_E_KEY;
+        goto cleanup;
+    }
+    X509_REVOKED *entry = NULL;
+    if (X509_CRL_get0_by_serial (crl, &entry, X509_get0_serialNumber (cert))
+        == 1) {
+        pigato__errorf (err, err_size,
+                        "'%s' is revoked (its serial is in '%s'): a revoked "
+                        "certificate is not renewed; issue a new identity",
+                        cert_path, crl_path);
+        rc = PIGATO_E_KEY;
+    }
+cleanup:
+    X509_CRL_free (crl);
+    zstr_free (&crl_path);
+    ERR_clear_error ();
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Renews an identity certificate: same name, same CURVE key, new serial
+//  and validity, signed by the CA that signed the old one.
+
+int
+pigato__ca_renew (const char *ca_dir, const char *cert_path,
+                  const byte *expected_key, int64_t valid_seconds,
+                  const char *out_path, pigato__cert_info_t *info_out,
+                  char *err, size_t err_size)
+{
+    int rc = PIGATO_OK;
+    X509 *ca = NULL;
+    EVP_PKEY *ca_key = NULL;
+    X509 *cert = NULL;
+    char mesh [PIGATO__NAME_MAX + 1];
+    pigato__cert_info_t info, existing;
+
+    if (!ca_dir || !cert_path) {
+        pigato__errorf (err, err_size, "no CA or certificate given");
+        return PIGATO_E_INVALID;
+    }
+    out_path = out_path ? out_path : cert_path;
+    rc = s_validity_check (valid_seconds, err, err_size);
+    if (rc != PIGATO_OK)
+        goto cleanup;
+    rc = s_ca_load (ca_dir, &ca, &ca_key, mesh, err, err_size);
+    if (rc != PIGATO_OK)
+        goto cleanup;
+    cert = s_cert_load (cert_path, err, err_size);
+    if (!cert) {
+        rc = PIGATO_E_KEY;
+        goto cleanup;
+    }
+    rc = s_cert_info (cert, cert_path, &info, err, err_size);
+    if (rc != PIGATO_OK)
+        goto cleanup;
+    //  An expired certificate may be renewed (that is the fix), one of
+    //  another CA may not: the name and key are that CA's to vouch for
+    if (X509_verify (cert, X509_get0_pubkey (ca)) != 1) {
+        pigato__errorf (err, err_size,
+                        "'%s' (%s) is not signed by the CA in '%s' (issuer "
+                        "%s): renew it with the CA that issued it",
+                        cert_path, info.name, ca_dir, info.issuer);
+        rc = PIGATO_E_KEY;
+        goto cleanup;
+    }
+    if (strcmp (info.mesh, mesh) != 0) {
+        pigato__errorf (err, err_size,
+                        "'%s' (%s) is for mesh '%s', not the CA's '%s'",
+                        cert_path, info.name, info.mesh, mesh);
+        rc = PIGATO_E_KEY;
+        goto cleanup;
+    }
+    rc = s_revoked_check (ca_dir, ca, cert, cert_path, err, err_size);
+    if (rc != PIGATO_OK)
+        goto cleanup;
+    if (expected_key
+        && memcmp (expected_key, info.public_key, sizeof info.public_key)) {
+        pigato__errorf (err, err_size,
+                        "'%s' (%s) does not hold the key of the identity's "
+                        "key file: renewing it would certify a key the "
+                        "program does not use",
+                        cert_path, info.name);
+        rc = PIGATO_E_KEY;
+        goto cleanup;
+    }
+    //  The destination may hold an earlier certificate of this identity
+    //  (same name and key), never anything else
+    if (strcmp (out_path, cert_path) != 0 && access (out_path, F_OK) == 0) {
+        char reason [512];
+        if (pigato__cert_read (out_path, &existing, reason, sizeof reason)
+                != PIGATO_OK
+            || strcmp (existing.name, info.name) != 0
+            || memcmp (existing.public_key, info.public_key,
+                       sizeof info.public_key)) {
+            pigato__errorf (err, err_size,
+                            "'%s' already exists and is not a certificate "
+                            "of '%s' with the same key; not overwriting it",
+                            out_path, info.name);
+            rc = PIGATO_E_INVALID;
+            goto cleanup;
+        }
+    }
+    rc = s_identity_sign (ca, ca_key, mesh, info.name, info.public_key,
+                          valid_seconds, out_path, true, err, err_size);
+    if (rc == PIGATO_OK && info_out)
+        rc = pigato__cert_read (out_path, info_out, err, err_size);
+cleanup:
+    X509_free (ca);
+    EVP_PKEY_free (ca_key);
+    X509_free (cert);
+    ERR_clear_error ();
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
 //  Checks a CRL whose signature verified: not past its nextUpdate (a stale
 //  CRL may miss revocations), and not older (a lower CRL number) than one
 //  this process has already seen for the same CA; then raises that mark.
@@ -1081,6 +1239,55 @@ failed:
     ERR_clear_error ();
     pigato__trust_destroy (&self);
     return NULL;
+}
+
+int64_t
+pigato__trust_ca_not_after (pigato__trust_t *self)
+{
+    return self ? s_asn1_seconds (X509_get0_notAfter (self->ca)) : 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Logs a certificate that ends soon or has ended (see ca.h).
+
+bool
+pigato__cert_expiry_log (const char *kind, const char *name, const char *path,
+                         int64_t not_after, int64_t now, int64_t warn_seconds,
+                         int expired_level)
+{
+    bool expired = not_after <= now;
+    if (not_after <= 0 || (!expired && not_after - now >= warn_seconds))
+        return false;
+    int level = expired ? expired_level : PIGATO_LOG_WARNING;
+    if (pigato__log_level < level)
+        return true;
+    char when [64], path_text [1024], name_text [4 * PIGATO__NAME_MAX + 8];
+    time_t seconds = (time_t) not_after;
+    struct tm tm;
+    if (!gmtime_r (&seconds, &tm)
+        || !strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf (when, sizeof when, "@%lld", (long long) not_after);
+    //  Paths come from the ACL and folder listings: escaped
+    pigato__printable (path ? path : "-", strlen (path ? path : "-"), path_text,
+                       sizeof path_text);
+    name_text [0] = 0;
+    if (name) {
+        memcpy (name_text, " name=", 7);
+        pigato__printable (name, strlen (name), name_text + 6,
+                           sizeof name_text - 6);
+    }
+    if (expired)
+        pigato__log (level,
+                     "event=certificate_expired kind=%s%s path=%s "
+                     "not_after=%s",
+                     kind, name_text, path_text, when);
+    else
+        pigato__log (level,
+                     "event=certificate_expiring kind=%s%s path=%s "
+                     "days=%lld not_after=%s",
+                     kind, name_text, path_text,
+                     (long long) ((not_after - now) / 86400), when);
+    return true;
 }
 
 //  --------------------------------------------------------------------------

@@ -23,6 +23,10 @@
 //  old a CRL an attacker can put back in place.
 #define PIGATO__CRL_DAYS_DEFAULT 7
 
+//  How many days before a certificate expires the broker starts to warn
+//  (event=certificate_expiring), unless told (--cert-warn-days).
+#define PIGATO__CERT_WARN_DAYS_DEFAULT 14
+
 //  pigato__ca_revoke's "nothing to do" result: the certificate was revoked
 //  already; err says so. Positive, so `rc < 0` still means failure.
 #define PIGATO__CA_UNCHANGED 1
@@ -61,6 +65,20 @@ int pigato__ca_issue (const char *ca_dir, const char *name,
                       const byte *curve_public_key, int64_t valid_seconds,
                       const char *crt_path, bool force, char *err,
                       size_t err_size) PIGATO__MUST_CHECK;
+
+//  Renews the identity certificate at cert_path: a new certificate for the
+//  same name and CURVE key (so the secret key file is not needed), with a
+//  new serial, valid from now - 60 s to now + valid_seconds, signed by the
+//  CA in ca_dir, written to out_path (NULL = cert_path, replaced). Refuses
+//  a certificate this CA did not sign or of another mesh, one in
+//  ca_dir/ca.crl, one whose key is not expected_key (the identity's key
+//  file; NULL = not checked), and an out_path that holds anything but a
+//  certificate of the same name and key. An expired certificate may be
+//  renewed. info_out (NULL = not wanted) describes the new certificate.
+int pigato__ca_renew (const char *ca_dir, const char *cert_path,
+                      const byte *expected_key, int64_t valid_seconds,
+                      const char *out_path, pigato__cert_info_t *info_out,
+                      char *err, size_t err_size) PIGATO__MUST_CHECK;
 
 //  Adds the serial of the certificate at cert_path to ca_dir/ca.crl and
 //  re-signs it (lastUpdate now, CRL number + 1, nextUpdate in
@@ -102,6 +120,19 @@ pigato__trust_t *pigato__trust_load (const char *ca_crt, const char *crl,
 //  trust has no CRL.
 bool pigato__trust_crl (pigato__trust_t *self, int64_t *number,
                         int64_t *next_update);
+
+//  The trusted CA certificate's notAfter (epoch seconds).
+int64_t pigato__trust_ca_not_after (pigato__trust_t *self);
+
+//  Logs one certificate's coming end, when there is one:
+//  event=certificate_expiring (a warning) with days=N (whole days left)
+//  when it ends within warn_seconds of now, event=certificate_expired (at
+//  expired_level) once it has ended; both with kind (what it is to the
+//  broker: "broker", "ca", "identity"), name (may be NULL), path and
+//  not_after (ISO 8601, UTC). Returns true when it logged a line.
+bool pigato__cert_expiry_log (const char *kind, const char *name,
+                              const char *path, int64_t not_after, int64_t now,
+                              int64_t warn_seconds, int expired_level);
 
 //  Destroys a trust and nulls the caller's pointer; accepts NULL.
 void pigato__trust_destroy (pigato__trust_t **self_p);

@@ -542,8 +542,21 @@ PIGATO_EXPORT void
     pigato_broker_destroy (pigato_broker_t **self_p);
 
 //  The broker's own key pair, from a zcert secret key file (CURVE server).
+//  Or the broker's certificate NAME.crt (pigato-keygen issue), whose
+//  secret is NAME.key_secret beside it and must hold the certificate's
+//  key: the broker then warns ahead of the certificate's expiry (see
+//  pigato_broker_set_cert_warn_days).
 PIGATO_EXPORT int
     pigato_broker_set_key_file (pigato_broker_t *self, const char *path);
+
+//  How many days ahead of a certificate's expiry the broker logs
+//  event=certificate_expiring (a warning; default 14, at most 3650; 0 =
+//  only once expired): its own certificate (given as its key file), each
+//  trusted CA and each identity certificate of the ACL's trust lines.
+//  Checked when the broker starts running, after each reload and once a
+//  day. PIGATO_E_INVALID out of range.
+PIGATO_EXPORT int
+    pigato_broker_set_cert_warn_days (pigato_broker_t *self, int days);
 
 //  No encryption; every peer is the identity "anonymous".
 PIGATO_EXPORT void

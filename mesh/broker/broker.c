@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include "broker_internal.h"
+#include "../../certs/ca.h"
 #include "../../keys/keyfile.h"
 
 #define MAX_MESSAGE_SIZE PIGATO__MAX_MESSAGE_SIZE
@@ -55,6 +56,7 @@ pigato_broker_new (void)
         return NULL;
     self->core = pigato__core_new (&pigato__broker_emit, self);
     self->handshake_timeout_ms = PIGATO_HANDSHAKE_TIMEOUT_MS;
+    self->cert_warn_seconds = (int64_t) PIGATO__CERT_WARN_DAYS_DEFAULT * 86400;
     pigato__budget_init (&self->budget);
     for (size_t index = 0; index < PIGATO__PARTS_MAX; index++)
         zmq_msg_init (&self->input.parts [index]);
@@ -86,8 +88,54 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     free (self->shaking);
     free (self->acl_path);
     free (self->key_file);
+    free (self->cert_file);
     free (self);
     *self_p = NULL;
+}
+
+//  The key files set_key_file takes: a zcert secret (or public) file, or
+//  the broker's certificate NAME.crt with NAME.key_secret beside it. For a
+//  certificate, *secret_p is that secret file's path (the caller frees
+//  it) and the certificate must hold the secret's public key.
+static int
+s_key_files (pigato_broker_t *self, const char *path, char **secret_p)
+{
+    *secret_p = NULL;
+    pigato__keyfile_info_t file;
+    int rc = pigato__keyfile_inspect (path, &file, self->error,
+                                      sizeof self->error);
+    if (rc || !file.pem)
+        return rc;
+    size_t length = strlen (path);
+    pigato__cert_info_t info;
+    rc = pigato__cert_read (path, &info, self->error, sizeof self->error);
+    if (rc)
+        return rc;
+    if (length <= 4 || !streq (path + length - 4, ".crt")) {
+        pigato__errorf (self->error, sizeof self->error,
+                        "'%s' is a certificate: give it as NAME.crt, with "
+                        "its secret key NAME.key_secret beside it",
+                        path);
+        return PIGATO_E_KEY;
+    }
+    char *secret = zsys_sprintf ("%.*s.key_secret", (int) (length - 4), path);
+    zcert_t *cert = NULL;
+    if (!secret)
+        return PIGATO_E_NOMEM;
+    rc = pigato__keyfile_load_secret (secret, &cert, self->error,
+                                      sizeof self->error);
+    if (rc == 0 && memcmp (zcert_public_key (cert), info.public_key, 32)) {
+        pigato__errorf (self->error, sizeof self->error,
+                        "'%s' (%s) holds another key than '%s': the broker "
+                        "would show clients a certificate it cannot prove",
+                        path, info.name, secret);
+        rc = PIGATO_E_KEY;
+    }
+    pigato__keyfile_cert_destroy (&cert);
+    if (rc)
+        zstr_free (&secret);
+    *secret_p = secret;
+    return rc;
 }
 
 int
@@ -95,15 +143,41 @@ pigato_broker_set_key_file (pigato_broker_t *self, const char *path)
 {
     if (!path)
         return PIGATO_E_INVALID;
+    char *secret = NULL;
+    int rc = s_key_files (self, path, &secret);
     zcert_t *cert = NULL;
-    int rc = pigato__keyfile_load_secret (path, &cert, self->error,
+    if (rc == 0 && !secret)
+        rc = pigato__keyfile_load_secret (path, &cert, self->error,
                                           sizeof self->error);
     pigato__keyfile_cert_destroy (&cert);
     if (rc)
         return rc;
+    char *key_file = secret ? secret : strdup (path);
+    char *cert_file = secret ? strdup (path) : NULL;
+    if (!key_file || (secret && !cert_file)) {
+        free (key_file);
+        free (cert_file);
+        return PIGATO_E_NOMEM;
+    }
     free (self->key_file);
-    self->key_file = strdup (path);
-    return self->key_file ? 0 : PIGATO_E_NOMEM;
+    free (self->cert_file);
+    self->key_file = key_file;
+    self->cert_file = cert_file;
+    return 0;
+}
+
+int
+pigato_broker_set_cert_warn_days (pigato_broker_t *self, int days)
+{
+    if (days < 0 || days > 3650) {
+        pigato__errorf (self->error, sizeof self->error,
+                        "certificate warning of %d days is out of range "
+                        "(0 to 3650)",
+                        days);
+        return PIGATO_E_INVALID;
+    }
+    self->cert_warn_seconds = (int64_t) days * 86400;
+    return 0;
 }
 
 void
@@ -921,6 +995,7 @@ pigato_broker_run (pigato_broker_t *self)
     self->core->now_ms = pigato__now_ms ();
     self->next_tick = self->core->now_ms + self->core->heartbeat_ms;
     pigato__budget_start (self);
+    pigato__broker_expiry_check (self);
     bool busy = false;  //  the last turn routed something
     while (!self->stopping && !zsys_interrupted) {
         int64_t now = pigato__now_ms ();
@@ -966,6 +1041,7 @@ pigato_broker_run (pigato_broker_t *self)
         if (self->reload) {
             self->reload = 0;
             pigato__broker_reload (self);
+            pigato__broker_expiry_check (self);
         }
         if (ready [ZAP]) {
             pigato__guard_zap_handle (self->guard);
@@ -1010,6 +1086,8 @@ pigato_broker_run (pigato_broker_t *self)
                                      PIGATO_LOG_WARNING);
             pigato__budget_flush_logs (self);
             pigato__core_internal_tick (self->core);
+            if (now >= self->cert_check_at)
+                pigato__broker_expiry_check (self);
             self->next_tick = now + self->core->heartbeat_ms;
         }
         //  Byte budgets: connections over theirs are cut (what that

@@ -62,6 +62,10 @@ struct _pigato_broker_t {
     pigato__outbox_t *outbox;        //  native batches being collected
     pigato__input_t input;           //  the message being routed
     char *key_file;                  //  CURVE secret key file
+    char *cert_file;                 //  its certificate (--key NAME.crt),
+                                     //  NULL if none: checked for expiry
+    int64_t cert_warn_seconds;       //  warn this long before an expiry
+    int64_t cert_check_at;           //  next expiry check (ms), daily
     bool insecure;                   //  NULL mechanism
     bool allow_any;                  //  CURVE, every key, every action
     int busy_poll_us;                //  poll without sleeping after work
@@ -106,6 +110,10 @@ void pigato__front_input (pigato_broker_t *self, const pigato__conn_t *conn);
 
 //  reload.c: re-reads the policy and holds live workers and requests to it.
 void pigato__broker_reload (pigato_broker_t *self);
+
+//  expiry.c: logs the certificates that end soon or have ended (its own,
+//  the policy's CAs and identities) and sets the next check a day ahead.
+void pigato__broker_expiry_check (pigato_broker_t *self);
 
 //  broker.c: reads the monitor's connection events now; marks a
 //  connection dying (nothing more is sent to it; it ends once its last

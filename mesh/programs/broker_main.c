@@ -29,7 +29,13 @@ static const char *s_usage =
     "  --insecure           no encryption at all (NULL mechanism; logged loudly);\n"
     "                       with --acl, the rules apply to the identity anonymous\n"
     "  --key FILE           the broker's CURVE secret key file (zcert format,\n"
-    "                       mode 0600); required unless --insecure\n"
+    "                       mode 0600), or its certificate NAME.crt with\n"
+    "                       NAME.key_secret beside it; required unless\n"
+    "                       --insecure\n"
+    "  --cert-warn-days N   log event=certificate_expiring when the broker's\n"
+    "                       certificate, a trusted CA or an identity\n"
+    "                       certificate ends within N days (default 14);\n"
+    "                       checked at start, on SIGHUP and once a day\n"
     "  --check-acl FILE     validate an ACL file, print what is wrong, and exit\n"
     "\n"
     "Options:\n"
@@ -276,7 +282,8 @@ main (int argc, char *argv [])
         OPT_MAX_MEMORY,
         OPT_MAX_INBOUND,
         OPT_MAX_OUTBOUND,
-        OPT_PID_FILE
+        OPT_PID_FILE,
+        OPT_CERT_WARN_DAYS
     };
     static const struct option options [] = {
         { "bind", required_argument, NULL, OPT_BIND },
@@ -296,6 +303,7 @@ main (int argc, char *argv [])
         { "max-memory", required_argument, NULL, OPT_MAX_MEMORY },
         { "max-inbound", required_argument, NULL, OPT_MAX_INBOUND },
         { "max-outbound", required_argument, NULL, OPT_MAX_OUTBOUND },
+        { "cert-warn-days", required_argument, NULL, OPT_CERT_WARN_DAYS },
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
         { "pid-file", required_argument, NULL, OPT_PID_FILE },
         { "help", no_argument, NULL, 'h' },
@@ -317,6 +325,7 @@ main (int argc, char *argv [])
     int64_t max_memory = 0;  //  0 = half of physical memory
     int64_t max_inbound = PIGATO_MAX_INBOUND;
     int64_t max_outbound = PIGATO_MAX_OUTBOUND;
+    int cert_warn_days = -1;  //  -1 = the library's default
 
     int option;
     while ((option = getopt_long (argc, argv, "hV", options, NULL)) != -1) {
@@ -364,6 +373,9 @@ main (int argc, char *argv [])
                 break;
             case OPT_MAX_OUTBOUND:
                 max_outbound = s_size (optarg, "--max-outbound");
+                break;
+            case OPT_CERT_WARN_DAYS:
+                cert_warn_days = s_number (optarg, "--cert-warn-days", 0);
                 break;
             case OPT_CACHE_MAX: {
                 char *end;
@@ -430,7 +442,7 @@ main (int argc, char *argv [])
     }
     if (!insecure && !key_file) {
         fputs ("pigato-broker: no broker key: give --key FILE (a zcert secret "
-               "key file, mode 0600)\n",
+               "key file, mode 0600, or the broker's NAME.crt)\n",
                stderr);
         return EXIT_USAGE;
     }
@@ -468,7 +480,9 @@ main (int argc, char *argv [])
         || pigato_broker_set_handshake_timeout (broker, handshake_timeout)
         || (max_memory && pigato_broker_set_max_memory (broker, max_memory))
         || pigato_broker_set_max_inbound (broker, max_inbound)
-        || pigato_broker_set_max_outbound (broker, max_outbound)) {
+        || pigato_broker_set_max_outbound (broker, max_outbound)
+        || (cert_warn_days >= 0
+            && pigato_broker_set_cert_warn_days (broker, cert_warn_days))) {
         fprintf (stderr, "pigato-broker: %s\n", pigato_broker_error (broker));
         rc = EXIT_USAGE;
         goto cleanup;

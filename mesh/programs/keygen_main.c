@@ -9,6 +9,9 @@
         DIR/ca.key (Ed25519, 0600), DIR/ca.crt, an empty DIR/ca.crl.
     pigato-keygen issue NAME --ca DIR [--valid 90d] [-o DIR] [--force]
         a new key pair as `new` plus NAME.crt signed by the CA.
+    pigato-keygen renew NAME|CERT --ca DIR [--valid 90d] [-o DIR]
+        a new certificate for the same name and key (the secret key file
+        is neither needed nor touched).
     pigato-keygen revoke NAME|CERT --ca DIR [-o DIR] [--crl-days N]
         adds the certificate to DIR/ca.crl.
     pigato-keygen crl --ca DIR [--crl-days N]
@@ -86,6 +89,28 @@ static const char *s_usage_issue =
     "  -f, --force        overwrite existing files\n"
     "  -h, --help         this text\n";
 
+static const char *s_usage_renew =
+    "Usage: pigato-keygen renew NAME|CERT --ca DIR [--valid TIME] [-o DIR]\n"
+    "\n"
+    "Re-issues a certificate before (or after) it expires: the same name and\n"
+    "CURVE key, a new serial and validity, signed by the CA in DIR. The key\n"
+    "does not change, so the secret key file is neither needed nor touched,\n"
+    "and peers that check the certificate with the CA (PIGATO_CA) accept the\n"
+    "new one: copy it where the old one was and reload the broker (SIGHUP).\n"
+    "NAME means NAME.crt in the current directory, or in -o DIR; CERT is a\n"
+    "path to a .crt file. The new certificate replaces the old one, or goes\n"
+    "to -o DIR/NAME.crt. Refused: a certificate of another CA, a revoked one,\n"
+    "and one whose key file beside it (NAME.key or NAME.key_secret) holds\n"
+    "another key.\n"
+    "\n"
+    "Options:\n"
+    "  -c, --ca DIR       the CA directory (ca.key, ca.crt, ca.crl)\n"
+    "  -v, --valid TIME   validity: a number and a unit, s m h d w or y\n"
+    "                     (e.g. 30s, 12h, 90d, 1y; default 90d)\n"
+    "  -o, --output DIR   where NAME.crt is, and where the new one goes\n"
+    "                     (default: where the certificate is)\n"
+    "  -h, --help         this text\n";
+
 static const char *s_usage_revoke =
     "Usage: pigato-keygen revoke NAME|CERT --ca DIR [-o DIR] [--crl-days N]\n"
     "\n"
@@ -135,6 +160,9 @@ static const char *s_usage =
     "  ca init [--mesh MESH] [-o DIR] [--force]    the mesh CA\n"
     "  issue NAME --ca DIR [--valid 90d] [-o DIR] [--force]\n"
     "                                              a key pair and its certificate\n"
+    "  renew NAME|CERT --ca DIR [--valid 90d] [-o DIR]\n"
+    "                                              the same name and key, a new\n"
+    "                                              certificate\n"
     "  revoke NAME|CERT --ca DIR [-o DIR]          revoke a certificate\n"
     "  crl --ca DIR [--crl-days N]                 renew the CRL\n"
     "  show FILE [--ca DIR]                        inspect a .crt or key file\n"
@@ -476,6 +504,164 @@ cleanup:
 }
 
 //  --------------------------------------------------------------------------
+//  The certificate a NAME|CERT argument means: a path names a file; a plain
+//  name means NAME.crt in -o DIR or here. Returns a new string, or NULL
+//  after printing why (*rc_p: the exit code).
+
+static char *
+s_target_path (const char *target, const s_options_t *options, int *rc_p)
+{
+    size_t length = strlen (target);
+    bool is_path = strchr (target, '/')
+                || (length > 4 && streq (target + length - 4, ".crt"));
+    if (!is_path && !pigato__name_valid (target)) {
+        fprintf (stderr,
+                 "pigato-keygen: '%s' is neither a certificate file "
+                 "nor an identity name\n",
+                 target);
+        *rc_p = EXIT_USAGE;
+        return NULL;
+    }
+    char *path = is_path
+                   ? strdup (target)
+                   : zsys_sprintf ("%s/%s.crt",
+                                   options->dir ? options->dir : ".", target);
+    if (path && access (path, F_OK) != 0) {
+        fprintf (stderr, "pigato-keygen: no certificate '%s': %s%s\n", path,
+                 strerror (errno),
+                 is_path ? "" : " (give the certificate's path, or -o DIR)");
+        free (path);
+        path = NULL;
+    }
+    *rc_p = 1;
+    return path;
+}
+
+//  --------------------------------------------------------------------------
+//  The public key of the identity's key file beside a certificate
+//  (X.crt: X.key, else X.key_secret, read without its secret) into key,
+//  its path into *key_path (the caller frees it). Returns 0 and *key_path
+//  NULL when there is none, 0 and a path, or 1 after printing why the
+//  file cannot be used.
+
+static int
+s_key_beside (const char *crt_path, byte *key, char **key_path)
+{
+    bool found = false;
+    *key_path = NULL;
+    size_t length = strlen (crt_path);
+    if (length <= 4 || !streq (crt_path + length - 4, ".crt"))
+        return 0;
+    int rc = 0;
+    const char *suffixes [] = { ".key", ".key_secret" };
+    for (size_t index = 0; index < 2 && !found && rc == 0; index++) {
+        char *path = zsys_sprintf ("%.*s%s", (int) (length - 4), crt_path,
+                                   suffixes [index]);
+        if (path && access (path, F_OK) == 0) {
+            pigato__keyfile_info_t info;
+            char err [512];
+            if (pigato__keyfile_inspect (path, &info, err, sizeof err)
+                != PIGATO_OK) {
+                fprintf (stderr, "pigato-keygen: %s\n", err);
+                rc = 1;
+            }
+            else if (!info.public_z85 [0]
+                     || !zmq_z85_decode (key, info.public_z85)) {
+                fprintf (stderr,
+                         "pigato-keygen: '%s' holds no public key; "
+                         "move it away or fix it\n",
+                         path);
+                rc = 1;
+            }
+            else {
+                found = true;
+                *key_path = path;
+                path = NULL;
+            }
+        }
+        zstr_free (&path);
+    }
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  pigato-keygen renew NAME|CERT: the same name and key, a new certificate.
+
+static int
+s_renew (const char *target, const s_options_t *options)
+{
+    int64_t valid = 90 * 86400;
+    if (!options->ca) {
+        fputs ("pigato-keygen: renew needs --ca DIR (the CA directory)\n",
+               stderr);
+        return EXIT_USAGE;
+    }
+    if (options->valid && s_duration_parse (options->valid, &valid) != 0) {
+        fprintf (stderr,
+                 "pigato-keygen: invalid --valid '%s' (a number and "
+                 "a unit, s m h d w or y, e.g. 30s, 12h, 90d; at most "
+                 "100y)\n",
+                 options->valid);
+        return EXIT_USAGE;
+    }
+    int rc = 0;
+    char *out_path = NULL;
+    char *path = s_target_path (target, options, &rc);
+    if (!path)
+        return rc;
+    rc = 0;
+    char err [512];
+    pigato__cert_info_t info;
+    byte key [32];
+    char *key_path = NULL;
+    if (s_key_beside (path, key, &key_path) != 0) {
+        rc = 1;
+        goto cleanup;
+    }
+    bool readable = pigato__cert_read (path, &info, NULL, 0) == PIGATO_OK;
+    if (readable && key_path && memcmp (key, info.public_key, 32) != 0) {
+        fprintf (stderr,
+                 "pigato-keygen: '%s' (%s) holds another key than its key "
+                 "file '%s': renewing it would certify a key the program "
+                 "does not use; not renewed\n",
+                 path, info.name, key_path);
+        rc = 1;
+        goto cleanup;
+    }
+    //  A path given with -o DIR: the new certificate is DIR/NAME.crt
+    if (options->dir && readable) {
+        rc = s_prepare (info.name, options->dir);
+        if (rc != 0)
+            goto cleanup;
+        out_path = zsys_sprintf ("%s/%s.crt", options->dir, info.name);
+    }
+    if (pigato__ca_renew (options->ca, path, key_path ? key : NULL, valid,
+                          out_path, &info, err, sizeof err)
+        != PIGATO_OK) {
+        fprintf (stderr, "pigato-keygen: %s\n", err);
+        rc = 1;
+        goto cleanup;
+    }
+    char z85 [PIGATO_Z85_KEY_SIZE + 1];
+    char fingerprint [PIGATO_FINGERPRINT_SIZE];
+    char from [64], until [64];
+    zmq_z85_encode (z85, info.public_key, 32);
+    pigato_key_fingerprint (z85, fingerprint);
+    pigato__time_text (info.not_before, from, sizeof from);
+    pigato__time_text (info.not_after, until, sizeof until);
+    printf ("renewed:     %s\nmesh:        %s\npublic key:  %s (unchanged)\n"
+            "fingerprint: %s\nvalid from:  %s\nvalid until: %s\n"
+            "serial:      %s\ncertificate: %s\n",
+            info.name, info.mesh, z85, fingerprint, from, until, info.serial,
+            out_path ? out_path : path);
+cleanup:
+    zstr_free (&key_path);
+    zstr_free (&out_path);
+    free (path);
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
 //  pigato-keygen revoke NAME|CERT: adds a certificate to the CRL.
 
 static int
@@ -486,31 +672,12 @@ s_revoke (const char *target, const s_options_t *options)
                stderr);
         return EXIT_USAGE;
     }
-    //  A path names a file; a plain name means NAME.crt in -o DIR or here
-    size_t length = strlen (target);
-    bool is_path = strchr (target, '/')
-                || (length > 4 && streq (target + length - 4, ".crt"));
-    char *path = is_path
-                   ? strdup (target)
-                   : zsys_sprintf ("%s/%s.crt",
-                                   options->dir ? options->dir : ".", target);
-    char err [512];
     int rc = 0;
-    if (!is_path && !pigato__name_valid (target)) {
-        fprintf (stderr,
-                 "pigato-keygen: '%s' is neither a certificate file "
-                 "nor an identity name\n",
-                 target);
-        rc = EXIT_USAGE;
-        goto cleanup;
-    }
-    if (access (path, F_OK) != 0) {
-        fprintf (stderr, "pigato-keygen: no certificate '%s': %s%s\n", path,
-                 strerror (errno),
-                 is_path ? "" : " (give the certificate's path, or -o DIR)");
-        rc = 1;
-        goto cleanup;
-    }
+    char *path = s_target_path (target, options, &rc);
+    if (!path)
+        return rc;
+    rc = 0;
+    char err [512];
     int64_t valid = s_crl_seconds (options);
     if (valid < 0) {
         rc = EXIT_USAGE;
@@ -787,6 +954,15 @@ main (int argc, char *argv [])
                                false))
             return fputs (s_usage_issue, stderr), EXIT_USAGE;
         return s_issue (argument, &options);
+    }
+    if (streq (command, "renew")) {
+        if (help)
+            return fputs (s_usage_renew, stdout), 0;
+        if (count != 2
+            || !s_options_fit (command, &options, true, false, false, true,
+                               true, false))
+            return fputs (s_usage_renew, stderr), EXIT_USAGE;
+        return s_renew (argument, &options);
     }
     if (streq (command, "revoke")) {
         if (help)

@@ -409,6 +409,130 @@ class ExpiryTest(CertCase):
                               r"expired on ")
 
 
+class RenewalTest(CertCase):
+    """Issue 15: `pigato-keygen renew` keeps the key, so the broker's
+    certificate is renewed without a restart and PIGATO_CA clients go on;
+    the broker warns ahead of its own and its identities' expiry."""
+
+    EXPIRING = (r"event=certificate_expiring kind=%s name=%s path=\S*%s\.crt days=(\d+) "
+                r"not_after=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+    def start_cert_broker(self, issued, extra=(), acl=None):
+        """A broker whose --key is its certificate (NAME.key_secret beside it)."""
+        return self.start_broker(key=issued, acl=acl,
+                                 extra=["--key", issued.crt] + list(extra))
+
+    def ca_request(self, issued, text):
+        """`pigato request echo` checking the broker's certificate with the
+        CA through PIGATO_SERVER_KEY and PIGATO_CA."""
+        return self.cli("request", "echo", json.dumps(text), "--timeout", "5000",
+                        "--broker", self.broker.endpoint,
+                        env={"PIGATO_SERVER_KEY": issued.crt, "PIGATO_CA": self.ca_crt})
+
+    def serial(self, crt):
+        return re.search(r"serial:\s+(\S+)", self.keygen("show", crt)).group(1)
+
+    def test_broker_warns_ahead_of_its_certificate_and_renewal_ends_it(self):
+        soon = self.issue("broker-soon", valid="2d", out=os.path.join(self.tmp, "soon"),
+                          trusted=False)
+        self.broker = self.start_cert_broker(soon)
+        m = self.assert_logged(self.EXPIRING % ("broker", "broker-soon", "broker-soon"),
+                               what="warning at start")
+        self.assertIn(int(m.group(1)), (1, 2))
+        self.assertEqual(self.broker.count(r"warning event=certificate_expiring\b"), 1)
+        self.serve("echo", *self.cli_args(server_key=soon.crt))
+        self.assertEqual(self.ca_request(soon, "before")[:2], (0, '"before"'))
+
+        old_serial = self.serial(soon.crt)
+        out = self.keygen("renew", soon.crt, "--ca", self.ca)
+        self.assertRegex(out, r"public key:\s+%s \(unchanged\)" % re.escape(soon.public))
+        self.assertNotEqual(self.serial(soon.crt), old_serial)
+        mark = self.broker.mark()
+        os.kill(self.broker.pid, signal.SIGHUP)
+        self.assert_logged(r"event=acl_reload_skipped\b", mark)
+        self.mesh.settle(secs(0.5))
+        self.assertEqual(self.broker.count(r"event=certificate_expiring\b", mark), 0,
+                         self.broker.tail(10))
+        # Same key: the running worker and new PIGATO_CA clients go on
+        self.assertEqual(self.ca_request(soon, "after")[:2], (0, '"after"'))
+        self.assert_broker_alive()
+
+        # A restart does not warn either; a wider window does
+        self.broker.stop()
+        self.broker = self.start_cert_broker(soon, extra=["--cert-warn-days", "100"])
+        m = self.assert_logged(self.EXPIRING % ("broker", "broker-soon", "broker-soon"))
+        self.assertIn(int(m.group(1)), (89, 90))
+        self.broker.stop()
+        self.broker = self.start_cert_broker(soon)
+        self.mesh.settle(secs(0.5))
+        self.assertEqual(self.broker.count(r"event=certificate_expiring\b"), 0)
+
+    def test_expired_broker_certificate_renewed_without_a_restart(self):
+        valid = "%ds" % max(3, round(3 * harness.SLOW))
+        short = self.issue("broker-short", valid=valid, out=os.path.join(self.tmp, "short"),
+                           trusted=False)
+        self.broker = self.start_cert_broker(short)
+        self.assert_logged(self.EXPIRING % ("broker", "broker-short", "broker-short"))
+        self.serve("echo", *self.cli_args(server_key=short.crt, ca=False))
+        self.wait_expired(short.crt)
+        rc, out, err = self.ca_request(short, "x")
+        self.assertEqual((rc, out), (EX_USAGE, ""), err)
+        self.assertIn("expired on", err)
+        mark = self.broker.mark()
+        os.kill(self.broker.pid, signal.SIGHUP)
+        self.assert_logged(r"error event=certificate_expired kind=broker name=broker-short "
+                           r"path=\S*broker-short\.crt not_after=\S+Z", mark)
+        # Renewed in place: the broker keeps running with the same key
+        self.keygen("renew", "broker-short", "--ca", self.ca, "-o", os.path.dirname(short.crt))
+        rc, out, err = self.ca_request(short, "renewed")
+        self.assertEqual((rc, out), (0, '"renewed"'), err)
+
+    def test_identity_certificates_warned_and_renewed_in_the_trust_folder(self):
+        web = self.issue("web", valid="3d")
+        api = self.issue("api")
+        self.cert_broker("allow * call *\nallow * serve *\n")
+        self.assert_logged(self.EXPIRING % ("identity", "web", "web"))
+        self.assertEqual(self.broker.count(r"name=api\b"), 0)
+        w = self.worker(keypair=web)
+        self.assertIsNotNone(w.ready("echo"))
+        # Renewed beside the old one (another file, same key): one identity,
+        # valid to the later date, and no more warning
+        self.keygen("renew", web.crt, "--ca", self.ca, "-o", os.path.join(self.tmp, "new"))
+        shutil.copy(os.path.join(self.tmp, "new", "web.crt"),
+                    os.path.join(self.certdir, "web-renewed.crt"))
+        mark = self.sighup()
+        self.assertEqual(self.trust_loaded(mark), (3, 0))
+        self.assertEqual(self.broker.count(r"event=certificate_expiring\b", mark), 0,
+                         self.broker.tail(10))
+        self.round_trip(self.client(keypair=api), w, "echo", "api-1")
+
+    def test_renew_refuses_what_it_must_not_certify(self):
+        web = self.issue("web")
+        def refused(*args):
+            r = subprocess.run([KEYGEN_BIN, "renew"] + list(args), capture_output=True,
+                               text=True, timeout=secs(30))
+            self.assertEqual((r.returncode, r.stdout), (1, ""), r.stderr)
+            return r.stderr
+        rogue = self.foreign_ca("rogue-ca")
+        self.assertRegex(refused(web.crt, "--ca", rogue),
+                         r"web\.crt' \(web\) is not signed by the CA in '\S*rogue-ca'")
+        # The key file beside it holds another key
+        other = self.issue("other", trusted=False)
+        shutil.copy(other.public_file, web.public_file)
+        self.assertRegex(refused(web.crt, "--ca", self.ca),
+                         r"holds another key than its key file '\S*web\.key'")
+        api = self.issue("api")
+        self.keygen("revoke", api.crt, "--ca", self.ca)
+        self.assertRegex(refused("api", "-o", self.ids, "--ca", self.ca),
+                         r"api\.crt' is revoked")
+        # Renewal needs no secret and leaves it alone
+        before = os.stat(other.secret_file)
+        os.chmod(other.secret_file, 0)
+        self.keygen("renew", other.crt, "--ca", self.ca)
+        after = os.stat(other.secret_file)
+        self.assertEqual((after.st_mtime_ns, after.st_size), (before.st_mtime_ns, before.st_size))
+
+
 class ForeignAndBrokenFilesTest(CertCase):
 
     def test_certificate_from_a_foreign_ca_is_skipped_and_refused(self):

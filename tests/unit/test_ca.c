@@ -306,6 +306,97 @@ test_foreign_ca (void **state)
     free (other);
 }
 
+//  Renewal: same name and key, new serial and validity, the old file
+//  replaced; the CA refuses what it did not issue, what it revoked, and a
+//  certificate whose key is not the identity's key file's.
+static void
+test_renew (void **state)
+{
+    (void) state;
+    byte key [32];
+    s_issue ("ca", "soon", 2 * 86400, key);
+    char *ca = s_path ("ca");
+    char *crt = s_path ("certs/soon.crt");
+    pigato__cert_info_t before, after;
+    assert_int_equal (pigato__cert_read (crt, &before, s_err, sizeof s_err),
+                      PIGATO_OK);
+    assert_int_equal (pigato__ca_renew (ca, crt, key, 90 * 86400, NULL, &after,
+                                        s_err, sizeof s_err),
+                      PIGATO_OK);
+    assert_string_equal (after.name, "soon");
+    assert_memory_equal (after.public_key, key, 32);
+    assert_string_not_equal (after.serial, before.serial);
+    assert_true (after.not_after > before.not_after + 80 * 86400);
+    //  The file in place is the new certificate, and it verifies
+    pigato__cert_info_t read_back;
+    assert_int_equal (pigato__cert_read (crt, &read_back, s_err, sizeof s_err),
+                      PIGATO_OK);
+    assert_string_equal (read_back.serial, after.serial);
+    pigato__trust_t *trust = s_trust ("ca", true);
+    assert_int_equal (s_verify (trust, "soon", NULL), PIGATO_OK);
+    pigato__trust_destroy (&trust);
+
+    //  An expired certificate may be renewed: that is the fix
+    s_issue ("ca", "lapsed", -3600, key);
+    char *lapsed = s_path ("certs/lapsed.crt");
+    char *fresh = s_path ("certs/lapsed-fresh.crt");
+    assert_int_equal (pigato__ca_renew (ca, lapsed, NULL, 86400, fresh, &after,
+                                        s_err, sizeof s_err),
+                      PIGATO_OK);
+    assert_memory_equal (after.public_key, key, 32);
+    assert_true (after.not_after > (int64_t) time (NULL));
+
+    //  A key file holding another key: refused, nothing written
+    byte other [32];
+    memset (other, 7, sizeof other);
+    assert_int_equal (pigato__ca_renew (ca, crt, other, 86400, NULL, NULL,
+                                        s_err, sizeof s_err),
+                      PIGATO_E_KEY);
+    assert_non_null (strstr (s_err, "does not hold the key"));
+    pigato__cert_info_t unchanged;
+    assert_int_equal (pigato__cert_read (crt, &unchanged, s_err, sizeof s_err),
+                      PIGATO_OK);
+    assert_string_equal (unchanged.serial, read_back.serial);
+
+    //  The destination holds another identity's certificate: kept
+    s_issue ("ca", "bystander", 86400, NULL);
+    char *bystander = s_path ("certs/bystander.crt");
+    assert_int_equal (pigato__ca_renew (ca, crt, NULL, 86400, bystander, NULL,
+                                        s_err, sizeof s_err),
+                      PIGATO_E_INVALID);
+    assert_non_null (strstr (s_err, "not overwriting"));
+
+    //  Revoked: not renewed
+    s_issue ("ca", "revoked", 86400, NULL);
+    char *revoked = s_path ("certs/revoked.crt");
+    assert_int_equal (pigato__ca_revoke (ca, revoked, s_err, sizeof s_err),
+                      PIGATO_OK);
+    assert_int_equal (pigato__ca_renew (ca, revoked, NULL, 86400, NULL, NULL,
+                                        s_err, sizeof s_err),
+                      PIGATO_E_KEY);
+    assert_non_null (strstr (s_err, "is revoked"));
+
+    //  Another CA's certificate: not ours to renew
+    char *other_ca = s_path ("renew-other");
+    assert_int_equal (pigato__ca_init (other_ca, "default", false, s_err,
+                                       sizeof s_err),
+                      PIGATO_OK);
+    s_issue ("renew-other", "stranger", 86400, NULL);
+    char *stranger = s_path ("certs/stranger.crt");
+    assert_int_equal (pigato__ca_renew (ca, stranger, NULL, 86400, NULL, NULL,
+                                        s_err, sizeof s_err),
+                      PIGATO_E_KEY);
+    assert_non_null (strstr (s_err, "is not signed by the CA"));
+    free (stranger);
+    free (other_ca);
+    free (revoked);
+    free (bystander);
+    free (fresh);
+    free (lapsed);
+    free (crt);
+    free (ca);
+}
+
 static void
 test_bad_files (void **state)
 {
@@ -527,6 +618,7 @@ main (void)
         cmocka_unit_test (test_crl_rollback_and_expiry),
         cmocka_unit_test (test_bad_files),
         cmocka_unit_test (test_scan),
+        cmocka_unit_test (test_renew),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
