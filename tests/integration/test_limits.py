@@ -367,17 +367,29 @@ class ByteBudgetTest(MeshTestCase):
     @unittest.skipIf(sanitized(), "a sanitized broker's RSS does not follow "
                      "what it frees closely enough to cross a ceiling on time")
     def test_over_the_memory_ceiling_requests_are_refused_until_under(self):
-        ceiling, held = 40, 12
+        ceiling = 40
         self.budget_broker(["--max-memory", "%dM" % ceiling])
         self.assertIsNotNone(self.broker.wait_for_log(
             r"event=ready .*\bmax_memory=%d\b" % (ceiling * MIB), 1))
-        # Requests nobody serves hold more than that in bodies for 3 s
+        # Requests nobody serves hold more than that in bodies for 8 s. One
+        # at a time, each read before the next is sent (a ping after it is
+        # answered in order), and each under 1 MiB, so the holder never has
+        # a MiB unread: the ceiling's cut, which takes connections holding
+        # that much unread or unsent, does not take it (and its requests)
         holder = self.client(keypair=self.victim)
-        for i in range(held):
-            holder.request("nobody", "held-%d" % i, '"%s"' % ("z" * (4 * MIB)),
-                           '{"timeout":3000}')
-        self.assertIsNotNone(self.wait_log(r"event=memory_over_ceiling rss=\d+ "
-                                           r"max_memory=%d" % (ceiling * MIB), 10))
+        over = None
+        for i in range(100):
+            holder.request("nobody", "held-%d" % i, '"%s"' % ("z" * (900 * 1024)),
+                           '{"timeout":8000}')
+            holder.request("mmi.service", "ping-%d" % i, '"work"')
+            self.assertIsNotNone(holder.final("ping-%d" % i, 10)[1],
+                                 self.broker.tail(10))
+            over = self.broker.wait_for_log(
+                r"event=memory_over_ceiling rss=\d+ max_memory=%d"
+                % (ceiling * MIB), 0.05, idle=self.mesh.pump)
+            if over:
+                break
+        self.assertIsNotNone(over, self.broker.tail(10))
         self.vclient.request("work", "refused", '"ping"')
         _, final = self.vclient.final("refused", 5)
         self.assertIsNotNone(final, self.broker.tail(10))
