@@ -106,7 +106,7 @@ row() {
     stop "$wpid" "$SPID"
     if [ $status != 0 ]; then
         echo "bench: $label failed (exit $status); logs:" >&2
-        tail -5 "$WORK/server.log" "$WORK/worker.log" "$WORK/client.log" >&2
+        tail -n 5 "$WORK/server.log" "$WORK/worker.log" "$WORK/client.log" >&2
         return 1
     fi
     tail -1 "$OUT"

@@ -49,9 +49,11 @@ extern "C" {
 #define PIGATO_SERVICE_MAX  255    //  longest service name, bytes
 #define PIGATO_Z85_KEY_SIZE 40     //  Z85 text of a 32-byte CURVE key
 
-//  Client and worker default: how long a link may go without a completed
-//  handshake before it counts as failed (PIGATO_E_UNREACHABLE,
-//  PIGATO_E_RESOLVE or PIGATO_E_HANDSHAKE, see pigato_client_connect)
+//  Client and worker default: how long a link may go without a TCP
+//  connection before it counts as failed (PIGATO_E_UNREACHABLE or
+//  PIGATO_E_RESOLVE, see pigato_client_connect). Once connected, its
+//  handshake has 10 s (a busy broker in a storm of handshakes is slow; a
+//  failing handshake says so at once) before PIGATO_E_HANDSHAKE
 #define PIGATO_CONNECT_TIMEOUT_MS 1500
 
 //  Broker default: how long a new connection may take to finish its

@@ -569,6 +569,11 @@ s_monitor_drain (pigato__link_t *self, unsigned generation, size_t *received)
         links->lost (links->owner, self);
 }
 
+//  How long a link whose TCP connection is up waits for its handshake
+//  before it counts as failed (E_HANDSHAKE): more than a broker's own
+//  handshake timeout (5 s by default), which closes what takes longer.
+#define LINK_HANDSHAKE_WAIT_MS 10000
+
 int64_t
 pigato__links_expire (pigato__links_t *self, int64_t now, int64_t timeout_ms)
 {
@@ -577,7 +582,12 @@ pigato__links_expire (pigato__links_t *self, int64_t now, int64_t timeout_ms)
         pigato__link_t *link = self->items [index];
         if (link->state != PIGATO__LINK_CONNECTING || link->failure)
             continue;
-        int64_t due = link->opened_at + timeout_ms;
+        //  Connected, and the handshake under way: a busy broker (a storm
+        //  of peers connecting at once, hundreds of CURVE handshakes a
+        //  second) may take longer than a broker that is not there; a
+        //  handshake that fails says so at once (a monitor event)
+        int64_t due = link->opened_at
+                    + (link->connected ? LINK_HANDSHAKE_WAIT_MS : timeout_ms);
         if (due > now) {
             if (next < 0 || due < next)
                 next = due;
