@@ -34,6 +34,31 @@ CLI_BIN = os.path.join(BUILD, "pigato")
 SLOW = float(os.environ.get("PIGATO_TEST_SLOW", "1"))
 
 
+
+def build_c_program(source, output):
+    """Compiles one C file (a test's own peer) against BUILD/libpigato.a,
+    with the packages of the Makefile and the sanitizers the broker was
+    built with, if any. Raises RuntimeError with the compiler's words."""
+    pkgs = ["libzmq", "libczmq", "libsodium", "jansson", "libssl", "libcrypto"]
+    libs = subprocess.run(["pkg-config", "--libs"] + pkgs, capture_output=True,
+                          text=True, check=True).stdout.split()
+    cflags = subprocess.run(["pkg-config", "--cflags"] + pkgs, capture_output=True,
+                            text=True, check=True).stdout.split()
+    ldd = subprocess.run(["ldd", os.path.join(BUILD, "pigato-broker")],
+                         capture_output=True, text=True).stdout
+    sanitize = [s for s, lib in (("address", "libasan"), ("undefined", "libubsan"))
+                if lib in ldd]
+    san = ["-fsanitize=" + ",".join(sanitize)] if sanitize else []
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    cmd = (["cc", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-g"]
+           + san + cflags + ["-I", os.path.join(REPO, "include"), "-o", output, source,
+                             os.path.join(BUILD, "libpigato.a")]
+           + libs + ["-lpthread", "-lm"])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("cannot build %s:\n%s\n%s"
+                           % (os.path.basename(output), " ".join(cmd), r.stderr))
+
 def secs(value):
     """A timeout in seconds, stretched by PIGATO_TEST_SLOW."""
     return value * SLOW

@@ -116,24 +116,7 @@ class Outcome:
 
 
 def _build_peer():
-    pkgs = ["libzmq", "libczmq", "libsodium", "jansson", "libssl", "libcrypto"]
-    libs = subprocess.run(["pkg-config", "--libs"] + pkgs, capture_output=True,
-                          text=True, check=True).stdout.split()
-    cflags = subprocess.run(["pkg-config", "--cflags"] + pkgs, capture_output=True,
-                            text=True, check=True).stdout.split()
-    ldd = subprocess.run(["ldd", os.path.join(BUILD, "pigato-broker")],
-                         capture_output=True, text=True).stdout
-    sanitize = [s for s, lib in (("address", "libasan"), ("undefined", "libubsan"))
-                if lib in ldd]
-    san = ["-fsanitize=" + ",".join(sanitize)] if sanitize else []
-    os.makedirs(os.path.dirname(PEER), exist_ok=True)
-    cmd = (["cc", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-g"] + san
-           + cflags + ["-I", os.path.join(REPO, "include"), "-o", PEER,
-                       os.path.join(HERE, "matrix_peer.c"),
-                       os.path.join(BUILD, "libpigato.a")] + libs + ["-lm"])
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("cannot build matrix_peer:\n%s\n%s" % (" ".join(cmd), r.stderr))
+    harness.build_c_program(os.path.join(HERE, "matrix_peer.c"), PEER)
 
 
 def _node_available():

@@ -11,7 +11,6 @@ port the worker and the client use it again."""
 import os
 import re
 import signal
-import subprocess
 import time
 import unittest
 
@@ -24,28 +23,8 @@ E_NOTCONNECTED = -12
 
 
 def _build_mb_client():
-    """Compiles mb_client.c against BUILD/libpigato.a, with the sanitizers
-    the broker was built with, if any (as test_node_interop.py builds
-    c_worker)."""
-    pkgs = ["libzmq", "libczmq", "libsodium", "jansson", "libssl", "libcrypto"]
-    libs = subprocess.run(["pkg-config", "--libs"] + pkgs, capture_output=True,
-                          text=True, check=True).stdout.split()
-    cflags = subprocess.run(["pkg-config", "--cflags"] + pkgs, capture_output=True,
-                            text=True, check=True).stdout.split()
-    ldd = subprocess.run(["ldd", os.path.join(BUILD, "pigato-broker")],
-                         capture_output=True, text=True).stdout
-    sanitize = [s for s, lib in (("address", "libasan"), ("undefined", "libubsan"))
-                if lib in ldd]
-    san = ["-fsanitize=" + ",".join(sanitize)] if sanitize else []
-    os.makedirs(os.path.dirname(MB_CLIENT), exist_ok=True)
-    cmd = (["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-D_GNU_SOURCE"]
-           + san + cflags
-           + ["-I", os.path.join(harness.REPO, "include"), "-o", MB_CLIENT,
-              os.path.join(HERE, "mb_client.c"), os.path.join(BUILD, "libpigato.a")]
-           + libs + ["-lpthread", "-lm"])
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("cannot build mb_client:\n%s\n%s" % (" ".join(cmd), r.stderr))
+    """Compiles mb_client.c (harness.build_c_program)."""
+    harness.build_c_program(os.path.join(HERE, "mb_client.c"), MB_CLIENT)
 
 
 def _sent(match_line, endpoint):

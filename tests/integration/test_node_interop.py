@@ -35,27 +35,8 @@ def _unavailable(reason):
 
 
 def _build_c_worker():
-    """Compiles tests/node/c_worker.c against BUILD/libpigato.a, with the
-    sanitizers the broker was built with, if any."""
-    # the same packages as the Makefile (PKGS)
-    pkgs = ["libzmq", "libczmq", "libsodium", "jansson", "libssl", "libcrypto"]
-    libs = subprocess.run(["pkg-config", "--libs"] + pkgs, capture_output=True,
-                          text=True, check=True).stdout.split()
-    cflags = subprocess.run(["pkg-config", "--cflags"] + pkgs, capture_output=True,
-                            text=True, check=True).stdout.split()
-    ldd = subprocess.run(["ldd", os.path.join(BUILD, "pigato-broker")],
-                         capture_output=True, text=True).stdout
-    sanitize = [s for s, lib in (("address", "libasan"), ("undefined", "libubsan"))
-                if lib in ldd]
-    san = ["-fsanitize=" + ",".join(sanitize)] if sanitize else []
-    os.makedirs(os.path.dirname(C_WORKER), exist_ok=True)
-    cmd = (["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-g"] + san + cflags
-           + ["-I", os.path.join(REPO, "include"), "-o", C_WORKER,
-              os.path.join(NODE_DIR, "c_worker.c"), os.path.join(BUILD, "libpigato.a")]
-           + libs + ["-lm"])
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("cannot build c_worker:\n%s\n%s" % (" ".join(cmd), r.stderr))
+    """Compiles tests/node/c_worker.c (harness.build_c_program)."""
+    harness.build_c_program(os.path.join(NODE_DIR, "c_worker.c"), C_WORKER)
 
 
 class NodeInteropTest(MeshTestCase):
