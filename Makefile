@@ -78,7 +78,7 @@ $(BUILD)/pigato-keygen: $(BUILD)/mesh/programs/keygen_main.o $(LIB_A)
 BENCH_PROGRAMS := $(BUILD)/pigato-bench $(BUILD)/pigato-relay $(BUILD)/nats-bench \
                   $(BUILD)/pigato-conns $(BUILD)/pigato-floor $(BUILD)/pigato-steady
 $(BUILD)/bench/pigato_bench.o $(BUILD)/bench/nats_bench.o $(BUILD)/bench/conns.o \
-$(BUILD)/bench/floor.o: bench/proc.h
+$(BUILD)/bench/floor.o $(BUILD)/bench/steady.o: bench/proc.h bench/signals.h
 $(BUILD)/pigato-conns: $(BUILD)/bench/conns.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libzmq)
 

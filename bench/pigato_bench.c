@@ -41,6 +41,7 @@
 #include <unistd.h>
 #include "../include/pigato.h"
 #include "proc.h"
+#include "signals.h"
 
 //  The framing setters may be missing from an older libpigato: referenced
 //  weakly, so this program links either way and --framing says so when
@@ -305,30 +306,10 @@ cleanup:
     return rc;
 }
 
-//  SIGINT and SIGTERM end the run through zsys_interrupted: libpigato
-//  leaves signals to the program (pigato.h), so the program catches them.
-static void
-s_on_stop_signal (int signal_number)
-{
-    (void) signal_number;
-    zsys_interrupted = 1;
-}
-
-static void
-s_catch_stop_signals (void)
-{
-    struct sigaction action;
-    memset (&action, 0, sizeof action);
-    action.sa_handler = s_on_stop_signal;
-    sigemptyset (&action.sa_mask);
-    sigaction (SIGINT, &action, NULL);
-    sigaction (SIGTERM, &action, NULL);
-}
-
 int
 main (int argc, char *argv [])
 {
-    s_catch_stop_signals ();
+    bench_catch_stop_signals ();
     static const struct option options [] = {
         { "broker", required_argument, NULL, 'b' },
         { "server-key", required_argument, NULL, 'k' },
