@@ -422,25 +422,36 @@ s_ca_init (const s_options_t *options)
 //  --------------------------------------------------------------------------
 //  pigato-keygen issue NAME: a key pair and its certificate.
 
+//  The certificate validity --valid gives (90 days without it) into
+//  *valid, in seconds; -1, with a message, if it is not a duration.
+static int
+s_valid_option (const s_options_t *options, int64_t *valid)
+{
+    *valid = 90 * 86400;
+    if (options->valid && s_duration_parse (options->valid, valid) != 0) {
+        fprintf (stderr,
+                 "pigato-keygen: invalid --valid '%s' (a number and "
+                 "a unit, s m h d w or y, e.g. 30s, 12h, 90d; at most "
+                 "100y)\n",
+                 options->valid);
+        return -1;
+    }
+    return 0;
+}
+
 static int
 s_issue (const char *name, const s_options_t *options)
 {
     const char *dir = options->dir ? options->dir : ".";
-    int64_t valid = 90 * 86400;
+    int64_t valid;
     if (!options->ca) {
         fputs ("pigato-keygen: issue needs --ca DIR (the CA directory; "
                "create one with: pigato-keygen ca init -o DIR)\n",
                stderr);
         return EXIT_USAGE;
     }
-    if (options->valid && s_duration_parse (options->valid, &valid) != 0) {
-        fprintf (stderr,
-                 "pigato-keygen: invalid --valid '%s' (a number and "
-                 "a unit, s m h d w or y, e.g. 30s, 12h, 90d; at most "
-                 "100y)\n",
-                 options->valid);
+    if (s_valid_option (options, &valid))
         return EXIT_USAGE;
-    }
     int rc = s_prepare (name, dir);
     if (rc != 0)
         return rc;
@@ -590,20 +601,14 @@ s_key_beside (const char *crt_path, byte *key, char **key_path)
 static int
 s_renew (const char *target, const s_options_t *options)
 {
-    int64_t valid = 90 * 86400;
+    int64_t valid;
     if (!options->ca) {
         fputs ("pigato-keygen: renew needs --ca DIR (the CA directory)\n",
                stderr);
         return EXIT_USAGE;
     }
-    if (options->valid && s_duration_parse (options->valid, &valid) != 0) {
-        fprintf (stderr,
-                 "pigato-keygen: invalid --valid '%s' (a number and "
-                 "a unit, s m h d w or y, e.g. 30s, 12h, 90d; at most "
-                 "100y)\n",
-                 options->valid);
+    if (s_valid_option (options, &valid))
         return EXIT_USAGE;
-    }
     int rc = 0;
     char *out_path = NULL;
     char *path = s_target_path (target, options, &rc);
