@@ -41,6 +41,7 @@ typedef struct {
     int64_t rss;             //  resident bytes at the last read
     int64_t rss_floor;       //  lowest RSS since the last scan
     int64_t trim_at;         //  when to give freed memory back, 0: no
+    int trims_left;          //  more trims after a cut, a second apart
     pigato__conn_t *checks;  //  connections to check outbound
     size_t check_count;
     size_t check_max;

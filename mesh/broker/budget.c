@@ -44,7 +44,8 @@
 //  Over the ceiling, a connection holding less is not cut (it would not
 //  help)
 #define CUT_MIN       MIB
-#define TRIM_AFTER_MS 200   //  a cut connection's memory is freed by then
+#define TRIM_AFTER_MS 200   //  a cut connection's memory is mostly freed by then
+#define TRIM_AFTER_CUT 5    //  trims after a cut: the last frees may be late
 #define TRIM_EVERY_MS 1000  //  over the ceiling, freed memory goes back
 
 void
@@ -252,9 +253,12 @@ s_cut (pigato_broker_t *self, const pigato__conn_t *conn, cut_reason_t reason,
     shutdown (conn->fd, SHUT_RDWR);
     pigato__broker_dying (self, conn->fd);
     //  libzmq's I/O thread frees what the connection held once its engine
-    //  ends; much of it is small blocks that malloc keeps unless trimmed
+    //  ends; much of it is small blocks that malloc keeps unless trimmed.
+    //  A long queue takes the I/O thread a while on a slow machine: the
+    //  first trim is followed by more, a second apart
     if (budget->trim_at == 0)
         budget->trim_at = self->core->now_ms + TRIM_AFTER_MS;
+    budget->trims_left = TRIM_AFTER_CUT;
 }
 
 //  The connections queued when they passed an outbound step.
@@ -323,6 +327,10 @@ pigato__budget_tick (pigato_broker_t *self, int64_t now)
     if (budget->trim_at && now >= budget->trim_at) {
         malloc_trim (0);
         budget->trim_at = 0;
+        if (budget->trims_left > 0) {
+            budget->trims_left--;
+            budget->trim_at = now + TRIM_EVERY_MS;
+        }
     }
     int64_t rss = s_rss (budget);
     if (rss < 0)

@@ -26,6 +26,7 @@
 #define LINK_DISPATCH_ROUNDS 4     //  zloop: rounds in one turn, then next turn
 #define LINK_BACKOFF_MS      500   //  first wait after a refusal
 #define LINK_BACKOFF_MAX_MS  30000  //  longest wait after refusals in a row
+#define LINK_HANDSHAKE_DROPS 3      //  closes during handshakes that fail it
 //  What the monitor reports
 #define LINK_EVENTS                                                            \
     (ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECTED                              \
@@ -478,6 +479,9 @@ s_monitor_drain (pigato__link_t *self, unsigned generation, size_t *received)
         switch (number) {
             case ZMQ_EVENT_DISCONNECTED:
                 disconnected = true;
+                if (!up && self->state == PIGATO__LINK_CONNECTING
+                    && self->connected)
+                    self->handshake_drops++;
                 up = false;
                 if (self->state == PIGATO__LINK_UP && !self->heard) {
                     //  libzmq reconnects: a new handshake to wait for
@@ -489,6 +493,7 @@ s_monitor_drain (pigato__link_t *self, unsigned generation, size_t *received)
             case ZMQ_EVENT_CONNECTED: self->connected = true; break;
             case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
                 up = true;
+                self->handshake_drops = 0;
                 auth_status = protocol_error = 0;
                 broke = false;
                 break;
@@ -516,6 +521,21 @@ s_monitor_drain (pigato__link_t *self, unsigned generation, size_t *received)
             links->change (links->owner, self);
         if (self->generation != generation)
             return;
+    }
+    //  The broker closed the connection during the handshake, again and
+    //  again, with no reason given. Which side saw a mechanism mismatch
+    //  first is a race: the peer that loses it sees only the close.
+    if (self->state != PIGATO__LINK_UP && !auth_status && !protocol_error
+        && self->handshake_drops >= LINK_HANDSHAKE_DROPS) {
+        self->handshake_drops = 0;
+        if (links->security->insecure) {
+            s_link_fail (self, PIGATO_E_HANDSHAKE,
+                         "no handshake with the broker: it closed the "
+                         "connection during the handshake; does it use "
+                         "CURVE? this peer is insecure (give --server-key)");
+            return;
+        }
+        broke = true;
     }
     char text [200];
     if (auth_status) {
@@ -551,8 +571,9 @@ s_monitor_drain (pigato__link_t *self, unsigned generation, size_t *received)
         self->keys_failed = 0;
         self->key_index = (self->key_index + 1) % (keys ? keys : 1);
         s_link_fail (self, PIGATO_E_HANDSHAKE,
-                     "no handshake with the broker: wrong server key, or "
-                     "a plaintext broker?");
+                     "no handshake with the broker: wrong server key, "
+                     "a plaintext broker, or one with no room for more "
+                     "connections?");
         return;
     }
     if (!disconnected || !self->heard)
@@ -892,6 +913,7 @@ pigato__link_open (pigato__link_t *self, char *err, size_t err_size)
     self->generation++;
     self->last_seen = self->opened_at = pigato__now_ms ();
     self->heard = self->connected = false;
+    self->handshake_drops = 0;
     self->native = self->framing == PIGATO__FRAMING_NATIVE;
     self->retry_at = 0;
     self->acknowledged = false;

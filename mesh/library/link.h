@@ -64,6 +64,7 @@ typedef struct {
     size_t key_index;            //  server key in use (rotation)
     size_t keys_failed;          //  keys refused in a row, since last UP
     unsigned refusals;           //  refusals in a row (backoff), since UP
+    unsigned handshake_drops;    //  closed during the handshake, in a row
     int64_t retry_at;            //  CLOSED after a refusal: reopen from then
     bool acknowledged;  //  the broker took the greeting (worker: READY)
 } pigato__link_t;
