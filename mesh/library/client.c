@@ -88,7 +88,7 @@ s_request_destroy (s_request_t **req_p)
 //  --------------------------------------------------------------------------
 //  Picks a link round-robin, other than avoid (a broker just lost), among
 //  those whose handshake completed: first links whose broker answered
-//  within two intervals, then any other, then avoid itself (reopened and
+//  (or completed the handshake) within two intervals, then any other, then avoid itself (reopened and
 //  up again; the only one left). NULL if no link is up: the request waits
 //  for one (parked), as a request sent into a connection that never
 //  completes would wait for its timeout.

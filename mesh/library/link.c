@@ -292,7 +292,10 @@ pigato__link_send (pigato__link_t *self, const pigato__msg_t *message)
 bool
 pigato__link_alive (pigato__link_t *self, int64_t now, int64_t window_ms)
 {
-    return self->sock && self->heard && now - self->last_seen <= window_ms;
+    //  A completed handshake is the broker answering too: a link just up
+    //  takes its share of requests before its broker has sent anything
+    return self->sock && (self->heard || self->state == PIGATO__LINK_UP)
+        && now - self->last_seen <= window_ms;
 }
 
 bool
@@ -513,6 +516,7 @@ s_monitor_drain (pigato__link_t *self, unsigned generation, size_t *received)
     pigato__links_t *links = self->links;
     if (up && self->state != PIGATO__LINK_UP) {
         self->state = PIGATO__LINK_UP;
+        self->last_seen = pigato__now_ms ();
         self->failure = 0;
         self->keys_failed = self->refusals = 0;
         pigato__log (PIGATO_LOG_DEBUG, "event=%s_handshake endpoint=%s",

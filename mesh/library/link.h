@@ -156,7 +156,8 @@ int pigato__link_open (pigato__link_t *self, char *err,
 //  their zloop readers).
 void pigato__link_close (pigato__link_t *self);
 
-//  True if the link has a socket and its broker spoke within window_ms.
+//  True if the link has a socket and its broker spoke (or completed the
+//  handshake) within window_ms.
 bool pigato__link_alive (pigato__link_t *self, int64_t now, int64_t window_ms);
 
 //  True if the greeting should carry the native offer (auto mode).

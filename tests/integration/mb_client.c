@@ -1,8 +1,8 @@
 /*  mb_client.c - load client for test_multibroker.py: one libpigato client
     on several brokers keeps --inflight requests with {"retry":3} to the
     echo service in flight until SIGUSR1, then waits for the last replies
-    and reports. After 50 replies it also sends --held requests without
-    retry to a service no worker offers (they stay queued in a broker, so
+    and reports. After 50 replies, once every broker took 10 requests, it
+    also sends --held requests without retry to a service no worker offers (they stay queued in a broker, so
     they are in flight when a broker dies).
 
       mb_client --broker EP [--broker EP...] --server-key FILE
@@ -208,7 +208,13 @@ main (int argc, char *argv [])
             }
             s_in_flight++;
         }
-        if (!held_sent && s_ok >= 50) {
+        //  Once every broker takes requests (a link gets them from its
+        //  handshake on: the first broker up may take all of the start)
+        bool all_used = true;
+        for (int index = 0; index < s_endpoint_count; index++)
+            if (s_sent_to [index] < 10)
+                all_used = false;
+        if (!held_sent && s_ok >= 50 && all_used) {
             for (int index = 0; index < held_count; index++)
                 if (pigato_client_request (client, "nobody", "h", 1,
                                            "{\"timeout\":60000}", s_on_held,

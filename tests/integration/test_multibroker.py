@@ -70,16 +70,24 @@ class MultiBrokerTest(MeshTestCase):
 
         client = self.start([MB_CLIENT, "--broker", a, "--broker", b,
                              "--server-key", key.public_file, "--heartbeat",
-                             HEARTBEAT, "--inflight", 32, "--held", 20],
+                             HEARTBEAT, "--inflight", 200, "--held", 20],
                             name="mb_client", env={"MB_DEBUG": "1"})
         held = client.wait_for_line(r"^held_sent count=(\d+)", 20, 0, "stdout")
         self.assertIsNotNone(held, client.tail())
         self.assertEqual(int(held.group(1)), 20)
 
-        # Load is spread over both brokers
+        # Load is spread over both brokers, and both take requests now (a
+        # link gets requests once its broker has spoken: at first the one
+        # that answered first takes them all)
         line, at = self.progress(client, 0)
-        while int(re.search(r"replies=(\d+)", line).group(1)) < 300:
+        for _ in range(200):
+            previous = line
             line, at = self.progress(client, at)
+            if (int(re.search(r"replies=(\d+)", line).group(1)) >= 300
+                    and _sent(line, a) > 50 and _sent(line, b) > 50
+                    and _sent(line, a) > _sent(previous, a)
+                    and _sent(line, b) > _sent(previous, b)):
+                break
         self.assertGreater(_sent(line, a), 50, line)
         self.assertGreater(_sent(line, b), 50, line)
 
