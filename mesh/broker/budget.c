@@ -43,10 +43,10 @@
 #define MIB            (1024 * 1024)
 //  Over the ceiling, a connection holding less is not cut (it would not
 //  help)
-#define CUT_MIN       MIB
-#define TRIM_AFTER_MS 200   //  a cut connection's memory is mostly freed by then
+#define CUT_MIN        MIB
+#define TRIM_AFTER_MS  200  //  a cut connection's memory is mostly freed by then
 #define TRIM_AFTER_CUT 5    //  trims after a cut: the last frees may be late
-#define TRIM_EVERY_MS 1000  //  over the ceiling, freed memory goes back
+#define TRIM_EVERY_MS  1000  //  over the ceiling, freed memory goes back
 
 void
 pigato__budget_init (pigato__budget_t *self)
