@@ -45,6 +45,8 @@ pigato__front_denied (pigato_broker_t *self, const pigato__front_in_t *in,
 {
     pigato__guard_denied (self->guard, in->m.sender.data, in->m.sender.size,
                           in->meta, peer, verb, service, reason);
+    pigato__stats_denied (self->core->stats, peer ? peer->name : NULL,
+                          verb == PIGATO__VERB_CALL ? service : NULL);
 }
 
 bool
