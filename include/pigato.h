@@ -690,7 +690,7 @@ PIGATO_EXPORT int64_t
 //  every interface; PORT 0: any free one): GET /metrics answers in the
 //  Prometheus text format 0.0.4 (docs/cli.md lists the metrics), from
 //  libmicrohttpd's thread, with a text the broker's loop renders on its
-//  own thread (at most one every 100 ms; a scrape waits for it at most
+//  own thread (at most one every 500 ms; a scrape waits for it at most
 //  2 s, then gets the last one, or 503 while the loop does not run).
 //  Other paths get 404, other methods 405; at most 4 connections at
 //  once. Off unless called; binds at once; call before run (). Returns 0,

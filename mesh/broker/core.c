@@ -580,24 +580,38 @@ s_admit (pigato__core_t *self, pigato__request_t *request,
     return 0;
 }
 
-//  Writes a reply text for the front-end to send; returns status.
-static int s_refuse (char *error, size_t error_size, int status,
+//  A request refused before it was taken: counted as one that ended so
+//  (the outcome its error text says), on the name it asked for.
+static void
+s_refused (pigato__core_t *self, const pigato__submit_t *in, const char *error)
+{
+    pigato__stats_finish (self->stats,
+                          pigato__stats_service (self->stats, in->name),
+                          pigato__stats_outcome_of (error),
+                          in->body.size + (in->opts ? in->opts->size : 0), 0);
+}
+
+//  Writes a reply text for the front-end to send, counts the refusal;
+//  returns status.
+static int s_refuse (pigato__core_t *self, const pigato__submit_t *in,
+                     char *error, size_t error_size, int status,
                      const char *format, ...)
-    __attribute__ ((format (printf, 4, 5)));
+    __attribute__ ((format (printf, 6, 7)));
 static int
-s_refuse (char *error, size_t error_size, int status, const char *format, ...)
+s_refuse (pigato__core_t *self, const pigato__submit_t *in, char *error,
+          size_t error_size, int status, const char *format, ...)
 {
     va_list args;
     va_start (args, format);
     vsnprintf (error, error_size, format, args);
     va_end (args);
+    s_refused (self, in, error);
     return status;
 }
 
-//  pigato__core_submit, but for the counting of its refusals.
-static int
-s_submit (pigato__core_t *self, const pigato__submit_t *in, char *error,
-          size_t error_size)
+int
+pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
+                     char *error, size_t error_size)
 {
     error [0] = 0;
     bool mdp = in->caller.framing == PIGATO__FRAMING_MDP;
@@ -622,16 +636,16 @@ s_submit (pigato__core_t *self, const pigato__submit_t *in, char *error,
     if (pigato__table_lookup (self->requests, key.hash, &key))
         return PIGATO_E_INVALID;  //  a rid already in flight
     if (pigato__table_size (self->requests) >= PIGATO__PENDING_MAX)
-        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+        return s_refuse (self, in, error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker holds too many requests; "
                          "try again later");
     if (in->opts && in->opts->size > PIGATO__OPTS_MAX)
-        return s_refuse (error, error_size, PIGATO_E_INVALID,
+        return s_refuse (self, in, error, error_size, PIGATO_E_INVALID,
                          "E_INVALID_OPTS request opts over %d bytes",
                          PIGATO__OPTS_MAX);
     if (self->over_memory) {
         self->counters.over_memory++;
-        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+        return s_refuse (self, in, error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker is over its memory "
                          "ceiling; try again later");
     }
@@ -639,15 +653,17 @@ s_submit (pigato__core_t *self, const pigato__submit_t *in, char *error,
     pigato__tenant_t *tenant = pigato__core_tenant_of (self, &in->caller.conn,
                                                        in->identity);
     if (!tenant)
-        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+        return s_refuse (self, in, error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker ran out of memory; try "
                          "again later");
     if (tenant->stats)
         tenant->stats->requests++;
     if (pigato__core_quota_admit (
             self, tenant, name, in->body.size + (in->opts ? in->opts->size : 0),
-            error, error_size))
+            error, error_size)) {
+        s_refused (self, in, error);
         return PIGATO_E_NOMEM;
+    }
     //  The ACL allowed this caller: a cached reply may answer it (not a
     //  request that names its worker)
     pigato__cached_t cached;
@@ -681,7 +697,7 @@ s_submit (pigato__core_t *self, const pigato__submit_t *in, char *error,
                                          : NULL;
     if (!request) {
         pigato__services_release (self->services, &service);
-        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+        return s_refuse (self, in, error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker ran out of memory; try "
                          "again later");
     }
@@ -690,7 +706,7 @@ s_submit (pigato__core_t *self, const pigato__submit_t *in, char *error,
         //  ignore: refuse the request rather than guess
         pigato__request_destroy (&self->request_pool, &request);
         pigato__services_release (self->services, &service);
-        return s_refuse (error, error_size, PIGATO_E_INVALID,
+        return s_refuse (self, in, error, error_size, PIGATO_E_INVALID,
                          "E_INVALID_OPTS request opts must be a JSON object");
     }
     pigato__worker_t *target = NULL;
@@ -702,7 +718,7 @@ s_submit (pigato__core_t *self, const pigato__submit_t *in, char *error,
         if (!target || !target->service
             || !pigato__service_matches (target->service, service)) {
             char printable [4 * 64 + 4];
-            int rc = s_refuse (error, error_size, PIGATO_E_REPLY,
+            int rc = s_refuse (self, in, error, error_size, PIGATO_E_REPLY,
                                "E_WORKER_NOT_FOUND no worker %s serves %s",
                                pigato__printable (id.data, id.size, printable,
                                                   sizeof printable),
@@ -713,26 +729,12 @@ s_submit (pigato__core_t *self, const pigato__submit_t *in, char *error,
         }
     }
     if (s_admit (self, request, service, target, tenant, in))
-        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+        return s_refuse (self, in, error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker ran out of memory; try "
                          "again later");
     return 0;
 }
 
-int
-pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
-                     char *error, size_t error_size)
-{
-    int rc = s_submit (self, in, error, error_size);
-    if (rc && error [0])
-        //  Refused before it was taken: counted as a request that ended
-        pigato__stats_finish (self->stats,
-                              pigato__stats_service (self->stats, in->name),
-                              pigato__stats_outcome_of (error),
-                              in->body.size + (in->opts ? in->opts->size : 0),
-                              0);
-    return rc;
-}
 
 //  The request filed under alias + rid, or NULL.
 static pigato__request_t *
@@ -1064,9 +1066,9 @@ pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
     pigato__caller_t caller = s_caller (request);
     self->emit->reply (self->emit_arg, &caller, type, status, body, body_count,
                        opts, body_part);
-    size_t bytes = 0;
-    for (size_t index = 0; index < body_count; index++)
-        bytes += body [index].size;
+    size_t bytes = body_count ? body [0].size : 0;
+    for (size_t index = 1; index < body_count; index++)
+        bytes += body [index].size;  //  MDP
     pigato__stats_reply (self->stats, request->stats, bytes);
     if (type == PIGATO__PARTIAL) {
         self->counters.partials++;

@@ -38,7 +38,9 @@ pigato__front_bad (pigato_broker_t *self, const pigato__front_in_t *in,
                  peer, address ? address : "?", reason, in->frames);
 }
 
-void
+//  Rare: kept out of the callers' way (pigato__front_allows is on every
+//  message's path)
+__attribute__ ((cold, noinline)) void
 pigato__front_denied (pigato_broker_t *self, const pigato__front_in_t *in,
                       const pigato__peer_t *peer, int verb, const char *service,
                       const char *reason)

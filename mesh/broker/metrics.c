@@ -54,11 +54,12 @@ s_utf8_length (const unsigned char *text)
     return length;
 }
 
-//  A name as valid UTF-8 without control bytes: those and bytes that are
-//  no UTF-8 become the text \xNN (a name that holds such bytes is shown,
-//  not dropped). For a Prometheus label (label true) '\\', '"' and a
-//  newline are escaped as the text format wants. Caller frees; NULL if
-//  out of memory.
+//  A name as valid UTF-8: bytes that are no UTF-8 become the text \xNN
+//  (a name that holds such bytes is shown, not dropped: JSON and labels
+//  must be UTF-8). For a Prometheus label (label true) '\\', '"' and a
+//  newline are escaped as the text format wants, and other control bytes
+//  are shown as \xNN too (a carriage return would split the line for some
+//  readers). Caller frees; NULL if out of memory.
 static char *
 s_clean (const char *name, bool label)
 {
@@ -70,7 +71,13 @@ s_clean (const char *name, bool label)
     const unsigned char *at = (const unsigned char *) name;
     while (*at) {
         size_t length = s_utf8_length (at);
-        if (length == 1 && (*at < 0x20 || *at == 0x7f))
+        if (label && *at == '\n') {
+            memcpy (text + used, "\\n", 2);
+            used += 2;
+            at++;
+            continue;
+        }
+        if (label && length == 1 && (*at < 0x20 || *at == 0x7f))
             length = 0;
         if (length == 0) {
             used += (size_t) sprintf (text + used,
@@ -374,6 +381,10 @@ s_services_text (pigato_broker_t *self, FILE *out)
     s_family (out, histogram, "histogram",
               "Time from admission to the final reply (ok and error), as "
               "the broker's loop sees it.");
+    char bounds [PIGATO__LATENCY_BUCKETS][24];  //  "le" values, once
+    for (int bucket = 0; bucket < PIGATO__LATENCY_BUCKETS; bucket++)
+        snprintf (bounds [bucket], sizeof bounds [bucket], "%g",
+                  (double) pigato__latency_bounds_us [bucket] / 1e6);
     for (size_t index = 0; index < count; index++) {
         pigato__service_stats_t *record = views [index].record;
         const char *label = views [index].label;
@@ -382,10 +393,8 @@ s_services_text (pigato_broker_t *self, FILE *out)
         int64_t cumulative = 0;
         for (int bucket = 0; bucket < PIGATO__LATENCY_BUCKETS; bucket++) {
             cumulative += record->latency [bucket];
-            fprintf (out, "%s_bucket{service=\"%s\",le=\"%g\"} %" PRId64 "\n",
-                     histogram, label,
-                     (double) pigato__latency_bounds_us [bucket] / 1e6,
-                     cumulative);
+            fprintf (out, "%s_bucket{service=\"%s\",le=\"%s\"} %" PRId64 "\n",
+                     histogram, label, bounds [bucket], cumulative);
         }
         cumulative += record->latency [PIGATO__LATENCY_BUCKETS];
         fprintf (out, "%s_bucket{service=\"%s\",le=\"+Inf\"} %" PRId64 "\n",

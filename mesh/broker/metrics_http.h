@@ -22,7 +22,7 @@
 
 #define PIGATO__METRICS_CONNECTIONS  4     //  open at once
 #define PIGATO__METRICS_IDLE_S       10    //  idle connection closed after
-#define PIGATO__METRICS_FRESH_MS     100   //  a text this young is served
+#define PIGATO__METRICS_FRESH_MS     500   //  a text this young is served
 #define PIGATO__METRICS_WAIT_MS      2000  //  waited for a new one at most
 #define PIGATO__METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 

@@ -41,6 +41,16 @@ pigato__stats_new (void)
         return NULL;
     }
     strcpy (self->other_service->name, PIGATO__STATS_OTHER);
+    //  Bounds below 2^power: each latency of [2^power, 2^(power+1)) is
+    //  above them
+    for (int power = 0; power < 64; power++) {
+        uint8_t below = 0;
+        while (below < PIGATO__LATENCY_BUCKETS
+               && (power == 63
+                   || pigato__latency_bounds_us [below] < (int64_t) 1 << power))
+            below++;
+        self->bucket_from [power] = below;
+    }
     strcpy (self->other_identity.name, PIGATO__STATS_OTHER);
     zhashx_set_destructor (self->services, s_record_destroy);
     zhashx_set_destructor (self->identities, s_record_destroy);

@@ -72,6 +72,10 @@ typedef struct {
     zhashx_t *identities;                    //  name -> record (owned)
     pigato__service_stats_t *other_service;  //  PIGATO__STATS_OTHER
     pigato__identity_stats_t other_identity;
+    //  Latency bucket lookup: the first bucket whose bound is at least
+    //  2^k, by k. Bounds grow by a factor 2 or more, so a latency in
+    //  [2^k, 2^(k+1)) is in that bucket or the next: one comparison
+    uint8_t bucket_from [64];
 } pigato__stats_t;
 
 //  New, empty; NULL if out of memory.
@@ -124,7 +128,11 @@ pigato__stats_finish (pigato__stats_t *self, pigato__service_stats_t *record,
     record->outcomes [outcome]++;
     record->request_bytes += (int64_t) bytes;
     if (outcome <= PIGATO__OUTCOME_ERROR) {
-        size_t bucket = 0;
+        if (latency_us < 0)
+            latency_us = 0;
+        size_t bucket =
+            self->bucket_from [63
+                               - __builtin_clzll ((uint64_t) latency_us | 1)];
         while (bucket < PIGATO__LATENCY_BUCKETS
                && latency_us > pigato__latency_bounds_us [bucket])
             bucket++;
