@@ -431,6 +431,28 @@ class StatsServiceTest(MetricsCase):
         self.assertIn(b"E_ACCESS_DENIED", final.data)
 
 
+    def test_queued_and_in_flight_now(self):
+        self.metrics_broker(POLICY + "allow ops call busy gone\n")
+        busy = self.as_worker("wk", "busy")
+        gone = self.as_worker("wk", "gone")
+        gone.disconnect()
+        self.assertIsNotNone(self.wait_log(r"event=worker_gone .*service=gone"))
+        ops = self.as_client("ops")
+        ops.request("busy", "b1", '"x"', LONG)
+        held = busy.next_request(5)
+        self.assertIsNotNone(held)
+        ops.request("gone", "g1", '"x"', LONG)    # nobody serves it now: queued
+        ops.request("gone", "g2", '"x"', LONG)
+        answer = json.loads(self.stats(ops, "s1").data)["services"]
+        self.assertEqual((answer["busy"]["in_flight"], answer["busy"]["queued"]), (1, 0))
+        self.assertEqual((answer["gone"]["workers"], answer["gone"]["queued"]), (0, 2))
+        busy.reply(held, '"done"')
+        self.assertEqual(ops.final("b1", 5)[1].status, b"0")
+        answer = json.loads(self.stats(ops, "s2").data)["services"]
+        self.assertEqual(answer["busy"]["in_flight"], 0)
+        self.assertEqual(answer["busy"]["requests"]["ok"], 1)
+
+
 class CertificateExpiryTest(MetricsCase):
     NAMES = ()
 
