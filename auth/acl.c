@@ -1200,6 +1200,23 @@ pigato__acl_expiry_check (pigato__acl_t *self, int64_t now,
                      suppressed);
 }
 
+void
+pigato__acl_expiry (pigato__acl_t *self, int64_t *ca, int64_t *identity)
+{
+    *ca = *identity = 0;
+    if (!self)
+        return;
+    for (trusted_ca_t *each = (trusted_ca_t *) zlistx_first (self->cas); each;
+         each = (trusted_ca_t *) zlistx_next (self->cas))
+        if (each->not_after > 0 && (*ca == 0 || each->not_after < *ca))
+            *ca = each->not_after;
+    for (identity_t *each = (identity_t *) zlistx_first (self->entries); each;
+         each = (identity_t *) zlistx_next (self->entries))
+        if (each->cert_path && each->not_after > 0
+            && (*identity == 0 || each->not_after < *identity))
+            *identity = each->not_after;
+}
+
 size_t
 pigato__acl_identity_count (pigato__acl_t *self)
 {

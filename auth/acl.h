@@ -102,6 +102,10 @@ bool pigato__acl_allow_all (pigato__acl_t *self);
 void pigato__acl_expiry_check (pigato__acl_t *self, int64_t now,
                                int64_t warn_seconds);
 
+//  The earliest notAfter (epoch seconds; 0: there is none) of the trusted
+//  CA certificates and of the identity certificates, as loaded.
+void pigato__acl_expiry (pigato__acl_t *self, int64_t *ca, int64_t *identity);
+
 size_t pigato__acl_identity_count (pigato__acl_t *self);
 size_t pigato__acl_rule_count (pigato__acl_t *self);
 

@@ -189,6 +189,18 @@ pigato__guard_expiry_check (pigato__guard_t *self, int64_t now,
     pigato__acl_expiry_check (self->policy, now, warn_seconds);
 }
 
+void
+pigato__guard_expiry (pigato__guard_t *self, int64_t *ca, int64_t *identity)
+{
+    pigato__acl_expiry (self->policy, ca, identity);
+}
+
+pigato__zap_t *
+pigato__guard_zap (pigato__guard_t *self)
+{
+    return self->zap;
+}
+
 size_t
 pigato__guard_identity_count (pigato__guard_t *self)
 {

@@ -72,6 +72,14 @@ bool pigato__guard_has_policy_file (pigato__guard_t *self);
 void pigato__guard_expiry_check (pigato__guard_t *self, int64_t now,
                                  int64_t warn_seconds);
 
+//  The earliest notAfter (epoch s, 0: none) of the current policy's
+//  trusted CAs and of its identity certificates (pigato__acl_expiry).
+void pigato__guard_expiry (pigato__guard_t *self, int64_t *ca,
+                           int64_t *identity);
+
+//  The ZAP handler, for its counters (zap.h).
+pigato__zap_t *pigato__guard_zap (pigato__guard_t *self);
+
 //  Counters and sizes.
 int64_t pigato__guard_denials (pigato__guard_t *self);
 int64_t pigato__guard_zap_denials (pigato__guard_t *self);

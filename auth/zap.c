@@ -6,12 +6,14 @@
 #include "zap.h"
 
 struct _pigato__zap_t {
-    zsock_t *socket;          //  REP on inproc://zeromq.zap.01
-    int mode;                 //  pigato__zap_mode_t
-    pigato__acl_t *policy;    //  borrowed, PIGATO__ZAP_POLICY mode
-    int64_t denied;           //  handshakes refused, every one
-    pigato__ratelimit_t log;  //  refusal log limiter
-    bool bound;               //  we hold the endpoint
+    zsock_t *socket;        //  REP on inproc://zeromq.zap.01
+    int mode;               //  pigato__zap_mode_t
+    pigato__acl_t *policy;  //  borrowed, PIGATO__ZAP_POLICY mode
+    int64_t denied;         //  handshakes refused, every one
+    int64_t accepted;       //  handshakes accepted
+    int64_t refused [PIGATO__ZAP_REASONS];  //  denied, by reason
+    pigato__ratelimit_t log;                //  refusal log limiter
+    bool bound;                             //  we hold the endpoint
 };
 
 pigato__zap_t *
@@ -70,6 +72,45 @@ int64_t
 pigato__zap_denied (pigato__zap_t *self)
 {
     return self->denied;
+}
+
+static const char *s_reason_names [PIGATO__ZAP_REASONS] = {
+    "malformed_request",    "wrong_domain",        "null_mechanism",
+    "unknown_key",          "certificate_expired", "curve_not_enabled",
+    "unsupported_mechanism"
+};
+
+const char *
+pigato__zap_reason_name (int reason)
+{
+    return reason >= 0 && reason < PIGATO__ZAP_REASONS ? s_reason_names [reason]
+                                                       : "?";
+}
+
+int64_t
+pigato__zap_accepted (pigato__zap_t *self)
+{
+    return self->accepted;
+}
+
+int64_t
+pigato__zap_refused (pigato__zap_t *self, int reason)
+{
+    return reason >= 0 && reason < PIGATO__ZAP_REASONS ? self->refused [reason]
+                                                       : 0;
+}
+
+//  Counts a refusal under its reason (the one text the log line shows).
+static void
+s_count_refusal (pigato__zap_t *self, const char *reason)
+{
+    self->denied++;
+    for (int index = 0; index < PIGATO__ZAP_REASONS; index++)
+        if (reason && streq (reason, s_reason_names [index])) {
+            self->refused [index]++;
+            return;
+        }
+    self->refused [PIGATO__ZAP_MALFORMED_REQUEST]++;  //  cannot happen
 }
 
 void
@@ -146,6 +187,7 @@ s_handle_one (pigato__zap_t *self, zmsg_t *request)
             zmsg_addstr (reply, "");
             zmsg_addmem (reply, NULL, 0);
             zmsg_send (&reply, self->socket);
+            s_count_refusal (self, reason);
             goto cleanup;
         }
     }
@@ -173,13 +215,15 @@ s_handle_one (pigato__zap_t *self, zmsg_t *request)
     else
         reason = "unsupported_mechanism";
 
-    if (user)
+    if (user) {
+        self->accepted++;
         s_reply (self, request_id, "200", "OK", user,
                  key_z85 [0] ? key_z85 : NULL);
+    }
     else {
         //  Counted always, logged rate-limited: one peer reconnecting in
         //  a loop must not flood the log (and bury other lines)
-        self->denied++;
+        s_count_refusal (self, reason);
         if (pigato__log_level >= PIGATO_LOG_WARNING
             && pigato__ratelimit_allow_at (&self->log, "zap_deny",
                                            PIGATO_LOG_WARNING)) {

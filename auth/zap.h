@@ -43,6 +43,25 @@ void pigato__zap_handle (pigato__zap_t *self);
 //  Handshakes refused so far.
 int64_t pigato__zap_denied (pigato__zap_t *self);
 
+//  Why a handshake was refused; each reason is counted.
+typedef enum {
+    PIGATO__ZAP_MALFORMED_REQUEST = 0,  //  not a ZAP 1.0 request
+    PIGATO__ZAP_WRONG_DOMAIN,           //  not the broker's ZAP domain
+    PIGATO__ZAP_NULL_MECHANISM,         //  NULL on a CURVE broker
+    PIGATO__ZAP_UNKNOWN_KEY,            //  a key the policy does not hold
+    PIGATO__ZAP_CERTIFICATE_EXPIRED,    //  its certificate has ended
+    PIGATO__ZAP_CURVE_NOT_ENABLED,      //  CURVE on an insecure broker
+    PIGATO__ZAP_UNSUPPORTED_MECHANISM,  //  PLAIN, GSSAPI, ...
+    PIGATO__ZAP_REASONS
+} pigato__zap_reason_t;
+
+//  A reason's name as logged ("unknown_key"...).
+const char *pigato__zap_reason_name (int reason);
+
+//  Handshakes accepted so far, and refused for one reason.
+int64_t pigato__zap_accepted (pigato__zap_t *self);
+int64_t pigato__zap_refused (pigato__zap_t *self, int reason);
+
 //  Called from the broker's timer: reports refusals whose log lines were
 //  held back (event=zap_deny_suppressed count=N) once their second is over.
 void pigato__zap_tick (pigato__zap_t *self);

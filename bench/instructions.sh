@@ -5,7 +5,8 @@
 # builds can be compared on them directly:
 #   bench/instructions.sh BUILD [REQUESTS]      (default 50,000)
 # With KEEP=DIR the callgrind files are copied there (callgrind_annotate
-# DIR/broker.out shows where a change went).
+# DIR/broker.out shows where a change went). BROKER_EXTRA adds options to
+# the broker (e.g. BROKER_EXTRA="--metrics-listen 127.0.0.1:9464").
 # Native framing, CURVE, the 1,000-identity ACL of make bench, 100 in
 # flight, 64-byte bodies. For each process it prints all instructions per
 # request (the libzmq I/O thread's CURVE work included) and those of the
@@ -31,7 +32,7 @@ wait_log() {    # FILE PATTERN: callgrind starts slowly
 }
 CG="valgrind --tool=callgrind --dump-instr=no"
 $CG --callgrind-out-file="$WORK/broker.out" "$BUILD/pigato-broker" --bind "$EP" \
-    --key "$WORK/broker.key_secret" --acl "$WORK/acl1k.acl" --log-level info \
+    --key "$WORK/broker.key_secret" --acl "$WORK/acl1k.acl" --log-level info ${BROKER_EXTRA:-} \
     >/dev/null 2>"$WORK/broker.log" &
 BPID=$!; PIDS="$BPID"
 wait_log "$WORK/broker.log" event=ready

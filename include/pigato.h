@@ -685,6 +685,27 @@ PIGATO_EXPORT void
 PIGATO_EXPORT int64_t
     pigato_broker_counter (pigato_broker_t *self, const char *name);
 
+//  Serves the broker's metrics over HTTP at address "HOST:PORT" (HOST:
+//  an IPv4 address, an IPv6 address in brackets, a host name, or * for
+//  every interface; PORT 0: any free one): GET /metrics answers in the
+//  Prometheus text format 0.0.4 (docs/cli.md lists the metrics), from
+//  libmicrohttpd's thread, with a text the broker's loop renders on its
+//  own thread (at most one every 500 ms; a scrape waits for it at most
+//  2 s, then gets the last one, or 503 while the loop does not run).
+//  Other paths get 404, other methods 405; at most 4 connections at
+//  once. Off unless called; binds at once; call before run (). Returns 0,
+//  PIGATO_E_INVALID (not HOST:PORT, an unknown host, or called twice),
+//  PIGATO_E_BIND (cannot listen there), with the reason in
+//  pigato_broker_error ().
+PIGATO_EXPORT int
+    pigato_broker_set_metrics_listen (pigato_broker_t *self,
+                                      const char *address);
+
+//  The address the metrics are served on, "HOST:PORT" with the port
+//  bound (borrowed); NULL if they are not served.
+PIGATO_EXPORT const char *
+    pigato_broker_metrics_address (pigato_broker_t *self);
+
 //  Last error message (borrowed).
 PIGATO_EXPORT const char *
     pigato_broker_error (pigato_broker_t *self);

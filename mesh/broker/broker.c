@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include "broker_internal.h"
 #include "../../certs/ca.h"
 #include "../../keys/keyfile.h"
@@ -64,6 +65,9 @@ pigato_broker_new (void)
         pigato_broker_destroy (&self);
         return NULL;
     }
+    self->metrics.started_at = (int64_t) time (NULL);
+    pigato__core_set_stats_answer (self->core, pigato__metrics_stats_answer,
+                                   self);
     return self;
 }
 
@@ -73,6 +77,8 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     if (!self_p || !*self_p)
         return;
     pigato_broker_t *self = *self_p;
+    //  The scrape server's thread ends before anything goes
+    pigato__metrics_http_destroy (&self->metrics.http);
     //  The core first: destroying requests closes their shared body parts
     pigato__core_destroy (&self->core);
     pigato__outbox_destroy (&self->outbox);
@@ -788,6 +794,7 @@ pigato__broker_monitor_drain (pigato_broker_t *self)
                         break;
                     }
                 pigato__conns_accepted (self->core->conns, (int) value);
+                self->metrics.connections_accepted++;
                 if (++self->connections <= self->max_connections)
                     s_shaking_add (self, (int) value);
                 else {
@@ -976,8 +983,14 @@ pigato_broker_run (pigato_broker_t *self)
         zsock_resolve (pigato__guard_zap_socket (self->guard)),
         zsock_resolve (self->router), zsock_resolve (self->monitor)
     };
-    struct pollfd items [SOCKETS];  //  plain poll (): zmq_poll polls
-                                    //  twice before it sleeps
+    //  plain poll (): zmq_poll polls twice before it sleeps. After the
+    //  sockets, the metrics server's eventfd (-1, which poll skips, when
+    //  there is none): a scrape waits for a text
+    struct pollfd items [SOCKETS + 1];
+    items [SOCKETS] = (struct pollfd) {
+        self->metrics.http ? pigato__metrics_http_fd (self->metrics.http) : -1,
+        POLLIN, 0
+    };
     bool touched [SOCKETS], ready [SOCKETS];
     for (int index = 0; index < SOCKETS; index++) {
         size_t size = sizeof items [index].fd;
@@ -992,7 +1005,7 @@ pigato_broker_run (pigato_broker_t *self)
         touched [index] = true;
         ready [index] = false;
     }
-    self->core->now_ms = pigato__now_ms ();
+    pigato__core_clock (self->core);
     self->next_tick = self->core->now_ms + self->core->heartbeat_ms;
     pigato__budget_start (self);
     pigato__broker_expiry_check (self);
@@ -1025,19 +1038,21 @@ pigato_broker_run (pigato_broker_t *self)
             //  message of a conversation often comes within it, and is then
             //  read without the wake-up of a sleeping thread
             int64_t until = zclock_usecs () + self->busy_poll_us;
-            while ((rc = poll (items, SOCKETS, 0)) == 0
+            while ((rc = poll (items, SOCKETS + 1, 0)) == 0
                    && zclock_usecs () < until)
                 ;
         }
         if (rc == 0)
-            rc = poll (items, SOCKETS, any ? 0 : (int) wait);
+            rc = poll (items, SOCKETS + 1, any ? 0 : (int) wait);
         if (rc == -1 && errno != EINTR)
             break;
         for (int index = 0; rc > 0 && index < SOCKETS; index++)
             if (items [index].revents & (POLLIN | POLLERR | POLLHUP))
                 ready [index] = s_readable (sockets [index]);
         busy = false;
-        self->core->now_ms = pigato__now_ms ();
+        pigato__core_clock (self->core);
+        if (items [SOCKETS].revents & POLLIN)
+            pigato__metrics_serve (self);
         if (self->reload) {
             self->reload = 0;
             pigato__broker_reload (self);

@@ -61,9 +61,10 @@ pigato__core_new (const pigato__emit_t *emit, void *emit_arg)
     self->cache = pigato__cache_new (PIGATO__CACHE_DEFAULT_BYTES);
     self->quotas = zhashx_new ();
     self->tenants = zhashx_new ();
+    self->stats = pigato__stats_new ();
     if (!self->services || !self->workers || !self->requests || !self->timers
         || !self->conns || !self->aliases || !self->cache || !self->quotas
-        || !self->tenants) {
+        || !self->tenants || !self->stats) {
         pigato__core_destroy (&self);
         return NULL;
     }
@@ -101,6 +102,7 @@ pigato__core_destroy (pigato__core_t **self_p)
     pigato__aliases_destroy (&self->aliases);
     zhashx_destroy (&self->quotas);
     zhashx_destroy (&self->tenants);
+    pigato__stats_destroy (&self->stats);
     free (self->owners);
     free (self);
     *self_p = NULL;
@@ -112,6 +114,14 @@ pigato__core_set_policy (pigato__core_t *self, pigato__allows_fn *allows,
 {
     self->allows = allows;
     self->allows_arg = arg;
+}
+
+void
+pigato__core_set_stats_answer (pigato__core_t *self,
+                               pigato__stats_answer_fn *answer, void *arg)
+{
+    self->stats_answer = answer;
+    self->stats_answer_arg = arg;
 }
 
 //  Service names come from peers: logged escaped, never raw.
@@ -155,12 +165,17 @@ s_caller (pigato__request_t *request)
 //  --------------------------------------------------------------------------
 //  Request lifecycle
 
-//  Removes a request from every structure and frees it. Its service is
-//  released if that left it empty; a worker that held it is NOT given a
-//  dispatch (the caller does that, once it is done with the worker).
+//  Removes a request from every structure and frees it, counting how it
+//  ended. Its service is released if that left it empty; a worker that
+//  held it is NOT given a dispatch (the caller does that, once it is done
+//  with the worker).
 static void
-s_request_finish (pigato__core_t *self, pigato__request_t *request)
+s_request_finish (pigato__core_t *self, pigato__request_t *request,
+                  pigato__outcome_t outcome)
 {
+    pigato__stats_finish (self->stats, request->stats, outcome,
+                          request->body_size + request->opts_size,
+                          self->now_us - request->admitted_us);
     pigato__service_t *service = request->service;
     pigato__heap_remove (self->timers, &request->expiry);
     pigato__conns_unfile (self->conns, &request->conn_link);
@@ -196,7 +211,7 @@ s_request_fail (pigato__core_t *self, pigato__request_t *request,
     pigato__caller_t caller = s_caller (request);
     self->emit->error (self->emit_arg, &caller, text);
     self->counters.failed++;
-    s_request_finish (self, request);
+    s_request_finish (self, request, pigato__stats_outcome_of (text));
 }
 
 static void s_worker_room (pigato__core_t *self, pigato__worker_t *worker);
@@ -211,13 +226,22 @@ pigato__core_request_fail (pigato__core_t *self, pigato__request_t *request,
         s_worker_room (self, worker);
 }
 
+//  Ends a request without a reply (outcome: why); its worker gets the
+//  slot back.
+static void
+s_request_drop (pigato__core_t *self, pigato__request_t *request,
+                pigato__outcome_t outcome)
+{
+    pigato__worker_t *worker = request->worker;
+    s_request_finish (self, request, outcome);
+    if (worker)
+        s_worker_room (self, worker);
+}
+
 void
 pigato__core_request_drop (pigato__core_t *self, pigato__request_t *request)
 {
-    pigato__worker_t *worker = request->worker;
-    s_request_finish (self, request);
-    if (worker)
-        s_worker_room (self, worker);
+    s_request_drop (self, request, PIGATO__OUTCOME_DROPPED);
 }
 
 //  Sets the request's inactivity deadline (none for timeout -1). Fails
@@ -346,6 +370,10 @@ s_request_send (pigato__core_t *self, pigato__worker_t *worker,
                          worker->name);
         }
     }
+    if (!request->stats)
+        //  A name no worker registered (a range, a wildcard's): counted
+        //  with the service that serves it
+        request->stats = worker->service->stats;
     self->emit->request (self->emit_arg, worker, request);
 }
 
@@ -519,6 +547,8 @@ s_admit (pigato__core_t *self, pigato__request_t *request,
     s_copy_text (request->curve_key, sizeof request->curve_key, in->curve_key);
     pigato__core_tenant_hold (tenant, request);
     self->counters.requests++;
+    request->admitted_us = self->now_us;
+    request->stats = service->stats;
     if (target) {
         //  It waits on the worker it names, never in the service's queue:
         //  dispatch of the others does not walk past it
@@ -550,17 +580,32 @@ s_admit (pigato__core_t *self, pigato__request_t *request,
     return 0;
 }
 
-//  Writes a reply text for the front-end to send; returns status.
-static int s_refuse (char *error, size_t error_size, int status,
+//  A request refused before it was taken: counted as one that ended so
+//  (the outcome its error text says), on the name it asked for.
+static void
+s_refused (pigato__core_t *self, const pigato__submit_t *in, const char *error)
+{
+    pigato__stats_finish (self->stats,
+                          pigato__stats_service (self->stats, in->name),
+                          pigato__stats_outcome_of (error),
+                          in->body.size + (in->opts ? in->opts->size : 0), 0);
+}
+
+//  Writes a reply text for the front-end to send, counts the refusal;
+//  returns status.
+static int s_refuse (pigato__core_t *self, const pigato__submit_t *in,
+                     char *error, size_t error_size, int status,
                      const char *format, ...)
-    __attribute__ ((format (printf, 4, 5)));
+    __attribute__ ((format (printf, 6, 7)));
 static int
-s_refuse (char *error, size_t error_size, int status, const char *format, ...)
+s_refuse (pigato__core_t *self, const pigato__submit_t *in, char *error,
+          size_t error_size, int status, const char *format, ...)
 {
     va_list args;
     va_start (args, format);
     vsnprintf (error, error_size, format, args);
     va_end (args);
+    s_refused (self, in, error);
     return status;
 }
 
@@ -591,16 +636,16 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
     if (pigato__table_lookup (self->requests, key.hash, &key))
         return PIGATO_E_INVALID;  //  a rid already in flight
     if (pigato__table_size (self->requests) >= PIGATO__PENDING_MAX)
-        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+        return s_refuse (self, in, error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker holds too many requests; "
                          "try again later");
     if (in->opts && in->opts->size > PIGATO__OPTS_MAX)
-        return s_refuse (error, error_size, PIGATO_E_INVALID,
+        return s_refuse (self, in, error, error_size, PIGATO_E_INVALID,
                          "E_INVALID_OPTS request opts over %d bytes",
                          PIGATO__OPTS_MAX);
     if (self->over_memory) {
         self->counters.over_memory++;
-        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+        return s_refuse (self, in, error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker is over its memory "
                          "ceiling; try again later");
     }
@@ -608,13 +653,17 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
     pigato__tenant_t *tenant = pigato__core_tenant_of (self, &in->caller.conn,
                                                        in->identity);
     if (!tenant)
-        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+        return s_refuse (self, in, error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker ran out of memory; try "
                          "again later");
+    if (tenant->stats)
+        tenant->stats->requests++;
     if (pigato__core_quota_admit (
             self, tenant, name, in->body.size + (in->opts ? in->opts->size : 0),
-            error, error_size))
+            error, error_size)) {
+        s_refused (self, in, error);
         return PIGATO_E_NOMEM;
+    }
     //  The ACL allowed this caller: a cached reply may answer it (not a
     //  request that names its worker)
     pigato__cached_t cached;
@@ -626,10 +675,21 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
                            &cached.data, 1, &cached.opts, NULL);
         self->counters.requests++;
         self->counters.replies++;
+        pigato__service_stats_t *record = pigato__stats_service (self->stats,
+                                                                 in->name);
+        pigato__stats_reply (self->stats, record, cached.data.size);
+        pigato__stats_finish (self->stats, record, PIGATO__OUTCOME_OK,
+                              in->body.size + (in->opts ? in->opts->size : 0),
+                              0);
         return 0;
     }
     pigato__service_t *service = pigato__services_require (
         self->services, name->data, name->size);
+    if (service && !service->stats_checked) {
+        //  Once per service record: READY makes the counters of a name
+        service->stats = pigato__stats_service (self->stats, service->name);
+        service->stats_checked = true;
+    }
     pigato__request_t *request = service ? pigato__request_new (
                                      &self->request_pool, &in->caller.client,
                                      &alias, &rid, &key, in->body_part,
@@ -637,7 +697,7 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
                                          : NULL;
     if (!request) {
         pigato__services_release (self->services, &service);
-        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+        return s_refuse (self, in, error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker ran out of memory; try "
                          "again later");
     }
@@ -646,7 +706,7 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
         //  ignore: refuse the request rather than guess
         pigato__request_destroy (&self->request_pool, &request);
         pigato__services_release (self->services, &service);
-        return s_refuse (error, error_size, PIGATO_E_INVALID,
+        return s_refuse (self, in, error, error_size, PIGATO_E_INVALID,
                          "E_INVALID_OPTS request opts must be a JSON object");
     }
     pigato__worker_t *target = NULL;
@@ -658,7 +718,7 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
         if (!target || !target->service
             || !pigato__service_matches (target->service, service)) {
             char printable [4 * 64 + 4];
-            int rc = s_refuse (error, error_size, PIGATO_E_REPLY,
+            int rc = s_refuse (self, in, error, error_size, PIGATO_E_REPLY,
                                "E_WORKER_NOT_FOUND no worker %s serves %s",
                                pigato__printable (id.data, id.size, printable,
                                                   sizeof printable),
@@ -669,11 +729,12 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
         }
     }
     if (s_admit (self, request, service, target, tenant, in))
-        return s_refuse (error, error_size, PIGATO_E_NOMEM,
+        return s_refuse (self, in, error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker ran out of memory; try "
                          "again later");
     return 0;
 }
+
 
 //  The request filed under alias + rid, or NULL.
 static pigato__request_t *
@@ -723,7 +784,7 @@ pigato__core_expire (pigato__core_t *self, int64_t now)
                                         sizeof rid),
                      worker ? worker->name : "-");
         self->counters.timeouts++;
-        pigato__core_request_drop (self, request);
+        s_request_drop (self, request, PIGATO__OUTCOME_TIMEOUT);
     }
 }
 
@@ -791,6 +852,10 @@ pigato__core_worker_add (pigato__core_t *self,
     worker->serial = ++self->next_serial;
     worker->concurrency = framing == PIGATO__FRAMING_MDP ? 1
                                                          : PIGATO_CONCURRENCY;
+    if (!service->stats)
+        service->stats = pigato__stats_service_make (self->stats,
+                                                     service->name);
+    service->stats_checked = true;
     pigato__core_worker_alive (self, worker);
     zhashx_insert (self->workers, &worker->key, worker);
     pigato__service_add_worker (service, worker);
@@ -1001,6 +1066,10 @@ pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
     pigato__caller_t caller = s_caller (request);
     self->emit->reply (self->emit_arg, &caller, type, status, body, body_count,
                        opts, body_part);
+    size_t bytes = body_count ? body [0].size : 0;
+    for (size_t index = 1; index < body_count; index++)
+        bytes += body [index].size;  //  MDP
+    pigato__stats_reply (self->stats, request->stats, bytes);
     if (type == PIGATO__PARTIAL) {
         self->counters.partials++;
         s_request_alive (self, request);
@@ -1008,7 +1077,9 @@ pigato__core_worker_reply (pigato__core_t *self, pigato__worker_t *worker,
     else {
         self->counters.replies++;
         request->answered = true;
-        s_request_finish (self, request);
+        s_request_finish (self, request,
+                          status == 0 ? PIGATO__OUTCOME_OK
+                                      : PIGATO__OUTCOME_ERROR);
         s_worker_room (self, worker);
     }
     return true;

@@ -15,6 +15,7 @@
 #include "service.h"
 #include "alias.h"
 #include "cache.h"
+#include "stats.h"
 #include "../base/table.h"
 #include "../../auth/acl.h"
 
@@ -105,6 +106,13 @@ typedef bool (pigato__allows_fn) (void *arg, const char *identity, int verb,
 typedef void (pigato__limits_fn) (void *arg, const char *identity,
                                   pigato__limits_t *limits);
 
+//  The answer to $stats for identity (metrics.c: the broker's figures,
+//  only what identity may see; only: the one service the request body
+//  named, or NULL); *truncated if cut to its bound. A JSON text the
+//  caller frees, NULL if out of memory.
+typedef char *(pigato__stats_answer_fn) (void *arg, const char *identity,
+                                         const char *only, bool *truncated);
+
 //  An identity's share of the broker (core_quota.c): what its requests
 //  hold, its request-rate bucket, its limits. Its requests point at it,
 //  and it is the caller their service's fair queue takes in turn.
@@ -117,6 +125,8 @@ typedef struct {
     double tokens;          //  the rate bucket: tokens left
     int64_t at_ms;          //  when it was last filled
     int64_t connections;    //  connections it sent a message on, open
+    //  Its counters (stats.h)
+    pigato__identity_stats_t *stats;
 } pigato__tenant_t;
 
 //  Whose a connection is (its first message's identity), by fd.
@@ -151,6 +161,7 @@ typedef struct {
     uint64_t next_mdp_rid;        //  rids made for MDP client requests
                                   //  (not 0: MDP clients came)
     int64_t now_ms;               //  the clock at the start of this turn
+    int64_t now_us;               //  the same in microseconds (latency)
     pigato__counters_t counters;  //  see CORE_COUNTERS
     const pigato__emit_t *emit;   //  the way out
     void *emit_arg;               //  its argument
@@ -177,6 +188,11 @@ typedef struct {
     uint64_t limits_epoch;
     pigato__conn_owner_t *owners;  //  by fd: connections' identities
     size_t owners_size;
+
+    //  What operators see (stats.h), and who answers $stats
+    pigato__stats_t *stats;
+    pigato__stats_answer_fn *stats_answer;
+    void *stats_answer_arg;
 } pigato__core_t;
 
 //  A new core that emits through emit (borrowed; lives longer than the
@@ -199,6 +215,20 @@ void pigato__core_set_policy (pigato__core_t *self, pigato__allows_fn *allows,
 //  Without one (NULL), every identity has the defaults.
 void pigato__core_set_limits (pigato__core_t *self, pigato__limits_fn *limits,
                               void *arg);
+
+//  Reads the clock into now_ms and now_us: once a turn of the loop.
+static inline void
+pigato__core_clock (pigato__core_t *self)
+{
+    struct timespec now;
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    self->now_us = (int64_t) now.tv_sec * 1000000 + now.tv_nsec / 1000;
+    self->now_ms = self->now_us / 1000;
+}
+
+//  Who answers $stats (without one, $stats is E_RESERVED_SERVICE).
+void pigato__core_set_stats_answer (pigato__core_t *self,
+                                    pigato__stats_answer_fn *answer, void *arg);
 
 //  --------------------------------------------------------------------------
 //  Requests
@@ -340,6 +370,7 @@ bool pigato__core_reserved (const pigato__bytes_t *name);
 //     PIGATO__DIR_ANSWER_MAX bytes and PIGATO__DIR_WORKERS_MAX ids per
 //     service: what does not fit is left out, whole, and *truncated is
 //     set (else cleared);
+//   * $stats -> the stats_answer's JSON (pigato__core_set_stats_answer);
 //   * mmi.service -> "200" if identity may call the name the body gives
 //     and a request for it would find a worker now that the policy lets
 //     it reach, else "404"; other mmi.* -> "501";

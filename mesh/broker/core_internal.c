@@ -137,8 +137,8 @@ s_quota_exceeded (pigato__core_t *self, const char *identity,
     pigato__core_quota_log (self, identity, name, "internal");
     char text [160];
     snprintf (text, sizeof text,
-              "E_QUOTA at most %d requests a second for $dir and mmi.* per "
-              "identity (bursts of %d); try again later",
+              "E_QUOTA at most %d requests a second for $dir, $stats and "
+              "mmi.* per identity (bursts of %d); try again later",
               PIGATO__INTERNAL_RATE, PIGATO__INTERNAL_BURST);
     return strdup (text);
 }
@@ -317,6 +317,11 @@ pigato__core_internal (pigato__core_t *self, const char *identity,
     size_t mmi_size = strlen (PIGATO__MMI_PREFIX);
     if (name->size == 4 && memcmp (name->data, "$dir", 4) == 0)
         return s_directory (self, identity, named ? target : NULL, truncated);
+    if (name->size == 6 && memcmp (name->data, "$stats", 6) == 0
+        && self->stats_answer)
+        return self->stats_answer (self->stats_answer_arg,
+                                   identity ? identity : "",
+                                   named ? target : NULL, truncated);
     if (name->size == strlen (PIGATO__MMI_SERVICE)
         && memcmp (name->data, PIGATO__MMI_SERVICE, name->size) == 0)
         return strdup (named && s_has_worker (self, identity, target)

@@ -96,6 +96,7 @@ pigato__core_tenant (pigato__core_t *self, const char *identity)
             if (!tenant)
                 return NULL;
             strcpy (tenant->identity, identity);
+            tenant->stats = pigato__stats_identity (self->stats, identity);
             if (zhashx_insert (self->tenants, tenant->identity, tenant)) {
                 free (tenant);
                 return NULL;
@@ -128,6 +129,7 @@ pigato__core_quota_log (pigato__core_t *self, const char *identity,
                         const pigato__bytes_t *service, const char *limit)
 {
     self->counters.over_quota++;
+    pigato__stats_identity (self->stats, identity)->quota++;
     if (pigato__log_level >= PIGATO_LOG_WARNING
         && pigato__ratelimit_allow_at (&self->quota_log, "quota_exceeded",
                                        PIGATO_LOG_WARNING)) {

@@ -22,6 +22,8 @@ pigato__broker_expiry_check (pigato_broker_t *self)
 {
     int64_t now = (int64_t) time (NULL);
     self->cert_check_at = pigato__now_ms () + CHECK_INTERVAL_MS;
+    int64_t *not_after = self->metrics.cert_not_after;  //  for metrics.c
+    not_after [PIGATO__CERT_BROKER] = 0;
     if (self->cert_file) {
         pigato__cert_info_t info;
         char err [512];
@@ -33,12 +35,17 @@ pigato__broker_expiry_check (pigato_broker_t *self)
                          "error=\"%s\"",
                          text);
         }
-        else
+        else {
             //  Expired, it is refused by every client that checks it
             pigato__cert_expiry_log ("broker", info.name, self->cert_file,
                                      info.not_after, now,
                                      self->cert_warn_seconds, PIGATO_LOG_ERROR);
+            not_after [PIGATO__CERT_BROKER] = info.not_after;
+        }
     }
-    if (self->guard)
+    if (self->guard) {
         pigato__guard_expiry_check (self->guard, now, self->cert_warn_seconds);
+        pigato__guard_expiry (self->guard, &not_after [PIGATO__CERT_CA],
+                              &not_after [PIGATO__CERT_IDENTITY]);
+    }
 }

@@ -38,13 +38,17 @@ pigato__front_bad (pigato_broker_t *self, const pigato__front_in_t *in,
                  peer, address ? address : "?", reason, in->frames);
 }
 
-void
+//  Rare: kept out of the callers' way (pigato__front_allows is on every
+//  message's path)
+__attribute__ ((cold, noinline)) void
 pigato__front_denied (pigato_broker_t *self, const pigato__front_in_t *in,
                       const pigato__peer_t *peer, int verb, const char *service,
                       const char *reason)
 {
     pigato__guard_denied (self->guard, in->m.sender.data, in->m.sender.size,
                           in->meta, peer, verb, service, reason);
+    pigato__stats_denied (self->core->stats, peer ? peer->name : NULL,
+                          verb == PIGATO__VERB_CALL ? service : NULL);
 }
 
 bool

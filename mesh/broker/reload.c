@@ -4,6 +4,7 @@
     =========================================================================
 */
 #include <string.h>
+#include <time.h>
 #include "broker_internal.h"
 
 //  --------------------------------------------------------------------------
@@ -34,12 +35,15 @@ pigato__broker_reload (pigato_broker_t *self)
         return;
     }
     if (pigato__guard_reload (self->guard, err, sizeof err)) {
+        self->metrics.acl_reload_failures++;
         pigato__log (PIGATO_LOG_ERROR,
                      "event=acl_reload_failed "
                      "policy=unchanged error=\"%s\"",
                      err);
         return;
     }
+    self->metrics.acl_reloads++;
+    self->metrics.acl_loaded_at = (int64_t) time (NULL);
     //  Every identity's limits are asked again
     pigato__core_set_limits (self->core, self->core->limits,
                              self->core->limits_arg);

@@ -86,6 +86,9 @@ struct _pigato__request_t {
     uint64_t round;         //  its turn in the service's fair queue
     pigato__lane_t *lane;   //  its caller's lane there, NULL if none
     void *tenant;           //  the core's record of its caller
+    int64_t admitted_us;    //  when it was taken (the core's clock)
+    struct _pigato__service_stats_t *stats;  //  counted there (stats.h),
+                                             //  NULL: not known yet
 };
 
 //  One caller's requests in one service's queue (a fair queue's lane),
@@ -122,6 +125,8 @@ struct _pigato__service_t {
     uint64_t park_epoch;  //  table epoch of its last park check
     int pins;             //  > 0: not to be freed (in use)
     size_t requests;      //  requests naming it, queued or held
+    struct _pigato__service_stats_t *stats;  //  its counters (stats.h),
+    bool stats_checked;                      //  once looked up or made
 };
 
 //  Service table, keyed by name.

@@ -65,6 +65,9 @@ static const char *s_usage =
     "                       acknowledged yet; over it the connection is cut as\n"
     "                       a slow consumer (default 64M; at least 34M)\n"
     "                       SIZE: bytes, or with a suffix K, M or G (1024s)\n"
+    "  --metrics-listen HOST:PORT  serve Prometheus metrics over HTTP at\n"
+    "                       http://HOST:PORT/metrics (off by default; e.g.\n"
+    "                       127.0.0.1:9464; the port it got is in event=ready)\n"
     "  --pid-file PATH      write the broker's pid to PATH once it is bound\n"
     "                       (removed at exit); refuse to start when PATH holds\n"
     "                       the pid of a running pigato-broker\n"
@@ -283,7 +286,8 @@ main (int argc, char *argv [])
         OPT_MAX_INBOUND,
         OPT_MAX_OUTBOUND,
         OPT_PID_FILE,
-        OPT_CERT_WARN_DAYS
+        OPT_CERT_WARN_DAYS,
+        OPT_METRICS_LISTEN
     };
     static const struct option options [] = {
         { "bind", required_argument, NULL, OPT_BIND },
@@ -306,6 +310,7 @@ main (int argc, char *argv [])
         { "cert-warn-days", required_argument, NULL, OPT_CERT_WARN_DAYS },
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
         { "pid-file", required_argument, NULL, OPT_PID_FILE },
+        { "metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 }
@@ -313,7 +318,7 @@ main (int argc, char *argv [])
     const char *binds [32];
     int bind_count = 0;
     const char *key_file = NULL, *dmode = "load", *acl = NULL;
-    const char *pid_file = NULL;
+    const char *pid_file = NULL, *metrics_listen = NULL;
     bool allow_any = false, insecure = false;
     int heartbeat = PIGATO_HEARTBEAT_MS, liveness = PIGATO_LIVENESS;
     int log_level = PIGATO_LOG_INFO;
@@ -339,6 +344,7 @@ main (int argc, char *argv [])
                 break;
             case OPT_KEY: key_file = optarg; break;
             case OPT_PID_FILE: pid_file = optarg; break;
+            case OPT_METRICS_LISTEN: metrics_listen = optarg; break;
             case OPT_ALLOW_ANY: allow_any = true; break;
             case OPT_INSECURE: insecure = true; break;
             case OPT_ACL: acl = optarg; break;
@@ -516,6 +522,13 @@ main (int argc, char *argv [])
             rc = rc == PIGATO_E_INVALID ? EXIT_USAGE : 1;
             goto cleanup;
         }
+    if (metrics_listen
+        && (rc = pigato_broker_set_metrics_listen (broker, metrics_listen))) {
+        fprintf (stderr, "pigato-broker: --metrics-listen: %s\n",
+                 pigato_broker_error (broker));
+        rc = rc == PIGATO_E_INVALID ? EXIT_USAGE : 1;
+        goto cleanup;
+    }
     //  Written once bound, before event=ready: whoever waits for that line
     //  finds the file
     if (pid_file && s_pid_file_write (pid_file)) {
@@ -547,6 +560,10 @@ main (int argc, char *argv [])
     for (int index = 0; index < bind_count && used < sizeof line; index++)
         used += (size_t) snprintf (line + used, sizeof line - used, "%s%s",
                                    index ? "," : "", binds [index]);
+    if (metrics_listen && used < sizeof line)
+        used += (size_t) snprintf (line + used, sizeof line - used,
+                                   " metrics=http://%s/metrics",
+                                   pigato_broker_metrics_address (broker));
     //  SIGHUP is handled before event=ready is logged: whoever waits for
     //  that line may reload at once, and the default action would kill us
     s_broker = broker;

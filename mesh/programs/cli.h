@@ -25,9 +25,9 @@
 
 //  Everything the command line says, after defaults and environment.
 typedef struct {
-    const char *command;                //  "request", "serve", NULL
-    const char *service;                //  SERVICE argument
-    const char *data;                   //  DATA argument, NULL = stdin
+    const char *command;  //  "request", "serve", "stats", "check", NULL
+    const char *service;  //  SERVICE argument
+    const char *data;     //  DATA argument, NULL = stdin
     const char *brokers [BROKERS_MAX];  //  --broker values (may hold commas)
     size_t broker_count;                //  entries in brokers
     const char *server_key;             //  --server-key or env, NULL if none
@@ -46,7 +46,10 @@ typedef struct {
     bool raw;                           //  --raw: replies byte for byte
     bool echo;                          //  serve --echo
     int concurrency;                    //  serve --concurrency, 0 = default
-    char **cmd_argv;  //  serve -- CMD ARGS..., NULL-terminated
+    char **cmd_argv;            //  serve -- CMD ARGS..., NULL-terminated
+    bool json;                  //  stats --json: the answer as it came
+    const char *check_service;  //  check --service NAME, NULL if none
+    int min_workers;            //  check --min-workers (1 with --service)
 } cli_t;
 
 //  Connects a client or worker to every --broker endpoint (commas split
@@ -65,6 +68,13 @@ int pigato__cli_failure_exit (int status, int fallback);
 //  Installs the command's SIGINT/SIGTERM handler: it sets zsys_interrupted.
 //  Called once the client or worker exists. (cli.c)
 void pigato__cli_catch_signals (void);
+
+//  pigato stats [SERVICE] and pigato check: the broker's $stats as a
+//  table (or its JSON), and a monitoring check. Return the process exit
+//  code (docs/pigato.1), having printed the outcome. (cli_stats.c)
+#define CHECK_TIMEOUT_MS 5000  //  check's default --timeout
+int pigato__cli_stats (cli_t *cli);
+int pigato__cli_check (cli_t *cli);
 
 //  pigato serve: runs a worker until SIGINT/SIGTERM. Returns the process
 //  exit code: EXIT_SUCCESS after a signal, EX_USAGE for a command that is

@@ -1,10 +1,13 @@
 /*  =========================================================================
     cli_main.c - `pigato`, the mesh from a shell (like `nats req/reply`):
-    parsing and `pigato request`; `pigato serve` is in cli_serve.c, what
-    both use in cli.c.
+    parsing and `pigato request`; `pigato serve` is in cli_serve.c,
+    `pigato stats` and `pigato check` in cli_stats.c, what they share in
+    cli.c.
 
         pigato request SERVICE [DATA|-] [--timeout MS] [--opts JSON] [--raw]
         pigato serve SERVICE (--echo | -- CMD ARGS...) [--concurrency N]
+        pigato stats [SERVICE] [--json]
+        pigato check [--service NAME [--min-workers N]]
 
     Built only on the public API (pigato.h) plus czmq's zloop, which the
     worker attaches to so that command children's pipes share its loop.
@@ -69,6 +72,41 @@ s_usage (FILE *out, const char *command)
             "  --concurrency N   requests handled at once (default 4 with CMD,\n"
             "                    100 with --echo; -1 = unlimited with --echo)\n"
             "  -v, --verbose     log one line per request to stderr\n");
+    else if (command && streq (command, "stats"))
+        fprintf (
+            out,
+            "Usage: pigato stats [SERVICE] [--json] [OPTIONS]\n"
+            "\n"
+            "Asks the broker's $stats service and prints a table: per service its\n"
+            "workers, their summed concurrency, requests queued and in flight,\n"
+            "requests by outcome and the latency (median and 99th percentile, to\n"
+            "the upper bound of their histogram bucket); then this identity's\n"
+            "counts and, for an identity that may call $stats.broker, the\n"
+            "broker's. Only services this identity may call are shown.\n"
+            "\n"
+            "  --json            print the answer as it came (one JSON object)\n"
+            "  --timeout MS      give up after MS ms (default 60000)\n"
+            "\n"
+            "Exit status: 0 success, 1 error reply (E_ACCESS_DENIED: the identity\n"
+            "may not call $stats), 2 timeout or connection failure.\n");
+    else if (command && streq (command, "check"))
+        fprintf (
+            out,
+            "Usage: pigato check [--service NAME [--min-workers N]] [OPTIONS]\n"
+            "\n"
+            "A monitoring check (Nagios plugin conventions): asks the broker's\n"
+            "$stats and prints one line, OK, WARNING, CRITICAL or UNKNOWN, then\n"
+            "performance data after '|'.\n"
+            "\n"
+            "  --service NAME    the service must have workers\n"
+            "  --min-workers N   fewer than N workers is a warning (default 1)\n"
+            "  --timeout MS      no answer within MS ms is critical (default 5000)\n"
+            "\n"
+            "Exit status: 0 OK (the broker answered; the service has enough\n"
+            "workers), 1 WARNING (fewer than --min-workers), 2 CRITICAL (broker\n"
+            "unreachable, handshake refused, no answer in time, the service has\n"
+            "no worker or is not visible to this identity), 3 UNKNOWN (the\n"
+            "identity may not call $stats, or the answer was refused), 64 usage.\n");
     else
         fprintf (
             out,
@@ -78,6 +116,8 @@ s_usage (FILE *out, const char *command)
             "  request SERVICE [DATA|-]         call a service, print its replies\n"
             "  serve SERVICE --echo             answer requests with their data\n"
             "  serve SERVICE -- CMD [ARGS...]   answer requests by running CMD\n"
+            "  stats [SERVICE] [--json]         the broker's figures per service\n"
+            "  check [--service NAME]           a monitoring check (exit 0/1/2/3)\n"
             "  help [COMMAND]                   show help\n");
     fprintf (
         out,
@@ -181,7 +221,10 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         OPT_CONCURRENCY,
         OPT_CA,
         OPT_FRAMING,
-        OPT_RAW
+        OPT_RAW,
+        OPT_JSON,
+        OPT_SERVICE,
+        OPT_MIN_WORKERS
     };
     static const struct option options [] = {
         { "broker", required_argument, NULL, OPT_BROKER },
@@ -200,6 +243,9 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         { "raw", no_argument, NULL, OPT_RAW },
         { "echo", no_argument, NULL, OPT_ECHO },
         { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
+        { "json", no_argument, NULL, OPT_JSON },
+        { "service", required_argument, NULL, OPT_SERVICE },
+        { "min-workers", required_argument, NULL, OPT_MIN_WORKERS },
         { NULL, 0, NULL, 0 }
     };
     //  getopt only sees what comes before "--"
@@ -251,6 +297,12 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
                 rc = s_number ("--concurrency", optarg, -1, 1000000, &number);
                 cli->concurrency = (int) number;
                 break;
+            case OPT_JSON: cli->json = true; break;
+            case OPT_SERVICE: cli->check_service = optarg; break;
+            case OPT_MIN_WORKERS:
+                rc = s_number ("--min-workers", optarg, 1, 1000000, &number);
+                cli->min_workers = (int) number;
+                break;
             default:
                 fprintf (stderr, "Try 'pigato --help' for more information.\n");
                 return EX_USAGE;
@@ -277,17 +329,45 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         return EX_USAGE;
     }
     bool request = streq (cli->command, "request");
-    if (!request && strneq (cli->command, "serve"))
-        return s_usage_error ("unknown command '%s' (expected request or "
-                              "serve)",
+    bool stats = streq (cli->command, "stats");
+    bool check = streq (cli->command, "check");
+    if (!request && !stats && !check && strneq (cli->command, "serve"))
+        return s_usage_error ("unknown command '%s' (expected request, "
+                              "serve, stats or check)",
                               cli->command);
-    if (arg_count < 2)
+    if ((cli->json && !stats)
+        || ((cli->check_service || cli->min_workers) && !check))
+        return s_usage_error ("--json is for stats, --service and "
+                              "--min-workers for check");
+    if (stats || check) {
+        if (arg_count > (stats ? 2 : 1) || tail_count)
+            return s_usage_error (
+                "%s: unexpected argument '%s'%s", cli->command,
+                tail_count ? tail [0] : args [stats ? 2 : 1],
+                check ? " (name a service with --service)" : "");
+        if (cli->echo || cli->concurrency || cli->opts || cli->raw)
+            return s_usage_error ("--echo, --concurrency, --opts and --raw "
+                                  "are for request and serve");
+        if (check && cli->min_workers && !cli->check_service)
+            return s_usage_error ("check: --min-workers needs --service");
+        cli->service = stats && arg_count == 2 ? args [1] : cli->check_service;
+        if (cli->service
+            && (strlen (cli->service) == 0
+                || strlen (cli->service) > PIGATO_SERVICE_MAX))
+            return s_usage_error ("SERVICE must be 1 to %d bytes",
+                                  PIGATO_SERVICE_MAX);
+        if (check && !cli->min_workers)
+            cli->min_workers = 1;
+    }
+    else if (arg_count < 2)
         return s_usage_error ("%s: missing SERVICE", cli->command);
-    cli->service = args [1];
-    if (strlen (cli->service) == 0
-        || strlen (cli->service) > PIGATO_SERVICE_MAX)
-        return s_usage_error ("SERVICE must be 1 to %d bytes",
-                              PIGATO_SERVICE_MAX);
+    else {
+        cli->service = args [1];
+        if (strlen (cli->service) == 0
+            || strlen (cli->service) > PIGATO_SERVICE_MAX)
+            return s_usage_error ("SERVICE must be 1 to %d bytes",
+                                  PIGATO_SERVICE_MAX);
+    }
     if (request) {
         if (arg_count + tail_count > 3)
             return s_usage_error ("request: unexpected argument '%s' (quote "
@@ -300,7 +380,7 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         if (cli->echo || cli->concurrency)
             return s_usage_error ("--echo and --concurrency are for serve");
     }
-    else {
+    else if (!stats && !check) {
         if (arg_count > 2)
             return s_usage_error ("serve: unexpected argument '%s' (put the "
                                   "command after --)",
@@ -609,5 +689,9 @@ main (int argc, char *argv [])
     pigato_log_set (cli.log_level, pigato_log_stderr, NULL);
     if (streq (cli.command, "request"))
         return s_request (&cli);
+    if (streq (cli.command, "stats"))
+        return pigato__cli_stats (&cli);
+    if (streq (cli.command, "check"))
+        return pigato__cli_check (&cli);
     return pigato__cli_serve (&cli);
 }
