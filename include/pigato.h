@@ -145,9 +145,30 @@ PIGATO_EXPORT void
 PIGATO_EXPORT int
     pigato_log_level_parse (const char *name);
 
-//  A ready-made callback: writes "TIMESTAMP LEVEL line" to stderr.
+//  A ready-made callback: writes "TIMESTAMP LEVEL line" to stderr, or in
+//  the JSON format (pigato_log_set_format) one JSON object per line.
 PIGATO_EXPORT void
     pigato_log_stderr (int level, const char *line, void *arg);
+
+//  How pigato_log_stderr writes a line. TEXT (the default):
+//  "2024-05-01T12:00:00.000Z info event=ready key=value ...". JSON: one
+//  object per line, {"ts":"2024-05-01T12:00:00.000Z","level":"info",
+//  "event":"ready","key":"value",...}: the line's fields in their order,
+//  every value a JSON string (a quoted value without its quotes, \xNN of
+//  a printable character as that character; other bytes stay written
+//  \xNN, as in the text format); words that are not key=value go to
+//  "msg"; a field named like an earlier one (or ts, level, msg) gets _2,
+//  _3... appended.
+typedef enum { PIGATO_LOG_TEXT = 0, PIGATO_LOG_JSON = 1 } pigato_log_format_t;
+
+//  Sets the format, process-wide (call before threads log). Returns 0, or
+//  PIGATO_E_INVALID for an unknown format (the format stays).
+PIGATO_EXPORT int
+    pigato_log_set_format (int format);
+
+//  Parses "text" or "json"; returns the format or -1.
+PIGATO_EXPORT int
+    pigato_log_format_parse (const char *name);
 
 //  -------------------------------------------------------------------------
 //  Keys. CURVE keys are 32 bytes, shown as 40 characters of Z85. Key files
