@@ -594,6 +594,7 @@ static void
 s_dying_end (pigato_broker_t *self)
 {
     for (size_t index = 0; index < self->dying_count; index++) {
+        pigato__connlog_closed (self, self->dying [index]);
         pigato__conn_t dead = pigato__conns_disconnected (self->core->conns,
                                                           self->dying [index]);
         if (dead.fd >= 0)
@@ -616,6 +617,7 @@ s_dying (pigato_broker_t *self, int fd)
         int *dying = (int *) realloc (self->dying, max * sizeof (int));
         if (!dying) {
             //  Out of memory: it ends now, last words or not
+            pigato__connlog_closed (self, fd);
             pigato__conn_t dead = pigato__conns_disconnected (self->core->conns,
                                                               fd);
             if (dead.fd >= 0)
@@ -929,11 +931,14 @@ s_route (pigato_broker_t *self, int fd)
     }
     pigato__conn_slot_t *slot = pigato__conns_slot (self->core->conns, &conn);
     if (slot) {
+        bool first = slot->bytes_in == 0;
         slot->bytes_in += self->input.bytes;
         if (!slot->identity && self->input.count > 1)
             pigato__conns_set_identity (self->core->conns, fd,
                                         zmq_msg_gets (&self->input.parts [1],
                                                       "User-Id"));
+        if (first)
+            pigato__connlog_open (self, fd, slot);
     }
     if (self->input.size > PIGATO__MESSAGE_BYTES_MAX)
         s_too_large (self);
@@ -1085,6 +1090,7 @@ pigato_broker_run (pigato_broker_t *self)
             pigato__ratelimit_flush (&self->refuse_log, "connection_refused",
                                      PIGATO_LOG_WARNING);
             pigato__budget_flush_logs (self);
+            pigato__connlog_tick (self);
             pigato__core_internal_tick (self->core);
             if (now >= self->cert_check_at)
                 pigato__broker_expiry_check (self);

@@ -101,6 +101,7 @@ struct _pigato_broker_t {
     size_t shaking_max;              //  closed are skipped or compacted)
     pigato__ratelimit_t refuse_log;  //  connection_refused log limiter
     pigato__budget_t budget;         //  byte budgets (budget.c)
+    pigato__ratelimit_t conn_log;    //  connection_open log limiter
     char error [256];                //  last error message
 };
 
@@ -135,6 +136,14 @@ void pigato__budget_queue (pigato_broker_t *self, const pigato__conn_t *conn,
                            pigato__conn_slot_t *slot);
 void pigato__budget_flush_logs (pigato_broker_t *self);
 int64_t pigato__budget_default_memory (void);
+
+//  connlog.c: event=connection_open at a connection's first message
+//  (self->input), event=connection_closed before the conns table forgets
+//  it, and the count of held-back opening lines (from the heartbeat).
+void pigato__connlog_open (pigato_broker_t *self, int fd,
+                           pigato__conn_slot_t *slot);
+void pigato__connlog_closed (pigato_broker_t *self, int fd);
+void pigato__connlog_tick (pigato_broker_t *self);
 
 //  "address:port" of a socket's peer ("?:0" if unknown).
 void pigato__fd_peer (int fd, char *text, size_t size);
