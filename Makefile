@@ -69,8 +69,18 @@ $(LIB_SO): $(LIB_OBJS)
 	$(CC) -shared -Wl,-soname,libpigato.so.$(SOVERSION) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 	ln -sf libpigato.so.$(SOVERSION) $(BUILD)/libpigato.so
 
-$(BUILD)/pigato-broker: $(BUILD)/mesh/programs/broker_main.o $(LIB_A)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# pigato-broker speaks systemd's sd_notify through libsystemd when its
+# pkg-config file is there (Debian: libsystemd-dev); SYSTEMD=0 builds
+# without it (the notifications are then no-ops). Only the daemon links it.
+SYSTEMD ?= $(shell pkg-config --exists libsystemd 2>/dev/null && echo 1 || echo 0)
+ifeq ($(SYSTEMD),1)
+SYSTEMD_LIBS := $(shell pkg-config --libs libsystemd)
+endif
+$(BUILD)/mesh/programs/notify.o: CFLAGS += -DPIGATO_WITH_SYSTEMD=$(SYSTEMD)
+$(BUILD)/pigato-broker: $(BUILD)/mesh/programs/broker_main.o \
+                        $(BUILD)/mesh/programs/config.o \
+                        $(BUILD)/mesh/programs/notify.o $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(SYSTEMD_LIBS)
 
 $(BUILD)/pigato-keygen: $(BUILD)/mesh/programs/keygen_main.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -672,6 +672,26 @@ PIGATO_EXPORT int
 PIGATO_EXPORT void
     pigato_broker_request_reload (pigato_broker_t *self);
 
+//  What the broker tells the program that runs it, for a service manager
+//  (pigato-broker sends systemd's RELOADING=1, READY=1 and STOPPING=1 on
+//  them): a reload begins (SIGHUP) and ends, whatever came of it (a bad
+//  file keeps the old policy: the broker serves on), and the broker begins
+//  to stop (once). Called on the thread in pigato_broker_run (), never
+//  from a signal handler.
+typedef enum {
+    PIGATO_BROKER_RELOADING = 1,
+    PIGATO_BROKER_RELOADED = 2,
+    PIGATO_BROKER_STOPPING = 3
+} pigato_broker_state_t;
+
+typedef void (pigato_broker_state_fn) (pigato_broker_t *broker, int state,
+                                       void *arg);
+
+//  Sets the function told of those states (NULL: none, the default).
+PIGATO_EXPORT void
+    pigato_broker_set_state_hook (pigato_broker_t *self,
+                                  pigato_broker_state_fn *hook, void *arg);
+
 //  Binds an endpoint: tcp://HOST:PORT (HOST may be *, an interface, or an
 //  IPv6 address in brackets, tcp://[::1]:5555; PORT may be * for any),
 //  ipc://PATH. The first bind applies the security settings; settings

@@ -1045,8 +1045,10 @@ pigato_broker_run (pigato_broker_t *self)
         self->core->now_ms = pigato__now_ms ();
         if (self->reload) {
             self->reload = 0;
+            pigato__broker_tell (self, PIGATO_BROKER_RELOADING);
             pigato__broker_reload (self);
             pigato__broker_expiry_check (self);
+            pigato__broker_tell (self, PIGATO_BROKER_RELOADED);
         }
         if (ready [ZAP]) {
             pigato__guard_zap_handle (self->guard);
@@ -1103,5 +1105,6 @@ pigato_broker_run (pigato_broker_t *self)
         pigato__outbox_flush (self->outbox);
         touched [ROUTER] = true;
     }
+    pigato__broker_tell (self, PIGATO_BROKER_STOPPING);
     return zsys_interrupted ? PIGATO_E_INTERRUPTED : 0;
 }

@@ -94,15 +94,18 @@ struct _pigato_broker_t {
                                      //  newer one in
     struct pigato__shaking_t {
         pigato__conn_t conn;
-        int64_t since;               //  accepted then (ms)
-    } * shaking;                     //  connections in accept order that
-    size_t shaking_head;             //  may still be in their handshake
-    size_t shaking_count;            //  (entries that finished it or
-    size_t shaking_max;              //  closed are skipped or compacted)
-    pigato__ratelimit_t refuse_log;  //  connection_refused log limiter
-    pigato__budget_t budget;         //  byte budgets (budget.c)
-    pigato__ratelimit_t conn_log;    //  connection_open log limiter
-    char error [256];                //  last error message
+        int64_t since;                   //  accepted then (ms)
+    } * shaking;                         //  connections in accept order that
+    size_t shaking_head;                 //  may still be in their handshake
+    size_t shaking_count;                //  (entries that finished it or
+    size_t shaking_max;                  //  closed are skipped or compacted)
+    pigato__ratelimit_t refuse_log;      //  connection_refused log limiter
+    pigato__budget_t budget;             //  byte budgets (budget.c)
+    pigato__ratelimit_t conn_log;        //  connection_open log limiter
+    pigato_broker_state_fn *state_hook;  //  told of reloads and the stop
+    void *state_arg;                     //  (pigato_broker_set_state_hook)
+    bool told_stopping;                  //  STOPPING is told once
+    char error [256];                    //  last error message
 };
 
 
@@ -112,6 +115,11 @@ void pigato__front_input (pigato_broker_t *self, const pigato__conn_t *conn);
 
 //  reload.c: re-reads the policy and holds live workers and requests to it.
 void pigato__broker_reload (pigato_broker_t *self);
+
+//  reload.c: tells the state hook a state (pigato_broker_state_t);
+//  PIGATO_BROKER_STOPPING only the first time. Call it where the broker
+//  begins to stop (or to drain).
+void pigato__broker_tell (pigato_broker_t *self, int state);
 
 //  expiry.c: logs the certificates that end soon or have ended (its own,
 //  the policy's CAs and identities) and sets the next check a day ahead.
