@@ -173,7 +173,9 @@ PIGATO_EXPORT int
 //  -------------------------------------------------------------------------
 //  Keys. CURVE keys are 32 bytes, shown as 40 characters of Z85. Key files
 //  use czmq's zcert format: NAME.key (public) and NAME.key_secret (secret,
-//  mode 0600; refused if group or others can read it).
+//  mode 0600; refused if group or others can read it, except in a
+//  service's layout: owned by root, mode 0640 or 0440, its group one the
+//  process is in, e.g. root:pigato for a broker run as User=pigato).
 
 //  Resolves a public key given as Z85 text or as a zcert file (public or
 //  secret file; only the public key is read). Writes 41 bytes (Z85 + NUL)
