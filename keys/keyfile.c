@@ -226,8 +226,8 @@ s_check_mode (const char *path, const keytext_t *keytext, char *err,
         return PIGATO_OK;
     pigato__errorf (err, err_size,
                     "secret key file '%s' is readable by group or others "
-                    "(mode %04o); fix with: chmod 600 %s (or for a service: "
-                    "owned by root, its group the service's, mode 0640)",
+                    "(mode %04o); fix with: chmod 600 %s or, for a service, "
+                    "root:GROUP 0640",
                     path, (unsigned) (mode & 07777), path);
     return PIGATO_E_KEYPERM;
 }
