@@ -376,7 +376,8 @@ main (int argc, char *argv [])
         OPT_CERT_WARN_DAYS,
         OPT_CONFIG,
         OPT_CHECK_CONFIG,
-        OPT_LOG_FORMAT
+        OPT_LOG_FORMAT,
+        OPT_COUNT  //  (keep last)
     };
     static const struct option options [] = {
         { "bind", required_argument, NULL, OPT_BIND },
@@ -454,7 +455,7 @@ main (int argc, char *argv [])
         }
     }
     bool binds_from_file = false;  //  a --bind on the command line drops them
-    int option_lines [OPT_LOG_FORMAT - OPT_BIND + 1] = { 0 };  //  file lines
+    int option_lines [OPT_COUNT - OPT_BIND] = { 0 };  //  file lines
     int option;
     optind = 0;  //  getopt_long starts over (the prescan read argv)
     while ((option = getopt_long (argc, args, "hV", options, NULL)) != -1) {
@@ -463,7 +464,7 @@ main (int argc, char *argv [])
                           ? config.lines [optind - 2]
                           : 0;
         s_origin_at (config_path, from_line);
-        if (option >= OPT_BIND && option <= OPT_LOG_FORMAT)
+        if (option >= OPT_BIND && option < OPT_COUNT)
             option_lines [option - OPT_BIND] = from_line;
         switch (option) {
             case OPT_BIND:

@@ -261,6 +261,13 @@ class LogTest(OpsTestCase):
             self.assertIn("event", json.loads(line))
 
 
+def linked_with_systemd():
+    r = subprocess.run(["ldd", BROKER_BIN], capture_output=True, text=True)
+    return "libsystemd" in r.stdout
+
+
+@unittest.skipUnless(linked_with_systemd(), "pigato-broker was built without libsystemd "
+                     "(apt-get install libsystemd-dev, or make SYSTEMD=0 was given)")
 class NotifyTest(OpsTestCase):
     """What systemd hears from a Type=notify broker: the datagrams
     sd_notify sends to $NOTIFY_SOCKET."""
