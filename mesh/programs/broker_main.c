@@ -437,6 +437,7 @@ main (int argc, char *argv [])
         fputs ("pigato-broker: out of memory\n", stderr);
         return 1;
     }
+    //  From here on, every way out goes through cleanup (args, config)
     if (config_path) {
         static const char *const not_here [] = { "config",    "check-config",
                                                  "check-acl", "help",
@@ -444,14 +445,17 @@ main (int argc, char *argv [])
         static const char *const repeatable [] = { "bind", NULL };
         int problems = pigato__config_read (&config, config_path, options,
                                             not_here, repeatable, stderr);
-        if (problems && !s_checking)
-            return EXIT_USAGE;
+        if (problems && !s_checking) {
+            rc = EXIT_USAGE;
+            goto cleanup;
+        }
         s_problems += problems;
         free (args);
         args = pigato__config_argv (&config, argc, argv, &argc);
         if (!args) {
             fputs ("pigato-broker: out of memory\n", stderr);
-            return 1;
+            rc = 1;
+            goto cleanup;
         }
     }
     bool binds_from_file = false;  //  a --bind on the command line drops them
@@ -494,7 +498,10 @@ main (int argc, char *argv [])
             case OPT_ALLOW_ANY: allow_any = true; break;
             case OPT_INSECURE: insecure = true; break;
             case OPT_ACL: acl = optarg; break;
-            case OPT_CHECK_ACL: return s_check_acl (optarg);
+            case OPT_CHECK_ACL:
+                rc = s_check_acl (optarg);
+                s_checking = false;  //  its own exit status
+                goto cleanup;
             case OPT_HEARTBEAT:
                 heartbeat = s_number (optarg, "--heartbeat", 10);
                 break;
@@ -549,16 +556,22 @@ main (int argc, char *argv [])
                     log_level = PIGATO_LOG_INFO;
                 }
                 break;
-            case 'h': fputs (s_usage, stdout); return 0;
+            case 'h':
+                fputs (s_usage, stdout);
+                s_checking = false;  //  exit 0
+                goto cleanup;
             case 'V':
                 printf ("pigato-broker %s\n", pigato_version ());
-                return 0;
+                s_checking = false;
+                goto cleanup;
             default:
                 if (!s_checking)
                     fputs ("Try 'pigato-broker --help'.\n", stderr);
                 s_problems++;
-                if (!s_checking)
-                    return EXIT_USAGE;
+                if (!s_checking) {
+                    rc = EXIT_USAGE;
+                    goto cleanup;
+                }
         }
     }
     //  What follows concerns the options together: said of the file, if

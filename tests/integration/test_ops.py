@@ -85,11 +85,11 @@ log-level       debug
         self.assertEqual(m.group(2), "200")
         self.assertEqual(m.group(3), "tcp://127.0.0.1:%d" % port)
         # The file's CURVE settings are in force on the command line's bind
-        rc, out, err = self.cli("request", "nobody", '"x"', "--broker",
+        # $dir: the broker itself answers
+        rc, out, err = self.cli("request", "$dir", '"x"', "--broker",
                                 "tcp://127.0.0.1:%d" % port, "--server-key",
-                                key.public_file, "--timeout", "300")
-        self.assertEqual(rc, 2, err)
-        self.assertIn("timed out", err)
+                                key.public_file)
+        self.assertEqual((rc, out), (0, "[]"), err)
         self.assertIsNotNone(br.wait_for_log(r"event=connection_open .*identity=anonymous",
                                              timeout=5))
 
@@ -179,15 +179,14 @@ class LogTest(OpsTestCase):
     def test_connections_opened_and_closed_with_identity_and_fingerprint(self):
         key = KeyPair(self.tmp, "broker")
         web = KeyPair(self.tmp, "web")
-        acl = self.write("mesh.acl", "identity web %s\nallow web call *\n" % web.public)
+        acl = self.write("mesh.acl", "identity web %s\nallow web call $dir\n" % web.public)
         port = harness.free_port()
         br = self.run_broker("--acl", acl, "--key", key.secret_file, "--bind",
                          "tcp://127.0.0.1:%d" % port)
-        rc, out, err = self.cli("request", "echo", '"x"', "--broker",
+        rc, out, err = self.cli("request", "$dir", '"x"', "--broker",
                                 "tcp://127.0.0.1:%d" % port, "--server-key",
-                                key.public_file, "--key", web.secret_file,
-                                "--timeout", "200")
-        self.assertEqual(rc, 2, err)
+                                key.public_file, "--key", web.secret_file)
+        self.assertEqual((rc, out), (0, "[]"), err)
         fp = fingerprint(web.public)
         opened = br.wait_for_log(r"event=connection_open address=127\.0\.0\.1:(\d+) "
                                  r"identity=web key=%s fd=(\d+)$" % fp, timeout=5)
@@ -218,7 +217,15 @@ class LogTest(OpsTestCase):
                 break
             self.mesh.pump(0.05)
         self.assertEqual(opened + held, 300, br.tail())
-        self.assertGreater(held, 0, "300 connections at once, none held back")
+        # At most 100 a second (the limiter's seconds are the monotonic
+        # clock's, the lines' the wall clock's: 200 in one of these)
+        seconds = {}
+        for line in br.text().splitlines():
+            if "event=connection_open " in line:
+                seconds[line[:19]] = seconds.get(line[:19], 0) + 1
+        self.assertLessEqual(max(seconds.values()), 200, seconds)
+        if held == 0:   # a slow machine: 300 connections over 3 s or more
+            self.assertGreaterEqual(len(seconds), 3, seconds)
         for p in peers:
             p.close()
         self.mesh.peers = []
@@ -233,11 +240,11 @@ class LogTest(OpsTestCase):
         br = self.run_broker("--allow-any", "--key", key.secret_file, "--bind",
                          "tcp://127.0.0.1:%d" % port, "--log-format", "json")
         client = KeyPair(self.tmp, "client")
-        rc, out, err = self.cli("request", "echo", '"x"', "--broker",
+        rc, out, err = self.cli("request", "$dir", '"x"', "--broker",
                                 "tcp://127.0.0.1:%d" % port, "--server-key",
                                 key.public_file, "--key", client.secret_file,
-                                "--timeout", "200", "-v", "--log-format", "json")
-        self.assertEqual(rc, 2)
+                                "-v", "--log-format", "json")
+        self.assertEqual((rc, out), (0, "[]"), err)
         self.assertIsNotNone(br.wait_for_log(r'"event":"connection_closed"', timeout=5),
                              br.tail())
         br.stop(signal.SIGTERM)
@@ -291,7 +298,7 @@ class NotifyTest(OpsTestCase):
         self.assertEqual(ready, {"READY": "1",
                                  "STATUS": "serving on tcp://127.0.0.1:%d" % port})
         # Sent once bound, after event=ready: what waits for it can connect
-        self.assertIsNotNone(br.wait_for_log(r"event=ready", timeout=0))
+        self.assertIsNotNone(br.wait_for_log(r"event=ready", timeout=5))
         before = time.monotonic()
         br.send_signal(signal.SIGHUP)
         reloading = message()
