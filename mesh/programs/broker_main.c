@@ -408,6 +408,7 @@ main (int argc, char *argv [])
         { NULL, 0, NULL, 0 }
     };
     const char *binds [32];
+    int bind_lines [32];  //  the --config line of each, 0: command line
     int bind_count = 0;
     const char *key_file = NULL, *dmode = "load", *acl = NULL;
     const char *pid_file = NULL;
@@ -481,6 +482,7 @@ main (int argc, char *argv [])
                     s_bad ("at most 32 --bind");
                     break;
                 }
+                bind_lines [bind_count] = from_line;
                 binds [bind_count++] = optarg;
                 break;
             case OPT_CONFIG:
@@ -595,6 +597,14 @@ main (int argc, char *argv [])
                "broker's NAME.crt)");
     if (bind_count == 0)
         binds [bind_count++] = "tcp://127.0.0.1:5555";
+    //  --check-config binds nothing, so it looks at the endpoints instead:
+    //  the slip a start would refuse (the bind says the rest)
+    for (int index = 0; s_checking && index < bind_count; index++)
+        if (!strstr (binds [index], "://")) {
+            s_origin_at (config_path, bind_lines [index]);
+            s_bad ("endpoint '%s' has no transport (did you mean tcp://%s?)",
+                   binds [index], binds [index]);
+        }
     if (s_checking && s_problems) {
         //  The rest loads the ACL and the key: pointless with options
         //  already wrong
