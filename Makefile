@@ -4,11 +4,18 @@
 #   make check-includes   the include graph keeps the layers (no circles)
 #   make format     clang-format every C file (make format-check: only check)
 #   make demo       dependencies, build, a broker + worker + client session
-#   make install PREFIX=/usr/local DESTDIR=
+#   make install PREFIX=/usr/local DESTDIR=   (LIBDIR=, e.g. /usr/lib/x86_64-linux-gnu)
+#   make uninstall  (the same variables): removes what install put there
+#   make deb        Debian packages into BUILD/deb (packaging/deb.sh)
 #   SANITIZE=address,undefined make test
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
+LIBDIR  ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+VERSION := 0.1.0
 # Sanitized builds go to their own folder: make cannot tell flags changed
 BUILD   ?= build$(if $(SANITIZE),-sanitize)
 CC      ?= cc
@@ -40,7 +47,7 @@ LIB_SRCS := mesh/base/status.c mesh/base/log.c mesh/base/util.c mesh/base/heap.c
             mesh/broker/front_pigato.c \
             mesh/broker/front_mdp.c mesh/broker/reload.c mesh/broker/expiry.c \
             mesh/broker/stats.c mesh/broker/metrics.c mesh/broker/metrics_http.c \
-            mesh/broker/broker.c
+            mesh/broker/connlog.c mesh/broker/broker.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 HEADERS  := $(wildcard include/*.h mesh/*/*.h keys/*.h auth/*.h certs/*.h)
 
@@ -51,7 +58,7 @@ SOVERSION := 0
 LIB_A  := $(BUILD)/libpigato.a
 LIB_SO := $(BUILD)/libpigato.so.$(SOVERSION)
 
-.PHONY: all deps test demo install clean format format-check bench bench-instructions \
+.PHONY: all deps test demo install uninstall deb clean format format-check bench bench-instructions \
         soak soak-hostile check-deps check-includes
 all: $(LIB_A) $(LIB_SO) $(PROGRAMS) $(BUILD)/libpigato.pc
 
@@ -60,7 +67,7 @@ deps:
 
 $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(LIB_A): $(LIB_OBJS)
 	@rm -f $@
@@ -70,8 +77,18 @@ $(LIB_SO): $(LIB_OBJS)
 	$(CC) -shared -Wl,-soname,libpigato.so.$(SOVERSION) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 	ln -sf libpigato.so.$(SOVERSION) $(BUILD)/libpigato.so
 
-$(BUILD)/pigato-broker: $(BUILD)/mesh/programs/broker_main.o $(LIB_A)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# pigato-broker speaks systemd's sd_notify through libsystemd when its
+# pkg-config file is there (Debian: libsystemd-dev); SYSTEMD=0 builds
+# without it (the notifications are then no-ops). Only the daemon links it.
+SYSTEMD ?= $(shell pkg-config --exists libsystemd 2>/dev/null && echo 1 || echo 0)
+ifeq ($(SYSTEMD),1)
+SYSTEMD_LIBS := $(shell pkg-config --libs libsystemd)
+endif
+$(BUILD)/mesh/programs/notify.o: CFLAGS += -DPIGATO_WITH_SYSTEMD=$(SYSTEMD)
+$(BUILD)/pigato-broker: $(BUILD)/mesh/programs/broker_main.o \
+                        $(BUILD)/mesh/programs/config.o \
+                        $(BUILD)/mesh/programs/notify.o $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(SYSTEMD_LIBS)
 
 $(BUILD)/pigato-keygen: $(BUILD)/mesh/programs/keygen_main.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -106,9 +123,14 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB_A) $(LDFLAGS) $(LDLIBS) -lcmocka -lpthread
 
-$(BUILD)/libpigato.pc: libpigato.pc.in
+# The header includes only standard headers: the .pc names no package in
+# Requires (pkg-config would then want their -dev packages and put their
+# include paths into --cflags); their libraries are for static linking
+PC_SED := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+              -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g'
+$(BUILD)/libpigato.pc: libpigato.pc.in Makefile
 	@mkdir -p $(BUILD)
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|0.1.0|g' $< > $@
+	$(PC_SED) $< > $@
 
 # Quoted includes between mesh/, auth/, keys/, certs/ and include/: no
 # circle between files or folders, no lower layer including a higher one
@@ -154,18 +176,34 @@ soak-hostile: deps
 	@$(MAKE) --no-print-directory all $(BENCH_PROGRAMS)
 	@SOAK_PHASE=$(PHASE) /usr/bin/python3 bench/soak_hostile.py $(BUILD)
 
+MAN_PAGES := $(notdir $(wildcard docs/*.1))
 install: all
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
-	    $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
-	    $(DESTDIR)$(PREFIX)/share/man/man1
-	install -m 0644 include/pigato.h $(DESTDIR)$(PREFIX)/include/
-	install -m 0644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
-	install -m 0755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/
-	ln -sf libpigato.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libpigato.so
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|0.1.0|g' libpigato.pc.in \
-	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/libpigato.pc
-	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 docs/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+	    $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
+	    $(DESTDIR)$(MANDIR)/man1
+	install -m 0644 include/pigato.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 0644 $(LIB_A) $(DESTDIR)$(LIBDIR)/
+	install -m 0644 $(LIB_SO) $(DESTDIR)$(LIBDIR)/
+	ln -sf libpigato.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libpigato.so
+	$(PC_SED) libpigato.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libpigato.pc
+	install -m 0755 $(PROGRAMS) $(DESTDIR)$(BINDIR)/
+	install -m 0644 $(addprefix docs/,$(MAN_PAGES)) $(DESTDIR)$(MANDIR)/man1/
+
+# Exactly the files install wrote, none of the folders (they may hold
+# other things)
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/pigato.h \
+	    $(DESTDIR)$(LIBDIR)/libpigato.a \
+	    $(DESTDIR)$(LIBDIR)/libpigato.so.$(SOVERSION) \
+	    $(DESTDIR)$(LIBDIR)/libpigato.so \
+	    $(DESTDIR)$(LIBDIR)/pkgconfig/libpigato.pc \
+	    $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(PROGRAMS))) \
+	    $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(MAN_PAGES))
+
+# Debian packages (pigato-broker, pigato-tools, libpigato0, libpigato-dev)
+# from a copy of the tree, with debhelper; lintian runs on them
+deb:
+	@packaging/deb.sh $(BUILD)/deb
 
 # Every C file we own (.clang-format, include/.clang-format). CI runs
 # make test, which runs format-check first: an unformatted file fails it.

@@ -145,14 +145,37 @@ PIGATO_EXPORT void
 PIGATO_EXPORT int
     pigato_log_level_parse (const char *name);
 
-//  A ready-made callback: writes "TIMESTAMP LEVEL line" to stderr.
+//  A ready-made callback: writes "TIMESTAMP LEVEL line" to stderr, or in
+//  the JSON format (pigato_log_set_format) one JSON object per line.
 PIGATO_EXPORT void
     pigato_log_stderr (int level, const char *line, void *arg);
+
+//  How pigato_log_stderr writes a line. TEXT (the default):
+//  "2024-05-01T12:00:00.000Z info event=ready key=value ...". JSON: one
+//  object per line, {"ts":"2024-05-01T12:00:00.000Z","level":"info",
+//  "event":"ready","key":"value",...}: the line's fields in their order,
+//  every value a JSON string (a quoted value without its quotes, \xNN of
+//  a printable character as that character; other bytes stay written
+//  \xNN, as in the text format); words that are not key=value go to
+//  "msg"; a field named like an earlier one (or ts, level, msg) gets _2,
+//  _3... appended.
+typedef enum { PIGATO_LOG_TEXT = 0, PIGATO_LOG_JSON = 1 } pigato_log_format_t;
+
+//  Sets the format, process-wide (call before threads log). Returns 0, or
+//  PIGATO_E_INVALID for an unknown format (the format stays).
+PIGATO_EXPORT int
+    pigato_log_set_format (int format);
+
+//  Parses "text" or "json"; returns the format or -1.
+PIGATO_EXPORT int
+    pigato_log_format_parse (const char *name);
 
 //  -------------------------------------------------------------------------
 //  Keys. CURVE keys are 32 bytes, shown as 40 characters of Z85. Key files
 //  use czmq's zcert format: NAME.key (public) and NAME.key_secret (secret,
-//  mode 0600; refused if group or others can read it).
+//  mode 0600; refused if group or others can read it, except in a
+//  service's layout: owned by root, mode 0640 or 0440, its group one the
+//  process is in, e.g. root:pigato for a broker run as User=pigato).
 
 //  Resolves a public key given as Z85 text or as a zcert file (public or
 //  secret file; only the public key is read). Writes 41 bytes (Z85 + NUL)
@@ -650,6 +673,26 @@ PIGATO_EXPORT int
 //  from a SIGHUP handler.
 PIGATO_EXPORT void
     pigato_broker_request_reload (pigato_broker_t *self);
+
+//  What the broker tells the program that runs it, for a service manager
+//  (pigato-broker sends systemd's RELOADING=1, READY=1 and STOPPING=1 on
+//  them): a reload begins (SIGHUP) and ends, whatever came of it (a bad
+//  file keeps the old policy: the broker serves on), and the broker begins
+//  to stop (once). Called on the thread in pigato_broker_run (), never
+//  from a signal handler.
+typedef enum {
+    PIGATO_BROKER_RELOADING = 1,
+    PIGATO_BROKER_RELOADED = 2,
+    PIGATO_BROKER_STOPPING = 3
+} pigato_broker_state_t;
+
+typedef void (pigato_broker_state_fn) (pigato_broker_t *broker, int state,
+                                       void *arg);
+
+//  Sets the function told of those states (NULL: none, the default).
+PIGATO_EXPORT void
+    pigato_broker_set_state_hook (pigato_broker_t *self,
+                                  pigato_broker_state_fn *hook, void *arg);
 
 //  Binds an endpoint: tcp://HOST:PORT (HOST may be *, an interface, or an
 //  IPv6 address in brackets, tcp://[::1]:5555; PORT may be * for any),

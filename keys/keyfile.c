@@ -12,6 +12,7 @@
 */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,6 +27,8 @@ typedef struct {
     char *text;  //  sodium_malloc, NULL if not read
     size_t size;
     mode_t mode;  //  st_mode of the file read
+    uid_t uid;    //  its owner
+    gid_t gid;    //  its group
 } keytext_t;
 
 static void
@@ -72,6 +75,8 @@ s_keytext_read (const char *path, keytext_t *keytext, char *err,
     }
     if (rc == PIGATO_OK) {
         keytext->mode = info.st_mode;
+        keytext->uid = info.st_uid;
+        keytext->gid = info.st_gid;
         keytext->text = (char *) sodium_malloc ((size_t) info.st_size + 1);
         if (!keytext->text)
             rc = PIGATO_E_NOMEM;
@@ -190,18 +195,41 @@ pigato__keyfile_inspect (const char *path, pigato__keyfile_info_t *info,
     return PIGATO_OK;
 }
 
-//  Refuses a secret file that group or others may read or write.
-static int
-s_check_mode (const char *path, mode_t mode, char *err, size_t err_size)
+//  True if this process is in group gid (its own or a supplementary one).
+static bool
+s_in_group (gid_t gid)
 {
-    if (mode & 077) {
-        pigato__errorf (err, err_size,
-                        "secret key file '%s' is readable by group or others "
-                        "(mode %04o); fix with: chmod 600 %s",
-                        path, (unsigned) (mode & 07777), path);
-        return PIGATO_E_KEYPERM;
-    }
-    return PIGATO_OK;
+    if (gid == getegid ())
+        return true;
+    gid_t groups [256];
+    int count = getgroups (256, groups);
+    for (int index = 0; index < count; index++)
+        if (groups [index] == gid)
+            return true;
+    return false;
+}
+
+//  Refuses a secret file that others may read or write, or that its group
+//  may. One layout is taken for services (docs/security.md): owned by
+//  root, readable by its group and by nobody else (0640 or 0440), the
+//  group being one this process is in (the service's: systemd's Group=).
+//  Root keeps the file, and the service reads it without owning it (it
+//  cannot change or replace it).
+static int
+s_check_mode (const char *path, const keytext_t *keytext, char *err,
+              size_t err_size)
+{
+    mode_t mode = keytext->mode;
+    if ((mode & 077) == 0)
+        return PIGATO_OK;
+    if ((mode & 077) == 040 && keytext->uid == 0 && s_in_group (keytext->gid))
+        return PIGATO_OK;
+    pigato__errorf (err, err_size,
+                    "secret key file '%s' is readable by group or others "
+                    "(mode %04o); fix with: chmod 600 %s or, for a service, "
+                    "root:GROUP 0640",
+                    path, (unsigned) (mode & 07777), path);
+    return PIGATO_E_KEYPERM;
 }
 
 //  --------------------------------------------------------------------------
@@ -253,7 +281,7 @@ pigato__keyfile_load_secret (const char *path, zcert_t **cert_p, char *err,
         }
     }
     const char *read_path = secret_path ? secret_path : path;
-    rc = s_check_mode (read_path, keytext.mode, err, err_size);
+    rc = s_check_mode (read_path, &keytext, err, err_size);
     if (rc != PIGATO_OK)
         goto cleanup;
     if (s_keytext_key (&keytext, "public-key", public_key) != 0) {

@@ -10,7 +10,9 @@
 
 //  Loads a key pair from a zcert secret file (PATH, or PATH_secret when PATH
 //  is the public file). Refuses a file that group or others can read, with
-//  a message saying how to fix it. The caller applies the cert and then
+//  a message saying how to fix it; but takes the layout of a service's key
+//  (docs/security.md): owned by root, mode 0640 or 0440, its group one
+//  this process is in. The caller applies the cert and then
 //  destroys it with pigato__keyfile_cert_destroy (which wipes the secret).
 int pigato__keyfile_load_secret (const char *path, zcert_t **cert_p, char *err,
                                  size_t err_size) PIGATO__MUST_CHECK;

@@ -1,9 +1,12 @@
 #!/bin/sh
 # Installs the Debian packages pigato-c needs, only those that are missing.
 set -e
+# libsystemd-dev: pigato-broker's sd_notify; systemd (systemd-analyze),
+# debhelper, fakeroot and lintian: the tests of the units and of make deb
 PKGS="build-essential pkg-config libzmq3-dev libczmq-dev libsodium-dev libssl-dev
       libjansson-dev libcmocka-dev libmicrohttpd-dev python3-zmq
-      python3-prometheus-client nodejs npm openssl clang-format"
+      python3-prometheus-client nodejs npm openssl clang-format
+      libsystemd-dev systemd debhelper fakeroot lintian"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then

@@ -27,8 +27,10 @@ pigato__conns_destroy (pigato__conns_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
-    for (size_t fd = 0; fd < (*self_p)->size; fd++)
+    for (size_t fd = 0; fd < (*self_p)->size; fd++) {
         free ((*self_p)->slots [fd].identity);
+        free ((*self_p)->slots [fd].log_note);
+    }
     free ((*self_p)->slots);
     free (*self_p);
     *self_p = NULL;
@@ -73,6 +75,8 @@ pigato__conns_accepted (pigato__conns_t *self, int fd)
         slot->out_checked = 0;
         free (slot->identity);
         slot->identity = NULL;
+        free (slot->log_note);
+        slot->log_note = NULL;
     }
 }
 
@@ -118,6 +122,8 @@ pigato__conns_disconnected (pigato__conns_t *self, int fd)
         slot->dying = false;
         free (slot->identity);
         slot->identity = NULL;
+        free (slot->log_note);
+        slot->log_note = NULL;
     }
     return dead;
 }

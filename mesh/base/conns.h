@@ -108,6 +108,8 @@ typedef struct {
     uint64_t out_checked;  //  bytes_out + frames_out * 64 at the last
                            //  outbound check
     char *identity;        //  User-Id of its first message, or NULL
+    void *log_note;        //  what its event=connection_closed repeats
+                           //  (the broker's connlog.c; freed here), or NULL
 } pigato__conn_slot_t;
 
 struct _pigato__conns_t {

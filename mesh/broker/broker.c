@@ -600,6 +600,7 @@ static void
 s_dying_end (pigato_broker_t *self)
 {
     for (size_t index = 0; index < self->dying_count; index++) {
+        pigato__connlog_closed (self, self->dying [index]);
         pigato__conn_t dead = pigato__conns_disconnected (self->core->conns,
                                                           self->dying [index]);
         if (dead.fd >= 0)
@@ -622,6 +623,7 @@ s_dying (pigato_broker_t *self, int fd)
         int *dying = (int *) realloc (self->dying, max * sizeof (int));
         if (!dying) {
             //  Out of memory: it ends now, last words or not
+            pigato__connlog_closed (self, fd);
             pigato__conn_t dead = pigato__conns_disconnected (self->core->conns,
                                                               fd);
             if (dead.fd >= 0)
@@ -936,11 +938,14 @@ s_route (pigato_broker_t *self, int fd)
     }
     pigato__conn_slot_t *slot = pigato__conns_slot (self->core->conns, &conn);
     if (slot) {
+        bool first = slot->bytes_in == 0;
         slot->bytes_in += self->input.bytes;
         if (!slot->identity && self->input.count > 1)
             pigato__conns_set_identity (self->core->conns, fd,
                                         zmq_msg_gets (&self->input.parts [1],
                                                       "User-Id"));
+        if (first)
+            pigato__connlog_open (self, fd, slot);
     }
     if (self->input.size > PIGATO__MESSAGE_BYTES_MAX)
         s_too_large (self);
@@ -1055,8 +1060,10 @@ pigato_broker_run (pigato_broker_t *self)
             pigato__metrics_serve (self);
         if (self->reload) {
             self->reload = 0;
+            pigato__broker_tell (self, PIGATO_BROKER_RELOADING);
             pigato__broker_reload (self);
             pigato__broker_expiry_check (self);
+            pigato__broker_tell (self, PIGATO_BROKER_RELOADED);
         }
         if (ready [ZAP]) {
             pigato__guard_zap_handle (self->guard);
@@ -1100,6 +1107,7 @@ pigato_broker_run (pigato_broker_t *self)
             pigato__ratelimit_flush (&self->refuse_log, "connection_refused",
                                      PIGATO_LOG_WARNING);
             pigato__budget_flush_logs (self);
+            pigato__connlog_tick (self);
             pigato__core_internal_tick (self->core);
             if (now >= self->cert_check_at)
                 pigato__broker_expiry_check (self);
@@ -1112,5 +1120,6 @@ pigato_broker_run (pigato_broker_t *self)
         pigato__outbox_flush (self->outbox);
         touched [ROUTER] = true;
     }
+    pigato__broker_tell (self, PIGATO_BROKER_STOPPING);
     return zsys_interrupted ? PIGATO_E_INTERRUPTED : 0;
 }

@@ -95,15 +95,19 @@ struct _pigato_broker_t {
                                      //  newer one in
     struct pigato__shaking_t {
         pigato__conn_t conn;
-        int64_t since;               //  accepted then (ms)
-    } * shaking;                     //  connections in accept order that
-    size_t shaking_head;             //  may still be in their handshake
-    size_t shaking_count;            //  (entries that finished it or
-    size_t shaking_max;              //  closed are skipped or compacted)
-    pigato__ratelimit_t refuse_log;  //  connection_refused log limiter
-    pigato__budget_t budget;         //  byte budgets (budget.c)
-    pigato__metrics_t metrics;       //  for operators (metrics.c)
-    char error [256];                //  last error message
+        int64_t since;                   //  accepted then (ms)
+    } * shaking;                         //  connections in accept order that
+    size_t shaking_head;                 //  may still be in their handshake
+    size_t shaking_count;                //  (entries that finished it or
+    size_t shaking_max;                  //  closed are skipped or compacted)
+    pigato__ratelimit_t refuse_log;      //  connection_refused log limiter
+    pigato__budget_t budget;             //  byte budgets (budget.c)
+    pigato__ratelimit_t conn_log;        //  connection_open log limiter
+    pigato_broker_state_fn *state_hook;  //  told of reloads and the stop
+    void *state_arg;                     //  (pigato_broker_set_state_hook)
+    bool told_stopping;                  //  STOPPING is told once
+    pigato__metrics_t metrics;           //  for operators (metrics.c)
+    char error [256];                    //  last error message
 };
 
 
@@ -113,6 +117,11 @@ void pigato__front_input (pigato_broker_t *self, const pigato__conn_t *conn);
 
 //  reload.c: re-reads the policy and holds live workers and requests to it.
 void pigato__broker_reload (pigato_broker_t *self);
+
+//  reload.c: tells the state hook a state (pigato_broker_state_t);
+//  PIGATO_BROKER_STOPPING only the first time. Call it where the broker
+//  begins to stop (or to drain).
+void pigato__broker_tell (pigato_broker_t *self, int state);
 
 //  expiry.c: logs the certificates that end soon or have ended (its own,
 //  the policy's CAs and identities) and sets the next check a day ahead.
@@ -137,6 +146,14 @@ void pigato__budget_queue (pigato_broker_t *self, const pigato__conn_t *conn,
                            pigato__conn_slot_t *slot);
 void pigato__budget_flush_logs (pigato_broker_t *self);
 int64_t pigato__budget_default_memory (void);
+
+//  connlog.c: event=connection_open at a connection's first message
+//  (self->input), event=connection_closed before the conns table forgets
+//  it, and the count of held-back opening lines (from the heartbeat).
+void pigato__connlog_open (pigato_broker_t *self, int fd,
+                           pigato__conn_slot_t *slot);
+void pigato__connlog_closed (pigato_broker_t *self, int fd);
+void pigato__connlog_tick (pigato_broker_t *self);
 
 //  "address:port" of a socket's peer ("?:0" if unknown).
 void pigato__fd_peer (int fd, char *text, size_t size);

@@ -124,3 +124,26 @@ pigato__broker_reload (pigato_broker_t *self)
                  pigato__guard_rule_count (self->guard), workers_removed,
                  requests_dropped, requests_denied);
 }
+
+//  --------------------------------------------------------------------------
+//  The state hook: reloads and the stop, for a service manager.
+
+void
+pigato_broker_set_state_hook (pigato_broker_t *self,
+                              pigato_broker_state_fn *hook, void *arg)
+{
+    self->state_hook = hook;
+    self->state_arg = arg;
+}
+
+void
+pigato__broker_tell (pigato_broker_t *self, int state)
+{
+    if (state == PIGATO_BROKER_STOPPING) {
+        if (self->told_stopping)
+            return;
+        self->told_stopping = true;
+    }
+    if (self->state_hook)
+        self->state_hook (self, state, self->state_arg);
+}

@@ -566,9 +566,15 @@ s_monitor_drain (pigato__link_t *self, unsigned generation, size_t *received)
         if (++self->keys_failed < keys && links->lost) {
             //  Key rotation: the next acceptable server key
             self->key_index = (self->key_index + 1) % keys;
+            //  key= is a fingerprint, as in every log line
+            char fingerprint [PIGATO_FINGERPRINT_SIZE];
+            pigato_key_fingerprint (
+                links->security->server_keys [self->key_index], fingerprint);
             pigato__log (PIGATO_LOG_INFO,
-                         "event=%s_next_server_key endpoint=%s key=%zu",
-                         links->name, self->endpoint, self->key_index);
+                         "event=%s_next_server_key endpoint=%s key=%s "
+                         "key_index=%zu",
+                         links->name, self->endpoint, fingerprint,
+                         self->key_index);
             links->lost (links->owner, self);
             return;
         }

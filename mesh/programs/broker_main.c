@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,8 @@
 #include <unistd.h>
 #include <czmq.h>
 #include "pigato.h"
+#include "config.h"
+#include "notify.h"
 
 #define EXIT_USAGE 64
 
@@ -37,6 +40,16 @@ static const char *s_usage =
     "                       certificate ends within N days (default 14);\n"
     "                       checked at start, on SIGHUP and once a day\n"
     "  --check-acl FILE     validate an ACL file, print what is wrong, and exit\n"
+    "\n"
+    "Configuration:\n"
+    "  --config FILE        read options from FILE: the long options' names,\n"
+    "                       one 'name value' per line, # comments; options\n"
+    "                       on the command line override the file's (--bind\n"
+    "                       given here replaces the file's binds)\n"
+    "  --check-config       check the options (FILE's and the command line's),\n"
+    "                       load the ACL and the key, print what is wrong as\n"
+    "                       FILE:LINE: message, and exit 0 (OK) or 1; binds\n"
+    "                       nothing\n"
     "\n"
     "Options:\n"
     "  --bind ENDPOINT      endpoint to bind, repeatable\n"
@@ -72,6 +85,8 @@ static const char *s_usage =
     "                       (removed at exit); refuse to start when PATH holds\n"
     "                       the pid of a running pigato-broker\n"
     "  --log-level LEVEL    error, warning, info or debug (default info)\n"
+    "  --log-format FORMAT  text (key=value, the default) or json (one object\n"
+    "                       per line)\n"
     "  -h, --help           this text\n"
     "  -V, --version        print the version\n"
     "\n"
@@ -81,9 +96,46 @@ static const char *s_usage =
     "  kill -HUP $(cat broker.pid)    # reload the ACL of this broker only\n"
     "\n"
     "Logs go to stderr, one key=value line per event. SIGHUP re-reads the ACL\n"
-    "(a bad file keeps the old policy); SIGINT or SIGTERM stop the broker.\n";
+    "(a bad file keeps the old policy); SIGINT or SIGTERM stop the broker.\n"
+    "Under systemd (Type=notify) it reports READY=1 once bound, RELOADING=1\n"
+    "and READY=1 around a reload, STOPPING=1 when it stops.\n";
 
 static pigato_broker_t *s_broker;  //  for the SIGHUP handler
+
+//  Where the option being read came from, for its error messages:
+//  "pigato-broker: " (the command line) or "FILE:LINE: " (--config)
+static char s_origin [4200] = "pigato-broker: ";
+static bool s_checking;  //  --check-config: report every problem, go on
+static int s_problems;   //  problems --check-config found
+
+//  A bad option or value: says so (prefixed with where it came from) and
+//  exits with a usage error; with --check-config, counts it and goes on.
+static void __attribute__ ((format (printf, 1, 2)))
+s_bad (const char *format, ...)
+{
+    va_list args;
+    va_start (args, format);
+    fputs (s_origin, stderr);
+    vfprintf (stderr, format, args);
+    fputc ('\n', stderr);
+    va_end (args);
+    s_problems++;
+    if (!s_checking)
+        exit (EXIT_USAGE);
+}
+
+//  The state hook (pigato.h): systemd hears of reloads and of the stop.
+static void
+s_on_state (pigato_broker_t *broker, int state, void *arg)
+{
+    (void) broker;
+    if (state == PIGATO_BROKER_RELOADING)
+        pigato__notify_reloading ();
+    else if (state == PIGATO_BROKER_RELOADED)
+        pigato__notify_ready ((const char *) arg);
+    else if (state == PIGATO_BROKER_STOPPING)
+        pigato__notify_stopping ();
+}
 
 static void
 s_on_sighup (int signal_number)
@@ -241,11 +293,10 @@ s_size (const char *text, const char *option)
         end++;
     if (*text < '0' || *text > '9' || *end != 0 || errno || value < 0
         || value > (INT64_MAX >> shift)) {
-        fprintf (stderr,
-                 "pigato-broker: %s needs a size (bytes, or a number with "
-                 "K, M or G), not '%s'\n",
-                 option, text);
-        exit (EXIT_USAGE);
+        s_bad ("%s needs a size (bytes, or a number with K, M or G), not "
+               "'%s'",
+               option, text);
+        return 0;
     }
     return (int64_t) value << shift;
 }
@@ -256,11 +307,50 @@ s_number (const char *text, const char *option, int minimum)
     char *end;
     long value = strtol (text, &end, 10);
     if (*text == 0 || *end != 0 || value < minimum || value > 3600000) {
-        fprintf (stderr, "pigato-broker: %s needs a number >= %d, not '%s'\n",
-                 option, minimum, text);
-        exit (EXIT_USAGE);
+        s_bad ("%s needs a number >= %d, not '%s'", option, minimum, text);
+        return minimum;
     }
     return (int) value;
+}
+
+//  Finds --config FILE and --check-config on the command line, read by
+//  getopt_long as the main loop reads them (so "--conf" is --config
+//  there too), on a copy of argv (getopt_long permutes what it reads).
+//  Sets s_checking. Returns the copy (the caller frees the array, not the
+//  strings) or NULL if out of memory.
+static char **
+s_config_prescan (int argc, char **argv, const struct option *options,
+                  const char **config_path)
+{
+    char **copy = (char **) calloc ((size_t) argc + 1, sizeof (char *));
+    if (!copy)
+        return NULL;
+    memcpy (copy, argv, (size_t) argc * sizeof (char *));
+    int saved = opterr, option, index = -1;
+    opterr = 0;  //  the main loop reports what is wrong
+    while ((option = getopt_long (argc, copy, "hV", options, &index)) != -1) {
+        if (option > 255 && index >= 0
+            && streq (options [index].name, "config"))
+            *config_path = optarg;
+        else if (option > 255 && index >= 0
+                 && streq (options [index].name, "check-config"))
+            s_checking = true;
+        index = -1;
+    }
+    opterr = saved;
+    memcpy (copy, argv, (size_t) argc * sizeof (char *));
+    return copy;
+}
+
+//  Sets s_origin to where an option was: FILE:LINE (line > 0) or the
+//  command line.
+static void
+s_origin_at (const char *config_path, int line)
+{
+    if (config_path && line > 0)
+        snprintf (s_origin, sizeof s_origin, "%s:%d: ", config_path, line);
+    else
+        snprintf (s_origin, sizeof s_origin, "pigato-broker: ");
 }
 
 int
@@ -287,7 +377,11 @@ main (int argc, char *argv [])
         OPT_MAX_OUTBOUND,
         OPT_PID_FILE,
         OPT_CERT_WARN_DAYS,
-        OPT_METRICS_LISTEN
+        OPT_METRICS_LISTEN,
+        OPT_CONFIG,
+        OPT_CHECK_CONFIG,
+        OPT_LOG_FORMAT,
+        OPT_COUNT  //  (keep last)
     };
     static const struct option options [] = {
         { "bind", required_argument, NULL, OPT_BIND },
@@ -311,11 +405,15 @@ main (int argc, char *argv [])
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
         { "pid-file", required_argument, NULL, OPT_PID_FILE },
         { "metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN },
+        { "config", required_argument, NULL, OPT_CONFIG },
+        { "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
+        { "log-format", required_argument, NULL, OPT_LOG_FORMAT },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 }
     };
     const char *binds [32];
+    int bind_lines [32];  //  the --config line of each, 0: command line
     int bind_count = 0;
     const char *key_file = NULL, *dmode = "load", *acl = NULL;
     const char *pid_file = NULL, *metrics_listen = NULL;
@@ -331,16 +429,76 @@ main (int argc, char *argv [])
     int64_t max_inbound = PIGATO_MAX_INBOUND;
     int64_t max_outbound = PIGATO_MAX_OUTBOUND;
     int cert_warn_days = -1;  //  -1 = the library's default
+    int log_format = PIGATO_LOG_TEXT;
+    int rc = 0;
+    pigato_broker_t *broker = NULL;
 
+    //  --config and --check-config first, read the way the loop below
+    //  reads them (abbreviations too); the file's options then go before
+    //  the command line's, which override them
+    const char *config_path = NULL;
+    pigato__config_t config = { 0 };
+    char **args = s_config_prescan (argc, argv, options, &config_path);
+    if (!args) {
+        fputs ("pigato-broker: out of memory\n", stderr);
+        return 1;
+    }
+    //  From here on, every way out goes through cleanup (args, config)
+    if (config_path) {
+        static const char *const not_here [] = { "config",    "check-config",
+                                                 "check-acl", "help",
+                                                 "version",   NULL };
+        static const char *const repeatable [] = { "bind", NULL };
+        int problems = pigato__config_read (&config, config_path, options,
+                                            not_here, repeatable, stderr);
+        if (problems && !s_checking) {
+            rc = EXIT_USAGE;
+            goto cleanup;
+        }
+        s_problems += problems;
+        free (args);
+        args = pigato__config_argv (&config, argc, argv, &argc);
+        if (!args) {
+            fputs ("pigato-broker: out of memory\n", stderr);
+            rc = 1;
+            goto cleanup;
+        }
+    }
+    bool binds_from_file = false;  //  a --bind on the command line drops them
+    int option_lines [OPT_COUNT - OPT_BIND] = { 0 };  //  file lines
     int option;
-    while ((option = getopt_long (argc, argv, "hV", options, NULL)) != -1) {
+    optind = 0;  //  getopt_long starts over (the prescan read argv)
+    while ((option = getopt_long (argc, args, "hV", options, NULL)) != -1) {
+        //  Options of the file are "--name=value", one argument each
+        int from_line = optind - 1 >= 1 && optind - 1 <= config.count
+                          ? config.lines [optind - 2]
+                          : 0;
+        s_origin_at (config_path, from_line);
+        if (option >= OPT_BIND && option < OPT_COUNT)
+            option_lines [option - OPT_BIND] = from_line;
         switch (option) {
             case OPT_BIND:
-                if (bind_count == 32) {
-                    fprintf (stderr, "pigato-broker: at most 32 --bind\n");
-                    return EXIT_USAGE;
+                if (!from_line && binds_from_file) {
+                    bind_count = 0;
+                    binds_from_file = false;
                 }
+                binds_from_file = binds_from_file || from_line;
+                if (bind_count == 32) {
+                    s_bad ("at most 32 --bind");
+                    break;
+                }
+                bind_lines [bind_count] = from_line;
                 binds [bind_count++] = optarg;
+                break;
+            case OPT_CONFIG:
+            case OPT_CHECK_CONFIG: break;  //  read by the prescan
+            case OPT_LOG_FORMAT:
+                log_format = pigato_log_format_parse (optarg);
+                if (log_format < 0) {
+                    s_bad ("unknown log format '%s' (expected text or json)",
+                           optarg);
+                    log_format = PIGATO_LOG_TEXT;
+                }
                 break;
             case OPT_KEY: key_file = optarg; break;
             case OPT_PID_FILE: pid_file = optarg; break;
@@ -348,7 +506,10 @@ main (int argc, char *argv [])
             case OPT_ALLOW_ANY: allow_any = true; break;
             case OPT_INSECURE: insecure = true; break;
             case OPT_ACL: acl = optarg; break;
-            case OPT_CHECK_ACL: return s_check_acl (optarg);
+            case OPT_CHECK_ACL:
+                rc = s_check_acl (optarg);
+                s_checking = false;  //  its own exit status
+                goto cleanup;
             case OPT_HEARTBEAT:
                 heartbeat = s_number (optarg, "--heartbeat", 10);
                 break;
@@ -358,12 +519,8 @@ main (int argc, char *argv [])
             case OPT_DMODE: dmode = optarg; break;
             case OPT_BUSY_POLL:
                 busy_poll = s_number (optarg, "--busy-poll", 0);
-                if (busy_poll > 100000) {
-                    fputs ("pigato-broker: --busy-poll is at most 100000 "
-                           "(microseconds)\n",
-                           stderr);
-                    return EXIT_USAGE;
-                }
+                if (busy_poll > 100000)
+                    s_bad ("--busy-poll is at most 100000 (microseconds)");
                 break;
             case OPT_MAX_CONNECTIONS:
                 max_connections = s_number (optarg, "--max-connections", 1);
@@ -387,79 +544,89 @@ main (int argc, char *argv [])
                 char *end;
                 cache_max = strtoll (optarg, &end, 10);
                 if (*optarg == 0 || *end != 0 || cache_max < 0) {
-                    fprintf (stderr,
-                             "pigato-broker: --cache-max-bytes needs "
-                             "a number >= 0, not '%s'\n",
-                             optarg);
-                    return EXIT_USAGE;
+                    s_bad ("--cache-max-bytes needs a number >= 0, not '%s'",
+                           optarg);
+                    cache_max = -1;
                 }
                 break;
             }
             case OPT_IO_THREADS:
                 io_threads = s_number (optarg, "--io-threads", 1);
-                if (io_threads > 64) {
-                    fputs ("pigato-broker: --io-threads is at most 64\n",
-                           stderr);
-                    return EXIT_USAGE;
-                }
+                if (io_threads > 64)
+                    s_bad ("--io-threads is at most 64");
                 break;
             case OPT_LOG_LEVEL:
                 log_level = pigato_log_level_parse (optarg);
                 if (log_level < 0) {
-                    fprintf (stderr,
-                             "pigato-broker: unknown log level '%s' "
-                             "(expected error, warning, info or debug)\n",
-                             optarg);
-                    return EXIT_USAGE;
+                    s_bad ("unknown log level '%s' (expected error, warning, "
+                           "info or debug)",
+                           optarg);
+                    log_level = PIGATO_LOG_INFO;
                 }
                 break;
-            case 'h': fputs (s_usage, stdout); return 0;
+            case 'h':
+                fputs (s_usage, stdout);
+                s_checking = false;  //  exit 0
+                goto cleanup;
             case 'V':
                 printf ("pigato-broker %s\n", pigato_version ());
-                return 0;
+                s_checking = false;
+                goto cleanup;
             default:
-                fputs ("Try 'pigato-broker --help'.\n", stderr);
-                return EXIT_USAGE;
+                if (!s_checking)
+                    fputs ("Try 'pigato-broker --help'.\n", stderr);
+                s_problems++;
+                if (!s_checking) {
+                    rc = EXIT_USAGE;
+                    goto cleanup;
+                }
         }
     }
-    if (optind < argc) {
-        fprintf (stderr,
-                 "pigato-broker: unexpected argument '%s'\n"
-                 "Try 'pigato-broker --help'.\n",
-                 argv [optind]);
-        return EXIT_USAGE;
-    }
-    if (insecure && allow_any) {
-        fputs ("pigato-broker: --insecure and --allow-any exclude each other\n",
-               stderr);
-        return EXIT_USAGE;
-    }
-    if (acl && allow_any) {
-        fputs ("pigato-broker: --acl and --allow-any exclude each other\n",
-               stderr);
-        return EXIT_USAGE;
-    }
-    if (!insecure && !allow_any && !acl) {
-        fputs ("pigato-broker: no security mode: give --acl FILE (CURVE, keys "
-               "and rules from FILE), --allow-any (CURVE, any client key) or "
-               "--insecure (no encryption)\n",
-               stderr);
-        return EXIT_USAGE;
-    }
-    if (!insecure && !key_file) {
-        fputs ("pigato-broker: no broker key: give --key FILE (a zcert secret "
-               "key file, mode 0600, or the broker's NAME.crt)\n",
-               stderr);
-        return EXIT_USAGE;
-    }
+    //  What follows concerns the options together: said of the file, if
+    //  there is one
+    snprintf (s_origin, sizeof s_origin,
+              "%s: ", config_path ? config_path : "pigato-broker");
+    if (optind < argc)
+        s_bad ("unexpected argument '%s' (try 'pigato-broker --help')",
+               args [optind]);
+    if (insecure && allow_any)
+        s_bad ("--insecure and --allow-any exclude each other");
+    if (acl && allow_any)
+        s_bad ("--acl and --allow-any exclude each other");
+    if (!insecure && !allow_any && !acl)
+        s_bad ("no security mode: give --acl FILE (CURVE, keys and rules from "
+               "FILE), --allow-any (CURVE, any client key) or --insecure (no "
+               "encryption)");
+    if (!insecure && !key_file)
+        s_bad ("no broker key: give --key FILE (a zcert secret key file, mode "
+               "0600, or 0640 owned by root and the broker's group; or the "
+               "broker's NAME.crt)");
     if (bind_count == 0)
         binds [bind_count++] = "tcp://127.0.0.1:5555";
-    if (pid_file && s_pid_is_broker (s_pid_file_read (pid_file))) {
+    //  --check-config binds nothing, so it looks at the endpoints instead:
+    //  the slip a start would refuse (the bind says the rest)
+    for (int index = 0; s_checking && index < bind_count; index++)
+        if (!strstr (binds [index], "://")) {
+            s_origin_at (config_path, bind_lines [index]);
+            s_bad ("endpoint '%s' has no transport (did you mean tcp://%s?)",
+                   binds [index], binds [index]);
+        }
+    if (s_checking && s_problems) {
+        //  The rest loads the ACL and the key: pointless with options
+        //  already wrong
+        rc = 1;
+        goto cleanup;
+    }
+    pigato_log_set_format (log_format);
+    if (!s_checking && pid_file
+        && s_pid_is_broker (s_pid_file_read (pid_file))) {
         fprintf (stderr,
                  "pigato-broker: --pid-file %s belongs to a running broker "
                  "(pid %ld): give each broker its own pid file\n",
                  pid_file, (long) s_pid_file_read (pid_file));
-        return 1;
+        pid_file = NULL;  //  not ours to remove
+        rc = 1;
+        goto cleanup;
     }
 
     //  The memory ceiling reads the resident size: freed large buffers
@@ -467,15 +634,21 @@ main (int argc, char *argv [])
     //  otherwise rises to the largest buffer freed (up to 32 MiB), and
     //  bodies below it stay in the heap after they are freed
     mallopt (M_MMAP_THRESHOLD, 1024 * 1024);
-    pigato_log_set (log_level, pigato_log_stderr, NULL);
-    s_raise_file_limit ();
+    if (s_checking)
+        //  What a start would warn about (skipped certificates, secret
+        //  keys in a trusted folder) shows here too
+        pigato_log_set (PIGATO_LOG_WARNING, pigato_log_stderr, NULL);
+    else {
+        pigato_log_set (log_level, pigato_log_stderr, NULL);
+        s_raise_file_limit ();
+    }
     zsys_set_io_threads ((size_t) io_threads);  //  before any socket
-    pigato_broker_t *broker = pigato_broker_new ();
+    broker = pigato_broker_new ();
     if (!broker) {
         fputs ("pigato-broker: out of memory\n", stderr);
-        return 1;
+        rc = 1;
+        goto cleanup;
     }
-    int rc = 0;
     pigato_broker_set_insecure (broker, insecure);
     pigato_broker_set_allow_any (broker, allow_any);
     pigato_broker_set_heartbeat (broker, heartbeat, liveness);
@@ -489,31 +662,43 @@ main (int argc, char *argv [])
         || pigato_broker_set_max_outbound (broker, max_outbound)
         || (cert_warn_days >= 0
             && pigato_broker_set_cert_warn_days (broker, cert_warn_days))) {
-        fprintf (stderr, "pigato-broker: %s\n", pigato_broker_error (broker));
+        s_origin_at (config_path, 0);
+        fprintf (stderr, "%s%s\n", s_origin, pigato_broker_error (broker));
         rc = EXIT_USAGE;
         goto cleanup;
     }
     if (pigato_broker_set_dmode (broker, dmode)) {
-        fprintf (stderr, "pigato-broker: %s\n", pigato_broker_error (broker));
+        s_origin_at (config_path, option_lines [OPT_DMODE - OPT_BIND]);
+        fprintf (stderr, "%s%s\n", s_origin, pigato_broker_error (broker));
         rc = EXIT_USAGE;
         goto cleanup;
     }
+    //  The ACL and the key are each checked, so that --check-config
+    //  reports both
     if (acl && pigato_broker_set_acl (broker, acl)) {
-        fprintf (stderr, "pigato-broker: %s\n", pigato_broker_error (broker));
+        s_origin_at (config_path, option_lines [OPT_ACL - OPT_BIND]);
+        fprintf (stderr, "%s%s\n", s_origin, pigato_broker_error (broker));
+        s_problems++;
         rc = 1;
-        goto cleanup;
     }
     char public_key [PIGATO_Z85_KEY_SIZE + 1] = "-";
-    if (key_file && !insecure) {
+    if (key_file && !insecure && (s_checking || rc == 0)) {
         char err [256];
         if (pigato_broker_set_key_file (broker, key_file)) {
-            fprintf (stderr, "pigato-broker: %s\n",
-                     pigato_broker_error (broker));
+            s_origin_at (config_path, option_lines [OPT_KEY - OPT_BIND]);
+            fprintf (stderr, "%s%s\n", s_origin, pigato_broker_error (broker));
+            s_problems++;
             rc = 1;
-            goto cleanup;
         }
-        if (pigato_key_public (key_file, public_key, err, sizeof err))
+        else if (pigato_key_public (key_file, public_key, err, sizeof err))
             snprintf (public_key, sizeof public_key, "-");
+    }
+    if (rc)
+        goto cleanup;
+    if (s_checking) {
+        //  Nothing is bound: a running broker may hold the endpoints
+        printf ("%s: OK\n", config_path ? config_path : "pigato-broker");
+        goto cleanup;
     }
     for (int index = 0; index < bind_count; index++)
         if ((rc = pigato_broker_bind (broker, binds [index]))) {
@@ -538,14 +723,22 @@ main (int argc, char *argv [])
         rc = 1;
         goto cleanup;
     }
-    if (insecure)
+    if (insecure && log_format == PIGATO_LOG_JSON)
+        pigato_log_stderr (PIGATO_LOG_WARNING,
+                           "event=insecure reason=\"traffic is NOT encrypted "
+                           "and peers are NOT authenticated\"",
+                           NULL);
+    else if (insecure)
         fputs ("pigato-broker: WARNING: --insecure: traffic is NOT encrypted "
                "and peers are NOT authenticated\n",
                stderr);
+    char fingerprint [PIGATO_FINGERPRINT_SIZE] = "-";
+    if (public_key [0] != '-')
+        pigato_key_fingerprint (public_key, fingerprint);
     char line [1024];
     size_t used = (size_t) snprintf (
         line, sizeof line,
-        "event=ready version=%s mode=%s%s key=%s "
+        "event=ready version=%s mode=%s%s key=%s fingerprint=%s "
         "max_connections=%d "
         "handshake_timeout_ms=%d "
         "max_memory=%" PRId64 " max_inbound=%" PRId64 " max_outbound=%" PRId64
@@ -554,7 +747,7 @@ main (int argc, char *argv [])
         insecure    ? "insecure"
         : allow_any ? "allow-any"
                     : "acl",
-        insecure && acl ? "+acl" : "", public_key,
+        insecure && acl ? "+acl" : "", public_key, fingerprint,
         pigato_broker_max_connections (broker), handshake_timeout,
         pigato_broker_max_memory (broker), max_inbound, max_outbound);
     for (int index = 0; index < bind_count && used < sizeof line; index++)
@@ -576,6 +769,15 @@ main (int argc, char *argv [])
     sigaction (SIGINT, &action, NULL);
     sigaction (SIGTERM, &action, NULL);
     pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
+    //  systemd (Type=notify): bound and serving; told again after each
+    //  reload, and of the stop, through the state hook
+    static char status [512];
+    used = (size_t) snprintf (status, sizeof status, "serving on ");
+    for (int index = 0; index < bind_count && used < sizeof status; index++)
+        used += (size_t) snprintf (status + used, sizeof status - used, "%s%s",
+                                   index ? " " : "", binds [index]);
+    pigato_broker_set_state_hook (broker, s_on_state, status);
+    pigato__notify_ready (status);
     rc = pigato_broker_run (broker);
     signal (SIGHUP, SIG_IGN);
     s_broker = NULL;
@@ -619,5 +821,7 @@ cleanup:
     pigato_broker_destroy (&broker);
     if (pid_file && s_pid_file_read (pid_file) == getpid ())
         unlink (pid_file);
-    return rc;
+    pigato__config_free (&config);
+    free (args);
+    return s_checking ? (rc || s_problems ? 1 : 0) : rc;
 }

@@ -38,6 +38,7 @@ typedef struct {
     const char *framing;                //  --framing or env, NULL = auto
     int log_level;                      //  effective log level
     bool log_level_set;                 //  --log-level was given
+    int log_format;                     //  --log-format, PIGATO_LOG_TEXT
     bool verbose;                       //  --verbose
     bool help;                          //  -h / --help
     int64_t timeout_ms;                 //  --timeout

@@ -140,6 +140,8 @@ s_usage (FILE *out, const char *command)
         "                        when the broker answers natively), native (only\n"
         "                        for pigato-broker) or 0.0.46 (env PIGATO_FRAMING)\n"
         "  --log-level LEVEL     error, warning, info or debug (default warning)\n"
+        "  --log-format FORMAT   text (key=value, the default) or json (one\n"
+        "                        object per line)\n"
         "  -v, --verbose         same as --log-level info\n"
         "  -h, --help            show help (also: pigato COMMAND --help)\n"
         "  --version             show the version\n");
@@ -224,7 +226,8 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         OPT_RAW,
         OPT_JSON,
         OPT_SERVICE,
-        OPT_MIN_WORKERS
+        OPT_MIN_WORKERS,
+        OPT_LOG_FORMAT
     };
     static const struct option options [] = {
         { "broker", required_argument, NULL, OPT_BROKER },
@@ -235,6 +238,7 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         { "heartbeat", required_argument, NULL, OPT_HEARTBEAT },
         { "framing", required_argument, NULL, OPT_FRAMING },
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+        { "log-format", required_argument, NULL, OPT_LOG_FORMAT },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, OPT_VERSION },
@@ -277,6 +281,13 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
                 if (cli->log_level < 0)
                     rc = s_usage_error ("--log-level wants error, warning, "
                                         "info or debug, not '%s'",
+                                        optarg);
+                break;
+            case OPT_LOG_FORMAT:
+                cli->log_format = pigato_log_format_parse (optarg);
+                if (cli->log_format < 0)
+                    rc = s_usage_error ("--log-format wants text or json, not "
+                                        "'%s'",
                                         optarg);
                 break;
             case 'v': cli->verbose = true; break;
@@ -687,6 +698,7 @@ main (int argc, char *argv [])
     if (exit_code)
         return exit_code == S_DONE ? EXIT_SUCCESS : exit_code;
     pigato_log_set (cli.log_level, pigato_log_stderr, NULL);
+    pigato_log_set_format (cli.log_format);
     if (streq (cli.command, "request"))
         return s_request (&cli);
     if (streq (cli.command, "stats"))

@@ -49,6 +49,11 @@ class InstallTest(unittest.TestCase):
         flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libpigato"], env=env,
                                check=True, capture_output=True, text=True).stdout.split()
         self.assertIn("-lpigato", flags)
+        # pigato.h needs no other package's headers: --cflags names our
+        # include folder and nothing else (no libczmq, libzmq... folders)
+        cflags = subprocess.run(["pkg-config", "--cflags", "libpigato"], env=env,
+                                check=True, capture_output=True, text=True).stdout.split()
+        self.assertEqual(cflags, ["-I" + root + "/include"])
         source = os.path.join(self.tmp, "app.c")
         with open(source, "w") as f:
             f.write(APP)
@@ -70,6 +75,37 @@ class InstallTest(unittest.TestCase):
         exported = [line.split()[-1] for line in symbols.splitlines() if " T " in line]
         self.assertTrue(exported)
         self.assertEqual([s for s in exported if not s.startswith("pigato_")], [])
+
+    def files_under(self, top):
+        found = []
+        for where, _, files in os.walk(top):
+            found += [os.path.relpath(os.path.join(where, f), top) for f in files]
+        return sorted(found)
+
+    def test_uninstall_removes_exactly_what_install_put_there(self):
+        dest = os.path.join(self.tmp, "root")
+        prefix = "/usr"
+        libdir = "/usr/lib/x86_64-linux-gnu"        # a packager's LIBDIR
+        # Something of someone else's in the same folders stays
+        os.makedirs(dest + libdir)
+        other = os.path.join(dest + libdir, "libother.so.1")
+        with open(other, "w") as f:
+            f.write("not ours")
+        make = ["make", "-s", "BUILD=" + BUILD, "PREFIX=" + prefix, "LIBDIR=" + libdir,
+                "DESTDIR=" + dest]
+        subprocess.run(make + ["install"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        installed = self.files_under(dest)
+        self.assertIn("usr/lib/x86_64-linux-gnu/libpigato.so.0", installed)
+        self.assertIn("usr/lib/x86_64-linux-gnu/pkgconfig/libpigato.pc", installed)
+        self.assertIn("usr/bin/pigato-broker", installed)
+        with open(os.path.join(dest + libdir, "pkgconfig/libpigato.pc")) as f:
+            pc = f.read()
+        self.assertIn("libdir=" + libdir + "\n", pc)
+        self.assertNotIn("Requires", pc)
+        subprocess.run(make + ["uninstall"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        self.assertEqual(self.files_under(dest), ["usr/lib/x86_64-linux-gnu/libother.so.1"])
+        # Run again, it has nothing to do and does not fail
+        subprocess.run(make + ["uninstall"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":
