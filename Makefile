@@ -13,7 +13,7 @@ DESTDIR ?=
 BUILD   ?= build$(if $(SANITIZE),-sanitize)
 CC      ?= cc
 
-PKGS    := libzmq libczmq libsodium jansson libssl libcrypto
+PKGS    := libzmq libczmq libsodium jansson libssl libcrypto sqlite3
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -33,12 +33,14 @@ LIB_SRCS := mesh/base/status.c mesh/base/log.c mesh/base/util.c mesh/base/heap.c
             certs/ca.c \
             mesh/library/peer.c mesh/library/link.c mesh/library/client.c \
             mesh/library/worker.c mesh/library/settings.c \
+            mesh/library/titanic.c \
             mesh/broker/service.c mesh/broker/semver.c mesh/broker/cache.c \
             mesh/broker/request.c mesh/broker/alias.c mesh/broker/core.c \
             mesh/broker/core_internal.c mesh/broker/core_quota.c \
             mesh/broker/outbox.c mesh/broker/budget.c mesh/broker/send.c \
             mesh/broker/front_pigato.c \
             mesh/broker/front_mdp.c mesh/broker/reload.c mesh/broker/expiry.c \
+            mesh/broker/store.c mesh/broker/titanic.c mesh/broker/titanic_run.c \
             mesh/broker/broker.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 HEADERS  := $(wildcard include/*.h mesh/*/*.h keys/*.h auth/*.h certs/*.h)
@@ -98,7 +100,7 @@ $(BUILD)/pigato-steady: $(BUILD)/bench/steady.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/pigato: $(BUILD)/mesh/programs/cli_main.o $(BUILD)/mesh/programs/cli_serve.o \
-                $(BUILD)/mesh/programs/cli.o $(LIB_A)
+                $(BUILD)/mesh/programs/cli_titanic.o $(BUILD)/mesh/programs/cli.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_A)

@@ -2,7 +2,8 @@
 # Installs the Debian packages pigato-c needs, only those that are missing.
 set -e
 PKGS="build-essential pkg-config libzmq3-dev libczmq-dev libsodium-dev libssl-dev
-      libjansson-dev libcmocka-dev python3-zmq nodejs npm openssl clang-format"
+      libjansson-dev libcmocka-dev libsqlite3-dev python3-zmq nodejs npm openssl
+      clang-format"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then

@@ -73,7 +73,9 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     if (!self_p || !*self_p)
         return;
     pigato_broker_t *self = *self_p;
-    //  The core first: destroying requests closes their shared body parts
+    //  Durable requests first (their store thread ends), then the core:
+    //  destroying requests closes their shared body parts
+    pigato__titanic_destroy (&self->titanic);
     pigato__core_destroy (&self->core);
     pigato__outbox_destroy (&self->outbox);
     for (size_t index = 0; index < PIGATO__PARTS_MAX; index++)
@@ -364,7 +366,31 @@ pigato_broker_counter (pigato_broker_t *self, const char *name)
         return self->outbox ? pigato__outbox_batches (self->outbox) : 0;
     if (streq (name, "entries_out"))
         return self->outbox ? pigato__outbox_entries (self->outbox) : 0;
+    if (strncmp (name, "titanic_", 8) == 0)
+        return self->titanic ? pigato__titanic_counter (self->titanic, name + 8)
+                             : -1;
     return -1;
+}
+
+int
+pigato_broker_set_store (pigato_broker_t *self, const char *dir,
+                         int64_t max_bytes)
+{
+    if (!dir || !*dir || max_bytes < 0 || self->titanic) {
+        pigato__errorf (self->error, sizeof self->error,
+                        self->titanic ? "the broker has a store already"
+                                      : "the store needs a folder and a "
+                                        "size limit >= 0");
+        return PIGATO_E_INVALID;
+    }
+    char error [sizeof self->error];
+    self->titanic = pigato__titanic_new (self, dir, max_bytes, error,
+                                         sizeof error);
+    if (!self->titanic) {
+        pigato__errorf (self->error, sizeof self->error, "%s", error);
+        return PIGATO_E_STORE;
+    }
+    return 0;
 }
 
 int
@@ -976,8 +1002,12 @@ pigato_broker_run (pigato_broker_t *self)
         zsock_resolve (pigato__guard_zap_socket (self->guard)),
         zsock_resolve (self->router), zsock_resolve (self->monitor)
     };
-    struct pollfd items [SOCKETS];  //  plain poll (): zmq_poll polls
-                                    //  twice before it sleeps
+    //  plain poll (): zmq_poll polls twice before it sleeps; one more
+    //  item for the store's eventfd (-1, ignored, without a store)
+    struct pollfd items [SOCKETS + 1];
+    items [SOCKETS] = (struct pollfd) {
+        self->titanic ? pigato__titanic_fd (self->titanic) : -1, POLLIN, 0
+    };
     bool touched [SOCKETS], ready [SOCKETS];
     for (int index = 0; index < SOCKETS; index++) {
         size_t size = sizeof items [index].fd;
@@ -1005,6 +1035,8 @@ pigato_broker_run (pigato_broker_t *self)
             wait = next->when - now;
         if (pigato__budget_next (self) - now < wait)
             wait = pigato__budget_next (self) - now;
+        if (self->titanic && pigato__titanic_wait (self->titanic) < wait)
+            wait = pigato__titanic_wait (self->titanic);
         if (wait > 250)
             wait = 250;  //  notice stop () promptly
         if (wait < 0)
@@ -1025,12 +1057,12 @@ pigato_broker_run (pigato_broker_t *self)
             //  message of a conversation often comes within it, and is then
             //  read without the wake-up of a sleeping thread
             int64_t until = zclock_usecs () + self->busy_poll_us;
-            while ((rc = poll (items, SOCKETS, 0)) == 0
+            while ((rc = poll (items, SOCKETS + 1, 0)) == 0
                    && zclock_usecs () < until)
                 ;
         }
         if (rc == 0)
-            rc = poll (items, SOCKETS, any ? 0 : (int) wait);
+            rc = poll (items, SOCKETS + 1, any ? 0 : (int) wait);
         if (rc == -1 && errno != EINTR)
             break;
         for (int index = 0; rc > 0 && index < SOCKETS; index++)
@@ -1090,6 +1122,10 @@ pigato_broker_run (pigato_broker_t *self)
                 pigato__broker_expiry_check (self);
             self->next_tick = now + self->core->heartbeat_ms;
         }
+        //  Durable requests: what the store wrote is answered, due
+        //  attempts go to the core, this turn's changes to the store
+        if (self->titanic)
+            pigato__titanic_turn (self->titanic);
         //  Byte budgets: connections over theirs are cut (what that
         //  produces goes out below)
         pigato__budget_tick (self, now);

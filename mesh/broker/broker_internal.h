@@ -11,6 +11,7 @@
 #include <signal.h>
 #include "core.h"
 #include "outbox.h"
+#include "titanic.h"
 #include "../../auth/guard.h"
 
 //  One message read from the ROUTER as zmq_msg_t parts: [0] is the
@@ -101,6 +102,7 @@ struct _pigato_broker_t {
     size_t shaking_max;              //  closed are skipped or compacted)
     pigato__ratelimit_t refuse_log;  //  connection_refused log limiter
     pigato__budget_t budget;         //  byte budgets (budget.c)
+    pigato__titanic_t *titanic;      //  durable requests (--store), or NULL
     char error [256];                //  last error message
 };
 

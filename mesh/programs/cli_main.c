@@ -5,6 +5,8 @@
 
         pigato request SERVICE [DATA|-] [--timeout MS] [--opts JSON] [--raw]
         pigato serve SERVICE (--echo | -- CMD ARGS...) [--concurrency N]
+        pigato submit SERVICE [DATA|-], fetch ID [--wait], close ID
+          (durable requests: cli_titanic.c)
 
     Built only on the public API (pigato.h) plus czmq's zloop, which the
     worker attaches to so that command children's pipes share its loop.
@@ -69,6 +71,8 @@ s_usage (FILE *out, const char *command)
             "  --concurrency N   requests handled at once (default 4 with CMD,\n"
             "                    100 with --echo; -1 = unlimited with --echo)\n"
             "  -v, --verbose     log one line per request to stderr\n");
+    else if (command && pigato__cli_titanic_command (command))
+        pigato__cli_titanic_usage (out, command);
     else
         fprintf (
             out,
@@ -78,6 +82,9 @@ s_usage (FILE *out, const char *command)
             "  request SERVICE [DATA|-]         call a service, print its replies\n"
             "  serve SERVICE --echo             answer requests with their data\n"
             "  serve SERVICE -- CMD [ARGS...]   answer requests by running CMD\n"
+            "  submit SERVICE [DATA|-]          store a durable request, print its id\n"
+            "  fetch ID [--wait]                print a durable request's reply\n"
+            "  close ID                         delete a durable request\n"
             "  help [COMMAND]                   show help\n");
     fprintf (
         out,
@@ -181,7 +188,9 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         OPT_CONCURRENCY,
         OPT_CA,
         OPT_FRAMING,
-        OPT_RAW
+        OPT_RAW,
+        OPT_WAIT,
+        OPT_IDEMPOTENCY_KEY
     };
     static const struct option options [] = {
         { "broker", required_argument, NULL, OPT_BROKER },
@@ -200,6 +209,8 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         { "raw", no_argument, NULL, OPT_RAW },
         { "echo", no_argument, NULL, OPT_ECHO },
         { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
+        { "wait", no_argument, NULL, OPT_WAIT },
+        { "idempotency-key", required_argument, NULL, OPT_IDEMPOTENCY_KEY },
         { NULL, 0, NULL, 0 }
     };
     //  getopt only sees what comes before "--"
@@ -246,6 +257,8 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
                 break;
             case OPT_OPTS: cli->opts = optarg; break;
             case OPT_RAW: cli->raw = true; break;
+            case OPT_WAIT: cli->wait = true; break;
+            case OPT_IDEMPOTENCY_KEY: cli->idempotency_key = optarg; break;
             case OPT_ECHO: cli->echo = true; break;
             case OPT_CONCURRENCY:
                 rc = s_number ("--concurrency", optarg, -1, 1000000, &number);
@@ -276,19 +289,38 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         s_usage (stderr, NULL);
         return EX_USAGE;
     }
-    bool request = streq (cli->command, "request");
-    if (!request && strneq (cli->command, "serve"))
-        return s_usage_error ("unknown command '%s' (expected request or "
-                              "serve)",
+    //  submit takes what request takes; fetch and close an ID
+    bool submit = streq (cli->command, "submit");
+    bool request = submit || streq (cli->command, "request");
+    bool by_id = !submit && pigato__cli_titanic_command (cli->command);
+    if (!request && !by_id && strneq (cli->command, "serve"))
+        return s_usage_error ("unknown command '%s' (expected request, "
+                              "serve, submit, fetch or close)",
                               cli->command);
     if (arg_count < 2)
-        return s_usage_error ("%s: missing SERVICE", cli->command);
+        return s_usage_error ("%s: missing %s", cli->command,
+                              by_id ? "ID" : "SERVICE");
+    if (cli->wait && !streq (cli->command, "fetch"))
+        return s_usage_error ("--wait is for fetch");
+    if (cli->idempotency_key && !submit)
+        return s_usage_error ("--idempotency-key is for submit");
+    if (by_id) {
+        if (arg_count + tail_count > 2)
+            return s_usage_error ("%s: unexpected argument '%s'", cli->command,
+                                  arg_count > 2 ? args [2] : tail [0]);
+        if (cli->echo || cli->concurrency || cli->opts)
+            return s_usage_error ("--echo and --concurrency are for serve, "
+                                  "--opts for request and submit");
+        cli->id = args [1];
+    }
     cli->service = args [1];
     if (strlen (cli->service) == 0
         || strlen (cli->service) > PIGATO_SERVICE_MAX)
         return s_usage_error ("SERVICE must be 1 to %d bytes",
                               PIGATO_SERVICE_MAX);
-    if (request) {
+    if (by_id)
+        ;  //  checked above
+    else if (request) {
         if (arg_count + tail_count > 3)
             return s_usage_error ("request: unexpected argument '%s' (quote "
                                   "DATA as one argument)",
@@ -609,5 +641,7 @@ main (int argc, char *argv [])
     pigato_log_set (cli.log_level, pigato_log_stderr, NULL);
     if (streq (cli.command, "request"))
         return s_request (&cli);
+    if (pigato__cli_titanic_command (cli.command))
+        return pigato__cli_titanic (&cli);
     return pigato__cli_serve (&cli);
 }

@@ -39,7 +39,8 @@ def build_c_program(source, output):
     """Compiles one C file (a test's own peer) against BUILD/libpigato.a,
     with the packages of the Makefile and the sanitizers the broker was
     built with, if any. Raises RuntimeError with the compiler's words."""
-    pkgs = ["libzmq", "libczmq", "libsodium", "jansson", "libssl", "libcrypto"]
+    pkgs = ["libzmq", "libczmq", "libsodium", "jansson", "libssl", "libcrypto",
+            "sqlite3"]
     libs = subprocess.run(["pkg-config", "--libs"] + pkgs, capture_output=True,
                           text=True, check=True).stdout.split()
     cflags = subprocess.run(["pkg-config", "--cflags"] + pkgs, capture_output=True,
