@@ -868,9 +868,11 @@ s_close (pigato__titanic_t *self, const pigato__titanic_in_t *in)
     if (!s_wait (self, record, &in->caller, true))
         return;
     record->close_wanted = true;
-    //  An attempt in flight, or a reply being stored, ends first
-    if (record->state == PIGATO__TITANIC_WAITING
-        || record->state == PIGATO__TITANIC_REPLIED)
+    //  An attempt a worker holds, or a reply being stored, ends first; an
+    //  attempt still queued is taken back
+    if (pigato__titanic_unqueue (self, record)
+        && (record->state == PIGATO__TITANIC_WAITING
+            || record->state == PIGATO__TITANIC_REPLIED))
         pigato__titanic_delete (self, record);
 }
 

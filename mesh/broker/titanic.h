@@ -240,6 +240,12 @@ void pigato__titanic_due (pigato__titanic_t *self,
 void pigato__titanic_land (pigato__titanic_t *self,
                            pigato__titanic_record_t *record, bool drop);
 
+//  Takes back an attempt that no worker holds yet (queued in the core):
+//  true if the record is no longer in flight (it was not, or it was
+//  taken back), false if a worker holds it.
+bool pigato__titanic_unqueue (pigato__titanic_t *self,
+                              pigato__titanic_record_t *record);
+
 //  Heartbeats the requests in flight to the workers holding them.
 void pigato__titanic_heartbeat (pigato__titanic_t *self);
 

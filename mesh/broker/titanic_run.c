@@ -236,6 +236,19 @@ pigato__titanic_due (pigato__titanic_t *self, pigato__titanic_record_t *record)
     }
 }
 
+bool
+pigato__titanic_unqueue (pigato__titanic_t *self,
+                         pigato__titanic_record_t *record)
+{
+    if (record->state != PIGATO__TITANIC_IN_FLIGHT)
+        return true;
+    pigato__request_t *request = s_core_request (self, record);
+    if (request && request->worker)
+        return false;
+    pigato__titanic_land (self, record, true);
+    return true;
+}
+
 void
 pigato__titanic_heartbeat (pigato__titanic_t *self)
 {
