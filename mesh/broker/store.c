@@ -138,6 +138,14 @@ s_folder (const char *dir, char *error, size_t error_size)
                         dir, (unsigned) (info.st_mode & 07777), dir);
         return PIGATO_E_STORE;
     }
+    //  SQLite makes its -wal and -shm files beside the database: a folder
+    //  we cannot write (read-only, another owner's) is refused now
+    if (access (dir, W_OK | X_OK) != 0) {
+        pigato__errorf (error, error_size,
+                        "store folder '%s' cannot be written: %s", dir,
+                        strerror (errno));
+        return PIGATO_E_STORE;
+    }
     return 0;
 }
 
@@ -245,6 +253,12 @@ s_prepare (pigato__store_t *self, int64_t max_bytes, char *error,
     }
     sqlite3_finalize (stmt);
     rc = s_exec (self, "PRAGMA synchronous=FULL", error, error_size, what);
+    //  A checkpoint gives the WAL's space back past 64 MiB (a burst must
+    //  not keep the disk it took)
+    int64_t limit = 0;
+    if (rc == 0)
+        rc = s_query_int (self, "PRAGMA journal_size_limit=67108864", &limit,
+                          error, error_size, what);
     if (rc == 0 && max_bytes > 0)
         rc = s_query_int (self, "PRAGMA page_size", &page, error, error_size,
                           what);

@@ -390,6 +390,361 @@ class ProtocolTest(TitanicCase):
 
 
 # --------------------------------------------------------------------------
+# A store that cannot be used
+
+def can_mount():
+    """True if we may mount a tmpfs (root with CAP_SYS_ADMIN)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    probe = "/tmp/pigato-mount-probe-%d" % os.getpid()
+    os.makedirs(probe, exist_ok=True)
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", probe],
+                        capture_output=True).returncode == 0
+    if ok:
+        subprocess.run(["umount", probe], capture_output=True)
+    os.rmdir(probe)
+    return ok
+
+
+class FailureTest(TitanicCase):
+    """Full, read-only, corrupt and foreign stores."""
+
+    BODY = '"%s"' % ("x" * 8000)
+
+    def start_failing(self, *extra):
+        """Starts a broker that must exit; returns (exit code, stderr)."""
+        br = harness.Broker(self.tmp, curve=False, wait_ready=False,
+                            extra=["--store", self.store] + list(extra))
+        self.procs.append(br)
+        rc = br.wait(10)
+        self.assertIsNotNone(rc, "broker with a bad store did not exit\n" + br.tail())
+        return rc, br.text()
+
+    def mount_tmpfs(self, path, size):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0700" % size,
+                            "tmpfs", path], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(self.unmount, path)
+
+    def unmount(self, path):
+        for br in self.brokers:
+            br.stop()
+        subprocess.run(["umount", path], capture_output=True)
+
+    def fill(self, client, service="nobody"):
+        """Submits 8 KB bodies until one is refused; returns (stored ids,
+        the refusal)."""
+        ids = []
+        for _ in range(400):
+            r = self.submit(client, service, self.BODY)
+            if r.status != b"0":
+                return ids, r
+            ids.append(unquote(r.data))
+        self.fail("the store never filled up\n" + self.broker.tail())
+
+    def assert_full_then_serving(self, client, ids, refusal, free_space):
+        self.assertGreater(len(ids), 3)
+        self.assert_status(refusal, 500, "a full store")
+        self.assertIn("E_STORE", unquote(refusal.data))
+        self.assertIn("full", unquote(refusal.data))
+        self.assertIsNotNone(self.wait_log(r"event=titanic_write_failed .*full", 5))
+        # What is stored stays; everything else keeps flowing
+        self.assert_status(self.fetch(client, ids[0]), 300, "stored before")
+        self.assert_serves()
+        # Space freed: durable requests are taken again
+        free_space()
+        deadline = time.monotonic() + secs(5)
+        while self.submit(client, "nobody", self.BODY).status != b"0":
+            self.assertLess(time.monotonic(), deadline, "still refused once space "
+                            "was freed\n" + self.broker.tail())
+            self.mesh.settle(0.2)
+
+    def test_a_full_store_refuses_with_500_and_the_broker_keeps_serving(self):
+        self.store_broker(["--store-max-bytes", "160K"])
+        c = self.client()
+        ids, refusal = self.fill(c)
+
+        def close_half():
+            for ident in ids[: len(ids) // 2]:
+                self.assertEqual(self.close_id(c, ident).status, b"0")
+        self.assert_full_then_serving(c, ids, refusal, close_half)
+
+    @unittest.skipUnless(can_mount(), "needs root and mount (a tiny tmpfs)")
+    def test_a_full_disk_refuses_with_500_and_the_broker_keeps_serving(self):
+        disk = os.path.join(self.tmp, "disk")
+        self.mount_tmpfs(disk, "2m")
+        # Someone else's file takes most of the disk
+        ballast = os.path.join(disk, "ballast")
+        with open(ballast, "wb") as f:
+            f.write(b"\0" * (1700 * 1024))
+        self.store = os.path.join(disk, "store")
+        self.store_broker()
+        c = self.client()
+        ids, refusal = self.fill(c)
+        self.assert_full_then_serving(c, ids, refusal, lambda: os.unlink(ballast))
+
+    def test_a_read_only_folder_is_refused_at_start(self):
+        if os.geteuid() != 0:
+            os.makedirs(self.store, mode=0o700)
+            os.chmod(self.store, 0o500)
+            self.addCleanup(os.chmod, self.store, 0o700)
+        elif can_mount():
+            self.mount_tmpfs(self.store, "1m")
+            self.store_broker()          # a store that works, then read-only
+            self.broker.stop()
+            r = subprocess.run(["mount", "-o", "remount,ro", self.store],
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        else:
+            self.skipTest("root without mount: a read-only folder cannot be made")
+        rc, err = self.start_failing()
+        self.assertEqual(rc, 1)
+        self.assertRegex(err, r"pigato-broker: --store: store folder '.*' cannot be "
+                              r"written: (Read-only file system|Permission denied)")
+
+    def test_a_corrupt_file_is_refused_at_start(self):
+        os.makedirs(self.store, mode=0o700)
+        path = os.path.join(self.store, "titanic.db")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, os.urandom(16384))
+        os.close(fd)
+        rc, err = self.start_failing()
+        self.assertEqual(rc, 1)
+        self.assertRegex(err, r"store file '.*titanic.db': file is not a database")
+        self.assertNotIn("event=ready", err)
+
+    def test_another_applications_database_is_refused_at_start(self):
+        os.makedirs(self.store, mode=0o700)
+        path = os.path.join(self.store, "titanic.db")
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE users (name TEXT)")
+        db.commit()
+        db.close()
+        os.chmod(path, 0o600)
+        rc, err = self.start_failing()
+        self.assertEqual(rc, 1)
+        self.assertIn("is a SQLite database of another application", err)
+
+    def test_modes_of_folder_and_file(self):
+        self.store_broker()
+        c = self.client()
+        self.submit_ok(c, "nobody")
+        self.assertEqual(stat.S_IMODE(os.stat(self.store).st_mode), 0o700)
+        for name in os.listdir(self.store):
+            self.assertEqual(stat.S_IMODE(os.stat(os.path.join(self.store, name)).st_mode),
+                             0o600, name)
+        self.broker.stop()
+        os.chmod(self.store, 0o755)
+        rc, err = self.start_failing()
+        self.assertEqual(rc, 1)
+        self.assertIn("is open to group or others (mode 0755)", err)
+        os.chmod(self.store, 0o700)
+        os.chmod(os.path.join(self.store, "titanic.db"), 0o644)
+        rc, err = self.start_failing()
+        self.assertEqual(rc, 1)
+        self.assertIn("is readable by group or others (mode 0644)", err)
+
+
+# --------------------------------------------------------------------------
+# Identities
+
+POLICY = """\
+identity alice  {alice}
+identity bob    {bob}
+identity carol  {carol}
+identity dave   {dave}
+identity wk     {wk}
+allow alice  call  titanic.* echo slow
+allow bob    call  titanic.* slow
+allow dave   call  titanic.* slow
+allow wk     serve *
+limit bob    stored=2 stored-bytes=1M
+"""
+
+
+class SecurityTest(TitanicCase):
+    CURVE = True
+    NAMES = ("alice", "bob", "carol", "dave", "wk")
+
+    def setUp(self):
+        TitanicCase.setUp(self)
+        self.keydir = os.path.join(self.tmp, "ids")
+        os.mkdir(self.keydir)
+        self.keys = {n: KeyPair(self.keydir, n) for n in self.NAMES}
+        self.acl_path = os.path.join(self.tmp, "mesh.acl")
+        self.policy(POLICY)
+        self.store_broker(acl=self.acl_path)
+
+    def policy(self, text):
+        write_acl(self.acl_path, text.format(**{n: k.public for n, k in self.keys.items()}))
+
+    def reload(self):
+        mark = self.broker.mark()
+        os.kill(self.broker.pid, signal.SIGHUP)
+        self.assertIsNotNone(self.wait_log(r"event=acl_reloaded", 5, mark))
+        return mark
+
+    def as_client(self, name):
+        return self.client(keypair=self.keys[name])
+
+    def test_titanic_names_need_call_and_the_service_is_checked(self):
+        alice, bob, carol = (self.as_client(n) for n in ("alice", "bob", "carol"))
+        self.submit_ok(alice, "echo")
+        r = self.submit(bob, "echo")
+        self.assert_status(r, 400, "bob may not call echo")
+        self.assertEqual(unquote(r.data), "400 E_ACCESS_DENIED echo")
+        r = self.submit(carol, "echo")
+        self.assertEqual((r.status, r.data), (b"-1", b'"E_ACCESS_DENIED titanic.request"'))
+
+    def test_another_identity_learns_nothing(self):
+        alice, bob = self.as_client("alice"), self.as_client("bob")
+        ident = self.submit_ok(alice, "slow", '"mine"')
+        theirs = self.fetch(bob, ident)
+        unknown = self.fetch(bob, "%032x" % random.getrandbits(128))
+        self.assertEqual(theirs.frames[4:], unknown.frames[4:])
+        self.assert_status(theirs, 400, "another identity's id")
+        self.assertEqual(self.close_id(bob, ident).frames[4:],
+                         self.close_id(bob, "f" * 32).frames[4:])
+        self.assert_status(self.fetch(alice, ident), 300, "still alice's")
+        # Idempotency keys are per identity too
+        a = self.submit_ok(alice, "slow", key="same")
+        b_ = self.submit_ok(bob, "slow", key="same")
+        self.assertNotEqual(a, b_)
+
+    def test_lost_call_or_removed_identity_ends_with_access_denied(self):
+        alice, dave = self.as_client("alice"), self.as_client("dave")
+        mine = [self.submit_ok(alice, "slow", '"a%d"' % i) for i in range(3)]
+        daves = self.submit_ok(dave, "slow", '"d"')
+        # alice loses call on slow; dave leaves the policy
+        self.policy(POLICY.replace("allow alice  call  titanic.* echo slow",
+                                   "allow alice  call  titanic.* echo")
+                          .replace("identity dave   {dave}\n", "")
+                          .replace("allow dave   call  titanic.* slow\n", ""))
+        mark = self.reload()
+        for ident in mine:
+            r = self.wait_reply(alice, ident)
+            self.assertEqual((r.status, unquote(r.data), json.loads(r.opts)),
+                             (b"-1", "E_ACCESS_DENIED slow", {"titanic": 200}))
+        self.assertIsNotNone(self.wait_log(r"event=titanic_denied id=%s identity=dave "
+                                           r"service=slow" % daves, 5, mark))
+        # Nothing reached a worker that came later
+        w = self.worker(keypair=self.keys["wk"])
+        self.assertIsNotNone(w.ready("slow"))
+        self.mesh.settle(secs(0.5))
+        self.assertEqual(w.pending(lambda m: m[:2] == [b"W", b"2"]), [])
+        # dave back: the stored outcome is his
+        self.policy(POLICY)
+        self.reload()
+        dave = self.as_client("dave")
+        r = self.fetch(dave, daves)
+        self.assertEqual((r.status, unquote(r.data)), (b"-1", "E_ACCESS_DENIED slow"))
+
+    def test_stored_quota(self):
+        bob = self.as_client("bob")
+        first = self.submit_ok(bob, "slow")
+        self.submit_ok(bob, "slow")
+        r = self.submit(bob, "slow")
+        self.assert_status(r, 500, "over stored=2")
+        self.assertIn("(stored)", unquote(r.data))
+        self.assertIsNotNone(self.wait_log(r"event=quota_exceeded identity=bob "
+                                           r"service=slow limit=stored", 5))
+        self.close_id(bob, first)
+        self.submit_ok(bob, "slow")
+        # alice has the defaults
+        alice = self.as_client("alice")
+        for _ in range(4):
+            self.submit_ok(alice, "slow")
+
+    def test_bodies_are_never_logged(self):
+        alice = self.as_client("alice")
+        secret = "SECRET-%x" % random.getrandbits(64)
+        ident = self.submit_ok(alice, "echo", '"%s"' % secret, note=secret)
+        w = self.worker(keypair=self.keys["wk"])
+        w.ready("echo")
+        req = w.next_request(5)
+        w.reply(req, '"reply-%s"' % secret)
+        self.wait_reply(alice, ident)
+        self.fetch(alice, ident)
+        self.close_id(alice, ident)
+        self.broker.stop()
+        self.assertNotIn(secret, self.broker.text())
+
+
+# --------------------------------------------------------------------------
+# Node pigato 0.0.46
+
+NODE_DIR = os.path.join(harness.REPO, "tests", "node")
+
+
+class NodeTest(TitanicCase):
+    """Node pigato clients and workers (tests/node, as test_node_interop.py
+    runs them): a Node client reaches titanic.* like any service; its
+    data and reply are JSON."""
+
+    CURVE = True
+
+    @classmethod
+    def setUpClass(cls):
+        reason = None
+        if not shutil.which("node") or not shutil.which("npm"):
+            reason = "node or npm not found on PATH"
+        else:
+            r = subprocess.run([os.path.join(NODE_DIR, "setup.sh"), BUILD],
+                               capture_output=True, text=True, timeout=600)
+            if r.returncode != 0:
+                reason = "tests/node/setup.sh failed:\n" + r.stderr[-2000:]
+        if reason and os.environ.get("PIGATO_REQUIRE_NODE") == "1":
+            raise RuntimeError("Node interop required but unavailable: " + reason)
+        if reason:
+            raise unittest.SkipTest("Node interop NOT tested: " + reason)
+
+    def node_env(self):
+        return {"NODE_PATH": os.path.join(BUILD, "node", "node_modules"),
+                "NODE_NO_WARNINGS": "1", "PIGATO_NODE_SERVER_KEY": self.broker.key.public}
+
+    def node_request(self, service, data, opts=None):
+        extra = ["--opts", json.dumps(opts)] if opts else []
+        p = self.start(["node", os.path.join(NODE_DIR, "node_client.js"),
+                        "--broker", self.broker.endpoint, "--service", service,
+                        "--data", json.dumps(data), "--timeout", "10000",
+                        "--heartbeat", "500"] + extra, name="node-client",
+                       env=self.node_env())
+        self.assertEqual(p.wait(30), 0, "node client failed\n" + p.tail())
+        events = [json.loads(l) for l in p.text("stdout").splitlines() if l.strip()]
+        return [e for e in events if e["type"] == "final"][0]
+
+    def test_node_client_and_node_worker(self):
+        self.store_broker()
+        mark = self.broker.mark()
+        self.start(["node", os.path.join(NODE_DIR, "node_worker.js"), "--broker",
+                    self.broker.endpoint, "--service", "node.echo", "--heartbeat", "500"],
+                   name="node-worker", env=self.node_env())
+        self.assertIsNotNone(self.wait_log(r"event=worker_ready service=node.echo", 10, mark))
+        payload = {"n": 42, "text": "h\u00e9llo"}
+        final = self.node_request("titanic.request", payload, {"service": "node.echo"})
+        self.assertEqual(final["err"], 0, final)
+        ident = final["data"]
+        self.assertRegex(ident.encode(), ID)
+        deadline = time.monotonic() + secs(10)
+        while True:
+            final = self.node_request("titanic.reply", ident)
+            if not (isinstance(final["err"], str) and final["err"].startswith("300 ")):
+                break
+            self.assertLess(time.monotonic(), deadline, final)
+        self.assertEqual((final["err"], final["data"]), (0, payload))
+        final = self.node_request("titanic.close", ident)
+        self.assertEqual((final["err"], final["data"]), (0, 200))
+        final = self.node_request("titanic.reply", ident)
+        self.assertTrue(final["err"].startswith("400 E_UNKNOWN"), final)
+        # A libpigato client's durable request, served by the Node worker
+        rc, out, err = self.cli("submit", "node.echo", '{"from":"c"}', *self.cli_args())
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.cli("fetch", out.strip(), "--wait", *self.cli_args())
+        self.assertEqual((rc, json.loads(out)), (0, {"from": "c"}), err)
+
+
+# --------------------------------------------------------------------------
 # SIGKILL under load
 
 class CrashTest(TitanicCase):

@@ -24,8 +24,8 @@
 #include <unistd.h>
 #include "pigato.h"
 
-static int s_log = -1;         //  the execution log
-static zhashx_t *s_done;       //  id -> its reply (what we ran)
+static int s_log = -1;    //  the execution log
+static zhashx_t *s_done;  //  id -> its reply (what we ran)
 static pigato_worker_t *s_worker;
 
 static void
@@ -105,7 +105,8 @@ main (int argc, char *argv [])
     sigaction (SIGINT, &action, NULL);
     sigaction (SIGTERM, &action, NULL);
     if (pigato_worker_connect (s_worker, argv [1])) {
-        fprintf (stderr, "titanic_worker: %s\n", pigato_worker_error (s_worker));
+        fprintf (stderr, "titanic_worker: %s\n",
+                 pigato_worker_error (s_worker));
         return 1;
     }
     printf ("ready\n");
