@@ -991,6 +991,7 @@ pigato__titanic_new (pigato_broker_t *broker, const char *dir,
     }
     self->broker = broker;
     self->core = broker->core;
+    self->deny_log.limit = 200;
     self->records = pigato__table_new (s_record_match);
     self->keys = zhashx_new ();
     self->timers = pigato__heap_new ();

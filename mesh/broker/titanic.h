@@ -194,6 +194,7 @@ struct _pigato__titanic_t {
     pigato__titanic_record_t *flight;  //  records with an attempt out
     int64_t heartbeat_at;              //  next request heartbeat (wall ms)
     pigato__ratelimit_t log;           //  event=titanic_write_failed lines
+    pigato__ratelimit_t deny_log;      //  event=titanic_denied lines
     pigato__titanic_counters_t counters;
 };
 

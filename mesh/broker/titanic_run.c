@@ -117,13 +117,17 @@ s_deny (pigato__titanic_t *self, pigato__titanic_record_t *record)
 {
     self->counters.denied++;
     char service [PIGATO__SERVICE_TEXT], identity [PIGATO__NAME_MAX * 4 + 4];
-    pigato__log (PIGATO_LOG_INFO,
-                 "event=titanic_denied id=%s identity=%s service=%s",
-                 record->hex,
-                 pigato__printable (record->identity, strlen (record->identity),
-                                    identity, sizeof identity),
-                 pigato__printable (record->service, strlen (record->service),
-                                    service, sizeof service));
+    //  A reload may end many at once: 200 lines a second, then a count
+    if (pigato__log_level >= PIGATO_LOG_INFO
+        && pigato__ratelimit_allow_at (&self->deny_log, "titanic_denied",
+                                       PIGATO_LOG_INFO))
+        pigato__log (
+            PIGATO_LOG_INFO,
+            "event=titanic_denied id=%s identity=%s service=%s", record->hex,
+            pigato__printable (record->identity, strlen (record->identity),
+                               identity, sizeof identity),
+            pigato__printable (record->service, strlen (record->service),
+                               service, sizeof service));
     char text [PIGATO_SERVICE_MAX + 32];
     snprintf (text, sizeof text, "E_ACCESS_DENIED %s", record->service);
     pigato__titanic_finish_error (self, record, text);
