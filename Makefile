@@ -53,7 +53,7 @@ LIB_A  := $(BUILD)/libpigato.a
 LIB_SO := $(BUILD)/libpigato.so.$(SOVERSION)
 
 .PHONY: all deps test demo install clean format format-check bench bench-instructions \
-        soak soak-hostile check-deps check-includes
+        bench-titanic soak soak-hostile check-deps check-includes
 all: $(LIB_A) $(LIB_SO) $(PROGRAMS) $(BUILD)/libpigato.pc
 
 deps:
@@ -78,9 +78,18 @@ $(BUILD)/pigato-keygen: $(BUILD)/mesh/programs/keygen_main.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 BENCH_PROGRAMS := $(BUILD)/pigato-bench $(BUILD)/pigato-relay $(BUILD)/nats-bench \
-                  $(BUILD)/pigato-conns $(BUILD)/pigato-floor $(BUILD)/pigato-steady
+                  $(BUILD)/pigato-conns $(BUILD)/pigato-floor $(BUILD)/pigato-steady \
+                  $(BUILD)/titanic-bench $(BUILD)/jetstream-bench
 $(BUILD)/bench/pigato_bench.o $(BUILD)/bench/nats_bench.o $(BUILD)/bench/conns.o \
 $(BUILD)/bench/floor.o $(BUILD)/bench/steady.o: bench/proc.h bench/signals.h
+$(BUILD)/bench/nats_bench.o $(BUILD)/bench/jetstream_bench.o: bench/nats_conn.h bench/proc.h
+$(BUILD)/bench/titanic_bench.o: bench/proc.h
+
+$(BUILD)/jetstream-bench: $(BUILD)/bench/jetstream_bench.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs openssl)
+
+$(BUILD)/titanic-bench: $(BUILD)/bench/titanic_bench.o $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/pigato-conns: $(BUILD)/bench/conns.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libzmq)
 
@@ -139,6 +148,13 @@ bench: deps
 bench-instructions: deps
 	@$(MAKE) --no-print-directory all $(BENCH_PROGRAMS)
 	@bench/instructions.sh $(BUILD)
+
+# Durable requests (--store) against NATS JetStream, interleaved rounds
+# (bench/titanic.sh says what is measured; ROUNDS=3)
+ROUNDS ?= 3
+bench-titanic: deps
+	@$(MAKE) --no-print-directory all $(BENCH_PROGRAMS)
+	@bench/titanic.sh $(BUILD) $(ROUNDS)
 
 # A broker under steady load and connection churn, RSS sampled every 10 s
 # (default 600 s; make soak DURATION=60 for a short run)

@@ -77,13 +77,28 @@ s_id_parse (const pigato__bytes_t *text, byte *id)
     return true;
 }
 
-//  Ids are random: their first bytes are a well-mixed hash already.
+//  Peers choose the ids they ask about: a seeded hash.
 static size_t
 s_id_hash (const byte *id)
 {
-    size_t hash;
-    memcpy (&hash, id, sizeof hash);
-    return hash;
+    return pigato__hash_bytes (id, PIGATO__STORE_ID_SIZE);
+}
+
+//  A new id: the time-ordered half (never smaller than the last one, also
+//  across a restart: recovery sets last_id), then the random half.
+static void
+s_id_make (pigato__titanic_t *self, byte *id)
+{
+    uint64_t now = (uint64_t) pigato__titanic_now (self) << 16;
+    self->last_id = now > self->last_id ? now : self->last_id + 1;
+    for (int index = 0; index < 8; index++)
+        id [index] = (byte) (self->last_id >> (56 - 8 * index));
+    if (self->random_used + 8 > sizeof self->random) {
+        randombytes_buf (self->random, sizeof self->random);
+        self->random_used = 0;
+    }
+    memcpy (id + 8, self->random + self->random_used, 8);
+    self->random_used += 8;
 }
 
 static bool
@@ -776,7 +791,7 @@ s_submit (pigato__titanic_t *self, const pigato__titanic_in_t *in)
     }
     byte id [PIGATO__STORE_ID_SIZE];
     do
-        randombytes_buf (id, sizeof id);
+        s_id_make (self, id);
     while (s_lookup (self, id));
     record = s_record_new (self, id, in->identity,
                            sub.key [0] ? (const byte *) sub.key : NULL,
@@ -937,6 +952,11 @@ s_recover (void *arg, const pigato__store_row_t *row)
         row->body_kind, row->body, row->body_size, row->opts, row->opts_size);
     if (!record)
         return PIGATO_E_NOMEM;
+    uint64_t time_half = 0;
+    for (int index = 0; index < 8; index++)
+        time_half = time_half << 8 | row->id [index];
+    if (time_half > self->last_id)
+        self->last_id = time_half;
     record->created = row->created;
     record->deadline = row->deadline;
     record->keep = row->keep;
@@ -992,6 +1012,7 @@ pigato__titanic_new (pigato_broker_t *broker, const char *dir,
     self->broker = broker;
     self->core = broker->core;
     self->deny_log.limit = 200;
+    self->random_used = sizeof self->random;  //  drawn at the first id
     self->records = pigato__table_new (s_record_match);
     self->keys = zhashx_new ();
     self->timers = pigato__heap_new ();
@@ -1065,17 +1086,20 @@ pigato__titanic_fd (pigato__titanic_t *self)
 void
 pigato__titanic_turn (pigato__titanic_t *self)
 {
+    //  Timers first: what a write made due (the first attempts of the
+    //  requests it stored) waits for the next turn, so that its answers
+    //  leave with this turn's outbox, not after the attempts
+    int64_t now = pigato__titanic_now (self);
+    pigato__timer_t *timer;
+    while ((timer = pigato__heap_pop_due (self->timers, now)))
+        pigato__titanic_due (self, pigato__container_of (
+                                       timer, pigato__titanic_record_t, timer));
     pigato__store_batch_t *done = pigato__store_done (self->store);
     if (done) {
         self->writing = false;
         s_written (self, done);
         pigato__store_batch_destroy (&done);
     }
-    int64_t now = pigato__titanic_now (self);
-    pigato__timer_t *timer;
-    while ((timer = pigato__heap_pop_due (self->timers, now)))
-        pigato__titanic_due (self, pigato__container_of (
-                                       timer, pigato__titanic_record_t, timer));
     if (self->flight && now >= self->heartbeat_at) {
         pigato__titanic_heartbeat (self);
         self->heartbeat_at = now + self->core->heartbeat_ms;

@@ -34,8 +34,12 @@
 //  socket (fd -1 is a peer whose connection is unknown).
 #define PIGATO__CONN_TITANIC (-2)
 
-//  An id is 16 random bytes, shown as 32 lowercase hex digits (RFC 9: 32
-//  hex characters; either case is read).
+//  An id is 16 bytes, shown as 32 lowercase hex digits (RFC 9: 32 hex
+//  characters; either case is read): 8 that grow with time (ms << 16,
+//  plus one for each id in the same ms), so that the store appends its
+//  rows instead of writing a random page for each, and 8 random ones.
+//  Ids are names, not secrets: only the identity that stored a request
+//  can read or close it.
 #define PIGATO__TITANIC_ID_TEXT 32
 
 //  Limits and defaults (docs/protocol.md, "Durable requests")
@@ -196,6 +200,9 @@ struct _pigato__titanic_t {
     pigato__ratelimit_t log;           //  event=titanic_write_failed lines
     pigato__ratelimit_t deny_log;      //  event=titanic_denied lines
     pigato__titanic_counters_t counters;
+    uint64_t last_id;    //  the time-ordered half of the last id
+    byte random [4096];  //  random bytes for ids, drawn at once
+    size_t random_used;  //  (a getrandom per id was 1% of all)
 };
 
 //  titanic.c, for titanic_run.c: the wall clock in ms.

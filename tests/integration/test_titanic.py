@@ -809,6 +809,7 @@ class CrashTest(TitanicCase):
         late = [(i, max(execs[i]) - t) for i, t in state.closed.items()
                 if execs[i] and max(execs[i]) > t]
         self.assertEqual(late, [], "executed after its close was answered")
+        self.assertGreater(len(state.closed), self.SUBMISSIONS // 3, "too few closes")
         self.assertEqual(set(execs), ids, "every request ran")
         # The brokers said what they recovered
         recovered = []
@@ -896,7 +897,7 @@ class Load:
         if kind == "fetch":
             if code == 200:
                 self.replies[subject] = data
-                if int(subject[:8], 16) % 2 == 0:
+                if int(subject[-8:], 16) % 2 == 0:   # the id's random half
                     self.later(now, "close", subject)
             elif code == 300 or code == 500:
                 self.later(now + 0.2, "fetch", subject)
