@@ -41,6 +41,7 @@ LIB_SRCS := mesh/base/status.c mesh/base/log.c mesh/base/util.c mesh/base/heap.c
             mesh/broker/front_pigato.c \
             mesh/broker/front_mdp.c mesh/broker/reload.c mesh/broker/expiry.c \
             mesh/broker/store.c mesh/broker/titanic.c mesh/broker/titanic_run.c \
+            mesh/broker/titanic_service.c \
             mesh/broker/broker.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 HEADERS  := $(wildcard include/*.h mesh/*/*.h keys/*.h auth/*.h certs/*.h)

@@ -758,7 +758,12 @@ PIGATO_EXPORT void
 //  shut for being over the maximum, "over_quota": $dir and mmi.* requests
 //  refused with E_QUOTA, "over_memory": requests refused with E_OVERLOADED
 //  over the memory ceiling, "inbound_cut", "slow_consumers", "memory_cut":
-//  connections cut for their byte budgets, ...); -1 for an unknown name.
+//  connections cut for their byte budgets, ...; with a store,
+//  "titanic_submitted", "titanic_duplicates", "titanic_refused",
+//  "titanic_attempts", "titanic_retries", "titanic_replied",
+//  "titanic_expired", "titanic_denied", "titanic_closed",
+//  "titanic_deleted", "titanic_write_failures", "titanic_commits" and
+//  "titanic_stored", "titanic_in_flight" now); -1 for an unknown name.
 PIGATO_EXPORT int64_t
     pigato_broker_counter (pigato_broker_t *self, const char *name);
 

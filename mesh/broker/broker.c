@@ -1125,7 +1125,8 @@ pigato_broker_run (pigato_broker_t *self)
         //  Durable requests: what the store wrote is answered, due
         //  attempts go to the core, this turn's changes to the store
         if (self->titanic)
-            pigato__titanic_turn (self->titanic);
+            pigato__titanic_turn (self->titanic,
+                                  rc > 0 && (items [SOCKETS].revents & POLLIN));
         //  Byte budgets: connections over theirs are cut (what that
         //  produces goes out below)
         pigato__budget_tick (self, now);

@@ -3,11 +3,12 @@
     broker itself when it has a store (--store): titanic.request,
     titanic.reply and titanic.close, for every framing. Not installed.
 
-    titanic.c holds the records and answers the three services (an id
-    only once its request is on disk: store.h); titanic_run.c hands
-    stored requests to the routing core like any client's (core.h), with
-    retries and backoff until a final reply or their time to live, takes
-    their replies, and keeps the timers.
+    titanic.c holds the records, their writes to the store (store.h) and
+    their recovery; titanic_service.c answers the three services (an id
+    only once its request is on disk); titanic_run.c hands stored
+    requests to the routing core like any client's (core.h), with retries
+    and backoff until a final reply or their time to live, takes their
+    replies, and keeps the timers.
 
     A durable request's record moves through one state at a time:
 
@@ -94,10 +95,10 @@ void pigato__titanic_reply (pigato__titanic_t *self, const pigato__caller_t *to,
 void pigato__titanic_error (pigato__titanic_t *self, const pigato__caller_t *to,
                             const char *text);
 
-//  Once per loop turn, after the messages: takes what the store wrote
-//  (and answers it), runs due timers (attempts, expiry), hands this
-//  turn's changes to the store.
-void pigato__titanic_turn (pigato__titanic_t *self);
+//  Once per loop turn, after the messages: runs due timers (attempts,
+//  expiry), takes what the store wrote if written (its fd was readable)
+//  and answers it, hands this turn's changes to the store.
+void pigato__titanic_turn (pigato__titanic_t *self, bool written);
 
 //  Milliseconds until the turn has something to do (a timer, a write
 //  held back after a failure); INT64_MAX if nothing.
@@ -205,12 +206,44 @@ struct _pigato__titanic_t {
     size_t random_used;  //  (a getrandom per id was 1% of all)
 };
 
-//  titanic.c, for titanic_run.c: the wall clock in ms.
+//  titanic.c, for titanic_service.c and titanic_run.c
+
+//  The wall clock in ms.
 int64_t pigato__titanic_now (pigato__titanic_t *self);
 
-//  The record of an id given as text (32 hex digits), or NULL.
+//  Reads an id: 32 hex digits (either case), as they are or as a JSON
+//  string (what Node pigato sends). False for anything else.
+bool pigato__titanic_id_parse (const pigato__bytes_t *text, byte *id);
+
+//  A new id (titanic.h, ids).
+void pigato__titanic_id_make (pigato__titanic_t *self, byte *id);
+
+//  The record of an id (16 bytes), or of one given as text; NULL if none.
+pigato__titanic_record_t *pigato__titanic_find (pigato__titanic_t *self,
+                                                const byte *id);
 pigato__titanic_record_t *pigato__titanic_lookup (pigato__titanic_t *self,
                                                   const pigato__bytes_t *text);
+
+//  The key index's key for an identity's idempotency key (the caller
+//  frees it); NULL if out of memory.
+char *pigato__titanic_key_of (const char *identity, const byte *key,
+                              size_t key_size);
+
+//  A new record in the tables (state COMMITTING, timer idle), counted
+//  against its identity; everything copied. NULL if out of memory.
+pigato__titanic_record_t *pigato__titanic_record_new (
+    pigato__titanic_t *self, const byte *id, const char *identity,
+    const byte *key, size_t key_size, const char *service, int body_kind,
+    const byte *body, size_t body_size, const byte *opts, size_t opts_size);
+
+//  Takes a record out of every table (and its attempt out of the core)
+//  and frees it.
+void pigato__titanic_record_free (pigato__titanic_t *self,
+                                  pigato__titanic_record_t *record);
+
+//  The batch of this turn's writes (made on first use); NULL if out of
+//  memory.
+pigato__store_batch_t *pigato__titanic_batch (pigato__titanic_t *self);
 
 //  Schedules a record's timer; out of memory, a second later.
 void pigato__titanic_schedule (pigato__titanic_t *self,
@@ -232,7 +265,14 @@ void pigato__titanic_finish_error (pigato__titanic_t *self,
 void pigato__titanic_delete (pigato__titanic_t *self,
                              pigato__titanic_record_t *record);
 
-//  titanic_run.c, for titanic.c
+//  titanic_service.c, for titanic.c: answers every waiter of a kind
+//  (closes, or else submissions) once their write came back; text NULL
+//  for 200, else the refusal ("500 E_STORE ...").
+void pigato__titanic_answer_waiters (pigato__titanic_t *self,
+                                     pigato__titanic_record_t *record,
+                                     bool close, const char *text);
+
+//  titanic_run.c, for titanic.c and titanic_service.c
 
 //  Hands a waiting record to the core (or ends it: denied, expired).
 void pigato__titanic_attempt (pigato__titanic_t *self,
