@@ -5,9 +5,7 @@
 # builds can be compared on them directly:
 #   bench/instructions.sh BUILD [REQUESTS]      (default 50,000)
 # With KEEP=DIR the callgrind files are copied there (callgrind_annotate
-# DIR/broker.out shows where a change went). BROKER_EXTRA adds broker
-# options (BROKER_EXTRA=--store: a store in the work folder, to show that
-# one costs nothing to requests that are not durable).
+# DIR/broker.out shows where a change went).
 # Native framing, CURVE, the 1,000-identity ACL of make bench, 100 in
 # flight, 64-byte bodies. For each process it prints all instructions per
 # request (the libzmq I/O thread's CURVE work included) and those of the
@@ -32,12 +30,9 @@ wait_log() {    # FILE PATTERN: callgrind starts slowly
     done
 }
 CG="valgrind --tool=callgrind --dump-instr=no"
-EXTRA=""
-[ "${BROKER_EXTRA:-}" = --store ] && EXTRA="--store $WORK/store"
-# shellcheck disable=SC2086  # EXTRA is words
 $CG --callgrind-out-file="$WORK/broker.out" "$BUILD/pigato-broker" --bind "$EP" \
     --key "$WORK/broker.key_secret" --acl "$WORK/acl1k.acl" --log-level info \
-    $EXTRA >/dev/null 2>"$WORK/broker.log" &
+    >/dev/null 2>"$WORK/broker.log" &
 BPID=$!; PIDS="$BPID"
 wait_log "$WORK/broker.log" event=ready
 $CG --callgrind-out-file="$WORK/worker.out" "$BUILD/pigato-bench" --worker \
