@@ -20,7 +20,7 @@ VERSION := 0.1.0
 BUILD   ?= build$(if $(SANITIZE),-sanitize)
 CC      ?= cc
 
-PKGS    := libzmq libczmq libsodium jansson libssl libcrypto libmicrohttpd
+PKGS    := libzmq libczmq libsodium jansson libssl libcrypto libmicrohttpd sqlite3
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -40,6 +40,7 @@ LIB_SRCS := mesh/base/status.c mesh/base/log.c mesh/base/util.c mesh/base/heap.c
             certs/ca.c \
             mesh/library/peer.c mesh/library/link.c mesh/library/client.c \
             mesh/library/worker.c mesh/library/settings.c \
+            mesh/library/titanic.c \
             mesh/broker/service.c mesh/broker/semver.c mesh/broker/cache.c \
             mesh/broker/request.c mesh/broker/alias.c mesh/broker/core.c \
             mesh/broker/core_internal.c mesh/broker/core_quota.c \
@@ -47,7 +48,9 @@ LIB_SRCS := mesh/base/status.c mesh/base/log.c mesh/base/util.c mesh/base/heap.c
             mesh/broker/front_pigato.c \
             mesh/broker/front_mdp.c mesh/broker/reload.c mesh/broker/expiry.c \
             mesh/broker/stats.c mesh/broker/metrics.c mesh/broker/metrics_http.c \
-            mesh/broker/connlog.c mesh/broker/broker.c
+            mesh/broker/connlog.c mesh/broker/store.c mesh/broker/titanic.c \
+            mesh/broker/titanic_run.c mesh/broker/titanic_service.c \
+            mesh/broker/broker.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 HEADERS  := $(wildcard include/*.h mesh/*/*.h keys/*.h auth/*.h certs/*.h)
 
@@ -59,7 +62,7 @@ LIB_A  := $(BUILD)/libpigato.a
 LIB_SO := $(BUILD)/libpigato.so.$(SOVERSION)
 
 .PHONY: all deps test demo install uninstall deb clean format format-check bench bench-instructions \
-        soak soak-hostile check-deps check-includes
+        bench-titanic soak soak-hostile check-deps check-includes
 all: $(LIB_A) $(LIB_SO) $(PROGRAMS) $(BUILD)/libpigato.pc
 
 deps:
@@ -94,9 +97,18 @@ $(BUILD)/pigato-keygen: $(BUILD)/mesh/programs/keygen_main.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 BENCH_PROGRAMS := $(BUILD)/pigato-bench $(BUILD)/pigato-relay $(BUILD)/nats-bench \
-                  $(BUILD)/pigato-conns $(BUILD)/pigato-floor $(BUILD)/pigato-steady
+                  $(BUILD)/pigato-conns $(BUILD)/pigato-floor $(BUILD)/pigato-steady \
+                  $(BUILD)/titanic-bench $(BUILD)/jetstream-bench
 $(BUILD)/bench/pigato_bench.o $(BUILD)/bench/nats_bench.o $(BUILD)/bench/conns.o \
 $(BUILD)/bench/floor.o $(BUILD)/bench/steady.o: bench/proc.h bench/signals.h
+$(BUILD)/bench/nats_bench.o $(BUILD)/bench/jetstream_bench.o: bench/nats_conn.h bench/proc.h
+$(BUILD)/bench/titanic_bench.o: bench/proc.h
+
+$(BUILD)/jetstream-bench: $(BUILD)/bench/jetstream_bench.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs openssl)
+
+$(BUILD)/titanic-bench: $(BUILD)/bench/titanic_bench.o $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/pigato-conns: $(BUILD)/bench/conns.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libzmq)
 
@@ -116,7 +128,8 @@ $(BUILD)/pigato-steady: $(BUILD)/bench/steady.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/pigato: $(BUILD)/mesh/programs/cli_main.o $(BUILD)/mesh/programs/cli_serve.o \
-                $(BUILD)/mesh/programs/cli_stats.o $(BUILD)/mesh/programs/cli.o $(LIB_A)
+                $(BUILD)/mesh/programs/cli_stats.o $(BUILD)/mesh/programs/cli_titanic.o \
+                $(BUILD)/mesh/programs/cli.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_A)
@@ -160,6 +173,13 @@ bench: deps
 bench-instructions: deps
 	@$(MAKE) --no-print-directory all $(BENCH_PROGRAMS)
 	@bench/instructions.sh $(BUILD)
+
+# Durable requests (--store) against NATS JetStream, interleaved rounds
+# (bench/titanic.sh says what is measured; ROUNDS=3)
+ROUNDS ?= 3
+bench-titanic: deps
+	@$(MAKE) --no-print-directory all $(BENCH_PROGRAMS)
+	@bench/titanic.sh $(BUILD) $(ROUNDS)
 
 # A broker under steady load and connection churn, RSS sampled every 10 s
 # (default 600 s; make soak DURATION=60 for a short run)

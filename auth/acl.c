@@ -64,7 +64,9 @@ enum {
     LIMIT_PENDING = 1,
     LIMIT_PENDING_BYTES = 2,
     LIMIT_RATE = 4,
-    LIMIT_CONNECTIONS = 8
+    LIMIT_CONNECTIONS = 8,
+    LIMIT_STORED = 16,
+    LIMIT_STORED_BYTES = 32
 };
 typedef struct {
     int subject_kind;
@@ -800,7 +802,7 @@ s_line_limit (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
 {
     const char *usage = "expected 'limit SUBJECT KEY=VALUE...' (keys: "
                         "pending=N, pending-bytes=SIZE, rate=N, "
-                        "connections=N)";
+                        "connections=N, stored=N, stored-bytes=SIZE)";
     if (count < 3)
         return s_error (parse, "%s", usage);
     limit_t limit = { 0 };
@@ -817,21 +819,23 @@ s_line_limit (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
                 : streq (key, "pending-bytes") ? LIMIT_PENDING_BYTES
                 : streq (key, "rate")          ? LIMIT_RATE
                 : streq (key, "connections")   ? LIMIT_CONNECTIONS
+                : streq (key, "stored")        ? LIMIT_STORED
+                : streq (key, "stored-bytes")  ? LIMIT_STORED_BYTES
                                                : 0;
         if (!bit)
             return s_error (parse,
                             "unknown limit '%s' (expected pending, "
-                            "pending-bytes or rate)",
+                            "pending-bytes, rate, connections, stored or "
+                            "stored-bytes)",
                             key);
         if (limit.set & bit)
             return s_error (parse, "limit '%s' is given twice", key);
-        int64_t value = s_limit_value (text, bit == LIMIT_PENDING_BYTES);
+        bool size = bit == LIMIT_PENDING_BYTES || bit == LIMIT_STORED_BYTES;
+        int64_t value = s_limit_value (text, size);
         if (value == -2)
-            return s_error (parse, "limit %s: '%s' is not %s or 'unlimited'",
-                            key, text,
-                            bit == LIMIT_PENDING_BYTES
-                                ? "a size (N, NK, NM or NG)"
-                                : "a whole number");
+            return s_error (
+                parse, "limit %s: '%s' is not %s or 'unlimited'", key, text,
+                size ? "a size (N, NK, NM or NG)" : "a whole number");
         limit.set |= bit;
         if (bit == LIMIT_PENDING)
             limit.values.pending = value;
@@ -839,8 +843,12 @@ s_line_limit (pigato__acl_t *self, parse_t *parse, char **tokens, size_t count)
             limit.values.pending_bytes = value;
         else if (bit == LIMIT_RATE)
             limit.values.rate = value;
-        else
+        else if (bit == LIMIT_CONNECTIONS)
             limit.values.connections = value;
+        else if (bit == LIMIT_STORED)
+            limit.values.stored = value;
+        else
+            limit.values.stored_bytes = value;
     }
     limit_t *limits = (limit_t *) realloc (
         self->limits, (self->limit_count + 1) * sizeof (limit_t));
@@ -1121,11 +1129,8 @@ void
 pigato__acl_limits (pigato__acl_t *self, const char *identity,
                     pigato__limits_t *limits)
 {
-    *limits = (pigato__limits_t) { PIGATO__LIMIT_PENDING_DEFAULT,
-                                   PIGATO__LIMIT_PENDING_BYTES_DEFAULT,
-                                   PIGATO__LIMIT_RATE_DEFAULT,
-                                   PIGATO__LIMIT_CONNECTIONS_DEFAULT };
-    int rank [4] = { 0, 0, 0, 0 };  //  of the line that set each key
+    *limits = PIGATO__LIMITS_DEFAULT;
+    int rank [6] = { 0 };  //  of the line that set each key
     for (size_t index = 0; index < self->limit_count; index++) {
         const limit_t *limit = &self->limits [index];
         int line_rank = 0;
@@ -1154,6 +1159,14 @@ pigato__acl_limits (pigato__acl_t *self, const char *identity,
         if ((limit->set & LIMIT_CONNECTIONS) && line_rank >= rank [3]) {
             rank [3] = line_rank;
             limits->connections = limit->values.connections;
+        }
+        if ((limit->set & LIMIT_STORED) && line_rank >= rank [4]) {
+            rank [4] = line_rank;
+            limits->stored = limit->values.stored;
+        }
+        if ((limit->set & LIMIT_STORED_BYTES) && line_rank >= rank [5]) {
+            rank [5] = line_rank;
+            limits->stored_bytes = limit->values.stored_bytes;
         }
     }
 }

@@ -16,7 +16,8 @@
         revoked  CA.crl                  (the CRL of a trusted CA)
         limit    SUBJECT KEY=VALUE...    (quotas: pending=N,
                                           pending-bytes=SIZE, rate=N,
-                                          connections=N;
+                                          connections=N, stored=N,
+                                          stored-bytes=SIZE;
                                           a value may be 'unlimited')
     PATTERN: exact name, prefix*, or *. A word starting with '#' starts a
     comment. A deny rule for a name also denies its versions (name@1.2.0,
@@ -43,6 +44,8 @@ typedef struct {
     int64_t pending_bytes;  //  the bytes of their bodies and opts
     int64_t rate;           //  requests a second, in bursts of as many
     int64_t connections;    //  connections open at once
+    int64_t stored;         //  durable requests stored (titanic.c)
+    int64_t stored_bytes;   //  their bodies, opts and replies
 } pigato__limits_t;
 
 #define PIGATO__UNLIMITED                   (-1)
@@ -50,6 +53,14 @@ typedef struct {
 #define PIGATO__LIMIT_PENDING_BYTES_DEFAULT (256 * 1024 * 1024)
 #define PIGATO__LIMIT_RATE_DEFAULT          PIGATO__UNLIMITED
 #define PIGATO__LIMIT_CONNECTIONS_DEFAULT   PIGATO__UNLIMITED
+#define PIGATO__LIMIT_STORED_DEFAULT        100000
+#define PIGATO__LIMIT_STORED_BYTES_DEFAULT  (256 * 1024 * 1024)
+//  Every limit at its default
+#define PIGATO__LIMITS_DEFAULT                                                 \
+    ((pigato__limits_t) {                                                      \
+        PIGATO__LIMIT_PENDING_DEFAULT, PIGATO__LIMIT_PENDING_BYTES_DEFAULT,    \
+        PIGATO__LIMIT_RATE_DEFAULT, PIGATO__LIMIT_CONNECTIONS_DEFAULT,         \
+        PIGATO__LIMIT_STORED_DEFAULT, PIGATO__LIMIT_STORED_BYTES_DEFAULT })
 
 //  Loads and validates a policy file. On error returns NULL and writes
 //  "FILE:LINE: what is wrong" to err.

@@ -106,7 +106,10 @@ extern "C" {
     X (E_HANDSHAKE, -17, "no security handshake with the broker")              \
     X (E_UNREACHABLE, -18, "broker unreachable")                               \
     X (E_RESOLVE, -19, "cannot resolve the broker's host name")                \
-    X (E_DENIED, -20, "the broker refused to register this worker")
+    X (E_DENIED, -20, "the broker refused to register this worker")            \
+    X (E_PENDING, -21, "the durable request has no reply yet")                 \
+    X (E_UNKNOWN, -22, "no such durable request")                              \
+    X (E_STORE, -23, "the durable store failed")
 
 typedef enum {
 #define PIGATO_STATUS_ENUM(name, value, text) PIGATO_##name = value,
@@ -383,6 +386,63 @@ PIGATO_EXPORT int
 //  Last error message for a failed call (borrowed).
 PIGATO_EXPORT const char *
     pigato_client_error (pigato_client_t *self);
+
+//  -------------------------------------------------------------------------
+//  Durable requests (ZeroMQ RFC 9, Titanic), through a broker that has a
+//  store (pigato_broker_set_store; docs/protocol.md, "Durable requests").
+//  The broker acknowledges a request only once it is on disk, sends it to
+//  its service (again, after a backoff, when a worker is lost, until a
+//  final reply or its time to live), and keeps the final reply until it
+//  is closed. Only the identity that submitted a request may fetch or
+//  close it. Each call below is a blocking call on the client, like
+//  pigato_client_call (the client's timeout applies); the client may be
+//  connected to several brokers, but a request lives in the store of the
+//  broker that took it.
+
+//  An id: 32 lowercase hex digits and a NUL.
+#define PIGATO_TITANIC_ID_SIZE 33
+
+//  Stores a request for service (data/size, copied) and writes its id to
+//  id (PIGATO_TITANIC_ID_SIZE bytes). opts_json is NULL or a JSON object:
+//  "ttl" (ms to get a final reply; default one day, at most 30 days),
+//  "keep" (ms the reply is kept once it came; default one day),
+//  "timeout" (ms an attempt may take; default 60000), others passed to
+//  the worker, which also finds "titanic" (the id) and "attempt" in its
+//  opts. key (NULL: one is made) is the idempotency key, 1 to 64
+//  printable bytes: submitting again with the key of a request still
+//  stored returns that request's id instead of storing another, so a
+//  submission whose acknowledgement was lost may simply be sent again
+//  (the client does so itself when its broker is lost). Returns 0, or
+//  PIGATO_E_REPLY (refused: a bad request, access denied; "400 ..."),
+//  PIGATO_E_STORE (the broker could not store it now: its store failed,
+//  a quota, an overload; "500 ..."; try again later) or a status of
+//  pigato_client_call, with the broker's reason in *reason if reason is
+//  not NULL (malloc'd, caller frees; NULL on success).
+PIGATO_EXPORT int
+    pigato_titanic_submit (pigato_client_t *client, const char *service,
+                           const void *data, size_t size, const char *opts_json,
+                           const char *key, char *id, char **reason);
+
+//  The reply to a stored request. Returns PIGATO_OK (*reply holds it),
+//  PIGATO_E_REPLY (the service's error reply, or the broker's: E_EXPIRED
+//  when the time to live ended, E_ACCESS_DENIED when the identity lost
+//  `call` on the service; *reply holds the text), PIGATO_E_PENDING (no
+//  reply yet), PIGATO_E_UNKNOWN (no such request for this identity:
+//  never stored, closed, or another identity's), PIGATO_E_STORE, or a
+//  status of pigato_client_call. *reply (may be NULL) is malloc'd and
+//  NUL-terminated for convenience; the caller frees it.
+PIGATO_EXPORT int
+    pigato_titanic_fetch (pigato_client_t *client, const char *id, char **reply,
+                          size_t *reply_size);
+
+//  Deletes a stored request and its reply; it is not sent to a worker
+//  after this returns (an attempt in flight ends first). Closing an
+//  unknown id succeeds (RFC 9). Returns 0, PIGATO_E_STORE (not closed:
+//  try again; the reason in *reason if not NULL) or a status of
+//  pigato_client_call.
+PIGATO_EXPORT int
+    pigato_titanic_close (pigato_client_t *client, const char *id,
+                          char **reason);
 
 //  -------------------------------------------------------------------------
 //  Worker: offers one service through one or more brokers.
@@ -668,6 +728,23 @@ PIGATO_EXPORT int64_t
 PIGATO_EXPORT int
     pigato_broker_set_acl (pigato_broker_t *self, const char *path);
 
+//  Durable requests (ZeroMQ RFC 9, Titanic; docs/protocol.md): the
+//  broker answers titanic.request, titanic.reply and titanic.close
+//  itself and keeps requests and replies in a SQLite database (WAL, every
+//  commit fsync'd) in folder dir, made 0700 if missing (an existing one
+//  must be 0700 too), file titanic.db (0600). Opens the store and reads
+//  what it holds now (logged as event=titanic_recovered); the broker
+//  writes from a thread of its own. max_bytes > 0 caps the database
+//  file: past it, new requests are refused as on a full disk (0: no
+//  cap). Returns 0, PIGATO_E_INVALID (no folder, a store set already) or
+//  PIGATO_E_STORE with the reason in pigato_broker_error () (a folder or
+//  file others may read, a file that is not a pigato store, a store that
+//  cannot be written, ...). Without a store those names are ordinary
+//  services.
+PIGATO_EXPORT int
+    pigato_broker_set_store (pigato_broker_t *self, const char *dir,
+                             int64_t max_bytes);
+
 //  Asks the running broker to re-read its policy file, atomically: a bad
 //  file keeps the old policy (and is logged). Async-signal-safe: call it
 //  from a SIGHUP handler.
@@ -724,7 +801,12 @@ PIGATO_EXPORT void
 //  shut for being over the maximum, "over_quota": $dir and mmi.* requests
 //  refused with E_QUOTA, "over_memory": requests refused with E_OVERLOADED
 //  over the memory ceiling, "inbound_cut", "slow_consumers", "memory_cut":
-//  connections cut for their byte budgets, ...); -1 for an unknown name.
+//  connections cut for their byte budgets, ...; with a store,
+//  "titanic_submitted", "titanic_duplicates", "titanic_refused",
+//  "titanic_attempts", "titanic_retries", "titanic_replied",
+//  "titanic_expired", "titanic_denied", "titanic_closed",
+//  "titanic_deleted", "titanic_write_failures", "titanic_commits" and
+//  "titanic_stored", "titanic_in_flight" now); -1 for an unknown name.
 PIGATO_EXPORT int64_t
     pigato_broker_counter (pigato_broker_t *self, const char *name);
 

@@ -4,7 +4,7 @@ set -e
 # libsystemd-dev: pigato-broker's sd_notify; systemd (systemd-analyze),
 # debhelper, fakeroot and lintian: the tests of the units and of make deb
 PKGS="build-essential pkg-config libzmq3-dev libczmq-dev libsodium-dev libssl-dev
-      libjansson-dev libcmocka-dev libmicrohttpd-dev python3-zmq
+      libjansson-dev libcmocka-dev libmicrohttpd-dev libsqlite3-dev python3-zmq
       python3-prometheus-client nodejs npm openssl clang-format
       libsystemd-dev systemd debhelper fakeroot lintian"
 missing=""

@@ -79,7 +79,9 @@ pigato_broker_destroy (pigato_broker_t **self_p)
     pigato_broker_t *self = *self_p;
     //  The scrape server's thread ends before anything goes
     pigato__metrics_http_destroy (&self->metrics.http);
-    //  The core first: destroying requests closes their shared body parts
+    //  Durable requests first (their store thread ends), then the core:
+    //  destroying requests closes their shared body parts
+    pigato__titanic_destroy (&self->titanic);
     pigato__core_destroy (&self->core);
     pigato__outbox_destroy (&self->outbox);
     for (size_t index = 0; index < PIGATO__PARTS_MAX; index++)
@@ -370,7 +372,31 @@ pigato_broker_counter (pigato_broker_t *self, const char *name)
         return self->outbox ? pigato__outbox_batches (self->outbox) : 0;
     if (streq (name, "entries_out"))
         return self->outbox ? pigato__outbox_entries (self->outbox) : 0;
+    if (strncmp (name, "titanic_", 8) == 0)
+        return self->titanic ? pigato__titanic_counter (self->titanic, name + 8)
+                             : -1;
     return -1;
+}
+
+int
+pigato_broker_set_store (pigato_broker_t *self, const char *dir,
+                         int64_t max_bytes)
+{
+    if (!dir || !*dir || max_bytes < 0 || self->titanic) {
+        pigato__errorf (self->error, sizeof self->error,
+                        self->titanic ? "the broker has a store already"
+                                      : "the store needs a folder and a "
+                                        "size limit >= 0");
+        return PIGATO_E_INVALID;
+    }
+    char error [sizeof self->error];
+    self->titanic = pigato__titanic_new (self, dir, max_bytes, error,
+                                         sizeof error);
+    if (!self->titanic) {
+        pigato__errorf (self->error, sizeof self->error, "%s", error);
+        return PIGATO_E_STORE;
+    }
+    return 0;
 }
 
 int
@@ -989,12 +1015,17 @@ pigato_broker_run (pigato_broker_t *self)
         zsock_resolve (self->router), zsock_resolve (self->monitor)
     };
     //  plain poll (): zmq_poll polls twice before it sleeps. After the
-    //  sockets, the metrics server's eventfd (-1, which poll skips, when
-    //  there is none): a scrape waits for a text
-    struct pollfd items [SOCKETS + 1];
-    items [SOCKETS] = (struct pollfd) {
+    //  sockets, two descriptors (-1, which poll skips, when absent): the
+    //  metrics server's eventfd (a scrape waits for a text) and the
+    //  store's (durable requests written)
+    enum { METRICS_FD = SOCKETS, STORE_FD, ITEMS };
+    struct pollfd items [ITEMS];
+    items [METRICS_FD] = (struct pollfd) {
         self->metrics.http ? pigato__metrics_http_fd (self->metrics.http) : -1,
         POLLIN, 0
+    };
+    items [STORE_FD] = (struct pollfd) {
+        self->titanic ? pigato__titanic_fd (self->titanic) : -1, POLLIN, 0
     };
     bool touched [SOCKETS], ready [SOCKETS];
     for (int index = 0; index < SOCKETS; index++) {
@@ -1023,6 +1054,8 @@ pigato_broker_run (pigato_broker_t *self)
             wait = next->when - now;
         if (pigato__budget_next (self) - now < wait)
             wait = pigato__budget_next (self) - now;
+        if (self->titanic && pigato__titanic_wait (self->titanic) < wait)
+            wait = pigato__titanic_wait (self->titanic);
         if (wait > 250)
             wait = 250;  //  notice stop () promptly
         if (wait < 0)
@@ -1043,12 +1076,12 @@ pigato_broker_run (pigato_broker_t *self)
             //  message of a conversation often comes within it, and is then
             //  read without the wake-up of a sleeping thread
             int64_t until = zclock_usecs () + self->busy_poll_us;
-            while ((rc = poll (items, SOCKETS + 1, 0)) == 0
+            while ((rc = poll (items, ITEMS, 0)) == 0
                    && zclock_usecs () < until)
                 ;
         }
         if (rc == 0)
-            rc = poll (items, SOCKETS + 1, any ? 0 : (int) wait);
+            rc = poll (items, ITEMS, any ? 0 : (int) wait);
         if (rc == -1 && errno != EINTR)
             break;
         for (int index = 0; rc > 0 && index < SOCKETS; index++)
@@ -1056,7 +1089,7 @@ pigato_broker_run (pigato_broker_t *self)
                 ready [index] = s_readable (sockets [index]);
         busy = false;
         pigato__core_clock (self->core);
-        if (items [SOCKETS].revents & POLLIN)
+        if (rc > 0 && (items [METRICS_FD].revents & POLLIN))
             pigato__metrics_serve (self);
         if (self->reload) {
             self->reload = 0;
@@ -1113,6 +1146,11 @@ pigato_broker_run (pigato_broker_t *self)
                 pigato__broker_expiry_check (self);
             self->next_tick = now + self->core->heartbeat_ms;
         }
+        //  Durable requests: what the store wrote is answered, due
+        //  attempts go to the core, this turn's changes to the store
+        if (self->titanic)
+            pigato__titanic_turn (
+                self->titanic, rc > 0 && (items [STORE_FD].revents & POLLIN));
         //  Byte budgets: connections over theirs are cut (what that
         //  produces goes out below)
         pigato__budget_tick (self, now);

@@ -12,6 +12,7 @@
 #include "core.h"
 #include "outbox.h"
 #include "metrics.h"
+#include "titanic.h"
 #include "../../auth/guard.h"
 
 //  One message read from the ROUTER as zmq_msg_t parts: [0] is the
@@ -107,6 +108,7 @@ struct _pigato_broker_t {
     void *state_arg;                     //  (pigato_broker_set_state_hook)
     bool told_stopping;                  //  STOPPING is told once
     pigato__metrics_t metrics;           //  for operators (metrics.c)
+    pigato__titanic_t *titanic;          //  durable requests (--store), or NULL
     char error [256];                    //  last error message
 };
 

@@ -618,8 +618,9 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
     pigato__bkey_t key;
     byte mdp_rid [9] = { 0 };  //  0, then a 64-bit counter
     pigato__bytes_t rid = in->caller.rid;
-    if (mdp) {
-        //  MDP has no rid: one is made, unique per broker
+    if (mdp && !rid.size) {
+        //  MDP has no rid: one is made, unique per broker (a durable
+        //  request of an MDP client comes with its id, titanic.c)
         uint64_t serial = ++self->next_mdp_rid;
         for (int index = 0; index < 8; index++)
             mdp_rid [8 - index] = (byte) (serial >> (8 * index));

@@ -127,6 +127,8 @@ typedef struct {
     int64_t connections;    //  connections it sent a message on, open
     //  Its counters (stats.h)
     pigato__identity_stats_t *stats;
+    int64_t stored;        //  durable requests it has stored (titanic.c)
+    int64_t stored_bytes;  //  their bodies, opts and replies
 } pigato__tenant_t;
 
 //  Whose a connection is (its first message's identity), by fd.
@@ -427,6 +429,15 @@ int pigato__core_connection_owner (pigato__core_t *self,
 //  A connection closed: its identity has one less open.
 void pigato__core_connection_disown (pigato__core_t *self,
                                      const pigato__conn_t *dead);
+
+//  Checks a new durable request of bytes (titanic.c) against the tenant's
+//  `stored` and `stored-bytes` limits and its rate, and takes a rate
+//  token: 0, or a refusal (counted, logged, an E_QUOTA text in error)
+//  returning PIGATO_E_NOMEM. The caller counts what it stores in the
+//  tenant's stored and stored_bytes.
+int pigato__core_quota_store (pigato__core_t *self, pigato__tenant_t *tenant,
+                              const pigato__bytes_t *service, size_t bytes,
+                              char *error, size_t error_size);
 
 //  A request the tenant holds now / no longer.
 void pigato__core_tenant_hold (pigato__tenant_t *tenant,

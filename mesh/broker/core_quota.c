@@ -25,10 +25,7 @@ s_tenant_refresh (pigato__core_t *self, pigato__tenant_t *tenant)
     if (tenant->epoch == self->limits_epoch)
         return;
     tenant->epoch = self->limits_epoch;
-    pigato__limits_t limits = { PIGATO__LIMIT_PENDING_DEFAULT,
-                                PIGATO__LIMIT_PENDING_BYTES_DEFAULT,
-                                PIGATO__LIMIT_RATE_DEFAULT,
-                                PIGATO__LIMIT_CONNECTIONS_DEFAULT };
+    pigato__limits_t limits = PIGATO__LIMITS_DEFAULT;
     if (self->limits)
         self->limits (self->limits_arg, tenant->identity, &limits);
     if (limits.rate != tenant->limits.rate || tenant->at_ms == 0) {
@@ -58,7 +55,8 @@ s_bucket_fill (pigato__core_t *self, pigato__tenant_t *tenant)
     return false;
 }
 
-//  Forgets tenants that hold nothing (no request, no connection) and
+//  Forgets tenants that hold nothing (no request, no connection, no
+//  durable request) and
 //  whose bucket is full: one made
 //  again later starts the same, so nothing is lost.
 static void
@@ -71,7 +69,8 @@ s_tenants_prune (pigato__core_t *self)
              (pigato__tenant_t *) zhashx_first (self->tenants);
          tenant; tenant = (pigato__tenant_t *) zhashx_next (self->tenants))
         if (tenant->pending == 0 && tenant->connections == 0
-            && tenant != self->last_tenant && s_bucket_fill (self, tenant))
+            && tenant->stored == 0 && tenant != self->last_tenant
+            && s_bucket_fill (self, tenant))
             zlistx_add_end (idle, tenant->identity);
     for (const char *identity = (const char *) zlistx_first (idle); identity;
          identity = (const char *) zlistx_next (idle))
@@ -170,6 +169,48 @@ pigato__core_quota_admit (pigato__core_t *self, pigato__tenant_t *tenant,
                   " bytes of requests at once (pending-bytes); try again "
                   "later",
                   tenant->identity, limits->pending_bytes);
+    }
+    else if (limits->rate >= 0) {
+        s_bucket_fill (self, tenant);
+        if (tenant->tokens < 1) {
+            limit = "rate";
+            snprintf (error, error_size,
+                      "E_QUOTA identity %s may send %" PRId64
+                      " requests a second (rate); try again later",
+                      tenant->identity, limits->rate);
+        }
+        else
+            tenant->tokens -= 1;
+    }
+    if (!limit)
+        return 0;
+    pigato__core_quota_log (self, tenant->identity, service, limit);
+    return PIGATO_E_NOMEM;
+}
+
+int
+pigato__core_quota_store (pigato__core_t *self, pigato__tenant_t *tenant,
+                          const pigato__bytes_t *service, size_t bytes,
+                          char *error, size_t error_size)
+{
+    const pigato__limits_t *limits = &tenant->limits;
+    const char *limit = NULL;
+    if (limits->stored >= 0 && tenant->stored + 1 > limits->stored) {
+        limit = "stored";
+        snprintf (error, error_size,
+                  "E_QUOTA identity %s may store %" PRId64
+                  " durable requests at once (stored); close some or try "
+                  "again later",
+                  tenant->identity, limits->stored);
+    }
+    else if (limits->stored_bytes >= 0
+             && tenant->stored_bytes + (int64_t) bytes > limits->stored_bytes) {
+        limit = "stored-bytes";
+        snprintf (error, error_size,
+                  "E_QUOTA identity %s may store %" PRId64
+                  " bytes of durable requests at once (stored-bytes); close "
+                  "some or try again later",
+                  tenant->identity, limits->stored_bytes);
     }
     else if (limits->rate >= 0) {
         s_bucket_fill (self, tenant);

@@ -49,6 +49,14 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
         free (answer);
         return;
     }
+    if (self->titanic && pigato__titanic_name (&mdp->service)) {
+        pigato__titanic_in_t request = { .caller = caller,
+                                         .identity = peer->name,
+                                         .body = body,
+                                         .body_count = mdp->body_count };
+        pigato__titanic_request (self->titanic, &request);
+        return;
+    }
     zmq_msg_t packed;
     size_t packed_size = pigato__mdp_packed_size (body, mdp->body_count);
     if (packed_size == PIGATO__MDP_PACK_INVALID) {
@@ -120,7 +128,8 @@ pigato__front_mdp (pigato_broker_t *self, pigato__front_in_t *in,
                                         true);
         }
         else if (!pigato__front_name (&mdp.service, name)
-                 || pigato__core_reserved (&mdp.service)) {
+                 || pigato__core_reserved (&mdp.service)
+                 || (self->titanic && pigato__titanic_name (&mdp.service))) {
             pigato__front_bad (self, in, "reserved_service");
             pigato__broker_send_control (self, &in->m.sender, &in->m.conn, 'W',
                                          PIGATO__DISCONNECT,

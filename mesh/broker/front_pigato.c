@@ -137,7 +137,8 @@ s_worker_ready (pigato_broker_t *self, pigato__front_in_t *in,
     char name [PIGATO_SERVICE_MAX + 1];
     char reason [PIGATO_SERVICE_MAX + 64];
     if (!pigato__front_name (&in->m.service, name)
-        || pigato__core_reserved (&in->m.service)) {
+        || pigato__core_reserved (&in->m.service)
+        || (self->titanic && pigato__titanic_name (&in->m.service))) {
         pigato__front_bad (self, in, "reserved_service");
         snprintf (reason, sizeof reason, "E_RESERVED_SERVICE %s", name);
         pigato__broker_send_disconnect (self, &in->m.sender, &in->m.conn,
@@ -284,6 +285,16 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
     }
     if (pigato__core_reserved (&m->service)) {
         s_internal (self, m, peer);
+        return;
+    }
+    if (self->titanic && pigato__titanic_name (&m->service)) {
+        pigato__titanic_in_t request = { .caller = s_caller (m),
+                                         .identity = peer->name,
+                                         .body = &m->data,
+                                         .body_count = 1,
+                                         .opts = m->has_opts ? &m->opts
+                                                             : NULL };
+        pigato__titanic_request (self->titanic, &request);
         return;
     }
     pigato__submit_t submit = { .caller = s_caller (m),

@@ -116,6 +116,8 @@ pigato__broker_reload (pigato_broker_t *self)
     }
     s_free_keys (&dropped);
     s_free_keys (&denied);
+    if (self->titanic)
+        pigato__titanic_reload (self->titanic);
     pigato__log (PIGATO_LOG_INFO,
                  "event=acl_reloaded identities=%zu rules=%zu "
                  "workers_removed=%zu requests_dropped=%zu "

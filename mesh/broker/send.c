@@ -256,6 +256,12 @@ s_emit_reply (void *arg, const pigato__caller_t *to, int type, int status,
               const pigato__bytes_t *body, size_t body_count,
               const pigato__bytes_t *opts, zmq_msg_t *body_part)
 {
+    if (to->conn.fd == PIGATO__CONN_TITANIC) {
+        //  A durable request's: titanic.c stores it
+        pigato__titanic_reply (((pigato_broker_t *) arg)->titanic, to, type,
+                               status, body, body_count);
+        return;
+    }
     pigato__broker_send_reply ((pigato_broker_t *) arg, to, type, status, body,
                                body_count, opts, body_part);
 }
@@ -263,6 +269,10 @@ s_emit_reply (void *arg, const pigato__caller_t *to, int type, int status,
 static void
 s_emit_error (void *arg, const pigato__caller_t *to, const char *text)
 {
+    if (to->conn.fd == PIGATO__CONN_TITANIC) {
+        pigato__titanic_error (((pigato_broker_t *) arg)->titanic, to, text);
+        return;
+    }
     pigato__broker_send_error ((pigato_broker_t *) arg, to, text);
 }
 

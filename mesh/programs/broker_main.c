@@ -81,6 +81,14 @@ static const char *s_usage =
     "  --metrics-listen HOST:PORT  serve Prometheus metrics over HTTP at\n"
     "                       http://HOST:PORT/metrics (off by default; e.g.\n"
     "                       127.0.0.1:9464; the port it got is in event=ready)\n"
+    "  --store DIR          durable requests (ZeroMQ RFC 9, Titanic): answer\n"
+    "                       titanic.request, titanic.reply and titanic.close,\n"
+    "                       keeping requests and replies in DIR/titanic.db\n"
+    "                       (SQLite; DIR made 0700, the file 0600; off unless\n"
+    "                       given); what it holds is recovered at start\n"
+    "  --store-max-bytes SIZE  cap on the store file; past it new durable\n"
+    "                       requests are refused (500) as on a full disk\n"
+    "                       (default: no cap)\n"
     "  --pid-file PATH      write the broker's pid to PATH once it is bound\n"
     "                       (removed at exit); refuse to start when PATH holds\n"
     "                       the pid of a running pigato-broker\n"
@@ -378,6 +386,8 @@ main (int argc, char *argv [])
         OPT_PID_FILE,
         OPT_CERT_WARN_DAYS,
         OPT_METRICS_LISTEN,
+        OPT_STORE,
+        OPT_STORE_MAX_BYTES,
         OPT_CONFIG,
         OPT_CHECK_CONFIG,
         OPT_LOG_FORMAT,
@@ -408,6 +418,8 @@ main (int argc, char *argv [])
         { "config", required_argument, NULL, OPT_CONFIG },
         { "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
         { "log-format", required_argument, NULL, OPT_LOG_FORMAT },
+        { "store", required_argument, NULL, OPT_STORE },
+        { "store-max-bytes", required_argument, NULL, OPT_STORE_MAX_BYTES },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 }
@@ -417,6 +429,8 @@ main (int argc, char *argv [])
     int bind_count = 0;
     const char *key_file = NULL, *dmode = "load", *acl = NULL;
     const char *pid_file = NULL, *metrics_listen = NULL;
+    const char *store = NULL;
+    int64_t store_max_bytes = 0;  //  0 = no cap
     bool allow_any = false, insecure = false;
     int heartbeat = PIGATO_HEARTBEAT_MS, liveness = PIGATO_LIVENESS;
     int log_level = PIGATO_LOG_INFO;
@@ -503,6 +517,10 @@ main (int argc, char *argv [])
             case OPT_KEY: key_file = optarg; break;
             case OPT_PID_FILE: pid_file = optarg; break;
             case OPT_METRICS_LISTEN: metrics_listen = optarg; break;
+            case OPT_STORE: store = optarg; break;
+            case OPT_STORE_MAX_BYTES:
+                store_max_bytes = s_size (optarg, "--store-max-bytes");
+                break;
             case OPT_ALLOW_ANY: allow_any = true; break;
             case OPT_INSECURE: insecure = true; break;
             case OPT_ACL: acl = optarg; break;
@@ -681,6 +699,19 @@ main (int argc, char *argv [])
         s_problems++;
         rc = 1;
     }
+    if (store_max_bytes && !store) {
+        fputs ("pigato-broker: --store-max-bytes needs --store\n", stderr);
+        rc = EXIT_USAGE;
+        goto cleanup;
+    }
+    //  Opened (and recovered) before anything binds: a store that cannot
+    //  be used is the reason to exit
+    if (store && pigato_broker_set_store (broker, store, store_max_bytes)) {
+        fprintf (stderr, "pigato-broker: --store: %s\n",
+                 pigato_broker_error (broker));
+        rc = 1;
+        goto cleanup;
+    }
     char public_key [PIGATO_Z85_KEY_SIZE + 1] = "-";
     if (key_file && !insecure && (s_checking || rc == 0)) {
         char err [256];
@@ -742,14 +773,15 @@ main (int argc, char *argv [])
         "max_connections=%d "
         "handshake_timeout_ms=%d "
         "max_memory=%" PRId64 " max_inbound=%" PRId64 " max_outbound=%" PRId64
-        " endpoints=",
+        " store=%s endpoints=",
         pigato_version (),
         insecure    ? "insecure"
         : allow_any ? "allow-any"
                     : "acl",
         insecure && acl ? "+acl" : "", public_key, fingerprint,
         pigato_broker_max_connections (broker), handshake_timeout,
-        pigato_broker_max_memory (broker), max_inbound, max_outbound);
+        pigato_broker_max_memory (broker), max_inbound, max_outbound,
+        store ? "on" : "off");
     for (int index = 0; index < bind_count && used < sizeof line; index++)
         used += (size_t) snprintf (line + used, sizeof line - used, "%s%s",
                                    index ? "," : "", binds [index]);

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sysexits.h>
 #include "cli.h"
 
 //  --------------------------------------------------------------------------
@@ -70,4 +71,53 @@ pigato__cli_catch_signals (void)
     sigemptyset (&action.sa_mask);
     sigaction (SIGINT, &action, NULL);
     sigaction (SIGTERM, &action, NULL);
+}
+
+//  --------------------------------------------------------------------------
+//  A client as the options say, connected.
+
+static int
+s_client_connect (void *peer, const char *endpoint)
+{
+    return pigato_client_connect ((pigato_client_t *) peer, endpoint);
+}
+
+pigato_client_t *
+pigato__cli_client (cli_t *cli, int *exit_code)
+{
+    *exit_code = EXIT_FAILURE_NET;
+    pigato_client_t *client = pigato_client_new ();
+    if (!client) {
+        fprintf (stderr, "pigato: out of memory\n");
+        return NULL;
+    }
+    pigato__cli_catch_signals ();  //  Ctrl-C: exit 130
+    int rc = 0;
+    if (cli->insecure)
+        pigato_client_set_insecure (client, true);
+    else if (pigato_client_set_server_key (client, cli->server_key)
+             || (cli->server_ca
+                 && pigato_client_set_server_ca (client, cli->server_ca))
+             || (cli->key_file
+                 && pigato_client_set_key_file (client, cli->key_file)))
+        rc = PIGATO_E_KEY;
+    if (rc == 0) {
+        if (cli->heartbeat_ms)
+            pigato_client_set_heartbeat (client, cli->heartbeat_ms,
+                                         PIGATO_LIVENESS);
+        if (cli->framing)
+            pigato_client_set_framing (client, cli->framing);
+        if (cli->timeout_set)
+            pigato_client_set_timeout (client, cli->timeout_ms);
+        rc = pigato__cli_connect_all (cli, client, s_client_connect);
+    }
+    if (rc) {
+        //  A key problem will not go away by trying again
+        fprintf (stderr, "pigato: %s\n", pigato_client_error (client));
+        *exit_code = rc == PIGATO_E_KEY || rc == PIGATO_E_INVALID
+                       ? EX_USAGE
+                       : EXIT_FAILURE_NET;
+        pigato_client_destroy (&client);
+    }
+    return client;
 }

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "pigato.h"
 
 #define EXIT_ERROR_REPLY 1
@@ -18,6 +19,8 @@
 #define EXIT_UNREACHABLE 5  //  nothing answered the broker endpoint
 #define EXIT_RESOLVE     6  //  the broker's host name does not resolve
 #define EXIT_DENIED      7  //  serve: the identity may not serve the name
+#define EXIT_PENDING     8  //  fetch: no reply yet
+#define EXIT_UNKNOWN     9  //  fetch: no such durable request
 #define EXIT_INTERRUPTED 130
 #define DEFAULT_BROKER   "tcp://127.0.0.1:5555"
 #define CMD_CONCURRENCY  4  //  default for `serve -- CMD`
@@ -47,10 +50,13 @@ typedef struct {
     bool raw;                           //  --raw: replies byte for byte
     bool echo;                          //  serve --echo
     int concurrency;                    //  serve --concurrency, 0 = default
-    char **cmd_argv;            //  serve -- CMD ARGS..., NULL-terminated
-    bool json;                  //  stats --json: the answer as it came
-    const char *check_service;  //  check --service NAME, NULL if none
-    int min_workers;            //  check --min-workers (1 with --service)
+    char **cmd_argv;              //  serve -- CMD ARGS..., NULL-terminated
+    bool json;                    //  stats --json: the answer as it came
+    const char *check_service;    //  check --service NAME, NULL if none
+    int min_workers;              //  check --min-workers (1 with --service)
+    const char *id;               //  fetch, close: the durable request's id
+    bool wait;                    //  fetch --wait
+    const char *idempotency_key;  //  submit --idempotency-key
 } cli_t;
 
 //  Connects a client or worker to every --broker endpoint (commas split
@@ -83,5 +89,21 @@ int pigato__cli_check (cli_t *cli);
 //  worker cannot be created, connected or attached; having said why on
 //  stderr. (cli_serve.c)
 int pigato__cli_serve (cli_t *cli);
+
+//  A client set up as the options say (keys, heartbeat, framing,
+//  timeout) and connected to every --broker. NULL after saying why on
+//  stderr, with the exit code in *exit_code. (cli.c)
+pigato_client_t *pigato__cli_client (cli_t *cli, int *exit_code);
+
+//  True for the commands of durable requests: submit, fetch, close.
+//  (cli_titanic.c)
+bool pigato__cli_titanic_command (const char *command);
+
+//  Their help text (cli_titanic.c).
+void pigato__cli_titanic_usage (FILE *out, const char *command);
+
+//  pigato submit / fetch / close: returns the exit code, having printed
+//  the id, the reply, or why not. (cli_titanic.c)
+int pigato__cli_titanic (cli_t *cli);
 
 #endif

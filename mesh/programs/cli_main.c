@@ -8,6 +8,8 @@
         pigato serve SERVICE (--echo | -- CMD ARGS...) [--concurrency N]
         pigato stats [SERVICE] [--json]
         pigato check [--service NAME [--min-workers N]]
+        pigato submit SERVICE [DATA|-], fetch ID [--wait], close ID
+          (durable requests: cli_titanic.c)
 
     Built only on the public API (pigato.h) plus czmq's zloop, which the
     worker attaches to so that command children's pipes share its loop.
@@ -107,6 +109,8 @@ s_usage (FILE *out, const char *command)
             "unreachable, handshake refused, no answer in time, the service has\n"
             "no worker or is not visible to this identity), 3 UNKNOWN (the\n"
             "identity may not call $stats, or the answer was refused), 64 usage.\n");
+    else if (command && pigato__cli_titanic_command (command))
+        pigato__cli_titanic_usage (out, command);
     else
         fprintf (
             out,
@@ -118,6 +122,9 @@ s_usage (FILE *out, const char *command)
             "  serve SERVICE -- CMD [ARGS...]   answer requests by running CMD\n"
             "  stats [SERVICE] [--json]         the broker's figures per service\n"
             "  check [--service NAME]           a monitoring check (exit 0/1/2/3)\n"
+            "  submit SERVICE [DATA|-]          store a durable request, print its id\n"
+            "  fetch ID [--wait]                print a durable request's reply\n"
+            "  close ID                         delete a durable request\n"
             "  help [COMMAND]                   show help\n");
     fprintf (
         out,
@@ -227,7 +234,9 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         OPT_JSON,
         OPT_SERVICE,
         OPT_MIN_WORKERS,
-        OPT_LOG_FORMAT
+        OPT_LOG_FORMAT,
+        OPT_WAIT,
+        OPT_IDEMPOTENCY_KEY
     };
     static const struct option options [] = {
         { "broker", required_argument, NULL, OPT_BROKER },
@@ -250,6 +259,8 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         { "json", no_argument, NULL, OPT_JSON },
         { "service", required_argument, NULL, OPT_SERVICE },
         { "min-workers", required_argument, NULL, OPT_MIN_WORKERS },
+        { "wait", no_argument, NULL, OPT_WAIT },
+        { "idempotency-key", required_argument, NULL, OPT_IDEMPOTENCY_KEY },
         { NULL, 0, NULL, 0 }
     };
     //  getopt only sees what comes before "--"
@@ -303,6 +314,8 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
                 break;
             case OPT_OPTS: cli->opts = optarg; break;
             case OPT_RAW: cli->raw = true; break;
+            case OPT_WAIT: cli->wait = true; break;
+            case OPT_IDEMPOTENCY_KEY: cli->idempotency_key = optarg; break;
             case OPT_ECHO: cli->echo = true; break;
             case OPT_CONCURRENCY:
                 rc = s_number ("--concurrency", optarg, -1, 1000000, &number);
@@ -339,17 +352,25 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         s_usage (stderr, NULL);
         return EX_USAGE;
     }
-    bool request = streq (cli->command, "request");
     bool stats = streq (cli->command, "stats");
     bool check = streq (cli->command, "check");
-    if (!request && !stats && !check && strneq (cli->command, "serve"))
+    //  submit takes what request takes; fetch and close an ID
+    bool submit = streq (cli->command, "submit");
+    bool request = submit || streq (cli->command, "request");
+    bool by_id = !submit && pigato__cli_titanic_command (cli->command);
+    if (!request && !by_id && !stats && !check
+        && strneq (cli->command, "serve"))
         return s_usage_error ("unknown command '%s' (expected request, "
-                              "serve, stats or check)",
+                              "serve, stats, check, submit, fetch or close)",
                               cli->command);
     if ((cli->json && !stats)
         || ((cli->check_service || cli->min_workers) && !check))
         return s_usage_error ("--json is for stats, --service and "
                               "--min-workers for check");
+    if (cli->wait && !streq (cli->command, "fetch"))
+        return s_usage_error ("--wait is for fetch");
+    if (cli->idempotency_key && !submit)
+        return s_usage_error ("--idempotency-key is for submit");
     if (stats || check) {
         if (arg_count > (stats ? 2 : 1) || tail_count)
             return s_usage_error (
@@ -371,15 +392,28 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
             cli->min_workers = 1;
     }
     else if (arg_count < 2)
-        return s_usage_error ("%s: missing SERVICE", cli->command);
+        return s_usage_error ("%s: missing %s", cli->command,
+                              by_id ? "ID" : "SERVICE");
     else {
+        if (by_id) {
+            if (arg_count + tail_count > 2)
+                return s_usage_error ("%s: unexpected argument '%s'",
+                                      cli->command,
+                                      arg_count > 2 ? args [2] : tail [0]);
+            if (cli->echo || cli->concurrency || cli->opts)
+                return s_usage_error ("--echo and --concurrency are for "
+                                      "serve, --opts for request and submit");
+            cli->id = args [1];
+        }
         cli->service = args [1];
         if (strlen (cli->service) == 0
             || strlen (cli->service) > PIGATO_SERVICE_MAX)
             return s_usage_error ("SERVICE must be 1 to %d bytes",
                                   PIGATO_SERVICE_MAX);
     }
-    if (request) {
+    if (by_id)
+        ;  //  checked above
+    else if (request) {
         if (arg_count + tail_count > 3)
             return s_usage_error ("request: unexpected argument '%s' (quote "
                                   "DATA as one argument)",
@@ -705,5 +739,7 @@ main (int argc, char *argv [])
         return pigato__cli_stats (&cli);
     if (streq (cli.command, "check"))
         return pigato__cli_check (&cli);
+    if (pigato__cli_titanic_command (cli.command))
+        return pigato__cli_titanic (&cli);
     return pigato__cli_serve (&cli);
 }

@@ -40,7 +40,7 @@ def build_c_program(source, output):
     with the packages of the Makefile and the sanitizers the broker was
     built with, if any. Raises RuntimeError with the compiler's words."""
     pkgs = ["libzmq", "libczmq", "libsodium", "jansson", "libssl", "libcrypto",
-            "libmicrohttpd"]
+            "libmicrohttpd", "sqlite3"]
     libs = subprocess.run(["pkg-config", "--libs"] + pkgs, capture_output=True,
                           text=True, check=True).stdout.split()
     cflags = subprocess.run(["pkg-config", "--cflags"] + pkgs, capture_output=True,

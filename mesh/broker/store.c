@@ -1,0 +1,740 @@
+/*  =========================================================================
+    store.c - the durable store (store.h): SQLite in WAL mode with
+    synchronous=FULL (every COMMIT is fsync'd), one connection, used by
+    the opening thread until pigato__store_start and by the store thread
+    after it. The routing thread and the store thread meet only at the
+    hand-off (a mutex held for a pointer swap, a condition the store
+    thread sleeps on, an eventfd the broker's poll wakes on).
+    =========================================================================
+*/
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "store.h"
+
+//  One operation; its bytes (identity, key, service, body, opts, reply)
+//  in one block it owns, which the row points into.
+typedef struct {
+    int type;  //  pigato__store_op_t
+    pigato__store_row_t row;
+    byte *data;
+} s_op_t;
+
+struct _pigato__store_batch_t {
+    s_op_t *ops;
+    size_t count;
+    size_t max;
+    size_t bytes;      //  variable bytes held
+    int status;        //  once done: 0 or PIGATO_E_STORE
+    char error [256];  //  SQLite's reason
+};
+
+struct _pigato__store_t {
+    sqlite3 *db;
+    char *path;            //  the database file
+    sqlite3_stmt *insert;  //  prepared statements
+    sqlite3_stmt *reply;
+    sqlite3_stmt *remove;
+    pthread_t thread;  //  the store thread, once started
+    bool started;
+    pthread_mutex_t lock;         //  guards the three fields below
+    pthread_cond_t wake;          //  the store thread waits on it
+    pigato__store_batch_t *todo;  //  handed over, not yet taken
+    pigato__store_batch_t *done;  //  written (or failed), not yet taken
+    bool stopping;
+    int event;        //  eventfd: a batch is done
+    int64_t commits;  //  transactions committed (guarded too)
+};
+
+#define SCHEMA                                                                 \
+    "CREATE TABLE IF NOT EXISTS request ("                                     \
+    " id BLOB PRIMARY KEY NOT NULL,"                                           \
+    " identity TEXT NOT NULL,"                                                 \
+    " key BLOB,"                                                               \
+    " service TEXT NOT NULL,"                                                  \
+    " body_kind INTEGER NOT NULL,"                                             \
+    " body BLOB NOT NULL,"                                                     \
+    " opts BLOB,"                                                              \
+    " created INTEGER NOT NULL,"                                               \
+    " deadline INTEGER NOT NULL,"                                              \
+    " keep INTEGER NOT NULL,"                                                  \
+    " replied INTEGER,"                                                        \
+    " status INTEGER,"                                                         \
+    " reply BLOB"                                                              \
+    ") WITHOUT ROWID"
+
+//  --------------------------------------------------------------------------
+//  Opening
+
+//  Writes "what: SQLite's reason" to error; returns PIGATO_E_STORE.
+static int
+s_fail (sqlite3 *db, char *error, size_t error_size, const char *what)
+{
+    pigato__errorf (error, error_size, "%s: %s", what,
+                    db ? sqlite3_errmsg (db) : "out of memory");
+    return PIGATO_E_STORE;
+}
+
+//  Runs SQL that returns no rows we need.
+static int
+s_exec (pigato__store_t *self, const char *sql, char *error, size_t error_size,
+        const char *what)
+{
+    if (sqlite3_exec (self->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return s_fail (self->db, error, error_size, what);
+    return 0;
+}
+
+//  The integer a pragma (or any one-value query) returns, in *value.
+static int
+s_query_int (pigato__store_t *self, const char *sql, int64_t *value,
+             char *error, size_t error_size, const char *what)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2 (self->db, sql, -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step (stmt);
+    if (rc != SQLITE_ROW) {
+        s_fail (self->db, error, error_size, what);
+        sqlite3_finalize (stmt);
+        return PIGATO_E_STORE;
+    }
+    *value = sqlite3_column_int64 (stmt, 0);
+    sqlite3_finalize (stmt);
+    return 0;
+}
+
+//  The folder: made 0700 if missing; else a folder nobody else may use
+//  (the requests at rest are the tenants' data).
+static int
+s_folder (const char *dir, char *error, size_t error_size)
+{
+    struct stat info;
+    if (stat (dir, &info) != 0) {
+        if (errno != ENOENT || mkdir (dir, 0700) != 0) {
+            pigato__errorf (error, error_size,
+                            "cannot create the store folder '%s': %s", dir,
+                            strerror (errno));
+            return PIGATO_E_STORE;
+        }
+        return 0;
+    }
+    if (!S_ISDIR (info.st_mode)) {
+        pigato__errorf (error, error_size,
+                        "store '%s' is not a folder (--store takes a folder; "
+                        "the database is %s in it)",
+                        dir, PIGATO__STORE_FILE);
+        return PIGATO_E_STORE;
+    }
+    if (info.st_mode & 077) {
+        pigato__errorf (error, error_size,
+                        "store folder '%s' is open to group or others (mode "
+                        "%04o): it holds requests at rest; chmod 700 '%s'",
+                        dir, (unsigned) (info.st_mode & 07777), dir);
+        return PIGATO_E_STORE;
+    }
+    //  SQLite makes its -wal and -shm files beside the database: a folder
+    //  we cannot write (read-only, another owner's) is refused now
+    if (access (dir, W_OK | X_OK) != 0) {
+        pigato__errorf (error, error_size,
+                        "store folder '%s' cannot be written: %s", dir,
+                        strerror (errno));
+        return PIGATO_E_STORE;
+    }
+    return 0;
+}
+
+//  The database file: created 0600 if missing (the folder is fsync'd
+//  once the database is ready); else one nobody else may read. SQLite gives its -wal and -shm
+//  files the database file's mode.
+static int
+s_file (const char *path, char *error, size_t error_size)
+{
+    struct stat info;
+    if (stat (path, &info) == 0) {
+        if (!S_ISREG (info.st_mode)) {
+            pigato__errorf (error, error_size,
+                            "store file '%s' is not a regular file", path);
+            return PIGATO_E_STORE;
+        }
+        if (info.st_mode & 077) {
+            pigato__errorf (error, error_size,
+                            "store file '%s' is readable by group or others "
+                            "(mode %04o); chmod 600 '%s'",
+                            path, (unsigned) (info.st_mode & 07777), path);
+            return PIGATO_E_STORE;
+        }
+        return 0;
+    }
+    int fd = open (path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        pigato__errorf (error, error_size,
+                        "cannot create the store file '%s': %s", path,
+                        strerror (errno));
+        return PIGATO_E_STORE;
+    }
+    close (fd);
+    return 0;
+}
+
+//  fsyncs the folder, so that the files made in it (the database, its
+//  WAL) are still there after a power loss.
+static int
+s_sync_folder (const char *dir, char *error, size_t error_size)
+{
+    int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync (fd) != 0) {
+        pigato__errorf (error, error_size,
+                        "cannot sync the store folder '%s': %s", dir,
+                        strerror (errno));
+        if (fd >= 0)
+            close (fd);
+        return PIGATO_E_STORE;
+    }
+    close (fd);
+    return 0;
+}
+
+//  Checks that the file is ours (or empty), sets the pragmas, makes the
+//  schema and writes once, so that a store that cannot be written is
+//  refused now rather than at the first request.
+static int
+s_prepare (pigato__store_t *self, int64_t max_bytes, char *error,
+           size_t error_size)
+{
+    int64_t app_id = 0, format = 0, tables = 0, page = 0;
+    char what [512];
+    snprintf (what, sizeof what, "store file '%s'", self->path);
+    int rc = s_query_int (self, "PRAGMA application_id", &app_id, error,
+                          error_size, what);
+    if (rc == 0)
+        rc = s_query_int (self, "PRAGMA user_version", &format, error,
+                          error_size, what);
+    if (rc == 0)
+        rc = s_query_int (self, "SELECT count(*) FROM sqlite_master", &tables,
+                          error, error_size, what);
+    if (rc)
+        return rc;
+    if (tables > 0 && app_id != PIGATO__STORE_APP_ID) {
+        pigato__errorf (error, error_size,
+                        "store file '%s' is a SQLite database of another "
+                        "application (application_id %lld, %lld tables), "
+                        "not a pigato store",
+                        self->path, (long long) app_id, (long long) tables);
+        return PIGATO_E_STORE;
+    }
+    if (app_id == PIGATO__STORE_APP_ID && format > PIGATO__STORE_FORMAT) {
+        pigato__errorf (error, error_size,
+                        "store file '%s' has format %lld; this pigato-broker "
+                        "reads format %d",
+                        self->path, (long long) format, PIGATO__STORE_FORMAT);
+        return PIGATO_E_STORE;
+    }
+    char pragmas [256];
+    snprintf (pragmas, sizeof pragmas,
+              "PRAGMA application_id=%d; PRAGMA user_version=%d;",
+              PIGATO__STORE_APP_ID, PIGATO__STORE_FORMAT);
+    //  WAL: a commit appends to one file; FULL: and fsyncs it before
+    //  COMMIT returns (NORMAL would not, in WAL mode)
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2 (self->db, "PRAGMA journal_mode=WAL", -1, &stmt,
+                            NULL)
+            != SQLITE_OK
+        || sqlite3_step (stmt) != SQLITE_ROW
+        || !streq ((const char *) sqlite3_column_text (stmt, 0), "wal")) {
+        rc = s_fail (self->db, error, error_size, what);
+        sqlite3_finalize (stmt);
+        return rc;
+    }
+    sqlite3_finalize (stmt);
+    rc = s_exec (self, "PRAGMA synchronous=FULL", error, error_size, what);
+    //  A checkpoint gives the WAL's space back past 64 MiB (a burst must
+    //  not keep the disk it took)
+    int64_t limit = 0;
+    if (rc == 0)
+        rc = s_query_int (self, "PRAGMA journal_size_limit=67108864", &limit,
+                          error, error_size, what);
+    if (rc == 0 && max_bytes > 0)
+        rc = s_query_int (self, "PRAGMA page_size", &page, error, error_size,
+                          what);
+    if (rc == 0 && max_bytes > 0) {
+        char limit [64];
+        int64_t pages = max_bytes / (page > 0 ? page : 4096);
+        snprintf (limit, sizeof limit, "PRAGMA max_page_count=%lld",
+                  (long long) (pages > 2 ? pages : 2));
+        int64_t applied = 0;
+        rc = s_query_int (self, limit, &applied, error, error_size, what);
+    }
+    if (rc == 0)
+        rc = s_exec (self, "BEGIN IMMEDIATE", error, error_size, what);
+    if (rc == 0) {
+        rc = s_exec (self, SCHEMA, error, error_size, what);
+        if (rc == 0)
+            rc = s_exec (self, pragmas, error, error_size, what);
+        if (rc == 0)
+            rc = s_exec (self, "COMMIT", error, error_size, what);
+        if (rc)
+            sqlite3_exec (self->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    return rc;
+}
+
+pigato__store_t *
+pigato__store_open (const char *dir, int64_t max_bytes, char *error,
+                    size_t error_size)
+{
+    if (!dir || !*dir) {
+        pigato__errorf (error, error_size, "no store folder given");
+        return NULL;
+    }
+    pigato__store_t *self = (pigato__store_t *) calloc (1, sizeof *self);
+    if (!self) {
+        pigato__errorf (error, error_size, "out of memory");
+        return NULL;
+    }
+    self->event = -1;
+    pthread_mutex_init (&self->lock, NULL);
+    pthread_cond_init (&self->wake, NULL);
+    self->path = zsys_sprintf ("%s/%s", dir, PIGATO__STORE_FILE);
+    int rc = self->path ? 0 : PIGATO_E_NOMEM;
+    if (rc == 0)
+        rc = s_folder (dir, error, error_size);
+    if (rc == 0)
+        rc = s_file (self->path, error, error_size);
+    if (rc == 0
+        && sqlite3_open_v2 (self->path, &self->db,
+                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL)
+               != SQLITE_OK) {
+        char what [512];
+        snprintf (what, sizeof what, "cannot open the store file '%s'",
+                  self->path);
+        rc = s_fail (self->db, error, error_size, what);
+    }
+    if (rc == 0) {
+        sqlite3_extended_result_codes (self->db, 1);
+        sqlite3_busy_timeout (self->db, 1000);  //  an operator's sqlite3
+        rc = s_prepare (self, max_bytes, error, error_size);
+    }
+    if (rc == 0)
+        rc = s_sync_folder (dir, error, error_size);
+    if (rc == 0
+        && (sqlite3_prepare_v3 (self->db,
+                                "INSERT INTO request (id, identity, key, "
+                                "service, body_kind, body, opts, created, "
+                                "deadline, keep) VALUES (?1, ?2, ?3, ?4, ?5, "
+                                "?6, ?7, ?8, ?9, ?10)",
+                                -1, SQLITE_PREPARE_PERSISTENT, &self->insert,
+                                NULL)
+                != SQLITE_OK
+            || sqlite3_prepare_v3 (self->db,
+                                   "UPDATE request SET replied = ?2, status "
+                                   "= ?3, reply = ?4, body = X'' WHERE id = "
+                                   "?1",
+                                   -1, SQLITE_PREPARE_PERSISTENT, &self->reply,
+                                   NULL)
+                   != SQLITE_OK
+            || sqlite3_prepare_v3 (
+                   self->db, "DELETE FROM request WHERE id = ?1", -1,
+                   SQLITE_PREPARE_PERSISTENT, &self->remove, NULL)
+                   != SQLITE_OK))
+        rc = s_fail (self->db, error, error_size, "store statements");
+    if (rc == 0) {
+        self->event = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (self->event < 0) {
+            pigato__errorf (error, error_size, "eventfd: %s", strerror (errno));
+            rc = PIGATO_E_SYSTEM;
+        }
+    }
+    if (rc) {
+        if (rc == PIGATO_E_NOMEM)
+            pigato__errorf (error, error_size, "out of memory");
+        pigato__store_destroy (&self);
+    }
+    return self;
+}
+
+void
+pigato__store_destroy (pigato__store_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pigato__store_t *self = *self_p;
+    if (self->started) {
+        pthread_mutex_lock (&self->lock);
+        self->stopping = true;
+        pthread_cond_signal (&self->wake);
+        pthread_mutex_unlock (&self->lock);
+        pthread_join (self->thread, NULL);
+    }
+    pigato__store_batch_destroy (&self->todo);
+    pigato__store_batch_destroy (&self->done);
+    sqlite3_finalize (self->insert);
+    sqlite3_finalize (self->reply);
+    sqlite3_finalize (self->remove);
+    sqlite3_close (self->db);
+    if (self->event >= 0)
+        close (self->event);
+    pthread_cond_destroy (&self->wake);
+    pthread_mutex_destroy (&self->lock);
+    free (self->path);
+    free (self);
+    *self_p = NULL;
+}
+
+int
+pigato__store_load (pigato__store_t *self, pigato__store_row_fn *row_fn,
+                    void *arg, char *error, size_t error_size)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2 (
+        self->db,
+        "SELECT id, identity, key, service, body_kind, body, opts, created, "
+        "deadline, keep, replied, status, reply FROM request",
+        -1, &stmt, NULL);
+    char what [512];
+    snprintf (what, sizeof what, "cannot read the store file '%s'", self->path);
+    if (rc != SQLITE_OK)
+        return s_fail (self->db, error, error_size, what);
+    int status = 0;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        pigato__store_row_t row;
+        memset (&row, 0, sizeof row);
+        const void *id = sqlite3_column_blob (stmt, 0);
+        if (sqlite3_column_bytes (stmt, 0) != PIGATO__STORE_ID_SIZE || !id)
+            continue;  //  not one of ours: skipped
+        memcpy (row.id, id, PIGATO__STORE_ID_SIZE);
+        row.identity = (const char *) sqlite3_column_text (stmt, 1);
+        row.key = (const byte *) sqlite3_column_blob (stmt, 2);
+        row.key_size = (size_t) sqlite3_column_bytes (stmt, 2);
+        row.service = (const char *) sqlite3_column_text (stmt, 3);
+        row.body_kind = sqlite3_column_int (stmt, 4);
+        row.body = (const byte *) sqlite3_column_blob (stmt, 5);
+        row.body_size = (size_t) sqlite3_column_bytes (stmt, 5);
+        row.opts = (const byte *) sqlite3_column_blob (stmt, 6);
+        row.opts_size = (size_t) sqlite3_column_bytes (stmt, 6);
+        row.created = sqlite3_column_int64 (stmt, 7);
+        row.deadline = sqlite3_column_int64 (stmt, 8);
+        row.keep = sqlite3_column_int64 (stmt, 9);
+        row.replied = sqlite3_column_type (stmt, 10) != SQLITE_NULL;
+        row.replied_at = sqlite3_column_int64 (stmt, 10);
+        row.status = sqlite3_column_int (stmt, 11);
+        row.reply = (const byte *) sqlite3_column_blob (stmt, 12);
+        row.reply_size = (size_t) sqlite3_column_bytes (stmt, 12);
+        if (!row.identity || !row.service)
+            continue;
+        status = row_fn (arg, &row);
+        if (status)
+            break;
+    }
+    if (!status && rc != SQLITE_DONE)
+        status = s_fail (self->db, error, error_size, what);
+    sqlite3_finalize (stmt);
+    return status;
+}
+
+//  --------------------------------------------------------------------------
+//  The store thread
+
+//  Binds a blob (NULL data: SQL NULL, unless empty is wanted).
+static int
+s_bind_blob (sqlite3_stmt *stmt, int index, const byte *data, size_t size,
+             bool null_if_none)
+{
+    if (!data && null_if_none)
+        return sqlite3_bind_null (stmt, index);
+    return sqlite3_bind_blob64 (stmt, index, data ? (const void *) data : "",
+                                size, SQLITE_STATIC);
+}
+
+//  Runs one operation's statement.
+static int
+s_apply_op (pigato__store_t *self, const s_op_t *op)
+{
+    const pigato__store_row_t *row = &op->row;
+    sqlite3_stmt *stmt = op->type == PIGATO__STORE_INSERT ? self->insert
+                       : op->type == PIGATO__STORE_REPLY  ? self->reply
+                                                          : self->remove;
+    sqlite3_reset (stmt);
+    sqlite3_clear_bindings (stmt);
+    int rc = sqlite3_bind_blob (stmt, 1, row->id, PIGATO__STORE_ID_SIZE,
+                                SQLITE_STATIC);
+    if (op->type == PIGATO__STORE_INSERT) {
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_text (stmt, 2, row->identity, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+            rc = s_bind_blob (stmt, 3, row->key, row->key_size, true);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_text (stmt, 4, row->service, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int (stmt, 5, row->body_kind);
+        if (rc == SQLITE_OK)
+            rc = s_bind_blob (stmt, 6, row->body, row->body_size, false);
+        if (rc == SQLITE_OK)
+            rc = s_bind_blob (stmt, 7, row->opts, row->opts_size, true);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64 (stmt, 8, row->created);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64 (stmt, 9, row->deadline);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64 (stmt, 10, row->keep);
+    }
+    else if (op->type == PIGATO__STORE_REPLY) {
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64 (stmt, 2, row->replied_at);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int (stmt, 3, row->status);
+        if (rc == SQLITE_OK)
+            rc = s_bind_blob (stmt, 4, row->reply, row->reply_size, false);
+    }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step (stmt);
+    sqlite3_reset (stmt);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+//  Writes a batch in one transaction; on any failure rolls it back and
+//  says why in the batch.
+static void
+s_apply (pigato__store_t *self, pigato__store_batch_t *batch)
+{
+    const char *step = "BEGIN";
+    int rc = sqlite3_exec (self->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    for (size_t index = 0; rc == SQLITE_OK && index < batch->count; index++) {
+        rc = s_apply_op (self, &batch->ops [index]);
+        step = batch->ops [index].type == PIGATO__STORE_INSERT ? "INSERT"
+             : batch->ops [index].type == PIGATO__STORE_REPLY  ? "UPDATE"
+                                                               : "DELETE";
+    }
+    if (rc == SQLITE_OK) {
+        step = "COMMIT";
+        rc = sqlite3_exec (self->db, "COMMIT", NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        batch->status = 0;
+        return;
+    }
+    snprintf (batch->error, sizeof batch->error, "%s failed: %s (%s)", step,
+              sqlite3_errmsg (self->db), sqlite3_errstr (rc & 0xff));
+    batch->status = PIGATO_E_STORE;
+    if (!sqlite3_get_autocommit (self->db))
+        sqlite3_exec (self->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static void *
+s_thread (void *arg)
+{
+    pigato__store_t *self = (pigato__store_t *) arg;
+    pthread_mutex_lock (&self->lock);
+    while (true) {
+        while (!self->todo && !self->stopping)
+            pthread_cond_wait (&self->wake, &self->lock);
+        if (!self->todo)
+            break;  //  stopping, nothing left
+        pigato__store_batch_t *batch = self->todo;
+        self->todo = NULL;
+        pthread_mutex_unlock (&self->lock);
+        s_apply (self, batch);
+        pthread_mutex_lock (&self->lock);
+        if (batch->status == 0)
+            self->commits++;
+        self->done = batch;
+        //  A failed write leaves the counter set: the broker wakes anyway
+        uint64_t one = 1;
+        ssize_t written = write (self->event, &one, sizeof one);
+        (void) written;
+    }
+    pthread_mutex_unlock (&self->lock);
+    return NULL;
+}
+
+int
+pigato__store_start (pigato__store_t *self, char *error, size_t error_size)
+{
+    int rc = pthread_create (&self->thread, NULL, s_thread, self);
+    if (rc) {
+        pigato__errorf (error, error_size, "cannot start the store thread: %s",
+                        strerror (rc));
+        return PIGATO_E_SYSTEM;
+    }
+    self->started = true;
+    return 0;
+}
+
+int
+pigato__store_fd (pigato__store_t *self)
+{
+    return self->event;
+}
+
+void
+pigato__store_commit (pigato__store_t *self, pigato__store_batch_t **batch_p)
+{
+    pthread_mutex_lock (&self->lock);
+    self->todo = *batch_p;
+    *batch_p = NULL;
+    pthread_cond_signal (&self->wake);
+    pthread_mutex_unlock (&self->lock);
+}
+
+pigato__store_batch_t *
+pigato__store_done (pigato__store_t *self)
+{
+    //  Nothing signalled (EAGAIN): the check below says the same
+    uint64_t count;
+    ssize_t got = read (self->event, &count, sizeof count);
+    (void) got;
+    pthread_mutex_lock (&self->lock);
+    pigato__store_batch_t *batch = self->done;
+    self->done = NULL;
+    pthread_mutex_unlock (&self->lock);
+    return batch;
+}
+
+int64_t
+pigato__store_commits (pigato__store_t *self)
+{
+    pthread_mutex_lock (&self->lock);
+    int64_t commits = self->commits;
+    pthread_mutex_unlock (&self->lock);
+    return commits;
+}
+
+//  --------------------------------------------------------------------------
+//  Batches
+
+pigato__store_batch_t *
+pigato__store_batch_new (void)
+{
+    return (pigato__store_batch_t *) calloc (1, sizeof (pigato__store_batch_t));
+}
+
+void
+pigato__store_batch_destroy (pigato__store_batch_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    pigato__store_batch_t *self = *self_p;
+    for (size_t index = 0; index < self->count; index++)
+        free (self->ops [index].data);
+    free (self->ops);
+    free (self);
+    *self_p = NULL;
+}
+
+//  A new operation at the end, with room for size bytes of data.
+static s_op_t *
+s_op_add (pigato__store_batch_t *self, int type, const byte *id, size_t size)
+{
+    if (self->count == self->max) {
+        size_t max = self->max ? self->max * 2 : 64;
+        s_op_t *ops = (s_op_t *) realloc (self->ops, max * sizeof *ops);
+        if (!ops)
+            return NULL;
+        self->ops = ops;
+        self->max = max;
+    }
+    s_op_t *op = &self->ops [self->count];
+    memset (op, 0, sizeof *op);
+    op->data = (byte *) malloc (size ? size : 1);
+    if (!op->data)
+        return NULL;
+    op->type = type;
+    memcpy (op->row.id, id, PIGATO__STORE_ID_SIZE);
+    self->count++;
+    self->bytes += size;
+    return op;
+}
+
+//  Copies size bytes to *cursor; returns where they went (NULL for no
+//  data, so that SQL NULL stays NULL).
+static const byte *
+s_put (byte **cursor, const void *data, size_t size)
+{
+    if (!data)
+        return NULL;
+    byte *at = *cursor;
+    if (size)
+        memcpy (at, data, size);
+    *cursor += size;
+    return at;
+}
+
+int
+pigato__store_batch_insert (pigato__store_batch_t *self,
+                            const pigato__store_row_t *row)
+{
+    size_t identity = strlen (row->identity) + 1;
+    size_t service = strlen (row->service) + 1;
+    size_t size = identity + service + row->key_size + row->body_size
+                + row->opts_size;
+    s_op_t *op = s_op_add (self, PIGATO__STORE_INSERT, row->id, size);
+    if (!op)
+        return PIGATO_E_NOMEM;
+    byte *cursor = op->data;
+    op->row = *row;
+    op->row.identity = (const char *) s_put (&cursor, row->identity, identity);
+    op->row.service = (const char *) s_put (&cursor, row->service, service);
+    op->row.key = s_put (&cursor, row->key, row->key_size);
+    op->row.body = s_put (&cursor, row->body, row->body_size);
+    op->row.opts = s_put (&cursor, row->opts, row->opts_size);
+    op->row.reply = NULL;
+    op->row.reply_size = 0;
+    return 0;
+}
+
+int
+pigato__store_batch_reply (pigato__store_batch_t *self, const byte *id,
+                           int64_t replied_at, int status, const byte *reply,
+                           size_t reply_size)
+{
+    s_op_t *op = s_op_add (self, PIGATO__STORE_REPLY, id, reply_size);
+    if (!op)
+        return PIGATO_E_NOMEM;
+    byte *cursor = op->data;
+    op->row.replied = true;
+    op->row.replied_at = replied_at;
+    op->row.status = status;
+    op->row.reply = s_put (&cursor, reply ? reply : (const byte *) "",
+                           reply_size);
+    op->row.reply_size = reply_size;
+    return 0;
+}
+
+int
+pigato__store_batch_delete (pigato__store_batch_t *self, const byte *id)
+{
+    return s_op_add (self, PIGATO__STORE_DELETE, id, 0) ? 0 : PIGATO_E_NOMEM;
+}
+
+size_t
+pigato__store_batch_size (const pigato__store_batch_t *self)
+{
+    return self->count;
+}
+
+size_t
+pigato__store_batch_bytes (const pigato__store_batch_t *self)
+{
+    return self->bytes;
+}
+
+int
+pigato__store_batch_op (const pigato__store_batch_t *self, size_t index,
+                        const byte **id)
+{
+    *id = self->ops [index].row.id;
+    return self->ops [index].type;
+}
+
+int
+pigato__store_batch_status (const pigato__store_batch_t *self,
+                            const char **error)
+{
+    *error = self->error;
+    return self->status;
+}

@@ -1,0 +1,256 @@
+/*  test_store.c - the durable store (mesh/broker/store.h) as titanic.c
+    uses it: batches written by the store thread and read back after a
+    reopen, replies and deletions, a capped file that fills up, and the
+    folders and files it refuses.
+*/
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <sqlite3.h>
+#include "../../mesh/broker/store.h"
+
+static char s_dir [] = "/tmp/pigato-test-store.XXXXXX";
+static char s_store [256];  //  the store folder inside s_dir
+
+static int
+setup (void **state)
+{
+    (void) state;
+    assert_non_null (mkdtemp (s_dir));
+    snprintf (s_store, sizeof s_store, "%s/store", s_dir);
+    return 0;
+}
+
+static int
+teardown (void **state)
+{
+    (void) state;
+    char *command = zsys_sprintf ("rm -rf %s", s_dir);
+    assert_int_equal (system (command), 0);
+    free (command);
+    return 0;
+}
+
+//  Each test starts with no store folder
+static int
+fresh (void **state)
+{
+    (void) state;
+    char *command = zsys_sprintf ("rm -rf %s", s_store);
+    assert_int_equal (system (command), 0);
+    free (command);
+    return 0;
+}
+
+//  Hands a batch over and waits (on the store's fd, as the broker's poll
+//  does) until it comes back; returns its status.
+static int
+s_write (pigato__store_t *store, pigato__store_batch_t *batch, char *error,
+         size_t error_size)
+{
+    pigato__store_commit (store, &batch);
+    assert_null (batch);
+    pigato__store_batch_t *done = NULL;
+    for (int tries = 0; !done && tries < 100; tries++) {
+        struct pollfd item = { pigato__store_fd (store), POLLIN, 0 };
+        poll (&item, 1, 100);
+        done = pigato__store_done (store);
+    }
+    assert_non_null (done);
+    const char *text;
+    int status = pigato__store_batch_status (done, &text);
+    snprintf (error, error_size, "%s", text);
+    pigato__store_batch_destroy (&done);
+    return status;
+}
+
+static pigato__store_row_t
+s_row (int index, const char *body)
+{
+    pigato__store_row_t row;
+    memset (&row, 0, sizeof row);
+    memset (row.id, index, sizeof row.id);
+    row.identity = "alice";
+    row.key = index == 1 ? (const byte *) "key-1" : NULL;
+    row.key_size = index == 1 ? 5 : 0;
+    row.service = "echo";
+    row.body_kind = PIGATO__STORE_BODY_ONE;
+    row.body = (const byte *) body;
+    row.body_size = strlen (body);
+    row.opts = index == 2 ? (const byte *) "{\"a\":1}" : NULL;
+    row.opts_size = index == 2 ? 7 : 0;
+    row.created = 1000 + index;
+    row.deadline = 2000 + index;
+    row.keep = 3000;
+    return row;
+}
+
+//  What a load finds, row by row.
+typedef struct {
+    int count;
+    pigato__store_row_t rows [8];
+    char bodies [8][64];
+    char replies [8][64];
+} s_found_t;
+
+static int
+s_collect (void *arg, const pigato__store_row_t *row)
+{
+    s_found_t *found = (s_found_t *) arg;
+    int at = found->count++;
+    found->rows [at] = *row;
+    snprintf (found->bodies [at], 64, "%.*s", (int) row->body_size,
+              (const char *) row->body);
+    snprintf (found->replies [at], 64, "%.*s", (int) row->reply_size,
+              (const char *) row->reply);
+    //  Borrowed pointers die with the call
+    found->rows [at].identity = found->rows [at].service = NULL;
+    found->rows [at].key = found->rows [at].opts = NULL;
+    return 0;
+}
+
+static pigato__store_t *
+s_open (char *error, size_t error_size)
+{
+    pigato__store_t *store = pigato__store_open (s_store, 0, error, error_size);
+    assert_non_null (store);
+    return store;
+}
+
+static void
+test_batches_survive_a_reopen (void **state)
+{
+    (void) state;
+    char error [512];
+    pigato__store_t *store = s_open (error, sizeof error);
+    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    pigato__store_batch_t *batch = pigato__store_batch_new ();
+    for (int index = 1; index <= 3; index++) {
+        char body [16];
+        snprintf (body, sizeof body, "body-%d", index);
+        pigato__store_row_t row = s_row (index, body);
+        assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
+    }
+    assert_int_equal (pigato__store_batch_size (batch), 3);
+    assert_int_equal (s_write (store, batch, error, sizeof error), 0);
+    //  A reply drops the body; a deletion removes the row
+    byte id [PIGATO__STORE_ID_SIZE];
+    batch = pigato__store_batch_new ();
+    memset (id, 1, sizeof id);
+    assert_int_equal (pigato__store_batch_reply (batch, id, 1500, -1,
+                                                 (const byte *) "oops", 4),
+                      0);
+    memset (id, 3, sizeof id);
+    assert_int_equal (pigato__store_batch_delete (batch, id), 0);
+    assert_int_equal (s_write (store, batch, error, sizeof error), 0);
+    assert_int_equal (pigato__store_commits (store), 2);
+    pigato__store_destroy (&store);
+    assert_null (store);
+
+    store = s_open (error, sizeof error);
+    s_found_t found = { 0 };
+    assert_int_equal (
+        pigato__store_load (store, s_collect, &found, error, sizeof error), 0);
+    assert_int_equal (found.count, 2);
+    for (int at = 0; at < found.count; at++) {
+        pigato__store_row_t *row = &found.rows [at];
+        if (row->id [0] == 1) {
+            assert_true (row->replied);
+            assert_int_equal (row->status, -1);
+            assert_int_equal (row->replied_at, 1500);
+            assert_string_equal (found.replies [at], "oops");
+            assert_string_equal (found.bodies [at], "");
+            assert_int_equal (row->key_size, 5);
+        }
+        else {
+            assert_int_equal (row->id [0], 2);
+            assert_false (row->replied);
+            assert_string_equal (found.bodies [at], "body-2");
+            assert_int_equal (row->opts_size, 7);
+            assert_int_equal (row->deadline, 2002);
+        }
+    }
+    pigato__store_destroy (&store);
+}
+
+static void
+test_a_capped_store_fills_up_and_says_so (void **state)
+{
+    (void) state;
+    char error [512], body [4096];
+    pigato__store_t *store = pigato__store_open (s_store, 64 * 1024, error,
+                                                 sizeof error);
+    assert_non_null (store);
+    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    memset (body, 'x', sizeof body - 1);
+    body [sizeof body - 1] = 0;
+    int status = 0;
+    for (int index = 1; index < 200 && status == 0; index++) {
+        pigato__store_batch_t *batch = pigato__store_batch_new ();
+        pigato__store_row_t row = s_row (index, body);
+        assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
+        status = s_write (store, batch, error, sizeof error);
+    }
+    assert_int_equal (status, PIGATO_E_STORE);
+    assert_non_null (strstr (error, "full"));
+    pigato__store_destroy (&store);
+}
+
+static void
+test_what_is_refused (void **state)
+{
+    (void) state;
+    char error [512];
+    //  A folder others may read
+    assert_int_equal (mkdir (s_store, 0755), 0);
+    assert_int_equal (chmod (s_store, 0755), 0);
+    assert_null (pigato__store_open (s_store, 0, error, sizeof error));
+    assert_non_null (strstr (error, "chmod 700"));
+    assert_int_equal (chmod (s_store, 0700), 0);
+    //  Not a database
+    char *path = zsys_sprintf ("%s/%s", s_store, PIGATO__STORE_FILE);
+    FILE *file = fopen (path, "w");
+    assert_non_null (file);
+    for (int index = 0; index < 4096; index++)
+        fputc (index * 7, file);
+    fclose (file);
+    assert_int_equal (chmod (path, 0600), 0);
+    assert_null (pigato__store_open (s_store, 0, error, sizeof error));
+    assert_non_null (strstr (error, "not a database"));
+    //  Another application's database
+    unlink (path);
+    sqlite3 *db = NULL;
+    assert_int_equal (sqlite3_open (path, &db), SQLITE_OK);
+    assert_int_equal (sqlite3_exec (db, "CREATE TABLE t (x)", NULL, NULL, NULL),
+                      SQLITE_OK);
+    sqlite3_close (db);
+    assert_int_equal (chmod (path, 0600), 0);
+    assert_null (pigato__store_open (s_store, 0, error, sizeof error));
+    assert_non_null (strstr (error, "another application"));
+    //  A file others may read
+    unlink (path);
+    pigato__store_t *store = s_open (error, sizeof error);
+    pigato__store_destroy (&store);
+    assert_int_equal (chmod (path, 0644), 0);
+    assert_null (pigato__store_open (s_store, 0, error, sizeof error));
+    assert_non_null (strstr (error, "chmod 600"));
+    free (path);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test_setup (test_batches_survive_a_reopen, fresh),
+        cmocka_unit_test_setup (test_a_capped_store_fills_up_and_says_so,
+                                fresh),
+        cmocka_unit_test_setup (test_what_is_refused, fresh),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}
