@@ -65,6 +65,9 @@ static const char *s_usage =
     "                       acknowledged yet; over it the connection is cut as\n"
     "                       a slow consumer (default 64M; at least 34M)\n"
     "                       SIZE: bytes, or with a suffix K, M or G (1024s)\n"
+    "  --drain-timeout MS   on SIGTERM, how long requests in flight may take to\n"
+    "                       finish before they are failed and the broker exits\n"
+    "                       (default 30000; 0 = fail them at once)\n"
     "  --pid-file PATH      write the broker's pid to PATH once it is bound\n"
     "                       (removed at exit); refuse to start when PATH holds\n"
     "                       the pid of a running pigato-broker\n"
@@ -78,7 +81,11 @@ static const char *s_usage =
     "  kill -HUP $(cat broker.pid)    # reload the ACL of this broker only\n"
     "\n"
     "Logs go to stderr, one key=value line per event. SIGHUP re-reads the ACL\n"
-    "(a bad file keeps the old policy); SIGINT or SIGTERM stop the broker.\n";
+    "(a bad file keeps the old policy). SIGTERM drains: no new requests (clients\n"
+    "are told and go to other brokers), those in flight finish (up to\n"
+    "--drain-timeout), then the broker exits 0; a second SIGTERM stops it at\n"
+    "once. SIGUSR2 drains and stays up refusing requests (lame duck) until\n"
+    "SIGTERM. SIGINT stops at once.\n";
 
 static pigato_broker_t *s_broker;  //  for the SIGHUP handler
 
@@ -90,15 +97,30 @@ s_on_sighup (int signal_number)
         pigato_broker_request_reload (s_broker);
 }
 
-//  SIGINT and SIGTERM stop the broker: libpigato installs no handler of its
-//  own (pigato.h), so the daemon does. zsys_interrupted also ends the loop.
+//  SIGINT stops the broker at once, and so does a second SIGTERM; the
+//  first SIGTERM drains it (then it stops), SIGUSR2 makes it a lame duck
+//  (drained, up, refusing). libpigato installs no handler of its own
+//  (pigato.h), so the daemon does. zsys_interrupted also ends the loop.
 static void
 s_on_stop_signal (int signal_number)
 {
-    (void) signal_number;
+    static volatile sig_atomic_t terms = 0;
+    if (signal_number == SIGTERM && terms++ == 0) {
+        if (s_broker)
+            pigato_broker_request_drain (s_broker, true);
+        return;
+    }
     zsys_interrupted = 1;
     if (s_broker)
         pigato_broker_stop (s_broker);
+}
+
+static void
+s_on_sigusr2 (int signal_number)
+{
+    (void) signal_number;
+    if (s_broker)
+        pigato_broker_request_drain (s_broker, false);
 }
 
 //  --------------------------------------------------------------------------
@@ -283,7 +305,8 @@ main (int argc, char *argv [])
         OPT_MAX_INBOUND,
         OPT_MAX_OUTBOUND,
         OPT_PID_FILE,
-        OPT_CERT_WARN_DAYS
+        OPT_CERT_WARN_DAYS,
+        OPT_DRAIN_TIMEOUT
     };
     static const struct option options [] = {
         { "bind", required_argument, NULL, OPT_BIND },
@@ -306,6 +329,7 @@ main (int argc, char *argv [])
         { "cert-warn-days", required_argument, NULL, OPT_CERT_WARN_DAYS },
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
         { "pid-file", required_argument, NULL, OPT_PID_FILE },
+        { "drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 }
@@ -326,6 +350,7 @@ main (int argc, char *argv [])
     int64_t max_inbound = PIGATO_MAX_INBOUND;
     int64_t max_outbound = PIGATO_MAX_OUTBOUND;
     int cert_warn_days = -1;  //  -1 = the library's default
+    int drain_timeout = PIGATO_DRAIN_TIMEOUT_MS;
 
     int option;
     while ((option = getopt_long (argc, argv, "hV", options, NULL)) != -1) {
@@ -373,6 +398,9 @@ main (int argc, char *argv [])
                 break;
             case OPT_MAX_OUTBOUND:
                 max_outbound = s_size (optarg, "--max-outbound");
+                break;
+            case OPT_DRAIN_TIMEOUT:
+                drain_timeout = s_number (optarg, "--drain-timeout", 0);
                 break;
             case OPT_CERT_WARN_DAYS:
                 cert_warn_days = s_number (optarg, "--cert-warn-days", 0);
@@ -481,6 +509,7 @@ main (int argc, char *argv [])
         || (max_memory && pigato_broker_set_max_memory (broker, max_memory))
         || pigato_broker_set_max_inbound (broker, max_inbound)
         || pigato_broker_set_max_outbound (broker, max_outbound)
+        || pigato_broker_set_drain_timeout (broker, drain_timeout)
         || (cert_warn_days >= 0
             && pigato_broker_set_cert_warn_days (broker, cert_warn_days))) {
         fprintf (stderr, "pigato-broker: %s\n", pigato_broker_error (broker));
@@ -558,9 +587,12 @@ main (int argc, char *argv [])
     action.sa_handler = s_on_stop_signal;
     sigaction (SIGINT, &action, NULL);
     sigaction (SIGTERM, &action, NULL);
+    action.sa_handler = s_on_sigusr2;
+    sigaction (SIGUSR2, &action, NULL);
     pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
     rc = pigato_broker_run (broker);
     signal (SIGHUP, SIG_IGN);
+    signal (SIGUSR2, SIG_IGN);
     s_broker = NULL;
     if (log_level >= PIGATO_LOG_INFO) {
         //  What the run did, for operators and benchmarks

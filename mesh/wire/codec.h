@@ -52,6 +52,11 @@ typedef struct {
     }
 #define BYTES(text) ((pigato__bytes_t) S_TEXT (text))
 
+//  The drain notice, broker -> client: `C`, `4`, this word (a heartbeat
+//  with one more frame, which older peers ignore): the broker takes no
+//  new requests (docs/protocol.md, "Drain").
+#define PIGATO__DRAIN_NOTICE "draining"
+
 //  One decoded message. Fields a message type does not carry are
 //  {NULL, 0}. `present` tells an empty frame from a missing one.
 typedef struct {
@@ -68,6 +73,7 @@ typedef struct {
     bool has_opts;        //  opts frame present and not "{}"/empty/undefined
     bool native;          //  came in the native framing (native.h)
     bool native_offer;    //  0.0.46 C 4 / W 1 offering native framing
+    bool draining;        //  broker -> client C 4 with the drain notice
     pigato__conn_t conn;  //  the connection it came from (broker)
 } pigato__msg_t;
 
