@@ -63,6 +63,8 @@ struct _pigato_worker_t {
     pigato__table_t *replies;     //  key -> pigato_reply_t, not yet ended
     int64_t next_heartbeat;       //  next tick, 0 before the first connect
     bool stopped;                 //  stop () or destroy () called
+    bool draining;                //  drain () called: no room, rejects
+    int64_t drain_deadline;       //  then stop at the latest, 0 = never
     int refusal;                  //  last refusal since READY was taken, or 0
     bool refusal_new;             //  wait () is to report it
     bool progress;                //  a message was handled this round
@@ -78,7 +80,8 @@ static void
 s_link_heartbeat (pigato_worker_t *self, pigato__link_t *link)
 {
     char opts [48];
-    snprintf (opts, sizeof opts, "{\"concurrency\":%d}", self->concurrency);
+    snprintf (opts, sizeof opts, "{\"concurrency\":%d}",
+              self->draining ? 0 : self->concurrency);
     pigato__msg_t heartbeat = { .role = 'W',
                                 .type = PIGATO__HEARTBEAT,
                                 .opts = S_TEXT (opts) };
@@ -195,6 +198,15 @@ s_link_close (pigato__link_t *link, bool disconnect)
 static void
 s_link_reconnect (pigato_worker_t *self, pigato__link_t *link, bool lost)
 {
+    if (self->draining) {
+        //  A greeting would offer room (READY before the heartbeat that
+        //  says none): what the broker held for us there is gone anyway
+        pigato__log (PIGATO_LOG_INFO,
+                     "event=worker_link_closed endpoint=%s reason=draining",
+                     link->endpoint);
+        s_link_close (link, false);
+        return;
+    }
     pigato__log (PIGATO_LOG_WARNING,
                  "event=worker_reconnect endpoint=%s "
                  "reason=%s old_id=%s",
@@ -291,12 +303,33 @@ s_link_disconnected (void *owner, pigato__link_t *link)
 }
 
 //  --------------------------------------------------------------------------
+//  A draining worker stops once the handler holds no request, or at its
+//  drain deadline.
+
+static void
+s_drain_check (pigato_worker_t *self)
+{
+    if (!self->draining || self->stopped)
+        return;
+    size_t pending = pigato__table_size (self->replies);
+    bool late = self->drain_deadline
+             && pigato__now_ms () >= self->drain_deadline;
+    if (pending && !late)
+        return;
+    pigato__log (late && pending ? PIGATO_LOG_WARNING : PIGATO_LOG_INFO,
+                 "event=worker_drained service=%s pending=%zu reason=%s",
+                 self->service, pending, pending ? "timeout" : "done");
+    pigato_worker_stop (self);
+}
+
+//  --------------------------------------------------------------------------
 //  Heartbeat tick: silent links reconnect, the others get a heartbeat.
 
 static void
 s_timers_run (pigato_worker_t *self)
 {
     int64_t now = pigato__now_ms ();
+    s_drain_check (self);
     if (self->stopped || !self->next_heartbeat || now < self->next_heartbeat)
         return;
     self->next_heartbeat = now + self->settings.interval_ms;
@@ -374,6 +407,24 @@ s_request_refuse (pigato__link_t *link, const pigato__msg_t *message,
                  link->endpoint, reason, rc == 0 ? "yes" : "no");
 }
 
+//  A request that reaches a draining worker (the broker sent it before
+//  it heard of the drain) goes back as a reject: the broker gives it to
+//  another worker. The handler never sees it.
+static void
+s_request_drain_reject (pigato__link_t *link, const pigato__msg_t *message)
+{
+    static const char reason [] = "\"E_DRAINING the worker is draining\"";
+    pigato__msg_t reject = { .role = 'W',
+                             .type = PIGATO__REJECT,
+                             .client = message->client,
+                             .rid = message->rid,
+                             .data = S_TEXT (reason) };
+    int rc = pigato__link_send (link, &reject);
+    pigato__log (PIGATO_LOG_DEBUG,
+                 "event=worker_drain_reject endpoint=%s sent=%s",
+                 link->endpoint, rc == 0 ? "yes" : "no");
+}
+
 //  A request from a broker: make a tracked reply (one allocation with its
 //  client id, service and key) and hand it to the handler, which owns it
 //  from then on.
@@ -381,6 +432,10 @@ static void
 s_request_handle (pigato_worker_t *self, pigato__link_t *link,
                   const pigato__msg_t *message)
 {
+    if (self->draining) {
+        s_request_drain_reject (link, message);
+        return;
+    }
     //  The rid is bytes (a broker makes MDP clients' rids, starting with
     //  0x00); the service is a name, shown as text to the handler
     if (memchr (message->service.data, 0, message->service.size)) {
@@ -709,6 +764,13 @@ pigato_worker_wait (pigato_worker_t *self, int timeout_ms)
             if (wait_ms < 0 || until < wait_ms)
                 wait_ms = until;
         }
+        if (self->drain_deadline) {
+            int64_t until = self->drain_deadline > now
+                              ? self->drain_deadline - now
+                              : 0;
+            if (wait_ms < 0 || until < wait_ms)
+                wait_ms = until;
+        }
         //  One round: replies written by the handler are coalesced
         size_t received = 0;
         pigato__links_hold (self->links);
@@ -769,6 +831,42 @@ pigato_worker_stop (pigato_worker_t *self)
     self->loop_timer = -1;
     pigato__log (PIGATO_LOG_INFO, "event=worker_stop service=%s",
                  self->service);
+}
+
+//  --------------------------------------------------------------------------
+//  Drain: no room from now on (a heartbeat with concurrency 0 to every
+//  broker), late requests rejected, stop once the handler holds none.
+
+PIGATO_EXPORT int
+pigato_worker_drain (pigato_worker_t *self, int timeout_ms)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    if (self->stopped)
+        return PIGATO_E_CLOSED;
+    if (self->draining)
+        return PIGATO_OK;
+    self->draining = true;
+    if (timeout_ms >= 0)
+        self->drain_deadline = pigato__now_ms () + timeout_ms;
+    pigato__log (PIGATO_LOG_INFO,
+                 "event=worker_drain service=%s pending=%zu timeout_ms=%d",
+                 self->service, pigato__table_size (self->replies), timeout_ms);
+    pigato__links_hold (self->links);
+    for (size_t index = 0; index < pigato__links_size (self->links); index++) {
+        pigato__link_t *link = pigato__links_get (self->links, index);
+        if (link->sock)
+            s_link_heartbeat (self, link);
+    }
+    pigato__links_release (self->links);
+    s_drain_check (self);
+    return PIGATO_OK;
+}
+
+PIGATO_EXPORT size_t
+pigato_worker_pending (pigato_worker_t *self)
+{
+    return self ? pigato__table_size (self->replies) : 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -860,7 +958,10 @@ s_reply_finish (pigato_reply_t *self, int type, int status, const void *data,
 {
     self->ended = true;
     s_reply_untrack (self);
-    return s_reply_send (self, type, status, data, size);
+    int rc = s_reply_send (self, type, status, data, size);
+    if (self->worker && self->worker->draining)
+        s_drain_check (self->worker);  //  perhaps the last one
+    return rc;
 }
 
 //  --------------------------------------------------------------------------
