@@ -27,8 +27,10 @@ pigato__conns_destroy (pigato__conns_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
-    for (size_t fd = 0; fd < (*self_p)->size; fd++)
+    for (size_t fd = 0; fd < (*self_p)->size; fd++) {
         free ((*self_p)->slots [fd].identity);
+        free ((*self_p)->slots [fd].client);
+    }
     free ((*self_p)->slots);
     free (*self_p);
     *self_p = NULL;
@@ -73,6 +75,8 @@ pigato__conns_accepted (pigato__conns_t *self, int fd)
         slot->out_checked = 0;
         free (slot->identity);
         slot->identity = NULL;
+        free (slot->client);
+        slot->client = NULL;
     }
 }
 
@@ -82,6 +86,20 @@ pigato__conns_set_identity (pigato__conns_t *self, int fd, const char *identity)
     slot_t *slot = s_slot (self, fd, false);
     if (slot && !slot->identity && identity)
         slot->identity = strdup (identity);
+}
+
+void
+pigato__conns_set_client (pigato__conns_t *self, int fd, const void *id,
+                          size_t size)
+{
+    slot_t *slot = s_slot (self, fd, false);
+    if (!slot || slot->client || !size || size > 255)
+        return;
+    slot->client = (uint8_t *) malloc (size);
+    if (slot->client) {
+        memcpy (slot->client, id, size);
+        slot->client_size = (uint8_t) size;
+    }
 }
 
 bool
@@ -118,6 +136,8 @@ pigato__conns_disconnected (pigato__conns_t *self, int fd)
         slot->dying = false;
         free (slot->identity);
         slot->identity = NULL;
+        free (slot->client);
+        slot->client = NULL;
     }
     return dead;
 }

@@ -72,8 +72,11 @@ typedef struct {
     int timeout_ms;                   //  STOP: longest wait for requests
     int64_t started;                  //  when it began (ms)
     int64_t deadline;                 //  STOP: what is left is abandoned
+    int64_t linger_until;             //  STOP: not done before (clients
+                                      //  told may have sent requests)
     int64_t held;                     //  requests held when it began
     int64_t moved;                    //  of those, handed back
+    int64_t told;                     //  client connections told at once
     int64_t abandoned;                //  failed at the deadline
     int64_t replies_before;           //  core counters when it began
     int64_t requests_before;

@@ -9,7 +9,7 @@
     =========================================================================
 */
 #include <inttypes.h>
-#include "broker_internal.h"
+#include "front.h"
 
 //  How long the replies of the last turn may take to leave once run ()
 //  returned after a drain (the socket's linger; libzmq's default would
@@ -50,9 +50,29 @@ s_drain_started (pigato_broker_t *self)
     pigato__drain_t *drain = &self->drain;
     pigato__log (PIGATO_LOG_INFO,
                  "event=drain_started mode=%s held=%" PRId64 " moved=%" PRId64
-                 " timeout_ms=%d",
-                 s_mode (drain), drain->held, drain->moved,
+                 " clients=%" PRId64 " timeout_ms=%d",
+                 s_mode (drain), drain->held, drain->moved, drain->told,
                  drain->state == PIGATO__DRAIN_STOP ? drain->timeout_ms : -1);
+}
+
+//  Tells every pigato client connected (those that heartbeated: libpigato
+//  and Node pigato clients do at once) that no new request may come;
+//  returns how many. The core told those it holds requests of already.
+static size_t
+s_tell_clients (pigato_broker_t *self)
+{
+    pigato__conns_t *conns = self->core->conns;
+    size_t told = 0;
+    for (size_t fd = 0; fd < conns->size; fd++) {
+        pigato__conn_slot_t *slot = &conns->slots [fd];
+        if (!slot->client || slot->state != PIGATO__CONN_OPEN || slot->dying)
+            continue;
+        pigato__bytes_t to = { slot->client, slot->client_size };
+        pigato__conn_t conn = { (int) fd, slot->generation };
+        pigato__broker_send_notice (self, &to, &conn);
+        told++;
+    }
+    return told;
 }
 
 void
@@ -72,6 +92,7 @@ pigato__broker_drain_begin (pigato_broker_t *self)
         drain->requests_before = counters->requests;
         drain->refused_before = self->core->drain_refused;
         drain->moved = (int64_t) pigato__core_drain (self->core);
+        drain->told = (int64_t) s_tell_clients (self);
         s_drain_started (self);
     }
     else {
@@ -81,8 +102,17 @@ pigato__broker_drain_begin (pigato_broker_t *self)
                      pigato__table_size (self->core->requests),
                      drain->timeout_ms);
     }
-    if (drain->state == PIGATO__DRAIN_STOP)
+    if (drain->state == PIGATO__DRAIN_STOP) {
         drain->deadline = now + drain->timeout_ms;
+        //  A request a client sent before the notice reached it is still
+        //  to come: with clients connected, the broker stays for one
+        //  heartbeat (they learn within one anyway), to answer E_DRAINING
+        //  rather than vanish under it
+        int64_t linger = self->core->heartbeat_ms < drain->timeout_ms
+                           ? self->core->heartbeat_ms
+                           : drain->timeout_ms;
+        drain->linger_until = drain->told ? now + linger : now;
+    }
 }
 
 //  event=drained: what became of the requests held when the drain began.
@@ -130,6 +160,8 @@ pigato__broker_drain_tick (pigato_broker_t *self, int64_t now)
                      "event=drain_timeout abandoned=%" PRId64 " timeout_ms=%d",
                      drain->abandoned, drain->timeout_ms);
     }
+    if (stop && now < drain->linger_until)
+        return false;
     if (!drain->drained || stop)
         s_summary (self, now);
     drain->drained = true;
@@ -142,6 +174,9 @@ pigato__broker_drain_tick (pigato_broker_t *self, int64_t now)
 int64_t
 pigato__broker_drain_next (pigato_broker_t *self)
 {
-    return self->drain.state == PIGATO__DRAIN_STOP ? self->drain.deadline
-                                                   : INT64_MAX;
+    pigato__drain_t *drain = &self->drain;
+    if (drain->state != PIGATO__DRAIN_STOP)
+        return INT64_MAX;
+    return drain->linger_until > self->core->now_ms ? drain->linger_until
+                                                    : drain->deadline;
 }

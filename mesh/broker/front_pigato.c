@@ -312,8 +312,10 @@ s_on_client (pigato_broker_t *self, pigato__front_in_t *in,
     if (m->type == PIGATO__REQUEST)
         s_client_request (self, in, peer);
     else if (m->type == PIGATO__HEARTBEAT && !m->request_heartbeat) {
-        //  A draining broker answers with its notice: each client learns
-        //  within a heartbeat, those it holds requests of at once
+        //  Whom a drain tells at once (drain.c); a draining broker
+        //  answers with its notice
+        pigato__conns_set_client (self->core->conns, m->conn.fd, m->sender.data,
+                                  m->sender.size);
         if (self->core->draining)
             pigato__broker_send_notice (self, &m->sender, &m->conn);
         else

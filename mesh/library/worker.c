@@ -64,6 +64,7 @@ struct _pigato_worker_t {
     int64_t next_heartbeat;       //  next tick, 0 before the first connect
     bool stopped;                 //  stop () or destroy () called
     bool draining;                //  drain () called: no room, rejects
+    int64_t drain_started;        //  when
     int64_t drain_deadline;       //  then stop at the latest, 0 = never
     int refusal;                  //  last refusal since READY was taken, or 0
     bool refusal_new;             //  wait () is to report it
@@ -75,6 +76,8 @@ struct _pigato_worker_t {
 
 //  --------------------------------------------------------------------------
 //  Sends a heartbeat announcing the concurrency: W, 4, "", {"concurrency":N}.
+//  The broker answers each one, in order, after what it sent before: a
+//  drain counts them (s_drain_acknowledged).
 
 static void
 s_link_heartbeat (pigato_worker_t *self, pigato__link_t *link)
@@ -85,7 +88,11 @@ s_link_heartbeat (pigato_worker_t *self, pigato__link_t *link)
     pigato__msg_t heartbeat = { .role = 'W',
                                 .type = PIGATO__HEARTBEAT,
                                 .opts = S_TEXT (opts) };
-    pigato__link_send_repeated (link, &heartbeat);
+    if (pigato__link_send (link, &heartbeat) == 0)
+        link->heartbeats_sent++;
+    else
+        pigato__log (PIGATO_LOG_DEBUG, "event=send_skipped endpoint=%s type=%d",
+                     link->endpoint, PIGATO__HEARTBEAT);
 }
 
 //  --------------------------------------------------------------------------
@@ -303,8 +310,29 @@ s_link_disconnected (void *owner, pigato__link_t *link)
 }
 
 //  --------------------------------------------------------------------------
-//  A draining worker stops once the handler holds no request, or at its
-//  drain deadline.
+//  A drain's heartbeat (no room) was answered on every open link: what the
+//  broker sent before it heard has arrived (and was rejected), and it
+//  sends no more. A broker that does not answer heartbeats (not
+//  pigato-broker) is waited for one liveness period.
+
+static bool
+s_drain_acknowledged (pigato_worker_t *self, int64_t now)
+{
+    if (now - self->drain_started
+        >= (int64_t) self->settings.interval_ms * self->settings.liveness)
+        return true;
+    for (size_t index = 0; index < pigato__links_size (self->links); index++) {
+        pigato__link_t *link = pigato__links_get (self->links, index);
+        if (link->sock && link->drain_heartbeat
+            && (int) (link->heartbeats_answered - link->drain_heartbeat) < 0)
+            return false;
+    }
+    return true;
+}
+
+//  --------------------------------------------------------------------------
+//  A draining worker stops once the handler holds no request and every
+//  broker heard it has no room, or at its drain deadline.
 
 static void
 s_drain_check (pigato_worker_t *self)
@@ -312,9 +340,9 @@ s_drain_check (pigato_worker_t *self)
     if (!self->draining || self->stopped)
         return;
     size_t pending = pigato__table_size (self->replies);
-    bool late = self->drain_deadline
-             && pigato__now_ms () >= self->drain_deadline;
-    if (pending && !late)
+    int64_t now = pigato__now_ms ();
+    bool late = self->drain_deadline && now >= self->drain_deadline;
+    if ((pending || !s_drain_acknowledged (self, now)) && !late)
         return;
     pigato__log (late && pending ? PIGATO_LOG_WARNING : PIGATO_LOG_INFO,
                  "event=worker_drained service=%s pending=%zu reason=%s",
@@ -529,6 +557,10 @@ s_link_handle (void *owner, pigato__link_t *link, const pigato__msg_t *message)
             self->replies, key.hash, &view);
         if (reply)
             reply->last_heartbeat = pigato__now_ms ();
+    }
+    else if (message->type == PIGATO__HEARTBEAT) {
+        link->heartbeats_answered++;
+        s_drain_check (self);
     }
     else if (message->type == PIGATO__DISCONNECT)
         s_link_disconnect (self, link, message);
@@ -764,11 +796,16 @@ pigato_worker_wait (pigato_worker_t *self, int timeout_ms)
             if (wait_ms < 0 || until < wait_ms)
                 wait_ms = until;
         }
-        if (self->drain_deadline) {
-            int64_t until = self->drain_deadline > now
-                              ? self->drain_deadline - now
-                              : 0;
-            if (wait_ms < 0 || until < wait_ms)
+        if (self->draining) {
+            //  The wait for the drain's acknowledgement, then its deadline
+            int64_t ack = self->drain_started
+                        + (int64_t) self->settings.interval_ms
+                              * self->settings.liveness;
+            int64_t when = ack > now ? ack : self->drain_deadline;
+            if (self->drain_deadline && self->drain_deadline < when)
+                when = self->drain_deadline;
+            int64_t until = when > now ? when - now : 0;
+            if (when && (wait_ms < 0 || until < wait_ms))
                 wait_ms = until;
         }
         //  One round: replies written by the handler are coalesced
@@ -847,16 +884,19 @@ pigato_worker_drain (pigato_worker_t *self, int timeout_ms)
     if (self->draining)
         return PIGATO_OK;
     self->draining = true;
+    self->drain_started = pigato__now_ms ();
     if (timeout_ms >= 0)
-        self->drain_deadline = pigato__now_ms () + timeout_ms;
+        self->drain_deadline = self->drain_started + timeout_ms;
     pigato__log (PIGATO_LOG_INFO,
                  "event=worker_drain service=%s pending=%zu timeout_ms=%d",
                  self->service, pigato__table_size (self->replies), timeout_ms);
     pigato__links_hold (self->links);
     for (size_t index = 0; index < pigato__links_size (self->links); index++) {
         pigato__link_t *link = pigato__links_get (self->links, index);
-        if (link->sock)
+        if (link->sock) {
             s_link_heartbeat (self, link);
+            link->drain_heartbeat = link->heartbeats_sent;
+        }
     }
     pigato__links_release (self->links);
     s_drain_check (self);
