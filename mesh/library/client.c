@@ -564,8 +564,12 @@ s_link_handle (void *owner, pigato__link_t *link, const pigato__msg_t *entry)
     const pigato__msg_t message = *entry;
     self->progress = true;
     if (message.type == PIGATO__HEARTBEAT) {
-        if (message.draining != link->draining)
-            s_link_draining (self, link, message.draining);
+        bool draining = message.data.size == strlen (PIGATO__DRAIN_NOTICE)
+                     && memcmp (message.data.data, PIGATO__DRAIN_NOTICE,
+                                message.data.size)
+                            == 0;
+        if (draining != link->draining)
+            s_link_draining (self, link, draining);
         return 0;
     }
 

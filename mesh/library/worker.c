@@ -334,7 +334,7 @@ s_drain_acknowledged (pigato_worker_t *self, int64_t now)
 //  A draining worker stops once the handler holds no request and every
 //  broker heard it has no room, or at its drain deadline.
 
-static void
+static void __attribute__ ((noinline))  //  off every reply's path
 s_drain_check (pigato_worker_t *self)
 {
     if (!self->draining || self->stopped)
@@ -990,17 +990,18 @@ s_reply_send (pigato_reply_t *self, int type, int status, const void *data,
 
 //  --------------------------------------------------------------------------
 //  Marks a reply ended and untracks it (done before sending, so a failed
-//  send still ends it).
+//  send still ends it). Inlined: it is on every reply's path.
 
-static int
+static inline __attribute__ ((always_inline)) int
 s_reply_finish (pigato_reply_t *self, int type, int status, const void *data,
                 size_t size)
 {
     self->ended = true;
     s_reply_untrack (self);
+    pigato_worker_t *worker = self->worker;
     int rc = s_reply_send (self, type, status, data, size);
-    if (self->worker && self->worker->draining)
-        s_drain_check (self->worker);  //  perhaps the last one
+    if (worker && worker->draining)
+        s_drain_check (worker);  //  perhaps the last one
     return rc;
 }
 

@@ -59,6 +59,7 @@ s_usage (FILE *out, const char *command)
         fprintf (
             out,
             "Usage: pigato serve SERVICE (--echo | -- CMD [ARGS...]) [--concurrency N]\n"
+            "                    [--drain-timeout MS]\n"
             "\n"
             "Offers SERVICE until SIGINT or SIGTERM. With --echo every request is\n"
             "answered with its own data. Otherwise CMD runs once per request with the\n"

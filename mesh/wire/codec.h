@@ -66,14 +66,15 @@ typedef struct {
     pigato__bytes_t service;  //  REQUEST, READY
     pigato__bytes_t client;   //  client routing id (worker-side messages)
     pigato__bytes_t rid;      //  request id
-    pigato__bytes_t data;     //  body (REQUEST, REPLY, PARTIAL, REJECT reason)
+    pigato__bytes_t data;     //  body (REQUEST, REPLY, PARTIAL, REJECT
+                              //  reason; broker -> client HEARTBEAT: the
+                              //  frame after the type, a drain notice)
     pigato__bytes_t opts;     //  JSON opts (REQUEST, replies, W heartbeat)
     int status;               //  0 or -1 (replies)
     bool request_heartbeat;   //  C/W HEARTBEAT naming a rid
     bool has_opts;        //  opts frame present and not "{}"/empty/undefined
     bool native;          //  came in the native framing (native.h)
     bool native_offer;    //  0.0.46 C 4 / W 1 offering native framing
-    bool draining;        //  broker -> client C 4 with the drain notice
     pigato__conn_t conn;  //  the connection it came from (broker)
 } pigato__msg_t;
 

@@ -3,7 +3,7 @@
 SIGTERM, for test_drain.py:
 
   drain_worker.py SERVICE ENDPOINT[,ENDPOINT...] SERVER_KEY DELAY_MS
-                  [HEARTBEAT_MS] [DRAIN_TIMEOUT_MS]
+                  [HEARTBEAT_MS] [DRAIN_TIMEOUT_MS] [CONCURRENCY]
 
 Echoes each request DELAY_MS after it came (the replies are held meanwhile,
 so several are in flight at once). SIGTERM: pigato_worker_drain (), then
@@ -23,6 +23,7 @@ lib.pigato_worker_error.argtypes = [ctypes.c_void_p]
 for name in ("pigato_worker_set_server_key", "pigato_worker_connect"):
     getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_char_p]
 lib.pigato_worker_set_heartbeat.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+lib.pigato_worker_set_concurrency.argtypes = [ctypes.c_void_p, ctypes.c_int]
 lib.pigato_worker_wait.argtypes = [ctypes.c_void_p, ctypes.c_int]
 lib.pigato_worker_drain.argtypes = [ctypes.c_void_p, ctypes.c_int]
 lib.pigato_worker_pending.argtypes = [ctypes.c_void_p]
@@ -58,10 +59,12 @@ def main():
     service, endpoints, server_key, delay_ms = sys.argv[1:5]
     heartbeat = int(sys.argv[5]) if len(sys.argv) > 5 else 300
     drain_timeout = int(sys.argv[6]) if len(sys.argv) > 6 else 30000
+    concurrency = int(sys.argv[7]) if len(sys.argv) > 7 else 100
     delay = int(delay_ms) / 1000.0
     signal.signal(signal.SIGTERM, on_term)
     worker = lib.pigato_worker_new(service.encode(), on_request, None)
     lib.pigato_worker_set_heartbeat(worker, heartbeat, 3)
+    lib.pigato_worker_set_concurrency(worker, concurrency)
     assert lib.pigato_worker_set_server_key(worker, server_key.encode()) == 0
     for endpoint in endpoints.split(","):
         assert lib.pigato_worker_connect(worker, endpoint.encode()) == 0
