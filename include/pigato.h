@@ -470,8 +470,11 @@ PIGATO_EXPORT void
 //  goes back at once as a reject ("E_DRAINING ..."), and the broker gives
 //  it to another worker, the handler never sees it. The requests the
 //  handler has (pigato_worker_pending ()) are left to finish; once the
-//  last one has ended, the worker stops as pigato_worker_stop () does
-//  (DISCONNECT: run () returns 0, wait () E_CLOSED). After timeout_ms
+//  last one has ended and each broker has answered the heartbeat that
+//  said no room (what it sent before has then arrived; a broker that does
+//  not answer is waited for heartbeat x liveness), the worker stops as
+//  pigato_worker_stop () does (DISCONNECT: run () returns 0, wait ()
+//  E_CLOSED). After timeout_ms
 //  (-1: no limit) it stops anyway: what it still holds goes inactive and
 //  the broker sends it to another worker if it has a retry left, else
 //  fails it (E_WORKER_LOST). A broker that is lost meanwhile is not
