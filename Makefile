@@ -44,6 +44,7 @@ LIB_SRCS := mesh/base/status.c mesh/base/log.c mesh/base/util.c mesh/base/heap.c
             mesh/broker/service.c mesh/broker/semver.c mesh/broker/cache.c \
             mesh/broker/request.c mesh/broker/alias.c mesh/broker/core.c \
             mesh/broker/core_internal.c mesh/broker/core_quota.c \
+            mesh/broker/core_drain.c mesh/broker/drain.c \
             mesh/broker/outbox.c mesh/broker/budget.c mesh/broker/send.c \
             mesh/broker/front_pigato.c \
             mesh/broker/front_mdp.c mesh/broker/reload.c mesh/broker/expiry.c \

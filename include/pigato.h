@@ -60,6 +60,10 @@ extern "C" {
 //  handshake (pigato_broker_set_handshake_timeout)
 #define PIGATO_HANDSHAKE_TIMEOUT_MS 5000
 
+//  Broker default: how long a drain waits for the requests in flight
+//  before it fails them and stops (pigato_broker_set_drain_timeout)
+#define PIGATO_DRAIN_TIMEOUT_MS 30000
+
 //  Broker defaults: per connection, the bytes it may have sent that the
 //  broker has not read yet, and the bytes the broker may have sent it that
 //  it has not acknowledged yet (pigato_broker_set_max_inbound, _outbound)
@@ -213,8 +217,11 @@ typedef struct _pigato_client_t pigato_client_t;
 //                         error text, JSON-decoded when it is a JSON string.
 //                         Broker errors start with a code: E_ACCESS_DENIED,
 //                         E_REJECTED, E_WORKER_LOST, E_INVALID_OPTS,
-//                         E_OVERLOADED, E_QUOTA; libpigato workers send
-//                         E_TOO_LARGE for a reply over PIGATO_BODY_MAX;
+//                         E_OVERLOADED, E_QUOTA, E_DRAIN_TIMEOUT (the
+//                         broker stopped before the worker answered, and
+//                         the request had no retry left); libpigato
+//                         workers send E_TOO_LARGE for a reply over
+//                         PIGATO_BODY_MAX;
 //    PIGATO_E_TIMEOUT     no reply for `timeout` ms; data = "C_TIMEOUT";
 //    PIGATO_E_NOTCONNECTED the broker holding the request went away (its
 //                         connection dropped, or it was silent for
@@ -321,6 +328,16 @@ PIGATO_EXPORT int
 //  made then fails with the same status at once. The links keep trying
 //  (a refused key after a backoff): once a broker takes the client,
 //  requests go again.
+//  A broker that drains (pigato_broker_request_drain: pigato-broker on
+//  SIGTERM or SIGUSR2) says so (docs/protocol.md, "Drain"): it gets no
+//  new requests from then on; those it did not hand to a worker yet, and
+//  any sent before the client knew, come back (E_DRAINING) and are sent
+//  to another broker at once, using up no retry, or, with no other broker
+//  up, wait (up to their timeout) for one: the drained broker restarted,
+//  for instance. Its requests in flight finish there; those it abandons
+//  at its drain timeout are sent elsewhere if they have a retry left
+//  (with the next "attempt"), else end with PIGATO_E_REPLY
+//  "E_DRAIN_TIMEOUT ...". The application sees none of this otherwise.
 PIGATO_EXPORT int
     pigato_client_connect (pigato_client_t *self, const char *endpoint);
 
@@ -528,6 +545,34 @@ PIGATO_EXPORT int
 //  Sends DISCONNECT to the brokers and makes run () return.
 PIGATO_EXPORT void
     pigato_worker_stop (pigato_worker_t *self);
+
+//  Drains the worker, for a stop that fails nothing (pigato serve does it
+//  on SIGTERM): the worker announces no room (a heartbeat with
+//  concurrency 0, at once, to every broker), so no broker hands it a new
+//  request; a request that still arrives (sent before the broker heard)
+//  goes back at once as a reject ("E_DRAINING ..."), and the broker gives
+//  it to another worker, the handler never sees it. The requests the
+//  handler has (pigato_worker_pending ()) are left to finish; once the
+//  last one has ended and each broker has answered the heartbeat that
+//  said no room (what it sent before has then arrived; a broker that does
+//  not answer is waited for heartbeat x liveness), the worker stops as
+//  pigato_worker_stop () does (DISCONNECT: run () returns 0, wait ()
+//  E_CLOSED). After timeout_ms
+//  (-1: no limit) it stops anyway: what it still holds goes inactive and
+//  the broker sends it to another worker if it has a retry left, else
+//  fails it (E_WORKER_LOST). A broker that is lost meanwhile is not
+//  reconnected to. Not async-signal-safe: call it from the thread that
+//  runs the worker (after wait () or run () returned PIGATO_E_INTERRUPTED
+//  for a signal, or from a zloop timer). Returns 0, or E_CLOSED if the
+//  worker was stopped; draining twice is harmless (the first timeout
+//  stays).
+PIGATO_EXPORT int
+    pigato_worker_drain (pigato_worker_t *self, int timeout_ms);
+
+//  Requests the handler was given and has not ended yet (end, error,
+//  reject or destroy).
+PIGATO_EXPORT size_t
+    pigato_worker_pending (pigato_worker_t *self);
 
 //  Registers with an application's zloop (czmq zloop_t), as the client
 //  does (sockets polled through their ZMQ_FDs). Destroy the worker before
@@ -791,9 +836,33 @@ PIGATO_EXPORT const char *
 PIGATO_EXPORT int
     pigato_broker_run (pigato_broker_t *self);
 
-//  Makes run () return soon. Async-signal-safe.
+//  Makes run () return soon, whatever it holds: requests in flight are
+//  lost (their clients see the broker go). Async-signal-safe.
 PIGATO_EXPORT void
     pigato_broker_stop (pigato_broker_t *self);
+
+//  Drains the broker (docs/protocol.md, "Drain"; pigato-broker does it on
+//  SIGTERM, stop true, and SIGUSR2, stop false): from its next turn it
+//  refuses new requests with E_DRAINING (libpigato clients send them to
+//  another broker; others get the error), tells its pigato clients (a
+//  notice, at once to those it holds requests of, to the others in its
+//  answer to their next heartbeat), hands back to libpigato clients the
+//  requests no worker has seen yet, and lets the requests in flight
+//  finish. stop: once none is held, run () returns 0; at the drain
+//  timeout the requests left are failed (E_DRAIN_TIMEOUT) and run ()
+//  returns 0. Not stop (lame duck): the broker stays up and keeps
+//  refusing, with no timeout, until stopped (a later call with stop true
+//  turns it into a drain that stops, its timeout counted from then).
+//  Logs event=drain_started and event=drained (what became of the
+//  requests held: finished, moved, abandoned, other). Async-signal-safe.
+PIGATO_EXPORT void
+    pigato_broker_request_drain (pigato_broker_t *self, bool stop);
+
+//  How long a drain that stops waits for the requests in flight, in ms
+//  (default PIGATO_DRAIN_TIMEOUT_MS; 0: fail them at once). Any time
+//  before the drain begins; PIGATO_E_INVALID if negative.
+PIGATO_EXPORT int
+    pigato_broker_set_drain_timeout (pigato_broker_t *self, int msecs);
 
 //  A counter by name ("requests", "replies", "bad_messages", "denied",
 //  "workers", "timeouts", "unsent": messages dropped because their
@@ -806,7 +875,9 @@ PIGATO_EXPORT void
 //  "titanic_attempts", "titanic_retries", "titanic_replied",
 //  "titanic_expired", "titanic_denied", "titanic_closed",
 //  "titanic_deleted", "titanic_write_failures", "titanic_commits" and
-//  "titanic_stored", "titanic_in_flight" now); -1 for an unknown name.
+//  "titanic_stored", "titanic_in_flight" now); "draining": 0 serving, 1 lame duck, 2 draining to
+//  stop, "drain_refused", "drain_moved", "drain_abandoned": requests
+//  refused, handed back and failed by a drain; -1 for an unknown name.
 PIGATO_EXPORT int64_t
     pigato_broker_counter (pigato_broker_t *self, const char *name);
 

@@ -30,6 +30,7 @@ pigato__conns_destroy (pigato__conns_t **self_p)
     for (size_t fd = 0; fd < (*self_p)->size; fd++) {
         free ((*self_p)->slots [fd].identity);
         free ((*self_p)->slots [fd].log_note);
+        free ((*self_p)->slots [fd].client);
     }
     free ((*self_p)->slots);
     free (*self_p);
@@ -77,6 +78,8 @@ pigato__conns_accepted (pigato__conns_t *self, int fd)
         slot->identity = NULL;
         free (slot->log_note);
         slot->log_note = NULL;
+        free (slot->client);
+        slot->client = NULL;
     }
 }
 
@@ -86,6 +89,20 @@ pigato__conns_set_identity (pigato__conns_t *self, int fd, const char *identity)
     slot_t *slot = s_slot (self, fd, false);
     if (slot && !slot->identity && identity)
         slot->identity = strdup (identity);
+}
+
+void
+pigato__conns_set_client (pigato__conns_t *self, int fd, const void *id,
+                          size_t size)
+{
+    slot_t *slot = s_slot (self, fd, false);
+    if (!slot || slot->client || !size || size > 255)
+        return;
+    slot->client = (uint8_t *) malloc (size);
+    if (slot->client) {
+        memcpy (slot->client, id, size);
+        slot->client_size = (uint8_t) size;
+    }
 }
 
 bool
@@ -124,6 +141,8 @@ pigato__conns_disconnected (pigato__conns_t *self, int fd)
         slot->identity = NULL;
         free (slot->log_note);
         slot->log_note = NULL;
+        free (slot->client);
+        slot->client = NULL;
     }
     return dead;
 }

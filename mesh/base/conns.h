@@ -15,6 +15,7 @@
 #define PIGATO_CONNS_H_INCLUDED
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct _pigato__conns_t pigato__conns_t;
@@ -110,6 +111,9 @@ typedef struct {
     char *identity;        //  User-Id of its first message, or NULL
     void *log_note;        //  what its event=connection_closed repeats
                            //  (the broker's connlog.c; freed here), or NULL
+    uint8_t *client;       //  routing id of the pigato client that
+    uint8_t client_size;   //  heartbeated on it, or NULL: whom a drain
+                           //  tells (the broker's drain.c)
 } pigato__conn_slot_t;
 
 struct _pigato__conns_t {
@@ -162,5 +166,11 @@ pigato__conns_slot (pigato__conns_t *self, const pigato__conn_t *conn)
 //  message); a no-op once one is recorded or if identity is NULL.
 void pigato__conns_set_identity (pigato__conns_t *self, int fd,
                                  const char *identity);
+
+//  Records the routing id of the pigato client on a connection (its
+//  first heartbeat); a no-op once one is recorded, for an id over 255
+//  bytes, or if out of memory.
+void pigato__conns_set_client (pigato__conns_t *self, int fd, const void *id,
+                               size_t size);
 
 #endif

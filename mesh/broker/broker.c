@@ -58,6 +58,7 @@ pigato_broker_new (void)
     self->core = pigato__core_new (&pigato__broker_emit, self);
     self->handshake_timeout_ms = PIGATO_HANDSHAKE_TIMEOUT_MS;
     self->cert_warn_seconds = (int64_t) PIGATO__CERT_WARN_DAYS_DEFAULT * 86400;
+    self->drain.timeout_ms = PIGATO_DRAIN_TIMEOUT_MS;
     pigato__budget_init (&self->budget);
     for (size_t index = 0; index < PIGATO__PARTS_MAX; index++)
         zmq_msg_init (&self->input.parts [index]);
@@ -368,6 +369,14 @@ pigato_broker_counter (pigato_broker_t *self, const char *name)
         return pigato__cache_hits (self->core->cache);
     if (streq (name, "cache_entries"))
         return (int64_t) pigato__cache_entries (self->core->cache);
+    if (streq (name, "draining"))
+        return self->drain.state;
+    if (streq (name, "drain_refused"))
+        return self->core->drain_refused;
+    if (streq (name, "drain_moved"))
+        return self->drain.moved;
+    if (streq (name, "drain_abandoned"))
+        return self->drain.abandoned;
     if (streq (name, "batches_out"))
         return self->outbox ? pigato__outbox_batches (self->outbox) : 0;
     if (streq (name, "entries_out"))
@@ -1056,6 +1065,8 @@ pigato_broker_run (pigato_broker_t *self)
             wait = pigato__budget_next (self) - now;
         if (self->titanic && pigato__titanic_wait (self->titanic) < wait)
             wait = pigato__titanic_wait (self->titanic);
+        if (pigato__broker_drain_next (self) - now < wait)
+            wait = pigato__broker_drain_next (self) - now;
         if (wait > 250)
             wait = 250;  //  notice stop () promptly
         if (wait < 0)
@@ -1098,6 +1109,8 @@ pigato_broker_run (pigato_broker_t *self)
             pigato__broker_expiry_check (self);
             pigato__broker_tell (self, PIGATO_BROKER_RELOADED);
         }
+        if (self->drain.requested > self->drain.state)
+            pigato__broker_drain_begin (self);
         if (ready [ZAP]) {
             pigato__guard_zap_handle (self->guard);
             touched [ZAP] = true;
@@ -1154,9 +1167,14 @@ pigato_broker_run (pigato_broker_t *self)
         //  Byte budgets: connections over theirs are cut (what that
         //  produces goes out below)
         pigato__budget_tick (self, now);
+        //  A drain that is done (or out of time) ends the loop, once what
+        //  this turn produced is out
+        bool done = self->drain.state && pigato__broker_drain_tick (self, now);
         //  What this turn produced goes out before we wait for more
         pigato__outbox_flush (self->outbox);
         touched [ROUTER] = true;
+        if (done)
+            break;
     }
     pigato__broker_tell (self, PIGATO_BROKER_STOPPING);
     return zsys_interrupted ? PIGATO_E_INTERRUPTED : 0;

@@ -58,6 +58,34 @@ typedef struct {
     pigato__ratelimit_t large_log;
 } pigato__budget_t;
 
+//  A drain (drain.c): the broker takes no new requests, lets those it
+//  holds finish, and (STOP) has run () return once none is left or at the
+//  timeout. A drain only goes forward: NONE, then STAY and/or STOP.
+typedef enum {
+    PIGATO__DRAIN_NONE = 0,  //  serving
+    PIGATO__DRAIN_STAY = 1,  //  lame duck: refuses new requests, stays up
+    PIGATO__DRAIN_STOP = 2   //  refuses them and stops once drained
+} pigato__drain_state_t;
+
+typedef struct {
+    int state;                        //  pigato__drain_state_t
+    volatile sig_atomic_t requested;  //  the state asked for (a signal
+                                      //  handler may set it; never lower)
+    int timeout_ms;                   //  STOP: longest wait for requests
+    int64_t started;                  //  when it began (ms)
+    int64_t deadline;                 //  STOP: what is left is abandoned
+    int64_t linger_until;             //  STOP: not done before (clients
+                                      //  told may have sent requests)
+    int64_t held;                     //  requests held when it began
+    int64_t moved;                    //  of those, handed back
+    int64_t told;                     //  client connections told at once
+    int64_t abandoned;                //  failed at the deadline
+    int64_t replies_before;           //  core counters when it began
+    int64_t requests_before;
+    int64_t refused_before;
+    bool drained;  //  event=drained was logged
+} pigato__drain_t;
+
 struct _pigato_broker_t {
     zsock_t *router;                 //  the one socket, NULL until bind
     void *router_handle;             //  its libzmq handle
@@ -109,6 +137,7 @@ struct _pigato_broker_t {
     bool told_stopping;                  //  STOPPING is told once
     pigato__metrics_t metrics;           //  for operators (metrics.c)
     pigato__titanic_t *titanic;          //  durable requests (--store), or NULL
+    pigato__drain_t drain;               //  lame duck and drain (drain.c)
     char error [256];                    //  last error message
 };
 
@@ -128,6 +157,15 @@ void pigato__broker_tell (pigato_broker_t *self, int state);
 //  expiry.c: logs the certificates that end soon or have ended (its own,
 //  the policy's CAs and identities) and sets the next check a day ahead.
 void pigato__broker_expiry_check (pigato_broker_t *self);
+
+//  drain.c. begin: a drain asked for (requested above the state) starts,
+//  or a lame duck turns into a drain that stops; each turn of the loop.
+//  tick: while draining, each turn: true when run () is to return
+//  (STOP, and no request is held or the deadline passed: what is left
+//  was abandoned, E_DRAIN_TIMEOUT). next: the deadline, or INT64_MAX.
+void pigato__broker_drain_begin (pigato_broker_t *self);
+bool pigato__broker_drain_tick (pigato_broker_t *self, int64_t now);
+int64_t pigato__broker_drain_next (pigato_broker_t *self);
 
 //  broker.c: reads the monitor's connection events now; marks a
 //  connection dying (nothing more is sent to it; it ends once its last

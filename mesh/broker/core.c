@@ -244,6 +244,25 @@ pigato__core_request_drop (pigato__core_t *self, pigato__request_t *request)
     s_request_drop (self, request, PIGATO__OUTCOME_DROPPED);
 }
 
+pigato__caller_t
+pigato__core_caller (pigato__request_t *request)
+{
+    return s_caller (request);
+}
+
+void
+pigato__core_request_end (pigato__core_t *self, pigato__request_t *request,
+                          const char *text)
+{
+    if (text) {
+        pigato__caller_t caller = s_caller (request);
+        self->emit->error (self->emit_arg, &caller, text);
+    }
+    s_request_finish (self, request,
+                      text ? pigato__stats_outcome_of (text)
+                           : PIGATO__OUTCOME_DROPPED);
+}
+
 //  Sets the request's inactivity deadline (none for timeout -1). Fails
 //  (out of memory) only for a request that had no deadline yet.
 static int PIGATO__MUST_CHECK
@@ -636,6 +655,11 @@ pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
         return PIGATO_E_INVALID;  //  a field too long
     if (pigato__table_lookup (self->requests, key.hash, &key))
         return PIGATO_E_INVALID;  //  a rid already in flight
+    if (self->draining) {
+        self->drain_refused++;
+        return s_refuse (self, in, error, error_size, PIGATO_E_CLOSED, "%s",
+                         PIGATO__E_DRAINING);
+    }
     if (pigato__table_size (self->requests) >= PIGATO__PENDING_MAX)
         return s_refuse (self, in, error, error_size, PIGATO_E_NOMEM,
                          "E_OVERLOADED the broker holds too many requests; "

@@ -95,6 +95,9 @@ typedef struct {
     void (*control) (void *arg, const pigato__bytes_t *worker,
                      const pigato__conn_t *conn, int type,
                      pigato__framing_t framing);
+    //  The drain notice to a client (core_drain.c): the broker takes no
+    //  new requests. Not for MDP clients (RFC 18 has no such message).
+    void (*notice) (void *arg, const pigato__caller_t *to);
 } pigato__emit_t;
 
 //  The policy, as the core asks it about names that resolution adds
@@ -171,6 +174,9 @@ typedef struct {
     void *allows_arg;             //  its argument
     bool over_memory;             //  the broker is over its memory
                                   //  ceiling: new requests are refused
+    bool draining;                //  the broker drains: new requests get
+                                  //  E_DRAINING (core_drain.c)
+    int64_t drain_refused;        //  requests refused so
 
     //  $dir and mmi.* quotas (core_internal.c): identity -> its bucket,
     //  and the rate limit of event=quota_exceeded lines
@@ -263,7 +269,10 @@ typedef struct {
 //     E_QUOTA (the caller's identity is over one of its limits: requests
 //     or bytes held, or its request rate; counted in over_quota and
 //     logged, rate-limited, as event=quota_exceeded);
-//   * PIGATO_E_REPLY: E_WORKER_NOT_FOUND (opts workerId names no worker).
+//   * PIGATO_E_REPLY: E_WORKER_NOT_FOUND (opts workerId names no worker);
+//   * PIGATO_E_CLOSED: E_DRAINING (the broker drains, pigato__core_drain;
+//     counted in drain_refused): not a failure, the client sends the
+//     request to another broker.
 int pigato__core_submit (pigato__core_t *self, const pigato__submit_t *in,
                          char *error, size_t error_size) PIGATO__MUST_CHECK;
 
@@ -289,6 +298,17 @@ void pigato__core_request_fail (pigato__core_t *self,
 //  the policy). A worker that held it gets its slot back.
 void pigato__core_request_drop (pigato__core_t *self,
                                 pigato__request_t *request);
+
+//  The caller a request's replies go to.
+pigato__caller_t pigato__core_caller (pigato__request_t *request);
+
+//  Ends a request with an error reply (text: an E_ code, then a sentence;
+//  NULL: no reply), counted nowhere and with no dispatch after it: a
+//  worker that held it gets its slot back but nothing in its place yet.
+//  What a drain hands back or abandons (core_drain.c): the caller may
+//  hold other requests it has yet to end, which a dispatch could move.
+void pigato__core_request_end (pigato__core_t *self, pigato__request_t *request,
+                               const char *text);
 
 //  Requests whose inactivity deadline passed end (no reply: clients keep
 //  their own timers); their workers get the slot back.
@@ -449,6 +469,30 @@ void pigato__core_tenant_release (pigato__tenant_t *tenant,
 //  rate-limited, and counts it.
 void pigato__core_quota_log (pigato__core_t *self, const char *identity,
                              const pigato__bytes_t *service, const char *limit);
+
+//  --------------------------------------------------------------------------
+//  Drain (core_drain.c; the broker's side is drain.c)
+
+//  What a draining broker answers a new request with: the request never
+//  reached a worker here, and a libpigato client sends it to another
+//  broker (docs/protocol.md, "Drain").
+#define PIGATO__E_DRAINING                                                     \
+    "E_DRAINING the broker is draining and takes no new requests; send it "    \
+    "to another broker"
+
+//  Starts a drain: from now on pigato__core_submit refuses new requests
+//  (E_DRAINING). Every client whose requests the broker holds is told at
+//  once (emit->notice, once per client connection; not MDP clients).
+//  Requests no worker has seen (queued, never dispatched) of clients
+//  that can send them elsewhere are handed back with E_DRAINING: native
+//  framing (libpigato), not naming a worker (a workerId is this broker's
+//  only). The others (0.0.46 and MDP peers, for which an error would be a
+//  failure) stay and are served. Returns how many were handed back.
+size_t pigato__core_drain (pigato__core_t *self);
+
+//  Ends every request the broker still holds with the error text (at a
+//  drain's timeout); returns how many.
+size_t pigato__core_drain_abandon (pigato__core_t *self, const char *text);
 
 //  Room for a service name from a peer, escaped for a log line.
 #define PIGATO__SERVICE_TEXT (PIGATO_SERVICE_MAX * 4 + 4)

@@ -77,6 +77,12 @@ void pigato__broker_send_disconnect (pigato_broker_t *self,
                                      pigato__framing_t framing,
                                      const char *reason);
 
+//  The drain notice to a client (docs/protocol.md, "Drain"): `C`, `4`,
+//  PIGATO__DRAIN_NOTICE in 0.0.46 framing, whatever the client speaks.
+void pigato__broker_send_notice (pigato_broker_t *self,
+                                 const pigato__bytes_t *to,
+                                 const pigato__conn_t *conn);
+
 //  A partial or final reply to a caller, in its framing (see
 //  pigato__emit_t.reply).
 void pigato__broker_send_reply (pigato_broker_t *self,

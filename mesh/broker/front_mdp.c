@@ -79,7 +79,12 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
                                 .identity = peer->name,
                                 .curve_key = peer->key };
     char error [PIGATO_SERVICE_MAX + 600];
-    if (pigato__core_submit (self->core, &submit, error, sizeof error))
+    int rc = pigato__core_submit (self->core, &submit, error, sizeof error);
+    if (rc == PIGATO_E_CLOSED)
+        //  E_DRAINING: a FINAL with the error, as for later failures,
+        //  rather than silence until the client's own timeout
+        pigato__broker_send_error (self, &caller, error);
+    else if (rc)
         pigato__front_bad (self, in, error [0] ? "overloaded" : "field");
     zmq_msg_close (&packed);
 }

@@ -308,7 +308,14 @@ s_client_request (pigato_broker_t *self, pigato__front_in_t *in,
     int rc = pigato__core_submit (self->core, &submit, error, sizeof error);
     if (rc == PIGATO_E_INVALID)
         pigato__front_bad (self, in, error [0] ? "json" : "field");
-    if (rc && error [0])
+    if (rc == PIGATO_E_CLOSED) {
+        //  E_DRAINING: not a failure, the client sends it elsewhere. The
+        //  notice goes first: a client honours the error only after it
+        //  (so a worker cannot pass for a draining broker)
+        pigato__broker_send_notice (self, &m->sender, &m->conn);
+        pigato__broker_send_error (self, &submit.caller, error);
+    }
+    else if (rc && error [0])
         s_refuse (self, m, error);
 }
 
@@ -319,9 +326,17 @@ s_on_client (pigato_broker_t *self, pigato__front_in_t *in,
     pigato__msg_t *m = &in->m;
     if (m->type == PIGATO__REQUEST)
         s_client_request (self, in, peer);
-    else if (m->type == PIGATO__HEARTBEAT && !m->request_heartbeat)
-        pigato__broker_send_control (self, &m->sender, &m->conn, 'C',
-                                     PIGATO__HEARTBEAT, s_framing (m));
+    else if (m->type == PIGATO__HEARTBEAT && !m->request_heartbeat) {
+        //  Whom a drain tells at once (drain.c); a draining broker
+        //  answers with its notice
+        pigato__conns_set_client (self->core->conns, m->conn.fd, m->sender.data,
+                                  m->sender.size);
+        if (self->core->draining)
+            pigato__broker_send_notice (self, &m->sender, &m->conn);
+        else
+            pigato__broker_send_control (self, &m->sender, &m->conn, 'C',
+                                         PIGATO__HEARTBEAT, s_framing (m));
+    }
     else if (m->type == PIGATO__HEARTBEAT) {
         //  Forward to the worker holding the request, if any; the key
         //  is the alias of the sender on its connection, so a client can

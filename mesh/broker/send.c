@@ -104,6 +104,20 @@ pigato__broker_send_disconnect (pigato_broker_t *self,
 }
 
 void
+pigato__broker_send_notice (pigato_broker_t *self, const pigato__bytes_t *to,
+                            const pigato__conn_t *conn)
+{
+    //  In 0.0.46 framing to every pigato client: older peers (and Node
+    //  pigato) take it for a heartbeat, where a native entry with a field
+    //  would make an older reader drop the whole batch
+    if (!s_live (self, conn))
+        return;
+    pigato__bytes_t frames [] = { BYTES ("C"), BYTES ("4"),
+                                  BYTES (PIGATO__DRAIN_NOTICE) };
+    s_send_frames (self, to, conn, frames, 3, NULL, 0);
+}
+
+void
 pigato__broker_send_reply (pigato_broker_t *self, const pigato__caller_t *to,
                            int type, int status, const pigato__bytes_t *body,
                            size_t body_count, const pigato__bytes_t *opts,
@@ -284,10 +298,20 @@ s_emit_control (void *arg, const pigato__bytes_t *worker,
                                  type, framing);
 }
 
+static void
+s_emit_notice (void *arg, const pigato__caller_t *to)
+{
+    if (to->conn.fd == PIGATO__CONN_TITANIC)
+        return;  //  durable requests' own caller: stays, stored
+    pigato__broker_send_notice ((pigato_broker_t *) arg, &to->client,
+                                &to->conn);
+}
+
 const pigato__emit_t pigato__broker_emit = {
     .request = s_emit_request,
     .request_heartbeat = s_emit_request_heartbeat,
     .reply = s_emit_reply,
     .error = s_emit_error,
-    .control = s_emit_control
+    .control = s_emit_control,
+    .notice = s_emit_notice
 };

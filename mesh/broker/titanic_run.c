@@ -37,6 +37,21 @@ s_caller (const pigato__titanic_record_t *record)
     return caller;
 }
 
+//  True for a broker error that another attempt will not change.
+static bool
+s_final_error (const char *text)
+{
+    static const char *finals [] = { "E_ACCESS_DENIED", "E_INVALID_OPTS",
+                                     "E_WORKER_NOT_FOUND",
+                                     "E_RESERVED_SERVICE" };
+    size_t code = strcspn (text, " ");
+    for (size_t index = 0; index < sizeof finals / sizeof finals [0]; index++)
+        if (code == strlen (finals [index])
+            && memcmp (text, finals [index], code) == 0)
+            return true;
+    return false;
+}
+
 //  The record a reply from the core is for: an attempt still out.
 static pigato__titanic_record_t *
 s_flying (pigato__titanic_t *self, const pigato__caller_t *to)
@@ -192,8 +207,11 @@ pigato__titanic_attempt (pigato__titanic_t *self,
         return;
     }
     pigato__titanic_land (self, record, false);
-    if (rc == PIGATO_E_NOMEM || !error [0])
-        s_retry_later (self, record);  //  a quota, an overload
+    //  A quota, an overload, a broker that drains: another attempt later
+    //  (after a restart, from the store); only what no attempt changes
+    //  is the request's answer
+    if (rc == PIGATO_E_NOMEM || !error [0] || !s_final_error (error))
+        s_retry_later (self, record);
     else
         pigato__titanic_finish_error (self, record, error);
 }
@@ -291,21 +309,6 @@ pigato__titanic_reply (pigato__titanic_t *self, const pigato__caller_t *to,
     pigato__mdp_pack (packed, size, body, body_count);
     pigato__titanic_finish (self, record, status ? -1 : 0, packed, size);
     free (packed);
-}
-
-//  True for a broker error that another attempt will not change.
-static bool
-s_final_error (const char *text)
-{
-    static const char *finals [] = { "E_ACCESS_DENIED", "E_INVALID_OPTS",
-                                     "E_WORKER_NOT_FOUND",
-                                     "E_RESERVED_SERVICE" };
-    size_t code = strcspn (text, " ");
-    for (size_t index = 0; index < sizeof finals / sizeof finals [0]; index++)
-        if (code == strlen (finals [index])
-            && memcmp (text, finals [index], code) == 0)
-            return true;
-    return false;
 }
 
 void

@@ -88,10 +88,11 @@ s_request_destroy (s_request_t **req_p)
 //  --------------------------------------------------------------------------
 //  Picks a link round-robin, other than avoid (a broker just lost), among
 //  those whose handshake completed: first links whose broker answered
-//  (or completed the handshake) within two intervals, then any other, then avoid itself (reopened and
-//  up again; the only one left). NULL if no link is up: the request waits
-//  for one (parked), as a request sent into a connection that never
-//  completes would wait for its timeout.
+//  (or completed the handshake) within two intervals, then any other,
+//  then avoid itself (reopened and up again; the only one left). Never
+//  one whose broker drains. NULL if no link is up: the request waits for
+//  one (parked), as a request sent into a connection that never completes
+//  would wait for its timeout.
 
 static pigato__link_t *
 s_link_choose (pigato_client_t *self, pigato__link_t *avoid)
@@ -102,7 +103,9 @@ s_link_choose (pigato_client_t *self, pigato__link_t *avoid)
         //  (except that a lone link still connecting takes the request:
         //  it leaves when the handshake completes, as it would parked)
         pigato__link_t *link = pigato__links_get (self->links, 0);
-        return link->sock && !pigato__link_refused (link) ? link : NULL;
+        return link->sock && !pigato__link_refused (link) && !link->draining
+                 ? link
+                 : NULL;
     }
     int64_t now = pigato__now_ms ();
     int64_t window = 2 * (int64_t) self->settings.interval_ms;
@@ -111,13 +114,16 @@ s_link_choose (pigato_client_t *self, pigato__link_t *avoid)
             size_t index = (self->next_link + step) % size;
             pigato__link_t *link = pigato__links_get (self->links, index);
             if (!link->sock || link == avoid || link->state != PIGATO__LINK_UP
+                || link->draining
                 || (pass == 0 && !pigato__link_alive (link, now, window)))
                 continue;
             self->next_link = index + 1;
             return link;
         }
-    return avoid && avoid->sock && avoid->state == PIGATO__LINK_UP ? avoid
-                                                                   : NULL;
+    return avoid && avoid->sock && avoid->state == PIGATO__LINK_UP
+                && !avoid->draining
+             ? avoid
+             : NULL;
 }
 
 //  --------------------------------------------------------------------------
@@ -414,6 +420,60 @@ s_link_change (void *owner, pigato__link_t *link)
 }
 
 //  --------------------------------------------------------------------------
+//  A broker's drain (docs/protocol.md, "Drain"). Its notice (a heartbeat
+//  with one more frame) marks the link: no new request goes there; its
+//  plain heartbeat, after, clears the mark (and what waited goes).
+
+static void
+s_link_draining (pigato_client_t *self, pigato__link_t *link, bool draining)
+{
+    link->draining = draining;
+    pigato__log (PIGATO_LOG_INFO, "event=client_broker_%s endpoint=%s",
+                 draining ? "draining" : "serving", link->endpoint);
+    if (!draining)
+        s_link_change (self, link);
+}
+
+//  True if an error reply ends nothing: a draining broker (its notice came
+//  first on the link: a worker cannot pass for it) gave the request back.
+//  E_DRAINING: no worker saw it, so it goes to another broker (or waits
+//  for one) and uses up no retry. E_DRAIN_TIMEOUT: the broker stopped
+//  with it at a worker: as for a broker lost, it goes elsewhere if it has
+//  a retry left, with the next attempt. data is the JSON string.
+
+static bool
+s_drain_reply (pigato_client_t *self, pigato__link_t *link, s_request_t *req,
+               const pigato__bytes_t *data)
+{
+    static const char draining [] = "\"E_DRAINING ";
+    static const char timeout [] = "\"E_DRAIN_TIMEOUT ";
+    if (!link->draining)
+        return false;
+    bool moved = data->size > sizeof draining - 1
+              && memcmp (data->data, draining, sizeof draining - 1) == 0;
+    bool abandoned = !moved && data->size > sizeof timeout - 1
+                  && memcmp (data->data, timeout, sizeof timeout - 1) == 0;
+    if (!moved && !(abandoned && req->retry > 0))
+        return false;
+    if (abandoned) {
+        req->retry--;
+        s_request_next_attempt (req);
+    }
+    int rc = s_request_send (self, req, link);
+    pigato__log (PIGATO_LOG_DEBUG,
+                 "event=client_drain_resend rid=%s endpoint=%s reason=%s "
+                 "parked=%s",
+                 req->rid, link->endpoint, moved ? "moved" : "abandoned",
+                 rc == PIGATO_OK && !req->link ? "yes" : "no");
+    if (rc != PIGATO_OK) {
+        char text [256];
+        snprintf (text, sizeof text, "%s", self->err);
+        s_request_finish (self, req, rc, text, strlen (text));
+    }
+    return true;
+}
+
+//  --------------------------------------------------------------------------
 //  Heartbeat tick: lost links reconnect; live links get C,4; requests in
 //  flight for more than one interval get C,4,request,rid so the worker
 //  knows the client still cares.
@@ -504,8 +564,15 @@ s_link_handle (void *owner, pigato__link_t *link, const pigato__msg_t *entry)
     pigato_client_t *self = (pigato_client_t *) owner;
     const pigato__msg_t message = *entry;
     self->progress = true;
-    if (message.type == PIGATO__HEARTBEAT)
+    if (message.type == PIGATO__HEARTBEAT) {
+        bool draining = message.data.size == strlen (PIGATO__DRAIN_NOTICE)
+                     && memcmp (message.data.data, PIGATO__DRAIN_NOTICE,
+                                message.data.size)
+                            == 0;
+        if (draining != link->draining)
+            s_link_draining (self, link, draining);
         return 0;
+    }
 
     char rid [PIGATO_RID_MAX + 1];
     if (message.rid.size)
@@ -536,6 +603,9 @@ s_link_handle (void *owner, pigato__link_t *link, const pigato__msg_t *entry)
     size_t size = message.data.size;
     int status = PIGATO_OK;
     char *error_text = NULL;
+    if (message.status == -1 && message.type == PIGATO__REPLY
+        && s_drain_reply (self, link, req, &message.data))
+        return 0;
     if (message.status == -1) {
         status = PIGATO_E_REPLY;
         error_text = pigato__json_string_decode (data, size);

@@ -926,7 +926,9 @@ pigato__link_open (pigato__link_t *self, char *err, size_t err_size)
     self->handshake_drops = 0;
     self->native = self->framing == PIGATO__FRAMING_NATIVE;
     self->retry_at = 0;
-    self->acknowledged = false;
+    self->acknowledged = self->draining = false;
+    self->heartbeats_sent = self->heartbeats_answered = 0;
+    self->drain_heartbeat = 0;
     s_monitor_open (self);
     //  Without a monitor nothing reports the handshake: assume it
     self->state = self->monitor ? PIGATO__LINK_CONNECTING : PIGATO__LINK_UP;

@@ -66,7 +66,12 @@ typedef struct {
     unsigned refusals;           //  refusals in a row (backoff), since UP
     unsigned handshake_drops;    //  closed during the handshake, in a row
     int64_t retry_at;            //  CLOSED after a refusal: reopen from then
-    bool acknowledged;  //  the broker took the greeting (worker: READY)
+    bool acknowledged;         //  the broker took the greeting (worker: READY)
+    bool draining;             //  client: the broker drains, takes no new
+                               //  requests (its notice; until it reconnects)
+    unsigned heartbeats_sent;  //  worker: plain heartbeats sent and
+    unsigned heartbeats_answered;  //  answered on this connection, and
+    unsigned drain_heartbeat;      //  the one that said no room (0: none)
 } pigato__link_t;
 
 //  One message (or native entry) from a broker, already decoded and

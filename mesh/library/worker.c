@@ -63,6 +63,9 @@ struct _pigato_worker_t {
     pigato__table_t *replies;     //  key -> pigato_reply_t, not yet ended
     int64_t next_heartbeat;       //  next tick, 0 before the first connect
     bool stopped;                 //  stop () or destroy () called
+    bool draining;                //  drain () called: no room, rejects
+    int64_t drain_started;        //  when
+    int64_t drain_deadline;       //  then stop at the latest, 0 = never
     int refusal;                  //  last refusal since READY was taken, or 0
     bool refusal_new;             //  wait () is to report it
     bool progress;                //  a message was handled this round
@@ -73,16 +76,23 @@ struct _pigato_worker_t {
 
 //  --------------------------------------------------------------------------
 //  Sends a heartbeat announcing the concurrency: W, 4, "", {"concurrency":N}.
+//  The broker answers each one, in order, after what it sent before: a
+//  drain counts them (s_drain_acknowledged).
 
 static void
 s_link_heartbeat (pigato_worker_t *self, pigato__link_t *link)
 {
     char opts [48];
-    snprintf (opts, sizeof opts, "{\"concurrency\":%d}", self->concurrency);
+    snprintf (opts, sizeof opts, "{\"concurrency\":%d}",
+              self->draining ? 0 : self->concurrency);
     pigato__msg_t heartbeat = { .role = 'W',
                                 .type = PIGATO__HEARTBEAT,
                                 .opts = S_TEXT (opts) };
-    pigato__link_send_repeated (link, &heartbeat);
+    if (pigato__link_send (link, &heartbeat) == 0)
+        link->heartbeats_sent++;
+    else
+        pigato__log (PIGATO_LOG_DEBUG, "event=send_skipped endpoint=%s type=%d",
+                     link->endpoint, PIGATO__HEARTBEAT);
 }
 
 //  --------------------------------------------------------------------------
@@ -195,6 +205,15 @@ s_link_close (pigato__link_t *link, bool disconnect)
 static void
 s_link_reconnect (pigato_worker_t *self, pigato__link_t *link, bool lost)
 {
+    if (self->draining) {
+        //  A greeting would offer room (READY before the heartbeat that
+        //  says none): what the broker held for us there is gone anyway
+        pigato__log (PIGATO_LOG_INFO,
+                     "event=worker_link_closed endpoint=%s reason=draining",
+                     link->endpoint);
+        s_link_close (link, false);
+        return;
+    }
     pigato__log (PIGATO_LOG_WARNING,
                  "event=worker_reconnect endpoint=%s "
                  "reason=%s old_id=%s",
@@ -291,12 +310,54 @@ s_link_disconnected (void *owner, pigato__link_t *link)
 }
 
 //  --------------------------------------------------------------------------
+//  A drain's heartbeat (no room) was answered on every open link: what the
+//  broker sent before it heard has arrived (and was rejected), and it
+//  sends no more. A broker that does not answer heartbeats (not
+//  pigato-broker) is waited for one liveness period.
+
+static bool
+s_drain_acknowledged (pigato_worker_t *self, int64_t now)
+{
+    if (now - self->drain_started
+        >= (int64_t) self->settings.interval_ms * self->settings.liveness)
+        return true;
+    for (size_t index = 0; index < pigato__links_size (self->links); index++) {
+        pigato__link_t *link = pigato__links_get (self->links, index);
+        if (link->sock && link->drain_heartbeat
+            && (int) (link->heartbeats_answered - link->drain_heartbeat) < 0)
+            return false;
+    }
+    return true;
+}
+
+//  --------------------------------------------------------------------------
+//  A draining worker stops once the handler holds no request and every
+//  broker heard it has no room, or at its drain deadline.
+
+static void __attribute__ ((noinline))  //  off every reply's path
+s_drain_check (pigato_worker_t *self)
+{
+    if (!self->draining || self->stopped)
+        return;
+    size_t pending = pigato__table_size (self->replies);
+    int64_t now = pigato__now_ms ();
+    bool late = self->drain_deadline && now >= self->drain_deadline;
+    if ((pending || !s_drain_acknowledged (self, now)) && !late)
+        return;
+    pigato__log (late && pending ? PIGATO_LOG_WARNING : PIGATO_LOG_INFO,
+                 "event=worker_drained service=%s pending=%zu reason=%s",
+                 self->service, pending, pending ? "timeout" : "done");
+    pigato_worker_stop (self);
+}
+
+//  --------------------------------------------------------------------------
 //  Heartbeat tick: silent links reconnect, the others get a heartbeat.
 
 static void
 s_timers_run (pigato_worker_t *self)
 {
     int64_t now = pigato__now_ms ();
+    s_drain_check (self);
     if (self->stopped || !self->next_heartbeat || now < self->next_heartbeat)
         return;
     self->next_heartbeat = now + self->settings.interval_ms;
@@ -374,6 +435,24 @@ s_request_refuse (pigato__link_t *link, const pigato__msg_t *message,
                  link->endpoint, reason, rc == 0 ? "yes" : "no");
 }
 
+//  A request that reaches a draining worker (the broker sent it before
+//  it heard of the drain) goes back as a reject: the broker gives it to
+//  another worker. The handler never sees it.
+static void
+s_request_drain_reject (pigato__link_t *link, const pigato__msg_t *message)
+{
+    static const char reason [] = "\"E_DRAINING the worker is draining\"";
+    pigato__msg_t reject = { .role = 'W',
+                             .type = PIGATO__REJECT,
+                             .client = message->client,
+                             .rid = message->rid,
+                             .data = S_TEXT (reason) };
+    int rc = pigato__link_send (link, &reject);
+    pigato__log (PIGATO_LOG_DEBUG,
+                 "event=worker_drain_reject endpoint=%s sent=%s",
+                 link->endpoint, rc == 0 ? "yes" : "no");
+}
+
 //  A request from a broker: make a tracked reply (one allocation with its
 //  client id, service and key) and hand it to the handler, which owns it
 //  from then on.
@@ -381,6 +460,10 @@ static void
 s_request_handle (pigato_worker_t *self, pigato__link_t *link,
                   const pigato__msg_t *message)
 {
+    if (self->draining) {
+        s_request_drain_reject (link, message);
+        return;
+    }
     //  The rid is bytes (a broker makes MDP clients' rids, starting with
     //  0x00); the service is a name, shown as text to the handler
     if (memchr (message->service.data, 0, message->service.size)) {
@@ -474,6 +557,10 @@ s_link_handle (void *owner, pigato__link_t *link, const pigato__msg_t *message)
             self->replies, key.hash, &view);
         if (reply)
             reply->last_heartbeat = pigato__now_ms ();
+    }
+    else if (message->type == PIGATO__HEARTBEAT) {
+        link->heartbeats_answered++;
+        s_drain_check (self);
     }
     else if (message->type == PIGATO__DISCONNECT)
         s_link_disconnect (self, link, message);
@@ -709,6 +796,18 @@ pigato_worker_wait (pigato_worker_t *self, int timeout_ms)
             if (wait_ms < 0 || until < wait_ms)
                 wait_ms = until;
         }
+        if (self->draining) {
+            //  The wait for the drain's acknowledgement, then its deadline
+            int64_t ack = self->drain_started
+                        + (int64_t) self->settings.interval_ms
+                              * self->settings.liveness;
+            int64_t when = ack > now ? ack : self->drain_deadline;
+            if (self->drain_deadline && self->drain_deadline < when)
+                when = self->drain_deadline;
+            int64_t until = when > now ? when - now : 0;
+            if (when && (wait_ms < 0 || until < wait_ms))
+                wait_ms = until;
+        }
         //  One round: replies written by the handler are coalesced
         size_t received = 0;
         pigato__links_hold (self->links);
@@ -769,6 +868,45 @@ pigato_worker_stop (pigato_worker_t *self)
     self->loop_timer = -1;
     pigato__log (PIGATO_LOG_INFO, "event=worker_stop service=%s",
                  self->service);
+}
+
+//  --------------------------------------------------------------------------
+//  Drain: no room from now on (a heartbeat with concurrency 0 to every
+//  broker), late requests rejected, stop once the handler holds none.
+
+PIGATO_EXPORT int
+pigato_worker_drain (pigato_worker_t *self, int timeout_ms)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    if (self->stopped)
+        return PIGATO_E_CLOSED;
+    if (self->draining)
+        return PIGATO_OK;
+    self->draining = true;
+    self->drain_started = pigato__now_ms ();
+    if (timeout_ms >= 0)
+        self->drain_deadline = self->drain_started + timeout_ms;
+    pigato__log (PIGATO_LOG_INFO,
+                 "event=worker_drain service=%s pending=%zu timeout_ms=%d",
+                 self->service, pigato__table_size (self->replies), timeout_ms);
+    pigato__links_hold (self->links);
+    for (size_t index = 0; index < pigato__links_size (self->links); index++) {
+        pigato__link_t *link = pigato__links_get (self->links, index);
+        if (link->sock) {
+            s_link_heartbeat (self, link);
+            link->drain_heartbeat = link->heartbeats_sent;
+        }
+    }
+    pigato__links_release (self->links);
+    s_drain_check (self);
+    return PIGATO_OK;
+}
+
+PIGATO_EXPORT size_t
+pigato_worker_pending (pigato_worker_t *self)
+{
+    return self ? pigato__table_size (self->replies) : 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -852,15 +990,19 @@ s_reply_send (pigato_reply_t *self, int type, int status, const void *data,
 
 //  --------------------------------------------------------------------------
 //  Marks a reply ended and untracks it (done before sending, so a failed
-//  send still ends it).
+//  send still ends it). Inlined: it is on every reply's path.
 
-static int
+static inline __attribute__ ((always_inline)) int
 s_reply_finish (pigato_reply_t *self, int type, int status, const void *data,
                 size_t size)
 {
     self->ended = true;
     s_reply_untrack (self);
-    return s_reply_send (self, type, status, data, size);
+    pigato_worker_t *worker = self->worker;
+    int rc = s_reply_send (self, type, status, data, size);
+    if (worker && worker->draining)
+        s_drain_check (worker);  //  perhaps the last one
+    return rc;
 }
 
 //  --------------------------------------------------------------------------

@@ -89,6 +89,9 @@ static const char *s_usage =
     "  --store-max-bytes SIZE  cap on the store file; past it new durable\n"
     "                       requests are refused (500) as on a full disk\n"
     "                       (default: no cap)\n"
+    "  --drain-timeout MS   on SIGTERM, how long requests in flight may take to\n"
+    "                       finish before they are failed and the broker exits\n"
+    "                       (default 30000; 0 = fail them at once)\n"
     "  --pid-file PATH      write the broker's pid to PATH once it is bound\n"
     "                       (removed at exit); refuse to start when PATH holds\n"
     "                       the pid of a running pigato-broker\n"
@@ -104,9 +107,13 @@ static const char *s_usage =
     "  kill -HUP $(cat broker.pid)    # reload the ACL of this broker only\n"
     "\n"
     "Logs go to stderr, one key=value line per event. SIGHUP re-reads the ACL\n"
-    "(a bad file keeps the old policy); SIGINT or SIGTERM stop the broker.\n"
+    "(a bad file keeps the old policy). SIGTERM drains: no new requests (clients\n"
+    "are told and go to other brokers), those in flight finish (up to\n"
+    "--drain-timeout), then the broker exits 0; a second SIGTERM stops it at\n"
+    "once. SIGUSR2 drains and stays up refusing requests (lame duck) until\n"
+    "SIGTERM. SIGINT stops at once.\n"
     "Under systemd (Type=notify) it reports READY=1 once bound, RELOADING=1\n"
-    "and READY=1 around a reload, STOPPING=1 when it stops.\n";
+    "and READY=1 around a reload, STOPPING=1 when it drains or stops.\n";
 
 static pigato_broker_t *s_broker;  //  for the SIGHUP handler
 
@@ -153,15 +160,30 @@ s_on_sighup (int signal_number)
         pigato_broker_request_reload (s_broker);
 }
 
-//  SIGINT and SIGTERM stop the broker: libpigato installs no handler of its
-//  own (pigato.h), so the daemon does. zsys_interrupted also ends the loop.
+//  SIGINT stops the broker at once, and so does a second SIGTERM; the
+//  first SIGTERM drains it (then it stops), SIGUSR2 makes it a lame duck
+//  (drained, up, refusing). libpigato installs no handler of its own
+//  (pigato.h), so the daemon does. zsys_interrupted also ends the loop.
 static void
 s_on_stop_signal (int signal_number)
 {
-    (void) signal_number;
+    static volatile sig_atomic_t terms = 0;
+    if (signal_number == SIGTERM && terms++ == 0) {
+        if (s_broker)
+            pigato_broker_request_drain (s_broker, true);
+        return;
+    }
     zsys_interrupted = 1;
     if (s_broker)
         pigato_broker_stop (s_broker);
+}
+
+static void
+s_on_sigusr2 (int signal_number)
+{
+    (void) signal_number;
+    if (s_broker)
+        pigato_broker_request_drain (s_broker, false);
 }
 
 //  --------------------------------------------------------------------------
@@ -388,6 +410,7 @@ main (int argc, char *argv [])
         OPT_METRICS_LISTEN,
         OPT_STORE,
         OPT_STORE_MAX_BYTES,
+        OPT_DRAIN_TIMEOUT,
         OPT_CONFIG,
         OPT_CHECK_CONFIG,
         OPT_LOG_FORMAT,
@@ -420,6 +443,7 @@ main (int argc, char *argv [])
         { "log-format", required_argument, NULL, OPT_LOG_FORMAT },
         { "store", required_argument, NULL, OPT_STORE },
         { "store-max-bytes", required_argument, NULL, OPT_STORE_MAX_BYTES },
+        { "drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 }
@@ -446,6 +470,7 @@ main (int argc, char *argv [])
     int log_format = PIGATO_LOG_TEXT;
     int rc = 0;
     pigato_broker_t *broker = NULL;
+    int drain_timeout = PIGATO_DRAIN_TIMEOUT_MS;
 
     //  --config and --check-config first, read the way the loop below
     //  reads them (abbreviations too); the file's options then go before
@@ -554,6 +579,9 @@ main (int argc, char *argv [])
                 break;
             case OPT_MAX_OUTBOUND:
                 max_outbound = s_size (optarg, "--max-outbound");
+                break;
+            case OPT_DRAIN_TIMEOUT:
+                drain_timeout = s_number (optarg, "--drain-timeout", 0);
                 break;
             case OPT_CERT_WARN_DAYS:
                 cert_warn_days = s_number (optarg, "--cert-warn-days", 0);
@@ -678,6 +706,7 @@ main (int argc, char *argv [])
         || (max_memory && pigato_broker_set_max_memory (broker, max_memory))
         || pigato_broker_set_max_inbound (broker, max_inbound)
         || pigato_broker_set_max_outbound (broker, max_outbound)
+        || pigato_broker_set_drain_timeout (broker, drain_timeout)
         || (cert_warn_days >= 0
             && pigato_broker_set_cert_warn_days (broker, cert_warn_days))) {
         s_origin_at (config_path, 0);
@@ -800,6 +829,8 @@ main (int argc, char *argv [])
     action.sa_handler = s_on_stop_signal;
     sigaction (SIGINT, &action, NULL);
     sigaction (SIGTERM, &action, NULL);
+    action.sa_handler = s_on_sigusr2;
+    sigaction (SIGUSR2, &action, NULL);
     pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
     //  systemd (Type=notify): bound and serving; told again after each
     //  reload, and of the stop, through the state hook
@@ -812,6 +843,7 @@ main (int argc, char *argv [])
     pigato__notify_ready (status);
     rc = pigato_broker_run (broker);
     signal (SIGHUP, SIG_IGN);
+    signal (SIGUSR2, SIG_IGN);
     s_broker = NULL;
     if (log_level >= PIGATO_LOG_INFO) {
         //  What the run did, for operators and benchmarks

@@ -51,20 +51,27 @@ pigato__cli_failure_exit (int status, int fallback)
 
 //  --------------------------------------------------------------------------
 //  SIGINT and SIGTERM set zsys_interrupted, which ends a blocking call
-//  (PIGATO_E_INTERRUPTED) and the serve loop. libpigato leaves signals to
-//  the application (pigato.h), so the command installs this itself. No
-//  SA_RESTART: the signal wakes a poll at once.
+//  (PIGATO_E_INTERRUPTED) and the serve loop; for serve the first SIGTERM
+//  asks for a drain instead. libpigato leaves signals to the application
+//  (pigato.h), so the command installs this itself. No SA_RESTART: the
+//  signal wakes a poll at once.
+
+static volatile sig_atomic_t *s_drain;  //  serve's drain flag, or NULL
 
 static void
 s_on_stop_signal (int signal_number)
 {
-    (void) signal_number;
+    if (signal_number == SIGTERM && s_drain && !*s_drain) {
+        *s_drain = 1;
+        return;
+    }
     zsys_interrupted = 1;
 }
 
 void
-pigato__cli_catch_signals (void)
+pigato__cli_catch_signals (volatile sig_atomic_t *drain)
 {
+    s_drain = drain;
     struct sigaction action;
     memset (&action, 0, sizeof action);
     action.sa_handler = s_on_stop_signal;
@@ -91,7 +98,7 @@ pigato__cli_client (cli_t *cli, int *exit_code)
         fprintf (stderr, "pigato: out of memory\n");
         return NULL;
     }
-    pigato__cli_catch_signals ();  //  Ctrl-C: exit 130
+    pigato__cli_catch_signals (NULL);  //  Ctrl-C: exit 130
     int rc = 0;
     if (cli->insecure)
         pigato_client_set_insecure (client, true);

@@ -7,6 +7,7 @@
 #ifndef PIGATO_CLI_H_INCLUDED
 #define PIGATO_CLI_H_INCLUDED
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,6 +51,8 @@ typedef struct {
     bool raw;                           //  --raw: replies byte for byte
     bool echo;                          //  serve --echo
     int concurrency;                    //  serve --concurrency, 0 = default
+    int drain_timeout_ms;               //  serve --drain-timeout
+    bool drain_timeout_set;             //  --drain-timeout was given
     char **cmd_argv;              //  serve -- CMD ARGS..., NULL-terminated
     bool json;                    //  stats --json: the answer as it came
     const char *check_service;    //  check --service NAME, NULL if none
@@ -73,8 +76,10 @@ int pigato__cli_connect_all (cli_t *cli, void *peer, connect_fn *connect);
 int pigato__cli_failure_exit (int status, int fallback);
 
 //  Installs the command's SIGINT/SIGTERM handler: it sets zsys_interrupted.
-//  Called once the client or worker exists. (cli.c)
-void pigato__cli_catch_signals (void);
+//  With drain (pigato serve), the first SIGTERM sets *drain instead (a
+//  second one, or SIGINT, sets zsys_interrupted). Called once the client
+//  or worker exists. (cli.c)
+void pigato__cli_catch_signals (volatile sig_atomic_t *drain);
 
 //  pigato stats [SERVICE] and pigato check: the broker's $stats as a
 //  table (or its JSON), and a monitoring check. Return the process exit
@@ -83,8 +88,9 @@ void pigato__cli_catch_signals (void);
 int pigato__cli_stats (cli_t *cli);
 int pigato__cli_check (cli_t *cli);
 
-//  pigato serve: runs a worker until SIGINT/SIGTERM. Returns the process
-//  exit code: EXIT_SUCCESS after a signal, EX_USAGE for a command that is
+//  pigato serve: runs a worker until SIGINT, or SIGTERM and its drain.
+//  Returns the process exit code: EXIT_SUCCESS after a signal, EX_USAGE
+//  for a command that is
 //  not found or a key that cannot be used, EXIT_FAILURE_NET when the
 //  worker cannot be created, connected or attached; having said why on
 //  stderr. (cli_serve.c)

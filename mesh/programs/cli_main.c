@@ -64,15 +64,21 @@ s_usage (FILE *out, const char *command)
         fprintf (
             out,
             "Usage: pigato serve SERVICE (--echo | -- CMD [ARGS...]) [--concurrency N]\n"
+            "                    [--drain-timeout MS]\n"
             "\n"
             "Offers SERVICE until SIGINT or SIGTERM. With --echo every request is\n"
             "answered with its own data. Otherwise CMD runs once per request with the\n"
             "request data on its stdin; its stdout is the reply. A non-zero exit sends\n"
             "an error reply with its stderr (or \"exit status N\") as the message.\n"
+            "SIGTERM drains: no new requests (those waiting for a slot go back to\n"
+            "the broker for another worker), the running ones finish, then exit 0;\n"
+            "SIGINT, or a second SIGTERM, stops at once.\n"
             "\n"
             "  --echo            answer with the request data\n"
             "  --concurrency N   requests handled at once (default 4 with CMD,\n"
             "                    100 with --echo; -1 = unlimited with --echo)\n"
+            "  --drain-timeout MS  on SIGTERM, how long running requests may take\n"
+            "                    before serve stops anyway (default 30000)\n"
             "  -v, --verbose     log one line per request to stderr\n");
     else if (command && streq (command, "stats"))
         fprintf (
@@ -236,7 +242,8 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         OPT_MIN_WORKERS,
         OPT_LOG_FORMAT,
         OPT_WAIT,
-        OPT_IDEMPOTENCY_KEY
+        OPT_IDEMPOTENCY_KEY,
+        OPT_DRAIN_TIMEOUT
     };
     static const struct option options [] = {
         { "broker", required_argument, NULL, OPT_BROKER },
@@ -261,6 +268,7 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         { "min-workers", required_argument, NULL, OPT_MIN_WORKERS },
         { "wait", no_argument, NULL, OPT_WAIT },
         { "idempotency-key", required_argument, NULL, OPT_IDEMPOTENCY_KEY },
+        { "drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT },
         { NULL, 0, NULL, 0 }
     };
     //  getopt only sees what comes before "--"
@@ -326,6 +334,12 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
             case OPT_MIN_WORKERS:
                 rc = s_number ("--min-workers", optarg, 1, 1000000, &number);
                 cli->min_workers = (int) number;
+                break;
+            case OPT_DRAIN_TIMEOUT:
+                rc = s_number ("--drain-timeout", optarg, 0, INT32_MAX,
+                               &number);
+                cli->drain_timeout_ms = (int) number;
+                cli->drain_timeout_set = true;
                 break;
             default:
                 fprintf (stderr, "Try 'pigato --help' for more information.\n");
@@ -422,8 +436,9 @@ s_cli_parse (cli_t *cli, int argc, char **argv)
         cli->data = arg_count == 3 ? args [2] : tail_count ? tail [0] : NULL;
         if (cli->data && streq (cli->data, "-"))
             cli->data = NULL;
-        if (cli->echo || cli->concurrency)
-            return s_usage_error ("--echo and --concurrency are for serve");
+        if (cli->echo || cli->concurrency || cli->drain_timeout_set)
+            return s_usage_error ("--echo, --concurrency and --drain-timeout "
+                                  "are for serve");
     }
     else if (!stats && !check) {
         if (arg_count > 2)
@@ -639,7 +654,7 @@ s_request (cli_t *cli)
         fprintf (stderr, "pigato: out of memory\n");
         goto cleanup;
     }
-    pigato__cli_catch_signals ();  //  Ctrl-C: exit 130
+    pigato__cli_catch_signals (NULL);  //  Ctrl-C: exit 130
     if (cli->insecure)
         pigato_client_set_insecure (client, true);
     else {

@@ -4,7 +4,8 @@
     (stdin = request data, stdout = reply, non-zero exit = error reply),
     at most --concurrency at once, stopped when its client gives up
     (SIGTERM, then SIGKILL after a grace period: a command never keeps its
-    slot), and never replying with more than the broker accepts.
+    slot), and never replying with more than the broker accepts. SIGTERM
+    drains (pigato_worker_drain): what runs finishes, nothing new starts.
     =========================================================================
 */
 #include <czmq.h>
@@ -86,7 +87,14 @@ struct _serve_t {
     zlist_t *waiting;         //  job_t * waiting for a free slot
     job_t *done;              //  answered jobs a poller may still name
     int refusal;              //  why a broker refused us, ends serve, or 0
+    int drain_timeout_ms;     //  --drain-timeout
+    bool draining;            //  SIGTERM came: pigato_worker_drain
+    int64_t drain_deadline;   //  zclock_mono () when serve stops anyway
+    bool drained;             //  nothing left (or out of time): the end
 };
+
+//  Set by the first SIGTERM (cli.c): drain, then exit.
+static volatile sig_atomic_t s_drain_asked = 0;
 
 //  --------------------------------------------------------------------------
 //  serve: logging and the echo handler
@@ -604,15 +612,44 @@ s_worker_connect (void *peer, const char *endpoint)
 }
 
 //  --------------------------------------------------------------------------
-//  A broker refused the worker (key, handshake, READY) and none has it:
-//  trying on would not help without a change on the broker's side, so
-//  serve ends, saying why.
+//  SIGTERM: the worker drains (no room, late requests rejected), the
+//  requests waiting for a slot, which no command runs yet, go back to the
+//  broker for another worker (a reject), and those running finish.
+
+static void
+s_serve_drain (serve_t *self)
+{
+    self->draining = true;
+    self->drain_deadline = zclock_mono () + self->drain_timeout_ms;
+    pigato_worker_drain (self->worker, self->drain_timeout_ms);
+    job_t *job;
+    while ((job = (job_t *) zlist_pop (self->waiting))) {
+        pigato_reply_reject (job->reply, "E_DRAINING the worker is draining");
+        s_log_request (self, job->reply, job->input_size, 0, "drained",
+                       job->started);
+        s_job_destroy (&job);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Every REFUSAL_CHECK_MS. A drain asked for starts; one that has nothing
+//  left, or is out of time, ends serve. A broker refused the worker (key,
+//  handshake, READY) and none has it: trying on would not help without a
+//  change on the broker's side, so serve ends, saying why.
 
 static int
-s_on_refusal_check (zloop_t *loop, int timer_id, void *arg)
+s_on_check (zloop_t *loop, int timer_id, void *arg)
 {
     (void) loop, (void) timer_id;
     serve_t *self = (serve_t *) arg;
+    if (s_drain_asked && !self->draining)
+        s_serve_drain (self);
+    if (self->draining
+        && (pigato_worker_pending (self->worker) == 0
+            || zclock_mono () >= self->drain_deadline)) {
+        self->drained = true;
+        return -1;
+    }
     self->refusal = pigato_worker_refusal (self->worker);
     return self->refusal ? -1 : 0;
 }
@@ -651,8 +688,11 @@ pigato__cli_serve (cli_t *cli)
         exit_code = self.worker ? EXIT_FAILURE_NET : EX_USAGE;
         goto cleanup;
     }
-    //  SIGINT/SIGTERM set zsys_interrupted, which ends the loop
-    pigato__cli_catch_signals ();
+    //  SIGINT (and a second SIGTERM) set zsys_interrupted, which ends the
+    //  loop; the first SIGTERM asks for a drain
+    self.drain_timeout_ms = cli->drain_timeout_set ? cli->drain_timeout_ms
+                                                   : PIGATO_DRAIN_TIMEOUT_MS;
+    pigato__cli_catch_signals (&s_drain_asked);
     if (cli->insecure)
         pigato_worker_set_insecure (self.worker, true);
     else {
@@ -686,8 +726,21 @@ pigato__cli_serve (cli_t *cli)
     }
     if (self.cmd_argv)
         zloop_timer (self.loop, JOB_CHECK_MS, 0, s_on_job_check, &self);
-    zloop_timer (self.loop, REFUSAL_CHECK_MS, 0, s_on_refusal_check, &self);
-    zloop_start (self.loop);
+    zloop_timer (self.loop, REFUSAL_CHECK_MS, 0, s_on_check, &self);
+    //  A signal ends a zloop's poll: SIGTERM's drain goes on in it
+    while (true) {
+        zloop_start (self.loop);
+        if (!s_drain_asked || self.drained || self.refusal || zsys_interrupted)
+            break;
+        if (!self.draining)
+            s_serve_drain (&self);
+    }
+    if (self.drained && pigato_worker_pending (self.worker))
+        fprintf (stderr,
+                 "pigato: serve %s: drain timeout (%d ms): stopping %zu "
+                 "request(s) still running\n",
+                 cli->service, self.drain_timeout_ms,
+                 pigato_worker_pending (self.worker));
     s_serve_stop_jobs (&self);
     exit_code = EXIT_SUCCESS;
     if (self.refusal) {

@@ -50,7 +50,7 @@ s_call (cli_t *cli, int64_t timeout_ms, s_answer_t *answer)
     pigato_client_t *client = pigato_client_new ();
     if (!client)
         return NULL;
-    pigato__cli_catch_signals ();
+    pigato__cli_catch_signals (NULL);
     int rc = 0;
     if (cli->insecure)
         pigato_client_set_insecure (client, true);

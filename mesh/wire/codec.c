@@ -178,7 +178,11 @@ s_decode (const frames_t *frames, size_t first, bool from_peer,
     }
     else if (out->role == 'C') {  //  broker -> client
         switch (out->type) {
-            case PIGATO__HEARTBEAT: break;
+            case PIGATO__HEARTBEAT:  //  [ PIGATO__DRAIN_NOTICE ]
+                //  Frames after the type are read leniently: a later
+                //  broker may say more
+                s_bytes (frames, body, &out->data);
+                break;
             case PIGATO__REPLY:  //  "", rid, status, data, opts
             case PIGATO__PARTIAL: {
                 if (body_frames < 2)

@@ -52,6 +52,11 @@ typedef struct {
     }
 #define BYTES(text) ((pigato__bytes_t) S_TEXT (text))
 
+//  The drain notice, broker -> client: `C`, `4`, this word (a heartbeat
+//  with one more frame, which older peers ignore): the broker takes no
+//  new requests (docs/protocol.md, "Drain").
+#define PIGATO__DRAIN_NOTICE "draining"
+
 //  One decoded message. Fields a message type does not carry are
 //  {NULL, 0}. `present` tells an empty frame from a missing one.
 typedef struct {
@@ -61,7 +66,9 @@ typedef struct {
     pigato__bytes_t service;  //  REQUEST, READY
     pigato__bytes_t client;   //  client routing id (worker-side messages)
     pigato__bytes_t rid;      //  request id
-    pigato__bytes_t data;     //  body (REQUEST, REPLY, PARTIAL, REJECT reason)
+    pigato__bytes_t data;     //  body (REQUEST, REPLY, PARTIAL, REJECT
+                              //  reason; broker -> client HEARTBEAT: the
+                              //  frame after the type, a drain notice)
     pigato__bytes_t opts;     //  JSON opts (REQUEST, replies, W heartbeat)
     int status;               //  0 or -1 (replies)
     bool request_heartbeat;   //  C/W HEARTBEAT naming a rid

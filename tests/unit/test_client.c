@@ -1,7 +1,8 @@
 /*  test_client.c - pigato_client against a real ROUTER playing the broker
     (plain and CURVE): the exact frames the client sends, the callbacks it
     makes for what the broker answers, timeouts, request heartbeats,
-    reconnects, multi-broker spreading, blocking calls, zloop use, keys.
+    reconnects, multi-broker spreading, a broker's drain, blocking calls,
+    zloop use, keys.
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -688,6 +689,7 @@ test_requests_spread_over_brokers (void **state)
 typedef struct {
     fake_broker_t *brokers [2];
     bool answer [2];         //  answers heartbeats (counts as alive)
+    bool draining [2];       //  ... with the drain notice
     zlistx_t *requests [2];  //  C,2 messages received (zmsg_t *)
     zframe_t *sender [2];    //  client's latest routing id there
     pigato_client_t *client;
@@ -706,7 +708,10 @@ s_duo_read (duo_t *duo)
             duo->sender [which] = fake_sender (msg);
             if (fake_msg_is (msg, "C", "4", NULL)
                 || fake_msg_is (msg, "C", "4", PIGATO__NATIVE_OFFER, NULL)) {
-                if (duo->answer [which])
+                if (duo->answer [which] && duo->draining [which])
+                    fake_send (broker, duo->sender [which], "C", "4",
+                               PIGATO__DRAIN_NOTICE, NULL);
+                else if (duo->answer [which])
                     fake_send (broker, duo->sender [which], "C", "4", NULL);
                 zmsg_destroy (&msg);
             }
@@ -990,6 +995,150 @@ test_new_requests_avoid_a_silent_broker (void **state)
     assert_int_equal (zlistx_size (duo->requests [0]), 3);
     assert_int_equal (zlistx_size (duo->requests [1]), 9);
     s_duo_destroy (&duo);
+}
+
+//  A draining broker (its notice answers heartbeats) gets no new request
+//  while another is up; once it answers plainly again, it does.
+static void
+test_a_draining_broker_gets_no_new_requests (void **state)
+{
+    (void) state;
+    duo_t *duo = s_duo_new (100, 50);
+    duo->draining [0] = true;
+    s_duo_run (duo, 250);
+    recorder_t recorder = { .count = 0 };
+    for (int index = 0; index < 6; index++)
+        assert_int_equal (pigato_client_request (duo->client, "echo", "x", 1,
+                                                 NULL, s_record, &recorder,
+                                                 NULL),
+                          0);
+    s_duo_run (duo, 100);
+    assert_int_equal (zlistx_size (duo->requests [0]), 0);
+    assert_int_equal (zlistx_size (duo->requests [1]), 6);
+    duo->draining [0] = false;
+    s_duo_run (duo, 250);
+    for (int index = 0; index < 6; index++)
+        assert_int_equal (pigato_client_request (duo->client, "echo", "x", 1,
+                                                 NULL, s_record, &recorder,
+                                                 NULL),
+                          0);
+    s_duo_run (duo, 100);
+    assert_int_equal (zlistx_size (duo->requests [0]), 3);
+    assert_int_equal (zlistx_size (duo->requests [1]), 9);
+    assert_int_equal (recorder.count, 0);
+    s_duo_destroy (&duo);
+}
+
+//  What a draining broker gives back: E_DRAINING goes to the other
+//  broker at once, retry or not, with no callback; E_DRAIN_TIMEOUT goes
+//  there with a retry left (next attempt), else ends as an error reply.
+//  Before the broker's notice, both are ordinary error replies (a worker
+//  cannot pass for a draining broker).
+static void
+test_requests_a_draining_broker_gives_back_go_elsewhere (void **state)
+{
+    (void) state;
+    duo_t *duo = s_duo_new (100, 50);
+    recorder_t recorder = { .count = 0 };
+    char plain [3][PIGATO_RID_MAX + 1], retried [1][PIGATO_RID_MAX + 1];
+    s_duo_requests_on (duo, 0, NULL, 3, &recorder, plain);
+    s_duo_requests_on (duo, 0, "{\"retry\":1}", 1, &recorder, retried);
+    zlistx_purge (duo->requests [0]);
+    int finished = recorder.count;
+    zframe_t *to = duo->sender [0];
+    //  No notice yet: E_DRAINING is the reply
+    fake_send (duo->brokers [0], to, "C", "3", "", plain [0], "-1",
+               "\"E_DRAINING forged\"", "{}", NULL);
+    assert_true (s_duo_wait (duo, &recorder, plain [0], -1, 2000));
+    assert_int_equal (s_final_of (&recorder, plain [0])->status,
+                      PIGATO_E_REPLY);
+    assert_string_equal (s_final_of (&recorder, plain [0])->data,
+                         "E_DRAINING forged");
+    //  The notice, then the broker's answers
+    fake_send (duo->brokers [0], to, "C", "4", PIGATO__DRAIN_NOTICE, NULL);
+    fake_send (duo->brokers [0], to, "C", "3", "", plain [1], "-1",
+               "\"E_DRAINING the broker is draining\"", "{}", NULL);
+    fake_send (duo->brokers [0], to, "C", "3", "", plain [2], "-1",
+               "\"E_DRAIN_TIMEOUT the broker stopped\"", "{}", NULL);
+    fake_send (duo->brokers [0], to, "C", "3", "", retried [0], "-1",
+               "\"E_DRAIN_TIMEOUT the broker stopped\"", "{}", NULL);
+    assert_true (s_duo_wait (duo, &recorder, plain [1], 1, 2000));
+    assert_true (s_duo_wait (duo, &recorder, retried [0], 1, 2000));
+    assert_true (s_duo_wait (duo, &recorder, plain [2], -1, 2000));
+    event_t *event = s_final_of (&recorder, plain [2]);
+    assert_int_equal (event->status, PIGATO_E_REPLY);
+    assert_string_equal (event->data, "E_DRAIN_TIMEOUT the broker stopped");
+    assert_null (s_final_of (&recorder, plain [1]));
+    assert_int_equal (recorder.count, finished + 2);
+    //  The moved one is sent as it was; the abandoned one as attempt 2
+    zmsg_t *moved = NULL, *again = NULL;
+    for (zmsg_t *msg = (zmsg_t *) zlistx_first (duo->requests [1]); msg;
+         msg = (zmsg_t *) zlistx_next (duo->requests [1])) {
+        if (fake_frame_is (msg, 4, plain [1]))
+            moved = msg;
+        if (fake_frame_is (msg, 4, retried [0]))
+            again = msg;
+    }
+    assert_non_null (moved);
+    assert_non_null (again);
+    assert_true (fake_frame_is (moved, 6, "{}"));
+    char *opts = fake_frame_str (again, 6);
+    assert_non_null (strstr (opts, "\"attempt\":2"));
+    free (opts);
+    s_duo_destroy (&duo);
+}
+
+//  With its only broker draining, a request given back waits, and so does
+//  a new one, until a broker takes requests again (here: the same one
+//  answering plainly; in practice, its successor after a restart).
+static void
+test_a_lone_draining_broker_holds_requests_back (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    pigato_client_t *client = s_client_new (broker);
+    recorder_t recorder = { .count = 0 };
+    char first [PIGATO_RID_MAX + 1], second [PIGATO_RID_MAX + 1];
+    zmsg_t *msg = s_request (client, broker, "1", NULL, &recorder, first);
+    zframe_t *to = fake_sender (msg);
+    zmsg_destroy (&msg);
+    fake_send (broker, to, "C", "4", PIGATO__DRAIN_NOTICE, NULL);
+    fake_send (broker, to, "C", "3", "", first, "-1",
+               "\"E_DRAINING the broker is draining\"", "{}", NULL);
+    int64_t until = zclock_mono () + 100;
+    while (zclock_mono () < until)
+        pigato_client_wait (client, 10);
+    assert_int_equal (pigato_client_request (client, "echo", "2", 1, NULL,
+                                             s_record, &recorder, second),
+                      0);
+    //  Nothing comes while the broker answers heartbeats with its notice
+    until = zclock_mono () + 500;
+    while (zclock_mono () < until) {
+        pigato_client_wait (client, 10);
+        while ((msg = zmsg_recv (broker->router))) {
+            assert_false (fake_frame_is (msg, 2, "2"));
+            if (fake_msg_is (msg, "C", "4", NULL))
+                fake_send (broker, to, "C", "4", PIGATO__DRAIN_NOTICE, NULL);
+            zmsg_destroy (&msg);
+        }
+    }
+    assert_int_equal (recorder.count, 0);
+    assert_int_equal (pigato_client_pending (client), 2);
+    //  It takes requests again: both go
+    fake_send (broker, to, "C", "4", NULL);
+    int got = 0;
+    while ((msg = fake_recv (broker, s_pump, client, "C", "2", 1000))) {
+        assert_true (fake_frame_is (msg, 4, first)
+                     || fake_frame_is (msg, 4, second));
+        got++;
+        zmsg_destroy (&msg);
+        if (got == 2)
+            break;
+    }
+    assert_int_equal (got, 2);
+    zframe_destroy (&to);
+    pigato_client_destroy (&client);
+    fake_broker_destroy (&broker);
 }
 
 //  An echo broker in a thread, for blocking calls: answers requests with
@@ -1708,6 +1857,10 @@ main (void)
         cmocka_unit_test (test_failover_on_disconnect),
         cmocka_unit_test (test_reply_from_the_wrong_link_is_dropped),
         cmocka_unit_test (test_new_requests_avoid_a_silent_broker),
+        cmocka_unit_test (test_a_draining_broker_gets_no_new_requests),
+        cmocka_unit_test (
+            test_requests_a_draining_broker_gives_back_go_elsewhere),
+        cmocka_unit_test (test_a_lone_draining_broker_holds_requests_back),
         cmocka_unit_test (test_blocking_call),
         cmocka_unit_test (test_attached_to_zloop),
         cmocka_unit_test (test_zloop_reads_a_reply_whose_signal_a_send_took),

@@ -207,6 +207,22 @@ test_broker_side_messages_decode_for_peers (void **state)
     assert_int_equal (pigato__decode_from_broker (msg, &in), 0);
     assert_true (in.request_heartbeat);
     zmsg_destroy (&msg);
+
+    //  A client heartbeat, plain or with the drain notice (and whatever a
+    //  later broker may add after it): the notice is its data
+    msg = s_msg ("C", "4", NULL);
+    assert_int_equal (pigato__decode_from_broker (msg, &in), 0);
+    assert_int_equal (in.type, PIGATO__HEARTBEAT);
+    assert_int_equal (in.data.size, 0);
+    zmsg_destroy (&msg);
+    msg = s_msg ("C", "4", PIGATO__DRAIN_NOTICE, NULL);
+    assert_int_equal (pigato__decode_from_broker (msg, &in), 0);
+    assert_true (s_eq (in.data, PIGATO__DRAIN_NOTICE));
+    zmsg_destroy (&msg);
+    msg = s_msg ("C", "4", PIGATO__DRAIN_NOTICE, "more", NULL);
+    assert_int_equal (pigato__decode_from_broker (msg, &in), 0);
+    assert_true (s_eq (in.data, PIGATO__DRAIN_NOTICE));
+    zmsg_destroy (&msg);
 }
 
 static void

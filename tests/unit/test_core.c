@@ -4,7 +4,8 @@
     recording send interface. Dispatch order, load and rand modes,
     concurrency limits, reject to another worker, retry on worker loss,
     expiry, targeting, wildcard and version resolution, the reply cache,
-    $dir and MMI (what each caller may see, their bound and quota).
+    $dir and MMI (what each caller may see, their bound and quota), a
+    drain (what is refused, told, handed back, served and abandoned).
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,7 +24,8 @@ typedef enum {
     EV_HEARTBEAT,
     EV_REPLY,
     EV_ERROR,
-    EV_CONTROL
+    EV_CONTROL,
+    EV_NOTICE
 } kind_t;
 
 typedef struct {
@@ -137,11 +139,22 @@ s_on_control (void *arg, const pigato__bytes_t *worker,
     event->framing = framing;
 }
 
+static void
+s_on_notice (void *arg, const pigato__caller_t *to)
+{
+    (void) arg;
+    event_t *event = s_record (EV_NOTICE);
+    s_text (event->to, sizeof event->to, &to->client);
+    event->fd = to->conn.fd;
+    event->framing = to->framing;
+}
+
 static const pigato__emit_t recorder = { .request = s_on_request,
                                          .request_heartbeat = s_on_heartbeat,
                                          .reply = s_on_reply,
                                          .error = s_on_error,
-                                         .control = s_on_control };
+                                         .control = s_on_control,
+                                         .notice = s_on_notice };
 
 //  --------------------------------------------------------------------------
 //  Driving the core as a front-end would
@@ -215,6 +228,27 @@ s_submit_as (pigato__core_t *core, const char *identity, const char *client,
                                 .body = s_bytes (body),
                                 .opts = opts ? &opts_bytes : NULL,
                                 .identity = identity };
+    char scratch [700];
+    return pigato__core_submit (core, &submit, error ? error : scratch, 700);
+}
+
+//  A request in a given framing (s_submit_as's are 0.0.46), from alice
+//  on fd; 0 or the status, with the reply text in error.
+static int
+s_submit_framed (pigato__core_t *core, pigato__framing_t framing,
+                 const char *client, const char *rid, const char *service,
+                 const char *opts, int fd, char *error)
+{
+    pigato__bytes_t opts_bytes = s_bytes (opts);
+    pigato__submit_t submit = { .caller = { .framing = framing,
+                                            .client = s_bytes (client),
+                                            .conn = s_conn (fd),
+                                            .rid = s_bytes (rid),
+                                            .service = s_bytes (service) },
+                                .name = service,
+                                .body = s_bytes ("x"),
+                                .opts = opts ? &opts_bytes : NULL,
+                                .identity = "alice" };
     char scratch [700];
     return pigato__core_submit (core, &submit, error ? error : scratch, 700);
 }
@@ -793,6 +827,124 @@ test_submit_refuses_what_it_cannot_take (void **state)
         s_submit_full (core, "c1", "r2", "echo", "x", NULL, 100, error), 0);
     assert_string_equal (error, "");
     assert_int_equal (pigato__table_size (core->requests), 1);
+    pigato__core_destroy (&core);
+}
+
+//  A drain: new requests are refused (E_DRAINING, counted), the clients
+//  of what is held are told once each (not MDP ones), what a libpigato
+//  client can send elsewhere and no worker saw comes back; the rest
+//  (at a worker, 0.0.46 and MDP clients', one naming its worker) stays
+//  and is served, and what is left at the end is abandoned.
+static void
+test_a_drain_refuses_tells_hands_back_and_serves (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *worker = s_add_worker (core, "w1", "echo", 1);
+    pigato__core_worker_concurrency (core, worker, 1);
+    char error [700];
+    //  n1 (native) has one at the worker and two queued; o1 (0.0.46),
+    //  m1 (MDP) one queued each; n2 (native) one naming the worker
+    pigato__framing_t native = PIGATO__FRAMING_NATIVE;
+    assert_int_equal (
+        s_submit_framed (core, native, "n1", "a", "echo", NULL, 10, error), 0);
+    assert_int_equal (
+        s_submit_framed (core, native, "n1", "b", "echo", NULL, 10, error), 0);
+    assert_int_equal (
+        s_submit_framed (core, native, "n1", "c", "echo", NULL, 10, error), 0);
+    assert_int_equal (s_submit_framed (core, PIGATO__FRAMING_046, "o1", "d",
+                                       "echo", NULL, 11, error),
+                      0);
+    assert_int_equal (s_submit_framed (core, PIGATO__FRAMING_MDP, "m1", "",
+                                       "echo", NULL, 12, error),
+                      0);
+    assert_int_equal (s_submit_framed (core, native, "n2", "e", "echo",
+                                       "{\"workerId\":\"w1\"}", 13, error),
+                      0);
+    event_t *got [8];
+    assert_int_equal (s_events (EV_REQUEST, 0, got, 8), 1);
+    size_t mark = event_count;
+    assert_int_equal (pigato__core_drain (core), 2);
+    assert_true (core->draining);
+    //  Told: n1 once for its three, o1, n2; not m1 (MDP has no notice)
+    assert_int_equal (s_events (EV_NOTICE, mark, got, 8), 3);
+    for (int index = 0; index < 3; index++)
+        assert_string_not_equal (got [index]->to, "m1");
+    //  Back: n1's queued b and c, after its notice
+    assert_int_equal (s_events (EV_ERROR, mark, got, 8), 2);
+    for (int index = 0; index < 2; index++) {
+        assert_string_equal (got [index]->to, "n1");
+        assert_string_equal (got [index]->body, PIGATO__E_DRAINING);
+    }
+    //  (in no particular order)
+    assert_true ((streq (got [0]->rid, "b") && streq (got [1]->rid, "c"))
+                 || (streq (got [0]->rid, "c") && streq (got [1]->rid, "b")));
+    assert_int_equal (events [mark].kind, EV_NOTICE);
+    assert_int_equal (pigato__table_size (core->requests), 4);
+    assert_int_equal (core->counters.failed, 0);
+    //  A new request, in any framing: refused, counted, nothing held
+    assert_int_equal (s_submit_framed (core, native, "n3", "f", "echo", NULL,
+                                       14, error),
+                      PIGATO_E_CLOSED);
+    assert_string_equal (error, PIGATO__E_DRAINING);
+    assert_int_equal (s_submit_framed (core, PIGATO__FRAMING_MDP, "m2", "",
+                                       "echo", NULL, 15, error),
+                      PIGATO_E_CLOSED);
+    assert_int_equal (core->drain_refused, 2);
+    assert_int_equal (pigato__table_size (core->requests), 4);
+    //  What stayed is served in turn: the worker's reply frees its room
+    mark = event_count;
+    assert_true (
+        s_reply_on (core, worker, "n1", 10, "a", PIGATO__REPLY, "ok", ""));
+    assert_int_equal (s_events (EV_REPLY, mark, got, 8), 1);
+    assert_int_equal (s_events (EV_REQUEST, mark, got, 8), 1);
+    assert_int_equal (pigato__table_size (core->requests), 3);
+    //  At the timeout, the three left end with the text given
+    mark = event_count;
+    assert_int_equal (pigato__core_drain_abandon (core, "E_DRAIN_TIMEOUT x"),
+                      3);
+    assert_int_equal (s_events (EV_ERROR, mark, got, 8), 3);
+    for (int index = 0; index < 3; index++)
+        assert_string_equal (got [index]->body, "E_DRAIN_TIMEOUT x");
+    assert_int_equal (pigato__table_size (core->requests), 0);
+    //  ... and the worker is free, with nothing more handed to it
+    assert_int_equal (worker->in_flight, 0);
+    assert_int_equal (s_events (EV_REQUEST, mark, got, 8), 0);
+    pigato__core_destroy (&core);
+}
+
+//  A worker that announces concurrency 0 (a draining libpigato worker)
+//  gets no new request, finishes the one it holds, and leaves without
+//  failing anything: what waited went to another worker.
+static void
+test_a_worker_without_room_gets_nothing_new (void **state)
+{
+    (void) state;
+    pigato__core_t *core = s_core ();
+    pigato__worker_t *draining = s_add_worker (core, "w1", "echo", 1);
+    s_submit (core, "c1", "r1", "echo", "x", "{\"retry\":2}");
+    pigato__core_worker_concurrency (core, draining, 0);
+    s_submit (core, "c1", "r2", "echo", "x", "{\"retry\":2}");
+    event_t *got [8];
+    assert_int_equal (s_events (EV_REQUEST, 0, got, 8), 1);
+    assert_string_equal (got [0]->rid, "r1");
+    //  Another worker takes what waits
+    size_t mark = event_count;
+    s_add_worker (core, "w2", "echo", 2);
+    assert_int_equal (s_events (EV_REQUEST, mark, got, 8), 1);
+    assert_string_equal (got [0]->to, "w2");
+    assert_string_equal (got [0]->rid, "r2");
+    //  The draining one finishes r1; r3 does not go to it
+    mark = event_count;
+    assert_true (s_reply (core, draining, "c1", "r1", PIGATO__REPLY, "ok", ""));
+    s_submit (core, "c1", "r3", "echo", "x", NULL);
+    assert_int_equal (s_events (EV_REQUEST, mark, got, 8), 1);
+    assert_string_equal (got [0]->to, "w2");
+    //  Its DISCONNECT fails and retries nothing
+    pigato__core_worker_remove (core, draining, "disconnect", false);
+    assert_int_equal (core->counters.failed, 0);
+    assert_int_equal (core->counters.retries, 0);
+    assert_int_equal (core->counters.replies, 1);
     pigato__core_destroy (&core);
 }
 
@@ -1643,6 +1795,8 @@ main (void)
         cmocka_unit_test (test_wildcards_and_versions_resolve),
         cmocka_unit_test (test_cached_replies_answer_without_a_worker),
         cmocka_unit_test (test_submit_refuses_what_it_cannot_take),
+        cmocka_unit_test (test_a_drain_refuses_tells_hands_back_and_serves),
+        cmocka_unit_test (test_a_worker_without_room_gets_nothing_new),
         cmocka_unit_test (
             test_internal_services_answer_the_same_for_every_framing),
         cmocka_unit_test (test_dir_and_mmi_show_only_what_the_caller_may_call),

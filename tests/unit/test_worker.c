@@ -1,7 +1,8 @@
 /*  test_worker.c - pigato_worker and pigato_reply against a real ROUTER
     playing the broker (plain and CURVE): READY and heartbeats, the exact
     reply frames, request heartbeats and reply_active (), reconnects with
-    a fresh routing id, DISCONNECT on stop, replies outliving their worker.
+    a fresh routing id, DISCONNECT on stop, replies outliving their worker,
+    a drain (no room, late requests rejected, DISCONNECT once done).
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -529,6 +530,169 @@ test_stop_sends_disconnect (void **state)
     assert_true (fake_msg_is (msg, "W", "5", NULL));
     assert_true (zframe_eq (id, zmsg_first (msg)));
     zmsg_destroy (&msg);
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+//  What a worker sent a fake broker while it was pumped (s_watch).
+typedef struct {
+    int no_room;         //  heartbeats with concurrency 0
+    int rejects;         //  W, 7
+    int disconnects;     //  W, 5
+    int replies;         //  W, 3
+    char last_rid [16];  //  the rid of the last W, 3
+} seen_t;
+
+//  Pumps the worker for ms, counting what it sends; its heartbeats are
+//  answered (as pigato-broker does) when answer is set.
+static void
+s_watch (fake_broker_t *broker, pigato_worker_t *worker, zframe_t *id, int ms,
+         bool answer, seen_t *seen)
+{
+    int64_t until = zclock_mono () + ms;
+    while (zclock_mono () < until) {
+        pigato_worker_wait (worker, 5);
+        zmsg_t *msg;
+        while ((msg = zmsg_recv (broker->router))) {
+            if (fake_frame_is (msg, 2, "4")) {
+                if (fake_frame_is (msg, 4, "{\"concurrency\":0}"))
+                    seen->no_room++;
+                if (answer)
+                    fake_send (broker, id, "W", "4", NULL);
+            }
+            else if (fake_frame_is (msg, 2, "7"))
+                seen->rejects++;
+            else if (fake_frame_is (msg, 2, "5"))
+                seen->disconnects++;
+            else if (fake_frame_is (msg, 2, "3")) {
+                seen->replies++;
+                char *rid = fake_frame_str (msg, 5);
+                snprintf (seen->last_rid, sizeof seen->last_rid, "%s", rid);
+                free (rid);
+            }
+            zmsg_destroy (&msg);
+        }
+    }
+}
+
+//  Drain: a heartbeat with no room at once; a request that still comes
+//  goes back as a reject, unseen by the handler; the held requests
+//  finish; after the last one, DISCONNECT and run () returns 0.
+static void
+test_drain_finishes_what_it_holds_then_leaves (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_KEEP };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_ready (broker, worker);
+    s_send_request (broker, id, "r1", "1", NULL);
+    s_send_request (broker, id, "r2", "2", NULL);
+    int64_t deadline = zclock_mono () + 2000;
+    while (handler.requests < 2 && zclock_mono () < deadline)
+        pigato_worker_wait (worker, 10);
+    assert_int_equal (pigato_worker_pending (worker), 2);
+    assert_int_equal (pigato_worker_drain (worker, -1), 0);
+    zmsg_t *msg = fake_recv (broker, s_pump, worker, "W", "4", 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "W", "4", "", "{\"concurrency\":0}", NULL));
+    zmsg_destroy (&msg);
+    s_send_request (broker, id, "r3", "3", NULL);
+    msg = fake_recv (broker, s_pump, worker, "W", "7", 2000);
+    assert_non_null (msg);
+    assert_true (fake_frame_is (msg, 5, "r3"));
+    char *reason = fake_frame_str (msg, 7);
+    assert_non_null (strstr (reason, "E_DRAINING"));
+    free (reason);
+    zmsg_destroy (&msg);
+    assert_int_equal (handler.requests, 2);
+    //  Heartbeats go on saying no room; one reply ended: still there
+    assert_int_equal (pigato_reply_end (handler.held [0], "a", 1), 0);
+    pigato_reply_destroy (&handler.held [0]);
+    msg = fake_recv (broker, s_pump, worker, "W", "3", 2000);
+    assert_non_null (msg);
+    assert_true (fake_frame_is (msg, 5, "r1"));
+    zmsg_destroy (&msg);
+    msg = fake_recv (broker, s_pump, worker, "W", "4", 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "W", "4", "", "{\"concurrency\":0}", NULL));
+    zmsg_destroy (&msg);
+    assert_int_equal (pigato_worker_wait (worker, 10), 0);
+    //  The last one: its reply, then DISCONNECT (this broker left some
+    //  heartbeats unanswered: after one liveness period, 300 ms; the
+    //  answers are test_drain_waits_for_the_broker_to_hear's)
+    assert_int_equal (pigato_reply_end (handler.held [1], "b", 1), 0);
+    pigato_reply_destroy (&handler.held [1]);
+    assert_int_equal (pigato_worker_pending (worker), 0);
+    seen_t seen = { 0 };
+    s_watch (broker, worker, id, 400, true, &seen);
+    assert_int_equal (seen.replies, 1);
+    assert_string_equal (seen.last_rid, "r2");
+    assert_int_equal (seen.disconnects, 1);
+    assert_int_equal (pigato_worker_run (worker), 0);
+    assert_int_equal (pigato_worker_drain (worker, -1), PIGATO_E_CLOSED);
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+//  With nothing held, a drain leaves once the broker answered the
+//  heartbeat that said no room: a request the broker sent before it heard
+//  arrives first, and goes back (a reject) rather than being lost.
+static void
+test_drain_waits_for_the_broker_to_hear (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_KEEP };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_ready (broker, worker);
+    fake_send (broker, id, "W", "4", NULL);  //  the greeting's heartbeat
+    seen_t seen = { 0 };
+    s_watch (broker, worker, id, 150, true, &seen);
+    assert_int_equal (pigato_worker_drain (worker, -1), 0);
+    s_send_request (broker, id, "r0", "0", NULL);
+    s_watch (broker, worker, id, 150, false, &seen);
+    assert_true (seen.no_room >= 1);
+    assert_int_equal (seen.rejects, 1);
+    assert_int_equal (seen.disconnects, 0);
+    assert_int_equal (handler.requests, 0);
+    s_watch (broker, worker, id, 150, true, &seen);
+    assert_int_equal (seen.disconnects, 1);
+    assert_int_equal (pigato_worker_wait (worker, 10), PIGATO_E_CLOSED);
+    assert_int_equal (pigato_worker_run (worker), 0);
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+//  A drain past its timeout leaves anyway, and what the worker still held
+//  can no longer be answered.
+static void
+test_drain_leaves_at_its_timeout (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_KEEP };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    pigato_worker_set_heartbeat (worker, 100, 20);  //  no liveness loss
+    zframe_t *id = s_ready (broker, worker);
+    s_send_request (broker, id, "r1", "1", NULL);
+    int64_t deadline = zclock_mono () + 2000;
+    while (handler.requests < 1 && zclock_mono () < deadline)
+        pigato_worker_wait (worker, 10);
+    assert_int_equal (handler.requests, 1);
+    int64_t start = zclock_mono ();
+    assert_int_equal (pigato_worker_drain (worker, 200), 0);
+    assert_int_equal (pigato_worker_run (worker), 0);
+    assert_true (zclock_mono () - start >= 190);
+    zmsg_t *msg = fake_recv (broker, NULL, NULL, "W", "5", 2000);
+    assert_non_null (msg);
+    zmsg_destroy (&msg);
+    assert_int_equal (pigato_reply_end (handler.held [0], "late", 4),
+                      PIGATO_E_CLOSED);
+    pigato_reply_destroy (&handler.held [0]);
     zframe_destroy (&id);
     pigato_worker_destroy (&worker);
     fake_broker_destroy (&broker);
@@ -1211,6 +1375,9 @@ main (void)
         cmocka_unit_test (test_broker_disconnect_means_fresh_id),
         cmocka_unit_test (test_not_ready_means_greet_again),
         cmocka_unit_test (test_stop_sends_disconnect),
+        cmocka_unit_test (test_drain_finishes_what_it_holds_then_leaves),
+        cmocka_unit_test (test_drain_waits_for_the_broker_to_hear),
+        cmocka_unit_test (test_drain_leaves_at_its_timeout),
         cmocka_unit_test (test_replies_outlive_their_worker),
         cmocka_unit_test (test_replies_over_the_limit_become_errors),
         cmocka_unit_test (test_malformed_broker_messages_are_dropped),
