@@ -377,6 +377,41 @@ class ProtocolTest(TitanicCase):
             w.reply(req, '"ok"')
         self.assertEqual(got, set(pending))
 
+    def test_a_drain_keeps_stored_requests_for_the_next_start(self):
+        # SIGTERM drains: a stored request a worker holds finishes and its
+        # reply is stored; those queued for a service nobody serves stay
+        # in the store (not ended with E_DRAINING) for the next start
+        self.store_broker()
+        port = self.broker.port
+        c = self.client()
+        queued = [self.submit_ok(c, "later", '"q%d"' % i) for i in range(3)]
+        w = self.ready_worker("now")
+        held = self.submit_ok(c, "now", '"h"')
+        req = w.next_request(5)
+        self.assertIsNotNone(req, self.broker.tail())
+        mark = self.broker.mark()
+        self.broker.send_signal(signal.SIGTERM)
+        self.assertIsNotNone(self.wait_log(r"event=drain_started", 5, since=mark),
+                             self.broker.tail())
+        w.reply(req, '"finished"')
+        self.assertEqual(self.broker.wait(secs(15)), 0, self.broker.tail())
+        self.assertIsNone(re.search(r"titanic_\w+ .*E_DRAINING",
+                                    self.broker.text()), self.broker.tail())
+        w.close()
+        c.close()
+        self.store_broker(port=port)
+        m = self.wait_log(r"event=titanic_recovered .*pending=(\d+) replied=(\d+)", 5)
+        self.assertEqual((m.group(1), m.group(2)), ("3", "1"), self.broker.tail())
+        c = self.client()
+        self.assertEqual(self.fetch(c, held).data, b'"finished"')
+        w = self.ready_worker("later")
+        for _ in range(3):
+            req = w.next_request(5)
+            self.assertIsNotNone(req, self.broker.tail())
+            w.reply(req, '"ok"')
+        for ident in queued:
+            self.assertEqual(self.wait_reply(c, ident).data, b'"ok"')
+
     def test_titanic_names_are_the_brokers_only_with_a_store(self):
         self.store_broker()
         w = self.worker()
