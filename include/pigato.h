@@ -405,10 +405,31 @@ PIGATO_EXPORT void
 PIGATO_EXPORT int
     pigato_worker_set_framing (pigato_worker_t *self, const char *framing);
 
-//  Most requests in flight at once (default 100; -1 = unlimited);
-//  announced to brokers in heartbeats.
+//  Most requests in flight at once (default PIGATO_CONCURRENCY, 100; any
+//  negative value = unlimited), announced to brokers in heartbeats and
+//  enforced by the worker itself, for all its brokers together: a request
+//  is in flight from the handler's call until it is ended (end, error,
+//  reject) or its reply destroyed. A request that arrives while the
+//  handler has that many (a broker that ignores the announcement, or
+//  several brokers each giving their share, or a limit lowered below
+//  what is in flight) never reaches the handler: it is rejected back to
+//  its broker (reason "E_WORKER_REFUSED over_concurrency"), which gives
+//  it to another worker, counted (pigato_worker_over_concurrency ()) and
+//  logged (event=worker_over_concurrency, at most 20 lines a second, then
+//  event=worker_over_concurrency_suppressed count=N).
 PIGATO_EXPORT void
     pigato_worker_set_concurrency (pigato_worker_t *self, int concurrency);
+
+//  Requests in flight now: handed to the handler and not yet ended or
+//  destroyed, over all brokers (replies of a lost connection included
+//  until the application ends them).
+PIGATO_EXPORT size_t
+    pigato_worker_in_flight (pigato_worker_t *self);
+
+//  Requests refused since the worker was created because the handler had
+//  its concurrency in flight already (see pigato_worker_set_concurrency).
+PIGATO_EXPORT uint64_t
+    pigato_worker_over_concurrency (pigato_worker_t *self);
 
 //  Connects to a broker and announces the service (READY). May be called
 //  for several brokers: the worker serves through all of them at once,

@@ -50,25 +50,29 @@ struct _pigato_reply_t {
     int64_t last_activity;          //  arrival or last partial sent
     int64_t timeout;                //  request timeout, -1 never
     bool ended;                     //  end, error or reject called
+    bool counted;                   //  in worker->in_flight
     char storage [];                //  client, service and key: one allocation
 };
 
 struct _pigato_worker_t {
-    char *service;                //  service offered
-    pigato_request_fn *handler;   //  request handler
-    void *arg;                    //  its argument
-    pigato__settings_t settings;  //  keys, heartbeat, framing (setters)
-    int concurrency;              //  announced in heartbeats
-    pigato__links_t *links;       //  broker links
-    pigato__table_t *replies;     //  key -> pigato_reply_t, not yet ended
-    int64_t next_heartbeat;       //  next tick, 0 before the first connect
-    bool stopped;                 //  stop () or destroy () called
-    int refusal;                  //  last refusal since READY was taken, or 0
-    bool refusal_new;             //  wait () is to report it
-    bool progress;                //  a message was handled this round
-    zloop_t *loop;                //  attached zloop, or NULL
-    int loop_timer;               //  its timer id
-    char err [256];               //  last error message
+    char *service;                 //  service offered
+    pigato_request_fn *handler;    //  request handler
+    void *arg;                     //  its argument
+    pigato__settings_t settings;   //  keys, heartbeat, framing (setters)
+    int concurrency;               //  announced in heartbeats, enforced
+    size_t in_flight;              //  handed to the handler, not yet ended
+    uint64_t over_concurrency;     //  requests refused: in_flight was full
+    pigato__ratelimit_t over_log;  //  their log lines
+    pigato__links_t *links;        //  broker links
+    pigato__table_t *replies;      //  key -> pigato_reply_t, not yet ended
+    int64_t next_heartbeat;        //  next tick, 0 before the first connect
+    bool stopped;                  //  stop () or destroy () called
+    int refusal;                   //  last refusal since READY was taken, or 0
+    bool refusal_new;              //  wait () is to report it
+    bool progress;                 //  a message was handled this round
+    zloop_t *loop;                 //  attached zloop, or NULL
+    int loop_timer;                //  its timer id
+    char err [256];                //  last error message
 };
 
 //  --------------------------------------------------------------------------
@@ -140,12 +144,25 @@ s_reply_untrack (pigato_reply_t *reply)
 }
 
 //  --------------------------------------------------------------------------
+//  A reply ended, or left its worker: its slot of the worker's
+//  concurrency is free (no-op if it held none).
+
+static void
+s_reply_release (pigato_reply_t *reply)
+{
+    if (reply->counted && reply->worker)
+        reply->worker->in_flight--;
+    reply->counted = false;
+}
+
+//  --------------------------------------------------------------------------
 //  Cuts a reply off its worker: it goes inactive and writes fail.
 
 static void
 s_reply_detach (pigato_reply_t *reply)
 {
     s_reply_untrack (reply);
+    s_reply_release (reply);
     reply->worker = NULL;
     reply->link = NULL;
 }
@@ -300,6 +317,8 @@ s_timers_run (pigato_worker_t *self)
     if (self->stopped || !self->next_heartbeat || now < self->next_heartbeat)
         return;
     self->next_heartbeat = now + self->settings.interval_ms;
+    pigato__ratelimit_flush (&self->over_log, "worker_over_concurrency",
+                             PIGATO_LOG_WARNING);
     int64_t dead_after = (int64_t) self->settings.interval_ms
                        * self->settings.liveness;
     for (size_t index = 0; index < pigato__links_size (self->links); index++) {
@@ -357,8 +376,8 @@ s_request_opts (const pigato__msg_t *message, int64_t *timeout_p)
 //  A request this worker cannot take (no memory, a service name with a
 //  NUL byte) goes back to the broker as a reject, never silently dropped:
 //  the broker frees the slot it holds here and tries another worker.
-static void
-s_request_refuse (pigato__link_t *link, const pigato__msg_t *message,
+static int
+s_request_reject (pigato__link_t *link, const pigato__msg_t *message,
                   const char *reason)
 {
     char json [96];
@@ -368,10 +387,43 @@ s_request_refuse (pigato__link_t *link, const pigato__msg_t *message,
                              .client = message->client,
                              .rid = message->rid,
                              .data = S_TEXT (json) };
-    int rc = pigato__link_send (link, &reject);
+    return pigato__link_send (link, &reject);
+}
+
+static void
+s_request_refuse (pigato__link_t *link, const pigato__msg_t *message,
+                  const char *reason)
+{
+    int rc = s_request_reject (link, message, reason);
     pigato__log (PIGATO_LOG_WARNING,
                  "event=worker_refuse endpoint=%s reason=%s sent=%s",
                  link->endpoint, reason, rc == 0 ? "yes" : "no");
+}
+
+//  A request beyond the announced concurrency (a broker that ignores it,
+//  or several brokers each giving their share) never reaches the
+//  handler: the concurrency is the worker's promise to its application.
+//  It goes back as a reject, so the broker gives it to another worker;
+//  counted, and logged at most 20 lines a second (then a count).
+static void
+s_request_over_limit (pigato_worker_t *self, pigato__link_t *link,
+                      const pigato__msg_t *message)
+{
+    self->over_concurrency++;
+    int rc = s_request_reject (link, message, "over_concurrency");
+    if (pigato__ratelimit_allow_at (&self->over_log, "worker_over_concurrency",
+                                    PIGATO_LOG_WARNING)) {
+        char rid_text [80];
+        pigato__log (PIGATO_LOG_WARNING,
+                     "event=worker_over_concurrency endpoint=%s service=%s "
+                     "rid=%s in_flight=%zu concurrency=%d refused=%" PRIu64
+                     " sent=%s",
+                     link->endpoint, self->service,
+                     pigato__printable (message->rid.data, message->rid.size,
+                                        rid_text, sizeof rid_text),
+                     self->in_flight, self->concurrency, self->over_concurrency,
+                     rc == 0 ? "yes" : "no");
+    }
 }
 
 //  A request from a broker: make a tracked reply (one allocation with its
@@ -381,6 +433,11 @@ static void
 s_request_handle (pigato_worker_t *self, pigato__link_t *link,
                   const pigato__msg_t *message)
 {
+    if (self->concurrency >= 0
+        && self->in_flight >= (size_t) self->concurrency) {
+        s_request_over_limit (self, link, message);
+        return;
+    }
     //  The rid is bytes (a broker makes MDP clients' rids, starting with
     //  0x00); the service is a name, shown as text to the handler
     if (memchr (message->service.data, 0, message->service.size)) {
@@ -436,7 +493,16 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
         s_reply_detach (older);
         rc = pigato__table_insert (self->replies, key.hash, &view, reply);
     }
-    reply->tracked = rc == 0;
+    if (rc != 0) {
+        //  Untracked, it could not be detached when the worker goes
+        reply->worker = NULL;
+        pigato_reply_destroy (&reply);
+        s_request_refuse (link, message, "out_of_memory");
+        return;
+    }
+    reply->tracked = true;
+    reply->counted = true;
+    self->in_flight++;
 
     char rid_text [80], service_text [80];
     pigato__log (PIGATO_LOG_DEBUG,
@@ -642,12 +708,25 @@ pigato_worker_set_framing (pigato_worker_t *self, const char *framing)
     return pigato__settings_set_framing (s_settings (self), framing);
 }
 
-//  Concurrency announced in heartbeats; any negative value means -1.
+//  Concurrency announced in heartbeats and enforced (s_request_handle);
+//  any negative value means -1, unlimited.
 PIGATO_EXPORT void
 pigato_worker_set_concurrency (pigato_worker_t *self, int concurrency)
 {
     if (self)
         self->concurrency = concurrency < 0 ? -1 : concurrency;
+}
+
+PIGATO_EXPORT size_t
+pigato_worker_in_flight (pigato_worker_t *self)
+{
+    return self ? self->in_flight : 0;
+}
+
+PIGATO_EXPORT uint64_t
+pigato_worker_over_concurrency (pigato_worker_t *self)
+{
+    return self ? self->over_concurrency : 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -860,6 +939,7 @@ s_reply_finish (pigato_reply_t *self, int type, int status, const void *data,
 {
     self->ended = true;
     s_reply_untrack (self);
+    s_reply_release (self);
     return s_reply_send (self, type, status, data, size);
 }
 
