@@ -184,16 +184,19 @@ typedef struct _pigato_client_t pigato_client_t;
 //    PIGATO_OK            data = the reply;
 //    PIGATO_E_REPLY       an error reply, from the service or from the broker
 //                         (the wire does not tell them apart); data = the
-//                         error text, JSON-decoded when it is a JSON string.
+//                         error text, JSON-decoded when it is a JSON string
+//                         (size is its decoded length: it may hold NUL
+//                         bytes, "\u0000", even as its first byte).
 //                         Broker errors start with a code: E_ACCESS_DENIED,
 //                         E_REJECTED, E_WORKER_LOST, E_INVALID_OPTS,
 //                         E_OVERLOADED, E_QUOTA; libpigato workers send
 //                         E_TOO_LARGE for a reply over PIGATO_BODY_MAX;
 //    PIGATO_E_TIMEOUT     no reply for `timeout` ms; data = "C_TIMEOUT";
 //    PIGATO_E_NOTCONNECTED the broker holding the request went away (its
-//                         connection dropped, or it was silent for
-//                         heartbeat x liveness) and the request had no
-//                         retry left; data = "E_BROKER_LOST".
+//                         connection dropped: seen at once, under a zloop
+//                         too; or it was silent for heartbeat x liveness)
+//                         and the request had no retry left; data =
+//                         "E_BROKER_LOST".
 //  data is borrowed and valid only during the call. A callback must not
 //  destroy its client.
 typedef void (pigato_reply_fn) (pigato_client_t *client, const char *rid,
