@@ -419,13 +419,21 @@ PIGATO_EXPORT int
 //  its broker (reason "E_WORKER_REFUSED over_concurrency"), which gives
 //  it to another worker, counted (pigato_worker_over_concurrency ()) and
 //  logged (event=worker_over_concurrency, at most 20 lines a second, then
-//  event=worker_over_concurrency_suppressed count=N).
+//  event=worker_over_concurrency_suppressed count=N). One exception: while
+//  the handler holds requests their brokers have forgotten
+//  (pigato_reply_active () false: timed out, their client or connection
+//  gone), a broker gave their slots away in good faith; a request that
+//  comes over the limit then waits in the worker (at most one for each
+//  such request, never in the handler) and reaches the handler when a
+//  slot frees, unless its own broker forgets it first (then it is
+//  dropped). A reject would leave it with no worker when this is the
+//  only one.
 PIGATO_EXPORT void
     pigato_worker_set_concurrency (pigato_worker_t *self, int concurrency);
 
 //  Requests in flight now: handed to the handler and not yet ended or
-//  destroyed, over all brokers (replies of a lost connection included
-//  until the application ends them).
+//  destroyed, over all brokers (replies of a lost connection, or timed
+//  out, included until the application ends them).
 PIGATO_EXPORT size_t
     pigato_worker_in_flight (pigato_worker_t *self);
 

@@ -590,6 +590,9 @@ test_concurrency_is_enforced (void **state)
     handler_t handler = { .mode = HANDLE_KEEP };
     pigato_worker_t *worker = s_worker_new (broker, &handler);
     zframe_t *id = s_ready (broker, worker);
+    //  Held requests stay active (no request heartbeats come) for 3 s:
+    //  none is forgotten by its broker, so nothing waits (see below)
+    pigato_worker_set_heartbeat (worker, 1000, 3);
     pigato_worker_set_concurrency (worker, 2);
     assert_int_equal (pigato_worker_in_flight (worker), 0);
     const char *rids [] = { "r1", "r2", "r3", "r4", "r5" };
@@ -665,6 +668,7 @@ test_concurrency_is_per_worker_not_per_broker (void **state)
     assert_int_equal (pigato_worker_connect (worker, second->endpoint), 0);
     zframe_t *first_id = s_ready (first, worker);
     zframe_t *second_id = s_ready (second, worker);
+    pigato_worker_set_heartbeat (worker, 1000, 3);
     pigato_worker_set_concurrency (worker, 2);
     s_send_request (first, first_id, "a1", "1", NULL);
     s_send_request (second, second_id, "b1", "1", NULL);
@@ -690,6 +694,90 @@ test_concurrency_is_per_worker_not_per_broker (void **state)
     pigato_worker_destroy (&worker);
     fake_broker_destroy (&first);
     fake_broker_destroy (&second);
+}
+
+//  Pumps the worker for ms.
+static void
+s_pump_for (pigato_worker_t *worker, int ms)
+{
+    int64_t until = zclock_mono () + ms;
+    while (zclock_mono () < until)
+        pigato_worker_wait (worker, 5);
+}
+
+//  A broker that timed a request out gave its slot to the next one while
+//  the handler still holds the old one: the next waits in the worker (not
+//  in the handler, not rejected: it would go nowhere with one worker)
+//  and takes the slot when the old one ends; one for each forgotten
+//  request at most, and dropped if its own broker forgets it meanwhile.
+static void
+test_a_slot_the_broker_freed_early_is_waited_for (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_KEEP };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_ready (broker, worker);
+    pigato_worker_set_heartbeat (worker, 1000, 3);
+    pigato_worker_set_concurrency (worker, 1);
+
+    s_send_request (broker, id, "r1", "1", "{\"timeout\":100}");
+    while (handler.requests < 1)
+        pigato_worker_wait (worker, 10);
+    s_pump_for (worker, 150);  //  the broker forgot r1
+    assert_false (pigato_reply_active (handler.held [0]));
+    s_send_request (broker, id, "r2", "2", "{\"timeout\":300}");
+    s_send_request (broker, id, "r3", "3", NULL);
+    s_expect_over_limit (broker, worker, "r3");  //  one waits, no more
+    assert_int_equal (handler.requests, 1);
+    assert_int_equal (pigato_worker_in_flight (worker), 1);
+    assert_int_equal (pigato_worker_over_concurrency (worker), 1);
+
+    //  r2 timed out while it waited: dropped, never handed, no answer
+    s_pump_for (worker, 350);
+    assert_int_equal (pigato_reply_end (handler.held [0], "late", 4), 0);
+    pigato_reply_destroy (&handler.held [0]);
+    zmsg_t *msg = fake_recv (broker, s_pump, worker, "W", "3", 2000);
+    assert_non_null (msg);
+    assert_true (fake_frame_is (msg, 5, "r1"));
+    zmsg_destroy (&msg);
+    s_pump_for (worker, 100);
+    assert_int_equal (handler.requests, 1);
+    assert_int_equal (pigato_worker_in_flight (worker), 0);
+
+    //  The slot comes back to a request that waited for it
+    s_send_request (broker, id, "r4", "4", "{\"timeout\":100}");
+    while (handler.requests < 2)
+        pigato_worker_wait (worker, 10);
+    s_pump_for (worker, 150);
+    s_send_request (broker, id, "r5", "5", "{\"timeout\":5000}");
+    s_pump_for (worker, 100);
+    assert_int_equal (handler.requests, 2);
+    pigato_reply_destroy (&handler.held [1]);  //  E_DROPPED: ended
+    while (handler.requests < 3)
+        pigato_worker_wait (worker, 10);
+    assert_string_equal (pigato_reply_rid (handler.held [2]), "r5");
+    assert_string_equal (handler.data, "5");
+    assert_int_equal (pigato_worker_in_flight (worker), 1);
+    //  Over a request its broker still counts: rejected, as ever
+    s_send_request (broker, id, "r6", "6", NULL);
+    s_expect_over_limit (broker, worker, "r6");
+    assert_int_equal (pigato_worker_over_concurrency (worker), 2);
+    pigato_reply_destroy (&handler.held [2]);
+
+    //  Waiting ones are freed with the worker
+    s_send_request (broker, id, "r7", "7", "{\"timeout\":100}");
+    while (handler.requests < 4)
+        pigato_worker_wait (worker, 10);
+    s_pump_for (worker, 150);
+    s_send_request (broker, id, "r8", "8", NULL);
+    s_pump_for (worker, 50);
+    assert_int_equal (handler.requests, 4);
+    assert_int_equal (pigato_worker_over_concurrency (worker), 2);
+    pigato_reply_destroy (&handler.held [3]);
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
 }
 
 //  Receives the worker's next reply of a type for rid; checks its status
@@ -1341,6 +1429,7 @@ main (void)
         cmocka_unit_test (test_replies_outlive_their_worker),
         cmocka_unit_test (test_concurrency_is_enforced),
         cmocka_unit_test (test_concurrency_is_per_worker_not_per_broker),
+        cmocka_unit_test (test_a_slot_the_broker_freed_early_is_waited_for),
         cmocka_unit_test (test_replies_over_the_limit_become_errors),
         cmocka_unit_test (test_malformed_broker_messages_are_dropped),
         cmocka_unit_test (test_invalid_arguments),
