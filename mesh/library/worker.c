@@ -168,19 +168,24 @@ s_reply_untrack (pigato_reply_t *reply)
 
 static int s_park_timer (zloop_t *loop, int timer_id, void *arg);
 
-static void
+//  Under a zloop a waiting request gets a freed slot next turn (wait ()
+//  looks before it polls). Rare: out of the release's way.
+static void __attribute__ ((noinline)) s_park_wake (pigato_worker_t *worker)
+{
+    if (worker->loop && !worker->park_timer && !worker->stopped) {
+        int timer = zloop_timer (worker->loop, 0, 1, s_park_timer, worker);
+        worker->park_timer = timer > 0 ? timer : 0;
+    }
+}
+
+static inline void
 s_reply_release (pigato_reply_t *reply)
 {
     pigato_worker_t *worker = reply->worker;
     if (reply->counted && worker) {
         worker->in_flight--;
-        //  Under a zloop a waiting request gets the slot next turn (wait ()
-        //  looks before it polls)
-        if (worker->parked && worker->loop && !worker->park_timer
-            && !worker->stopped) {
-            int timer = zloop_timer (worker->loop, 0, 1, s_park_timer, worker);
-            worker->park_timer = timer > 0 ? timer : 0;
-        }
+        if (worker->parked)
+            s_park_wake (worker);
     }
     reply->counted = false;
 }
@@ -493,7 +498,7 @@ s_forgotten (pigato_worker_t *self)
 }
 
 //  Hands a reply to the handler: from now on it holds a slot.
-static void
+static inline void
 s_request_hand (pigato_worker_t *self, pigato_reply_t *reply, const void *data,
                 size_t size)
 {
