@@ -214,7 +214,9 @@ typedef struct _pigato_client_t pigato_client_t;
 //    PIGATO_OK            data = the reply;
 //    PIGATO_E_REPLY       an error reply, from the service or from the broker
 //                         (the wire does not tell them apart); data = the
-//                         error text, JSON-decoded when it is a JSON string.
+//                         error text, JSON-decoded when it is a JSON string
+//                         (size is its decoded length: it may hold NUL
+//                         bytes, "\u0000", even as its first byte).
 //                         Broker errors start with a code: E_ACCESS_DENIED,
 //                         E_REJECTED, E_WORKER_LOST, E_INVALID_OPTS,
 //                         E_OVERLOADED, E_QUOTA, E_DRAIN_TIMEOUT (the
@@ -224,9 +226,10 @@ typedef struct _pigato_client_t pigato_client_t;
 //                         PIGATO_BODY_MAX;
 //    PIGATO_E_TIMEOUT     no reply for `timeout` ms; data = "C_TIMEOUT";
 //    PIGATO_E_NOTCONNECTED the broker holding the request went away (its
-//                         connection dropped, or it was silent for
-//                         heartbeat x liveness) and the request had no
-//                         retry left; data = "E_BROKER_LOST".
+//                         connection dropped: seen at once, under a zloop
+//                         too; or it was silent for heartbeat x liveness)
+//                         and the request had no retry left; data =
+//                         "E_BROKER_LOST".
 //  data is borrowed and valid only during the call. A callback must not
 //  destroy its client.
 typedef void (pigato_reply_fn) (pigato_client_t *client, const char *rid,
@@ -505,10 +508,39 @@ PIGATO_EXPORT void
 PIGATO_EXPORT int
     pigato_worker_set_framing (pigato_worker_t *self, const char *framing);
 
-//  Most requests in flight at once (default 100; -1 = unlimited);
-//  announced to brokers in heartbeats.
+//  Most requests in flight at once (default PIGATO_CONCURRENCY, 100; any
+//  negative value = unlimited), announced to brokers in heartbeats and
+//  enforced by the worker itself, for all its brokers together: a request
+//  is in flight from the handler's call until it is ended (end, error,
+//  reject) or its reply destroyed. A request that arrives while the
+//  handler has that many (a broker that ignores the announcement, or
+//  several brokers each giving their share, or a limit lowered below
+//  what is in flight) never reaches the handler: it is rejected back to
+//  its broker (reason "E_WORKER_REFUSED over_concurrency"), which gives
+//  it to another worker, counted (pigato_worker_over_concurrency ()) and
+//  logged (event=worker_over_concurrency, at most 20 lines a second, then
+//  event=worker_over_concurrency_suppressed count=N). One exception: while
+//  the handler holds requests their brokers have forgotten
+//  (pigato_reply_active () false: timed out, their client or connection
+//  gone), a broker gave their slots away in good faith; a request that
+//  comes over the limit then waits in the worker (at most one for each
+//  such request, never in the handler) and reaches the handler when a
+//  slot frees, unless its own broker forgets it first (then it is
+//  dropped). A reject would leave it with no worker when this is the
+//  only one.
 PIGATO_EXPORT void
     pigato_worker_set_concurrency (pigato_worker_t *self, int concurrency);
+
+//  Requests in flight now: handed to the handler and not yet ended or
+//  destroyed, over all brokers (replies of a lost connection, or timed
+//  out, included until the application ends them).
+PIGATO_EXPORT size_t
+    pigato_worker_in_flight (pigato_worker_t *self);
+
+//  Requests refused since the worker was created because the handler had
+//  its concurrency in flight already (see pigato_worker_set_concurrency).
+PIGATO_EXPORT uint64_t
+    pigato_worker_over_concurrency (pigato_worker_t *self);
 
 //  Connects to a broker and announces the service (READY). May be called
 //  for several brokers: the worker serves through all of them at once,

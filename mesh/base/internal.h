@@ -175,4 +175,9 @@ char *pigato__json_string (const char *text);
 //  otherwise returns NULL.
 char *pigato__json_string_decode (const void *data, size_t size);
 
+//  The same, writing the decoded length to *length: the text may hold
+//  NUL bytes ("\u0000..."), so strlen () would cut it.
+char *pigato__json_string_decode_sized (const void *data, size_t size,
+                                        size_t *length);
+
 #endif

@@ -441,6 +441,15 @@ pigato__json_string (const char *text)
 char *
 pigato__json_string_decode (const void *data, size_t size)
 {
+    size_t length;
+    return pigato__json_string_decode_sized (data, size, &length);
+}
+
+char *
+pigato__json_string_decode_sized (const void *data, size_t size,
+                                  size_t *length_p)
+{
+    *length_p = 0;
     if (!data || size < 2 || ((const char *) data) [0] != '"')
         return NULL;
     json_error_t error;
@@ -455,6 +464,7 @@ pigato__json_string_decode (const void *data, size_t size)
         if (text) {
             memcpy (text, json_string_value (value), length);
             text [length] = 0;
+            *length_p = length;
         }
     }
     json_decref (value);

@@ -608,10 +608,11 @@ s_link_handle (void *owner, pigato__link_t *link, const pigato__msg_t *entry)
         return 0;
     if (message.status == -1) {
         status = PIGATO_E_REPLY;
-        error_text = pigato__json_string_decode (data, size);
+        size_t length;
+        error_text = pigato__json_string_decode_sized (data, size, &length);
         if (error_text) {
             data = error_text;
-            size = strlen (error_text);
+            size = length;  //  the text may hold NUL bytes
         }
     }
     if (message.type == PIGATO__PARTIAL) {

@@ -27,6 +27,8 @@
 #include "../base/table.h"
 
 #define WORKER_LOOP_TICK_MS 100  //  timer check period under zloop
+#define WORKER_FORGOTTEN_MS                                                    \
+    100  //  how long a count of forgotten requests holds
 //  Reply key: link index, generation, client id size and bytes, rid
 #define WORKER_KEY_MAX                                                         \
     (sizeof (size_t) + sizeof (unsigned) + 1 + 255 + PIGATO_RID_MAX)
@@ -50,28 +52,49 @@ struct _pigato_reply_t {
     int64_t last_activity;          //  arrival or last partial sent
     int64_t timeout;                //  request timeout, -1 never
     bool ended;                     //  end, error or reject called
+    bool counted;                   //  in worker->in_flight
     char storage [];                //  client, service and key: one allocation
 };
 
+//  A request that waits in the worker for a slot (see s_request_handle):
+//  its reply is made and tracked, its data kept, the handler has not
+//  seen it.
+typedef struct _s_parked_t s_parked_t;
+struct _s_parked_t {
+    pigato_reply_t *reply;  //  owned until handed
+    s_parked_t *next;       //  the next newer one
+    size_t size;            //  bytes of request data
+    byte data [];           //  request data
+};
+
 struct _pigato_worker_t {
-    char *service;                //  service offered
-    pigato_request_fn *handler;   //  request handler
-    void *arg;                    //  its argument
-    pigato__settings_t settings;  //  keys, heartbeat, framing (setters)
-    int concurrency;              //  announced in heartbeats
-    pigato__links_t *links;       //  broker links
-    pigato__table_t *replies;     //  key -> pigato_reply_t, not yet ended
-    int64_t next_heartbeat;       //  next tick, 0 before the first connect
-    bool stopped;                 //  stop () or destroy () called
-    bool draining;                //  drain () called: no room, rejects
-    int64_t drain_started;        //  when
-    int64_t drain_deadline;       //  then stop at the latest, 0 = never
-    int refusal;                  //  last refusal since READY was taken, or 0
-    bool refusal_new;             //  wait () is to report it
-    bool progress;                //  a message was handled this round
-    zloop_t *loop;                //  attached zloop, or NULL
-    int loop_timer;               //  its timer id
-    char err [256];               //  last error message
+    char *service;                 //  service offered
+    pigato_request_fn *handler;    //  request handler
+    void *arg;                     //  its argument
+    pigato__settings_t settings;   //  keys, heartbeat, framing (setters)
+    int concurrency;               //  announced in heartbeats, enforced
+    size_t in_flight;              //  handed to the handler, not yet ended
+    uint64_t over_concurrency;     //  requests refused: in_flight was full
+    pigato__ratelimit_t over_log;  //  their log lines
+    s_parked_t *parked;            //  waiting for a slot, oldest first
+    s_parked_t *parked_last;       //  the newest, or NULL
+    size_t parked_count;           //  entries in parked
+    size_t forgotten;              //  held, forgotten by their brokers
+    int64_t forgotten_at;          //  when that was counted, 0 never
+    int park_timer;                //  zloop: a pending s_parked_run, or 0
+    pigato__links_t *links;        //  broker links
+    pigato__table_t *replies;      //  key -> pigato_reply_t, not yet ended
+    int64_t next_heartbeat;        //  next tick, 0 before the first connect
+    bool stopped;                  //  stop () or destroy () called
+    bool draining;                 //  drain () called: no room, rejects
+    int64_t drain_started;         //  when
+    int64_t drain_deadline;        //  then stop at the latest, 0 = never
+    int refusal;                   //  last refusal since READY was taken, or 0
+    bool refusal_new;              //  wait () is to report it
+    bool progress;                 //  a message was handled this round
+    zloop_t *loop;                 //  attached zloop, or NULL
+    int loop_timer;                //  its timer id
+    char err [256];                //  last error message
 };
 
 //  --------------------------------------------------------------------------
@@ -150,12 +173,41 @@ s_reply_untrack (pigato_reply_t *reply)
 }
 
 //  --------------------------------------------------------------------------
+//  A reply ended, or left its worker: its slot of the worker's
+//  concurrency is free (no-op if it held none).
+
+static int s_park_timer (zloop_t *loop, int timer_id, void *arg);
+
+//  Under a zloop a waiting request gets a freed slot next turn (wait ()
+//  looks before it polls). Rare: out of the release's way.
+static void __attribute__ ((noinline)) s_park_wake (pigato_worker_t *worker)
+{
+    if (worker->loop && !worker->park_timer && !worker->stopped) {
+        int timer = zloop_timer (worker->loop, 0, 1, s_park_timer, worker);
+        worker->park_timer = timer > 0 ? timer : 0;
+    }
+}
+
+static inline void
+s_reply_release (pigato_reply_t *reply)
+{
+    pigato_worker_t *worker = reply->worker;
+    if (reply->counted && worker) {
+        worker->in_flight--;
+        if (worker->parked)
+            s_park_wake (worker);
+    }
+    reply->counted = false;
+}
+
+//  --------------------------------------------------------------------------
 //  Cuts a reply off its worker: it goes inactive and writes fail.
 
 static void
 s_reply_detach (pigato_reply_t *reply)
 {
     s_reply_untrack (reply);
+    s_reply_release (reply);
     reply->worker = NULL;
     reply->link = NULL;
 }
@@ -309,6 +361,8 @@ s_link_disconnected (void *owner, pigato__link_t *link)
         s_link_reconnect (self, link, true);
 }
 
+static size_t s_parked_run (pigato_worker_t *self);
+
 //  --------------------------------------------------------------------------
 //  A drain's heartbeat (no room) was answered on every open link: what the
 //  broker sent before it heard has arrived (and was rejected), and it
@@ -351,16 +405,22 @@ s_drain_check (pigato_worker_t *self)
 }
 
 //  --------------------------------------------------------------------------
-//  Heartbeat tick: silent links reconnect, the others get a heartbeat.
+//  Heartbeat tick: waiting requests that have a slot now go to the
+//  handler (those their broker forgot meanwhile are dropped); silent links
+//  reconnect, the others get a heartbeat.
 
 static void
 s_timers_run (pigato_worker_t *self)
 {
+    if (self->parked && !self->stopped)
+        s_parked_run (self);
     int64_t now = pigato__now_ms ();
     s_drain_check (self);
     if (self->stopped || !self->next_heartbeat || now < self->next_heartbeat)
         return;
     self->next_heartbeat = now + self->settings.interval_ms;
+    pigato__ratelimit_flush (&self->over_log, "worker_over_concurrency",
+                             PIGATO_LOG_WARNING);
     int64_t dead_after = (int64_t) self->settings.interval_ms
                        * self->settings.liveness;
     for (size_t index = 0; index < pigato__links_size (self->links); index++) {
@@ -418,8 +478,8 @@ s_request_opts (const pigato__msg_t *message, int64_t *timeout_p)
 //  A request this worker cannot take (no memory, a service name with a
 //  NUL byte) goes back to the broker as a reject, never silently dropped:
 //  the broker frees the slot it holds here and tries another worker.
-static void
-s_request_refuse (pigato__link_t *link, const pigato__msg_t *message,
+static int
+s_request_reject (pigato__link_t *link, const pigato__msg_t *message,
                   const char *reason)
 {
     char json [96];
@@ -429,7 +489,14 @@ s_request_refuse (pigato__link_t *link, const pigato__msg_t *message,
                              .client = message->client,
                              .rid = message->rid,
                              .data = S_TEXT (json) };
-    int rc = pigato__link_send (link, &reject);
+    return pigato__link_send (link, &reject);
+}
+
+static void
+s_request_refuse (pigato__link_t *link, const pigato__msg_t *message,
+                  const char *reason)
+{
+    int rc = s_request_reject (link, message, reason);
     pigato__log (PIGATO_LOG_WARNING,
                  "event=worker_refuse endpoint=%s reason=%s sent=%s",
                  link->endpoint, reason, rc == 0 ? "yes" : "no");
@@ -453,9 +520,208 @@ s_request_drain_reject (pigato__link_t *link, const pigato__msg_t *message)
                  link->endpoint, rc == 0 ? "yes" : "no");
 }
 
+//  A request beyond the announced concurrency (a broker that ignores it,
+//  or several brokers each giving their share) never reaches the
+//  handler: the concurrency is the worker's promise to its application.
+//  It goes back as a reject, so the broker gives it to another worker;
+//  counted, and logged at most 20 lines a second (then a count).
+static void
+s_request_over_limit (pigato_worker_t *self, pigato__link_t *link,
+                      const pigato__msg_t *message)
+{
+    self->over_concurrency++;
+    int rc = s_request_reject (link, message, "over_concurrency");
+    if (pigato__ratelimit_allow_at (&self->over_log, "worker_over_concurrency",
+                                    PIGATO_LOG_WARNING)) {
+        char rid_text [80];
+        pigato__log (PIGATO_LOG_WARNING,
+                     "event=worker_over_concurrency endpoint=%s service=%s "
+                     "rid=%s in_flight=%zu concurrency=%d refused=%" PRIu64
+                     " sent=%s",
+                     link->endpoint, self->service,
+                     pigato__printable (message->rid.data, message->rid.size,
+                                        rid_text, sizeof rid_text),
+                     self->in_flight, self->concurrency, self->over_concurrency,
+                     rc == 0 ? "yes" : "no");
+    }
+}
+
+//  True if the handler may take one more request now.
+static bool
+s_room (pigato_worker_t *self)
+{
+    return self->concurrency < 0
+        || self->in_flight < (size_t) self->concurrency;
+}
+
+//  Requests the handler holds that their brokers have forgotten (the
+//  connection they came on is gone, they timed out, their client went:
+//  pigato_reply_active () is false), so a broker has given their slots to
+//  others. Counted over the table, at most every WORKER_FORGOTTEN_MS: a
+//  flood over the limit does not scan for each request.
+static size_t
+s_forgotten (pigato_worker_t *self)
+{
+    int64_t now = pigato__now_ms ();
+    if (self->forgotten_at && now - self->forgotten_at < WORKER_FORGOTTEN_MS)
+        return self->forgotten;
+    size_t forgotten = 0, cursor = 0;
+    pigato_reply_t *reply;
+    while ((
+        reply = (pigato_reply_t *) pigato__table_next (self->replies, &cursor)))
+        if (reply->counted && !pigato_reply_active (reply))
+            forgotten++;
+    self->forgotten = forgotten;
+    self->forgotten_at = now;
+    return forgotten;
+}
+
+//  Hands a reply to the handler: from now on it holds a slot.
+static inline void
+s_request_hand (pigato_worker_t *self, pigato_reply_t *reply, const void *data,
+                size_t size)
+{
+    reply->counted = true;
+    self->in_flight++;
+    char rid_text [80], service_text [80];
+    pigato__log (PIGATO_LOG_DEBUG,
+                 "event=worker_request endpoint=%s "
+                 "rid=%s service=%s size=%zu",
+                 reply->link->endpoint,
+                 pigato__printable (reply->rid, reply->rid_size, rid_text,
+                                    sizeof rid_text),
+                 pigato__printable (reply->service, strlen (reply->service),
+                                    service_text, sizeof service_text),
+                 size);
+    self->handler (self, reply, data ? data : (const byte *) "", size,
+                   self->arg);
+}
+
+//  Keeps a request until a slot frees (s_parked_run). -1 if no memory.
+static int
+s_request_park (pigato_worker_t *self, pigato_reply_t *reply,
+                const pigato__msg_t *message)
+{
+    s_parked_t *entry = (s_parked_t *) malloc (sizeof *entry
+                                               + message->data.size);
+    if (!entry)
+        return -1;
+    entry->reply = reply;
+    entry->next = NULL;
+    entry->size = message->data.size;
+    if (message->data.size)
+        memcpy (entry->data, message->data.data, message->data.size);
+    if (self->parked_last)
+        self->parked_last->next = entry;
+    else
+        self->parked = entry;
+    self->parked_last = entry;
+    self->parked_count++;
+    char rid_text [80];
+    pigato__log (PIGATO_LOG_DEBUG,
+                 "event=worker_request_waits rid=%s in_flight=%zu "
+                 "forgotten=%zu waiting=%zu",
+                 pigato__printable (reply->rid, reply->rid_size, rid_text,
+                                    sizeof rid_text),
+                 self->in_flight, self->forgotten, self->parked_count);
+    return 0;
+}
+
+//  Gives waiting requests the free slots, oldest first, and drops those
+//  their broker forgot meanwhile (silently: it expects no answer). The
+//  list is read again from its head after each handler call, which may
+//  end replies, or wait. Returns how many went to the handler.
+static size_t
+s_parked_run (pigato_worker_t *self)
+{
+    size_t handed = 0;
+    s_parked_t *previous = NULL, *entry = self->parked;
+    while (entry && !self->stopped) {
+        pigato_reply_t *reply = entry->reply;
+        bool gone = !reply->worker || !pigato_reply_active (reply);
+        if (!gone && !s_room (self)) {
+            previous = entry;
+            entry = entry->next;
+            continue;
+        }
+        if (previous)
+            previous->next = entry->next;
+        else
+            self->parked = entry->next;
+        if (self->parked_last == entry)
+            self->parked_last = previous;
+        self->parked_count--;
+        if (gone) {
+            char rid_text [80];
+            pigato__log (PIGATO_LOG_DEBUG,
+                         "event=worker_request_forgotten rid=%s",
+                         pigato__printable (reply->rid, reply->rid_size,
+                                            rid_text, sizeof rid_text));
+            s_reply_detach (reply);
+            pigato_reply_destroy (&reply);
+            free (entry);
+            entry = previous ? previous->next : self->parked;
+            continue;
+        }
+        s_request_hand (self, reply, entry->data, entry->size);
+        free (entry);
+        handed++;
+        self->progress = true;
+        previous = NULL;
+        entry = self->parked;
+    }
+    return handed;
+}
+
+//  A drain: requests waiting for a slot go back to their brokers as the
+//  drain's rejects (another worker takes them); the handler never sees
+//  them.
+static void
+s_parked_drain (pigato_worker_t *self)
+{
+    while (self->parked) {
+        s_parked_t *entry = self->parked;
+        self->parked = entry->next;
+        self->parked_count--;
+        pigato_reply_t *reply = entry->reply;
+        if (reply->worker && pigato_reply_active (reply)) {
+            pigato__msg_t message = { .client = { reply->client,
+                                                  reply->client_size },
+                                      .rid = { reply->rid, reply->rid_size } };
+            s_request_drain_reject (reply->link, &message);
+        }
+        s_reply_detach (reply);
+        pigato_reply_destroy (&reply);
+        free (entry);
+    }
+    self->parked_last = NULL;
+}
+
+//  zloop: a slot freed while requests wait.
+static int
+s_park_timer (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    pigato_worker_t *self = (pigato_worker_t *) arg;
+    self->park_timer = 0;
+    pigato__links_hold (self->links);
+    s_parked_run (self);
+    pigato__links_release (self->links);
+    return zsys_interrupted ? -1 : 0;
+}
+
 //  A request from a broker: make a tracked reply (one allocation with its
 //  client id, service and key) and hand it to the handler, which owns it
 //  from then on.
+//  Beyond the concurrency it is rejected (s_request_over_limit), except
+//  while the handler still holds requests their brokers have forgotten:
+//  a broker that timed one out, or lost its client, gave its slot to this
+//  request in good faith, and the application is winding the old one
+//  down. Then the request waits here (one for each forgotten request at
+//  most, never in the handler) and takes the first free slot; a reject
+//  would send it to other workers only, or leave it waiting for its
+//  timeout if there is none.
 static void
 s_request_handle (pigato_worker_t *self, pigato__link_t *link,
                   const pigato__msg_t *message)
@@ -463,6 +729,14 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
     if (self->draining) {
         s_request_drain_reject (link, message);
         return;
+    }
+    bool park = false;
+    if (!s_room (self)) {
+        park = self->parked_count < s_forgotten (self);
+        if (!park) {
+            s_request_over_limit (self, link, message);
+            return;
+        }
     }
     //  The rid is bytes (a broker makes MDP clients' rids, starting with
     //  0x00); the service is a name, shown as text to the handler
@@ -519,21 +793,23 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
         s_reply_detach (older);
         rc = pigato__table_insert (self->replies, key.hash, &view, reply);
     }
-    reply->tracked = rc == 0;
-
-    char rid_text [80], service_text [80];
-    pigato__log (PIGATO_LOG_DEBUG,
-                 "event=worker_request endpoint=%s "
-                 "rid=%s service=%s size=%zu",
-                 link->endpoint,
-                 pigato__printable (reply->rid, reply->rid_size, rid_text,
-                                    sizeof rid_text),
-                 pigato__printable (reply->service, strlen (reply->service),
-                                    service_text, sizeof service_text),
-                 message->data.size);
-    self->handler (self, reply,
-                   message->data.data ? message->data.data : (const byte *) "",
-                   message->data.size, self->arg);
+    if (rc != 0) {
+        //  Untracked, it could not be detached when the worker goes
+        reply->worker = NULL;
+        pigato_reply_destroy (&reply);
+        s_request_refuse (link, message, "out_of_memory");
+        return;
+    }
+    reply->tracked = true;
+    if (!park) {
+        s_request_hand (self, reply, message->data.data, message->data.size);
+        return;
+    }
+    if (s_request_park (self, reply, message) != 0) {
+        s_reply_detach (reply);
+        pigato_reply_destroy (&reply);
+        s_request_over_limit (self, link, message);
+    }
 }
 
 //  --------------------------------------------------------------------------
@@ -674,6 +950,13 @@ pigato_worker_destroy (pigato_worker_t **self_p)
         }
         pigato__table_destroy (&self->replies);
     }
+    //  Never handed: ours to free (detached above)
+    while (self->parked) {
+        s_parked_t *entry = self->parked;
+        self->parked = entry->next;
+        pigato_reply_destroy (&entry->reply);
+        free (entry);
+    }
     pigato__links_destroy (&self->links);
     pigato__settings_reset (&self->settings);
     free (self->service);
@@ -729,12 +1012,25 @@ pigato_worker_set_framing (pigato_worker_t *self, const char *framing)
     return pigato__settings_set_framing (s_settings (self), framing);
 }
 
-//  Concurrency announced in heartbeats; any negative value means -1.
+//  Concurrency announced in heartbeats and enforced (s_request_handle);
+//  any negative value means -1, unlimited.
 PIGATO_EXPORT void
 pigato_worker_set_concurrency (pigato_worker_t *self, int concurrency)
 {
     if (self)
         self->concurrency = concurrency < 0 ? -1 : concurrency;
+}
+
+PIGATO_EXPORT size_t
+pigato_worker_in_flight (pigato_worker_t *self)
+{
+    return self ? self->in_flight : 0;
+}
+
+PIGATO_EXPORT uint64_t
+pigato_worker_over_concurrency (pigato_worker_t *self)
+{
+    return self ? self->over_concurrency : 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -808,6 +1104,10 @@ pigato_worker_wait (pigato_worker_t *self, int timeout_ms)
             if (when && (wait_ms < 0 || until < wait_ms))
                 wait_ms = until;
         }
+        //  A slot freed by the application since: the waiting request
+        //  goes to the handler this round (s_timers_run)
+        if (self->parked && s_room (self))
+            wait_ms = 0;
         //  One round: replies written by the handler are coalesced
         size_t received = 0;
         pigato__links_hold (self->links);
@@ -866,6 +1166,9 @@ pigato_worker_stop (pigato_worker_t *self)
     if (self->loop && self->loop_timer >= 0)
         zloop_timer_end (self->loop, self->loop_timer);
     self->loop_timer = -1;
+    if (self->loop && self->park_timer)
+        zloop_timer_end (self->loop, self->park_timer);
+    self->park_timer = 0;
     pigato__log (PIGATO_LOG_INFO, "event=worker_stop service=%s",
                  self->service);
 }
@@ -891,6 +1194,7 @@ pigato_worker_drain (pigato_worker_t *self, int timeout_ms)
                  "event=worker_drain service=%s pending=%zu timeout_ms=%d",
                  self->service, pigato__table_size (self->replies), timeout_ms);
     pigato__links_hold (self->links);
+    s_parked_drain (self);
     for (size_t index = 0; index < pigato__links_size (self->links); index++) {
         pigato__link_t *link = pigato__links_get (self->links, index);
         if (link->sock) {
@@ -999,6 +1303,7 @@ s_reply_finish (pigato_reply_t *self, int type, int status, const void *data,
     self->ended = true;
     s_reply_untrack (self);
     pigato_worker_t *worker = self->worker;
+    s_reply_release (self);
     int rc = s_reply_send (self, type, status, data, size);
     if (worker && worker->draining)
         s_drain_check (worker);  //  perhaps the last one

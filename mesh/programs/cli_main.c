@@ -599,6 +599,21 @@ s_print_reply (output_t output, bool final, const void *data, size_t size)
         fputc ('\n', stdout);
 }
 
+//  Writes an error reply's text to stderr whole: it is bytes (it may
+//  start with a NUL), and it comes from a worker, so control bytes other
+//  than tab and newline are shown as \xNN rather than sent to a terminal.
+static void
+s_print_error (const char *text, size_t size)
+{
+    for (size_t index = 0; text && index < size; index++) {
+        unsigned char byte = (unsigned char) text [index];
+        if ((byte < ' ' && byte != '\t' && byte != '\n') || byte == 0x7f)
+            fprintf (stderr, "\\x%02x", byte);
+        else
+            fputc (byte, stderr);
+    }
+}
+
 //  Prints a partial reply as soon as it arrives.
 static void
 s_on_partial (pigato_client_t *client, const char *rid, int status, bool final,
@@ -695,8 +710,9 @@ s_request (cli_t *cli)
         exit_code = fflush (stdout) ? EXIT_FAILURE_NET : EXIT_SUCCESS;
     }
     else if (rc == PIGATO_E_REPLY) {
-        fprintf (stderr, "pigato: error from %s: %s\n", cli->service,
-                 reply ? reply : "");
+        fprintf (stderr, "pigato: error from %s: ", cli->service);
+        s_print_error (reply, reply_size);
+        fputc ('\n', stderr);
         exit_code = EXIT_ERROR_REPLY;
     }
     else if (rc == PIGATO_E_TIMEOUT)

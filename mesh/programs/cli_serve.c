@@ -4,8 +4,15 @@
     (stdin = request data, stdout = reply, non-zero exit = error reply),
     at most --concurrency at once, stopped when its client gives up
     (SIGTERM, then SIGKILL after a grace period: a command never keeps its
-    slot), and never replying with more than the broker accepts. SIGTERM
-    drains (pigato_worker_drain): what runs finishes, nothing new starts.
+    slot), and never replying with more than the broker accepts.
+
+    The worker enforces the concurrency it announces (libpigato rejects
+    what comes beyond it), so every request handed to us has a free slot
+    and starts at once: nothing queues here. A job costs what its request
+    holds: its data is written to the child's pipe at once and only what
+    the pipe did not take is kept; stderr is kept in a buffer that grows
+    as it comes, up to STDERR_MAX. SIGTERM drains (pigato_worker_drain):
+    what runs finishes, nothing new starts.
     =========================================================================
 */
 #include <czmq.h>
@@ -26,6 +33,7 @@ extern char **environ;
 
 #define OUTPUT_MAX       PIGATO_BODY_MAX  //  largest stdout we reply with
 #define STDERR_MAX       4096             //  stderr kept for the error message
+#define STDERR_FIRST     256              //  its first allocation
 #define REAP_RETRY_MS    10               //  waitpid retry after pipes hit EOF
 #define JOB_CHECK_MS     250              //  how often we look at running jobs
 #define REFUSAL_CHECK_MS 100              //  how often we ask about refusals
@@ -34,7 +42,6 @@ extern char **environ;
 //  Where a job is. A job goes down the list, never back; it may skip
 //  TERMINATING (SIGKILL at once) and KILLED (it ended by itself).
 typedef enum {
-    JOB_QUEUED,       //  waiting for a free slot, no child
     JOB_RUNNING,      //  child running, not signalled
     JOB_TERMINATING,  //  SIGTERM sent; SIGKILL at kill_at
     JOB_KILLED,       //  SIGKILL sent; reaped even if its pipes stay open
@@ -53,28 +60,30 @@ typedef enum {
 typedef struct _serve_t serve_t;
 typedef struct _job_t job_t;
 struct _job_t {
-    serve_t *serve;            //  the serve loop we belong to
-    pigato_reply_t *reply;     //  owned; ended when the child is reaped
-    byte *input;               //  request data, written to the child's stdin
-    size_t input_size;         //  bytes in input
-    size_t input_sent;         //  bytes written so far
-    pid_t pid;                 //  child (and its process group), 0 = none
-    int stdin_fd;              //  our end of the child's stdin, -1 closed
-    int stdout_fd;             //  our end of the child's stdout, -1 closed
-    int stderr_fd;             //  our end of the child's stderr, -1 closed
-    byte *output;              //  stdout collected so far
-    size_t output_size;        //  bytes in output
-    size_t output_max;         //  bytes allocated for output
-    char errors [STDERR_MAX];  //  first bytes of stderr
-    size_t errors_size;        //  bytes in errors
-    size_t output_seen;        //  stdout bytes read, kept or not
-    job_state_t state;         //  see job_state_t
-    job_stop_t stop;           //  why it was stopped, if it was
-    int64_t kill_at;           //  TERMINATING: when SIGKILL follows
-    bool reaped;               //  waitpid collected the child
-    int wait_status;           //  its status once reaped
-    int64_t started;           //  zclock_mono () when the request came
-    job_t *next_done;          //  DONE: next in serve->done
+    serve_t *serve;         //  the serve loop we belong to
+    pigato_reply_t *reply;  //  owned; ended when the child is reaped
+    byte *input;            //  request data the pipe did not take at once
+    size_t input_size;      //  bytes of request data in all
+    size_t input_sent;      //  bytes written so far (of input: - skipped)
+    size_t input_skipped;   //  bytes written before input was made
+    pid_t pid;              //  child (and its process group), 0 = none
+    int stdin_fd;           //  our end of the child's stdin, -1 closed
+    int stdout_fd;          //  our end of the child's stdout, -1 closed
+    int stderr_fd;          //  our end of the child's stderr, -1 closed
+    byte *output;           //  stdout collected so far
+    size_t output_size;     //  bytes in output
+    size_t output_max;      //  bytes allocated for output
+    char *errors;           //  first bytes of stderr, up to STDERR_MAX
+    size_t errors_size;     //  bytes in errors
+    size_t errors_max;      //  bytes allocated for errors
+    size_t output_seen;     //  stdout bytes read, kept or not
+    job_state_t state;      //  see job_state_t
+    job_stop_t stop;        //  why it was stopped, if it was
+    int64_t kill_at;        //  TERMINATING: when SIGKILL follows
+    bool reaped;            //  waitpid collected the child
+    int wait_status;        //  its status once reaped
+    int64_t started;        //  zclock_mono () when the request came
+    job_t *next_done;       //  DONE: next in serve->done
 };
 
 struct _serve_t {
@@ -84,7 +93,6 @@ struct _serve_t {
     int concurrency;          //  children at most at once
     bool log_requests;        //  one info line per request
     zlist_t *running;         //  job_t * with a child
-    zlist_t *waiting;         //  job_t * waiting for a free slot
     job_t *done;              //  answered jobs a poller may still name
     int refusal;              //  why a broker refused us, ends serve, or 0
     int drain_timeout_ms;     //  --drain-timeout
@@ -145,8 +153,6 @@ s_on_echo (pigato_worker_t *worker, pigato_reply_t *reply, const void *data,
 //  --------------------------------------------------------------------------
 //  serve -- CMD: one child per request, its pipes in the worker's zloop
 
-static void s_job_start (job_t *job);
-
 static void
 s_close_fd (job_t *job, int *fd_p)
 {
@@ -170,6 +176,7 @@ s_job_destroy (job_t **job_p)
     pigato_reply_destroy (&job->reply);
     free (job->input);
     free (job->output);
+    free (job->errors);
     free (job);
     *job_p = NULL;
 }
@@ -211,8 +218,8 @@ s_job_stop (job_t *job, job_stop_t stop, bool kill_now)
 }
 
 //  Sends the reply the reaped child earned (or, if failure is not NULL,
-//  that error), closes its pipes and starts waiting jobs if slots are
-//  free. The job itself is freed later (s_jobs_free_done).
+//  that error) and closes its pipes: its slot is free. The job itself is
+//  freed later (s_jobs_free_done).
 static void
 s_job_finish (job_t *job, const char *failure)
 {
@@ -276,9 +283,6 @@ s_job_finish (job_t *job, const char *failure)
     job->state = JOB_DONE;
     job->next_done = self->done;
     self->done = job;
-    while (zlist_size (self->running) < (size_t) self->concurrency
-           && zlist_size (self->waiting))
-        s_job_start ((job_t *) zlist_pop (self->waiting));
 }
 
 static int s_on_reap_timer (zloop_t *loop, int timer_id, void *arg);
@@ -321,7 +325,8 @@ s_on_stdin_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     job_t *job = (job_t *) arg;
     if (job->state == JOB_DONE || item->fd != job->stdin_fd)
         return 0;  //  answered from a timer in this pass: nothing to feed
-    ssize_t written = write (job->stdin_fd, job->input + job->input_sent,
+    ssize_t written = write (job->stdin_fd,
+                             job->input + job->input_sent - job->input_skipped,
                              job->input_size - job->input_sent);
     if (written > 0)
         job->input_sent += written;
@@ -353,7 +358,20 @@ s_on_output_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     if (!is_stdout) {
         size_t keep = STDERR_MAX - job->errors_size;
         keep = (size_t) got < keep ? (size_t) got : keep;
-        memcpy (job->errors + job->errors_size, buffer, keep);
+        if (keep && job->errors_size + keep > job->errors_max) {
+            //  Most commands write little or nothing there
+            size_t max = job->errors_max ? job->errors_max : STDERR_FIRST;
+            while (max < job->errors_size + keep)
+                max *= 2;
+            max = max < STDERR_MAX ? max : STDERR_MAX;
+            char *bigger = realloc (job->errors, max);
+            if (!bigger)
+                return 0;  //  the message falls back to the exit status
+            job->errors = bigger;
+            job->errors_max = max;
+        }
+        if (keep)
+            memcpy (job->errors + job->errors_size, buffer, keep);
         job->errors_size += keep;
     }
     else {
@@ -404,17 +422,36 @@ s_poll_fd (job_t *job, int fd, short events, zloop_fn handler)
     return rc;
 }
 
-//  Spawns CMD for the job in its own process group, registers the pipes.
+//  Writes what the child's stdin takes now of the request data (borrowed,
+//  valid during the handler) and keeps a copy of the rest only: a small
+//  request costs no copy. Returns -1 if no memory was left for the rest.
+static int
+s_job_feed (job_t *job, const void *data)
+{
+    ssize_t written = write (job->stdin_fd, data, job->input_size);
+    if (written < 0 && errno != EAGAIN && errno != EINTR) {
+        s_close_fd (job, &job->stdin_fd);  //  the child quit already
+        return 0;
+    }
+    job->input_sent = job->input_skipped = written > 0 ? (size_t) written : 0;
+    if (job->input_sent == job->input_size) {
+        s_close_fd (job, &job->stdin_fd);
+        return 0;
+    }
+    job->input = (byte *) malloc (job->input_size - job->input_sent);
+    if (!job->input)
+        return -1;
+    memcpy (job->input, (const byte *) data + job->input_sent,
+            job->input_size - job->input_sent);
+    return 0;
+}
+
+//  Spawns CMD for the job in its own process group, feeds it the request
+//  data (borrowed) and registers the pipes.
 static void
-s_job_start (job_t *job)
+s_job_start (job_t *job, const void *data)
 {
     serve_t *self = job->serve;
-    if (!pigato_reply_active (job->reply)) {
-        s_log_request (self, job->reply, job->input_size, 0, "abandoned",
-                       job->started);
-        s_job_destroy (&job);  //  client gave up while it waited
-        return;
-    }
     zlist_append (self->running, job);
     job->state = JOB_RUNNING;
     int in [2] = { -1, -1 }, out [2] = { -1, -1 }, err [2] = { -1, -1 };
@@ -464,6 +501,13 @@ s_job_start (job_t *job)
     }
     if (job->input_size == 0)
         s_close_fd (job, &job->stdin_fd);
+    else if (s_job_feed (job, data) != 0) {
+        kill (-job->pid, SIGKILL);
+        waitpid (job->pid, &job->wait_status, 0);
+        job->reaped = true;
+        s_job_finish (job, "worker out of memory");
+        return;
+    }
     if ((job->stdin_fd >= 0
          && s_poll_fd (job, job->stdin_fd, ZMQ_POLLOUT, s_on_stdin_ready))
         || s_poll_fd (job, job->stdout_fd, ZMQ_POLLIN, s_on_output_ready)
@@ -476,32 +520,31 @@ s_job_start (job_t *job)
     }
 }
 
-//  Worker handler in CMD mode: run now if a slot is free, else queue.
+//  Worker handler in CMD mode: runs the command now. The worker hands us
+//  no more requests than its concurrency (the same as ours), and a
+//  running job leaves the list before its reply ends, so a slot is free;
+//  should one not be, the request goes back to the broker.
 static void
 s_on_command_request (pigato_worker_t *worker, pigato_reply_t *reply,
                       const void *data, size_t size, void *arg)
 {
     (void) worker;
     serve_t *self = (serve_t *) arg;
-    job_t *job = (job_t *) calloc (1, sizeof (job_t));
-    if (job)
-        job->input = (byte *) malloc (size ? size : 1);
-    if (!job || !job->input) {
-        free (job);
+    job_t *job = NULL;
+    if (zlist_size (self->running) >= (size_t) self->concurrency)
+        pigato_reply_reject (reply, "E_WORKER_BUSY");
+    else if (!(job = (job_t *) calloc (1, sizeof (job_t))))
         pigato_reply_error (reply, "worker out of memory");
+    if (!job) {
         pigato_reply_destroy (&reply);
         return;
     }
-    memcpy (job->input, data, size);
     job->input_size = size;
     job->serve = self;
     job->reply = reply;
     job->stdin_fd = job->stdout_fd = job->stderr_fd = -1;
     job->started = zclock_mono ();
-    if (zlist_size (self->running) < (size_t) self->concurrency)
-        s_job_start (job);
-    else
-        zlist_append (self->waiting, job);
+    s_job_start (job, data);
 }
 
 //  Looks at one running job: a child whose client stopped caring
@@ -550,7 +593,7 @@ s_on_job_check (zloop_t *loop, int timer_id, void *arg)
 }
 
 //  At shutdown: stop every child (TERM, then KILL after a grace period),
-//  reap them, answer their requests; queued requests go back (reject).
+//  reap them, answer their requests.
 static void
 s_serve_stop_jobs (serve_t *self)
 {
@@ -573,10 +616,6 @@ s_serve_stop_jobs (serve_t *self)
                 zclock_sleep (REAP_RETRY_MS);
         }
         pigato_reply_error (job->reply, "worker stopped");
-        s_job_destroy (&job);
-    }
-    while ((job = (job_t *) zlist_pop (self->waiting))) {
-        pigato_reply_reject (job->reply, "worker stopped");
         s_job_destroy (&job);
     }
 }
@@ -612,9 +651,10 @@ s_worker_connect (void *peer, const char *endpoint)
 }
 
 //  --------------------------------------------------------------------------
-//  SIGTERM: the worker drains (no room, late requests rejected), the
-//  requests waiting for a slot, which no command runs yet, go back to the
-//  broker for another worker (a reject), and those running finish.
+//  SIGTERM: the worker drains (no room; late requests, and those the
+//  library holds for a slot, rejected to go to another worker), and the
+//  commands running finish. Nothing waits here: every request handed to
+//  serve runs at once.
 
 static void
 s_serve_drain (serve_t *self)
@@ -622,13 +662,6 @@ s_serve_drain (serve_t *self)
     self->draining = true;
     self->drain_deadline = zclock_mono () + self->drain_timeout_ms;
     pigato_worker_drain (self->worker, self->drain_timeout_ms);
-    job_t *job;
-    while ((job = (job_t *) zlist_pop (self->waiting))) {
-        pigato_reply_reject (job->reply, "E_DRAINING the worker is draining");
-        s_log_request (self, job->reply, job->input_size, 0, "drained",
-                       job->started);
-        s_job_destroy (&job);
-    }
 }
 
 //  --------------------------------------------------------------------------
@@ -675,11 +708,10 @@ pigato__cli_serve (cli_t *cli)
     //  A child that closes its stdin early must not kill us
     signal (SIGPIPE, SIG_IGN);
     self.running = zlist_new ();
-    self.waiting = zlist_new ();
     self.loop = zloop_new ();
     self.worker = pigato_worker_new (
         cli->service, cli->echo ? s_on_echo : s_on_command_request, &self);
-    if (!self.running || !self.waiting || !self.loop || !self.worker) {
+    if (!self.running || !self.loop || !self.worker) {
         fprintf (stderr,
                  "pigato: cannot create the worker: bad service name "
                  "'%s' (brokers refuse empty names, $... and mmi.* names, "
@@ -753,6 +785,5 @@ cleanup:
     pigato_worker_destroy (&self.worker);  //  sends DISCONNECT
     zloop_destroy (&self.loop);
     zlist_destroy (&self.running);
-    zlist_destroy (&self.waiting);
     return exit_code;
 }

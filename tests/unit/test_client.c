@@ -224,13 +224,15 @@ test_errors_are_decoded (void **state)
     pigato_client_t *client = s_client_new (broker);
     recorder_t recorder = { .count = 0 };
     char rid1 [PIGATO_RID_MAX + 1], rid2 [PIGATO_RID_MAX + 1],
-        rid3 [PIGATO_RID_MAX + 1];
+        rid3 [PIGATO_RID_MAX + 1], rid4 [PIGATO_RID_MAX + 1];
     zmsg_t *msg = s_request (client, broker, "1", NULL, &recorder, rid1);
     zframe_t *to = fake_sender (msg);
     zmsg_destroy (&msg);
     msg = s_request (client, broker, "2", NULL, &recorder, rid2);
     zmsg_destroy (&msg);
     msg = s_request (client, broker, "3", NULL, &recorder, rid3);
+    zmsg_destroy (&msg);
+    msg = s_request (client, broker, "4", NULL, &recorder, rid4);
     zmsg_destroy (&msg);
 
     //  A JSON string error is decoded; anything else is passed raw; a
@@ -249,6 +251,14 @@ test_errors_are_decoded (void **state)
     assert_int_equal (recorder.events [2].status, PIGATO_E_REPLY);
     assert_int_equal (recorder.events [2].size, 0);
     assert_true (recorder.events [2].final);
+
+    //  The text is bytes: one that starts with a NUL arrives whole
+    fake_send (broker, to, "C", "3", "", rid4, "-1", "\"\\u0000ab\\u0000c\"",
+               "{}", NULL);
+    assert_true (s_wait_events (client, &recorder, 4, 2000));
+    assert_int_equal (recorder.events [3].status, PIGATO_E_REPLY);
+    assert_int_equal (recorder.events [3].full_size, 5);
+    assert_memory_equal (recorder.events [3].data, "\0ab\0c", 5);
     zframe_destroy (&to);
     pigato_client_destroy (&client);
     fake_broker_destroy (&broker);

@@ -729,6 +729,221 @@ test_replies_outlive_their_worker (void **state)
     fake_broker_destroy (&broker);
 }
 
+//  Receives the reject the worker sends for rid because its handler has
+//  its concurrency in flight already.
+static void
+s_expect_over_limit (fake_broker_t *broker, pigato_worker_t *worker,
+                     const char *rid)
+{
+    zmsg_t *msg = fake_recv (broker, s_pump, worker, "W", "7", 2000);
+    assert_non_null (msg);
+    assert_true (fake_msg_is (msg, "W", "7", "client-1", "", rid, "0",
+                              "\"E_WORKER_REFUSED over_concurrency\"", NULL));
+    zmsg_destroy (&msg);
+}
+
+//  A broker that ignores the announced concurrency: what comes beyond it
+//  never reaches the handler, goes back as a reject (the broker gives it
+//  to another worker) and is counted; a slot comes back when a reply
+//  ends, is rejected by the handler or is destroyed unended.
+static void
+test_concurrency_is_enforced (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_KEEP };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_ready (broker, worker);
+    //  Held requests stay active (no request heartbeats come) for 3 s:
+    //  none is forgotten by its broker, so nothing waits (see below)
+    pigato_worker_set_heartbeat (worker, 1000, 3);
+    pigato_worker_set_concurrency (worker, 2);
+    assert_int_equal (pigato_worker_in_flight (worker), 0);
+    const char *rids [] = { "r1", "r2", "r3", "r4", "r5" };
+    for (int index = 0; index < 5; index++)
+        s_send_request (broker, id, rids [index], "1", NULL);
+    for (int index = 2; index < 5; index++)
+        s_expect_over_limit (broker, worker, rids [index]);
+    assert_int_equal (handler.requests, 2);
+    assert_string_equal (pigato_reply_rid (handler.held [1]), "r2");
+    assert_int_equal (pigato_worker_in_flight (worker), 2);
+    assert_int_equal (pigato_worker_over_concurrency (worker), 3);
+
+    //  Ended (not yet destroyed): its slot is free
+    assert_int_equal (pigato_reply_end (handler.held [0], "ok", 2), 0);
+    assert_int_equal (pigato_worker_in_flight (worker), 1);
+    pigato_reply_destroy (&handler.held [0]);
+    s_send_request (broker, id, "r6", "1", NULL);
+    s_send_request (broker, id, "r7", "1", NULL);
+    s_expect_over_limit (broker, worker, "r7");
+    assert_int_equal (handler.requests, 3);
+    assert_string_equal (pigato_reply_rid (handler.held [2]), "r6");
+
+    //  Rejected by the handler, and destroyed unended (E_DROPPED)
+    assert_int_equal (pigato_reply_reject (handler.held [1], "no"), 0);
+    pigato_reply_destroy (&handler.held [1]);
+    zmsg_t *msg = fake_recv (broker, s_pump, worker, "W", "7", 2000);
+    assert_non_null (msg);
+    assert_true (fake_frame_is (msg, 7, "\"no\""));
+    zmsg_destroy (&msg);
+    assert_int_equal (pigato_worker_in_flight (worker), 1);
+    pigato_reply_destroy (&handler.held [2]);
+    assert_int_equal (pigato_worker_in_flight (worker), 0);
+
+    //  A limit lowered below what is in flight: nothing more until under
+    s_send_request (broker, id, "r8", "1", NULL);
+    s_send_request (broker, id, "r9", "1", NULL);
+    while (handler.requests < 5)
+        pigato_worker_wait (worker, 10);
+    pigato_worker_set_concurrency (worker, 1);
+    s_send_request (broker, id, "r10", "1", NULL);
+    s_expect_over_limit (broker, worker, "r10");
+    assert_int_equal (pigato_worker_over_concurrency (worker), 5);
+    assert_int_equal (handler.requests, 5);
+
+    //  Unlimited: every request reaches the handler
+    pigato_worker_set_concurrency (worker, -1);
+    for (int index = 0; index < 3; index++)
+        s_send_request (broker, id, rids [index], "2", NULL);
+    while (handler.requests < 8)
+        pigato_worker_wait (worker, 10);
+    assert_int_equal (pigato_worker_in_flight (worker), 5);
+    assert_int_equal (pigato_worker_over_concurrency (worker), 5);
+    for (int index = 3; index < 8; index++)
+        pigato_reply_destroy (&handler.held [index]);
+    assert_int_equal (pigato_worker_in_flight (worker), 0);
+    assert_int_equal (pigato_worker_in_flight (NULL), 0);
+    assert_int_equal (pigato_worker_over_concurrency (NULL), 0);
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
+//  With two brokers the limit is the worker's, not each link's: one
+//  request through each fills a concurrency of 2.
+static void
+test_concurrency_is_per_worker_not_per_broker (void **state)
+{
+    (void) state;
+    fake_broker_t *first = fake_broker_new (false);
+    fake_broker_t *second = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_KEEP };
+    pigato_worker_t *worker = s_worker_new (first, &handler);
+    assert_int_equal (pigato_worker_connect (worker, second->endpoint), 0);
+    zframe_t *first_id = s_ready (first, worker);
+    zframe_t *second_id = s_ready (second, worker);
+    pigato_worker_set_heartbeat (worker, 1000, 3);
+    pigato_worker_set_concurrency (worker, 2);
+    s_send_request (first, first_id, "a1", "1", NULL);
+    s_send_request (second, second_id, "b1", "1", NULL);
+    while (handler.requests < 2)
+        pigato_worker_wait (worker, 10);
+    s_send_request (first, first_id, "a2", "1", NULL);
+    s_expect_over_limit (first, worker, "a2");
+    s_send_request (second, second_id, "b2", "1", NULL);
+    s_expect_over_limit (second, worker, "b2");
+    assert_int_equal (handler.requests, 2);
+    assert_int_equal (pigato_worker_in_flight (worker), 2);
+    //  A slot freed through one broker serves the other
+    assert_int_equal (pigato_reply_end (handler.held [0], "ok", 2), 0);
+    pigato_reply_destroy (&handler.held [0]);
+    s_send_request (second, second_id, "b3", "1", NULL);
+    while (handler.requests < 3)
+        pigato_worker_wait (worker, 10);
+    assert_string_equal (pigato_reply_rid (handler.held [2]), "b3");
+    pigato_reply_destroy (&handler.held [1]);
+    pigato_reply_destroy (&handler.held [2]);
+    zframe_destroy (&first_id);
+    zframe_destroy (&second_id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&first);
+    fake_broker_destroy (&second);
+}
+
+//  Pumps the worker for ms.
+static void
+s_pump_for (pigato_worker_t *worker, int ms)
+{
+    int64_t until = zclock_mono () + ms;
+    while (zclock_mono () < until)
+        pigato_worker_wait (worker, 5);
+}
+
+//  A broker that timed a request out gave its slot to the next one while
+//  the handler still holds the old one: the next waits in the worker (not
+//  in the handler, not rejected: it would go nowhere with one worker)
+//  and takes the slot when the old one ends; one for each forgotten
+//  request at most, and dropped if its own broker forgets it meanwhile.
+static void
+test_a_slot_the_broker_freed_early_is_waited_for (void **state)
+{
+    (void) state;
+    fake_broker_t *broker = fake_broker_new (false);
+    handler_t handler = { .mode = HANDLE_KEEP };
+    pigato_worker_t *worker = s_worker_new (broker, &handler);
+    zframe_t *id = s_ready (broker, worker);
+    pigato_worker_set_heartbeat (worker, 1000, 3);
+    pigato_worker_set_concurrency (worker, 1);
+
+    s_send_request (broker, id, "r1", "1", "{\"timeout\":100}");
+    while (handler.requests < 1)
+        pigato_worker_wait (worker, 10);
+    s_pump_for (worker, 150);  //  the broker forgot r1
+    assert_false (pigato_reply_active (handler.held [0]));
+    s_send_request (broker, id, "r2", "2", "{\"timeout\":300}");
+    s_send_request (broker, id, "r3", "3", NULL);
+    s_expect_over_limit (broker, worker, "r3");  //  one waits, no more
+    assert_int_equal (handler.requests, 1);
+    assert_int_equal (pigato_worker_in_flight (worker), 1);
+    assert_int_equal (pigato_worker_over_concurrency (worker), 1);
+
+    //  r2 timed out while it waited: dropped, never handed, no answer
+    s_pump_for (worker, 350);
+    assert_int_equal (pigato_reply_end (handler.held [0], "late", 4), 0);
+    pigato_reply_destroy (&handler.held [0]);
+    zmsg_t *msg = fake_recv (broker, s_pump, worker, "W", "3", 2000);
+    assert_non_null (msg);
+    assert_true (fake_frame_is (msg, 5, "r1"));
+    zmsg_destroy (&msg);
+    s_pump_for (worker, 100);
+    assert_int_equal (handler.requests, 1);
+    assert_int_equal (pigato_worker_in_flight (worker), 0);
+
+    //  The slot comes back to a request that waited for it
+    s_send_request (broker, id, "r4", "4", "{\"timeout\":100}");
+    while (handler.requests < 2)
+        pigato_worker_wait (worker, 10);
+    s_pump_for (worker, 150);
+    s_send_request (broker, id, "r5", "5", "{\"timeout\":5000}");
+    s_pump_for (worker, 100);
+    assert_int_equal (handler.requests, 2);
+    pigato_reply_destroy (&handler.held [1]);  //  E_DROPPED: ended
+    while (handler.requests < 3)
+        pigato_worker_wait (worker, 10);
+    assert_string_equal (pigato_reply_rid (handler.held [2]), "r5");
+    assert_string_equal (handler.data, "5");
+    assert_int_equal (pigato_worker_in_flight (worker), 1);
+    //  Over a request its broker still counts: rejected, as ever
+    s_send_request (broker, id, "r6", "6", NULL);
+    s_expect_over_limit (broker, worker, "r6");
+    assert_int_equal (pigato_worker_over_concurrency (worker), 2);
+    pigato_reply_destroy (&handler.held [2]);
+
+    //  Waiting ones are freed with the worker
+    s_send_request (broker, id, "r7", "7", "{\"timeout\":100}");
+    while (handler.requests < 4)
+        pigato_worker_wait (worker, 10);
+    s_pump_for (worker, 150);
+    s_send_request (broker, id, "r8", "8", NULL);
+    s_pump_for (worker, 50);
+    assert_int_equal (handler.requests, 4);
+    assert_int_equal (pigato_worker_over_concurrency (worker), 2);
+    pigato_reply_destroy (&handler.held [3]);
+    zframe_destroy (&id);
+    pigato_worker_destroy (&worker);
+    fake_broker_destroy (&broker);
+}
+
 //  Receives the worker's next reply of a type for rid; checks its status
 //  and that its data is text (NULL: its size is data_size).
 static void
@@ -1379,6 +1594,9 @@ main (void)
         cmocka_unit_test (test_drain_waits_for_the_broker_to_hear),
         cmocka_unit_test (test_drain_leaves_at_its_timeout),
         cmocka_unit_test (test_replies_outlive_their_worker),
+        cmocka_unit_test (test_concurrency_is_enforced),
+        cmocka_unit_test (test_concurrency_is_per_worker_not_per_broker),
+        cmocka_unit_test (test_a_slot_the_broker_freed_early_is_waited_for),
         cmocka_unit_test (test_replies_over_the_limit_become_errors),
         cmocka_unit_test (test_malformed_broker_messages_are_dropped),
         cmocka_unit_test (test_invalid_arguments),
