@@ -512,22 +512,21 @@ PIGATO_EXPORT int
 //  negative value = unlimited), announced to brokers in heartbeats and
 //  enforced by the worker itself, for all its brokers together: a request
 //  is in flight from the handler's call until it is ended (end, error,
-//  reject) or its reply destroyed. A request that arrives while the
-//  handler has that many (a broker that ignores the announcement, or
-//  several brokers each giving their share, or a limit lowered below
-//  what is in flight) never reaches the handler: it is rejected back to
-//  its broker (reason "E_WORKER_REFUSED over_concurrency"), which gives
-//  it to another worker, counted (pigato_worker_over_concurrency ()) and
-//  logged (event=worker_over_concurrency, at most 20 lines a second, then
-//  event=worker_over_concurrency_suppressed count=N). One exception: while
-//  the handler holds requests their brokers have forgotten
-//  (pigato_reply_active () false: timed out, their client or connection
-//  gone), a broker gave their slots away in good faith; a request that
-//  comes over the limit then waits in the worker (at most one for each
-//  such request, never in the handler) and reaches the handler when a
-//  slot frees, unless its own broker forgets it first (then it is
-//  dropped). A reject would leave it with no worker when this is the
-//  only one.
+//  reject) or its reply destroyed. The handler never holds more. A
+//  request that arrives while it has that many waits in the worker for
+//  the first free slot when its broker sent it within the concurrency it
+//  was told (several brokers, each giving its share: at most brokers x
+//  concurrency wait), or when the handler holds requests their brokers
+//  have forgotten (pigato_reply_active () false: timed out, their client
+//  or connection gone: a broker gave their slots away in good faith; one
+//  waits for each such request). A waiting request its own broker forgets
+//  is dropped; a drain rejects them all. Beyond that (a broker that
+//  ignores the announcement, or a limit lowered below what is in flight)
+//  it never reaches the handler: it is rejected back to its broker
+//  (reason "E_WORKER_REFUSED over_concurrency"), which gives it to
+//  another worker, counted (pigato_worker_over_concurrency ()) and logged
+//  (event=worker_over_concurrency, at most 20 lines a second, then
+//  event=worker_over_concurrency_suppressed count=N).
 PIGATO_EXPORT void
     pigato_worker_set_concurrency (pigato_worker_t *self, int concurrency);
 

@@ -67,6 +67,8 @@ typedef struct {
     unsigned handshake_drops;    //  closed during the handshake, in a row
     int64_t retry_at;            //  CLOSED after a refusal: reopen from then
     bool acknowledged;         //  the broker took the greeting (worker: READY)
+    size_t held;               //  worker: its requests the worker holds
+                               //  (handed to the handler, or waiting)
     bool draining;             //  client: the broker drains, takes no new
                                //  requests (its notice; until it reconnects)
     unsigned heartbeats_sent;  //  worker: plain heartbeats sent and

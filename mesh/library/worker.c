@@ -53,6 +53,7 @@ struct _pigato_reply_t {
     int64_t timeout;                //  request timeout, -1 never
     bool ended;                     //  end, error or reject called
     bool counted;                   //  in worker->in_flight
+    pigato__link_t *held_by;        //  the link whose held counts it, or NULL
     char storage [];                //  client, service and key: one allocation
 };
 
@@ -192,6 +193,10 @@ static inline void
 s_reply_release (pigato_reply_t *reply)
 {
     pigato_worker_t *worker = reply->worker;
+    if (reply->held_by) {
+        reply->held_by->held--;
+        reply->held_by = NULL;
+    }
     if (reply->counted && worker) {
         worker->in_flight--;
         if (worker->parked)
@@ -714,14 +719,15 @@ s_park_timer (zloop_t *loop, int timer_id, void *arg)
 //  A request from a broker: make a tracked reply (one allocation with its
 //  client id, service and key) and hand it to the handler, which owns it
 //  from then on.
-//  Beyond the concurrency it is rejected (s_request_over_limit), except
-//  while the handler still holds requests their brokers have forgotten:
-//  a broker that timed one out, or lost its client, gave its slot to this
-//  request in good faith, and the application is winding the old one
-//  down. Then the request waits here (one for each forgotten request at
-//  most, never in the handler) and takes the first free slot; a reject
-//  would send it to other workers only, or leave it waiting for its
-//  timeout if there is none.
+//  Beyond the concurrency it never reaches the handler. It waits here for
+//  the first free slot when its broker kept within the concurrency it was
+//  told (with several brokers, each gives its share: a reject would make
+//  a busy mesh's requests starve, pigato's rejects excluding the worker),
+//  or while the handler still holds requests their brokers have
+//  forgotten (a broker that timed one out, or lost its client, gave its
+//  slot to this request in good faith; one waits for each at most). So
+//  at most brokers x concurrency wait. Beyond that (a broker that ignores
+//  the concurrency) it is rejected (s_request_over_limit).
 static void
 s_request_handle (pigato_worker_t *self, pigato__link_t *link,
                   const pigato__msg_t *message)
@@ -732,7 +738,12 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
     }
     bool park = false;
     if (!s_room (self)) {
-        park = self->parked_count < s_forgotten (self);
+        //  Within what its own broker was told (several brokers, each
+        //  giving its share), or in a slot a broker freed early: it waits
+        //  for a slot; beyond it (a broker that ignores the concurrency)
+        //  it is rejected
+        park = link->held < (size_t) self->concurrency
+            || self->parked_count < s_forgotten (self);
         if (!park) {
             s_request_over_limit (self, link, message);
             return;
@@ -801,6 +812,8 @@ s_request_handle (pigato_worker_t *self, pigato__link_t *link,
         return;
     }
     reply->tracked = true;
+    reply->held_by = link;
+    link->held++;
     if (!park) {
         s_request_hand (self, reply, message->data.data, message->data.size);
         return;

@@ -819,6 +819,15 @@ test_concurrency_is_enforced (void **state)
     fake_broker_destroy (&broker);
 }
 
+//  Pumps the worker for ms.
+static void
+s_pump_for (pigato_worker_t *worker, int ms)
+{
+    int64_t until = zclock_mono () + ms;
+    while (zclock_mono () < until)
+        pigato_worker_wait (worker, 5);
+}
+
 //  With two brokers the limit is the worker's, not each link's: one
 //  request through each fills a concurrency of 2.
 static void
@@ -838,21 +847,31 @@ test_concurrency_is_per_worker_not_per_broker (void **state)
     s_send_request (second, second_id, "b1", "1", NULL);
     while (handler.requests < 2)
         pigato_worker_wait (worker, 10);
+    //  Each broker within what it was told (2): they wait in the worker,
+    //  never in the handler
     s_send_request (first, first_id, "a2", "1", NULL);
-    s_expect_over_limit (first, worker, "a2");
     s_send_request (second, second_id, "b2", "1", NULL);
-    s_expect_over_limit (second, worker, "b2");
+    s_pump_for (worker, 100);
     assert_int_equal (handler.requests, 2);
     assert_int_equal (pigato_worker_in_flight (worker), 2);
-    //  A slot freed through one broker serves the other
+    //  Beyond what its own broker was told: rejected
+    s_send_request (first, first_id, "a3", "1", NULL);
+    s_expect_over_limit (first, worker, "a3");
+    assert_int_equal (handler.requests, 2);
+    //  A slot freed through one broker serves the oldest waiting request
     assert_int_equal (pigato_reply_end (handler.held [0], "ok", 2), 0);
     pigato_reply_destroy (&handler.held [0]);
-    s_send_request (second, second_id, "b3", "1", NULL);
     while (handler.requests < 3)
         pigato_worker_wait (worker, 10);
-    assert_string_equal (pigato_reply_rid (handler.held [2]), "b3");
+    assert_string_equal (pigato_reply_rid (handler.held [2]), "a2");
+    assert_int_equal (pigato_reply_end (handler.held [1], "ok", 2), 0);
     pigato_reply_destroy (&handler.held [1]);
+    while (handler.requests < 4)
+        pigato_worker_wait (worker, 10);
+    assert_string_equal (pigato_reply_rid (handler.held [3]), "b2");
+    assert_int_equal (pigato_worker_in_flight (worker), 2);
     pigato_reply_destroy (&handler.held [2]);
+    pigato_reply_destroy (&handler.held [3]);
     zframe_destroy (&first_id);
     zframe_destroy (&second_id);
     pigato_worker_destroy (&worker);
@@ -860,14 +879,6 @@ test_concurrency_is_per_worker_not_per_broker (void **state)
     fake_broker_destroy (&second);
 }
 
-//  Pumps the worker for ms.
-static void
-s_pump_for (pigato_worker_t *worker, int ms)
-{
-    int64_t until = zclock_mono () + ms;
-    while (zclock_mono () < until)
-        pigato_worker_wait (worker, 5);
-}
 
 //  A broker that timed a request out gave its slot to the next one while
 //  the handler still holds the old one: the next waits in the worker (not
