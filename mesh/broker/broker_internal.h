@@ -139,9 +139,6 @@ int64_t pigato__budget_default_memory (void);
 //  "address:port" of a socket's peer ("?:0" if unknown).
 void pigato__fd_peer (int fd, char *text, size_t size);
 
-//  What libzmq holds per frame beyond its bytes: a zmq_msg_t in the pipe.
-#define PIGATO__FRAME_MEMORY 64
-
 //  Counts a message given to libzmq for a connection (bytes on the wire,
 //  frames); past a step, the connection is queued for a check against
 //  the kernel's count.
