@@ -27,6 +27,9 @@
 #include "../base/table.h"
 
 #define WORKER_LOOP_TICK_MS 100  //  timer check period under zloop
+//  Over its outbound budget, a link still rejects requests back to their
+//  broker while the queue is within this much more; beyond, it drops them
+#define WORKER_BUSY_SLACK (1024 * 1024)
 //  Reply key: link index, generation, client id size and bytes, rid
 #define WORKER_KEY_MAX                                                         \
     (sizeof (size_t) + sizeof (unsigned) + 1 + 255 + PIGATO_RID_MAX)
@@ -69,6 +72,8 @@ struct _pigato_worker_t {
     zloop_t *loop;                //  attached zloop, or NULL
     int loop_timer;               //  its timer id
     char err [256];               //  last error message
+
+    pigato__ratelimit_t busy_log;  //  worker_busy (over its outbound budget)
 };
 
 //  --------------------------------------------------------------------------
@@ -198,7 +203,10 @@ s_link_reconnect (pigato_worker_t *self, pigato__link_t *link, bool lost)
     pigato__log (PIGATO_LOG_WARNING,
                  "event=worker_reconnect endpoint=%s "
                  "reason=%s old_id=%s",
-                 link->endpoint, lost ? "broker_lost" : "broker_disconnect",
+                 link->endpoint,
+                 !lost               ? "broker_disconnect"
+                 : link->lost_reason ? link->lost_reason
+                                     : "broker_lost",
                  link->routing_id);
     s_link_close (link, lost);
     if (pigato__link_open (link, self->err, sizeof self->err) == PIGATO_OK)
@@ -374,6 +382,63 @@ s_request_refuse (pigato__link_t *link, const pigato__msg_t *message,
                  link->endpoint, reason, rc == 0 ? "yes" : "no");
 }
 
+//  A request through a broker that is not reading what the worker sends
+//  it (no room under the link's outbound budget) is not taken: rejected
+//  back, so that the broker hands it to another worker, while the queue
+//  is within WORKER_BUSY_SLACK of the budget; beyond that dropped (the
+//  broker reads neither). Logged rate-limited.
+static void
+s_request_busy (pigato_worker_t *self, pigato__link_t *link,
+                const pigato__msg_t *message)
+{
+    uint64_t queued = pigato__link_budget_estimate (&link->budget);
+    bool reject = queued
+               <= (uint64_t) self->settings.max_outbound + WORKER_BUSY_SLACK;
+    if (reject) {
+        pigato__msg_t refusal = { .role = 'W',
+                                  .type = PIGATO__REJECT,
+                                  .client = message->client,
+                                  .rid = message->rid,
+                                  .data = S_TEXT (
+                                      "\"E_WORKER_REFUSED send_queue_full\"") };
+        reject = pigato__link_send (link, &refusal) == 0;
+    }
+    char rid_text [80];
+    if (pigato__log_level >= PIGATO_LOG_WARNING
+        && pigato__ratelimit_allow_at (&self->busy_log, "worker_busy",
+                                       PIGATO_LOG_WARNING))
+        pigato__log (PIGATO_LOG_WARNING,
+                     "event=worker_busy endpoint=%s rid=%s action=%s "
+                     "queued_bytes=%" PRIu64 " max_outbound=%" PRId64
+                     " reason=\"the broker is not reading what the worker "
+                     "sends\"",
+                     link->endpoint,
+                     pigato__printable (message->rid.data, message->rid.size,
+                                        rid_text, sizeof rid_text),
+                     reject ? "reject" : "drop", queued,
+                     self->settings.max_outbound);
+}
+
+//  A link went over its outbound budget or back under it (link.c): the
+//  worker announces no room there (concurrency 0), or its concurrency
+//  again, at once. The one message sent past the budget for it.
+static void
+s_link_room (void *owner, pigato__link_t *link)
+{
+    pigato_worker_t *self = (pigato_worker_t *) owner;
+    if (self->stopped || !link->sock)
+        return;
+    char opts [48];
+    snprintf (opts, sizeof opts, "{\"concurrency\":%d}",
+              link->budget.over ? 0 : self->concurrency);
+    pigato__msg_t heartbeat = { .role = 'W',
+                                .type = PIGATO__HEARTBEAT,
+                                .opts = S_TEXT (opts) };
+    if (pigato__link_send (link, &heartbeat))
+        pigato__log (PIGATO_LOG_DEBUG, "event=send_skipped endpoint=%s type=%d",
+                     link->endpoint, heartbeat.type);
+}
+
 //  A request from a broker: make a tracked reply (one allocation with its
 //  client id, service and key) and hand it to the handler, which owns it
 //  from then on.
@@ -381,6 +446,10 @@ static void
 s_request_handle (pigato_worker_t *self, pigato__link_t *link,
                   const pigato__msg_t *message)
 {
+    if (!pigato__link_room (link)) {
+        s_request_busy (self, link, message);
+        return;
+    }
     //  The rid is bytes (a broker makes MDP clients' rids, starting with
     //  0x00); the service is a name, shown as text to the handler
     if (memchr (message->service.data, 0, message->service.size)) {
@@ -559,6 +628,8 @@ pigato_worker_new (const char *service, pigato_request_fn *handler, void *arg)
                                      s_link_handle, s_loop_tick,
                                      s_link_disconnected, s_link_change, self);
     self->loop_timer = -1;
+    if (self->links)
+        pigato__links_on_room (self->links, s_link_room);
     if (!self->service || !self->replies || !self->links)
         pigato_worker_destroy (&self);
     return self;
@@ -640,6 +711,15 @@ PIGATO_EXPORT int
 pigato_worker_set_framing (pigato_worker_t *self, const char *framing)
 {
     return pigato__settings_set_framing (s_settings (self), framing);
+}
+
+PIGATO_EXPORT int
+pigato_worker_set_max_outbound (pigato_worker_t *self, int64_t bytes)
+{
+    int rc = pigato__settings_set_max_outbound (s_settings (self), bytes);
+    if (rc == PIGATO_OK)
+        pigato__links_set_max_outbound (self->links, bytes);
+    return rc;
 }
 
 //  Concurrency announced in heartbeats; any negative value means -1.
