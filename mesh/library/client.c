@@ -202,7 +202,8 @@ s_link_with_room (pigato_client_t *self, pigato__link_t *avoid)
 
 //  A link whose broker is not reading, if no other link with a socket
 //  has room either; NULL if some link has. Checked before a request's
-//  body is copied.
+//  body is copied once a link was found over its budget (the first
+//  request past it is refused by s_request_send).
 static pigato__link_t *
 s_links_full (pigato_client_t *self)
 {
@@ -889,7 +890,9 @@ pigato_client_request (pigato_client_t *self, const char *service,
         pigato__errorf (self->err, sizeof self->err, "data is too large");
         return PIGATO_E_INVALID;
     }
-    pigato__link_t *full = s_links_full (self);
+    pigato__link_t *full = pigato__links_over (self->links)
+                             ? s_links_full (self)
+                             : NULL;
     if (full)
         return s_queue_full (self, full);
     //  One allocation (malloc, not calloc: glibc's calloc skips its

@@ -65,6 +65,7 @@ struct _pigato__links_t {
     //  Byte budgets (link_budget.h)
     int64_t max_outbound;            //  per link, bytes
     pigato__link_room_fn *room;      //  owner: a link went over or under it
+    size_t over;                     //  links over theirs now
     int64_t budget_due;              //  next check (ms)
     int budget_timer;                //  its zloop timer, or 0
     pigato__ratelimit_t budget_log;  //  send_queue_full log limiter
@@ -72,6 +73,7 @@ struct _pigato__links_t {
 
 static void s_settle_outside (pigato__links_t *self);
 static void s_budget_tick (pigato__links_t *self, int64_t now);
+static void s_budget_over (pigato__link_t *link, bool over);
 static int64_t s_budget_next (pigato__links_t *self);
 
 pigato__links_t *
@@ -813,8 +815,6 @@ s_dispatch (pigato__links_t *self)
         }
         if (round == 0 && self->tick)
             self->tick (self->owner);
-        if (round == 0 && pigato__now_ms () >= self->budget_due)
-            s_budget_tick (self, pigato__now_ms ());
         pigato__links_release (self);
         readable = s_settle (self);
         if (!readable)
@@ -961,9 +961,11 @@ pigato__link_open (pigato__link_t *self, char *err, size_t err_size)
     self->retry_at = 0;
     self->acknowledged = false;
     self->lost_reason = NULL;
+    s_budget_over (self, false);
     pigato__link_budget_reset (&self->budget,
                                strncmp (self->endpoint, "tcp://", 6) == 0,
-                               !self->links->security->insecure);
+                               !self->links->security->insecure,
+                               (uint64_t) self->links->max_outbound);
     s_monitor_open (self);
     rc = pigato__peer_connect (self->sock, self->endpoint, err, err_size);
     if (rc != PIGATO_OK) {
@@ -1132,6 +1134,8 @@ void
 pigato__links_set_max_outbound (pigato__links_t *self, int64_t bytes)
 {
     self->max_outbound = bytes;
+    for (size_t index = 0; index < self->size; index++)
+        self->items [index]->budget.max_out = (uint64_t) bytes;
 }
 
 void
@@ -1140,20 +1144,40 @@ pigato__links_on_room (pigato__links_t *self, pigato__link_room_fn *room)
     self->room = room;
 }
 
+size_t
+pigato__links_over (pigato__links_t *self)
+{
+    return self->over;
+}
+
+//  Sets whether a link is over its outbound budget, counted in the set.
+static void
+s_budget_over (pigato__link_t *link, bool over)
+{
+    if (over != link->budget.over) {
+        link->budget.over = over;
+        if (over)
+            link->links->over++;
+        else
+            link->links->over--;
+    }
+}
+
+//  The count alone no longer proves the link under budget
+//  (pigato__link_room).
 bool
-pigato__link_room (pigato__link_t *self)
+pigato__link_room_check (pigato__link_t *self)
 {
     pigato__link_budget_t *budget = &self->budget;
-    uint64_t max = (uint64_t) self->links->max_outbound;
-    if (!budget->tcp
-        || (!budget->over && pigato__link_budget_estimate (budget) <= max))
+    uint64_t max = budget->max_out;
+    if (pigato__link_budget_clear (budget))
         return true;
     int64_t now = pigato__now_ms ();
     uint64_t inbound;
     if (now != budget->read_at
         && !pigato__link_budget_measure (budget, now, UINT64_MAX, &inbound))
         return true;  //  no counts from the kernel: not bounded by bytes
-    budget->over = pigato__link_budget_estimate (budget) > max;
+    s_budget_over (self, pigato__link_budget_estimate (budget) > max);
     return !budget->over;
 }
 
@@ -1247,20 +1271,25 @@ s_budget_tick (pigato__links_t *self, int64_t now)
         pigato__link_budget_t *budget = &link->budget;
         if (!link->sock || !budget->tcp)
             continue;
-        if (budget->fd < 0 && link->monitor) {
-            //  Its TCP connection is known from the monitor's events: read
-            //  them now, whatever woke the owner
+        uint64_t inbound = 0;
+        bool measured = budget->fd >= 0
+                     && pigato__link_budget_measure (
+                            budget, now, PIGATO_LINK_MAX_INBOUND, &inbound);
+        if (!measured && link->monitor) {
+            //  The TCP connection is known from the monitor's events (a
+            //  new one, or the end of the one measured): read them now,
+            //  whatever woke the owner
             size_t received = 0;
             link->monitor_dirty = true;
             s_monitor_drain (link, link->generation, &received);
-            if (!link->sock || !budget->tcp)
+            if (!link->sock)
                 continue;
         }
-        uint64_t inbound = 0;
-        if (pigato__link_budget_measure (budget, now, PIGATO_LINK_MAX_INBOUND,
-                                         &inbound))
-            budget->over = pigato__link_budget_estimate (budget)
-                         > (uint64_t) self->max_outbound;
+        if (measured
+            || pigato__link_budget_measure (budget, now,
+                                            PIGATO_LINK_MAX_INBOUND, &inbound))
+            s_budget_over (link, pigato__link_budget_estimate (budget)
+                                     > budget->max_out);
         if (inbound > PIGATO_LINK_MAX_INBOUND && s_budget_cut (link, inbound))
             continue;
         if (link->sock && budget->over != budget->announced)

@@ -142,7 +142,17 @@ void pigato__links_on_room (pigato__links_t *self, pigato__link_room_fn *room);
 //  when the count alone is over: at most one system call a millisecond)
 //  is within the budget. Always true for links without byte counts
 //  (ipc://). No new work goes to a link without room.
-bool pigato__link_room (pigato__link_t *self);
+bool pigato__link_room_check (pigato__link_t *self);
+
+//  How many links were found over their outbound budget (and have not
+//  been found under it since): 0 is the common case, checked first.
+size_t pigato__links_over (pigato__links_t *self);
+static inline bool
+pigato__link_room (pigato__link_t *self)
+{
+    return pigato__link_budget_clear (&self->budget)
+        || pigato__link_room_check (self);
+}
 
 //  Closes every link (pending batches flushed within the linger) and
 //  frees the set.

@@ -20,9 +20,12 @@
 #include "link_budget.h"
 
 void
-pigato__link_budget_reset (pigato__link_budget_t *self, bool tcp, bool curve)
+pigato__link_budget_reset (pigato__link_budget_t *self, bool tcp, bool curve,
+                           uint64_t max_out)
 {
-    *self = (pigato__link_budget_t) { .tcp = tcp, .curve = curve, .fd = -1 };
+    *self = (pigato__link_budget_t) {
+        .tcp = tcp, .curve = curve, .max_out = max_out, .fd = -1
+    };
 }
 
 void

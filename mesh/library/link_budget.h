@@ -22,6 +22,7 @@
 typedef struct {
     bool tcp;               //  a tcp:// link: counted (else never over)
     bool curve;             //  frames carry CURVE's 33 bytes
+    uint64_t max_out;       //  the outbound budget, bytes
     int fd;                 //  the TCP connection's socket (the monitor's
                             //  CONNECTED), -1 while there is none
     uint64_t bytes_out;     //  wire bytes given to libzmq, socket's life
@@ -38,9 +39,10 @@ typedef struct {
     bool announced;         //  `over` as the owner was last told
 } pigato__link_budget_t;
 
-//  A fresh socket: nothing counted, no connection yet.
+//  A fresh socket: nothing counted, no connection yet; max_out bytes of
+//  outbound budget.
 void pigato__link_budget_reset (pigato__link_budget_t *self, bool tcp,
-                                bool curve);
+                                bool curve, uint64_t max_out);
 
 //  The monitor reported a TCP connection (its socket fd), or its end.
 void pigato__link_budget_connected (pigato__link_budget_t *self, int fd);
@@ -66,6 +68,16 @@ static inline uint64_t
 pigato__link_budget_estimate (const pigato__link_budget_t *self)
 {
     return self->held_out + self->cost_out - self->cost_read;
+}
+
+//  True if the counts alone prove the link under its outbound budget (or
+//  it has none): the check on every send of new work, a few instructions.
+static inline bool
+pigato__link_budget_clear (const pigato__link_budget_t *self)
+{
+    return !self->tcp
+        || (!self->over
+            && pigato__link_budget_estimate (self) <= self->max_out);
 }
 
 //  Asks the kernel (one getsockopt) and sets held_out exactly; *inbound

@@ -386,7 +386,8 @@ s_request_refuse (pigato__link_t *link, const pigato__msg_t *message,
 //  it (no room under the link's outbound budget) is not taken: rejected
 //  back, so that the broker hands it to another worker, while the queue
 //  is within WORKER_BUSY_SLACK of the budget; beyond that dropped (the
-//  broker reads neither). Logged rate-limited.
+//  broker reads neither). Logged: at warning level rate-limited, the
+//  others at debug level.
 static void
 s_request_busy (pigato_worker_t *self, pigato__link_t *link,
                 const pigato__msg_t *message)
@@ -403,11 +404,15 @@ s_request_busy (pigato_worker_t *self, pigato__link_t *link,
                                       "\"E_WORKER_REFUSED send_queue_full\"") };
         reject = pigato__link_send (link, &refusal) == 0;
     }
+    //  Warning lines rate-limited, the rest at debug level
+    int level = pigato__log_level >= PIGATO_LOG_WARNING
+                     && pigato__ratelimit_allow_at (
+                         &self->busy_log, "worker_busy", PIGATO_LOG_WARNING)
+                  ? PIGATO_LOG_WARNING
+                  : PIGATO_LOG_DEBUG;
     char rid_text [80];
-    if (pigato__log_level >= PIGATO_LOG_WARNING
-        && pigato__ratelimit_allow_at (&self->busy_log, "worker_busy",
-                                       PIGATO_LOG_WARNING))
-        pigato__log (PIGATO_LOG_WARNING,
+    if (level <= pigato__log_level)
+        pigato__log (level,
                      "event=worker_busy endpoint=%s rid=%s action=%s "
                      "queued_bytes=%" PRIu64 " max_outbound=%" PRId64
                      " reason=\"the broker is not reading what the worker "

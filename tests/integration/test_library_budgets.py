@@ -64,9 +64,9 @@ class LibraryBudgetTest(MeshTestCase):
         self.rogues.append(rogue)
         return rogue
 
-    def serve_echo(self, rogue, heartbeat=500):
+    def serve_echo(self, rogue, heartbeat=500, log_level="info"):
         """`pigato serve echo --echo` on the rogue broker, registered."""
-        serve = self.start([CLI_BIN, "serve", "echo", "--echo", "--log-level", "info"]
+        serve = self.start([CLI_BIN, "serve", "echo", "--echo", "--log-level", log_level]
                            + rogue.cli_args(heartbeat), name="serve", env=self.env)
         worker = rogue.wait_worker("echo")
         self.assertIsNotNone(worker, "the worker never sent READY\n" + serve.tail())
@@ -92,7 +92,8 @@ class LibraryBudgetTest(MeshTestCase):
 
     def test_worker_stops_taking_work_while_its_broker_does_not_read(self):
         rogue = self.rogue(rcvhwm=2)          # holds little for the peers
-        serve, worker = self.serve_echo(rogue)
+        # debug: every request refused is logged (warnings are rate-limited)
+        serve, worker = self.serve_echo(rogue, log_level="debug")
         start = memory(serve.pid)[0]
         rogue.pause_reading()
         # Requests of 1 MiB, each echoed: 8 at a time while the worker
@@ -113,8 +114,8 @@ class LibraryBudgetTest(MeshTestCase):
         handled = serve.count(r"event=request service=echo")
         self.assertLessEqual(handled * MIB, MAX_OUTBOUND + 16 * MIB)
         rogue.send_requests(worker, 40, data=big, rid_prefix="b")
-        self.assertIsNotNone(serve.wait_for_log(r"event=worker_busy .*action=reject", 10, mark),
-                             serve.tail())
+        self.assertIsNotNone(serve.wait_for_log(r"event=worker_busy .*rid=b39 action=reject",
+                                                20, mark), serve.tail())
         self.assert_grew_less(serve, start, MAX_OUTBOUND + SLACK,
                               "1 MiB replies the broker does not read")
         # The broker reads again: everything arrives, the rejects with
