@@ -359,7 +359,10 @@ PIGATO_EXPORT int
 //  PIGATO_E_TOO_LARGE at once,
 //  nothing sent, no callback, the requests in flight untouched, and
 //  pigato_client_error () says "E_TOO_LARGE request of N bytes exceeds
-//  the broker's limit of M bytes".
+//  the broker's limit of M bytes". No broker link with room under its
+//  outbound budget (its broker is not reading what it is sent):
+//  PIGATO_E_QUEUE_FULL at once, the same way (see
+//  pigato_client_set_max_outbound ()).
 PIGATO_EXPORT int
     pigato_client_request (pigato_client_t *self, const char *service,
                            const void *data, size_t size, const char *opts_json,
