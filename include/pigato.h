@@ -90,7 +90,8 @@ extern "C" {
 //  ipc:// links: the kernel keeps no byte counts of Unix sockets, so the
 //  bound there is libzmq's send high-water mark instead: at most this many
 //  messages wait to be sent (a client's request past it:
-//  PIGATO_E_QUEUE_FULL), and nothing bounds inbound but PIGATO_LINK_RCVHWM.
+//  PIGATO_E_QUEUE_FULL; a worker's reply: PIGATO_E_CLOSED), and nothing
+//  bounds inbound but PIGATO_LINK_RCVHWM.
 #define PIGATO_LINK_IPC_SNDHWM 1000
 
 //  The largest body (request data, reply data, error text, reject reason)

@@ -13,7 +13,9 @@ and what the rogue broker receives.
   requests fail at once with PIGATO_E_QUEUE_FULL.
 * Inbound (PIGATO_LINK_MAX_INBOUND, 36 MiB): a message larger than any a
   broker may send gets its link cut (and logged) before libzmq holds all
-  of it; the peer reconnects and goes on."""
+  of it; the peer reconnects and goes on.
+* ipc:// links (no byte counts from the kernel): about
+  PIGATO_LINK_IPC_SNDHWM messages wait, then requests fail the same way."""
 
 import json
 import os
@@ -29,6 +31,7 @@ from rogue_broker import RogueBroker
 MIB = 1024 * 1024
 MAX_OUTBOUND = 64 * MIB          # PIGATO_LINK_MAX_OUTBOUND
 MAX_INBOUND = 36 * MIB           # PIGATO_LINK_MAX_INBOUND
+IPC_SNDHWM = 1000                # PIGATO_LINK_IPC_SNDHWM
 E_QUEUE_FULL = -21
 BUDGET_CLIENT = os.path.join(BUILD, "tests", "budget_client")
 # Beyond a budget a peer may hold what arrives in one 20 ms check (CURVE
@@ -188,6 +191,38 @@ class LibraryBudgetTest(MeshTestCase):
         self.assertTrue(rogue.wait_for(lambda r: len(r.requests()) == int(room.group(1)),
                                        30), "%d requests of %s arrived"
                         % (len(rogue.requests()), room.group(1)))
+
+    def test_ipc_link_holds_a_bounded_number_of_messages(self):
+        # ipc:// has no kernel byte counts: PIGATO_LINK_IPC_SNDHWM messages
+        # wait at most (1000), then requests fail the same way
+        path = os.path.join(self.tmp, "rogue.sock")
+
+        class IpcRogue(RogueBroker):
+            def _open(self):
+                self.endpoint = "ipc://" + path
+                RogueBroker._open(self)
+
+        rogue = IpcRogue(self.tmp, rcvhwm=2)
+        self.rogues.append(rogue)
+        client = self.start([BUDGET_CLIENT, "--broker", rogue.endpoint, "--server-key",
+                             rogue.key.public_file, "--size", "4096"],
+                            name="budget_client", env=self.env)
+        self.assertIsNotNone(client.wait_for_line(r"^started", 10, stream="stdout"),
+                             client.tail())
+        self.assertIsNotNone(rogue.wait_client(), client.tail())
+        rogue.pause_reading()
+        client.send_signal(signal.SIGUSR1)
+        full = client.wait_for_line(r"^full sent=(\d+) status=(-?\d+) ", 60, stream="stdout")
+        self.assertIsNotNone(full, client.tail())
+        self.assertEqual(int(full.group(2)), E_QUEUE_FULL)
+        # About 1000 in libzmq's queue (it learns what its I/O thread took
+        # in batches; the greeting counts too), with what the kernel's
+        # socket buffers took
+        self.assertGreater(int(full.group(1)), IPC_SNDHWM - 100)
+        self.assertLess(int(full.group(1)), IPC_SNDHWM + 500)
+        rogue.resume_reading()
+        self.assertIsNotNone(client.wait_for_line(r"^room sent=", 30, stream="stdout"),
+                             client.tail())
 
     # -- inbound: a message larger than any a broker may send -----------------
 
