@@ -136,6 +136,7 @@ class RogueBroker:
         self.auto_answer = None        # ClientRequest -> (status, data) | None
         self.cond = threading.Condition()
         self.received = []             # (time, routing id, frames), every message
+        self.counts = {}               # (header, type) -> messages received
         self.workers = {}              # routing id -> WorkerSeen
         self.clients = set()           # routing ids of clients seen
         self.send_errors = []          # (routing id, errno) of failed sends
@@ -198,6 +199,7 @@ class RogueBroker:
         answer = None
         with self.cond:
             self.received.append((now, peer, frames))
+            self.counts[(header, kind)] = self.counts.get((header, kind), 0) + 1
             if header == b"W":
                 if kind == b"1" and len(frames) >= 3:
                     self.workers[peer] = WorkerSeen(
@@ -367,6 +369,12 @@ class RogueBroker:
             seen = self.workers.get(b(worker))
             return seen.service if seen else b"unknown"
 
+    def count(self, header, kind):
+        """Messages received of a header and type, e.g. count("W", "7") for
+        rejects: cheap, for wait_for predicates over many messages."""
+        with self.cond:
+            return self.counts.get((b(header), b(kind)), 0)
+
     def mark(self):
         """Position to pass as since=: only messages received later."""
         with self.cond:
@@ -398,8 +406,9 @@ class RogueBroker:
         return [ClientRequest(p, f, t) for t, p, f in self.messages("C", "2", since=since)]
 
     def wait_for(self, predicate, timeout=5.0):
-        """Waits until predicate(self) is true (re-checked whenever a
-        message arrives, and every 50 ms); returns its last value."""
+        """Waits until predicate(self) is true (re-checked when messages
+        arrive, at most every 10 ms, and every 50 ms); returns its last
+        value."""
         deadline = time.monotonic() + secs(timeout)
         while True:
             value = predicate(self)
@@ -410,6 +419,7 @@ class RogueBroker:
                 return value
             with self.cond:
                 self.cond.wait(min(remaining, 0.05))
+            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
 
     def wait_worker(self, service=None, timeout=10.0, exclude=()):
         """Routing id of a worker that sent READY (for service, if given),
