@@ -135,7 +135,7 @@ extern "C" {
     X (E_UNREACHABLE, -18, "broker unreachable")                               \
     X (E_RESOLVE, -19, "cannot resolve the broker's host name")                \
     X (E_DENIED, -20, "the broker refused to register this worker")            \
-    X (E_QUEUE_FULL, -21, "the broker is not reading: send queue to it full")
+    X (E_QUEUE_FULL, -24, "the broker is not reading: send queue to it full")
 
 typedef enum {
 #define PIGATO_STATUS_ENUM(name, value, text) PIGATO_##name = value,
@@ -454,6 +454,21 @@ PIGATO_EXPORT void
 PIGATO_EXPORT void
     pigato_worker_set_heartbeat (pigato_worker_t *self, int interval_ms,
                                  int liveness);
+//  The most bytes the worker lets wait for one broker, as for the client
+//  (pigato_client_set_max_outbound; default PIGATO_LINK_MAX_OUTBOUND).
+//  Past it on a broker's link, the worker takes no new request from that
+//  broker: each is rejected back at once ("E_WORKER_REFUSED
+//  send_queue_full", so the broker hands it to another worker; once 1 MiB
+//  more has gone to that broker since the budget was passed, even that
+//  is dropped: the broker is not reading), logged (event=worker_busy:
+//  warnings, at most 20 a second, the others at debug level), and the
+//  worker announces concurrency 0 there; heartbeats are skipped. Once the
+//  queue drains under the budget (checked every 20 ms) it announces its
+//  concurrency again (event=worker_send_queue_drained). Replies to
+//  requests already taken are still sent: they add at most the
+//  concurrency's worth of replies. Returns 0 or PIGATO_E_INVALID.
+PIGATO_EXPORT int
+    pigato_worker_set_max_outbound (pigato_worker_t *self, int64_t bytes);
 //  As pigato_client_set_framing ().
 PIGATO_EXPORT int
     pigato_worker_set_framing (pigato_worker_t *self, const char *framing);
@@ -462,21 +477,6 @@ PIGATO_EXPORT int
 //  announced to brokers in heartbeats.
 PIGATO_EXPORT void
     pigato_worker_set_concurrency (pigato_worker_t *self, int concurrency);
-
-//  The most bytes the worker lets wait for one broker, as for the client
-//  (pigato_client_set_max_outbound; default PIGATO_LINK_MAX_OUTBOUND).
-//  Past it on a broker's link, the worker takes no new request from that
-//  broker: each is rejected back at once ("E_WORKER_REFUSED
-//  send_queue_full", so the broker hands it to another worker; while the
-//  queue is over the budget by more than 1 MiB even that is dropped: the
-//  broker is not reading), logged rate-limited (event=worker_busy), and
-//  the worker announces concurrency 0 there; heartbeats are skipped. Once
-//  the queue drains under the budget (checked every 20 ms) it announces
-//  its concurrency again (event=worker_send_queue_drained). Replies to
-//  requests already taken are still sent: they add at most the
-//  concurrency's worth of replies. Returns 0 or PIGATO_E_INVALID.
-PIGATO_EXPORT int
-    pigato_worker_set_max_outbound (pigato_worker_t *self, int64_t bytes);
 
 //  Connects to a broker and announces the service (READY). May be called
 //  for several brokers: the worker serves through all of them at once,

@@ -69,6 +69,7 @@ struct _pigato__links_t {
     int64_t budget_due;              //  next check (ms)
     int budget_timer;                //  its zloop timer, or 0
     pigato__ratelimit_t budget_log;  //  send_queue_full log limiter
+    pigato__ratelimit_t busy_log;    //  the owner's refusals' limiter
 };
 
 static void s_settle_outside (pigato__links_t *self);
@@ -1150,12 +1151,23 @@ pigato__links_over (pigato__links_t *self)
     return self->over;
 }
 
+int
+pigato__links_busy_level (pigato__links_t *self, const char *what)
+{
+    return pigato__log_level >= PIGATO_LOG_WARNING
+                && pigato__ratelimit_allow_at (&self->busy_log, what,
+                                               PIGATO_LOG_WARNING)
+             ? PIGATO_LOG_WARNING
+             : PIGATO_LOG_DEBUG;
+}
+
 //  Sets whether a link is over its outbound budget, counted in the set.
 static void
 s_budget_over (pigato__link_t *link, bool over)
 {
     if (over != link->budget.over) {
         link->budget.over = over;
+        link->budget.cost_over = link->budget.cost_out;
         if (over)
             link->links->over++;
         else

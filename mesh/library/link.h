@@ -147,6 +147,10 @@ bool pigato__link_room_check (pigato__link_t *self);
 //  How many links were found over their outbound budget (and have not
 //  been found under it since): 0 is the common case, checked first.
 size_t pigato__links_over (pigato__links_t *self);
+
+//  The level to log work refused for want of room at (event=WHAT):
+//  warning, at most 20 lines a second, the others debug.
+int pigato__links_busy_level (pigato__links_t *self, const char *what);
 static inline bool
 pigato__link_room (pigato__link_t *self)
 {

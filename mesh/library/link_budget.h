@@ -36,6 +36,7 @@ typedef struct {
     int64_t read_at;        //  when that was (ms), 0 never
     uint64_t bytes_in;      //  wire bytes read on this connection
     bool over;              //  over the outbound budget (last decision)
+    uint64_t cost_over;     //  cost_out when it went over
     bool announced;         //  `over` as the owner was last told
 } pigato__link_budget_t;
 
@@ -68,6 +69,14 @@ static inline uint64_t
 pigato__link_budget_estimate (const pigato__link_budget_t *self)
 {
     return self->held_out + self->cost_out - self->cost_read;
+}
+
+//  What was given to libzmq since the link went over its budget (0 while
+//  under it).
+static inline uint64_t
+pigato__link_budget_past (const pigato__link_budget_t *self)
+{
+    return self->over ? self->cost_out - self->cost_over : 0;
 }
 
 //  True if the counts alone prove the link under its outbound budget (or

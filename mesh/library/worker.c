@@ -27,9 +27,6 @@
 #include "../base/table.h"
 
 #define WORKER_LOOP_TICK_MS 100  //  timer check period under zloop
-//  Over its outbound budget, a link still rejects requests back to their
-//  broker while the queue is within this much more; beyond, it drops them
-#define WORKER_BUSY_SLACK (1024 * 1024)
 //  Reply key: link index, generation, client id size and bytes, rid
 #define WORKER_KEY_MAX                                                         \
     (sizeof (size_t) + sizeof (unsigned) + 1 + 255 + PIGATO_RID_MAX)
@@ -72,8 +69,6 @@ struct _pigato_worker_t {
     zloop_t *loop;                //  attached zloop, or NULL
     int loop_timer;               //  its timer id
     char err [256];               //  last error message
-
-    pigato__ratelimit_t busy_log;  //  worker_busy (over its outbound budget)
 };
 
 //  --------------------------------------------------------------------------
@@ -384,17 +379,18 @@ s_request_refuse (pigato__link_t *link, const pigato__msg_t *message,
 
 //  A request through a broker that is not reading what the worker sends
 //  it (no room under the link's outbound budget) is not taken: rejected
-//  back, so that the broker hands it to another worker, while the queue
-//  is within WORKER_BUSY_SLACK of the budget; beyond that dropped (the
-//  broker reads neither). Logged: at warning level rate-limited, the
-//  others at debug level.
+//  back, so that the broker hands it to another worker, until
+//  WORKER_BUSY_SLACK more went to that link since it went over the
+//  budget; then dropped (the broker reads neither). Logged: at warning
+//  level rate-limited, the others at debug level.
+#define WORKER_BUSY_SLACK (1024 * 1024)
+
 static void
 s_request_busy (pigato_worker_t *self, pigato__link_t *link,
                 const pigato__msg_t *message)
 {
     uint64_t queued = pigato__link_budget_estimate (&link->budget);
-    bool reject = queued
-               <= (uint64_t) self->settings.max_outbound + WORKER_BUSY_SLACK;
+    bool reject = pigato__link_budget_past (&link->budget) <= WORKER_BUSY_SLACK;
     if (reject) {
         pigato__msg_t refusal = { .role = 'W',
                                   .type = PIGATO__REJECT,
@@ -404,12 +400,7 @@ s_request_busy (pigato_worker_t *self, pigato__link_t *link,
                                       "\"E_WORKER_REFUSED send_queue_full\"") };
         reject = pigato__link_send (link, &refusal) == 0;
     }
-    //  Warning lines rate-limited, the rest at debug level
-    int level = pigato__log_level >= PIGATO_LOG_WARNING
-                     && pigato__ratelimit_allow_at (
-                         &self->busy_log, "worker_busy", PIGATO_LOG_WARNING)
-                  ? PIGATO_LOG_WARNING
-                  : PIGATO_LOG_DEBUG;
+    int level = pigato__links_busy_level (self->links, "worker_busy");
     char rid_text [80];
     if (level <= pigato__log_level)
         pigato__log (level,

@@ -10,7 +10,7 @@
 
     stdout (flushed line by line):
       started                                connected, waiting for SIGUSR1
-      full sent=N status=S us=T strerror="TEXT" error=TEXT
+      full sent=N status=E_QUEUE_FULL|other us=T strerror="TEXT" error=TEXT
                                              the first refused request (T:
                                              microseconds the call took)
       refused count=N max_us=T mean_us=M     N more tries right after it,
@@ -110,9 +110,10 @@ main (int argc, char *argv [])
                 pigato_client_wait (client, 0);
                 continue;
             }
-            printf ("full sent=%ld status=%d us=%lld strerror=\"%s\" "
+            printf ("full sent=%ld status=%s us=%lld strerror=\"%s\" "
                     "error=%s\n",
-                    sent, rc, (long long) took, pigato_strerror (rc),
+                    sent, rc == PIGATO_E_QUEUE_FULL ? "E_QUEUE_FULL" : "other",
+                    (long long) took, pigato_strerror (rc),
                     pigato_client_error (client));
             int refused = 0;
             int64_t slowest = 0, total = 0;
