@@ -317,6 +317,65 @@ s_timers_run (pigato_worker_t *self)
 }
 
 //  --------------------------------------------------------------------------
+//  A request through a broker that is not reading what the worker sends
+//  it (no room under the link's outbound budget) is not taken: rejected
+//  back, so that the broker hands it to another worker, until
+//  WORKER_BUSY_SLACK more went to that link since it went over the
+//  budget; then dropped (the broker reads neither). Logged: at warning
+//  level rate-limited, the others at debug level.
+#define WORKER_BUSY_SLACK (1024 * 1024)
+
+static void
+s_request_busy (pigato_worker_t *self, pigato__link_t *link,
+                const pigato__msg_t *message)
+{
+    uint64_t queued = pigato__link_budget_estimate (&link->budget);
+    bool reject = pigato__link_budget_past (&link->budget) <= WORKER_BUSY_SLACK;
+    if (reject) {
+        pigato__msg_t refusal = { .role = 'W',
+                                  .type = PIGATO__REJECT,
+                                  .client = message->client,
+                                  .rid = message->rid,
+                                  .data = S_TEXT (
+                                      "\"E_WORKER_REFUSED send_queue_full\"") };
+        reject = pigato__link_send (link, &refusal) == 0;
+    }
+    int level = pigato__links_busy_level (self->links, "worker_busy");
+    char rid_text [80];
+    if (level <= pigato__log_level)
+        pigato__log (level,
+                     "event=worker_busy endpoint=%s rid=%s action=%s "
+                     "queued_bytes=%" PRIu64 " max_outbound=%" PRId64
+                     " reason=\"the broker is not reading what the worker "
+                     "sends\"",
+                     link->endpoint,
+                     pigato__printable (message->rid.data, message->rid.size,
+                                        rid_text, sizeof rid_text),
+                     reject ? "reject" : "drop", queued,
+                     self->settings.max_outbound);
+}
+
+//  A link went over its outbound budget or back under it (link.c): the
+//  worker announces no room there (concurrency 0), or its concurrency
+//  again, at once. The one message sent past the budget for it.
+static void
+s_link_room (void *owner, pigato__link_t *link)
+{
+    pigato_worker_t *self = (pigato_worker_t *) owner;
+    if (self->stopped || !link->sock)
+        return;
+    char opts [48];
+    snprintf (opts, sizeof opts, "{\"concurrency\":%d}",
+              link->budget.over ? 0 : self->concurrency);
+    pigato__msg_t heartbeat = { .role = 'W',
+                                .type = PIGATO__HEARTBEAT,
+                                .opts = S_TEXT (opts) };
+    if (pigato__link_send (link, &heartbeat))
+        pigato__log (PIGATO_LOG_DEBUG, "event=send_skipped endpoint=%s type=%d",
+                     link->endpoint, heartbeat.type);
+}
+
+//  --------------------------------------------------------------------------
 //  Reads a request's timeout from its opts; keeps the opts text when it is
 //  a JSON object, else uses "{}".
 
@@ -377,64 +436,6 @@ s_request_refuse (pigato__link_t *link, const pigato__msg_t *message,
                  link->endpoint, reason, rc == 0 ? "yes" : "no");
 }
 
-//  A request through a broker that is not reading what the worker sends
-//  it (no room under the link's outbound budget) is not taken: rejected
-//  back, so that the broker hands it to another worker, until
-//  WORKER_BUSY_SLACK more went to that link since it went over the
-//  budget; then dropped (the broker reads neither). Logged: at warning
-//  level rate-limited, the others at debug level.
-#define WORKER_BUSY_SLACK (1024 * 1024)
-
-static void
-s_request_busy (pigato_worker_t *self, pigato__link_t *link,
-                const pigato__msg_t *message)
-{
-    uint64_t queued = pigato__link_budget_estimate (&link->budget);
-    bool reject = pigato__link_budget_past (&link->budget) <= WORKER_BUSY_SLACK;
-    if (reject) {
-        pigato__msg_t refusal = { .role = 'W',
-                                  .type = PIGATO__REJECT,
-                                  .client = message->client,
-                                  .rid = message->rid,
-                                  .data = S_TEXT (
-                                      "\"E_WORKER_REFUSED send_queue_full\"") };
-        reject = pigato__link_send (link, &refusal) == 0;
-    }
-    int level = pigato__links_busy_level (self->links, "worker_busy");
-    char rid_text [80];
-    if (level <= pigato__log_level)
-        pigato__log (level,
-                     "event=worker_busy endpoint=%s rid=%s action=%s "
-                     "queued_bytes=%" PRIu64 " max_outbound=%" PRId64
-                     " reason=\"the broker is not reading what the worker "
-                     "sends\"",
-                     link->endpoint,
-                     pigato__printable (message->rid.data, message->rid.size,
-                                        rid_text, sizeof rid_text),
-                     reject ? "reject" : "drop", queued,
-                     self->settings.max_outbound);
-}
-
-//  A link went over its outbound budget or back under it (link.c): the
-//  worker announces no room there (concurrency 0), or its concurrency
-//  again, at once. The one message sent past the budget for it.
-static void
-s_link_room (void *owner, pigato__link_t *link)
-{
-    pigato_worker_t *self = (pigato_worker_t *) owner;
-    if (self->stopped || !link->sock)
-        return;
-    char opts [48];
-    snprintf (opts, sizeof opts, "{\"concurrency\":%d}",
-              link->budget.over ? 0 : self->concurrency);
-    pigato__msg_t heartbeat = { .role = 'W',
-                                .type = PIGATO__HEARTBEAT,
-                                .opts = S_TEXT (opts) };
-    if (pigato__link_send (link, &heartbeat))
-        pigato__log (PIGATO_LOG_DEBUG, "event=send_skipped endpoint=%s type=%d",
-                     link->endpoint, heartbeat.type);
-}
-
 //  A request from a broker: make a tracked reply (one allocation with its
 //  client id, service and key) and hand it to the handler, which owns it
 //  from then on.
@@ -442,10 +443,6 @@ static void
 s_request_handle (pigato_worker_t *self, pigato__link_t *link,
                   const pigato__msg_t *message)
 {
-    if (!pigato__link_room (link)) {
-        s_request_busy (self, link, message);
-        return;
-    }
     //  The rid is bytes (a broker makes MDP clients' rids, starting with
     //  0x00); the service is a name, shown as text to the handler
     if (memchr (message->service.data, 0, message->service.size)) {
@@ -527,7 +524,9 @@ s_link_handle (void *owner, pigato__link_t *link, const pigato__msg_t *message)
 {
     pigato_worker_t *self = (pigato_worker_t *) owner;
     self->progress = true;
-    if (message->type == PIGATO__REQUEST)
+    if (message->type == PIGATO__REQUEST && !pigato__link_room (link))
+        s_request_busy (self, link, message);
+    else if (message->type == PIGATO__REQUEST)
         s_request_handle (self, link, message);
     else if (message->type == PIGATO__HEARTBEAT && message->request_heartbeat) {
         s_key_t key;
@@ -702,13 +701,6 @@ pigato_worker_set_heartbeat (pigato_worker_t *self, int interval_ms,
     pigato__settings_set_heartbeat (s_settings (self), interval_ms, liveness);
 }
 
-//  Framing for links connected from now on: "auto", "native" or "0.0.46".
-PIGATO_EXPORT int
-pigato_worker_set_framing (pigato_worker_t *self, const char *framing)
-{
-    return pigato__settings_set_framing (s_settings (self), framing);
-}
-
 PIGATO_EXPORT int
 pigato_worker_set_max_outbound (pigato_worker_t *self, int64_t bytes)
 {
@@ -716,6 +708,13 @@ pigato_worker_set_max_outbound (pigato_worker_t *self, int64_t bytes)
     if (rc == PIGATO_OK)
         pigato__links_set_max_outbound (self->links, bytes);
     return rc;
+}
+
+//  Framing for links connected from now on: "auto", "native" or "0.0.46".
+PIGATO_EXPORT int
+pigato_worker_set_framing (pigato_worker_t *self, const char *framing)
+{
+    return pigato__settings_set_framing (s_settings (self), framing);
 }
 
 //  Concurrency announced in heartbeats; any negative value means -1.
