@@ -34,11 +34,12 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
 LIB_SRCS := mesh/base/status.c mesh/base/log.c mesh/base/util.c mesh/base/heap.c \
-            mesh/base/table.c mesh/base/bkey.c mesh/base/conns.c \
+            mesh/base/table.c mesh/base/bkey.c mesh/base/conns.c mesh/base/tcp.c \
             mesh/wire/codec.c mesh/wire/mdp.c mesh/wire/native.c \
             keys/keyfile.c keys/key.c auth/acl.c auth/zap.c auth/guard.c \
             certs/ca.c \
-            mesh/library/peer.c mesh/library/link.c mesh/library/client.c \
+            mesh/library/peer.c mesh/library/link.c mesh/library/link_budget.c \
+            mesh/library/client.c \
             mesh/library/worker.c mesh/library/settings.c \
             mesh/library/titanic.c \
             mesh/broker/service.c mesh/broker/semver.c mesh/broker/cache.c \

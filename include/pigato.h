@@ -70,6 +70,34 @@ extern "C" {
 #define PIGATO_MAX_INBOUND  (64LL * 1024 * 1024)
 #define PIGATO_MAX_OUTBOUND (64LL * 1024 * 1024)
 
+//  Client and worker byte budgets, per broker link (a tcp:// connection;
+//  see pigato_client_set_max_outbound and pigato_worker_set_max_outbound).
+//  Outbound (settable): the bytes given to a broker link that the broker
+//  has not acknowledged yet, libzmq's queue and the kernel's send buffer;
+//  past it a client's new requests fail at once (PIGATO_E_QUEUE_FULL) and
+//  a worker takes no new request through that broker until it drains.
+#define PIGATO_LINK_MAX_OUTBOUND (64LL * 1024 * 1024)
+//  Inbound (fixed): the bytes a broker sent that libzmq holds unread.
+//  libzmq hands a message over only once all its parts are in, so this
+//  bounds the message being received: the largest a broker sends is 34
+//  MiB (a body and reply opts of PIGATO_BODY_MAX each, and 2 MiB of a
+//  native batch), and 2 MiB more for framing. A link over it is closed
+//  and reconnected at once, as if the broker had gone (its requests are
+//  handled as for a lost broker), logged as event=client_inbound_over_budget
+//  or event=worker_inbound_over_budget. Whole messages waiting to be read
+//  are not counted: libzmq stops reading a link that holds
+//  PIGATO_LINK_RCVHWM of them until the application reads. Checked every
+//  20 ms while the application polls (*_wait, *_run, an attached zloop),
+//  so up to what a broker sends in 20 ms more is held before the cut.
+#define PIGATO_LINK_MAX_INBOUND (36LL * 1024 * 1024)
+#define PIGATO_LINK_RCVHWM      1000
+//  ipc:// links: the kernel keeps no byte counts of Unix sockets, so the
+//  bound there is libzmq's send high-water mark instead: at most this many
+//  messages wait to be sent (a client's request past it:
+//  PIGATO_E_QUEUE_FULL; a worker's reply: PIGATO_E_CLOSED), and nothing
+//  bounds inbound but PIGATO_LINK_RCVHWM.
+#define PIGATO_LINK_IPC_SNDHWM 1000
+
 //  The largest body (request data, reply data, error text, reject reason)
 //  and the largest reply opts a peer may send: 16 MiB less 64 bytes. Brokers
 //  take no frame over 16 MiB and drop the connection of a peer that
@@ -113,7 +141,8 @@ extern "C" {
     X (E_DENIED, -20, "the broker refused to register this worker")            \
     X (E_PENDING, -21, "the durable request has no reply yet")                 \
     X (E_UNKNOWN, -22, "no such durable request")                              \
-    X (E_STORE, -23, "the durable store failed")
+    X (E_STORE, -23, "the durable store failed")                               \
+    X (E_QUEUE_FULL, -24, "the broker is not reading: send queue to it full")
 
 typedef enum {
 #define PIGATO_STATUS_ENUM(name, value, text) PIGATO_##name = value,
@@ -296,6 +325,27 @@ PIGATO_EXPORT void
 PIGATO_EXPORT int
     pigato_client_set_framing (pigato_client_t *self, const char *framing);
 
+//  The most bytes the client lets wait for one broker: sent on its link
+//  and not yet acknowledged by the broker's host (libzmq's queue and the
+//  kernel's send buffer). Default PIGATO_LINK_MAX_OUTBOUND (64 MiB); from
+//  1 MiB to 1 TiB, else PIGATO_E_INVALID (the reason in
+//  pigato_client_error ()). Applies at once to every link. A broker that
+//  stops reading (stuck, overloaded, hostile) would otherwise make the
+//  client hold every request and request heartbeat sent to it. Past the
+//  budget a new request goes to another broker that has room, else fails
+//  at once with PIGATO_E_QUEUE_FULL: nothing sent or queued, no callback,
+//  the requests in flight untouched, pigato_client_error () saying
+//  "E_QUEUE_FULL N bytes sent to ENDPOINT wait for the broker to read
+//  them (budget M bytes) ...". Heartbeats to that broker are skipped
+//  meanwhile. A request is checked against what waits before it, so up
+//  to one request more than the budget may wait. The check is a
+//  comparison while the count of bytes sent since the kernel was last
+//  asked (TCP_INFO) keeps the link under budget; otherwise the kernel is
+//  asked, at most once a millisecond. Only tcp:// links are counted
+//  (ipc://: PIGATO_LINK_IPC_SNDHWM).
+PIGATO_EXPORT int
+    pigato_client_set_max_outbound (pigato_client_t *self, int64_t bytes);
+
 //  Connects to a broker at endpoint: tcp://HOST:PORT (an IPv6 address in
 //  brackets: tcp://[::1]:5555), ipc://PATH. An endpoint without a
 //  transport or with a port outside 1 to 65535 returns PIGATO_E_INVALID
@@ -356,7 +406,10 @@ PIGATO_EXPORT int
 //  PIGATO_E_TOO_LARGE at once,
 //  nothing sent, no callback, the requests in flight untouched, and
 //  pigato_client_error () says "E_TOO_LARGE request of N bytes exceeds
-//  the broker's limit of M bytes".
+//  the broker's limit of M bytes". No broker link with room under its
+//  outbound budget (its broker is not reading what it is sent):
+//  PIGATO_E_QUEUE_FULL at once, the same way (see
+//  pigato_client_set_max_outbound ()).
 PIGATO_EXPORT int
     pigato_client_request (pigato_client_t *self, const char *service,
                            const void *data, size_t size, const char *opts_json,
@@ -504,6 +557,21 @@ PIGATO_EXPORT void
 PIGATO_EXPORT void
     pigato_worker_set_heartbeat (pigato_worker_t *self, int interval_ms,
                                  int liveness);
+//  The most bytes the worker lets wait for one broker, as for the client
+//  (pigato_client_set_max_outbound; default PIGATO_LINK_MAX_OUTBOUND).
+//  Past it on a broker's link, the worker takes no new request from that
+//  broker: each is rejected back at once ("E_WORKER_REFUSED
+//  send_queue_full", so the broker hands it to another worker; once 1 MiB
+//  more has gone to that broker since the budget was passed, even that
+//  is dropped: the broker is not reading), logged (event=worker_busy:
+//  warnings, at most 20 a second, the others at debug level), and the
+//  worker announces concurrency 0 there; heartbeats are skipped. Once the
+//  queue drains under the budget (checked every 20 ms) it announces its
+//  concurrency again (event=worker_send_queue_drained). Replies to
+//  requests already taken are still sent: they add at most the
+//  concurrency's worth of replies. Returns 0 or PIGATO_E_INVALID.
+PIGATO_EXPORT int
+    pigato_worker_set_max_outbound (pigato_worker_t *self, int64_t bytes);
 //  As pigato_client_set_framing ().
 PIGATO_EXPORT int
     pigato_worker_set_framing (pigato_worker_t *self, const char *framing);

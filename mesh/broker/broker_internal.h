@@ -198,9 +198,6 @@ void pigato__connlog_tick (pigato_broker_t *self);
 //  "address:port" of a socket's peer ("?:0" if unknown).
 void pigato__fd_peer (int fd, char *text, size_t size);
 
-//  What libzmq holds per frame beyond its bytes: a zmq_msg_t in the pipe.
-#define PIGATO__FRAME_MEMORY 64
-
 //  Counts a message given to libzmq for a connection (bytes on the wire,
 //  frames); past a step, the connection is queued for a check against
 //  the kernel's count.

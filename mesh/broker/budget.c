@@ -20,6 +20,8 @@
       resident size every BUDGET_TICK_MS and looks at every connection
       only when that grew by scan_step since the last look, or is over the
       ceiling.
+    The kernel's counts and the arithmetic are in mesh/base/tcp.h,
+    shared with libpigato's links.
     A connection over a budget is cut: shut down (libzmq's engine fails,
     drops the message it was building and reports the disconnect), dying
     at once (nothing more is sent to it; its workers and requests go as
@@ -31,8 +33,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <malloc.h>
-#include <linux/tcp.h>  //  struct tcp_info with the byte counts (glibc's
-                        //  netinet/tcp.h lacks them)
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -177,31 +177,19 @@ pigato__budget_queue (pigato_broker_t *self, const pigato__conn_t *conn,
 //  What libzmq and the kernel hold for an open connection, inbound (sent
 //  by the peer, not read by the broker yet: bytes on the wire) and
 //  outbound (given to libzmq, not acknowledged by the peer yet: bytes on
-//  the wire, and PIGATO__FRAME_MEMORY for each frame they are, in the
-//  proportion of frames to bytes of all sent to it: small messages cost
-//  libzmq more than their bytes). False if the fd is no TCP socket.
+//  the wire, and PIGATO__FRAME_MEMORY for each frame they are:
+//  pigato__tcp_outbound). False if the fd is no TCP socket.
 static bool
 s_held (const pigato__conn_slot_t *slot, int fd, uint64_t *inbound,
         uint64_t *outbound)
 {
-    struct tcp_info info;
-    socklen_t size = sizeof info;
-    memset (&info, 0, sizeof info);
-    if (getsockopt (fd, IPPROTO_TCP, TCP_INFO, &info, &size) != 0
-        || size < offsetof (struct tcp_info, tcpi_bytes_received)
-                      + sizeof info.tcpi_bytes_received)
+    uint64_t received, acked;
+    if (!pigato__tcp_counts (fd, &received, &acked))
         return false;
-    *inbound = info.tcpi_bytes_received > slot->bytes_in
-                 ? info.tcpi_bytes_received - slot->bytes_in
-                 : 0;
-    uint64_t unacked = slot->bytes_out > info.tcpi_bytes_acked
-                         ? slot->bytes_out - info.tcpi_bytes_acked
-                         : 0;
-    *outbound = unacked;
-    if (unacked)  //  bytes_out > 0
-        *outbound += (uint64_t) ((double) unacked * (double) slot->frames_out
-                                 / (double) slot->bytes_out
-                                 * PIGATO__FRAME_MEMORY);
+    *inbound = received > slot->bytes_in ? received - slot->bytes_in : 0;
+    uint64_t unacked = slot->bytes_out > acked ? slot->bytes_out - acked : 0;
+    *outbound = pigato__tcp_outbound (unacked, slot->bytes_out,
+                                      slot->frames_out);
     return true;
 }
 

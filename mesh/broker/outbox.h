@@ -11,19 +11,9 @@
 
 #include "../wire/native.h"
 #include "../base/conns.h"
+#include "../base/tcp.h"  //  pigato__wire_bytes
 
 typedef struct _pigato__outbox_t pigato__outbox_t;
-
-//  The bytes a frame of size bytes takes on the wire: the ZMTP frame
-//  head (2 bytes, 9 past 255) and, with CURVE, the MESSAGE command's name,
-//  nonce, flags and MAC (33 bytes). What the kernel counts for it.
-static inline uint64_t
-pigato__wire_bytes (size_t size, bool curve)
-{
-    if (curve)
-        size += 33;
-    return size + (size <= 255 ? 2 : 9);
-}
 
 //  Told, after each batch sent, how many bytes it took on the wire for
 //  the connection it went to, in how many frames.

@@ -190,13 +190,69 @@ s_rid_format (char *rid, const char *prefix, uint32_t counter)
 }
 
 //  --------------------------------------------------------------------------
+//  A link up with room under its outbound budget, other than avoid, or
+//  NULL: where a request goes when the chosen link's broker is not
+//  reading.
+
+static pigato__link_t *
+s_link_with_room (pigato_client_t *self, pigato__link_t *avoid)
+{
+    for (size_t index = 0; index < pigato__links_size (self->links); index++) {
+        pigato__link_t *link = pigato__links_get (self->links, index);
+        if (link->sock && link != avoid && link->state == PIGATO__LINK_UP
+            && pigato__link_room (link))
+            return link;
+    }
+    return NULL;
+}
+
+//  A link whose broker is not reading, if no other link with a socket
+//  has room either; NULL if some link has. Checked before a request's
+//  body is copied once a link was found over its budget (the first
+//  request past it is refused by s_request_send).
+static pigato__link_t *
+s_links_full (pigato_client_t *self)
+{
+    pigato__link_t *full = NULL;
+    for (size_t index = 0; index < pigato__links_size (self->links); index++) {
+        pigato__link_t *link = pigato__links_get (self->links, index);
+        if (!link->sock)
+            continue;
+        if (pigato__link_room (link))
+            return NULL;
+        full = link;
+    }
+    return full;
+}
+
+//  No link has room for a request: it fails at once, nothing sent.
+static int
+s_queue_full (pigato_client_t *self, pigato__link_t *link)
+{
+    pigato__errorf (self->err, sizeof self->err,
+                    "E_QUEUE_FULL %" PRIu64 " bytes sent to %s wait for "
+                    "the broker to read them (budget %" PRId64 " bytes): "
+                    "it is stuck or overloaded; try again later",
+                    pigato__link_budget_estimate (&link->budget),
+                    link->endpoint, self->settings.max_outbound);
+    return PIGATO_E_QUEUE_FULL;
+}
+
+//  --------------------------------------------------------------------------
 //  Sends (or re-sends) a request on a chosen link, avoiding `avoid` while
-//  another link is there: C, 2, service, rid, data, opts.
+//  another link is there: C, 2, service, rid, data, opts. A link whose
+//  broker is not reading takes no request (PIGATO_E_QUEUE_FULL when no
+//  other link has room).
 
 static int
 s_request_send (pigato_client_t *self, s_request_t *req, pigato__link_t *avoid)
 {
     pigato__link_t *link = s_link_choose (self, avoid);
+    if (link && !pigato__link_room (link)) {
+        pigato__link_t *full = link;
+        if (!(link = s_link_with_room (self, avoid)))
+            return s_queue_full (self, full);
+    }
     if (!link) {
         const char *text = NULL;
         int failure = s_links_failure (self, &text);
@@ -220,6 +276,8 @@ s_request_send (pigato_client_t *self, s_request_t *req, pigato__link_t *avoid)
                               .opts = { (const byte *) req->opts,
                                         req->opts ? strlen (req->opts) : 0 } };
     if (pigato__link_send (link, &message) != 0) {
+        if (zmq_errno () == EAGAIN)  //  an ipc:// link's message limit
+            return s_queue_full (self, link);
         pigato__errorf (self->err, sizeof self->err, "cannot send to '%s': %s",
                         link->endpoint, zmq_strerror (zmq_errno ()));
         return PIGATO_E_NOTCONNECTED;
@@ -361,8 +419,9 @@ static void
 s_link_disconnected (void *owner, pigato__link_t *link)
 {
     s_link_lost ((pigato_client_t *) owner, link,
-                 link->state == PIGATO__LINK_UP ? "disconnected"
-                                                : "next_server_key");
+                 link->lost_reason                ? link->lost_reason
+                 : link->state == PIGATO__LINK_UP ? "disconnected"
+                                                  : "next_server_key");
 }
 
 //  --------------------------------------------------------------------------
@@ -822,6 +881,15 @@ pigato_client_set_framing (pigato_client_t *self, const char *framing)
     return pigato__settings_set_framing (s_settings (self), framing);
 }
 
+PIGATO_EXPORT int
+pigato_client_set_max_outbound (pigato_client_t *self, int64_t bytes)
+{
+    int rc = pigato__settings_set_max_outbound (s_settings (self), bytes);
+    if (rc == PIGATO_OK)
+        pigato__links_set_max_outbound (self->links, bytes);
+    return rc;
+}
+
 //  --------------------------------------------------------------------------
 //  Adds a broker link with its own DEALER socket and starts heartbeats.
 
@@ -893,6 +961,11 @@ pigato_client_request (pigato_client_t *self, const char *service,
         pigato__errorf (self->err, sizeof self->err, "data is too large");
         return PIGATO_E_INVALID;
     }
+    pigato__link_t *full = pigato__links_over (self->links)
+                             ? s_links_full (self)
+                             : NULL;
+    if (full)
+        return s_queue_full (self, full);
     //  One allocation (malloc, not calloc: glibc's calloc skips its
     //  per-thread cache); the body is kept for retries
     s_request_t *req = (s_request_t *) malloc (sizeof *req + service_size + 1

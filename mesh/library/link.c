@@ -18,6 +18,7 @@
     owner can fail what waits instead of letting it time out.
     =========================================================================
 */
+#include <inttypes.h>
 #include <netdb.h>
 #include <sodium.h>
 #include "link.h"
@@ -27,6 +28,7 @@
 #define LINK_BACKOFF_MS      500   //  first wait after a refusal
 #define LINK_BACKOFF_MAX_MS  30000  //  longest wait after refusals in a row
 #define LINK_HANDSHAKE_DROPS 3      //  closes during handshakes that fail it
+#define LINK_BUDGET_TICK_MS  20     //  byte budgets checked this often
 //  What the monitor reports
 #define LINK_EVENTS                                                            \
     (ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECTED                              \
@@ -59,9 +61,21 @@ struct _pigato__links_t {
     zmq_pollitem_t *poll_items;  //  reused by every poll
     s_polled_t *polled;          //  what each poll item is
     size_t poll_capacity;        //  slots in the two arrays
+
+    //  Byte budgets (link_budget.h)
+    int64_t max_outbound;            //  per link, bytes
+    pigato__link_room_fn *room;      //  owner: a link went over or under it
+    size_t over;                     //  links over theirs now
+    int64_t budget_due;              //  next check (ms)
+    int budget_timer;                //  its zloop timer, or 0
+    pigato__ratelimit_t budget_log;  //  send_queue_full log limiter
+    pigato__ratelimit_t busy_log;    //  the owner's refusals' limiter
 };
 
 static void s_settle_outside (pigato__links_t *self);
+static void s_budget_tick (pigato__links_t *self, int64_t now);
+static void s_budget_over (pigato__link_t *link, bool over);
+static int64_t s_budget_next (pigato__links_t *self);
 
 pigato__links_t *
 pigato__links_new (char role, const pigato__peer_security_t *security,
@@ -80,6 +94,7 @@ pigato__links_new (char role, const pigato__peer_security_t *security,
     self->lost = lost;
     self->change = change;
     self->owner = owner;
+    self->max_outbound = PIGATO_LINK_MAX_OUTBOUND;
     return self;
 }
 
@@ -102,6 +117,8 @@ pigato__links_destroy (pigato__links_t **self_p)
     pigato__links_t *self = *self_p;
     if (self->loop && self->settle_timer)
         zloop_timer_end (self->loop, self->settle_timer);
+    if (self->loop && self->budget_timer)
+        zloop_timer_end (self->loop, self->budget_timer);
     for (size_t index = 0; index < self->size; index++) {
         pigato__link_t *link = self->items [index];
         pigato__link_close (link);
@@ -145,6 +162,11 @@ s_link_flush (pigato__link_t *self)
     }
     void *handle = zsock_resolve (self->sock);
     size_t externals = self->writer.externals;
+    bool curve = self->budget.curve;
+    uint64_t bytes = pigato__wire_bytes (self->writer.size, curve);
+    for (size_t index = 0; index < externals; index++)
+        bytes += pigato__wire_bytes (zmq_msg_size (&self->externals [index]),
+                                     curve);
     self->dirty = true;
     int rc = zmq_send (handle, self->writer.data, self->writer.size,
                        externals ? ZMQ_SNDMORE : 0)
@@ -162,6 +184,8 @@ s_link_flush (pigato__link_t *self)
         rc = -1;
     }
     pigato__native_writer_reset (&self->writer);
+    if (rc == 0)
+        pigato__link_budget_sent (&self->budget, bytes, 1 + externals);
     return rc;
 }
 
@@ -246,13 +270,23 @@ s_send_046 (pigato__link_t *self, const pigato__msg_t *message)
                                  ? message->opts
                                  : (pigato__bytes_t) S_TEXT ("{}");
     }
-    return pigato__send_frames (self->sock, frames, count);
+    if (pigato__send_frames (self->sock, frames, count) != 0)
+        return -1;
+    uint64_t bytes = 0;
+    for (size_t index = 0; index < count; index++)
+        bytes += pigato__wire_bytes (frames [index].size, self->budget.curve);
+    pigato__link_budget_sent (&self->budget, bytes, count);
+    return 0;
 }
 
 void
 pigato__link_send_repeated (pigato__link_t *self, const pigato__msg_t *message)
 {
-    if (pigato__link_send (self, message))
+    if (!pigato__link_room (self))
+        pigato__log (PIGATO_LOG_DEBUG,
+                     "event=send_skipped endpoint=%s type=%d reason=queue_full",
+                     self->endpoint, message->type);
+    else if (pigato__link_send (self, message))
         pigato__log (PIGATO_LOG_DEBUG,
                      "event=send_skipped endpoint=%s "
                      "type=%d",
@@ -411,6 +445,7 @@ s_link_drain (pigato__link_t *self, unsigned generation, size_t *received)
         if (!msg)
             break;
         (*received)++;
+        pigato__link_budget_read (&self->budget, msg);
         int rc = s_link_handle (self, generation, msg);
         zmsg_destroy (&msg);
         if (rc != 0)
@@ -482,6 +517,7 @@ s_monitor_drain (pigato__link_t *self, unsigned generation, size_t *received)
         switch (number) {
             case ZMQ_EVENT_DISCONNECTED:
                 disconnected = true;
+                pigato__link_budget_disconnected (&self->budget);
                 if (!up && self->state == PIGATO__LINK_CONNECTING
                     && self->connected)
                     self->handshake_drops++;
@@ -493,7 +529,10 @@ s_monitor_drain (pigato__link_t *self, unsigned generation, size_t *received)
                     self->connected = false;
                 }
                 break;
-            case ZMQ_EVENT_CONNECTED: self->connected = true; break;
+            case ZMQ_EVENT_CONNECTED:
+                self->connected = true;
+                pigato__link_budget_connected (&self->budget, (int) value);
+                break;
             case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
                 up = true;
                 self->handshake_drops = 0;
@@ -896,10 +935,15 @@ s_monitor_open (pigato__link_t *self)
         zmq_socket_monitor (zsock_resolve (self->sock), NULL, 0);
 }
 
+static int s_budget_timer (zloop_t *loop, int timer_id, void *arg);
+
 void
 pigato__links_attach (pigato__links_t *self, zloop_t *loop)
 {
     self->loop = loop;
+    int timer = zloop_timer (loop, LINK_BUDGET_TICK_MS, 0, s_budget_timer,
+                             self);
+    self->budget_timer = timer > 0 ? timer : 0;
     for (size_t index = 0; index < self->size; index++)
         s_link_register (self->items [index]);
 }
@@ -929,7 +973,20 @@ pigato__link_open (pigato__link_t *self, char *err, size_t err_size)
     self->acknowledged = self->draining = false;
     self->heartbeats_sent = self->heartbeats_answered = 0;
     self->drain_heartbeat = 0;
+    self->lost_reason = NULL;
+    s_budget_over (self, false);
+    pigato__link_budget_reset (&self->budget,
+                               strncmp (self->endpoint, "tcp://", 6) == 0,
+                               !self->links->security->insecure,
+                               (uint64_t) self->links->max_outbound);
     s_monitor_open (self);
+    rc = pigato__peer_connect (self->sock, self->endpoint, err, err_size);
+    if (rc != PIGATO_OK) {
+        pigato__link_close (self);
+        self->failure = rc;
+        snprintf (self->failure_text, sizeof self->failure_text, "%s", err);
+        return rc;
+    }
     //  Without a monitor nothing reports the handshake: assume it
     self->state = self->monitor ? PIGATO__LINK_CONNECTING : PIGATO__LINK_UP;
     s_link_register (self);
@@ -1047,6 +1104,13 @@ pigato__links_poll (pigato__links_t *self, int64_t wait_ms, size_t *received)
     }
     if (used == 0 && wait_ms < 0)
         return 1;  //  nothing could ever happen
+    int64_t budget_next = s_budget_next (self);
+    if (budget_next >= 0) {
+        int64_t until = budget_next - pigato__now_ms ();
+        until = until > 0 ? until : 0;
+        if (wait_ms < 0 || until < wait_ms)
+            wait_ms = until;
+    }
     if (zmq_poll (self->poll_items, (int) used, (long) wait_ms) < 0)
         return zmq_errno () == EINTR ? PIGATO_E_INTERRUPTED : PIGATO_E_CLOSED;
     //  Messages first: what a broker sent before it went is handled
@@ -1061,10 +1125,215 @@ pigato__links_poll (pigato__links_t *self, int64_t wait_ms, size_t *received)
             else
                 s_link_drain (polled->link, polled->generation, received);
         }
+    if (budget_next >= 0 && pigato__now_ms () >= budget_next)
+        s_budget_tick (self, pigato__now_ms ());
     //  Under a zloop too (a blocking call in a callback): the sockets were
     //  used behind their descriptors' back
     for (size_t index = 0; self->loop && index < self->size; index++)
         self->items [index]->dirty = true;
     s_settle_outside (self);
     return PIGATO_OK;
+}
+
+//  --------------------------------------------------------------------------
+//  Byte budgets (link_budget.h). Outbound, a link's own count of what it
+//  sent proves it under budget without a system call until that count
+//  passes the budget; then the kernel is asked. Inbound, only the kernel
+//  can tell a message is coming (libzmq shows nothing before its last
+//  part), so every connected link is measured every LINK_BUDGET_TICK_MS
+//  while the owner polls: one getsockopt per link.
+
+void
+pigato__links_set_max_outbound (pigato__links_t *self, int64_t bytes)
+{
+    self->max_outbound = bytes;
+    for (size_t index = 0; index < self->size; index++)
+        self->items [index]->budget.max_out = (uint64_t) bytes;
+}
+
+void
+pigato__links_on_room (pigato__links_t *self, pigato__link_room_fn *room)
+{
+    self->room = room;
+}
+
+size_t
+pigato__links_over (pigato__links_t *self)
+{
+    return self->over;
+}
+
+int
+pigato__links_busy_level (pigato__links_t *self, const char *what)
+{
+    return pigato__log_level >= PIGATO_LOG_WARNING
+                && pigato__ratelimit_allow_at (&self->busy_log, what,
+                                               PIGATO_LOG_WARNING)
+             ? PIGATO_LOG_WARNING
+             : PIGATO_LOG_DEBUG;
+}
+
+//  Sets whether a link is over its outbound budget, counted in the set.
+static void
+s_budget_over (pigato__link_t *link, bool over)
+{
+    if (over != link->budget.over) {
+        link->budget.over = over;
+        link->budget.cost_over = link->budget.cost_out;
+        if (over)
+            link->links->over++;
+        else
+            link->links->over--;
+    }
+}
+
+//  The count alone no longer proves the link under budget
+//  (pigato__link_room).
+bool
+pigato__link_room_check (pigato__link_t *self)
+{
+    pigato__link_budget_t *budget = &self->budget;
+    uint64_t max = budget->max_out;
+    if (pigato__link_budget_clear (budget))
+        return true;
+    int64_t now = pigato__now_ms ();
+    uint64_t inbound;
+    if (now != budget->read_at
+        && !pigato__link_budget_measure (budget, now, UINT64_MAX, &inbound))
+        return true;  //  no counts from the kernel: not bounded by bytes
+    s_budget_over (self, pigato__link_budget_estimate (budget) > max);
+    return !budget->over;
+}
+
+//  When the next check is due, or -1 if no link needs one (none has a
+//  tcp:// socket).
+static int64_t
+s_budget_next (pigato__links_t *self)
+{
+    for (size_t index = 0; index < self->size; index++) {
+        pigato__link_t *link = self->items [index];
+        if (link->sock && link->budget.tcp)
+            return self->budget_due;
+    }
+    return -1;
+}
+
+//  A link went over its outbound budget or back under it: logged, and
+//  the owner told.
+static void
+s_budget_announce (pigato__link_t *link)
+{
+    pigato__links_t *links = link->links;
+    pigato__link_budget_t *budget = &link->budget;
+    budget->announced = budget->over;
+    if (!budget->over)
+        pigato__log (PIGATO_LOG_INFO,
+                     "event=%s_send_queue_drained endpoint=%s "
+                     "queued_bytes=%" PRIu64 " max_outbound=%" PRId64,
+                     links->name, link->endpoint, budget->held_out,
+                     links->max_outbound);
+    else if (pigato__log_level >= PIGATO_LOG_WARNING
+             && pigato__ratelimit_allow_at (
+                 &links->budget_log, "send_queue_full", PIGATO_LOG_WARNING))
+        pigato__log (PIGATO_LOG_WARNING,
+                     "event=%s_send_queue_full endpoint=%s "
+                     "queued_bytes=%" PRIu64 " max_outbound=%" PRId64
+                     " reason=\"the broker is not reading what it is sent\"",
+                     links->name, link->endpoint, budget->held_out,
+                     links->max_outbound);
+    if (links->room)
+        links->room (links->owner, link);
+}
+
+//  libzmq holds more than PIGATO_LINK_MAX_INBOUND of what the broker sent:
+//  the link is closed and reopened through the owner's lost handler
+//  (libzmq drops what it held). Not while whole messages wait to be read
+//  (the owner is behind: the next round reads them), and not if the
+//  connection ended meanwhile (its fd may be another socket's by now: the
+//  monitor's events are read first). True if the link was cut or has
+//  changed.
+static bool
+s_budget_cut (pigato__link_t *link, uint64_t inbound)
+{
+    pigato__links_t *links = link->links;
+    unsigned generation = link->generation;
+    int fd = link->budget.fd;
+    link->dirty = true;  //  ZMQ_EVENTS is read: settle again after
+    if (s_sock_readable (link->sock))
+        return false;
+    if (link->monitor) {
+        size_t received = 0;
+        link->monitor_dirty = true;
+        s_monitor_drain (link, generation, &received);
+    }
+    if (!link->sock || link->generation != generation || link->budget.fd != fd)
+        return true;
+    pigato__log (PIGATO_LOG_WARNING,
+                 "event=%s_inbound_over_budget endpoint=%s "
+                 "unread_bytes=%" PRIu64 " max_inbound=%lld reason=\"the "
+                 "broker sent a message larger than any it may send; "
+                 "reconnecting\"",
+                 links->name, link->endpoint, inbound,
+                 (long long) PIGATO_LINK_MAX_INBOUND);
+    link->lost_reason = "inbound_over_budget";
+    if (links->lost)
+        links->lost (links->owner, link);
+    else
+        pigato__link_close (link);
+    return true;
+}
+
+//  Measures every link with a TCP connection: outbound state changes go
+//  to the owner, a link holding too much inbound is cut.
+static void
+s_budget_tick (pigato__links_t *self, int64_t now)
+{
+    self->budget_due = now + LINK_BUDGET_TICK_MS;
+    //  Handlers may add links (self->items moves) or reopen this one
+    for (size_t index = 0; index < self->size; index++) {
+        pigato__link_t *link = self->items [index];
+        pigato__link_budget_t *budget = &link->budget;
+        if (!link->sock || !budget->tcp)
+            continue;
+        uint64_t inbound = 0;
+        bool measured = budget->fd >= 0
+                     && pigato__link_budget_measure (
+                            budget, now, PIGATO_LINK_MAX_INBOUND, &inbound);
+        if (!measured && link->monitor) {
+            //  The TCP connection is known from the monitor's events (a
+            //  new one, or the end of the one measured): read them now,
+            //  whatever woke the owner
+            size_t received = 0;
+            link->monitor_dirty = true;
+            s_monitor_drain (link, link->generation, &received);
+            if (!link->sock)
+                continue;
+        }
+        if (measured
+            || pigato__link_budget_measure (budget, now,
+                                            PIGATO_LINK_MAX_INBOUND, &inbound))
+            s_budget_over (link, pigato__link_budget_estimate (budget)
+                                     > budget->max_out);
+        if (inbound > PIGATO_LINK_MAX_INBOUND && s_budget_cut (link, inbound))
+            continue;
+        if (link->sock && budget->over != budget->announced)
+            s_budget_announce (link);
+    }
+}
+
+//  zloop: the checks go on while no socket stirs.
+static int
+s_budget_timer (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    pigato__links_t *self = (pigato__links_t *) arg;
+    int64_t now = pigato__now_ms ();
+    if (!self->dispatching && s_budget_next (self) >= 0
+        && now >= self->budget_due - LINK_BUDGET_TICK_MS / 2) {
+        pigato__links_hold (self);
+        s_budget_tick (self, now);
+        pigato__links_release (self);
+    }
+    return zsys_interrupted ? -1 : 0;
 }

@@ -16,12 +16,20 @@
     ZMQ_FDs: the loop's poll is then one system call whatever the number
     of links, where polling the sockets themselves costs two calls per
     socket, before and after every sleep.
+
+    Byte budgets (link_budget.h): a link whose broker does not take what
+    it is sent stops growing its queue (pigato__link_room: the owner sends
+    no new work there, heartbeats are skipped), and a link whose broker
+    sends more than PIGATO_LINK_MAX_INBOUND that libzmq holds unread is
+    cut: the owner's lost handler runs (lost_reason says why), as for a
+    disconnect. Checked every LINK_BUDGET_TICK_MS while the owner polls.
     =========================================================================
 */
 #ifndef PIGATO_LINK_H_INCLUDED
 #define PIGATO_LINK_H_INCLUDED
 
 #include "../wire/native.h"
+#include "link_budget.h"
 #include "peer.h"
 
 #define PIGATO__LINK_ID_BYTES 16  //  random routing id, hex encoded
@@ -74,6 +82,9 @@ typedef struct {
     unsigned heartbeats_sent;  //  worker: plain heartbeats sent and
     unsigned heartbeats_answered;  //  answered on this connection, and
     unsigned drain_heartbeat;      //  the one that said no room (0: none)
+    pigato__link_budget_t budget;  //  bytes held for it (link_budget.h)
+    const char *lost_reason;       //  why link.c cut it, for the owner's
+                                   //  lost handler; NULL for a disconnect
 } pigato__link_t;
 
 //  One message (or native entry) from a broker, already decoded and
@@ -99,6 +110,10 @@ typedef void (pigato__link_lost_fn) (void *owner, pigato__link_t *link);
 //  `lost` instead, after moving to the next key: the owner reopens.
 typedef void (pigato__link_change_fn) (void *owner, pigato__link_t *link);
 
+//  Called when a link goes over its outbound budget (link->budget.over)
+//  or back under it: a worker announces its room. NULL = nothing to do.
+typedef void (pigato__link_room_fn) (void *owner, pigato__link_t *link);
+
 //  Creates an empty set for role 'C' or 'W'. security is borrowed and
 //  must outlive the set. NULL if out of memory.
 pigato__links_t *
@@ -123,6 +138,32 @@ void pigato__link_refuse (pigato__link_t *self, int status, const char *text);
 //  True if the link failed for a reason trying again will not cure by
 //  itself (the broker refused the key, or no key passed the handshake).
 bool pigato__link_refused (const pigato__link_t *self);
+
+//  The outbound budget of every link (bytes; default
+//  PIGATO_LINK_MAX_OUTBOUND), and the owner's room handler.
+void pigato__links_set_max_outbound (pigato__links_t *self, int64_t bytes);
+void pigato__links_on_room (pigato__links_t *self, pigato__link_room_fn *room);
+
+//  True if the link is under its outbound budget: what it gave libzmq
+//  that the broker has not acknowledged (its count, then the kernel's
+//  when the count alone is over: at most one system call a millisecond)
+//  is within the budget. Always true for links without byte counts
+//  (ipc://). No new work goes to a link without room.
+bool pigato__link_room_check (pigato__link_t *self);
+
+//  How many links were found over their outbound budget (and have not
+//  been found under it since): 0 is the common case, checked first.
+size_t pigato__links_over (pigato__links_t *self);
+
+//  The level to log work refused for want of room at (event=WHAT):
+//  warning, at most 20 lines a second, the others debug.
+int pigato__links_busy_level (pigato__links_t *self, const char *what);
+static inline bool
+pigato__link_room (pigato__link_t *self)
+{
+    return pigato__link_budget_clear (&self->budget)
+        || pigato__link_room_check (self);
+}
 
 //  Closes every link (pending batches flushed within the linger) and
 //  frees the set.
@@ -181,7 +222,8 @@ int pigato__link_send (pigato__link_t *self,
 //  Sends a message the protocol does without when it is lost: heartbeats
 //  and greetings (the next tick sends another, and a link that stays
 //  silent is reconnected and greets again), and a goodbye on a link that
-//  is being closed anyway. A failed send is logged at debug level.
+//  is being closed anyway. Skipped on a link without room (its broker is
+//  not reading them); a failed send is logged at debug level.
 void pigato__link_send_repeated (pigato__link_t *self,
                                  const pigato__msg_t *message);
 

@@ -215,9 +215,14 @@ pigato__peer_security_set_key_file (pigato__peer_security_t *security,
 }
 
 //  --------------------------------------------------------------------------
-//  Creates a connected DEALER: no send blocking (unlimited send queue,
-//  send timeout 0), receive timeout 0 (callers poll first), short linger,
-//  IMMEDIATE off so messages queue before the handshake completes.
+//  Creates a DEALER for endpoint, not connected yet (the caller attaches
+//  its monitor first: a connection made before would not be reported),
+//  with no send blocking (send timeout 0), receive
+//  timeout 0 (callers poll first), short linger, IMMEDIATE off so
+//  messages queue before the handshake completes. The send queue of a
+//  tcp:// socket has no message limit: its owner bounds it in bytes
+//  (link_budget.h); an ipc:// one has PIGATO_LINK_IPC_SNDHWM messages,
+//  beyond which a send fails at once (EAGAIN).
 
 int
 pigato__peer_socket (const pigato__peer_security_t *security, size_t key_index,
@@ -253,7 +258,10 @@ pigato__peer_socket (const pigato__peer_security_t *security, size_t key_index,
     }
     zsock_set_linger (sock, PEER_LINGER_MS);
     zsock_set_immediate (sock, 0);
-    zsock_set_sndhwm (sock, 0);
+    zsock_set_sndhwm (sock, strncmp (endpoint, "tcp://", 6) == 0
+                                ? 0
+                                : PIGATO_LINK_IPC_SNDHWM);
+    zsock_set_rcvhwm (sock, PIGATO_LINK_RCVHWM);
     zsock_set_sndtimeo (sock, 0);
     zsock_set_rcvtimeo (sock, 0);
     //  The broker forwards nothing bigger; a frame beyond this is not ours
@@ -291,12 +299,6 @@ pigato__peer_socket (const pigato__peer_security_t *security, size_t key_index,
         goto cleanup;
     }
     zsock_set_ipv6 (sock, ipv6);
-    if (zsock_connect (sock, "%s", endpoint) != 0) {
-        pigato__errorf (err, err_size, "cannot connect to '%s': %s", endpoint,
-                        zmq_strerror (zmq_errno ()));
-        rc = PIGATO_E_CONNECT;
-        goto cleanup;
-    }
     *sock_p = sock;
     sock = NULL;
 
@@ -304,6 +306,17 @@ cleanup:
     pigato__keyfile_cert_destroy (&cert);
     zsock_destroy (&sock);
     return rc;
+}
+
+int
+pigato__peer_connect (zsock_t *sock, const char *endpoint, char *err,
+                      size_t err_size)
+{
+    if (zsock_connect (sock, "%s", endpoint) == 0)
+        return PIGATO_OK;
+    pigato__errorf (err, err_size, "cannot connect to '%s': %s", endpoint,
+                    zmq_strerror (zmq_errno ()));
+    return PIGATO_E_CONNECT;
 }
 
 //  --------------------------------------------------------------------------

@@ -24,15 +24,22 @@ typedef struct {
     char *server_ca;          //  CA to verify server_cert with, or NULL
 } pigato__peer_security_t;
 
-//  Creates a DEALER socket with the given routing id (NULL = libzmq's
-//  default), applies the security settings (server key number key_index,
-//  modulo their count) and connects. Secrets are wiped before returning.
-//  On error returns a status and a message in err.
+//  Creates a DEALER socket for endpoint with the given routing id (NULL =
+//  libzmq's default) and applies the security settings (server key number
+//  key_index, modulo their count); pigato__peer_connect connects it, once
+//  the caller's monitor watches it (libzmq reports no connection made
+//  before). Secrets are wiped before returning. On error returns a status
+//  and a message in err.
 int pigato__peer_socket (const pigato__peer_security_t *security,
                          size_t key_index, const char *endpoint,
                          const void *routing_id, size_t routing_id_size,
                          zsock_t **sock_p, char *err,
                          size_t err_size) PIGATO__MUST_CHECK;
+
+//  Connects a socket made by pigato__peer_socket: PIGATO_OK, or
+//  PIGATO_E_CONNECT with the reason in err.
+int pigato__peer_connect (zsock_t *sock, const char *endpoint, char *err,
+                          size_t err_size) PIGATO__MUST_CHECK;
 
 //  Frees the key_file, server_cert and server_ca strings. Does not free
 //  the struct.

@@ -11,6 +11,7 @@ pigato__settings_init (pigato__settings_t *self, char *err, size_t err_size)
     *self = (pigato__settings_t) { .interval_ms = PIGATO_HEARTBEAT_MS,
                                    .liveness = PIGATO_LIVENESS,
                                    .framing = PIGATO__FRAMING_AUTO,
+                                   .max_outbound = PIGATO_LINK_MAX_OUTBOUND,
                                    .err = err,
                                    .err_size = err_size };
 }
@@ -84,5 +85,24 @@ pigato__settings_set_framing (pigato__settings_t *self, const char *framing)
         return PIGATO_E_INVALID;
     }
     self->framing = (pigato__framing_t) parsed;
+    return PIGATO_OK;
+}
+
+int
+pigato__settings_set_max_outbound (pigato__settings_t *self, int64_t bytes)
+{
+    if (!self)
+        return PIGATO_E_INVALID;
+    if (bytes < PIGATO__LINK_OUTBOUND_MIN
+        || bytes > PIGATO__LINK_OUTBOUND_MAX) {
+        pigato__errorf (self->err, self->err_size,
+                        "the outbound budget must be from %lld bytes (1 MiB) "
+                        "to %lld (1 TiB), not %lld",
+                        (long long) PIGATO__LINK_OUTBOUND_MIN,
+                        (long long) PIGATO__LINK_OUTBOUND_MAX,
+                        (long long) bytes);
+        return PIGATO_E_INVALID;
+    }
+    self->max_outbound = bytes;
     return PIGATO_OK;
 }

@@ -16,12 +16,14 @@ typedef struct {
     int interval_ms;                   //  heartbeat interval
     int liveness;               //  intervals of silence before a link is lost
     pigato__framing_t framing;  //  for links connected from now on
+    int64_t max_outbound;       //  per link, bytes (link_budget.h)
     char *err;                  //  owner's last-error buffer, borrowed
     size_t err_size;            //  its size
 } pigato__settings_t;
 
 //  Defaults from pigato.h: no keys (CURVE with an ephemeral key pair),
-//  PIGATO_HEARTBEAT_MS, PIGATO_LIVENESS, auto framing. Setters write why
+//  PIGATO_HEARTBEAT_MS, PIGATO_LIVENESS, auto framing,
+//  PIGATO_LINK_MAX_OUTBOUND. Setters write why
 //  they refuse a value into err, which must outlive the settings.
 void pigato__settings_init (pigato__settings_t *self, char *err,
                             size_t err_size);
@@ -63,5 +65,12 @@ int pigato__settings_set_heartbeat (pigato__settings_t *self, int interval_ms,
 //  the framing is then unchanged.
 int pigato__settings_set_framing (pigato__settings_t *self,
                                   const char *framing) PIGATO__MUST_CHECK;
+
+//  The outbound budget per link: PIGATO_OK, or PIGATO_E_INVALID outside
+//  PIGATO__LINK_OUTBOUND_MIN to _MAX with the reason in err (unchanged).
+#define PIGATO__LINK_OUTBOUND_MIN (1024LL * 1024)
+#define PIGATO__LINK_OUTBOUND_MAX (1LL << 40)
+int pigato__settings_set_max_outbound (pigato__settings_t *self,
+                                       int64_t bytes) PIGATO__MUST_CHECK;
 
 #endif

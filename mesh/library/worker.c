@@ -274,7 +274,10 @@ s_link_reconnect (pigato_worker_t *self, pigato__link_t *link, bool lost)
     pigato__log (PIGATO_LOG_WARNING,
                  "event=worker_reconnect endpoint=%s "
                  "reason=%s old_id=%s",
-                 link->endpoint, lost ? "broker_lost" : "broker_disconnect",
+                 link->endpoint,
+                 !lost               ? "broker_disconnect"
+                 : link->lost_reason ? link->lost_reason
+                                     : "broker_lost",
                  link->routing_id);
     s_link_close (link, lost);
     if (pigato__link_open (link, self->err, sizeof self->err) == PIGATO_OK)
@@ -437,6 +440,65 @@ s_timers_run (pigato_worker_t *self)
         else
             s_link_heartbeat (self, link);
     }
+}
+
+//  --------------------------------------------------------------------------
+//  A request through a broker that is not reading what the worker sends
+//  it (no room under the link's outbound budget) is not taken: rejected
+//  back, so that the broker hands it to another worker, until
+//  WORKER_BUSY_SLACK more went to that link since it went over the
+//  budget; then dropped (the broker reads neither). Logged: at warning
+//  level rate-limited, the others at debug level.
+#define WORKER_BUSY_SLACK (1024 * 1024)
+
+static void
+s_request_busy (pigato_worker_t *self, pigato__link_t *link,
+                const pigato__msg_t *message)
+{
+    uint64_t queued = pigato__link_budget_estimate (&link->budget);
+    bool reject = pigato__link_budget_past (&link->budget) <= WORKER_BUSY_SLACK;
+    if (reject) {
+        pigato__msg_t refusal = { .role = 'W',
+                                  .type = PIGATO__REJECT,
+                                  .client = message->client,
+                                  .rid = message->rid,
+                                  .data = S_TEXT (
+                                      "\"E_WORKER_REFUSED send_queue_full\"") };
+        reject = pigato__link_send (link, &refusal) == 0;
+    }
+    int level = pigato__links_busy_level (self->links, "worker_busy");
+    char rid_text [80];
+    if (level <= pigato__log_level)
+        pigato__log (level,
+                     "event=worker_busy endpoint=%s rid=%s action=%s "
+                     "queued_bytes=%" PRIu64 " max_outbound=%" PRId64
+                     " reason=\"the broker is not reading what the worker "
+                     "sends\"",
+                     link->endpoint,
+                     pigato__printable (message->rid.data, message->rid.size,
+                                        rid_text, sizeof rid_text),
+                     reject ? "reject" : "drop", queued,
+                     self->settings.max_outbound);
+}
+
+//  A link went over its outbound budget or back under it (link.c): the
+//  worker announces no room there (concurrency 0), or its concurrency
+//  again, at once. The one message sent past the budget for it.
+static void
+s_link_room (void *owner, pigato__link_t *link)
+{
+    pigato_worker_t *self = (pigato_worker_t *) owner;
+    if (self->stopped || !link->sock)
+        return;
+    char opts [48];
+    snprintf (opts, sizeof opts, "{\"concurrency\":%d}",
+              link->budget.over || self->draining ? 0 : self->concurrency);
+    pigato__msg_t heartbeat = { .role = 'W',
+                                .type = PIGATO__HEARTBEAT,
+                                .opts = S_TEXT (opts) };
+    if (pigato__link_send (link, &heartbeat))
+        pigato__log (PIGATO_LOG_DEBUG, "event=send_skipped endpoint=%s type=%d",
+                     link->endpoint, heartbeat.type);
 }
 
 //  --------------------------------------------------------------------------
@@ -834,7 +896,9 @@ s_link_handle (void *owner, pigato__link_t *link, const pigato__msg_t *message)
 {
     pigato_worker_t *self = (pigato_worker_t *) owner;
     self->progress = true;
-    if (message->type == PIGATO__REQUEST)
+    if (message->type == PIGATO__REQUEST && !pigato__link_room (link))
+        s_request_busy (self, link, message);
+    else if (message->type == PIGATO__REQUEST)
         s_request_handle (self, link, message);
     else if (message->type == PIGATO__HEARTBEAT && message->request_heartbeat) {
         s_key_t key;
@@ -935,6 +999,8 @@ pigato_worker_new (const char *service, pigato_request_fn *handler, void *arg)
                                      s_link_handle, s_loop_tick,
                                      s_link_disconnected, s_link_change, self);
     self->loop_timer = -1;
+    if (self->links)
+        pigato__links_on_room (self->links, s_link_room);
     if (!self->service || !self->replies || !self->links)
         pigato_worker_destroy (&self);
     return self;
@@ -1016,6 +1082,15 @@ pigato_worker_set_heartbeat (pigato_worker_t *self, int interval_ms,
                              int liveness)
 {
     pigato__settings_set_heartbeat (s_settings (self), interval_ms, liveness);
+}
+
+PIGATO_EXPORT int
+pigato_worker_set_max_outbound (pigato_worker_t *self, int64_t bytes)
+{
+    int rc = pigato__settings_set_max_outbound (s_settings (self), bytes);
+    if (rc == PIGATO_OK)
+        pigato__links_set_max_outbound (self->links, bytes);
+    return rc;
 }
 
 //  Framing for links connected from now on: "auto", "native" or "0.0.46".

@@ -9,14 +9,13 @@ CURVE matters here, since it makes every frame 33 bytes longer."""
 import os
 import re
 import signal
-import subprocess
 import time
 import unittest
 
 import zmq
 
 import harness
-from harness import CLI_BIN, MeshTestCase, secs
+from harness import CLI_BIN, MeshTestCase, memory, sanitized, secs
 
 BODY_MAX = 16 * 1024 * 1024 - 64          # PIGATO_BODY_MAX in pigato.h
 TOO_LARGE = 17 * 1024 * 1024
@@ -177,27 +176,6 @@ BUDGET = 64 * MIB             # --max-inbound and --max-outbound defaults
 # socket buffers and libzmq's own per-frame cost. A broker without budgets
 # holds the whole attack (600 MiB and more).
 SLACK = 64 * MIB
-
-
-def sanitized():
-    """True if the broker under test is built with AddressSanitizer: its
-    allocations carry redzones and shadow memory (each of 100,000 small
-    messages held costs about twice as much), so its bounds are twice
-    those of a normal build."""
-    out = subprocess.run(["ldd", os.path.join(harness.BUILD, "pigato-broker")],
-                         capture_output=True, text=True).stdout
-    return "libasan" in out
-
-
-def memory(pid):
-    """(VmRSS, VmHWM) of a process in bytes."""
-    values = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) * 1024
-    return values["VmRSS"], values["VmHWM"]
 
 
 class ByteBudgetTest(MeshTestCase):

@@ -1846,6 +1846,30 @@ s_log_sink (int level, const char *line, void *arg)
     assert_non_null (line);
 }
 
+//  The outbound budget: from 1 MiB to 1 TiB, a clear refusal otherwise;
+//  past it a request fails with its own status (test_library_budgets.py
+//  fills one against a broker that does not read).
+static void
+test_outbound_budget_setting (void **state)
+{
+    (void) state;
+    pigato_client_t *client = pigato_client_new ();
+    assert_int_equal (pigato_client_set_max_outbound (client, 1024 * 1024), 0);
+    assert_int_equal (pigato_client_set_max_outbound (client, 1LL << 40), 0);
+    assert_int_equal (pigato_client_set_max_outbound (client, 1024 * 1024 - 1),
+                      PIGATO_E_INVALID);
+    assert_string_equal (pigato_client_error (client),
+                         "the outbound budget must be from 1048576 bytes (1 "
+                         "MiB) to 1099511627776 (1 TiB), not 1048575");
+    assert_int_equal (pigato_client_set_max_outbound (client, -1),
+                      PIGATO_E_INVALID);
+    assert_int_equal (pigato_client_set_max_outbound (NULL, 1 << 20),
+                      PIGATO_E_INVALID);
+    assert_string_equal (pigato_strerror (PIGATO_E_QUEUE_FULL),
+                         "the broker is not reading: send queue to it full");
+    pigato_client_destroy (&client);
+}
+
 int
 main (void)
 {
@@ -1883,6 +1907,7 @@ main (void)
         cmocka_unit_test (test_framing_046_never_offers),
         cmocka_unit_test (test_framing_native_from_the_start),
         cmocka_unit_test (test_malformed_native_batches_are_dropped),
+        cmocka_unit_test (test_outbound_budget_setting),
     };
     int failed = cmocka_run_group_tests (tests, NULL, NULL);
     zsys_shutdown ();

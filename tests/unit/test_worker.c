@@ -1586,6 +1586,23 @@ test_native_disconnect_ends_the_batch (void **state)
     fake_broker_destroy (&broker);
 }
 
+//  The outbound budget: as the client's (test_client.c).
+static void
+test_outbound_budget_setting (void **state)
+{
+    (void) state;
+    pigato_worker_t *worker = pigato_worker_new ("echo", s_handler, NULL);
+    assert_int_equal (pigato_worker_set_max_outbound (worker, 64LL << 20), 0);
+    assert_int_equal (pigato_worker_set_max_outbound (worker, 0),
+                      PIGATO_E_INVALID);
+    assert_string_equal (pigato_worker_error (worker),
+                         "the outbound budget must be from 1048576 bytes (1 "
+                         "MiB) to 1099511627776 (1 TiB), not 0");
+    assert_int_equal (pigato_worker_set_max_outbound (NULL, 1 << 20),
+                      PIGATO_E_INVALID);
+    pigato_worker_destroy (&worker);
+}
+
 int
 main (void)
 {
@@ -1622,6 +1639,7 @@ main (void)
         cmocka_unit_test (test_framing_native_from_the_start),
         cmocka_unit_test (test_malformed_native_batches_are_dropped),
         cmocka_unit_test (test_native_disconnect_ends_the_batch),
+        cmocka_unit_test (test_outbound_budget_setting),
     };
     int failed = cmocka_run_group_tests (tests, NULL, NULL);
     zsys_shutdown ();
