@@ -281,6 +281,13 @@ done
 BROKER_ARGS="--busy-poll 200"
 try row broker-curve-seq-native-busypoll broker curve native --sequential --requests "$SEQUENTIAL"
 try row broker-acl-native-busypoll broker acl1k native
+# The same broker with Prometheus metrics served (issue 16: within 2% of
+# broker-acl-native) and with a durable store open (issue 17: non-durable
+# traffic does not slow down)
+BROKER_ARGS="--metrics-listen 127.0.0.1:0"
+try row broker-acl-native-metrics broker acl1k native
+BROKER_ARGS="--store $WORK/store"
+try row broker-acl-native-store broker acl1k native
 BROKER_ARGS=""
 # Requests that each carry opts (an explicit timeout) instead of none:
 # parsed by client, broker and worker
