@@ -146,6 +146,26 @@ pigato__core_quota_log (pigato__core_t *self, const char *identity,
     }
 }
 
+//  The rate limit: a token from the identity's bucket, or "rate" with
+//  the error text when it is empty (NULL: taken, or no rate limit).
+static const char *
+s_rate_take (pigato__core_t *self, pigato__tenant_t *tenant, char *error,
+             size_t error_size)
+{
+    if (tenant->limits.rate < 0)
+        return NULL;
+    s_bucket_fill (self, tenant);
+    if (tenant->tokens >= 1) {
+        tenant->tokens -= 1;
+        return NULL;
+    }
+    snprintf (error, error_size,
+              "E_QUOTA identity %s may send %" PRId64
+              " requests a second (rate); try again later",
+              tenant->identity, tenant->limits.rate);
+    return "rate";
+}
+
 int
 pigato__core_quota_admit (pigato__core_t *self, pigato__tenant_t *tenant,
                           const pigato__bytes_t *service, size_t bytes,
@@ -170,18 +190,8 @@ pigato__core_quota_admit (pigato__core_t *self, pigato__tenant_t *tenant,
                   "later",
                   tenant->identity, limits->pending_bytes);
     }
-    else if (limits->rate >= 0) {
-        s_bucket_fill (self, tenant);
-        if (tenant->tokens < 1) {
-            limit = "rate";
-            snprintf (error, error_size,
-                      "E_QUOTA identity %s may send %" PRId64
-                      " requests a second (rate); try again later",
-                      tenant->identity, limits->rate);
-        }
-        else
-            tenant->tokens -= 1;
-    }
+    else
+        limit = s_rate_take (self, tenant, error, error_size);
     if (!limit)
         return 0;
     pigato__core_quota_log (self, tenant->identity, service, limit);
@@ -212,18 +222,8 @@ pigato__core_quota_store (pigato__core_t *self, pigato__tenant_t *tenant,
                   "some or try again later",
                   tenant->identity, limits->stored_bytes);
     }
-    else if (limits->rate >= 0) {
-        s_bucket_fill (self, tenant);
-        if (tenant->tokens < 1) {
-            limit = "rate";
-            snprintf (error, error_size,
-                      "E_QUOTA identity %s may send %" PRId64
-                      " requests a second (rate); try again later",
-                      tenant->identity, limits->rate);
-        }
-        else
-            tenant->tokens -= 1;
-    }
+    else
+        limit = s_rate_take (self, tenant, error, error_size);
     if (!limit)
         return 0;
     pigato__core_quota_log (self, tenant->identity, service, limit);
