@@ -805,7 +805,8 @@ PIGATO_EXPORT void
 //  "titanic_submitted", "titanic_duplicates", "titanic_refused",
 //  "titanic_attempts", "titanic_retries", "titanic_replied",
 //  "titanic_expired", "titanic_denied", "titanic_closed",
-//  "titanic_deleted", "titanic_write_failures", "titanic_commits" and
+//  "titanic_deleted", "titanic_write_failures", "titanic_commits"
+//  (transactions), "titanic_operations" (the writes they held) and
 //  "titanic_stored", "titanic_in_flight" now); -1 for an unknown name.
 PIGATO_EXPORT int64_t
     pigato_broker_counter (pigato_broker_t *self, const char *name);

@@ -47,8 +47,9 @@ struct _pigato__store_t {
     pigato__store_batch_t *todo;  //  handed over, not yet taken
     pigato__store_batch_t *done;  //  written (or failed), not yet taken
     bool stopping;
-    int event;        //  eventfd: a batch is done
-    int64_t commits;  //  transactions committed (guarded too)
+    int event;           //  eventfd: a batch is done
+    int64_t commits;     //  transactions committed (guarded too)
+    int64_t operations;  //  operations they held (guarded too)
 };
 
 #define SCHEMA                                                                 \
@@ -540,8 +541,10 @@ s_thread (void *arg)
         pthread_mutex_unlock (&self->lock);
         s_apply (self, batch);
         pthread_mutex_lock (&self->lock);
-        if (batch->status == 0)
+        if (batch->status == 0) {
             self->commits++;
+            self->operations += (int64_t) batch->count;
+        }
         self->done = batch;
         //  A failed write leaves the counter set: the broker wakes anyway
         uint64_t one = 1;
@@ -602,6 +605,15 @@ pigato__store_commits (pigato__store_t *self)
     int64_t commits = self->commits;
     pthread_mutex_unlock (&self->lock);
     return commits;
+}
+
+int64_t
+pigato__store_operations (pigato__store_t *self)
+{
+    pthread_mutex_lock (&self->lock);
+    int64_t operations = self->operations;
+    pthread_mutex_unlock (&self->lock);
+    return operations;
 }
 
 //  --------------------------------------------------------------------------

@@ -98,8 +98,10 @@ void pigato__store_commit (pigato__store_t *self,
 //  whether it is on disk; the caller destroys it.
 pigato__store_batch_t *pigato__store_done (pigato__store_t *self);
 
-//  Transactions committed so far (a counter).
+//  Transactions committed so far, and the operations they held
+//  (counters: their ratio is the group commit's size).
 int64_t pigato__store_commits (pigato__store_t *self);
+int64_t pigato__store_operations (pigato__store_t *self);
 
 //  --------------------------------------------------------------------------
 //  Batches: made and filled by the routing thread, written by the store

@@ -660,5 +660,7 @@ pigato__titanic_counter (pigato__titanic_t *self, const char *name)
     }
     if (streq (name, "commits"))
         return pigato__store_commits (self->store);
+    if (streq (name, "operations"))
+        return pigato__store_operations (self->store);
     return -1;
 }
