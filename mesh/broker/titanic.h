@@ -265,6 +265,29 @@ void pigato__titanic_finish_error (pigato__titanic_t *self,
 void pigato__titanic_delete (pigato__titanic_t *self,
                              pigato__titanic_record_t *record);
 
+//  titanic_service.c: a submission, read from either framing
+typedef struct {
+    char service [PIGATO_SERVICE_MAX + 1];
+    char key [PIGATO__TITANIC_KEY_MAX + 1];  //  "" if none
+    int64_t ttl;
+    int64_t keep;
+    int64_t timeout;  //  per attempt
+    char *opts;       //  for the worker (malloc'd), NULL if none
+    int body_kind;
+    byte *body;  //  malloc'd
+    size_t body_size;
+} pigato__titanic_submission_t;
+
+//  A pigato client's submission: data is the body, opts name the service
+//  (and may give key, ttl, keep; the rest goes to the worker). The
+//  compact form clients send is read without a JSON parser unless parser
+//  is true (tests compare the two readings). Returns NULL, or a refusal
+//  text ("400 ...", in text or static); out's opts and body are the
+//  caller's to free either way.
+const char *pigato__titanic_read (const pigato__titanic_in_t *in, bool parser,
+                                  pigato__titanic_submission_t *out, char *text,
+                                  size_t text_size);
+
 //  titanic_service.c, for titanic.c: answers every waiter of a kind
 //  (closes, or else submissions) once their write came back; text NULL
 //  for 200, else the refusal ("500 E_STORE ...").
