@@ -1105,16 +1105,20 @@ pigato__core_check_workers (pigato__core_t *self, int64_t now)
             self->emit->control (self->emit_arg, &to, &worker->conn,
                                  PIGATO__HEARTBEAT, PIGATO__FRAMING_MDP);
         }
-        else if (self->next_mdp_rid) {
+        else if (self->next_mdp_rid || self->heartbeat_conn < 0) {
             //  An MDP client never heartbeats its requests (RFC 18 has no
-            //  such thing): the broker does it for them while they are
-            //  held, so that a pigato worker does not take them for
-            //  abandoned (pigato_reply_active) and, for pigato serve --
-            //  CMD, kill their commands. A walk of what workers hold, once
-            //  a heartbeat, only on a broker that has seen MDP clients
+            //  such thing), nor does anyone a durable request: the broker
+            //  does it for them while they are held, so that a pigato
+            //  worker does not take them for abandoned
+            //  (pigato_reply_active) and, for pigato serve --CMD, kill
+            //  their commands. A walk of what workers hold, once a
+            //  heartbeat, only on a broker that has seen MDP clients or
+            //  has a store (never of what waits in queues)
             for (pigato__request_t *request = worker->requests; request;
                  request = request->next)
-                if (request->framing == PIGATO__FRAMING_MDP)
+                if (request->framing == PIGATO__FRAMING_MDP
+                    || (self->heartbeat_conn < 0
+                        && request->conn.fd == self->heartbeat_conn))
                     self->emit->request_heartbeat (self->emit_arg, worker,
                                                    request);
         }

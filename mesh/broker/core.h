@@ -162,6 +162,9 @@ typedef struct {
     uint64_t next_serial;         //  worker registration serials
     uint64_t next_mdp_rid;        //  rids made for MDP client requests
                                   //  (not 0: MDP clients came)
+    int heartbeat_conn;           //  a pseudo connection (fd < 0) whose
+                                  //  held requests the broker heartbeats:
+                                  //  durable requests' (0: none)
     int64_t now_ms;               //  the clock at the start of this turn
     int64_t now_us;               //  the same in microseconds (latency)
     pigato__counters_t counters;  //  see CORE_COUNTERS

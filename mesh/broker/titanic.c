@@ -521,6 +521,9 @@ pigato__titanic_new (pigato_broker_t *broker, const char *dir,
     }
     self->broker = broker;
     self->core = broker->core;
+    //  Nobody heartbeats durable requests for their client: the core does,
+    //  while a worker holds them
+    self->core->heartbeat_conn = PIGATO__CONN_TITANIC;
     self->deny_log.limit = 200;
     self->random_used = sizeof self->random;  //  drawn at the first id
     self->records = pigato__table_new (s_record_match);
@@ -593,17 +596,23 @@ pigato__titanic_fd (pigato__titanic_t *self)
     return pigato__store_fd (self->store);
 }
 
+//  Hands this turn's changes to the store if it is idle (and no failed
+//  write holds them back).
+static void
+s_commit (pigato__titanic_t *self, int64_t now)
+{
+    if (!self->writing && self->batch
+        && pigato__store_batch_size (self->batch) > 0
+        && now >= self->write_after) {
+        pigato__store_commit (self->store, &self->batch);
+        self->writing = true;
+    }
+}
+
 void
 pigato__titanic_turn (pigato__titanic_t *self, bool written)
 {
-    //  Timers first: what a write made due (the first attempts of the
-    //  requests it stored) waits for the next turn, so that its answers
-    //  leave with this turn's outbox, not after the attempts
     int64_t now = pigato__titanic_now (self);
-    pigato__timer_t *timer;
-    while ((timer = pigato__heap_pop_due (self->timers, now)))
-        pigato__titanic_due (self, pigato__container_of (
-                                       timer, pigato__titanic_record_t, timer));
     //  Only when the fd said so: a system call a turn is not for free
     pigato__store_batch_t *done = written ? pigato__store_done (self->store)
                                           : NULL;
@@ -611,17 +620,24 @@ pigato__titanic_turn (pigato__titanic_t *self, bool written)
         self->writing = false;
         s_written (self, done);
         pigato__store_batch_destroy (&done);
+        //  The answers leave at once, not after the attempts below
+        pigato__outbox_flush (self->broker->outbox);
     }
-    if (self->flight && now >= self->heartbeat_at) {
-        pigato__titanic_heartbeat (self);
-        self->heartbeat_at = now + self->core->heartbeat_ms;
-    }
-    if (!self->writing && self->batch
-        && pigato__store_batch_size (self->batch) > 0
-        && now >= self->write_after) {
-        pigato__store_commit (self->store, &self->batch);
-        self->writing = true;
-    }
+    //  The disk is the slowest stage: what came while it wrote (and in
+    //  this turn's messages) goes to it before anything else (group
+    //  commit)
+    s_commit (self, now);
+    //  Due timers (the first attempts of what was just stored, among
+    //  them), a bounded number a turn: a burst (a write of thousands, a
+    //  recovery) must not keep the loop from its sockets, whose input
+    //  comes first; the rest are due again next turn, which does not wait
+    pigato__timer_t *timer;
+    for (int count = 0; count < PIGATO__TITANIC_TIMERS_TURN
+                        && (timer = pigato__heap_pop_due (self->timers, now));
+         count++)
+        pigato__titanic_due (self, pigato__container_of (
+                                       timer, pigato__titanic_record_t, timer));
+    s_commit (self, now);
 }
 
 int64_t
@@ -632,8 +648,6 @@ pigato__titanic_wait (pigato__titanic_t *self)
     pigato__timer_t *next = pigato__heap_peek (self->timers);
     if (next)
         wait = next->when - now;
-    if (self->flight && self->heartbeat_at - now < wait)
-        wait = self->heartbeat_at - now;
     if (!self->writing && self->batch
         && pigato__store_batch_size (self->batch) > 0
         && self->write_after - now < wait)

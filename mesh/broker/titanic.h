@@ -53,6 +53,7 @@
 #define PIGATO__TITANIC_BACKOFF_MIN  250      //  ms before the second attempt
 #define PIGATO__TITANIC_BACKOFF_MAX  30000    //  ms between attempts at most
 #define PIGATO__TITANIC_RETRY_WRITE  1000     //  ms after a failed write
+#define PIGATO__TITANIC_TIMERS_TURN  64       //  due timers run per loop turn
 
 typedef struct _pigato__titanic_t pigato__titanic_t;
 
@@ -95,9 +96,11 @@ void pigato__titanic_reply (pigato__titanic_t *self, const pigato__caller_t *to,
 void pigato__titanic_error (pigato__titanic_t *self, const pigato__caller_t *to,
                             const char *text);
 
-//  Once per loop turn, after the messages: runs due timers (attempts,
-//  expiry), takes what the store wrote if written (its fd was readable)
-//  and answers it, hands this turn's changes to the store.
+//  Once per loop turn, after the messages: takes what the store wrote if
+//  written (its fd was readable) and answers it (sent at once), hands
+//  the changes made since to the store if it is idle, then runs due
+//  timers (attempts, expiry), PIGATO__TITANIC_TIMERS_TURN at most (more
+//  make pigato__titanic_wait 0).
 void pigato__titanic_turn (pigato__titanic_t *self, bool written);
 
 //  Milliseconds until the turn has something to do (a timer, a write
@@ -197,7 +200,6 @@ struct _pigato__titanic_t {
     bool writing;                      //  a batch is with the store thread
     int64_t write_after;               //  after a failed write: not before
     pigato__titanic_record_t *flight;  //  records with an attempt out
-    int64_t heartbeat_at;              //  next request heartbeat (wall ms)
     pigato__ratelimit_t log;           //  event=titanic_write_failed lines
     pigato__ratelimit_t deny_log;      //  event=titanic_denied lines
     pigato__titanic_counters_t counters;
@@ -317,7 +319,5 @@ void pigato__titanic_land (pigato__titanic_t *self,
 bool pigato__titanic_unqueue (pigato__titanic_t *self,
                               pigato__titanic_record_t *record);
 
-//  Heartbeats the requests in flight to the workers holding them.
-void pigato__titanic_heartbeat (pigato__titanic_t *self);
 
 #endif

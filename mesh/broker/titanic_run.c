@@ -254,19 +254,6 @@ pigato__titanic_unqueue (pigato__titanic_t *self,
 }
 
 void
-pigato__titanic_heartbeat (pigato__titanic_t *self)
-{
-    //  Nobody heartbeats these requests for their client: without it, a
-    //  libpigato worker takes them for abandoned (pigato_reply_active)
-    for (pigato__titanic_record_t *record = self->flight; record;
-         record = record->next) {
-        pigato__request_t *request = s_core_request (self, record);
-        if (request)
-            pigato__core_request_heartbeat (self->core, request);
-    }
-}
-
-void
 pigato__titanic_reply (pigato__titanic_t *self, const pigato__caller_t *to,
                        int type, int status, const pigato__bytes_t *body,
                        size_t body_count)
