@@ -807,7 +807,8 @@ PIGATO_EXPORT void
 //  "titanic_expired", "titanic_denied", "titanic_closed",
 //  "titanic_deleted", "titanic_write_failures", "titanic_commits"
 //  (transactions), "titanic_operations" (the writes they held) and
-//  "titanic_stored", "titanic_in_flight" now); -1 for an unknown name.
+//  "titanic_stored", "titanic_in_flight", "titanic_parked" (waiting for
+//  a worker of their service) now); -1 for an unknown name.
 PIGATO_EXPORT int64_t
     pigato_broker_counter (pigato_broker_t *self, const char *name);
 

@@ -758,6 +758,21 @@ pigato__core_request_of (pigato__core_t *self, const pigato__bytes_t *client,
     return s_request_of_alias (self, &alias, rid);
 }
 
+bool
+pigato__core_servable (pigato__core_t *self, const char *name)
+{
+    pigato__service_t *service = pigato__services_require (self->services, name,
+                                                           strlen (name));
+    if (!service)
+        return true;  //  out of memory: a submission finds out
+    pigato__service_t *target;
+    bool servable = pigato__services_resolve (self->services, service, &target,
+                                              1)
+                  > 0;
+    pigato__services_release (self->services, &service);
+    return servable;
+}
+
 void
 pigato__core_request_heartbeat (pigato__core_t *self,
                                 pigato__request_t *request)
@@ -860,6 +875,7 @@ pigato__core_worker_add (pigato__core_t *self,
     pigato__core_worker_alive (self, worker);
     zhashx_insert (self->workers, &worker->key, worker);
     pigato__service_add_worker (service, worker);
+    self->workers_added++;
     if (framing != PIGATO__FRAMING_MDP)  //  RFC 18: READY has no answer
         self->emit->control (self->emit_arg, routing_id, conn, PIGATO__READY,
                              framing);

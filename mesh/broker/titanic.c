@@ -232,6 +232,7 @@ pigato__titanic_record_free (pigato__titanic_t *self,
                              pigato__titanic_record_t *record)
 {
     pigato__titanic_land (self, record, true);
+    pigato__titanic_unpark (self, record);
     pigato__heap_remove (self->timers, &record->timer);
     pigato__table_delete (self->records, s_id_hash (record->id), record->id);
     if (record->key) {
@@ -288,6 +289,7 @@ pigato__titanic_finish (pigato__titanic_t *self,
                         pigato__titanic_record_t *record, int status,
                         const byte *reply, size_t reply_size)
 {
+    pigato__titanic_unpark (self, record);
     pigato__heap_remove (self->timers, &record->timer);
     if (record->close_wanted) {
         //  Nobody will fetch it: nothing to store
@@ -340,6 +342,7 @@ pigato__titanic_delete (pigato__titanic_t *self,
                         pigato__titanic_record_t *record)
 {
     pigato__titanic_land (self, record, true);
+    pigato__titanic_unpark (self, record);
     pigato__heap_remove (self->timers, &record->timer);
     record->state = PIGATO__TITANIC_DELETING;
     s_queue_write (self, record);
@@ -529,7 +532,8 @@ pigato__titanic_new (pigato_broker_t *broker, const char *dir,
     self->records = pigato__table_new (s_record_match);
     self->keys = zhashx_new ();
     self->timers = pigato__heap_new ();
-    if (!self->records || !self->keys || !self->timers) {
+    self->parked = zhashx_new ();
+    if (!self->records || !self->keys || !self->timers || !self->parked) {
         pigato__errorf (error, error_size, "out of memory");
         pigato__titanic_destroy (&self);
         return NULL;
@@ -586,6 +590,7 @@ pigato__titanic_destroy (pigato__titanic_t **self_p)
         pigato__table_destroy (&self->records);
     }
     zhashx_destroy (&self->keys);
+    zhashx_destroy (&self->parked);
     free (self);
     *self_p = NULL;
 }
@@ -627,6 +632,12 @@ pigato__titanic_turn (pigato__titanic_t *self, bool written)
     //  this turn's messages) goes to it before anything else (group
     //  commit)
     s_commit (self, now);
+    //  A worker registered: what was parked for it is due
+    if (self->core->workers_added != self->workers_seen) {
+        self->workers_seen = self->core->workers_added;
+        if (self->parked_count)
+            pigato__titanic_unpark_servable (self);
+    }
     //  Due timers (the first attempts of what was just stored, among
     //  them), a bounded number a turn: a burst (a write of thousands, a
     //  recovery) must not keep the loop from its sockets, whose input
@@ -672,6 +683,8 @@ pigato__titanic_counter (pigato__titanic_t *self, const char *name)
             count++;
         return count;
     }
+    if (streq (name, "parked"))
+        return (int64_t) self->parked_count;
     if (streq (name, "commits"))
         return pigato__store_commits (self->store);
     if (streq (name, "operations"))

@@ -18,6 +18,10 @@
                                final reply, error, expiry v
         DELETING <--close, kept long enough-- REPLIED <--stored-- REPLYING
 
+    A WAITING record whose service no worker can serve is parked: it waits
+    in titanic, not in the core (no request, no attempt timeout, no
+    retries), until a worker registers that can take it.
+
     A close waits for an attempt in flight to end (so nothing runs after
     its answer) and for a reply being stored; its deletion is stored
     before it is answered. The core sees a durable request as a client's
@@ -168,6 +172,8 @@ typedef struct _pigato__titanic_record_t {
     pigato__titanic_waiter_t *waiters;
     size_t waiter_count;
     struct _pigato__titanic_record_t *prev, *next;  //  in flight list
+    bool parked;  //  WAITING for a worker of its service (parked list)
+    struct _pigato__titanic_record_t *park_prev, *park_next;
 } pigato__titanic_record_t;
 
 #define TITANIC_COUNTERS(X)                                                    \
@@ -200,8 +206,11 @@ struct _pigato__titanic_t {
     bool writing;                      //  a batch is with the store thread
     int64_t write_after;               //  after a failed write: not before
     pigato__titanic_record_t *flight;  //  records with an attempt out
-    pigato__ratelimit_t log;           //  event=titanic_write_failed lines
-    pigato__ratelimit_t deny_log;      //  event=titanic_denied lines
+    zhashx_t *parked;              //  service name -> its parked records (list)
+    size_t parked_count;           //  records parked
+    uint64_t workers_seen;         //  the core's workers_added, last looked at
+    pigato__ratelimit_t log;       //  event=titanic_write_failed lines
+    pigato__ratelimit_t deny_log;  //  event=titanic_denied lines
     pigato__titanic_counters_t counters;
     uint64_t last_id;    //  the time-ordered half of the last id
     byte random [4096];  //  random bytes for ids, drawn at once
@@ -312,6 +321,14 @@ void pigato__titanic_due (pigato__titanic_t *self,
 //  reply or an error of the core's (the core ends that request itself).
 void pigato__titanic_land (pigato__titanic_t *self,
                            pigato__titanic_record_t *record, bool drop);
+
+//  Takes a record out of the parked list (no-op if not in it).
+void pigato__titanic_unpark (pigato__titanic_t *self,
+                             pigato__titanic_record_t *record);
+
+//  After a worker registered: the parked records it (or another) can
+//  serve now are due.
+void pigato__titanic_unpark_servable (pigato__titanic_t *self);
 
 //  Takes back an attempt that no worker holds yet (queued in the core):
 //  true if the record is no longer in flight (it was not, or it was

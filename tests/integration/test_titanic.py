@@ -351,6 +351,31 @@ class ProtocolTest(TitanicCase):
         self.assertEqual((r.status, json.loads(r.opts)), (b"-1", {"titanic": 200}))
         self.assertTrue(unquote(r.data).startswith("E_EXPIRED"), r)
 
+    def test_requests_nobody_serves_wait_outside_the_core(self):
+        # No worker for its service: a durable request is parked, with no
+        # attempt (none that times out and is tried again) until a worker
+        # that can take it registers, here a wildcard one
+        self.store_broker()
+        c = self.client()
+        attempt_ms = int(1000 * secs(0.5))
+        idents = [self.submit_ok(c, "absent.job", '"j%d"' % i, timeout=attempt_ms)
+                  for i in range(20)]
+        self.mesh.settle(secs(2))     # attempts would have timed out by now
+        w = self.ready_worker("absent.*")
+        for _ in idents:
+            req = w.next_request(5)
+            self.assertIsNotNone(req, "no attempt once a worker came\n" + self.broker.tail())
+            self.assertEqual(json.loads(req.opts)["attempt"], 1, req.opts)
+            w.reply(req, '"done"')
+        for ident in idents:
+            self.assertEqual(self.wait_reply(c, ident).data, b'"done"')
+        mark = self.broker.mark()
+        self.assertEqual(self.broker.stop(signal.SIGTERM, 5), (0, True))
+        m = self.broker.wait_for_log(
+            r"event=titanic_stopped .*\battempts=(\d+) retries=(\d+)", 2, mark)
+        self.assertIsNotNone(m, self.broker.tail(3))
+        self.assertEqual((int(m.group(1)), int(m.group(2))), (20, 0))
+
     def test_restart_recovers_requests_and_replies(self):
         self.store_broker()
         c = self.client()
