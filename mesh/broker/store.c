@@ -16,13 +16,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "store.h"
+#include "store_format.h"
 
-//  One operation; its bytes (identity, key, service, body, opts, reply)
-//  in one block it owns, which the row points into.
+//  One operation: its id and the bytes it writes (store_format.h),
+//  packed by the routing thread when it is added.
 typedef struct {
     int type;  //  pigato__store_op_t
-    pigato__store_row_t row;
-    byte *data;
+    byte id [PIGATO__STORE_ID_SIZE];
+    byte *data;        //  INSERT: meta, then body; REPLY: the reply column
+    size_t meta_size;  //  INSERT: meta's bytes
+    size_t size;       //  data's bytes
 } s_op_t;
 
 struct _pigato__store_batch_t {
@@ -51,23 +54,6 @@ struct _pigato__store_t {
     int64_t commits;     //  transactions committed (guarded too)
     int64_t operations;  //  operations they held (guarded too)
 };
-
-#define SCHEMA                                                                 \
-    "CREATE TABLE IF NOT EXISTS request ("                                     \
-    " id BLOB PRIMARY KEY NOT NULL,"                                           \
-    " identity TEXT NOT NULL,"                                                 \
-    " key BLOB,"                                                               \
-    " service TEXT NOT NULL,"                                                  \
-    " body_kind INTEGER NOT NULL,"                                             \
-    " body BLOB NOT NULL,"                                                     \
-    " opts BLOB,"                                                              \
-    " created INTEGER NOT NULL,"                                               \
-    " deadline INTEGER NOT NULL,"                                              \
-    " keep INTEGER NOT NULL,"                                                  \
-    " replied INTEGER,"                                                        \
-    " status INTEGER,"                                                         \
-    " reply BLOB"                                                              \
-    ") WITHOUT ROWID"
 
 //  --------------------------------------------------------------------------
 //  Opening
@@ -274,7 +260,18 @@ s_prepare (pigato__store_t *self, int64_t max_bytes, char *error,
     if (rc == 0)
         rc = s_exec (self, "BEGIN IMMEDIATE", error, error_size, what);
     if (rc == 0) {
-        rc = s_exec (self, SCHEMA, error, error_size, what);
+        if (app_id == PIGATO__STORE_APP_ID && format == 1) {
+            rc = pigato__store_convert_1 (self->db, error, error_size);
+            if (rc)
+                pigato__errorf (error + strlen (error),
+                                error_size - strlen (error),
+                                " (store file '%s')", self->path);
+        }
+        else
+            rc = s_exec (
+                self,
+                "CREATE TABLE IF NOT EXISTS request " PIGATO__STORE_COLUMNS,
+                error, error_size, what);
         if (rc == 0)
             rc = s_exec (self, pragmas, error, error_size, what);
         if (rc == 0)
@@ -325,22 +322,19 @@ pigato__store_open (const char *dir, int64_t max_bytes, char *error,
         rc = s_sync_folder (dir, error, error_size);
     if (rc == 0
         && (sqlite3_prepare_v3 (self->db,
-                                "INSERT INTO request (id, identity, key, "
-                                "service, body_kind, body, opts, created, "
-                                "deadline, keep) VALUES (?1, ?2, ?3, ?4, ?5, "
-                                "?6, ?7, ?8, ?9, ?10)",
+                                "INSERT INTO request (seq, meta, body) "
+                                "VALUES (?1, ?2, ?3)",
                                 -1, SQLITE_PREPARE_PERSISTENT, &self->insert,
                                 NULL)
                 != SQLITE_OK
             || sqlite3_prepare_v3 (self->db,
-                                   "UPDATE request SET replied = ?2, status "
-                                   "= ?3, reply = ?4, body = X'' WHERE id = "
-                                   "?1",
+                                   "UPDATE request SET reply = ?2, body = X'' "
+                                   "WHERE seq = ?1",
                                    -1, SQLITE_PREPARE_PERSISTENT, &self->reply,
                                    NULL)
                    != SQLITE_OK
             || sqlite3_prepare_v3 (
-                   self->db, "DELETE FROM request WHERE id = ?1", -1,
+                   self->db, "DELETE FROM request WHERE seq = ?1", -1,
                    SQLITE_PREPARE_PERSISTENT, &self->remove, NULL)
                    != SQLITE_OK))
         rc = s_fail (self->db, error, error_size, "store statements");
@@ -392,11 +386,9 @@ pigato__store_load (pigato__store_t *self, pigato__store_row_fn *row_fn,
                     void *arg, char *error, size_t error_size)
 {
     sqlite3_stmt *stmt = NULL;
-    int rc = sqlite3_prepare_v2 (
-        self->db,
-        "SELECT id, identity, key, service, body_kind, body, opts, created, "
-        "deadline, keep, replied, status, reply FROM request",
-        -1, &stmt, NULL);
+    int rc = sqlite3_prepare_v2 (self->db,
+                                 "SELECT seq, meta, body, reply FROM request",
+                                 -1, &stmt, NULL);
     char what [512];
     snprintf (what, sizeof what, "cannot read the store file '%s'", self->path);
     if (rc != SQLITE_OK)
@@ -405,28 +397,18 @@ pigato__store_load (pigato__store_t *self, pigato__store_row_fn *row_fn,
     while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
         pigato__store_row_t row;
         memset (&row, 0, sizeof row);
-        const void *id = sqlite3_column_blob (stmt, 0);
-        if (sqlite3_column_bytes (stmt, 0) != PIGATO__STORE_ID_SIZE || !id)
-            continue;  //  not one of ours: skipped
-        memcpy (row.id, id, PIGATO__STORE_ID_SIZE);
-        row.identity = (const char *) sqlite3_column_text (stmt, 1);
-        row.key = (const byte *) sqlite3_column_blob (stmt, 2);
-        row.key_size = (size_t) sqlite3_column_bytes (stmt, 2);
-        row.service = (const char *) sqlite3_column_text (stmt, 3);
-        row.body_kind = sqlite3_column_int (stmt, 4);
-        row.body = (const byte *) sqlite3_column_blob (stmt, 5);
-        row.body_size = (size_t) sqlite3_column_bytes (stmt, 5);
-        row.opts = (const byte *) sqlite3_column_blob (stmt, 6);
-        row.opts_size = (size_t) sqlite3_column_bytes (stmt, 6);
-        row.created = sqlite3_column_int64 (stmt, 7);
-        row.deadline = sqlite3_column_int64 (stmt, 8);
-        row.keep = sqlite3_column_int64 (stmt, 9);
-        row.replied = sqlite3_column_type (stmt, 10) != SQLITE_NULL;
-        row.replied_at = sqlite3_column_int64 (stmt, 10);
-        row.status = sqlite3_column_int (stmt, 11);
-        row.reply = (const byte *) sqlite3_column_blob (stmt, 12);
-        row.reply_size = (size_t) sqlite3_column_bytes (stmt, 12);
-        if (!row.identity || !row.service)
+        //  A row that is not a packed request is skipped
+        if (!pigato__store_meta_unpack (
+                sqlite3_column_int64 (stmt, 0),
+                (const byte *) sqlite3_column_blob (stmt, 1),
+                (size_t) sqlite3_column_bytes (stmt, 1), &row))
+            continue;
+        row.body = (const byte *) sqlite3_column_blob (stmt, 2);
+        row.body_size = (size_t) sqlite3_column_bytes (stmt, 2);
+        if (sqlite3_column_type (stmt, 3) != SQLITE_NULL
+            && !pigato__store_reply_unpack (
+                (const byte *) sqlite3_column_blob (stmt, 3),
+                (size_t) sqlite3_column_bytes (stmt, 3), &row))
             continue;
         status = row_fn (arg, &row);
         if (status)
@@ -441,57 +423,22 @@ pigato__store_load (pigato__store_t *self, pigato__store_row_fn *row_fn,
 //  --------------------------------------------------------------------------
 //  The store thread
 
-//  Binds a blob (NULL data: SQL NULL, unless empty is wanted).
-static int
-s_bind_blob (sqlite3_stmt *stmt, int index, const byte *data, size_t size,
-             bool null_if_none)
-{
-    if (!data && null_if_none)
-        return sqlite3_bind_null (stmt, index);
-    return sqlite3_bind_blob64 (stmt, index, data ? (const void *) data : "",
-                                size, SQLITE_STATIC);
-}
-
 //  Runs one operation's statement.
 static int
 s_apply_op (pigato__store_t *self, const s_op_t *op)
 {
-    const pigato__store_row_t *row = &op->row;
     sqlite3_stmt *stmt = op->type == PIGATO__STORE_INSERT ? self->insert
                        : op->type == PIGATO__STORE_REPLY  ? self->reply
                                                           : self->remove;
-    sqlite3_reset (stmt);
-    sqlite3_clear_bindings (stmt);
-    int rc = sqlite3_bind_blob (stmt, 1, row->id, PIGATO__STORE_ID_SIZE,
-                                SQLITE_STATIC);
-    if (op->type == PIGATO__STORE_INSERT) {
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_text (stmt, 2, row->identity, -1, SQLITE_STATIC);
-        if (rc == SQLITE_OK)
-            rc = s_bind_blob (stmt, 3, row->key, row->key_size, true);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_text (stmt, 4, row->service, -1, SQLITE_STATIC);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int (stmt, 5, row->body_kind);
-        if (rc == SQLITE_OK)
-            rc = s_bind_blob (stmt, 6, row->body, row->body_size, false);
-        if (rc == SQLITE_OK)
-            rc = s_bind_blob (stmt, 7, row->opts, row->opts_size, true);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int64 (stmt, 8, row->created);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int64 (stmt, 9, row->deadline);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int64 (stmt, 10, row->keep);
-    }
-    else if (op->type == PIGATO__STORE_REPLY) {
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int64 (stmt, 2, row->replied_at);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int (stmt, 3, row->status);
-        if (rc == SQLITE_OK)
-            rc = s_bind_blob (stmt, 4, row->reply, row->reply_size, false);
-    }
+    int rc = sqlite3_bind_int64 (stmt, 1, pigato__store_seq (op->id));
+    if (rc == SQLITE_OK && op->type == PIGATO__STORE_INSERT)
+        rc = sqlite3_bind_blob64 (stmt, 2, op->data, op->meta_size,
+                                  SQLITE_STATIC);
+    if (rc == SQLITE_OK && op->type == PIGATO__STORE_INSERT)
+        rc = sqlite3_bind_blob64 (stmt, 3, op->data + op->meta_size,
+                                  op->size - op->meta_size, SQLITE_STATIC);
+    if (rc == SQLITE_OK && op->type == PIGATO__STORE_REPLY)
+        rc = sqlite3_bind_blob64 (stmt, 2, op->data, op->size, SQLITE_STATIC);
     if (rc == SQLITE_OK)
         rc = sqlite3_step (stmt);
     sqlite3_reset (stmt);
@@ -651,51 +598,31 @@ s_op_add (pigato__store_batch_t *self, int type, const byte *id, size_t size)
         self->max = max;
     }
     s_op_t *op = &self->ops [self->count];
-    memset (op, 0, sizeof *op);
     op->data = (byte *) malloc (size ? size : 1);
     if (!op->data)
         return NULL;
     op->type = type;
-    memcpy (op->row.id, id, PIGATO__STORE_ID_SIZE);
+    memcpy (op->id, id, PIGATO__STORE_ID_SIZE);
+    op->meta_size = 0;
+    op->size = size;
     self->count++;
     self->bytes += size;
     return op;
-}
-
-//  Copies size bytes to *cursor; returns where they went (NULL for no
-//  data, so that SQL NULL stays NULL).
-static const byte *
-s_put (byte **cursor, const void *data, size_t size)
-{
-    if (!data)
-        return NULL;
-    byte *at = *cursor;
-    if (size)
-        memcpy (at, data, size);
-    *cursor += size;
-    return at;
 }
 
 int
 pigato__store_batch_insert (pigato__store_batch_t *self,
                             const pigato__store_row_t *row)
 {
-    size_t identity = strlen (row->identity) + 1;
-    size_t service = strlen (row->service) + 1;
-    size_t size = identity + service + row->key_size + row->body_size
-                + row->opts_size;
-    s_op_t *op = s_op_add (self, PIGATO__STORE_INSERT, row->id, size);
+    size_t meta_size = pigato__store_meta_size (row);
+    s_op_t *op = s_op_add (self, PIGATO__STORE_INSERT, row->id,
+                           meta_size + row->body_size);
     if (!op)
         return PIGATO_E_NOMEM;
-    byte *cursor = op->data;
-    op->row = *row;
-    op->row.identity = (const char *) s_put (&cursor, row->identity, identity);
-    op->row.service = (const char *) s_put (&cursor, row->service, service);
-    op->row.key = s_put (&cursor, row->key, row->key_size);
-    op->row.body = s_put (&cursor, row->body, row->body_size);
-    op->row.opts = s_put (&cursor, row->opts, row->opts_size);
-    op->row.reply = NULL;
-    op->row.reply_size = 0;
+    pigato__store_meta_pack (row, op->data);
+    op->meta_size = meta_size;
+    if (row->body_size)
+        memcpy (op->data + meta_size, row->body, row->body_size);
     return 0;
 }
 
@@ -704,16 +631,13 @@ pigato__store_batch_reply (pigato__store_batch_t *self, const byte *id,
                            int64_t replied_at, int status, const byte *reply,
                            size_t reply_size)
 {
-    s_op_t *op = s_op_add (self, PIGATO__STORE_REPLY, id, reply_size);
+    s_op_t *op = s_op_add (self, PIGATO__STORE_REPLY, id,
+                           PIGATO__STORE_REPLY_HEAD + reply_size);
     if (!op)
         return PIGATO_E_NOMEM;
-    byte *cursor = op->data;
-    op->row.replied = true;
-    op->row.replied_at = replied_at;
-    op->row.status = status;
-    op->row.reply = s_put (&cursor, reply ? reply : (const byte *) "",
-                           reply_size);
-    op->row.reply_size = reply_size;
+    pigato__store_reply_head (replied_at, status, op->data);
+    if (reply_size)
+        memcpy (op->data + PIGATO__STORE_REPLY_HEAD, reply, reply_size);
     return 0;
 }
 
@@ -739,7 +663,7 @@ int
 pigato__store_batch_op (const pigato__store_batch_t *self, size_t index,
                         const byte **id)
 {
-    *id = self->ops [index].row.id;
+    *id = self->ops [index].id;
     return self->ops [index].type;
 }
 

@@ -450,6 +450,13 @@ s_recover (void *arg, const pigato__store_row_t *row)
 {
     s_recovery_t *recovery = (s_recovery_t *) arg;
     pigato__titanic_t *self = recovery->self;
+    //  New ids come after every stored one, skipped or not: the store
+    //  keys its rows by this half (store_format.h)
+    uint64_t time_half = 0;
+    for (int index = 0; index < 8; index++)
+        time_half = time_half << 8 | row->id [index];
+    if (time_half > self->last_id)
+        self->last_id = time_half;
     if (strlen (row->identity) > PIGATO__NAME_MAX
         || row->key_size > PIGATO__TITANIC_KEY_MAX || strlen (row->service) < 1
         || strlen (row->service) > PIGATO_SERVICE_MAX
@@ -465,11 +472,6 @@ s_recover (void *arg, const pigato__store_row_t *row)
         row->body_kind, row->body, row->body_size, row->opts, row->opts_size);
     if (!record)
         return PIGATO_E_NOMEM;
-    uint64_t time_half = 0;
-    for (int index = 0; index < 8; index++)
-        time_half = time_half << 8 | row->id [index];
-    if (time_half > self->last_id)
-        self->last_id = time_half;
     record->created = row->created;
     record->deadline = row->deadline;
     record->keep = row->keep;

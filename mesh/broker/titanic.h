@@ -43,6 +43,8 @@
 //  characters; either case is read): 8 that grow with time (ms << 16,
 //  plus one for each id in the same ms), so that the store appends its
 //  rows instead of writing a random page for each, and 8 random ones.
+//  The first 8 are unique in a store (the store keys rows by them): each
+//  id's are above the last one's, and above every stored row's.
 //  Ids are names, not secrets: only the identity that stored a request
 //  can read or close it.
 #define PIGATO__TITANIC_ID_TEXT 32
