@@ -197,8 +197,21 @@ s_prepare (pigato__store_t *self, int64_t max_bytes, char *error,
     int64_t app_id = 0, format = 0, tables = 0, page = 0;
     char what [512];
     snprintf (what, sizeof what, "store file '%s'", self->path);
-    int rc = s_query_int (self, "PRAGMA application_id", &app_id, error,
+    //  Exclusive: one broker per store (two would run every request
+    //  twice), and no locks taken and dropped at every commit (fcntl
+    //  calls; the WAL index lives in memory, no -shm file)
+    int rc = s_exec (self, "PRAGMA locking_mode=EXCLUSIVE", error, error_size,
+                     what);
+    if (rc == 0)
+        rc = s_query_int (self, "PRAGMA application_id", &app_id, error,
                           error_size, what);
+    if (rc && sqlite3_errcode (self->db) == SQLITE_BUSY) {
+        pigato__errorf (error, error_size,
+                        "store file '%s' is in use by another process "
+                        "(another pigato-broker with this --store?)",
+                        self->path);
+        return PIGATO_E_STORE;
+    }
     if (rc == 0)
         rc = s_query_int (self, "PRAGMA user_version", &format, error,
                           error_size, what);
@@ -315,7 +328,7 @@ pigato__store_open (const char *dir, int64_t max_bytes, char *error,
     }
     if (rc == 0) {
         sqlite3_extended_result_codes (self->db, 1);
-        sqlite3_busy_timeout (self->db, 1000);  //  an operator's sqlite3
+        sqlite3_busy_timeout (self->db, 1000);  //  a brief holder (sqlite3)
         rc = s_prepare (self, max_bytes, error, error_size);
     }
     if (rc == 0)

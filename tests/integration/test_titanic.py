@@ -539,6 +539,18 @@ class FailureTest(TitanicCase):
         self.assertRegex(err, r"store file '.*titanic.db': file is not a database")
         self.assertNotIn("event=ready", err)
 
+    def test_a_store_in_use_by_another_broker_is_refused(self):
+        # Two brokers on one store would both run every request
+        self.store_broker()
+        c = self.client()
+        ident = self.submit_ok(c, "later")
+        rc, err = self.start_failing()
+        self.assertEqual(rc, 1)
+        self.assertRegex(err, r"store file '.*titanic.db' is in use by another process")
+        # The first one goes on
+        self.assertEqual(self.fetch(c, ident).status, b"-1")
+        self.assert_status(self.fetch(c, ident), 300, "pending")
+
     def test_another_applications_database_is_refused_at_start(self):
         os.makedirs(self.store, mode=0o700)
         path = os.path.join(self.store, "titanic.db")
