@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include "store.h"
 #include "store_format.h"
+#include "store_vfs.h"
 
 //  One operation: its id and the bytes it writes (store_format.h),
 //  packed by the routing thread when it is added.
@@ -319,7 +320,8 @@ pigato__store_open (const char *dir, int64_t max_bytes, char *error,
         rc = s_file (self->path, error, error_size);
     if (rc == 0
         && sqlite3_open_v2 (self->path, &self->db,
-                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL)
+                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                            pigato__store_vfs ())
                != SQLITE_OK) {
         char what [512];
         snprintf (what, sizeof what, "cannot open the store file '%s'",
