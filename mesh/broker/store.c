@@ -52,6 +52,7 @@ struct _pigato__store_t {
     pigato__store_batch_t *done;  //  written (or failed), not yet taken
     bool stopping;
     int event;           //  eventfd: a batch is done
+    int wal_pages;       //  in the WAL after the last commit (store thread)
     int64_t commits;     //  transactions committed (guarded too)
     int64_t operations;  //  operations they held (guarded too)
 };
@@ -512,14 +513,35 @@ s_thread (void *arg)
         uint64_t one = 1;
         ssize_t written = write (self->event, &one, sizeof one);
         (void) written;
+        if (self->wal_pages >= PIGATO__STORE_CHECKPOINT_PAGES) {
+            //  The checkpoint (the WAL's pages copied into the database,
+            //  which is fsync'd) once the batch is answered, not before:
+            //  SQLite's own runs inside the COMMIT that fills the WAL
+            pthread_mutex_unlock (&self->lock);
+            sqlite3_wal_checkpoint_v2 (self->db, NULL,
+                                       SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+            self->wal_pages = 0;
+            pthread_mutex_lock (&self->lock);
+        }
     }
     pthread_mutex_unlock (&self->lock);
     return NULL;
 }
 
+//  After each commit: the WAL's size, for the store thread's checkpoint
+//  (this hook replaces SQLite's automatic one).
+static int
+s_wal_hook (void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void) db, (void) name;
+    ((pigato__store_t *) arg)->wal_pages = pages;
+    return SQLITE_OK;
+}
+
 int
 pigato__store_start (pigato__store_t *self, char *error, size_t error_size)
 {
+    sqlite3_wal_hook (self->db, s_wal_hook, self);
     int rc = pthread_create (&self->thread, NULL, s_thread, self);
     if (rc) {
         pigato__errorf (error, error_size, "cannot start the store thread: %s",

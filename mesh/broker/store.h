@@ -22,10 +22,11 @@
 
 #include "../base/internal.h"
 
-#define PIGATO__STORE_FILE    "titanic.db"  //  inside the store folder
-#define PIGATO__STORE_FORMAT  2             //  PRAGMA user_version
-#define PIGATO__STORE_APP_ID  0x50474154    //  PRAGMA application_id: "PGAT"
-#define PIGATO__STORE_ID_SIZE 16            //  a durable request's id, bytes
+#define PIGATO__STORE_FILE             "titanic.db"  //  inside the store folder
+#define PIGATO__STORE_FORMAT           2             //  PRAGMA user_version
+#define PIGATO__STORE_APP_ID           0x50474154  //  PRAGMA application_id: "PGAT"
+#define PIGATO__STORE_ID_SIZE          16    //  a durable request's id, bytes
+#define PIGATO__STORE_CHECKPOINT_PAGES 1000  //  WAL pages that make one
 
 typedef struct _pigato__store_t pigato__store_t;
 typedef struct _pigato__store_batch_t pigato__store_batch_t;

@@ -1,8 +1,9 @@
 /*  =========================================================================
     store_vfs.c - the store's SQLite VFS (store_vfs.h): a shim over the
     default VFS (the shape of SQLite's own test_vfstrace.c). Each file is
-    our header followed by the default VFS's file; WAL files gather
-    contiguous writes in a buffer that goes out as one write.
+    our header followed by the default VFS's file; the WAL and the
+    database gather contiguous writes in a buffer that goes out as one
+    write.
     =========================================================================
 */
 #include <pthread.h>
@@ -11,8 +12,11 @@
 #include <string.h>
 #include "store_vfs.h"
 
-#define VFS_NAME   "pigato-store"
-#define GATHER_MAX (4 * 1024 * 1024)  //  bytes held before they go out
+#define VFS_NAME "pigato-store"
+//  Bytes gathered at most: the unix VFS writes at most 0x1ffff bytes in
+//  one call (it masks the size: SQLite's own writes never pass 64 KiB
+//  and a frame header), and reports a longer write as a full disk
+#define GATHER_MAX 0x1ffff
 
 typedef struct {
     sqlite3_file base;      //  our methods
@@ -69,7 +73,7 @@ static int
 s_write (sqlite3_file *file, const void *data, int amount, sqlite3_int64 offset)
 {
     s_file_t *self = (s_file_t *) file;
-    if (!self->gather || amount <= 0)
+    if (!self->gather || amount <= 0 || amount > GATHER_MAX)
         return self->real->pMethods->xWrite (self->real, data, amount, offset);
     //  Only what continues the gathered writes joins them
     if (self->used
@@ -242,7 +246,9 @@ s_open (sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, int flags,
         self->base.pMethods = &s_methods [version < 1   ? 1
                                           : version > 3 ? 3
                                                         : version];
-        self->gather = (flags & SQLITE_OPEN_WAL) != 0;
+        //  The WAL's frames at each commit, the database's pages at each
+        //  checkpoint (in page order: runs of them are contiguous)
+        self->gather = (flags & (SQLITE_OPEN_WAL | SQLITE_OPEN_MAIN_DB)) != 0;
     }
     return rc;
 }

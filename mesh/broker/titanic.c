@@ -169,7 +169,10 @@ pigato__titanic_record_new (pigato__titanic_t *self, const byte *id,
     memcpy (record->id, id, PIGATO__STORE_ID_SIZE);
     s_hex (id, record->hex);
     pigato__timer_init (&record->timer);
-    snprintf (record->identity, sizeof record->identity, "%s", identity);
+    size_t identity_size = strlen (identity);
+    if (identity_size >= sizeof record->identity)
+        identity_size = sizeof record->identity - 1;
+    memcpy (record->identity, identity, identity_size);  //  calloc'd: ends
     record->service = strdup (service);
     record->body_kind = body_kind;
     record->body = (byte *) malloc (body_size ? body_size : 1);

@@ -208,7 +208,10 @@ pigato__titanic_attempt (pigato__titanic_t *self,
         s_deny (self, record);
         return;
     }
-    if (!pigato__core_servable (self->core, record->service)) {
+    //  A name parked already is one nobody serves: the turn re-checks
+    //  parked names after any worker registered, before its timers
+    if (zhashx_lookup (self->parked, record->service)
+        || !pigato__core_servable (self->core, record->service)) {
         s_park (self, record);
         return;
     }

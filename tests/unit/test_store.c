@@ -116,6 +116,21 @@ s_collect (void *arg, const pigato__store_row_t *row)
     return 0;
 }
 
+//  How many rows a load finds, and their bodies' bytes.
+typedef struct {
+    int rows;
+    size_t bytes;
+} s_count_t;
+
+static int
+s_count (void *arg, const pigato__store_row_t *row)
+{
+    s_count_t *count = (s_count_t *) arg;
+    count->rows++;
+    count->bytes += row->body_size;
+    return 0;
+}
+
 static pigato__store_t *
 s_open (char *error, size_t error_size)
 {
@@ -177,6 +192,35 @@ test_batches_survive_a_reopen (void **state)
             assert_int_equal (row->deadline, 2002);
         }
     }
+    pigato__store_destroy (&store);
+}
+
+//  One batch far larger than one write of the VFS's (a burst, or what
+//  piled up while a write failed) commits and reads back whole.
+static void
+test_a_large_batch_commits (void **state)
+{
+    (void) state;
+    char error [512], body [2048];
+    memset (body, 'b', sizeof body - 1);
+    body [sizeof body - 1] = 0;
+    pigato__store_t *store = s_open (error, sizeof error);
+    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    pigato__store_batch_t *batch = pigato__store_batch_new ();
+    for (int index = 0; index < 3000; index++) {
+        pigato__store_row_t row = s_row (1, body);
+        for (int byte = 0; byte < 8; byte++)
+            row.id [byte] = (uint8_t) ((index + 1) >> (56 - 8 * byte));
+        assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
+    }
+    assert_int_equal (s_write (store, batch, error, sizeof error), 0);
+    pigato__store_destroy (&store);
+    store = s_open (error, sizeof error);
+    s_count_t count = { 0, 0 };
+    assert_int_equal (
+        pigato__store_load (store, s_count, &count, error, sizeof error), 0);
+    assert_int_equal (count.rows, 3000);
+    assert_int_equal (count.bytes, 3000 * (sizeof body - 1));
     pigato__store_destroy (&store);
 }
 
@@ -406,6 +450,7 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_setup (test_batches_survive_a_reopen, fresh),
+        cmocka_unit_test_setup (test_a_large_batch_commits, fresh),
         cmocka_unit_test_setup (test_a_capped_store_fills_up_and_says_so,
                                 fresh),
         cmocka_unit_test_setup (test_what_is_refused, fresh),
