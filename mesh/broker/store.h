@@ -27,6 +27,9 @@
 #define PIGATO__STORE_APP_ID           0x50474154  //  PRAGMA application_id: "PGAT"
 #define PIGATO__STORE_ID_SIZE          16    //  a durable request's id, bytes
 #define PIGATO__STORE_CHECKPOINT_PAGES 1000  //  WAL pages that make one
+//  The WAL file's size from its creation: those pages with their frame
+//  headers, and room for the batch that passes them (store_vfs.c)
+#define PIGATO__STORE_WAL_PRESIZE (6 * 1024 * 1024)
 
 typedef struct _pigato__store_t pigato__store_t;
 typedef struct _pigato__store_batch_t pigato__store_batch_t;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "store_vfs.h"
+#include "store.h"
 
 #define VFS_NAME "pigato-store"
 //  Bytes gathered at most: the unix VFS writes at most 0x1ffff bytes in
@@ -232,6 +233,31 @@ s_unfetch (sqlite3_file *file, sqlite3_int64 offset, void *page)
 //  up to its own (pMethods->iVersion is set from the default file's)
 static sqlite3_io_methods s_methods [4];
 
+//  Writes zeros up to PIGATO__STORE_WAL_PRESIZE bytes and syncs them:
+//  frames then overwrite written blocks of a file that keeps its size,
+//  and a commit's fdatasync has no metadata to write (110 us instead of
+//  220 for 32 KiB here). SQLite reads zeros as no frame (a frame's salt
+//  and checksum must match the header's). Failures are left to SQLite's
+//  own writes to find.
+static void
+s_presize (sqlite3_file *real)
+{
+    sqlite3_int64 size = 0;
+    if (real->pMethods->xFileSize (real, &size) != SQLITE_OK
+        || size >= PIGATO__STORE_WAL_PRESIZE)
+        return;
+    static const unsigned char zeros [65536];
+    while (size < PIGATO__STORE_WAL_PRESIZE) {
+        int amount = PIGATO__STORE_WAL_PRESIZE - size < (int) sizeof zeros
+                       ? (int) (PIGATO__STORE_WAL_PRESIZE - size)
+                       : (int) sizeof zeros;
+        if (real->pMethods->xWrite (real, zeros, amount, size) != SQLITE_OK)
+            return;
+        size += amount;
+    }
+    real->pMethods->xSync (real, SQLITE_SYNC_NORMAL);
+}
+
 static int
 s_open (sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, int flags,
         int *out_flags)
@@ -249,6 +275,8 @@ s_open (sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, int flags,
         //  The WAL's frames at each commit, the database's pages at each
         //  checkpoint (in page order: runs of them are contiguous)
         self->gather = (flags & (SQLITE_OPEN_WAL | SQLITE_OPEN_MAIN_DB)) != 0;
+        if (rc == SQLITE_OK && (flags & SQLITE_OPEN_WAL))
+            s_presize (self->real);
     }
     return rc;
 }
