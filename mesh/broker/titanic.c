@@ -622,6 +622,11 @@ s_commit (pigato__titanic_t *self, int64_t now)
 void
 pigato__titanic_turn (pigato__titanic_t *self, bool written)
 {
+    //  Nothing durable going on (a broker with a store that serves other
+    //  traffic): not even the clock is read
+    if (!written && !self->batch && !pigato__heap_peek (self->timers)
+        && self->core->workers_added == self->workers_seen)
+        return;
     int64_t now = pigato__titanic_now (self);
     //  Only when the fd said so: a system call a turn is not for free
     pigato__store_batch_t *done = written ? pigato__store_done (self->store)
