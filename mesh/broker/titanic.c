@@ -620,6 +620,12 @@ s_commit (pigato__titanic_t *self, int64_t now)
 }
 
 void
+pigato__titanic_commit (pigato__titanic_t *self)
+{
+    s_commit (self, pigato__titanic_now (self));
+}
+
+void
 pigato__titanic_turn (pigato__titanic_t *self, bool written)
 {
     //  Nothing durable going on (a broker with a store that serves other

@@ -60,6 +60,11 @@
 #define PIGATO__TITANIC_BACKOFF_MAX  30000    //  ms between attempts at most
 #define PIGATO__TITANIC_RETRY_WRITE  1000     //  ms after a failed write
 #define PIGATO__TITANIC_TIMERS_TURN  64       //  due timers run per loop turn
+//  A batch this large goes to an idle store at once, not at the end of
+//  the turn: its parsing (~3 us a submission) is then about an fsync, so
+//  the disk works while the rest of the turn's input is read (the acks
+//  bench, 100 in flight: +19%, interleaved medians of 6)
+#define PIGATO__TITANIC_EARLY_COMMIT 32
 
 typedef struct _pigato__titanic_t pigato__titanic_t;
 
@@ -257,6 +262,11 @@ void pigato__titanic_record_free (pigato__titanic_t *self,
 //  The batch of this turn's writes (made on first use); NULL if out of
 //  memory.
 pigato__store_batch_t *pigato__titanic_batch (pigato__titanic_t *self);
+
+//  Hands this turn's changes so far to the store if it is idle (and no
+//  failed write holds them back): titanic_service.c does, once a batch
+//  holds PIGATO__TITANIC_EARLY_COMMIT operations.
+void pigato__titanic_commit (pigato__titanic_t *self);
 
 //  Schedules a record's timer; out of memory, a second later.
 void pigato__titanic_schedule (pigato__titanic_t *self,

@@ -519,6 +519,11 @@ s_submit (pigato__titanic_t *self, const pigato__titanic_in_t *in)
                   "500 E_OVERLOADED the broker ran out of memory; try again "
                   "later");
     }
+    else if (!self->writing
+             && pigato__store_batch_size (batch)
+                    >= PIGATO__TITANIC_EARLY_COMMIT)
+        //  An idle store does not wait for the rest of this turn's input
+        pigato__titanic_commit (self);
 cleanup:
     free (sub.body);
     free (sub.opts);
