@@ -3,16 +3,19 @@
     their replies in one SQLite file (WAL, synchronous=FULL) in a folder
     of its own, written by a thread of its own. Not installed.
 
-    The routing thread never waits on the disk. It collects what one turn
-    of its loop changed (new requests, replies, deletions) in a batch and
-    hands the batch over (pigato__store_commit); the store thread writes
-    it in one transaction, which SQLite fsyncs before COMMIT returns, and
-    hands it back (pigato__store_done; pigato__store_fd turns readable).
+    The routing thread never waits on the disk. It collects what its loop
+    changes (new requests, replies, deletions) in a batch and, when the
+    store thread is idle, hands the batch over at the end of a turn or
+    once it holds 32 operations (pigato__store_commit); the store thread
+    writes it in one transaction, which SQLite fsyncs before COMMIT
+    returns, and hands it back (pigato__store_done; pigato__store_fd
+    turns readable).
     While one batch is being written the next one grows: every change of
     those turns commits together (group commit). A batch belongs to one
     thread at a time, so the two share nothing but the hand-off.
 
-    This is the only file that knows SQL. A store for several brokers
+    This is the only file that knows SQL (with store_format.c, its rows,
+    and store_vfs.c, its writes). A store for several brokers
     (PostgreSQL, FOR UPDATE SKIP LOCKED) would implement this interface
     (docs/architecture.md, "Durable requests").
     =========================================================================
