@@ -210,7 +210,8 @@ test_a_large_batch_commits (void **state)
     for (int index = 0; index < 3000; index++) {
         pigato__store_row_t row = s_row (1, body);
         for (int byte = 0; byte < 8; byte++)
-            row.id [byte] = (uint8_t) ((index + 1) >> (56 - 8 * byte));
+            row.id [byte] = (uint8_t) ((uint64_t) (index + 1)
+                                       >> (56 - 8 * byte));
         assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
     }
     assert_int_equal (s_write (store, batch, error, sizeof error), 0);
