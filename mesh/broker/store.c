@@ -35,6 +35,7 @@ typedef struct {
 #define INSERT_ROWS 16
 
 struct _pigato__store_batch_t {
+    struct _pigato__store_batch_t *next;  //  in a hand-off queue
     s_op_t *ops;
     size_t count;
     size_t max;
@@ -56,7 +57,7 @@ struct _pigato__store_t {
     bool started;
     pthread_mutex_t lock;         //  guards the three fields below
     pthread_cond_t wake;          //  the store thread waits on it
-    pigato__store_batch_t *todo;  //  handed over, not yet taken
+    pigato__store_batch_t *todo;  //  handed over, not yet taken (a queue)
     pigato__store_batch_t *done;  //  written (or failed), not yet taken
     bool stopping;
     int event;           //  eventfd: a batch is done
@@ -406,8 +407,13 @@ pigato__store_destroy (pigato__store_t **self_p)
         pthread_mutex_unlock (&self->lock);
         pthread_join (self->thread, NULL);
     }
-    pigato__store_batch_destroy (&self->todo);
-    pigato__store_batch_destroy (&self->done);
+    for (pigato__store_batch_t **queue = &self->todo; queue;
+         queue = queue == &self->todo ? &self->done : NULL)
+        while (*queue) {
+            pigato__store_batch_t *batch = *queue;
+            *queue = batch->next;
+            pigato__store_batch_destroy (&batch);
+        }
     sqlite3_finalize (self->insert);
     sqlite3_finalize (self->insert_rows);
     sqlite3_finalize (self->reply);
@@ -571,7 +577,8 @@ s_thread (void *arg)
         if (!self->todo)
             break;  //  stopping, nothing left
         pigato__store_batch_t *batch = self->todo;
-        self->todo = NULL;
+        self->todo = batch->next;
+        batch->next = NULL;
         pthread_mutex_unlock (&self->lock);
         s_apply (self, batch);
         pthread_mutex_lock (&self->lock);
@@ -579,7 +586,10 @@ s_thread (void *arg)
             self->commits++;
             self->operations += (int64_t) batch->count;
         }
-        self->done = batch;
+        pigato__store_batch_t **tail = &self->done;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = batch;
         //  A failed write leaves the counter set: the broker wakes anyway
         uint64_t one = 1;
         ssize_t written = write (self->event, &one, sizeof one);
@@ -633,7 +643,10 @@ void
 pigato__store_commit (pigato__store_t *self, pigato__store_batch_t **batch_p)
 {
     pthread_mutex_lock (&self->lock);
-    self->todo = *batch_p;
+    pigato__store_batch_t **tail = &self->todo;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = *batch_p;
     *batch_p = NULL;
     pthread_cond_signal (&self->wake);
     pthread_mutex_unlock (&self->lock);
@@ -648,7 +661,10 @@ pigato__store_done (pigato__store_t *self)
     (void) got;
     pthread_mutex_lock (&self->lock);
     pigato__store_batch_t *batch = self->done;
-    self->done = NULL;
+    if (batch) {
+        self->done = batch->next;
+        batch->next = NULL;
+    }
     pthread_mutex_unlock (&self->lock);
     return batch;
 }

@@ -606,16 +606,19 @@ pigato__titanic_fd (pigato__titanic_t *self)
     return pigato__store_fd (self->store);
 }
 
-//  Hands this turn's changes to the store if it is idle (and no failed
-//  write holds them back).
+//  Hands the changes so far to the store (unless a failed write holds
+//  them back): any to an idle store, PIGATO__TITANIC_EARLY_COMMIT or more
+//  to queue behind the write under way, so that the store starts them as
+//  it ends it.
 static void
 s_commit (pigato__titanic_t *self, int64_t now)
 {
-    if (!self->writing && self->batch
-        && pigato__store_batch_size (self->batch) > 0
-        && now >= self->write_after) {
+    size_t size = self->batch ? pigato__store_batch_size (self->batch) : 0;
+    if (size > 0 && now >= self->write_after
+        && (self->writing == 0
+            || (self->writing == 1 && size >= PIGATO__TITANIC_EARLY_COMMIT))) {
         pigato__store_commit (self->store, &self->batch);
-        self->writing = true;
+        self->writing++;
     }
 }
 
@@ -635,15 +638,17 @@ pigato__titanic_turn (pigato__titanic_t *self, bool written)
         return;
     int64_t now = pigato__titanic_now (self);
     //  Only when the fd said so: a system call a turn is not for free
-    pigato__store_batch_t *done = written ? pigato__store_done (self->store)
-                                          : NULL;
-    if (done) {
-        self->writing = false;
+    pigato__store_batch_t *done;
+    bool answered = false;
+    while (written && (done = pigato__store_done (self->store))) {
+        self->writing--;
         s_written (self, done);
         pigato__store_batch_destroy (&done);
-        //  The answers leave at once, not after the attempts below
-        pigato__outbox_flush (self->broker->outbox);
+        answered = true;
     }
+    //  The answers leave at once, not after the attempts below
+    if (answered)
+        pigato__outbox_flush (self->broker->outbox);
     //  The disk is the slowest stage: what came while it wrote (and in
     //  this turn's messages) goes to it before anything else (group
     //  commit)
@@ -675,7 +680,7 @@ pigato__titanic_wait (pigato__titanic_t *self)
     pigato__timer_t *next = pigato__heap_peek (self->timers);
     if (next)
         wait = next->when - now;
-    if (!self->writing && self->batch
+    if (self->writing == 0 && self->batch
         && pigato__store_batch_size (self->batch) > 0
         && self->write_after - now < wait)
         wait = self->write_after - now;

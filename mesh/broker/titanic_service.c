@@ -519,10 +519,11 @@ s_submit (pigato__titanic_t *self, const pigato__titanic_in_t *in)
                   "500 E_OVERLOADED the broker ran out of memory; try again "
                   "later");
     }
-    else if (!self->writing
+    else if (self->writing < 2
              && pigato__store_batch_size (batch)
                     >= PIGATO__TITANIC_EARLY_COMMIT)
-        //  An idle store does not wait for the rest of this turn's input
+        //  The store does not wait for the rest of this turn's input: an
+        //  idle one starts now, a busy one finds the batch queued
         pigato__titanic_commit (self);
 cleanup:
     free (sub.body);

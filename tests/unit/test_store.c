@@ -195,6 +195,48 @@ test_batches_survive_a_reopen (void **state)
     pigato__store_destroy (&store);
 }
 
+//  A batch handed over while another is being written waits behind it;
+//  both come back, oldest first, and both are on disk.
+static void
+test_batches_queue_and_come_back_in_order (void **state)
+{
+    (void) state;
+    char error [512];
+    pigato__store_t *store = s_open (error, sizeof error);
+    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    for (int index = 1; index <= 2; index++) {
+        pigato__store_batch_t *batch = pigato__store_batch_new ();
+        pigato__store_row_t row = s_row (index, "queued");
+        assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
+        pigato__store_commit (store, &batch);
+        assert_null (batch);
+    }
+    for (int index = 1; index <= 2; index++) {
+        pigato__store_batch_t *done = NULL;
+        for (int tries = 0; !done && tries < 100; tries++) {
+            struct pollfd item = { pigato__store_fd (store), POLLIN, 0 };
+            poll (&item, 1, 100);
+            done = pigato__store_done (store);
+        }
+        assert_non_null (done);
+        const char *text;
+        assert_int_equal (pigato__store_batch_status (done, &text), 0);
+        const byte *id;
+        assert_int_equal (pigato__store_batch_op (done, 0, &id),
+                          PIGATO__STORE_INSERT);
+        assert_int_equal (id [0], index);
+        pigato__store_batch_destroy (&done);
+    }
+    assert_int_equal (pigato__store_commits (store), 2);
+    pigato__store_destroy (&store);
+    store = s_open (error, sizeof error);
+    s_count_t count = { 0, 0 };
+    assert_int_equal (
+        pigato__store_load (store, s_count, &count, error, sizeof error), 0);
+    assert_int_equal (count.rows, 2);
+    pigato__store_destroy (&store);
+}
+
 //  One batch far larger than one write of the VFS's (a burst, or what
 //  piled up while a write failed) commits and reads back whole.
 static void
@@ -451,6 +493,8 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_setup (test_batches_survive_a_reopen, fresh),
+        cmocka_unit_test_setup (test_batches_queue_and_come_back_in_order,
+                                fresh),
         cmocka_unit_test_setup (test_a_large_batch_commits, fresh),
         cmocka_unit_test_setup (test_a_capped_store_fills_up_and_says_so,
                                 fresh),
