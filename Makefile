@@ -50,7 +50,9 @@ LIB_SRCS := mesh/base/status.c mesh/base/log.c mesh/base/util.c mesh/base/heap.c
             mesh/broker/front_pigato.c \
             mesh/broker/front_mdp.c mesh/broker/reload.c mesh/broker/expiry.c \
             mesh/broker/stats.c mesh/broker/metrics.c mesh/broker/metrics_http.c \
-            mesh/broker/connlog.c mesh/broker/store.c mesh/broker/titanic.c \
+            mesh/broker/connlog.c mesh/broker/store.c mesh/broker/store_format.c \
+            mesh/broker/store_vfs.c \
+            mesh/broker/titanic.c \
             mesh/broker/titanic_run.c mesh/broker/titanic_service.c \
             mesh/broker/broker.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)

@@ -973,10 +973,13 @@ PIGATO_EXPORT int
 //  "titanic_submitted", "titanic_duplicates", "titanic_refused",
 //  "titanic_attempts", "titanic_retries", "titanic_replied",
 //  "titanic_expired", "titanic_denied", "titanic_closed",
-//  "titanic_deleted", "titanic_write_failures", "titanic_commits" and
-//  "titanic_stored", "titanic_in_flight" now); "draining": 0 serving, 1 lame duck, 2 draining to
-//  stop, "drain_refused", "drain_moved", "drain_abandoned": requests
-//  refused, handed back and failed by a drain; -1 for an unknown name.
+//  "titanic_deleted", "titanic_write_failures", "titanic_commits"
+//  (transactions), "titanic_operations" (the writes they held) and
+//  "titanic_stored", "titanic_in_flight", "titanic_parked" (waiting for
+//  a worker of their service) now); "draining": 0 serving, 1 lame duck,
+//  2 draining to stop, "drain_refused", "drain_moved",
+//  "drain_abandoned": requests refused, handed back and failed by a
+//  drain; -1 for an unknown name.
 PIGATO_EXPORT int64_t
     pigato_broker_counter (pigato_broker_t *self, const char *name);
 

@@ -140,11 +140,38 @@ _Static_assert(PIGATO_BODY_MAX
 int64_t pigato__opts_timeout (const void *opts, int64_t default_timeout);
 int pigato__opts_retry (const void *opts);
 
-//  The same two readings without a JSON parser, for opts in the compact
-//  form clients send: {"key":integer|true|false,...}, keys of letters,
-//  digits and '_', no spaces, integers of at most 15 digits. Returns true
-//  (and sets *timeout, *retry exactly as the two functions above would)
-//  if the text is in that form; false when it needs the full parser.
+//  A flat JSON object in the compact form clients send, read without a
+//  parser: {"key":value,...}, keys of letters, digits and '_', no spaces;
+//  values integers of at most 15 digits (no leading zeros), true, false,
+//  or strings of printable ASCII without escapes (so valid UTF-8, and
+//  written back the same by any compact JSON writer). pigato__flat_next
+//  reads the member at *cursor (0 at first) and moves past it: 1 and the
+//  member (borrowed from text), 0 at the end, -1 if the text is not in
+//  that form (then a JSON parser decides; it may still be valid JSON).
+typedef enum {
+    PIGATO__FLAT_INTEGER = 0,
+    PIGATO__FLAT_TRUE,
+    PIGATO__FLAT_FALSE,
+    PIGATO__FLAT_STRING
+} pigato__flat_kind_t;
+typedef struct {
+    const char *text;  //  the whole member, "key":value
+    size_t text_size;
+    const char *key;  //  without its quotes
+    size_t key_size;
+    int kind;           //  pigato__flat_kind_t
+    const char *value;  //  as written (a string without its quotes)
+    size_t value_size;
+    int64_t integer;  //  an integer's value, else 0
+} pigato__flat_t;
+int pigato__flat_next (const void *text, size_t size, size_t *cursor,
+                       pigato__flat_t *member);
+
+//  The same two readings without a JSON parser, for opts in that compact
+//  form (pigato__flat_next) whose timeout and retry are not strings and
+//  that name no workerId. Returns true (and sets *timeout, *retry exactly
+//  as the two functions above would) if the text is in that form; false
+//  when it needs the full parser.
 bool pigato__opts_fast (const void *text, size_t size, int64_t default_timeout,
                         int64_t *timeout, int *retry);
 

@@ -354,72 +354,115 @@ pigato__opts_next_attempt (const void *text, size_t size, size_t *size_p)
     return next;
 }
 
+int
+pigato__flat_next (const void *text, size_t size, size_t *cursor,
+                   pigato__flat_t *member)
+{
+    const char *base = (const char *) text;
+    if (size < 2 || base [0] != '{' || base [size - 1] != '}')
+        return -1;
+    const char *end = base + size - 1;  //  the closing brace
+    const char *at = base + (*cursor ? *cursor : 1);
+    if (at >= end)
+        return at == end && (*cursor == 0 || at [-1] != ',') ? 0 : -1;
+    //  "key":
+    member->text = at;
+    if (*at++ != '"')
+        return -1;
+    member->key = at;
+    while (at < end && (isalnum ((unsigned char) *at) || *at == '_'))
+        at++;
+    member->key_size = (size_t) (at - member->key);
+    if (member->key_size == 0 || end - at < 2 || at [0] != '"' || at [1] != ':')
+        return -1;
+    at += 2;
+    //  integer | true | false | "string"
+    member->integer = 0;
+    member->value = at;
+    if (end - at >= 4 && memcmp (at, "true", 4) == 0) {
+        member->kind = PIGATO__FLAT_TRUE;
+        at += 4;
+    }
+    else if (end - at >= 5 && memcmp (at, "false", 5) == 0) {
+        member->kind = PIGATO__FLAT_FALSE;
+        at += 5;
+    }
+    else if (at < end && *at == '"') {
+        //  Printable ASCII only: no escapes, nothing to validate as UTF-8,
+        //  and a compact JSON writer would write it back the same
+        member->kind = PIGATO__FLAT_STRING;
+        member->value = ++at;
+        while (at < end && *at != '"') {
+            if ((unsigned char) *at < 0x20 || (unsigned char) *at > 0x7e
+                || *at == '\\')
+                return -1;
+            at++;
+        }
+        if (at == end)
+            return -1;
+        member->value_size = (size_t) (at - member->value);
+        at++;
+    }
+    else {
+        member->kind = PIGATO__FLAT_INTEGER;
+        bool negative = at < end && *at == '-';
+        if (negative)
+            at++;
+        const char *digits = at;
+        int64_t value = 0;
+        while (at < end && *at >= '0' && *at <= '9')
+            value = value * 10 + (*at++ - '0');
+        size_t count = (size_t) (at - digits);
+        if (count == 0 || count > 15 || (count > 1 && digits [0] == '0'))
+            return -1;  //  JSON has no leading zeros
+        member->integer = negative ? -value : value;
+    }
+    if (member->kind != PIGATO__FLAT_STRING)
+        member->value_size = (size_t) (at - member->value);
+    member->text_size = (size_t) (at - member->text);
+    if (at < end && *at++ != ',')
+        return -1;
+    *cursor = (size_t) (at - base);
+    return 1;
+}
+
 bool
 pigato__opts_fast (const void *text, size_t size, int64_t default_timeout,
                    int64_t *timeout_p, int *retry_p)
 {
-    const char *at = (const char *) text;
-    const char *end = at + size;
     int64_t timeout = default_timeout;
     int retry = 0;
-    if (size < 2 || at [0] != '{' || end [-1] != '}')
-        return false;
-    at++;
-    end--;
-    while (at < end) {
-        //  "key":
-        if (*at++ != '"')
+    size_t cursor = 0;
+    pigato__flat_t member;
+    int rc;
+    while ((rc = pigato__flat_next (text, size, &cursor, &member)) == 1) {
+        bool is_timeout = member.key_size == 7
+                       && memcmp (member.key, "timeout", 7) == 0;
+        bool is_retry = member.key_size == 5
+                     && memcmp (member.key, "retry", 5) == 0;
+        //  A string there (or a worker named) is for the full parser
+        if (member.kind == PIGATO__FLAT_STRING
+            && (is_timeout || is_retry
+                || (member.key_size == 8
+                    && memcmp (member.key, "workerId", 8) == 0)))
             return false;
-        const char *key = at;
-        while (at < end && (isalnum ((unsigned char) *at) || *at == '_'))
-            at++;
-        size_t key_size = (size_t) (at - key);
-        if (key_size == 0 || end - at < 2 || at [0] != '"' || at [1] != ':')
-            return false;
-        at += 2;
-        //  integer | true | false
-        enum { INTEGER, TRUE, FALSE } kind;
-        int64_t value = 0;
-        if (end - at >= 4 && memcmp (at, "true", 4) == 0) {
-            kind = TRUE;
-            at += 4;
-        }
-        else if (end - at >= 5 && memcmp (at, "false", 5) == 0) {
-            kind = FALSE;
-            at += 5;
-        }
-        else {
-            kind = INTEGER;
-            bool negative = at < end && *at == '-';
-            if (negative)
-                at++;
-            const char *digits = at;
-            while (at < end && *at >= '0' && *at <= '9')
-                value = value * 10 + (*at++ - '0');
-            size_t count = (size_t) (at - digits);
-            if (count == 0 || count > 15 || (count > 1 && digits [0] == '0'))
-                return false;  //  JSON has no leading zeros
-            if (negative)
-                value = -value;
-        }
-        if (at < end && *at++ != ',')
-            return false;
-        if (at == end && at [-1] == ',')
-            return false;  //  trailing comma
+        int64_t value = member.integer;
         //  Later duplicates win, as in the full parser
-        if (key_size == 7 && memcmp (key, "timeout", 7) == 0)
-            timeout = kind != INTEGER              ? default_timeout
-                    : value < 0                    ? -1
-                    : value < 1                    ? default_timeout
-                    : value >= PIGATO__TIMEOUT_CAP ? PIGATO__TIMEOUT_CAP
-                                                   : value;
-        else if (key_size == 5 && memcmp (key, "retry", 5) == 0)
-            retry = kind == TRUE               ? 1
-                  : kind == FALSE              ? 0
-                  : value < 1                  ? 0
-                  : value >= PIGATO__RETRY_MAX ? PIGATO__RETRY_MAX
-                                               : (int) value;
+        if (is_timeout)
+            timeout = member.kind != PIGATO__FLAT_INTEGER ? default_timeout
+                    : value < 0                           ? -1
+                    : value < 1                           ? default_timeout
+                    : value >= PIGATO__TIMEOUT_CAP        ? PIGATO__TIMEOUT_CAP
+                                                          : value;
+        else if (is_retry)
+            retry = member.kind == PIGATO__FLAT_TRUE  ? 1
+                  : member.kind == PIGATO__FLAT_FALSE ? 0
+                  : value < 1                         ? 0
+                  : value >= PIGATO__RETRY_MAX        ? PIGATO__RETRY_MAX
+                                                      : (int) value;
     }
+    if (rc < 0)
+        return false;
     *timeout_p = timeout;
     *retry_p = retry;
     return true;

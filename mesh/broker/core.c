@@ -782,6 +782,21 @@ pigato__core_request_of (pigato__core_t *self, const pigato__bytes_t *client,
     return s_request_of_alias (self, &alias, rid);
 }
 
+bool
+pigato__core_servable (pigato__core_t *self, const char *name)
+{
+    pigato__service_t *service = pigato__services_require (self->services, name,
+                                                           strlen (name));
+    if (!service)
+        return true;  //  out of memory: a submission finds out
+    pigato__service_t *target;
+    bool servable = pigato__services_resolve (self->services, service, &target,
+                                              1)
+                  > 0;
+    pigato__services_release (self->services, &service);
+    return servable;
+}
+
 void
 pigato__core_request_heartbeat (pigato__core_t *self,
                                 pigato__request_t *request)
@@ -884,6 +899,7 @@ pigato__core_worker_add (pigato__core_t *self,
     pigato__core_worker_alive (self, worker);
     zhashx_insert (self->workers, &worker->key, worker);
     pigato__service_add_worker (service, worker);
+    self->workers_added++;
     if (framing != PIGATO__FRAMING_MDP)  //  RFC 18: READY has no answer
         self->emit->control (self->emit_arg, routing_id, conn, PIGATO__READY,
                              framing);
@@ -1129,16 +1145,20 @@ pigato__core_check_workers (pigato__core_t *self, int64_t now)
             self->emit->control (self->emit_arg, &to, &worker->conn,
                                  PIGATO__HEARTBEAT, PIGATO__FRAMING_MDP);
         }
-        else if (self->next_mdp_rid) {
+        else if (self->next_mdp_rid || self->heartbeat_conn < 0) {
             //  An MDP client never heartbeats its requests (RFC 18 has no
-            //  such thing): the broker does it for them while they are
-            //  held, so that a pigato worker does not take them for
-            //  abandoned (pigato_reply_active) and, for pigato serve --
-            //  CMD, kill their commands. A walk of what workers hold, once
-            //  a heartbeat, only on a broker that has seen MDP clients
+            //  such thing), nor does anyone a durable request: the broker
+            //  does it for them while they are held, so that a pigato
+            //  worker does not take them for abandoned
+            //  (pigato_reply_active) and, for pigato serve --CMD, kill
+            //  their commands. A walk of what workers hold, once a
+            //  heartbeat, only on a broker that has seen MDP clients or
+            //  has a store (never of what waits in queues)
             for (pigato__request_t *request = worker->requests; request;
                  request = request->next)
-                if (request->framing == PIGATO__FRAMING_MDP)
+                if (request->framing == PIGATO__FRAMING_MDP
+                    || (self->heartbeat_conn < 0
+                        && request->conn.fd == self->heartbeat_conn))
                     self->emit->request_heartbeat (self->emit_arg, worker,
                                                    request);
         }

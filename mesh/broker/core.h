@@ -165,6 +165,10 @@ typedef struct {
     uint64_t next_serial;         //  worker registration serials
     uint64_t next_mdp_rid;        //  rids made for MDP client requests
                                   //  (not 0: MDP clients came)
+    uint64_t workers_added;       //  worker registrations so far
+    int heartbeat_conn;           //  a pseudo connection (fd < 0) whose
+                                  //  held requests the broker heartbeats:
+                                  //  durable requests' (0: none)
     int64_t now_ms;               //  the clock at the start of this turn
     int64_t now_us;               //  the same in microseconds (latency)
     pigato__counters_t counters;  //  see CORE_COUNTERS
@@ -282,6 +286,10 @@ pigato__request_t *pigato__core_request_of (pigato__core_t *self,
                                             const pigato__bytes_t *client,
                                             const pigato__conn_t *conn,
                                             const pigato__bytes_t *rid);
+
+//  True if a worker could take a request for the service name now (its
+//  own, a version, a wildcard), busy or not.
+bool pigato__core_servable (pigato__core_t *self, const char *name);
 
 //  Forwards a client's request heartbeat to the worker holding it (none
 //  while it is queued).

@@ -16,16 +16,26 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "store.h"
+#include "store_format.h"
+#include "store_vfs.h"
 
-//  One operation; its bytes (identity, key, service, body, opts, reply)
-//  in one block it owns, which the row points into.
+//  One operation: its id and the bytes it writes (store_format.h),
+//  packed by the routing thread when it is added.
 typedef struct {
     int type;  //  pigato__store_op_t
-    pigato__store_row_t row;
-    byte *data;
+    byte id [PIGATO__STORE_ID_SIZE];
+    byte *data;        //  INSERT: meta, then body; REPLY: the reply column
+    size_t meta_size;  //  INSERT: meta's bytes
+    size_t size;       //  data's bytes
 } s_op_t;
 
+//  Consecutive insertions go INSERT_ROWS to a statement: one cursor
+//  appends them all (the statement keeps its place in the table) instead
+//  of a seek from the root for each, and one statement's overhead
+#define INSERT_ROWS 16
+
 struct _pigato__store_batch_t {
+    struct _pigato__store_batch_t *next;  //  in a hand-off queue
     s_op_t *ops;
     size_t count;
     size_t max;
@@ -36,37 +46,25 @@ struct _pigato__store_batch_t {
 
 struct _pigato__store_t {
     sqlite3 *db;
-    char *path;            //  the database file
-    sqlite3_stmt *insert;  //  prepared statements
+    char *path;                 //  the database file
+    sqlite3_stmt *insert;       //  prepared statements
+    sqlite3_stmt *insert_rows;  //  INSERT_ROWS rows at once
     sqlite3_stmt *reply;
     sqlite3_stmt *remove;
+    sqlite3_stmt *begin;
+    sqlite3_stmt *commit;
     pthread_t thread;  //  the store thread, once started
     bool started;
     pthread_mutex_t lock;         //  guards the three fields below
     pthread_cond_t wake;          //  the store thread waits on it
-    pigato__store_batch_t *todo;  //  handed over, not yet taken
+    pigato__store_batch_t *todo;  //  handed over, not yet taken (a queue)
     pigato__store_batch_t *done;  //  written (or failed), not yet taken
     bool stopping;
-    int event;        //  eventfd: a batch is done
-    int64_t commits;  //  transactions committed (guarded too)
+    int event;           //  eventfd: a batch is done
+    int wal_pages;       //  in the WAL after the last commit (store thread)
+    int64_t commits;     //  transactions committed (guarded too)
+    int64_t operations;  //  operations they held (guarded too)
 };
-
-#define SCHEMA                                                                 \
-    "CREATE TABLE IF NOT EXISTS request ("                                     \
-    " id BLOB PRIMARY KEY NOT NULL,"                                           \
-    " identity TEXT NOT NULL,"                                                 \
-    " key BLOB,"                                                               \
-    " service TEXT NOT NULL,"                                                  \
-    " body_kind INTEGER NOT NULL,"                                             \
-    " body BLOB NOT NULL,"                                                     \
-    " opts BLOB,"                                                              \
-    " created INTEGER NOT NULL,"                                               \
-    " deadline INTEGER NOT NULL,"                                              \
-    " keep INTEGER NOT NULL,"                                                  \
-    " replied INTEGER,"                                                        \
-    " status INTEGER,"                                                         \
-    " reply BLOB"                                                              \
-    ") WITHOUT ROWID"
 
 //  --------------------------------------------------------------------------
 //  Opening
@@ -150,8 +148,8 @@ s_folder (const char *dir, char *error, size_t error_size)
 }
 
 //  The database file: created 0600 if missing (the folder is fsync'd
-//  once the database is ready); else one nobody else may read. SQLite gives its -wal and -shm
-//  files the database file's mode.
+//  once the database is ready); else one nobody else may read. SQLite
+//  gives its -wal file the database file's mode.
 static int
 s_file (const char *path, char *error, size_t error_size)
 {
@@ -210,8 +208,21 @@ s_prepare (pigato__store_t *self, int64_t max_bytes, char *error,
     int64_t app_id = 0, format = 0, tables = 0, page = 0;
     char what [512];
     snprintf (what, sizeof what, "store file '%s'", self->path);
-    int rc = s_query_int (self, "PRAGMA application_id", &app_id, error,
+    //  Exclusive: one broker per store (two would run every request
+    //  twice), and no locks taken and dropped at every commit (fcntl
+    //  calls; the WAL index lives in memory, no -shm file)
+    int rc = s_exec (self, "PRAGMA locking_mode=EXCLUSIVE", error, error_size,
+                     what);
+    if (rc == 0)
+        rc = s_query_int (self, "PRAGMA application_id", &app_id, error,
                           error_size, what);
+    if (rc && sqlite3_errcode (self->db) == SQLITE_BUSY) {
+        pigato__errorf (error, error_size,
+                        "store file '%s' is in use by another process "
+                        "(another pigato-broker with this --store?)",
+                        self->path);
+        return PIGATO_E_STORE;
+    }
     if (rc == 0)
         rc = s_query_int (self, "PRAGMA user_version", &format, error,
                           error_size, what);
@@ -273,7 +284,18 @@ s_prepare (pigato__store_t *self, int64_t max_bytes, char *error,
     if (rc == 0)
         rc = s_exec (self, "BEGIN IMMEDIATE", error, error_size, what);
     if (rc == 0) {
-        rc = s_exec (self, SCHEMA, error, error_size, what);
+        if (app_id == PIGATO__STORE_APP_ID && format == 1) {
+            rc = pigato__store_convert_1 (self->db, error, error_size);
+            if (rc)
+                pigato__errorf (error + strlen (error),
+                                error_size - strlen (error),
+                                " (store file '%s')", self->path);
+        }
+        else
+            rc = s_exec (
+                self,
+                "CREATE TABLE IF NOT EXISTS request " PIGATO__STORE_COLUMNS,
+                error, error_size, what);
         if (rc == 0)
             rc = s_exec (self, pragmas, error, error_size, what);
         if (rc == 0)
@@ -308,7 +330,8 @@ pigato__store_open (const char *dir, int64_t max_bytes, char *error,
         rc = s_file (self->path, error, error_size);
     if (rc == 0
         && sqlite3_open_v2 (self->path, &self->db,
-                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL)
+                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                            pigato__store_vfs ())
                != SQLITE_OK) {
         char what [512];
         snprintf (what, sizeof what, "cannot open the store file '%s'",
@@ -317,29 +340,42 @@ pigato__store_open (const char *dir, int64_t max_bytes, char *error,
     }
     if (rc == 0) {
         sqlite3_extended_result_codes (self->db, 1);
-        sqlite3_busy_timeout (self->db, 1000);  //  an operator's sqlite3
+        sqlite3_busy_timeout (self->db, 1000);  //  a brief holder (sqlite3)
         rc = s_prepare (self, max_bytes, error, error_size);
     }
     if (rc == 0)
         rc = s_sync_folder (dir, error, error_size);
+    char rows [64 + INSERT_ROWS * 16] = "INSERT INTO request (seq, meta, "
+                                        "body) VALUES (?, ?, ?)";
+    for (int row = 1; row < INSERT_ROWS; row++)
+        strcat (rows, ", (?, ?, ?)");
     if (rc == 0
         && (sqlite3_prepare_v3 (self->db,
-                                "INSERT INTO request (id, identity, key, "
-                                "service, body_kind, body, opts, created, "
-                                "deadline, keep) VALUES (?1, ?2, ?3, ?4, ?5, "
-                                "?6, ?7, ?8, ?9, ?10)",
+                                "INSERT INTO request (seq, meta, body) "
+                                "VALUES (?1, ?2, ?3)",
                                 -1, SQLITE_PREPARE_PERSISTENT, &self->insert,
                                 NULL)
                 != SQLITE_OK
+            || sqlite3_prepare_v3 (self->db, rows, -1,
+                                   SQLITE_PREPARE_PERSISTENT,
+                                   &self->insert_rows, NULL)
+                   != SQLITE_OK
+            || sqlite3_prepare_v3 (self->db, "BEGIN IMMEDIATE", -1,
+                                   SQLITE_PREPARE_PERSISTENT, &self->begin,
+                                   NULL)
+                   != SQLITE_OK
+            || sqlite3_prepare_v3 (self->db, "COMMIT", -1,
+                                   SQLITE_PREPARE_PERSISTENT, &self->commit,
+                                   NULL)
+                   != SQLITE_OK
             || sqlite3_prepare_v3 (self->db,
-                                   "UPDATE request SET replied = ?2, status "
-                                   "= ?3, reply = ?4, body = X'' WHERE id = "
-                                   "?1",
+                                   "UPDATE request SET reply = ?2, body = X'' "
+                                   "WHERE seq = ?1",
                                    -1, SQLITE_PREPARE_PERSISTENT, &self->reply,
                                    NULL)
                    != SQLITE_OK
             || sqlite3_prepare_v3 (
-                   self->db, "DELETE FROM request WHERE id = ?1", -1,
+                   self->db, "DELETE FROM request WHERE seq = ?1", -1,
                    SQLITE_PREPARE_PERSISTENT, &self->remove, NULL)
                    != SQLITE_OK))
         rc = s_fail (self->db, error, error_size, "store statements");
@@ -371,11 +407,19 @@ pigato__store_destroy (pigato__store_t **self_p)
         pthread_mutex_unlock (&self->lock);
         pthread_join (self->thread, NULL);
     }
-    pigato__store_batch_destroy (&self->todo);
-    pigato__store_batch_destroy (&self->done);
+    for (pigato__store_batch_t **queue = &self->todo; queue;
+         queue = queue == &self->todo ? &self->done : NULL)
+        while (*queue) {
+            pigato__store_batch_t *batch = *queue;
+            *queue = batch->next;
+            pigato__store_batch_destroy (&batch);
+        }
     sqlite3_finalize (self->insert);
+    sqlite3_finalize (self->insert_rows);
     sqlite3_finalize (self->reply);
     sqlite3_finalize (self->remove);
+    sqlite3_finalize (self->begin);
+    sqlite3_finalize (self->commit);
     sqlite3_close (self->db);
     if (self->event >= 0)
         close (self->event);
@@ -391,11 +435,9 @@ pigato__store_load (pigato__store_t *self, pigato__store_row_fn *row_fn,
                     void *arg, char *error, size_t error_size)
 {
     sqlite3_stmt *stmt = NULL;
-    int rc = sqlite3_prepare_v2 (
-        self->db,
-        "SELECT id, identity, key, service, body_kind, body, opts, created, "
-        "deadline, keep, replied, status, reply FROM request",
-        -1, &stmt, NULL);
+    int rc = sqlite3_prepare_v2 (self->db,
+                                 "SELECT seq, meta, body, reply FROM request",
+                                 -1, &stmt, NULL);
     char what [512];
     snprintf (what, sizeof what, "cannot read the store file '%s'", self->path);
     if (rc != SQLITE_OK)
@@ -404,28 +446,18 @@ pigato__store_load (pigato__store_t *self, pigato__store_row_fn *row_fn,
     while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
         pigato__store_row_t row;
         memset (&row, 0, sizeof row);
-        const void *id = sqlite3_column_blob (stmt, 0);
-        if (sqlite3_column_bytes (stmt, 0) != PIGATO__STORE_ID_SIZE || !id)
-            continue;  //  not one of ours: skipped
-        memcpy (row.id, id, PIGATO__STORE_ID_SIZE);
-        row.identity = (const char *) sqlite3_column_text (stmt, 1);
-        row.key = (const byte *) sqlite3_column_blob (stmt, 2);
-        row.key_size = (size_t) sqlite3_column_bytes (stmt, 2);
-        row.service = (const char *) sqlite3_column_text (stmt, 3);
-        row.body_kind = sqlite3_column_int (stmt, 4);
-        row.body = (const byte *) sqlite3_column_blob (stmt, 5);
-        row.body_size = (size_t) sqlite3_column_bytes (stmt, 5);
-        row.opts = (const byte *) sqlite3_column_blob (stmt, 6);
-        row.opts_size = (size_t) sqlite3_column_bytes (stmt, 6);
-        row.created = sqlite3_column_int64 (stmt, 7);
-        row.deadline = sqlite3_column_int64 (stmt, 8);
-        row.keep = sqlite3_column_int64 (stmt, 9);
-        row.replied = sqlite3_column_type (stmt, 10) != SQLITE_NULL;
-        row.replied_at = sqlite3_column_int64 (stmt, 10);
-        row.status = sqlite3_column_int (stmt, 11);
-        row.reply = (const byte *) sqlite3_column_blob (stmt, 12);
-        row.reply_size = (size_t) sqlite3_column_bytes (stmt, 12);
-        if (!row.identity || !row.service)
+        //  A row that is not a packed request is skipped
+        if (!pigato__store_meta_unpack (
+                sqlite3_column_int64 (stmt, 0),
+                (const byte *) sqlite3_column_blob (stmt, 1),
+                (size_t) sqlite3_column_bytes (stmt, 1), &row))
+            continue;
+        row.body = (const byte *) sqlite3_column_blob (stmt, 2);
+        row.body_size = (size_t) sqlite3_column_bytes (stmt, 2);
+        if (sqlite3_column_type (stmt, 3) != SQLITE_NULL
+            && !pigato__store_reply_unpack (
+                (const byte *) sqlite3_column_blob (stmt, 3),
+                (size_t) sqlite3_column_bytes (stmt, 3), &row))
             continue;
         status = row_fn (arg, &row);
         if (status)
@@ -440,59 +472,56 @@ pigato__store_load (pigato__store_t *self, pigato__store_row_fn *row_fn,
 //  --------------------------------------------------------------------------
 //  The store thread
 
-//  Binds a blob (NULL data: SQL NULL, unless empty is wanted).
-static int
-s_bind_blob (sqlite3_stmt *stmt, int index, const byte *data, size_t size,
-             bool null_if_none)
-{
-    if (!data && null_if_none)
-        return sqlite3_bind_null (stmt, index);
-    return sqlite3_bind_blob64 (stmt, index, data ? (const void *) data : "",
-                                size, SQLITE_STATIC);
-}
-
 //  Runs one operation's statement.
 static int
 s_apply_op (pigato__store_t *self, const s_op_t *op)
 {
-    const pigato__store_row_t *row = &op->row;
     sqlite3_stmt *stmt = op->type == PIGATO__STORE_INSERT ? self->insert
                        : op->type == PIGATO__STORE_REPLY  ? self->reply
                                                           : self->remove;
+    int rc = sqlite3_bind_int64 (stmt, 1, pigato__store_seq (op->id));
+    if (rc == SQLITE_OK && op->type == PIGATO__STORE_INSERT)
+        rc = sqlite3_bind_blob64 (stmt, 2, op->data, op->meta_size,
+                                  SQLITE_STATIC);
+    if (rc == SQLITE_OK && op->type == PIGATO__STORE_INSERT)
+        rc = sqlite3_bind_blob64 (stmt, 3, op->data + op->meta_size,
+                                  op->size - op->meta_size, SQLITE_STATIC);
+    if (rc == SQLITE_OK && op->type == PIGATO__STORE_REPLY)
+        rc = sqlite3_bind_blob64 (stmt, 2, op->data, op->size, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step (stmt);
     sqlite3_reset (stmt);
-    sqlite3_clear_bindings (stmt);
-    int rc = sqlite3_bind_blob (stmt, 1, row->id, PIGATO__STORE_ID_SIZE,
-                                SQLITE_STATIC);
-    if (op->type == PIGATO__STORE_INSERT) {
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+//  Runs INSERT_ROWS insertions in one statement.
+static int
+s_insert_rows (pigato__store_t *self, const s_op_t *ops)
+{
+    sqlite3_stmt *stmt = self->insert_rows;
+    int rc = SQLITE_OK;
+    for (int row = 0; rc == SQLITE_OK && row < INSERT_ROWS; row++) {
+        const s_op_t *op = &ops [row];
+        rc = sqlite3_bind_int64 (stmt, 3 * row + 1, pigato__store_seq (op->id));
         if (rc == SQLITE_OK)
-            rc = sqlite3_bind_text (stmt, 2, row->identity, -1, SQLITE_STATIC);
+            rc = sqlite3_bind_blob64 (stmt, 3 * row + 2, op->data,
+                                      op->meta_size, SQLITE_STATIC);
         if (rc == SQLITE_OK)
-            rc = s_bind_blob (stmt, 3, row->key, row->key_size, true);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_text (stmt, 4, row->service, -1, SQLITE_STATIC);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int (stmt, 5, row->body_kind);
-        if (rc == SQLITE_OK)
-            rc = s_bind_blob (stmt, 6, row->body, row->body_size, false);
-        if (rc == SQLITE_OK)
-            rc = s_bind_blob (stmt, 7, row->opts, row->opts_size, true);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int64 (stmt, 8, row->created);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int64 (stmt, 9, row->deadline);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int64 (stmt, 10, row->keep);
-    }
-    else if (op->type == PIGATO__STORE_REPLY) {
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int64 (stmt, 2, row->replied_at);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int (stmt, 3, row->status);
-        if (rc == SQLITE_OK)
-            rc = s_bind_blob (stmt, 4, row->reply, row->reply_size, false);
+            rc = sqlite3_bind_blob64 (stmt, 3 * row + 3,
+                                      op->data + op->meta_size,
+                                      op->size - op->meta_size, SQLITE_STATIC);
     }
     if (rc == SQLITE_OK)
         rc = sqlite3_step (stmt);
+    sqlite3_reset (stmt);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+//  Steps a statement that returns no row (BEGIN, COMMIT).
+static int
+s_step (sqlite3_stmt *stmt)
+{
+    int rc = sqlite3_step (stmt);
     sqlite3_reset (stmt);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
@@ -503,16 +532,28 @@ static void
 s_apply (pigato__store_t *self, pigato__store_batch_t *batch)
 {
     const char *step = "BEGIN";
-    int rc = sqlite3_exec (self->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    for (size_t index = 0; rc == SQLITE_OK && index < batch->count; index++) {
-        rc = s_apply_op (self, &batch->ops [index]);
-        step = batch->ops [index].type == PIGATO__STORE_INSERT ? "INSERT"
-             : batch->ops [index].type == PIGATO__STORE_REPLY  ? "UPDATE"
-                                                               : "DELETE";
+    int rc = s_step (self->begin);
+    for (size_t index = 0; rc == SQLITE_OK && index < batch->count;) {
+        const s_op_t *op = &batch->ops [index];
+        size_t run = 0;
+        while (run < INSERT_ROWS && index + run < batch->count
+               && op [run].type == PIGATO__STORE_INSERT)
+            run++;
+        step = op->type == PIGATO__STORE_INSERT ? "INSERT"
+             : op->type == PIGATO__STORE_REPLY  ? "UPDATE"
+                                                : "DELETE";
+        if (run == INSERT_ROWS) {
+            rc = s_insert_rows (self, op);
+            index += run;
+        }
+        else {
+            rc = s_apply_op (self, op);
+            index++;
+        }
     }
     if (rc == SQLITE_OK) {
         step = "COMMIT";
-        rc = sqlite3_exec (self->db, "COMMIT", NULL, NULL, NULL);
+        rc = s_step (self->commit);
     }
     if (rc == SQLITE_OK) {
         batch->status = 0;
@@ -536,25 +577,52 @@ s_thread (void *arg)
         if (!self->todo)
             break;  //  stopping, nothing left
         pigato__store_batch_t *batch = self->todo;
-        self->todo = NULL;
+        self->todo = batch->next;
+        batch->next = NULL;
         pthread_mutex_unlock (&self->lock);
         s_apply (self, batch);
         pthread_mutex_lock (&self->lock);
-        if (batch->status == 0)
+        if (batch->status == 0) {
             self->commits++;
-        self->done = batch;
+            self->operations += (int64_t) batch->count;
+        }
+        pigato__store_batch_t **tail = &self->done;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = batch;
         //  A failed write leaves the counter set: the broker wakes anyway
         uint64_t one = 1;
         ssize_t written = write (self->event, &one, sizeof one);
         (void) written;
+        if (self->wal_pages >= PIGATO__STORE_CHECKPOINT_PAGES) {
+            //  The checkpoint (the WAL's pages copied into the database,
+            //  which is fsync'd) once the batch is answered, not before:
+            //  SQLite's own runs inside the COMMIT that fills the WAL
+            pthread_mutex_unlock (&self->lock);
+            sqlite3_wal_checkpoint_v2 (self->db, NULL,
+                                       SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+            self->wal_pages = 0;
+            pthread_mutex_lock (&self->lock);
+        }
     }
     pthread_mutex_unlock (&self->lock);
     return NULL;
 }
 
+//  After each commit: the WAL's size, for the store thread's checkpoint
+//  (this hook replaces SQLite's automatic one).
+static int
+s_wal_hook (void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void) db, (void) name;
+    ((pigato__store_t *) arg)->wal_pages = pages;
+    return SQLITE_OK;
+}
+
 int
 pigato__store_start (pigato__store_t *self, char *error, size_t error_size)
 {
+    sqlite3_wal_hook (self->db, s_wal_hook, self);
     int rc = pthread_create (&self->thread, NULL, s_thread, self);
     if (rc) {
         pigato__errorf (error, error_size, "cannot start the store thread: %s",
@@ -575,7 +643,10 @@ void
 pigato__store_commit (pigato__store_t *self, pigato__store_batch_t **batch_p)
 {
     pthread_mutex_lock (&self->lock);
-    self->todo = *batch_p;
+    pigato__store_batch_t **tail = &self->todo;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = *batch_p;
     *batch_p = NULL;
     pthread_cond_signal (&self->wake);
     pthread_mutex_unlock (&self->lock);
@@ -590,7 +661,10 @@ pigato__store_done (pigato__store_t *self)
     (void) got;
     pthread_mutex_lock (&self->lock);
     pigato__store_batch_t *batch = self->done;
-    self->done = NULL;
+    if (batch) {
+        self->done = batch->next;
+        batch->next = NULL;
+    }
     pthread_mutex_unlock (&self->lock);
     return batch;
 }
@@ -602,6 +676,15 @@ pigato__store_commits (pigato__store_t *self)
     int64_t commits = self->commits;
     pthread_mutex_unlock (&self->lock);
     return commits;
+}
+
+int64_t
+pigato__store_operations (pigato__store_t *self)
+{
+    pthread_mutex_lock (&self->lock);
+    int64_t operations = self->operations;
+    pthread_mutex_unlock (&self->lock);
+    return operations;
 }
 
 //  --------------------------------------------------------------------------
@@ -639,51 +722,31 @@ s_op_add (pigato__store_batch_t *self, int type, const byte *id, size_t size)
         self->max = max;
     }
     s_op_t *op = &self->ops [self->count];
-    memset (op, 0, sizeof *op);
     op->data = (byte *) malloc (size ? size : 1);
     if (!op->data)
         return NULL;
     op->type = type;
-    memcpy (op->row.id, id, PIGATO__STORE_ID_SIZE);
+    memcpy (op->id, id, PIGATO__STORE_ID_SIZE);
+    op->meta_size = 0;
+    op->size = size;
     self->count++;
     self->bytes += size;
     return op;
-}
-
-//  Copies size bytes to *cursor; returns where they went (NULL for no
-//  data, so that SQL NULL stays NULL).
-static const byte *
-s_put (byte **cursor, const void *data, size_t size)
-{
-    if (!data)
-        return NULL;
-    byte *at = *cursor;
-    if (size)
-        memcpy (at, data, size);
-    *cursor += size;
-    return at;
 }
 
 int
 pigato__store_batch_insert (pigato__store_batch_t *self,
                             const pigato__store_row_t *row)
 {
-    size_t identity = strlen (row->identity) + 1;
-    size_t service = strlen (row->service) + 1;
-    size_t size = identity + service + row->key_size + row->body_size
-                + row->opts_size;
-    s_op_t *op = s_op_add (self, PIGATO__STORE_INSERT, row->id, size);
+    size_t meta_size = pigato__store_meta_size (row);
+    s_op_t *op = s_op_add (self, PIGATO__STORE_INSERT, row->id,
+                           meta_size + row->body_size);
     if (!op)
         return PIGATO_E_NOMEM;
-    byte *cursor = op->data;
-    op->row = *row;
-    op->row.identity = (const char *) s_put (&cursor, row->identity, identity);
-    op->row.service = (const char *) s_put (&cursor, row->service, service);
-    op->row.key = s_put (&cursor, row->key, row->key_size);
-    op->row.body = s_put (&cursor, row->body, row->body_size);
-    op->row.opts = s_put (&cursor, row->opts, row->opts_size);
-    op->row.reply = NULL;
-    op->row.reply_size = 0;
+    pigato__store_meta_pack (row, op->data);
+    op->meta_size = meta_size;
+    if (row->body_size)
+        memcpy (op->data + meta_size, row->body, row->body_size);
     return 0;
 }
 
@@ -692,16 +755,13 @@ pigato__store_batch_reply (pigato__store_batch_t *self, const byte *id,
                            int64_t replied_at, int status, const byte *reply,
                            size_t reply_size)
 {
-    s_op_t *op = s_op_add (self, PIGATO__STORE_REPLY, id, reply_size);
+    s_op_t *op = s_op_add (self, PIGATO__STORE_REPLY, id,
+                           PIGATO__STORE_REPLY_HEAD + reply_size);
     if (!op)
         return PIGATO_E_NOMEM;
-    byte *cursor = op->data;
-    op->row.replied = true;
-    op->row.replied_at = replied_at;
-    op->row.status = status;
-    op->row.reply = s_put (&cursor, reply ? reply : (const byte *) "",
-                           reply_size);
-    op->row.reply_size = reply_size;
+    pigato__store_reply_head (replied_at, status, op->data);
+    if (reply_size)
+        memcpy (op->data + PIGATO__STORE_REPLY_HEAD, reply, reply_size);
     return 0;
 }
 
@@ -727,7 +787,7 @@ int
 pigato__store_batch_op (const pigato__store_batch_t *self, size_t index,
                         const byte **id)
 {
-    *id = self->ops [index].row.id;
+    *id = self->ops [index].id;
     return self->ops [index].type;
 }
 

@@ -3,16 +3,20 @@
     their replies in one SQLite file (WAL, synchronous=FULL) in a folder
     of its own, written by a thread of its own. Not installed.
 
-    The routing thread never waits on the disk. It collects what one turn
-    of its loop changed (new requests, replies, deletions) in a batch and
-    hands the batch over (pigato__store_commit); the store thread writes
-    it in one transaction, which SQLite fsyncs before COMMIT returns, and
-    hands it back (pigato__store_done; pigato__store_fd turns readable).
-    While one batch is being written the next one grows: every change of
-    those turns commits together (group commit). A batch belongs to one
+    The routing thread never waits on the disk. It collects what its loop
+    changes (new requests, replies, deletions) in a batch and hands it
+    over (pigato__store_commit): to an idle store thread at the end of a
+    turn or once it holds 32 operations; to a busy one once it holds 32,
+    queued behind the write under way (titanic.c keeps at most two with
+    the store). The store thread writes each in one transaction, which
+    SQLite fsyncs before COMMIT returns, and hands it back
+    (pigato__store_done, oldest first; pigato__store_fd turns readable).
+    While batches are being written the next one grows: every change
+    meanwhile commits together (group commit). A batch belongs to one
     thread at a time, so the two share nothing but the hand-off.
 
-    This is the only file that knows SQL. A store for several brokers
+    This is the only file that knows SQL (with store_format.c, its rows,
+    and store_vfs.c, its writes). A store for several brokers
     (PostgreSQL, FOR UPDATE SKIP LOCKED) would implement this interface
     (docs/architecture.md, "Durable requests").
     =========================================================================
@@ -22,10 +26,14 @@
 
 #include "../base/internal.h"
 
-#define PIGATO__STORE_FILE    "titanic.db"  //  inside the store folder
-#define PIGATO__STORE_FORMAT  1             //  PRAGMA user_version
-#define PIGATO__STORE_APP_ID  0x50474154    //  PRAGMA application_id: "PGAT"
-#define PIGATO__STORE_ID_SIZE 16            //  a durable request's id, bytes
+#define PIGATO__STORE_FILE             "titanic.db"  //  inside the store folder
+#define PIGATO__STORE_FORMAT           2             //  PRAGMA user_version
+#define PIGATO__STORE_APP_ID           0x50474154  //  PRAGMA application_id: "PGAT"
+#define PIGATO__STORE_ID_SIZE          16    //  a durable request's id, bytes
+#define PIGATO__STORE_CHECKPOINT_PAGES 1000  //  WAL pages that make one
+//  The WAL file's size from its creation: those pages with their frame
+//  headers, and room for the batch that passes them (store_vfs.c)
+#define PIGATO__STORE_WAL_PRESIZE (6 * 1024 * 1024)
 
 typedef struct _pigato__store_t pigato__store_t;
 typedef struct _pigato__store_batch_t pigato__store_batch_t;
@@ -89,17 +97,20 @@ int pigato__store_start (pigato__store_t *self, char *error,
 //  A file descriptor that turns readable when a batch is done.
 int pigato__store_fd (pigato__store_t *self);
 
-//  Hands a batch to the store thread (takes it; *batch_p is NULLed). One
-//  at a time: call again only after pigato__store_done gave it back.
+//  Hands a batch to the store thread (takes it; *batch_p is NULLed): it
+//  is written after those handed over before it.
 void pigato__store_commit (pigato__store_t *self,
                            pigato__store_batch_t **batch_p);
 
-//  The batch the thread finished, or NULL (never waits). Its status says
-//  whether it is on disk; the caller destroys it.
+//  The oldest batch the thread finished, or NULL (never waits; call
+//  again until NULL). Its status says whether it is on disk; the caller
+//  destroys it.
 pigato__store_batch_t *pigato__store_done (pigato__store_t *self);
 
-//  Transactions committed so far (a counter).
+//  Transactions committed so far, and the operations they held
+//  (counters: their ratio is the group commit's size).
 int64_t pigato__store_commits (pigato__store_t *self);
+int64_t pigato__store_operations (pigato__store_t *self);
 
 //  --------------------------------------------------------------------------
 //  Batches: made and filled by the routing thread, written by the store

@@ -169,7 +169,10 @@ pigato__titanic_record_new (pigato__titanic_t *self, const byte *id,
     memcpy (record->id, id, PIGATO__STORE_ID_SIZE);
     s_hex (id, record->hex);
     pigato__timer_init (&record->timer);
-    snprintf (record->identity, sizeof record->identity, "%s", identity);
+    size_t identity_size = strlen (identity);
+    if (identity_size >= sizeof record->identity)
+        identity_size = sizeof record->identity - 1;
+    memcpy (record->identity, identity, identity_size);  //  calloc'd: ends
     record->service = strdup (service);
     record->body_kind = body_kind;
     record->body = (byte *) malloc (body_size ? body_size : 1);
@@ -232,6 +235,7 @@ pigato__titanic_record_free (pigato__titanic_t *self,
                              pigato__titanic_record_t *record)
 {
     pigato__titanic_land (self, record, true);
+    pigato__titanic_unpark (self, record);
     pigato__heap_remove (self->timers, &record->timer);
     pigato__table_delete (self->records, s_id_hash (record->id), record->id);
     if (record->key) {
@@ -288,6 +292,7 @@ pigato__titanic_finish (pigato__titanic_t *self,
                         pigato__titanic_record_t *record, int status,
                         const byte *reply, size_t reply_size)
 {
+    pigato__titanic_unpark (self, record);
     pigato__heap_remove (self->timers, &record->timer);
     if (record->close_wanted) {
         //  Nobody will fetch it: nothing to store
@@ -340,6 +345,7 @@ pigato__titanic_delete (pigato__titanic_t *self,
                         pigato__titanic_record_t *record)
 {
     pigato__titanic_land (self, record, true);
+    pigato__titanic_unpark (self, record);
     pigato__heap_remove (self->timers, &record->timer);
     record->state = PIGATO__TITANIC_DELETING;
     s_queue_write (self, record);
@@ -447,6 +453,13 @@ s_recover (void *arg, const pigato__store_row_t *row)
 {
     s_recovery_t *recovery = (s_recovery_t *) arg;
     pigato__titanic_t *self = recovery->self;
+    //  New ids come after every stored one, skipped or not: the store
+    //  keys its rows by this half (store_format.h)
+    uint64_t time_half = 0;
+    for (int index = 0; index < 8; index++)
+        time_half = time_half << 8 | row->id [index];
+    if (time_half > self->last_id)
+        self->last_id = time_half;
     if (strlen (row->identity) > PIGATO__NAME_MAX
         || row->key_size > PIGATO__TITANIC_KEY_MAX || strlen (row->service) < 1
         || strlen (row->service) > PIGATO_SERVICE_MAX
@@ -462,11 +475,6 @@ s_recover (void *arg, const pigato__store_row_t *row)
         row->body_kind, row->body, row->body_size, row->opts, row->opts_size);
     if (!record)
         return PIGATO_E_NOMEM;
-    uint64_t time_half = 0;
-    for (int index = 0; index < 8; index++)
-        time_half = time_half << 8 | row->id [index];
-    if (time_half > self->last_id)
-        self->last_id = time_half;
     record->created = row->created;
     record->deadline = row->deadline;
     record->keep = row->keep;
@@ -521,12 +529,16 @@ pigato__titanic_new (pigato_broker_t *broker, const char *dir,
     }
     self->broker = broker;
     self->core = broker->core;
+    //  Nobody heartbeats durable requests for their client: the core does,
+    //  while a worker holds them
+    self->core->heartbeat_conn = PIGATO__CONN_TITANIC;
     self->deny_log.limit = 200;
     self->random_used = sizeof self->random;  //  drawn at the first id
     self->records = pigato__table_new (s_record_match);
     self->keys = zhashx_new ();
     self->timers = pigato__heap_new ();
-    if (!self->records || !self->keys || !self->timers) {
+    self->parked = zhashx_new ();
+    if (!self->records || !self->keys || !self->timers || !self->parked) {
         pigato__errorf (error, error_size, "out of memory");
         pigato__titanic_destroy (&self);
         return NULL;
@@ -583,6 +595,7 @@ pigato__titanic_destroy (pigato__titanic_t **self_p)
         pigato__table_destroy (&self->records);
     }
     zhashx_destroy (&self->keys);
+    zhashx_destroy (&self->parked);
     free (self);
     *self_p = NULL;
 }
@@ -593,35 +606,70 @@ pigato__titanic_fd (pigato__titanic_t *self)
     return pigato__store_fd (self->store);
 }
 
+//  Hands the changes so far to the store (unless a failed write holds
+//  them back): any to an idle store, PIGATO__TITANIC_EARLY_COMMIT or more
+//  to queue behind the write under way, so that the store starts them as
+//  it ends it.
+static void
+s_commit (pigato__titanic_t *self, int64_t now)
+{
+    size_t size = self->batch ? pigato__store_batch_size (self->batch) : 0;
+    if (size > 0 && now >= self->write_after
+        && (self->writing == 0
+            || (self->writing == 1 && size >= PIGATO__TITANIC_EARLY_COMMIT))) {
+        pigato__store_commit (self->store, &self->batch);
+        self->writing++;
+    }
+}
+
+void
+pigato__titanic_commit (pigato__titanic_t *self)
+{
+    s_commit (self, pigato__titanic_now (self));
+}
+
 void
 pigato__titanic_turn (pigato__titanic_t *self, bool written)
 {
-    //  Timers first: what a write made due (the first attempts of the
-    //  requests it stored) waits for the next turn, so that its answers
-    //  leave with this turn's outbox, not after the attempts
+    //  Nothing durable going on (a broker with a store that serves other
+    //  traffic): not even the clock is read
+    if (!written && !self->batch && !pigato__heap_peek (self->timers)
+        && self->core->workers_added == self->workers_seen)
+        return;
     int64_t now = pigato__titanic_now (self);
-    pigato__timer_t *timer;
-    while ((timer = pigato__heap_pop_due (self->timers, now)))
-        pigato__titanic_due (self, pigato__container_of (
-                                       timer, pigato__titanic_record_t, timer));
     //  Only when the fd said so: a system call a turn is not for free
-    pigato__store_batch_t *done = written ? pigato__store_done (self->store)
-                                          : NULL;
-    if (done) {
-        self->writing = false;
+    pigato__store_batch_t *done;
+    bool answered = false;
+    while (written && (done = pigato__store_done (self->store))) {
+        self->writing--;
         s_written (self, done);
         pigato__store_batch_destroy (&done);
+        answered = true;
     }
-    if (self->flight && now >= self->heartbeat_at) {
-        pigato__titanic_heartbeat (self);
-        self->heartbeat_at = now + self->core->heartbeat_ms;
+    //  The answers leave at once, not after the attempts below
+    if (answered)
+        pigato__outbox_flush (self->broker->outbox);
+    //  The disk is the slowest stage: what came while it wrote (and in
+    //  this turn's messages) goes to it before anything else (group
+    //  commit)
+    s_commit (self, now);
+    //  A worker registered: what was parked for it is due
+    if (self->core->workers_added != self->workers_seen) {
+        self->workers_seen = self->core->workers_added;
+        if (self->parked_count)
+            pigato__titanic_unpark_servable (self);
     }
-    if (!self->writing && self->batch
-        && pigato__store_batch_size (self->batch) > 0
-        && now >= self->write_after) {
-        pigato__store_commit (self->store, &self->batch);
-        self->writing = true;
-    }
+    //  Due timers (the first attempts of what was just stored, among
+    //  them), a bounded number a turn: a burst (a write of thousands, a
+    //  recovery) must not keep the loop from its sockets, whose input
+    //  comes first; the rest are due again next turn, which does not wait
+    pigato__timer_t *timer;
+    for (int count = 0; count < PIGATO__TITANIC_TIMERS_TURN
+                        && (timer = pigato__heap_pop_due (self->timers, now));
+         count++)
+        pigato__titanic_due (self, pigato__container_of (
+                                       timer, pigato__titanic_record_t, timer));
+    s_commit (self, now);
 }
 
 int64_t
@@ -632,9 +680,7 @@ pigato__titanic_wait (pigato__titanic_t *self)
     pigato__timer_t *next = pigato__heap_peek (self->timers);
     if (next)
         wait = next->when - now;
-    if (self->flight && self->heartbeat_at - now < wait)
-        wait = self->heartbeat_at - now;
-    if (!self->writing && self->batch
+    if (self->writing == 0 && self->batch
         && pigato__store_batch_size (self->batch) > 0
         && self->write_after - now < wait)
         wait = self->write_after - now;
@@ -658,7 +704,11 @@ pigato__titanic_counter (pigato__titanic_t *self, const char *name)
             count++;
         return count;
     }
+    if (streq (name, "parked"))
+        return (int64_t) self->parked_count;
     if (streq (name, "commits"))
         return pigato__store_commits (self->store);
+    if (streq (name, "operations"))
+        return pigato__store_operations (self->store);
     return -1;
 }

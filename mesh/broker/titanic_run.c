@@ -159,12 +159,75 @@ s_expire (pigato__titanic_t *self, pigato__titanic_record_t *record)
                                   "request's time to live");
 }
 
+//  Parks a WAITING record whose service nobody can serve: it waits for
+//  a worker here, where it costs nothing, or for its time to live.
+static void
+s_park (pigato__titanic_t *self, pigato__titanic_record_t *record)
+{
+    pigato__titanic_record_t *head = (pigato__titanic_record_t *)
+        zhashx_lookup (self->parked, record->service);
+    record->park_prev = NULL;
+    record->park_next = head;
+    if (head)
+        head->park_prev = record;
+    zhashx_update (self->parked, record->service, record);
+    record->parked = true;
+    self->parked_count++;
+    pigato__titanic_schedule (self, record, record->deadline);
+}
+
+void
+pigato__titanic_unpark (pigato__titanic_t *self,
+                        pigato__titanic_record_t *record)
+{
+    if (!record->parked)
+        return;
+    if (record->park_next)
+        record->park_next->park_prev = record->park_prev;
+    if (record->park_prev)
+        record->park_prev->park_next = record->park_next;
+    else if (record->park_next)
+        zhashx_update (self->parked, record->service, record->park_next);
+    else
+        zhashx_delete (self->parked, record->service);
+    record->parked = false;
+    record->park_prev = record->park_next = NULL;
+    self->parked_count--;
+}
+
+void
+pigato__titanic_unpark_servable (pigato__titanic_t *self)
+{
+    zlistx_t *names = zhashx_keys (self->parked);
+    int64_t now = pigato__titanic_now (self);
+    for (const char *name = names ? (const char *) zlistx_first (names) : NULL;
+         name; name = (const char *) zlistx_next (names)) {
+        if (!pigato__core_servable (self->core, name))
+            continue;
+        pigato__titanic_record_t *record;
+        while ((record = (pigato__titanic_record_t *) zhashx_lookup (
+                    self->parked, name))) {
+            pigato__titanic_unpark (self, record);
+            pigato__titanic_schedule (self, record, now);
+        }
+    }
+    zlistx_destroy (&names);
+}
+
 void
 pigato__titanic_attempt (pigato__titanic_t *self,
                          pigato__titanic_record_t *record)
 {
+    pigato__titanic_unpark (self, record);
     if (!s_allowed (self, record)) {
         s_deny (self, record);
+        return;
+    }
+    //  A name parked already is one nobody serves: the turn re-checks
+    //  parked names after any worker registered, before its timers
+    if (zhashx_lookup (self->parked, record->service)
+        || !pigato__core_servable (self->core, record->service)) {
+        s_park (self, record);
         return;
     }
     //  {"titanic":ID,"attempt":N, then the opts the client gave}
@@ -220,6 +283,7 @@ void
 pigato__titanic_due (pigato__titanic_t *self, pigato__titanic_record_t *record)
 {
     int64_t now = pigato__titanic_now (self);
+    pigato__titanic_unpark (self, record);
     switch (record->state) {
         case PIGATO__TITANIC_IN_FLIGHT:
             //  The attempt timed out (or the time to live ended)
@@ -269,19 +333,6 @@ pigato__titanic_unqueue (pigato__titanic_t *self,
         return false;
     pigato__titanic_land (self, record, true);
     return true;
-}
-
-void
-pigato__titanic_heartbeat (pigato__titanic_t *self)
-{
-    //  Nobody heartbeats these requests for their client: without it, a
-    //  libpigato worker takes them for abandoned (pigato_reply_active)
-    for (pigato__titanic_record_t *record = self->flight; record;
-         record = record->next) {
-        pigato__request_t *request = s_core_request (self, record);
-        if (request)
-            pigato__core_request_heartbeat (self->core, request);
-    }
 }
 
 void

@@ -49,7 +49,10 @@ s_answer (pigato__titanic_t *self, const pigato__caller_t *to, int code,
         return;
     }
     char opts_text [32];
-    snprintf (opts_text, sizeof opts_text, "{\"titanic\":%d}", code);
+    if (code == 200)
+        strcpy (opts_text, "{\"titanic\":200}");  //  the usual: no printf
+    else
+        snprintf (opts_text, sizeof opts_text, "{\"titanic\":%d}", code);
     pigato__bytes_t opts = BYTES (opts_text);
     if (code != 200) {
         char *json = pigato__json_string (text);
@@ -80,7 +83,10 @@ s_answer_id (pigato__titanic_t *self, const pigato__caller_t *to,
              const pigato__titanic_record_t *record)
 {
     char quoted [PIGATO__TITANIC_ID_TEXT + 3];
-    snprintf (quoted, sizeof quoted, "\"%s\"", record->hex);
+    quoted [0] = '"';
+    memcpy (quoted + 1, record->hex, PIGATO__TITANIC_ID_TEXT);
+    quoted [PIGATO__TITANIC_ID_TEXT + 1] = '"';
+    quoted [PIGATO__TITANIC_ID_TEXT + 2] = 0;
     pigato__bytes_t id = to->framing == PIGATO__FRAMING_MDP
                            ? BYTES (record->hex)
                            : BYTES (quoted);
@@ -174,18 +180,6 @@ pigato__titanic_answer_waiters (pigato__titanic_t *self,
 //  --------------------------------------------------------------------------
 //  titanic.request
 
-//  A submission, read from either framing.
-typedef struct {
-    char service [PIGATO_SERVICE_MAX + 1];
-    char key [PIGATO__TITANIC_KEY_MAX + 1];  //  "" if none
-    int64_t ttl;
-    int64_t keep;
-    int64_t timeout;  //  per attempt
-    char *opts;       //  for the worker (malloc'd), NULL if none
-    int body_kind;
-    byte *body;  //  malloc'd
-    size_t body_size;
-} s_submission_t;
 
 //  A duration in ms from opts: absent (the default), or 1 to
 //  PIGATO__TITANIC_TIME_MAX. False if present and not that.
@@ -203,13 +197,129 @@ s_duration (json_t *opts, const char *name, int64_t fallback, int64_t *value)
     return true;
 }
 
-//  A pigato client's submission: data is the body, opts name the service
-//  (and may give key, ttl, keep; the rest goes to the worker). Returns
-//  NULL, or a refusal text.
-static const char *
-s_read_pigato (const pigato__titanic_in_t *in, s_submission_t *out, char *text,
-               size_t text_size)
+//  The body of a pigato client's submission (its one data frame).
+static void
+s_read_body (const pigato__titanic_in_t *in, pigato__titanic_submission_t *out)
 {
+    out->body_kind = PIGATO__STORE_BODY_ONE;
+    out->body_size = in->body_count ? in->body [0].size : 0;
+    out->body = (byte *) malloc (out->body_size ? out->body_size : 1);
+    if (out->body && out->body_size)
+        memcpy (out->body, in->body [0].data, out->body_size);
+}
+
+//  The opts members that are titanic's, not the worker's.
+static const char *s_ours [] = { "service", "key",     "ttl",    "keep",
+                                 "retry",   "attempt", "titanic" };
+#define OURS_COUNT (sizeof s_ours / sizeof s_ours [0])
+
+//  The usual submission read without a JSON parser (jansson took most of
+//  a submission's time): opts in the compact flat form
+//  (pigato__flat_next) with a valid service, key, ttl and keep, no member
+//  twice, and at most 8 members for the worker, which go to it as they
+//  were written. True if read; false leaves the submission to
+//  pigato__titanic_read's parser (which also gives every refusal), out untouched.
+static bool
+s_read_flat (const pigato__titanic_in_t *in, pigato__titanic_submission_t *out)
+{
+    enum { OTHERS_MAX = 8 };
+    const byte *text = in->opts ? in->opts->data : NULL;
+    size_t size = in->opts ? in->opts->size : 0;
+    int64_t timeout;
+    int retry;
+    //  Also refuses a string timeout or retry, and workerId
+    if (!text
+        || !pigato__opts_fast (text, size, PIGATO_TIMEOUT_MS, &timeout, &retry))
+        return false;
+    pigato__flat_t member, others [OTHERS_MAX];
+    size_t other_count = 0, cursor = 0;
+    const pigato__flat_t *service = NULL, *key = NULL;
+    pigato__flat_t mine [OURS_COUNT];
+    bool seen [OURS_COUNT] = { false };
+    int64_t ttl = PIGATO__TITANIC_TTL_DEFAULT;
+    int64_t keep = PIGATO__TITANIC_KEEP_DEFAULT;
+    int rc;
+    while ((rc = pigato__flat_next (text, size, &cursor, &member)) == 1) {
+        size_t which = 0;
+        while (which < OURS_COUNT
+               && (member.key_size != strlen (s_ours [which])
+                   || memcmp (member.key, s_ours [which], member.key_size)))
+            which++;
+        if (which == OURS_COUNT) {
+            if (member.key_size == 8 && memcmp (member.key, "workerId", 8) == 0)
+                return false;  //  refused by the parser, whatever it is
+            for (size_t index = 0; index < other_count; index++)
+                if (others [index].key_size == member.key_size
+                    && memcmp (others [index].key, member.key, member.key_size)
+                           == 0)
+                    return false;  //  twice: refused by the parser
+            if (other_count == OTHERS_MAX)
+                return false;
+            others [other_count++] = member;
+            continue;
+        }
+        if (seen [which])
+            return false;
+        seen [which] = true;
+        mine [which] = member;
+        bool string = member.kind == PIGATO__FLAT_STRING;
+        int64_t value = member.integer;
+        bool duration = member.kind == PIGATO__FLAT_INTEGER && value >= 1
+                     && value <= PIGATO__TITANIC_TIME_MAX;
+        if (which == 0 && string && member.value_size >= 1
+            && member.value_size <= PIGATO_SERVICE_MAX)
+            service = &mine [which];
+        else if (which == 1 && string && member.value_size >= 1
+                 && member.value_size <= PIGATO__TITANIC_KEY_MAX)
+            key = &mine [which];  //  printable: a flat string is
+        else if (which == 2 && duration)
+            ttl = value;
+        else if (which == 3 && duration)
+            keep = value;
+        else if (which < 4)
+            return false;  //  the parser refuses it
+    }
+    if (rc < 0 || !service)
+        return false;
+    //  The worker's members, as written: what a compact writer would write
+    char worker [PIGATO__OPTS_MAX];
+    size_t used = 0;
+    for (size_t index = 0; index < other_count; index++) {
+        if (used + others [index].text_size + 2 > PIGATO__OPTS_MAX - 80)
+            return false;  //  too long: refused by the parser
+        worker [used++] = index ? ',' : '{';
+        memcpy (worker + used, others [index].text, others [index].text_size);
+        used += others [index].text_size;
+    }
+    if (other_count) {
+        worker [used++] = '}';
+        out->opts = (char *) malloc (used + 1);
+        if (!out->opts)
+            return false;
+        memcpy (out->opts, worker, used);
+        out->opts [used] = 0;
+    }
+    memcpy (out->service, service->value, service->value_size);
+    out->service [service->value_size] = 0;
+    if (key) {
+        memcpy (out->key, key->value, key->value_size);
+        out->key [key->value_size] = 0;
+    }
+    out->ttl = ttl;
+    out->keep = keep;
+    out->timeout = timeout;
+    s_read_body (in, out);
+    return true;
+}
+
+//  A pigato client's submission (titanic.h).
+const char *
+pigato__titanic_read (const pigato__titanic_in_t *in, bool parser,
+                      pigato__titanic_submission_t *out, char *text,
+                      size_t text_size)
+{
+    if (!parser && s_read_flat (in, out))
+        return NULL;
     json_error_t error;
     json_t *opts = in->opts && in->opts->size
                      ? json_loadb ((const char *) in->opts->data,
@@ -253,10 +363,8 @@ s_read_pigato (const pigato__titanic_in_t *in, s_submission_t *out, char *text,
                   json_string_value (service));
         out->timeout = pigato__opts_timeout (opts, PIGATO_TIMEOUT_MS);
         //  What is titanic's is not the worker's
-        const char *ours [] = { "service", "key",     "ttl",    "keep",
-                                "retry",   "attempt", "titanic" };
-        for (size_t index = 0; index < sizeof ours / sizeof ours [0]; index++)
-            json_object_del (opts, ours [index]);
+        for (size_t index = 0; index < OURS_COUNT; index++)
+            json_object_del (opts, s_ours [index]);
         if (json_object_size (opts)) {
             out->opts = json_dumps (opts, JSON_COMPACT);
             //  Room for "titanic" and "attempt" in front at each attempt
@@ -267,11 +375,7 @@ s_read_pigato (const pigato__titanic_in_t *in, s_submission_t *out, char *text,
                 refusal = text;
             }
         }
-        out->body_kind = PIGATO__STORE_BODY_ONE;
-        out->body_size = in->body_count ? in->body [0].size : 0;
-        out->body = (byte *) malloc (out->body_size ? out->body_size : 1);
-        if (out->body && out->body_size)
-            memcpy (out->body, in->body [0].data, out->body_size);
+        s_read_body (in, out);
     }
     json_decref (opts);
     return refusal;
@@ -280,7 +384,7 @@ s_read_pigato (const pigato__titanic_in_t *in, s_submission_t *out, char *text,
 //  An MDP client's submission, as RFC 9 has it: the service, then the
 //  body frames (kept packed, and delivered as frames).
 static const char *
-s_read_mdp (const pigato__titanic_in_t *in, s_submission_t *out)
+s_read_mdp (const pigato__titanic_in_t *in, pigato__titanic_submission_t *out)
 {
     if (in->body_count < 1 || in->body [0].size < 1
         || in->body [0].size > PIGATO_SERVICE_MAX
@@ -307,11 +411,12 @@ static void
 s_submit (pigato__titanic_t *self, const pigato__titanic_in_t *in)
 {
     const pigato__caller_t *caller = &in->caller;
-    s_submission_t sub = { .opts = NULL };
+    pigato__titanic_submission_t sub = { .opts = NULL };
     char text [PIGATO_SERVICE_MAX + 600];
     const char *refusal = caller->framing == PIGATO__FRAMING_MDP
                             ? s_read_mdp (in, &sub)
-                            : s_read_pigato (in, &sub, text, sizeof text);
+                            : pigato__titanic_read (in, false, &sub, text,
+                                                    sizeof text);
     pigato__bytes_t service = BYTES (sub.service);
     if (!refusal && !sub.body)
         refusal = "500 E_OVERLOADED the broker ran out of memory; try again "
@@ -414,6 +519,12 @@ s_submit (pigato__titanic_t *self, const pigato__titanic_in_t *in)
                   "500 E_OVERLOADED the broker ran out of memory; try again "
                   "later");
     }
+    else if (self->writing < 2
+             && pigato__store_batch_size (batch)
+                    >= PIGATO__TITANIC_EARLY_COMMIT)
+        //  The store does not wait for the rest of this turn's input: an
+        //  idle one starts now, a busy one finds the batch queued
+        pigato__titanic_commit (self);
 cleanup:
     free (sub.body);
     free (sub.opts);

@@ -879,6 +879,25 @@ main (int argc, char *argv [])
                   pigato_broker_counter (broker, "memory_cut"),
                   pigato_broker_counter (broker, "messages_too_large"));
         pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
+        //  Durable requests: submissions per commit (group commit at work)
+        if (pigato_broker_counter (broker, "titanic_commits") >= 0) {
+            snprintf (line, sizeof line,
+                      "event=titanic_stopped submitted=%" PRId64
+                      " commits=%" PRId64 " operations=%" PRId64
+                      " attempts=%" PRId64 " retries=%" PRId64
+                      " parked=%" PRId64 " replied=%" PRId64 " deleted=%" PRId64
+                      " write_failures=%" PRId64,
+                      pigato_broker_counter (broker, "titanic_submitted"),
+                      pigato_broker_counter (broker, "titanic_commits"),
+                      pigato_broker_counter (broker, "titanic_operations"),
+                      pigato_broker_counter (broker, "titanic_attempts"),
+                      pigato_broker_counter (broker, "titanic_retries"),
+                      pigato_broker_counter (broker, "titanic_parked"),
+                      pigato_broker_counter (broker, "titanic_replied"),
+                      pigato_broker_counter (broker, "titanic_deleted"),
+                      pigato_broker_counter (broker, "titanic_write_failures"));
+            pigato_log_stderr (PIGATO_LOG_INFO, line, NULL);
+        }
     }
     rc = rc == PIGATO_E_INTERRUPTED ? 0 : rc ? 1 : 0;
 cleanup:

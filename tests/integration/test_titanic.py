@@ -351,6 +351,31 @@ class ProtocolTest(TitanicCase):
         self.assertEqual((r.status, json.loads(r.opts)), (b"-1", {"titanic": 200}))
         self.assertTrue(unquote(r.data).startswith("E_EXPIRED"), r)
 
+    def test_requests_nobody_serves_wait_outside_the_core(self):
+        # No worker for its service: a durable request is parked, with no
+        # attempt (none that times out and is tried again) until a worker
+        # that can take it registers, here a wildcard one
+        self.store_broker()
+        c = self.client()
+        attempt_ms = int(1000 * secs(0.5))
+        idents = [self.submit_ok(c, "absent.job", '"j%d"' % i, timeout=attempt_ms)
+                  for i in range(20)]
+        self.mesh.settle(secs(2))     # attempts would have timed out by now
+        w = self.ready_worker("absent.*")
+        for _ in idents:
+            req = w.next_request(5)
+            self.assertIsNotNone(req, "no attempt once a worker came\n" + self.broker.tail())
+            self.assertEqual(json.loads(req.opts)["attempt"], 1, req.opts)
+            w.reply(req, '"done"')
+        for ident in idents:
+            self.assertEqual(self.wait_reply(c, ident).data, b'"done"')
+        mark = self.broker.mark()
+        self.assertEqual(self.broker.stop(signal.SIGTERM, 5), (0, True))
+        m = self.broker.wait_for_log(
+            r"event=titanic_stopped .*\battempts=(\d+) retries=(\d+)", 2, mark)
+        self.assertIsNotNone(m, self.broker.tail(3))
+        self.assertEqual((int(m.group(1)), int(m.group(2))), (20, 0))
+
     def test_restart_recovers_requests_and_replies(self):
         self.store_broker()
         c = self.client()
@@ -548,6 +573,18 @@ class FailureTest(TitanicCase):
         self.assertEqual(rc, 1)
         self.assertRegex(err, r"store file '.*titanic.db': file is not a database")
         self.assertNotIn("event=ready", err)
+
+    def test_a_store_in_use_by_another_broker_is_refused(self):
+        # Two brokers on one store would both run every request
+        self.store_broker()
+        c = self.client()
+        ident = self.submit_ok(c, "later")
+        rc, err = self.start_failing()
+        self.assertEqual(rc, 1)
+        self.assertRegex(err, r"store file '.*titanic.db' is in use by another process")
+        # The first one goes on
+        self.assertEqual(self.fetch(c, ident).status, b"-1")
+        self.assert_status(self.fetch(c, ident), 300, "pending")
 
     def test_another_applications_database_is_refused_at_start(self):
         os.makedirs(self.store, mode=0o700)

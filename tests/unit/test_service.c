@@ -507,7 +507,10 @@ test_fast_opts_agree_with_the_json_parser (void **state)
                                 "{\"timeout\":5,\"timeout\":7}",
                                 "{\"persist\":false,\"x_1\":12}",
                                 "{\"timeout\":999999999999999}",
-                                "{\"timeout\":-0}" };
+                                "{\"timeout\":-0}",
+                                "{\"service\":\"bench\"}",
+                                "{\"titanic\":\"0a1B\",\"attempt\":2}",
+                                "{\"a\":\"\",\"timeout\":9,\"b\":\"x y/z\"}" };
     const char *refused [] = { "",
                                "{",
                                "}",
@@ -524,7 +527,17 @@ test_fast_opts_agree_with_the_json_parser (void **state)
                                "{\"timeout\":null}",
                                "[1]",
                                "{\"timeout\":-}",
-                               "{\"a\":tru}" };
+                               "{\"a\":tru}",
+                               "{\"retry\":\"2\"}",
+                               "{\"workerId\":\"w1\"}",
+                               "{\"a\":\"x\\\"y\"}",
+                               "{\"a\":\"x\\\\y\"}",
+                               "{\"a\":\"caf\xc3\xa9\"}",
+                               "{\"a\":\"tab\there\"}",
+                               "{\"a\":\"x}",
+                               "{\"a\":\"x\"\"}",
+                               "{\"a\":{}}",
+                               "{\"a\":[]}" };
     for (size_t index = 0; index < sizeof accepted / sizeof *accepted;
          index++) {
         int64_t timeout, slow_timeout;
@@ -563,6 +576,9 @@ test_fast_opts_agree_with_the_json_parser (void **state)
                               "-0",
                               "1234567890123456",
                               "\"7\"",
+                              "\"a b\"",
+                              "\"x\\\"y\"",
+                              "\"",
                               "tru",
                               "1e3",
                               "7" };
@@ -583,7 +599,7 @@ test_fast_opts_agree_with_the_json_parser (void **state)
             seed = seed * 1103515245 + 12345;
             strcat (text, (seed >> 16) % 20 ? ":" : "=");
             seed = seed * 1103515245 + 12345;
-            strcat (text, values [(seed >> 16) % 17]);
+            strcat (text, values [(seed >> 16) % 20]);
         }
         strcat (text, "}");
         int64_t timeout, slow_timeout;
@@ -597,6 +613,52 @@ test_fast_opts_agree_with_the_json_parser (void **state)
         }
     }
     assert_true (accepted_count > 100);  //  the generator reaches it
+}
+
+//  The flat reader hands each member back as written: key, kind, value,
+//  and the member's whole text (titanic passes members on that way).
+static void
+test_flat_members_are_read_as_written (void **state)
+{
+    (void) state;
+    const char *text = "{\"service\":\"a/b c\",\"ttl\":-12,\"on\":true,"
+                       "\"off\":false,\"e\":\"\"}";
+    struct {
+        const char *key, *value, *member;
+        int kind;
+        int64_t integer;
+    } expected [] = {
+        { "service", "a/b c", "\"service\":\"a/b c\"", PIGATO__FLAT_STRING, 0 },
+        { "ttl", "-12", "\"ttl\":-12", PIGATO__FLAT_INTEGER, -12 },
+        { "on", "true", "\"on\":true", PIGATO__FLAT_TRUE, 0 },
+        { "off", "false", "\"off\":false", PIGATO__FLAT_FALSE, 0 },
+        { "e", "", "\"e\":\"\"", PIGATO__FLAT_STRING, 0 }
+    };
+    size_t cursor = 0;
+    pigato__flat_t member;
+    for (size_t index = 0; index < sizeof expected / sizeof *expected;
+         index++) {
+        assert_int_equal (
+            pigato__flat_next (text, strlen (text), &cursor, &member), 1);
+        assert_int_equal (member.key_size, strlen (expected [index].key));
+        assert_memory_equal (member.key, expected [index].key, member.key_size);
+        assert_int_equal (member.value_size, strlen (expected [index].value));
+        assert_memory_equal (member.value, expected [index].value,
+                             member.value_size);
+        assert_int_equal (member.text_size, strlen (expected [index].member));
+        assert_memory_equal (member.text, expected [index].member,
+                             member.text_size);
+        assert_int_equal (member.kind, expected [index].kind);
+        assert_int_equal (member.integer, expected [index].integer);
+    }
+    assert_int_equal (pigato__flat_next (text, strlen (text), &cursor, &member),
+                      0);
+    cursor = 0;
+    assert_int_equal (pigato__flat_next ("{}", 2, &cursor, &member), 0);
+    cursor = 0;
+    assert_int_equal (pigato__flat_next ("{\"a\":1,}", 8, &cursor, &member), 1);
+    assert_int_equal (pigato__flat_next ("{\"a\":1,}", 8, &cursor, &member),
+                      -1);
 }
 
 //  The heap's choice is the least loaded worker with room (ties: fewest
@@ -826,6 +888,7 @@ main (void)
             test_rejecting_workers_are_skipped_until_all_have_rejected),
         cmocka_unit_test (test_rand_mode_uses_every_eligible_worker),
         cmocka_unit_test (test_request_opts_timeout_and_retry),
+        cmocka_unit_test (test_flat_members_are_read_as_written),
         cmocka_unit_test (test_binary_keys_separate_client_and_rid),
         cmocka_unit_test (test_siphash_matches_libsodium_with_2_4_rounds),
         cmocka_unit_test (test_request_pool_recycles_records),

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 #include "../../mesh/broker/store.h"
+#include "../../mesh/broker/store_format.h"
 
 static char s_dir [] = "/tmp/pigato-test-store.XXXXXX";
 static char s_store [256];  //  the store folder inside s_dir
@@ -115,6 +116,21 @@ s_collect (void *arg, const pigato__store_row_t *row)
     return 0;
 }
 
+//  How many rows a load finds, and their bodies' bytes.
+typedef struct {
+    int rows;
+    size_t bytes;
+} s_count_t;
+
+static int
+s_count (void *arg, const pigato__store_row_t *row)
+{
+    s_count_t *count = (s_count_t *) arg;
+    count->rows++;
+    count->bytes += row->body_size;
+    return 0;
+}
+
 static pigato__store_t *
 s_open (char *error, size_t error_size)
 {
@@ -176,6 +192,78 @@ test_batches_survive_a_reopen (void **state)
             assert_int_equal (row->deadline, 2002);
         }
     }
+    pigato__store_destroy (&store);
+}
+
+//  A batch handed over while another is being written waits behind it;
+//  both come back, oldest first, and both are on disk.
+static void
+test_batches_queue_and_come_back_in_order (void **state)
+{
+    (void) state;
+    char error [512];
+    pigato__store_t *store = s_open (error, sizeof error);
+    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    for (int index = 1; index <= 2; index++) {
+        pigato__store_batch_t *batch = pigato__store_batch_new ();
+        pigato__store_row_t row = s_row (index, "queued");
+        assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
+        pigato__store_commit (store, &batch);
+        assert_null (batch);
+    }
+    for (int index = 1; index <= 2; index++) {
+        pigato__store_batch_t *done = NULL;
+        for (int tries = 0; !done && tries < 100; tries++) {
+            struct pollfd item = { pigato__store_fd (store), POLLIN, 0 };
+            poll (&item, 1, 100);
+            done = pigato__store_done (store);
+        }
+        assert_non_null (done);
+        const char *text;
+        assert_int_equal (pigato__store_batch_status (done, &text), 0);
+        const byte *id;
+        assert_int_equal (pigato__store_batch_op (done, 0, &id),
+                          PIGATO__STORE_INSERT);
+        assert_int_equal (id [0], index);
+        pigato__store_batch_destroy (&done);
+    }
+    assert_int_equal (pigato__store_commits (store), 2);
+    pigato__store_destroy (&store);
+    store = s_open (error, sizeof error);
+    s_count_t count = { 0, 0 };
+    assert_int_equal (
+        pigato__store_load (store, s_count, &count, error, sizeof error), 0);
+    assert_int_equal (count.rows, 2);
+    pigato__store_destroy (&store);
+}
+
+//  One batch far larger than one write of the VFS's (a burst, or what
+//  piled up while a write failed) commits and reads back whole.
+static void
+test_a_large_batch_commits (void **state)
+{
+    (void) state;
+    char error [512], body [2048];
+    memset (body, 'b', sizeof body - 1);
+    body [sizeof body - 1] = 0;
+    pigato__store_t *store = s_open (error, sizeof error);
+    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    pigato__store_batch_t *batch = pigato__store_batch_new ();
+    for (int index = 0; index < 3000; index++) {
+        pigato__store_row_t row = s_row (1, body);
+        for (int byte = 0; byte < 8; byte++)
+            row.id [byte] = (uint8_t) ((uint64_t) (index + 1)
+                                       >> (56 - 8 * byte));
+        assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
+    }
+    assert_int_equal (s_write (store, batch, error, sizeof error), 0);
+    pigato__store_destroy (&store);
+    store = s_open (error, sizeof error);
+    s_count_t count = { 0, 0 };
+    assert_int_equal (
+        pigato__store_load (store, s_count, &count, error, sizeof error), 0);
+    assert_int_equal (count.rows, 3000);
+    assert_int_equal (count.bytes, 3000 * (sizeof body - 1));
     pigato__store_destroy (&store);
 }
 
@@ -243,14 +331,176 @@ test_what_is_refused (void **state)
     free (path);
 }
 
+//  A store of format 1 (issue 17's first: a column per field, keyed by
+//  the whole id) is converted at open, every field kept.
+static void
+test_a_format_1_store_is_converted (void **state)
+{
+    (void) state;
+    assert_int_equal (mkdir (s_store, 0700), 0);
+    char *path = zsys_sprintf ("%s/%s", s_store, PIGATO__STORE_FILE);
+    sqlite3 *db = NULL;
+    assert_int_equal (sqlite3_open (path, &db), SQLITE_OK);
+    assert_int_equal (chmod (path, 0600), 0);
+    const char *sql =
+        "PRAGMA journal_mode=WAL;"
+        "CREATE TABLE request (id BLOB PRIMARY KEY NOT NULL, identity TEXT "
+        "NOT NULL, key BLOB, service TEXT NOT NULL, body_kind INTEGER NOT "
+        "NULL, body BLOB NOT NULL, opts BLOB, created INTEGER NOT NULL, "
+        "deadline INTEGER NOT NULL, keep INTEGER NOT NULL, replied INTEGER, "
+        "status INTEGER, reply BLOB) WITHOUT ROWID;"
+        "PRAGMA application_id=1346847060; PRAGMA user_version=1;"
+        "INSERT INTO request VALUES (X'0101010101010101AAAAAAAAAAAAAAAA', "
+        "'alice', X'6B2D31', 'echo', 1, X'0102', '{\"a\":1}', 11, 12, 13, "
+        "NULL, NULL, NULL);"
+        "INSERT INTO request VALUES (X'0202020202020202BBBBBBBBBBBBBBBB', "
+        "'bob', NULL, 'e2', 0, X'', NULL, 21, 22, 23, 1500, -1, 'oops');"
+        "INSERT INTO request VALUES (X'0303', 'eve', NULL, 'x', 0, X'', NULL, "
+        "0, 0, 0, NULL, NULL, NULL);";
+    assert_int_equal (sqlite3_exec (db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close (db);
+    char error [512];
+    pigato__store_t *store = s_open (error, sizeof error);
+    s_found_t found = { 0 };
+    assert_int_equal (
+        pigato__store_load (store, s_collect, &found, error, sizeof error), 0);
+    assert_int_equal (found.count, 2);  //  the short id is not one of ours
+    for (int at = 0; at < found.count; at++) {
+        pigato__store_row_t *row = &found.rows [at];
+        if (row->id [0] == 1) {
+            assert_int_equal (row->id [15], 0xAA);
+            assert_false (row->replied);
+            assert_int_equal (row->body_kind, PIGATO__STORE_BODY_FRAMES);
+            assert_string_equal (found.bodies [at], "\x01\x02");
+            assert_int_equal (row->key_size, 3);
+            assert_int_equal (row->opts_size, 7);
+            assert_int_equal (row->created, 11);
+            assert_int_equal (row->deadline, 12);
+            assert_int_equal (row->keep, 13);
+        }
+        else {
+            assert_int_equal (row->id [15], 0xBB);
+            assert_true (row->replied);
+            assert_int_equal (row->replied_at, 1500);
+            assert_int_equal (row->status, -1);
+            assert_string_equal (found.replies [at], "oops");
+            assert_int_equal (row->key_size, 0);
+            assert_int_equal (row->opts_size, 0);
+        }
+    }
+    //  Written in the new format from now on, and reopened as such
+    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    pigato__store_batch_t *batch = pigato__store_batch_new ();
+    pigato__store_row_t row = s_row (4, "new");
+    assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
+    assert_int_equal (s_write (store, batch, error, sizeof error), 0);
+    pigato__store_destroy (&store);
+    store = s_open (error, sizeof error);
+    memset (&found, 0, sizeof found);
+    assert_int_equal (
+        pigato__store_load (store, s_collect, &found, error, sizeof error), 0);
+    assert_int_equal (found.count, 3);
+    pigato__store_destroy (&store);
+    assert_int_equal (sqlite3_open (path, &db), SQLITE_OK);
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal (sqlite3_prepare_v2 (db, "PRAGMA user_version", -1, &stmt,
+                                          NULL),
+                      SQLITE_OK);
+    assert_int_equal (sqlite3_step (stmt), SQLITE_ROW);
+    assert_int_equal (sqlite3_column_int (stmt, 0), PIGATO__STORE_FORMAT);
+    sqlite3_finalize (stmt);
+    sqlite3_close (db);
+    free (path);
+}
+
+//  A row's packed columns are read back as written; anything shorter,
+//  longer or damaged is refused (a row the load skips), never read past.
+static void
+test_damaged_rows_are_skipped (void **state)
+{
+    (void) state;
+    pigato__store_row_t row = s_row (2, "body"), back;
+    row.key = (const byte *) "k";
+    row.key_size = 1;
+    size_t size = pigato__store_meta_size (&row);
+    byte meta [256], copy [256];
+    assert_true (size <= sizeof meta);
+    pigato__store_meta_pack (&row, meta);
+    memset (&back, 0, sizeof back);
+    assert_true (pigato__store_meta_unpack (pigato__store_seq (row.id), meta,
+                                            size, &back));
+    assert_memory_equal (back.id, row.id, PIGATO__STORE_ID_SIZE);
+    assert_string_equal (back.identity, "alice");
+    assert_string_equal (back.service, "echo");
+    assert_int_equal (back.key_size, 1);
+    assert_int_equal (back.opts_size, 7);
+    assert_int_equal (back.deadline, 2002);
+    for (size_t cut = 0; cut < size; cut++)
+        assert_false (pigato__store_meta_unpack (1, meta, cut, &back));
+    //  Every single byte changed: read or refused, never past the end
+    //  (valgrind and the sanitizers watch)
+    for (size_t at = 0; at < size; at++)
+        for (int value = 0; value < 256; value += 17) {
+            memcpy (copy, meta, size);
+            copy [at] = (byte) value;
+            byte *exact = (byte *) malloc (size);
+            memcpy (exact, copy, size);
+            pigato__store_meta_unpack (1, exact, size, &back);
+            free (exact);
+        }
+    assert_false (
+        pigato__store_reply_unpack ((const byte *) "short", 5, &back));
+    //  In a store: only the good row comes back
+    char error [512];
+    pigato__store_t *store = s_open (error, sizeof error);
+    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    pigato__store_batch_t *batch = pigato__store_batch_new ();
+    assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
+    assert_int_equal (s_write (store, batch, error, sizeof error), 0);
+    pigato__store_destroy (&store);
+    char *path = zsys_sprintf ("%s/%s", s_store, PIGATO__STORE_FILE);
+    sqlite3 *db = NULL;
+    assert_int_equal (sqlite3_open (path, &db), SQLITE_OK);
+    assert_int_equal (sqlite3_exec (db,
+                                    "INSERT INTO request VALUES (7, X'0102', "
+                                    "X'', NULL); INSERT INTO request VALUES "
+                                    "(8, 'text', X'', NULL);",
+                                    NULL, NULL, NULL),
+                      SQLITE_OK);
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal (sqlite3_prepare_v2 (db,
+                                          "INSERT INTO request VALUES (9, ?1, "
+                                          "X'', X'0102')",
+                                          -1, &stmt, NULL),
+                      SQLITE_OK);
+    assert_int_equal (sqlite3_bind_blob (stmt, 1, meta, (int) size, NULL),
+                      SQLITE_OK);
+    assert_int_equal (sqlite3_step (stmt), SQLITE_DONE);
+    sqlite3_finalize (stmt);
+    sqlite3_close (db);
+    free (path);
+    store = s_open (error, sizeof error);
+    s_found_t found = { 0 };
+    assert_int_equal (
+        pigato__store_load (store, s_collect, &found, error, sizeof error), 0);
+    assert_int_equal (found.count, 1);
+    assert_string_equal (found.bodies [0], "body");
+    pigato__store_destroy (&store);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_setup (test_batches_survive_a_reopen, fresh),
+        cmocka_unit_test_setup (test_batches_queue_and_come_back_in_order,
+                                fresh),
+        cmocka_unit_test_setup (test_a_large_batch_commits, fresh),
         cmocka_unit_test_setup (test_a_capped_store_fills_up_and_says_so,
                                 fresh),
         cmocka_unit_test_setup (test_what_is_refused, fresh),
+        cmocka_unit_test_setup (test_a_format_1_store_is_converted, fresh),
+        cmocka_unit_test_setup (test_damaged_rows_are_skipped, fresh),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
