@@ -15,7 +15,7 @@
 #     stream, acks the job, the client pulls the reply).
 # Plaintext both (no CURVE, no TLS): the store is what is compared.
 # The durability is not the same: pigato acknowledges once the request is
-# committed and fsync'd (SQLite WAL, synchronous=FULL, group commit);
+# committed and fsync'd (SQLite WAL, an fdatasync after the COMMIT, group commit);
 # nats-server 2.9 acknowledges what is written to its file store and
 # fsyncs it every 2 minutes (sync_interval appeared in 2.10).
 # ACKS (default 20000) and TRIPS (default 1000) set the sizes. Not a
@@ -97,7 +97,7 @@ run_jetstream() {
 echo "durable requests vs NATS JetStream $("$NATS" --version | sed 's/.* //'), $ROUNDS rounds, $(nproc) cores"
 echo "JetStream: file storage, work-queue retention, publish with ack, pull consumers with"
 echo "explicit ack; no fsync per message (2.9 syncs its files every 2 minutes). pigato: an"
-echo "acknowledgement means committed and fsync'd (SQLite WAL, synchronous=FULL, group commit)."
+echo "acknowledgement means committed and fsync'd (SQLite WAL, fdatasync after COMMIT, group commit)."
 round=1
 while [ "$round" -le "$ROUNDS" ]; do
     run_pigato acks "$round"

@@ -974,7 +974,8 @@ PIGATO_EXPORT int
 //  "titanic_attempts", "titanic_retries", "titanic_replied",
 //  "titanic_expired", "titanic_denied", "titanic_closed",
 //  "titanic_deleted", "titanic_write_failures", "titanic_commits"
-//  (transactions), "titanic_operations" (the writes they held) and
+//  (transactions), "titanic_operations" (the writes they held),
+//  "titanic_syncs" (the fdatasyncs that made them durable) and
 //  "titanic_stored", "titanic_in_flight", "titanic_parked" (waiting for
 //  a worker of their service) now); "draining": 0 serving, 1 lame duck,
 //  2 draining to stop, "drain_refused", "drain_moved",

@@ -1,16 +1,20 @@
 /*  =========================================================================
-    store.c - the durable store (store.h): SQLite in WAL mode with
-    synchronous=FULL (every COMMIT is fsync'd), one connection, used by
-    the opening thread until pigato__store_start and by the store thread
-    after it. The routing thread and the store thread meet only at the
-    hand-off (a mutex held for a pointer swap, a condition the store
-    thread sleeps on, an eventfd the broker's poll wakes on).
+    store.c - the durable store (store.h): SQLite in WAL mode, one
+    connection, used by the opening thread until pigato__store_start and
+    by the store thread after it; from then COMMIT only writes the WAL
+    (synchronous=NORMAL) and two sync threads fdatasync it behind the
+    store thread (synchronous=FULL, COMMIT syncing, until then, and for
+    good if no descriptor of the WAL can be opened). The threads meet
+    only at the hand-offs (a mutex held for a pointer swap, conditions the
+    store and sync threads sleep on, an eventfd the broker's poll wakes
+    on).
     =========================================================================
 */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
@@ -34,8 +38,13 @@ typedef struct {
 //  of a seek from the root for each, and one statement's overhead
 #define INSERT_ROWS 16
 
+//  Sync threads: two, so that a commit that ends during a sync has its
+//  own begin at once rather than after it
+#define SYNCERS 2
+
 struct _pigato__store_batch_t {
     struct _pigato__store_batch_t *next;  //  in a hand-off queue
+    uint64_t number;                      //  its commit's (store thread)
     s_op_t *ops;
     size_t count;
     size_t max;
@@ -64,6 +73,27 @@ struct _pigato__store_t {
     int wal_pages;       //  in the WAL after the last commit (store thread)
     int64_t commits;     //  transactions committed (guarded too)
     int64_t operations;  //  operations they held (guarded too)
+    //  The sync threads (when syncing): SQLite commits without a sync
+    //  (synchronous=NORMAL) and these fdatasync the WAL behind it. A sync
+    //  covers every commit that ended before it began; two may run at
+    //  once (a commit need not wait for the sync under way to end before
+    //  its own begins). Each has its own descriptor: Linux reports a
+    //  write error to each open file once, so one thread cannot take
+    //  another's error. The fields below are guarded by lock too.
+    bool syncing;
+    int sync_fds [SYNCERS];
+    pthread_t syncers [SYNCERS];
+    int syncers_started;
+    pthread_cond_t sync_wake;         //  the sync threads wait on it
+    pigato__store_batch_t *unsynced;  //  committed, in order, not yet back
+    bool sync_stopping;
+    uint64_t written;      //  commits so far (the last one's number)
+    uint64_t pending;      //  the last commit that wrote (needs a sync)
+    uint64_t covered;      //  the last commit a sync under way or done covers
+    uint64_t durable;      //  the last commit a finished sync covered
+    int64_t syncs;         //  fdatasync calls made
+    atomic_int unwritten;  //  batches handed over, not yet committed
+    char broken [256];     //  why the store takes nothing more, or ""
 };
 
 //  --------------------------------------------------------------------------
@@ -251,7 +281,8 @@ s_prepare (pigato__store_t *self, int64_t max_bytes, char *error,
               "PRAGMA application_id=%d; PRAGMA user_version=%d;",
               PIGATO__STORE_APP_ID, PIGATO__STORE_FORMAT);
     //  WAL: a commit appends to one file; FULL: and fsyncs it before
-    //  COMMIT returns (NORMAL would not, in WAL mode)
+    //  COMMIT returns (NORMAL would not, in WAL mode), until the sync
+    //  threads take that over at start
     sqlite3_stmt *stmt = NULL;
     if (sqlite3_prepare_v2 (self->db, "PRAGMA journal_mode=WAL", -1, &stmt,
                             NULL)
@@ -320,8 +351,11 @@ pigato__store_open (const char *dir, int64_t max_bytes, char *error,
         return NULL;
     }
     self->event = -1;
+    for (int index = 0; index < SYNCERS; index++)
+        self->sync_fds [index] = -1;
     pthread_mutex_init (&self->lock, NULL);
     pthread_cond_init (&self->wake, NULL);
+    pthread_cond_init (&self->sync_wake, NULL);
     self->path = zsys_sprintf ("%s/%s", dir, PIGATO__STORE_FILE);
     int rc = self->path ? 0 : PIGATO_E_NOMEM;
     if (rc == 0)
@@ -407,9 +441,22 @@ pigato__store_destroy (pigato__store_t **self_p)
         pthread_mutex_unlock (&self->lock);
         pthread_join (self->thread, NULL);
     }
-    for (pigato__store_batch_t **queue = &self->todo; queue;
-         queue = queue == &self->todo ? &self->done : NULL)
-        while (*queue) {
+    //  After the store thread: what it committed is synced first
+    if (self->syncers_started) {
+        pthread_mutex_lock (&self->lock);
+        self->sync_stopping = true;
+        pthread_cond_broadcast (&self->sync_wake);
+        pthread_mutex_unlock (&self->lock);
+        for (int index = 0; index < self->syncers_started; index++)
+            pthread_join (self->syncers [index], NULL);
+    }
+    for (int index = 0; index < SYNCERS; index++)
+        if (self->sync_fds [index] >= 0)
+            close (self->sync_fds [index]);
+    pigato__store_batch_t **queues [] = { &self->todo, &self->unsynced,
+                                          &self->done };
+    for (size_t index = 0; index < sizeof queues / sizeof queues [0]; index++)
+        for (pigato__store_batch_t **queue = queues [index]; *queue;) {
             pigato__store_batch_t *batch = *queue;
             *queue = batch->next;
             pigato__store_batch_destroy (&batch);
@@ -424,6 +471,7 @@ pigato__store_destroy (pigato__store_t **self_p)
     if (self->event >= 0)
         close (self->event);
     pthread_cond_destroy (&self->wake);
+    pthread_cond_destroy (&self->sync_wake);
     pthread_mutex_destroy (&self->lock);
     free (self->path);
     free (self);
@@ -566,6 +614,131 @@ s_apply (pigato__store_t *self, pigato__store_batch_t *batch)
         sqlite3_exec (self->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
+//  Appends a batch to a queue.
+static void
+s_append (pigato__store_batch_t **queue, pigato__store_batch_t *batch)
+{
+    while (*queue)
+        queue = &(*queue)->next;
+    *queue = batch;
+}
+
+//  A batch is done (on disk if ok): back to the routing thread, oldest
+//  first. With lock held.
+static void
+s_finish (pigato__store_t *self, pigato__store_batch_t *batch, bool ok)
+{
+    if (ok) {
+        self->commits++;
+        self->operations += (int64_t) batch->count;
+    }
+    s_append (&self->done, batch);
+    //  A failed write leaves the counter set: the broker wakes anyway
+    uint64_t one = 1;
+    ssize_t written = write (self->event, &one, sizeof one);
+    (void) written;
+}
+
+//  The store takes nothing more: every batch from now on fails with
+//  reason, and so do the committed ones not yet synced. With lock held.
+//  Once an fsync has failed, Linux may have dropped the pages it could
+//  not write and a second fsync succeeds: trying again would acknowledge
+//  what is not on disk.
+static void
+s_break (pigato__store_t *self, const char *reason)
+{
+    if (!self->broken [0])
+        snprintf (self->broken, sizeof self->broken,
+                  "%s; the store takes nothing more until the broker "
+                  "restarts",
+                  reason);
+    for (pigato__store_batch_t *batch = self->unsynced; batch;
+         batch = batch->next)
+        if (batch->status == 0) {
+            batch->status = PIGATO_E_STORE;
+            snprintf (batch->error, sizeof batch->error, "%s", self->broken);
+        }
+}
+
+//  Hands back, in order, the committed batches that are on disk (or
+//  failed: those need no sync, only the ones before them). With lock held.
+static void
+s_deliver (pigato__store_t *self)
+{
+    pigato__store_batch_t *batch;
+    while ((batch = self->unsynced)
+           && (batch->status != 0 || batch->number <= self->durable)) {
+        self->unsynced = batch->next;
+        batch->next = NULL;
+        s_finish (self, batch, batch->status == 0);
+    }
+}
+
+//  After a COMMIT without a sync: writes what the VFS gathered of the WAL
+//  (the sync thread's fdatasync then finds it in the file). A failure
+//  here is after the COMMIT: the store breaks.
+static void
+s_flush_wal (pigato__store_t *self, pigato__store_batch_t *batch)
+{
+    sqlite3_file *wal = NULL;
+    int rc = sqlite3_file_control (self->db, "main",
+                                   SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+    if (rc == SQLITE_OK)
+        rc = pigato__store_vfs_flush (wal);
+    if (rc == SQLITE_OK)
+        return;
+    char reason [200];
+    snprintf (reason, sizeof reason, "writing the WAL failed: %s",
+              sqlite3_errstr (rc & 0xff));
+    pthread_mutex_lock (&self->lock);
+    s_break (self, reason);
+    batch->status = PIGATO_E_STORE;
+    snprintf (batch->error, sizeof batch->error, "%s", self->broken);
+    pthread_mutex_unlock (&self->lock);
+}
+
+//  A sync thread: whenever commits have ended that no sync covers, one
+//  fdatasync of the WAL for them all (a group commit: what was committed
+//  while the last sync ran), then what it covered goes back.
+typedef struct {
+    pigato__store_t *store;
+    int fd;
+} s_syncer_t;
+
+static void *
+s_syncer (void *arg)
+{
+    pigato__store_t *self = ((s_syncer_t *) arg)->store;
+    int fd = ((s_syncer_t *) arg)->fd;
+    free (arg);
+    pthread_mutex_lock (&self->lock);
+    while (true) {
+        while (self->pending <= self->covered && !self->sync_stopping)
+            pthread_cond_wait (&self->sync_wake, &self->lock);
+        if (self->pending <= self->covered)
+            break;  //  stopping, nothing left to cover
+        uint64_t target = self->pending;
+        self->covered = target;
+        pthread_mutex_unlock (&self->lock);
+        int error = 0;
+        while (fdatasync (fd) != 0 && (error = errno) == EINTR)
+            error = 0;
+        pthread_mutex_lock (&self->lock);
+        self->syncs++;
+        if (error) {
+            char reason [200];
+            snprintf (reason, sizeof reason, "fdatasync of the WAL failed: %s",
+                      strerror (error));
+            s_break (self, reason);
+        }
+        else if (!self->broken [0] && target > self->durable)
+            self->durable = target;
+        s_deliver (self);
+    }
+    pthread_mutex_unlock (&self->lock);
+    return NULL;
+}
+
 static void *
 s_thread (void *arg)
 {
@@ -579,21 +752,31 @@ s_thread (void *arg)
         pigato__store_batch_t *batch = self->todo;
         self->todo = batch->next;
         batch->next = NULL;
-        pthread_mutex_unlock (&self->lock);
-        s_apply (self, batch);
-        pthread_mutex_lock (&self->lock);
-        if (batch->status == 0) {
-            self->commits++;
-            self->operations += (int64_t) batch->count;
+        bool broken = self->broken [0] != 0;
+        if (broken) {
+            batch->status = PIGATO_E_STORE;
+            snprintf (batch->error, sizeof batch->error, "%s", self->broken);
         }
-        pigato__store_batch_t **tail = &self->done;
-        while (*tail)
-            tail = &(*tail)->next;
-        *tail = batch;
-        //  A failed write leaves the counter set: the broker wakes anyway
-        uint64_t one = 1;
-        ssize_t written = write (self->event, &one, sizeof one);
-        (void) written;
+        pthread_mutex_unlock (&self->lock);
+        if (!broken)
+            s_apply (self, batch);
+        if (batch->status == 0 && self->syncing)
+            s_flush_wal (self, batch);
+        pthread_mutex_lock (&self->lock);
+        atomic_fetch_sub (&self->unwritten, 1);
+        if (self->syncing) {
+            //  Behind the commits before it, even a failed one: batches
+            //  come back in the order they were handed over
+            batch->number = ++self->written;
+            if (batch->status == 0) {
+                self->pending = batch->number;
+                pthread_cond_signal (&self->sync_wake);
+            }
+            s_append (&self->unsynced, batch);
+            s_deliver (self);
+        }
+        else
+            s_finish (self, batch, batch->status == 0);
         if (self->wal_pages >= PIGATO__STORE_CHECKPOINT_PAGES) {
             //  The checkpoint (the WAL's pages copied into the database,
             //  which is fsync'd) once the batch is answered, not before:
@@ -623,7 +806,39 @@ int
 pigato__store_start (pigato__store_t *self, char *error, size_t error_size)
 {
     sqlite3_wal_hook (self->db, s_wal_hook, self);
-    int rc = pthread_create (&self->thread, NULL, s_thread, self);
+    //  The sync threads' own descriptors of the WAL (fdatasync syncs the
+    //  file, whichever descriptor asks): COMMIT then does not sync
+    //  (synchronous=NORMAL: in WAL mode a commit is written, not synced;
+    //  a checkpoint still syncs both files), they do behind it. Without
+    //  them, COMMIT syncs, as the store was opened.
+    char *wal = zsys_sprintf ("%s-wal", self->path);
+    int rc = wal ? 0 : ENOMEM;
+    self->syncing = wal != NULL;
+    for (int index = 0; self->syncing && index < SYNCERS; index++) {
+        self->sync_fds [index] = open (wal, O_RDWR | O_CLOEXEC);
+        self->syncing = self->sync_fds [index] >= 0;
+    }
+    zstr_free (&wal);
+    if (self->syncing
+        && sqlite3_exec (self->db, "PRAGMA synchronous=NORMAL", NULL, NULL,
+                         NULL)
+               != SQLITE_OK)
+        self->syncing = false;
+    for (int index = 0; rc == 0 && self->syncing && index < SYNCERS; index++) {
+        s_syncer_t *syncer = (s_syncer_t *) malloc (sizeof *syncer);
+        rc = syncer ? 0 : ENOMEM;
+        if (rc == 0) {
+            *syncer = (s_syncer_t) { self, self->sync_fds [index] };
+            rc = pthread_create (&self->syncers [index], NULL, s_syncer,
+                                 syncer);
+            if (rc)
+                free (syncer);
+        }
+        if (rc == 0)
+            self->syncers_started++;
+    }
+    if (rc == 0)
+        rc = pthread_create (&self->thread, NULL, s_thread, self);
     if (rc) {
         pigato__errorf (error, error_size, "cannot start the store thread: %s",
                         strerror (rc));
@@ -643,11 +858,9 @@ void
 pigato__store_commit (pigato__store_t *self, pigato__store_batch_t **batch_p)
 {
     pthread_mutex_lock (&self->lock);
-    pigato__store_batch_t **tail = &self->todo;
-    while (*tail)
-        tail = &(*tail)->next;
-    *tail = *batch_p;
+    s_append (&self->todo, *batch_p);
     *batch_p = NULL;
+    atomic_fetch_add (&self->unwritten, 1);
     pthread_cond_signal (&self->wake);
     pthread_mutex_unlock (&self->lock);
 }
@@ -667,6 +880,34 @@ pigato__store_done (pigato__store_t *self)
     }
     pthread_mutex_unlock (&self->lock);
     return batch;
+}
+
+int
+pigato__store_unwritten (pigato__store_t *self)
+{
+    return atomic_load (&self->unwritten);
+}
+
+int64_t
+pigato__store_syncs (pigato__store_t *self)
+{
+    pthread_mutex_lock (&self->lock);
+    int64_t syncs = self->syncs;
+    pthread_mutex_unlock (&self->lock);
+    return syncs;
+}
+
+void
+pigato__store_fail_syncs (pigato__store_t *self)
+{
+    int pipe_fds [2];
+    if (pipe (pipe_fds))
+        return;
+    for (int index = 0; index < SYNCERS; index++)
+        if (self->sync_fds [index] >= 0)
+            dup2 (pipe_fds [0], self->sync_fds [index]);
+    close (pipe_fds [0]);
+    close (pipe_fds [1]);
 }
 
 int64_t

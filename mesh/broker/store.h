@@ -1,19 +1,21 @@
 /*  =========================================================================
     store.h - the durable store behind titanic.c: durable requests and
-    their replies in one SQLite file (WAL, synchronous=FULL) in a folder
-    of its own, written by a thread of its own. Not installed.
+    their replies in one SQLite file (WAL) in a folder of its own,
+    written by a thread of its own and synced by two more. Not installed.
 
     The routing thread never waits on the disk. It collects what its loop
     changes (new requests, replies, deletions) in a batch and hands it
-    over (pigato__store_commit): to an idle store thread at the end of a
-    turn or once it holds 32 operations; to a busy one once it holds 32,
-    queued behind the write under way (titanic.c keeps at most two with
-    the store). The store thread writes each in one transaction, which
-    SQLite fsyncs before COMMIT returns, and hands it back
+    over (pigato__store_commit): at the end of a turn when the store
+    thread has nothing to write (pigato__store_unwritten), or once it
+    holds 64 operations, queued behind the write under way (titanic.c).
+    The store thread writes each in one transaction (COMMIT writes the
+    WAL, synchronous=NORMAL), the sync threads fdatasync the WAL behind
+    it (one sync covers every commit that ended before it began), and a
+    batch comes back once a sync that began after its commit returned
     (pigato__store_done, oldest first; pigato__store_fd turns readable).
-    While batches are being written the next one grows: every change
-    meanwhile commits together (group commit). A batch belongs to one
-    thread at a time, so the two share nothing but the hand-off.
+    While batches are being written and synced the next one grows
+    (group commit). A batch belongs to one thread at a time, so the
+    threads share nothing but the hand-offs.
 
     This is the only file that knows SQL (with store_format.c, its rows,
     and store_vfs.c, its writes). A store for several brokers
@@ -110,6 +112,19 @@ pigato__store_batch_t *pigato__store_done (pigato__store_t *self);
 //  Transactions committed so far, and the operations they held
 //  (counters: their ratio is the group commit's size).
 int64_t pigato__store_commits (pigato__store_t *self);
+
+//  Batches handed over and not yet committed (synced or not): 0 when the
+//  store thread is idle or only waits for a sync.
+int pigato__store_unwritten (pigato__store_t *self);
+
+//  The fdatasync calls the sync threads made (0 if COMMIT syncs itself:
+//  no descriptor of the WAL could be opened at start).
+int64_t pigato__store_syncs (pigato__store_t *self);
+
+//  For tests: the sync threads' descriptors of the WAL become ones that
+//  cannot be synced (a pipe's: fdatasync fails with EINVAL), as on a disk
+//  whose writes fail. After start.
+void pigato__store_fail_syncs (pigato__store_t *self);
 int64_t pigato__store_operations (pigato__store_t *self);
 
 //  --------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 */
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include "store_vfs.h"
@@ -22,7 +23,9 @@
 typedef struct {
     sqlite3_file base;      //  our methods
     sqlite3_file *real;     //  the default VFS's file, right after us
-    int gather;             //  a WAL file: writes are gathered
+    int gather;             //  writes are gathered (the WAL, the database)
+    int wal;                //  the WAL
+    int commit_page;        //  the next write is a commit frame's page
     unsigned char *buffer;  //  the writes gathered, contiguous
     size_t used;
     size_t size;             //  allocated
@@ -70,10 +73,43 @@ s_read (sqlite3_file *file, void *data, int amount, sqlite3_int64 offset)
              : self->real->pMethods->xRead (self->real, data, amount, offset);
 }
 
+//  The size of a WAL frame's header, and where in it a commit frame says
+//  the database's size in pages (0 in other frames): SQLite's file format
+#define WAL_HEADER       32
+#define WAL_FRAME_HEADER 24
+#define WAL_FRAME_COMMIT 4
+
+static int s_gather (s_file_t *self, const void *data, int amount,
+                     sqlite3_int64 offset);
+
+//  A write: gathered, except that the page of a commit frame (the last a
+//  transaction writes) leaves at once with what was gathered, so that a
+//  failure (a full disk) is COMMIT's and rolls the transaction back. With
+//  synchronous=NORMAL no sync follows to write them, and SQLite counts a
+//  transaction done once it wrote that frame.
 static int
 s_write (sqlite3_file *file, const void *data, int amount, sqlite3_int64 offset)
 {
     s_file_t *self = (s_file_t *) file;
+    if (!self->wal)
+        return s_gather (self, data, amount, offset);
+    bool commit = self->commit_page;
+    self->commit_page = 0;
+    if (amount == WAL_FRAME_HEADER && offset >= WAL_HEADER) {
+        const unsigned char *header = (const unsigned char *) data;
+        self->commit_page = (header [WAL_FRAME_COMMIT]
+                             | header [WAL_FRAME_COMMIT + 1]
+                             | header [WAL_FRAME_COMMIT + 2]
+                             | header [WAL_FRAME_COMMIT + 3])
+                         != 0;
+    }
+    int rc = s_gather (self, data, amount, offset);
+    return rc == SQLITE_OK && commit ? s_flush (self) : rc;
+}
+
+static int
+s_gather (s_file_t *self, const void *data, int amount, sqlite3_int64 offset)
+{
     if (!self->gather || amount <= 0 || amount > GATHER_MAX)
         return self->real->pMethods->xWrite (self->real, data, amount, offset);
     //  Only what continues the gathered writes joins them
@@ -275,6 +311,7 @@ s_open (sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, int flags,
         //  The WAL's frames at each commit, the database's pages at each
         //  checkpoint (in page order: runs of them are contiguous)
         self->gather = (flags & (SQLITE_OPEN_WAL | SQLITE_OPEN_MAIN_DB)) != 0;
+        self->wal = (flags & SQLITE_OPEN_WAL) != 0;
         if (rc == SQLITE_OK && (flags & SQLITE_OPEN_WAL))
             s_presize (self->real);
     }
@@ -414,6 +451,14 @@ s_register (void)
     s_vfs.xCurrentTimeInt64 = s_current_time_int64;
     if (sqlite3_vfs_register (&s_vfs, 0) == SQLITE_OK)
         s_name = VFS_NAME;
+}
+
+int
+pigato__store_vfs_flush (sqlite3_file *file)
+{
+    if (!file || !file->pMethods || file->pMethods->xClose != s_close)
+        return SQLITE_OK;
+    return s_flush ((s_file_t *) file);
 }
 
 const char *

@@ -607,16 +607,22 @@ pigato__titanic_fd (pigato__titanic_t *self)
 }
 
 //  Hands the changes so far to the store (unless a failed write holds
-//  them back): any to an idle store, PIGATO__TITANIC_EARLY_COMMIT or more
-//  to queue behind the write under way, so that the store starts them as
-//  it ends it.
+//  them back, or PIGATO__TITANIC_WRITING_MAX batches are with it): any
+//  when the store thread has nothing to write (it may still be syncing:
+//  the sync threads group what it wrote meanwhile),
+//  PIGATO__TITANIC_EARLY_COMMIT or more to queue behind the one write
+//  under way, so that the store starts them as it ends it. What waits
+//  goes at a later turn (the next input, or the next batch back).
 static void
 s_commit (pigato__titanic_t *self, int64_t now)
 {
     size_t size = self->batch ? pigato__store_batch_size (self->batch) : 0;
     if (size > 0 && now >= self->write_after
-        && (self->writing == 0
-            || (self->writing == 1 && size >= PIGATO__TITANIC_EARLY_COMMIT))) {
+        && self->writing < PIGATO__TITANIC_WRITING_MAX) {
+        int unwritten = pigato__store_unwritten (self->store);
+        if (unwritten > 1
+            || (unwritten == 1 && size < PIGATO__TITANIC_EARLY_COMMIT))
+            return;
         pigato__store_commit (self->store, &self->batch);
         self->writing++;
     }
@@ -710,5 +716,7 @@ pigato__titanic_counter (pigato__titanic_t *self, const char *name)
         return pigato__store_commits (self->store);
     if (streq (name, "operations"))
         return pigato__store_operations (self->store);
+    if (streq (name, "syncs"))
+        return pigato__store_syncs (self->store);
     return -1;
 }

@@ -63,10 +63,14 @@
 //  A batch this large goes to the store at once, not at the end of the
 //  turn: to an idle store, or queued behind the write under way (one at
 //  most), which the store thread then starts without waiting for this
-//  thread. Its parsing (~3 us a submission) is about an fsync, so the
-//  disk works while the rest of the input is read (the acks bench, 100
-//  in flight: +19%, then +11% with the queue, interleaved medians of 6)
-#define PIGATO__TITANIC_EARLY_COMMIT 32
+//  thread, so the disk works while the rest of the input is read. With
+//  the sync threads (store.c), 64 rather than 32: fewer, larger
+//  transactions cost less CPU, which is what the acks bench runs out of
+//  (100 in flight, interleaved: 32 -> 64 about +10%; 8 or 16: -5 to -10%;
+//  96 or only at the end of the turn: -10 to -20%)
+#define PIGATO__TITANIC_EARLY_COMMIT 64
+//  Batches with the store at most (being written, or synced)
+#define PIGATO__TITANIC_WRITING_MAX 8
 
 typedef struct _pigato__titanic_t pigato__titanic_t;
 
@@ -212,7 +216,7 @@ struct _pigato__titanic_t {
     zhashx_t *keys;                //  identity "\n" key -> record
     pigato__heap_t *timers;        //  records' next steps
     pigato__store_batch_t *batch;  //  this turn's changes, NULL: none
-    int writing;          //  batches with the store: 0, 1, or 2 (one queued)
+    int writing;          //  batches with the store (written or synced)
     int64_t write_after;  //  after a failed write: not before
     pigato__titanic_record_t *flight;  //  records with an attempt out
     zhashx_t *parked;              //  service name -> its parked records (list)

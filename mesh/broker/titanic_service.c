@@ -519,11 +519,10 @@ s_submit (pigato__titanic_t *self, const pigato__titanic_in_t *in)
                   "500 E_OVERLOADED the broker ran out of memory; try again "
                   "later");
     }
-    else if (self->writing < 2
-             && pigato__store_batch_size (batch)
-                    >= PIGATO__TITANIC_EARLY_COMMIT)
+    else if (pigato__store_batch_size (batch) >= PIGATO__TITANIC_EARLY_COMMIT)
         //  The store does not wait for the rest of this turn's input: an
-        //  idle one starts now, a busy one finds the batch queued
+        //  idle one starts now, a busy one finds the batch queued (or,
+        //  with one queued already, it goes at the end of the turn)
         pigato__titanic_commit (self);
 cleanup:
     free (sub.body);

@@ -884,12 +884,13 @@ main (int argc, char *argv [])
             snprintf (line, sizeof line,
                       "event=titanic_stopped submitted=%" PRId64
                       " commits=%" PRId64 " operations=%" PRId64
-                      " attempts=%" PRId64 " retries=%" PRId64
+                      " syncs=%" PRId64 " attempts=%" PRId64 " retries=%" PRId64
                       " parked=%" PRId64 " replied=%" PRId64 " deleted=%" PRId64
                       " write_failures=%" PRId64,
                       pigato_broker_counter (broker, "titanic_submitted"),
                       pigato_broker_counter (broker, "titanic_commits"),
                       pigato_broker_counter (broker, "titanic_operations"),
+                      pigato_broker_counter (broker, "titanic_syncs"),
                       pigato_broker_counter (broker, "titanic_attempts"),
                       pigato_broker_counter (broker, "titanic_retries"),
                       pigato_broker_counter (broker, "titanic_parked"),
