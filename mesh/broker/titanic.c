@@ -299,6 +299,28 @@ pigato__titanic_finish (pigato__titanic_t *self,
         pigato__titanic_delete (self, record);
         return;
     }
+    //  The reply is kept for the submitter and counts against its
+    //  stored-bytes (the body it replaces no longer does): a worker's
+    //  large replies must not take more of the disk than the submitter
+    //  may hold. An error text (status -1) is short and always fits.
+    pigato__tenant_t *tenant = record->tenant;
+    if (status == 0 && tenant && tenant->limits.stored_bytes >= 0
+        && tenant->stored_bytes - record->held
+                   + (int64_t) (record->key_size + record->opts_size
+                                + reply_size)
+               > tenant->limits.stored_bytes) {
+        char text [PIGATO__NAME_MAX + 256];
+        snprintf (text, sizeof text,
+                  "E_QUOTA the reply (%zu bytes) would pass identity %s's "
+                  "stored-bytes limit (%" PRId64 "); it was not stored",
+                  reply_size, tenant->identity, tenant->limits.stored_bytes);
+        pigato__bytes_t service = { (const byte *) record->service,
+                                    strlen (record->service) };
+        pigato__core_quota_log (self->core, tenant->identity, &service,
+                                "stored-bytes");
+        pigato__titanic_finish_error (self, record, text);
+        return;
+    }
     byte *copy = (byte *) malloc (reply_size ? reply_size : 1);
     if (!copy) {
         //  Out of memory: it is attempted again later

@@ -728,6 +728,33 @@ class SecurityTest(TitanicCase):
         for _ in range(4):
             self.submit_ok(alice, "slow")
 
+    def test_a_reply_counts_against_the_submitters_stored_bytes(self):
+        """A worker's reply is kept for the submitter: past the submitter's
+        stored-bytes, an E_QUOTA error is stored instead (the disk holds
+        no more for one identity than it may hold); a reply that fits is
+        stored whole."""
+        bob = self.as_client("bob")
+        big, small = self.submit_ok(bob, "slow"), self.submit_ok(bob, "slow")
+        w = self.worker(keypair=self.keys["wk"])
+        w.ready("slow")
+        for _ in range(2):
+            req = w.next_request(5)
+            ident = json.loads(req.opts)["titanic"]
+            w.reply(req, '"%s"' % ("x" * (2 << 20) if ident == big else "fits"))
+        mark = self.broker.mark()
+        r = self.wait_reply(bob, big)
+        self.assertEqual(r.status, b"-1")
+        self.assertRegex(unquote(r.data), r"^E_QUOTA the reply \(209\d{4} bytes\) would "
+                         r"pass identity bob's stored-bytes limit \(1048576\); it was "
+                         r"not stored$")
+        self.assertIsNotNone(self.wait_log(r"event=quota_exceeded identity=bob "
+                                           r"service=slow limit=stored-bytes", 5))
+        r = self.wait_reply(bob, small)
+        self.assertEqual((r.status, unquote(r.data)), (b"0", "fits"))
+        # bob holds two small records: nothing of the 2 MB stayed counted
+        self.close_id(bob, big)
+        self.submit_ok(bob, "slow")
+
     def test_bodies_are_never_logged(self):
         alice = self.as_client("alice")
         secret = "SECRET-%x" % random.getrandbits(64)
