@@ -287,10 +287,11 @@ s_queue_write (pigato__titanic_t *self, pigato__titanic_record_t *record)
                                   pigato__titanic_now (self) + 1000);
 }
 
-void
-pigato__titanic_finish (pigato__titanic_t *self,
-                        pigato__titanic_record_t *record, int status,
-                        const byte *reply, size_t reply_size)
+//  pigato__titanic_finish; quota: the reply is checked against the
+//  submitter's stored-bytes (not the broker's own short error texts)
+static void
+s_finish (pigato__titanic_t *self, pigato__titanic_record_t *record, int status,
+          const byte *reply, size_t reply_size, bool quota)
 {
     pigato__titanic_unpark (self, record);
     pigato__heap_remove (self->timers, &record->timer);
@@ -299,12 +300,14 @@ pigato__titanic_finish (pigato__titanic_t *self,
         pigato__titanic_delete (self, record);
         return;
     }
-    //  The reply is kept for the submitter and counts against its
-    //  stored-bytes (the body it replaces no longer does): a worker's
-    //  large replies must not take more of the disk than the submitter
-    //  may hold. An error text (status -1) is short and always fits.
+    //  The reply (or a worker's error) is kept for the submitter and
+    //  counts against its stored-bytes (the body it replaces no longer
+    //  does): a worker's large replies must not take more of the disk
+    //  than the submitter may hold. The broker's error text that replaces
+    //  it is short and always stored.
     pigato__tenant_t *tenant = record->tenant;
-    if (status == 0 && tenant && tenant->limits.stored_bytes >= 0
+    if (quota && reply != record->reply  //  not a write again of what is held
+        && tenant && tenant->limits.stored_bytes >= 0
         && tenant->stored_bytes - record->held
                    + (int64_t) (record->key_size + record->opts_size
                                 + reply_size)
@@ -346,6 +349,14 @@ pigato__titanic_finish (pigato__titanic_t *self,
 }
 
 void
+pigato__titanic_finish (pigato__titanic_t *self,
+                        pigato__titanic_record_t *record, int status,
+                        const byte *reply, size_t reply_size)
+{
+    s_finish (self, record, status, reply, reply_size, true);
+}
+
+void
 pigato__titanic_finish_error (pigato__titanic_t *self,
                               pigato__titanic_record_t *record,
                               const char *text)
@@ -359,7 +370,7 @@ pigato__titanic_finish_error (pigato__titanic_t *self,
     free (json);
     if (size == PIGATO__MDP_PACK_INVALID)
         size = 0;
-    pigato__titanic_finish (self, record, -1, packed, size);
+    s_finish (self, record, -1, packed, size, false);
 }
 
 void

@@ -751,9 +751,16 @@ class SecurityTest(TitanicCase):
                                            r"service=slow limit=stored-bytes", 5))
         r = self.wait_reply(bob, small)
         self.assertEqual((r.status, unquote(r.data)), (b"0", "fits"))
-        # bob holds two small records: nothing of the 2 MB stayed counted
+        # bob holds two small records: nothing of the 2 MB stayed counted;
+        # a worker's error reply counts as well
         self.close_id(bob, big)
-        self.submit_ok(bob, "slow")
+        failed = self.submit_ok(bob, "slow")
+        req = w.next_request(5)
+        self.assertEqual(json.loads(req.opts)["titanic"], failed)
+        w.reply(req, '"%s"' % ("e" * (2 << 20)), status=-1)
+        r = self.wait_reply(bob, failed)
+        self.assertEqual(r.status, b"-1")
+        self.assertTrue(unquote(r.data).startswith("E_QUOTA the reply ("), r.data[:80])
 
     def test_bodies_are_never_logged(self):
         alice = self.as_client("alice")
