@@ -975,8 +975,9 @@ PIGATO_EXPORT int
 //  "titanic_expired", "titanic_denied", "titanic_closed",
 //  "titanic_deleted", "titanic_write_failures", "titanic_commits"
 //  (transactions), "titanic_operations" (the writes they held),
-//  "titanic_syncs" (the fdatasyncs that made them durable) and
-//  "titanic_stored", "titanic_in_flight", "titanic_parked" (waiting for
+//  "titanic_syncs" (the fdatasyncs that made them durable),
+//  "titanic_broken" (1 once the store takes nothing more: a failed
+//  fdatasync) and "titanic_stored", "titanic_in_flight", "titanic_parked" (waiting for
 //  a worker of their service) now); "draining": 0 serving, 1 lame duck,
 //  2 draining to stop, "drain_refused", "drain_moved",
 //  "drain_abandoned": requests refused, handed back and failed by a

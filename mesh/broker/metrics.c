@@ -225,6 +225,52 @@ static const struct {
       offsetof (pigato__counters_t, over_memory) },
 };
 
+//  The durable store's series (--store): its counters and gauges, read
+//  as pigato_broker_counter ("titanic_NAME") reads them.
+static void
+s_titanic_text (pigato_broker_t *self, FILE *out)
+{
+    static const struct {
+        const char *name;  //  titanic_NAME
+        const char *type;
+        const char *help;
+    } series [] = {
+        { "submitted", "counter", "Durable requests stored (acknowledged)." },
+        { "duplicates", "counter",
+          "Durable submissions answered with an earlier id (key)." },
+        { "refused", "counter", "Durable submissions refused (400, 500)." },
+        { "attempts", "counter",
+          "Attempts of durable requests handed to routing." },
+        { "retries", "counter", "Attempts after a durable request's first." },
+        { "replied", "counter", "Final replies of durable requests stored." },
+        { "expired", "counter", "Durable requests ended by their ttl." },
+        { "denied", "counter", "Durable requests ended with E_ACCESS_DENIED." },
+        { "closed", "counter", "titanic.close requests answered." },
+        { "deleted", "counter", "Durable records removed from the store." },
+        { "write_failures", "counter",
+          "Batches the store could not write (see event=titanic_write_"
+          "failed)." },
+        { "commits", "counter", "Store transactions committed." },
+        { "operations", "counter", "Writes those transactions held." },
+        { "syncs", "counter", "fdatasync calls that made commits durable." },
+        { "stored", "gauge", "Durable requests held (stored, not closed)." },
+        { "in_flight", "gauge", "Durable requests at a worker now." },
+        { "parked", "gauge",
+          "Durable requests waiting for a worker of their service." },
+        { "broken", "gauge",
+          "1 once the store takes nothing more (a failed fdatasync) until "
+          "the broker restarts." },
+    };
+    for (size_t index = 0; index < sizeof series / sizeof series [0]; index++) {
+        char key [64], name [96];
+        snprintf (key, sizeof key, "titanic_%s", series [index].name);
+        snprintf (name, sizeof name, "pigato_titanic_%s%s", series [index].name,
+                  streq (series [index].type, "counter") ? "_total" : "");
+        s_single (out, name, series [index].type, series [index].help,
+                  pigato_broker_counter (self, key));
+    }
+}
+
 static void
 s_broker_text (pigato_broker_t *self, FILE *out)
 {
@@ -310,6 +356,8 @@ s_broker_text (pigato_broker_t *self, FILE *out)
                   metrics->acl_loaded_at ? metrics->acl_loaded_at
                                          : metrics->started_at);
     }
+    if (self->titanic)
+        s_titanic_text (self, out);
     static const char *kinds [PIGATO__CERT_KINDS] = { "broker", "ca",
                                                       "identity" };
     bool any = false;

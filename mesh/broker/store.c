@@ -897,6 +897,15 @@ pigato__store_syncs (pigato__store_t *self)
     return syncs;
 }
 
+bool
+pigato__store_broken (pigato__store_t *self)
+{
+    pthread_mutex_lock (&self->lock);
+    bool broken = self->broken [0] != 0;
+    pthread_mutex_unlock (&self->lock);
+    return broken;
+}
+
 void
 pigato__store_fail_syncs (pigato__store_t *self)
 {

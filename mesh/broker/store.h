@@ -121,6 +121,10 @@ int pigato__store_unwritten (pigato__store_t *self);
 //  no descriptor of the WAL could be opened at start).
 int64_t pigato__store_syncs (pigato__store_t *self);
 
+//  True once the store takes nothing more (a failed fdatasync, or a
+//  write of the WAL that failed after COMMIT) until the broker restarts.
+bool pigato__store_broken (pigato__store_t *self);
+
 //  For tests: the sync threads' descriptors of the WAL become ones that
 //  cannot be synced (a pipe's: fdatasync fails with EINVAL), as on a disk
 //  whose writes fail. After start.

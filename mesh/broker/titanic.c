@@ -751,5 +751,7 @@ pigato__titanic_counter (pigato__titanic_t *self, const char *name)
         return pigato__store_operations (self->store);
     if (streq (name, "syncs"))
         return pigato__store_syncs (self->store);
+    if (streq (name, "broken"))
+        return pigato__store_broken (self->store) ? 1 : 0;
     return -1;
 }

@@ -453,6 +453,52 @@ class StatsServiceTest(MetricsCase):
         self.assertEqual(answer["busy"]["requests"]["ok"], 1)
 
 
+class DurableStoreTest(MetricsCase):
+    """With --store, the durable store's series: what was stored, parked
+    for want of a worker, attempted and replied, the commits and the
+    fdatasyncs behind them, and whether the store still takes writes."""
+
+    def test_store_series_follow_durable_requests(self):
+        store = os.path.join(self.tmp, "store")
+        self.metrics_broker(POLICY + "allow alice call titanic.*\n",
+                            extra=["--store", store])
+        for index in range(3):
+            rc, out, err = self.cli_as("alice", "submit", "echo", '"d%d"' % index)
+            self.assertEqual(rc, 0, err)
+        found = self.metrics_when(
+            lambda f: value(f, "pigato_titanic_submitted_total") == 3)
+        self.assertEqual(value(found, "pigato_titanic_submitted_total"), 3)
+        self.assertEqual(value(found, "pigato_titanic_stored"), 3)
+        self.assertEqual(value(found, "pigato_titanic_parked"), 3)
+        self.assertEqual(value(found, "pigato_titanic_attempts_total"), 0)
+        self.assertEqual(value(found, "pigato_titanic_broken"), 0)
+        commits = value(found, "pigato_titanic_commits_total")
+        self.assertGreaterEqual(commits, 1)
+        self.assertGreaterEqual(value(found, "pigato_titanic_operations_total"), 3)
+        # every commit was made durable by a sync of the sync threads
+        self.assertGreaterEqual(value(found, "pigato_titanic_syncs_total"), 1)
+        w = self.as_worker("wk", "echo")
+        for _ in range(3):
+            req = w.next_request(5)
+            self.assertIsNotNone(req, self.broker.tail(10))
+            w.reply(req, '"ok"')
+        found = self.metrics_when(
+            lambda f: value(f, "pigato_titanic_replied_total") == 3)
+        self.assertEqual(value(found, "pigato_titanic_replied_total"), 3)
+        self.assertEqual(value(found, "pigato_titanic_attempts_total"), 3)
+        self.assertEqual(value(found, "pigato_titanic_parked"), 0)
+        self.assertEqual(value(found, "pigato_titanic_in_flight"), 0)
+        self.assertEqual(value(found, "pigato_titanic_stored"), 3)
+        self.assertEqual(value(found, "pigato_titanic_write_failures_total"), 0)
+        self.assertGreater(value(found, "pigato_titanic_commits_total"), commits)
+
+    def test_no_store_no_store_series(self):
+        self.metrics_broker()
+        found = samples(self.scrape())
+        self.assertIsNone(value(found, "pigato_titanic_submitted_total"))
+        self.assertIsNotNone(value(found, "pigato_workers"))
+
+
 class CertificateExpiryTest(MetricsCase):
     NAMES = ()
 
