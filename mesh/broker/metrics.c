@@ -226,48 +226,60 @@ static const struct {
 };
 
 //  The durable store's series (--store): its counters and gauges, read
-//  as pigato_broker_counter ("titanic_NAME") reads them.
+//  as pigato_broker_counter ("titanic_NAME") reads them (for /metrics
+//  and for $stats.broker's "store").
+static const struct {
+    const char *name;  //  titanic_NAME
+    const char *type;
+    const char *help;
+} s_titanic_series [] = {
+    { "submitted", "counter", "Durable requests stored (acknowledged)." },
+    { "duplicates", "counter",
+      "Durable submissions answered with an earlier id (key)." },
+    { "refused", "counter", "Durable submissions refused (400, 500)." },
+    { "attempts", "counter",
+      "Attempts of durable requests handed to routing." },
+    { "retries", "counter", "Attempts after a durable request's first." },
+    { "replied", "counter", "Final replies of durable requests stored." },
+    { "expired", "counter", "Durable requests ended by their ttl." },
+    { "denied", "counter", "Durable requests ended with E_ACCESS_DENIED." },
+    { "closed", "counter", "titanic.close requests answered." },
+    { "deleted", "counter", "Durable records removed from the store." },
+    { "write_failures", "counter",
+      "Batches the store could not write (see event=titanic_write_"
+      "failed)." },
+    { "commits", "counter", "Store transactions committed." },
+    { "operations", "counter", "Writes those transactions held." },
+    { "syncs", "counter", "fdatasync calls that made commits durable." },
+    { "stored", "gauge", "Durable requests held (stored, not closed)." },
+    { "in_flight", "gauge", "Durable requests at a worker now." },
+    { "parked", "gauge",
+      "Durable requests waiting for a worker of their service." },
+    { "broken", "gauge",
+      "1 once the store takes nothing more (a failed fdatasync) until "
+      "the broker restarts." },
+};
+#define TITANIC_SERIES (sizeof s_titanic_series / sizeof s_titanic_series [0])
+
+static int64_t
+s_titanic_value (pigato_broker_t *self, size_t index)
+{
+    char key [64];
+    snprintf (key, sizeof key, "titanic_%s", s_titanic_series [index].name);
+    return pigato_broker_counter (self, key);
+}
+
 static void
 s_titanic_text (pigato_broker_t *self, FILE *out)
 {
-    static const struct {
-        const char *name;  //  titanic_NAME
-        const char *type;
-        const char *help;
-    } series [] = {
-        { "submitted", "counter", "Durable requests stored (acknowledged)." },
-        { "duplicates", "counter",
-          "Durable submissions answered with an earlier id (key)." },
-        { "refused", "counter", "Durable submissions refused (400, 500)." },
-        { "attempts", "counter",
-          "Attempts of durable requests handed to routing." },
-        { "retries", "counter", "Attempts after a durable request's first." },
-        { "replied", "counter", "Final replies of durable requests stored." },
-        { "expired", "counter", "Durable requests ended by their ttl." },
-        { "denied", "counter", "Durable requests ended with E_ACCESS_DENIED." },
-        { "closed", "counter", "titanic.close requests answered." },
-        { "deleted", "counter", "Durable records removed from the store." },
-        { "write_failures", "counter",
-          "Batches the store could not write (see event=titanic_write_"
-          "failed)." },
-        { "commits", "counter", "Store transactions committed." },
-        { "operations", "counter", "Writes those transactions held." },
-        { "syncs", "counter", "fdatasync calls that made commits durable." },
-        { "stored", "gauge", "Durable requests held (stored, not closed)." },
-        { "in_flight", "gauge", "Durable requests at a worker now." },
-        { "parked", "gauge",
-          "Durable requests waiting for a worker of their service." },
-        { "broken", "gauge",
-          "1 once the store takes nothing more (a failed fdatasync) until "
-          "the broker restarts." },
-    };
-    for (size_t index = 0; index < sizeof series / sizeof series [0]; index++) {
-        char key [64], name [96];
-        snprintf (key, sizeof key, "titanic_%s", series [index].name);
-        snprintf (name, sizeof name, "pigato_titanic_%s%s", series [index].name,
-                  streq (series [index].type, "counter") ? "_total" : "");
-        s_single (out, name, series [index].type, series [index].help,
-                  pigato_broker_counter (self, key));
+    for (size_t index = 0; index < TITANIC_SERIES; index++) {
+        char name [96];
+        snprintf (name, sizeof name, "pigato_titanic_%s%s",
+                  s_titanic_series [index].name,
+                  streq (s_titanic_series [index].type, "counter") ? "_total"
+                                                                   : "");
+        s_single (out, name, s_titanic_series [index].type,
+                  s_titanic_series [index].help, s_titanic_value (self, index));
     }
 }
 
@@ -673,6 +685,13 @@ s_broker_json (pigato_broker_t *self)
             s_set (certificates, kinds [kind],
                    metrics->cert_not_after [kind] - now);
     json_object_set_new (broker, "certificate_expiry_seconds", certificates);
+    if (self->titanic) {
+        json_t *store = json_object ();
+        for (size_t index = 0; index < TITANIC_SERIES; index++)
+            s_set (store, s_titanic_series [index].name,
+                   s_titanic_value (self, index));
+        json_object_set_new (broker, "store", store);
+    }
     json_t *identities = json_object ();
     size_t count;
     pigato__identity_stats_t **sorted = pigato__stats_identities_sorted (

@@ -280,6 +280,20 @@ s_print_broker (json_t *broker)
             " replies (%s), %" PRId64 " hits\n",
             resident, max, s_get (cache, "entries"), cached,
             s_get (cache, "hits"));
+    json_t *store = json_object_get (broker, "store");
+    if (store)
+        printf ("store: %" PRId64 " durable requests held (%" PRId64
+                " at a worker, %" PRId64 " waiting for one), %" PRId64
+                " stored, %" PRId64 " replied, %" PRId64 " expired; %" PRId64
+                " commits, %" PRId64 " syncs, %" PRId64 " write failures%s\n",
+                s_get (store, "stored"), s_get (store, "in_flight"),
+                s_get (store, "parked"), s_get (store, "submitted"),
+                s_get (store, "replied"), s_get (store, "expired"),
+                s_get (store, "commits"), s_get (store, "syncs"),
+                s_get (store, "write_failures"),
+                s_get (store, "broken")
+                    ? "; BROKEN: takes nothing more until the broker restarts"
+                    : "");
     json_t *acl = json_object_get (broker, "acl");
     if (acl) {
         time_t loaded = (time_t) s_get (acl, "loaded_at");

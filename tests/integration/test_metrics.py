@@ -491,12 +491,28 @@ class DurableStoreTest(MetricsCase):
         self.assertEqual(value(found, "pigato_titanic_stored"), 3)
         self.assertEqual(value(found, "pigato_titanic_write_failures_total"), 0)
         self.assertGreater(value(found, "pigato_titanic_commits_total"), commits)
+        # $stats.broker and pigato stats show the same
+        rc, out, err = self.cli_as("ops", "stats", "--json")
+        self.assertEqual(rc, 0, err)
+        store = json.loads(out)["broker"]["store"]
+        self.assertEqual((store["submitted"], store["replied"], store["stored"],
+                          store["parked"], store["broken"]), (3, 3, 3, 0, 0))
+        self.assertGreaterEqual(store["syncs"], 1)
+        rc, out, err = self.cli_as("ops", "stats")
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(out, r"store: 3 durable requests held \(0 at a worker, 0 "
+                              r"waiting for one\), 3 stored, 3 replied, 0 expired; "
+                              r"\d+ commits, \d+ syncs, 0 write failures\n")
+        self.assertNotIn("BROKEN", out)
 
     def test_no_store_no_store_series(self):
         self.metrics_broker()
         found = samples(self.scrape())
         self.assertIsNone(value(found, "pigato_titanic_submitted_total"))
         self.assertIsNotNone(value(found, "pigato_workers"))
+        rc, out, err = self.cli_as("ops", "stats", "--json")
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn("store", json.loads(out)["broker"])
 
 
 class CertificateExpiryTest(MetricsCase):
