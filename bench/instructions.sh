@@ -22,26 +22,19 @@ command -v callgrind_annotate >/dev/null || { echo "instructions.sh: needs callg
 [ -x "$BUILD/pigato-bench" ] || { echo "instructions.sh: build $BUILD/pigato-bench first (make bench)" >&2; exit 1; }
 . "$HERE/common.sh"
 /usr/bin/python3 "$HERE/make_acl.py" "$WORK" acl1k 1000 100
-EP=tcp://127.0.0.1:$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-wait_log() {    # FILE PATTERN: callgrind starts slowly
-    i=0
-    while ! grep -q "$2" "$1" 2>/dev/null; do
-        i=$((i + 1)); [ $i -gt 600 ] && { echo "instructions.sh: no '$2' in $1" >&2; cat "$1" >&2; exit 1; }
-        sleep 0.1
-    done
-}
+EP=tcp://127.0.0.1:$(port)
 CG="valgrind --tool=callgrind --dump-instr=no"
 $CG --callgrind-out-file="$WORK/broker.out" "$BUILD/pigato-broker" --bind "$EP" \
     --key "$WORK/broker.key_secret" --acl "$WORK/acl1k.acl" --log-level info ${BROKER_EXTRA:-} \
     >/dev/null 2>"$WORK/broker.log" &
 BPID=$!; PIDS="$BPID"
-wait_log "$WORK/broker.log" event=ready
+wait_log "$WORK/broker.log" event=ready 600  # callgrind starts slowly
 $CG --callgrind-out-file="$WORK/worker.out" "$BUILD/pigato-bench" --worker \
     --broker "$EP" --server-key "$WORK/broker.key" \
     --key "$WORK/bench-worker.key_secret" --framing native \
     >/dev/null 2>"$WORK/worker.log" &
 WPID=$!; PIDS="$PIDS $WPID"
-wait_log "$WORK/worker.log" event=ready
+wait_log "$WORK/worker.log" event=ready 600
 $CG --callgrind-out-file="$WORK/client.out" "$BUILD/pigato-bench" \
     --broker "$EP" --server-key "$WORK/broker.key" \
     --key "$WORK/bench-client.key_secret" --framing native \

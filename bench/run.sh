@@ -33,14 +33,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 BROKER_Z85_SECRET=$(sed -n 's/^ *secret-key = "\(.*\)"/\1/p' "$WORK/broker.key_secret")
-port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_log() {    # FILE PATTERN [TENTHS]
-    i=0
-    while ! grep -q "$2" "$1" 2>/dev/null; do
-        i=$((i + 1)); [ $i -gt "${3:-100}" ] && { echo "bench: no '$2' in $1" >&2; cat "$1" >&2; exit 1; }
-        sleep 0.1
-    done
-}
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 # ACLs (bench/make_acl.py): the main one of 1,000 identities and 100

@@ -28,17 +28,6 @@ BUILD=$1    # common.sh makes the bench identities with its pigato-keygen
 OUT=$WORK/rows.txt
 : >"$OUT"
 
-port() {
-    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_log() {    # FILE PATTERN
-    i=0
-    while ! grep -q "$2" "$1" 2>/dev/null; do
-        i=$((i + 1)); [ $i -gt 200 ] && { echo "titanic-ab.sh: no '$2' in $1" >&2; cat "$1" >&2; exit 1; }
-        sleep 0.05
-    done
-}
-
 round=1
 while [ "$round" -le "$ROUNDS" ]; do
     p=$(port); store=$WORK/js-$round

@@ -35,16 +35,6 @@ NATS=$(PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v nats-server || true)
 OUT=$WORK/results.txt
 : >"$OUT"
 
-port() {
-    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_log() {    # FILE PATTERN
-    i=0
-    while ! grep -q "$2" "$1" 2>/dev/null; do
-        i=$((i + 1)); [ $i -gt 200 ] && { echo "titanic.sh: no '$2' in $1" >&2; cat "$1" >&2; exit 1; }
-        sleep 0.05
-    done
-}
 stop() {
     kill "$@" 2>/dev/null || true
     wait "$@" 2>/dev/null || true
