@@ -49,6 +49,21 @@ fresh (void **state)
     return 0;
 }
 
+//  Waits (on the store's fd, as the broker's poll does) for the next batch
+//  back, at most 10 s.
+static pigato__store_batch_t *
+s_done (pigato__store_t *store)
+{
+    pigato__store_batch_t *done = NULL;
+    for (int tries = 0; !done && tries < 100; tries++) {
+        struct pollfd item = { pigato__store_fd (store), POLLIN, 0 };
+        poll (&item, 1, 100);
+        done = pigato__store_done (store);
+    }
+    assert_non_null (done);
+    return done;
+}
+
 //  Hands a batch over and waits (on the store's fd, as the broker's poll
 //  does) until it comes back; returns its status.
 static int
@@ -57,13 +72,7 @@ s_write (pigato__store_t *store, pigato__store_batch_t *batch, char *error,
 {
     pigato__store_commit (store, &batch);
     assert_null (batch);
-    pigato__store_batch_t *done = NULL;
-    for (int tries = 0; !done && tries < 100; tries++) {
-        struct pollfd item = { pigato__store_fd (store), POLLIN, 0 };
-        poll (&item, 1, 100);
-        done = pigato__store_done (store);
-    }
-    assert_non_null (done);
+    pigato__store_batch_t *done = s_done (store);
     const char *text;
     int status = pigato__store_batch_status (done, &text);
     snprintf (error, error_size, "%s", text);
@@ -212,13 +221,7 @@ test_batches_queue_and_come_back_in_order (void **state)
         assert_null (batch);
     }
     for (int index = 1; index <= 2; index++) {
-        pigato__store_batch_t *done = NULL;
-        for (int tries = 0; !done && tries < 100; tries++) {
-            struct pollfd item = { pigato__store_fd (store), POLLIN, 0 };
-            poll (&item, 1, 100);
-            done = pigato__store_done (store);
-        }
-        assert_non_null (done);
+        pigato__store_batch_t *done = s_done (store);
         const char *text;
         assert_int_equal (pigato__store_batch_status (done, &text), 0);
         const byte *id;
