@@ -5,6 +5,8 @@
 # single build move by +-25% over an hour here; ratios from one round's
 # neighbours do not).
 #   bench/titanic-ab.sh ROUNDS BUILD [BUILD...]
+# A BUILD may carry one more broker option after an @, e.g.
+# build@--store-sync=1000 (acknowledged at the write, fsync'd every second).
 # Each run: a fresh store (or JetStream folder), N (default 50000)
 # submissions acknowledged at 100 in flight, nobody consuming them, as in
 # bench/titanic.sh's acks rows. Prints each row, then per build the
@@ -20,10 +22,10 @@ NATS=$(PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v nats-server || true)
 [ -n "$NATS" ] || { echo "titanic-ab.sh: needs nats-server (apt-get install nats-server)" >&2; exit 1; }
 for build in "$@"; do
     for program in pigato-broker titanic-bench jetstream-bench; do
-        [ -x "$build/$program" ] || { echo "titanic-ab.sh: build $build/$program first (make bench-titanic)" >&2; exit 1; }
+        [ -x "${build%%@*}/$program" ] || { echo "titanic-ab.sh: build ${build%%@*}/$program first (make bench-titanic)" >&2; exit 1; }
     done
 done
-BUILD=$1    # common.sh makes the bench identities with its pigato-keygen
+BUILD=${1%%@*}    # common.sh makes the bench identities with its pigato-keygen
 . "$HERE/common.sh"
 OUT=$WORK/rows.txt
 : >"$OUT"
@@ -34,18 +36,21 @@ while [ "$round" -le "$ROUNDS" ]; do
     "$NATS" -js -sd "$store" -a 127.0.0.1 -p "$p" >"$WORK/nats.log" 2>&1 &
     spid=$!; PIDS="$PIDS $spid"
     wait_log "$WORK/nats.log" "Server is ready"
-    "$1/jetstream-bench" --server "127.0.0.1:$p" --mode acks --requests "$N" \
+    "$BUILD/jetstream-bench" --server "127.0.0.1:$p" --mode acks --requests "$N" \
         --server-pid "$spid" --label jetstream >>"$OUT" 2>>"$WORK/bench.log"
     kill "$spid"; wait "$spid" 2>/dev/null || true
     tail -1 "$OUT"
     for build in "$@"; do
+        dir=${build%%@*}; extra=""
+        case $build in *@*) extra=${build#*@} ;; esac
         p=$(port); store=$WORK/store-$round
         rm -rf "$store"
-        "$build/pigato-broker" --insecure --bind "tcp://127.0.0.1:$p" --store "$store" \
-            >/dev/null 2>"$WORK/broker.log" &
+        # shellcheck disable=SC2086
+        "$dir/pigato-broker" --insecure --bind "tcp://127.0.0.1:$p" --store "$store" \
+            $extra >/dev/null 2>"$WORK/broker.log" &
         bpid=$!; PIDS="$PIDS $bpid"
         wait_log "$WORK/broker.log" "event=ready"
-        "$build/titanic-bench" --broker "tcp://127.0.0.1:$p" --insecure --mode acks \
+        "$dir/titanic-bench" --broker "tcp://127.0.0.1:$p" --insecure --mode acks \
             --requests "$N" --broker-pid "$bpid" --label "$build" >>"$OUT" \
             2>>"$WORK/bench.log"
         kill "$bpid"; wait "$bpid" 2>/dev/null || true

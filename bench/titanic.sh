@@ -8,6 +8,10 @@
 #     at a time, nobody consuming them (titanic-bench --mode acks against
 #     pigato-broker --insecure --store; jetstream-bench --mode acks: file
 #     storage, work-queue retention, publish with ack);
+#   * acks-interval: the same acks with pigato-broker --store-sync 1000
+#     (acknowledged once the COMMIT is written, fsync'd every second at
+#     most: JetStream's own bargain), to show what the per-commit fsync
+#     costs; the goal is the acks row;
 #   * round trip: one at a time, submit -> worker -> reply stored and in the
 #     client's hands (pigato: submit, then titanic.reply until 200, the
 #     worker `pigato serve --echo`; JetStream: publish with ack, a worker
@@ -42,10 +46,12 @@ stop() {
 
 # run_pigato MODE ROUND: a broker on a fresh store, a worker for round trips
 run_pigato() {
-    mode=$1; round=$2
+    mode=$1; round=$2; sync=""
     p=$(port); store=$WORK/store-$mode-$round
+    [ "$mode" = acks-interval ] && { mode=acks; sync="--store-sync 1000"; }
+    # shellcheck disable=SC2086
     "$BUILD/pigato-broker" --insecure --bind "tcp://127.0.0.1:$p" --store "$store" \
-        >/dev/null 2>"$WORK/broker.log" &
+        $sync >/dev/null 2>"$WORK/broker.log" &
     bpid=$!; PIDS="$PIDS $bpid"
     wait_log "$WORK/broker.log" "event=ready"
     wpid=""
@@ -57,7 +63,7 @@ run_pigato() {
     fi
     n=$ACKS; [ "$mode" = roundtrip ] && n=$TRIPS
     "$BUILD/titanic-bench" --broker "tcp://127.0.0.1:$p" --insecure --mode "$mode" \
-        --requests "$n" --broker-pid "$bpid" --label "pigato-$mode" >>"$OUT" \
+        --requests "$n" --broker-pid "$bpid" --label "pigato-$1" >>"$OUT" \
         2>>"$WORK/bench.log"
     stop $wpid "$bpid"
     tail -1 "$OUT"
@@ -92,6 +98,7 @@ round=1
 while [ "$round" -le "$ROUNDS" ]; do
     run_pigato acks "$round"
     run_jetstream acks "$round"
+    run_pigato acks-interval "$round"
     run_pigato roundtrip "$round"
     run_jetstream roundtrip "$round"
     round=$((round + 1))
@@ -109,6 +116,9 @@ pr, jr = median("pigato-roundtrip", "p50_us"), median("jetstream-roundtrip", "p5
 pr99, jr99 = median("pigato-roundtrip", "p99_us"), median("jetstream-roundtrip", "p99_us")
 print("acknowledged durable submissions/s, 100 in flight (medians): pigato %.0f, "
       "JetStream %.0f: ratio %.2f" % (pa, ja, pa / ja))
+pi = median("pigato-acks-interval", "rps")
+print("the same with --store-sync 1000 (no fsync per commit, as JetStream): pigato "
+      "%.0f: ratio %.2f" % (pi, pi / ja))
 print("durable round trip p50 / p99 us (medians): pigato %.0f / %.0f, JetStream "
       "%.0f / %.0f: ratio (p50) %.2f" % (pr, pr99, jr, jr99, pr / jr))
 EOF

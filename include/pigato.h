@@ -889,6 +889,18 @@ PIGATO_EXPORT int
     pigato_broker_set_store (pigato_broker_t *self, const char *dir,
                              int64_t max_bytes);
 
+//  Before pigato_broker_set_store: when a durable request is acknowledged.
+//  interval_ms 0 (the default): once its commit is fsync'd, so that
+//  neither a crash nor a power cut loses an acknowledged request.
+//  interval_ms > 0: once its commit is written to the operating system,
+//  the store file fsync'd every interval_ms at most (and at a clean
+//  stop): a crash of the broker loses nothing acknowledged, a power cut
+//  or an operating system crash may lose what was acknowledged in the
+//  last interval_ms (the durability of NATS JetStream's sync_interval).
+//  Returns 0, or PIGATO_E_INVALID (negative, or a store set already).
+PIGATO_EXPORT int
+    pigato_broker_set_store_sync (pigato_broker_t *self, int64_t interval_ms);
+
 //  Asks the running broker to re-read its policy file, atomically: a bad
 //  file keeps the old policy (and is logged). Async-signal-safe: call it
 //  from a SIGHUP handler.

@@ -388,6 +388,20 @@ pigato_broker_counter (pigato_broker_t *self, const char *name)
 }
 
 int
+pigato_broker_set_store_sync (pigato_broker_t *self, int64_t interval_ms)
+{
+    if (interval_ms < 0 || self->titanic) {
+        pigato__errorf (self->error, sizeof self->error,
+                        self->titanic ? "the store is open already: set its "
+                                        "sync before it"
+                                      : "the sync interval must be >= 0");
+        return PIGATO_E_INVALID;
+    }
+    self->store_sync = interval_ms;
+    return 0;
+}
+
+int
 pigato_broker_set_store (pigato_broker_t *self, const char *dir,
                          int64_t max_bytes)
 {

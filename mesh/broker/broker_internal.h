@@ -137,6 +137,7 @@ struct _pigato_broker_t {
     bool told_stopping;                  //  STOPPING is told once
     pigato__metrics_t metrics;           //  for operators (metrics.c)
     pigato__titanic_t *titanic;          //  durable requests (--store), or NULL
+    int64_t store_sync;                  //  ms between syncs; 0: each commit
     pigato__drain_t drain;               //  lame duck and drain (drain.c)
     char error [256];                    //  last error message
 };

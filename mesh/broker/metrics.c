@@ -258,6 +258,9 @@ static const struct {
     { "broken", "gauge",
       "1 once the store takes nothing more (a failed fdatasync) until "
       "the broker restarts." },
+    { "sync_interval_ms", "gauge",
+      "0: each commit is fsync'd before it is acknowledged; otherwise the "
+      "store is fsync'd at most this often (--store-sync)." },
 };
 #define TITANIC_SERIES (sizeof s_titanic_series / sizeof s_titanic_series [0])
 

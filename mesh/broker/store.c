@@ -4,7 +4,9 @@
     by the store thread after it; from then COMMIT only writes the WAL
     (synchronous=NORMAL) and two sync threads fdatasync it behind the
     store thread (synchronous=FULL, COMMIT syncing, until then, and for
-    good if no descriptor of the WAL can be opened). The threads meet
+    good if no descriptor of the WAL can be opened). With a sync interval
+    (pigato-broker --store-sync MS) a batch goes back once committed and
+    one sync thread fdatasyncs the WAL every MS at most. The threads meet
     only at the hand-offs (a mutex held for a pointer swap, conditions the
     store and sync threads sleep on, an eventfd the broker's poll wakes
     on).
@@ -81,6 +83,7 @@ struct _pigato__store_t {
     //  write error to each open file once, so one thread cannot take
     //  another's error. The fields below are guarded by lock too.
     bool syncing;
+    int64_t interval;  //  ms between syncs, batches back unsynced; 0: none
     int sync_fds [SYNCERS];
     pthread_t syncers [SYNCERS];
     int syncers_started;
@@ -355,7 +358,12 @@ pigato__store_open (const char *dir, int64_t max_bytes, char *error,
         self->sync_fds [index] = -1;
     pthread_mutex_init (&self->lock, NULL);
     pthread_cond_init (&self->wake, NULL);
-    pthread_cond_init (&self->sync_wake, NULL);
+    //  Monotonic: the interval sync thread waits on it with a deadline
+    pthread_condattr_t monotonic;
+    pthread_condattr_init (&monotonic);
+    pthread_condattr_setclock (&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init (&self->sync_wake, &monotonic);
+    pthread_condattr_destroy (&monotonic);
     self->path = zsys_sprintf ("%s/%s", dir, PIGATO__STORE_FILE);
     int rc = self->path ? 0 : PIGATO_E_NOMEM;
     if (rc == 0)
@@ -739,6 +747,55 @@ s_syncer (void *arg)
     return NULL;
 }
 
+//  The sync thread with an interval: what was committed since the last
+//  sync, at most every interval ms, and at the end. Batches went back
+//  at their commit; a failed sync breaks the store (later batches fail).
+static void *
+s_interval_syncer (void *arg)
+{
+    pigato__store_t *self = ((s_syncer_t *) arg)->store;
+    int fd = ((s_syncer_t *) arg)->fd;
+    free (arg);
+    pthread_mutex_lock (&self->lock);
+    while (true) {
+        while (self->pending <= self->covered && !self->sync_stopping)
+            pthread_cond_wait (&self->sync_wake, &self->lock);
+        if (self->pending <= self->covered)
+            break;  //  stopping, nothing left to cover
+        //  The interval from the last sync's end (now, at the first)
+        struct timespec until;
+        clock_gettime (CLOCK_MONOTONIC, &until);
+        until.tv_sec += self->interval / 1000;
+        until.tv_nsec += (self->interval % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        while (!self->sync_stopping
+               && pthread_cond_timedwait (&self->sync_wake, &self->lock, &until)
+                      != ETIMEDOUT)
+            ;
+        uint64_t target = self->pending;
+        self->covered = target;
+        pthread_mutex_unlock (&self->lock);
+        int error = 0;
+        while (fdatasync (fd) != 0 && (error = errno) == EINTR)
+            error = 0;
+        pthread_mutex_lock (&self->lock);
+        self->syncs++;
+        if (error) {
+            char reason [200];
+            snprintf (reason, sizeof reason, "fdatasync of the WAL failed: %s",
+                      strerror (error));
+            s_break (self, reason);
+        }
+        else if (!self->broken [0] && target > self->durable)
+            self->durable = target;
+    }
+    pthread_mutex_unlock (&self->lock);
+    return NULL;
+}
+
 static void *
 s_thread (void *arg)
 {
@@ -772,8 +829,12 @@ s_thread (void *arg)
                 self->pending = batch->number;
                 pthread_cond_signal (&self->sync_wake);
             }
-            s_append (&self->unsynced, batch);
-            s_deliver (self);
+            if (self->interval)
+                s_finish (self, batch, batch->status == 0);
+            else {
+                s_append (&self->unsynced, batch);
+                s_deliver (self);
+            }
         }
         else
             s_finish (self, batch, batch->status == 0);
@@ -803,8 +864,10 @@ s_wal_hook (void *arg, sqlite3 *db, const char *name, int pages)
 }
 
 int
-pigato__store_start (pigato__store_t *self, char *error, size_t error_size)
+pigato__store_start (pigato__store_t *self, int64_t interval, char *error,
+                     size_t error_size)
 {
+    self->interval = interval > 0 ? interval : 0;
     sqlite3_wal_hook (self->db, s_wal_hook, self);
     //  The sync threads' own descriptors of the WAL (fdatasync syncs the
     //  file, whichever descriptor asks): COMMIT then does not sync
@@ -824,12 +887,17 @@ pigato__store_start (pigato__store_t *self, char *error, size_t error_size)
                          NULL)
                != SQLITE_OK)
         self->syncing = false;
-    for (int index = 0; rc == 0 && self->syncing && index < SYNCERS; index++) {
+    if (!self->syncing)
+        self->interval = 0;  //  COMMIT syncs
+    //  One sync thread with an interval: its syncs never overlap
+    int syncers = self->interval ? 1 : SYNCERS;
+    for (int index = 0; rc == 0 && self->syncing && index < syncers; index++) {
         s_syncer_t *syncer = (s_syncer_t *) malloc (sizeof *syncer);
         rc = syncer ? 0 : ENOMEM;
         if (rc == 0) {
             *syncer = (s_syncer_t) { self, self->sync_fds [index] };
-            rc = pthread_create (&self->syncers [index], NULL, s_syncer,
+            rc = pthread_create (&self->syncers [index], NULL,
+                                 self->interval ? s_interval_syncer : s_syncer,
                                  syncer);
             if (rc)
                 free (syncer);
@@ -886,6 +954,12 @@ int
 pigato__store_unwritten (pigato__store_t *self)
 {
     return atomic_load (&self->unwritten);
+}
+
+int64_t
+pigato__store_interval (pigato__store_t *self)
+{
+    return self->interval;
 }
 
 int64_t

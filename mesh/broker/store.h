@@ -92,8 +92,11 @@ int pigato__store_load (pigato__store_t *self, pigato__store_row_fn *row,
                         void *arg, char *error,
                         size_t error_size) PIGATO__MUST_CHECK;
 
-//  Starts the store thread. 0 or PIGATO_E_SYSTEM.
-int pigato__store_start (pigato__store_t *self, char *error,
+//  Starts the store thread and the sync threads. interval 0: a batch
+//  comes back once fdatasync'd; interval > 0: once committed (written to
+//  the operating system), and the WAL is fdatasync'd every interval ms
+//  at most. 0 or PIGATO_E_SYSTEM.
+int pigato__store_start (pigato__store_t *self, int64_t interval, char *error,
                          size_t error_size) PIGATO__MUST_CHECK;
 
 //  A file descriptor that turns readable when a batch is done.
@@ -116,6 +119,10 @@ int64_t pigato__store_commits (pigato__store_t *self);
 //  Batches handed over and not yet committed (synced or not): 0 when the
 //  store thread is idle or only waits for a sync.
 int pigato__store_unwritten (pigato__store_t *self);
+
+//  Milliseconds between syncs (pigato__store_start), 0 if each commit
+//  is synced before its batch comes back.
+int64_t pigato__store_interval (pigato__store_t *self);
 
 //  The fdatasync calls the sync threads made (0 if COMMIT syncs itself:
 //  no descriptor of the WAL could be opened at start).

@@ -586,19 +586,24 @@ pigato__titanic_new (pigato_broker_t *broker, const char *dir,
         pigato__errorf (error, error_size,
                         "out of memory while reading the store");
     if (rc == 0)
-        rc = pigato__store_start (self->store, error, error_size);
+        rc = pigato__store_start (self->store, broker->store_sync, error,
+                                  error_size);
     if (rc) {
         pigato__titanic_destroy (&self);
         return NULL;
     }
     char folder [1024];
+    char sync [32] = "commit";
+    int64_t interval = pigato__store_interval (self->store);
+    if (interval)
+        snprintf (sync, sizeof sync, "%" PRId64 "ms", interval);
     pigato__log (PIGATO_LOG_INFO,
                  "event=titanic_recovered store=%s pending=%" PRId64
                  " replied=%" PRId64 " bytes=%" PRId64 " skipped=%" PRId64
-                 " ms=%" PRId64,
+                 " ms=%" PRId64 " sync=%s",
                  pigato__printable (dir, strlen (dir), folder, sizeof folder),
                  recovery.pending, recovery.replied, recovery.bytes,
-                 recovery.skipped, pigato__now_ms () - started);
+                 recovery.skipped, pigato__now_ms () - started, sync);
     return self;
 }
 
@@ -753,5 +758,7 @@ pigato__titanic_counter (pigato__titanic_t *self, const char *name)
         return pigato__store_syncs (self->store);
     if (streq (name, "broken"))
         return pigato__store_broken (self->store) ? 1 : 0;
+    if (streq (name, "sync_interval_ms"))
+        return pigato__store_interval (self->store);
     return -1;
 }

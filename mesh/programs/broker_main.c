@@ -89,6 +89,14 @@ static const char *s_usage =
     "  --store-max-bytes SIZE  cap on the store file; past it new durable\n"
     "                       requests are refused (500) as on a full disk\n"
     "                       (default: no cap)\n"
+    "  --store-sync commit|MS  when a durable request is acknowledged:\n"
+    "                       commit (the default) once its commit is fsync'd,\n"
+    "                       so neither a crash nor a power cut loses it; MS\n"
+    "                       once its commit is written to the operating\n"
+    "                       system, the store fsync'd every MS at most: a\n"
+    "                       broker crash loses nothing acknowledged, a power\n"
+    "                       cut may lose the last MS (JetStream's\n"
+    "                       sync_interval); faster on a disk slow to flush\n"
     "  --drain-timeout MS   on SIGTERM, how long requests in flight may take to\n"
     "                       finish before they are failed and the broker exits\n"
     "                       (default 30000; 0 = fail them at once)\n"
@@ -410,6 +418,7 @@ main (int argc, char *argv [])
         OPT_METRICS_LISTEN,
         OPT_STORE,
         OPT_STORE_MAX_BYTES,
+        OPT_STORE_SYNC,
         OPT_DRAIN_TIMEOUT,
         OPT_CONFIG,
         OPT_CHECK_CONFIG,
@@ -443,6 +452,7 @@ main (int argc, char *argv [])
         { "log-format", required_argument, NULL, OPT_LOG_FORMAT },
         { "store", required_argument, NULL, OPT_STORE },
         { "store-max-bytes", required_argument, NULL, OPT_STORE_MAX_BYTES },
+        { "store-sync", required_argument, NULL, OPT_STORE_SYNC },
         { "drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -455,6 +465,7 @@ main (int argc, char *argv [])
     const char *pid_file = NULL, *metrics_listen = NULL;
     const char *store = NULL;
     int64_t store_max_bytes = 0;  //  0 = no cap
+    int64_t store_sync = -1;      //  -1 = not given (each commit)
     bool allow_any = false, insecure = false;
     int heartbeat = PIGATO_HEARTBEAT_MS, liveness = PIGATO_LIVENESS;
     int log_level = PIGATO_LOG_INFO;
@@ -545,6 +556,21 @@ main (int argc, char *argv [])
             case OPT_STORE: store = optarg; break;
             case OPT_STORE_MAX_BYTES:
                 store_max_bytes = s_size (optarg, "--store-max-bytes");
+                break;
+            case OPT_STORE_SYNC:
+                if (streq (optarg, "commit"))
+                    store_sync = 0;
+                else {
+                    char *end;
+                    long value = strtol (optarg, &end, 10);
+                    if (*optarg < '0' || *optarg > '9' || *end || value < 1
+                        || value > 3600000)
+                        s_bad ("--store-sync needs 'commit' or milliseconds "
+                               "between syncs (1 to 3600000), not '%s'",
+                               optarg);
+                    else
+                        store_sync = value;
+                }
                 break;
             case OPT_ALLOW_ANY: allow_any = true; break;
             case OPT_INSECURE: insecure = true; break;
@@ -728,11 +754,14 @@ main (int argc, char *argv [])
         s_problems++;
         rc = 1;
     }
-    if (store_max_bytes && !store) {
-        fputs ("pigato-broker: --store-max-bytes needs --store\n", stderr);
+    if ((store_max_bytes || store_sync >= 0) && !store) {
+        fprintf (stderr, "pigato-broker: %s needs --store\n",
+                 store_max_bytes ? "--store-max-bytes" : "--store-sync");
         rc = EXIT_USAGE;
         goto cleanup;
     }
+    if (store_sync > 0)
+        pigato_broker_set_store_sync (broker, store_sync);
     //  Opened (and recovered) before anything binds: a store that cannot
     //  be used is the reason to exit
     if (store && pigato_broker_set_store (broker, store, store_max_bytes)) {

@@ -281,15 +281,20 @@ s_print_broker (json_t *broker)
             resident, max, s_get (cache, "entries"), cached,
             s_get (cache, "hits"));
     json_t *store = json_object_get (broker, "store");
+    char synced [64] = "each fsync'd";
+    if (store && s_get (store, "sync_interval_ms") > 0)
+        snprintf (synced, sizeof synced, "fsync'd every %" PRId64 " ms",
+                  s_get (store, "sync_interval_ms"));
     if (store)
         printf ("store: %" PRId64 " durable requests held (%" PRId64
                 " at a worker, %" PRId64 " waiting for one), %" PRId64
                 " stored, %" PRId64 " replied, %" PRId64 " expired; %" PRId64
-                " commits, %" PRId64 " syncs, %" PRId64 " write failures%s\n",
+                " commits (%s), %" PRId64 " syncs, %" PRId64
+                " write failures%s\n",
                 s_get (store, "stored"), s_get (store, "in_flight"),
                 s_get (store, "parked"), s_get (store, "submitted"),
                 s_get (store, "replied"), s_get (store, "expired"),
-                s_get (store, "commits"), s_get (store, "syncs"),
+                s_get (store, "commits"), synced, s_get (store, "syncs"),
                 s_get (store, "write_failures"),
                 s_get (store, "broken")
                     ? "; BROKEN: takes nothing more until the broker restarts"

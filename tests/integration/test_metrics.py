@@ -477,6 +477,7 @@ class DurableStoreTest(MetricsCase):
         self.assertGreaterEqual(value(found, "pigato_titanic_operations_total"), 3)
         # every commit was made durable by a sync of the sync threads
         self.assertGreaterEqual(value(found, "pigato_titanic_syncs_total"), 1)
+        self.assertEqual(value(found, "pigato_titanic_sync_interval_ms"), 0)
         w = self.as_worker("wk", "echo")
         for _ in range(3):
             req = w.next_request(5)
@@ -498,12 +499,29 @@ class DurableStoreTest(MetricsCase):
         self.assertEqual((store["submitted"], store["replied"], store["stored"],
                           store["parked"], store["broken"]), (3, 3, 3, 0, 0))
         self.assertGreaterEqual(store["syncs"], 1)
+        self.assertEqual(store["sync_interval_ms"], 0)
         rc, out, err = self.cli_as("ops", "stats")
         self.assertEqual(rc, 0, err)
         self.assertRegex(out, r"store: 3 durable requests held \(0 at a worker, 0 "
                               r"waiting for one\), 3 stored, 3 replied, 0 expired; "
-                              r"\d+ commits, \d+ syncs, 0 write failures\n")
+                              r"\d+ commits \(each fsync'd\), \d+ syncs, 0 write "
+                              r"failures\n")
         self.assertNotIn("BROKEN", out)
+
+    def test_a_sync_interval_is_shown(self):
+        store = os.path.join(self.tmp, "store")
+        self.metrics_broker(POLICY + "allow alice call titanic.*\n",
+                            extra=["--store", store, "--store-sync", "200"])
+        rc, out, err = self.cli_as("alice", "submit", "echo", '"d"')
+        self.assertEqual(rc, 0, err)
+        # Acknowledged before any sync; the sync follows within the interval
+        found = self.metrics_when(
+            lambda f: value(f, "pigato_titanic_syncs_total") >= 1)
+        self.assertEqual(value(found, "pigato_titanic_sync_interval_ms"), 200)
+        self.assertEqual(value(found, "pigato_titanic_submitted_total"), 1)
+        rc, out, err = self.cli_as("ops", "stats")
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(out, r"\d+ commits \(fsync'd every 200 ms\), [1-9]\d* syncs")
 
     def test_no_store_no_store_series(self):
         self.metrics_broker()

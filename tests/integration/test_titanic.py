@@ -448,6 +448,33 @@ class ProtocolTest(TitanicCase):
         w2 = self.worker(plain)
         self.assertIsNotNone(w2.ready("titanic.request"))
 
+    def test_store_sync_is_said_and_bad_values_are_usage_errors(self):
+        # By default every commit is fsync'd before its acknowledgement
+        self.store_broker()
+        self.assertIsNotNone(self.wait_log(r"event=titanic_recovered .* sync=commit$", 5))
+        c = self.client()
+        self.submit_ok(c, "later")
+        c.close()
+        port = self.broker.port
+        self.broker.stop()
+        # An interval: said at start, acknowledgements still come, and
+        # the store keeps what was acknowledged across a restart
+        self.store_broker(["--store-sync", "250"], port=port)
+        self.assertIsNotNone(self.wait_log(
+            r"event=titanic_recovered .*pending=1 .* sync=250ms$", 5))
+        c = self.client()
+        ident = self.submit_ok(c, "later")
+        self.assertEqual(json.loads(self.fetch(c, ident).opts), {"titanic": 300})
+        for bad in (["--store", self.store, "--store-sync", "0"],
+                    ["--store", self.store, "--store-sync", "-5"],
+                    ["--store", self.store, "--store-sync", "soon"],
+                    ["--store", self.store, "--store-sync", "3600001"],
+                    ["--store-sync", "100"]):
+            r = subprocess.run([harness.BROKER_BIN, "--insecure"] + bad,
+                               capture_output=True, text=True, timeout=10)
+            self.assertEqual(r.returncode, 64, "%s: %r" % (bad, r.stderr))
+            self.assertIn("--store-sync", r.stderr)
+
 
 # --------------------------------------------------------------------------
 # A store that cannot be used
@@ -862,10 +889,11 @@ class CrashTest(TitanicCase):
     KILLS = int(os.environ.get("TITANIC_CRASH_KILLS", "10"))
     INFLIGHT = 100
     RESEND = 2.0        # seconds without an answer: send again (same key)
+    STORE_EXTRA = ()
 
     def test_sigkill_under_load_loses_no_acknowledged_request(self):
         t0 = time.monotonic()
-        self.store_broker(heartbeat=500)
+        self.store_broker(self.STORE_EXTRA, heartbeat=500)
         port = self.broker.port
         endpoint = self.broker.endpoint
         log = os.path.join(self.tmp, "exec.log")
@@ -889,7 +917,8 @@ class CrashTest(TitanicCase):
                 victim.signalled = True
                 victim.wait(5)
                 kills.append((time.monotonic(), state.acked_count()))
-                brokers.append(self.store_broker(port=port, heartbeat=500))
+                brokers.append(self.store_broker(self.STORE_EXTRA, port=port,
+                                                 heartbeat=500))
 
         thread = threading.Thread(target=killer, daemon=True)
         thread.start()
@@ -924,11 +953,22 @@ class CrashTest(TitanicCase):
             self.assertIsNotNone(m, br.tail())
             recovered.append((int(m.group(1)), int(m.group(2))))
         self.assertGreaterEqual(len(kills), self.KILLS)
-        print("\ncrash test: %d submissions, %d kills, %.1f s; recovered (pending, "
+        print("\ncrash test%s: %d submissions, %d kills, %.1f s; recovered (pending, "
               "replied) per restart: %s; %d closed; %d resends; %d executions "
-              "for %d ids" % (self.SUBMISSIONS, len(kills), elapsed, recovered,
+              "for %d ids" % (" " + " ".join(self.STORE_EXTRA) if self.STORE_EXTRA else "",
+                              self.SUBMISSIONS, len(kills), elapsed, recovered,
                               len(state.closed), state.resends,
                               sum(len(v) for v in execs.values()), len(ids)))
+
+
+class IntervalCrashTest(CrashTest):
+    """The same with --store-sync: an acknowledgement follows the commit's
+    write, not its fsync. A killed broker (not a lost machine) still loses
+    nothing acknowledged: what was written is the kernel's."""
+
+    SUBMISSIONS = int(os.environ.get("TITANIC_CRASH_SUBMISSIONS", "6000"))
+    KILLS = int(os.environ.get("TITANIC_CRASH_KILLS", "4"))
+    STORE_EXTRA = ("--store-sync", "1000")
 
 
 class Load:

@@ -154,7 +154,7 @@ test_batches_survive_a_reopen (void **state)
     (void) state;
     char error [512];
     pigato__store_t *store = s_open (error, sizeof error);
-    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    assert_int_equal (pigato__store_start (store, 0, error, sizeof error), 0);
     pigato__store_batch_t *batch = pigato__store_batch_new ();
     for (int index = 1; index <= 3; index++) {
         char body [16];
@@ -212,7 +212,7 @@ test_batches_queue_and_come_back_in_order (void **state)
     (void) state;
     char error [512];
     pigato__store_t *store = s_open (error, sizeof error);
-    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    assert_int_equal (pigato__store_start (store, 0, error, sizeof error), 0);
     for (int index = 1; index <= 2; index++) {
         pigato__store_batch_t *batch = pigato__store_batch_new ();
         pigato__store_row_t row = s_row (index, "queued");
@@ -249,7 +249,7 @@ test_commits_come_back_synced (void **state)
     (void) state;
     char error [512];
     pigato__store_t *store = s_open (error, sizeof error);
-    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    assert_int_equal (pigato__store_start (store, 0, error, sizeof error), 0);
     for (int index = 1; index <= 3; index++) {
         pigato__store_batch_t *batch = pigato__store_batch_new ();
         pigato__store_row_t row = s_row (index, "synced");
@@ -271,7 +271,7 @@ test_a_failed_sync_stops_the_store (void **state)
     (void) state;
     char error [512];
     pigato__store_t *store = s_open (error, sizeof error);
-    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    assert_int_equal (pigato__store_start (store, 0, error, sizeof error), 0);
     pigato__store_batch_t *batch = pigato__store_batch_new ();
     pigato__store_row_t row = s_row (1, "before");
     assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
@@ -301,6 +301,78 @@ test_a_failed_sync_stops_the_store (void **state)
     pigato__store_destroy (&store);
 }
 
+//  Waits at most 5 s (10 ms at a time) for the store's syncs to reach
+//  count; returns the ms it waited.
+static int64_t
+s_wait_syncs (pigato__store_t *store, int64_t count)
+{
+    int64_t started = zclock_mono ();
+    for (int tries = 0; pigato__store_syncs (store) < count && tries < 500;
+         tries++)
+        zclock_sleep (10);
+    assert_true (pigato__store_syncs (store) >= count);
+    return zclock_mono () - started;
+}
+
+//  With a sync interval (pigato-broker --store-sync MS): a batch comes
+//  back once committed, before any sync; the WAL is synced behind it,
+//  no sooner than the interval after the commit that wanted it; a failed
+//  sync stops the store as without an interval (the batches it covered
+//  came back already: that is the interval's bargain).
+static void
+test_an_interval_syncs_behind_the_commits (void **state)
+{
+    (void) state;
+    char error [512];
+    pigato__store_t *store = s_open (error, sizeof error);
+    assert_int_equal (pigato__store_start (store, 1000, error, sizeof error),
+                      0);
+    assert_int_equal (pigato__store_interval (store), 1000);
+    int64_t committed = zclock_mono ();
+    pigato__store_batch_t *batch = pigato__store_batch_new ();
+    pigato__store_row_t row = s_row (1, "first");
+    assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
+    assert_int_equal (s_write (store, batch, error, sizeof error), 0);
+    assert_int_equal (pigato__store_syncs (store), 0);
+    s_wait_syncs (store, 1);
+    assert_true (zclock_mono () - committed >= 1000);
+    //  Two more commits come back at once; one sync covers both
+    for (int index = 2; index <= 3; index++) {
+        batch = pigato__store_batch_new ();
+        row = s_row (index, "then");
+        assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
+        assert_int_equal (s_write (store, batch, error, sizeof error), 0);
+    }
+    assert_int_equal (pigato__store_syncs (store), 1);
+    s_wait_syncs (store, 2);
+    assert_int_equal (pigato__store_commits (store), 3);
+    //  A failed sync: what came back stays answered, the store breaks
+    pigato__store_fail_syncs (store);
+    batch = pigato__store_batch_new ();
+    row = s_row (4, "unsynced");
+    assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
+    assert_int_equal (s_write (store, batch, error, sizeof error), 0);
+    for (int tries = 0; !pigato__store_broken (store) && tries < 500; tries++)
+        zclock_sleep (10);
+    assert_true (pigato__store_broken (store));
+    batch = pigato__store_batch_new ();
+    row = s_row (5, "refused");
+    assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
+    assert_int_equal (s_write (store, batch, error, sizeof error),
+                      PIGATO_E_STORE);
+    assert_non_null (strstr (error, "fdatasync of the WAL failed"));
+    pigato__store_destroy (&store);
+    //  Without a failure the three synced ones are there on reopen
+    store = s_open (error, sizeof error);
+    s_found_t found;
+    memset (&found, 0, sizeof found);
+    assert_int_equal (
+        pigato__store_load (store, s_collect, &found, error, sizeof error), 0);
+    assert_true (found.count >= 3);
+    assert_string_equal (found.bodies [0], "first");
+    pigato__store_destroy (&store);
+}
+
 //  One batch far larger than one write of the VFS's (a burst, or what
 //  piled up while a write failed) commits and reads back whole.
 static void
@@ -311,7 +383,7 @@ test_a_large_batch_commits (void **state)
     memset (body, 'b', sizeof body - 1);
     body [sizeof body - 1] = 0;
     pigato__store_t *store = s_open (error, sizeof error);
-    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    assert_int_equal (pigato__store_start (store, 0, error, sizeof error), 0);
     pigato__store_batch_t *batch = pigato__store_batch_new ();
     for (int index = 0; index < 3000; index++) {
         pigato__store_row_t row = s_row (1, body);
@@ -339,7 +411,7 @@ test_a_capped_store_fills_up_and_says_so (void **state)
     pigato__store_t *store = pigato__store_open (s_store, 64 * 1024, error,
                                                  sizeof error);
     assert_non_null (store);
-    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    assert_int_equal (pigato__store_start (store, 0, error, sizeof error), 0);
     memset (body, 'x', sizeof body - 1);
     body [sizeof body - 1] = 0;
     int status = 0;
@@ -453,7 +525,7 @@ test_a_format_1_store_is_converted (void **state)
         }
     }
     //  Written in the new format from now on, and reopened as such
-    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    assert_int_equal (pigato__store_start (store, 0, error, sizeof error), 0);
     pigato__store_batch_t *batch = pigato__store_batch_new ();
     pigato__store_row_t row = s_row (4, "new");
     assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
@@ -517,7 +589,7 @@ test_damaged_rows_are_skipped (void **state)
     //  In a store: only the good row comes back
     char error [512];
     pigato__store_t *store = s_open (error, sizeof error);
-    assert_int_equal (pigato__store_start (store, error, sizeof error), 0);
+    assert_int_equal (pigato__store_start (store, 0, error, sizeof error), 0);
     pigato__store_batch_t *batch = pigato__store_batch_new ();
     assert_int_equal (pigato__store_batch_insert (batch, &row), 0);
     assert_int_equal (s_write (store, batch, error, sizeof error), 0);
@@ -561,6 +633,8 @@ main (void)
                                 fresh),
         cmocka_unit_test_setup (test_commits_come_back_synced, fresh),
         cmocka_unit_test_setup (test_a_failed_sync_stops_the_store, fresh),
+        cmocka_unit_test_setup (test_an_interval_syncs_behind_the_commits,
+                                fresh),
         cmocka_unit_test_setup (test_a_large_batch_commits, fresh),
         cmocka_unit_test_setup (test_a_capped_store_fills_up_and_says_so,
                                 fresh),
