@@ -8,10 +8,10 @@
 #     at a time, nobody consuming them (titanic-bench --mode acks against
 #     pigato-broker --insecure --store; jetstream-bench --mode acks: file
 #     storage, work-queue retention, publish with ack);
-#   * acks-interval: the same acks with pigato-broker --store-sync 1000
-#     (acknowledged once the COMMIT is written, fsync'd every second at
-#     most: JetStream's own bargain), to show what the per-commit fsync
-#     costs; the goal is the acks row;
+#   * acks-interval, roundtrip-interval: the same with pigato-broker
+#     --store-sync 1000 (acknowledged once the COMMIT is written, fsync'd
+#     every second at most: JetStream's own bargain), to show what the
+#     per-commit fsync costs; the goal is the acks row;
 #   * round trip: one at a time, submit -> worker -> reply stored and in the
 #     client's hands (pigato: submit, then titanic.reply until 200, the
 #     worker `pigato serve --echo`; JetStream: publish with ack, a worker
@@ -48,7 +48,7 @@ stop() {
 run_pigato() {
     mode=$1; round=$2; sync=""
     p=$(port); store=$WORK/store-$mode-$round
-    [ "$mode" = acks-interval ] && { mode=acks; sync="--store-sync 1000"; }
+    case $mode in *-interval) mode=${mode%-interval}; sync="--store-sync 1000" ;; esac
     # shellcheck disable=SC2086
     "$BUILD/pigato-broker" --insecure --bind "tcp://127.0.0.1:$p" --store "$store" \
         $sync >/dev/null 2>"$WORK/broker.log" &
@@ -91,6 +91,23 @@ run_jetstream() {
 }
 
 echo "durable requests vs NATS JetStream $("$NATS" --version | sed 's/.* //'), $ROUNDS rounds, $(nproc) cores"
+# What one flush of this disk costs: a floor under every acknowledgement
+# with an fsync per commit (the store is on the same file system as WORK)
+/usr/bin/python3 - "$WORK/flush-probe" <<'EOF'
+import os, statistics, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+os.write(fd, b"\0" * (4 << 20)); os.fsync(fd)
+block, took = b"x" * 16384, []
+for i in range(400):
+    start = time.perf_counter()
+    os.pwrite(fd, block, (i % 256) * 16384)
+    os.fdatasync(fd)
+    took.append((time.perf_counter() - start) * 1e6)
+os.close(fd); os.unlink(sys.argv[1])
+took.sort()
+print("this disk: a 16 KiB write + fdatasync takes p50 %.0f us, p90 %.0f us"
+      % (statistics.median(took), took[len(took) * 9 // 10]))
+EOF
 echo "JetStream: file storage, work-queue retention, publish with ack, pull consumers with"
 echo "explicit ack; no fsync per message (2.9 syncs its files every 2 minutes). pigato: an"
 echo "acknowledgement means committed and fsync'd (SQLite WAL, fdatasync after COMMIT, group commit)."
@@ -101,6 +118,7 @@ while [ "$round" -le "$ROUNDS" ]; do
     run_pigato acks-interval "$round"
     run_pigato roundtrip "$round"
     run_jetstream roundtrip "$round"
+    run_pigato roundtrip-interval "$round"
     round=$((round + 1))
 done
 /usr/bin/python3 - "$OUT" <<'EOF'
@@ -121,4 +139,6 @@ print("the same with --store-sync 1000 (no fsync per commit, as JetStream): piga
       "%.0f: ratio %.2f" % (pi, pi / ja))
 print("durable round trip p50 / p99 us (medians): pigato %.0f / %.0f, JetStream "
       "%.0f / %.0f: ratio (p50) %.2f" % (pr, pr99, jr, jr99, pr / jr))
+pir = median("pigato-roundtrip-interval", "p50_us")
+print("the same with --store-sync 1000: pigato p50 %.0f us: ratio %.2f" % (pir, pir / jr))
 EOF
