@@ -762,7 +762,8 @@ s_interval_syncer (void *arg)
             pthread_cond_wait (&self->sync_wake, &self->lock);
         if (self->pending <= self->covered)
             break;  //  stopping, nothing left to cover
-        //  The interval from the last sync's end (now, at the first)
+        //  The interval from now: the first commit since the last sync
+        //  woke us, or (under steady load) that sync has just ended
         struct timespec until;
         clock_gettime (CLOCK_MONOTONIC, &until);
         until.tv_sec += self->interval / 1000;
