@@ -707,11 +707,33 @@ s_flush_wal (pigato__store_t *self, pigato__store_batch_t *batch)
 
 //  A sync thread: whenever commits have ended that no sync covers, one
 //  fdatasync of the WAL for them all (a group commit: what was committed
-//  while the last sync ran), then what it covered goes back.
+//  while the last sync ran), then what it covered goes back. With an
+//  interval (one such thread) the sync waits interval ms first, and the
+//  batches went back at their commit already (nothing to deliver).
 typedef struct {
     pigato__store_t *store;
     int fd;
 } s_syncer_t;
+
+//  With an interval (one sync thread): waits interval ms from now (the
+//  first commit since the last sync woke it, or under steady load that
+//  sync has just ended), or until the store stops. With lock held.
+static void
+s_wait_interval (pigato__store_t *self)
+{
+    struct timespec until;
+    clock_gettime (CLOCK_MONOTONIC, &until);
+    until.tv_sec += self->interval / 1000;
+    until.tv_nsec += (self->interval % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    while (!self->sync_stopping
+           && pthread_cond_timedwait (&self->sync_wake, &self->lock, &until)
+                  != ETIMEDOUT)
+        ;
+}
 
 static void *
 s_syncer (void *arg)
@@ -725,6 +747,8 @@ s_syncer (void *arg)
             pthread_cond_wait (&self->sync_wake, &self->lock);
         if (self->pending <= self->covered)
             break;  //  stopping, nothing left to cover
+        if (self->interval)
+            s_wait_interval (self);
         uint64_t target = self->pending;
         self->covered = target;
         pthread_mutex_unlock (&self->lock);
@@ -742,56 +766,6 @@ s_syncer (void *arg)
         else if (!self->broken [0] && target > self->durable)
             self->durable = target;
         s_deliver (self);
-    }
-    pthread_mutex_unlock (&self->lock);
-    return NULL;
-}
-
-//  The sync thread with an interval: what was committed since the last
-//  sync, at most every interval ms, and at the end. Batches went back
-//  at their commit; a failed sync breaks the store (later batches fail).
-static void *
-s_interval_syncer (void *arg)
-{
-    pigato__store_t *self = ((s_syncer_t *) arg)->store;
-    int fd = ((s_syncer_t *) arg)->fd;
-    free (arg);
-    pthread_mutex_lock (&self->lock);
-    while (true) {
-        while (self->pending <= self->covered && !self->sync_stopping)
-            pthread_cond_wait (&self->sync_wake, &self->lock);
-        if (self->pending <= self->covered)
-            break;  //  stopping, nothing left to cover
-        //  The interval from now: the first commit since the last sync
-        //  woke us, or (under steady load) that sync has just ended
-        struct timespec until;
-        clock_gettime (CLOCK_MONOTONIC, &until);
-        until.tv_sec += self->interval / 1000;
-        until.tv_nsec += (self->interval % 1000) * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
-        while (!self->sync_stopping
-               && pthread_cond_timedwait (&self->sync_wake, &self->lock, &until)
-                      != ETIMEDOUT)
-            ;
-        uint64_t target = self->pending;
-        self->covered = target;
-        pthread_mutex_unlock (&self->lock);
-        int error = 0;
-        while (fdatasync (fd) != 0 && (error = errno) == EINTR)
-            error = 0;
-        pthread_mutex_lock (&self->lock);
-        self->syncs++;
-        if (error) {
-            char reason [200];
-            snprintf (reason, sizeof reason, "fdatasync of the WAL failed: %s",
-                      strerror (error));
-            s_break (self, reason);
-        }
-        else if (!self->broken [0] && target > self->durable)
-            self->durable = target;
     }
     pthread_mutex_unlock (&self->lock);
     return NULL;
@@ -897,8 +871,7 @@ pigato__store_start (pigato__store_t *self, int64_t interval, char *error,
         rc = syncer ? 0 : ENOMEM;
         if (rc == 0) {
             *syncer = (s_syncer_t) { self, self->sync_fds [index] };
-            rc = pthread_create (&self->syncers [index], NULL,
-                                 self->interval ? s_interval_syncer : s_syncer,
+            rc = pthread_create (&self->syncers [index], NULL, s_syncer,
                                  syncer);
             if (rc)
                 free (syncer);
